@@ -1,0 +1,37 @@
+"""lightning-viz: see what an image classifier learns while it trains.
+
+PyTorch Lightning callbacks that write filters, feature maps, saliency, Grad-CAM,
+embeddings, robustness and shape-bias probes to TensorBoard at epoch ends.
+The callbacks are imported lazily, so ``import lightning_viz.functional`` does not
+import Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_CALLBACKS = {
+    "FilterLogger": "lightning_viz.callbacks.filters",
+    "ActivationLogger": "lightning_viz.callbacks.activations",
+    "SaliencyLogger": "lightning_viz.callbacks.saliency",
+    "GradCAMLogger": "lightning_viz.callbacks.gradcam",
+    "EmbeddingProjector": "lightning_viz.callbacks.embedding",
+    "AdversarialProbe": "lightning_viz.callbacks.robustness",
+    "TextureShapeBias": "lightning_viz.callbacks.shape_bias",
+    "ClassModelLogger": "lightning_viz.callbacks.class_model",
+}
+
+__all__ = [*_CALLBACKS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CALLBACKS:
+        return getattr(importlib.import_module(_CALLBACKS[name]), name)
+    raise AttributeError(f"module 'lightning_viz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,180 @@
+"""The one place where model state is saved and restored.
+
+Every method that runs the user's model (the functional methods and the callbacks
+through them) enters :func:`preserve_state`. It puts the model into the state a
+visualization needs (eval mode, gradients enabled even under ``inference_mode``,
+parameters frozen) and restores, in ``finally``, exactly what it found: every
+submodule's ``training`` flag, every parameter's ``requires_grad`` and ``.grad``
+reference and the global RNG streams.
+
+:class:`ModelView` adapts the user's model for the methods: it unwraps
+``torch.compile`` and DDP wrappers, maps pixel-space inputs through ``mean``/``std``,
+maps the model output to logits and runs the forward under the trainer's precision
+context (autocast) while gradients are taken outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ModelView", "make_generator", "preserve_state", "unwrap_model"]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Returns the module whose forward is the user's own.
+
+    Strips ``DistributedDataParallel``/``DataParallel`` (``.module``) and
+    ``torch.compile`` (``._orig_mod``) wrappers, so hooks and gradients act on the
+    real submodules, never through the DDP reducer.
+
+    Args:
+        model: Any ``nn.Module``.
+
+    Returns:
+        The innermost wrapped module (``model`` itself when it is not wrapped).
+    """
+    seen = set()
+    while id(model) not in seen:
+        seen.add(id(model))
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+    return model
+
+
+@contextlib.contextmanager
+def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Runs a block with ``model`` in eval mode, frozen and with gradients enabled.
+
+    Inside the block every submodule is in eval mode, every parameter has
+    ``requires_grad=False`` (so no graph is built for parameters and nothing is
+    ever accumulated into ``.grad``), and gradient recording is on even when the
+    caller is under ``torch.no_grad`` or ``torch.inference_mode``. On exit, also
+    when the block raises, each submodule's ``training`` flag, each parameter's
+    ``requires_grad`` and ``.grad`` and the CPU and CUDA RNG states are put back.
+
+    Args:
+        model: The model to guard. Wrappers are stripped (see :func:`unwrap_model`).
+
+    Yields:
+        The unwrapped module.
+    """
+    module = unwrap_model(model)
+    modules = list(module.modules())
+    flags = [m.training for m in modules]
+    params = list(module.parameters())
+    requires = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        for m in modules:
+            m.training = False
+        for p in params:
+            p.requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad():
+            yield module
+    finally:
+        for m, flag in zip(modules, flags, strict=True):
+            m.training = flag
+        for p, req, grad in zip(params, requires, grads, strict=True):
+            p.requires_grad_(req)
+            if p.grad is not grad:
+                p.grad = grad
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Returns a private ``torch.Generator`` on ``device`` seeded with ``seed``.
+
+    Methods that need randomness draw only from such a generator, never from the
+    global RNG, so a run with and without them sees the same random numbers.
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device=device.type if device.type != "cpu" else "cpu")
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _as_stat(value: Sequence[float] | Tensor | None, name: str) -> Tensor | None:
+    if value is None:
+        return None
+    t = torch.as_tensor(value, dtype=torch.float32).flatten()
+    if t.numel() == 0:
+        raise ValueError(f"`{name}` must not be empty, got {value!r}")
+    if name == "std" and bool((t <= 0).any()):
+        raise ValueError(f"`std` must be positive, got {value!r}")
+    return t.view(1, -1, 1, 1)
+
+
+class ModelView(nn.Module):
+    """The user's model as the methods see it: pixel inputs in, float logits out.
+
+    ``ModelView(model)(x)`` computes ``output_to_logits(model((x - mean) / std))``
+    with the forward under ``forward_context`` (for example the trainer's autocast)
+    and returns float32 logits, so gradients are taken outside autocast.
+
+    Args:
+        model: The user's model; DDP and ``torch.compile`` wrappers are stripped.
+        mean: Per-channel input mean, or ``None`` when the model takes pixels.
+        std: Per-channel input standard deviation (positive), or ``None``.
+        output_to_logits: Maps the model output (tuple, dict, ...) to logits
+            ``(N, K)``; ``None`` takes the output as it is.
+        forward_context: A callable returning a context manager entered around
+            the forward (``trainer.precision_plugin.forward_context``), or ``None``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float] | Tensor | None = None,
+        std: Sequence[float] | Tensor | None = None,
+        output_to_logits: Callable[[Any], Tensor] | None = None,
+        forward_context: Callable[[], contextlib.AbstractContextManager] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = unwrap_model(model)
+        self._mean = _as_stat(mean, "mean")
+        self._std = _as_stat(std, "std")
+        self.output_to_logits = output_to_logits
+        self.forward_context = forward_context
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Maps pixel-space images ``(N, C, H, W)`` to the model's input space."""
+        if self._mean is not None:
+            x = x - self._mean.to(x.device, x.dtype)
+        if self._std is not None:
+            x = x / self._std.to(x.device, x.dtype)
+        return x
+
+    def to_pixels(self, x: Tensor) -> Tensor:
+        """Maps model-space images ``(N, C, H, W)`` back to pixel space."""
+        if self._std is not None:
+            x = x * self._std.to(x.device, x.dtype)
+        if self._mean is not None:
+            x = x + self._mean.to(x.device, x.dtype)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) pixels -> (N, K) float logits
+        x = self.normalize(x)
+        ctx = (
+            self.forward_context() if self.forward_context is not None else contextlib.nullcontext()
+        )
+        with ctx:
+            out = self.model(x)
+        if self.output_to_logits is not None:
+            out = self.output_to_logits(out)
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                "the model output is not a tensor of logits but "
+                f"{type(out).__name__}; pass `output_to_logits` to map it to logits"
+            )
+        return out.float()

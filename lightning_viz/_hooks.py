@@ -1,0 +1,149 @@
+"""The one place where hooks are registered.
+
+Every hook lives inside a context manager here and is removed in ``finally``,
+also when the code inside raises, so no hook outlives the call that needed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["capture_outputs", "gradient_leaf", "relu_backward", "has_hooks"]
+
+
+@contextlib.contextmanager
+def capture_outputs(
+    modules: Mapping[str, nn.Module], detach: bool = True
+) -> Iterator[dict[str, Tensor]]:
+    """Records the forward output of each module while the block runs.
+
+    Args:
+        modules: Name -> module to watch.
+        detach: Store detached outputs (no graph is kept alive).
+
+    Yields:
+        A dict filled with name -> output of the module's latest forward call.
+    """
+    store: dict[str, Tensor] = {}
+    handles = []
+    try:
+        for name, module in modules.items():
+
+            def hook(_m, _inp, out, name=name):
+                t = out[0] if isinstance(out, tuple | list) else out
+                store[name] = t.detach() if detach else t
+
+            handles.append(module.register_forward_hook(hook))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+        handles.clear()
+
+
+@contextlib.contextmanager
+def gradient_leaf(module: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """Makes ``module``'s output the start of the autograd graph.
+
+    During the block, each forward of ``module`` stores its output detached as a
+    leaf that requires grad (``store["leaf"]``) and passes a clone of it on, so
+    ``torch.autograd.grad(score, store["leaf"])`` runs backward only from the score
+    down to this layer, never further, and in-place ops after the layer stay legal.
+
+    Yields:
+        A dict with key ``"leaf"`` once the module has run.
+    """
+    store: dict[str, Tensor] = {}
+
+    def hook(_m, _inp, out):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"layer {type(_m).__name__} returns {type(out).__name__}, not a tensor")
+        leaf = out.detach().requires_grad_(True)
+        store["leaf"] = leaf
+        return leaf.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward is guided backprop (Springenberg et al. 2015) or deconvnet."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mode: str) -> Tensor:  # noqa: D102
+        y = x.clamp(min=0)
+        ctx.mode = mode
+        if mode == "guided":
+            ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        if ctx.mode == "deconvnet":  # pass positive gradients, ignore the forward sign
+            return grad.clamp(min=0), None
+        (y,) = ctx.saved_tensors  # guided: positive gradient where the input was positive
+        return grad.clamp(min=0) * (y > 0).to(grad.dtype), None
+
+
+_RELUS_OUT = {F.relu, torch.relu, Tensor.relu}
+_RELUS_IN = {F.relu_, torch.relu_, Tensor.relu_}
+
+
+class _ReLUMode(TorchFunctionMode):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inplace = func in _RELUS_IN or (func is F.relu and bool(kwargs.get("inplace", False)))
+        if func in _RELUS_OUT or func in _RELUS_IN:
+            x = args[0] if args else kwargs["input"]
+            self.calls += 1
+            y = _GuidedReLU.apply(x, self.mode)
+            if inplace:  # keep in-place semantics: the caller may reuse `x`
+                return x.copy_(y)
+            return y
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def relu_backward(mode: str) -> Iterator[_ReLUMode]:
+    """Replaces the backward of every ReLU called in the block.
+
+    Catches ``nn.ReLU`` modules (in-place or not), ``F.relu``/``F.relu_``,
+    ``torch.relu``/``torch.relu_`` and ``Tensor.relu``/``relu_`` alike, by a
+    ``TorchFunctionMode``: module swapping or module hooks miss functional calls
+    and break on in-place ReLUs.
+
+    Args:
+        mode: ``"guided"`` (guided backprop) or ``"deconvnet"``.
+
+    Yields:
+        The active mode; ``mode.calls`` counts the ReLUs it replaced.
+    """
+    if mode not in ("guided", "deconvnet"):
+        raise ValueError(f"mode must be 'guided' or 'deconvnet', got {mode!r}")
+    with _ReLUMode(mode) as m:
+        yield m
+
+
+def has_hooks(model: nn.Module) -> bool:
+    """True when any submodule of ``model`` still holds a hook (for leak checks)."""
+    names = (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+    )
+    return any(len(getattr(m, n, {})) for m in model.modules() for n in names)

@@ -1,0 +1,26 @@
+"""Lightning flavours: ``pytorch_lightning`` and the unified ``lightning.pytorch``.
+
+Our callbacks subclass the ``Callback`` of every flavour that is installed, so
+either ``Trainer`` (and LightningCLI's type checks) accepts them, and they find a
+TensorBoard logger of either flavour.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as _pl
+from pytorch_lightning.loggers import TensorBoardLogger as _PLTensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_warn
+
+CALLBACK_BASES: tuple[type, ...] = (_pl.Callback,)
+TENSORBOARD_LOGGERS: tuple[type, ...] = (_PLTensorBoardLogger,)
+
+try:  # the unified package is optional
+    import lightning.pytorch as _lpt
+    from lightning.pytorch.loggers import TensorBoardLogger as _LTensorBoardLogger
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:
+    CALLBACK_BASES = (*CALLBACK_BASES, _lpt.Callback)
+    TENSORBOARD_LOGGERS = (*TENSORBOARD_LOGGERS, _LTensorBoardLogger)
+
+__all__ = ["CALLBACK_BASES", "TENSORBOARD_LOGGERS", "rank_zero_warn"]

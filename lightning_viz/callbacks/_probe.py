@@ -1,0 +1,240 @@
+"""Probe images: a fixed, class-balanced pick from the validation data.
+
+The callbacks look at the same few images every epoch. They are picked once, by
+scanning the validation loader in its (unshuffled) order, and remembered by their
+positions, so a resumed run rebuilds exactly the same probe from the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["Probe", "balanced_pick", "default_batch_to_xy", "load_probe"]
+
+_IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
+_LABEL_KEYS = ("label", "labels", "y", "target", "targets")
+_MASK_KEYS = ("mask", "masks")
+
+
+@dataclass
+class Probe:
+    """The probe batch, on the CPU until a run moves it.
+
+    Attributes:
+        images: ``(N, C, H, W)`` float images in the model's input space.
+        labels: ``(N,)`` int64 class indices, or ``None`` when unknown.
+        masks: ``(N, 1, H, W)`` bool object masks, or ``None``.
+        indices: Positions of the images in the scanned data, or ``None`` for a
+            user-given tensor.
+    """
+
+    images: Tensor
+    labels: Tensor | None
+    masks: Tensor | None
+    indices: list[int] | None
+
+    def to(self, device: torch.device) -> Probe:
+        """Returns a copy on ``device`` (tensors cloned, never inference tensors)."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device).clone()
+
+        return Probe(move(self.images), move(self.labels), move(self.masks), self.indices)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _first(mapping: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if key in mapping:
+            return mapping[key]
+    return None
+
+
+def default_batch_to_xy(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Splits a batch into ``(images, labels, masks)``.
+
+    Handles ``(images, labels[, masks])`` tuples/lists, dicts with ``image``,
+    ``label`` and ``mask`` keys (plural forms too) and a bare image tensor.
+
+    Raises:
+        TypeError: The batch has none of these forms.
+    """
+    if isinstance(batch, Tensor):
+        return batch, None, None
+    if isinstance(batch, Mapping):
+        images = _first(batch, _IMAGE_KEYS)
+        if images is None:
+            raise TypeError(
+                f"cannot find images in a batch dict with keys {sorted(batch)}; expected one of "
+                f"{list(_IMAGE_KEYS)} or pass `batch_to_xy`"
+            )
+        return images, _first(batch, _LABEL_KEYS), _first(batch, _MASK_KEYS)
+    if isinstance(batch, tuple | list) and 1 <= len(batch) <= 3:
+        parts = list(batch) + [None] * (3 - len(batch))
+        return parts[0], parts[1], parts[2]
+    raise TypeError(
+        f"cannot split a batch of type {type(batch).__name__} into (images, labels); "
+        "pass `batch_to_xy` to the callback"
+    )
+
+
+def _split(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[Any, Any, Any]:
+    out = (batch_to_xy or default_batch_to_xy)(batch)
+    if not isinstance(out, tuple | list) or len(out) not in (2, 3):
+        raise TypeError(
+            "`batch_to_xy` must return (images, labels) or (images, labels, masks), "
+            f"got {out!r:.80}"
+        )
+    return out[0], out[1], out[2] if len(out) == 3 else None
+
+
+def check_probe_images(images: Any) -> Tensor:
+    """Raises a clear error unless ``images`` is a float ``(N, C, H, W)`` batch."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"probe images must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(
+            "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
+            f"tensors of shape {tuple(images.shape)}. Pass `batch_to_xy` to pick the images "
+            "out of your batch, or `probe=` an image tensor"
+        )
+    if not images.is_floating_point():
+        images = images.float()
+    return images
+
+
+def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
+    """Positions of a class-balanced pick, deterministic.
+
+    Takes the first occurrence of each class (classes in ascending order), then
+    the second of each, and so on, until ``num_samples`` positions are chosen.
+
+    Args:
+        labels: Class index of each scanned sample, in scan order.
+        num_samples: How many to choose (fewer when fewer are available).
+
+    Returns:
+        Sorted positions into ``labels``.
+    """
+    per_class: dict[int, list[int]] = {}
+    for pos, lab in enumerate(labels):
+        per_class.setdefault(int(lab), []).append(pos)
+    chosen: list[int] = []
+    rank = 0
+    classes = sorted(per_class)
+    while len(chosen) < num_samples and any(rank < len(per_class[c]) for c in classes):
+        for c in classes:
+            if rank < len(per_class[c]) and len(chosen) < num_samples:
+                chosen.append(per_class[c][rank])
+        rank += 1
+    return sorted(chosen)
+
+
+def _scan(
+    batches: Iterable[Any],
+    batch_to_xy: Callable[[Any], Any] | None,
+    limit: int,
+) -> tuple[list[Tensor], list[Tensor | None], list[Tensor | None]]:
+    """Collects per-sample images, labels and masks from the first ``limit`` samples."""
+    images: list[Tensor] = []
+    labels: list[Tensor | None] = []
+    masks: list[Tensor | None] = []
+    with torch.inference_mode(False), torch.no_grad():
+        for batch in batches:
+            x, y, m = _split(batch, batch_to_xy)
+            x = check_probe_images(x)
+            n = x.shape[0]
+            ys = torch.as_tensor(y).reshape(-1) if y is not None else None
+            if ys is not None and ys.numel() != n:
+                raise ValueError(
+                    f"labels of shape {tuple(torch.as_tensor(y).shape)} do not match {n} images; "
+                    "labels must be class indices (N,)"
+                )
+            for i in range(n):
+                images.append(x[i].detach().cpu().clone())
+                labels.append(None if ys is None else ys[i].detach().cpu().long().clone())
+                masks.append(None if m is None else m[i].detach().cpu().bool().clone())
+                if len(images) >= limit:
+                    return images, labels, masks
+    return images, labels, masks
+
+
+def _stack(items: list[Tensor | None]) -> Tensor | None:
+    if not items or any(t is None for t in items):
+        return None
+    return torch.stack(items)  # type: ignore[arg-type]
+
+
+def load_probe(
+    source: Any,
+    num_samples: int,
+    batch_to_xy: Callable[[Any], Any] | None = None,
+    indices: list[int] | None = None,
+    scan_limit: int | None = None,
+) -> Probe:
+    """Builds the probe from a tensor, ``(images, labels)``, a Dataset or a DataLoader.
+
+    Args:
+        source: Probe tensor ``(N, C, H, W)``, a tuple ``(images, labels[, masks])``,
+            a ``Dataset`` of samples, or a ``DataLoader`` (the validation loader).
+        num_samples: How many images to pick (class-balanced when labels exist).
+        batch_to_xy: Maps a batch to ``(images, labels[, masks])``.
+        indices: Positions chosen by an earlier run (from ``state_dict``); when
+            given, exactly these are taken again.
+        scan_limit: How many samples to scan at most when picking.
+
+    Returns:
+        The probe, on the CPU.
+    """
+    if isinstance(source, Tensor):
+        images = check_probe_images(source)
+        return Probe(images[:num_samples].detach().clone(), None, None, None)
+    if isinstance(source, tuple | list) and source and isinstance(source[0], Tensor):
+        imgs, labs, msks = _split(tuple(source), None)
+        imgs = check_probe_images(imgs)
+        sel = (
+            balanced_pick(torch.as_tensor(labs).tolist(), num_samples)
+            if labs is not None
+            else (list(range(min(num_samples, imgs.shape[0]))))
+        )
+        if indices is not None:
+            sel = list(indices)
+        lab_t = torch.as_tensor(labs).long()[sel] if labs is not None else None
+        mask_t = msks[sel].bool() if msks is not None else None
+        return Probe(imgs[sel].detach().clone(), lab_t, mask_t, sel)
+    if isinstance(source, Dataset) and not isinstance(source, DataLoader):
+        source = DataLoader(source, batch_size=256, shuffle=False)
+    if not isinstance(source, Iterable):
+        raise TypeError(
+            "probe must be a tensor (N, C, H, W), a tuple (images, labels) or a Dataset, "
+            f"got {type(source).__name__}"
+        )
+    limit = scan_limit or max(20 * num_samples, 2048)
+    if indices is not None:
+        limit = max(indices) + 1 if indices else 0
+    images, labels, masks = _scan(source, batch_to_xy, limit)
+    if not images:
+        raise ValueError("the probe data is empty: no images to look at")
+    if indices is None:
+        if all(lab is not None for lab in labels):
+            indices = balanced_pick([int(t) for t in labels], num_samples)  # type: ignore[arg-type]
+        else:
+            indices = list(range(min(num_samples, len(images))))
+    if indices and max(indices) >= len(images):
+        raise ValueError(
+            f"saved probe positions {indices} exceed the {len(images)} samples of the data"
+        )
+    return Probe(
+        torch.stack([images[i] for i in indices]).float(),
+        _stack([labels[i] for i in indices]),
+        _stack([masks[i] for i in indices]),
+        list(indices),
+    )

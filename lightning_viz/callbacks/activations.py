@@ -1,0 +1,107 @@
+"""ActivationLogger: what the feature maps of a few conv layers look like."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_viz import render
+from lightning_viz.callbacks._base import RunContext, VizCallback
+from lightning_viz.callbacks._probe import Probe
+from lightning_viz.functional._utils import conv_layers, resolve_layer
+from lightning_viz.functional.saliency import activation_maps
+
+__all__ = ["ActivationLogger"]
+
+
+def default_layers(module: nn.Module) -> list[str]:
+    """An early, a middle and a late conv layer (fewer when the model has fewer)."""
+    names = [n for n, _ in conv_layers(module)]
+    if not names:
+        return []
+    picks = [names[0], names[len(names) // 2], names[-1]]
+    return list(dict.fromkeys(picks))
+
+
+class ActivationLogger(VizCallback):
+    """Logs the output (feature) maps of conv layers for each probe image.
+
+    Writes image ``activations/<layer>``: per probe image one row of tiles, the
+    input image first, then up to ``max_channels`` channels, each min-max
+    normalized on its own.
+
+    Args:
+        layers: Dotted layer names. Default: an early, a middle and a late conv.
+        num_samples: Probe images. Default: 2.
+        max_channels: Most channels shown per layer. Default: 32.
+        **kwargs: The options every callback shares (see ``VizCallback``).
+    """
+
+    family = "activations"
+    default_num_samples = 2
+
+    def __init__(
+        self,
+        layers: Sequence[str] | None = None,
+        num_samples: int = 2,
+        max_channels: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_samples=num_samples, **kwargs)
+        if layers is not None and (
+            isinstance(layers, str) or not all(isinstance(n, str) for n in layers)
+        ):
+            raise TypeError(f"`layers` must be a list of layer names, got {layers!r}")
+        if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
+            raise ValueError(f"`max_channels` must be a positive int, got {max_channels!r}")
+        self.layers = None if layers is None else list(layers)
+        self.max_channels = max_channels
+        self._chosen: list[str] = []
+
+    def key_args(self) -> dict[str, Any]:
+        return {"layers": self.layers}
+
+    def check(self, module: nn.Module, probe: Probe) -> None:
+        if self.layers is None:
+            self._chosen = default_layers(module)
+            if not self._chosen:
+                raise ValueError(
+                    "ActivationLogger found no Conv2d layer in the model; pass `layers=` "
+                    "with the names of the layers whose outputs to show"
+                )
+        else:
+            self._chosen = [resolve_layer(module, n)[0] for n in self.layers]
+
+    def run(self, ctx: RunContext) -> None:
+        if not self._chosen:
+            self.check(ctx.module, ctx.probe)
+        layers = {n: resolve_layer(ctx.module, n)[1] for n in self._chosen}
+        maps = activation_maps(ctx.view, ctx.pixels, list(layers.values()))
+        # keys are names inside the view; the order is that of `layers`
+        for name, act in zip(layers, maps.values(), strict=True):
+            if act.dim() != 4:
+                raise ValueError(
+                    f"layer {name!r} outputs shape {tuple(act.shape)}, "
+                    "not (N, C, H, W) feature maps"
+                )
+            rows = []
+            for i in range(act.shape[0]):
+                tiles = render.feature_maps(act[i].float().cpu(), max_channels=self.max_channels)
+                image = torch.nn.functional.interpolate(
+                    ctx.pixels[i : i + 1].float().cpu(), size=tiles.shape[-2:], mode="bilinear"
+                )
+                rows.append(torch.cat([render.to_rgb(image), render.to_rgb(tiles)]))
+            captions = []
+            labels = ctx.probe.labels
+            for i in range(act.shape[0]):
+                first = "input" if labels is None else f"{self.class_name(int(labels[i]))}"
+                captions += [first] + [f"ch{c}" for c in range(rows[i].shape[0] - 1)]
+            grid = torch.cat(rows)
+            scale = max(1, 48 // max(grid.shape[-1], 1))
+            ctx.log.image(
+                self.tag(name),
+                render.image_grid(grid, nrow=rows[0].shape[0], captions=captions, scale=scale),
+            )

@@ -1,0 +1,132 @@
+"""FilterLogger: the learned weights themselves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viz import render
+from lightning_viz.callbacks._base import RunContext, VizCallback
+from lightning_viz.callbacks._probe import Probe
+from lightning_viz.functional._utils import conv_layers, resolve_layer
+
+__all__ = ["FilterLogger"]
+
+
+class FilterLogger(VizCallback):
+    """Logs conv filters (and pixel-level ``Linear`` class templates) as images.
+
+    The first conv layer's filters are shown as RGB (or gray) tiles; deeper convs
+    per input channel as gray tiles; a ``Linear`` whose ``in_features`` equals
+    ``C*H*W`` of the input is reshaped to one image template per class. Each tile
+    is normalized symmetrically, so a zero weight is mid-gray.
+
+    Writes image ``filters/<layer>``, scalars ``filters/<layer>/norm`` (Frobenius
+    norm of the weight) and ``filters/<layer>/change`` (``||W - W_prev|| / ||W_prev||``
+    since the previous run; not written at the first run).
+
+    Args:
+        layers: Dotted names of ``Conv2d``/``Linear`` layers. Default: the first
+            conv layer and any pixel-level ``Linear``.
+        max_filters: Most tiles per layer. Default: 64.
+        **kwargs: The options every callback shares (see ``VizCallback``).
+    """
+
+    family = "filters"
+    default_num_samples = 1
+
+    def __init__(
+        self, layers: Sequence[str] | None = None, max_filters: int = 64, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if layers is not None and (
+            isinstance(layers, str) or not all(isinstance(n, str) for n in layers)
+        ):
+            raise TypeError(f"`layers` must be a list of layer names, got {layers!r}")
+        if isinstance(max_filters, bool) or not isinstance(max_filters, int) or max_filters < 1:
+            raise ValueError(f"`max_filters` must be a positive int, got {max_filters!r}")
+        self.layers = None if layers is None else list(layers)
+        self.max_filters = max_filters
+        self._previous: dict[str, Tensor] = {}
+        self._chosen: list[str] = []
+
+    def key_args(self) -> dict[str, Any]:
+        return {"layers": self.layers}
+
+    def _choose(self, module: nn.Module, image_shape: tuple[int, ...]) -> list[str]:
+        pixels = math.prod(image_shape)
+        if self.layers is not None:
+            chosen = []
+            for name in self.layers:
+                name, layer = resolve_layer(module, name)
+                if not isinstance(layer, nn.Conv2d | nn.Linear):
+                    raise ValueError(
+                        f"FilterLogger shows Conv2d or Linear weights; layer {name!r} is a "
+                        f"{type(layer).__name__}"
+                    )
+                if isinstance(layer, nn.Linear) and layer.in_features != pixels:
+                    raise ValueError(
+                        f"Linear layer {name!r} has in_features={layer.in_features}, not the "
+                        f"C*H*W={pixels} of the input images {image_shape}: "
+                        "it has no image template"
+                    )
+                chosen.append(name)
+            return chosen
+        convs = conv_layers(module)
+        chosen = [convs[0][0]] if convs else []
+        chosen += [
+            n
+            for n, m in module.named_modules()
+            if isinstance(m, nn.Linear) and m.in_features == pixels
+        ]
+        if not chosen:
+            raise ValueError(
+                "FilterLogger found no Conv2d layer and no Linear layer over the input pixels "
+                f"(C*H*W={pixels}); pass `layers=` with the names of the layers to show"
+            )
+        return chosen
+
+    def check(self, module: nn.Module, probe: Probe) -> None:
+        self._chosen = self._choose(module, tuple(probe.images.shape[1:]))
+
+    def _tiles(self, layer: nn.Module, image_shape: tuple[int, ...]) -> Tensor:
+        weight = layer.weight.detach().float().cpu()
+        if isinstance(layer, nn.Linear):
+            return render.linear_templates(weight, image_shape)[: self.max_filters]
+        return render.filter_tiles(weight, max_filters=self.max_filters)
+
+    def run(self, ctx: RunContext) -> None:
+        if not self._chosen:
+            self.check(ctx.module, ctx.probe)
+        image_shape = tuple(ctx.probe.images.shape[1:])
+        for name in self._chosen:
+            _, layer = resolve_layer(ctx.module, name)
+            tiles = self._tiles(layer, image_shape)
+            scale = max(1, 48 // max(tiles.shape[-1], 1))
+            captions = None
+            if isinstance(layer, nn.Linear):
+                captions = [self.class_name(i) for i in range(tiles.shape[0])]
+            ctx.log.image(
+                self.tag(name),
+                render.image_grid(tiles, nrow=8, captions=captions, scale=scale),
+            )
+            weight = layer.weight.detach().float().cpu()
+            norm = torch.linalg.vector_norm(weight)
+            ctx.log.scalar(self.tag(f"{name}/norm"), norm.item())
+            previous = self._previous.get(name)
+            if previous is not None and previous.shape == weight.shape:
+                change = torch.linalg.vector_norm(weight - previous) / torch.linalg.vector_norm(
+                    previous
+                ).clamp_min(1e-12)
+                ctx.log.scalar(self.tag(f"{name}/change"), change.item())
+            self._previous[name] = weight.clone()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"previous": {k: v.clone() for k, v in self._previous.items()}}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._previous = {k: v.clone() for k, v in (state.get("previous") or {}).items()}

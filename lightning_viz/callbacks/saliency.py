@@ -1,0 +1,189 @@
+"""SaliencyLogger: which pixels the class score (or one neuron) is sensitive to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viz import render
+from lightning_viz.callbacks._base import RunContext, VizCallback
+from lightning_viz.callbacks._probe import Probe
+from lightning_viz.callbacks._targets import (
+    CAPTION_LABEL,
+    captions,
+    check_target,
+    require_labels,
+    resolve_target,
+)
+from lightning_viz.functional import saliency as S
+from lightning_viz.functional._utils import resolve_layer
+
+__all__ = ["SaliencyLogger"]
+
+METHODS = ("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet")
+
+
+class SaliencyLogger(VizCallback):
+    """Logs gradient attribution maps of the probe images.
+
+    For each method, image ``saliency/<method>`` has three rows: the image, the
+    map (abs gradient reduced over channels, normalized per image) and the overlay,
+    captioned with the true and predicted class. ``saliency/segmentation`` shows the
+    mask made of the most salient pixels (first method in ``methods``); when the
+    probe carries object masks, scalar ``bias/saliency_in_mask`` is the mean
+    fraction of saliency mass inside the object: low values mean the network looks
+    at the background. With ``neuron=(layer, channel)``, image
+    ``saliency/neuron/<layer>/<channel>`` shows the gradient of that channel's mean
+    activation instead of a class score.
+
+    Args:
+        methods: Any of ``"vanilla"``, ``"smoothgrad"``, ``"integrated_gradients"``,
+            ``"guided_backprop"``, ``"deconvnet"``. Default: vanilla, smoothgrad,
+            guided backprop, deconvnet.
+        target: ``"predicted"`` (the predicted class), ``"true"`` (the label) or a
+            class index. Default: ``"predicted"``.
+        neuron: ``(layer_name, channel)`` to explain one channel too. Default: ``None``.
+        num_samples: Probe images. Default: 8.
+        reduce: Channel reduction of the abs gradient, ``"max"`` or ``"sum"``.
+        smoothgrad_samples: Noisy copies per image for SmoothGrad. Default: 25.
+        smoothgrad_noise: Noise std as a fraction of each image's range. Default: 0.15.
+        ig_steps: Integration steps of Integrated Gradients. Default: 32.
+        mask_quantile: Pixels above this quantile of a map form its segmentation.
+        **kwargs: The options every callback shares (see ``VizCallback``).
+    """
+
+    family = "saliency"
+    default_num_samples = 8
+
+    def __init__(
+        self,
+        methods: Sequence[str] = ("vanilla", "smoothgrad", "guided_backprop", "deconvnet"),
+        target: str | int = "predicted",
+        neuron: tuple[str, int] | None = None,
+        num_samples: int = 8,
+        reduce: str = "max",
+        smoothgrad_samples: int = 25,
+        smoothgrad_noise: float = 0.15,
+        ig_steps: int = 32,
+        mask_quantile: float = 0.8,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_samples=num_samples, **kwargs)
+        if isinstance(methods, str):
+            methods = (methods,)
+        methods = list(methods)
+        bad = [m for m in methods if m not in METHODS]
+        if bad or not methods:
+            raise ValueError(f"unknown saliency methods {bad or methods!r}; valid: {list(METHODS)}")
+        if reduce not in ("max", "sum"):
+            raise ValueError(f"`reduce` must be 'max' or 'sum', got {reduce!r}")
+        if neuron is not None:
+            if (
+                not isinstance(neuron, tuple | list)
+                or len(neuron) != 2
+                or not isinstance(neuron[0], str)
+                or isinstance(neuron[1], bool)
+                or not isinstance(neuron[1], int)
+                or neuron[1] < 0
+            ):
+                raise ValueError(f"`neuron` must be (layer_name, channel >= 0), got {neuron!r}")
+            neuron = (neuron[0], int(neuron[1]))
+        for name, value in (("smoothgrad_samples", smoothgrad_samples), ("ig_steps", ig_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        if not 0.0 < float(mask_quantile) < 1.0:
+            raise ValueError(f"`mask_quantile` must lie in (0, 1), got {mask_quantile!r}")
+        if float(smoothgrad_noise) < 0:
+            raise ValueError(f"`smoothgrad_noise` must be >= 0, got {smoothgrad_noise!r}")
+        self.methods = methods
+        self.target = check_target(target)
+        self.neuron = neuron
+        self.reduce = reduce
+        self.smoothgrad_samples = smoothgrad_samples
+        self.smoothgrad_noise = float(smoothgrad_noise)
+        self.ig_steps = ig_steps
+        self.mask_quantile = float(mask_quantile)
+
+    def key_args(self) -> dict[str, Any]:
+        return {"methods": self.methods, "target": self.target, "neuron": self.neuron}
+
+    def check(self, module: nn.Module, probe: Probe) -> None:
+        require_labels(self.target, probe, type(self).__name__)
+        if self.neuron is not None:
+            resolve_layer(module, self.neuron[0])
+
+    def _map(self, method: str, ctx: RunContext, target: Tensor) -> Tensor:
+        x = ctx.pixels
+        if method == "vanilla":
+            return S.saliency(ctx.view, x, target, reduce=self.reduce)
+        if method == "smoothgrad":
+            return S.smoothgrad(
+                ctx.view,
+                x,
+                target,
+                samples=self.smoothgrad_samples,
+                noise=self.smoothgrad_noise,
+                reduce=self.reduce,
+                generator=ctx.generator,
+            )
+        if method == "integrated_gradients":
+            return S.integrated_gradients(
+                ctx.view, x, target, steps=self.ig_steps, reduce=self.reduce
+            )
+        if method == "guided_backprop":
+            return S.guided_backprop(ctx.view, x, target, reduce=self.reduce)
+        return S.deconvnet(ctx.view, x, target, reduce=self.reduce)
+
+    def run(self, ctx: RunContext) -> None:
+        with torch.no_grad():
+            predicted = ctx.view(ctx.pixels).argmax(dim=1)
+        target = resolve_target(self.target, ctx.probe, predicted)
+        caps = captions(ctx.probe, predicted, self.class_name)
+        images = ctx.pixels.float().cpu()
+        first: Tensor | None = None
+        for method in self.methods:
+            maps = self._map(method, ctx, target).float().cpu()
+            first = maps if first is None else first
+            self._log_maps(ctx, self.tag(method), images, maps, caps)
+        assert first is not None  # methods is never empty (checked in __init__)
+        mask = S.saliency_mask(first, self.mask_quantile)
+        rows = [images, render.to_rgb(mask.float())]
+        row_labels = [CAPTION_LABEL, f"saliency > q{self.mask_quantile:g}"]
+        if ctx.probe.masks is not None:
+            rows.append(render.to_rgb(ctx.probe.masks.float().cpu()))
+            row_labels.append("object mask")
+            inside = S.saliency_in_mask(first, ctx.probe.masks.cpu())
+            ctx.log.scalar(self.tag("saliency_in_mask", family="bias"), inside.mean().item())
+        ctx.log.image(
+            self.tag("segmentation"),
+            render.rows_grid(rows, captions=caps, row_labels=row_labels, scale=self._scale(images)),
+        )
+        if self.neuron is not None:
+            layer, channel = self.neuron
+            _, module = resolve_layer(ctx.module, layer)
+            maps = S.neuron_gradient(ctx.view, ctx.pixels, module, channel, reduce=self.reduce)
+            self._log_maps(
+                ctx, self.tag(f"neuron/{layer}/{channel}"), images, maps.float().cpu(), caps
+            )
+
+    @staticmethod
+    def _scale(images: Tensor) -> int:
+        return max(1, 96 // max(images.shape[-1], 1))
+
+    def _log_maps(
+        self, ctx: RunContext, tag: str, images: Tensor, maps: Tensor, caps: list[str]
+    ) -> None:
+        norm = render.normalize_maps(maps)
+        rows = [images, render.colorize(norm), render.overlay(images, norm)]
+        ctx.log.image(
+            tag,
+            render.rows_grid(
+                rows,
+                captions=caps,
+                row_labels=[CAPTION_LABEL, "map", "overlay"],
+                scale=self._scale(images),
+            ),
+        )

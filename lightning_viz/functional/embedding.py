@@ -1,0 +1,250 @@
+"""Projections and quality scores for feature embeddings ``(N, D)``.
+
+``pca`` is pure torch; ``tsne`` and ``silhouette`` call scikit-learn (or openTSNE
+when it is installed) on a CPU numpy copy and return to the input's device.
+``knn_accuracy`` is pure torch, batched with :func:`torch.cdist`.
+
+Example:
+    >>> import torch
+    >>> import lightning_viz.functional.embedding as E
+    >>> feats = torch.randn(100, 16)
+    >>> labels = torch.randint(0, 3, (100,))
+    >>> E.pca(feats).shape
+    torch.Size([100, 2])
+    >>> 0.0 <= E.knn_accuracy(feats, labels, k=5) <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["knn_accuracy", "pca", "silhouette", "tsne"]
+
+_CDIST_CHUNK = 1024  # query rows per torch.cdist call
+
+
+def _check_features(features: object, name: str = "features", min_rows: int = 1) -> Tensor:
+    if not isinstance(features, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor (N, D), got {type(features).__name__}")
+    if not features.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {features.dtype}")
+    if features.dim() != 2:
+        raise ValueError(f"`{name}` must have shape (N, D), got shape {tuple(features.shape)}")
+    if features.shape[0] < min_rows or features.shape[1] < 1:
+        raise ValueError(
+            f"`{name}` needs at least {min_rows} rows and 1 column, got shape "
+            f"{tuple(features.shape)}"
+        )
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError(f"`{name}` contains NaN or infinite values")
+    return features
+
+
+def _check_labels(labels: object, n: int) -> Tensor:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"`labels` must be a torch.Tensor (N,), got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"`labels` must be an integer tensor, got dtype {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"`labels` must have shape ({n},), got shape {tuple(labels.shape)}")
+    return labels
+
+
+def _check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"`{name}` must be {bound}, got {value}")
+    return value
+
+
+def pca(features: Tensor, dim: int = 2) -> Tensor:
+    """Principal component projection of centered features.
+
+    Computed with an SVD of the centered matrix (``X - mean = U S V^T``,
+    projection ``U S`` restricted to the first ``dim`` components). The sign of
+    each component is fixed so that its largest-magnitude loading (entry of
+    ``V``) is positive, which makes the result deterministic; up to sign it equals
+    ``sklearn.decomposition.PCA(dim).fit_transform``.
+
+    Args:
+        features: ``(N, D)`` float features, ``N >= 2``.
+        dim: Number of components, ``1 <= dim <= min(N, D)``. Default: ``2``.
+
+    Returns:
+        ``(N, dim)`` projection, same dtype and device as ``features``.
+
+    Raises:
+        TypeError: ``features`` is not a float tensor or ``dim`` not an int.
+        ValueError: Wrong shape, non-finite values, or ``dim`` out of range.
+    """
+    features = _check_features(features, min_rows=2)
+    n, d = features.shape
+    dim = _check_int(dim, "dim", 1, min(n, d))
+    x = features.detach()
+    work = x.double() if x.dtype == torch.float64 else x.float()
+    xc = work - work.mean(dim=0, keepdim=True)  # (N, D)
+    _, _, vh = torch.linalg.svd(xc, full_matrices=False)  # vh: (min(N, D), D)
+    comps = vh[:dim]  # (dim, D)
+    pivot = comps.abs().argmax(dim=1)  # (dim,)
+    signs = torch.sign(comps.gather(1, pivot[:, None]))  # (dim, 1)
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    comps = comps * signs
+    return (xc @ comps.T).to(features.dtype)  # (N, dim)
+
+
+def tsne(
+    features: Tensor,
+    *,
+    dim: int = 2,
+    perplexity: float = 30.0,
+    seed: int = 0,
+    pca_dim: int = 50,
+) -> Tensor:
+    """t-SNE embedding (van der Maaten & Hinton, "Visualizing Data using t-SNE", 2008).
+
+    The features are first reduced to ``pca_dim`` dimensions with :func:`pca` (if
+    ``D > pca_dim``), then embedded with openTSNE when it is installed (for
+    ``dim <= 2``), otherwise with ``sklearn.manifold.TSNE(init="pca",
+    random_state=seed)`` (Barnes-Hut for ``dim < 4``, exact otherwise). The
+    perplexity is clipped to ``(N - 1) / 3`` so small probe sets work. The result is
+    deterministic for a given ``seed`` and never touches the global RNG.
+
+    Args:
+        features: ``(N, D)`` float features, ``N >= 2``.
+        dim: Output dimensions. Default: ``2``.
+        perplexity: Effective number of neighbours, ``> 0``. Default: ``30.0``.
+        seed: Random state of the optimizer. Default: ``0``.
+        pca_dim: Dimensions kept by the PCA pre-reduction. Default: ``50``.
+
+    Returns:
+        ``(N, dim)`` float32 embedding on the device of ``features``.
+
+    Raises:
+        TypeError: Wrong argument types.
+        ValueError: Wrong shape, non-finite values, ``N < 2``, or
+            non-positive ``dim``/``perplexity``/``pca_dim``.
+    """
+    features = _check_features(features, min_rows=2)
+    dim = _check_int(dim, "dim", 1)
+    seed = _check_int(seed, "seed", 0)
+    pca_dim = _check_int(pca_dim, "pca_dim", 1)
+    if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)):
+        raise TypeError(f"`perplexity` must be a number, got {perplexity!r}")
+    if not perplexity > 0 or not math.isfinite(perplexity):
+        raise ValueError(f"`perplexity` must be a positive number, got {perplexity}")
+    n, d = features.shape
+    x = features.detach().float()
+    if d > pca_dim:
+        x = pca(x, dim=min(pca_dim, n))
+    data = x.cpu().numpy().astype(np.float32)
+    perp = float(min(perplexity, (n - 1) / 3.0))
+    emb = _tsne_opentsne(data, dim, perp, seed) if dim <= 2 else None
+    if emb is None:
+        emb = _tsne_sklearn(data, dim, perp, seed)
+    return torch.as_tensor(np.asarray(emb, dtype=np.float32), device=features.device)
+
+
+def _tsne_opentsne(data: np.ndarray, dim: int, perplexity: float, seed: int) -> np.ndarray | None:
+    try:
+        import openTSNE  # optional, faster for large N
+    except ImportError:
+        return None
+    model = openTSNE.TSNE(
+        n_components=dim, perplexity=perplexity, random_state=seed, initialization="pca", n_jobs=1
+    )
+    return np.asarray(model.fit(data))
+
+
+def _tsne_sklearn(data: np.ndarray, dim: int, perplexity: float, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    model = TSNE(
+        n_components=dim,
+        perplexity=perplexity,
+        init="pca",
+        random_state=seed,
+        method="barnes_hut" if dim < 4 else "exact",
+    )
+    return model.fit_transform(data)
+
+
+def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
+    """Leave-one-out k-nearest-neighbour accuracy of the labels in feature space.
+
+    Each point is classified by a majority vote of its ``k`` nearest *other* points
+    (Euclidean distance, the point itself excluded); a tied vote goes to the tied
+    label whose closest member is nearest. Distances are computed in chunks with
+    :func:`torch.cdist` on the features' device.
+
+    Args:
+        features: ``(N, D)`` float features, ``N >= 2``.
+        labels: ``(N,)`` integer labels.
+        k: Number of neighbours, ``1 <= k <= N - 1``. Default: ``5``.
+
+    Returns:
+        The fraction of points whose vote equals their label, in ``[0, 1]``.
+
+    Raises:
+        TypeError: Wrong argument types.
+        ValueError: Wrong shapes, non-finite values, or ``k`` out of range.
+    """
+    features = _check_features(features, min_rows=2)
+    n = features.shape[0]
+    labels = _check_labels(labels, n)
+    k = _check_int(k, "k", 1, n - 1)
+    x = features.detach().float()
+    _, lab = torch.unique(labels.to(x.device), return_inverse=True)  # contiguous 0..L-1
+    n_labels = int(lab.max()) + 1
+    ranks = torch.arange(k, device=x.device)
+    correct = 0
+    for start in range(0, n, _CDIST_CHUNK):
+        stop = min(start + _CDIST_CHUNK, n)
+        dist = torch.cdist(x[start:stop], x)  # (B, N)
+        rows = torch.arange(stop - start, device=x.device)
+        dist[rows, rows + start] = float("inf")  # leave one out
+        nn_idx = dist.topk(k, dim=1, largest=False, sorted=True).indices  # (B, k)
+        onehot = torch.nn.functional.one_hot(lab[nn_idx], n_labels).bool()  # (B, k, L)
+        counts = onehot.sum(dim=1)  # (B, L)
+        first = torch.where(onehot, ranks[None, :, None], k).amin(dim=1)  # (B, L)
+        score = counts * (k + 1) + (k - first)  # votes first, then nearest member
+        pred = score.argmax(dim=1)
+        correct += int((pred == lab[start:stop]).sum())
+    return correct / n
+
+
+def silhouette(features: Tensor, labels: Tensor) -> float:
+    """Mean silhouette coefficient of the labels (Euclidean), via scikit-learn.
+
+    Rousseeuw, "Silhouettes: a graphical aid to the interpretation and validation
+    of cluster analysis", 1987.
+
+    Args:
+        features: ``(N, D)`` float features.
+        labels: ``(N,)`` integer labels.
+
+    Returns:
+        ``sklearn.metrics.silhouette_score(features, labels)`` in ``[-1, 1]``, or
+        ``nan`` when it is undefined: fewer than 2 distinct labels, or every point
+        its own label.
+
+    Raises:
+        TypeError: Wrong argument types.
+        ValueError: Wrong shapes or non-finite values.
+    """
+    from sklearn.metrics import silhouette_score
+
+    features = _check_features(features)
+    labels = _check_labels(labels, features.shape[0])
+    lab = labels.detach().cpu().numpy()
+    n_labels = len(np.unique(lab))
+    if n_labels < 2 or n_labels > features.shape[0] - 1:
+        return float("nan")
+    data = features.detach().double().cpu().numpy()
+    return float(silhouette_score(data, lab, metric="euclidean"))

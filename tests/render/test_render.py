@@ -1,0 +1,564 @@
+"""Tests for lightning_viz.render: values checked against hand-computed results."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from lightning_viz import render as R
+
+# --------------------------------------------------------------------------- normalize_maps
+
+
+def test_normalize_maps_percentile_100_is_max():
+    maps = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]], [[[0.0, 0.5], [0.25, 0.0]]]])
+    out = R.normalize_maps(maps, percentile=100)
+    expected = torch.tensor([[[[0.0, 0.25], [0.5, 1.0]]], [[[0.0, 1.0], [0.5, 0.0]]]])
+    torch.testing.assert_close(out, expected)
+
+
+def test_normalize_maps_robust_max_clips():
+    maps = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+    # median of 0,1,2,3 (linear interpolation) is 1.5
+    out = R.normalize_maps(maps, percentile=50)
+    torch.testing.assert_close(out, torch.tensor([[[[0.0, 2 / 3], [1.0, 1.0]]]]))
+
+
+@pytest.mark.parametrize("percentile", [99.5, 90.0, 37.3])
+def test_normalize_maps_matches_torch_quantile(percentile):
+    maps = torch.rand(3, 1, 17, 13, generator=torch.Generator().manual_seed(2)) * 4
+    robust = torch.quantile(maps.flatten(1), percentile / 100, dim=1)
+    expected = (maps / robust.view(3, 1, 1, 1)).clamp(0, 1)
+    torch.testing.assert_close(R.normalize_maps(maps, percentile=percentile), expected)
+
+
+def test_normalize_maps_default_percentile_ignores_one_outlier():
+    maps = torch.ones(1, 1, 20, 20)
+    maps[0, 0, 0, 0] = 1000.0
+    out = R.normalize_maps(maps)
+    assert out[0, 0, 0, 0] == 1.0
+    # the robust max is ~1 (not 1000), so the other pixels stay near 1
+    assert float(out[0, 0, 5:, 5:].min()) == pytest.approx(1.0)
+
+
+def test_normalize_maps_zero_and_sparse_maps():
+    maps = torch.zeros(2, 1, 20, 20)
+    maps[1, 0, 3, 4] = 0.2  # 1 of 400 pixels: the 99.5th percentile is 0 -> falls back to max
+    out = R.normalize_maps(maps)
+    assert torch.equal(out[0], torch.zeros(1, 20, 20))
+    assert out[1, 0, 3, 4] == 1.0
+    assert float(out[1].sum()) == 1.0
+
+
+def test_normalize_maps_does_not_mutate():
+    maps = torch.rand(3, 1, 8, 8) * 5
+    before = maps.clone()
+    R.normalize_maps(maps)
+    assert torch.equal(maps, before)
+
+
+@pytest.mark.parametrize(
+    ("maps", "kwargs", "err", "match"),
+    [
+        ([[0.0]], {}, TypeError, "torch.Tensor"),
+        (torch.ones(2, 8, 8), {}, ValueError, r"\(N, 1, H, W\).*\(2, 8, 8\)"),
+        (torch.ones(2, 3, 8, 8), {}, ValueError, r"one channel.*\(2, 3, 8, 8\)"),
+        (torch.ones(2, 1, 8, 8, dtype=torch.long), {}, TypeError, "torch.int64"),
+        (-torch.ones(1, 1, 4, 4), {}, ValueError, "non-negative.*-1"),
+        (torch.full((1, 1, 2, 2), float("nan")), {}, ValueError, "NaN"),
+        (torch.ones(1, 1, 4, 4), {"percentile": 0}, ValueError, r"\(0, 100\].*0"),
+        (torch.ones(1, 1, 4, 4), {"percentile": 101.0}, ValueError, "101"),
+        (torch.ones(1, 1, 4, 4), {"percentile": "99"}, TypeError, "'99'"),
+    ],
+)
+def test_normalize_maps_validation(maps, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        R.normalize_maps(maps, **kwargs)
+
+
+# --------------------------------------------------------------------------- colorize
+
+
+@pytest.mark.parametrize("cmap", ["jet", "viridis", "gray"])
+def test_colorize_matches_matplotlib(cmap):
+    cm = matplotlib.colormaps[cmap]
+    maps = torch.rand(2, 1, 5, 7, generator=torch.Generator().manual_seed(0))
+    maps[0, 0, 0, 0], maps[0, 0, 0, 1] = 0.0, 1.0
+    out = R.colorize(maps, cmap)
+    assert out.shape == (2, 3, 5, 7)
+    expected = torch.as_tensor(cm(maps[:, 0].numpy())[..., :3], dtype=torch.float32)
+    torch.testing.assert_close(out.permute(0, 2, 3, 1), expected)
+    # endpoints are the colormap's ends
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(cm(0.0)[:3], dtype=torch.float32))
+    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor(cm(1.0)[:3], dtype=torch.float32))
+
+
+def test_colorize_validation():
+    with pytest.raises(ValueError, match="unknown matplotlib colormap 'nope'"):
+        R.colorize(torch.zeros(1, 1, 2, 2), "nope")
+    with pytest.raises(TypeError, match="colormap name, got 3"):
+        R.colorize(torch.zeros(1, 1, 2, 2), 3)
+    with pytest.raises(ValueError, match=r"\[0, 1\].*1.5"):
+        R.colorize(torch.full((1, 1, 2, 2), 1.5))
+
+
+# --------------------------------------------------------------------------- overlay / to_rgb
+
+
+def test_to_rgb():
+    gray = torch.rand(2, 1, 4, 4)
+    rgb = R.to_rgb(gray)
+    assert rgb.shape == (2, 3, 4, 4)
+    for c in range(3):
+        assert torch.equal(rgb[:, c], gray[:, 0])
+    color = torch.rand(2, 3, 4, 4)
+    assert torch.equal(R.to_rgb(color), color)
+    with pytest.raises(ValueError, match=r"1 or 3 channels.*\(2, 2, 4, 4\)"):
+        R.to_rgb(torch.rand(2, 2, 4, 4))
+    with pytest.raises(TypeError, match="ndarray"):
+        R.to_rgb(np.zeros((1, 1, 2, 2)))
+
+
+def test_overlay_alpha_endpoints():
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(3, 1, 6, 6, generator=g)
+    maps = torch.rand(3, 1, 6, 6, generator=g)
+    torch.testing.assert_close(R.overlay(images, maps, alpha=0.0), images.repeat(1, 3, 1, 1))
+    torch.testing.assert_close(R.overlay(images, maps, alpha=1.0), R.colorize(maps, "jet"))
+    half = R.overlay(images, maps, alpha=0.5, cmap="viridis")
+    torch.testing.assert_close(
+        half, 0.5 * images.repeat(1, 3, 1, 1) + 0.5 * R.colorize(maps, "viridis")
+    )
+
+
+def test_overlay_resizes_maps():
+    images = torch.zeros(2, 3, 16, 16)
+    maps = torch.full((2, 1, 4, 4), 0.5)
+    out = R.overlay(images, maps, alpha=1.0)
+    assert out.shape == (2, 3, 16, 16)
+    color = torch.tensor(matplotlib.colormaps["jet"](0.5)[:3], dtype=torch.float32)
+    torch.testing.assert_close(out, color.view(1, 3, 1, 1).expand(2, 3, 16, 16))
+
+
+def test_overlay_validation():
+    im, m = torch.rand(2, 3, 4, 4), torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="same batch size, got 1 and 2"):
+        R.overlay(im, m[:1])
+    with pytest.raises(ValueError, match=r"alpha.*\[0, 1\], got 2"):
+        R.overlay(im, m, alpha=2)
+    with pytest.raises(TypeError, match="alpha.*None"):
+        R.overlay(im, m, alpha=None)
+    with pytest.raises(ValueError, match=r"images.*\[0, 1\]"):
+        R.overlay(im * 3, m)
+
+
+# --------------------------------------------------------------------------- image_grid
+
+
+def _grid_images(n=5, c=3, h=8, w=6, seed=0):
+    return torch.randint(
+        0, 256, (n, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def _up(tile: torch.Tensor, s: int) -> torch.Tensor:
+    return tile.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+
+
+def test_image_grid_tile_offsets_nearest_upscaling():
+    images = _grid_images()
+    s, p = 3, 2
+    grid = R.image_grid(images, nrow=3, scale=s, padding=p, pad_value=0.0)
+    th, tw = 8 * s, 6 * s
+    assert grid.dtype == torch.uint8
+    assert grid.shape == (3, p + 2 * (th + p), p + 3 * (tw + p))
+    for i in range(5):
+        r, c = divmod(i, 3)
+        y, x = p + r * (th + p), p + c * (tw + p)
+        assert torch.equal(grid[:, y : y + th, x : x + tw], _up(images[i], s))
+    # padding and the empty 6th cell are pad_value
+    assert int(grid[:, 0, :].max()) == 0
+    y, x = p + (th + p), p + 2 * (tw + p)
+    assert int(grid[:, y : y + th, x : x + tw].max()) == 0
+
+
+def test_image_grid_float_and_gray():
+    images = torch.rand(2, 1, 4, 4)
+    grid = R.image_grid(images, nrow=2, padding=0)
+    expected = (images * 255).round().to(torch.uint8)
+    assert torch.equal(grid[0, :, :4], expected[0, 0])
+    assert torch.equal(grid[1, :, 4:], expected[1, 0])
+    assert torch.equal(grid[0], grid[2])  # gray replicated
+    assert images.dtype == torch.float32  # input untouched
+
+
+def test_image_grid_captions():
+    images = torch.full((3, 3, 32, 32), 0.5)
+    s, p = 1, 2
+    plain = R.image_grid(images, nrow=3, padding=p, pad_value=0.5)
+    empty = R.image_grid(images, nrow=3, padding=p, pad_value=0.5, captions=["", "", ""])
+    text = R.image_grid(
+        images,
+        nrow=3,
+        padding=p,
+        pad_value=0.5,
+        captions=["cat", "", "a much longer caption than the tile"],
+    )
+    band = empty.shape[1] - plain.shape[1]
+    assert band > 0 and text.shape == empty.shape
+    y0 = p + 32 * s
+    for c in range(3):
+        x = p + c * (32 + p)
+        # tiles unchanged by captions
+        assert torch.equal(text[:, p : p + 32, x : x + 32], plain[:, p : p + 32, x : x + 32])
+        cap_text = text[:, y0 : y0 + band, x : x + 32]
+        cap_empty = empty[:, y0 : y0 + band, x : x + 32]
+        assert int(cap_empty.min()) == 255  # white band, no text
+        if c == 1:
+            assert int(cap_text.min()) == 255
+        else:
+            assert int(cap_text.min()) < 100  # dark text pixels
+    # the long caption is clipped: the padding columns beside the tiles stay pad gray
+    for c in range(1, 3):
+        x = p + c * (32 + p) - p
+        assert torch.equal(
+            text[:, y0 : y0 + band, x : x + p], torch.full((3, band, p), 128, dtype=torch.uint8)
+        )
+    assert int(text[:, y0 : y0 + band, -p:].min()) == 128
+
+
+def test_image_grid_multiline_caption_is_taller():
+    images = torch.rand(2, 3, 16, 16)
+    one = R.image_grid(images, captions=["a", "b"])
+    two = R.image_grid(images, captions=["a\nb", "c"])
+    assert two.shape[1] > one.shape[1]
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "err", "match"),
+    [
+        ("x", {}, TypeError, "torch.Tensor.*str"),
+        (torch.rand(3, 4, 4), {}, ValueError, r"\(N, C, H, W\).*\(3, 4, 4\)"),
+        (torch.rand(2, 2, 4, 4), {}, ValueError, r"1 or 3 channels.*\(2, 2, 4, 4\)"),
+        (torch.rand(2, 3, 4, 4) + 1.5, {}, ValueError, r"\[0, 1\], got values in \[1.5"),
+        (torch.ones(2, 3, 4, 4, dtype=torch.int32), {}, TypeError, "int32"),
+        (torch.rand(2, 3, 4, 4), {"captions": ["a"]}, ValueError, "2 entries, got 1"),
+        (torch.rand(2, 3, 4, 4), {"captions": "ab"}, TypeError, "list of str, got 'ab'"),
+        (torch.rand(2, 3, 4, 4), {"nrow": 0}, ValueError, "nrow.*>= 1, got 0"),
+        (torch.rand(2, 3, 4, 4), {"scale": 1.5}, TypeError, "scale.*1.5"),
+        (torch.rand(2, 3, 4, 4), {"padding": -1}, ValueError, "padding.*-1"),
+        (torch.rand(2, 3, 4, 4), {"pad_value": "w"}, TypeError, "pad_value.*'w'"),
+    ],
+)
+def test_image_grid_validation(images, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        R.image_grid(images, **kwargs)
+
+
+# --------------------------------------------------------------------------- rows_grid
+
+
+def test_rows_grid_layout_and_captions():
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(4, 3, 8, 8, generator=g)
+    maps = torch.rand(4, 1, 8, 8, generator=g)
+    rows = [images, maps, R.overlay(images, maps)]
+    s, p = 2, 2
+    plain = R.rows_grid(rows, scale=s, padding=p)
+    t = 8 * s
+    assert plain.shape == (3, p + 3 * (t + p), p + 4 * (t + p))
+    for r, row in enumerate(rows):
+        for c in range(4):
+            y, x = p + r * (t + p), p + c * (t + p)
+            expected = _up(R.to_rgb(R.to_uint8(row[c : c + 1]))[0], s)
+            assert torch.equal(plain[:, y : y + t, x : x + t], expected)
+    cap = R.rows_grid(rows, scale=s, padding=p, captions=["a", "b", "c", "d"])
+    band = cap.shape[1] - plain.shape[1]
+    assert band > 0
+    # tiles unchanged, captions only under the last row
+    assert torch.equal(cap[:, : plain.shape[1] - p], plain[:, : plain.shape[1] - p])
+    y0 = p + 3 * (t + p) - p
+    assert int(cap[:, y0 : y0 + band, p : p + t].min()) < 100
+
+
+def test_rows_grid_row_labels_and_resize():
+    images = torch.rand(2, 3, 8, 8)
+    small = torch.full((2, 1, 4, 4), 0.4)
+    plain = R.rows_grid([images, small], padding=1)
+    labeled = R.rows_grid([images, small], padding=1, row_labels=["image", "map"])
+    extra = labeled.shape[2] - plain.shape[2]
+    assert extra > 0 and labeled.shape[1] == plain.shape[1]
+    # label column has dark text, tiles are shifted right by the label width
+    assert int(labeled[:, 1:9, 1 : 1 + extra].min()) < 100
+    assert torch.equal(labeled[:, :, extra:], plain)
+    # the 4x4 constant row was resized to 8x8
+    assert torch.equal(plain[:, 10:18, 1:9], torch.full((3, 8, 8), 102, dtype=torch.uint8))
+
+
+def test_rows_grid_validation():
+    a = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="empty list"):
+        R.rows_grid([])
+    with pytest.raises(TypeError, match="list of .* tensors, got Tensor"):
+        R.rows_grid(a)
+    with pytest.raises(ValueError, match=r"same number of images, got \[2, 1\]"):
+        R.rows_grid([a, a[:1]])
+    with pytest.raises(ValueError, match="captions.*2 entries, got 3"):
+        R.rows_grid([a, a], captions=["a", "b", "c"])
+    with pytest.raises(ValueError, match="row_labels.*2 entries, got 1"):
+        R.rows_grid([a, a], row_labels=["a"])
+    with pytest.raises(ValueError, match=r"rows\[1\].*\[0, 1\]"):
+        R.rows_grid([a, a + 2])
+
+
+# --------------------------------------------------------------------------- filter_tiles
+
+
+def test_filter_tiles_rgb_symmetric_normalization():
+    w = torch.zeros(3, 3, 3, 3)
+    w[0, 0, 0, 0], w[0, 1, 1, 1] = 2.0, -2.0
+    w[1, 2, 2, 2], w[1, 0, 1, 0] = 1.0, -0.5
+    # filter 2 is all zero
+    before = w.clone()
+    tiles = R.filter_tiles(w)
+    assert torch.equal(w, before)
+    assert tiles.shape == (3, 3, 3, 3)
+    assert tiles[0, 0, 0, 0] == 1.0 and tiles[0, 1, 1, 1] == 0.0
+    assert tiles[1, 2, 2, 2] == 1.0 and tiles[1, 0, 1, 0] == 0.25
+    mask = w == 0
+    assert torch.all(tiles[mask] == 0.5)  # zeros -> mid-gray
+    assert torch.all(tiles[2] == 0.5)
+
+
+def test_filter_tiles_gray_first_layer_and_max_filters():
+    conv = torch.nn.Conv2d(1, 100, 5)
+    tiles = R.filter_tiles(conv.weight)
+    assert tiles.shape == (64, 1, 5, 5)
+    w = conv.weight.detach()[:64]
+    expected = 0.5 + 0.5 * w / w.abs().amax(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(tiles, expected)
+    assert conv.weight.grad is None and conv.weight.requires_grad
+    assert R.filter_tiles(conv.weight, max_filters=7).shape == (7, 1, 5, 5)
+
+
+def test_filter_tiles_deeper_conv_per_input_channel():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 16, 3, 3, generator=g)
+    tiles = R.filter_tiles(w, max_filters=20)
+    assert tiles.shape == (20, 1, 3, 3)
+    for j in range(20):
+        o, i = divmod(j, 16)
+        scale = w[o].abs().max()  # normalized per output filter
+        torch.testing.assert_close(tiles[j, 0], 0.5 + 0.5 * w[o, i] / scale)
+    assert float(tiles.min()) >= 0 and float(tiles.max()) <= 1
+    # all pairs when max_filters is large
+    assert R.filter_tiles(w, max_filters=1000).shape == (128, 1, 3, 3)
+    # forcing per input channel on an RGB first layer
+    assert R.filter_tiles(torch.randn(4, 3, 3, 3), per_input_channel=True).shape == (12, 1, 3, 3)
+
+
+def test_filter_tiles_validation():
+    with pytest.raises(ValueError, match=r"1 or 3 input channels.*\(4, 16, 3, 3\)"):
+        R.filter_tiles(torch.randn(4, 16, 3, 3), per_input_channel=False)
+    with pytest.raises(ValueError, match=r"\(O, I, kh, kw\).*\(4, 16\)"):
+        R.filter_tiles(torch.randn(4, 16))
+    with pytest.raises(ValueError, match="max_filters.*0"):
+        R.filter_tiles(torch.randn(4, 3, 3, 3), max_filters=0)
+    with pytest.raises(TypeError, match="per_input_channel.*'yes'"):
+        R.filter_tiles(torch.randn(4, 3, 3, 3), per_input_channel="yes")
+    with pytest.raises(TypeError, match="int64"):
+        R.filter_tiles(torch.ones(4, 3, 3, 3, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------- templates / maps
+
+
+def test_linear_templates():
+    w = torch.zeros(2, 1 * 2 * 2)
+    w[0] = torch.tensor([4.0, -2.0, 0.0, 1.0])
+    w[1] = torch.tensor([-1.0, -1.0, 0.0, 0.5])
+    out = R.linear_templates(w, (1, 2, 2))
+    assert out.shape == (2, 1, 2, 2)
+    torch.testing.assert_close(out[0, 0], torch.tensor([[1.0, 0.25], [0.5, 0.625]]))
+    torch.testing.assert_close(out[1, 0], torch.tensor([[0.0, 0.0], [0.5, 0.75]]))
+    # channel-major reshape (C, H, W), as torch.flatten does
+    lin = torch.nn.Linear(3 * 4 * 5, 10)
+    t = R.linear_templates(lin.weight, (3, 4, 5))
+    assert t.shape == (10, 3, 4, 5)
+    k = 7
+    wk = lin.weight.detach()[k]
+    torch.testing.assert_close(t[k].flatten(), 0.5 + 0.5 * wk / wk.abs().max())
+
+
+def test_linear_templates_validation():
+    with pytest.raises(ValueError, match=r"\(1, 2, 2\) has 4 elements.*5 input features"):
+        R.linear_templates(torch.randn(3, 5), (1, 2, 2))
+    with pytest.raises(TypeError, match="image_shape.*'a'"):
+        R.linear_templates(torch.randn(3, 4), "a")
+    with pytest.raises(ValueError, match=r"\(K, C\*H\*W\)"):
+        R.linear_templates(torch.randn(3, 4, 1), (1, 2, 2))
+
+
+def test_feature_maps():
+    a = torch.zeros(3, 2, 2)
+    a[0] = torch.tensor([[1.0, 3.0], [5.0, 9.0]])
+    a[1] = 7.0  # constant -> 0
+    a[2] = torch.tensor([[-2.0, 0.0], [0.0, 2.0]])
+    out = R.feature_maps(a)
+    assert out.shape == (3, 1, 2, 2)
+    torch.testing.assert_close(out[0, 0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+    assert torch.equal(out[1, 0], torch.zeros(2, 2))
+    torch.testing.assert_close(out[2, 0], torch.tensor([[0.0, 0.5], [0.5, 1.0]]))
+    assert R.feature_maps(torch.rand(40, 3, 3)).shape == (32, 1, 3, 3)
+    assert R.feature_maps(torch.rand(40, 3, 3), max_channels=5).shape == (5, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"\(C, H, W\).*\(1, 40, 3, 3\)"):
+        R.feature_maps(torch.rand(1, 40, 3, 3))
+    with pytest.raises(ValueError, match="max_channels.*0"):
+        R.feature_maps(torch.rand(4, 3, 3), max_channels=0)
+
+
+# --------------------------------------------------------------------------- sprites
+
+
+@pytest.mark.parametrize(
+    ("n", "hw", "kwargs", "expected"),
+    [
+        (1000, (32, 32), {}, (32, 32)),  # small images are never upscaled
+        (1000, (512, 512), {"max_thumb": 512}, (256, 256)),  # 32 per side * 256 = 8192
+        (10000, (512, 512), {"max_thumb": 512}, (81, 81)),  # 100 per side * 81 = 8100
+        (10000, (64, 128), {"max_thumb": 128}, (40, 81)),  # aspect kept
+        (1000, (512, 512), {}, (64, 64)),  # max_thumb
+    ],
+)
+def test_sprite_thumb_size(n, hw, kwargs, expected):
+    h, w = R.sprite_thumb_size(n, hw, **kwargs)
+    assert (h, w) == expected
+    assert math.ceil(math.sqrt(n)) * max(h, w) <= 8192
+
+
+@pytest.mark.parametrize("n", [1000, 10000])
+def test_sprite_images_limit(n):
+    images = torch.full((1, 1, 32, 32), 0.25).expand(n, 1, 32, 32)
+    out = R.sprite_images(images)
+    assert out.shape == (n, 1, 32, 32)
+    small = R.sprite_images(images, max_sprite_px=1600)
+    side = 1600 // math.ceil(math.sqrt(n))
+    assert small.shape == (n, 1, min(side, 32), min(side, 32))
+    assert math.ceil(math.sqrt(n)) * small.shape[-1] <= 1600
+    torch.testing.assert_close(small, torch.full_like(small, 0.25))  # constant stays constant
+
+
+def test_sprite_images_validation():
+    with pytest.raises(ValueError, match="do not fit a 50-px sprite"):
+        R.sprite_images(torch.rand(10000, 1, 4, 4), max_sprite_px=50)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        R.sprite_images(torch.rand(4, 3, 8, 8) * 255)
+    with pytest.raises(TypeError, match="max_thumb.*'64'"):
+        R.sprite_images(torch.rand(4, 3, 8, 8), max_thumb="64")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_line_figure():
+    fig = R.line_figure(
+        [1.0, 2.0, 4.0],
+        {"pgd": [0.9, 0.5, 0.1], "fgsm": [0.9, 0.6, 0.3]},
+        xlabel="eps",
+        ylabel="accuracy",
+        title="robustness",
+        xticklabels=["1/255", "2/255", "4/255"],
+    )
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert len(ax.lines) == 2
+    assert [line.get_label() for line in ax.lines] == ["pgd", "fgsm"]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.9, 0.6, 0.3])
+    assert ax.get_xlabel() == "eps" and ax.get_ylabel() == "accuracy"
+    assert ax.get_title() == "robustness"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1/255", "2/255", "4/255"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pgd", "fgsm"]
+
+
+def test_bar_figure():
+    fig = R.bar_figure(
+        ["circle", "square", "star"],
+        {"shape": [0.5, 0.7, 0.1], "texture": [0.2, 0.1, 0.8]},
+        ylabel="fraction",
+        title="per class",
+    )
+    (ax,) = fig.axes
+    assert len(ax.patches) == 6
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], [0.5, 0.7, 0.1, 0.2, 0.1, 0.8])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["circle", "square", "star"]
+    assert ax.get_ylabel() == "fraction" and ax.get_title() == "per class"
+
+
+def test_scatter_figure():
+    pts = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5], [3.0, 3.0]])
+    labels = torch.tensor([2, 0, 2, 1])
+    fig = R.scatter_figure(pts, labels, class_names=["a", "b", "c"], title="tsne")
+    (ax,) = fig.axes
+    assert len(ax.collections) == 3
+    np.testing.assert_allclose(ax.collections[2].get_offsets(), [[0.0, 0.0], [2.0, 0.5]])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    assert ax.get_title() == "tsne"
+    fig2 = R.scatter_figure(pts, labels)
+    assert [t.get_text() for t in fig2.axes[0].get_legend().get_texts()] == ["0", "1", "2"]
+
+
+def test_figure_to_image():
+    fig = R.bar_figure(["a"], {"s": [1.0]})
+    img = R.figure_to_image(fig)
+    w, h = fig.get_size_inches() * fig.dpi
+    assert img.dtype == torch.uint8 and img.shape == (3, round(h), round(w))
+    assert int(img.min()) < 100 and int(img.max()) == 255  # drawn, white background
+    with pytest.raises(TypeError, match="Figure, got Tensor"):
+        R.figure_to_image(img)
+
+
+def test_figure_validation():
+    with pytest.raises(ValueError, match="'pgd' has 2 values for 3 x values"):
+        R.line_figure([1, 2, 3], {"pgd": [1, 2]})
+    with pytest.raises(ValueError, match="xticklabels.*2 entries for 3"):
+        R.line_figure([1, 2, 3], {"pgd": [1, 2, 3]}, xticklabels=["a", "b"])
+    with pytest.raises(ValueError, match="series` is empty"):
+        R.bar_figure(["a"], {})
+    with pytest.raises(TypeError, match="list of numbers.*'x'"):
+        R.bar_figure(["a"], {"s": ["x"]})
+    with pytest.raises(ValueError, match=r"\(N, 2\).*\(3, 3\)"):
+        R.scatter_figure(torch.rand(3, 3), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="3 entries for 2 points"):
+        R.scatter_figure(torch.rand(2, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer tensor.*float32"):
+        R.scatter_figure(torch.rand(2, 2), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"labels \[0, 4\] need a name.*2 entries"):
+        R.scatter_figure(torch.rand(2, 2), torch.tensor([0, 4]), class_names=["a", "b"])
+
+
+def test_no_pyplot_state_and_backend_untouched():
+    # a user's non-Agg backend stays selected, and no pyplot figure is created
+    code = (
+        "import matplotlib; b = matplotlib.get_backend();"
+        "import torch; from lightning_viz import render as R;"
+        "img = R.figure_to_image(R.scatter_figure(torch.rand(5, 2), torch.arange(5)));"
+        "R.figure_to_image(R.line_figure([1, 2], {'a': [1, 2]}));"
+        "import matplotlib.pyplot as plt;"
+        "assert plt.get_fignums() == [], plt.get_fignums();"
+        "assert matplotlib.get_backend() == b == 'svg', (b, matplotlib.get_backend());"
+        "assert img.shape[0] == 3; print('ok')"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
