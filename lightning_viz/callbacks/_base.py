@@ -49,9 +49,11 @@ class RunContext:
         module: The unwrapped ``LightningModule`` (never the DDP wrapper).
         view: The model as the methods see it: pixel-space images in, float
             logits out, forward under the trainer's precision context.
-        probe: The probe on the model's device, images in the model's input space.
+        probe: The probe on the model's device, images in the model's input space
+            (``None`` for a callback with ``uses_probe = False``).
         pixels: The probe images in pixel space ``(N, C, H, W)``, ``[0, 1]`` when
             ``mean``/``std`` describe the normalization.
+        device: The model's device.
         log: Where to write (see :class:`RunLog`).
         generator: A private generator on the model's device, seeded the same way
             every epoch, so random draws are comparable across epochs.
@@ -62,22 +64,19 @@ class RunContext:
         trainer: Any,
         module: nn.Module,
         view: ModelView,
-        probe: Probe,
+        probe: Probe | None,
         log: RunLog,
         generator: torch.Generator,
+        device: torch.device,
     ) -> None:
         self.trainer = trainer
         self.module = module
         self.view = view
-        self.probe = probe
-        self.pixels = view.to_pixels(probe.images).clamp(0, 1)
+        self.probe: Probe = probe  # type: ignore[assignment] - None only when uses_probe=False
+        self.pixels = None if probe is None else view.to_pixels(probe.images).clamp(0, 1)
         self.log = log
         self.generator = generator
-
-    @property
-    def device(self) -> torch.device:
-        """The model's device."""
-        return self.probe.images.device
+        self.device = device
 
 
 class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
@@ -107,6 +106,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     family: ClassVar[str] = "viz"
     default_num_samples: ClassVar[int] = 8
+    uses_probe: ClassVar[bool] = True  # False: no probe is picked, `check` gets None
 
     def __init__(
         self,
@@ -162,7 +162,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         """Computes and logs this callback's views (one epoch end)."""
         raise NotImplementedError
 
-    def check(self, module: nn.Module, probe: Probe) -> None:
+    def check(self, module: nn.Module, probe: Probe | None) -> None:
         """Validates the configuration against the model and probe (at ``setup``)."""
 
     def extra_state(self) -> dict[str, Any]:
@@ -248,7 +248,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             self._enabled = False
             return
         self._enabled = True
-        probe = self._get_probe(trainer)
+        probe = self._get_probe(trainer) if self.uses_probe else None
         self.check(unwrap_model(pl_module), probe)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -284,7 +284,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         module = unwrap_model(pl_module)
         try:
             device = next((p.device for p in module.parameters()), torch.device("cpu"))
-            probe = self._get_probe(trainer).to(device)
+            probe = self._get_probe(trainer).to(device) if self.uses_probe else None
             log = RunLog(trainer, self._logger, trainer.global_step)
             ctx = RunContext(
                 trainer,
@@ -293,6 +293,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                 probe,
                 log,
                 make_generator(self.seed, device),
+                device,
             )
             self.run(ctx)
             log.scalar(self._seconds_tag(), time.perf_counter() - start)

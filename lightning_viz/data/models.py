@@ -1,0 +1,216 @@
+"""Small demo models for 32 px images and a plain LightningModule classifier."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+__all__ = ["MODEL_NAMES", "LitClassifier", "SmallCNN", "build_model", "resnet18_small"]
+
+MODEL_NAMES: tuple[str, ...] = ("small", "resnet18")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {value!r}")
+
+
+def _stage(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        conv=nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        bn=nn.BatchNorm2d(out_channels),
+        relu=nn.ReLU(inplace=True),
+    )
+    if pool:
+        layers["pool"] = nn.MaxPool2d(2)
+    return nn.Sequential(layers)
+
+
+class SmallCNN(nn.Module):
+    """Three conv3x3-BN-ReLU stages, global average pooling and a linear classifier.
+
+    For 32 px inputs the stages see 32, 16 and 8 px; ``block1`` and ``block2`` end
+    with 2x2 max pooling, ``block3`` keeps its 8x8 spatial output (the Grad-CAM
+    layer). Module names are stable: ``block1.conv``, ``block1.bn``, ``block1.relu``
+    (``inplace=True``), ``block1.pool``, ..., ``block3.conv``, ``pool`` (global
+    average), ``flatten``, ``fc`` (its input is the penultimate feature vector).
+
+    Args:
+        num_classes: Number of output logits. Default: ``5``.
+        in_channels: Input channels (3 for RGB, 1 for gray). Default: ``3``.
+        width: Channels of the first stage; the others have ``2*width`` and
+            ``4*width``. Default: ``16``.
+
+    Shape:
+        ``(N, in_channels, H, W) -> (N, num_classes)`` logits.
+    """
+
+    def __init__(self, num_classes: int = 5, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        _check_positive_int(num_classes, "num_classes")
+        _check_positive_int(in_channels, "in_channels")
+        _check_positive_int(width, "width")
+        self.block1 = _stage(in_channels, width, pool=True)
+        self.block2 = _stage(width, 2 * width, pool=True)
+        self.block3 = _stage(2 * width, 4 * width, pool=False)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block1(x)  # (N, w, H/2, W/2)
+        x = self.block2(x)  # (N, 2w, H/4, W/4)
+        x = self.block3(x)  # (N, 4w, H/4, W/4)
+        x = self.flatten(self.pool(x))  # (N, 4w)
+        return self.fc(x)  # (N, num_classes)
+
+
+def resnet18_small(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """A torchvision ResNet-18 (random init, no download) adapted to 32 px images.
+
+    ``conv1`` becomes a 3x3 stride-1 convolution and the stem max pooling is removed,
+    so a 32 px input reaches ``layer4`` at 4x4 (He et al., 2016, CIFAR variant).
+
+    Args:
+        num_classes: Number of output logits.
+        in_channels: Input channels. Default: ``3``.
+
+    Returns:
+        The model; the classifier is ``fc`` and the last conv stage ``layer4``.
+    """
+    _check_positive_int(num_classes, "num_classes")
+    _check_positive_int(in_channels, "in_channels")
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
+def build_model(name: str, num_classes: int = 5, in_channels: int = 3) -> nn.Module:
+    """Builds a demo model by name.
+
+    Args:
+        name: ``"small"`` (:class:`SmallCNN`) or ``"resnet18"`` (:func:`resnet18_small`).
+        num_classes: Number of output logits. Default: ``5``.
+        in_channels: Input channels. Default: ``3``.
+
+    Returns:
+        A freshly initialized model (initialization draws from the global RNG, as
+        any ``nn.Module`` constructor; seed it with ``pl.seed_everything``).
+
+    Raises:
+        ValueError: If ``name`` is unknown; the message lists the valid names.
+    """
+    if name == "small":
+        return SmallCNN(num_classes=num_classes, in_channels=in_channels)
+    if name == "resnet18":
+        return resnet18_small(num_classes=num_classes, in_channels=in_channels)
+    raise ValueError(f"Unknown model name {name!r}; valid names: {list(MODEL_NAMES)}")
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
+    """``(x, y)``, ``(x, y, mask)`` or a dict with ``image``/``label`` keys -> ``(x, y)``."""
+    if isinstance(batch, dict):
+        return batch["image"], batch["label"]
+    if isinstance(batch, list | tuple) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(
+        "Expected a batch (images, labels[, masks]) or a dict with 'image' and 'label', "
+        f"got {type(batch).__name__}"
+    )
+
+
+class LitClassifier(pl.LightningModule):
+    """A plain image classifier: cross entropy, accuracy, Adam or SGD with momentum.
+
+    Batches are ``(images, labels)``, ``(images, labels, masks)`` or dicts with
+    ``image``/``label`` keys. Logs ``train_loss`` (step and epoch), ``train_acc``,
+    ``val_loss`` and ``val_acc`` (epoch; ``val_acc`` in the progress bar), and
+    ``test_loss``/``test_acc`` in ``test``. Deterministic on CPU after
+    ``pl.seed_everything``.
+
+    Args:
+        model: The network; when ``None`` it is built by :func:`build_model` from
+            ``model_name``, ``num_classes`` and ``in_channels``. Default: ``None``.
+        num_classes: Number of classes. Default: ``5``.
+        in_channels: Input channels. Default: ``3``.
+        lr: Learning rate, > 0. Default: ``1e-2``.
+        model_name: ``"small"`` or ``"resnet18"``. Default: ``"small"``.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9). Default: ``"adam"``.
+
+    Raises:
+        TypeError: If ``model`` is not an ``nn.Module`` or ``None``.
+        ValueError: If ``lr``, ``model_name`` or ``optimizer`` are invalid.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        num_classes: int = 5,
+        in_channels: int = 3,
+        lr: float = 1e-2,
+        model_name: str = "small",
+        optimizer: str = "adam",
+    ) -> None:
+        super().__init__()
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be an nn.Module or None, got {type(model).__name__}")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+            raise ValueError(f"`lr` must be a positive float, got {lr!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {optimizer!r}; valid names: {list(OPTIMIZERS)}")
+        self.save_hyperparameters(ignore=["model"])
+        self.model = (
+            model if model is not None else build_model(model_name, num_classes, in_channels)
+        )
+        self.lr = float(lr)
+        self.optimizer_name = optimizer
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Returns logits ``(N, num_classes)``."""
+        return self.model(x)
+
+    def _shared_step(self, batch: Any, prefix: str) -> Tensor:
+        x, y = _split_batch(batch)
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(dim=1) == y).float().mean()
+        on_step = prefix == "train"
+        self.log(f"{prefix}_loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y))
+        self.log(
+            f"{prefix}_acc",
+            acc,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=prefix == "val",
+            batch_size=len(y),
+        )
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x = batch if isinstance(batch, Tensor) else _split_batch(batch)[0]
+        return self(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -1,0 +1,318 @@
+"""EmbeddingProjector: features captured during validation, written to the projector."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import threading
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import lightning_viz.functional.embedding as E
+from lightning_viz._hooks import has_hooks
+from lightning_viz.callbacks.embedding import EmbeddingProjector
+from lightning_viz.data import LitClassifier
+from tests.conftest import decode_png, fit, read_events, small_datamodule
+
+STEPS = [4, 8]  # limit_train_batches=4, two epochs
+CLASSES = ["circle", "square", "triangle", "star", "cross"]
+
+
+# ----------------------------------------------------------------------------- helpers
+def projector_dir(tmp_path, step: int, tag: str) -> str:
+    quoted = tag.replace("/", "%2f")  # SummaryWriter._encode
+    return os.path.join(str(tmp_path), "run", "version_0", f"{step:05d}", quoted)
+
+
+def read_tsv(path: str) -> list[list[str]]:
+    with open(path) as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+def val_data(datamodule, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    datamodule.setup("fit")
+    items = [datamodule.val_dataset[i] for i in range(n)]
+    return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
+
+
+@torch.no_grad()
+def penultimate(model: LitClassifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input of ``model.fc`` and the logits, computed by hand in eval mode."""
+    net = model.model
+    was = net.training
+    net.eval()
+    x = net.block3(net.block2(net.block1(images)))
+    feats = torch.flatten(net.pool(x), 1)
+    logits = net.fc(feats)
+    net.train(was)
+    return feats, logits
+
+
+# ----------------------------------------------------------------------------- runs
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch run on texture-correlated data (learns fast); shared by several tests."""
+    tmp = tmp_path_factory.mktemp("emb")
+    dm = small_datamodule(texture_correlation=1.0)
+    cb = EmbeddingProjector(num_samples=40, projection="pca", class_names=CLASSES, on_error="raise")
+    trainer, model = fit(tmp, [cb], epochs=2, datamodule=dm)
+    return tmp, dm, cb, trainer, model
+
+
+def test_projector_files_hold_the_first_validation_features(trained):
+    tmp, dm, cb, trainer, model = trained
+    images, labels = val_data(dm, 40)
+    feats, logits = penultimate(model, images)
+    pred = logits.argmax(1)
+    last = projector_dir(tmp, STEPS[-1], "embedding/model.fc")
+    for name in ("tensors.tsv", "metadata.tsv", "sprite.png"):
+        assert os.path.isfile(os.path.join(last, name)), name
+    # features: the input of model.fc for the first 40 validation images, values not shapes
+    rows = read_tsv(os.path.join(last, "tensors.tsv"))
+    assert len(rows) == 40 and all(len(r) == 64 for r in rows)
+    written = torch.tensor([[float(v) for v in r] for r in rows])
+    torch.testing.assert_close(written, feats, atol=1e-4, rtol=1e-4)
+    # metadata: header + one row per sample, with class names, in validation order
+    meta = read_tsv(os.path.join(last, "metadata.tsv"))
+    assert meta[0] == ["label", "predicted", "correct"]
+    assert len(meta) == 41
+    assert [r[0] for r in meta[1:]] == [CLASSES[i] for i in labels.tolist()]
+    assert [r[1] for r in meta[1:]] == [CLASSES[i] for i in pred.tolist()]
+    assert [r[2] for r in meta[1:]] == [str(a == b).lower() for a, b in zip(labels.tolist(), pred.tolist())]
+    # sprite: ceil(sqrt(40)) = 7 thumbnails of 32 px per side, the images themselves
+    with open(os.path.join(last, "sprite.png"), "rb") as f:
+        sprite = decode_png(f.read())
+    assert tuple(sprite.shape) == (224, 224, 3)
+    first = (images[0].permute(1, 2, 0) * 255).round().to(torch.uint8)
+    assert (sprite[:32, :32].int() - first.int()).abs().max() <= 1
+    # the projector config lists one embedding per run step
+    with open(os.path.join(tmp, "run", "version_0", "projector_config.pbtxt")) as f:
+        config = f.read()
+    for step in STEPS:
+        assert f'tensor_name: "embedding/model.fc:{step:05d}"' in config
+        assert os.path.isdir(projector_dir(tmp, step, "embedding/model.fc"))
+    assert config.count("tensor_name") == 2
+
+
+def test_scalars_and_figure_are_written_at_the_run_steps(trained):
+    tmp, dm, cb, trainer, model = trained
+    ev = read_events(os.path.join(tmp, "run"))
+    for tag in ("embedding/knn_acc", "embedding/silhouette", "viz/EmbeddingProjector/seconds"):
+        assert sorted(s for s, _ in ev["scalars"][tag]) == STEPS, tag
+    assert sorted(s for s, *_ in ev["images"]["embedding/model.fc/pca"]) == STEPS
+    # the scalars are the functional values on the written features and labels
+    images, labels = val_data(dm, 40)
+    feats, _ = penultimate(model, images)
+    knn = dict(ev["scalars"]["embedding/knn_acc"])[STEPS[-1]]
+    assert knn == pytest.approx(E.knn_accuracy(feats, labels, k=5), abs=1e-6)
+    sil = dict(ev["scalars"]["embedding/silhouette"])[STEPS[-1]]
+    assert sil == pytest.approx(E.silhouette(feats, labels), abs=1e-4)
+    assert float(trainer.callback_metrics["embedding/knn_acc"]) == pytest.approx(knn)
+    # k-NN accuracy well above chance (0.2 for 5 classes) after two epochs
+    assert knn > 0.5
+
+
+def test_hooks_are_gone_and_the_worker_is_shut_down(trained):
+    _, _, cb, trainer, model = trained
+    assert not has_hooks(model)
+    assert cb._capture is None and cb._executor is None and cb._pending == []
+    assert cb._last_epoch == 1
+
+
+def test_observing_does_not_change_the_experiment(tmp_path):
+    _, plain = fit(tmp_path / "plain", [], epochs=1)
+    after_plain = torch.rand(4)
+    cb = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    trainer, observed = fit(tmp_path / "observed", [cb], epochs=1)
+    after_observed = torch.rand(4)
+    assert "embedding/knn_acc" in trainer.callback_metrics
+    for (ka, va), (kb, vb) in zip(
+        plain.state_dict().items(), observed.state_dict().items(), strict=True
+    ):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert torch.equal(after_plain, after_observed)
+    assert all(m.training for m in observed.modules())
+    assert all(p.requires_grad and p.grad is None for p in observed.parameters())
+
+
+def test_slow_tsne_runs_off_the_training_thread(tmp_path, monkeypatch):
+    threads = []
+
+    def slow_tsne(features, **kwargs):
+        threads.append(threading.current_thread())
+        time.sleep(1.5)
+        return E.pca(features)
+
+    monkeypatch.setattr(E, "tsne", slow_tsne)
+    cb = EmbeddingProjector(num_samples=16, on_error="raise")
+    start = time.perf_counter()
+    fit(tmp_path, [cb], epochs=2)
+    elapsed = time.perf_counter() - start
+    assert len(threads) == 2
+    assert all(t is not threading.main_thread() for t in threads)
+    ev = read_events(os.path.join(tmp_path, "run"))
+    # both figures written, each with the step it belongs to (the last one at fit end)
+    assert sorted(s for s, *_ in ev["images"]["embedding/model.fc/tsne"]) == STEPS
+    seconds = dict(ev["scalars"]["viz/EmbeddingProjector/seconds"])
+    assert max(seconds.values()) < 1.0  # the epoch end did not wait for the 1.5 s t-SNE
+    assert elapsed > 1.5
+    assert cb._executor is None and cb._pending == []
+
+
+def test_layer_argument_embeds_that_layers_output(tmp_path):
+    cb = EmbeddingProjector(layer="model.pool", num_samples=10, projection="pca", on_error="raise")
+    dm = small_datamodule()
+    _, model = fit(tmp_path, [cb], epochs=1, datamodule=dm)
+    images, _ = val_data(dm, 10)
+    feats, _ = penultimate(model, images)  # pool output (N, 64, 1, 1), flattened = fc input
+    rows = read_tsv(os.path.join(projector_dir(tmp_path, 4, "embedding/model.pool"), "tensors.tsv"))
+    written = torch.tensor([[float(v) for v in r] for r in rows])
+    torch.testing.assert_close(written, feats, atol=1e-4, rtol=1e-4)
+    ev = read_events(os.path.join(tmp_path, "run"))
+    assert [s for s, *_ in ev["images"]["embedding/model.pool/pca"]] == [4]
+
+
+def test_every_n_epochs_and_tag_prefix(tmp_path):
+    cb = EmbeddingProjector(
+        num_samples=8, projection="pca", every_n_epochs=2, tag_prefix="emb", on_error="raise"
+    )
+    fit(tmp_path, [cb], epochs=2)
+    ev = read_events(os.path.join(tmp_path, "run"))
+    assert [s for s, _ in ev["scalars"]["emb/knn_acc"]] == [8]
+    assert [s for s, *_ in ev["images"]["emb/model.fc/pca"]] == [8]
+    assert not os.path.exists(projector_dir(tmp_path, 4, "emb/model.fc"))
+    assert os.path.isdir(projector_dir(tmp_path, 8, "emb/model.fc"))
+
+
+# ----------------------------------------------------------------------------- failures
+class _BreaksInValidation(LitClassifier):
+    """Raises inside the second epoch's validation forward (hooks are registered then)."""
+
+    def validation_step(self, batch, batch_idx):
+        if self.current_epoch == 1 and not self.trainer.sanity_checking:
+            raise RuntimeError("boom in validation")
+        return super().validation_step(batch, batch_idx)
+
+
+def test_no_hook_or_worker_left_when_training_raises(tmp_path):
+    model = _BreaksInValidation(num_classes=5)
+    cb = EmbeddingProjector(num_samples=8, projection="pca", on_error="raise")
+    with pytest.raises(RuntimeError, match="boom in validation"):
+        fit(tmp_path, [cb], epochs=2, model=model)
+    assert not has_hooks(model)
+    assert cb._capture is None and cb._executor is None
+
+
+def _bad_batch_to_xy(batch):
+    raise KeyError("no images here")
+
+
+def test_a_capture_failure_warns_once_and_training_goes_on(tmp_path):
+    cb = EmbeddingProjector(num_samples=8, projection="pca", batch_to_xy=_bad_batch_to_xy)
+    with pytest.warns(UserWarning, match="no images here") as record:
+        trainer, model = fit(tmp_path, [cb], epochs=2)
+    assert trainer.current_epoch == 2
+    assert len([w for w in record if "turns itself off" in str(w.message)]) == 1
+    assert not has_hooks(model)
+    assert "embedding/knn_acc" not in trainer.callback_metrics
+
+
+def test_a_capture_failure_is_raised_on_request(tmp_path):
+    cb = EmbeddingProjector(num_samples=8, batch_to_xy=_bad_batch_to_xy, on_error="raise")
+    model = LitClassifier(num_classes=5)
+    with pytest.raises(KeyError, match="no images here"):
+        fit(tmp_path, [cb], epochs=1, model=model)
+    assert not has_hooks(model)
+
+
+# ----------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_samples": 1}, ValueError, r"num_samples.*>= 2.*1"),
+        ({"num_samples": 2.5}, TypeError, r"num_samples.*int.*2\.5"),
+        ({"projection": "umap"}, ValueError, r"projection.*'umap'"),
+        ({"k": 0}, ValueError, r"`k` must be >= 1.*0"),
+        ({"k": 1.5}, TypeError, r"`k` must be an int.*1\.5"),
+        ({"layer": 3}, TypeError, r"layer.*3"),
+        ({"every_n_epochs": 0}, ValueError, r"every_n_epochs"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        EmbeddingProjector(**kwargs)
+
+
+class _NoLinear(LitClassifier):
+    def __init__(self):
+        super().__init__(
+            model=nn.Sequential(
+                nn.Conv2d(3, 5, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)
+            ),
+            num_classes=5,
+        )
+
+
+def test_model_without_linear_fails_at_setup_before_training(tmp_path):
+    model = _NoLinear()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"no nn\.Linear.*layer="):
+        fit(tmp_path, [EmbeddingProjector(num_samples=8)], epochs=1, model=model)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    # with `layer=` the same model works (embeds the pooled conv features)
+    cb = EmbeddingProjector(layer="model.2", num_samples=8, projection="pca", on_error="raise")
+    fit(tmp_path / "ok", [cb], epochs=1, model=_NoLinear())
+    assert os.path.isdir(projector_dir(tmp_path / "ok", 4, "embedding/model.2"))
+
+
+def test_unknown_layer_lists_the_closest_match():
+    cb = EmbeddingProjector(layer="model.fcc")
+    with pytest.raises(ValueError, match=r"model\.fc"):
+        cb.check(LitClassifier(num_classes=5), None)
+    cb = EmbeddingProjector()
+    cb.check(LitClassifier(num_classes=5), None)
+    assert cb._layer_name == "model.fc"
+
+
+# ----------------------------------------------------------------------------- units
+def test_thumbnails_are_square_pixels_within_the_sprite_limit():
+    cb = EmbeddingProjector(num_samples=10_000, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    pixels = torch.rand(3, 3, 40, 80)
+    thumbs = cb._thumbnails((pixels - 0.5) / 0.25)  # model space in, pixel thumbnails out
+    side = 8192 // 100  # ceil(sqrt(10000)) = 100 thumbnails per sprite side
+    assert thumbs.dtype == torch.uint8 and tuple(thumbs.shape) == (3, 3, side, side)
+    assert 100 * thumbs.shape[-1] <= 8192
+    # aspect kept (80x40 -> 81x40) and padded top/bottom with black
+    assert thumbs[:, :, :20].max() == 0 and thumbs[:, :, -21:].max() == 0
+    assert thumbs[:, :, 21:60].float().mean() > 50
+
+
+def test_pickles_without_runtime_state(tmp_path):
+    cb = EmbeddingProjector(num_samples=8, projection="pca", k=3, layer="model.fc")
+    cb._pool()  # an executor would not pickle
+    clone = pickle.loads(pickle.dumps(cb))
+    assert clone._executor is None and clone._pending == [] and clone._capture is None
+    assert (clone.num_samples, clone.projection, clone.k, clone.layer) == (8, "pca", 3, "model.fc")
+    assert clone.state_key == cb.state_key
+    cb._shutdown(wait=True)
+    assert cb._executor is None
+
+
+def test_state_dict_round_trip():
+    cb = EmbeddingProjector(num_samples=8)
+    state = cb.state_dict()
+    other = EmbeddingProjector(num_samples=8)
+    other.load_state_dict(state)
+    assert other.state_dict() == state
+
+
+def test_no_event_files_without_validation(tmp_path):
+    cb = EmbeddingProjector(num_samples=8, projection="pca", on_error="raise")
+    trainer, model = fit(tmp_path, [cb], epochs=1, limit_val_batches=0)
+    assert trainer.current_epoch == 1
+    assert not glob.glob(os.path.join(tmp_path, "run", "version_0", "0000*"))
+    assert not has_hooks(model)

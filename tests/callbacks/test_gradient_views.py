@@ -1,0 +1,149 @@
+"""FilterLogger, ActivationLogger, SaliencyLogger and GradCAMLogger, trained for real."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lightning_viz as lv
+from lightning_viz._guard import ModelView
+from lightning_viz.functional import saliency as S
+from tests.conftest import decode_png, fit, small_datamodule
+
+STEPS = [4, 8]  # global_step after epoch 0 and 1 (4 train batches per epoch)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One 2-epoch run with the four gradient-view callbacks (shared by the tests here)."""
+    tmp = tmp_path_factory.mktemp("views")
+    names = ["circle", "square", "triangle", "star", "cross"]
+    callbacks = [
+        lv.FilterLogger(on_error="raise", class_names=names),
+        lv.ActivationLogger(num_samples=2, max_channels=8, on_error="raise"),
+        lv.SaliencyLogger(
+            methods=("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet"),
+            num_samples=5,
+            smoothgrad_samples=4,
+            ig_steps=8,
+            neuron=("model.block3.conv", 2),
+            class_names=names,
+            on_error="raise",
+        ),
+        lv.GradCAMLogger(
+            methods=("gradcam", "gradcam++", "guided_gradcam"), num_samples=5, on_error="raise"
+        ),
+    ]
+    trainer, model = fit(tmp, callbacks, epochs=2)
+    from tests.conftest import read_events
+
+    return trainer, model, callbacks, read_events(str(tmp))
+
+
+def test_tags_and_steps_of_every_callback(run):
+    _, _, _, ev = run
+    images, scalars = ev["images"], ev["scalars"]
+    expected_images = [
+        "filters/model.block1.conv",
+        "activations/model.block1.conv",
+        "activations/model.block2.conv",
+        "activations/model.block3.conv",
+        *(f"saliency/{m}" for m in ("vanilla", "smoothgrad", "integrated_gradients")),
+        "saliency/guided_backprop",
+        "saliency/deconvnet",
+        "saliency/segmentation",
+        "saliency/neuron/model.block3.conv/2",
+        "gradcam/gradcam",
+        "gradcam/gradcam++",
+        "gradcam/guided_gradcam",
+    ]
+    for tag in expected_images:
+        assert [e[0] for e in images[tag]] == STEPS, tag  # once per epoch, never in sanity check
+    for name in ("FilterLogger", "ActivationLogger", "SaliencyLogger", "GradCAMLogger"):
+        steps = [s for s, _ in scalars[f"viz/{name}/seconds"]]
+        assert steps == STEPS
+        assert all(v > 0 for _, v in scalars[f"viz/{name}/seconds"])
+    assert [s for s, _ in scalars["filters/model.block1.conv/norm"]] == STEPS
+    assert [s for s, _ in scalars["filters/model.block1.conv/change"]] == STEPS[1:]
+    assert [s for s, _ in scalars["bias/saliency_in_mask"]] == STEPS
+
+
+def test_filter_norm_and_change_values(run):
+    trainer, model, callbacks, ev = run
+    weight = model.model.block1.conv.weight.detach()
+    (_, last_norm) = ev["scalars"]["filters/model.block1.conv/norm"][-1]
+    assert last_norm == pytest.approx(weight.norm().item(), rel=1e-5)
+    (_, first_norm) = ev["scalars"]["filters/model.block1.conv/norm"][0]
+    assert first_norm != pytest.approx(last_norm, rel=1e-4)  # the weights moved
+    previous = callbacks[0]._previous["model.block1.conv"]
+    assert torch.equal(previous, weight.float().cpu())
+    (_, change) = ev["scalars"]["filters/model.block1.conv/change"][0]
+    assert 0 < change < 1
+
+
+def test_filter_image_shows_the_tiles(run):
+    _, _, _, ev = run
+    (_, width, height, png) = ev["images"]["filters/model.block1.conv"][-1]
+    img = decode_png(png)
+    assert img.shape == (height, width, 3)
+    # 16 filters of 3x3 in rows of 8, each tile scaled to 48 px: two rows of tiles
+    assert width >= 8 * 48 and height >= 2 * 48
+    assert img.float().std() > 10  # not a blank picture
+
+
+def test_saliency_in_mask_matches_the_functional_method(run):
+    trainer, model, callbacks, ev = run
+    saliency_cb = callbacks[2]
+    probe = saliency_cb._probe
+    view = ModelView(model.eval())
+    with torch.no_grad():
+        predicted = view(probe.images).argmax(1)
+    maps = S.saliency(view, probe.images, predicted)
+    expected = S.saliency_in_mask(maps, probe.masks).mean().item()
+    (_, logged) = ev["scalars"]["bias/saliency_in_mask"][-1]
+    assert logged == pytest.approx(expected, rel=1e-4)
+    assert trainer.callback_metrics["bias/saliency_in_mask"].item() == pytest.approx(logged)
+
+
+def test_probe_is_class_balanced_and_fixed(run):
+    _, _, callbacks, _ = run
+    probe = callbacks[2]._probe
+    assert sorted(probe.labels.tolist()) == [0, 1, 2, 3, 4]
+    assert probe.masks is not None and probe.masks.dtype == torch.bool
+    dm = small_datamodule()
+    dm.setup("fit")
+    for pos, idx in enumerate(probe.indices):
+        image, label, mask = dm.val_dataset[idx]
+        assert torch.equal(probe.images[pos], image)
+        assert int(probe.labels[pos]) == int(label)
+
+
+def test_gradcam_image_rows_show_the_probe(run):
+    _, _, callbacks, ev = run
+    (_, width, height, png) = ev["images"]["gradcam/gradcam"][-1]
+    img = decode_png(png)
+    assert img.shape == (height, width, 3)
+    # 5 columns of 96-px tiles (32 px scaled by 3) and two rows (image, overlay)
+    assert width >= 5 * 96 and height >= 2 * 96
+    # the overlay row differs from the image row (the CAM is drawn on it)
+    top = img[2 : 2 + 96].float()
+    bottom = img[height // 2 : height // 2 + 96].float()
+    assert (top - bottom).abs().mean() > 5
+
+
+def test_default_cam_layer_is_the_last_spatial_conv(run):
+    _, _, callbacks, _ = run
+    assert callbacks[3]._layer_name == "model.block3.conv"
+
+
+def test_bias_signal_background_shortcut_lowers_saliency_in_mask(tmp_path):
+    """A model that can read the class off the background looks less at the object."""
+    values = {}
+    for corr in (0.0, 1.0):
+        dm = small_datamodule(train_size=640, val_size=64, background_correlation=corr)
+        cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=32, on_error="raise")
+        trainer, _ = fit(
+            tmp_path / str(corr), [cb], epochs=2, datamodule=dm, limit_train_batches=20
+        )
+        values[corr] = trainer.callback_metrics["bias/saliency_in_mask"].item()
+    assert values[1.0] < values[0.0] - 0.2, values
