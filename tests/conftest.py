@@ -59,6 +59,7 @@ def fit(
     datamodule: Any = None,
     seed: int = 0,
     flavour: str = "pytorch_lightning",
+    ckpt_path: str | None = None,
     **trainer_kwargs: Any,
 ):
     """A short seeded CPU fit; returns (trainer, module)."""
@@ -88,7 +89,7 @@ def fit(
     )
     args.update(trainer_kwargs)
     trainer = pl.Trainer(callbacks=callbacks, **args)
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer, model
 
 

@@ -1,0 +1,284 @@
+"""Class activation maps: which regions of a conv layer's feature maps a class uses.
+
+One private pipeline (:func:`_cam`) does the work, as in pytorch-grad-cam's
+``BaseCAM``; each variant only says how channel weights are computed from the
+layer's activations ``A`` and gradients ``dS/dA``:
+
+1. forward with the layer's output made the start of the graph
+   (:func:`~lightning_viz._hooks.gradient_leaf`), so backward runs from the class
+   scores down to the layer only, never through the earlier layers or parameters;
+2. ``autograd.grad`` of the summed target scores w.r.t. the activation;
+3. channel weights by the variant, weighted sum over channels, ReLU;
+4. bilinear upsampling to the input size. Maps are *not* normalized.
+
+Example:
+    >>> import torch, lightning_viz.functional as LF
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+    ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    >>> x = torch.rand(8, 3, 32, 32)
+    >>> LF.grad_cam(model, x, layer="0").shape
+    torch.Size([8, 1, 32, 32])
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_viz._guard import preserve_state
+from lightning_viz._hooks import gradient_leaf
+from lightning_viz.functional._utils import (
+    check_images,
+    conv_layers,
+    reduce_channels,
+    resolve_layer,
+    target_indices,
+)
+from lightning_viz.functional.saliency import (
+    _check_reduce,
+    _check_target_type,
+    _fresh,
+    _logits,
+    _relu_rule_gradient,
+    _score,
+)
+
+__all__ = ["default_cam_layer", "grad_cam", "grad_cam_pp", "guided_grad_cam"]
+
+WeightFn = Callable[[Tensor, Tensor], Tensor]  # (A, dS/dA) (N, K, h, w) -> weights (N, K)
+
+
+# ----------------------------------------------------------------------------- layer choice
+@contextlib.contextmanager
+def _record_shapes(modules: dict[str, nn.Module]) -> Iterator[list[tuple[str, torch.Size]]]:
+    """Appends ``(name, output shape)`` for every forward call, in execution order."""
+    calls: list[tuple[str, torch.Size]] = []
+    handles = []
+    try:
+        for name, module in modules.items():
+
+            def hook(_m, _inp, out, name=name):
+                if isinstance(out, Tensor):
+                    calls.append((name, out.shape))
+
+            handles.append(module.register_forward_hook(hook))
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+        handles.clear()
+
+
+def _default_layer(net: nn.Module, x: Tensor) -> str:
+    convs = dict(conv_layers(net))
+    if not convs:
+        names = ", ".join(n for n, _ in net.named_modules() if n) or "(no submodules)"
+        raise ValueError(
+            f"GradCAM needs a convolutional layer; the model has none. Layers: {names}"
+        )
+    with torch.no_grad(), _record_shapes(convs) as calls:
+        net(x)
+    spatial = [name for name, shape in calls if len(shape) == 4 and shape[-2] * shape[-1] > 1]
+    if not spatial:
+        raise ValueError(
+            "GradCAM needs a convolutional layer with spatial output larger than 1x1; "
+            f"none of the model's conv layers ({', '.join(convs)}) produced one for "
+            f"inputs of shape {tuple(x.shape)}"
+        )
+    return spatial[-1]
+
+
+def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
+    """The layer Grad-CAM uses by default: the last conv with spatial output.
+
+    One forward pass (no gradients) records the ``nn.Conv2d`` layers in execution
+    order; the last one whose output is larger than ``1x1`` is chosen.
+
+    Args:
+        model: The classifier.
+        inputs: Example images ``(N, C, H, W)``, float (one image is enough).
+
+    Returns:
+        The dotted name of the layer, e.g. ``"layer4.1.conv2"``.
+
+    Raises:
+        TypeError: ``inputs`` is not a float tensor.
+        ValueError: ``inputs`` is not 4-D, the model has no ``nn.Conv2d`` (the
+            message lists its layers), or no conv output is larger than ``1x1``.
+    """
+    check_images(inputs)
+    with preserve_state(model) as net:
+        return _default_layer(net, _fresh(inputs))
+
+
+# ----------------------------------------------------------------------------- pipeline
+def _cam(
+    model: nn.Module,
+    inputs: Tensor,
+    target: int | Tensor | None,
+    layer: str | nn.Module | None,
+    weights: WeightFn,
+    upsample: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """The shared CAM pipeline. Returns ``(cam, class indices)``.
+
+    ``cam`` is ``relu(sum_k w_k A_k)``, ``(N, 1, H, W)`` (or ``(N, 1, h, w)`` at the
+    layer's resolution when ``upsample`` is False).
+    """
+    check_images(inputs)
+    _check_target_type(target)
+    with preserve_state(model) as net:
+        x = _fresh(inputs)
+        if layer is None:
+            name = _default_layer(net, x)
+            module = dict(net.named_modules())[name]
+        else:
+            name, module = resolve_layer(net, layer)
+        with gradient_leaf(module) as store:
+            logits = _logits(net, x)
+        if "leaf" not in store:
+            raise ValueError(f"layer {name!r} did not run in the model's forward")
+        act = store.pop("leaf")  # (N, K, h, w), a leaf: backward stops here
+        if act.dim() != 4 or act.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"CAMs need a layer with (N, C, h, w) output; {name!r} returns shape "
+                f"{tuple(act.shape)}"
+            )
+        idx = target_indices(target, logits)
+        score = _score(logits, idx)
+        grad = None
+        if score.requires_grad:
+            (grad,) = torch.autograd.grad(score, act, allow_unused=True)
+        if grad is None:  # the scores do not depend on this layer
+            grad = torch.zeros_like(act)
+        act = act.detach()
+        w = weights(act, grad)  # (N, K)
+        cam = F.relu((w[:, :, None, None] * act).sum(dim=1, keepdim=True))  # (N, 1, h, w)
+        if upsample:
+            cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+    return cam, idx
+
+
+def _gradcam_weights(act: Tensor, grad: Tensor) -> Tensor:
+    return grad.mean(dim=(2, 3))
+
+
+def _gradcam_pp_weights(act: Tensor, grad: Tensor, eps: float = 1e-6) -> Tensor:
+    # Chattopadhay et al. eq. 19 with exp(S) folded in (as pytorch-grad-cam):
+    # alpha = g^2 / (2 g^2 + sum_ij(A) g^3), zero where g == 0; w = sum_ij relu(g) alpha
+    g2 = grad.pow(2)
+    g3 = g2 * grad
+    sum_act = act.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + sum_act * g3 + eps)
+    alpha = torch.where(grad != 0, alpha, torch.zeros_like(alpha))
+    return (F.relu(grad) * alpha).sum(dim=(2, 3))
+
+
+# ----------------------------------------------------------------------------- variants
+def grad_cam(
+    model: nn.Module,
+    inputs: Tensor,
+    target: int | Tensor | None = None,
+    *,
+    layer: str | nn.Module | None = None,
+) -> Tensor:
+    """Grad-CAM: class activation map weighted by spatially averaged gradients.
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", 2017: ``relu(sum_k mean_ij(dS/dA_k) A_k)``,
+    bilinearly upsampled to the input size.
+
+    Args:
+        model: Classifier returning logits ``(N, K)``.
+        inputs: Images ``(N, C, H, W)``, float.
+        target: Class indices ``(N,)``, an int, or ``None`` (predicted class).
+            Default: ``None``.
+        layer: The layer (module or dotted name) whose output is used; ``None``
+            picks :func:`default_cam_layer` (one extra forward pass). Default: ``None``.
+
+    Returns:
+        ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
+
+    Raises:
+        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        ValueError: Bad ``inputs`` shape or class index, unknown layer (the message
+            lists the layers and the closest match), a layer without ``(N, C, h, w)``
+            output, or (``layer=None``) a model without ``nn.Conv2d``.
+    """
+    return _cam(model, inputs, target, layer, _gradcam_weights)[0]
+
+
+def grad_cam_pp(
+    model: nn.Module,
+    inputs: Tensor,
+    target: int | Tensor | None = None,
+    *,
+    layer: str | nn.Module | None = None,
+) -> Tensor:
+    """Grad-CAM++: channel weights from positive gradients with pixel-wise alphas.
+
+    Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep
+    Convolutional Networks", WACV 2018, eq. 19 with the exponential folded into the
+    score, as in pytorch-grad-cam's ``GradCAMPlusPlus``:
+    ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3 + 1e-6)`` (0 where ``g = 0``),
+    ``w_k = sum_ij relu(g) alpha``.
+
+    Args:
+        model: Classifier returning logits ``(N, K)``.
+        inputs: Images ``(N, C, H, W)``, float.
+        target: Class indices ``(N,)``, an int, or ``None`` (predicted class).
+            Default: ``None``.
+        layer: Module or dotted name; ``None`` picks :func:`default_cam_layer`.
+            Default: ``None``.
+
+    Returns:
+        ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
+
+    Raises:
+        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        ValueError: As :func:`grad_cam`.
+    """
+    return _cam(model, inputs, target, layer, _gradcam_pp_weights)[0]
+
+
+def guided_grad_cam(
+    model: nn.Module,
+    inputs: Tensor,
+    target: int | Tensor | None = None,
+    *,
+    layer: str | nn.Module | None = None,
+    reduce: str | None = "max",
+) -> Tensor:
+    """Guided Grad-CAM: guided backprop gradients times the upsampled Grad-CAM.
+
+    Selvaraju et al. 2017, sec. 3.1 (as captum's ``GuidedGradCam`` with bilinear
+    interpolation): the element-wise product of the signed guided-backprop input
+    gradient ``(N, C, H, W)`` and the Grad-CAM map, then reduced over channels.
+    The class is resolved once and used by both passes.
+
+    Args:
+        model: Classifier returning logits ``(N, K)``.
+        inputs: Images ``(N, C, H, W)``, float.
+        target: Class indices ``(N,)``, an int, or ``None`` (predicted class).
+            Default: ``None``.
+        layer: Module or dotted name; ``None`` picks :func:`default_cam_layer`.
+            Default: ``None``.
+        reduce: ``"max"``, ``"sum"`` (of ``|.|`` over channels) or ``None`` (signed
+            ``(N, C, H, W)``). Default: ``"max"``.
+
+    Returns:
+        ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
+
+    Raises:
+        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        ValueError: As :func:`grad_cam`, or a bad ``reduce``.
+    """
+    check_images(inputs)
+    _check_reduce(reduce)
+    cam, idx = _cam(model, inputs, target, layer, _gradcam_weights)
+    guided = _relu_rule_gradient(model, inputs, idx, "guided", None)  # (N, C, H, W)
+    return reduce_channels(guided * cam, reduce)

@@ -1,0 +1,70 @@
+"""Callbacks under DDP on CPU (ddp_spawn, 2 processes, gloo): gathered once, written once."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import torch
+
+from lightning_viz.callbacks.embedding import EmbeddingProjector
+from tests.conftest import fit, read_events, small_datamodule
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
+
+VAL_SIZE = 50  # odd per-rank split: the DistributedSampler pads rank 1 with sample 0
+
+
+def _rows(path: str) -> list[list[str]]:
+    with open(path) as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+@torch.no_grad()
+def _features(model, images: torch.Tensor) -> torch.Tensor:
+    net = model.model.eval()
+    return torch.flatten(net.pool(net.block3(net.block2(net.block1(images)))), 1)
+
+
+def test_embedding_projector_gathers_every_rank_once_and_only_rank_zero_writes(tmp_path):
+    dm = small_datamodule(val_size=VAL_SIZE, train_size=128)
+    cb = EmbeddingProjector(projection="pca", on_error="raise")  # num_samples=1000 > VAL_SIZE
+    trainer, model = fit(
+        tmp_path,
+        [cb],
+        epochs=1,
+        datamodule=dm,
+        strategy="ddp_spawn",
+        devices=2,
+        accelerator="cpu",
+        limit_train_batches=2,
+        limit_val_batches=1.0,
+        deterministic=False,
+    )
+    step = 2  # limit_train_batches (the main process's trainer keeps its own counters)
+    logdir = os.path.join(tmp_path, "run", "version_0")
+    # only global rank 0 wrote: one event file, one projector entry, one embedding dir
+    assert len(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)) == 1
+    with open(os.path.join(logdir, "projector_config.pbtxt")) as f:
+        assert f.read().count("tensor_name") == 1
+    emb = os.path.join(logdir, f"{step:05d}", "embedding%2fmodel.fc")
+    assert glob.glob(os.path.join(logdir, "0*")) == [os.path.join(logdir, f"{step:05d}")]
+    # every validation sample exactly once, in dataset order (interleaved ranks, padding dropped)
+    dm.setup("fit")
+    images = torch.stack([dm.val_dataset[i][0] for i in range(VAL_SIZE)])
+    labels = [int(dm.val_dataset[i][1]) for i in range(VAL_SIZE)]
+    meta = _rows(os.path.join(emb, "metadata.tsv"))
+    assert meta[0] == ["label", "predicted", "correct"]
+    assert [int(r[0]) for r in meta[1:]] == labels
+    written = torch.tensor([[float(v) for v in r] for r in _rows(os.path.join(emb, "tensors.tsv"))])
+    assert written.shape == (VAL_SIZE, 64)
+    # the main process got rank 0's trained weights back: the rows are these images' features
+    torch.testing.assert_close(written, _features(model, images), atol=1e-4, rtol=1e-4)
+    assert len({tuple(r.tolist()) for r in written}) == VAL_SIZE  # no duplicated row
+    ev = read_events(os.path.join(tmp_path, "run"))
+    assert [s for s, _ in ev["scalars"]["embedding/knn_acc"]] == [step]
+    assert [s for s, *_ in ev["images"]["embedding/model.fc/pca"]] == [step]

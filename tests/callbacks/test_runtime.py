@@ -1,0 +1,299 @@
+"""The shared callback runtime: scheduling, probes, loggers, state, configuration errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_viz as lv
+from lightning_viz.callbacks import _probe
+from lightning_viz.data import LitClassifier
+from tests.conftest import fit, read_events, small_datamodule
+
+
+def _image_steps(tmp_path, tag):
+    return [e[0] for e in read_events(str(tmp_path))["images"].get(tag, [])]
+
+
+def test_every_n_epochs_runs_only_on_due_epochs(tmp_path):
+    fit(tmp_path, [lv.FilterLogger(every_n_epochs=2, on_error="raise")], epochs=3)
+    assert _image_steps(tmp_path, "filters/model.block1.conv") == [8]  # epoch 1 only
+
+
+def test_runs_at_train_epoch_end_without_validation(tmp_path):
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=3, on_error="raise")
+    fit(tmp_path, [cb], epochs=2, limit_val_batches=0)
+    assert _image_steps(tmp_path, "saliency/vanilla") == [4, 8]
+
+
+def test_only_during_fit_not_in_validate(tmp_path):
+    cb = lv.FilterLogger(on_error="raise")
+    trainer, model = fit(tmp_path, [cb], epochs=1)
+    trainer.validate(model, datamodule=small_datamodule(), verbose=False)
+    assert _image_steps(tmp_path, "filters/model.block1.conv") == [4]
+
+
+def test_without_tensorboard_logger_warns_once_and_stays_off(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    cb = lv.FilterLogger(on_error="raise")
+    with pytest.warns(UserWarning, match="needs a TensorBoardLogger") as record:
+        trainer, _ = fit(tmp_path, [cb], epochs=2, logger=CSVLogger(str(tmp_path)))
+    assert sum("TensorBoardLogger" in str(w.message) for w in record) == 1
+    assert cb._last_epoch is None
+    assert "viz/FilterLogger/seconds" not in trainer.callback_metrics
+
+
+def test_works_with_the_unified_lightning_package(tmp_path):
+    import lightning.pytorch as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_viz.data import SmallCNN
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallCNN(num_classes=5)
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def validation_step(self, batch, _):
+            self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    dm = small_datamodule()
+    dm.setup("fit")
+    cbs = [
+        lv.GradCAMLogger(num_samples=3, on_error="raise"),
+        lv.ActivationLogger(on_error="raise"),
+    ]
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
+        callbacks=cbs,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_train_batches=2,
+        limit_val_batches=1,
+    )
+    # plain dataloaders, no datamodule: the probe comes from the validation loader
+    trainer.fit(Module(), train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
+    ev = read_events(str(tmp_path))
+    assert [e[0] for e in ev["images"]["gradcam/gradcam"]] == [2]
+    assert "activations/net.block1.conv" in ev["images"]
+    assert cbs[0]._layer_name == "net.block3.conv"
+
+
+def test_resumed_run_keeps_the_probe_and_filter_history(tmp_path, monkeypatch):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    first = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise")
+    filters = lv.FilterLogger(on_error="raise")
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    fit(tmp_path / "a", [first, filters, ckpt], epochs=1, enable_checkpointing=True)
+    saved_indices = list(first._probe_indices)
+    saved_images = first._probe.images.clone()
+
+    # a fresh pick would now choose other images: the resumed run must not use it
+    monkeypatch.setattr(_probe, "balanced_pick", lambda labels, n: list(range(10, 10 + n)))
+    second = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise")
+    filters2 = lv.FilterLogger(on_error="raise")
+    fit(
+        tmp_path / "b",
+        [second, filters2, ModelCheckpoint(dirpath=str(tmp_path / "ckpt2"))],
+        epochs=2,
+        enable_checkpointing=True,
+        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+    )
+    assert second._probe_indices == saved_indices
+    assert torch.equal(second._probe.images, saved_images)
+    ev = read_events(str(tmp_path / "b"))
+    assert [e[0] for e in ev["images"]["saliency/vanilla"]] == [8]  # continues at epoch 1
+    # the filter change is measured against the weights saved in the checkpoint
+    assert [s for s, _ in ev["scalars"]["filters/model.block1.conv/change"]] == [8]
+
+
+def test_probe_argument_forms(tmp_path):
+    images = torch.rand(6, 3, 32, 32)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    as_tensor = lv.SaliencyLogger(methods=("vanilla",), probe=images, num_samples=4)
+    as_tuple = lv.GradCAMLogger(probe=(images, labels), num_samples=3, tag_prefix="cam_tuple")
+    as_dataset = lv.ActivationLogger(probe=TensorDataset(images, labels), num_samples=3)
+    fit(tmp_path, [as_tensor, as_tuple, as_dataset], epochs=1)
+    assert torch.equal(as_tensor._probe.images, images[:4]) and as_tensor._probe.labels is None
+    assert as_tuple._probe.labels.tolist() == [0, 1, 2]  # one per class
+    assert torch.equal(as_tuple._probe.images, images[[0, 2, 4]])
+    assert as_dataset._probe.labels.tolist() == [0, 1, 2]
+    tags = read_events(str(tmp_path))["images"]
+    assert "saliency/vanilla" in tags and "cam_tuple/gradcam" in tags
+
+
+def test_dict_batches_and_custom_batch_to_xy():
+    images = torch.rand(8, 3, 8, 8)
+    labels = torch.arange(8) % 2
+    dicts = [{"image": images[:4], "label": labels[:4]}, {"image": images[4:], "label": labels[4:]}]
+    probe = _probe.load_probe(dicts, 4)
+    assert probe.labels.tolist() == [0, 1, 0, 1]
+    custom = _probe.load_probe(
+        [(labels[:4], images[:4])], 2, batch_to_xy=lambda b: (b[1], b[0])
+    )
+    assert torch.equal(custom.images, images[:2])
+    with pytest.raises(TypeError, match="batch_to_xy"):
+        _probe.load_probe([(images, labels)], 2, batch_to_xy=lambda b: b[0])
+
+
+def test_balanced_pick_round_robin():
+    labels = [2, 2, 0, 1, 0, 2, 1, 1]
+    # first of each class (0 at 2, 1 at 3, 2 at 0), then the second of each
+    assert _probe.balanced_pick(labels, 3) == [0, 2, 3]
+    assert _probe.balanced_pick(labels, 5) == [0, 2, 3, 4, 6]  # then the 0 at 4, the 1 at 6
+    assert _probe.balanced_pick(labels, 100) == list(range(8))
+
+
+# --------------------------------------------------------------- configuration errors
+class _Flagged(LitClassifier):
+    """Records whether any training step ran."""
+
+    stepped = False
+
+    def training_step(self, batch, batch_idx):
+        type(self).stepped = True
+        return super().training_step(batch, batch_idx)
+
+
+class _NoConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(3 * 32 * 32, 5)
+
+    def forward(self, x):
+        return self.fc(self.flat(x))
+
+
+def _fails_before_training(tmp_path, callback, match, model=None, datamodule=None):
+    _Flagged.stepped = False
+    model = model or _Flagged(num_classes=5)
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [callback], epochs=1, model=model, datamodule=datamodule)
+    assert not _Flagged.stepped
+
+
+def test_gradcam_without_conv_layer_fails_at_setup(tmp_path):
+    _fails_before_training(
+        tmp_path,
+        lv.GradCAMLogger(),
+        "needs a convolutional layer",
+        model=_Flagged(model=_NoConv()),
+    )
+
+
+def test_misspelt_layer_names_the_closest_match(tmp_path):
+    _fails_before_training(
+        tmp_path, lv.ActivationLogger(layers=["model.block1.cnv"]), "Did you mean 'model.block1.conv'"
+    )
+    _fails_before_training(
+        tmp_path, lv.GradCAMLogger(layer="model.block3.conv2"), "unknown layer 'model.block3.conv2'"
+    )
+    _fails_before_training(
+        tmp_path, lv.SaliencyLogger(neuron=("model.blok2.conv", 0)), "Did you mean"
+    )
+
+
+class _VectorData:
+    """A datamodule-like object with 1-D (non-image) inputs."""
+
+    def __init__(self):
+        import pytorch_lightning as pl
+
+        x = torch.randn(64, 3 * 32 * 32)
+        y = torch.arange(64) % 5
+
+        class DM(pl.LightningDataModule):
+            def train_dataloader(self):
+                return DataLoader(TensorDataset(x, y), batch_size=16)
+
+            def val_dataloader(self):
+                return DataLoader(TensorDataset(x, y), batch_size=16)
+
+        self.dm = DM()
+
+
+def test_non_image_inputs_fail_at_setup(tmp_path):
+    class Flat(_Flagged):
+        def forward(self, x):
+            return super().forward(x.view(-1, 3, 32, 32))
+
+    _fails_before_training(
+        tmp_path,
+        lv.SaliencyLogger(),
+        r"need image inputs of shape \(N, C, H, W\).*\(16, 3072\)",
+        model=Flat(num_classes=5),
+        datamodule=_VectorData().dm,
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: lv.SaliencyLogger(num_samples=0), ValueError, "`num_samples` must be >= 1, got 0"),
+        (lambda: lv.FilterLogger(every_n_epochs=0), ValueError, "`every_n_epochs` must be >= 1"),
+        (lambda: lv.FilterLogger(every_n_epochs=1.5), TypeError, "must be an int, got 1.5"),
+        (lambda: lv.FilterLogger(on_error="ignore"), ValueError, "one of .*'ignore'"),
+        (lambda: lv.FilterLogger(max_filters=0), ValueError, "`max_filters`"),
+        (lambda: lv.FilterLogger(std=[0.5, 0.0, 0.5]), ValueError, "`std` must be positive"),
+        (lambda: lv.FilterLogger(tag_prefix="/"), ValueError, "`tag_prefix`"),
+        (lambda: lv.FilterLogger(class_names="abc"), TypeError, "`class_names`"),
+        (lambda: lv.FilterLogger(batch_to_xy=3), TypeError, "`batch_to_xy` must be callable"),
+        (lambda: lv.SaliencyLogger(methods=("vanila",)), ValueError, "unknown saliency methods"),
+        (lambda: lv.SaliencyLogger(target="best"), ValueError, "'predicted', 'true'"),
+        (lambda: lv.SaliencyLogger(neuron=("a", -1)), ValueError, "`neuron`"),
+        (lambda: lv.SaliencyLogger(reduce="mean"), ValueError, "`reduce`"),
+        (lambda: lv.SaliencyLogger(mask_quantile=1.0), ValueError, "`mask_quantile`"),
+        (lambda: lv.GradCAMLogger(methods=("scorecam",)), ValueError, "unknown Grad-CAM methods"),
+        (lambda: lv.GradCAMLogger(layer=3), TypeError, "`layer` must be a layer name"),
+        (lambda: lv.ActivationLogger(layers="conv1"), TypeError, "list of layer names"),
+        (lambda: lv.ActivationLogger(max_channels=0), ValueError, "`max_channels`"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_true_target_without_labels_fails_at_setup(tmp_path):
+    _fails_before_training(
+        tmp_path,
+        lv.SaliencyLogger(target="true", probe=torch.rand(4, 3, 32, 32)),
+        "needs labels",
+    )
+
+
+def test_state_key_tells_instances_apart():
+    a = lv.SaliencyLogger(methods=("vanilla",))
+    b = lv.SaliencyLogger(methods=("smoothgrad",))
+    c = lv.SaliencyLogger(methods=("vanilla",), tag_prefix="other")
+    assert len({a.state_key, b.state_key, c.state_key}) == 3
+
+
+def test_callbacks_are_callbacks_of_both_flavours():
+    import lightning.pytorch as L
+    import pytorch_lightning as pl
+
+    cb = lv.FilterLogger()
+    assert isinstance(cb, pl.Callback) and isinstance(cb, L.Callback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert lv.FilterLogger().state_dict() == {"probe_indices": None, "previous": {}}

@@ -1,0 +1,257 @@
+"""CAMs: captum and pytorch-grad-cam as oracles, layer choice, state and validation."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from captum.attr import GuidedGradCam, LayerAttribution, LayerGradCam
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+import lightning_viz.functional.cam as C
+import lightning_viz.functional.saliency as S
+from lightning_viz._hooks import has_hooks
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum")
+
+TARGET = torch.tensor([0, 1, 2, 3])
+
+
+def _close(a, b, tol=1e-5):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def _captum_gradcam(model, layer, x, target):
+    low = LayerGradCam(model, layer).attribute(x.clone(), target=target, relu_attributions=True)
+    return low, LayerAttribution.interpolate(low, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
+
+def _minmax(cam):  # pytorch-grad-cam's scale_cam_image, per image
+    flat = cam.flatten(1)
+    flat = flat - flat.min(1, keepdim=True).values
+    return (flat / (1e-7 + flat.max(1, keepdim=True).values)).view_as(cam)
+
+
+# ----------------------------------------------------------------------------- oracles
+def test_grad_cam_matches_captum_small_cnn(small_cnn, images):
+    ref = copy.deepcopy(small_cnn)
+    low, up = _captum_gradcam(ref, ref.conv3, images, TARGET)
+    assert up.abs().sum() > 0
+    _close(C.grad_cam(small_cnn, images, TARGET, layer="conv3"), up)
+    _close(C.grad_cam(small_cnn, images, TARGET, layer=small_cnn.conv3), up)
+    cam, idx = C._cam(small_cnn, images, TARGET, "conv3", C._gradcam_weights, upsample=False)
+    _close(cam, low)
+    assert idx.tolist() == TARGET.tolist()
+
+
+def test_grad_cam_matches_captum_resnet18(fx):
+    model = fx.make(lambda: torchvision.models.resnet18(weights=None, num_classes=5))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    target = torch.tensor([3, 0])
+    assert C.default_cam_layer(model, x) == "layer4.1.conv2"  # 2x2 at 64 px
+    ref = copy.deepcopy(model)
+    _, up = _captum_gradcam(ref, ref.layer4[1].conv2, x, target)
+    _close(C.grad_cam(model, x, target), up, tol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [(C._gradcam_weights, GradCAM), (C._gradcam_pp_weights, GradCAMPlusPlus)]
+)
+def test_cams_match_pytorch_grad_cam_before_normalization(small_cnn, images, ours, theirs):
+    # Low resolution (16x16 on conv3): compare pytorch-grad-cam's own pre-normalization steps
+    # (get_cam_image on the activations/gradients it recorded, then its ReLU) with our map at
+    # the layer's resolution, so neither its min-max scaling nor cv2.resize is involved.
+    ref = copy.deepcopy(small_cnn)
+    with theirs(model=ref, target_layers=[ref.conv3]) as cam:
+        cam(images.clone(), [ClassifierOutputTarget(int(t)) for t in TARGET])
+        act = cam.activations_and_grads.activations[0].numpy()
+        grad = cam.activations_and_grads.gradients[0].numpy()
+        weights = cam.get_cam_weights(images, ref.conv3, None, act, grad)
+        low = np.maximum(cam.get_cam_image(images, ref.conv3, None, act, grad), 0)
+    got, _ = C._cam(small_cnn, images, TARGET, "conv3", ours, upsample=False)
+    _close(got[:, 0], torch.from_numpy(low).float(), tol=1e-4)
+    w = ours(torch.from_numpy(act), torch.from_numpy(grad))
+    _close(w, torch.from_numpy(np.asarray(weights)).float(), tol=1e-4)
+    assert (w != 0).any()
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [(C.grad_cam, GradCAM), (C.grad_cam_pp, GradCAMPlusPlus)]
+)
+def test_cams_match_pytorch_grad_cam_end_to_end(fx, images, ours, theirs):
+    # Full resolution layer: no resize on either side, so its final output must equal our
+    # public map after the same per-image min-max normalization.
+    model = fx.make(fx.FullResCNN)
+    ref = copy.deepcopy(model)
+    target = torch.tensor([3, 1, 0, 2])
+    with theirs(model=ref, target_layers=[ref.conv2]) as cam:
+        expected = cam(images.clone(), [ClassifierOutputTarget(int(t)) for t in target])
+    got = ours(model, images, target, layer="conv2")
+    assert got.shape == (4, 1, 32, 32) and (got >= 0).all() and got.amax() > 0
+    # it min-max scales twice (per layer, then after aggregating layers); eps 1e-7 matters
+    # for the tiny CAMs of a random network, so do the same
+    _close(_minmax(_minmax(got))[:, 0], torch.from_numpy(expected), tol=1e-4)
+
+
+@pytest.mark.parametrize("reduce", ["max", "sum", None])
+def test_guided_grad_cam_matches_captum(small_cnn, images, reduce):
+    ref = copy.deepcopy(small_cnn)
+    expected = GuidedGradCam(ref, ref.conv3).attribute(
+        images.clone(), target=TARGET, interpolate_mode="bilinear"
+    )
+    got = C.guided_grad_cam(small_cnn, images, TARGET, layer="conv3", reduce=reduce)
+    want = expected if reduce is None else (
+        expected.abs().amax(1, keepdim=True) if reduce == "max" else expected.abs().sum(1, True)
+    )
+    assert want.abs().sum() > 0
+    _close(got, want)
+
+
+# ----------------------------------------------------------------------------- behaviour
+class _Probe(torch.autograd.Function):
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        _Probe.calls += 1
+        return g
+
+
+class _ProbedCNN(nn.Module):
+    def __init__(self, fx) -> None:
+        super().__init__()
+        self.body = fx.SmallCNN()
+
+    def forward(self, x):
+        b = self.body
+        x = _Probe.apply(torch.relu(b.conv1(x)))  # backward through here = past conv3
+        x = b.pool(torch.relu(b.conv2(x)))
+        return b.fc(torch.relu(b.conv3(x)).mean(dim=(2, 3)))
+
+
+def test_backward_stops_at_the_layer(fx, images):
+    model = fx.make(lambda: _ProbedCNN(fx))
+    _Probe.calls = 0
+    C.grad_cam(model, images, TARGET, layer="body.conv3")
+    C.grad_cam_pp(model, images, TARGET, layer="body.conv3")
+    assert _Probe.calls == 0
+    S.saliency(model, images, TARGET)  # the probe does fire when backward goes further
+    assert _Probe.calls == 1
+
+
+def test_default_layer_is_last_spatial_conv(fx, small_cnn, images):
+    assert C.default_cam_layer(small_cnn, images) == "conv3"
+    default = C.grad_cam(small_cnn, images, TARGET)
+    _close(default, C.grad_cam(small_cnn, images, TARGET, layer="conv3"))
+    resnet = fx.make(lambda: torchvision.models.resnet18(weights=None, num_classes=5))
+    # at 32 px every layer4 conv is 1x1, so layer3's last conv is chosen
+    assert C.default_cam_layer(resnet, images[:1]) == "layer3.1.conv2"
+    assert not has_hooks(resnet)
+
+
+def test_default_layer_execution_order_not_definition_order(images):
+    class Reordered(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.late = nn.Conv2d(4, 4, 3, padding=1)  # defined first, runs last
+            self.early = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.late(self.early(x)).mean(dim=(2, 3)))
+
+    assert C.default_cam_layer(Reordered(), images) == "late"
+
+
+def test_cam_outputs_non_negative_and_target_none(small_cnn, images):
+    with torch.no_grad():
+        pred = small_cnn(images).argmax(1)
+    for fn in (C.grad_cam, C.grad_cam_pp):
+        out = fn(small_cnn, images, layer="conv2")
+        assert out.shape == (4, 1, 32, 32) and (out >= 0).all()
+        _close(out, fn(small_cnn, images, pred, layer="conv2"))
+
+
+# ----------------------------------------------------------------------------- state
+CALLS = {
+    "grad_cam": lambda m, x: C.grad_cam(m, x, layer="conv3"),
+    "grad_cam_default": lambda m, x: C.grad_cam(m, x),
+    "grad_cam_pp": lambda m, x: C.grad_cam_pp(m, x, layer=m.conv2),
+    "guided_grad_cam": lambda m, x: C.guided_grad_cam(m, x, layer="conv3"),
+    "default_cam_layer": lambda m, x: C.default_cam_layer(m, x),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_model_left_unchanged(fx, images, name, context):
+    model = fx.messy_state(fx.make(lambda: fx.SmallCNN(relu="inplace")))
+    before = fx.snapshot(model)
+    x = images.clone()
+    with getattr(torch, context)():
+        x_in = x.clone()
+        out = CALLS[name](model, x_in)
+    fx.assert_unchanged(model, before)
+    assert torch.equal(x_in, x)
+    if isinstance(out, torch.Tensor):
+        assert out.shape == (4, 1, 32, 32) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_no_hook_leak_when_forward_raises(fx, images, name):
+    model = fx.messy_state(fx.make(fx.RaisingCNN))
+    before = fx.snapshot(model)
+    with pytest.raises(RuntimeError, match="boom inside forward"):
+        CALLS[name](model, images)
+    fx.assert_unchanged(model, before)
+
+
+# ----------------------------------------------------------------------------- validation
+def test_model_without_conv(fx, images):
+    with pytest.raises(ValueError, match="GradCAM needs a convolutional layer; the model has "
+                                         "none. Layers: fc1, fc2"):
+        C.grad_cam(fx.make(fx.MLP), images)
+    with pytest.raises(ValueError, match="GradCAM needs a convolutional layer; the model has none"):
+        C.default_cam_layer(fx.make(fx.MLP), images)
+
+
+def test_only_1x1_conv_outputs(images):
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(3, 4, 1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="spatial output larger than 1x1"):
+        C.grad_cam_pp(model, images)
+
+
+def test_validation(small_cnn, images):
+    for fn in (C.grad_cam, C.grad_cam_pp, C.guided_grad_cam):
+        with pytest.raises(ValueError, match="unknown layer 'conv'. Did you mean 'conv"):
+            fn(small_cnn, images, layer="conv")
+        with pytest.raises(ValueError, match=r"\(N, C, h, w\) output; 'fc' returns shape \(4, 5\)"):
+            fn(small_cnn, images, layer="fc")
+        with pytest.raises(ValueError, match=r"must lie in \[0, 5\), got \[7, 7, 7, 7\]"):
+            fn(small_cnn, images, 7, layer="conv3")
+        with pytest.raises(TypeError, match="target must be an int, a tensor"):
+            fn(small_cnn, images, [1, 2], layer="conv3")
+        with pytest.raises(TypeError, match="layer must be a module name"):
+            fn(small_cnn, images, layer=3)
+        with pytest.raises(ValueError, match=r"got shape \(3, 32, 32\)"):
+            fn(small_cnn, images[0], layer="conv3")
+        with pytest.raises(TypeError, match="must be a torch.Tensor"):
+            fn(small_cnn, images.numpy(), layer="conv3")
+    with pytest.raises(ValueError, match="reduce must be 'max', 'sum' or None, got 'l2'"):
+        C.guided_grad_cam(small_cnn, images, reduce="l2")
+    with pytest.raises(ValueError, match="is not a submodule"):
+        C.grad_cam(small_cnn, images, layer=nn.Conv2d(3, 3, 1))
+    small_cnn.unused = nn.Conv2d(8, 8, 1)
+    with pytest.raises(ValueError, match="layer 'unused' did not run"):
+        C.grad_cam(small_cnn, images, layer="unused")
+    assert not has_hooks(small_cnn)
