@@ -52,9 +52,14 @@ class MyModule(pl.LightningModule):
     def __init__(self, num_classes: int = 5) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
 
@@ -78,8 +83,13 @@ def main(epochs: int = 3, output_dir: str = "lightning_logs", limit_batches: flo
     shapes.setup("fit")
     train = DataLoader(DictShapes(shapes.train_dataset), batch_size=64, shuffle=True)
     val = DataLoader(DictShapes(shapes.val_dataset), batch_size=64)
-    common = dict(mean=MEAN, std=STD, batch_to_xy=to_xy, output_to_logits=logits_of,
-                  class_names=shapes.class_names)
+    common = dict(
+        mean=MEAN,
+        std=STD,
+        batch_to_xy=to_xy,
+        output_to_logits=logits_of,
+        class_names=shapes.class_names,
+    )
     callbacks = [
         lv.FilterLogger(**common),
         lv.ActivationLogger(layers=["features.0", "features.3", "features.6"], **common),

@@ -83,7 +83,8 @@ def test_projector_files_hold_the_first_validation_features(trained):
     assert len(meta) == 41
     assert [r[0] for r in meta[1:]] == [CLASSES[i] for i in labels.tolist()]
     assert [r[1] for r in meta[1:]] == [CLASSES[i] for i in pred.tolist()]
-    assert [r[2] for r in meta[1:]] == [str(a == b).lower() for a, b in zip(labels.tolist(), pred.tolist())]
+    correct = [str(a == b).lower() for a, b in zip(labels.tolist(), pred.tolist(), strict=True)]
+    assert [r[2] for r in meta[1:]] == correct
     # sprite: ceil(sqrt(40)) = 7 thumbnails of 32 px per side, the images themselves
     with open(os.path.join(last, "sprite.png"), "rb") as f:
         sprite = decode_png(f.read())
@@ -161,29 +162,27 @@ def test_slow_tsne_runs_off_the_training_thread(tmp_path, monkeypatch):
     assert cb._executor is None and cb._pending == []
 
 
-def test_layer_argument_embeds_that_layers_output(tmp_path):
-    cb = EmbeddingProjector(layer="model.pool", num_samples=10, projection="pca", on_error="raise")
+def test_layer_argument_every_n_epochs_and_tag_prefix(tmp_path):
+    cb = EmbeddingProjector(
+        layer="model.pool",
+        num_samples=10,
+        projection="pca",
+        every_n_epochs=2,
+        tag_prefix="emb",
+        on_error="raise",
+    )
     dm = small_datamodule()
-    _, model = fit(tmp_path, [cb], epochs=1, datamodule=dm)
+    _, model = fit(tmp_path, [cb], epochs=2, datamodule=dm)
     images, _ = val_data(dm, 10)
     feats, _ = penultimate(model, images)  # pool output (N, 64, 1, 1), flattened = fc input
-    rows = read_tsv(os.path.join(projector_dir(tmp_path, 4, "embedding/model.pool"), "tensors.tsv"))
+    assert not os.path.exists(projector_dir(tmp_path, 4, "emb/model.pool"))  # epoch 0 skipped
+    rows = read_tsv(os.path.join(projector_dir(tmp_path, 8, "emb/model.pool"), "tensors.tsv"))
     written = torch.tensor([[float(v) for v in r] for r in rows])
     torch.testing.assert_close(written, feats, atol=1e-4, rtol=1e-4)
     ev = read_events(os.path.join(tmp_path, "run"))
-    assert [s for s, *_ in ev["images"]["embedding/model.pool/pca"]] == [4]
-
-
-def test_every_n_epochs_and_tag_prefix(tmp_path):
-    cb = EmbeddingProjector(
-        num_samples=8, projection="pca", every_n_epochs=2, tag_prefix="emb", on_error="raise"
-    )
-    fit(tmp_path, [cb], epochs=2)
-    ev = read_events(os.path.join(tmp_path, "run"))
     assert [s for s, _ in ev["scalars"]["emb/knn_acc"]] == [8]
-    assert [s for s, *_ in ev["images"]["emb/model.fc/pca"]] == [8]
-    assert not os.path.exists(projector_dir(tmp_path, 4, "emb/model.fc"))
-    assert os.path.isdir(projector_dir(tmp_path, 8, "emb/model.fc"))
+    assert [s for s, *_ in ev["images"]["emb/model.pool/pca"]] == [8]
+    assert "embedding/knn_acc" not in ev["scalars"]
 
 
 # ----------------------------------------------------------------------------- failures

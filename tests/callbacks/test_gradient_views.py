@@ -22,7 +22,13 @@ def run(tmp_path_factory):
         lv.FilterLogger(on_error="raise", class_names=names),
         lv.ActivationLogger(num_samples=2, max_channels=8, on_error="raise"),
         lv.SaliencyLogger(
-            methods=("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet"),
+            methods=(
+                "vanilla",
+                "smoothgrad",
+                "integrated_gradients",
+                "guided_backprop",
+                "deconvnet",
+            ),
             num_samples=5,
             smoothgrad_samples=4,
             ig_steps=8,

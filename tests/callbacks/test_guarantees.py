@@ -22,14 +22,22 @@ def gradient_callbacks(**kwargs):
         lv.FilterLogger(**kwargs),
         lv.ActivationLogger(**kwargs),
         lv.SaliencyLogger(
-            methods=("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet"),
+            methods=(
+                "vanilla",
+                "smoothgrad",
+                "integrated_gradients",
+                "guided_backprop",
+                "deconvnet",
+            ),
             num_samples=4,
             smoothgrad_samples=4,
             ig_steps=8,
             neuron=("model.block2.conv", 1),
             **kwargs,
         ),
-        lv.GradCAMLogger(methods=("gradcam", "gradcam++", "guided_gradcam"), num_samples=4, **kwargs),
+        lv.GradCAMLogger(
+            methods=("gradcam", "gradcam++", "guided_gradcam"), num_samples=4, **kwargs
+        ),
     ]
 
 

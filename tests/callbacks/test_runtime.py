@@ -89,7 +89,9 @@ def test_works_with_the_unified_lightning_package(tmp_path):
         limit_val_batches=1,
     )
     # plain dataloaders, no datamodule: the probe comes from the validation loader
-    trainer.fit(Module(), train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
+    trainer.fit(
+        Module(), train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader()
+    )
     ev = read_events(str(tmp_path))
     assert [e[0] for e in ev["images"]["gradcam/gradcam"]] == [2]
     assert "activations/net.block1.conv" in ev["images"]
@@ -146,9 +148,7 @@ def test_dict_batches_and_custom_batch_to_xy():
     dicts = [{"image": images[:4], "label": labels[:4]}, {"image": images[4:], "label": labels[4:]}]
     probe = _probe.load_probe(dicts, 4)
     assert probe.labels.tolist() == [0, 1, 0, 1]
-    custom = _probe.load_probe(
-        [(labels[:4], images[:4])], 2, batch_to_xy=lambda b: (b[1], b[0])
-    )
+    custom = _probe.load_probe([(labels[:4], images[:4])], 2, batch_to_xy=lambda b: (b[1], b[0]))
     assert torch.equal(custom.images, images[:2])
     with pytest.raises(TypeError, match="batch_to_xy"):
         _probe.load_probe([(images, labels)], 2, batch_to_xy=lambda b: b[0])
@@ -202,7 +202,9 @@ def test_gradcam_without_conv_layer_fails_at_setup(tmp_path):
 
 def test_misspelt_layer_names_the_closest_match(tmp_path):
     _fails_before_training(
-        tmp_path, lv.ActivationLogger(layers=["model.block1.cnv"]), "Did you mean 'model.block1.conv'"
+        tmp_path,
+        lv.ActivationLogger(layers=["model.block1.cnv"]),
+        "Did you mean 'model.block1.conv'",
     )
     _fails_before_training(
         tmp_path, lv.GradCAMLogger(layer="model.block3.conv2"), "unknown layer 'model.block3.conv2'"
