@@ -14,18 +14,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["capture_outputs", "gradient_leaf", "relu_backward", "has_hooks"]
+__all__ = ["capture_outputs", "gradient_leaf", "has_hooks", "record_calls", "relu_backward"]
 
 
 @contextlib.contextmanager
 def capture_outputs(
     modules: Mapping[str, nn.Module], detach: bool = True
 ) -> Iterator[dict[str, Tensor]]:
-    """Records the forward output of each module while the block runs.
+    """Records a copy of each module's latest forward output while the block runs.
+
+    The copy is immune to in-place ops that follow the layer (an
+    ``nn.ReLU(inplace=True)`` after a BatchNorm would otherwise overwrite a stored
+    reference).
 
     Args:
         modules: Name -> module to watch.
-        detach: Store detached outputs (no graph is kept alive).
+        detach: Store detached copies (no graph kept alive); ``False`` keeps the
+            copies attached to the graph, for gradients of a layer's output.
 
     Yields:
         A dict filled with name -> output of the module's latest forward call.
@@ -37,10 +42,31 @@ def capture_outputs(
 
             def hook(_m, _inp, out, name=name):
                 t = out[0] if isinstance(out, tuple | list) else out
-                store[name] = t.detach() if detach else t
+                if isinstance(t, Tensor):
+                    store[name] = t.detach().clone() if detach else t.clone()
 
             handles.append(module.register_forward_hook(hook))
         yield store
+    finally:
+        for h in handles:
+            h.remove()
+        handles.clear()
+
+
+@contextlib.contextmanager
+def record_calls(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, torch.Size]]]:
+    """Appends ``(name, output shape)`` for every forward call, in execution order."""
+    calls: list[tuple[str, torch.Size]] = []
+    handles = []
+    try:
+        for name, module in modules.items():
+
+            def hook(_m, _inp, out, name=name):
+                if isinstance(out, Tensor):
+                    calls.append((name, out.shape))
+
+            handles.append(module.register_forward_hook(hook))
+        yield calls
     finally:
         for h in handles:
             h.remove()

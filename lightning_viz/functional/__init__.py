@@ -1,0 +1,50 @@
+"""The pure-torch methods behind the callbacks (no Lightning import).
+
+Model-based methods take ``(model, inputs, target, ...)`` and leave the model as
+they found it (see :func:`lightning_viz._guard.preserve_state`)::
+
+    import lightning_viz.functional as LF
+
+    maps = LF.saliency(model, images, target=labels)            # (N, 1, H, W)
+    cams = LF.grad_cam(model, images, labels, layer="layer4")   # (N, 1, H, W)
+    adv = LF.pgd(model, images, labels, eps=8 / 255)            # (N, C, H, W)
+"""
+
+from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy
+from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
+from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
+from lightning_viz.functional.saliency import (
+    activation_maps,
+    deconvnet,
+    guided_backprop,
+    integrated_gradients,
+    neuron_gradient,
+    saliency,
+    saliency_in_mask,
+    saliency_mask,
+    smoothgrad,
+)
+
+__all__ = [
+    "activation_maps",
+    "deconvnet",
+    "default_cam_layer",
+    "fgsm",
+    "grad_cam",
+    "grad_cam_pp",
+    "guided_backprop",
+    "guided_grad_cam",
+    "integrated_gradients",
+    "knn_accuracy",
+    "neuron_gradient",
+    "noise",
+    "pca",
+    "pgd",
+    "robust_accuracy",
+    "saliency",
+    "saliency_in_mask",
+    "saliency_mask",
+    "silhouette",
+    "smoothgrad",
+    "tsne",
+]

@@ -22,15 +22,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz._guard import preserve_state
-from lightning_viz._hooks import gradient_leaf
+from lightning_viz._hooks import gradient_leaf, record_calls
 from lightning_viz.functional._utils import (
     check_images,
     conv_layers,
@@ -53,26 +52,6 @@ WeightFn = Callable[[Tensor, Tensor], Tensor]  # (A, dS/dA) (N, K, h, w) -> weig
 
 
 # ----------------------------------------------------------------------------- layer choice
-@contextlib.contextmanager
-def _record_shapes(modules: dict[str, nn.Module]) -> Iterator[list[tuple[str, torch.Size]]]:
-    """Appends ``(name, output shape)`` for every forward call, in execution order."""
-    calls: list[tuple[str, torch.Size]] = []
-    handles = []
-    try:
-        for name, module in modules.items():
-
-            def hook(_m, _inp, out, name=name):
-                if isinstance(out, Tensor):
-                    calls.append((name, out.shape))
-
-            handles.append(module.register_forward_hook(hook))
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
-        handles.clear()
-
-
 def _default_layer(net: nn.Module, x: Tensor) -> str:
     convs = dict(conv_layers(net))
     if not convs:
@@ -80,7 +59,7 @@ def _default_layer(net: nn.Module, x: Tensor) -> str:
         raise ValueError(
             f"GradCAM needs a convolutional layer; the model has none. Layers: {names}"
         )
-    with torch.no_grad(), _record_shapes(convs) as calls:
+    with torch.no_grad(), record_calls(convs) as calls:
         net(x)
     spatial = [name for name, shape in calls if len(shape) == 4 and shape[-2] * shape[-1] > 1]
     if not spatial:

@@ -17,16 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz._guard import make_generator, preserve_state
-from lightning_viz._hooks import relu_backward
+from lightning_viz._hooks import capture_outputs, relu_backward
 from lightning_viz.functional._utils import (
     check_images,
     reduce_channels,
@@ -136,34 +135,6 @@ def _input_grad(net: nn.Module, x: Tensor, target: int | Tensor | None) -> tuple
         return torch.zeros_like(x), idx
     (grad,) = torch.autograd.grad(score, x)
     return grad, idx
-
-
-@contextlib.contextmanager
-def _record_outputs(
-    modules: Mapping[str, nn.Module], keep_graph: bool
-) -> Iterator[dict[str, Tensor]]:
-    """Records a *copy* of each module's latest forward output while the block runs.
-
-    Unlike a plain reference, the copy is immune to in-place ops that follow the
-    layer (``nn.ReLU(inplace=True)`` after a BatchNorm would otherwise overwrite
-    the stored values). With ``keep_graph`` the copy stays attached to the graph.
-    """
-    store: dict[str, Tensor] = {}
-    handles = []
-    try:
-        for name, module in modules.items():
-
-            def hook(_m, _inp, out, name=name):
-                t = out[0] if isinstance(out, tuple | list) else out
-                if isinstance(t, Tensor):
-                    store[name] = t.clone() if keep_graph else t.detach().clone()
-
-            handles.append(module.register_forward_hook(hook))
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-        handles.clear()
 
 
 def _chunked_rows(total: int, chunk_size: int) -> Iterator[tuple[int, int]]:
@@ -510,7 +481,7 @@ def neuron_gradient(
     with preserve_state(model) as net:
         name, module = resolve_layer(net, layer)
         x = _fresh(inputs).requires_grad_(True)
-        with _record_outputs({name: module}, keep_graph=True) as store:
+        with capture_outputs({name: module}, detach=False) as store:
             net(x)
         if name not in store:
             raise ValueError(f"layer {name!r} did not run (or returned no tensor) in the forward")
@@ -560,7 +531,7 @@ def activation_maps(
         raise ValueError("layers must name at least one layer, got an empty list")
     with preserve_state(model) as net:
         named = dict(resolve_layer(net, layer) for layer in layers)
-        with torch.no_grad(), _record_outputs(named, keep_graph=False) as store:
+        with torch.no_grad(), capture_outputs(named) as store:
             net(_fresh(inputs))
         missing = [name for name in named if name not in store]
         if missing:

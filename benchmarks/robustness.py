@@ -1,0 +1,308 @@
+"""Robust accuracy: lightning_viz vs torchattacks, side by side.
+
+Trains a small CNN on scikit-learn's bundled digits (8x8 upsampled to 32 px, one
+channel, no download) for a few seconds, then on one batch of held-out images times
+
+* PGD-10 Linf at eps 8/255 and 32/255 (where this model is robust, and where it
+  is not): ``robust_accuracy(attack="pgd")`` (early exit + best iterate) against
+  ``torchattacks.PGD`` followed by the accuracy on its output (same eps, alpha, steps,
+  both with random start);
+* FGSM Linf: ``fgsm`` against ``torchattacks.FGSM`` (adversarial images only), and
+  ``robust_accuracy(attack="fgsm")`` against ``torchattacks.FGSM`` + accuracy.
+
+and prints a markdown table with the machine. Run::
+
+    python benchmarks/robustness.py [--threads 1] [--repeats 5] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_viz.functional.attacks import fgsm, robust_accuracy
+
+
+# ------------------------------------------------------------------------ setup
+def machine_info(device: torch.device) -> str:
+    """One line describing the machine the numbers come from."""
+    cpu = platform.processor() or platform.machine()
+    parts = [
+        f"{platform.system()} {platform.release()}",
+        f"{cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+        f"Python {platform.python_version()}, torch {torch.__version__}",
+    ]
+    if device.type == "cuda":
+        parts.append(torch.cuda.get_device_name(device))
+    try:
+        import torchattacks
+
+        parts.append(f"torchattacks {torchattacks.__version__}")
+    except (ImportError, AttributeError):
+        pass
+    return "; ".join(parts)
+
+
+def load_digits_32(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """sklearn digits as ``(N, 1, 32, 32)`` images in ``[0, 1]``; train/test split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    x, y = x[perm], y[perm]
+    return x[:-400], y[:-400], x[-400:], y[-400:]
+
+
+def small_cnn(channels: int = 1, classes: int = 10) -> nn.Module:
+    """Three conv blocks and a linear head, for 32 px inputs."""
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 16
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 8
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 4
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, classes),
+    )
+
+
+def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 300, seed: int = 0) -> float:
+    """Adam, batch 64; returns the training seconds."""
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        i = torch.randint(0, len(y), (64,), device=x.device)
+        loss = F.cross_entropy(model(x[i]), y[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    model.eval()
+    return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(
+    fn_a: Callable[[], object], fn_b: Callable[[], object], device: torch.device, repeats: int
+) -> tuple[float, object, float, object]:
+    """Median seconds of ``fn_a`` and ``fn_b``, alternated (fair under a noisy load),
+    after one warm-up each; and their last results."""
+    out_a, out_b = fn_a(), fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            _sync(device)
+            t0 = time.perf_counter()
+            out = fn()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+            if fn is fn_a:
+                out_a = out
+            else:
+                out_b = out
+    return statistics.median(times_a), out_a, statistics.median(times_b), out_b
+
+
+class Counting(nn.Module):
+    """Counts sample-forwards through ``model``: total, and those building a graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forwards = 0
+        self.with_grad = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.forwards += x.shape[0]
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.with_grad += x.shape[0]
+        return self.model(x)
+
+
+def count_passes(run: Callable[[nn.Module], object], model: nn.Module) -> str:
+    """``"forwards (with backward)"`` sample counts of one untimed ``run(counting_model)``."""
+    counting = Counting(model)
+    run(counting)
+    return f"{counting.forwards} ({counting.with_grad})"
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    return (model(x).argmax(-1) == y).float().mean().item()
+
+
+# -------------------------------------------------------------------- sections
+def bench_pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    steps: int,
+    repeats: int,
+    random_start: bool = True,
+) -> dict[str, object]:
+    """PGD row: ``robust_accuracy`` vs torchattacks.PGD + accuracy on its output."""
+    import torchattacks
+
+    device = x.device
+    alpha = 2.5 * eps / steps  # our default step size; 2/255 for eps 8/255, 10 steps
+
+    def ours(m: nn.Module) -> float:
+        gen = torch.Generator(device=device).manual_seed(0)
+        return robust_accuracy(
+            m, x, y, eps, steps=steps, step_size=alpha, random_start=random_start, generator=gen
+        )
+
+    def theirs(m: nn.Module) -> float:
+        atk = torchattacks.PGD(m, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        return accuracy(m, atk(x, y), y)
+
+    t_ours, acc_ours, t_ta, acc_ta = time_pair(
+        lambda: ours(model), lambda: theirs(model), device, repeats
+    )
+    start = "random start" if random_start else "no random start"
+    row = _row(
+        f"PGD-{steps} Linf robust acc, eps {eps * 255:g}/255, {start}",
+        t_ours,
+        acc_ours,
+        t_ta,
+        acc_ta,
+    )
+    row["ours_passes"] = count_passes(ours, model)
+    row["ta_passes"] = count_passes(theirs, model)
+    return row
+
+
+def bench_fgsm(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, repeats: int
+) -> list[dict[str, object]]:
+    """FGSM rows: images only, and robust accuracy (torchattacks + accuracy)."""
+    import torchattacks
+
+    device = x.device
+    rows: list[dict[str, object]] = []
+
+    t_ours, _, t_ta, _ = time_pair(
+        lambda: fgsm(model, x, y, eps),
+        lambda: torchattacks.FGSM(model, eps=eps)(x, y),
+        device,
+        repeats,
+    )
+    rows.append(_row(f"FGSM Linf images, eps {eps * 255:g}/255", t_ours, None, t_ta, None))
+
+    def ours(m: nn.Module) -> float:
+        return robust_accuracy(m, x, y, eps, attack="fgsm")
+
+    def theirs(m: nn.Module) -> float:
+        return accuracy(m, torchattacks.FGSM(m, eps=eps)(x, y), y)
+
+    t_ours, acc_ours, t_ta, acc_ta = time_pair(
+        lambda: ours(model), lambda: theirs(model), device, repeats
+    )
+    row = _row(f"FGSM Linf robust acc, eps {eps * 255:g}/255", t_ours, acc_ours, t_ta, acc_ta)
+    row["ours_passes"] = count_passes(ours, model)
+    row["ta_passes"] = count_passes(theirs, model)
+    rows.append(row)
+    return rows
+
+
+def _row(name: str, t_ours: float, acc_ours, t_ta: float, acc_ta) -> dict[str, object]:
+    return {
+        "case": name,
+        "ours_ms": 1e3 * t_ours,
+        "ta_ms": 1e3 * t_ta,
+        "speedup": t_ta / t_ours,
+        "ours_acc": acc_ours,
+        "ta_acc": acc_ta,
+        "ours_passes": "-",
+        "ta_passes": "-",
+    }
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    def fmt(v: object) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    print(
+        "| case | lightning_viz ms | torchattacks ms | speedup (ta / ours) "
+        "| robust acc ours | robust acc torchattacks "
+        "| sample-forwards (with backward) ours | torchattacks |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['ours_ms']:.1f} | {r['ta_ms']:.1f} | {r['speedup']:.2f}x "
+            f"| {fmt(r['ours_acc'])} | {fmt(r['ta_acc'])} "
+            f"| {r['ours_passes']} | {r['ta_passes']} |"
+        )
+
+
+# ------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[8.0, 32.0],
+        help="Linf radii in units of 1/255; FGSM uses the first",
+    )
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    x_tr, y_tr, x_te, y_te = load_digits_32()
+    x_tr, y_tr = x_tr.to(device), y_tr.to(device)
+    x, y = x_te[: args.batch].to(device), y_te[: args.batch].to(device)
+    torch.manual_seed(0)  # the benchmark's own run: seeded init and batches
+    model = small_cnn().to(device)
+    seconds = train(model, x_tr, y_tr, steps=args.train_steps)
+    clean = accuracy(model, x, y)
+
+    print("## Robustness benchmark: lightning_viz vs torchattacks\n")
+    print(f"machine: {machine_info(device)}\n")
+    print(
+        f"data: sklearn digits 1x32x32, batch {len(y)}; small CNN trained {args.train_steps} "
+        f"steps in {seconds:.1f} s; clean accuracy {clean:.4f}; "
+        f"PGD steps {args.steps}, alpha 2.5*eps/steps (2/255 at 8/255); "
+        f"median of {args.repeats} alternated runs\n"
+    )
+    eps_list = [e / 255 for e in args.eps]
+    rows = [bench_pgd(model, x, y, e, args.steps, args.repeats) for e in eps_list]
+    # without random start both attacks visit the same iterates: ours <= theirs exactly
+    rows.append(bench_pgd(model, x, y, eps_list[0], args.steps, args.repeats, False))
+    rows += bench_fgsm(model, x, y, eps_list[0], args.repeats)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
