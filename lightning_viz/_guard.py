@@ -48,6 +48,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def _is_compiled(module: nn.Module) -> bool:
+    """A ``torch.compile`` wrapper (``OptimizedModule``) with its compiled forward."""
+    return isinstance(getattr(module, "_orig_mod", None), nn.Module) and "forward" in vars(module)
+
+
 @contextlib.contextmanager
 def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     """Runs a block with ``model`` in eval mode, frozen and with gradients enabled.
@@ -58,6 +63,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     caller is under ``torch.no_grad`` or ``torch.inference_mode``. On exit, also
     when the block raises, each submodule's ``training`` flag, each parameter's
     ``requires_grad`` and ``.grad`` and the CPU and CUDA RNG states are put back.
+    ``torch.compile``d submodules run their original (eager) forward inside the
+    block, so hooks and gradient rules apply; the compiled forward is restored.
 
     Args:
         model: The model to guard. Wrappers are stripped (see :func:`unwrap_model`).
@@ -73,7 +80,13 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     grads = [p.grad for p in params]
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    # torch.compile'd submodules: run their original forward (hooks, ReLU overrides and
+    # gradients w.r.t. inputs need eager execution); the compiled one is put back after.
+    compiled = [m for m in modules if _is_compiled(m)]
+    compiled_forwards = [m.__dict__["forward"] for m in compiled]
     try:
+        for m in compiled:
+            m.__dict__["forward"] = m._orig_mod.__call__
         for m in modules:
             m.training = False
         for p in params:
@@ -81,6 +94,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
         with torch.inference_mode(False), torch.enable_grad():
             yield module
     finally:
+        for m, forward in zip(compiled, compiled_forwards, strict=True):
+            m.__dict__["forward"] = forward
         for m, flag in zip(modules, flags, strict=True):
             m.training = flag
         for p, req, grad in zip(params, requires, grads, strict=True):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._probe import Probe
@@ -18,12 +19,15 @@ from lightning_viz.callbacks._targets import (
     require_labels,
     resolve_target,
 )
-from lightning_viz.functional import cam as C
 from lightning_viz.functional._utils import conv_layers, resolve_layer
 
 __all__ = ["GradCAMLogger"]
 
-METHODS = {"gradcam": C.grad_cam, "gradcam++": C.grad_cam_pp, "guided_gradcam": C.guided_grad_cam}
+METHODS = {
+    "gradcam": LF.grad_cam,
+    "gradcam++": LF.grad_cam_pp,
+    "guided_gradcam": LF.guided_grad_cam,
+}
 
 
 class GradCAMLogger(VizCallback):
@@ -83,7 +87,7 @@ class GradCAMLogger(VizCallback):
             self._layer_name = resolve_layer(module, self.layer)[0]
         else:
             device = next((p.device for p in module.parameters()), torch.device("cpu"))
-            self._layer_name = C.default_cam_layer(module, probe.images[:1].to(device))
+            self._layer_name = LF.default_cam_layer(module, probe.images[:1].to(device))
 
     def run(self, ctx: RunContext) -> None:
         if self._layer_name is None:

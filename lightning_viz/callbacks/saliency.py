@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._probe import Probe
@@ -18,7 +19,6 @@ from lightning_viz.callbacks._targets import (
     require_labels,
     resolve_target,
 )
-from lightning_viz.functional import saliency as S
 from lightning_viz.functional._utils import resolve_layer
 
 __all__ = ["SaliencyLogger"]
@@ -118,9 +118,9 @@ class SaliencyLogger(VizCallback):
     def _map(self, method: str, ctx: RunContext, target: Tensor) -> Tensor:
         x = ctx.pixels
         if method == "vanilla":
-            return S.saliency(ctx.view, x, target, reduce=self.reduce)
+            return LF.saliency(ctx.view, x, target, reduce=self.reduce)
         if method == "smoothgrad":
-            return S.smoothgrad(
+            return LF.smoothgrad(
                 ctx.view,
                 x,
                 target,
@@ -130,12 +130,12 @@ class SaliencyLogger(VizCallback):
                 generator=ctx.generator,
             )
         if method == "integrated_gradients":
-            return S.integrated_gradients(
+            return LF.integrated_gradients(
                 ctx.view, x, target, steps=self.ig_steps, reduce=self.reduce
             )
         if method == "guided_backprop":
-            return S.guided_backprop(ctx.view, x, target, reduce=self.reduce)
-        return S.deconvnet(ctx.view, x, target, reduce=self.reduce)
+            return LF.guided_backprop(ctx.view, x, target, reduce=self.reduce)
+        return LF.deconvnet(ctx.view, x, target, reduce=self.reduce)
 
     def run(self, ctx: RunContext) -> None:
         with torch.no_grad():
@@ -149,13 +149,13 @@ class SaliencyLogger(VizCallback):
             first = maps if first is None else first
             self._log_maps(ctx, self.tag(method), images, maps, caps)
         assert first is not None  # methods is never empty (checked in __init__)
-        mask = S.saliency_mask(first, self.mask_quantile)
+        mask = LF.saliency_mask(first, self.mask_quantile)
         rows = [images, render.to_rgb(mask.float())]
         row_labels = [CAPTION_LABEL, f"saliency > q{self.mask_quantile:g}"]
         if ctx.probe.masks is not None:
             rows.append(render.to_rgb(ctx.probe.masks.float().cpu()))
             row_labels.append("object mask")
-            inside = S.saliency_in_mask(first, ctx.probe.masks.cpu())
+            inside = LF.saliency_in_mask(first, ctx.probe.masks.cpu())
             ctx.log.scalar(self.tag("saliency_in_mask", family="bias"), inside.mean().item())
         ctx.log.image(
             self.tag("segmentation"),
@@ -164,7 +164,7 @@ class SaliencyLogger(VizCallback):
         if self.neuron is not None:
             layer, channel = self.neuron
             _, module = resolve_layer(ctx.module, layer)
-            maps = S.neuron_gradient(ctx.view, ctx.pixels, module, channel, reduce=self.reduce)
+            maps = LF.neuron_gradient(ctx.view, ctx.pixels, module, channel, reduce=self.reduce)
             self._log_maps(
                 ctx, self.tag(f"neuron/{layer}/{channel}"), images, maps.float().cpu(), caps
             )

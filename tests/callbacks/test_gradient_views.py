@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import lightning_viz as lv
+import lightning_viz.functional as LF
 from lightning_viz._guard import ModelView
-from lightning_viz.functional import saliency as S
 from tests.conftest import decode_png, fit, small_datamodule
 
 STEPS = [4, 8]  # global_step after epoch 0 and 1 (4 train batches per epoch)
@@ -104,8 +104,8 @@ def test_saliency_in_mask_matches_the_functional_method(run):
     view = ModelView(model.eval())
     with torch.no_grad():
         predicted = view(probe.images).argmax(1)
-    maps = S.saliency(view, probe.images, predicted)
-    expected = S.saliency_in_mask(maps, probe.masks).mean().item()
+    maps = LF.saliency(view, probe.images, predicted)
+    expected = LF.saliency_in_mask(maps, probe.masks).mean().item()
     (_, logged) = ev["scalars"]["bias/saliency_in_mask"][-1]
     assert logged == pytest.approx(expected, rel=1e-4)
     assert trainer.callback_metrics["bias/saliency_in_mask"].item() == pytest.approx(logged)
