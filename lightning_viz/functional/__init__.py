@@ -11,6 +11,12 @@ they found it (see :func:`lightning_viz._guard.preserve_state`)::
 """
 
 from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy
+from lightning_viz.functional.bias import (
+    per_class_shape_bias,
+    shape_bias,
+    shape_only,
+    texture_only,
+)
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
 from lightning_viz.functional.saliency import (
@@ -24,8 +30,24 @@ from lightning_viz.functional.saliency import (
     saliency_mask,
     smoothgrad,
 )
+from lightning_viz.functional.synthesis import (
+    RandomFeatureExtractor,
+    class_model,
+    cue_conflict,
+    gram_matrix,
+    style_transfer,
+)
 
 __all__ = [
+    "RandomFeatureExtractor",
+    "class_model",
+    "cue_conflict",
+    "gram_matrix",
+    "per_class_shape_bias",
+    "shape_bias",
+    "shape_only",
+    "style_transfer",
+    "texture_only",
     "activation_maps",
     "deconvnet",
     "default_cam_layer",

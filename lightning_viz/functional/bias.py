@@ -56,8 +56,9 @@ def _decisions(
         num_classes = predictions.shape[1]
         pred = predictions.argmax(dim=1)
     elif predictions.is_complex() or predictions.dtype == torch.bool:
-        raise TypeError(f"`predictions` must be integer indices or float logits, got "
-                        f"dtype {predictions.dtype}")
+        raise TypeError(
+            f"`predictions` must be integer indices or float logits, got dtype {predictions.dtype}"
+        )
     else:
         if predictions.dim() != 1:
             raise ValueError(
@@ -113,8 +114,10 @@ def shape_bias(
             logits.
 
     Example:
-        >>> shape_bias(torch.tensor([0, 2, 1]), torch.tensor([0, 1, 1]), torch.tensor([2, 2, 1]))
-        {'shape_bias': 0.5, 'shape_acc': 0.5, 'texture_acc': 0.5, 'n_decisions': 2.0, 'n_images': 2.0}
+        >>> out = shape_bias(torch.tensor([0, 2, 1]), torch.tensor([0, 1, 1]),
+        ...                  torch.tensor([2, 2, 1]))
+        >>> out["shape_bias"], out["shape_acc"], out["n_decisions"], out["n_images"]
+        (0.5, 0.5, 2.0, 2.0)
     """
     _, _, _, is_shape, is_texture = _decisions(predictions, shape_labels, texture_labels)
     s, t, n = int(is_shape.sum()), int(is_texture.sum()), int(is_shape.numel())
@@ -152,14 +155,10 @@ def per_class_shape_bias(
         raise TypeError(f"`num_classes` must be an int, got {num_classes!r}")
     if num_classes < 1:
         raise ValueError(f"`num_classes` must be >= 1, got {num_classes!r}")
-    _, shape, texture, is_shape, is_texture = _decisions(
-        predictions, shape_labels, texture_labels
-    )
+    _, shape, texture, is_shape, is_texture = _decisions(predictions, shape_labels, texture_labels)
     for name, lab in (("shape_labels", shape), ("texture_labels", texture)):
         if lab.numel() and int(lab.max()) >= num_classes:
-            raise ValueError(
-                f"`{name}` must lie in [0, {num_classes}), got max {int(lab.max())}"
-            )
+            raise ValueError(f"`{name}` must lie in [0, {num_classes}), got max {int(lab.max())}")
     s = torch.zeros(num_classes, device=shape.device).index_add_(0, shape, is_shape.float())
     t = torch.zeros(num_classes, device=shape.device).index_add_(0, shape, is_texture.float())
     total = s + t

@@ -183,7 +183,9 @@ class RandomFeatureExtractor(nn.Module):
         self.block1 = _MultiKernel(
             _conv(in_channels, half, 3, gen), _conv(in_channels, width - half, 5, gen)
         )
-        self.block2 = nn.Sequential(nn.AvgPool2d(2, ceil_mode=True), _conv(width, 2 * width, 3, gen), nn.ReLU())
+        self.block2 = nn.Sequential(
+            nn.AvgPool2d(2, ceil_mode=True), _conv(width, 2 * width, 3, gen), nn.ReLU()
+        )
         self.block3 = nn.Sequential(
             nn.AvgPool2d(2, ceil_mode=True), _conv(2 * width, 4 * width, 3, gen), nn.ReLU()
         )
@@ -319,9 +321,7 @@ def style_transfer(
             f"shapes {tuple(style.shape)} and {tuple(content.shape)}"
         )
     if style.shape[0] not in (1, n):
-        raise ValueError(
-            f"`style` must hold 1 or N={n} images, got shape {tuple(style.shape)}"
-        )
+        raise ValueError(f"`style` must hold 1 or N={n} images, got shape {tuple(style.shape)}")
     _check_pixels(content, "content")
     _check_pixels(style, "style")
 
@@ -684,8 +684,7 @@ def class_model(
                 idx = idx.long()
                 if idx.numel() == 0 or bool(((idx < 0) | (idx >= k_total)).any()):
                     raise ValueError(
-                        f"`classes` must be non-empty indices in [0, {k_total}), "
-                        f"got {idx.tolist()}"
+                        f"`classes` must be non-empty indices in [0, {k_total}), got {idx.tolist()}"
                     )
         k = idx.numel()
         rows = torch.arange(k, device=device)
@@ -696,8 +695,9 @@ def class_model(
         with capture_outputs(watched, detach=False) as feats:
             for step in range(steps):
                 shifts = (
-                    torch.randint(-jitter, jitter + 1, (2,), generator=gen, device=gen.device)
-                    .tolist()
+                    torch.randint(
+                        -jitter, jitter + 1, (2,), generator=gen, device=gen.device
+                    ).tolist()
                     if jitter > 0
                     else [0, 0]
                 )

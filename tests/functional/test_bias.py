@@ -81,7 +81,9 @@ def test_shape_bias_validation():
         shape_bias(PRED, SHAPE.float(), TEXTURE)
     with pytest.raises(TypeError, match="`texture_labels` must be a tensor"):
         shape_bias(PRED, SHAPE, TEXTURE.tolist())
-    with pytest.raises(ValueError, match=r"`texture_labels` must have 10 entries, got shape \(9,\)"):
+    with pytest.raises(
+        ValueError, match=r"`texture_labels` must have 10 entries, got shape \(9,\)"
+    ):
         shape_bias(PRED, SHAPE, TEXTURE[:9])
     with pytest.raises(ValueError, match="`shape_labels` must be 1-D"):
         shape_bias(PRED, SHAPE[:, None], TEXTURE)

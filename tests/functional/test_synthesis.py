@@ -92,7 +92,11 @@ def test_gram_matrix_validation():
 # ---------------------------------------------------------------- random extractor
 def test_random_extractor_seeded_and_leaves_global_rng():
     rng = torch.get_rng_state()
-    a, b, c = RandomFeatureExtractor(seed=0), RandomFeatureExtractor(seed=0), RandomFeatureExtractor(seed=1)
+    a, b, c = (
+        RandomFeatureExtractor(seed=0),
+        RandomFeatureExtractor(seed=0),
+        RandomFeatureExtractor(seed=1),
+    )
     assert torch.equal(torch.get_rng_state(), rng)
     assert torch.equal(a.block2[1].weight, b.block2[1].weight)
     assert not torch.equal(a.block2[1].weight, c.block2[1].weight)
@@ -139,7 +143,9 @@ def test_style_transfer_batched_equals_per_pair():
     content = torch.rand(3, 3, 16, 16, generator=g)
     style = torch.rand(3, 3, 16, 16, generator=g)
     batched = style_transfer(content, style, steps=8)
-    singles = torch.cat([style_transfer(content[i : i + 1], style[i : i + 1], steps=8) for i in range(3)])
+    singles = torch.cat(
+        [style_transfer(content[i : i + 1], style[i : i + 1], steps=8) for i in range(3)]
+    )
     torch.testing.assert_close(batched, singles, atol=1e-3, rtol=0)  # float noise only
     assert not torch.equal(batched, content)  # it did move
 
@@ -156,9 +162,15 @@ def test_style_transfer_broadcast_single_style():
 def test_style_transfer_noise_init_uses_private_generator():
     content, style = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     rng = torch.get_rng_state()
-    a = style_transfer(content, style, steps=2, init="noise", generator=torch.Generator().manual_seed(1))
-    b = style_transfer(content, style, steps=2, init="noise", generator=torch.Generator().manual_seed(1))
-    c = style_transfer(content, style, steps=2, init="noise", generator=torch.Generator().manual_seed(2))
+    a = style_transfer(
+        content, style, steps=2, init="noise", generator=torch.Generator().manual_seed(1)
+    )
+    b = style_transfer(
+        content, style, steps=2, init="noise", generator=torch.Generator().manual_seed(1)
+    )
+    c = style_transfer(
+        content, style, steps=2, init="noise", generator=torch.Generator().manual_seed(2)
+    )
     assert torch.equal(torch.get_rng_state(), rng)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
@@ -180,7 +192,12 @@ def test_style_transfer_custom_extractor_state_preserved():
     content, style = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     rng = torch.get_rng_state()
     out = style_transfer(
-        content, style, ext, content_layer="3", style_layers=["1", "3"], steps=3,
+        content,
+        style,
+        ext,
+        content_layer="3",
+        style_layers=["1", "3"],
+        steps=3,
     )
     assert out.shape == (2, 3, 8, 8)
     _assert_unchanged(ext, snap)
@@ -201,8 +218,14 @@ def test_style_transfer_no_hook_leak_when_extractor_raises():
     ext = Boom()
     snap = _snapshot(ext)
     with pytest.raises(RuntimeError, match="boom"):
-        style_transfer(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), ext,
-                       content_layer="conv", style_layers=["conv"], steps=2)
+        style_transfer(
+            torch.rand(1, 3, 8, 8),
+            torch.rand(1, 3, 8, 8),
+            ext,
+            content_layer="conv",
+            style_layers=["conv"],
+            steps=2,
+        )
     _assert_unchanged(ext, snap)
 
 
@@ -210,11 +233,17 @@ def test_style_transfer_unknown_layer():
     with pytest.raises(ValueError, match=r"unknown layer 'blok3'.*Did you mean 'block3'"):
         style_transfer(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), content_layer="blok3")
     with pytest.raises(ValueError, match=r"unknown layer 'conv9'.*Available layers: 0, 1, 2, 3"):
-        style_transfer(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), _custom_extractor(),
-                       content_layer="1", style_layers=["conv9"])
+        style_transfer(
+            torch.rand(1, 3, 8, 8),
+            torch.rand(1, 3, 8, 8),
+            _custom_extractor(),
+            content_layer="1",
+            style_layers=["conv9"],
+        )
     with pytest.raises(ValueError, match="`content_layer` is required"):
-        style_transfer(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), _custom_extractor(),
-                       style_layers=["1"])
+        style_transfer(
+            torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), _custom_extractor(), style_layers=["1"]
+        )
 
 
 def test_style_transfer_validation():
@@ -297,8 +326,9 @@ def test_cue_conflict_progress_batches_and_global_rng():
     images, labels = _labelled(2, 3)
     calls = []
     rng = torch.get_rng_state()
-    out, _, _ = cue_conflict(images, labels, 5, steps=1, batch_size=2,
-                             progress=lambda d, t: calls.append((d, t)))
+    out, _, _ = cue_conflict(
+        images, labels, 5, steps=1, batch_size=2, progress=lambda d, t: calls.append((d, t))
+    )
     assert torch.equal(torch.get_rng_state(), rng)
     assert calls == [(2, 5), (4, 5), (5, 5)]
     assert out.shape == (5, 3, 8, 8)
@@ -380,8 +410,17 @@ def test_class_model_linear_templates():
 def test_class_model_without_regularizers_reaches_the_linear_optimum():
     # max over [0,1] of w.x is x = 1[w > 0]; projected ascent must get there
     model = _linear_model()
-    x = class_model(model, None, (3, 8, 8), steps=100, lr=0.5, l2_decay=0.0, jitter=0,
-                    blur_every=0, pixel_clip=0.0)
+    x = class_model(
+        model,
+        None,
+        (3, 8, 8),
+        steps=100,
+        lr=0.5,
+        l2_decay=0.0,
+        jitter=0,
+        blur_every=0,
+        pixel_clip=0.0,
+    )
     w = model[1].weight.detach().view(4, 3, 8, 8)
     torch.testing.assert_close(x, (w > 0).float(), atol=1e-6, rtol=0)
 
