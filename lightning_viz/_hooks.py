@@ -7,14 +7,22 @@ also when the code inside raises, so no hook outlives the call that needed it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["capture_outputs", "gradient_leaf", "has_hooks", "record_calls", "relu_backward"]
+__all__ = [
+    "capture_outputs",
+    "gradient_leaf",
+    "has_hooks",
+    "record_calls",
+    "record_io",
+    "relu_backward",
+]
 
 
 @contextlib.contextmanager
@@ -99,6 +107,54 @@ def gradient_leaf(module: nn.Module) -> Iterator[dict[str, Tensor]]:
         yield store
     finally:
         handle.remove()
+
+
+def _copy(value: Any) -> Any:
+    """A detached copy of a tensor (or of the tensors of a tuple/list); others as they are."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple | list):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+@contextlib.contextmanager
+def record_io(
+    modules: Mapping[str, nn.Module], active: Callable[[], bool], inputs_of: tuple[str, ...] = ()
+) -> Iterator[dict[str, list[tuple[Any, Any]]]]:
+    """Records copies of ``(first input, output)`` of every forward call of each module.
+
+    Unlike :func:`capture_outputs` (the latest output only), every call is kept, for
+    recording during a whole validation loop. Copies, so an in-place op after the
+    layer (``ReLU(inplace=True)``) does not change what was recorded.
+
+    Args:
+        modules: Name -> module to watch.
+        active: Called at each forward; nothing is recorded while it returns False.
+        inputs_of: Names whose first input is recorded too (``None`` for the others).
+
+    Yields:
+        ``{name: [(input0, output), ...]}``, appended to in call order; the caller
+        empties the lists when it has read them.
+    """
+    store: dict[str, list[tuple[Any, Any]]] = {name: [] for name in modules}
+    handles = []
+    try:
+        for name, module in modules.items():
+
+            def hook(_m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
+                if active():
+                    first = _copy(args[0]) if args and name in inputs_of else None
+                    store[name].append((first, _copy(out)))
+
+            handles.append(module.register_forward_hook(hook))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+        handles.clear()
+        for calls in store.values():
+            calls.clear()
 
 
 class _GuidedReLU(torch.autograd.Function):

@@ -17,28 +17,42 @@ __all__ = ["build_callbacks", "main"]
 
 
 def build_callbacks(class_names: list[str], args: argparse.Namespace) -> list[Any]:
-    """Every lightning-viz callback, configured for the demo's small images."""
+    """Every lightning-viz callback, configured for the demo's small images.
+
+    With ``args.fast`` (a smoke run) every callback looks at fewer images.
+    """
     import lightning_viz as lv
 
+    fast = bool(getattr(args, "fast", False))
     common: dict[str, Any] = {"class_names": class_names}
-    callbacks: list[Any] = [
-        lv.FilterLogger(**common),
-        lv.ActivationLogger(**common),
-        lv.SaliencyLogger(num_samples=8, **common),
-        lv.GradCAMLogger(methods=("gradcam", "gradcam++", "guided_gradcam"), **common),
+    settings: list[tuple[str, dict[str, Any]]] = [
+        ("FilterLogger", {}),
+        ("ActivationLogger", {}),
+        (
+            "SaliencyLogger",
+            {"num_samples": 4 if fast else 8, "smoothgrad_samples": 4 if fast else 25},
+        ),
+        (
+            "GradCAMLogger",
+            {
+                "methods": ("gradcam", "gradcam++", "guided_gradcam"),
+                "num_samples": 4 if fast else 8,
+            },
+        ),
+        ("EmbeddingProjector", {"num_samples": 40 if fast else 500}),
+        (
+            "AdversarialProbe",
+            {"num_samples": 16 if fast else 128, "eps": (1 / 255, 2 / 255, 4 / 255, 8 / 255)},
+        ),
+        ("TextureShapeBias", {"num_images": 20 if fast else 80, "style_steps": 5 if fast else 50}),
+        (
+            "ClassModelLogger",
+            {"steps": 10 if fast else 100, "every_n_epochs": max(1, args.epochs // 2)},
+        ),
     ]
-    extra = [
-        ("EmbeddingProjector", {"num_samples": 500}),
-        ("AdversarialProbe", {"num_samples": 128, "eps": (1 / 255, 2 / 255, 4 / 255, 8 / 255)}),
-        ("TextureShapeBias", {"num_images": 80}),
-        ("ClassModelLogger", {"steps": 100, "every_n_epochs": max(1, args.epochs // 2)}),
-    ]
-    for name, kwargs in extra:
-        try:
-            cls = getattr(lv, name)
-        except (AttributeError, ImportError):
-            continue
-        callbacks.append(cls(**kwargs, **common))
+    callbacks = []
+    for name, kwargs in settings:
+        callbacks.append(getattr(lv, name)(**kwargs, **common))
     return callbacks
 
 
@@ -100,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightning-viz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a small CNN on the built-in data with every callback")
-    demo.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
+    demo.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     demo.add_argument(
         "--output-dir", default="lightning_logs", help="log dir (default ./lightning_logs)"
     )
@@ -120,7 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--train-size", type=int, default=2000)
     demo.add_argument("--val-size", type=int, default=500)
-    demo.add_argument("--lr", type=float, default=1e-2)
+    demo.add_argument("--lr", type=float, default=3e-3)
+    demo.add_argument(
+        "--fast", action="store_true", help="smoke run: every callback looks at fewer images"
+    )
     demo.add_argument("--seed", type=int, default=0)
     return parser
 

@@ -2,6 +2,17 @@
 
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks.activations import ActivationLogger
+from lightning_viz.callbacks.embedding import EmbeddingProjector
 from lightning_viz.callbacks.filters import FilterLogger
+from lightning_viz.callbacks.gradcam import GradCAMLogger
+from lightning_viz.callbacks.saliency import SaliencyLogger
 
-__all__ = ["ActivationLogger", "FilterLogger", "RunContext", "VizCallback"]
+__all__ = [
+    "ActivationLogger",
+    "EmbeddingProjector",
+    "FilterLogger",
+    "GradCAMLogger",
+    "RunContext",
+    "SaliencyLogger",
+    "VizCallback",
+]

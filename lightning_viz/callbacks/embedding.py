@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
-from collections.abc import Iterator, Mapping
+import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lightning_viz import render
 from lightning_viz._guard import ModelView, unwrap_model
+from lightning_viz._hooks import record_io
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.callbacks._probe import Probe, _split, check_probe_images
@@ -25,39 +26,10 @@ __all__ = ["EmbeddingProjector"]
 
 PROJECTIONS = ("tsne", "pca")
 METADATA_HEADER = ["label", "predicted", "correct"]
+MAX_PENDING_FIGURES = 2  # figure jobs waiting on the worker before a run's figure is skipped
 
 
 # ----------------------------------------------------------------------------- hooks
-@contextlib.contextmanager
-def _record_calls(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, list[tuple[Any, Any]]]]:
-    """Records ``(first input, output)`` of every forward call of each module.
-
-    Private to this file (``_hooks.capture_outputs`` keeps only the output of the
-    latest call); the forward hook is removed in ``finally``.
-
-    Yields:
-        ``{name: [(input0, output), ...]}``, appended to in call order; the caller
-        empties the lists when it has read them.
-    """
-    store: dict[str, list[tuple[Any, Any]]] = {name: [] for name in modules}
-    handles = []
-    try:
-        for name, module in modules.items():
-
-            def hook(_m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
-                first = args[0] if args else None
-                store[name].append((first, out))
-
-            handles.append(module.register_forward_hook(hook))
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
-        handles.clear()
-        for calls in store.values():
-            calls.clear()
-
-
 # ----------------------------------------------------------------------- off-thread
 def _projection_figure(
     features: Tensor,
@@ -75,12 +47,109 @@ def _projection_figure(
     return render.scatter_figure(points, labels, class_names=class_names, title=title)
 
 
+def _metadata(
+    labels: Tensor | None, predicted: Tensor | None, n: int, class_names: list[str] | None
+) -> list[list[str]]:
+    """Rows ``[label, predicted, correct]`` (class names when given, ``?`` when unknown)."""
+
+    def name(index: int | None) -> str:
+        if index is None:
+            return "?"
+        if class_names is not None and 0 <= index < len(class_names):
+            return class_names[index]
+        return str(index)
+
+    labs = [None] * n if labels is None else labels.tolist()
+    preds = [None] * n if predicted is None else predicted.tolist()
+    rows = []
+    for lab, pred in zip(labs, preds, strict=True):
+        correct = "?" if lab is None or pred is None else str(lab == pred).lower()
+        rows.append([name(lab), name(pred), correct])
+    return rows
+
+
+def _write_embedding(
+    writer: Any,
+    features: Tensor,
+    labels: Tensor | None,
+    predicted: Tensor | None,
+    class_names: list[str] | None,
+    thumbs: Tensor,
+    step: int,
+    tag: str,
+) -> None:
+    """``writer.add_embedding`` with the metadata columns (worker thread)."""
+    rows = _metadata(labels, predicted, features.shape[0], class_names)
+    thumbs = render.sprite_images(thumbs.float() / 255.0)  # checks the 8192 px limit
+    writer.add_embedding(
+        features,
+        metadata=rows,
+        label_img=thumbs,
+        global_step=step,
+        tag=tag,
+        metadata_header=list(METADATA_HEADER),
+    )
+
+
+def _lower_priority() -> None:
+    """Worker initializer: the background work yields the CPU to training (Linux)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
+
+
 def _first_tensor(value: Any) -> Tensor | None:
     if isinstance(value, Tensor):
         return value
     if isinstance(value, tuple | list) and value and isinstance(value[0], Tensor):
         return value[0]
     return None
+
+
+def _interleave(
+    gathered: list[dict[str, Tensor | None]], total: int | None, num_samples: int
+) -> dict[str, Tensor | None]:
+    """Merges the samples of every rank into dataset order.
+
+    A ``DistributedSampler`` (not shuffled) deals sample ``g`` of the dataset to rank
+    ``g % world`` as its local sample ``g // world``, padding the last round with
+    repeats of the first samples; so local row ``i`` of rank ``r`` is global sample
+    ``i * world + r``, and rows at ``g >= total`` are padding.
+
+    Args:
+        gathered: One dict per rank, in rank order, with ``features``, ``thumbs``,
+            ``labels``, ``predicted``: tensors with one row per local sample, or ``None``.
+        total: Length of the dataset, or ``None`` when unknown (nothing is dropped).
+        num_samples: How many samples to keep, the first in dataset order.
+
+    Returns:
+        The same keys, rows in dataset order (``None`` where a rank lacks the key).
+    """
+    world = len(gathered)
+    ids, ranks, rows = [], [], []  # global index, rank and local row of every sample
+    for rank, part in enumerate(gathered):
+        feats = part["features"]
+        count = 0 if feats is None else int(feats.shape[0])
+        local = torch.arange(count)
+        ids.append(local * world + rank)
+        ranks.append(torch.full((count,), rank))
+        rows.append(local)
+    gid, rank_of, row_of = torch.cat(ids), torch.cat(ranks), torch.cat(rows)
+    keep = gid < total if total is not None else torch.ones_like(gid, dtype=torch.bool)
+    order = torch.argsort(gid[keep])[:num_samples]  # drops the sampler's padding
+    rank_of, row_of = rank_of[keep][order], row_of[keep][order]
+    out: dict[str, Tensor | None] = {}
+    for key in ("features", "thumbs", "labels", "predicted"):
+        used = rank_of.unique().tolist()
+        if not used or any(gathered[r][key] is None for r in used):
+            out[key] = None
+            continue
+        parts = [gathered[r][key] for r in range(world)]
+        offsets = torch.tensor([0] + [0 if p is None else p.shape[0] for p in parts]).cumsum(0)
+        stacked = torch.cat([p for p in parts if p is not None])
+        out[key] = stacked[offsets[rank_of] + row_of]
+    return out
 
 
 class EmbeddingProjector(VizCallback):
@@ -100,13 +169,21 @@ class EmbeddingProjector(VizCallback):
       ``predicted``, ``correct`` (class names when given) and thumbnails sized so
       the sprite stays within TensorBoard's 8192 px limit;
     - figure ``embedding/<layer>/<projection>``: a 2-D t-SNE (van der Maaten &
-      Hinton, 2008) or PCA scatter colored by label, computed **off the training
-      thread** (one worker thread owned by the callback) and written with the step
-      it belongs to as soon as it is done (checked at every epoch end; the end of
-      ``fit`` waits for pending work);
-    - scalars ``embedding/knn_acc`` (leave-one-out ``k``-NN accuracy of the labels
-      in feature space) and ``embedding/silhouette`` (mean silhouette of the
-      labels), also in ``trainer.callback_metrics`` on every rank.
+      Hinton, 2008; openTSNE when installed, scikit-learn otherwise) or PCA scatter
+      colored by label.
+
+    The projector files and the projection are computed **off the training
+    thread**, on one low-priority worker thread owned by the callback (created
+    lazily), so the epoch end only captures, gathers and computes the scalars; the
+    figure is written with the step it belongs to once it is done (checked at every
+    epoch end; the end of ``fit`` waits for all pending work and shuts the worker
+    down, an exception or ``teardown`` cancels it).
+
+    Scalars:
+
+    - ``embedding/knn_acc`` (leave-one-out ``k``-NN accuracy of the labels in
+      feature space) and ``embedding/silhouette`` (mean silhouette of the labels),
+      computed at the epoch end, also in ``trainer.callback_metrics`` on every rank.
 
     ``<layer>`` is the dotted name of the last ``Linear`` (whose *input* is shown)
     or of ``layer``. Predictions come from the ``LightningModule``'s output (mapped
@@ -176,6 +253,7 @@ class EmbeddingProjector(VizCallback):
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[int, str, Future]] = []
         self._warned_no_data = False
+        self._warned_backlog = False
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn pickles the callbacks: hooks, buffers and the executor stay behind.
@@ -190,6 +268,7 @@ class EmbeddingProjector(VizCallback):
             "_executor",
             "_pending",
             "_warned_no_data",
+            "_warned_backlog",
         ):
             state.pop(key, None)
         return state
@@ -219,6 +298,8 @@ class EmbeddingProjector(VizCallback):
 
     def check(self, module: nn.Module, probe: Probe | None) -> None:
         self._layer_name = self._feature_layer(module)[0]
+        with contextlib.suppress(ImportError):  # imported now, not at the first epoch end
+            import sklearn.metrics  # noqa: F401
 
     # -------------------------------------------------------------------- capture
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -238,7 +319,8 @@ class EmbeddingProjector(VizCallback):
             self._thumb_side = 0
             stack = contextlib.ExitStack()
             watched = {"features": layer, "output": module}
-            self._records = stack.enter_context(_record_calls(watched))
+            inputs_of = ("features",) if self.layer is None else ()
+            self._records = stack.enter_context(record_io(watched, self._collecting, inputs_of))
             self._capture = stack
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             self._fail(trainer, err)
@@ -263,6 +345,9 @@ class EmbeddingProjector(VizCallback):
             self._collect(batch, calls)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             self._fail(trainer, err)
+
+    def _collecting(self) -> bool:
+        return self._count < self._local_limit
 
     def _logits(self, calls: list[tuple[Any, Any]], n: int, apply_map: bool) -> Tensor | None:
         """The latest recorded output that is ``(n, K)`` float logits, or ``None``."""
@@ -369,25 +454,7 @@ class EmbeddingProjector(VizCallback):
             dist.all_gather_object(gathered, local)
         else:
             gathered = [local]
-        world = len(gathered)
-        total = self._dataset_length(trainer)
-        order: list[tuple[int, int, int]] = []  # (global index, rank, local index)
-        for rank, part in enumerate(gathered):
-            feats = part["features"]
-            count = 0 if feats is None else int(feats.shape[0])
-            for i in range(count):
-                g = i * world + rank
-                if total is None or g < total:  # drops the sampler's padding repeats
-                    order.append((g, rank, i))
-        order.sort()
-        order = order[: self.num_samples]
-        out: dict[str, Tensor | None] = {}
-        for key in ("features", "thumbs", "labels", "predicted"):
-            if not order or any(gathered[r][key] is None for _, r, _ in order):
-                out[key] = None
-                continue
-            out[key] = torch.stack([gathered[r][key][i] for _, r, i in order])
-        return out
+        return _interleave(gathered, self._dataset_length(trainer), self.num_samples)
 
     @staticmethod
     def _dataset_length(trainer: Any) -> int | None:
@@ -421,54 +488,50 @@ class EmbeddingProjector(VizCallback):
         if writer is None:
             return
         name = self._layer_name or "features"
-        rows = self._metadata(labels, predicted, n)
-        thumbs = render.sprite_images(data["thumbs"].float() / 255.0)  # checks the 8192 px limit
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            writer.add_embedding(
-                feats,
-                metadata=rows,
-                label_img=thumbs,
-                global_step=ctx.log.step,
-                tag=self.tag(name),
-                metadata_header=list(METADATA_HEADER),
-            )
+        step = ctx.log.step
+        # Writing the projector files (tensors.tsv, sprite PNG) and the projection run on
+        # the callback's worker thread, in submission order: the epoch end does not wait.
+        pool = self._pool()
+        future = pool.submit(
+            _write_embedding,
+            writer,
+            feats,
+            labels,
+            predicted,
+            self.class_names,
+            data["thumbs"],
+            step,
+            self.tag(name),
+        )
+        self._pending.append((step, self.tag(name), future))
         colors = labels if labels is not None else predicted
+        figure_tag = self.tag(f"{name}/{self.projection}")
+        busy = sum(1 for _, t, f in self._pending if t == figure_tag and not f.done())
+        if busy >= MAX_PENDING_FIGURES:  # back-pressure: never build an unbounded backlog
+            if not self._warned_backlog:
+                self._warned_backlog = True
+                rank_zero_warn(
+                    f"EmbeddingProjector's {self.projection} projection is slower than an epoch; "
+                    f"it skips the figure of a run while {busy} are still pending "
+                    "(use projection='pca' or fewer num_samples)"
+                )
+            return
         if colors is not None and feats.shape[1] >= (2 if self.projection == "pca" else 1):
             names = self.class_names
             if names is not None and (int(colors.min()) < 0 or int(colors.max()) >= len(names)):
                 names = None
-            title = f"{self.projection} of {name} features, step {ctx.log.step}"
-            future = self._pool().submit(
-                _projection_figure,
-                feats.clone(),
-                colors.clone(),
-                self.projection,
-                names,
-                title,
-                self.seed,
+            title = f"{self.projection} of {name} features, step {step}"
+            future = pool.submit(
+                _projection_figure, feats, colors, self.projection, names, title, self.seed
             )
-            self._pending.append((ctx.log.step, self.tag(f"{name}/{self.projection}"), future))
-
-    def _metadata(self, labels: Tensor | None, predicted: Tensor | None, n: int) -> list[list[str]]:
-        rows = []
-        for i in range(n):
-            lab = None if labels is None else int(labels[i])
-            pred = None if predicted is None else int(predicted[i])
-            correct = "?" if lab is None or pred is None else str(lab == pred).lower()
-            rows.append(
-                [
-                    "?" if lab is None else self.class_name(lab),
-                    "?" if pred is None else self.class_name(pred),
-                    correct,
-                ]
-            )
-        return rows
+            self._pending.append((step, figure_tag, future))
 
     # -------------------------------------------------------------------- worker
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lv-embedding")
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="lv-embedding", initializer=_lower_priority
+            )
         return self._executor
 
     def _harvest(self, wait: bool) -> None:
@@ -485,6 +548,8 @@ class EmbeddingProjector(VizCallback):
             except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
                 errors.append(err)
                 continue
+            if fig is None:  # the projector files, already written by the worker
+                continue
             writer = getattr(self._logger, "experiment", None) if self._logger else None
             if writer is not None:
                 writer.add_figure(tag, fig, step, close=True)
@@ -495,8 +560,8 @@ class EmbeddingProjector(VizCallback):
             if self.on_error == "raise":
                 raise err
             rank_zero_warn(
-                f"EmbeddingProjector could not draw its {self.projection} figure "
-                f"({type(err).__name__}: {err}); the other views are still written"
+                f"EmbeddingProjector could not write its embedding or {self.projection} figure "
+                f"({type(err).__name__}: {err}); the scalars are still written"
             )
 
     def _shutdown(self, wait: bool) -> None:

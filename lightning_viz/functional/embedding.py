@@ -219,32 +219,49 @@ def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
     return correct / n
 
 
-def silhouette(features: Tensor, labels: Tensor) -> float:
-    """Mean silhouette coefficient of the labels (Euclidean), via scikit-learn.
+def silhouette(features: Tensor, labels: Tensor, *, chunk_size: int = 2048) -> float:
+    """Mean silhouette coefficient of the labels (Euclidean), in torch.
 
     Rousseeuw, "Silhouettes: a graphical aid to the interpretation and validation
-    of cluster analysis", 1987.
+    of cluster analysis", 1987. For each sample, ``a`` is its mean distance to the
+    other members of its class and ``b`` the smallest mean distance to another
+    class; its coefficient is ``(b - a) / max(a, b)``, 0 for a class of one. The
+    same definition as ``sklearn.metrics.silhouette_score``, computed with
+    ``torch.cdist`` in row chunks (no ``N x N`` matrix beyond ``chunk_size`` rows).
 
     Args:
         features: ``(N, D)`` float features.
         labels: ``(N,)`` integer labels.
+        chunk_size: Rows of the distance matrix computed at once. Default: 2048.
 
     Returns:
-        ``sklearn.metrics.silhouette_score(features, labels)`` in ``[-1, 1]``, or
-        ``nan`` when it is undefined: fewer than 2 distinct labels, or every point
-        its own label.
+        The mean coefficient in ``[-1, 1]``, or ``nan`` when it is undefined: fewer
+        than 2 distinct labels, or every point its own label.
 
     Raises:
         TypeError: Wrong argument types.
         ValueError: Wrong shapes or non-finite values.
     """
-    from sklearn.metrics import silhouette_score
-
     features = _check_features(features)
     labels = _check_labels(labels, features.shape[0])
-    lab = labels.detach().cpu().numpy()
-    n_labels = len(np.unique(lab))
-    if n_labels < 2 or n_labels > features.shape[0] - 1:
+    chunk_size = _check_int(chunk_size, "chunk_size", 1)
+    n = features.shape[0]
+    _, inverse = torch.unique(labels.detach(), return_inverse=True)
+    n_labels = int(inverse.max()) + 1
+    if n_labels < 2 or n_labels > n - 1:
         return float("nan")
-    data = features.detach().double().cpu().numpy()
-    return float(silhouette_score(data, lab, metric="euclidean"))
+    x = features.detach().double()
+    onehot = torch.nn.functional.one_hot(inverse.to(x.device), n_labels).double()  # (N, L)
+    counts = onehot.sum(dim=0)  # (L,)
+    sums = torch.cat(
+        [torch.cdist(x[i : i + chunk_size], x) @ onehot for i in range(0, n, chunk_size)]
+    )  # (N, L): summed distance of each sample to each class
+    rows = torch.arange(n, device=x.device)
+    own = counts[inverse]  # (N,)
+    a = sums[rows, inverse] / (own - 1).clamp(min=1)
+    mean_to = sums / counts
+    mean_to[rows, inverse] = float("inf")
+    b = mean_to.min(dim=1).values
+    coeff = (b - a) / torch.maximum(a, b).clamp(min=torch.finfo(torch.float64).tiny)
+    coeff = torch.where(own > 1, coeff, torch.zeros_like(coeff))
+    return float(coeff.mean())

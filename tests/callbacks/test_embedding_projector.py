@@ -9,12 +9,13 @@ import threading
 import time
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
 import lightning_viz.functional.embedding as E
 from lightning_viz._hooks import has_hooks
-from lightning_viz.callbacks.embedding import EmbeddingProjector
+from lightning_viz.callbacks.embedding import EmbeddingProjector, _interleave
 from lightning_viz.data import LitClassifier
 from tests.conftest import decode_png, fit, read_events, small_datamodule
 
@@ -138,6 +139,26 @@ def test_observing_does_not_change_the_experiment(trained, tmp_path):
     assert all(p.requires_grad and p.grad is None for p in observed.parameters())
 
 
+class _CountingForwards(LitClassifier):
+    def __init__(self):
+        super().__init__(num_classes=5)
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return super().forward(x)
+
+
+def test_no_extra_forward_pass(tmp_path):
+    model = _CountingForwards()
+    cb = EmbeddingProjector(num_samples=40, projection="pca", on_error="raise")
+    trainer, _ = fit(tmp_path, [cb], epochs=1, model=model)
+    assert model.forwards == 4 + 1 + 2  # train batches + sanity-check batch + val batches
+    assert "embedding/knn_acc" in trainer.callback_metrics
+    rows = read_tsv(os.path.join(projector_dir(tmp_path, 4, "embedding/model.fc"), "tensors.tsv"))
+    assert len(rows) == 40
+
+
 def test_slow_tsne_runs_off_the_training_thread(tmp_path, monkeypatch):
     threads = []
 
@@ -162,6 +183,35 @@ def test_slow_tsne_runs_off_the_training_thread(tmp_path, monkeypatch):
     assert cb._executor is None and cb._pending == []
 
 
+class _Release(pl.Callback):
+    def __init__(self, event):
+        self.event = event
+
+    def on_fit_end(self, trainer, pl_module):
+        self.event.set()
+
+
+def test_a_projection_slower_than_epochs_does_not_pile_up(tmp_path, monkeypatch):
+    release = threading.Event()
+
+    def blocked_tsne(features, **kwargs):
+        release.wait(timeout=60)
+        return E.pca(features)
+
+    monkeypatch.setattr(E, "tsne", blocked_tsne)
+    cb = EmbeddingProjector(num_samples=16, on_error="raise")
+    with pytest.warns(UserWarning, match="slower than an epoch") as record:
+        fit(tmp_path, [_Release(release), cb], epochs=3)
+    assert len([w for w in record if "slower than an epoch" in str(w.message)]) == 1
+    ev = read_events(os.path.join(tmp_path, "run"))
+    # steps 4 and 8 queued (2 pending at most), step 12's figure skipped; scalars every run
+    assert sorted(s for s, *_ in ev["images"]["embedding/model.fc/tsne"]) == [4, 8]
+    assert sorted(s for s, _ in ev["scalars"]["embedding/knn_acc"]) == [4, 8, 12]
+    assert os.path.isfile(
+        os.path.join(projector_dir(tmp_path, 12, "embedding/model.fc"), "tensors.tsv")
+    )
+
+
 def test_layer_argument_every_n_epochs_and_tag_prefix(tmp_path):
     cb = EmbeddingProjector(
         layer="model.pool",
@@ -183,6 +233,22 @@ def test_layer_argument_every_n_epochs_and_tag_prefix(tmp_path):
     assert [s for s, _ in ev["scalars"]["emb/knn_acc"]] == [8]
     assert [s for s, *_ in ev["images"]["emb/model.pool/pca"]] == [8]
     assert "embedding/knn_acc" not in ev["scalars"]
+
+
+def test_a_layer_followed_by_an_inplace_relu_is_recorded_before_it(tmp_path):
+    cb = EmbeddingProjector(layer="model.block3.bn", num_samples=4, projection="pca")
+    dm = small_datamodule()
+    _, model = fit(tmp_path, [cb], epochs=1, datamodule=dm)
+    images, _ = val_data(dm, 4)
+    net = model.model.eval()
+    with torch.no_grad():
+        expected = net.block3.bn(net.block3.conv(net.block2(net.block1(images)))).flatten(1)
+    rows = read_tsv(
+        os.path.join(projector_dir(tmp_path, 4, "embedding/model.block3.bn"), "tensors.tsv")
+    )
+    written = torch.tensor([[float(v) for v in r] for r in rows])
+    assert written.shape == (4, 64 * 8 * 8) and bool((written < 0).any())  # not the ReLU output
+    torch.testing.assert_close(written, expected, atol=1e-4, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- failures
@@ -289,6 +355,42 @@ def test_thumbnails_are_square_pixels_within_the_sprite_limit():
         pixels, size=(20, 40), mode="bilinear", align_corners=False, antialias=True
     )
     assert (inner - expected).abs().max() < 1 / 255 + 1e-4
+
+
+def _rank_part(indices: list[int], with_labels: bool = True) -> dict:
+    idx = torch.tensor(indices)
+    return {
+        "features": idx[:, None].float().repeat(1, 2),
+        "thumbs": idx[:, None, None, None].to(torch.uint8).repeat(1, 1, 2, 2),
+        "labels": idx * 10 if with_labels else None,
+        "predicted": idx * 100,
+    }
+
+
+def test_interleave_restores_dataset_order_and_drops_sampler_padding():
+    # DistributedSampler over 5 samples, 2 ranks: rank 0 gets 0, 2, 4; rank 1 gets 1, 3, 0 (pad)
+    parts = [_rank_part([0, 2, 4]), _rank_part([1, 3, 0])]
+    out = _interleave(parts, total=5, num_samples=1000)
+    assert out["features"][:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert out["labels"].tolist() == [0, 10, 20, 30, 40]
+    assert out["predicted"].tolist() == [0, 100, 200, 300, 400]
+    assert out["thumbs"][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert _interleave(parts, total=5, num_samples=3)["labels"].tolist() == [0, 10, 20]
+    # unknown length: nothing dropped, the padding row comes last
+    assert _interleave(parts, total=None, num_samples=10)["labels"].tolist() == [
+        0,
+        10,
+        20,
+        30,
+        40,
+        0,
+    ]
+    # a key missing on one rank is missing in the result; a rank without samples is fine
+    mixed = [_rank_part([0, 2]), _rank_part([1, 3], with_labels=False)]
+    assert _interleave(mixed, total=4, num_samples=4)["labels"] is None
+    empty = {"features": None, "thumbs": None, "labels": None, "predicted": None}
+    out = _interleave([_rank_part([0, 1]), empty], total=None, num_samples=4)
+    assert out["labels"].tolist() == [0, 10]
 
 
 def test_pickles_without_runtime_state(tmp_path):

@@ -42,8 +42,11 @@ def gradient_callbacks(**kwargs):
 
 
 def all_callbacks(**kwargs):
-    """Every callback that exists in this version."""
-    return gradient_callbacks(**kwargs)
+    """Every callback."""
+    return [
+        *gradient_callbacks(**kwargs),
+        lv.EmbeddingProjector(num_samples=16, projection="pca", **kwargs),
+    ]
 
 
 def _final_state(trainer, model):

@@ -239,6 +239,15 @@ def test_silhouette_equals_sklearn():
     assert E.silhouette(x, y) == pytest.approx(ref, rel=1e-6)
 
 
+def test_silhouette_equals_sklearn_with_singletons_uneven_classes_and_chunks():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(41, 4, generator=gen)
+    y = torch.tensor([7] * 20 + [2] * 15 + [9] * 5 + [4])  # a class of one, unsorted labels
+    ref = silhouette_score(x.double().numpy(), y.numpy(), metric="euclidean")
+    assert E.silhouette(x, y) == pytest.approx(ref, rel=1e-9)
+    assert E.silhouette(x, y, chunk_size=7) == pytest.approx(ref, rel=1e-9)
+
+
 def test_silhouette_undefined_is_nan():
     x = torch.randn(6, 3)
     assert np.isnan(E.silhouette(x, torch.zeros(6, dtype=torch.long)))

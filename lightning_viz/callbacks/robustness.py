@@ -1,0 +1,393 @@
+"""AdversarialProbe: how robust the model is to small adversarial perturbations."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viz import render
+from lightning_viz._guard import preserve_state
+from lightning_viz.callbacks._base import RunContext, VizCallback
+from lightning_viz.callbacks._compat import rank_zero_warn
+from lightning_viz.callbacks._probe import Probe
+from lightning_viz.functional import attacks as A
+
+__all__ = ["AdversarialProbe", "eps_label"]
+
+ATTACKS = ("fgsm", "pgd")
+NORMS = ("linf", "l2")
+NUM_EXAMPLES = 6
+
+
+def eps_label(eps: float) -> str:
+    """The name of a perturbation size in tags: ``"8/255"``, ``"0.5/255"`` or ``"0.3"``.
+
+    ``k/255`` when ``eps * 255`` is within ``1e-6`` of a number with at most two
+    decimals (``k`` printed with ``:g``), otherwise ``eps`` with ``:g``.
+
+    Example:
+        >>> eps_label(8 / 255), eps_label(0.5 / 255), eps_label(0.3)
+        ('8/255', '0.5/255', '76.5/255')
+    """
+    k = eps * 255.0
+    rounded = round(k, 2)
+    if abs(k - rounded) <= 1e-6:
+        return f"{rounded:g}/255"
+    return f"{eps:g}"
+
+
+def _check_eps(eps: Any) -> list[float]:
+    if isinstance(eps, bool | str | bytes) or isinstance(eps, numbers.Real | Tensor):
+        raise TypeError(
+            f"`eps` must be a list of perturbation sizes, got {eps!r}; pass a list, "
+            f"e.g. eps=[{eps!r}]"
+        )
+    if not isinstance(eps, Sequence):
+        raise TypeError(f"`eps` must be a list of perturbation sizes, got {eps!r}")
+    values = []
+    for e in eps:
+        if isinstance(e, bool) or not isinstance(e, numbers.Real):
+            raise TypeError(f"`eps` values must be real numbers, got {e!r} in {list(eps)!r}")
+        if not math.isfinite(float(e)) or float(e) < 0:
+            raise ValueError(f"`eps` values must be finite and >= 0, got {e!r} in {list(eps)!r}")
+        values.append(float(e))
+    if not values:
+        raise ValueError("`eps` is empty; give at least one perturbation size")
+    labels = [eps_label(e) for e in values]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"`eps` has duplicate values: {labels}")
+    return values
+
+
+class AdversarialProbe(VizCallback):
+    """Measures robust accuracy of the probe under FGSM and PGD, with a noise control.
+
+    At every run, in pixel space (``mean``/``std`` applied inside the attacked model):
+
+    * scalar ``robustness/clean_acc``: accuracy on the unperturbed probe;
+    * scalar ``robustness/<attack>_acc@<eps>`` per attack and ``eps``: robust accuracy
+      (:func:`lightning_viz.functional.robust_accuracy`: a sample counts as robust only
+      if no visited point fooled the model; broken samples leave the batch early);
+    * scalar ``robustness/noise_acc@<eps>``: the same with random noise of the same
+      size (``+-eps`` per pixel for Linf), a control: a model that loses accuracy to
+      noise is fragile, the gap to the attacks is the adversarial part;
+    * figure ``robustness/curve``: accuracy against ``eps``, clean accuracy at 0;
+    * image ``robustness/examples``: clean images, the perturbation amplified
+      (``0.5 + delta / (2 eps)``), the adversarial images (PGD at the largest ``eps``,
+      FGSM without PGD), captioned ``true / clean pred -> adversarial pred``;
+    * scalar ``robustness/regression``: the largest drop of a robust accuracy below
+      its best value so far (0 when none), and a warning when a drop exceeds
+      ``tolerance``. Best values are saved in ``state_dict``, so a resumed run
+      remembers them.
+
+    ``<eps>`` is written as ``k/255`` when ``eps * 255`` has at most two decimals
+    (``8/255``, ``0.5/255``) and with ``:g`` otherwise, so
+    ``EarlyStopping(monitor="robustness/pgd_acc@8/255", mode="max")`` works.
+
+    Gradient-masking warnings (at most once per run and kind): PGD weaker than FGSM at
+    the same ``eps``, accuracy that rises with ``eps``, or random noise hurting more
+    than an attack — each by more than one probe sample. These mean the gradients
+    mislead the attack (e.g. quantized or saturated inputs), and the robust accuracy
+    overstates the true robustness.
+
+    Every metric's random draws (PGD start, noise) come from a copy of the
+    callback's private generator in the state it has at the start of the run, so a
+    value does not depend on which other attacks and sizes are measured, and the
+    global RNG is never used.
+
+    Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015;
+    Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
+    ICLR 2018.
+
+    Args:
+        attacks: Any of ``"fgsm"``, ``"pgd"``. Default: ``("fgsm", "pgd")``.
+        eps: Perturbation sizes, each finite and ``>= 0`` (Linf: per pixel in
+            ``[0, 1]`` pixel space; L2: per image). Default: ``(1/255, 2/255, 4/255,
+            8/255)``.
+        norm: ``"linf"`` or ``"l2"``. Default: ``"linf"``.
+        steps: PGD steps, ``>= 1``. Default: ``10``.
+        num_samples: Probe images (they need labels). Default: 256.
+        tolerance: Drop below the best value (in accuracy, ``>= 0``) that warns.
+            Default: ``0.02``.
+        step_size: PGD step size; ``None`` uses ``2.5 * eps / steps``. Default: ``None``.
+        **kwargs: The options every callback shares (see ``VizCallback``).
+
+    Raises:
+        TypeError: ``eps`` is not a list (a bare number), or an argument has a wrong type.
+        ValueError: ``eps`` empty, negative, non-finite or duplicate; unknown attack or
+            norm; ``steps < 1``; ``tolerance < 0``; ``step_size <= 0``. At ``setup``:
+            the probe has no labels.
+
+    Example:
+        >>> probe = AdversarialProbe(eps=[2 / 255, 8 / 255], num_samples=128)
+        >>> probe.tags()[:3]
+        ['robustness/clean_acc', 'robustness/fgsm_acc@2/255', 'robustness/fgsm_acc@8/255']
+    """
+
+    family = "robustness"
+    default_num_samples = 256
+
+    def __init__(
+        self,
+        attacks: Sequence[str] = ("fgsm", "pgd"),
+        eps: Sequence[float] = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
+        norm: str = "linf",
+        steps: int = 10,
+        num_samples: int = 256,
+        tolerance: float = 0.02,
+        step_size: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_samples=num_samples, **kwargs)
+        if isinstance(attacks, str):
+            attacks = (attacks,)
+        if not isinstance(attacks, Sequence) or not all(isinstance(a, str) for a in attacks):
+            raise TypeError(f"`attacks` must be a list of attack names, got {attacks!r}")
+        attacks = list(dict.fromkeys(attacks))
+        bad = [a for a in attacks if a not in ATTACKS]
+        if bad or not attacks:
+            raise ValueError(f"unknown attacks {bad or attacks!r}; valid: {list(ATTACKS)}")
+        self.eps = _check_eps(eps)
+        if norm not in NORMS:
+            raise ValueError(f"`norm` must be one of {list(NORMS)}, got {norm!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise TypeError(f"`steps` must be an int, got {steps!r}")
+        if steps < 1:
+            raise ValueError(f"`steps` must be >= 1, got {steps!r}")
+        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+            raise TypeError(f"`tolerance` must be a number, got {tolerance!r}")
+        if not math.isfinite(float(tolerance)) or float(tolerance) < 0:
+            raise ValueError(f"`tolerance` must be a finite number >= 0, got {tolerance!r}")
+        if step_size is not None:
+            if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real):
+                raise TypeError(f"`step_size` must be a number or None, got {step_size!r}")
+            if not math.isfinite(float(step_size)) or float(step_size) <= 0:
+                raise ValueError(f"`step_size` must be a positive number, got {step_size!r}")
+            step_size = float(step_size)
+        self.attacks = attacks
+        self.norm = norm
+        self.steps = steps
+        self.tolerance = float(tolerance)
+        self.step_size = step_size
+        self.best: dict[str, float] = {}  # metric name -> best value so far
+        self._warned: dict[str, float] = {}  # metric -> value it was last reported at
+        self._masking_warned: set[str] = set()
+
+    # ----------------------------------------------------------------- metadata
+    def key_args(self) -> dict[str, Any]:
+        return {"attacks": self.attacks, "eps": [eps_label(e) for e in self.eps], "norm": self.norm}
+
+    def metric(self, attack: str, eps: float) -> str:
+        """Metric name ``<attack>_acc@<eps>`` (``attack`` may be ``"noise"``)."""
+        return f"{attack}_acc@{eps_label(eps)}"
+
+    def tags(self) -> list[str]:
+        """Every scalar tag this callback writes, besides ``viz/AdversarialProbe/seconds``."""
+        names = ["clean_acc"]
+        names += [self.metric(a, e) for a in (*self.attacks, "noise") for e in self.eps]
+        return [self.tag(n) for n in (*names, "regression")]
+
+    def check(self, module: nn.Module, probe: Probe) -> None:
+        if probe.labels is None:
+            raise ValueError(
+                "AdversarialProbe needs labels to measure accuracy, but the probe has none; "
+                "give labels with `probe=(images, labels)` or a `batch_to_xy` that returns them"
+            )
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self._masking_warned = set()  # at most once per run and kind
+        super().setup(trainer, pl_module, stage)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"best": dict(self.best), "warned": dict(self._warned)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = {str(k): float(v) for k, v in (state.get("best") or {}).items()}
+        self._warned = {str(k): float(v) for k, v in (state.get("warned") or {}).items()}
+
+    # ---------------------------------------------------------------------- run
+    def run(self, ctx: RunContext) -> None:
+        x = ctx.pixels
+        y = ctx.probe.labels
+        if y is None:  # probe replaced after setup
+            self.check(ctx.module, ctx.probe)
+        y = y.to(x.device)  # type: ignore[union-attr]
+        with preserve_state(ctx.view) as view, torch.no_grad():
+            clean_pred = view(x).argmax(dim=1)
+        clean = (clean_pred == y).float().mean().item()
+        ctx.log.scalar(self.tag("clean_acc"), clean)
+        start = ctx.generator.get_state()
+
+        results: dict[str, dict[float, float]] = {}
+        for attack in (*self.attacks, "noise"):
+            results[attack] = {}
+            for eps in self.eps:
+                gen = torch.Generator(device=ctx.generator.device)
+                gen.set_state(start)
+                acc = A.robust_accuracy(
+                    ctx.view,
+                    x,
+                    y,
+                    eps,
+                    attack=attack,
+                    norm=self.norm,
+                    steps=self.steps,
+                    step_size=self.step_size,
+                    generator=gen,
+                )
+                results[attack][eps] = acc
+                ctx.log.scalar(self.tag(self.metric(attack, eps)), acc)
+
+        epoch = int(ctx.trainer.current_epoch)
+        ctx.log.scalar(self.tag("regression"), self._regression(results, epoch))
+        for message in self._masking_messages(results, clean, len(y)):
+            rank_zero_warn(message)
+        ctx.log.figure(self.tag("curve"), self._curve(results, clean))
+        ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, clean_pred, start))
+
+    # -------------------------------------------------------------- regression
+    def _regression(self, results: dict[str, dict[float, float]], epoch: int) -> float:
+        """Updates the best values; warns about new drops; returns the largest drop."""
+        largest = 0.0
+        lines = []
+        for attack in self.attacks:
+            for eps, value in results[attack].items():
+                name = self.metric(attack, eps)
+                best = self.best.get(name)
+                if best is None or value >= best:
+                    self.best[name] = value
+                    self._warned.pop(name, None)
+                    continue
+                drop = best - value
+                largest = max(largest, drop)
+                if drop <= self.tolerance + 1e-12:
+                    self._warned.pop(name, None)  # recovered: a later drop warns again
+                    continue
+                last = self._warned.get(name)
+                # one warning per drop: again only when it falls a further `tolerance`
+                if last is None or value < last - self.tolerance - 1e-12:
+                    self._warned[name] = value
+                    lines.append(
+                        f"  {self.tag(name)} = {value:.4f}, best so far {best:.4f}, "
+                        f"drop {drop:.4f} (tolerance {self.tolerance:g})"
+                    )
+        if lines:
+            rank_zero_warn(
+                f"AdversarialProbe: robust accuracy regressed at epoch {epoch}:\n"
+                + "\n".join(lines)
+            )
+        return largest
+
+    # ---------------------------------------------------------- gradient masking
+    def _masking_messages(
+        self, results: dict[str, dict[float, float]], clean: float, n: int
+    ) -> list[str]:
+        """Warnings of signs of gradient masking, each kind at most once per run."""
+        margin = 1.0 / max(n, 1) + 1e-9
+        found: dict[str, str] = {}
+        if "pgd" in results and "fgsm" in results:
+            for eps in self.eps:
+                pgd, fgsm = results["pgd"][eps], results["fgsm"][eps]
+                if pgd > fgsm + margin:
+                    found.setdefault(
+                        "pgd_weaker",
+                        f"PGD accuracy {pgd:.4f} is above FGSM accuracy {fgsm:.4f} at eps "
+                        f"{eps_label(eps)}: a multi-step attack should not be weaker than one "
+                        "step",
+                    )
+        order = sorted(self.eps)
+        for attack in self.attacks:
+            points = [(0.0, clean), *((e, results[attack][e]) for e in order if e > 0)]
+            for (e0, a0), (e1, a1) in zip(points, points[1:], strict=False):
+                if a1 > a0 + margin:
+                    found.setdefault(
+                        "not_decreasing",
+                        f"{attack} accuracy rises with eps: {a0:.4f} at {eps_label(e0)}, "
+                        f"{a1:.4f} at {eps_label(e1)}",
+                    )
+        for attack in self.attacks:
+            for eps in self.eps:
+                noise, acc = results["noise"][eps], results[attack][eps]
+                if noise < acc - margin:
+                    found.setdefault(
+                        "noise_stronger",
+                        f"random noise ({noise:.4f}) hurts more than {attack} ({acc:.4f}) at "
+                        f"eps {eps_label(eps)}",
+                    )
+        messages = []
+        for kind, text in found.items():
+            if kind in self._masking_warned:
+                continue
+            self._masking_warned.add(kind)
+            messages.append(
+                f"AdversarialProbe: possible gradient masking: {text}. The gradients mislead "
+                "the attack (e.g. quantized, saturated or non-differentiable inputs), so the "
+                "robust accuracy overstates the real robustness."
+            )
+        return messages
+
+    # ------------------------------------------------------------------ render
+    def _curve(self, results: dict[str, dict[float, float]], clean: float) -> Any:
+        order = sorted(e for e in self.eps if e > 0)
+        xs = [0.0, *order]
+        series = {name: [clean, *(results[name][e] for e in order)] for name in results}
+        return render.line_figure(
+            xs,
+            series,
+            xlabel=f"eps ({self.norm})",
+            ylabel="accuracy",
+            title="robust accuracy (eps 0: clean)",
+            xticklabels=[eps_label(e) for e in xs],
+        )
+
+    def _examples(
+        self, ctx: RunContext, x: Tensor, y: Tensor, clean_pred: Tensor, start: Tensor
+    ) -> Tensor:
+        k = min(NUM_EXAMPLES, x.shape[0])
+        xs, ys = x[:k], y[:k]
+        eps = max(self.eps)
+        attack = "pgd" if "pgd" in self.attacks else "fgsm"
+        if attack == "pgd":
+            gen = torch.Generator(device=ctx.generator.device)
+            gen.set_state(start)
+            adv = A.pgd(
+                ctx.view,
+                xs,
+                ys,
+                eps,
+                steps=self.steps,
+                step_size=self.step_size,
+                norm=self.norm,
+                generator=gen,
+            )
+        else:
+            adv = A.fgsm(ctx.view, xs, ys, eps, norm=self.norm)
+        with preserve_state(ctx.view) as view, torch.no_grad():
+            adv_pred = view(adv).argmax(dim=1)
+        delta = (adv - xs).float()
+        if self.norm == "linf":
+            scale = torch.full((k, 1, 1, 1), 2 * eps, device=delta.device)
+        else:  # an L2 perturbation is spread thin: scale each image by its largest pixel
+            scale = 2 * delta.abs().flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+        shown = (0.5 + delta / scale.clamp_min(1e-12)).clamp(0, 1)
+        caps = [
+            f"{self.class_name(int(t))} / {self.class_name(int(c))}->{self.class_name(int(a))}"
+            for t, c, a in zip(ys.tolist(), clean_pred[:k].tolist(), adv_pred.tolist(), strict=True)
+        ]
+        images = xs.float().cpu()
+        return render.rows_grid(
+            [images, shown.cpu(), adv.float().clamp(0, 1).cpu()],
+            captions=caps,
+            row_labels=[
+                "clean",
+                "perturbation (amplified)",
+                f"{attack} @ {eps_label(eps)}",
+            ],
+            scale=max(1, 96 // max(images.shape[-1], 1)),
+        )

@@ -1,0 +1,72 @@
+"""The console script and the package surface."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lightning_viz import cli
+
+
+def test_functional_does_not_import_lightning():
+    code = (
+        "import sys, lightning_viz.functional as LF; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_public_names():
+    import lightning_viz as lv
+
+    for name in (
+        "FilterLogger",
+        "ActivationLogger",
+        "SaliencyLogger",
+        "GradCAMLogger",
+        "EmbeddingProjector",
+        "AdversarialProbe",
+        "TextureShapeBias",
+        "ClassModelLogger",
+    ):
+        assert isinstance(getattr(lv, name), type), name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        lv.Nope  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["demo", "--texture-correlation", "1.5"], "--texture-correlation must lie in"),
+    ],
+)
+def test_demo_rejects_bad_options(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_runs_and_prints_the_tensorboard_line(tmp_path, capsys):
+    out = tmp_path / "logs"
+    code = cli.main(
+        [
+            "demo",
+            "--epochs",
+            "1",
+            "--train-size",
+            "64",
+            "--val-size",
+            "40",
+            "--output-dir",
+            str(out),
+            "--fast",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"tensorboard --logdir {out}" in printed
+    assert list(out.glob("demo_shapes_small/version_0/events.out.tfevents.*"))
