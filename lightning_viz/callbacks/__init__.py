@@ -5,10 +5,12 @@ from lightning_viz.callbacks.activations import ActivationLogger
 from lightning_viz.callbacks.embedding import EmbeddingProjector
 from lightning_viz.callbacks.filters import FilterLogger
 from lightning_viz.callbacks.gradcam import GradCAMLogger
+from lightning_viz.callbacks.robustness import AdversarialProbe
 from lightning_viz.callbacks.saliency import SaliencyLogger
 
 __all__ = [
     "ActivationLogger",
+    "AdversarialProbe",
     "EmbeddingProjector",
     "FilterLogger",
     "GradCAMLogger",

@@ -143,12 +143,10 @@ class SaliencyLogger(VizCallback):
         target = resolve_target(self.target, ctx.probe, predicted)
         caps = captions(ctx.probe, predicted, self.class_name)
         images = ctx.pixels.float().cpu()
-        first: Tensor | None = None
-        for method in self.methods:
-            maps = self._map(method, ctx, target).float().cpu()
-            first = maps if first is None else first
-            self._log_maps(ctx, self.tag(method), images, maps, caps)
-        assert first is not None  # methods is never empty (checked in __init__)
+        maps = {m: self._map(m, ctx, target).float().cpu() for m in self.methods}
+        for method, method_maps in maps.items():
+            self._log_maps(ctx, self.tag(method), images, method_maps, caps)
+        first = maps[self.methods[0]]  # segmentation and the bias scalar use the first method
         mask = LF.saliency_mask(first, self.mask_quantile)
         rows = [images, render.to_rgb(mask.float())]
         row_labels = [CAPTION_LABEL, f"saliency > q{self.mask_quantile:g}"]
@@ -164,10 +162,11 @@ class SaliencyLogger(VizCallback):
         if self.neuron is not None:
             layer, channel = self.neuron
             _, module = resolve_layer(ctx.module, layer)
-            maps = LF.neuron_gradient(ctx.view, ctx.pixels, module, channel, reduce=self.reduce)
-            self._log_maps(
-                ctx, self.tag(f"neuron/{layer}/{channel}"), images, maps.float().cpu(), caps
+            neuron_maps = LF.neuron_gradient(
+                ctx.view, ctx.pixels, module, channel, reduce=self.reduce
             )
+            tag = self.tag(f"neuron/{layer}/{channel}")
+            self._log_maps(ctx, tag, images, neuron_maps.float().cpu(), caps)
 
     @staticmethod
     def _scale(images: Tensor) -> int:

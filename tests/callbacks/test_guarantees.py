@@ -46,6 +46,7 @@ def all_callbacks(**kwargs):
     return [
         *gradient_callbacks(**kwargs),
         lv.EmbeddingProjector(num_samples=16, projection="pca", **kwargs),
+        lv.AdversarialProbe(eps=(2 / 255, 8 / 255), steps=3, num_samples=16, **kwargs),
     ]
 
 

@@ -1,0 +1,358 @@
+"""AdversarialProbe, trained for real: tags, values, monitoring, regression, masking."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lightning_viz as lv
+from lightning_viz._guard import ModelView, make_generator
+from lightning_viz._hooks import has_hooks
+from lightning_viz.callbacks.robustness import AdversarialProbe, eps_label
+from lightning_viz.functional.attacks import robust_accuracy
+from tests.conftest import decode_png, fit, read_events, small_datamodule
+
+STEPS = [20, 40]  # global_step after epoch 0 and 1 (20 train batches per epoch)
+EPS = (2 / 255, 8 / 255)
+KEY = "robustness/pgd_acc@8/255"
+
+
+def probe_cb(**kwargs):
+    args = {"eps": EPS, "num_samples": 32, "on_error": "raise"}
+    args.update(kwargs)
+    return AdversarialProbe(**args)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("robust")
+    cb = probe_cb(class_names=["circle", "square", "triangle", "star", "cross"])
+    dm = small_datamodule(train_size=640)
+    trainer, model = fit(tmp, [cb], epochs=2, datamodule=dm, limit_train_batches=20)
+    return trainer, model, cb, read_events(str(tmp))
+
+
+# ------------------------------------------------------------------------- outputs
+def test_tags_and_steps(run):
+    _, _, cb, ev = run
+    scalars, images = ev["scalars"], ev["images"]
+    expected = [
+        "robustness/clean_acc",
+        "robustness/fgsm_acc@2/255",
+        "robustness/fgsm_acc@8/255",
+        "robustness/pgd_acc@2/255",
+        "robustness/pgd_acc@8/255",
+        "robustness/noise_acc@2/255",
+        "robustness/noise_acc@8/255",
+        "robustness/regression",
+        "viz/AdversarialProbe/seconds",
+    ]
+    assert sorted(cb.tags()) == sorted(expected[:-1])
+    for tag in expected:
+        assert [s for s, _ in scalars[tag]] == STEPS, tag  # never in the sanity check
+    for tag in ("robustness/curve", "robustness/examples"):
+        assert [e[0] for e in images[tag]] == STEPS, tag
+
+
+def test_values_match_an_independent_computation(run):
+    trainer, model, cb, ev = run
+    probe = cb._probe
+    model.eval()
+    view = ModelView(model)
+    with torch.no_grad():
+        clean = (model(probe.images).argmax(1) == probe.labels).float().mean().item()
+    scalars = ev["scalars"]
+    assert scalars["robustness/clean_acc"][-1][1] == pytest.approx(clean, abs=1e-6)
+    for attack in ("pgd", "fgsm", "noise"):
+        for eps in EPS:
+            expected = robust_accuracy(
+                view,
+                probe.images,
+                probe.labels,
+                eps,
+                attack=attack,
+                generator=make_generator(cb.seed, "cpu"),
+            )
+            tag = f"robustness/{attack}_acc@{eps_label(eps)}"
+            assert scalars[tag][-1][1] == pytest.approx(expected, abs=1e-6), tag
+            assert trainer.callback_metrics[tag].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_accuracy_falls_with_eps_and_pgd_is_stronger(run):
+    _, _, _, ev = run
+    last = {tag: values[-1][1] for tag, values in ev["scalars"].items()}
+    clean = last["robustness/clean_acc"]
+    assert clean > 0.3  # above chance (0.2): the attacks have correct samples to break
+    for attack in ("fgsm", "pgd", "noise"):
+        a2, a8 = last[f"robustness/{attack}_acc@2/255"], last[f"robustness/{attack}_acc@8/255"]
+        assert clean >= a2 >= a8, attack
+    for e in ("2/255", "8/255"):
+        assert last[f"robustness/pgd_acc@{e}"] <= last[f"robustness/fgsm_acc@{e}"]
+    assert last["robustness/pgd_acc@8/255"] < clean  # the attack does break something
+
+
+def test_best_values_are_the_running_maximum(run):
+    _, _, cb, ev = run
+    for attack in ("fgsm", "pgd"):
+        for eps in EPS:
+            name = f"{attack}_acc@{eps_label(eps)}"
+            values = [v for _, v in ev["scalars"][f"robustness/{name}"]]
+            assert cb.best[name] == pytest.approx(max(values), abs=1e-6)
+            drop = max(values) - values[-1]
+            assert drop >= 0
+    assert "noise_acc@2/255" not in cb.best  # the control is not a robustness metric
+
+
+def test_examples_image_and_curve(run):
+    _, _, _, ev = run
+    (_, width, height, png) = ev["images"]["robustness/examples"][-1]
+    img = decode_png(png)
+    assert img.shape == (height, width, 3)
+    # 6 columns of 96-px tiles (32 px scaled by 3), three rows
+    assert width >= 6 * 96 and height >= 3 * 96
+    # clean and adversarial rows look alike (small eps); the perturbation row is mostly
+    # mid-gray-ish with +-eps extremes, i.e. it differs from the clean row
+    tile = 96
+    rows = [
+        img[2 + r * (tile + 2) : 2 + r * (tile + 2) + tile, -6 * (tile + 2) :].float()
+        for r in range(3)
+    ]
+    assert (rows[0] - rows[2]).abs().mean() < (rows[0] - rows[1]).abs().mean()
+    (_, cw, ch, cpng) = ev["images"]["robustness/curve"][-1]
+    assert decode_png(cpng).float().std() > 10 and cw > 100 and ch > 100
+
+
+def test_model_is_left_as_found(run):
+    _, model, _, _ = run
+    assert not has_hooks(model)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_observing_does_not_change_the_run(tmp_path):
+    """Weights and the global RNG stream end bitwise identical with and without it."""
+    finals = []
+    for name, callbacks in (("without", []), ("with", [probe_cb(eps=(8 / 255,), steps=3)])):
+        trainer, model = fit(tmp_path / name, callbacks, epochs=1)
+        finals.append(
+            ({k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state())
+        )
+    (w0, rng0), (w1, rng1) = finals
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert torch.equal(rng0, rng1)
+
+
+def test_a_failure_inside_leaves_no_hooks_and_training_goes_on(tmp_path):
+    def broken(output):
+        raise RuntimeError("boom in output_to_logits")
+
+    cb = probe_cb(on_error="warn", output_to_logits=broken)
+    with pytest.warns(UserWarning, match="AdversarialProbe failed at epoch 0.*boom"):
+        trainer, model = fit(tmp_path, [cb], epochs=2)
+    assert trainer.current_epoch == 2  # training finished
+    assert not has_hooks(model)
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.training  # the flags the trainer left are restored
+
+
+# ------------------------------------------------------------------ monitoring
+def test_early_stopping_and_checkpoint_monitor_robust_accuracy(tmp_path):
+    cb = probe_cb(eps=(8 / 255,))
+    stop = pl.callbacks.EarlyStopping(monitor=KEY, mode="max", patience=0, min_delta=2.0)
+    ckpt = pl.callbacks.ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), filename="robust", monitor=KEY, mode="max"
+    )
+    trainer, _ = fit(tmp_path, [cb, stop, ckpt], epochs=5, enable_checkpointing=True)
+    # min_delta 2 can never be met: the first epoch sets the best, the second stops
+    assert trainer.should_stop and trainer.current_epoch == 2
+    assert stop.stopped_epoch == 1
+    values = [v for _, v in read_events(str(tmp_path))["scalars"][KEY]]
+    assert len(values) == 2
+    assert ckpt.best_model_score.item() == pytest.approx(max(values), abs=1e-6)
+    assert ckpt.best_model_path.endswith("robust.ckpt")
+    # the checkpoint carries the best values, so a resumed run remembers them
+    saved = torch.load(ckpt.last_model_path or ckpt.best_model_path, weights_only=False)
+    states = [v for k, v in saved["callbacks"].items() if k.startswith("AdversarialProbe")]
+    assert len(states) == 1
+    assert states[0]["best"]["pgd_acc@8/255"] == pytest.approx(max(values), abs=1e-6)
+
+
+def test_state_dict_round_trip():
+    cb = probe_cb()
+    cb.best = {"pgd_acc@8/255": 0.5, "fgsm_acc@8/255": 0.75}
+    cb._warned = {"pgd_acc@8/255": 0.25}
+    state = cb.state_dict()
+    other = probe_cb()
+    other.load_state_dict(state)
+    assert other.best == cb.best and other._warned == cb._warned
+    other.load_state_dict({})  # an old checkpoint without these keys
+    assert other.best == {} and other._warned == {}
+    assert probe_cb().state_key == other.state_key
+    assert probe_cb(eps=(1 / 255,)).state_key != other.state_key
+
+
+# ------------------------------------------------------------------ regression
+def test_regression_warning_names_metric_epoch_and_drop(tmp_path):
+    cb = probe_cb(eps=(8 / 255,))
+    cb.load_state_dict({"best": {"pgd_acc@8/255": 1.0, "fgsm_acc@8/255": 1.0}})
+    with pytest.warns(UserWarning, match="regressed at epoch 0") as record:
+        trainer, _ = fit(tmp_path, [cb], epochs=1)
+    pgd = trainer.callback_metrics[KEY].item()
+    fgsm = trainer.callback_metrics["robustness/fgsm_acc@8/255"].item()
+    messages = [str(w.message) for w in record if "regressed" in str(w.message)]
+    assert len(messages) == 1  # one warning per epoch, listing every metric
+    assert KEY in messages[0] and "robustness/fgsm_acc@8/255" in messages[0]
+    assert f"drop {1.0 - pgd:.4f}" in messages[0] and f"= {pgd:.4f}" in messages[0]
+    regression = trainer.callback_metrics["robustness/regression"].item()
+    assert regression == pytest.approx(1.0 - min(pgd, fgsm), abs=1e-6)
+    assert regression > 0
+    assert cb.best["pgd_acc@8/255"] == 1.0  # the best is kept
+
+
+def test_regression_rules_without_training():
+    cb = probe_cb(eps=(8 / 255,), attacks=("pgd",), tolerance=0.1)
+
+    def step(value, epoch):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            drop = cb._regression({"pgd": {8 / 255: value}}, epoch)
+        return drop, [str(w.message) for w in rec]
+
+    assert step(0.8, 0) == (0.0, [])  # first value: the best
+    assert step(0.75, 1) == (pytest.approx(0.05), [])  # within tolerance: no warning
+    drop, msgs = step(0.6, 2)
+    assert drop == pytest.approx(0.2) and len(msgs) == 1 and "epoch 2" in msgs[0]
+    assert "best so far 0.8000" in msgs[0] and "drop 0.2000" in msgs[0]
+    assert step(0.6, 3)[1] == []  # the same drop is not reported again
+    assert len(step(0.45, 4)[1]) == 1  # a further drop by more than tolerance is
+    assert step(0.79, 5) == (pytest.approx(0.01), [])  # recovered
+    assert len(step(0.6, 6)[1]) == 1  # a new drop warns again
+    assert step(0.9, 7) == (0.0, []) and cb.best["pgd_acc@8/255"] == 0.9
+
+
+# ------------------------------------------------------------- gradient masking
+class Quantize(nn.Module):
+    """Rounds to 8-bit levels: a zero gradient everywhere (masks the attack)."""
+
+    def forward(self, x):
+        return (x * 255).round() / 255
+
+
+class MaskedLit(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(Quantize(), nn.Flatten(), nn.Linear(3 * 32 * 32, 5))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)  # weights stay fixed
+
+
+def test_gradient_masking_is_detected(tmp_path):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = MaskedLit()
+    x = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean accuracy 1
+    cb = AdversarialProbe(eps=(16 / 255, 64 / 255), probe=(x, y), on_error="raise")
+    with pytest.warns(UserWarning, match="gradient masking: random noise .* hurts more than fgsm"):
+        trainer, _ = fit(tmp_path, [cb], model=model, epochs=2)
+    m = trainer.callback_metrics
+    assert m["robustness/fgsm_acc@16/255"].item() == 1.0  # sign(0) = 0: FGSM does nothing
+    assert m["robustness/noise_acc@16/255"].item() < 1.0 - 1 / 32
+    assert cb._masking_warned == {"noise_stronger"}
+
+
+def test_masking_rules_and_once_per_run():
+    cb = probe_cb(eps=(2 / 255, 8 / 255), tolerance=0.0)
+    ok = {
+        "fgsm": {2 / 255: 0.6, 8 / 255: 0.3},
+        "pgd": {2 / 255: 0.5, 8 / 255: 0.1},
+        "noise": {2 / 255: 0.9, 8 / 255: 0.85},
+    }
+    assert cb._masking_messages(ok, 0.9, 100) == []
+    weaker = {**ok, "pgd": {2 / 255: 0.5, 8 / 255: 0.35}}
+    (msg,) = cb._masking_messages(weaker, 0.9, 100)
+    assert "PGD accuracy 0.3500 is above FGSM accuracy 0.3000 at eps 8/255" in msg
+    assert cb._masking_messages(weaker, 0.9, 100) == []  # once per run and kind
+    rising = {**ok, "fgsm": {2 / 255: 0.6, 8 / 255: 0.7}, "pgd": {2 / 255: 0.5, 8 / 255: 0.6}}
+    (msg,) = cb._masking_messages(rising, 0.9, 100)
+    assert "accuracy rises with eps" in msg and "0.6000 at 2/255, 0.7000 at 8/255" in msg
+    noisy = {**ok, "noise": {2 / 255: 0.4, 8 / 255: 0.05}}
+    (msg,) = cb._masking_messages(noisy, 0.9, 100)
+    assert "random noise (0.4000) hurts more than fgsm (0.6000) at eps 2/255" in msg
+    # differences of one sample are tolerated
+    fresh = probe_cb(eps=(2 / 255, 8 / 255))
+    tiny = {**ok, "pgd": {2 / 255: 0.5, 8 / 255: 0.31}}
+    assert fresh._masking_messages(tiny, 0.9, 100) == []
+
+
+# ------------------------------------------------------------------- validation
+def test_eps_label():
+    assert eps_label(8 / 255) == "8/255"
+    assert eps_label(0.5 / 255) == "0.5/255"
+    assert eps_label(0.25 / 255) == "0.25/255"
+    assert eps_label(0.0) == "0/255"
+    assert eps_label(0.5) == "127.5/255"
+    assert eps_label(1e-4) == "0.0001"
+    assert eps_label(math.pi / 100) == f"{math.pi / 100:g}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"eps": 8 / 255}, TypeError, r"pass a list, e\.g\. eps=\[0\.03"),
+        ({"eps": "8/255"}, TypeError, "must be a list of perturbation sizes, got '8/255'"),
+        ({"eps": {1: 2}}, TypeError, "must be a list of perturbation sizes"),
+        ({"eps": [0.1, "a"]}, TypeError, "must be real numbers, got 'a'"),
+        ({"eps": [0.1, -0.1]}, ValueError, r"finite and >= 0, got -0\.1"),
+        ({"eps": [float("nan")]}, ValueError, "finite and >= 0, got nan"),
+        ({"eps": [float("inf")]}, ValueError, "finite and >= 0, got inf"),
+        ({"eps": []}, ValueError, "`eps` is empty"),
+        ({"eps": [8 / 255, 8.0000000001 / 255]}, ValueError, "duplicate"),
+        ({"attacks": ("fgsm", "cw")}, ValueError, r"unknown attacks \['cw'\]; valid: \['fgsm'"),
+        ({"attacks": ()}, ValueError, "unknown attacks"),
+        ({"attacks": ("noise",)}, ValueError, r"unknown attacks \['noise'\]"),
+        ({"attacks": [1]}, TypeError, "list of attack names"),
+        ({"norm": "l1"}, ValueError, r"`norm` must be one of \['linf', 'l2'\], got 'l1'"),
+        ({"steps": 0}, ValueError, "`steps` must be >= 1, got 0"),
+        ({"steps": 2.0}, TypeError, "`steps` must be an int, got 2.0"),
+        ({"tolerance": -0.1}, ValueError, r"`tolerance` must be a finite number >= 0, got -0\.1"),
+        ({"tolerance": "a"}, TypeError, "`tolerance` must be a number"),
+        ({"step_size": 0.0}, ValueError, "`step_size` must be a positive number, got 0.0"),
+        ({"step_size": "x"}, TypeError, "`step_size` must be a number or None"),
+        ({"num_samples": 0}, ValueError, "`num_samples` must be >= 1"),
+    ],
+)
+def test_configuration_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AdversarialProbe(**kwargs)
+
+
+def test_single_attack_name_and_defaults():
+    cb = AdversarialProbe(attacks="pgd")
+    assert cb.attacks == ["pgd"] and cb.num_samples == 256 and cb.tolerance == 0.02
+    assert cb.tags()[1:5] == [f"robustness/pgd_acc@{k}/255" for k in (1, 2, 4, 8)]
+    assert lv.AdversarialProbe is AdversarialProbe
+
+
+def test_probe_without_labels_fails_at_setup(tmp_path):
+    cb = AdversarialProbe(probe=torch.rand(8, 3, 32, 32), on_error="raise")
+    with pytest.raises(ValueError, match="AdversarialProbe needs labels"):
+        fit(tmp_path, [cb], epochs=1, datamodule=small_datamodule())
