@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 import torchvision
 
+import lightning_viz.functional as S  # the package: `saliency` names a function there
 import lightning_viz.functional.cam as C
-import lightning_viz.functional.saliency as S
 
 
 def _once(fn: Callable[[], object]) -> tuple[float, float]:

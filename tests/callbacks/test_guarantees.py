@@ -47,6 +47,8 @@ def all_callbacks(**kwargs):
         *gradient_callbacks(**kwargs),
         lv.EmbeddingProjector(num_samples=16, projection="pca", **kwargs),
         lv.AdversarialProbe(eps=(2 / 255, 8 / 255), steps=3, num_samples=16, **kwargs),
+        lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, **kwargs),
+        lv.ClassModelLogger(steps=5, every_n_epochs=1, **kwargs),
     ]
 
 

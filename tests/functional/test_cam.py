@@ -13,8 +13,8 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+import lightning_viz.functional as S  # the package: `saliency` names a function there
 import lightning_viz.functional.cam as C
-import lightning_viz.functional.saliency as S
 from lightning_viz._hooks import has_hooks
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum")

@@ -17,7 +17,7 @@ from captum.attr import (
 )
 from torch import nn
 
-import lightning_viz.functional.saliency as S
+import lightning_viz.functional as S  # the package: `saliency` names a function there
 from lightning_viz._hooks import has_hooks
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum")

@@ -1,0 +1,123 @@
+"""ClassModelLogger: class-model images of a trained model, schedule, neuron mode, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lightning_viz as lv
+import lightning_viz.functional as LF
+from lightning_viz._guard import make_generator
+from lightning_viz._hooks import has_hooks
+from lightning_viz.data import LitClassifier
+from tests.conftest import decode_png, fit, read_events, small_datamodule
+
+K = 5
+STEPS = 60
+NAMES = ["circle", "square", "triangle", "star", "cross"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A SmallCNN trained with the texture shortcut (confident), 4 epochs, every 2nd logged."""
+    tmp = tmp_path_factory.mktemp("class_model")
+    cbs = [
+        lv.ClassModelLogger(
+            steps=STEPS, every_n_epochs=2, class_names=NAMES, on_error="raise", seed=3
+        ),
+        lv.ClassModelLogger(
+            steps=10, every_n_epochs=4, neuron=("model.block2.conv", 1), on_error="raise"
+        ),
+    ]
+    dm = small_datamodule(train_size=320, batch_size=32, texture_correlation=1.0)
+    trainer, model = fit(
+        tmp,
+        cbs,
+        epochs=4,
+        datamodule=dm,
+        model=LitClassifier(num_classes=K, lr=1e-2),
+        limit_train_batches=None,
+    )
+    return trainer, model, cbs, read_events(str(tmp))
+
+
+def test_every_n_epochs_and_tags(run):
+    trainer, model, _, ev = run
+    per_epoch = trainer.global_step // 4
+    assert [e[0] for e in ev["images"]["class_model/grid"]] == [2 * per_epoch, 4 * per_epoch]
+    assert [e[0] for e in ev["images"]["class_model/neuron/model.block2.conv/1"]] == [4 * per_epoch]
+    assert len(ev["scalars"]["viz/ClassModelLogger/seconds"]) == 3  # 2 grid runs + 1 neuron run
+    assert not has_hooks(model)
+    assert all(m.training for m in model.modules())
+
+
+def test_class_models_are_classified_as_their_class_far_above_the_start_noise(run):
+    _, model, _, ev = run
+    # recompute with the callback's generator: same seed, same images as the last run
+    images = LF.class_model(model, None, (3, 32, 32), steps=STEPS, generator=make_generator(3))
+    start = LF.class_model(model, None, (3, 32, 32), steps=0, generator=make_generator(3))
+    model.eval()
+    with torch.no_grad():
+        logits, logits0 = model(images), model(start)
+    rows = torch.arange(K)
+    assert int((logits.argmax(1) == rows).sum()) >= 4
+    gain = logits[rows, rows] - logits0[rows, rows]
+    assert bool((gain > 5.0).all()), gain
+    # the logged grid shows exactly these images (tile i at x = 2 + i * (96 + 2), y = 2)
+    grid = decode_png(ev["images"]["class_model/grid"][-1][3])
+    tiles = (images * 255).round().to(torch.uint8).repeat_interleave(3, 2).repeat_interleave(3, 3)
+    for i in range(K):
+        tile = grid[2 : 2 + 96, 2 + i * 98 : 2 + i * 98 + 96].permute(2, 0, 1)
+        assert (tile.int() - tiles[i].int()).abs().max() <= 1, i
+
+
+def test_observing_does_not_change_the_experiment(tmp_path):
+    _, plain = fit(tmp_path / "a", [], epochs=2)
+    rng_a = torch.get_rng_state()
+    cb = lv.ClassModelLogger(steps=5, every_n_epochs=1, on_error="raise")
+    trainer, observed = fit(tmp_path / "b", [cb], epochs=2)
+    rng_b = torch.get_rng_state()
+    assert "viz/ClassModelLogger/seconds" in trainer.callback_metrics
+    for (k, a), b in zip(plain.state_dict().items(), observed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert torch.equal(rng_a, rng_b)
+    assert not has_hooks(observed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"classes": "ab"}, TypeError, "classes.*'ab'"),
+        ({"classes": [0, 1.5]}, TypeError, "classes.*1.5"),
+        ({"classes": []}, ValueError, "non-empty"),
+        ({"classes": [-1]}, ValueError, r"classes.*\[-1\]"),
+        ({"steps": 0}, ValueError, "steps.*0"),
+        ({"steps": 2.0}, TypeError, "steps.*2.0"),
+        ({"every_n_epochs": 0}, ValueError, "every_n_epochs.*0"),
+        ({"neuron": ("a", -1)}, ValueError, "neuron.*-1"),
+        ({"neuron": "a"}, ValueError, "neuron.*'a'"),
+        ({"neuron": ("a", 1), "classes": [0]}, ValueError, "classes` must be None"),
+        ({"image_shape": "abc"}, TypeError, "image_shape.*'abc'"),
+        ({"image_shape": [3, 32]}, ValueError, r"image_shape.*\[3, 32\]"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lv.ClassModelLogger(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"classes": [0, 7]}, r"classes` \[7\] are out of range for a model with 5 classes"),
+        ({"neuron": ("model.block9", 0)}, "block9"),
+        ({"neuron": ("model.block1.conv", 99)}, "channel 99 is out of range.*16 channels"),
+    ],
+)
+def test_configuration_errors_raise_at_setup(tmp_path, kwargs, match):
+    model = LitClassifier(num_classes=K)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [lv.ClassModelLogger(**kwargs)], model=model, epochs=1)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -1,0 +1,329 @@
+"""TextureShapeBias: the controlled texture-vs-shape experiment, cache, checks, guarantees."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+
+import pytest
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+import lightning_viz as lv
+import lightning_viz.functional as LF
+from lightning_viz._guard import ModelView
+from lightning_viz._hooks import has_hooks
+from lightning_viz.data import LitClassifier
+from lightning_viz.data.shapes import draw_shapes
+from tests.conftest import fit, read_events, small_datamodule
+
+K = 5
+EPOCHS = 10  # the runs happen at epochs 4 and 9 (every_n_epochs=5)
+
+
+def drawn_cue_conflict(n: int = 60) -> TensorDataset:
+    """Directly drawn cue-conflict shapes: shape a with the texture (and background) of b != a."""
+    i = torch.arange(n)
+    shapes = i % K
+    textures = (shapes + 1 + (i // K) % (K - 1)) % K  # every ordered pair (a, b != a)
+    images, _ = draw_shapes(shapes, textures, textures, seed=7)
+    assert bool((shapes != textures).all())
+    return TensorDataset(images, shapes, textures)
+
+
+def _bias_callbacks():
+    return [
+        lv.TextureShapeBias(
+            num_images=80, style_steps=40, every_n_epochs=5, on_error="raise", seed=0
+        ),
+        lv.TextureShapeBias(
+            cue_conflict=drawn_cue_conflict(),
+            every_n_epochs=5,
+            num_samples=40,
+            tag_prefix="bias_drawn",
+            on_error="raise",
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """A small CNN trained with a texture shortcut (correlation 1) and without (0)."""
+    out = {}
+    for tc in (1.0, 0.0):
+        tmp = tmp_path_factory.mktemp(f"tc{tc}")
+        callbacks = _bias_callbacks()
+        dm = small_datamodule(train_size=1000, val_size=200, batch_size=32, texture_correlation=tc)
+        trainer, model = fit(
+            tmp,
+            callbacks,
+            epochs=EPOCHS,
+            datamodule=dm,
+            model=LitClassifier(num_classes=K, lr=3e-3),
+            limit_train_batches=None,
+            limit_val_batches=None,
+        )
+        out[tc] = (trainer, model, callbacks, read_events(str(tmp)), tmp)
+    return out
+
+
+def _last(ev, tag):
+    return ev["scalars"][tag][-1][1]
+
+
+def test_texture_shortcut_gives_a_clearly_lower_shape_bias(experiment):
+    for prefix in ("bias", "bias_drawn"):  # generated and directly drawn cue conflicts
+        texture_model = _last(experiment[1.0][3], f"{prefix}/shape_bias")
+        shape_model = _last(experiment[0.0][3], f"{prefix}/shape_bias")
+        print(f"{prefix}: texture-trained {texture_model:.3f}, shape-trained {shape_model:.3f}")
+        assert shape_model - texture_model >= 0.3, (prefix, texture_model, shape_model)
+    # the texture-trained model decides by texture on the drawn stimuli
+    assert _last(experiment[1.0][3], "bias_drawn/texture_acc") > 0.7
+    assert _last(experiment[0.0][3], "bias_drawn/shape_acc") > 0.5
+
+
+def test_tags_steps_and_images(experiment):
+    trainer, _, _, ev, _ = experiment[1.0]
+    steps = [s for s, _ in ev["scalars"]["bias/shape_bias"]]
+    assert len(steps) == 2 and steps[1] == trainer.global_step  # epochs 4 and 9 only
+    for prefix in ("bias", "bias_drawn"):
+        for name in (
+            "shape_bias",
+            "shape_acc",
+            "texture_acc",
+            "shape_only_acc",
+            "texture_only_acc",
+            "regression",
+        ):
+            assert [s for s, _ in ev["scalars"][f"{prefix}/{name}"]] == steps, (prefix, name)
+            assert f"{prefix}/{name}" in trainer.callback_metrics
+        for name in ("per_class", "cue_conflict"):
+            assert [e[0] for e in ev["images"][f"{prefix}/{name}"]] == steps
+    assert len(ev["scalars"]["viz/TextureShapeBias/seconds"]) == 2
+    assert len(ev["scalars"]["viz/TextureShapeBias/bias_drawn/seconds"]) == 2
+
+
+def test_logged_values_equal_the_functional_method_on_the_cached_images(experiment):
+    trainer, model, callbacks, ev, tmp = experiment[1.0]
+    cb = callbacks[0]
+    files = glob.glob(os.path.join(str(tmp), "**", "cue_conflict_*.pt"), recursive=True)
+    assert files == [cb.cache_path]  # written once, in the log dir
+    data = torch.load(cb.cache_path, weights_only=True)
+    images, s, t = data["images"], data["shape_labels"], data["texture_labels"]
+    assert images.shape == (80, 3, 32, 32) and bool((s != t).all())
+    # class pairs balanced: 80 images over the 20 ordered pairs, 4 each
+    pairs = torch.bincount(s * K + t, minlength=K * K)
+    assert sorted(set(pairs.tolist())) == [0, 4]
+    model.eval()
+    with torch.no_grad():
+        pred = model(images).argmax(1)
+    expected = LF.shape_bias(pred, s, t)
+    for name in ("shape_bias", "shape_acc", "texture_acc"):
+        assert _last(ev, f"bias/{name}") == pytest.approx(expected[name], abs=1e-6)
+    # drawn stimuli, by hand: counts of shape / texture decisions
+    ds = drawn_cue_conflict()
+    with torch.no_grad():
+        pred = model(ds.tensors[0]).argmax(1)
+    shape_dec = int((pred == ds.tensors[1]).sum())
+    tex_dec = int((pred == ds.tensors[2]).sum())
+    assert _last(ev, "bias_drawn/shape_bias") == pytest.approx(
+        shape_dec / (shape_dec + tex_dec), abs=1e-6
+    )
+    # the control accuracies: silhouettes and shuffled tiles of the probe images
+    shape_img, tex_img, y = cb._controls
+    assert bool((shape_img[:, 0] == 1 - cb._probe.masks[:, 0].float()).all())
+    with torch.no_grad():
+        acc_s = (model(shape_img).argmax(1) == y).float().mean().item()
+        acc_t = (model(tex_img).argmax(1) == y).float().mean().item()
+    assert _last(ev, "bias/shape_only_acc") == pytest.approx(acc_s, abs=1e-6)
+    assert _last(ev, "bias/texture_only_acc") == pytest.approx(acc_t, abs=1e-6)
+    assert set(cb.best) == {"shape_bias", "shape_acc"}
+    assert cb.state_dict()["best"] == cb.best
+
+
+def test_cache_is_reused_on_resume(tmp_path, monkeypatch):
+    def make():
+        return lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=2, on_error="raise")
+
+    fit(tmp_path, [make()], epochs=1)
+    files = glob.glob(os.path.join(str(tmp_path), "**", "cue_conflict_*.pt"), recursive=True)
+    assert len(files) == 1
+    mtime = os.path.getmtime(files[0])
+    first = read_events(str(tmp_path))["scalars"]["bias/shape_bias"]
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("cue-conflict images generated again")
+
+    monkeypatch.setattr(LF, "cue_conflict", no_generation)
+    cb = make()
+    fit(tmp_path, [cb], epochs=1)  # same log dir: the cache is loaded
+    assert cb.cache_path == files[0] and os.path.getmtime(files[0]) == mtime
+    again = read_events(str(tmp_path))["scalars"]["bias/shape_bias"]
+    assert len(again) == 2 and again[1][1] == pytest.approx(first[0][1])
+    # other settings -> another cache key -> generation is needed (and fails here)
+    with pytest.raises(AssertionError, match="generated again"):
+        fit(
+            tmp_path,
+            [lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, on_error="raise")],
+            epochs=1,
+        )
+
+
+def test_observing_does_not_change_the_experiment(tmp_path):
+    def run(callbacks, sub):
+        torch.manual_seed(123)
+        trainer, model = fit(tmp_path / sub, callbacks, epochs=2)
+        return model, torch.get_rng_state(), trainer
+
+    plain, rng_a, _ = run([], "plain")
+    cbs = [
+        lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, on_error="raise"),
+        lv.TextureShapeBias(
+            cue_conflict=drawn_cue_conflict(10), num_samples=10, tag_prefix="d", on_error="raise"
+        ),
+    ]
+    observed, rng_b, trainer = run(cbs, "observed")
+    assert "bias/shape_bias" in trainer.callback_metrics and "d/shape_bias" in (
+        trainer.callback_metrics
+    )
+    for (k, a), b in zip(plain.state_dict().items(), observed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert torch.equal(rng_a, rng_b)
+    assert not has_hooks(observed)
+    assert all(m.training for m in observed.modules())
+    assert all(p.requires_grad for p in observed.parameters())
+
+
+def test_failure_inside_a_run_warns_and_leaves_the_model_clean(tmp_path, monkeypatch):
+    original = ModelView.forward
+
+    def broken(self, x):
+        original(self, x)
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(ModelView, "forward", broken)
+    cb = lv.TextureShapeBias(cue_conflict=drawn_cue_conflict(10), num_samples=10, on_error="warn")
+    with pytest.warns(UserWarning, match="TextureShapeBias failed at epoch 0.*injected failure"):
+        _, model = fit(tmp_path, [cb], epochs=2)
+    assert cb._enabled is False
+    assert not has_hooks(model)
+    assert all(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+# ------------------------------------------------------------------ pure logic
+def test_regression_warns_with_metric_epoch_and_drop():
+    cb = lv.TextureShapeBias(tolerance=0.05)
+    assert cb._regression({"shape_bias": 0.8, "shape_acc": 0.5}, 0) == 0.0
+    assert cb._regression({"shape_bias": 0.77, "shape_acc": 0.6}, 1) == pytest.approx(0.03)
+    with pytest.warns(
+        UserWarning,
+        match=r"epoch 2:\n  bias/shape_bias = 0.6000, best so far "
+        r"0.8000, drop 0.2000",
+    ):
+        drop = cb._regression({"shape_bias": 0.6, "shape_acc": 0.6}, 2)
+    assert drop == pytest.approx(0.2)
+    assert cb.best == {"shape_bias": 0.8, "shape_acc": 0.6}
+    restored = lv.TextureShapeBias()
+    restored.load_state_dict(cb.state_dict())
+    assert restored.best == cb.best
+    # NaN (no decisions) neither updates the best value nor warns
+    assert cb._regression({"shape_bias": math.nan, "shape_acc": 0.6}, 3) == 0.0
+
+
+def test_output_mapping_takes_the_max_logit_per_dataset_class():
+    cb = lv.TextureShapeBias(output_mapping=[1, 0, 1, -1])
+    logits = torch.tensor([[1.0, 5.0, 2.0, 9.0], [3.0, -1.0, 0.5, 0.0]])
+    assert torch.equal(cb._map_logits(logits), torch.tensor([[5.0, 2.0], [-1.0, 3.0]]))
+    assert cb._map_labels(torch.tensor([0, 1, 2, 3])).tolist() == [1, 0, 1, -1]
+
+
+# ------------------------------------------------------------------ validation
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_images": 0}, ValueError, "num_images.*got 0"),
+        ({"num_images": 2.5}, TypeError, "num_images.*2.5"),
+        ({"tolerance": -1}, ValueError, "tolerance.*-1"),
+        ({"tolerance": "x"}, TypeError, "tolerance.*'x'"),
+        ({"style_steps": -1}, ValueError, "style_steps.*-1"),
+        ({"style_steps": 1.0}, TypeError, "style_steps.*1.0"),
+        ({"content_weight": -0.5}, ValueError, "content_weight.*-0.5"),
+        ({"cue_conflict": [1, 2]}, TypeError, "cue_conflict.*list"),
+        ({"output_mapping": "abc"}, TypeError, "output_mapping.*'abc'"),
+        ({"output_mapping": [0, 1.5]}, TypeError, "output_mapping.*1.5"),
+        ({"output_mapping": [-1, -1]}, ValueError, "at least one"),
+        ({"output_mapping": [0, -2]}, ValueError, "-1 \\(unused\\)"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lv.TextureShapeBias(**kwargs)
+
+
+class _Pairs(Dataset):
+    def __getitem__(self, i):
+        return torch.rand(3, 32, 32), 0
+
+    def __len__(self):
+        return 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_images": 500, "num_samples": 10}, "num_images`=500 exceeds the 80 distinct"),
+        (
+            {
+                "cue_conflict": TensorDataset(
+                    torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 9]), torch.tensor([1, 0, 0, 0])
+                )
+            },
+            r"shape labels must lie in \[0, 5\).*\[0, 9\]",
+        ),
+        (
+            {
+                "cue_conflict": TensorDataset(
+                    torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), torch.tensor([1, 5])
+                )
+            },
+            r"texture labels must lie in \[0, 5\)",
+        ),
+        (
+            {
+                "cue_conflict": TensorDataset(
+                    torch.rand(2, 3, 16, 16), torch.tensor([0, 1]), torch.tensor([1, 0])
+                )
+            },
+            r"have shape \(3, 16, 16\) but the validation images \(3, 32, 32\)",
+        ),
+        (
+            {
+                "cue_conflict": TensorDataset(
+                    torch.rand(2, 3, 32, 32), torch.tensor([1, 1]), torch.tensor([1, 1])
+                )
+            },
+            "no image whose shape and texture labels differ",
+        ),
+        ({"cue_conflict": _Pairs()}, r"items must be \(image, shape_label, texture_label\)"),
+        ({"output_mapping": [0, 1, 2]}, "has 3 entries but the model has 5 output classes"),
+        (
+            {
+                "cue_conflict": TensorDataset(
+                    torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), torch.tensor([1, 2])
+                ),
+                "output_mapping": [0, 1, 1, 0, 0],
+            },
+            r"texture labels must lie in \[0, 2\).*after output_mapping",
+        ),
+        ({"probe": torch.rand(4, 3, 32, 32)}, "needs class labels"),
+    ],
+)
+def test_configuration_errors_raise_at_setup_before_training(tmp_path, kwargs, match):
+    model = LitClassifier(num_classes=K)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [lv.TextureShapeBias(**kwargs)], model=model, epochs=1)
+    for k, v in model.state_dict().items():  # no training step happened
+        assert torch.equal(v, before[k]), k
