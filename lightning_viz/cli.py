@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightning-viz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a small CNN on the built-in data with every callback")
-    demo.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    demo.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
     demo.add_argument(
         "--output-dir", default="lightning_logs", help="log dir (default ./lightning_logs)"
     )

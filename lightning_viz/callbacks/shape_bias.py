@@ -23,7 +23,7 @@ from lightning_viz.callbacks._probe import Probe
 
 __all__ = ["TextureShapeBias"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _CHUNK = 256  # images per forward pass
 _GRID_IMAGES = 16
 _WATCHED = ("shape_bias", "shape_acc")  # metrics whose regression warns
@@ -119,6 +119,10 @@ class TextureShapeBias(VizCallback):
         style_steps: Style-transfer steps per generated image. Default: ``50``.
         content_weight: Content weight of the style transfer: lower values transfer
             more texture and keep less shape detail. Default: ``0.5``.
+        use_masks: When the validation data carries object masks, paste each
+            stylized object onto its content image's own background, so the
+            silhouette survives at small image sizes (see ``LF.cue_conflict``).
+            Default: ``True``.
         num_samples: Probe (source) images, a class-balanced pick of the validation
             data. Default: ``num_images``.
         **kwargs: The options every callback shares (see ``VizCallback``).
@@ -149,6 +153,7 @@ class TextureShapeBias(VizCallback):
         output_mapping: Sequence[int] | None = None,
         style_steps: int = 50,
         content_weight: float = 0.5,
+        use_masks: bool = True,
         num_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -172,6 +177,9 @@ class TextureShapeBias(VizCallback):
         self.output_mapping = _check_mapping(output_mapping)
         self.style_steps = style_steps
         self.content_weight = _check_number(content_weight, "content_weight")
+        if not isinstance(use_masks, bool):
+            raise TypeError(f"`use_masks` must be a bool, got {use_masks!r}")
+        self.use_masks = use_masks
         self.best: dict[str, float] = {}  # metric -> best value so far
         self._warned: dict[str, float] = {}  # metric -> value it was last reported at
         self._user_set: tuple[Tensor, Tensor, Tensor] | None = None  # model-space images
@@ -316,9 +324,10 @@ class TextureShapeBias(VizCallback):
         return x, s, t
 
     # ------------------------------------------------------------- the images
-    def _cache_key(self, pixels: Tensor, labels: Tensor) -> str:
+    def _cache_key(self, pixels: Tensor, labels: Tensor, masks: Tensor | None) -> str:
         h = hashlib.sha256()
         settings = {
+            "masks": masks is not None,
             "version": _CACHE_VERSION,
             "num_images": self.num_images,
             "style_steps": self.style_steps,
@@ -330,6 +339,8 @@ class TextureShapeBias(VizCallback):
         h.update(json.dumps(settings, sort_keys=True).encode())
         h.update(pixels.detach().float().cpu().contiguous().numpy().tobytes())
         h.update(labels.detach().long().cpu().contiguous().numpy().tobytes())
+        if masks is not None:
+            h.update(masks.detach().bool().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def _cache_file(self, key: str) -> str | None:
@@ -364,8 +375,11 @@ class TextureShapeBias(VizCallback):
         torch.save(data, tmp)
         os.replace(tmp, path)
 
-    def _generate(self, ctx: RunContext, pixels: Tensor, labels: Tensor) -> tuple[Tensor, ...]:
-        key = self._cache_key(pixels, labels)
+    def _generate(
+        self, ctx: RunContext, pixels: Tensor, labels: Tensor, masks: Tensor | None
+    ) -> tuple[Tensor, ...]:
+        masks = masks if self.use_masks else None
+        key = self._cache_key(pixels, labels, masks)
         path = self._cache_file(key)
         self.cache_path = path
         if path is not None and os.path.exists(path):
@@ -392,6 +406,7 @@ class TextureShapeBias(VizCallback):
                 content_weight=self.content_weight,
                 generator=make_generator(self.seed, "cpu"),
                 progress=progress,
+                masks=masks,
             )
         if path is not None and ctx.trainer.is_global_zero:
             self._write_cache(path, images, s, t)
@@ -413,7 +428,7 @@ class TextureShapeBias(VizCallback):
                     x = ctx.view.to_pixels(x.to(ctx.device)).clamp(0, 1)
                     self._cc = (x, s.to(ctx.device), t.to(ctx.device))
                 else:
-                    self._cc = self._generate(ctx, pixels, labels)  # type: ignore[assignment]
+                    self._cc = self._generate(ctx, pixels, labels, masks)  # type: ignore[assignment]
             if self._controls is None:
                 patch = max(1, min(pixels.shape[-2:]) // 4)
                 self._controls = (

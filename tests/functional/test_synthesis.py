@@ -322,6 +322,24 @@ def test_cue_conflict_deterministic_from_generator():
     assert any(not torch.equal(x, y) for x, y in zip(pa, pc, strict=True))
 
 
+def test_cue_conflict_masks_keep_the_content_background():
+    images, labels = _labelled(3, 3)
+    masks = torch.zeros(images.shape[0], 1, 8, 8, dtype=torch.bool)
+    masks[:, :, 2:6, 2:6] = True  # the "object" of every image
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    plain, s1, t1 = cue_conflict(images, labels, 6, steps=3, generator=gen())
+    pasted, s2, t2 = cue_conflict(images, labels, 6, steps=3, generator=gen(), masks=masks)
+    content, _, _ = cue_conflict(images, labels, 6, steps=0, generator=gen())
+    assert torch.equal(s1, s2) and torch.equal(t1, t2)
+    inside = masks[0].expand_as(plain[0])
+    for p, q, c in zip(plain, pasted, content, strict=True):
+        assert torch.equal(q[inside], p[inside])  # the stylized object
+        assert torch.equal(q[~inside], c[~inside])  # on its own background
+        assert not torch.equal(p[~inside], c[~inside])  # which style transfer had changed
+    with pytest.raises(ValueError, match=r"`masks` must have shape \(9, 1, 8, 8\)"):
+        cue_conflict(images, labels, 6, steps=0, masks=masks[:3])
+
+
 def test_cue_conflict_progress_batches_and_global_rng():
     images, labels = _labelled(2, 3)
     calls = []
