@@ -50,8 +50,12 @@ def _bench(ours: Callable[[], object], ref: Callable[[], object], repeats: int):
         t_ours.append(_once(ours))
         t_ref.append(_once(ref))
     med = statistics.median
-    return (med(t[0] for t in t_ours), med(t[0] for t in t_ref),
-            med(t[1] for t in t_ours), med(t[1] for t in t_ref))
+    return (
+        med(t[0] for t in t_ours),
+        med(t[0] for t in t_ref),
+        med(t[1] for t in t_ours),
+        med(t[1] for t in t_ref),
+    )
 
 
 def main() -> None:
@@ -87,33 +91,61 @@ def main() -> None:
         return LayerAttribution.interpolate(low, (args.size, args.size), "bilinear")
 
     rows = [
-        ("saliency", lambda: S.saliency(model, x, y),
-         lambda: saliency_ref.attribute(x, target=y, abs=True), "captum Saliency"),
-        (f"smoothgrad ({args.samples} samples)",
-         lambda: S.smoothgrad(model, x, y, samples=args.samples, noise=0.15),
-         lambda: nt_ref.attribute(x, nt_type="smoothgrad", nt_samples=args.samples,
-                                  stdevs=0.15, target=y),
-         "captum NoiseTunnel(Saliency)"),
-        ("guided_backprop", lambda: S.guided_backprop(model, x, y),
-         lambda: gbp_ref.attribute(x, target=y), "captum GuidedBackprop"),
-        ("grad_cam", lambda: C.grad_cam(model, x, y, layer="layer4.1.conv2"),
-         captum_gradcam, "captum LayerGradCam + interpolate"),
-        ("grad_cam", lambda: C.grad_cam(model, x, y, layer="layer4.1.conv2"),
-         lambda: pgc(x, targets), "pytorch-grad-cam GradCAM"),
+        (
+            "saliency",
+            lambda: S.saliency(model, x, y),
+            lambda: saliency_ref.attribute(x, target=y, abs=True),
+            "captum Saliency",
+        ),
+        (
+            f"smoothgrad ({args.samples} samples)",
+            lambda: S.smoothgrad(model, x, y, samples=args.samples, noise=0.15),
+            lambda: nt_ref.attribute(
+                x, nt_type="smoothgrad", nt_samples=args.samples, stdevs=0.15, target=y
+            ),
+            "captum NoiseTunnel(Saliency)",
+        ),
+        (
+            "guided_backprop",
+            lambda: S.guided_backprop(model, x, y),
+            lambda: gbp_ref.attribute(x, target=y),
+            "captum GuidedBackprop",
+        ),
+        (
+            "grad_cam",
+            lambda: C.grad_cam(model, x, y, layer="layer4.1.conv2"),
+            captum_gradcam,
+            "captum LayerGradCam + interpolate",
+        ),
+        (
+            "grad_cam",
+            lambda: C.grad_cam(model, x, y, layer="layer4.1.conv2"),
+            lambda: pgc(x, targets),
+            "pytorch-grad-cam GradCAM",
+        ),
     ]
-    print(f"resnet18 (10 classes), batch {args.batch}, {args.size} px, CPU, "
-          f"median of {args.repeats} after a warm-up\n")
-    print("| method | reference | ours (ms) | reference (ms) | ratio | "
-          "ours CPU (ms) | reference CPU (ms) | CPU ratio |")
+    print(
+        f"resnet18 (10 classes), batch {args.batch}, {args.size} px, CPU, "
+        f"median of {args.repeats} after a warm-up\n"
+    )
+    print(
+        "| method | reference | ours (ms) | reference (ms) | ratio | "
+        "ours CPU (ms) | reference CPU (ms) | CPU ratio |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, ours, ref, ref_name in rows:
         w_ours, w_ref, c_ours, c_ref = _bench(ours, ref, args.repeats)
-        print(f"| {name} | {ref_name} | {w_ours:.1f} | {w_ref:.1f} | {w_ours / w_ref:.2f} | "
-              f"{c_ours:.1f} | {c_ref:.1f} | {c_ours / c_ref:.2f} |", flush=True)
+        print(
+            f"| {name} | {ref_name} | {w_ours:.1f} | {w_ref:.1f} | {w_ours / w_ref:.2f} | "
+            f"{c_ours:.1f} | {c_ref:.1f} | {c_ours / c_ref:.2f} |",
+            flush=True,
+        )
     pgc.activations_and_grads.release()
-    print(f"\nmachine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+    print(
+        f"\nmachine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), python {platform.python_version()}"
+    )
 
 
 if __name__ == "__main__":

@@ -622,4 +622,3 @@ def saliency_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
     total = m.flatten(1).sum(dim=1)
     inside = (m * masks.to(device=m.device, dtype=m.dtype)).flatten(1).sum(dim=1)
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(m.dtype).tiny), 0.0)
-

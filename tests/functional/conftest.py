@@ -60,8 +60,9 @@ class FullResCNN(nn.Module):
         self.conv1 = nn.Conv2d(3, 5, 3, padding=1)
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(5, 6, 3, padding=1)
-        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(6, classes))
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.conv2(self.relu(self.conv1(x))))

@@ -105,8 +105,12 @@ def test_guided_grad_cam_matches_captum(small_cnn, images, reduce):
         images.clone(), target=TARGET, interpolate_mode="bilinear"
     )
     got = C.guided_grad_cam(small_cnn, images, TARGET, layer="conv3", reduce=reduce)
-    want = expected if reduce is None else (
-        expected.abs().amax(1, keepdim=True) if reduce == "max" else expected.abs().sum(1, True)
+    want = (
+        expected
+        if reduce is None
+        else (
+            expected.abs().amax(1, keepdim=True) if reduce == "max" else expected.abs().sum(1, True)
+        )
     )
     assert want.abs().sum() > 0
     _close(got, want)
@@ -217,16 +221,19 @@ def test_no_hook_leak_when_forward_raises(fx, images, name):
 
 # ----------------------------------------------------------------------------- validation
 def test_model_without_conv(fx, images):
-    with pytest.raises(ValueError, match="GradCAM needs a convolutional layer; the model has "
-                                         "none. Layers: fc1, fc2"):
+    with pytest.raises(
+        ValueError,
+        match="GradCAM needs a convolutional layer; the model has none. Layers: fc1, fc2",
+    ):
         C.grad_cam(fx.make(fx.MLP), images)
     with pytest.raises(ValueError, match="GradCAM needs a convolutional layer; the model has none"):
         C.default_cam_layer(fx.make(fx.MLP), images)
 
 
 def test_only_1x1_conv_outputs(images):
-    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(3, 4, 1), nn.Flatten(),
-                          nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1), nn.Conv2d(3, 4, 1), nn.Flatten(), nn.Linear(4, 2)
+    )
     with pytest.raises(ValueError, match="spatial output larger than 1x1"):
         C.grad_cam_pp(model, images)
 

@@ -194,8 +194,14 @@ def test_integrated_gradients_matches_captum(fx, images, method):
         images.clone(), base, target=torch.tensor([0, 1, 2, 0]), n_steps=20, method=method
     )
     got = S.integrated_gradients(
-        model, images, torch.tensor([0, 1, 2, 0]), baseline=base, steps=20, method=method,
-        reduce=None, chunk_size=13,
+        model,
+        images,
+        torch.tensor([0, 1, 2, 0]),
+        baseline=base,
+        steps=20,
+        method=method,
+        reduce=None,
+        chunk_size=13,
     )
     if method == "riemann_trapezoid":
         # captum's trapezoid uses step 1/n instead of 1/(n-1): its weights sum to (n-1)/n,
@@ -223,8 +229,10 @@ def test_smoothgrad_matches_captum_noise_tunnel_without_noise(small_cnn, images)
     expected = ref.attribute(
         images.clone(), nt_type="smoothgrad", nt_samples=3, stdevs=0.0, target=TARGET
     )
-    _close(S.smoothgrad(small_cnn, images, TARGET, samples=3, noise=0.0),
-           expected.amax(1, keepdim=True))
+    _close(
+        S.smoothgrad(small_cnn, images, TARGET, samples=3, noise=0.0),
+        expected.amax(1, keepdim=True),
+    )
 
 
 def test_smoothgrad_noise_zero_equals_saliency(small_cnn, images):
@@ -287,8 +295,11 @@ def test_model_left_unchanged(fx, images, name, context):
     model = fx.messy_state(fx.make(lambda: fx.SmallCNN(relu="inplace")))
     before = fx.snapshot(model)
     x = images.clone()
-    ctx = {"plain": torch.enable_grad, "no_grad": torch.no_grad,
-           "inference_mode": torch.inference_mode}[context]
+    ctx = {
+        "plain": torch.enable_grad,
+        "no_grad": torch.no_grad,
+        "inference_mode": torch.inference_mode,
+    }[context]
     with ctx():
         x_in = x.clone()  # an inference tensor under inference_mode
         out = _calls(fx)[name](model, x_in)
