@@ -62,7 +62,7 @@ def render(logdir: str, out: str) -> None:
     curves = [t for t in SCALAR_TAGS if t in scalars]
     rows = len(shown) + 1
     fig = Figure(figsize=(12, 2.3 * rows + 0.5), dpi=100)
-    fig.suptitle(f"lightning-viz demo in TensorBoard ({os.path.basename(logdir.rstrip('/'))})")
+    fig.suptitle("lightning-viz demo: what TensorBoard shows (latest images, scalar curves)")
     for i, tag in enumerate(shown):
         ax = fig.add_subplot(rows, 1, i + 1)
         step, png = images[tag]

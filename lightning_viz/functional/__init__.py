@@ -10,6 +10,7 @@ they found it (see :func:`lightning_viz._guard.preserve_state`)::
     adv = LF.pgd(model, images, labels, eps=8 / 255)            # (N, C, H, W)
 """
 
+from lightning_viz._guard import ModelView
 from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy
 from lightning_viz.functional.bias import (
     per_class_shape_bias,
@@ -39,6 +40,7 @@ from lightning_viz.functional.synthesis import (
 )
 
 __all__ = [
+    "ModelView",
     "RandomFeatureExtractor",
     "class_model",
     "cue_conflict",

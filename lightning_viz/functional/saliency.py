@@ -100,7 +100,7 @@ def _logits(net: nn.Module, x: Tensor) -> Tensor:
     if not isinstance(out, Tensor):
         raise TypeError(
             f"the model must return a tensor of logits (N, K), got {type(out).__name__}; "
-            "wrap it in lightning_viz.ModelView(model, output_to_logits=...)"
+            "wrap it in lightning_viz.functional.ModelView(model, output_to_logits=...)"
         )
     if out.dim() != 2 or out.shape[0] != x.shape[0]:
         raise ValueError(
