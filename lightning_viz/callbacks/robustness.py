@@ -15,6 +15,7 @@ from lightning_viz._guard import preserve_state
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.callbacks._probe import Probe
+from lightning_viz.callbacks._regression import RegressionWatch
 from lightning_viz.functional import attacks as A
 
 __all__ = ["AdversarialProbe", "eps_label"]
@@ -174,8 +175,7 @@ class AdversarialProbe(VizCallback):
         self.steps = steps
         self.tolerance = float(tolerance)
         self.step_size = step_size
-        self.best: dict[str, float] = {}  # metric name -> best value so far
-        self._warned: dict[str, float] = {}  # metric -> value it was last reported at
+        self._watch = RegressionWatch(self.tolerance)  # best values, reported drops
         self._masking_warned: set[str] = set()
 
     # ----------------------------------------------------------------- metadata
@@ -205,11 +205,27 @@ class AdversarialProbe(VizCallback):
         super().setup(trainer, pl_module, stage)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"best": dict(self.best), "warned": dict(self._warned)}
+        return self._watch.state_dict()
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.best = {str(k): float(v) for k, v in (state.get("best") or {}).items()}
-        self._warned = {str(k): float(v) for k, v in (state.get("warned") or {}).items()}
+        self._watch.load_state_dict(state)
+
+    @property
+    def best(self) -> dict[str, float]:
+        """Best value so far of each watched metric (saved in ``state_dict``)."""
+        return self._watch.best
+
+    @best.setter
+    def best(self, value: dict[str, float]) -> None:
+        self._watch.best = dict(value)
+
+    @property
+    def _warned(self) -> dict[str, float]:
+        return self._watch.warned
+
+    @_warned.setter
+    def _warned(self, value: dict[str, float]) -> None:
+        self._watch.warned = dict(value)
 
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
@@ -254,29 +270,12 @@ class AdversarialProbe(VizCallback):
     # -------------------------------------------------------------- regression
     def _regression(self, results: dict[str, dict[float, float]], epoch: int) -> float:
         """Updates the best values; warns about new drops; returns the largest drop."""
-        largest = 0.0
-        lines = []
-        for attack in self.attacks:
-            for eps, value in results[attack].items():
-                name = self.metric(attack, eps)
-                best = self.best.get(name)
-                if best is None or value >= best:
-                    self.best[name] = value
-                    self._warned.pop(name, None)
-                    continue
-                drop = best - value
-                largest = max(largest, drop)
-                if drop <= self.tolerance + 1e-12:
-                    self._warned.pop(name, None)  # recovered: a later drop warns again
-                    continue
-                last = self._warned.get(name)
-                # one warning per drop: again only when it falls a further `tolerance`
-                if last is None or value < last - self.tolerance - 1e-12:
-                    self._warned[name] = value
-                    lines.append(
-                        f"  {self.tag(name)} = {value:.4f}, best so far {best:.4f}, "
-                        f"drop {drop:.4f} (tolerance {self.tolerance:g})"
-                    )
+        values = {
+            self.metric(attack, eps): value
+            for attack in self.attacks
+            for eps, value in results[attack].items()
+        }
+        largest, lines = self._watch.update(values, self.tag)
         if lines:
             rank_zero_warn(
                 f"AdversarialProbe: robust accuracy regressed at epoch {epoch}:\n"

@@ -20,6 +20,7 @@ from lightning_viz._guard import make_generator, preserve_state
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.callbacks._probe import Probe
+from lightning_viz.callbacks._regression import RegressionWatch
 
 __all__ = ["TextureShapeBias"]
 
@@ -180,8 +181,7 @@ class TextureShapeBias(VizCallback):
         if not isinstance(use_masks, bool):
             raise TypeError(f"`use_masks` must be a bool, got {use_masks!r}")
         self.use_masks = use_masks
-        self.best: dict[str, float] = {}  # metric -> best value so far
-        self._warned: dict[str, float] = {}  # metric -> value it was last reported at
+        self._watch = RegressionWatch(self.tolerance)  # best values, reported drops
         self._user_set: tuple[Tensor, Tensor, Tensor] | None = None  # model-space images
         self._cc: tuple[Tensor, Tensor, Tensor] | None = None  # pixel images, shape, texture
         self._controls: tuple[Tensor, Tensor, Tensor] | None = None  # shape/texture-only, y
@@ -194,11 +194,27 @@ class TextureShapeBias(VizCallback):
         return {"cue_conflict": source, "num_images": self.num_images}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"best": dict(self.best), "warned": dict(self._warned)}
+        return self._watch.state_dict()
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.best = {str(k): float(v) for k, v in (state.get("best") or {}).items()}
-        self._warned = {str(k): float(v) for k, v in (state.get("warned") or {}).items()}
+        self._watch.load_state_dict(state)
+
+    @property
+    def best(self) -> dict[str, float]:
+        """Best value so far of each watched metric (saved in ``state_dict``)."""
+        return self._watch.best
+
+    @best.setter
+    def best(self, value: dict[str, float]) -> None:
+        self._watch.best = dict(value)
+
+    @property
+    def _warned(self) -> dict[str, float]:
+        return self._watch.warned
+
+    @_warned.setter
+    def _warned(self, value: dict[str, float]) -> None:
+        self._watch.warned = dict(value)
 
     # -------------------------------------------------------------------- setup
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -467,30 +483,7 @@ class TextureShapeBias(VizCallback):
     # -------------------------------------------------------------- regression
     def _regression(self, result: dict[str, float], epoch: int) -> float:
         """Updates the best values; warns about new drops; returns the largest drop."""
-        largest = 0.0
-        lines = []
-        for name in _WATCHED:
-            value = result[name]
-            if math.isnan(value):
-                continue
-            best = self.best.get(name)
-            if best is None or value >= best:
-                self.best[name] = value
-                self._warned.pop(name, None)
-                continue
-            drop = best - value
-            largest = max(largest, drop)
-            if drop <= self.tolerance + 1e-12:
-                self._warned.pop(name, None)  # recovered: a later drop warns again
-                continue
-            last = self._warned.get(name)
-            # one warning per drop: again only when it falls a further `tolerance`
-            if last is None or value < last - self.tolerance - 1e-12:
-                self._warned[name] = value
-                lines.append(
-                    f"  {self.tag(name)} = {value:.4f}, best so far {best:.4f}, "
-                    f"drop {drop:.4f} (tolerance {self.tolerance:g})"
-                )
+        largest, lines = self._watch.update({name: result[name] for name in _WATCHED}, self.tag)
         if lines:
             rank_zero_warn(
                 f"TextureShapeBias: shape bias regressed at epoch {epoch}:\n" + "\n".join(lines)
