@@ -9,9 +9,42 @@ from torch import Tensor
 
 from lightning_viz.callbacks._probe import Probe
 
-__all__ = ["CAPTION_LABEL", "captions", "check_target", "require_labels", "resolve_target"]
+__all__ = [
+    "CAPTION_LABEL",
+    "captions",
+    "check_methods",
+    "check_neuron",
+    "check_target",
+    "require_labels",
+    "resolve_target",
+]
 
 _TARGETS = ("predicted", "true")
+
+
+def check_methods(methods: Any, valid: Any, what: str) -> list[str]:
+    """A non-empty list of known method names (a single name is accepted)."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    bad = [m for m in methods if m not in valid]
+    if bad or not methods:
+        raise ValueError(f"unknown {what} methods {bad or methods!r}; valid: {list(valid)}")
+    return methods
+
+
+def check_neuron(neuron: Any) -> tuple[str, int] | None:
+    """``None`` or a ``(layer_name, channel >= 0)`` pair (a 2-list from YAML too)."""
+    if neuron is None:
+        return None
+    if (
+        not isinstance(neuron, tuple | list)
+        or len(neuron) != 2
+        or not isinstance(neuron[0], str)
+        or isinstance(neuron[1], bool)
+        or not isinstance(neuron[1], int)
+        or neuron[1] < 0
+    ):
+        raise ValueError(f"`neuron` must be (layer_name, channel >= 0), got {neuron!r}")
+    return (neuron[0], int(neuron[1]))
 
 
 def check_target(target: Any) -> str | int:

@@ -14,6 +14,7 @@ from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._probe import Probe
+from lightning_viz.callbacks._targets import check_neuron
 from lightning_viz.functional._utils import resolve_layer
 
 __all__ = ["ClassModelLogger"]
@@ -93,17 +94,8 @@ class ClassModelLogger(VizCallback):
             raise TypeError(f"`steps` must be an int, got {steps!r}")
         if steps < 1:
             raise ValueError(f"`steps` must be >= 1, got {steps!r}")
+        neuron = check_neuron(neuron)
         if neuron is not None:
-            if (
-                not isinstance(neuron, tuple | list)
-                or len(neuron) != 2
-                or not isinstance(neuron[0], str)
-                or isinstance(neuron[1], bool)
-                or not isinstance(neuron[1], int)
-                or neuron[1] < 0
-            ):
-                raise ValueError(f"`neuron` must be (layer_name, channel >= 0), got {neuron!r}")
-            neuron = (neuron[0], int(neuron[1]))
             if classes is not None:
                 raise ValueError(
                     f"`classes` must be None when `neuron` is given, got classes={classes!r}"

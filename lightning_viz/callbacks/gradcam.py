@@ -15,6 +15,7 @@ from lightning_viz.callbacks._probe import Probe
 from lightning_viz.callbacks._targets import (
     CAPTION_LABEL,
     captions,
+    check_methods,
     check_target,
     require_labels,
     resolve_target,
@@ -61,12 +62,7 @@ class GradCAMLogger(VizCallback):
         super().__init__(num_samples=num_samples, **kwargs)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"`layer` must be a layer name (str) or None, got {layer!r}")
-        if isinstance(methods, str):
-            methods = (methods,)
-        methods = list(methods)
-        bad = [m for m in methods if m not in METHODS]
-        if bad or not methods:
-            raise ValueError(f"unknown Grad-CAM methods {bad or methods!r}; valid: {list(METHODS)}")
+        methods = check_methods(methods, METHODS, "Grad-CAM")
         self.layer = layer
         self.methods = methods
         self.target = check_target(target)

@@ -15,6 +15,8 @@ from lightning_viz.callbacks._probe import Probe
 from lightning_viz.callbacks._targets import (
     CAPTION_LABEL,
     captions,
+    check_methods,
+    check_neuron,
     check_target,
     require_labels,
     resolve_target,
@@ -72,25 +74,10 @@ class SaliencyLogger(VizCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
-        if isinstance(methods, str):
-            methods = (methods,)
-        methods = list(methods)
-        bad = [m for m in methods if m not in METHODS]
-        if bad or not methods:
-            raise ValueError(f"unknown saliency methods {bad or methods!r}; valid: {list(METHODS)}")
+        methods = check_methods(methods, METHODS, "saliency")
         if reduce not in ("max", "sum"):
             raise ValueError(f"`reduce` must be 'max' or 'sum', got {reduce!r}")
-        if neuron is not None:
-            if (
-                not isinstance(neuron, tuple | list)
-                or len(neuron) != 2
-                or not isinstance(neuron[0], str)
-                or isinstance(neuron[1], bool)
-                or not isinstance(neuron[1], int)
-                or neuron[1] < 0
-            ):
-                raise ValueError(f"`neuron` must be (layer_name, channel >= 0), got {neuron!r}")
-            neuron = (neuron[0], int(neuron[1]))
+        neuron = check_neuron(neuron)
         for name, value in (("smoothgrad_samples", smoothgrad_samples), ("ig_steps", ig_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}")
