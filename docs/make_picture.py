@@ -23,11 +23,10 @@ IMAGE_TAGS = [
     "saliency/vanilla",
     "gradcam/gradcam",
     "saliency/segmentation",
-    "saliency/guided_backprop",
     "robustness/examples",
     "bias/cue_conflict",
     "class_model/grid",
-    "filters/model.block1.conv",
+    "robustness/curve",
 ]
 SCALAR_TAGS = [
     "val_acc",
@@ -58,7 +57,7 @@ def load(logdir: str) -> tuple[dict, dict]:
 def render(logdir: str, out: str) -> None:
     """Writes the picture to ``out``."""
     images, scalars = load(logdir)
-    shown = [t for t in IMAGE_TAGS if t in images][:6]
+    shown = [t for t in IMAGE_TAGS if t in images]
     curves = [t for t in SCALAR_TAGS if t in scalars]
     rows = len(shown) + 1
     fig = Figure(figsize=(12, 2.3 * rows + 0.5), dpi=100)
@@ -75,7 +74,7 @@ def render(logdir: str, out: str) -> None:
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
         ax.set_title(tag, fontsize=8)
         ax.tick_params(labelsize=6)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(out)
 
 

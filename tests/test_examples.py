@@ -39,3 +39,30 @@ def test_own_module_example_trains_and_logs_in_pixel_space(tmp_path):
     assert "activations/features.6" in ev["images"]
     # masks came through batch_to_xy, so the bias scalar exists
     assert "bias/saliency_in_mask" in ev["scalars"]
+
+
+def test_style_transfer_example_writes_a_png(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    out = tmp_path / "st.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "style_transfer.py"),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--steps",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    image = Image.open(out)
+    assert image.width >= 3 * 32 and image.height >= 32  # content | style | result
