@@ -68,3 +68,31 @@ def test_embedding_projector_gathers_every_rank_once_and_only_rank_zero_writes(t
     ev = read_events(os.path.join(tmp_path, "run"))
     assert [s for s, _ in ev["scalars"]["embedding/knn_acc"]] == [step]
     assert [s for s, *_ in ev["images"]["embedding/model.fc/pca"]] == [step]
+
+
+def test_every_rank_computes_the_probe_and_only_rank_zero_writes(tmp_path):
+    import lightning_viz as lv
+
+    callbacks = [
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise"),
+        lv.GradCAMLogger(num_samples=4, on_error="raise"),
+        lv.AdversarialProbe(eps=(8 / 255,), steps=2, num_samples=8, on_error="raise"),
+    ]
+    fit(
+        tmp_path,
+        callbacks,
+        epochs=1,
+        datamodule=small_datamodule(val_size=32, train_size=64),
+        strategy="ddp_spawn",
+        devices=2,
+        accelerator="cpu",
+        limit_train_batches=1,
+        limit_val_batches=1,
+        deterministic=False,
+    )
+    files = glob.glob(os.path.join(tmp_path, "**", "events.out.tfevents.*"), recursive=True)
+    assert len(files) == 1  # only global rank 0 wrote
+    ev = read_events(str(tmp_path))
+    for tag in ("saliency/vanilla", "gradcam/gradcam", "robustness/examples"):
+        assert len(ev["images"][tag]) == 1, tag  # once, not once per rank
+    assert len(ev["scalars"]["robustness/pgd_acc@8/255"]) == 1
