@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["RegressionWatch"]
+__all__ = ["RegressionWatch", "WatchesRegressions"]
 
 _EPS = 1e-12
 
@@ -69,3 +69,36 @@ class RegressionWatch:
         """Restores :meth:`state_dict` (missing keys mean an empty history)."""
         self.best = {str(k): float(v) for k, v in (state.get("best") or {}).items()}
         self.warned = {str(k): float(v) for k, v in (state.get("warned") or {}).items()}
+
+
+class WatchesRegressions:
+    """Mixin for a callback with a :class:`RegressionWatch` in ``self._watch``.
+
+    Puts the watch's state in the callback's ``state_dict`` and exposes the best
+    values as ``best``.
+    """
+
+    _watch: RegressionWatch
+
+    def extra_state(self) -> dict[str, Any]:
+        return self._watch.state_dict()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._watch.load_state_dict(state)
+
+    @property
+    def best(self) -> dict[str, float]:
+        """Best value so far of each watched metric (saved in ``state_dict``)."""
+        return self._watch.best
+
+    @best.setter
+    def best(self, value: dict[str, float]) -> None:
+        self._watch.best = dict(value)
+
+    @property
+    def _warned(self) -> dict[str, float]:
+        return self._watch.warned
+
+    @_warned.setter
+    def _warned(self, value: dict[str, float]) -> None:
+        self._watch.warned = dict(value)

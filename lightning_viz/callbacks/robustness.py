@@ -15,7 +15,7 @@ from lightning_viz._guard import preserve_state
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.callbacks._probe import Probe
-from lightning_viz.callbacks._regression import RegressionWatch
+from lightning_viz.callbacks._regression import RegressionWatch, WatchesRegressions
 from lightning_viz.functional import attacks as A
 
 __all__ = ["AdversarialProbe", "eps_label"]
@@ -65,7 +65,7 @@ def _check_eps(eps: Any) -> list[float]:
     return values
 
 
-class AdversarialProbe(VizCallback):
+class AdversarialProbe(WatchesRegressions, VizCallback):
     """Measures robust accuracy of the probe under FGSM and PGD, with a noise control.
 
     At every run, in pixel space (``mean``/``std`` applied inside the attacked model):
@@ -203,29 +203,6 @@ class AdversarialProbe(VizCallback):
         if stage == "fit":
             self._masking_warned = set()  # at most once per run and kind
         super().setup(trainer, pl_module, stage)
-
-    def extra_state(self) -> dict[str, Any]:
-        return self._watch.state_dict()
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._watch.load_state_dict(state)
-
-    @property
-    def best(self) -> dict[str, float]:
-        """Best value so far of each watched metric (saved in ``state_dict``)."""
-        return self._watch.best
-
-    @best.setter
-    def best(self, value: dict[str, float]) -> None:
-        self._watch.best = dict(value)
-
-    @property
-    def _warned(self) -> dict[str, float]:
-        return self._watch.warned
-
-    @_warned.setter
-    def _warned(self, value: dict[str, float]) -> None:
-        self._watch.warned = dict(value)
 
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:

@@ -20,7 +20,7 @@ from lightning_viz._guard import make_generator, preserve_state
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.callbacks._probe import Probe
-from lightning_viz.callbacks._regression import RegressionWatch
+from lightning_viz.callbacks._regression import RegressionWatch, WatchesRegressions
 
 __all__ = ["TextureShapeBias"]
 
@@ -61,7 +61,7 @@ def _check_mapping(mapping: Any) -> list[int] | None:
     return [int(v) for v in values]
 
 
-class TextureShapeBias(VizCallback):
+class TextureShapeBias(WatchesRegressions, VizCallback):
     """Measures the texture-vs-shape bias on cue-conflict images every epoch.
 
     A cue-conflict image has the shape (content) of an image of class A and the
@@ -192,29 +192,6 @@ class TextureShapeBias(VizCallback):
     def key_args(self) -> dict[str, Any]:
         source = None if self.cue_conflict is None else type(self.cue_conflict).__name__
         return {"cue_conflict": source, "num_images": self.num_images}
-
-    def extra_state(self) -> dict[str, Any]:
-        return self._watch.state_dict()
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._watch.load_state_dict(state)
-
-    @property
-    def best(self) -> dict[str, float]:
-        """Best value so far of each watched metric (saved in ``state_dict``)."""
-        return self._watch.best
-
-    @best.setter
-    def best(self, value: dict[str, float]) -> None:
-        self._watch.best = dict(value)
-
-    @property
-    def _warned(self) -> dict[str, float]:
-        return self._watch.warned
-
-    @_warned.setter
-    def _warned(self, value: dict[str, float]) -> None:
-        self._watch.warned = dict(value)
 
     # -------------------------------------------------------------------- setup
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:

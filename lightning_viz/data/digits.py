@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from lightning_viz.data._loaders import SeededDataModule
 from lightning_viz.data.shapes import _check_fraction, _check_int
 
 __all__ = ["DigitsDataModule", "DigitsDataset"]
@@ -36,7 +36,7 @@ class DigitsDataset(Dataset):
         return self.images[index], self.labels[index], self.masks[index]
 
 
-class DigitsDataModule(pl.LightningDataModule):
+class DigitsDataModule(SeededDataModule):
     """The 1797 8x8 handwritten digits bundled with scikit-learn, upsampled.
 
     Data: ``sklearn.datasets.load_digits`` (UCI optical digits, shipped inside
@@ -133,26 +133,3 @@ class DigitsDataModule(pl.LightningDataModule):
         train = torch.from_numpy(np.nonzero(~is_val)[0])
         self.train_dataset = DigitsDataset(images[train], labels[train], masks[train])
         self.val_dataset = DigitsDataset(images[val], labels[val], masks[val])
-
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            self.setup()
-            return self._loader(self.train_dataset if shuffle else self.val_dataset, shuffle)
-        # A private generator: iterating the loaders never draws from the global RNG.
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            generator=generator,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training loader (seeded private generator)."""
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation loader, fixed order."""
-        return self._loader(self.val_dataset, shuffle=False)

@@ -14,10 +14,11 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from lightning_viz.data._loaders import SeededDataModule
 
 __all__ = [
     "BACKGROUND_NAMES",
@@ -381,7 +382,7 @@ def _make_dataset(
     )
 
 
-class ShapesTexturesDataModule(pl.LightningDataModule):
+class ShapesTexturesDataModule(SeededDataModule):
     """Shapes with textures and backgrounds, drawn procedurally; class = shape.
 
     Generative process, per image (train and validation sets use independent
@@ -503,27 +504,3 @@ class ShapesTexturesDataModule(pl.LightningDataModule):
             self.train_size, *args, np.random.default_rng(train_stream)
         )
         self.val_dataset = _make_dataset(self.val_size, *args, np.random.default_rng(val_stream))
-
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            self.setup()
-            return self._loader(self.train_dataset if shuffle else self.val_dataset, shuffle)
-        # A private generator for the shuffle and the workers' base seed: iterating the
-        # loaders never draws from the global RNG.
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            generator=generator,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training loader (seeded private generator)."""
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation loader, fixed order."""
-        return self._loader(self.val_dataset, shuffle=False)
