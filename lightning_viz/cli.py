@@ -47,7 +47,7 @@ def build_callbacks(class_names: list[str], args: argparse.Namespace) -> list[An
         ("TextureShapeBias", {"num_images": 20 if fast else 80, "style_steps": 5 if fast else 50}),
         (
             "ClassModelLogger",
-            {"steps": 10 if fast else 100, "every_n_epochs": max(1, args.epochs // 2)},
+            {"steps": 10 if fast else 200, "every_n_epochs": max(1, args.epochs // 2)},
         ),
     ]
     callbacks = []
