@@ -200,13 +200,12 @@ def load_probe(
     if isinstance(source, tuple | list) and source and isinstance(source[0], Tensor):
         imgs, labs, msks = _split(tuple(source), None)
         imgs = check_probe_images(imgs)
-        sel = (
-            balanced_pick(torch.as_tensor(labs).tolist(), num_samples)
-            if labs is not None
-            else (list(range(min(num_samples, imgs.shape[0]))))
-        )
-        if indices is not None:
+        if indices is not None:  # saved by an earlier run
             sel = list(indices)
+        elif labs is not None:
+            sel = balanced_pick(torch.as_tensor(labs).tolist(), num_samples)
+        else:
+            sel = list(range(min(num_samples, imgs.shape[0])))
         lab_t = torch.as_tensor(labs).long()[sel] if labs is not None else None
         mask_t = msks[sel].bool() if msks is not None else None
         return Probe(imgs[sel].detach().clone(), lab_t, mask_t, sel)

@@ -96,6 +96,13 @@ def _check_generator(generator: object, device: torch.device) -> torch.Generator
     return generator
 
 
+def _step_size(eps: float, steps: int, step_size: object) -> float:
+    """The PGD step: ``step_size`` checked, or ``2.5 * eps / steps`` (Madry et al.)."""
+    if step_size is None:
+        return 2.5 * eps / steps
+    return _check_number(step_size, "step_size", positive=True)
+
+
 def _check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be a bool, got {value!r}")
@@ -364,11 +371,7 @@ def pgd(
     _check_model(model)
     x, y, eps_f = _prepare(x, y, eps, norm)
     steps = _check_int(steps, "steps")
-    alpha = (
-        2.5 * eps_f / steps
-        if step_size is None
-        else _check_number(step_size, "step_size", positive=True)
-    )
+    alpha = _step_size(eps_f, steps, step_size)
     _check_bool(random_start, "random_start")
     bounds = _check_clamp(clamp)
     gen = _check_generator(generator, x.device) if random_start else None
@@ -457,11 +460,7 @@ def robust_accuracy(
     x, y, eps_f = _prepare(x, y, eps, norm)
     _check_choice(attack, "attack", _ATTACKS)
     steps = _check_int(steps, "steps")
-    alpha = (
-        2.5 * eps_f / steps
-        if step_size is None
-        else _check_number(step_size, "step_size", positive=True)
-    )
+    alpha = _step_size(eps_f, steps, step_size)
     _check_bool(random_start, "random_start")
     _check_bool(early_stop, "early_stop")
     n = x.shape[0]
