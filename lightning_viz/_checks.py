@@ -1,0 +1,249 @@
+"""The one set of argument checks.
+
+Every public function and constructor validates its arguments with these helpers,
+so every message has one form: the option, the value received, and what is
+allowed. A wrong *type* raises :class:`TypeError`, a wrong *value* of the right
+type raises :class:`ValueError`.
+
+Example:
+    >>> check_int(3, "steps", minimum=1)
+    3
+    >>> check_int(0, "steps", minimum=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: `steps` must be an int >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_bool",
+    "check_callable",
+    "check_choice",
+    "check_choices",
+    "check_float",
+    "check_generator",
+    "check_images",
+    "check_int",
+    "check_int_list",
+    "check_labels",
+    "check_layer_names",
+    "check_neuron",
+    "check_str_list",
+    "check_target",
+    "fail",
+]
+
+
+def fail(name: str, allowed: str, value: Any, kind: type[Exception] = ValueError) -> None:
+    """Raises ``kind`` with the one message form: ``\\`name\\` must be <allowed>, got <value>``."""
+    shown = value if isinstance(value, str) and value.startswith("<") else repr(value)
+    raise kind(f"`{name}` must be {allowed}, got {shown}")
+
+
+def _range_text(minimum: float | None, maximum: float | None, strict_min: bool = False) -> str:
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>' if strict_min else '>='} {minimum:g}")
+    if maximum is not None:
+        parts.append(f"<= {maximum:g}")
+    return " and ".join(parts)
+
+
+def check_int(
+    value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """An ``int`` (not a ``bool``) within ``[minimum, maximum]``."""
+    allowed = "an int" + (
+        " " + _range_text(minimum, maximum) if minimum is not None or maximum is not None else ""
+    )
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(name, allowed, value, TypeError)
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        fail(name, allowed, value)
+    return value
+
+
+def check_float(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    positive: bool = False,
+) -> float:
+    """A finite real number (not a ``bool``) in ``[minimum, maximum]`` (``> 0`` if ``positive``)."""
+    if positive:
+        minimum = 0.0 if minimum is None else minimum
+    rng = _range_text(minimum, maximum, strict_min=positive)
+    allowed = "a finite number" + (f" {rng}" if rng else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(name, allowed, value, TypeError)
+    v = float(value)
+    if (
+        not math.isfinite(v)
+        or (minimum is not None and (v < minimum or (positive and v <= minimum)))
+        or (maximum is not None and v > maximum)
+    ):
+        fail(name, allowed, value)
+    return v
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """A ``bool``."""
+    if not isinstance(value, bool):
+        fail(name, "a bool", value, TypeError)
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
+    """One of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        fail(name, f"one of {list(choices)}", value)
+    return value
+
+
+def check_choices(values: Any, name: str, choices: Iterable[str]) -> list[str]:
+    """A non-empty list of names from ``choices`` (a single name is accepted), in order, unique."""
+    choices = tuple(choices)
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, Iterable) or not all(isinstance(v, str) for v in values):
+        fail(name, f"a list of names from {list(choices)}", values, TypeError)
+    values = list(dict.fromkeys(values))
+    bad = [v for v in values if v not in choices]
+    if bad or not values:
+        fail(name, f"a non-empty list of names from {list(choices)}", bad or values)
+    return values
+
+
+def check_str_list(
+    values: Any, name: str, *, length: int | None = None, optional: bool = True
+) -> list[str] | None:
+    """``None`` (when ``optional``) or a list of strings (of ``length`` items when given)."""
+    if values is None and optional:
+        return None
+    what = "a list of strings" + (f" ({length} of them)" if length is not None else "")
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        fail(name, what, values, TypeError)
+    values = list(values)
+    if not all(isinstance(v, str) for v in values):
+        fail(name, what, values, TypeError)
+    if length is not None and len(values) != length:
+        fail(name, what, f"<{len(values)} strings: {values!r:.120}>")
+    return values
+
+
+def check_layer_names(values: Any, name: str) -> list[str] | None:
+    """``None`` or a non-empty list of dotted layer names."""
+    out = check_str_list(values, name)
+    if out is not None and not out:
+        fail(name, "None or a non-empty list of layer names", values)
+    return out
+
+
+def check_int_list(values: Any, name: str, *, minimum: int | None = None) -> list[int] | None:
+    """``None``, an int (a one-element list) or a non-empty list of ints ``>= minimum``."""
+    if values is None:
+        return None
+    if isinstance(values, numbers.Integral) and not isinstance(values, bool):
+        values = [values]
+    what = "None or a non-empty list of ints" + (f" >= {minimum}" if minimum is not None else "")
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence | Tensor):
+        fail(name, what, values, TypeError)
+    items = values.tolist() if isinstance(values, Tensor) else list(values)
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
+        fail(name, what, values, TypeError)
+    if not items or (minimum is not None and any(v < minimum for v in items)):
+        fail(name, what, items)
+    return [int(v) for v in items]
+
+
+def check_callable(value: Any, name: str) -> Callable[..., Any] | None:
+    """``None``, a callable, or an import path ``"package.module.function"`` (for YAML configs)."""
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str) and "." in value:
+        module_name, _, attr = value.rpartition(".")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(
+                f"`{name}` must be a callable or an import path 'package.module.function', "
+                f"got {value!r}, which does not import ({type(err).__name__}: {err})"
+            ) from None
+        if callable(fn):
+            return fn
+    fail(name, "a callable or an import path 'package.module.function'", value, TypeError)
+    return None  # unreachable
+
+
+def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
+    """``None`` or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        fail(name, "a torch.Generator or None", generator, TypeError)
+    return generator
+
+
+def check_images(inputs: Any, name: str = "inputs") -> Tensor:
+    """A non-empty floating-point image batch ``(N, C, H, W)``."""
+    if not isinstance(inputs, Tensor):
+        fail(name, "a torch.Tensor (N, C, H, W)", f"<{type(inputs).__name__}>", TypeError)
+    if inputs.dim() != 4 or inputs.shape[0] == 0:
+        fail(name, "a non-empty image batch (N, C, H, W)", f"<shape {tuple(inputs.shape)}>")
+    if not inputs.is_floating_point():
+        fail(name, "a floating-point tensor", f"<dtype {inputs.dtype}>", TypeError)
+    return inputs
+
+
+def check_labels(labels: Any, name: str, n: int | None = None) -> Tensor:
+    """Integer class indices ``(N,)`` (``>= 0``), returned as ``long``."""
+    if not isinstance(labels, Tensor):
+        fail(name, "a tensor of class indices (N,)", f"<{type(labels).__name__}>", TypeError)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        fail(name, "an integer tensor of class indices", f"<dtype {labels.dtype}>", TypeError)
+    if labels.dim() != 1 or (n is not None and labels.numel() != n):
+        fail(name, f"of shape ({'N' if n is None else n},)", f"<shape {tuple(labels.shape)}>")
+    if labels.numel() and int(labels.min()) < 0:
+        fail(name, "class indices >= 0", labels.tolist())
+    return labels.long()
+
+
+def check_neuron(neuron: Any, name: str = "neuron") -> tuple[str, int] | None:
+    """``None`` or ``(layer_name, channel >= 0)`` (a 2-list from YAML too)."""
+    if neuron is None:
+        return None
+    if (
+        not isinstance(neuron, tuple | list)
+        or len(neuron) != 2
+        or not isinstance(neuron[0], str)
+        or isinstance(neuron[1], bool)
+        or not isinstance(neuron[1], numbers.Integral)
+    ):
+        fail(name, "(layer_name, channel)", neuron, TypeError)
+    if neuron[1] < 0:
+        fail(name, "(layer_name, channel >= 0)", neuron)
+    return (neuron[0], int(neuron[1]))
+
+
+def check_target(target: Any, name: str = "target") -> str | int:
+    """``"predicted"``, ``"true"`` or a class index ``>= 0``."""
+    allowed = "'predicted', 'true' or a class index >= 0"
+    if isinstance(target, bool) or not isinstance(target, str | numbers.Integral):
+        fail(name, allowed, target, TypeError)
+    if (isinstance(target, str) and target not in ("predicted", "true")) or (
+        not isinstance(target, str) and target < 0
+    ):
+        fail(name, allowed, target)
+    return target if isinstance(target, str) else int(target)
