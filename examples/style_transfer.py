@@ -2,7 +2,7 @@
 
 Paints the content of scikit-learn's bundled ``china.jpg`` with the style of
 ``flower.jpg`` (Gatys et al. 2016) using the default random-filter feature extractor
-(:class:`lightning_viz.functional.synthesis.RandomFeatureExtractor`), and writes a
+(:class:`lightning_viz.functional.RandomFeatureExtractor`), and writes a
 ``content | style | result`` PNG.
 
 Run::
@@ -29,7 +29,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from sklearn.datasets import load_sample_images  # noqa: E402
 
-from lightning_viz.functional.synthesis import style_transfer  # noqa: E402
+from lightning_viz.functional import style_transfer  # noqa: E402
 
 
 def load(size: int) -> tuple[torch.Tensor, torch.Tensor]:

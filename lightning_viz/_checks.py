@@ -36,6 +36,7 @@ __all__ = [
     "check_int",
     "check_int_list",
     "check_labels",
+    "check_maps",
     "check_layer_names",
     "check_neuron",
     "check_str_list",
@@ -205,6 +206,17 @@ def check_images(inputs: Any, name: str = "inputs") -> Tensor:
     if not inputs.is_floating_point():
         fail(name, "a floating-point tensor", f"<dtype {inputs.dtype}>", TypeError)
     return inputs
+
+
+def check_maps(maps: Any, name: str = "maps") -> Tensor:
+    """Floating-point maps ``(N, 1, H, W)``, ``N >= 1``."""
+    if not isinstance(maps, Tensor):
+        fail(name, "a torch.Tensor (N, 1, H, W)", f"<{type(maps).__name__}>", TypeError)
+    if not maps.is_floating_point():
+        fail(name, "a floating-point tensor", f"<dtype {maps.dtype}>", TypeError)
+    if maps.dim() != 4 or maps.shape[1] != 1 or maps.shape[0] == 0:
+        fail(name, "of shape (N, 1, H, W)", f"<shape {tuple(maps.shape)}>")
+    return maps
 
 
 def check_labels(labels: Any, name: str, n: int | None = None) -> Tensor:

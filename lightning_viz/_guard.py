@@ -22,7 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModelView", "make_generator", "preserve_state", "unwrap_model"]
+from lightning_viz._checks import check_callable, fail
+
+__all__ = [
+    "ModelView",
+    "check_normalization",
+    "make_generator",
+    "preserve_state",
+    "unwrap_model",
+]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -122,29 +130,69 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
 def _as_stat(value: Sequence[float] | Tensor | None, name: str) -> Tensor | None:
     if value is None:
         return None
-    t = torch.as_tensor(value, dtype=torch.float32).flatten()
-    if t.numel() == 0:
-        raise ValueError(f"`{name}` must not be empty, got {value!r}")
+    allowed = "None or a non-empty list of per-channel numbers"
+    if isinstance(value, str | bytes):
+        fail(name, allowed, value, TypeError)
+    try:
+        t = torch.as_tensor(value, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        fail(name, allowed, value, TypeError)
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        fail(name, allowed + " (finite)", value)
     if name == "std" and bool((t <= 0).any()):
-        raise ValueError(f"`std` must be positive, got {value!r}")
+        fail(name, "positive per-channel numbers", value)
     return t.view(1, -1, 1, 1)
 
 
-class ModelView(nn.Module):
-    """The user's model as the methods see it: pixel inputs in, float logits out.
+def check_normalization(mean: object, std: object) -> tuple[list[float] | None, list[float] | None]:
+    """``mean`` and ``std`` as lists of floats, checked against each other.
 
-    ``ModelView(model)(x)`` computes ``output_to_logits(model((x - mean) / std))``
-    with the forward under ``forward_context`` (for example the trainer's autocast)
-    and returns float32 logits, so gradients are taken outside autocast.
+    Raises:
+        TypeError: Not numbers.
+        ValueError: Empty, non-finite, a ``std <= 0``, or lengths that differ (a
+            single value for all channels fits any length).
+    """
+    m, s = _as_stat(mean, "mean"), _as_stat(std, "std")  # type: ignore[arg-type]
+    if (
+        m is not None
+        and s is not None
+        and m.numel() != s.numel()
+        and 1 not in (m.numel(), s.numel())
+    ):
+        raise ValueError(
+            f"`mean` has {m.numel()} values and `std` has {s.numel()}; give one value per "
+            "input channel (the same number for both), or a single value for all channels"
+        )
+    as_list = lambda t: None if t is None else [float(v) for v in t.flatten()]  # noqa: E731
+    return as_list(m), as_list(s)
+
+
+class ModelView(nn.Module):
+    """The user's model as the methods see it: pixel images in, float logits out.
+
+    ``ModelView(model)(x)`` computes
+    ``output_to_logits(model(images_to_input((x - mean) / std)))`` with the forward
+    under ``forward_context`` (for example the trainer's autocast) and returns
+    float32 logits, so gradients are taken outside autocast. It is the one adapter
+    between pixel-space images and any classifier: normalized inputs, dict or
+    multi-input ``forward`` signatures and tuple/dict outputs.
 
     Args:
         model: The user's model; DDP and ``torch.compile`` wrappers are stripped.
-        mean: Per-channel input mean, or ``None`` when the model takes pixels.
+        mean: Per-channel input mean (pixel units), or ``None`` when the model takes
+            pixels. Default: ``None``.
         std: Per-channel input standard deviation (positive), or ``None``.
         output_to_logits: Maps the model output (tuple, dict, ...) to logits
-            ``(N, K)``; ``None`` takes the output as it is.
+            ``(N, K)``; ``None`` takes the output as it is. Default: ``None``.
         forward_context: A callable returning a context manager entered around
             the forward (``trainer.precision_plugin.forward_context``), or ``None``.
+        images_to_input: Maps the normalized image tensor ``(N, C, H, W)`` to what
+            ``model.forward`` takes: a dict (``lambda x: {"image": x}``) or a tuple of
+            positional arguments. ``None`` passes the tensor. Default: ``None``.
+
+    Raises:
+        TypeError, ValueError: Bad ``mean``/``std`` (see :func:`check_normalization`)
+            or a non-callable adapter.
     """
 
     def __init__(
@@ -154,13 +202,27 @@ class ModelView(nn.Module):
         std: Sequence[float] | Tensor | None = None,
         output_to_logits: Callable[[Any], Tensor] | None = None,
         forward_context: Callable[[], contextlib.AbstractContextManager] | None = None,
+        images_to_input: Callable[[Tensor], Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = unwrap_model(model)
-        self._mean = _as_stat(mean, "mean")
-        self._std = _as_stat(std, "std")
-        self.output_to_logits = output_to_logits
+        mean_list, std_list = check_normalization(mean, std)
+        self._mean = _as_stat(mean_list, "mean")
+        self._std = _as_stat(std_list, "std")
+        self.output_to_logits = check_callable(output_to_logits, "output_to_logits")
+        self.images_to_input = check_callable(images_to_input, "images_to_input")
         self.forward_context = forward_context
+
+    @property
+    def mean(self) -> Tensor | None:
+        """The per-channel mean ``(C,)`` (pixel units), or ``None``."""
+        return None if self._mean is None else self._mean.flatten()
+
+    @property
+    def num_stats(self) -> int | None:
+        """How many channels ``mean``/``std`` describe (``None``: no normalization, or 1)."""
+        sizes = [t.numel() for t in (self._mean, self._std) if t is not None and t.numel() > 1]
+        return sizes[0] if sizes else None
 
     def normalize(self, x: Tensor) -> Tensor:
         """Maps pixel-space images ``(N, C, H, W)`` to the model's input space."""
@@ -184,7 +246,11 @@ class ModelView(nn.Module):
             self.forward_context() if self.forward_context is not None else contextlib.nullcontext()
         )
         with ctx:
-            out = self.model(x)
+            inputs = x if self.images_to_input is None else self.images_to_input(x)
+            if isinstance(inputs, tuple):
+                out = self.model(*inputs)
+            else:
+                out = self.model(inputs)
         if self.output_to_logits is not None:
             out = self.output_to_logits(out)
         if not isinstance(out, Tensor):

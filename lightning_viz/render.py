@@ -36,6 +36,7 @@ from torch import Tensor
 
 __all__ = [
     "bar_figure",
+    "display_scale",
     "colorize",
     "feature_maps",
     "figure_to_image",
@@ -488,6 +489,19 @@ def rows_grid(
         caps = [[] for _ in cells]
         caps[-1] = captions
     return _compose(cells, caps, row_labels, (th, tw), padding, float(pad_value))
+
+
+def display_scale(images: Tensor | int, target: int = 96) -> int:
+    """Integer upscaling that shows an image (or a width in pixels) about ``target`` px wide.
+
+    Callbacks use it for every grid, so small images (32 px) stay readable.
+
+    Example:
+        >>> display_scale(32), display_scale(224)
+        (3, 1)
+    """
+    width = images if isinstance(images, int) else int(images.shape[-1])
+    return max(1, target // max(width, 1))
 
 
 # --------------------------------------------------------------------------- weights

@@ -96,3 +96,32 @@ def fit(
 @pytest.fixture
 def events():
     return read_events
+
+
+def inject_failure(monkeypatch: Any, message: str = "injected failure inside a method"):
+    """Makes every ``ModelView`` forward raise *after* the model ran (hooks are active),
+    once training has started (setup, which runs the model to check it, is left alone).
+
+    Returns ``(calls, arm)``: ``calls["n"]`` counts the raised failures; ``arm`` is a
+    callback to add to the trainer.
+    """
+    import pytorch_lightning as pl
+
+    from lightning_viz._guard import ModelView
+
+    original = ModelView.forward
+    calls = {"n": 0, "armed": False}
+
+    def broken(self, x):
+        out = original(self, x)
+        if calls["armed"]:
+            calls["n"] += 1
+            raise RuntimeError(message)
+        return out
+
+    class Arm(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            calls["armed"] = True
+
+    monkeypatch.setattr(ModelView, "forward", broken)
+    return calls, Arm()

@@ -2,8 +2,9 @@
 
 A callback subclasses :class:`VizCallback` and implements :meth:`VizCallback.run`
 (and, for configuration checks, :meth:`VizCallback.check`). The base class does
-the rest: argument checks, probe selection, scheduling, the state guard, the
-precision context, error handling, timing and logging.
+the rest: argument checks, probe selection, the task, scheduling, the state guard
+(every ``run`` is inside it), the precision context, error handling, timing and
+logging.
 """
 
 from __future__ import annotations
@@ -11,19 +12,54 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from lightning_viz._guard import ModelView, make_generator, unwrap_model
+from lightning_viz._checks import (
+    check_callable,
+    check_choice,
+    check_int,
+    check_str_list,
+    fail,
+)
+from lightning_viz._guard import (
+    ModelView,
+    check_normalization,
+    make_generator,
+    preserve_state,
+    unwrap_model,
+)
+from lightning_viz._hooks import capture_outputs
 from lightning_viz.callbacks._compat import CALLBACK_BASES, rank_zero_warn
+from lightning_viz.callbacks._coordinator import Coordinator
 from lightning_viz.callbacks._log import RunLog, find_tensorboard
-from lightning_viz.callbacks._probe import Probe, load_probe
+from lightning_viz.callbacks._probe import Probe, check_probe_source, load_probe
+from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional._task import (
+    check_task,
+    detect_task,
+    normalize_labels,
+    num_classes,
+    predict,
+)
 
-__all__ = ["RunContext", "VizCallback"]
+__all__ = ["NotApplicableError", "RunContext", "VizCallback"]
 
 _ON_ERROR = ("warn", "raise")
+_CHUNK = 256  # probe images per forward pass
+_STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkpoint
+
+
+class NotApplicableError(ValueError):
+    """What the data or the model makes impossible for a callback (not a bad argument).
+
+    Raised at ``setup``: with ``on_error="warn"`` the callback warns once, naming
+    itself and the reason, and turns itself off while training goes on; with
+    ``on_error="raise"`` it is raised before the first training step.
+    """
 
 
 def _defines(obj: Any, name: str) -> bool:
@@ -33,28 +69,25 @@ def _defines(obj: Any, name: str) -> bool:
     return fn is not None and not qualname.startswith(("DataHooks.", "LightningDataModule."))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}")
-    return value
-
-
 class RunContext:
-    """What a callback's :meth:`VizCallback.run` works with at one epoch end.
+    """What a callback's :meth:`VizCallback.run` (and ``check``) works with.
+
+    Built inside the state guard: the model is in eval mode with frozen parameters,
+    so everything computed from it here (``logits``, ``predicted``) leaves the run
+    untouched.
 
     Attributes:
         trainer: The trainer.
         module: The unwrapped ``LightningModule`` (never the DDP wrapper).
         view: The model as the methods see it: pixel-space images in, float
             logits out, forward under the trainer's precision context.
-        probe: The probe on the model's device, images in the model's input space
-            (``None`` for a callback with ``uses_probe = False``).
+        probe: The probe on the model's device, images in the model's input space,
+            labels in the form of the task (``None`` when ``uses_probe = False``).
         pixels: The probe images in pixel space ``(N, C, H, W)``, ``[0, 1]`` when
             ``mean``/``std`` describe the normalization.
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
         device: The model's device.
-        log: Where to write (see :class:`RunLog`).
+        log: Where to write (see :class:`RunLog`); ``None`` at ``setup``.
         generator: A private generator on the model's device, seeded the same way
             every epoch, so random draws are comparable across epochs.
     """
@@ -65,7 +98,8 @@ class RunContext:
         module: nn.Module,
         view: ModelView,
         probe: Probe | None,
-        log: RunLog,
+        task: str,
+        log: RunLog | None,
         generator: torch.Generator,
         device: torch.device,
     ) -> None:
@@ -74,9 +108,43 @@ class RunContext:
         self.view = view
         self.probe: Probe = probe  # type: ignore[assignment] - None only when uses_probe=False
         self.pixels = None if probe is None else view.to_pixels(probe.images).clamp(0, 1)
-        self.log = log
+        self.task = task
+        self.log: RunLog = log  # type: ignore[assignment] - None only at setup
         self.generator = generator
         self.device = device
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """Float logits ``(N, K)`` of the probe, computed once (no gradients)."""
+        with torch.no_grad():
+            return torch.cat(
+                [self.view(self.pixels[i : i + _CHUNK]) for i in range(0, len(self.pixels), _CHUNK)]
+            )
+
+    @property
+    def predicted(self) -> Tensor:
+        """Predicted class ``(N,)`` (the top label for multilabel)."""
+        return predict(self.logits)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes a target may name (2 for a binary model with one logit)."""
+        return num_classes(self.logits[:1])
+
+    def target(self, option: str | int) -> Tensor:
+        """Class indices ``(N,)`` to explain: ``"predicted"``, ``"true"`` or an index."""
+        if option == "predicted":
+            return self.predicted
+        if option == "true":
+            labels = self.probe.labels
+            return labels.float().argmax(dim=1) if self.task == "multilabel" else labels  # type: ignore[union-attr]
+        return torch.full_like(self.predicted, int(option))
+
+    def layer_outputs(self, layers: dict[str, nn.Module]) -> dict[str, tuple[int, ...]]:
+        """Output shape of each layer for the first probe image (one forward)."""
+        with torch.no_grad(), capture_outputs(layers) as store:
+            self.view(self.pixels[:1])
+        return {name: tuple(store[name].shape) for name in layers if name in store}
 
 
 class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
@@ -94,76 +162,85 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             ``(images, labels, masks)``. Default: tuples/lists and dicts with
             ``image``/``label``/``mask`` keys.
         output_to_logits: Maps the model output to logits ``(N, K)``.
+        images_to_input: Maps the image tensor ``(N, C, H, W)`` (in the model's input
+            space) to what ``forward`` takes, e.g. ``lambda x: {"image": x}``; a tuple
+            is passed as positional arguments. Default: ``None`` (the tensor).
         mean: Per-channel input normalization mean, so images are shown (and
             attacked) in pixel space. Default: ``None`` (inputs are pixels).
         std: Per-channel input normalization std. Default: ``None``.
         class_names: Captions for class indices. Default: ``None`` (indices).
-        on_error: ``"warn"``: a failure inside a run is reported once with its
-            traceback and the callback turns itself off; ``"raise"``: re-raise.
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``; ``None`` detects it
+            from the logits and labels at ``setup``. Default: ``None``.
+        on_error: ``"warn"``: a failure inside a run, or at ``setup`` something the
+            data or model makes impossible, is reported once and the callback turns
+            itself off (training goes on); ``"raise"``: re-raise. Bad arguments and
+            configuration always raise.
         tag_prefix: Prefix of every tag it writes. Default: its family name.
         seed: Seed of the callback's private generator. Default: 0.
+
+    The three callables (``batch_to_xy``, ``output_to_logits``, ``images_to_input``)
+    may also be import paths ``"package.module.function"`` (for LightningCLI YAML).
     """
 
     family: ClassVar[str] = "viz"
-    default_num_samples: ClassVar[int] = 8
     uses_probe: ClassVar[bool] = True  # False: no probe is picked, `check` gets None
+    needs_gradient: ClassVar[bool] = False  # True: the class score must reach the input
+    needs_labels: ClassVar[bool] = False  # True: the probe must carry labels
 
     def __init__(
         self,
         *,
         every_n_epochs: int = 1,
-        num_samples: int | None = None,
+        num_samples: int = 8,
         probe: Any = None,
-        batch_to_xy: Callable[[Any], Any] | None = None,
-        output_to_logits: Callable[[Any], Tensor] | None = None,
+        batch_to_xy: Callable[[Any], Any] | str | None = None,
+        output_to_logits: Callable[[Any], Tensor] | str | None = None,
+        images_to_input: Callable[[Tensor], Any] | str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
+        task: str | None = None,
         on_error: str = "warn",
         tag_prefix: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.every_n_epochs = _check_int("every_n_epochs", every_n_epochs, 1)
-        if num_samples is None:
-            num_samples = self.default_num_samples
-        self.num_samples = _check_int("num_samples", num_samples, 1)
-        if on_error not in _ON_ERROR:
-            raise ValueError(f"`on_error` must be one of {_ON_ERROR}, got {on_error!r}")
-        for name, fn in (("batch_to_xy", batch_to_xy), ("output_to_logits", output_to_logits)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"`{name}` must be callable, got {fn!r}")
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", minimum=1)
+        self.num_samples = check_int(num_samples, "num_samples", minimum=1)
+        self.on_error = check_choice(on_error, "on_error", _ON_ERROR)
+        self.batch_to_xy = check_callable(batch_to_xy, "batch_to_xy")
+        self.output_to_logits = check_callable(output_to_logits, "output_to_logits")
+        self.images_to_input = check_callable(images_to_input, "images_to_input")
         if tag_prefix is not None and (
             not isinstance(tag_prefix, str) or not tag_prefix.strip("/")
         ):
-            raise ValueError(f"`tag_prefix` must be a non-empty string, got {tag_prefix!r}")
-        if class_names is not None:
-            if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
-                raise TypeError(f"`class_names` must be a list of strings, got {class_names!r}")
-            class_names = list(class_names)
-        ModelView(nn.Identity(), mean, std)  # validates mean/std now, not at the first epoch
-        self.probe = probe
-        self.batch_to_xy = batch_to_xy
-        self.output_to_logits = output_to_logits
-        self.mean = None if mean is None else [float(v) for v in mean]
-        self.std = None if std is None else [float(v) for v in std]
-        self.class_names = class_names
-        self.on_error = on_error
+            fail("tag_prefix", "a non-empty string", tag_prefix)
+        self.class_names = check_str_list(class_names, "class_names")
+        self.mean, self.std = check_normalization(mean, std)
+        self.task = check_task(task)
+        self.probe = check_probe_source(probe)
         self.tag_prefix = (tag_prefix or self.family).strip("/")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed")
         self._probe: Probe | None = None
         self._probe_indices: list[int] | None = None
+        self._saved_probe: dict[str, Any] | None = None
+        self._task: str = self.task or "multiclass"
         self._logger: Any = None
         self._enabled = True
         self._last_epoch: int | None = None
+        self._said: set[str] = set()
 
     # ----------------------------------------------------------------- to override
     def run(self, ctx: RunContext) -> None:
-        """Computes and logs this callback's views (one epoch end)."""
+        """Computes and logs this callback's views (one epoch end, inside the guard)."""
         raise NotImplementedError
 
-    def check(self, module: nn.Module, probe: Probe | None) -> None:
-        """Validates the configuration against the model and probe (at ``setup``)."""
+    def check(self, ctx: RunContext) -> None:
+        """Validates the configuration against the model and probe (at ``setup``).
+
+        Raises ``ValueError``/``TypeError`` for a bad configuration and
+        :class:`NotApplicableError` for what the data or model makes impossible.
+        """
 
     def extra_state(self) -> dict[str, Any]:
         """Extra entries for ``state_dict``."""
@@ -191,6 +268,19 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             return self.class_names[index]
         return str(index)
 
+    def label_name(self, label: Tensor) -> str:
+        """The caption for a label: a class, or the positive labels of a multilabel row."""
+        if label.dim() == 0:
+            return self.class_name(int(label))
+        names = [self.class_name(int(i)) for i in (label > 0.5).nonzero().flatten()]
+        return "+".join(names) if names else "-"
+
+    def warn_once(self, key: str, message: str) -> None:
+        """Warns ``message`` once per run of ``fit`` for ``key``."""
+        if key not in self._said:
+            self._said.add(key)
+            rank_zero_warn(f"{type(self).__name__}: {message}")
+
     @property
     def state_key(self) -> str:
         return self._generate_state_key(tag_prefix=self.tag_prefix, **self.key_args())
@@ -214,43 +304,175 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                     continue
                 if loader is not None:
                     return loader[0] if isinstance(loader, list | tuple) else loader
-        raise ValueError(
+        raise NotApplicableError(
             f"{type(self).__name__} found no validation or training data to pick probe "
             "images from; pass `probe=` a tensor, (images, labels) or a Dataset"
         )
 
-    def _get_probe(self, trainer: Any) -> Probe:
-        if self._probe is None:
-            source = self._probe_source(trainer)
-            # A DataLoader iterator draws its base seed from the global RNG: fork it, so
-            # picking the probe leaves the run's random streams untouched.
-            with torch.random.fork_rng(devices=[]):
-                probe = load_probe(source, self.num_samples, self.batch_to_xy, self._probe_indices)
-            self._probe = probe
-            self._probe_indices = probe.indices
-        return self._probe
+    def _load_probe(self, trainer: Any) -> Probe:
+        """The probe: saved in the checkpoint, rebuilt from saved positions, or picked."""
+        saved = self._saved_probe
+        if saved is not None and saved.get("images") is not None:
+            return Probe(
+                saved["images"], saved.get("labels"), saved.get("masks"), self._probe_indices
+            )
+        source = self._probe_source(trainer)
+        # A DataLoader iterator draws its base seed from the global RNG: fork it, so
+        # picking the probe leaves the run's random streams untouched.
+        with torch.random.fork_rng(devices=[]):
+            probe = load_probe(source, self.num_samples, self.batch_to_xy, self._probe_indices)
+        finite = torch.isfinite(probe.images).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            where = bad if probe.indices is None else [probe.indices[i] for i in bad]
+            self.warn_once(
+                "nonfinite",
+                f"probe images at positions {where} of the data have non-finite values "
+                "(NaN or inf); they are left out of this callback's probe",
+            )
+            probe = probe.select(finite)
+            if not len(probe):
+                raise NotApplicableError("every probe image has non-finite values (NaN or inf)")
+        expected = None if saved is None else saved.get("fingerprint")
+        if expected is not None and expected != probe.fingerprint():
+            self.warn_once(
+                "probe_changed",
+                f"the probe rebuilt from the checkpoint's positions is not the one saved "
+                f"(fingerprint {probe.fingerprint()} != {expected}): the data's order or "
+                "content changed since the checkpoint. This run uses the new probe; its "
+                "values are not comparable sample by sample with those before the resume",
+            )
+            self.on_probe_changed()
+        return probe
+
+    def on_probe_changed(self) -> None:
+        """Called when a resumed run cannot rebuild the saved probe (forget paired history)."""
 
     def _view(self, trainer: Any, module: nn.Module) -> ModelView:
         plugin = getattr(trainer, "precision_plugin", None)
         context = getattr(plugin, "forward_context", None)
-        return ModelView(module, self.mean, self.std, self.output_to_logits, context)
+        return ModelView(
+            module, self.mean, self.std, self.output_to_logits, context, self.images_to_input
+        )
 
-    # ------------------------------------------------------------------ hooks
+    def _context(self, trainer: Any, module: nn.Module, log: RunLog | None) -> RunContext:
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+        probe = self._probe.to(device) if self._probe is not None else None
+        view = self._view(trainer, module)
+        return RunContext(
+            trainer, module, view, probe, self._task, log, make_generator(self.seed, device), device
+        )
+
+    # ------------------------------------------------------------------ setup
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
+        coordinator = Coordinator.of(trainer)
+        coordinator.register(self)
+        self._said = set()
         self._logger = find_tensorboard(trainer)
         if self._logger is None:
-            rank_zero_warn(
-                f"{type(self).__name__} needs a TensorBoardLogger among the trainer's loggers and "
-                "found none; it turns itself off for this run"
-            )
             self._enabled = False
+            if getattr(trainer, "fast_dev_run", False):
+                coordinator.warn_once(
+                    "fast_dev_run",
+                    "lightning-viz: Lightning replaced the logger for fast_dev_run, so the "
+                    "lightning-viz callbacks sit out this dry run",
+                )
+            else:
+                rank_zero_warn(
+                    f"{type(self).__name__} needs a TensorBoardLogger among the trainer's "
+                    "loggers and found none; it turns itself off for this run"
+                )
             return
         self._enabled = True
-        probe = self._get_probe(trainer) if self.uses_probe else None
-        self.check(unwrap_model(pl_module), probe)
+        module = unwrap_model(pl_module)
+        try:
+            with preserve_state(module):
+                self._setup(trainer, module)
+        except NotApplicableError as err:
+            if self.on_error == "raise":
+                raise
+            self._enabled = False
+            rank_zero_warn(
+                f"{type(self).__name__} cannot run on this model or data and turns itself off "
+                f"for this run (training goes on; pass on_error='raise' to stop instead): {err}"
+            )
 
+    def _setup(self, trainer: Any, module: nn.Module) -> None:
+        """Probe, task and configuration checks (inside the guard)."""
+        if self.uses_probe:
+            self._probe = self._load_probe(trainer)
+            self._probe_indices = self._probe.indices
+        ctx = self._context(trainer, module, None)
+        if self.uses_probe:
+            self._inspect(ctx)
+            ctx = self._context(trainer, module, None)  # labels in the form of the task
+        self.check(ctx)
+
+    def _inspect(self, ctx: RunContext) -> None:
+        """Checks the probe against the model; detects the task; normalizes the labels."""
+        name = type(self).__name__
+        probe = ctx.probe
+        channels = int(probe.images.shape[1])
+        stats = ctx.view.num_stats
+        if stats is not None and stats != channels:
+            raise ValueError(
+                f"{name}: `mean`/`std` have {stats} values but the probe images have "
+                f"{channels} channels (shape {tuple(probe.images.shape[1:])}); give one "
+                "value per input channel"
+            )
+        try:
+            with torch.no_grad():
+                out = ctx.view(ctx.pixels[:2])
+        except (RuntimeError, TypeError, ValueError, IndexError, KeyError) as err:
+            raise ValueError(
+                f"{name}: running the model on the probe images of shape "
+                f"{tuple(probe.images.shape[1:])} failed ({type(err).__name__}: {err}). Check "
+                "that the probe has the model's input channels and size; pass `images_to_input` "
+                "when forward takes something other than an image tensor (a dict, several "
+                "inputs), `output_to_logits` when it returns more than logits, `batch_to_xy` to "
+                "pick the images out of a batch"
+            ) from err
+        if out.dim() != 2:
+            raise ValueError(
+                f"{name} needs logits (N, K) from the model, got shape {tuple(out.shape)}; "
+                "pass `output_to_logits`"
+            )
+        labels = probe.labels
+        self._task = self.task or detect_task(int(out.shape[1]), labels)
+        if labels is not None:
+            labels = normalize_labels(labels.cpu(), self._task, int(out.shape[1]), "probe labels")
+            self._probe.labels = labels  # type: ignore[union-attr]
+        elif self.needs_labels:
+            raise NotApplicableError(
+                f"{name} needs labels, but the probe has none; give labels with "
+                "`probe=(images, labels)` or a `batch_to_xy` that returns them"
+            )
+        if self.needs_gradient:
+            x = ctx.pixels[:1].clone().requires_grad_(True)
+            if not ctx.view(x).requires_grad:
+                raise NotApplicableError(
+                    "the class scores have no gradient path to the input images: the model "
+                    "computes them without autograd (torch.no_grad()/inference_mode() in "
+                    "forward, .detach(), or a non-differentiable op), so its gradient maps "
+                    "and attacks would be empty"
+                )
+
+    def check_layer_maps(self, ctx: RunContext, names: Sequence[str], what: str) -> None:
+        """Raises unless each named layer outputs feature maps ``(N, C, h, w)``."""
+        layers = {n: resolve_layer(ctx.module, n)[1] for n in names}
+        shapes = ctx.layer_outputs(layers)
+        for layer_name in names:
+            shape = shapes.get(layer_name)
+            if shape is None or len(shape) != 4:
+                raise ValueError(
+                    f"{type(self).__name__}: layer {layer_name!r} outputs "
+                    f"{'nothing' if shape is None else f'shape {shape}'}, not feature maps "
+                    f"(N, C, h, w); {what} needs a convolutional layer"
+                )
+
+    # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._maybe_run(trainer, pl_module)
 
@@ -258,13 +480,25 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._maybe_run(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"probe_indices": self._probe_indices, **self.extra_state()}
+        state: dict[str, Any] = {"probe_indices": self._probe_indices}
+        probe = self._probe
+        if probe is not None:
+            state["probe_fingerprint"] = probe.fingerprint()
+            if probe.images.numel() * probe.images.element_size() <= _STORE_PROBE_BYTES:
+                state["probe"] = {
+                    "images": probe.images.detach().cpu().clone(),
+                    "labels": None if probe.labels is None else probe.labels.cpu().clone(),
+                    "masks": None if probe.masks is None else probe.masks.cpu().clone(),
+                }
+        return {**state, **self.extra_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         indices = state_dict.get("probe_indices")
-        if indices is not None and indices != self._probe_indices:
-            self._probe_indices = [int(i) for i in indices]
-            self._probe = None  # rebuilt from the saved positions at the next run
+        self._probe_indices = None if indices is None else [int(i) for i in indices]
+        saved = dict(state_dict.get("probe") or {})
+        saved["fingerprint"] = state_dict.get("probe_fingerprint")
+        self._saved_probe = saved
+        self._probe = None  # rebuilt at the next setup, from what was saved
         self.load_extra_state(state_dict)
 
     # --------------------------------------------------------------- scheduling
@@ -283,19 +517,11 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         start = time.perf_counter()
         module = unwrap_model(pl_module)
         try:
-            device = next((p.device for p in module.parameters()), torch.device("cpu"))
-            probe = self._get_probe(trainer).to(device) if self.uses_probe else None
             log = RunLog(trainer, self._logger, trainer.global_step)
-            ctx = RunContext(
-                trainer,
-                module,
-                self._view(trainer, module),
-                probe,
-                log,
-                make_generator(self.seed, device),
-                device,
-            )
-            self.run(ctx)
+            with preserve_state(module):
+                if self._probe is None and self.uses_probe:  # restored from a checkpoint
+                    self._setup(trainer, module)
+                self.run(self._context(trainer, module, log))
             log.scalar(self._seconds_tag(), time.perf_counter() - start)
             log.flush()
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request

@@ -1,21 +1,39 @@
 """Probe images: a fixed, class-balanced pick from the validation data.
 
 The callbacks look at the same few images every epoch. They are picked once, by
-scanning the validation loader in its (unshuffled) order, and remembered by their
-positions, so a resumed run rebuilds exactly the same probe from the checkpoint.
+scanning the validation loader in its order (a shuffled loader is scanned in its
+dataset's order instead), and remembered by their positions and a fingerprint, so a
+resumed run rebuilds exactly the same probe from the checkpoint, or says that it
+cannot.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+)
 
-__all__ = ["Probe", "balanced_pick", "default_batch_to_xy", "load_probe"]
+from lightning_viz._checks import fail
+
+__all__ = [
+    "Probe",
+    "balanced_pick",
+    "check_probe_source",
+    "default_batch_to_xy",
+    "load_probe",
+    "split_batch",
+]
 
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")
@@ -28,7 +46,8 @@ class Probe:
 
     Attributes:
         images: ``(N, C, H, W)`` float images in the model's input space.
-        labels: ``(N,)`` int64 class indices, or ``None`` when unknown.
+        labels: ``(N,)`` class indices or ``(N, K)`` label rows, or ``None``; after
+            ``setup`` in the form of the task (see ``functional._task``).
         masks: ``(N, 1, H, W)`` bool object masks, or ``None``.
         indices: Positions of the images in the scanned data, or ``None`` for a
             user-given tensor.
@@ -47,8 +66,40 @@ class Probe:
 
         return Probe(move(self.images), move(self.labels), move(self.masks), self.indices)
 
+    def select(self, keep: Tensor) -> Probe:
+        """The probe restricted to the rows where the bool ``keep`` ``(N,)`` is true."""
+        rows = keep.nonzero().flatten().tolist()
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        indices = None if self.indices is None else [self.indices[i] for i in rows]
+        return Probe(self.images[rows], pick(self.labels), pick(self.masks), indices)
+
+    def fingerprint(self) -> str:
+        """A hash of the images, labels and masks: equal only for the same probe."""
+        h = hashlib.sha256()
+        for t in (self.images, self.labels, self.masks):
+            if t is not None:
+                h.update(str((tuple(t.shape), t.dtype)).encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def check_probe_source(probe: Any) -> Any:
+    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
+    if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
+        return probe
+    if isinstance(probe, tuple | list) and probe and isinstance(probe[0], Tensor):
+        return probe
+    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
+    if isinstance(probe, str):
+        allowed += (
+            "; for images in a folder pass a Dataset such as "
+            "torchvision.datasets.ImageFolder(path, transform=...)"
+        )
+    fail("probe", allowed, probe, TypeError)
+    return None  # unreachable
 
 
 def _first(mapping: Mapping[str, Any], keys: Sequence[str]) -> Any:
@@ -86,18 +137,28 @@ def default_batch_to_xy(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | Non
     )
 
 
-def _split(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[Any, Any, Any]:
+def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[Any, Any, Any]:
+    """``(images, labels, masks)`` of a batch (``labels``/``masks`` may be ``None``)."""
     out = (batch_to_xy or default_batch_to_xy)(batch)
     if not isinstance(out, tuple | list) or len(out) not in (2, 3):
         raise TypeError(
             "`batch_to_xy` must return (images, labels) or (images, labels, masks), "
             f"got {out!r:.80}"
         )
-    return out[0], out[1], out[2] if len(out) == 3 else None
+    images = check_probe_images(out[0])
+    labels = out[1]
+    if labels is not None:
+        labels = torch.as_tensor(labels)
+        if labels.dim() == 0 or labels.shape[0] != images.shape[0] or labels.dim() > 2:
+            raise ValueError(
+                f"labels of shape {tuple(labels.shape)} do not match {images.shape[0]} images; "
+                "labels must be class indices (N,) or label rows (N, K)"
+            )
+    return images, labels, out[2] if len(out) == 3 else None
 
 
 def check_probe_images(images: Any) -> Tensor:
-    """Raises a clear error unless ``images`` is a float ``(N, C, H, W)`` batch."""
+    """Raises a clear error unless ``images`` is a ``(N, C, H, W)`` batch; returns it as float."""
     if not isinstance(images, Tensor):
         raise TypeError(f"probe images must be a tensor (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
@@ -106,9 +167,12 @@ def check_probe_images(images: Any) -> Tensor:
             f"tensors of shape {tuple(images.shape)}. Pass `batch_to_xy` to pick the images "
             "out of your batch, or `probe=` an image tensor"
         )
-    if not images.is_floating_point():
-        images = images.float()
-    return images
+    return images if images.is_floating_point() else images.float()
+
+
+def class_of(label: Tensor) -> int:
+    """The class a label names: the index, or the top entry of a label row."""
+    return int(label) if label.dim() == 0 else int(label.float().argmax())
 
 
 def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
@@ -138,6 +202,21 @@ def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
     return sorted(chosen)
 
 
+def _in_order(loader: DataLoader) -> Iterable[Any]:
+    """The loader, or for a shuffled map-style loader the same data in dataset order."""
+    batches = loader.batch_sampler
+    ordered = isinstance(batches, BatchSampler) and isinstance(batches.sampler, SequentialSampler)
+    if isinstance(loader.dataset, IterableDataset) or ordered or batches is None:
+        return loader
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size or 1,
+        shuffle=False,
+        collate_fn=loader.collate_fn,
+        num_workers=0,
+    )
+
+
 def _scan(
     batches: Iterable[Any],
     batch_to_xy: Callable[[Any], Any] | None,
@@ -147,20 +226,14 @@ def _scan(
     images: list[Tensor] = []
     labels: list[Tensor | None] = []
     masks: list[Tensor | None] = []
+    if limit <= 0:
+        return images, labels, masks
     with torch.inference_mode(False), torch.no_grad():
         for batch in batches:
-            x, y, m = _split(batch, batch_to_xy)
-            x = check_probe_images(x)
-            n = x.shape[0]
-            ys = torch.as_tensor(y).reshape(-1) if y is not None else None
-            if ys is not None and ys.numel() != n:
-                raise ValueError(
-                    f"labels of shape {tuple(torch.as_tensor(y).shape)} do not match {n} images; "
-                    "labels must be class indices (N,)"
-                )
-            for i in range(n):
+            x, y, m = split_batch(batch, batch_to_xy)
+            for i in range(x.shape[0]):
                 images.append(x[i].detach().cpu().clone())
-                labels.append(None if ys is None else ys[i].detach().cpu().long().clone())
+                labels.append(None if y is None else y[i].detach().cpu().clone())
                 masks.append(None if m is None else m[i].detach().cpu().bool().clone())
                 if len(images) >= limit:
                     return images, labels, masks
@@ -184,7 +257,8 @@ def load_probe(
 
     Args:
         source: Probe tensor ``(N, C, H, W)``, a tuple ``(images, labels[, masks])``,
-            a ``Dataset`` of samples, or a ``DataLoader`` (the validation loader).
+            a ``Dataset`` of samples, or a ``DataLoader`` (scanned in dataset order
+            when it shuffles).
         num_samples: How many images to pick (class-balanced when labels exist).
         batch_to_xy: Maps a batch to ``(images, labels[, masks])``.
         indices: Positions chosen by an earlier run (from ``state_dict``); when
@@ -198,24 +272,20 @@ def load_probe(
         images = check_probe_images(source)
         return Probe(images[:num_samples].detach().clone(), None, None, None)
     if isinstance(source, tuple | list) and source and isinstance(source[0], Tensor):
-        imgs, labs, msks = _split(tuple(source), None)
-        imgs = check_probe_images(imgs)
+        imgs, labs, msks = split_batch(tuple(source), None)
         if indices is not None:  # saved by an earlier run
             sel = list(indices)
         elif labs is not None:
-            sel = balanced_pick(torch.as_tensor(labs).tolist(), num_samples)
+            sel = balanced_pick([class_of(lab) for lab in labs], num_samples)
         else:
             sel = list(range(min(num_samples, imgs.shape[0])))
-        lab_t = torch.as_tensor(labs).long()[sel] if labs is not None else None
+        lab_t = labs[sel].clone() if labs is not None else None
         mask_t = msks[sel].bool() if msks is not None else None
         return Probe(imgs[sel].detach().clone(), lab_t, mask_t, sel)
     if isinstance(source, Dataset) and not isinstance(source, DataLoader):
         source = DataLoader(source, batch_size=256, shuffle=False)
-    if not isinstance(source, Iterable):
-        raise TypeError(
-            "probe must be a tensor (N, C, H, W), a tuple (images, labels) or a Dataset, "
-            f"got {type(source).__name__}"
-        )
+    if isinstance(source, DataLoader):
+        source = _in_order(source)
     limit = scan_limit or max(20 * num_samples, 2048)
     if indices is not None:
         limit = max(indices) + 1 if indices else 0
@@ -224,7 +294,7 @@ def load_probe(
         raise ValueError("the probe data is empty: no images to look at")
     if indices is None:
         if all(lab is not None for lab in labels):
-            indices = balanced_pick([int(t) for t in labels], num_samples)  # type: ignore[arg-type]
+            indices = balanced_pick([class_of(lab) for lab in labels], num_samples)  # type: ignore[arg-type]
         else:
             indices = list(range(min(num_samples, len(images))))
     if indices and max(indices) >= len(images):

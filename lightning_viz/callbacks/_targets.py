@@ -4,89 +4,50 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from lightning_viz.callbacks._probe import Probe
+from lightning_viz._checks import fail
+from lightning_viz.callbacks._base import RunContext
+from lightning_viz.functional._grad import resolve_layer
 
-__all__ = [
-    "CAPTION_LABEL",
-    "captions",
-    "check_methods",
-    "check_neuron",
-    "check_target",
-    "require_labels",
-    "resolve_target",
-]
-
-_TARGETS = ("predicted", "true")
-
-
-def check_methods(methods: Any, valid: Any, what: str) -> list[str]:
-    """A non-empty list of known method names (a single name is accepted)."""
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    bad = [m for m in methods if m not in valid]
-    if bad or not methods:
-        raise ValueError(f"unknown {what} methods {bad or methods!r}; valid: {list(valid)}")
-    return methods
-
-
-def check_neuron(neuron: Any) -> tuple[str, int] | None:
-    """``None`` or a ``(layer_name, channel >= 0)`` pair (a 2-list from YAML too)."""
-    if neuron is None:
-        return None
-    if (
-        not isinstance(neuron, tuple | list)
-        or len(neuron) != 2
-        or not isinstance(neuron[0], str)
-        or isinstance(neuron[1], bool)
-        or not isinstance(neuron[1], int)
-        or neuron[1] < 0
-    ):
-        raise ValueError(f"`neuron` must be (layer_name, channel >= 0), got {neuron!r}")
-    return (neuron[0], int(neuron[1]))
-
-
-def check_target(target: Any) -> str | int:
-    """Validates ``target``: ``"predicted"``, ``"true"`` or a class index >= 0."""
-    if isinstance(target, bool) or not isinstance(target, str | int):
-        raise TypeError(f"`target` must be 'predicted', 'true' or a class index, got {target!r}")
-    if isinstance(target, str) and target not in _TARGETS:
-        raise ValueError(f"`target` must be 'predicted', 'true' or a class index, got {target!r}")
-    if isinstance(target, int) and target < 0:
-        raise ValueError(f"`target` class index must be >= 0, got {target!r}")
-    return target
-
-
-def require_labels(target: str | int, probe: Probe, owner: str) -> None:
-    """Raises when ``target="true"`` but the probe has no labels."""
-    if target == "true" and probe.labels is None:
-        raise ValueError(
-            f"{owner}(target='true') needs labels, but the probe has none; use "
-            "target='predicted' or give labels with `probe=(images, labels)`"
-        )
-
-
-def resolve_target(target: str | int, probe: Probe, predicted: Tensor) -> Tensor:
-    """Class indices ``(N,)`` to explain."""
-    if target == "predicted":
-        return predicted
-    if target == "true":
-        return probe.labels.to(predicted.device)  # type: ignore[union-attr]
-    return torch.full_like(predicted, int(target))
-
+__all__ = ["CAPTION_LABEL", "captions", "check_neuron_at_setup", "check_target_at_setup"]
 
 CAPTION_LABEL = "true / pred"
 
 
-def captions(probe: Probe, predicted: Tensor, name: Any) -> list[str]:
-    """``"X / Y"`` (true / predicted class) per probe image, ``"? / Y"`` without labels.
+def check_target_at_setup(owner: Any, ctx: RunContext) -> None:
+    """Raises for a class index ``target`` the model does not have."""
+    target = owner.target
+    if isinstance(target, int) and target >= ctx.num_classes:
+        fail(
+            "target",
+            f"'predicted', 'true' or a class index in [0, {ctx.num_classes}) for this model",
+            target,
+        )
 
-    ``name`` maps a class index to its caption. The image row is labelled
-    :data:`CAPTION_LABEL`, so the captions stay short enough for small tiles.
-    """
+
+def check_neuron_at_setup(ctx: RunContext, neuron: tuple[str, int] | None) -> None:
+    """Raises for an unknown neuron layer or a channel beyond the layer's channels."""
+    if neuron is None:
+        return
+    layer, channel = neuron
+    name, module = resolve_layer(ctx.module, layer)
+    shape = ctx.layer_outputs({name: module}).get(name)
+    channels = shape[1] if shape is not None and len(shape) >= 2 else 0
+    if channel >= channels:
+        fail(
+            "neuron",
+            f"(layer, channel) with a channel in [0, {channels}) for layer {name!r}",
+            neuron,
+        )
+
+
+def captions(ctx: RunContext, owner: Any, predicted: Tensor | None = None) -> list[str]:
+    """``"X / Y"`` (true / predicted) per probe image, ``"? / Y"`` without labels."""
+    predicted = ctx.predicted if predicted is None else predicted
+    labels = ctx.probe.labels
     out = []
     for i, p in enumerate(predicted.tolist()):
-        true = "?" if probe.labels is None else name(int(probe.labels[i]))
-        out.append(f"{true} / {name(p)}")
+        true = "?" if labels is None else owner.label_name(labels[i])
+        out.append(f"{true} / {owner.class_name(p)}")
     return out

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from lightning_viz import render
-from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._probe import Probe
-from lightning_viz.functional._utils import conv_layers, resolve_layer
+from lightning_viz._checks import check_int, check_layer_names
+from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.functional._grad import conv_layers, resolve_layer
 from lightning_viz.functional.saliency import activation_maps
 
 __all__ = ["ActivationLogger"]
@@ -41,7 +41,6 @@ class ActivationLogger(VizCallback):
     """
 
     family = "activations"
-    default_num_samples = 2
 
     def __init__(
         self,
@@ -51,33 +50,26 @@ class ActivationLogger(VizCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
-        if layers is not None and (
-            isinstance(layers, str) or not all(isinstance(n, str) for n in layers)
-        ):
-            raise TypeError(f"`layers` must be a list of layer names, got {layers!r}")
-        if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
-            raise ValueError(f"`max_channels` must be a positive int, got {max_channels!r}")
-        self.layers = None if layers is None else list(layers)
-        self.max_channels = max_channels
+        self.layers = check_layer_names(layers, "layers")
+        self.max_channels = check_int(max_channels, "max_channels", minimum=1)
         self._chosen: list[str] = []
 
     def key_args(self) -> dict[str, Any]:
         return {"layers": self.layers}
 
-    def check(self, module: nn.Module, probe: Probe) -> None:
+    def check(self, ctx: RunContext) -> None:
         if self.layers is None:
-            self._chosen = default_layers(module)
+            self._chosen = default_layers(ctx.module)
             if not self._chosen:
-                raise ValueError(
+                raise NotApplicableError(
                     "ActivationLogger found no Conv2d layer in the model; pass `layers=` "
                     "with the names of the layers whose outputs to show"
                 )
         else:
-            self._chosen = [resolve_layer(module, n)[0] for n in self.layers]
+            self._chosen = [resolve_layer(ctx.module, n)[0] for n in self.layers]
+        self.check_layer_maps(ctx, self._chosen, "a feature-map view")
 
     def run(self, ctx: RunContext) -> None:
-        if not self._chosen:
-            self.check(ctx.module, ctx.probe)
         layers = {n: resolve_layer(ctx.module, n)[1] for n in self._chosen}
         maps = activation_maps(ctx.view, ctx.pixels, list(layers.values()))
         # keys are names inside the view; the order is that of `layers`
@@ -97,7 +89,7 @@ class ActivationLogger(VizCallback):
             captions = []
             labels = ctx.probe.labels
             for i in range(act.shape[0]):
-                first = "input" if labels is None else f"{self.class_name(int(labels[i]))}"
+                first = "input" if labels is None else self.label_name(labels[i])
                 captions += [first] + [f"ch{c}" for c in range(rows[i].shape[0] - 1)]
             grid = torch.cat(rows)
             scale = max(1, 48 // max(grid.shape[-1], 1))

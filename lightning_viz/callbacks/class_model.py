@@ -6,16 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 import lightning_viz.functional as LF
 from lightning_viz import render
-from lightning_viz._guard import preserve_state
-from lightning_viz._hooks import capture_outputs
+from lightning_viz._checks import check_int, check_int_list, check_neuron, fail
 from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._probe import Probe
-from lightning_viz.callbacks._targets import check_neuron
-from lightning_viz.functional._utils import resolve_layer
+from lightning_viz.callbacks._targets import check_neuron_at_setup
+from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional._task import class_scores
 
 __all__ = ["ClassModelLogger"]
 
@@ -65,7 +63,7 @@ class ClassModelLogger(VizCallback):
     """
 
     family = "class_model"
-    default_num_samples = 1
+    needs_gradient = True
 
     def __init__(
         self,
@@ -78,87 +76,44 @@ class ClassModelLogger(VizCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, num_samples=num_samples, **kwargs)
-        if classes is not None:
-            if isinstance(classes, int) and not isinstance(classes, bool):
-                classes = [classes]
-            if isinstance(classes, str) or not isinstance(classes, Sequence):
-                raise TypeError(
-                    f"`classes` must be a list of class indices or None, got {classes!r}"
-                )
-            if any(isinstance(k, bool) or not isinstance(k, int) for k in classes):
-                raise TypeError(f"`classes` must contain ints, got {classes!r}")
-            if not classes or any(k < 0 for k in classes):
-                raise ValueError(f"`classes` must be non-empty indices >= 0, got {list(classes)}")
-            classes = [int(k) for k in classes]
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise TypeError(f"`steps` must be an int, got {steps!r}")
-        if steps < 1:
-            raise ValueError(f"`steps` must be >= 1, got {steps!r}")
-        neuron = check_neuron(neuron)
-        if neuron is not None:
-            if classes is not None:
-                raise ValueError(
-                    f"`classes` must be None when `neuron` is given, got classes={classes!r}"
-                )
+        self.classes = check_int_list(classes, "classes", minimum=0)
+        self.steps = check_int(steps, "steps", minimum=1)
+        self.neuron = check_neuron(neuron)
+        if self.neuron is not None and self.classes is not None:
+            fail("classes", "None when `neuron` is given", self.classes)
         if image_shape is not None:
             if isinstance(image_shape, str) or not isinstance(image_shape, Sequence):
-                raise TypeError(f"`image_shape` must be (C, H, W) or None, got {image_shape!r}")
-            if len(image_shape) != 3 or any(
-                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in image_shape
-            ):
-                raise ValueError(
-                    f"`image_shape` must be 3 positive ints (C, H, W), got {image_shape!r}"
-                )
-            image_shape = [int(v) for v in image_shape]
-        self.classes = classes
-        self.steps = steps
-        self.neuron = neuron
+                fail("image_shape", "(C, H, W) or None", image_shape, TypeError)
+            if len(image_shape) != 3:
+                fail("image_shape", "3 positive ints (C, H, W)", image_shape)
+            image_shape = [check_int(v, "image_shape", minimum=1) for v in image_shape]
         self.image_shape = image_shape
-        self._shape: list[int] | None = None
+        self._shape: list[int] = []
 
     def key_args(self) -> dict[str, Any]:
         return {"classes": self.classes, "neuron": self.neuron}
 
-    def check(self, module: nn.Module, probe: Probe) -> None:
-        shape = self.image_shape or [int(v) for v in probe.images.shape[1:]]
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        x = probe.images[:1].to(device)
-        if self.image_shape is not None:
-            x = torch.zeros(1, *shape, device=device)
-        watched = {}
-        if self.neuron is not None:
-            watched["layer"] = resolve_layer(module, self.neuron[0])[1]
-        with preserve_state(module) as net, torch.no_grad(), capture_outputs(watched) as feats:
-            out = net(x)
-            if self.output_to_logits is not None:
-                out = self.output_to_logits(out)
-        if self.neuron is not None:
-            act = feats.get("layer")
-            channels = int(act.shape[1]) if act is not None and act.dim() >= 2 else 0
-            if self.neuron[1] >= channels:
+    def check(self, ctx: RunContext) -> None:
+        shape = self.image_shape or [int(v) for v in ctx.probe.images.shape[1:]]
+        if self.image_shape is not None and list(ctx.probe.images.shape[1:]) != shape:
+            try:
+                with torch.no_grad():
+                    ctx.view(torch.zeros(1, *shape, device=ctx.device))
+            except (RuntimeError, ValueError) as err:
                 raise ValueError(
-                    f"`neuron` channel {self.neuron[1]} is out of range for layer "
-                    f"{self.neuron[0]!r} with {channels} channels"
-                )
-        elif self.classes is not None:
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise ValueError(
-                    "ClassModelLogger needs logits (N, K) from the model; pass `output_to_logits`"
-                )
-            k = int(out.shape[1])
-            bad = [c for c in self.classes if c >= k]
+                    f"`image_shape` must be a shape the model takes, got {self.image_shape!r} "
+                    f"({type(err).__name__}: {err})"
+                ) from err
+        check_neuron_at_setup(ctx, self.neuron)
+        if self.classes is not None:
+            bad = [c for c in self.classes if c >= ctx.num_classes]
             if bad:
-                raise ValueError(
-                    f"`classes` {bad} are out of range for a model with {k} classes "
-                    f"(valid: 0..{k - 1})"
-                )
+                fail("classes", f"class indices in [0, {ctx.num_classes}) for this model", bad)
         self._shape = shape
 
     def run(self, ctx: RunContext) -> None:
-        if self._shape is None:
-            self.check(ctx.module, ctx.probe)
         shape = self._shape
-        assert shape is not None  # set by check()
+        scale = render.display_scale(shape[-1])
         if self.neuron is not None:
             layer, channel = self.neuron
             _, module = resolve_layer(ctx.module, layer)
@@ -172,16 +127,20 @@ class ClassModelLogger(VizCallback):
             )
             ctx.log.image(
                 self.tag(f"neuron/{layer}/{channel}"),
-                render.image_grid(images.float().cpu(), scale=self._scale(shape)),
+                render.image_grid(images.float().cpu(), scale=scale),
             )
             return
         images = LF.class_model(
             ctx.view, self.classes, shape, steps=self.steps, generator=ctx.generator
         )
         classes = self.classes if self.classes is not None else list(range(images.shape[0]))
-        with preserve_state(ctx.view) as view, torch.no_grad():
-            probs = view(images).softmax(dim=1)
-        conf, pred = probs.max(dim=1)
+        with torch.no_grad():
+            logits = ctx.view(images)
+        if ctx.task == "multiclass":
+            conf, pred = logits.softmax(dim=1).max(dim=1)
+        else:  # binary and multilabel: the sigmoid of the optimized class's own logit
+            pred = torch.tensor(classes, device=logits.device)
+            conf = class_scores(logits, pred).sigmoid()
         caps = [
             f"{self.class_name(k)}\n{self.class_name(int(p))} {float(c):.2f}"
             for k, p, c in zip(classes, pred.tolist(), conf.tolist(), strict=True)
@@ -189,13 +148,6 @@ class ClassModelLogger(VizCallback):
         ctx.log.image(
             self.tag("grid"),
             render.image_grid(
-                images.float().cpu(),
-                nrow=min(len(classes), 10),
-                captions=caps,
-                scale=self._scale(shape),
+                images.float().cpu(), nrow=min(len(classes), 10), captions=caps, scale=scale
             ),
         )
-
-    @staticmethod
-    def _scale(shape: Sequence[int]) -> int:
-        return max(1, 96 // max(int(shape[-1]), 1))

@@ -14,13 +14,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz import render
+from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
-from lightning_viz.callbacks._base import RunContext, VizCallback
+from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
-from lightning_viz.callbacks._probe import Probe, _split, check_probe_images
+from lightning_viz.callbacks._probe import split_batch
 from lightning_viz.functional import embedding as E
-from lightning_viz.functional._utils import resolve_layer
+from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional._task import detect_task, normalize_labels, predict
 
 __all__ = ["EmbeddingProjector"]
 
@@ -50,11 +52,17 @@ def _projection_figure(
 def _metadata(
     labels: Tensor | None, predicted: Tensor | None, n: int, class_names: list[str] | None
 ) -> list[list[str]]:
-    """Rows ``[label, predicted, correct]`` (class names when given, ``?`` when unknown)."""
+    """Rows ``[label, predicted, correct]`` (class names when given, ``?`` when unknown).
 
-    def name(index: int | None) -> str:
+    A multi-hot label row is shown as its positive labels joined by ``+``; its
+    prediction (the top label) is correct when it is one of them.
+    """
+
+    def name(index: Any) -> str:
         if index is None:
             return "?"
+        if isinstance(index, list):  # a multi-hot row
+            return "+".join(name(i) for i, v in enumerate(index) if v > 0.5) or "-"
         if class_names is not None and 0 <= index < len(class_names):
             return class_names[index]
         return str(index)
@@ -63,7 +71,12 @@ def _metadata(
     preds = [None] * n if predicted is None else predicted.tolist()
     rows = []
     for lab, pred in zip(labs, preds, strict=True):
-        correct = "?" if lab is None or pred is None else str(lab == pred).lower()
+        if lab is None or pred is None:
+            correct = "?"
+        elif isinstance(lab, list):
+            correct = str(lab[pred] > 0.5).lower()
+        else:
+            correct = str(lab == pred).lower()
         rows.append([name(lab), name(pred), correct])
     return rows
 
@@ -212,7 +225,6 @@ class EmbeddingProjector(VizCallback):
     """
 
     family = "embedding"
-    default_num_samples = 1000
     uses_probe = False
 
     def __init__(
@@ -224,21 +236,12 @@ class EmbeddingProjector(VizCallback):
         **kwargs: Any,
     ) -> None:
         if layer is not None and not isinstance(layer, str):
-            raise TypeError(f"`layer` must be a layer name (str) or None, got {layer!r}")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-            raise TypeError(f"`num_samples` must be an int, got {num_samples!r}")
-        if num_samples < 2:
-            raise ValueError(f"`num_samples` must be >= 2 to embed anything, got {num_samples!r}")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"`projection` must be one of {PROJECTIONS}, got {projection!r}")
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"`k` must be an int, got {k!r}")
-        if k < 1:
-            raise ValueError(f"`k` must be >= 1, got {k!r}")
+            fail("layer", "a layer name (str) or None", layer, TypeError)
+        check_int(num_samples, "num_samples", minimum=2)
         super().__init__(num_samples=num_samples, **kwargs)
         self.layer = layer
-        self.projection = projection
-        self.k = k
+        self.projection = check_choice(projection, "projection", PROJECTIONS)
+        self.k = check_int(k, "k", minimum=1)
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -289,15 +292,21 @@ class EmbeddingProjector(VizCallback):
         linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
         if not linears:
             names = [n for n, _ in module.named_modules() if n]
-            raise ValueError(
+            raise NotApplicableError(
                 "EmbeddingProjector embeds the input of the last nn.Linear, but the model has "
                 "no nn.Linear layer; pass `layer=` with the dotted name of the layer whose "
                 f"output to embed (available: {names})"
             )
         return linears[-1]
 
-    def check(self, module: nn.Module, probe: Probe | None) -> None:
-        self._layer_name = self._feature_layer(module)[0]
+    def check(self, ctx: RunContext) -> None:
+        self._layer_name = self._feature_layer(ctx.module)[0]
+        if getattr(ctx.trainer, "limit_val_batches", 1) == 0:
+            self.warn_once(
+                "no_val",
+                "it embeds the features seen during the validation loop, and this trainer runs "
+                "none (limit_val_batches=0): nothing will be written",
+            )
         with contextlib.suppress(ImportError):  # imported now, not at the first epoch end
             import sklearn.metrics  # noqa: F401
 
@@ -310,7 +319,7 @@ class EmbeddingProjector(VizCallback):
         try:
             module = unwrap_model(pl_module)
             if self._layer_name is None:
-                self.check(module, None)
+                self._layer_name = self._feature_layer(module)[0]
             name, layer = resolve_layer(module, self._layer_name)
             world = max(1, int(getattr(trainer, "world_size", 1) or 1))
             self._local_limit = math.ceil(self.num_samples / world)
@@ -362,6 +371,16 @@ class EmbeddingProjector(VizCallback):
                 return out
         return None
 
+    def _labels(self, labels: Tensor) -> Tensor:
+        """Class indices ``(n,)``, or multi-hot rows ``(n, K)`` for multilabel data."""
+        if labels.dim() == 2:
+            k = int(labels.shape[1])
+            task = self.task or detect_task(k, labels)
+            return normalize_labels(
+                labels, "multilabel" if task == "multilabel" else "multiclass", k
+            )
+        return labels.round().long() if labels.is_floating_point() else labels.long()
+
     def _thumbnails(self, images: Tensor) -> Tensor:
         """``(n, C, H, W)`` model-space images -> ``(n, 1|3, s, s)`` uint8 square thumbnails."""
         pixels = ModelView(nn.Identity(), self.mean, self.std).to_pixels(images.float())
@@ -380,8 +399,7 @@ class EmbeddingProjector(VizCallback):
         return (thumbs * 255).round().to(torch.uint8)
 
     def _collect(self, batch: Any, calls: dict[str, list[tuple[Any, Any]]]) -> None:
-        images, labels, _ = _split(batch, self.batch_to_xy)
-        images = check_probe_images(images)
+        images, labels, _ = split_batch(batch, self.batch_to_xy)
         n = images.shape[0]
         if not calls["features"]:
             raise RuntimeError(
@@ -401,20 +419,20 @@ class EmbeddingProjector(VizCallback):
             logits = self._logits(calls["features"][-1:], n, apply_map=False)
         take = min(n, self._local_limit - self._count)
         with torch.inference_mode(False), torch.no_grad():
-            chunk = {
-                "features": feats[:take].detach().reshape(take, -1).float().cpu().clone(),
-                "thumbs": self._thumbnails(images[:take].detach().cpu().clone()),
-            }
+            feats = feats[:take].detach().reshape(take, -1).float().cpu()
+            x = images[:take].detach().cpu()
+            finite = torch.isfinite(feats).all(dim=1) & torch.isfinite(x).flatten(1).all(dim=1)
+            if not bool(finite.all()):
+                self.warn_once(
+                    "nonfinite",
+                    "validation samples with non-finite images or features (NaN or inf) are "
+                    "left out of the embedding",
+                )
+            chunk = {"features": feats[finite].clone(), "thumbs": self._thumbnails(x[finite])}
             if labels is not None:
-                lab = torch.as_tensor(labels).reshape(-1)
-                if lab.numel() != n:
-                    raise ValueError(
-                        f"labels of shape {tuple(torch.as_tensor(labels).shape)} do not match "
-                        f"{n} images; labels must be class indices (N,)"
-                    )
-                chunk["labels"] = lab[:take].detach().cpu().long().clone()
+                chunk["labels"] = self._labels(labels[:take].detach().cpu())[finite].clone()
             if logits is not None:
-                chunk["predicted"] = logits[:take].detach().argmax(dim=1).cpu().long().clone()
+                chunk["predicted"] = predict(logits[:take].detach()).cpu()[finite].clone()
         self._chunks.append(chunk)
         self._count += take
 
@@ -434,6 +452,13 @@ class EmbeddingProjector(VizCallback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
         self._harvest(wait=False)
+        if self._due(trainer):  # due, but no validation ran this epoch
+            self.warn_once(
+                "no_val_epoch",
+                f"no validation ran at epoch {trainer.current_epoch}; it embeds the features "
+                "seen during the validation loop, so it writes nothing for epochs without one "
+                "(see check_val_every_n_epoch / limit_val_batches)",
+            )
 
     # -------------------------------------------------------------------- gather
     def _local_samples(self) -> dict[str, Tensor | None]:
@@ -481,7 +506,13 @@ class EmbeddingProjector(VizCallback):
             return
         labels, predicted = data["labels"], data["predicted"]
         n = feats.shape[0]
-        if labels is not None:
+        if labels is not None and labels.dim() == 2:
+            self.warn_once(
+                "multilabel",
+                "k-NN accuracy and silhouette need one class per sample; with multi-label data "
+                "only the projector and the figure (colored by prediction) are written",
+            )
+        elif labels is not None:
             ctx.log.scalar(self.tag("knn_acc"), E.knn_accuracy(feats, labels, k=min(self.k, n - 1)))
             ctx.log.scalar(self.tag("silhouette"), E.silhouette(feats, labels))
         writer = ctx.log.writer
@@ -504,7 +535,7 @@ class EmbeddingProjector(VizCallback):
             self.tag(name),
         )
         self._pending.append((step, self.tag(name), future))
-        colors = labels if labels is not None else predicted
+        colors = labels if labels is not None and labels.dim() == 1 else predicted
         figure_tag = self.tag(f"{name}/{self.projection}")
         busy = sum(1 for _, t, f in self._pending if t == figure_tag and not f.done())
         if busy >= MAX_PENDING_FIGURES:  # back-pressure: never build an unbounded backlog

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_viz import render
-from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._probe import Probe
-from lightning_viz.functional._utils import conv_layers, resolve_layer
+from lightning_viz._checks import check_int, check_layer_names
+from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.functional._grad import conv_layers, resolve_layer
 
 __all__ = ["FilterLogger"]
 
@@ -33,24 +33,22 @@ class FilterLogger(VizCallback):
         layers: Dotted names of ``Conv2d``/``Linear`` layers. Default: the first
             conv layer and any pixel-level ``Linear``.
         max_filters: Most tiles per layer. Default: 64.
+        num_samples: Probe images (only their shape is used). Default: 1.
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 
     family = "filters"
-    default_num_samples = 1
 
     def __init__(
-        self, layers: Sequence[str] | None = None, max_filters: int = 64, **kwargs: Any
+        self,
+        layers: Sequence[str] | None = None,
+        max_filters: int = 64,
+        num_samples: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        if layers is not None and (
-            isinstance(layers, str) or not all(isinstance(n, str) for n in layers)
-        ):
-            raise TypeError(f"`layers` must be a list of layer names, got {layers!r}")
-        if isinstance(max_filters, bool) or not isinstance(max_filters, int) or max_filters < 1:
-            raise ValueError(f"`max_filters` must be a positive int, got {max_filters!r}")
-        self.layers = None if layers is None else list(layers)
-        self.max_filters = max_filters
+        super().__init__(num_samples=num_samples, **kwargs)
+        self.layers = check_layer_names(layers, "layers")
+        self.max_filters = check_int(max_filters, "max_filters", minimum=1)
         self._previous: dict[str, Tensor] = {}
         self._chosen: list[str] = []
 
@@ -84,14 +82,14 @@ class FilterLogger(VizCallback):
             if isinstance(m, nn.Linear) and m.in_features == pixels
         ]
         if not chosen:
-            raise ValueError(
+            raise NotApplicableError(
                 "FilterLogger found no Conv2d layer and no Linear layer over the input pixels "
                 f"(C*H*W={pixels}); pass `layers=` with the names of the layers to show"
             )
         return chosen
 
-    def check(self, module: nn.Module, probe: Probe) -> None:
-        self._chosen = self._choose(module, tuple(probe.images.shape[1:]))
+    def check(self, ctx: RunContext) -> None:
+        self._chosen = self._choose(ctx.module, tuple(ctx.probe.images.shape[1:]))
 
     def _tiles(self, layer: nn.Module, image_shape: tuple[int, ...]) -> Tensor:
         weight = layer.weight.detach().float().cpu()
@@ -100,8 +98,6 @@ class FilterLogger(VizCallback):
         return render.filter_tiles(weight, max_filters=self.max_filters)
 
     def run(self, ctx: RunContext) -> None:
-        if not self._chosen:
-            self.check(ctx.module, ctx.probe)
         image_shape = tuple(ctx.probe.images.shape[1:])
         for name in self._chosen:
             _, layer = resolve_layer(ctx.module, name)

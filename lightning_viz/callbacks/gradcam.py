@@ -5,22 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import nn
-
 import lightning_viz.functional as LF
 from lightning_viz import render
-from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._probe import Probe
-from lightning_viz.callbacks._targets import (
-    CAPTION_LABEL,
-    captions,
-    check_methods,
-    check_target,
-    require_labels,
-    resolve_target,
-)
-from lightning_viz.functional._utils import conv_layers, resolve_layer
+from lightning_viz._checks import check_choices, check_target, fail
+from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.callbacks._targets import CAPTION_LABEL, captions, check_target_at_setup
+from lightning_viz.functional._grad import conv_layers, resolve_layer
 
 __all__ = ["GradCAMLogger"]
 
@@ -49,7 +39,7 @@ class GradCAMLogger(VizCallback):
     """
 
     family = "gradcam"
-    default_num_samples = 8
+    needs_gradient = True
 
     def __init__(
         self,
@@ -61,40 +51,41 @@ class GradCAMLogger(VizCallback):
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
         if layer is not None and not isinstance(layer, str):
-            raise TypeError(f"`layer` must be a layer name (str) or None, got {layer!r}")
-        methods = check_methods(methods, METHODS, "Grad-CAM")
+            fail("layer", "a layer name (str) or None", layer, TypeError)
         self.layer = layer
-        self.methods = methods
+        self.methods = check_choices(methods, "methods", METHODS)
         self.target = check_target(target)
         self._layer_name: str | None = None
 
     def key_args(self) -> dict[str, Any]:
         return {"layer": self.layer, "methods": self.methods, "target": self.target}
 
-    def check(self, module: nn.Module, probe: Probe) -> None:
-        require_labels(self.target, probe, type(self).__name__)
-        if not conv_layers(module):
-            names = [n for n, _ in module.named_modules() if n]
-            raise ValueError(
-                "GradCAMLogger needs a convolutional layer (nn.Conv2d) and the model has none; "
-                f"its layers are: {', '.join(names[:30])}"
+    def check(self, ctx: RunContext) -> None:
+        if self.target == "true" and ctx.probe.labels is None:
+            raise NotApplicableError(
+                "GradCAMLogger(target='true') needs labels, but the probe has none; use "
+                "target='predicted' or give labels with `probe=(images, labels)`"
             )
+        check_target_at_setup(self, ctx)
         if self.layer is not None:
-            self._layer_name = resolve_layer(module, self.layer)[0]
+            self._layer_name = resolve_layer(ctx.module, self.layer)[0]
+        elif not conv_layers(ctx.module):
+            names = [n for n, _ in ctx.module.named_modules() if n]
+            raise NotApplicableError(
+                "GradCAMLogger needs a convolutional layer (nn.Conv2d) and the model has none; "
+                f"pass `layer=` with a layer whose output is (N, C, h, w); layers: "
+                f"{', '.join(names[:30])}"
+            )
         else:
-            device = next((p.device for p in module.parameters()), torch.device("cpu"))
-            self._layer_name = LF.default_cam_layer(module, probe.images[:1].to(device))
+            self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
+        self.check_layer_maps(ctx, [self._layer_name], "Grad-CAM")
 
     def run(self, ctx: RunContext) -> None:
-        if self._layer_name is None:
-            self.check(ctx.module, ctx.probe)
         _, layer = resolve_layer(ctx.module, self._layer_name)
-        with torch.no_grad():
-            predicted = ctx.view(ctx.pixels).argmax(dim=1)
-        target = resolve_target(self.target, ctx.probe, predicted)
-        caps = captions(ctx.probe, predicted, self.class_name)
+        target = ctx.target(self.target)
+        caps = captions(ctx, self)
         images = ctx.pixels.float().cpu()
-        scale = max(1, 96 // max(images.shape[-1], 1))
+        scale = render.display_scale(images)
         for method in self.methods:
             maps = METHODS[method](ctx.view, ctx.pixels, target, layer=layer).float().cpu()
             norm = render.normalize_maps(maps)

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_viz import render
-from lightning_viz._guard import preserve_state
+from lightning_viz._checks import (
+    check_choice,
+    check_choices,
+    check_float,
+    check_int,
+    fail,
+)
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
-from lightning_viz.callbacks._probe import Probe
 from lightning_viz.callbacks._regression import RegressionWatch, WatchesRegressions
 from lightning_viz.functional import attacks as A
+from lightning_viz.functional._task import correct, predict
 
 __all__ = ["AdversarialProbe", "eps_label"]
 
@@ -42,26 +49,50 @@ def eps_label(eps: float) -> str:
     return f"{eps:g}"
 
 
-def _check_eps(eps: Any) -> list[float]:
-    if isinstance(eps, bool | str | bytes) or isinstance(eps, numbers.Real | Tensor):
-        raise TypeError(
-            f"`eps` must be a list of perturbation sizes, got {eps!r}; pass a list, "
-            f"e.g. eps=[{eps!r}]"
-        )
-    if not isinstance(eps, Sequence):
-        raise TypeError(f"`eps` must be a list of perturbation sizes, got {eps!r}")
+_EPS_TEXT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*255)?\s*$")
+
+
+def _parse_eps(value: Any) -> float | None:
+    """A number, or a string ``"8/255"`` / ``"0.03"``; ``None`` when it is neither."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        match = _EPS_TEXT.match(value)
+        if match:
+            number = float(match.group(1))
+            return number / 255.0 if "/" in value else number
+    return None
+
+
+def check_eps(eps: Any, norm: str) -> list[float]:
+    """Perturbation sizes: a list of numbers or ``"k/255"`` strings, finite, ``>= 0``, unique.
+
+    For ``norm="linf"`` (pixel space ``[0, 1]``) values above 1 are rejected with a
+    hint: ``8`` is almost certainly ``8/255``.
+    """
+    allowed = 'a list of perturbation sizes, e.g. [2/255, 8/255] (in YAML ["2/255", "8/255"])'
+    if isinstance(eps, str | bytes) or not isinstance(eps, Sequence | Tensor):
+        value = _parse_eps(eps)
+        hint = f"; for one size pass eps=[{value:.6g}]" if value is not None else ""
+        raise TypeError(f"`eps` must be {allowed}, got {eps!r}{hint}")
     values = []
-    for e in eps:
-        if isinstance(e, bool) or not isinstance(e, numbers.Real):
-            raise TypeError(f"`eps` values must be real numbers, got {e!r} in {list(eps)!r}")
-        if not math.isfinite(float(e)) or float(e) < 0:
-            raise ValueError(f"`eps` values must be finite and >= 0, got {e!r} in {list(eps)!r}")
-        values.append(float(e))
+    for e in eps.tolist() if isinstance(eps, Tensor) else list(eps):
+        value = _parse_eps(e)
+        if value is None:
+            fail("eps", allowed + " (numbers or 'k/255' strings)", list(eps), TypeError)
+        if not math.isfinite(value) or value < 0:
+            fail("eps", "finite sizes >= 0", list(eps))
+        if norm == "linf" and value > 1:
+            raise ValueError(
+                f"`eps` values must be pixel-space sizes in [0, 1] for norm='linf', got {e!r} "
+                f"in {list(eps)!r}; did you mean {e}/255 (= {value / 255:.4g})?"
+            )
+        values.append(value)
     if not values:
-        raise ValueError("`eps` is empty; give at least one perturbation size")
+        fail("eps", allowed + " (at least one)", list(eps))
     labels = [eps_label(e) for e in values]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"`eps` has duplicate values: {labels}")
+        fail("eps", "unique sizes", labels)
     return values
 
 
@@ -131,7 +162,8 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     """
 
     family = "robustness"
-    default_num_samples = 256
+    needs_gradient = True
+    needs_labels = True
 
     def __init__(
         self,
@@ -145,36 +177,14 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
-        if isinstance(attacks, str):
-            attacks = (attacks,)
-        if not isinstance(attacks, Sequence) or not all(isinstance(a, str) for a in attacks):
-            raise TypeError(f"`attacks` must be a list of attack names, got {attacks!r}")
-        attacks = list(dict.fromkeys(attacks))
-        bad = [a for a in attacks if a not in ATTACKS]
-        if bad or not attacks:
-            raise ValueError(f"unknown attacks {bad or attacks!r}; valid: {list(ATTACKS)}")
-        self.eps = _check_eps(eps)
-        if norm not in NORMS:
-            raise ValueError(f"`norm` must be one of {list(NORMS)}, got {norm!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise TypeError(f"`steps` must be an int, got {steps!r}")
-        if steps < 1:
-            raise ValueError(f"`steps` must be >= 1, got {steps!r}")
-        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
-            raise TypeError(f"`tolerance` must be a number, got {tolerance!r}")
-        if not math.isfinite(float(tolerance)) or float(tolerance) < 0:
-            raise ValueError(f"`tolerance` must be a finite number >= 0, got {tolerance!r}")
-        if step_size is not None:
-            if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real):
-                raise TypeError(f"`step_size` must be a number or None, got {step_size!r}")
-            if not math.isfinite(float(step_size)) or float(step_size) <= 0:
-                raise ValueError(f"`step_size` must be a positive number, got {step_size!r}")
-            step_size = float(step_size)
-        self.attacks = attacks
-        self.norm = norm
-        self.steps = steps
-        self.tolerance = float(tolerance)
-        self.step_size = step_size
+        self.attacks = check_choices(attacks, "attacks", ATTACKS)
+        self.norm = check_choice(norm, "norm", NORMS)
+        self.eps = check_eps(eps, self.norm)
+        self.steps = check_int(steps, "steps", minimum=1)
+        self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
+        self.step_size = (
+            None if step_size is None else check_float(step_size, "step_size", positive=True)
+        )
         self._watch = RegressionWatch(self.tolerance)  # best values, reported drops
         self._masking_warned: set[str] = set()
 
@@ -182,22 +192,26 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     def key_args(self) -> dict[str, Any]:
         return {"attacks": self.attacks, "eps": [eps_label(e) for e in self.eps], "norm": self.norm}
 
-    def metric(self, attack: str, eps: float) -> str:
-        """Metric name ``<attack>_acc@<eps>`` (``attack`` may be ``"noise"``)."""
-        return f"{attack}_acc@{eps_label(eps)}"
+    @property
+    def _acc(self) -> str:
+        """``acc``, or ``label_acc`` for a multilabel model (accuracy per label)."""
+        return "label_acc" if self._task == "multilabel" else "acc"
+
+    def metric(self, attack: str, eps: float | None = None) -> str:
+        """Metric name ``<attack>_acc@<eps>`` (``"noise"`` too), ``clean_acc`` for ``"clean"``.
+
+        For a multilabel model ``acc`` reads ``label_acc``: the fraction of (image,
+        label) decisions that stay correct.
+        """
+        if attack == "clean":
+            return f"clean_{self._acc}"
+        return f"{attack}_{self._acc}@{eps_label(eps)}"  # type: ignore[arg-type]
 
     def tags(self) -> list[str]:
         """Every scalar tag this callback writes, besides ``viz/AdversarialProbe/seconds``."""
-        names = ["clean_acc"]
+        names = [self.metric("clean")]
         names += [self.metric(a, e) for a in (*self.attacks, "noise") for e in self.eps]
         return [self.tag(n) for n in (*names, "regression")]
-
-    def check(self, module: nn.Module, probe: Probe) -> None:
-        if probe.labels is None:
-            raise ValueError(
-                "AdversarialProbe needs labels to measure accuracy, but the probe has none; "
-                "give labels with `probe=(images, labels)` or a `batch_to_xy` that returns them"
-            )
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
@@ -206,15 +220,10 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
 
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
-        x = ctx.pixels
-        y = ctx.probe.labels
-        if y is None:  # probe replaced after setup
-            self.check(ctx.module, ctx.probe)
-        y = y.to(x.device)  # type: ignore[union-attr]
-        with preserve_state(ctx.view) as view, torch.no_grad():
-            clean_pred = view(x).argmax(dim=1)
-        clean = (clean_pred == y).float().mean().item()
-        ctx.log.scalar(self.tag("clean_acc"), clean)
+        x, y = ctx.pixels, ctx.probe.labels.to(ctx.device)  # type: ignore[union-attr]
+        clean_mask = correct(ctx.logits, y, ctx.task)
+        clean = clean_mask.float().mean().item()
+        ctx.log.scalar(self.tag(self.metric("clean")), clean)
         start = ctx.generator.get_state()
 
         results: dict[str, dict[float, float]] = {}
@@ -223,7 +232,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             for eps in self.eps:
                 gen = torch.Generator(device=ctx.generator.device)
                 gen.set_state(start)
-                acc = A.robust_accuracy(
+                mask = A.robust_mask(
                     ctx.view,
                     x,
                     y,
@@ -233,7 +242,9 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                     steps=self.steps,
                     step_size=self.step_size,
                     generator=gen,
+                    task=ctx.task,
                 )
+                acc = mask.float().mean().item()
                 results[attack][eps] = acc
                 ctx.log.scalar(self.tag(self.metric(attack, eps)), acc)
 
@@ -242,7 +253,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         for message in self._masking_messages(results, clean, len(y)):
             rank_zero_warn(message)
         ctx.log.figure(self.tag("curve"), self._curve(results, clean))
-        ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, clean_pred, start))
+        ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, start))
 
     # -------------------------------------------------------------- regression
     def _regression(self, results: dict[str, dict[float, float]], epoch: int) -> float:
@@ -322,9 +333,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             xticklabels=[eps_label(e) for e in xs],
         )
 
-    def _examples(
-        self, ctx: RunContext, x: Tensor, y: Tensor, clean_pred: Tensor, start: Tensor
-    ) -> Tensor:
+    def _examples(self, ctx: RunContext, x: Tensor, y: Tensor, start: Tensor) -> Tensor:
         k = min(NUM_EXAMPLES, x.shape[0])
         xs, ys = x[:k], y[:k]
         eps = max(self.eps)
@@ -341,11 +350,12 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                 step_size=self.step_size,
                 norm=self.norm,
                 generator=gen,
+                task=ctx.task,
             )
         else:
-            adv = A.fgsm(ctx.view, xs, ys, eps, norm=self.norm)
-        with preserve_state(ctx.view) as view, torch.no_grad():
-            adv_pred = view(adv).argmax(dim=1)
+            adv = A.fgsm(ctx.view, xs, ys, eps, norm=self.norm, task=ctx.task)
+        with torch.no_grad():
+            adv_pred = predict(ctx.view(adv))
         delta = (adv - xs).float()
         if self.norm == "linf":
             scale = torch.full((k, 1, 1, 1), 2 * eps, device=delta.device)
@@ -353,8 +363,8 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             scale = 2 * delta.abs().flatten(1).amax(dim=1).view(-1, 1, 1, 1)
         shown = (0.5 + delta / scale.clamp_min(1e-12)).clamp(0, 1)
         caps = [
-            f"{self.class_name(int(t))} / {self.class_name(int(c))}->{self.class_name(int(a))}"
-            for t, c, a in zip(ys.tolist(), clean_pred[:k].tolist(), adv_pred.tolist(), strict=True)
+            f"{self.label_name(t)} / {self.class_name(int(c))}->{self.class_name(int(a))}"
+            for t, c, a in zip(ys, ctx.predicted[:k].tolist(), adv_pred.tolist(), strict=True)
         ]
         images = xs.float().cpu()
         return render.rows_grid(
@@ -365,5 +375,5 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                 "perturbation (amplified)",
                 f"{attack} @ {eps_label(eps)}",
             ],
-            scale=max(1, 96 // max(images.shape[-1], 1)),
+            scale=render.display_scale(images),
         )

@@ -5,23 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import lightning_viz.functional as LF
 from lightning_viz import render
-from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._probe import Probe
+from lightning_viz._checks import (
+    check_choice,
+    check_choices,
+    check_float,
+    check_int,
+    check_neuron,
+    check_target,
+    fail,
+)
+from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._targets import (
     CAPTION_LABEL,
     captions,
-    check_methods,
-    check_neuron,
-    check_target,
-    require_labels,
-    resolve_target,
+    check_neuron_at_setup,
+    check_target_at_setup,
 )
-from lightning_viz.functional._utils import resolve_layer
+from lightning_viz.functional._grad import resolve_layer
 
 __all__ = ["SaliencyLogger"]
 
@@ -58,7 +62,7 @@ class SaliencyLogger(VizCallback):
     """
 
     family = "saliency"
-    default_num_samples = 8
+    needs_gradient = True
 
     def __init__(
         self,
@@ -74,33 +78,28 @@ class SaliencyLogger(VizCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
-        methods = check_methods(methods, METHODS, "saliency")
-        if reduce not in ("max", "sum"):
-            raise ValueError(f"`reduce` must be 'max' or 'sum', got {reduce!r}")
-        neuron = check_neuron(neuron)
-        for name, value in (("smoothgrad_samples", smoothgrad_samples), ("ig_steps", ig_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-        if not 0.0 < float(mask_quantile) < 1.0:
-            raise ValueError(f"`mask_quantile` must lie in (0, 1), got {mask_quantile!r}")
-        if float(smoothgrad_noise) < 0:
-            raise ValueError(f"`smoothgrad_noise` must be >= 0, got {smoothgrad_noise!r}")
-        self.methods = methods
+        self.methods = check_choices(methods, "methods", METHODS)
         self.target = check_target(target)
-        self.neuron = neuron
-        self.reduce = reduce
-        self.smoothgrad_samples = smoothgrad_samples
-        self.smoothgrad_noise = float(smoothgrad_noise)
-        self.ig_steps = ig_steps
-        self.mask_quantile = float(mask_quantile)
+        self.neuron = check_neuron(neuron)
+        self.reduce = check_choice(reduce, "reduce", ("max", "sum"))
+        self.smoothgrad_samples = check_int(smoothgrad_samples, "smoothgrad_samples", minimum=1)
+        self.smoothgrad_noise = check_float(smoothgrad_noise, "smoothgrad_noise", minimum=0.0)
+        self.ig_steps = check_int(ig_steps, "ig_steps", minimum=1)
+        self.mask_quantile = check_float(mask_quantile, "mask_quantile", minimum=0.0, maximum=1.0)
+        if self.mask_quantile in (0.0, 1.0):
+            fail("mask_quantile", "in (0, 1)", mask_quantile)
 
     def key_args(self) -> dict[str, Any]:
         return {"methods": self.methods, "target": self.target, "neuron": self.neuron}
 
-    def check(self, module: nn.Module, probe: Probe) -> None:
-        require_labels(self.target, probe, type(self).__name__)
-        if self.neuron is not None:
-            resolve_layer(module, self.neuron[0])
+    def check(self, ctx: RunContext) -> None:
+        if self.target == "true" and ctx.probe.labels is None:
+            raise NotApplicableError(
+                "SaliencyLogger(target='true') needs labels, but the probe has none; use "
+                "target='predicted' or give labels with `probe=(images, labels)`"
+            )
+        check_target_at_setup(self, ctx)
+        check_neuron_at_setup(ctx, self.neuron)
 
     def _map(self, method: str, ctx: RunContext, target: Tensor) -> Tensor:
         x = ctx.pixels
@@ -125,10 +124,8 @@ class SaliencyLogger(VizCallback):
         return LF.deconvnet(ctx.view, x, target, reduce=self.reduce)
 
     def run(self, ctx: RunContext) -> None:
-        with torch.no_grad():
-            predicted = ctx.view(ctx.pixels).argmax(dim=1)
-        target = resolve_target(self.target, ctx.probe, predicted)
-        caps = captions(ctx.probe, predicted, self.class_name)
+        target = ctx.target(self.target)
+        caps = captions(ctx, self)
         images = ctx.pixels.float().cpu()
         maps = {m: self._map(m, ctx, target).float().cpu() for m in self.methods}
         for method, method_maps in maps.items():
@@ -144,20 +141,18 @@ class SaliencyLogger(VizCallback):
             ctx.log.scalar(self.tag("saliency_in_mask", family="bias"), inside.mean().item())
         ctx.log.image(
             self.tag("segmentation"),
-            render.rows_grid(rows, captions=caps, row_labels=row_labels, scale=self._scale(images)),
+            render.rows_grid(
+                rows, captions=caps, row_labels=row_labels, scale=render.display_scale(images)
+            ),
         )
         if self.neuron is not None:
             layer, channel = self.neuron
             _, module = resolve_layer(ctx.module, layer)
             neuron_maps = LF.neuron_gradient(
-                ctx.view, ctx.pixels, module, channel, reduce=self.reduce
+                ctx.view, ctx.pixels, neuron=(module, channel), reduce=self.reduce
             )
             tag = self.tag(f"neuron/{layer}/{channel}")
             self._log_maps(ctx, tag, images, neuron_maps.float().cpu(), caps)
-
-    @staticmethod
-    def _scale(images: Tensor) -> int:
-        return max(1, 96 // max(images.shape[-1], 1))
 
     def _log_maps(
         self, ctx: RunContext, tag: str, images: Tensor, maps: Tensor, caps: list[str]
@@ -170,6 +165,6 @@ class SaliencyLogger(VizCallback):
                 rows,
                 captions=caps,
                 row_labels=[CAPTION_LABEL, "map", "overlay"],
-                scale=self._scale(images),
+                scale=render.display_scale(images),
             ),
         )

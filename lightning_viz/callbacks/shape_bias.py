@@ -2,63 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import numbers
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 import lightning_viz.functional as LF
 from lightning_viz import render
-from lightning_viz._guard import make_generator, preserve_state
-from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._compat import rank_zero_warn
-from lightning_viz.callbacks._probe import Probe
+from lightning_viz._checks import check_bool, check_float, check_int, check_int_list, fail
+from lightning_viz._guard import make_generator
+from lightning_viz.callbacks import _cue_cache
+from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._regression import RegressionWatch, WatchesRegressions
+from lightning_viz.functional._task import predict
 
 __all__ = ["TextureShapeBias"]
 
-_CACHE_VERSION = 2
 _CHUNK = 256  # images per forward pass
 _GRID_IMAGES = 16
 _WATCHED = ("shape_bias", "shape_acc")  # metrics whose regression warns
-
-
-def _check_number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def _check_mapping(mapping: Any) -> list[int] | None:
-    if mapping is None:
-        return None
-    if isinstance(mapping, str | bytes) or not isinstance(mapping, Sequence | Tensor):
-        raise TypeError(
-            f"`output_mapping` must be a list of ints (dataset class of each model class), "
-            f"got {mapping!r}"
-        )
-    values = mapping.tolist() if isinstance(mapping, Tensor) else list(mapping)
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-        raise TypeError(f"`output_mapping` must contain ints, got {mapping!r}")
-    if not values or all(v < 0 for v in values):
-        raise ValueError(
-            f"`output_mapping` must map at least one model class to a dataset class, got {values}"
-        )
-    if any(v < -1 for v in values):
-        raise ValueError(
-            f"`output_mapping` entries must be dataset classes >= 0 or -1 (unused), got {values}"
-        )
-    return [int(v) for v in values]
 
 
 class TextureShapeBias(WatchesRegressions, VizCallback):
@@ -107,7 +72,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             whose shape and texture labels agree are not counted. Default: ``None``
             (generate from the validation data).
         num_images: Number of cue-conflict images to generate (ignored with
-            ``cue_conflict=``). Default: ``160``.
+            ``cue_conflict=``); fewer, with a warning, when the probe allows fewer
+            distinct (content, style) pairs. Default: ``160``.
         tolerance: Drop below the best value that warns (``>= 0``). Default: ``0.05``.
         output_mapping: Maps model outputs to dataset classes, for a model whose
             classes differ from the scored ones (as Geirhos' 16-class stimuli for an
@@ -130,12 +96,12 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
 
     Raises:
         TypeError: An argument of the wrong type.
-        ValueError: A bad value. At ``setup``, before training: a probe without
-            labels, ``num_images`` larger than the (content, style) pairs of different
-            classes the probe allows, a cue-conflict dataset whose items are not
-            ``(image, shape_label, texture_label)``, whose images do not match the
-            model's input or whose labels are out of range, an ``output_mapping``
-            whose length is not the model's number of classes.
+        ValueError: A bad value. At ``setup``, before training: a cue-conflict dataset
+            whose items are not ``(image, shape_label, texture_label)``, whose images
+            do not match the model's input or whose labels are out of range, an
+            ``output_mapping`` whose length is not the model's number of classes.
+        NotApplicableError: At ``setup``, following ``on_error``: a probe without
+            labels, fewer than 2 classes in it, a multilabel model.
 
     Example:
         >>> bias = TextureShapeBias(num_images=160, tolerance=0.05)
@@ -144,7 +110,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     """
 
     family = "bias"
-    default_num_samples = 160
+    needs_labels = True
 
     def __init__(
         self,
@@ -158,34 +124,33 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         num_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(num_images, bool) or not isinstance(num_images, int):
-            raise TypeError(f"`num_images` must be an int, got {num_images!r}")
-        if num_images < 1:
-            raise ValueError(f"`num_images` must be >= 1, got {num_images!r}")
+        num_images = check_int(num_images, "num_images", minimum=1)
         super().__init__(num_samples=num_images if num_samples is None else num_samples, **kwargs)
         if cue_conflict is not None and not isinstance(cue_conflict, Dataset):
-            raise TypeError(
-                "`cue_conflict` must be a Dataset of (image, shape_label, texture_label) or "
-                f"None, got {type(cue_conflict).__name__}"
+            fail(
+                "cue_conflict",
+                "a Dataset of (image, shape_label, texture_label) or None",
+                cue_conflict,
+                TypeError,
             )
-        if isinstance(style_steps, bool) or not isinstance(style_steps, int):
-            raise TypeError(f"`style_steps` must be an int, got {style_steps!r}")
-        if style_steps < 0:
-            raise ValueError(f"`style_steps` must be >= 0, got {style_steps!r}")
         self.cue_conflict = cue_conflict
         self.num_images = num_images
-        self.tolerance = _check_number(tolerance, "tolerance")
-        self.output_mapping = _check_mapping(output_mapping)
-        self.style_steps = style_steps
-        self.content_weight = _check_number(content_weight, "content_weight")
-        if not isinstance(use_masks, bool):
-            raise TypeError(f"`use_masks` must be a bool, got {use_masks!r}")
-        self.use_masks = use_masks
+        self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
+        self.output_mapping = check_int_list(output_mapping, "output_mapping", minimum=-1)
+        if self.output_mapping is not None and all(v < 0 for v in self.output_mapping):
+            fail(
+                "output_mapping",
+                "a list mapping at least one model class to a dataset class",
+                self.output_mapping,
+            )
+        self.style_steps = check_int(style_steps, "style_steps", minimum=0)
+        self.content_weight = check_float(content_weight, "content_weight", minimum=0.0)
+        self.use_masks = check_bool(use_masks, "use_masks")
         self._watch = RegressionWatch(self.tolerance)  # best values, reported drops
+        self._images_to_make = num_images
         self._user_set: tuple[Tensor, Tensor, Tensor] | None = None  # model-space images
         self._cc: tuple[Tensor, Tensor, Tensor] | None = None  # pixel images, shape, texture
         self._controls: tuple[Tensor, Tensor, Tensor] | None = None  # shape/texture-only, y
-        self._source_key: str | None = None
         self.cache_path: str | None = None  # the cache file of this run (generated images)
 
     # ----------------------------------------------------------------- metadata
@@ -201,13 +166,16 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             self._user_set = None
         super().setup(trainer, pl_module, stage)
 
-    def _num_dataset_classes(self, num_outputs: int) -> int:
-        if self.output_mapping is None:
-            return num_outputs
-        return max(self.output_mapping) + 1
+    def _num_dataset_classes(self, num_classes: int) -> int:
+        return num_classes if self.output_mapping is None else max(self.output_mapping) + 1
 
     def _map_logits(self, logits: Tensor) -> Tensor:
-        """Model logits ``(N, K)`` -> dataset-class logits ``(N, D)`` (max per class)."""
+        """Model logits ``(N, K)`` -> dataset-class logits ``(N, D)`` (max per class).
+
+        One logit (binary) becomes the two columns ``(-logit, logit)``.
+        """
+        if logits.shape[1] == 1:
+            logits = torch.cat([-logits, logits], dim=1)
         if self.output_mapping is None:
             return logits
         mapping = torch.tensor(self.output_mapping, device=logits.device)
@@ -225,199 +193,141 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         mapping = torch.tensor(self.output_mapping, device=labels.device)
         return mapping[labels.clamp(0, len(self.output_mapping) - 1)]
 
-    def check(self, module: nn.Module, probe: Probe) -> None:
-        name = type(self).__name__
-        if probe.labels is None:
-            raise ValueError(
-                f"{name} needs class labels of the validation images (shape_only/texture_only "
-                "accuracy and cue-conflict generation), but the probe has none; give labels "
-                "with `probe=(images, labels)` or a `batch_to_xy` that returns them"
+    def check(self, ctx: RunContext) -> None:
+        if ctx.task == "multilabel":
+            raise NotApplicableError(
+                "shape bias counts one decision per cue-conflict image, and a multilabel model "
+                "makes one per label"
             )
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        with preserve_state(module) as net, torch.no_grad():
-            out = net(probe.images[:1].to(device))
-            if self.output_to_logits is not None:
-                out = self.output_to_logits(out)
-        if not isinstance(out, Tensor) or out.dim() != 2:
-            raise ValueError(
-                f"{name} needs logits (N, K) from the model, got "
-                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}; "
-                "pass `output_to_logits`"
-            )
-        k = int(out.shape[1])
+        k = ctx.num_classes
         if self.output_mapping is not None and len(self.output_mapping) != k:
-            raise ValueError(
-                f"`output_mapping` has {len(self.output_mapping)} entries but the model has {k} "
-                "output classes; give the dataset class of every model class (-1: none)"
+            fail(
+                "output_mapping",
+                f"the dataset class of each of the model's {k} classes (-1: none)",
+                self.output_mapping,
             )
         num_classes = self._num_dataset_classes(k)
-        labels = probe.labels.long()
-        if int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise ValueError(
-                f"validation labels must lie in [0, {k}) for a model with {k} classes, got "
-                f"values in [{int(labels.min())}, {int(labels.max())}]"
-            )
         if self.cue_conflict is not None:
-            self._user_set = self._load_user_set(probe, num_classes)
+            self._user_set = self._load_user_set(ctx, num_classes)
             return
-        mapped = self._map_labels(labels)
+        mapped = self._map_labels(ctx.probe.labels)  # type: ignore[arg-type]
         mapped = mapped[mapped >= 0]
         counts = torch.bincount(mapped, minlength=num_classes).tolist()
         classes = [c for c, n in enumerate(counts) if n > 0]
         available = sum(counts[a] * counts[b] for a in classes for b in classes if a != b)
-        if len(classes) < 2 or self.num_images > available:
-            raise ValueError(
-                f"`num_images`={self.num_images} exceeds the {available} distinct cue-conflict "
-                f"pairs (content of class A, style of class B != A) that the {len(mapped)} "
-                f"probe images of classes {classes} allow; lower `num_images` or raise "
-                "`num_samples`"
+        if len(classes) < 2:
+            raise NotApplicableError(
+                f"cue-conflict images need probe images of at least 2 classes; the "
+                f"{len(mapped)} probe images have classes {classes}"
+            )
+        self._images_to_make = min(self.num_images, available)
+        if available < self.num_images:
+            self.warn_once(
+                "few_pairs",
+                f"the {len(mapped)} probe images of classes {classes} allow only {available} "
+                f"distinct cue-conflict pairs (content of class A, style of class B != A); it "
+                f"makes {available} images instead of num_images={self.num_images} (raise "
+                "`num_samples` for more)",
             )
 
-    def _load_user_set(self, probe: Probe, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _load_user_set(self, ctx: RunContext, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
         """Reads the whole cue-conflict dataset and validates it (at ``setup``)."""
         images, shapes, textures = [], [], []
         loader = DataLoader(self.cue_conflict, batch_size=256, shuffle=False)
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.no_grad():
             for batch in loader:
                 if not isinstance(batch, list | tuple) or len(batch) != 3:
-                    raise ValueError(
-                        "`cue_conflict` items must be (image, shape_label, texture_label), got "
-                        f"a batch of type {type(batch).__name__}: {batch!r:.80}"
+                    fail(
+                        "cue_conflict",
+                        "a Dataset of (image, shape_label, texture_label)",
+                        f"<a batch of type {type(batch).__name__}: {batch!r:.80}>",
                     )
                 x, s, t = batch
                 if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
                     shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                    raise ValueError(
-                        "`cue_conflict` images must be float tensors (C, H, W), got a batch of "
-                        f"{shape}"
+                    fail(
+                        "cue_conflict",
+                        "a Dataset of float images (C, H, W)",
+                        f"<a batch of {shape}>",
                     )
                 images.append(x.detach().cpu().float().clone())
                 shapes.append(torch.as_tensor(s).reshape(-1).long().cpu())
                 textures.append(torch.as_tensor(t).reshape(-1).long().cpu())
         if not images:
-            raise ValueError("`cue_conflict` is an empty dataset")
+            fail("cue_conflict", "a non-empty Dataset", "<an empty dataset>")
         x, s, t = torch.cat(images), torch.cat(shapes), torch.cat(textures)
-        if x.shape[1:] != probe.images.shape[1:]:
-            raise ValueError(
-                f"`cue_conflict` images have shape {tuple(x.shape[1:])} but the validation "
-                f"images {tuple(probe.images.shape[1:])}; they must fit the model's input"
+        probe_shape = tuple(ctx.probe.images.shape[1:])
+        if tuple(x.shape[1:]) != probe_shape:
+            fail(
+                "cue_conflict",
+                f"images of the validation images' shape {probe_shape}",
+                f"<images of shape {tuple(x.shape[1:])}>",
             )
         for what, lab in (("shape", s), ("texture", t)):
             if int(lab.min()) < 0 or int(lab.max()) >= num_classes:
-                raise ValueError(
-                    f"`cue_conflict` {what} labels must lie in [0, {num_classes}) (the "
-                    f"model's classes{' after output_mapping' if self.output_mapping else ''}), "
-                    f"got values in [{int(lab.min())}, {int(lab.max())}]"
+                fail(
+                    f"cue_conflict {what} labels",
+                    f"in [0, {num_classes}) (the model's "
+                    f"classes{' after output_mapping' if self.output_mapping else ''})",
+                    f"<values in [{int(lab.min())}, {int(lab.max())}]>",
                 )
         if not bool((s != t).any()):
-            raise ValueError(
-                "`cue_conflict` has no image whose shape and texture labels differ, so there "
-                "is nothing to count"
+            fail(
+                "cue_conflict",
+                "a dataset with images whose shape and texture labels differ",
+                "<no such image>",
             )
         return x, s, t
 
     # ------------------------------------------------------------- the images
-    def _cache_key(self, pixels: Tensor, labels: Tensor, masks: Tensor | None) -> str:
-        h = hashlib.sha256()
-        settings = {
-            "masks": masks is not None,
-            "version": _CACHE_VERSION,
-            "num_images": self.num_images,
-            "style_steps": self.style_steps,
-            "content_weight": self.content_weight,
-            "seed": self.seed,
-            "output_mapping": self.output_mapping,
-            "shape": list(pixels.shape),
-        }
-        h.update(json.dumps(settings, sort_keys=True).encode())
-        h.update(pixels.detach().float().cpu().contiguous().numpy().tobytes())
-        h.update(labels.detach().long().cpu().contiguous().numpy().tobytes())
-        if masks is not None:
-            h.update(masks.detach().bool().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-    def _cache_file(self, key: str) -> str | None:
-        log_dir = getattr(self._logger, "log_dir", None)
-        if log_dir is None:
-            return None
-        return os.path.join(str(log_dir), "lightning_viz", f"cue_conflict_{key}.pt")
-
-    @staticmethod
-    def _read_cache(path: str, n: int, image_shape: tuple[int, ...]) -> tuple[Tensor, ...] | None:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError) as err:
-            rank_zero_warn(f"TextureShapeBias: ignoring unreadable cache {path}: {err}")
-            return None
-        keys = ("images", "shape_labels", "texture_labels")
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), Tensor) for k in keys):
-            return None
-        images, s, t = (data[k] for k in keys)
-        if tuple(images.shape) != (n, *image_shape) or s.shape != (n,) or t.shape != (n,):
-            return None
-        return images.float(), s.long(), t.long()
-
-    def _write_cache(self, path: str, images: Tensor, s: Tensor, t: Tensor) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        data = {
-            "images": images.cpu().contiguous(),
-            "shape_labels": s.cpu(),
-            "texture_labels": t.cpu(),
-        }
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-
     def _generate(
         self, ctx: RunContext, pixels: Tensor, labels: Tensor, masks: Tensor | None
     ) -> tuple[Tensor, ...]:
         masks = masks if self.use_masks else None
-        key = self._cache_key(pixels, labels, masks)
-        path = self._cache_file(key)
+        n = self._images_to_make
+        settings = {
+            "num_images": n,
+            "style_steps": self.style_steps,
+            "content_weight": self.content_weight,
+            "seed": self.seed,
+            "output_mapping": self.output_mapping,
+        }
+        key = _cue_cache.cache_key(pixels, labels, masks, settings)
+        path = _cue_cache.cache_file(getattr(self._logger, "log_dir", None), key)
         self.cache_path = path
-        if path is not None and os.path.exists(path):
-            cached = self._read_cache(path, self.num_images, tuple(pixels.shape[1:]))
-            if cached is not None:
-                return tuple(t.to(ctx.device) for t in cached)
+        cached = None if path is None else _cue_cache.read_cache(path, n, tuple(pixels.shape[1:]))
+        if cached is not None:
+            return tuple(t.to(ctx.device) for t in cached)
         show = bool(ctx.trainer.is_global_zero) and (
             getattr(ctx.trainer, "progress_bar_callback", None) is not None
         )
         from tqdm.auto import tqdm
 
-        with tqdm(
-            total=self.num_images, desc="cue-conflict images", leave=False, disable=not show
-        ) as bar:
-
-            def progress(done: int, total: int) -> None:
-                bar.update(done - bar.n)
-
+        with tqdm(total=n, desc="cue-conflict images", leave=False, disable=not show) as bar:
             images, s, t = LF.cue_conflict(
                 pixels,
                 labels,
-                self.num_images,
+                n,
                 steps=self.style_steps,
                 content_weight=self.content_weight,
                 generator=make_generator(self.seed, "cpu"),
-                progress=progress,
+                progress=lambda done, total: bar.update(done - bar.n),
                 masks=masks,
             )
         if path is not None and ctx.trainer.is_global_zero:
-            self._write_cache(path, images, s, t)
+            _cue_cache.write_cache(path, images, s, t)
         return images, s, t
 
     def _prepare(self, ctx: RunContext) -> None:
         """Builds (or reloads) the cue-conflict images and the two control sets, once."""
         with torch.inference_mode(False):
-            pixels = ctx.pixels.clone()
-            labels = self._map_labels(ctx.probe.labels.to(ctx.device).long().clone())
+            labels = self._map_labels(ctx.probe.labels.long().clone())  # type: ignore[union-attr]
             keep = labels >= 0
-            pixels, labels = pixels[keep], labels[keep]
-            masks = None if ctx.probe.masks is None else ctx.probe.masks.to(ctx.device)[keep]
+            pixels, labels = ctx.pixels.clone()[keep], labels[keep]
+            masks = None if ctx.probe.masks is None else ctx.probe.masks[keep]
             if self._cc is None:
-                if self.cue_conflict is not None:
-                    if self._user_set is None:
-                        self.check(ctx.module, ctx.probe)
-                    x, s, t = self._user_set  # type: ignore[misc]
+                if self._user_set is not None:
+                    x, s, t = self._user_set
                     x = ctx.view.to_pixels(x.to(ctx.device)).clamp(0, 1)
                     self._cc = (x, s.to(ctx.device), t.to(ctx.device))
                 else:
@@ -431,29 +341,29 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 )
 
     def _predict(self, ctx: RunContext, images: Tensor) -> Tensor:
-        """Dataset-class logits ``(N, D)``, in chunks of forward passes."""
-        out = []
-        with preserve_state(ctx.view) as view, torch.no_grad():
-            for start in range(0, images.shape[0], _CHUNK):
-                out.append(self._map_logits(view(images[start : start + _CHUNK])))
-        return torch.cat(out)
+        """Predicted dataset classes ``(N,)``, in chunks of forward passes."""
+        with torch.no_grad():
+            logits = [
+                self._map_logits(ctx.view(images[i : i + _CHUNK]))
+                for i in range(0, images.shape[0], _CHUNK)
+            ]
+        return predict(torch.cat(logits))
 
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
         self._prepare(ctx)
         images, s, t = self._cc  # type: ignore[misc]
         shape_img, texture_img, y = self._controls  # type: ignore[misc]
-        logits = self._predict(ctx, images)
-        pred = logits.argmax(dim=1)
+        pred = self._predict(ctx, images)
         result = LF.shape_bias(pred, s, t)
         for name in ("shape_bias", "shape_acc", "texture_acc"):
             ctx.log.scalar(self.tag(name), result[name])
         for name, x in (("shape_only_acc", shape_img), ("texture_only_acc", texture_img)):
-            acc = (self._predict(ctx, x).argmax(dim=1) == y).float().mean().item()
+            acc = (self._predict(ctx, x) == y).float().mean().item()
             ctx.log.scalar(self.tag(name), acc)
         epoch = int(ctx.trainer.current_epoch)
         ctx.log.scalar(self.tag("regression"), self._regression(result, epoch))
-        num_classes = logits.shape[1]
+        num_classes = self._num_dataset_classes(ctx.num_classes)
         ctx.log.figure(self.tag("per_class"), self._per_class(pred, s, t, num_classes))
         ctx.log.image(self.tag("cue_conflict"), self._grid(images, s, t, pred))
 
@@ -462,26 +372,22 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         """Updates the best values; warns about new drops; returns the largest drop."""
         largest, lines = self._watch.update({name: result[name] for name in _WATCHED}, self.tag)
         if lines:
-            rank_zero_warn(
-                f"TextureShapeBias: shape bias regressed at epoch {epoch}:\n" + "\n".join(lines)
+            self.warn_once(
+                f"regression{epoch}", f"shape bias regressed at epoch {epoch}:\n" + "\n".join(lines)
             )
         return largest
 
     # --------------------------------------------------------------- rendering
     def _per_class(self, pred: Tensor, s: Tensor, t: Tensor, num_classes: int) -> Any:
-        bias = LF.per_class_shape_bias(pred, s, t, num_classes).cpu()
-        counted = s != t
-        total = torch.bincount(s[counted], minlength=num_classes).float().cpu()
-        shape_dec = torch.bincount(s[counted & (pred == s)], minlength=num_classes).float().cpu()
-        tex_dec = torch.bincount(s[counted & (pred == t)], minlength=num_classes).float().cpu()
-        frac = lambda v: torch.where(total > 0, v / total.clamp_min(1), math.nan)  # noqa: E731
-        present = [k for k in range(num_classes) if total[k] > 0]
+        counts = {k: v.cpu() for k, v in LF.per_class_shape_bias(pred, s, t, num_classes).items()}
+        present = [k for k in range(num_classes) if counts["images"][k] > 0]
+        frac = lambda v: (v / counts["images"].clamp_min(1))[present].tolist()  # noqa: E731
         return render.bar_figure(
             [self.class_name(k) for k in present],
             {
-                "shape bias": bias[present].tolist(),
-                "shape decisions": frac(shape_dec)[present].tolist(),
-                "texture decisions": frac(tex_dec)[present].tolist(),
+                "shape bias": counts["shape_bias"][present].tolist(),
+                "shape decisions": frac(counts["shape"]),
+                "texture decisions": frac(counts["texture"]),
             },
             ylabel="fraction",
             title="cue-conflict decisions per shape class",
@@ -494,5 +400,6 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             f"-> {self.class_name(int(pred[i]))}"
             for i in range(n)
         ]
-        scale = max(1, 96 // max(images.shape[-1], 1))
-        return render.image_grid(images[:n].float().cpu(), nrow=8, captions=caps, scale=scale)
+        return render.image_grid(
+            images[:n].float().cpu(), nrow=8, captions=caps, scale=render.display_scale(images)
+        )

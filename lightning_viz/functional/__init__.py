@@ -1,24 +1,57 @@
 """The pure-torch methods behind the callbacks (no Lightning import).
 
-Model-based methods take ``(model, inputs, target, ...)`` and leave the model as
-they found it (see :func:`lightning_viz._guard.preserve_state`)::
+One convention for every model-based method::
+
+    method(model, inputs, target=None, *, option=...)
+
+* ``inputs`` are what ``model`` takes: a float image batch ``(N, C, H, W)``.
+* ``target`` is the class to explain — class indices ``(N,)``, one int for all
+  inputs, or ``None`` for the predicted class — or, for the attacks, the true
+  labels. The attacks keep ``eps`` as their fourth positional argument; every
+  other option is keyword-only.
+* To work in pixel space, wrap the model: ``ModelView(model, mean, std)`` takes
+  pixel images in ``[0, 1]`` and normalizes them inside the differentiated
+  function (the attacks' ``clamp`` then means the pixel range). ``ModelView`` also
+  maps other inputs (``images_to_input``) and outputs (``output_to_logits``), so it
+  is the one adapter between pixel images and any classifier.
+* One logit is a binary classifier (decision ``logit > 0``, the class-0 score is
+  ``-logit``); the attacks also take multi-hot labels ``(N, K)`` (multilabel).
+* A neuron is always ``neuron=(layer, channel)``; a layer is a module or its
+  dotted name.
+
+Methods with a class target: ``saliency``, ``smoothgrad``, ``integrated_gradients``,
+``guided_backprop``, ``deconvnet``, ``grad_cam``, ``grad_cam_pp``,
+``guided_grad_cam``, ``fgsm``, ``pgd``, ``robust_mask``, ``robust_accuracy``.
+Methods without one: ``neuron_gradient`` (``neuron=``), ``activation_maps``,
+``default_cam_layer``, ``class_model`` (images from noise).
+
+Every method leaves the model as it found it (see
+:func:`lightning_viz._guard.preserve_state`), draws random numbers only from a
+private generator, and raises :class:`NoGradientError` rather than return an
+all-zero map when the score has no gradient path to the input::
 
     import lightning_viz.functional as LF
 
-    maps = LF.saliency(model, images, target=labels)            # (N, 1, H, W)
-    cams = LF.grad_cam(model, images, labels, layer="layer4")   # (N, 1, H, W)
-    adv = LF.pgd(model, images, labels, eps=8 / 255)            # (N, C, H, W)
+    view = LF.ModelView(model, mean=(0.5,) * 3, std=(0.25,) * 3)  # pixels in [0, 1]
+    maps = LF.saliency(view, images, labels)                      # (N, 1, H, W)
+    cams = LF.grad_cam(view, images, labels, layer="layer4")      # (N, 1, H, W)
+    adv = LF.pgd(view, images, labels, 8 / 255)                   # (N, C, H, W)
 """
 
 from lightning_viz._guard import ModelView
-from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy
+from lightning_viz.functional._grad import NoGradientError
+from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy, robust_mask
 from lightning_viz.functional.bias import (
+    cue_conflict,
+    decisions,
     per_class_shape_bias,
+    saliency_in_mask,
     shape_bias,
     shape_only,
     texture_only,
 )
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
+from lightning_viz.functional.class_model import class_model
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
 from lightning_viz.functional.saliency import (
     activation_maps,
@@ -27,35 +60,25 @@ from lightning_viz.functional.saliency import (
     integrated_gradients,
     neuron_gradient,
     saliency,
-    saliency_in_mask,
     saliency_mask,
     smoothgrad,
 )
-from lightning_viz.functional.synthesis import (
-    RandomFeatureExtractor,
-    class_model,
-    cue_conflict,
-    gram_matrix,
-    style_transfer,
-)
+from lightning_viz.functional.style import RandomFeatureExtractor, gram_matrix, style_transfer
 
 __all__ = [
     "ModelView",
+    "NoGradientError",
     "RandomFeatureExtractor",
+    "activation_maps",
     "class_model",
     "cue_conflict",
-    "gram_matrix",
-    "per_class_shape_bias",
-    "shape_bias",
-    "shape_only",
-    "style_transfer",
-    "texture_only",
-    "activation_maps",
+    "decisions",
     "deconvnet",
     "default_cam_layer",
     "fgsm",
     "grad_cam",
     "grad_cam_pp",
+    "gram_matrix",
     "guided_backprop",
     "guided_grad_cam",
     "integrated_gradients",
@@ -63,12 +86,18 @@ __all__ = [
     "neuron_gradient",
     "noise",
     "pca",
+    "per_class_shape_bias",
     "pgd",
     "robust_accuracy",
+    "robust_mask",
     "saliency",
     "saliency_in_mask",
     "saliency_mask",
+    "shape_bias",
+    "shape_only",
     "silhouette",
     "smoothgrad",
+    "style_transfer",
+    "texture_only",
     "tsne",
 ]

@@ -15,17 +15,29 @@ mean-reduced loss of torchattacks.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_viz._checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_generator,
+    check_images,
+    check_int,
+    fail,
+)
 from lightning_viz._guard import make_generator, preserve_state
-from lightning_viz.functional._utils import check_images
+from lightning_viz.functional._grad import forward_logits, grad_of
+from lightning_viz.functional._task import (
+    check_task,
+    correct,
+    detect_task,
+    normalize_labels,
+    task_loss,
+)
 
-__all__ = ["fgsm", "noise", "pgd", "robust_accuracy"]
+__all__ = ["fgsm", "noise", "pgd", "robust_accuracy", "robust_mask"]
 
 _NORMS = ("linf", "l2")
 _ATTACKS = ("fgsm", "pgd", "noise")
@@ -35,99 +47,73 @@ _DEFAULT_SEED = 0
 
 
 # --------------------------------------------------------------------------- checks
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _check_number(value: object, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"`{name}` must be a {kind} finite number, got {value!r}")
-    return v
-
-
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def _check_labels(y: object, n: int) -> Tensor:
-    if not isinstance(y, Tensor):
-        raise TypeError(f"`y` must be a torch.Tensor of class indices (N,), got {type(y).__name__}")
-    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise TypeError(f"`y` must be an integer tensor of class indices, got dtype {y.dtype}")
-    if tuple(y.shape) != (n,):
-        raise ValueError(f"`y` must have shape ({n},) for {n} images, got shape {tuple(y.shape)}")
-    return y
-
-
 def _check_clamp(clamp: object) -> tuple[float, float] | None:
     if clamp is None:
         return None
     if not isinstance(clamp, tuple | list) or len(clamp) != 2:
-        raise TypeError(f"`clamp` must be a (min, max) pair or None, got {clamp!r}")
-    lo, hi = clamp
-    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in (lo, hi)):
-        raise TypeError(f"`clamp` must hold two real numbers, got {clamp!r}")
-    if not float(lo) < float(hi):
-        raise ValueError(f"`clamp` must satisfy min < max, got {clamp!r}")
-    return float(lo), float(hi)
+        fail("clamp", "a (min, max) pair or None", clamp, TypeError)
+    lo = check_float(clamp[0], "clamp min")
+    hi = check_float(clamp[1], "clamp max")
+    if not lo < hi:
+        fail("clamp", "a pair with min < max", clamp)
+    return lo, hi
 
 
-def _check_generator(generator: object, device: torch.device) -> torch.Generator:
-    if generator is None:
-        return make_generator(_DEFAULT_SEED, device)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {generator!r}")
-    return generator
+def _generator(generator: object, device: torch.device) -> torch.Generator:
+    check_generator(generator)
+    return generator if generator is not None else make_generator(_DEFAULT_SEED, device)  # type: ignore[return-value]
 
 
 def _step_size(eps: float, steps: int, step_size: object) -> float:
     """The PGD step: ``step_size`` checked, or ``2.5 * eps / steps`` (Madry et al.)."""
     if step_size is None:
         return 2.5 * eps / steps
-    return _check_number(step_size, "step_size", positive=True)
+    return check_float(step_size, "step_size", positive=True)
 
 
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool, got {value!r}")
-    return value
+def _prepare(
+    model: object, inputs: object, target: object, eps: object, norm: object, task: object
+) -> tuple[Tensor, Tensor, float, str]:
+    """Checked ``(inputs, labels, eps, task)``; one forward (no grad) tells the task."""
+    if not isinstance(model, nn.Module):
+        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
+    x = check_images(inputs)
+    if not isinstance(target, Tensor):
+        fail(
+            "target",
+            "a tensor of true labels (N,) or (N, K)",
+            f"<{type(target).__name__}>",
+            TypeError,
+        )
+    if target.is_complex() or (target.dtype == torch.bool and target.dim() == 1):  # type: ignore[union-attr]
+        fail("target", "class indices or label rows", f"<dtype {target.dtype}>", TypeError)  # type: ignore[union-attr]
+    if target.shape[0] != x.shape[0] or target.dim() not in (1, 2):  # type: ignore[union-attr]
+        fail(
+            "target",
+            f"labels for the {x.shape[0]} inputs, (N,) or (N, K)",
+            f"<shape {tuple(target.shape)}>",
+        )  # type: ignore[union-attr]
+    eps_f = check_float(eps, "eps", minimum=0.0)
+    check_choice(norm, "norm", _NORMS)
+    task = check_task(task)
+    with preserve_state(model) as m, torch.no_grad():
+        k = int(forward_logits(m, x[:1]).shape[1])
+    task = task or detect_task(k, target)  # type: ignore[arg-type]
+    labels = normalize_labels(target.to(x.device), task, k, "target")  # type: ignore[union-attr]
+    return x, labels, eps_f, task
 
 
 # ------------------------------------------------------------------------- helpers
-def _logits(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Forward with the output checked against the labels; ``(N, K)`` float logits."""
-    out = model(x)
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"the model must return logits of shape (N, K), got {got}")
-    k = out.shape[1]
-    if y.numel() and bool(((y < 0) | (y >= k)).any()):
-        raise ValueError(f"`y` class indices must lie in [0, {k}), got {y.tolist()}")
-    return out.float()
+def _logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Forward with the output checked; ``(N, K)`` float logits."""
+    return forward_logits(model, x).float()
 
 
-def _loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Logits at ``x`` (detached) and the gradient of the summed CE loss w.r.t. ``x``."""
+def _loss_grad(model: nn.Module, x: Tensor, y: Tensor, task: str) -> tuple[Tensor, Tensor]:
+    """Logits at ``x`` (detached) and the gradient of the summed loss w.r.t. ``x``."""
     x = x.detach().requires_grad_(True)
-    logits = _logits(model, x, y)
-    loss = F.cross_entropy(logits, y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
+    logits = _logits(model, x)
+    grad = grad_of(task_loss(logits, y, task).sum(), x, "attack loss")
     return logits.detach(), grad
 
 
@@ -191,24 +177,16 @@ def _noise_delta(x: Tensor, eps: float, norm: str, generator: torch.Generator) -
     return direction / (_flat_norm(direction) + _DIV_EPS) * eps
 
 
-def _prepare(x: object, y: object, eps: object, norm: object) -> tuple[Tensor, Tensor, float]:
-    x = check_images(x, "x")
-    y = _check_labels(y, x.shape[0])
-    eps_f = _check_number(eps, "eps")
-    _check_choice(norm, "norm", _NORMS)
-    return x, y.to(device=x.device, dtype=torch.long), eps_f
-
-
 # -------------------------------------------------------------------------- public
 def noise(
-    x: Tensor,
+    inputs: Tensor,
     eps: float,
     *,
     norm: str = "linf",
     generator: torch.Generator | None = None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
 ) -> Tensor:
-    """Random-noise control of the same size as an attack.
+    """Random-noise control of the same size as an attack (no model, no target).
 
     Linf: every pixel moves by ``+eps`` or ``-eps`` with probability 1/2 (the corner of
     the Linf ball, like an FGSM step with a random sign). L2: a Gaussian direction
@@ -217,7 +195,7 @@ def noise(
     just fragile; the gap to FGSM/PGD is the adversarial part.
 
     Args:
-        x: Images ``(N, C, H, W)`` in pixel space, floating point.
+        inputs: Images ``(N, C, H, W)`` in pixel space, floating point.
         eps: Perturbation size (Linf: per pixel; L2: per image), non-negative.
         norm: ``"linf"`` or ``"l2"``. Default: ``"linf"``.
         generator: Private random generator; ``None`` uses a fresh one seeded with 0,
@@ -227,12 +205,13 @@ def noise(
             Default: ``(0.0, 1.0)``.
 
     Returns:
-        Noisy images ``(N, C, H, W)``, detached, on ``x``'s device and dtype.
+        Noisy images ``(N, C, H, W)``, detached, on the inputs' device and dtype.
 
     Raises:
-        TypeError: ``x`` is not a floating-point tensor, or an argument has a wrong type.
-        ValueError: ``x`` is not 4-D, ``eps`` is negative or not finite, ``norm`` is
-            unknown, or ``clamp`` has ``min >= max``.
+        TypeError: ``inputs`` is not a floating-point tensor, or an argument has a
+            wrong type.
+        ValueError: ``inputs`` is not 4-D, ``eps`` is negative or not finite, ``norm``
+            is unknown, or ``clamp`` has ``min >= max``.
 
     Example:
         >>> x = torch.rand(2, 3, 8, 8)
@@ -240,52 +219,60 @@ def noise(
         >>> bool(((n - x).abs() <= 8 / 255 + 1e-6).all())
         True
     """
-    x = check_images(x, "x")
-    eps_f = _check_number(eps, "eps")
-    _check_choice(norm, "norm", _NORMS)
+    x = check_images(inputs)
+    eps_f = check_float(eps, "eps", minimum=0.0)
+    check_choice(norm, "norm", _NORMS)
     bounds = _check_clamp(clamp)
-    gen = _check_generator(generator, x.device)
+    gen = _generator(generator, x.device)
     with torch.no_grad():
         return _clamp(x.detach() + _noise_delta(x, eps_f, norm, gen), bounds).detach()
 
 
 def fgsm(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    inputs: Tensor,
+    target: Tensor,
     eps: float,
     *,
     norm: str = "linf",
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    task: str | None = None,
 ) -> Tensor:
     """Fast Gradient Sign Method.
 
-    One step of size ``eps`` that increases the cross-entropy loss of the true class:
-    Linf ``x + eps * sign(grad)``; L2 ``x + eps * grad / ||grad||_2`` per sample
-    (norm over ``C*H*W``, plus ``1e-10`` against division by zero), then clamped to the
+    One step of size ``eps`` that increases the loss of the true labels (cross
+    entropy; binary cross entropy for a binary or multilabel model): Linf
+    ``x + eps * sign(grad)``; L2 ``x + eps * grad / ||grad||_2`` per sample (norm
+    over ``C*H*W``, plus ``1e-10`` against division by zero), then clamped to the
     pixel range. Equal to ``torchattacks.FGSM`` for Linf.
 
     Goodfellow, Shlens and Szegedy, "Explaining and Harnessing Adversarial Examples",
     ICLR 2015, https://arxiv.org/abs/1412.6572
 
     Args:
-        model: Maps pixel-space images ``(N, C, H, W)`` to logits ``(N, K)``. It is
-            run in eval mode with frozen parameters and left exactly as found.
-        x: Images ``(N, C, H, W)`` in pixel space (``clamp`` range), floating point.
-        y: True class indices ``(N,)``, integer, in ``[0, K)``.
+        model: Maps pixel-space images ``(N, C, H, W)`` to logits ``(N, K)`` (wrap a
+            model that takes normalized inputs in ``ModelView(model, mean, std)``).
+            It is run in eval mode with frozen parameters and left exactly as found.
+        inputs: Images ``(N, C, H, W)`` in pixel space (``clamp`` range), floating point.
+        target: True labels: class indices ``(N,)`` (0/1 for a binary model with one
+            logit), or multi-hot rows ``(N, K)`` for a multilabel model.
         eps: Perturbation size (Linf: per pixel; L2: per image), non-negative.
         norm: ``"linf"`` or ``"l2"``. Default: ``"linf"``.
         clamp: ``(min, max)`` pixel range, or ``None`` for no clamping.
             Default: ``(0.0, 1.0)``.
+        task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``None`` (detected
+            from the logits and ``target``). Default: ``None``.
 
     Returns:
-        Adversarial images ``(N, C, H, W)``, detached, on ``x``'s device and dtype.
+        Adversarial images ``(N, C, H, W)``, detached, on the inputs' device and dtype.
 
     Raises:
-        TypeError: ``model`` is not a module, ``x``/``y`` are not tensors of the
-            right dtype, or an argument has a wrong type.
-        ValueError: ``x`` is not 4-D, ``y`` is not ``(N,)`` or out of range, ``eps`` is
-            negative or not finite, ``norm`` is unknown, or ``clamp`` has ``min >= max``.
+        TypeError: ``model`` is not a module, ``inputs``/``target`` are not tensors of
+            the right dtype, or an argument has a wrong type.
+        ValueError: ``inputs`` is not 4-D, ``target`` does not fit the inputs or the
+            logits, ``eps`` is negative or not finite, ``norm`` is unknown, or
+            ``clamp`` has ``min >= max``.
+        NoGradientError: The loss does not depend on the inputs (``no_grad`` forward).
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
@@ -293,20 +280,19 @@ def fgsm(
         >>> fgsm(model, x, y, eps=8 / 255).shape
         torch.Size([4, 3, 8, 8])
     """
-    _check_model(model)
-    x, y, eps_f = _prepare(x, y, eps, norm)
+    x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
     bounds = _check_clamp(clamp)
     with preserve_state(model) as m:
         x0 = x.detach().clone()
-        _, grad = _loss_grad(m, x0, y)
+        _, grad = _loss_grad(m, x0, y, task)
         adv = _clamp(x0 + eps_f * _direction(grad, norm), bounds)
     return adv.detach()
 
 
 def pgd(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    inputs: Tensor,
+    target: Tensor,
     eps: float,
     *,
     steps: int = 10,
@@ -315,15 +301,16 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    task: str | None = None,
 ) -> Tensor:
     """Projected Gradient Descent (ascent on the loss), Linf or L2.
 
-    From ``x`` (or a random start in the ``eps``-ball), ``steps`` times: step
-    ``step_size`` along the steepest-ascent direction of the cross-entropy loss (Linf:
-    ``sign(grad)``; L2: ``grad / (||grad||_2 + 1e-10)``), project back onto the
-    ``eps``-ball around ``x`` (Linf: clip the perturbation; L2: rescale it to norm
-    ``eps`` when larger) and clamp to the pixel range. Returns the last iterate, as
-    ``torchattacks.PGD`` / ``torchattacks.PGDL2`` do; :func:`robust_accuracy` also
+    From ``inputs`` (or a random start in the ``eps``-ball), ``steps`` times: step
+    ``step_size`` along the steepest-ascent direction of the loss of the true labels
+    (Linf: ``sign(grad)``; L2: ``grad / (||grad||_2 + 1e-10)``), project back onto the
+    ``eps``-ball around the input (Linf: clip the perturbation; L2: rescale it to
+    norm ``eps`` when larger) and clamp to the pixel range. Returns the last iterate,
+    as ``torchattacks.PGD`` / ``torchattacks.PGDL2`` do; :func:`robust_accuracy` also
     counts a sample as broken when an earlier iterate fooled the model.
 
     Random start: Linf uniform in ``[-eps, eps]`` per pixel; L2 a Gaussian direction
@@ -336,8 +323,8 @@ def pgd(
     Args:
         model: Maps pixel-space images ``(N, C, H, W)`` to logits ``(N, K)``. It is
             run in eval mode with frozen parameters and left exactly as found.
-        x: Images ``(N, C, H, W)`` in pixel space (``clamp`` range), floating point.
-        y: True class indices ``(N,)``, integer, in ``[0, K)``.
+        inputs: Images ``(N, C, H, W)`` in pixel space (``clamp`` range), floating point.
+        target: True labels, as for :func:`fgsm`.
         eps: Radius of the perturbation ball (Linf: per pixel; L2: per image over
             ``C*H*W``), non-negative.
         steps: Number of gradient steps, ``>= 1``. Default: ``10``.
@@ -349,17 +336,17 @@ def pgd(
             seeded with 0. Default: ``None``.
         clamp: ``(min, max)`` pixel range, or ``None`` for no clamping.
             Default: ``(0.0, 1.0)``.
+        task: As for :func:`fgsm`. Default: ``None`` (detected).
 
     Returns:
-        Adversarial images ``(N, C, H, W)`` within ``eps`` of ``x``, detached, on
-        ``x``'s device and dtype.
+        Adversarial images ``(N, C, H, W)`` within ``eps`` of the inputs, detached, on
+        the inputs' device and dtype.
 
     Raises:
-        TypeError: ``model`` is not a module, ``x``/``y`` are not tensors of the right
-            dtype, or an argument has a wrong type.
-        ValueError: ``x`` is not 4-D, ``y`` is not ``(N,)`` or out of range, ``eps`` or
-            ``step_size`` is out of range, ``steps < 1``, ``norm`` is unknown, or
-            ``clamp`` has ``min >= max``.
+        TypeError: ``model`` is not a module, ``inputs``/``target`` are not tensors of
+            the right dtype, or an argument has a wrong type.
+        ValueError: As :func:`fgsm`; ``step_size`` out of range, ``steps < 1``.
+        NoGradientError: The loss does not depend on the inputs.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
@@ -368,28 +355,27 @@ def pgd(
         >>> bool(((adv - x).abs() <= 8 / 255 + 1e-6).all())
         True
     """
-    _check_model(model)
-    x, y, eps_f = _prepare(x, y, eps, norm)
-    steps = _check_int(steps, "steps")
+    x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
+    steps = check_int(steps, "steps", minimum=1)
     alpha = _step_size(eps_f, steps, step_size)
-    _check_bool(random_start, "random_start")
+    check_bool(random_start, "random_start")
     bounds = _check_clamp(clamp)
-    gen = _check_generator(generator, x.device) if random_start else None
+    gen = _generator(generator, x.device) if random_start else None
     with preserve_state(model) as m:
         x0 = x.detach().clone()
         adv = x0
         if gen is not None:
             adv = _clamp(x0 + _random_start(x0, eps_f, norm, gen), bounds)
         for _ in range(steps):
-            _, grad = _loss_grad(m, adv, y)
+            _, grad = _loss_grad(m, adv, y, task)
             adv = _project(adv + alpha * _direction(grad, norm), x0, eps_f, norm, bounds)
     return adv.detach()
 
 
-def robust_accuracy(
+def robust_mask(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    inputs: Tensor,
+    target: Tensor,
     eps: float,
     *,
     attack: str = "pgd",
@@ -401,32 +387,32 @@ def robust_accuracy(
     early_stop: bool = True,
     batch_size: int | None = None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
-) -> float:
-    """Accuracy under attack, with best-iterate tracking and early exit.
+    task: str | None = None,
+    only: Tensor | None = None,
+) -> Tensor:
+    """Which samples (or, multilabel, which labels) no point the attack visits fools.
 
-    A sample counts as robust only if the model classifies it correctly at the clean
-    input and at every point the attack visits: for ``"pgd"`` the (random) start and
-    every iterate, for ``"fgsm"`` and ``"noise"`` the perturbed image. A sample that
-    is misclassified clean is broken at any ``eps``. With ``early_stop`` a broken
-    sample leaves the batch at once, so PGD on a non-robust model costs a fraction of
+    A sample counts as robust only if the model is correct at the clean input and at
+    every point the attack visits: for ``"pgd"`` the (random) start and every
+    iterate, for ``"fgsm"`` and ``"noise"`` the perturbed image. A sample wrong at
+    the clean input is broken at any ``eps``. With ``early_stop`` a broken sample
+    leaves the batch at once, so PGD on a non-robust model costs a fraction of
     ``N * steps`` forward/backward passes; the result is the same as without it
-    (samples are attacked independently). ``eps=0`` returns the clean accuracy
-    exactly (no attack is run).
+    (samples are attacked independently; the random start or noise of the whole
+    batch is drawn first). ``eps=0`` gives the clean decisions (no attack runs).
+
+    Multilabel models: each label is its own decision (``logit > 0``); the result is
+    per label, and a sample leaves the batch once all its labels are broken.
 
     Cost in sample-forwards without early exit: PGD ``N * (steps + 1)`` without and
-    ``N * (steps + 2)`` with random start (the clean check shares the first gradient
-    forward when there is no random start); FGSM ``2 N`` (the clean check shares the
+    ``N * (steps + 2)`` with random start; FGSM ``2 N`` (the clean check shares the
     gradient forward); noise ``2 N``.
-
-    The ``"noise"`` control perturbs by random noise of the same size (see
-    :func:`noise`). See :func:`fgsm` and :func:`pgd` for the attacks (Goodfellow et al.
-    2015; Madry et al. 2018).
 
     Args:
         model: Maps pixel-space images ``(N, C, H, W)`` to logits ``(N, K)``. It is
             run in eval mode with frozen parameters and left exactly as found.
-        x: Images ``(N, C, H, W)`` in pixel space (``clamp`` range), floating point.
-        y: True class indices ``(N,)``, integer, in ``[0, K)``.
+        inputs: Images ``(N, C, H, W)`` in pixel space (``clamp`` range), floating point.
+        target: True labels, as for :func:`fgsm`.
         eps: Perturbation size (Linf: per pixel; L2: per image), non-negative.
         attack: ``"pgd"``, ``"fgsm"`` or ``"noise"``. Default: ``"pgd"``.
         norm: ``"linf"`` or ``"l2"``. Default: ``"linf"``.
@@ -439,43 +425,45 @@ def robust_accuracy(
         batch_size: Attack at most this many samples at once; ``None`` attacks all
             together. Default: ``None``.
         clamp: ``(min, max)`` pixel range, or ``None``. Default: ``(0.0, 1.0)``.
+        task: As for :func:`fgsm`. Default: ``None`` (detected).
+        only: Bool ``(N,)``: attack only these samples and report the others as
+            broken (for an eps sweep that attacks only what survived the smaller
+            eps: a sample broken inside a smaller ball is broken inside every larger
+            one). The random draws do not depend on it. Default: ``None`` (all).
 
     Returns:
-        The fraction of samples in ``[0, 1]`` that no visited point fooled.
+        Bool ``(N,)`` (``(N, K)`` for multilabel) on the inputs' device: ``True``
+        where no visited point fooled the model.
 
     Raises:
-        TypeError: ``model`` is not a module, ``x``/``y`` are not tensors of the right
-            dtype, or an argument has a wrong type.
-        ValueError: ``x`` is not 4-D, ``y`` is not ``(N,)`` or out of range, ``eps`` or
-            ``step_size`` is out of range, ``steps < 1``, ``batch_size < 1``, or
-            ``attack``/``norm`` is unknown.
-
-    Example:
-        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-        >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
-        >>> 0.0 <= robust_accuracy(model, x, y, eps=8 / 255) <= 1.0
-        True
+        TypeError, ValueError: As :func:`pgd`; ``batch_size < 1``; unknown ``attack``;
+            ``only`` not a bool ``(N,)`` tensor.
+        NoGradientError: The loss does not depend on the inputs (FGSM and PGD).
     """
-    _check_model(model)
-    x, y, eps_f = _prepare(x, y, eps, norm)
-    _check_choice(attack, "attack", _ATTACKS)
-    steps = _check_int(steps, "steps")
+    x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
+    check_choice(attack, "attack", _ATTACKS)
+    steps = check_int(steps, "steps", minimum=1)
     alpha = _step_size(eps_f, steps, step_size)
-    _check_bool(random_start, "random_start")
-    _check_bool(early_stop, "early_stop")
+    check_bool(random_start, "random_start")
+    check_bool(early_stop, "early_stop")
     n = x.shape[0]
-    chunk = n if batch_size is None else _check_int(batch_size, "batch_size")
+    chunk = n if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
     bounds = _check_clamp(clamp)
-    gen = _check_generator(generator, x.device)
-    robust = 0
+    gen = _generator(generator, x.device)
+    if only is not None and (
+        not isinstance(only, Tensor) or only.dtype != torch.bool or tuple(only.shape) != (n,)
+    ):
+        fail("only", f"None or a bool tensor ({n},)", only, TypeError)
     with preserve_state(model) as m:
+        shape = y.shape if task == "multilabel" else (n,)
+        robust = torch.zeros(shape, dtype=torch.bool, device=x.device)
         for start in range(0, n, chunk):
-            xs = x[start : start + chunk].detach().clone()
-            ys = y[start : start + chunk]
-            robust += _robust_chunk(
+            rows = slice(start, start + chunk)
+            attacked = None if only is None else only[rows].to(x.device)
+            robust[rows] = _robust_chunk(
                 m,
-                xs,
-                ys,
+                x[rows].detach().clone(),
+                y[rows],
                 eps_f,
                 attack,
                 norm,
@@ -485,8 +473,41 @@ def robust_accuracy(
                 gen,
                 early_stop,
                 bounds,
+                task,
+                attacked,
             )
-    return robust / n
+    return robust
+
+
+def robust_accuracy(
+    model: nn.Module,
+    inputs: Tensor,
+    target: Tensor,
+    eps: float,
+    **kwargs: object,
+) -> float:
+    """Accuracy under attack, with best-iterate tracking and early exit.
+
+    The mean of :func:`robust_mask` (which takes the same keyword arguments):
+    the fraction of samples no visited point fooled, or for a multilabel model the
+    fraction of (sample, label) decisions. ``eps=0`` returns the clean accuracy.
+    See :func:`fgsm` and :func:`pgd` for the attacks (Goodfellow et al. 2015; Madry et
+    al. 2018).
+
+    Returns:
+        A float in ``[0, 1]``.
+
+    Raises:
+        As :func:`robust_mask`.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+        >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+        >>> 0.0 <= robust_accuracy(model, x, y, eps=8 / 255) <= 1.0
+        True
+    """
+    mask = robust_mask(model, inputs, target, eps, **kwargs)  # type: ignore[arg-type]
+    return int(mask.sum()) / mask.numel()
 
 
 def _robust_chunk(
@@ -502,62 +523,74 @@ def _robust_chunk(
     generator: torch.Generator,
     early_stop: bool,
     clamp: tuple[float, float] | None,
-) -> int:
-    """Number of robust samples in one chunk (see :func:`robust_accuracy`)."""
-    robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    task: str,
+    attacked: Tensor | None,
+) -> Tensor:
+    """Robust mask of one chunk (see :func:`robust_mask`)."""
+    multilabel = task == "multilabel"
+    robust = torch.ones(y.shape if multilabel else (x.shape[0],), dtype=torch.bool, device=x.device)
     idx = torch.arange(x.shape[0], device=x.device)  # chunk rows still attacked
 
     def check(logits: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
         """Marks fooled rows broken; with early exit drops them from ``idx`` and tensors."""
         nonlocal idx
-        ok = logits.argmax(dim=-1) == y[idx]
+        ok = correct(logits, y[idx], task)
         robust[idx] &= ok
         if not early_stop:
             return tensors
-        idx = idx[ok]
-        return tuple(t[ok] for t in tensors)
+        alive = robust[idx].any(dim=1) if multilabel else robust[idx]
+        idx = idx[alive]
+        return tuple(t[alive] for t in tensors)
 
-    if eps == 0.0:  # clean accuracy exactly
+    # draw the randomness for the whole chunk first, so that the result does not
+    # depend on early exit or on which samples are attacked
+    delta = None
+    if eps > 0 and attack == "noise":
+        delta = _noise_delta(x, eps, norm, generator)
+    elif eps > 0 and attack == "pgd" and random_start:
+        delta = _random_start(x, eps, norm, generator)
+    if attacked is not None:  # the others count as broken, without a forward
+        robust[~attacked] = False
+        keep = attacked.nonzero().flatten()
+        idx, x = idx[keep], x[keep]
+        delta = None if delta is None else delta[keep]
+        if not idx.numel():
+            return robust
+
+    if eps == 0.0:  # clean decisions exactly
         with torch.no_grad():
-            check(_logits(model, x, y))
-        return int(robust.sum())
+            check(_logits(model, x))
+        return robust
 
     if attack == "fgsm":
-        logits, grad = _loss_grad(model, x, y)  # clean check and gradient in one pass
+        logits, grad = _loss_grad(model, x, y[idx], task)  # clean check and gradient at once
         xs, grad = check(logits, x, grad)
         if idx.numel():
             adv = _clamp(xs + eps * _direction(grad, norm), clamp)
             with torch.no_grad():
-                check(_logits(model, adv, y[idx]))
-        return int(robust.sum())
+                check(_logits(model, adv))
+        return robust
 
-    # pgd and noise: draw the randomness for the whole chunk first, so the result does
-    # not depend on early exit
-    delta = None
-    if attack == "noise":
-        delta = _noise_delta(x, eps, norm, generator)
-    elif random_start:
-        delta = _random_start(x, eps, norm, generator)
     if delta is not None:  # clean check on its own
         with torch.no_grad():
-            x, delta = check(_logits(model, x, y), x, delta)
+            x, delta = check(_logits(model, x), x, delta)
         adv = _clamp(x + delta, clamp)
     else:
         adv = x
     if attack == "noise":
         if idx.numel():
             with torch.no_grad():
-                check(_logits(model, adv, y[idx]))
-        return int(robust.sum())
+                check(_logits(model, adv))
+        return robust
 
     for _ in range(steps):
         if not idx.numel():  # every sample broken (early exit)
             break
-        logits, grad = _loss_grad(model, adv, y[idx])  # checks the current iterate too
+        logits, grad = _loss_grad(model, adv, y[idx], task)  # checks the current iterate too
         x, adv, grad = check(logits, x, adv, grad)
         if idx.numel():
             adv = _project(adv + alpha * _direction(grad, norm), x, eps, norm, clamp)
     if idx.numel():  # the last iterate
         with torch.no_grad():
-            check(_logits(model, adv, y[idx]))
-    return int(robust.sum())
+            check(_logits(model, adv))
+    return robust

@@ -1,10 +1,13 @@
-"""Texture-vs-shape bias: the decision counts and the cue-removing image transforms.
+"""Texture-vs-shape bias and object-focus measures.
 
-* :func:`shape_bias` and :func:`per_class_shape_bias` score a model's decisions on
-  cue-conflict images (Geirhos et al., "ImageNet-trained CNNs are biased towards
-  texture; increasing shape bias improves accuracy and robustness", ICLR 2019).
+* :func:`cue_conflict` builds Geirhos et al. cue-conflict images (the shape of class
+  A with the texture of class B != A) by style transfer.
+* :func:`decisions`, :func:`shape_bias` and :func:`per_class_shape_bias` score a
+  model's decisions on them (Geirhos et al., "ImageNet-trained CNNs are biased
+  towards texture; increasing shape bias improves accuracy and robustness", ICLR 2019).
 * :func:`shape_only` removes texture (silhouettes or edge maps) and
   :func:`texture_only` destroys shape (patch shuffling), for the control accuracies.
+* :func:`saliency_in_mask`: how much of a saliency map falls on the object.
 
 Pure torch.
 """
@@ -12,73 +15,120 @@ Pure torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from lightning_viz._checks import (
+    check_callable,
+    check_generator,
+    check_images,
+    check_int,
+    check_labels,
+    check_maps,
+    fail,
+)
 from lightning_viz._guard import make_generator
-from lightning_viz.functional._utils import check_images
+from lightning_viz.functional.style import RandomFeatureExtractor, check_pixels, style_transfer
 
-__all__ = ["per_class_shape_bias", "shape_bias", "shape_only", "texture_only"]
+__all__ = [
+    "OTHER",
+    "SHAPE",
+    "TEXTURE",
+    "UNCOUNTED",
+    "cue_conflict",
+    "decisions",
+    "per_class_shape_bias",
+    "saliency_in_mask",
+    "shape_bias",
+    "shape_only",
+    "texture_only",
+]
+
+SHAPE, TEXTURE, OTHER, UNCOUNTED = 1, 0, -1, -2  # the values :func:`decisions` returns
 
 
-def _check_labels(labels: object, name: str, n: int | None = None) -> Tensor:
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"`{name}` must be a tensor of class indices, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"`{name}` must be an integer tensor, got dtype {labels.dtype}")
-    if labels.dim() != 1:
-        raise ValueError(f"`{name}` must be 1-D (N,), got shape {tuple(labels.shape)}")
-    if n is not None and labels.numel() != n:
-        raise ValueError(f"`{name}` must have {n} entries, got shape {tuple(labels.shape)}")
-    if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"`{name}` must be non-negative class indices, got {labels.tolist()}")
-    return labels.long()
-
-
-def _decisions(
-    predictions: Tensor, shape_labels: Tensor, texture_labels: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Validated ``(pred, shape, texture, is_shape, is_texture)`` over counted images."""
+def _predicted(predictions: object) -> tuple[Tensor, int | None]:
+    """Predicted indices ``(N,)`` and the number of classes (``None`` for indices)."""
     if not isinstance(predictions, Tensor):
-        raise TypeError(
-            "`predictions` must be a tensor of predicted indices (N,) or logits (N, K), "
-            f"got {type(predictions).__name__}"
+        fail(
+            "predictions",
+            "a tensor of predicted indices (N,) or logits (N, K)",
+            f"<{type(predictions).__name__}>",
+            TypeError,
         )
-    num_classes = None
+    if predictions.is_complex() or predictions.dtype == torch.bool:
+        fail(
+            "predictions",
+            "integer indices or float logits",
+            f"<dtype {predictions.dtype}>",
+            TypeError,
+        )
     if predictions.is_floating_point():
         if predictions.dim() != 2:
-            raise ValueError(
-                "floating-point `predictions` must be logits (N, K), "
-                f"got shape {tuple(predictions.shape)}"
+            fail(
+                "predictions", "float logits of shape (N, K)", f"<shape {tuple(predictions.shape)}>"
             )
-        num_classes = predictions.shape[1]
-        pred = predictions.argmax(dim=1)
-    elif predictions.is_complex() or predictions.dtype == torch.bool:
-        raise TypeError(
-            f"`predictions` must be integer indices or float logits, got dtype {predictions.dtype}"
+        return predictions.argmax(dim=1), int(predictions.shape[1])
+    if predictions.dim() != 1:
+        fail(
+            "predictions",
+            "integer class indices of shape (N,)",
+            f"<shape {tuple(predictions.shape)}>",
         )
-    else:
-        if predictions.dim() != 1:
-            raise ValueError(
-                "integer `predictions` must be class indices (N,), "
-                f"got shape {tuple(predictions.shape)}"
-            )
-        pred = predictions.long()
+    return predictions.long(), None
+
+
+def decisions(predictions: Tensor, shape_labels: Tensor, texture_labels: Tensor) -> Tensor:
+    """The decision a model made on each cue-conflict image.
+
+    Args:
+        predictions: Predicted class indices ``(N,)`` (integer) or logits ``(N, K)``
+            (floating point; the argmax is taken).
+        shape_labels: Class of the shape (content) of each image, ``(N,)`` integer.
+        texture_labels: Class of the texture (style) of each image, ``(N,)`` integer.
+
+    Returns:
+        ``(N,)`` long on the predictions' device: :data:`SHAPE` (1) when the
+        prediction is the shape class, :data:`TEXTURE` (0) when it is the texture
+        class, :data:`OTHER` (-1) for any other class, :data:`UNCOUNTED` (-2) where
+        shape and texture class agree (not a cue conflict).
+
+    Raises:
+        TypeError: Non-tensors, float labels, bool/complex predictions.
+        ValueError: Wrong shapes or lengths, negative labels, labels ``>= K`` for logits.
+
+    Example:
+        >>> decisions(torch.tensor([0, 2, 1]), torch.tensor([0, 1, 1]), torch.tensor([2, 2, 1]))
+        tensor([ 1,  0, -2])
+    """
+    pred, k = _predicted(predictions)
     n = pred.shape[0]
-    shape = _check_labels(shape_labels, "shape_labels", n).to(pred.device)
-    texture = _check_labels(texture_labels, "texture_labels", n).to(pred.device)
-    if num_classes is not None:
-        for name, lab in (("shape_labels", shape), ("texture_labels", texture)):
-            if lab.numel() and int(lab.max()) >= num_classes:
-                raise ValueError(
-                    f"`{name}` must lie in [0, {num_classes}) for logits of {num_classes} "
-                    f"classes, got max {int(lab.max())}"
-                )
-    counted = shape != texture
-    pred, shape, texture = pred[counted], shape[counted], texture[counted]
-    return pred, shape, texture, pred == shape, pred == texture
+    shape = check_labels(shape_labels, "shape_labels", n).to(pred.device)
+    texture = check_labels(texture_labels, "texture_labels", n).to(pred.device)
+    for name, lab in (("shape_labels", shape), ("texture_labels", texture)):
+        if k is not None and lab.numel() and int(lab.max()) >= k:
+            fail(name, f"class indices in [0, {k}) for logits of {k} classes", lab.tolist())
+    out = torch.full_like(pred, OTHER)
+    out[pred == texture] = TEXTURE
+    out[pred == shape] = SHAPE
+    out[shape == texture] = UNCOUNTED
+    return out
+
+
+def _summary(dec: Tensor) -> dict[str, float]:
+    s, t = int((dec == SHAPE).sum()), int((dec == TEXTURE).sum())
+    n = int((dec != UNCOUNTED).sum())
+    return {
+        "shape_bias": s / (s + t) if s + t else math.nan,
+        "shape_acc": s / n if n else math.nan,
+        "texture_acc": t / n if n else math.nan,
+        "n_decisions": float(s + t),
+        "n_images": float(n),
+    }
 
 
 def shape_bias(
@@ -89,7 +139,7 @@ def shape_bias(
     Only images whose shape label differs from their texture label are *counted*
     (``n_images`` of them); among them a *shape decision* is a prediction equal to
     the shape label and a *texture decision* one equal to the texture label; other
-    predictions (misses) are not decisions.
+    predictions (misses) are not decisions (see :func:`decisions`).
 
     * ``shape_bias = shape decisions / (shape decisions + texture decisions)``
     * ``shape_acc = shape decisions / n_images``
@@ -99,8 +149,7 @@ def shape_bias(
     A ratio with a zero denominator is ``nan``.
 
     Args:
-        predictions: Predicted class indices ``(N,)`` (integer) or logits ``(N, K)``
-            (floating point; the argmax is taken).
+        predictions: Predicted class indices ``(N,)`` or logits ``(N, K)``.
         shape_labels: Class of the shape (content) of each image, ``(N,)`` integer.
         texture_labels: Class of the texture (style) of each image, ``(N,)`` integer.
 
@@ -109,9 +158,7 @@ def shape_bias(
         Python floats (``shape_bias`` and the accuracies in ``[0, 1]`` or ``nan``).
 
     Raises:
-        TypeError: Non-tensors, float labels, bool/complex predictions.
-        ValueError: Wrong shapes or lengths, negative labels, labels ``>= K`` for
-            logits.
+        As :func:`decisions`.
 
     Example:
         >>> out = shape_bias(torch.tensor([0, 2, 1]), torch.tensor([0, 1, 1]),
@@ -119,22 +166,13 @@ def shape_bias(
         >>> out["shape_bias"], out["shape_acc"], out["n_decisions"], out["n_images"]
         (0.5, 0.5, 2.0, 2.0)
     """
-    _, _, _, is_shape, is_texture = _decisions(predictions, shape_labels, texture_labels)
-    s, t, n = int(is_shape.sum()), int(is_texture.sum()), int(is_shape.numel())
-    return {
-        "shape_bias": s / (s + t) if s + t else math.nan,
-        "shape_acc": s / n if n else math.nan,
-        "texture_acc": t / n if n else math.nan,
-        "n_decisions": float(s + t),
-        "n_images": float(n),
-    }
+    return _summary(decisions(predictions, shape_labels, texture_labels))
 
 
 def per_class_shape_bias(
     predictions: Tensor, shape_labels: Tensor, texture_labels: Tensor, num_classes: int
-) -> Tensor:
-    """Shape bias per shape class: :func:`shape_bias` over the counted cue-conflict
-    images whose *shape* label is ``k``, for each ``k``.
+) -> dict[str, Tensor]:
+    """Decision counts and shape bias per *shape* class.
 
     Args:
         predictions: Predicted indices ``(N,)`` or logits ``(N, K)``.
@@ -143,26 +181,32 @@ def per_class_shape_bias(
         num_classes: Number of classes ``K`` (>= 1).
 
     Returns:
-        ``(num_classes,)`` float32 tensor on the predictions' device: shape decisions
-        / (shape + texture decisions) per shape class, ``nan`` for a class without
-        decisions.
+        ``(num_classes,)`` float32 tensors on the predictions' device:
+        ``"images"`` (counted cue-conflict images of that shape class), ``"shape"``
+        and ``"texture"`` (decisions), ``"shape_bias"`` (shape / (shape + texture),
+        ``nan`` for a class without decisions).
 
     Raises:
-        TypeError: As :func:`shape_bias`; ``num_classes`` not an int.
-        ValueError: As :func:`shape_bias`; labels ``>= num_classes``; ``num_classes < 1``.
+        As :func:`decisions`; ``num_classes`` not an int ``>= 1`` or labels
+        ``>= num_classes``.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"`num_classes` must be an int, got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"`num_classes` must be >= 1, got {num_classes!r}")
-    _, shape, texture, is_shape, is_texture = _decisions(predictions, shape_labels, texture_labels)
-    for name, lab in (("shape_labels", shape), ("texture_labels", texture)):
-        if lab.numel() and int(lab.max()) >= num_classes:
-            raise ValueError(f"`{name}` must lie in [0, {num_classes}), got max {int(lab.max())}")
-    s = torch.zeros(num_classes, device=shape.device).index_add_(0, shape, is_shape.float())
-    t = torch.zeros(num_classes, device=shape.device).index_add_(0, shape, is_texture.float())
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
+    dec = decisions(predictions, shape_labels, texture_labels)
+    shape = shape_labels.to(dec.device).long()
+    if int(shape.max()) >= num_classes or int(texture_labels.max()) >= num_classes:
+        fail(
+            "shape_labels/texture_labels",
+            f"class indices in [0, {num_classes})",
+            f"<max {max(int(shape.max()), int(texture_labels.max()))}>",
+        )
+
+    def count(mask: Tensor) -> Tensor:
+        return torch.zeros(num_classes, device=dec.device).index_add_(0, shape, mask.float())
+
+    s, t, n = count(dec == SHAPE), count(dec == TEXTURE), count(dec != UNCOUNTED)
     total = s + t
-    return torch.where(total > 0, s / total.clamp_min(1), torch.full_like(s, math.nan))
+    bias = torch.where(total > 0, s / total.clamp_min(1), torch.full_like(s, math.nan))
+    return {"images": n, "shape": s, "texture": t, "shape_bias": bias}
 
 
 def shape_only(images: Tensor, masks: Tensor | None = None) -> Tensor:
@@ -190,12 +234,13 @@ def shape_only(images: Tensor, masks: Tensor | None = None) -> Tensor:
     n, c, h, w = images.shape
     if masks is not None:
         if not isinstance(masks, Tensor):
-            raise TypeError(f"`masks` must be a tensor or None, got {type(masks).__name__}")
+            fail("masks", "a tensor or None", f"<{type(masks).__name__}>", TypeError)
         m = masks.unsqueeze(1) if masks.dim() == 3 else masks
         if m.dim() != 4 or m.shape[0] != n or m.shape[1] != 1 or m.shape[2:] != (h, w):
-            raise ValueError(
-                f"`masks` must have shape ({n}, 1, {h}, {w}) or ({n}, {h}, {w}), "
-                f"got {tuple(masks.shape)}"
+            fail(
+                "masks",
+                f"of shape ({n}, 1, {h}, {w}) or ({n}, {h}, {w})",
+                f"<shape {tuple(masks.shape)}>",
             )
         obj = m > 0.5 if m.dtype != torch.bool else m
         sil = 1.0 - obj.to(device=images.device, dtype=images.dtype)
@@ -215,7 +260,7 @@ def shape_only(images: Tensor, masks: Tensor | None = None) -> Tensor:
 
 
 def texture_only(
-    images: Tensor, patch: int = 8, generator: torch.Generator | None = None
+    images: Tensor, patch: int = 8, *, generator: torch.Generator | None = None
 ) -> Tensor:
     """Destroys shape and keeps texture: each image is cut into ``patch x patch``
     tiles that are shuffled (a different permutation per image).
@@ -238,13 +283,9 @@ def texture_only(
         ValueError: Bad shapes; ``patch`` outside ``[1, min(H, W)]``.
     """
     check_images(images, "images")
-    if isinstance(patch, bool) or not isinstance(patch, int):
-        raise TypeError(f"`patch` must be an int, got {patch!r}")
     n, c, h, w = images.shape
-    if not 1 <= patch <= min(h, w):
-        raise ValueError(f"`patch` must lie in [1, {min(h, w)}] for {h}x{w} images, got {patch}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {generator!r}")
+    check_int(patch, "patch", minimum=1, maximum=min(h, w))
+    check_generator(generator)
     gen = generator if generator is not None else make_generator(0)
     gh, gw = h // patch, w // patch
     t = gh * gw
@@ -258,3 +299,182 @@ def texture_only(
     out = images.clone()
     out[:, :, : gh * patch, : gw * patch] = tiles.reshape(n, c, gh * patch, gw * patch)
     return out
+
+
+def saliency_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
+    """Fraction of each map's total saliency that falls inside its object mask.
+
+    ``sum(maps * masks) / sum(maps)`` per image: 1 when all saliency is on the
+    object, near the mask's area fraction when saliency is spread evenly (a model
+    that looks at the background scores low). An image whose map is all zero gets 0.
+
+    Args:
+        maps: Non-negative saliency maps ``(N, 1, H, W)``, float.
+        masks: Boolean object masks ``(N, 1, H, W)`` (``(N, H, W)`` is accepted).
+
+    Returns:
+        Float fractions ``(N,)`` in ``[0, 1]``, on the maps' device.
+
+    Raises:
+        TypeError: ``maps`` is not a float tensor or ``masks`` is not a bool tensor.
+        ValueError: Shapes differ, or ``maps`` has negative values.
+    """
+    check_maps(maps)
+    if not isinstance(masks, Tensor) or masks.dtype != torch.bool:
+        shown = f"<dtype {masks.dtype}>" if isinstance(masks, Tensor) else masks
+        fail("masks", "a bool tensor (use masks > 0)", shown, TypeError)
+    if masks.dim() == 3:
+        masks = masks.unsqueeze(1)
+    if masks.shape != maps.shape:
+        fail("masks", f"of the maps' shape {tuple(maps.shape)}", f"<shape {tuple(masks.shape)}>")
+    m = maps.detach()
+    if bool((m < 0).any()):
+        fail("maps", "non-negative (use reduce='max' or 'sum')", f"<min {m.min().item():.4g}>")
+    total = m.flatten(1).sum(dim=1)
+    inside = (m * masks.to(device=m.device, dtype=m.dtype)).flatten(1).sum(dim=1)
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(m.dtype).tiny), 0.0)
+
+
+def _pick_pairs(
+    labels: Tensor, num_images: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Content/style indices and labels: round-robin over ordered class pairs."""
+    classes = torch.unique(labels.cpu()).tolist()
+    if len(classes) < 2:
+        fail("labels", "images of at least 2 classes for cue-conflict images", classes)
+    members = {}
+    for k in classes:
+        idx = torch.nonzero(labels.cpu() == k).flatten()
+        members[k] = idx[torch.randperm(idx.numel(), generator=gen)].tolist()
+    pairs = [(a, b) for a in classes for b in classes if a != b]
+    available = sum(len(members[a]) * len(members[b]) for a, b in pairs)
+    if num_images > available:
+        fail(
+            "num_images",
+            f"at most the {available} distinct cue-conflict pairs (content of class A, style "
+            f"of class B != A) that {labels.numel()} images of {len(classes)} classes allow",
+            num_images,
+        )
+    order = torch.randperm(len(pairs), generator=gen).tolist()
+    pairs = [pairs[i] for i in order]
+    pos = {k: i for i, k in enumerate(classes)}
+    ci, si, sl, tl = [], [], [], []
+    j = 0
+    while len(ci) < num_images:
+        for a, b in pairs:
+            na, nb = len(members[a]), len(members[b])
+            if j >= na * nb:  # this pair is exhausted; the others go on
+                continue
+            q, r = divmod(j, na)  # (r, q) runs over all na*nb combinations exactly once
+            ci.append(members[a][(r + pos[b]) % na])
+            si.append(members[b][(q + pos[a]) % nb])
+            sl.append(a)
+            tl.append(b)
+            if len(ci) == num_images:
+                break
+        j += 1
+    as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return as_long(ci), as_long(si), as_long(sl), as_long(tl)
+
+
+def cue_conflict(
+    images: Tensor,
+    labels: Tensor,
+    num_images: int,
+    *,
+    extractor: nn.Module | None = None,
+    steps: int = 50,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 160,
+    masks: Tensor | None = None,
+    **style_kwargs: Any,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cue-conflict images: the shape of class A with the texture of class B != A
+    (Geirhos et al., "ImageNet-trained CNNs are biased towards texture; increasing
+    shape bias improves accuracy and robustness", ICLR 2019).
+
+    Ordered class pairs ``(A, B)``, ``A != B``, are visited round-robin (in an order
+    drawn from ``generator``), so every pair gets ``num_images / (K * (K - 1))``
+    images, up to one. For each pair, content images of A and style images of B are
+    drawn from per-class shuffles so that no (content, style) combination repeats;
+    then :func:`style_transfer` (``init="content"``) runs batched.
+
+    With object ``masks``, the stylized object is pasted onto the content image's
+    own background (``mask * stylized + (1 - mask) * content``), so the silhouette
+    survives at small image sizes where style transfer alone washes it out; this is
+    close to Geirhos et al.'s silhouette-texture stimuli.
+
+    Args:
+        images: Source images ``(N, C, H, W)`` in ``[0, 1]``.
+        labels: Their class indices ``(N,)``, integer.
+        num_images: How many cue-conflict images to make (>= 1).
+        extractor: Feature extractor for :func:`style_transfer`. Default: ``None``
+            (a :class:`RandomFeatureExtractor` with ``seed=0``).
+        steps: Style-transfer steps. Default: ``50``.
+        generator: Private RNG for the pairing; the global RNG is never used.
+            Default: a generator seeded with 0.
+        progress: Called as ``progress(done, total)`` after each batch. Default:
+            ``None``.
+        batch_size: Pairs optimized at once. Default: ``160``.
+        masks: Object masks ``(N, 1, H, W)`` (bool or ``[0, 1]``) of ``images``, or
+            ``None`` for plain style transfer. Default: ``None``.
+        **style_kwargs: Further keyword arguments of :func:`style_transfer`
+            (``content_layer``, ``style_layers``, ``lr``, weights).
+
+    Returns:
+        ``(images, shape_labels, texture_labels)``: ``(num_images, C, H, W)`` in
+        ``[0, 1]`` and two ``(num_images,)`` long tensors, all on the images' device;
+        ``shape_labels != texture_labels`` everywhere.
+
+    Raises:
+        TypeError: Bad types.
+        ValueError: Fewer than 2 classes, ``num_images`` above the available
+            (content, style) combinations across different classes, mismatched
+            lengths, images outside ``[0, 1]``.
+    """
+    check_images(images, "images")
+    check_labels(labels, "labels", images.shape[0])
+    check_int(num_images, "num_images", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
+    check_generator(generator)
+    check_callable(progress, "progress")
+    check_pixels(images, "images")
+    if masks is not None:
+        expected = (images.shape[0], 1, *images.shape[2:])
+        if not isinstance(masks, Tensor) or tuple(masks.shape) != expected:
+            shown = f"<shape {tuple(masks.shape)}>" if isinstance(masks, Tensor) else masks
+            fail("masks", f"None or a tensor of shape {expected}", shown)
+    for key in ("init", "return_losses", "generator"):
+        if key in style_kwargs:
+            fail(
+                "style_kwargs",
+                "style_transfer options other than init, return_losses and generator",
+                key,
+                TypeError,
+            )
+
+    device = images.device
+    gen = generator if generator is not None else make_generator(0)
+    ci, si, shape_labels, texture_labels = _pick_pairs(labels, num_images, gen)
+    if extractor is None:
+        extractor = RandomFeatureExtractor(in_channels=images.shape[1], seed=0).to(device)
+    out = []
+    for start in range(0, num_images, batch_size):
+        sl = slice(start, start + batch_size)
+        content = images[ci[sl].to(device)]
+        stylized = style_transfer(
+            content,
+            images[si[sl].to(device)],
+            extractor,
+            steps=steps,
+            init="content",
+            **style_kwargs,
+        )
+        if masks is not None:
+            mask = masks[ci[sl].to(masks.device)].to(device=device, dtype=stylized.dtype)
+            stylized = mask * stylized + (1 - mask) * content
+        out.append(stylized)
+        if progress is not None:
+            progress(min(start + batch_size, num_images), num_images)
+    return torch.cat(out), shape_labels.to(device), texture_labels.to(device)

@@ -28,23 +28,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_viz._checks import check_images
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import gradient_leaf, record_calls
-from lightning_viz.functional._utils import (
-    check_images,
+from lightning_viz.functional._grad import (
+    check_reduce,
+    check_target_type,
     conv_layers,
+    forward_logits,
+    fresh,
+    grad_of,
     reduce_channels,
     resolve_layer,
+    score_sum,
     target_indices,
 )
-from lightning_viz.functional.saliency import (
-    _check_reduce,
-    _check_target_type,
-    _fresh,
-    _logits,
-    _relu_rule_gradient,
-    _score,
-)
+from lightning_viz.functional.saliency import guided_backprop
 
 __all__ = ["default_cam_layer", "grad_cam", "grad_cam_pp", "guided_grad_cam"]
 
@@ -91,7 +90,7 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
     """
     check_images(inputs)
     with preserve_state(model) as net:
-        return _default_layer(net, _fresh(inputs))
+        return _default_layer(net, fresh(inputs))
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -109,16 +108,16 @@ def _cam(
     layer's resolution when ``upsample`` is False).
     """
     check_images(inputs)
-    _check_target_type(target)
+    check_target_type(target)
     with preserve_state(model) as net:
-        x = _fresh(inputs)
+        x = fresh(inputs)
         if layer is None:
             name = _default_layer(net, x)
             module = dict(net.named_modules())[name]
         else:
             name, module = resolve_layer(net, layer)
         with gradient_leaf(module) as store:
-            logits = _logits(net, x)
+            logits = forward_logits(net, x)
         if "leaf" not in store:
             raise ValueError(f"layer {name!r} did not run in the model's forward")
         act = store.pop("leaf")  # (N, K, h, w), a leaf: backward stops here
@@ -128,12 +127,7 @@ def _cam(
                 f"{tuple(act.shape)}"
             )
         idx = target_indices(target, logits)
-        score = _score(logits, idx)
-        grad = None
-        if score.requires_grad:
-            (grad,) = torch.autograd.grad(score, act, allow_unused=True)
-        if grad is None:  # the scores do not depend on this layer
-            grad = torch.zeros_like(act)
+        grad = grad_of(score_sum(logits, idx), act, name=f"layer {name!r}")
         act = act.detach()
         w = weights(act, grad)  # (N, K)
         cam = F.relu((w[:, :, None, None] * act).sum(dim=1, keepdim=True))  # (N, 1, h, w)
@@ -257,7 +251,7 @@ def guided_grad_cam(
         ValueError: As :func:`grad_cam`, or a bad ``reduce``.
     """
     check_images(inputs)
-    _check_reduce(reduce)
+    check_reduce(reduce)
     cam, idx = _cam(model, inputs, target, layer, _gradcam_weights)
-    guided = _relu_rule_gradient(model, inputs, idx, "guided", None)  # (N, C, H, W)
+    guided = guided_backprop(model, inputs, idx, reduce=None)  # (N, C, H, W)
     return reduce_channels(guided * cam, reduce)

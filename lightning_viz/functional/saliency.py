@@ -17,21 +17,37 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_viz._checks import (
+    check_choice,
+    check_float,
+    check_generator,
+    check_images,
+    check_int,
+    check_maps,
+    fail,
+)
 from lightning_viz._guard import make_generator, preserve_state
 from lightning_viz._hooks import capture_outputs, relu_backward
-from lightning_viz.functional._utils import (
-    check_images,
+from lightning_viz.functional._grad import (
+    check_reduce,
+    check_target_type,
+    chunked_rows,
+    forward_logits,
+    fresh,
+    grad_of,
+    input_grad,
     reduce_channels,
     resolve_layer,
+    score_sum,
     target_indices,
 )
+from lightning_viz.functional._task import predict
 
 __all__ = [
     "activation_maps",
@@ -40,106 +56,38 @@ __all__ = [
     "integrated_gradients",
     "neuron_gradient",
     "saliency",
-    "saliency_in_mask",
     "saliency_mask",
     "smoothgrad",
 ]
 
-_REDUCES = ("max", "sum", None)
 _IG_METHODS = ("gausslegendre", "riemann_trapezoid")
 
 
-# ----------------------------------------------------------------------------- checks
-def _check_reduce(reduce: object) -> None:
-    if reduce not in _REDUCES:
-        raise ValueError(f"reduce must be 'max', 'sum' or None, got {reduce!r}")
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_float(value: object, name: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"`{name}` must be a float, got {value!r}")
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"`{name}` must be a finite number >= {minimum}, got {value}")
-    return float(value)
-
-
-def _check_target_type(target: object) -> None:
-    if target is not None and not isinstance(target, int | Tensor):
-        raise TypeError(f"target must be an int, a tensor of class indices or None, got {target!r}")
-
-
-def _check_generator(generator: object, device: torch.device) -> torch.Generator:
+def _generator(generator: object, device: torch.device) -> torch.Generator:
+    check_generator(generator)
     if generator is None:
         return make_generator(0, device)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {generator!r}")
-    if generator.device.type != device.type:
+    if generator.device.type != device.type:  # type: ignore[union-attr]
         raise ValueError(
-            f"`generator` is on {generator.device} but the inputs are on {device}; "
+            f"`generator` is on {generator.device} but the inputs are on {device}; "  # type: ignore[union-attr]
             "create it on the inputs' device"
         )
-    return generator
+    return generator  # type: ignore[return-value]
 
 
-# ----------------------------------------------------------------------------- helpers
-def _fresh(inputs: Tensor) -> Tensor:
-    """A graph-free copy of ``inputs`` usable by autograd (also for inference tensors)."""
-    return inputs.detach().clone()
+def _check_common(inputs: object, target: object, reduce: object) -> None:
+    check_images(inputs)
+    check_reduce(reduce)
+    check_target_type(target)
 
 
-def _logits(net: nn.Module, x: Tensor) -> Tensor:
-    out = net(x)
-    if not isinstance(out, Tensor):
-        raise TypeError(
-            f"the model must return a tensor of logits (N, K), got {type(out).__name__}; "
-            "wrap it in lightning_viz.functional.ModelView(model, output_to_logits=...)"
-        )
-    if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"the model must return logits of shape (N, K) = ({x.shape[0]}, K), "
-            f"got shape {tuple(out.shape)}"
-        )
-    return out
-
-
-def _indices_for(target: int | Tensor, n: int, k: int, device: torch.device) -> Tensor:
-    """Validated class indices ``(n,)`` for a given (non-None) target and ``k`` classes."""
-    return target_indices(target, torch.zeros((), device=device).expand(n, k))
-
-
-def _predicted(net: nn.Module, x: Tensor) -> Tensor:
+def _clean_target(net: nn.Module, x: Tensor, target: int | Tensor | None) -> Tensor:
+    """Class indices ``(N,)`` resolved once, on the clean inputs."""
     with torch.no_grad():
-        return _logits(net, x).argmax(dim=-1)
-
-
-def _score(logits: Tensor, idx: Tensor) -> Tensor:
-    """Sum over the batch of each row's target logit (rows are independent in eval)."""
-    return logits.gather(1, idx.view(-1, 1)).sum()
-
-
-def _input_grad(net: nn.Module, x: Tensor, target: int | Tensor | None) -> tuple[Tensor, Tensor]:
-    """Gradient of each row's target logit w.r.t. ``x`` and the class indices used."""
-    x = x.requires_grad_(True)
-    logits = _logits(net, x)
-    idx = target_indices(target, logits)
-    score = _score(logits, idx)
-    if not score.requires_grad:  # the output does not depend on the input
-        return torch.zeros_like(x), idx
-    (grad,) = torch.autograd.grad(score, x)
-    return grad, idx
-
-
-def _chunked_rows(total: int, chunk_size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, total, chunk_size):
-        yield start, min(start + chunk_size, total)
+        if target is None:
+            return predict(forward_logits(net, x))
+        logits = forward_logits(net, x[:1])  # the number of classes, for the checks
+        return target_indices(target, logits.expand(x.shape[0], -1))
 
 
 # ----------------------------------------------------------------------------- methods
@@ -172,11 +120,9 @@ def saliency(
         ValueError: ``inputs`` is not 4-D, ``reduce`` is unknown or a class index
             is out of range.
     """
-    check_images(inputs)
-    _check_reduce(reduce)
-    _check_target_type(target)
+    _check_common(inputs, target, reduce)
     with preserve_state(model) as net:
-        grad, _ = _input_grad(net, _fresh(inputs), target)
+        grad, _ = input_grad(net, fresh(inputs), target)
     return reduce_channels(grad, reduce)
 
 
@@ -224,35 +170,28 @@ def smoothgrad(
             ``chunk_size`` or ``generator`` type.
         ValueError: Bad shapes or values (the received value is in the message).
     """
-    check_images(inputs)
-    _check_reduce(reduce)
-    _check_target_type(target)
-    samples = _check_int(samples, "samples", 1)
-    noise = _check_float(noise, "noise", 0.0)
-    chunk_size = _check_int(chunk_size, "chunk_size", 1)
-    gen = _check_generator(generator, inputs.device)
+    _check_common(inputs, target, reduce)
+    samples = check_int(samples, "samples", minimum=1)
+    noise = check_float(noise, "noise", minimum=0.0)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    gen = _generator(generator, inputs.device)
 
     n = inputs.shape[0]
     with preserve_state(model) as net:
-        x = _fresh(inputs)  # (N, C, H, W)
-        idx = _predicted(net, x) if target is None else None
+        x = fresh(inputs)  # (N, C, H, W)
+        idx = _clean_target(net, x, target)
         flat = x.flatten(1)
         scale = noise * (flat.amax(dim=1) - flat.amin(dim=1))  # (N,)
         total = torch.zeros_like(x)
-        for start, end in _chunked_rows(samples * n, chunk_size):
+        for start, end in chunked_rows(samples * n, chunk_size):
             rows = torch.arange(start, end, device=x.device) % n  # sample-major rows
             xs = x[rows]
             if noise > 0:
                 eps = torch.randn(xs.shape, generator=gen, device=x.device, dtype=x.dtype)
                 xs = xs + eps * scale[rows].view(-1, 1, 1, 1)
             xs.requires_grad_(True)
-            logits = _logits(net, xs)
-            if idx is None:
-                idx = _indices_for(target, n, logits.shape[1], x.device)
-            score = _score(logits, idx[rows])
-            if score.requires_grad:
-                (g,) = torch.autograd.grad(score, xs)
-                total.index_add_(0, rows, g.abs() if reduce is not None else g)
+            g = grad_of(score_sum(forward_logits(net, xs), idx[rows]), xs)
+            total.index_add_(0, rows, g.abs() if reduce is not None else g)
         mean = total / samples
     return reduce_channels(mean, reduce)
 
@@ -321,48 +260,41 @@ def integrated_gradients(
         ValueError: Bad shapes or values, an unknown ``method`` or a baseline that
             does not broadcast to ``inputs``.
     """
-    check_images(inputs)
-    _check_reduce(reduce)
-    _check_target_type(target)
-    if method not in _IG_METHODS:
-        raise ValueError(f"method must be one of {_IG_METHODS}, got {method!r}")
-    steps = _check_int(steps, "steps", 2 if method == "riemann_trapezoid" else 1)
-    chunk_size = _check_int(chunk_size, "chunk_size", 1)
+    _check_common(inputs, target, reduce)
+    check_choice(method, "method", _IG_METHODS)
+    steps = check_int(steps, "steps", minimum=2 if method == "riemann_trapezoid" else 1)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     if baseline is None:
         base = torch.zeros_like(inputs)
     elif isinstance(baseline, Tensor):
         try:
             base = torch.broadcast_to(baseline.to(inputs.device, inputs.dtype), inputs.shape)
         except RuntimeError:
-            raise ValueError(
-                f"baseline of shape {tuple(baseline.shape)} does not broadcast to the "
-                f"inputs' shape {tuple(inputs.shape)}"
-            ) from None
+            fail(
+                "baseline",
+                f"a tensor that broadcasts to the inputs' shape {tuple(inputs.shape)}",
+                f"<shape {tuple(baseline.shape)}>",
+            )
     elif isinstance(baseline, int | float) and not isinstance(baseline, bool):
         base = torch.full_like(inputs, float(baseline))
     else:
-        raise TypeError(f"baseline must be a tensor, a float or None, got {baseline!r}")
+        fail("baseline", "a tensor, a float or None", baseline, TypeError)
 
     n = inputs.shape[0]
     with preserve_state(model) as net:
-        x = _fresh(inputs)
-        base = _fresh(base)
+        x = fresh(inputs)
+        base = fresh(base)
         delta = x - base  # (N, C, H, W)
         alphas, weights = _ig_nodes(steps, method, x.device)
-        idx = _predicted(net, x) if target is None else None
+        idx = _clean_target(net, x, target)
         total = torch.zeros_like(x)
-        for start, end in _chunked_rows(steps * n, chunk_size):
+        for start, end in chunked_rows(steps * n, chunk_size):
             r = torch.arange(start, end, device=x.device)
             rows, step = r % n, r // n  # step-major rows
             a = alphas[step].to(x.dtype).view(-1, 1, 1, 1)
             xs = (base[rows] + a * delta[rows]).requires_grad_(True)
-            logits = _logits(net, xs)
-            if idx is None:
-                idx = _indices_for(target, n, logits.shape[1], x.device)
-            score = _score(logits, idx[rows])
-            if score.requires_grad:
-                (g,) = torch.autograd.grad(score, xs)
-                total.index_add_(0, rows, g * weights[step].to(g.dtype).view(-1, 1, 1, 1))
+            g = grad_of(score_sum(forward_logits(net, xs), idx[rows]), xs)
+            total.index_add_(0, rows, g * weights[step].to(g.dtype).view(-1, 1, 1, 1))
         attr = delta * total
     return reduce_channels(attr, reduce)
 
@@ -370,11 +302,9 @@ def integrated_gradients(
 def _relu_rule_gradient(
     model: nn.Module, inputs: Tensor, target: int | Tensor | None, mode: str, reduce: str | None
 ) -> Tensor:
-    check_images(inputs)
-    _check_reduce(reduce)
-    _check_target_type(target)
+    _check_common(inputs, target, reduce)
     with preserve_state(model) as net, relu_backward(mode):
-        grad, _ = _input_grad(net, _fresh(inputs), target)
+        grad, _ = input_grad(net, fresh(inputs), target)
     return reduce_channels(grad, reduce)
 
 
@@ -446,9 +376,8 @@ def deconvnet(
 def neuron_gradient(
     model: nn.Module,
     inputs: Tensor,
-    layer: str | nn.Module,
-    channel: int,
     *,
+    neuron: tuple[str | nn.Module, int],
     reduce: str | None = "max",
 ) -> Tensor:
     """Gradient of one channel's mean activation with respect to the input.
@@ -458,29 +387,33 @@ def neuron_gradient(
     over spatial positions of channel ``channel`` of ``layer``'s output, so its
     scale does not depend on the feature-map size; for a 2-D output (``Linear``)
     it is the single unit ``channel``. The value is read before any in-place op
-    that follows the layer.
+    that follows the layer. There is no class target.
 
     Args:
         model: Any ``nn.Module`` taking ``inputs``.
         inputs: Images ``(N, C, H, W)``, float.
-        layer: The layer, as a module or its dotted name (``"layer3.1.conv2"``).
-        channel: Channel (or unit) index in ``[0, C_layer)``.
+        neuron: ``(layer, channel)``: the layer as a module or its dotted name
+            (``"layer3.1.conv2"``) and a channel (or unit) index in ``[0, C_layer)``.
         reduce: ``"max"``, ``"sum"`` or ``None`` (signed). Default: ``"max"``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
 
     Raises:
-        TypeError: Bad ``inputs``, ``layer`` or ``channel`` type.
+        TypeError: Bad ``inputs`` or ``neuron`` type.
         ValueError: Unknown layer (the message lists the layers and the closest
-            match), a layer not run by the forward, or ``channel`` out of range.
+            match), a layer not run by the forward, or a channel out of range.
+        NoGradientError: The channel does not depend on the input (``no_grad``).
     """
     check_images(inputs)
-    _check_reduce(reduce)
-    channel = _check_int(channel, "channel", 0)
+    check_reduce(reduce)
+    if not isinstance(neuron, tuple | list) or len(neuron) != 2:
+        fail("neuron", "a (layer, channel) pair", neuron, TypeError)
+    layer, channel = neuron
+    channel = check_int(channel, "neuron channel", minimum=0)
     with preserve_state(model) as net:
         name, module = resolve_layer(net, layer)
-        x = _fresh(inputs).requires_grad_(True)
+        x = fresh(inputs).requires_grad_(True)
         with capture_outputs({name: module}, detach=False) as store:
             net(x)
         if name not in store:
@@ -489,14 +422,9 @@ def neuron_gradient(
         if act.dim() < 2 or act.shape[0] != x.shape[0]:
             raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}, not (N, C, ...)")
         if channel >= act.shape[1]:
-            raise ValueError(
-                f"channel must lie in [0, {act.shape[1]}) for layer {name!r}, got {channel}"
-            )
+            fail("neuron channel", f"in [0, {act.shape[1]}) for layer {name!r}", channel)
         objective = act[:, channel].flatten(1).mean(dim=1).sum()
-        if objective.requires_grad:
-            (grad,) = torch.autograd.grad(objective, x)
-        else:
-            grad = torch.zeros_like(x)
+        grad = grad_of(objective, x, f"activation of {name!r}")
     return reduce_channels(grad.detach(), reduce)
 
 
@@ -505,7 +433,7 @@ def activation_maps(
     inputs: Tensor,
     layers: Sequence[str | nn.Module] | str | nn.Module,
 ) -> dict[str, Tensor]:
-    """Output (feature) maps of the given layers, from one forward pass.
+    """Output (feature) maps of the given layers, from one forward pass (no class target).
 
     Args:
         model: Any ``nn.Module`` taking ``inputs``.
@@ -525,29 +453,16 @@ def activation_maps(
     check_images(inputs)
     if isinstance(layers, str | nn.Module):
         layers = [layers]
-    if not isinstance(layers, Sequence):
-        raise TypeError(f"layers must be a list of layer names or modules, got {layers!r}")
-    if len(layers) == 0:
-        raise ValueError("layers must name at least one layer, got an empty list")
+    if not isinstance(layers, Sequence) or not layers:
+        fail("layers", "a non-empty list of layer names or modules", layers, TypeError)
     with preserve_state(model) as net:
         named = dict(resolve_layer(net, layer) for layer in layers)
         with torch.no_grad(), capture_outputs(named) as store:
-            net(_fresh(inputs))
+            net(fresh(inputs))
         missing = [name for name in named if name not in store]
         if missing:
             raise ValueError(f"layers {missing} did not run (or returned no tensor) in the forward")
         return {name: store[name] for name in named}
-
-
-# ----------------------------------------------------------------------------- masks
-def _check_maps(maps: object, name: str = "maps") -> Tensor:
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor (N, 1, H, W), got {type(maps).__name__}")
-    if not maps.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {maps.dtype}")
-    if maps.dim() != 4 or maps.shape[1] != 1 or maps.shape[0] == 0:
-        raise ValueError(f"`{name}` must have shape (N, 1, H, W), got {tuple(maps.shape)}")
-    return maps
 
 
 def saliency_mask(maps: Tensor, quantile: float = 0.8, *, smooth: int = 0) -> Tensor:
@@ -571,11 +486,9 @@ def saliency_mask(maps: Tensor, quantile: float = 0.8, *, smooth: int = 0) -> Te
         ValueError: ``maps`` is not ``(N, 1, H, W)``, ``quantile`` outside
             ``[0, 1]`` or ``smooth < 0``.
     """
-    _check_maps(maps)
-    quantile = _check_float(quantile, "quantile", 0.0)
-    if quantile > 1.0:
-        raise ValueError(f"`quantile` must lie in [0, 1], got {quantile}")
-    smooth = _check_int(smooth, "smooth", 0)
+    check_maps(maps)
+    quantile = check_float(quantile, "quantile", minimum=0.0, maximum=1.0)
+    smooth = check_int(smooth, "smooth", minimum=0)
     m = maps.detach().float()
     if smooth > 0:
         k = 2 * smooth + 1
@@ -583,42 +496,3 @@ def saliency_mask(maps: Tensor, quantile: float = 0.8, *, smooth: int = 0) -> Te
     flat = m.flatten(1)  # (N, H*W)
     thresh = torch.quantile(flat, quantile, dim=1, keepdim=True)  # (N, 1)
     return (flat > thresh).view_as(maps)
-
-
-def saliency_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
-    """Fraction of each map's total saliency that falls inside its object mask.
-
-    ``sum(maps * masks) / sum(maps)`` per image: 1 when all saliency is on the
-    object, near the mask's area fraction when saliency is spread evenly. An image
-    whose map is all zero gets 0.
-
-    Args:
-        maps: Non-negative saliency maps ``(N, 1, H, W)``, float.
-        masks: Boolean object masks ``(N, 1, H, W)`` (``(N, H, W)`` is accepted).
-
-    Returns:
-        Float fractions ``(N,)`` in ``[0, 1]``, on the maps' device.
-
-    Raises:
-        TypeError: ``maps`` is not a float tensor or ``masks`` is not a bool tensor.
-        ValueError: Shapes differ, or ``maps`` has negative values.
-    """
-    _check_maps(maps)
-    if not isinstance(masks, Tensor):
-        raise TypeError(f"`masks` must be a bool torch.Tensor, got {type(masks).__name__}")
-    if masks.dtype != torch.bool:
-        raise TypeError(f"`masks` must be a bool tensor (use masks > 0), got dtype {masks.dtype}")
-    if masks.dim() == 3:
-        masks = masks.unsqueeze(1)
-    if masks.shape != maps.shape:
-        raise ValueError(
-            f"masks of shape {tuple(masks.shape)} do not match maps of shape {tuple(maps.shape)}"
-        )
-    m = maps.detach()
-    if bool((m < 0).any()):
-        raise ValueError(
-            f"maps must be non-negative (use reduce='max' or 'sum'), min is {m.min().item():.4g}"
-        )
-    total = m.flatten(1).sum(dim=1)
-    inside = (m * masks.to(device=m.device, dtype=m.dtype)).flatten(1).sum(dim=1)
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(m.dtype).tiny), 0.0)

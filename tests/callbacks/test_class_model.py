@@ -95,7 +95,7 @@ def test_observing_does_not_change_the_experiment(tmp_path):
         ({"steps": 2.0}, TypeError, "steps.*2.0"),
         ({"every_n_epochs": 0}, ValueError, "every_n_epochs.*0"),
         ({"neuron": ("a", -1)}, ValueError, "neuron.*-1"),
-        ({"neuron": "a"}, ValueError, "neuron.*'a'"),
+        ({"neuron": "a"}, TypeError, "neuron.*'a'"),
         ({"neuron": ("a", 1), "classes": [0]}, ValueError, "classes` must be None"),
         ({"image_shape": "abc"}, TypeError, "image_shape.*'abc'"),
         ({"image_shape": [3, 32]}, ValueError, r"image_shape.*\[3, 32\]"),
@@ -109,9 +109,12 @@ def test_bad_arguments_raise_at_construction(kwargs, error, match):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"classes": [0, 7]}, r"classes` \[7\] are out of range for a model with 5 classes"),
+        ({"classes": [0, 7]}, r"`classes` must be class indices in \[0, 5\) .*got \[7\]"),
         ({"neuron": ("model.block9", 0)}, "block9"),
-        ({"neuron": ("model.block1.conv", 99)}, "channel 99 is out of range.*16 channels"),
+        (
+            {"neuron": ("model.block1.conv", 99)},
+            r"channel in \[0, 16\) .*got \('model.block1.conv', 99\)",
+        ),
     ],
 )
 def test_configuration_errors_raise_at_setup(tmp_path, kwargs, match):

@@ -299,8 +299,8 @@ def test_a_capture_failure_is_raised_on_request(tmp_path):
         ({"num_samples": 1}, ValueError, r"num_samples.*>= 2.*1"),
         ({"num_samples": 2.5}, TypeError, r"num_samples.*int.*2\.5"),
         ({"projection": "umap"}, ValueError, r"projection.*'umap'"),
-        ({"k": 0}, ValueError, r"`k` must be >= 1.*0"),
-        ({"k": 1.5}, TypeError, r"`k` must be an int.*1\.5"),
+        ({"k": 0}, ValueError, r"`k` must be an int >= 1, got 0"),
+        ({"k": 1.5}, TypeError, r"`k` must be an int >= 1, got 1\.5"),
         ({"layer": 3}, TypeError, r"layer.*3"),
         ({"every_n_epochs": 0}, ValueError, r"every_n_epochs"),
     ],
@@ -324,8 +324,14 @@ def test_model_without_linear_fails_at_setup_before_training(tmp_path):
     model = _NoLinear()
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=r"no nn\.Linear.*layer="):
-        fit(tmp_path, [EmbeddingProjector(num_samples=8)], epochs=1, model=model)
+        fit(tmp_path, [EmbeddingProjector(num_samples=8, on_error="raise")], epochs=1, model=model)
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    # by default the model makes it impossible: it warns, turns off, training goes on
+    with pytest.warns(UserWarning, match=r"EmbeddingProjector cannot run .*no nn\.Linear"):
+        trainer, _ = fit(
+            tmp_path / "warn", [EmbeddingProjector(num_samples=8)], epochs=1, model=_NoLinear()
+        )
+    assert trainer.current_epoch == 1 and "embedding/knn_acc" not in trainer.callback_metrics
     # with `layer=` the same model works (embeds the pooled conv features)
     cb = EmbeddingProjector(layer="model.2", num_samples=8, projection="pca", on_error="raise")
     fit(tmp_path / "ok", [cb], epochs=1, model=_NoLinear())
@@ -335,10 +341,9 @@ def test_model_without_linear_fails_at_setup_before_training(tmp_path):
 def test_unknown_layer_lists_the_closest_match():
     cb = EmbeddingProjector(layer="model.fcc")
     with pytest.raises(ValueError, match=r"model\.fc"):
-        cb.check(LitClassifier(num_classes=5), None)
+        cb._feature_layer(LitClassifier(num_classes=5))
     cb = EmbeddingProjector()
-    cb.check(LitClassifier(num_classes=5), None)
-    assert cb._layer_name == "model.fc"
+    assert cb._feature_layer(LitClassifier(num_classes=5))[0] == "model.fc"
 
 
 # ----------------------------------------------------------------------------- units

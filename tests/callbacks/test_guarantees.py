@@ -11,9 +11,8 @@ import torch
 from torch.overrides import _get_current_function_mode_stack
 
 import lightning_viz as lv
-from lightning_viz._guard import ModelView
 from lightning_viz._hooks import has_hooks
-from tests.conftest import fit
+from tests.conftest import fit, inject_failure
 
 
 def gradient_callbacks(**kwargs):
@@ -108,26 +107,11 @@ def test_no_hooks_or_modes_left_and_flags_restored_after_a_run(tmp_path):
     assert all(m.training for m in model.modules())
 
 
-def _raise_inside_forward(monkeypatch):
-    """Makes every ModelView forward raise *after* the model ran (hooks are active)."""
-    original = ModelView.forward
-    calls = {"n": 0}
-
-    def broken(self, x):
-        out = original(self, x)
-        calls["n"] += 1
-        raise RuntimeError("injected failure inside a method")
-        return out  # noqa: B012 - unreachable on purpose
-
-    monkeypatch.setattr(ModelView, "forward", broken)
-    return calls
-
-
 def test_exception_inside_a_method_warns_once_and_training_goes_on(tmp_path, monkeypatch):
-    calls = _raise_inside_forward(monkeypatch)
+    calls, arm = inject_failure(monkeypatch)
     callbacks = gradient_callbacks(on_error="warn")[1:]  # FilterLogger has no forward
     with pytest.warns(UserWarning, match="injected failure inside a method") as record:
-        trainer, model = fit(tmp_path, callbacks, epochs=2)
+        trainer, model = fit(tmp_path, [arm, *callbacks], epochs=2)
     assert trainer.current_epoch == 2  # training finished
     assert calls["n"] >= len(callbacks)
     failures = [w for w in record if "turns itself off" in str(w.message)]
@@ -140,7 +124,7 @@ def test_exception_inside_a_method_warns_once_and_training_goes_on(tmp_path, mon
 
 
 def test_exception_inside_a_method_is_raised_on_request(tmp_path, monkeypatch):
-    _raise_inside_forward(monkeypatch)
+    _, arm = inject_failure(monkeypatch)
     callback = lv.SaliencyLogger(methods=("guided_backprop",), num_samples=2, on_error="raise")
     model_holder = {}
 
@@ -150,7 +134,7 @@ def test_exception_inside_a_method_is_raised_on_request(tmp_path, monkeypatch):
             super().setup(trainer, pl_module, stage)
 
     with pytest.raises(RuntimeError, match="injected failure"):
-        fit(tmp_path, [Keep(), callback], epochs=1)
+        fit(tmp_path, [arm, Keep(), callback], epochs=1)
     model = model_holder["m"]
     assert not has_hooks(model)
     assert len(_get_current_function_mode_stack()) == 0

@@ -194,7 +194,7 @@ def _fails_before_training(tmp_path, callback, match, model=None, datamodule=Non
 def test_gradcam_without_conv_layer_fails_at_setup(tmp_path):
     _fails_before_training(
         tmp_path,
-        lv.GradCAMLogger(),
+        lv.GradCAMLogger(on_error="raise"),
         "needs a convolutional layer",
         model=_Flagged(model=_NoConv()),
     )
@@ -250,23 +250,60 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [
-        (lambda: lv.SaliencyLogger(num_samples=0), ValueError, "`num_samples` must be >= 1, got 0"),
-        (lambda: lv.FilterLogger(every_n_epochs=0), ValueError, "`every_n_epochs` must be >= 1"),
-        (lambda: lv.FilterLogger(every_n_epochs=1.5), TypeError, "must be an int, got 1.5"),
+        (
+            lambda: lv.SaliencyLogger(num_samples=0),
+            ValueError,
+            "`num_samples` must be an int >= 1, got 0",
+        ),
+        (
+            lambda: lv.FilterLogger(every_n_epochs=0),
+            ValueError,
+            "`every_n_epochs` must be an int >= 1",
+        ),
+        (lambda: lv.FilterLogger(every_n_epochs=1.5), TypeError, "must be an int >= 1, got 1.5"),
         (lambda: lv.FilterLogger(on_error="ignore"), ValueError, "one of .*'ignore'"),
         (lambda: lv.FilterLogger(max_filters=0), ValueError, "`max_filters`"),
         (lambda: lv.FilterLogger(std=[0.5, 0.0, 0.5]), ValueError, "`std` must be positive"),
+        (
+            lambda: lv.FilterLogger(mean=[0.5, 0.5], std=[1, 1, 1]),
+            ValueError,
+            "2 values and `std` has 3",
+        ),
+        (lambda: lv.FilterLogger(mean="0.5"), TypeError, "`mean` must be None or a non-empty list"),
+        (lambda: lv.FilterLogger(probe="dir/"), TypeError, "ImageFolder"),
+        (lambda: lv.FilterLogger(task="regression"), ValueError, "`task` must be one of"),
+        (
+            lambda: lv.FilterLogger(images_to_input="no_such_module.fn"),
+            ValueError,
+            "does not import",
+        ),
         (lambda: lv.FilterLogger(tag_prefix="/"), ValueError, "`tag_prefix`"),
         (lambda: lv.FilterLogger(class_names="abc"), TypeError, "`class_names`"),
-        (lambda: lv.FilterLogger(batch_to_xy=3), TypeError, "`batch_to_xy` must be callable"),
-        (lambda: lv.SaliencyLogger(methods=("vanila",)), ValueError, "unknown saliency methods"),
+        (
+            lambda: lv.FilterLogger(batch_to_xy=3),
+            TypeError,
+            "`batch_to_xy` must be a callable or an import path",
+        ),
+        (
+            lambda: lv.SaliencyLogger(methods=("vanila",)),
+            ValueError,
+            "`methods` must be a non-empty list of names from \\['vanilla'",
+        ),
         (lambda: lv.SaliencyLogger(target="best"), ValueError, "'predicted', 'true'"),
         (lambda: lv.SaliencyLogger(neuron=("a", -1)), ValueError, "`neuron`"),
         (lambda: lv.SaliencyLogger(reduce="mean"), ValueError, "`reduce`"),
         (lambda: lv.SaliencyLogger(mask_quantile=1.0), ValueError, "`mask_quantile`"),
-        (lambda: lv.GradCAMLogger(methods=("scorecam",)), ValueError, "unknown Grad-CAM methods"),
+        (
+            lambda: lv.GradCAMLogger(methods=("scorecam",)),
+            ValueError,
+            "`methods` must be a non-empty list of names from \\['gradcam'",
+        ),
         (lambda: lv.GradCAMLogger(layer=3), TypeError, "`layer` must be a layer name"),
-        (lambda: lv.ActivationLogger(layers="conv1"), TypeError, "list of layer names"),
+        (
+            lambda: lv.ActivationLogger(layers="conv1"),
+            TypeError,
+            "`layers` must be a list of strings",
+        ),
         (lambda: lv.ActivationLogger(max_channels=0), ValueError, "`max_channels`"),
     ],
 )
@@ -278,7 +315,7 @@ def test_bad_arguments_fail_at_construction(make, error, match):
 def test_true_target_without_labels_fails_at_setup(tmp_path):
     _fails_before_training(
         tmp_path,
-        lv.SaliencyLogger(target="true", probe=torch.rand(4, 3, 32, 32)),
+        lv.SaliencyLogger(target="true", probe=torch.rand(4, 3, 32, 32), on_error="raise"),
         "needs labels",
     )
 

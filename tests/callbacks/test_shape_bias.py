@@ -12,11 +12,10 @@ from torch.utils.data import Dataset, TensorDataset
 
 import lightning_viz as lv
 import lightning_viz.functional as LF
-from lightning_viz._guard import ModelView
 from lightning_viz._hooks import has_hooks
 from lightning_viz.data import LitClassifier
 from lightning_viz.data.shapes import draw_shapes
-from tests.conftest import fit, read_events, small_datamodule
+from tests.conftest import fit, inject_failure, read_events, small_datamodule
 
 K = 5
 EPOCHS = 10  # the runs happen at epochs 4 and 9 (every_n_epochs=5)
@@ -196,16 +195,10 @@ def test_observing_does_not_change_the_experiment(tmp_path):
 
 
 def test_failure_inside_a_run_warns_and_leaves_the_model_clean(tmp_path, monkeypatch):
-    original = ModelView.forward
-
-    def broken(self, x):
-        original(self, x)
-        raise RuntimeError("injected failure")
-
-    monkeypatch.setattr(ModelView, "forward", broken)
+    _, arm = inject_failure(monkeypatch, "injected failure")
     cb = lv.TextureShapeBias(cue_conflict=drawn_cue_conflict(10), num_samples=10, on_error="warn")
     with pytest.warns(UserWarning, match="TextureShapeBias failed at epoch 0.*injected failure"):
-        _, model = fit(tmp_path, [cb], epochs=2)
+        _, model = fit(tmp_path, [arm, cb], epochs=2)
     assert cb._enabled is False
     assert not has_hooks(model)
     assert all(m.training for m in model.modules())
@@ -250,11 +243,11 @@ def test_output_mapping_takes_the_max_logit_per_dataset_class():
         ({"style_steps": -1}, ValueError, "style_steps.*-1"),
         ({"style_steps": 1.0}, TypeError, "style_steps.*1.0"),
         ({"content_weight": -0.5}, ValueError, "content_weight.*-0.5"),
-        ({"cue_conflict": [1, 2]}, TypeError, "cue_conflict.*list"),
+        ({"cue_conflict": [1, 2]}, TypeError, r"cue_conflict.*\[1, 2\]"),
         ({"output_mapping": "abc"}, TypeError, "output_mapping.*'abc'"),
         ({"output_mapping": [0, 1.5]}, TypeError, "output_mapping.*1.5"),
         ({"output_mapping": [-1, -1]}, ValueError, "at least one"),
-        ({"output_mapping": [0, -2]}, ValueError, "-1 \\(unused\\)"),
+        ({"output_mapping": [0, -2]}, ValueError, r"ints >= -1, got \[0, -2\]"),
     ],
 )
 def test_bad_arguments_raise_at_construction(kwargs, error, match):
@@ -273,14 +266,13 @@ class _Pairs(Dataset):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_images": 500, "num_samples": 10}, "num_images`=500 exceeds the 80 distinct"),
         (
             {
                 "cue_conflict": TensorDataset(
                     torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 9]), torch.tensor([1, 0, 0, 0])
                 )
             },
-            r"shape labels must lie in \[0, 5\).*\[0, 9\]",
+            r"`cue_conflict shape labels` must be in \[0, 5\).*\[0, 9\]",
         ),
         (
             {
@@ -288,7 +280,7 @@ class _Pairs(Dataset):
                     torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), torch.tensor([1, 5])
                 )
             },
-            r"texture labels must lie in \[0, 5\)",
+            r"`cue_conflict texture labels` must be in \[0, 5\)",
         ),
         (
             {
@@ -296,7 +288,7 @@ class _Pairs(Dataset):
                     torch.rand(2, 3, 16, 16), torch.tensor([0, 1]), torch.tensor([1, 0])
                 )
             },
-            r"have shape \(3, 16, 16\) but the validation images \(3, 32, 32\)",
+            r"validation images' shape \(3, 32, 32\), got <images of shape \(3, 16, 16\)>",
         ),
         (
             {
@@ -304,10 +296,10 @@ class _Pairs(Dataset):
                     torch.rand(2, 3, 32, 32), torch.tensor([1, 1]), torch.tensor([1, 1])
                 )
             },
-            "no image whose shape and texture labels differ",
+            "images whose shape and texture labels differ, got <no such image>",
         ),
-        ({"cue_conflict": _Pairs()}, r"items must be \(image, shape_label, texture_label\)"),
-        ({"output_mapping": [0, 1, 2]}, "has 3 entries but the model has 5 output classes"),
+        ({"cue_conflict": _Pairs()}, r"a Dataset of \(image, shape_label, texture_label\)"),
+        ({"output_mapping": [0, 1, 2]}, r"each of the model's 5 classes.*got \[0, 1, 2\]"),
         (
             {
                 "cue_conflict": TensorDataset(
@@ -315,9 +307,9 @@ class _Pairs(Dataset):
                 ),
                 "output_mapping": [0, 1, 1, 0, 0],
             },
-            r"texture labels must lie in \[0, 2\).*after output_mapping",
+            r"texture labels` must be in \[0, 2\).*after output_mapping",
         ),
-        ({"probe": torch.rand(4, 3, 32, 32)}, "needs class labels"),
+        ({"probe": torch.rand(4, 3, 32, 32), "on_error": "raise"}, "needs labels"),
     ],
 )
 def test_configuration_errors_raise_at_setup_before_training(tmp_path, kwargs, match):
@@ -327,3 +319,35 @@ def test_configuration_errors_raise_at_setup_before_training(tmp_path, kwargs, m
         fit(tmp_path, [lv.TextureShapeBias(**kwargs)], model=model, epochs=1)
     for k, v in model.state_dict().items():  # no training step happened
         assert torch.equal(v, before[k]), k
+
+
+def test_fewer_pairs_than_num_images_makes_fewer_images_with_a_warning(tmp_path):
+    cb = lv.TextureShapeBias(num_images=500, num_samples=10, style_steps=1, on_error="raise")
+    with pytest.warns(UserWarning, match=r"allow only 80 distinct cue-conflict pairs.*makes 80"):
+        fit(tmp_path, [cb], epochs=1)
+    assert cb._cc[0].shape[0] == 80  # 10 probe images of 5 classes: 2 * 2 * 20 ordered pairs
+
+
+def test_one_class_in_the_validation_data_turns_it_off_and_training_goes_on(tmp_path):
+    from torch.utils.data import DataLoader
+
+    dm = small_datamodule()
+    dm.setup("fit")
+    one_class = [i for i in range(len(dm.val_dataset)) if int(dm.val_dataset[i][1]) == 0]
+    val = torch.utils.data.Subset(dm.val_dataset, one_class)
+    dm.val_dataloader = lambda: DataLoader(val, batch_size=32)
+    bias = lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=1)
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, on_error="raise")
+    with pytest.warns(UserWarning, match=r"TextureShapeBias cannot run .*at least 2 classes"):
+        trainer, _ = fit(tmp_path, [bias, saliency], epochs=2, datamodule=dm)
+    assert trainer.current_epoch == 2 and bias._enabled is False
+    events = read_events(str(tmp_path))
+    assert [s for s, _ in events["scalars"]["viz/SaliencyLogger/seconds"]] == [4, 8]
+    assert "bias/shape_bias" not in events["scalars"]
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        fit(
+            tmp_path / "raise",
+            [lv.TextureShapeBias(num_images=10, on_error="raise")],
+            epochs=1,
+            datamodule=dm,
+        )

@@ -8,11 +8,18 @@ import pytest
 import torch
 
 from lightning_viz.functional.bias import (
+    OTHER,
+    UNCOUNTED,
+    _pick_pairs,
+    cue_conflict,
+    decisions,
     per_class_shape_bias,
     shape_bias,
     shape_only,
     texture_only,
 )
+from lightning_viz.functional.bias import SHAPE as SHAPE_D
+from lightning_viz.functional.bias import TEXTURE as TEXTURE_D
 
 # A hand-made table: (prediction, shape label, texture label) -> decision
 TABLE = [
@@ -71,9 +78,9 @@ def test_shape_bias_extremes_and_nan():
 def test_shape_bias_validation():
     with pytest.raises(TypeError, match="`predictions` must be a tensor"):
         shape_bias([0, 1], SHAPE[:2], TEXTURE[:2])
-    with pytest.raises(ValueError, match=r"logits \(N, K\), got shape \(10,\)"):
+    with pytest.raises(ValueError, match=r"logits of shape \(N, K\), got <shape \(10,\)>"):
         shape_bias(PRED.float(), SHAPE, TEXTURE)
-    with pytest.raises(ValueError, match=r"class indices \(N,\), got shape \(10, 1\)"):
+    with pytest.raises(ValueError, match=r"class indices of shape \(N,\), got <shape \(10, 1\)>"):
         shape_bias(PRED[:, None], SHAPE, TEXTURE)
     with pytest.raises(TypeError, match="dtype torch.bool"):
         shape_bias(PRED > 0, SHAPE, TEXTURE)
@@ -82,35 +89,59 @@ def test_shape_bias_validation():
     with pytest.raises(TypeError, match="`texture_labels` must be a tensor"):
         shape_bias(PRED, SHAPE, TEXTURE.tolist())
     with pytest.raises(
-        ValueError, match=r"`texture_labels` must have 10 entries, got shape \(9,\)"
+        ValueError, match=r"`texture_labels` must be of shape \(10,\), got <shape \(9,\)>"
     ):
         shape_bias(PRED, SHAPE, TEXTURE[:9])
-    with pytest.raises(ValueError, match="`shape_labels` must be 1-D"):
+    with pytest.raises(ValueError, match=r"`shape_labels` must be of shape \(10,\)"):
         shape_bias(PRED, SHAPE[:, None], TEXTURE)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="class indices >= 0"):
         shape_bias(PRED, SHAPE - 1, TEXTURE)
-    with pytest.raises(ValueError, match=r"`shape_labels` must lie in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"`shape_labels` must be class indices in \[0, 3\)"):
         shape_bias(_logits(PRED, 5)[:, :3], SHAPE, TEXTURE)
 
 
 def test_per_class_shape_bias_by_shape_label():
-    out = per_class_shape_bias(PRED, SHAPE, TEXTURE, num_classes=5)
+    counts = per_class_shape_bias(PRED, SHAPE, TEXTURE, num_classes=5)
+    out = counts["shape_bias"]
     assert out.shape == (5,) and out.dtype == torch.float32
+    # counted images per shape class (row 3 and 8 are same-class pairs), and decisions
+    assert counts["images"].tolist() == [3, 2, 1, 2, 0]
+    assert counts["shape"].tolist() == [1, 1, 0, 2, 0]
+    assert counts["texture"].tolist() == [1, 1, 0, 0, 0]
     # class 0: rows 0,1 (1 shape, 1 texture), row 2 miss; class 1: rows 4,5;
     # class 2: only a miss (row 3 excluded) -> nan; class 3: rows 6,7 -> 1; class 4: none
     expected = torch.tensor([0.5, 0.5, math.nan, 1.0, math.nan])
     torch.testing.assert_close(out, expected, equal_nan=True)
     torch.testing.assert_close(
-        per_class_shape_bias(_logits(PRED), SHAPE, TEXTURE, 5), expected, equal_nan=True
+        per_class_shape_bias(_logits(PRED), SHAPE, TEXTURE, 5)["shape_bias"],
+        expected,
+        equal_nan=True,
     )
+
+
+def test_decisions_by_hand():
+    got = decisions(PRED, SHAPE, TEXTURE).tolist()
+    assert got == [
+        SHAPE_D,
+        TEXTURE_D,
+        OTHER,
+        UNCOUNTED,
+        SHAPE_D,
+        TEXTURE_D,
+        SHAPE_D,
+        SHAPE_D,
+        UNCOUNTED,
+        OTHER,
+    ]
+    assert torch.equal(decisions(_logits(PRED), SHAPE, TEXTURE), torch.tensor(got))
 
 
 def test_per_class_shape_bias_validation():
     with pytest.raises(TypeError, match="`num_classes` must be an int"):
         per_class_shape_bias(PRED, SHAPE, TEXTURE, 4.0)
-    with pytest.raises(ValueError, match="`num_classes` must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="`num_classes` must be an int >= 1, got 0"):
         per_class_shape_bias(PRED, SHAPE, TEXTURE, 0)
-    with pytest.raises(ValueError, match=r"`shape_labels` must lie in \[0, 3\), got max 3"):
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\), got <max 3>"):
         per_class_shape_bias(PRED, SHAPE, TEXTURE, 3)
 
 
@@ -146,7 +177,7 @@ def test_shape_only_validation():
         shape_only([[0.0]])
     with pytest.raises(TypeError, match="`masks` must be a tensor"):
         shape_only(torch.rand(1, 3, 4, 4), masks=[[1]])
-    with pytest.raises(ValueError, match=r"`masks` must have shape \(1, 1, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"`masks` must be of shape \(1, 1, 4, 4\) or \(1, 4, 4\)"):
         shape_only(torch.rand(1, 3, 4, 4), masks=torch.ones(1, 1, 5, 4))
 
 
@@ -190,7 +221,7 @@ def test_texture_only_validation():
     x = torch.rand(1, 3, 8, 8)
     with pytest.raises(TypeError, match="`patch` must be an int"):
         texture_only(x, patch=2.0)
-    with pytest.raises(ValueError, match=r"`patch` must lie in \[1, 8\] for 8x8 images, got 9"):
+    with pytest.raises(ValueError, match=r"`patch` must be an int >= 1 and <= 8, got 9"):
         texture_only(x, patch=9)
     with pytest.raises(ValueError, match="got 0"):
         texture_only(x, patch=0)
@@ -198,3 +229,107 @@ def test_texture_only_validation():
         texture_only(x, generator=3)
     with pytest.raises(ValueError, match="shape"):
         texture_only(torch.rand(3, 8, 8))
+
+
+# ---------------------------------------------------------------------- cue conflict
+def _labelled(n_per_class: int, k: int, size: int = 8):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(k).repeat_interleave(n_per_class)
+    images = torch.rand(k * n_per_class, 3, size, size, generator=g)
+    return images, labels
+
+
+def test_cue_conflict_pairs_balanced_and_labels_right():
+    images, labels = _labelled(4, 4)
+    k = 4
+    out, shape_l, tex_l = cue_conflict(images, labels, 3 * k * (k - 1), steps=0)
+    assert out.shape == (36, 3, 8, 8)
+    assert shape_l.dtype == tex_l.dtype == torch.long
+    assert bool((shape_l != tex_l).all())
+    counts = torch.bincount(shape_l * k + tex_l, minlength=k * k).view(k, k)
+    expected = torch.full((k, k), 3)
+    expected.fill_diagonal_(0)
+    assert torch.equal(counts, expected)
+    # with 0 steps the output is the content image: its class is the shape label
+    for img, sl in zip(out, shape_l, strict=True):
+        src = [i for i in range(len(images)) if torch.equal(images[i], img)]
+        assert len(src) == 1 and int(labels[src[0]]) == int(sl)
+
+
+def test_pick_pairs_no_repeated_combination_and_exhausts_all():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    avail = 2 * 1 + 2 * 3 + 1 * 2 + 1 * 3 + 3 * 2 + 3 * 1  # sum over A != B of n_A * n_B = 22
+    ci, si, sl, tl = _pick_pairs(labels, avail, torch.Generator().manual_seed(0))
+    combos = set(zip(ci.tolist(), si.tolist(), strict=True))
+    assert len(combos) == avail
+    assert torch.equal(labels[ci], sl) and torch.equal(labels[si], tl)
+    assert bool((sl != tl).all())
+    with pytest.raises(ValueError, match="`num_images` must be at most the 22 distinct .* got 23"):
+        _pick_pairs(labels, avail + 1, torch.Generator().manual_seed(0))
+
+
+def test_cue_conflict_deterministic_from_generator():
+    images, labels = _labelled(3, 3)
+    a = cue_conflict(images, labels, 6, steps=2, generator=torch.Generator().manual_seed(5))
+    b = cue_conflict(images, labels, 6, steps=2, generator=torch.Generator().manual_seed(5))
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    pa = _pick_pairs(labels, 6, torch.Generator().manual_seed(5))
+    pc = _pick_pairs(labels, 6, torch.Generator().manual_seed(6))
+    assert any(not torch.equal(x, y) for x, y in zip(pa, pc, strict=True))
+
+
+def test_cue_conflict_masks_keep_the_content_background():
+    images, labels = _labelled(3, 3)
+    masks = torch.zeros(images.shape[0], 1, 8, 8, dtype=torch.bool)
+    masks[:, :, 2:6, 2:6] = True  # the "object" of every image
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    plain, s1, t1 = cue_conflict(images, labels, 6, steps=3, generator=gen())
+    pasted, s2, t2 = cue_conflict(images, labels, 6, steps=3, generator=gen(), masks=masks)
+    content, _, _ = cue_conflict(images, labels, 6, steps=0, generator=gen())
+    assert torch.equal(s1, s2) and torch.equal(t1, t2)
+    inside = masks[0].expand_as(plain[0])
+    for p, q, c in zip(plain, pasted, content, strict=True):
+        assert torch.equal(q[inside], p[inside])  # the stylized object
+        assert torch.equal(q[~inside], c[~inside])  # on its own background
+        assert not torch.equal(p[~inside], c[~inside])  # which style transfer had changed
+    with pytest.raises(
+        ValueError, match=r"`masks` must be None or a tensor of shape \(9, 1, 8, 8\)"
+    ):
+        cue_conflict(images, labels, 6, steps=0, masks=masks[:3])
+
+
+def test_cue_conflict_progress_batches_and_global_rng():
+    images, labels = _labelled(2, 3)
+    calls = []
+    rng = torch.get_rng_state()
+    out, _, _ = cue_conflict(
+        images, labels, 5, steps=1, batch_size=2, progress=lambda d, t: calls.append((d, t))
+    )
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    assert out.shape == (5, 3, 8, 8)
+
+
+def test_cue_conflict_errors():
+    images, labels = _labelled(2, 2)
+    with pytest.raises(ValueError, match="`num_images` must be at most the 8 distinct .* got 9"):
+        cue_conflict(images, labels, 9, steps=0)
+    with pytest.raises(ValueError, match=r"at least 2 classes for cue-conflict images, got \[0\]"):
+        cue_conflict(images[:2], labels[:2], 1, steps=0)
+    with pytest.raises(TypeError, match="integer tensor"):
+        cue_conflict(images, labels.float(), 1)
+    with pytest.raises(TypeError, match="`labels` must be a tensor"):
+        cue_conflict(images, [0, 1, 0, 1], 1)
+    with pytest.raises(ValueError, match=r"shape \(4,\), got <shape \(3,\)>"):
+        cue_conflict(images, labels[:3], 1)
+    with pytest.raises(ValueError, match="`num_images` must be an int >= 1, got 0"):
+        cue_conflict(images, labels, 0)
+    with pytest.raises(TypeError, match="`progress` must be a callable"):
+        cue_conflict(images, labels, 1, progress=3)
+    with pytest.raises(
+        TypeError, match="`style_kwargs` must be style_transfer options other than init.*got 'init'"
+    ):
+        cue_conflict(images, labels, 1, init="noise")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cue_conflict(images * 5, labels, 1)

@@ -244,17 +244,21 @@ def test_validation(small_cnn, images):
             fn(small_cnn, images, layer="conv")
         with pytest.raises(ValueError, match=r"\(N, C, h, w\) output; 'fc' returns shape \(4, 5\)"):
             fn(small_cnn, images, layer="fc")
-        with pytest.raises(ValueError, match=r"must lie in \[0, 5\), got \[7, 7, 7, 7\]"):
+        with pytest.raises(
+            ValueError, match=r"`target` must be class indices in \[0, 5\), got \[7, 7, 7, 7\]"
+        ):
             fn(small_cnn, images, 7, layer="conv3")
-        with pytest.raises(TypeError, match="target must be an int, a tensor"):
+        with pytest.raises(TypeError, match="`target` must be an int, a tensor"):
             fn(small_cnn, images, [1, 2], layer="conv3")
-        with pytest.raises(TypeError, match="layer must be a module name"):
+        with pytest.raises(TypeError, match="`layer` must be a module name"):
             fn(small_cnn, images, layer=3)
-        with pytest.raises(ValueError, match=r"got shape \(3, 32, 32\)"):
+        with pytest.raises(ValueError, match=r"got <shape \(3, 32, 32\)>"):
             fn(small_cnn, images[0], layer="conv3")
         with pytest.raises(TypeError, match="must be a torch.Tensor"):
             fn(small_cnn, images.numpy(), layer="conv3")
-    with pytest.raises(ValueError, match="reduce must be 'max', 'sum' or None, got 'l2'"):
+    with pytest.raises(
+        ValueError, match=r"`reduce` must be one of \['max', 'sum', None\], got 'l2'"
+    ):
         C.guided_grad_cam(small_cnn, images, reduce="l2")
     with pytest.raises(ValueError, match="is not a submodule"):
         C.grad_cam(small_cnn, images, layer=nn.Conv2d(3, 3, 1))

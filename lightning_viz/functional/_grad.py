@@ -1,0 +1,188 @@
+"""Gradient plumbing shared by the attribution, CAM and attack methods.
+
+Forward with the output checked, class indices to explain, the summed class score,
+its gradient with respect to the inputs, chunked rows. A score without a gradient
+path raises :class:`NoGradientError` instead of producing an all-zero map.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viz._checks import check_choice, fail
+from lightning_viz._guard import ModelView
+from lightning_viz.functional._task import class_scores, num_classes, predict
+
+__all__ = [
+    "NoGradientError",
+    "chunked_rows",
+    "conv_layers",
+    "forward_logits",
+    "fresh",
+    "grad_of",
+    "input_grad",
+    "reduce_channels",
+    "resolve_layer",
+    "score_sum",
+    "target_indices",
+]
+
+REDUCES = ("max", "sum", None)
+
+
+class NoGradientError(RuntimeError):
+    """The explained score has no gradient path to what it is differentiated against.
+
+    Raised instead of returning an all-zero map: the model computes its output (or
+    the part that leads to the layer) without autograd — ``torch.no_grad()`` or
+    ``torch.inference_mode()`` inside ``forward``, ``.detach()``, or an operation
+    without a gradient (``argmax``, ``round``, integer casts).
+    """
+
+
+def no_gradient(what: str, wrt: str) -> NoGradientError:
+    """The error for a ``what`` (e.g. "class score") that does not depend on ``wrt``."""
+    return NoGradientError(
+        f"the {what} has no gradient path to {wrt}: the model computes it without autograd "
+        "(torch.no_grad()/inference_mode() in forward, .detach(), or a non-differentiable op "
+        "such as argmax or round), so a gradient map would be all zeros. Make that part of "
+        "the forward differentiable, or leave gradient methods out for this model"
+    )
+
+
+def fresh(inputs: Tensor) -> Tensor:
+    """A graph-free copy of ``inputs`` usable by autograd (also for inference tensors)."""
+    return inputs.detach().clone()
+
+
+def forward_logits(net: nn.Module, x: Tensor) -> Tensor:
+    """``net(x)`` checked to be logits ``(N, K)``."""
+    out = net(x)
+    if not isinstance(out, Tensor):
+        raise TypeError(
+            f"the model must return a tensor of logits (N, K), got {type(out).__name__}; "
+            "wrap it in lightning_viz.functional.ModelView(model, output_to_logits=...)"
+        )
+    if out.dim() != 2 or out.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"the model must return logits of shape (N, K) = ({x.shape[0]}, K), "
+            f"got shape {tuple(out.shape)}"
+        )
+    return out
+
+
+def check_target_type(target: object) -> None:
+    """``None``, an int or a tensor of class indices."""
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int | Tensor)):
+        fail("target", "an int, a tensor of class indices (N,) or None", target, TypeError)
+
+
+def check_reduce(reduce: object) -> None:
+    """``"max"``, ``"sum"`` or ``None``."""
+    check_choice(reduce, "reduce", REDUCES)
+
+
+def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:
+    """Class indices ``(N,)`` from an int, a tensor, or ``None`` (the predicted class).
+
+    With one logit (binary) the classes are 0 and 1.
+
+    Raises:
+        ValueError: Wrong length or a class index outside ``[0, K)``.
+    """
+    n, k = logits.shape[0], num_classes(logits)
+    if target is None:
+        return predict(logits)
+    check_target_type(target)
+    if isinstance(target, int):
+        idx = torch.full((n,), target, dtype=torch.long, device=logits.device)
+    else:
+        idx = target.to(device=logits.device, dtype=torch.long).flatten()
+        if idx.numel() == 1 and n > 1:
+            idx = idx.expand(n)
+        if idx.numel() != n:
+            fail("target", f"{n} class indices (one per input)", f"<{idx.numel()} entries>")
+    if bool(((idx < 0) | (idx >= k)).any()):
+        fail("target", f"class indices in [0, {k})", idx.tolist())
+    return idx
+
+
+def score_sum(logits: Tensor, idx: Tensor) -> Tensor:
+    """Sum over the batch of each row's target score (rows are independent in eval)."""
+    return class_scores(logits, idx).sum()
+
+
+def grad_of(score: Tensor, wrt: Tensor, what: str = "class score", name: str = "the inputs"):
+    """``d score / d wrt``; :class:`NoGradientError` when the score does not depend on it."""
+    if not score.requires_grad:
+        raise no_gradient(what, name)
+    (grad,) = torch.autograd.grad(score, wrt, allow_unused=True)
+    if grad is None:
+        raise no_gradient(what, name)
+    return grad
+
+
+def input_grad(net: nn.Module, x: Tensor, target: int | Tensor | None) -> tuple[Tensor, Tensor]:
+    """Gradient of each row's target score w.r.t. ``x`` and the class indices used."""
+    x = x.requires_grad_(True)
+    logits = forward_logits(net, x)
+    idx = target_indices(target, logits)
+    return grad_of(score_sum(logits, idx), x), idx
+
+
+def chunked_rows(total: int, chunk_size: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of consecutive chunks of at most ``chunk_size`` rows."""
+    for start in range(0, total, chunk_size):
+        yield start, min(start + chunk_size, total)
+
+
+def reduce_channels(attr: Tensor, reduce: str | None) -> Tensor:
+    """``(N, C, H, W)`` signed attributions -> ``(N, 1, H, W)`` non-negative map.
+
+    ``"max"``: max of ``|attr|`` over channels; ``"sum"``: sum of ``|attr|``;
+    ``None``: ``attr`` unchanged (signed).
+    """
+    check_reduce(reduce)
+    if reduce is None:
+        return attr
+    if reduce == "max":
+        return attr.abs().amax(dim=1, keepdim=True)
+    return attr.abs().sum(dim=1, keepdim=True)
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Finds a submodule by dotted name or identity; ``(name, module)``.
+
+    Raises:
+        ValueError: No such module; the message lists the available names and the
+            closest match.
+        TypeError: ``layer`` is neither a string nor a module.
+    """
+    if isinstance(model, ModelView):  # names are those of the user's model
+        model = model.model
+    named = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, m in named.items():
+            if m is layer:
+                return name, m
+        raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
+    if not isinstance(layer, str):
+        fail("layer", "a module name (str) or an nn.Module", layer, TypeError)
+    if layer in named and layer != "":
+        return layer, named[layer]
+    names = [n for n in named if n]
+    close = difflib.get_close_matches(layer, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
+    raise ValueError(f"unknown layer {layer!r}.{hint} Available layers: {shown}")
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """All ``nn.Conv2d`` submodules with their dotted names, in definition order."""
+    if isinstance(model, ModelView):
+        model = model.model
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

@@ -1,0 +1,219 @@
+"""Class-model images: what input a class (or one channel) responds to most.
+
+Simonyan, Vedaldi and Zisserman, "Deep Inside Convolutional Networks", ICLR 2014
+workshop, with the regularizers of Yosinski et al., "Understanding Neural Networks
+Through Deep Visualization", ICML 2015 DL workshop. Pure torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_viz._checks import (
+    check_float,
+    check_generator,
+    check_int,
+    check_int_list,
+    fail,
+)
+from lightning_viz._guard import ModelView, make_generator, preserve_state
+from lightning_viz._hooks import capture_outputs
+from lightning_viz.functional._grad import forward_logits, grad_of, resolve_layer
+from lightning_viz.functional._task import class_scores, num_classes
+
+__all__ = ["class_model"]
+
+
+def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` with reflect padding."""
+    radius = max(1, int(math.ceil(2 * sigma)))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    if radius < 1:
+        return x
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    kh = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    kw = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kh, groups=c)
+    return F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kw, groups=c)
+
+
+# ------------------------------------------------------------------------- class model
+def class_model(
+    model: nn.Module,
+    classes: int | Sequence[int] | Tensor | None,
+    image_shape: Sequence[int],
+    *,
+    steps: int = 200,
+    lr: float = 0.05,
+    l2_decay: float = 0.01,
+    jitter: int = 2,
+    blur_every: int = 4,
+    blur_sigma: float = 0.5,
+    grad_clip: float = 3.0,
+    pixel_clip: float = 0.05,
+    neuron: tuple[str | nn.Module, int | Sequence[int]] | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Class-model visualization: images that maximize a class score (Simonyan,
+    Vedaldi and Zisserman, "Deep Inside Convolutional Networks", ICLR 2014 workshop),
+    regularized as in Yosinski et al., "Understanding Neural Networks Through Deep
+    Visualization", ICML 2015 DL workshop. A method without a class target: the
+    images are made from noise.
+
+    All requested classes are optimized in one batch, in pixel space ``[0, 1]``
+    (give a model that takes normalized inputs as ``ModelView(model, mean, std)``),
+    starting from ``center + 0.01 * noise`` (``center``: the view's ``mean``, else
+    0.5). Each step:
+
+    1. jitter: the batch is rolled by a random shift in ``[-jitter, jitter]`` pixels;
+    2. the unnormalized class score (the logit; ``-logit`` for class 0 of a binary
+       model with one logit) or, with ``neuron``, the mean activation of one channel
+       is differentiated w.r.t. the image only;
+    3. gradient clipping: the gradient is divided by its per-image RMS and clipped
+       to ``[-grad_clip, grad_clip]`` (suppresses a few dominating pixels);
+    4. ascent ``x += lr * g``, then L2 decay ``x = center + (1 - l2_decay) * (x - center)``;
+    5. every ``blur_every`` steps a Gaussian blur of ``blur_sigma`` pixels;
+    6. small-pixel clipping: the fraction ``pixel_clip`` of pixels with the smallest
+       norm ``||x - center||`` over channels is reset to ``center``; then ``x`` is
+       clamped to ``[0, 1]``.
+
+    Args:
+        model: Classifier taking pixel-space images ``(N, C, H, W)`` and returning
+            logits ``(N, K)``.
+        classes: Class index or indices to visualize; ``None``: all classes (must be
+            ``None`` with ``neuron``).
+        image_shape: ``(C, H, W)`` of the model's input.
+        steps: Ascent steps. Default: ``200``.
+        lr: Step size in pixel units per step (RMS of the update). Default: ``0.05``.
+        l2_decay: Fraction of ``x - center`` removed per step, in ``[0, 1)``.
+            Default: ``0.01``.
+        jitter: Maximum random shift in pixels (0: none). Default: ``2``.
+        blur_every: Blur every that many steps (0: never). Default: ``4``.
+        blur_sigma: Blur standard deviation in pixels. Default: ``0.5``.
+        grad_clip: Clip of the RMS-normalized gradient (> 0). Default: ``3.0``.
+        pixel_clip: Fraction in ``[0, 1)`` of smallest-norm pixels reset to
+            ``center`` each step. Default: ``0.05``.
+        neuron: ``(layer, channel)`` — maximize the mean activation of ``channel``
+            (an int, or several channels: one image each) of ``layer`` (a module or
+            its dotted name) instead of a class score. Default: ``None``.
+        generator: Private RNG for the start noise and jitter; the global RNG is
+            never used. Default: a generator seeded with 0.
+
+    Returns:
+        ``(K, C, H, W)`` images in ``[0, 1]`` (one per class, or per channel with
+        ``neuron``) on the model's device.
+
+    Raises:
+        TypeError: Bad argument types.
+        ValueError: Bad values, class indices outside ``[0, K)``, an unknown layer,
+            a channel outside the layer's channels, ``classes`` given with ``neuron``.
+        NoGradientError: The score does not depend on the image.
+    """
+    if not isinstance(model, nn.Module):
+        fail("model", "an nn.Module", f"<{type(model).__name__}>", TypeError)
+    if not isinstance(image_shape, Sequence | torch.Size) or isinstance(image_shape, str):
+        fail("image_shape", "a sequence (C, H, W)", image_shape, TypeError)
+    if len(image_shape) != 3:
+        fail("image_shape", "3 positive ints (C, H, W)", image_shape)
+    for value in image_shape:
+        check_int(value, "image_shape", minimum=1)
+    check_int(steps, "steps", minimum=0)
+    lr = check_float(lr, "lr", positive=True)
+    l2_decay = check_float(l2_decay, "l2_decay", minimum=0.0)
+    if l2_decay >= 1:
+        fail("l2_decay", "in [0, 1)", l2_decay)
+    check_int(jitter, "jitter", minimum=0)
+    check_int(blur_every, "blur_every", minimum=0)
+    blur_sigma = check_float(blur_sigma, "blur_sigma", positive=True)
+    grad_clip = check_float(grad_clip, "grad_clip", positive=True)
+    pixel_clip = check_float(pixel_clip, "pixel_clip", minimum=0.0)
+    if pixel_clip >= 1:
+        fail("pixel_clip", "in [0, 1)", pixel_clip)
+    check_generator(generator)
+    if neuron is not None:
+        if classes is not None:
+            fail("classes", "None when `neuron` is given", classes)
+        if not isinstance(neuron, tuple | list) or len(neuron) != 2:
+            fail("neuron", "a (layer, channel) pair", neuron, TypeError)
+
+    c, h, w = (int(s) for s in image_shape)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    mean = getattr(model, "mean", None) if isinstance(model, ModelView) else None
+    center = (
+        mean.to(device).view(1, -1, 1, 1)
+        if isinstance(mean, Tensor)
+        else torch.full((1, 1, 1, 1), 0.5, device=device)
+    )
+    gen = generator if generator is not None else make_generator(0, device)
+
+    with preserve_state(model) as net:
+        layer_module = None
+        if neuron is not None:
+            _, layer_module = resolve_layer(net, neuron[0])
+            idx = torch.tensor(
+                check_int_list(neuron[1], "neuron channel", minimum=0), device=device
+            )
+        else:
+            with torch.no_grad():
+                k_total = num_classes(forward_logits(net, torch.zeros(1, c, h, w, device=device)))
+            if classes is None:
+                idx = torch.arange(k_total, device=device)
+            else:
+                idx = torch.tensor(check_int_list(classes, "classes", minimum=0), device=device)
+                if bool((idx >= k_total).any()):
+                    fail("classes", f"class indices in [0, {k_total})", idx.tolist())
+        k = idx.numel()
+        rows = torch.arange(k, device=device)
+        noise = torch.randn((k, c, h, w), generator=gen, device=gen.device).to(device)
+        x = (center + 0.01 * noise).clamp(0, 1)
+
+        watched = {"layer": layer_module} if layer_module is not None else {}
+        with capture_outputs(watched, detach=False) as feats:
+            for step in range(steps):
+                shifts = (
+                    torch.randint(
+                        -jitter, jitter + 1, (2,), generator=gen, device=gen.device
+                    ).tolist()
+                    if jitter > 0
+                    else [0, 0]
+                )
+                xr = torch.roll(x, shifts=shifts, dims=(2, 3)).requires_grad_(True)
+                logits = forward_logits(net, xr)
+                if layer_module is not None:
+                    act = feats["layer"]
+                    if act.dim() < 2 or int(idx.max()) >= act.shape[1]:
+                        fail(
+                            "neuron channel",
+                            f"in [0, {act.shape[1] if act.dim() >= 2 else 0}) for the layer's "
+                            f"output of shape {tuple(act.shape)}",
+                            idx.tolist(),
+                        )
+                    score = act[rows, idx].float().flatten(1).mean(1)  # (K,)
+                else:
+                    score = class_scores(logits.float(), idx)  # (K,)
+                g = grad_of(score.sum(), xr, "class score" if layer_module is None else "channel")
+                g = torch.roll(g, shifts=[-s for s in shifts], dims=(2, 3))
+                g = g / g.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
+                g = g.clamp(-grad_clip, grad_clip)
+                with torch.no_grad():
+                    x = x + lr * g
+                    x = center + (1 - l2_decay) * (x - center)
+                    if blur_every and (step + 1) % blur_every == 0:
+                        x = _gaussian_blur(x, blur_sigma)
+                    if pixel_clip > 0:
+                        norm = (x - center).pow(2).sum(1, keepdim=True).sqrt()  # (K,1,H,W)
+                        thr = torch.quantile(norm.flatten(1), pixel_clip, dim=1)
+                        small = norm < thr.view(-1, 1, 1, 1)
+                        x = torch.where(small, center.expand_as(x), x)
+                    x = x.clamp(0, 1)
+            feats.clear()
+    return x.detach()

@@ -1,0 +1,216 @@
+"""Tests for lightning_viz.functional.class_model: class-model images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_viz._guard import ModelView
+from lightning_viz._hooks import has_hooks
+from lightning_viz.functional.class_model import class_model
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    a = a.flatten() - a.mean()
+    b = b.flatten() - b.mean()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def _snapshot(model: nn.Module):
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        [p.grad for p in model.parameters()],
+        {k: v.clone() for k, v in model.state_dict().items()},
+    )
+
+
+def _assert_unchanged(model: nn.Module, snap) -> None:
+    flags, req, grads, state = snap
+    assert [m.training for m in model.modules()] == flags
+    assert [p.requires_grad for p in model.parameters()] == req
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads, strict=True))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert not has_hooks(model)
+
+
+# ----------------------------------------------------------------------- class model
+def _linear_model(k: int = 4, shape=(3, 8, 8)) -> nn.Module:
+    """Class score linear in the image: smooth (blocky 4x4) random templates."""
+    g = torch.Generator().manual_seed(1)
+    lin = nn.Linear(shape[0] * shape[1] * shape[2], k)
+    coarse = torch.randn(k, shape[0], shape[1] // 4, shape[2] // 4, generator=g)
+    coarse = coarse - coarse.mean((1, 2, 3), keepdim=True)  # about zero-mean templates
+    coarse = coarse.sign() * (coarse.abs() + 0.3)  # every weight well away from 0
+    templates = coarse.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+    with torch.no_grad():
+        lin.weight.copy_(templates.flatten(1))
+        lin.bias.zero_()
+    return nn.Sequential(nn.Flatten(), lin)
+
+
+def _start_scores(model, k, shape, generator_seed=0):
+    g = torch.Generator().manual_seed(generator_seed)
+    x = (0.5 + 0.01 * torch.randn((k, *shape), generator=g)).clamp(0, 1)
+    with torch.no_grad():
+        return model(x).diagonal()
+
+
+def test_class_model_linear_templates():
+    model = _linear_model()
+    x = class_model(model, None, (3, 8, 8), steps=100)
+    assert x.shape == (4, 3, 8, 8)
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    with torch.no_grad():
+        logits = model(x)
+    assert torch.equal(logits.argmax(1), torch.arange(4))
+    start = _start_scores(model, 4, (3, 8, 8))
+    w = model[1].weight
+    # the best image in [0,1] scores 0.5*sum|w| above the gray image: get most of that
+    best_gain = 0.5 * w.abs().sum(1)
+    gain = logits.diagonal() - start
+    assert bool((gain > 0.5 * best_gain).all()), (gain, best_gain)
+    # the image follows its template's sign: bright where w > 0, dark where w < 0
+    for k in range(4):
+        assert _corr(x[k].flatten() - 0.5, w[k]) > 0.5
+
+
+def test_class_model_without_regularizers_reaches_the_linear_optimum():
+    # max over [0,1] of w.x is x = 1[w > 0]; projected ascent must get there
+    model = _linear_model()
+    x = class_model(
+        model,
+        None,
+        (3, 8, 8),
+        steps=100,
+        lr=0.5,
+        l2_decay=0.0,
+        jitter=0,
+        blur_every=0,
+        pixel_clip=0.0,
+    )
+    w = model[1].weight.detach().view(4, 3, 8, 8)
+    torch.testing.assert_close(x, (w > 0).float(), atol=1e-6, rtol=0)
+
+
+def test_class_model_subset_and_a_normalizing_view():
+    model = _linear_model()
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    x = class_model(ModelView(model, mean, std), [2, 0], (3, 8, 8), steps=60)
+    assert x.shape == (2, 3, 8, 8)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        pred = model((x - m) / s).argmax(1)
+    assert pred.tolist() == [2, 0]
+
+
+class _ColourNet(nn.Module):
+    """Class k = mean over pixels of relu(channel k - mean of the other channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_((torch.eye(3) * 1.5 - 0.5).view(3, 3, 1, 1))
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.pool(self.relu(self.bn(self.conv(x)))).flatten(1)
+
+
+def test_class_model_conv_model_and_state_preserved():
+    model = _ColourNet()
+    model.train()
+    model.bn.weight.grad = torch.ones(3)
+    snap = _snapshot(model)
+    rng = torch.get_rng_state()
+    x = class_model(model, None, (3, 16, 16), steps=60)
+    _assert_unchanged(model, snap)  # BatchNorm running stats untouched too
+    assert torch.equal(torch.get_rng_state(), rng)
+    means = x.mean((2, 3))  # (3, 3): channel k is highest in the image of class k
+    assert torch.equal(means.argmax(1), torch.arange(3))
+    model.eval()
+    with torch.no_grad():
+        scores = model(x).diagonal()
+        start = model((0.5 + 0.01 * torch.randn(3, 3, 16, 16)).clamp(0, 1)).diagonal()
+    assert torch.equal(model(x).argmax(1), torch.arange(3))
+    assert bool((scores > start + 0.3).all())
+
+
+def test_class_model_reproducible_with_generator():
+    model = _linear_model()
+    a = class_model(model, [1], (3, 8, 8), steps=10, generator=torch.Generator().manual_seed(7))
+    b = class_model(model, [1], (3, 8, 8), steps=10, generator=torch.Generator().manual_seed(7))
+    c = class_model(model, [1], (3, 8, 8), steps=10, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_class_model_neuron_mode():
+    model = _ColourNet()
+    x = class_model(model, None, (3, 16, 16), steps=40, neuron=("conv", [0, 2]))
+    assert x.shape == (2, 3, 16, 16)
+    means = x.mean((2, 3))
+    assert int(means[0].argmax()) == 0 and int(means[1].argmax()) == 2
+    with pytest.raises(ValueError, match=r"`neuron channel` must be in \[0, 3\)"):
+        class_model(model, None, (3, 16, 16), steps=1, neuron=("conv", 5))
+    with pytest.raises(ValueError, match="unknown layer 'cnv'.*Did you mean 'conv'"):
+        class_model(model, None, (3, 16, 16), steps=1, neuron=("cnv", 0))
+    with pytest.raises(ValueError, match="`classes` must be None when `neuron`"):
+        class_model(model, [0], (3, 16, 16), neuron=("conv", 0))
+    assert not has_hooks(model)
+
+
+def test_class_model_no_hook_leak_when_model_raises():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 1:
+                raise RuntimeError("boom")
+            return self.conv(x).mean((2, 3))
+
+    model = Boom().train()
+    snap = _snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        class_model(model, None, (3, 4, 4), steps=3, neuron=("conv", 0))
+    _assert_unchanged(model, snap)
+
+
+def test_class_model_validation():
+    model = _linear_model()
+    shape = (3, 8, 8)
+    with pytest.raises(TypeError, match="`model` must be an nn.Module"):
+        class_model(lambda x: x, None, shape)
+    with pytest.raises(ValueError, match=r"`image_shape` must be 3 positive ints"):
+        class_model(model, None, (8, 8))
+    with pytest.raises(TypeError, match="`image_shape` must be a sequence"):
+        class_model(model, None, 8)
+    with pytest.raises(ValueError, match=r"in \[0, 4\), got \[4\]"):
+        class_model(model, 4, shape)
+    with pytest.raises(TypeError, match="`classes` must be None or a non-empty list of ints"):
+        class_model(model, "cat", shape)
+    with pytest.raises(TypeError, match="`classes` must be None or a non-empty list of ints"):
+        class_model(model, torch.tensor([0.0]), shape)
+    with pytest.raises(ValueError, match=r"`l2_decay` must be in \[0, 1\)"):
+        class_model(model, 0, shape, l2_decay=1.0)
+    with pytest.raises(ValueError, match=r"`pixel_clip` must be in \[0, 1\)"):
+        class_model(model, 0, shape, pixel_clip=1.5)
+    with pytest.raises(ValueError, match="`grad_clip` must be a finite number > 0"):
+        class_model(model, 0, shape, grad_clip=0)
+    with pytest.raises(ValueError, match="`jitter` must be an int >= 0"):
+        class_model(model, 0, shape, jitter=-1)
+    with pytest.raises(TypeError, match="`neuron` must be a"):
+        class_model(model, None, shape, neuron="conv")
+    with pytest.raises(TypeError, match="`generator` must be"):
+        class_model(model, 0, shape, generator=1)
