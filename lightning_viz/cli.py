@@ -7,13 +7,17 @@ and prints how to open TensorBoard on the result.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["build_callbacks", "main"]
+
+_MIN_VAL = 10  # validation images the demo needs: two per class, for every probe
 
 
 def build_callbacks(class_names: list[str], args: argparse.Namespace) -> list[Any]:
@@ -142,21 +146,45 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _demo_error(args: argparse.Namespace) -> str | None:
+    """The first demo option that cannot work, as a message, or ``None``."""
+    checks = [
+        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
+        (args.lr > 0 and math.isfinite(args.lr), f"--lr must be a positive number, got {args.lr}"),
+        (args.seed >= 0, f"--seed must be >= 0, got {args.seed}"),
+        (args.train_size >= 1, f"--train-size must be >= 1, got {args.train_size}"),
+        (
+            args.val_size >= _MIN_VAL,
+            f"--val-size must be >= {_MIN_VAL} (two probe images per class), got {args.val_size}",
+        ),
+    ]
+    for name in ("texture_correlation", "background_correlation"):
+        value = getattr(args, name)
+        checks.append(
+            (0.0 <= value <= 1.0, f"--{name.replace('_', '-')} must lie in [0, 1], got {value}")
+        )
+    for ok, message in checks:
+        if not ok:
+            return message
+    try:  # the log dir must be writable before a minute of training is spent
+        os.makedirs(args.output_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=args.output_dir):
+            pass
+    except OSError as err:
+        return (
+            f"--output-dir {args.output_dir!r} is not a writable directory ({err.strerror or err})"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightning-viz`` console script."""
     args = _parser().parse_args(argv)
-    if args.epochs < 1:
-        print(f"lightning-viz: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
-        return 2
-    for name in ("texture_correlation", "background_correlation"):
-        value = getattr(args, name)
-        if not 0.0 <= value <= 1.0:
-            print(
-                f"lightning-viz: --{name.replace('_', '-')} must lie in [0, 1], got {value}",
-                file=sys.stderr,
-            )
-            return 2
     if args.command == "demo":
+        error = _demo_error(args)
+        if error is not None:
+            print(f"lightning-viz: {error}", file=sys.stderr)
+            return 2
         return _demo(args)
     return 2  # pragma: no cover - argparse rejects other commands
 

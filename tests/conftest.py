@@ -98,6 +98,116 @@ def events():
     return read_events
 
 
+# ------------------------------------------------------------------ callback sets
+def gradient_callbacks(
+    num_samples: int = 4, neuron: tuple[str, int] = ("model.block2.conv", 1), **kwargs: Any
+) -> list[Any]:
+    """The gradient-view callbacks, cheap settings, every method."""
+    import lightning_viz as lv
+
+    return [
+        lv.FilterLogger(**kwargs),
+        lv.ActivationLogger(num_samples=2, max_channels=8, **kwargs),
+        lv.SaliencyLogger(
+            methods=(
+                "vanilla",
+                "smoothgrad",
+                "integrated_gradients",
+                "guided_backprop",
+                "deconvnet",
+            ),
+            num_samples=num_samples,
+            smoothgrad_samples=4,
+            ig_steps=8,
+            neuron=neuron,
+            **kwargs,
+        ),
+        lv.GradCAMLogger(
+            methods=("gradcam", "gradcam++", "guided_gradcam"), num_samples=num_samples, **kwargs
+        ),
+    ]
+
+
+def all_callbacks(**kwargs: Any) -> list[Any]:
+    """Every callback, cheap settings."""
+    import lightning_viz as lv
+
+    return [
+        *gradient_callbacks(**kwargs),
+        lv.EmbeddingProjector(num_samples=16, projection="pca", **kwargs),
+        lv.AdversarialProbe(eps=(2 / 255, 8 / 255), steps=3, num_samples=16, **kwargs),
+        lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, **kwargs),
+        lv.ClassModelLogger(steps=5, every_n_epochs=1, **kwargs),
+    ]
+
+
+# ------------------------------------------------------------ observing changes nothing
+def final_state(trainer: Any, model: Any) -> dict[str, Any]:
+    """Everything a run ends with that observing must not change (and the next RNG draws)."""
+    import random
+
+    import numpy as np
+
+    return {
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "optimizer": trainer.optimizers[0].state_dict(),
+        "torch": torch.rand(8),
+        "numpy": np.random.rand(8),
+        "python": [random.random() for _ in range(8)],
+        "flags": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+    }
+
+
+def assert_same_final_state(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Weights, BatchNorm buffers, optimizer state, flags, grads and RNG draws, bitwise."""
+    import numpy as np
+
+    assert a["weights"].keys() == b["weights"].keys()
+    for key in a["weights"]:
+        assert torch.equal(a["weights"][key], b["weights"][key]), key
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys() and len(sa) > 0
+    for idx in sa:
+        for name, value in sa[idx].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb[idx][name])), (idx, name)
+    assert torch.equal(a["torch"], b["torch"])
+    assert np.array_equal(a["numpy"], b["numpy"])
+    assert a["python"] == b["python"]
+    assert a["flags"] == b["flags"]
+    assert a["requires_grad"] == b["requires_grad"]
+    for ga, gb in zip(a["grads"], b["grads"], strict=True):
+        assert (ga is None) == (gb is None)
+        if ga is not None:
+            assert torch.equal(ga, gb)
+
+
+def assert_observing_changes_nothing(
+    tmp_path: Any, callbacks: list[Any], *, model_factory: Any = None, **fit_kwargs: Any
+):
+    """The shared non-interference harness: the same seeded fit without and with
+    ``callbacks`` ends bitwise identical, and no hook or function mode is left behind.
+
+    Returns the observed ``(trainer, model)``.
+    """
+    from torch.overrides import _get_current_function_mode_stack
+
+    from lightning_viz._hooks import has_hooks
+
+    def make() -> Any:  # the same initial weights for both runs
+        torch.manual_seed(fit_kwargs.get("seed", 0))
+        return None if model_factory is None else model_factory()
+
+    trainer_a, model_a = fit(tmp_path / "plain", [], model=make(), **fit_kwargs)
+    plain = final_state(trainer_a, model_a)
+    trainer_b, model_b = fit(tmp_path / "observed", callbacks, model=make(), **fit_kwargs)
+    assert_same_final_state(plain, final_state(trainer_b, model_b))
+    assert not has_hooks(model_b)
+    assert len(_get_current_function_mode_stack()) == 0
+    return trainer_b, model_b
+
+
 def inject_failure(monkeypatch: Any, message: str = "injected failure inside a method"):
     """Makes every ``ModelView`` forward raise *after* the model ran (hooks are active),
     once training has started (setup, which runs the model to check it, is left alone).

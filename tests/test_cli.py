@@ -43,11 +43,25 @@ def test_public_names():
     [
         (["demo", "--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["demo", "--texture-correlation", "1.5"], "--texture-correlation must lie in"),
+        (["demo", "--lr", "-1"], "--lr must be a positive number, got -1.0"),
+        (["demo", "--lr", "nan"], "--lr must be a positive number, got nan"),
+        (["demo", "--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["demo", "--val-size", "3"], "--val-size must be >= 10"),
+        (["demo", "--train-size", "0"], "--train-size must be >= 1, got 0"),
+        (["demo", "--output-dir", "/proc/no/such/dir"], "is not a writable directory"),
     ],
 )
 def test_demo_rejects_bad_options(argv, message, capsys):
     assert cli.main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_demo_rejects_an_output_dir_that_is_a_file(tmp_path, capsys):
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    assert cli.main(["demo", "--output-dir", str(afile)]) == 2
+    assert "is not a writable directory" in capsys.readouterr().err
 
 
 def test_demo_runs_and_prints_the_tensorboard_line(tmp_path, capsys):

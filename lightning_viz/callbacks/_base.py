@@ -404,24 +404,28 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if self.uses_probe:
             self._probe = self._load_probe(trainer)
             self._probe_indices = self._probe.indices
+            self._check_normalization(self._probe)
         ctx = self._context(trainer, module, None)
         if self.uses_probe:
             self._inspect(ctx)
             ctx = self._context(trainer, module, None)  # labels in the form of the task
         self.check(ctx)
 
+    def _check_normalization(self, probe: Probe) -> None:
+        """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)."""
+        channels = int(probe.images.shape[1])
+        for stats in (self.mean, self.std):
+            if stats is not None and len(stats) not in (1, channels):
+                raise ValueError(
+                    f"{type(self).__name__}: `mean`/`std` have {len(stats)} values but the probe "
+                    f"images have {channels} channels (shape {tuple(probe.images.shape[1:])}); "
+                    "give one value per input channel"
+                )
+
     def _inspect(self, ctx: RunContext) -> None:
         """Checks the probe against the model; detects the task; normalizes the labels."""
         name = type(self).__name__
         probe = ctx.probe
-        channels = int(probe.images.shape[1])
-        stats = ctx.view.num_stats
-        if stats is not None and stats != channels:
-            raise ValueError(
-                f"{name}: `mean`/`std` have {stats} values but the probe images have "
-                f"{channels} channels (shape {tuple(probe.images.shape[1:])}); give one "
-                "value per input channel"
-            )
         try:
             with torch.no_grad():
                 out = ctx.view(ctx.pixels[:2])

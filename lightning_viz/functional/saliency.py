@@ -423,7 +423,7 @@ def neuron_gradient(
             raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}, not (N, C, ...)")
         if channel >= act.shape[1]:
             fail("neuron channel", f"in [0, {act.shape[1]}) for layer {name!r}", channel)
-        objective = act[:, channel].flatten(1).mean(dim=1).sum()
+        objective = act[:, channel].reshape(act.shape[0], -1).mean(dim=1).sum()
         grad = grad_of(objective, x, f"activation of {name!r}")
     return reduce_channels(grad.detach(), reduce)
 

@@ -8,7 +8,7 @@ import torch
 import lightning_viz as lv
 import lightning_viz.functional as LF
 from lightning_viz._guard import ModelView
-from tests.conftest import decode_png, fit, small_datamodule
+from tests.conftest import decode_png, fit, gradient_callbacks, small_datamodule
 
 STEPS = [4, 8]  # global_step after epoch 0 and 1 (4 train batches per epoch)
 
@@ -18,28 +18,9 @@ def run(tmp_path_factory):
     """One 2-epoch run with the four gradient-view callbacks (shared by the tests here)."""
     tmp = tmp_path_factory.mktemp("views")
     names = ["circle", "square", "triangle", "star", "cross"]
-    callbacks = [
-        lv.FilterLogger(on_error="raise", class_names=names),
-        lv.ActivationLogger(num_samples=2, max_channels=8, on_error="raise"),
-        lv.SaliencyLogger(
-            methods=(
-                "vanilla",
-                "smoothgrad",
-                "integrated_gradients",
-                "guided_backprop",
-                "deconvnet",
-            ),
-            num_samples=5,
-            smoothgrad_samples=4,
-            ig_steps=8,
-            neuron=("model.block3.conv", 2),
-            class_names=names,
-            on_error="raise",
-        ),
-        lv.GradCAMLogger(
-            methods=("gradcam", "gradcam++", "guided_gradcam"), num_samples=5, on_error="raise"
-        ),
-    ]
+    callbacks = gradient_callbacks(
+        num_samples=5, neuron=("model.block3.conv", 2), class_names=names, on_error="raise"
+    )
     trainer, model = fit(tmp, callbacks, epochs=2)
     from tests.conftest import read_events
 

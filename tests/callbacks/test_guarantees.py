@@ -3,100 +3,61 @@
 from __future__ import annotations
 
 import gc
-import random
 
-import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.overrides import _get_current_function_mode_stack
 
 import lightning_viz as lv
 from lightning_viz._hooks import has_hooks
-from tests.conftest import fit, inject_failure
+from lightning_viz.data import LitClassifier, SmallCNN
+from tests.conftest import (
+    all_callbacks,
+    assert_observing_changes_nothing,
+    fit,
+    gradient_callbacks,
+    inject_failure,
+)
 
 
-def gradient_callbacks(**kwargs):
-    """The callbacks of the foundation issue, cheap settings."""
-    return [
-        lv.FilterLogger(**kwargs),
-        lv.ActivationLogger(**kwargs),
-        lv.SaliencyLogger(
-            methods=(
-                "vanilla",
-                "smoothgrad",
-                "integrated_gradients",
-                "guided_backprop",
-                "deconvnet",
-            ),
-            num_samples=4,
-            smoothgrad_samples=4,
-            ig_steps=8,
-            neuron=("model.block2.conv", 1),
-            **kwargs,
-        ),
-        lv.GradCAMLogger(
-            methods=("gradcam", "gradcam++", "guided_gradcam"), num_samples=4, **kwargs
-        ),
-    ]
+class DropoutCNN(SmallCNN):
+    """The demo CNN (BatchNorm) with Dropout before the classifier: train mode matters twice."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=5)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.flatten(self.pool(self.block3(self.block2(self.block1(x)))))))
 
 
-def all_callbacks(**kwargs):
-    """Every callback."""
-    return [
-        *gradient_callbacks(**kwargs),
-        lv.EmbeddingProjector(num_samples=16, projection="pca", **kwargs),
-        lv.AdversarialProbe(eps=(2 / 255, 8 / 255), steps=3, num_samples=16, **kwargs),
-        lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, **kwargs),
-        lv.ClassModelLogger(steps=5, every_n_epochs=1, **kwargs),
-    ]
+SCHEDULES = {
+    "with_validation": {},
+    "no_validation": {"limit_val_batches": 0},
+    "validation_every_2nd_epoch": {"check_val_every_n_epoch": 2},
+    "accumulate_grad_batches": {"accumulate_grad_batches": 2},
+    "val_check_interval": {"val_check_interval": 0.5},
+}
 
 
-def _final_state(trainer, model):
-    return {
-        "weights": {k: v.clone() for k, v in model.state_dict().items()},
-        "optimizer": trainer.optimizers[0].state_dict(),
-        "torch": torch.rand(8),
-        "numpy": np.random.rand(8),
-        "python": [random.random() for _ in range(8)],
-        "flags": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-    }
-
-
-def _assert_same(a, b):
-    assert a["weights"].keys() == b["weights"].keys()
-    for key in a["weights"]:  # weights and BatchNorm running stats, bitwise
-        assert torch.equal(a["weights"][key], b["weights"][key]), key
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert sa.keys() == sb.keys() and len(sa) > 0
-    for idx in sa:
-        for name, value in sa[idx].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb[idx][name])), (idx, name)
-    assert torch.equal(a["torch"], b["torch"])
-    assert np.array_equal(a["numpy"], b["numpy"])
-    assert a["python"] == b["python"]
-    assert a["flags"] == b["flags"]
-    assert a["requires_grad"] == b["requires_grad"]
-    for ga, gb in zip(a["grads"], b["grads"], strict=True):
-        assert (ga is None) == (gb is None)
-        if ga is not None:
-            assert torch.equal(ga, gb)
-
-
-def test_observing_does_not_change_the_experiment(tmp_path):
-    trainer_a, model_a = fit(tmp_path / "plain", [], epochs=2)
-    plain = _final_state(trainer_a, model_a)
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_observing_does_not_change_the_experiment(tmp_path, schedule):
     callbacks = all_callbacks(on_error="raise")
-    trainer_b, model_b = fit(tmp_path / "observed", callbacks, epochs=2)
-    observed = _final_state(trainer_b, model_b)
-    _assert_same(plain, observed)
-    # the callbacks did run, twice each
-    metrics = trainer_b.callback_metrics
+    trainer, model = assert_observing_changes_nothing(
+        tmp_path,
+        callbacks,
+        model_factory=lambda: LitClassifier(model=DropoutCNN(), lr=1e-2),
+        epochs=2,
+        **SCHEDULES[schedule],
+    )
+    # every callback did run, at each of the two epochs (EmbeddingProjector only when a
+    # validation loop ran: it embeds validation features)
     for cb in callbacks:
-        assert f"viz/{type(cb).__name__}/seconds" in metrics
-        assert cb._last_epoch == 1
-    assert not has_hooks(model_b)
+        if isinstance(cb, lv.EmbeddingProjector) and schedule != "with_validation":
+            continue
+        assert f"viz/{type(cb).__name__}/seconds" in trainer.callback_metrics, type(cb)
+        assert cb._last_epoch == 1, type(cb)
 
 
 def test_no_hooks_or_modes_left_and_flags_restored_after_a_run(tmp_path):

@@ -1,0 +1,464 @@
+"""Trust on the user's own setup: models, labels, inputs and data that are not the demo's.
+
+One test (or more) per problem seen when the callbacks met real setups: binary and
+multi-label classifiers, dict inputs, a backbone under ``no_grad``, bad normalization,
+out-of-range targets, NaN pixels, shuffled probe sources on resume, and the messages.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import lightning_viz as lv
+import lightning_viz.functional as LF
+from lightning_viz.callbacks._probe import balanced_pick
+from lightning_viz.data import LitClassifier, SmallCNN
+from tests.conftest import all_callbacks, fit, read_events, small_datamodule
+
+
+# ------------------------------------------------------------------------ helpers
+class _Relabel(Dataset):
+    """A dataset of ``(image, relabel(label), mask)`` over a built-in dataset."""
+
+    def __init__(self, base: Dataset, relabel, transform=None) -> None:
+        self.base, self.relabel, self.transform = base, relabel, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y, m = self.base[i]
+        if self.transform is not None:
+            x = self.transform(i, x)
+        return x, self.relabel(y), m
+
+
+class TrainOnlyData(pl.LightningDataModule):
+    """The small built-in data with labels mapped by ``relabel`` (and validation images by
+    ``transform``); a training loader only, shuffled with the global RNG as user code does."""
+
+    def __init__(self, relabel=lambda y: y, transform=None, **kwargs) -> None:
+        super().__init__()
+        self.base = small_datamodule(**kwargs)
+        self.relabel, self.transform = relabel, transform
+
+    def setup(self, stage: str | None = None) -> None:
+        self.base.setup(stage)
+        self.train = _Relabel(self.base.train_dataset, self.relabel)
+        self.val = _Relabel(self.base.val_dataset, self.relabel, self.transform)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=32, shuffle=True)
+
+
+class RelabelledData(TrainOnlyData):
+    """:class:`TrainOnlyData` with an (unshuffled) validation loader."""
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=32)
+
+
+class TaskModule(pl.LightningModule):
+    """A classifier with ``k`` logits trained with BCE (binary, multilabel) or CE."""
+
+    def __init__(self, k: int, loss: str) -> None:
+        super().__init__()
+        self.net = SmallCNN(num_classes=k)
+        self.loss = loss
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _loss(self, batch) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        if self.loss == "bce":
+            return F.binary_cross_entropy_with_logits(logits, y.float().view_as(logits))
+        return F.cross_entropy(logits, y)
+
+    def training_step(self, batch, _):
+        return self._loss(batch)
+
+    def validation_step(self, batch, _):
+        self.log("val_loss", self._loss(batch))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def _val_batch(dm: pl.LightningDataModule, n: int):
+    x, y, _ = next(iter(DataLoader(dm.val, batch_size=n)))
+    return x, y
+
+
+# ------------------------------------------------------------------ binary models
+def test_a_binary_model_is_measured_with_its_one_logit(tmp_path):
+    dm = RelabelledData(relabel=lambda y: torch.tensor(float(y == 0)))
+    module = TaskModule(1, "bce")
+    probe = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=32, on_error="raise")
+    others = [
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise"),
+        lv.GradCAMLogger(num_samples=4, on_error="raise"),
+        lv.TextureShapeBias(num_images=8, num_samples=8, style_steps=1, on_error="raise"),
+        lv.ClassModelLogger(steps=3, every_n_epochs=1, on_error="raise"),
+        lv.EmbeddingProjector(num_samples=32, projection="pca", on_error="raise"),
+    ]
+    trainer, _ = fit(tmp_path, [probe, *others], model=module, datamodule=dm, epochs=2)
+    assert probe._task == "binary"
+    # clean accuracy is that of the decision logit > 0 on the probe images, by hand
+    images, labels = probe._probe.images, probe._probe.labels
+    assert labels.tolist().count(1) >= 10 and labels.tolist().count(0) >= 16  # balanced pick
+    with torch.no_grad():
+        decided = (module.eval()(images)[:, 0] > 0).long()
+    expected = (decided == labels).float().mean().item()
+    assert float(trainer.callback_metrics["robustness/clean_acc"]) == pytest.approx(expected)
+    assert 0.0 < expected < 1.0  # a model that predicts one class would score 0.5 here
+    assert "bias/shape_bias" in trainer.callback_metrics  # two classes: pairs (0, 1), (1, 0)
+    events = read_events(str(tmp_path))
+    assert [s for s, *_ in events["images"]["class_model/grid"]] == [4, 8]  # classes 0 and 1
+
+
+def test_functional_methods_explain_class_0_of_a_binary_model_by_minus_the_logit():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
+    x = torch.rand(2, 3, 4, 4)
+    w = model[1].weight.detach().view(3, 4, 4)
+    grad1 = LF.saliency(model, x, 1, reduce=None)
+    grad0 = LF.saliency(model, x, 0, reduce=None)
+    torch.testing.assert_close(grad1, w.expand(2, -1, -1, -1))
+    torch.testing.assert_close(grad0, -w.expand(2, -1, -1, -1))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
+        LF.saliency(model, x, 2)
+
+
+def test_fgsm_on_a_binary_model_ascends_the_bce_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
+    x, y = torch.rand(4, 3, 4, 4) * 0.5 + 0.25, torch.tensor([0, 1, 0, 1])
+    w = model[1].weight.detach().view(1, 3, 4, 4)
+    adv = LF.fgsm(model, x, y, 0.1)
+    # d BCE / dx = (sigmoid(z) - y) w: label 1 moves against w, label 0 along it
+    sign = torch.where(y == 1, -1.0, 1.0).view(-1, 1, 1, 1)
+    torch.testing.assert_close(adv, (x + 0.1 * sign * w.sign()).clamp(0, 1))
+
+
+# ------------------------------------------------------------------- multi-label
+def _multi_hot(y: Tensor) -> Tensor:
+    row = torch.zeros(5)
+    row[int(y)] = 1
+    row[(int(y) + 2) % 5] = 1  # two labels per image
+    return row
+
+
+def test_a_multilabel_model_gets_per_label_robustness_and_no_shape_bias(tmp_path):
+    dm = RelabelledData(relabel=_multi_hot)
+    module = TaskModule(5, "bce")
+    probe = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=20, on_error="raise")
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise")
+    bias = lv.TextureShapeBias(num_images=8, num_samples=8, style_steps=1)
+    with pytest.warns(UserWarning, match=r"TextureShapeBias cannot run .*multilabel model"):
+        trainer, _ = fit(tmp_path, [probe, saliency, bias], model=module, datamodule=dm, epochs=1)
+    assert probe._task == "multilabel" and bias._enabled is False
+    metrics = trainer.callback_metrics
+    assert "robustness/clean_acc" not in metrics and "bias/shape_bias" not in metrics
+    with torch.no_grad():
+        logits = module.eval()(probe._probe.images)
+    expected = ((logits > 0) == (probe._probe.labels > 0.5)).float().mean().item()
+    assert float(metrics["robustness/clean_label_acc"]) == pytest.approx(expected)
+    assert "robustness/pgd_label_acc@2/255" in metrics
+    assert "viz/SaliencyLogger/seconds" in metrics  # explains the top label
+
+
+def test_one_hot_and_soft_labels_stay_multiclass():
+    from lightning_viz.functional._task import detect_task
+
+    one_hot = F.one_hot(torch.tensor([0, 2, 1]), 3).float()
+    soft = torch.tensor([[0.7, 0.3, 0.0], [0.1, 0.1, 0.8]])  # CutMix / label smoothing
+    multi = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert detect_task(3, one_hot) == "multiclass"
+    assert detect_task(3, soft) == "multiclass"
+    assert detect_task(3, multi) == "multilabel"
+    assert detect_task(1, torch.tensor([0, 1])) == "binary"
+    assert detect_task(3, torch.tensor([0, 2])) == "multiclass"
+
+
+# ------------------------------------------------------------------- dict inputs
+class DictInput(LitClassifier):
+    """``forward`` takes ``{"image": x}``, as many multi-input models do."""
+
+    def forward(self, inputs: dict) -> Tensor:
+        return self.model(inputs["image"])
+
+    def _shared_step(self, batch, prefix):
+        x, y = batch[0], batch[1]
+        loss = F.cross_entropy(self({"image": x}), y)
+        self.log(f"{prefix}_loss", loss)
+        return loss
+
+
+def as_image_dict(x: Tensor) -> dict:
+    """``images_to_input`` for :class:`DictInput`, given as an import path in one test."""
+    return {"image": x}
+
+
+def test_a_dict_input_model_works_with_images_to_input(tmp_path):
+    callbacks = all_callbacks(on_error="raise", images_to_input=as_image_dict)
+    callbacks[0] = lv.FilterLogger(
+        on_error="raise", images_to_input="tests.callbacks.test_trust.as_image_dict"
+    )
+    trainer, _ = fit(tmp_path, callbacks, model=DictInput(num_classes=5), epochs=1)
+    for cb in callbacks:
+        assert f"viz/{type(cb).__name__}/seconds" in trainer.callback_metrics, type(cb)
+    assert callbacks[0].images_to_input is as_image_dict
+
+
+def test_a_dict_input_model_without_images_to_input_fails_before_training(tmp_path):
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=2)
+    model = DictInput(num_classes=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="running the model on the probe images.*images_to_input"):
+        fit(tmp_path, [cb], model=model, epochs=1)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------- no gradient path
+class NoGradBackbone(LitClassifier):
+    """A frozen feature extractor run under ``no_grad``: only the head is trained."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.model
+        with torch.no_grad():
+            feats = net.flatten(net.pool(net.block3(net.block2(net.block1(x)))))
+        return net.fc(feats)
+
+
+def test_a_no_grad_backbone_is_reported_not_shown_as_empty_maps(tmp_path):
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=2)
+    probe = lv.AdversarialProbe(eps=(2 / 255,), num_samples=8)
+    filters = lv.FilterLogger(on_error="raise")  # needs no gradient: goes on
+    with pytest.warns(UserWarning) as record:
+        trainer, _ = fit(tmp_path, [saliency, probe, filters], model=NoGradBackbone(), epochs=1)
+    messages = [str(w.message) for w in record if "no gradient path" in str(w.message)]
+    assert len(messages) == 2
+    assert all("torch.no_grad()" in m and "turns itself off" in m for m in messages)
+    assert not saliency._enabled and not probe._enabled
+    assert "viz/FilterLogger/seconds" in trainer.callback_metrics
+    with pytest.raises(ValueError, match="no gradient path"):
+        fit(tmp_path / "raise", [lv.GradCAMLogger(on_error="raise")], model=NoGradBackbone())
+
+
+def test_functional_methods_raise_instead_of_returning_zero_maps():
+    model = NoGradBackbone(num_classes=5).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # correct at the clean input: the attacks need a gradient
+    for call in (
+        lambda: LF.saliency(model, x),
+        lambda: LF.smoothgrad(model, x, samples=2),
+        lambda: LF.integrated_gradients(model, x, steps=2),
+        lambda: LF.guided_backprop(model, x),
+        lambda: LF.grad_cam(model, x, layer="model.block3.conv"),
+        lambda: LF.fgsm(model, x, y, 0.01),
+        lambda: LF.robust_accuracy(model, x, y, 0.01, steps=1),
+        lambda: LF.class_model(model, [0], (3, 32, 32), steps=1),
+        lambda: LF.neuron_gradient(model, x, neuron=("model.fc", 0)),
+    ):
+        with pytest.raises(LF.NoGradientError, match="no gradient path"):
+            call()
+
+
+# ------------------------------------------------------- configuration before step 1
+class _Stepped(LitClassifier):
+    steps = 0
+
+    def training_step(self, batch, batch_idx):
+        type(self).steps += 1
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize(
+    ("callback", "match"),
+    [
+        (
+            lambda: lv.FilterLogger(mean=[0.5, 0.5], std=[0.2, 0.2]),
+            r"`mean`/`std` have 2 values but the probe images have 3 channels",
+        ),
+        (lambda: lv.SaliencyLogger(target=99), r"class index in \[0, 5\) for this model, got 99"),
+        (lambda: lv.GradCAMLogger(target=5), r"in \[0, 5\) for this model, got 5"),
+        (
+            lambda: lv.SaliencyLogger(neuron=("model.block1.conv", 16)),
+            r"channel in \[0, 16\) for layer 'model.block1.conv'",
+        ),
+        (
+            lambda: lv.GradCAMLogger(layer="model.fc"),
+            r"layer 'model.fc' outputs shape \(1, 5\), not feature maps",
+        ),
+        (
+            lambda: lv.ActivationLogger(layers=["model.fc"]),
+            r"layer 'model.fc' outputs shape \(1, 5\), not feature maps",
+        ),
+        (lambda: lv.ClassModelLogger(classes=[9]), r"class indices in \[0, 5\)"),
+        (
+            lambda: lv.SaliencyLogger(probe=torch.rand(4, 1, 32, 32)),
+            r"probe images of shape \(1, 32, 32\) failed.*input channels",
+        ),
+    ],
+)
+def test_configuration_errors_fail_before_the_first_step_whatever_on_error_says(
+    tmp_path, callback, match
+):
+    _Stepped.steps = 0
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [callback()], model=_Stepped(num_classes=5), epochs=1)
+    assert _Stepped.steps == 0
+
+
+# ------------------------------------------------------------------------ bad data
+def _nan_first(i: int, x: Tensor) -> Tensor:
+    if i == 0:
+        x = x.clone()
+        x[0, 3, 3] = float("nan")
+    return x
+
+
+def test_a_nan_pixel_leaves_the_other_probe_images_on_screen_every_epoch(tmp_path):
+    dm = RelabelledData(transform=_nan_first)
+    callbacks = [
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise"),
+        lv.GradCAMLogger(num_samples=4, on_error="raise"),
+        lv.ActivationLogger(num_samples=2, on_error="raise"),
+        lv.AdversarialProbe(eps=(2 / 255,), steps=1, num_samples=8, on_error="raise"),
+        lv.TextureShapeBias(num_images=8, num_samples=8, style_steps=1, on_error="raise"),
+        lv.EmbeddingProjector(num_samples=16, projection="pca", on_error="raise"),
+    ]
+    with pytest.warns(UserWarning, match=r"probe images at positions \[0\] .*non-finite"):
+        trainer, _ = fit(tmp_path, callbacks, datamodule=dm, epochs=2)
+    events = read_events(str(tmp_path))
+    for tag in ("saliency/vanilla", "gradcam/gradcam", "robustness/examples", "bias/cue_conflict"):
+        assert [s for s, *_ in events["images"][tag]] == [4, 8], tag
+    dm.setup("fit")
+    labels = [int(dm.val[i][1]) for i in range(len(dm.val))]
+    for cb in callbacks[:5]:
+        picked = balanced_pick(labels, cb.num_samples)  # the pick, before the NaN image left
+        assert cb._enabled and cb._probe.indices == [i for i in picked if i != 0], type(cb)
+        assert bool(torch.isfinite(cb._probe.images).all())
+    assert [s for s, _ in events["scalars"]["embedding/knn_acc"]] == [4, 8]
+    ours = {k: v for k, v in trainer.callback_metrics.items() if not k.startswith(("val", "train"))}
+    assert len(ours) > 10 and all(bool(torch.isfinite(v).all()) for v in ours.values()), ours
+    assert not bool(torch.isfinite(trainer.callback_metrics["val_loss"]))  # the user's own
+
+
+def test_a_three_image_validation_set_does_not_stop_training(tmp_path):
+    dm = small_datamodule()
+    dm.setup("fit")
+    three = torch.utils.data.Subset(dm.val_dataset, [0, 1, 2])
+    dm.val_dataloader = lambda: DataLoader(three, batch_size=3)
+    labels = [int(dm.val_dataset[i][1]) for i in range(3)]
+    callbacks = [lv.TextureShapeBias(), lv.SaliencyLogger(methods=("vanilla",))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer, _ = fit(tmp_path, callbacks, datamodule=dm, epochs=2)
+    assert trainer.current_epoch == 2
+    assert "viz/SaliencyLogger/seconds" in trainer.callback_metrics
+    if len(set(labels)) >= 2:  # few pairs: fewer images, with a warning
+        assert "bias/shape_bias" in trainer.callback_metrics
+    else:
+        assert not callbacks[0]._enabled
+
+
+# ------------------------------------------------------------------------- resume
+def test_a_resumed_run_with_a_shuffled_probe_source_shows_the_same_images(tmp_path):
+    """No validation loader: the probe comes from the training loader, which shuffles."""
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    first = lv.SaliencyLogger(methods=("vanilla",), num_samples=6, on_error="raise")
+    fit(
+        tmp_path / "a",
+        [first, ckpt],
+        datamodule=TrainOnlyData(),
+        epochs=1,
+        enable_checkpointing=True,
+        limit_val_batches=0,
+    )
+    second = lv.SaliencyLogger(methods=("vanilla",), num_samples=6, on_error="raise")
+    torch.manual_seed(99)  # a different shuffle than the first run's
+    fit(
+        tmp_path / "b",
+        [second],
+        datamodule=TrainOnlyData(),
+        epochs=2,
+        limit_val_batches=0,
+        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+    )
+    assert torch.equal(second._probe.images, first._probe.images)
+    assert second._probe.fingerprint() == first._probe.fingerprint()
+
+
+def test_a_probe_that_cannot_be_rebuilt_is_reported(tmp_path, monkeypatch):
+    """Positions only (large probes are not saved): a changed dataset is said, not hidden."""
+    from lightning_viz.callbacks import _base
+
+    monkeypatch.setattr(_base, "_STORE_PROBE_BYTES", 0)
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise")
+    fit(tmp_path / "a", [cb], epochs=1)
+    state = cb.state_dict()
+    assert "probe" not in state and len(state["probe_fingerprint"]) == 16
+    resumed = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise")
+    resumed.load_state_dict(state)
+    with pytest.warns(UserWarning, match="not the one saved .*data's order or content changed"):
+        fit(tmp_path / "b", [resumed], epochs=1, datamodule=small_datamodule(seed=1))
+    assert resumed._probe.fingerprint() != state["probe_fingerprint"]
+
+
+# ------------------------------------------------------------------------ messages
+def test_fast_dev_run_says_once_that_the_callbacks_sit_it_out(tmp_path):
+    callbacks = [lv.FilterLogger(), lv.SaliencyLogger(), lv.AdversarialProbe()]
+    with pytest.warns(UserWarning) as record:
+        fit(tmp_path, callbacks, fast_dev_run=True)
+    said = [str(w.message) for w in record if "lightning-viz" in str(w.message)]
+    assert said == [
+        "lightning-viz: Lightning replaced the logger for fast_dev_run, so the lightning-viz "
+        "callbacks sit out this dry run"
+    ]
+    assert not any("needs a TensorBoardLogger" in str(w.message) for w in record)
+
+
+def test_embedding_projector_says_when_there_is_no_validation(tmp_path):
+    cb = lv.EmbeddingProjector(num_samples=8)
+    with pytest.warns(UserWarning, match="trainer runs none .*limit_val_batches=0"):
+        fit(tmp_path, [cb], epochs=1, limit_val_batches=0)
+    cb = lv.EmbeddingProjector(num_samples=8, projection="pca")
+    with pytest.warns(UserWarning, match="no validation ran at epoch 0"):
+        fit(tmp_path / "b", [cb], epochs=2, check_val_every_n_epoch=2)
+    assert cb._last_epoch == 1  # epoch 1 had validation and ran
+
+
+def test_images_to_input_import_path_is_checked_at_construction():
+    with pytest.raises(ValueError, match="does not import"):
+        lv.SaliencyLogger(images_to_input="tests.callbacks.test_trust.no_such_function")
+    with pytest.raises(TypeError, match="a callable or an import path"):
+        lv.SaliencyLogger(output_to_logits=3)
+
+
+def test_probe_given_as_a_tensor_dataset_of_one_channel_images_for_a_gray_model(tmp_path):
+    gray = TensorDataset(torch.rand(8, 1, 32, 32), torch.arange(8) % 5)
+    cb = lv.SaliencyLogger(methods=("vanilla",), probe=gray, num_samples=4, on_error="raise")
+    model = LitClassifier(num_classes=5, in_channels=1)
+    with pytest.raises(ValueError, match=r"probe images of shape \(1, 32, 32\)"):
+        fit(tmp_path, [cb], epochs=1)  # the RGB demo model
+    fit(tmp_path / "gray", [cb], epochs=1, model=model, datamodule=_GrayData())
+    assert os.path.isdir(tmp_path / "gray")
+
+
+class _GrayData(pl.LightningDataModule):
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(64, 1, 32, 32, generator=g), torch.arange(64) % 5
+        return DataLoader(TensorDataset(x, y), batch_size=16)
