@@ -22,11 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_viz._checks import check_callable, fail
+from lightning_viz._checks import check_callable, check_normalization
 
 __all__ = [
     "ModelView",
-    "check_normalization",
     "make_generator",
     "preserve_state",
     "unwrap_model",
@@ -127,44 +126,8 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return gen
 
 
-def _as_stat(value: Sequence[float] | Tensor | None, name: str) -> Tensor | None:
-    if value is None:
-        return None
-    allowed = "None or a non-empty list of per-channel numbers"
-    if isinstance(value, str | bytes):
-        fail(name, allowed, value, TypeError)
-    try:
-        t = torch.as_tensor(value, dtype=torch.float32).flatten()
-    except (TypeError, ValueError, RuntimeError):
-        fail(name, allowed, value, TypeError)
-    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
-        fail(name, allowed + " (finite)", value)
-    if name == "std" and bool((t <= 0).any()):
-        fail(name, "positive per-channel numbers", value)
-    return t.view(1, -1, 1, 1)
-
-
-def check_normalization(mean: object, std: object) -> tuple[list[float] | None, list[float] | None]:
-    """``mean`` and ``std`` as lists of floats, checked against each other.
-
-    Raises:
-        TypeError: Not numbers.
-        ValueError: Empty, non-finite, a ``std <= 0``, or lengths that differ (a
-            single value for all channels fits any length).
-    """
-    m, s = _as_stat(mean, "mean"), _as_stat(std, "std")  # type: ignore[arg-type]
-    if (
-        m is not None
-        and s is not None
-        and m.numel() != s.numel()
-        and 1 not in (m.numel(), s.numel())
-    ):
-        raise ValueError(
-            f"`mean` has {m.numel()} values and `std` has {s.numel()}; give one value per "
-            "input channel (the same number for both), or a single value for all channels"
-        )
-    as_list = lambda t: None if t is None else [float(v) for v in t.flatten()]  # noqa: E731
-    return as_list(m), as_list(s)
+def _as_stat(values: list[float] | None) -> Tensor | None:
+    return None if values is None else torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 class ModelView(nn.Module):
@@ -191,7 +154,7 @@ class ModelView(nn.Module):
             positional arguments. ``None`` passes the tensor. Default: ``None``.
 
     Raises:
-        TypeError, ValueError: Bad ``mean``/``std`` (see :func:`check_normalization`)
+        TypeError, ValueError: Bad ``mean``/``std`` (see ``_checks.check_normalization``)
             or a non-callable adapter.
     """
 
@@ -207,8 +170,7 @@ class ModelView(nn.Module):
         super().__init__()
         self.model = unwrap_model(model)
         mean_list, std_list = check_normalization(mean, std)
-        self._mean = _as_stat(mean_list, "mean")
-        self._std = _as_stat(std_list, "std")
+        self._mean, self._std = _as_stat(mean_list), _as_stat(std_list)
         self.output_to_logits = check_callable(output_to_logits, "output_to_logits")
         self.images_to_input = check_callable(images_to_input, "images_to_input")
         self.forward_context = forward_context

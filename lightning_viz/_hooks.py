@@ -26,6 +26,24 @@ __all__ = [
 
 
 @contextlib.contextmanager
+def _forward_hooks(
+    modules: Mapping[str, nn.Module], hook: Callable[[str, tuple[Any, ...], Any], None]
+) -> Iterator[None]:
+    """Calls ``hook(name, args, output)`` after every forward of each module in the block."""
+    handles = []
+    try:
+        for name, module in modules.items():
+            handles.append(
+                module.register_forward_hook(lambda _m, args, out, name=name: hook(name, args, out))
+            )
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        handles.clear()
+
+
+@contextlib.contextmanager
 def capture_outputs(
     modules: Mapping[str, nn.Module], detach: bool = True
 ) -> Iterator[dict[str, Tensor]]:
@@ -44,41 +62,27 @@ def capture_outputs(
         A dict filled with name -> output of the module's latest forward call.
     """
     store: dict[str, Tensor] = {}
-    handles = []
-    try:
-        for name, module in modules.items():
 
-            def hook(_m, _inp, out, name=name):
-                t = out[0] if isinstance(out, tuple | list) else out
-                if isinstance(t, Tensor):
-                    store[name] = t.detach().clone() if detach else t.clone()
+    def hook(name: str, _args: Any, out: Any) -> None:
+        t = out[0] if isinstance(out, tuple | list) else out
+        if isinstance(t, Tensor):
+            store[name] = t.detach().clone() if detach else t.clone()
 
-            handles.append(module.register_forward_hook(hook))
+    with _forward_hooks(modules, hook):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
-        handles.clear()
 
 
 @contextlib.contextmanager
 def record_calls(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, torch.Size]]]:
     """Appends ``(name, output shape)`` for every forward call, in execution order."""
     calls: list[tuple[str, torch.Size]] = []
-    handles = []
-    try:
-        for name, module in modules.items():
 
-            def hook(_m, _inp, out, name=name):
-                if isinstance(out, Tensor):
-                    calls.append((name, out.shape))
+    def hook(name: str, _args: Any, out: Any) -> None:
+        if isinstance(out, Tensor):
+            calls.append((name, out.shape))
 
-            handles.append(module.register_forward_hook(hook))
+    with _forward_hooks(modules, hook):
         yield calls
-    finally:
-        for h in handles:
-            h.remove()
-        handles.clear()
 
 
 @contextlib.contextmanager
@@ -138,21 +142,16 @@ def record_io(
         empties the lists when it has read them.
     """
     store: dict[str, list[tuple[Any, Any]]] = {name: [] for name in modules}
-    handles = []
+
+    def hook(name: str, args: tuple[Any, ...], out: Any) -> None:
+        if active():
+            first = _copy(args[0]) if args and name in inputs_of else None
+            store[name].append((first, _copy(out)))
+
     try:
-        for name, module in modules.items():
-
-            def hook(_m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
-                if active():
-                    first = _copy(args[0]) if args and name in inputs_of else None
-                    store[name].append((first, _copy(out)))
-
-            handles.append(module.register_forward_hook(hook))
-        yield store
+        with _forward_hooks(modules, hook):
+            yield store
     finally:
-        for handle in handles:
-            handle.remove()
-        handles.clear()
         for calls in store.values():
             calls.clear()
 

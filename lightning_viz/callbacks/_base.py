@@ -22,31 +22,24 @@ from lightning_viz._checks import (
     check_callable,
     check_choice,
     check_int,
+    check_normalization,
+    check_probe_source,
     check_str_list,
+    check_task,
     fail,
 )
-from lightning_viz._guard import (
-    ModelView,
-    check_normalization,
-    make_generator,
-    preserve_state,
-    unwrap_model,
-)
+from lightning_viz._guard import ModelView, make_generator, preserve_state, unwrap_model
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.callbacks._compat import CALLBACK_BASES, rank_zero_warn
 from lightning_viz.callbacks._coordinator import Coordinator
 from lightning_viz.callbacks._log import RunLog, find_tensorboard
-from lightning_viz.callbacks._probe import Probe, check_probe_source, load_probe
+from lightning_viz.callbacks._probe import Probe, load_probe
 from lightning_viz.functional._grad import resolve_layer
-from lightning_viz.functional._task import (
-    check_task,
-    detect_task,
-    normalize_labels,
-    num_classes,
-    predict,
-)
+from lightning_viz.functional._task import detect_task, normalize_labels, num_classes, predict
 
-__all__ = ["NotApplicableError", "RunContext", "VizCallback"]
+__all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
+
+CAPTION_LABEL = "true / pred"  # the label of the image row whose captions are ctx.captions()
 
 _ON_ERROR = ("warn", "raise")
 _CHUNK = 256  # probe images per forward pass
@@ -145,6 +138,53 @@ class RunContext:
         with torch.no_grad(), capture_outputs(layers) as store:
             self.view(self.pixels[:1])
         return {name: tuple(store[name].shape) for name in layers if name in store}
+
+    def captions(self, owner: VizCallback) -> list[str]:
+        """``"X / Y"`` (true / predicted, see :data:`CAPTION_LABEL`) per probe image."""
+        labels = self.probe.labels
+        return [
+            f"{'?' if labels is None else owner.label_name(labels[i])} / {owner.class_name(p)}"
+            for i, p in enumerate(self.predicted.tolist())
+        ]
+
+    # ----------------------------------------------- configuration checks at setup
+    def check_target(self, owner: str, target: str | int) -> None:
+        """Raises for a class-index ``target`` the model does not have; ``target="true"``
+        without labels is :class:`NotApplicableError`."""
+        if target == "true" and self.probe.labels is None:
+            raise NotApplicableError(
+                f"{owner}(target='true') needs labels, but the probe has none; use "
+                "target='predicted' or give labels with `probe=(images, labels)`"
+            )
+        if isinstance(target, int) and target >= self.num_classes:
+            fail(
+                "target",
+                f"'predicted', 'true' or a class index in [0, {self.num_classes}) for this model",
+                target,
+            )
+
+    def check_neuron(self, neuron: tuple[str, int] | None) -> None:
+        """Raises for an unknown neuron layer or a channel the layer does not have."""
+        if neuron is None:
+            return
+        name, module = resolve_layer(self.module, neuron[0])
+        shape = self.layer_outputs({name: module}).get(name)
+        channels = shape[1] if shape is not None and len(shape) >= 2 else 0
+        if neuron[1] >= channels:
+            allowed = f"(layer, channel) with a channel in [0, {channels}) for layer {name!r}"
+            fail("neuron", allowed, neuron)
+
+    def check_layer_maps(self, owner: str, names: Sequence[str], what: str) -> None:
+        """Raises unless each named layer outputs feature maps ``(N, C, h, w)``."""
+        shapes = self.layer_outputs({n: resolve_layer(self.module, n)[1] for n in names})
+        for name in names:
+            shape = shapes.get(name)
+            if shape is None or len(shape) != 4:
+                raise ValueError(
+                    f"{owner}: layer {name!r} outputs "
+                    f"{'nothing' if shape is None else f'shape {shape}'}, not feature maps "
+                    f"(N, C, h, w); {what} needs a convolutional layer"
+                )
 
 
 class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
@@ -391,13 +431,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             with preserve_state(module):
                 self._setup(trainer, module)
         except NotApplicableError as err:
-            if self.on_error == "raise":
-                raise
-            self._enabled = False
-            rank_zero_warn(
-                f"{type(self).__name__} cannot run on this model or data and turns itself off "
-                f"for this run (training goes on; pass on_error='raise' to stop instead): {err}"
-            )
+            self.turn_off("cannot run on this model or data", err)
 
     def _setup(self, trainer: Any, module: nn.Module) -> None:
         """Probe, task and configuration checks (inside the guard)."""
@@ -463,25 +497,39 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                     "and attacks would be empty"
                 )
 
-    def check_layer_maps(self, ctx: RunContext, names: Sequence[str], what: str) -> None:
-        """Raises unless each named layer outputs feature maps ``(N, C, h, w)``."""
-        layers = {n: resolve_layer(ctx.module, n)[1] for n in names}
-        shapes = ctx.layer_outputs(layers)
-        for layer_name in names:
-            shape = shapes.get(layer_name)
-            if shape is None or len(shape) != 4:
-                raise ValueError(
-                    f"{type(self).__name__}: layer {layer_name!r} outputs "
-                    f"{'nothing' if shape is None else f'shape {shape}'}, not feature maps "
-                    f"(N, C, h, w); {what} needs a convolutional layer"
-                )
-
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._maybe_run(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._maybe_run(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        Coordinator.of(trainer).shutdown(wait=True)  # pending background work is written
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        Coordinator.of(trainer).shutdown(wait=False)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        Coordinator.of(trainer).shutdown(wait=False)
+
+    # ----------------------------------------------------------------- failures
+    def turn_off(self, reason: str, err: BaseException, details: str = "") -> None:
+        """The one failure policy: re-raise (``on_error="raise"``), or warn once and turn off."""
+        if self.on_error == "raise":
+            raise err
+        if not self._enabled:
+            return
+        self._enabled = False
+        rank_zero_warn(
+            f"{type(self).__name__} {reason} and turns itself off for the rest of this run "
+            "(training goes on; pass on_error='raise' to stop instead): "
+            f"{type(err).__name__}: {err}{details}"
+        )
+
+    def deferred_failed(self, err: BaseException) -> None:
+        """A job this callback deferred to the background worker failed."""
+        self.turn_off("could not finish its background work (a figure or projector files)", err)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"probe_indices": self._probe_indices}
@@ -515,13 +563,14 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return self._last_epoch != epoch and (epoch + 1) % self.every_n_epochs == 0
 
     def _maybe_run(self, trainer: Any, pl_module: Any) -> None:
+        Coordinator.of(trainer).harvest()  # background work finished since the last epoch
         if not self._due(trainer):
             return
         self._last_epoch = trainer.current_epoch
         start = time.perf_counter()
         module = unwrap_model(pl_module)
         try:
-            log = RunLog(trainer, self._logger, trainer.global_step)
+            log = RunLog(trainer, self._logger, trainer.global_step, self)
             with preserve_state(module):
                 if self._probe is None and self.uses_probe:  # restored from a checkpoint
                     self._setup(trainer, module)
@@ -529,13 +578,8 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             log.scalar(self._seconds_tag(), time.perf_counter() - start)
             log.flush()
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
-            if self.on_error == "raise":
-                raise
-            self._enabled = False
-            rank_zero_warn(
-                f"{type(self).__name__} failed at epoch {trainer.current_epoch} and turns itself "
-                f"off for the rest of this run (training goes on; pass on_error='raise' to stop "
-                f"instead): {type(err).__name__}: {err}\n{traceback.format_exc()}"
+            self.turn_off(
+                f"failed at epoch {trainer.current_epoch}", err, f"\n{traceback.format_exc()}"
             )
 
     def _seconds_tag(self) -> str:

@@ -2,19 +2,45 @@
 
 One :class:`Coordinator` per trainer, found with :meth:`Coordinator.of`. Every
 callback registers with it at ``setup``; a callback never reaches into another
-callback's internals, only into the coordinator.
+callback's internals, only into the coordinator. It holds the one background worker
+(deferred writes, see :meth:`RunLog.defer`) and the messages said once per trainer.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_viz.callbacks._compat import rank_zero_warn
 
-__all__ = ["Coordinator"]
+__all__ = ["Coordinator", "DeferredJob"]
 
 _COORDINATORS: weakref.WeakKeyDictionary[Any, Coordinator] = weakref.WeakKeyDictionary()
+
+
+def _lower_priority() -> None:
+    """Worker initializer: the background work yields the CPU to training (Linux)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted: normal priority
+        pass
+
+
+@dataclass
+class DeferredJob:
+    """Work submitted by a callback's run: ``then(result)`` runs on the main thread."""
+
+    owner: Any
+    tag: str
+    future: Future
+    then: Callable[[Any], None] | None
+    seconds: list[float] = field(default_factory=list)
 
 
 class Coordinator:
@@ -22,11 +48,15 @@ class Coordinator:
 
     Attributes:
         callbacks: The registered callbacks, in registration order.
+        background_seconds: Seconds the worker spent on each callback's jobs (by id).
     """
 
     def __init__(self) -> None:
         self.callbacks: list[Any] = []
+        self.background_seconds: dict[int, float] = {}
         self._said: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._jobs: list[DeferredJob] = []
 
     @classmethod
     def of(cls, trainer: Any) -> Coordinator:
@@ -46,3 +76,65 @@ class Coordinator:
         if key not in self._said:
             self._said.add(key)
             rank_zero_warn(message)
+
+    # ------------------------------------------------------------ deferred work
+    def pending(self, tag: str) -> int:
+        """Jobs for ``tag`` not done yet (for back-pressure)."""
+        return sum(1 for job in self._jobs if job.tag == tag and not job.future.done())
+
+    def defer(
+        self, owner: Any, tag: str, fn: Callable[..., Any], *args: Any, then: Any = None
+    ) -> None:
+        """Runs ``fn(*args)`` on the one low-priority worker thread, in submission order.
+
+        ``then(result)`` runs on the main thread when the job is harvested. A failure is
+        given to ``owner.deferred_failed(err)`` (its ``on_error`` policy) at the harvest.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="lightning-viz", initializer=_lower_priority
+            )
+        seconds: list[float] = []
+
+        def timed() -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                seconds.append(time.perf_counter() - start)
+
+        future = self._executor.submit(timed)
+        self._jobs.append(DeferredJob(owner, tag, future, then, seconds))
+
+    def harvest(self, wait: bool = False) -> None:
+        """Finishes the jobs that are done (all of them when ``wait``), in submission order.
+
+        One worker runs the jobs in order, so the first unfinished job ends the harvest.
+        """
+        while self._jobs and (wait or self._jobs[0].future.done()):
+            job = self._jobs.pop(0)
+            try:
+                result = job.future.result()
+                if job.then is not None:
+                    job.then(result)
+            except Exception as err:  # noqa: BLE001 - the owner's on_error decides
+                job.owner.deferred_failed(err)
+            finally:
+                key = id(job.owner)
+                self.background_seconds[key] = self.background_seconds.get(key, 0.0) + sum(
+                    job.seconds
+                )
+
+    def shutdown(self, wait: bool) -> None:
+        """Finishes (``wait``) or cancels the pending jobs and stops the worker."""
+        try:
+            if wait:
+                self.harvest(wait=True)
+        finally:
+            if not wait:
+                for job in self._jobs:
+                    job.future.cancel()
+                self._jobs = []
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=wait, cancel_futures=not wait)

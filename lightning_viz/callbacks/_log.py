@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lightning_viz.callbacks._compat import TENSORBOARD_LOGGERS
+from lightning_viz.callbacks._coordinator import Coordinator
 
 __all__ = ["RunLog", "find_tensorboard"]
 
@@ -27,15 +28,20 @@ class RunLog:
     Scalars go to TensorBoard (global rank 0 only) and to ``trainer.callback_metrics``
     on every rank, so ``EarlyStopping``/``ModelCheckpoint`` can monitor them.
 
+    Work too slow for the epoch end (projector files, a t-SNE figure) goes to the
+    trainer's one background worker with :meth:`defer`.
+
     Args:
         trainer: The trainer.
         logger: Its TensorBoard logger.
         step: The step to write at (the epoch's ``global_step``).
+        owner: The callback that writes (its ``on_error`` handles deferred failures).
     """
 
-    def __init__(self, trainer: Any, logger: Any, step: int) -> None:
+    def __init__(self, trainer: Any, logger: Any, step: int, owner: Any = None) -> None:
         self.trainer = trainer
         self.step = int(step)
+        self.owner = owner
         self._rank_zero = bool(trainer.is_global_zero)
         self._writer = logger.experiment if self._rank_zero else None
         self.scalars: dict[str, float] = {}
@@ -62,6 +68,30 @@ class RunLog:
         """Logs a matplotlib figure (closed afterwards)."""
         if self._writer is not None:
             self._writer.add_figure(tag, fig, self.step, close=True)
+
+    def defer(self, tag: str, fn: Any, *args: Any, max_pending: int | None = None) -> bool:
+        """Runs ``fn(*args)`` on the background worker (rank 0 only).
+
+        When ``fn`` returns a matplotlib figure it is written under ``tag`` at this
+        run's step once done (the end of ``fit`` waits for it); any other result is
+        dropped (``fn`` wrote what it had to). Returns ``False`` (nothing submitted)
+        when ``max_pending`` jobs for ``tag`` are still running: back-pressure, so a
+        slow job never builds an unbounded backlog.
+        """
+        if self._writer is None:
+            return True
+        coordinator = Coordinator.of(self.trainer)
+        if max_pending is not None and coordinator.pending(tag) >= max_pending:
+            return False
+        writer, step = self._writer, self.step
+
+        def write(result: Any) -> None:
+            if hasattr(result, "savefig"):  # a matplotlib figure
+                writer.add_figure(tag, result, step, close=True)
+                writer.flush()
+
+        coordinator.defer(self.owner, tag, fn, *args, then=write)
+        return True
 
     def flush(self) -> None:
         """Flushes the event file."""

@@ -24,12 +24,11 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from lightning_viz._checks import fail
+from lightning_viz._checks import check_batch_images
 
 __all__ = [
     "Probe",
     "balanced_pick",
-    "check_probe_source",
     "default_batch_to_xy",
     "load_probe",
     "split_batch",
@@ -86,22 +85,6 @@ class Probe:
         return int(self.images.shape[0])
 
 
-def check_probe_source(probe: Any) -> Any:
-    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
-    if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
-        return probe
-    if isinstance(probe, tuple | list) and probe and isinstance(probe[0], Tensor):
-        return probe
-    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
-    if isinstance(probe, str):
-        allowed += (
-            "; for images in a folder pass a Dataset such as "
-            "torchvision.datasets.ImageFolder(path, transform=...)"
-        )
-    fail("probe", allowed, probe, TypeError)
-    return None  # unreachable
-
-
 def _first(mapping: Mapping[str, Any], keys: Sequence[str]) -> Any:
     for key in keys:
         if key in mapping:
@@ -145,7 +128,7 @@ def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[A
             "`batch_to_xy` must return (images, labels) or (images, labels, masks), "
             f"got {out!r:.80}"
         )
-    images = check_probe_images(out[0])
+    images = check_batch_images(out[0])
     labels = out[1]
     if labels is not None:
         labels = torch.as_tensor(labels)
@@ -155,19 +138,6 @@ def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[A
                 "labels must be class indices (N,) or label rows (N, K)"
             )
     return images, labels, out[2] if len(out) == 3 else None
-
-
-def check_probe_images(images: Any) -> Tensor:
-    """Raises a clear error unless ``images`` is a ``(N, C, H, W)`` batch; returns it as float."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"probe images must be a tensor (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(
-            "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
-            f"tensors of shape {tuple(images.shape)}. Pass `batch_to_xy` to pick the images "
-            "out of your batch, or `probe=` an image tensor"
-        )
-    return images if images.is_floating_point() else images.float()
 
 
 def class_of(label: Tensor) -> int:
@@ -269,7 +239,7 @@ def load_probe(
         The probe, on the CPU.
     """
     if isinstance(source, Tensor):
-        images = check_probe_images(source)
+        images = check_batch_images(source)
         return Probe(images[:num_samples].detach().clone(), None, None, None)
     if isinstance(source, tuple | list) and source and isinstance(source[0], Tensor):
         imgs, labs, msks = split_batch(tuple(source), None)

@@ -67,7 +67,7 @@ class ActivationLogger(VizCallback):
                 )
         else:
             self._chosen = [resolve_layer(ctx.module, n)[0] for n in self.layers]
-        self.check_layer_maps(ctx, self._chosen, "a feature-map view")
+        ctx.check_layer_maps("ActivationLogger", self._chosen, "a feature-map view")
 
     def run(self, ctx: RunContext) -> None:
         layers = {n: resolve_layer(ctx.module, n)[1] for n in self._chosen}
@@ -92,7 +92,7 @@ class ActivationLogger(VizCallback):
                 first = "input" if labels is None else self.label_name(labels[i])
                 captions += [first] + [f"ch{c}" for c in range(rows[i].shape[0] - 1)]
             grid = torch.cat(rows)
-            scale = max(1, 48 // max(grid.shape[-1], 1))
+            scale = render.display_scale(grid, target=48)
             ctx.log.image(
                 self.tag(name),
                 render.image_grid(grid, nrow=rows[0].shape[0], captions=captions, scale=scale),

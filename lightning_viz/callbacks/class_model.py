@@ -11,7 +11,6 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_int_list, check_neuron, fail
 from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._targets import check_neuron_at_setup
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import class_scores
 
@@ -104,7 +103,7 @@ class ClassModelLogger(VizCallback):
                     f"`image_shape` must be a shape the model takes, got {self.image_shape!r} "
                     f"({type(err).__name__}: {err})"
                 ) from err
-        check_neuron_at_setup(ctx, self.neuron)
+        ctx.check_neuron(self.neuron)
         if self.classes is not None:
             bad = [c for c in self.classes if c >= ctx.num_classes]
             if bad:

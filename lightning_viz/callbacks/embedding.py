@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -18,7 +15,7 @@ from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks._compat import rank_zero_warn
+from lightning_viz.callbacks._coordinator import Coordinator
 from lightning_viz.callbacks._probe import split_batch
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import resolve_layer
@@ -31,7 +28,6 @@ METADATA_HEADER = ["label", "predicted", "correct"]
 MAX_PENDING_FIGURES = 2  # figure jobs waiting on the worker before a run's figure is skipped
 
 
-# ----------------------------------------------------------------------------- hooks
 # ----------------------------------------------------------------------- off-thread
 def _projection_figure(
     features: Tensor,
@@ -102,14 +98,6 @@ def _write_embedding(
         tag=tag,
         metadata_header=list(METADATA_HEADER),
     )
-
-
-def _lower_priority() -> None:
-    """Worker initializer: the background work yields the CPU to training (Linux)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
-        pass
 
 
 def _first_tensor(value: Any) -> Tensor | None:
@@ -186,11 +174,11 @@ class EmbeddingProjector(VizCallback):
       colored by label.
 
     The projector files and the projection are computed **off the training
-    thread**, on one low-priority worker thread owned by the callback (created
-    lazily), so the epoch end only captures, gathers and computes the scalars; the
-    figure is written with the step it belongs to once it is done (checked at every
-    epoch end; the end of ``fit`` waits for all pending work and shuts the worker
-    down, an exception or ``teardown`` cancels it).
+    thread**, on the trainer's one low-priority background worker (shared by the
+    lightning-viz callbacks, see ``RunLog.defer``), so the epoch end only captures,
+    gathers and computes the scalars; the figure is written with the step it belongs
+    to once it is done (checked at every epoch end; the end of ``fit`` waits for all
+    pending work, an exception or ``teardown`` cancels it).
 
     Scalars:
 
@@ -253,10 +241,6 @@ class EmbeddingProjector(VizCallback):
         self._count = 0
         self._local_limit = 0
         self._thumb_side = 0
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[int, str, Future]] = []
-        self._warned_no_data = False
-        self._warned_backlog = False
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn pickles the callbacks: hooks, buffers and the executor stay behind.
@@ -268,10 +252,6 @@ class EmbeddingProjector(VizCallback):
             "_count",
             "_local_limit",
             "_thumb_side",
-            "_executor",
-            "_pending",
-            "_warned_no_data",
-            "_warned_backlog",
         ):
             state.pop(key, None)
         return state
@@ -313,7 +293,6 @@ class EmbeddingProjector(VizCallback):
     # -------------------------------------------------------------------- capture
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._stop_capture()
-        self._harvest(wait=False)
         if not self._due(trainer):
             return
         try:
@@ -451,7 +430,7 @@ class EmbeddingProjector(VizCallback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
-        self._harvest(wait=False)
+        Coordinator.of(trainer).harvest()
         if self._due(trainer):  # due, but no validation ran this epoch
             self.warn_once(
                 "no_val_epoch",
@@ -494,15 +473,13 @@ class EmbeddingProjector(VizCallback):
     # -------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
         data = self._gather(ctx.trainer)  # a collective: every rank, before anything can fail
-        self._harvest(wait=False)
         feats = data["features"]
         if feats is None or feats.shape[0] < 2:
-            if not self._warned_no_data:
-                self._warned_no_data = True
-                rank_zero_warn(
-                    "EmbeddingProjector captured fewer than 2 validation samples this epoch "
-                    "(it embeds features seen during the validation loop); nothing is written"
-                )
+            self.warn_once(
+                "no_data",
+                "it captured fewer than 2 validation samples this epoch (it embeds features "
+                "seen during the validation loop); nothing is written",
+            )
             return
         labels, predicted = data["labels"], data["predicted"]
         n = feats.shape[0]
@@ -520,115 +497,42 @@ class EmbeddingProjector(VizCallback):
             return
         name = self._layer_name or "features"
         step = ctx.log.step
-        # Writing the projector files (tensors.tsv, sprite PNG) and the projection run on
-        # the callback's worker thread, in submission order: the epoch end does not wait.
-        pool = self._pool()
-        future = pool.submit(
-            _write_embedding,
-            writer,
-            feats,
-            labels,
-            predicted,
-            self.class_names,
-            data["thumbs"],
-            step,
-            self.tag(name),
-        )
-        self._pending.append((step, self.tag(name), future))
+        # The projector files (tensors.tsv, sprite PNG) and the projection are made on the
+        # trainer's background worker, in submission order: the epoch end does not wait.
+        thumbs = data["thumbs"]
+        args = (writer, feats, labels, predicted, self.class_names, thumbs, step, self.tag(name))
+        ctx.log.defer(self.tag(name), _write_embedding, *args)
         colors = labels if labels is not None and labels.dim() == 1 else predicted
-        figure_tag = self.tag(f"{name}/{self.projection}")
-        busy = sum(1 for _, t, f in self._pending if t == figure_tag and not f.done())
-        if busy >= MAX_PENDING_FIGURES:  # back-pressure: never build an unbounded backlog
-            if not self._warned_backlog:
-                self._warned_backlog = True
-                rank_zero_warn(
-                    f"EmbeddingProjector's {self.projection} projection is slower than an epoch; "
-                    f"it skips the figure of a run while {busy} are still pending "
-                    "(use projection='pca' or fewer num_samples)"
-                )
+        if colors is None or feats.shape[1] < (2 if self.projection == "pca" else 1):
             return
-        if colors is not None and feats.shape[1] >= (2 if self.projection == "pca" else 1):
-            names = self.class_names
-            if names is not None and (int(colors.min()) < 0 or int(colors.max()) >= len(names)):
-                names = None
-            title = f"{self.projection} of {name} features, step {step}"
-            future = pool.submit(
-                _projection_figure, feats, colors, self.projection, names, title, self.seed
+        names = self.class_names
+        if names is not None and (int(colors.min()) < 0 or int(colors.max()) >= len(names)):
+            names = None
+        title = f"{self.projection} of {name} features, step {step}"
+        figure = (feats, colors, self.projection, names, title, self.seed)
+        tag = self.tag(f"{name}/{self.projection}")
+        if not ctx.log.defer(tag, _projection_figure, *figure, max_pending=MAX_PENDING_FIGURES):
+            self.warn_once(  # back-pressure: never build an unbounded backlog
+                "backlog",
+                f"its {self.projection} projection is slower than an epoch; it skips the figure "
+                f"of a run while {MAX_PENDING_FIGURES} are still pending (use projection='pca' "
+                "or fewer num_samples)",
             )
-            self._pending.append((step, figure_tag, future))
-
-    # -------------------------------------------------------------------- worker
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="lv-embedding", initializer=_lower_priority
-            )
-        return self._executor
-
-    def _harvest(self, wait: bool) -> None:
-        """Writes the figures whose projection is done (all of them when ``wait``)."""
-        still: list[tuple[int, str, Future]] = []
-        pending, self._pending = self._pending, []
-        errors: list[BaseException] = []
-        for step, tag, future in pending:
-            if not (wait or future.done()):
-                still.append((step, tag, future))
-                continue
-            try:
-                fig = future.result()
-            except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
-                errors.append(err)
-                continue
-            if fig is None:  # the projector files, already written by the worker
-                continue
-            writer = getattr(self._logger, "experiment", None) if self._logger else None
-            if writer is not None:
-                writer.add_figure(tag, fig, step, close=True)
-                writer.flush()
-        self._pending = still
-        if errors:
-            err = errors[0]
-            if self.on_error == "raise":
-                raise err
-            rank_zero_warn(
-                f"EmbeddingProjector could not write its embedding or {self.projection} figure "
-                f"({type(err).__name__}: {err}); the scalars are still written"
-            )
-
-    def _shutdown(self, wait: bool) -> None:
-        executor, self._executor = self._executor, None
-        if not wait:
-            for _, _, future in self._pending:
-                future.cancel()
-            self._pending = []
-        if executor is not None:
-            executor.shutdown(wait=wait, cancel_futures=not wait)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        try:
-            self._stop_capture()
-            self._harvest(wait=True)
-        finally:
-            self._shutdown(wait=True)
+        self._stop_capture()
+        super().on_fit_end(trainer, pl_module)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._stop_capture()
-        self._shutdown(wait=False)
+        super().on_exception(trainer, pl_module, exception)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._stop_capture()
-        self._shutdown(wait=False)
+        super().teardown(trainer, pl_module, stage)
 
-    # -------------------------------------------------------------------- errors
     def _fail(self, trainer: Any, err: Exception) -> None:
-        """A failure while capturing: re-raise, or warn once and turn off (``on_error``)."""
+        """A failure while capturing during validation (``on_error`` decides)."""
         self._stop_capture()
         self._chunks = []
-        if self.on_error == "raise":
-            raise err
-        self._enabled = False
-        rank_zero_warn(
-            f"EmbeddingProjector failed at epoch {trainer.current_epoch} and turns itself off "
-            f"for the rest of this run (training goes on; pass on_error='raise' to stop "
-            f"instead): {type(err).__name__}: {err}"
-        )
+        self.turn_off(f"failed at epoch {trainer.current_epoch}", err)

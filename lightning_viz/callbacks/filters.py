@@ -102,7 +102,7 @@ class FilterLogger(VizCallback):
         for name in self._chosen:
             _, layer = resolve_layer(ctx.module, name)
             tiles = self._tiles(layer, image_shape)
-            scale = max(1, 48 // max(tiles.shape[-1], 1))
+            scale = render.display_scale(tiles, target=48)
             captions = None
             if isinstance(layer, nn.Linear):
                 captions = [self.class_name(i) for i in range(tiles.shape[0])]

@@ -8,8 +8,12 @@ from typing import Any
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_choices, check_target, fail
-from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks._targets import CAPTION_LABEL, captions, check_target_at_setup
+from lightning_viz.callbacks._base import (
+    CAPTION_LABEL,
+    NotApplicableError,
+    RunContext,
+    VizCallback,
+)
 from lightning_viz.functional._grad import conv_layers, resolve_layer
 
 __all__ = ["GradCAMLogger"]
@@ -61,12 +65,7 @@ class GradCAMLogger(VizCallback):
         return {"layer": self.layer, "methods": self.methods, "target": self.target}
 
     def check(self, ctx: RunContext) -> None:
-        if self.target == "true" and ctx.probe.labels is None:
-            raise NotApplicableError(
-                "GradCAMLogger(target='true') needs labels, but the probe has none; use "
-                "target='predicted' or give labels with `probe=(images, labels)`"
-            )
-        check_target_at_setup(self, ctx)
+        ctx.check_target("GradCAMLogger", self.target)
         if self.layer is not None:
             self._layer_name = resolve_layer(ctx.module, self.layer)[0]
         elif not conv_layers(ctx.module):
@@ -78,12 +77,12 @@ class GradCAMLogger(VizCallback):
             )
         else:
             self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
-        self.check_layer_maps(ctx, [self._layer_name], "Grad-CAM")
+        ctx.check_layer_maps("GradCAMLogger", [self._layer_name], "Grad-CAM")
 
     def run(self, ctx: RunContext) -> None:
         _, layer = resolve_layer(ctx.module, self._layer_name)
         target = ctx.target(self.target)
-        caps = captions(ctx, self)
+        caps = ctx.captions(self)
         images = ctx.pixels.float().cpu()
         scale = render.display_scale(images)
         for method in self.methods:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,13 +9,7 @@ import torch
 from torch import Tensor
 
 from lightning_viz import render
-from lightning_viz._checks import (
-    check_choice,
-    check_choices,
-    check_float,
-    check_int,
-    fail,
-)
+from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.callbacks._regression import RegressionWatch, WatchesRegressions
@@ -47,53 +38,6 @@ def eps_label(eps: float) -> str:
     if abs(k - rounded) <= 1e-6:
         return f"{rounded:g}/255"
     return f"{eps:g}"
-
-
-_EPS_TEXT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*255)?\s*$")
-
-
-def _parse_eps(value: Any) -> float | None:
-    """A number, or a string ``"8/255"`` / ``"0.03"``; ``None`` when it is neither."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        match = _EPS_TEXT.match(value)
-        if match:
-            number = float(match.group(1))
-            return number / 255.0 if "/" in value else number
-    return None
-
-
-def check_eps(eps: Any, norm: str) -> list[float]:
-    """Perturbation sizes: a list of numbers or ``"k/255"`` strings, finite, ``>= 0``, unique.
-
-    For ``norm="linf"`` (pixel space ``[0, 1]``) values above 1 are rejected with a
-    hint: ``8`` is almost certainly ``8/255``.
-    """
-    allowed = 'a list of perturbation sizes, e.g. [2/255, 8/255] (in YAML ["2/255", "8/255"])'
-    if isinstance(eps, str | bytes) or not isinstance(eps, Sequence | Tensor):
-        value = _parse_eps(eps)
-        hint = f"; for one size pass eps=[{value:.6g}]" if value is not None else ""
-        raise TypeError(f"`eps` must be {allowed}, got {eps!r}{hint}")
-    values = []
-    for e in eps.tolist() if isinstance(eps, Tensor) else list(eps):
-        value = _parse_eps(e)
-        if value is None:
-            fail("eps", allowed + " (numbers or 'k/255' strings)", list(eps), TypeError)
-        if not math.isfinite(value) or value < 0:
-            fail("eps", "finite sizes >= 0", list(eps))
-        if norm == "linf" and value > 1:
-            raise ValueError(
-                f"`eps` values must be pixel-space sizes in [0, 1] for norm='linf', got {e!r} "
-                f"in {list(eps)!r}; did you mean {e}/255 (= {value / 255:.4g})?"
-            )
-        values.append(value)
-    if not values:
-        fail("eps", allowed + " (at least one)", list(eps))
-    labels = [eps_label(e) for e in values]
-    if len(set(labels)) != len(labels):
-        fail("eps", "unique sizes", labels)
-    return values
 
 
 class AdversarialProbe(WatchesRegressions, VizCallback):

@@ -18,12 +18,10 @@ from lightning_viz._checks import (
     check_target,
     fail,
 )
-from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks._targets import (
+from lightning_viz.callbacks._base import (
     CAPTION_LABEL,
-    captions,
-    check_neuron_at_setup,
-    check_target_at_setup,
+    RunContext,
+    VizCallback,
 )
 from lightning_viz.functional._grad import resolve_layer
 
@@ -93,13 +91,8 @@ class SaliencyLogger(VizCallback):
         return {"methods": self.methods, "target": self.target, "neuron": self.neuron}
 
     def check(self, ctx: RunContext) -> None:
-        if self.target == "true" and ctx.probe.labels is None:
-            raise NotApplicableError(
-                "SaliencyLogger(target='true') needs labels, but the probe has none; use "
-                "target='predicted' or give labels with `probe=(images, labels)`"
-            )
-        check_target_at_setup(self, ctx)
-        check_neuron_at_setup(ctx, self.neuron)
+        ctx.check_target("SaliencyLogger", self.target)
+        ctx.check_neuron(self.neuron)
 
     def _map(self, method: str, ctx: RunContext, target: Tensor) -> Tensor:
         x = ctx.pixels
@@ -125,7 +118,7 @@ class SaliencyLogger(VizCallback):
 
     def run(self, ctx: RunContext) -> None:
         target = ctx.target(self.target)
-        caps = captions(ctx, self)
+        caps = ctx.captions(self)
         images = ctx.pixels.float().cpu()
         maps = {m: self._map(m, ctx, target).float().cpu() for m in self.methods}
         for method, method_maps in maps.items():

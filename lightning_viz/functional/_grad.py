@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from lightning_viz._checks import check_choice, fail
+from lightning_viz._checks import check_reduce, check_target_type, fail
 from lightning_viz._guard import ModelView
 from lightning_viz.functional._task import class_scores, num_classes, predict
 
@@ -30,8 +30,6 @@ __all__ = [
     "score_sum",
     "target_indices",
 ]
-
-REDUCES = ("max", "sum", None)
 
 
 class NoGradientError(RuntimeError):
@@ -73,17 +71,6 @@ def forward_logits(net: nn.Module, x: Tensor) -> Tensor:
             f"got shape {tuple(out.shape)}"
         )
     return out
-
-
-def check_target_type(target: object) -> None:
-    """``None``, an int or a tensor of class indices."""
-    if target is not None and (isinstance(target, bool) or not isinstance(target, int | Tensor)):
-        fail("target", "an int, a tensor of class indices (N,) or None", target, TypeError)
-
-
-def check_reduce(reduce: object) -> None:
-    """``"max"``, ``"sum"`` or ``None``."""
-    check_choice(reduce, "reduce", REDUCES)
 
 
 def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:

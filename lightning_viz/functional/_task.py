@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_viz._checks import check_choice, fail
+from lightning_viz._checks import TASKS, fail
 
 __all__ = [
     "TASKS",
-    "check_task",
     "class_scores",
     "correct",
     "detect_task",
@@ -33,15 +32,6 @@ __all__ = [
     "predict",
     "task_loss",
 ]
-
-TASKS = ("binary", "multiclass", "multilabel")
-
-
-def check_task(task: object, name: str = "task") -> str | None:
-    """``None`` (detect) or one of :data:`TASKS`."""
-    if task is None:
-        return None
-    return check_choice(task, name, TASKS)
 
 
 def num_classes(logits: Tensor) -> int:

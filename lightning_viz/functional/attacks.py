@@ -21,21 +21,17 @@ from torch import Tensor, nn
 from lightning_viz._checks import (
     check_bool,
     check_choice,
+    check_clamp,
     check_float,
     check_generator,
     check_images,
     check_int,
+    check_task,
     fail,
 )
 from lightning_viz._guard import make_generator, preserve_state
 from lightning_viz.functional._grad import forward_logits, grad_of
-from lightning_viz.functional._task import (
-    check_task,
-    correct,
-    detect_task,
-    normalize_labels,
-    task_loss,
-)
+from lightning_viz.functional._task import correct, detect_task, normalize_labels, task_loss
 
 __all__ = ["fgsm", "noise", "pgd", "robust_accuracy", "robust_mask"]
 
@@ -47,18 +43,6 @@ _DEFAULT_SEED = 0
 
 
 # --------------------------------------------------------------------------- checks
-def _check_clamp(clamp: object) -> tuple[float, float] | None:
-    if clamp is None:
-        return None
-    if not isinstance(clamp, tuple | list) or len(clamp) != 2:
-        fail("clamp", "a (min, max) pair or None", clamp, TypeError)
-    lo = check_float(clamp[0], "clamp min")
-    hi = check_float(clamp[1], "clamp max")
-    if not lo < hi:
-        fail("clamp", "a pair with min < max", clamp)
-    return lo, hi
-
-
 def _generator(generator: object, device: torch.device) -> torch.Generator:
     check_generator(generator)
     return generator if generator is not None else make_generator(_DEFAULT_SEED, device)  # type: ignore[return-value]
@@ -222,7 +206,7 @@ def noise(
     x = check_images(inputs)
     eps_f = check_float(eps, "eps", minimum=0.0)
     check_choice(norm, "norm", _NORMS)
-    bounds = _check_clamp(clamp)
+    bounds = check_clamp(clamp)
     gen = _generator(generator, x.device)
     with torch.no_grad():
         return _clamp(x.detach() + _noise_delta(x, eps_f, norm, gen), bounds).detach()
@@ -281,7 +265,7 @@ def fgsm(
         torch.Size([4, 3, 8, 8])
     """
     x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
-    bounds = _check_clamp(clamp)
+    bounds = check_clamp(clamp)
     with preserve_state(model) as m:
         x0 = x.detach().clone()
         _, grad = _loss_grad(m, x0, y, task)
@@ -359,7 +343,7 @@ def pgd(
     steps = check_int(steps, "steps", minimum=1)
     alpha = _step_size(eps_f, steps, step_size)
     check_bool(random_start, "random_start")
-    bounds = _check_clamp(clamp)
+    bounds = check_clamp(clamp)
     gen = _generator(generator, x.device) if random_start else None
     with preserve_state(model) as m:
         x0 = x.detach().clone()
@@ -448,7 +432,7 @@ def robust_mask(
     check_bool(early_stop, "early_stop")
     n = x.shape[0]
     chunk = n if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-    bounds = _check_clamp(clamp)
+    bounds = check_clamp(clamp)
     gen = _generator(generator, x.device)
     if only is not None and (
         not isinstance(only, Tensor) or only.dtype != torch.bool or tuple(only.shape) != (n,)

@@ -29,10 +29,11 @@ from lightning_viz._checks import (
     check_int,
     check_labels,
     check_maps,
+    check_pixels,
     fail,
 )
 from lightning_viz._guard import make_generator
-from lightning_viz.functional.style import RandomFeatureExtractor, check_pixels, style_transfer
+from lightning_viz.functional.style import RandomFeatureExtractor, style_transfer
 
 __all__ = [
     "OTHER",

@@ -28,12 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_viz._checks import check_images
+from lightning_viz._checks import check_images, check_reduce, check_target_type
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import gradient_leaf, record_calls
 from lightning_viz.functional._grad import (
-    check_reduce,
-    check_target_type,
     conv_layers,
     forward_logits,
     fresh,
@@ -198,22 +196,8 @@ def grad_cam_pp(
     Convolutional Networks", WACV 2018, eq. 19 with the exponential folded into the
     score, as in pytorch-grad-cam's ``GradCAMPlusPlus``:
     ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3 + 1e-6)`` (0 where ``g = 0``),
-    ``w_k = sum_ij relu(g) alpha``.
-
-    Args:
-        model: Classifier returning logits ``(N, K)``.
-        inputs: Images ``(N, C, H, W)``, float.
-        target: Class indices ``(N,)``, an int, or ``None`` (predicted class).
-            Default: ``None``.
-        layer: Module or dotted name; ``None`` picks :func:`default_cam_layer`.
-            Default: ``None``.
-
-    Returns:
-        ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
-
-    Raises:
-        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
-        ValueError: As :func:`grad_cam`.
+    ``w_k = sum_ij relu(g) alpha``. Arguments, return value and errors as
+    :func:`grad_cam`.
     """
     return _cam(model, inputs, target, layer, _gradcam_pp_weights)[0]
 

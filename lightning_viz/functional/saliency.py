@@ -24,19 +24,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz._checks import (
+    check_attribution,
     check_choice,
     check_float,
     check_generator,
     check_images,
     check_int,
     check_maps,
+    check_reduce,
     fail,
 )
 from lightning_viz._guard import make_generator, preserve_state
 from lightning_viz._hooks import capture_outputs, relu_backward
 from lightning_viz.functional._grad import (
-    check_reduce,
-    check_target_type,
     chunked_rows,
     forward_logits,
     fresh,
@@ -73,12 +73,6 @@ def _generator(generator: object, device: torch.device) -> torch.Generator:
             "create it on the inputs' device"
         )
     return generator  # type: ignore[return-value]
-
-
-def _check_common(inputs: object, target: object, reduce: object) -> None:
-    check_images(inputs)
-    check_reduce(reduce)
-    check_target_type(target)
 
 
 def _clean_target(net: nn.Module, x: Tensor, target: int | Tensor | None) -> Tensor:
@@ -120,7 +114,7 @@ def saliency(
         ValueError: ``inputs`` is not 4-D, ``reduce`` is unknown or a class index
             is out of range.
     """
-    _check_common(inputs, target, reduce)
+    check_attribution(inputs, target, reduce)
     with preserve_state(model) as net:
         grad, _ = input_grad(net, fresh(inputs), target)
     return reduce_channels(grad, reduce)
@@ -170,7 +164,7 @@ def smoothgrad(
             ``chunk_size`` or ``generator`` type.
         ValueError: Bad shapes or values (the received value is in the message).
     """
-    _check_common(inputs, target, reduce)
+    check_attribution(inputs, target, reduce)
     samples = check_int(samples, "samples", minimum=1)
     noise = check_float(noise, "noise", minimum=0.0)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
@@ -260,7 +254,7 @@ def integrated_gradients(
         ValueError: Bad shapes or values, an unknown ``method`` or a baseline that
             does not broadcast to ``inputs``.
     """
-    _check_common(inputs, target, reduce)
+    check_attribution(inputs, target, reduce)
     check_choice(method, "method", _IG_METHODS)
     steps = check_int(steps, "steps", minimum=2 if method == "riemann_trapezoid" else 1)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
@@ -302,7 +296,7 @@ def integrated_gradients(
 def _relu_rule_gradient(
     model: nn.Module, inputs: Tensor, target: int | Tensor | None, mode: str, reduce: str | None
 ) -> Tensor:
-    _check_common(inputs, target, reduce)
+    check_attribution(inputs, target, reduce)
     with preserve_state(model) as net, relu_backward(mode):
         grad, _ = input_grad(net, fresh(inputs), target)
     return reduce_channels(grad, reduce)
@@ -354,21 +348,8 @@ def deconvnet(
     Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014:
     the input gradient where every ReLU passes back the positive part of the
     incoming gradient, whatever the sign of its forward input. ReLUs are caught as
-    in :func:`guided_backprop` (modules, in-place and functional calls alike).
-
-    Args:
-        model: Classifier returning logits ``(N, K)``.
-        inputs: Images ``(N, C, H, W)``, float.
-        target: Class indices ``(N,)``, an int, or ``None`` (predicted class).
-            Default: ``None``.
-        reduce: ``"max"``, ``"sum"`` or ``None`` (signed). Default: ``"max"``.
-
-    Returns:
-        ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
-
-    Raises:
-        TypeError: Bad ``inputs`` or ``target`` type.
-        ValueError: Bad ``inputs`` shape, ``reduce`` or class index.
+    in :func:`guided_backprop` (modules, in-place and functional calls alike), whose
+    arguments, return value and errors it shares.
     """
     return _relu_rule_gradient(model, inputs, target, "deconvnet", reduce)
 

@@ -24,24 +24,14 @@ from lightning_viz._checks import (
     check_generator,
     check_images,
     check_int,
+    check_pixels,
     fail,
 )
 from lightning_viz._guard import make_generator, preserve_state
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.functional._grad import resolve_layer
 
-__all__ = ["RandomFeatureExtractor", "check_pixels", "gram_matrix", "style_transfer"]
-
-_RANGE_TOL = 1e-3
-
-
-def check_pixels(x: Tensor, name: str) -> None:
-    """Raises ``ValueError`` unless ``x`` holds pixel values in ``[0, 1]``."""
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise ValueError(
-            f"`{name}` must be pixel-space images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
-        )
+__all__ = ["RandomFeatureExtractor", "gram_matrix", "style_transfer"]
 
 
 def _tv_loss(x: Tensor) -> Tensor:  # (N, C, H, W) -> (N,)

@@ -1,0 +1,82 @@
+"""The one convention of lightning_viz.functional, read from the signatures."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import lightning_viz.functional as LF
+
+KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
+
+# methods with a class target: (model, inputs, target=None, *, options)
+CLASS_TARGET = [
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+    "guided_backprop",
+    "deconvnet",
+    "grad_cam",
+    "grad_cam_pp",
+    "guided_grad_cam",
+]
+# attacks: (model, inputs, target, eps, *, options): the target is the true labels
+ATTACKS = ["fgsm", "pgd", "robust_mask", "robust_accuracy"]
+# model-based methods without a class target, as the module docstring lists them
+NO_TARGET = {
+    "neuron_gradient": ["model", "inputs"],
+    "activation_maps": ["model", "inputs", "layers"],
+    "default_cam_layer": ["model", "inputs"],
+    "class_model": ["model", "classes", "image_shape"],
+}
+
+
+def _positional(fn) -> list[inspect.Parameter]:
+    return [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+@pytest.mark.parametrize("name", CLASS_TARGET)
+def test_class_target_methods_are_model_inputs_target_then_keywords(name):
+    params = _positional(getattr(LF, name))
+    assert [p.name for p in params] == ["model", "inputs", "target"]
+    assert params[2].default is None  # None: the predicted class
+    rest = list(inspect.signature(getattr(LF, name)).parameters.values())[3:]
+    assert all(p.kind is KEYWORD_ONLY for p in rest), name
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attacks_are_model_inputs_target_eps_then_keywords(name):
+    params = inspect.signature(getattr(LF, name)).parameters
+    positional = [p.name for p in _positional(getattr(LF, name))]
+    assert positional == ["model", "inputs", "target", "eps"]
+    assert params["target"].default is inspect.Parameter.empty  # the true labels
+    others = [p for p in params.values() if p.name not in positional]
+    assert all(p.kind in (KEYWORD_ONLY, p.VAR_KEYWORD) for p in others), name
+
+
+@pytest.mark.parametrize(("name", "positional"), list(NO_TARGET.items()))
+def test_methods_without_a_class_target(name, positional):
+    assert [p.name for p in _positional(getattr(LF, name))] == positional
+
+
+def test_a_neuron_is_always_neuron_layer_channel():
+    for fn in (LF.neuron_gradient, LF.class_model):
+        param = inspect.signature(fn).parameters["neuron"]
+        assert param.kind is KEYWORD_ONLY
+
+
+def test_every_model_based_method_is_classified():
+    """A new method taking ``model`` first must join one of the lists above."""
+    classified = {*CLASS_TARGET, *ATTACKS, *NO_TARGET}
+    model_based = {
+        name
+        for name in LF.__all__
+        if inspect.isfunction(getattr(LF, name))
+        and next(iter(inspect.signature(getattr(LF, name)).parameters), None) == "model"
+    }
+    assert model_based == classified
