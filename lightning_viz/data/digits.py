@@ -9,8 +9,8 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lightning_viz._checks import check_float, check_int
 from lightning_viz.data._loaders import SeededDataModule
-from lightning_viz.data.shapes import _check_fraction, _check_int
 
 __all__ = ["DigitsDataModule", "DigitsDataset"]
 
@@ -79,16 +79,12 @@ class DigitsDataModule(SeededDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _check_int(image_size, "image_size", 8)
-        _check_fraction(val_fraction, "val_fraction")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"`val_fraction` must be in (0, 1), got {val_fraction!r}")
-        _check_fraction(mask_threshold, "mask_threshold")
-        if mask_threshold >= 1.0:
-            raise ValueError(f"`mask_threshold` must be in [0, 1), got {mask_threshold!r}")
-        _check_int(batch_size, "batch_size", 1)
-        _check_int(num_workers, "num_workers", 0)
-        _check_int(seed, "seed", 0)
+        check_int(image_size, "image_size", minimum=8)
+        check_float(val_fraction, "val_fraction", maximum=1, positive=True, strict_max=True)
+        check_float(mask_threshold, "mask_threshold", minimum=0, maximum=1, strict_max=True)
+        check_int(batch_size, "batch_size", minimum=1)
+        check_int(num_workers, "num_workers", minimum=0)
+        check_int(seed, "seed", minimum=0)
         self.save_hyperparameters()
         self.image_size = image_size
         self.val_fraction = float(val_fraction)

@@ -280,7 +280,13 @@ def test_datamodule_argument_validation(kwargs, error, match):
     [
         (([0, 8], [0, 0], [0, 0]), {}, ValueError, r"shapes.*\[0, 7\].*\[0, 8\]"),
         (([0], [-1], [0]), {}, ValueError, r"textures.*\[-1\]"),
-        (([0, 1], [0], [0, 1]), {}, ValueError, r"same length.*2, 1 and 2"),
+        (([0, 1], [0], [0, 1]), {}, ValueError, r"`textures` .* `shapes` \(2\), got <1 indices>"),
+        (
+            ([0, 1], [0, 1], [0]),
+            {},
+            ValueError,
+            r"`backgrounds` .* `shapes` \(2\), got <1 indices>",
+        ),
         (([0], [0], [0]), {"image_size": 8}, ValueError, r"image_size.*got 8"),
         (([0], [0], [0]), {"seed": 1.5}, TypeError, r"seed.*got 1\.5"),
         ((torch.tensor([0.0]), [0], [0]), {}, TypeError, r"shapes.*integer tensor"),
