@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -236,13 +234,11 @@ def test_dataloader_before_setup_calls_setup():
     assert batch[0].shape == (8, 3, 32, 32)
 
 
-def test_setup_of_2500_images_is_fast():
-    start = time.perf_counter()
+def test_default_setup_makes_2000_train_and_500_val_images():
+    # its speed is measured by benchmarks/data_speed.py, not asserted here
     dm = ShapesTexturesDataModule()
     dm.setup("fit")
-    elapsed = time.perf_counter() - start
     assert len(dm.train_dataset) == 2000 and len(dm.val_dataset) == 500
-    assert elapsed < 5.0
 
 
 def test_hyperparameters_are_saved():
