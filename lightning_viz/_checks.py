@@ -43,6 +43,7 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_choices",
+    "check_features",
     "check_float",
     "check_generator",
     "check_images",
@@ -52,8 +53,12 @@ __all__ = [
     "check_maps",
     "check_layer_names",
     "check_neuron",
+    "check_numbers",
+    "check_series",
     "check_str_list",
     "check_target",
+    "check_tensor",
+    "check_unit_range",
     "fail",
 ]
 
@@ -64,12 +69,14 @@ def fail(name: str, allowed: str, value: Any, kind: type[Exception] = ValueError
     raise kind(f"`{name}` must be {allowed}, got {shown}")
 
 
-def _range_text(minimum: float | None, maximum: float | None, strict_min: bool = False) -> str:
+def _range_text(
+    minimum: float | None, maximum: float | None, strict_min: bool = False, strict_max: bool = False
+) -> str:
     parts = []
     if minimum is not None:
         parts.append(f"{'>' if strict_min else '>='} {minimum:g}")
     if maximum is not None:
-        parts.append(f"<= {maximum:g}")
+        parts.append(f"{'<' if strict_max else '<='} {maximum:g}")
     return " and ".join(parts)
 
 
@@ -95,11 +102,13 @@ def check_float(
     minimum: float | None = None,
     maximum: float | None = None,
     positive: bool = False,
+    strict_max: bool = False,
 ) -> float:
-    """A finite real number (not a ``bool``) in ``[minimum, maximum]`` (``> 0`` if ``positive``)."""
+    """A finite real number (not a ``bool``) in ``[minimum, maximum]`` (``> 0`` if ``positive``,
+    ``< maximum`` if ``strict_max``)."""
     if positive:
         minimum = 0.0 if minimum is None else minimum
-    rng = _range_text(minimum, maximum, strict_min=positive)
+    rng = _range_text(minimum, maximum, strict_min=positive, strict_max=strict_max)
     allowed = "a finite number" + (f" {rng}" if rng else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         fail(name, allowed, value, TypeError)
@@ -107,7 +116,7 @@ def check_float(
     if (
         not math.isfinite(v)
         or (minimum is not None and (v < minimum or (positive and v <= minimum)))
-        or (maximum is not None and v > maximum)
+        or (maximum is not None and (v > maximum or (strict_max and v >= maximum)))
     ):
         fail(name, allowed, value)
     return v
@@ -363,37 +372,62 @@ def check_batch_images(images: Any) -> Tensor:
     return images if images.is_floating_point() else images.float()
 
 
-def check_images(inputs: Any, name: str = "inputs") -> Tensor:
-    """A non-empty floating-point image batch ``(N, C, H, W)``."""
+def check_images(
+    inputs: Any,
+    name: str = "inputs",
+    *,
+    channels: Sequence[int] | None = None,
+    allow_uint8: bool = False,
+    unit_range: bool = False,
+    allow_nan: bool = True,
+) -> Tensor:
+    """A non-empty floating-point image batch ``(N, C, H, W)``.
+
+    The keywords add the checks of a picture: ``channels``, the allowed ``C`` (and no
+    axis of size 0); ``allow_uint8``, a ``uint8`` batch is accepted as it is;
+    ``unit_range``, values in ``[0, 1]``; ``allow_nan=False``, no NaN.
+    """
     if not isinstance(inputs, Tensor):
         fail(name, "a torch.Tensor (N, C, H, W)", f"<{type(inputs).__name__}>", TypeError)
     if inputs.dim() != 4 or inputs.shape[0] == 0:
         fail(name, "a non-empty image batch (N, C, H, W)", f"<shape {tuple(inputs.shape)}>")
+    if channels is not None:
+        check_tensor(inputs, name, "(N, C, H, W)", dim=4, channels=channels)
+    if allow_uint8 and inputs.dtype == torch.uint8:
+        return inputs
     if not inputs.is_floating_point():
-        fail(name, "a floating-point tensor", f"<dtype {inputs.dtype}>", TypeError)
-    return inputs
+        what = "a floating-point" + (" or uint8" if allow_uint8 else "") + " tensor"
+        fail(name, what, f"<dtype {inputs.dtype}>", TypeError)
+    if not allow_nan:
+        check_tensor(inputs, name, "(N, C, H, W)", dim=4, allow_nan=False)
+    return check_unit_range(inputs, name) if unit_range else inputs
 
 
-def check_maps(maps: Any, name: str = "maps") -> Tensor:
-    """Floating-point maps ``(N, 1, H, W)``, ``N >= 1``."""
+def check_maps(maps: Any, name: str = "maps", *, allow_nan: bool = True) -> Tensor:
+    """Floating-point maps ``(N, 1, H, W)``, ``N >= 1`` (no axis of size 0 and no NaN when
+    ``allow_nan=False``)."""
     if not isinstance(maps, Tensor):
         fail(name, "a torch.Tensor (N, 1, H, W)", f"<{type(maps).__name__}>", TypeError)
     if not maps.is_floating_point():
         fail(name, "a floating-point tensor", f"<dtype {maps.dtype}>", TypeError)
     if maps.dim() != 4 or maps.shape[1] != 1 or maps.shape[0] == 0:
         fail(name, "of shape (N, 1, H, W)", f"<shape {tuple(maps.shape)}>")
+    if not allow_nan:
+        check_tensor(maps, name, "(N, 1, H, W)", dim=4, allow_nan=False)
     return maps
 
 
-def check_labels(labels: Any, name: str, n: int | None = None) -> Tensor:
-    """Integer class indices ``(N,)`` (``>= 0``), returned as ``long``."""
+def check_labels(
+    labels: Any, name: str, n: int | None = None, *, allow_negative: bool = False
+) -> Tensor:
+    """Integer class indices ``(N,)`` (``>= 0`` unless ``allow_negative``), returned as ``long``."""
     if not isinstance(labels, Tensor):
         fail(name, "a tensor of class indices (N,)", f"<{type(labels).__name__}>", TypeError)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         fail(name, "an integer tensor of class indices", f"<dtype {labels.dtype}>", TypeError)
     if labels.dim() != 1 or (n is not None and labels.numel() != n):
         fail(name, f"of shape ({'N' if n is None else n},)", f"<shape {tuple(labels.shape)}>")
-    if labels.numel() and int(labels.min()) < 0:
+    if not allow_negative and labels.numel() and int(labels.min()) < 0:
         fail(name, "class indices >= 0", labels.tolist())
     return labels.long()
 
@@ -425,3 +459,70 @@ def check_target(target: Any, name: str = "target") -> str | int:
     ):
         fail(name, allowed, target)
     return target if isinstance(target, str) else int(target)
+
+
+def check_tensor(
+    value: Any,
+    name: str,
+    shape: str,
+    *,
+    dim: int,
+    channels: Sequence[int] | None = None,
+    floating: bool = False,
+    allow_nan: bool = True,
+) -> Tensor:
+    """A ``dim``-D tensor without an axis of size 0 (``shape`` names its axes in messages),
+    with ``shape[1]`` in ``channels`` when given, floating-point when ``floating``, and
+    without NaN unless ``allow_nan``."""
+    if not isinstance(value, Tensor):
+        fail(name, f"a torch.Tensor {shape}", f"<{type(value).__name__}>", TypeError)
+    sizes = " with dim 1 of size " + " or ".join(map(str, channels)) if channels else ""
+    if value.dim() != dim or value.numel() == 0 or (channels and value.shape[1] not in channels):
+        fail(name, f"a non-empty tensor {shape}{sizes}", f"<shape {tuple(value.shape)}>")
+    if floating and not value.is_floating_point():
+        fail(name, "a floating-point tensor", f"<dtype {value.dtype}>", TypeError)
+    if not allow_nan and bool(torch.isnan(value).any()):
+        fail(name, "free of NaN", f"<{int(torch.isnan(value).sum())} NaN values>")
+    return value
+
+
+def check_unit_range(value: Tensor, name: str, tol: float = 1e-4) -> Tensor:
+    """Values in ``[0, 1]`` (up to ``tol``); an empty tensor passes."""
+    if value.numel():
+        lo, hi = float(value.min()), float(value.max())
+        if lo < -tol or hi > 1 + tol:
+            fail(name, "in [0, 1]", f"<values in [{lo:.4g}, {hi:.4g}]>")
+    return value
+
+
+def check_features(features: Any, name: str = "features", *, min_rows: int = 1) -> Tensor:
+    """Finite floating-point features ``(N, D)`` with ``N >= min_rows`` and ``D >= 1``."""
+    check_tensor(features, name, "(N, D)", dim=2, floating=True)
+    if features.shape[0] < min_rows:
+        fail(name, f"a tensor (N, D) with N >= {min_rows}", f"<shape {tuple(features.shape)}>")
+    if not bool(torch.isfinite(features).all()):
+        fail(name, "finite", f"<{int((~torch.isfinite(features)).sum())} NaN or infinite values>")
+    return features
+
+
+def check_numbers(values: Any, name: str, *, length: int | None = None) -> list[float]:
+    """A non-empty list of numbers (``length`` of them when given), returned as floats."""
+    what = "a non-empty list of numbers" + (f" ({length} of them)" if length is not None else "")
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        out = None
+    if out is None:
+        fail(name, what, values, TypeError)
+    if not out or (length is not None and len(out) != length):
+        fail(name, what, values)
+    return out
+
+
+def check_series(series: Any, name: str, length: int) -> dict[str, list[float]]:
+    """A non-empty dict ``{label: numbers}`` with ``length`` numbers per label."""
+    if not isinstance(series, dict) or not all(isinstance(k, str) for k in series):
+        fail(name, "a dict of name -> list of numbers", series, TypeError)
+    if not series:
+        fail(name, "a non-empty dict of name -> list of numbers", series)
+    return {k: check_numbers(v, f"{name}[{k!r}]", length=length) for k, v in series.items()}

@@ -34,6 +34,21 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from lightning_viz._checks import (
+    check_bool,
+    check_float,
+    check_images,
+    check_int,
+    check_labels,
+    check_maps,
+    check_numbers,
+    check_series,
+    check_str_list,
+    check_tensor,
+    check_unit_range,
+    fail,
+)
+
 __all__ = [
     "bar_figure",
     "display_scale",
@@ -55,69 +70,7 @@ __all__ = [
 ]
 
 _CAPTION_MARGIN = 2  # px of white space around caption lines
-
-
-# --------------------------------------------------------------------------- checks
-def _check_tensor(x: object, name: str, dim: int, shape: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor {shape}, got {type(x).__name__}")
-    if x.dim() != dim:
-        raise ValueError(f"`{name}` must have shape {shape}, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"`{name}` is empty, shape {tuple(x.shape)}")
-    return x
-
-
-def _check_float(x: Tensor, name: str) -> Tensor:
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}")
-    if bool(torch.isnan(x).any()):
-        raise ValueError(f"`{name}` contains NaN")
-    return x
-
-
-def _check_unit_range(x: Tensor, name: str, tol: float = 1e-4) -> Tensor:
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -tol or hi > 1 + tol:
-        raise ValueError(f"`{name}` must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
-    return x
-
-
-def _check_maps(maps: object, name: str = "maps") -> Tensor:
-    maps = _check_tensor(maps, name, 4, "(N, 1, H, W)")
-    if maps.shape[1] != 1:
-        raise ValueError(
-            f"`{name}` must have one channel (N, 1, H, W), got shape {tuple(maps.shape)}"
-        )
-    return _check_float(maps, name)
-
-
-def _check_images(images: object, name: str = "images", allow_uint8: bool = False) -> Tensor:
-    images = _check_tensor(images, name, 4, "(N, C, H, W)")
-    if images.shape[1] not in (1, 3):
-        raise ValueError(
-            f"`{name}` must have 1 or 3 channels (N, C, H, W), got shape {tuple(images.shape)}"
-        )
-    if allow_uint8 and images.dtype == torch.uint8:
-        return images
-    _check_float(images, name)
-    return _check_unit_range(images, name)
-
-
-def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_str_list(values: object, name: str, length: int) -> list[str]:
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-        raise TypeError(f"`{name}` must be a list of str, got {values!r}")
-    if len(values) != length:
-        raise ValueError(f"`{name}` must have {length} entries, got {len(values)}: {values!r}")
-    return list(values)
+_PICTURE = {"channels": (1, 3), "unit_range": True, "allow_nan": False}  # what can be drawn
 
 
 def _symmetric(w: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -150,13 +103,10 @@ def normalize_maps(maps: Tensor, *, percentile: float = 99.5) -> Tensor:
         ValueError: Wrong shape, NaN or negative values, or ``percentile``
             outside ``(0, 100]``.
     """
-    maps = _check_maps(maps)
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
-        raise TypeError(f"`percentile` must be a number, got {percentile!r}")
-    if not 0 < percentile <= 100:
-        raise ValueError(f"`percentile` must lie in (0, 100], got {percentile}")
+    maps = check_maps(maps, allow_nan=False)
+    percentile = check_float(percentile, "percentile", maximum=100, positive=True)
     if float(maps.min()) < 0:
-        raise ValueError(f"`maps` must be non-negative, got minimum {float(maps.min()):.4g}")
+        fail("maps", "non-negative", f"<minimum {float(maps.min()):.4g}>")
     flat = maps.flatten(1).float()  # (N, H*W)
     if percentile == 100:
         robust = flat.amax(dim=1)
@@ -174,11 +124,10 @@ def normalize_maps(maps: Tensor, *, percentile: float = 99.5) -> Tensor:
 
 def _lut(cmap: str, device: torch.device) -> Tensor:
     if not isinstance(cmap, str):
-        raise TypeError(f"`cmap` must be a matplotlib colormap name, got {cmap!r}")
-    try:
-        colormap = matplotlib.colormaps[cmap]
-    except KeyError:
-        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from None
+        fail("cmap", "a matplotlib colormap name", cmap, TypeError)
+    if cmap not in matplotlib.colormaps:
+        fail("cmap", "a matplotlib colormap name", cmap)
+    colormap = matplotlib.colormaps[cmap]
     rgba = colormap(np.arange(colormap.N))  # (N, 4) float64 in [0, 1]
     return torch.as_tensor(rgba[:, :3], dtype=torch.float32, device=device)
 
@@ -201,8 +150,7 @@ def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
         TypeError: ``maps`` is not a floating-point tensor or ``cmap`` not a str.
         ValueError: Wrong shape, values outside ``[0, 1]`` or an unknown colormap.
     """
-    maps = _check_maps(maps)
-    _check_unit_range(maps, "maps")
+    maps = check_unit_range(check_maps(maps, allow_nan=False), "maps")
     lut = _lut(cmap, maps.device)  # (K, 3)
     k = lut.shape[0]
     # matplotlib: index = floor(x * K), with x == 1 mapped to K - 1
@@ -224,14 +172,8 @@ def to_rgb(images: Tensor) -> Tensor:
         TypeError: ``images`` is not a tensor.
         ValueError: Not 4-D, or ``C`` not 1 or 3.
     """
-    images = _check_tensor(images, "images", 4, "(N, C, H, W)")
-    if images.shape[1] == 3:
-        return images
-    if images.shape[1] == 1:
-        return images.repeat(1, 3, 1, 1)
-    raise ValueError(
-        f"`images` must have 1 or 3 channels (N, C, H, W), got shape {tuple(images.shape)}"
-    )
+    images = check_tensor(images, "images", "(N, C, H, W)", dim=4, channels=(1, 3))
+    return images if images.shape[1] == 3 else images.repeat(1, 3, 1, 1)
 
 
 def overlay(images: Tensor, maps: Tensor, *, alpha: float = 0.5, cmap: str = "jet") -> Tensor:
@@ -251,18 +193,11 @@ def overlay(images: Tensor, maps: Tensor, *, alpha: float = 0.5, cmap: str = "je
         TypeError: Non-tensor or non-float inputs, ``alpha`` not a number.
         ValueError: Wrong shapes, batch sizes differ, values outside ``[0, 1]``.
     """
-    images = _check_images(images)
-    maps = _check_maps(maps)
-    _check_unit_range(maps, "maps")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"`alpha` must be a number, got {alpha!r}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"`alpha` must lie in [0, 1], got {alpha}")
+    images = check_images(images, "images", **_PICTURE)
+    maps = check_unit_range(check_maps(maps, allow_nan=False), "maps")
+    alpha = check_float(alpha, "alpha", minimum=0, maximum=1)
     if maps.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"`maps` and `images` must have the same batch size, got {maps.shape[0]} and "
-            f"{images.shape[0]}"
-        )
+        fail("maps", f"one map per image ({images.shape[0]})", f"<shape {tuple(maps.shape)}>")
     maps = maps.to(images.device)
     if maps.shape[-2:] != images.shape[-2:]:
         maps = F.interpolate(
@@ -276,7 +211,7 @@ def overlay(images: Tensor, maps: Tensor, *, alpha: float = 0.5, cmap: str = "je
 # --------------------------------------------------------------------------- grids
 def to_uint8(images: Tensor) -> Tensor:
     """Float images in ``[0, 1]`` (or ``uint8``) -> ``uint8`` ``(N, C, H, W)`` (rounded)."""
-    images = _check_images(images, allow_uint8=True)
+    images = check_images(images, "images", allow_uint8=True, **_PICTURE)
     if images.dtype == torch.uint8:
         return images
     return (images.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
@@ -407,15 +342,13 @@ def image_grid(
         ValueError: Wrong shapes, float values outside ``[0, 1]``, a caption count
             that does not match, non-positive ``nrow``/``scale``.
     """
-    images = _check_images(images, allow_uint8=True)
-    nrow = _check_positive_int(nrow, "nrow")
-    scale = _check_positive_int(scale, "scale")
-    padding = _check_positive_int(padding, "padding", minimum=0)
-    if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)):
-        raise TypeError(f"`pad_value` must be a number, got {pad_value!r}")
+    images = check_images(images, "images", allow_uint8=True, **_PICTURE)
+    nrow = check_int(nrow, "nrow", minimum=1)
+    scale = check_int(scale, "scale", minimum=1)
+    padding = check_int(padding, "padding", minimum=0)
+    pad_value = check_float(pad_value, "pad_value")
     n = images.shape[0]
-    if captions is not None:
-        captions = _check_str_list(captions, "captions", n)
+    captions = check_str_list(captions, "captions", length=n)
     tiles = _tiles(images, scale)
     cells: list[list[np.ndarray | None]] = []
     caps: list[list[str]] | None = [] if captions is not None else None
@@ -462,20 +395,20 @@ def rows_grid(
             or an invalid image tensor.
     """
     if not isinstance(rows, (list, tuple)) or not all(isinstance(r, Tensor) for r in rows):
-        raise TypeError(f"`rows` must be a list of (N, C, H, W) tensors, got {type(rows).__name__}")
+        fail("rows", "a list of (N, C, H, W) tensors", f"<{type(rows).__name__}>", TypeError)
     if len(rows) == 0:
-        raise ValueError("`rows` is an empty list")
-    scale = _check_positive_int(scale, "scale")
-    padding = _check_positive_int(padding, "padding", minimum=0)
-    checked = [_check_images(r, f"rows[{i}]", allow_uint8=True) for i, r in enumerate(rows)]
+        fail("rows", "a non-empty list of (N, C, H, W) tensors", rows)
+    scale = check_int(scale, "scale", minimum=1)
+    padding = check_int(padding, "padding", minimum=0)
+    checked = [
+        check_images(r, f"rows[{i}]", allow_uint8=True, **_PICTURE) for i, r in enumerate(rows)
+    ]
     n = checked[0].shape[0]
     sizes = [r.shape[0] for r in checked]
     if any(s != n for s in sizes):
-        raise ValueError(f"every row must have the same number of images, got {sizes}")
-    if captions is not None:
-        captions = _check_str_list(captions, "captions", n)
-    if row_labels is not None:
-        row_labels = _check_str_list(row_labels, "row_labels", len(checked))
+        fail("rows", "tensors with the same number of images", f"<{sizes} images>")
+    captions = check_str_list(captions, "captions", length=n)
+    row_labels = check_str_list(row_labels, "row_labels", length=len(checked))
     hw = checked[0].shape[-2:]
     cells: list[list[np.ndarray | None]] = []
     for r in checked:
@@ -539,20 +472,18 @@ def filter_tiles(
         ValueError: ``weight`` not 4-D; ``max_filters < 1``;
             ``per_input_channel=False`` with ``I`` not 1 or 3.
     """
-    weight = _check_float(_check_tensor(weight, "weight", 4, "(O, I, kh, kw)"), "weight")
-    max_filters = _check_positive_int(max_filters, "max_filters")
-    if per_input_channel is not None and not isinstance(per_input_channel, bool):
-        raise TypeError(f"`per_input_channel` must be a bool or None, got {per_input_channel!r}")
+    weight = check_tensor(weight, "weight", "(O, I, kh, kw)", dim=4, floating=True, allow_nan=False)
+    max_filters = check_int(max_filters, "max_filters", minimum=1)
+    if per_input_channel is not None:
+        check_bool(per_input_channel, "per_input_channel")
     o, i = weight.shape[:2]
     if per_input_channel is None:
         per_input_channel = i not in (1, 3)
     w = weight.detach().float()
     if not per_input_channel:
         if i not in (1, 3):
-            raise ValueError(
-                f"per_input_channel=False needs 1 or 3 input channels, got weight shape "
-                f"{tuple(weight.shape)}"
-            )
+            what = f"True or None for a weight {tuple(weight.shape)} (False needs 1 or 3 inputs)"
+            fail("per_input_channel", what, per_input_channel)
         w = w[:max_filters]
         return _symmetric(w, (1, 2, 3))
     n_filters = min(o, math.ceil(max_filters / i))
@@ -577,19 +508,16 @@ def linear_templates(weight: Tensor, image_shape: Sequence[int]) -> Tensor:
         TypeError: ``weight`` is not a float tensor or ``image_shape`` not ints.
         ValueError: ``weight`` not 2-D, or ``C*H*W`` differs from its ``in_features``.
     """
-    weight = _check_float(_check_tensor(weight, "weight", 2, "(K, C*H*W)"), "weight")
+    weight = check_tensor(weight, "weight", "(K, C*H*W)", dim=2, floating=True, allow_nan=False)
     if (
         not isinstance(image_shape, (list, tuple, torch.Size))
         or len(image_shape) != 3
         or not all(isinstance(s, int) and not isinstance(s, bool) for s in image_shape)
     ):
-        raise TypeError(f"`image_shape` must be a (C, H, W) tuple of ints, got {image_shape!r}")
+        fail("image_shape", "a (C, H, W) tuple of ints", image_shape, TypeError)
     c, h, w_ = image_shape
     if c * h * w_ != weight.shape[1]:
-        raise ValueError(
-            f"`image_shape` {tuple(image_shape)} has {c * h * w_} elements but the weight has "
-            f"{weight.shape[1]} input features"
-        )
+        fail("image_shape", f"(C, H, W) with C*H*W = {weight.shape[1]}", tuple(image_shape))
     w = weight.detach().float().reshape(weight.shape[0], c, h, w_)
     return _symmetric(w, (1, 2, 3))
 
@@ -609,8 +537,10 @@ def feature_maps(activation: Tensor, *, max_channels: int = 32) -> Tensor:
         TypeError: ``activation`` is not a float tensor.
         ValueError: ``activation`` not 3-D or ``max_channels < 1``.
     """
-    activation = _check_float(_check_tensor(activation, "activation", 3, "(C, H, W)"), "activation")
-    max_channels = _check_positive_int(max_channels, "max_channels")
+    activation = check_tensor(
+        activation, "activation", "(C, H, W)", dim=3, floating=True, allow_nan=False
+    )
+    max_channels = check_int(max_channels, "max_channels", minimum=1)
     a = activation.detach()[:max_channels].float()  # (M, H, W)
     lo = a.amin(dim=(1, 2), keepdim=True)
     rng = a.amax(dim=(1, 2), keepdim=True) - lo
@@ -633,16 +563,14 @@ def sprite_thumb_size(
     Raises:
         ValueError: ``n < 1`` or the sprite limit leaves less than one pixel.
     """
-    n = _check_positive_int(n, "n")
-    max_sprite_px = _check_positive_int(max_sprite_px, "max_sprite_px")
-    max_thumb = _check_positive_int(max_thumb, "max_thumb")
+    n = check_int(n, "n", minimum=1)
+    max_sprite_px = check_int(max_sprite_px, "max_sprite_px", minimum=1)
+    max_thumb = check_int(max_thumb, "max_thumb", minimum=1)
     h, w = int(image_hw[0]), int(image_hw[1])
     per_side = math.ceil(math.sqrt(n))
     side = min(max(h, w), max_thumb, max_sprite_px // per_side)
     if side < 1:
-        raise ValueError(
-            f"{n} thumbnails do not fit a {max_sprite_px}-px sprite ({per_side} per side)"
-        )
+        fail("max_sprite_px", f">= {per_side} to fit {n} thumbnails", max_sprite_px)
     ratio = side / max(h, w)
     return max(1, math.floor(h * ratio + 1e-9)), max(1, math.floor(w * ratio + 1e-9))
 
@@ -665,7 +593,7 @@ def sprite_images(images: Tensor, *, max_sprite_px: int = 8192, max_thumb: int =
         ValueError: Wrong shape, values outside ``[0, 1]``, too many images for the
             sprite.
     """
-    images = _check_images(images)
+    images = check_images(images, "images", **_PICTURE)
     h, w = sprite_thumb_size(
         images.shape[0], tuple(images.shape[-2:]), max_sprite_px=max_sprite_px, max_thumb=max_thumb
     )
@@ -678,31 +606,6 @@ def sprite_images(images: Tensor, *, max_sprite_px: int = 8192, max_thumb: int =
 
 
 # --------------------------------------------------------------------------- figures
-def _check_labels_list(values: object, name: str) -> list[str]:
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-        raise TypeError(f"`{name}` must be a list of str, got {values!r}")
-    return list(values)
-
-
-def _check_series(series: object, length: int, what: str) -> dict[str, list[float]]:
-    if not isinstance(series, dict) or not all(isinstance(k, str) for k in series):
-        raise TypeError(f"`series` must be a dict of name -> list of numbers, got {series!r}")
-    if not series:
-        raise ValueError("`series` is empty")
-    out = {}
-    for name, values in series.items():
-        try:
-            vals = [float(v) for v in values]
-        except (TypeError, ValueError):
-            raise TypeError(f"series {name!r} must be a list of numbers, got {values!r}") from None
-        if len(vals) != length:
-            raise ValueError(
-                f"series {name!r} has {len(vals)} values for {length} {what}: {values!r}"
-            )
-        out[name] = vals
-    return out
-
-
 def line_figure(
     x: Sequence[float],
     series: dict[str, list[float]],
@@ -730,17 +633,9 @@ def line_figure(
         TypeError: Non-numeric values or wrong container types.
         ValueError: Empty ``x``/``series`` or mismatched lengths.
     """
-    try:
-        xs = [float(v) for v in x]
-    except (TypeError, ValueError):
-        raise TypeError(f"`x` must be a list of numbers, got {x!r}") from None
-    if not xs:
-        raise ValueError("`x` is empty")
-    data = _check_series(series, len(xs), "x values")
-    if xticklabels is not None:
-        xticklabels = _check_labels_list(xticklabels, "xticklabels")
-        if len(xticklabels) != len(xs):
-            raise ValueError(f"`xticklabels` has {len(xticklabels)} entries for {len(xs)} x values")
+    xs = check_numbers(x, "x")
+    data = check_series(series, "series", len(xs))
+    xticklabels = check_str_list(xticklabels, "xticklabels", length=len(xs))
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     for name, ys in data.items():
@@ -780,10 +675,10 @@ def bar_figure(
         TypeError: Wrong container types or non-numeric values.
         ValueError: Empty ``categories``/``series`` or mismatched lengths.
     """
-    cats = _check_labels_list(categories, "categories")
+    cats = check_str_list(categories, "categories", optional=False)
     if not cats:
-        raise ValueError("`categories` is empty")
-    data = _check_series(series, len(cats), "categories")
+        fail("categories", "a non-empty list of strings", cats)
+    data = check_series(series, "series", len(cats))
     fig = Figure(figsize=(max(6.0, 0.6 * len(cats) * max(1, len(data)) / 2), 4.0))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(data)
@@ -826,24 +721,17 @@ def scatter_figure(
         TypeError: Non-tensor inputs, float labels, bad ``class_names``.
         ValueError: Wrong shapes, mismatched lengths, a label without a name.
     """
-    points = _check_float(_check_tensor(points, "points", 2, "(N, 2)"), "points")
-    if points.shape[1] != 2:
-        raise ValueError(f"`points` must have shape (N, 2), got shape {tuple(points.shape)}")
-    labels = _check_tensor(labels, "labels", 1, "(N,)")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"`labels` must be an integer tensor, got dtype {labels.dtype}")
-    if labels.shape[0] != points.shape[0]:
-        raise ValueError(f"`labels` has {labels.shape[0]} entries for {points.shape[0]} points")
+    points = check_tensor(
+        points, "points", "(N, 2)", dim=2, channels=(2,), floating=True, allow_nan=False
+    )
+    labels = check_labels(labels, "labels", points.shape[0], allow_negative=True)
     pts = points.detach().float().cpu().numpy()
     lab = labels.detach().cpu().numpy()
     classes = sorted(int(c) for c in np.unique(lab))
     if class_names is not None:
-        class_names = _check_labels_list(class_names, "class_names")
+        class_names = check_str_list(class_names, "class_names")
         if classes[0] < 0 or classes[-1] >= len(class_names):
-            raise ValueError(
-                f"labels {classes} need a name each but `class_names` has "
-                f"{len(class_names)} entries"
-            )
+            fail("class_names", f"a name for each label in {classes}", class_names)
     cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
     fig = Figure(figsize=(6.0, 5.0))
     ax = fig.add_subplot(1, 1, 1)
@@ -866,7 +754,7 @@ def figure_to_image(fig: Figure) -> Tensor:
         TypeError: ``fig`` is not a :class:`matplotlib.figure.Figure`.
     """
     if not isinstance(fig, Figure):
-        raise TypeError(f"`fig` must be a matplotlib.figure.Figure, got {type(fig).__name__}")
+        fail("fig", "a matplotlib.figure.Figure", f"<{type(fig).__name__}>", TypeError)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())  # (H, W, 4)

@@ -90,15 +90,3 @@ class WatchesRegressions:
     def best(self) -> dict[str, float]:
         """Best value so far of each watched metric (saved in ``state_dict``)."""
         return self._watch.best
-
-    @best.setter
-    def best(self, value: dict[str, float]) -> None:
-        self._watch.best = dict(value)
-
-    @property
-    def _warned(self) -> dict[str, float]:
-        return self._watch.warned
-
-    @_warned.setter
-    def _warned(self, value: dict[str, float]) -> None:
-        self._watch.warned = dict(value)

@@ -6,23 +6,27 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_viz._checks import check_int
+
 __all__ = ["SeededDataModule"]
 
 
 class SeededDataModule(pl.LightningDataModule):
     """A datamodule whose loaders draw only from a private, seeded generator.
 
-    Subclasses set ``seed``, ``batch_size``, ``num_workers`` and build
-    ``train_dataset``/``val_dataset`` in ``setup``. The generator drives the shuffle
+    Subclasses pass ``batch_size``, ``num_workers`` and ``seed`` (checked here) and
+    build ``train_dataset``/``val_dataset`` in ``setup``. The generator drives the shuffle
     and the workers' base seed, so iterating the loaders never draws from the global
     RNG (a run with and without observers sees the same random numbers).
     """
 
-    seed: int
-    batch_size: int
-    num_workers: int
-    train_dataset: Dataset | None
-    val_dataset: Dataset | None
+    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+        super().__init__()
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self.num_workers = check_int(num_workers, "num_workers", minimum=0)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:

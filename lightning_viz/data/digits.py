@@ -9,8 +9,8 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lightning_viz._checks import check_float, check_int
 from lightning_viz.data._loaders import SeededDataModule
-from lightning_viz.data.shapes import _check_fraction, _check_int
 
 __all__ = ["DigitsDataModule", "DigitsDataset"]
 
@@ -78,26 +78,14 @@ class DigitsDataModule(SeededDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        _check_int(image_size, "image_size", 8)
-        _check_fraction(val_fraction, "val_fraction")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"`val_fraction` must be in (0, 1), got {val_fraction!r}")
-        _check_fraction(mask_threshold, "mask_threshold")
-        if mask_threshold >= 1.0:
-            raise ValueError(f"`mask_threshold` must be in [0, 1), got {mask_threshold!r}")
-        _check_int(batch_size, "batch_size", 1)
-        _check_int(num_workers, "num_workers", 0)
-        _check_int(seed, "seed", 0)
+        super().__init__(batch_size, num_workers, seed)
+        check_int(image_size, "image_size", minimum=8)
+        check_float(val_fraction, "val_fraction", maximum=1, positive=True, strict_max=True)
+        check_float(mask_threshold, "mask_threshold", minimum=0, maximum=1, strict_max=True)
         self.save_hyperparameters()
         self.image_size = image_size
         self.val_fraction = float(val_fraction)
         self.mask_threshold = float(mask_threshold)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.train_dataset: DigitsDataset | None = None
-        self.val_dataset: DigitsDataset | None = None
 
     @property
     def num_classes(self) -> int:

@@ -11,17 +11,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from lightning_viz._checks import check_choice, check_float, check_int, fail
+
 __all__ = ["MODEL_NAMES", "LitClassifier", "SmallCNN", "build_model", "resnet18_small"]
 
 MODEL_NAMES: tuple[str, ...] = ("small", "resnet18")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-
-
-def _check_positive_int(value: object, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {value!r}")
 
 
 def _stage(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
@@ -56,9 +51,9 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int = 5, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
-        _check_positive_int(num_classes, "num_classes")
-        _check_positive_int(in_channels, "in_channels")
-        _check_positive_int(width, "width")
+        check_int(num_classes, "num_classes", minimum=1)
+        check_int(in_channels, "in_channels", minimum=1)
+        check_int(width, "width", minimum=1)
         self.block1 = _stage(in_channels, width, pool=True)
         self.block2 = _stage(width, 2 * width, pool=True)
         self.block3 = _stage(2 * width, 4 * width, pool=False)
@@ -87,8 +82,8 @@ def resnet18_small(num_classes: int, in_channels: int = 3) -> nn.Module:
     Returns:
         The model; the classifier is ``fc`` and the last conv stage ``layer4``.
     """
-    _check_positive_int(num_classes, "num_classes")
-    _check_positive_int(in_channels, "in_channels")
+    check_int(num_classes, "num_classes", minimum=1)
+    check_int(in_channels, "in_channels", minimum=1)
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -111,11 +106,9 @@ def build_model(name: str, num_classes: int = 5, in_channels: int = 3) -> nn.Mod
     Raises:
         ValueError: If ``name`` is unknown; the message lists the valid names.
     """
-    if name == "small":
+    if check_choice(name, "name", MODEL_NAMES) == "small":
         return SmallCNN(num_classes=num_classes, in_channels=in_channels)
-    if name == "resnet18":
-        return resnet18_small(num_classes=num_classes, in_channels=in_channels)
-    raise ValueError(f"Unknown model name {name!r}; valid names: {list(MODEL_NAMES)}")
+    return resnet18_small(num_classes=num_classes, in_channels=in_channels)
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
@@ -124,10 +117,8 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
         return batch["image"], batch["label"]
     if isinstance(batch, list | tuple) and len(batch) >= 2:
         return batch[0], batch[1]
-    raise TypeError(
-        "Expected a batch (images, labels[, masks]) or a dict with 'image' and 'label', "
-        f"got {type(batch).__name__}"
-    )
+    what = "(images, labels[, masks]) or a dict with 'image' and 'label'"
+    fail("batch", what, f"<{type(batch).__name__}>", TypeError)
 
 
 class LitClassifier(pl.LightningModule):
@@ -149,7 +140,7 @@ class LitClassifier(pl.LightningModule):
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9). Default: ``"adam"``.
 
     Raises:
-        TypeError: If ``model`` is not an ``nn.Module`` or ``None``.
+        TypeError: If ``model`` is not an ``nn.Module`` or ``None``, or ``lr`` not a number.
         ValueError: If ``lr``, ``model_name`` or ``optimizer`` are invalid.
     """
 
@@ -164,15 +155,14 @@ class LitClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         if model is not None and not isinstance(model, nn.Module):
-            raise TypeError(f"`model` must be an nn.Module or None, got {type(model).__name__}")
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-            raise ValueError(f"`lr` must be a positive float, got {lr!r}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"Unknown optimizer {optimizer!r}; valid names: {list(OPTIMIZERS)}")
+            fail("model", "an nn.Module or None", f"<{type(model).__name__}>", TypeError)
+        check_float(lr, "lr", positive=True)
+        check_choice(optimizer, "optimizer", OPTIMIZERS)
         self.save_hyperparameters(ignore=["model"])
-        self.model = (
-            model if model is not None else build_model(model_name, num_classes, in_channels)
-        )
+        if model is None:
+            model_name = check_choice(model_name, "model_name", MODEL_NAMES)
+            model = build_model(model_name, num_classes, in_channels)
+        self.model = model
         self.lr = float(lr)
         self.optimizer_name = optimizer
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lightning_viz._checks import check_float, check_int, fail
 from lightning_viz.data._loaders import SeededDataModule
 
 __all__ = [
@@ -245,34 +246,20 @@ def _render(
 
 
 def _as_index_array(values: Tensor | Sequence[int], name: str) -> np.ndarray:
+    what = f"a list of ints or a 1-D integer tensor, in [0, {MAX_CLASSES - 1}]"
     if isinstance(values, Tensor):
         if values.dtype.is_floating_point or values.dtype == torch.bool or values.dim() != 1:
-            raise TypeError(f"`{name}` must be a 1-D integer tensor, got {values!r}")
+            fail(name, what, values, TypeError)
         array = values.detach().cpu().numpy().astype(np.int64)
     elif isinstance(values, Sequence) and not isinstance(values, str):
         if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
-            raise TypeError(f"`{name}` must contain ints, got {values!r}")
+            fail(name, what, values, TypeError)
         array = np.asarray(values, dtype=np.int64).reshape(-1)
     else:
-        raise TypeError(f"`{name}` must be a list of ints or a 1-D tensor, got {values!r}")
+        fail(name, what, values, TypeError)
     if array.size and (array.min() < 0 or array.max() >= MAX_CLASSES):
-        raise ValueError(f"`{name}` values must be in [0, {MAX_CLASSES - 1}], got {values!r}")
+        fail(name, what, values)
     return array
-
-
-def _check_int(value: object, name: str, minimum: int, maximum: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"`{name}` must be {bound}, got {value!r}")
-
-
-def _check_fraction(value: object, name: str) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a float, got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1], got {value!r}")
 
 
 def draw_shapes(
@@ -315,13 +302,11 @@ def draw_shapes(
     s = _as_index_array(shapes, "shapes")
     t = _as_index_array(textures, "textures")
     b = _as_index_array(backgrounds, "backgrounds")
-    if not len(s) == len(t) == len(b):
-        raise ValueError(
-            "`shapes`, `textures` and `backgrounds` must have the same length, got "
-            f"{len(s)}, {len(t)} and {len(b)}"
-        )
-    _check_int(image_size, "image_size", 16)
-    _check_int(seed, "seed", 0)
+    for name, array in (("textures", t), ("backgrounds", b)):
+        if len(array) != len(s):
+            fail(name, f"as long as `shapes` ({len(s)})", f"<{len(array)} indices>")
+    check_int(image_size, "image_size", minimum=16)
+    check_int(seed, "seed", minimum=0)
     return _render(s, t, b, image_size, np.random.default_rng(seed))
 
 
@@ -451,16 +436,13 @@ class ShapesTexturesDataModule(SeededDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        _check_int(num_classes, "num_classes", 2, MAX_CLASSES)
-        _check_int(image_size, "image_size", 16)
-        _check_int(train_size, "train_size", 1)
-        _check_int(val_size, "val_size", 1)
-        _check_fraction(texture_correlation, "texture_correlation")
-        _check_fraction(background_correlation, "background_correlation")
-        _check_int(batch_size, "batch_size", 1)
-        _check_int(num_workers, "num_workers", 0)
-        _check_int(seed, "seed", 0)
+        super().__init__(batch_size, num_workers, seed)
+        check_int(num_classes, "num_classes", minimum=2, maximum=MAX_CLASSES)
+        check_int(image_size, "image_size", minimum=16)
+        check_int(train_size, "train_size", minimum=1)
+        check_int(val_size, "val_size", minimum=1)
+        check_float(texture_correlation, "texture_correlation", minimum=0, maximum=1)
+        check_float(background_correlation, "background_correlation", minimum=0, maximum=1)
         self.save_hyperparameters()
         self._num_classes = num_classes
         self.image_size = image_size
@@ -468,11 +450,6 @@ class ShapesTexturesDataModule(SeededDataModule):
         self.val_size = val_size
         self.texture_correlation = float(texture_correlation)
         self.background_correlation = float(background_correlation)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.train_dataset: ShapesTexturesDataset | None = None
-        self.val_dataset: ShapesTexturesDataset | None = None
 
     @property
     def num_classes(self) -> int:

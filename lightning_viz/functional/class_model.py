@@ -55,12 +55,12 @@ def class_model(
     lr: float = 0.05,
     l2_decay: float = 0.01,
     jitter: int = 2,
+    generator: torch.Generator | None = None,
     blur_every: int = 4,
     blur_sigma: float = 0.5,
     grad_clip: float = 3.0,
     pixel_clip: float = 0.05,
     neuron: tuple[str | nn.Module, int | Sequence[int]] | None = None,
-    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Class-model visualization: images that maximize a class score (Simonyan,
     Vedaldi and Zisserman, "Deep Inside Convolutional Networks", ICLR 2014 workshop),
@@ -96,6 +96,8 @@ def class_model(
         l2_decay: Fraction of ``x - center`` removed per step, in ``[0, 1)``.
             Default: ``0.01``.
         jitter: Maximum random shift in pixels (0: none). Default: ``2``.
+        generator: Private RNG for the start noise and jitter; the global RNG is
+            never used. Default: a generator seeded with 0.
         blur_every: Blur every that many steps (0: never). Default: ``4``.
         blur_sigma: Blur standard deviation in pixels. Default: ``0.5``.
         grad_clip: Clip of the RMS-normalized gradient (> 0). Default: ``3.0``.
@@ -104,8 +106,6 @@ def class_model(
         neuron: ``(layer, channel)`` — maximize the mean activation of ``channel``
             (an int, or several channels: one image each) of ``layer`` (a module or
             its dotted name) instead of a class score. Default: ``None``.
-        generator: Private RNG for the start noise and jitter; the global RNG is
-            never used. Default: a generator seeded with 0.
 
     Returns:
         ``(K, C, H, W)`` images in ``[0, 1]`` (one per class, or per channel with

@@ -17,51 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_viz._checks import check_features, check_float, check_int, check_labels
+
 __all__ = ["knn_accuracy", "pca", "silhouette", "tsne"]
 
 _CDIST_CHUNK = 1024  # query rows per torch.cdist call
-
-
-def _check_features(features: object, name: str = "features", min_rows: int = 1) -> Tensor:
-    if not isinstance(features, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor (N, D), got {type(features).__name__}")
-    if not features.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {features.dtype}")
-    if features.dim() != 2:
-        raise ValueError(f"`{name}` must have shape (N, D), got shape {tuple(features.shape)}")
-    if features.shape[0] < min_rows or features.shape[1] < 1:
-        raise ValueError(
-            f"`{name}` needs at least {min_rows} rows and 1 column, got shape "
-            f"{tuple(features.shape)}"
-        )
-    if not bool(torch.isfinite(features).all()):
-        raise ValueError(f"`{name}` contains NaN or infinite values")
-    return features
-
-
-def _check_labels(labels: object, n: int) -> Tensor:
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"`labels` must be a torch.Tensor (N,), got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"`labels` must be an integer tensor, got dtype {labels.dtype}")
-    if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(f"`labels` must have shape ({n},), got shape {tuple(labels.shape)}")
-    return labels
-
-
-def _check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"`{name}` must be {bound}, got {value}")
-    return value
 
 
 def pca(features: Tensor, dim: int = 2) -> Tensor:
@@ -84,9 +48,9 @@ def pca(features: Tensor, dim: int = 2) -> Tensor:
         TypeError: ``features`` is not a float tensor or ``dim`` not an int.
         ValueError: Wrong shape, non-finite values, or ``dim`` out of range.
     """
-    features = _check_features(features, min_rows=2)
+    features = check_features(features, min_rows=2)
     n, d = features.shape
-    dim = _check_int(dim, "dim", 1, min(n, d))
+    dim = check_int(dim, "dim", minimum=1, maximum=min(n, d))
     x = features.detach()
     work = x.double() if x.dtype == torch.float64 else x.float()
     xc = work - work.mean(dim=0, keepdim=True)  # (N, D)
@@ -131,14 +95,11 @@ def tsne(
         ValueError: Wrong shape, non-finite values, ``N < 2``, or
             non-positive ``dim``/``perplexity``/``pca_dim``.
     """
-    features = _check_features(features, min_rows=2)
-    dim = _check_int(dim, "dim", 1)
-    seed = _check_int(seed, "seed", 0)
-    pca_dim = _check_int(pca_dim, "pca_dim", 1)
-    if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)):
-        raise TypeError(f"`perplexity` must be a number, got {perplexity!r}")
-    if not perplexity > 0 or not math.isfinite(perplexity):
-        raise ValueError(f"`perplexity` must be a positive number, got {perplexity}")
+    features = check_features(features, min_rows=2)
+    dim = check_int(dim, "dim", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    pca_dim = check_int(pca_dim, "pca_dim", minimum=1)
+    perplexity = check_float(perplexity, "perplexity", positive=True)
     n, d = features.shape
     x = features.detach().float()
     if d > pca_dim:
@@ -195,10 +156,10 @@ def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
         TypeError: Wrong argument types.
         ValueError: Wrong shapes, non-finite values, or ``k`` out of range.
     """
-    features = _check_features(features, min_rows=2)
+    features = check_features(features, min_rows=2)
     n = features.shape[0]
-    labels = _check_labels(labels, n)
-    k = _check_int(k, "k", 1, n - 1)
+    labels = check_labels(labels, "labels", n, allow_negative=True)
+    k = check_int(k, "k", minimum=1, maximum=n - 1)
     x = features.detach().float()
     _, lab = torch.unique(labels.to(x.device), return_inverse=True)  # contiguous 0..L-1
     n_labels = int(lab.max()) + 1
@@ -242,9 +203,9 @@ def silhouette(features: Tensor, labels: Tensor, *, chunk_size: int = 2048) -> f
         TypeError: Wrong argument types.
         ValueError: Wrong shapes or non-finite values.
     """
-    features = _check_features(features)
-    labels = _check_labels(labels, features.shape[0])
-    chunk_size = _check_int(chunk_size, "chunk_size", 1)
+    features = check_features(features)
+    labels = check_labels(labels, "labels", features.shape[0], allow_negative=True)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     n = features.shape[0]
     _, inverse = torch.unique(labels.detach(), return_inverse=True)
     n_labels = int(inverse.max()) + 1

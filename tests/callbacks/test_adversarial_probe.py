@@ -189,14 +189,14 @@ def test_early_stopping_and_checkpoint_monitor_robust_accuracy(tmp_path):
 
 def test_state_dict_round_trip():
     cb = probe_cb()
-    cb.best = {"pgd_acc@8/255": 0.5, "fgsm_acc@8/255": 0.75}
-    cb._warned = {"pgd_acc@8/255": 0.25}
+    cb._watch.best = {"pgd_acc@8/255": 0.5, "fgsm_acc@8/255": 0.75}
+    cb._watch.warned = {"pgd_acc@8/255": 0.25}
     state = cb.state_dict()
     other = probe_cb()
     other.load_state_dict(state)
-    assert other.best == cb.best and other._warned == cb._warned
+    assert other.best == cb.best and other._watch.warned == cb._watch.warned
     other.load_state_dict({})  # an old checkpoint without these keys
-    assert other.best == {} and other._warned == {}
+    assert other.best == {} and other._watch.warned == {}
     assert probe_cb().state_key == other.state_key
     assert probe_cb(eps=(1 / 255,)).state_key != other.state_key
 

@@ -113,7 +113,9 @@ def test_build_model():
     assert build_model("small", 4, 1).fc.out_features == 4
     resnet = build_model("resnet18", num_classes=3)
     assert resnet.fc.out_features == 3 and resnet.conv1.in_channels == 3
-    with pytest.raises(ValueError, match=r"'vgg'.*\['small', 'resnet18'\]"):
+    with pytest.raises(
+        ValueError, match=r"`name` must be one of \['small', 'resnet18'\], got 'vgg'"
+    ):
         build_model("vgg")
 
 
@@ -135,7 +137,7 @@ def test_lit_classifier_loss_and_batch_formats():
     for batch in ((x, y), (x, y, mask), [x, y, mask], {"image": x, "label": y}):
         loss = lit.training_step(batch, 0).detach()
         assert math.isclose(float(loss), math.log(4), rel_tol=1e-6)
-    with pytest.raises(TypeError, match="got Tensor"):
+    with pytest.raises(TypeError, match=r"`batch` must be \(images, labels.* got <Tensor>"):
         lit.training_step(x, 0)
     assert lit(x).shape == (6, 4)
     assert torch.equal(lit.predict_step((x, y), 0), lit(x))
@@ -156,11 +158,12 @@ def test_lit_classifier_builds_model_and_saves_hparams():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"model": "small"}, TypeError, r"model.*got str"),
-        ({"lr": 0.0}, ValueError, r"lr.*got 0\.0"),
-        ({"lr": -1}, ValueError, r"lr.*got -1"),
-        ({"model_name": "vgg"}, ValueError, r"'vgg'.*\['small', 'resnet18'\]"),
-        ({"optimizer": "rmsprop"}, ValueError, r"'rmsprop'.*\['adam', 'sgd'\]"),
+        ({"model": "small"}, TypeError, "`model` must be an nn.Module or None, got <str>"),
+        ({"lr": 0.0}, ValueError, "`lr` must be a finite number > 0, got 0.0"),
+        ({"lr": -1}, ValueError, "`lr` .* got -1"),
+        ({"lr": "0.1"}, TypeError, "`lr` must be a finite number > 0, got '0.1'"),
+        ({"model_name": "vgg"}, ValueError, r"`model_name` .* \['small', 'resnet18'\], got 'vgg'"),
+        ({"optimizer": "rmsprop"}, ValueError, r"`optimizer` .* \['adam', 'sgd'\], got 'rmsprop'"),
     ],
 )
 def test_lit_classifier_validation(kwargs, error, match):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -236,13 +234,11 @@ def test_dataloader_before_setup_calls_setup():
     assert batch[0].shape == (8, 3, 32, 32)
 
 
-def test_setup_of_2500_images_is_fast():
-    start = time.perf_counter()
+def test_default_setup_makes_2000_train_and_500_val_images():
+    # its speed is measured by benchmarks/data_speed.py, not asserted here
     dm = ShapesTexturesDataModule()
     dm.setup("fit")
-    elapsed = time.perf_counter() - start
     assert len(dm.train_dataset) == 2000 and len(dm.val_dataset) == 500
-    assert elapsed < 5.0
 
 
 def test_hyperparameters_are_saved():
@@ -280,7 +276,13 @@ def test_datamodule_argument_validation(kwargs, error, match):
     [
         (([0, 8], [0, 0], [0, 0]), {}, ValueError, r"shapes.*\[0, 7\].*\[0, 8\]"),
         (([0], [-1], [0]), {}, ValueError, r"textures.*\[-1\]"),
-        (([0, 1], [0], [0, 1]), {}, ValueError, r"same length.*2, 1 and 2"),
+        (([0, 1], [0], [0, 1]), {}, ValueError, r"`textures` .* `shapes` \(2\), got <1 indices>"),
+        (
+            ([0, 1], [0, 1], [0]),
+            {},
+            ValueError,
+            r"`backgrounds` .* `shapes` \(2\), got <1 indices>",
+        ),
         (([0], [0], [0]), {"image_size": 8}, ValueError, r"image_size.*got 8"),
         (([0], [0], [0]), {"seed": 1.5}, TypeError, r"seed.*got 1\.5"),
         ((torch.tensor([0.0]), [0], [0]), {}, TypeError, r"shapes.*integer tensor"),

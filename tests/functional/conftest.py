@@ -167,6 +167,40 @@ def messy_state(model: nn.Module) -> nn.Module:
     return model
 
 
+# ------------------------------------------------- attacks (test_attacks*.py)
+def attack_cnn(channels: int = 1, classes: int = 10, size: int = 16, bn: bool = True) -> nn.Module:
+    """Tiny CNN; with BatchNorm and Dropout so train/eval mode matters."""
+    layers: list[nn.Module] = [nn.Conv2d(channels, 8, 3, padding=1)]
+    if bn:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(16 * (size // 4) ** 2, classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+def random_attack_cnn(seed: int = 0, **kwargs) -> nn.Module:
+    """``attack_cnn(**kwargs)`` initialized from ``seed`` (global RNG untouched), in train mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return attack_cnn(**kwargs)
+
+
+def attack_batch(n: int = 12, channels: int = 1, size: int = 16, classes: int = 10, seed: int = 1):
+    """Random images in ``[0, 1]`` ``(n, channels, size, size)`` and labels ``(n,)``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, size, size, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return x, y
+
+
 @pytest.fixture(scope="session")
 def fx():
     """This module: the test files reach the models and helpers as ``fx.SmallCNN`` etc."""

@@ -1,4 +1,8 @@
-"""Tests for lightning_viz.functional.attacks (FGSM, PGD, noise, robust accuracy)."""
+"""Tests for lightning_viz.functional.attacks (FGSM, PGD, noise, robust accuracy).
+
+Hand-computed values and properties; the comparisons with torchattacks are in
+``test_attacks_oracle.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,40 +15,9 @@ from torch import nn
 
 from lightning_viz._hooks import has_hooks
 from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy
-
-torchattacks = pytest.importorskip("torchattacks")
-
-
-# ----------------------------------------------------------------------------- models
-def _cnn(channels: int = 1, classes: int = 10, size: int = 16, bn: bool = True) -> nn.Module:
-    """Tiny CNN; with BatchNorm and Dropout so train/eval mode matters."""
-    layers: list[nn.Module] = [nn.Conv2d(channels, 8, 3, padding=1)]
-    if bn:
-        layers.append(nn.BatchNorm2d(8))
-    layers += [
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Dropout(0.2),
-        nn.Linear(16 * (size // 4) ** 2, classes),
-    ]
-    return nn.Sequential(*layers)
-
-
-def _random_model(seed: int = 0, **kwargs) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return _cnn(**kwargs)
-
-
-def _batch(n: int = 12, channels: int = 1, size: int = 16, classes: int = 10, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, channels, size, size, generator=g)
-    y = torch.randint(0, classes, (n,), generator=g)
-    return x, y
+from tests.functional.conftest import attack_batch as _batch
+from tests.functional.conftest import attack_cnn as _cnn
+from tests.functional.conftest import random_attack_cnn as _random_model
 
 
 @pytest.fixture(scope="module")
@@ -167,47 +140,6 @@ def _odd_state_model() -> nn.Module:
     model[0].bias.requires_grad_(False)
     model[-1].weight.grad = torch.full_like(model[-1].weight, 0.5)
     return model
-
-
-# ----------------------------------------------------------------- reference oracles
-def test_fgsm_linf_matches_torchattacks():
-    # torchattacks calls model.eval() for the attack and model.train() afterwards; ours
-    # runs in eval mode too, so both attack the same eval-mode function.
-    model = _random_model()
-    model.train()
-    x, y = _batch()
-    ours = fgsm(model, x, y, 8 / 255)
-    assert model.training
-    ref = torchattacks.FGSM(model, eps=8 / 255)(x, y)
-    assert model.training
-    assert torch.allclose(ours, ref, atol=1e-6, rtol=0)
-    assert not torch.equal(ours, x)
-
-
-@pytest.mark.parametrize("eps,alpha,steps", [(8 / 255, 2 / 255, 10), (0.1, 0.03, 4)])
-def test_pgd_linf_matches_torchattacks(eps, alpha, steps):
-    model = _random_model()
-    model.train()
-    x, y = _batch()
-    ours = pgd(model, x, y, eps, steps=steps, step_size=alpha, random_start=False)
-    ref = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
-    assert torch.allclose(ours, ref, atol=1e-6, rtol=0)
-    assert (ours - x).abs().max() > eps / 2
-
-
-def test_pgd_l2_matches_torchattacks():
-    # Same formulas as torchattacks.PGDL2: grad / (||grad|| + 1e-10), delta rescaled by
-    # min(eps / ||delta||, 1). Our CE loss is summed (theirs averaged): the unit direction
-    # is the same up to float rounding and the 1e-10, hence atol 1e-5.
-    model = _random_model()
-    x, y = _batch()
-    eps, alpha, steps = 0.5, 0.1, 10
-    ours = pgd(model, x, y, eps, steps=steps, step_size=alpha, norm="l2", random_start=False)
-    ref = torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
-    assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
-    norms = (ours - x).flatten(1).norm(dim=1)
-    assert bool((norms <= eps + 1e-5).all())
-    assert norms.max() > eps / 2
 
 
 # ------------------------------------------------------------------ hand-computed values

@@ -86,10 +86,17 @@ def test_pca_float32_keeps_dtype_and_does_not_mutate():
         ([[1.0, 2.0]], {}, TypeError, "torch.Tensor.*list"),
         (torch.ones(4, 3, dtype=torch.long), {}, TypeError, "torch.int64"),
         (torch.ones(4), {}, ValueError, r"\(N, D\).*\(4,\)"),
-        (torch.ones(1, 3), {}, ValueError, r"at least 2 rows.*\(1, 3\)"),
-        (torch.tensor([[0.0, float("nan")], [1.0, 2.0]]), {}, ValueError, "NaN"),
-        (torch.randn(10, 3), {"dim": 0}, ValueError, r"dim.*\[1, 3\], got 0"),
-        (torch.randn(10, 3), {"dim": 4}, ValueError, r"dim.*\[1, 3\], got 4"),
+        (torch.ones(1, 3), {}, ValueError, r"`features` .* N >= 2, got <shape \(1, 3\)>"),
+        (torch.ones(4, 0), {}, ValueError, r"`features` .*non-empty.* got <shape \(4, 0\)>"),
+        (
+            torch.tensor([[0.0, float("nan")], [1.0, 2.0]]),
+            {},
+            ValueError,
+            "`features` must be finite, got <1 NaN or infinite values>",
+        ),
+        (torch.tensor([[0.0, float("inf")], [1.0, 2.0]]), {}, ValueError, "`features` .* infinite"),
+        (torch.randn(10, 3), {"dim": 0}, ValueError, "`dim` must be an int >= 1 and <= 3, got 0"),
+        (torch.randn(10, 3), {"dim": 4}, ValueError, "`dim` must be an int >= 1 and <= 3, got 4"),
         (torch.randn(10, 3), {"dim": 2.0}, TypeError, "dim.*2.0"),
     ],
 )
@@ -145,7 +152,8 @@ def test_tsne_uses_opentsne_when_importable(monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "err", "match"),
     [
-        ({"perplexity": 0.0}, ValueError, "perplexity.*positive.*0.0"),
+        ({"perplexity": 0.0}, ValueError, "`perplexity` must be a finite number > 0, got 0.0"),
+        ({"perplexity": float("inf")}, ValueError, "`perplexity` .* got inf"),
         ({"perplexity": "5"}, TypeError, "perplexity.*'5'"),
         ({"dim": 0}, ValueError, "dim.*>= 1, got 0"),
         ({"seed": -1}, ValueError, "seed.*-1"),
@@ -158,7 +166,7 @@ def test_tsne_validation(kwargs, err, match):
 
 
 def test_tsne_validation_features():
-    with pytest.raises(ValueError, match=r"at least 2 rows.*\(1, 4\)"):
+    with pytest.raises(ValueError, match=r"`features` .* N >= 2, got <shape \(1, 4\)>"):
         E.tsne(torch.randn(1, 4))
 
 
@@ -217,16 +225,22 @@ def test_knn_accuracy_matches_sklearn_neighbors():
     ("labels", "k", "err", "match"),
     [
         (torch.tensor([0.0, 1, 1, 0, 1]), 1, TypeError, "integer tensor.*float32"),
-        ([0, 0, 1, 1, 1], 1, TypeError, "torch.Tensor.*list"),
-        (torch.tensor([0, 1, 1]), 1, ValueError, r"shape \(5,\), got shape \(3,\)"),
-        (_Y, 0, ValueError, r"k.*\[1, 4\], got 0"),
-        (_Y, 5, ValueError, r"k.*\[1, 4\], got 5"),
+        ([0, 0, 1, 1, 1], 1, TypeError, "`labels` must be a tensor .* got <list>"),
+        (torch.tensor([0, 1, 1]), 1, ValueError, r"`labels` .* \(5,\), got <shape \(3,\)>"),
+        (_Y, 0, ValueError, "`k` must be an int >= 1 and <= 4, got 0"),
+        (_Y, 5, ValueError, "`k` must be an int >= 1 and <= 4, got 5"),
         (_Y, 2.5, TypeError, "k.*2.5"),
     ],
 )
 def test_knn_accuracy_validation(labels, k, err, match):
     with pytest.raises(err, match=match):
         E.knn_accuracy(_X, labels, k=k)
+
+
+def test_negative_labels_are_labels_too():
+    x, y = _clusters(n_per=6, d=3, seed=2)
+    assert E.knn_accuracy(x, y - 5, k=3) == E.knn_accuracy(x, y, k=3)
+    assert E.silhouette(x, y - 5) == pytest.approx(E.silhouette(x, y))
 
 
 # --------------------------------------------------------------------------- silhouette
@@ -255,7 +269,7 @@ def test_silhouette_undefined_is_nan():
 
 
 def test_silhouette_validation():
-    with pytest.raises(ValueError, match=r"shape \(6,\), got shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"`labels` .* \(6,\), got <shape \(2, 3\)>"):
         E.silhouette(torch.randn(6, 3), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(TypeError, match="floating-point.*int64"):
         E.silhouette(torch.ones(6, 3, dtype=torch.long), torch.zeros(6, dtype=torch.long))

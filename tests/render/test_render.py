@@ -68,15 +68,46 @@ def test_normalize_maps_does_not_mutate():
 @pytest.mark.parametrize(
     ("maps", "kwargs", "err", "match"),
     [
-        ([[0.0]], {}, TypeError, "torch.Tensor"),
-        (torch.ones(2, 8, 8), {}, ValueError, r"\(N, 1, H, W\).*\(2, 8, 8\)"),
-        (torch.ones(2, 3, 8, 8), {}, ValueError, r"one channel.*\(2, 3, 8, 8\)"),
-        (torch.ones(2, 1, 8, 8, dtype=torch.long), {}, TypeError, "torch.int64"),
-        (-torch.ones(1, 1, 4, 4), {}, ValueError, "non-negative.*-1"),
-        (torch.full((1, 1, 2, 2), float("nan")), {}, ValueError, "NaN"),
-        (torch.ones(1, 1, 4, 4), {"percentile": 0}, ValueError, r"\(0, 100\].*0"),
-        (torch.ones(1, 1, 4, 4), {"percentile": 101.0}, ValueError, "101"),
-        (torch.ones(1, 1, 4, 4), {"percentile": "99"}, TypeError, "'99'"),
+        ([[0.0]], {}, TypeError, r"`maps` must be a torch.Tensor \(N, 1, H, W\), got <list>"),
+        (
+            torch.ones(2, 8, 8),
+            {},
+            ValueError,
+            r"`maps` must be .*\(N, 1, H, W\), got <shape \(2, 8, 8\)>",
+        ),
+        (
+            torch.ones(2, 3, 8, 8),
+            {},
+            ValueError,
+            r"`maps` must be .*\(N, 1, H, W\), got <shape \(2, 3, 8, 8\)>",
+        ),
+        (
+            torch.ones(1, 1, 0, 8),
+            {},
+            ValueError,
+            r"`maps` must be a non-empty .*got <shape \(1, 1, 0, 8\)>",
+        ),
+        (
+            torch.ones(2, 1, 8, 8, dtype=torch.long),
+            {},
+            TypeError,
+            "`maps` must be a floating-point tensor, got <dtype torch.int64>",
+        ),
+        (-torch.ones(1, 1, 4, 4), {}, ValueError, "`maps` must be non-negative, got <minimum -1>"),
+        (
+            torch.full((1, 1, 2, 2), float("nan")),
+            {},
+            ValueError,
+            "`maps` must be free of NaN, got <4 NaN values>",
+        ),
+        (
+            torch.ones(1, 1, 4, 4),
+            {"percentile": 0},
+            ValueError,
+            "`percentile` must be a finite number > 0 and <= 100, got 0",
+        ),
+        (torch.ones(1, 1, 4, 4), {"percentile": 101.0}, ValueError, "`percentile` .* got 101.0"),
+        (torch.ones(1, 1, 4, 4), {"percentile": "99"}, TypeError, "`percentile` .* got '99'"),
     ],
 )
 def test_normalize_maps_validation(maps, kwargs, err, match):
@@ -102,11 +133,13 @@ def test_colorize_matches_matplotlib(cmap):
 
 
 def test_colorize_validation():
-    with pytest.raises(ValueError, match="unknown matplotlib colormap 'nope'"):
+    with pytest.raises(ValueError, match="`cmap` must be a matplotlib colormap name, got 'nope'"):
         R.colorize(torch.zeros(1, 1, 2, 2), "nope")
-    with pytest.raises(TypeError, match="colormap name, got 3"):
+    with pytest.raises(TypeError, match="`cmap` must be a matplotlib colormap name, got 3"):
         R.colorize(torch.zeros(1, 1, 2, 2), 3)
-    with pytest.raises(ValueError, match=r"\[0, 1\].*1.5"):
+    with pytest.raises(
+        ValueError, match=r"`maps` must be in \[0, 1\], got <values in \[1.5, 1.5\]>"
+    ):
         R.colorize(torch.full((1, 1, 2, 2), 1.5))
 
 
@@ -121,9 +154,11 @@ def test_to_rgb():
         assert torch.equal(rgb[:, c], gray[:, 0])
     color = torch.rand(2, 3, 4, 4)
     assert torch.equal(R.to_rgb(color), color)
-    with pytest.raises(ValueError, match=r"1 or 3 channels.*\(2, 2, 4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"`images` .* dim 1 of size 1 or 3, got <shape \(2, 2, 4, 4\)>"
+    ):
         R.to_rgb(torch.rand(2, 2, 4, 4))
-    with pytest.raises(TypeError, match="ndarray"):
+    with pytest.raises(TypeError, match="`images` must be a torch.Tensor .* got <ndarray>"):
         R.to_rgb(np.zeros((1, 1, 2, 2)))
 
 
@@ -150,13 +185,15 @@ def test_overlay_resizes_maps():
 
 def test_overlay_validation():
     im, m = torch.rand(2, 3, 4, 4), torch.rand(2, 1, 4, 4)
-    with pytest.raises(ValueError, match="same batch size, got 1 and 2"):
+    with pytest.raises(
+        ValueError, match=r"`maps` must be one map per image \(2\), got <shape \(1, 1, 4, 4\)>"
+    ):
         R.overlay(im, m[:1])
-    with pytest.raises(ValueError, match=r"alpha.*\[0, 1\], got 2"):
+    with pytest.raises(ValueError, match="`alpha` must be a finite number >= 0 and <= 1, got 2"):
         R.overlay(im, m, alpha=2)
-    with pytest.raises(TypeError, match="alpha.*None"):
+    with pytest.raises(TypeError, match="`alpha` .* got None"):
         R.overlay(im, m, alpha=None)
-    with pytest.raises(ValueError, match=r"images.*\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"`images` must be in \[0, 1\], got <values in"):
         R.overlay(im * 3, m)
 
 
@@ -245,17 +282,69 @@ def test_image_grid_multiline_caption_is_taller():
 @pytest.mark.parametrize(
     ("images", "kwargs", "err", "match"),
     [
-        ("x", {}, TypeError, "torch.Tensor.*str"),
-        (torch.rand(3, 4, 4), {}, ValueError, r"\(N, C, H, W\).*\(3, 4, 4\)"),
-        (torch.rand(2, 2, 4, 4), {}, ValueError, r"1 or 3 channels.*\(2, 2, 4, 4\)"),
-        (torch.rand(2, 3, 4, 4) + 1.5, {}, ValueError, r"\[0, 1\], got values in \[1.5"),
-        (torch.ones(2, 3, 4, 4, dtype=torch.int32), {}, TypeError, "int32"),
-        (torch.rand(2, 3, 4, 4), {"captions": ["a"]}, ValueError, "2 entries, got 1"),
-        (torch.rand(2, 3, 4, 4), {"captions": "ab"}, TypeError, "list of str, got 'ab'"),
-        (torch.rand(2, 3, 4, 4), {"nrow": 0}, ValueError, "nrow.*>= 1, got 0"),
-        (torch.rand(2, 3, 4, 4), {"scale": 1.5}, TypeError, "scale.*1.5"),
-        (torch.rand(2, 3, 4, 4), {"padding": -1}, ValueError, "padding.*-1"),
-        (torch.rand(2, 3, 4, 4), {"pad_value": "w"}, TypeError, "pad_value.*'w'"),
+        ("x", {}, TypeError, "`images` must be a torch.Tensor .* got <str>"),
+        (
+            torch.rand(3, 4, 4),
+            {},
+            ValueError,
+            r"`images` .*\(N, C, H, W\), got <shape \(3, 4, 4\)>",
+        ),
+        (
+            torch.rand(2, 2, 4, 4),
+            {},
+            ValueError,
+            r"`images` .* size 1 or 3, got <shape \(2, 2, 4, 4\)>",
+        ),
+        (
+            torch.rand(2, 3, 0, 4),
+            {},
+            ValueError,
+            r"`images` must be a non-empty .*got <shape \(2, 3, 0, 4\)>",
+        ),
+        (
+            torch.rand(2, 3, 4, 4) + 1.5,
+            {},
+            ValueError,
+            r"`images` must be in \[0, 1\], got <values in \[1.5",
+        ),
+        (
+            torch.full((1, 3, 2, 2), float("nan")),
+            {},
+            ValueError,
+            "`images` must be free of NaN, got <12 NaN values>",
+        ),
+        (
+            torch.ones(2, 3, 4, 4, dtype=torch.int32),
+            {},
+            TypeError,
+            "`images` must be a floating-point or uint8 tensor, got <dtype torch.int32>",
+        ),
+        (
+            torch.rand(2, 3, 4, 4),
+            {"captions": ["a"]},
+            ValueError,
+            r"`captions` must be a list of strings \(2 of them\), got <1 strings: \['a'\]>",
+        ),
+        (
+            torch.rand(2, 3, 4, 4),
+            {"captions": "ab"},
+            TypeError,
+            "`captions` must be a list of strings .* got 'ab'",
+        ),
+        (torch.rand(2, 3, 4, 4), {"nrow": 0}, ValueError, "`nrow` must be an int >= 1, got 0"),
+        (torch.rand(2, 3, 4, 4), {"scale": 1.5}, TypeError, "`scale` must be an int >= 1, got 1.5"),
+        (
+            torch.rand(2, 3, 4, 4),
+            {"padding": -1},
+            ValueError,
+            "`padding` must be an int >= 0, got -1",
+        ),
+        (
+            torch.rand(2, 3, 4, 4),
+            {"pad_value": "w"},
+            TypeError,
+            "`pad_value` must be a finite number, got 'w'",
+        ),
     ],
 )
 def test_image_grid_validation(images, kwargs, err, match):
@@ -305,17 +394,21 @@ def test_rows_grid_row_labels_and_resize():
 
 def test_rows_grid_validation():
     a = torch.rand(2, 3, 4, 4)
-    with pytest.raises(ValueError, match="empty list"):
+    with pytest.raises(ValueError, match=r"`rows` must be a non-empty list .* got \[\]"):
         R.rows_grid([])
-    with pytest.raises(TypeError, match="list of .* tensors, got Tensor"):
+    with pytest.raises(
+        TypeError, match=r"`rows` must be a list of \(N, C, H, W\) tensors, got <Tensor>"
+    ):
         R.rows_grid(a)
-    with pytest.raises(ValueError, match=r"same number of images, got \[2, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"`rows` must be .* same number of images, got <\[2, 1\] images>"
+    ):
         R.rows_grid([a, a[:1]])
-    with pytest.raises(ValueError, match="captions.*2 entries, got 3"):
+    with pytest.raises(ValueError, match=r"`captions` .*\(2 of them\), got <3 strings"):
         R.rows_grid([a, a], captions=["a", "b", "c"])
-    with pytest.raises(ValueError, match="row_labels.*2 entries, got 1"):
+    with pytest.raises(ValueError, match=r"`row_labels` .*\(2 of them\), got <1 strings"):
         R.rows_grid([a, a], row_labels=["a"])
-    with pytest.raises(ValueError, match=r"rows\[1\].*\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"`rows\[1\]` must be in \[0, 1\], got <values in"):
         R.rows_grid([a, a + 2])
 
 
@@ -366,16 +459,20 @@ def test_filter_tiles_deeper_conv_per_input_channel():
 
 
 def test_filter_tiles_validation():
-    with pytest.raises(ValueError, match=r"1 or 3 input channels.*\(4, 16, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"`per_input_channel` .*\(4, 16, 3, 3\).* got False"):
         R.filter_tiles(torch.randn(4, 16, 3, 3), per_input_channel=False)
-    with pytest.raises(ValueError, match=r"\(O, I, kh, kw\).*\(4, 16\)"):
+    with pytest.raises(ValueError, match=r"`weight` .*\(O, I, kh, kw\), got <shape \(4, 16\)>"):
         R.filter_tiles(torch.randn(4, 16))
-    with pytest.raises(ValueError, match="max_filters.*0"):
+    with pytest.raises(ValueError, match="`max_filters` must be an int >= 1, got 0"):
         R.filter_tiles(torch.randn(4, 3, 3, 3), max_filters=0)
-    with pytest.raises(TypeError, match="per_input_channel.*'yes'"):
+    with pytest.raises(TypeError, match="`per_input_channel` must be a bool, got 'yes'"):
         R.filter_tiles(torch.randn(4, 3, 3, 3), per_input_channel="yes")
-    with pytest.raises(TypeError, match="int64"):
+    with pytest.raises(
+        TypeError, match="`weight` must be a floating-point tensor, got <dtype torch.int64>"
+    ):
         R.filter_tiles(torch.ones(4, 3, 3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="`weight` must be free of NaN, got <1 NaN values>"):
+        R.filter_tiles(torch.tensor([float("nan"), 0.0, 0.0]).view(1, 1, 1, 3))
 
 
 # --------------------------------------------------------------------------- templates / maps
@@ -399,11 +496,13 @@ def test_linear_templates():
 
 
 def test_linear_templates_validation():
-    with pytest.raises(ValueError, match=r"\(1, 2, 2\) has 4 elements.*5 input features"):
+    with pytest.raises(ValueError, match=r"`image_shape` .* C\*H\*W = 5, got \(1, 2, 2\)"):
         R.linear_templates(torch.randn(3, 5), (1, 2, 2))
-    with pytest.raises(TypeError, match="image_shape.*'a'"):
+    with pytest.raises(
+        TypeError, match=r"`image_shape` must be a \(C, H, W\) tuple of ints, got 'a'"
+    ):
         R.linear_templates(torch.randn(3, 4), "a")
-    with pytest.raises(ValueError, match=r"\(K, C\*H\*W\)"):
+    with pytest.raises(ValueError, match=r"`weight` .*\(K, C\*H\*W\), got <shape \(3, 4, 1\)>"):
         R.linear_templates(torch.randn(3, 4, 1), (1, 2, 2))
 
 
@@ -419,9 +518,11 @@ def test_feature_maps():
     torch.testing.assert_close(out[2, 0], torch.tensor([[0.0, 0.5], [0.5, 1.0]]))
     assert R.feature_maps(torch.rand(40, 3, 3)).shape == (32, 1, 3, 3)
     assert R.feature_maps(torch.rand(40, 3, 3), max_channels=5).shape == (5, 1, 3, 3)
-    with pytest.raises(ValueError, match=r"\(C, H, W\).*\(1, 40, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"`activation` .*\(C, H, W\), got <shape \(1, 40, 3, 3\)>"
+    ):
         R.feature_maps(torch.rand(1, 40, 3, 3))
-    with pytest.raises(ValueError, match="max_channels.*0"):
+    with pytest.raises(ValueError, match="`max_channels` must be an int >= 1, got 0"):
         R.feature_maps(torch.rand(4, 3, 3), max_channels=0)
 
 
@@ -457,11 +558,13 @@ def test_sprite_images_limit(n):
 
 
 def test_sprite_images_validation():
-    with pytest.raises(ValueError, match="do not fit a 50-px sprite"):
+    with pytest.raises(
+        ValueError, match="`max_sprite_px` must be >= 100 to fit 10000 thumbnails, got 50"
+    ):
         R.sprite_images(torch.rand(10000, 1, 4, 4), max_sprite_px=50)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"`images` must be in \[0, 1\]"):
         R.sprite_images(torch.rand(4, 3, 8, 8) * 255)
-    with pytest.raises(TypeError, match="max_thumb.*'64'"):
+    with pytest.raises(TypeError, match="`max_thumb` must be an int >= 1, got '64'"):
         R.sprite_images(torch.rand(4, 3, 8, 8), max_thumb="64")
 
 
@@ -521,26 +624,42 @@ def test_figure_to_image():
     w, h = fig.get_size_inches() * fig.dpi
     assert img.dtype == torch.uint8 and img.shape == (3, round(h), round(w))
     assert int(img.min()) < 100 and int(img.max()) == 255  # drawn, white background
-    with pytest.raises(TypeError, match="Figure, got Tensor"):
+    with pytest.raises(TypeError, match="`fig` must be a matplotlib.figure.Figure, got <Tensor>"):
         R.figure_to_image(img)
 
 
 def test_figure_validation():
-    with pytest.raises(ValueError, match="'pgd' has 2 values for 3 x values"):
+    with pytest.raises(ValueError, match=r"`series\['pgd'\]` .*\(3 of them\), got \[1, 2\]"):
         R.line_figure([1, 2, 3], {"pgd": [1, 2]})
-    with pytest.raises(ValueError, match="xticklabels.*2 entries for 3"):
+    with pytest.raises(ValueError, match=r"`x` must be a non-empty list of numbers, got \[\]"):
+        R.line_figure([], {"pgd": []})
+    with pytest.raises(TypeError, match="`x` must be a non-empty list of numbers, got None"):
+        R.line_figure(None, {"pgd": [1]})
+    with pytest.raises(ValueError, match=r"`xticklabels` .*\(3 of them\), got <2 strings"):
         R.line_figure([1, 2, 3], {"pgd": [1, 2, 3]}, xticklabels=["a", "b"])
-    with pytest.raises(ValueError, match="series` is empty"):
+    with pytest.raises(ValueError, match="`series` must be a non-empty dict .* got {}"):
         R.bar_figure(["a"], {})
-    with pytest.raises(TypeError, match="list of numbers.*'x'"):
+    with pytest.raises(TypeError, match=r"`series` must be a dict .* got \['s'\]"):
+        R.bar_figure(["a"], ["s"])
+    with pytest.raises(
+        TypeError, match=r"`series\['s'\]` must be a non-empty list of numbers .* got \['x'\]"
+    ):
         R.bar_figure(["a"], {"s": ["x"]})
-    with pytest.raises(ValueError, match=r"\(N, 2\).*\(3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"`categories` must be a non-empty list of strings, got \[\]"
+    ):
+        R.bar_figure([], {"s": []})
+    with pytest.raises(TypeError, match="`categories` must be a list of strings, got 'ab'"):
+        R.bar_figure("ab", {"s": [1, 2]})
+    with pytest.raises(ValueError, match=r"`points` .* size 2, got <shape \(3, 3\)>"):
         R.scatter_figure(torch.rand(3, 3), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="3 entries for 2 points"):
+    with pytest.raises(ValueError, match=r"`labels` must be of shape \(2,\), got <shape \(3,\)>"):
         R.scatter_figure(torch.rand(2, 2), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(TypeError, match="integer tensor.*float32"):
+    with pytest.raises(
+        TypeError, match="`labels` must be an integer tensor .* got <dtype torch.float32>"
+    ):
         R.scatter_figure(torch.rand(2, 2), torch.zeros(2))
-    with pytest.raises(ValueError, match=r"labels \[0, 4\] need a name.*2 entries"):
+    with pytest.raises(ValueError, match=r"`class_names` .* label in \[0, 4\], got \['a', 'b'\]"):
         R.scatter_figure(torch.rand(2, 2), torch.tensor([0, 4]), class_names=["a", "b"])
 
 
