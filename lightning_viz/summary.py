@@ -531,6 +531,20 @@ class RunSummary:
         self.alerts.append(data)
         return data
 
+    def drop_after(self, epoch: int) -> None:
+        """Forgets records and alerts of epochs after ``epoch``.
+
+        For a run resumed from a checkpoint older than the summary: the epochs after
+        the checkpoint will run again, and alerts raised in them before may not recur.
+
+        Args:
+            epoch: The last epoch to keep (``-1`` forgets everything).
+        """
+        epoch = check_int(epoch, "epoch", minimum=-1)
+        for hist in self.metrics.values():
+            hist.epochs = {e: r for e, r in hist.epochs.items() if e <= epoch}
+        self.alerts = [a for a in self.alerts if a["epoch"] <= epoch]
+
     # ----------------------------------------------------------------- files
     def to_dict(self) -> dict[str, Any]:
         """The file's content as plain JSON types (see the module docstring)."""

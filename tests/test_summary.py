@@ -199,6 +199,18 @@ def test_resumed_run_loads_and_keeps_appending(tmp_path):
     assert len(again.alerts) == 1
 
 
+def test_drop_after_forgets_what_a_resumed_run_will_redo():
+    s = sample_summary()
+    s.add_alert({"epoch": 1, "metric": "bias/shape_bias", "kind": "baseline"})
+    s.drop_after(1)
+    assert sorted(s["bias/shape_bias"].epochs) == [0, 1]
+    assert [a["epoch"] for a in s.alerts] == [1]
+    s.drop_after(-1)
+    assert s.alerts == [] and all(not h.epochs for h in s.metrics.values())
+    with pytest.raises(ValueError, match="`epoch` must be an int >= -1, got -2"):
+        s.drop_after(-2)
+
+
 # --------------------------------------------------------------------- finding
 def test_load_summary_accepts_log_dir_file_and_a_folder_with_one_run(tmp_path):
     run = tmp_path / "lightning_logs" / "demo" / "version_0"

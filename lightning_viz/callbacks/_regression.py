@@ -109,7 +109,9 @@ class Alert:
     @property
     def message(self) -> str:
         """One line: metric, the two runs, values, drop and p-value."""
-        where = "" if self.kind == "best" else " run"
+        against = {"baseline": "baseline run", "baseline best": "baseline run's best"}.get(
+            self.reference, self.reference
+        )
         flips = (
             f", {self.worse} worse / {self.better} better of {self.n} samples"
             if self.worse is not None
@@ -119,10 +121,10 @@ class Alert:
             f", flagged since epoch {self.flagged_since}" if self.flagged_since < self.epoch else ""
         )
         return (
-            f"{self.metric} = {self.value:.4f} at epoch {self.epoch}, {self.reference}{where} "
+            f"{self.metric} = {self.value:.4f} at epoch {self.epoch}, {against} "
             f"{self.reference_value:.4f} at epoch {self.reference_epoch}: drop {self.drop:.4f} > "
-            f"tolerance {self.tolerance:g}, p = {self.pvalue:.2g} <= {self.alpha:g} "
-            f"({self.test} exact test, Holm-adjusted{flips}){since}"
+            f"tolerance {self.tolerance:g}, Holm-adjusted p = {self.pvalue:.2g} <= {self.alpha:g} "
+            f"(exact test: {self.test}{flips}){since}"
         )
 
     def to_dict(self) -> dict[str, Any]:

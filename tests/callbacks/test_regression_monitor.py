@@ -340,6 +340,7 @@ def test_baseline_same_epoch_latest_before_and_best_so_far():
     # epoch 2 (new own best, so no own alert): equal to baseline epoch 2, below its best
     (alert,) = monitor.update(2, 20, {"m": {"outcomes": table(60), **fp}})
     assert (alert.kind, alert.reference, alert.reference_epoch) == ("baseline", "baseline best", 1)
+    assert "baseline run's best 0.8000 at epoch 1" in alert.message
     monitor = RegressionMonitor(0.05, patience=1, baseline=base, warmup=0)
     # epoch 3 is missing in the baseline: its epoch 2 stands in; compare both references
     comparisons = monitor._baseline_comparisons(
