@@ -238,8 +238,8 @@ class RegressionMonitor:
         patience: Consecutive flagged runs before a metric enters a regressed state
             (``1``: the first flagged run). Default: ``2``: the reference is the best of
             several noisy runs, so one flagged run of a converged model is not rare
-            (about 6 % of 8-epoch runs of 70 decisions with 5 % of them flipping at
-            random each epoch); two in a row are (0.2 %), and a real switch is still
+            (about 5 % of 8-epoch runs of 70 decisions with 5 % of them flipping at
+            random each epoch); two in a row are (0.15 %), and a real switch is still
             caught one run later.
         baseline: An earlier run to compare with: its :class:`RunSummary`, or a path
             that :func:`~lightning_viz.summary.load_summary` accepts. Default: ``None``.

@@ -114,15 +114,24 @@ def test_converged_robustness_metrics_raise_no_alert():
 
 
 def test_false_alert_rate_of_a_converged_run():
-    """The rates docs/alerts.md quotes: 8 epochs, 70 decisions, 5 % flipping each epoch."""
+    """The rates docs/alerts.md quotes (4000 seeds: 5.1 % and 0.15 %).
+
+    70 shape-or-texture decisions around a fixed state (73 % shape), each flipping
+    with probability 0.05 per epoch, 8 epochs.
+    """
     fired = {1: 0, 2: 0}
     seeds = 400
     for seed in range(seeds):
-        runs = [{SB: shape_metrics(d)[SB]} for d in cue_conflict_runs(seed, 8, p_shape=0.64)]
+        rng = np.random.default_rng(seed)
+        base = rng.random(70) < 0.73
+        runs = [
+            {SB: {"outcomes": (base ^ (rng.random(70) < 0.05)).astype(int).tolist()}}
+            for _ in range(8)
+        ]
         for patience in fired:
             fired[patience] += bool(run_monitor(RegressionMonitor(0.05, patience=patience), runs))
     assert fired[2] / seeds <= 0.01
-    assert 0.01 <= fired[1] / seeds <= 0.10  # the best run is a lucky one: patience 1 is jumpy
+    assert 0.02 <= fired[1] / seeds <= 0.12  # the best run is a lucky one: patience 1 is jumpy
 
 
 # ----------------------------------------------------------- (b) a real switch
