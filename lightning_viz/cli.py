@@ -1,7 +1,8 @@
 """The ``lightning-viz`` console script.
 
 ``lightning-viz demo`` trains a small CNN on the built-in data with every callback
-and prints how to open TensorBoard on the result.
+and prints how to open TensorBoard on the result; ``lightning-viz compare BASELINE
+CANDIDATE`` compares two runs' summaries (exit 1 when a watched metric regressed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from lightning_viz.compare import add_compare_parser, run_compare
 
 __all__ = ["build_callbacks", "main"]
 
@@ -143,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fast", action="store_true", help="smoke run: every callback looks at fewer images"
     )
     demo.add_argument("--seed", type=int, default=0)
+    add_compare_parser(sub)
     return parser
 
 
@@ -180,6 +184,8 @@ def _demo_error(args: argparse.Namespace) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightning-viz`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "compare":
+        return run_compare(args)
     if args.command == "demo":
         error = _demo_error(args)
         if error is not None:

@@ -1,0 +1,483 @@
+"""``lightning-viz compare BASELINE CANDIDATE``: is this run worse than an earlier one?
+
+Reads both runs' ``lightning_viz/summary.json`` and tabulates every lightning-viz
+metric present in both: at the latest epoch both measured, and at each run's best,
+with Wilson intervals, the difference and a one-sided exact p-value that the
+candidate is worse — the paired sign test when both runs measured the same probe
+(same fingerprint), otherwise Fisher's exact test on the two proportions ("unpaired
+(probes differ)"). A *watched* metric regressed when its drop is larger than its own
+stored tolerance (or ``--tolerance``) and its Holm-adjusted p-value (Holm across the
+watched comparisons of the table) is ``<= alpha``.
+
+Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
+be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
+
+Example:
+    >>> from lightning_viz.summary import RunSummary
+    >>> a, b = RunSummary(), RunSummary()
+    >>> _ = a.record("m", 0, 9, outcomes="1" * 30, fingerprint="f", watched=True, tolerance=0.05)
+    >>> _ = b.record("m", 0, 9, outcomes="0" * 30, fingerprint="f")
+    >>> result = compare_summaries(a, b)
+    >>> (result.regressions, result.exit_code, result.rows[0].test)
+    (['m'], 1, 'paired')
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightning_viz._checks import check_float, fail
+from lightning_viz.stats import holm_adjusted
+from lightning_viz.summary import (
+    EpochRecord,
+    MetricHistory,
+    RunSummary,
+    SummaryError,
+    compare_records,
+    load_summary,
+)
+
+__all__ = [
+    "FORMATS",
+    "CompareResult",
+    "CompareRow",
+    "Side",
+    "add_compare_parser",
+    "compare_summaries",
+    "render",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "run_compare",
+]
+
+FORMATS = ("text", "markdown", "json")
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Side:
+    """One run's measurement in a row.
+
+    Attributes:
+        epoch: The epoch compared.
+        value: The value.
+        interval: The 95 % Wilson interval, or ``None`` without counts.
+        n: Samples counted, when known.
+        successes: Successes, when known.
+        fingerprint: Probe fingerprint, when known.
+    """
+
+    epoch: int
+    value: float
+    interval: tuple[float, float] | None
+    n: int | None
+    successes: int | None
+    fingerprint: str | None
+
+    @classmethod
+    def of(cls, rec: EpochRecord) -> Side:
+        return cls(rec.epoch, rec.value, rec.interval, rec.n, rec.successes, rec.fingerprint)
+
+
+@dataclass
+class CompareRow:
+    """One comparison of one metric.
+
+    Attributes:
+        metric: The tag.
+        at: ``"latest"`` (the latest epoch both runs measured), ``"best"`` (each run's
+            best epoch) or ``"latest = best"`` (the two coincide).
+        watched: Whether the metric is watched in either run.
+        tolerance: The practically large drop used (``--tolerance``, else the
+            candidate's stored tolerance, else the baseline's, else 0).
+        higher_is_better: Direction of the metric (the candidate's).
+        baseline: The baseline's :class:`Side`.
+        candidate: The candidate's :class:`Side`.
+        delta: ``candidate.value - baseline.value``.
+        drop: How much worse the candidate is (``-delta`` when higher is better).
+        test: ``"paired"``, ``"unpaired (probes differ)"``, ``"unpaired (probes
+            unknown)"``, ``"unpaired (no per-sample outcomes)"`` or ``"none (no counts)"``.
+        pvalue: One-sided p-value that the candidate is worse; NaN without a test.
+        pvalue_holm: Holm-adjusted p-value (watched rows with a test), else ``None``.
+        n: Pairs (paired) or candidate samples (unpaired).
+        worse: Samples that flipped to worse (paired).
+        better: Samples that flipped to better (paired).
+        regressed: Watched, ``drop > tolerance`` and ``pvalue_holm <= alpha``.
+    """
+
+    metric: str
+    at: str
+    watched: bool
+    tolerance: float
+    higher_is_better: bool
+    baseline: Side
+    candidate: Side
+    delta: float
+    drop: float
+    test: str
+    pvalue: float
+    pvalue_holm: float | None = None
+    n: int | None = None
+    worse: int | None = None
+    better: int | None = None
+    regressed: bool = False
+
+
+@dataclass
+class CompareResult:
+    """The table of :func:`compare_summaries`.
+
+    Attributes:
+        baseline: Path of the baseline's summary (``None`` if not from a file).
+        candidate: Path of the candidate's summary.
+        alpha: Significance level.
+        tolerance: ``--tolerance`` when given (else each metric's own).
+        rows: The comparisons, by metric, latest before best.
+        only_in_baseline: Metrics the candidate lacks.
+        only_in_candidate: Metrics the baseline lacks.
+    """
+
+    baseline: str | None
+    candidate: str | None
+    alpha: float
+    tolerance: float | None
+    rows: list[CompareRow] = field(default_factory=list)
+    only_in_baseline: list[str] = field(default_factory=list)
+    only_in_candidate: list[str] = field(default_factory=list)
+
+    @property
+    def watched(self) -> list[str]:
+        """Watched metrics in the table."""
+        return sorted({r.metric for r in self.rows if r.watched})
+
+    @property
+    def regressions(self) -> list[str]:
+        """Watched metrics that regressed (in any of their rows)."""
+        return sorted({r.metric for r in self.rows if r.regressed})
+
+    @property
+    def exit_code(self) -> int:
+        """``1`` when a watched metric regressed, else ``0``."""
+        return 1 if self.regressions else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (NaN as ``None``): the ``--format json`` output."""
+        return _json_safe(
+            {
+                "format": "lightning-viz-compare",
+                "version": 1,
+                "baseline": self.baseline,
+                "candidate": self.candidate,
+                "alpha": self.alpha,
+                "tolerance": self.tolerance,
+                "regressed": bool(self.regressions),
+                "exit_code": self.exit_code,
+                "regressions": self.regressions,
+                "watched": self.watched,
+                "rows": [_row_dict(r) for r in self.rows],
+                "only_in_baseline": self.only_in_baseline,
+                "only_in_candidate": self.only_in_candidate,
+            }
+        )
+
+
+def _row_dict(row: CompareRow) -> dict[str, Any]:
+    out = dict(row.__dict__)
+    for side in ("baseline", "candidate"):
+        s: Side = out[side]
+        out[side] = {
+            "epoch": s.epoch,
+            "value": s.value,
+            "interval": None if s.interval is None else list(s.interval),
+            "n": s.n,
+            "successes": s.successes,
+            "fingerprint": s.fingerprint,
+        }
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------- comparing
+def _latest_common(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord] | None:
+    common = {r.epoch for r in hb.records()} & {r.epoch for r in hc.records()}
+    if common:
+        e = max(common)
+        return hb.epochs[e], hc.epochs[e]
+    rb, rc = hb.latest(), hc.latest()  # no epoch in common: each run's latest
+    return None if rb is None or rc is None else (rb, rc)
+
+
+def _row(
+    tag: str, at: str, rb: EpochRecord, rc: EpochRecord, hib: bool, watched: bool, tol: float
+) -> CompareRow:
+    c = compare_records(rb, rc, higher_is_better=hib)
+    return CompareRow(
+        metric=tag,
+        at=at,
+        watched=watched,
+        tolerance=tol,
+        higher_is_better=hib,
+        baseline=Side.of(rb),
+        candidate=Side.of(rc),
+        delta=rc.value - rb.value,
+        drop=c.drop,
+        test=c.label,
+        pvalue=c.pvalue,
+        n=c.n,
+        worse=c.worse,
+        better=c.better,
+    )
+
+
+def compare_summaries(
+    baseline: RunSummary,
+    candidate: RunSummary,
+    tolerance: float | None = None,
+    alpha: float = 0.01,
+) -> CompareResult:
+    """Compares every metric the two runs share.
+
+    Args:
+        baseline: The earlier (reference) run.
+        candidate: The run under test.
+        tolerance: Practically large drop for every metric (``>= 0``); ``None`` uses
+            each metric's stored tolerance (candidate's, else baseline's, else 0).
+        alpha: Family-wise significance level in ``(0, 1)``, Holm across the watched
+            comparisons. Default: ``0.01``.
+
+    Returns:
+        A :class:`CompareResult`; ``exit_code`` is 1 when a watched metric regressed.
+
+    Raises:
+        TypeError: A run is not a :class:`RunSummary`, or a number of the wrong type.
+        ValueError: ``tolerance < 0`` or ``alpha`` outside ``(0, 1)``.
+    """
+    for name, s in (("baseline", baseline), ("candidate", candidate)):
+        if not isinstance(s, RunSummary):
+            fail(name, "a RunSummary", s, TypeError)
+    if tolerance is not None:
+        tolerance = check_float(tolerance, "tolerance", minimum=0.0)
+    alpha = check_float(alpha, "alpha", positive=True)
+    if alpha >= 1:
+        fail("alpha", "a number in (0, 1)", alpha)
+    result = CompareResult(baseline.path, candidate.path, alpha, tolerance)
+    result.only_in_baseline = sorted(t for t in baseline if t not in candidate)
+    result.only_in_candidate = sorted(t for t in candidate if t not in baseline)
+    for tag in sorted(t for t in candidate if t in baseline):
+        hb, hc = baseline[tag], candidate[tag]
+        hib = hc.higher_is_better
+        watched = hb.watched or hc.watched
+        tol = tolerance
+        if tol is None:
+            tol = next((t for t in (hc.tolerance, hb.tolerance) if t is not None), 0.0)
+        latest = _latest_common(hb, hc)
+        if latest is None:
+            continue  # a metric that never had a value in one of the runs
+        best = (hb.best(), hc.best())
+        same = (best[0].epoch, best[1].epoch) == (latest[0].epoch, latest[1].epoch)  # type: ignore[union-attr]
+        result.rows.append(
+            _row(tag, "latest = best" if same else "latest", *latest, hib, watched, tol)
+        )
+        if not same:
+            result.rows.append(_row(tag, "best", *best, hib, watched, tol))  # type: ignore[arg-type]
+    family = [r for r in result.rows if r.watched and not math.isnan(r.pvalue)]
+    for row, adjusted in zip(family, holm_adjusted([r.pvalue for r in family]), strict=True):
+        row.pvalue_holm = adjusted
+        row.regressed = row.drop > row.tolerance + _EPS and adjusted <= alpha
+    return result
+
+
+# ------------------------------------------------------------------- rendering
+def _num(v: float | None, digits: int = 3, sign: bool = False) -> str:
+    if v is None or math.isnan(v):
+        return "-"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _p(v: float | None) -> str:
+    if v is None or math.isnan(v):
+        return "-"
+    return f"{v:.2g}" if v >= 1e-4 else f"{v:.1e}"
+
+
+def _side(s: Side) -> str:
+    text = _num(s.value)
+    if s.interval is not None and not math.isnan(s.interval[0]):
+        text += f" [{s.interval[0]:.2f}, {s.interval[1]:.2f}]"
+    return text
+
+
+def _epochs(r: CompareRow) -> str:
+    b, c = r.baseline.epoch, r.candidate.epoch
+    return str(b) if b == c else f"{b} / {c}"
+
+
+def _test(r: CompareRow) -> str:
+    if r.worse is not None:
+        return f"{r.test}, {r.worse} worse / {r.better} better"
+    return r.test
+
+
+def _cells(r: CompareRow) -> list[str]:
+    return [
+        r.metric,
+        r.at,
+        _epochs(r),
+        _side(r.baseline),
+        _side(r.candidate),
+        _num(r.delta, sign=True),
+        _p(r.pvalue),
+        _p(r.pvalue_holm),
+        _test(r),
+        f"{r.tolerance:g}" if r.watched else "not watched",
+    ]
+
+
+_HEAD = [
+    "metric",
+    "at",
+    "epoch",
+    "baseline",
+    "candidate",
+    "delta",
+    "p",
+    "Holm p",
+    "test",
+    "tolerance",
+    "",
+]
+
+
+def _verdict(result: CompareResult) -> str:
+    watched = result.watched
+    if result.regressions:
+        return (
+            f"REGRESSED: {', '.join(result.regressions)} ({len(result.regressions)} of "
+            f"{len(watched)} watched metrics)"
+        )
+    return f"no watched metric regressed ({len(watched)} watched)"
+
+
+def _preamble(result: CompareResult) -> list[str]:
+    tol = "each metric's own" if result.tolerance is None else f"{result.tolerance:g} for all"
+    family = sum(1 for r in result.rows if r.pvalue_holm is not None)
+    return [
+        f"baseline:  {result.baseline or '<in memory>'}",
+        f"candidate: {result.candidate or '<in memory>'}",
+        f"one-sided exact tests that the candidate is worse; Holm across {family} watched "
+        f"comparisons; alpha {result.alpha:g}; tolerance {tol}; intervals: Wilson 95 %",
+    ]
+
+
+def _notes(result: CompareResult) -> list[str]:
+    out = []
+    if result.only_in_baseline:
+        out.append(f"only in baseline: {', '.join(result.only_in_baseline)}")
+    if result.only_in_candidate:
+        out.append(f"only in candidate: {', '.join(result.only_in_candidate)}")
+    return out
+
+
+def render_text(result: CompareResult) -> str:
+    """A plain-text table with aligned columns; regressions marked ``REGRESSED``."""
+    rows = [_HEAD] + [[*_cells(r), "REGRESSED" if r.regressed else ""] for r in result.rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEAD))]
+    table = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return "\n".join([*_preamble(result), "", *table, "", _verdict(result), *_notes(result)])
+
+
+def render_markdown(result: CompareResult) -> str:
+    """A Markdown table (for a pull-request comment); regressions in bold."""
+    head = [h or "regressed" for h in _HEAD]
+    align = ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---:", "---"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for r in result.rows:
+        cells = [c.replace("|", "\\|") for c in _cells(r)]
+        if r.regressed:
+            cells[0] = f"**{cells[0]}**"
+        lines.append("| " + " | ".join([*cells, "**yes**" if r.regressed else ""]) + " |")
+    pre = [f"{line}  " for line in _preamble(result)]
+    verdict = _verdict(result)
+    verdict = f"**{verdict}**" if result.regressions else verdict
+    notes = [f"- {n}" for n in _notes(result)]
+    return "\n".join([*pre, "", *lines, "", verdict, *([""] + notes if notes else [])])
+
+
+def render_json(result: CompareResult) -> str:
+    """:meth:`CompareResult.to_dict` as indented strict JSON."""
+    return json.dumps(result.to_dict(), indent=2, allow_nan=False)
+
+
+def render(result: CompareResult, fmt: str = "text") -> str:
+    """The result in one of :data:`FORMATS`."""
+    if fmt not in FORMATS:
+        fail("format", f"one of {list(FORMATS)}", fmt)
+    return {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt](result)
+
+
+# ------------------------------------------------------------------------- CLI
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds the ``compare`` subcommand to the console script's subparsers."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare a run with a baseline run; exit 1 when a watched metric regressed",
+        description=__doc__.split("\n\nExample:")[0].replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = (
+        "a run's log dir (the one with its event file), a folder with one run, or its summary.json"
+    )
+    parser.add_argument("baseline", help=f"the earlier run: {where}")
+    parser.add_argument("candidate", help="the run under test (same forms)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="practically large drop for every metric (default: each metric's own)",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.01, help="significance level after Holm (default 0.01)"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output (default text)")
+    return parser
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Runs ``compare`` on parsed arguments; returns the exit status (0, 1 or 2)."""
+
+    def error(message: str) -> int:
+        print(f"lightning-viz compare: {message}", file=sys.stderr)
+        return 2
+
+    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        return error(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    if not (0 < args.alpha < 1):
+        return error(f"--alpha must lie in (0, 1), got {args.alpha}")
+    runs = []
+    for name in ("baseline", "candidate"):
+        try:
+            runs.append(load_summary(getattr(args, name)))
+        except SummaryError as err:
+            return error(f"cannot read the {name}: {err}")
+    result = compare_summaries(*runs, tolerance=args.tolerance, alpha=args.alpha)
+    if not result.rows:
+        return error("the two runs have no lightning-viz metric in common")
+    print(render(result, args.format))
+    return result.exit_code

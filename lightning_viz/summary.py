@@ -1,0 +1,712 @@
+"""The run summary: ``<log_dir>/lightning_viz/summary.json``.
+
+One :class:`RunSummary` per run holds, per metric tag (``robustness/pgd_acc@8/255``,
+``bias/shape_bias``, ``embedding/knn_acc``, ...) and per epoch, the value and, for
+proportions, the counts, the Wilson interval and the per-sample outcomes that paired
+tests need, with the fingerprint of the probe they were measured on; and the alerts
+the run raised. ``baseline=`` of the callbacks and ``lightning-viz compare`` read it.
+
+The file (format ``"lightning-viz-summary"``, version 1)::
+
+    {
+      "format": "lightning-viz-summary",
+      "version": 1,
+      "lightning_viz": "0.1.0",
+      "confidence": 0.95,
+      "metrics": {
+        "bias/shape_bias": {
+          "callback": "TextureShapeBias", "watched": true, "tolerance": 0.05,
+          "higher_is_better": true,
+          "epochs": [
+            {"epoch": 0, "step": 63, "value": 0.7, "n": 70, "successes": 49,
+             "interval": [0.585, 0.795], "outcomes": "1101-0...", "fingerprint": "9f2c..."}
+          ]
+        },
+        "embedding/knn_acc": {"callback": "EmbeddingProjector", "watched": false,
+                              "tolerance": null, "higher_is_better": true,
+                              "epochs": [{"epoch": 0, "step": 63, "value": 0.81}]}
+      },
+      "alerts": [
+        {"epoch": 6, "step": 441, "metric": "bias/shape_bias", "kind": "best", ...}
+      ]
+    }
+
+``epochs`` is sorted by epoch; ``n``, ``successes``, ``interval`` (Wilson, at
+``confidence``), ``outcomes`` (one character per probe sample: ``'1'`` success, ``'0'``
+failure, ``'-'`` not counted) and ``fingerprint`` are present only when known. A value
+that is not a number (NaN) is written as ``null``: the file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightning_viz._checks import check_bool, check_float, check_int, fail
+from lightning_viz.stats import outcome_list, paired_test, unpaired_test, wilson_interval
+
+__all__ = [
+    "CONFIDENCE",
+    "FORMAT",
+    "SUMMARY_DIR",
+    "SUMMARY_FILE",
+    "VERSION",
+    "EpochRecord",
+    "MetricHistory",
+    "RecordComparison",
+    "RunSummary",
+    "SummaryError",
+    "compare_records",
+    "load_summary",
+    "make_record",
+    "summary_path",
+]
+
+FORMAT = "lightning-viz-summary"
+VERSION = 1
+SUMMARY_DIR = "lightning_viz"
+SUMMARY_FILE = "summary.json"
+CONFIDENCE = 0.95
+"""Confidence level of the Wilson intervals written to the file."""
+
+ALERT_KINDS = ("best", "baseline")
+
+
+class SummaryError(ValueError):
+    """A run summary cannot be found or read (missing, not JSON, another format/version)."""
+
+
+def summary_path(log_dir: str | os.PathLike[str]) -> str:
+    """``<log_dir>/lightning_viz/summary.json``."""
+    return os.path.join(os.fspath(log_dir), SUMMARY_DIR, SUMMARY_FILE)
+
+
+# ------------------------------------------------------------------------ records
+def _encode_outcomes(outcomes: list[int | None]) -> str:
+    return "".join("-" if v is None else str(v) for v in outcomes)
+
+
+def _check_value(value: Any, name: str) -> float:
+    """A real number; NaN is allowed (a metric undefined this epoch), infinities are not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(name, "a number (NaN allowed)", value, TypeError)
+    value = float(value)
+    if math.isinf(value):
+        fail(name, "a finite number or NaN", value)
+    return value
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One metric at one epoch.
+
+    Build it with :func:`make_record` or :meth:`RunSummary.record` (they check and
+    complete the fields).
+
+    Attributes:
+        epoch: Epoch of the run.
+        step: ``trainer.global_step`` it was logged at.
+        value: The value (NaN when undefined, e.g. a shape bias without decisions).
+        n: Samples counted (the denominator of a proportion), when known.
+        successes: Successes among them, when known.
+        outcomes: Per-sample outcomes in the compact form ``"10-1..."``, when known.
+        fingerprint: Hex fingerprint of the probe the outcomes belong to, when known.
+    """
+
+    epoch: int
+    step: int
+    value: float
+    n: int | None = None
+    successes: int | None = None
+    outcomes: str | None = None
+    fingerprint: str | None = None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The Wilson interval at :data:`CONFIDENCE`, or ``None`` without counts."""
+        if self.n is None or self.successes is None:
+            return None
+        return wilson_interval(self.successes, self.n, CONFIDENCE)
+
+    def outcome_list(self) -> list[int | None] | None:
+        """The outcomes as a list of ``1``/``0``/``None``, or ``None`` when not stored."""
+        return None if self.outcomes is None else outcome_list(self.outcomes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; optional fields only when known, NaN as ``None``."""
+        out: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "value": None if math.isnan(self.value) else self.value,
+        }
+        if self.n is not None:
+            out["n"] = self.n
+        if self.successes is not None:
+            out["successes"] = self.successes
+        interval = self.interval
+        if interval is not None and not math.isnan(interval[0]):
+            out["interval"] = [interval[0], interval[1]]
+        for key in ("outcomes", "fingerprint"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EpochRecord:
+        """Inverse of :meth:`to_dict` (``interval`` is recomputed, not read)."""
+        if not isinstance(data, Mapping):
+            fail("record", "a JSON object", data, TypeError)
+        value = data.get("value")
+        return make_record(
+            data["epoch"],
+            data["step"],
+            math.nan if value is None else value,
+            n=data.get("n"),
+            successes=data.get("successes"),
+            outcomes=data.get("outcomes"),
+            fingerprint=data.get("fingerprint"),
+        )
+
+
+def make_record(
+    epoch: int,
+    step: int,
+    value: float | None = None,
+    *,
+    n: int | None = None,
+    successes: int | None = None,
+    outcomes: Any = None,
+    fingerprint: str | None = None,
+) -> EpochRecord:
+    """A checked :class:`EpochRecord`, with counts derived from the outcomes.
+
+    Args:
+        epoch: Epoch, ``>= 0``.
+        step: Global step, ``>= 0``.
+        value: The value; ``None`` means ``successes / n`` (NaN when ``n == 0``).
+        n: Samples counted. Default: from ``outcomes`` (those not ``None``).
+        successes: Successes, ``<= n``. Default: from ``outcomes`` (the ``1``s).
+        outcomes: Per-sample ``1``/``0``/``None`` (a list, tuple or ``"10-"`` string).
+        fingerprint: Hex string identifying the probe's samples.
+
+    Returns:
+        The record.
+
+    Raises:
+        TypeError: An argument of the wrong type.
+        ValueError: A negative count, ``successes > n``, counts that disagree with the
+            outcomes, ``successes`` without ``n``, or no value and no counts.
+    """
+    epoch = check_int(epoch, "epoch", minimum=0)
+    step = check_int(step, "step", minimum=0)
+    encoded = None
+    if outcomes is not None:
+        items = outcome_list(outcomes, "outcomes")
+        encoded = _encode_outcomes(items)
+        counted = sum(v is not None for v in items)
+        ones = sum(v == 1 for v in items)
+        if n is not None and check_int(n, "n", minimum=0) != counted:
+            fail("n", f"the number of counted outcomes ({counted})", n)
+        if successes is not None and check_int(successes, "successes", minimum=0) != ones:
+            fail("successes", f"the number of 1s in `outcomes` ({ones})", successes)
+        n, successes = counted, ones
+    if n is not None:
+        n = check_int(n, "n", minimum=0)
+    if successes is not None:
+        if n is None:
+            fail("n", "given with `successes`", None)
+        successes = check_int(successes, "successes", minimum=0)
+        if successes > n:  # type: ignore[operator]
+            fail("successes", f"an int <= `n` ({n})", successes)
+    if value is None:
+        if n is None or successes is None:
+            fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
+        value = successes / n if n else math.nan  # type: ignore[operator]
+    value = _check_value(value, "value")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        fail("fingerprint", "a str or None", fingerprint, TypeError)
+    return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint)
+
+
+# ---------------------------------------------------------------------- histories
+def _oriented(value: float, higher_is_better: bool) -> float:
+    return value if higher_is_better else -value
+
+
+@dataclass
+class MetricHistory:
+    """One metric over the epochs of a run, with how it is judged.
+
+    Attributes:
+        tag: The metric's tag.
+        callback: Class name of the callback that writes it.
+        watched: Whether its regressions are alerts (and fail ``compare``).
+        tolerance: Drop that counts as practically large, or ``None``.
+        higher_is_better: Direction of improvement.
+        epochs: Epoch -> :class:`EpochRecord`.
+    """
+
+    tag: str
+    callback: str | None = None
+    watched: bool = False
+    tolerance: float | None = None
+    higher_is_better: bool = True
+    epochs: dict[int, EpochRecord] = field(default_factory=dict)
+
+    def records(self, min_epoch: int = 0, max_epoch: int | None = None) -> list[EpochRecord]:
+        """Records with ``min_epoch <= epoch <= max_epoch`` and a value, by epoch."""
+        return [
+            r
+            for e, r in sorted(self.epochs.items())
+            if e >= min_epoch and (max_epoch is None or e <= max_epoch) and not math.isnan(r.value)
+        ]
+
+    def latest(self, max_epoch: int | None = None, min_epoch: int = 0) -> EpochRecord | None:
+        """The last record with a value at or before ``max_epoch`` (any epoch if ``None``)."""
+        found = self.records(min_epoch, max_epoch)
+        return found[-1] if found else None
+
+    def best(self, min_epoch: int = 0, max_epoch: int | None = None) -> EpochRecord | None:
+        """The best record in the epoch range (the earliest of equal values)."""
+        best = None
+        for r in self.records(min_epoch, max_epoch):
+            if best is None or _oriented(r.value, self.higher_is_better) > _oriented(
+                best.value, self.higher_is_better
+            ):
+                best = r
+        return best
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "callback": self.callback,
+            "watched": self.watched,
+            "tolerance": self.tolerance,
+            "higher_is_better": self.higher_is_better,
+            "epochs": [r.to_dict() for _, r in sorted(self.epochs.items())],
+        }
+
+
+# ----------------------------------------------------------------- comparisons
+@dataclass(frozen=True)
+class RecordComparison:
+    """A one-sided test that a candidate record is worse than a reference record.
+
+    Attributes:
+        test: ``"paired"`` (sign test on the samples that flipped), ``"unpaired"``
+            (Fisher's exact test on the two proportions) or ``"none"`` (no counts).
+        reason: Why the test is not paired (``"probes differ"``, ``"probes unknown"``,
+            ``"no per-sample outcomes"``, ``"no counts"``), else ``None``.
+        pvalue: One-sided p-value (not corrected for multiple tests); NaN when
+            ``test == "none"``.
+        drop: How much worse the candidate is (reference − candidate for a metric
+            where higher is better); negative when it is better.
+        n: Pairs counted (paired) or the candidate's samples (unpaired), else ``None``.
+        worse: Samples that flipped to worse (paired only).
+        better: Samples that flipped to better (paired only).
+    """
+
+    test: str
+    reason: str | None
+    pvalue: float
+    drop: float
+    n: int | None = None
+    worse: int | None = None
+    better: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``"paired"``, ``"unpaired (probes differ)"``, ..."""
+        return self.test if self.reason is None else f"{self.test} ({self.reason})"
+
+
+def _flip(outcomes: list[int | None]) -> list[int | None]:
+    return [None if v is None else 1 - v for v in outcomes]
+
+
+def compare_records(
+    reference: EpochRecord,
+    candidate: EpochRecord,
+    *,
+    higher_is_better: bool = True,
+    same_probe_if_unknown: bool = False,
+) -> RecordComparison:
+    """Tests whether ``candidate`` is worse than ``reference``.
+
+    Paired (exact sign test) when both records have per-sample outcomes of the same
+    length and the same probe fingerprint; two missing fingerprints count as the same
+    probe only with ``same_probe_if_unknown`` (two runs of one probe within one fit).
+    Otherwise unpaired (Fisher's exact test) when both have counts, else no test.
+
+    Args:
+        reference: The reference run of the metric.
+        candidate: The run under test.
+        higher_is_better: Direction of the metric; when ``False`` a success is the
+            *bad* outcome (e.g. an error rate) and the test runs on failures.
+        same_probe_if_unknown: Pair records that both lack a fingerprint.
+
+    Returns:
+        A :class:`RecordComparison`.
+    """
+    drop = _oriented(reference.value, higher_is_better) - _oriented(
+        candidate.value, higher_is_better
+    )
+    if reference.fingerprint is None and candidate.fingerprint is None:
+        same, reason = same_probe_if_unknown, "probes unknown"
+    else:
+        same, reason = reference.fingerprint == candidate.fingerprint, "probes differ"
+    ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
+    if ref_out is None or cand_out is None:
+        reason = "no per-sample outcomes"
+    elif same and len(ref_out) != len(cand_out):
+        same, reason = False, "probes differ"
+    if same and ref_out is not None and cand_out is not None:
+        if not higher_is_better:
+            ref_out, cand_out = _flip(ref_out), _flip(cand_out)
+        r = paired_test(ref_out, cand_out)
+        return RecordComparison("paired", None, r.pvalue, drop, r.n_pairs, r.worse, r.better)
+    counts = (reference.n, reference.successes, candidate.n, candidate.successes)
+    if any(c is None for c in counts):
+        return RecordComparison("none", "no counts", math.nan, drop)
+    n_ref, k_ref, n_cand, k_cand = counts  # type: ignore[misc]
+    if not higher_is_better:
+        k_ref, k_cand = n_ref - k_ref, n_cand - k_cand
+    p = unpaired_test(k_ref, n_ref, k_cand, n_cand)
+    return RecordComparison("unpaired", reason, p, drop, n_cand)
+
+
+# ------------------------------------------------------------------------ summary
+class RunSummary:
+    """Every lightning-viz metric of one run, per epoch, and the alerts it raised.
+
+    The per-trainer coordinator owns one and writes it after every callback run
+    (global rank 0). A resumed run (same log dir) continues the file with
+    :meth:`load_or_new`; recording the same ``(tag, epoch)`` again replaces it.
+
+    Attributes:
+        metrics: Tag -> :class:`MetricHistory`.
+        alerts: The alerts, as plain dicts (see :meth:`add_alert`), in order.
+        path: The file it was loaded from or last written to, else ``None``.
+
+    Example:
+        >>> s = RunSummary()
+        >>> r = s.record("bias/shape_bias", 0, 10, outcomes=[1, 1, 0, None],
+        ...              callback="TextureShapeBias", watched=True, tolerance=0.05)
+        >>> (r.n, r.successes, round(r.value, 3))
+        (3, 2, 0.667)
+    """
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, MetricHistory] = {}
+        self.alerts: list[dict[str, Any]] = []
+        self.path: str | None = None
+
+    # ---------------------------------------------------------------- access
+    def __contains__(self, tag: object) -> bool:
+        return tag in self.metrics
+
+    def __getitem__(self, tag: str) -> MetricHistory:
+        return self.metrics[tag]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.metrics)
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+    def __repr__(self) -> str:
+        return (
+            f"RunSummary({len(self.metrics)} metrics, {len(self.alerts)} alerts, "
+            f"path={self.path!r})"
+        )
+
+    # ------------------------------------------------------------- recording
+    def record(
+        self,
+        tag: str,
+        epoch: int,
+        step: int,
+        value: float | None = None,
+        *,
+        n: int | None = None,
+        successes: int | None = None,
+        outcomes: Any = None,
+        fingerprint: str | None = None,
+        callback: str | None = None,
+        watched: bool | None = None,
+        tolerance: float | None = None,
+        higher_is_better: bool | None = None,
+    ) -> EpochRecord:
+        """Records one metric at one epoch (replacing an earlier record of that epoch).
+
+        Args:
+            tag: The metric's tag, e.g. ``"robustness/pgd_acc@8/255"``.
+            epoch: Epoch, ``>= 0``.
+            step: ``trainer.global_step``, ``>= 0``.
+            value: The value; ``None`` means ``successes / n``.
+            n: Samples counted. Default: from ``outcomes``.
+            successes: Successes among them. Default: from ``outcomes``.
+            outcomes: Per-sample ``1``/``0``/``None`` on the probe (list, tuple or string).
+            fingerprint: Hex fingerprint of the probe.
+            callback: Class name of the writing callback.
+            watched: Whether regressions of this metric are alerts.
+            tolerance: Practically large drop, ``>= 0``.
+            higher_is_better: Direction of improvement.
+
+            The last four describe the metric, not the epoch: ``None`` keeps what the
+            metric has (a new metric: ``None``, ``False``, ``None``, ``True``).
+
+        Returns:
+            The stored :class:`EpochRecord`.
+
+        Raises:
+            TypeError: An argument of the wrong type.
+            ValueError: A bad value (see :func:`make_record`), an empty ``tag``, a
+                negative ``tolerance``.
+        """
+        if not isinstance(tag, str):
+            fail("tag", "a non-empty str", tag, TypeError)
+        if not tag:
+            fail("tag", "a non-empty str", tag)
+        if callback is not None and not isinstance(callback, str):
+            fail("callback", "a str or None", callback, TypeError)
+        if watched is not None:
+            check_bool(watched, "watched")
+        if tolerance is not None:
+            tolerance = check_float(tolerance, "tolerance", minimum=0.0)
+        if higher_is_better is not None:
+            check_bool(higher_is_better, "higher_is_better")
+        rec = make_record(
+            epoch, step, value, n=n, successes=successes, outcomes=outcomes, fingerprint=fingerprint
+        )
+        hist = self.metrics.setdefault(tag, MetricHistory(tag))
+        if callback is not None:
+            hist.callback = callback
+        if watched is not None:
+            hist.watched = watched
+        if tolerance is not None:
+            hist.tolerance = tolerance
+        if higher_is_better is not None:
+            hist.higher_is_better = higher_is_better
+        hist.epochs[rec.epoch] = rec
+        return rec
+
+    def add_alert(self, alert: Any) -> dict[str, Any]:
+        """Stores an alert (replacing one with the same epoch, metric and kind).
+
+        Args:
+            alert: A mapping, or an object with ``to_dict()`` (the ``Alert`` of
+                :mod:`lightning_viz.callbacks._regression`), with at least ``epoch``
+                (int), ``metric`` (str) and ``kind`` (``"best"`` or ``"baseline"``);
+                other keys (values, p-value, message, ...) are kept as given and must
+                be JSON types.
+
+        Returns:
+            The stored dict.
+
+        Raises:
+            TypeError: Not a mapping, or a key of the wrong type.
+            ValueError: A missing key or an unknown kind.
+        """
+        data = alert.to_dict() if hasattr(alert, "to_dict") else alert
+        if not isinstance(data, Mapping):
+            fail("alert", "a mapping or an object with to_dict()", alert, TypeError)
+        data = dict(data)
+        for key in ("epoch", "metric", "kind"):
+            if key not in data:
+                fail("alert", f"a mapping with the key {key!r}", sorted(data))
+        check_int(data["epoch"], "alert['epoch']", minimum=0)
+        if not isinstance(data["metric"], str):
+            fail("alert['metric']", "a str", data["metric"], TypeError)
+        if data["kind"] not in ALERT_KINDS:
+            fail("alert['kind']", f"one of {list(ALERT_KINDS)}", data["kind"])
+        key = (data["epoch"], data["metric"], data["kind"])
+        self.alerts = [a for a in self.alerts if (a["epoch"], a["metric"], a["kind"]) != key]
+        self.alerts.append(data)
+        return data
+
+    def drop_after(self, epoch: int) -> None:
+        """Forgets records and alerts of epochs after ``epoch``.
+
+        For a run resumed from a checkpoint older than the summary: the epochs after
+        the checkpoint will run again, and alerts raised in them before may not recur.
+
+        Args:
+            epoch: The last epoch to keep (``-1`` forgets everything).
+        """
+        epoch = check_int(epoch, "epoch", minimum=-1)
+        for hist in self.metrics.values():
+            hist.epochs = {e: r for e, r in hist.epochs.items() if e <= epoch}
+        self.alerts = [a for a in self.alerts if a["epoch"] <= epoch]
+
+    # ----------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        """The file's content as plain JSON types (see the module docstring)."""
+        from lightning_viz import __version__
+
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "lightning_viz": __version__,
+            "confidence": CONFIDENCE,
+            "metrics": {tag: hist.to_dict() for tag, hist in self.metrics.items()},
+            "alerts": [_json_safe(a) for a in self.alerts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> RunSummary:
+        """Reads :meth:`to_dict`'s form.
+
+        Args:
+            data: The decoded JSON.
+            source: Where it came from, for error messages.
+
+        Raises:
+            SummaryError: Another format, a newer version, or a malformed content.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise SummaryError(
+                f"{source} is not a lightning-viz run summary (format {got!r}, expected {FORMAT!r})"
+            )
+        version = data.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise SummaryError(f"{source}: bad format version {version!r}")
+        if version > VERSION:
+            raise SummaryError(
+                f"{source} was written by a newer lightning-viz (summary format version "
+                f"{version}; this version reads up to {VERSION}): upgrade lightning-viz"
+            )
+        out = cls()
+        try:
+            metrics = data.get("metrics", {})
+            if not isinstance(metrics, Mapping):
+                fail("metrics", "a JSON object", metrics, TypeError)
+            for tag, m in metrics.items():
+                if not isinstance(m, Mapping):
+                    fail(f"metrics[{tag!r}]", "a JSON object", m, TypeError)
+                hist = out.metrics.setdefault(tag, MetricHistory(tag))
+                hist.callback = m.get("callback")
+                hist.watched = bool(m.get("watched", False))
+                tol = m.get("tolerance")
+                hist.tolerance = None if tol is None else check_float(tol, "tolerance", minimum=0)
+                hist.higher_is_better = bool(m.get("higher_is_better", True))
+                for item in m.get("epochs", []):
+                    rec = EpochRecord.from_dict(item)
+                    hist.epochs[rec.epoch] = rec
+            for alert in data.get("alerts", []):
+                out.add_alert(alert)
+        except (KeyError, TypeError, ValueError) as err:
+            what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+            raise SummaryError(f"{source}: malformed lightning-viz run summary: {what}") from None
+        return out
+
+    def write(self, log_dir: str | os.PathLike[str]) -> str:
+        """Writes ``<log_dir>/lightning_viz/summary.json`` atomically; returns its path.
+
+        The content goes to a temporary file in the same folder, which then replaces
+        the summary (``os.replace``), so a reader never sees half a file. The folder
+        is created when missing.
+        """
+        path = summary_path(log_dir)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        self.path = path
+        return path
+
+    @classmethod
+    def load_or_new(cls, log_dir: str | os.PathLike[str]) -> RunSummary:
+        """The summary of ``log_dir`` when it has one (a resumed run), else a new one.
+
+        Raises:
+            SummaryError: The existing file cannot be read.
+        """
+        path = summary_path(log_dir)
+        if os.path.isfile(path):
+            return _read(path)
+        return cls()
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None, tuples -> lists, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------ loading
+def _read(path: str) -> RunSummary:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SummaryError(f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise SummaryError(f"cannot read {path}: {err.strerror or err}") from None
+    summary = RunSummary.from_dict(data, source=path)
+    summary.path = path
+    return summary
+
+
+def load_summary(path: str | os.PathLike[str]) -> RunSummary:
+    """Loads the run summary of a run.
+
+    Args:
+        path: One of: (a) a run's log directory (the one holding its TensorBoard event
+            file, with ``lightning_viz/summary.json`` in it); (b) that
+            ``summary.json`` itself; (c) a folder with exactly one such run somewhere
+            below it (e.g. ``lightning_logs/`` with a single ``version_0``).
+
+    Returns:
+        The :class:`RunSummary`, with ``path`` set to the file read.
+
+    Raises:
+        TypeError: ``path`` is not a path.
+        SummaryError: Nothing readable there: no such path, no summary (or several
+            runs) below a folder, not JSON, another format or a newer version.
+    """
+    if not isinstance(path, str | os.PathLike):
+        fail("path", "a str or os.PathLike", path, TypeError)
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise SummaryError(f"{p}: no such file or directory")
+    if os.path.isfile(p):
+        return _read(p)
+    if os.path.isfile(summary_path(p)):
+        return _read(summary_path(p))
+    pattern = os.path.join(glob.escape(p), "**", SUMMARY_DIR, SUMMARY_FILE)
+    found = sorted(glob.glob(pattern, recursive=True))
+    if len(found) == 1:
+        return _read(found[0])
+    if found:
+        runs = "\n  ".join(os.path.dirname(os.path.dirname(f)) for f in found)
+        raise SummaryError(f"{p} holds {len(found)} runs; pass one of them:\n  {runs}")
+    events = glob.glob(os.path.join(glob.escape(p), "**", "events.out.tfevents.*"), recursive=True)
+    if events:
+        run = os.path.dirname(sorted(events)[0])
+        raise SummaryError(
+            f"{p}: the run in {run} has no {SUMMARY_DIR}/{SUMMARY_FILE} (it is written by "
+            "lightning-viz's AdversarialProbe and TextureShapeBias)"
+        )
+    raise SummaryError(f"{p}: no lightning-viz run found (no {SUMMARY_DIR}/{SUMMARY_FILE} in it)")

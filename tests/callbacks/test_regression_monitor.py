@@ -1,0 +1,458 @@
+"""RegressionMonitor: the alert rule of issue 9, on simulated probe outcomes (no Trainer)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as ss
+
+from lightning_viz.callbacks._regression import (
+    Alert,
+    RegressionMonitor,
+    RegressionWatch,
+    format_alerts,
+)
+from lightning_viz.summary import RunSummary, SummaryError
+
+SB, SA = "bias/shape_bias", "bias/shape_acc"
+SHAPE, TEXTURE, OTHER = 0, 1, 2
+
+
+# ----------------------------------------------------------------- simulations
+def cue_conflict_runs(
+    seed: int,
+    epochs: int,
+    *,
+    images: int = 80,
+    p_shape: float = 0.64,
+    p_texture: float = 0.24,
+    flip: float = 0.05,
+    switch: int | None = None,
+    to_texture: float = 0.6,
+) -> list[np.ndarray]:
+    """Decisions (SHAPE/TEXTURE/OTHER) per cue-conflict image and epoch.
+
+    A converged model: each image has a decision, and each epoch a fraction ``flip``
+    of the images changes it at random. From epoch ``switch`` on, a fraction
+    ``to_texture`` of the images decided by shape are decided by texture.
+    """
+    rng = np.random.default_rng(seed)
+    base = rng.choice(3, size=images, p=[p_shape, p_texture, 1 - p_shape - p_texture])
+    moved = (rng.random(images) < to_texture) & (base == SHAPE)
+    runs = []
+    for epoch in range(epochs):
+        state = base if switch is None or epoch < switch else np.where(moved, TEXTURE, base)
+        changed = rng.random(images) < flip
+        other = (state + rng.integers(1, 3, size=images)) % 3
+        runs.append(np.where(changed, other, state))
+    return runs
+
+
+def shape_metrics(decisions: np.ndarray) -> dict[str, dict[str, list]]:
+    """What TextureShapeBias would pass: outcomes of shape bias and shape accuracy."""
+    bias = [1 if d == SHAPE else 0 if d == TEXTURE else None for d in decisions.tolist()]
+    acc = [int(d == SHAPE) for d in decisions.tolist()]
+    return {SB: {"outcomes": bias}, SA: {"outcomes": acc}}
+
+
+def value(outcomes: list) -> float:
+    counted = [v for v in outcomes if v is not None]
+    return sum(counted) / len(counted)
+
+
+def run_monitor(monitor: RegressionMonitor, per_epoch: list[dict], start: int = 0) -> list:
+    """Updates per epoch; returns (epoch, alerts) for the epochs that raised any."""
+    out = []
+    for epoch, metrics in enumerate(per_epoch[start:], start=start):
+        alerts = monitor.update(epoch, 10 * epoch, metrics)
+        if alerts:
+            out.append((epoch, alerts))
+    return out
+
+
+def table(n_good: int, n_total: int = 100) -> list[int]:
+    """Outcomes: the first ``n_good`` samples succeed (so runs are nested, pairs flip one way)."""
+    return [1] * n_good + [0] * (n_total - n_good)
+
+
+# ------------------------------------------------------------- (a) no false alerts
+def test_converged_shape_bias_raises_no_alert_where_the_old_rule_fired():
+    old_fired = 0
+    for seed in range(20):
+        runs = [shape_metrics(d) for d in cue_conflict_runs(seed, 8)]
+        assert run_monitor(RegressionMonitor(tolerance=0.05), runs) == [], seed
+        watch = RegressionWatch(0.05)
+        for metrics in runs:
+            values = {tag: value(m["outcomes"]) for tag, m in metrics.items()}
+            old_fired += bool(watch.update(values, str)[1])
+    assert old_fired >= 10  # the noise is the size that made the old rule warn
+
+
+def test_converged_robustness_metrics_raise_no_alert():
+    old_fired = 0
+    for seed in range(5):
+        rng = np.random.default_rng(100 + seed)
+        base = {
+            f"robustness/{attack}_acc@{k}/255": rng.random(128) < acc
+            for attack in ("fgsm", "pgd", "noise")
+            for k, acc in ((1, 0.8), (2, 0.6), (4, 0.4), (8, 0.2))
+        }
+        runs = [
+            {t: {"outcomes": (b ^ (rng.random(128) < 0.03)).astype(int).tolist()}
+             for t, b in base.items()}
+            for _ in range(8)
+        ]  # fmt: skip
+        assert run_monitor(RegressionMonitor(tolerance=0.02), runs) == [], seed
+        watch = RegressionWatch(0.02)
+        for metrics in runs:
+            old_fired += bool(
+                watch.update({t: value(m["outcomes"]) for t, m in metrics.items()}, str)[1]
+            )
+    assert old_fired >= 5
+
+
+def test_false_alert_rate_of_a_converged_run():
+    """The rates docs/alerts.md quotes (4000 seeds: 5.1 % and 0.15 %).
+
+    70 shape-or-texture decisions around a fixed state (73 % shape), each flipping
+    with probability 0.05 per epoch, 8 epochs.
+    """
+    fired = {1: 0, 2: 0}
+    seeds = 400
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        base = rng.random(70) < 0.73
+        runs = [
+            {SB: {"outcomes": (base ^ (rng.random(70) < 0.05)).astype(int).tolist()}}
+            for _ in range(8)
+        ]
+        for patience in fired:
+            fired[patience] += bool(run_monitor(RegressionMonitor(0.05, patience=patience), runs))
+    assert fired[2] / seeds <= 0.01
+    assert 0.02 <= fired[1] / seeds <= 0.12  # the best run is a lucky one: patience 1 is jumpy
+
+
+# ----------------------------------------------------------- (b) a real switch
+def test_switch_to_texture_raises_exactly_one_alert_within_three_epochs():
+    for seed in range(20):
+        runs = [shape_metrics(d) for d in cue_conflict_runs(seed, 12, switch=5)]
+        fired = run_monitor(RegressionMonitor(tolerance=0.05), runs)
+        assert len(fired) == 1, (seed, fired)  # one message, at one run
+        epoch, alerts = fired[0]
+        assert 5 <= epoch <= 7
+        (alert,) = [a for a in alerts if a.metric == SB]
+        assert alert.kind == "best" and alert.reference == "best"
+        assert alert.epoch == epoch and alert.reference_epoch < 5
+        assert alert.value == pytest.approx(value(runs[epoch][SB]["outcomes"]))
+        assert alert.reference_value == pytest.approx(
+            value(runs[alert.reference_epoch][SB]["outcomes"])
+        )
+        assert alert.drop == pytest.approx(alert.reference_value - alert.value)
+        assert alert.drop > 0.2 and alert.pvalue <= 0.01
+        assert alert.test == "paired" and alert.worse > alert.better
+        for text in (SB, f"epoch {epoch}", f"epoch {alert.reference_epoch}", f"{alert.value:.4f}"):
+            assert text in alert.message
+        assert f"p = {alert.pvalue:.2g}" in alert.message
+
+
+def test_switch_alert_with_patience_one_comes_at_the_switch_and_matches_scipy():
+    runs = [shape_metrics(d) for d in cue_conflict_runs(3, 10, switch=5)]
+    runs = [{SB: r[SB]} for r in runs]  # one metric: Holm changes nothing
+    fired = run_monitor(RegressionMonitor(tolerance=0.05, patience=1), runs)
+    assert [e for e, _ in fired] == [5]
+    (alert,) = fired[0][1]
+    assert alert.flagged_since == 5
+    expected = ss.binomtest(alert.worse, alert.worse + alert.better, alternative="greater").pvalue
+    assert alert.pvalue == pytest.approx(expected)
+
+
+def test_format_alerts_is_one_compact_table():
+    runs = [shape_metrics(d) for d in cue_conflict_runs(0, 8, switch=5, to_texture=0.8)]
+    (epoch, alerts), *_ = run_monitor(RegressionMonitor(tolerance=0.05, patience=1), runs)
+    text = format_alerts(alerts, "TextureShapeBias")
+    lines = text.splitlines()
+    assert lines[0].startswith(f"TextureShapeBias: {len(alerts)} regression")
+    assert f"at epoch {epoch}" in lines[0] and "alpha 0.01" in lines[0]
+    assert lines[1].split()[:3] == ["metric", "compared", "with"]
+    assert len(lines) == 2 + len(alerts)
+    for a, line in zip(alerts, lines[2:], strict=True):
+        assert line.split()[0] == a.metric
+        assert f"best (epoch {a.reference_epoch})" in line
+        assert f"{a.value:.4f}" in line and f"{a.reference_value:.4f}" in line
+        assert f"paired, {a.worse} worse / {a.better} better of {a.n}" in line
+    assert format_alerts([], "X") == ""
+
+
+# ------------------------------------------------------- (c) episodes, hysteresis
+GOOD, BAD = table(80), table(50)
+BORDERLINE = table(74)  # 6 worse, 0 better: drop 0.06 > 0.05 but p = 1/64 > 0.01
+
+
+def test_one_alert_per_episode_and_again_after_recovery():
+    values = [GOOD] * 4 + [BAD, BORDERLINE] * 3 + [GOOD] * 3 + [BAD] * 3
+    runs = [{"m": {"outcomes": v}} for v in values]
+    monitor = RegressionMonitor(tolerance=0.05, patience=1)
+    fired = run_monitor(monitor, runs)
+    assert [e for e, _ in fired] == [4, 13]
+    first, second = fired[0][1][0], fired[1][1][0]
+    assert (first.reference_epoch, first.value, first.reference_value) == (0, 0.5, 0.8)
+    assert (first.worse, first.better, first.n) == (30, 0, 100)
+    assert first.drop == pytest.approx(0.3)
+    assert second.reference_epoch == 0 and second.epoch == 13
+    assert monitor.regressed() == ["m"]
+    assert monitor.regression_value() == pytest.approx(0.3)
+
+
+def test_a_pvalue_hovering_at_alpha_does_not_make_the_alert_flap():
+    # flagged, then a run with p above alpha but still below tolerance, then flagged again
+    values = [GOOD, BAD, BORDERLINE, BAD, BORDERLINE, BAD]
+    monitor = RegressionMonitor(tolerance=0.05, patience=1)
+    assert [e for e, _ in run_monitor(monitor, [{"m": {"outcomes": v}} for v in values])] == [1]
+
+
+def test_recovery_rearms_and_a_new_best_moves_the_reference():
+    monitor = RegressionMonitor(tolerance=0.05, patience=1)
+    values = [GOOD, BAD, table(76), table(90), table(60)]  # 0.76: within tolerance: recovered
+    fired = run_monitor(monitor, [{"m": {"outcomes": v}} for v in values])
+    assert [e for e, _ in fired] == [1, 4]
+    assert fired[1][1][0].reference_epoch == 3  # the new best
+    assert monitor.references["m"].epoch == 3
+    assert monitor.regression_value() == pytest.approx(0.3)
+    monitor.update(5, 50, {"m": {"outcomes": table(95)}})
+    assert monitor.regression_value() == 0.0
+
+
+# --------------------------------------------------------- (d) patience, warmup
+def test_patience_counts_consecutive_flagged_runs():
+    values = [GOOD, GOOD, BAD, BAD, GOOD, BAD, BAD, BAD, BAD]
+    runs = [{"m": {"outcomes": v}} for v in values]
+    fired = run_monitor(RegressionMonitor(tolerance=0.05, patience=3), runs)
+    assert [e for e, _ in fired] == [7]
+    assert fired[0][1][0].flagged_since == 5
+    assert "flagged since epoch 5" in fired[0][1][0].message
+    fired = run_monitor(RegressionMonitor(tolerance=0.05, patience=2), runs)
+    assert [e for e, _ in fired] == [3, 6]
+
+
+def test_warmup_runs_are_never_references_and_never_alert():
+    values = [table(100), BAD, GOOD, GOOD, table(70)]
+    runs = [{"m": {"outcomes": v}} for v in values]
+    # without warmup the first run's 1.0 stays the reference: one episode that never ends
+    assert [e for e, _ in run_monitor(RegressionMonitor(0.05, patience=1), runs)] == [1]
+    monitor = RegressionMonitor(0.05, patience=1, warmup=2)
+    assert run_monitor(monitor, runs[:2]) == []
+    assert monitor.references == {}
+    fired = run_monitor(monitor, runs, start=2)
+    assert [e for e, _ in fired] == [4]
+    assert fired[0][1][0].reference_epoch == 2  # not epoch 0, the warmup's 1.0
+
+
+def test_nan_value_skips_the_metric():
+    monitor = RegressionMonitor(0.05, patience=1)
+    monitor.update(0, 0, {"m": {"outcomes": GOOD}})
+    assert monitor.update(1, 1, {"m": {"outcomes": [None] * 100}}) == []  # no decisions
+    assert monitor.references["m"].epoch == 0
+    assert len(monitor.update(2, 2, {"m": {"outcomes": BAD}})) == 1
+
+
+# ------------------------------------------------------------------- (e) Holm
+def test_holm_makes_a_borderline_drop_insignificant_with_a_second_metric():
+    ref, cand = table(70, 70), table(63, 70)  # 7 worse, 0 better: p = 1/128 < 0.01
+    alone = RegressionMonitor(0.05, patience=1)
+    alone.update(0, 0, {"a": {"outcomes": ref}})
+    (alert,) = alone.update(1, 1, {"a": {"outcomes": cand}})
+    assert alert.pvalue == pytest.approx(1 / 128)
+    pair = RegressionMonitor(0.05, patience=1)
+    pair.update(0, 0, {"a": {"outcomes": ref}, "b": {"outcomes": ref}})
+    assert pair.update(1, 1, {"a": {"outcomes": cand}, "b": {"outcomes": ref}}) == []
+    # both dropping: Holm multiplies the smaller p by 2, 1/64 > 0.01 for both
+    pair = RegressionMonitor(0.05, patience=1, alpha=0.02)
+    pair.update(0, 0, {"a": {"outcomes": ref}, "b": {"outcomes": ref}})
+    alerts = pair.update(1, 1, {"a": {"outcomes": cand}, "b": {"outcomes": cand}})
+    assert [a.pvalue for a in alerts] == pytest.approx([2 / 128, 2 / 128])
+
+
+# ----------------------------------------------------------- (f) state_dict
+def test_state_dict_round_trip_mid_episode_neither_forgets_nor_repeats():
+    values = [GOOD] * 4 + [BAD] * 6 + [GOOD] * 3 + [BAD] * 3
+    runs = [{"m": {"outcomes": v}} for v in values]
+    whole = run_monitor(RegressionMonitor(0.05, patience=1), runs)
+    first = RegressionMonitor(0.05, patience=1)
+    before = run_monitor(first, runs[:7])
+    state = json.loads(json.dumps(first.state_dict()))  # plain types only
+    resumed = RegressionMonitor(0.05, patience=1)
+    resumed.load_state_dict(state)
+    after = run_monitor(resumed, runs, start=7)
+    assert [e for e, _ in before] == [4]
+    assert [e for e, _ in after] == [13]
+    assert before + after == whole
+    assert resumed.references["m"] == first.references["m"]
+
+
+def test_state_dict_keeps_a_patience_streak():
+    runs = [{"m": {"outcomes": v}} for v in (GOOD, BAD, BAD)]
+    first = RegressionMonitor(0.05, patience=2)
+    assert run_monitor(first, runs[:2]) == []
+    resumed = RegressionMonitor(0.05, patience=2)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert [e for e, _ in run_monitor(resumed, runs, start=2)] == [2]
+    fresh = RegressionMonitor(0.05, patience=2)
+    fresh.load_state_dict({})  # an old checkpoint: empty history
+    assert fresh.references == {} and fresh.regressed() == []
+
+
+# ------------------------------------------------------------- (g) baseline
+def baseline_summary(values: dict[int, list[int]], fingerprint: str | None = "f00d") -> RunSummary:
+    summary = RunSummary()
+    for epoch, outcomes in values.items():
+        summary.record("m", epoch, 10 * epoch, outcomes=outcomes, fingerprint=fingerprint)
+    return summary
+
+
+def test_baseline_paired_when_fingerprints_match_else_unpaired():
+    base = baseline_summary({0: GOOD})
+    paired = RegressionMonitor(0.05, patience=1, baseline=base)
+    (alert,) = paired.update(0, 0, {"m": {"outcomes": BAD, "fingerprint": "f00d"}})
+    assert (alert.kind, alert.reference, alert.test) == ("baseline", "baseline", "paired")
+    assert alert.pvalue == pytest.approx(ss.binomtest(30, 30, alternative="greater").pvalue)
+    unpaired = RegressionMonitor(0.05, patience=1, baseline=base)
+    (alert,) = unpaired.update(0, 0, {"m": {"outcomes": BAD, "fingerprint": "beef"}})
+    assert alert.test == "unpaired (probes differ)" and alert.worse is None
+    expected = ss.fisher_exact([[50, 50], [80, 20]], alternative="less").pvalue
+    assert alert.pvalue == pytest.approx(expected)
+    assert "baseline run 0.8000 at epoch 0" in alert.message
+    unknown = RegressionMonitor(0.05, patience=1, baseline=baseline_summary({0: GOOD}, None))
+    (alert,) = unknown.update(0, 0, {"m": {"outcomes": BAD}})
+    assert alert.test == "unpaired (probes unknown)"
+
+
+def test_paired_baseline_sees_a_drop_the_unpaired_test_cannot():
+    # 8 of 40 samples flip to worse, none to better: clear when paired, not when unpaired
+    ref, cand = table(30, 40), table(22, 40)
+    base = baseline_summary({0: ref})
+    assert ss.fisher_exact([[22, 18], [30, 10]], alternative="less").pvalue > 0.01
+    paired = RegressionMonitor(0.05, patience=1, baseline=base)
+    (alert,) = paired.update(0, 0, {"m": {"outcomes": cand, "fingerprint": "f00d"}})
+    assert alert.pvalue == pytest.approx(1 / 256)
+    unpaired = RegressionMonitor(0.05, patience=1, baseline=base)
+    assert unpaired.update(0, 0, {"m": {"outcomes": cand, "fingerprint": "other"}}) == []
+
+
+def test_baseline_same_epoch_latest_before_and_best_so_far():
+    base = baseline_summary({0: table(50), 1: GOOD, 2: table(60), 4: table(55)})
+    monitor = RegressionMonitor(0.05, patience=1, baseline=base)
+    fp = {"fingerprint": "f00d"}
+    # epoch 0: equal to the baseline then; its later best (epoch 1) is not compared yet
+    assert monitor.update(0, 0, {"m": {"outcomes": table(50), **fp}}) == []
+    # epoch 2 (new own best, so no own alert): equal to baseline epoch 2, below its best
+    (alert,) = monitor.update(2, 20, {"m": {"outcomes": table(60), **fp}})
+    assert (alert.kind, alert.reference, alert.reference_epoch) == ("baseline", "baseline best", 1)
+    assert "baseline run's best 0.8000 at epoch 1" in alert.message
+    monitor = RegressionMonitor(0.05, patience=1, baseline=base, warmup=0)
+    # epoch 3 is missing in the baseline: its epoch 2 stands in; compare both references
+    comparisons = monitor._baseline_comparisons(
+        {"m": monitor._as_record("m", 3, 30, {"outcomes": table(40), **fp})}, 3
+    )
+    assert [(c.reference, c.ref.epoch) for c in comparisons] == [
+        ("baseline", 2),
+        ("baseline best", 1),
+    ]
+
+
+def test_baseline_and_best_episodes_are_separate():
+    base = baseline_summary({0: GOOD, 1: GOOD, 2: GOOD})
+    monitor = RegressionMonitor(0.05, patience=1, baseline=base)
+    fp = {"fingerprint": "f00d"}
+    assert [a.kind for a in monitor.update(0, 0, {"m": {"outcomes": table(100), **fp}})] == []
+    alerts = monitor.update(1, 10, {"m": {"outcomes": BAD, **fp}})
+    assert [a.kind for a in alerts] == ["best", "baseline"]
+    assert monitor.update(2, 20, {"m": {"outcomes": BAD, **fp}}) == []
+    assert monitor.regressed("best") == ["m"] and monitor.regressed("baseline") == ["m"]
+
+
+def test_baseline_from_a_path(tmp_path):
+    baseline_summary({0: GOOD}).write(tmp_path / "run")
+    monitor = RegressionMonitor(0.05, patience=1, baseline=tmp_path / "run")
+    assert len(monitor.update(0, 0, {"m": {"outcomes": BAD, "fingerprint": "f00d"}})) == 1
+    with pytest.raises(SummaryError, match="no such file or directory"):
+        RegressionMonitor(baseline=tmp_path / "missing")
+
+
+# ------------------------------------------------------------- other rules
+def test_lower_is_better_metric():
+    monitor = RegressionMonitor(0.05, patience=1, higher_is_better={"err": False})
+    monitor.update(0, 0, {"err": {"outcomes": table(10)}})  # error rate 0.1
+    (alert,) = monitor.update(1, 1, {"err": {"outcomes": table(40)}})
+    assert alert.drop == pytest.approx(0.3)
+    assert (alert.worse, alert.better) == (30, 0)
+    assert monitor.update(2, 2, {"err": {"outcomes": table(5)}}) == []  # better: recovered
+    assert monitor.references["err"].epoch == 2
+
+
+def test_counts_without_outcomes_use_the_unpaired_test():
+    monitor = RegressionMonitor(0.05, patience=1)
+    monitor.update(0, 0, {"m": {"n": 100, "successes": 80}})
+    (alert,) = monitor.update(1, 1, {"m": {"n": 100, "successes": 50}})
+    assert alert.test == "unpaired (no per-sample outcomes)"
+    assert alert.pvalue == pytest.approx(
+        ss.fisher_exact([[50, 50], [80, 20]], alternative="less").pvalue
+    )
+
+
+def test_per_metric_tolerance():
+    monitor = RegressionMonitor({"a": 0.35, "b": 0.05}, patience=1)
+    monitor.update(0, 0, {"a": {"outcomes": GOOD}, "b": {"outcomes": GOOD}})
+    alerts = monitor.update(1, 1, {"a": {"outcomes": BAD}, "b": {"outcomes": BAD}})
+    assert [(a.metric, a.tolerance) for a in alerts] == [("b", 0.05)]
+    with pytest.raises(
+        ValueError, match="`tolerance` must be a mapping with the watched metric 'c'"
+    ):
+        monitor.update(2, 2, {"c": {"outcomes": GOOD}})
+
+
+def test_alert_to_dict_is_json_and_goes_into_the_summary():
+    monitor = RegressionMonitor(0.05, patience=1)
+    monitor.update(0, 0, {"m": {"outcomes": GOOD}})
+    (alert,) = monitor.update(1, 7, {"m": {"outcomes": BAD}})
+    data = json.loads(json.dumps(alert.to_dict()))
+    assert data["message"] == alert.message and data["step"] == 7
+    assert Alert(**{k: v for k, v in data.items() if k != "message"}) == alert
+    summary = RunSummary()
+    summary.add_alert(alert)
+    assert summary.alerts[0]["pvalue"] == alert.pvalue
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "match"),
+    [
+        ({"tolerance": -0.1}, ValueError, "`tolerance` must be a finite number >= 0"),
+        ({"tolerance": {"a": "x"}}, TypeError, r"`tolerance\['a'\]` must be a finite number"),
+        ({"alpha": 1.0}, ValueError, r"`alpha` must be a number in \(0, 1\), got 1.0"),
+        ({"alpha": 0}, ValueError, "`alpha` must be a finite number > 0"),
+        ({"patience": 0}, ValueError, "`patience` must be an int >= 1, got 0"),
+        ({"warmup": -1}, ValueError, "`warmup` must be an int >= 0, got -1"),
+        ({"warmup": 1.5}, TypeError, "`warmup` must be an int"),
+        ({"baseline": 3}, TypeError, "`baseline` must be None, a RunSummary or a path, got 3"),
+        ({"higher_is_better": "yes"}, TypeError, "`higher_is_better` must be a bool"),
+    ],
+)
+def test_monitor_rejects_bad_arguments(kwargs, kind, match):
+    with pytest.raises(kind, match=match):
+        RegressionMonitor(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "kind", "match"),
+    [
+        ({"m": {"value": 0.5}}, ValueError, r"`metrics\['m'\]` must be given with per-sample"),
+        ({"m": {"outcome": [1]}}, ValueError, r"`metrics\['m'\]` must be a mapping with keys from"),
+        ({"m": 0.5}, TypeError, r"`metrics\['m'\]` must be an EpochRecord or a mapping"),
+        ({"m": {"outcomes": [1, 7]}}, ValueError, "`outcomes` must be a sequence of 1, 0 or None"),
+        ([("m", {})], TypeError, "`metrics` must be a mapping"),
+    ],
+)
+def test_update_rejects_bad_measurements(metrics, kind, match):
+    with pytest.raises(kind, match=match):
+        RegressionMonitor(0.05).update(0, 0, metrics)

@@ -1,0 +1,301 @@
+"""``lightning-viz compare`` on synthetic run summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as ss
+
+from lightning_viz import cli
+from lightning_viz.compare import compare_summaries, render
+from lightning_viz.stats import holm_adjusted
+from lightning_viz.summary import RunSummary, load_summary
+
+SB, SA, PGD, KNN = (
+    "bias/shape_bias",
+    "bias/shape_acc",
+    "robustness/pgd_acc@8/255",
+    "embedding/knn_acc",
+)
+
+
+def simulated_run(
+    seed: int,
+    to_texture: float = 0.0,
+    *,
+    epochs: int = 6,
+    fingerprint: str = "9f2c41",
+    flip: float = 0.03,
+) -> RunSummary:
+    """A run of TextureShapeBias, AdversarialProbe and EmbeddingProjector metrics.
+
+    The probe and the model's decisions on it are the same for every run (80
+    cue-conflict images decided by shape 64 %, by texture 24 %; PGD accuracy 0.3 on
+    128 images); ``to_texture`` of the shape decisions become texture decisions (a
+    texture shortcut), and each epoch a fraction ``flip`` of all outcomes changes at
+    random (drawn from ``seed``).
+    """
+    probe = np.random.default_rng(0)
+    decisions = probe.choice(3, size=80, p=[0.64, 0.24, 0.12])  # 0 shape, 1 texture, 2 other
+    pgd = probe.random(128) < 0.3
+    rng = np.random.default_rng(seed)
+    decisions = np.where((rng.random(80) < to_texture) & (decisions == 0), 1, decisions)
+    s = RunSummary()
+    for epoch in range(epochs):
+        step = 63 * (epoch + 1) - 1
+        changed = rng.random(80) < flip
+        d = np.where(changed, (decisions + rng.integers(1, 3, size=80)) % 3, decisions)
+        common = {"fingerprint": fingerprint, "watched": True}
+        s.record(
+            SB,
+            epoch,
+            step,
+            outcomes=[1 if v == 0 else 0 if v == 1 else None for v in d.tolist()],
+            callback="TextureShapeBias",
+            tolerance=0.05,
+            **common,
+        )
+        s.record(
+            SA,
+            epoch,
+            step,
+            outcomes=(d == 0).astype(int).tolist(),
+            callback="TextureShapeBias",
+            tolerance=0.05,
+            **common,
+        )
+        s.record(
+            PGD,
+            epoch,
+            step,
+            outcomes=(pgd ^ (rng.random(128) < flip)).astype(int).tolist(),
+            callback="AdversarialProbe",
+            tolerance=0.02,
+            **common,
+        )
+        s.record(KNN, epoch, step, 0.8 + 0.01 * epoch, callback="EmbeddingProjector")
+    return s
+
+
+def write_run(tmp_path, name: str, summary: RunSummary) -> str:
+    run = tmp_path / name / "version_0"
+    run.mkdir(parents=True)
+    (run / "events.out.tfevents.0.host.1.0").write_bytes(b"")
+    summary.write(run)
+    return str(run)
+
+
+def example_pair(tmp_path) -> tuple[str, str]:
+    """The runs of docs/alerts.md: a shape-biased run and a texture-shortcut run."""
+    shape = write_run(tmp_path, "shape", simulated_run(1))
+    texture = write_run(tmp_path, "texture", simulated_run(2, to_texture=0.6))
+    return shape, texture
+
+
+def compare(argv, capsys) -> tuple[int, str, str]:
+    code = cli.main(["compare", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------- the CLI
+def test_a_run_against_itself_exits_0(tmp_path, capsys):
+    run = write_run(tmp_path, "a", simulated_run(1))
+    code, out, err = compare([run, run], capsys)
+    assert code == 0 and err == ""
+    assert "REGRESSED" not in out
+    assert "no watched metric regressed (3 watched)" in out
+    for tag in (SB, SA, PGD, KNN):
+        assert tag in out
+
+
+def test_a_clearly_worse_candidate_exits_1_and_is_marked(tmp_path, capsys):
+    shape, texture = example_pair(tmp_path)
+    code, out, err = compare([shape, texture], capsys)
+    assert code == 1 and err == ""
+    sb_rows = [line for line in out.splitlines() if line.startswith(SB + " ")]
+    assert [line.split()[1] for line in sb_rows] == ["latest", "best"]
+    assert all(line.endswith("REGRESSED") and " paired, " in line for line in sb_rows)
+    assert "REGRESSED: bias/shape_acc, bias/shape_bias (2 of 3 watched metrics)" in out
+    pgd_rows = [line for line in out.splitlines() if line.startswith(PGD)]
+    assert pgd_rows and not any("REGRESSED" in line for line in pgd_rows)
+    # the other way round, nothing got worse
+    assert compare([texture, shape], capsys)[0] == 0
+
+
+def test_probes_that_differ_use_the_unpaired_test(tmp_path, capsys):
+    a = write_run(tmp_path, "a", simulated_run(1))
+    b = write_run(tmp_path, "b", simulated_run(2, 0.6, fingerprint="other"))
+    code, out, _ = compare([a, b, "--format", "json"], capsys)
+    data = json.loads(out)
+    assert code == 1
+    tests = {r["test"] for r in data["rows"] if r["metric"] != KNN}
+    assert tests == {"unpaired (probes differ)"}
+    assert all(r["worse"] is None for r in data["rows"])
+    text = compare([a, b], capsys)[1]
+    assert "unpaired (probes differ)" in text
+
+
+@pytest.mark.parametrize("form", ["missing", "empty", "bad_json", "other_format"])
+def test_an_unreadable_run_exits_2_with_a_message(tmp_path, capsys, form):
+    good = write_run(tmp_path, "good", simulated_run(1))
+    bad = tmp_path / "bad"
+    if form != "missing":
+        bad.mkdir()
+    if form == "bad_json":
+        (bad / "lightning_viz").mkdir()
+        (bad / "lightning_viz" / "summary.json").write_text("{oops", encoding="utf-8")
+    if form == "other_format":
+        bad = bad / "file.json"
+        bad.write_text('{"format": "something-else"}', encoding="utf-8")
+    for argv, side in (([good, str(bad)], "candidate"), ([str(bad), good], "baseline")):
+        code, out, err = compare(argv, capsys)
+        assert code == 2 and out == ""
+        assert err.startswith(f"lightning-viz compare: cannot read the {side}: ")
+        assert "Traceback" not in err
+    expected = {
+        "missing": "no such file or directory",
+        "empty": "no lightning-viz run found",
+        "bad_json": "is not valid JSON",
+        "other_format": "is not a lightning-viz run summary",
+    }[form]
+    assert expected in err
+
+
+def test_bad_options_exit_2(tmp_path, capsys):
+    run = write_run(tmp_path, "a", simulated_run(1))
+    code, _, err = compare([run, run, "--alpha", "1.5"], capsys)
+    assert code == 2 and "--alpha must lie in (0, 1), got 1.5" in err
+    code, _, err = compare([run, run, "--tolerance", "-1"], capsys)
+    assert code == 2 and "--tolerance must be a number >= 0, got -1.0" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", run, run, "--format", "xml"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_no_metric_in_common_exits_2(tmp_path, capsys):
+    a, b = RunSummary(), RunSummary()
+    a.record("x", 0, 0, 0.5)
+    b.record("y", 0, 0, 0.5)
+    code, _, err = compare([a.write(tmp_path / "a"), b.write(tmp_path / "b")], capsys)
+    assert code == 2 and "no lightning-viz metric in common" in err
+
+
+def test_tolerance_and_alpha_options(tmp_path, capsys):
+    shape, texture = example_pair(tmp_path)
+    assert compare([shape, texture, "--tolerance", "0.6"], capsys)[0] == 0  # drops are < 0.6
+    assert compare([shape, texture, "--alpha", "1e-30"], capsys)[0] == 0
+    data = json.loads(
+        compare([shape, texture, "--tolerance", "0.1", "--format", "json"], capsys)[1]
+    )
+    assert data["tolerance"] == 0.1 and {r["tolerance"] for r in data["rows"]} == {0.1}
+
+
+# ------------------------------------------------------------------- formats
+def test_json_output_is_machine_readable(tmp_path, capsys):
+    shape, texture = example_pair(tmp_path)
+    code, out, _ = compare([shape, texture, "--format", "json"], capsys)
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert code == data["exit_code"] == 1
+    assert data["format"] == "lightning-viz-compare" and data["regressed"] is True
+    assert data["regressions"] == [SA, SB]
+    assert data["watched"] == [SA, SB, PGD]
+    assert data["baseline"].endswith("shape/version_0/lightning_viz/summary.json")
+    row = next(r for r in data["rows"] if r["metric"] == SB and r["at"].startswith("latest"))
+    assert row["regressed"] is True and row["test"] == "paired"
+    assert row["baseline"]["epoch"] == row["candidate"]["epoch"] == 5
+    assert len(row["baseline"]["interval"]) == 2
+    knn = next(r for r in data["rows"] if r["metric"] == KNN)
+    assert knn["watched"] is False and knn["pvalue"] is None and knn["test"] == "none (no counts)"
+    assert knn["pvalue_holm"] is None and knn["regressed"] is False
+
+
+def test_markdown_output_is_a_table(tmp_path, capsys):
+    shape, texture = example_pair(tmp_path)
+    code, out, _ = compare([shape, texture, "--format", "markdown"], capsys)
+    assert code == 1
+    lines = out.splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header[:5] == ["metric", "at", "epoch", "baseline", "candidate"]
+    assert header[-1] == "regressed"
+    assert set(table[1]) <= set("|-:")
+    result = compare_summaries(load_summary(shape), load_summary(texture))
+    assert len(table) == 2 + len(result.rows)
+    for line, row in zip(table[2:], result.rows, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == len(header)
+        assert cells[0] == (f"**{row.metric}**" if row.regressed else row.metric)
+        assert cells[-1] == ("**yes**" if row.regressed else "")
+    assert "**REGRESSED: bias/shape_acc, bias/shape_bias" in out
+
+
+def test_render_rejects_an_unknown_format():
+    with pytest.raises(ValueError, match=r"`format` must be one of \['text', 'markdown', 'json'\]"):
+        render(compare_summaries(RunSummary(), RunSummary()), "html")
+
+
+# ------------------------------------------------------------- the comparison
+def test_rows_latest_common_epoch_best_and_holm(tmp_path):
+    base = simulated_run(1, epochs=6)
+    cand = simulated_run(2, 0.6, epochs=4)  # stopped earlier
+    result = compare_summaries(base, cand)
+    latest = [r for r in result.rows if r.at.startswith("latest")]
+    assert {(r.baseline.epoch, r.candidate.epoch) for r in latest} == {(3, 3)}
+    for r in result.rows:  # each run's best, where it differs from the latest
+        if r.at == "best":
+            assert r.baseline.epoch == base[r.metric].best().epoch
+            assert r.candidate.epoch == cand[r.metric].best().epoch
+        else:
+            assert r.at in ("latest", "latest = best")
+    watched = [r for r in result.rows if r.watched]
+    assert [r.pvalue_holm for r in watched] == pytest.approx(
+        holm_adjusted([r.pvalue for r in watched])
+    )
+    for r in watched:
+        bo = base[r.metric].epochs[r.baseline.epoch].outcome_list()
+        co = cand[r.metric].epochs[r.candidate.epoch].outcome_list()
+        worse = sum(a == 1 and b == 0 for a, b in zip(bo, co, strict=True))
+        better = sum(a == 0 and b == 1 for a, b in zip(bo, co, strict=True))
+        assert (r.worse, r.better) == (worse, better)
+        expected = ss.binomtest(worse, worse + better, alternative="greater").pvalue
+        assert r.pvalue == pytest.approx(expected)
+        assert r.delta == pytest.approx(r.candidate.value - r.baseline.value)
+        assert r.regressed == (r.drop > r.tolerance and r.pvalue_holm <= 0.01)
+
+
+def test_only_in_one_run_and_no_common_epoch():
+    a, b = RunSummary(), RunSummary()
+    a.record("shared", 0, 0, n=100, successes=90, watched=True, tolerance=0.05)
+    b.record("shared", 3, 0, n=100, successes=60)
+    a.record("old", 0, 0, 0.5)
+    b.record("new", 0, 0, 0.5)
+    result = compare_summaries(a, b)
+    (row,) = result.rows
+    assert (row.baseline.epoch, row.candidate.epoch, row.at) == (0, 3, "latest = best")
+    assert row.test == "unpaired (no per-sample outcomes)" and row.regressed
+    assert row.tolerance == 0.05  # the baseline's, the candidate stored none
+    assert (result.only_in_baseline, result.only_in_candidate) == (["old"], ["new"])
+    text = render(result)
+    assert "only in baseline: old" in text and "only in candidate: new" in text
+    assert "0 / 3" in text  # the epochs compared
+
+
+def test_nan_only_metric_is_left_out():
+    a, b = RunSummary(), RunSummary()
+    a.record("m", 0, 0, math.nan)
+    b.record("m", 0, 0, 0.4)
+    assert compare_summaries(a, b).rows == []
+
+
+def test_compare_summaries_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="`baseline` must be a RunSummary"):
+        compare_summaries("a", RunSummary())
+    with pytest.raises(ValueError, match="`tolerance` must be a finite number >= 0"):
+        compare_summaries(RunSummary(), RunSummary(), tolerance=-0.1)
+    with pytest.raises(ValueError, match=r"`alpha` must be a number in \(0, 1\)"):
+        compare_summaries(RunSummary(), RunSummary(), alpha=2.0)

@@ -1,0 +1,310 @@
+"""The run summary file: recording, the JSON form, atomic writes, finding and reading runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+from scipy import stats as ss
+
+from lightning_viz.summary import (
+    FORMAT,
+    VERSION,
+    EpochRecord,
+    RunSummary,
+    SummaryError,
+    compare_records,
+    load_summary,
+    make_record,
+    summary_path,
+)
+
+
+def sample_summary() -> RunSummary:
+    s = RunSummary()
+    for epoch, outcomes in enumerate(["1101-10", "1111-10", "0101-00"]):
+        s.record(
+            "bias/shape_bias",
+            epoch,
+            10 * epoch + 9,
+            outcomes=outcomes,
+            fingerprint="ab12",
+            callback="TextureShapeBias",
+            watched=True,
+            tolerance=0.05,
+        )
+    s.record("embedding/knn_acc", 0, 9, 0.81, callback="EmbeddingProjector")
+    s.record("bias/shape_bias_nan", 0, 9, math.nan)
+    s.add_alert({"epoch": 2, "metric": "bias/shape_bias", "kind": "best", "pvalue": 0.004})
+    return s
+
+
+# ------------------------------------------------------------------ recording
+def test_record_derives_counts_and_interval_from_outcomes():
+    s = RunSummary()
+    rec = s.record("m", 3, 40, outcomes=[1, 0, None, 1, True, False])
+    assert (rec.n, rec.successes, rec.outcomes) == (5, 3, "10-110")
+    assert rec.value == pytest.approx(0.6)
+    ci = ss.binomtest(3, 5).proportion_ci(method="wilson")
+    assert rec.interval == pytest.approx((ci.low, ci.high))
+    assert rec.outcome_list() == [1, 0, None, 1, 1, 0]
+    plain = s.record("k", 3, 40, 0.5)
+    assert plain.interval is None and plain.outcome_list() is None
+
+
+def test_record_replaces_the_same_epoch_and_keeps_metric_settings():
+    s = RunSummary()
+    s.record("m", 0, 1, 0.5, callback="AdversarialProbe", watched=True, tolerance=0.02)
+    s.record("m", 1, 2, 0.6)
+    s.record("m", 0, 1, 0.7)  # a resumed run re-recording epoch 0
+    hist = s["m"]
+    assert [(e, r.value) for e, r in sorted(hist.epochs.items())] == [(0, 0.7), (1, 0.6)]
+    assert (hist.callback, hist.watched, hist.tolerance, hist.higher_is_better) == (
+        "AdversarialProbe",
+        True,
+        0.02,
+        True,
+    )
+    s.record("m", 2, 3, 0.4, watched=False)
+    assert s["m"].watched is False and s["m"].tolerance == 0.02
+
+
+def test_history_latest_and_best():
+    s = RunSummary()
+    for epoch, v in enumerate([0.5, 0.9, math.nan, 0.9, 0.7]):
+        s.record("m", epoch, epoch, v)
+    h = s["m"]
+    assert h.latest().epoch == 4
+    assert h.latest(max_epoch=2).epoch == 1  # NaN skipped
+    assert h.best().epoch == 1  # the earliest of equal values
+    assert h.best(min_epoch=2).epoch == 3
+    assert h.best(max_epoch=0).epoch == 0
+    assert h.latest(min_epoch=5) is None
+    h.higher_is_better = False
+    assert h.best().epoch == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "match"),
+    [
+        ({"tag": ""}, ValueError, "`tag` must be a non-empty str"),
+        ({"tag": 3}, TypeError, "`tag` must be a non-empty str"),
+        ({"epoch": -1}, ValueError, "`epoch` must be an int >= 0, got -1"),
+        ({"value": "high"}, TypeError, r"`value` must be a number \(NaN allowed\)"),
+        ({"value": math.inf}, ValueError, "`value` must be a finite number or NaN"),
+        ({"value": None}, ValueError, "`value` must be a number"),
+        ({"n": 3, "successes": 4}, ValueError, r"`successes` must be an int <= `n` \(3\)"),
+        ({"successes": 1}, ValueError, "`n` must be given with `successes`"),
+        ({"outcomes": "11-", "n": 3}, ValueError, r"`n` must be the number of counted outcomes"),
+        ({"outcomes": "110", "successes": 1}, ValueError, r"the number of 1s in `outcomes` \(2\)"),
+        ({"outcomes": "1x"}, ValueError, "`outcomes` must be a sequence of 1, 0 or None"),
+        ({"fingerprint": 12}, TypeError, "`fingerprint` must be a str or None"),
+        ({"tolerance": -1}, ValueError, "`tolerance` must be a finite number >= 0"),
+        ({"watched": 1}, TypeError, "`watched` must be a bool"),
+    ],
+)  # fmt: skip
+def test_record_rejects_bad_arguments(kwargs, kind, match):
+    args = {"tag": "m", "epoch": 0, "step": 0, "value": 0.5, **kwargs}
+    with pytest.raises(kind, match=match):
+        RunSummary().record(**args)
+
+
+def test_value_from_counts_and_nan_without_samples():
+    assert make_record(0, 0, n=4, successes=3).value == 0.75
+    assert math.isnan(make_record(0, 0, outcomes="--").value)
+
+
+def test_add_alert_replaces_the_same_epoch_metric_and_kind():
+    s = RunSummary()
+    s.add_alert({"epoch": 2, "metric": "m", "kind": "best", "pvalue": 0.01})
+    s.add_alert({"epoch": 2, "metric": "m", "kind": "baseline", "pvalue": 0.02})
+    s.add_alert({"epoch": 2, "metric": "m", "kind": "best", "pvalue": 0.001})
+    assert [(a["kind"], a["pvalue"]) for a in s.alerts] == [("baseline", 0.02), ("best", 0.001)]
+    with pytest.raises(
+        ValueError, match=r"`alert\['kind'\]` must be one of \['best', 'baseline'\]"
+    ):
+        s.add_alert({"epoch": 2, "metric": "m", "kind": "worst"})
+    with pytest.raises(ValueError, match="`alert` must be a mapping with the key 'metric'"):
+        s.add_alert({"epoch": 2, "kind": "best"})
+    with pytest.raises(TypeError, match="`alert` must be a mapping or an object with to_dict"):
+        s.add_alert(3)
+
+
+# ------------------------------------------------------------------- the file
+def test_json_form_round_trip(tmp_path):
+    s = sample_summary()
+    path = s.write(tmp_path / "run")
+    assert (
+        path == summary_path(tmp_path / "run") == str(tmp_path / "run/lightning_viz/summary.json")
+    )
+    text = open(path, encoding="utf-8").read()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert (data["format"], data["version"], data["confidence"]) == (FORMAT, VERSION, 0.95)
+    shape = data["metrics"]["bias/shape_bias"]
+    assert (shape["callback"], shape["watched"], shape["tolerance"]) == (
+        "TextureShapeBias",
+        True,
+        0.05,
+    )
+    first = shape["epochs"][0]
+    assert first["outcomes"] == "1101-10" and first["fingerprint"] == "ab12"
+    assert (first["n"], first["successes"], first["epoch"], first["step"]) == (6, 4, 0, 9)
+    assert first["interval"] == pytest.approx(list(s["bias/shape_bias"].epochs[0].interval))
+    assert data["metrics"]["embedding/knn_acc"]["epochs"] == [
+        {"epoch": 0, "step": 9, "value": 0.81}
+    ]
+    assert data["metrics"]["bias/shape_bias_nan"]["epochs"][0]["value"] is None
+    back = load_summary(path)
+    assert back.to_dict() == s.to_dict()
+    assert math.isnan(back["bias/shape_bias_nan"].epochs[0].value)
+    assert back.path == path
+    assert os.listdir(os.path.dirname(path)) == ["summary.json"]  # no temp file left
+
+
+def test_write_is_atomic_and_leaves_the_old_file_when_it_fails(tmp_path, monkeypatch):
+    s = sample_summary()
+    path = s.write(tmp_path)
+    before = open(path, encoding="utf-8").read()
+    s.alerts.append({"epoch": 3, "metric": "m", "kind": "best", "bad": object()})
+    with pytest.raises(TypeError):
+        s.write(tmp_path)
+    assert open(path, encoding="utf-8").read() == before
+    assert os.listdir(os.path.dirname(path)) == ["summary.json"]
+    s.alerts.pop()
+    s.record("m", 0, 0, 0.5)
+
+    def interrupted(src, dst):
+        assert os.path.basename(src).startswith(".summary.")  # the complete temp file
+        assert json.load(open(src, encoding="utf-8"))["metrics"]["m"]["epochs"][0]["value"] == 0.5
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.write(tmp_path)
+    assert open(path, encoding="utf-8").read() == before
+    assert os.listdir(os.path.dirname(path)) == ["summary.json"]
+
+
+def test_resumed_run_loads_and_keeps_appending(tmp_path):
+    assert len(RunSummary.load_or_new(tmp_path)) == 0  # a new run
+    sample_summary().write(tmp_path)
+    resumed = RunSummary.load_or_new(tmp_path)
+    resumed.record("bias/shape_bias", 3, 49, outcomes="1111-11")
+    resumed.write(tmp_path)
+    again = load_summary(tmp_path)
+    assert sorted(again["bias/shape_bias"].epochs) == [0, 1, 2, 3]
+    assert again["bias/shape_bias"].watched is True
+    assert len(again.alerts) == 1
+
+
+def test_drop_after_forgets_what_a_resumed_run_will_redo():
+    s = sample_summary()
+    s.add_alert({"epoch": 1, "metric": "bias/shape_bias", "kind": "baseline"})
+    s.drop_after(1)
+    assert sorted(s["bias/shape_bias"].epochs) == [0, 1]
+    assert [a["epoch"] for a in s.alerts] == [1]
+    s.drop_after(-1)
+    assert s.alerts == [] and all(not h.epochs for h in s.metrics.values())
+    with pytest.raises(ValueError, match="`epoch` must be an int >= -1, got -2"):
+        s.drop_after(-2)
+
+
+# --------------------------------------------------------------------- finding
+def test_load_summary_accepts_log_dir_file_and_a_folder_with_one_run(tmp_path):
+    run = tmp_path / "lightning_logs" / "demo" / "version_0"
+    run.mkdir(parents=True)
+    (run / "events.out.tfevents.1.host").write_bytes(b"")
+    sample_summary().write(run)
+    for path in (
+        run,
+        run / "lightning_viz" / "summary.json",
+        tmp_path / "lightning_logs",
+        tmp_path,
+    ):
+        assert load_summary(path)["bias/shape_bias"].tolerance == 0.05
+        assert load_summary(str(path)).path == summary_path(run)
+
+
+def test_load_summary_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(SummaryError, match="no such file or directory"):
+        load_summary(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SummaryError, match="no lightning-viz run found"):
+        load_summary(empty)
+    tb_only = tmp_path / "tb_only" / "version_0"
+    tb_only.mkdir(parents=True)
+    (tb_only / "events.out.tfevents.1.host").write_bytes(b"")
+    with pytest.raises(SummaryError, match=r"the run in .*version_0 has no lightning_viz/summary"):
+        load_summary(tmp_path / "tb_only")
+    two = tmp_path / "two"
+    sample_summary().write(two / "version_0")
+    sample_summary().write(two / "version_1")
+    with pytest.raises(SummaryError, match=r"holds 2 runs; pass one of them:\n  .*version_0\n"):
+        load_summary(two)
+    with pytest.raises(TypeError, match="`path` must be a str or os.PathLike"):
+        load_summary(3)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "is not a lightning-viz run summary"),
+        ('{"format": "other", "version": 1}', r"format 'other', expected 'lightning-viz-summary'"),
+        ('{"format": "lightning-viz-summary", "version": 99}', "newer lightning-viz .*version 99"),
+        ('{"format": "lightning-viz-summary", "version": "1"}', "bad format version '1'"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": [{}]}}}',
+         "malformed lightning-viz run summary: missing key 'epoch'"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": '
+         '[{"epoch": 0, "step": 0, "value": 0.5, "n": 2, "successes": 3}]}}}',
+         "malformed .*`successes` must be an int <= `n`"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": []}', "malformed"),
+        ('{"format": "lightning-viz-summary", "version": 1, "alerts": [{"epoch": 1}]}',
+         "malformed .*`alert` must be a mapping with the key 'metric'"),
+    ],
+)  # fmt: skip
+def test_load_summary_rejects_malformed_files(tmp_path, content, match):
+    path = tmp_path / "summary.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(SummaryError, match=match):
+        load_summary(path)
+    assert issubclass(SummaryError, ValueError)
+
+
+# ----------------------------------------------------------------- comparisons
+def test_compare_records_chooses_the_test():
+    a = make_record(0, 0, outcomes="1111100000", fingerprint="f")
+    b = make_record(1, 1, outcomes="0011100001", fingerprint="f")
+    r = compare_records(a, b)
+    assert (r.test, r.label, r.n, r.worse, r.better) == ("paired", "paired", 10, 2, 1)
+    assert r.pvalue == pytest.approx(ss.binomtest(2, 3, alternative="greater").pvalue)
+    assert r.drop == pytest.approx(0.1)
+    c = make_record(1, 1, outcomes="0011100001", fingerprint="g")
+    r = compare_records(a, c)
+    assert r.label == "unpaired (probes differ)"
+    assert r.pvalue == pytest.approx(ss.fisher_exact([[4, 6], [5, 5]], alternative="less").pvalue)
+    plain_a, plain_b = (
+        make_record(0, 0, outcomes="1111100000"),
+        make_record(1, 1, outcomes="0011100001"),
+    )
+    assert compare_records(plain_a, plain_b).label == "unpaired (probes unknown)"
+    assert compare_records(plain_a, plain_b, same_probe_if_unknown=True).test == "paired"
+    counts = make_record(0, 0, n=10, successes=5, fingerprint="f")
+    assert compare_records(a, counts).label == "unpaired (no per-sample outcomes)"
+    scalar = compare_records(make_record(0, 0, 0.9), make_record(1, 1, 0.5))
+    assert scalar.label == "none (no counts)" and math.isnan(scalar.pvalue)
+    assert scalar.drop == pytest.approx(0.4)
+    short = make_record(1, 1, outcomes="001", fingerprint="f")
+    assert compare_records(a, short).label == "unpaired (probes differ)"  # lengths differ
+
+
+def test_compare_records_lower_is_better_flips_the_outcomes():
+    a = make_record(0, 0, outcomes="0000011111", fingerprint="f")  # error rate 0.5
+    b = make_record(1, 1, outcomes="1110011111", fingerprint="f")  # error rate 0.8: worse
+    r = compare_records(a, b, higher_is_better=False)
+    assert (r.worse, r.better) == (3, 0) and r.drop == pytest.approx(0.3)
+    assert compare_records(a, b).drop == pytest.approx(-0.3)
+    assert isinstance(EpochRecord.from_dict(a.to_dict()), EpochRecord)
