@@ -27,6 +27,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_value",
+    "check_pvalues",
+    "check_per_metric",
+    "check_level",
+    "check_count",
     "REDUCES",
     "TASKS",
     "check_attribution",
@@ -49,6 +54,7 @@ __all__ = [
     "check_images",
     "check_int",
     "check_int_list",
+    "check_intervals",
     "check_labels",
     "check_maps",
     "check_layer_names",
@@ -526,3 +532,70 @@ def check_series(series: Any, name: str, length: int) -> dict[str, list[float]]:
     if not series:
         fail(name, "a non-empty dict of name -> list of numbers", series)
     return {k: check_numbers(v, f"{name}[{k!r}]", length=length) for k, v in series.items()}
+
+
+def check_intervals(
+    intervals: Any, lengths: dict[str, int]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """``None`` or ``{name: [(low, high), ...]}`` for series named in ``lengths``, one pair
+    per value; returned as ``{name: ([low, ...], [high, ...])}``."""
+    if intervals is None:
+        return {}
+    if not isinstance(intervals, dict) or any(k not in lengths for k in intervals):
+        fail("intervals", f"None or a dict with keys among {sorted(lengths)}", intervals, TypeError)
+    out = {}
+    for name, pairs in intervals.items():
+        pairs = list(pairs)
+        if len(pairs) != lengths[name] or any(len(p) != 2 for p in pairs):
+            fail("intervals", f"(low, high) pairs, one per value of {name!r}", pairs)
+        out[name] = ([float(p[0]) for p in pairs], [float(p[1]) for p in pairs])
+    return out
+
+
+def check_count(value: Any, name: str, n: int | None = None, n_name: str = "n") -> int:
+    """A count: an int ``>= 0`` (and ``<= n`` when given)."""
+    value = check_int(value, name, minimum=0)
+    if n is not None and value > n:
+        fail(name, f"an int <= `{n_name}` ({n})", value)
+    return value
+
+
+def check_level(value: Any, name: str = "alpha") -> float:
+    """A probability level in the open interval ``(0, 1)`` (``alpha``, a confidence)."""
+    value = check_float(value, name, positive=True)
+    if value >= 1:
+        fail(name, "a number in (0, 1)", value)
+    return value
+
+
+def check_pvalues(pvalues: Any) -> list[float]:
+    """A sequence of p-values in ``[0, 1]``."""
+    if isinstance(pvalues, str | bytes) or not isinstance(pvalues, Iterable):
+        fail("pvalues", "a sequence of p-values in [0, 1]", pvalues, TypeError)
+    return [
+        check_float(p, f"pvalues[{i}]", minimum=0.0, maximum=1.0) for i, p in enumerate(pvalues)
+    ]
+
+
+def check_value(value: Any, name: str) -> float:
+    """A metric value: a real number; NaN is allowed (undefined this epoch), infinities not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(name, "a number (NaN allowed)", value, TypeError)
+    value = float(value)
+    if math.isinf(value):
+        fail(name, "a finite number or NaN", value)
+    return value
+
+
+def check_per_metric(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
+    """One value for every metric, or a mapping from metric tags (str) to values."""
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                fail(
+                    name, "a value or a mapping from metric tags (str) to values", value, TypeError
+                )
+            out[key] = check(v, f"{name}[{key!r}]")
+        return out
+    return check(value, name)

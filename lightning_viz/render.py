@@ -39,6 +39,7 @@ from lightning_viz._checks import (
     check_float,
     check_images,
     check_int,
+    check_intervals,
     check_labels,
     check_maps,
     check_numbers,
@@ -614,12 +615,15 @@ def line_figure(
     ylabel: str = "",
     title: str = "",
     xticklabels: list[str] | None = None,
+    intervals: dict[str, list[tuple[float, float]]] | None = None,
 ) -> Figure:
     """One line (with markers) per series over shared ``x`` values, with a legend.
 
     Args:
         x: The x values.
         series: ``{name: y values}``, each as long as ``x``.
+        intervals: ``{name: [(low, high), ...]}`` confidence intervals drawn as
+            shaded bands (for some or all series). Default: ``None``.
         xlabel: Label of the x axis. Default: ``""``.
         ylabel: Label of the y axis. Default: ``""``.
         title: Figure title. Default: ``""``.
@@ -636,10 +640,14 @@ def line_figure(
     xs = check_numbers(x, "x")
     data = check_series(series, "series", len(xs))
     xticklabels = check_str_list(xticklabels, "xticklabels", length=len(xs))
+    bands = check_intervals(intervals, {k: len(v) for k, v in data.items()})
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     for name, ys in data.items():
-        ax.plot(xs, ys, marker="o", label=name)
+        (line,) = ax.plot(xs, ys, marker="o", label=name)
+        if name in bands:
+            lo, hi = bands[name]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     if xticklabels is not None:
         ax.set_xticks(xs)
         ax.set_xticklabels(xticklabels)
@@ -658,12 +666,15 @@ def bar_figure(
     *,
     ylabel: str = "",
     title: str = "",
+    intervals: dict[str, list[tuple[float, float]]] | None = None,
 ) -> Figure:
     """Grouped bars: one group per category, one bar per series, with a legend.
 
     Args:
         categories: Category names on the x axis.
         series: ``{name: values}``, each with one value per category.
+        intervals: ``{name: [(low, high), ...]}`` confidence intervals drawn as
+            error bars (for some or all series). Default: ``None``.
         ylabel: Label of the y axis. Default: ``""``.
         title: Figure title. Default: ``""``.
 
@@ -679,12 +690,18 @@ def bar_figure(
     if not cats:
         fail("categories", "a non-empty list of strings", cats)
     data = check_series(series, "series", len(cats))
+    bands = check_intervals(intervals, {k: len(v) for k, v in data.items()})
     fig = Figure(figsize=(max(6.0, 0.6 * len(cats) * max(1, len(data)) / 2), 4.0))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(data)
     pos = np.arange(len(cats))
     for j, (name, vals) in enumerate(data.items()):
-        ax.bar(pos - 0.4 + width * (j + 0.5), vals, width=width, label=name)
+        err = None
+        if name in bands:
+            lo, hi = (np.asarray(b, dtype=float) for b in bands[name])
+            v = np.asarray(vals, dtype=float)
+            err = np.nan_to_num(np.stack([v - lo, hi - v]).clip(min=0))
+        ax.bar(pos - 0.4 + width * (j + 0.5), vals, width=width, label=name, yerr=err, capsize=2)
     ax.set_xticks(pos)
     ax.set_xticklabels(
         cats, rotation=45 if len(cats) > 6 else 0, ha="right" if len(cats) > 6 else "center"

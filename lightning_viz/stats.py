@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from lightning_viz._checks import check_float, check_int, fail
+from lightning_viz._checks import check_count, check_level, check_pvalues, fail
 
 __all__ = [
     "EXACT_LIMIT",
@@ -50,20 +50,6 @@ Outcome = int | None
 
 
 # --------------------------------------------------------------------------- checks
-def _check_count(value: Any, name: str, n: int | None = None, n_name: str = "n") -> int:
-    value = check_int(value, name, minimum=0)
-    if n is not None and value > n:
-        fail(name, f"an int <= `{n_name}` ({n})", value)
-    return value
-
-
-def _check_alpha(alpha: Any, name: str = "alpha") -> float:
-    alpha = check_float(alpha, name, positive=True)
-    if alpha >= 1:
-        fail(name, "a number in (0, 1)", alpha)
-    return alpha
-
-
 def _outcome(value: Any) -> Outcome:
     """One sample's outcome: ``1``, ``0`` or ``None`` (also ``True``/``False``, '1'/'0'/'-')."""
     if value is None or value == "-":
@@ -127,9 +113,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         >>> tuple(round(v, 4) for v in wilson_interval(7, 10))
         (0.3968, 0.8922)
     """
-    n = _check_count(n, "n")
-    successes = _check_count(successes, "successes", n)
-    confidence = _check_alpha(confidence, "confidence")
+    n = check_count(n, "n")
+    successes = check_count(successes, "successes", n)
+    confidence = check_level(confidence, "confidence")
     if n == 0:
         return (math.nan, math.nan)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
@@ -228,8 +214,8 @@ def sign_test(worse: int, better: int) -> float:
         >>> sign_test(7, 0)
         0.0078125
     """
-    worse = _check_count(worse, "worse")
-    better = _check_count(better, "better")
+    worse = check_count(worse, "worse")
+    better = check_count(better, "better")
     return _binomial_upper_tail(worse, worse + better)
 
 
@@ -286,24 +272,16 @@ def unpaired_test(k_ref: int, n_ref: int, k_cand: int, n_cand: int) -> float:
         TypeError: A count is not an int.
         ValueError: A count is negative or successes exceed samples.
     """
-    n_ref = _check_count(n_ref, "n_ref")
-    k_ref = _check_count(k_ref, "k_ref", n_ref, "n_ref")
-    n_cand = _check_count(n_cand, "n_cand")
-    k_cand = _check_count(k_cand, "k_cand", n_cand, "n_cand")
+    n_ref = check_count(n_ref, "n_ref")
+    k_ref = check_count(k_ref, "k_ref", n_ref, "n_ref")
+    n_cand = check_count(n_cand, "n_cand")
+    k_cand = check_count(k_cand, "k_cand", n_cand, "n_cand")
     if n_ref == 0 or n_cand == 0:
         return 1.0
     return _hypergeom_lower_tail(k_cand, n_ref + n_cand, k_ref + k_cand, n_cand)
 
 
 # --------------------------------------------------------------------------- Holm
-def _check_pvalues(pvalues: Any) -> list[float]:
-    if isinstance(pvalues, str | bytes) or not isinstance(pvalues, Iterable):
-        fail("pvalues", "a sequence of p-values in [0, 1]", pvalues, TypeError)
-    return [
-        check_float(p, f"pvalues[{i}]", minimum=0.0, maximum=1.0) for i, p in enumerate(pvalues)
-    ]
-
-
 def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
     """Holm-adjusted p-values, in the order given.
 
@@ -325,7 +303,7 @@ def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
         >>> holm_adjusted([0.01, 0.04, 0.03])
         [0.03, 0.06, 0.06]
     """
-    ps = _check_pvalues(pvalues)
+    ps = check_pvalues(pvalues)
     m = len(ps)
     out = [0.0] * m
     running = 0.0
@@ -357,5 +335,5 @@ def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
         >>> holm([0.004, 0.02, 0.5], alpha=0.05)
         [True, True, False]
     """
-    alpha = _check_alpha(alpha)
+    alpha = check_level(alpha)
     return [p <= alpha for p in holm_adjusted(pvalues)]  # the same as the step-down rule

@@ -42,14 +42,13 @@ from __future__ import annotations
 import glob
 import json
 import math
-import numbers
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_viz._checks import check_bool, check_float, check_int, fail
+from lightning_viz._checks import check_bool, check_float, check_int, check_value, fail
 from lightning_viz.stats import outcome_list, paired_test, unpaired_test, wilson_interval
 
 __all__ = [
@@ -91,16 +90,6 @@ def summary_path(log_dir: str | os.PathLike[str]) -> str:
 # ------------------------------------------------------------------------ records
 def _encode_outcomes(outcomes: list[int | None]) -> str:
     return "".join("-" if v is None else str(v) for v in outcomes)
-
-
-def _check_value(value: Any, name: str) -> float:
-    """A real number; NaN is allowed (a metric undefined this epoch), infinities are not."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        fail(name, "a number (NaN allowed)", value, TypeError)
-    value = float(value)
-    if math.isinf(value):
-        fail(name, "a finite number or NaN", value)
-    return value
 
 
 @dataclass(frozen=True)
@@ -229,7 +218,7 @@ def make_record(
         if n is None or successes is None:
             fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
         value = successes / n if n else math.nan  # type: ignore[operator]
-    value = _check_value(value, "value")
+    value = check_value(value, "value")
     if fingerprint is not None and not isinstance(fingerprint, str):
         fail("fingerprint", "a str or None", fingerprint, TypeError)
     return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint)

@@ -426,6 +426,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                 )
             return
         self._enabled = True
+        coordinator.open_summary(getattr(self._logger, "log_dir", None))
         module = unwrap_model(pl_module)
         try:
             with preserve_state(module):
@@ -504,6 +505,11 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._maybe_run(trainer, pl_module)
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        summary = Coordinator.of(trainer).summary
+        if summary is not None:  # a resumed run forgets what came after its checkpoint
+            summary.drop_after(trainer.current_epoch - 1)
+
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         Coordinator.of(trainer).shutdown(wait=True)  # pending background work is written
 
@@ -577,6 +583,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                 self.run(self._context(trainer, module, log))
             log.scalar(self._seconds_tag(), time.perf_counter() - start)
             log.flush()
+            Coordinator.of(trainer).write_summary(trainer)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             self.turn_off(
                 f"failed at epoch {trainer.current_epoch}", err, f"\n{traceback.format_exc()}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_viz.callbacks._compat import rank_zero_warn
+from lightning_viz.summary import RunSummary
 
 __all__ = ["Coordinator", "DeferredJob"]
 
@@ -53,6 +54,8 @@ class Coordinator:
 
     def __init__(self) -> None:
         self.callbacks: list[Any] = []
+        self.summary: RunSummary | None = None  # the run's summary.json, once a logger is known
+        self.log_dir: str | None = None
         self.background_seconds: dict[int, float] = {}
         self._said: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
@@ -70,6 +73,27 @@ class Coordinator:
         """Adds ``callback`` (once)."""
         if all(cb is not callback for cb in self.callbacks):
             self.callbacks.append(callback)
+
+    def open_summary(self, log_dir: str | None) -> None:
+        """Loads (a resumed run) or starts the run's summary in ``log_dir`` (once)."""
+        if self.summary is None and log_dir is not None:
+            self.log_dir = str(log_dir)
+            self.summary = RunSummary.load_or_new(self.log_dir)
+
+    def write_summary(self, trainer: Any) -> None:
+        """Writes ``<log_dir>/lightning_viz/summary.json`` (global rank 0)."""
+        if self.summary is not None and self.log_dir is not None and trainer.is_global_zero:
+            self.summary.write(self.log_dir)
+
+    def say(self, trainer: Any, text: str) -> None:
+        """Prints through the progress bar (which is not torn), or warns (rank 0)."""
+        if not trainer.is_global_zero:
+            return
+        bar = getattr(trainer, "progress_bar_callback", None)
+        if bar is not None and callable(getattr(bar, "print", None)):
+            bar.print(text)
+        else:
+            rank_zero_warn(text)
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from lightning_viz.callbacks._compat import TENSORBOARD_LOGGERS
 from lightning_viz.callbacks._coordinator import Coordinator
+from lightning_viz.summary import EpochRecord, make_record
 
 __all__ = ["RunLog", "find_tensorboard"]
 
@@ -25,8 +26,10 @@ def find_tensorboard(trainer: Any) -> Any | None:
 class RunLog:
     """What one callback run writes, at one step.
 
-    Scalars go to TensorBoard (global rank 0 only) and to ``trainer.callback_metrics``
-    on every rank, so ``EarlyStopping``/``ModelCheckpoint`` can monitor them.
+    Scalars go to TensorBoard (global rank 0 only), to ``trainer.callback_metrics``
+    on every rank, so ``EarlyStopping``/``ModelCheckpoint`` can monitor them, and to
+    the run's summary (``lightning_viz/summary.json``, with per-sample outcomes where
+    the callback gives them).
 
     Work too slow for the epoch end (projector files, a t-SNE figure) goes to the
     trainer's one background worker with :meth:`defer`.
@@ -41,6 +44,7 @@ class RunLog:
     def __init__(self, trainer: Any, logger: Any, step: int, owner: Any = None) -> None:
         self.trainer = trainer
         self.step = int(step)
+        self.epoch = int(trainer.current_epoch)
         self.owner = owner
         self._rank_zero = bool(trainer.is_global_zero)
         self._writer = logger.experiment if self._rank_zero else None
@@ -51,13 +55,39 @@ class RunLog:
         """The ``SummaryWriter`` on global rank 0, ``None`` elsewhere."""
         return self._writer
 
-    def scalar(self, tag: str, value: float) -> None:
-        """Logs a scalar and exposes it in ``trainer.callback_metrics``."""
-        value = float(value)
+    def scalar(
+        self, tag: str, value: float | None = None, *, summary: bool = True, **record: Any
+    ) -> EpochRecord:
+        """Logs a scalar, exposes it in ``trainer.callback_metrics`` and records it.
+
+        Args:
+            tag: The tag.
+            value: The value; ``None`` computes it from ``record["outcomes"]``.
+            summary: Keep it in the run summary (``False`` for derived values such
+                as ``<family>/regression``). Default: ``True``.
+            **record: What the run summary keeps besides the value (see
+                ``RunSummary.record``): ``outcomes`` (per-sample 1/0/None),
+                ``fingerprint``, ``watched``, ``tolerance``.
+
+        Returns:
+            The record (for the regression monitor).
+        """
+        rec = make_record(
+            self.epoch,
+            self.step,
+            value,
+            **{k: record[k] for k in ("outcomes", "fingerprint", "n", "successes") if k in record},
+        )
+        value = float(rec.value) if rec.value is not None else math.nan
         self.scalars[tag] = value
         self.trainer.callback_metrics[tag] = torch.tensor(value)
         if self._writer is not None and not math.isnan(value):
             self._writer.add_scalar(tag, value, self.step)
+        run_summary = Coordinator.of(self.trainer).summary
+        if summary and run_summary is not None and not tag.startswith("viz/"):
+            callback = type(self.owner).__name__ if self.owner is not None else None
+            run_summary.record(tag, self.epoch, self.step, value, callback=callback, **record)
+        return rec
 
     def image(self, tag: str, image: Tensor) -> None:
         """Logs a ``(3, H, W)`` uint8 or ``[0, 1]`` float image."""

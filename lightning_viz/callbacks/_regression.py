@@ -23,36 +23,37 @@ are compared sample by sample:
 This module does not import Lightning; the callbacks print :func:`format_alerts` and
 keep :meth:`RegressionMonitor.state_dict` in their checkpoint.
 
-:class:`RegressionWatch` (best value so far, warning on any drop beyond
-``tolerance``) is the earlier rule, kept until the callbacks use the monitor.
+:class:`WatchesRegressions` is the mixin that wires the monitor into a callback.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lightning_viz._checks import check_bool, check_float, check_int, fail
+from lightning_viz._checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_per_metric,
+    fail,
+)
 from lightning_viz.stats import holm_adjusted
 from lightning_viz.summary import (
     EpochRecord,
     RecordComparison,
     RunSummary,
+    SummaryError,
     compare_records,
     load_summary,
     make_record,
 )
 
-__all__ = [
-    "Alert",
-    "RegressionMonitor",
-    "RegressionWatch",
-    "WatchesRegressions",
-    "format_alerts",
-]
+__all__ = ["Alert", "RegressionMonitor", "WatchesRegressions", "format_alerts"]
 
 _EPS = 1e-12
 _KINDS = ("best", "baseline")
@@ -208,19 +209,6 @@ class _Comparison:
     adjusted: float = math.nan
 
 
-def _check_per_metric(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
-    if isinstance(value, Mapping):
-        out = {}
-        for key, v in value.items():
-            if not isinstance(key, str):
-                fail(
-                    name, "a value or a mapping from metric tags (str) to values", value, TypeError
-                )
-            out[key] = check(v, f"{name}[{key!r}]")
-        return out
-    return check(value, name)
-
-
 class RegressionMonitor:
     """Alerts when watched metrics regress: large, significant, once per episode.
 
@@ -269,7 +257,7 @@ class RegressionMonitor:
         baseline: RunSummary | str | os.PathLike[str] | None = None,
         higher_is_better: bool | Mapping[str, bool] = True,
     ) -> None:
-        self.tolerance = _check_per_metric(
+        self.tolerance = check_per_metric(
             tolerance, "tolerance", lambda v, n: check_float(v, n, minimum=0.0)
         )
         self.alpha = check_float(alpha, "alpha", positive=True)
@@ -277,7 +265,7 @@ class RegressionMonitor:
             fail("alpha", "a number in (0, 1)", alpha)
         self.warmup = check_int(warmup, "warmup", minimum=0)
         self.patience = check_int(patience, "patience", minimum=1)
-        self.higher_is_better = _check_per_metric(higher_is_better, "higher_is_better", check_bool)
+        self.higher_is_better = check_per_metric(higher_is_better, "higher_is_better", check_bool)
         if baseline is not None and not isinstance(baseline, RunSummary):
             if not isinstance(baseline, str | os.PathLike):
                 fail("baseline", "None, a RunSummary or a path", baseline, TypeError)
@@ -313,7 +301,7 @@ class RegressionMonitor:
 
     def regressed(self, kind: str = "best") -> list[str]:
         """The metrics now in a regressed episode of ``kind``."""
-        _check_kind(kind)
+        check_choice(kind, "kind", _KINDS)
         return sorted(t for t, e in self._episodes[kind].items() if e.regressed)
 
     def regression_value(self) -> float:
@@ -510,92 +498,60 @@ class RegressionMonitor:
         self._drops = {str(t): float(v) for t, v in (state.get("drops") or {}).items()}
 
 
-def _check_kind(kind: Any) -> str:
-    """``"best"`` or ``"baseline"``."""
-    if kind not in _KINDS:
-        fail("kind", f"one of {list(_KINDS)}", kind)
-    return kind
-
-
-# ---------------------------------------------------------- the earlier rule
-
-
-class RegressionWatch:
-    """Remembers each metric's best value and reports drops of more than ``tolerance``.
-
-    A drop is reported once; it is reported again only when the metric falls a
-    further ``tolerance``, or after it recovered (came back within ``tolerance``)
-    and dropped again. NaN values are skipped. The state travels in the
-    callback's ``state_dict``, so a resumed run remembers the best values.
-
-    Args:
-        tolerance: How far below its best a metric may fall before it is reported.
-    """
-
-    def __init__(self, tolerance: float) -> None:
-        self.tolerance = float(tolerance)
-        self.best: dict[str, float] = {}  # metric -> best value so far
-        self.warned: dict[str, float] = {}  # metric -> value it was last reported at
-
-    def update(
-        self, values: Mapping[str, float], tag: Callable[[str], str]
-    ) -> tuple[float, list[str]]:
-        """Takes this epoch's values; returns the largest drop below best and report lines.
-
-        Args:
-            values: Metric name -> value (higher is better).
-            tag: Maps a metric name to the tag shown in the report.
-        """
-        largest = 0.0
-        lines = []
-        for name, value in values.items():
-            if math.isnan(value):
-                continue
-            best = self.best.get(name)
-            if best is None or value >= best:
-                self.best[name] = value
-                self.warned.pop(name, None)
-                continue
-            drop = best - value
-            largest = max(largest, drop)
-            if drop <= self.tolerance + _EPS:
-                self.warned.pop(name, None)  # recovered: a later drop reports again
-                continue
-            last = self.warned.get(name)
-            if last is None or value < last - self.tolerance - _EPS:
-                self.warned[name] = value
-                lines.append(
-                    f"  {tag(name)} = {value:.4f}, best so far {best:.4f}, "
-                    f"drop {drop:.4f} (tolerance {self.tolerance:g})"
-                )
-        return largest, lines
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"best": ..., "warned": ...}``, plain floats."""
-        return {"best": dict(self.best), "warned": dict(self.warned)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores :meth:`state_dict` (missing keys mean an empty history)."""
-        self.best = {str(k): float(v) for k, v in (state.get("best") or {}).items()}
-        self.warned = {str(k): float(v) for k, v in (state.get("warned") or {}).items()}
-
-
 class WatchesRegressions:
-    """Mixin for a callback with a :class:`RegressionWatch` in ``self._watch``.
+    """Mixin for the probe callbacks whose metrics raise regression alerts.
 
-    Puts the watch's state in the callback's ``state_dict`` and exposes the best
-    values as ``best``.
+    The callback calls :meth:`init_alerts` in its constructor and :meth:`alert` once
+    per run with the records of its watched metrics (from ``RunLog.scalar``); the
+    alerts go to the run's summary and are printed as one table per run. The
+    monitor's state travels in the callback's ``state_dict``.
     """
 
-    _watch: RegressionWatch
+    def init_alerts(
+        self,
+        tolerance: float,
+        alpha: float,
+        warmup: int,
+        patience: int,
+        baseline: Any,
+    ) -> None:
+        """Creates the :class:`RegressionMonitor` (its checks name the bad argument)."""
+        self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
+        try:
+            self._monitor = RegressionMonitor(
+                self.tolerance, alpha=alpha, warmup=warmup, patience=patience, baseline=baseline
+            )
+        except SummaryError as err:
+            raise ValueError(
+                f"`baseline` must be an earlier run's log dir or its summary.json, got "
+                f"{baseline!r}: {err}"
+            ) from err
+        self.alpha, self.warmup, self.patience = alpha, warmup, patience
+        self.baseline = baseline if baseline is None or isinstance(baseline, str) else None
 
-    def extra_state(self) -> dict[str, Any]:
-        return self._watch.state_dict()
+    def alert(self, ctx: Any, records: Mapping[str, EpochRecord]) -> list[Alert]:
+        """Updates the monitor; logs ``<family>/regression``; reports new alerts."""
+        from lightning_viz.callbacks._coordinator import Coordinator  # noqa: PLC0415
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._watch.load_state_dict(state)
+        alerts = self._monitor.update(ctx.log.epoch, ctx.log.step, records)
+        drop = self._monitor.regression_value()
+        ctx.log.scalar(self.tag("regression"), drop, summary=False)  # type: ignore[attr-defined]
+        coordinator = Coordinator.of(ctx.trainer)
+        for a in alerts:
+            if coordinator.summary is not None:
+                coordinator.summary.add_alert(a)
+        if alerts:
+            coordinator.say(ctx.trainer, format_alerts(alerts, type(self).__name__))
+        return alerts
 
     @property
-    def best(self) -> dict[str, float]:
-        """Best value so far of each watched metric (saved in ``state_dict``)."""
-        return self._watch.best
+    def references(self) -> dict[str, EpochRecord]:
+        """Each watched metric's reference: its best run after ``warmup``."""
+        return self._monitor.references
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"monitor": self._monitor.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("monitor") is not None:
+            self._monitor.load_state_dict(state["monitor"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,9 +13,10 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks._compat import rank_zero_warn
-from lightning_viz.callbacks._regression import RegressionWatch, WatchesRegressions
+from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.functional import attacks as A
 from lightning_viz.functional._task import correct, predict
+from lightning_viz.summary import EpochRecord
 
 __all__ = ["AdversarialProbe", "eps_label"]
 
@@ -52,14 +54,18 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     * scalar ``robustness/noise_acc@<eps>``: the same with random noise of the same
       size (``+-eps`` per pixel for Linf), a control: a model that loses accuracy to
       noise is fragile, the gap to the attacks is the adversarial part;
-    * figure ``robustness/curve``: accuracy against ``eps``, clean accuracy at 0;
+    * figure ``robustness/curve``: accuracy against ``eps``, clean accuracy at 0, with
+      95 % Wilson intervals as bands;
     * image ``robustness/examples``: clean images, the perturbation amplified
       (``0.5 + delta / (2 eps)``), the adversarial images (PGD at the largest ``eps``,
       FGSM without PGD), captioned ``true / clean pred -> adversarial pred``;
-    * scalar ``robustness/regression``: the largest drop of a robust accuracy below
-      its best value so far (0 when none), and a warning when a drop exceeds
-      ``tolerance``. Best values are saved in ``state_dict``, so a resumed run
-      remembers them.
+    * scalar ``robustness/regression``: the largest drop of an attack's robust
+      accuracy below its reference (its best run after ``warmup``; 0 when none).
+      An alert is printed when a drop is both larger than ``tolerance`` and
+      significant under the exact paired sign test on the probe samples that flipped
+      (``alpha``, Holm-corrected across the watched metrics), for ``patience``
+      consecutive runs; once per episode (see ``RegressionMonitor``). Every value,
+      with its per-sample outcomes, goes to ``<log_dir>/lightning_viz/summary.json``.
 
     ``<eps>`` is written as ``k/255`` when ``eps * 255`` has at most two decimals
     (``8/255``, ``0.5/255``) and with ``:g`` otherwise, so
@@ -88,9 +94,15 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         norm: ``"linf"`` or ``"l2"``. Default: ``"linf"``.
         steps: PGD steps, ``>= 1``. Default: ``10``.
         num_samples: Probe images (they need labels). Default: 256.
-        tolerance: Drop below the best value (in accuracy, ``>= 0``) that warns.
-            Default: ``0.02``.
+        tolerance: Drop below the reference (in accuracy, ``>= 0``) that is large
+            enough to alert. Default: ``0.02``.
         step_size: PGD step size; ``None`` uses ``2.5 * eps / steps``. Default: ``None``.
+        alpha: Significance level of the paired exact test (Holm-corrected), in
+            ``(0, 1)``. Default: ``0.01``.
+        warmup: Epochs at the start of fit whose runs are never references. Default: 0.
+        patience: Consecutive flagged runs before an alert. Default: 2.
+        baseline: An earlier run (its log dir or its ``summary.json``) to compare
+            every run with, at the same epoch and at its best. Default: ``None``.
         **kwargs: The options every callback shares (see ``VizCallback``).
 
     Raises:
@@ -112,12 +124,16 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     def __init__(
         self,
         attacks: Sequence[str] = ("fgsm", "pgd"),
-        eps: Sequence[float] = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
+        eps: Sequence[float | str] = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
         norm: str = "linf",
         steps: int = 10,
         num_samples: int = 256,
         tolerance: float = 0.02,
         step_size: float | None = None,
+        alpha: float = 0.01,
+        warmup: int = 0,
+        patience: int = 2,
+        baseline: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
@@ -125,11 +141,10 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         self.norm = check_choice(norm, "norm", NORMS)
         self.eps = check_eps(eps, self.norm)
         self.steps = check_int(steps, "steps", minimum=1)
-        self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
         self.step_size = (
             None if step_size is None else check_float(step_size, "step_size", positive=True)
         )
-        self._watch = RegressionWatch(self.tolerance)  # best values, reported drops
+        self.init_alerts(tolerance, alpha, warmup, patience, baseline)
         self._masking_warned: set[str] = set()
 
     # ----------------------------------------------------------------- metadata
@@ -165,12 +180,10 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
         x, y = ctx.pixels, ctx.probe.labels.to(ctx.device)  # type: ignore[union-attr]
-        clean_mask = correct(ctx.logits, y, ctx.task)
-        clean = clean_mask.float().mean().item()
-        ctx.log.scalar(self.tag(self.metric("clean")), clean)
+        fingerprint = self._fingerprint(ctx)
+        clean = self._scalar(ctx, "clean", None, correct(ctx.logits, y, ctx.task), fingerprint)
         start = ctx.generator.get_state()
-
-        results: dict[str, dict[float, float]] = {}
+        results: dict[str, dict[float, EpochRecord]] = {}
         for attack in (*self.attacks, "noise"):
             results[attack] = {}
             for eps in self.eps:
@@ -188,32 +201,39 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                     generator=gen,
                     task=ctx.task,
                 )
-                acc = mask.float().mean().item()
-                results[attack][eps] = acc
-                ctx.log.scalar(self.tag(self.metric(attack, eps)), acc)
-
-        epoch = int(ctx.trainer.current_epoch)
-        ctx.log.scalar(self.tag("regression"), self._regression(results, epoch))
-        for message in self._masking_messages(results, clean, len(y)):
+                results[attack][eps] = self._scalar(ctx, attack, eps, mask, fingerprint)
+        watched = {
+            self.tag(self.metric(attack, eps)): rec
+            for attack in self.attacks
+            for eps, rec in results[attack].items()
+        }
+        self.alert(ctx, watched)
+        values = {
+            a: {e: float(r.value) for e, r in by_eps.items()} for a, by_eps in results.items()
+        }
+        for message in self._masking_messages(values, float(clean.value), len(y)):
             rank_zero_warn(message)
         ctx.log.figure(self.tag("curve"), self._curve(results, clean))
         ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, start))
 
-    # -------------------------------------------------------------- regression
-    def _regression(self, results: dict[str, dict[float, float]], epoch: int) -> float:
-        """Updates the best values; warns about new drops; returns the largest drop."""
-        values = {
-            self.metric(attack, eps): value
-            for attack in self.attacks
-            for eps, value in results[attack].items()
-        }
-        largest, lines = self._watch.update(values, self.tag)
-        if lines:
-            rank_zero_warn(
-                f"AdversarialProbe: robust accuracy regressed at epoch {epoch}:\n"
-                + "\n".join(lines)
-            )
-        return largest
+    def _fingerprint(self, ctx: RunContext) -> str:
+        """The probe and every setting a robust outcome depends on, hashed."""
+        settings = (self.norm, self.steps, self.step_size, self.seed, ctx.task)
+        text = f"{ctx.probe.fingerprint()}|{settings}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _scalar(
+        self, ctx: RunContext, attack: str, eps: float | None, mask: Tensor, fingerprint: str
+    ) -> EpochRecord:
+        """Logs one accuracy with its per-sample (per-label) outcomes; attacks are watched."""
+        watched = attack in self.attacks
+        return ctx.log.scalar(
+            self.tag(self.metric(attack, eps)),
+            outcomes=mask.flatten().long().tolist(),
+            fingerprint=fingerprint,
+            watched=watched,
+            tolerance=self.tolerance if watched else None,
+        )
 
     # ---------------------------------------------------------- gradient masking
     def _masking_messages(
@@ -264,17 +284,18 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         return messages
 
     # ------------------------------------------------------------------ render
-    def _curve(self, results: dict[str, dict[float, float]], clean: float) -> Any:
+    def _curve(self, results: dict[str, dict[float, EpochRecord]], clean: EpochRecord) -> Any:
         order = sorted(e for e in self.eps if e > 0)
         xs = [0.0, *order]
         series = {name: [clean, *(results[name][e] for e in order)] for name in results}
         return render.line_figure(
             xs,
-            series,
+            {name: [float(r.value) for r in recs] for name, recs in series.items()},
             xlabel=f"eps ({self.norm})",
-            ylabel="accuracy",
+            ylabel=f"accuracy (95 % Wilson intervals, n = {clean.n})",
             title="robust accuracy (eps 0: clean)",
             xticklabels=[eps_label(e) for e in xs],
+            intervals={name: [r.interval for r in recs] for name, recs in series.items()},
         )
 
     def _examples(self, ctx: RunContext, x: Tensor, y: Tensor, start: Tensor) -> Tensor:

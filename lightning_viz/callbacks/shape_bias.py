@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -16,8 +17,10 @@ from lightning_viz._checks import check_bool, check_float, check_int, check_int_
 from lightning_viz._guard import make_generator
 from lightning_viz.callbacks import _cue_cache
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks._regression import RegressionWatch, WatchesRegressions
+from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.functional._task import predict
+from lightning_viz.functional.bias import SHAPE, TEXTURE, UNCOUNTED
+from lightning_viz.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
 
@@ -55,14 +58,18 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
       white when the probe has object masks, else edge maps);
     * scalar ``bias/texture_only_acc``: accuracy on the probe images with the shape
       destroyed (:func:`~lightning_viz.functional.texture_only`, 4x4 shuffled tiles);
-    * figure ``bias/per_class``: per shape class, the shape bias and the fractions of
-      shape and texture decisions;
+    * figure ``bias/per_class``: per shape class, the shape bias (with its 95 % Wilson
+      interval) and the fractions of shape and texture decisions;
     * image ``bias/cue_conflict``: up to 16 cue-conflict images captioned with their
       shape class, texture class and the prediction;
     * scalar ``bias/regression``: the largest drop of ``shape_bias`` or ``shape_acc``
-      below its best value so far (0 when none), with a warning naming the metric,
-      the epoch and the drop when a drop exceeds ``tolerance``. The best values are
-      saved in ``state_dict``.
+      below its reference (its best run after ``warmup``; 0 when none). An alert is
+      printed when a drop is larger than ``tolerance`` and significant under the exact
+      paired sign test on the cue-conflict images that changed decision (for
+      ``shape_bias`` only images that are a shape or texture decision in both runs;
+      ``alpha``, Holm-corrected), for ``patience`` consecutive runs; once per episode.
+      Every value, with its per-image outcomes, goes to
+      ``<log_dir>/lightning_viz/summary.json``.
 
     Args:
         cue_conflict: A ``Dataset`` of ``(image, shape_label, texture_label)`` to use
@@ -74,7 +81,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         num_images: Number of cue-conflict images to generate (ignored with
             ``cue_conflict=``); fewer, with a warning, when the probe allows fewer
             distinct (content, style) pairs. Default: ``160``.
-        tolerance: Drop below the best value that warns (``>= 0``). Default: ``0.05``.
+        tolerance: Drop below the reference that is large enough to alert (``>= 0``).
+            Default: ``0.05``.
         output_mapping: Maps model outputs to dataset classes, for a model whose
             classes differ from the scored ones (as Geirhos' 16-class stimuli for an
             ImageNet model need): a list whose ``i``-th entry is the dataset class of
@@ -92,6 +100,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             Default: ``True``.
         num_samples: Probe (source) images, a class-balanced pick of the validation
             data. Default: ``num_images``.
+        alpha, warmup, patience, baseline: The alert rule, as for ``AdversarialProbe``.
         **kwargs: The options every callback shares (see ``VizCallback``).
 
     Raises:
@@ -122,6 +131,10 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         content_weight: float = 0.5,
         use_masks: bool = True,
         num_samples: int | None = None,
+        alpha: float = 0.01,
+        warmup: int = 0,
+        patience: int = 2,
+        baseline: str | None = None,
         **kwargs: Any,
     ) -> None:
         num_images = check_int(num_images, "num_images", minimum=1)
@@ -135,7 +148,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             )
         self.cue_conflict = cue_conflict
         self.num_images = num_images
-        self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
+        self.init_alerts(tolerance, alpha, warmup, patience, baseline)
         self.output_mapping = check_int_list(output_mapping, "output_mapping", minimum=-1)
         if self.output_mapping is not None and all(v < 0 for v in self.output_mapping):
             fail(
@@ -146,7 +159,6 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         self.style_steps = check_int(style_steps, "style_steps", minimum=0)
         self.content_weight = check_float(content_weight, "content_weight", minimum=0.0)
         self.use_masks = check_bool(use_masks, "use_masks")
-        self._watch = RegressionWatch(self.tolerance)  # best values, reported drops
         self._images_to_make = num_images
         self._user_set: tuple[Tensor, Tensor, Tensor] | None = None  # model-space images
         self._cc: tuple[Tensor, Tensor, Tensor] | None = None  # pixel images, shape, texture
@@ -355,33 +367,45 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         images, s, t = self._cc  # type: ignore[misc]
         shape_img, texture_img, y = self._controls  # type: ignore[misc]
         pred = self._predict(ctx, images)
-        result = LF.shape_bias(pred, s, t)
-        for name in ("shape_bias", "shape_acc", "texture_acc"):
-            ctx.log.scalar(self.tag(name), result[name])
+        dec = LF.decisions(pred, s, t).tolist()
+        fingerprint = self._fingerprint(ctx)
+        outcomes = {  # per cue-conflict image: 1, 0, or None (not counted)
+            "shape_bias": [{SHAPE: 1, TEXTURE: 0}.get(d) for d in dec],
+            "shape_acc": [None if d == UNCOUNTED else int(d == SHAPE) for d in dec],
+            "texture_acc": [None if d == UNCOUNTED else int(d == TEXTURE) for d in dec],
+        }
         for name, x in (("shape_only_acc", shape_img), ("texture_only_acc", texture_img)):
-            acc = (self._predict(ctx, x) == y).float().mean().item()
-            ctx.log.scalar(self.tag(name), acc)
-        epoch = int(ctx.trainer.current_epoch)
-        ctx.log.scalar(self.tag("regression"), self._regression(result, epoch))
+            outcomes[name] = (self._predict(ctx, x) == y).long().tolist()
+        records = {
+            self.tag(name): ctx.log.scalar(
+                self.tag(name),
+                outcomes=values,
+                fingerprint=fingerprint,
+                watched=name in _WATCHED,
+                tolerance=self.tolerance if name in _WATCHED else None,
+            )
+            for name, values in outcomes.items()
+        }
+        self.alert(ctx, {tag: records[tag] for tag in map(self.tag, _WATCHED)})
         num_classes = self._num_dataset_classes(ctx.num_classes)
         ctx.log.figure(self.tag("per_class"), self._per_class(pred, s, t, num_classes))
         ctx.log.image(self.tag("cue_conflict"), self._grid(images, s, t, pred))
 
-    # -------------------------------------------------------------- regression
-    def _regression(self, result: dict[str, float], epoch: int) -> float:
-        """Updates the best values; warns about new drops; returns the largest drop."""
-        largest, lines = self._watch.update({name: result[name] for name in _WATCHED}, self.tag)
-        if lines:
-            self.warn_once(
-                f"regression{epoch}", f"shape bias regressed at epoch {epoch}:\n" + "\n".join(lines)
-            )
-        return largest
+    def _fingerprint(self, ctx: RunContext) -> str:
+        """The probe and the cue-conflict set the outcomes belong to, hashed."""
+        images, s, t = self._cc  # type: ignore[misc]
+        h = hashlib.sha256(ctx.probe.fingerprint().encode())
+        for tensor in (images.float(), s.long(), t.long()):
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     # --------------------------------------------------------------- rendering
     def _per_class(self, pred: Tensor, s: Tensor, t: Tensor, num_classes: int) -> Any:
         counts = {k: v.cpu() for k, v in LF.per_class_shape_bias(pred, s, t, num_classes).items()}
         present = [k for k in range(num_classes) if counts["images"][k] > 0]
         frac = lambda v: (v / counts["images"].clamp_min(1))[present].tolist()  # noqa: E731
+        shape, texture = counts["shape"].long().tolist(), counts["texture"].long().tolist()
+        bands = [wilson_interval(shape[k], shape[k] + texture[k]) for k in present]
         return render.bar_figure(
             [self.class_name(k) for k in present],
             {
@@ -389,8 +413,9 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 "shape decisions": frac(counts["shape"]),
                 "texture decisions": frac(counts["texture"]),
             },
-            ylabel="fraction",
+            ylabel="fraction (shape bias: 95 % Wilson interval)",
             title="cue-conflict decisions per shape class",
+            intervals={"shape bias": bands},
         )
 
     def _grid(self, images: Tensor, s: Tensor, t: Tensor, pred: Tensor) -> Tensor:

@@ -14,8 +14,10 @@ from torch import nn
 import lightning_viz as lv
 from lightning_viz._guard import ModelView, make_generator
 from lightning_viz._hooks import has_hooks
+from lightning_viz.callbacks._regression import RegressionMonitor
 from lightning_viz.callbacks.robustness import AdversarialProbe, eps_label
 from lightning_viz.functional.attacks import robust_accuracy
+from lightning_viz.summary import load_summary
 from tests.conftest import (
     assert_observing_changes_nothing,
     decode_png,
@@ -103,16 +105,23 @@ def test_accuracy_falls_with_eps_and_pgd_is_stronger(run):
     assert last["robustness/pgd_acc@8/255"] < clean  # the attack does break something
 
 
-def test_best_values_are_the_running_maximum(run):
-    _, _, cb, ev = run
+def test_references_are_the_best_runs_and_the_summary_holds_the_outcomes(run):
+    trainer, _, cb, ev = run
+    summary = load_summary(trainer.logger.log_dir)
     for attack in ("fgsm", "pgd"):
         for eps in EPS:
-            name = f"{attack}_acc@{eps_label(eps)}"
-            values = [v for _, v in ev["scalars"][f"robustness/{name}"]]
-            assert cb.best[name] == pytest.approx(max(values), abs=1e-6)
-            drop = max(values) - values[-1]
-            assert drop >= 0
-    assert "noise_acc@2/255" not in cb.best  # the control is not a robustness metric
+            tag = f"robustness/{attack}_acc@{eps_label(eps)}"
+            values = [v for _, v in ev["scalars"][tag]]
+            assert cb.references[tag].value == pytest.approx(max(values), abs=1e-6)
+            assert summary[tag].watched and summary[tag].tolerance == cb.tolerance
+            last = summary[tag].latest()
+            assert last.value == pytest.approx(values[-1], abs=1e-6) and last.n == 32
+            assert len(last.outcomes) == 32 and last.successes == last.outcomes.count("1")
+    assert "robustness/noise_acc@2/255" not in cb.references  # the control is not watched
+    assert not summary["robustness/noise_acc@2/255"].watched
+    regression = dict(ev["scalars"]["robustness/regression"])[STEPS[-1]]
+    drops = [cb.references[t].value - dict(ev["scalars"][t])[STEPS[-1]] for t in cb.references]
+    assert regression == pytest.approx(max(0.0, *drops), abs=1e-6)
 
 
 def test_examples_image_and_curve(run):
@@ -180,64 +189,67 @@ def test_early_stopping_and_checkpoint_monitor_robust_accuracy(tmp_path):
     assert len(values) == 2
     assert ckpt.best_model_score.item() == pytest.approx(max(values), abs=1e-6)
     assert ckpt.best_model_path.endswith("robust.ckpt")
-    # the checkpoint carries the best values, so a resumed run remembers them
+    # the checkpoint carries the alert state, so a resumed run remembers the references
     saved = torch.load(ckpt.last_model_path or ckpt.best_model_path, weights_only=False)
     states = [v for k, v in saved["callbacks"].items() if k.startswith("AdversarialProbe")]
     assert len(states) == 1
-    assert states[0]["best"]["pgd_acc@8/255"] == pytest.approx(max(values), abs=1e-6)
+    resumed = probe_cb(eps=(8 / 255,))
+    resumed.load_state_dict(states[0])
+    assert resumed.references[KEY].value == pytest.approx(max(values), abs=1e-6)
 
 
 def test_state_dict_round_trip():
     cb = probe_cb()
-    cb._watch.best = {"pgd_acc@8/255": 0.5, "fgsm_acc@8/255": 0.75}
-    cb._watch.warned = {"pgd_acc@8/255": 0.25}
+    cb._monitor.update(0, 10, {KEY: {"outcomes": [1, 1, 0, 1]}})
     state = cb.state_dict()
     other = probe_cb()
     other.load_state_dict(state)
-    assert other.best == cb.best and other._watch.warned == cb._watch.warned
+    assert other.references[KEY].outcomes == "1101" and other.references[KEY].epoch == 0
+    assert other._monitor.state_dict() == cb._monitor.state_dict()
     other.load_state_dict({})  # an old checkpoint without these keys
-    assert other.best == {} and other._watch.warned == {}
     assert probe_cb().state_key == other.state_key
     assert probe_cb(eps=(1 / 255,)).state_key != other.state_key
 
 
 # ------------------------------------------------------------------ regression
-def test_regression_warning_names_metric_epoch_and_drop(tmp_path):
-    cb = probe_cb(eps=(8 / 255,))
-    cb.load_state_dict({"best": {"pgd_acc@8/255": 1.0, "fgsm_acc@8/255": 1.0}})
-    with pytest.warns(UserWarning, match="regressed at epoch 0") as record:
-        trainer, _ = fit(tmp_path, [cb], epochs=1)
-    pgd = trainer.callback_metrics[KEY].item()
-    fgsm = trainer.callback_metrics["robustness/fgsm_acc@8/255"].item()
-    messages = [str(w.message) for w in record if "regressed" in str(w.message)]
-    assert len(messages) == 1  # one warning per epoch, listing every metric
-    assert KEY in messages[0] and "robustness/fgsm_acc@8/255" in messages[0]
-    assert f"drop {1.0 - pgd:.4f}" in messages[0] and f"= {pgd:.4f}" in messages[0]
-    regression = trainer.callback_metrics["robustness/regression"].item()
-    assert regression == pytest.approx(1.0 - min(pgd, fgsm), abs=1e-6)
-    assert regression > 0
-    assert cb.best["pgd_acc@8/255"] == 1.0  # the best is kept
+def _resumed_with_a_perfect_reference(**kwargs) -> AdversarialProbe:
+    """A probe whose monitor holds a reference where all 16 samples were robust."""
+    cb = probe_cb(eps=(8 / 255,), attacks=("pgd",), num_samples=16, patience=1, **kwargs)
+    reference = RegressionMonitor(0.02, patience=1)
+    reference.update(0, 0, {KEY: {"outcomes": [1] * 16, "fingerprint": "another probe"}})
+    cb.load_state_dict({"monitor": reference.state_dict()})
+    return cb
 
 
-def test_regression_rules_without_training():
-    cb = probe_cb(eps=(8 / 255,), attacks=("pgd",), tolerance=0.1)
+def test_a_regression_is_one_alert_naming_metric_epochs_values_and_p(tmp_path):
+    cb = _resumed_with_a_perfect_reference()
+    with pytest.warns(UserWarning, match="AdversarialProbe: 1 regression at epoch 0") as record:
+        trainer, _ = fit(tmp_path, [cb], epochs=2)
+    messages = [str(w.message) for w in record if "regression" in str(w.message)]
+    assert len(messages) == 1  # one episode, one alert; the second epoch stays in it
+    pgd, last = (v for _, v in sorted(read_events(str(tmp_path))["scalars"][KEY]))
+    assert KEY in messages[0] and "best (epoch 0)" in messages[0]
+    assert f"{pgd:.4f}" in messages[0] and "1.0000" in messages[0]
+    assert "unpaired (probes differ)" in messages[0]  # another probe: Fisher's exact test
+    alerts = load_summary(trainer.logger.log_dir).alerts
+    assert [(a["metric"], a["epoch"], a["kind"]) for a in alerts] == [(KEY, 0, "best")]
+    assert alerts[0]["pvalue"] < 0.01 and alerts[0]["drop"] == pytest.approx(1.0 - pgd)
+    assert trainer.callback_metrics["robustness/regression"].item() == pytest.approx(1.0 - last)
 
-    def step(value, epoch):
-        with warnings.catch_warnings(record=True) as rec:
-            warnings.simplefilter("always")
-            drop = cb._regression({"pgd": {8 / 255: value}}, epoch)
-        return drop, [str(w.message) for w in rec]
 
-    assert step(0.8, 0) == (0.0, [])  # first value: the best
-    assert step(0.75, 1) == (pytest.approx(0.05), [])  # within tolerance: no warning
-    drop, msgs = step(0.6, 2)
-    assert drop == pytest.approx(0.2) and len(msgs) == 1 and "epoch 2" in msgs[0]
-    assert "best so far 0.8000" in msgs[0] and "drop 0.2000" in msgs[0]
-    assert step(0.6, 3)[1] == []  # the same drop is not reported again
-    assert len(step(0.45, 4)[1]) == 1  # a further drop by more than tolerance is
-    assert step(0.79, 5) == (pytest.approx(0.01), [])  # recovered
-    assert len(step(0.6, 6)[1]) == 1  # a new drop warns again
-    assert step(0.9, 7) == (0.0, []) and cb.best["pgd_acc@8/255"] == 0.9
+def test_alerts_print_through_the_progress_bar_when_there_is_one(tmp_path, capsys):
+    cb = _resumed_with_a_perfect_reference()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no warning: the bar prints it
+        warnings.filterwarnings("ignore", message=".*(logging interval|num_workers|LeafSpec).*")
+        fit(tmp_path, [cb], epochs=1, enable_progress_bar=True)
+    out = capsys.readouterr().out
+    assert out.count("AdversarialProbe: 1 regression at epoch 0") == 1 and KEY in out
+
+
+def test_a_bad_baseline_fails_at_construction(tmp_path):
+    with pytest.raises(ValueError, match="`baseline` must be an earlier run.*no such file"):
+        probe_cb(baseline=str(tmp_path / "no_such_run"))
 
 
 # ------------------------------------------------------------- gradient masking

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import math
 import os
 
 import pytest
@@ -15,6 +14,7 @@ import lightning_viz.functional as LF
 from lightning_viz._hooks import has_hooks
 from lightning_viz.data import LitClassifier
 from lightning_viz.data.shapes import draw_shapes
+from lightning_viz.summary import load_summary
 from tests.conftest import (
     assert_observing_changes_nothing,
     fit,
@@ -60,6 +60,7 @@ def experiment(tmp_path_factory):
         tmp = tmp_path_factory.mktemp(f"tc{tc}")
         callbacks = _bias_callbacks()
         dm = small_datamodule(train_size=1000, val_size=200, batch_size=32, texture_correlation=tc)
+        torch.manual_seed(0)  # the same initial weights whatever ran before
         trainer, model = fit(
             tmp,
             callbacks,
@@ -122,7 +123,7 @@ def test_logged_values_equal_the_functional_method_on_the_cached_images(experime
     assert sorted(set(pairs.tolist())) == [0, 4]
     model.eval()
     with torch.no_grad():
-        pred = model(images).argmax(1)
+        pred = pred_cc = model(images).argmax(1)
     expected = LF.shape_bias(pred, s, t)
     for name in ("shape_bias", "shape_acc", "texture_acc"):
         assert _last(ev, f"bias/{name}") == pytest.approx(expected[name], abs=1e-6)
@@ -143,8 +144,13 @@ def test_logged_values_equal_the_functional_method_on_the_cached_images(experime
         acc_t = (model(tex_img).argmax(1) == y).float().mean().item()
     assert _last(ev, "bias/shape_only_acc") == pytest.approx(acc_s, abs=1e-6)
     assert _last(ev, "bias/texture_only_acc") == pytest.approx(acc_t, abs=1e-6)
-    assert set(cb.best) == {"shape_bias", "shape_acc"}
-    assert cb.state_dict()["best"] == cb.best
+    assert set(cb.references) == {"bias/shape_bias", "bias/shape_acc"}
+    # the summary keeps each image's decision: 1 shape, 0 texture, "-" neither
+    record = load_summary(trainer.logger.log_dir)["bias/shape_bias"].latest()
+    expected_outcomes = "".join(
+        "1" if p == a else "0" if p == b else "-" for p, a, b in zip(pred_cc, s, t, strict=True)
+    )
+    assert record.outcomes == expected_outcomes and len(expected_outcomes) == 80
 
 
 def test_cache_is_reused_on_resume(tmp_path, monkeypatch):
@@ -199,25 +205,6 @@ def test_failure_inside_a_run_warns_and_leaves_the_model_clean(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------ pure logic
-def test_regression_warns_with_metric_epoch_and_drop():
-    cb = lv.TextureShapeBias(tolerance=0.05)
-    assert cb._regression({"shape_bias": 0.8, "shape_acc": 0.5}, 0) == 0.0
-    assert cb._regression({"shape_bias": 0.77, "shape_acc": 0.6}, 1) == pytest.approx(0.03)
-    with pytest.warns(
-        UserWarning,
-        match=r"epoch 2:\n  bias/shape_bias = 0.6000, best so far "
-        r"0.8000, drop 0.2000",
-    ):
-        drop = cb._regression({"shape_bias": 0.6, "shape_acc": 0.6}, 2)
-    assert drop == pytest.approx(0.2)
-    assert cb.best == {"shape_bias": 0.8, "shape_acc": 0.6}
-    restored = lv.TextureShapeBias()
-    restored.load_state_dict(cb.state_dict())
-    assert restored.best == cb.best
-    # NaN (no decisions) neither updates the best value nor warns
-    assert cb._regression({"shape_bias": math.nan, "shape_acc": 0.6}, 3) == 0.0
-
-
 def test_output_mapping_takes_the_max_logit_per_dataset_class():
     cb = lv.TextureShapeBias(output_mapping=[1, 0, 1, -1])
     logits = torch.tensor([[1.0, 5.0, 2.0, 9.0], [3.0, -1.0, 0.5, 0.0]])
