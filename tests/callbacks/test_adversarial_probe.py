@@ -384,3 +384,35 @@ def test_probe_without_labels_fails_at_setup(tmp_path):
     cb = AdversarialProbe(probe=torch.rand(8, 3, 32, 32), on_error="raise")
     with pytest.raises(ValueError, match="AdversarialProbe needs labels"):
         fit(tmp_path, [cb], epochs=1, datamodule=small_datamodule())
+
+
+def test_a_resumed_run_does_not_repeat_an_alert(tmp_path):
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    cb = _resumed_with_a_perfect_reference()
+    with pytest.warns(UserWarning, match="1 regression at epoch 0"):
+        fit(tmp_path, [cb, ckpt], epochs=1, enable_checkpointing=True)
+    resumed = probe_cb(eps=(8 / 255,), attacks=("pgd",), num_samples=16, patience=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer, _ = fit(
+            tmp_path, [resumed], epochs=2, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
+        )
+    assert not [w for w in record if "regression at" in str(w.message)]  # same episode
+    summary = load_summary(trainer.logger.log_dir)  # the same log dir: one file, both runs
+    assert [a["epoch"] for a in summary.alerts] == [0]
+    assert [r.epoch for r in summary[KEY].records()] == [0, 1]
+
+
+def test_a_baseline_run_is_compared_at_the_same_epoch(tmp_path):
+    from lightning_viz.summary import RunSummary
+
+    baseline = RunSummary()
+    baseline.record(KEY, 0, 4, outcomes=[1] * 16, watched=True, tolerance=0.02)
+    path = baseline.write(tmp_path / "baseline")
+    cb = probe_cb(eps=(8 / 255,), attacks=("pgd",), num_samples=16, patience=1, baseline=path)
+    with pytest.warns(UserWarning, match="1 regression at epoch 0") as record:
+        trainer, _ = fit(tmp_path / "candidate", [cb], epochs=1)
+    message = next(str(w.message) for w in record if "regression at" in str(w.message))
+    assert "baseline (epoch 0)" in message and "unpaired (probes differ)" in message
+    alerts = load_summary(trainer.logger.log_dir).alerts
+    assert [(a["kind"], a["reference_epoch"]) for a in alerts] == [("baseline", 0)]
