@@ -31,7 +31,8 @@ def build_callbacks(class_names: list[str], args: argparse.Namespace) -> list[An
     import lightning_viz as lv
 
     fast = bool(getattr(args, "fast", False))
-    common: dict[str, Any] = {"class_names": class_names}
+    # every view every epoch: the demo shows all of them, so the shared budget is off
+    common: dict[str, Any] = {"class_names": class_names, "max_overhead": None}
     settings: list[tuple[str, dict[str, Any]]] = [
         ("FilterLogger", {}),
         ("ActivationLogger", {}),

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lightning_viz._checks import (
     check_callable,
     check_choice,
+    check_float,
     check_int,
     check_normalization,
     check_probe_source,
@@ -53,6 +54,14 @@ class NotApplicableError(ValueError):
     itself and the reason, and turns itself off while training goes on; with
     ``on_error="raise"`` it is raised before the first training step.
     """
+
+
+def _now(module: nn.Module) -> float:
+    """The clock, after the module's CUDA work is done (so GPU time is counted)."""
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _defines(obj: Any, name: str) -> bool:
@@ -105,6 +114,7 @@ class RunContext:
         self.log: RunLog = log  # type: ignore[assignment] - None only at setup
         self.generator = generator
         self.device = device
+        self.one_time = 0.0  # seconds of this run spent on one-time work (a cache built once)
 
     @cached_property
     def logits(self) -> Tensor:
@@ -138,6 +148,37 @@ class RunContext:
         with torch.no_grad(), capture_outputs(layers) as store:
             self.view(self.pixels[:1])
         return {name: tuple(store[name].shape) for name in layers if name in store}
+
+    # ------------------------------------------------ probe work split across ranks
+    @property
+    def rank_world(self) -> tuple[int, int]:
+        """``(rank, world size)`` of the process group (``(0, 1)`` without one)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def share(self, n: int) -> Tensor:
+        """The positions among ``n`` samples this rank computes: every ``world``-th."""
+        rank, world = self.rank_world
+        return torch.arange(rank, n, world, device=self.device)
+
+    def gather(self, local: Tensor, n: int) -> Tensor:
+        """Every rank's :meth:`share` results, in sample order, on every rank."""
+        rank, world = self.rank_world
+        if world == 1:
+            return local
+        dtype = local.dtype
+        buf = local.to(torch.uint8) if dtype == torch.bool else local
+        size = -(-n // world)  # the largest share
+        pad = buf.new_zeros((size - buf.shape[0], *buf.shape[1:]))
+        parts = [torch.empty_like(torch.cat([buf, pad])) for _ in range(world)]
+        torch.distributed.all_gather(parts, torch.cat([buf, pad]).contiguous())
+        out = buf.new_empty((n, *buf.shape[1:]))
+        for r, part in enumerate(parts):
+            rows = torch.arange(r, n, world, device=out.device)
+            out[rows] = part[: rows.numel()].to(out.device)
+        return out.to(dtype)
 
     def captions(self, owner: VizCallback) -> list[str]:
         """``"X / Y"`` (true / predicted, see :data:`CAPTION_LABEL`) per probe image."""
@@ -217,6 +258,14 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             configuration always raise.
         tag_prefix: Prefix of every tag it writes. Default: its family name.
         seed: Seed of the callback's private generator. Default: 0.
+        max_overhead: The lightning-viz callbacks on a trainer together spend at most
+            this fraction of the training time (runs, setup and background work
+            counted; the smallest value among them is the budget): when a run would
+            go over it, the costliest callbacks are spaced out (``every_n_epochs``
+            stays the minimum interval; the first due run of each callback always
+            happens; a callback whose metric an ``EarlyStopping``/``ModelCheckpoint``
+            monitors is never spaced out). ``None``: this callback runs whenever due.
+            Default: ``0.10``.
 
     The three callables (``batch_to_xy``, ``output_to_logits``, ``images_to_input``)
     may also be import paths ``"package.module.function"`` (for LightningCLI YAML).
@@ -243,6 +292,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         on_error: str = "warn",
         tag_prefix: str | None = None,
         seed: int = 0,
+        max_overhead: float | None = 0.10,
     ) -> None:
         super().__init__()
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", minimum=1)
@@ -261,6 +311,12 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self.probe = check_probe_source(probe)
         self.tag_prefix = (tag_prefix or self.family).strip("/")
         self.seed = check_int(seed, "seed")
+        self.max_overhead = (
+            None
+            if max_overhead is None
+            else check_float(max_overhead, "max_overhead", positive=True)
+        )
+        self._written: set[str] = set()  # tags of the latest run
         self._probe: Probe | None = None
         self._probe_indices: list[int] | None = None
         self._saved_probe: dict[str, Any] | None = None
@@ -426,13 +482,16 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                 )
             return
         self._enabled = True
-        coordinator.open_summary(getattr(self._logger, "log_dir", None))
+        coordinator.open_summary(self._logger)
+        coordinator.budget.begin()
         module = unwrap_model(pl_module)
+        start = _now(module)
         try:
             with preserve_state(module):
                 self._setup(trainer, module)
         except NotApplicableError as err:
             self.turn_off("cannot run on this model or data", err)
+        coordinator.budget.charge(self.state_key, _now(module) - start, once=True)
 
     def _setup(self, trainer: Any, module: nn.Module) -> None:
         """Probe, task and configuration checks (inside the guard)."""
@@ -504,6 +563,13 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._maybe_run(trainer, pl_module)
+        self._log_overhead(trainer)
+
+    def _log_overhead(self, trainer: Any) -> None:
+        """``viz/overhead``, written once per epoch end by the last registered callback."""
+        coordinator = Coordinator.of(trainer)
+        if coordinator.callbacks and coordinator.callbacks[-1] is self:
+            coordinator.log_overhead(trainer)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         summary = Coordinator.of(trainer).summary
@@ -512,6 +578,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         Coordinator.of(trainer).shutdown(wait=True)  # pending background work is written
+        self._log_overhead(trainer)  # the whole fit
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         Coordinator.of(trainer).shutdown(wait=False)
@@ -560,7 +627,8 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self.load_extra_state(state_dict)
 
     # --------------------------------------------------------------- scheduling
-    def _due(self, trainer: Any) -> bool:
+    def scheduled(self, trainer: Any) -> bool:
+        """Due by its own schedule (``every_n_epochs``, once per epoch, only in ``fit``)."""
         if not self._enabled or trainer.sanity_checking:
             return False
         if getattr(trainer.state, "fn", None) != "fit":
@@ -568,22 +636,36 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         epoch = trainer.current_epoch
         return self._last_epoch != epoch and (epoch + 1) % self.every_n_epochs == 0
 
+    def _due(self, trainer: Any) -> bool:
+        """Scheduled, and within the shared overhead budget."""
+        return self.scheduled(trainer) and Coordinator.of(trainer).allows(self, trainer)
+
+    def writes_any(self, tags: set[str]) -> bool:
+        """True when one of ``tags`` is a scalar this callback writes."""
+        return any(t in self._written or t.startswith(f"{self.tag_prefix}/") for t in tags)
+
     def _maybe_run(self, trainer: Any, pl_module: Any) -> None:
         Coordinator.of(trainer).harvest()  # background work finished since the last epoch
         if not self._due(trainer):
             return
         self._last_epoch = trainer.current_epoch
-        start = time.perf_counter()
         module = unwrap_model(pl_module)
+        start = _now(module)
         try:
             log = RunLog(trainer, self._logger, trainer.global_step, self)
             with preserve_state(module):
                 if self._probe is None and self.uses_probe:  # restored from a checkpoint
                     self._setup(trainer, module)
-                self.run(self._context(trainer, module, log))
-            log.scalar(self._seconds_tag(), time.perf_counter() - start)
+                ctx = self._context(trainer, module, log)
+                self.run(ctx)
+            seconds = _now(module) - start
+            log.scalar(self._seconds_tag(), seconds)
             log.flush()
-            Coordinator.of(trainer).write_summary(trainer)
+            self._written = set(log.scalars)
+            coordinator = Coordinator.of(trainer)
+            coordinator.budget.charge(self.state_key, ctx.one_time, once=True)
+            coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
+            coordinator.write_summary(trainer)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             self.turn_off(
                 f"failed at epoch {trainer.current_epoch}", err, f"\n{traceback.format_exc()}"

@@ -8,6 +8,7 @@ callback's internals, only into the coordinator. It holds the one background wor
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -17,6 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from lightning_viz.callbacks._budget import Candidate, OverheadBudget
 from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.summary import RunSummary
 
@@ -57,6 +61,9 @@ class Coordinator:
         self.summary: RunSummary | None = None  # the run's summary.json, once a logger is known
         self.log_dir: str | None = None
         self.background_seconds: dict[int, float] = {}
+        self.budget = OverheadBudget()
+        self.logger: Any = None
+        self._plans: dict[int, list[str]] = {}  # epoch -> keys of the callbacks that run
         self._said: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._jobs: list[DeferredJob] = []
@@ -74,8 +81,11 @@ class Coordinator:
         if all(cb is not callback for cb in self.callbacks):
             self.callbacks.append(callback)
 
-    def open_summary(self, log_dir: str | None) -> None:
-        """Loads (a resumed run) or starts the run's summary in ``log_dir`` (once)."""
+    def open_summary(self, logger: Any) -> None:
+        """Remembers the TensorBoard logger; loads (a resumed run) or starts the run's
+        summary in its log dir (once)."""
+        self.logger = self.logger or logger
+        log_dir = getattr(logger, "log_dir", None)
         if self.summary is None and log_dir is not None:
             self.log_dir = str(log_dir)
             self.summary = RunSummary.load_or_new(self.log_dir)
@@ -94,6 +104,58 @@ class Coordinator:
             bar.print(text)
         else:
             rank_zero_warn(text)
+
+    # ------------------------------------------------------------ overhead budget
+    def allows(self, callback: Any, trainer: Any) -> bool:
+        """Whether ``callback`` (due by its own schedule) runs at this epoch end.
+
+        The plan of the epoch is made once, at the first question, on global rank 0,
+        and broadcast, so every rank runs the same probes the same epochs.
+        """
+        if callback.max_overhead is None:
+            return True
+        epoch = int(trainer.current_epoch)
+        if epoch not in self._plans:
+            self._plans[epoch] = self._plan(trainer, epoch)
+        return callback.state_key in self._plans[epoch]
+
+    def _plan(self, trainer: Any, epoch: int) -> list[str]:
+        budgeted = [cb for cb in self.callbacks if cb.max_overhead is not None]
+        monitored = {
+            str(cb.monitor)
+            for cb in getattr(trainer, "callbacks", [])
+            if type(cb).__name__ in ("EarlyStopping", "ModelCheckpoint") and cb.monitor
+        }
+        candidates = [
+            Candidate(cb.state_key, cb.every_n_epochs, cb.writes_any(monitored))
+            for cb in budgeted
+            if cb.scheduled(trainer)
+        ]
+        limit = min(cb.max_overhead for cb in budgeted) if budgeted else None
+        run, changed = self.budget.plan(epoch, candidates, limit)
+        if getattr(trainer, "world_size", 1) > 1:
+            run = trainer.strategy.broadcast(run, src=0)
+        names = {cb.state_key: cb for cb in budgeted}
+        for key, interval in changed.items():
+            cb = names.get(key)
+            if cb is not None:
+                self.say(
+                    trainer,
+                    f"lightning-viz: {type(cb).__name__} now runs every {interval} epochs "
+                    f"(it costs {self.budget.cost[key]:.1f} s a run; all lightning-viz "
+                    f"callbacks together stay within max_overhead={limit:g} of the training "
+                    "time)",
+                )
+        return run
+
+    def log_overhead(self, trainer: Any) -> None:
+        """Logs ``viz/overhead`` (the fit so far) at the current step (global rank 0)."""
+        value = self.budget.overhead()
+        trainer.callback_metrics["viz/overhead"] = torch.tensor(value)
+        writer = getattr(self.logger, "experiment", None) if trainer.is_global_zero else None
+        if writer is not None and math.isfinite(value):
+            writer.add_scalar("viz/overhead", value, int(trainer.global_step))
+            writer.flush()
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""
@@ -145,9 +207,9 @@ class Coordinator:
                 job.owner.deferred_failed(err)
             finally:
                 key = id(job.owner)
-                self.background_seconds[key] = self.background_seconds.get(key, 0.0) + sum(
-                    job.seconds
-                )
+                seconds = sum(job.seconds)
+                self.background_seconds[key] = self.background_seconds.get(key, 0.0) + seconds
+                self.budget.charge(job.owner.state_key, seconds, run=False)
 
     def shutdown(self, wait: bool) -> None:
         """Finishes (``wait``) or cancels the pending jobs and stops the worker."""

@@ -17,6 +17,7 @@ from lightning_viz._hooks import record_io
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._coordinator import Coordinator
 from lightning_viz.callbacks._probe import split_batch
+from lightning_viz.callbacks._projector import write_embedding
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
@@ -78,7 +79,7 @@ def _metadata(
 
 
 def _write_embedding(
-    writer: Any,
+    log_dir: str,
     features: Tensor,
     labels: Tensor | None,
     predicted: Tensor | None,
@@ -87,17 +88,9 @@ def _write_embedding(
     step: int,
     tag: str,
 ) -> None:
-    """``writer.add_embedding`` with the metadata columns (worker thread)."""
+    """The projector files with the metadata columns (worker thread)."""
     rows = _metadata(labels, predicted, features.shape[0], class_names)
-    thumbs = render.sprite_images(thumbs.float() / 255.0)  # checks the 8192 px limit
-    writer.add_embedding(
-        features,
-        metadata=rows,
-        label_img=thumbs,
-        global_step=step,
-        tag=tag,
-        metadata_header=list(METADATA_HEADER),
-    )
+    write_embedding(log_dir, tag, step, features, rows, list(METADATA_HEADER), thumbs)
 
 
 def _first_tensor(value: Any) -> Tensor | None:
@@ -431,6 +424,7 @@ class EmbeddingProjector(VizCallback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
         Coordinator.of(trainer).harvest()
+        self._log_overhead(trainer)
         if self._due(trainer):  # due, but no validation ran this epoch
             self.warn_once(
                 "no_val_epoch",
@@ -499,8 +493,8 @@ class EmbeddingProjector(VizCallback):
         step = ctx.log.step
         # The projector files (tensors.tsv, sprite PNG) and the projection are made on the
         # trainer's background worker, in submission order: the epoch end does not wait.
-        thumbs = data["thumbs"]
-        args = (writer, feats, labels, predicted, self.class_names, thumbs, step, self.tag(name))
+        thumbs, log_dir = data["thumbs"], writer.get_logdir()
+        args = (log_dir, feats, labels, predicted, self.class_names, thumbs, step, self.tag(name))
         ctx.log.defer(self.tag(name), _write_embedding, *args)
         colors = labels if labels is not None and labels.dim() == 1 else predicted
         if colors is None or feats.shape[1] < (2 if self.projection == "pca" else 1):

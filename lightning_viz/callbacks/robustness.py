@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = ["AdversarialProbe", "eps_label"]
 ATTACKS = ("fgsm", "pgd")
 NORMS = ("linf", "l2")
 NUM_EXAMPLES = 6
+MASKING_SUBSET = 32  # probe samples attacked at every eps on their own, for the masking check
 
 
 def eps_label(eps: float) -> str:
@@ -49,8 +51,14 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
 
     * scalar ``robustness/clean_acc``: accuracy on the unperturbed probe;
     * scalar ``robustness/<attack>_acc@<eps>`` per attack and ``eps``: robust accuracy
-      (:func:`lightning_viz.functional.robust_accuracy`: a sample counts as robust only
-      if no visited point fooled the model; broken samples leave the batch early);
+      (:func:`lightning_viz.functional.robust_mask`: a sample counts as robust only
+      if no visited point fooled the model; broken samples leave the batch early).
+      Each attack sweeps ``eps`` upward and attacks only the samples that survived
+      the smaller ``eps`` (a sample broken inside a smaller ball is broken inside every
+      larger one of the same norm), so the estimate is never weaker and most samples
+      of a non-robust model are attacked once; the clean forward is shared;
+    * scalar ``robustness/worst_acc@<eps>``: accuracy under the union of the attacks
+      (robust to every one of them);
     * scalar ``robustness/noise_acc@<eps>``: the same with random noise of the same
       size (``+-eps`` per pixel for Linf), a control: a model that loses accuracy to
       noise is fragile, the gap to the attacks is the adversarial part;
@@ -72,8 +80,10 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     ``EarlyStopping(monitor="robustness/pgd_acc@8/255", mode="max")`` works.
 
     Gradient-masking warnings (at most once per run and kind): PGD weaker than FGSM at
-    the same ``eps``, accuracy that rises with ``eps``, or random noise hurting more
-    than an attack — each by more than one probe sample. These mean the gradients
+    the same ``eps``, accuracy that rises with ``eps`` (the sweep cannot rise, so this
+    is looked for once per fit, at the first run, on the first 32 probe samples with
+    every attack and size run on its own), or random noise hurting more than an
+    attack — each by more than one probe sample. These mean the gradients
     mislead the attack (e.g. quantized or saturated inputs), and the robust accuracy
     overstates the true robustness.
 
@@ -146,6 +156,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         )
         self.init_alerts(tolerance, alpha, warmup, patience, baseline)
         self._masking_warned: set[str] = set()
+        self._subset_checked = False
 
     # ----------------------------------------------------------------- metadata
     def key_args(self) -> dict[str, Any]:
@@ -169,52 +180,110 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     def tags(self) -> list[str]:
         """Every scalar tag this callback writes, besides ``viz/AdversarialProbe/seconds``."""
         names = [self.metric("clean")]
-        names += [self.metric(a, e) for a in (*self.attacks, "noise") for e in self.eps]
+        names += [self.metric(a, e) for a in (*self.attacks, "noise", "worst") for e in self.eps]
         return [self.tag(n) for n in (*names, "regression")]
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
             self._masking_warned = set()  # at most once per run and kind
+            self._subset_checked = False
         super().setup(trainer, pl_module, stage)
 
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
         x, y = ctx.pixels, ctx.probe.labels.to(ctx.device)  # type: ignore[union-attr]
         fingerprint = self._fingerprint(ctx)
-        clean = self._scalar(ctx, "clean", None, correct(ctx.logits, y, ctx.task), fingerprint)
+        clean_mask = correct(ctx.logits, y, ctx.task)  # the forward every attack shares
+        clean = self._scalar(ctx, "clean", None, clean_mask, fingerprint)
         start = ctx.generator.get_state()
-        results: dict[str, dict[float, EpochRecord]] = {}
-        for attack in (*self.attacks, "noise"):
-            results[attack] = {}
-            for eps in self.eps:
-                gen = torch.Generator(device=ctx.generator.device)
-                gen.set_state(start)
-                mask = A.robust_mask(
-                    ctx.view,
-                    x,
-                    y,
-                    eps,
-                    attack=attack,
-                    norm=self.norm,
-                    steps=self.steps,
-                    step_size=self.step_size,
-                    generator=gen,
-                    task=ctx.task,
-                )
-                results[attack][eps] = self._scalar(ctx, attack, eps, mask, fingerprint)
+        n, part = len(y), ctx.share(len(y))  # under DDP each rank attacks its share
+        xs, ys, known_clean = x[part], y[part], clean_mask[part]
+        masks: dict[str, dict[float, Tensor]] = {}
+        for attack in self.attacks:  # eps upward: only what survived the smaller eps
+            masks[attack], known = {}, known_clean
+            for eps in sorted(self.eps):
+                known = self._robust(ctx, xs, ys, attack, eps, start, known)
+                masks[attack][eps] = ctx.gather(known, n)
+        masks["noise"] = {  # the control: every size on its own
+            eps: ctx.gather(self._robust(ctx, xs, ys, "noise", eps, start, known_clean), n)
+            for eps in self.eps
+        }
+        masks["worst"] = {  # robust to every attack: the union of the attacks
+            eps: torch.stack([masks[a][eps] for a in self.attacks]).all(dim=0) for eps in self.eps
+        }
+        results = {
+            attack: {eps: self._scalar(ctx, attack, eps, m, fingerprint) for eps, m in by.items()}
+            for attack, by in masks.items()
+        }
         watched = {
             self.tag(self.metric(attack, eps)): rec
             for attack in self.attacks
             for eps, rec in results[attack].items()
         }
         self.alert(ctx, watched)
-        values = {
-            a: {e: float(r.value) for e, r in by_eps.items()} for a, by_eps in results.items()
-        }
-        for message in self._masking_messages(values, float(clean.value), len(y)):
+        values = {a: {e: float(r.value) for e, r in by.items()} for a, by in results.items()}
+        independent = None
+        if not self._subset_checked:  # once per fit (a collective under DDP: every rank)
+            self._subset_checked = True
+            began = time.perf_counter()
+            independent = self._independent_subset(ctx, x, y, start)
+            ctx.one_time += time.perf_counter() - began
+        if ctx.log.writer is None:  # what follows is written, so only global rank 0 does it
+            return
+        for message in self._masking_messages(values, float(clean.value), len(y), independent):
             rank_zero_warn(message)
         ctx.log.figure(self.tag("curve"), self._curve(results, clean))
         ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, start))
+
+    def _robust(
+        self,
+        ctx: RunContext,
+        x: Tensor,
+        y: Tensor,
+        attack: str,
+        eps: float,
+        start: Tensor,
+        known: Tensor | None,
+    ) -> Tensor:
+        """The robust mask under one attack at one size; random draws from ``start``."""
+        gen = torch.Generator(device=ctx.generator.device)
+        gen.set_state(start)
+        return A.robust_mask(
+            ctx.view,
+            x,
+            y,
+            eps,
+            attack=attack,
+            norm=self.norm,
+            steps=self.steps,
+            step_size=self.step_size,
+            generator=gen,
+            task=ctx.task,
+            known=known,
+        )
+
+    def _independent_subset(
+        self, ctx: RunContext, x: Tensor, y: Tensor, start: Tensor
+    ) -> tuple[dict[str, dict[float, float]], float, int]:
+        """Every attack and size run on its own on the first probe samples.
+
+        The eps sweep attacks only what survived the smaller eps, so its accuracy
+        cannot rise with eps; a rise on this subset is a sign of gradient masking.
+        """
+        n = min(MASKING_SUBSET, x.shape[0])
+        part = ctx.share(n)
+        known = correct(ctx.logits[:n], y[:n], ctx.task)
+        acc = {
+            a: {
+                e: ctx.gather(self._robust(ctx, x[part], y[part], a, e, start, known[part]), n)
+                .float()
+                .mean()
+                .item()
+                for e in self.eps
+            }
+            for a in self.attacks
+        }
+        return acc, float(known.float().mean()), n
 
     def _fingerprint(self, ctx: RunContext) -> str:
         """The probe and every setting a robust outcome depends on, hashed."""
@@ -237,9 +306,17 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
 
     # ---------------------------------------------------------- gradient masking
     def _masking_messages(
-        self, results: dict[str, dict[float, float]], clean: float, n: int
+        self,
+        results: dict[str, dict[float, float]],
+        clean: float,
+        n: int,
+        independent: tuple[dict[str, dict[float, float]], float, int] | None = None,
     ) -> list[str]:
-        """Warnings of signs of gradient masking, each kind at most once per run."""
+        """Warnings of signs of gradient masking, each kind at most once per run.
+
+        ``independent`` (accuracies, clean accuracy, samples) is where "accuracy rises
+        with eps" is looked for; without it, in ``results``.
+        """
         margin = 1.0 / max(n, 1) + 1e-9
         found: dict[str, str] = {}
         if "pgd" in results and "fgsm" in results:
@@ -253,10 +330,11 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                         "step",
                     )
         order = sorted(self.eps)
+        rising, base, m = independent if independent is not None else (results, clean, n)
         for attack in self.attacks:
-            points = [(0.0, clean), *((e, results[attack][e]) for e in order if e > 0)]
+            points = [(0.0, base), *((e, rising[attack][e]) for e in order if e > 0)]
             for (e0, a0), (e1, a1) in zip(points, points[1:], strict=False):
-                if a1 > a0 + margin:
+                if a1 > a0 + 1.0 / max(m, 1) + 1e-9:
                     found.setdefault(
                         "not_decreasing",
                         f"{attack} accuracy rises with eps: {a0:.4f} at {eps_label(e0)}, "

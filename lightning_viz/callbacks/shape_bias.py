@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -315,7 +316,10 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         )
         from tqdm.auto import tqdm
 
-        with tqdm(total=n, desc="cue-conflict images", leave=False, disable=not show) as bar:
+        part = ctx.share(n).cpu()  # under DDP each rank stylizes its share of the pairs
+        with tqdm(
+            total=len(part), desc="cue-conflict images", leave=False, disable=not show
+        ) as bar:
             images, s, t = LF.cue_conflict(
                 pixels,
                 labels,
@@ -325,7 +329,9 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 generator=make_generator(self.seed, "cpu"),
                 progress=lambda done, total: bar.update(done - bar.n),
                 masks=masks,
+                part=part,
             )
+        images, s, t = (ctx.gather(v.to(ctx.device), n) for v in (images, s, t))
         if path is not None and ctx.trainer.is_global_zero:
             _cue_cache.write_cache(path, images, s, t)
         return images, s, t
@@ -353,17 +359,24 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 )
 
     def _predict(self, ctx: RunContext, images: Tensor) -> Tensor:
-        """Predicted dataset classes ``(N,)``, in chunks of forward passes."""
+        """Predicted dataset classes ``(N,)``, in chunks of forward passes; under DDP each
+        rank predicts its share and every rank gets all of them."""
+        part = images[ctx.share(images.shape[0])]
         with torch.no_grad():
             logits = [
-                self._map_logits(ctx.view(images[i : i + _CHUNK]))
-                for i in range(0, images.shape[0], _CHUNK)
+                self._map_logits(ctx.view(part[i : i + _CHUNK]))
+                for i in range(0, part.shape[0], _CHUNK)
             ]
-        return predict(torch.cat(logits))
+        local = predict(torch.cat(logits)) if logits else images.new_empty(0, dtype=torch.long)
+        return ctx.gather(local, images.shape[0])
 
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
+        start = time.perf_counter()
+        built = self._cc is None or self._controls is None
         self._prepare(ctx)
+        if built:  # the images are made once per run of fit: not a recurring cost
+            ctx.one_time += time.perf_counter() - start
         images, s, t = self._cc  # type: ignore[misc]
         shape_img, texture_img, y = self._controls  # type: ignore[misc]
         pred = self._predict(ctx, images)

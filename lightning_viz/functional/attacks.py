@@ -372,7 +372,7 @@ def robust_mask(
     batch_size: int | None = None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     task: str | None = None,
-    only: Tensor | None = None,
+    known: Tensor | None = None,
 ) -> Tensor:
     """Which samples (or, multilabel, which labels) no point the attack visits fools.
 
@@ -410,10 +410,13 @@ def robust_mask(
             together. Default: ``None``.
         clamp: ``(min, max)`` pixel range, or ``None``. Default: ``(0.0, 1.0)``.
         task: As for :func:`fgsm`. Default: ``None`` (detected).
-        only: Bool ``(N,)``: attack only these samples and report the others as
-            broken (for an eps sweep that attacks only what survived the smaller
-            eps: a sample broken inside a smaller ball is broken inside every larger
-            one). The random draws do not depend on it. Default: ``None`` (all).
+        known: Bool ``(N,)`` (``(N, K)`` for multilabel): decisions already known to be
+            correct — at the clean inputs, or robust at a smaller ``eps`` of the same
+            norm. The others count as broken without a forward pass (a sample broken
+            inside a smaller ball is broken inside every larger one), and the clean
+            check is skipped: give the clean decisions, or the robust mask of a
+            smaller ``eps``, to sweep ``eps`` cheaply. The random draws do not depend
+            on it. Default: ``None`` (check every sample at the clean input).
 
     Returns:
         Bool ``(N,)`` (``(N, K)`` for multilabel) on the inputs' device: ``True``
@@ -421,7 +424,7 @@ def robust_mask(
 
     Raises:
         TypeError, ValueError: As :func:`pgd`; ``batch_size < 1``; unknown ``attack``;
-            ``only`` not a bool ``(N,)`` tensor.
+            ``known`` not a bool tensor of the result's shape.
         NoGradientError: The loss does not depend on the inputs (FGSM and PGD).
     """
     x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
@@ -434,16 +437,17 @@ def robust_mask(
     chunk = n if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
     bounds = check_clamp(clamp)
     gen = _generator(generator, x.device)
-    if only is not None and (
-        not isinstance(only, Tensor) or only.dtype != torch.bool or tuple(only.shape) != (n,)
+    shape = tuple(y.shape) if task == "multilabel" else (n,)
+    if known is not None and (
+        not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != shape
     ):
-        fail("only", f"None or a bool tensor ({n},)", only, TypeError)
+        fail("known", f"None or a bool tensor of shape {shape}", known, TypeError)
     with preserve_state(model) as m:
         shape = y.shape if task == "multilabel" else (n,)
         robust = torch.zeros(shape, dtype=torch.bool, device=x.device)
         for start in range(0, n, chunk):
             rows = slice(start, start + chunk)
-            attacked = None if only is None else only[rows].to(x.device)
+            attacked = None if known is None else known[rows].to(x.device)
             robust[rows] = _robust_chunk(
                 m,
                 x[rows].detach().clone(),
@@ -508,7 +512,7 @@ def _robust_chunk(
     early_stop: bool,
     clamp: tuple[float, float] | None,
     task: str,
-    attacked: Tensor | None,
+    known: Tensor | None,
 ) -> Tensor:
     """Robust mask of one chunk (see :func:`robust_mask`)."""
     multilabel = task == "multilabel"
@@ -533,12 +537,12 @@ def _robust_chunk(
         delta = _noise_delta(x, eps, norm, generator)
     elif eps > 0 and attack == "pgd" and random_start:
         delta = _random_start(x, eps, norm, generator)
-    if attacked is not None:  # the others count as broken, without a forward
-        robust[~attacked] = False
-        keep = attacked.nonzero().flatten()
-        idx, x = idx[keep], x[keep]
-        delta = None if delta is None else delta[keep]
-        if not idx.numel():
+    if known is not None:  # already decided: the clean check is skipped
+        robust &= known
+        alive = known.any(dim=1) if multilabel else known
+        idx, x = idx[alive], x[alive]
+        delta = None if delta is None else delta[alive]
+        if not idx.numel() or eps == 0.0:
             return robust
 
     if eps == 0.0:  # clean decisions exactly
@@ -555,9 +559,10 @@ def _robust_chunk(
                 check(_logits(model, adv))
         return robust
 
-    if delta is not None:  # clean check on its own
+    if delta is not None and known is None:  # clean check on its own
         with torch.no_grad():
             x, delta = check(_logits(model, x), x, delta)
+    if delta is not None:
         adv = _clamp(x + delta, clamp)
     else:
         adv = x

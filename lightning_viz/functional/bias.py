@@ -389,6 +389,7 @@ def cue_conflict(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 160,
     masks: Tensor | None = None,
+    part: Tensor | None = None,
     **style_kwargs: Any,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Cue-conflict images: the shape of class A with the texture of class B != A
@@ -420,6 +421,9 @@ def cue_conflict(
         batch_size: Pairs optimized at once. Default: ``160``.
         masks: Object masks ``(N, 1, H, W)`` (bool or ``[0, 1]``) of ``images``, or
             ``None`` for plain style transfer. Default: ``None``.
+        part: Positions (a long tensor) among the ``num_images`` pairs to make; the
+            pairing is the same, only these are stylized and returned, in this order
+            (to split the work across processes). Default: ``None`` (all).
         **style_kwargs: Further keyword arguments of :func:`style_transfer`
             (``content_layer``, ``style_layers``, ``lr``, weights).
 
@@ -458,6 +462,20 @@ def cue_conflict(
     device = images.device
     gen = generator if generator is not None else make_generator(0)
     ci, si, shape_labels, texture_labels = _pick_pairs(labels, num_images, gen)
+    if part is not None:
+        if not isinstance(part, Tensor) or part.dtype != torch.long or part.dim() != 1:
+            fail("part", "None or a 1-D long tensor of pair positions", part, TypeError)
+        if part.numel() and (int(part.min()) < 0 or int(part.max()) >= num_images):
+            fail("part", f"positions in [0, {num_images})", part.tolist())
+        part = part.cpu()
+        ci, si, shape_labels, texture_labels = (
+            t[part] for t in (ci, si, shape_labels, texture_labels)
+        )
+        num_images = int(part.numel())
+        if not num_images:
+            shape = (0, *images.shape[1:])
+            empty = torch.empty(0, dtype=torch.long, device=device)
+            return images.new_empty(shape), empty, empty.clone()
     if extractor is None:
         extractor = RandomFeatureExtractor(in_channels=images.shape[1], seed=0).to(device)
     out = []

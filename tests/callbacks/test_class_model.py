@@ -70,11 +70,11 @@ def test_class_models_are_classified_as_their_class_far_above_the_start_noise(ru
     assert int((logits.argmax(1) == rows).sum()) >= 4
     gain = logits[rows, rows] - logits0[rows, rows]
     assert bool((gain > 5.0).all()), gain
-    # the logged grid shows exactly these images (tile i at x = 2 + i * (96 + 2), y = 2)
+    # the logged grid shows exactly these images (tile i at x = 2 + i * (64 + 2), y = 2)
     grid = decode_png(ev["images"]["class_model/grid"][-1][3])
-    tiles = (images * 255).round().to(torch.uint8).repeat_interleave(3, 2).repeat_interleave(3, 3)
+    tiles = (images * 255).round().to(torch.uint8).repeat_interleave(2, 2).repeat_interleave(2, 3)
     for i in range(K):
-        tile = grid[2 : 2 + 96, 2 + i * 98 : 2 + i * 98 + 96].permute(2, 0, 1)
+        tile = grid[2 : 2 + 64, 2 + i * 66 : 2 + i * 66 + 64].permute(2, 0, 1)
         assert (tile.int() - tiles[i].int()).abs().max() <= 1, i
 
 

@@ -36,6 +36,17 @@ def projector_dir(tmp_path, step: int, tag: str) -> str:
     return os.path.join(str(tmp_path), "run", "version_0", f"{step:05d}", quoted)
 
 
+def projector_entries(run_dir: str) -> list:
+    """The embeddings of ``projector_config.pbtxt``, read back with TensorBoard's proto."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    config = ProjectorConfig()
+    with open(os.path.join(run_dir, "projector_config.pbtxt")) as f:
+        text_format.Merge(f.read(), config)
+    return list(config.embeddings)
+
+
 def read_tsv(path: str) -> list[list[str]]:
     with open(path) as f:
         return [line.rstrip("\n").split("\t") for line in f if line.strip()]
@@ -78,13 +89,13 @@ def test_projector_files_hold_the_first_validation_features(trained):
     feats, logits = penultimate(model, images)
     pred = logits.argmax(1)
     last = projector_dir(tmp, STEPS[-1], "embedding/model.fc")
-    for name in ("tensors.tsv", "metadata.tsv", "sprite.png"):
+    for name in ("tensors.tsv", "metadata.tsv"):
         assert os.path.isfile(os.path.join(last, name)), name
     # features: the input of model.fc for the first 40 validation images, values not shapes
     rows = read_tsv(os.path.join(last, "tensors.tsv"))
     assert len(rows) == 40 and all(len(r) == 64 for r in rows)
     written = torch.tensor([[float(v) for v in r] for r in rows])
-    torch.testing.assert_close(written, feats, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(written, feats, atol=1e-3, rtol=5e-3)  # 3 significant digits
     # metadata: header + one row per sample, with class names, in validation order
     meta = read_tsv(os.path.join(last, "metadata.tsv"))
     assert meta[0] == ["label", "predicted", "correct"]
@@ -93,19 +104,25 @@ def test_projector_files_hold_the_first_validation_features(trained):
     assert [r[1] for r in meta[1:]] == [CLASSES[i] for i in pred.tolist()]
     correct = [str(a == b).lower() for a, b in zip(labels.tolist(), pred.tolist(), strict=True)]
     assert [r[2] for r in meta[1:]] == correct
+    # the projector config lists one embedding per run step, each with its own tensors
+    # and metadata and one shared sprite (the same images every epoch: written once)
+    run_dir = os.path.join(tmp, "run", "version_0")
+    entries = projector_entries(run_dir)
+    assert [e.tensor_name for e in entries] == [f"embedding/model.fc:{s:05d}" for s in STEPS]
+    for entry, step in zip(entries, STEPS, strict=True):
+        folder = os.path.relpath(projector_dir(tmp, step, "embedding/model.fc"), run_dir)
+        assert entry.tensor_path == os.path.join(folder, "tensors.tsv")
+        assert entry.metadata_path == os.path.join(folder, "metadata.tsv")
+        assert list(entry.sprite.single_image_dim) == [32, 32]
+    assert len({e.sprite.image_path for e in entries}) == 1
+    sprites = glob.glob(os.path.join(run_dir, "**", "*.png"), recursive=True)
+    assert sprites == [os.path.join(run_dir, entries[0].sprite.image_path)]
     # sprite: ceil(sqrt(40)) = 7 thumbnails of 32 px per side, the images themselves
-    with open(os.path.join(last, "sprite.png"), "rb") as f:
+    with open(sprites[0], "rb") as f:
         sprite = decode_png(f.read())
     assert tuple(sprite.shape) == (224, 224, 3)
     first = (images[0].permute(1, 2, 0) * 255).round().to(torch.uint8)
     assert (sprite[:32, :32].int() - first.int()).abs().max() <= 1
-    # the projector config lists one embedding per run step
-    with open(os.path.join(tmp, "run", "version_0", "projector_config.pbtxt")) as f:
-        config = f.read()
-    for step in STEPS:
-        assert f'tensor_name: "embedding/model.fc:{step:05d}"' in config
-        assert os.path.isdir(projector_dir(tmp, step, "embedding/model.fc"))
-    assert config.count("tensor_name") == 2
 
 
 def test_scalars_and_figure_are_written_at_the_run_steps(trained):
@@ -227,7 +244,7 @@ def test_layer_argument_every_n_epochs_and_tag_prefix(tmp_path):
     assert not os.path.exists(projector_dir(tmp_path, 4, "emb/model.pool"))  # epoch 0 skipped
     rows = read_tsv(os.path.join(projector_dir(tmp_path, 8, "emb/model.pool"), "tensors.tsv"))
     written = torch.tensor([[float(v) for v in r] for r in rows])
-    torch.testing.assert_close(written, feats, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(written, feats, atol=1e-3, rtol=5e-3)
     ev = read_events(os.path.join(tmp_path, "run"))
     assert [s for s, _ in ev["scalars"]["emb/knn_acc"]] == [8]
     assert [s for s, *_ in ev["images"]["emb/model.pool/pca"]] == [8]
@@ -247,7 +264,7 @@ def test_a_layer_followed_by_an_inplace_relu_is_recorded_before_it(tmp_path):
     )
     written = torch.tensor([[float(v) for v in r] for r in rows])
     assert written.shape == (4, 64 * 8 * 8) and bool((written < 0).any())  # not the ReLU output
-    torch.testing.assert_close(written, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(written, expected, atol=1e-3, rtol=5e-3)
 
 
 # ----------------------------------------------------------------------------- failures

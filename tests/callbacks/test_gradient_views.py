@@ -110,11 +110,11 @@ def test_gradcam_image_rows_show_the_probe(run):
     (_, width, height, png) = ev["images"]["gradcam/gradcam"][-1]
     img = decode_png(png)
     assert img.shape == (height, width, 3)
-    # 5 columns of 96-px tiles (32 px scaled by 3) and two rows (image, overlay)
-    assert width >= 5 * 96 and height >= 2 * 96
+    # 5 columns of 64-px tiles (32 px scaled by 2) and two rows (image, overlay)
+    assert width >= 5 * 64 and height >= 2 * 64
     # the overlay row differs from the image row (the CAM is drawn on it)
-    top = img[2 : 2 + 96].float()
-    bottom = img[height // 2 : height // 2 + 96].float()
+    top = img[2 : 2 + 64].float()
+    bottom = img[height // 2 : height // 2 + 64].float()
     assert (top - bottom).abs().mean() > 5
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_viz._hooks import has_hooks
-from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy
+from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy, robust_mask
 from tests.functional.conftest import attack_batch as _batch
 from tests.functional.conftest import attack_cnn as _cnn
 from tests.functional.conftest import random_attack_cnn as _random_model
@@ -529,3 +529,38 @@ def test_bad_model_output_is_reported():
 
     with pytest.raises(ValueError, match=r"logits of shape \(N, K\).*got shape \(\d+,\)"):
         fgsm(Flat(), _X, _Y, 0.05)
+
+
+# ------------------------------------------------------------------- eps sweep
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_known_masks_sweep_eps_never_weaker_and_cheaper(digits, attack):
+    """Attacking only what survived the smaller eps gives the independent result AND
+    the smaller eps's (a sample broken in a smaller ball is broken in the larger)."""
+    model, x, y = digits
+    counted = _Counting(model)
+    eps_list = (0.05, 0.1, 0.2, 0.3)
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    counted.samples = 0
+    independent = {
+        e: robust_mask(counted, x, y, e, attack=attack, generator=gen()) for e in eps_list
+    }
+    cost_independent = counted.samples
+    counted.samples, known, swept = 0, clean, {}
+    for e in eps_list:
+        known = swept[e] = robust_mask(
+            counted, x, y, e, attack=attack, generator=gen(), known=known
+        )
+    cost_swept = counted.samples
+    previous = clean
+    for e in eps_list:
+        assert torch.equal(swept[e], independent[e] & previous), e
+        assert int(swept[e].sum()) <= int(independent[e].sum())
+        previous = swept[e]
+    assert cost_swept < 0.8 * cost_independent, (cost_swept, cost_independent)
+
+
+def test_known_is_checked():
+    with pytest.raises(TypeError, match=r"`known` must be None or a bool tensor of shape \(4,\)"):
+        robust_mask(_M, _X, _Y, 0.05, known=torch.ones(3, dtype=torch.bool))

@@ -1,0 +1,150 @@
+"""The shared overhead budget: which due callbacks run at an epoch end.
+
+The lightning-viz callbacks on one trainer together spend at most ``max_overhead`` of
+the training time so far: ``overhead = callback seconds / (fit seconds - callback
+seconds)``, callback seconds counting every run, every setup and the background work.
+Pure logic on seconds (the coordinator feeds it and decides on global rank 0), so it
+is tested with made-up costs.
+
+The rule, at each epoch end, for the callbacks due by their ``every_n_epochs``:
+
+1. A callback's first due run always happens, and so does every run of a callback
+   whose metric an ``EarlyStopping``/``ModelCheckpoint`` monitors (a stale value
+   would count as no improvement). Both are charged: ``viz/overhead`` counts them.
+2. Steady state: each other callback gets an interval ``k`` (a multiple of its
+   ``every_n_epochs``) so that ``sum(cost / k) <= max_overhead * epoch seconds``; the
+   costliest (largest ``cost / k``) is spaced out first. A callback runs only when at
+   least ``k`` epochs passed since its last run.
+3. Recurring total: the cheapest due callbacks run first, as long as the recurring
+   work (every run after a callback's first, without one-time work such as building
+   cue-conflict images) stays within ``max_overhead`` of the training time so far;
+   the costliest wait. First runs and one-time work do not hold the others back, so
+   the views keep coming after an expensive start.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Candidate", "OverheadBudget"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A callback due by its own schedule at this epoch end."""
+
+    key: str
+    every_n_epochs: int = 1
+    protected: bool = False  # monitored by EarlyStopping/ModelCheckpoint: never spaced out
+
+
+class OverheadBudget:
+    """Seconds spent by the callbacks, and the plan of which due callbacks run.
+
+    Args:
+        clock: The clock (seconds). Default: ``time.perf_counter``.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.start: float | None = None
+        self.spent = 0.0  # callback seconds: runs, setups, background work
+        self.recurring = 0.0  # runs after each callback's first, one-time work excluded
+        self.cost: dict[str, float] = {}  # seconds of each callback's latest run
+        self.last_run: dict[str, int] = {}  # epoch of each callback's latest run
+        self.interval: dict[str, int] = {}  # current steady-state interval (epochs)
+        self.every: dict[str, int] = {}  # each callback's own every_n_epochs
+        self._mark: tuple[float, float] | None = None  # (elapsed, spent) at the last plan
+
+    # ------------------------------------------------------------------ seconds
+    def begin(self) -> None:
+        """Starts the fit's clock (once)."""
+        if self.start is None:
+            self.start = self.clock()
+
+    def elapsed(self) -> float:
+        """Seconds since :meth:`begin`."""
+        return 0.0 if self.start is None else self.clock() - self.start
+
+    def charge(self, key: str, seconds: float, *, run: bool = True, once: bool = False) -> None:
+        """Counts ``seconds`` of callback work.
+
+        Args:
+            key: The callback.
+            seconds: How long.
+            run: A run's seconds (they are its cost); ``False`` for setup and background
+                work (background work adds to the latest run's cost).
+            once: One-time work (setup, a cache built once): counted, never a cost.
+        """
+        self.spent += seconds
+        if once:
+            return
+        recurring = key in self.cost  # not the callback's first run
+        if run:
+            self.cost[key] = seconds
+        elif key in self.cost:  # background work belongs to the latest run
+            self.cost[key] += seconds
+        if recurring:
+            self.recurring += seconds
+
+    def overhead(self) -> float:
+        """Callback seconds over the rest of the fit's seconds so far."""
+        training = self.elapsed() - self.spent
+        return self.spent / training if training > 0 else math.inf if self.spent else 0.0
+
+    # ------------------------------------------------------------------- plan
+    def plan(
+        self, epoch: int, candidates: list[Candidate], max_overhead: float | None
+    ) -> tuple[list[str], dict[str, int]]:
+        """Which of the due ``candidates`` run at ``epoch``.
+
+        Returns:
+            ``(keys that run, changed intervals {key: new interval})``.
+        """
+        elapsed = self.elapsed()
+        last = self._mark or (0.0, 0.0)
+        self._mark = (elapsed, self.spent)
+        if max_overhead is None:
+            return [c.key for c in candidates], {}
+        epoch_seconds = max((elapsed - last[0]) - (self.spent - last[1]), 1e-9)
+        changed = self._intervals(candidates, max_overhead * epoch_seconds)
+        training = max(elapsed - self.spent, 1e-9)
+        planned = self.recurring
+        run: list[str] = []
+        waiting: list[Candidate] = []
+        for c in candidates:
+            if c.key not in self.last_run or c.protected:
+                run.append(c.key)
+                planned += self.cost.get(c.key, 0.0) if c.key in self.last_run else 0.0
+            elif epoch - self.last_run[c.key] >= self.interval.get(c.key, c.every_n_epochs):
+                waiting.append(c)
+        for c in sorted(waiting, key=lambda c: self.cost.get(c.key, 0.0)):  # cheapest first
+            cost = self.cost.get(c.key, 0.0)
+            if (planned + cost) / training <= max_overhead:
+                run.append(c.key)
+                planned += cost
+        for key in run:
+            self.last_run[key] = epoch
+        return run, changed
+
+    def _intervals(self, candidates: list[Candidate], per_epoch: float) -> dict[str, int]:
+        """Intervals so that ``sum(cost / interval) <= per_epoch``, the costliest spaced
+        out first; returns the ones that changed."""
+        self.every.update({c.key: c.every_n_epochs for c in candidates})
+        fixed = {c.key for c in candidates if c.protected}
+        k = {key: self.every.get(key, 1) for key in self.cost}
+        while sum(self.cost[key] / k[key] for key in k) > per_epoch:
+            adjustable = [key for key in k if key not in fixed and self.cost[key] > 0]
+            if not adjustable:
+                break
+            worst = max(adjustable, key=lambda key: self.cost[key] / k[key])
+            k[worst] += self.every.get(worst, 1)
+            if k[worst] > 10_000:  # a budget too small for anything: stop here
+                break
+        previous = {key: self.interval.get(key, self.every.get(key, 1)) for key in k}
+        changed = {key: n for key, n in k.items() if previous[key] != n}
+        self.interval.update(k)
+        return changed

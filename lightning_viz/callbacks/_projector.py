@@ -1,0 +1,91 @@
+"""TensorBoard projector files, written so that a run's log does not grow more than needed.
+
+``SummaryWriter.add_embedding`` writes the tensors, the metadata and the thumbnail
+sprite again at every step. The sprite shows the same images every epoch (the first
+validation samples), so here it is written once per run, under
+``<log_dir>/lightning_viz/projector/``, and every epoch's entry of
+``projector_config.pbtxt`` refers to it. The tensors are written with 3 significant
+digits (the projector's PCA and t-SNE need no more); the metadata (labels,
+predictions, correctness: they change) every epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from google.protobuf import text_format
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+from torch import Tensor
+
+from lightning_viz import render
+
+__all__ = ["write_embedding"]
+
+_CONFIG = "projector_config.pbtxt"
+
+
+def _encode(tag: str) -> str:
+    """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it."""
+    return tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_embedding(
+    log_dir: str,
+    tag: str,
+    step: int,
+    features: Tensor,
+    metadata: list[list[str]],
+    header: list[str],
+    thumbs: Tensor,
+) -> str:
+    """Writes one epoch's embedding for TensorBoard's projector.
+
+    Args:
+        log_dir: The run's log directory (the one holding the event file).
+        tag: The embedding's name, e.g. ``"embedding/model.fc"``.
+        step: The step it belongs to.
+        features: ``(N, D)`` float features.
+        metadata: One row of strings per sample.
+        header: The metadata columns.
+        thumbs: ``(N, C, s, s)`` uint8 square thumbnails (the same images every epoch:
+            their sprite is written once and shared).
+
+    Returns:
+        The folder of this step's tensors and metadata.
+    """
+    folder = os.path.join(log_dir, f"{int(step):05d}", _encode(tag))
+    rows = ("\t".join(f"{v:.3g}" for v in row) for row in features.float().tolist())
+    _atomic_write(os.path.join(folder, "tensors.tsv"), ("\n".join(rows) + "\n").encode())
+    lines = ["\t".join(header), *("\t".join(r) for r in metadata)]
+    _atomic_write(os.path.join(folder, "metadata.tsv"), ("\n".join(lines) + "\n").encode())
+    thumbs = thumbs.contiguous().cpu()
+    digest = hashlib.sha256(thumbs.numpy().tobytes()).hexdigest()[:12]
+    sprite = os.path.join("lightning_viz", "projector", _encode(tag), f"{digest}.png")
+    if not os.path.exists(os.path.join(log_dir, sprite)):  # written once per run
+        _atomic_write(os.path.join(log_dir, sprite), render.sprite_png(thumbs))
+    config_path = os.path.join(log_dir, _CONFIG)
+    config = ProjectorConfig()
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            text_format.Merge(f.read(), config)
+    name = f"{tag}:{int(step):05d}"
+    kept = [e for e in config.embeddings if e.tensor_name != name]
+    del config.embeddings[:]
+    config.embeddings.extend(kept)
+    entry = config.embeddings.add()
+    entry.tensor_name = name
+    entry.tensor_path = os.path.relpath(os.path.join(folder, "tensors.tsv"), log_dir)
+    entry.metadata_path = os.path.relpath(os.path.join(folder, "metadata.tsv"), log_dir)
+    entry.sprite.image_path = sprite
+    entry.sprite.single_image_dim.extend([int(thumbs.shape[-1]), int(thumbs.shape[-2])])
+    _atomic_write(config_path, text_format.MessageToString(config).encode())
+    return folder

@@ -1,0 +1,117 @@
+"""The shared overhead budget: made-up costs on a made-up clock, then a real trainer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import pytorch_lightning as pl
+
+import lightning_viz as lv
+from lightning_viz.callbacks._base import RunContext
+from lightning_viz.callbacks._budget import Candidate, OverheadBudget
+from tests.conftest import fit, read_events
+
+EPOCH = 10.0  # seconds of training per epoch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(costs, every, protected=(), epochs=60, once=None, max_overhead=0.1):
+    """Runs the plan epoch by epoch; returns (budget, runs {key: [epochs]}, changes).
+
+    ``once``: one-time seconds a callback spends at its first run (a cache it builds).
+    """
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    runs = {k: [] for k in costs}
+    changes = []
+    for epoch in range(epochs):
+        clock.now += EPOCH
+        due = [Candidate(k, every[k], k in protected) for k in costs if (epoch + 1) % every[k] == 0]
+        run, changed = budget.plan(epoch, due, max_overhead)
+        changes.append(changed)
+        for key in run:
+            if not runs[key] and key in (once or {}):
+                clock.now += once[key]
+                budget.charge(key, once[key], once=True)
+            clock.now += costs[key]
+            budget.charge(key, costs[key])
+            runs[key].append(epoch)
+    return budget, runs, changes
+
+
+COSTS = {"cheap": 0.2, "mid": 1.5, "costly": 6.0, "rare": 3.0, "monitored": 0.3}
+EVERY = {"cheap": 1, "mid": 1, "costly": 1, "rare": 5, "monitored": 1}
+
+
+def test_the_steady_state_stays_within_max_overhead():
+    budget, runs, changes = simulate(COSTS, EVERY, protected={"monitored"}, once={"costly": 20})
+    window = range(20, 60)
+    spent = sum(COSTS[k] for k, epochs in runs.items() for e in epochs if e in window)
+    assert spent / (EPOCH * len(window)) <= 0.10 + 1e-9  # the steady state
+    # the whole fit: within the budget but for the first runs and the one-time work
+    first = sum(COSTS.values()) + 20
+    assert 0.10 < budget.overhead() <= 0.10 + first / (60 * EPOCH)
+    # every first due run happened, at its first due epoch
+    assert {k: epochs[0] for k, epochs in runs.items()} == {
+        "cheap": 0, "mid": 0, "costly": 0, "rare": 4, "monitored": 0
+    }  # fmt: skip
+    # the monitored metric is never spaced out; the costliest is spaced out first
+    assert runs["monitored"] == list(range(60))
+    gaps = {k: max(b - a for a, b in zip(e, e[1:], strict=False)) for k, e in runs.items()}
+    assert gaps["cheap"] <= gaps["mid"] <= gaps["costly"]
+    assert len(runs["cheap"]) > len(runs["mid"]) > len(runs["costly"]) >= 2
+    # every_n_epochs stays the minimum interval
+    assert all(e % 5 == 4 for e in runs["rare"])
+    # the intervals announced only grow, and the costly callback's is among them
+    announced = [c for c in changes if c]
+    assert any("costly" in c for c in announced)
+    final = budget.interval
+    assert final["costly"] > final["mid"] > final["cheap"] >= 1 and final["monitored"] == 1
+
+
+def test_without_a_budget_every_due_callback_runs():
+    budget, runs, changes = simulate(COSTS, EVERY, max_overhead=None, epochs=10)
+    assert runs["costly"] == list(range(10)) and runs["rare"] == [4, 9]
+    assert not any(changes)
+    assert budget.overhead() == pytest.approx(sum(COSTS[k] * len(v) for k, v in runs.items()) / 100)
+
+
+def test_a_budget_too_small_for_the_monitored_callbacks_still_runs_them():
+    budget, runs, _ = simulate({"a": 5.0, "b": 5.0}, {"a": 1, "b": 1}, protected={"a", "b"})
+    assert runs["a"] == runs["b"] == list(range(60))
+    assert budget.overhead() == pytest.approx(1.0)
+
+
+class _Slow(lv.FilterLogger):
+    """A view that costs a fixed time per run (sleeps), so the budget has work to do."""
+
+    seconds = 0.25
+
+    def run(self, ctx: RunContext) -> None:
+        super().run(ctx)
+        time.sleep(self.seconds)
+
+
+def test_a_trainer_spaces_out_a_costly_callback_but_not_a_monitored_one(tmp_path):
+    slow = _Slow(tag_prefix="slow", on_error="raise")
+    watched = _Slow(tag_prefix="watched", on_error="raise")
+    stop = pl.callbacks.EarlyStopping(monitor="watched/model.block1.conv/norm", patience=100)
+    with pytest.warns(UserWarning, match=r"lightning-viz: _Slow now runs every \d+ epochs"):
+        trainer, _ = fit(tmp_path, [slow, watched, stop], epochs=8, keep_budget=True)
+    ev = read_events(str(tmp_path))
+    slow_steps = [s for s, *_ in ev["images"]["slow/model.block1.conv"]]
+    watched_steps = [s for s, *_ in ev["images"]["watched/model.block1.conv"]]
+    assert len(watched_steps) == 8  # monitored: every epoch
+    assert slow_steps[0] == 4 and 1 <= len(slow_steps) < 8  # first run, then spaced out
+    overhead = [v for _, v in ev["scalars"]["viz/overhead"]]
+    assert len(overhead) == 9  # every epoch end, and the whole fit at its end
+    assert trainer.callback_metrics["viz/overhead"].item() == pytest.approx(overhead[-1])
