@@ -20,6 +20,7 @@ from lightning_viz.functional.bias import (
 )
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
+from lightning_viz.functional.relu_rules import relu_rule_counts
 from lightning_viz.functional.saliency import (
     activation_maps,
     deconvnet,
@@ -41,6 +42,7 @@ from lightning_viz.functional.synthesis import (
 
 __all__ = [
     "ModelView",
+    "relu_rule_counts",
     "RandomFeatureExtractor",
     "class_model",
     "cue_conflict",

@@ -32,6 +32,7 @@ from lightning_viz.functional._utils import (
     resolve_layer,
     target_indices,
 )
+from lightning_viz.functional.relu_rules import require_relu_family
 
 __all__ = [
     "activation_maps",
@@ -373,8 +374,9 @@ def _relu_rule_gradient(
     check_images(inputs)
     _check_reduce(reduce)
     _check_target_type(target)
-    with preserve_state(model) as net, relu_backward(mode):
+    with preserve_state(model) as net, relu_backward(mode) as rule:
         grad, _ = _input_grad(net, _fresh(inputs), target)
+        require_relu_family(net, rule)  # else `grad` is the plain gradient
     return reduce_channels(grad, reduce)
 
 
@@ -393,7 +395,16 @@ def guided_backprop(
     modules (also ``inplace=True``) and functional ``F.relu``/``torch.relu``/
     ``Tensor.relu`` calls — because the rule is applied by a ``TorchFunctionMode``,
     not by module hooks (captum's ``GuidedBackprop`` silently skips functional
-    ReLUs). Other activations (GELU, SiLU, ...) keep their ordinary gradient.
+    ReLUs).
+
+    Beyond ReLU (a rule of this library, not of the paper): every ReLU6,
+    LeakyReLU, ELU, GELU, SiLU, Hardswish and Mish unit (modules, functional and
+    in-place calls) passes back ``relu(g) * [x > 0] * f'(x)`` — only positive
+    gradients, only through units with positive input ``x``, times the unit's own
+    derivative ``f'``. Other functions (tanh, sigmoid, hardsigmoid gates, ...) keep
+    their ordinary gradient. A model whose forward runs none of these units raises
+    instead of returning the plain gradient (see
+    :func:`~lightning_viz.functional.relu_rule_counts`).
 
     Args:
         model: Classifier returning logits ``(N, K)``.
@@ -407,7 +418,8 @@ def guided_backprop(
 
     Raises:
         TypeError: Bad ``inputs`` or ``target`` type.
-        ValueError: Bad ``inputs`` shape, ``reduce`` or class index.
+        ValueError: Bad ``inputs`` shape, ``reduce`` or class index, or the forward
+            ran no ReLU-family unit (the message names the model's activations).
     """
     return _relu_rule_gradient(model, inputs, target, "guided", reduce)
 
@@ -426,6 +438,12 @@ def deconvnet(
     incoming gradient, whatever the sign of its forward input. ReLUs are caught as
     in :func:`guided_backprop` (modules, in-place and functional calls alike).
 
+    Beyond ReLU (a rule of this library, not of the paper): every ReLU6,
+    LeakyReLU, ELU, GELU, SiLU, Hardswish and Mish unit passes back
+    ``relu(g) * f'(x)`` — the positive part of the gradient times the unit's own
+    derivative at its input ``x``, whatever the sign of ``x``. Other functions keep
+    their ordinary gradient; a model whose forward runs none of these units raises.
+
     Args:
         model: Classifier returning logits ``(N, K)``.
         inputs: Images ``(N, C, H, W)``, float.
@@ -438,7 +456,8 @@ def deconvnet(
 
     Raises:
         TypeError: Bad ``inputs`` or ``target`` type.
-        ValueError: Bad ``inputs`` shape, ``reduce`` or class index.
+        ValueError: Bad ``inputs`` shape, ``reduce`` or class index, or the forward
+            ran no ReLU-family unit (the message names the model's activations).
     """
     return _relu_rule_gradient(model, inputs, target, "deconvnet", reduce)
 
