@@ -39,10 +39,24 @@ from lightning_viz.functional.synthesis import (
     gram_matrix,
     style_transfer,
 )
+from lightning_viz.functional.tokens import (
+    TokenLayout,
+    default_transformer_activation_layers,
+    default_transformer_cam_layer,
+    is_transformer,
+    token_layout,
+    tokens_to_grid,
+)
 
 __all__ = [
     "ModelView",
+    "TokenLayout",
+    "default_transformer_activation_layers",
+    "default_transformer_cam_layer",
+    "is_transformer",
     "relu_rule_counts",
+    "token_layout",
+    "tokens_to_grid",
     "RandomFeatureExtractor",
     "class_model",
     "cue_conflict",

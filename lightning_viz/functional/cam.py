@@ -45,6 +45,13 @@ from lightning_viz.functional.saliency import (
     _relu_rule_gradient,
     _score,
 )
+from lightning_viz.functional.tokens import (
+    Reshape,
+    _transformer_cam_layer,
+    check_reshape,
+    grid_reader,
+    is_transformer,
+)
 
 __all__ = ["default_cam_layer", "grad_cam", "grad_cam_pp", "guided_grad_cam"]
 
@@ -53,6 +60,8 @@ WeightFn = Callable[[Tensor, Tensor], Tensor]  # (A, dS/dA) (N, K, h, w) -> weig
 
 # ----------------------------------------------------------------------------- layer choice
 def _default_layer(net: nn.Module, x: Tensor) -> str:
+    if is_transformer(net):  # its last conv is the patch embedding: explain the encoder instead
+        return _transformer_cam_layer(net, x)
     convs = dict(conv_layers(net))
     if not convs:
         names = ", ".join(n for n, _ in net.named_modules() if n) or "(no submodules)"
@@ -75,7 +84,10 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
     """The layer Grad-CAM uses by default: the last conv with spatial output.
 
     One forward pass (no gradients) records the ``nn.Conv2d`` layers in execution
-    order; the last one whose output is larger than ``1x1`` is chosen.
+    order; the last one whose output is larger than ``1x1`` is chosen. For a known
+    transformer (:func:`~lightning_viz.functional.is_transformer`) it is
+    :func:`~lightning_viz.functional.default_transformer_cam_layer` instead (for a
+    ViT the first norm of the last encoder block, never the patch embedding).
 
     Args:
         model: The classifier.
@@ -102,14 +114,19 @@ def _cam(
     layer: str | nn.Module | None,
     weights: WeightFn,
     upsample: bool = True,
+    reshape: Reshape | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The shared CAM pipeline. Returns ``(cam, class indices)``.
 
     ``cam`` is ``relu(sum_k w_k A_k)``, ``(N, 1, H, W)`` (or ``(N, 1, h, w)`` at the
-    layer's resolution when ``upsample`` is False).
+    layer's resolution when ``upsample`` is False). Token layers: ``A`` and ``dS/dA``
+    are both read as grids ``(N, D, h, w)`` (``reshape``, or the detected layout of a
+    known transformer) before the channel weights, as pytorch-grad-cam's
+    ``reshape_transform``.
     """
     check_images(inputs)
     _check_target_type(target)
+    check_reshape(reshape)
     with preserve_state(model) as net:
         x = _fresh(inputs)
         if layer is None:
@@ -121,8 +138,9 @@ def _cam(
             logits = _logits(net, x)
         if "leaf" not in store:
             raise ValueError(f"layer {name!r} did not run in the model's forward")
-        act = store.pop("leaf")  # (N, K, h, w), a leaf: backward stops here
-        if act.dim() != 4 or act.shape[0] != x.shape[0]:
+        act = store.pop("leaf")  # (N, K, h, w) or tokens, a leaf: backward stops here
+        to_grid = grid_reader(net, name, tuple(x.shape[-2:]), reshape)  # None: used as it is
+        if to_grid is None and (act.dim() != 4 or act.shape[0] != x.shape[0]):
             raise ValueError(
                 f"CAMs need a layer with (N, C, h, w) output; {name!r} returns shape "
                 f"{tuple(act.shape)}"
@@ -135,6 +153,8 @@ def _cam(
         if grad is None:  # the scores do not depend on this layer
             grad = torch.zeros_like(act)
         act = act.detach()
+        if to_grid is not None:  # (N, T, D) tokens / (N, h, w, D) -> (N, D, h, w)
+            act, grad = to_grid(act), to_grid(grad)
         w = weights(act, grad)  # (N, K)
         cam = F.relu((w[:, :, None, None] * act).sum(dim=1, keepdim=True))  # (N, 1, h, w)
         if upsample:
@@ -164,6 +184,7 @@ def grad_cam(
     target: int | Tensor | None = None,
     *,
     layer: str | nn.Module | None = None,
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Grad-CAM: class activation map weighted by spatially averaged gradients.
 
@@ -178,6 +199,11 @@ def grad_cam(
             Default: ``None``.
         layer: The layer (module or dotted name) whose output is used; ``None``
             picks :func:`default_cam_layer` (one extra forward pass). Default: ``None``.
+        reshape: Maps the layer's output (and its gradient) to ``(N, D, h, w)``, as
+            pytorch-grad-cam's ``reshape_transform`` (a callable or a
+            :class:`~lightning_viz.functional.TokenLayout`); ``None`` detects the
+            token layers of known transformers (ViT tokens without the class token,
+            Swin channels-last) and uses other outputs as they are. Default: ``None``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
@@ -188,7 +214,7 @@ def grad_cam(
             lists the layers and the closest match), a layer without ``(N, C, h, w)``
             output, or (``layer=None``) a model without ``nn.Conv2d``.
     """
-    return _cam(model, inputs, target, layer, _gradcam_weights)[0]
+    return _cam(model, inputs, target, layer, _gradcam_weights, reshape=reshape)[0]
 
 
 def grad_cam_pp(
@@ -197,6 +223,7 @@ def grad_cam_pp(
     target: int | Tensor | None = None,
     *,
     layer: str | nn.Module | None = None,
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Grad-CAM++: channel weights from positive gradients with pixel-wise alphas.
 
@@ -213,6 +240,7 @@ def grad_cam_pp(
             Default: ``None``.
         layer: Module or dotted name; ``None`` picks :func:`default_cam_layer`.
             Default: ``None``.
+        reshape: As in :func:`grad_cam`. Default: ``None``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
@@ -221,7 +249,7 @@ def grad_cam_pp(
         TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
         ValueError: As :func:`grad_cam`.
     """
-    return _cam(model, inputs, target, layer, _gradcam_pp_weights)[0]
+    return _cam(model, inputs, target, layer, _gradcam_pp_weights, reshape=reshape)[0]
 
 
 def guided_grad_cam(
@@ -231,6 +259,7 @@ def guided_grad_cam(
     *,
     layer: str | nn.Module | None = None,
     reduce: str | None = "max",
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Guided Grad-CAM: guided backprop gradients times the upsampled Grad-CAM.
 
@@ -248,6 +277,7 @@ def guided_grad_cam(
             Default: ``None``.
         reduce: ``"max"``, ``"sum"`` (of ``|.|`` over channels) or ``None`` (signed
             ``(N, C, H, W)``). Default: ``"max"``.
+        reshape: As in :func:`grad_cam`. Default: ``None``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
@@ -258,6 +288,6 @@ def guided_grad_cam(
     """
     check_images(inputs)
     _check_reduce(reduce)
-    cam, idx = _cam(model, inputs, target, layer, _gradcam_weights)
+    cam, idx = _cam(model, inputs, target, layer, _gradcam_weights, reshape=reshape)
     guided = _relu_rule_gradient(model, inputs, idx, "guided", None)  # (N, C, H, W)
     return reduce_channels(guided * cam, reduce)

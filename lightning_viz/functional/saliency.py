@@ -33,6 +33,7 @@ from lightning_viz.functional._utils import (
     target_indices,
 )
 from lightning_viz.functional.relu_rules import require_relu_family
+from lightning_viz.functional.tokens import Reshape, check_reshape, grid_reader
 
 __all__ = [
     "activation_maps",
@@ -469,6 +470,7 @@ def neuron_gradient(
     channel: int,
     *,
     reduce: str | None = "max",
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Gradient of one channel's mean activation with respect to the input.
 
@@ -477,7 +479,10 @@ def neuron_gradient(
     over spatial positions of channel ``channel`` of ``layer``'s output, so its
     scale does not depend on the feature-map size; for a 2-D output (``Linear``)
     it is the single unit ``channel``. The value is read before any in-place op
-    that follows the layer.
+    that follows the layer. On a transformer's token layer ``(N, T, D)`` the output
+    is first read as a grid (:mod:`~lightning_viz.functional.tokens`), so the
+    objective is the mean over the *patch* tokens of channel ``d`` (prefix tokens
+    such as the class token excluded).
 
     Args:
         model: Any ``nn.Module`` taking ``inputs``.
@@ -485,18 +490,22 @@ def neuron_gradient(
         layer: The layer, as a module or its dotted name (``"layer3.1.conv2"``).
         channel: Channel (or unit) index in ``[0, C_layer)``.
         reduce: ``"max"``, ``"sum"`` or ``None`` (signed). Default: ``"max"``.
+        reshape: Maps the layer's output to ``(N, D, h, w)``; ``None`` detects the
+            token layers of known transformers (:func:`~lightning_viz.functional.
+            token_layout`) and uses other outputs as they are. Default: ``None``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
 
     Raises:
-        TypeError: Bad ``inputs``, ``layer`` or ``channel`` type.
+        TypeError: Bad ``inputs``, ``layer``, ``channel`` or ``reshape`` type.
         ValueError: Unknown layer (the message lists the layers and the closest
             match), a layer not run by the forward, or ``channel`` out of range.
     """
     check_images(inputs)
     _check_reduce(reduce)
     channel = _check_int(channel, "channel", 0)
+    check_reshape(reshape)
     with preserve_state(model) as net:
         name, module = resolve_layer(net, layer)
         x = _fresh(inputs).requires_grad_(True)
@@ -505,6 +514,9 @@ def neuron_gradient(
         if name not in store:
             raise ValueError(f"layer {name!r} did not run (or returned no tensor) in the forward")
         act = store.pop(name)
+        to_grid = grid_reader(net, name, tuple(x.shape[-2:]), reshape)
+        if to_grid is not None:  # tokens (N, T, D) -> (N, D, h, w): channel = token feature
+            act = to_grid(act)
         if act.dim() < 2 or act.shape[0] != x.shape[0]:
             raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}, not (N, C, ...)")
         if channel >= act.shape[1]:
@@ -523,6 +535,8 @@ def activation_maps(
     model: nn.Module,
     inputs: Tensor,
     layers: Sequence[str | nn.Module] | str | nn.Module,
+    *,
+    reshape: Reshape | None = None,
 ) -> dict[str, Tensor]:
     """Output (feature) maps of the given layers, from one forward pass.
 
@@ -530,14 +544,20 @@ def activation_maps(
         model: Any ``nn.Module`` taking ``inputs``.
         inputs: Images ``(N, C, H, W)``, float.
         layers: Layers as modules or dotted names (a single one is accepted too).
+        reshape: Maps every listed layer's output to ``(N, D, h, w)``; ``None``
+            reads the token layers of known transformers as grids
+            (:func:`~lightning_viz.functional.token_layout`: ViT tokens without the
+            class token, Swin channels-last permuted) and returns other outputs as
+            they are. Default: ``None``.
 
     Returns:
         Dotted layer name -> detached copy of the layer's output, e.g.
-        ``(N, C_l, H_l, W_l)`` for a conv; values as the layer produced them,
-        unaffected by in-place ops that follow it. On the inputs' device.
+        ``(N, C_l, H_l, W_l)`` for a conv or ``(N, D, h, w)`` for a ViT block;
+        values as the layer produced them, unaffected by in-place ops that follow
+        it. On the inputs' device.
 
     Raises:
-        TypeError: Bad ``inputs`` or ``layers`` type.
+        TypeError: Bad ``inputs``, ``layers`` or ``reshape`` type.
         ValueError: ``layers`` is empty, names an unknown layer (the message lists
             the layers and the closest match) or a layer that does not run.
     """
@@ -548,6 +568,7 @@ def activation_maps(
         raise TypeError(f"layers must be a list of layer names or modules, got {layers!r}")
     if len(layers) == 0:
         raise ValueError("layers must name at least one layer, got an empty list")
+    check_reshape(reshape)
     with preserve_state(model) as net:
         named = dict(resolve_layer(net, layer) for layer in layers)
         with torch.no_grad(), capture_outputs(named) as store:
@@ -555,7 +576,9 @@ def activation_maps(
         missing = [name for name in named if name not in store]
         if missing:
             raise ValueError(f"layers {missing} did not run (or returned no tensor) in the forward")
-        return {name: store[name] for name in named}
+        size = tuple(inputs.shape[-2:])
+        readers = {name: grid_reader(net, name, size, reshape) for name in named}
+        return {n: store[n] if readers[n] is None else readers[n](store[n]) for n in named}
 
 
 # ----------------------------------------------------------------------------- masks
