@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -18,6 +20,8 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = [
     "RELU_FAMILY",
+    "AttentionRecord",
+    "capture_attention",
     "capture_outputs",
     "gradient_leaf",
     "has_hooks",
@@ -359,3 +363,127 @@ def has_hooks(model: nn.Module) -> bool:
     )
     return any(len(getattr(m, n, {})) for m in model.modules() for n in names)
 
+
+# ----------------------------------------------------------------------------- attention
+@dataclasses.dataclass(frozen=True)
+class AttentionRecord:
+    """One attention module's weights from its latest forward call.
+
+    Attributes:
+        weights: ``(N, heads, T, T)`` detached softmax weights; row ``i`` is query
+            token ``i``'s distribution over the ``T`` key tokens.
+        source: The tensor the forward multiplied with the values, on the autograd
+            graph when gradients were recorded (``None`` when the forward ran without
+            them): ``torch.autograd.grad(score, source)``, reshaped to
+            ``weights.shape``, is the gradient of ``score`` w.r.t. the weights.
+    """
+
+    weights: Tensor
+    source: Tensor | None
+
+
+def _is_timm_attention(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "fused_attn", None), bool) and isinstance(
+        getattr(module, "attn_drop", None), nn.Module
+    )
+
+
+@contextlib.contextmanager
+def capture_attention(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, AttentionRecord]]:
+    """Records the per-head attention weights of attention modules while the block runs.
+
+    The model's outputs are unchanged (up to float rounding: the weights are
+    computed by the explicit softmax path instead of a fused kernel), and nothing
+    is left behind: hooks are removed and attributes restored in ``finally``.
+
+    - ``nn.MultiheadAttention`` (torchvision's ViT calls it with
+      ``need_weights=False``): a forward pre-hook asks for
+      ``need_weights=True, average_attn_weights=False``; a forward hook records the
+      ``(N, heads, T, T)`` weights and hands the caller what it asked for (``None``
+      weights, or their head mean when it asked for averaged weights).
+    - timm's ``Attention`` (fused scaled-dot-product attention): ``fused_attn`` is
+      set to ``False`` for the block so the explicit softmax runs, and a forward hook
+      on its ``attn_drop`` records the weights (identity in eval mode).
+
+    Args:
+        modules: Name -> attention module (one of the two kinds above).
+
+    Yields:
+        A dict filled with name -> :class:`AttentionRecord` of the module's latest
+        forward call.
+
+    Raises:
+        TypeError: A module is of neither kind.
+    """
+    store: dict[str, AttentionRecord] = {}
+    handles = []
+    fused: list[tuple[nn.Module, bool, bool]] = []  # (module, was an instance attr, value)
+    try:
+        for name, module in modules.items():
+            if isinstance(module, nn.MultiheadAttention):
+                handles.extend(_hook_multihead(module, name, store))
+            elif _is_timm_attention(module):
+                fused.append((module, "fused_attn" in vars(module), module.fused_attn))
+                module.fused_attn = False
+
+                def hook(_m: nn.Module, _args: Any, out: Any, name: str = name) -> None:
+                    source = out if out.requires_grad else None
+                    store[name] = AttentionRecord(out.detach(), source)
+
+                handles.append(module.attn_drop.register_forward_hook(hook))
+            else:
+                raise TypeError(
+                    f"cannot read attention weights of {name!r} ({type(module).__name__}); "
+                    "supported: nn.MultiheadAttention and timm's Attention"
+                )
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+        handles.clear()
+        for module, own, value in fused:
+            if own:
+                module.fused_attn = value
+            else:
+                del module.fused_attn
+
+
+_MHA_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+
+
+def _hook_multihead(
+    module: nn.MultiheadAttention, name: str, store: dict[str, AttentionRecord]
+) -> list[Any]:
+    asked: list[tuple[bool, bool]] = []  # what the caller asked for: (need_weights, average)
+
+    def pre_hook(m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        bound = _MHA_SIGNATURE.bind(m, *args, **kwargs)
+        asked.append(
+            (
+                bool(bound.arguments.get("need_weights", True)),
+                bool(bound.arguments.get("average_attn_weights", True)),
+            )
+        )
+        bound.arguments["need_weights"] = True
+        bound.arguments["average_attn_weights"] = False
+        return bound.args[1:], bound.kwargs
+
+    def hook(_m: nn.Module, _args: tuple, _kwargs: dict, out: Any) -> Any:
+        need, average = asked.pop() if asked else (False, True)
+        attn_out, weights = out
+        w = weights if weights.dim() == 4 else weights.unsqueeze(0)  # unbatched: (heads, L, S)
+        # The returned weights are a view of the tensor the forward multiplied with the
+        # values; that tensor (its base) is where the gradient w.r.t. the weights lives.
+        base = weights._base
+        source = base if base is not None and base.numel() == weights.numel() else None
+        if source is not None and not source.requires_grad:
+            source = None
+        store[name] = AttentionRecord(w.detach(), source)
+        if not need:
+            return attn_out, None
+        return attn_out, weights.mean(dim=-3) if average else weights
+
+    return [
+        module.register_forward_pre_hook(pre_hook, with_kwargs=True),
+        module.register_forward_hook(hook, with_kwargs=True),
+    ]

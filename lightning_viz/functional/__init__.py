@@ -21,6 +21,7 @@ from lightning_viz.functional.bias import (
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
 from lightning_viz.functional.relu_rules import relu_rule_counts
+from lightning_viz.functional.rollout import attention_rollout, grad_rollout
 from lightning_viz.functional.saliency import (
     activation_maps,
     deconvnet,
@@ -51,8 +52,10 @@ from lightning_viz.functional.tokens import (
 __all__ = [
     "ModelView",
     "TokenLayout",
+    "attention_rollout",
     "default_transformer_activation_layers",
     "default_transformer_cam_layer",
+    "grad_rollout",
     "is_transformer",
     "relu_rule_counts",
     "token_layout",
