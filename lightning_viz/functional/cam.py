@@ -209,7 +209,7 @@ def grad_cam(
         ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
 
     Raises:
-        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        TypeError: Bad ``inputs``, ``target``, ``layer`` or ``reshape`` type.
         ValueError: Bad ``inputs`` shape or class index, unknown layer (the message
             lists the layers and the closest match), a layer without ``(N, C, h, w)``
             output, or (``layer=None``) a model without ``nn.Conv2d``.
@@ -246,7 +246,7 @@ def grad_cam_pp(
         ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
 
     Raises:
-        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        TypeError: Bad ``inputs``, ``target``, ``layer`` or ``reshape`` type.
         ValueError: As :func:`grad_cam`.
     """
     return _cam(model, inputs, target, layer, _gradcam_pp_weights, reshape=reshape)[0]
@@ -283,7 +283,7 @@ def guided_grad_cam(
         ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
 
     Raises:
-        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        TypeError: Bad ``inputs``, ``target``, ``layer`` or ``reshape`` type.
         ValueError: As :func:`grad_cam`, or a bad ``reduce``.
     """
     check_images(inputs)

@@ -113,7 +113,7 @@ def test_build_model():
     assert build_model("small", 4, 1).fc.out_features == 4
     resnet = build_model("resnet18", num_classes=3)
     assert resnet.fc.out_features == 3 and resnet.conv1.in_channels == 3
-    with pytest.raises(ValueError, match=r"'vgg'.*\['small', 'resnet18'\]"):
+    with pytest.raises(ValueError, match=r"'vgg'.*\['small', 'resnet18', 'vit'\]"):
         build_model("vgg")
 
 
@@ -159,7 +159,7 @@ def test_lit_classifier_builds_model_and_saves_hparams():
         ({"model": "small"}, TypeError, r"model.*got str"),
         ({"lr": 0.0}, ValueError, r"lr.*got 0\.0"),
         ({"lr": -1}, ValueError, r"lr.*got -1"),
-        ({"model_name": "vgg"}, ValueError, r"'vgg'.*\['small', 'resnet18'\]"),
+        ({"model_name": "vgg"}, ValueError, r"'vgg'.*\['small', 'resnet18', 'vit'\]"),
         ({"optimizer": "rmsprop"}, ValueError, r"'rmsprop'.*\['adam', 'sgd'\]"),
     ],
 )
