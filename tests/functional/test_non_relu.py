@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 
 import lightning_viz.functional as LF
@@ -231,3 +232,30 @@ def test_gelu_rules_leave_the_model_unchanged(fx, x, context):
         LF.relu_rule_counts(model, xi)
     fx.assert_unchanged(model, before)
     assert torch.equal(xi, x)
+
+
+@pytest.mark.parametrize(
+    ("factory", "kinds"),
+    [
+        ("resnet18", {"relu"}),
+        ("mobilenet_v3_small", {"relu", "hardswish"}),
+        ("efficientnet_b0", {"silu"}),
+        ("convnext_tiny", {"gelu"}),
+    ],
+)
+def test_torchvision_classifiers_get_the_rule_of_their_units(fx, factory, kinds):
+    model = fx.make(lambda: getattr(torchvision.models, factory)(num_classes=4))
+    for name, p in model.named_parameters():
+        if name.endswith("layer_scale"):  # ConvNeXt starts its residual branches at 1e-6:
+            p.data.fill_(1.0)  # the gradient would bypass every GELU
+    xs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = fx.snapshot(model)
+    counts = LF.relu_rule_counts(model, xs)
+    assert set(counts) == kinds and all(c > 0 for c in counts.values())
+    vanilla = LF.saliency(model, xs, 1, reduce=None)
+    for method in (LF.guided_backprop, LF.deconvnet):
+        got = method(model, xs, 1, reduce=None)
+        assert torch.isfinite(got).all() and got.abs().sum() > 0
+        # random deep nets have tiny input gradients at 32 px: compare relative to their size
+        assert (got - vanilla).norm() > 1e-2 * vanilla.norm()
+    fx.assert_unchanged(model, before)
