@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_reshape",
     "check_value",
     "check_pvalues",
     "check_per_metric",
@@ -233,6 +234,18 @@ REDUCES = ("max", "sum", None)
 def check_task(task: Any, name: str = "task") -> str | None:
     """``None`` (detect) or one of :data:`TASKS`."""
     return None if task is None else check_choice(task, name, TASKS)
+
+
+def check_reshape(reshape: Any) -> Any:
+    """``None``, a ``TokenLayout`` or a callable ``(Tensor) -> (N, D, h, w)``."""
+    if reshape is not None and not callable(reshape):
+        fail(
+            "reshape",
+            "None, a TokenLayout or a callable (Tensor) -> (N, D, h, w)",
+            reshape,
+            TypeError,
+        )
+    return reshape
 
 
 def check_reduce(reduce: Any) -> None:

@@ -6,7 +6,10 @@ also when the code inside raises, so no hook outlives the call that needed it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -16,6 +19,9 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 __all__ = [
+    "RELU_FAMILY",
+    "AttentionRecord",
+    "capture_attention",
     "capture_outputs",
     "gradient_leaf",
     "has_hooks",
@@ -179,11 +185,97 @@ _RELUS_OUT = {F.relu, torch.relu, Tensor.relu}
 _RELUS_IN = {F.relu_, torch.relu_, Tensor.relu_}
 
 
+class _RuleActivation(torch.autograd.Function):
+    """A ReLU-family unit (GELU, SiLU, ...) whose backward is the guided or deconvnet rule.
+
+    Forward: ``f(x)`` as the model computes it. Backward: ``relu(g) * f'(x)``, times
+    ``[x > 0]`` for ``"guided"``; ``f'`` is the unit's own derivative (autograd of
+    ``f``, so parameters such as GELU's ``approximate`` or ELU's ``alpha`` are used).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, fn: Callable[[Tensor], Tensor], mode: str) -> Tensor:  # noqa: D102
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            y = fn(leaf)
+            (slope,) = torch.autograd.grad(y, leaf, torch.ones_like(y))  # f'(x), elementwise
+        factor = slope * (x > 0).to(slope.dtype) if mode == "guided" else slope
+        ctx.save_for_backward(factor)
+        return y.detach()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        (factor,) = ctx.saved_tensors
+        return grad.clamp(min=0) * factor, None, None
+
+
+# ReLU-family activations besides ReLU: func -> (kind, out-of-place function, (name, default)
+# of each argument after the input, always in place). Modules call these functional forms
+# (nn.ReLU6 calls F.hardtanh(x, 0, 6)), so the TorchFunctionMode sees both.
+_RULE_ACTIVATIONS: dict[
+    Any, tuple[str, Callable[..., Tensor], tuple[tuple[str, Any], ...], bool]
+] = {
+    F.gelu: ("gelu", F.gelu, (("approximate", "none"),), False),
+    F.silu: ("silu", F.silu, (("inplace", False),), False),
+    F.hardswish: ("hardswish", F.hardswish, (("inplace", False),), False),
+    F.mish: ("mish", F.mish, (("inplace", False),), False),
+    F.elu: ("elu", F.elu, (("alpha", 1.0), ("inplace", False)), False),
+    F.elu_: ("elu", F.elu, (("alpha", 1.0),), True),
+    F.leaky_relu: (
+        "leaky_relu",
+        F.leaky_relu,
+        (("negative_slope", 0.01), ("inplace", False)),
+        False,
+    ),
+    F.leaky_relu_: ("leaky_relu", F.leaky_relu, (("negative_slope", 0.01),), True),
+    F.relu6: ("relu6", F.relu6, (("inplace", False),), False),
+    F.hardtanh: (
+        "relu6",
+        F.hardtanh,
+        (("min_val", -1.0), ("max_val", 1.0), ("inplace", False)),
+        False,
+    ),
+    F.hardtanh_: ("relu6", F.hardtanh, (("min_val", -1.0), ("max_val", 1.0)), True),
+}
+# Other activations: not replaced (ordinary gradient), only counted, for error messages.
+_OTHER_ACTIVATIONS = {
+    torch.tanh: "tanh",
+    Tensor.tanh: "tanh",
+    F.tanh: "tanh",
+    torch.sigmoid: "sigmoid",
+    Tensor.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+    F.softplus: "softplus",
+    F.softsign: "softsign",
+    F.hardsigmoid: "hardsigmoid",
+    F.logsigmoid: "logsigmoid",
+    F.selu: "selu",
+    F.celu: "celu",
+    F.prelu: "prelu",
+    F.rrelu: "rrelu",
+    F.glu: "glu",
+    F.tanhshrink: "tanhshrink",
+}
+# The kinds the rule applies to, as counted in ``_ReLUMode.counts``.
+RELU_FAMILY: tuple[str, ...] = (
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "hardswish",
+    "mish",
+)
+
+
 class _ReLUMode(TorchFunctionMode):
     def __init__(self, mode: str) -> None:
         super().__init__()
         self.mode = mode
         self.calls = 0
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.others: collections.Counter[str] = collections.Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -191,27 +283,68 @@ class _ReLUMode(TorchFunctionMode):
         if func in _RELUS_OUT or func in _RELUS_IN:
             x = args[0] if args else kwargs["input"]
             self.calls += 1
+            self.counts["relu"] += 1
             y = _GuidedReLU.apply(x, self.mode)
             if inplace:  # keep in-place semantics: the caller may reuse `x`
                 return x.copy_(y)
             return y
+        if func in _RULE_ACTIVATIONS:
+            return self._rule(func, args, kwargs)
+        if func in _OTHER_ACTIVATIONS:
+            self.others[_OTHER_ACTIVATIONS[func]] += 1
         return func(*args, **kwargs)
+
+    def _rule(self, func, args, kwargs):
+        kind, fn, params, always_inplace = _RULE_ACTIVATIONS[func]
+        x = args[0] if args else kwargs["input"]
+        values = dict(params)
+        values.update(zip((name for name, _ in params), args[1:], strict=False))
+        values.update((k, v) for k, v in kwargs.items() if k != "input")
+        inplace = always_inplace or bool(values.pop("inplace", False))
+        if kind == "relu6" and fn is F.hardtanh and values["min_val"] != 0:
+            self.others["hardtanh"] += 1  # a hardtanh that is not a clipped ReLU
+            return func(*args, **kwargs)
+        self.calls += 1
+        self.counts[kind] += 1
+        y = _RuleActivation.apply(x, lambda t: fn(t, **values), self.mode)
+        if inplace:
+            return x.copy_(y)
+        return y
 
 
 @contextlib.contextmanager
 def relu_backward(mode: str) -> Iterator[_ReLUMode]:
-    """Replaces the backward of every ReLU called in the block.
+    """Replaces the backward of every ReLU-family activation called in the block.
 
     Catches ``nn.ReLU`` modules (in-place or not), ``F.relu``/``F.relu_``,
     ``torch.relu``/``torch.relu_`` and ``Tensor.relu``/``relu_`` alike, by a
     ``TorchFunctionMode``: module swapping or module hooks miss functional calls
     and break on in-place ReLUs.
 
+    ReLU: ``"guided"`` passes ``relu(g)`` where the input was positive (Springenberg
+    et al. 2015); ``"deconvnet"`` passes ``relu(g)`` whatever the input (Zeiler &
+    Fergus 2014). Both are defined for ReLU only; for the rest of the ReLU family —
+    ReLU6 (``F.relu6``, and ``F.hardtanh`` with ``min_val=0`` as ``nn.ReLU6`` calls
+    it), LeakyReLU, ELU, GELU, SiLU, Hardswish, Mish; modules, functional and
+    in-place calls — this module applies a rule of its own: with ``g`` the incoming
+    gradient, ``x`` the unit's input and ``f'`` its own derivative,
+
+    - ``"guided"``: ``relu(g) * [x > 0] * f'(x)`` (only positive gradients, only
+      through units with positive input, scaled by the local slope);
+    - ``"deconvnet"``: ``relu(g) * f'(x)`` (the positive part of the gradient times
+      the local slope, whatever the sign of the input).
+
+    Every other function (tanh, sigmoid, softplus, hardsigmoid, SELU, ...) keeps its
+    ordinary gradient; activations among them are counted in ``mode.others``.
+
     Args:
         mode: ``"guided"`` (guided backprop) or ``"deconvnet"``.
 
     Yields:
-        The active mode; ``mode.calls`` counts the ReLUs it replaced.
+        The active mode: ``mode.calls`` counts the units it replaced, ``mode.counts``
+        them by kind (``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"elu"``,
+        ``"gelu"``, ``"silu"``, ``"hardswish"``, ``"mish"``), ``mode.others`` the other
+        activations seen (by name, e.g. ``"tanh"``).
     """
     if mode not in ("guided", "deconvnet"):
         raise ValueError(f"mode must be 'guided' or 'deconvnet', got {mode!r}")
@@ -228,3 +361,128 @@ def has_hooks(model: nn.Module) -> bool:
         "_backward_pre_hooks",
     )
     return any(len(getattr(m, n, {})) for m in model.modules() for n in names)
+
+
+# ----------------------------------------------------------------------------- attention
+@dataclasses.dataclass(frozen=True)
+class AttentionRecord:
+    """One attention module's weights from its latest forward call.
+
+    Attributes:
+        weights: ``(N, heads, T, T)`` detached softmax weights; row ``i`` is query
+            token ``i``'s distribution over the ``T`` key tokens.
+        source: The tensor the forward multiplied with the values, on the autograd
+            graph when gradients were recorded (``None`` when the forward ran without
+            them): ``torch.autograd.grad(score, source)``, reshaped to
+            ``weights.shape``, is the gradient of ``score`` w.r.t. the weights.
+    """
+
+    weights: Tensor
+    source: Tensor | None
+
+
+def _is_timm_attention(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "fused_attn", None), bool) and isinstance(
+        getattr(module, "attn_drop", None), nn.Module
+    )
+
+
+@contextlib.contextmanager
+def capture_attention(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, AttentionRecord]]:
+    """Records the per-head attention weights of attention modules while the block runs.
+
+    The model's outputs are unchanged (up to float rounding: the weights are
+    computed by the explicit softmax path instead of a fused kernel), and nothing
+    is left behind: hooks are removed and attributes restored in ``finally``.
+
+    - ``nn.MultiheadAttention`` (torchvision's ViT calls it with
+      ``need_weights=False``): a forward pre-hook asks for
+      ``need_weights=True, average_attn_weights=False``; a forward hook records the
+      ``(N, heads, T, T)`` weights and hands the caller what it asked for (``None``
+      weights, or their head mean when it asked for averaged weights).
+    - timm's ``Attention`` (fused scaled-dot-product attention): ``fused_attn`` is
+      set to ``False`` for the block so the explicit softmax runs, and a forward hook
+      on its ``attn_drop`` records the weights (identity in eval mode).
+
+    Args:
+        modules: Name -> attention module (one of the two kinds above).
+
+    Yields:
+        A dict filled with name -> :class:`AttentionRecord` of the module's latest
+        forward call.
+
+    Raises:
+        TypeError: A module is of neither kind.
+    """
+    store: dict[str, AttentionRecord] = {}
+    handles = []
+    fused: list[tuple[nn.Module, bool, bool]] = []  # (module, was an instance attr, value)
+    try:
+        for name, module in modules.items():
+            if isinstance(module, nn.MultiheadAttention):
+                handles.extend(_hook_multihead(module, name, store))
+            elif _is_timm_attention(module):
+                fused.append((module, "fused_attn" in vars(module), module.fused_attn))
+                module.fused_attn = False
+
+                def hook(_m: nn.Module, _args: Any, out: Any, name: str = name) -> None:
+                    source = out if out.requires_grad else None
+                    store[name] = AttentionRecord(out.detach(), source)
+
+                handles.append(module.attn_drop.register_forward_hook(hook))
+            else:
+                raise TypeError(
+                    f"cannot read attention weights of {name!r} ({type(module).__name__}); "
+                    "supported: nn.MultiheadAttention and timm's Attention"
+                )
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+        handles.clear()
+        for module, own, value in fused:
+            if own:
+                module.fused_attn = value
+            else:
+                del module.fused_attn
+
+
+_MHA_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+
+
+def _hook_multihead(
+    module: nn.MultiheadAttention, name: str, store: dict[str, AttentionRecord]
+) -> list[Any]:
+    asked: list[tuple[bool, bool]] = []  # what the caller asked for: (need_weights, average)
+
+    def pre_hook(m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        bound = _MHA_SIGNATURE.bind(m, *args, **kwargs)
+        asked.append(
+            (
+                bool(bound.arguments.get("need_weights", True)),
+                bool(bound.arguments.get("average_attn_weights", True)),
+            )
+        )
+        bound.arguments["need_weights"] = True
+        bound.arguments["average_attn_weights"] = False
+        return bound.args[1:], bound.kwargs
+
+    def hook(_m: nn.Module, _args: tuple, _kwargs: dict, out: Any) -> Any:
+        need, average = asked.pop() if asked else (False, True)
+        attn_out, weights = out
+        w = weights if weights.dim() == 4 else weights.unsqueeze(0)  # unbatched: (heads, L, S)
+        # The returned weights are a view of the tensor the forward multiplied with the
+        # values; that tensor (its base) is where the gradient w.r.t. the weights lives.
+        base = weights._base
+        source = base if base is not None and base.numel() == weights.numel() else None
+        if source is not None and not source.requires_grad:
+            source = None
+        store[name] = AttentionRecord(w.detach(), source)
+        if not need:
+            return attn_out, None
+        return attn_out, weights.mean(dim=-3) if average else weights
+
+    return [
+        module.register_forward_pre_hook(pre_hook, with_kwargs=True),
+        module.register_forward_hook(hook, with_kwargs=True),
+    ]

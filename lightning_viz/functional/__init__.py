@@ -53,6 +53,8 @@ from lightning_viz.functional.bias import (
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
 from lightning_viz.functional.class_model import class_model
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
+from lightning_viz.functional.relu_rules import relu_rule_counts
+from lightning_viz.functional.rollout import attention_rollout, grad_rollout
 from lightning_viz.functional.saliency import (
     activation_maps,
     deconvnet,
@@ -64,10 +66,27 @@ from lightning_viz.functional.saliency import (
     smoothgrad,
 )
 from lightning_viz.functional.style import RandomFeatureExtractor, gram_matrix, style_transfer
+from lightning_viz.functional.tokens import (
+    TokenLayout,
+    default_transformer_activation_layers,
+    default_transformer_cam_layer,
+    is_transformer,
+    token_layout,
+    tokens_to_grid,
+)
 
 __all__ = [
     "ModelView",
     "NoGradientError",
+    "TokenLayout",
+    "attention_rollout",
+    "default_transformer_activation_layers",
+    "default_transformer_cam_layer",
+    "grad_rollout",
+    "is_transformer",
+    "relu_rule_counts",
+    "token_layout",
+    "tokens_to_grid",
     "RandomFeatureExtractor",
     "activation_maps",
     "class_model",

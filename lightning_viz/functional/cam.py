@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_viz._checks import check_images, check_reduce, check_target_type
+from lightning_viz._checks import check_images, check_reduce, check_reshape, check_target_type
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import gradient_leaf, record_calls
 from lightning_viz.functional._grad import (
@@ -42,6 +42,12 @@ from lightning_viz.functional._grad import (
     target_indices,
 )
 from lightning_viz.functional.saliency import guided_backprop
+from lightning_viz.functional.tokens import (
+    Reshape,
+    grid_reader,
+    is_transformer,
+    transformer_cam_layer,
+)
 
 __all__ = ["default_cam_layer", "grad_cam", "grad_cam_pp", "guided_grad_cam"]
 
@@ -50,6 +56,8 @@ WeightFn = Callable[[Tensor, Tensor], Tensor]  # (A, dS/dA) (N, K, h, w) -> weig
 
 # ----------------------------------------------------------------------------- layer choice
 def _default_layer(net: nn.Module, x: Tensor) -> str:
+    if is_transformer(net):  # its last conv is the patch embedding: explain the encoder instead
+        return transformer_cam_layer(net, x)
     convs = dict(conv_layers(net))
     if not convs:
         names = ", ".join(n for n, _ in net.named_modules() if n) or "(no submodules)"
@@ -72,7 +80,10 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
     """The layer Grad-CAM uses by default: the last conv with spatial output.
 
     One forward pass (no gradients) records the ``nn.Conv2d`` layers in execution
-    order; the last one whose output is larger than ``1x1`` is chosen.
+    order; the last one whose output is larger than ``1x1`` is chosen. For a known
+    transformer (:func:`~lightning_viz.functional.is_transformer`) it is
+    :func:`~lightning_viz.functional.defaulttransformer_cam_layer` instead (for a
+    ViT the first norm of the last encoder block, never the patch embedding).
 
     Args:
         model: The classifier.
@@ -99,27 +110,32 @@ def _cam(
     layer: str | nn.Module | None,
     weights: WeightFn,
     upsample: bool = True,
+    reshape: Reshape | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The shared CAM pipeline. Returns ``(cam, class indices)``.
 
     ``cam`` is ``relu(sum_k w_k A_k)``, ``(N, 1, H, W)`` (or ``(N, 1, h, w)`` at the
-    layer's resolution when ``upsample`` is False).
+    layer's resolution when ``upsample`` is False). Token layers: ``A`` and ``dS/dA``
+    are both read as grids ``(N, D, h, w)`` (``reshape``, or the detected layout of a
+    known transformer) before the channel weights, as pytorch-grad-cam's
+    ``reshape_transform``.
     """
     check_images(inputs)
     check_target_type(target)
+    check_reshape(reshape)
     with preserve_state(model) as net:
         x = fresh(inputs)
         if layer is None:
-            name = _default_layer(net, x)
-            module = dict(net.named_modules())[name]
+            name, module = resolve_layer(net, _default_layer(net, x))
         else:
             name, module = resolve_layer(net, layer)
         with gradient_leaf(module) as store:
             logits = forward_logits(net, x)
         if "leaf" not in store:
             raise ValueError(f"layer {name!r} did not run in the model's forward")
-        act = store.pop("leaf")  # (N, K, h, w), a leaf: backward stops here
-        if act.dim() != 4 or act.shape[0] != x.shape[0]:
+        act = store.pop("leaf")  # (N, K, h, w) or tokens, a leaf: backward stops here
+        to_grid = grid_reader(net, name, tuple(x.shape[-2:]), reshape)  # None: used as it is
+        if to_grid is None and (act.dim() != 4 or act.shape[0] != x.shape[0]):
             raise ValueError(
                 f"CAMs need a layer with (N, C, h, w) output; {name!r} returns shape "
                 f"{tuple(act.shape)}"
@@ -127,6 +143,8 @@ def _cam(
         idx = target_indices(target, logits)
         grad = grad_of(score_sum(logits, idx), act, name=f"layer {name!r}")
         act = act.detach()
+        if to_grid is not None:  # (N, T, D) tokens / (N, h, w, D) -> (N, D, h, w)
+            act, grad = to_grid(act), to_grid(grad)
         w = weights(act, grad)  # (N, K)
         cam = F.relu((w[:, :, None, None] * act).sum(dim=1, keepdim=True))  # (N, 1, h, w)
         if upsample:
@@ -156,6 +174,7 @@ def grad_cam(
     target: int | Tensor | None = None,
     *,
     layer: str | nn.Module | None = None,
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Grad-CAM: class activation map weighted by spatially averaged gradients.
 
@@ -170,17 +189,22 @@ def grad_cam(
             Default: ``None``.
         layer: The layer (module or dotted name) whose output is used; ``None``
             picks :func:`default_cam_layer` (one extra forward pass). Default: ``None``.
+        reshape: Maps the layer's output (and its gradient) to ``(N, D, h, w)``, as
+            pytorch-grad-cam's ``reshape_transform`` (a callable or a
+            :class:`~lightning_viz.functional.TokenLayout`); ``None`` detects the
+            token layers of known transformers (ViT tokens without the class token,
+            Swin channels-last) and uses other outputs as they are. Default: ``None``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps at the input size, not normalized.
 
     Raises:
-        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        TypeError: Bad ``inputs``, ``target``, ``layer`` or ``reshape`` type.
         ValueError: Bad ``inputs`` shape or class index, unknown layer (the message
             lists the layers and the closest match), a layer without ``(N, C, h, w)``
             output, or (``layer=None``) a model without ``nn.Conv2d``.
     """
-    return _cam(model, inputs, target, layer, _gradcam_weights)[0]
+    return _cam(model, inputs, target, layer, _gradcam_weights, reshape=reshape)[0]
 
 
 def grad_cam_pp(
@@ -189,6 +213,7 @@ def grad_cam_pp(
     target: int | Tensor | None = None,
     *,
     layer: str | nn.Module | None = None,
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Grad-CAM++: channel weights from positive gradients with pixel-wise alphas.
 
@@ -196,10 +221,10 @@ def grad_cam_pp(
     Convolutional Networks", WACV 2018, eq. 19 with the exponential folded into the
     score, as in pytorch-grad-cam's ``GradCAMPlusPlus``:
     ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3 + 1e-6)`` (0 where ``g = 0``),
-    ``w_k = sum_ij relu(g) alpha``. Arguments, return value and errors as
-    :func:`grad_cam`.
+    ``w_k = sum_ij relu(g) alpha``. Arguments (``reshape`` included), return value
+    and errors as :func:`grad_cam`.
     """
-    return _cam(model, inputs, target, layer, _gradcam_pp_weights)[0]
+    return _cam(model, inputs, target, layer, _gradcam_pp_weights, reshape=reshape)[0]
 
 
 def guided_grad_cam(
@@ -209,6 +234,7 @@ def guided_grad_cam(
     *,
     layer: str | nn.Module | None = None,
     reduce: str | None = "max",
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Guided Grad-CAM: guided backprop gradients times the upsampled Grad-CAM.
 
@@ -226,16 +252,17 @@ def guided_grad_cam(
             Default: ``None``.
         reduce: ``"max"``, ``"sum"`` (of ``|.|`` over channels) or ``None`` (signed
             ``(N, C, H, W)``). Default: ``"max"``.
+        reshape: As in :func:`grad_cam`. Default: ``None``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
 
     Raises:
-        TypeError: Bad ``inputs``, ``target`` or ``layer`` type.
+        TypeError: Bad ``inputs``, ``target``, ``layer`` or ``reshape`` type.
         ValueError: As :func:`grad_cam`, or a bad ``reduce``.
     """
     check_images(inputs)
     check_reduce(reduce)
-    cam, idx = _cam(model, inputs, target, layer, _gradcam_weights)
+    cam, idx = _cam(model, inputs, target, layer, _gradcam_weights, reshape=reshape)
     guided = guided_backprop(model, inputs, idx, reduce=None)  # (N, C, H, W)
     return reduce_channels(guided * cam, reduce)

@@ -32,6 +32,7 @@ from lightning_viz._checks import (
     check_int,
     check_maps,
     check_reduce,
+    check_reshape,
     fail,
 )
 from lightning_viz._guard import make_generator, preserve_state
@@ -48,6 +49,8 @@ from lightning_viz.functional._grad import (
     target_indices,
 )
 from lightning_viz.functional._task import predict
+from lightning_viz.functional.relu_rules import require_relu_family
+from lightning_viz.functional.tokens import Reshape, grid_reader
 
 __all__ = [
     "activation_maps",
@@ -297,8 +300,9 @@ def _relu_rule_gradient(
     model: nn.Module, inputs: Tensor, target: int | Tensor | None, mode: str, reduce: str | None
 ) -> Tensor:
     check_attribution(inputs, target, reduce)
-    with preserve_state(model) as net, relu_backward(mode):
+    with preserve_state(model) as net, relu_backward(mode) as rule:
         grad, _ = input_grad(net, fresh(inputs), target)
+        require_relu_family(net, rule)  # else `grad` is the plain gradient
     return reduce_channels(grad, reduce)
 
 
@@ -317,7 +321,16 @@ def guided_backprop(
     modules (also ``inplace=True``) and functional ``F.relu``/``torch.relu``/
     ``Tensor.relu`` calls — because the rule is applied by a ``TorchFunctionMode``,
     not by module hooks (captum's ``GuidedBackprop`` silently skips functional
-    ReLUs). Other activations (GELU, SiLU, ...) keep their ordinary gradient.
+    ReLUs).
+
+    Beyond ReLU (a rule of this library, not of the paper): every ReLU6,
+    LeakyReLU, ELU, GELU, SiLU, Hardswish and Mish unit (modules, functional and
+    in-place calls) passes back ``relu(g) * [x > 0] * f'(x)`` — only positive
+    gradients, only through units with positive input ``x``, times the unit's own
+    derivative ``f'``. Other functions (tanh, sigmoid, hardsigmoid gates, ...) keep
+    their ordinary gradient. A model whose forward runs none of these units raises
+    instead of returning the plain gradient (see
+    :func:`~lightning_viz.functional.relu_rule_counts`).
 
     Args:
         model: Classifier returning logits ``(N, K)``.
@@ -331,7 +344,8 @@ def guided_backprop(
 
     Raises:
         TypeError: Bad ``inputs`` or ``target`` type.
-        ValueError: Bad ``inputs`` shape, ``reduce`` or class index.
+        ValueError: Bad ``inputs`` shape, ``reduce`` or class index, or the forward
+            ran no ReLU-family unit (the message names the model's activations).
     """
     return _relu_rule_gradient(model, inputs, target, "guided", reduce)
 
@@ -348,8 +362,15 @@ def deconvnet(
     Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014:
     the input gradient where every ReLU passes back the positive part of the
     incoming gradient, whatever the sign of its forward input. ReLUs are caught as
-    in :func:`guided_backprop` (modules, in-place and functional calls alike), whose
-    arguments, return value and errors it shares.
+    in :func:`guided_backprop` (modules, in-place and functional calls alike).
+
+    Beyond ReLU (a rule of this library, not of the paper): every ReLU6,
+    LeakyReLU, ELU, GELU, SiLU, Hardswish and Mish unit passes back
+    ``relu(g) * f'(x)`` — the positive part of the gradient times the unit's own
+    derivative at its input ``x``, whatever the sign of ``x``. Other functions keep
+    their ordinary gradient; a model whose forward runs none of these units raises.
+
+    Arguments, return value and errors as :func:`guided_backprop`.
     """
     return _relu_rule_gradient(model, inputs, target, "deconvnet", reduce)
 
@@ -360,6 +381,7 @@ def neuron_gradient(
     *,
     neuron: tuple[str | nn.Module, int],
     reduce: str | None = "max",
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Gradient of one channel's mean activation with respect to the input.
 
@@ -368,7 +390,10 @@ def neuron_gradient(
     over spatial positions of channel ``channel`` of ``layer``'s output, so its
     scale does not depend on the feature-map size; for a 2-D output (``Linear``)
     it is the single unit ``channel``. The value is read before any in-place op
-    that follows the layer. There is no class target.
+    that follows the layer. There is no class target. On a transformer's token
+    layer ``(N, T, D)`` the output is first read as a grid
+    (:mod:`~lightning_viz.functional.tokens`), so the objective is the mean over the
+    *patch* tokens of channel ``d`` (prefix tokens such as the class token excluded).
 
     Args:
         model: Any ``nn.Module`` taking ``inputs``.
@@ -376,12 +401,15 @@ def neuron_gradient(
         neuron: ``(layer, channel)``: the layer as a module or its dotted name
             (``"layer3.1.conv2"``) and a channel (or unit) index in ``[0, C_layer)``.
         reduce: ``"max"``, ``"sum"`` or ``None`` (signed). Default: ``"max"``.
+        reshape: Maps the layer's output to ``(N, D, h, w)``; ``None`` detects the
+            token layers of known transformers (:func:`~lightning_viz.functional.
+            token_layout`) and uses other outputs as they are. Default: ``None``.
 
     Returns:
         ``(N, 1, H, W)`` non-negative maps, or ``(N, C, H, W)`` when ``reduce=None``.
 
     Raises:
-        TypeError: Bad ``inputs`` or ``neuron`` type.
+        TypeError: Bad ``inputs``, ``neuron`` or ``reshape`` type.
         ValueError: Unknown layer (the message lists the layers and the closest
             match), a layer not run by the forward, or a channel out of range.
         NoGradientError: The channel does not depend on the input (``no_grad``).
@@ -392,6 +420,7 @@ def neuron_gradient(
         fail("neuron", "a (layer, channel) pair", neuron, TypeError)
     layer, channel = neuron
     channel = check_int(channel, "neuron channel", minimum=0)
+    check_reshape(reshape)
     with preserve_state(model) as net:
         name, module = resolve_layer(net, layer)
         x = fresh(inputs).requires_grad_(True)
@@ -400,6 +429,9 @@ def neuron_gradient(
         if name not in store:
             raise ValueError(f"layer {name!r} did not run (or returned no tensor) in the forward")
         act = store.pop(name)
+        to_grid = grid_reader(net, name, tuple(x.shape[-2:]), reshape)
+        if to_grid is not None:  # tokens (N, T, D) -> (N, D, h, w): channel = token feature
+            act = to_grid(act)
         if act.dim() < 2 or act.shape[0] != x.shape[0]:
             raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}, not (N, C, ...)")
         if channel >= act.shape[1]:
@@ -413,6 +445,8 @@ def activation_maps(
     model: nn.Module,
     inputs: Tensor,
     layers: Sequence[str | nn.Module] | str | nn.Module,
+    *,
+    reshape: Reshape | None = None,
 ) -> dict[str, Tensor]:
     """Output (feature) maps of the given layers, from one forward pass (no class target).
 
@@ -420,14 +454,20 @@ def activation_maps(
         model: Any ``nn.Module`` taking ``inputs``.
         inputs: Images ``(N, C, H, W)``, float.
         layers: Layers as modules or dotted names (a single one is accepted too).
+        reshape: Maps every listed layer's output to ``(N, D, h, w)``; ``None``
+            reads the token layers of known transformers as grids
+            (:func:`~lightning_viz.functional.token_layout`: ViT tokens without the
+            class token, Swin channels-last permuted) and returns other outputs as
+            they are. Default: ``None``.
 
     Returns:
         Dotted layer name -> detached copy of the layer's output, e.g.
-        ``(N, C_l, H_l, W_l)`` for a conv; values as the layer produced them,
-        unaffected by in-place ops that follow it. On the inputs' device.
+        ``(N, C_l, H_l, W_l)`` for a conv or ``(N, D, h, w)`` for a ViT block;
+        values as the layer produced them, unaffected by in-place ops that follow
+        it. On the inputs' device.
 
     Raises:
-        TypeError: Bad ``inputs`` or ``layers`` type.
+        TypeError: Bad ``inputs``, ``layers`` or ``reshape`` type.
         ValueError: ``layers`` is empty, names an unknown layer (the message lists
             the layers and the closest match) or a layer that does not run.
     """
@@ -436,6 +476,7 @@ def activation_maps(
         layers = [layers]
     if not isinstance(layers, Sequence) or not layers:
         fail("layers", "a non-empty list of layer names or modules", layers, TypeError)
+    check_reshape(reshape)
     with preserve_state(model) as net:
         named = dict(resolve_layer(net, layer) for layer in layers)
         with torch.no_grad(), capture_outputs(named) as store:
@@ -443,7 +484,9 @@ def activation_maps(
         missing = [name for name in named if name not in store]
         if missing:
             raise ValueError(f"layers {missing} did not run (or returned no tensor) in the forward")
-        return {name: store[name] for name in named}
+        size = tuple(inputs.shape[-2:])
+        readers = {name: grid_reader(net, name, size, reshape) for name in named}
+        return {n: store[n] if readers[n] is None else readers[n](store[n]) for n in named}
 
 
 def saliency_mask(maps: Tensor, quantile: float = 0.8, *, smooth: int = 0) -> Tensor:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import random
 import warnings
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -27,17 +25,6 @@ def one_thread():
     torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy machine
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture()
-def restore_seeds(monkeypatch):
-    """``pl.seed_everything`` seeds python, numpy and torch and sets PL_GLOBAL_SEED."""
-    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng():
-        yield
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
 
 
 def test_small_cnn_forward_and_layer_names():
@@ -114,7 +101,7 @@ def test_build_model():
     resnet = build_model("resnet18", num_classes=3)
     assert resnet.fc.out_features == 3 and resnet.conv1.in_channels == 3
     with pytest.raises(
-        ValueError, match=r"`name` must be one of \['small', 'resnet18'\], got 'vgg'"
+        ValueError, match=r"`name` must be one of \['small', 'resnet18', 'vit'\], got 'vgg'"
     ):
         build_model("vgg")
 
@@ -162,7 +149,11 @@ def test_lit_classifier_builds_model_and_saves_hparams():
         ({"lr": 0.0}, ValueError, "`lr` must be a finite number > 0, got 0.0"),
         ({"lr": -1}, ValueError, "`lr` .* got -1"),
         ({"lr": "0.1"}, TypeError, "`lr` must be a finite number > 0, got '0.1'"),
-        ({"model_name": "vgg"}, ValueError, r"`model_name` .* \['small', 'resnet18'\], got 'vgg'"),
+        (
+            {"model_name": "vgg"},
+            ValueError,
+            r"`model_name` .* \['small', 'resnet18', 'vit'\], got 'vgg'",
+        ),
         ({"optimizer": "rmsprop"}, ValueError, r"`optimizer` .* \['adam', 'sgd'\], got 'rmsprop'"),
     ],
 )

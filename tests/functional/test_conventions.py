@@ -20,6 +20,7 @@ CLASS_TARGET = [
     "grad_cam",
     "grad_cam_pp",
     "guided_grad_cam",
+    "grad_rollout",
 ]
 # attacks: (model, inputs, target, eps, *, options): the target is the true labels
 ATTACKS = ["fgsm", "pgd", "robust_mask", "robust_accuracy"]
@@ -29,6 +30,13 @@ NO_TARGET = {
     "activation_maps": ["model", "inputs", "layers"],
     "default_cam_layer": ["model", "inputs"],
     "class_model": ["model", "classes", "image_shape"],
+    "attention_rollout": ["model", "inputs"],
+    "relu_rule_counts": ["model", "inputs"],
+    # transformers: what the model is and how its layers are read
+    "is_transformer": ["model"],
+    "token_layout": ["model", "layer", "input_size"],
+    "default_transformer_cam_layer": ["model", "inputs"],
+    "default_transformer_activation_layers": ["model", "inputs"],
 }
 
 

@@ -1,0 +1,106 @@
+"""Where guided backprop and deconvnet apply: the ReLU-family units of a model.
+
+Guided backprop and deconvnet are rules for ReLU units. :func:`lightning_viz._hooks.
+relu_backward` applies them to ReLU and, by a documented extension, to ReLU6,
+LeakyReLU, ELU, GELU, SiLU, Hardswish and Mish; every other function keeps its
+ordinary gradient. A model without any of these units (tanh or sigmoid only, or
+linear) would get the plain gradient under another name: the methods refuse it
+(:func:`require_relu_family`), and a callback can ask beforehand
+(:func:`relu_rule_counts`) whether the methods apply.
+
+Example:
+    >>> import torch, lightning_viz.functional as LF
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU(),
+    ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    >>> LF.relu_rule_counts(net, torch.rand(1, 3, 8, 8))
+    {'gelu': 1}
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viz._checks import check_images
+from lightning_viz._guard import preserve_state
+from lightning_viz._hooks import RELU_FAMILY, relu_backward
+
+__all__ = ["relu_family_summary", "relu_rule_counts", "require_relu_family"]
+
+_NAMES = {
+    "relu": "ReLU",
+    "relu6": "ReLU6",
+    "leaky_relu": "LeakyReLU",
+    "elu": "ELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "hardswish": "Hardswish",
+    "mish": "Mish",
+}
+_METHODS = {"guided": "guided backprop", "deconvnet": "deconvnet"}
+
+
+def relu_rule_counts(model: nn.Module, inputs: Tensor) -> dict[str, int]:
+    """Counts the ReLU-family units that guided backprop and deconvnet would modify.
+
+    One forward pass without gradients, under the same ``TorchFunctionMode`` the
+    methods use, so modules, functional and in-place calls are all counted. An
+    empty result means the methods do not apply to this model (they raise).
+
+    Args:
+        model: Any ``nn.Module`` taking ``inputs``.
+        inputs: Images ``(N, C, H, W)``, float (one is enough).
+
+    Returns:
+        Kind -> calls in one forward, only kinds that ran, in the order
+        ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"elu"``, ``"gelu"``, ``"silu"``,
+        ``"hardswish"``, ``"mish"``; e.g. ``{"gelu": 4}`` for a 4-block ViT.
+
+    Raises:
+        TypeError: ``inputs`` is not a float tensor.
+        ValueError: ``inputs`` is not a non-empty ``(N, C, H, W)`` batch.
+    """
+    check_images(inputs)
+    with preserve_state(model) as net, torch.no_grad(), relu_backward("guided") as mode:
+        net(inputs.detach().clone())
+    return {kind: mode.counts[kind] for kind in RELU_FAMILY if mode.counts[kind]}
+
+
+def _activation_modules(model: nn.Module, limit: int = 12) -> list[str]:
+    found = [
+        f"{name} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if name and type(m).__module__ == "torch.nn.modules.activation"
+    ]
+    if len(found) > limit:
+        found = found[:limit] + [f"... {len(found) - limit} more"]
+    return found
+
+
+def relu_family_summary(model: nn.Module) -> str:
+    """``"activation modules: a (GELU), ..."``: what a model uses instead of ReLUs."""
+    return f"activation modules: {', '.join(_activation_modules(model)) or 'none'}"
+
+
+def require_relu_family(model: nn.Module, mode: object) -> None:
+    """Raises when the forward under ``mode`` (a ``relu_backward`` mode) ran no ReLU-family unit.
+
+    Args:
+        model: The model that ran (its activation modules are named in the message).
+        mode: The object yielded by :func:`lightning_viz._hooks.relu_backward`.
+
+    Raises:
+        ValueError: No ReLU-family unit ran; the message names the activation
+            modules of ``model`` and the other activation functions the forward called.
+    """
+    if mode.calls:
+        return
+    method = _METHODS.get(mode.mode, mode.mode)
+    modules = _activation_modules(model)
+    calls = [f"{name} x{count}" for name, count in sorted(mode.others.items())]
+    raise ValueError(
+        f"{method} is defined for ReLU-like units, but the forward ran none of "
+        f"{', '.join(_NAMES[k] for k in RELU_FAMILY)}: it would return the plain gradient. "
+        f"Activation modules: {', '.join(modules) or 'none'}; activation calls: "
+        f"{', '.join(calls) or 'none'}. Use saliency or integrated_gradients instead"
+    )

@@ -1,0 +1,385 @@
+"""Token layers read as grids: layouts, default layers, token Grad-CAM against pytorch-grad-cam."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+import lightning_viz.functional as LF
+import lightning_viz.functional.cam as C
+from lightning_viz._hooks import has_hooks
+from tests.functional.vit_models import (
+    Holder,
+    nontrivial,
+    tiny_maxvit,
+    tiny_swin,
+    tiny_timm_vit,
+    tiny_vit,
+    vit_tokens,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum")
+
+TARGET = torch.tensor([0, 1, 2, 0])
+LAST_LN1 = "encoder.layers.encoder_layer_1.ln_1"
+
+
+def _close(a, b, tol=1e-5):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture
+def vit(fx):
+    return fx.make(lambda: nontrivial(tiny_vit()), seed=1)
+
+
+def _pgc_reshape(prefix: int, h: int = 4, w: int = 4):
+    """pytorch-grad-cam's documented ViT reshape_transform (its tutorial), written out."""
+
+    def reshape_transform(tensor):
+        result = tensor[:, prefix:, :].reshape(tensor.size(0), h, w, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    return reshape_transform
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+def _not_flat(maps: torch.Tensor) -> None:
+    flat = maps.flatten(1)
+    assert bool((flat.amax(1) - flat.amin(1) > 1e-6).all()), "a map is flat"
+
+
+# ----------------------------------------------------------------------------- tokens_to_grid
+def test_tokens_to_grid_by_hand():
+    n, h, w, d = 2, 3, 4, 5
+    tokens = torch.arange(n * (2 + h * w) * d, dtype=torch.float32).view(n, 2 + h * w, d)
+    grid = LF.tokens_to_grid(tokens, input_size=(12, 16), patch_size=4, num_prefix_tokens=2)
+    assert grid.shape == (n, d, h, w)
+    for i in range(h):
+        for j in range(w):  # patch (i, j) is token 2 + i * w + j, row-major
+            _close(grid[:, :, i, j], tokens[:, 2 + i * w + j, :])
+    # prefix count left over by the grid; grid inferred from the token count
+    _close(LF.tokens_to_grid(tokens, input_size=(12, 16), patch_size=(4, 4)), grid)
+    _close(LF.tokens_to_grid(tokens, input_size=(12, 16), num_prefix_tokens=2), grid)
+    # channels-last (Swin): a permutation
+    cl = torch.rand(n, h, w, d)
+    _close(LF.tokens_to_grid(cl, input_size=(12, 16), channels_last=True), cl.permute(0, 3, 1, 2))
+
+
+def test_tokens_to_grid_infers_class_and_register_tokens():
+    patches = torch.rand(2, 64, 7)
+    for prefix in (0, 1, 5):  # none, class token, class + 4 registers
+        tokens = torch.cat([torch.rand(2, prefix, 7), patches], dim=1)
+        grid = LF.tokens_to_grid(tokens, input_size=32)
+        assert grid.shape == (2, 7, 8, 8)
+        _close(grid.flatten(2).transpose(1, 2), patches)
+
+
+def test_tokens_to_grid_errors():
+    with pytest.raises(ValueError, match=r"17 tokens do not fit a 8x8 patch grid plus 1 prefix"):
+        LF.tokens_to_grid(torch.rand(2, 17, 4), input_size=32, patch_size=4, num_prefix_tokens=1)
+    with pytest.raises(ValueError, match=r"15 tokens do not fit a 4x4 patch grid"):
+        LF.tokens_to_grid(torch.rand(2, 15, 4), input_size=32, patch_size=8)
+    with pytest.raises(ValueError, match="do not form a patch grid of the 32x32 input"):
+        LF.tokens_to_grid(torch.rand(2, 40, 4), input_size=32, num_prefix_tokens=0)
+    with pytest.raises(
+        ValueError, match=r"tokens of shape \(N, T, D\), got <shape \(2, 3, 4, 4\)>"
+    ):
+        LF.tokens_to_grid(torch.rand(2, 3, 4, 4), input_size=32, patch_size=8)
+    with pytest.raises(ValueError, match=r"channels-last grid \(N, h, w, D\)"):
+        LF.tokens_to_grid(torch.rand(2, 16, 4), input_size=32, channels_last=True)
+    with pytest.raises(ValueError, match=r"\(4, 4\) grid does not match input size"):
+        LF.tokens_to_grid(torch.rand(2, 4, 4, 3), input_size=32, patch_size=4, channels_last=True)
+    with pytest.raises(TypeError, match="`output` must be a torch.Tensor"):
+        LF.tokens_to_grid([[1.0]], input_size=32)
+    with pytest.raises(ValueError, match="`patch_size` must be an int >= 1, got 0"):
+        LF.tokens_to_grid(torch.rand(2, 17, 4), input_size=32, patch_size=0)
+    with pytest.raises(ValueError, match="`num_prefix_tokens` must be an int >= 0, got -1"):
+        LF.tokens_to_grid(torch.rand(2, 17, 4), input_size=32, num_prefix_tokens=-1)
+
+
+# ----------------------------------------------------------------------------- detection
+def test_layouts_of_a_torchvision_vit(vit, fx):
+    layout = LF.token_layout(vit, "encoder.layers.encoder_layer_0", (32, 32))
+    assert layout == LF.TokenLayout((32, 32), (8, 8), num_prefix_tokens=1)
+    assert LF.token_layout(vit, vit.encoder.layers.encoder_layer_1.ln_1, 32) == layout
+    assert LF.token_layout(vit, "conv_proj", 32) is None  # already (N, D, h, w)
+    assert LF.token_layout(vit, "heads.head", 32) is None  # not spatial
+    assert LF.is_transformer(vit) and not LF.is_transformer(fx.make(fx.SmallCNN))
+    # inside a wrapper (a LightningModule's `model`)
+    held = Holder(vit)
+    assert LF.is_transformer(held)
+    assert LF.token_layout(held, "model.encoder.layers.encoder_layer_0", 32) == layout
+    assert LF.token_layout(fx.make(fx.SmallCNN), "conv3", 32) is None
+    with pytest.raises(ValueError, match="unknown layer 'encoder.nope'"):
+        LF.token_layout(vit, "encoder.nope", 32)
+
+
+def test_swin_stages_are_channels_last_and_cam_matches_a_plain_permute(fx, x):
+    swin = fx.make(tiny_swin)
+    layout = LF.token_layout(swin, "features.1", 32)
+    assert layout is not None and layout.channels_last
+    assert LF.token_layout(swin, "features.0.0", 32) is None  # the patch-embedding conv
+    assert LF.token_layout(swin, "norm", 32).channels_last
+    assert LF.default_cam_layer(swin, x) == "features.3"  # last stage, 4x4 at 32 px
+    assert LF.default_transformer_activation_layers(swin, x) == ["features.1", "features.3"]
+    maps = LF.activation_maps(swin, x, ["features.1", "features.3"])
+    assert maps["features.1"].shape == (4, 8, 8, 8) and maps["features.3"].shape == (4, 16, 4, 4)
+    auto = LF.grad_cam(swin, x, TARGET)
+    manual = LF.grad_cam(
+        swin, x, TARGET, layer="features.3", reshape=lambda t: t.permute(0, 3, 1, 2)
+    )
+    _close(auto, manual)
+    _not_flat(auto)
+
+
+def test_maxvit_blocks_are_already_grids(fx, x):
+    maxvit = fx.make(tiny_maxvit)
+    for name in ("blocks.0", "blocks.0.layers.0", "blocks.0.layers.0.layers.window_attention"):
+        assert LF.token_layout(maxvit, name, 32) is None
+    maps = LF.activation_maps(maxvit, x, ["blocks.0.layers.0", "blocks.1.layers.0"])
+    assert maps["blocks.0.layers.0"].shape == (4, 16, 8, 8)  # (N, C, H, W) as produced
+    assert maps["blocks.1.layers.0"].shape == (4, 16, 4, 4)
+    inside = "blocks.0.layers.0.layers.window_attention.attn_layer"
+    with pytest.raises(ValueError, match=r"window-partitioned tokens \(N, G, P\*P, C\)"):
+        LF.token_layout(maxvit, inside, 32)
+    with pytest.raises(ValueError, match="window-partitioned"):
+        LF.grad_cam(maxvit, x, layer=inside)
+    assert LF.default_cam_layer(maxvit, x) == "blocks.1.layers.0"
+    cam = LF.grad_cam(maxvit, x, TARGET)
+    # no reshape: plain Grad-CAM of the block output, as captum computes it
+    ref = copy.deepcopy(maxvit)
+    low = LayerGradCam(ref, ref.blocks[1].layers[0]).attribute(
+        x.clone(), target=TARGET, relu_attributions=True
+    )
+    _close(cam, LayerAttribution.interpolate(low, (32, 32), interpolate_mode="bilinear"))
+    assert cam.sum() > 0
+
+
+# ----------------------------------------------------------------------------- default layers
+def test_default_cam_layer_of_a_vit_is_the_last_blocks_first_norm(vit, x):
+    assert LF.default_cam_layer(vit, x) == LAST_LN1
+    assert LF.default_transformer_cam_layer(vit, x) == LAST_LN1
+    assert LF.default_cam_layer(Holder(vit), x) == f"model.{LAST_LN1}"
+    _close(LF.grad_cam(vit, x, TARGET), LF.grad_cam(vit, x, TARGET, layer=LAST_LN1))
+
+
+def _patch_token_grad(vit, x, layer_module):
+    """Gradient of the summed target logits w.r.t. a layer's patch tokens, by a test hook."""
+    store = {}
+
+    def hook(_m, _i, out):
+        out.retain_grad()
+        store["out"] = out
+
+    handle = layer_module.register_forward_hook(hook)
+    try:
+        logits = vit(x)
+    finally:
+        handle.remove()
+    logits.gather(1, TARGET.view(-1, 1)).sum().backward()
+    return store["out"].grad[:, 1:]  # (N, h*w, D) patch tokens
+
+
+def test_default_layer_patch_tokens_get_gradient_and_conv_proj_is_never_chosen(vit, x):
+    ref = copy.deepcopy(vit)
+    name = LF.default_cam_layer(vit, x)
+    assert name != "conv_proj" and "conv_proj" not in name
+    g = _patch_token_grad(ref, x, ref.get_submodule(name))
+    assert bool((g.flatten(1).abs().sum(1) > 0).all())
+    # why not later: after the last block only the class token is read
+    ref2 = copy.deepcopy(vit)
+    assert _patch_token_grad(ref2, x, ref2.encoder.ln).abs().sum() == 0
+
+
+def test_default_activation_layers_early_middle_late(fx, x):
+    vit4 = fx.make(lambda: tiny_vit(num_layers=4))
+    names = [f"encoder.layers.encoder_layer_{i}" for i in (0, 2, 3)]
+    assert LF.default_transformer_activation_layers(vit4, x) == names
+    vit1 = fx.make(lambda: tiny_vit(num_layers=1))
+    assert LF.default_transformer_activation_layers(vit1, x) == ["encoder.layers.encoder_layer_0"]
+    with pytest.raises(ValueError, match="`model` must be a torchvision VisionTransformer"):
+        LF.default_transformer_activation_layers(fx.make(fx.SmallCNN), x)
+    with pytest.raises(ValueError, match="`model` must be a torchvision VisionTransformer"):
+        LF.default_transformer_cam_layer(fx.make(fx.SmallCNN), x)
+
+
+# ----------------------------------------------------------------------------- activations, neurons
+def test_activation_maps_of_a_block_are_its_patch_tokens_as_a_grid(vit, x):
+    maps = LF.activation_maps(vit, x, ["encoder.layers.encoder_layer_0", "conv_proj"])
+    with torch.no_grad():
+        tokens = vit_tokens(vit, x)[1]  # block 0's output, (N, 17, D)
+    expected = tokens[:, 1:].reshape(4, 4, 4, 16).permute(0, 3, 1, 2)
+    _close(maps["encoder.layers.encoder_layer_0"], expected)
+    assert maps["conv_proj"].shape == (4, 16, 4, 4)
+    raw = LF.activation_maps(
+        vit, x, "encoder.layers.encoder_layer_0", reshape=lambda t: t[:, :1, :, None]
+    )
+    _close(raw["encoder.layers.encoder_layer_0"], tokens[:, :1, :, None])  # a user reshape
+
+
+def test_neuron_gradient_on_a_token_layer_is_the_patch_token_mean(vit, x):
+    channel = 5
+    got = LF.neuron_gradient(
+        vit, x, neuron=("encoder.layers.encoder_layer_0", channel), reduce=None
+    )
+    xr = x.clone().requires_grad_(True)
+    ref = copy.deepcopy(vit)
+    tokens = vit_tokens(ref, xr)[1]
+    objective = tokens[:, 1:, channel].mean(dim=1).sum()  # mean over the 16 patch tokens
+    (expected,) = torch.autograd.grad(objective, xr)
+    _close(got, expected)
+    assert expected.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- oracles
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [(C._gradcam_weights, GradCAM), (C._gradcam_pp_weights, GradCAMPlusPlus)]
+)
+def test_token_cams_match_pytorch_grad_cam(vit, x, ours, theirs):
+    ref = copy.deepcopy(vit)
+    layer = ref.encoder.layers.encoder_layer_1.ln_1
+    targets = [ClassifierOutputTarget(int(t)) for t in TARGET]
+    with theirs(model=ref, target_layers=[layer], reshape_transform=_pgc_reshape(1)) as cam:
+        full = cam(x.clone(), targets)  # (N, H, W), min-max normalized, cv2-resized
+        act = cam.activations_and_grads.activations[0].numpy()
+        grad = cam.activations_and_grads.gradients[0].numpy()
+        low = np.maximum(cam.get_cam_image(x, layer, None, act, grad), 0)
+    # exact, at the layer's 4x4 resolution (before their normalization and resize)
+    got_low, idx = C._cam(vit, x, TARGET, LAST_LN1, ours, upsample=False)
+    assert idx.tolist() == TARGET.tolist()
+    _close(got_low[:, 0], torch.from_numpy(low).float(), tol=1e-4)
+    # and the maps at the input size: same picture (correlation per image)
+    got = C._cam(vit, x, TARGET, LAST_LN1, ours)[0]
+    _not_flat(got)
+    corr = _corr(got[:, 0], torch.from_numpy(full))
+    assert bool((corr > 0.98).all()), corr
+
+
+def test_token_grad_cam_with_a_user_reshape_equals_the_detected_layout(vit, x):
+    auto = LF.grad_cam(vit, x, TARGET, layer=LAST_LN1)
+    user = LF.grad_cam(vit, x, TARGET, layer=LAST_LN1, reshape=_pgc_reshape(1))
+    layout = LF.grad_cam(
+        vit, x, TARGET, layer=LAST_LN1, reshape=LF.TokenLayout((32, 32), (8, 8), 1)
+    )
+    _close(auto, user)
+    _close(auto, layout)
+    _not_flat(auto)
+
+
+def test_timm_vit_and_deit_layouts_and_oracle(fx, x):
+    pytest.importorskip("timm")
+    # seeds where no map is all-negative before the ReLU (then it is flat: nothing to compare)
+    for distilled, prefix, seed in ((False, 1, 0), (True, 2, 2)):
+        model = fx.make(lambda d=distilled: nontrivial(tiny_timm_vit(distilled=d)), seed=seed)
+        assert LF.is_transformer(model)
+        layout = LF.token_layout(model, "blocks.0", 32)
+        assert layout == LF.TokenLayout((32, 32), (8, 8), num_prefix_tokens=prefix)
+        assert (
+            LF.token_layout(model, "patch_embed", 32).num_prefix_tokens == 0
+        )  # no class token yet
+        assert LF.token_layout(model, "patch_embed.proj", 32) is None
+        assert LF.default_cam_layer(model, x) == "blocks.1.norm1"
+        ref = copy.deepcopy(model)
+        targets = [ClassifierOutputTarget(int(t)) for t in TARGET]
+        with GradCAM(
+            model=ref, target_layers=[ref.blocks[1].norm1], reshape_transform=_pgc_reshape(prefix)
+        ) as cam:
+            full = cam(x.clone(), targets)
+        got = LF.grad_cam(model, x, TARGET)
+        _not_flat(got)
+        corr = _corr(got[:, 0], torch.from_numpy(full))
+        assert bool((corr > 0.98).all()), (distilled, corr)
+        maps = LF.activation_maps(model, x, ["blocks.0", "patch_embed"])
+        assert maps["blocks.0"].shape == maps["patch_embed"].shape == (4, 16, 4, 4)
+
+
+# ----------------------------------------------------------------------------- state, validation
+def _token_calls():
+    return {
+        "grad_cam": lambda m, x: LF.grad_cam(m, x),
+        "grad_cam_pp": lambda m, x: LF.grad_cam_pp(m, x, 1, layer=LAST_LN1),
+        "activation_maps": lambda m, x: LF.activation_maps(
+            m, x, ["encoder.layers.encoder_layer_0"]
+        ),
+        "neuron_gradient": lambda m, x: LF.neuron_gradient(
+            m, x, neuron=("encoder.layers.encoder_layer_1", 2)
+        ),
+        "default_cam_layer": lambda m, x: LF.default_transformer_cam_layer(m, x),
+        "guided_grad_cam": lambda m, x: LF.guided_grad_cam(m, x, 0),
+    }
+
+
+@pytest.mark.parametrize("name", list(_token_calls()))
+@pytest.mark.parametrize("context", ["plain", "inference_mode"])
+def test_token_methods_leave_the_vit_unchanged(fx, x, name, context):
+    model = fx.messy_state(fx.make(lambda: nontrivial(tiny_vit())))
+    before = fx.snapshot(model)
+    ctx = torch.inference_mode if context == "inference_mode" else torch.enable_grad
+    with ctx():
+        out = _token_calls()[name](model, x.clone())
+    fx.assert_unchanged(model, before)
+    if isinstance(out, torch.Tensor):
+        assert torch.isfinite(out).all()
+
+
+def test_reshape_validation(vit, x):
+    with pytest.raises(TypeError, match="`reshape` must be None, a TokenLayout or a callable"):
+        LF.grad_cam(vit, x, layer=LAST_LN1, reshape="tokens")
+    with pytest.raises(TypeError, match="`reshape` must be"):
+        LF.activation_maps(vit, x, [LAST_LN1], reshape=3)
+    with pytest.raises(TypeError, match="`reshape` must be"):
+        LF.neuron_gradient(vit, x, neuron=(LAST_LN1, 0), reshape=3)
+    with pytest.raises(ValueError, match=r"reshape of layer '.*ln_1' must give \(N, D, h, w\)"):
+        LF.grad_cam(vit, x, layer=LAST_LN1, reshape=lambda t: t)
+    with pytest.raises(ValueError, match=r"17 tokens do not fit a 2x2 patch grid plus 1 prefix"):
+        LF.grad_cam(vit, x, layer=LAST_LN1, reshape=LF.TokenLayout((32, 32), (16, 16), 1))
+    assert not has_hooks(vit)
+
+
+def test_cnn_cams_unchanged_by_the_reshape_step(small_cnn, images):
+    # the CNN path does not go through a reshape: same maps with reshape=None as before,
+    # and an identity reshape on a conv layer changes nothing
+    plain = LF.grad_cam(small_cnn, images, TARGET, layer="conv3")
+    _close(plain, LF.grad_cam(small_cnn, images, TARGET, layer="conv3", reshape=lambda t: t))
+    assert LF.default_cam_layer(small_cnn, images) == "conv3"
+    with pytest.raises(ValueError, match=r"CAMs need a layer with \(N, C, h, w\) output"):
+        LF.grad_cam(small_cnn, images, layer="fc")
+    assert isinstance(small_cnn.fc, nn.Linear)
+
+
+def test_token_methods_through_a_model_view_of_a_wrapped_vit(vit, x):
+    """The callbacks call the methods on ModelView(LightningModule-like wrapper): layer
+    names are the user's model's, and every result equals the bare model's."""
+    view = LF.ModelView(Holder(vit))
+    name = f"model.{LAST_LN1}"
+    assert LF.default_cam_layer(view, x[:1]) == name
+    _close(LF.grad_cam(view, x, TARGET), LF.grad_cam(vit, x, TARGET))
+    assert LF.default_transformer_activation_layers(view, x[:1]) == [
+        "model.encoder.layers.encoder_layer_0",
+        "model.encoder.layers.encoder_layer_1",
+    ]
+    maps = LF.activation_maps(view, x, [name])[name]
+    _close(maps, LF.activation_maps(vit, x, [LAST_LN1])[LAST_LN1])
+    assert maps.shape == (4, 16, 4, 4)
+    _close(
+        LF.neuron_gradient(view, x, neuron=(name, 3)),
+        LF.neuron_gradient(vit, x, neuron=(LAST_LN1, 3)),
+    )
