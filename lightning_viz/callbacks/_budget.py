@@ -14,7 +14,10 @@ The rule, at each epoch end, for the callbacks due by their ``every_n_epochs``:
 2. Steady state: each other callback gets an interval ``k`` (a multiple of its
    ``every_n_epochs``) so that ``sum(cost / k) <= max_overhead * epoch seconds``; the
    costliest (largest ``cost / k``) is spaced out first. A callback runs only when at
-   least ``k`` epochs passed since its last run.
+   least ``k`` epochs passed since its last run. Epoch seconds are the median of the
+   epochs so far and a cost the median of the callback's runs, and an interval moves
+   only by more than a tenth up or a quarter down, so timing noise does not make the
+   intervals (and the lines announcing them) flicker.
 3. Recurring total: the cheapest due callbacks run first, as long as the recurring
    work (every run after a callback's first, without one-time work such as building
    cue-conflict images) stays within ``max_overhead`` of the training time so far;
@@ -25,11 +28,14 @@ The rule, at each epoch end, for the callbacks due by their ``every_n_epochs``:
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Candidate", "OverheadBudget"]
+
+_WINDOW = 50  # epochs (and runs) the medians look back on
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,12 @@ class OverheadBudget:
         self.spent = 0.0  # callback seconds: runs, setups, background work
         self.recurring = 0.0  # runs after each callback's first, one-time work excluded
         self.cost: dict[str, float] = {}  # seconds of each callback's latest run
+        self.totals: dict[str, float] = {}  # all seconds of each callback in this fit
         self.last_run: dict[str, int] = {}  # epoch of each callback's latest run
         self.interval: dict[str, int] = {}  # current steady-state interval (epochs)
         self.every: dict[str, int] = {}  # each callback's own every_n_epochs
+        self._epochs: list[float] = []  # training seconds of each epoch so far
+        self._runs: dict[str, list[float]] = {}  # each callback's recent run costs
         self._mark: tuple[float, float] | None = None  # (elapsed, spent) at the last plan
 
     # ------------------------------------------------------------------ seconds
@@ -80,13 +89,17 @@ class OverheadBudget:
             once: One-time work (setup, a cache built once): counted, never a cost.
         """
         self.spent += seconds
+        self.totals[key] = self.totals.get(key, 0.0) + seconds
         if once:
             return
         recurring = key in self.cost  # not the callback's first run
         if run:
             self.cost[key] = seconds
+            self._runs.setdefault(key, []).append(seconds)
+            del self._runs[key][:-_WINDOW]
         elif key in self.cost:  # background work belongs to the latest run
             self.cost[key] += seconds
+            self._runs[key][-1] += seconds
         if recurring:
             self.recurring += seconds
 
@@ -109,8 +122,9 @@ class OverheadBudget:
         self._mark = (elapsed, self.spent)
         if max_overhead is None:
             return [c.key for c in candidates], {}
-        epoch_seconds = max((elapsed - last[0]) - (self.spent - last[1]), 1e-9)
-        changed = self._intervals(candidates, max_overhead * epoch_seconds)
+        self._epochs.append(max((elapsed - last[0]) - (self.spent - last[1]), 1e-9))
+        del self._epochs[:-_WINDOW]
+        changed = self._intervals(candidates, max_overhead * statistics.median(self._epochs))
         training = max(elapsed - self.spent, 1e-9)
         planned = self.recurring
         run: list[str] = []
@@ -135,16 +149,20 @@ class OverheadBudget:
         out first; returns the ones that changed."""
         self.every.update({c.key: c.every_n_epochs for c in candidates})
         fixed = {c.key for c in candidates if c.protected}
-        k = {key: self.every.get(key, 1) for key in self.cost}
-        while sum(self.cost[key] / k[key] for key in k) > per_epoch:
-            adjustable = [key for key in k if key not in fixed and self.cost[key] > 0]
+        cost = {key: statistics.median(runs) for key, runs in self._runs.items()}
+        k = {key: self.every.get(key, 1) for key in cost}
+        while sum(cost[key] / k[key] for key in k) > per_epoch:
+            adjustable = [key for key in k if key not in fixed and cost[key] > 0]
             if not adjustable:
                 break
-            worst = max(adjustable, key=lambda key: self.cost[key] / k[key])
+            worst = max(adjustable, key=lambda key: cost[key] / k[key])
             k[worst] += self.every.get(worst, 1)
             if k[worst] > 10_000:  # a budget too small for anything: stop here
                 break
         previous = {key: self.interval.get(key, self.every.get(key, 1)) for key in k}
+        for key, n in k.items():  # move by more than a tenth up, a quarter down (noise)
+            if previous[key] * 0.75 <= n <= previous[key] * 1.1:
+                k[key] = previous[key]
         changed = {key: n for key, n in k.items() if previous[key] != n}
         self.interval.update(k)
         return changed
