@@ -21,6 +21,8 @@ from lightning_viz.compare import add_compare_parser, run_compare
 __all__ = ["build_callbacks", "main"]
 
 _MIN_VAL = 10  # validation images the demo needs: two per class, for every probe
+# (epochs, learning rate) when not given: the ViT learns slower, at a smaller step
+DEMO_DEFAULTS = {"small": (12, 3e-3), "resnet18": (12, 3e-3), "vit": (15, 1e-3)}
 
 
 def build_callbacks(class_names: list[str], args: argparse.Namespace) -> list[Any]:
@@ -121,12 +123,21 @@ def _demo(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightning-viz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a small CNN on the built-in data with every callback")
-    demo.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    demo = sub.add_parser(
+        "demo", help="train a small model on the built-in data with every callback"
+    )
+    demo.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default 12; vit: 15)"
+    )
     demo.add_argument(
         "--output-dir", default="lightning_logs", help="log dir (default ./lightning_logs)"
     )
-    demo.add_argument("--model", choices=("small", "resnet18"), default="small")
+    demo.add_argument(
+        "--model",
+        choices=tuple(DEMO_DEFAULTS),
+        default="small",
+        help="small CNN, torchvision ResNet-18 or a small Vision Transformer (default small)",
+    )
     demo.add_argument("--data", choices=("shapes", "digits"), default="shapes")
     demo.add_argument(
         "--texture-correlation",
@@ -142,7 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--train-size", type=int, default=2000)
     demo.add_argument("--val-size", type=int, default=500)
-    demo.add_argument("--lr", type=float, default=3e-3)
+    demo.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default 3e-3; vit: 1e-3)"
+    )
     demo.add_argument(
         "--fast", action="store_true", help="smoke run: every callback looks at fewer images"
     )
@@ -152,7 +165,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo_error(args: argparse.Namespace) -> str | None:
-    """The first demo option that cannot work, as a message, or ``None``."""
+    """The first demo option that cannot work, as a message, or ``None``.
+
+    Fills in the model's default ``--epochs`` and ``--lr`` first.
+    """
+    epochs, lr = DEMO_DEFAULTS[args.model]
+    args.epochs = epochs if args.epochs is None else args.epochs
+    args.lr = lr if args.lr is None else args.lr
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
         (args.lr > 0 and math.isfinite(args.lr), f"--lr must be a positive number, got {args.lr}"),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,11 +16,12 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def read_events(logdir: str) -> dict[str, dict[str, list[Any]]]:
-    """All scalars and images under ``logdir``: {"scalars": {tag: [(step, value)]},
-    "images": {tag: [(step, width, height, png_bytes)]}}."""
+    """All scalars, images and tensors under ``logdir``: {"scalars": {tag: [(step,
+    value)]}, "images": {tag: [(step, width, height, png_bytes)]}, "tensors": {tag:
+    [(step, [bytes, ...])]}} (text summaries and plugin data are tensors of strings)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out: dict[str, dict[str, list[Any]]] = {"scalars": {}, "images": {}}
+    out: dict[str, dict[str, list[Any]]] = {"scalars": {}, "images": {}, "tensors": {}}
     files = sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True))
     for path in files:
         acc = EventAccumulator(path, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
@@ -29,7 +33,38 @@ def read_events(logdir: str) -> dict[str, dict[str, list[Any]]]:
             out["images"].setdefault(tag, []).extend(
                 (e.step, e.width, e.height, e.encoded_image_string) for e in acc.Images(tag)
             )
+        for tag in tags.get("tensors", []):  # text and plugin data (custom-scalars layout)
+            out["tensors"].setdefault(tag, []).extend(
+                (e.step, e.tensor_proto.string_val) for e in acc.Tensors(tag)
+            )
     return out
+
+
+@contextlib.contextmanager
+def lightning_info() -> Iterator[list[str]]:
+    """Collects the messages of Lightning's rank-zero logging (``rank_zero_info``).
+
+    Lightning's loggers do not propagate to the root logger (so ``caplog`` misses them)
+    and the logger used depends on which flavour was imported last: both are watched.
+    """
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = _Collect(level=logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
 
 
 def decode_png(data: bytes) -> torch.Tensor:

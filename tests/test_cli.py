@@ -84,3 +84,31 @@ def test_demo_runs_and_prints_the_tensorboard_line(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {out}" in printed
     assert list(out.glob("demo_shapes_small/version_0/events.out.tfevents.*"))
+
+
+def test_demo_model_choices_are_the_demo_models(tmp_path):
+    from lightning_viz.data.models import MODEL_NAMES
+
+    assert tuple(cli.DEMO_DEFAULTS) == MODEL_NAMES
+
+    def resolved(*argv: str) -> tuple[int, float]:
+        args = cli._parser().parse_args(["demo", *argv, "--output-dir", str(tmp_path)])
+        assert cli._demo_error(args) is None
+        return args.epochs, args.lr
+
+    assert resolved("--model", "vit") == (15, 1e-3)  # the ViT's own defaults
+    assert resolved("--model", "vit", "--epochs", "2", "--lr", "0.01") == (2, 0.01)
+    assert resolved() == (12, 3e-3)
+
+
+def test_demo_runs_a_vision_transformer(tmp_path, capsys):
+    out = tmp_path / "logs"
+    argv = ["demo", "--model", "vit", "--epochs", "1", "--train-size", "64"]
+    code = cli.main([*argv, "--val-size", "40", "--output-dir", str(out), "--fast"])
+    assert code == 0
+    assert "Traceback" not in capsys.readouterr().err
+    from tests.conftest import read_events
+
+    images = read_events(str(out / "demo_shapes_vit" / "version_0"))["images"]
+    assert "saliency/rollout" in images and "saliency/grad_rollout" in images
+    assert not any("conv_proj" in t for t in images if t.startswith(("gradcam/", "activations/")))

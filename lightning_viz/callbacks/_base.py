@@ -33,10 +33,12 @@ from lightning_viz._guard import ModelView, make_generator, preserve_state, unwr
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.callbacks._compat import CALLBACK_BASES, rank_zero_warn
 from lightning_viz.callbacks._coordinator import Coordinator
+from lightning_viz.callbacks._dashboard import describe_options
 from lightning_viz.callbacks._log import RunLog, find_tensorboard
 from lightning_viz.callbacks._probe import Probe, load_probe
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, num_classes, predict
+from lightning_viz.functional.tokens import Reshape, grid_reader
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 
@@ -143,11 +145,23 @@ class RunContext:
             return labels.float().argmax(dim=1) if self.task == "multilabel" else labels  # type: ignore[union-attr]
         return torch.full_like(self.predicted, int(option))
 
-    def layer_outputs(self, layers: dict[str, nn.Module]) -> dict[str, tuple[int, ...]]:
-        """Output shape of each layer for the first probe image (one forward)."""
+    def layer_outputs(
+        self, layers: dict[str, nn.Module], reshape: Reshape | None = None
+    ) -> dict[str, tuple[int, ...]]:
+        """Output shape of each layer for the first probe image (one forward).
+
+        Token layers of known transformers (or every layer, with ``reshape``) are read
+        as grids ``(1, D, h, w)`` first, as the methods read them.
+        """
         with torch.no_grad(), capture_outputs(layers) as store:
             self.view(self.pixels[:1])
-        return {name: tuple(store[name].shape) for name in layers if name in store}
+        size = tuple(self.pixels.shape[-2:])
+        shapes = {}
+        for name in layers:
+            if name in store:
+                read = grid_reader(self.module, name, size, reshape)
+                shapes[name] = tuple((store[name] if read is None else read(store[name])).shape)
+        return shapes
 
     # ------------------------------------------------ probe work split across ranks
     @property
@@ -204,27 +218,32 @@ class RunContext:
                 target,
             )
 
-    def check_neuron(self, neuron: tuple[str, int] | None) -> None:
+    def check_neuron(self, neuron: tuple[str, int] | None, reshape: Reshape | None = None) -> None:
         """Raises for an unknown neuron layer or a channel the layer does not have."""
         if neuron is None:
             return
         name, module = resolve_layer(self.module, neuron[0])
-        shape = self.layer_outputs({name: module}).get(name)
+        shape = self.layer_outputs({name: module}, reshape).get(name)
         channels = shape[1] if shape is not None and len(shape) >= 2 else 0
         if neuron[1] >= channels:
             allowed = f"(layer, channel) with a channel in [0, {channels}) for layer {name!r}"
             fail("neuron", allowed, neuron)
 
-    def check_layer_maps(self, owner: str, names: Sequence[str], what: str) -> None:
-        """Raises unless each named layer outputs feature maps ``(N, C, h, w)``."""
-        shapes = self.layer_outputs({n: resolve_layer(self.module, n)[1] for n in names})
+    def check_layer_maps(
+        self, owner: str, names: Sequence[str], what: str, reshape: Reshape | None = None
+    ) -> None:
+        """Raises unless each named layer outputs feature maps ``(N, C, h, w)`` (token
+        layers of known transformers, or any layer through ``reshape``, count)."""
+        layers = {n: resolve_layer(self.module, n)[1] for n in names}
+        shapes = self.layer_outputs(layers, reshape)
         for name in names:
             shape = shapes.get(name)
             if shape is None or len(shape) != 4:
                 raise ValueError(
                     f"{owner}: layer {name!r} outputs "
                     f"{'nothing' if shape is None else f'shape {shape}'}, not feature maps "
-                    f"(N, C, h, w); {what} needs a convolutional layer"
+                    f"(N, C, h, w); {what} needs a convolutional layer, a transformer's token "
+                    "layer, or `reshape=` mapping the output to (N, C, h, w)"
                 )
 
 
@@ -563,22 +582,48 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._maybe_run(trainer, pl_module)
-        self._log_overhead(trainer)
+        self._epoch_end_once(trainer)
 
-    def _log_overhead(self, trainer: Any) -> None:
-        """``viz/overhead``, written once per epoch end by the last registered callback."""
-        coordinator = Coordinator.of(trainer)
-        if coordinator.callbacks and coordinator.callbacks[-1] is self:
+    def _epoch_end_once(self, trainer: Any) -> None:
+        """``viz/overhead`` and the summary text, once per epoch end (after every
+        callback ran: the last registered one writes them)."""
+        if self._is_last(trainer):
+            coordinator = Coordinator.of(trainer)
             coordinator.log_overhead(trainer)
+            coordinator.write_epoch_summary(trainer)
+
+    def _is_last(self, trainer: Any) -> bool:
+        """Whether this is the trainer's last registered lightning-viz callback."""
+        callbacks = Coordinator.of(trainer).callbacks
+        return bool(callbacks) and callbacks[-1] is self
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        summary = Coordinator.of(trainer).summary
-        if summary is not None:  # a resumed run forgets what came after its checkpoint
-            summary.drop_after(trainer.current_epoch - 1)
+        coordinator = Coordinator.of(trainer)
+        if coordinator.summary is not None:  # a resumed run forgets what came after it
+            coordinator.summary.drop_after(trainer.current_epoch - 1)
+        coordinator.start_run(trainer)  # layout and configuration, once per run
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        Coordinator.of(trainer).shutdown(wait=True)  # pending background work is written
-        self._log_overhead(trainer)  # the whole fit
+        coordinator = Coordinator.of(trainer)
+        coordinator.shutdown(wait=True)  # pending background work is written
+        if self._is_last(trainer):
+            coordinator.log_overhead(trainer)  # the whole fit
+            coordinator.print_summary(trainer)
+
+    # ------------------------------------------------------------ TensorBoard view
+    def layout(self) -> dict[str, dict[str, list[str]]]:
+        """This callback's charts in the run's custom-scalars layout.
+
+        Returns:
+            ``{category: {chart title: [scalar tags]}}`` with category keys of
+            :data:`~lightning_viz.callbacks._dashboard.CATEGORIES`; the coordinator adds
+            the callback's ``viz/.../seconds``. Known after ``setup``.
+        """
+        return {}
+
+    def config(self) -> dict[str, str]:
+        """The options this callback was built with, as text (the run's configuration)."""
+        return describe_options(self, [type(self).__init__, VizCallback.__init__])
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         Coordinator.of(trainer).shutdown(wait=False)

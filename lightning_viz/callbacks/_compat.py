@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytorch_lightning as _pl
 from pytorch_lightning.loggers import TensorBoardLogger as _PLTensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 CALLBACK_BASES: tuple[type, ...] = (_pl.Callback,)
 TENSORBOARD_LOGGERS: tuple[type, ...] = (_PLTensorBoardLogger,)
@@ -23,4 +23,4 @@ else:
     CALLBACK_BASES = (*CALLBACK_BASES, _lpt.Callback)
     TENSORBOARD_LOGGERS = (*TENSORBOARD_LOGGERS, _LTensorBoardLogger)
 
-__all__ = ["CALLBACK_BASES", "TENSORBOARD_LOGGERS", "rank_zero_warn"]
+__all__ = ["CALLBACK_BASES", "TENSORBOARD_LOGGERS", "rank_zero_info", "rank_zero_warn"]

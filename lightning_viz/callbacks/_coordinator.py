@@ -21,7 +21,15 @@ from typing import Any
 import torch
 
 from lightning_viz.callbacks._budget import Candidate, OverheadBudget
-from lightning_viz.callbacks._compat import rank_zero_warn
+from lightning_viz.callbacks._compat import rank_zero_info, rank_zero_warn
+from lightning_viz.callbacks._dashboard import (
+    SummaryRow,
+    config_markdown,
+    console_table,
+    custom_scalars_layout,
+    summary_markdown,
+    summary_rows,
+)
 from lightning_viz.summary import RunSummary
 
 __all__ = ["Coordinator", "DeferredJob"]
@@ -67,6 +75,8 @@ class Coordinator:
         self._said: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._jobs: list[DeferredJob] = []
+        self._started = False  # layout and configuration written
+        self._last_table: tuple[int, list[SummaryRow]] | None = None  # for the console
 
     @classmethod
     def of(cls, trainer: Any) -> Coordinator:
@@ -156,6 +166,55 @@ class Coordinator:
         if writer is not None and math.isfinite(value):
             writer.add_scalar("viz/overhead", value, int(trainer.global_step))
             writer.flush()
+
+    # ------------------------------------------------------------ TensorBoard view
+    def _writer(self, trainer: Any) -> Any:
+        """The TensorBoard writer on global rank 0, else ``None``."""
+        if not trainer.is_global_zero:
+            return None
+        return getattr(self.logger, "experiment", None)
+
+    def layout(self) -> dict[str, dict[str, list[Any]]]:
+        """The custom-scalars layout of every enabled callback, ``viz/`` costs last."""
+        active = [cb for cb in self.callbacks if cb._enabled]
+        cost = {"cost": {"seconds per run": [cb._seconds_tag() for cb in active]}}
+        cost["cost"]["overhead (callback / training seconds)"] = ["viz/overhead"]
+        return custom_scalars_layout([*(cb.layout() for cb in active), cost])
+
+    def start_run(self, trainer: Any) -> None:
+        """Writes the custom-scalars layout and the configuration text, once per run."""
+        if self._started:
+            return
+        self._started = True
+        writer = self._writer(trainer)
+        if writer is None:
+            return
+        writer.add_custom_scalars(self.layout())
+        active = [cb for cb in self.callbacks if cb._enabled]
+        writer.add_text("lightning_viz/config", config_markdown(active), int(trainer.global_step))
+        writer.flush()
+
+    def write_epoch_summary(self, trainer: Any) -> None:
+        """Text ``lightning_viz/summary`` at an epoch a probe ran: every probe metric of
+        the epoch with its interval and changes, and the epoch's alerts."""
+        if self.summary is None:
+            return
+        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        rows = summary_rows(self.summary, epoch)
+        if not rows:
+            return
+        self._last_table = (epoch, rows)
+        writer = self._writer(trainer)
+        if writer is not None:
+            alerts = [a for a in self.summary.alerts if a["epoch"] == epoch]
+            text = summary_markdown(rows, epoch, step, alerts)
+            writer.add_text("lightning_viz/summary", text, step)
+            writer.flush()
+
+    def print_summary(self, trainer: Any) -> None:
+        """The last summary table in the console (Lightning's rank-zero logging)."""
+        if self._last_table is not None and trainer.is_global_zero:
+            rank_zero_info(console_table(self._last_table[1], self._last_table[0]))
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""

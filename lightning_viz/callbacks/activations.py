@@ -9,10 +9,15 @@ import torch
 from torch import nn
 
 from lightning_viz import render
-from lightning_viz._checks import check_int, check_layer_names
+from lightning_viz._checks import check_int, check_layer_names, check_reshape
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional._grad import conv_layers, resolve_layer
 from lightning_viz.functional.saliency import activation_maps
+from lightning_viz.functional.tokens import (
+    Reshape,
+    default_transformer_activation_layers,
+    is_transformer,
+)
 
 __all__ = ["ActivationLogger"]
 
@@ -31,12 +36,17 @@ class ActivationLogger(VizCallback):
 
     Writes image ``activations/<layer>``: per probe image one row of tiles, the
     input image first, then up to ``max_channels`` channels, each min-max
-    normalized on its own.
+    normalized on its own. A transformer's token layer ``(N, T, D)`` is shown as
+    its grid of patches, one tile per feature ``d``.
 
     Args:
-        layers: Dotted layer names. Default: an early, a middle and a late conv.
+        layers: Dotted layer names. Default: an early, a middle and a late conv, or
+            on a transformer an early, a middle and a late encoder block
+            (:func:`~lightning_viz.functional.default_transformer_activation_layers`).
         num_samples: Probe images. Default: 2.
         max_channels: Most channels shown per layer. Default: 32.
+        reshape: Maps every listed layer's output to ``(N, D, h, w)`` for a model
+            whose token layout is not detected. Default: ``None``.
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 
@@ -47,18 +57,22 @@ class ActivationLogger(VizCallback):
         layers: Sequence[str] | None = None,
         num_samples: int = 2,
         max_channels: int = 32,
+        reshape: Reshape | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
         self.layers = check_layer_names(layers, "layers")
         self.max_channels = check_int(max_channels, "max_channels", minimum=1)
+        self.reshape = check_reshape(reshape)
         self._chosen: list[str] = []
 
     def key_args(self) -> dict[str, Any]:
         return {"layers": self.layers}
 
     def check(self, ctx: RunContext) -> None:
-        if self.layers is None:
+        if self.layers is None and is_transformer(ctx.module):
+            self._chosen = default_transformer_activation_layers(ctx.view, ctx.pixels[:1])
+        elif self.layers is None:
             self._chosen = default_layers(ctx.module)
             if not self._chosen:
                 raise NotApplicableError(
@@ -67,11 +81,11 @@ class ActivationLogger(VizCallback):
                 )
         else:
             self._chosen = [resolve_layer(ctx.module, n)[0] for n in self.layers]
-        ctx.check_layer_maps("ActivationLogger", self._chosen, "a feature-map view")
+        ctx.check_layer_maps("ActivationLogger", self._chosen, "a feature-map view", self.reshape)
 
     def run(self, ctx: RunContext) -> None:
         layers = {n: resolve_layer(ctx.module, n)[1] for n in self._chosen}
-        maps = activation_maps(ctx.view, ctx.pixels, list(layers.values()))
+        maps = activation_maps(ctx.view, ctx.pixels, list(layers.values()), reshape=self.reshape)
         # keys are names inside the view; the order is that of `layers`
         for name, act in zip(layers, maps.values(), strict=True):
             if act.dim() != 4:

@@ -255,6 +255,10 @@ class EmbeddingProjector(VizCallback):
         self._init_runtime()
         self._layer_name = layer_name
 
+    def layout(self) -> dict[str, dict[str, list[str]]]:
+        chart = "k-NN accuracy and silhouette"
+        return {"embeddings": {chart: [self.tag("knn_acc"), self.tag("silhouette")]}}
+
     def key_args(self) -> dict[str, Any]:
         return {"layer": self.layer, "projection": self.projection}
 
@@ -424,7 +428,7 @@ class EmbeddingProjector(VizCallback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
         Coordinator.of(trainer).harvest()
-        self._log_overhead(trainer)
+        self._epoch_end_once(trainer)
         if self._due(trainer):  # due, but no validation ran this epoch
             self.warn_once(
                 "no_val_epoch",

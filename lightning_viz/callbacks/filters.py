@@ -55,6 +55,17 @@ class FilterLogger(VizCallback):
     def key_args(self) -> dict[str, Any]:
         return {"layers": self.layers}
 
+    def layout(self) -> dict[str, dict[str, list[str]]]:
+        return {
+            "filters": {
+                f"{name}: weight norm and change": [
+                    self.tag(f"{name}/norm"),
+                    self.tag(f"{name}/change"),
+                ]
+                for name in self._chosen
+            }
+        }
+
     def _choose(self, module: nn.Module, image_shape: tuple[int, ...]) -> list[str]:
         pixels = math.prod(image_shape)
         if self.layers is not None:

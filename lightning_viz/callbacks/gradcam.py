@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning_viz.functional as LF
 from lightning_viz import render
-from lightning_viz._checks import check_choices, check_target, fail
+from lightning_viz._checks import check_choices, check_reshape, check_target, fail
 from lightning_viz.callbacks._base import (
     CAPTION_LABEL,
     NotApplicableError,
@@ -15,6 +15,7 @@ from lightning_viz.callbacks._base import (
     VizCallback,
 )
 from lightning_viz.functional._grad import conv_layers, resolve_layer
+from lightning_viz.functional.tokens import Reshape
 
 __all__ = ["GradCAMLogger"]
 
@@ -32,13 +33,23 @@ class GradCAMLogger(VizCallback):
     captioned with the true and predicted class. The backward pass runs only from
     the class score down to ``layer``.
 
+    On a Vision Transformer (torchvision ViT/Swin/MaxViT, timm ViT/DeiT) the
+    layer's token output ``(N, T, D)`` is read as a grid of patches (class and
+    register tokens dropped) and the default layer is the first norm of the last
+    encoder block, never the patch embedding (``conv_proj``).
+
     Args:
         layer: Dotted name of the layer to explain. Default: the last conv layer
-            whose output still has spatial extent (found at ``setup``).
+            whose output still has spatial extent, or on a transformer
+            :func:`~lightning_viz.functional.default_transformer_cam_layer` (found at
+            ``setup``).
         methods: Any of ``"gradcam"``, ``"gradcam++"``, ``"guided_gradcam"``.
             Default: ``("gradcam",)``.
         target: ``"predicted"``, ``"true"`` or a class index. Default: ``"predicted"``.
         num_samples: Probe images. Default: 8.
+        reshape: Maps ``layer``'s output to ``(N, D, h, w)`` for a model whose token
+            layout is not detected (as pytorch-grad-cam's ``reshape_transform``).
+            Default: ``None``.
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 
@@ -51,6 +62,7 @@ class GradCAMLogger(VizCallback):
         methods: Sequence[str] = ("gradcam",),
         target: str | int = "predicted",
         num_samples: int = 8,
+        reshape: Reshape | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
@@ -59,6 +71,7 @@ class GradCAMLogger(VizCallback):
         self.layer = layer
         self.methods = check_choices(methods, "methods", METHODS)
         self.target = check_target(target)
+        self.reshape = check_reshape(reshape)
         self._layer_name: str | None = None
 
     def key_args(self) -> dict[str, Any]:
@@ -68,7 +81,7 @@ class GradCAMLogger(VizCallback):
         ctx.check_target("GradCAMLogger", self.target)
         if self.layer is not None:
             self._layer_name = resolve_layer(ctx.module, self.layer)[0]
-        elif not conv_layers(ctx.module):
+        elif not conv_layers(ctx.module) and not LF.is_transformer(ctx.module):
             names = [n for n, _ in ctx.module.named_modules() if n]
             raise NotApplicableError(
                 "GradCAMLogger needs a convolutional layer (nn.Conv2d) and the model has none; "
@@ -77,7 +90,7 @@ class GradCAMLogger(VizCallback):
             )
         else:
             self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
-        ctx.check_layer_maps("GradCAMLogger", [self._layer_name], "Grad-CAM")
+        ctx.check_layer_maps("GradCAMLogger", [self._layer_name], "Grad-CAM", self.reshape)
 
     def run(self, ctx: RunContext) -> None:
         _, layer = resolve_layer(ctx.module, self._layer_name)
@@ -86,7 +99,8 @@ class GradCAMLogger(VizCallback):
         images = ctx.pixels.float().cpu()
         scale = render.display_scale(images)
         for method in self.methods:
-            maps = METHODS[method](ctx.view, ctx.pixels, target, layer=layer).float().cpu()
+            maps = METHODS[method](ctx.view, ctx.pixels, target, layer=layer, reshape=self.reshape)
+            maps = maps.float().cpu()
             norm = render.normalize_maps(maps)
             second = (
                 render.overlay(images, norm)

@@ -15,6 +15,7 @@ from lightning_viz._checks import (
     check_float,
     check_int,
     check_neuron,
+    check_reshape,
     check_target,
     fail,
 )
@@ -23,11 +24,34 @@ from lightning_viz.callbacks._base import (
     RunContext,
     VizCallback,
 )
+from lightning_viz.callbacks._compat import rank_zero_info
 from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional.relu_rules import relu_family_summary
+from lightning_viz.functional.rollout import supports_rollout
+from lightning_viz.functional.tokens import Reshape
 
 __all__ = ["SaliencyLogger"]
 
-METHODS = ("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "deconvnet")
+METHODS = (
+    "vanilla",
+    "smoothgrad",
+    "integrated_gradients",
+    "guided_backprop",
+    "deconvnet",
+    "rollout",
+    "grad_rollout",
+)
+# what ``methods=None`` asks for; the ones that do not apply to the model are skipped
+DEFAULT_METHODS = (
+    "vanilla",
+    "smoothgrad",
+    "guided_backprop",
+    "deconvnet",
+    "rollout",
+    "grad_rollout",
+)
+RELU_RULES = ("guided_backprop", "deconvnet")  # need a ReLU-family unit in the forward
+ROLLOUTS = ("rollout", "grad_rollout")  # need a ViT with a class token
 
 
 class SaliencyLogger(VizCallback):
@@ -43,10 +67,19 @@ class SaliencyLogger(VizCallback):
     ``saliency/neuron/<layer>/<channel>`` shows the gradient of that channel's mean
     activation instead of a class score.
 
+    ``"rollout"`` (attention rollout, Abnar & Zuidema 2020) and ``"grad_rollout"``
+    (gradient-weighted, Chefer et al. 2021) apply to Vision Transformers with a class
+    token; ``"guided_backprop"`` and ``"deconvnet"`` to models with ReLU-family units
+    (see :func:`~lightning_viz.functional.guided_backprop` for GELU, SiLU and the
+    like). With the default ``methods`` the ones that do not apply to the model are
+    skipped at ``setup`` with one info line; a method passed explicitly that does not
+    apply raises ``ValueError`` at ``setup``.
+
     Args:
         methods: Any of ``"vanilla"``, ``"smoothgrad"``, ``"integrated_gradients"``,
-            ``"guided_backprop"``, ``"deconvnet"``. Default: vanilla, smoothgrad,
-            guided backprop, deconvnet.
+            ``"guided_backprop"``, ``"deconvnet"``, ``"rollout"``, ``"grad_rollout"``.
+            Default: ``None``: vanilla, smoothgrad, guided backprop, deconvnet,
+            rollout and grad rollout, those that apply to the model.
         target: ``"predicted"`` (the predicted class), ``"true"`` (the label) or a
             class index. Default: ``"predicted"``.
         neuron: ``(layer_name, channel)`` to explain one channel too. Default: ``None``.
@@ -56,6 +89,8 @@ class SaliencyLogger(VizCallback):
         smoothgrad_noise: Noise std as a fraction of each image's range. Default: 0.15.
         ig_steps: Integration steps of Integrated Gradients. Default: 32.
         mask_quantile: Pixels above this quantile of a map form its segmentation.
+        reshape: Maps the ``neuron`` layer's output to ``(N, D, h, w)`` for a model
+            whose token layout is not detected. Default: ``None``.
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 
@@ -64,7 +99,7 @@ class SaliencyLogger(VizCallback):
 
     def __init__(
         self,
-        methods: Sequence[str] = ("vanilla", "smoothgrad", "guided_backprop", "deconvnet"),
+        methods: Sequence[str] | None = None,
         target: str | int = "predicted",
         neuron: tuple[str, int] | None = None,
         num_samples: int = 8,
@@ -73,10 +108,16 @@ class SaliencyLogger(VizCallback):
         smoothgrad_noise: float = 0.15,
         ig_steps: int = 32,
         mask_quantile: float = 0.8,
+        reshape: Reshape | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
-        self.methods = check_choices(methods, "methods", METHODS)
+        self.explicit = methods is not None  # explicit methods raise where they do not apply
+        self.methods = (
+            DEFAULT_METHODS if methods is None else check_choices(methods, "methods", METHODS)
+        )
+        self.reshape = check_reshape(reshape)
+        self._active: tuple[str, ...] = self.methods  # those that apply, set at setup
         self.target = check_target(target)
         self.neuron = check_neuron(neuron)
         self.reduce = check_choice(reduce, "reduce", ("max", "sum"))
@@ -90,9 +131,40 @@ class SaliencyLogger(VizCallback):
     def key_args(self) -> dict[str, Any]:
         return {"methods": self.methods, "target": self.target, "neuron": self.neuron}
 
+    def layout(self) -> dict[str, dict[str, list[str]]]:
+        if self._probe is None or self._probe.masks is None:
+            return {}
+        return {"bias": {"saliency on the object": [self.tag("saliency_in_mask", family="bias")]}}
+
     def check(self, ctx: RunContext) -> None:
         ctx.check_target("SaliencyLogger", self.target)
-        ctx.check_neuron(self.neuron)
+        ctx.check_neuron(self.neuron, self.reshape)
+        reasons = self._not_applicable(ctx)
+        if self.explicit and reasons:
+            method, why = next(iter(reasons.items()))
+            fail("methods", f"methods that apply to this model ({why})", method)
+        self._active = tuple(m for m in self.methods if m not in reasons)
+        if reasons and "skipped" not in self._said:
+            self._said.add("skipped")
+            grouped: dict[str, list[str]] = {}
+            for method, why in reasons.items():
+                grouped.setdefault(why, []).append(repr(method))
+            rank_zero_info(
+                "SaliencyLogger skips its default methods "
+                + "; ".join(f"{', '.join(ms)} ({why})" for why, ms in grouped.items())
+            )
+
+    def _not_applicable(self, ctx: RunContext) -> dict[str, str]:
+        """Each requested method that does not apply to the model, with the reason."""
+        reasons = {}
+        if any(m in self.methods for m in RELU_RULES):
+            if not LF.relu_rule_counts(ctx.view, ctx.pixels[:1]):
+                why = "the forward runs no ReLU-family unit; " + relu_family_summary(ctx.module)
+                reasons.update({m: why for m in self.methods if m in RELU_RULES})
+        if any(m in self.methods for m in ROLLOUTS) and not supports_rollout(ctx.module):
+            why = "needs a Vision Transformer with a class token (torchvision or timm)"
+            reasons.update({m: why for m in self.methods if m in ROLLOUTS})
+        return reasons
 
     def _map(self, method: str, ctx: RunContext, target: Tensor) -> Tensor:
         x = ctx.pixels
@@ -114,16 +186,20 @@ class SaliencyLogger(VizCallback):
             )
         if method == "guided_backprop":
             return LF.guided_backprop(ctx.view, x, target, reduce=self.reduce)
-        return LF.deconvnet(ctx.view, x, target, reduce=self.reduce)
+        if method == "deconvnet":
+            return LF.deconvnet(ctx.view, x, target, reduce=self.reduce)
+        if method == "rollout":
+            return LF.attention_rollout(ctx.view, x)
+        return LF.grad_rollout(ctx.view, x, target)
 
     def run(self, ctx: RunContext) -> None:
         target = ctx.target(self.target)
         caps = ctx.captions(self)
         images = ctx.pixels.float().cpu()
-        maps = {m: self._map(m, ctx, target).float().cpu() for m in self.methods}
+        maps = {m: self._map(m, ctx, target).float().cpu() for m in self._active}
         for method, method_maps in maps.items():
             self._log_maps(ctx, self.tag(method), images, method_maps, caps)
-        first = maps[self.methods[0]]  # segmentation and the bias scalar use the first method
+        first = maps[self._active[0]]  # segmentation and the bias scalar use the first method
         mask = LF.saliency_mask(first, self.mask_quantile)
         rows = [images, render.to_rgb(mask.float())]
         row_labels = [CAPTION_LABEL, f"saliency > q{self.mask_quantile:g}"]
@@ -142,7 +218,11 @@ class SaliencyLogger(VizCallback):
             layer, channel = self.neuron
             _, module = resolve_layer(ctx.module, layer)
             neuron_maps = LF.neuron_gradient(
-                ctx.view, ctx.pixels, neuron=(module, channel), reduce=self.reduce
+                ctx.view,
+                ctx.pixels,
+                neuron=(module, channel),
+                reduce=self.reduce,
+                reshape=self.reshape,
             )
             tag = self.tag(f"neuron/{layer}/{channel}")
             self._log_maps(ctx, tag, images, neuron_maps.float().cpu(), caps)

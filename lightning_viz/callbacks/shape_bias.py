@@ -167,6 +167,15 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         self.cache_path: str | None = None  # the cache file of this run (generated images)
 
     # ----------------------------------------------------------------- metadata
+    def layout(self) -> dict[str, dict[str, list[str]]]:
+        names = ("shape_bias", "shape_acc", "texture_acc", "shape_only_acc", "texture_only_acc")
+        return {
+            "bias": {
+                "shape bias and cue accuracies": [self.tag(n) for n in names],
+                "shape bias regression": [self.tag("regression")],
+            }
+        }
+
     def key_args(self) -> dict[str, Any]:
         source = None if self.cue_conflict is None else type(self.cue_conflict).__name__
         return {"cue_conflict": source, "num_images": self.num_images}

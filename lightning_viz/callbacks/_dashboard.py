@@ -1,0 +1,254 @@
+"""What a person reads in TensorBoard besides the raw tags: the custom-scalars layout,
+the per-epoch summary table and the callbacks' configuration.
+
+Pure functions on tags, the run summary and the callbacks' options; the per-trainer
+coordinator writes what they build (once per run, or at each epoch a probe ran).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from lightning_viz.summary import MetricHistory, RunSummary
+
+__all__ = [
+    "CATEGORIES",
+    "SummaryRow",
+    "config_markdown",
+    "console_table",
+    "custom_scalars_layout",
+    "describe_options",
+    "layout_tags",
+    "summary_markdown",
+    "summary_rows",
+]
+
+# categories of the layout, in the order TensorBoard shows them
+CATEGORIES = {
+    "robustness": "lightning-viz: robustness",
+    "bias": "lightning-viz: bias",
+    "embeddings": "lightning-viz: embeddings",
+    "filters": "lightning-viz: filters",
+    "cost": "lightning-viz: cost",
+}
+_NOT_PROBE = ("viz/", "filters/")  # cost and weight norms: not in the summary table
+
+Charts = dict[str, dict[str, list[str]]]  # category key -> chart title -> scalar tags
+
+
+# ----------------------------------------------------------------------- layout
+def _pattern(tag: str) -> str:
+    """The custom-scalars regex that matches exactly ``tag``."""
+    return f"^{re.escape(tag)}$"
+
+
+def custom_scalars_layout(charts: Iterable[Charts]) -> dict[str, dict[str, list[Any]]]:
+    """Merges the callbacks' charts into one layout for ``SummaryWriter.add_custom_scalars``.
+
+    Args:
+        charts: Each callback's ``{category key: {chart title: [tags]}}``; category keys
+            are those of :data:`CATEGORIES` (another key becomes its own category).
+            A tag listed twice is kept at its first place only.
+
+    Returns:
+        ``{category: {chart: ["Multiline", [regex, ...]]}}``: one line per tag, each
+        regex matching exactly one tag (``^tag$``, escaped), categories in the order of
+        :data:`CATEGORIES`, charts without tags left out.
+    """
+    merged: dict[str, dict[str, list[str]]] = {}
+    seen: set[str] = set()
+    for part in charts:
+        for category, by_chart in part.items():
+            for chart, tags in by_chart.items():
+                fresh = [t for t in dict.fromkeys(tags) if t not in seen]
+                seen.update(fresh)
+                if fresh:
+                    merged.setdefault(category, {}).setdefault(chart, []).extend(fresh)
+    order = [*[c for c in CATEGORIES if c in merged], *[c for c in merged if c not in CATEGORIES]]
+    return {
+        CATEGORIES.get(c, c): {
+            chart: ["Multiline", [_pattern(t) for t in tags]] for chart, tags in merged[c].items()
+        }
+        for c in order
+    }
+
+
+def layout_tags(layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[str]:
+    """The tags a layout built by :func:`custom_scalars_layout` lists, in order."""
+    return [
+        re.sub(r"\\(.)", r"\1", pattern[1:-1])
+        for charts in layout.values()
+        for _, patterns in charts.values()
+        for pattern in patterns
+    ]
+
+
+# ---------------------------------------------------------------- summary table
+@dataclass(frozen=True)
+class SummaryRow:
+    """One metric at one epoch, with where it stands."""
+
+    tag: str
+    value: float
+    interval: tuple[float, float] | None
+    previous: tuple[int, float] | None  # (epoch, value) of the run before
+    best: tuple[int, float] | None  # (epoch, value) of the best run up to this epoch
+    watched: bool = False
+
+    @property
+    def since_previous(self) -> float | None:
+        return None if self.previous is None else self.value - self.previous[1]
+
+    @property
+    def since_best(self) -> float | None:
+        return None if self.best is None else self.value - self.best[1]
+
+
+def _is_probe_metric(tag: str) -> bool:
+    return not tag.startswith(_NOT_PROBE)
+
+
+def summary_rows(summary: RunSummary, epoch: int) -> list[SummaryRow]:
+    """Every probe metric recorded at ``epoch`` (cost and weight norms left out).
+
+    ``previous`` is the metric's latest earlier run; ``best`` its best run up to and
+    including ``epoch`` (in its direction of improvement).
+    """
+    rows = []
+    for tag in summary:
+        hist: MetricHistory = summary[tag]
+        rec = hist.epochs.get(epoch)
+        if rec is None or not _is_probe_metric(tag) or rec.value is None:
+            continue
+        before = hist.latest(max_epoch=epoch - 1) if epoch > 0 else None
+        best = hist.best(max_epoch=epoch)
+        rows.append(
+            SummaryRow(
+                tag=tag,
+                value=float(rec.value),
+                interval=rec.interval,
+                previous=None if before is None else (before.epoch, float(before.value)),
+                best=None if best is None else (best.epoch, float(best.value)),
+                watched=hist.watched,
+            )
+        )
+    return rows
+
+
+def _num(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.3f}"
+
+
+def _change(delta: float | None) -> str:
+    if delta is None:
+        return "—"
+    return "±0" if abs(delta) < 5e-4 else f"{delta:+.3f}"
+
+
+def _cells(row: SummaryRow) -> list[str]:
+    interval = "—" if row.interval is None else f"{row.interval[0]:.2f}–{row.interval[1]:.2f}"
+    previous = _change(row.since_previous)
+    if row.previous is not None:
+        previous += f" (epoch {row.previous[0]})"
+    best = _change(row.since_best)
+    if row.best is not None:
+        best += f" (best {_num(row.best[1])}, epoch {row.best[0]})"
+    name = f"**{row.tag}**" if row.watched else row.tag
+    return [name, _num(row.value), interval, previous, best]
+
+
+_HEADER = ["metric", "value", "95 % interval", "since the previous run", "since the best"]
+
+
+def _alert_words(alert: Mapping[str, Any]) -> str:
+    """One alert as a sentence."""
+    flips = ""
+    if alert.get("worse") is not None and alert.get("n") is not None:
+        flips = f"; {alert['worse']} of {alert['n']} probe samples got worse"
+    against = "this run's best" if alert.get("kind") == "best" else "the baseline run"
+    return (
+        f"`{alert['metric']}` regressed against {against}: "
+        f"{_num(float(alert.get('value', math.nan)))} vs "
+        f"{_num(float(alert.get('reference_value', math.nan)))} at epoch "
+        f"{alert.get('reference_epoch', '?')} (drop {float(alert.get('drop', math.nan)):.3f}"
+        f"{flips}, p = {float(alert.get('pvalue', math.nan)):.2g})"
+    )
+
+
+def summary_markdown(
+    rows: Sequence[SummaryRow], epoch: int, step: int, alerts: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    """The Markdown text of one epoch: the table of :func:`summary_rows` and its alerts."""
+    lines = [
+        f"**Epoch {epoch}** (step {step}) — watched metrics in bold; intervals are 95 % "
+        "Wilson intervals over the probe samples",
+        "",
+        "| " + " | ".join(_HEADER) + " |",
+        "|---|---:|---|---|---|",
+        *("| " + " | ".join(_cells(r)) + " |" for r in rows),
+        "",
+    ]
+    if alerts:
+        lines += [f"**{len(alerts)} alert{'s' if len(alerts) > 1 else ''}:**", ""]
+        lines += [f"- {_alert_words(a)}" for a in alerts]
+    else:
+        lines.append("No alert at this epoch.")
+    return "\n".join(lines)
+
+
+def console_table(rows: Sequence[SummaryRow], epoch: int) -> str:
+    """The same table as plain aligned text, for the console at the end of ``fit``."""
+    table = [_HEADER, *([c.replace("**", "") for c in _cells(r)] for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADER))]
+    out = [f"lightning-viz, epoch {epoch}:"]
+    for i, row in enumerate(table):
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- configuration
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"tensor {tuple(value.shape)}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if callable(value) and not isinstance(value, type):
+        return getattr(value, "__qualname__", type(value).__name__)
+    if isinstance(value, list | tuple) and value and isinstance(value[0], float):
+        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_options(obj: Any, owners: Sequence[Callable[..., Any]]) -> dict[str, str]:
+    """``{option: text}`` of the ``__init__`` arguments of ``owners`` that ``obj`` holds
+    as attributes of the same name (in signature order, ``**kwargs`` skipped)."""
+    out: dict[str, str] = {}
+    for init in owners:
+        for name, param in inspect.signature(init).parameters.items():
+            if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            if name not in out and hasattr(obj, name):
+                out[name] = _describe(getattr(obj, name))
+    return out
+
+
+def config_markdown(callbacks: Sequence[Any]) -> str:
+    """One Markdown table per callback: its options as built (the run's configuration)."""
+    parts = []
+    for cb in callbacks:
+        options = cb.config()
+        parts += [f"**{type(cb).__name__}** (tags `{cb.tag_prefix}/...`)", ""]
+        parts += ["| option | value |", "|---|---|"]
+        parts += [f"| {k} | `{v}` |" for k, v in options.items()]
+        parts.append("")
+    return "\n".join(parts).rstrip()

@@ -1,0 +1,216 @@
+"""Every callback on a Vision Transformer, and the gradient views on modern CNNs.
+
+Trains for real (one or two epochs of the built-in data), reads the event files back.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import lightning_viz as lv
+import lightning_viz.functional as LF
+from lightning_viz.data import LitClassifier
+from lightning_viz.data.models import vit_small
+from tests.conftest import (
+    all_callbacks,
+    decode_png,
+    fit,
+    lightning_info,
+    read_events,
+    small_datamodule,
+)
+
+NAMES = ["circle", "square", "triangle", "star", "cross"]
+LAST_BLOCK_NORM = "model.encoder.layers.encoder_layer_1.ln_1"
+
+
+def tiny_vit() -> LitClassifier:
+    """A 2-block torchvision ViT (conv stem, 4x4 patches: an 8x8 grid + class token)."""
+    torch.manual_seed(0)
+    return LitClassifier(vit_small(5, num_layers=2, hidden_dim=32, mlp_dim=64), lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vit")
+    callbacks = all_callbacks(class_names=NAMES, on_error="raise")
+    saliency = next(cb for cb in callbacks if isinstance(cb, lv.SaliencyLogger))
+    saliency.methods = (*saliency.methods, "rollout", "grad_rollout")
+    saliency.neuron = ("model.encoder.layers.encoder_layer_0", 3)
+    callbacks.append(
+        lv.SaliencyLogger(
+            num_samples=4, smoothgrad_samples=2, on_error="raise", tag_prefix="saliency_default"
+        )
+    )
+    trainer, model = fit(tmp, callbacks, epochs=2, model=tiny_vit())
+    return trainer, model, callbacks, read_events(str(tmp))
+
+
+def test_every_callback_writes_its_tags_on_a_vit(vit_run):
+    _, _, callbacks, ev = vit_run
+    images, scalars = ev["images"], ev["scalars"]
+    steps = [4, 8]
+    expected = [
+        "activations/model.encoder.layers.encoder_layer_0",
+        "activations/model.encoder.layers.encoder_layer_1",
+        "saliency/rollout",
+        "saliency/grad_rollout",
+        "saliency/guided_backprop",
+        "saliency/deconvnet",
+        "saliency/neuron/model.encoder.layers.encoder_layer_0/3",
+        "gradcam/gradcam",
+        "gradcam/gradcam++",
+        "gradcam/guided_gradcam",
+        "class_model/grid",
+        "bias/cue_conflict",
+    ]
+    for tag in expected:
+        assert tag in images, (tag, sorted(images))
+        assert [e[0] for e in images[tag]] == steps, tag
+    for tag in ("robustness/clean_acc", "bias/shape_bias", "embedding/knn_acc"):
+        assert [s for s, _ in scalars[tag]] == steps, tag
+    for cb in callbacks:
+        assert cb._enabled, type(cb).__name__  # none turned itself off
+    # Grad-CAM and the feature maps explain the encoder, never the patch embedding
+    views = [t for t in images if t.startswith(("gradcam/", "activations/"))]
+    assert views and not any("conv_proj" in t for t in views)
+    gradcam = next(cb for cb in callbacks if isinstance(cb, lv.GradCAMLogger))
+    assert gradcam._layer_name == LAST_BLOCK_NORM
+
+
+def test_vit_default_saliency_methods_include_the_rollouts(vit_run):
+    _, _, callbacks, ev = vit_run
+    default = callbacks[-1]
+    assert default._active == lv.callbacks.saliency.DEFAULT_METHODS  # every one applies
+    for method in default._active:
+        assert f"saliency_default/{method}" in ev["images"], method
+
+
+def test_embedding_projector_embeds_the_class_token(vit_run):
+    trainer, model, callbacks, _ = vit_run
+    projector = next(cb for cb in callbacks if isinstance(cb, lv.EmbeddingProjector))
+    assert projector._layer_name == "model.heads.head"  # its input: the class token after ln
+    dim = model.model.hidden_dim
+    tensors = list(trainer.logger.log_dir and _projector_tensors(trainer.logger.log_dir))
+    assert tensors and all(t.shape[1] == dim for t in tensors)
+
+
+def _projector_tensors(log_dir: str):
+    import glob
+
+    import numpy as np
+
+    for path in glob.glob(f"{log_dir}/**/tensors.tsv", recursive=True):
+        yield np.loadtxt(path, ndmin=2)
+
+
+def test_vit_gradcam_image_is_not_flat(vit_run):
+    _, _, _, ev = vit_run
+    (_, width, height, png) = ev["images"]["gradcam/gradcam"][-1]
+    img = decode_png(png).float()
+    overlay = img[height // 2 :]  # second row: the CAM over the image
+    assert overlay.std() > 5
+
+
+# -------------------------------------------------- default methods that do not apply
+class TanhCNN(nn.Module):
+    """A small CNN with no ReLU-family unit: guided backprop and deconvnet do not apply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.Tanh()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
+
+
+def test_default_methods_that_do_not_apply_are_skipped_with_one_info_line(tmp_path):
+    cb = lv.SaliencyLogger(num_samples=4, smoothgrad_samples=2, on_error="raise")
+    with lightning_info() as messages:
+        fit(tmp_path, [cb], epochs=1, model=LitClassifier(TanhCNN(), lr=1e-2))
+    assert cb._active == ("vanilla", "smoothgrad")
+    lines = [m for m in messages if "skips its default methods" in m]
+    assert len(lines) == 1
+    for method in ("guided_backprop", "deconvnet", "rollout", "grad_rollout"):
+        assert repr(method) in lines[0]
+    assert "act (Tanh)" in lines[0]  # names what the model uses instead
+    images = read_events(str(tmp_path))["images"]
+    assert {t for t in images if t.startswith("saliency/")} == {
+        "saliency/vanilla",
+        "saliency/smoothgrad",
+        "saliency/segmentation",
+    }
+
+
+@pytest.mark.parametrize(
+    ("methods", "model", "match"),
+    [
+        (("rollout",), None, r"`methods` must be methods that apply .*Vision Trans.*'rollout'"),
+        (("vanilla", "guided_backprop"), TanhCNN, r"no ReLU-family unit.*'guided_backprop'"),
+    ],
+)
+def test_explicit_method_that_does_not_apply_raises_at_setup(tmp_path, methods, model, match):
+    cb = lv.SaliencyLogger(methods=methods, num_samples=4, on_error="warn")
+    module = None if model is None else LitClassifier(model(), lr=1e-2)
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [cb], epochs=1, model=module)
+
+
+def test_gelu_network_guided_backprop_is_not_the_plain_gradient():
+    torch.manual_seed(0)
+    net = vit_small(5, num_layers=2, hidden_dim=32, mlp_dim=64).eval()
+    x = torch.rand(3, 3, 32, 32)
+    guided = LF.guided_backprop(net, x, reduce=None)
+    plain = LF.saliency(net, x, reduce=None)  # saliency is the abs gradient; compare signed
+    x2 = x.clone().requires_grad_(True)
+    net(x2).gather(1, net(x).argmax(1, keepdim=True)).sum().backward()
+    assert not torch.allclose(guided, x2.grad, atol=1e-6)
+    assert plain.shape == guided.shape
+
+
+# ------------------------------------------------- modern CNNs: the gradient views run
+def _cnn(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None, num_classes=5)
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"]
+)
+def test_gradient_views_on_torchvision_cnns_at_32px(tmp_path, name):
+    callbacks = [
+        lv.ActivationLogger(num_samples=2, max_channels=4, on_error="raise"),
+        lv.SaliencyLogger(
+            methods=("vanilla", "guided_backprop", "deconvnet"),
+            num_samples=2,
+            on_error="raise",
+        ),
+        lv.GradCAMLogger(methods=("gradcam", "gradcam++"), num_samples=2, on_error="raise"),
+    ]
+    dm = small_datamodule(train_size=16, val_size=10, batch_size=8)
+    fit(
+        tmp_path,
+        callbacks,
+        epochs=1,
+        model=LitClassifier(_cnn(name), lr=1e-3),
+        datamodule=dm,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+    )
+    images = read_events(str(tmp_path))["images"]
+    for tag in ("saliency/vanilla", "saliency/guided_backprop", "saliency/deconvnet"):
+        assert tag in images, (name, tag)
+    for tag in ("gradcam/gradcam", "gradcam/gradcam++"):
+        (_, _, height, png) = images[tag][-1]
+        overlay = decode_png(png).float()[height // 2 :]
+        assert overlay.std() > 1, (name, tag)  # a map, not a blank
+    assert len([t for t in images if t.startswith("activations/")]) == 3
+    for cb in callbacks:
+        assert cb._enabled
