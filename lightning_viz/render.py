@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import os
 import re
 from collections.abc import Sequence
 
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 _CAPTION_MARGIN = 2  # px of white space around caption lines
-_MIN_FONT, _MAX_FONT = 10, 48  # caption font sizes in px (a quarter of the tile width)
+_MIN_FONT, _MAX_FONT = 10, 48  # caption font sizes in px (a fifth of the tile width)
 _MAX_CAPTION_LINES = 6  # a longer caption is clipped with ".."
 _Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 _DPI = 80  # figures: 480 px wide at 6 in, enough for a TensorBoard card
@@ -229,20 +230,25 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def _font_size(tile_width: int) -> int:
-    """Caption and label font size in px: a quarter of the tile width, within
+    """Caption and label font size in px: a fifth of the tile width, within
     ``[_MIN_FONT, _MAX_FONT]``, so text keeps its size relative to the pictures when
     TensorBoard scales a grid down to its card."""
-    return int(min(max(round(tile_width / 4), _MIN_FONT), _MAX_FONT))
+    return int(min(max(round(tile_width / 5), _MIN_FONT), _MAX_FONT))
 
 
 @functools.lru_cache(maxsize=16)
 def _font(size: int) -> _Font:
-    """PIL's default font (Aileron) at ``size`` px; its fixed bitmap font where Pillow
-    cannot scale it (no FreeType, or Pillow older than 10.1)."""
+    """DejaVu Sans Bold (shipped with matplotlib) at ``size`` px: TensorBoard shrinks
+    pictures without smoothing, and bold strokes survive that. PIL's default font
+    where the file cannot be read."""
+    path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans-Bold.ttf")
     try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):
-        return ImageFont.load_default()
+        return ImageFont.truetype(path, size)
+    except (ImportError, OSError):
+        try:
+            return ImageFont.load_default(size=size)
+        except (TypeError, ImportError, OSError):  # no FreeType, or Pillow < 10.1
+            return ImageFont.load_default()
 
 
 def _line_height(font: _Font) -> int:
@@ -267,12 +273,12 @@ def _fit(text: str, font: _Font, width: int, *, more: bool = False) -> str:
 
 def _words(paragraph: str) -> list[tuple[str, str]]:
     """The pieces a line may break between, each with what joins it to the one before:
-    a space between words, nothing around ``->`` or after a ``.`` or ``_`` inside a
-    word (so ``"square->star"``, ``"model.block3.conv"`` and ``"guided_gradcam"`` can
-    wrap)."""
+    a space between words, nothing around ``->`` or after a ``.`` or ``_`` that a
+    letter follows (so ``"square->star"``, ``"model.block3.conv"`` and
+    ``"guided_gradcam"`` can wrap, and ``"0.93"`` stays whole)."""
     pieces = []
     for word in paragraph.split():
-        parts = [p for p in re.split(r"(?=->)|(?<=->)|(?<=[._])(?=\w)", word) if p]
+        parts = [p for p in re.split(r"(?=->)|(?<=->)|(?<=[._])(?=[^\W\d])", word) if p]
         pieces += [(p, " " if i == 0 else "") for i, p in enumerate(parts)]
     return pieces
 
@@ -341,7 +347,7 @@ def _compose(
     means no caption band under that row; every band is as tall as the grid's
     tallest (wrapped) caption. ``row_labels[r]`` is drawn left of row ``r``, wrapped
     to the label column. ``gaps[r]`` is extra space above row ``r``. Text is drawn
-    with a font proportional to the tile width (:func:`_font_size`).
+    in bold, with a font proportional to the tile width (:func:`_font_size`).
     """
     th, tw = tile_hw
     font = _font(_font_size(tw))
@@ -419,12 +425,12 @@ def image_grid(
     its top-left pixel is at
     ``(padding + row * (H*scale + band + padding), padding + col * (W*scale + padding))``
     where ``band`` is the caption band height (0 without captions), the same under
-    every row. Captions are drawn in black on a white band with PIL's default font
-    (not antialiased) at a quarter of the tile width (at least 10 px), so they keep
-    their size relative to the tiles when TensorBoard scales the picture down;
+    every row. Captions are drawn in black on a white band in DejaVu Sans Bold (not
+    antialiased) at a fifth of the tile width (at least 10 px), so they keep their
+    size relative to the tiles when TensorBoard scales the picture down;
     ``"\\n"`` starts a new line, a caption wider than the tile wraps at spaces (also
-    around ``->`` and after ``.`` and ``_``), and what still does not fit (a long
-    word, a seventh line) is clipped with ``..``.
+    around ``->``, and after a ``.`` or ``_`` before a letter), and what still does
+    not fit (a long word, a seventh line) is clipped with ``..``.
 
     Args:
         images: ``(N, C, H, W)``, ``C`` 1 or 3, float in ``[0, 1]`` or ``uint8``.

@@ -481,9 +481,9 @@ def test_caption_font_grows_with_the_tile():
         dark = (band < 128).any(dim=1).nonzero()
         return int(dark.max() - dark.min()) + 1
 
-    small, large = text_height(4), text_height(16)  # 32-px tiles: 10 px font; 128 px: 32 px
+    small, large = text_height(4), text_height(20)  # 32-px tiles: 10 px font; 160 px: 32 px
     assert large >= 2.5 * small
-    assert R._font_size(32) == 10 and R._font_size(64) == 16 and R._font_size(128) == 32
+    assert R._font_size(32) == 10 and R._font_size(64) == 13 and R._font_size(160) == 32
     assert R._font_size(8) == 10 and R._font_size(1000) == 48
 
 
@@ -499,6 +499,8 @@ def test_captions_wrap_at_spaces_and_arrows():
     # a layer or method name breaks after its dots and underscores
     assert R._wrap("model.block3.conv", font, width + 20, 6) == ["model.", "block3.", "conv"]
     assert R._wrap("guided_gradcam", font, width + 20, 6) == ["guided_", "gradcam"]
+    # a number stays whole
+    assert R._wrap("star 0.93", font, width, 6) == ["star", "0.93"]
     # more lines than allowed: the last one ends with ".."
     lines = R._wrap("one two three", font, int(R._text_width(font, "three")) + 2, 2)
     assert lines == ["one", "two.."]
