@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,9 @@ from lightning_viz.functional.tokens import (
 
 __all__ = ["ActivationLogger"]
 
+COLUMNS = 8  # channels per row of a probe image's block
+TILE = 48  # px: maps narrower than this are upscaled (nearest) to at least this width
+
 
 def default_layers(module: nn.Module) -> list[str]:
     """An early, a middle and a late conv layer (fewer when the model has fewer)."""
@@ -34,10 +38,12 @@ def default_layers(module: nn.Module) -> list[str]:
 class ActivationLogger(VizCallback):
     """Logs the output (feature) maps of conv layers for each probe image.
 
-    Writes image ``activations/<layer>``: per probe image one row of tiles, the
-    input image first, then up to ``max_channels`` channels, each min-max
-    normalized on its own. A transformer's token layer ``(N, T, D)`` is shown as
-    its grid of patches, one tile per feature ``d``.
+    Writes image ``activations/<layer>``: per probe image one block, the input
+    image first (captioned with its label) and up to ``max_channels`` channels in
+    rows of 8 beside it (``ch<j>`` under channel ``j``), each min-max normalized
+    on its own and upscaled (nearest) to tiles at least 48 px wide (see
+    :func:`lightning_viz.render.feature_map_grid`). A transformer's token layer
+    ``(N, T, D)`` is shown as its grid of patches, one tile per feature ``d``.
 
     Args:
         layers: Dotted layer names. Default: an early, a middle and a late conv, or
@@ -93,21 +99,24 @@ class ActivationLogger(VizCallback):
                     f"layer {name!r} outputs shape {tuple(act.shape)}, "
                     "not (N, C, H, W) feature maps"
                 )
-            rows = []
-            for i in range(act.shape[0]):
-                tiles = render.feature_maps(act[i].float().cpu(), max_channels=self.max_channels)
-                image = torch.nn.functional.interpolate(
-                    ctx.pixels[i : i + 1].float().cpu(), size=tiles.shape[-2:], mode="bilinear"
-                )
-                rows.append(torch.cat([render.to_rgb(image), render.to_rgb(tiles)]))
-            captions = []
+            channels = torch.stack(
+                [
+                    render.feature_maps(act[i].float().cpu(), max_channels=self.max_channels)[:, 0]
+                    for i in range(act.shape[0])
+                ]
+            )  # (N, M, H, W)
             labels = ctx.probe.labels
-            for i in range(act.shape[0]):
-                first = "input" if labels is None else self.label_name(labels[i])
-                captions += [first] + [f"ch{c}" for c in range(rows[i].shape[0] - 1)]
-            grid = torch.cat(rows)
-            scale = render.display_scale(grid, target=48)
+            captions = [
+                "input" if labels is None else self.label_name(labels[i])
+                for i in range(act.shape[0])
+            ]
             ctx.log.image(
                 self.tag(name),
-                render.image_grid(grid, nrow=rows[0].shape[0], captions=captions, scale=scale),
+                render.feature_map_grid(
+                    ctx.pixels.float().cpu(),
+                    channels,
+                    ncol=COLUMNS,
+                    captions=captions,
+                    scale=math.ceil(TILE / channels.shape[-1]),
+                ),
             )

@@ -20,10 +20,13 @@ __all__ = ["FilterLogger"]
 class FilterLogger(VizCallback):
     """Logs conv filters (and pixel-level ``Linear`` class templates) as images.
 
-    The first conv layer's filters are shown as RGB (or gray) tiles; deeper convs
-    per input channel as gray tiles; a ``Linear`` whose ``in_features`` equals
-    ``C*H*W`` of the input is reshaped to one image template per class. Each tile
-    is normalized symmetrically, so a zero weight is mid-gray.
+    The first conv layer's filters are shown as RGB (or gray) tiles, 8 a row; a
+    deeper conv as gray tiles, one row per output filter (``filter <o>``) and one
+    column per input channel (``in <i>``), as many whole filters as fit in
+    ``max_filters`` tiles (wrapped into blocks when wider than 1000 px); a
+    ``Linear`` whose ``in_features`` equals ``C*H*W`` of the input is reshaped to
+    one image template per class. Each tile is normalized symmetrically, so a zero
+    weight is mid-gray.
 
     Writes image ``filters/<layer>``, scalars ``filters/<layer>/norm`` (Frobenius
     norm of the weight) and ``filters/<layer>/change`` (``||W - W_prev|| / ||W_prev||``
@@ -102,25 +105,34 @@ class FilterLogger(VizCallback):
     def check(self, ctx: RunContext) -> None:
         self._chosen = self._choose(ctx.module, tuple(ctx.probe.images.shape[1:]))
 
-    def _tiles(self, layer: nn.Module, image_shape: tuple[int, ...]) -> Tensor:
+    def _image(self, layer: nn.Module, image_shape: tuple[int, ...]) -> Tensor:
         weight = layer.weight.detach().float().cpu()
         if isinstance(layer, nn.Linear):
-            return render.linear_templates(weight, image_shape)[: self.max_filters]
-        return render.filter_tiles(weight, max_filters=self.max_filters)
+            tiles = render.linear_templates(weight, image_shape)[: self.max_filters]
+            captions = [self.class_name(i) for i in range(tiles.shape[0])]
+            scale = render.display_scale(tiles, target=48)
+            return render.image_grid(tiles, nrow=8, captions=captions, scale=scale)
+        out_channels, in_channels, kh, kw = weight.shape
+        scale = render.display_scale(kw, target=48)
+        if in_channels in (1, 3):  # a first layer: one RGB (or gray) tile per filter
+            tiles = render.filter_tiles(weight, max_filters=self.max_filters)
+            return render.image_grid(tiles, nrow=8, scale=scale)
+        # a deeper conv: one row per output filter, one gray tile per input channel
+        per_row = min(in_channels, self.max_filters)
+        n_rows = min(out_channels, max(1, self.max_filters // in_channels))
+        tiles = render.filter_tiles(weight, max_filters=n_rows * per_row)
+        return render.rows_grid(
+            list(tiles.view(n_rows, per_row, 1, kh, kw)),
+            captions=[f"in {i}" for i in range(per_row)],
+            row_labels=[f"filter {o}" for o in range(n_rows)],
+            scale=scale,
+        )
 
     def run(self, ctx: RunContext) -> None:
         image_shape = tuple(ctx.probe.images.shape[1:])
         for name in self._chosen:
             _, layer = resolve_layer(ctx.module, name)
-            tiles = self._tiles(layer, image_shape)
-            scale = render.display_scale(tiles, target=48)
-            captions = None
-            if isinstance(layer, nn.Linear):
-                captions = [self.class_name(i) for i in range(tiles.shape[0])]
-            ctx.log.image(
-                self.tag(name),
-                render.image_grid(tiles, nrow=8, captions=captions, scale=scale),
-            )
+            ctx.log.image(self.tag(name), self._image(layer, image_shape))
             weight = layer.weight.detach().float().cpu()
             norm = torch.linalg.vector_norm(weight)
             ctx.log.scalar(self.tag(f"{name}/norm"), norm.item())

@@ -7,6 +7,7 @@ import torch
 
 import lightning_viz as lv
 import lightning_viz.functional as LF
+from lightning_viz import render
 from lightning_viz._guard import ModelView
 from tests.conftest import decode_png, fit, gradient_callbacks, small_datamodule
 
@@ -76,6 +77,27 @@ def test_filter_image_shows_the_tiles(run):
     # 16 filters of 3x3 in rows of 8, each tile scaled to 48 px: two rows of tiles
     assert width >= 8 * 48 and height >= 2 * 48
     assert img.float().std() > 10  # not a blank picture
+
+
+def test_filter_image_of_a_deeper_conv_is_one_row_per_filter(tmp_path):
+    callbacks = [lv.FilterLogger(layers=["model.block2.conv"], on_error="raise")]
+    _, model = fit(tmp_path, callbacks, epochs=1)
+    from tests.conftest import read_events
+
+    (_, width, height, png) = read_events(str(tmp_path))["images"]["filters/model.block2.conv"][-1]
+    # (32, 16, 3, 3): 64 tiles hold 4 whole filters of 16 input channels; 3x3 shown 16x
+    weight = model.model.block2.conv.weight.detach().float()
+    tiles = render.filter_tiles(weight, max_filters=64).view(4, 16, 1, 3, 3)
+    expected = render.rows_grid(
+        list(tiles),
+        captions=[f"in {i}" for i in range(16)],
+        row_labels=[f"filter {o}" for o in range(4)],
+        scale=16,
+    )
+    assert torch.equal(decode_png(png).permute(2, 0, 1), expected)
+    label_w = width - (2 + 16 * 50)
+    assert 0 < label_w <= 120 and width <= 1000  # one block: 16 tiles of 48 px and the labels
+    assert height > 4 * 50
 
 
 def test_saliency_in_mask_matches_the_functional_method(run):

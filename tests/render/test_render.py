@@ -249,21 +249,22 @@ def test_image_grid_captions():
         pad_value=0.5,
         captions=["cat", "", "a much longer caption than the tile"],
     )
-    band = empty.shape[1] - plain.shape[1]
-    assert band > 0 and text.shape == empty.shape
+    one_line = empty.shape[1] - plain.shape[1]
+    band = text.shape[1] - plain.shape[1]
+    assert one_line > 0 and band > one_line  # the long caption wraps onto more lines
+    assert text.shape[2] == empty.shape[2] == plain.shape[2]
     y0 = p + 32 * s
     for c in range(3):
         x = p + c * (32 + p)
         # tiles unchanged by captions
         assert torch.equal(text[:, p : p + 32, x : x + 32], plain[:, p : p + 32, x : x + 32])
         cap_text = text[:, y0 : y0 + band, x : x + 32]
-        cap_empty = empty[:, y0 : y0 + band, x : x + 32]
-        assert int(cap_empty.min()) == 255  # white band, no text
+        assert int(empty[:, y0 : y0 + one_line, x : x + 32].min()) == 255  # white, no text
         if c == 1:
             assert int(cap_text.min()) == 255
         else:
             assert int(cap_text.min()) < 100  # dark text pixels
-    # the long caption is clipped: the padding columns beside the tiles stay pad gray
+    # text stays inside its tile's column: the padding columns beside the tiles stay pad gray
     for c in range(1, 3):
         x = p + c * (32 + p) - p
         assert torch.equal(
@@ -412,6 +413,122 @@ def test_rows_grid_validation():
         R.rows_grid([a, a + 2])
 
 
+# --------------------------------------------------------------------------- wrapping
+
+
+def test_image_grid_wraps_to_max_width():
+    images = _grid_images(n=10, h=8, w=8)
+    s, p, t = 4, 2, 32  # 32-px tiles, 34 px a column
+    wide = R.image_grid(images, nrow=8, scale=s, padding=p, max_width=None)
+    assert wide.shape == (3, p + 2 * (t + p), p + 8 * (t + p))  # 274 px: 8 + 2 tiles
+    grid = R.image_grid(images, nrow=8, scale=s, padding=p, max_width=150)
+    # (150 - 2) // 34 = 4 columns: 2 + 4 * 34 = 138 px wide, 3 rows (4 + 4 + 2 tiles)
+    assert grid.shape == (3, p + 3 * (t + p), p + 4 * (t + p)) == (3, 104, 138)
+    for i in range(10):
+        r, c = divmod(i, 4)
+        y, x = p + r * (t + p), p + c * (t + p)
+        assert torch.equal(grid[:, y : y + t, x : x + t], _up(images[i], s))
+    # one tile wider than max_width: one a row, not shrunk
+    assert R.image_grid(images[:3], scale=s, max_width=10).shape == (3, 2 + 3 * 34, 2 + 34)
+
+
+def test_rows_grid_wraps_into_balanced_blocks():
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(8, 3, 8, 8, generator=g)
+    maps = torch.rand(8, 1, 8, 8, generator=g)
+    s, p, t, gap = 4, 2, 32, 8  # gap above a block: a quarter of the 32-px tile
+    one = R.rows_grid([images, maps], scale=s, padding=p, max_width=None)
+    assert one.shape == (3, p + 2 * (t + p), p + 8 * (t + p))  # (70, 274)
+    # 6 columns fit in 220 px ((220 - 2) // 34), so 2 blocks of 4 (not 6 + 2)
+    grid = R.rows_grid([images, maps], scale=s, padding=p, max_width=220)
+    assert grid.shape == (3, p + 4 * (t + p) + gap, p + 4 * (t + p)) == (3, 146, 138)
+    for i in range(8):
+        block, c = divmod(i, 4)
+        y0 = p + block * (2 * (t + p) + gap)
+        x = p + c * (t + p)
+        for k, row in enumerate([images, maps]):
+            y = y0 + k * (t + p)
+            expected = _up(R.to_rgb(R.to_uint8(row[i : i + 1]))[0], s)
+            assert torch.equal(grid[:, y : y + t, x : x + t], expected)
+    # 7 samples with 3 columns a block: blocks of 3, 3, 1
+    seven = R.rows_grid([images[:7], maps[:7]], scale=s, padding=p, max_width=120)
+    assert seven.shape == (3, p + 6 * (t + p) + 2 * gap, p + 3 * (t + p))
+
+
+def test_rows_grid_wraps_with_labels_and_captions_in_every_block():
+    images = torch.full((6, 3, 8, 8), 0.5)
+    kwargs = {"scale": 4, "padding": 2, "row_labels": ["image", "map"]}
+    caps = [f"c{i}" for i in range(6)]
+    one = R.rows_grid([images, images], captions=caps, max_width=None, **kwargs)
+    label_w = one.shape[2] - (2 + 6 * 34)
+    assert label_w > 0
+    grid = R.rows_grid([images, images], captions=caps, max_width=label_w + 2 + 3 * 34, **kwargs)
+    assert grid.shape[2] == label_w + 2 + 3 * 34  # 2 blocks of 3 samples
+    band = one.shape[1] - (2 + 2 * 34)
+    assert grid.shape[1] == 2 + 2 * (2 * 34 + band) + 8
+    # the second block repeats the row labels: dark text in the label column
+    y = 2 + 2 * 34 + band + 8
+    assert int(grid[:, y : y + 32, 2 : 2 + label_w].min()) < 100
+    # and has its own caption band under its last row
+    y_band = y + 2 * 34 - 2
+    assert int(grid[:, y_band : y_band + band, 2 + label_w : 2 + label_w + 32].min()) < 100
+
+
+def test_caption_font_grows_with_the_tile():
+    def text_height(scale: int) -> int:
+        grid = R.image_grid(torch.zeros(1, 3, 8, 8), captions=["Ag"], scale=scale, padding=0)
+        band = grid[0, 8 * scale :]  # the caption band under the tile
+        dark = (band < 128).any(dim=1).nonzero()
+        return int(dark.max() - dark.min()) + 1
+
+    small, large = text_height(4), text_height(20)  # 32-px tiles: 10 px font; 160 px: 32 px
+    assert large >= 2.5 * small
+    assert R._font_size(32) == 10 and R._font_size(64) == 13 and R._font_size(160) == 32
+    assert R._font_size(8) == 10 and R._font_size(1000) == 48
+
+
+def test_captions_wrap_at_spaces_and_arrows():
+    font = R._font(16)
+    width = int(R._text_width(font, "square")) + 4
+    assert R._wrap("circle / square->star", font, width, 6) == ["circle /", "square", "->star"]
+    wide = int(R._text_width(font, "circle / square->star")) + 1
+    assert R._wrap("circle / square->star", font, wide, 6) == ["circle / square->star"]
+    assert R._wrap("a\n\nb", font, wide, 6) == ["a", "", "b"]
+    # an arrow stays at the end of a line when it fits there
+    assert R._wrap("circle->square", font, width + 8, 6) == ["circle->", "square"]
+    # a layer or method name breaks after its dots and underscores
+    assert R._wrap("model.block3.conv", font, width + 20, 6) == ["model.", "block3.", "conv"]
+    assert R._wrap("guided_gradcam", font, width + 20, 6) == ["guided_", "gradcam"]
+    # a number stays whole
+    assert R._wrap("star 0.93", font, width, 6) == ["star", "0.93"]
+    # more lines than allowed: the last one ends with ".."
+    lines = R._wrap("one two three", font, int(R._text_width(font, "three")) + 2, 2)
+    assert lines == ["one", "two.."]
+    # a word wider than the line is clipped
+    (clipped,) = R._wrap("supercalifragilistic", font, width, 6)
+    assert clipped.endswith("..") and R._text_width(font, clipped) <= width
+
+
+def test_wrapping_validation():
+    a = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="`max_width` must be an int >= 1, got 0"):
+        R.image_grid(a, max_width=0)
+    with pytest.raises(TypeError, match="`max_width` must be an int >= 1, got 99.5"):
+        R.rows_grid([a], max_width=99.5)
+    with pytest.raises(ValueError, match="`max_width` must be an int >= 1, got -1"):
+        R.feature_map_grid(a, torch.rand(2, 5, 4, 4), max_width=-1)
+
+
+def test_bar_figure_is_at_most_1000_px_wide():
+    cats = [f"class {i}" for i in range(40)]
+    few = R.bar_figure(cats[:3], {"a": [0.1] * 3, "b": [0.2] * 3, "c": [0.3] * 3})
+    assert R.figure_to_image(few).shape[-1] == 480  # 6 in at 80 dpi
+    many = R.bar_figure(cats[:30], {"a": [0.1] * 30})
+    assert R.figure_to_image(many).shape[-1] == 720  # 0.3 in a bar: 9 in
+    most = R.bar_figure(cats, {"a": [0.1] * 40, "b": [0.2] * 40, "c": [0.3] * 40})
+    assert R.figure_to_image(most).shape[-1] == 1000  # 36 in, capped at 12.5 in
+
+
 # --------------------------------------------------------------------------- filter_tiles
 
 
@@ -524,6 +641,65 @@ def test_feature_maps():
         R.feature_maps(torch.rand(1, 40, 3, 3))
     with pytest.raises(ValueError, match="`max_channels` must be an int >= 1, got 0"):
         R.feature_maps(torch.rand(4, 3, 3), max_channels=0)
+
+
+def test_feature_map_grid_layout():
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(2, 3, 16, 16, generator=g)  # already the tile size: shown as is
+    maps = torch.rand(2, 20, 8, 8, generator=g)
+    s, p, t, gap = 2, 2, 16, 4
+    grid = R.feature_map_grid(images, maps, ncol=8, scale=s, padding=p)
+    # per image: the image and 8 maps a row, 3 rows (8 + 8 + 4 maps)
+    assert grid.shape == (3, p + 6 * (t + p) + gap, p + 9 * (t + p)) == (3, 114, 164)
+    for n in range(2):
+        y0 = p + n * (3 * (t + p) + gap)
+        expected = R.to_uint8(images[n : n + 1])[0]
+        assert torch.equal(grid[:, y0 : y0 + t, p : p + t], expected)
+        for j in range(20):
+            r, c = divmod(j, 8)
+            y, x = y0 + r * (t + p), p + (1 + c) * (t + p)
+            gray = _up(R.to_uint8(maps[n, j : j + 1][None])[0], s)
+            assert torch.equal(grid[:, y : y + t, x : x + t], gray.expand(3, t, t))
+        # the cells below the image and after the last map are empty (white)
+        assert int(grid[:, y0 + t + p : y0 + 3 * (t + p), p : p + t].min()) == 255
+        y = y0 + 2 * (t + p)
+        assert int(grid[:, y : y + t, p + 5 * (t + p) :].min()) == 255
+    # ncol shrinks to fit max_width: (100 - 2 - 18) // 18 = 4 maps a row, 5 rows an image
+    narrow = R.feature_map_grid(images, maps, ncol=8, scale=s, padding=p, max_width=100)
+    assert narrow.shape == (3, p + 10 * (t + p) + gap, p + 5 * (t + p)) == (3, 186, 92)
+    # fewer maps than ncol: one row
+    assert R.feature_map_grid(images, maps[:, :3], scale=s).shape == (3, 2 + 36 + 4, 2 + 4 * 18)
+
+
+def test_feature_map_grid_demo_activation_size_and_captions():
+    # the demo's last conv: 32 of 64 channels of 8x8 maps, shown 6x (48-px tiles)
+    images = torch.rand(2, 3, 32, 32)
+    maps = torch.rand(2, 32, 8, 8)
+    plain = R.feature_map_grid(images, maps, scale=6)
+    assert plain.shape == (3, 2 + 8 * 50 + 12, 2 + 9 * 50) == (3, 414, 452)
+    assert plain.shape[2] < 1652  # the old layout: 33 tiles side by side
+    images_resized = plain[:, 2:50, 2:50]
+    assert images_resized.float().std() > 10  # the 32-px image, resized to 48 px
+    caps = R.feature_map_grid(images, maps, scale=6, captions=["circle", "star"])
+    band = (caps.shape[1] - plain.shape[1]) // 8  # a caption band under each of the 8 rows
+    assert band > 0 and caps.shape[1] == plain.shape[1] + 8 * band
+    assert caps.shape[2] == plain.shape[2]
+    assert int(caps[:, 50 : 50 + band, 2:50].min()) < 100  # "circle" under the image
+    assert int(caps[:, 50 : 50 + band, 52:100].min()) < 100  # "ch0" under the first map
+
+
+def test_feature_map_grid_validation():
+    a = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"`maps` must be maps of 2 images, got <shape \(3,"):
+        R.feature_map_grid(a, torch.rand(3, 5, 4, 4))
+    with pytest.raises(ValueError, match=r"`maps` .*\(N, M, H, W\), got <shape \(2, 4, 4\)>"):
+        R.feature_map_grid(a, torch.rand(2, 4, 4))
+    with pytest.raises(ValueError, match=r"`maps` must be in \[0, 1\]"):
+        R.feature_map_grid(a, torch.rand(2, 5, 4, 4) + 2)
+    with pytest.raises(ValueError, match="`ncol` must be an int >= 1, got 0"):
+        R.feature_map_grid(a, torch.rand(2, 5, 4, 4), ncol=0)
+    with pytest.raises(ValueError, match=r"`captions` .*\(2 of them\), got <1 strings"):
+        R.feature_map_grid(a, torch.rand(2, 5, 4, 4), captions=["a"])
 
 
 # --------------------------------------------------------------------------- sprites
