@@ -23,10 +23,10 @@ import torch
 from lightning_viz.callbacks._budget import Candidate, OverheadBudget
 from lightning_viz.callbacks._compat import rank_zero_info, rank_zero_warn
 from lightning_viz.callbacks._dashboard import (
-    SummaryRow,
     config_markdown,
     console_table,
     custom_scalars_layout,
+    latest_rows,
     summary_markdown,
     summary_rows,
 )
@@ -76,7 +76,6 @@ class Coordinator:
         self._executor: ThreadPoolExecutor | None = None
         self._jobs: list[DeferredJob] = []
         self._started = False  # layout and configuration written
-        self._last_table: tuple[int, list[SummaryRow]] | None = None  # for the console
 
     @classmethod
     def of(cls, trainer: Any) -> Coordinator:
@@ -203,7 +202,6 @@ class Coordinator:
         rows = summary_rows(self.summary, epoch)
         if not rows:
             return
-        self._last_table = (epoch, rows)
         writer = self._writer(trainer)
         if writer is not None:
             alerts = [a for a in self.summary.alerts if a["epoch"] == epoch]
@@ -212,9 +210,13 @@ class Coordinator:
             writer.flush()
 
     def print_summary(self, trainer: Any) -> None:
-        """The last summary table in the console (Lightning's rank-zero logging)."""
-        if self._last_table is not None and trainer.is_global_zero:
-            rank_zero_info(console_table(self._last_table[1], self._last_table[0]))
+        """Every probe metric at its latest run, in the console (Lightning's rank-zero
+        logging): the last epoch's table when every probe ran then."""
+        if self.summary is None or not trainer.is_global_zero:
+            return
+        rows = latest_rows(self.summary)
+        if rows:
+            rank_zero_info(console_table(rows))
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""

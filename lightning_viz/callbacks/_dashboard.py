@@ -26,6 +26,7 @@ __all__ = [
     "custom_scalars_layout",
     "describe_options",
     "layout_tags",
+    "latest_rows",
     "summary_markdown",
     "summary_rows",
 ]
@@ -101,6 +102,7 @@ class SummaryRow:
     previous: tuple[int, float] | None  # (epoch, value) of the run before
     best: tuple[int, float] | None  # (epoch, value) of the best run up to this epoch
     watched: bool = False
+    epoch: int | None = None  # the epoch of ``value``
 
     @property
     def since_previous(self) -> float | None:
@@ -115,30 +117,43 @@ def _is_probe_metric(tag: str) -> bool:
     return not tag.startswith(_NOT_PROBE)
 
 
+def _row(hist: MetricHistory, epoch: int) -> SummaryRow | None:
+    rec = hist.epochs.get(epoch)
+    if rec is None or rec.value is None:
+        return None
+    before = hist.latest(max_epoch=epoch - 1) if epoch > 0 else None
+    best = hist.best(max_epoch=epoch)
+    return SummaryRow(
+        tag=hist.tag,
+        value=float(rec.value),
+        interval=rec.interval,
+        previous=None if before is None else (before.epoch, float(before.value)),
+        best=None if best is None else (best.epoch, float(best.value)),
+        watched=hist.watched,
+        epoch=epoch,
+    )
+
+
 def summary_rows(summary: RunSummary, epoch: int) -> list[SummaryRow]:
     """Every probe metric recorded at ``epoch`` (cost and weight norms left out).
 
     ``previous`` is the metric's latest earlier run; ``best`` its best run up to and
     including ``epoch`` (in its direction of improvement).
     """
+    rows = (_row(summary[tag], epoch) for tag in summary if _is_probe_metric(tag))
+    return [r for r in rows if r is not None]
+
+
+def latest_rows(summary: RunSummary) -> list[SummaryRow]:
+    """Every probe metric at its own latest run (the metrics of callbacks that run at
+    different epochs come from different epochs; ``SummaryRow.epoch`` says which)."""
     rows = []
     for tag in summary:
-        hist: MetricHistory = summary[tag]
-        rec = hist.epochs.get(epoch)
-        if rec is None or not _is_probe_metric(tag) or rec.value is None:
-            continue
-        before = hist.latest(max_epoch=epoch - 1) if epoch > 0 else None
-        best = hist.best(max_epoch=epoch)
-        rows.append(
-            SummaryRow(
-                tag=tag,
-                value=float(rec.value),
-                interval=rec.interval,
-                previous=None if before is None else (before.epoch, float(before.value)),
-                best=None if best is None else (best.epoch, float(best.value)),
-                watched=hist.watched,
-            )
-        )
+        latest = summary[tag].latest()
+        if latest is not None and _is_probe_metric(tag):
+            row = _row(summary[tag], latest.epoch)
+            if row is not None:
+                rows.append(row)
     return rows
 
 
@@ -203,11 +218,31 @@ def summary_markdown(
     return "\n".join(lines)
 
 
-def console_table(rows: Sequence[SummaryRow], epoch: int) -> str:
-    """The same table as plain aligned text, for the console at the end of ``fit``."""
-    table = [_HEADER, *([c.replace("**", "") for c in _cells(r)] for r in rows)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADER))]
-    out = [f"lightning-viz, epoch {epoch}:"]
+def console_table(rows: Sequence[SummaryRow], epoch: int | None = None) -> str:
+    """The same table as plain aligned text, for the console at the end of ``fit``.
+
+    With rows of one epoch the title names it (``epoch`` when given, else the rows');
+    rows of several epochs get an ``epoch`` column after the value instead.
+    """
+    epochs = {r.epoch for r in rows if r.epoch is not None}
+    per_row = len(epochs) > 1
+    header = list(_HEADER)
+    if per_row:
+        header.insert(2, "epoch")
+    body = []
+    for r in rows:
+        cells = [c.replace("**", "") for c in _cells(r)]
+        if per_row:
+            cells.insert(2, "—" if r.epoch is None else str(r.epoch))
+        body.append(cells)
+    table = [header, *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    if per_row:
+        title = "lightning-viz, each probe metric at its latest run:"
+    else:
+        shown = epoch if epoch is not None else next(iter(epochs), None)
+        title = f"lightning-viz, epoch {shown}:"
+    out = [title]
     for i, row in enumerate(table):
         out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:

@@ -444,7 +444,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         n = min(_GRID_IMAGES, images.shape[0])
         caps = [
             f"shape {self.class_name(int(s[i]))}\ntexture {self.class_name(int(t[i]))}\n"
-            f"-> {self.class_name(int(pred[i]))}"
+            f"pred {self.class_name(int(pred[i]))}"
             for i in range(n)
         ]
         return render.image_grid(

@@ -10,6 +10,7 @@ from lightning_viz.callbacks._dashboard import (
     config_markdown,
     console_table,
     custom_scalars_layout,
+    latest_rows,
     layout_tags,
     summary_markdown,
     summary_rows,
@@ -97,6 +98,24 @@ def test_summary_markdown_and_console_table():
     assert table[0] == "lightning-viz, epoch 2:"
     assert table[1].split()[:2] == ["metric", "value"] and set(table[2]) <= {"-", " "}
     assert table[3].startswith("robustness/pgd_acc@8/255  0.600")
+
+
+def test_console_table_at_the_end_shows_every_metric_at_its_latest_run():
+    s = _summary()
+    s.record("bias/shape_bias", 0, 0, 0.7)  # a callback that ran only at epoch 0
+    rows = {r.tag: r for r in latest_rows(s)}
+    assert set(rows) == {"robustness/pgd_acc@8/255", "embedding/knn_acc", "bias/shape_bias"}
+    assert rows["bias/shape_bias"].epoch == 0 and rows["bias/shape_bias"].value == 0.7
+    assert rows["robustness/pgd_acc@8/255"].epoch == 2
+    assert rows["robustness/pgd_acc@8/255"].value == pytest.approx(0.6)
+    table = console_table(list(rows.values())).splitlines()
+    assert table[0] == "lightning-viz, each probe metric at its latest run:"
+    assert table[1].split()[:3] == ["metric", "value", "epoch"]
+    assert table[3].split()[:3] == ["robustness/pgd_acc@8/255", "0.600", "2"]
+    assert [line.split()[:3] for line in table[3:]][-1] == ["bias/shape_bias", "0.700", "0"]
+    # rows of one epoch: no epoch column, the title names it
+    one = console_table(summary_rows(s, 2)).splitlines()
+    assert one[0] == "lightning-viz, epoch 2:" and "epoch" not in one[1].split()[:3]
 
 
 # ------------------------------------------------------------------ a real run
