@@ -77,6 +77,26 @@ def decode_png(data: bytes) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB")))
 
 
+USER_SCALARS = ("train_", "val_", "epoch", "hp_metric")  # the LightningModule's own, not ours
+
+
+def layout_and_scalars(events: dict[str, dict[str, list[Any]]]) -> tuple[list[str], set[str]]:
+    """The tags the run's one custom-scalars layout lists (in order, repeats kept) and
+    the lightning-viz scalar tags the run wrote."""
+    import re
+
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    ((_, values),) = events["tensors"]["custom_scalars__config__"]  # once per run
+    listed = [
+        re.sub(r"\\(.)", r"\1", tag[1:-1])
+        for category in layout_pb2.Layout.FromString(values[0]).category
+        for chart in category.chart
+        for tag in chart.multiline.tag
+    ]
+    return listed, {t for t in events["scalars"] if not t.startswith(USER_SCALARS)}
+
+
 def small_datamodule(**kwargs: Any):
     from lightning_viz.data import ShapesTexturesDataModule
 

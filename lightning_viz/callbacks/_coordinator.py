@@ -45,6 +45,19 @@ def _lower_priority() -> None:
         pass
 
 
+def _own_titles(callback: Any) -> dict[str, dict[str, list[str]]]:
+    """``callback.layout()``; under a custom ``tag_prefix`` each chart title starts with
+    it, so two instances of one callback get charts of their own."""
+    charts = callback.layout()
+    prefix = getattr(callback, "tag_prefix", None)
+    if prefix is None or prefix == getattr(callback, "family", None):
+        return charts
+    return {
+        category: {f"{prefix}: {title}": tags for title, tags in by_title.items()}
+        for category, by_title in charts.items()
+    }
+
+
 @dataclass
 class DeferredJob:
     """Work submitted by a callback's run: ``then(result)`` runs on the main thread."""
@@ -178,7 +191,7 @@ class Coordinator:
         active = [cb for cb in self.callbacks if cb._enabled]
         cost = {"cost": {"seconds per run": [cb._seconds_tag() for cb in active]}}
         cost["cost"]["overhead (callback / training seconds)"] = ["viz/overhead"]
-        return custom_scalars_layout([*(cb.layout() for cb in active), cost])
+        return custom_scalars_layout([*(_own_titles(cb) for cb in active), cost])
 
     def start_run(self, trainer: Any) -> None:
         """Writes the custom-scalars layout and the configuration text, once per run."""

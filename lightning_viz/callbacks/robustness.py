@@ -27,16 +27,20 @@ NUM_EXAMPLES = 6
 MASKING_SUBSET = 32  # probe samples attacked at every eps on their own, for the masking check
 
 
-def eps_label(eps: float) -> str:
-    """The name of a perturbation size in tags: ``"8/255"``, ``"0.5/255"`` or ``"0.3"``.
+def eps_label(eps: float, norm: str = "linf") -> str:
+    """The name of a perturbation size in tags: ``"8/255"``, ``"0.5/255"`` or ``"0.5"``.
 
-    ``k/255`` when ``eps * 255`` is within ``1e-6`` of a number with at most two
-    decimals (``k`` printed with ``:g``), otherwise ``eps`` with ``:g``.
+    Under ``norm="linf"``: ``k/255`` when ``eps * 255`` is within ``1e-6`` of a number
+    with at most two decimals (``k`` printed with ``:g``), otherwise ``eps`` with
+    ``:g``. Under ``norm="l2"`` (a length, conventionally a plain number): ``eps`` with
+    ``:g``.
 
     Example:
-        >>> eps_label(8 / 255), eps_label(0.5 / 255), eps_label(0.3)
-        ('8/255', '0.5/255', '76.5/255')
+        >>> eps_label(8 / 255), eps_label(0.5 / 255), eps_label(0.3), eps_label(0.5, "l2")
+        ('8/255', '0.5/255', '76.5/255', '0.5')
     """
+    if norm == "l2":
+        return f"{eps:g}"
     k = eps * 255.0
     rounded = round(k, 2)
     if abs(k - rounded) <= 1e-6:
@@ -160,8 +164,12 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         self._subset_checked = False
 
     # ----------------------------------------------------------------- metadata
+    def _eps(self, eps: float) -> str:
+        """``eps`` as tags name it under this probe's norm (:func:`eps_label`)."""
+        return eps_label(eps, self.norm)
+
     def key_args(self) -> dict[str, Any]:
-        return {"attacks": self.attacks, "eps": [eps_label(e) for e in self.eps], "norm": self.norm}
+        return {"attacks": self.attacks, "eps": [self._eps(e) for e in self.eps], "norm": self.norm}
 
     @property
     def _acc(self) -> str:
@@ -176,7 +184,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         """
         if attack == "clean":
             return f"clean_{self._acc}"
-        return f"{attack}_{self._acc}@{eps_label(eps)}"  # type: ignore[arg-type]
+        return f"{attack}_{self._acc}@{self._eps(eps)}"  # type: ignore[arg-type]
 
     def layout(self) -> dict[str, dict[str, list[str]]]:
         """One chart per attack (every eps), the clean and worst case, the noise control
@@ -347,7 +355,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                     found.setdefault(
                         "pgd_weaker",
                         f"PGD accuracy {pgd:.4f} is above FGSM accuracy {fgsm:.4f} at eps "
-                        f"{eps_label(eps)}: a multi-step attack should not be weaker than one "
+                        f"{self._eps(eps)}: a multi-step attack should not be weaker than one "
                         "step",
                     )
         order = sorted(self.eps)
@@ -358,8 +366,8 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                 if a1 > a0 + 1.0 / max(m, 1) + 1e-9:
                     found.setdefault(
                         "not_decreasing",
-                        f"{attack} accuracy rises with eps: {a0:.4f} at {eps_label(e0)}, "
-                        f"{a1:.4f} at {eps_label(e1)}",
+                        f"{attack} accuracy rises with eps: {a0:.4f} at {self._eps(e0)}, "
+                        f"{a1:.4f} at {self._eps(e1)}",
                     )
         for attack in self.attacks:
             for eps in self.eps:
@@ -368,7 +376,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                     found.setdefault(
                         "noise_stronger",
                         f"random noise ({noise:.4f}) hurts more than {attack} ({acc:.4f}) at "
-                        f"eps {eps_label(eps)}",
+                        f"eps {self._eps(eps)}",
                     )
         messages = []
         for kind, text in found.items():
@@ -393,7 +401,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             xlabel=f"eps ({self.norm})",
             ylabel=f"accuracy (95 % Wilson intervals, n = {clean.n})",
             title="robust accuracy (eps 0: clean)",
-            xticklabels=[eps_label(e) for e in xs],
+            xticklabels=[self._eps(e) for e in xs],
             intervals={name: [r.interval for r in recs] for name, recs in series.items()},
         )
 
@@ -437,7 +445,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             row_labels=[
                 "clean",
                 "perturbation (amplified)",
-                f"{attack} @ {eps_label(eps)}",
+                f"{attack} @ {self._eps(eps)}",
             ],
             scale=render.display_scale(images),
         )

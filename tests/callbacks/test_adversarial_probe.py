@@ -329,6 +329,7 @@ def test_eps_label():
     assert eps_label(0.0) == "0/255"
     assert eps_label(0.5) == "127.5/255"
     assert eps_label(1e-4) == "0.0001"
+    assert eps_label(0.5, "l2") == "0.5" and eps_label(2 / 255, "l2") == "0.00784314"
     assert eps_label(math.pi / 100) == f"{math.pi / 100:g}"
 
 

@@ -16,9 +16,7 @@ from lightning_viz.callbacks._dashboard import (
     summary_rows,
 )
 from lightning_viz.summary import RunSummary
-from tests.conftest import all_callbacks, fit, lightning_info, read_events
-
-USER_SCALARS = ("train_", "val_", "epoch", "hp_metric")  # the LightningModule's own, not ours
+from tests.conftest import all_callbacks, fit, layout_and_scalars, lightning_info, read_events
 
 
 # ------------------------------------------------------------------- pure functions
@@ -137,17 +135,11 @@ def test_layout_lists_every_lightning_viz_scalar_exactly_once(run):
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     _, ev, _ = run
-    ((_, values),) = ev["tensors"]["custom_scalars__config__"]  # written once per run
-    layout = layout_pb2.Layout.FromString(values[0])
-    listed = [
-        re.sub(r"\\(.)", r"\1", tag[1:-1])
-        for category in layout.category
-        for chart in category.chart
-        for tag in chart.multiline.tag
-    ]
-    ours = {t for t in ev["scalars"] if not t.startswith(USER_SCALARS)}
+    listed, ours = layout_and_scalars(ev)
     assert len(listed) == len(set(listed))  # exactly once
     assert set(listed) == ours, (set(listed) - ours, ours - set(listed))
+    ((_, values),) = ev["tensors"]["custom_scalars__config__"]
+    layout = layout_pb2.Layout.FromString(values[0])
     titles = [c.title for c in layout.category]
     assert titles == [
         "lightning-viz: robustness",
@@ -159,6 +151,37 @@ def test_layout_lists_every_lightning_viz_scalar_exactly_once(run):
     charts = {c.title: [t.title for t in c.chart] for c in layout.category}
     assert "pgd accuracy per eps" in charts["lightning-viz: robustness"]
     assert "shape bias and cue accuracies" in charts["lightning-viz: bias"]
+
+
+def test_a_second_instance_under_its_own_prefix_gets_charts_of_its_own(tmp_path):
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    import lightning_viz as lv
+
+    callbacks = [
+        lv.AdversarialProbe(eps=(8 / 255,), steps=2, num_samples=8, on_error="raise"),
+        lv.AdversarialProbe(
+            eps=(0.5,), attacks=("pgd",), norm="l2", steps=2, num_samples=8,
+            tag_prefix="robust_l2", on_error="raise",
+        ),
+    ]  # fmt: skip
+    fit(tmp_path, callbacks, epochs=1)
+    ev = read_events(str(tmp_path))
+    ((_, values),) = ev["tensors"]["custom_scalars__config__"]
+    (robustness,) = [
+        c for c in layout_pb2.Layout.FromString(values[0]).category if "robustness" in c.title
+    ]
+    charts = {
+        c.title: [re.sub(r"\\(.)", r"\1", t[1:-1]) for t in c.multiline.tag]
+        for c in robustness.chart
+    }
+    assert all(t.startswith("robustness/") for t in charts["pgd accuracy per eps"])
+    assert all(t.startswith("robust_l2/") for t in charts["robust_l2: pgd accuracy per eps"])
+    assert "robust_l2: fgsm accuracy per eps" not in charts  # it runs PGD only
+    assert charts["robust_l2: pgd accuracy per eps"] == ["robust_l2/pgd_acc@0.5"]  # an L2 size
+    listed = [t for tags in charts.values() for t in tags]
+    ours = [t for t in ev["scalars"] if t.startswith(("robustness/", "robust_l2/"))]
+    assert sorted(listed) == sorted(ours)
 
 
 def _table(text: str) -> dict[str, float]:

@@ -336,3 +336,80 @@ def test_callbacks_are_callbacks_of_both_flavours():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert lv.FilterLogger().state_dict() == {"probe_indices": None, "previous": {}}
+
+
+def _module_of(flavour):
+    """The same small classifier as a ``LightningModule`` of the given package."""
+    from lightning_viz.data import SmallCNN
+
+    class Module(flavour.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = SmallCNN(num_classes=5)
+
+        def forward(self, x):
+            return self.model(x)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_acc", (self(batch[0]).argmax(1) == batch[1]).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), 1e-2)
+
+    return Module()
+
+
+def test_every_callback_writes_the_same_under_the_unified_lightning_package(tmp_path):
+    """A user of ``import lightning as L`` gets every tag, the dashboard texts and the
+    console table, with the values a ``pytorch_lightning`` run of the same model has."""
+    import lightning.pytorch as L
+    import pytorch_lightning as pl
+
+    from tests.conftest import all_callbacks, lightning_info
+
+    dm = small_datamodule()
+    dm.setup("fit")
+    events, tables = {}, {}
+    for name, flavour in (("pl", pl), ("lightning", L)):
+        callbacks = all_callbacks(on_error="raise")
+        for cb in callbacks:
+            cb.max_overhead = None
+        flavour.seed_everything(0, verbose=False)
+        trainer = flavour.Trainer(
+            max_epochs=2,
+            logger=flavour.loggers.TensorBoardLogger(str(tmp_path / name), name="run", version=0),
+            callbacks=callbacks,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            deterministic=True,
+        )
+        with lightning_info() as messages:
+            trainer.fit(_module_of(flavour), dm.train_dataloader(), dm.val_dataloader())
+        events[name] = read_events(str(tmp_path / name))
+        tables[name] = [m for m in messages if m.startswith("lightning-viz, epoch 1:")]
+    ours, theirs = events["lightning"], events["pl"]
+    assert sorted(ours["images"]) == sorted(theirs["images"])
+    assert len(ours["images"]) >= 15  # every callback's images (ViT-only methods aside)
+    assert (
+        sorted(ours["tensors"])
+        == sorted(theirs["tensors"])
+        == [
+            "custom_scalars__config__",
+            "lightning_viz/config/text_summary",
+            "lightning_viz/summary/text_summary",
+        ]
+    )
+    probe = [t for t in theirs["scalars"] if t.startswith(("robustness/", "bias/", "embedding/"))]
+    assert "robustness/pgd_acc@8/255" in probe and "bias/shape_bias" in probe
+    for tag in probe:  # the same run, observed the same way
+        (steps, values), (their_steps, their_values) = (
+            zip(*ours["scalars"][tag], strict=True),
+            zip(*theirs["scalars"][tag], strict=True),
+        )
+        assert steps == their_steps == (6, 12), tag
+        assert values == pytest.approx(their_values, abs=1e-6), tag
+    assert len(tables["lightning"]) == len(tables["pl"]) == 1

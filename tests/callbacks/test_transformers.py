@@ -18,6 +18,7 @@ from tests.conftest import (
     all_callbacks,
     decode_png,
     fit,
+    layout_and_scalars,
     lightning_info,
     read_events,
     small_datamodule,
@@ -74,6 +75,9 @@ def test_every_callback_writes_its_tags_on_a_vit(vit_run):
         assert [s for s, _ in scalars[tag]] == steps, tag
     for cb in callbacks:
         assert cb._enabled, type(cb).__name__  # none turned itself off
+    listed, ours = layout_and_scalars(ev)  # the dashboard of a ViT run, with a second
+    assert sorted(listed) == sorted(ours)  # SaliencyLogger under its own prefix
+    assert "saliency_default/bias/saliency_in_mask" in listed
     # Grad-CAM and the feature maps explain the encoder, never the patch embedding
     views = [t for t in images if t.startswith(("gradcam/", "activations/"))]
     assert views and not any("conv_proj" in t for t in views)

@@ -21,7 +21,7 @@ import lightning_viz as lv
 import lightning_viz.functional as LF
 from lightning_viz.callbacks._probe import balanced_pick
 from lightning_viz.data import LitClassifier, SmallCNN
-from tests.conftest import all_callbacks, fit, read_events, small_datamodule
+from tests.conftest import all_callbacks, fit, layout_and_scalars, read_events, small_datamodule
 
 
 # ------------------------------------------------------------------------ helpers
@@ -124,6 +124,8 @@ def test_a_binary_model_is_measured_with_its_one_logit(tmp_path):
     assert "bias/shape_bias" in trainer.callback_metrics  # two classes: pairs (0, 1), (1, 0)
     events = read_events(str(tmp_path))
     assert [s for s, *_ in events["images"]["class_model/grid"]] == [4, 8]  # classes 0 and 1
+    listed, ours = layout_and_scalars(events)  # the dashboard of a binary run
+    assert sorted(listed) == sorted(ours) and "robustness/clean_acc" in ours
 
 
 def test_functional_methods_explain_class_0_of_a_binary_model_by_minus_the_logit():
@@ -175,6 +177,12 @@ def test_a_multilabel_model_gets_per_label_robustness_and_no_shape_bias(tmp_path
     assert float(metrics["robustness/clean_label_acc"]) == pytest.approx(expected)
     assert "robustness/pgd_label_acc@2/255" in metrics
     assert "viz/SaliencyLogger/seconds" in metrics  # explains the top label
+    events = read_events(str(tmp_path))
+    listed, ours = layout_and_scalars(events)  # the turned-off callback adds no chart
+    assert sorted(listed) == sorted(ours) and "robustness/pgd_label_acc@2/255" in listed
+    assert not any(t.startswith("bias/shape") or "TextureShapeBias" in t for t in listed)
+    ((_, summary),) = events["tensors"]["lightning_viz/summary/text_summary"]
+    assert "| robustness/clean_label_acc |" in b"".join(summary).decode()
 
 
 def test_one_hot_and_soft_labels_stay_multiclass():
