@@ -87,6 +87,7 @@ class Coordinator:
         self._plans: dict[int, list[str]] = {}  # epoch -> keys of the callbacks that run
         self._said: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
+        self._not_again: set[str] = set()  # told: will not run again in this fit
         self._jobs: list[DeferredJob] = []
         self._started = False  # layout and configuration written
 
@@ -161,14 +162,36 @@ class Coordinator:
         for key, interval in changed.items():
             cb = names.get(key)
             if cb is not None:
+                self._say_interval(trainer, epoch, cb, interval, limit)
+        return run
+
+    def _say_interval(
+        self, trainer: Any, epoch: int, callback: Any, interval: int, limit: float | None
+    ) -> None:
+        """One line on a new interval; when the next run would fall after the fit's last
+        epoch, that it will not run again (said once, until it would again)."""
+        key, name = callback.state_key, type(callback).__name__
+        cost = f"it costs {self.budget.cost[key]:.1f} s a run"
+        max_epochs = getattr(trainer, "max_epochs", None)
+        last = self.budget.last_run.get(key, epoch)
+        if isinstance(max_epochs, int) and max_epochs > 0 and last + interval > max_epochs - 1:
+            if key not in self._not_again:
+                self._not_again.add(key)
                 self.say(
                     trainer,
-                    f"lightning-viz: {type(cb).__name__} now runs every {interval} epochs "
-                    f"(it costs {self.budget.cost[key]:.1f} s a run; all lightning-viz "
-                    f"callbacks together stay within max_overhead={limit:g} of the training "
-                    "time)",
+                    f"lightning-viz: {name} will not run again in this fit "
+                    f"(max_epochs={max_epochs}): {cost}, and within max_overhead={limit:g} "
+                    f"of the training time it can run every {interval} epochs. Pass a larger "
+                    "max_overhead, or max_overhead=None, to run it more often",
                 )
-        return run
+            return
+        self._not_again.discard(key)
+        self.say(
+            trainer,
+            f"lightning-viz: {name} now runs every {interval} epochs ({cost}; all "
+            f"lightning-viz callbacks together stay within max_overhead={limit:g} of the "
+            "training time)",
+        )
 
     def log_overhead(self, trainer: Any) -> None:
         """Logs ``viz/overhead`` (the fit so far) at the current step (global rank 0)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,13 +26,30 @@ COLUMNS = 8  # channels per row of a probe image's block
 TILE = 48  # px: maps narrower than this are upscaled (nearest) to at least this width
 
 
-def default_layers(module: nn.Module) -> list[str]:
-    """An early, a middle and a late conv layer (fewer when the model has fewer)."""
+def default_layers(
+    module: nn.Module, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> list[str]:
+    """An early, a middle and a late conv layer (fewer when the model has fewer).
+
+    Args:
+        module: The model.
+        shapes: Output shape of the conv layers for one image (``RunContext.layer_outputs``).
+            When given, only convs with feature maps larger than ``1x1`` are picked
+            (not a squeeze-and-excitation conv, nor the last stage of a deep network
+            on 32 px images), unless no conv has one.
+    """
     names = [n for n, _ in conv_layers(module)]
+    if shapes is not None:
+        spatial = [n for n in names if len(shapes.get(n, ())) == 4 and _area(shapes[n]) > 1]
+        names = spatial or names
     if not names:
         return []
     picks = [names[0], names[len(names) // 2], names[-1]]
     return list(dict.fromkeys(picks))
+
+
+def _area(shape: tuple[int, ...]) -> int:
+    return shape[-2] * shape[-1]
 
 
 class ActivationLogger(VizCallback):
@@ -79,7 +96,9 @@ class ActivationLogger(VizCallback):
         if self.layers is None and is_transformer(ctx.module):
             self._chosen = default_transformer_activation_layers(ctx.view, ctx.pixels[:1])
         elif self.layers is None:
-            self._chosen = default_layers(ctx.module)
+            self._chosen = default_layers(
+                ctx.module, ctx.layer_outputs(dict(conv_layers(ctx.module)))
+            )
             if not self._chosen:
                 raise NotApplicableError(
                     "ActivationLogger found no Conv2d layer in the model; pass `layers=` "

@@ -125,7 +125,8 @@ def test_a_trainer_spaces_out_a_costly_callback_but_not_a_monitored_one(tmp_path
     slow = _Slow(tag_prefix="slow", on_error="raise")
     watched = _Slow(tag_prefix="watched", on_error="raise")
     stop = pl.callbacks.EarlyStopping(monitor="watched/model.block1.conv/norm", patience=100)
-    with pytest.warns(UserWarning, match=r"lightning-viz: _Slow now runs every \d+ epochs"):
+    spaced = r"lightning-viz: _Slow (now runs every \d+ epochs|will not run again in this fit)"
+    with pytest.warns(UserWarning, match=spaced):
         trainer, _ = fit(tmp_path, [slow, watched, stop], epochs=8, keep_budget=True)
     ev = read_events(str(tmp_path))
     slow_steps = [s for s, *_ in ev["images"]["slow/model.block1.conv"]]
@@ -135,3 +136,34 @@ def test_a_trainer_spaces_out_a_costly_callback_but_not_a_monitored_one(tmp_path
     overhead = [v for _, v in ev["scalars"]["viz/overhead"]]
     assert len(overhead) == 9  # every epoch end, and the whole fit at its end
     assert trainer.callback_metrics["viz/overhead"].item() == pytest.approx(overhead[-1])
+
+
+def test_a_callback_spaced_out_past_the_last_epoch_is_said_once_not_to_run_again():
+    import types
+    import warnings
+
+    from lightning_viz.callbacks._coordinator import Coordinator
+
+    coordinator = Coordinator()
+    probe = lv.AdversarialProbe()
+    coordinator.budget.cost[probe.state_key] = 23.5
+    coordinator.budget.last_run[probe.state_key] = 0
+
+    def said(interval: int, max_epochs: int) -> list[str]:
+        trainer = types.SimpleNamespace(
+            is_global_zero=True, max_epochs=max_epochs, progress_bar_callback=None
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            coordinator._say_interval(trainer, 1, probe, interval, 0.1)
+        return [str(w.message) for w in caught]
+
+    (line,) = said(210, 3)  # next run at epoch 210, the last is epoch 2
+    assert line.startswith("lightning-viz: AdversarialProbe will not run again in this fit")
+    assert "max_epochs=3" in line and "23.5 s a run" in line and "every 210 epochs" in line
+    assert "max_overhead=None" in line
+    assert said(307, 3) == []  # already said: a larger interval changes nothing for this fit
+    (line,) = said(2, 3)  # epoch 2 is still in the fit
+    assert line.startswith("lightning-viz: AdversarialProbe now runs every 2 epochs")
+    assert said(12, -1)[0].startswith("lightning-viz: AdversarialProbe now runs every 12")
+    assert said(40, 3)[0].startswith("lightning-viz: AdversarialProbe will not run again")

@@ -9,7 +9,7 @@ import lightning_viz as lv
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._guard import ModelView
-from tests.conftest import decode_png, fit, gradient_callbacks, small_datamodule
+from tests.conftest import decode_png, fit, gradient_callbacks, read_events, small_datamodule
 
 STEPS = [4, 8]  # global_step after epoch 0 and 1 (4 train batches per epoch)
 
@@ -156,3 +156,43 @@ def test_bias_signal_background_shortcut_lowers_saliency_in_mask(tmp_path):
         )
         values[corr] = trainer.callback_metrics["bias/saliency_in_mask"].item()
     assert values[1.0] < values[0.0] - 0.2, values
+
+
+class _SqueezeExcite(torch.nn.Module):
+    """Channel gates from a 1x1 conv on the pooled features (its output is 1x1)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.gate = torch.nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.gate(x.mean((2, 3), keepdim=True)))
+
+
+class _WithGatesAndA1x1Stage(torch.nn.Module):
+    """Convs in registration order: stem (32x32), down (16x16), se.gate (1x1), last (1x1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.down = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.se = _SqueezeExcite(6)
+        self.last = torch.nn.Conv2d(6, 8, 16)  # the whole 16x16 map -> 1x1
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.se(torch.relu(self.down(torch.relu(self.stem(x)))))
+        return self.fc(torch.flatten(torch.relu(self.last(x)), 1))
+
+
+def test_default_feature_map_layers_skip_convs_with_1x1_output(tmp_path):
+    from lightning_viz.data import LitClassifier
+
+    cb = lv.ActivationLogger(num_samples=2, max_channels=4, on_error="raise")
+    fit(tmp_path, [cb], epochs=1, model=LitClassifier(_WithGatesAndA1x1Stage(), lr=1e-3))
+    assert cb._chosen == ["model.stem", "model.down"]  # not model.se.gate, not model.last
+    images = read_events(str(tmp_path))["images"]
+    assert sorted(t for t in images if t.startswith("activations/")) == [
+        "activations/model.down",
+        "activations/model.stem",
+    ]
