@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
@@ -344,6 +345,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._enabled = True
         self._last_epoch: int | None = None
         self._said: set[str] = set()
+        self._trainer: weakref.ref[Any] | None = None  # the trainer of the latest fit
 
     # ----------------------------------------------------------------- to override
     def run(self, ctx: RunContext) -> None:
@@ -362,7 +364,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restores what :meth:`extra_state` saved."""
+        """Restores what :meth:`extra_state` saved; ``{}`` gives the state of a new run."""
 
     def key_args(self) -> dict[str, Any]:
         """The arguments that tell two instances of this callback apart."""
@@ -482,6 +484,9 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
+        if self._trainer is not None and self._trainer() is not trainer:
+            self._start_fresh()
+        self._trainer = weakref.ref(trainer)
         coordinator = Coordinator.of(trainer)
         coordinator.register(self)
         self._said = set()
@@ -511,6 +516,19 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         except NotApplicableError as err:
             self.turn_off("cannot run on this model or data", err)
         coordinator.budget.charge(self.state_key, _now(module) - start, once=True)
+
+    def _start_fresh(self) -> None:
+        """Forgets the previous trainer's fit: a callback reused on a new ``Trainer``
+        starts a new run (probe, schedule, references, previous weights), as a new
+        instance would. A resumed fit gets its state back from the checkpoint, which
+        Lightning loads after ``setup``; ``trainer.fit`` again on the same trainer
+        continues the run."""
+        self._probe = None
+        self._probe_indices = None
+        self._saved_probe = None
+        self._last_epoch = None
+        self._written = set()
+        self.load_extra_state({})  # an empty state is that of a new run
 
     def _setup(self, trainer: Any, module: nn.Module) -> None:
         """Probe, task and configuration checks (inside the guard)."""

@@ -553,5 +553,4 @@ class WatchesRegressions:
         return {"monitor": self._monitor.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("monitor") is not None:
-            self._monitor.load_state_dict(state["monitor"])
+        self._monitor.load_state_dict(state.get("monitor") or {})

@@ -413,3 +413,37 @@ def test_every_callback_writes_the_same_under_the_unified_lightning_package(tmp_
         assert steps == their_steps == (6, 12), tag
         assert values == pytest.approx(their_values, abs=1e-6), tag
     assert len(tables["lightning"]) == len(tables["pl"]) == 1
+
+
+def test_callbacks_reused_on_a_new_trainer_start_a_new_run_and_a_resume_continues(tmp_path):
+    """A notebook keeps one list of callbacks for several trainers: each fit is its own
+    run (schedule, probe, references, previous weights), unless it resumes."""
+    import glob
+
+    callbacks = [
+        lv.AdversarialProbe(eps=(8 / 255,), steps=2, num_samples=16, on_error="raise"),
+        lv.FilterLogger(on_error="raise"),
+    ]
+    probe, filters = callbacks
+    # Lightning appends its own callbacks to the list it is given: pass copies
+    fit(tmp_path / "a", list(callbacks), epochs=1, enable_checkpointing=True)  # epoch 0 only
+    first_reference = dict(probe.references)
+    assert first_reference and filters._previous
+    # a new trainer, a new model that barely learns
+    fit(tmp_path / "b", list(callbacks), epochs=1, model=LitClassifier(num_classes=5, lr=1e-6))
+    ev = read_events(str(tmp_path / "b"))
+    assert [s for s, *_ in ev["images"]["filters/model.block1.conv"]] == [4]  # epoch 0 runs
+    assert "filters/model.block1.conv/change" not in ev["scalars"]  # no previous weights
+    assert ev["scalars"]["robustness/regression"] == [(4, 0.0)]  # nothing to regress from
+    assert all(r.epoch == 0 for r in probe.references.values())
+    assert probe.references != first_reference
+    # a new trainer resuming run "a": its state comes back from the checkpoint
+    (ckpt,) = glob.glob(str(tmp_path / "a" / "**" / "*.ckpt"), recursive=True)
+    fit(tmp_path / "c", list(callbacks), epochs=2, enable_checkpointing=True, ckpt_path=ckpt)
+    ev = read_events(str(tmp_path / "c"))
+    assert [s for s, _ in ev["scalars"]["filters/model.block1.conv/change"]] == [8]
+    for tag, before in first_reference.items():  # run a's epoch 0, unless epoch 1 beat it
+        now = dict(ev["scalars"][tag])[8]
+        expected = (1, now) if now > before.value + 1e-9 else (0, before.value)
+        ref = probe.references[tag]
+        assert (ref.epoch, ref.value) == (expected[0], pytest.approx(expected[1])), tag
