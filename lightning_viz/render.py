@@ -65,6 +65,7 @@ __all__ = [
     "image_grid",
     "line_figure",
     "linear_templates",
+    "MAX_TILE",
     "normalize_maps",
     "overlay",
     "rows_grid",
@@ -83,6 +84,7 @@ _Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 _DPI = 80  # figures: 480 px wide at 6 in, enough for a TensorBoard card
 _MAX_FIGURE_WIDTH = 12.5  # in: 1000 px at _DPI (a bar figure grows with its categories)
 _PICTURE = {"channels": (1, 3), "unit_range": True, "allow_nan": False}  # what can be drawn
+MAX_TILE = 128  # px: wider tiles are shrunk (a TensorBoard card is about 500 px wide)
 
 
 def _symmetric(w: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -403,8 +405,27 @@ def _tiles(images: Tensor, scale: int) -> np.ndarray:
     return rgb.permute(0, 2, 3, 1).numpy()
 
 
-def _check_max_width(max_width: int | None) -> int | None:
-    return None if max_width is None else check_int(max_width, "max_width", minimum=1)
+def _check_max_width(max_width: int | None, name: str = "max_width") -> int | None:
+    return None if max_width is None else check_int(max_width, name, minimum=1)
+
+
+def _tile_size(hw: Sequence[int], scale: int, max_tile: int | None) -> tuple[int, int, int]:
+    """``(tile height, tile width, scale)``: ``hw`` upscaled by ``scale``, or, when that
+    is wider than ``max_tile``, shrunk to ``max_tile`` px wide (aspect kept, scale 1)."""
+    h, w = int(hw[0]), int(hw[1])
+    if max_tile is None or w * scale <= max_tile:
+        return h * scale, w * scale, scale
+    return max(1, round(h * max_tile / w)), max_tile, 1
+
+
+def _resized(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """``images`` as floats in ``[0, 1]`` resized to ``size`` (bilinear, antialiased)."""
+    images = to_uint8(images).float() / 255.0
+    if tuple(images.shape[-2:]) == size:
+        return images
+    return F.interpolate(
+        images, size=size, mode="bilinear", align_corners=False, antialias=True
+    ).clamp(0, 1)
 
 
 def image_grid(
@@ -416,6 +437,7 @@ def image_grid(
     padding: int = 2,
     pad_value: float = 1.0,
     max_width: int | None = 1000,
+    max_tile: int | None = MAX_TILE,
 ) -> Tensor:
     """Tiles images into one picture, each with an optional caption under it.
 
@@ -445,6 +467,9 @@ def image_grid(
             ``nrow`` tiles a row whatever their width. A single tile wider than
             this is not shrunk. Default: ``1000`` (TensorBoard shows a card about
             500 px wide and scales wider pictures down).
+        max_tile: Widest tile in pixels: images wider than this after ``scale``
+            (a 224-px photo) are shrunk to it, antialiased, aspect kept, and
+            ``scale`` is ignored; ``None`` keeps them. Default: ``128``.
 
     Returns:
         ``uint8`` tensor ``(3, H', W')`` on the CPU, ready for
@@ -461,10 +486,13 @@ def image_grid(
     padding = check_int(padding, "padding", minimum=0)
     pad_value = check_float(pad_value, "pad_value")
     max_width = _check_max_width(max_width)
+    max_tile = _check_max_width(max_tile, "max_tile")
     n = images.shape[0]
     captions = check_str_list(captions, "captions", length=n)
+    th, tw, scale = _tile_size(images.shape[-2:], scale, max_tile)
+    if scale == 1:
+        images = _resized(images, (th, tw))
     tiles = _tiles(images, scale)
-    th, tw = tiles.shape[1:3]
     cols = _columns(tw, padding, 0, max_width, min(nrow, n))
     cells: list[list[np.ndarray | None]] = []
     caps: list[list[str]] | None = [] if captions is not None else None
@@ -486,6 +514,7 @@ def rows_grid(
     padding: int = 2,
     pad_value: float = 1.0,
     max_width: int | None = 1000,
+    max_tile: int | None = MAX_TILE,
 ) -> Tensor:
     """A table of images: each row one kind (image, map, overlay), each column one sample.
 
@@ -508,6 +537,8 @@ def rows_grid(
         padding: Pixels between and around the tiles. Default: ``2``.
         pad_value: Gray level of the padding in ``[0, 1]``. Default: ``1.0``.
         max_width: Widest table in pixels, or ``None`` for one block. Default: ``1000``.
+        max_tile: Widest tile in pixels: wider rows are shrunk to it, as in
+            :func:`image_grid`; ``None`` keeps them. Default: ``128``.
 
     Returns:
         ``uint8`` tensor ``(3, H', W')`` on the CPU.
@@ -524,6 +555,7 @@ def rows_grid(
     scale = check_int(scale, "scale", minimum=1)
     padding = check_int(padding, "padding", minimum=0)
     max_width = _check_max_width(max_width)
+    max_tile = _check_max_width(max_tile, "max_tile")
     checked = [
         check_images(r, f"rows[{i}]", allow_uint8=True, **_PICTURE) for i, r in enumerate(rows)
     ]
@@ -533,14 +565,9 @@ def rows_grid(
         fail("rows", "tensors with the same number of images", f"<{sizes} images>")
     captions = check_str_list(captions, "captions", length=n)
     row_labels = check_str_list(row_labels, "row_labels", length=len(checked))
-    hw = checked[0].shape[-2:]
-    tiles = []
-    for r in checked:
-        if r.shape[-2:] != hw:
-            r = to_uint8(r).float() / 255.0
-            r = F.interpolate(r, size=hw, mode="bilinear", align_corners=False).clamp(0, 1)
-        tiles.append(_tiles(r, scale))
-    th, tw = hw[0] * scale, hw[1] * scale
+    th, tw, scale = _tile_size(checked[0].shape[-2:], scale, max_tile)
+    hw = (th // scale, tw // scale)
+    tiles = [_tiles(r if tuple(r.shape[-2:]) == hw else _resized(r, hw), scale) for r in checked]
     label_w = _label_width(row_labels, _font(_font_size(tw)), tw)
     blocks = math.ceil(n / _columns(tw, padding, label_w, max_width, n))
     per_block = math.ceil(n / blocks)
@@ -577,6 +604,7 @@ def feature_map_grid(
     padding: int = 2,
     pad_value: float = 1.0,
     max_width: int | None = 1000,
+    max_tile: int | None = MAX_TILE,
 ) -> Tensor:
     """Feature maps of several images: one block per image, the image first.
 
@@ -601,6 +629,8 @@ def feature_map_grid(
         pad_value: Gray level of the padding in ``[0, 1]``. Default: ``1.0``.
         max_width: Widest grid in pixels, or ``None`` for ``ncol`` maps a row
             whatever their width. Default: ``1000``.
+        max_tile: Widest tile in pixels: wider maps are shrunk to it, as in
+            :func:`image_grid`; ``None`` keeps them. Default: ``128``.
 
     Returns:
         ``uint8`` tensor ``(3, H', W')`` on the CPU, ``padding + (1 + c) *
@@ -623,18 +653,17 @@ def feature_map_grid(
     padding = check_int(padding, "padding", minimum=0)
     pad_value = check_float(pad_value, "pad_value")
     max_width = _check_max_width(max_width)
+    max_tile = _check_max_width(max_tile, "max_tile")
     n, m = maps.shape[:2]
     captions = check_str_list(captions, "captions", length=n)
-    th, tw = maps.shape[-2] * scale, maps.shape[-1] * scale
+    th, tw, scale = _tile_size(maps.shape[-2:], scale, max_tile)
+    if scale == 1 and tuple(maps.shape[-2:]) != (th, tw):
+        maps = _resized(maps.flatten(0, 1).unsqueeze(1), (th, tw)).view(n, m, th, tw)
     h, w = images.shape[-2:]
     if (th, tw) == (h * (th // h), w * (tw // w)) and th // h == tw // w:
         pictures = _tiles(images, th // h)  # (N, th, tw, 3), an integer upscaling
     else:
-        images = to_uint8(images).float() / 255.0
-        images = F.interpolate(
-            images, size=(th, tw), mode="bilinear", align_corners=False, antialias=True
-        ).clamp(0, 1)
-        pictures = _tiles(images, 1)
+        pictures = _tiles(_resized(images, (th, tw)), 1)
     cols = _columns(tw, padding, tw + padding, max_width, min(ncol, m))
     cells: list[list[np.ndarray | None]] = []
     caps: list[list[str]] = []

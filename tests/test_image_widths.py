@@ -52,3 +52,25 @@ def test_every_demo_image_is_at_most_1100_px_wide_and_feature_maps_wrap(tmp_path
         assert width == 2 + 9 * (tile + 2)
         rows = channels // 8  # block rows per probe image
         assert rows >= 2 and height > probes * rows * (tile + 2)
+
+
+def test_photo_sized_images_make_grids_of_one_card_not_long_columns(tmp_path):
+    """224-px inputs: tiles are shrunk to 128 px, so 8 samples with their row labels
+    stay about one card in both directions."""
+    import lightning_viz as lv
+
+    kw = {"on_error": "raise", "class_names": ["circle", "square", "triangle", "star", "cross"]}
+    callbacks = [
+        lv.SaliencyLogger(methods=("vanilla",), **kw),
+        lv.GradCAMLogger(**kw),
+        lv.AdversarialProbe(eps=(8 / 255,), steps=1, num_samples=8, **kw),
+    ]
+    dm = small_datamodule(image_size=224, train_size=32, val_size=40, batch_size=16)
+    fit(tmp_path, callbacks, epochs=1, datamodule=dm, limit_train_batches=1)
+    images = read_events(str(tmp_path))["images"]
+    for tag in ("saliency/vanilla", "saliency/segmentation", "gradcam/gradcam"):
+        ((_, width, height, png),) = images[tag]
+        assert width <= MAX_WIDTH and height <= MAX_WIDTH, (tag, width, height)
+        assert decode_png(png).shape[:2] == (height, width)
+    ((_, width, height, _),) = images["robustness/examples"]
+    assert width <= MAX_WIDTH and height <= MAX_WIDTH, (width, height)  # 3 rows, 2 blocks

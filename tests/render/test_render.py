@@ -476,7 +476,9 @@ def test_rows_grid_wraps_with_labels_and_captions_in_every_block():
 
 def test_caption_font_grows_with_the_tile():
     def text_height(scale: int) -> int:
-        grid = R.image_grid(torch.zeros(1, 3, 8, 8), captions=["Ag"], scale=scale, padding=0)
+        grid = R.image_grid(
+            torch.zeros(1, 3, 8, 8), captions=["Ag"], scale=scale, padding=0, max_tile=None
+        )
         band = grid[0, 8 * scale :]  # the caption band under the tile
         dark = (band < 128).any(dim=1).nonzero()
         return int(dark.max() - dark.min()) + 1
@@ -857,3 +859,32 @@ def test_no_pyplot_state_and_backend_untouched():
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_tiles_wider_than_max_tile_are_shrunk_with_their_aspect():
+    # a 224 x 112 (W x H) photo-sized image: half white on the left, black on the right
+    images = torch.zeros(3, 3, 112, 224)
+    images[..., :112] = 1.0
+    grid = R.image_grid(images, nrow=3, padding=2)  # default max_tile=128
+    assert grid.shape == (3, 2 + 64 + 2, 2 + 3 * (128 + 2))
+    tile = grid[:, 2 : 2 + 64, 2 : 2 + 128].float()
+    assert tile[:, :, :60].min() == 255 and tile[:, :, 68:].max() == 0  # the halves stay
+    kept = R.image_grid(images, nrow=3, padding=2, max_tile=None)
+    assert kept.shape == (3, 2 + 112 + 2, 2 + 3 * (224 + 2))
+    # small images are still upscaled by `scale`, up to max_tile
+    assert R.image_grid(torch.zeros(1, 3, 32, 32), scale=4, padding=0).shape[-1] == 128
+    assert R.image_grid(torch.zeros(1, 3, 32, 32), scale=5, padding=0).shape[-1] == 128
+    with pytest.raises(ValueError, match="max_tile"):
+        R.image_grid(images, max_tile=0)
+
+
+def test_rows_and_feature_maps_shrink_wide_tiles_too():
+    images = torch.rand(2, 3, 224, 224)
+    maps = torch.rand(2, 224, 224)
+    grid = R.rows_grid([images, maps.unsqueeze(1)], padding=2)  # no labels, no captions
+    assert grid.shape == (3, 2 + 2 * (128 + 2), 2 + 2 * (128 + 2))
+    fm = R.feature_map_grid(images, torch.rand(2, 3, 224, 224), padding=2)
+    assert fm.shape[-1] == 2 + 4 * (128 + 2)  # the image, then 3 maps, 128 px each
+    assert R.feature_map_grid(images, torch.rand(2, 3, 56, 56), padding=2).shape[-1] == (
+        2 + 4 * (56 + 2)  # narrow maps keep their size
+    )
