@@ -55,8 +55,10 @@ def test_a_demo_epoch_adds_at_most_one_megabyte_and_the_projector_reads_every_ep
     config = ProjectorConfig()
     with open(os.path.join(log_dir, "projector_config.pbtxt")) as f:
         text_format.Merge(f.read(), config)
-    steps = [int(e.tensor_name.rsplit(":", 1)[1]) for e in config.embeddings]
+    *per_step, latest = config.embeddings
+    steps = [int(e.tensor_name.rsplit(":", 1)[1]) for e in per_step]
     assert len(steps) == 3 and steps == sorted(steps)
+    assert latest.tensor_name.endswith(f"(latest, step {steps[-1]})")
     for entry in config.embeddings:
         for path in (entry.tensor_path, entry.metadata_path, entry.sprite.image_path):
             assert os.path.isfile(os.path.join(log_dir, path)), path

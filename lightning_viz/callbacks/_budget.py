@@ -58,6 +58,7 @@ class OverheadBudget:
         self.clock = clock
         self.start: float | None = None
         self.spent = 0.0  # callback seconds: runs, setups, background work
+        self.background = 0.0  # of which on the worker thread, alongside training
         self.recurring = 0.0  # runs after each callback's first, one-time work excluded
         self.cost: dict[str, float] = {}  # seconds of each callback's latest run
         self.totals: dict[str, float] = {}  # all seconds of each callback in this fit
@@ -78,7 +79,15 @@ class OverheadBudget:
         """Seconds since :meth:`begin`."""
         return 0.0 if self.start is None else self.clock() - self.start
 
-    def charge(self, key: str, seconds: float, *, run: bool = True, once: bool = False) -> None:
+    def charge(
+        self,
+        key: str,
+        seconds: float,
+        *,
+        run: bool = True,
+        once: bool = False,
+        background: bool = False,
+    ) -> None:
         """Counts ``seconds`` of callback work.
 
         Args:
@@ -87,8 +96,11 @@ class OverheadBudget:
             run: A run's seconds (they are its cost); ``False`` for setup and background
                 work (background work adds to the latest run's cost).
             once: One-time work (setup, a cache built once): counted, never a cost.
+            background: Work done on the worker thread (with ``run=False``).
         """
         self.spent += seconds
+        if background:
+            self.background += seconds
         self.totals[key] = self.totals.get(key, 0.0) + seconds
         if once:
             return
@@ -104,8 +116,17 @@ class OverheadBudget:
             self.recurring += seconds
 
     def overhead(self) -> float:
-        """Callback seconds over the rest of the fit's seconds so far."""
-        training = self.elapsed() - self.spent
+        """Callback seconds over the rest of the fit's seconds so far.
+
+        Background work is counted as if it had stopped training (on a busy machine
+        it takes about that much from it). When that leaves no training time (work on
+        the worker thread longer than the training it ran beside: a tiny fit), the
+        rest is the wall time the training thread did not spend in callbacks.
+        """
+        elapsed = self.elapsed()
+        training = elapsed - self.spent
+        if training <= 0:
+            training = elapsed - (self.spent - self.background)
         return self.spent / training if training > 0 else math.inf if self.spent else 0.0
 
     # ------------------------------------------------------------------- plan

@@ -306,7 +306,7 @@ class Coordinator:
                 key = id(job.owner)
                 seconds = sum(job.seconds)
                 self.background_seconds[key] = self.background_seconds.get(key, 0.0) + seconds
-                self.budget.charge(job.owner.state_key, seconds, run=False)
+                self.budget.charge(job.owner.state_key, seconds, run=False, background=True)
 
     def shutdown(self, wait: bool) -> None:
         """Finishes (``wait``) or cancels the pending jobs and stops the worker."""

@@ -78,14 +78,36 @@ def write_embedding(
         with open(config_path) as f:
             text_format.Merge(f.read(), config)
     name = f"{tag}:{int(step):05d}"
-    kept = [e for e in config.embeddings if e.tensor_name != name]
-    del config.embeddings[:]
-    config.embeddings.extend(kept)
-    entry = config.embeddings.add()
+    entry = ProjectorConfig().embeddings.add()
     entry.tensor_name = name
     entry.tensor_path = os.path.relpath(os.path.join(folder, "tensors.tsv"), log_dir)
     entry.metadata_path = os.path.relpath(os.path.join(folder, "metadata.tsv"), log_dir)
     entry.sprite.image_path = sprite
     entry.sprite.single_image_dim.extend([int(thumbs.shape[-1]), int(thumbs.shape[-2])])
+    steps = {e.tensor_name: _step_of(e.tensor_name, tag) for e in config.embeddings}
+    others = [e for e in config.embeddings if steps[e.tensor_name] is None]
+    mine = [  # this tag's other steps (not its alias, -1), then this one
+        e
+        for e in config.embeddings
+        if steps[e.tensor_name] not in (None, -1) and e.tensor_name != name
+    ] + [entry]
+    # the projector opens the first name in sorted order: an alias of the latest step
+    # sorts before "<tag>:00000", so a run opens on its trained features
+    latest = max(mine, key=lambda e: _step_of(e.tensor_name, tag) or 0)
+    alias = type(entry)()
+    alias.CopyFrom(latest)
+    alias.tensor_name = f"{tag} (latest, step {_step_of(latest.tensor_name, tag)})"
+    del config.embeddings[:]
+    config.embeddings.extend([*others, *mine, alias])
     _atomic_write(config_path, text_format.MessageToString(config).encode())
     return folder
+
+
+def _step_of(name: str, tag: str) -> int | None:
+    """The step of ``tag``'s entry ``"<tag>:<step>"``; ``-1`` for its latest-step alias
+    ``"<tag> (latest, step <step>)"``; ``None`` for another tag's entry."""
+    if name.startswith(f"{tag}:") and name[len(tag) + 1 :].isdigit():
+        return int(name[len(tag) + 1 :])
+    if name.startswith(f"{tag} (latest, step "):
+        return -1
+    return None

@@ -167,3 +167,16 @@ def test_a_callback_spaced_out_past_the_last_epoch_is_said_once_not_to_run_again
     assert line.startswith("lightning-viz: AdversarialProbe now runs every 2 epochs")
     assert said(12, -1)[0].startswith("lightning-viz: AdversarialProbe now runs every 12")
     assert said(40, 3)[0].startswith("lightning-viz: AdversarialProbe will not run again")
+
+
+def test_overhead_stays_finite_when_background_work_outlasts_training():
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    clock.now = 10.0  # 10 s of wall time: 4 s of runs on the training thread ...
+    budget.charge("view", 4.0)
+    assert budget.overhead() == pytest.approx(4.0 / 6.0)
+    budget.charge("view", 3.0, run=False, background=True)  # ... and 3 s alongside
+    assert budget.overhead() == pytest.approx(7.0 / 3.0)  # as if it stopped training
+    budget.charge("view", 5.0, run=False, background=True)  # more than the rest of it
+    assert budget.overhead() == pytest.approx(12.0 / 6.0)  # training thread: 10 - 4

@@ -78,7 +78,7 @@ def test_embedding_projector_gathers_every_rank_once_and_only_rank_zero_writes(t
     # only global rank 0 wrote: one event file, one projector entry, one embedding dir
     assert len(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)) == 1
     with open(os.path.join(logdir, "projector_config.pbtxt")) as f:
-        assert f.read().count("tensor_name") == 1
+        assert f.read().count("tensor_name") == 2  # the step and its latest-step alias
     emb = os.path.join(logdir, f"{step:05d}", "embedding%2fmodel.fc")
     assert glob.glob(os.path.join(logdir, "0*")) == [os.path.join(logdir, f"{step:05d}")]
     # every validation sample exactly once, in dataset order (interleaved ranks, padding dropped)

@@ -107,8 +107,15 @@ def test_projector_files_hold_the_first_validation_features(trained):
     # the projector config lists one embedding per run step, each with its own tensors
     # and metadata and one shared sprite (the same images every epoch: written once)
     run_dir = os.path.join(tmp, "run", "version_0")
-    entries = projector_entries(run_dir)
+    *entries, latest = projector_entries(run_dir)
     assert [e.tensor_name for e in entries] == [f"embedding/model.fc:{s:05d}" for s in STEPS]
+    # and an alias of the latest step, whose name sorts first: the projector opens it
+    assert latest.tensor_name == f"embedding/model.fc (latest, step {STEPS[-1]})"
+    assert min(e.tensor_name for e in [*entries, latest]) == latest.tensor_name
+    assert (latest.tensor_path, latest.metadata_path) == (
+        entries[-1].tensor_path,
+        entries[-1].metadata_path,
+    )
     for entry, step in zip(entries, STEPS, strict=True):
         folder = os.path.relpath(projector_dir(tmp, step, "embedding/model.fc"), run_dir)
         assert entry.tensor_path == os.path.join(folder, "tensors.tsv")
@@ -437,3 +444,27 @@ def test_no_event_files_without_validation(tmp_path):
     assert trainer.current_epoch == 1
     assert not glob.glob(os.path.join(tmp_path, "run", "version_0", "0000*"))
     assert not has_hooks(model)
+
+
+def test_projector_config_keeps_every_step_and_one_latest_alias_per_tag(tmp_path):
+    from lightning_viz.callbacks._projector import write_embedding
+
+    thumbs = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+
+    def write(tag: str, step: int) -> None:
+        write_embedding(str(tmp_path), tag, step, torch.rand(2, 3), [["a"], ["b"]], ["x"], thumbs)
+
+    for tag, step in (("emb/a", 0), ("emb/b", 0), ("emb/a", 8), ("emb/a", 4), ("emb/a", 8)):
+        write(tag, step)  # step 4 after 8: a resumed run; step 8 twice: written again
+    names = [e.tensor_name for e in projector_entries(str(tmp_path))]
+    assert sorted(names) == sorted(
+        [
+            "emb/b:00000",
+            "emb/b (latest, step 0)",
+            "emb/a:00000",
+            "emb/a:00004",
+            "emb/a:00008",
+            "emb/a (latest, step 8)",
+        ]
+    )
+    assert min(names) == "emb/a (latest, step 8)"  # what the projector opens
