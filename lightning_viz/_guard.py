@@ -60,6 +60,10 @@ def _is_compiled(module: nn.Module) -> bool:
     return isinstance(getattr(module, "_orig_mod", None), nn.Module) and "forward" in vars(module)
 
 
+# module flags that switch activation checkpointing on (timm, Hugging Face)
+_CHECKPOINT_FLAGS = ("grad_checkpointing", "gradient_checkpointing")
+
+
 @contextlib.contextmanager
 def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     """Runs a block with ``model`` in eval mode, frozen and with gradients enabled.
@@ -72,6 +76,10 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     ``requires_grad`` and ``.grad`` and the CPU and CUDA RNG states are put back.
     ``torch.compile``d submodules run their original (eager) forward inside the
     block, so hooks and gradient rules apply; the compiled forward is restored.
+    Activation checkpointing switched on by a module flag (timm's
+    ``grad_checkpointing``, Hugging Face's ``gradient_checkpointing``) is off inside
+    the block and back on after: its recomputation during a backward runs without
+    the hooks and gradient rules of the forward it repeats.
 
     Args:
         model: The model to guard. Wrappers are stripped (see :func:`unwrap_model`).
@@ -91,9 +99,14 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     # gradients w.r.t. inputs need eager execution); the compiled one is put back after.
     compiled = [m for m in modules if _is_compiled(m)]
     compiled_forwards = [m.__dict__["forward"] for m in compiled]
+    checkpointing = [
+        (m, flag) for m in modules for flag in _CHECKPOINT_FLAGS if vars(m).get(flag) is True
+    ]
     try:
         for m in compiled:
             m.__dict__["forward"] = m._orig_mod.__call__
+        for m, flag in checkpointing:
+            setattr(m, flag, False)
         for m in modules:
             m.training = False
         for p in params:
@@ -103,6 +116,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, forward in zip(compiled, compiled_forwards, strict=True):
             m.__dict__["forward"] = forward
+        for m, flag in checkpointing:
+            setattr(m, flag, True)
         for m, flag in zip(modules, flags, strict=True):
             m.training = flag
         for p, req, grad in zip(params, requires, grads, strict=True):

@@ -79,3 +79,55 @@ def test_compiled_forward_restored_when_the_method_raises():
         assert compiled_net.__dict__["forward"] is not before  # the eager forward
         raise RuntimeError("boom")
     assert compiled_net.__dict__["forward"] is before
+
+
+class _Checkpointed(torch.nn.Module):
+    """GELU blocks run under non-reentrant activation checkpointing when the
+    timm-style ``grad_checkpointing`` flag is on (as timm runs them, also in eval)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        conv = torch.nn.Conv2d
+        self.blocks = torch.nn.Sequential(
+            conv(8, 8, 3, padding=1), torch.nn.GELU(), conv(8, 8, 3, padding=1)
+        )
+        self.head = torch.nn.Linear(8, 5)
+        self.grad_checkpointing = True
+
+    def forward(self, x):
+        x = torch.nn.functional.gelu(self.stem(x))
+        if self.grad_checkpointing:
+            x = torch.utils.checkpoint.checkpoint(self.blocks, x, use_reentrant=False)
+        else:
+            x = self.blocks(x)
+        return self.head(x.mean((2, 3)))
+
+
+def test_activation_checkpointing_is_off_inside_the_guard_and_back_on_after():
+    torch.manual_seed(0)
+    model = _Checkpointed()
+    x = torch.rand(3, 3, 16, 16)
+    plain = copy.deepcopy(model)
+    plain.grad_checkpointing = False
+    # the ReLU-family rule applies in the forward; a recomputation would run without it
+    for method in (LF.guided_backprop, LF.deconvnet):
+        torch.testing.assert_close(method(model, x, 1), method(plain, x, 1))
+    assert model.grad_checkpointing is True
+    with preserve_state(model):
+        assert model.grad_checkpointing is False
+    assert model.grad_checkpointing is True
+
+
+def test_callbacks_run_on_a_model_trained_with_activation_checkpointing(tmp_path):
+    callbacks = [
+        lv.SaliencyLogger(methods=("vanilla", "guided_backprop"), num_samples=4, on_error="raise"),
+        lv.GradCAMLogger(methods=("gradcam", "guided_gradcam"), num_samples=4, on_error="raise"),
+        lv.ActivationLogger(num_samples=2, max_channels=4, on_error="raise"),
+    ]
+    module = LitClassifier(_Checkpointed(), lr=1e-3)
+    fit(tmp_path, callbacks, epochs=1, model=module)
+    images = read_events(str(tmp_path))["images"]
+    for tag in ("saliency/guided_backprop", "gradcam/gradcam", "gradcam/guided_gradcam"):
+        assert [s for s, *_ in images[tag]] == [4], tag
+    assert module.model.grad_checkpointing is True  # training keeps checkpointing
