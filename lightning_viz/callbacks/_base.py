@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
@@ -345,7 +344,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._enabled = True
         self._last_epoch: int | None = None
         self._said: set[str] = set()
-        self._trainer: weakref.ref[Any] | None = None  # the trainer of the latest fit
+        self._set_up = False  # set up for a fit before (on this or another trainer)
 
     # ----------------------------------------------------------------- to override
     def run(self, ctx: RunContext) -> None:
@@ -484,10 +483,10 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        if self._trainer is not None and self._trainer() is not trainer:
-            self._start_fresh()
-        self._trainer = weakref.ref(trainer)
         coordinator = Coordinator.of(trainer)
+        if self._set_up and all(cb is not self for cb in coordinator.callbacks):
+            self._start_fresh()  # set up before, but not on this trainer
+        self._set_up = True
         coordinator.register(self)
         self._said = set()
         self._logger = find_tensorboard(trainer)

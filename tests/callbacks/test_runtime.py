@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import pytest
@@ -429,6 +430,7 @@ def test_callbacks_reused_on_a_new_trainer_start_a_new_run_and_a_resume_continue
     fit(tmp_path / "a", list(callbacks), epochs=1, enable_checkpointing=True)  # epoch 0 only
     first_reference = dict(probe.references)
     assert first_reference and filters._previous
+    pickle.loads(pickle.dumps(callbacks))  # ddp_spawn pickles them for its processes
     # a new trainer, a new model that barely learns
     fit(tmp_path / "b", list(callbacks), epochs=1, model=LitClassifier(num_classes=5, lr=1e-6))
     ev = read_events(str(tmp_path / "b"))
