@@ -11,10 +11,14 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_int_list, check_neuron, fail
 from lightning_viz.callbacks._base import RunContext, VizCallback
+from lightning_viz.callbacks._compat import rank_zero_info
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import class_scores
 
 __all__ = ["ClassModelLogger"]
+
+
+MAX_DEFAULT_CLASSES = 20  # classes=None draws all classes up to this many
 
 
 class ClassModelLogger(VizCallback):
@@ -37,7 +41,10 @@ class ClassModelLogger(VizCallback):
     classes (one forward pass), hence ``num_samples=1``.
 
     Args:
-        classes: Class indices to visualize. Default: ``None`` (all classes).
+        classes: Class indices to visualize. Default: ``None``: all classes of a
+            model with at most 20, else 20 evenly spaced ones (``round(i * K / 20)``,
+            said once at ``setup``): every class image costs ``steps`` forward and
+            backward passes, and 1000 of them would not fit a card or a GPU.
         steps: Gradient-ascent steps. Default: ``200``.
         every_n_epochs: Run every that many epochs. Default: ``5``.
         neuron: ``(layer_name, channel)`` to maximize one channel instead of class
@@ -88,6 +95,7 @@ class ClassModelLogger(VizCallback):
             image_shape = [check_int(v, "image_shape", minimum=1) for v in image_shape]
         self.image_shape = image_shape
         self._shape: list[int] = []
+        self._classes: list[int] | None = self.classes  # what is drawn (set at setup)
 
     def key_args(self) -> dict[str, Any]:
         return {"classes": self.classes, "neuron": self.neuron}
@@ -109,6 +117,18 @@ class ClassModelLogger(VizCallback):
             if bad:
                 fail("classes", f"class indices in [0, {ctx.num_classes}) for this model", bad)
         self._shape = shape
+        self._classes = self.classes
+        k = ctx.num_classes
+        if self.classes is None and self.neuron is None and k > MAX_DEFAULT_CLASSES:
+            most = MAX_DEFAULT_CLASSES
+            self._classes = sorted({round(i * k / most) for i in range(most)})
+            if "classes" not in self._said:
+                self._said.add("classes")
+                rank_zero_info(
+                    f"ClassModelLogger: the model has {k} classes; class-model images are "
+                    f"made for {len(self._classes)} of them ({self._classes[0]}, "
+                    f"{self._classes[1]}, ..., {self._classes[-1]}); pass `classes=` to choose"
+                )
 
     def run(self, ctx: RunContext) -> None:
         shape = self._shape
@@ -130,9 +150,9 @@ class ClassModelLogger(VizCallback):
             )
             return
         images = LF.class_model(
-            ctx.view, self.classes, shape, steps=self.steps, generator=ctx.generator
+            ctx.view, self._classes, shape, steps=self.steps, generator=ctx.generator
         )
-        classes = self.classes if self.classes is not None else list(range(images.shape[0]))
+        classes = self._classes if self._classes is not None else list(range(images.shape[0]))
         with torch.no_grad():
             logits = ctx.view(images)
         if ctx.task == "multiclass":

@@ -27,6 +27,7 @@ __all__ = ["TextureShapeBias"]
 
 _CHUNK = 256  # images per forward pass
 _GRID_IMAGES = 16
+MAX_BARS = 20  # classes in `bias/per_class`: those with the most decisions beyond that
 _WATCHED = ("shape_bias", "shape_acc")  # metrics whose regression warns
 
 
@@ -60,7 +61,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     * scalar ``bias/texture_only_acc``: accuracy on the probe images with the shape
       destroyed (:func:`~lightning_viz.functional.texture_only`, 4x4 shuffled tiles);
     * figure ``bias/per_class``: per shape class, the shape bias (with its 95 % Wilson
-      interval) and the fractions of shape and texture decisions;
+      interval) and the fractions of shape and texture decisions (beyond 20 classes,
+      the 20 with the most decisions);
     * image ``bias/cue_conflict``: up to 16 cue-conflict images captioned with their
       shape class, texture class and the prediction;
     * scalar ``bias/regression``: the largest drop of ``shape_bias`` or ``shape_acc``
@@ -425,6 +427,12 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _per_class(self, pred: Tensor, s: Tensor, t: Tensor, num_classes: int) -> Any:
         counts = {k: v.cpu() for k, v in LF.per_class_shape_bias(pred, s, t, num_classes).items()}
         present = [k for k in range(num_classes) if counts["images"][k] > 0]
+        title = "cue-conflict decisions per shape class"
+        if len(present) > MAX_BARS:  # the classes with the most decisions, in class order
+            decided = counts["shape"] + counts["texture"]
+            ranked = sorted(present, key=lambda k: (-float(decided[k]), k))
+            title += f" ({MAX_BARS} of {len(present)}: the most decisions)"
+            present = sorted(ranked[:MAX_BARS])
         frac = lambda v: (v / counts["images"].clamp_min(1))[present].tolist()  # noqa: E731
         shape, texture = counts["shape"].long().tolist(), counts["texture"].long().tolist()
         bands = [wilson_interval(shape[k], shape[k] + texture[k]) for k in present]
@@ -436,7 +444,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 "texture decisions": frac(counts["texture"]),
             },
             ylabel="fraction (shape bias: 95 % Wilson interval)",
-            title="cue-conflict decisions per shape class",
+            title=title,
             intervals={"shape bias": bands},
         )
 

@@ -9,7 +9,7 @@ import lightning_viz as lv
 import lightning_viz.functional as LF
 from lightning_viz._guard import make_generator
 from lightning_viz._hooks import has_hooks
-from lightning_viz.data import LitClassifier
+from lightning_viz.data import LitClassifier, SmallCNN
 from tests.conftest import (
     assert_observing_changes_nothing,
     decode_png,
@@ -124,3 +124,36 @@ def test_configuration_errors_raise_at_setup(tmp_path, kwargs, match):
         fit(tmp_path, [lv.ClassModelLogger(**kwargs)], model=model, epochs=1)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_a_model_with_many_classes_gets_20_evenly_spaced_ones_by_default(tmp_path):
+    from tests.conftest import lightning_info
+
+    cb = lv.ClassModelLogger(steps=2, every_n_epochs=1, on_error="raise")
+    explicit = lv.ClassModelLogger(classes=[1, 29], steps=2, every_n_epochs=1, tag_prefix="cm2")
+    with lightning_info() as messages:
+        model = LitClassifier(SmallCNN(num_classes=30), lr=1e-3)  # the data has 5 of them
+        fit(tmp_path, [cb, explicit], epochs=1, model=model)
+    expected = [0, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15, 16, 18, 20, 21, 22, 24, 26, 27, 28]
+    assert cb._classes == expected == sorted({round(i * 30 / 20) for i in range(20)})
+    assert explicit._classes == [1, 29]  # an explicit list is kept
+    said = [m for m in messages if m.startswith("ClassModelLogger: the model has 30 classes")]
+    assert len(said) == 1 and "(0, 2, ..., 28)" in said[0]
+    images = read_events(str(tmp_path))["images"]
+    ((_, width, height, _),) = images["class_model/grid"]
+    tile = 64 + 2  # 32-px images shown at 2x, and the padding
+    assert width == 2 + 10 * tile and height < 1100  # 10 a row, 2 rows: 20 images
+
+
+def test_per_class_figure_keeps_the_20_classes_with_the_most_decisions():
+    cb = lv.TextureShapeBias()
+    k = 30
+    shape = torch.arange(k).repeat_interleave(2)  # 2 cue-conflict images per class
+    texture = (shape + 1) % k
+    # shape decisions for classes 10-29; classes 0-9 get a third class: no decision
+    pred = torch.where(shape < 10, (shape + 2) % k, shape)
+    fig = cb._per_class(pred, shape, texture, k)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [str(c) for c in range(10, 30)]
+    assert ax.get_title() == "cue-conflict decisions per shape class (20 of 30: the most decisions)"
