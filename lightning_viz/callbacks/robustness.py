@@ -17,6 +17,7 @@ from lightning_viz.callbacks._compat import rank_zero_warn
 from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.functional import attacks as A
 from lightning_viz.functional._task import correct, predict
+from lightning_viz.stats import sign_test
 from lightning_viz.summary import EpochRecord
 
 __all__ = ["AdversarialProbe", "eps_label"]
@@ -46,6 +47,20 @@ def eps_label(eps: float, norm: str = "linf") -> str:
     if abs(k - rounded) <= 1e-6:
         return f"{rounded:g}/255"
     return f"{eps:g}"
+
+
+def _masking_flips(
+    masks: dict[str, dict[float, Tensor]], attacks: Sequence[str], eps: Sequence[float]
+) -> dict[tuple[str, str, float], tuple[int, int]]:
+    """For the masking check: per ``("pgd", "fgsm", eps)``, the samples robust under
+    PGD and broken by FGSM, and the reverse (``masks``: robust masks, True = correct)."""
+    if "pgd" not in attacks or "fgsm" not in attacks:
+        return {}
+    out = {}
+    for e in eps:
+        pgd, fgsm = masks["pgd"][e], masks["fgsm"][e]
+        out[("pgd", "fgsm", e)] = (int((pgd & ~fgsm).sum()), int((~pgd & fgsm).sum()))
+    return out
 
 
 class AdversarialProbe(WatchesRegressions, VizCallback):
@@ -259,7 +274,10 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             ctx.one_time += time.perf_counter() - began
         if ctx.log.writer is None:  # what follows is written, so only global rank 0 does it
             return
-        for message in self._masking_messages(values, float(clean.value), len(y), independent):
+        flips = _masking_flips(masks, self.attacks, self.eps)
+        for message in self._masking_messages(
+            values, float(clean.value), len(y), independent, flips
+        ):
             rank_zero_warn(message)
         ctx.log.figure(self.tag("curve"), self._curve(results, clean))
         ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, start))
@@ -340,18 +358,31 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         clean: float,
         n: int,
         independent: tuple[dict[str, dict[float, float]], float, int] | None = None,
+        flips: dict[tuple[str, str, float], tuple[int, int]] | None = None,
     ) -> list[str]:
         """Warnings of signs of gradient masking, each kind at most once per run.
 
         ``independent`` (accuracies, clean accuracy, samples) is where "accuracy rises
-        with eps" is looked for; without it, in ``results``.
+        with eps" is looked for; without it, in ``results``. ``flips[("pgd", "fgsm",
+        eps)]`` holds the probe samples PGD left correct and FGSM broke (``b``) and the
+        reverse (``c``): PGD above FGSM by more than one sample must then also be
+        significant (exact sign test of ``b`` against ``c`` below ``alpha``), not the
+        noise of PGD's random start on a few samples at the decision boundary. Noise
+        that breaks more than the attack needs no test: a healthy attack breaks at
+        least what random noise of its size breaks.
         """
         margin = 1.0 / max(n, 1) + 1e-9
+
+        def significant(key: tuple[str, str, float]) -> bool:
+            if flips is None or key not in flips:
+                return True
+            return sign_test(*flips[key]) < self.alpha
+
         found: dict[str, str] = {}
         if "pgd" in results and "fgsm" in results:
             for eps in self.eps:
                 pgd, fgsm = results["pgd"][eps], results["fgsm"][eps]
-                if pgd > fgsm + margin:
+                if pgd > fgsm + margin and significant(("pgd", "fgsm", eps)):
                     found.setdefault(
                         "pgd_weaker",
                         f"PGD accuracy {pgd:.4f} is above FGSM accuracy {fgsm:.4f} at eps "

@@ -321,6 +321,30 @@ def test_masking_rules_and_once_per_run():
     assert fresh._masking_messages(tiny, 0.9, 100) == []
 
 
+def test_pgd_above_fgsm_by_a_few_samples_is_not_masking():
+    from lightning_viz.callbacks.robustness import _masking_flips
+
+    eps = 8 / 255
+    values = {"fgsm": {eps: 0.156}, "pgd": {eps: 0.180}, "noise": {eps: 0.9}}
+    # 3 samples survive PGD that FGSM broke, none the other way: p = 1/8, no warning
+    # (seen in the short texture-shortcut run of test_compare_demo)
+    few = {("pgd", "fgsm", eps): (3, 0)}
+    assert probe_cb(eps=(eps,))._masking_messages(values, 0.95, 128, flips=few) == []
+    many = {("pgd", "fgsm", eps): (8, 0)}  # p = 1/256 < alpha = 0.01
+    values["pgd"] = {eps: 0.2}
+    (msg,) = probe_cb(eps=(eps,))._masking_messages(values, 0.95, 128, flips=many)
+    assert "PGD accuracy 0.2000 is above FGSM accuracy 0.1560" in msg
+    mixed = {("pgd", "fgsm", eps): (9, 3)}  # p = 0.073: PGD and FGSM each win some
+    assert probe_cb(eps=(eps,))._masking_messages(values, 0.95, 128, flips=mixed) == []
+    # the counts, from robust masks (True: still correct)
+    masks = {
+        "fgsm": {eps: torch.tensor([1, 0, 0, 1, 1], dtype=torch.bool)},
+        "pgd": {eps: torch.tensor([1, 1, 0, 0, 0], dtype=torch.bool)},
+    }
+    assert _masking_flips(masks, ("fgsm", "pgd"), (eps,)) == {("pgd", "fgsm", eps): (1, 2)}
+    assert _masking_flips(masks, ("pgd",), (eps,)) == {}
+
+
 # ------------------------------------------------------------------- validation
 def test_eps_label():
     assert eps_label(8 / 255) == "8/255"
