@@ -419,13 +419,27 @@ def _tile_size(hw: Sequence[int], scale: int, max_tile: int | None) -> tuple[int
 
 
 def _resized(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """``images`` as floats in ``[0, 1]`` resized to ``size`` (bilinear, antialiased)."""
-    images = to_uint8(images).float() / 255.0
+    """``images`` resized to ``size`` (bilinear, antialiased, as floats in ``[0, 1]``);
+    already of that size, as they are."""
     if tuple(images.shape[-2:]) == size:
         return images
+    images = to_uint8(images).float() / 255.0
     return F.interpolate(
         images, size=size, mode="bilinear", align_corners=False, antialias=True
     ).clamp(0, 1)
+
+
+def _grid_options(
+    scale: int, padding: int, pad_value: float, max_width: int | None, max_tile: int | None
+) -> tuple[int, int, float, int | None, int | None]:
+    """The checked ``scale, padding, pad_value, max_width, max_tile`` of every grid."""
+    return (
+        check_int(scale, "scale", minimum=1),
+        check_int(padding, "padding", minimum=0),
+        float(check_float(pad_value, "pad_value")),
+        _check_max_width(max_width),
+        _check_max_width(max_tile, "max_tile"),
+    )
 
 
 def image_grid(
@@ -482,17 +496,13 @@ def image_grid(
     """
     images = check_images(images, "images", allow_uint8=True, **_PICTURE)
     nrow = check_int(nrow, "nrow", minimum=1)
-    scale = check_int(scale, "scale", minimum=1)
-    padding = check_int(padding, "padding", minimum=0)
-    pad_value = check_float(pad_value, "pad_value")
-    max_width = _check_max_width(max_width)
-    max_tile = _check_max_width(max_tile, "max_tile")
+    scale, padding, pad_value, max_width, max_tile = _grid_options(
+        scale, padding, pad_value, max_width, max_tile
+    )
     n = images.shape[0]
     captions = check_str_list(captions, "captions", length=n)
     th, tw, scale = _tile_size(images.shape[-2:], scale, max_tile)
-    if scale == 1:
-        images = _resized(images, (th, tw))
-    tiles = _tiles(images, scale)
+    tiles = _tiles(_resized(images, (th // scale, tw // scale)), scale)
     cols = _columns(tw, padding, 0, max_width, min(nrow, n))
     cells: list[list[np.ndarray | None]] = []
     caps: list[list[str]] | None = [] if captions is not None else None
@@ -502,7 +512,7 @@ def image_grid(
             caps.append(captions[start : start + cols])
     # the caption band exists under every row, also for empty captions, so tile
     # offsets only depend on whether captions were given
-    return _compose(cells, caps, None, (th, tw), padding, float(pad_value))
+    return _compose(cells, caps, None, (th, tw), padding, pad_value)
 
 
 def rows_grid(
@@ -552,10 +562,9 @@ def rows_grid(
         fail("rows", "a list of (N, C, H, W) tensors", f"<{type(rows).__name__}>", TypeError)
     if len(rows) == 0:
         fail("rows", "a non-empty list of (N, C, H, W) tensors", rows)
-    scale = check_int(scale, "scale", minimum=1)
-    padding = check_int(padding, "padding", minimum=0)
-    max_width = _check_max_width(max_width)
-    max_tile = _check_max_width(max_tile, "max_tile")
+    scale, padding, pad_value, max_width, max_tile = _grid_options(
+        scale, padding, pad_value, max_width, max_tile
+    )
     checked = [
         check_images(r, f"rows[{i}]", allow_uint8=True, **_PICTURE) for i, r in enumerate(rows)
     ]
@@ -567,7 +576,7 @@ def rows_grid(
     row_labels = check_str_list(row_labels, "row_labels", length=len(checked))
     th, tw, scale = _tile_size(checked[0].shape[-2:], scale, max_tile)
     hw = (th // scale, tw // scale)
-    tiles = [_tiles(r if tuple(r.shape[-2:]) == hw else _resized(r, hw), scale) for r in checked]
+    tiles = [_tiles(_resized(r, hw), scale) for r in checked]
     label_w = _label_width(row_labels, _font(_font_size(tw)), tw)
     blocks = math.ceil(n / _columns(tw, padding, label_w, max_width, n))
     per_block = math.ceil(n / blocks)
@@ -589,7 +598,7 @@ def rows_grid(
         labels if row_labels is not None else None,
         (th, tw),
         padding,
-        float(pad_value),
+        pad_value,
         gaps,
     )
 
@@ -649,16 +658,14 @@ def feature_map_grid(
     if maps.shape[0] != images.shape[0]:
         fail("maps", f"maps of {images.shape[0]} images", f"<shape {tuple(maps.shape)}>")
     ncol = check_int(ncol, "ncol", minimum=1)
-    scale = check_int(scale, "scale", minimum=1)
-    padding = check_int(padding, "padding", minimum=0)
-    pad_value = check_float(pad_value, "pad_value")
-    max_width = _check_max_width(max_width)
-    max_tile = _check_max_width(max_tile, "max_tile")
+    scale, padding, pad_value, max_width, max_tile = _grid_options(
+        scale, padding, pad_value, max_width, max_tile
+    )
     n, m = maps.shape[:2]
     captions = check_str_list(captions, "captions", length=n)
     th, tw, scale = _tile_size(maps.shape[-2:], scale, max_tile)
-    if scale == 1 and tuple(maps.shape[-2:]) != (th, tw):
-        maps = _resized(maps.flatten(0, 1).unsqueeze(1), (th, tw)).view(n, m, th, tw)
+    maps = _resized(maps.flatten(0, 1).unsqueeze(1), (th // scale, tw // scale))
+    maps = maps.reshape(n, m, th // scale, tw // scale)
     h, w = images.shape[-2:]
     if (th, tw) == (h * (th // h), w * (tw // w)) and th // h == tw // w:
         pictures = _tiles(images, th // h)  # (N, th, tw, 3), an integer upscaling

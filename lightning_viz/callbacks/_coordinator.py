@@ -49,11 +49,10 @@ def _own_titles(callback: Any) -> dict[str, dict[str, list[str]]]:
     """``callback.layout()``; under a custom ``tag_prefix`` each chart title starts with
     it, so two instances of one callback get charts of their own."""
     charts = callback.layout()
-    prefix = getattr(callback, "tag_prefix", None)
-    if prefix is None or prefix == getattr(callback, "family", None):
+    if callback.tag_prefix == callback.family:
         return charts
     return {
-        category: {f"{prefix}: {title}": tags for title, tags in by_title.items()}
+        category: {f"{callback.tag_prefix}: {title}": tags for title, tags in by_title.items()}
         for category, by_title in charts.items()
     }
 

@@ -85,6 +85,7 @@ def write_embedding(
     entry.sprite.image_path = sprite
     entry.sprite.single_image_dim.extend([int(thumbs.shape[-1]), int(thumbs.shape[-2])])
     steps = {e.tensor_name: _step_of(e.tensor_name, tag) for e in config.embeddings}
+    steps[name] = int(step)
     others = [e for e in config.embeddings if steps[e.tensor_name] is None]
     mine = [  # this tag's other steps (not its alias, -1), then this one
         e
@@ -93,10 +94,10 @@ def write_embedding(
     ] + [entry]
     # the projector opens the first name in sorted order: an alias of the latest step
     # sorts before "<tag>:00000", so a run opens on its trained features
-    latest = max(mine, key=lambda e: _step_of(e.tensor_name, tag) or 0)
+    latest = max(mine, key=lambda e: steps[e.tensor_name])
     alias = type(entry)()
     alias.CopyFrom(latest)
-    alias.tensor_name = f"{tag} (latest, step {_step_of(latest.tensor_name, tag)})"
+    alias.tensor_name = f"{tag} (latest, step {steps[latest.tensor_name]})"
     del config.embeddings[:]
     config.embeddings.extend([*others, *mine, alias])
     _atomic_write(config_path, text_format.MessageToString(config).encode())

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def fit(tmp_path, callbacks, **kwargs):
-    """``tests.conftest.fit`` under ddp_spawn, started again once, in an emptied
-    ``tmp_path``, when a rank was killed by SIGABRT.
+    """``tests.conftest.fit`` under ddp_spawn on 2 CPU processes (gloo, not
+    deterministic), started again once, in an emptied ``tmp_path``, when a rank was
+    killed by SIGABRT.
 
     On a loaded 2-core machine a gloo rank has died, rarely, inside the DDP training
     step (before any callback hook of the epoch) with ``terminate called without an
@@ -33,6 +34,8 @@ def fit(tmp_path, callbacks, **kwargs):
     """
     from torch.multiprocessing.spawn import ProcessExitedException
 
+    ddp = {"strategy": "ddp_spawn", "devices": 2, "accelerator": "cpu", "deterministic": False}
+    kwargs = {**ddp, **kwargs}
     try:
         return _fit(tmp_path, callbacks, **kwargs)
     except ProcessExitedException as err:
@@ -66,12 +69,8 @@ def test_embedding_projector_gathers_every_rank_once_and_only_rank_zero_writes(t
         [cb],
         epochs=1,
         datamodule=dm,
-        strategy="ddp_spawn",
-        devices=2,
-        accelerator="cpu",
         limit_train_batches=2,
         limit_val_batches=1.0,
-        deterministic=False,
     )
     step = 2  # limit_train_batches (the main process's trainer keeps its own counters)
     logdir = os.path.join(tmp_path, "run", "version_0")
@@ -111,12 +110,8 @@ def test_every_rank_computes_the_probe_and_only_rank_zero_writes(tmp_path):
         callbacks,
         epochs=1,
         datamodule=small_datamodule(val_size=32, train_size=64),
-        strategy="ddp_spawn",
-        devices=2,
-        accelerator="cpu",
         limit_train_batches=1,
         limit_val_batches=1,
-        deterministic=False,
     )
     files = glob.glob(os.path.join(tmp_path, "**", "events.out.tfevents.*"), recursive=True)
     assert len(files) == 1  # only global rank 0 wrote
@@ -170,12 +165,8 @@ def test_probe_work_is_split_across_ranks_and_every_rank_holds_the_same_metrics(
         epochs=1,
         model=_CountingAttacks(num_classes=5),
         datamodule=small_datamodule(val_size=64, train_size=64),
-        strategy="ddp_spawn",
-        devices=2,
-        accelerator="cpu",
         limit_train_batches=1,
         limit_val_batches=1,
-        deterministic=False,
     )
     reports = []
     for rank in (0, 1):

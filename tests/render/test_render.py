@@ -888,3 +888,21 @@ def test_rows_and_feature_maps_shrink_wide_tiles_too():
     assert R.feature_map_grid(images, torch.rand(2, 3, 56, 56), padding=2).shape[-1] == (
         2 + 4 * (56 + 2)  # narrow maps keep their size
     )
+
+
+def test_every_grid_checks_its_options_alike():
+    images = torch.rand(2, 3, 8, 8)
+    grids = {
+        "image_grid": lambda **kw: R.image_grid(images, **kw),
+        "rows_grid": lambda **kw: R.rows_grid([images], **kw),
+        "feature_map_grid": lambda **kw: R.feature_map_grid(images, torch.rand(2, 3, 8, 8), **kw),
+    }
+    for name, grid in grids.items():
+        with pytest.raises(TypeError, match="pad_value"):
+            grid(pad_value="white")
+        for option in ("scale", "max_width", "max_tile"):
+            with pytest.raises(ValueError, match=option):
+                grid(**{option: 0})
+        with pytest.raises(ValueError, match="padding"):
+            grid(padding=-1)
+        assert grid().dtype == torch.uint8, name
