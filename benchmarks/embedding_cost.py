@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     dm = ShapesTexturesDataModule(train_size=2000, val_size=500, seed=0)
     timer = ValidationTimer()
     projector = EmbeddingProjector(num_samples=500, class_names=list(dm.class_names))

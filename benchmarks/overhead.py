@@ -94,7 +94,7 @@ def fit(
     module: LitClassifier | None = None,
 ) -> tuple[float, list[float], Any, LitClassifier]:
     """One fit; returns (whole-fit seconds, epoch seconds, trainer, module)."""
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     dm = ShapesTexturesDataModule(
         num_classes=4, train_size=args.train_size, val_size=args.val_size, batch_size=64
     )

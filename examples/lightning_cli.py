@@ -1,6 +1,11 @@
 """Configuring lightning-viz callbacks from a LightningCLI YAML file.
 
-Run:  python examples/lightning_cli.py fit --config examples/lightning_cli.yaml
+From the repository root, after ``bash scripts/setup.sh`` (it creates ``.venv`` with
+lightning-viz and its dependencies; ``source .venv/bin/activate`` lets you drop the
+``.venv/bin/`` prefix)::
+
+    .venv/bin/python examples/lightning_cli.py fit --config examples/lightning_cli.yaml
+    .venv/bin/tensorboard --logdir lightning_logs
 """
 
 from pytorch_lightning.cli import LightningCLI

@@ -4,7 +4,12 @@ Your model takes *normalized* inputs and returns a dict; your batches are dicts.
 Three options tell the callbacks about that: ``mean``/``std`` (so images are shown
 and attacked in pixel space), ``output_to_logits`` and ``batch_to_xy``.
 
-Run:  python examples/own_module.py  then  tensorboard --logdir lightning_logs
+From the repository root, after ``bash scripts/setup.sh`` (it creates ``.venv`` with
+lightning-viz and its dependencies; ``source .venv/bin/activate`` lets you drop the
+``.venv/bin/`` prefix)::
+
+    .venv/bin/python examples/own_module.py
+    .venv/bin/tensorboard --logdir lightning_logs
 """
 
 from __future__ import annotations
@@ -109,9 +114,20 @@ def main(epochs: int = 3, output_dir: str = "lightning_logs", limit_batches: flo
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--output-dir", default="lightning_logs")
-    parser.add_argument("--limit-batches", type=float, default=1.0)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
+    parser.add_argument(
+        "--output-dir", default="lightning_logs", help="log dir (default ./lightning_logs)"
+    )
+    parser.add_argument(
+        "--limit-batches",
+        type=float,
+        default=1.0,
+        help="fraction (or number) of batches per epoch (default 1.0: all)",
+    )
     args = parser.parse_args()
     main(args.epochs, args.output_dir, args.limit_batches)

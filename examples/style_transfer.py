@@ -5,9 +5,11 @@ Paints the content of scikit-learn's bundled ``china.jpg`` with the style of
 (:class:`lightning_viz.functional.RandomFeatureExtractor`), and writes a
 ``content | style | result`` PNG.
 
-Run::
+From the repository root, after ``bash scripts/setup.sh`` (it creates ``.venv`` with
+lightning-viz and its dependencies; ``source .venv/bin/activate`` lets you drop the
+``.venv/bin/`` prefix)::
 
-    python examples/style_transfer.py --out style_transfer.png --size 128 --steps 150
+    .venv/bin/python examples/style_transfer.py --out style_transfer.png --size 128 --steps 150
 
 To use a real network instead, pass any ``nn.Module`` and its layer names, e.g. a
 torchvision VGG whose weights you have locally (wrapped so it takes ``[0, 1]`` pixels)::
@@ -46,13 +48,21 @@ def load(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="style_transfer.png", help="output PNG path")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
-    parser.add_argument("--steps", type=int, default=150, help="optimization steps")
-    parser.add_argument("--style-weight", type=float, default=1.0)
-    parser.add_argument("--content-weight", type=float, default=5.0)
-    parser.add_argument("--tv-weight", type=float, default=3.0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument(
+        "--out", default="style_transfer.png", help="output PNG path (default style_transfer.png)"
+    )
+    parser.add_argument("--size", type=int, default=128, help="image side in px (default 128)")
+    parser.add_argument("--steps", type=int, default=150, help="optimization steps (default 150)")
+    parser.add_argument(
+        "--style-weight", type=float, default=1.0, help="weight of the Gram loss (default 1.0)"
+    )
+    parser.add_argument(
+        "--content-weight", type=float, default=5.0, help="weight of the content loss (default 5.0)"
+    )
+    parser.add_argument(
+        "--tv-weight", type=float, default=3.0, help="weight of total variation (default 3.0)"
+    )
     args = parser.parse_args()
 
     content, style = load(args.size)

@@ -5,7 +5,7 @@ so every message has one form: the option, the value received, and what is
 allowed. A wrong *type* raises :class:`TypeError`, a wrong *value* of the right
 type raises :class:`ValueError`.
 
-Example:
+Examples:
     >>> check_int(3, "steps", minimum=1)
     3
     >>> check_int(0, "steps", minimum=1)

@@ -8,6 +8,7 @@ CANDIDATE`` compares two runs' summaries (exit 1 when a watched metric regressed
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -66,13 +67,22 @@ def build_callbacks(class_names: list[str], args: argparse.Namespace) -> list[An
     return callbacks
 
 
+def _seed_everything(pl: Any, seed: int) -> None:
+    """``pl.seed_everything(seed)``, without its log line where Lightning allows that
+    (``verbose=`` arrived in pytorch-lightning 2.4; older versions always log it)."""
+    if "verbose" in inspect.signature(pl.seed_everything).parameters:
+        pl.seed_everything(seed, verbose=False)
+    else:  # pragma: no cover - pytorch-lightning < 2.4 (tested by the oldest-versions CI)
+        pl.seed_everything(seed)
+
+
 def _demo(args: argparse.Namespace) -> int:
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lightning_viz.data import DigitsDataModule, LitClassifier, ShapesTexturesDataModule
 
-    pl.seed_everything(args.seed, verbose=False)
+    _seed_everything(pl, args.seed)
     if args.data == "shapes":
         datamodule: Any = ShapesTexturesDataModule(
             train_size=args.train_size,
@@ -121,10 +131,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightning-viz", description=__doc__)
+    # allow_abbrev=False everywhere: `--epoch 2` is an error, not `--epochs 2`
+    parser = argparse.ArgumentParser(prog="lightning-viz", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="train a small model on the built-in data with every callback"
+        "demo",
+        help="train a small model on the built-in data with every callback",
+        description="Trains a small model on the built-in data with every lightning-viz "
+        "callback and prints the command that opens the result in TensorBoard.",
+        allow_abbrev=False,
     )
     demo.add_argument(
         "--epochs", type=int, default=None, help="training epochs (default 12; vit: 15)"
@@ -138,28 +153,52 @@ def _parser() -> argparse.ArgumentParser:
         default="small",
         help="small CNN, torchvision ResNet-18 or a small Vision Transformer (default small)",
     )
-    demo.add_argument("--data", choices=("shapes", "digits"), default="shapes")
+    demo.add_argument(
+        "--data",
+        choices=("shapes", "digits"),
+        default="shapes",
+        help="built-in data: 5 shapes with textures and object masks (32 px RGB), or "
+        "scikit-learn's 8x8 digits upscaled to 32 px gray (default shapes)",
+    )
     demo.add_argument(
         "--texture-correlation",
         type=float,
         default=0.0,
-        help="shapes data: how often the texture gives the class away (0..1)",
+        help="shapes data: how often the texture gives the class away, 0..1 (default 0)",
     )
     demo.add_argument(
         "--background-correlation",
         type=float,
         default=0.0,
-        help="shapes data: how often the background gives the class away (0..1)",
+        help="shapes data: how often the background gives the class away, 0..1 (default 0)",
     )
-    demo.add_argument("--train-size", type=int, default=2000)
-    demo.add_argument("--val-size", type=int, default=500)
+    demo.add_argument(
+        "--train-size",
+        type=int,
+        default=2000,
+        help="shapes data: training images (default 2000; digits: its fixed split)",
+    )
+    demo.add_argument(
+        "--val-size",
+        type=int,
+        default=500,
+        help=f"shapes data: validation images, at least {_MIN_VAL} (default 500; digits: "
+        "its fixed split)",
+    )
     demo.add_argument(
         "--lr", type=float, default=None, help="Adam learning rate (default 3e-3; vit: 1e-3)"
     )
     demo.add_argument(
-        "--fast", action="store_true", help="smoke run: every callback looks at fewer images"
+        "--fast",
+        action="store_true",
+        help="smoke run: every callback looks at fewer images (default off)",
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data, the model's initialization and the training order (default 0)",
+    )
     add_compare_parser(sub)
     return parser
 

@@ -12,7 +12,7 @@ watched comparisons of the table) is ``<= alpha``.
 Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
 be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
 
-Example:
+Examples:
     >>> from lightning_viz.summary import RunSummary
     >>> a, b = RunSummary(), RunSummary()
     >>> _ = a.record("m", 0, 9, outcomes="1" * 30, fingerprint="f", watched=True, tolerance=0.05)
@@ -440,6 +440,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="compare a run with a baseline run; exit 1 when a watched metric regressed",
         description=__doc__.split("\n\nExample:")[0].replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     where = (
         "a run's log dir (the one with its event file), a folder with one run, or its summary.json"
@@ -455,7 +456,12 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--alpha", type=float, default=0.01, help="significance level after Holm (default 0.01)"
     )
-    parser.add_argument("--format", choices=FORMATS, default="text", help="output (default text)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="output: text, a markdown table or json (default text)",
+    )
     return parser
 
 

@@ -9,7 +9,7 @@ grids ready for ``SummaryWriter.add_image(..., dataformats="CHW")``) or a
 Figures are built with ``matplotlib.figure.Figure`` directly and drawn with the Agg
 canvas, so no pyplot state is created and the global backend is never changed.
 
-Example:
+Examples:
     >>> import torch
     >>> from lightning_viz import render
     >>> images = torch.rand(4, 3, 32, 32)
@@ -695,7 +695,7 @@ def display_scale(images: Tensor | int, target: int = 64) -> int:
     grid of a few of them stays narrow enough for a TensorBoard card (and its PNG
     small).
 
-    Example:
+    Examples:
         >>> display_scale(32), display_scale(224)
         (2, 1)
     """

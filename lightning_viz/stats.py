@@ -14,7 +14,7 @@ Tails are summed exactly with :func:`math.comb` (Python's big integers, one corr
 rounded division) up to :data:`EXACT_LIMIT` samples and in log space (``lgamma``,
 relative error about ``1e-10``) above.
 
-Example:
+Examples:
     >>> r = paired_test([1, 1, 1, 0, 1, None], [0, 0, 1, 0, 1, 1])
     >>> (r.n_pairs, r.worse, r.better, r.pvalue)
     (5, 2, 0, 0.25)
@@ -109,7 +109,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         TypeError: A count is not an int or ``confidence`` not a number.
         ValueError: A count out of range, ``confidence`` outside ``(0, 1)``.
 
-    Example:
+    Examples:
         >>> tuple(round(v, 4) for v in wilson_interval(7, 10))
         (0.3968, 0.8922)
     """
@@ -210,7 +210,7 @@ def sign_test(worse: int, better: int) -> float:
         TypeError: A count is not an int.
         ValueError: A count is negative.
 
-    Example:
+    Examples:
         >>> sign_test(7, 0)
         0.0078125
     """
@@ -299,7 +299,7 @@ def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
         TypeError: ``pvalues`` is not a sequence of numbers.
         ValueError: A p-value outside ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> holm_adjusted([0.01, 0.04, 0.03])
         [0.03, 0.06, 0.06]
     """
@@ -331,7 +331,7 @@ def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
         TypeError: ``pvalues`` is not a sequence of numbers, ``alpha`` not a number.
         ValueError: A p-value outside ``[0, 1]``, ``alpha`` outside ``(0, 1)``.
 
-    Example:
+    Examples:
         >>> holm([0.004, 0.02, 0.5], alpha=0.05)
         [True, True, False]
     """

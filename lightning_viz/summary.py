@@ -383,7 +383,7 @@ class RunSummary:
         alerts: The alerts, as plain dicts (see :meth:`add_alert`), in order.
         path: The file it was loaded from or last written to, else ``None``.
 
-    Example:
+    Examples:
         >>> s = RunSummary()
         >>> r = s.record("bias/shape_bias", 0, 10, outcomes=[1, 1, 0, None],
         ...              callback="TextureShapeBias", watched=True, tolerance=0.05)
@@ -446,10 +446,10 @@ class RunSummary:
             callback: Class name of the writing callback.
             watched: Whether regressions of this metric are alerts.
             tolerance: Practically large drop, ``>= 0``.
-            higher_is_better: Direction of improvement.
-
-            The last four describe the metric, not the epoch: ``None`` keeps what the
-            metric has (a new metric: ``None``, ``False``, ``None``, ``True``).
+            higher_is_better: Direction of improvement. ``callback``, ``watched``,
+                ``tolerance`` and ``higher_is_better`` describe the metric, not the
+                epoch: ``None`` keeps what the metric has (a new metric: ``None``,
+                ``False``, ``None``, ``True``).
 
         Returns:
             The stored :class:`EpochRecord`.

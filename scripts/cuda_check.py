@@ -55,7 +55,7 @@ def callbacks() -> list[pl.Callback]:
 
 
 def run(accelerator: str, precision: str) -> bool:
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     dm = ShapesTexturesDataModule(train_size=512, val_size=128)
     model = LitClassifier(lr=3e-3)
     start = time.perf_counter()

@@ -135,7 +135,7 @@ def fit(
         from pytorch_lightning.loggers import TensorBoardLogger
     from lightning_viz.data import LitClassifier
 
-    pl.seed_everything(seed, verbose=False)
+    pl.seed_everything(seed)
     datamodule = datamodule if datamodule is not None else small_datamodule()
     model = model if model is not None else LitClassifier(num_classes=5, lr=1e-2)
     args = dict(

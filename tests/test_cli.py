@@ -112,3 +112,46 @@ def test_demo_runs_a_vision_transformer(tmp_path, capsys):
     images = read_events(str(out / "demo_shapes_vit" / "version_0"))["images"]
     assert "saliency/rollout" in images and "saliency/grad_rollout" in images
     assert not any("conv_proj" in t for t in images if t.startswith(("gradcam/", "activations/")))
+
+
+def _subparsers(parser):
+    import argparse
+
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
+@pytest.mark.parametrize("command", ["demo", "compare"])
+def test_every_option_says_what_it_does_and_its_default(command):
+    sub = _subparsers(cli._parser())[command]
+    options = [a for a in sub._actions if a.option_strings and a.dest != "help"]
+    assert options
+    for action in options:
+        assert action.help, f"{command} {action.option_strings[0]} has no help text"
+        assert "default" in action.help, f"{command} {action.option_strings[0]}: {action.help}"
+    positionals = [a for a in sub._actions if not a.option_strings]
+    assert all(a.help for a in positionals)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["demo", "--epoch", "2"], ["demo", "--train", "64"], ["compare", "a", "b", "--tol", "0.1"]],
+)
+def test_abbreviated_options_are_rejected(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli._parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_demo_help_lists_every_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_viz.cli", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--data", "--train-size", "--val-size", "--seed", "--fast", "--epochs"):
+        assert option in result.stdout
+    assert result.stdout.count("default") >= 11

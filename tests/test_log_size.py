@@ -38,7 +38,7 @@ def test_a_demo_epoch_adds_at_most_one_megabyte_and_the_projector_reads_every_ep
     dm.setup("fit")
     sizes = _Sizes()
     callbacks = build_callbacks(list(dm.class_names), argparse.Namespace(fast=False, epochs=3))
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     trainer = pl.Trainer(
         max_epochs=3,
         logger=TensorBoardLogger(str(tmp_path), name="demo"),

@@ -155,7 +155,7 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
     Returns:
         A multi-line string (no trailing newline); ``""`` when there are no alerts.
 
-    Example:
+    Examples:
         ``TextureShapeBias: 1 regression at epoch 6 (one-sided exact tests, Holm-adjusted,
         alpha 0.01)`` followed by one row per alert: metric, the run it is compared
         with, value, reference value, drop, tolerance, p and the test with its flips.
@@ -239,7 +239,7 @@ class RegressionMonitor:
         ValueError: An argument out of range.
         SummaryError: ``baseline`` is a path that holds no readable summary.
 
-    Example:
+    Examples:
         >>> m = RegressionMonitor(tolerance=0.05, patience=1)
         >>> m.update(0, 10, {"bias/shape_bias": {"outcomes": [1] * 20}})
         []

@@ -62,7 +62,7 @@ class ClassModelLogger(VizCallback):
             class indices outside the model's classes, an unknown layer (the message
             lists the available ones), a channel outside the layer's channels.
 
-    Example:
+    Examples:
         >>> cb = ClassModelLogger(classes=[0, 2], steps=100, every_n_epochs=2)
         >>> cb.tag("grid")
         'class_model/grid'

@@ -200,7 +200,7 @@ class EmbeddingProjector(VizCallback):
             ``setup``: an unknown ``layer`` (with the available names and the closest
             match), or no ``nn.Linear`` in the model and no ``layer``.
 
-    Example:
+    Examples:
         >>> from lightning_viz import EmbeddingProjector
         >>> cb = EmbeddingProjector(num_samples=500, projection="pca")
     """

@@ -36,7 +36,7 @@ def eps_label(eps: float, norm: str = "linf") -> str:
     ``:g``. Under ``norm="l2"`` (a length, conventionally a plain number): ``eps`` with
     ``:g``.
 
-    Example:
+    Examples:
         >>> eps_label(8 / 255), eps_label(0.5 / 255), eps_label(0.3), eps_label(0.5, "l2")
         ('8/255', '0.5/255', '76.5/255', '0.5')
     """
@@ -141,7 +141,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             norm; ``steps < 1``; ``tolerance < 0``; ``step_size <= 0``. At ``setup``:
             the probe has no labels.
 
-    Example:
+    Examples:
         >>> probe = AdversarialProbe(eps=[2 / 255, 8 / 255], num_samples=128)
         >>> probe.tags()[:3]
         ['robustness/clean_acc', 'robustness/fgsm_acc@2/255', 'robustness/fgsm_acc@8/255']

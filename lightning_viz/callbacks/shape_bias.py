@@ -103,7 +103,12 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             Default: ``True``.
         num_samples: Probe (source) images, a class-balanced pick of the validation
             data. Default: ``num_images``.
-        alpha, warmup, patience, baseline: The alert rule, as for ``AdversarialProbe``.
+        alpha: Significance level of the alert rule, as for ``AdversarialProbe``.
+            Default: 0.01.
+        warmup: Epochs at the start of fit that are never a reference. Default: 0.
+        patience: Consecutive flagged runs before an alert. Default: 2.
+        baseline: An earlier run to compare with, as for ``AdversarialProbe``.
+            Default: ``None``.
         **kwargs: The options every callback shares (see ``VizCallback``).
 
     Raises:
@@ -115,7 +120,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         NotApplicableError: At ``setup``, following ``on_error``: a probe without
             labels, fewer than 2 classes in it, a multilabel model.
 
-    Example:
+    Examples:
         >>> bias = TextureShapeBias(num_images=160, tolerance=0.05)
         >>> bias.tag("shape_bias")
         'bias/shape_bias'

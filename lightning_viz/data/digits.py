@@ -62,7 +62,7 @@ class DigitsDataModule(SeededDataModule):
         TypeError: If an argument has the wrong type.
         ValueError: If an argument is out of range.
 
-    Example:
+    Examples:
         >>> dm = DigitsDataModule()
         >>> dm.setup("fit")
         >>> len(dm.train_dataset), len(dm.val_dataset)

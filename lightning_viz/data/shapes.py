@@ -294,7 +294,7 @@ def draw_shapes(
         TypeError: If an index argument is not a list of ints / 1-D integer tensor.
         ValueError: If indices are out of range, lengths differ or ``image_size < 16``.
 
-    Example:
+    Examples:
         >>> images, masks = draw_shapes([0, 1], [1, 0], [1, 0])
         >>> images.shape, masks.shape
         (torch.Size([2, 3, 32, 32]), torch.Size([2, 1, 32, 32]))
@@ -414,7 +414,7 @@ class ShapesTexturesDataModule(SeededDataModule):
         TypeError: If an argument has the wrong type.
         ValueError: If an argument is out of range.
 
-    Example:
+    Examples:
         >>> dm = ShapesTexturesDataModule(train_size=10, val_size=5)
         >>> dm.setup("fit")
         >>> image, label, mask = dm.train_dataset[0]

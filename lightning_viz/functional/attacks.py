@@ -197,7 +197,7 @@ def noise(
         ValueError: ``inputs`` is not 4-D, ``eps`` is negative or not finite, ``norm``
             is unknown, or ``clamp`` has ``min >= max``.
 
-    Example:
+    Examples:
         >>> x = torch.rand(2, 3, 8, 8)
         >>> n = noise(x, 8 / 255)
         >>> bool(((n - x).abs() <= 8 / 255 + 1e-6).all())
@@ -258,7 +258,7 @@ def fgsm(
             ``clamp`` has ``min >= max``.
         NoGradientError: The loss does not depend on the inputs (``no_grad`` forward).
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
         >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
         >>> fgsm(model, x, y, eps=8 / 255).shape
@@ -332,7 +332,7 @@ def pgd(
         ValueError: As :func:`fgsm`; ``step_size`` out of range, ``steps < 1``.
         NoGradientError: The loss does not depend on the inputs.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
         >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
         >>> adv = pgd(model, x, y, eps=8 / 255, steps=5)
@@ -488,7 +488,7 @@ def robust_accuracy(
     Raises:
         As :func:`robust_mask`.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
         >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
         >>> 0.0 <= robust_accuracy(model, x, y, eps=8 / 255) <= 1.0

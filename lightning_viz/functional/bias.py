@@ -102,7 +102,7 @@ def decisions(predictions: Tensor, shape_labels: Tensor, texture_labels: Tensor)
         TypeError: Non-tensors, float labels, bool/complex predictions.
         ValueError: Wrong shapes or lengths, negative labels, labels ``>= K`` for logits.
 
-    Example:
+    Examples:
         >>> decisions(torch.tensor([0, 2, 1]), torch.tensor([0, 1, 1]), torch.tensor([2, 2, 1]))
         tensor([ 1,  0, -2])
     """
@@ -161,7 +161,7 @@ def shape_bias(
     Raises:
         As :func:`decisions`.
 
-    Example:
+    Examples:
         >>> out = shape_bias(torch.tensor([0, 2, 1]), torch.tensor([0, 1, 1]),
         ...                  torch.tensor([2, 2, 1]))
         >>> out["shape_bias"], out["shape_acc"], out["n_decisions"], out["n_images"]
@@ -188,8 +188,8 @@ def per_class_shape_bias(
         ``nan`` for a class without decisions).
 
     Raises:
-        As :func:`decisions`; ``num_classes`` not an int ``>= 1`` or labels
-        ``>= num_classes``.
+        ValueError: As :func:`decisions`; also ``num_classes`` not an int ``>= 1``
+            or labels ``>= num_classes``.
     """
     num_classes = check_int(num_classes, "num_classes", minimum=1)
     dec = decisions(predictions, shape_labels, texture_labels)

@@ -11,7 +11,7 @@ layer's activations ``A`` and gradients ``dS/dA``:
 3. channel weights by the variant, weighted sum over channels, ReLU;
 4. bilinear upsampling to the input size. Maps are *not* normalized.
 
-Example:
+Examples:
     >>> import torch, lightning_viz.functional as LF
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
     ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))

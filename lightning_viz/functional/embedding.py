@@ -4,7 +4,7 @@
 when it is installed) on a CPU numpy copy and return to the input's device.
 ``knn_accuracy`` is pure torch, batched with :func:`torch.cdist`.
 
-Example:
+Examples:
     >>> import torch
     >>> import lightning_viz.functional.embedding as E
     >>> feats = torch.randn(100, 16)

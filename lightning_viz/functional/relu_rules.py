@@ -8,7 +8,7 @@ linear) would get the plain gradient under another name: the methods refuse it
 (:func:`require_relu_family`), and a callback can ask beforehand
 (:func:`relu_rule_counts`) whether the methods apply.
 
-Example:
+Examples:
     >>> import torch, lightning_viz.functional as LF
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU(),
     ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))

@@ -12,7 +12,7 @@ The attention weights are read by :func:`lightning_viz._hooks.capture_attention`
 register tokens are skipped). Swin and MaxViT attend within windows: no class
 token to roll out, so they are refused.
 
-Example:
+Examples:
     >>> import torch, torchvision, lightning_viz.functional as LF
     >>> vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8,
     ...     num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3)

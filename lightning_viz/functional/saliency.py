@@ -6,7 +6,7 @@ and takes gradients with :func:`torch.autograd.grad` with respect to the inputs
 only, so the model is left exactly as it was found and no parameter ``.grad`` is
 ever written. Noisy or interpolated copies of the inputs are batched in chunks.
 
-Example:
+Examples:
     >>> import torch, lightning_viz.functional as LF
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
     ...     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))

@@ -59,7 +59,7 @@ def gram_matrix(features: Tensor) -> Tensor:
         TypeError: ``features`` is not a floating-point tensor.
         ValueError: ``features`` is not 4-D or is empty.
 
-    Example:
+    Examples:
         >>> gram_matrix(torch.ones(1, 2, 2, 2))
         tensor([[[0.5000, 0.5000],
                  [0.5000, 0.5000]]])
@@ -243,7 +243,7 @@ def style_transfer(
             channels, unknown layer names (the message lists the available layers
             and the closest match), bad argument values.
 
-    Example:
+    Examples:
         >>> out = style_transfer(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), steps=5)
         >>> out.shape
         torch.Size([2, 3, 32, 32])

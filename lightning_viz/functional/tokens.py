@@ -27,7 +27,7 @@ as ``LightningModule.model``):
 Anything else: pass ``reshape=`` a callable ``(Tensor) -> (N, D, h, w)`` (as
 pytorch-grad-cam's ``reshape_transform``), or a :class:`TokenLayout`.
 
-Example:
+Examples:
     >>> import torch, torchvision, lightning_viz.functional as LF
     >>> vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8,
     ...     num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3)

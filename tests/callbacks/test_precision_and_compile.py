@@ -15,6 +15,13 @@ from lightning_viz.data import LitClassifier, SmallCNN
 from tests.conftest import fit, read_events
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
+
+
 class _Recording(LitClassifier):
     """Records, for every forward outside training, autocast and grad mode."""
 
@@ -24,7 +31,7 @@ class _Recording(LitClassifier):
 
     def forward(self, x):
         if not self.training:
-            self.calls.append((torch.is_autocast_enabled("cpu"), torch.is_grad_enabled()))
+            self.calls.append((_cpu_autocast_enabled(), torch.is_grad_enabled()))
         return super().forward(x)
 
 

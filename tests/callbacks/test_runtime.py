@@ -78,7 +78,7 @@ def test_works_with_the_unified_lightning_package(tmp_path):
         lv.GradCAMLogger(num_samples=3, on_error="raise"),
         lv.ActivationLogger(on_error="raise"),
     ]
-    L.seed_everything(0, verbose=False)
+    L.seed_everything(0)
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -378,7 +378,7 @@ def test_every_callback_writes_the_same_under_the_unified_lightning_package(tmp_
         callbacks = all_callbacks(on_error="raise")
         for cb in callbacks:
             cb.max_overhead = None
-        flavour.seed_everything(0, verbose=False)
+        flavour.seed_everything(0)
         trainer = flavour.Trainer(
             max_epochs=2,
             logger=flavour.loggers.TensorBoardLogger(str(tmp_path / name), name="run", version=0),

@@ -163,7 +163,7 @@ def test_lit_classifier_validation(kwargs, error, match):
 
 
 def _fit(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    pl.seed_everything(seed, verbose=False)
+    pl.seed_everything(seed)
     dm = ShapesTexturesDataModule(train_size=320, val_size=64, seed=0)
     lit = LitClassifier(num_classes=5)
     trainer = pl.Trainer(
@@ -185,7 +185,7 @@ def _fit(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
 
 
 def test_fit_runs_logs_and_is_deterministic(one_thread, restore_seeds):
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(0)
     init = {k: v.clone() for k, v in LitClassifier(num_classes=5).state_dict().items()}
     first, metrics = _fit(0)
     second, _ = _fit(0)

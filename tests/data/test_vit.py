@@ -107,7 +107,7 @@ def test_vit_small_learns_the_shapes_data_well_above_chance(restore_seeds):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pl.seed_everything(0, verbose=False)
+        pl.seed_everything(0)
         datamodule = ShapesTexturesDataModule(seed=0)
         model = LitClassifier(model_name="vit", num_classes=5, lr=lr)
         trainer = pl.Trainer(

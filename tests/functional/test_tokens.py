@@ -40,9 +40,23 @@ def x() -> torch.Tensor:
     return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
+def _is_flat(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    return flat.amax(1) - flat.amin(1) <= 1e-6
+
+
 @pytest.fixture
-def vit(fx):
-    return fx.make(lambda: nontrivial(tiny_vit()), seed=1)
+def vit(fx, x):
+    """The tiny ViT of the first seed (from 1) whose Grad-CAM and Grad-CAM++ maps of ``x``
+    at ``LAST_LN1`` are nowhere flat. A map that is all negative before the ReLU is flat
+    and compares nothing; which seeds give one depends on how the torch version draws the
+    initial weights (seed 1 on torch 2.14, a later one on torch 2.1)."""
+    for seed in range(1, 30):
+        model = fx.make(lambda: nontrivial(tiny_vit()), seed=seed)
+        maps = [cam(model, x, TARGET, layer=LAST_LN1) for cam in (LF.grad_cam, LF.grad_cam_pp)]
+        if not any(bool(_is_flat(m).any()) for m in maps):
+            return model
+    raise AssertionError("no seed in 1..29 gives a tiny ViT with nowhere-flat CAMs")
 
 
 def _pgc_reshape(prefix: int, h: int = 4, w: int = 4):
@@ -62,8 +76,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _not_flat(maps: torch.Tensor) -> None:
-    flat = maps.flatten(1)
-    assert bool((flat.amax(1) - flat.amin(1) > 1e-6).all()), "a map is flat"
+    assert not bool(_is_flat(maps).any()), "a map is flat"
 
 
 # ----------------------------------------------------------------------------- tokens_to_grid
