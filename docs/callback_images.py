@@ -1,11 +1,11 @@
 """The pictures on the callback pages: the images the callbacks wrote in a demo run.
 
-Reads the event file of a run of ``lightning-viz demo`` (default settings) and saves
+Reads the event file of a run of ``lightning-viz demo`` (``--epochs 3``) and saves
 the last image of one tag per callback, exactly as TensorBoard received it, to
 ``docs/screenshots/callbacks/<page>.png``. Not part of the tests. From the repository
 root::
 
-    .venv/bin/lightning-viz demo --output-dir /tmp/demo
+    .venv/bin/lightning-viz demo --epochs 3 --output-dir /tmp/demo
     .venv/bin/python docs/callback_images.py /tmp/demo
 """
 
