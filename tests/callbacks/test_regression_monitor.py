@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy import stats as ss
 
-from lightning_viz.callbacks._regression import (
+from lightning_viz.monitoring.record import RunSummary, SummaryError
+from lightning_viz.monitoring.regression import (
     Alert,
     RegressionMonitor,
     format_alerts,
 )
-from lightning_viz.summary import RunSummary, SummaryError
 
 SB, SA = "bias/shape_bias", "bias/shape_acc"
 SHAPE, TEXTURE, OTHER = 0, 1, 2
@@ -325,7 +325,7 @@ def test_baseline_paired_when_fingerprints_match_else_unpaired():
     unpaired = RegressionMonitor(0.05, patience=1, baseline=base)
     (alert,) = unpaired.update(0, 0, {"m": {"outcomes": BAD, "fingerprint": "beef"}})
     assert alert.test == "unpaired (probes differ)" and alert.worse is None
-    expected = ss.fisher_exact([[50, 50], [80, 20]], alternative="less").pvalue
+    expected = ss.fisher_exact([[50, 50], [80, 20]], alternative="less")[1]
     assert alert.pvalue == pytest.approx(expected)
     assert "baseline run 0.8000 at epoch 0" in alert.message
     unknown = RegressionMonitor(0.05, patience=1, baseline=baseline_summary({0: GOOD}, None))
@@ -337,7 +337,7 @@ def test_paired_baseline_sees_a_drop_the_unpaired_test_cannot():
     # 8 of 40 samples flip to worse, none to better: clear when paired, not when unpaired
     ref, cand = table(30, 40), table(22, 40)
     base = baseline_summary({0: ref})
-    assert ss.fisher_exact([[22, 18], [30, 10]], alternative="less").pvalue > 0.01
+    assert ss.fisher_exact([[22, 18], [30, 10]], alternative="less")[1] > 0.01
     paired = RegressionMonitor(0.05, patience=1, baseline=base)
     (alert,) = paired.update(0, 0, {"m": {"outcomes": cand, "fingerprint": "f00d"}})
     assert alert.pvalue == pytest.approx(1 / 256)
@@ -402,7 +402,7 @@ def test_counts_without_outcomes_use_the_unpaired_test():
     (alert,) = monitor.update(1, 1, {"m": {"n": 100, "successes": 50}})
     assert alert.test == "unpaired (no per-sample outcomes)"
     assert alert.pvalue == pytest.approx(
-        ss.fisher_exact([[50, 50], [80, 20]], alternative="less").pvalue
+        ss.fisher_exact([[50, 50], [80, 20]], alternative="less")[1]
     )
 
 
