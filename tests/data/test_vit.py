@@ -101,7 +101,7 @@ def test_the_methods_explain_the_encoder_not_the_stem():
 @pytest.mark.slow
 def test_vit_small_learns_the_shapes_data_well_above_chance(restore_seeds):
     # The demo's data: 2000 training, 500 validation images, 5 shapes, 32 px, one
-    # thread. How long it takes is measured, not asserted (README: 44 s on 2 shared
+    # thread. How long it takes is measured, not asserted (it was 44 s on 2 shared
     # cores, val_acc 0.76); here only what it learns.
     epochs, lr = 15, 1e-3
     threads = torch.get_num_threads()
