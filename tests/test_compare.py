@@ -11,8 +11,9 @@ from scipy import stats as ss
 
 from lightning_viz import cli
 from lightning_viz.monitoring.compare import compare_summaries, render
-from lightning_viz.monitoring.record import RunSummary, load_summary
+from lightning_viz.monitoring.record import RunSummary
 from lightning_viz.monitoring.stats import holm_adjusted
+from lightning_viz.monitoring.store import load_summary
 
 SB, SA, PGD, KNN = (
     "bias/shape_bias",

@@ -9,7 +9,6 @@ cannot.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from torch.utils.data import (
 )
 
 from lightning_viz._checks import check_batch_images
+from lightning_viz._io import fingerprint
 
 __all__ = [
     "Probe",
@@ -74,12 +74,7 @@ class Probe:
 
     def fingerprint(self) -> str:
         """A hash of the images, labels and masks: equal only for the same probe."""
-        h = hashlib.sha256()
-        for t in (self.images, self.labels, self.masks):
-            if t is not None:
-                h.update(str((tuple(t.shape), t.dtype)).encode())
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint(self.images, self.labels, self.masks, shapes=True)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

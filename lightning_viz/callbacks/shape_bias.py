@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_bool, check_float, check_int, check_int_list, fail
 from lightning_viz._guard import make_generator
+from lightning_viz._io import fingerprint
 from lightning_viz._runtime import cue_cache
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
@@ -418,10 +418,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _fingerprint(self, ctx: RunContext) -> str:
         """The probe and the cue-conflict set the outcomes belong to, hashed."""
         images, s, t = self._cc  # type: ignore[misc]
-        h = hashlib.sha256(ctx.probe.fingerprint().encode())
-        for tensor in (images.float(), s.long(), t.long()):
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint(ctx.probe.fingerprint(), images.float(), s.long(), t.long())
 
     # --------------------------------------------------------------- rendering
     def _per_class(self, pred: Tensor, s: Tensor, t: Tensor, num_classes: int) -> Any:

@@ -31,16 +31,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_viz._checks import check_float, fail
+from lightning_viz._checks import check_float, check_level, fail
 from lightning_viz.monitoring.record import (
     EpochRecord,
     MetricHistory,
     RunSummary,
     SummaryError,
-    compare_records,
-    load_summary,
+    json_safe,
 )
+from lightning_viz.monitoring.rule import compare_records, regressed
 from lightning_viz.monitoring.stats import holm_adjusted
+from lightning_viz.monitoring.store import load_summary
 
 __all__ = [
     "FORMATS",
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 FORMATS = ("text", "markdown", "json")
-_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (NaN as ``None``): the ``--format json`` output."""
-        return _json_safe(
+        return json_safe(
             {
                 "format": "lightning-viz-compare",
                 "version": 1,
@@ -200,16 +200,6 @@ def _row_dict(row: CompareRow) -> dict[str, Any]:
             "fingerprint": s.fingerprint,
         }
     return out
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------- comparing
@@ -272,9 +262,7 @@ def compare_summaries(
             fail(name, "a RunSummary", s, TypeError)
     if tolerance is not None:
         tolerance = check_float(tolerance, "tolerance", minimum=0.0)
-    alpha = check_float(alpha, "alpha", positive=True)
-    if alpha >= 1:
-        fail("alpha", "a number in (0, 1)", alpha)
+    alpha = check_level(alpha, "alpha")
     result = CompareResult(baseline.path, candidate.path, alpha, tolerance)
     result.only_in_baseline = sorted(t for t in baseline if t not in candidate)
     result.only_in_candidate = sorted(t for t in candidate if t not in baseline)
@@ -298,7 +286,7 @@ def compare_summaries(
     family = [r for r in result.rows if r.watched and not math.isnan(r.pvalue)]
     for row, adjusted in zip(family, holm_adjusted([r.pvalue for r in family]), strict=True):
         row.pvalue_holm = adjusted
-        row.regressed = row.drop > row.tolerance + _EPS and adjusted <= alpha
+        row.regressed = regressed(row.drop, row.tolerance, adjusted, alpha)
     return result
 
 

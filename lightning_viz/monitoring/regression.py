@@ -38,23 +38,18 @@ from lightning_viz._checks import (
     check_choice,
     check_float,
     check_int,
+    check_level,
     check_per_metric,
     fail,
 )
-from lightning_viz.monitoring.record import (
-    EpochRecord,
-    RecordComparison,
-    RunSummary,
-    compare_records,
-    load_summary,
-    make_record,
-)
+from lightning_viz.monitoring import rule
+from lightning_viz.monitoring.record import EpochRecord, RunSummary, make_record
+from lightning_viz.monitoring.rule import ALERT_KINDS, RecordComparison, compare_records
 from lightning_viz.monitoring.stats import holm_adjusted
+from lightning_viz.monitoring.store import load_summary
 
 __all__ = ["Alert", "RegressionMonitor", "format_alerts"]
 
-_EPS = 1e-12
-_KINDS = ("best", "baseline")
 _RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint")
 
 
@@ -258,9 +253,7 @@ class RegressionMonitor:
         self.tolerance = check_per_metric(
             tolerance, "tolerance", lambda v, n: check_float(v, n, minimum=0.0)
         )
-        self.alpha = check_float(alpha, "alpha", positive=True)
-        if self.alpha >= 1:
-            fail("alpha", "a number in (0, 1)", alpha)
+        self.alpha = check_level(alpha, "alpha")
         self.warmup = check_int(warmup, "warmup", minimum=0)
         self.patience = check_int(patience, "patience", minimum=1)
         self.higher_is_better = check_per_metric(higher_is_better, "higher_is_better", check_bool)
@@ -270,7 +263,7 @@ class RegressionMonitor:
             baseline = load_summary(baseline)
         self.baseline: RunSummary | None = baseline
         self._refs: dict[str, EpochRecord] = {}  # metric -> its best run after warmup
-        self._episodes: dict[str, dict[str, _Episode]] = {kind: {} for kind in _KINDS}
+        self._episodes: dict[str, dict[str, _Episode]] = {kind: {} for kind in ALERT_KINDS}
         self._drops: dict[str, float] = {}  # metric -> drop below its reference, last update
 
     # ------------------------------------------------------------------ access
@@ -299,7 +292,7 @@ class RegressionMonitor:
 
     def regressed(self, kind: str = "best") -> list[str]:
         """The metrics now in a regressed episode of ``kind``."""
-        check_choice(kind, "kind", _KINDS)
+        check_choice(kind, "kind", ALERT_KINDS)
         return sorted(t for t, e in self._episodes[kind].items() if e.regressed)
 
     def regression_value(self) -> float:
@@ -434,10 +427,12 @@ class RegressionMonitor:
             tol = self.tolerance_of(tag)
             ep = self._episodes[kind].setdefault(tag, _Episode())
             if ep.regressed:
-                if all(c.result.drop <= tol + _EPS for c in comps):  # recovered: re-arm
+                if not any(rule.exceeds(c.result.drop, tol) for c in comps):  # recovered: re-arm
                     self._episodes[kind][tag] = _Episode()
                 continue
-            flagged = [c for c in comps if c.result.drop > tol + _EPS and c.adjusted <= self.alpha]
+            flagged = [
+                c for c in comps if rule.regressed(c.result.drop, tol, c.adjusted, self.alpha)
+            ]
             if not flagged:
                 ep.streak, ep.first_flagged = 0, None
                 continue
@@ -491,6 +486,6 @@ class RegressionMonitor:
         episodes = state.get("episodes") or {}
         self._episodes = {
             kind: {str(t): _Episode(**e) for t, e in (episodes.get(kind) or {}).items()}
-            for kind in _KINDS
+            for kind in ALERT_KINDS
         }
         self._drops = {str(t): float(v) for t, v in (state.get("drops") or {}).items()}
