@@ -22,8 +22,8 @@ import torch
 
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import rank_zero_info, rank_zero_warn
+from lightning_viz._runtime.config import config_markdown
 from lightning_viz.monitoring.dashboard import (
-    config_markdown,
     console_table,
     custom_scalars_layout,
     latest_rows,

@@ -30,12 +30,12 @@ from lightning_viz._checks import (
 )
 from lightning_viz._guard import ModelView, make_generator, preserve_state, unwrap_model
 from lightning_viz._runtime.compat import CALLBACK_BASES, rank_zero_warn
+from lightning_viz._runtime.config import describe_options
 from lightning_viz._runtime.context import CAPTION_LABEL, NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog, find_tensorboard
 from lightning_viz._runtime.probe import Probe, load_probe
 from lightning_viz.functional._task import detect_task, normalize_labels
-from lightning_viz.monitoring.dashboard import describe_options
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 

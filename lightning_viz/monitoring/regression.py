@@ -47,6 +47,7 @@ from lightning_viz.monitoring.record import EpochRecord, RunSummary, make_record
 from lightning_viz.monitoring.rule import ALERT_KINDS, RecordComparison, compare_records
 from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.store import load_summary
+from lightning_viz.monitoring.tables import format_p, text_table
 
 __all__ = ["Alert", "RegressionMonitor", "format_alerts"]
 
@@ -126,18 +127,6 @@ class Alert:
         return {**asdict(self), "message": self.message}
 
 
-def _fmt_p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
-
-
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in rows
-    ]
-
-
 def format_alerts(alerts: list[Alert], title: str) -> str:
     """One message for the alerts of one callback at one run: a compact table.
 
@@ -162,7 +151,7 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
         f"{title}: {count} at epoch {', '.join(map(str, epochs))} (one-sided exact tests, "
         f"Holm-adjusted, alpha {', '.join(f'{a:g}' for a in alphas)})"
     )
-    rows = [["metric", "compared with", "value", "ref", "drop", "tol", "p", "test"]]
+    rows = []
     for a in alerts:
         test = a.test
         if a.worse is not None:
@@ -177,11 +166,12 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
                 f"{a.reference_value:.4f}",
                 f"{a.drop:.4f}",
                 f"{a.tolerance:g}",
-                _fmt_p(a.pvalue),
+                format_p(a.pvalue),
                 test,
             ]
         )
-    return "\n".join([head, *_table(rows)])
+    header = ["metric", "compared with", "value", "ref", "drop", "tol", "p", "test"]
+    return "\n".join([head, *text_table(header, rows, indent="  ")])
 
 
 # ------------------------------------------------------------------------- monitor

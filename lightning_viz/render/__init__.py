@@ -29,7 +29,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lightning_viz.render.figures import bar_figure, figure_to_image, line_figure, scatter_figure
+from lightning_viz.render.figures import bar_figure, line_figure, scatter_figure
 from lightning_viz.render.grids import (
     MAX_TILE,
     display_scale,
@@ -48,7 +48,6 @@ __all__ = [
     "display_scale",
     "feature_map_grid",
     "feature_maps",
-    "figure_to_image",
     "filter_tiles",
     "image_grid",
     "line_figure",

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -27,7 +25,6 @@ from lightning_viz._checks import (
 
 __all__ = [
     "bar_figure",
-    "figure_to_image",
     "line_figure",
     "scatter_figure",
 ]
@@ -195,17 +192,3 @@ def scatter_figure(
     ax.legend(markerscale=2, fontsize="small", loc="best")
     fig.tight_layout()
     return fig
-
-
-def figure_to_image(fig: Figure) -> Tensor:
-    """Renders a figure with the Agg canvas (no pyplot) to ``uint8`` ``(3, H, W)``.
-
-    Raises:
-        TypeError: ``fig`` is not a :class:`matplotlib.figure.Figure`.
-    """
-    if not isinstance(fig, Figure):
-        fail("fig", "a matplotlib.figure.Figure", f"<{type(fig).__name__}>", TypeError)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())  # (H, W, 4)
-    return torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).permute(2, 0, 1).contiguous()
