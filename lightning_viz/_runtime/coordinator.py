@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
-from lightning_viz._runtime.compat import rank_zero_info, rank_zero_warn
+from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
 from lightning_viz._runtime.config import config_markdown
 from lightning_viz.monitoring.dashboard import (
     console_table,
@@ -146,7 +146,7 @@ class Coordinator:
         monitored = {
             str(cb.monitor)
             for cb in getattr(trainer, "callbacks", [])
-            if type(cb).__name__ in ("EarlyStopping", "ModelCheckpoint") and cb.monitor
+            if isinstance(cb, MONITORS) and getattr(cb, "monitor", None)
         }
         candidates = [
             Candidate(cb.state_key, cb.every_n_epochs, cb.writes_any(monitored))

@@ -112,7 +112,10 @@ def sprite_png(thumbs: Tensor) -> bytes:
 
 # --------------------------------------------------------------------------- files
 def _encode(tag: str) -> str:
-    """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it."""
+    """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it.
+
+    A copy of ``SummaryWriter._encode``: TensorBoard has no public helper for it.
+    """
     return tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
 
 

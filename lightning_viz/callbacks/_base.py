@@ -51,6 +51,19 @@ def _now(module: nn.Module) -> float:
     return time.perf_counter()
 
 
+def _validates_every_epoch(trainer: Any) -> bool:
+    """Whether a validation loop ends every training epoch, decided once at ``setup``
+    (as Lightning's ``EarlyStopping`` decides where it checks): then a callback runs at
+    the validation epoch end, so ``EarlyStopping``/``ModelCheckpoint`` see its values at
+    once; otherwise (no validation, or validation every n-th epoch or several times an
+    epoch) at the training epoch end, after any validation of that epoch."""
+    return bool(
+        getattr(trainer, "enable_validation", False)
+        and trainer.check_val_every_n_epoch == 1
+        and trainer.val_check_interval == 1.0
+    )
+
+
 def _defines(obj: Any, name: str) -> bool:
     """True when ``obj``'s class implements ``name`` itself (not Lightning's default)."""
     fn = getattr(type(obj), name, None)
@@ -153,7 +166,8 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._task: str = self.task or "multiclass"
         self._logger: Any = None
         self._enabled = True
-        self._last_epoch: int | None = None
+        self._last_epoch: int | None = None  # the last epoch it ran at
+        self._after_validation = False  # the epoch-end hook it runs in (set at setup)
         self._said: set[str] = set()
         self._set_up = False  # set up for a fit before (on this or another trainer)
 
@@ -298,6 +312,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if self._set_up and all(cb is not self for cb in coordinator.callbacks):
             self._start_fresh()  # set up before, but not on this trainer
         self._set_up = True
+        self._after_validation = _validates_every_epoch(trainer)
         coordinator.register(self)
         self._said = set()
         self._logger = find_tensorboard(trainer)
@@ -406,10 +421,12 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._maybe_run(trainer, pl_module)
+        if self._after_validation:
+            self._maybe_run(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._maybe_run(trainer, pl_module)
+        if not self._after_validation:
+            self._maybe_run(trainer, pl_module)
         self._epoch_end_once(trainer)
 
     def _epoch_end_once(self, trainer: Any) -> None:
@@ -506,8 +523,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             return False
         if getattr(trainer.state, "fn", None) != "fit":
             return False
-        epoch = trainer.current_epoch
-        return self._last_epoch != epoch and (epoch + 1) % self.every_n_epochs == 0
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _due(self, trainer: Any) -> bool:
         """Scheduled, and within the shared overhead budget."""

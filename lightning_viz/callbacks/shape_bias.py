@@ -25,7 +25,6 @@ from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
 
-_CHUNK = 256  # images per forward pass
 _GRID_IMAGES = 16
 MAX_BARS = 20  # classes in `bias/per_class`: those with the most decisions beyond that
 _WATCHED = ("shape_bias", "shape_acc")  # metrics whose regression warns
@@ -373,12 +372,10 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         """Predicted dataset classes ``(N,)``, in chunks of forward passes; under DDP each
         rank predicts its share and every rank gets all of them."""
         part = images[ctx.share(images.shape[0])]
-        with torch.no_grad():
-            logits = [
-                self._map_logits(ctx.view(part[i : i + _CHUNK]))
-                for i in range(0, part.shape[0], _CHUNK)
-            ]
-        local = predict(torch.cat(logits)) if logits else images.new_empty(0, dtype=torch.long)
+        if part.shape[0]:
+            local = predict(ctx.forward(part, self._map_logits))
+        else:
+            local = images.new_empty(0, dtype=torch.long)
         return ctx.gather(local, images.shape[0])
 
     # ---------------------------------------------------------------------- run
