@@ -28,11 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "check_reshape",
-    "check_value",
-    "check_pvalues",
-    "check_per_metric",
     "check_level",
-    "check_count",
     "REDUCES",
     "TASKS",
     "check_attribution",
@@ -565,50 +561,9 @@ def check_intervals(
     return out
 
 
-def check_count(value: Any, name: str, n: int | None = None, n_name: str = "n") -> int:
-    """A count: an int ``>= 0`` (and ``<= n`` when given)."""
-    value = check_int(value, name, minimum=0)
-    if n is not None and value > n:
-        fail(name, f"an int <= `{n_name}` ({n})", value)
-    return value
-
-
 def check_level(value: Any, name: str = "alpha") -> float:
     """A probability level in the open interval ``(0, 1)`` (``alpha``, a confidence)."""
     value = check_float(value, name, positive=True)
     if value >= 1:
         fail(name, "a number in (0, 1)", value)
     return value
-
-
-def check_pvalues(pvalues: Any) -> list[float]:
-    """A sequence of p-values in ``[0, 1]``."""
-    if isinstance(pvalues, str | bytes) or not isinstance(pvalues, Iterable):
-        fail("pvalues", "a sequence of p-values in [0, 1]", pvalues, TypeError)
-    return [
-        check_float(p, f"pvalues[{i}]", minimum=0.0, maximum=1.0) for i, p in enumerate(pvalues)
-    ]
-
-
-def check_value(value: Any, name: str) -> float:
-    """A metric value: a real number; NaN is allowed (undefined this epoch), infinities not."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        fail(name, "a number (NaN allowed)", value, TypeError)
-    value = float(value)
-    if math.isinf(value):
-        fail(name, "a finite number or NaN", value)
-    return value
-
-
-def check_per_metric(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
-    """One value for every metric, or a mapping from metric tags (str) to values."""
-    if isinstance(value, dict):
-        out = {}
-        for key, v in value.items():
-            if not isinstance(key, str):
-                fail(
-                    name, "a value or a mapping from metric tags (str) to values", value, TypeError
-                )
-            out[key] = check(v, f"{name}[{key!r}]")
-        return out
-    return check(value, name)

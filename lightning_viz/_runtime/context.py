@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lightning_viz._checks import fail
 from lightning_viz._guard import ModelView
 from lightning_viz._hooks import capture_outputs
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import all_gather, rank_world
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.probe import Probe
@@ -59,6 +60,8 @@ class RunContext:
         log: Where to write (see :class:`RunLog`); ``None`` at ``setup``.
         generator: A private generator on the model's device, seeded the same way
             every epoch, so random draws are comparable across epochs.
+        coordinator: What the lightning-viz callbacks of this trainer share (summary,
+            budget, messages said once).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class RunContext:
         log: RunLog | None,
         generator: torch.Generator,
         device: torch.device,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.trainer = trainer
         self.module = module
@@ -81,6 +85,7 @@ class RunContext:
         self.log: RunLog = log  # type: ignore[assignment] - None only at setup
         self.generator = generator
         self.device = device
+        self.coordinator = coordinator
         self.one_time = 0.0  # seconds of this run spent on one-time work (a cache built once)
 
     @cached_property

@@ -14,7 +14,6 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
-from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import split_batch
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size, write_embedding
@@ -229,7 +228,7 @@ class EmbeddingProjector(VizCallback):
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn pickles the callbacks: hooks, buffers and the executor stay behind.
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         for key in (
             "_capture",
             "_records",
@@ -424,7 +423,7 @@ class EmbeddingProjector(VizCallback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
-        Coordinator.of(trainer).harvest()
+        self._shared(trainer).harvest()
         self._epoch_end_once(trainer)
         if self._last_epoch != trainer.current_epoch and self._due(trainer):  # no validation ran
             self.warn_once(

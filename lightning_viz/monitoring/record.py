@@ -41,12 +41,13 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_viz._checks import check_bool, check_float, check_int, check_value, fail
+from lightning_viz._checks import check_bool, check_float, check_int, fail
 from lightning_viz._io import atomic_write
 from lightning_viz.monitoring.rule import ALERT_KINDS, oriented
 from lightning_viz.monitoring.stats import outcome_list, wilson_interval
@@ -72,6 +73,17 @@ SUMMARY_DIR = "lightning_viz"
 SUMMARY_FILE = "summary.json"
 CONFIDENCE = 0.95
 """Confidence level of the Wilson intervals written to the file."""
+
+
+# ------------------------------------------------------------------- checks
+def _check_value(value: Any, name: str) -> float:
+    """A metric value: a real number; NaN is allowed (undefined this epoch), infinities not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(name, "a number (NaN allowed)", value, TypeError)
+    value = float(value)
+    if math.isinf(value):
+        fail(name, "a finite number or NaN", value)
+    return value
 
 
 class SummaryError(ValueError):
@@ -214,7 +226,7 @@ def make_record(
         if n is None or successes is None:
             fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
         value = successes / n if n else math.nan  # type: ignore[operator]
-    value = check_value(value, "value")
+    value = _check_value(value, "value")
     if fingerprint is not None and not isinstance(fingerprint, str):
         fail("fingerprint", "a str or None", fingerprint, TypeError)
     return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint)

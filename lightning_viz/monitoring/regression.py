@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,7 +39,6 @@ from lightning_viz._checks import (
     check_float,
     check_int,
     check_level,
-    check_per_metric,
     fail,
 )
 from lightning_viz.monitoring import rule
@@ -52,6 +51,20 @@ from lightning_viz.monitoring.tables import format_p, text_table
 __all__ = ["Alert", "RegressionMonitor", "format_alerts"]
 
 _RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint")
+
+
+def _check_per_metric(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
+    """One value for every metric, or a mapping from metric tags (str) to values."""
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                fail(
+                    name, "a value or a mapping from metric tags (str) to values", value, TypeError
+                )
+            out[key] = check(v, f"{name}[{key!r}]")
+        return out
+    return check(value, name)
 
 
 # --------------------------------------------------------------------------- alert
@@ -240,13 +253,13 @@ class RegressionMonitor:
         baseline: RunSummary | str | os.PathLike[str] | None = None,
         higher_is_better: bool | Mapping[str, bool] = True,
     ) -> None:
-        self.tolerance = check_per_metric(
+        self.tolerance = _check_per_metric(
             tolerance, "tolerance", lambda v, n: check_float(v, n, minimum=0.0)
         )
         self.alpha = check_level(alpha, "alpha")
         self.warmup = check_int(warmup, "warmup", minimum=0)
         self.patience = check_int(patience, "patience", minimum=1)
-        self.higher_is_better = check_per_metric(higher_is_better, "higher_is_better", check_bool)
+        self.higher_is_better = _check_per_metric(higher_is_better, "higher_is_better", check_bool)
         if baseline is not None and not isinstance(baseline, RunSummary):
             if not isinstance(baseline, str | os.PathLike):
                 fail("baseline", "None, a RunSummary or a path", baseline, TypeError)

@@ -30,7 +30,7 @@ from typing import Any
 
 from scipy import stats
 
-from lightning_viz._checks import check_count, check_level, check_pvalues, fail
+from lightning_viz._checks import check_float, check_int, check_level, fail
 
 __all__ = [
     "EXACT_LIMIT",
@@ -50,7 +50,24 @@ EXACT_LIMIT = 2000
 Outcome = int | None
 
 
-# --------------------------------------------------------------------------- checks
+# ------------------------------------------------------------------- checks
+def _check_count(value: Any, name: str, n: int | None = None, n_name: str = "n") -> int:
+    """A count: an int ``>= 0`` (and ``<= n`` when given)."""
+    value = check_int(value, name, minimum=0)
+    if n is not None and value > n:
+        fail(name, f"an int <= `{n_name}` ({n})", value)
+    return value
+
+
+def _check_pvalues(pvalues: Any) -> list[float]:
+    """A sequence of p-values in ``[0, 1]``."""
+    if isinstance(pvalues, str | bytes) or not isinstance(pvalues, Iterable):
+        fail("pvalues", "a sequence of p-values in [0, 1]", pvalues, TypeError)
+    return [
+        check_float(p, f"pvalues[{i}]", minimum=0.0, maximum=1.0) for i, p in enumerate(pvalues)
+    ]
+
+
 def _outcome(value: Any) -> Outcome:
     """One sample's outcome: ``1``, ``0`` or ``None`` (also ``True``/``False``, '1'/'0'/'-')."""
     if value is None or value == "-":
@@ -114,8 +131,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         >>> tuple(round(v, 4) for v in wilson_interval(7, 10))
         (0.3968, 0.8922)
     """
-    n = check_count(n, "n")
-    successes = check_count(successes, "successes", n)
+    n = _check_count(n, "n")
+    successes = _check_count(successes, "successes", n)
     confidence = check_level(confidence, "confidence")
     if n == 0:
         return (math.nan, math.nan)
@@ -171,8 +188,8 @@ def sign_test(worse: int, better: int) -> float:
         >>> sign_test(7, 0)
         0.0078125
     """
-    worse = check_count(worse, "worse")
-    better = check_count(better, "better")
+    worse = _check_count(worse, "worse")
+    better = _check_count(better, "better")
     return _binomial_upper_tail(worse, worse + better)
 
 
@@ -229,10 +246,10 @@ def unpaired_test(k_ref: int, n_ref: int, k_cand: int, n_cand: int) -> float:
         TypeError: A count is not an int.
         ValueError: A count is negative or successes exceed samples.
     """
-    n_ref = check_count(n_ref, "n_ref")
-    k_ref = check_count(k_ref, "k_ref", n_ref, "n_ref")
-    n_cand = check_count(n_cand, "n_cand")
-    k_cand = check_count(k_cand, "k_cand", n_cand, "n_cand")
+    n_ref = _check_count(n_ref, "n_ref")
+    k_ref = _check_count(k_ref, "k_ref", n_ref, "n_ref")
+    n_cand = _check_count(n_cand, "n_cand")
+    k_cand = _check_count(k_cand, "k_cand", n_cand, "n_cand")
     if n_ref == 0 or n_cand == 0:
         return 1.0
     table = [[k_cand, n_cand - k_cand], [k_ref, n_ref - k_ref]]
@@ -261,7 +278,7 @@ def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
         >>> holm_adjusted([0.01, 0.04, 0.03])
         [0.03, 0.06, 0.06]
     """
-    ps = check_pvalues(pvalues)
+    ps = _check_pvalues(pvalues)
     m = len(ps)
     out = [0.0] * m
     running = 0.0
