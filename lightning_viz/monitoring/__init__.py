@@ -1,20 +1,7 @@
 """Monitoring: run records, the regression rule, statistics, tables and ``compare``.
 
-Lightning-free (it imports neither Lightning nor TensorBoard), so a CI job or a
-notebook can read and compare runs without a trainer:
-
-- :mod:`~lightning_viz.monitoring.record`: :class:`RunSummary` (a run's
-  ``summary.json``: its records and alerts, read and written atomically).
-- :mod:`~lightning_viz.monitoring.store`: :func:`load_summary` (find and read a run).
-- :mod:`~lightning_viz.monitoring.rule`: :func:`regressed`, the one definition of a
-  regression, and :func:`compare_records`, the test behind it.
-- :mod:`~lightning_viz.monitoring.regression`: :class:`RegressionMonitor` (the live
-  alerts: references, patience, episodes) and :class:`Alert`.
-- :mod:`~lightning_viz.monitoring.stats`: the exact tests, the Wilson interval, Holm.
-- :mod:`~lightning_viz.monitoring.compare`: :func:`compare_summaries`, what
-  ``lightning-viz compare`` prints.
-- :mod:`~lightning_viz.monitoring.dashboard`: the TensorBoard custom-scalars layout
-  and the per-epoch summary tables.
+It imports neither Lightning nor TensorBoard, so a CI job or a notebook can read and
+compare runs without a trainer (see ``docs/monitoring.md``).
 
 Example:
     >>> from lightning_viz.monitoring import RunSummary, compare_summaries

@@ -28,7 +28,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lightning_viz._checks import check_float, check_level, fail
@@ -185,27 +185,11 @@ class CompareResult:
                 "exit_code": self.exit_code,
                 "regressions": self.regressions,
                 "watched": self.watched,
-                "rows": [_row_dict(r) for r in self.rows],
+                "rows": [asdict(r) for r in self.rows],
                 "only_in_baseline": self.only_in_baseline,
                 "only_in_candidate": self.only_in_candidate,
             }
         )
-
-
-def _row_dict(row: CompareRow) -> dict[str, Any]:
-    out = dict(row.__dict__)
-    for side in ("baseline", "candidate"):
-        s: Side = out[side]
-        out[side] = {
-            "epoch": s.epoch,
-            "value": s.value,
-            "interval": None if s.interval is None else list(s.interval),
-            "n": s.n,
-            "successes": s.successes,
-            "fingerprint": s.fingerprint,
-            "last_epoch": s.last_epoch,
-        }
-    return out
 
 
 # ------------------------------------------------------------------- comparing

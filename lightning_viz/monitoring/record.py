@@ -268,13 +268,8 @@ class MetricHistory:
 
     def best(self, min_epoch: int = 0, max_epoch: int | None = None) -> EpochRecord | None:
         """The best record in the epoch range (the earliest of equal values)."""
-        best = None
-        for r in self.records(min_epoch, max_epoch):
-            if best is None or oriented(r.value, self.higher_is_better) > oriented(
-                best.value, self.higher_is_better
-            ):
-                best = r
-        return best
+        records = self.records(min_epoch, max_epoch)  # max keeps the first of equal values
+        return max(records, key=lambda r: oriented(r.value, self.higher_is_better), default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
