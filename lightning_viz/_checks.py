@@ -45,19 +45,15 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_choices",
-    "check_features",
     "check_float",
     "check_generator",
     "check_images",
     "check_int",
     "check_int_list",
-    "check_intervals",
     "check_labels",
     "check_maps",
     "check_layer_names",
     "check_neuron",
-    "check_numbers",
-    "check_series",
     "check_str_list",
     "check_target",
     "check_tensor",
@@ -508,57 +504,6 @@ def check_unit_range(value: Tensor, name: str, tol: float = 1e-4) -> Tensor:
         if lo < -tol or hi > 1 + tol:
             fail(name, "in [0, 1]", f"<values in [{lo:.4g}, {hi:.4g}]>")
     return value
-
-
-def check_features(features: Any, name: str = "features", *, min_rows: int = 1) -> Tensor:
-    """Finite floating-point features ``(N, D)`` with ``N >= min_rows`` and ``D >= 1``."""
-    check_tensor(features, name, "(N, D)", dim=2, floating=True)
-    if features.shape[0] < min_rows:
-        fail(name, f"a tensor (N, D) with N >= {min_rows}", f"<shape {tuple(features.shape)}>")
-    if not bool(torch.isfinite(features).all()):
-        fail(name, "finite", f"<{int((~torch.isfinite(features)).sum())} NaN or infinite values>")
-    return features
-
-
-def check_numbers(values: Any, name: str, *, length: int | None = None) -> list[float]:
-    """A non-empty list of numbers (``length`` of them when given), returned as floats."""
-    what = "a non-empty list of numbers" + (f" ({length} of them)" if length is not None else "")
-    try:
-        out = [float(v) for v in values]
-    except (TypeError, ValueError):
-        out = None
-    if out is None:
-        fail(name, what, values, TypeError)
-    if not out or (length is not None and len(out) != length):
-        fail(name, what, values)
-    return out
-
-
-def check_series(series: Any, name: str, length: int) -> dict[str, list[float]]:
-    """A non-empty dict ``{label: numbers}`` with ``length`` numbers per label."""
-    if not isinstance(series, dict) or not all(isinstance(k, str) for k in series):
-        fail(name, "a dict of name -> list of numbers", series, TypeError)
-    if not series:
-        fail(name, "a non-empty dict of name -> list of numbers", series)
-    return {k: check_numbers(v, f"{name}[{k!r}]", length=length) for k, v in series.items()}
-
-
-def check_intervals(
-    intervals: Any, lengths: dict[str, int]
-) -> dict[str, tuple[list[float], list[float]]]:
-    """``None`` or ``{name: [(low, high), ...]}`` for series named in ``lengths``, one pair
-    per value; returned as ``{name: ([low, ...], [high, ...])}``."""
-    if intervals is None:
-        return {}
-    if not isinstance(intervals, dict) or any(k not in lengths for k in intervals):
-        fail("intervals", f"None or a dict with keys among {sorted(lengths)}", intervals, TypeError)
-    out = {}
-    for name, pairs in intervals.items():
-        pairs = list(pairs)
-        if len(pairs) != lengths[name] or any(len(p) != 2 for p in pairs):
-            fail("intervals", f"(low, high) pairs, one per value of {name!r}", pairs)
-        out[name] = ([float(p[0]) for p in pairs], [float(p[1]) for p in pairs])
-    return out
 
 
 def check_level(value: Any, name: str = "alpha") -> float:

@@ -15,24 +15,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    IterableDataset,
-    SequentialSampler,
-)
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
 from lightning_viz._checks import check_batch_images
 from lightning_viz._io import fingerprint
 
-__all__ = [
-    "Probe",
-    "balanced_pick",
-    "default_batch_to_xy",
-    "load_probe",
-    "split_batch",
-]
+__all__ = ["Probe", "balanced_pick", "default_batch_to_xy", "load_probe", "split_batch"]
 
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")

@@ -18,14 +18,7 @@ from lightning_viz.monitoring.stats import paired_test, unpaired_test
 if TYPE_CHECKING:
     from lightning_viz.monitoring.record import EpochRecord
 
-__all__ = [
-    "ALERT_KINDS",
-    "RecordComparison",
-    "compare_records",
-    "exceeds",
-    "oriented",
-    "regressed",
-]
+__all__ = ["ALERT_KINDS", "RecordComparison", "compare_records", "exceeds", "oriented", "regressed"]
 
 ALERT_KINDS = ("best", "baseline")
 """What an alert compares with: this run's best, or the baseline run."""

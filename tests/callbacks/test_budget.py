@@ -124,6 +124,7 @@ class _Slow(lv.FilterLogger):
 def test_a_trainer_spaces_out_a_costly_callback_but_not_a_monitored_one(tmp_path):
     slow = _Slow(tag_prefix="slow", on_error="raise")
     watched = _Slow(tag_prefix="watched", on_error="raise")
+
     class Stop(pl.callbacks.EarlyStopping):  # a subclass is a monitor too
         pass
 
