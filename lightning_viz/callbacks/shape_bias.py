@@ -375,8 +375,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         part = images[ctx.share(images.shape[0])]
         with torch.no_grad():
             logits = [
-                self._map_logits(ctx.view(part[i : i + _CHUNK]))
-                for i in range(0, part.shape[0], _CHUNK)
+                self._map_logits(ctx.view(part[i : i + ctx.max_batch]))
+                for i in range(0, part.shape[0], ctx.max_batch)
             ]
         local = predict(torch.cat(logits)) if logits else images.new_empty(0, dtype=torch.long)
         return ctx.gather(local, images.shape[0])
