@@ -220,3 +220,15 @@ def test_no_run_holds_more_activations_at_once_than_a_training_step(tmp_path, ma
     peak_run = max(b for _, b in rows.runs)
     peak_step = max(b for _, b in rows.training)
     assert peak_run <= peak_step * limit / 4, (peak_run, peak_step)
+
+
+def test_yaml_tells_mean_not_given_from_mean_none():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(lv.SaliencyLogger, "cb")
+    for text, auto in (("cb: {}", True), ("cb: {mean: null, std: null}", False)):
+        cb = parser.instantiate_classes(parser.parse_string(text))["cb"]
+        assert cb._auto_normalization is auto and cb.mean is None and cb.std is None
+    cb = parser.instantiate_classes(parser.parse_string("cb: {max_batch_size: 4}"))["cb"]
+    assert cb.max_batch_size == 4 and cb.overhead_allowance == 3.0
