@@ -184,13 +184,12 @@ class Coordinator:
         text = (
             f"it costs {_secs(total)} a run{median}: {_secs(total - background)} at the epoch end"
         )
-        text += f" (viz/{name}/seconds"
-        once = self.budget.one_time.get(key, 0.0)
-        if once > 0:
-            text += f", without {_secs(once)} of one-time work the budget does not count"
-        text += ")"
+        text += f" (viz/{name}/seconds)"
         if background > 0:
             text += f" + {_secs(background)} of background work on the worker thread"
+        once = self.budget.one_time.get(key, 0.0)
+        if once > 0:
+            text += f"; its setup and one-time work ({_secs(once)}) count in viz/overhead, not here"
         return text
 
     def _say_interval(
