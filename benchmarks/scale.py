@@ -95,7 +95,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from torchvision import transforms as T
 
     import lightning_viz as lv
-    from lightning_viz.callbacks._coordinator import Coordinator
+    from lightning_viz._runtime.coordinator import Coordinator
 
     torch.set_num_threads(torch_threads)
     pl.seed_everything(0, verbose=False)

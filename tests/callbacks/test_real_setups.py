@@ -76,7 +76,7 @@ class _Pixels(lv.ActivationLogger):
     ids=["v1-compose", "v2-compose", "nested", "bare"],
 )
 def test_a_normalize_is_found_in_a_wrapped_datasets_transform(transform):
-    from lightning_viz.callbacks._normalization import find_normalize
+    from lightning_viz._runtime.normalization import find_normalize
 
     data = Subset(Transformed(_dataset(), transform), range(4))
     expected = (pytest.approx(MEAN), pytest.approx(STD))
