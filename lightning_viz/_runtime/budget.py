@@ -23,6 +23,13 @@ The rule, at each epoch end, for the callbacks due by their ``every_n_epochs``:
    cue-conflict images) stays within ``max_overhead`` of the training time so far;
    the costliest wait. First runs and one-time work do not hold the others back, so
    the views keep coming after an expensive start.
+4. Absolute allowance: besides the fraction, the callbacks may always spend
+   ``allowance`` seconds per epoch (the recurring total may reach ``allowance`` times
+   the epochs planned so far), so views that cost a fraction of a second run every
+   due epoch on a short fit; the fraction governs once the probes cost real time.
+   A callback's budget cost is the median of its recent runs: the seconds of the run
+   on the training thread (what ``viz/<Class>/seconds`` shows, without one-time work)
+   plus the background work the run left to the worker thread.
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ class OverheadBudget:
         self.every: dict[str, int] = {}  # each callback's own every_n_epochs
         self._epochs: list[float] = []  # training seconds of each epoch so far
         self._runs: dict[str, list[float]] = {}  # each callback's recent run costs
+        self._background_runs: dict[str, list[float]] = {}  # of which background work
+        self.one_time: dict[str, float] = {}  # one-time seconds of each callback (never a cost)
+        self.planned_epochs = 0  # epoch ends planned with a budget
         self._mark: tuple[float, float] | None = None  # (elapsed, spent) at the last plan
 
     # ------------------------------------------------------------------ seconds
@@ -103,15 +113,19 @@ class OverheadBudget:
             self.background += seconds
         self.totals[key] = self.totals.get(key, 0.0) + seconds
         if once:
+            self.one_time[key] = self.one_time.get(key, 0.0) + seconds
             return
         recurring = key in self.cost  # not the callback's first run
         if run:
             self.cost[key] = seconds
             self._runs.setdefault(key, []).append(seconds)
+            self._background_runs.setdefault(key, []).append(0.0)
             del self._runs[key][:-_WINDOW]
+            del self._background_runs[key][:-_WINDOW]
         elif key in self.cost:  # background work belongs to the latest run
             self.cost[key] += seconds
             self._runs[key][-1] += seconds
+            self._background_runs[key][-1] += seconds
         if recurring:
             self.recurring += seconds
 
@@ -129,11 +143,31 @@ class OverheadBudget:
             training = elapsed - (self.spent - self.background)
         return self.spent / training if training > 0 else math.inf if self.spent else 0.0
 
+    def run_cost(self, key: str) -> tuple[float, float, int]:
+        """What the budget counts as ``key``'s cost: ``(median seconds a run, of which
+        background work (median), runs it is the median of)``; zeros before a run."""
+        runs = self._runs.get(key)
+        if not runs:
+            return 0.0, 0.0, 0
+        background = self._background_runs.get(key) or [0.0]
+        return statistics.median(runs), statistics.median(background), len(runs)
+
     # ------------------------------------------------------------------- plan
     def plan(
-        self, epoch: int, candidates: list[Candidate], max_overhead: float | None
+        self,
+        epoch: int,
+        candidates: list[Candidate],
+        max_overhead: float | None,
+        allowance: float = 0.0,
     ) -> tuple[list[str], dict[str, int]]:
         """Which of the due ``candidates`` run at ``epoch``.
+
+        Args:
+            epoch: The epoch that ends.
+            candidates: The callbacks due by their own schedule.
+            max_overhead: The fraction of the training time; ``None``: all run.
+            allowance: Seconds per epoch the callbacks may always spend (besides the
+                fraction). Default: 0.
 
         Returns:
             ``(keys that run, changed intervals {key: new interval})``.
@@ -143,10 +177,13 @@ class OverheadBudget:
         self._mark = (elapsed, self.spent)
         if max_overhead is None:
             return [c.key for c in candidates], {}
+        self.planned_epochs += 1
         self._epochs.append(max((elapsed - last[0]) - (self.spent - last[1]), 1e-9))
         del self._epochs[:-_WINDOW]
-        changed = self._intervals(candidates, max_overhead * statistics.median(self._epochs))
+        per_epoch = max(max_overhead * statistics.median(self._epochs), allowance)
+        changed = self._intervals(candidates, per_epoch)
         training = max(elapsed - self.spent, 1e-9)
+        allowed = max(max_overhead * training, allowance * self.planned_epochs)
         planned = self.recurring
         run: list[str] = []
         waiting: list[Candidate] = []
@@ -158,7 +195,7 @@ class OverheadBudget:
                 waiting.append(c)
         for c in sorted(waiting, key=lambda c: self.cost.get(c.key, 0.0)):  # cheapest first
             cost = self.cost.get(c.key, 0.0)
-            if (planned + cost) / training <= max_overhead:
+            if planned + cost <= allowed:
                 run.append(c.key)
                 planned += cost
         for key in run:

@@ -27,7 +27,7 @@ __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext"]
 
 CAPTION_LABEL = "true / pred"  # the label of the image row whose captions are ctx.captions()
 
-_CHUNK = 256  # probe images per forward pass
+_FALLBACK_BATCH = 32  # max_batch_size when no train dataloader tells the batch size
 
 
 class NotApplicableError(ValueError):
@@ -62,6 +62,8 @@ class RunContext:
             every epoch, so random draws are comparable across epochs.
         coordinator: What the lightning-viz callbacks of this trainer share (summary,
             budget, messages said once).
+        max_batch: The most images a forward (and backward) pass of the run takes
+            (the callback's ``max_batch_size``, by default the training batch size).
     """
 
     def __init__(
@@ -75,8 +77,10 @@ class RunContext:
         generator: torch.Generator,
         device: torch.device,
         coordinator: Coordinator | None = None,
+        max_batch: int = _FALLBACK_BATCH,
     ) -> None:
         self.trainer = trainer
+        self.max_batch = max(1, int(max_batch))
         self.module = module
         self.view = view
         self.probe: Probe = probe  # type: ignore[assignment] - None only when uses_probe=False
@@ -104,10 +108,33 @@ class RunContext:
             The chunks' results, concatenated on the first dimension.
         """
         with torch.no_grad():
-            out = [self.view(images[i : i + _CHUNK]) for i in range(0, len(images), _CHUNK)]
-        if then is not None:
-            out = [then(o) for o in out]
-        return torch.cat(out)
+            return self.chunked(lambda x: self.view(x) if then is None else then(self.view(x)), images)
+
+    def chunked(self, fn: Callable[..., Any], *rows: Any, **kwargs: Any) -> Any:
+        """``fn`` applied to chunks of at most :attr:`max_batch` rows, results joined.
+
+        Args:
+            fn: Takes the chunks of ``rows`` (and ``kwargs``) and returns a tensor
+                ``(n, ...)`` or a dict of them (one row per input row).
+            *rows: Tensors ``(N, ...)`` split along the first dimension together
+                (``None`` passes through).
+            **kwargs: Passed to every call unchanged.
+
+        Returns:
+            The results of the chunks concatenated along the first dimension (a dict:
+            each entry), as one call on all ``N`` rows would return them.
+        """
+        n = int(rows[0].shape[0])
+        step = self.max_batch
+        parts = [
+            fn(*(None if r is None else r[i : i + step] for r in rows), **kwargs)
+            for i in range(0, n, step)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0], dict):
+            return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        return torch.cat(parts)
 
     @property
     def predicted(self) -> Tensor:

@@ -69,6 +69,11 @@ class DeferredJob:
     seconds: list[float] = field(default_factory=list)
 
 
+def _secs(seconds: float) -> str:
+    """Seconds in words, two significant digits for small values (``0.044 s``)."""
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2g} s"
+
+
 class Coordinator:
     """Per-trainer shared state of the lightning-viz callbacks.
 
@@ -91,6 +96,8 @@ class Coordinator:
         self._not_again: set[str] = set()  # told: will not run again in this fit
         self._jobs: list[DeferredJob] = []
         self._started = False  # layout and configuration written
+        self._train_batch: int | None = None
+        self._train_batch_found = False
 
     def serves(self, trainer: Any) -> bool:
         """Whether this is the coordinator of ``trainer``."""
@@ -162,23 +169,53 @@ class Coordinator:
             if cb.scheduled(trainer)
         ]
         limit = min(cb.max_overhead for cb in budgeted) if budgeted else None
-        run, changed = self.budget.plan(epoch, candidates, limit)
+        allowance = min(cb.overhead_allowance for cb in budgeted) if budgeted else 0.0
+        run, changed = self.budget.plan(epoch, candidates, limit, allowance)
         if getattr(trainer, "world_size", 1) > 1:
             run = trainer.strategy.broadcast(run, src=0)
         names = {cb.state_key: cb for cb in budgeted}
         for key, interval in changed.items():
             cb = names.get(key)
             if cb is not None:
-                self._say_interval(trainer, epoch, cb, interval, limit)
+                self._say_interval(trainer, epoch, cb, interval, limit, allowance)
         return run
 
+    def cost_words(self, callback: Any) -> str:
+        """The cost the budget uses for ``callback``, in words: the median of its runs,
+        split into the epoch-end seconds (``viz/<Class>/seconds``, without one-time
+        work) and the background work; one-time work is named as not counted."""
+        key, name = callback.state_key, type(callback).__name__
+        total, background, runs = self.budget.run_cost(key)
+        if runs == 0:
+            return "it has not run yet"
+        median = "" if runs == 1 else f" (median of its last {runs} runs)"
+        text = (
+            f"it costs {_secs(total)} a run{median}: {_secs(total - background)} at the epoch end"
+        )
+        text += f" (viz/{name}/seconds)"
+        if background > 0:
+            text += f" + {_secs(background)} of background work on the worker thread"
+        once = self.budget.one_time.get(key, 0.0)
+        if once > 0:
+            text += f"; its setup and one-time work ({_secs(once)}) count in viz/overhead, not here"
+        return text
+
     def _say_interval(
-        self, trainer: Any, epoch: int, callback: Any, interval: int, limit: float | None
+        self,
+        trainer: Any,
+        epoch: int,
+        callback: Any,
+        interval: int,
+        limit: float | None,
+        allowance: float = 0.0,
     ) -> None:
         """One line on a new interval; when the next run would fall after the fit's last
         epoch, that it will not run again (said once, until it would again)."""
         key, name = callback.state_key, type(callback).__name__
-        cost = f"it costs {self.budget.cost[key]:.1f} s a run"
+        cost = self.cost_words(callback)
+        within = f"max_overhead={limit:g} of the training time"
+        if allowance > 0:
+            within += f" or overhead_allowance={allowance:g} s an epoch"
         max_epochs = getattr(trainer, "max_epochs", None)
         last = self.budget.last_run.get(key, epoch)
         if isinstance(max_epochs, int) and max_epochs > 0 and last + interval > max_epochs - 1:
@@ -187,17 +224,16 @@ class Coordinator:
                 self.say(
                     trainer,
                     f"lightning-viz: {name} will not run again in this fit "
-                    f"(max_epochs={max_epochs}): {cost}, and within max_overhead={limit:g} "
-                    f"of the training time it can run every {interval} epochs. Pass a larger "
-                    "max_overhead, or max_overhead=None, to run it more often",
+                    f"(max_epochs={max_epochs}): {cost}, and within {within} it can run every "
+                    f"{interval} epochs. Pass a larger max_overhead or overhead_allowance, or "
+                    "max_overhead=None, to run it more often",
                 )
             return
         self._not_again.discard(key)
         self.say(
             trainer,
             f"lightning-viz: {name} now runs every {interval} epochs ({cost}; all "
-            f"lightning-viz callbacks together stay within max_overhead={limit:g} of the "
-            "training time)",
+            f"lightning-viz callbacks together stay within {within})",
         )
 
     def log_overhead(self, trainer: Any) -> None:
@@ -260,6 +296,22 @@ class Coordinator:
         rows = latest_rows(self.summary)
         if rows:
             rank_zero_info(console_table(rows))
+
+    def info_once(self, key: str, message: str) -> None:
+        """Says ``message`` once per trainer for ``key`` (Lightning's rank-zero info)."""
+        if key not in self._said:
+            self._said.add(key)
+            rank_zero_info(message)
+
+    def train_batch_size(self, trainer: Any, find: Callable[[], int | None]) -> int | None:
+        """The training batch size, found once per trainer with ``find()``."""
+        if not self._train_batch_found:
+            self._train_batch_found = True
+            try:
+                self._train_batch = find()
+            except Exception:  # noqa: BLE001 - a loader that cannot be built says nothing
+                self._train_batch = None
+        return self._train_batch
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""

@@ -38,12 +38,14 @@ class Probe:
         masks: ``(N, 1, H, W)`` bool object masks, or ``None``.
         indices: Positions of the images in the scanned data, or ``None`` for a
             user-given tensor.
+        seen: The classes the scanned labels name (sorted), or ``None`` without labels.
     """
 
     images: Tensor
     labels: Tensor | None
     masks: Tensor | None
     indices: list[int] | None
+    seen: list[int] | None = None
 
     def to(self, device: torch.device) -> Probe:
         """Returns a copy on ``device`` (tensors cloned, never inference tensors)."""
@@ -51,14 +53,16 @@ class Probe:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device).clone()
 
-        return Probe(move(self.images), move(self.labels), move(self.masks), self.indices)
+        return Probe(
+            move(self.images), move(self.labels), move(self.masks), self.indices, self.seen
+        )
 
     def select(self, keep: Tensor) -> Probe:
         """The probe restricted to the rows where the bool ``keep`` ``(N,)`` is true."""
         rows = keep.nonzero().flatten().tolist()
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
         indices = None if self.indices is None else [self.indices[i] for i in rows]
-        return Probe(self.images[rows], pick(self.labels), pick(self.masks), indices)
+        return Probe(self.images[rows], pick(self.labels), pick(self.masks), indices, self.seen)
 
     def fingerprint(self) -> str:
         """A hash of the images, labels and masks: equal only for the same probe."""
@@ -114,13 +118,44 @@ def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[A
     images = check_batch_images(out[0])
     labels = out[1]
     if labels is not None:
-        labels = torch.as_tensor(labels)
+        labels = _label_tensor(labels)
         if labels.dim() == 0 or labels.shape[0] != images.shape[0] or labels.dim() > 2:
             raise ValueError(
                 f"labels of shape {tuple(labels.shape)} do not match {images.shape[0]} images; "
                 "labels must be class indices (N,) or label rows (N, K)"
             )
     return images, labels, out[2] if len(out) == 3 else None
+
+
+def _label_tensor(labels: Any) -> Tensor:
+    """The labels of a batch as a tensor of numbers.
+
+    Raises:
+        TypeError: Labels that are not numbers (strings, objects).
+    """
+    if isinstance(labels, Tensor):
+        return labels
+    try:
+        out = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        out = None
+    if out is None or not (out.is_floating_point() or out.dtype in _NUMBER_DTYPES):
+        first = labels[0] if isinstance(labels, Sequence) and len(labels) else labels
+        raise TypeError(
+            f"the labels of a batch are {type(labels).__name__} of {type(first).__name__} "
+            f"(e.g. {first!r:.40}), not numbers; the callbacks need class indices (N,) or "
+            "label rows (N, K): pass `batch_to_xy` mapping a batch to (images, labels) with "
+            "labels as class indices (e.g. through your dataset's class_to_idx)"
+        )
+    return out
+
+
+_NUMBER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
+
+def classes_seen(labels: Sequence[Tensor]) -> list[int]:
+    """The sorted classes that ``labels`` name (see :func:`class_of`)."""
+    return sorted({class_of(lab) for lab in labels})
 
 
 def class_of(label: Tensor) -> int:
@@ -234,7 +269,8 @@ def load_probe(
             sel = list(range(min(num_samples, imgs.shape[0])))
         lab_t = labs[sel].clone() if labs is not None else None
         mask_t = msks[sel].bool() if msks is not None else None
-        return Probe(imgs[sel].detach().clone(), lab_t, mask_t, sel)
+        seen = None if labs is None else classes_seen(list(labs))
+        return Probe(imgs[sel].detach().clone(), lab_t, mask_t, sel, seen)
     if isinstance(source, Dataset) and not isinstance(source, DataLoader):
         source = DataLoader(source, batch_size=256, shuffle=False)
     if isinstance(source, DataLoader):
@@ -245,8 +281,9 @@ def load_probe(
     images, labels, masks = _scan(source, batch_to_xy, limit)
     if not images:
         raise ValueError("the probe data is empty: no images to look at")
+    labelled = all(lab is not None for lab in labels)
     if indices is None:
-        if all(lab is not None for lab in labels):
+        if labelled:
             indices = balanced_pick([class_of(lab) for lab in labels], num_samples)  # type: ignore[arg-type]
         else:
             indices = list(range(min(num_samples, len(images))))
@@ -259,4 +296,5 @@ def load_probe(
         _stack([labels[i] for i in indices]),
         _stack([masks[i] for i in indices]),
         list(indices),
+        classes_seen(labels) if labelled else None,  # type: ignore[arg-type]
     )

@@ -9,6 +9,7 @@ logging.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -31,15 +32,23 @@ from lightning_viz._checks import (
 from lightning_viz._guard import ModelView, make_generator, preserve_state, unwrap_model
 from lightning_viz._runtime.compat import CALLBACK_BASES, rank_zero_warn
 from lightning_viz._runtime.config import describe_options
-from lightning_viz._runtime.context import CAPTION_LABEL, NotApplicableError, RunContext
+from lightning_viz._runtime.context import (
+    _FALLBACK_BATCH,
+    CAPTION_LABEL,
+    NotApplicableError,
+    RunContext,
+)
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog, find_tensorboard
+from lightning_viz._runtime.normalization import find_normalize, value_range
 from lightning_viz._runtime.probe import Probe, load_probe
 from lightning_viz.functional._task import detect_task, normalize_labels
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 
 _ON_ERROR = ("warn", "raise")
+_RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
+DEFAULT_ALLOWANCE = 3.0  # seconds per epoch the callbacks may always spend
 _STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkpoint
 
 
@@ -71,6 +80,39 @@ def _defines(obj: Any, name: str) -> bool:
     return fn is not None and not qualname.startswith(("DataHooks.", "LightningDataModule."))
 
 
+def stage_loader(trainer: Any, stage: str) -> Any:
+    """The first ``"val"`` or ``"train"`` dataloader of the fit (``None`` when none)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
+        loader = getattr(datamodule, f"{stage}_dataloader")()
+        if loader is not None:
+            return loader[0] if isinstance(loader, list | tuple) else loader
+    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
+    source = getattr(loop, "_data_source", None)
+    if source is not None and source.is_defined():
+        try:
+            loader = source.dataloader()
+        except (NotImplementedError, AttributeError, TypeError):
+            return None
+        if loader is not None:
+            return loader[0] if isinstance(loader, list | tuple) else loader
+    return None
+
+
+def loader_batch_size(loader: Any) -> int | None:
+    """The batch size of a ``DataLoader`` (or of its batch sampler), else ``None``."""
+    for owner in (loader, getattr(loader, "batch_sampler", None)):
+        size = getattr(owner, "batch_size", None)
+        if isinstance(size, int) and size > 0:
+            return size
+    return None
+
+
+def _short(values: Sequence[float]) -> str:
+    """``(0.485, 0.456, 0.406)``: per-channel values, 4 significant digits."""
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
 class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
     """Base class of the lightning-viz callbacks (options shared by all of them).
 
@@ -90,9 +132,15 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             space) to what ``forward`` takes, e.g. ``lambda x: {"image": x}``; a tuple
             is passed as positional arguments. Default: ``None`` (the tensor).
         mean: Per-channel input normalization mean, so images are shown (and
-            attacked) in pixel space. Default: ``None`` (inputs are pixels).
-        std: Per-channel input normalization std. Default: ``None``.
-        class_names: Captions for class indices. Default: ``None`` (indices).
+            attacked) in pixel space. Default: ``"auto"``: read from a torchvision
+            ``Normalize`` (v1 or v2, in a ``Compose`` too) in the probe data's
+            transform, said once at ``setup``; when there is none, the inputs are taken
+            as pixels, and probe values outside ``[0, 1]`` are then a configuration
+            error at ``setup``. ``None`` (with ``std=None``): the model's inputs are
+            the pixels, whatever their range.
+        std: Per-channel input normalization std. Default: ``"auto"`` (see ``mean``).
+        class_names: Captions for class indices, one per class of the model (checked
+            at ``setup``). Default: ``None`` (indices).
         task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``; ``None`` detects it
             from the logits and labels at ``setup``. Default: ``None``.
         on_error: ``"warn"``: a failure inside a run, or at ``setup`` something the
@@ -109,6 +157,16 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             happens; a callback whose metric an ``EarlyStopping``/``ModelCheckpoint``
             monitors is never spaced out). ``None``: this callback runs whenever due.
             Default: ``0.10``.
+        overhead_allowance: Seconds per epoch the callbacks together may always spend,
+            besides ``max_overhead`` (the smallest value among them counts), so views
+            that cost a fraction of a second run every due epoch on a short fit; the
+            fraction governs once the probes cost real time. Default: ``3.0``.
+        max_batch_size: The most images a run processes at once (forward and backward
+            passes in chunks of at most this many rows: probe predictions, gradient
+            maps including SmoothGrad's and Integrated Gradients' copies, Grad-CAM,
+            activations, attacks, class-model images). Default: ``None``: the training
+            batch size (of the train dataloader, found at ``setup``), so no run holds
+            more activations at once than a training step.
 
     The three callables (``batch_to_xy``, ``output_to_logits``, ``images_to_input``)
     may also be import paths ``"package.module.function"`` (for LightningCLI YAML).
@@ -128,14 +186,16 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         batch_to_xy: Callable[[Any], Any] | str | None = None,
         output_to_logits: Callable[[Any], Tensor] | str | None = None,
         images_to_input: Callable[[Tensor], Any] | str | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        mean: Sequence[float] | str | None = "auto",
+        std: Sequence[float] | str | None = "auto",
         class_names: Sequence[str] | None = None,
         task: str | None = None,
         on_error: str = "warn",
         tag_prefix: str | None = None,
         seed: int = 0,
         max_overhead: float | None = 0.10,
+        overhead_allowance: float = DEFAULT_ALLOWANCE,
+        max_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", minimum=1)
@@ -149,7 +209,12 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         ):
             fail("tag_prefix", "a non-empty string", tag_prefix)
         self.class_names = check_str_list(class_names, "class_names")
-        self.mean, self.std = check_normalization(mean, std)
+        auto = [isinstance(v, str) and v == "auto" for v in (mean, std)]
+        self._auto_normalization = all(auto)
+        self.mean, self.std = check_normalization(
+            None if auto[0] else mean, None if auto[1] else std
+        )
+        self._given_normalization = (self.mean, self.std)
         self.task = check_task(task)
         self.probe = check_probe_source(probe)
         self.tag_prefix = (tag_prefix or self.family).strip("/")
@@ -159,6 +224,13 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             if max_overhead is None
             else check_float(max_overhead, "max_overhead", positive=True)
         )
+        self.overhead_allowance = check_float(overhead_allowance, "overhead_allowance", minimum=0.0)
+        self.max_batch_size = (
+            None
+            if max_batch_size is None
+            else check_int(max_batch_size, "max_batch_size", minimum=1)
+        )
+        self._max_batch = max_batch_size or _FALLBACK_BATCH  # found at setup
         self._written: set[str] = set()  # tags of the latest run
         self._probe: Probe | None = None
         self._probe_indices: list[int] | None = None
@@ -171,6 +243,8 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._coordinator: Coordinator | None = None  # the trainer's, handed over at setup
         self._said: set[str] = set()
         self._set_up = False  # set up for a fit before (on this or another trainer)
+        self._source: Any = None  # the probe data, when the probe was picked from it
+        self._probe_from = "probe"  # "validation", "training" or "probe"
 
     # ----------------------------------------------------------------- to override
     def run(self, ctx: RunContext) -> None:
@@ -229,23 +303,15 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ probe
     def _probe_source(self, trainer: Any) -> Any:
+        """The probe data (``self._probe_from`` says where it came from)."""
         if self.probe is not None:
+            self._probe_from = "probe"
             return self.probe
-        datamodule = getattr(trainer, "datamodule", None)
         for stage in ("val", "train"):
-            if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
-                loader = getattr(datamodule, f"{stage}_dataloader")()
-                if loader is not None:
-                    return loader[0] if isinstance(loader, list | tuple) else loader
-            loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
-            source = getattr(loop, "_data_source", None)
-            if source is not None and source.is_defined():
-                try:
-                    loader = source.dataloader()
-                except (NotImplementedError, AttributeError, TypeError):
-                    continue
-                if loader is not None:
-                    return loader[0] if isinstance(loader, list | tuple) else loader
+            loader = stage_loader(trainer, stage)
+            if loader is not None:
+                self._probe_from = "validation" if stage == "val" else "training"
+                return loader
         raise NotApplicableError(
             f"{type(self).__name__} found no validation or training data to pick probe "
             "images from; pass `probe=` a tensor, (images, labels) or a Dataset"
@@ -254,11 +320,16 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
     def _load_probe(self, trainer: Any) -> Probe:
         """The probe: saved in the checkpoint, rebuilt from saved positions, or picked."""
         saved = self._saved_probe
+        self._source = None
         if saved is not None and saved.get("images") is not None:
             return Probe(
-                saved["images"], saved.get("labels"), saved.get("masks"), self._probe_indices
+                saved["images"],
+                saved.get("labels"),
+                saved.get("masks"),
+                self._probe_indices,
+                saved.get("seen"),
             )
-        source = self._probe_source(trainer)
+        source = self._source = self._probe_source(trainer)
         # A DataLoader iterator draws its base seed from the global RNG: fork it, so
         # picking the probe leaves the run's random streams untouched.
         with torch.random.fork_rng(devices=[]):
@@ -303,7 +374,16 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         view = self._view(trainer, module)
         generator = make_generator(self.seed, device)
         return RunContext(
-            trainer, module, view, probe, self._task, log, generator, device, self._coordinator
+            trainer,
+            module,
+            view,
+            probe,
+            self._task,
+            log,
+            generator,
+            device,
+            self._coordinator,
+            max_batch=self._max_batch,
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -369,15 +449,59 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     def _setup(self, trainer: Any, module: nn.Module) -> None:
         """Probe, task and configuration checks (inside the guard)."""
+        self._max_batch = self.max_batch_size or Coordinator.of(trainer).train_batch_size(
+            trainer, lambda: loader_batch_size(stage_loader(trainer, "train"))
+        )
+        self._max_batch = self._max_batch or _FALLBACK_BATCH
         if self.uses_probe:
             self._probe = self._load_probe(trainer)
             self._probe_indices = self._probe.indices
+            self._find_normalization(trainer, self._probe)
             self._check_normalization(self._probe)
         ctx = self._context(trainer, module, None)
         if self.uses_probe:
             self._inspect(ctx)
             ctx = self._context(trainer, module, None)  # labels in the form of the task
         self.check(ctx)
+
+    def _find_normalization(self, trainer: Any, probe: Probe) -> None:
+        """``mean``/``std`` when not given: from a ``Normalize`` in the probe data's
+        transform (said once per trainer); none found, the probe must be pixels.
+
+        Raises:
+            ValueError: No normalization is known and the probe's values fall outside
+                ``[0, 1]``.
+        """
+        if not self._auto_normalization:
+            return
+        self.mean, self.std = self._given_normalization
+        source = self._source
+        if source is None and self.probe is None:  # a probe restored from a checkpoint
+            with contextlib.suppress(NotApplicableError):
+                source = self._probe_source(trainer)
+        found = find_normalize(source if source is not None else self.probe)
+        where = {"probe": "the `probe` dataset's transform"}.get(
+            self._probe_from, f"the {self._probe_from} transform"
+        )
+        if found is not None:
+            self.mean, self.std = found
+            Coordinator.of(trainer).info_once(
+                f"normalization {found}",
+                f"lightning-viz: using mean={_short(found[0])}, std={_short(found[1])} from "
+                f"{where} (a Normalize); the callbacks show and attack images in pixel space. "
+                "Pass mean=/std= to override",
+            )
+            return
+        low, high = value_range(probe.images)
+        if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
+            raise ValueError(
+                f"{type(self).__name__}: the probe images have values in [{low:.3g}, {high:.3g}], "
+                f"outside the pixel range [0, 1], and no torchvision Normalize was found in "
+                f"{where}, so the callbacks cannot tell how to show them or what size an "
+                "attack's eps is. Pass the normalization your data uses as mean=[...], "
+                "std=[...] (per channel), or mean=None, std=None to take the model's inputs "
+                "as the pixels"
+            )
 
     def _check_normalization(self, probe: Probe) -> None:
         """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)."""
@@ -412,7 +536,10 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                 "pass `output_to_logits`"
             )
         labels = probe.labels
+        if labels is not None and labels.dim() == 1 and labels.is_floating_point():
+            labels = self._float_labels(ctx.trainer, labels)
         self._task = self.task or detect_task(int(out.shape[1]), labels)
+        self._check_class_names(int(out.shape[1]))
         if labels is not None:
             labels = normalize_labels(labels.cpu(), self._task, int(out.shape[1]), "probe labels")
             self._probe.labels = labels  # type: ignore[union-attr]
@@ -430,6 +557,38 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                     "forward, .detach(), or a non-differentiable op), so its gradient maps "
                     "and attacks would be empty"
                 )
+
+    def _float_labels(self, trainer: Any, labels: Tensor) -> Tensor:
+        """Float class labels ``(N,)``: whole numbers are class indices (said once);
+        others are a configuration error (``TypeError``) naming ``batch_to_xy``."""
+        if self.task in ("binary", "multilabel"):
+            return labels  # 0/1 probabilities: thresholded at 0.5 by the task
+        whole = torch.isfinite(labels).all() and bool((labels == labels.round()).all())
+        if not whole:
+            odd = labels[labels != labels.round()][:3].tolist()
+            raise TypeError(
+                f"{type(self).__name__}: the probe labels are floats ({labels.dtype}) that are "
+                f"not whole numbers (e.g. {odd}); the callbacks need class indices (N,) or "
+                "label rows (N, K). Pass `batch_to_xy` mapping a batch to (images, labels) with "
+                "integer class indices (or task='binary' for 0/1 probabilities)"
+            )
+        Coordinator.of(trainer).info_once(
+            "float labels",
+            f"lightning-viz: the probe labels are floats ({labels.dtype}) with whole values; "
+            "they are read as class indices (3.0 -> class 3)",
+        )
+        return labels.long()
+
+    def _check_class_names(self, outputs: int) -> None:
+        """Raises unless ``class_names`` has one name per class of the model."""
+        if self.class_names is None:
+            return
+        classes = 2 if outputs == 1 and self._task == "binary" else outputs
+        if len(self.class_names) != classes:
+            raise ValueError(
+                f"{type(self).__name__}: `class_names` has {len(self.class_names)} names but "
+                f"the model has {classes} classes ({outputs} logits); give one name per class"
+            )
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -516,6 +675,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                     "images": probe.images.detach().cpu().clone(),
                     "labels": None if probe.labels is None else probe.labels.cpu().clone(),
                     "masks": None if probe.masks is None else probe.masks.cpu().clone(),
+                    "seen": probe.seen,
                 }
         return {**state, **self.extra_state()}
 

@@ -110,7 +110,10 @@ class ActivationLogger(VizCallback):
 
     def run(self, ctx: RunContext) -> None:
         layers = {n: resolve_layer(ctx.module, n)[1] for n in self._chosen}
-        maps = activation_maps(ctx.view, ctx.pixels, list(layers.values()), reshape=self.reshape)
+        maps = ctx.chunked(  # at most ctx.max_batch images per forward
+            lambda xs: activation_maps(ctx.view, xs, list(layers.values()), reshape=self.reshape),
+            ctx.pixels,
+        )
         # keys are names inside the view; the order is that of `layers`
         for name, act in zip(layers, maps.values(), strict=True):
             if act.dim() != 4:

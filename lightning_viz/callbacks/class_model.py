@@ -41,10 +41,13 @@ class ClassModelLogger(VizCallback):
     classes (one forward pass), hence ``num_samples=1``.
 
     Args:
-        classes: Class indices to visualize. Default: ``None``: all classes of a
-            model with at most 20, else 20 evenly spaced ones (``round(i * K / 20)``,
-            said once at ``setup``): every class image costs ``steps`` forward and
-            backward passes, and 1000 of them would not fit a card or a GPU.
+        classes: Class indices to visualize. Default: ``None``: the classes that occur
+            in the probe data's labels (those scanned when the probe is picked), at
+            most 20, evenly spaced among them (said once at ``setup``); a class the data
+            never has (a 1000-way head on 6 classes of data) is drawn only when asked.
+            Without labels: all classes of a model with at most 20, else 20 evenly
+            spaced ones. Every class image costs ``steps`` forward and backward passes,
+            in chunks of at most ``max_batch_size`` images.
         steps: Gradient-ascent steps. Default: ``200``.
         every_n_epochs: Run every that many epochs. Default: ``5``.
         neuron: ``(layer_name, channel)`` to maximize one channel instead of class
@@ -118,17 +121,34 @@ class ClassModelLogger(VizCallback):
                 fail("classes", f"class indices in [0, {ctx.num_classes}) for this model", bad)
         self._shape = shape
         self._classes = self.classes
+        if self.classes is None and self.neuron is None:
+            self._classes = self._default_classes(ctx)
+
+    def _default_classes(self, ctx: RunContext) -> list[int] | None:
+        """``classes=None``: the classes the probe data has (all of the model's when the
+        probe has no labels), at most 20 evenly spaced among them (said once)."""
         k = ctx.num_classes
-        if self.classes is None and self.neuron is None and k > MAX_DEFAULT_CLASSES:
+        seen = [c for c in (ctx.probe.seen or []) if 0 <= c < k]
+        pool = seen if seen else list(range(k))
+        picked = pool
+        if len(pool) > MAX_DEFAULT_CLASSES:
             most = MAX_DEFAULT_CLASSES
-            self._classes = sorted({round(i * k / most) for i in range(most)})
-            if "classes" not in self._said:
-                self._said.add("classes")
-                rank_zero_info(
-                    f"ClassModelLogger: the model has {k} classes; class-model images are "
-                    f"made for {len(self._classes)} of them ({self._classes[0]}, "
-                    f"{self._classes[1]}, ..., {self._classes[-1]}); pass `classes=` to choose"
-                )
+            picked = sorted({pool[round(i * len(pool) / most)] for i in range(most)})
+        if picked == list(range(k)):
+            return None  # every class of the model
+        if "classes" not in self._said:
+            self._said.add("classes")
+            where = (
+                f"the {len(seen)} classes its probe data has"
+                if seen and len(seen) < k
+                else f"its {k} classes"
+            )
+            shown = ", ".join(str(c) for c in picked[:3]) + (", ..." if len(picked) > 3 else "")
+            rank_zero_info(
+                f"ClassModelLogger: the model has {k} classes; class-model images are made for "
+                f"{len(picked)} of {where} ({shown}); pass `classes=` to choose"
+            )
+        return picked
 
     def run(self, ctx: RunContext) -> None:
         shape = self._shape
@@ -149,12 +169,15 @@ class ClassModelLogger(VizCallback):
                 render.image_grid(images.float().cpu(), scale=scale),
             )
             return
-        images = LF.class_model(
-            ctx.view, self._classes, shape, steps=self.steps, generator=ctx.generator
+        classes = self._classes if self._classes is not None else list(range(ctx.num_classes))
+        images = ctx.chunked(  # at most ctx.max_batch images optimized at once
+            lambda ks: LF.class_model(
+                ctx.view, ks.tolist(), shape, steps=self.steps, generator=ctx.generator
+            ),
+            torch.tensor(classes, device=ctx.device),
         )
-        classes = self._classes if self._classes is not None else list(range(images.shape[0]))
         with torch.no_grad():
-            logits = ctx.view(images)
+            logits = ctx.chunked(ctx.view, images)
         if ctx.task == "multiclass":
             conf, pred = logits.softmax(dim=1).max(dim=1)
         else:  # binary and multilabel: the sigmoid of the optimized class's own logit

@@ -99,7 +99,12 @@ class GradCAMLogger(VizCallback):
         images = ctx.pixels.float().cpu()
         scale = render.display_scale(images)
         for method in self.methods:
-            maps = METHODS[method](ctx.view, ctx.pixels, target, layer=layer, reshape=self.reshape)
+            fn = METHODS[method]
+            maps = ctx.chunked(  # at most ctx.max_batch images per forward and backward
+                lambda xs, ts, fn=fn: fn(ctx.view, xs, ts, layer=layer, reshape=self.reshape),
+                ctx.pixels,
+                target,
+            )
             maps = maps.float().cpu()
             norm = render.normalize_maps(maps)
             second = (

@@ -307,6 +307,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             generator=gen,
             task=ctx.task,
             known=known,
+            batch_size=ctx.max_batch,
         )
 
     def _independent_subset(
@@ -443,21 +444,27 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         if attack == "pgd":
             gen = torch.Generator(device=ctx.generator.device)
             gen.set_state(start)
-            adv = A.pgd(
-                ctx.view,
+            adv = ctx.chunked(
+                lambda xc, yc: A.pgd(
+                    ctx.view,
+                    xc,
+                    yc,
+                    eps,
+                    steps=self.steps,
+                    step_size=self.step_size,
+                    norm=self.norm,
+                    generator=gen,
+                    task=ctx.task,
+                ),
                 xs,
                 ys,
-                eps,
-                steps=self.steps,
-                step_size=self.step_size,
-                norm=self.norm,
-                generator=gen,
-                task=ctx.task,
             )
         else:
-            adv = A.fgsm(ctx.view, xs, ys, eps, norm=self.norm, task=ctx.task)
+            adv = ctx.chunked(
+                lambda xc, yc: A.fgsm(ctx.view, xc, yc, eps, norm=self.norm, task=ctx.task), xs, ys
+            )
         with torch.no_grad():
-            adv_pred = predict(ctx.view(adv))
+            adv_pred = predict(ctx.chunked(ctx.view, adv))
         delta = (adv - xs).float()
         if self.norm == "linf":
             scale = torch.full((k, 1, 1, 1), 2 * eps, device=delta.device)

@@ -167,9 +167,9 @@ class SaliencyLogger(VizCallback):
         return reasons
 
     def _map(self, method: str, ctx: RunContext, target: Tensor) -> Tensor:
-        x = ctx.pixels
-        if method == "vanilla":
-            return LF.saliency(ctx.view, x, target, reduce=self.reduce)
+        """The maps of one method ``(N, H, W)``, at most ``ctx.max_batch`` rows (noisy
+        and interpolated copies included) per forward and backward pass."""
+        x, rows = ctx.pixels, ctx.max_batch
         if method == "smoothgrad":
             return LF.smoothgrad(
                 ctx.view,
@@ -179,18 +179,22 @@ class SaliencyLogger(VizCallback):
                 noise=self.smoothgrad_noise,
                 reduce=self.reduce,
                 generator=ctx.generator,
+                chunk_size=rows,
             )
         if method == "integrated_gradients":
             return LF.integrated_gradients(
-                ctx.view, x, target, steps=self.ig_steps, reduce=self.reduce
+                ctx.view, x, target, steps=self.ig_steps, reduce=self.reduce, chunk_size=rows
             )
-        if method == "guided_backprop":
-            return LF.guided_backprop(ctx.view, x, target, reduce=self.reduce)
-        if method == "deconvnet":
-            return LF.deconvnet(ctx.view, x, target, reduce=self.reduce)
         if method == "rollout":
-            return LF.attention_rollout(ctx.view, x)
-        return LF.grad_rollout(ctx.view, x, target)
+            return ctx.chunked(lambda xs: LF.attention_rollout(ctx.view, xs), x)
+        if method == "grad_rollout":
+            return ctx.chunked(lambda xs, ts: LF.grad_rollout(ctx.view, xs, ts), x, target)
+        fn = {
+            "vanilla": LF.saliency,
+            "guided_backprop": LF.guided_backprop,
+            "deconvnet": LF.deconvnet,
+        }[method]
+        return ctx.chunked(lambda xs, ts: fn(ctx.view, xs, ts, reduce=self.reduce), x, target)
 
     def run(self, ctx: RunContext) -> None:
         target = ctx.target(self.target)
@@ -217,12 +221,11 @@ class SaliencyLogger(VizCallback):
         if self.neuron is not None:
             layer, channel = self.neuron
             _, module = resolve_layer(ctx.module, layer)
-            neuron_maps = LF.neuron_gradient(
-                ctx.view,
+            neuron_maps = ctx.chunked(
+                lambda xs: LF.neuron_gradient(
+                    ctx.view, xs, neuron=(module, channel), reduce=self.reduce, reshape=self.reshape
+                ),
                 ctx.pixels,
-                neuron=(module, channel),
-                reduce=self.reduce,
-                reshape=self.reshape,
             )
             tag = self.tag(f"neuron/{layer}/{channel}")
             self._log_maps(ctx, tag, images, neuron_maps.float().cpu(), caps)

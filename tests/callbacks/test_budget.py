@@ -24,7 +24,17 @@ class Clock:
         return self.now
 
 
-def simulate(costs, every, protected=(), epochs=60, once=None, max_overhead=0.1, jitter=0.0):
+def simulate(
+    costs,
+    every,
+    protected=(),
+    epochs=60,
+    once=None,
+    max_overhead=0.1,
+    jitter=0.0,
+    allowance=0.0,
+    epoch_seconds=EPOCH,
+):
     """Runs the plan epoch by epoch; returns (budget, runs {key: [epochs]}, changes).
 
     ``once``: one-time seconds a callback spends at its first run (a cache it builds).
@@ -41,9 +51,9 @@ def simulate(costs, every, protected=(), epochs=60, once=None, max_overhead=0.1,
     runs = {k: [] for k in costs}
     changes = []
     for epoch in range(epochs):
-        clock.now += noisy(EPOCH)
+        clock.now += noisy(epoch_seconds)
         due = [Candidate(k, every[k], k in protected) for k in costs if (epoch + 1) % every[k] == 0]
-        run, changed = budget.plan(epoch, due, max_overhead)
+        run, changed = budget.plan(epoch, due, max_overhead, allowance)
         changes.append(changed)
         for key in run:
             if not runs[key] and key in (once or {}):
@@ -122,8 +132,9 @@ class _Slow(lv.FilterLogger):
 
 
 def test_a_trainer_spaces_out_a_costly_callback_but_not_a_monitored_one(tmp_path):
-    slow = _Slow(tag_prefix="slow", on_error="raise")
-    watched = _Slow(tag_prefix="watched", on_error="raise")
+    # no absolute allowance: the fraction alone (0.25 s runs in epochs of a second)
+    slow = _Slow(tag_prefix="slow", on_error="raise", overhead_allowance=0)
+    watched = _Slow(tag_prefix="watched", on_error="raise", overhead_allowance=0)
 
     class Stop(pl.callbacks.EarlyStopping):  # a subclass is a monitor too
         pass
@@ -150,7 +161,7 @@ def test_a_callback_spaced_out_past_the_last_epoch_is_said_once_not_to_run_again
 
     coordinator = Coordinator()
     probe = lv.AdversarialProbe()
-    coordinator.budget.cost[probe.state_key] = 23.5
+    coordinator.budget.charge(probe.state_key, 23.5)
     coordinator.budget.last_run[probe.state_key] = 0
 
     def said(interval: int, max_epochs: int) -> list[str]:
@@ -184,3 +195,73 @@ def test_overhead_stays_finite_when_background_work_outlasts_training():
     assert budget.overhead() == pytest.approx(7.0 / 3.0)  # as if it stopped training
     budget.charge("view", 5.0, run=False, background=True)  # more than the rest of it
     assert budget.overhead() == pytest.approx(12.0 / 6.0)  # training thread: 10 - 4
+
+
+def test_an_absolute_allowance_lets_cheap_views_run_every_epoch_of_a_short_fit():
+    cheap = {"activations": 0.1, "saliency": 0.12, "gradcam": 0.08}
+    every = dict.fromkeys(cheap, 1)
+    # epochs of one second: 10 % is 0.1 s, less than the three views together
+    _, starved, _ = simulate(cheap, every, epochs=5, epoch_seconds=1.0)
+    assert any(len(epochs) < 5 for epochs in starved.values())
+    _, runs, changes = simulate(cheap, every, epochs=5, epoch_seconds=1.0, allowance=3.0)
+    assert all(epochs == list(range(5)) for epochs in runs.values()), runs
+    assert not any(changes)  # nothing spaced out, nothing announced
+
+
+def test_the_fraction_governs_when_the_probes_cost_real_time():
+    budget, runs, _ = simulate(COSTS, EVERY, protected={"monitored"}, allowance=3.0)
+    window = range(20, 60)
+    spent = sum(COSTS[k] for k, epochs in runs.items() for e in epochs if e in window)
+    # within the larger of the fraction (1 s of a 10-s epoch) and the allowance (3 s)
+    assert 0.10 < spent / (EPOCH * len(window)) <= 0.30 + 1e-9
+    assert len(runs["costly"]) < 60  # the costliest is still spaced out
+    assert len(runs["cheap"]) == 60
+
+
+def _line(coordinator, callback, max_epochs=3):
+    import types
+    import warnings
+
+    trainer = types.SimpleNamespace(
+        is_global_zero=True, max_epochs=max_epochs, progress_bar_callback=None
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coordinator._say_interval(trainer, 1, callback, 40, 0.1, 3.0)
+    (line,) = [str(w.message) for w in caught]
+    return line
+
+
+def test_a_budget_line_states_the_cost_the_budget_used_split_as_viz_seconds_shows_it():
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    coordinator = Coordinator()
+    projector = lv.EmbeddingProjector()
+    key = projector.state_key
+    coordinator.budget.charge(key, 0.044)  # the epoch end: viz/EmbeddingProjector/seconds
+    coordinator.budget.charge(key, 24.456, run=False, background=True)  # the worker thread
+    coordinator.budget.last_run[key] = 0
+    line = _line(coordinator, projector)
+    total, background, runs = coordinator.budget.run_cost(key)
+    assert (total, background, runs) == (pytest.approx(24.5), pytest.approx(24.456), 1)
+    assert "it costs 24.5 s a run: 0.044 s at the epoch end " in line
+    assert "(viz/EmbeddingProjector/seconds) + 24.5 s of background work" in line
+    assert "overhead_allowance=3 s an epoch" in line
+
+
+def test_a_budget_line_names_one_time_work_it_does_not_count_and_uses_the_median():
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    coordinator = Coordinator()
+    bias = lv.TextureShapeBias()
+    key = bias.state_key
+    coordinator.budget.charge(key, 134.1, once=True)  # cue-conflict images, built once
+    coordinator.budget.charge(key, 1.8)  # viz/TextureShapeBias/seconds said 135.9
+    line = _line(coordinator, bias)
+    assert "it costs 1.8 s a run: 1.8 s at the epoch end" in line
+    assert "(viz/TextureShapeBias/seconds); its setup and one-time work (134.1 s)" in line
+    for seconds in (2.2, 9.0):
+        coordinator.budget.charge(key, seconds)
+    coordinator._not_again.clear()
+    line = _line(coordinator, bias)
+    assert "it costs 2.2 s a run (median of its last 3 runs)" in line  # what plans use

@@ -126,7 +126,7 @@ def test_configuration_errors_raise_at_setup(tmp_path, kwargs, match):
         assert torch.equal(v, before[k]), k
 
 
-def test_a_model_with_many_classes_gets_20_evenly_spaced_ones_by_default(tmp_path):
+def test_a_model_with_more_classes_than_the_data_draws_the_classes_the_data_has(tmp_path):
     from tests.conftest import lightning_info
 
     cb = lv.ClassModelLogger(steps=2, every_n_epochs=1, on_error="raise")
@@ -134,15 +134,27 @@ def test_a_model_with_many_classes_gets_20_evenly_spaced_ones_by_default(tmp_pat
     with lightning_info() as messages:
         model = LitClassifier(SmallCNN(num_classes=30), lr=1e-3)  # the data has 5 of them
         fit(tmp_path, [cb, explicit], epochs=1, model=model)
-    expected = [0, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15, 16, 18, 20, 21, 22, 24, 26, 27, 28]
-    assert cb._classes == expected == sorted({round(i * 30 / 20) for i in range(20)})
+    assert cb._classes == [0, 1, 2, 3, 4]  # never a class the data does not have
     assert explicit._classes == [1, 29]  # an explicit list is kept
     said = [m for m in messages if m.startswith("ClassModelLogger: the model has 30 classes")]
-    assert len(said) == 1 and "(0, 2, ..., 28)" in said[0]
+    assert len(said) == 1 and "5 of the 5 classes its probe data has (0, 1, 2, ...)" in said[0]
     images = read_events(str(tmp_path))["images"]
-    ((_, width, height, _),) = images["class_model/grid"]
+    ((_, width, _, _),) = images["class_model/grid"]
     tile = 64 + 2  # 32-px images shown at 2x, and the padding
-    assert width == 2 + 10 * tile and height < 1100  # 10 a row, 2 rows: 20 images
+    assert width == 2 + 5 * tile  # the 5 classes in a row
+
+
+def test_at_most_20_classes_evenly_spaced_among_those_the_data_has(tmp_path):
+    images = torch.rand(60, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(60) % 30  # 30 of the model's 40 classes
+    cb = lv.ClassModelLogger(steps=1, every_n_epochs=1, probe=(images, labels), on_error="raise")
+    unlabelled = lv.ClassModelLogger(steps=1, probe=images, tag_prefix="cm2", on_error="raise")
+    model = LitClassifier(SmallCNN(num_classes=40), lr=1e-3)
+    fit(tmp_path, [cb, unlabelled], epochs=1, model=model)
+    expected = [0, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15, 16, 18, 20, 21, 22, 24, 26, 27, 28]
+    assert cb._classes == expected == sorted({round(i * 30 / 20) for i in range(20)})
+    # without labels nothing tells which classes the data has: 20 of the model's 40
+    assert unlabelled._classes == list(range(0, 40, 2))
 
 
 def test_per_class_figure_keeps_the_20_classes_with_the_most_decisions():

@@ -1,0 +1,89 @@
+"""The probe data's normalization, read from its torchvision transform.
+
+A torchvision ``Normalize`` (``transforms`` or ``transforms.v2``) has ``mean`` and
+``std`` attributes; it sits in a dataset's ``transform`` (``VisionDataset``,
+``ImageFolder``), alone or inside a ``Compose`` (nested ``Compose``,
+``RandomApply`` and the like hold a ``transforms`` list too). The dataset may be
+wrapped: a ``Subset`` or any wrapper that keeps the wrapped one as ``dataset``,
+``datasets`` (``ConcatDataset``: the first), ``base`` or ``_dataset``; a
+``DataLoader`` holds it as ``dataset``. Nothing here is imported from torchvision:
+a transform is recognised by its class name and attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Normalization", "find_normalize", "value_range"]
+
+_WRAPPED = ("dataset", "datasets", "base", "_dataset")  # where wrappers keep the data
+_TRANSFORMS = ("transform", "transforms")  # where datasets keep their transform
+_DEPTH = 8  # wrappers and nested transforms looked through at most
+
+Normalization = tuple[list[float], list[float]]
+
+
+def _as_floats(values: Any) -> list[float] | None:
+    try:
+        return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+    except (TypeError, ValueError):
+        try:
+            return [float(values)]
+        except (TypeError, ValueError):
+            return None
+
+
+def _in_transform(transform: Any, depth: int) -> Normalization | None:
+    """The first ``Normalize`` in ``transform`` (depth first, in order)."""
+    if transform is None or depth > _DEPTH:
+        return None
+    if type(transform).__name__ == "Normalize" and hasattr(transform, "std"):
+        mean, std = _as_floats(transform.mean), _as_floats(transform.std)
+        if mean and std:
+            return mean, std
+    if isinstance(transform, list | tuple):
+        children: Any = transform
+    else:
+        children = [getattr(transform, name, None) for name in _TRANSFORMS]
+    for child in children:
+        if child is transform or isinstance(child, str | bytes):
+            continue
+        if callable(child) or isinstance(child, list | tuple):
+            found = _in_transform(child, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def find_normalize(source: Any, depth: int = 0) -> Normalization | None:
+    """``(mean, std)`` of the first ``Normalize`` in the transform of ``source``'s data.
+
+    Args:
+        source: A ``DataLoader``, a ``Dataset`` (wrapped or not) or anything else
+            (which has none).
+
+    Returns:
+        Per-channel ``(mean, std)`` lists, or ``None`` when no ``Normalize`` is found.
+    """
+    if source is None or depth > _DEPTH or isinstance(source, str | bytes):
+        return None
+    for name in _TRANSFORMS:
+        transform = getattr(source, name, None)
+        if transform is not None and not isinstance(transform, str | bytes):
+            found = _in_transform(transform, depth)
+            if found is not None:
+                return found
+    for name in _WRAPPED:
+        inner = getattr(source, name, None)
+        if isinstance(inner, list | tuple):
+            inner = inner[0] if inner else None
+        if inner is not None and inner is not source:
+            found = find_normalize(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def value_range(images: Any) -> tuple[float, float]:
+    """``(min, max)`` of a float tensor."""
+    return float(images.min()), float(images.max())
