@@ -108,11 +108,11 @@ class CueConflictFolder(Dataset):
     """Geirhos et al.'s cue-conflict images from a folder, as
     ``(image, shape_label, texture_label)``.
 
-    Layout: ``<root>/<shape>/<shape><i>-<texture><j>.png`` (the ``stimuli/style-
-    transfer-preprocessed-512``'s sibling ``cue-conflict`` folder of
-    ``rgeirhos/texture-vs-shape``, 1,280 images at 224 px). Labels are indices into
-    ``categories``. Images whose shape and texture category agree are left out, as
-    in the paper's analysis (160 of the 1,280: 1,120 remain).
+    Layout: ``<root>/<shape>/<shape><i>-<texture><j>.png`` (the folder
+    ``stimuli/style-transfer-preprocessed-512`` of ``rgeirhos/texture-vs-shape``,
+    1,280 images, model-vs-human's ``cue-conflict`` dataset). Labels are indices into
+    ``categories``. Images whose shape and texture category agree (e.g.
+    ``knife10-knife1.png``) are left out, as in the paper's analysis.
 
     Args:
         root: The ``cue-conflict`` folder.
