@@ -30,7 +30,17 @@ from lightning_viz.stats import wilson_interval
 __all__ = ["TextureShapeBias"]
 
 _CHUNK = 256  # images per forward pass
-GENERATION_CHUNK = 16  # cue-conflict pairs stylized at once (a training batch of 16 holds more)
+# cue-conflict pixels stylized at once: 16 pairs at 224 px (a ResNet-50 training step of
+# batch 16 holds more than twice their activations), up to 160 pairs of small images
+GENERATION_PIXELS = 16 * 224 * 224
+MAX_GENERATION_CHUNK = 160
+
+
+def generation_chunk(height: int, width: int) -> int:
+    """Pairs stylized at once for images of ``height x width`` pixels."""
+    return max(1, min(MAX_GENERATION_CHUNK, GENERATION_PIXELS // (height * width)))
+
+
 _GRID_IMAGES = 16
 MAX_BARS = 20  # classes in `bias/per_class`: those with the most decisions beyond that
 _WATCHED = ("shape_bias", "shape_acc")  # metrics whose regression warns
@@ -47,7 +57,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     validation images) with :func:`lightning_viz.functional.cue_conflict` (Gatys
     style transfer with a random-filter network, coarse to fine from at most
     ``style_size`` px, class pairs balanced, the pairing drawn from a generator
-    seeded with ``seed``), in chunks of 16 pairs. With ``background=True`` (and one
+    seeded with ``seed``), in chunks (16 pairs at 224 px, at most 160 of small
+    images). With ``background=True`` (and one
     process) the chunks are made on the trainer's low-priority background worker
     from ``setup`` on, while training runs, their seconds charged to the overhead
     budget as background work; the bias scalars start at the first due run after
@@ -415,9 +426,12 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             "output_mapping": self.output_mapping,
         }
 
+    def _chunk(self) -> int:
+        return generation_chunk(*self._source[0].shape[-2:])  # type: ignore[index]
+
     def _chunk_sizes(self) -> list[int]:
-        n = self._images_to_make
-        return [min(GENERATION_CHUNK, n - i) for i in range(0, n, GENERATION_CHUNK)]
+        n, chunk = self._images_to_make, self._chunk()
+        return [min(chunk, n - i) for i in range(0, n, chunk)]
 
     def _locate(self, trainer: Any) -> bool:
         """Finds this set's cache file and reloads the whole set or (in one process) its
@@ -465,9 +479,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         """Chunk ``i`` of the set: its images in pixel space, shape and texture labels
         (only the positions ``share`` of the chunk's positions, under DDP)."""
         pixels, labels, masks = self._source  # type: ignore[misc]
-        positions = torch.arange(
-            i * GENERATION_CHUNK, i * GENERATION_CHUNK + self._chunk_sizes()[i]
-        )
+        first = i * self._chunk()
+        positions = torch.arange(first, first + self._chunk_sizes()[i])
         return LF.cue_conflict(
             pixels,
             labels,
@@ -477,7 +490,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             generator=make_generator(self.seed, "cpu"),
             masks=masks,
             part=positions if share is None else positions[share],
-            batch_size=GENERATION_CHUNK,
+            batch_size=self._chunk(),
             style_size=self.style_size,
             refine_steps=self.refine_steps,
         )

@@ -87,6 +87,9 @@ class _SavedBytes:
 def test_a_224_px_chunk_holds_fewer_activations_than_a_resnet50_training_step_of_16():
     from torchvision.models import resnet50
 
+    CHUNK = shape_bias.generation_chunk(224, 224)  # noqa: N806
+    assert CHUNK == 16 and shape_bias.generation_chunk(32, 32) == 160
+
     gen = torch.Generator().manual_seed(0)
     # resnet50 at 224 px: saved activations are linear in the batch, so 16 x one image
     net = resnet50(num_classes=1000)
@@ -99,24 +102,26 @@ def test_a_224_px_chunk_holds_fewer_activations_than_a_resnet50_training_step_of
     # one chunk of the callback's generation at 224 px (every pyramid level is run)
     ext = RandomFeatureExtractor()
     counter = _SavedBytes(ext)
-    images = torch.rand(shape_bias.GENERATION_CHUNK, 3, 224, 224, generator=gen)
-    labels = torch.arange(shape_bias.GENERATION_CHUNK) % 4
+    images = torch.rand(CHUNK, 3, 224, 224, generator=gen)
+    labels = torch.arange(CHUNK) % 4
     with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
         LF.cue_conflict(
             images,
             labels,
-            shape_bias.GENERATION_CHUNK,
+            CHUNK,
             extractor=ext,
             steps=1,
             refine_steps=1,
-            batch_size=shape_bias.GENERATION_CHUNK,
+            batch_size=CHUNK,
         )
     full_size_steps = [c for c in counter.counts if c]
     assert len(full_size_steps) == 3  # 56, 112 and 224 px, one step each
     print(f"chunk {counter.peak / 2**20:.0f} MiB, resnet50 step {training_step / 2**20:.0f} MiB")
     assert counter.peak < training_step / 2
     # the old way (all 160 pairs at once at full size) held 10x a chunk
-    assert 160 / shape_bias.GENERATION_CHUNK * counter.peak > training_step
+    assert 160 / CHUNK * counter.peak > training_step
+    # the same pixel budget at other sizes
+    assert shape_bias.generation_chunk(112, 112) == 64
 
 
 # ------------------------------------------------- chunks, background, resume
@@ -142,6 +147,7 @@ def _bias(**kwargs):
 
 
 def test_a_stopped_generation_resumes_from_its_finished_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 16 * 32 * 32)  # chunks of 16
     made, _ = _positions_made(monkeypatch, fail_after=1)
     cb = _bias(background=False, on_error="warn")
     with pytest.warns(UserWarning, match="killed"):
@@ -152,6 +158,7 @@ def test_a_stopped_generation_resumes_from_its_finished_chunks(tmp_path, monkeyp
     assert len(chunks) == 1
 
     monkeypatch.undo()
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 16 * 32 * 32)
     made, _ = _positions_made(monkeypatch)
     cb = _bias(background=False)
     fit(tmp_path, [cb], epochs=1)
