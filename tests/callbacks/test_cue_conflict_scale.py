@@ -204,7 +204,7 @@ def test_background_generation_runs_on_the_worker_and_the_scalars_wait_for_it(
         finish(*args, **kwargs)
 
     class Grab(pl.Callback):  # runs before `cb`: tells when its harvest is an epoch end's
-        def setup(self, trainer, *_):
+        def setup(self, trainer, *_, **__):
             trainers.append(trainer)
 
         def on_train_epoch_end(self, *_):
