@@ -17,15 +17,15 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_bool, check_float, check_int, check_int_list, fail
 from lightning_viz._guard import make_generator
-from lightning_viz.callbacks import _cue_cache
+from lightning_viz._runtime import cue_cache
+from lightning_viz._runtime.compat import rank_zero_info
+from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks._compat import rank_zero_info
-from lightning_viz.callbacks._coordinator import Coordinator
-from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.data.geirhos import IMAGENET16_CATEGORIES, CueConflictFolder, imagenet16_mapping
 from lightning_viz.functional._task import predict
 from lightning_viz.functional.bias import SHAPE, TEXTURE, UNCOUNTED
-from lightning_viz.stats import wilson_interval
+from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
 
@@ -437,18 +437,18 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         """Finds this set's cache file and reloads the whole set or (in one process) its
         finished chunks. Returns whether this is one process."""
         pixels, labels, masks = self._source  # type: ignore[misc]
-        key = _cue_cache.cache_key(pixels, labels, masks, self._settings())
-        self.cache_path = _cue_cache.cache_file(getattr(self._logger, "log_dir", None), key)
+        key = cue_cache.cache_key(pixels, labels, masks, self._settings())
+        self.cache_path = cue_cache.cache_file(getattr(self._logger, "log_dir", None), key)
         path, image_shape = self.cache_path, tuple(pixels.shape[1:])
         torch_dist = torch.distributed
         distributed = torch_dist.is_available() and torch_dist.is_initialized()
         one_process = not distributed and getattr(trainer, "world_size", 1) == 1
         if path is not None:
-            cached = _cue_cache.read_cache(path, self._images_to_make, image_shape)
+            cached = cue_cache.read_cache(path, self._images_to_make, image_shape)
             if cached is not None:
                 self._cc = tuple(t.to(pixels.device) for t in cached)  # type: ignore[assignment]
             elif one_process:  # under DDP the ranks must agree on what is missing
-                self._chunks = _cue_cache.read_chunks(path, self._chunk_sizes(), image_shape)
+                self._chunks = cue_cache.read_chunks(path, self._chunk_sizes(), image_shape)
         return one_process
 
     def _resume_or_start(self, trainer: Any) -> None:
@@ -503,7 +503,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         i, (images, s, t) = result
         self._chunks[i] = (images, s, t)
         if write and self.cache_path is not None:
-            _cue_cache.write_chunk(self.cache_path, i, images, s, t)
+            cue_cache.write_chunk(self.cache_path, i, images, s, t)
         if len(self._chunks) == len(self._chunk_sizes()):
             self._finish(write)
 
@@ -513,8 +513,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         self._cc = (images, s, t)
         self._chunks = {}
         if write and self.cache_path is not None:
-            _cue_cache.write_cache(self.cache_path, images, s, t)
-            _cue_cache.remove_chunks(self.cache_path)
+            cue_cache.write_cache(self.cache_path, images, s, t)
+            cue_cache.remove_chunks(self.cache_path)
 
     def _generate(self, ctx: RunContext) -> None:
         """Makes the missing chunks now (``background=False`` or DDP): each rank

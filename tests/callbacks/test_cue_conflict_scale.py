@@ -188,7 +188,7 @@ def test_background_generation_runs_on_the_worker_and_the_scalars_wait_for_it(
 ):
     import pytorch_lightning as pl
 
-    from lightning_viz.callbacks._coordinator import Coordinator
+    from lightning_viz._runtime.coordinator import Coordinator
 
     made, threads = _positions_made(monkeypatch)
     cb = _bias(num_images=10)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_viz.callbacks._compat import rank_zero_warn
+from lightning_viz._runtime.compat import rank_zero_warn
 
 __all__ = [
     "cache_file",
