@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -17,6 +16,7 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_bool, check_float, check_int, check_int_list, fail
 from lightning_viz._guard import make_generator
+from lightning_viz._io import fingerprint
 from lightning_viz._runtime import cue_cache
 from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz._runtime.coordinator import Coordinator
@@ -29,7 +29,6 @@ from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
 
-_CHUNK = 256  # images per forward pass
 # cue-conflict pixels stylized at once: 16 pairs at 224 px (a ResNet-50 training step of
 # batch 16 holds more than twice their activations), up to 160 pairs of small images
 GENERATION_PIXELS = 16 * 224 * 224
@@ -566,12 +565,12 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         """Predicted dataset classes ``(N,)``, in chunks of forward passes; under DDP each
         rank predicts its share and every rank gets all of them."""
         part = images[ctx.share(images.shape[0]).to(images.device)]
-        with torch.no_grad():
+        if part.shape[0]:  # uint8 images (a folder's) become float a chunk at a time
+            step = MAX_GENERATION_CHUNK
             logits = [
-                self._map_logits(ctx.view(_as_pixels(part[i : i + _CHUNK], ctx.device)))
-                for i in range(0, part.shape[0], _CHUNK)
+                ctx.forward(_as_pixels(part[i : i + step], ctx.device), self._map_logits)
+                for i in range(0, len(part), step)
             ]
-        if logits:
             local = predict(torch.cat(logits))
         else:
             local = torch.empty(0, dtype=torch.long, device=ctx.device)
@@ -628,10 +627,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _fingerprint(self, ctx: RunContext) -> str:
         """The probe and the cue-conflict set the outcomes belong to, hashed."""
         images, s, t = self._cc  # type: ignore[misc]
-        h = hashlib.sha256(ctx.probe.fingerprint().encode())
-        for tensor in (images, s.long(), t.long()):
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint(ctx.probe.fingerprint(), images, s.long(), t.long())
 
     # --------------------------------------------------------------- rendering
     def _per_class(self, pred: Tensor, s: Tensor, t: Tensor, num_classes: int) -> Any:
