@@ -26,7 +26,7 @@ from lightning_viz.data.geirhos import (
 )
 from lightning_viz.functional.bias import pyramid_sizes
 from lightning_viz.functional.style import RandomFeatureExtractor, style_transfer
-from lightning_viz.monitoring.record import load_summary
+from lightning_viz.monitoring.store import load_summary
 from tests.conftest import fit, read_events
 
 
