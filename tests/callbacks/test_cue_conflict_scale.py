@@ -210,6 +210,9 @@ def test_background_generation_runs_on_the_worker_and_the_scalars_wait_for_it(
         def on_train_epoch_end(self, *_):
             at_epoch_end[0] = True
 
+        def on_validation_epoch_end(self, *_):  # where the runs happen with validation
+            at_epoch_end[0] = True
+
         def on_train_batch_start(self, *_):
             at_epoch_end[0] = False
 
