@@ -2,7 +2,10 @@
 
 Files ``<log_dir>/lightning_viz/cue_conflict_<key>.pt`` hold plain tensors
 (``torch.save``), loaded with ``weights_only=True``; the key hashes the source
-images, their labels and masks and every generation setting.
+images, their labels and masks and every generation setting. While the set is
+being made, each finished chunk is a file ``<that path>.partial/<chunk>.pt``, so a
+run stopped half-way continues where it stopped; the folder goes once the whole
+set is written.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from typing import Any
 
 import torch
@@ -18,9 +22,17 @@ from torch import Tensor
 from lightning_viz._io import atomic_write, fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 
-__all__ = ["cache_file", "cache_key", "read_cache", "write_cache"]
+__all__ = [
+    "cache_file",
+    "cache_key",
+    "read_cache",
+    "read_chunks",
+    "remove_chunks",
+    "write_cache",
+    "write_chunk",
+]
 
-_VERSION = 2
+_VERSION = 3  # 3: coarse-to-fine generation
 _KEYS = ("images", "shape_labels", "texture_labels")
 
 
@@ -49,6 +61,16 @@ def cache_file(log_dir: str | None, key: str) -> str | None:
 
 def read_cache(path: str, n: int, image_shape: tuple[int, ...]) -> tuple[Tensor, ...] | None:
     """``(images, shape_labels, texture_labels)`` from ``path``, or ``None`` when unusable."""
+    found = _read(path)
+    if found is None:
+        return None
+    images, s, t = found
+    if tuple(images.shape) != (n, *image_shape) or s.shape != (n,) or t.shape != (n,):
+        return None
+    return images.float(), s.long(), t.long()
+
+
+def _read(path: str) -> tuple[Tensor, Tensor, Tensor] | None:
     if not os.path.exists(path):
         return None
     try:
@@ -58,10 +80,36 @@ def read_cache(path: str, n: int, image_shape: tuple[int, ...]) -> tuple[Tensor,
         return None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), Tensor) for k in _KEYS):
         return None
-    images, s, t = (data[k] for k in _KEYS)
-    if tuple(images.shape) != (n, *image_shape) or s.shape != (n,) or t.shape != (n,):
-        return None
-    return images.float(), s.long(), t.long()
+    return data["images"], data["shape_labels"], data["texture_labels"]
+
+
+def _chunk_path(path: str, chunk: int) -> str:
+    return os.path.join(f"{path}.partial", f"{chunk:05d}.pt")
+
+
+def read_chunks(
+    path: str, sizes: list[int], image_shape: tuple[int, ...]
+) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
+    """The chunks of a partly made set found next to ``path``: ``{chunk: (images,
+    shape_labels, texture_labels)}`` for every chunk ``i`` whose file holds
+    ``sizes[i]`` images of ``image_shape``."""
+    found = {}
+    for i, n in enumerate(sizes):
+        part = _read(_chunk_path(path, i))
+        if part is not None and tuple(part[0].shape) == (n, *image_shape):
+            if part[1].shape == (n,) and part[2].shape == (n,):
+                found[i] = (part[0].float(), part[1].long(), part[2].long())
+    return found
+
+
+def write_chunk(path: str, chunk: int, images: Tensor, s: Tensor, t: Tensor) -> None:
+    """Writes one finished chunk of a set being made (atomically)."""
+    write_cache(_chunk_path(path, chunk), images, s, t)
+
+
+def remove_chunks(path: str) -> None:
+    """Removes the chunk files of ``path`` (the whole set is written)."""
+    shutil.rmtree(f"{path}.partial", ignore_errors=True)
 
 
 def write_cache(path: str, images: Tensor, s: Tensor, t: Tensor) -> None:

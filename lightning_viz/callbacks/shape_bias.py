@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,13 +18,27 @@ from lightning_viz._checks import check_bool, check_float, check_int, check_int_
 from lightning_viz._guard import make_generator
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime import cue_cache
+from lightning_viz._runtime.compat import rank_zero_info
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.data.geirhos import IMAGENET16_CATEGORIES, CueConflictFolder, imagenet16_mapping
 from lightning_viz.functional._task import predict
 from lightning_viz.functional.bias import SHAPE, TEXTURE, UNCOUNTED
 from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
+
+# cue-conflict pixels stylized at once: 16 pairs at 224 px (a ResNet-50 training step of
+# batch 16 holds more than twice their activations), up to 160 pairs of small images
+GENERATION_PIXELS = 16 * 224 * 224
+MAX_GENERATION_CHUNK = 160
+
+
+def generation_chunk(height: int, width: int) -> int:
+    """Pairs stylized at once for images of ``height x width`` pixels."""
+    return max(1, min(MAX_GENERATION_CHUNK, GENERATION_PIXELS // (height * width)))
+
 
 _GRID_IMAGES = 16
 MAX_BARS = 20  # classes in `bias/per_class`: those with the most decisions beyond that
@@ -39,13 +54,24 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     robustness", ICLR 2019). By default ``num_images`` of them are built **once**
     per run from the probe images (a class-balanced pick of ``num_samples``
     validation images) with :func:`lightning_viz.functional.cue_conflict` (Gatys
-    style transfer with a random-filter network, class pairs balanced, the
-    pairing drawn from a generator seeded with ``seed``), with a progress bar on
-    global rank 0 (when the trainer shows progress bars). They are cached in
+    style transfer with a random-filter network, coarse to fine from at most
+    ``style_size`` px, class pairs balanced, the pairing drawn from a generator
+    seeded with ``seed``), in chunks (16 pairs at 224 px, at most 160 of small
+    images). With ``background=True`` (and one
+    process) the chunks are made on the trainer's low-priority background worker
+    from ``setup`` on, while training runs, their seconds charged to the overhead
+    budget as background work; the bias scalars start at the first due run after
+    the set is complete. Otherwise (``background=False``, or under DDP, where each
+    rank makes its share of every chunk) the first run makes them, with a progress
+    bar on global rank 0. They are cached in
     ``<log_dir>/lightning_viz/cue_conflict_<hash>.pt`` (a ``torch.save`` of plain
     tensors, loaded with ``weights_only=True``); the hash covers the source images,
     their labels and every generation setting, so a resumed run (same log dir)
-    reloads them instead of generating again. Or pass ``cue_conflict=`` a dataset.
+    reloads them instead of generating again. While the set is being made each
+    finished chunk is kept in ``cue_conflict_<hash>.pt.partial/``, so a run stopped
+    half-way continues where it stopped. Or pass ``cue_conflict=`` a dataset, or the
+    folder of Geirhos et al.'s 1,280 stimuli with ``output_mapping="imagenet16"``
+    (see ``docs/shape-bias.md``).
 
     Every run costs only forward passes: over the cue-conflict images and twice over
     the probe images. It writes:
@@ -75,11 +101,16 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
 
     Args:
         cue_conflict: A ``Dataset`` of ``(image, shape_label, texture_label)`` to use
-            instead of generated images (e.g. Geirhos' stimuli); images ``(C, H, W)``
-            in the same space as the validation data (normalized when ``mean``/``std``
-            are given), labels dataset class indices. All its items are used. Images
-            whose shape and texture labels agree are not counted. Default: ``None``
-            (generate from the validation data).
+            instead of generated images; images ``(C, H, W)`` in the same space as
+            the validation data (normalized when ``mean``/``std`` are given), labels
+            dataset class indices. All its items are used. Images whose shape and
+            texture labels agree are not counted. Or a folder path (``str`` or
+            ``os.PathLike``) of Geirhos et al.'s stimuli,
+            ``<shape>/<shape><i>-<texture><j>.png`` (read by
+            :class:`~lightning_viz.data.geirhos.CueConflictFolder`: pixel images,
+            resized to the validation images' size, labels the indices of the 16
+            categories, images whose shape and texture agree left out). Default:
+            ``None`` (generate from the validation data).
         num_images: Number of cue-conflict images to generate (ignored with
             ``cue_conflict=``); fewer, with a warning, when the probe allows fewer
             distinct (content, style) pairs. Default: ``160``.
@@ -91,9 +122,22 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             model class ``i`` (``-1``: none). The logit of dataset class ``d`` is the
             max over the model classes mapped to it. Validation labels (model classes)
             are mapped the same way; probe images of unmapped classes are skipped.
-            ``class_names`` then name the dataset classes. Default: ``None``
-            (identity).
-        style_steps: Style-transfer steps per generated image. Default: ``50``.
+            ``class_names`` then name the dataset classes. Or ``"imagenet16"``: a
+            1000-class ImageNet model scored on the 16 categories of Geirhos et al.
+            (:func:`~lightning_viz.data.geirhos.imagenet16_mapping`), each
+            category's score the **mean softmax probability** of its ImageNet classes
+            (as the paper does); ``class_names`` default to the category names.
+            Default: ``None`` (identity).
+        style_steps: Style-transfer steps per generated image (at the coarsest
+            size). Default: ``50``.
+        style_size: Generated images larger than this are stylized coarse to fine:
+            ``style_steps`` at the largest halving of the image size that is at most
+            ``style_size`` px, then ``refine_steps`` at each doubling up to the full
+            size (224 px: 56, 112, 224). ``None``: all steps at full size.
+            Default: ``64``.
+        refine_steps: Steps at each finer size. Default: ``5``.
+        background: Make the generated images on the background worker while
+            training runs (one process only). Default: ``True``.
         content_weight: Content weight of the style transfer: lower values transfer
             more texture and keep less shape detail. Default: ``0.5``.
         use_masks: When the validation data carries object masks, paste each
@@ -133,10 +177,13 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         cue_conflict: Dataset | None = None,
         num_images: int = 160,
         tolerance: float = 0.05,
-        output_mapping: Sequence[int] | None = None,
+        output_mapping: Sequence[int] | str | None = None,
         style_steps: int = 50,
         content_weight: float = 0.5,
         use_masks: bool = True,
+        style_size: int | None = 64,
+        refine_steps: int = 5,
+        background: bool = True,
         num_samples: int | None = None,
         alpha: float = 0.01,
         warmup: int = 0,
@@ -146,16 +193,25 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     ) -> None:
         num_images = check_int(num_images, "num_images", minimum=1)
         super().__init__(num_samples=num_images if num_samples is None else num_samples, **kwargs)
+        if isinstance(cue_conflict, str | os.PathLike):
+            cue_conflict = CueConflictFolder(cue_conflict)
         if cue_conflict is not None and not isinstance(cue_conflict, Dataset):
             fail(
                 "cue_conflict",
-                "a Dataset of (image, shape_label, texture_label) or None",
+                "a Dataset of (image, shape_label, texture_label), a folder path or None",
                 cue_conflict,
                 TypeError,
             )
         self.cue_conflict = cue_conflict
         self.num_images = num_images
         self.init_alerts(tolerance, alpha, warmup, patience, baseline)
+        self.mean_probability = output_mapping == "imagenet16"  # category score: mean prob.
+        if self.mean_probability:
+            output_mapping = imagenet16_mapping()
+            if self.class_names is None:
+                self.class_names = list(IMAGENET16_CATEGORIES)
+        elif isinstance(output_mapping, str):
+            fail("output_mapping", "a list of ints, 'imagenet16' or None", output_mapping)
         self.output_mapping = check_int_list(output_mapping, "output_mapping", minimum=-1)
         if self.output_mapping is not None and all(v < 0 for v in self.output_mapping):
             fail(
@@ -166,8 +222,19 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         self.style_steps = check_int(style_steps, "style_steps", minimum=0)
         self.content_weight = check_float(content_weight, "content_weight", minimum=0.0)
         self.use_masks = check_bool(use_masks, "use_masks")
+        self.style_size = (
+            None if style_size is None else check_int(style_size, "style_size", minimum=8)
+        )
+        self.refine_steps = check_int(refine_steps, "refine_steps", minimum=0)
+        self.background = check_bool(background, "background")
         self._images_to_make = num_images
         self._user_set: tuple[Tensor, Tensor, Tensor] | None = None  # model-space images
+        self._user_pixels = False  # the user set holds uint8 pixel images (a folder)
+        self._source: tuple[Tensor, Tensor, Tensor | None] | None = None  # pixels, labels, masks
+        self._chunks: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # finished chunks
+        self._in_background = False  # chunks submitted to the background worker
+        self._stop = False  # the fit is ending: queued chunks are left for the next run
+        self._said_waiting = False
         self._cc: tuple[Tensor, Tensor, Tensor] | None = None  # pixel images, shape, texture
         self._controls: tuple[Tensor, Tensor, Tensor] | None = None  # shape/texture-only, y
         self.cache_path: str | None = None  # the cache file of this run (generated images)
@@ -192,7 +259,20 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             self._cc = None
             self._controls = None
             self._user_set = None
+            self._source = None
+            self._chunks = {}
+            self._in_background = False
+            self._stop = False
+            self._said_waiting = False
         super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self._enabled and self._source is not None:
+            self._resume_or_start(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # before any callback's on_fit_end waits for the background work: the chunks
+        # not started yet stay for the next run (the finished ones are on disk)
+        self._stop = True
+        super().on_train_end(trainer, pl_module)
 
     def _num_dataset_classes(self, num_classes: int) -> int:
         return num_classes if self.output_mapping is None else max(self.output_mapping) + 1
@@ -208,10 +288,15 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             return logits
         mapping = torch.tensor(self.output_mapping, device=logits.device)
         out = logits.new_full((logits.shape[0], max(self.output_mapping) + 1), -math.inf)
+        if self.mean_probability:  # log of the mean probability of the category's classes
+            logits = logits.float().softmax(dim=1)
         for d in range(out.shape[1]):
             cols = (mapping == d).nonzero().flatten()
             if cols.numel():
-                out[:, d] = logits[:, cols].amax(dim=1)
+                if self.mean_probability:
+                    out[:, d] = logits[:, cols].mean(dim=1).log()
+                else:
+                    out[:, d] = logits[:, cols].amax(dim=1)
         return out
 
     def _map_labels(self, labels: Tensor) -> Tensor:
@@ -238,6 +323,15 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         if self.cue_conflict is not None:
             self._user_set = self._load_user_set(ctx, num_classes)
             return
+        with torch.inference_mode(False):
+            labels = self._map_labels(ctx.probe.labels.long().clone())  # type: ignore[union-attr]
+            keep = labels >= 0
+            masks = ctx.probe.masks
+            if masks is not None and self.use_masks:
+                masks = masks.clone()[keep.to(masks.device)]
+            else:
+                masks = None
+            self._source = (ctx.pixels.clone()[keep.to(ctx.pixels.device)], labels[keep], masks)
         mapped = self._map_labels(ctx.probe.labels)  # type: ignore[arg-type]
         mapped = mapped[mapped >= 0]
         counts = torch.bincount(mapped, minlength=num_classes).tolist()
@@ -260,6 +354,20 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
 
     def _load_user_set(self, ctx: RunContext, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
         """Reads the whole cue-conflict dataset and validates it (at ``setup``)."""
+        if isinstance(self.cue_conflict, CueConflictFolder):  # uint8 pixels, resized
+            folder = self.cue_conflict
+            if ctx.probe.images.shape[1] != 3:
+                fail(
+                    "cue_conflict",
+                    "a Dataset for a model of other than 3 input channels (the folder's "
+                    "images are RGB)",
+                    folder.root,
+                )
+            x, s, t = folder.load(tuple(ctx.probe.images.shape[-2:]))  # type: ignore[arg-type]
+            self._user_pixels = True
+            self._check_user_labels(s, t, num_classes)
+            return x, s, t
+        self._user_pixels = False
         images, shapes, textures = [], [], []
         loader = DataLoader(self.cue_conflict, batch_size=256, shuffle=False)
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.no_grad():
@@ -291,6 +399,10 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 f"images of the validation images' shape {probe_shape}",
                 f"<images of shape {tuple(x.shape[1:])}>",
             )
+        self._check_user_labels(s, t, num_classes)
+        return x, s, t
+
+    def _check_user_labels(self, s: Tensor, t: Tensor, num_classes: int) -> None:
         for what, lab in (("shape", s), ("texture", t)):
             if int(lab.min()) < 0 or int(lab.max()) >= num_classes:
                 fail(
@@ -305,67 +417,148 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 "a dataset with images whose shape and texture labels differ",
                 "<no such image>",
             )
-        return x, s, t
 
     # ------------------------------------------------------------- the images
-    def _generate(
-        self, ctx: RunContext, pixels: Tensor, labels: Tensor, masks: Tensor | None
-    ) -> tuple[Tensor, ...]:
-        masks = masks if self.use_masks else None
-        n = self._images_to_make
-        settings = {
-            "num_images": n,
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "num_images": self._images_to_make,
             "style_steps": self.style_steps,
             "content_weight": self.content_weight,
+            "style_size": self.style_size,
+            "refine_steps": self.refine_steps,
             "seed": self.seed,
             "output_mapping": self.output_mapping,
         }
-        key = cue_cache.cache_key(pixels, labels, masks, settings)
-        path = cue_cache.cache_file(getattr(self._logger, "log_dir", None), key)
-        self.cache_path = path
-        cached = None if path is None else cue_cache.read_cache(path, n, tuple(pixels.shape[1:]))
-        if cached is not None:
-            return tuple(t.to(ctx.device) for t in cached)
+
+    def _chunk(self) -> int:
+        return generation_chunk(*self._source[0].shape[-2:])  # type: ignore[index]
+
+    def _chunk_sizes(self) -> list[int]:
+        n, chunk = self._images_to_make, self._chunk()
+        return [min(chunk, n - i) for i in range(0, n, chunk)]
+
+    def _locate(self, trainer: Any) -> bool:
+        """Finds this set's cache file and reloads the whole set or (in one process) its
+        finished chunks. Returns whether this is one process."""
+        pixels, labels, masks = self._source  # type: ignore[misc]
+        key = cue_cache.cache_key(pixels, labels, masks, self._settings())
+        self.cache_path = cue_cache.cache_file(getattr(self._logger, "log_dir", None), key)
+        path, image_shape = self.cache_path, tuple(pixels.shape[1:])
+        torch_dist = torch.distributed
+        distributed = torch_dist.is_available() and torch_dist.is_initialized()
+        one_process = not distributed and getattr(trainer, "world_size", 1) == 1
+        if path is not None:
+            cached = cue_cache.read_cache(path, self._images_to_make, image_shape)
+            if cached is not None:
+                self._cc = tuple(t.to(pixels.device) for t in cached)  # type: ignore[assignment]
+            elif one_process:  # under DDP the ranks must agree on what is missing
+                self._chunks = cue_cache.read_chunks(path, self._chunk_sizes(), image_shape)
+        return one_process
+
+    def _resume_or_start(self, trainer: Any) -> None:
+        """At ``setup``: reloads the set or its finished chunks and, with
+        ``background=True`` in one process, queues the missing chunks on the
+        background worker."""
+        one_process = self._locate(trainer)
+        if self._cc is not None or not (self.background and one_process):
+            return  # loaded, or made by the first run
+        missing = [i for i in range(len(self._chunk_sizes())) if i not in self._chunks]
+        coordinator = Coordinator.of(trainer)
+        for i in missing:
+            coordinator.defer(
+                self, self.tag("cue_conflict_images"), self._background_chunk, i, then=self._add
+            )
+        self._in_background = bool(missing)
+        if not missing:
+            self._finish()
+
+    def _background_chunk(self, i: int) -> tuple[int, tuple[Tensor, ...]] | None:
+        """Runs on the background worker: chunk ``i`` (``None`` once the fit ends)."""
+        if self._stop or not self._enabled:
+            return None
+        with torch.inference_mode(False), torch.enable_grad():
+            return i, self._make_chunk(i, None)
+
+    def _make_chunk(self, i: int, share: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Chunk ``i`` of the set: its images in pixel space, shape and texture labels
+        (only the positions ``share`` of the chunk's positions, under DDP)."""
+        pixels, labels, masks = self._source  # type: ignore[misc]
+        first = i * self._chunk()
+        positions = torch.arange(first, first + self._chunk_sizes()[i])
+        return LF.cue_conflict(
+            pixels,
+            labels,
+            self._images_to_make,
+            steps=self.style_steps,
+            content_weight=self.content_weight,
+            generator=make_generator(self.seed, "cpu"),
+            masks=masks,
+            part=positions if share is None else positions[share],
+            batch_size=self._chunk(),
+            style_size=self.style_size,
+            refine_steps=self.refine_steps,
+        )
+
+    def _add(self, result: tuple[int, tuple[Tensor, ...]] | None, write: bool = True) -> None:
+        """A finished chunk (on the main thread): kept, written, and the set finished
+        when it was the last."""
+        if result is None or self._cc is not None:
+            return
+        i, (images, s, t) = result
+        self._chunks[i] = (images, s, t)
+        if write and self.cache_path is not None:
+            cue_cache.write_chunk(self.cache_path, i, images, s, t)
+        if len(self._chunks) == len(self._chunk_sizes()):
+            self._finish(write)
+
+    def _finish(self, write: bool = True) -> None:
+        parts = [self._chunks[i] for i in range(len(self._chunk_sizes()))]
+        images, s, t = (torch.cat([p[j] for p in parts]) for j in range(3))
+        self._cc = (images, s, t)
+        self._chunks = {}
+        if write and self.cache_path is not None:
+            cue_cache.write_cache(self.cache_path, images, s, t)
+            cue_cache.remove_chunks(self.cache_path)
+
+    def _generate(self, ctx: RunContext) -> None:
+        """Makes the missing chunks now (``background=False`` or DDP): each rank
+        stylizes its share of every chunk."""
+        if self.cache_path is None and not self._chunks:  # setup did not look (a restore)
+            self._locate(ctx.trainer)
+            if self._cc is not None:
+                return
+        sizes = self._chunk_sizes()
+        missing = [i for i in range(len(sizes)) if i not in self._chunks]
         show = bool(ctx.trainer.is_global_zero) and (
             getattr(ctx.trainer, "progress_bar_callback", None) is not None
         )
         from tqdm.auto import tqdm
 
-        part = ctx.share(n).cpu()  # under DDP each rank stylizes its share of the pairs
         with tqdm(
-            total=len(part), desc="cue-conflict images", leave=False, disable=not show
+            total=sum(sizes[i] for i in missing),
+            desc="cue-conflict images",
+            leave=False,
+            disable=not show,
         ) as bar:
-            images, s, t = LF.cue_conflict(
-                pixels,
-                labels,
-                n,
-                steps=self.style_steps,
-                content_weight=self.content_weight,
-                generator=make_generator(self.seed, "cpu"),
-                progress=lambda done, total: bar.update(done - bar.n),
-                masks=masks,
-                part=part,
-            )
-        images, s, t = (ctx.gather(v.to(ctx.device), n) for v in (images, s, t))
-        if path is not None and ctx.trainer.is_global_zero:
-            cue_cache.write_cache(path, images, s, t)
-        return images, s, t
+            for i in missing:
+                local = self._make_chunk(i, ctx.share(sizes[i]).cpu())
+                chunk = tuple(ctx.gather(v.to(ctx.device), sizes[i]) for v in local)
+                self._add((i, chunk), write=bool(ctx.trainer.is_global_zero))
+                bar.update(sizes[i])
 
     def _prepare(self, ctx: RunContext) -> None:
-        """Builds (or reloads) the cue-conflict images and the two control sets, once."""
+        """Builds (or reloads) the user's cue-conflict set and the two control sets, once."""
         with torch.inference_mode(False):
-            labels = self._map_labels(ctx.probe.labels.long().clone())  # type: ignore[union-attr]
-            keep = labels >= 0
-            pixels, labels = ctx.pixels.clone()[keep], labels[keep]
-            masks = None if ctx.probe.masks is None else ctx.probe.masks[keep]
-            if self._cc is None:
-                if self._user_set is not None:
-                    x, s, t = self._user_set
+            if self._cc is None and self._user_set is not None:
+                x, s, t = self._user_set
+                if not self._user_pixels:
                     x = ctx.view.to_pixels(x.to(ctx.device)).clamp(0, 1)
-                    self._cc = (x, s.to(ctx.device), t.to(ctx.device))
-                else:
-                    self._cc = self._generate(ctx, pixels, labels, masks)  # type: ignore[assignment]
+                self._cc = (x, s.to(ctx.device), t.to(ctx.device))
             if self._controls is None:
+                labels = self._map_labels(ctx.probe.labels.long().clone())  # type: ignore[union-attr]
+                keep = labels >= 0
+                pixels, labels = ctx.pixels.clone()[keep], labels[keep]
+                masks = None if ctx.probe.masks is None else ctx.probe.masks[keep]
                 patch = max(1, min(pixels.shape[-2:]) // 4)
                 self._controls = (
                     LF.shape_only(pixels, masks),
@@ -376,17 +569,35 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _predict(self, ctx: RunContext, images: Tensor) -> Tensor:
         """Predicted dataset classes ``(N,)``, in chunks of forward passes; under DDP each
         rank predicts its share and every rank gets all of them."""
-        part = images[ctx.share(images.shape[0])]
-        if part.shape[0]:
-            local = predict(ctx.forward(part, self._map_logits))
+        part = images[ctx.share(images.shape[0]).to(images.device)]
+        if part.shape[0]:  # uint8 images (a folder's) become float a chunk at a time
+            step = MAX_GENERATION_CHUNK
+            logits = [
+                ctx.forward(_as_pixels(part[i : i + step], ctx.device), self._map_logits)
+                for i in range(0, len(part), step)
+            ]
+            local = predict(torch.cat(logits))
         else:
-            local = images.new_empty(0, dtype=torch.long)
+            local = torch.empty(0, dtype=torch.long, device=ctx.device)
         return ctx.gather(local, images.shape[0])
 
     # ---------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> None:
+        if self._cc is None and self._user_set is None and self._in_background:
+            if not self._said_waiting:  # the set is being made on the background worker
+                self._said_waiting = True
+                done = sum(c[0].shape[0] for c in self._chunks.values())
+                rank_zero_info(
+                    f"TextureShapeBias: {done} of {self._images_to_make} cue-conflict images "
+                    "made so far, in the background; its bias scalars start at the first run "
+                    "after the set is complete"
+                )
+            return
         start = time.perf_counter()
         built = self._cc is None or self._controls is None
+        if self._cc is None and self._user_set is None:
+            with torch.inference_mode(False):
+                self._generate(ctx)
         self._prepare(ctx)
         if built:  # the images are made once per run of fit: not a recurring cost
             ctx.one_time += time.perf_counter() - start
@@ -401,7 +612,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             "texture_acc": [None if d == UNCOUNTED else int(d == TEXTURE) for d in dec],
         }
         for name, x in (("shape_only_acc", shape_img), ("texture_only_acc", texture_img)):
-            outcomes[name] = (self._predict(ctx, x) == y).long().tolist()
+            if y.numel():  # none when no probe image is of a scored class
+                outcomes[name] = (self._predict(ctx, x) == y).long().tolist()
         records = {
             self.tag(name): ctx.log.scalar(
                 self.tag(name),
@@ -420,7 +632,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _fingerprint(self, ctx: RunContext) -> str:
         """The probe and the cue-conflict set the outcomes belong to, hashed."""
         images, s, t = self._cc  # type: ignore[misc]
-        return fingerprint(ctx.probe.fingerprint(), images.float(), s.long(), t.long())
+        return fingerprint(ctx.probe.fingerprint(), images, s.long(), t.long())
 
     # --------------------------------------------------------------- rendering
     def _per_class(self, pred: Tensor, s: Tensor, t: Tensor, num_classes: int) -> Any:
@@ -454,6 +666,11 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             f"pred {self.class_name(int(pred[i]))}"
             for i in range(n)
         ]
-        return render.image_grid(
-            images[:n].float().cpu(), nrow=8, captions=caps, scale=render.display_scale(images)
-        )
+        shown = _as_pixels(images[:n], torch.device("cpu"))
+        return render.image_grid(shown, nrow=8, captions=caps, scale=render.display_scale(shown))
+
+
+def _as_pixels(images: Tensor, device: torch.device) -> Tensor:
+    """Float pixel images on ``device`` (uint8 images, as a folder's, divided by 255)."""
+    images = images.to(device)
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()

@@ -48,6 +48,7 @@ from lightning_viz.functional.bias import (
     saliency_in_mask,
     shape_bias,
     shape_only,
+    stylize,
     texture_only,
 )
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
@@ -114,6 +115,7 @@ __all__ = [
     "saliency_mask",
     "shape_bias",
     "shape_only",
+    "stylize",
     "silhouette",
     "smoothgrad",
     "style_transfer",

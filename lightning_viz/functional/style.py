@@ -186,7 +186,7 @@ def style_transfer(
     content_weight: float = 2.0,
     style_weight: float = 1.0,
     tv_weight: float = 1.0,
-    init: str = "content",
+    init: str | Tensor = "content",
     generator: torch.Generator | None = None,
     return_losses: bool = False,
 ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
@@ -225,8 +225,9 @@ def style_transfer(
         content_weight: Weight of ``Lc``. Default: ``2.0``.
         style_weight: Weight of ``Ls``. Default: ``1.0``.
         tv_weight: Weight of ``Ltv``. Default: ``1.0``.
-        init: Start from ``"content"``, ``"style"`` (resized) or ``"noise"``
-            (uniform, from ``generator``). Default: ``"content"``.
+        init: Start from ``"content"``, ``"style"`` (resized), ``"noise"``
+            (uniform, from ``generator``) or given images ``(N, C, H, W)`` in ``[0, 1]``
+            (e.g. a coarser result, upsampled). Default: ``"content"``.
         generator: Private RNG for ``init="noise"``; the global RNG is never used.
             Default: a generator seeded with 0.
         return_losses: Also return the per-step losses. Default: ``False``.
@@ -258,7 +259,16 @@ def style_transfer(
     style_weight = check_float(style_weight, "style_weight", minimum=0.0)
     tv_weight = check_float(tv_weight, "tv_weight", minimum=0.0)
     check_generator(generator)
-    check_choice(init, "init", ("content", "style", "noise"))
+    if isinstance(init, Tensor):
+        check_images(init, "init")
+        if init.shape != content.shape:
+            fail(
+                "init",
+                f"images of the content's shape {tuple(content.shape)}",
+                f"<shape {tuple(init.shape)}>",
+            )
+    else:
+        check_choice(init, "init", ("content", "style", "noise"))
     n, c, h, w = content.shape
     if style.shape[1] != c:
         raise ValueError(
@@ -302,7 +312,9 @@ def style_transfer(
             c_norm = target_content.pow(2).flatten(1).sum(1).clamp_min(1e-12)  # (N,)
             g_norms = [g.pow(2).flatten(1).sum(1).clamp_min(1e-12) for g in target_grams]
 
-            if init == "content":
+            if isinstance(init, Tensor):
+                x0 = init.detach().float().to(device).clone()
+            elif init == "content":
                 x0 = content.clone()
             elif init == "style":
                 x0 = F.interpolate(style, size=(h, w), mode="bilinear", align_corners=False)

@@ -39,8 +39,13 @@ def drawn_cue_conflict(n: int = 60) -> TensorDataset:
 
 def _bias_callbacks():
     return [
-        lv.TextureShapeBias(
-            num_images=80, style_steps=40, every_n_epochs=5, on_error="raise", seed=0
+        lv.TextureShapeBias(  # made at the first run: the runs are at epochs 4 and 9
+            num_images=80,
+            style_steps=40,
+            every_n_epochs=5,
+            background=False,
+            on_error="raise",
+            seed=0,
         ),
         lv.TextureShapeBias(
             cue_conflict=drawn_cue_conflict(),
@@ -155,7 +160,9 @@ def test_logged_values_equal_the_functional_method_on_the_cached_images(experime
 
 def test_cache_is_reused_on_resume(tmp_path, monkeypatch):
     def make():
-        return lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=2, on_error="raise")
+        return lv.TextureShapeBias(
+            num_images=10, num_samples=10, style_steps=2, background=False, on_error="raise"
+        )
 
     fit(tmp_path, [make()], epochs=1)
     files = glob.glob(os.path.join(str(tmp_path), "**", "cue_conflict_*.pt"), recursive=True)
@@ -182,14 +189,22 @@ def test_cache_is_reused_on_resume(tmp_path, monkeypatch):
 
 
 def test_observing_does_not_change_the_experiment(tmp_path):
-    cbs = [
+    cbs = [  # generated in the background (while training runs) and at the first run
         lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, on_error="raise"),
+        lv.TextureShapeBias(
+            num_images=10,
+            num_samples=10,
+            style_steps=3,
+            background=False,
+            tag_prefix="fg",
+            on_error="raise",
+        ),
         lv.TextureShapeBias(
             cue_conflict=drawn_cue_conflict(10), num_samples=10, tag_prefix="d", on_error="raise"
         ),
     ]
     trainer, _ = assert_observing_changes_nothing(tmp_path, cbs, epochs=2)
-    assert "bias/shape_bias" in trainer.callback_metrics
+    assert "fg/shape_bias" in trainer.callback_metrics
     assert "d/shape_bias" in trainer.callback_metrics
 
 
@@ -224,7 +239,11 @@ def test_output_mapping_takes_the_max_logit_per_dataset_class():
         ({"style_steps": 1.0}, TypeError, "style_steps.*1.0"),
         ({"content_weight": -0.5}, ValueError, "content_weight.*-0.5"),
         ({"cue_conflict": [1, 2]}, TypeError, r"cue_conflict.*\[1, 2\]"),
-        ({"output_mapping": "abc"}, TypeError, "output_mapping.*'abc'"),
+        ({"output_mapping": "abc"}, ValueError, "output_mapping.*'imagenet16'.*'abc'"),
+        ({"style_size": 4}, ValueError, "style_size.*4"),
+        ({"refine_steps": -1}, ValueError, "refine_steps.*-1"),
+        ({"background": 1}, TypeError, "background.*1"),
+        ({"cue_conflict": "/no/such/folder"}, ValueError, "root.*/no/such/folder"),
         ({"output_mapping": [0, 1.5]}, TypeError, "output_mapping.*1.5"),
         ({"output_mapping": [-1, -1]}, ValueError, "at least one"),
         ({"output_mapping": [0, -2]}, ValueError, r"ints >= -1, got \[0, -2\]"),
@@ -302,7 +321,9 @@ def test_configuration_errors_raise_at_setup_before_training(tmp_path, kwargs, m
 
 
 def test_fewer_pairs_than_num_images_makes_fewer_images_with_a_warning(tmp_path):
-    cb = lv.TextureShapeBias(num_images=500, num_samples=10, style_steps=1, on_error="raise")
+    cb = lv.TextureShapeBias(
+        num_images=500, num_samples=10, style_steps=1, background=False, on_error="raise"
+    )
     with pytest.warns(UserWarning, match=r"allow only 80 distinct cue-conflict pairs.*makes 80"):
         fit(tmp_path, [cb], epochs=1)
     assert cb._cc[0].shape[0] == 80  # 10 probe images of 5 classes: 2 * 2 * 20 ordered pairs
