@@ -21,7 +21,8 @@ One convention for every model-based method::
 
 Methods with a class target: ``saliency``, ``smoothgrad``, ``integrated_gradients``,
 ``guided_backprop``, ``deconvnet``, ``grad_cam``, ``grad_cam_pp``,
-``guided_grad_cam``, ``fgsm``, ``pgd``, ``robust_mask``, ``robust_accuracy``.
+``guided_grad_cam``, ``fgsm``, ``pgd``, ``apgd``, ``apgd_mask``, ``robust_mask``,
+``robust_accuracy``.
 Methods without one: ``neuron_gradient`` (``neuron=``), ``activation_maps``,
 ``default_cam_layer``, ``class_model`` (images from noise).
 
@@ -40,6 +41,7 @@ all-zero map when the score has no gradient path to the input::
 
 from lightning_viz._guard import ModelView
 from lightning_viz.functional._grad import NoGradientError
+from lightning_viz.functional.apgd import apgd, apgd_mask
 from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy, robust_mask
 from lightning_viz.functional.bias import (
     cue_conflict,
@@ -89,6 +91,8 @@ __all__ = [
     "tokens_to_grid",
     "RandomFeatureExtractor",
     "activation_maps",
+    "apgd",
+    "apgd_mask",
     "class_model",
     "cue_conflict",
     "decisions",
