@@ -54,6 +54,7 @@ from lightning_viz.functional.bias import (
 )
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
 from lightning_viz.functional.class_model import class_model
+from lightning_viz.functional.corruptions import CORRUPTIONS, corrupt
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
 from lightning_viz.functional.relu_rules import relu_rule_counts
 from lightning_viz.functional.rollout import attention_rollout, grad_rollout
@@ -78,6 +79,7 @@ from lightning_viz.functional.tokens import (
 )
 
 __all__ = [
+    "CORRUPTIONS",
     "ModelView",
     "NoGradientError",
     "TokenLayout",
@@ -94,6 +96,7 @@ __all__ = [
     "apgd",
     "apgd_mask",
     "class_model",
+    "corrupt",
     "cue_conflict",
     "decisions",
     "deconvnet",
