@@ -12,11 +12,11 @@ from torch import Tensor
 
 from lightning_viz import render
 from lightning_viz._checks import check_choices, check_int_list, fail
+from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.functional._task import correct, predict
 from lightning_viz.functional.corruptions import CORRUPTIONS, corrupt, table_for
-from lightning_viz.summary import EpochRecord, make_record
+from lightning_viz.monitoring.record import EpochRecord, make_record
 
 __all__ = ["CorruptionProbe"]
 
