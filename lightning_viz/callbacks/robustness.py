@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from torch import Tensor
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
 from lightning_viz._guard import preserve_state
+from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
@@ -388,8 +388,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         settings = (self.norm, self.steps, self.step_size, self.seed, ctx.task)
         if any(a.startswith("apgd") for a in self.attacks):
             settings += (self.apgd_steps, self.n_target_classes)
-        text = f"{ctx.probe.fingerprint()}|{settings}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return fingerprint(f"{ctx.probe.fingerprint()}|{settings}")
 
     def _scalar(
         self, ctx: RunContext, attack: str, eps: float | None, mask: Tensor, fingerprint: str
