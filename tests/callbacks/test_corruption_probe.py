@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import lightning_viz as lv
 from lightning_viz._guard import ModelView
 from lightning_viz.functional import corrupt
-from lightning_viz.monitoring.record import load_summary
+from lightning_viz.monitoring.store import load_summary
 from tests.conftest import decode_png, fit, read_events, small_datamodule
 
 NAMES = ("gaussian_noise", "defocus_blur", "fog", "pixelate")
