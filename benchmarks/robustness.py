@@ -10,7 +10,10 @@ held-out images times
   on its output (same eps, alpha, steps, both with random start), and once without
   random start (both visit the same iterates, so ours <= theirs exactly);
 * FGSM Linf: ``fgsm`` against ``torchattacks.FGSM`` (adversarial images only), and
-  ``robust_accuracy(attack="fgsm")`` against ``torchattacks.FGSM`` + accuracy.
+  ``robust_accuracy(attack="fgsm")`` against ``torchattacks.FGSM`` + accuracy;
+* APGD-CE and APGD-T (targeted DLR, 9 target classes) Linf at the first eps:
+  ``apgd_mask`` against ``torchattacks.APGD`` / ``torchattacks.APGDT`` + accuracy (same
+  eps, ``--apgd-steps``, one restart; different random starts).
 
 The same rows follow for a CNN on scikit-learn's bundled digits (1x32x32), where the
 model stays robust at 8/255 and early exit has little to skip (``--no-digits`` skips
@@ -39,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_viz.functional.apgd import apgd_mask
 from lightning_viz.functional.attacks import fgsm, robust_accuracy
 
 
@@ -290,6 +294,40 @@ def bench_fgsm(
     return rows
 
 
+def bench_apgd(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, repeats: int, targeted: bool
+) -> dict[str, object]:
+    """APGD row: ``apgd_mask`` vs torchattacks.APGD / APGDT + accuracy on its output."""
+    import torchattacks
+
+    device = x.device
+    classes = int(model(x[:1]).shape[1])
+    loss = "dlr" if targeted else "ce"
+
+    def ours(m: nn.Module) -> float:
+        gen = torch.Generator(device=device).manual_seed(0)
+        mask = apgd_mask(m, x, y, eps, loss=loss, targeted=targeted, steps=steps, generator=gen)
+        return mask.float().mean().item()
+
+    def theirs(m: nn.Module) -> float:
+        if targeted:
+            atk = torchattacks.APGDT(m, eps=eps, steps=steps, seed=0, n_classes=classes)
+        else:
+            atk = torchattacks.APGD(m, eps=eps, steps=steps, seed=0)
+        return accuracy(m, atk(x, y), y)
+
+    t_ours, acc_ours, t_ta, acc_ta = time_pair(
+        lambda: ours(model), lambda: theirs(model), device, repeats
+    )
+    name = "APGD-T (DLR, targeted)" if targeted else "APGD-CE"
+    row = _row(
+        f"{name}-{steps} Linf robust acc, eps {eps * 255:g}/255", t_ours, acc_ours, t_ta, acc_ta
+    )
+    row["ours_passes"] = count_passes(ours, model)
+    row["ta_passes"] = count_passes(theirs, model)
+    return row
+
+
 def _row(name: str, t_ours: float, acc_ours, t_ta: float, acc_ta) -> dict[str, object]:
     cpu_ours, cpu_ta = LAST_CPU
     return {
@@ -371,12 +409,21 @@ def bench_tsne(n: int = 2000, dim: int = 512, seed: int = 0) -> None:
 
 # ------------------------------------------------------------------------- main
 def robustness_rows(
-    model: nn.Module, x: Tensor, y: Tensor, eps_list: list[float], steps: int, repeats: int
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps_list: list[float],
+    steps: int,
+    repeats: int,
+    apgd_steps: int = 100,
 ) -> list[dict[str, object]]:
     rows = [bench_pgd(model, x, y, e, steps, repeats) for e in eps_list]
     # without random start both attacks visit the same iterates: ours <= theirs exactly
     rows.append(bench_pgd(model, x, y, eps_list[0], steps, repeats, False))
     rows += bench_fgsm(model, x, y, eps_list[0], repeats)
+    if apgd_steps > 0:
+        rows.append(bench_apgd(model, x, y, eps_list[0], apgd_steps, repeats, False))
+        rows.append(bench_apgd(model, x, y, eps_list[0], apgd_steps, repeats, True))
     return rows
 
 
@@ -395,6 +442,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--apgd-steps", type=int, default=100, help="APGD iterations (0 skips the APGD rows)"
+    )
     parser.add_argument("--no-digits", action="store_true", help="skip the digits rows")
     parser.add_argument(
         "--starts", type=int, default=10, help="random starts for the mean PGD accuracy"
@@ -431,7 +481,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{type(model).__name__} trained {args.train_steps} steps in {seconds:.1f} s; "
             f"clean accuracy {clean:.4f}\n"
         )
-        print_table(robustness_rows(model, x, y, eps_list, args.steps, args.repeats))
+        print_table(
+            robustness_rows(model, x, y, eps_list, args.steps, args.repeats, args.apgd_steps)
+        )
         print()
         pgd_over_starts(model, x, y, eps_list[0], args.steps, args.starts)
     if not args.no_tsne:

@@ -21,6 +21,7 @@ _CALLBACKS = {
     "EmbeddingProjector": "lightning_viz.callbacks.embedding",
     "AdversarialProbe": "lightning_viz.callbacks.robustness",
     "TextureShapeBias": "lightning_viz.callbacks.shape_bias",
+    "CorruptionProbe": "lightning_viz.callbacks.corruption",
     "ClassModelLogger": "lightning_viz.callbacks.class_model",
 }
 

@@ -56,6 +56,7 @@ def build_callbacks(class_names: list[str], args: argparse.Namespace) -> list[An
             {"num_samples": 16 if fast else 128, "eps": (1 / 255, 2 / 255, 4 / 255, 8 / 255)},
         ),
         ("TextureShapeBias", {"num_images": 20 if fast else 80, "style_steps": 5 if fast else 50}),
+        ("CorruptionProbe", {"num_samples": 16 if fast else 64}),
         (
             "ClassModelLogger",
             {"steps": 10 if fast else 200, "every_n_epochs": max(1, args.epochs // 2)},

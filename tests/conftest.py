@@ -202,6 +202,7 @@ def all_callbacks(**kwargs: Any) -> list[Any]:
         lv.AdversarialProbe(eps=(2 / 255, 8 / 255), steps=3, num_samples=16, **kwargs),
         lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, **kwargs),
         lv.ClassModelLogger(steps=5, every_n_epochs=1, **kwargs),
+        lv.CorruptionProbe(corruptions=("fog", "jpeg_compression"), num_samples=8, **kwargs),
     ]
 
 

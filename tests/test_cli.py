@@ -32,6 +32,7 @@ def test_public_names():
         "AdversarialProbe",
         "TextureShapeBias",
         "ClassModelLogger",
+        "CorruptionProbe",
     ):
         assert isinstance(getattr(lv, name), type), name
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):

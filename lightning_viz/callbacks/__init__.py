@@ -3,6 +3,7 @@
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.callbacks.activations import ActivationLogger
 from lightning_viz.callbacks.class_model import ClassModelLogger
+from lightning_viz.callbacks.corruption import CorruptionProbe
 from lightning_viz.callbacks.embedding import EmbeddingProjector
 from lightning_viz.callbacks.filters import FilterLogger
 from lightning_viz.callbacks.gradcam import GradCAMLogger
@@ -14,6 +15,7 @@ __all__ = [
     "ActivationLogger",
     "AdversarialProbe",
     "ClassModelLogger",
+    "CorruptionProbe",
     "EmbeddingProjector",
     "FilterLogger",
     "GradCAMLogger",

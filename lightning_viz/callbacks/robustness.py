@@ -11,21 +11,26 @@ from torch import Tensor
 
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
+from lightning_viz._guard import preserve_state
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.functional import attacks as A
+from lightning_viz.functional._grad import NoGradientError
 from lightning_viz.functional._task import correct, predict
+from lightning_viz.functional.apgd import apgd_mask
 from lightning_viz.monitoring.record import EpochRecord
 from lightning_viz.monitoring.stats import sign_test
 
 __all__ = ["AdversarialProbe", "eps_label"]
 
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t")
 NORMS = ("linf", "l2")
 NUM_EXAMPLES = 6
 MASKING_SUBSET = 32  # probe samples attacked at every eps on their own, for the masking check
+SANITY_SUBSET = 32  # probe samples of AutoAttack's sanity checks
+ZERO_GRADIENT_SHARE = 0.1  # share of samples with an all-zero input gradient that is flagged
 
 
 def eps_label(eps: float, norm: str = "linf") -> str:
@@ -64,7 +69,7 @@ def _masking_flips(
 
 
 class AdversarialProbe(WatchesRegressions, VizCallback):
-    """Measures robust accuracy of the probe under FGSM and PGD, with a noise control.
+    """Measures robust accuracy of the probe under FGSM, PGD and APGD, with a noise control.
 
     At every run, in pixel space (``mean``/``std`` applied inside the attacked model):
 
@@ -106,7 +111,21 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     mislead the attack (e.g. quantized or saturated inputs), and the robust accuracy
     overstates the true robustness.
 
-    Every metric's random draws (PGD start, noise) come from a copy of the
+    AutoAttack's sanity checks (Croce & Hein 2020), once per fit on the first 32 probe
+    samples, each warned at most once per run with its reason: outputs that already sum
+    to one (a softmax inside the model), outputs that differ between two forwards of
+    the same images (a randomized model), and at least 10 % of the samples with an input
+    gradient that is exactly zero. (AutoAttack's black-box Square check is not run.)
+
+    Catastrophic overfitting (Wong, Rice and Kolter, "Fast is better than free", ICLR
+    2020), with ``"fgsm"`` and ``"pgd"`` both run: a warning, once per fit, when PGD
+    accuracy falls while FGSM accuracy at the same eps holds or rises (not lower by
+    more than ``tolerance``) and the samples FGSM leaves correct but PGD breaks grew
+    significantly since the run where they were fewest (exact paired sign test,
+    ``alpha``); it names the epoch the growth started. The details stay in
+    :attr:`catastrophic_overfitting` (``None`` until it fires).
+
+    Every metric's random draws (PGD and APGD starts, noise) come from a copy of the
     callback's private generator in the state it has at the start of the run, so a
     value does not depend on which other attacks and sizes are measured, and the
     global RNG is never used.
@@ -116,7 +135,12 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     ICLR 2018.
 
     Args:
-        attacks: Any of ``"fgsm"``, ``"pgd"``. Default: ``("fgsm", "pgd")``.
+        attacks: Any of ``"fgsm"``, ``"pgd"``, ``"apgd-ce"`` (APGD with cross entropy)
+            and ``"apgd-t"`` (targeted DLR APGD; APGD-CE for a model with fewer than 4
+            classes or not multiclass, said once); see
+            :func:`lightning_viz.functional.apgd`. Default: ``("fgsm", "pgd")`` (APGD
+            costs about ``apgd_steps / 10`` times PGD-10 on the samples it cannot break,
+            and APGD-T that again per target class).
         eps: Perturbation sizes, each finite and ``>= 0`` (Linf: per pixel in
             ``[0, 1]`` pixel space; L2: per image). Default: ``(2/255, 8/255)`` (two
             sizes and 128 samples keep a run near one training epoch of a robust
@@ -133,6 +157,8 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         patience: Consecutive flagged runs before an alert. Default: 2.
         baseline: An earlier run (its log dir or its ``summary.json``) to compare
             every run with, at the same epoch and at its best. Default: ``None``.
+        apgd_steps: APGD iterations per run, ``>= 1``. Default: ``100`` (AutoAttack's).
+        n_target_classes: Target classes of APGD-T, ``>= 1``. Default: ``9``.
         **kwargs: The options every callback shares (see ``VizCallback``).
 
     Raises:
@@ -164,10 +190,14 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         warmup: int = 0,
         patience: int = 2,
         baseline: str | None = None,
+        apgd_steps: int = 100,
+        n_target_classes: int = 9,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
         self.attacks = check_choices(attacks, "attacks", ATTACKS)
+        self.apgd_steps = check_int(apgd_steps, "apgd_steps", minimum=1)
+        self.n_target_classes = check_int(n_target_classes, "n_target_classes", minimum=1)
         self.norm = check_choice(norm, "norm", NORMS)
         self.eps = check_eps(eps, self.norm)
         self.steps = check_int(steps, "steps", minimum=1)
@@ -177,6 +207,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         self.init_alerts(tolerance, alpha, warmup, patience, baseline)
         self._masking_warned: set[str] = set()
         self._subset_checked = False
+        self._reset_overfitting()
 
     # ----------------------------------------------------------------- metadata
     def _eps(self, eps: float) -> str:
@@ -231,6 +262,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         if stage == "fit":
             self._masking_warned = set()  # at most once per run and kind
             self._subset_checked = False
+            self._reset_overfitting()
         super().setup(trainer, pl_module, stage)
 
     # ---------------------------------------------------------------------- run
@@ -266,11 +298,12 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         }
         self.alert(ctx, watched)
         values = {a: {e: float(r.value) for e, r in by.items()} for a, by in results.items()}
-        independent = None
+        independent, notes = None, self._overfitting_messages(ctx, masks)
         if not self._subset_checked:  # once per fit (a collective under DDP: every rank)
             self._subset_checked = True
             began = time.perf_counter()
             independent = self._independent_subset(ctx, x, y, start)
+            notes += self._sanity_messages(ctx, x, y)
             ctx.one_time += time.perf_counter() - began
         if ctx.log.writer is None:  # what follows is written, so only global rank 0 does it
             return
@@ -278,6 +311,8 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         for message in self._masking_messages(
             values, float(clean.value), len(y), independent, flips
         ):
+            rank_zero_warn(message)
+        for message in notes:
             rank_zero_warn(message)
         ctx.log.figure(self.tag("curve"), self._curve(results, clean))
         ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, start))
@@ -295,6 +330,22 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
         """The robust mask under one attack at one size; random draws from ``start``."""
         gen = torch.Generator(device=ctx.generator.device)
         gen.set_state(start)
+        if attack.startswith("apgd"):
+            targeted = attack == "apgd-t" and self._targeted_possible(ctx)
+            return apgd_mask(
+                ctx.view,
+                x,
+                y,
+                eps,
+                loss="dlr" if targeted else "ce",
+                targeted=targeted,
+                n_target_classes=self.n_target_classes,
+                steps=self.apgd_steps,
+                norm=self.norm,
+                generator=gen,
+                task=ctx.task,
+                known=known,
+            )
         return A.robust_mask(
             ctx.view,
             x,
@@ -336,6 +387,8 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     def _fingerprint(self, ctx: RunContext) -> str:
         """The probe and every setting a robust outcome depends on, hashed."""
         settings = (self.norm, self.steps, self.step_size, self.seed, ctx.task)
+        if any(a.startswith("apgd") for a in self.attacks):
+            settings += (self.apgd_steps, self.n_target_classes)
         return fingerprint(f"{ctx.probe.fingerprint()}|{settings}")
 
     def _scalar(
@@ -350,6 +403,138 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             watched=watched,
             tolerance=self.tolerance if watched else None,
         )
+
+    # ------------------------------------------------------------ APGD-T, sanity
+    def _targeted_possible(self, ctx: RunContext) -> bool:
+        """APGD-T needs a multiclass model with at least 4 classes (the targeted DLR
+        loss); otherwise APGD-CE runs in its place, said once per run."""
+        if ctx.task == "multiclass" and ctx.num_classes >= 4:
+            return True
+        if "apgd_t_fallback" not in self._masking_warned:
+            self._masking_warned.add("apgd_t_fallback")
+            rank_zero_warn(
+                f"AdversarialProbe: 'apgd-t' needs a multiclass model with >= 4 classes (the "
+                f"targeted DLR loss); this {ctx.task} model has {ctx.num_classes}, so APGD-CE "
+                "runs in its place under the name 'apgd-t'."
+            )
+        return False
+
+    def _sanity_messages(self, ctx: RunContext, x: Tensor, y: Tensor) -> list[str]:
+        """AutoAttack's checks (Croce & Hein 2020, ``autoattack/checks.py``) on the first
+        probe samples, each kind warned at most once per run: outputs that already sum
+        to one, outputs that change between two forwards of the same inputs, and a
+        large share of samples whose input gradient is exactly zero."""
+        n = min(SANITY_SUBSET, x.shape[0])
+        xs, ys = x[:n], y[:n]
+        found: dict[str, str] = {}
+        logits = ctx.logits[:n].float()
+        if ctx.task == "multiclass" and logits.shape[1] > 1:
+            sums = logits.sum(dim=1)
+            if bool((logits >= 0).all()) and bool(((sums - 1).abs() < 1e-4).all()):
+                found["probabilities"] = (
+                    "the model's outputs are non-negative and sum to one on every probe "
+                    "sample: they look like probabilities (a softmax inside the model), while "
+                    "the attacks' losses expect logits; a saturated softmax hides the gradient"
+                )
+        with torch.no_grad():
+            first, second = ctx.view(xs).float(), ctx.view(xs).float()
+        spread = float((first - second).abs().max())
+        if spread > 1e-4 * (1.0 + float(first.abs().max())):
+            found["randomized"] = (
+                f"two forwards of the same probe images differ (by up to {spread:.3g}): a "
+                "randomized model (random transforms, dropout at eval) makes one attack run "
+                "see a different function than the evaluation; robustness is inflated "
+                "unless the attack averages over the randomness (EOT)"
+            )
+        try:
+            with preserve_state(ctx.view) as m:
+                _, grad = A._loss_grad(m, xs, ys, ctx.task)
+            zero = int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
+        except NoGradientError:
+            zero = n
+        if zero / n >= ZERO_GRADIENT_SHARE:
+            found["zero_gradients"] = (
+                f"{zero} of {n} probe samples have an input gradient that is exactly zero: "
+                "gradient attacks cannot move them (gradient masking by saturation, "
+                "quantization or a non-differentiable step)"
+            )
+        messages = []
+        for kind, text in found.items():
+            if kind in self._masking_warned:
+                continue
+            self._masking_warned.add(kind)
+            messages.append(
+                f"AdversarialProbe: sanity check failed ({kind}): {text}. The robust "
+                "accuracy likely overstates the real robustness."
+            )
+        return messages
+
+    # -------------------------------------------------- catastrophic overfitting
+    def _reset_overfitting(self) -> None:
+        # per eps: the reference run (smallest FGSM-PGD gap so far) and where growth began
+        self._co_ref: dict[float, tuple[Tensor, Tensor, int]] = {}
+        self._co_start: dict[float, int | None] = {}
+        self.catastrophic_overfitting: dict[str, Any] | None = None
+
+    def _overfitting_messages(
+        self, ctx: RunContext, masks: dict[str, dict[float, Tensor]]
+    ) -> list[str]:
+        """Catastrophic overfitting (Wong, Rice and Kolter 2020): PGD accuracy falls
+        while FGSM accuracy at the same eps holds or rises.
+
+        Per eps, the reference is the run with the smallest number of probe samples
+        FGSM leaves correct and PGD breaks (the gap). A later run is flagged when PGD
+        accuracy is below the reference's, FGSM accuracy is not lower by more than
+        ``tolerance``, and the gap grew significantly: the exact paired sign test of
+        the samples that entered the gap against those that left it, below ``alpha``.
+        The alert names the epoch the gap began to grow; once per fit.
+        """
+        if "fgsm" not in self.attacks or "pgd" not in self.attacks:
+            return []
+        epoch = int(ctx.trainer.current_epoch)
+        for eps in sorted(self.eps):
+            if eps <= 0:
+                continue
+            fgsm, pgd = masks["fgsm"][eps].flatten(), masks["pgd"][eps].flatten()
+            gap = fgsm & ~pgd
+            ref = self._co_ref.get(eps)
+            if ref is None or int(gap.sum()) <= int((ref[0] & ~ref[1]).sum()):
+                self._co_ref[eps], self._co_start[eps] = (fgsm, pgd, epoch), None
+                continue
+            if self._co_start.get(eps) is None:
+                self._co_start[eps] = epoch
+            ref_f, ref_p, ref_epoch = ref
+            ref_gap = ref_f & ~ref_p
+            f_now, f_ref = fgsm.float().mean().item(), ref_f.float().mean().item()
+            p_now, p_ref = pgd.float().mean().item(), ref_p.float().mean().item()
+            entered, left = int((gap & ~ref_gap).sum()), int((~gap & ref_gap).sum())
+            p_value = sign_test(entered, left)
+            if (
+                p_now < p_ref
+                and f_now >= f_ref - self.tolerance
+                and p_value < self.alpha
+                and self.catastrophic_overfitting is None
+            ):
+                started = self._co_start[eps]
+                self.catastrophic_overfitting = {
+                    "epoch": epoch,
+                    "started": started,
+                    "eps": eps,
+                    "reference_epoch": ref_epoch,
+                    "p_value": p_value,
+                }
+                return [
+                    f"AdversarialProbe: catastrophic overfitting at eps {self._eps(eps)}, "
+                    f"started at epoch {started}: PGD accuracy fell from {p_ref:.4f} (epoch "
+                    f"{ref_epoch}) to {p_now:.4f} (epoch {epoch}) while FGSM accuracy went "
+                    f"from {f_ref:.4f} to {f_now:.4f}; the samples FGSM leaves correct and "
+                    f"PGD breaks grew from {int(ref_gap.sum())} to {int(gap.sum())} (paired "
+                    f"sign test p = {p_value:.2g}). The model has learned to defeat the "
+                    "single-step attack only (Wong et al. 2020): single-step adversarial "
+                    "training needs a random start and a step near 1.25 eps, or a multi-step "
+                    "attack."
+                ]
+        return []
 
     # ---------------------------------------------------------- gradient masking
     def _masking_messages(

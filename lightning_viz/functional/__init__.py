@@ -21,7 +21,8 @@ One convention for every model-based method::
 
 Methods with a class target: ``saliency``, ``smoothgrad``, ``integrated_gradients``,
 ``guided_backprop``, ``deconvnet``, ``grad_cam``, ``grad_cam_pp``,
-``guided_grad_cam``, ``fgsm``, ``pgd``, ``robust_mask``, ``robust_accuracy``.
+``guided_grad_cam``, ``fgsm``, ``pgd``, ``apgd``, ``apgd_mask``, ``robust_mask``,
+``robust_accuracy``.
 Methods without one: ``neuron_gradient`` (``neuron=``), ``activation_maps``,
 ``default_cam_layer``, ``class_model`` (images from noise).
 
@@ -40,6 +41,7 @@ all-zero map when the score has no gradient path to the input::
 
 from lightning_viz._guard import ModelView
 from lightning_viz.functional._grad import NoGradientError
+from lightning_viz.functional.apgd import apgd, apgd_mask
 from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy, robust_mask
 from lightning_viz.functional.bias import (
     cue_conflict,
@@ -53,6 +55,7 @@ from lightning_viz.functional.bias import (
 )
 from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_pp, guided_grad_cam
 from lightning_viz.functional.class_model import class_model
+from lightning_viz.functional.corruptions import CORRUPTIONS, corrupt
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
 from lightning_viz.functional.relu_rules import relu_rule_counts
 from lightning_viz.functional.rollout import attention_rollout, grad_rollout
@@ -77,6 +80,7 @@ from lightning_viz.functional.tokens import (
 )
 
 __all__ = [
+    "CORRUPTIONS",
     "ModelView",
     "NoGradientError",
     "TokenLayout",
@@ -90,7 +94,10 @@ __all__ = [
     "tokens_to_grid",
     "RandomFeatureExtractor",
     "activation_maps",
+    "apgd",
+    "apgd_mask",
     "class_model",
+    "corrupt",
     "cue_conflict",
     "decisions",
     "deconvnet",

@@ -294,7 +294,7 @@ def test_gradient_masking_is_detected(tmp_path):
     m = trainer.callback_metrics
     assert m["robustness/fgsm_acc@16/255"].item() == 1.0  # sign(0) = 0: FGSM does nothing
     assert m["robustness/noise_acc@16/255"].item() < 1.0 - 1 / 32
-    assert cb._masking_warned == {"noise_stronger"}
+    assert cb._masking_warned == {"noise_stronger", "zero_gradients"}  # rounding: no gradient
 
 
 def test_masking_rules_and_once_per_run():
@@ -374,8 +374,16 @@ def test_eps_label():
         ),
         ({"eps": []}, ValueError, r"\(at least one\), got \[\]"),
         ({"eps": [8 / 255, 8.0000000001 / 255]}, ValueError, "unique sizes"),
-        ({"attacks": ("fgsm", "cw")}, ValueError, r"names from \['fgsm', 'pgd'\], got \['cw'\]"),
-        ({"attacks": ()}, ValueError, r"non-empty list of names from \['fgsm', 'pgd'\], got \[\]"),
+        (
+            {"attacks": ("fgsm", "cw")},
+            ValueError,
+            r"names from \['fgsm', 'pgd', 'apgd-ce', 'apgd-t'\], got \['cw'\]",
+        ),
+        (
+            {"attacks": ()},
+            ValueError,
+            r"non-empty list of names from \['fgsm', 'pgd', 'apgd-ce', 'apgd-t'\], got \[\]",
+        ),
         ({"attacks": ("noise",)}, ValueError, r"got \['noise'\]"),
         ({"attacks": [1]}, TypeError, "`attacks` must be a list of names"),
         ({"norm": "l1"}, ValueError, r"`norm` must be one of \['linf', 'l2'\], got 'l1'"),

@@ -143,7 +143,7 @@ class _Report(pl.Callback):
         metrics = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()
-            if k.startswith(("robustness/", "bias/"))
+            if k.startswith(("robustness/", "bias/", "corruption/"))
         }
         out = {"attacked": _CountingAttacks.attacked, "metrics": metrics}
         path = os.path.join(self.folder, f"rank{trainer.global_rank}.json")
@@ -158,6 +158,7 @@ def test_probe_work_is_split_across_ranks_and_every_rank_holds_the_same_metrics(
         _Report(str(tmp_path)),
         lv.AdversarialProbe(eps=(2 / 255, 8 / 255), steps=3, num_samples=64, on_error="raise"),
         lv.TextureShapeBias(num_images=20, num_samples=10, style_steps=2, on_error="raise"),
+        lv.CorruptionProbe(corruptions=("fog", "pixelate"), num_samples=24, on_error="raise"),
     ]
     fit(
         tmp_path,
@@ -177,4 +178,5 @@ def test_probe_work_is_split_across_ranks_and_every_rank_holds_the_same_metrics(
     assert all(0.3 < c / sum(counts) < 0.7 for c in counts), counts  # about half each
     first, second = (r["metrics"] for r in reports)
     assert "robustness/pgd_acc@8/255" in first and "bias/shape_bias" in first
+    assert "corruption/mean_acc" in first and "corruption/fog_acc" in first
     assert first == second  # EarlyStopping sees the same values on every rank

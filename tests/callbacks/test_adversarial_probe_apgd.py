@@ -1,0 +1,166 @@
+"""AdversarialProbe's APGD attacks, AutoAttack's sanity checks and the catastrophic-
+overfitting alert."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_viz.callbacks.robustness import AdversarialProbe
+from lightning_viz.functional.apgd import apgd_mask
+from tests.conftest import fit, read_events
+
+EPS = 8 / 255
+
+
+class FixedLit(pl.LightningModule):
+    """A fixed (lr 0) flatten-linear model, optionally ending in ``tail``."""
+
+    def __init__(self, tail: nn.Module | None = None, classes: int = 5):
+        super().__init__()
+        layers = [nn.Flatten(), nn.Linear(3 * 32 * 32, classes)]
+        self.net = nn.Sequential(*layers, *([tail] if tail is not None else []))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        logits = self(batch[0])
+        if logits.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(logits[:, 0], batch[1].float().clamp(0, 1))
+        return F.cross_entropy(logits, batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+class Jitter(nn.Module):
+    """Adds fresh noise at every call, also in eval mode (a randomized defense)."""
+
+    def forward(self, x):
+        return x + 0.1 * torch.randn_like(x)
+
+
+def probe_data(model, n=32):
+    x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return x, y
+
+
+def test_apgd_attacks_tags_and_worst_case(tmp_path):
+    attacks = ("fgsm", "pgd", "apgd-ce", "apgd-t")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FixedLit()
+    x, y = probe_data(model)
+    cb = AdversarialProbe(
+        attacks=attacks,
+        eps=(2 / 255, EPS),
+        probe=(x, y),
+        apgd_steps=10,
+        n_target_classes=3,
+        on_error="raise",
+    )
+    fit(tmp_path, [cb], model=model, epochs=1)
+    scalars = read_events(str(tmp_path))["scalars"]
+    for attack in attacks:
+        assert f"robustness/{attack}_acc@8/255" in scalars
+    last = {k: v[-1][1] for k, v in scalars.items()}
+    worst = last["robustness/worst_acc@8/255"]
+    assert worst == pytest.approx(min(last[f"robustness/{a}_acc@8/255"] for a in attacks))
+    # a stronger attack: APGD-T (10 steps, 4 target classes) not above PGD-10 here
+    assert last["robustness/apgd-t_acc@8/255"] <= last["robustness/pgd_acc@8/255"] + 1 / 32
+
+
+@pytest.mark.parametrize(
+    ("tail", "kind"),
+    [(nn.Softmax(dim=1), "probabilities"), (Jitter(), "randomized")],
+)
+def test_sanity_checks_warn_once_with_the_reason(tmp_path, tail, kind):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FixedLit(tail)
+    x, y = probe_data(model)
+    cb = AdversarialProbe(eps=(EPS,), probe=(x, y), on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=model, epochs=2)
+    texts = [str(w.message) for w in caught if f"sanity check failed ({kind})" in str(w.message)]
+    assert len(texts) == 1, [str(w.message) for w in caught]
+    assert kind in cb._masking_warned
+
+
+def test_a_healthy_model_raises_no_sanity_flag(tmp_path):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FixedLit()
+    x, y = probe_data(model)
+    cb = AdversarialProbe(eps=(EPS,), probe=(x, y), on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=model, epochs=1)
+    assert not [w for w in caught if "sanity check" in str(w.message)]
+
+
+def test_apgd_t_falls_back_to_ce_for_a_binary_model(tmp_path):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FixedLit(classes=1)
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = (model(x)[:, 0] > 0).long()
+    cb = AdversarialProbe(
+        attacks=("apgd-t",), eps=(EPS,), probe=(x, y), apgd_steps=5, on_error="raise"
+    )
+    with pytest.warns(UserWarning, match="'apgd-t' needs a multiclass model"):
+        trainer, _ = fit(tmp_path, [cb], model=model, epochs=1)
+    view = model.net.eval()
+    expect = apgd_mask(view, x, y, EPS, steps=5, generator=torch.Generator().manual_seed(cb.seed))
+    got = trainer.callback_metrics["robustness/apgd-t_acc@8/255"].item()
+    assert got == pytest.approx(expect.float().mean().item(), abs=1 / 16 + 1e-9)
+
+
+# ----------------------------------------------------- catastrophic overfitting
+def _ctx(epoch):
+    return SimpleNamespace(trainer=SimpleNamespace(current_epoch=epoch))
+
+
+def _masks(fgsm_ok: int, pgd_ok: int, n: int = 100):
+    """Masks where the first ``fgsm_ok`` samples survive FGSM, the first ``pgd_ok`` PGD."""
+    f = torch.arange(n) < fgsm_ok
+    p = torch.arange(n) < pgd_ok
+    return {"fgsm": {EPS: f}, "pgd": {EPS: p}}
+
+
+def test_catastrophic_overfitting_rule():
+    cb = AdversarialProbe(eps=(EPS,), tolerance=0.02, alpha=0.01)
+    assert cb._overfitting_messages(_ctx(0), _masks(40, 30)) == []  # reference: gap 10
+    assert cb._overfitting_messages(_ctx(1), _masks(45, 33)) == []  # gap 12, PGD rose
+    # gap grows to 14 only: not significant (4 entered, 0 left: p = 1/16)
+    assert cb._overfitting_messages(_ctx(2), _masks(44, 30)) == []
+    (msg,) = cb._overfitting_messages(_ctx(3), _masks(50, 10))  # gap 40, PGD fell
+    assert "catastrophic overfitting at eps 8/255, started at epoch 1" in msg
+    assert "PGD accuracy fell from 0.3000 (epoch 0) to 0.1000 (epoch 3)" in msg
+    assert "FGSM accuracy went from 0.4000 to 0.5000" in msg
+    assert cb.catastrophic_overfitting["started"] == 1
+    assert cb._overfitting_messages(_ctx(4), _masks(55, 5)) == []  # once per fit
+
+
+def test_no_alert_when_fgsm_falls_too():
+    cb = AdversarialProbe(eps=(EPS,))
+    assert cb._overfitting_messages(_ctx(0), _masks(60, 50)) == []
+    # both fall (the model just gets less robust): FGSM lower by more than tolerance
+    assert cb._overfitting_messages(_ctx(1), _masks(40, 5)) == []
+    assert cb.catastrophic_overfitting is None
+    only_pgd = AdversarialProbe(eps=(EPS,), attacks=("pgd",))
+    assert only_pgd._overfitting_messages(_ctx(0), {"pgd": {EPS: torch.ones(4, dtype=bool)}}) == []

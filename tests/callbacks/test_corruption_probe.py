@@ -1,0 +1,129 @@
+"""CorruptionProbe, trained for real: tags, values, summary outcomes, grid, tasks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lightning_viz as lv
+from lightning_viz._guard import ModelView
+from lightning_viz.functional import corrupt
+from lightning_viz.monitoring.store import load_summary
+from tests.conftest import decode_png, fit, read_events, small_datamodule
+
+NAMES = ("gaussian_noise", "defocus_blur", "fog", "pixelate")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("corruption")
+    cb = lv.CorruptionProbe(corruptions=NAMES, severities=(1, 5), num_samples=24, on_error="raise")
+    trainer, model = fit(tmp, [cb], epochs=2, datamodule=small_datamodule())
+    return trainer, model, cb, read_events(str(tmp)), tmp
+
+
+def test_tags_values_and_relative_drop(run):
+    trainer, model, cb, ev, _ = run
+    scalars = ev["scalars"]
+    expected = [f"corruption/{n}_acc" for n in ("clean", *NAMES, "mean")]
+    expected += ["corruption/relative_drop", "corruption/regression"]
+    assert cb.tags() == expected
+    for tag in expected:
+        assert len(scalars[tag]) == 2, tag  # one value per epoch
+    last = {k: v[-1][1] for k, v in scalars.items()}
+    per = [last[f"corruption/{n}_acc"] for n in NAMES]
+    assert last["corruption/mean_acc"] == pytest.approx(sum(per) / len(per), abs=1e-6)
+    drop = last["corruption/clean_acc"] - last["corruption/mean_acc"]
+    assert last["corruption/relative_drop"] == pytest.approx(drop, abs=1e-6)
+
+
+def test_summary_holds_the_per_sample_outcomes(run):
+    trainer, _, _, ev, tmp = run
+    summary = load_summary(str(tmp / "run" / "version_0"))
+    for name in ("fog", "mean"):
+        history = summary.metrics[f"corruption/{name}_acc"]
+        rec = history.epochs[max(history.epochs)]
+        per = 2 * 24 * (len(NAMES) if name == "mean" else 1)  # (sample, severity) pairs
+        outcomes = [int(c) for c in rec.outcomes]  # stored as a string of 0/1
+        assert len(outcomes) == per
+        logged = trainer.callback_metrics[f"corruption/{name}_acc"].item()
+        assert logged == pytest.approx(sum(outcomes) / per, abs=1e-6)
+
+
+def test_figure_and_grid(run):
+    _, _, _, ev, _ = run
+    assert "corruption/accuracy" in ev["images"]
+    (_, width, height, png) = ev["images"]["corruption/examples"][-1]
+    img = decode_png(png)
+    assert width >= 5 * 32 and height >= 32  # clean + 4 corruptions in one row
+    assert img.shape[0] == height or img.shape[-2] == height
+
+
+def test_corrupted_images_are_those_of_lf_corrupt():
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    g1 = torch.Generator().manual_seed(3)
+    g2 = torch.Generator().manual_seed(3)
+    assert torch.equal(corrupt(x, "fog", 2, generator=g1), corrupt(x, "fog", 2, generator=g2))
+
+
+def test_binary_model_with_mean_std(tmp_path):
+    import pytorch_lightning as pl
+    from torch import nn
+
+    class Binary(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 1))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, i):
+            return F.binary_cross_entropy_with_logits(self(batch[0])[:, 0], batch[1].float())
+
+        def validation_step(self, batch, i):
+            return None
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Binary()
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    pixels = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    normed = (pixels - 0.5) / 0.25
+    y = (model(normed)[:, 0] > 0).long()
+    cb = lv.CorruptionProbe(
+        corruptions=("contrast",),
+        severities=(5,),
+        probe=(normed, y),
+        mean=mean,
+        std=std,
+        on_error="raise",
+    )
+    trainer, _ = fit(tmp_path, [cb], model=model, epochs=1)
+    view = ModelView(model.eval(), mean, std)
+    gen = torch.Generator().manual_seed(cb.seed)
+    with torch.no_grad():
+        pred = (view(corrupt(pixels, "contrast", 5, generator=gen))[:, 0] > 0).long()
+    expect = (pred == y).float().mean().item()
+    got = trainer.callback_metrics["corruption/contrast_acc"].item()
+    assert got == pytest.approx(expect, abs=1e-6)
+    assert trainer.callback_metrics["corruption/clean_acc"].item() == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"corruptions": ["frost"]}, "corruptions"),
+        ({"severities": [0]}, "severities"),
+        ({"severities": [6]}, "severities"),
+        ({"severities": [2, 2]}, "severities"),
+        ({"corruptions": []}, "corruptions"),
+    ],
+)
+def test_configuration_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lv.CorruptionProbe(**kwargs)
