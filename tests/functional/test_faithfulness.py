@@ -404,3 +404,46 @@ class _NoLayers(nn.Module):
 
     def forward(self, x):
         return x.mean((2, 3)) * self.w
+
+
+# ------------------------------------------------------ on a trained model (digits)
+@pytest.fixture(scope="module")
+def trained_digits():
+    """The attack tests' CNN trained on sklearn digits (16 px), 64 held-out images, and
+    the same architecture with random weights (32 held-out images)."""
+    from tests.functional.conftest import random_attack_cnn
+    from tests.functional.test_attacks import digits
+
+    model, x, _ = digits.__wrapped__()
+    return model, random_attack_cnn(seed=0, bn=False).eval(), x[:32]
+
+
+def _auc_means(model, x, maps):
+    d = LF.deletion_curve(model, x, maps, None, steps=16).auc.mean().item()
+    i = LF.insertion_curve(model, x, maps, None, steps=16).auc.mean().item()
+    return d, i
+
+
+def test_trained_maps_beat_the_random_map_and_random_weights_do_not(trained_digits):
+    """Measured (blur baseline, 16 steps, 32 images): trained, Grad-CAM at the 16x16 conv
+    deletion 0.788 / insertion 0.909, SmoothGrad 0.58 / 0.95, random map 0.865 / 0.864;
+    random weights: every map 0.110 / 0.110 (the probabilities barely move)."""
+    trained, random_net, x = trained_digits
+    for model, is_trained in ((trained, True), (random_net, False)):
+        chance = _auc_means(model, x, LF.random_maps(x))
+        for maps in (LF.grad_cam(model, x, layer="0"), LF.smoothgrad(model, x, samples=10)):
+            d, i = _auc_means(model, x, maps)
+            if is_trained:
+                assert d < chance[0] - 0.05 and i > chance[1] + 0.03, (d, i, chance)
+            else:
+                assert abs(d - chance[0]) < 0.01 and abs(i - chance[1]) < 0.01, (d, i, chance)
+
+
+def test_adebayo_reproduced_gradient_changes_edges_do_not(trained_digits):
+    """Measured: the vanilla gradient's rank correlation with the top-layer-randomized
+    model's is 0.29 (SSIM 0.19); a Sobel edge "map" of the input stays at 1.0."""
+    trained, _, x = trained_digits
+    grad = LF.randomization_similarity(LF.saliency, trained, x)
+    edges = LF.randomization_similarity(lambda m, i, t: _sobel(i), trained, x)
+    assert grad.spearman.nanmean().item() < 0.5 and grad.ssim.mean().item() < 0.5
+    assert edges.spearman.min().item() > 0.99 and edges.ssim.min().item() > 0.99
