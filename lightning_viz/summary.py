@@ -49,7 +49,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_viz._checks import check_bool, check_float, check_int, check_value, fail
-from lightning_viz.stats import outcome_list, paired_test, unpaired_test, wilson_interval
+from lightning_viz.stats import (
+    outcome_list,
+    paired_test,
+    sign_test,
+    unpaired_test,
+    wilson_interval,
+)
 
 __all__ = [
     "CONFIDENCE",
@@ -107,6 +113,8 @@ class EpochRecord:
         successes: Successes among them, when known.
         outcomes: Per-sample outcomes in the compact form ``"10-1..."``, when known.
         fingerprint: Hex fingerprint of the probe the outcomes belong to, when known.
+        values: Per-sample values of a metric that is a mean over the probe (e.g. a
+            deletion AUC), when known; NaN for a sample not counted.
     """
 
     epoch: int
@@ -116,6 +124,7 @@ class EpochRecord:
     successes: int | None = None
     outcomes: str | None = None
     fingerprint: str | None = None
+    values: tuple[float, ...] | None = None
 
     @property
     def interval(self) -> tuple[float, float] | None:
@@ -145,6 +154,8 @@ class EpochRecord:
         for key in ("outcomes", "fingerprint"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.values is not None:
+            out["values"] = [None if math.isnan(v) else round(v, 6) for v in self.values]
         return out
 
     @classmethod
@@ -161,7 +172,25 @@ class EpochRecord:
             successes=data.get("successes"),
             outcomes=data.get("outcomes"),
             fingerprint=data.get("fingerprint"),
+            values=data.get("values"),
         )
+
+
+def _values(values: Any) -> tuple[float, ...]:
+    """Per-sample values as floats (``None`` read as NaN)."""
+    if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
+        fail(
+            "values", "a list of numbers (None or NaN for a sample not counted)", values, TypeError
+        )
+    out = []
+    for v in values:
+        if v is None:
+            out.append(math.nan)
+        elif isinstance(v, bool) or not isinstance(v, int | float):
+            fail("values", "a list of numbers (None or NaN for a sample not counted)", v, TypeError)
+        else:
+            out.append(float(v))
+    return tuple(out)
 
 
 def make_record(
@@ -173,6 +202,7 @@ def make_record(
     successes: int | None = None,
     outcomes: Any = None,
     fingerprint: str | None = None,
+    values: Any = None,
 ) -> EpochRecord:
     """A checked :class:`EpochRecord`, with counts derived from the outcomes.
 
@@ -184,6 +214,8 @@ def make_record(
         successes: Successes, ``<= n``. Default: from ``outcomes`` (the ``1``s).
         outcomes: Per-sample ``1``/``0``/``None`` (a list, tuple or ``"10-"`` string).
         fingerprint: Hex string identifying the probe's samples.
+        values: Per-sample values (a list of numbers, ``None``/NaN not counted) of a
+            metric that is their mean; ``value=None`` then means their mean.
 
     Returns:
         The record.
@@ -214,6 +246,10 @@ def make_record(
         successes = check_int(successes, "successes", minimum=0)
         if successes > n:  # type: ignore[operator]
             fail("successes", f"an int <= `n` ({n})", successes)
+    vals = None if values is None else _values(values)
+    if value is None and vals is not None:
+        counted = [v for v in vals if not math.isnan(v)]
+        value = sum(counted) / len(counted) if counted else math.nan
     if value is None:
         if n is None or successes is None:
             fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
@@ -221,7 +257,7 @@ def make_record(
     value = check_value(value, "value")
     if fingerprint is not None and not isinstance(fingerprint, str):
         fail("fingerprint", "a str or None", fingerprint, TypeError)
-    return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint)
+    return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint, vals)
 
 
 # ---------------------------------------------------------------------- histories
@@ -319,6 +355,19 @@ def _flip(outcomes: list[int | None]) -> list[int | None]:
     return [None if v is None else 1 - v for v in outcomes]
 
 
+def _paired_values(
+    ref: tuple[float, ...], cand: tuple[float, ...], drop: float, higher_is_better: bool
+) -> RecordComparison:
+    """The exact sign test on per-sample values: samples that got worse vs better
+    (ties and samples not counted in either run carry no information)."""
+    pairs = [(r, c) for r, c in zip(ref, cand, strict=True) if not (math.isnan(r) or math.isnan(c))]
+    diffs = [(c - r) if higher_is_better else (r - c) for r, c in pairs]
+    worse, better = sum(d < 0 for d in diffs), sum(d > 0 for d in diffs)
+    return RecordComparison(
+        "paired", None, sign_test(worse, better), drop, len(pairs), worse, better
+    )
+
+
 def compare_records(
     reference: EpochRecord,
     candidate: EpochRecord,
@@ -328,8 +377,9 @@ def compare_records(
 ) -> RecordComparison:
     """Tests whether ``candidate`` is worse than ``reference``.
 
-    Paired (exact sign test) when both records have per-sample outcomes of the same
-    length and the same probe fingerprint; two missing fingerprints count as the same
+    Paired (exact sign test) when both records have per-sample outcomes (or per-sample
+    values: the samples whose value got worse against those that got better) of the
+    same length and the same probe fingerprint; two missing fingerprints count as the same
     probe only with ``same_probe_if_unknown`` (two runs of one probe within one fit).
     Otherwise unpaired (Fisher's exact test) when both have counts, else no test.
 
@@ -350,6 +400,10 @@ def compare_records(
         same, reason = same_probe_if_unknown, "probes unknown"
     else:
         same, reason = reference.fingerprint == candidate.fingerprint, "probes differ"
+    if reference.values is not None and candidate.values is not None:
+        if same and len(reference.values) == len(candidate.values):
+            return _paired_values(reference.values, candidate.values, drop, higher_is_better)
+        same, reason = False, "probes differ"
     ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
     if ref_out is None or cand_out is None:
         reason = "no per-sample outcomes"
@@ -427,6 +481,7 @@ class RunSummary:
         successes: int | None = None,
         outcomes: Any = None,
         fingerprint: str | None = None,
+        values: Any = None,
         callback: str | None = None,
         watched: bool | None = None,
         tolerance: float | None = None,
@@ -443,6 +498,7 @@ class RunSummary:
             successes: Successes among them. Default: from ``outcomes``.
             outcomes: Per-sample ``1``/``0``/``None`` on the probe (list, tuple or string).
             fingerprint: Hex fingerprint of the probe.
+            values: Per-sample values of a metric that is their mean.
             callback: Class name of the writing callback.
             watched: Whether regressions of this metric are alerts.
             tolerance: Practically large drop, ``>= 0``.
@@ -472,7 +528,14 @@ class RunSummary:
         if higher_is_better is not None:
             check_bool(higher_is_better, "higher_is_better")
         rec = make_record(
-            epoch, step, value, n=n, successes=successes, outcomes=outcomes, fingerprint=fingerprint
+            epoch,
+            step,
+            value,
+            n=n,
+            successes=successes,
+            outcomes=outcomes,
+            fingerprint=fingerprint,
+            values=values,
         )
         hist = self.metrics.setdefault(tag, MetricHistory(tag))
         if callback is not None:

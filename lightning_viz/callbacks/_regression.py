@@ -57,7 +57,7 @@ __all__ = ["Alert", "RegressionMonitor", "WatchesRegressions", "format_alerts"]
 
 _EPS = 1e-12
 _KINDS = ("best", "baseline")
-_RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint")
+_RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint", "values")
 
 
 # --------------------------------------------------------------------------- alert
@@ -327,10 +327,11 @@ class RegressionMonitor:
             rec = make_record(epoch, step, **item)
         else:
             fail(f"metrics[{tag!r}]", "an EpochRecord or a mapping", item, TypeError)
-        if rec.n is None or rec.successes is None:
+        if (rec.n is None or rec.successes is None) and rec.values is None:
             fail(
                 f"metrics[{tag!r}]",
-                "given with per-sample `outcomes` (or `n` and `successes`) for the test",
+                "given with per-sample `outcomes` or `values` (or `n` and `successes`) "
+                "for the test",
                 item,
             )
         return rec
@@ -514,12 +515,18 @@ class WatchesRegressions:
         warmup: int,
         patience: int,
         baseline: Any,
+        higher_is_better: bool = True,
     ) -> None:
         """Creates the :class:`RegressionMonitor` (its checks name the bad argument)."""
         self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
         try:
             self._monitor = RegressionMonitor(
-                self.tolerance, alpha=alpha, warmup=warmup, patience=patience, baseline=baseline
+                self.tolerance,
+                alpha=alpha,
+                warmup=warmup,
+                patience=patience,
+                baseline=baseline,
+                higher_is_better=higher_is_better,
             )
         except SummaryError as err:
             raise ValueError(
