@@ -9,7 +9,9 @@ For each method, on the probe (split across DDP ranks and gathered):
 * ``explain/<method>/randomization_corr``: Spearman correlation between the map and
   the map of a copy of the model whose top layer is re-initialized (Adebayo et al.);
   a map that does not depend on the model stays near 1;
-* each one's chance level, the same score of a random map: ``..._random``.
+* each one's chance level, the same score of a random map: ``..._random``;
+* ``viz/<ClassName>/quality_seconds``: what the scoring cost in this run (part of
+  ``viz/<ClassName>/seconds``).
 
 Per-sample values go to the run summary, so a regression is tested paired on the
 fixed probe: a deletion AUC that rises significantly (exact sign test, ``tolerance``,
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 import lightning_viz.functional as LF
@@ -80,6 +84,7 @@ class ScoresMaps(WatchesRegressions):
         patience: int,
         run_baseline: Any,
         randomization_threshold: float,
+        cost: float | None,
     ) -> None:
         """Checks the options and creates the alert monitor (deletion AUC: lower is better)."""
         self.quality = _check_quality(quality)
@@ -90,8 +95,12 @@ class ScoresMaps(WatchesRegressions):
         self.randomization_threshold = check_float(
             randomization_threshold, "randomization_threshold", minimum=-1.0, maximum=1.0
         )
+        self.quality_cost = (
+            None if cost is None else check_float(cost, "quality_cost", positive=True)
+        )
         self.init_alerts(tolerance, alpha, warmup, patience, run_baseline, higher_is_better=False)
         self._above: dict[str, bool] = {}
+        self._skip = 0  # due runs left unscored, so scoring stays within quality_cost
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:
@@ -116,7 +125,12 @@ class ScoresMaps(WatchesRegressions):
                 ]
         if "deletion" in self.quality:
             charts[f"{self.family} faithfulness regression"] = [self.tag("regression")]
-        return {"explanations": charts}
+        name = type(self).__name__
+        cost = {f"{name} scoring seconds": [self._quality_seconds_tag()]}
+        return {"explanations": charts, "cost": cost}
+
+    def _quality_seconds_tag(self) -> str:
+        return self._seconds_tag().replace("/seconds", "/quality_seconds")  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------- scoring
     def _fingerprint(self, ctx: Any) -> str:
@@ -125,11 +139,21 @@ class ScoresMaps(WatchesRegressions):
         return hashlib.sha256(f"{ctx.probe.fingerprint()}|{settings}".encode()).hexdigest()[:16]
 
     def score_maps(
-        self, ctx: Any, maps: dict[str, Tensor], map_fns: dict[str, MapFn], target: Tensor
+        self,
+        ctx: Any,
+        maps: dict[str, Tensor],
+        map_fns: dict[str, MapFn],
+        target: Tensor,
+        maps_seconds: float,
     ) -> None:
-        """Scores ``maps`` (method -> ``(N, 1, H, W)``, computed on ``ctx.pixels``)."""
+        """Scores ``maps`` (method -> ``(N, 1, H, W)``, computed on ``ctx.pixels`` in
+        ``maps_seconds``), unless this run is one the cost limit leaves out."""
         if not self.quality or not maps:
             return
+        if self._skip > 0:
+            self._skip -= 1
+            return
+        start = time.perf_counter()
         n = ctx.pixels.shape[0]
         rows = ctx.share(n)
         x, t = ctx.pixels[rows], target.to(ctx.device)[rows]
@@ -181,6 +205,21 @@ class ScoresMaps(WatchesRegressions):
                 if q in chance and chance[q][1] is not None:
                     curves[f"random map {q}"] = chance[q][1]
             self._figure(ctx, curves)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        seconds = time.perf_counter() - start
+        ctx.log.scalar(self._quality_seconds_tag(), seconds, summary=False)
+        self._skip = self._runs_to_skip(ctx, seconds, maps_seconds)
+
+    def _runs_to_skip(self, ctx: Any, seconds: float, maps_seconds: float) -> int:
+        """Due runs to leave unscored so that scoring costs at most ``quality_cost`` times
+        the maps over the fit (the same on every rank: the largest ratio)."""
+        if self.quality_cost is None:
+            return 0
+        ratio = torch.tensor([seconds / max(maps_seconds, 1e-9)], device=ctx.device)
+        if ctx.rank_world[1] > 1:
+            torch.distributed.all_reduce(ratio, op=torch.distributed.ReduceOp.MAX)
+        return max(0, math.ceil(float(ratio) / self.quality_cost - 1e-9) - 1)
 
     def _curves(
         self, ctx: Any, x: Tensor, maps: Tensor, t: Tensor

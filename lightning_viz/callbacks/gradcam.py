@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +55,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
             layout is not detected (as pytorch-grad-cam's ``reshape_transform``).
             Default: ``None``.
         quality, quality_steps, quality_baseline, tolerance, alpha, warmup, patience,
-            baseline, randomization_threshold: Faithfulness scores of the maps and
+            baseline, randomization_threshold, quality_cost: Faithfulness scores of the maps and
             their alerts, as for :class:`~lightning_viz.SaliencyLogger` (tags
             ``explain/<method>/...``, figure ``explain/gradcam/curves``).
         **kwargs: The options every callback shares (see ``VizCallback``).
@@ -79,6 +80,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         patience: int = 2,
         baseline: str | None = None,
         randomization_threshold: float = 0.5,
+        quality_cost: float | None = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
@@ -92,6 +94,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
             patience,
             baseline,
             randomization_threshold,
+            quality_cost,
         )
         if layer is not None and not isinstance(layer, str):
             fail("layer", "a layer name (str) or None", layer, TypeError)
@@ -137,10 +140,12 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         caps = ctx.captions(self)
         images = ctx.pixels.float().cpu()
         scale = render.display_scale(images)
-        scored = {}
+        scored, maps_seconds = {}, 0.0
         for method in self.methods:
+            start = time.perf_counter()
             maps = METHODS[method](ctx.view, ctx.pixels, target, layer=layer, reshape=self.reshape)
-            maps = scored[method] = maps.float().cpu()
+            maps = scored[method] = maps.float().cpu()  # .cpu() waits for the device
+            maps_seconds += time.perf_counter() - start
             norm = render.normalize_maps(maps)
             second = (
                 render.overlay(images, norm)
@@ -156,4 +161,4 @@ class GradCAMLogger(ScoresMaps, VizCallback):
                     scale=scale,
                 ),
             )
-        self.score_maps(ctx, scored, {m: self._map_fn(m) for m in scored}, target)
+        self.score_maps(ctx, scored, {m: self._map_fn(m) for m in scored}, target, maps_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +111,10 @@ class SaliencyLogger(ScoresMaps, VizCallback):
             Default: ``0.01``, ``1``, ``2``, ``None``.
         randomization_threshold: A mean randomization correlation above it alerts
             (the map barely depends on the model's top layer). Default: 0.5.
+        quality_cost: Scoring costs at most this fraction of computing the maps,
+            averaged over the fit: after a scored run that cost ``r`` times its maps,
+            the next ``ceil(r / quality_cost) - 1`` due runs are not scored (the first
+            due run always is). ``None``: score every run. Default: 0.5.
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 
@@ -137,6 +142,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         patience: int = 2,
         baseline: str | None = None,
         randomization_threshold: float = 0.5,
+        quality_cost: float | None = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
@@ -150,6 +156,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
             patience,
             baseline,
             randomization_threshold,
+            quality_cost,
         )
         self.explicit = methods is not None  # explicit methods raise where they do not apply
         self.methods = (
@@ -246,13 +253,15 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         target = ctx.target(self.target)
         caps = ctx.captions(self)
         images = ctx.pixels.float().cpu()
+        start = time.perf_counter()
         maps = {
             m: self._map(m, ctx.view, ctx.pixels, target, ctx.generator).float().cpu()
             for m in self._active
         }
+        maps_seconds = time.perf_counter() - start  # .cpu() waited for the device
         for method, method_maps in maps.items():
             self._log_maps(ctx, self.tag(method), images, method_maps, caps)
-        self.score_maps(ctx, maps, {m: self._map_fn(m) for m in maps}, target)
+        self.score_maps(ctx, maps, {m: self._map_fn(m) for m in maps}, target, maps_seconds)
         first = maps[self._active[0]]  # segmentation and the bias scalar use the first method
         mask = LF.saliency_mask(first, self.mask_quantile)
         rows = [images, render.to_rgb(mask.float())]

@@ -24,9 +24,13 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faith")
     callbacks = [
         lv.SaliencyLogger(
-            methods=("vanilla", "smoothgrad"), num_samples=6, smoothgrad_samples=4, on_error="raise"
+            methods=("vanilla", "smoothgrad"),
+            num_samples=6,
+            smoothgrad_samples=4,
+            on_error="raise",
+            quality_cost=None,
         ),
-        lv.GradCAMLogger(num_samples=6, on_error="raise"),
+        lv.GradCAMLogger(num_samples=6, on_error="raise", quality_cost=None),
     ]
     trainer, model = fit(tmp, callbacks, epochs=2)
     return trainer, model, callbacks, read_events(str(tmp)), tmp
@@ -76,6 +80,18 @@ def test_summary_keeps_per_sample_values_and_layout_groups_them(run):
     assert explain and explain <= set(listed)
 
 
+def test_cost_limit_leaves_runs_unscored(tmp_path):
+    """Grad-CAM maps are cheap (one backward): scoring costs several times as much, so at
+    the default quality_cost=0.5 the first run is scored and the next is not."""
+    cb = lv.GradCAMLogger(num_samples=4, on_error="raise")
+    fit(tmp_path, [cb], epochs=2)
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert [s for s, _ in scalars["explain/gradcam/deletion_auc"]] == [4]
+    assert [s for s, _ in scalars["viz/GradCAMLogger/quality_seconds"]] == [4]
+    assert [s for s, _ in scalars["viz/GradCAMLogger/seconds"]] == STEPS
+    assert cb._skip >= 0
+
+
 def test_quality_off_writes_nothing(tmp_path):
     cb = lv.GradCAMLogger(num_samples=4, quality=(), on_error="raise")
     fit(tmp_path, [cb], epochs=1)
@@ -93,6 +109,7 @@ def test_quality_off_writes_nothing(tmp_path):
         ({"quality_baseline": "zeros"}, ValueError, "quality_baseline"),
         ({"randomization_threshold": 2.0}, ValueError, "randomization_threshold"),
         ({"tolerance": -1.0}, ValueError, "tolerance"),
+        ({"quality_cost": 0.0}, ValueError, "quality_cost"),
     ],
 )
 def test_bad_quality_options(kwargs, error, match):
