@@ -141,3 +141,31 @@ def test_deletion_auc_rise_alerts_once_per_episode():
     assert m.update(3, 4, {tag: {"values": [0.21] * 12}}) == []  # recovered
     assert len(m.update(4, 5, {tag: {"values": [0.5] * 12}})) == 1  # a new episode
     assert m.update(5, 6, {tag: {"values": [math.nan] * 12}}) == []
+
+
+# ------------------------------------------------------------- binary, multilabel
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_binary_and_multilabel_scores_use_the_explained_labels_sigmoid(tmp_path, task):
+    import torch
+
+    from tests.callbacks.test_trust import RelabelledData, TaskModule, _multi_hot
+
+    if task == "binary":
+        dm = RelabelledData(relabel=lambda y: torch.tensor(float(y == 0)))
+        module = TaskModule(1, "bce")
+    else:
+        dm = RelabelledData(relabel=_multi_hot)
+        module = TaskModule(5, "bce")
+    cb = lv.SaliencyLogger(
+        methods=("vanilla",), num_samples=6, on_error="raise", quality=("deletion",)
+    )
+    fit(tmp_path, [cb], model=module, datamodule=dm, epochs=1)
+    assert cb._task == task
+    view, x = LF.ModelView(module), cb._probe.images
+    maps = LF.saliency(view, x)  # the predicted class / top label, in eval mode
+    expected = LF.deletion_curve(view, x, maps, None, steps=8, task=task)
+    logged = read_events(str(tmp_path))["scalars"]["explain/vanilla/deletion_auc"][-1][1]
+    assert logged == pytest.approx(expected.auc.mean().item(), abs=1e-5)
+    if task == "multilabel":  # a softmax over the labels would give other values
+        softmax = LF.deletion_curve(view, x, maps, None, steps=8, task="multiclass")
+        assert abs(softmax.auc.mean().item() - logged) > 1e-3
