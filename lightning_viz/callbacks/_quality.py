@@ -34,9 +34,10 @@ from torch import Tensor, nn
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_float, check_int, fail
-from lightning_viz.callbacks._coordinator import Coordinator
-from lightning_viz.callbacks._regression import Alert, WatchesRegressions, format_alerts
+from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.functional.faithfulness import BASELINES
+from lightning_viz.monitoring.regression import Alert, format_alerts
 
 __all__ = ["QUALITY", "ScoresMaps", "quality_tags"]
 

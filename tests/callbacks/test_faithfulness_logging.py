@@ -11,8 +11,8 @@ import pytest
 
 import lightning_viz as lv
 import lightning_viz.functional as LF
-from lightning_viz.callbacks._regression import RegressionMonitor
-from lightning_viz.summary import compare_records, make_record
+from lightning_viz.monitoring.record import compare_records, make_record
+from lightning_viz.monitoring.regression import RegressionMonitor
 from tests.conftest import fit, layout_and_scalars, read_events
 
 STEPS = [4, 8]

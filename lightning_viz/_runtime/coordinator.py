@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from lightning_viz.callbacks._budget import Candidate, OverheadBudget
-from lightning_viz.callbacks._compat import rank_zero_info, rank_zero_warn
-from lightning_viz.callbacks._dashboard import (
+from lightning_viz._runtime.budget import Candidate, OverheadBudget
+from lightning_viz._runtime.compat import rank_zero_info, rank_zero_warn
+from lightning_viz.monitoring.dashboard import (
     config_markdown,
     console_table,
     custom_scalars_layout,
@@ -30,7 +30,7 @@ from lightning_viz.callbacks._dashboard import (
     summary_markdown,
     summary_rows,
 )
-from lightning_viz.summary import RunSummary
+from lightning_viz.monitoring.record import RunSummary
 
 __all__ = ["Coordinator", "DeferredJob"]
 

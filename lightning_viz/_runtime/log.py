@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_viz.callbacks._compat import TENSORBOARD_LOGGERS
-from lightning_viz.callbacks._coordinator import Coordinator
-from lightning_viz.summary import EpochRecord, make_record
+from lightning_viz._runtime.compat import TENSORBOARD_LOGGERS
+from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz.monitoring.record import EpochRecord, make_record
 
 __all__ = ["RunLog", "find_tensorboard"]
 
