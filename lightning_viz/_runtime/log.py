@@ -39,10 +39,20 @@ class RunLog:
         logger: Its TensorBoard logger.
         step: The step to write at (the epoch's ``global_step``).
         owner: The callback that writes (its ``on_error`` handles deferred failures).
+        coordinator: The trainer's coordinator (summary, background worker). Default:
+            :meth:`Coordinator.of` the trainer.
     """
 
-    def __init__(self, trainer: Any, logger: Any, step: int, owner: Any = None) -> None:
+    def __init__(
+        self,
+        trainer: Any,
+        logger: Any,
+        step: int,
+        owner: Any = None,
+        coordinator: Coordinator | None = None,
+    ) -> None:
         self.trainer = trainer
+        self.coordinator = coordinator if coordinator is not None else Coordinator.of(trainer)
         self.step = int(step)
         self.epoch = int(trainer.current_epoch)
         self.owner = owner
@@ -88,7 +98,7 @@ class RunLog:
         self.trainer.callback_metrics[tag] = torch.tensor(value)
         if self._writer is not None and not math.isnan(value):
             self._writer.add_scalar(tag, value, self.step)
-        run_summary = Coordinator.of(self.trainer).summary
+        run_summary = self.coordinator.summary
         if summary and run_summary is not None and not tag.startswith("viz/"):
             callback = type(self.owner).__name__ if self.owner is not None else None
             run_summary.record(tag, self.epoch, self.step, value, callback=callback, **record)
@@ -115,7 +125,7 @@ class RunLog:
         """
         if self._writer is None:
             return True
-        coordinator = Coordinator.of(self.trainer)
+        coordinator = self.coordinator
         if max_pending is not None and coordinator.pending(tag) >= max_pending:
             return False
         writer, step = self._writer, self.step

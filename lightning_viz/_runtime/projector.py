@@ -11,7 +11,6 @@ predictions, correctness: they change) every epoch.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -24,6 +23,7 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import Tensor
 
 from lightning_viz._checks import check_images, check_int, fail
+from lightning_viz._io import atomic_write, fingerprint
 from lightning_viz.render.grids import to_uint8
 from lightning_viz.render.maps import _PICTURE, to_rgb
 
@@ -112,16 +112,11 @@ def sprite_png(thumbs: Tensor) -> bytes:
 
 # --------------------------------------------------------------------------- files
 def _encode(tag: str) -> str:
-    """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it."""
+    """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it.
+
+    A copy of ``SummaryWriter._encode``: TensorBoard has no public helper for it.
+    """
     return tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def write_embedding(
@@ -150,14 +145,14 @@ def write_embedding(
     """
     folder = os.path.join(log_dir, f"{int(step):05d}", _encode(tag))
     rows = ("\t".join(f"{v:.3g}" for v in row) for row in features.float().tolist())
-    _atomic_write(os.path.join(folder, "tensors.tsv"), ("\n".join(rows) + "\n").encode())
+    atomic_write(os.path.join(folder, "tensors.tsv"), ("\n".join(rows) + "\n").encode())
     lines = ["\t".join(header), *("\t".join(r) for r in metadata)]
-    _atomic_write(os.path.join(folder, "metadata.tsv"), ("\n".join(lines) + "\n").encode())
+    atomic_write(os.path.join(folder, "metadata.tsv"), ("\n".join(lines) + "\n").encode())
     thumbs = thumbs.contiguous().cpu()
-    digest = hashlib.sha256(thumbs.numpy().tobytes()).hexdigest()[:12]
+    digest = fingerprint(thumbs, digits=12)
     sprite = os.path.join("lightning_viz", "projector", _encode(tag), f"{digest}.png")
     if not os.path.exists(os.path.join(log_dir, sprite)):  # written once per run
-        _atomic_write(os.path.join(log_dir, sprite), sprite_png(thumbs))
+        atomic_write(os.path.join(log_dir, sprite), sprite_png(thumbs))
     config_path = os.path.join(log_dir, _CONFIG)
     config = ProjectorConfig()
     if os.path.exists(config_path):
@@ -186,7 +181,7 @@ def write_embedding(
     alias.tensor_name = f"{tag} (latest, step {steps[latest.tensor_name]})"
     del config.embeddings[:]
     config.embeddings.extend([*others, *mine, alias])
-    _atomic_write(config_path, text_format.MessageToString(config).encode())
+    atomic_write(config_path, text_format.MessageToString(config).encode())
     return folder
 
 

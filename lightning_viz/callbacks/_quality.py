@@ -34,7 +34,6 @@ from torch import Tensor, nn
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_float, check_int, fail
-from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.functional.faithfulness import BASELINES
 from lightning_viz.monitoring.regression import Alert, format_alerts
@@ -272,7 +271,7 @@ class ScoresMaps(WatchesRegressions):
             alpha=self.alpha,
             flagged_since=ctx.log.epoch,
         )
-        coordinator = Coordinator.of(ctx.trainer)
+        coordinator = ctx.coordinator
         if coordinator.summary is not None:
             coordinator.summary.add_alert(alert)
         coordinator.say(ctx.trainer, format_alerts([alert], type(self).__name__))

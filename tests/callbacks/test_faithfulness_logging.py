@@ -11,8 +11,9 @@ import pytest
 
 import lightning_viz as lv
 import lightning_viz.functional as LF
-from lightning_viz.monitoring.record import compare_records, make_record
+from lightning_viz.monitoring.record import make_record
 from lightning_viz.monitoring.regression import RegressionMonitor
+from lightning_viz.monitoring.rule import compare_records
 from tests.conftest import fit, layout_and_scalars, read_events
 
 STEPS = [4, 8]
