@@ -184,10 +184,16 @@ def gradient_callbacks(
             smoothgrad_samples=4,
             ig_steps=8,
             neuron=neuron,
+            quality_steps=4,
+            quality_cost=None,  # scored every epoch, as every other view
             **kwargs,
         ),
         lv.GradCAMLogger(
-            methods=("gradcam", "gradcam++", "guided_gradcam"), num_samples=num_samples, **kwargs
+            methods=("gradcam", "gradcam++", "guided_gradcam"),
+            num_samples=num_samples,
+            quality_steps=4,
+            quality_cost=None,
+            **kwargs,
         ),
     ]
 

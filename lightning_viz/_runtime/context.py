@@ -108,7 +108,9 @@ class RunContext:
             The chunks' results, concatenated on the first dimension.
         """
         with torch.no_grad():
-            return self.chunked(lambda x: self.view(x) if then is None else then(self.view(x)), images)
+            return self.chunked(
+                lambda x: self.view(x) if then is None else then(self.view(x)), images
+            )
 
     def chunked(self, fn: Callable[..., Any], *rows: Any, **kwargs: Any) -> Any:
         """``fn`` applied to chunks of at most :attr:`max_batch` rows, results joined.

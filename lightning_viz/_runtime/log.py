@@ -76,7 +76,8 @@ class RunLog:
             summary: Keep it in the run summary (``False`` for derived values such
                 as ``<family>/regression``). Default: ``True``.
             **record: What the run summary keeps besides the value (see
-                ``RunSummary.record``): ``outcomes`` (per-sample 1/0/None),
+                ``RunSummary.record``): ``outcomes`` (per-sample 1/0/None), ``values``
+                (per-sample values of a mean),
                 ``fingerprint``, ``watched``, ``tolerance``.
 
         Returns:
@@ -86,7 +87,11 @@ class RunLog:
             self.epoch,
             self.step,
             value,
-            **{k: record[k] for k in ("outcomes", "fingerprint", "n", "successes") if k in record},
+            **{
+                k: record[k]
+                for k in ("outcomes", "fingerprint", "n", "successes", "values")
+                if k in record
+            },
         )
         value = float(rec.value) if rec.value is not None else math.nan
         self.scalars[tag] = value

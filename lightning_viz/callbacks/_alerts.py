@@ -29,12 +29,18 @@ class WatchesRegressions:
         warmup: int,
         patience: int,
         baseline: Any,
+        higher_is_better: bool = True,
     ) -> None:
         """Creates the :class:`RegressionMonitor` (its checks name the bad argument)."""
         self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
         try:
             self._monitor = RegressionMonitor(
-                self.tolerance, alpha=alpha, warmup=warmup, patience=patience, baseline=baseline
+                self.tolerance,
+                alpha=alpha,
+                warmup=warmup,
+                patience=patience,
+                baseline=baseline,
+                higher_is_better=higher_is_better,
             )
         except SummaryError as err:
             raise ValueError(

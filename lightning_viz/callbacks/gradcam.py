@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
+
+from torch import Tensor, nn
 
 import lightning_viz.functional as LF
 from lightning_viz import render
@@ -14,6 +17,7 @@ from lightning_viz.callbacks._base import (
     RunContext,
     VizCallback,
 )
+from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
 from lightning_viz.functional._grad import conv_layers, resolve_layer
 from lightning_viz.functional.tokens import Reshape
 
@@ -26,12 +30,12 @@ METHODS = {
 }
 
 
-class GradCAMLogger(VizCallback):
+class GradCAMLogger(ScoresMaps, VizCallback):
     """Logs Grad-CAM overlays of the probe images.
 
     Image ``gradcam/<method>`` has two rows, the image and the CAM overlaid on it,
     captioned with the true and predicted class. The backward pass runs only from
-    the class score down to ``layer``.
+    the class score down to ``layer``. Each map is scored (see ``quality``).
 
     On a Vision Transformer (torchvision ViT/Swin/MaxViT, timm ViT/DeiT) the
     layer's token output ``(N, T, D)`` is read as a grid of patches (class and
@@ -50,6 +54,10 @@ class GradCAMLogger(VizCallback):
         reshape: Maps ``layer``'s output to ``(N, D, h, w)`` for a model whose token
             layout is not detected (as pytorch-grad-cam's ``reshape_transform``).
             Default: ``None``.
+        quality, quality_steps, quality_baseline, tolerance, alpha, warmup, patience,
+            baseline, randomization_threshold, quality_cost: Faithfulness scores of the maps and
+            their alerts, as for :class:`~lightning_viz.SaliencyLogger` (tags
+            ``explain/<method>/...``, figure ``explain/gradcam/curves``).
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 
@@ -63,9 +71,31 @@ class GradCAMLogger(VizCallback):
         target: str | int = "predicted",
         num_samples: int = 8,
         reshape: Reshape | None = None,
+        quality: Sequence[str] = QUALITY,
+        quality_steps: int = 8,
+        quality_baseline: str = "blur",
+        tolerance: float = 0.05,
+        alpha: float = 0.01,
+        warmup: int = 1,
+        patience: int = 2,
+        baseline: str | None = None,
+        randomization_threshold: float = 0.5,
+        quality_cost: float | None = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
+        self.init_quality(
+            quality,
+            quality_steps,
+            quality_baseline,
+            tolerance,
+            alpha,
+            warmup,
+            patience,
+            baseline,
+            randomization_threshold,
+            quality_cost,
+        )
         if layer is not None and not isinstance(layer, str):
             fail("layer", "a layer name (str) or None", layer, TypeError)
         self.layer = layer
@@ -76,6 +106,18 @@ class GradCAMLogger(VizCallback):
 
     def key_args(self) -> dict[str, Any]:
         return {"layer": self.layer, "methods": self.methods, "target": self.target}
+
+    def layout(self) -> dict[str, dict[str, list[str]]]:
+        return self.quality_layout(self.methods)
+
+    def _map_fn(self, method: str) -> Any:
+        """``(model, inputs, target) -> maps`` at the layer of that name in ``model``."""
+
+        def fn(view: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+            _, layer = resolve_layer(view, self._layer_name)
+            return METHODS[method](view, x, target, layer=layer, reshape=self.reshape)
+
+        return fn
 
     def check(self, ctx: RunContext) -> None:
         ctx.check_target("GradCAMLogger", self.target)
@@ -98,14 +140,17 @@ class GradCAMLogger(VizCallback):
         caps = ctx.captions(self)
         images = ctx.pixels.float().cpu()
         scale = render.display_scale(images)
+        scored, maps_seconds = {}, 0.0
         for method in self.methods:
+            start = time.perf_counter()
             fn = METHODS[method]
             maps = ctx.chunked(  # at most ctx.max_batch images per forward and backward
                 lambda xs, ts, fn=fn: fn(ctx.view, xs, ts, layer=layer, reshape=self.reshape),
                 ctx.pixels,
                 target,
             )
-            maps = maps.float().cpu()
+            maps = scored[method] = maps.float().cpu()  # .cpu() waits for the device
+            maps_seconds += time.perf_counter() - start
             norm = render.normalize_maps(maps)
             second = (
                 render.overlay(images, norm)
@@ -121,3 +166,4 @@ class GradCAMLogger(VizCallback):
                     scale=scale,
                 ),
             )
+        self.score_maps(ctx, scored, {m: self._map_fn(m) for m in scored}, target, maps_seconds)

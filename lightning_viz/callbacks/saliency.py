@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 import lightning_viz.functional as LF
 from lightning_viz import render
@@ -19,12 +21,14 @@ from lightning_viz._checks import (
     check_target,
     fail,
 )
+from lightning_viz._guard import make_generator
 from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz.callbacks._base import (
     CAPTION_LABEL,
     RunContext,
     VizCallback,
 )
+from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional.relu_rules import relu_family_summary
 from lightning_viz.functional.rollout import supports_rollout
@@ -54,7 +58,7 @@ RELU_RULES = ("guided_backprop", "deconvnet")  # need a ReLU-family unit in the 
 ROLLOUTS = ("rollout", "grad_rollout")  # need a ViT with a class token
 
 
-class SaliencyLogger(VizCallback):
+class SaliencyLogger(ScoresMaps, VizCallback):
     """Logs gradient attribution maps of the probe images.
 
     For each method, image ``saliency/<method>`` has three rows: the image, the
@@ -91,6 +95,26 @@ class SaliencyLogger(VizCallback):
         mask_quantile: Pixels above this quantile of a map form its segmentation.
         reshape: Maps the ``neuron`` layer's output to ``(N, D, h, w)`` for a model
             whose token layout is not detected. Default: ``None``.
+        quality: Faithfulness scores of every map (docs/faithfulness.md): any of
+            ``"deletion"``, ``"insertion"`` (Petsiuk et al. 2018), ``"randomization"``
+            (Adebayo et al. 2018); scalars ``explain/<method>/deletion_auc``,
+            ``explain/<method>/insertion_auc``, ``explain/<method>/randomization_corr``
+            and each one's random-map baseline ``..._random``, figure
+            ``explain/saliency/curves``. ``()`` turns scoring off. Default: all three.
+        quality_steps: Steps of the deletion and insertion curves. Default: 8.
+        quality_baseline: What deleted pixels become, ``"blur"`` or ``"mean"``.
+            Default: ``"blur"``.
+        tolerance: Rise of a method's deletion AUC above its best that is large
+            enough to alert (paired exact sign test at ``alpha``, ``patience``
+            consecutive runs, once per episode). Default: 0.05.
+        alpha, warmup, patience, baseline: The alert rule, as for ``AdversarialProbe``.
+            Default: ``0.01``, ``1``, ``2``, ``None``.
+        randomization_threshold: A mean randomization correlation above it alerts
+            (the map barely depends on the model's top layer). Default: 0.5.
+        quality_cost: Scoring costs at most this fraction of computing the maps,
+            averaged over the fit: after a scored run that cost ``r`` times its maps,
+            the next ``ceil(r / quality_cost) - 1`` due runs are not scored (the first
+            due run always is). ``None``: score every run. Default: 0.5.
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 
@@ -109,9 +133,31 @@ class SaliencyLogger(VizCallback):
         ig_steps: int = 32,
         mask_quantile: float = 0.8,
         reshape: Reshape | None = None,
+        quality: Sequence[str] = QUALITY,
+        quality_steps: int = 8,
+        quality_baseline: str = "blur",
+        tolerance: float = 0.05,
+        alpha: float = 0.01,
+        warmup: int = 1,
+        patience: int = 2,
+        baseline: str | None = None,
+        randomization_threshold: float = 0.5,
+        quality_cost: float | None = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
+        self.init_quality(
+            quality,
+            quality_steps,
+            quality_baseline,
+            tolerance,
+            alpha,
+            warmup,
+            patience,
+            baseline,
+            randomization_threshold,
+            quality_cost,
+        )
         self.explicit = methods is not None  # explicit methods raise where they do not apply
         self.methods = (
             DEFAULT_METHODS if methods is None else check_choices(methods, "methods", METHODS)
@@ -132,9 +178,12 @@ class SaliencyLogger(VizCallback):
         return {"methods": self.methods, "target": self.target, "neuron": self.neuron}
 
     def layout(self) -> dict[str, dict[str, list[str]]]:
-        if self._probe is None or self._probe.masks is None:
-            return {}
-        return {"bias": {"saliency on the object": [self.tag("saliency_in_mask", family="bias")]}}
+        charts = self.quality_layout(self._active)
+        if self._probe is not None and self._probe.masks is not None:
+            charts["bias"] = {
+                "saliency on the object": [self.tag("saliency_in_mask", family="bias")]
+            }
+        return charts
 
     def check(self, ctx: RunContext) -> None:
         ctx.check_target("SaliencyLogger", self.target)
@@ -166,43 +215,74 @@ class SaliencyLogger(VizCallback):
             reasons.update({m: why for m in self.methods if m in ROLLOUTS})
         return reasons
 
-    def _map(self, method: str, ctx: RunContext, target: Tensor) -> Tensor:
-        """The maps of one method ``(N, H, W)``, at most ``ctx.max_batch`` rows (noisy
-        and interpolated copies included) per forward and backward pass."""
-        x, rows = ctx.pixels, ctx.max_batch
+    def _map(
+        self,
+        method: str,
+        view: nn.Module,
+        x: Tensor,
+        target: Tensor,
+        generator: torch.Generator,
+        rows: int,
+    ) -> Tensor:
+        """The maps of one method ``(N, 1, H, W)``, at most ``rows`` images (noisy and
+        interpolated copies included) per forward and backward pass."""
+
+        def chunked(fn: Any, *tensors: Tensor) -> Tensor:
+            return torch.cat(
+                [fn(*(t[i : i + rows] for t in tensors)) for i in range(0, x.shape[0], rows)]
+            )
+
         if method == "smoothgrad":
             return LF.smoothgrad(
-                ctx.view,
+                view,
                 x,
                 target,
                 samples=self.smoothgrad_samples,
                 noise=self.smoothgrad_noise,
                 reduce=self.reduce,
-                generator=ctx.generator,
+                generator=generator,
                 chunk_size=rows,
             )
         if method == "integrated_gradients":
             return LF.integrated_gradients(
-                ctx.view, x, target, steps=self.ig_steps, reduce=self.reduce, chunk_size=rows
+                view, x, target, steps=self.ig_steps, reduce=self.reduce, chunk_size=rows
             )
         if method == "rollout":
-            return ctx.chunked(lambda xs: LF.attention_rollout(ctx.view, xs), x)
+            return chunked(lambda xs: LF.attention_rollout(view, xs), x)
         if method == "grad_rollout":
-            return ctx.chunked(lambda xs, ts: LF.grad_rollout(ctx.view, xs, ts), x, target)
+            return chunked(lambda xs, ts: LF.grad_rollout(view, xs, ts), x, target)
         fn = {
             "vanilla": LF.saliency,
             "guided_backprop": LF.guided_backprop,
             "deconvnet": LF.deconvnet,
         }[method]
-        return ctx.chunked(lambda xs, ts: fn(ctx.view, xs, ts, reduce=self.reduce), x, target)
+        return chunked(lambda xs, ts: fn(view, xs, ts, reduce=self.reduce), x, target)
+
+    def _map_fn(self, method: str) -> Any:
+        """``(model, inputs, target) -> maps`` for the randomization score (SmoothGrad's
+        noise drawn afresh from the callback's seed, the same for every model)."""
+
+        def fn(view: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+            generator = make_generator(self.seed, x.device)
+            return self._map(method, view, x, target, generator, self._max_batch)
+
+        return fn
 
     def run(self, ctx: RunContext) -> None:
         target = ctx.target(self.target)
         caps = ctx.captions(self)
         images = ctx.pixels.float().cpu()
-        maps = {m: self._map(m, ctx, target).float().cpu() for m in self._active}
+        start = time.perf_counter()
+        maps = {
+            m: self._map(m, ctx.view, ctx.pixels, target, ctx.generator, ctx.max_batch)
+            .float()
+            .cpu()
+            for m in self._active
+        }
+        maps_seconds = time.perf_counter() - start  # .cpu() waited for the device
         for method, method_maps in maps.items():
             self._log_maps(ctx, self.tag(method), images, method_maps, caps)
+        self.score_maps(ctx, maps, {m: self._map_fn(m) for m in maps}, target, maps_seconds)
         first = maps[self._active[0]]  # segmentation and the bias scalar use the first method
         mask = LF.saliency_mask(first, self.mask_quantile)
         rows = [images, render.to_rgb(mask.float())]

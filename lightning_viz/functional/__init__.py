@@ -23,6 +23,9 @@ Methods with a class target: ``saliency``, ``smoothgrad``, ``integrated_gradient
 ``guided_backprop``, ``deconvnet``, ``grad_cam``, ``grad_cam_pp``,
 ``guided_grad_cam``, ``fgsm``, ``pgd``, ``apgd``, ``apgd_mask``, ``robust_mask``,
 ``robust_accuracy``.
+Faithfulness scores of maps (``deletion_curve``, ``insertion_curve``, ``road``)
+take ``(model, inputs, maps, target, ...)``; ``randomization_similarity(map_fn,
+model, inputs, target, ...)`` takes the map method first.
 Methods without one: ``neuron_gradient`` (``neuron=``), ``activation_maps``,
 ``default_cam_layer``, ``class_model`` (images from noise).
 
@@ -57,6 +60,20 @@ from lightning_viz.functional.cam import default_cam_layer, grad_cam, grad_cam_p
 from lightning_viz.functional.class_model import class_model
 from lightning_viz.functional.corruptions import CORRUPTIONS, corrupt
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
+from lightning_viz.functional.faithfulness import (
+    PerturbationCurve,
+    RandomizationResult,
+    RoadResult,
+    deletion_curve,
+    insertion_curve,
+    linear_impute,
+    random_maps,
+    randomizable_layers,
+    randomization_similarity,
+    rank_correlation,
+    road,
+    ssim,
+)
 from lightning_viz.functional.relu_rules import relu_rule_counts
 from lightning_viz.functional.rollout import attention_rollout, grad_rollout
 from lightning_viz.functional.saliency import (
@@ -82,6 +99,18 @@ from lightning_viz.functional.tokens import (
 __all__ = [
     "CORRUPTIONS",
     "ModelView",
+    "PerturbationCurve",
+    "RandomizationResult",
+    "RoadResult",
+    "deletion_curve",
+    "insertion_curve",
+    "linear_impute",
+    "random_maps",
+    "randomizable_layers",
+    "randomization_similarity",
+    "rank_correlation",
+    "road",
+    "ssim",
     "NoGradientError",
     "TokenLayout",
     "attention_rollout",

@@ -30,6 +30,7 @@ __all__ = [
 CATEGORIES = {
     "robustness": "lightning-viz: robustness",
     "bias": "lightning-viz: bias",
+    "explanations": "lightning-viz: explanations",
     "embeddings": "lightning-viz: embeddings",
     "filters": "lightning-viz: filters",
     "cost": "lightning-viz: cost",

@@ -115,6 +115,8 @@ class EpochRecord:
         successes: Successes among them, when known.
         outcomes: Per-sample outcomes in the compact form ``"10-1..."``, when known.
         fingerprint: Hex fingerprint of the probe the outcomes belong to, when known.
+        values: Per-sample values of a metric that is a mean over the probe (e.g. a
+            deletion AUC), when known; NaN for a sample not counted.
     """
 
     epoch: int
@@ -124,6 +126,7 @@ class EpochRecord:
     successes: int | None = None
     outcomes: str | None = None
     fingerprint: str | None = None
+    values: tuple[float, ...] | None = None
 
     @property
     def interval(self) -> tuple[float, float] | None:
@@ -153,6 +156,8 @@ class EpochRecord:
         for key in ("outcomes", "fingerprint"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.values is not None:
+            out["values"] = [None if math.isnan(v) else round(v, 6) for v in self.values]
         return out
 
     @classmethod
@@ -169,7 +174,25 @@ class EpochRecord:
             successes=data.get("successes"),
             outcomes=data.get("outcomes"),
             fingerprint=data.get("fingerprint"),
+            values=data.get("values"),
         )
+
+
+def _values(values: Any) -> tuple[float, ...]:
+    """Per-sample values as floats (``None`` read as NaN)."""
+    if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
+        fail(
+            "values", "a list of numbers (None or NaN for a sample not counted)", values, TypeError
+        )
+    out = []
+    for v in values:
+        if v is None:
+            out.append(math.nan)
+        elif isinstance(v, bool) or not isinstance(v, int | float):
+            fail("values", "a list of numbers (None or NaN for a sample not counted)", v, TypeError)
+        else:
+            out.append(float(v))
+    return tuple(out)
 
 
 def make_record(
@@ -181,6 +204,7 @@ def make_record(
     successes: int | None = None,
     outcomes: Any = None,
     fingerprint: str | None = None,
+    values: Any = None,
 ) -> EpochRecord:
     """A checked :class:`EpochRecord`, with counts derived from the outcomes.
 
@@ -192,6 +216,8 @@ def make_record(
         successes: Successes, ``<= n``. Default: from ``outcomes`` (the ``1``s).
         outcomes: Per-sample ``1``/``0``/``None`` (a list, tuple or ``"10-"`` string).
         fingerprint: Hex string identifying the probe's samples.
+        values: Per-sample values (a list of numbers, ``None``/NaN not counted) of a
+            metric that is their mean; ``value=None`` then means their mean.
 
     Returns:
         The record.
@@ -222,6 +248,10 @@ def make_record(
         successes = check_int(successes, "successes", minimum=0)
         if successes > n:  # type: ignore[operator]
             fail("successes", f"an int <= `n` ({n})", successes)
+    vals = None if values is None else _values(values)
+    if value is None and vals is not None:
+        counted = [v for v in vals if not math.isnan(v)]
+        value = sum(counted) / len(counted) if counted else math.nan
     if value is None:
         if n is None or successes is None:
             fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
@@ -229,7 +259,7 @@ def make_record(
     value = _check_value(value, "value")
     if fingerprint is not None and not isinstance(fingerprint, str):
         fail("fingerprint", "a str or None", fingerprint, TypeError)
-    return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint)
+    return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint, vals)
 
 
 # ---------------------------------------------------------------------- histories
@@ -338,6 +368,7 @@ class RunSummary:
         successes: int | None = None,
         outcomes: Any = None,
         fingerprint: str | None = None,
+        values: Any = None,
         callback: str | None = None,
         watched: bool | None = None,
         tolerance: float | None = None,
@@ -354,6 +385,7 @@ class RunSummary:
             successes: Successes among them. Default: from ``outcomes``.
             outcomes: Per-sample ``1``/``0``/``None`` on the probe (list, tuple or string).
             fingerprint: Hex fingerprint of the probe.
+            values: Per-sample values of a metric that is their mean.
             callback: Class name of the writing callback.
             watched: Whether regressions of this metric are alerts.
             tolerance: Practically large drop, ``>= 0``.
@@ -383,7 +415,14 @@ class RunSummary:
         if higher_is_better is not None:
             check_bool(higher_is_better, "higher_is_better")
         rec = make_record(
-            epoch, step, value, n=n, successes=successes, outcomes=outcomes, fingerprint=fingerprint
+            epoch,
+            step,
+            value,
+            n=n,
+            successes=successes,
+            outcomes=outcomes,
+            fingerprint=fingerprint,
+            values=values,
         )
         hist = self.metrics.setdefault(tag, MetricHistory(tag))
         if callback is not None:

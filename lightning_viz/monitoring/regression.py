@@ -50,7 +50,7 @@ from lightning_viz.monitoring.tables import format_p, text_table
 
 __all__ = ["Alert", "RegressionMonitor", "format_alerts"]
 
-_RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint")
+_RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint", "values")
 
 
 def _check_per_metric(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
@@ -321,10 +321,11 @@ class RegressionMonitor:
             rec = make_record(epoch, step, **item)
         else:
             fail(f"metrics[{tag!r}]", "an EpochRecord or a mapping", item, TypeError)
-        if rec.n is None or rec.successes is None:
+        if (rec.n is None or rec.successes is None) and rec.values is None:
             fail(
                 f"metrics[{tag!r}]",
-                "given with per-sample `outcomes` (or `n` and `successes`) for the test",
+                "given with per-sample `outcomes` or `values` (or `n` and `successes`) "
+                "for the test",
                 item,
             )
         return rec

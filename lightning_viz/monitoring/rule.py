@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightning_viz.monitoring.stats import paired_test, unpaired_test
+from lightning_viz.monitoring.stats import paired_test, sign_test, unpaired_test
 
 if TYPE_CHECKING:
     from lightning_viz.monitoring.record import EpochRecord
@@ -82,6 +82,19 @@ def _flip(outcomes: list[int | None]) -> list[int | None]:
     return [None if v is None else 1 - v for v in outcomes]
 
 
+def _paired_values(
+    ref: tuple[float, ...], cand: tuple[float, ...], drop: float, higher_is_better: bool
+) -> RecordComparison:
+    """The exact sign test on per-sample values: samples that got worse vs better
+    (ties and samples not counted in either run carry no information)."""
+    pairs = [(r, c) for r, c in zip(ref, cand, strict=True) if not (math.isnan(r) or math.isnan(c))]
+    diffs = [(c - r) if higher_is_better else (r - c) for r, c in pairs]
+    worse, better = sum(d < 0 for d in diffs), sum(d > 0 for d in diffs)
+    return RecordComparison(
+        "paired", None, sign_test(worse, better), drop, len(pairs), worse, better
+    )
+
+
 def compare_records(
     reference: EpochRecord,
     candidate: EpochRecord,
@@ -91,8 +104,9 @@ def compare_records(
 ) -> RecordComparison:
     """Tests whether ``candidate`` is worse than ``reference``.
 
-    Paired (exact sign test) when both records have per-sample outcomes of the same
-    length and the same probe fingerprint; two missing fingerprints count as the same
+    Paired (exact sign test) when both records have per-sample outcomes (or per-sample
+    values: the samples whose value got worse against those that got better) of the
+    same length and the same probe fingerprint; two missing fingerprints count as the same
     probe only with ``same_probe_if_unknown`` (two runs of one probe within one fit).
     Otherwise unpaired (Fisher's exact test) when both have counts, else no test.
 
@@ -111,6 +125,10 @@ def compare_records(
         same, reason = same_probe_if_unknown, "probes unknown"
     else:
         same, reason = reference.fingerprint == candidate.fingerprint, "probes differ"
+    if reference.values is not None and candidate.values is not None:
+        if same and len(reference.values) == len(candidate.values):
+            return _paired_values(reference.values, candidate.values, drop, higher_is_better)
+        same, reason = False, "probes differ"
     ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
     if ref_out is None or cand_out is None:
         reason = "no per-sample outcomes"

@@ -155,6 +155,7 @@ def test_layout_lists_every_lightning_viz_scalar_exactly_once(run):
     assert titles == [
         "lightning-viz: robustness",
         "lightning-viz: bias",
+        "lightning-viz: explanations",
         "lightning-viz: embeddings",
         "lightning-viz: filters",
         "lightning-viz: cost",

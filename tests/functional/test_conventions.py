@@ -37,7 +37,10 @@ NO_TARGET = {
     "token_layout": ["model", "layer", "input_size"],
     "default_transformer_cam_layer": ["model", "inputs"],
     "default_transformer_activation_layers": ["model", "inputs"],
+    "randomizable_layers": ["model"],
 }
+# faithfulness scores of maps: (model, inputs, maps, target=None, *, options)
+MAP_SCORES = ["deletion_curve", "insertion_curve", "road"]
 
 
 def _positional(fn) -> list[inspect.Parameter]:
@@ -55,6 +58,22 @@ def test_class_target_methods_are_model_inputs_target_then_keywords(name):
     assert params[2].default is None  # None: the predicted class
     rest = list(inspect.signature(getattr(LF, name)).parameters.values())[3:]
     assert all(p.kind is KEYWORD_ONLY for p in rest), name
+
+
+@pytest.mark.parametrize("name", MAP_SCORES)
+def test_map_scores_are_model_inputs_maps_target_then_keywords(name):
+    params = _positional(getattr(LF, name))
+    assert [p.name for p in params] == ["model", "inputs", "maps", "target"]
+    assert params[3].default is None
+    rest = list(inspect.signature(getattr(LF, name)).parameters.values())[4:]
+    assert all(p.kind is KEYWORD_ONLY for p in rest), name
+
+
+def test_randomization_takes_the_map_method_first():
+    params = _positional(LF.randomization_similarity)
+    assert [p.name for p in params] == ["map_fn", "model", "inputs", "target"]
+    rest = list(inspect.signature(LF.randomization_similarity).parameters.values())[4:]
+    assert all(p.kind is KEYWORD_ONLY for p in rest)
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -80,7 +99,7 @@ def test_a_neuron_is_always_neuron_layer_channel():
 
 def test_every_model_based_method_is_classified():
     """A new method taking ``model`` first must join one of the lists above."""
-    classified = {*CLASS_TARGET, *ATTACKS, *NO_TARGET}
+    classified = {*CLASS_TARGET, *ATTACKS, *NO_TARGET, *MAP_SCORES}
     model_based = {
         name
         for name in LF.__all__

@@ -1,0 +1,294 @@
+"""How much to believe a map: the faithfulness scores ``SaliencyLogger`` and
+``GradCAMLogger`` compute on the maps they already made.
+
+For each method, on the probe (split across DDP ranks and gathered):
+
+* ``explain/<method>/deletion_auc`` (lower is faithful) and
+  ``explain/<method>/insertion_auc`` (higher is faithful): Petsiuk et al.'s curves
+  (:func:`~lightning_viz.functional.deletion_curve`);
+* ``explain/<method>/randomization_corr``: Spearman correlation between the map and
+  the map of a copy of the model whose top layer is re-initialized (Adebayo et al.);
+  a map that does not depend on the model stays near 1;
+* each one's chance level, the same score of a random map: ``..._random``;
+* ``viz/<ClassName>/quality_seconds``: what the scoring cost in this run (part of
+  ``viz/<ClassName>/seconds``).
+
+Per-sample values go to the run summary, so a regression is tested paired on the
+fixed probe: a deletion AUC that rises significantly (exact sign test, ``tolerance``,
+``alpha``, ``patience``, as the other probes) alerts once per episode; a mean
+randomization correlation above ``randomization_threshold`` alerts once until it falls
+back below it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import lightning_viz.functional as LF
+from lightning_viz import render
+from lightning_viz._checks import check_float, check_int, fail
+from lightning_viz.callbacks._alerts import WatchesRegressions
+from lightning_viz.functional.faithfulness import BASELINES
+from lightning_viz.monitoring.regression import Alert, format_alerts
+
+__all__ = ["QUALITY", "ScoresMaps", "quality_tags"]
+
+QUALITY = ("deletion", "insertion", "randomization")
+_SCALARS = {
+    "deletion": "deletion_auc",
+    "insertion": "insertion_auc",
+    "randomization": "randomization_corr",
+}
+FAMILY = "explain"
+MapFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+
+def quality_tags(method: str, quality: Sequence[str]) -> list[str]:
+    """The scalar names (without prefix) written for ``method``: each score and its
+    random-map baseline, e.g. ``gradcam/deletion_auc``, ``gradcam/deletion_auc_random``."""
+    names = []
+    for q in quality:
+        names += [f"{method}/{_SCALARS[q]}", f"{method}/{_SCALARS[q]}_random"]
+    return names
+
+
+def _check_quality(quality: Any) -> tuple[str, ...]:
+    if isinstance(quality, str):
+        quality = (quality,)
+    if not isinstance(quality, Sequence) or not all(isinstance(q, str) for q in quality):
+        fail("quality", f"a list of names from {list(QUALITY)} (empty: off)", quality, TypeError)
+    bad = [q for q in quality if q not in QUALITY]
+    if bad:
+        fail("quality", f"names from {list(QUALITY)} (empty: off)", bad)
+    return tuple(dict.fromkeys(quality))
+
+
+class ScoresMaps(WatchesRegressions):
+    """Mixin: a map callback scores its maps (see the module docstring)."""
+
+    def init_quality(
+        self,
+        quality: Sequence[str],
+        steps: int,
+        baseline: str,
+        tolerance: float,
+        alpha: float,
+        warmup: int,
+        patience: int,
+        run_baseline: Any,
+        randomization_threshold: float,
+        cost: float | None,
+    ) -> None:
+        """Checks the options and creates the alert monitor (deletion AUC: lower is better)."""
+        self.quality = _check_quality(quality)
+        self.quality_steps = check_int(steps, "quality_steps", minimum=1)
+        if baseline not in BASELINES:
+            fail("quality_baseline", f"one of {list(BASELINES)}", baseline)
+        self.quality_baseline = baseline
+        self.randomization_threshold = check_float(
+            randomization_threshold, "randomization_threshold", minimum=-1.0, maximum=1.0
+        )
+        self.quality_cost = (
+            None if cost is None else check_float(cost, "quality_cost", positive=True)
+        )
+        self.init_alerts(tolerance, alpha, warmup, patience, run_baseline, higher_is_better=False)
+        self._above: dict[str, bool] = {}
+        self._skip = 0  # due runs left unscored, so scoring stays within quality_cost
+
+    # ------------------------------------------------------------------ state
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "above_threshold": dict(self._above)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self._above = {str(k): bool(v) for k, v in (state.get("above_threshold") or {}).items()}
+
+    # ----------------------------------------------------------------- layout
+    def quality_layout(self, methods: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+        """One chart per score and method (score and its random baseline)."""
+        if not self.quality:
+            return {}
+        charts: dict[str, list[str]] = {}
+        for method in methods:
+            for q in self.quality:
+                name = f"{method}/{_SCALARS[q]}"
+                charts[f"{method} {_SCALARS[q]} (and random map)"] = [
+                    self.tag(name, family=FAMILY),
+                    self.tag(f"{name}_random", family=FAMILY),
+                ]
+        if "deletion" in self.quality:
+            charts[f"{self.family} faithfulness regression"] = [self.tag("regression")]
+        name = type(self).__name__
+        cost = {f"{name} scoring seconds": [self._quality_seconds_tag()]}
+        return {"explanations": charts, "cost": cost}
+
+    def _quality_seconds_tag(self) -> str:
+        return self._seconds_tag().replace("/seconds", "/quality_seconds")  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- scoring
+    def _fingerprint(self, ctx: Any) -> str:
+        """The probe and every setting a score depends on, hashed."""
+        settings = (self.quality_steps, self.quality_baseline, self.seed, ctx.task)
+        return hashlib.sha256(f"{ctx.probe.fingerprint()}|{settings}".encode()).hexdigest()[:16]
+
+    def score_maps(
+        self,
+        ctx: Any,
+        maps: dict[str, Tensor],
+        map_fns: dict[str, MapFn],
+        target: Tensor,
+        maps_seconds: float,
+    ) -> None:
+        """Scores ``maps`` (method -> ``(N, 1, H, W)``, computed on ``ctx.pixels`` in
+        ``maps_seconds``), unless this run is one the cost limit leaves out."""
+        if not self.quality or not maps:
+            return
+        if self._skip > 0:
+            self._skip -= 1
+            return
+        start = time.perf_counter()
+        n = ctx.pixels.shape[0]
+        rows = ctx.share(n)
+        x, t = ctx.pixels[rows], target.to(ctx.device)[rows]
+        rand = LF.random_maps(ctx.pixels, generator=ctx.generator)[rows]
+        chance = self._curves(ctx, x, rand, t)  # gathered per-sample values and mean curves
+        fingerprint = self._fingerprint(ctx)
+        records, curves = {}, {}
+        randomize = "randomization" in self.quality and bool(LF.randomizable_layers(ctx.view))
+        for method, method_maps in maps.items():
+            local = method_maps.to(ctx.device)[rows]
+            scores = self._curves(ctx, x, local, t)
+            if randomize:
+                sim = LF.randomization_similarity(
+                    map_fns[method], ctx.view, x, t, layers="top", maps=local, seed=self.seed
+                )
+                scores["randomization"] = (ctx.gather(sim.spearman[:, 0], n), None)
+                rnd = LF.rank_correlation(local, rand)
+                chance_r = ctx.gather(rnd, n)
+            for q in self.quality:
+                if q not in scores:
+                    continue
+                values, curve = scores[q]
+                base = chance_r if q == "randomization" else chance[q][0]
+                name = f"{method}/{_SCALARS[q]}"
+                rec = ctx.log.scalar(
+                    self.tag(name, family=FAMILY),
+                    values=values.tolist(),
+                    fingerprint=fingerprint,
+                    watched=q == "deletion",
+                    tolerance=self.tolerance if q == "deletion" else None,
+                    higher_is_better=q == "insertion",
+                )
+                ctx.log.scalar(
+                    self.tag(f"{name}_random", family=FAMILY),
+                    values=base.tolist(),
+                    fingerprint=fingerprint,
+                    higher_is_better=q == "insertion",
+                )
+                if q == "deletion":
+                    records[self.tag(name, family=FAMILY)] = rec
+                if q == "randomization":
+                    self._threshold_alert(ctx, self.tag(name, family=FAMILY), rec.value, n)
+                if curve is not None:
+                    curves[f"{method} {q}"] = curve
+        if records:
+            self.alert(ctx, records)
+        if curves:
+            for q in ("deletion", "insertion"):
+                if q in chance and chance[q][1] is not None:
+                    curves[f"random map {q}"] = chance[q][1]
+            self._figure(ctx, curves)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        seconds = time.perf_counter() - start
+        ctx.log.scalar(self._quality_seconds_tag(), seconds, summary=False)
+        self._skip = self._runs_to_skip(ctx, seconds, maps_seconds)
+
+    def _runs_to_skip(self, ctx: Any, seconds: float, maps_seconds: float) -> int:
+        """Due runs to leave unscored so that scoring costs at most ``quality_cost`` times
+        the maps over the fit (the same on every rank: the largest ratio)."""
+        if self.quality_cost is None:
+            return 0
+        ratio = torch.tensor([seconds / max(maps_seconds, 1e-9)], device=ctx.device)
+        if ctx.rank_world[1] > 1:
+            torch.distributed.all_reduce(ratio, op=torch.distributed.ReduceOp.MAX)
+        return max(0, math.ceil(float(ratio) / self.quality_cost - 1e-9) - 1)
+
+    def _curves(
+        self, ctx: Any, x: Tensor, maps: Tensor, t: Tensor
+    ) -> dict[str, tuple[Tensor, list[float] | None]]:
+        """Deletion/insertion: gathered per-sample AUCs and the mean curve."""
+        n = ctx.pixels.shape[0]
+        out = {}
+        for q, fn in (("deletion", LF.deletion_curve), ("insertion", LF.insertion_curve)):
+            if q not in self.quality:
+                continue
+            res = fn(
+                ctx.view,
+                x,
+                maps,
+                t,
+                steps=self.quality_steps,
+                baseline=self.quality_baseline,
+                task=ctx.task,
+            )
+            curve = ctx.gather(res.curve, n)
+            out[q] = (ctx.gather(res.auc, n), curve.mean(0).tolist())
+        return out
+
+    def _threshold_alert(self, ctx: Any, tag: str, value: float, n: int) -> None:
+        """Once per episode: the mean randomization correlation above the threshold."""
+        if ctx.log.epoch < self.warmup or math.isnan(value):
+            return
+        above = value > self.randomization_threshold
+        was = self._above.get(tag, False)
+        self._above[tag] = above
+        if not above or was:
+            return
+        alert = Alert(
+            metric=tag,
+            kind="best",
+            epoch=ctx.log.epoch,
+            step=ctx.log.step,
+            value=value,
+            reference="threshold",
+            reference_epoch=ctx.log.epoch,
+            reference_value=self.randomization_threshold,
+            drop=value - self.randomization_threshold,
+            pvalue=math.nan,
+            test="threshold (map barely changes when the top layer is randomized)",
+            n=n,
+            worse=None,
+            better=None,
+            tolerance=0.0,
+            alpha=self.alpha,
+            flagged_since=ctx.log.epoch,
+        )
+        coordinator = ctx.coordinator
+        if coordinator.summary is not None:
+            coordinator.summary.add_alert(alert)
+        coordinator.say(ctx.trainer, format_alerts([alert], type(self).__name__))
+
+    def _figure(self, ctx: Any, curves: dict[str, list[float]]) -> None:
+        """Mean deletion and insertion curves per method (drawn on the background worker)."""
+        steps = self.quality_steps
+        xs = [i / steps for i in range(steps + 1)]
+        title = f"{self.family}: mean curves ({self.quality_baseline} baseline)"
+        ctx.log.defer(
+            self.tag(f"{self.family}/curves", family=FAMILY),
+            lambda: render.line_figure(
+                xs,
+                curves,
+                xlabel="fraction of pixels deleted / inserted (map order)",
+                ylabel="probability of the explained class",
+                title=title,
+            ),
+            max_pending=1,
+        )

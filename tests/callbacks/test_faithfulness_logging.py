@@ -1,0 +1,172 @@
+"""SaliencyLogger and GradCAMLogger score their maps (deletion, insertion, randomization),
+trained for real; the alert rule on per-sample values."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+import lightning_viz as lv
+import lightning_viz.functional as LF
+from lightning_viz.monitoring.record import make_record
+from lightning_viz.monitoring.regression import RegressionMonitor
+from lightning_viz.monitoring.rule import compare_records
+from tests.conftest import fit, layout_and_scalars, read_events
+
+STEPS = [4, 8]
+SCORES = ("deletion_auc", "insertion_auc", "randomization_corr")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faith")
+    callbacks = [
+        lv.SaliencyLogger(
+            methods=("vanilla", "smoothgrad"),
+            num_samples=6,
+            smoothgrad_samples=4,
+            on_error="raise",
+            quality_cost=None,
+        ),
+        lv.GradCAMLogger(num_samples=6, on_error="raise", quality_cost=None),
+    ]
+    trainer, model = fit(tmp, callbacks, epochs=2)
+    return trainer, model, callbacks, read_events(str(tmp)), tmp
+
+
+def test_scores_and_baselines_every_epoch(run):
+    _, _, _, ev, _ = run
+    scalars = ev["scalars"]
+    for method in ("vanilla", "smoothgrad", "gradcam"):
+        for score in SCORES:
+            for tag in (f"explain/{method}/{score}", f"explain/{method}/{score}_random"):
+                assert [s for s, _ in scalars[tag]] == STEPS, tag
+                lo = -1.0 if score == "randomization_corr" else 0.0
+                assert all(lo <= v <= 1.0 for _, v in scalars[tag]), tag
+    # the random map's correlation with any map is near 0 (6 maps of 1024 pixels)
+    assert abs(scalars["explain/vanilla/randomization_corr_random"][-1][1]) < 0.1
+    for tag in ("explain/saliency/curves", "explain/gradcam/curves"):
+        assert [e[0] for e in ev["images"][tag]] == STEPS, tag
+
+
+def test_logged_values_are_the_functional_scores(run):
+    trainer, model, callbacks, ev, _ = run
+    cam = callbacks[1]
+    view = LF.ModelView(model)
+    x = cam._probe.images
+    maps = LF.grad_cam(view, x, None, layer=cam._layer_name)  # the predicted class (eval)
+    dele = LF.deletion_curve(view, x, maps, None, steps=8).auc.mean().item()
+    ins = LF.insertion_curve(view, x, maps, None, steps=8).auc.mean().item()
+    scalars = ev["scalars"]
+    assert scalars["explain/gradcam/deletion_auc"][-1][1] == pytest.approx(dele, abs=1e-5)
+    assert scalars["explain/gradcam/insertion_auc"][-1][1] == pytest.approx(ins, abs=1e-5)
+
+
+def test_summary_keeps_per_sample_values_and_layout_groups_them(run):
+    _, _, _, ev, tmp = run
+    path = os.path.join(str(tmp), "run", "version_0", "lightning_viz", "summary.json")
+    with open(path) as f:
+        summary = json.load(f)
+    dele = summary["metrics"]["explain/gradcam/deletion_auc"]
+    assert dele["watched"] is True and dele["higher_is_better"] is False
+    values = dele["epochs"][-1]["values"]
+    assert len(values) == 6
+    assert sum(values) / 6 == pytest.approx(dele["epochs"][-1]["value"], abs=1e-5)
+    assert summary["metrics"]["explain/gradcam/insertion_auc"]["watched"] is False
+    listed, written = layout_and_scalars(ev)
+    explain = {t for t in written if t.startswith("explain/")}
+    assert explain and explain <= set(listed)
+
+
+def test_cost_limit_leaves_runs_unscored(tmp_path):
+    """Grad-CAM maps are cheap (one backward): scoring costs several times as much, so at
+    the default quality_cost=0.5 the first run is scored and the next is not."""
+    cb = lv.GradCAMLogger(num_samples=4, on_error="raise")
+    fit(tmp_path, [cb], epochs=2)
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert [s for s, _ in scalars["explain/gradcam/deletion_auc"]] == [4]
+    assert [s for s, _ in scalars["viz/GradCAMLogger/quality_seconds"]] == [4]
+    assert [s for s, _ in scalars["viz/GradCAMLogger/seconds"]] == STEPS
+    assert cb._skip >= 0
+
+
+def test_quality_off_writes_nothing(tmp_path):
+    cb = lv.GradCAMLogger(num_samples=4, quality=(), on_error="raise")
+    fit(tmp_path, [cb], epochs=1)
+    ev = read_events(str(tmp_path))
+    assert not [t for t in ev["scalars"] if t.startswith("explain/")]
+    assert "gradcam/gradcam" in ev["images"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"quality": ("roar",)}, ValueError, "quality"),
+        ({"quality": 3}, TypeError, "quality"),
+        ({"quality_steps": 0}, ValueError, "quality_steps"),
+        ({"quality_baseline": "zeros"}, ValueError, "quality_baseline"),
+        ({"randomization_threshold": 2.0}, ValueError, "randomization_threshold"),
+        ({"tolerance": -1.0}, ValueError, "tolerance"),
+        ({"quality_cost": 0.0}, ValueError, "quality_cost"),
+    ],
+)
+def test_bad_quality_options(kwargs, error, match):
+    for cls in (lv.SaliencyLogger, lv.GradCAMLogger):
+        with pytest.raises(error, match=match):
+            cls(**kwargs)
+
+
+# ---------------------------------------------------------- the rule on values
+def test_paired_sign_test_on_per_sample_values():
+    ref = make_record(0, 1, values=[0.2] * 10)
+    worse = make_record(1, 2, values=[0.3] * 9 + [0.1])
+    c = compare_records(ref, worse, higher_is_better=False, same_probe_if_unknown=True)
+    assert (c.test, c.worse, c.better, c.n) == ("paired", 9, 1, 10)
+    assert c.pvalue == pytest.approx(11 / 1024)  # P(X >= 9), X ~ Bin(10, 1/2)
+    assert c.drop == pytest.approx(0.3 * 0.9 + 0.01 - 0.2)
+    assert ref.value == pytest.approx(0.2)
+    rt = make_record(**{k: v for k, v in worse.to_dict().items() if k != "interval"})
+    assert rt.values == worse.values
+
+
+def test_deletion_auc_rise_alerts_once_per_episode():
+    m = RegressionMonitor(0.05, patience=1, alpha=0.01, higher_is_better=False)
+    tag = "explain/gradcam/deletion_auc"
+    assert m.update(0, 1, {tag: {"values": [0.2] * 12}}) == []
+    alerts = m.update(1, 2, {tag: {"values": [0.4] * 12}})
+    assert [a.metric for a in alerts] == [tag]
+    assert m.update(2, 3, {tag: {"values": [0.4] * 12}}) == []  # same episode
+    assert m.update(3, 4, {tag: {"values": [0.21] * 12}}) == []  # recovered
+    assert len(m.update(4, 5, {tag: {"values": [0.5] * 12}})) == 1  # a new episode
+    assert m.update(5, 6, {tag: {"values": [math.nan] * 12}}) == []
+
+
+# ------------------------------------------------------------- binary, multilabel
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_binary_and_multilabel_scores_use_the_explained_labels_sigmoid(tmp_path, task):
+    import torch
+
+    from tests.callbacks.test_trust import RelabelledData, TaskModule, _multi_hot
+
+    if task == "binary":
+        dm = RelabelledData(relabel=lambda y: torch.tensor(float(y == 0)))
+        module = TaskModule(1, "bce")
+    else:
+        dm = RelabelledData(relabel=_multi_hot)
+        module = TaskModule(5, "bce")
+    cb = lv.SaliencyLogger(
+        methods=("vanilla",), num_samples=6, on_error="raise", quality=("deletion",)
+    )
+    fit(tmp_path, [cb], model=module, datamodule=dm, epochs=1)
+    assert cb._task == task
+    view, x = LF.ModelView(module), cb._probe.images
+    maps = LF.saliency(view, x)  # the predicted class / top label, in eval mode
+    expected = LF.deletion_curve(view, x, maps, None, steps=8, task=task)
+    logged = read_events(str(tmp_path))["scalars"]["explain/vanilla/deletion_auc"][-1][1]
+    assert logged == pytest.approx(expected.auc.mean().item(), abs=1e-5)
+    if task == "multilabel":  # a softmax over the labels would give other values
+        softmax = LF.deletion_curve(view, x, maps, None, steps=8, task="multiclass")
+        assert abs(softmax.auc.mean().item() - logged) > 1e-3
