@@ -9,6 +9,8 @@ logging.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -34,7 +36,7 @@ from lightning_viz._hooks import capture_outputs
 from lightning_viz.callbacks._compat import CALLBACK_BASES, rank_zero_warn
 from lightning_viz.callbacks._coordinator import Coordinator
 from lightning_viz.callbacks._dashboard import describe_options
-from lightning_viz.callbacks._log import RunLog, find_tensorboard
+from lightning_viz.callbacks._log import RunLog
 from lightning_viz.callbacks._probe import Probe, load_probe
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, num_classes, predict
@@ -285,6 +287,10 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             happens; a callback whose metric an ``EarlyStopping``/``ModelCheckpoint``
             monitors is never spaced out). ``None``: this callback runs whenever due.
             Default: ``0.10``.
+        save_dir: Where to write PNG, TSV, CSV and Markdown files when the trainer
+            has no logger (``logger=False``); ignored when it has one. With loggers,
+            every ``TensorBoardLogger``, ``WandbLogger``, ``MLFlowLogger`` and
+            ``CSVLogger`` gets everything (see the loggers page). Default: ``None``.
 
     The three callables (``batch_to_xy``, ``output_to_logits``, ``images_to_input``)
     may also be import paths ``"package.module.function"`` (for LightningCLI YAML).
@@ -312,6 +318,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         tag_prefix: str | None = None,
         seed: int = 0,
         max_overhead: float | None = 0.10,
+        save_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", minimum=1)
@@ -335,12 +342,14 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             if max_overhead is None
             else check_float(max_overhead, "max_overhead", positive=True)
         )
+        if save_dir is not None and not isinstance(save_dir, str | os.PathLike):
+            fail("save_dir", "a folder path (str or os.PathLike) or None", save_dir, TypeError)
+        self.save_dir = None if save_dir is None else os.fspath(save_dir)
         self._written: set[str] = set()  # tags of the latest run
         self._probe: Probe | None = None
         self._probe_indices: list[int] | None = None
         self._saved_probe: dict[str, Any] | None = None
         self._task: str = self.task or "multiclass"
-        self._logger: Any = None
         self._enabled = True
         self._last_epoch: int | None = None
         self._said: set[str] = set()
@@ -489,8 +498,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._set_up = True
         coordinator.register(self)
         self._said = set()
-        self._logger = find_tensorboard(trainer)
-        if self._logger is None:
+        if coordinator.open_writers(trainer, self.save_dir) is None:
             self._enabled = False
             if getattr(trainer, "fast_dev_run", False):
                 coordinator.warn_once(
@@ -499,13 +507,15 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                     "lightning-viz callbacks sit out this dry run",
                 )
             else:
+                names = [type(lg).__name__ for lg in getattr(trainer, "loggers", []) or []]
                 rank_zero_warn(
-                    f"{type(self).__name__} needs a TensorBoardLogger among the trainer's "
-                    "loggers and found none; it turns itself off for this run"
+                    f"{type(self).__name__} needs a logger it can write to (TensorBoardLogger, "
+                    "WandbLogger, MLFlowLogger or CSVLogger) among the trainer's loggers, or "
+                    f"save_dir= without any logger; found {names or 'no logger'}. It turns "
+                    "itself off for this run"
                 )
             return
         self._enabled = True
-        coordinator.open_summary(self._logger)
         coordinator.budget.begin()
         module = unwrap_model(pl_module)
         start = _now(module)
@@ -713,8 +723,9 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._last_epoch = trainer.current_epoch
         module = unwrap_model(pl_module)
         start = _now(module)
+        log: RunLog | None = None
         try:
-            log = RunLog(trainer, self._logger, trainer.global_step, self)
+            log = RunLog(trainer, trainer.global_step, self)
             with preserve_state(module):
                 if self._probe is None and self.uses_probe:  # restored from a checkpoint
                     self._setup(trainer, module)
@@ -729,9 +740,11 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
             coordinator.write_summary(trainer)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
-            self.turn_off(
-                f"failed at epoch {trainer.current_epoch}", err, f"\n{traceback.format_exc()}"
-            )
+            details = f"\n{traceback.format_exc()}"
+            if log is not None:  # what the run wrote before it failed
+                with contextlib.suppress(Exception):
+                    log.flush()
+            self.turn_off(f"failed at epoch {trainer.current_epoch}", err, details)
 
     def _seconds_tag(self) -> str:
         name = type(self).__name__

@@ -21,6 +21,7 @@ from lightning_viz.summary import MetricHistory, RunSummary
 __all__ = [
     "CATEGORIES",
     "SummaryRow",
+    "alert_words",
     "config_markdown",
     "console_table",
     "custom_scalars_layout",
@@ -182,7 +183,7 @@ def _cells(row: SummaryRow) -> list[str]:
 _HEADER = ["metric", "value", "95 % interval", "since the previous run", "since the best"]
 
 
-def _alert_words(alert: Mapping[str, Any]) -> str:
+def alert_words(alert: Mapping[str, Any]) -> str:
     """One alert as a sentence."""
     flips = ""
     if alert.get("worse") is not None and alert.get("n") is not None:
@@ -212,7 +213,7 @@ def summary_markdown(
     ]
     if alerts:
         lines += [f"**{len(alerts)} alert{'s' if len(alerts) > 1 else ''}:**", ""]
-        lines += [f"- {_alert_words(a)}" for a in alerts]
+        lines += [f"- {alert_words(a)}" for a in alerts]
     else:
         lines.append("No alert at this epoch.")
     return "\n".join(lines)

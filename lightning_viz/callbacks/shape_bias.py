@@ -18,6 +18,7 @@ from lightning_viz._checks import check_bool, check_float, check_int, check_int_
 from lightning_viz._guard import make_generator
 from lightning_viz.callbacks import _cue_cache
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.callbacks._coordinator import Coordinator
 from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.functional._task import predict
 from lightning_viz.functional.bias import SHAPE, TEXTURE, UNCOUNTED
@@ -317,7 +318,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             "output_mapping": self.output_mapping,
         }
         key = _cue_cache.cache_key(pixels, labels, masks, settings)
-        path = _cue_cache.cache_file(getattr(self._logger, "log_dir", None), key)
+        path = _cue_cache.cache_file(Coordinator.of(ctx.trainer).log_dir, key)
         self.cache_path = path
         cached = None if path is None else _cue_cache.read_cache(path, n, tuple(pixels.shape[1:]))
         if cached is not None:

@@ -1,0 +1,1 @@
+"""The private runtime of the lightning-viz callbacks (no public API)."""
