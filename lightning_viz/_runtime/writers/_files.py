@@ -37,6 +37,7 @@ class FilesBackend(Backend):
             from lightning_fabric.loggers import CSVLogger
 
             self._csv = CSVLogger(str(save_dir), name="", version="")
+            _ = self._csv.experiment  # made now: it warns when save_dir is not empty
             log_dir = str(save_dir)
         else:
             self._csv = logger
