@@ -19,6 +19,7 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import Tensor
 
 from lightning_viz import render
+from lightning_viz._runtime.writers._base import atomic_write
 
 __all__ = ["write_embedding"]
 
@@ -28,14 +29,6 @@ _CONFIG = "projector_config.pbtxt"
 def _encode(tag: str) -> str:
     """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it."""
     return tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def write_embedding(
@@ -64,14 +57,14 @@ def write_embedding(
     """
     folder = os.path.join(log_dir, f"{int(step):05d}", _encode(tag))
     rows = ("\t".join(f"{v:.3g}" for v in row) for row in features.float().tolist())
-    _atomic_write(os.path.join(folder, "tensors.tsv"), ("\n".join(rows) + "\n").encode())
+    atomic_write(os.path.join(folder, "tensors.tsv"), ("\n".join(rows) + "\n").encode())
     lines = ["\t".join(header), *("\t".join(r) for r in metadata)]
-    _atomic_write(os.path.join(folder, "metadata.tsv"), ("\n".join(lines) + "\n").encode())
+    atomic_write(os.path.join(folder, "metadata.tsv"), ("\n".join(lines) + "\n").encode())
     thumbs = thumbs.contiguous().cpu()
     digest = hashlib.sha256(thumbs.numpy().tobytes()).hexdigest()[:12]
     sprite = os.path.join("lightning_viz", "projector", _encode(tag), f"{digest}.png")
     if not os.path.exists(os.path.join(log_dir, sprite)):  # written once per run
-        _atomic_write(os.path.join(log_dir, sprite), render.sprite_png(thumbs))
+        atomic_write(os.path.join(log_dir, sprite), render.sprite_png(thumbs))
     config_path = os.path.join(log_dir, _CONFIG)
     config = ProjectorConfig()
     if os.path.exists(config_path):
@@ -100,7 +93,7 @@ def write_embedding(
     alias.tensor_name = f"{tag} (latest, step {steps[latest.tensor_name]})"
     del config.embeddings[:]
     config.embeddings.extend([*others, *mine, alias])
-    _atomic_write(config_path, text_format.MessageToString(config).encode())
+    atomic_write(config_path, text_format.MessageToString(config).encode())
     return folder
 
 

@@ -477,3 +477,32 @@ def test_tensorboard_and_csv_both_written_images_made_once(tmp_path, monkeypatch
         with open(os.path.join(csv_dir, "lightning_viz", "images", tag, f"{step}.png"), "rb") as f:
             assert torch.equal(decode_png(f.read()), pixels), (tag, step)
     assert set(_csv_scalars(csv_dir)) >= set(_reference_scalars(read_events(str(tmp_path))))
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_wandb_alerts_only_when_online(mode):
+    import types
+
+    import wandb
+
+    from lightning_viz._runtime.writers._wandb import WandbBackend
+
+    sent = []
+    run = types.SimpleNamespace(
+        dir="/nonexistent",
+        settings=types.SimpleNamespace(mode=mode),
+        alert=lambda **kwargs: sent.append(kwargs),
+    )
+    backend = WandbBackend(types.SimpleNamespace(experiment=run))
+    backend.alert("lightning-viz: robustness/pgd_acc@8/255 regressed", "dropped by 0.2")
+    assert sent == (
+        [
+            {
+                "title": "lightning-viz: robustness/pgd_acc@8/255 regressed",
+                "text": "dropped by 0.2",
+                "level": wandb.AlertLevel.WARN,
+            }
+        ]
+        if mode == "online"
+        else []
+    )
