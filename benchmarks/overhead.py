@@ -43,7 +43,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 import lightning_viz as lv
-from lightning_viz.callbacks._coordinator import Coordinator
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.data import LitClassifier, ShapesTexturesDataModule, resnet18_small
 
 CALLBACKS = [n for n in lv.callbacks.__all__ if n not in ("RunContext", "VizCallback")]

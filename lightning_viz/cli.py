@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lightning_viz.compare import add_compare_parser, run_compare
+from lightning_viz.monitoring.compare import add_compare_parser, run_compare
 
 __all__ = ["build_callbacks", "main"]
 

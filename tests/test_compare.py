@@ -10,9 +10,9 @@ import pytest
 from scipy import stats as ss
 
 from lightning_viz import cli
-from lightning_viz.compare import compare_summaries, render
-from lightning_viz.stats import holm_adjusted
-from lightning_viz.summary import RunSummary, load_summary
+from lightning_viz.monitoring.compare import compare_summaries, render
+from lightning_viz.monitoring.record import RunSummary, load_summary
+from lightning_viz.monitoring.stats import holm_adjusted
 
 SB, SA, PGD, KNN = (
     "bias/shape_bias",

@@ -10,7 +10,7 @@ from google.protobuf import text_format
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-from lightning_viz.callbacks._coordinator import Coordinator
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.cli import build_callbacks
 from lightning_viz.data import LitClassifier, ShapesTexturesDataModule
 

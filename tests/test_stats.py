@@ -1,4 +1,4 @@
-"""lightning_viz.stats against scipy.stats and hand computations."""
+"""lightning_viz.monitoring.stats against scipy.stats and hand computations."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import os
 import pytest
 from scipy import stats as ss
 
-from lightning_viz.summary import (
+from lightning_viz.monitoring.record import (
     FORMAT,
     VERSION,
     EpochRecord,

@@ -10,8 +10,8 @@ import torch
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_int_list, check_neuron, fail
+from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._compat import rank_zero_info
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import class_scores
 

@@ -15,10 +15,11 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
+from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.probe import split_batch
+from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
 from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks._coordinator import Coordinator
-from lightning_viz.callbacks._probe import split_batch
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
@@ -362,9 +363,9 @@ class EmbeddingProjector(VizCallback):
         if pixels.shape[1] not in (1, 3):
             pixels = pixels.mean(dim=1, keepdim=True)
         if not self._thumb_side:
-            h, w = render.sprite_thumb_size(self.num_samples, tuple(pixels.shape[-2:]))
+            h, w = sprite_thumb_size(self.num_samples, tuple(pixels.shape[-2:]))
             self._thumb_side = max(h, w)
-        thumbs = render.sprite_images(pixels, max_thumb=self._thumb_side)
+        thumbs = sprite_images(pixels, max_thumb=self._thumb_side)
         h, w = thumbs.shape[-2:]
         side = self._thumb_side
         if (h, w) != (side, side):  # the projector's sprite assumes square thumbnails

@@ -12,13 +12,13 @@ from torch import Tensor
 
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
+from lightning_viz._runtime.compat import rank_zero_warn
+from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
-from lightning_viz.callbacks._compat import rank_zero_warn
-from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.functional import attacks as A
 from lightning_viz.functional._task import correct, predict
-from lightning_viz.stats import sign_test
-from lightning_viz.summary import EpochRecord
+from lightning_viz.monitoring.record import EpochRecord
+from lightning_viz.monitoring.stats import sign_test
 
 __all__ = ["AdversarialProbe", "eps_label"]
 

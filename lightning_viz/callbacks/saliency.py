@@ -19,12 +19,12 @@ from lightning_viz._checks import (
     check_target,
     fail,
 )
+from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz.callbacks._base import (
     CAPTION_LABEL,
     RunContext,
     VizCallback,
 )
-from lightning_viz.callbacks._compat import rank_zero_info
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional.relu_rules import relu_family_summary
 from lightning_viz.functional.rollout import supports_rollout

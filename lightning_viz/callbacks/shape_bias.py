@@ -16,13 +16,13 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_bool, check_float, check_int, check_int_list, fail
 from lightning_viz._guard import make_generator
-from lightning_viz.callbacks import _cue_cache
+from lightning_viz._runtime import cue_cache
+from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks._coordinator import Coordinator
-from lightning_viz.callbacks._regression import WatchesRegressions
 from lightning_viz.functional._task import predict
 from lightning_viz.functional.bias import SHAPE, TEXTURE, UNCOUNTED
-from lightning_viz.stats import wilson_interval
+from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
 
@@ -317,10 +317,10 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             "seed": self.seed,
             "output_mapping": self.output_mapping,
         }
-        key = _cue_cache.cache_key(pixels, labels, masks, settings)
-        path = _cue_cache.cache_file(Coordinator.of(ctx.trainer).log_dir, key)
+        key = cue_cache.cache_key(pixels, labels, masks, settings)
+        path = cue_cache.cache_file(Coordinator.of(ctx.trainer).log_dir, key)
         self.cache_path = path
-        cached = None if path is None else _cue_cache.read_cache(path, n, tuple(pixels.shape[1:]))
+        cached = None if path is None else cue_cache.read_cache(path, n, tuple(pixels.shape[1:]))
         if cached is not None:
             return tuple(t.to(ctx.device) for t in cached)
         show = bool(ctx.trainer.is_global_zero) and (
@@ -345,7 +345,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             )
         images, s, t = (ctx.gather(v.to(ctx.device), n) for v in (images, s, t))
         if path is not None and ctx.trainer.is_global_zero:
-            _cue_cache.write_cache(path, images, s, t)
+            cue_cache.write_cache(path, images, s, t)
         return images, s, t
 
     def _prepare(self, ctx: RunContext) -> None:

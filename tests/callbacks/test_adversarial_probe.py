@@ -14,10 +14,10 @@ from torch import nn
 import lightning_viz as lv
 from lightning_viz._guard import ModelView, make_generator
 from lightning_viz._hooks import has_hooks
-from lightning_viz.callbacks._regression import RegressionMonitor
 from lightning_viz.callbacks.robustness import AdversarialProbe, eps_label
 from lightning_viz.functional.attacks import robust_accuracy
-from lightning_viz.summary import load_summary
+from lightning_viz.monitoring.record import load_summary
+from lightning_viz.monitoring.regression import RegressionMonitor
 from tests.conftest import (
     assert_observing_changes_nothing,
     decode_png,
@@ -431,7 +431,7 @@ def test_a_resumed_run_does_not_repeat_an_alert(tmp_path):
 
 
 def test_a_baseline_run_is_compared_at_the_same_epoch(tmp_path):
-    from lightning_viz.summary import RunSummary
+    from lightning_viz.monitoring.record import RunSummary
 
     baseline = RunSummary()
     baseline.record(KEY, 0, 4, outcomes=[1] * 16, watched=True, tolerance=0.02)

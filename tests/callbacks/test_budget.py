@@ -9,8 +9,8 @@ import pytest
 import pytorch_lightning as pl
 
 import lightning_viz as lv
+from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz.callbacks._base import RunContext
-from lightning_viz.callbacks._budget import Candidate, OverheadBudget
 from tests.conftest import fit, read_events
 
 EPOCH = 10.0  # seconds of training per epoch
@@ -142,7 +142,7 @@ def test_a_callback_spaced_out_past_the_last_epoch_is_said_once_not_to_run_again
     import types
     import warnings
 
-    from lightning_viz.callbacks._coordinator import Coordinator
+    from lightning_viz._runtime.coordinator import Coordinator
 
     coordinator = Coordinator()
     probe = lv.AdversarialProbe()

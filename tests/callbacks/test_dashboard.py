@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from lightning_viz.callbacks._dashboard import (
+from lightning_viz.monitoring.dashboard import (
     config_markdown,
     console_table,
     custom_scalars_layout,
@@ -15,7 +15,7 @@ from lightning_viz.callbacks._dashboard import (
     summary_markdown,
     summary_rows,
 )
-from lightning_viz.summary import RunSummary
+from lightning_viz.monitoring.record import RunSummary
 from tests.conftest import all_callbacks, fit, layout_and_scalars, lightning_info, read_events
 
 

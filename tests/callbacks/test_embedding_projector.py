@@ -15,7 +15,7 @@ from torch import nn
 
 import lightning_viz.functional.embedding as E
 from lightning_viz._hooks import has_hooks
-from lightning_viz.callbacks._coordinator import Coordinator
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.callbacks.embedding import EmbeddingProjector, _interleave
 from lightning_viz.data import LitClassifier
 from tests.conftest import (
@@ -447,7 +447,7 @@ def test_no_event_files_without_validation(tmp_path):
 
 
 def test_projector_config_keeps_every_step_and_one_latest_alias_per_tag(tmp_path):
-    from lightning_viz.callbacks._projector import write_embedding
+    from lightning_viz._runtime.projector import write_embedding
 
     thumbs = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
 

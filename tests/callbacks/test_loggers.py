@@ -445,7 +445,7 @@ def test_tensorboard_and_csv_both_written_images_made_once(tmp_path, monkeypatch
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     import lightning_viz._runtime.writers as writers
-    from lightning_viz.callbacks import _log
+    from lightning_viz._runtime import log as _log
 
     counts = {"image": 0, "figure": 0}
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy import stats as ss
 
-from lightning_viz.callbacks._regression import (
+from lightning_viz.monitoring.record import RunSummary, SummaryError
+from lightning_viz.monitoring.regression import (
     Alert,
     RegressionMonitor,
     format_alerts,
 )
-from lightning_viz.summary import RunSummary, SummaryError
 
 SB, SA = "bias/shape_bias", "bias/shape_acc"
 SHAPE, TEXTURE, OTHER = 0, 1, 2

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_viz as lv
-from lightning_viz.callbacks import _probe
+from lightning_viz._runtime import probe as _probe
 from lightning_viz.data import LitClassifier
 from tests.conftest import fit, read_events, small_datamodule
 

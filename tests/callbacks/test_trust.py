@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import lightning_viz as lv
 import lightning_viz.functional as LF
-from lightning_viz.callbacks._probe import balanced_pick
+from lightning_viz._runtime.probe import balanced_pick
 from lightning_viz.data import LitClassifier, SmallCNN
 from tests.conftest import all_callbacks, fit, layout_and_scalars, read_events, small_datamodule
 

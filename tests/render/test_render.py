@@ -14,6 +14,8 @@ import torch
 from matplotlib.figure import Figure
 
 from lightning_viz import render as R
+from lightning_viz._runtime import projector as P
+from lightning_viz.render import grids as G
 
 # --------------------------------------------------------------------------- normalize_maps
 
@@ -485,30 +487,30 @@ def test_caption_font_grows_with_the_tile():
 
     small, large = text_height(4), text_height(20)  # 32-px tiles: 10 px font; 160 px: 32 px
     assert large >= 2.5 * small
-    assert R._font_size(32) == 10 and R._font_size(64) == 13 and R._font_size(160) == 32
-    assert R._font_size(8) == 10 and R._font_size(1000) == 48
+    assert G._font_size(32) == 10 and G._font_size(64) == 13 and G._font_size(160) == 32
+    assert G._font_size(8) == 10 and G._font_size(1000) == 48
 
 
 def test_captions_wrap_at_spaces_and_arrows():
-    font = R._font(16)
-    width = int(R._text_width(font, "square")) + 4
-    assert R._wrap("circle / square->star", font, width, 6) == ["circle /", "square", "->star"]
-    wide = int(R._text_width(font, "circle / square->star")) + 1
-    assert R._wrap("circle / square->star", font, wide, 6) == ["circle / square->star"]
-    assert R._wrap("a\n\nb", font, wide, 6) == ["a", "", "b"]
+    font = G._font(16)
+    width = int(G._text_width(font, "square")) + 4
+    assert G._wrap("circle / square->star", font, width, 6) == ["circle /", "square", "->star"]
+    wide = int(G._text_width(font, "circle / square->star")) + 1
+    assert G._wrap("circle / square->star", font, wide, 6) == ["circle / square->star"]
+    assert G._wrap("a\n\nb", font, wide, 6) == ["a", "", "b"]
     # an arrow stays at the end of a line when it fits there
-    assert R._wrap("circle->square", font, width + 8, 6) == ["circle->", "square"]
+    assert G._wrap("circle->square", font, width + 8, 6) == ["circle->", "square"]
     # a layer or method name breaks after its dots and underscores
-    assert R._wrap("model.block3.conv", font, width + 20, 6) == ["model.", "block3.", "conv"]
-    assert R._wrap("guided_gradcam", font, width + 20, 6) == ["guided_", "gradcam"]
+    assert G._wrap("model.block3.conv", font, width + 20, 6) == ["model.", "block3.", "conv"]
+    assert G._wrap("guided_gradcam", font, width + 20, 6) == ["guided_", "gradcam"]
     # a number stays whole
-    assert R._wrap("star 0.93", font, width, 6) == ["star", "0.93"]
+    assert G._wrap("star 0.93", font, width, 6) == ["star", "0.93"]
     # more lines than allowed: the last one ends with ".."
-    lines = R._wrap("one two three", font, int(R._text_width(font, "three")) + 2, 2)
+    lines = G._wrap("one two three", font, int(G._text_width(font, "three")) + 2, 2)
     assert lines == ["one", "two.."]
     # a word wider than the line is clipped
-    (clipped,) = R._wrap("supercalifragilistic", font, width, 6)
-    assert clipped.endswith("..") and R._text_width(font, clipped) <= width
+    (clipped,) = G._wrap("supercalifragilistic", font, width, 6)
+    assert clipped.endswith("..") and G._text_width(font, clipped) <= width
 
 
 def test_wrapping_validation():
@@ -718,7 +720,7 @@ def test_feature_map_grid_validation():
     ],
 )
 def test_sprite_thumb_size(n, hw, kwargs, expected):
-    h, w = R.sprite_thumb_size(n, hw, **kwargs)
+    h, w = P.sprite_thumb_size(n, hw, **kwargs)
     assert (h, w) == expected
     assert math.ceil(math.sqrt(n)) * max(h, w) <= 8192
 
@@ -726,9 +728,9 @@ def test_sprite_thumb_size(n, hw, kwargs, expected):
 @pytest.mark.parametrize("n", [1000, 10000])
 def test_sprite_images_limit(n):
     images = torch.full((1, 1, 32, 32), 0.25).expand(n, 1, 32, 32)
-    out = R.sprite_images(images)
+    out = P.sprite_images(images)
     assert out.shape == (n, 1, 32, 32)
-    small = R.sprite_images(images, max_sprite_px=1600)
+    small = P.sprite_images(images, max_sprite_px=1600)
     side = 1600 // math.ceil(math.sqrt(n))
     assert small.shape == (n, 1, min(side, 32), min(side, 32))
     assert math.ceil(math.sqrt(n)) * small.shape[-1] <= 1600
@@ -739,11 +741,11 @@ def test_sprite_images_validation():
     with pytest.raises(
         ValueError, match="`max_sprite_px` must be >= 100 to fit 10000 thumbnails, got 50"
     ):
-        R.sprite_images(torch.rand(10000, 1, 4, 4), max_sprite_px=50)
+        P.sprite_images(torch.rand(10000, 1, 4, 4), max_sprite_px=50)
     with pytest.raises(ValueError, match=r"`images` must be in \[0, 1\]"):
-        R.sprite_images(torch.rand(4, 3, 8, 8) * 255)
+        P.sprite_images(torch.rand(4, 3, 8, 8) * 255)
     with pytest.raises(TypeError, match="`max_thumb` must be an int >= 1, got '64'"):
-        R.sprite_images(torch.rand(4, 3, 8, 8), max_thumb="64")
+        P.sprite_images(torch.rand(4, 3, 8, 8), max_thumb="64")
 
 
 # --------------------------------------------------------------------------- figures

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_viz._runtime.projector import write_embedding
 from lightning_viz._runtime.writers._base import Backend, Embedding
 
 __all__ = ["TensorBoardBackend"]
@@ -29,8 +30,6 @@ class TensorBoardBackend(Backend):
         self.writer.add_image(tag, pixels, step, dataformats="HWC")
 
     def embedding(self, tag: str, step: int, embedding: Embedding) -> None:
-        from lightning_viz.callbacks._projector import write_embedding  # imports TensorBoard
-
         write_embedding(
             self.writer.get_logdir(),
             tag,

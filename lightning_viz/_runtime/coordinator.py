@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
+from lightning_viz._runtime.budget import Candidate, OverheadBudget
+from lightning_viz._runtime.compat import rank_zero_info, rank_zero_warn
 from lightning_viz._runtime.writers import SUPPORTED, Writers, local_dir, open_writers
-from lightning_viz.callbacks._budget import Candidate, OverheadBudget
-from lightning_viz.callbacks._compat import rank_zero_info, rank_zero_warn
-from lightning_viz.callbacks._dashboard import (
+from lightning_viz.monitoring.dashboard import (
     alert_words,
     config_markdown,
     console_table,
@@ -32,7 +32,7 @@ from lightning_viz.callbacks._dashboard import (
     summary_markdown,
     summary_rows,
 )
-from lightning_viz.summary import RunSummary
+from lightning_viz.monitoring.record import RunSummary
 
 __all__ = ["Coordinator", "DeferredJob"]
 

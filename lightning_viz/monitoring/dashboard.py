@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_viz.summary import MetricHistory, RunSummary
+from lightning_viz.monitoring.record import MetricHistory, RunSummary
 
 __all__ = [
     "CATEGORIES",

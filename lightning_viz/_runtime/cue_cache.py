@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_viz.callbacks._compat import rank_zero_warn
+from lightning_viz._runtime.compat import rank_zero_warn
 
 __all__ = ["cache_file", "cache_key", "read_cache", "write_cache"]
 

@@ -12,20 +12,104 @@ predictions, correctness: they change) every epoch.
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import os
 
-from google.protobuf import text_format
-from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
-from lightning_viz import render
+from lightning_viz._checks import check_images, check_int, fail
 from lightning_viz._runtime.writers._base import atomic_write
+from lightning_viz.render.grids import to_uint8
+from lightning_viz.render.maps import _PICTURE, to_rgb
 
-__all__ = ["write_embedding"]
+__all__ = ["sprite_images", "sprite_png", "sprite_thumb_size", "write_embedding"]
 
 _CONFIG = "projector_config.pbtxt"
 
 
+# --------------------------------------------------------------------------- sprite
+def sprite_thumb_size(
+    n: int, image_hw: tuple[int, int], *, max_sprite_px: int = 8192, max_thumb: int = 64
+) -> tuple[int, int]:
+    """Thumbnail ``(h, w)`` so that a square sprite of ``n`` thumbnails fits the limit.
+
+    The projector lays ``n`` thumbnails out in a ``ceil(sqrt(n))`` square; the
+    thumbnail's longer side is ``min(max(H, W), max_thumb, max_sprite_px //
+    ceil(sqrt(n)))`` and the aspect ratio is kept (never upscaled).
+
+    Raises:
+        ValueError: ``n < 1`` or the sprite limit leaves less than one pixel.
+    """
+    n = check_int(n, "n", minimum=1)
+    max_sprite_px = check_int(max_sprite_px, "max_sprite_px", minimum=1)
+    max_thumb = check_int(max_thumb, "max_thumb", minimum=1)
+    h, w = int(image_hw[0]), int(image_hw[1])
+    per_side = math.ceil(math.sqrt(n))
+    side = min(max(h, w), max_thumb, max_sprite_px // per_side)
+    if side < 1:
+        fail("max_sprite_px", f">= {per_side} to fit {n} thumbnails", max_sprite_px)
+    ratio = side / max(h, w)
+    return max(1, math.floor(h * ratio + 1e-9)), max(1, math.floor(w * ratio + 1e-9))
+
+
+def sprite_images(images: Tensor, *, max_sprite_px: int = 8192, max_thumb: int = 64) -> Tensor:
+    """Thumbnails for TensorBoard's embedding projector (its sprite is at most 8192 px).
+
+    Args:
+        images: Float images ``(N, C, H, W)`` in ``[0, 1]``, ``C`` 1 or 3.
+        max_sprite_px: Side of the square sprite that must hold all thumbnails.
+            Default: ``8192`` (TensorBoard's limit).
+        max_thumb: Longest thumbnail side. Default: ``64``.
+
+    Returns:
+        Float thumbnails ``(N, C, h, w)`` in ``[0, 1]`` (antialiased resize, aspect
+        kept, never upscaled) with ``ceil(sqrt(N)) * max(h, w) <= max_sprite_px``.
+
+    Raises:
+        TypeError: ``images`` is not a float tensor; bad argument types.
+        ValueError: Wrong shape, values outside ``[0, 1]``, too many images for the
+            sprite.
+    """
+    images = check_images(images, "images", **_PICTURE)
+    h, w = sprite_thumb_size(
+        images.shape[0], tuple(images.shape[-2:]), max_sprite_px=max_sprite_px, max_thumb=max_thumb
+    )
+    if (h, w) == tuple(images.shape[-2:]):
+        return images.detach().clone()
+    out = F.interpolate(
+        images.detach().float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out.clamp(0.0, 1.0).to(images.dtype)
+
+
+def sprite_png(thumbs: Tensor) -> bytes:
+    """The projector's sprite: ``ceil(sqrt(N))`` square thumbnails a row, as a PNG file.
+
+    Args:
+        thumbs: ``(N, C, s, s)`` uint8 (or ``[0, 1]`` float) square thumbnails, ``C`` 1
+            or 3; the sprite is ``ceil(sqrt(N)) * s`` pixels square, black where empty.
+
+    Returns:
+        The PNG bytes.
+    """
+    thumbs = to_rgb(to_uint8(check_images(thumbs, "thumbs", **_PICTURE, allow_uint8=True)))
+    n, _, s, _ = thumbs.shape
+    per_side = math.ceil(math.sqrt(n))
+    canvas = torch.zeros((per_side * per_side, 3, s, s), dtype=torch.uint8)
+    canvas[:n] = thumbs.cpu()
+    grid = canvas.view(per_side, per_side, 3, s, s).permute(0, 3, 1, 4, 2)
+    out = io.BytesIO()
+    Image.fromarray(grid.reshape(per_side * s, per_side * s, 3).numpy()).save(
+        out, format="PNG", compress_level=9
+    )
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- files
 def _encode(tag: str) -> str:
     """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it."""
     return tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
@@ -55,6 +139,9 @@ def write_embedding(
     Returns:
         The folder of this step's tensors and metadata.
     """
+    from google.protobuf import text_format  # TensorBoard's, imported only to write for it
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
     folder = os.path.join(log_dir, f"{int(step):05d}", _encode(tag))
     rows = ("\t".join(f"{v:.3g}" for v in row) for row in features.float().tolist())
     atomic_write(os.path.join(folder, "tensors.tsv"), ("\n".join(rows) + "\n").encode())
@@ -64,7 +151,7 @@ def write_embedding(
     digest = hashlib.sha256(thumbs.numpy().tobytes()).hexdigest()[:12]
     sprite = os.path.join("lightning_viz", "projector", _encode(tag), f"{digest}.png")
     if not os.path.exists(os.path.join(log_dir, sprite)):  # written once per run
-        atomic_write(os.path.join(log_dir, sprite), render.sprite_png(thumbs))
+        atomic_write(os.path.join(log_dir, sprite), sprite_png(thumbs))
     config_path = os.path.join(log_dir, _CONFIG)
     config = ProjectorConfig()
     if os.path.exists(config_path):

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_viz._checks import check_bool, check_float, check_int, check_value, fail
-from lightning_viz.stats import outcome_list, paired_test, unpaired_test, wilson_interval
+from lightning_viz.monitoring.stats import outcome_list, paired_test, unpaired_test, wilson_interval
 
 __all__ = [
     "CONFIDENCE",
@@ -491,7 +491,7 @@ class RunSummary:
 
         Args:
             alert: A mapping, or an object with ``to_dict()`` (the ``Alert`` of
-                :mod:`lightning_viz.callbacks._regression`), with at least ``epoch``
+                :mod:`lightning_viz.monitoring.regression`), with at least ``epoch``
                 (int), ``metric`` (str) and ``kind`` (``"best"`` or ``"baseline"``);
                 other keys (values, p-value, message, ...) are kept as given and must
                 be JSON types.

@@ -13,7 +13,7 @@ Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run ca
 be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
 
 Example:
-    >>> from lightning_viz.summary import RunSummary
+    >>> from lightning_viz.monitoring.record import RunSummary
     >>> a, b = RunSummary(), RunSummary()
     >>> _ = a.record("m", 0, 9, outcomes="1" * 30, fingerprint="f", watched=True, tolerance=0.05)
     >>> _ = b.record("m", 0, 9, outcomes="0" * 30, fingerprint="f")
@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_viz._checks import check_float, fail
-from lightning_viz.stats import holm_adjusted
-from lightning_viz.summary import (
+from lightning_viz.monitoring.record import (
     EpochRecord,
     MetricHistory,
     RunSummary,
@@ -41,6 +40,7 @@ from lightning_viz.summary import (
     compare_records,
     load_summary,
 )
+from lightning_viz.monitoring.stats import holm_adjusted
 
 __all__ = [
     "FORMATS",

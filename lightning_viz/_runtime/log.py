@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.writers import Embedding, figure_pixels
-from lightning_viz.callbacks._coordinator import Coordinator
-from lightning_viz.summary import EpochRecord, make_record
+from lightning_viz.monitoring.record import EpochRecord, make_record
 
 __all__ = ["RunLog"]
 

@@ -14,16 +14,15 @@ are compared sample by sample:
    flagged runs, which raises exactly one :class:`Alert`; it leaves (and can alert
    again) only once it has recovered, ``value >= reference - tolerance``. A p-value
    hovering around ``alpha`` therefore cannot make the alert flap.
-4. **Baseline.** With ``baseline=`` (the :class:`~lightning_viz.summary.RunSummary`
+4. **Baseline.** With ``baseline=`` (the :class:`~lightning_viz.monitoring.record.RunSummary`
    of an earlier run) each run is also compared with the baseline at the same epoch
    (its latest epoch at or before it) and with the baseline's best up to that epoch;
    paired when the probe fingerprints match, else Fisher's exact test on the two
    proportions. The same rules, in separate episodes (``kind="baseline"``).
 
 This module does not import Lightning; the callbacks print :func:`format_alerts` and
-keep :meth:`RegressionMonitor.state_dict` in their checkpoint.
-
-:class:`WatchesRegressions` is the mixin that wires the monitor into a callback.
+keep :meth:`RegressionMonitor.state_dict` in their checkpoint (the mixin
+``lightning_viz.callbacks._alerts.WatchesRegressions`` wires the monitor into a callback).
 """
 
 from __future__ import annotations
@@ -42,18 +41,17 @@ from lightning_viz._checks import (
     check_per_metric,
     fail,
 )
-from lightning_viz.stats import holm_adjusted
-from lightning_viz.summary import (
+from lightning_viz.monitoring.record import (
     EpochRecord,
     RecordComparison,
     RunSummary,
-    SummaryError,
     compare_records,
     load_summary,
     make_record,
 )
+from lightning_viz.monitoring.stats import holm_adjusted
 
-__all__ = ["Alert", "RegressionMonitor", "WatchesRegressions", "format_alerts"]
+__all__ = ["Alert", "RegressionMonitor", "format_alerts"]
 
 _EPS = 1e-12
 _KINDS = ("best", "baseline")
@@ -230,7 +228,7 @@ class RegressionMonitor:
             random each epoch); two in a row are (0.15 %), and a real switch is still
             caught one run later.
         baseline: An earlier run to compare with: its :class:`RunSummary`, or a path
-            that :func:`~lightning_viz.summary.load_summary` accepts. Default: ``None``.
+            that :func:`~lightning_viz.monitoring.record.load_summary` accepts. Default: ``None``.
         higher_is_better: Direction of the metrics: one bool or a mapping from tag to
             bool (missing tags: ``True``). Default: ``True``.
 
@@ -342,7 +340,7 @@ class RegressionMonitor:
             epoch: The run's epoch (``trainer.current_epoch``).
             step: Its global step.
             metrics: Watched metric tag -> this run's measurement: an
-                :class:`~lightning_viz.summary.EpochRecord` (e.g. what
+                :class:`~lightning_viz.monitoring.record.EpochRecord` (e.g. what
                 :meth:`RunSummary.record` returned) or a mapping with ``value``,
                 ``outcomes`` (per-sample ``1``/``0``/``None`` on the probe, for the
                 paired test), ``n``/``successes`` (when there are no outcomes) and
@@ -496,61 +494,3 @@ class RegressionMonitor:
             for kind in _KINDS
         }
         self._drops = {str(t): float(v) for t, v in (state.get("drops") or {}).items()}
-
-
-class WatchesRegressions:
-    """Mixin for the probe callbacks whose metrics raise regression alerts.
-
-    The callback calls :meth:`init_alerts` in its constructor and :meth:`alert` once
-    per run with the records of its watched metrics (from ``RunLog.scalar``); the
-    alerts go to the run's summary and are printed as one table per run. The
-    monitor's state travels in the callback's ``state_dict``.
-    """
-
-    def init_alerts(
-        self,
-        tolerance: float,
-        alpha: float,
-        warmup: int,
-        patience: int,
-        baseline: Any,
-    ) -> None:
-        """Creates the :class:`RegressionMonitor` (its checks name the bad argument)."""
-        self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
-        try:
-            self._monitor = RegressionMonitor(
-                self.tolerance, alpha=alpha, warmup=warmup, patience=patience, baseline=baseline
-            )
-        except SummaryError as err:
-            raise ValueError(
-                f"`baseline` must be an earlier run's log dir or its summary.json, got "
-                f"{baseline!r}: {err}"
-            ) from err
-        self.alpha, self.warmup, self.patience = alpha, warmup, patience
-        self.baseline = baseline if baseline is None or isinstance(baseline, str) else None
-
-    def alert(self, ctx: Any, records: Mapping[str, EpochRecord]) -> list[Alert]:
-        """Updates the monitor; logs ``<family>/regression``; reports new alerts."""
-        from lightning_viz.callbacks._coordinator import Coordinator  # noqa: PLC0415
-
-        alerts = self._monitor.update(ctx.log.epoch, ctx.log.step, records)
-        drop = self._monitor.regression_value()
-        ctx.log.scalar(self.tag("regression"), drop, summary=False)  # type: ignore[attr-defined]
-        coordinator = Coordinator.of(ctx.trainer)
-        for a in alerts:
-            if coordinator.summary is not None:
-                coordinator.summary.add_alert(a)
-        if alerts:
-            coordinator.say(ctx.trainer, format_alerts(alerts, type(self).__name__))
-        return alerts
-
-    @property
-    def references(self) -> dict[str, EpochRecord]:
-        """Each watched metric's reference: its best run after ``warmup``."""
-        return self._monitor.references
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"monitor": self._monitor.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._monitor.load_state_dict(state.get("monitor") or {})

@@ -1,0 +1,211 @@
+"""What a callback's ``run`` (and ``check``) works with: :class:`RunContext`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_viz._checks import fail
+from lightning_viz._guard import ModelView
+from lightning_viz._hooks import capture_outputs
+from lightning_viz._runtime.log import RunLog
+from lightning_viz._runtime.probe import Probe
+from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional._task import num_classes, predict
+from lightning_viz.functional.tokens import Reshape, grid_reader
+
+if TYPE_CHECKING:
+    from lightning_viz.callbacks._base import VizCallback
+
+__all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext"]
+
+CAPTION_LABEL = "true / pred"  # the label of the image row whose captions are ctx.captions()
+
+_CHUNK = 256  # probe images per forward pass
+
+
+class NotApplicableError(ValueError):
+    """What the data or the model makes impossible for a callback (not a bad argument).
+
+    Raised at ``setup``: with ``on_error="warn"`` the callback warns once, naming
+    itself and the reason, and turns itself off while training goes on; with
+    ``on_error="raise"`` it is raised before the first training step.
+    """
+
+
+class RunContext:
+    """What a callback's :meth:`VizCallback.run` (and ``check``) works with.
+
+    Built inside the state guard: the model is in eval mode with frozen parameters,
+    so everything computed from it here (``logits``, ``predicted``) leaves the run
+    untouched.
+
+    Attributes:
+        trainer: The trainer.
+        module: The unwrapped ``LightningModule`` (never the DDP wrapper).
+        view: The model as the methods see it: pixel-space images in, float
+            logits out, forward under the trainer's precision context.
+        probe: The probe on the model's device, images in the model's input space,
+            labels in the form of the task (``None`` when ``uses_probe = False``).
+        pixels: The probe images in pixel space ``(N, C, H, W)``, ``[0, 1]`` when
+            ``mean``/``std`` describe the normalization.
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        device: The model's device.
+        log: Where to write (see :class:`RunLog`); ``None`` at ``setup``.
+        generator: A private generator on the model's device, seeded the same way
+            every epoch, so random draws are comparable across epochs.
+    """
+
+    def __init__(
+        self,
+        trainer: Any,
+        module: nn.Module,
+        view: ModelView,
+        probe: Probe | None,
+        task: str,
+        log: RunLog | None,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        self.trainer = trainer
+        self.module = module
+        self.view = view
+        self.probe: Probe = probe  # type: ignore[assignment] - None only when uses_probe=False
+        self.pixels = None if probe is None else view.to_pixels(probe.images).clamp(0, 1)
+        self.task = task
+        self.log: RunLog = log  # type: ignore[assignment] - None only at setup
+        self.generator = generator
+        self.device = device
+        self.one_time = 0.0  # seconds of this run spent on one-time work (a cache built once)
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """Float logits ``(N, K)`` of the probe, computed once (no gradients)."""
+        with torch.no_grad():
+            return torch.cat(
+                [self.view(self.pixels[i : i + _CHUNK]) for i in range(0, len(self.pixels), _CHUNK)]
+            )
+
+    @property
+    def predicted(self) -> Tensor:
+        """Predicted class ``(N,)`` (the top label for multilabel)."""
+        return predict(self.logits)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes a target may name (2 for a binary model with one logit)."""
+        return num_classes(self.logits[:1])
+
+    def target(self, option: str | int) -> Tensor:
+        """Class indices ``(N,)`` to explain: ``"predicted"``, ``"true"`` or an index."""
+        if option == "predicted":
+            return self.predicted
+        if option == "true":
+            labels = self.probe.labels
+            return labels.float().argmax(dim=1) if self.task == "multilabel" else labels  # type: ignore[union-attr]
+        return torch.full_like(self.predicted, int(option))
+
+    def layer_outputs(
+        self, layers: dict[str, nn.Module], reshape: Reshape | None = None
+    ) -> dict[str, tuple[int, ...]]:
+        """Output shape of each layer for the first probe image (one forward).
+
+        Token layers of known transformers (or every layer, with ``reshape``) are read
+        as grids ``(1, D, h, w)`` first, as the methods read them.
+        """
+        with torch.no_grad(), capture_outputs(layers) as store:
+            self.view(self.pixels[:1])
+        size = tuple(self.pixels.shape[-2:])
+        shapes = {}
+        for name in layers:
+            if name in store:
+                read = grid_reader(self.module, name, size, reshape)
+                shapes[name] = tuple((store[name] if read is None else read(store[name])).shape)
+        return shapes
+
+    # ------------------------------------------------ probe work split across ranks
+    @property
+    def rank_world(self) -> tuple[int, int]:
+        """``(rank, world size)`` of the process group (``(0, 1)`` without one)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def share(self, n: int) -> Tensor:
+        """The positions among ``n`` samples this rank computes: every ``world``-th."""
+        rank, world = self.rank_world
+        return torch.arange(rank, n, world, device=self.device)
+
+    def gather(self, local: Tensor, n: int) -> Tensor:
+        """Every rank's :meth:`share` results, in sample order, on every rank."""
+        rank, world = self.rank_world
+        if world == 1:
+            return local
+        dtype = local.dtype
+        buf = local.to(torch.uint8) if dtype == torch.bool else local
+        size = -(-n // world)  # the largest share
+        pad = buf.new_zeros((size - buf.shape[0], *buf.shape[1:]))
+        parts = [torch.empty_like(torch.cat([buf, pad])) for _ in range(world)]
+        torch.distributed.all_gather(parts, torch.cat([buf, pad]).contiguous())
+        out = buf.new_empty((n, *buf.shape[1:]))
+        for r, part in enumerate(parts):
+            rows = torch.arange(r, n, world, device=out.device)
+            out[rows] = part[: rows.numel()].to(out.device)
+        return out.to(dtype)
+
+    def captions(self, owner: VizCallback) -> list[str]:
+        """``"X / Y"`` (true / predicted, see :data:`CAPTION_LABEL`) per probe image."""
+        labels = self.probe.labels
+        return [
+            f"{'?' if labels is None else owner.label_name(labels[i])} / {owner.class_name(p)}"
+            for i, p in enumerate(self.predicted.tolist())
+        ]
+
+    # ----------------------------------------------- configuration checks at setup
+    def check_target(self, owner: str, target: str | int) -> None:
+        """Raises for a class-index ``target`` the model does not have; ``target="true"``
+        without labels is :class:`NotApplicableError`."""
+        if target == "true" and self.probe.labels is None:
+            raise NotApplicableError(
+                f"{owner}(target='true') needs labels, but the probe has none; use "
+                "target='predicted' or give labels with `probe=(images, labels)`"
+            )
+        if isinstance(target, int) and target >= self.num_classes:
+            fail(
+                "target",
+                f"'predicted', 'true' or a class index in [0, {self.num_classes}) for this model",
+                target,
+            )
+
+    def check_neuron(self, neuron: tuple[str, int] | None, reshape: Reshape | None = None) -> None:
+        """Raises for an unknown neuron layer or a channel the layer does not have."""
+        if neuron is None:
+            return
+        name, module = resolve_layer(self.module, neuron[0])
+        shape = self.layer_outputs({name: module}, reshape).get(name)
+        channels = shape[1] if shape is not None and len(shape) >= 2 else 0
+        if neuron[1] >= channels:
+            allowed = f"(layer, channel) with a channel in [0, {channels}) for layer {name!r}"
+            fail("neuron", allowed, neuron)
+
+    def check_layer_maps(
+        self, owner: str, names: Sequence[str], what: str, reshape: Reshape | None = None
+    ) -> None:
+        """Raises unless each named layer outputs feature maps ``(N, C, h, w)`` (token
+        layers of known transformers, or any layer through ``reshape``, count)."""
+        layers = {n: resolve_layer(self.module, n)[1] for n in names}
+        shapes = self.layer_outputs(layers, reshape)
+        for name in names:
+            shape = shapes.get(name)
+            if shape is None or len(shape) != 4:
+                raise ValueError(
+                    f"{owner}: layer {name!r} outputs "
+                    f"{'nothing' if shape is None else f'shape {shape}'}, not feature maps "
+                    f"(N, C, h, w); {what} needs a convolutional layer, a transformer's token "
+                    "layer, or `reshape=` mapping the output to (N, C, h, w)"
+                )

@@ -1,0 +1,70 @@
+"""The mixin that wires a :class:`~lightning_viz.monitoring.regression.RegressionMonitor`
+into a probe callback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lightning_viz._checks import check_float
+from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz.monitoring.record import EpochRecord, SummaryError
+from lightning_viz.monitoring.regression import Alert, RegressionMonitor, format_alerts
+
+__all__ = ["WatchesRegressions"]
+
+
+class WatchesRegressions:
+    """Mixin for the probe callbacks whose metrics raise regression alerts.
+
+    The callback calls :meth:`init_alerts` in its constructor and :meth:`alert` once
+    per run with the records of its watched metrics (from ``RunLog.scalar``); the
+    alerts go to the run's summary and are printed as one table per run. The
+    monitor's state travels in the callback's ``state_dict``.
+    """
+
+    def init_alerts(
+        self,
+        tolerance: float,
+        alpha: float,
+        warmup: int,
+        patience: int,
+        baseline: Any,
+    ) -> None:
+        """Creates the :class:`RegressionMonitor` (its checks name the bad argument)."""
+        self.tolerance = check_float(tolerance, "tolerance", minimum=0.0)
+        try:
+            self._monitor = RegressionMonitor(
+                self.tolerance, alpha=alpha, warmup=warmup, patience=patience, baseline=baseline
+            )
+        except SummaryError as err:
+            raise ValueError(
+                f"`baseline` must be an earlier run's log dir or its summary.json, got "
+                f"{baseline!r}: {err}"
+            ) from err
+        self.alpha, self.warmup, self.patience = alpha, warmup, patience
+        self.baseline = baseline if baseline is None or isinstance(baseline, str) else None
+
+    def alert(self, ctx: Any, records: Mapping[str, EpochRecord]) -> list[Alert]:
+        """Updates the monitor; logs ``<family>/regression``; reports new alerts."""
+        alerts = self._monitor.update(ctx.log.epoch, ctx.log.step, records)
+        drop = self._monitor.regression_value()
+        ctx.log.scalar(self.tag("regression"), drop, summary=False)  # type: ignore[attr-defined]
+        coordinator = Coordinator.of(ctx.trainer)
+        for a in alerts:
+            if coordinator.summary is not None:
+                coordinator.summary.add_alert(a)
+        if alerts:
+            coordinator.say(ctx.trainer, format_alerts(alerts, type(self).__name__))
+        return alerts
+
+    @property
+    def references(self) -> dict[str, EpochRecord]:
+        """Each watched metric's reference: its best run after ``warmup``."""
+        return self._monitor.references
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"monitor": self._monitor.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._monitor.load_state_dict(state.get("monitor") or {})
