@@ -1,6 +1,7 @@
 """``lightning-viz compare BASELINE CANDIDATE``: is this run worse than an earlier one?
 
-Reads both runs' ``lightning_viz/summary.json`` and tabulates every lightning-viz
+Reads both runs' ``lightning_viz/summary.json`` (from a log dir, a W&B run folder or an
+MLflow run ``mlflow:<run_id>``, see :mod:`~lightning_viz.monitoring.sources`) and tabulates every lightning-viz
 metric present in both: at the latest epoch both measured, and at each run's best,
 with Wilson intervals, the difference and a one-sided exact p-value that the
 candidate is worse — the paired sign test when both runs measured the same probe
@@ -40,6 +41,7 @@ from lightning_viz.monitoring.record import (
     compare_records,
     load_summary,
 )
+from lightning_viz.monitoring.sources import resolve_source
 from lightning_viz.monitoring.stats import holm_adjusted
 
 __all__ = [
@@ -442,7 +444,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = (
-        "a run's log dir (the one with its event file), a folder with one run, or its summary.json"
+        "a run's log dir (TensorBoard or CSV logger), a W&B run folder, a folder with one run, "
+        "its summary.json, or mlflow:<run_id> (with --tracking-uri)"
     )
     parser.add_argument("baseline", help=f"the earlier run: {where}")
     parser.add_argument("candidate", help="the run under test (same forms)")
@@ -456,6 +459,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--alpha", type=float, default=0.01, help="significance level after Holm (default 0.01)"
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="output (default text)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking server of mlflow:<run_id> runs (default: MLFLOW_TRACKING_URI)",
+    )
     return parser
 
 
@@ -473,7 +481,8 @@ def run_compare(args: argparse.Namespace) -> int:
     runs = []
     for name in ("baseline", "candidate"):
         try:
-            runs.append(load_summary(getattr(args, name)))
+            source = resolve_source(getattr(args, name), getattr(args, "tracking_uri", None))
+            runs.append(load_summary(source))
         except SummaryError as err:
             return error(f"cannot read the {name}: {err}")
     result = compare_summaries(*runs, tolerance=args.tolerance, alpha=args.alpha)

@@ -506,3 +506,45 @@ def test_wandb_alerts_only_when_online(mode):
         if mode == "online"
         else []
     )
+
+
+# ------------------------------------------------------------------ compare
+def test_compare_reads_an_mlflow_run_a_wandb_folder_and_a_log_dir(runs, capsys):
+    from lightning_viz.cli import main
+
+    sources = {
+        "mlflow": f"mlflow:{runs['run_id']}",
+        "wandb": runs["wandb"],
+        "tensorboard": runs["tb_dir"],
+        "csv": runs["csv"],
+    }
+    for baseline, candidate in (("tensorboard", "mlflow"), ("mlflow", "wandb"), ("csv", "wandb")):
+        code = main(
+            ["compare", sources[baseline], sources[candidate], "--format", "json"]
+            + ["--tracking-uri", runs["uri"]]
+        )
+        result = json.loads(capsys.readouterr().out)
+        assert code == 0 and not result["regressed"], (baseline, candidate)
+        rows = {(r["metric"], r["at"]): r for r in result["rows"]}
+        row = next(r for (m, _), r in rows.items() if m == "robustness/pgd_acc@8/255")
+        assert row["baseline"]["value"] == row["candidate"]["value"]  # the same seeded run
+        assert row["test"] == "paired" and row["delta"] == 0
+
+
+def test_compare_says_why_an_mlflow_run_cannot_be_read(runs, capsys):
+    from lightning_viz.cli import main
+
+    code = main(["compare", "mlflow:no-such-run", runs["tb_dir"], "--tracking-uri", runs["uri"]])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot read the baseline: mlflow:no-such-run: cannot read the artifact" in err
+    assert runs["uri"] in err
+
+
+def test_resolve_source_keeps_paths_and_needs_a_run_id():
+    from lightning_viz.monitoring.record import SummaryError
+    from lightning_viz.monitoring.sources import resolve_source
+
+    assert resolve_source("runs/version_0") == "runs/version_0"
+    with pytest.raises(SummaryError, match="give the run id after 'mlflow:'"):
+        resolve_source("mlflow:")
