@@ -1,14 +1,14 @@
 """``lightning-viz compare BASELINE CANDIDATE``: is this run worse than an earlier one?
 
 Reads both runs' ``lightning_viz/summary.json`` (from a log dir, a W&B run folder or an
-MLflow run ``mlflow:<run_id>``, see :mod:`~lightning_viz.monitoring.sources`) and tabulates every lightning-viz
-metric present in both: at the latest epoch both measured, and at each run's best,
-with Wilson intervals, the difference and a one-sided exact p-value that the
-candidate is worse — the paired sign test when both runs measured the same probe
-(same fingerprint), otherwise Fisher's exact test on the two proportions ("unpaired
-(probes differ)"). A *watched* metric regressed when its drop is larger than its own
-stored tolerance (or ``--tolerance``) and its Holm-adjusted p-value (Holm across the
-watched comparisons of the table) is ``<= alpha``.
+MLflow run ``mlflow:<run_id>``, see :mod:`~lightning_viz.monitoring.sources`) and
+tabulates every lightning-viz metric present in both: at the latest epoch both measured,
+and at each run's best, with Wilson intervals, the difference and a one-sided exact
+p-value that the candidate is worse — the paired sign test when both runs measured the
+same probe (same fingerprint), otherwise Fisher's exact test on the two proportions
+("unpaired (probes differ)"). A *watched* metric regressed when its drop is larger than
+its own stored tolerance (or ``--tolerance``) and its Holm-adjusted p-value (Holm across
+the watched comparisons of the table) is ``<= alpha``.
 
 Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
 be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
