@@ -28,11 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "check_reshape",
-    "check_value",
-    "check_pvalues",
-    "check_per_metric",
     "check_level",
-    "check_count",
     "REDUCES",
     "TASKS",
     "check_attribution",
@@ -49,19 +45,15 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_choices",
-    "check_features",
     "check_float",
     "check_generator",
     "check_images",
     "check_int",
     "check_int_list",
-    "check_intervals",
     "check_labels",
     "check_maps",
     "check_layer_names",
     "check_neuron",
-    "check_numbers",
-    "check_series",
     "check_str_list",
     "check_target",
     "check_tensor",
@@ -514,101 +506,9 @@ def check_unit_range(value: Tensor, name: str, tol: float = 1e-4) -> Tensor:
     return value
 
 
-def check_features(features: Any, name: str = "features", *, min_rows: int = 1) -> Tensor:
-    """Finite floating-point features ``(N, D)`` with ``N >= min_rows`` and ``D >= 1``."""
-    check_tensor(features, name, "(N, D)", dim=2, floating=True)
-    if features.shape[0] < min_rows:
-        fail(name, f"a tensor (N, D) with N >= {min_rows}", f"<shape {tuple(features.shape)}>")
-    if not bool(torch.isfinite(features).all()):
-        fail(name, "finite", f"<{int((~torch.isfinite(features)).sum())} NaN or infinite values>")
-    return features
-
-
-def check_numbers(values: Any, name: str, *, length: int | None = None) -> list[float]:
-    """A non-empty list of numbers (``length`` of them when given), returned as floats."""
-    what = "a non-empty list of numbers" + (f" ({length} of them)" if length is not None else "")
-    try:
-        out = [float(v) for v in values]
-    except (TypeError, ValueError):
-        out = None
-    if out is None:
-        fail(name, what, values, TypeError)
-    if not out or (length is not None and len(out) != length):
-        fail(name, what, values)
-    return out
-
-
-def check_series(series: Any, name: str, length: int) -> dict[str, list[float]]:
-    """A non-empty dict ``{label: numbers}`` with ``length`` numbers per label."""
-    if not isinstance(series, dict) or not all(isinstance(k, str) for k in series):
-        fail(name, "a dict of name -> list of numbers", series, TypeError)
-    if not series:
-        fail(name, "a non-empty dict of name -> list of numbers", series)
-    return {k: check_numbers(v, f"{name}[{k!r}]", length=length) for k, v in series.items()}
-
-
-def check_intervals(
-    intervals: Any, lengths: dict[str, int]
-) -> dict[str, tuple[list[float], list[float]]]:
-    """``None`` or ``{name: [(low, high), ...]}`` for series named in ``lengths``, one pair
-    per value; returned as ``{name: ([low, ...], [high, ...])}``."""
-    if intervals is None:
-        return {}
-    if not isinstance(intervals, dict) or any(k not in lengths for k in intervals):
-        fail("intervals", f"None or a dict with keys among {sorted(lengths)}", intervals, TypeError)
-    out = {}
-    for name, pairs in intervals.items():
-        pairs = list(pairs)
-        if len(pairs) != lengths[name] or any(len(p) != 2 for p in pairs):
-            fail("intervals", f"(low, high) pairs, one per value of {name!r}", pairs)
-        out[name] = ([float(p[0]) for p in pairs], [float(p[1]) for p in pairs])
-    return out
-
-
-def check_count(value: Any, name: str, n: int | None = None, n_name: str = "n") -> int:
-    """A count: an int ``>= 0`` (and ``<= n`` when given)."""
-    value = check_int(value, name, minimum=0)
-    if n is not None and value > n:
-        fail(name, f"an int <= `{n_name}` ({n})", value)
-    return value
-
-
 def check_level(value: Any, name: str = "alpha") -> float:
     """A probability level in the open interval ``(0, 1)`` (``alpha``, a confidence)."""
     value = check_float(value, name, positive=True)
     if value >= 1:
         fail(name, "a number in (0, 1)", value)
     return value
-
-
-def check_pvalues(pvalues: Any) -> list[float]:
-    """A sequence of p-values in ``[0, 1]``."""
-    if isinstance(pvalues, str | bytes) or not isinstance(pvalues, Iterable):
-        fail("pvalues", "a sequence of p-values in [0, 1]", pvalues, TypeError)
-    return [
-        check_float(p, f"pvalues[{i}]", minimum=0.0, maximum=1.0) for i, p in enumerate(pvalues)
-    ]
-
-
-def check_value(value: Any, name: str) -> float:
-    """A metric value: a real number; NaN is allowed (undefined this epoch), infinities not."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        fail(name, "a number (NaN allowed)", value, TypeError)
-    value = float(value)
-    if math.isinf(value):
-        fail(name, "a finite number or NaN", value)
-    return value
-
-
-def check_per_metric(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
-    """One value for every metric, or a mapping from metric tags (str) to values."""
-    if isinstance(value, dict):
-        out = {}
-        for key, v in value.items():
-            if not isinstance(key, str):
-                fail(
-                    name, "a value or a mapping from metric tags (str) to values", value, TypeError
-                )
-            out[key] = check(v, f"{name}[{key!r}]")
-        return out
-    return check(value, name)

@@ -7,16 +7,15 @@ import pytest
 import torch
 
 from lightning_viz._checks import (
-    check_features,
     check_float,
     check_images,
     check_labels,
     check_maps,
-    check_numbers,
-    check_series,
     check_tensor,
     check_unit_range,
 )
+from lightning_viz.functional.embedding import check_features
+from lightning_viz.render.figures import check_numbers, check_series
 
 NAN = float("nan")
 

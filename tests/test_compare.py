@@ -11,8 +11,9 @@ from scipy import stats as ss
 
 from lightning_viz import cli
 from lightning_viz.monitoring.compare import compare_summaries, render
-from lightning_viz.monitoring.record import RunSummary, load_summary
+from lightning_viz.monitoring.record import RunSummary
 from lightning_viz.monitoring.stats import holm_adjusted
+from lightning_viz.monitoring.store import load_summary
 
 SB, SA, PGD, KNN = (
     "bias/shape_bias",
@@ -118,12 +119,42 @@ def test_a_clearly_worse_candidate_exits_1_and_is_marked(tmp_path, capsys):
     assert code == 1 and err == ""
     sb_rows = [line for line in out.splitlines() if line.startswith(SB + " ")]
     assert [line.split()[1] for line in sb_rows] == ["latest", "best"]
-    assert all(line.endswith("REGRESSED") and " paired, " in line for line in sb_rows)
+    assert all(line.endswith("REGRESSED") and " paired " in line for line in sb_rows)
+    wide = compare([shape, texture, "--wide"], capsys)[1]  # --wide: the flips too
+    wide_sb = [line for line in wide.splitlines() if line.startswith(SB + " ")]
+    assert all(line.endswith("REGRESSED") and " paired, " in line for line in wide_sb)
     assert "REGRESSED: bias/shape_acc, bias/shape_bias (2 of 3 watched metrics)" in out
     pgd_rows = [line for line in out.splitlines() if line.startswith(PGD)]
     assert pgd_rows and not any("REGRESSED" in line for line in pgd_rows)
     # the other way round, nothing got worse
     assert compare([texture, shape], capsys)[0] == 0
+
+
+def test_default_output_fits_100_columns_and_counts_one_thing(tmp_path, capsys):
+    shape, texture = example_pair(tmp_path)
+    out = compare([shape, texture], capsys)[1]
+    lines = out.splitlines()
+    assert max(len(line) for line in lines[2:]) <= 100  # the two path lines aside
+    assert (
+        max(len(line) for line in compare([shape, texture, "--wide"], capsys)[1].splitlines()) > 100
+    )
+    tests = sum(1 for r in compare_summaries(load_summary(shape), load_summary(texture)).rows
+                if r.watched)  # fmt: skip
+    assert f"Holm-adjusted across the {tests} tests" in out
+    assert "of 3 watched metrics;" in out and "(2 of 3 watched metrics)" in out
+
+
+def test_each_row_says_which_epoch_and_why(tmp_path, capsys):
+    base = write_run(tmp_path, "long", simulated_run(1, epochs=6))  # epochs 0..5
+    cand = write_run(tmp_path, "short", simulated_run(1, epochs=4))  # stopped at 3
+    out = compare([base, cand], capsys)[1]
+    latest = [line for line in out.splitlines() if line.startswith(SB + " ")][0]
+    assert latest.split()[1:5] == ["latest", "3", "(ends", "5/3)"]
+    assert "the last epoch both runs measured; each run's own last: B, C" in out
+    data = json.loads(compare([base, cand, "--format", "json"], capsys)[1])
+    row = next(r for r in data["rows"] if r["metric"] == SB and r["at"].startswith("latest"))
+    assert (row["baseline"]["epoch"], row["baseline"]["last_epoch"]) == (3, 5)
+    assert (row["candidate"]["epoch"], row["candidate"]["last_epoch"]) == (3, 3)
 
 
 def test_probes_that_differ_use_the_unpaired_test(tmp_path, capsys):

@@ -15,11 +15,11 @@ from lightning_viz.monitoring.record import (
     EpochRecord,
     RunSummary,
     SummaryError,
-    compare_records,
-    load_summary,
     make_record,
     summary_path,
 )
+from lightning_viz.monitoring.rule import compare_records
+from lightning_viz.monitoring.store import load_summary
 
 
 def sample_summary() -> RunSummary:

@@ -13,6 +13,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 CALLBACK_BASES: tuple[type, ...] = (_pl.Callback,)
 TENSORBOARD_LOGGERS: tuple[type, ...] = (_PLTensorBoardLogger,)
+MONITORS: tuple[type, ...] = (_pl.callbacks.EarlyStopping, _pl.callbacks.ModelCheckpoint)
+"""Callbacks that watch a logged metric (``monitor=``), subclasses included."""
 
 try:  # the unified package is optional
     import lightning.pytorch as _lpt
@@ -22,5 +24,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 else:
     CALLBACK_BASES = (*CALLBACK_BASES, _lpt.Callback)
     TENSORBOARD_LOGGERS = (*TENSORBOARD_LOGGERS, _LTensorBoardLogger)
+    MONITORS = (*MONITORS, _lpt.callbacks.EarlyStopping, _lpt.callbacks.ModelCheckpoint)
 
-__all__ = ["CALLBACK_BASES", "TENSORBOARD_LOGGERS", "rank_zero_info", "rank_zero_warn"]
+__all__ = ["CALLBACK_BASES", "MONITORS", "TENSORBOARD_LOGGERS", "rank_zero_info", "rank_zero_warn"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from lightning_viz._checks import fail
 from lightning_viz._guard import ModelView
 from lightning_viz._hooks import capture_outputs
+from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.distributed import all_gather, rank_world
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.probe import Probe
 from lightning_viz.functional._grad import resolve_layer
@@ -58,6 +60,8 @@ class RunContext:
         log: Where to write (see :class:`RunLog`); ``None`` at ``setup``.
         generator: A private generator on the model's device, seeded the same way
             every epoch, so random draws are comparable across epochs.
+        coordinator: What the lightning-viz callbacks of this trainer share (summary,
+            budget, messages said once).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class RunContext:
         log: RunLog | None,
         generator: torch.Generator,
         device: torch.device,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.trainer = trainer
         self.module = module
@@ -80,15 +85,29 @@ class RunContext:
         self.log: RunLog = log  # type: ignore[assignment] - None only at setup
         self.generator = generator
         self.device = device
+        self.coordinator = coordinator
         self.one_time = 0.0  # seconds of this run spent on one-time work (a cache built once)
 
     @cached_property
     def logits(self) -> Tensor:
         """Float logits ``(N, K)`` of the probe, computed once (no gradients)."""
+        return self.forward(self.pixels)
+
+    def forward(self, images: Tensor, then: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """``then(view(images))`` (or the logits) without gradients, in chunks of images.
+
+        Args:
+            images: Pixel-space images ``(N, C, H, W)``.
+            then: Applied to each chunk's logits (e.g. a mapping to other classes).
+
+        Returns:
+            The chunks' results, concatenated on the first dimension.
+        """
         with torch.no_grad():
-            return torch.cat(
-                [self.view(self.pixels[i : i + _CHUNK]) for i in range(0, len(self.pixels), _CHUNK)]
-            )
+            out = [self.view(images[i : i + _CHUNK]) for i in range(0, len(images), _CHUNK)]
+        if then is not None:
+            out = [then(o) for o in out]
+        return torch.cat(out)
 
     @property
     def predicted(self) -> Tensor:
@@ -130,11 +149,8 @@ class RunContext:
     # ------------------------------------------------ probe work split across ranks
     @property
     def rank_world(self) -> tuple[int, int]:
-        """``(rank, world size)`` of the process group (``(0, 1)`` without one)."""
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        """``(rank, world size)`` of the trainer (``(0, 1)`` without DDP)."""
+        return rank_world(self.trainer)
 
     def share(self, n: int) -> Tensor:
         """The positions among ``n`` samples this rank computes: every ``world``-th."""
@@ -143,20 +159,7 @@ class RunContext:
 
     def gather(self, local: Tensor, n: int) -> Tensor:
         """Every rank's :meth:`share` results, in sample order, on every rank."""
-        rank, world = self.rank_world
-        if world == 1:
-            return local
-        dtype = local.dtype
-        buf = local.to(torch.uint8) if dtype == torch.bool else local
-        size = -(-n // world)  # the largest share
-        pad = buf.new_zeros((size - buf.shape[0], *buf.shape[1:]))
-        parts = [torch.empty_like(torch.cat([buf, pad])) for _ in range(world)]
-        torch.distributed.all_gather(parts, torch.cat([buf, pad]).contiguous())
-        out = buf.new_empty((n, *buf.shape[1:]))
-        for r, part in enumerate(parts):
-            rows = torch.arange(r, n, world, device=out.device)
-            out[rows] = part[: rows.numel()].to(out.device)
-        return out.to(dtype)
+        return all_gather(self.trainer, local, n)
 
     def captions(self, owner: VizCallback) -> list[str]:
         """``"X / Y"`` (true / predicted, see :data:`CAPTION_LABEL`) per probe image."""

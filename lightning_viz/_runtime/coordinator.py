@@ -1,7 +1,10 @@
 """What the lightning-viz callbacks on one trainer share.
 
-One :class:`Coordinator` per trainer, found with :meth:`Coordinator.of`. Every
-callback registers with it at ``setup``; a callback never reaches into another
+One :class:`Coordinator` per trainer: the first lightning-viz callback set up on a
+trainer creates it and the others find it through their siblings in
+``trainer.callbacks`` (:meth:`Coordinator.of`; no module-level registry). Every
+callback registers with it at ``setup`` and hands it to its runs through the run
+context; a callback never reaches into another
 callback's internals, only into the coordinator. It holds the one background worker
 (deferred writes, see :meth:`RunLog.defer`) and the messages said once per trainer.
 """
@@ -21,11 +24,11 @@ from typing import Any
 import torch
 
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
-from lightning_viz._runtime.compat import rank_zero_info, rank_zero_warn
+from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
+from lightning_viz._runtime.config import config_markdown
 from lightning_viz._runtime.writers import SUPPORTED, Writers, local_dir, open_writers
 from lightning_viz.monitoring.dashboard import (
     alert_words,
-    config_markdown,
     console_table,
     custom_scalars_layout,
     latest_rows,
@@ -35,8 +38,6 @@ from lightning_viz.monitoring.dashboard import (
 from lightning_viz.monitoring.record import RunSummary
 
 __all__ = ["Coordinator", "DeferredJob"]
-
-_COORDINATORS: weakref.WeakKeyDictionary[Any, Coordinator] = weakref.WeakKeyDictionary()
 
 
 def _lower_priority() -> None:
@@ -84,7 +85,8 @@ class Coordinator:
         background_seconds: Seconds the worker spent on each callback's jobs (by id).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, trainer: Any = None) -> None:
+        self._trainer = None if trainer is None else weakref.ref(trainer)
         self.callbacks: list[Any] = []
         self.summary: RunSummary | None = None  # the run's summary.json, once a logger is known
         self.log_dir: str | None = None
@@ -99,13 +101,19 @@ class Coordinator:
         self._jobs: list[DeferredJob] = []
         self._started = False  # layout and configuration written
 
+    def serves(self, trainer: Any) -> bool:
+        """Whether this is the coordinator of ``trainer``."""
+        return self._trainer is not None and self._trainer() is trainer
+
     @classmethod
     def of(cls, trainer: Any) -> Coordinator:
-        """The coordinator of ``trainer`` (created at the first call)."""
-        found = _COORDINATORS.get(trainer)
-        if found is None:
-            found = _COORDINATORS[trainer] = cls()
-        return found
+        """The coordinator of ``trainer``: the one its lightning-viz callbacks hold (found
+        through ``trainer.callbacks``), else a new one for it."""
+        for cb in getattr(trainer, "callbacks", None) or []:
+            held = getattr(cb, "_coordinator", None)
+            if isinstance(held, Coordinator) and held.serves(trainer):
+                return held
+        return cls(trainer)
 
     def register(self, callback: Any) -> None:
         """Adds ``callback`` (once)."""
@@ -172,7 +180,7 @@ class Coordinator:
         monitored = {
             str(cb.monitor)
             for cb in getattr(trainer, "callbacks", [])
-            if type(cb).__name__ in ("EarlyStopping", "ModelCheckpoint") and cb.monitor
+            if isinstance(cb, MONITORS) and getattr(cb, "monitor", None)
         }
         candidates = [
             Candidate(cb.state_key, cb.every_n_epochs, cb.writes_any(monitored))

@@ -7,7 +7,7 @@ images, their labels and masks and every generation setting.
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import os
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_viz._io import atomic_write, fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 
 __all__ = ["cache_file", "cache_key", "read_cache", "write_cache"]
@@ -27,18 +28,16 @@ def cache_key(
     pixels: Tensor, labels: Tensor, masks: Tensor | None, settings: dict[str, Any]
 ) -> str:
     """A 16-hex-digit hash of the source images, labels, masks and ``settings``."""
-    h = hashlib.sha256()
     meta = {
         **settings,
         "version": _VERSION,
         "masks": masks is not None,
         "shape": list(pixels.shape),
     }
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    for t in (pixels.float(), labels.long(), None if masks is None else masks.bool()):
-        if t is not None:
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    meta_text = json.dumps(meta, sort_keys=True)
+    return fingerprint(
+        meta_text, pixels.float(), labels.long(), None if masks is None else masks.bool()
+    )
 
 
 def cache_file(log_dir: str | None, key: str) -> str | None:
@@ -67,7 +66,6 @@ def read_cache(path: str, n: int, image_shape: tuple[int, ...]) -> tuple[Tensor,
 
 def write_cache(path: str, images: Tensor, s: Tensor, t: Tensor) -> None:
     """Writes the cache atomically (a temporary file, then a rename)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(dict(zip(_KEYS, (images.cpu().contiguous(), s.cpu(), t.cpu()), strict=True)), tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(dict(zip(_KEYS, (images.cpu().contiguous(), s.cpu(), t.cpu()), strict=True)), buffer)
+    atomic_write(path, buffer.getvalue())

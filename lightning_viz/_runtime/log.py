@@ -36,14 +36,19 @@ class RunLog:
         trainer: The trainer.
         step: The step to write at (the epoch's ``global_step``).
         owner: The callback that writes (its ``on_error`` handles deferred failures).
+        coordinator: The trainer's coordinator (summary, background worker). Default:
+            :meth:`Coordinator.of` the trainer.
     """
 
-    def __init__(self, trainer: Any, step: int, owner: Any = None) -> None:
+    def __init__(
+        self, trainer: Any, step: int, owner: Any = None, coordinator: Coordinator | None = None
+    ) -> None:
         self.trainer = trainer
+        self.coordinator = coordinator if coordinator is not None else Coordinator.of(trainer)
         self.step = int(step)
         self.epoch = int(trainer.current_epoch)
         self.owner = owner
-        writers = Coordinator.of(trainer).writers
+        writers = self.coordinator.writers
         self._writers = writers if writers and trainer.is_global_zero else None
         self.scalars: dict[str, float] = {}
 
@@ -88,7 +93,7 @@ class RunLog:
         self.trainer.callback_metrics[tag] = torch.tensor(value)
         if self._writers is not None and not math.isnan(value):
             self._writers.scalar(tag, value, self.step)
-        run_summary = Coordinator.of(self.trainer).summary
+        run_summary = self.coordinator.summary
         if summary and run_summary is not None and not tag.startswith("viz/"):
             callback = type(self.owner).__name__ if self.owner is not None else None
             run_summary.record(tag, self.epoch, self.step, value, callback=callback, **record)
@@ -163,7 +168,7 @@ class RunLog:
     ) -> bool:
         if self._writers is None:
             return True
-        coordinator = Coordinator.of(self.trainer)
+        coordinator = self.coordinator
         if max_pending is not None and coordinator.pending(tag) >= max_pending:
             return False
         coordinator.defer(self.owner, tag, work, then=then)

@@ -9,30 +9,18 @@ cannot.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    IterableDataset,
-    SequentialSampler,
-)
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
 from lightning_viz._checks import check_batch_images
+from lightning_viz._io import fingerprint
 
-__all__ = [
-    "Probe",
-    "balanced_pick",
-    "default_batch_to_xy",
-    "load_probe",
-    "split_batch",
-]
+__all__ = ["Probe", "balanced_pick", "default_batch_to_xy", "load_probe", "split_batch"]
 
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")
@@ -74,12 +62,7 @@ class Probe:
 
     def fingerprint(self) -> str:
         """A hash of the images, labels and masks: equal only for the same probe."""
-        h = hashlib.sha256()
-        for t in (self.images, self.labels, self.masks):
-            if t is not None:
-                h.update(str((tuple(t.shape), t.dtype)).encode())
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint(self.images, self.labels, self.masks, shapes=True)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -11,7 +11,6 @@ predictions, correctness: they change) every epoch.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -22,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from lightning_viz._checks import check_images, check_int, fail
-from lightning_viz._runtime.writers._base import atomic_write
+from lightning_viz._io import atomic_write, fingerprint
 from lightning_viz.render.grids import to_uint8
 from lightning_viz.render.maps import _PICTURE, to_rgb
 
@@ -111,7 +110,10 @@ def sprite_png(thumbs: Tensor) -> bytes:
 
 # --------------------------------------------------------------------------- files
 def _encode(tag: str) -> str:
-    """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it."""
+    """The folder name of a tag, as ``SummaryWriter.add_embedding`` writes it.
+
+    A copy of ``SummaryWriter._encode``: TensorBoard has no public helper for it.
+    """
     return tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
 
 
@@ -148,7 +150,7 @@ def write_embedding(
     lines = ["\t".join(header), *("\t".join(r) for r in metadata)]
     atomic_write(os.path.join(folder, "metadata.tsv"), ("\n".join(lines) + "\n").encode())
     thumbs = thumbs.contiguous().cpu()
-    digest = hashlib.sha256(thumbs.numpy().tobytes()).hexdigest()[:12]
+    digest = fingerprint(thumbs, digits=12)
     sprite = os.path.join("lightning_viz", "projector", _encode(tag), f"{digest}.png")
     if not os.path.exists(os.path.join(log_dir, sprite)):  # written once per run
         atomic_write(os.path.join(log_dir, sprite), sprite_png(thumbs))

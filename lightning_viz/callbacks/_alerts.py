@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning_viz._checks import check_float
-from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.monitoring.record import EpochRecord, SummaryError
 from lightning_viz.monitoring.regression import Alert, RegressionMonitor, format_alerts
 
@@ -50,7 +49,7 @@ class WatchesRegressions:
         alerts = self._monitor.update(ctx.log.epoch, ctx.log.step, records)
         drop = self._monitor.regression_value()
         ctx.log.scalar(self.tag("regression"), drop, summary=False)  # type: ignore[attr-defined]
-        coordinator = Coordinator.of(ctx.trainer)
+        coordinator = ctx.coordinator
         for a in alerts:
             if coordinator.summary is not None:
                 coordinator.summary.add_alert(a)

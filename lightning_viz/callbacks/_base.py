@@ -32,12 +32,12 @@ from lightning_viz._checks import (
 )
 from lightning_viz._guard import ModelView, make_generator, preserve_state, unwrap_model
 from lightning_viz._runtime.compat import CALLBACK_BASES, rank_zero_warn
+from lightning_viz._runtime.config import describe_options
 from lightning_viz._runtime.context import CAPTION_LABEL, NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.probe import Probe, load_probe
 from lightning_viz.functional._task import detect_task, normalize_labels
-from lightning_viz.monitoring.dashboard import describe_options
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 
@@ -51,6 +51,19 @@ def _now(module: nn.Module) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def _validates_every_epoch(trainer: Any) -> bool:
+    """Whether a validation loop ends every training epoch, decided once at ``setup``
+    (as Lightning's ``EarlyStopping`` decides where it checks): then a callback runs at
+    the validation epoch end, so ``EarlyStopping``/``ModelCheckpoint`` see its values at
+    once; otherwise (no validation, or validation every n-th epoch or several times an
+    epoch) at the training epoch end, after any validation of that epoch."""
+    return bool(
+        getattr(trainer, "enable_validation", False)
+        and trainer.check_val_every_n_epoch == 1
+        and trainer.val_check_interval == 1.0
+    )
 
 
 def _defines(obj: Any, name: str) -> bool:
@@ -162,7 +175,9 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._saved_probe: dict[str, Any] | None = None
         self._task: str = self.task or "multiclass"
         self._enabled = True
-        self._last_epoch: int | None = None
+        self._last_epoch: int | None = None  # the last epoch it ran at
+        self._after_validation = False  # the epoch-end hook it runs in (set at setup)
+        self._coordinator: Coordinator | None = None  # the trainer's, handed over at setup
         self._said: set[str] = set()
         self._set_up = False  # set up for a fit before (on this or another trainer)
 
@@ -295,9 +310,19 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         device = next((p.device for p in module.parameters()), torch.device("cpu"))
         probe = self._probe.to(device) if self._probe is not None else None
         view = self._view(trainer, module)
+        generator = make_generator(self.seed, device)
         return RunContext(
-            trainer, module, view, probe, self._task, log, make_generator(self.seed, device), device
+            trainer, module, view, probe, self._task, log, generator, device, self._coordinator
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn pickles the callbacks; the coordinator (a worker thread) stays behind
+        return {**self.__dict__, "_coordinator": None}
+
+    def _shared(self, trainer: Any) -> Coordinator:
+        """The coordinator handed over at ``setup`` (a new one if not set up on ``trainer``)."""
+        held = self._coordinator
+        return held if held is not None and held.serves(trainer) else Coordinator.of(trainer)
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -307,6 +332,8 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         if self._set_up and all(cb is not self for cb in coordinator.callbacks):
             self._start_fresh()  # set up before, but not on this trainer
         self._set_up = True
+        self._coordinator = coordinator
+        self._after_validation = _validates_every_epoch(trainer)
         coordinator.register(self)
         self._said = set()
         if coordinator.open_writers(trainer, self.save_dir) is None:
@@ -416,33 +443,35 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._maybe_run(trainer, pl_module)
+        if self._after_validation:
+            self._maybe_run(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._maybe_run(trainer, pl_module)
+        if not self._after_validation:
+            self._maybe_run(trainer, pl_module)
         self._epoch_end_once(trainer)
 
     def _epoch_end_once(self, trainer: Any) -> None:
         """``viz/overhead`` and the summary text, once per epoch end (after every
         callback ran: the last registered one writes them)."""
         if self._is_last(trainer):
-            coordinator = Coordinator.of(trainer)
+            coordinator = self._shared(trainer)
             coordinator.log_overhead(trainer)
             coordinator.write_epoch_summary(trainer)
 
     def _is_last(self, trainer: Any) -> bool:
         """Whether this is the trainer's last registered lightning-viz callback."""
-        callbacks = Coordinator.of(trainer).callbacks
+        callbacks = self._shared(trainer).callbacks
         return bool(callbacks) and callbacks[-1] is self
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        coordinator = Coordinator.of(trainer)
+        coordinator = self._shared(trainer)
         if coordinator.summary is not None:  # a resumed run forgets what came after it
             coordinator.summary.drop_after(trainer.current_epoch - 1)
         coordinator.start_run(trainer)  # layout and configuration, once per run
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        coordinator = Coordinator.of(trainer)
+        coordinator = self._shared(trainer)
         coordinator.shutdown(wait=True)  # pending background work is written
         if self._is_last(trainer):
             coordinator.log_overhead(trainer)  # the whole fit
@@ -464,10 +493,10 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return describe_options(self, [type(self).__init__, VizCallback.__init__])
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        Coordinator.of(trainer).shutdown(wait=False)
+        self._shared(trainer).shutdown(wait=False)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        Coordinator.of(trainer).shutdown(wait=False)
+        self._shared(trainer).shutdown(wait=False)
 
     # ----------------------------------------------------------------- failures
     def turn_off(self, reason: str, err: BaseException, details: str = "") -> None:
@@ -516,19 +545,18 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             return False
         if getattr(trainer.state, "fn", None) != "fit":
             return False
-        epoch = trainer.current_epoch
-        return self._last_epoch != epoch and (epoch + 1) % self.every_n_epochs == 0
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _due(self, trainer: Any) -> bool:
         """Scheduled, and within the shared overhead budget."""
-        return self.scheduled(trainer) and Coordinator.of(trainer).allows(self, trainer)
+        return self.scheduled(trainer) and self._shared(trainer).allows(self, trainer)
 
     def writes_any(self, tags: set[str]) -> bool:
         """True when one of ``tags`` is a scalar this callback writes."""
         return any(t in self._written or t.startswith(f"{self.tag_prefix}/") for t in tags)
 
     def _maybe_run(self, trainer: Any, pl_module: Any) -> None:
-        Coordinator.of(trainer).harvest()  # background work finished since the last epoch
+        self._shared(trainer).harvest()  # background work finished since the last epoch
         if not self._due(trainer):
             return
         self._last_epoch = trainer.current_epoch
@@ -536,7 +564,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         start = _now(module)
         log: RunLog | None = None
         try:
-            log = RunLog(trainer, trainer.global_step, self)
+            log = RunLog(trainer, trainer.global_step, self, self._coordinator)
             with preserve_state(module):
                 if self._probe is None and self.uses_probe:  # restored from a checkpoint
                     self._setup(trainer, module)
@@ -546,7 +574,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             log.scalar(self._seconds_tag(), seconds)
             log.flush()
             self._written = set(log.scalars)
-            coordinator = Coordinator.of(trainer)
+            coordinator = self._shared(trainer)
             coordinator.budget.charge(self.state_key, ctx.one_time, once=True)
             coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
             coordinator.write_summary(trainer)

@@ -15,7 +15,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
-from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import split_batch
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
 from lightning_viz._runtime.writers import Embedding
@@ -119,29 +119,20 @@ def _interleave(
     Returns:
         The same keys, rows in dataset order (``None`` where a rank lacks the key).
     """
-    world = len(gathered)
-    ids, ranks, rows = [], [], []  # global index, rank and local row of every sample
-    for rank, part in enumerate(gathered):
-        feats = part["features"]
-        count = 0 if feats is None else int(feats.shape[0])
-        local = torch.arange(count)
-        ids.append(local * world + rank)
-        ranks.append(torch.full((count,), rank))
-        rows.append(local)
-    gid, rank_of, row_of = torch.cat(ids), torch.cat(ranks), torch.cat(rows)
-    keep = gid < total if total is not None else torch.ones_like(gid, dtype=torch.bool)
-    order = torch.argsort(gid[keep])[:num_samples]  # drops the sampler's padding
-    rank_of, row_of = rank_of[keep][order], row_of[keep][order]
+    counts = [0 if g["features"] is None else int(g["features"].shape[0]) for g in gathered]
     out: dict[str, Tensor | None] = {}
     for key in ("features", "thumbs", "labels", "predicted"):
-        used = rank_of.unique().tolist()
-        if not used or any(gathered[r][key] is None for r in used):
+        parts = [g[key] for g in gathered]
+        if (
+            num_samples == 0
+            or not sum(counts)
+            or any(p is None and c for p, c in zip(parts, counts, strict=True))
+        ):
             out[key] = None
             continue
-        parts = [gathered[r][key] for r in range(world)]
-        offsets = torch.tensor([0] + [0 if p is None else p.shape[0] for p in parts]).cumsum(0)
-        stacked = torch.cat([p for p in parts if p is not None])
-        out[key] = stacked[offsets[rank_of] + row_of]
+        empty = next(p for p in parts if p is not None)[:0]
+        rows = interleave([empty if p is None else p for p in parts], total)
+        out[key] = rows[:num_samples]
     return out
 
 
@@ -236,7 +227,7 @@ class EmbeddingProjector(VizCallback):
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn pickles the callbacks: hooks, buffers and the executor stay behind.
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         for key in (
             "_capture",
             "_records",
@@ -287,6 +278,11 @@ class EmbeddingProjector(VizCallback):
             import sklearn.metrics  # noqa: F401
 
     # -------------------------------------------------------------------- capture
+    def scheduled(self, trainer: Any) -> bool:
+        """As every callback; it runs in the validation loop whatever the schedule, and
+        once an epoch when validation runs several times in it (the first one)."""
+        return super().scheduled(trainer) and self._last_epoch != trainer.current_epoch
+
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._stop_capture()
         if not self._due(trainer):
@@ -426,9 +422,9 @@ class EmbeddingProjector(VizCallback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
-        Coordinator.of(trainer).harvest()
+        self._shared(trainer).harvest()
         self._epoch_end_once(trainer)
-        if self._due(trainer):  # due, but no validation ran this epoch
+        if self._last_epoch != trainer.current_epoch and self._due(trainer):  # no validation ran
             self.warn_once(
                 "no_val_epoch",
                 f"no validation ran at epoch {trainer.current_epoch}; it embeds the features "
@@ -447,14 +443,7 @@ class EmbeddingProjector(VizCallback):
 
     def _gather(self, trainer: Any) -> dict[str, Tensor | None]:
         """The samples of every rank in global order, cut to ``num_samples`` (on every rank)."""
-        local = self._local_samples()
-        world = int(getattr(trainer, "world_size", 1) or 1)
-        dist = torch.distributed
-        if world > 1 and dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, local)
-        else:
-            gathered = [local]
+        gathered = gather_objects(trainer, self._local_samples())
         return _interleave(gathered, self._dataset_length(trainer), self.num_samples)
 
     @staticmethod

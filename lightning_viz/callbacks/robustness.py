@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +11,7 @@ from torch import Tensor
 
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
+from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
@@ -335,8 +335,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
     def _fingerprint(self, ctx: RunContext) -> str:
         """The probe and every setting a robust outcome depends on, hashed."""
         settings = (self.norm, self.steps, self.step_size, self.seed, ctx.task)
-        text = f"{ctx.probe.fingerprint()}|{settings}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return fingerprint(f"{ctx.probe.fingerprint()}|{settings}")
 
     def _scalar(
         self, ctx: RunContext, attack: str, eps: float | None, mask: Tensor, fingerprint: str

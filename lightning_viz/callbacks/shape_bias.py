@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Sequence
@@ -16,8 +15,8 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_bool, check_float, check_int, check_int_list, fail
 from lightning_viz._guard import make_generator
+from lightning_viz._io import fingerprint
 from lightning_viz._runtime import cue_cache
-from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional._task import predict
@@ -26,7 +25,6 @@ from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
 
-_CHUNK = 256  # images per forward pass
 _GRID_IMAGES = 16
 MAX_BARS = 20  # classes in `bias/per_class`: those with the most decisions beyond that
 _WATCHED = ("shape_bias", "shape_acc")  # metrics whose regression warns
@@ -318,7 +316,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             "output_mapping": self.output_mapping,
         }
         key = cue_cache.cache_key(pixels, labels, masks, settings)
-        path = cue_cache.cache_file(Coordinator.of(ctx.trainer).log_dir, key)
+        path = cue_cache.cache_file(self._shared(ctx.trainer).log_dir, key)
         self.cache_path = path
         cached = None if path is None else cue_cache.read_cache(path, n, tuple(pixels.shape[1:]))
         if cached is not None:
@@ -374,12 +372,10 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         """Predicted dataset classes ``(N,)``, in chunks of forward passes; under DDP each
         rank predicts its share and every rank gets all of them."""
         part = images[ctx.share(images.shape[0])]
-        with torch.no_grad():
-            logits = [
-                self._map_logits(ctx.view(part[i : i + _CHUNK]))
-                for i in range(0, part.shape[0], _CHUNK)
-            ]
-        local = predict(torch.cat(logits)) if logits else images.new_empty(0, dtype=torch.long)
+        if part.shape[0]:
+            local = predict(ctx.forward(part, self._map_logits))
+        else:
+            local = images.new_empty(0, dtype=torch.long)
         return ctx.gather(local, images.shape[0])
 
     # ---------------------------------------------------------------------- run
@@ -419,10 +415,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _fingerprint(self, ctx: RunContext) -> str:
         """The probe and the cue-conflict set the outcomes belong to, hashed."""
         images, s, t = self._cc  # type: ignore[misc]
-        h = hashlib.sha256(ctx.probe.fingerprint().encode())
-        for tensor in (images.float(), s.long(), t.long()):
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint(ctx.probe.fingerprint(), images.float(), s.long(), t.long())
 
     # --------------------------------------------------------------- rendering
     def _per_class(self, pred: Tensor, s: Tensor, t: Tensor, num_classes: int) -> Any:

@@ -1,7 +1,4 @@
-"""Old import path of :mod:`lightning_viz.monitoring.compare`, kept as an alias.
-
-``import lightning_viz.compare`` gives the very module ``lightning_viz.monitoring.compare``.
-"""
+"""Old import path of :mod:`lightning_viz.monitoring.compare` (the same module object)."""
 
 import sys
 

@@ -17,15 +17,27 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_viz._checks import check_features, check_float, check_int, check_labels
+from lightning_viz._checks import check_float, check_int, check_labels, check_tensor, fail
 
 __all__ = ["knn_accuracy", "pca", "silhouette", "tsne"]
 
 _CDIST_CHUNK = 1024  # query rows per torch.cdist call
+
+
+def check_features(features: Any, name: str = "features", *, min_rows: int = 1) -> Tensor:
+    """Finite floating-point features ``(N, D)`` with ``N >= min_rows`` and ``D >= 1``."""
+    check_tensor(features, name, "(N, D)", dim=2, floating=True)
+    if features.shape[0] < min_rows:
+        fail(name, f"a tensor (N, D) with N >= {min_rows}", f"<shape {tuple(features.shape)}>")
+    if not bool(torch.isfinite(features).all()):
+        fail(name, "finite", f"<{int((~torch.isfinite(features)).sum())} NaN or infinite values>")
+    return features
 
 
 def pca(features: Tensor, dim: int = 2) -> Tensor:

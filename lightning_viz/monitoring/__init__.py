@@ -1,17 +1,7 @@
 """Monitoring: run records, the regression rule, statistics, tables and ``compare``.
 
-Lightning-free (it imports neither Lightning nor TensorBoard), so a CI job or a
-notebook can read and compare runs without a trainer:
-
-- :mod:`~lightning_viz.monitoring.record`: :class:`RunSummary` (a run's
-  ``summary.json``), its records, :func:`load_summary` (find and read a run).
-- :mod:`~lightning_viz.monitoring.regression`: :class:`RegressionMonitor`, the live
-  alert rule, and :class:`Alert`.
-- :mod:`~lightning_viz.monitoring.stats`: the exact tests, the Wilson interval, Holm.
-- :mod:`~lightning_viz.monitoring.compare`: :func:`compare_summaries`, what
-  ``lightning-viz compare`` prints.
-- :mod:`~lightning_viz.monitoring.dashboard`: the TensorBoard custom-scalars layout
-  and the per-epoch summary tables.
+It imports neither Lightning nor TensorBoard, so a CI job or a notebook can read and
+compare runs without a trainer (see ``docs/monitoring.md``).
 
 Example:
     >>> from lightning_viz.monitoring import RunSummary, compare_summaries
@@ -26,15 +16,13 @@ from lightning_viz.monitoring.compare import CompareResult, CompareRow, compare_
 from lightning_viz.monitoring.record import (
     EpochRecord,
     MetricHistory,
-    RecordComparison,
     RunSummary,
     SummaryError,
-    compare_records,
-    load_summary,
     make_record,
     summary_path,
 )
 from lightning_viz.monitoring.regression import Alert, RegressionMonitor, format_alerts
+from lightning_viz.monitoring.rule import ALERT_KINDS, RecordComparison, compare_records, regressed
 from lightning_viz.monitoring.stats import (
     holm,
     holm_adjusted,
@@ -43,8 +31,10 @@ from lightning_viz.monitoring.stats import (
     unpaired_test,
     wilson_interval,
 )
+from lightning_viz.monitoring.store import load_summary
 
 __all__ = [
+    "ALERT_KINDS",
     "Alert",
     "CompareResult",
     "CompareRow",
@@ -62,6 +52,7 @@ __all__ = [
     "load_summary",
     "make_record",
     "paired_test",
+    "regressed",
     "sign_test",
     "summary_path",
     "unpaired_test",

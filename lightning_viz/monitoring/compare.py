@@ -29,20 +29,22 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lightning_viz._checks import check_float, fail
+from lightning_viz._checks import check_float, check_level, fail
 from lightning_viz.monitoring.record import (
     EpochRecord,
     MetricHistory,
     RunSummary,
     SummaryError,
-    compare_records,
-    load_summary,
+    json_safe,
 )
+from lightning_viz.monitoring.rule import compare_records, regressed
 from lightning_viz.monitoring.sources import resolve_source
 from lightning_viz.monitoring.stats import holm_adjusted
+from lightning_viz.monitoring.store import load_summary
+from lightning_viz.monitoring.tables import format_p, markdown_table, text_table
 
 __all__ = [
     "FORMATS",
@@ -59,7 +61,6 @@ __all__ = [
 ]
 
 FORMATS = ("text", "markdown", "json")
-_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Side:
         n: Samples counted, when known.
         successes: Successes, when known.
         fingerprint: Probe fingerprint, when known.
+        last_epoch: The run's own last epoch with a value of the metric.
     """
 
     epoch: int
@@ -81,10 +83,13 @@ class Side:
     n: int | None
     successes: int | None
     fingerprint: str | None
+    last_epoch: int | None = None
 
     @classmethod
-    def of(cls, rec: EpochRecord) -> Side:
-        return cls(rec.epoch, rec.value, rec.interval, rec.n, rec.successes, rec.fingerprint)
+    def of(cls, rec: EpochRecord, last_epoch: int | None = None) -> Side:
+        return cls(
+            rec.epoch, rec.value, rec.interval, rec.n, rec.successes, rec.fingerprint, last_epoch
+        )
 
 
 @dataclass
@@ -170,7 +175,7 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (NaN as ``None``): the ``--format json`` output."""
-        return _json_safe(
+        return json_safe(
             {
                 "format": "lightning-viz-compare",
                 "version": 1,
@@ -182,36 +187,11 @@ class CompareResult:
                 "exit_code": self.exit_code,
                 "regressions": self.regressions,
                 "watched": self.watched,
-                "rows": [_row_dict(r) for r in self.rows],
+                "rows": [asdict(r) for r in self.rows],
                 "only_in_baseline": self.only_in_baseline,
                 "only_in_candidate": self.only_in_candidate,
             }
         )
-
-
-def _row_dict(row: CompareRow) -> dict[str, Any]:
-    out = dict(row.__dict__)
-    for side in ("baseline", "candidate"):
-        s: Side = out[side]
-        out[side] = {
-            "epoch": s.epoch,
-            "value": s.value,
-            "interval": None if s.interval is None else list(s.interval),
-            "n": s.n,
-            "successes": s.successes,
-            "fingerprint": s.fingerprint,
-        }
-    return out
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------- comparing
@@ -225,17 +205,25 @@ def _latest_common(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, E
 
 
 def _row(
-    tag: str, at: str, rb: EpochRecord, rc: EpochRecord, hib: bool, watched: bool, tol: float
+    tag: str,
+    at: str,
+    rb: EpochRecord,
+    rc: EpochRecord,
+    hists: tuple[MetricHistory, MetricHistory],
+    watched: bool,
+    tol: float,
 ) -> CompareRow:
+    hib = hists[1].higher_is_better
     c = compare_records(rb, rc, higher_is_better=hib)
+    last = [h.latest() for h in hists]
     return CompareRow(
         metric=tag,
         at=at,
         watched=watched,
         tolerance=tol,
         higher_is_better=hib,
-        baseline=Side.of(rb),
-        candidate=Side.of(rc),
+        baseline=Side.of(rb, None if last[0] is None else last[0].epoch),
+        candidate=Side.of(rc, None if last[1] is None else last[1].epoch),
         delta=rc.value - rb.value,
         drop=c.drop,
         test=c.label,
@@ -274,15 +262,12 @@ def compare_summaries(
             fail(name, "a RunSummary", s, TypeError)
     if tolerance is not None:
         tolerance = check_float(tolerance, "tolerance", minimum=0.0)
-    alpha = check_float(alpha, "alpha", positive=True)
-    if alpha >= 1:
-        fail("alpha", "a number in (0, 1)", alpha)
+    alpha = check_level(alpha, "alpha")
     result = CompareResult(baseline.path, candidate.path, alpha, tolerance)
     result.only_in_baseline = sorted(t for t in baseline if t not in candidate)
     result.only_in_candidate = sorted(t for t in candidate if t not in baseline)
     for tag in sorted(t for t in candidate if t in baseline):
         hb, hc = baseline[tag], candidate[tag]
-        hib = hc.higher_is_better
         watched = hb.watched or hc.watched
         tol = tolerance
         if tol is None:
@@ -293,14 +278,14 @@ def compare_summaries(
         best = (hb.best(), hc.best())
         same = (best[0].epoch, best[1].epoch) == (latest[0].epoch, latest[1].epoch)  # type: ignore[union-attr]
         result.rows.append(
-            _row(tag, "latest = best" if same else "latest", *latest, hib, watched, tol)
+            _row(tag, "latest = best" if same else "latest", *latest, (hb, hc), watched, tol)
         )
         if not same:
-            result.rows.append(_row(tag, "best", *best, hib, watched, tol))  # type: ignore[arg-type]
+            result.rows.append(_row(tag, "best", *best, (hb, hc), watched, tol))  # type: ignore[arg-type]
     family = [r for r in result.rows if r.watched and not math.isnan(r.pvalue)]
     for row, adjusted in zip(family, holm_adjusted([r.pvalue for r in family]), strict=True):
         row.pvalue_holm = adjusted
-        row.regressed = row.drop > row.tolerance + _EPS and adjusted <= alpha
+        row.regressed = regressed(row.drop, row.tolerance, adjusted, alpha)
     return result
 
 
@@ -311,58 +296,47 @@ def _num(v: float | None, digits: int = 3, sign: bool = False) -> str:
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
-def _p(v: float | None) -> str:
-    if v is None or math.isnan(v):
-        return "-"
-    return f"{v:.2g}" if v >= 1e-4 else f"{v:.1e}"
-
-
-def _side(s: Side) -> str:
+def _side(s: Side, interval: bool) -> str:
     text = _num(s.value)
-    if s.interval is not None and not math.isnan(s.interval[0]):
+    if interval and s.interval is not None and not math.isnan(s.interval[0]):
         text += f" [{s.interval[0]:.2f}, {s.interval[1]:.2f}]"
     return text
 
 
 def _epochs(r: CompareRow) -> str:
-    b, c = r.baseline.epoch, r.candidate.epoch
-    return str(b) if b == c else f"{b} / {c}"
+    """The epoch compared, and why: ``5``; ``5 (ends 11/5)`` when a run measured the metric
+    later than the common epoch; ``0 / 3`` when each run is at its own epoch."""
+    b, c = r.baseline, r.candidate
+    if b.epoch != c.epoch:
+        return f"{b.epoch} / {c.epoch}"
+    if r.at != "best" and (b.last_epoch, c.last_epoch) != (b.epoch, b.epoch):
+        return f"{b.epoch} (ends {b.last_epoch}/{c.last_epoch})"
+    return str(b.epoch)
 
 
-def _test(r: CompareRow) -> str:
+def _test(r: CompareRow, wide: bool) -> str:
+    if not wide:
+        return r.test.split(" ")[0]
     if r.worse is not None:
         return f"{r.test}, {r.worse} worse / {r.better} better"
     return r.test
 
 
-def _cells(r: CompareRow) -> list[str]:
-    return [
-        r.metric,
-        r.at,
-        _epochs(r),
-        _side(r.baseline),
-        _side(r.candidate),
-        _num(r.delta, sign=True),
-        _p(r.pvalue),
-        _p(r.pvalue_holm),
-        _test(r),
-        f"{r.tolerance:g}" if r.watched else "not watched",
-    ]
+_WIDE = ["metric", "at", "epoch", "baseline", "candidate", "delta", "p", "Holm p", "test",
+         "tolerance", ""]  # fmt: skip
+_NARROW = ["metric", "at", "epoch", "baseline", "candidate", "delta", "Holm p", "test", ""]
 
 
-_HEAD = [
-    "metric",
-    "at",
-    "epoch",
-    "baseline",
-    "candidate",
-    "delta",
-    "p",
-    "Holm p",
-    "test",
-    "tolerance",
-    "",
-]
+def _cells(r: CompareRow, wide: bool) -> list[str]:
+    base, cand = _side(r.baseline, wide), _side(r.candidate, wide)
+    delta, holm = _num(r.delta, sign=True), format_p(r.pvalue_holm)
+    flag = "REGRESSED" if r.regressed else ""
+    if not wide:
+        at = r.at.split(" ")[0]  # "latest = best" shows as "latest" (a note says why)
+        return [r.metric, at, _epochs(r), base, cand, delta, holm, _test(r, False), flag]
+    tol = f"{r.tolerance:g}" if r.watched else "not watched"
+    p = format_p(r.pvalue)
+    return [r.metric, r.at, _epochs(r), base, cand, delta, p, holm, _test(r, True), tol, flag]
 
 
 def _verdict(result: CompareResult) -> str:
@@ -381,13 +355,36 @@ def _preamble(result: CompareResult) -> list[str]:
     return [
         f"baseline:  {result.baseline or '<in memory>'}",
         f"candidate: {result.candidate or '<in memory>'}",
-        f"one-sided exact tests that the candidate is worse; Holm across {family} watched "
-        f"comparisons; alpha {result.alpha:g}; tolerance {tol}; intervals: Wilson 95 %",
+        "one-sided exact tests that the candidate is worse, Holm-adjusted across the "
+        f"{family} tests",
+        f"of {len(result.watched)} watched metrics; alpha {result.alpha:g}; tolerance {tol}",
     ]
 
 
-def _notes(result: CompareResult) -> list[str]:
+_TESTS = {
+    "paired": "paired: sign test on the probe samples that flipped (the same probe in both runs)",
+    "unpaired": "Fisher's exact test on the two proportions",
+    "none": "no test (the metric has no counts)",
+}
+
+
+def _notes(result: CompareResult, wide: bool) -> list[str]:
     out = []
+    if any("(ends " in _epochs(r) for r in result.rows):
+        out.append(
+            "epoch N (ends B/C): the last epoch both runs measured; each run's own last: B, C"
+        )
+    if any(r.baseline.epoch != r.candidate.epoch for r in result.rows):
+        out.append(
+            "epoch B / C: each run's own epoch (best: each one's best; latest: none in common)"
+        )
+    if not wide and any(r.at == "latest = best" for r in result.rows):
+        out.append("latest without a best row: the latest epochs are also each run's best")
+    if not wide:
+        for label in sorted({r.test for r in result.rows}):
+            kind = label.split(" ")[0]
+            out.append(f"{label}: {_TESTS.get(kind, kind)}" if kind != "paired" else _TESTS[kind])
+        out.append("--wide: intervals (Wilson 95 %), raw p, flips, tolerances")
     if result.only_in_baseline:
         out.append(f"only in baseline: {', '.join(result.only_in_baseline)}")
     if result.only_in_candidate:
@@ -395,30 +392,33 @@ def _notes(result: CompareResult) -> list[str]:
     return out
 
 
-def render_text(result: CompareResult) -> str:
-    """A plain-text table with aligned columns; regressions marked ``REGRESSED``."""
-    rows = [_HEAD] + [[*_cells(r), "REGRESSED" if r.regressed else ""] for r in result.rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEAD))]
-    table = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    return "\n".join([*_preamble(result), "", *table, "", _verdict(result), *_notes(result)])
+def render_text(result: CompareResult, wide: bool = False) -> str:
+    """Aligned plain text; regressions marked ``REGRESSED``.
+
+    Args:
+        result: What :func:`compare_summaries` returned.
+        wide: Every column (intervals, raw p, flips, tolerance). Default: the columns
+            that fit 100 characters for tags up to 26 characters.
+    """
+    table = text_table(_WIDE if wide else _NARROW, [_cells(r, wide) for r in result.rows])
+    notes = _notes(result, wide)
+    return "\n".join([*_preamble(result), "", *table, "", _verdict(result), *notes])
 
 
 def render_markdown(result: CompareResult) -> str:
-    """A Markdown table (for a pull-request comment); regressions in bold."""
-    head = [h or "regressed" for h in _HEAD]
-    align = ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---:", "---"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    """A Markdown table with every column (for a pull-request comment); regressions bold."""
+    head = [h or "regressed" for h in _WIDE]
+    rows = []
     for r in result.rows:
-        cells = [c.replace("|", "\\|") for c in _cells(r)]
+        cells = _cells(r, wide=True)
         if r.regressed:
             cells[0] = f"**{cells[0]}**"
-        lines.append("| " + " | ".join([*cells, "**yes**" if r.regressed else ""]) + " |")
+        rows.append([*cells[:-1], "**yes**" if r.regressed else ""])
+    lines = markdown_table(head, rows, align="lllrrrrrlrl")
     pre = [f"{line}  " for line in _preamble(result)]
     verdict = _verdict(result)
     verdict = f"**{verdict}**" if result.regressions else verdict
-    notes = [f"- {n}" for n in _notes(result)]
+    notes = [f"- {n}" for n in _notes(result, wide=True)]
     return "\n".join([*pre, "", *lines, "", verdict, *([""] + notes if notes else [])])
 
 
@@ -427,11 +427,13 @@ def render_json(result: CompareResult) -> str:
     return json.dumps(result.to_dict(), indent=2, allow_nan=False)
 
 
-def render(result: CompareResult, fmt: str = "text") -> str:
-    """The result in one of :data:`FORMATS`."""
+def render(result: CompareResult, fmt: str = "text", wide: bool = False) -> str:
+    """The result in one of :data:`FORMATS` (``wide`` only changes ``"text"``)."""
     if fmt not in FORMATS:
         fail("format", f"one of {list(FORMATS)}", fmt)
-    return {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt](result)
+    if fmt == "text":
+        return render_text(result, wide)
+    return {"markdown": render_markdown, "json": render_json}[fmt](result)
 
 
 # ------------------------------------------------------------------------- CLI
@@ -459,6 +461,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--alpha", type=float, default=0.01, help="significance level after Holm (default 0.01)"
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="output (default text)")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="text: every column (intervals, raw p, flips, tolerance); default: 100 columns",
+    )
     parser.add_argument(
         "--tracking-uri",
         default=None,
@@ -488,5 +495,5 @@ def run_compare(args: argparse.Namespace) -> int:
     result = compare_summaries(*runs, tolerance=args.tolerance, alpha=args.alpha)
     if not result.rows:
         return error("the two runs have no lightning-viz metric in common")
-    print(render(result, args.format))
+    print(render(result, args.format, wide=getattr(args, "wide", False)))
     return result.exit_code

@@ -1,32 +1,27 @@
-"""What a person reads in TensorBoard besides the raw tags: the custom-scalars layout,
-the per-epoch summary table and the callbacks' configuration.
+"""What a person reads in TensorBoard besides the raw tags: the custom-scalars layout
+and the per-epoch summary table.
 
-Pure functions on tags, the run summary and the callbacks' options; the per-trainer
-coordinator writes what they build (once per run, or at each epoch a probe ran).
+Pure functions on tags and the run summary; the per-trainer coordinator writes what
+they build (once per run, or at each epoch a probe ran).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
-
 from lightning_viz.monitoring.record import MetricHistory, RunSummary
+from lightning_viz.monitoring.tables import markdown_table, text_table
 
 __all__ = [
     "CATEGORIES",
     "SummaryRow",
     "alert_words",
-    "config_markdown",
     "console_table",
     "custom_scalars_layout",
-    "describe_options",
-    "layout_tags",
     "latest_rows",
     "summary_markdown",
     "summary_rows",
@@ -80,16 +75,6 @@ def custom_scalars_layout(charts: Iterable[Charts]) -> dict[str, dict[str, list[
         }
         for c in order
     }
-
-
-def layout_tags(layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[str]:
-    """The tags a layout built by :func:`custom_scalars_layout` lists, in order."""
-    return [
-        re.sub(r"\\(.)", r"\1", pattern[1:-1])
-        for charts in layout.values()
-        for _, patterns in charts.values()
-        for pattern in patterns
-    ]
 
 
 # ---------------------------------------------------------------- summary table
@@ -206,9 +191,7 @@ def summary_markdown(
         f"**Epoch {epoch}** (step {step}) — watched metrics in bold; intervals are 95 % "
         "Wilson intervals over the probe samples",
         "",
-        "| " + " | ".join(_HEADER) + " |",
-        "|---|---:|---|---|---|",
-        *("| " + " | ".join(_cells(r)) + " |" for r in rows),
+        *markdown_table(_HEADER, [_cells(r) for r in rows], align="lrlll"),
         "",
     ]
     if alerts:
@@ -236,55 +219,9 @@ def console_table(rows: Sequence[SummaryRow], epoch: int | None = None) -> str:
         if per_row:
             cells.insert(2, "—" if r.epoch is None else str(r.epoch))
         body.append(cells)
-    table = [header, *body]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     if per_row:
         title = "lightning-viz, each probe metric at its latest run:"
     else:
         shown = epoch if epoch is not None else next(iter(epochs), None)
         title = f"lightning-viz, epoch {shown}:"
-    out = [title]
-    for i, row in enumerate(table):
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
-
-
-# ---------------------------------------------------------------- configuration
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"tensor {tuple(value.shape)}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if callable(value) and not isinstance(value, type):
-        return getattr(value, "__qualname__", type(value).__name__)
-    if isinstance(value, list | tuple) and value and isinstance(value[0], float):
-        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def describe_options(obj: Any, owners: Sequence[Callable[..., Any]]) -> dict[str, str]:
-    """``{option: text}`` of the ``__init__`` arguments of ``owners`` that ``obj`` holds
-    as attributes of the same name (in signature order, ``**kwargs`` skipped)."""
-    out: dict[str, str] = {}
-    for init in owners:
-        for name, param in inspect.signature(init).parameters.items():
-            if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-                continue
-            if name not in out and hasattr(obj, name):
-                out[name] = _describe(getattr(obj, name))
-    return out
-
-
-def config_markdown(callbacks: Sequence[Any]) -> str:
-    """One Markdown table per callback: its options as built (the run's configuration)."""
-    parts = []
-    for cb in callbacks:
-        options = cb.config()
-        parts += [f"**{type(cb).__name__}** (tags `{cb.tag_prefix}/...`)", ""]
-        parts += ["| option | value |", "|---|---|"]
-        parts += [f"| {k} | `{v}` |" for k, v in options.items()]
-        parts.append("")
-    return "\n".join(parts).rstrip()
+    return "\n".join([title, *text_table(header, body, rule=True)])

@@ -39,17 +39,18 @@ that is not a number (NaN) is written as ``null``: the file is strict JSON.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
+import numbers
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_viz._checks import check_bool, check_float, check_int, check_value, fail
-from lightning_viz.monitoring.stats import outcome_list, paired_test, unpaired_test, wilson_interval
+from lightning_viz._checks import check_bool, check_float, check_int, fail
+from lightning_viz._io import atomic_write
+from lightning_viz.monitoring.rule import ALERT_KINDS, oriented
+from lightning_viz.monitoring.stats import outcome_list, wilson_interval
 
 __all__ = [
     "CONFIDENCE",
@@ -59,12 +60,10 @@ __all__ = [
     "VERSION",
     "EpochRecord",
     "MetricHistory",
-    "RecordComparison",
     "RunSummary",
     "SummaryError",
-    "compare_records",
-    "load_summary",
     "make_record",
+    "read_summary",
     "summary_path",
 ]
 
@@ -75,7 +74,16 @@ SUMMARY_FILE = "summary.json"
 CONFIDENCE = 0.95
 """Confidence level of the Wilson intervals written to the file."""
 
-ALERT_KINDS = ("best", "baseline")
+
+# ------------------------------------------------------------------- checks
+def _check_value(value: Any, name: str) -> float:
+    """A metric value: a real number; NaN is allowed (undefined this epoch), infinities not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(name, "a number (NaN allowed)", value, TypeError)
+    value = float(value)
+    if math.isinf(value):
+        fail(name, "a finite number or NaN", value)
+    return value
 
 
 class SummaryError(ValueError):
@@ -218,17 +226,13 @@ def make_record(
         if n is None or successes is None:
             fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
         value = successes / n if n else math.nan  # type: ignore[operator]
-    value = check_value(value, "value")
+    value = _check_value(value, "value")
     if fingerprint is not None and not isinstance(fingerprint, str):
         fail("fingerprint", "a str or None", fingerprint, TypeError)
     return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint)
 
 
 # ---------------------------------------------------------------------- histories
-def _oriented(value: float, higher_is_better: bool) -> float:
-    return value if higher_is_better else -value
-
-
 @dataclass
 class MetricHistory:
     """One metric over the epochs of a run, with how it is judged.
@@ -264,13 +268,8 @@ class MetricHistory:
 
     def best(self, min_epoch: int = 0, max_epoch: int | None = None) -> EpochRecord | None:
         """The best record in the epoch range (the earliest of equal values)."""
-        best = None
-        for r in self.records(min_epoch, max_epoch):
-            if best is None or _oriented(r.value, self.higher_is_better) > _oriented(
-                best.value, self.higher_is_better
-            ):
-                best = r
-        return best
+        records = self.records(min_epoch, max_epoch)  # max keeps the first of equal values
+        return max(records, key=lambda r: oriented(r.value, self.higher_is_better), default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -280,94 +279,6 @@ class MetricHistory:
             "higher_is_better": self.higher_is_better,
             "epochs": [r.to_dict() for _, r in sorted(self.epochs.items())],
         }
-
-
-# ----------------------------------------------------------------- comparisons
-@dataclass(frozen=True)
-class RecordComparison:
-    """A one-sided test that a candidate record is worse than a reference record.
-
-    Attributes:
-        test: ``"paired"`` (sign test on the samples that flipped), ``"unpaired"``
-            (Fisher's exact test on the two proportions) or ``"none"`` (no counts).
-        reason: Why the test is not paired (``"probes differ"``, ``"probes unknown"``,
-            ``"no per-sample outcomes"``, ``"no counts"``), else ``None``.
-        pvalue: One-sided p-value (not corrected for multiple tests); NaN when
-            ``test == "none"``.
-        drop: How much worse the candidate is (reference − candidate for a metric
-            where higher is better); negative when it is better.
-        n: Pairs counted (paired) or the candidate's samples (unpaired), else ``None``.
-        worse: Samples that flipped to worse (paired only).
-        better: Samples that flipped to better (paired only).
-    """
-
-    test: str
-    reason: str | None
-    pvalue: float
-    drop: float
-    n: int | None = None
-    worse: int | None = None
-    better: int | None = None
-
-    @property
-    def label(self) -> str:
-        """``"paired"``, ``"unpaired (probes differ)"``, ..."""
-        return self.test if self.reason is None else f"{self.test} ({self.reason})"
-
-
-def _flip(outcomes: list[int | None]) -> list[int | None]:
-    return [None if v is None else 1 - v for v in outcomes]
-
-
-def compare_records(
-    reference: EpochRecord,
-    candidate: EpochRecord,
-    *,
-    higher_is_better: bool = True,
-    same_probe_if_unknown: bool = False,
-) -> RecordComparison:
-    """Tests whether ``candidate`` is worse than ``reference``.
-
-    Paired (exact sign test) when both records have per-sample outcomes of the same
-    length and the same probe fingerprint; two missing fingerprints count as the same
-    probe only with ``same_probe_if_unknown`` (two runs of one probe within one fit).
-    Otherwise unpaired (Fisher's exact test) when both have counts, else no test.
-
-    Args:
-        reference: The reference run of the metric.
-        candidate: The run under test.
-        higher_is_better: Direction of the metric; when ``False`` a success is the
-            *bad* outcome (e.g. an error rate) and the test runs on failures.
-        same_probe_if_unknown: Pair records that both lack a fingerprint.
-
-    Returns:
-        A :class:`RecordComparison`.
-    """
-    drop = _oriented(reference.value, higher_is_better) - _oriented(
-        candidate.value, higher_is_better
-    )
-    if reference.fingerprint is None and candidate.fingerprint is None:
-        same, reason = same_probe_if_unknown, "probes unknown"
-    else:
-        same, reason = reference.fingerprint == candidate.fingerprint, "probes differ"
-    ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
-    if ref_out is None or cand_out is None:
-        reason = "no per-sample outcomes"
-    elif same and len(ref_out) != len(cand_out):
-        same, reason = False, "probes differ"
-    if same and ref_out is not None and cand_out is not None:
-        if not higher_is_better:
-            ref_out, cand_out = _flip(ref_out), _flip(cand_out)
-        r = paired_test(ref_out, cand_out)
-        return RecordComparison("paired", None, r.pvalue, drop, r.n_pairs, r.worse, r.better)
-    counts = (reference.n, reference.successes, candidate.n, candidate.successes)
-    if any(c is None for c in counts):
-        return RecordComparison("none", "no counts", math.nan, drop)
-    n_ref, k_ref, n_cand, k_cand = counts  # type: ignore[misc]
-    if not higher_is_better:
-        k_ref, k_cand = n_ref - k_ref, n_cand - k_cand
-    p = unpaired_test(k_ref, n_ref, k_cand, n_cand)
-    return RecordComparison("unpaired", reason, p, drop, n_cand)
 
 
 # ------------------------------------------------------------------------ summary
@@ -545,7 +456,7 @@ class RunSummary:
             "lightning_viz": __version__,
             "confidence": CONFIDENCE,
             "metrics": {tag: hist.to_dict() for tag, hist in self.metrics.items()},
-            "alerts": [_json_safe(a) for a in self.alerts],
+            "alerts": [json_safe(a) for a in self.alerts],
         }
 
     @classmethod
@@ -604,19 +515,7 @@ class RunSummary:
         is created when missing.
         """
         path = summary_path(log_dir)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         self.path = path
         return path
 
@@ -629,23 +528,29 @@ class RunSummary:
         """
         path = summary_path(log_dir)
         if os.path.isfile(path):
-            return _read(path)
+            return read_summary(path)
         return cls()
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf -> None, tuples -> lists, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 # ------------------------------------------------------------------------ loading
-def _read(path: str) -> RunSummary:
+def read_summary(path: str) -> RunSummary:
+    """Reads one ``summary.json`` (see :func:`~lightning_viz.monitoring.store.load_summary`
+    to find a run's).
+
+    Raises:
+        SummaryError: Not readable, not JSON, another format or a newer version.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -656,46 +561,3 @@ def _read(path: str) -> RunSummary:
     summary = RunSummary.from_dict(data, source=path)
     summary.path = path
     return summary
-
-
-def load_summary(path: str | os.PathLike[str]) -> RunSummary:
-    """Loads the run summary of a run.
-
-    Args:
-        path: One of: (a) a run's log directory (the one holding its TensorBoard event
-            file, with ``lightning_viz/summary.json`` in it); (b) that
-            ``summary.json`` itself; (c) a folder with exactly one such run somewhere
-            below it (e.g. ``lightning_logs/`` with a single ``version_0``).
-
-    Returns:
-        The :class:`RunSummary`, with ``path`` set to the file read.
-
-    Raises:
-        TypeError: ``path`` is not a path.
-        SummaryError: Nothing readable there: no such path, no summary (or several
-            runs) below a folder, not JSON, another format or a newer version.
-    """
-    if not isinstance(path, str | os.PathLike):
-        fail("path", "a str or os.PathLike", path, TypeError)
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise SummaryError(f"{p}: no such file or directory")
-    if os.path.isfile(p):
-        return _read(p)
-    if os.path.isfile(summary_path(p)):
-        return _read(summary_path(p))
-    pattern = os.path.join(glob.escape(p), "**", SUMMARY_DIR, SUMMARY_FILE)
-    found = sorted(glob.glob(pattern, recursive=True))
-    if len(found) == 1:
-        return _read(found[0])
-    if found:
-        runs = "\n  ".join(os.path.dirname(os.path.dirname(f)) for f in found)
-        raise SummaryError(f"{p} holds {len(found)} runs; pass one of them:\n  {runs}")
-    events = glob.glob(os.path.join(glob.escape(p), "**", "events.out.tfevents.*"), recursive=True)
-    if events:
-        run = os.path.dirname(sorted(events)[0])
-        raise SummaryError(
-            f"{p}: the run in {run} has no {SUMMARY_DIR}/{SUMMARY_FILE} (it is written by "
-            "lightning-viz's AdversarialProbe and TextureShapeBias)"
-        )
-    raise SummaryError(f"{p}: no lightning-viz run found (no {SUMMARY_DIR}/{SUMMARY_FILE} in it)")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,24 +38,33 @@ from lightning_viz._checks import (
     check_choice,
     check_float,
     check_int,
-    check_per_metric,
+    check_level,
     fail,
 )
-from lightning_viz.monitoring.record import (
-    EpochRecord,
-    RecordComparison,
-    RunSummary,
-    compare_records,
-    load_summary,
-    make_record,
-)
+from lightning_viz.monitoring import rule
+from lightning_viz.monitoring.record import EpochRecord, RunSummary, make_record
+from lightning_viz.monitoring.rule import ALERT_KINDS, RecordComparison, compare_records
 from lightning_viz.monitoring.stats import holm_adjusted
+from lightning_viz.monitoring.store import load_summary
+from lightning_viz.monitoring.tables import format_p, text_table
 
 __all__ = ["Alert", "RegressionMonitor", "format_alerts"]
 
-_EPS = 1e-12
-_KINDS = ("best", "baseline")
 _RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint")
+
+
+def _check_per_metric(value: Any, name: str, check: Callable[[Any, str], Any]) -> Any:
+    """One value for every metric, or a mapping from metric tags (str) to values."""
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                fail(
+                    name, "a value or a mapping from metric tags (str) to values", value, TypeError
+                )
+            out[key] = check(v, f"{name}[{key!r}]")
+        return out
+    return check(value, name)
 
 
 # --------------------------------------------------------------------------- alert
@@ -131,18 +140,6 @@ class Alert:
         return {**asdict(self), "message": self.message}
 
 
-def _fmt_p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
-
-
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in rows
-    ]
-
-
 def format_alerts(alerts: list[Alert], title: str) -> str:
     """One message for the alerts of one callback at one run: a compact table.
 
@@ -167,7 +164,7 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
         f"{title}: {count} at epoch {', '.join(map(str, epochs))} (one-sided exact tests, "
         f"Holm-adjusted, alpha {', '.join(f'{a:g}' for a in alphas)})"
     )
-    rows = [["metric", "compared with", "value", "ref", "drop", "tol", "p", "test"]]
+    rows = []
     for a in alerts:
         test = a.test
         if a.worse is not None:
@@ -182,11 +179,12 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
                 f"{a.reference_value:.4f}",
                 f"{a.drop:.4f}",
                 f"{a.tolerance:g}",
-                _fmt_p(a.pvalue),
+                format_p(a.pvalue),
                 test,
             ]
         )
-    return "\n".join([head, *_table(rows)])
+    header = ["metric", "compared with", "value", "ref", "drop", "tol", "p", "test"]
+    return "\n".join([head, *text_table(header, rows, indent="  ")])
 
 
 # ------------------------------------------------------------------------- monitor
@@ -255,22 +253,20 @@ class RegressionMonitor:
         baseline: RunSummary | str | os.PathLike[str] | None = None,
         higher_is_better: bool | Mapping[str, bool] = True,
     ) -> None:
-        self.tolerance = check_per_metric(
+        self.tolerance = _check_per_metric(
             tolerance, "tolerance", lambda v, n: check_float(v, n, minimum=0.0)
         )
-        self.alpha = check_float(alpha, "alpha", positive=True)
-        if self.alpha >= 1:
-            fail("alpha", "a number in (0, 1)", alpha)
+        self.alpha = check_level(alpha, "alpha")
         self.warmup = check_int(warmup, "warmup", minimum=0)
         self.patience = check_int(patience, "patience", minimum=1)
-        self.higher_is_better = check_per_metric(higher_is_better, "higher_is_better", check_bool)
+        self.higher_is_better = _check_per_metric(higher_is_better, "higher_is_better", check_bool)
         if baseline is not None and not isinstance(baseline, RunSummary):
             if not isinstance(baseline, str | os.PathLike):
                 fail("baseline", "None, a RunSummary or a path", baseline, TypeError)
             baseline = load_summary(baseline)
         self.baseline: RunSummary | None = baseline
         self._refs: dict[str, EpochRecord] = {}  # metric -> its best run after warmup
-        self._episodes: dict[str, dict[str, _Episode]] = {kind: {} for kind in _KINDS}
+        self._episodes: dict[str, dict[str, _Episode]] = {kind: {} for kind in ALERT_KINDS}
         self._drops: dict[str, float] = {}  # metric -> drop below its reference, last update
 
     # ------------------------------------------------------------------ access
@@ -299,7 +295,7 @@ class RegressionMonitor:
 
     def regressed(self, kind: str = "best") -> list[str]:
         """The metrics now in a regressed episode of ``kind``."""
-        check_choice(kind, "kind", _KINDS)
+        check_choice(kind, "kind", ALERT_KINDS)
         return sorted(t for t, e in self._episodes[kind].items() if e.regressed)
 
     def regression_value(self) -> float:
@@ -434,10 +430,12 @@ class RegressionMonitor:
             tol = self.tolerance_of(tag)
             ep = self._episodes[kind].setdefault(tag, _Episode())
             if ep.regressed:
-                if all(c.result.drop <= tol + _EPS for c in comps):  # recovered: re-arm
+                if not any(rule.exceeds(c.result.drop, tol) for c in comps):  # recovered: re-arm
                     self._episodes[kind][tag] = _Episode()
                 continue
-            flagged = [c for c in comps if c.result.drop > tol + _EPS and c.adjusted <= self.alpha]
+            flagged = [
+                c for c in comps if rule.regressed(c.result.drop, tol, c.adjusted, self.alpha)
+            ]
             if not flagged:
                 ep.streak, ep.first_flagged = 0, None
                 continue
@@ -491,6 +489,6 @@ class RegressionMonitor:
         episodes = state.get("episodes") or {}
         self._episodes = {
             kind: {str(t): _Episode(**e) for t, e in (episodes.get(kind) or {}).items()}
-            for kind in _KINDS
+            for kind in ALERT_KINDS
         }
         self._drops = {str(t): float(v) for t, v in (state.get("drops") or {}).items()}

@@ -1,18 +1,18 @@
 """Exact small-sample statistics for the regression alerts and ``lightning-viz compare``.
 
-Pure Python (``math`` and ``statistics`` only): no torch tensors, no scipy. Every test
-is one-sided and asks *is the candidate worse than the reference?*
+Every test is one-sided and asks *is the candidate worse than the reference?* The
+distributions are SciPy's (exact at every sample size); this module adds the
+per-sample pairing of two probe runs, which no library does for us, and the checks.
 
-- :func:`wilson_interval`: the Wilson score interval of a proportion (Wilson 1927).
-- :func:`sign_test`: the exact sign test on the samples that flipped between two runs.
+- :func:`wilson_interval`: the Wilson score interval of a proportion (Wilson 1927),
+  ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``.
+- :func:`sign_test`: the exact sign test on the samples that flipped between two runs
+  (``scipy.stats.binomtest``).
 - :func:`paired_test`: the sign test on two per-sample outcome sequences of one probe.
-- :func:`unpaired_test`: Fisher's exact test on two proportions (two different probes).
+- :func:`unpaired_test`: Fisher's exact test on two proportions (two different probes,
+  ``scipy.stats.fisher_exact``).
 - :func:`holm`, :func:`holm_adjusted`: the Holm–Bonferroni step-down correction
   (Holm 1979) across the metrics tested together.
-
-Tails are summed exactly with :func:`math.comb` (Python's big integers, one correctly
-rounded division) up to :data:`EXACT_LIMIT` samples and in log space (``lgamma``,
-relative error about ``1e-10``) above.
 
 Example:
     >>> r = paired_test([1, 1, 1, 0, 1, None], [0, 0, 1, 0, 1, 1])
@@ -26,10 +26,11 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
-from lightning_viz._checks import check_count, check_level, check_pvalues, fail
+from scipy import stats
+
+from lightning_viz._checks import check_float, check_int, check_level, fail
 
 __all__ = [
     "EXACT_LIMIT",
@@ -44,12 +45,29 @@ __all__ = [
 ]
 
 EXACT_LIMIT = 2000
-"""Up to this many samples tails are summed with exact integers; above, in log space."""
+"""Kept for compatibility: the tests are SciPy's now, exact at every sample size."""
 
 Outcome = int | None
 
 
-# --------------------------------------------------------------------------- checks
+# ------------------------------------------------------------------- checks
+def _check_count(value: Any, name: str, n: int | None = None, n_name: str = "n") -> int:
+    """A count: an int ``>= 0`` (and ``<= n`` when given)."""
+    value = check_int(value, name, minimum=0)
+    if n is not None and value > n:
+        fail(name, f"an int <= `{n_name}` ({n})", value)
+    return value
+
+
+def _check_pvalues(pvalues: Any) -> list[float]:
+    """A sequence of p-values in ``[0, 1]``."""
+    if isinstance(pvalues, str | bytes) or not isinstance(pvalues, Iterable):
+        fail("pvalues", "a sequence of p-values in [0, 1]", pvalues, TypeError)
+    return [
+        check_float(p, f"pvalues[{i}]", minimum=0.0, maximum=1.0) for i, p in enumerate(pvalues)
+    ]
+
+
 def _outcome(value: Any) -> Outcome:
     """One sample's outcome: ``1``, ``0`` or ``None`` (also ``True``/``False``, '1'/'0'/'-')."""
     if value is None or value == "-":
@@ -113,64 +131,20 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         >>> tuple(round(v, 4) for v in wilson_interval(7, 10))
         (0.3968, 0.8922)
     """
-    n = check_count(n, "n")
-    successes = check_count(successes, "successes", n)
+    n = _check_count(n, "n")
+    successes = _check_count(successes, "successes", n)
     confidence = check_level(confidence, "confidence")
     if n == 0:
         return (math.nan, math.nan)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    z2 = z * z
-    center = (successes + z2 / 2) / (n + z2)
-    half = z * math.sqrt(successes * (n - successes) / n + z2 / 4) / (n + z2)
-    lo = 0.0 if successes == 0 else max(0.0, center - half)
-    hi = 1.0 if successes == n else min(1.0, center + half)
-    return (lo, hi)
-
-
-# -------------------------------------------------------------------------- tails
-def _log_sum_exp(logs: Sequence[float]) -> float:
-    top = max(logs)
-    if top == -math.inf:
-        return -math.inf
-    return top + math.log(math.fsum(math.exp(v - top) for v in logs))
-
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def _binomial_upper_tail(k: int, m: int) -> float:
-    """``P(X >= k)`` for ``X ~ Binomial(m, 1/2)``."""
-    if k <= 0:
+    """``P(X >= k)`` for ``X ~ Binomial(m, 1/2)`` (``1.0`` when ``m == 0``)."""
+    if m == 0:
         return 1.0
-    if k > m:
-        return 0.0
-    if m <= EXACT_LIMIT:
-        term = math.comb(m, k)
-        total = 0
-        for j in range(k, m + 1):  # C(m, j+1) = C(m, j) (m - j) / (j + 1)
-            total += term
-            term = term * (m - j) // (j + 1)
-        return min(1.0, total / (1 << m))
-    logs = [_log_comb(m, j) - m * math.log(2.0) for j in range(k, m + 1)]
-    return min(1.0, math.exp(_log_sum_exp(logs)))
-
-
-def _hypergeom_lower_tail(x: int, total: int, good: int, draws: int) -> float:
-    """``P(X <= x)`` for ``X`` the good items among ``draws`` taken from ``total``."""
-    lo, hi = max(0, draws - (total - good)), min(good, draws)
-    if x < lo:
-        return 0.0
-    if x >= hi:
-        return 1.0
-    if total <= EXACT_LIMIT:
-        num = sum(math.comb(good, j) * math.comb(total - good, draws - j) for j in range(lo, x + 1))
-        return min(1.0, num / math.comb(total, draws))
-    norm = _log_comb(total, draws)
-    logs = [
-        _log_comb(good, j) + _log_comb(total - good, draws - j) - norm for j in range(lo, x + 1)
-    ]
-    return min(1.0, math.exp(_log_sum_exp(logs)))
+    return float(stats.binomtest(k, m, 0.5, alternative="greater").pvalue)
 
 
 # -------------------------------------------------------------------------- tests
@@ -214,8 +188,8 @@ def sign_test(worse: int, better: int) -> float:
         >>> sign_test(7, 0)
         0.0078125
     """
-    worse = check_count(worse, "worse")
-    better = check_count(better, "better")
+    worse = _check_count(worse, "worse")
+    better = _check_count(better, "better")
     return _binomial_upper_tail(worse, worse + better)
 
 
@@ -272,13 +246,14 @@ def unpaired_test(k_ref: int, n_ref: int, k_cand: int, n_cand: int) -> float:
         TypeError: A count is not an int.
         ValueError: A count is negative or successes exceed samples.
     """
-    n_ref = check_count(n_ref, "n_ref")
-    k_ref = check_count(k_ref, "k_ref", n_ref, "n_ref")
-    n_cand = check_count(n_cand, "n_cand")
-    k_cand = check_count(k_cand, "k_cand", n_cand, "n_cand")
+    n_ref = _check_count(n_ref, "n_ref")
+    k_ref = _check_count(k_ref, "k_ref", n_ref, "n_ref")
+    n_cand = _check_count(n_cand, "n_cand")
+    k_cand = _check_count(k_cand, "k_cand", n_cand, "n_cand")
     if n_ref == 0 or n_cand == 0:
         return 1.0
-    return _hypergeom_lower_tail(k_cand, n_ref + n_cand, k_ref + k_cand, n_cand)
+    table = [[k_cand, n_cand - k_cand], [k_ref, n_ref - k_ref]]
+    return float(stats.fisher_exact(table, alternative="less")[1])
 
 
 # --------------------------------------------------------------------------- Holm
@@ -303,7 +278,7 @@ def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
         >>> holm_adjusted([0.01, 0.04, 0.03])
         [0.03, 0.06, 0.06]
     """
-    ps = check_pvalues(pvalues)
+    ps = _check_pvalues(pvalues)
     m = len(ps)
     out = [0.0] * m
     running = 0.0

@@ -1,17 +1,10 @@
 """Tensors to pictures: normalize, colormap, overlay, grids with captions, figures.
 
-This is the only package of the library that uses numpy, PIL and matplotlib, by topic:
-:mod:`~lightning_viz.render.maps` (normalize, colormap, overlay),
-:mod:`~lightning_viz.render.grids` (grids with captions),
-:mod:`~lightning_viz.render.weights` (filters, templates, feature maps) and
-:mod:`~lightning_viz.render.figures`. Every
-function takes tensors and returns tensors (float images in ``[0, 1]`` or ``uint8``
-grids ready for ``SummaryWriter.add_image(..., dataformats="CHW")``) or a
-:class:`matplotlib.figure.Figure`. Inputs are validated first (``TypeError``, then
-``ValueError``, with the received value in the message) and never mutated.
-
-Figures are built with ``matplotlib.figure.Figure`` directly and drawn with the Agg
-canvas, so no pyplot state is created and the global backend is never changed.
+By topic: ``maps`` (normalize, colormap, overlay), ``grids`` (grids with captions),
+``weights`` (filters, templates, feature maps) and ``figures``. Every function takes
+tensors and returns tensors (float images in ``[0, 1]`` or ``uint8`` grids for
+``SummaryWriter.add_image(..., dataformats="CHW")``) or a matplotlib ``Figure`` (no
+pyplot state); inputs are validated first and never mutated.
 
 Example:
     >>> import torch
@@ -29,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lightning_viz.render.figures import bar_figure, figure_to_image, line_figure, scatter_figure
+from lightning_viz.render.figures import bar_figure, line_figure, scatter_figure
 from lightning_viz.render.grids import (
     MAX_TILE,
     display_scale,
@@ -48,7 +41,6 @@ __all__ = [
     "display_scale",
     "feature_map_grid",
     "feature_maps",
-    "figure_to_image",
     "filter_tiles",
     "image_grid",
     "line_figure",

@@ -7,33 +7,61 @@ canvas, so no pyplot state is created and the global backend is never changed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from lightning_viz._checks import (
-    check_intervals,
-    check_labels,
-    check_numbers,
-    check_series,
-    check_str_list,
-    check_tensor,
-    fail,
-)
+from lightning_viz._checks import check_labels, check_str_list, check_tensor, fail
 
-__all__ = [
-    "bar_figure",
-    "figure_to_image",
-    "line_figure",
-    "scatter_figure",
-]
+__all__ = ["bar_figure", "line_figure", "scatter_figure"]
 
 _DPI = 80  # figures: 480 px wide at 6 in, enough for a TensorBoard card
 _MAX_FIGURE_WIDTH = 12.5  # in: 1000 px at _DPI (a bar figure grows with its categories)
+
+
+# ------------------------------------------------------------------- checks
+def check_numbers(values: Any, name: str, *, length: int | None = None) -> list[float]:
+    """A non-empty list of numbers (``length`` of them when given), returned as floats."""
+    what = "a non-empty list of numbers" + (f" ({length} of them)" if length is not None else "")
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        out = None
+    if out is None:
+        fail(name, what, values, TypeError)
+    if not out or (length is not None and len(out) != length):
+        fail(name, what, values)
+    return out
+
+
+def check_series(series: Any, name: str, length: int) -> dict[str, list[float]]:
+    """A non-empty dict ``{label: numbers}`` with ``length`` numbers per label."""
+    if not isinstance(series, dict) or not all(isinstance(k, str) for k in series):
+        fail(name, "a dict of name -> list of numbers", series, TypeError)
+    if not series:
+        fail(name, "a non-empty dict of name -> list of numbers", series)
+    return {k: check_numbers(v, f"{name}[{k!r}]", length=length) for k, v in series.items()}
+
+
+def check_intervals(
+    intervals: Any, lengths: dict[str, int]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """``None`` or ``{name: [(low, high), ...]}`` for series named in ``lengths``, one pair
+    per value; returned as ``{name: ([low, ...], [high, ...])}``."""
+    if intervals is None:
+        return {}
+    if not isinstance(intervals, dict) or any(k not in lengths for k in intervals):
+        fail("intervals", f"None or a dict with keys among {sorted(lengths)}", intervals, TypeError)
+    out = {}
+    for name, pairs in intervals.items():
+        pairs = list(pairs)
+        if len(pairs) != lengths[name] or any(len(p) != 2 for p in pairs):
+            fail("intervals", f"(low, high) pairs, one per value of {name!r}", pairs)
+        out[name] = ([float(p[0]) for p in pairs], [float(p[1]) for p in pairs])
+    return out
 
 
 def line_figure(
@@ -195,17 +223,3 @@ def scatter_figure(
     ax.legend(markerscale=2, fontsize="small", loc="best")
     fig.tight_layout()
     return fig
-
-
-def figure_to_image(fig: Figure) -> Tensor:
-    """Renders a figure with the Agg canvas (no pyplot) to ``uint8`` ``(3, H, W)``.
-
-    Raises:
-        TypeError: ``fig`` is not a :class:`matplotlib.figure.Figure`.
-    """
-    if not isinstance(fig, Figure):
-        fail("fig", "a matplotlib.figure.Figure", f"<{type(fig).__name__}>", TypeError)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())  # (H, W, 4)
-    return torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).permute(2, 0, 1).contiguous()

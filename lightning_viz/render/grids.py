@@ -26,14 +26,7 @@ from lightning_viz._checks import (
 )
 from lightning_viz.render.maps import _PICTURE, to_rgb
 
-__all__ = [
-    "MAX_TILE",
-    "display_scale",
-    "feature_map_grid",
-    "image_grid",
-    "rows_grid",
-    "to_uint8",
-]
+__all__ = ["MAX_TILE", "display_scale", "feature_map_grid", "image_grid", "rows_grid", "to_uint8"]
 
 _CAPTION_MARGIN = 2  # px of white space around caption lines
 _MIN_FONT, _MAX_FONT = 10, 48  # caption font sizes in px (a fifth of the tile width)

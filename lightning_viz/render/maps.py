@@ -19,12 +19,7 @@ from lightning_viz._checks import (
     fail,
 )
 
-__all__ = [
-    "colorize",
-    "normalize_maps",
-    "overlay",
-    "to_rgb",
-]
+__all__ = ["colorize", "normalize_maps", "overlay", "to_rgb"]
 
 _PICTURE = {"channels": (1, 3), "unit_range": True, "allow_nan": False}  # what can be drawn
 

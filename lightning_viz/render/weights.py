@@ -8,18 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lightning_viz._checks import (
-    check_bool,
-    check_int,
-    check_tensor,
-    fail,
-)
+from lightning_viz._checks import check_bool, check_int, check_tensor, fail
 
-__all__ = [
-    "feature_maps",
-    "filter_tiles",
-    "linear_templates",
-]
+__all__ = ["feature_maps", "filter_tiles", "linear_templates"]
 
 
 def _symmetric(w: Tensor, dims: tuple[int, ...]) -> Tensor:

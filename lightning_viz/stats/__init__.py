@@ -1,7 +1,4 @@
-"""Old import path of :mod:`lightning_viz.monitoring.stats`, kept as an alias.
-
-``import lightning_viz.stats`` gives the very module ``lightning_viz.monitoring.stats``.
-"""
+"""Old import path of :mod:`lightning_viz.monitoring.stats` (the same module object)."""
 
 import sys
 

@@ -1,10 +1,13 @@
-"""Old import path of :mod:`lightning_viz.monitoring.record`, kept as an alias.
+"""Old import path of the run record, kept as an alias.
 
-``import lightning_viz.summary`` gives the very module ``lightning_viz.monitoring.record``.
+Its content now lives in :mod:`lightning_viz.monitoring.record` (the record and its
+file), :mod:`lightning_viz.monitoring.rule` (comparing two records) and
+:mod:`lightning_viz.monitoring.store` (finding a run's file).
 """
 
-import sys
+from lightning_viz.monitoring.record import *  # noqa: F403
+from lightning_viz.monitoring.record import __all__ as _record_names
+from lightning_viz.monitoring.rule import RecordComparison, compare_records
+from lightning_viz.monitoring.store import load_summary
 
-from lightning_viz.monitoring import record as _module
-
-sys.modules[__name__] = _module
+__all__ = [*_record_names, "RecordComparison", "compare_records", "load_summary"]

@@ -16,8 +16,8 @@ from lightning_viz._guard import ModelView, make_generator
 from lightning_viz._hooks import has_hooks
 from lightning_viz.callbacks.robustness import AdversarialProbe, eps_label
 from lightning_viz.functional.attacks import robust_accuracy
-from lightning_viz.monitoring.record import load_summary
 from lightning_viz.monitoring.regression import RegressionMonitor
+from lightning_viz.monitoring.store import load_summary
 from tests.conftest import (
     assert_observing_changes_nothing,
     decode_png,

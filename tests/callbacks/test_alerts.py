@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import lightning_viz as lv
 from lightning_viz.data import LitClassifier, ShapesTexturesDataModule
-from lightning_viz.monitoring.record import load_summary
+from lightning_viz.monitoring.store import load_summary
 from tests.conftest import fit
 
 

@@ -124,7 +124,11 @@ class _Slow(lv.FilterLogger):
 def test_a_trainer_spaces_out_a_costly_callback_but_not_a_monitored_one(tmp_path):
     slow = _Slow(tag_prefix="slow", on_error="raise")
     watched = _Slow(tag_prefix="watched", on_error="raise")
-    stop = pl.callbacks.EarlyStopping(monitor="watched/model.block1.conv/norm", patience=100)
+
+    class Stop(pl.callbacks.EarlyStopping):  # a subclass is a monitor too
+        pass
+
+    stop = Stop(monitor="watched/model.block1.conv/norm", patience=100)
     spaced = r"lightning-viz: _Slow (now runs every \d+ epochs|will not run again in this fit)"
     with pytest.warns(UserWarning, match=spaced):
         trainer, _ = fit(tmp_path, [slow, watched, stop], epochs=8, keep_budget=True)

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
+from lightning_viz._runtime.config import config_markdown
 from lightning_viz.monitoring.dashboard import (
-    config_markdown,
     console_table,
     custom_scalars_layout,
     latest_rows,
-    layout_tags,
     summary_markdown,
     summary_rows,
 )
 from lightning_viz.monitoring.record import RunSummary
 from tests.conftest import all_callbacks, fit, layout_and_scalars, lightning_info, read_events
+
+
+def layout_tags(layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[str]:
+    """The tags a layout built by :func:`custom_scalars_layout` lists, in order."""
+    return [
+        re.sub(r"\\(.)", r"\1", pattern[1:-1])
+        for charts in layout.values()
+        for _, patterns in charts.values()
+        for pattern in patterns
+    ]
 
 
 # ------------------------------------------------------------------- pure functions

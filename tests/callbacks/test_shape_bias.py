@@ -14,7 +14,7 @@ import lightning_viz.functional as LF
 from lightning_viz._hooks import has_hooks
 from lightning_viz.data import LitClassifier
 from lightning_viz.data.shapes import draw_shapes
-from lightning_viz.monitoring.record import load_summary
+from lightning_viz.monitoring.store import load_summary
 from tests.conftest import (
     assert_observing_changes_nothing,
     fit,

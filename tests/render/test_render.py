@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from lightning_viz import render as R
 from lightning_viz._runtime import projector as P
 from lightning_viz.render import grids as G
+from tests.render._figures import figure_to_image
 
 # --------------------------------------------------------------------------- normalize_maps
 
@@ -526,11 +527,11 @@ def test_wrapping_validation():
 def test_bar_figure_is_at_most_1000_px_wide():
     cats = [f"class {i}" for i in range(40)]
     few = R.bar_figure(cats[:3], {"a": [0.1] * 3, "b": [0.2] * 3, "c": [0.3] * 3})
-    assert R.figure_to_image(few).shape[-1] == 480  # 6 in at 80 dpi
+    assert figure_to_image(few).shape[-1] == 480  # 6 in at 80 dpi
     many = R.bar_figure(cats[:30], {"a": [0.1] * 30})
-    assert R.figure_to_image(many).shape[-1] == 720  # 0.3 in a bar: 9 in
+    assert figure_to_image(many).shape[-1] == 720  # 0.3 in a bar: 9 in
     most = R.bar_figure(cats, {"a": [0.1] * 40, "b": [0.2] * 40, "c": [0.3] * 40})
-    assert R.figure_to_image(most).shape[-1] == 1000  # 36 in, capped at 12.5 in
+    assert figure_to_image(most).shape[-1] == 1000  # 36 in, capped at 12.5 in
 
 
 # --------------------------------------------------------------------------- filter_tiles
@@ -800,12 +801,12 @@ def test_scatter_figure():
 
 def test_figure_to_image():
     fig = R.bar_figure(["a"], {"s": [1.0]})
-    img = R.figure_to_image(fig)
+    img = figure_to_image(fig)
     w, h = fig.get_size_inches() * fig.dpi
     assert img.dtype == torch.uint8 and img.shape == (3, round(h), round(w))
     assert int(img.min()) < 100 and int(img.max()) == 255  # drawn, white background
     with pytest.raises(TypeError, match="`fig` must be a matplotlib.figure.Figure, got <Tensor>"):
-        R.figure_to_image(img)
+        figure_to_image(img)
 
 
 def test_figure_validation():
@@ -848,8 +849,9 @@ def test_no_pyplot_state_and_backend_untouched():
     code = (
         "import matplotlib; b = matplotlib.get_backend();"
         "import torch; from lightning_viz import render as R;"
-        "img = R.figure_to_image(R.scatter_figure(torch.rand(5, 2), torch.arange(5)));"
-        "R.figure_to_image(R.line_figure([1, 2], {'a': [1, 2]}));"
+        "from tests.render._figures import figure_to_image;"
+        "img = figure_to_image(R.scatter_figure(torch.rand(5, 2), torch.arange(5)));"
+        "figure_to_image(R.line_figure([1, 2], {'a': [1, 2]}));"
         "import matplotlib.pyplot as plt;"
         "assert plt.get_fignums() == [], plt.get_fignums();"
         "assert matplotlib.get_backend() == b == 'svg', (b, matplotlib.get_backend());"

@@ -17,16 +17,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-__all__ = ["Backend", "Embedding", "atomic_write"]
+from lightning_viz._io import atomic_write
 
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes ``data`` at ``path`` (folders made), never leaving half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+__all__ = ["Backend", "Embedding"]
 
 
 @dataclass

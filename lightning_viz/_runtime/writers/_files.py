@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_viz._runtime.writers._base import Backend, Embedding, atomic_write
+from lightning_viz._io import atomic_write
+from lightning_viz._runtime.writers._base import Backend, Embedding
 from lightning_viz._runtime.writers._images import png_bytes
 
 __all__ = ["FilesBackend"]

@@ -1,0 +1,56 @@
+"""Bytes in and out: the one atomic file write and the one content fingerprint."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+
+from torch import Tensor
+
+__all__ = ["atomic_write", "fingerprint"]
+
+
+def atomic_write(path: str, data: bytes | str) -> None:
+    """Writes ``data`` to ``path`` so that a reader never sees half a file.
+
+    The content goes to a temporary file in the same folder (created when missing),
+    which then replaces ``path`` (``os.replace``); when anything fails (also an
+    interrupt) the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: The file to write.
+        data: Its content; a ``str`` is written as UTF-8.
+    """
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def fingerprint(*parts: Tensor | str | None, shapes: bool = False, digits: int = 16) -> str:
+    """Hex digits of the SHA-256 of ``parts``, in order: equal only for equal content.
+
+    Args:
+        parts: Strings (UTF-8) and tensors (their bytes, on the CPU); ``None`` is skipped.
+        shapes: Also hash each tensor's shape and dtype (before its bytes).
+        digits: How many hex digits to return.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, str):
+            h.update(part.encode())
+        elif part is not None:
+            if shapes:
+                h.update(str((tuple(part.shape), part.dtype)).encode())
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:digits]

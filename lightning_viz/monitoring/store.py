@@ -1,0 +1,61 @@
+"""Finding and reading a run's ``summary.json`` (:func:`load_summary`)."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from lightning_viz._checks import fail
+from lightning_viz.monitoring.record import (
+    SUMMARY_DIR,
+    SUMMARY_FILE,
+    RunSummary,
+    SummaryError,
+    read_summary,
+    summary_path,
+)
+
+__all__ = ["load_summary"]
+
+
+def load_summary(path: str | os.PathLike[str]) -> RunSummary:
+    """Loads the run summary of a run.
+
+    Args:
+        path: One of: (a) a run's log directory (the one holding its TensorBoard event
+            file, with ``lightning_viz/summary.json`` in it); (b) that
+            ``summary.json`` itself; (c) a folder with exactly one such run somewhere
+            below it (e.g. ``lightning_logs/`` with a single ``version_0``).
+
+    Returns:
+        The :class:`RunSummary`, with ``path`` set to the file read.
+
+    Raises:
+        TypeError: ``path`` is not a path.
+        SummaryError: Nothing readable there: no such path, no summary (or several
+            runs) below a folder, not JSON, another format or a newer version.
+    """
+    if not isinstance(path, str | os.PathLike):
+        fail("path", "a str or os.PathLike", path, TypeError)
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise SummaryError(f"{p}: no such file or directory")
+    if os.path.isfile(p):
+        return read_summary(p)
+    if os.path.isfile(summary_path(p)):
+        return read_summary(summary_path(p))
+    pattern = os.path.join(glob.escape(p), "**", SUMMARY_DIR, SUMMARY_FILE)
+    found = sorted(glob.glob(pattern, recursive=True))
+    if len(found) == 1:
+        return read_summary(found[0])
+    if found:
+        runs = "\n  ".join(os.path.dirname(os.path.dirname(f)) for f in found)
+        raise SummaryError(f"{p} holds {len(found)} runs; pass one of them:\n  {runs}")
+    events = glob.glob(os.path.join(glob.escape(p), "**", "events.out.tfevents.*"), recursive=True)
+    if events:
+        run = os.path.dirname(sorted(events)[0])
+        raise SummaryError(
+            f"{p}: the run in {run} has no {SUMMARY_DIR}/{SUMMARY_FILE} (it is written by "
+            "lightning-viz's AdversarialProbe and TextureShapeBias)"
+        )
+    raise SummaryError(f"{p}: no lightning-viz run found (no {SUMMARY_DIR}/{SUMMARY_FILE} in it)")
