@@ -26,7 +26,9 @@ import torch
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
 from lightning_viz._runtime.config import config_markdown
+from lightning_viz._runtime.writers import SUPPORTED, Writers, local_dir, open_writers
 from lightning_viz.monitoring.dashboard import (
+    alert_words,
     console_table,
     custom_scalars_layout,
     latest_rows,
@@ -58,6 +60,12 @@ def _own_titles(callback: Any) -> dict[str, dict[str, list[str]]]:
     }
 
 
+def _config_name(callback: Any) -> str:
+    """The name of a callback in the run's configuration (its tag prefix when custom)."""
+    name = type(callback).__name__
+    return name if callback.tag_prefix == callback.family else f"{name}({callback.tag_prefix})"
+
+
 @dataclass
 class DeferredJob:
     """Work submitted by a callback's run: ``then(result)`` runs on the main thread."""
@@ -87,9 +95,10 @@ class Coordinator:
         self.callbacks: list[Any] = []
         self.summary: RunSummary | None = None  # the run's summary.json, once a logger is known
         self.log_dir: str | None = None
+        self.writers: Writers | None = None  # every backend of the trainer, once known
+        self._opened = False
         self.background_seconds: dict[int, float] = {}
         self.budget = OverheadBudget()
-        self.logger: Any = None
         self._plans: dict[int, list[str]] = {}  # epoch -> keys of the callbacks that run
         self._said: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
@@ -118,19 +127,36 @@ class Coordinator:
         if all(cb is not callback for cb in self.callbacks):
             self.callbacks.append(callback)
 
-    def open_summary(self, logger: Any) -> None:
-        """Remembers the TensorBoard logger; loads (a resumed run) or starts the run's
-        summary in its log dir (once)."""
-        self.logger = self.logger or logger
-        log_dir = getattr(logger, "log_dir", None)
-        if self.summary is None and log_dir is not None:
-            self.log_dir = str(log_dir)
-            self.summary = RunSummary.load_or_new(self.log_dir)
+    def open_writers(self, trainer: Any, save_dir: str | None = None) -> Writers | None:
+        """The trainer's writers, built once (see
+        :func:`~lightning_viz._runtime.writers.open_writers`); ``None`` when there is
+        nowhere to write. Loads (a resumed run) or starts the run's summary in the
+        run's local folder; says once which loggers have no backend."""
+        if self._opened:
+            return self.writers
+        self._opened = True
+        self.writers, unsupported = open_writers(trainer, save_dir)
+        if self.writers is None:
+            return None
+        if unsupported:
+            used = ", ".join(b.name for b in self.writers.backends) or "the other loggers"
+            rank_zero_warn(
+                f"lightning-viz: {', '.join(unsupported)} has no lightning-viz backend and gets "
+                f"nothing; lightning-viz writes to {used} (supported: {', '.join(SUPPORTED)}, "
+                "or save_dir= without any logger)"
+            )
+        log_dir = local_dir(trainer, save_dir) or self.writers.log_dir
+        self.log_dir = log_dir
+        self.summary = RunSummary() if log_dir is None else RunSummary.load_or_new(log_dir)
+        return self.writers
 
     def write_summary(self, trainer: Any) -> None:
-        """Writes ``<log_dir>/lightning_viz/summary.json`` (global rank 0)."""
+        """Writes ``<log_dir>/lightning_viz/summary.json`` and gives it to every backend
+        (global rank 0)."""
         if self.summary is not None and self.log_dir is not None and trainer.is_global_zero:
-            self.summary.write(self.log_dir)
+            path = self.summary.write(self.log_dir)
+            if self.writers:
+                self.writers.summary_file(path)
 
     def say(self, trainer: Any, text: str) -> None:
         """Prints through the progress bar (which is not torn), or warns (rank 0)."""
@@ -240,17 +266,17 @@ class Coordinator:
         """Logs ``viz/overhead`` (the fit so far) at the current step (global rank 0)."""
         value = self.budget.overhead()
         trainer.callback_metrics["viz/overhead"] = torch.tensor(value)
-        writer = getattr(self.logger, "experiment", None) if trainer.is_global_zero else None
-        if writer is not None and math.isfinite(value):
-            writer.add_scalar("viz/overhead", value, int(trainer.global_step))
-            writer.flush()
+        writers = self._writers(trainer)
+        if writers is not None and math.isfinite(value):
+            writers.scalar("viz/overhead", value, int(trainer.global_step))
+            writers.flush()
 
-    # ------------------------------------------------------------ TensorBoard view
-    def _writer(self, trainer: Any) -> Any:
-        """The TensorBoard writer on global rank 0, else ``None``."""
-        if not trainer.is_global_zero:
+    # ------------------------------------------------------------ the dashboard
+    def _writers(self, trainer: Any) -> Writers | None:
+        """The writers on global rank 0 (when there is a backend), else ``None``."""
+        if not trainer.is_global_zero or not self.writers:
             return None
-        return getattr(self.logger, "experiment", None)
+        return self.writers
 
     def layout(self) -> dict[str, dict[str, list[Any]]]:
         """The custom-scalars layout of every enabled callback, ``viz/`` costs last."""
@@ -264,13 +290,14 @@ class Coordinator:
         if self._started:
             return
         self._started = True
-        writer = self._writer(trainer)
-        if writer is None:
+        writers = self._writers(trainer)
+        if writers is None:
             return
-        writer.add_custom_scalars(self.layout())
+        writers.layout(self.layout())
         active = [cb for cb in self.callbacks if cb._enabled]
-        writer.add_text("lightning_viz/config", config_markdown(active), int(trainer.global_step))
-        writer.flush()
+        options = {_config_name(cb): cb.config() for cb in active}
+        writers.config(options, config_markdown(active), int(trainer.global_step))
+        writers.flush()
 
     def write_epoch_summary(self, trainer: Any) -> None:
         """Text ``lightning_viz/summary`` at an epoch a probe ran: every probe metric of
@@ -281,12 +308,13 @@ class Coordinator:
         rows = summary_rows(self.summary, epoch)
         if not rows:
             return
-        writer = self._writer(trainer)
-        if writer is not None:
+        writers = self._writers(trainer)
+        if writers is not None:
             alerts = [a for a in self.summary.alerts if a["epoch"] == epoch]
-            text = summary_markdown(rows, epoch, step, alerts)
-            writer.add_text("lightning_viz/summary", text, step)
-            writer.flush()
+            writers.epoch_summary(summary_markdown(rows, epoch, step, alerts), rows, step)
+            for alert in alerts:
+                writers.alert(f"lightning-viz: {alert['metric']} regressed", alert_words(alert))
+            writers.flush()
 
     def print_summary(self, trainer: Any) -> None:
         """Every probe metric at its latest run, in the console (Lightning's rank-zero

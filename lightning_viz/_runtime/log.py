@@ -1,32 +1,30 @@
-"""Writing to TensorBoard: one small object per run, rank-0 only."""
+"""Writing a callback's run: one small object per run, written on global rank 0.
+
+What is written goes to every backend of the trainer (TensorBoard, W&B, MLflow, CSV
+and files: :mod:`lightning_viz._runtime.writers`), chosen at ``setup`` from
+``trainer.loggers``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lightning_viz._runtime.compat import TENSORBOARD_LOGGERS
 from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.writers import Embedding, figure_pixels
 from lightning_viz.monitoring.record import EpochRecord, make_record
 
-__all__ = ["RunLog", "find_tensorboard"]
-
-
-def find_tensorboard(trainer: Any) -> Any | None:
-    """The first TensorBoard logger among ``trainer.loggers`` (either Lightning flavour)."""
-    for logger in getattr(trainer, "loggers", []) or []:
-        if isinstance(logger, TENSORBOARD_LOGGERS):
-            return logger
-    return None
+__all__ = ["RunLog"]
 
 
 class RunLog:
     """What one callback run writes, at one step.
 
-    Scalars go to TensorBoard (global rank 0 only), to ``trainer.callback_metrics``
+    Scalars go to every backend (global rank 0 only), to ``trainer.callback_metrics``
     on every rank, so ``EarlyStopping``/``ModelCheckpoint`` can monitor them, and to
     the run's summary (``lightning_viz/summary.json``, with per-sample outcomes where
     the callback gives them).
@@ -36,7 +34,6 @@ class RunLog:
 
     Args:
         trainer: The trainer.
-        logger: Its TensorBoard logger.
         step: The step to write at (the epoch's ``global_step``).
         owner: The callback that writes (its ``on_error`` handles deferred failures).
         coordinator: The trainer's coordinator (summary, background worker). Default:
@@ -44,26 +41,29 @@ class RunLog:
     """
 
     def __init__(
-        self,
-        trainer: Any,
-        logger: Any,
-        step: int,
-        owner: Any = None,
-        coordinator: Coordinator | None = None,
+        self, trainer: Any, step: int, owner: Any = None, coordinator: Coordinator | None = None
     ) -> None:
         self.trainer = trainer
         self.coordinator = coordinator if coordinator is not None else Coordinator.of(trainer)
         self.step = int(step)
         self.epoch = int(trainer.current_epoch)
         self.owner = owner
-        self._rank_zero = bool(trainer.is_global_zero)
-        self._writer = logger.experiment if self._rank_zero else None
+        writers = self.coordinator.writers
+        self._writers = writers if writers and trainer.is_global_zero else None
         self.scalars: dict[str, float] = {}
 
     @property
+    def writes(self) -> bool:
+        """Whether this process writes (global rank 0, with at least one backend)."""
+        return self._writers is not None
+
+    @property
     def writer(self) -> Any | None:
-        """The ``SummaryWriter`` on global rank 0, ``None`` elsewhere."""
-        return self._writer
+        """The TensorBoard ``SummaryWriter`` when there is one (global rank 0), else ``None``."""
+        for backend in self._writers.backends if self._writers is not None else ():
+            if backend.name == "TensorBoard":
+                return backend.writer  # type: ignore[attr-defined]
+        return None
 
     def scalar(
         self, tag: str, value: float | None = None, *, summary: bool = True, **record: Any
@@ -96,49 +96,90 @@ class RunLog:
         value = float(rec.value) if rec.value is not None else math.nan
         self.scalars[tag] = value
         self.trainer.callback_metrics[tag] = torch.tensor(value)
-        if self._writer is not None and not math.isnan(value):
-            self._writer.add_scalar(tag, value, self.step)
+        if self._writers is not None and not math.isnan(value):
+            self._writers.scalar(tag, value, self.step)
         run_summary = self.coordinator.summary
         if summary and run_summary is not None and not tag.startswith("viz/"):
             callback = type(self.owner).__name__ if self.owner is not None else None
             run_summary.record(tag, self.epoch, self.step, value, callback=callback, **record)
         return rec
 
-    def image(self, tag: str, image: Tensor) -> None:
-        """Logs a ``(3, H, W)`` uint8 or ``[0, 1]`` float image."""
-        if self._writer is not None:
-            self._writer.add_image(tag, image.detach().cpu(), self.step, dataformats="CHW")
+    def _caption(self, tag: str, caption: str | None) -> str:
+        return caption or f"{tag} (epoch {self.epoch}, step {self.step})"
 
-    def figure(self, tag: str, fig: Any) -> None:
-        """Logs a matplotlib figure (closed afterwards)."""
-        if self._writer is not None:
-            self._writer.add_figure(tag, fig, self.step, close=True)
+    def image(self, tag: str, image: Tensor, caption: str | None = None) -> None:
+        """Logs a ``(3, H, W)`` uint8 or ``[0, 1]`` float image (``caption`` where the
+        backend shows one; default: the tag, epoch and step)."""
+        if self._writers is not None:
+            self._writers.image(tag, image, self.step, self._caption(tag, caption))
+
+    def figure(self, tag: str, fig: Any, caption: str | None = None) -> None:
+        """Logs a matplotlib figure (drawn once, closed afterwards)."""
+        if self._writers is not None:
+            self._writers.figure_pixels(
+                tag, figure_pixels(fig), self.step, self._caption(tag, caption)
+            )
+        else:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
 
     def defer(self, tag: str, fn: Any, *args: Any, max_pending: int | None = None) -> bool:
         """Runs ``fn(*args)`` on the background worker (rank 0 only).
 
-        When ``fn`` returns a matplotlib figure it is written under ``tag`` at this
-        run's step once done (the end of ``fit`` waits for it); any other result is
-        dropped (``fn`` wrote what it had to). Returns ``False`` (nothing submitted)
-        when ``max_pending`` jobs for ``tag`` are still running: back-pressure, so a
-        slow job never builds an unbounded backlog.
+        When ``fn`` returns a matplotlib figure it is drawn on the worker and written
+        under ``tag`` at this run's step once done (the end of ``fit`` waits for it);
+        any other result is dropped (``fn`` wrote what it had to). Returns ``False``
+        (nothing submitted) when ``max_pending`` jobs for ``tag`` are still running:
+        back-pressure, so a slow job never builds an unbounded backlog.
         """
-        if self._writer is None:
+
+        def work() -> Any:
+            result = fn(*args)
+            return figure_pixels(result) if hasattr(result, "savefig") else None
+
+        writers, step, caption = self._writers, self.step, self._caption(tag, None)
+
+        def write(pixels: Any) -> None:
+            if pixels is not None and writers is not None:
+                writers.figure_pixels(tag, pixels, step, caption)
+                writers.flush()
+
+        return self._submit(tag, work, write, max_pending)
+
+    def embedding(self, tag: str, make: Callable[[], Embedding]) -> None:
+        """Writes the embedding ``make()`` builds on the background worker to every
+        backend (those that are not thread-safe, W&B, on the main thread afterwards)."""
+        writers, step = self._writers, self.step
+
+        def work() -> Embedding:
+            built = make()
+            if writers is not None:
+                writers.each(lambda b: b.embedding(tag, step, built), threadsafe=True)
+            return built
+
+        def write(built: Embedding) -> None:
+            if writers is not None:
+                writers.each(lambda b: b.embedding(tag, step, built), threadsafe=False)
+
+        self._submit(tag, work, write, None)
+
+    def _submit(
+        self,
+        tag: str,
+        work: Callable[[], Any],
+        then: Callable[[Any], None],
+        max_pending: int | None,
+    ) -> bool:
+        if self._writers is None:
             return True
         coordinator = self.coordinator
         if max_pending is not None and coordinator.pending(tag) >= max_pending:
             return False
-        writer, step = self._writer, self.step
-
-        def write(result: Any) -> None:
-            if hasattr(result, "savefig"):  # a matplotlib figure
-                writer.add_figure(tag, result, step, close=True)
-                writer.flush()
-
-        coordinator.defer(self.owner, tag, fn, *args, then=write)
+        coordinator.defer(self.owner, tag, work, then=then)
         return True
 
     def flush(self) -> None:
-        """Flushes the event file."""
-        if self._writer is not None:
-            self._writer.flush()
+        """Writes the buffered scalars and flushes every backend."""
+        if self._writers is not None:
+            self._writers.flush()

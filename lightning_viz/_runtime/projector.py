@@ -17,9 +17,7 @@ import os
 
 import torch
 import torch.nn.functional as F
-from google.protobuf import text_format
 from PIL import Image
-from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import Tensor
 
 from lightning_viz._checks import check_images, check_int, fail
@@ -143,6 +141,9 @@ def write_embedding(
     Returns:
         The folder of this step's tensors and metadata.
     """
+    from google.protobuf import text_format  # TensorBoard's, imported only to write for it
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
     folder = os.path.join(log_dir, f"{int(step):05d}", _encode(tag))
     rows = ("\t".join(f"{v:.3g}" for v in row) for row in features.float().tolist())
     atomic_write(os.path.join(folder, "tensors.tsv"), ("\n".join(rows) + "\n").encode())

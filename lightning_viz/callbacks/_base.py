@@ -10,6 +10,7 @@ logging.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from lightning_viz._runtime.context import (
     RunContext,
 )
 from lightning_viz._runtime.coordinator import Coordinator
-from lightning_viz._runtime.log import RunLog, find_tensorboard
+from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.normalization import find_normalize, value_range
 from lightning_viz._runtime.probe import Probe, load_probe
 from lightning_viz.functional._task import detect_task, normalize_labels
@@ -167,6 +168,10 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             activations, attacks, class-model images). Default: ``None``: the training
             batch size (of the train dataloader, found at ``setup``), so no run holds
             more activations at once than a training step.
+        save_dir: Where to write PNG, TSV, CSV and Markdown files when the trainer
+            has no logger (``logger=False``); ignored when it has one. With loggers,
+            every ``TensorBoardLogger``, ``WandbLogger``, ``MLFlowLogger`` and
+            ``CSVLogger`` gets everything (see the loggers page). Default: ``None``.
 
     The three callables (``batch_to_xy``, ``output_to_logits``, ``images_to_input``)
     may also be import paths ``"package.module.function"`` (for LightningCLI YAML).
@@ -196,6 +201,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         max_overhead: float | None = 0.10,
         overhead_allowance: float = DEFAULT_ALLOWANCE,
         max_batch_size: int | None = None,
+        save_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", minimum=1)
@@ -231,12 +237,14 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             else check_int(max_batch_size, "max_batch_size", minimum=1)
         )
         self._max_batch = max_batch_size or _FALLBACK_BATCH  # found at setup
+        if save_dir is not None and not isinstance(save_dir, str | os.PathLike):
+            fail("save_dir", "a folder path (str or os.PathLike) or None", save_dir, TypeError)
+        self.save_dir = None if save_dir is None else os.fspath(save_dir)
         self._written: set[str] = set()  # tags of the latest run
         self._probe: Probe | None = None
         self._probe_indices: list[int] | None = None
         self._saved_probe: dict[str, Any] | None = None
         self._task: str = self.task or "multiclass"
-        self._logger: Any = None
         self._enabled = True
         self._last_epoch: int | None = None  # the last epoch it ran at
         self._after_validation = False  # the epoch-end hook it runs in (set at setup)
@@ -407,8 +415,7 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._after_validation = _validates_every_epoch(trainer)
         coordinator.register(self)
         self._said = set()
-        self._logger = find_tensorboard(trainer)
-        if self._logger is None:
+        if coordinator.open_writers(trainer, self.save_dir) is None:
             self._enabled = False
             if getattr(trainer, "fast_dev_run", False):
                 coordinator.warn_once(
@@ -417,13 +424,15 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
                     "lightning-viz callbacks sit out this dry run",
                 )
             else:
+                names = [type(lg).__name__ for lg in getattr(trainer, "loggers", []) or []]
                 rank_zero_warn(
-                    f"{type(self).__name__} needs a TensorBoardLogger among the trainer's "
-                    "loggers and found none; it turns itself off for this run"
+                    f"{type(self).__name__} needs a logger it can write to (TensorBoardLogger, "
+                    "WandbLogger, MLFlowLogger or CSVLogger) among the trainer's loggers, or "
+                    f"save_dir= without any logger; found {names or 'no logger'}. It turns "
+                    "itself off for this run"
                 )
             return
         self._enabled = True
-        coordinator.open_summary(self._logger)
         coordinator.budget.begin()
         module = unwrap_model(pl_module)
         start = _now(module)
@@ -712,8 +721,9 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         self._last_epoch = trainer.current_epoch
         module = unwrap_model(pl_module)
         start = _now(module)
+        log: RunLog | None = None
         try:
-            log = RunLog(trainer, self._logger, trainer.global_step, self, self._coordinator)
+            log = RunLog(trainer, trainer.global_step, self, self._coordinator)
             with preserve_state(module):
                 if self._probe is None and self.uses_probe:  # restored from a checkpoint
                     self._setup(trainer, module)
@@ -728,9 +738,11 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
             coordinator.write_summary(trainer)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
-            self.turn_off(
-                f"failed at epoch {trainer.current_epoch}", err, f"\n{traceback.format_exc()}"
-            )
+            details = f"\n{traceback.format_exc()}"
+            if log is not None:  # what the run wrote before it failed
+                with contextlib.suppress(Exception):
+                    log.flush()
+            self.turn_off(f"failed at epoch {trainer.current_epoch}", err, details)
 
     def _seconds_tag(self) -> str:
         name = type(self).__name__

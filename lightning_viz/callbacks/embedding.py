@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any
 
@@ -16,7 +17,8 @@ from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import split_batch
-from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size, write_embedding
+from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
+from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import resolve_layer
@@ -78,19 +80,16 @@ def _metadata(
     return rows
 
 
-def _write_embedding(
-    log_dir: str,
+def _embedding(
     features: Tensor,
     labels: Tensor | None,
     predicted: Tensor | None,
     class_names: list[str] | None,
     thumbs: Tensor,
-    step: int,
-    tag: str,
-) -> None:
-    """The projector files with the metadata columns (worker thread)."""
+) -> Embedding:
+    """The embedding with its metadata columns (worker thread)."""
     rows = _metadata(labels, predicted, features.shape[0], class_names)
-    write_embedding(log_dir, tag, step, features, rows, list(METADATA_HEADER), thumbs)
+    return Embedding(features, list(METADATA_HEADER), rows, thumbs)
 
 
 def _first_tensor(value: Any) -> Tensor | None:
@@ -479,16 +478,14 @@ class EmbeddingProjector(VizCallback):
         elif labels is not None:
             ctx.log.scalar(self.tag("knn_acc"), E.knn_accuracy(feats, labels, k=min(self.k, n - 1)))
             ctx.log.scalar(self.tag("silhouette"), E.silhouette(feats, labels))
-        writer = ctx.log.writer
-        if writer is None:
+        if not ctx.log.writes:
             return
         name = self._layer_name or "features"
         step = ctx.log.step
         # The projector files (tensors.tsv, sprite PNG) and the projection are made on the
         # trainer's background worker, in submission order: the epoch end does not wait.
-        thumbs, log_dir = data["thumbs"], writer.get_logdir()
-        args = (log_dir, feats, labels, predicted, self.class_names, thumbs, step, self.tag(name))
-        ctx.log.defer(self.tag(name), _write_embedding, *args)
+        args = (feats, labels, predicted, self.class_names, data["thumbs"])
+        ctx.log.embedding(self.tag(name), functools.partial(_embedding, *args))
         colors = labels if labels is not None and labels.dim() == 1 else predicted
         if colors is None or feats.shape[1] < (2 if self.projection == "pca" else 1):
             return

@@ -305,7 +305,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             independent = self._independent_subset(ctx, x, y, start)
             notes += self._sanity_messages(ctx, x, y)
             ctx.one_time += time.perf_counter() - began
-        if ctx.log.writer is None:  # what follows is written, so only global rank 0 does it
+        if not ctx.log.writes:  # what follows is written, so only global rank 0 does it
             return
         flips = _masking_flips(masks, self.attacks, self.eps)
         for message in self._masking_messages(

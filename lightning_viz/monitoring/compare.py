@@ -1,13 +1,14 @@
 """``lightning-viz compare BASELINE CANDIDATE``: is this run worse than an earlier one?
 
-Reads both runs' ``lightning_viz/summary.json`` and tabulates every lightning-viz
-metric present in both: at the latest epoch both measured, and at each run's best,
-with Wilson intervals, the difference and a one-sided exact p-value that the
-candidate is worse — the paired sign test when both runs measured the same probe
-(same fingerprint), otherwise Fisher's exact test on the two proportions ("unpaired
-(probes differ)"). A *watched* metric regressed when its drop is larger than its own
-stored tolerance (or ``--tolerance``) and its Holm-adjusted p-value (Holm across the
-watched comparisons of the table) is ``<= alpha``.
+Reads both runs' ``lightning_viz/summary.json`` (from a log dir, a W&B run folder or an
+MLflow run ``mlflow:<run_id>``, see :mod:`~lightning_viz.monitoring.sources`) and
+tabulates every lightning-viz metric present in both: at the latest epoch both measured,
+and at each run's best, with Wilson intervals, the difference and a one-sided exact
+p-value that the candidate is worse — the paired sign test when both runs measured the
+same probe (same fingerprint), otherwise Fisher's exact test on the two proportions
+("unpaired (probes differ)"). A *watched* metric regressed when its drop is larger than
+its own stored tolerance (or ``--tolerance``) and its Holm-adjusted p-value (Holm across
+the watched comparisons of the table) is ``<= alpha``.
 
 Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
 be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
@@ -40,6 +41,7 @@ from lightning_viz.monitoring.record import (
     json_safe,
 )
 from lightning_viz.monitoring.rule import compare_records, regressed
+from lightning_viz.monitoring.sources import resolve_source
 from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.store import load_summary
 from lightning_viz.monitoring.tables import format_p, markdown_table, text_table
@@ -445,7 +447,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     where = (
-        "a run's log dir (the one with its event file), a folder with one run, or its summary.json"
+        "a run's log dir (TensorBoard or CSV logger), a W&B run folder, a folder with one run, "
+        "its summary.json, or mlflow:<run_id> (with --tracking-uri)"
     )
     parser.add_argument("baseline", help=f"the earlier run: {where}")
     parser.add_argument("candidate", help="the run under test (same forms)")
@@ -469,6 +472,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="text: every column (intervals, raw p, flips, tolerance); default: 100 columns",
     )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking server of mlflow:<run_id> runs (default: MLFLOW_TRACKING_URI)",
+    )
     return parser
 
 
@@ -486,7 +494,8 @@ def run_compare(args: argparse.Namespace) -> int:
     runs = []
     for name in ("baseline", "candidate"):
         try:
-            runs.append(load_summary(getattr(args, name)))
+            source = resolve_source(getattr(args, name), getattr(args, "tracking_uri", None))
+            runs.append(load_summary(source))
         except SummaryError as err:
             return error(f"cannot read the {name}: {err}")
     result = compare_summaries(*runs, tolerance=args.tolerance, alpha=args.alpha)

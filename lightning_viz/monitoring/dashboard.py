@@ -19,6 +19,7 @@ from lightning_viz.monitoring.tables import markdown_table, text_table
 __all__ = [
     "CATEGORIES",
     "SummaryRow",
+    "alert_words",
     "console_table",
     "custom_scalars_layout",
     "latest_rows",
@@ -168,7 +169,7 @@ def _cells(row: SummaryRow) -> list[str]:
 _HEADER = ["metric", "value", "95 % interval", "since the previous run", "since the best"]
 
 
-def _alert_words(alert: Mapping[str, Any]) -> str:
+def alert_words(alert: Mapping[str, Any]) -> str:
     """One alert as a sentence."""
     flips = ""
     if alert.get("worse") is not None and alert.get("n") is not None:
@@ -196,7 +197,7 @@ def summary_markdown(
     ]
     if alerts:
         lines += [f"**{len(alerts)} alert{'s' if len(alerts) > 1 else ''}:**", ""]
-        lines += [f"- {_alert_words(a)}" for a in alerts]
+        lines += [f"- {alert_words(a)}" for a in alerts]
     else:
         lines.append("No alert at this epoch.")
     return "\n".join(lines)

@@ -38,15 +38,46 @@ def test_only_during_fit_not_in_validate(tmp_path):
     assert _image_steps(tmp_path, "filters/model.block1.conv") == [4]
 
 
-def test_without_tensorboard_logger_warns_once_and_stays_off(tmp_path):
-    from pytorch_lightning.loggers import CSVLogger
+def _elsewhere_logger():
+    """A Lightning logger lightning-viz has no backend for."""
+    from pytorch_lightning.loggers import Logger
 
+    class Elsewhere(Logger):
+        name, version = "elsewhere", 0
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+    return Elsewhere()
+
+
+def test_without_a_supported_logger_warns_once_and_stays_off(tmp_path):
     cb = lv.FilterLogger(on_error="raise")
-    with pytest.warns(UserWarning, match="needs a TensorBoardLogger") as record:
-        trainer, _ = fit(tmp_path, [cb], epochs=2, logger=CSVLogger(str(tmp_path)))
-    assert sum("TensorBoardLogger" in str(w.message) for w in record) == 1
+    with pytest.warns(UserWarning, match="needs a logger it can write to") as record:
+        trainer, _ = fit(tmp_path, [cb], epochs=2, logger=_elsewhere_logger())
+    said = [str(w.message) for w in record if "needs a logger" in str(w.message)]
+    assert len(said) == 1 and "['Elsewhere']" in said[0]
     assert cb._last_epoch is None
     assert "viz/FilterLogger/seconds" not in trainer.callback_metrics
+
+
+def test_a_logger_without_backend_gets_one_line_and_the_others_everything(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    callbacks = [lv.FilterLogger(on_error="raise"), lv.ActivationLogger(on_error="raise")]
+    loggers = [TensorBoardLogger(str(tmp_path), name="run", version=0), _elsewhere_logger()]
+    with pytest.warns(UserWarning) as record:
+        fit(tmp_path, callbacks, epochs=1, logger=loggers)
+    said = [str(w.message) for w in record if "no lightning-viz backend" in str(w.message)]
+    assert said == [
+        "lightning-viz: Elsewhere has no lightning-viz backend and gets nothing; lightning-viz "
+        "writes to TensorBoard (supported: TensorBoardLogger, WandbLogger, MLFlowLogger, "
+        "CSVLogger, or save_dir= without any logger)"
+    ]
+    assert _image_steps(tmp_path, "filters/model.block1.conv") == [4]
 
 
 def test_works_with_the_unified_lightning_package(tmp_path):

@@ -1,0 +1,169 @@
+"""Where the lightning-viz callbacks write: one backend per logger of the trainer.
+
+At ``setup`` the coordinator builds :class:`Writers` from ``trainer.loggers`` with
+:func:`open_writers`: a backend for every ``TensorBoardLogger``, ``WandbLogger``,
+``MLFlowLogger`` and ``CSVLogger`` (either Lightning flavour), or plain files in
+``save_dir`` when the trainer has no logger. Every artifact goes to every backend;
+an image or figure is made into pixels once and written to each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from lightning_viz._runtime.writers._base import Backend, Embedding
+from lightning_viz._runtime.writers._images import figure_pixels, image_pixels
+from lightning_viz._runtime.writers._names import mlflow_name, tag_of
+
+__all__ = [
+    "SUPPORTED",
+    "Backend",
+    "Embedding",
+    "Writers",
+    "figure_pixels",
+    "image_pixels",
+    "local_dir",
+    "logger_kind",
+    "mlflow_name",
+    "open_writers",
+    "tag_of",
+]
+
+# the Lightning logger classes with a backend (matched by name along the class's MRO,
+# in either flavour, so wandb and mlflow are never imported to check)
+SUPPORTED = {
+    "TensorBoardLogger": "tensorboard",
+    "WandbLogger": "wandb",
+    "MLFlowLogger": "mlflow",
+    "CSVLogger": "csv",
+}
+_FLAVOURS = ("pytorch_lightning.", "lightning.pytorch.", "lightning_fabric.", "lightning.fabric.")
+
+
+def logger_kind(logger: Any) -> str | None:
+    """``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ``"csv"``, or ``None`` (no backend)."""
+    for cls in type(logger).__mro__:
+        if cls.__name__ in SUPPORTED and cls.__module__.startswith(_FLAVOURS):
+            return SUPPORTED[cls.__name__]
+    return None
+
+
+def _backend(kind: str, logger: Any, root: str) -> Backend:
+    if kind == "tensorboard":
+        from lightning_viz._runtime.writers._tensorboard import TensorBoardBackend
+
+        return TensorBoardBackend(logger)
+    if kind == "wandb":
+        from lightning_viz._runtime.writers._wandb import WandbBackend
+
+        return WandbBackend(logger)
+    if kind == "mlflow":
+        from lightning_viz._runtime.writers._mlflow import MLflowBackend
+
+        local = os.path.join(root, "lightning_viz_runs", f"mlflow-{logger.run_id}")
+        return MLflowBackend(logger, local)
+    from lightning_viz._runtime.writers._files import FilesBackend
+
+    return FilesBackend(logger)
+
+
+def local_dir(trainer: Any, save_dir: str | None) -> str | None:
+    """The folder of the run's own files (``summary.json``, caches), on every rank:
+    the first TensorBoard or CSV logger's ``log_dir``, else ``save_dir`` without loggers;
+    ``None`` when only W&B or MLflow are known (rank 0 then uses its backend's)."""
+    loggers = list(getattr(trainer, "loggers", []) or [])
+    for logger in loggers:
+        if logger_kind(logger) in ("tensorboard", "csv"):
+            return str(logger.log_dir)
+    return None if loggers or save_dir is None else str(save_dir)
+
+
+def open_writers(trainer: Any, save_dir: str | None = None) -> tuple[Writers | None, list[str]]:
+    """The writers of ``trainer`` and the names of its loggers without a backend.
+
+    Returns ``(None, unsupported)`` when nothing can be written (no logger with a
+    backend, and no ``save_dir`` without loggers). On ranks other than global rank
+    0 the writers have no backend (only rank 0 writes) but exist, so every rank runs.
+    """
+    loggers = list(getattr(trainer, "loggers", []) or [])
+    kinds = [(logger_kind(lg), lg) for lg in loggers]
+    unsupported = [type(lg).__name__ for kind, lg in kinds if kind is None]
+    known = [(kind, lg) for kind, lg in kinds if kind is not None]
+    if not known and (loggers or save_dir is None):
+        return None, unsupported
+    backends: list[Backend] = []
+    if trainer.is_global_zero:
+        root = str(getattr(trainer, "default_root_dir", None) or os.getcwd())
+        backends = [_backend(kind, lg, root) for kind, lg in known]
+        if not known:
+            from lightning_viz._runtime.writers._files import FilesBackend
+
+            backends = [FilesBackend(None, str(save_dir))]
+    return Writers(backends), unsupported
+
+
+class Writers:
+    """Every backend of one trainer (none on ranks other than global rank 0).
+
+    Scalars are buffered per step and written at :meth:`flush`.
+    """
+
+    def __init__(self, backends: Sequence[Backend]) -> None:
+        self.backends = list(backends)
+        self._scalars: dict[int, dict[str, float]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.backends)
+
+    @property
+    def log_dir(self) -> str | None:
+        """The first backend's local folder."""
+        return next((b.log_dir for b in self.backends if b.log_dir is not None), None)
+
+    def each(self, fn: Callable[[Backend], Any], *, threadsafe: bool | None = None) -> None:
+        """``fn(backend)`` for every backend (or those with this ``threadsafe``)."""
+        for backend in self.backends:
+            if threadsafe is None or backend.threadsafe == threadsafe:
+                fn(backend)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """Buffers a finite scalar (written at :meth:`flush`)."""
+        if self.backends:
+            self._scalars.setdefault(int(step), {})[tag] = float(value)
+
+    def image(self, tag: str, image: Tensor | np.ndarray, step: int, caption: str = "") -> None:
+        """A ``(C, H, W)`` image (uint8, or float in ``[0, 1]``), made into pixels once."""
+        if self.backends:
+            pixels = image_pixels(image)
+            self.each(lambda b: b.image(tag, pixels, step, caption or tag))
+
+    def figure_pixels(self, tag: str, pixels: np.ndarray, step: int, caption: str = "") -> None:
+        """A drawn figure (see :func:`figure_pixels`)."""
+        self.each(lambda b: b.figure(tag, pixels, step, caption or tag))
+
+    def config(self, options: Mapping[str, Mapping[str, str]], markdown: str, step: int) -> None:
+        self.each(lambda b: b.config(options, markdown, step))
+
+    def layout(self, layout: Mapping[str, Any]) -> None:
+        self.each(lambda b: b.layout(layout))
+
+    def epoch_summary(self, markdown: str, rows: Sequence[Any], step: int) -> None:
+        self.each(lambda b: b.epoch_summary(markdown, rows, step))
+
+    def summary_file(self, path: str) -> None:
+        self.each(lambda b: b.summary_file(path))
+
+    def alert(self, title: str, text: str) -> None:
+        self.each(lambda b: b.alert(title, text))
+
+    def flush(self) -> None:
+        """Writes the buffered scalars, in step order, then flushes every backend."""
+        pending, self._scalars = self._scalars, {}
+        for step in sorted(pending):
+            self.each(lambda b, s=step: b.scalars(pending[s], s))
+        self.each(lambda b: b.flush())
