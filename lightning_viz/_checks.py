@@ -128,6 +128,15 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
+def check_bool_or_auto(value: Any, name: str) -> bool | str:
+    """A ``bool`` or ``"auto"``."""
+    if value == "auto" and isinstance(value, str):
+        return "auto"
+    if not isinstance(value, bool):
+        fail(name, 'a bool or "auto"', value, TypeError)
+    return value
+
+
 def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     """One of ``choices``."""
     choices = tuple(choices)

@@ -3,15 +3,16 @@
 # Idempotent: does nothing when the venv already matches pyproject.toml (and the constraints).
 #   VENV=.venv           the venv to create or update
 #   PYTHON=python3       the interpreter that creates it
-#   EXTRAS=dev           the extras to install (dev: pytest, ruff, build and the reference
-#                        libraries the tests compare with)
+#   EXTRAS=dev,oracles   the extras to install (dev: pytest, ruff, build and the reference
+#                        libraries the tests compare with; oracles: the test-only oracles
+#                        imagecorruptions, quantus, scikit-image, and mlflow and wandb)
 #   CONSTRAINTS=FILE     pip constraints for this venv (e.g. constraints/oldest.txt); they
 #                        replace any constraint file in your pip configuration
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev}
+EXTRAS=${EXTRAS:-dev,oracles}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
@@ -22,6 +23,11 @@ if [ "$want" != "$have" ]; then
     export PIP_CONSTRAINT="$PWD/$CONSTRAINTS"
   fi
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+  # One pip call per extra: torchattacks (dev) pins requests~=2.25.1 while mlflow (oracles)
+  # needs requests>=2.28, so one resolution of both backtracks for tens of minutes. The
+  # later call upgrades requests; torchattacks works with it (pip says so, and goes on).
+  for extra in ${EXTRAS//,/ }; do
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extra]"
+  done
   echo "$want" > "$VENV/.lightning-viz-installed"
 fi

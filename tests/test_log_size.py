@@ -33,7 +33,7 @@ class _Sizes(pl.Callback):
         self.sizes.append(_size(trainer.logger.log_dir))
 
 
-def test_a_demo_epoch_adds_at_most_one_megabyte_and_the_projector_reads_every_epoch(tmp_path):
+def test_a_demo_epoch_adds_at_most_1_25_megabytes_and_the_projector_reads_every_epoch(tmp_path):
     dm = ShapesTexturesDataModule(train_size=256, val_size=500, seed=0)  # the demo's val set
     dm.setup("fit")
     sizes = _Sizes()
@@ -49,7 +49,7 @@ def test_a_demo_epoch_adds_at_most_one_megabyte_and_the_projector_reads_every_ep
     )
     trainer.fit(LitClassifier(num_classes=5, lr=3e-3), datamodule=dm)
     growth = [b - a for a, b in zip(sizes.sizes, sizes.sizes[1:], strict=False)]
-    assert len(growth) == 2 and max(growth) <= 1.0 * MB, [g / MB for g in growth]
+    assert len(growth) == 2 and max(growth) <= 1.25 * MB, [g / MB for g in growth]
     # the projector config lists every epoch's embedding; its files and thumbnails exist
     log_dir = trainer.logger.log_dir
     config = ProjectorConfig()

@@ -588,11 +588,15 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         )
         return labels.long()
 
+    def _named_classes(self, outputs: int) -> int:
+        """How many names ``class_names`` must hold for a model with ``outputs`` logits."""
+        return outputs
+
     def _check_class_names(self, outputs: int) -> None:
         """Raises unless ``class_names`` has one name per class of the model."""
         if self.class_names is None:
             return
-        classes = 2 if outputs == 1 and self._task == "binary" else outputs
+        classes = 2 if outputs == 1 and self._task == "binary" else self._named_classes(outputs)
         if len(self.class_names) != classes:
             raise ValueError(
                 f"{type(self).__name__}: `class_names` has {len(self.class_names)} names but "

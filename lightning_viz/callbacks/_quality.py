@@ -166,8 +166,18 @@ class ScoresMaps(WatchesRegressions):
             local = method_maps.to(ctx.device)[rows]
             scores = self._curves(ctx, x, local, t)
             if randomize:
+                fn = map_fns[method]
                 sim = LF.randomization_similarity(
-                    map_fns[method], ctx.view, x, t, layers="top", maps=local, seed=self.seed
+                    lambda model, xs, ts, fn=fn: ctx.chunked(  # at most max_batch rows
+                        lambda a, b: fn(model, a, b), xs, ts
+                    ),
+                    ctx.view,
+                    x,
+                    t,
+                    layers="top",
+                    maps=local,
+                    seed=self.seed,
+                    chunk_size=ctx.max_batch,
                 )
                 scores["randomization"] = (ctx.gather(sim.spearman[:, 0], n), None)
                 rnd = LF.rank_correlation(local, rand)
@@ -238,6 +248,7 @@ class ScoresMaps(WatchesRegressions):
                 steps=self.quality_steps,
                 baseline=self.quality_baseline,
                 task=ctx.task,
+                chunk_size=ctx.max_batch,
             )
             curve = ctx.gather(res.curve, n)
             out[q] = (ctx.gather(res.auc, n), curve.mean(0).tolist())
@@ -290,5 +301,4 @@ class ScoresMaps(WatchesRegressions):
                 ylabel="probability of the explained class",
                 title=title,
             ),
-            max_pending=1,
-        )
+        )  # one cheap line figure a run: every run's is written (no back-pressure drop)

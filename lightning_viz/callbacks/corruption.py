@@ -20,7 +20,6 @@ from lightning_viz.monitoring.record import EpochRecord, make_record
 
 __all__ = ["CorruptionProbe"]
 
-_CHUNK = 256  # corrupted images per forward pass
 _CACHE_BYTES = 512 * 2**20  # corrupted probes up to this size are kept between runs
 
 
@@ -83,7 +82,7 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         ValueError: Unknown corruption, severity outside ``1..5`` or repeated, empty
             lists. At ``setup``: the probe has no labels.
 
-    Example:
+    Examples:
         >>> probe = CorruptionProbe(corruptions=["fog", "pixelate"], severities=[1, 5])
         >>> probe.tags()[:3]
         ['corruption/clean_acc', 'corruption/fog_acc', 'corruption/pixelate_acc']
@@ -184,11 +183,12 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         n, part = len(y), ctx.share(len(y))
         masks: dict[tuple[str, int], Tensor] = {}
         preds: dict[str, int] = {}
+        step = ctx.max_batch  # corrupted images per forward pass
         for (name, sev), images in corrupted.items():
             local = images[part].to(x.dtype)
             with torch.no_grad():
                 logits = torch.cat(
-                    [ctx.view(local[i : i + _CHUNK]) for i in range(0, len(local), _CHUNK)]
+                    [ctx.view(local[i : i + step]) for i in range(0, len(local), step)]
                 ).float()
             masks[(name, sev)] = ctx.gather(correct(logits, y[part], ctx.task), n)
             if sev == self.severities[-1] and len(logits) and int(part[0]) == 0:
@@ -205,7 +205,7 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         mean = self._scalar(ctx, "mean", everything, fingerprint, watched=True)
         ctx.log.scalar(self.tag("relative_drop"), float(clean.value) - float(mean.value))
         self.alert(ctx, {self.tag(self.metric(k)): r for k, r in {**records, "mean": mean}.items()})
-        if ctx.log.writer is None:  # what follows is written, so only global rank 0 does it
+        if not ctx.log.writes:  # what follows is written, so only global rank 0 does it
             return
         ctx.log.figure(self.tag("accuracy"), self._figure(masks))
         ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, corrupted, preds))

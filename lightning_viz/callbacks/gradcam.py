@@ -54,10 +54,21 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         reshape: Maps ``layer``'s output to ``(N, D, h, w)`` for a model whose token
             layout is not detected (as pytorch-grad-cam's ``reshape_transform``).
             Default: ``None``.
-        quality, quality_steps, quality_baseline, tolerance, alpha, warmup, patience,
-            baseline, randomization_threshold, quality_cost: Faithfulness scores of the maps and
-            their alerts, as for :class:`~lightning_viz.SaliencyLogger` (tags
-            ``explain/<method>/...``, figure ``explain/gradcam/curves``).
+        quality: Faithfulness scores of the maps, as for
+            :class:`~lightning_viz.SaliencyLogger` (tags ``explain/<method>/...``, figure
+            ``explain/gradcam/curves``). Default: all three.
+        quality_steps: Steps of the deletion and insertion curves. Default: 8.
+        quality_baseline: What deleted pixels become. Default: ``"blur"``.
+        tolerance: Rise of the deletion AUC that alerts, as for ``SaliencyLogger``.
+            Default: 0.05.
+        alpha: Significance level of the alert rule. Default: 0.01.
+        warmup: Runs before the alert rule starts. Default: 1.
+        patience: Consecutive significant runs before an alert. Default: 2.
+        baseline: A run whose scores are the reference. Default: ``None``.
+        randomization_threshold: A mean randomization correlation above it alerts.
+            Default: 0.5.
+        quality_cost: Scoring costs at most this fraction of computing the maps, as
+            for ``SaliencyLogger``. Default: 0.5.
         **kwargs: The options every callback shares (see ``VizCallback``).
     """
 

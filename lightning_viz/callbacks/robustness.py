@@ -437,7 +437,8 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                     "the attacks' losses expect logits; a saturated softmax hides the gradient"
                 )
         with torch.no_grad():
-            first, second = ctx.view(xs).float(), ctx.view(xs).float()
+            first = ctx.chunked(ctx.view, xs).float()  # at most max_batch rows a forward
+            second = ctx.chunked(ctx.view, xs).float()
         spread = float((first - second).abs().max())
         if spread > 1e-4 * (1.0 + float(first.abs().max())):
             found["randomized"] = (
@@ -448,7 +449,7 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             )
         try:
             with preserve_state(ctx.view) as m:
-                _, grad = A._loss_grad(m, xs, ys, ctx.task)
+                grad = ctx.chunked(lambda xc, yc: A._loss_grad(m, xc, yc, ctx.task)[1], xs, ys)
             zero = int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
         except NoGradientError:
             zero = n

@@ -107,8 +107,14 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         tolerance: Rise of a method's deletion AUC above its best that is large
             enough to alert (paired exact sign test at ``alpha``, ``patience``
             consecutive runs, once per episode). Default: 0.05.
-        alpha, warmup, patience, baseline: The alert rule, as for ``AdversarialProbe``.
-            Default: ``0.01``, ``1``, ``2``, ``None``.
+        alpha: Significance level of the alert rule, as for ``AdversarialProbe``.
+            Default: 0.01.
+        warmup: Runs before the alert rule starts, as for ``AdversarialProbe``.
+            Default: 1.
+        patience: Consecutive significant runs before an alert, as for
+            ``AdversarialProbe``. Default: 2.
+        baseline: A run whose scores are the reference, as for ``AdversarialProbe``.
+            Default: ``None``.
         randomization_threshold: A mean randomization correlation above it alerts
             (the map barely depends on the model's top layer). Default: 0.5.
         quality_cost: Scoring costs at most this fraction of computing the maps,

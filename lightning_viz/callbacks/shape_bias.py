@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 
 import lightning_viz.functional as LF
 from lightning_viz import render
-from lightning_viz._checks import check_bool, check_float, check_int, check_int_list, fail
+from lightning_viz._checks import (
+    check_bool,
+    check_bool_or_auto,
+    check_float,
+    check_int,
+    check_int_list,
+    fail,
+)
 from lightning_viz._guard import make_generator
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime import cue_cache
@@ -57,7 +64,8 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     style transfer with a random-filter network, coarse to fine from at most
     ``style_size`` px, class pairs balanced, the pairing drawn from a generator
     seeded with ``seed``), in chunks (16 pairs at 224 px, at most 160 of small
-    images). With ``background=True`` (and one
+    images). With ``background=True`` (the default ``"auto"``: when there is more
+    than one chunk) and one
     process) the chunks are made on the trainer's low-priority background worker
     from ``setup`` on, while training runs, their seconds charged to the overhead
     budget as background work; the bias scalars start at the first due run after
@@ -137,7 +145,10 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             Default: ``64``.
         refine_steps: Steps at each finer size. Default: ``5``.
         background: Make the generated images on the background worker while
-            training runs (one process only). Default: ``True``.
+            training runs (one process only). ``"auto"``: only when the set takes
+            more than one chunk (images larger than about 50 px); a set of small
+            images is made by the first run, so its scalars start at once.
+            Default: ``"auto"``.
         content_weight: Content weight of the style transfer: lower values transfer
             more texture and keep less shape detail. Default: ``0.5``.
         use_masks: When the validation data carries object masks, paste each
@@ -183,7 +194,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         use_masks: bool = True,
         style_size: int | None = 64,
         refine_steps: int = 5,
-        background: bool = True,
+        background: bool | str = "auto",
         num_samples: int | None = None,
         alpha: float = 0.01,
         warmup: int = 0,
@@ -226,11 +237,11 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             None if style_size is None else check_int(style_size, "style_size", minimum=8)
         )
         self.refine_steps = check_int(refine_steps, "refine_steps", minimum=0)
-        self.background = check_bool(background, "background")
+        self.background = check_bool_or_auto(background, "background")
         self._images_to_make = num_images
         self._user_set: tuple[Tensor, Tensor, Tensor] | None = None  # model-space images
         self._user_pixels = False  # the user set holds uint8 pixel images (a folder)
-        self._source: tuple[Tensor, Tensor, Tensor | None] | None = None  # pixels, labels, masks
+        self._cc_source: tuple[Tensor, Tensor, Tensor | None] | None = None  # pixels, labels, masks
         self._chunks: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # finished chunks
         self._in_background = False  # chunks submitted to the background worker
         self._stop = False  # the fit is ending: queued chunks are left for the next run
@@ -259,13 +270,13 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
             self._cc = None
             self._controls = None
             self._user_set = None
-            self._source = None
+            self._cc_source = None
             self._chunks = {}
             self._in_background = False
             self._stop = False
             self._said_waiting = False
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and self._enabled and self._source is not None:
+        if stage == "fit" and self._enabled and self._cc_source is not None:
             self._resume_or_start(trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -273,6 +284,9 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         # not started yet stay for the next run (the finished ones are on disk)
         self._stop = True
         super().on_train_end(trainer, pl_module)
+
+    def _named_classes(self, outputs: int) -> int:
+        return self._num_dataset_classes(outputs)  # names name the dataset classes
 
     def _num_dataset_classes(self, num_classes: int) -> int:
         return num_classes if self.output_mapping is None else max(self.output_mapping) + 1
@@ -331,7 +345,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
                 masks = masks.clone()[keep.to(masks.device)]
             else:
                 masks = None
-            self._source = (ctx.pixels.clone()[keep.to(ctx.pixels.device)], labels[keep], masks)
+            self._cc_source = (ctx.pixels.clone()[keep.to(ctx.pixels.device)], labels[keep], masks)
         mapped = self._map_labels(ctx.probe.labels)  # type: ignore[arg-type]
         mapped = mapped[mapped >= 0]
         counts = torch.bincount(mapped, minlength=num_classes).tolist()
@@ -431,7 +445,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         }
 
     def _chunk(self) -> int:
-        return generation_chunk(*self._source[0].shape[-2:])  # type: ignore[index]
+        return generation_chunk(*self._cc_source[0].shape[-2:])  # type: ignore[index]
 
     def _chunk_sizes(self) -> list[int]:
         n, chunk = self._images_to_make, self._chunk()
@@ -440,7 +454,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _locate(self, trainer: Any) -> bool:
         """Finds this set's cache file and reloads the whole set or (in one process) its
         finished chunks. Returns whether this is one process."""
-        pixels, labels, masks = self._source  # type: ignore[misc]
+        pixels, labels, masks = self._cc_source  # type: ignore[misc]
         key = cue_cache.cache_key(pixels, labels, masks, self._settings())
         self.cache_path = cue_cache.cache_file(self._shared(trainer).log_dir, key)
         path, image_shape = self.cache_path, tuple(pixels.shape[1:])
@@ -460,7 +474,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         ``background=True`` in one process, queues the missing chunks on the
         background worker."""
         one_process = self._locate(trainer)
-        if self._cc is not None or not (self.background and one_process):
+        if self._cc is not None or not (self._in_the_background() and one_process):
             return  # loaded, or made by the first run
         missing = [i for i in range(len(self._chunk_sizes())) if i not in self._chunks]
         coordinator = Coordinator.of(trainer)
@@ -472,6 +486,12 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
         if not missing:
             self._finish()
 
+    def _in_the_background(self) -> bool:
+        """``background="auto"``: only a set of more than one chunk (larger images)."""
+        if self.background == "auto":
+            return len(self._chunk_sizes()) > 1
+        return bool(self.background)
+
     def _background_chunk(self, i: int) -> tuple[int, tuple[Tensor, ...]] | None:
         """Runs on the background worker: chunk ``i`` (``None`` once the fit ends)."""
         if self._stop or not self._enabled:
@@ -482,7 +502,7 @@ class TextureShapeBias(WatchesRegressions, VizCallback):
     def _make_chunk(self, i: int, share: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Chunk ``i`` of the set: its images in pixel space, shape and texture labels
         (only the positions ``share`` of the chunk's positions, under DDP)."""
-        pixels, labels, masks = self._source  # type: ignore[misc]
+        pixels, labels, masks = self._cc_source  # type: ignore[misc]
         first = i * self._chunk()
         positions = torch.arange(first, first + self._chunk_sizes()[i])
         return LF.cue_conflict(

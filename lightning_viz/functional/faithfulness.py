@@ -154,8 +154,18 @@ def target_probability(logits: Tensor, idx: Tensor, task: str) -> Tensor:
     return torch.sigmoid(logits.float().gather(1, idx.view(-1, 1))[:, 0])
 
 
+def _chunked_logits(net: nn.Module, x: Tensor, chunk_size: int) -> Tensor:
+    """Logits of ``x`` at most ``chunk_size`` rows per forward pass."""
+    return torch.cat([forward_logits(net, x[a:b]) for a, b in chunked_rows(len(x), chunk_size)])
+
+
 def _prepare(
-    model: nn.Module, inputs: object, maps: object, target: object, task: object
+    model: nn.Module,
+    inputs: object,
+    maps: object,
+    target: object,
+    task: object,
+    chunk_size: int = 64,
 ) -> tuple[Tensor, Tensor, Tensor, str]:
     """Checked inputs, maps ``(N, H*W)`` on the inputs' device, class indices, task."""
     x = check_images(inputs, allow_nan=False)
@@ -180,7 +190,7 @@ def _prepare(
     if bool(torch.isnan(maps).any()):
         fail("maps", "maps without NaN", "<maps with NaN>")
     with torch.no_grad(), preserve_state(model) as net:
-        logits = forward_logits(net, fresh(x))
+        logits = _chunked_logits(net, fresh(x), chunk_size)
     task_name = _task(task, logits)  # type: ignore[arg-type]
     idx = target_indices(target, logits)  # type: ignore[arg-type]
     return x, maps.to(x.device).flatten(1), idx, task_name
@@ -261,7 +271,7 @@ def _curve(
 ) -> PerturbationCurve:
     steps = check_int(steps, "steps", minimum=1)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-    x, flat, idx, task_name = _prepare(model, inputs, maps, target, task)
+    x, flat, idx, task_name = _prepare(model, inputs, maps, target, task, chunk_size)
     n, c, h, w = x.shape
     pixels = h * w
     if steps > pixels:
@@ -492,7 +502,7 @@ def road(
     qs = [check_float(q, "percentiles", positive=True) for q in percentiles]
     if any(q >= 100 for q in qs):
         fail("percentiles", "percentages in (0, 100)", list(percentiles))
-    x, flat, idx, task_name = _prepare(model, inputs, maps, target, task)
+    x, flat, idx, task_name = _prepare(model, inputs, maps, target, task, chunk_size)
     n, c, h, w = x.shape
     pixels = h * w
     gen = _generator(generator, x.device)
@@ -522,7 +532,8 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of each pair of rows, ties given average ranks.
 
     Args:
-        a, b: ``(N, ...)`` float tensors of the same shape (flattened per sample).
+        a: ``(N, ...)`` float tensor (flattened per sample).
+        b: ``(N, ...)`` float tensor of the shape of ``a``.
 
     Returns:
         ``(N,)`` correlations in ``[-1, 1]``; NaN where a sample's values are constant
@@ -564,7 +575,8 @@ def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, window: int = 7) -> T
     mean over the windows inside the image).
 
     Args:
-        a, b: Maps ``(N, 1, H, W)`` or ``(N, H, W)``, ``H, W >= window``.
+        a: Maps ``(N, 1, H, W)`` or ``(N, H, W)``, ``H, W >= window``.
+        b: Maps of the shape of ``a``.
         data_range: The range of the values. Default: 1 (normalized maps).
         window: Odd window size. Default: 7.
 
@@ -636,6 +648,7 @@ def randomization_similarity(
     layers: str = "top",
     maps: Tensor | None = None,
     seed: int = 0,
+    chunk_size: int = 64,
 ) -> RandomizationResult:
     """Model-parameter randomization test (Adebayo et al., "Sanity Checks for Saliency
     Maps", NeurIPS 2018).
@@ -659,6 +672,8 @@ def randomization_similarity(
         layers: ``"top"`` or ``"cascade"``. Default: ``"top"``.
         maps: The original model's maps, when already computed (saves one call).
         seed: Seed of the re-initialization. Default: 0.
+        chunk_size: Images per forward pass when finding the predicted classes
+            (``map_fn`` chooses its own). Default: 64.
 
     Returns:
         :class:`RandomizationResult` with ``spearman`` and ``ssim`` ``(N, L)``.
@@ -670,6 +685,7 @@ def randomization_similarity(
     fn = check_callable(map_fn, "map_fn")
     check_choice(layers, "layers", LAYER_MODES)
     seed = check_int(seed, "seed", minimum=0)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     x = check_images(inputs, allow_nan=False)
     names = randomizable_layers(model)
     if not names:
@@ -679,7 +695,7 @@ def randomization_similarity(
             type(model).__name__,
         )
     with torch.no_grad(), preserve_state(model) as net:
-        logits = forward_logits(net, fresh(x))
+        logits = _chunked_logits(net, fresh(x), chunk_size)
     idx = target_indices(target, logits)
     original = fn(model, x, idx) if maps is None else maps  # type: ignore[misc]
     original = original.detach().to(x.device).reshape(x.shape[0], 1, *original.shape[-2:]).float()

@@ -168,7 +168,7 @@ def test_a_stopped_generation_resumes_from_its_finished_chunks(tmp_path, monkeyp
     assert not os.path.exists(f"{cb.cache_path}.partial")
     # the same images as one generation of the whole set
     monkeypatch.undo()
-    pixels, labels, masks = cb._source
+    pixels, labels, masks = cb._cc_source
     images, s, t = LF.cue_conflict(
         pixels,
         labels,
@@ -190,8 +190,10 @@ def test_background_generation_runs_on_the_worker_and_the_scalars_wait_for_it(
 
     from lightning_viz._runtime.coordinator import Coordinator
 
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 4 * 32 * 32)  # 3 chunks: "auto"
     made, threads = _positions_made(monkeypatch)
     cb = _bias(num_images=10)
+    assert cb.background == "auto"
     completed: list[int] = []  # the global step when the set was complete
     trainers: list = []
     finish = cb._finish
@@ -229,6 +231,22 @@ def test_background_generation_runs_on_the_worker_and_the_scalars_wait_for_it(
         assert Coordinator.of(trainer).background_seconds.get(id(cb), 0.0) > 0
     else:  # completed after training (or not at all): no scalars
         assert steps == []
+
+
+def test_auto_makes_a_one_chunk_set_at_the_first_run(tmp_path, monkeypatch):
+    """Small images (one chunk): the first run makes the set, so the scalars start at
+    the first epoch of even a short fit."""
+    made, threads = _positions_made(monkeypatch)
+    fit(tmp_path, [_bias(num_images=10)], epochs=2)
+    assert made == [list(range(10))]
+    assert threads == ["MainThread"]
+    steps = [s for s, _ in read_events(str(tmp_path))["scalars"]["bias/shape_bias"]]
+    assert steps == [4, 8]
+
+
+def test_background_takes_a_bool_or_auto():
+    with pytest.raises(TypeError, match="background.*'yes'"):
+        lv.TextureShapeBias(background="yes")
 
 
 # ------------------------------------------------- Geirhos' stimuli, imagenet16
