@@ -1,15 +1,19 @@
-"""Bytes in and out: the one atomic file write and the one content fingerprint."""
+"""Bytes in and out: the one atomic file write, the one content fingerprint, and
+values made strict JSON (:func:`json_safe`)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import tempfile
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 
-__all__ = ["atomic_write", "fingerprint"]
+__all__ = ["atomic_write", "fingerprint", "json_safe"]
 
 
 def atomic_write(path: str, data: bytes | str) -> None:
@@ -54,3 +58,14 @@ def fingerprint(*parts: Tensor | str | None, shapes: bool = False, digits: int =
                 h.update(str((tuple(part.shape), part.dtype)).encode())
             h.update(part.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:digits]
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, tuples -> lists, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

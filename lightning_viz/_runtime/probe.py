@@ -4,7 +4,7 @@ The callbacks look at the same few images every epoch. They are picked once, by
 scanning the validation loader in its order (a shuffled loader is scanned in its
 dataset's order instead), and remembered by their positions and a fingerprint, so a
 resumed run rebuilds exactly the same probe from the checkpoint, or says that it
-cannot.
+cannot. :func:`stage_loader` finds the fit's validation or training dataloader to scan.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset,
 from lightning_viz._checks import check_batch_images
 from lightning_viz._io import fingerprint
 
-__all__ = ["Probe", "balanced_pick", "default_batch_to_xy", "load_probe", "split_batch"]
+__all__ = [
+    "Probe",
+    "balanced_pick",
+    "default_batch_to_xy",
+    "load_probe",
+    "loader_batch_size",
+    "split_batch",
+    "stage_loader",
+]
 
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")
@@ -298,3 +306,38 @@ def load_probe(
         list(indices),
         classes_seen(labels) if labelled else None,  # type: ignore[arg-type]
     )
+
+
+def _defines(obj: Any, name: str) -> bool:
+    """True when ``obj``'s class implements ``name`` itself (not Lightning's default)."""
+    fn = getattr(type(obj), name, None)
+    qualname = getattr(fn, "__qualname__", "")
+    return fn is not None and not qualname.startswith(("DataHooks.", "LightningDataModule."))
+
+
+def stage_loader(trainer: Any, stage: str) -> Any:
+    """The first ``"val"`` or ``"train"`` dataloader of the fit (``None`` when none)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
+        loader = getattr(datamodule, f"{stage}_dataloader")()
+        if loader is not None:
+            return loader[0] if isinstance(loader, list | tuple) else loader
+    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
+    source = getattr(loop, "_data_source", None)
+    if source is not None and source.is_defined():
+        try:
+            loader = source.dataloader()
+        except (NotImplementedError, AttributeError, TypeError):
+            return None
+        if loader is not None:
+            return loader[0] if isinstance(loader, list | tuple) else loader
+    return None
+
+
+def loader_batch_size(loader: Any) -> int | None:
+    """The batch size of a ``DataLoader`` (or of its batch sampler), else ``None``."""
+    for owner in (loader, getattr(loader, "batch_sampler", None)):
+        size = getattr(owner, "batch_size", None)
+        if isinstance(size, int) and size > 0:
+            return size
+    return None

@@ -2,8 +2,9 @@
 
 A callback subclasses :class:`VizCallback` and implements :meth:`VizCallback.run`
 (and, for configuration checks, :meth:`VizCallback.check`). The base class does
-the rest: argument checks, probe selection, the task, scheduling, the state guard
-(every ``run`` is inside it), the precision context, error handling, timing and
+the rest: argument checks, probe selection and the task (its own base
+:class:`~lightning_viz.callbacks._probe_setup.ProbeSetup`), scheduling, the state
+guard (every ``run`` is inside it), the precision context, error handling, timing and
 logging.
 """
 
@@ -41,14 +42,12 @@ from lightning_viz._runtime.context import (
 )
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
-from lightning_viz._runtime.normalization import find_normalize, value_range
-from lightning_viz._runtime.probe import Probe, load_probe
-from lightning_viz.functional._task import detect_task, normalize_labels
+from lightning_viz._runtime.probe import Probe, loader_batch_size, stage_loader
+from lightning_viz.callbacks._probe_setup import ProbeSetup
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 
 _ON_ERROR = ("warn", "raise")
-_RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
 DEFAULT_ALLOWANCE = 3.0  # seconds per epoch the callbacks may always spend
 _STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkpoint
 
@@ -74,47 +73,7 @@ def _validates_every_epoch(trainer: Any) -> bool:
     )
 
 
-def _defines(obj: Any, name: str) -> bool:
-    """True when ``obj``'s class implements ``name`` itself (not Lightning's default)."""
-    fn = getattr(type(obj), name, None)
-    qualname = getattr(fn, "__qualname__", "")
-    return fn is not None and not qualname.startswith(("DataHooks.", "LightningDataModule."))
-
-
-def stage_loader(trainer: Any, stage: str) -> Any:
-    """The first ``"val"`` or ``"train"`` dataloader of the fit (``None`` when none)."""
-    datamodule = getattr(trainer, "datamodule", None)
-    if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
-        loader = getattr(datamodule, f"{stage}_dataloader")()
-        if loader is not None:
-            return loader[0] if isinstance(loader, list | tuple) else loader
-    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
-    source = getattr(loop, "_data_source", None)
-    if source is not None and source.is_defined():
-        try:
-            loader = source.dataloader()
-        except (NotImplementedError, AttributeError, TypeError):
-            return None
-        if loader is not None:
-            return loader[0] if isinstance(loader, list | tuple) else loader
-    return None
-
-
-def loader_batch_size(loader: Any) -> int | None:
-    """The batch size of a ``DataLoader`` (or of its batch sampler), else ``None``."""
-    for owner in (loader, getattr(loader, "batch_sampler", None)):
-        size = getattr(owner, "batch_size", None)
-        if isinstance(size, int) and size > 0:
-            return size
-    return None
-
-
-def _short(values: Sequence[float]) -> str:
-    """``(0.485, 0.456, 0.406)``: per-channel values, 4 significant digits."""
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
-class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
+class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
     """Base class of the lightning-viz callbacks (options shared by all of them).
 
     Args:
@@ -310,62 +269,6 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
         return self._generate_state_key(tag_prefix=self.tag_prefix, **self.key_args())
 
     # ------------------------------------------------------------------ probe
-    def _probe_source(self, trainer: Any) -> Any:
-        """The probe data (``self._probe_from`` says where it came from)."""
-        if self.probe is not None:
-            self._probe_from = "probe"
-            return self.probe
-        for stage in ("val", "train"):
-            loader = stage_loader(trainer, stage)
-            if loader is not None:
-                self._probe_from = "validation" if stage == "val" else "training"
-                return loader
-        raise NotApplicableError(
-            f"{type(self).__name__} found no validation or training data to pick probe "
-            "images from; pass `probe=` a tensor, (images, labels) or a Dataset"
-        )
-
-    def _load_probe(self, trainer: Any) -> Probe:
-        """The probe: saved in the checkpoint, rebuilt from saved positions, or picked."""
-        saved = self._saved_probe
-        self._source = None
-        if saved is not None and saved.get("images") is not None:
-            return Probe(
-                saved["images"],
-                saved.get("labels"),
-                saved.get("masks"),
-                self._probe_indices,
-                saved.get("seen"),
-            )
-        source = self._source = self._probe_source(trainer)
-        # A DataLoader iterator draws its base seed from the global RNG: fork it, so
-        # picking the probe leaves the run's random streams untouched.
-        with torch.random.fork_rng(devices=[]):
-            probe = load_probe(source, self.num_samples, self.batch_to_xy, self._probe_indices)
-        finite = torch.isfinite(probe.images).flatten(1).all(dim=1)
-        if not bool(finite.all()):
-            bad = (~finite).nonzero().flatten().tolist()
-            where = bad if probe.indices is None else [probe.indices[i] for i in bad]
-            self.warn_once(
-                "nonfinite",
-                f"probe images at positions {where} of the data have non-finite values "
-                "(NaN or inf); they are left out of this callback's probe",
-            )
-            probe = probe.select(finite)
-            if not len(probe):
-                raise NotApplicableError("every probe image has non-finite values (NaN or inf)")
-        expected = None if saved is None else saved.get("fingerprint")
-        if expected is not None and expected != probe.fingerprint():
-            self.warn_once(
-                "probe_changed",
-                f"the probe rebuilt from the checkpoint's positions is not the one saved "
-                f"(fingerprint {probe.fingerprint()} != {expected}): the data's order or "
-                "content changed since the checkpoint. This run uses the new probe; its "
-                "values are not comparable sample by sample with those before the resume",
-            )
-            self.on_probe_changed()
-        return probe
-
     def on_probe_changed(self) -> None:
         """Called when a resumed run cannot rebuild the saved probe (forget paired history)."""
 
@@ -472,136 +375,6 @@ class VizCallback(*CALLBACK_BASES):  # type: ignore[misc]
             self._inspect(ctx)
             ctx = self._context(trainer, module, None)  # labels in the form of the task
         self.check(ctx)
-
-    def _find_normalization(self, trainer: Any, probe: Probe) -> None:
-        """``mean``/``std`` when not given: from a ``Normalize`` in the probe data's
-        transform (said once per trainer); none found, the probe must be pixels.
-
-        Raises:
-            ValueError: No normalization is known and the probe's values fall outside
-                ``[0, 1]``.
-        """
-        if not self._auto_normalization:
-            return
-        self.mean, self.std = self._given_normalization
-        source = self._source
-        if source is None and self.probe is None:  # a probe restored from a checkpoint
-            with contextlib.suppress(NotApplicableError):
-                source = self._probe_source(trainer)
-        found = find_normalize(source if source is not None else self.probe)
-        where = {"probe": "the `probe` dataset's transform"}.get(
-            self._probe_from, f"the {self._probe_from} transform"
-        )
-        if found is not None:
-            self.mean, self.std = found
-            Coordinator.of(trainer).info_once(
-                f"normalization {found}",
-                f"lightning-viz: using mean={_short(found[0])}, std={_short(found[1])} from "
-                f"{where} (a Normalize); the callbacks show and attack images in pixel space. "
-                "Pass mean=/std= to override",
-            )
-            return
-        low, high = value_range(probe.images)
-        if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
-            raise ValueError(
-                f"{type(self).__name__}: the probe images have values in [{low:.3g}, {high:.3g}], "
-                f"outside the pixel range [0, 1], and no torchvision Normalize was found in "
-                f"{where}, so the callbacks cannot tell how to show them or what size an "
-                "attack's eps is. Pass the normalization your data uses as mean=[...], "
-                "std=[...] (per channel), or mean=None, std=None to take the model's inputs "
-                "as the pixels"
-            )
-
-    def _check_normalization(self, probe: Probe) -> None:
-        """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)."""
-        channels = int(probe.images.shape[1])
-        for stats in (self.mean, self.std):
-            if stats is not None and len(stats) not in (1, channels):
-                raise ValueError(
-                    f"{type(self).__name__}: `mean`/`std` have {len(stats)} values but the probe "
-                    f"images have {channels} channels (shape {tuple(probe.images.shape[1:])}); "
-                    "give one value per input channel"
-                )
-
-    def _inspect(self, ctx: RunContext) -> None:
-        """Checks the probe against the model; detects the task; normalizes the labels."""
-        name = type(self).__name__
-        probe = ctx.probe
-        try:
-            with torch.no_grad():
-                out = ctx.view(ctx.pixels[:2])
-        except (RuntimeError, TypeError, ValueError, IndexError, KeyError) as err:
-            raise ValueError(
-                f"{name}: running the model on the probe images of shape "
-                f"{tuple(probe.images.shape[1:])} failed ({type(err).__name__}: {err}). Check "
-                "that the probe has the model's input channels and size; pass `images_to_input` "
-                "when forward takes something other than an image tensor (a dict, several "
-                "inputs), `output_to_logits` when it returns more than logits, `batch_to_xy` to "
-                "pick the images out of a batch"
-            ) from err
-        if out.dim() != 2:
-            raise ValueError(
-                f"{name} needs logits (N, K) from the model, got shape {tuple(out.shape)}; "
-                "pass `output_to_logits`"
-            )
-        labels = probe.labels
-        if labels is not None and labels.dim() == 1 and labels.is_floating_point():
-            labels = self._float_labels(ctx.trainer, labels)
-        self._task = self.task or detect_task(int(out.shape[1]), labels)
-        self._check_class_names(int(out.shape[1]))
-        if labels is not None:
-            labels = normalize_labels(labels.cpu(), self._task, int(out.shape[1]), "probe labels")
-            self._probe.labels = labels  # type: ignore[union-attr]
-        elif self.needs_labels:
-            raise NotApplicableError(
-                f"{name} needs labels, but the probe has none; give labels with "
-                "`probe=(images, labels)` or a `batch_to_xy` that returns them"
-            )
-        if self.needs_gradient:
-            x = ctx.pixels[:1].clone().requires_grad_(True)
-            if not ctx.view(x).requires_grad:
-                raise NotApplicableError(
-                    "the class scores have no gradient path to the input images: the model "
-                    "computes them without autograd (torch.no_grad()/inference_mode() in "
-                    "forward, .detach(), or a non-differentiable op), so its gradient maps "
-                    "and attacks would be empty"
-                )
-
-    def _float_labels(self, trainer: Any, labels: Tensor) -> Tensor:
-        """Float class labels ``(N,)``: whole numbers are class indices (said once);
-        others are a configuration error (``TypeError``) naming ``batch_to_xy``."""
-        if self.task in ("binary", "multilabel"):
-            return labels  # 0/1 probabilities: thresholded at 0.5 by the task
-        whole = torch.isfinite(labels).all() and bool((labels == labels.round()).all())
-        if not whole:
-            odd = labels[labels != labels.round()][:3].tolist()
-            raise TypeError(
-                f"{type(self).__name__}: the probe labels are floats ({labels.dtype}) that are "
-                f"not whole numbers (e.g. {odd}); the callbacks need class indices (N,) or "
-                "label rows (N, K). Pass `batch_to_xy` mapping a batch to (images, labels) with "
-                "integer class indices (or task='binary' for 0/1 probabilities)"
-            )
-        Coordinator.of(trainer).info_once(
-            "float labels",
-            f"lightning-viz: the probe labels are floats ({labels.dtype}) with whole values; "
-            "they are read as class indices (3.0 -> class 3)",
-        )
-        return labels.long()
-
-    def _named_classes(self, outputs: int) -> int:
-        """How many names ``class_names`` must hold for a model with ``outputs`` logits."""
-        return outputs
-
-    def _check_class_names(self, outputs: int) -> None:
-        """Raises unless ``class_names`` has one name per class of the model."""
-        if self.class_names is None:
-            return
-        classes = 2 if outputs == 1 and self._task == "binary" else self._named_classes(outputs)
-        if len(self.class_names) != classes:
-            raise ValueError(
-                f"{type(self).__name__}: `class_names` has {len(self.class_names)} names but "
-                f"the model has {classes} classes ({outputs} logits); give one name per class"
-            )
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:

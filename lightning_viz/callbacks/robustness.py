@@ -11,13 +11,12 @@ from torch import Tensor
 
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
-from lightning_viz._guard import preserve_state
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz.callbacks._alerts import WatchesRegressions
+from lightning_viz.callbacks._attack_checks import AttackChecks, _masking_flips
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.functional import attacks as A
-from lightning_viz.functional._grad import NoGradientError
 from lightning_viz.functional._task import correct, predict
 from lightning_viz.functional.apgd import apgd_mask
 from lightning_viz.monitoring.record import EpochRecord
@@ -29,8 +28,6 @@ ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t")
 NORMS = ("linf", "l2")
 NUM_EXAMPLES = 6
 MASKING_SUBSET = 32  # probe samples attacked at every eps on their own, for the masking check
-SANITY_SUBSET = 32  # probe samples of AutoAttack's sanity checks
-ZERO_GRADIENT_SHARE = 0.1  # share of samples with an all-zero input gradient that is flagged
 
 
 def eps_label(eps: float, norm: str = "linf") -> str:
@@ -54,21 +51,7 @@ def eps_label(eps: float, norm: str = "linf") -> str:
     return f"{eps:g}"
 
 
-def _masking_flips(
-    masks: dict[str, dict[float, Tensor]], attacks: Sequence[str], eps: Sequence[float]
-) -> dict[tuple[str, str, float], tuple[int, int]]:
-    """For the masking check: per ``("pgd", "fgsm", eps)``, the samples robust under
-    PGD and broken by FGSM, and the reverse (``masks``: robust masks, True = correct)."""
-    if "pgd" not in attacks or "fgsm" not in attacks:
-        return {}
-    out = {}
-    for e in eps:
-        pgd, fgsm = masks["pgd"][e], masks["fgsm"][e]
-        out[("pgd", "fgsm", e)] = (int((pgd & ~fgsm).sum()), int((~pgd & fgsm).sum()))
-    return out
-
-
-class AdversarialProbe(WatchesRegressions, VizCallback):
+class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
     """Measures robust accuracy of the probe under FGSM, PGD and APGD, with a noise control.
 
     At every run, in pixel space (``mean``/``std`` applied inside the attacked model):
@@ -404,72 +387,6 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
             tolerance=self.tolerance if watched else None,
         )
 
-    # ------------------------------------------------------------ APGD-T, sanity
-    def _targeted_possible(self, ctx: RunContext) -> bool:
-        """APGD-T needs a multiclass model with at least 4 classes (the targeted DLR
-        loss); otherwise APGD-CE runs in its place, said once per run."""
-        if ctx.task == "multiclass" and ctx.num_classes >= 4:
-            return True
-        if "apgd_t_fallback" not in self._masking_warned:
-            self._masking_warned.add("apgd_t_fallback")
-            rank_zero_warn(
-                f"AdversarialProbe: 'apgd-t' needs a multiclass model with >= 4 classes (the "
-                f"targeted DLR loss); this {ctx.task} model has {ctx.num_classes}, so APGD-CE "
-                "runs in its place under the name 'apgd-t'."
-            )
-        return False
-
-    def _sanity_messages(self, ctx: RunContext, x: Tensor, y: Tensor) -> list[str]:
-        """AutoAttack's checks (Croce & Hein 2020, ``autoattack/checks.py``) on the first
-        probe samples, each kind warned at most once per run: outputs that already sum
-        to one, outputs that change between two forwards of the same inputs, and a
-        large share of samples whose input gradient is exactly zero."""
-        n = min(SANITY_SUBSET, x.shape[0])
-        xs, ys = x[:n], y[:n]
-        found: dict[str, str] = {}
-        logits = ctx.logits[:n].float()
-        if ctx.task == "multiclass" and logits.shape[1] > 1:
-            sums = logits.sum(dim=1)
-            if bool((logits >= 0).all()) and bool(((sums - 1).abs() < 1e-4).all()):
-                found["probabilities"] = (
-                    "the model's outputs are non-negative and sum to one on every probe "
-                    "sample: they look like probabilities (a softmax inside the model), while "
-                    "the attacks' losses expect logits; a saturated softmax hides the gradient"
-                )
-        with torch.no_grad():
-            first = ctx.chunked(ctx.view, xs).float()  # at most max_batch rows a forward
-            second = ctx.chunked(ctx.view, xs).float()
-        spread = float((first - second).abs().max())
-        if spread > 1e-4 * (1.0 + float(first.abs().max())):
-            found["randomized"] = (
-                f"two forwards of the same probe images differ (by up to {spread:.3g}): a "
-                "randomized model (random transforms, dropout at eval) makes one attack run "
-                "see a different function than the evaluation; robustness is inflated "
-                "unless the attack averages over the randomness (EOT)"
-            )
-        try:
-            with preserve_state(ctx.view) as m:
-                grad = ctx.chunked(lambda xc, yc: A._loss_grad(m, xc, yc, ctx.task)[1], xs, ys)
-            zero = int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
-        except NoGradientError:
-            zero = n
-        if zero / n >= ZERO_GRADIENT_SHARE:
-            found["zero_gradients"] = (
-                f"{zero} of {n} probe samples have an input gradient that is exactly zero: "
-                "gradient attacks cannot move them (gradient masking by saturation, "
-                "quantization or a non-differentiable step)"
-            )
-        messages = []
-        for kind, text in found.items():
-            if kind in self._masking_warned:
-                continue
-            self._masking_warned.add(kind)
-            messages.append(
-                f"AdversarialProbe: sanity check failed ({kind}): {text}. The robust "
-                "accuracy likely overstates the real robustness."
-            )
-        return messages
-
     # -------------------------------------------------- catastrophic overfitting
     def _reset_overfitting(self) -> None:
         # per eps: the reference run (smallest FGSM-PGD gap so far) and where growth began
@@ -536,76 +453,6 @@ class AdversarialProbe(WatchesRegressions, VizCallback):
                     "attack."
                 ]
         return []
-
-    # ---------------------------------------------------------- gradient masking
-    def _masking_messages(
-        self,
-        results: dict[str, dict[float, float]],
-        clean: float,
-        n: int,
-        independent: tuple[dict[str, dict[float, float]], float, int] | None = None,
-        flips: dict[tuple[str, str, float], tuple[int, int]] | None = None,
-    ) -> list[str]:
-        """Warnings of signs of gradient masking, each kind at most once per run.
-
-        ``independent`` (accuracies, clean accuracy, samples) is where "accuracy rises
-        with eps" is looked for; without it, in ``results``. ``flips[("pgd", "fgsm",
-        eps)]`` holds the probe samples PGD left correct and FGSM broke (``b``) and the
-        reverse (``c``): PGD above FGSM by more than one sample must then also be
-        significant (exact sign test of ``b`` against ``c`` below ``alpha``), not the
-        noise of PGD's random start on a few samples at the decision boundary. Noise
-        that breaks more than the attack needs no test: a healthy attack breaks at
-        least what random noise of its size breaks.
-        """
-        margin = 1.0 / max(n, 1) + 1e-9
-
-        def significant(key: tuple[str, str, float]) -> bool:
-            if flips is None or key not in flips:
-                return True
-            return sign_test(*flips[key]) < self.alpha
-
-        found: dict[str, str] = {}
-        if "pgd" in results and "fgsm" in results:
-            for eps in self.eps:
-                pgd, fgsm = results["pgd"][eps], results["fgsm"][eps]
-                if pgd > fgsm + margin and significant(("pgd", "fgsm", eps)):
-                    found.setdefault(
-                        "pgd_weaker",
-                        f"PGD accuracy {pgd:.4f} is above FGSM accuracy {fgsm:.4f} at eps "
-                        f"{self._eps(eps)}: a multi-step attack should not be weaker than one "
-                        "step",
-                    )
-        order = sorted(self.eps)
-        rising, base, m = independent if independent is not None else (results, clean, n)
-        for attack in self.attacks:
-            points = [(0.0, base), *((e, rising[attack][e]) for e in order if e > 0)]
-            for (e0, a0), (e1, a1) in zip(points, points[1:], strict=False):
-                if a1 > a0 + 1.0 / max(m, 1) + 1e-9:
-                    found.setdefault(
-                        "not_decreasing",
-                        f"{attack} accuracy rises with eps: {a0:.4f} at {self._eps(e0)}, "
-                        f"{a1:.4f} at {self._eps(e1)}",
-                    )
-        for attack in self.attacks:
-            for eps in self.eps:
-                noise, acc = results["noise"][eps], results[attack][eps]
-                if noise < acc - margin:
-                    found.setdefault(
-                        "noise_stronger",
-                        f"random noise ({noise:.4f}) hurts more than {attack} ({acc:.4f}) at "
-                        f"eps {self._eps(eps)}",
-                    )
-        messages = []
-        for kind, text in found.items():
-            if kind in self._masking_warned:
-                continue
-            self._masking_warned.add(kind)
-            messages.append(
-                f"AdversarialProbe: possible gradient masking: {text}. The gradients mislead "
-                "the attack (e.g. quantized, saturated or non-differentiable inputs), so the "
-                "robust accuracy overstates the real robustness."
-            )
-        return messages
 
     # ------------------------------------------------------------------ render
     def _curve(self, results: dict[str, dict[float, EpochRecord]], clean: EpochRecord) -> Any:

@@ -62,16 +62,18 @@ from lightning_viz.functional.corruptions import CORRUPTIONS, corrupt
 from lightning_viz.functional.embedding import knn_accuracy, pca, silhouette, tsne
 from lightning_viz.functional.faithfulness import (
     PerturbationCurve,
-    RandomizationResult,
     RoadResult,
     deletion_curve,
     insertion_curve,
     linear_impute,
     random_maps,
+    road,
+)
+from lightning_viz.functional.randomization import (
+    RandomizationResult,
     randomizable_layers,
     randomization_similarity,
     rank_correlation,
-    road,
     ssim,
 )
 from lightning_viz.functional.relu_rules import relu_rule_counts

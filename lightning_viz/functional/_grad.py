@@ -19,6 +19,7 @@ from lightning_viz.functional._task import class_scores, num_classes, predict
 
 __all__ = [
     "NoGradientError",
+    "chunked_logits",
     "chunked_rows",
     "conv_layers",
     "forward_logits",
@@ -125,6 +126,11 @@ def chunked_rows(total: int, chunk_size: int) -> Iterator[tuple[int, int]]:
     """``(start, end)`` of consecutive chunks of at most ``chunk_size`` rows."""
     for start in range(0, total, chunk_size):
         yield start, min(start + chunk_size, total)
+
+
+def chunked_logits(net: nn.Module, x: Tensor, chunk_size: int) -> Tensor:
+    """Logits of ``x`` at most ``chunk_size`` rows per forward pass."""
+    return torch.cat([forward_logits(net, x[a:b]) for a, b in chunked_rows(len(x), chunk_size)])
 
 
 def reduce_channels(attr: Tensor, reduce: str | None) -> Tensor:

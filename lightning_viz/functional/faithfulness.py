@@ -10,7 +10,8 @@
 * :func:`randomization_similarity` (Adebayo et al., "Sanity Checks for Saliency
   Maps", NeurIPS 2018): how similar the map stays when the model's top layer (or
   cascading layers) is re-initialized; a map that explains the model changes, an edge
-  detector does not.
+  detector does not. It and its similarity measures live in
+  :mod:`lightning_viz.functional.randomization` and are re-exported here.
 * :func:`random_maps`: the chance level of every score (score a random map).
 
 The probability of the explained class is the softmax for a multiclass model and the
@@ -32,8 +33,6 @@ pixel-space removal is the caller's ``ModelView(model, mean, std)``::
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -42,7 +41,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz._checks import (
-    check_callable,
     check_choice,
     check_float,
     check_images,
@@ -50,8 +48,21 @@ from lightning_viz._checks import (
     check_task,
     fail,
 )
-from lightning_viz._guard import ModelView, preserve_state, unwrap_model
-from lightning_viz.functional._grad import chunked_rows, forward_logits, fresh, target_indices
+from lightning_viz._guard import preserve_state
+from lightning_viz.functional._grad import (
+    chunked_logits,
+    chunked_rows,
+    forward_logits,
+    fresh,
+    target_indices,
+)
+from lightning_viz.functional.randomization import (
+    RandomizationResult,
+    randomizable_layers,
+    randomization_similarity,
+    rank_correlation,
+    ssim,
+)
 from lightning_viz.functional.saliency import _generator
 
 __all__ = [
@@ -71,7 +82,6 @@ __all__ = [
 
 BASELINES = ("blur", "mean")
 ORDERS = ("morf", "lerf")
-LAYER_MODES = ("top", "cascade")
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0  # the substrate of Petsiuk et al.'s code (gkern(11, 5))
 # noisy linear imputation: weights of the 8 neighbours (Rong et al. 2022), sum 1
 _NEIGHBOURS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
@@ -111,22 +121,6 @@ class RoadResult(NamedTuple):
     percentiles: Tensor
 
 
-class RandomizationResult(NamedTuple):
-    """Similarity between the maps of the model and of re-initialized copies.
-
-    Attributes:
-        spearman: ``(N, L)`` Spearman rank correlation of each sample's maps, one column
-            per randomized copy (``L = 1`` for ``layers="top"``; cascading copies from the
-            top down otherwise).
-        ssim: ``(N, L)`` SSIM of the min-max normalized maps (7x7 uniform window).
-        layers: The ``L`` names of the last layer re-initialized in each copy.
-    """
-
-    spearman: Tensor
-    ssim: Tensor
-    layers: tuple[str, ...]
-
-
 # ------------------------------------------------------------------- shared pieces
 def _task(task: str | None, logits: Tensor) -> str:
     task = check_task(task)
@@ -152,11 +146,6 @@ def target_probability(logits: Tensor, idx: Tensor, task: str) -> Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0].float() * (2 * idx.float() - 1))
     return torch.sigmoid(logits.float().gather(1, idx.view(-1, 1))[:, 0])
-
-
-def _chunked_logits(net: nn.Module, x: Tensor, chunk_size: int) -> Tensor:
-    """Logits of ``x`` at most ``chunk_size`` rows per forward pass."""
-    return torch.cat([forward_logits(net, x[a:b]) for a, b in chunked_rows(len(x), chunk_size)])
 
 
 def _prepare(
@@ -190,7 +179,7 @@ def _prepare(
     if bool(torch.isnan(maps).any()):
         fail("maps", "maps without NaN", "<maps with NaN>")
     with torch.no_grad(), preserve_state(model) as net:
-        logits = _chunked_logits(net, fresh(x), chunk_size)
+        logits = chunked_logits(net, fresh(x), chunk_size)
     task_name = _task(task, logits)  # type: ignore[arg-type]
     idx = target_indices(target, logits)  # type: ignore[arg-type]
     return x, maps.to(x.device).flatten(1), idx, task_name
@@ -525,195 +514,3 @@ def road(
         clean = target_probability(forward_logits(net, fresh(x)), idx, task_name)
     pct = torch.tensor(qs, device=x.device)
     return RoadResult(curve.mean(dim=1), curve, clean, pct)
-
-
-# ----------------------------------------------------------------- similarities
-def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of each pair of rows, ties given average ranks.
-
-    Args:
-        a: ``(N, ...)`` float tensor (flattened per sample).
-        b: ``(N, ...)`` float tensor of the shape of ``a``.
-
-    Returns:
-        ``(N,)`` correlations in ``[-1, 1]``; NaN where a sample's values are constant
-        (as ``scipy.stats.spearmanr``).
-    """
-    if a.shape != b.shape:
-        fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
-    ra, rb = _average_ranks(a.flatten(1).double()), _average_ranks(b.flatten(1).double())
-    ra = ra - ra.mean(dim=1, keepdim=True)
-    rb = rb - rb.mean(dim=1, keepdim=True)
-    den = ra.norm(dim=1) * rb.norm(dim=1)
-    corr = (ra * rb).sum(dim=1) / den
-    return torch.where(den > 0, corr, torch.full_like(corr, math.nan)).to(a.dtype)
-
-
-def _average_ranks(v: Tensor) -> Tensor:
-    """Ranks ``(N, P)`` (1-based) with ties averaged, as ``scipy.stats.rankdata``."""
-    sorted_v, order = torch.sort(v, dim=1, stable=True)
-    n, p = v.shape
-    pos = torch.arange(p, device=v.device).expand(n, p)
-    starts = torch.ones_like(sorted_v, dtype=torch.bool)
-    starts[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(dim=1).values
-    last_rev = torch.where(ends, pos, torch.full_like(pos, p - 1)).flip(1).cummin(dim=1).values
-    last = last_rev.flip(1)
-    avg = (first + last).to(v.dtype) / 2 + 1
-    ranks = torch.empty_like(avg)
-    ranks.scatter_(1, order, avg)
-    return ranks
-
-
-def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, window: int = 7) -> Tensor:
-    """Mean structural similarity of each pair of maps (Wang et al. 2004).
-
-    As ``skimage.metrics.structural_similarity`` with its defaults (a ``window`` x
-    ``window`` uniform filter, sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, the
-    mean over the windows inside the image).
-
-    Args:
-        a: Maps ``(N, 1, H, W)`` or ``(N, H, W)``, ``H, W >= window``.
-        b: Maps of the shape of ``a``.
-        data_range: The range of the values. Default: 1 (normalized maps).
-        window: Odd window size. Default: 7.
-
-    Returns:
-        ``(N,)`` SSIM values in ``[-1, 1]``.
-    """
-    if a.shape != b.shape:
-        fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
-    x = a.reshape(a.shape[0], 1, *a.shape[-2:]).double()
-    y = b.reshape(b.shape[0], 1, *b.shape[-2:]).double()
-    if min(x.shape[-2:]) < window:
-        fail("a", f"maps of at least {window}x{window} pixels", f"<shape {tuple(a.shape)}>")
-    mean = lambda t: F.avg_pool2d(t, window, stride=1)  # noqa: E731 - the uniform filter
-    np_ = window * window
-    cov = np_ / (np_ - 1)
-    ux, uy = mean(x), mean(y)
-    vx = cov * (mean(x * x) - ux * ux)
-    vy = cov * (mean(y * y) - uy * uy)
-    vxy = cov * (mean(x * y) - ux * uy)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(dim=1).to(a.dtype)
-
-
-def _unit(maps: Tensor) -> Tensor:
-    """Each map min-max normalized to ``[0, 1]`` (a constant map becomes 0)."""
-    flat = maps.flatten(1)
-    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
-    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
-
-
-# ------------------------------------------------------------ model randomization
-def randomizable_layers(model: nn.Module) -> list[str]:
-    """Dotted names of the layers a randomization test re-initializes, bottom up.
-
-    Every submodule with a ``reset_parameters`` method and parameters of its own (the
-    modules Quantus' ``MPRT`` randomizes), in definition order; for a
-    :class:`ModelView` the names are those of the user's model.
-    """
-    inner = model.model if isinstance(model, ModelView) else unwrap_model(model)
-    return [
-        name
-        for name, m in inner.named_modules()
-        if name
-        and callable(getattr(m, "reset_parameters", None))
-        and next(m.parameters(recurse=False), None) is not None
-    ]
-
-
-def _copy(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """A deep copy of the user's module, and ``model`` rebuilt around it (a ModelView
-    keeps its adapters by reference: the precision context is not copied)."""
-    if isinstance(model, ModelView):
-        inner = copy.deepcopy(model.model)
-        view = copy.copy(model)
-        view._modules = dict(model._modules)  # noqa: SLF001 - the copy's own submodule table
-        view._modules["model"] = inner  # noqa: SLF001
-        return inner, view
-    inner = copy.deepcopy(unwrap_model(model))
-    return inner, inner
-
-
-def randomization_similarity(
-    map_fn: Callable[[nn.Module, Tensor, Tensor], Tensor],
-    model: nn.Module,
-    inputs: Tensor,
-    target: int | Tensor | None = None,
-    *,
-    layers: str = "top",
-    maps: Tensor | None = None,
-    seed: int = 0,
-    chunk_size: int = 64,
-) -> RandomizationResult:
-    """Model-parameter randomization test (Adebayo et al., "Sanity Checks for Saliency
-    Maps", NeurIPS 2018).
-
-    The maps of the model are compared with those of a deep copy whose top layer
-    (``"top"``), or whose layers from the top down cumulatively (``"cascade"``, one
-    copy per layer, as Quantus' ``MPRT(layer_order="top_down")``), are re-initialized
-    by their own ``reset_parameters``. A map that explains the model changes (low
-    similarity); one that shows the input's edges does not. The user's model is never
-    touched; each layer's initialization draws from the RNG seeded with ``seed``
-    inside ``torch.random.fork_rng``, so the caller's random streams are unchanged.
-
-    Args:
-        map_fn: ``map_fn(model, inputs, target) -> (N, 1, H, W)`` maps: any method of
-            :mod:`lightning_viz.functional` or the user's own; it is called with the
-            model (or the randomized copy, the same type: a ``ModelView`` stays one).
-        model: The classifier (``ModelView`` for pixel space).
-        inputs: Images ``(N, C, H, W)``.
-        target: Class indices ``(N,)``, one int or ``None`` (the class the original
-            model predicts); the copies explain the same classes.
-        layers: ``"top"`` or ``"cascade"``. Default: ``"top"``.
-        maps: The original model's maps, when already computed (saves one call).
-        seed: Seed of the re-initialization. Default: 0.
-        chunk_size: Images per forward pass when finding the predicted classes
-            (``map_fn`` chooses its own). Default: 64.
-
-    Returns:
-        :class:`RandomizationResult` with ``spearman`` and ``ssim`` ``(N, L)``.
-
-    Raises:
-        TypeError: ``map_fn`` is not callable, or bad ``inputs``.
-        ValueError: A bad ``layers``, or a model without a layer to re-initialize.
-    """
-    fn = check_callable(map_fn, "map_fn")
-    check_choice(layers, "layers", LAYER_MODES)
-    seed = check_int(seed, "seed", minimum=0)
-    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-    x = check_images(inputs, allow_nan=False)
-    names = randomizable_layers(model)
-    if not names:
-        fail(
-            "model",
-            "a model with a layer that has reset_parameters() and parameters",
-            type(model).__name__,
-        )
-    with torch.no_grad(), preserve_state(model) as net:
-        logits = _chunked_logits(net, fresh(x), chunk_size)
-    idx = target_indices(target, logits)
-    original = fn(model, x, idx) if maps is None else maps  # type: ignore[misc]
-    original = original.detach().to(x.device).reshape(x.shape[0], 1, *original.shape[-2:]).float()
-    inner, copy_model = _copy(model)
-    modules = dict(inner.named_modules())
-    chosen = names[::-1] if layers == "cascade" else names[-1:]
-    device = next((p.device for p in inner.parameters()), x.device)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    side = min(original.shape[-2:])
-    window = min(7, side if side % 2 else side - 1)  # skimage's default, or the largest odd fit
-    corr, sims = [], []
-    for name in chosen:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                modules[name].reset_parameters()  # type: ignore[operator]
-        other = fn(copy_model, x, idx).detach().float().reshape_as(original)  # type: ignore[misc]
-        corr.append(rank_correlation(original, other))
-        sims.append(ssim(_unit(original), _unit(other), window=window))
-    del inner, copy_model
-    return RandomizationResult(torch.stack(corr, 1), torch.stack(sims, 1), tuple(chosen))

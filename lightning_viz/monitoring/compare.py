@@ -33,13 +33,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lightning_viz._checks import check_float, check_level, fail
-from lightning_viz.monitoring.record import (
-    EpochRecord,
-    MetricHistory,
-    RunSummary,
-    SummaryError,
-    json_safe,
-)
+from lightning_viz._io import json_safe
+from lightning_viz.monitoring.record import EpochRecord, MetricHistory, RunSummary, SummaryError
 from lightning_viz.monitoring.rule import compare_records, regressed
 from lightning_viz.monitoring.sources import resolve_source
 from lightning_viz.monitoring.stats import holm_adjusted

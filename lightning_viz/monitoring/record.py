@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_viz._checks import check_bool, check_float, check_int, fail
-from lightning_viz._io import atomic_write
+from lightning_viz._io import atomic_write, json_safe
 from lightning_viz.monitoring.rule import ALERT_KINDS, oriented
 from lightning_viz.monitoring.stats import outcome_list, wilson_interval
 
@@ -569,17 +569,6 @@ class RunSummary:
         if os.path.isfile(path):
             return read_summary(path)
         return cls()
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None, tuples -> lists, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------------ loading

@@ -1,0 +1,160 @@
+"""How ``TextureShapeBias`` makes its cue-conflict set: in chunks, cached on disk.
+
+:class:`CueConflictGeneration` is a base of
+:class:`~lightning_viz.callbacks.shape_bias.TextureShapeBias`. The set is stylized in
+chunks of at most ``_chunk()`` pairs (the callback's own method: the chunk size is a
+setting of its module). Each finished chunk is written to the run's cache
+(:mod:`lightning_viz._runtime.cue_cache`), so a stopped fit resumes from the finished
+chunks; with ``background=True`` (or ``"auto"`` and more than one chunk) in one process
+the chunks are made on the coordinator's background worker, otherwise at the first run
+(each rank stylizing its share of every chunk under DDP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import lightning_viz.functional as LF
+from lightning_viz._guard import make_generator
+from lightning_viz._runtime import cue_cache
+from lightning_viz._runtime.context import RunContext
+from lightning_viz._runtime.coordinator import Coordinator
+
+__all__ = ["CueConflictGeneration"]
+
+
+class CueConflictGeneration:
+    """The cue-conflict set's generation steps (a base class; the state is the callback's)."""
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "num_images": self._images_to_make,
+            "style_steps": self.style_steps,
+            "content_weight": self.content_weight,
+            "style_size": self.style_size,
+            "refine_steps": self.refine_steps,
+            "seed": self.seed,
+            "output_mapping": self.output_mapping,
+        }
+
+    def _chunk_sizes(self) -> list[int]:
+        n, chunk = self._images_to_make, self._chunk()
+        return [min(chunk, n - i) for i in range(0, n, chunk)]
+
+    def _locate(self, trainer: Any) -> bool:
+        """Finds this set's cache file and reloads the whole set or (in one process) its
+        finished chunks. Returns whether this is one process."""
+        pixels, labels, masks = self._cc_source  # type: ignore[misc]
+        key = cue_cache.cache_key(pixels, labels, masks, self._settings())
+        self.cache_path = cue_cache.cache_file(self._shared(trainer).log_dir, key)
+        path, image_shape = self.cache_path, tuple(pixels.shape[1:])
+        torch_dist = torch.distributed
+        distributed = torch_dist.is_available() and torch_dist.is_initialized()
+        one_process = not distributed and getattr(trainer, "world_size", 1) == 1
+        if path is not None:
+            cached = cue_cache.read_cache(path, self._images_to_make, image_shape)
+            if cached is not None:
+                self._cc = tuple(t.to(pixels.device) for t in cached)  # type: ignore[assignment]
+            elif one_process:  # under DDP the ranks must agree on what is missing
+                self._chunks = cue_cache.read_chunks(path, self._chunk_sizes(), image_shape)
+        return one_process
+
+    def _resume_or_start(self, trainer: Any) -> None:
+        """At ``setup``: reloads the set or its finished chunks and, with
+        ``background=True`` in one process, queues the missing chunks on the
+        background worker."""
+        one_process = self._locate(trainer)
+        if self._cc is not None or not (self._in_the_background() and one_process):
+            return  # loaded, or made by the first run
+        missing = [i for i in range(len(self._chunk_sizes())) if i not in self._chunks]
+        coordinator = Coordinator.of(trainer)
+        for i in missing:
+            coordinator.defer(
+                self, self.tag("cue_conflict_images"), self._background_chunk, i, then=self._add
+            )
+        self._in_background = bool(missing)
+        if not missing:
+            self._finish()
+
+    def _in_the_background(self) -> bool:
+        """``background="auto"``: only a set of more than one chunk (larger images)."""
+        if self.background == "auto":
+            return len(self._chunk_sizes()) > 1
+        return bool(self.background)
+
+    def _background_chunk(self, i: int) -> tuple[int, tuple[Tensor, ...]] | None:
+        """Runs on the background worker: chunk ``i`` (``None`` once the fit ends)."""
+        if self._stop or not self._enabled:
+            return None
+        with torch.inference_mode(False), torch.enable_grad():
+            return i, self._make_chunk(i, None)
+
+    def _make_chunk(self, i: int, share: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Chunk ``i`` of the set: its images in pixel space, shape and texture labels
+        (only the positions ``share`` of the chunk's positions, under DDP)."""
+        pixels, labels, masks = self._cc_source  # type: ignore[misc]
+        first = i * self._chunk()
+        positions = torch.arange(first, first + self._chunk_sizes()[i])
+        return LF.cue_conflict(
+            pixels,
+            labels,
+            self._images_to_make,
+            steps=self.style_steps,
+            content_weight=self.content_weight,
+            generator=make_generator(self.seed, "cpu"),
+            masks=masks,
+            part=positions if share is None else positions[share],
+            batch_size=self._chunk(),
+            style_size=self.style_size,
+            refine_steps=self.refine_steps,
+        )
+
+    def _add(self, result: tuple[int, tuple[Tensor, ...]] | None, write: bool = True) -> None:
+        """A finished chunk (on the main thread): kept, written, and the set finished
+        when it was the last."""
+        if result is None or self._cc is not None:
+            return
+        i, (images, s, t) = result
+        self._chunks[i] = (images, s, t)
+        if write and self.cache_path is not None:
+            cue_cache.write_chunk(self.cache_path, i, images, s, t)
+        if len(self._chunks) == len(self._chunk_sizes()):
+            self._finish(write)
+
+    def _finish(self, write: bool = True) -> None:
+        parts = [self._chunks[i] for i in range(len(self._chunk_sizes()))]
+        images, s, t = (torch.cat([p[j] for p in parts]) for j in range(3))
+        self._cc = (images, s, t)
+        self._chunks = {}
+        if write and self.cache_path is not None:
+            cue_cache.write_cache(self.cache_path, images, s, t)
+            cue_cache.remove_chunks(self.cache_path)
+
+    def _generate(self, ctx: RunContext) -> None:
+        """Makes the missing chunks now (``background=False`` or DDP): each rank
+        stylizes its share of every chunk."""
+        if self.cache_path is None and not self._chunks:  # setup did not look (a restore)
+            self._locate(ctx.trainer)
+            if self._cc is not None:
+                return
+        sizes = self._chunk_sizes()
+        missing = [i for i in range(len(sizes)) if i not in self._chunks]
+        show = bool(ctx.trainer.is_global_zero) and (
+            getattr(ctx.trainer, "progress_bar_callback", None) is not None
+        )
+        from tqdm.auto import tqdm
+
+        with tqdm(
+            total=sum(sizes[i] for i in missing),
+            desc="cue-conflict images",
+            leave=False,
+            disable=not show,
+        ) as bar:
+            for i in missing:
+                local = self._make_chunk(i, ctx.share(sizes[i]).cpu())
+                chunk = tuple(ctx.gather(v.to(ctx.device), sizes[i]) for v in local)
+                self._add((i, chunk), write=bool(ctx.trainer.is_global_zero))
+                bar.update(sizes[i])

@@ -1,0 +1,253 @@
+"""The model-parameter randomization test and the similarity measures it reports.
+
+* :func:`randomization_similarity` (Adebayo et al., "Sanity Checks for Saliency
+  Maps", NeurIPS 2018): how similar the map stays when the model's top layer (or
+  cascading layers) is re-initialized; a map that explains the model changes, an edge
+  detector does not.
+* :func:`rank_correlation` (Spearman, ties averaged, as ``scipy.stats.spearmanr``) and
+  :func:`ssim` (as ``skimage.metrics.structural_similarity``): the two similarities of
+  a pair of maps, batched and in pure torch.
+* :func:`randomizable_layers`: the layers the test re-initializes.
+
+The names are re-exported by :mod:`lightning_viz.functional` and by
+:mod:`lightning_viz.functional.faithfulness`::
+
+    import lightning_viz.functional as LF
+
+    sim = LF.randomization_similarity(
+        lambda m, x, t: LF.grad_cam(m, x, t, layer="layer4"), view, images, labels
+    )                                                                   # .spearman (N, 1)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_viz._checks import check_callable, check_choice, check_images, check_int, fail
+from lightning_viz._guard import ModelView, preserve_state, unwrap_model
+from lightning_viz.functional._grad import chunked_logits, fresh, target_indices
+
+__all__ = [
+    "RandomizationResult",
+    "randomizable_layers",
+    "randomization_similarity",
+    "rank_correlation",
+    "ssim",
+]
+
+LAYER_MODES = ("top", "cascade")
+
+
+class RandomizationResult(NamedTuple):
+    """Similarity between the maps of the model and of re-initialized copies.
+
+    Attributes:
+        spearman: ``(N, L)`` Spearman rank correlation of each sample's maps, one column
+            per randomized copy (``L = 1`` for ``layers="top"``; cascading copies from the
+            top down otherwise).
+        ssim: ``(N, L)`` SSIM of the min-max normalized maps (7x7 uniform window).
+        layers: The ``L`` names of the last layer re-initialized in each copy.
+    """
+
+    spearman: Tensor
+    ssim: Tensor
+    layers: tuple[str, ...]
+
+
+# ----------------------------------------------------------------- similarities
+def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation of each pair of rows, ties given average ranks.
+
+    Args:
+        a: ``(N, ...)`` float tensor (flattened per sample).
+        b: ``(N, ...)`` float tensor of the shape of ``a``.
+
+    Returns:
+        ``(N,)`` correlations in ``[-1, 1]``; NaN where a sample's values are constant
+        (as ``scipy.stats.spearmanr``).
+    """
+    if a.shape != b.shape:
+        fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
+    ra, rb = _average_ranks(a.flatten(1).double()), _average_ranks(b.flatten(1).double())
+    ra = ra - ra.mean(dim=1, keepdim=True)
+    rb = rb - rb.mean(dim=1, keepdim=True)
+    den = ra.norm(dim=1) * rb.norm(dim=1)
+    corr = (ra * rb).sum(dim=1) / den
+    return torch.where(den > 0, corr, torch.full_like(corr, math.nan)).to(a.dtype)
+
+
+def _average_ranks(v: Tensor) -> Tensor:
+    """Ranks ``(N, P)`` (1-based) with ties averaged, as ``scipy.stats.rankdata``."""
+    sorted_v, order = torch.sort(v, dim=1, stable=True)
+    n, p = v.shape
+    pos = torch.arange(p, device=v.device).expand(n, p)
+    starts = torch.ones_like(sorted_v, dtype=torch.bool)
+    starts[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(dim=1).values
+    last_rev = torch.where(ends, pos, torch.full_like(pos, p - 1)).flip(1).cummin(dim=1).values
+    last = last_rev.flip(1)
+    avg = (first + last).to(v.dtype) / 2 + 1
+    ranks = torch.empty_like(avg)
+    ranks.scatter_(1, order, avg)
+    return ranks
+
+
+def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, window: int = 7) -> Tensor:
+    """Mean structural similarity of each pair of maps (Wang et al. 2004).
+
+    As ``skimage.metrics.structural_similarity`` with its defaults (a ``window`` x
+    ``window`` uniform filter, sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, the
+    mean over the windows inside the image).
+
+    Args:
+        a: Maps ``(N, 1, H, W)`` or ``(N, H, W)``, ``H, W >= window``.
+        b: Maps of the shape of ``a``.
+        data_range: The range of the values. Default: 1 (normalized maps).
+        window: Odd window size. Default: 7.
+
+    Returns:
+        ``(N,)`` SSIM values in ``[-1, 1]``.
+    """
+    if a.shape != b.shape:
+        fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
+    x = a.reshape(a.shape[0], 1, *a.shape[-2:]).double()
+    y = b.reshape(b.shape[0], 1, *b.shape[-2:]).double()
+    if min(x.shape[-2:]) < window:
+        fail("a", f"maps of at least {window}x{window} pixels", f"<shape {tuple(a.shape)}>")
+    mean = lambda t: F.avg_pool2d(t, window, stride=1)  # noqa: E731 - the uniform filter
+    np_ = window * window
+    cov = np_ / (np_ - 1)
+    ux, uy = mean(x), mean(y)
+    vx = cov * (mean(x * x) - ux * ux)
+    vy = cov * (mean(y * y) - uy * uy)
+    vxy = cov * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(dim=1).to(a.dtype)
+
+
+def _unit(maps: Tensor) -> Tensor:
+    """Each map min-max normalized to ``[0, 1]`` (a constant map becomes 0)."""
+    flat = maps.flatten(1)
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
+
+
+# ------------------------------------------------------------ model randomization
+def randomizable_layers(model: nn.Module) -> list[str]:
+    """Dotted names of the layers a randomization test re-initializes, bottom up.
+
+    Every submodule with a ``reset_parameters`` method and parameters of its own (the
+    modules Quantus' ``MPRT`` randomizes), in definition order; for a
+    :class:`ModelView` the names are those of the user's model.
+    """
+    inner = model.model if isinstance(model, ModelView) else unwrap_model(model)
+    return [
+        name
+        for name, m in inner.named_modules()
+        if name
+        and callable(getattr(m, "reset_parameters", None))
+        and next(m.parameters(recurse=False), None) is not None
+    ]
+
+
+def _copy(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A deep copy of the user's module, and ``model`` rebuilt around it (a ModelView
+    keeps its adapters by reference: the precision context is not copied)."""
+    if isinstance(model, ModelView):
+        inner = copy.deepcopy(model.model)
+        view = copy.copy(model)
+        view._modules = dict(model._modules)  # noqa: SLF001 - the copy's own submodule table
+        view._modules["model"] = inner  # noqa: SLF001
+        return inner, view
+    inner = copy.deepcopy(unwrap_model(model))
+    return inner, inner
+
+
+def randomization_similarity(
+    map_fn: Callable[[nn.Module, Tensor, Tensor], Tensor],
+    model: nn.Module,
+    inputs: Tensor,
+    target: int | Tensor | None = None,
+    *,
+    layers: str = "top",
+    maps: Tensor | None = None,
+    seed: int = 0,
+    chunk_size: int = 64,
+) -> RandomizationResult:
+    """Model-parameter randomization test (Adebayo et al., "Sanity Checks for Saliency
+    Maps", NeurIPS 2018).
+
+    The maps of the model are compared with those of a deep copy whose top layer
+    (``"top"``), or whose layers from the top down cumulatively (``"cascade"``, one
+    copy per layer, as Quantus' ``MPRT(layer_order="top_down")``), are re-initialized
+    by their own ``reset_parameters``. A map that explains the model changes (low
+    similarity); one that shows the input's edges does not. The user's model is never
+    touched; each layer's initialization draws from the RNG seeded with ``seed``
+    inside ``torch.random.fork_rng``, so the caller's random streams are unchanged.
+
+    Args:
+        map_fn: ``map_fn(model, inputs, target) -> (N, 1, H, W)`` maps: any method of
+            :mod:`lightning_viz.functional` or the user's own; it is called with the
+            model (or the randomized copy, the same type: a ``ModelView`` stays one).
+        model: The classifier (``ModelView`` for pixel space).
+        inputs: Images ``(N, C, H, W)``.
+        target: Class indices ``(N,)``, one int or ``None`` (the class the original
+            model predicts); the copies explain the same classes.
+        layers: ``"top"`` or ``"cascade"``. Default: ``"top"``.
+        maps: The original model's maps, when already computed (saves one call).
+        seed: Seed of the re-initialization. Default: 0.
+        chunk_size: Images per forward pass when finding the predicted classes
+            (``map_fn`` chooses its own). Default: 64.
+
+    Returns:
+        :class:`RandomizationResult` with ``spearman`` and ``ssim`` ``(N, L)``.
+
+    Raises:
+        TypeError: ``map_fn`` is not callable, or bad ``inputs``.
+        ValueError: A bad ``layers``, or a model without a layer to re-initialize.
+    """
+    fn = check_callable(map_fn, "map_fn")
+    check_choice(layers, "layers", LAYER_MODES)
+    seed = check_int(seed, "seed", minimum=0)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    x = check_images(inputs, allow_nan=False)
+    names = randomizable_layers(model)
+    if not names:
+        fail(
+            "model",
+            "a model with a layer that has reset_parameters() and parameters",
+            type(model).__name__,
+        )
+    with torch.no_grad(), preserve_state(model) as net:
+        logits = chunked_logits(net, fresh(x), chunk_size)
+    idx = target_indices(target, logits)
+    original = fn(model, x, idx) if maps is None else maps  # type: ignore[misc]
+    original = original.detach().to(x.device).reshape(x.shape[0], 1, *original.shape[-2:]).float()
+    inner, copy_model = _copy(model)
+    modules = dict(inner.named_modules())
+    chosen = names[::-1] if layers == "cascade" else names[-1:]
+    device = next((p.device for p in inner.parameters()), x.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    side = min(original.shape[-2:])
+    window = min(7, side if side % 2 else side - 1)  # skimage's default, or the largest odd fit
+    corr, sims = [], []
+    for name in chosen:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                modules[name].reset_parameters()  # type: ignore[operator]
+        other = fn(copy_model, x, idx).detach().float().reshape_as(original)  # type: ignore[misc]
+        corr.append(rank_correlation(original, other))
+        sims.append(ssim(_unit(original), _unit(other), window=window))
+    del inner, copy_model
+    return RandomizationResult(torch.stack(corr, 1), torch.stack(sims, 1), tuple(chosen))
