@@ -298,8 +298,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles the callbacks; the coordinator (a worker thread) stays behind
-        return {**self.__dict__, "_coordinator": None}
+        # ddp_spawn pickles the callbacks; the coordinator (a worker thread) and the probe
+        # data (a loader, whose torch.Generator torch < 2.3 cannot pickle) stay behind:
+        # setup finds both again
+        return {**self.__dict__, "_coordinator": None, "_source": None}
 
     def _shared(self, trainer: Any) -> Coordinator:
         """The coordinator handed over at ``setup`` (a new one if not set up on ``trainer``)."""

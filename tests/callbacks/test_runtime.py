@@ -447,6 +447,17 @@ def test_every_callback_writes_the_same_under_the_unified_lightning_package(tmp_
     assert len(tables["lightning"]) == len(tables["pl"]) == 1
 
 
+def _assert_no_generator_pickled(obj) -> None:
+    import io
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, value):
+            assert not isinstance(value, torch.Generator), "a torch.Generator is pickled"
+            return NotImplemented
+
+    Pickler(io.BytesIO()).dump(obj)
+
+
 def test_callbacks_reused_on_a_new_trainer_start_a_new_run_and_a_resume_continues(tmp_path):
     """A notebook keeps one list of callbacks for several trainers: each fit is its own
     run (schedule, probe, references, previous weights), unless it resumes."""
@@ -462,6 +473,7 @@ def test_callbacks_reused_on_a_new_trainer_start_a_new_run_and_a_resume_continue
     first_reference = dict(probe.references)
     assert first_reference and filters._previous
     pickle.loads(pickle.dumps(callbacks))  # ddp_spawn pickles them for its processes
+    _assert_no_generator_pickled(callbacks)  # torch < 2.3 cannot pickle one
     # a new trainer, a new model that barely learns
     fit(tmp_path / "b", list(callbacks), epochs=1, model=LitClassifier(num_classes=5, lr=1e-6))
     ev = read_events(str(tmp_path / "b"))
