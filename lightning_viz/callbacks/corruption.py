@@ -183,13 +183,10 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         n, part = len(y), ctx.share(len(y))
         masks: dict[tuple[str, int], Tensor] = {}
         preds: dict[str, int] = {}
-        step = ctx.max_batch  # corrupted images per forward pass
         for (name, sev), images in corrupted.items():
             local = images[part].to(x.dtype)
-            with torch.no_grad():
-                logits = torch.cat(
-                    [ctx.view(local[i : i + step]) for i in range(0, len(local), step)]
-                ).float()
+            with torch.no_grad():  # at most max_batch images per forward pass
+                logits = ctx.chunked(ctx.view, local).float()
             masks[(name, sev)] = ctx.gather(correct(logits, y[part], ctx.task), n)
             if sev == self.severities[-1] and len(logits) and int(part[0]) == 0:
                 preds[name] = int(predict(logits[:1])[0])
