@@ -21,6 +21,7 @@ from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz._runtime.context import RunContext
 from lightning_viz.functional import attacks as A
 from lightning_viz.functional._grad import NoGradientError
+from lightning_viz.functional.square import square_mask
 from lightning_viz.monitoring.stats import sign_test
 
 __all__ = ["AttackChecks"]
@@ -58,20 +59,27 @@ class AttackChecks:
         loss); otherwise APGD-CE runs in its place, said once per run."""
         if ctx.task == "multiclass" and ctx.num_classes >= 4:
             return True
-        if "apgd_t_fallback" not in self._masking_warned:
-            self._masking_warned.add("apgd_t_fallback")
-            rank_zero_warn(
-                f"AdversarialProbe: 'apgd-t' needs a multiclass model with >= 4 classes (the "
-                f"targeted DLR loss); this {ctx.task} model has {ctx.num_classes}, so APGD-CE "
-                "runs in its place under the name 'apgd-t'."
-            )
+        for text in self._first_time(
+            {
+                "apgd_t_fallback": (
+                    f"AdversarialProbe: 'apgd-t' needs a multiclass model with >= 4 classes "
+                    f"(the targeted DLR loss); this {ctx.task} model has {ctx.num_classes}, so "
+                    "APGD-CE runs in its place under the name 'apgd-t'."
+                )
+            }
+        ).values():
+            rank_zero_warn(text)
         return False
 
-    def _sanity_messages(self, ctx: RunContext, x: Tensor, y: Tensor) -> list[str]:
+    def _sanity_messages(
+        self, ctx: RunContext, x: Tensor, y: Tensor, worst: Tensor, start: Tensor
+    ) -> list[str]:
         """AutoAttack's checks (Croce & Hein 2020, ``autoattack/checks.py``) on the first
         probe samples, each kind warned at most once per run: outputs that already sum
-        to one, outputs that change between two forwards of the same inputs, and a
-        large share of samples whose input gradient is exactly zero."""
+        to one, outputs that change between two forwards of the same inputs, a large
+        share of samples whose input gradient is exactly zero and, with
+        ``black_box_queries``, Square Attack (no gradients) leaving fewer of them correct
+        than the white-box attacks (``worst``: their robust mask at the largest eps)."""
         n = min(SANITY_SUBSET, x.shape[0])
         xs, ys = x[:n], y[:n]
         found: dict[str, str] = {}
@@ -107,11 +115,45 @@ class AttackChecks:
                 "gradient attacks cannot move them (gradient masking by saturation, "
                 "quantization or a non-differentiable step)"
             )
+        if self.black_box_queries:
+            found.update(self._black_box(ctx, xs, ys, worst[:n], start))
         return [
             f"AdversarialProbe: sanity check failed ({kind}): {text}. The robust "
             "accuracy likely overstates the real robustness."
             for kind, text in self._first_time(found).items()
         ]
+
+    def _black_box(
+        self, ctx: RunContext, x: Tensor, y: Tensor, white: Tensor, start: Tensor
+    ) -> dict[str, str]:
+        """Square Attack at the largest eps on the sanity subset against ``white`` (the
+        white-box attacks' robust mask there): found when it breaks significantly more
+        samples that they leave correct than the reverse (exact sign test below
+        ``alpha``), not the few a black-box search finds beside a 10-step attack."""
+        eps = max(self.eps)
+        gen = torch.Generator(device=ctx.generator.device)
+        gen.set_state(start)
+        square = ctx.chunked(
+            lambda xc, yc: square_mask(
+                ctx.view, xc, yc, eps, queries=self.black_box_queries, generator=gen, task=ctx.task
+            ),
+            x,
+            y,
+        )
+        only_black = int((white & ~square).sum())
+        only_white = int((~white & square).sum())
+        if sign_test(only_black, only_white) >= self.alpha:
+            return {}
+        n = int(x.shape[0])
+        return {
+            "black_box": (
+                f"Square Attack ({self.black_box_queries} queries, no gradients) leaves "
+                f"{int(square.sum())} of {n} probe samples correct at eps {self._eps(eps)}, the "
+                f"white-box attacks {int(white.sum())}: it breaks {only_black} that they leave "
+                f"correct ({only_white} the other way; sign test p = "
+                f"{sign_test(only_black, only_white):.2g}), so their gradients mislead them"
+            )
+        }
 
     # ---------------------------------------------------------- gradient masking
     def _masking_messages(

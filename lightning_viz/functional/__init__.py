@@ -21,8 +21,8 @@ One convention for every model-based method::
 
 Methods with a class target: ``saliency``, ``smoothgrad``, ``integrated_gradients``,
 ``guided_backprop``, ``deconvnet``, ``grad_cam``, ``grad_cam_pp``,
-``guided_grad_cam``, ``fgsm``, ``pgd``, ``apgd``, ``apgd_mask``, ``robust_mask``,
-``robust_accuracy``.
+``guided_grad_cam``, ``fgsm``, ``pgd``, ``apgd``, ``apgd_mask``, ``square_mask``,
+``robust_mask``, ``robust_accuracy``.
 Faithfulness scores of maps (``deletion_curve``, ``insertion_curve``, ``road``)
 take ``(model, inputs, maps, target, ...)``; ``randomization_similarity(map_fn,
 model, inputs, target, ...)`` takes the map method first.
@@ -88,6 +88,7 @@ from lightning_viz.functional.saliency import (
     saliency_mask,
     smoothgrad,
 )
+from lightning_viz.functional.square import square_mask
 from lightning_viz.functional.style import RandomFeatureExtractor, gram_matrix, style_transfer
 from lightning_viz.functional.tokens import (
     TokenLayout,
@@ -156,6 +157,7 @@ __all__ = [
     "stylize",
     "silhouette",
     "smoothgrad",
+    "square_mask",
     "style_transfer",
     "texture_only",
     "tsne",

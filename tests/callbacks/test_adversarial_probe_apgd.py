@@ -112,6 +112,37 @@ def test_a_healthy_model_raises_no_sanity_flag(tmp_path):
     assert not [w for w in caught if "sanity check" in str(w.message)]
 
 
+class QuantizedLit(FixedLit):
+    """The fixed linear model on inputs rounded to 1/8: zero input gradients."""
+
+    def forward(self, x):
+        return self.net(torch.round(x * 8) / 8)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_black_box_check_flags_a_masked_model_only(tmp_path, masked):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = QuantizedLit() if masked else FixedLit()
+    x, y = probe_data(model)
+    cb = AdversarialProbe(eps=(EPS,), probe=(x, y), black_box_queries=300, on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=model, epochs=2)
+    texts = [str(w.message) for w in caught if "sanity check failed (black_box)" in str(w.message)]
+    assert len(texts) == (1 if masked else 0), [str(w.message) for w in caught]
+    if masked:  # Square leaves fewer correct than the white-box attacks, said with numbers
+        assert "Square Attack (300 queries, no gradients) leaves" in texts[0]
+        assert "of 32 probe samples correct at eps 8/255" in texts[0]
+
+
+def test_black_box_check_needs_linf():
+    with pytest.raises(ValueError, match="black_box_queries.*norm='l2'"):
+        AdversarialProbe(eps=(0.5,), norm="l2", black_box_queries=100)
+    with pytest.raises(ValueError, match="`black_box_queries` must be an int >= 0"):
+        AdversarialProbe(black_box_queries=-1)
+
+
 def test_apgd_t_falls_back_to_ce_for_a_binary_model(tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -205,3 +205,29 @@ def attack_batch(n: int = 12, channels: int = 1, size: int = 16, classes: int = 
 def fx():
     """This module: the test files reach the models and helpers as ``fx.SmallCNN`` etc."""
     return sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """An MLP trained (2 s on a CPU) on sklearn's bundled 8x8 digits; 256 held-out
+    images in [0, 1] (1, 8, 8) with their labels."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    d = datasets.load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        for _ in range(30):
+            perm = torch.randperm(1400)
+            for i in range(0, 1400, 100):
+                b = perm[i : i + 100]
+                loss = nn.functional.cross_entropy(model(x[b]), y[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model, x[1400:1656], y[1400:1656]

@@ -23,7 +23,7 @@ CLASS_TARGET = [
     "grad_rollout",
 ]
 # attacks: (model, inputs, target, eps, *, options): the target is the true labels
-ATTACKS = ["fgsm", "pgd", "apgd", "apgd_mask", "robust_mask", "robust_accuracy"]
+ATTACKS = ["fgsm", "pgd", "apgd", "apgd_mask", "square_mask", "robust_mask", "robust_accuracy"]
 # model-based methods without a class target, as the module docstring lists them
 NO_TARGET = {
     "neuron_gradient": ["model", "inputs"],
