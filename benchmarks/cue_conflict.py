@@ -3,7 +3,8 @@
 Cost. For each ``--sizes`` (default 32, 64, 224 px) a fresh subprocess makes
 ``--images`` cue-conflict images from random images of 4 classes exactly as
 ``TextureShapeBias`` does by default (``LF.cue_conflict``: 50 steps coarse, coarse to
-fine from ``style_size=64``, 5 refine steps per finer size, chunks of 16 pairs) and
+fine from ``style_size=64``, 5 refine steps per finer size, in the chunks the
+callback uses: ``generation_chunk``, 4 pairs at 224 px) and
 reports wall-clock and process CPU seconds per image and the subprocess's peak RSS.
 ``--old`` adds the previous way at 224 px (all 50 steps at full size, 160 pairs at
 once; measured on ``--old-images`` images in one batch, so its RSS is that of that
@@ -114,7 +115,18 @@ def main() -> None:
     )
     print("\n| size | way | images | s/image (wall) | CPU s/image | peak RSS |")
     print("|---|---|---|---|---|---|")
-    rows = [(s, "coarse to fine, chunks of 16", args.images, "64", 16) for s in args.sizes]
+    from lightning_viz.callbacks.shape_bias import generation_chunk
+
+    rows = [
+        (
+            s,
+            f"coarse to fine, chunks of {generation_chunk(s, s)}",
+            args.images,
+            "64",
+            generation_chunk(s, s),
+        )
+        for s in args.sizes
+    ]
     if args.old:
         rows.append((224, "old: 50 steps at full size", args.old_images, "none", 160))
     for size, way, n, style_size, batch in rows:

@@ -12,7 +12,10 @@ The workload: torchvision ResNet-18 with a 3x3 stem and no max pooling
    so it runs every epoch: the cost of each run in training epochs (the once-per-fit
    gradient-masking check on 32 samples is counted apart);
 4. the same with ``CorruptionProbe`` alone (corrupting the probe, once per fit, is
-   counted apart).
+   counted apart);
+5. fit 2 again with two loggers, ``[TensorBoardLogger, CSVLogger]`` (issue 21: every
+   artifact rendered once and written to both; the overhead should not change beyond
+   noise).
 
 A small warm-up fit comes first: the first fit of a process pays one-time set-ups
 that would otherwise count against the fit without callbacks.
@@ -23,7 +26,10 @@ callback seconds (runs, set-up and background work, as the budget counts them), 
 ``(fit with callbacks - fit without) / fit without``, and ``AdversarialProbe`` in
 training epochs. The targets (issue 10): whole fit <= +35 %, logged within 5 points
 of measured, one ``AdversarialProbe`` run <= 1.0 training epoch; (issue 19) one
-``CorruptionProbe`` run <= 0.25 training epoch.
+``CorruptionProbe`` run <= 0.25 training epoch. For ``SaliencyLogger`` and
+``GradCAMLogger`` in fit 2 it prints what scoring their maps cost (issue 20:
+``viz/<Class>/quality_seconds``) against computing and drawing the maps (the rest of
+``viz/<Class>/seconds``), per scored run and over the fit.
 
     python benchmarks/overhead.py [--epochs 8] [--threads 2] [--quick]
 
@@ -43,7 +49,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 import lightning_viz as lv
 from lightning_viz._runtime.coordinator import Coordinator
@@ -96,6 +102,7 @@ def fit(
     *,
     epochs: int,
     module: LitClassifier | None = None,
+    csv: bool = False,
 ) -> tuple[float, list[float], Any, LitClassifier]:
     """One fit; returns (whole-fit seconds, epoch seconds, trainer, module)."""
     pl.seed_everything(0)
@@ -111,7 +118,8 @@ def fit(
         max_epochs=epochs,
         accelerator="cpu",
         devices=1,
-        logger=TensorBoardLogger(log_dir, name="", version=""),
+        logger=[TensorBoardLogger(log_dir, name="", version="")]
+        + ([CSVLogger(log_dir, name="csv", version="")] if csv else []),
         callbacks=[*callbacks, clock],
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -146,6 +154,11 @@ def main() -> None:
         logged = float(trainer.callback_metrics["viz/overhead"])
         totals = {type(cb).__name__: budget.totals.get(cb.state_key, 0.0) for cb in callbacks}
         runs = {type(cb).__name__: _run_seconds(trainer, cb) for cb in callbacks}
+        quality = {
+            type(cb).__name__: _quality(trainer, cb)
+            for cb in callbacks
+            if hasattr(cb, "_quality_seconds_tag")
+        }
 
         # AdversarialProbe alone at its defaults, budget off: every epoch, the same fit
         probe = lv.AdversarialProbe(class_names=names, max_overhead=None)
@@ -156,6 +169,9 @@ def main() -> None:
         _, _, c_trainer, _ = fit(args, [corruption], f"{tmp}/corruption", epochs=args.epochs)
         c_runs = _run_seconds(c_trainer, corruption)
         c_once = _one_time(c_trainer, corruption)
+        both = [getattr(lv, name)(class_names=names) for name in CALLBACKS]
+        both_s, _, both_trainer, _ = fit(args, both, f"{tmp}/both", epochs=args.epochs, csv=True)
+        both_logged = float(both_trainer.callback_metrics["viz/overhead"])
 
     measured = viz_s / plain_s - 1
     steady_plain = statistics.median(plain_epochs[1:] or plain_epochs)
@@ -212,6 +228,23 @@ def main() -> None:
         print(f"| {name} | {seconds:.1f} | {share:.0%} | {len(runs[name])} | {per_run} |")
     print(f"| all | {spent:.1f} | 100% | | |")
     print(f"\nAdversarialProbe runs, budget off (s): {', '.join(f'{s:.1f}' for s in probe_runs)}")
+    print(
+        f"\nTwo loggers (TensorBoard + CSV), all nine at their defaults: fit {both_s:.0f} s, "
+        f"{both_s / plain_s - 1:+.1%} over the fit without (one logger: {measured:+.1%}); "
+        f"viz/overhead logged {both_logged:+.1%}"
+    )
+    print("\n| callback | scored runs | maps s (each scored run) | scoring s | scoring / maps |")
+    print("|---|---:|---|---|---|")
+    for name, pairs in quality.items():
+        scored = [(m, q) for m, q in pairs if q > 0]
+        maps = sum(m for m, _ in pairs)
+        ratio = ", ".join(f"{q / m:.2f}" for m, q in scored if m > 0)
+        print(
+            f"| {name} | {len(scored)} of {len(pairs)} | "
+            f"{', '.join(f'{m:.2f}' for m, _ in scored)} | "
+            f"{', '.join(f'{q:.2f}' for _, q in scored)} | {ratio} per scored run; "
+            f"{sum(q for _, q in pairs) / maps if maps else 0:.2f} over the fit |"
+        )
 
 
 def _events(trainer: Any) -> Any:
@@ -227,6 +260,17 @@ def _run_seconds(trainer: Any, callback: Any) -> list[float]:
     acc = _events(trainer)
     tag = callback._seconds_tag()
     return [e.value for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+def _quality(trainer: Any, callback: Any) -> list[tuple[float, float]]:
+    """Per run of ``callback``: (maps and drawing seconds, scoring seconds)."""
+    acc = _events(trainer)
+    tag = callback._quality_seconds_tag()
+    runs = _run_seconds(trainer, callback)
+    scores = {e.step: e.value for e in acc.Scalars(tag)} if tag in acc.Tags()["scalars"] else {}
+    steps = [e.step for e in acc.Scalars(callback._seconds_tag())] if runs else []
+    pairs = zip(runs, steps, strict=True)
+    return [(s - scores.get(step, 0.0), scores.get(step, 0.0)) for s, step in pairs]
 
 
 def _one_time(trainer: Any, callback: Any) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,14 +30,11 @@ __all__ = [
     "check_level",
     "REDUCES",
     "TASKS",
-    "check_attribution",
-    "check_batch_images",
     "check_bool",
+    "check_bool_or_auto",
     "check_clamp",
-    "check_eps",
     "check_normalization",
     "check_pixels",
-    "check_probe_source",
     "check_reduce",
     "check_target_type",
     "check_task",
@@ -260,13 +256,6 @@ def check_target_type(target: Any) -> None:
         fail("target", "an int, a tensor of class indices (N,) or None", target, TypeError)
 
 
-def check_attribution(inputs: Any, target: Any, reduce: Any) -> None:
-    """The arguments every attribution method shares: images, a target, a reduction."""
-    check_images(inputs)
-    check_reduce(reduce)
-    check_target_type(target)
-
-
 def check_pixels(x: Tensor, name: str, tol: float = 1e-3) -> Tensor:
     """Pixel-space values in ``[0, 1]`` (within ``tol``)."""
     lo, hi = float(x.min()), float(x.max())
@@ -316,80 +305,6 @@ def check_normalization(mean: Any, std: Any) -> tuple[list[float] | None, list[f
             "channel (the same number for both), or a single value for all channels"
         )
     return m, s
-
-
-_EPS_TEXT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(/\s*255)?\s*$")
-
-
-def _parse_eps(value: Any) -> float | None:
-    """A number, or a string ``"8/255"`` / ``"0.03"``; ``None`` when it is neither."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    match = _EPS_TEXT.match(value) if isinstance(value, str) else None
-    if match is None:
-        return None
-    return float(match.group(1)) / (255.0 if match.group(2) else 1.0)
-
-
-def check_eps(eps: Any, norm: str) -> list[float]:
-    """Perturbation sizes: a list of numbers or ``"k/255"`` strings, finite, ``>= 0``, unique.
-
-    For ``norm="linf"`` (pixel space ``[0, 1]``) values above 1 are rejected with a
-    hint: ``8`` is almost certainly ``8/255``.
-    """
-    allowed = 'a list of perturbation sizes, e.g. [2/255, 8/255] (in YAML ["2/255", "8/255"])'
-    if isinstance(eps, str | bytes) or not isinstance(eps, Sequence | Tensor):
-        value = _parse_eps(eps)
-        hint = f"; for one size pass eps=[{value:.6g}]" if value is not None else ""
-        raise TypeError(f"`eps` must be {allowed}, got {eps!r}{hint}")
-    given = eps.tolist() if isinstance(eps, Tensor) else list(eps)
-    values = [_parse_eps(e) for e in given]
-    if any(v is None for v in values):
-        fail("eps", allowed + " (numbers or 'k/255' strings)", given, TypeError)
-    if not values:
-        fail("eps", allowed + " (at least one)", given)
-    if not all(math.isfinite(v) and v >= 0 for v in values):  # type: ignore[operator]
-        fail("eps", "finite sizes >= 0", given)
-    for e, v in zip(given, values, strict=True):
-        if norm == "linf" and v > 1:  # type: ignore[operator]
-            raise ValueError(
-                f"`eps` values must be pixel-space sizes in [0, 1] for norm='linf', got {e!r} "
-                f"in {given!r}; did you mean {e}/255 (= {v / 255:.4g})?"  # type: ignore[operator]
-            )
-    if len({round(v * 255, 6) for v in values}) != len(values):  # type: ignore[operator]
-        fail("eps", "unique sizes", given)
-    return values  # type: ignore[return-value]
-
-
-def check_probe_source(probe: Any) -> Any:
-    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
-    from torch.utils.data import DataLoader, Dataset
-
-    if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
-        return probe
-    if isinstance(probe, tuple | list) and probe and isinstance(probe[0], Tensor):
-        return probe
-    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
-    if isinstance(probe, str):
-        allowed += (
-            "; for images in a folder pass a Dataset such as "
-            "torchvision.datasets.ImageFolder(path, transform=...)"
-        )
-    fail("probe", allowed, probe, TypeError)
-    return None  # unreachable
-
-
-def check_batch_images(images: Any) -> Tensor:
-    """The images of a data batch, ``(N, C, H, W)``; returned as float."""
-    if not isinstance(images, Tensor):
-        fail("images of the data", "a tensor (N, C, H, W)", f"<{type(images).__name__}>", TypeError)
-    if images.dim() != 4:
-        raise ValueError(
-            "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
-            f"tensors of shape {tuple(images.shape)}. Pass `batch_to_xy` to pick the images "
-            "out of your batch, or `probe=` an image tensor"
-        )
-    return images if images.is_floating_point() else images.float()
 
 
 def check_images(

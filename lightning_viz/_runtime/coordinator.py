@@ -26,9 +26,9 @@ import torch
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
 from lightning_viz._runtime.config import config_markdown
+from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.writers import SUPPORTED, Writers, local_dir, open_writers
 from lightning_viz.monitoring.dashboard import (
-    alert_words,
     console_table,
     custom_scalars_layout,
     latest_rows,
@@ -36,6 +36,7 @@ from lightning_viz.monitoring.dashboard import (
     summary_rows,
 )
 from lightning_viz.monitoring.record import RunSummary
+from lightning_viz.monitoring.regression import alert_sentence
 
 __all__ = ["Coordinator", "DeferredJob"]
 
@@ -107,6 +108,7 @@ class Coordinator:
         self._started = False  # layout and configuration written
         self._train_batch: int | None = None
         self._train_batch_found = False
+        self._scans: list[tuple[tuple[Any, ...], Any]] = []  # (key, Scan) read this fit
 
     def serves(self, trainer: Any) -> bool:
         """Whether this is the coordinator of ``trainer``."""
@@ -286,7 +288,9 @@ class Coordinator:
         return custom_scalars_layout([*(_own_titles(cb) for cb in active), cost])
 
     def start_run(self, trainer: Any) -> None:
-        """Writes the custom-scalars layout and the configuration text, once per run."""
+        """Writes the custom-scalars layout and the configuration text, once per run;
+        the probe scans of ``setup`` are let go (every callback has its copy)."""
+        self._scans.clear()
         if self._started:
             return
         self._started = True
@@ -313,7 +317,7 @@ class Coordinator:
             alerts = [a for a in self.summary.alerts if a["epoch"] == epoch]
             writers.epoch_summary(summary_markdown(rows, epoch, step, alerts), rows, step)
             for alert in alerts:
-                writers.alert(f"lightning-viz: {alert['metric']} regressed", alert_words(alert))
+                writers.alert(f"lightning-viz: {alert['metric']} regressed", alert_sentence(alert))
             writers.flush()
 
     def print_summary(self, trainer: Any) -> None:
@@ -340,6 +344,28 @@ class Coordinator:
             except Exception:  # noqa: BLE001 - a loader that cannot be built says nothing
                 self._train_batch = None
         return self._train_batch
+
+    def shared_scan(self, key: tuple[Any, ...], need: int, read: Callable[[], Any]) -> Any:
+        """The scan of the data ``key`` names, read once per trainer.
+
+        ``read()`` runs the first time, or again when a callback needs a larger pick
+        than the cached scan kept (``need`` above its ``keep``). ``key`` holds the
+        objects themselves (compared by identity, numbers by value), so they stay alive
+        while cached. Decoding up to 2,048 validation images once instead of once per
+        callback is most of ``setup``'s time at ImageNet size.
+        """
+        for i, (cached_key, cached) in enumerate(self._scans):
+            if len(cached_key) == len(key) and all(
+                a is b or (type(a) in (int, str, type(None)) and a == b)
+                for a, b in zip(cached_key, key, strict=True)
+            ):
+                if cached.keep >= need:
+                    return cached
+                del self._scans[i]
+                break
+        fresh = read()
+        self._scans.append((key, fresh))
+        return fresh
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""
@@ -371,6 +397,7 @@ class Coordinator:
             try:
                 return fn(*args)
             finally:
+                release_heap()
                 seconds.append(time.perf_counter() - start)
 
         future = self._executor.submit(timed)

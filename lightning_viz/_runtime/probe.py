@@ -17,15 +17,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
-from lightning_viz._checks import check_batch_images
+from lightning_viz._checks import fail
 from lightning_viz._io import fingerprint
+from lightning_viz._runtime.memory import release_heap
 
 __all__ = [
     "Probe",
+    "Scan",
     "balanced_pick",
     "default_batch_to_xy",
+    "is_tensor_tuple",
     "load_probe",
     "loader_batch_size",
+    "scan",
+    "scan_limit",
     "split_batch",
     "stage_loader",
 ]
@@ -80,6 +85,19 @@ class Probe:
         return int(self.images.shape[0])
 
 
+def _check_batch_images(images: Any) -> Tensor:
+    """The images of a data batch, ``(N, C, H, W)``; returned as float."""
+    if not isinstance(images, Tensor):
+        fail("images of the data", "a tensor (N, C, H, W)", f"<{type(images).__name__}>", TypeError)
+    if images.dim() != 4:
+        raise ValueError(
+            "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
+            f"tensors of shape {tuple(images.shape)}. Pass `batch_to_xy` to pick the images "
+            "out of your batch, or `probe=` an image tensor"
+        )
+    return images if images.is_floating_point() else images.float()
+
+
 def _first(mapping: Mapping[str, Any], keys: Sequence[str]) -> Any:
     for key in keys:
         if key in mapping:
@@ -123,7 +141,7 @@ def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[A
             "`batch_to_xy` must return (images, labels) or (images, labels, masks), "
             f"got {out!r:.80}"
         )
-    images = check_batch_images(out[0])
+    images = _check_batch_images(out[0])
     labels = out[1]
     if labels is not None:
         labels = _label_tensor(labels)
@@ -217,22 +235,55 @@ def _scan(
     batches: Iterable[Any],
     batch_to_xy: Callable[[Any], Any] | None,
     limit: int,
-) -> tuple[list[Tensor], list[Tensor | None], list[Tensor | None]]:
-    """Collects per-sample images, labels and masks from the first ``limit`` samples."""
-    images: list[Tensor] = []
+    num_samples: int,
+    indices: list[int] | None = None,
+) -> tuple[list[Tensor | None], list[Tensor | None], list[Tensor | None]]:
+    """Collects per-sample images, labels and masks from the first ``limit`` samples.
+
+    Memory stays bounded by about ``2 * num_samples`` images plus one batch, whatever
+    ``limit`` is (2,048 ImageNet images would be 1.2 GB): an image is copied only when
+    it can be picked and kept only while it still can. With ``indices`` those are the
+    positions kept; otherwise, with labels, the class-balanced pick of the labels
+    scanned so far (a position left out of it is never picked later: more samples
+    only fill lower ranks) and the first ``num_samples`` (the pick should labels stop);
+    without labels the first ``num_samples`` (the scan stops there). Evicted images
+    and masks are ``None``; every label is kept (small, and the classes seen need them
+    all).
+    """
+    images: list[Tensor | None] = []
     labels: list[Tensor | None] = []
     masks: list[Tensor | None] = []
     if limit <= 0:
         return images, labels, masks
+    wanted = None if indices is None else set(indices)
+    live: set[int] = set()
     with torch.inference_mode(False), torch.no_grad():
         for batch in batches:
             x, y, m = split_batch(batch, batch_to_xy)
-            for i in range(x.shape[0]):
-                images.append(x[i].detach().cpu().clone())
-                labels.append(None if y is None else y[i].detach().cpu().clone())
-                masks.append(None if m is None else m[i].detach().cpu().bool().clone())
-                if len(images) >= limit:
-                    return images, labels, masks
+            first = len(labels)
+            take = min(int(x.shape[0]), limit - first)
+            labels += [None if y is None else y[i].detach().cpu().clone() for i in range(take)]
+            if wanted is not None:
+                keep = wanted
+            elif any(lab is None for lab in labels):
+                keep = set(range(num_samples))
+            else:  # the pick so far (a position left out now is never picked later)
+                picked = balanced_pick([class_of(lab) for lab in labels], num_samples)  # type: ignore[arg-type]
+                keep = set(picked) | set(range(num_samples))  # the first: if labels stop
+            for pos in live - keep:
+                images[pos] = masks[pos] = None
+            live &= keep
+            for i in range(take):  # only images that can be picked are copied
+                pos = first + i
+                kept = pos in keep
+                images.append(x[i].detach().cpu().clone() if kept else None)
+                masks.append(m[i].detach().cpu().bool().clone() if kept and m is not None else None)
+                if kept:
+                    live.add(pos)
+            if len(labels) >= limit:
+                break
+            if wanted is None and any(lab is None for lab in labels) and len(labels) >= num_samples:
+                break
     return images, labels, masks
 
 
@@ -240,6 +291,91 @@ def _stack(items: list[Tensor | None]) -> Tensor | None:
     if not items or any(t is None for t in items):
         return None
     return torch.stack(items)  # type: ignore[arg-type]
+
+
+def scan_limit(num_samples: int) -> int:
+    """How many samples a scan reads at most to pick ``num_samples`` (class-balanced)."""
+    return max(2 * num_samples, 2048)
+
+
+@dataclass
+class Scan:
+    """The samples a scan read: every label, and the images and masks that a pick of
+    up to ``keep`` samples can take (``None`` for the rest).
+
+    Attributes:
+        images: Per scanned sample, ``(C, H, W)`` or ``None`` when evicted.
+        labels: Per scanned sample, the label or ``None`` when the data has none.
+        masks: Per scanned sample, the ``(1, H, W)`` bool mask or ``None``.
+        keep: The largest pick whose images were kept.
+    """
+
+    images: list[Tensor | None]
+    labels: list[Tensor | None]
+    masks: list[Tensor | None]
+    keep: int
+
+    def probe(self, num_samples: int, indices: list[int] | None = None) -> Probe:
+        """The class-balanced pick of ``num_samples`` (or exactly ``indices``).
+
+        Raises:
+            ValueError: The scan is empty, or ``indices`` exceed the scanned data.
+            LookupError: An image of ``indices`` was not kept by this scan.
+        """
+        if not self.images:
+            raise ValueError("the probe data is empty: no images to look at")
+        labelled = all(lab is not None for lab in self.labels)
+        if indices is None:
+            if labelled:
+                indices = balanced_pick([class_of(lab) for lab in self.labels], num_samples)  # type: ignore[arg-type]
+            else:
+                indices = list(range(min(num_samples, len(self.images))))
+        if indices and max(indices) >= len(self.images):
+            raise ValueError(
+                f"saved probe positions {indices} exceed the {len(self.images)} samples of the data"
+            )
+        if any(self.images[i] is None for i in indices):
+            raise LookupError(f"positions {indices} were not all kept by this scan")
+        return Probe(
+            torch.stack([self.images[i] for i in indices]).float(),  # type: ignore[misc]
+            _stack([self.labels[i] for i in indices]),
+            _stack([self.masks[i] for i in indices]),
+            list(indices),
+            classes_seen(self.labels) if labelled else None,  # type: ignore[arg-type]
+        )
+
+
+def scan(
+    source: Any,
+    num_samples: int,
+    batch_to_xy: Callable[[Any], Any] | None = None,
+    indices: list[int] | None = None,
+    limit: int | None = None,
+) -> Scan:
+    """Reads a Dataset or DataLoader once for picks of up to ``num_samples``.
+
+    Args:
+        source: A ``Dataset`` of samples or a ``DataLoader`` (read in dataset order
+            when it shuffles).
+        num_samples: The largest pick the scan must serve.
+        batch_to_xy: Maps a batch to ``(images, labels[, masks])``.
+        indices: Positions chosen by an earlier run: only these are kept, and the scan
+            stops after the last.
+        limit: How many samples to read at most (default :func:`scan_limit`).
+
+    Returns:
+        The scan, on the CPU.
+    """
+    if isinstance(source, Dataset) and not isinstance(source, DataLoader):
+        source = DataLoader(source, batch_size=256, shuffle=False)
+    if isinstance(source, DataLoader):
+        source = _in_order(source)
+    limit = limit or scan_limit(num_samples)
+    if indices is not None:
+        limit = max(indices) + 1 if indices else 0
+    images, labels, masks = _scan(source, batch_to_xy, limit, num_samples, indices)
+    release_heap()  # the decoded batches the scan let go
+    return Scan(images, labels, masks, num_samples)
 
 
 def load_probe(
@@ -265,9 +401,9 @@ def load_probe(
         The probe, on the CPU.
     """
     if isinstance(source, Tensor):
-        images = check_batch_images(source)
+        images = _check_batch_images(source)
         return Probe(images[:num_samples].detach().clone(), None, None, None)
-    if isinstance(source, tuple | list) and source and isinstance(source[0], Tensor):
+    if is_tensor_tuple(source):
         imgs, labs, msks = split_batch(tuple(source), None)
         if indices is not None:  # saved by an earlier run
             sel = list(indices)
@@ -279,33 +415,12 @@ def load_probe(
         mask_t = msks[sel].bool() if msks is not None else None
         seen = None if labs is None else classes_seen(list(labs))
         return Probe(imgs[sel].detach().clone(), lab_t, mask_t, sel, seen)
-    if isinstance(source, Dataset) and not isinstance(source, DataLoader):
-        source = DataLoader(source, batch_size=256, shuffle=False)
-    if isinstance(source, DataLoader):
-        source = _in_order(source)
-    limit = scan_limit or max(20 * num_samples, 2048)
-    if indices is not None:
-        limit = max(indices) + 1 if indices else 0
-    images, labels, masks = _scan(source, batch_to_xy, limit)
-    if not images:
-        raise ValueError("the probe data is empty: no images to look at")
-    labelled = all(lab is not None for lab in labels)
-    if indices is None:
-        if labelled:
-            indices = balanced_pick([class_of(lab) for lab in labels], num_samples)  # type: ignore[arg-type]
-        else:
-            indices = list(range(min(num_samples, len(images))))
-    if indices and max(indices) >= len(images):
-        raise ValueError(
-            f"saved probe positions {indices} exceed the {len(images)} samples of the data"
-        )
-    return Probe(
-        torch.stack([images[i] for i in indices]).float(),
-        _stack([labels[i] for i in indices]),
-        _stack([masks[i] for i in indices]),
-        list(indices),
-        classes_seen(labels) if labelled else None,  # type: ignore[arg-type]
-    )
+    return scan(source, num_samples, batch_to_xy, indices, scan_limit).probe(num_samples, indices)
+
+
+def is_tensor_tuple(source: Any) -> bool:
+    """Whether ``source`` is ``(images, labels[, masks])`` tensors (not data to scan)."""
+    return isinstance(source, tuple | list) and bool(source) and isinstance(source[0], Tensor)
 
 
 def _defines(obj: Any, name: str) -> bool:

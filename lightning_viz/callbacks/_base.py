@@ -26,7 +26,6 @@ from lightning_viz._checks import (
     check_float,
     check_int,
     check_normalization,
-    check_probe_source,
     check_str_list,
     check_task,
     fail,
@@ -42,6 +41,7 @@ from lightning_viz._runtime.context import (
 )
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
+from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.probe import Probe, loader_batch_size, stage_loader
 from lightning_viz.callbacks._probe_setup import ProbeSetup
 
@@ -71,6 +71,24 @@ def _validates_every_epoch(trainer: Any) -> bool:
         and trainer.check_val_every_n_epoch == 1
         and trainer.val_check_interval == 1.0
     )
+
+
+def _check_probe_source(probe: Any) -> Any:
+    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
+        return probe
+    if isinstance(probe, tuple | list) and probe and isinstance(probe[0], Tensor):
+        return probe
+    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
+    if isinstance(probe, str):
+        allowed += (
+            "; for images in a folder pass a Dataset such as "
+            "torchvision.datasets.ImageFolder(path, transform=...)"
+        )
+    fail("probe", allowed, probe, TypeError)
+    return None  # unreachable
 
 
 class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
@@ -181,7 +199,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
         self._given_normalization = (self.mean, self.std)
         self.task = check_task(task)
-        self.probe = check_probe_source(probe)
+        self.probe = _check_probe_source(probe)
         self.tag_prefix = (tag_prefix or self.family).strip("/")
         self.seed = check_int(seed, "seed")
         self.max_overhead = (
@@ -346,6 +364,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                 self._setup(trainer, module)
         except NotApplicableError as err:
             self.turn_off("cannot run on this model or data", err)
+        release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, _now(module) - start, once=True)
 
     def _start_fresh(self) -> None:
@@ -508,6 +527,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                     self._setup(trainer, module)
                 ctx = self._context(trainer, module, log)
                 self.run(ctx)
+            release_heap()  # what the run freed, before the next training step's peak
             seconds = _now(module) - start
             log.scalar(self._seconds_tag(), seconds)
             log.flush()

@@ -19,7 +19,14 @@ from torch import Tensor
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.normalization import find_normalize, value_range
-from lightning_viz._runtime.probe import Probe, load_probe, stage_loader
+from lightning_viz._runtime.probe import (
+    Probe,
+    is_tensor_tuple,
+    load_probe,
+    scan,
+    scan_limit,
+    stage_loader,
+)
 from lightning_viz.functional._task import detect_task, normalize_labels
 
 __all__ = ["ProbeSetup"]
@@ -66,7 +73,7 @@ class ProbeSetup:
         # A DataLoader iterator draws its base seed from the global RNG: fork it, so
         # picking the probe leaves the run's random streams untouched.
         with torch.random.fork_rng(devices=[]):
-            probe = load_probe(source, self.num_samples, self.batch_to_xy, self._probe_indices)
+            probe = self._shared_pick(trainer, source)
         finite = torch.isfinite(probe.images).flatten(1).all(dim=1)
         if not bool(finite.all()):
             bad = (~finite).nonzero().flatten().tolist()
@@ -90,6 +97,36 @@ class ProbeSetup:
             )
             self.on_probe_changed()
         return probe
+
+    def _shared_pick(self, trainer: Any, source: Any) -> Probe:
+        """This callback's pick from one scan of ``source`` shared by every callback of
+        the trainer that reads the same data (kept images: the largest pick among them).
+        A checkpoint's positions that scan did not keep are read on their own."""
+        indices = self._probe_indices
+        if isinstance(source, Tensor) or is_tensor_tuple(source):
+            return load_probe(source, self.num_samples, self.batch_to_xy, indices)
+        own = self.probe is not None
+        need = max(
+            [self.num_samples]
+            + [
+                cb.num_samples
+                for cb in getattr(trainer, "callbacks", None) or []
+                if isinstance(cb, ProbeSetup) and cb.uses_probe and not own and cb.probe is None
+            ]
+        )
+        key = (
+            getattr(source, "dataset", source),
+            getattr(source, "collate_fn", None),
+            self.batch_to_xy,
+            scan_limit(need),
+        )
+        shared = Coordinator.of(trainer).shared_scan(
+            key, need, lambda: scan(source, need, self.batch_to_xy)
+        )
+        try:
+            return shared.probe(self.num_samples, indices)
+        except LookupError:  # positions saved by a run that picked differently
+            return load_probe(source, self.num_samples, self.batch_to_xy, indices)
 
     def _find_normalization(self, trainer: Any, probe: Probe) -> None:
         """``mean``/``std`` when not given: from a ``Normalize`` in the probe data's

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -10,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lightning_viz import render
-from lightning_viz._checks import check_choice, check_choices, check_eps, check_float, check_int
+from lightning_viz._checks import check_choice, check_choices, check_float, check_int, fail
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz.callbacks._alerts import WatchesRegressions
@@ -28,6 +31,49 @@ ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t")
 NORMS = ("linf", "l2")
 NUM_EXAMPLES = 6
 MASKING_SUBSET = 32  # probe samples attacked at every eps on their own, for the masking check
+
+
+_EPS_TEXT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(/\s*255)?\s*$")
+
+
+def _parse_eps(value: Any) -> float | None:
+    """A number, or a string ``"8/255"`` / ``"0.03"``; ``None`` when it is neither."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    match = _EPS_TEXT.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return float(match.group(1)) / (255.0 if match.group(2) else 1.0)
+
+
+def _check_eps(eps: Any, norm: str) -> list[float]:
+    """Perturbation sizes: a list of numbers or ``"k/255"`` strings, finite, ``>= 0``, unique.
+
+    For ``norm="linf"`` (pixel space ``[0, 1]``) values above 1 are rejected with a
+    hint: ``8`` is almost certainly ``8/255``.
+    """
+    allowed = 'a list of perturbation sizes, e.g. [2/255, 8/255] (in YAML ["2/255", "8/255"])'
+    if isinstance(eps, str | bytes) or not isinstance(eps, Sequence | Tensor):
+        value = _parse_eps(eps)
+        hint = f"; for one size pass eps=[{value:.6g}]" if value is not None else ""
+        raise TypeError(f"`eps` must be {allowed}, got {eps!r}{hint}")
+    given = eps.tolist() if isinstance(eps, Tensor) else list(eps)
+    values = [_parse_eps(e) for e in given]
+    if any(v is None for v in values):
+        fail("eps", allowed + " (numbers or 'k/255' strings)", given, TypeError)
+    if not values:
+        fail("eps", allowed + " (at least one)", given)
+    if not all(math.isfinite(v) and v >= 0 for v in values):  # type: ignore[operator]
+        fail("eps", "finite sizes >= 0", given)
+    for e, v in zip(given, values, strict=True):
+        if norm == "linf" and v > 1:  # type: ignore[operator]
+            raise ValueError(
+                f"`eps` values must be pixel-space sizes in [0, 1] for norm='linf', got {e!r} "
+                f"in {given!r}; did you mean {e}/255 (= {v / 255:.4g})?"  # type: ignore[operator]
+            )
+    if len({round(v * 255, 6) for v in values}) != len(values):  # type: ignore[operator]
+        fail("eps", "unique sizes", given)
+    return values  # type: ignore[return-value]
 
 
 def eps_label(eps: float, norm: str = "linf") -> str:
@@ -142,6 +188,12 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
             every run with, at the same epoch and at its best. Default: ``None``.
         apgd_steps: APGD iterations per run, ``>= 1``. Default: ``100`` (AutoAttack's).
         n_target_classes: Target classes of APGD-T, ``>= 1``. Default: ``9``.
+        black_box_queries: Queries of the black-box sanity check, ``>= 0``: once per
+            fit, Square Attack (L-infinity, no gradients) on the first 32 probe samples
+            at the largest eps; a warning when it breaks significantly more samples
+            that the white-box attacks leave correct than the reverse (exact sign test
+            below ``alpha``: gradient masking). ``0`` turns it off (AutoAttack runs
+            5000; 1000 find most). Default: ``0``.
         **kwargs: The options every callback shares (see ``VizCallback``).
 
     Raises:
@@ -175,14 +227,21 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
         baseline: str | None = None,
         apgd_steps: int = 100,
         n_target_classes: int = 9,
+        black_box_queries: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
         self.attacks = check_choices(attacks, "attacks", ATTACKS)
         self.apgd_steps = check_int(apgd_steps, "apgd_steps", minimum=1)
         self.n_target_classes = check_int(n_target_classes, "n_target_classes", minimum=1)
+        self.black_box_queries = check_int(black_box_queries, "black_box_queries", minimum=0)
         self.norm = check_choice(norm, "norm", NORMS)
-        self.eps = check_eps(eps, self.norm)
+        self.eps = _check_eps(eps, self.norm)
+        if self.black_box_queries and self.norm != "linf":
+            raise ValueError(
+                f"`black_box_queries` runs Square Attack in L-infinity, but norm={self.norm!r}; "
+                f"use norm='linf' or black_box_queries=0, got {black_box_queries!r}"
+            )
         self.steps = check_int(steps, "steps", minimum=1)
         self.step_size = (
             None if step_size is None else check_float(step_size, "step_size", positive=True)
@@ -286,7 +345,7 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
             self._subset_checked = True
             began = time.perf_counter()
             independent = self._independent_subset(ctx, x, y, start)
-            notes += self._sanity_messages(ctx, x, y)
+            notes += self._sanity_messages(ctx, x, y, masks["worst"][max(self.eps)], start)
             ctx.one_time += time.perf_counter() - began
         if not ctx.log.writes:  # what follows is written, so only global rank 0 does it
             return

@@ -35,9 +35,10 @@ from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
 
-# cue-conflict pixels stylized at once: 16 pairs at 224 px (a ResNet-50 training step of
-# batch 16 holds more than twice their activations), up to 160 pairs of small images
-GENERATION_PIXELS = 16 * 224 * 224
+# cue-conflict pixels stylized at once: the 160 pairs of 32 px of the demo, 3 pairs at
+# 224 px (about 0.4 GiB while it runs, beside the training it overlaps; 16 pairs took
+# 1.3 GiB and were no faster)
+GENERATION_PIXELS = 160 * 32 * 32
 MAX_GENERATION_CHUNK = 160
 
 
@@ -62,7 +63,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
     validation images) with :func:`lightning_viz.functional.cue_conflict` (Gatys
     style transfer with a random-filter network, coarse to fine from at most
     ``style_size`` px, class pairs balanced, the pairing drawn from a generator
-    seeded with ``seed``), in chunks (16 pairs at 224 px, at most 160 of small
+    seeded with ``seed``), in chunks (3 pairs at 224 px, at most 160 of small
     images). With ``background=True`` (the default ``"auto"``: when there is more
     than one chunk) and one
     process) the chunks are made on the trainer's low-priority background worker
@@ -145,7 +146,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         refine_steps: Steps at each finer size. Default: ``5``.
         background: Make the generated images on the background worker while
             training runs (one process only). ``"auto"``: only when the set takes
-            more than one chunk (images larger than about 50 px); a set of small
+            more than one chunk (images larger than 32 px); a set of small
             images is made by the first run, so its scalars start at once.
             Default: ``"auto"``.
         content_weight: Content weight of the style transfer: lower values transfer

@@ -18,13 +18,13 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz._checks import (
-    check_attribution,
     check_choice,
     check_float,
     check_generator,
@@ -33,6 +33,7 @@ from lightning_viz._checks import (
     check_maps,
     check_reduce,
     check_reshape,
+    check_target_type,
     fail,
 )
 from lightning_viz._guard import make_generator, preserve_state
@@ -64,6 +65,13 @@ __all__ = [
 ]
 
 _IG_METHODS = ("gausslegendre", "riemann_trapezoid")
+
+
+def _check_attribution(inputs: Any, target: Any, reduce: Any) -> None:
+    """The arguments every attribution method shares: images, a target, a reduction."""
+    check_images(inputs)
+    check_reduce(reduce)
+    check_target_type(target)
 
 
 def _generator(generator: object, device: torch.device) -> torch.Generator:
@@ -117,7 +125,7 @@ def saliency(
         ValueError: ``inputs`` is not 4-D, ``reduce`` is unknown or a class index
             is out of range.
     """
-    check_attribution(inputs, target, reduce)
+    _check_attribution(inputs, target, reduce)
     with preserve_state(model) as net:
         grad, _ = input_grad(net, fresh(inputs), target)
     return reduce_channels(grad, reduce)
@@ -167,7 +175,7 @@ def smoothgrad(
             ``chunk_size`` or ``generator`` type.
         ValueError: Bad shapes or values (the received value is in the message).
     """
-    check_attribution(inputs, target, reduce)
+    _check_attribution(inputs, target, reduce)
     samples = check_int(samples, "samples", minimum=1)
     noise = check_float(noise, "noise", minimum=0.0)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
@@ -257,7 +265,7 @@ def integrated_gradients(
         ValueError: Bad shapes or values, an unknown ``method`` or a baseline that
             does not broadcast to ``inputs``.
     """
-    check_attribution(inputs, target, reduce)
+    _check_attribution(inputs, target, reduce)
     check_choice(method, "method", _IG_METHODS)
     steps = check_int(steps, "steps", minimum=2 if method == "riemann_trapezoid" else 1)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
@@ -299,7 +307,7 @@ def integrated_gradients(
 def _relu_rule_gradient(
     model: nn.Module, inputs: Tensor, target: int | Tensor | None, mode: str, reduce: str | None
 ) -> Tensor:
-    check_attribution(inputs, target, reduce)
+    _check_attribution(inputs, target, reduce)
     with preserve_state(model) as net, relu_backward(mode) as rule:
         grad, _ = input_grad(net, fresh(inputs), target)
         require_relu_family(net, rule)  # else `grad` is the plain gradient

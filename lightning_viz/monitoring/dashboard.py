@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_viz.monitoring.record import MetricHistory, RunSummary
+from lightning_viz.monitoring.regression import alert_sentence
 from lightning_viz.monitoring.tables import markdown_table, text_table
 
 __all__ = [
     "CATEGORIES",
     "SummaryRow",
-    "alert_words",
     "console_table",
     "custom_scalars_layout",
     "latest_rows",
@@ -169,21 +169,6 @@ def _cells(row: SummaryRow) -> list[str]:
 _HEADER = ["metric", "value", "95 % interval", "since the previous run", "since the best"]
 
 
-def alert_words(alert: Mapping[str, Any]) -> str:
-    """One alert as a sentence."""
-    flips = ""
-    if alert.get("worse") is not None and alert.get("n") is not None:
-        flips = f"; {alert['worse']} of {alert['n']} probe samples got worse"
-    against = "this run's best" if alert.get("kind") == "best" else "the baseline run"
-    return (
-        f"`{alert['metric']}` regressed against {against}: "
-        f"{_num(float(alert.get('value', math.nan)))} vs "
-        f"{_num(float(alert.get('reference_value', math.nan)))} at epoch "
-        f"{alert.get('reference_epoch', '?')} (drop {float(alert.get('drop', math.nan)):.3f}"
-        f"{flips}, p = {float(alert.get('pvalue', math.nan)):.2g})"
-    )
-
-
 def summary_markdown(
     rows: Sequence[SummaryRow], epoch: int, step: int, alerts: Sequence[Mapping[str, Any]] = ()
 ) -> str:
@@ -197,7 +182,7 @@ def summary_markdown(
     ]
     if alerts:
         lines += [f"**{len(alerts)} alert{'s' if len(alerts) > 1 else ''}:**", ""]
-        lines += [f"- {alert_words(a)}" for a in alerts]
+        lines += [f"- {alert_sentence(a)}" for a in alerts]
     else:
         lines.append("No alert at this epoch.")
     return "\n".join(lines)

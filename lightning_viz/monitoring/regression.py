@@ -48,7 +48,7 @@ from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.store import load_summary
 from lightning_viz.monitoring.tables import format_p, text_table
 
-__all__ = ["Alert", "RegressionMonitor", "format_alerts"]
+__all__ = ["Alert", "RegressionMonitor", "alert_sentence", "format_alerts"]
 
 _RECORD_KEYS = ("value", "n", "successes", "outcomes", "fingerprint", "values")
 
@@ -116,28 +116,56 @@ class Alert:
 
     @property
     def message(self) -> str:
-        """One line: metric, the two runs, values, drop and p-value."""
-        against = {"baseline": "baseline run", "baseline best": "baseline run's best"}.get(
-            self.reference, self.reference
-        )
-        flips = (
-            f", {self.worse} worse / {self.better} better of {self.n} samples"
-            if self.worse is not None
-            else ""
-        )
-        since = (
-            f", flagged since epoch {self.flagged_since}" if self.flagged_since < self.epoch else ""
-        )
-        return (
-            f"{self.metric} = {self.value:.4f} at epoch {self.epoch}, {against} "
-            f"{self.reference_value:.4f} at epoch {self.reference_epoch}: drop {self.drop:.4f} > "
-            f"tolerance {self.tolerance:g}, Holm-adjusted p = {self.pvalue:.2g} <= {self.alpha:g} "
-            f"(exact test: {self.test}{flips}){since}"
-        )
+        """One line: metric, the two runs, values, drop and p-value (:func:`alert_sentence`)."""
+        return alert_sentence(asdict(self))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, with ``message``; what :meth:`RunSummary.add_alert` stores."""
         return {**asdict(self), "message": self.message}
+
+
+def alert_sentence(alert: Mapping[str, Any]) -> str:
+    """An alert as one line: the one wording of the console, the dashboard's Markdown,
+    the trackers' alerts and ``summary.json``'s ``message``.
+
+    Args:
+        alert: :meth:`Alert.to_dict` (or :func:`~dataclasses.asdict` of an
+            :class:`Alert`); fields a summary written by an older version lacks are
+            left out of the sentence.
+
+    Returns:
+        E.g. ``robustness/pgd_acc@8/255 = 0.6000 at epoch 2, best 0.9000 at epoch 1:
+        drop 0.3000 > tolerance 0.02, Holm-adjusted p = 0.03 <= 0.01 (exact test:
+        paired, 3 worse / 0 better of 10 samples)``.
+    """
+    get = alert.get
+    reference = get("reference") or get("kind") or "reference"
+    against = {"baseline": "baseline run", "baseline best": "baseline run's best"}.get(
+        reference, reference
+    )
+    drop = f"drop {float(get('drop', math.nan)):.4f}"
+    if get("tolerance") is not None:
+        drop += f" > tolerance {float(get('tolerance')):g}"
+    p = f"Holm-adjusted p = {float(get('pvalue', math.nan)):.2g}"
+    if get("alpha") is not None:
+        p += f" <= {float(get('alpha')):g}"
+    flips = ""
+    if get("worse") is not None and get("n") is not None:
+        better = "" if get("better") is None else f" / {get('better')} better"
+        flips = f"{get('worse')} worse{better} of {get('n')} samples"
+    test = ", ".join(t for t in (get("test"), flips) if t)
+    since = get("flagged_since")
+    return (
+        f"{get('metric')} = {float(get('value', math.nan)):.4f} at epoch {get('epoch', '?')}, "
+        f"{against} {float(get('reference_value', math.nan)):.4f} at epoch "
+        f"{get('reference_epoch', '?')}: {drop}, {p}"
+        + (f" (exact test: {test})" if test else "")
+        + (
+            f", flagged since epoch {since}"
+            if since is not None and since < get("epoch", since)
+            else ""
+        )
+    )
 
 
 def format_alerts(alerts: list[Alert], title: str) -> str:

@@ -427,6 +427,10 @@ def test_alert_to_dict_is_json_and_goes_into_the_summary():
     summary = RunSummary()
     summary.add_alert(alert)
     assert summary.alerts[0]["pvalue"] == alert.pvalue
+    # one wording: the dashboard's Markdown says what the console and summary.json say
+    from lightning_viz.monitoring.dashboard import summary_markdown
+
+    assert f"- {alert.message}" in summary_markdown([], 1, 7, summary.alerts).splitlines()
 
 
 @pytest.mark.parametrize(

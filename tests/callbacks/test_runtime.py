@@ -194,6 +194,92 @@ def test_balanced_pick_round_robin():
     assert _probe.balanced_pick(labels, 100) == list(range(8))
 
 
+def test_scan_keeps_only_the_images_a_pick_can_take():
+    # 600 samples of 5 classes in a shuffled order: a pick of 8 must not hold 600 images
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(600, 3, 8, 8, generator=gen)
+    labels = torch.randint(0, 5, (600,), generator=gen)
+    data = TensorDataset(images, labels)
+    scanned = _probe.scan(DataLoader(data, batch_size=16), 8)
+    kept = [i for i, im in enumerate(scanned.images) if im is not None]
+    expected = _probe.balanced_pick(labels.tolist(), 8)
+    assert set(expected) <= set(kept) and len(kept) <= 2 * 8  # the pick and the first 8
+    assert len(scanned.labels) == 600  # every label is kept
+    probe = scanned.probe(8)
+    assert probe.indices == expected and torch.equal(probe.images, images[expected])
+    assert probe.seen == sorted(set(labels.tolist()))
+    # every smaller pick is served by the same scan, as a fresh load would pick it
+    for n in (1, 3, 5):
+        assert scanned.probe(n).indices == _probe.load_probe(data, n).indices
+    with pytest.raises(LookupError):
+        scanned.probe(40)  # not kept
+    # unlabelled data: the scan stops after num_samples
+    bare = _probe.scan(DataLoader(images, batch_size=16), 8)
+    assert len(bare.images) == 16 and torch.equal(bare.probe(8).images, images[:8])
+
+
+class _Counting(TensorDataset):
+    reads = 0
+
+    def __getitem__(self, index):
+        _Counting.reads += 1
+        return super().__getitem__(index)
+
+
+class _CountingModule:
+    """The shapes datamodule with a validation set that counts its reads."""
+
+    @staticmethod
+    def make():
+        from lightning_viz.data import ShapesTexturesDataModule
+
+        class Module(ShapesTexturesDataModule):
+            def setup(self, stage=None):
+                super().setup(stage)
+                items = [self.val_dataset[i] for i in range(len(self.val_dataset))]
+                images = torch.stack([item[0] for item in items])
+                labels = torch.as_tensor([int(item[1]) for item in items])
+                self.val_dataset = _Counting(images, labels)
+
+        return Module(train_size=64, val_size=48, batch_size=16, seed=0)
+
+
+class _StoppedAtFirstStepError(Exception):
+    pass
+
+
+def test_callbacks_that_read_the_same_data_share_one_scan(tmp_path):
+    import pytorch_lightning as pl
+
+    probes = {}
+
+    class Stop(pl.Callback):  # keeps each probe (teardown after the stop clears them)
+        def on_train_batch_start(self, *args):
+            probes.update({type(cb).__name__: cb._probe for cb in callbacks})
+            raise _StoppedAtFirstStepError
+
+    dm = _CountingModule.make()
+    callbacks = [
+        lv.GradCAMLogger(num_samples=8),
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=8),
+        lv.ActivationLogger(num_samples=2),
+        lv.AdversarialProbe(num_samples=30),
+        lv.EmbeddingProjector(num_samples=1000),  # reads the data its own way, at epoch end
+    ]
+    _Counting.reads = 0
+    with pytest.raises(_StoppedAtFirstStepError):
+        fit(tmp_path, [*callbacks, Stop()], epochs=1, datamodule=dm, num_sanity_val_steps=0)
+    assert _Counting.reads == 48  # one scan for four callbacks, not four
+    labels = dm.val_dataset.tensors[1].tolist()
+    assert probes.pop("EmbeddingProjector") is None  # no probe: it reads the data itself
+    for cb in callbacks[:-1]:  # each pick is the one a scan of its own would make
+        probe = probes[type(cb).__name__]
+        assert probe.indices == _probe.balanced_pick(labels, cb.num_samples)
+        assert torch.equal(probe.images, dm.val_dataset.tensors[0][probe.indices])
+    # copies: one callback's probe is not another's
+    assert probes["GradCAMLogger"].images.data_ptr() != probes["SaliencyLogger"].images.data_ptr()
+
+
 # --------------------------------------------------------------- configuration errors
 class _Flagged(LitClassifier):
     """Records whether any training step ran."""
