@@ -2,8 +2,9 @@
 
 PyTorch Lightning callbacks that write filters, feature maps, saliency, Grad-CAM,
 embeddings, robustness and shape-bias probes to TensorBoard at epoch ends.
-The callbacks are imported lazily, so ``import lightning_viz.functional`` does not
-import Lightning.
+The callbacks and the subpackages are imported lazily (on first use of
+``lv.SaliencyLogger`` or ``lv.functional``), so ``import lightning_viz.functional``
+does not import Lightning.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ _CALLBACKS = {
 __all__ = [*_CALLBACKS, "__version__"]
 
 
+_SUBPACKAGES = ("callbacks", "data", "functional", "monitoring", "render")
+
+
 def __getattr__(name: str) -> Any:
     if name in _CALLBACKS:
         return getattr(importlib.import_module(_CALLBACKS[name]), name)
+    if name in _SUBPACKAGES:  # ``lv.functional.pgd`` without importing it first
+        return importlib.import_module(f"lightning_viz.{name}")
     raise AttributeError(f"module 'lightning_viz' has no attribute {name!r}")
 
 

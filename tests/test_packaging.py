@@ -3,8 +3,13 @@ ones, the version has one source, the README stays a front page."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import subprocess
+import sys
+
+import pytest
 
 import lightning_viz
 
@@ -66,3 +71,21 @@ def test_readme_is_a_front_page_with_the_two_quickstart_commands():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 200
     assert "\nbash scripts/demo.sh " in readme and "\nbash scripts/test.sh " in readme
+
+
+def test_subpackages_are_attributes_of_the_package_in_a_fresh_process():
+    # `import lightning_viz as lv; lv.callbacks.__all__` (the benchmarks' form) failed
+    # unless something had imported lightning_viz.callbacks first
+    code = (
+        "import lightning_viz as lv;"
+        "print(lv.callbacks.AdversarialProbe.__name__, lv.functional.pgd.__name__,"
+        " type(lv.monitoring.RunSummary()).__name__)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["AdversarialProbe", "pgd", "RunSummary"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        lightning_viz.nothing  # noqa: B018
