@@ -6,6 +6,8 @@ import contextlib
 import glob
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -306,3 +308,17 @@ def inject_failure(monkeypatch: Any, message: str = "injected failure inside a m
 
     monkeypatch.setattr(ModelView, "forward", broken)
     return calls, Arm()
+
+
+def run_python(code: str) -> str:
+    """Runs ``code`` in a fresh Python process (this one's path); returns its stdout.
+
+    Raises:
+        AssertionError: The process failed (its stderr is the message).
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout

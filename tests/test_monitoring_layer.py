@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning_viz.monitoring
+from tests.conftest import run_python
 
 _FORBIDDEN = ("lightning", "pytorch_lightning", "lightning_fabric", "tensorboard")
 _PACKAGE = Path(lightning_viz.monitoring.__file__).parent
@@ -23,12 +21,7 @@ def test_importing_monitoring_pulls_in_neither_lightning_nor_tensorboard():
         " or n.startswith(('lightning_viz.callbacks', 'lightning_viz._runtime')));"
         "print(bad)"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 def _imports(path: Path) -> list[str]:

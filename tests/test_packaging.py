@@ -3,15 +3,13 @@ ones, the version has one source, the README stays a front page."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 import lightning_viz
+from tests.conftest import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -81,11 +79,6 @@ def test_subpackages_are_attributes_of_the_package_in_a_fresh_process():
         "print(lv.callbacks.AdversarialProbe.__name__, lv.functional.pgd.__name__,"
         " type(lv.monitoring.RunSummary()).__name__)"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["AdversarialProbe", "pgd", "RunSummary"]
+    assert run_python(code).split() == ["AdversarialProbe", "pgd", "RunSummary"]
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         lightning_viz.nothing  # noqa: B018
