@@ -109,10 +109,8 @@ def test_square_breaks_what_gradients_cannot_on_a_masked_model(digits_model):
     assert abs(pgd - square) <= 8, (pgd, square)
 
 
-torchattacks = pytest.importorskip("torchattacks")
-
-
 def test_robust_accuracy_not_above_torchattacks(digits_model):
+    torchattacks = pytest.importorskip("torchattacks")  # the oracle (the `oracles` extra)
     model, x, y = digits_model
     ours = square_mask(model, x, y, 0.1, queries=300).float().mean().item()
     adv = torchattacks.Square(model, eps=0.1, n_queries=300, seed=0)(x, y)
