@@ -130,6 +130,15 @@ class AttackChecks:
         white-box attacks' robust mask there): found when it breaks significantly more
         samples that they leave correct than the reverse (exact sign test below
         ``alpha``), not the few a black-box search finds beside a 10-step attack."""
+        if ctx.task == "multilabel":  # Square Attack has no multilabel loss
+            for text in self._first_time(
+                {
+                    "black_box_multilabel": "AdversarialProbe: the black-box check (Square "
+                    "Attack) has no multilabel loss; it is skipped for this multilabel model"
+                }
+            ).values():
+                rank_zero_warn(text)
+            return {}
         eps = max(self.eps)
         gen = torch.Generator(device=ctx.generator.device)
         gen.set_state(start)
@@ -142,7 +151,8 @@ class AttackChecks:
         )
         only_black = int((white & ~square).sum())
         only_white = int((~white & square).sum())
-        if sign_test(only_black, only_white) >= self.alpha:
+        p = sign_test(only_black, only_white)
+        if p >= self.alpha:
             return {}
         n = int(x.shape[0])
         return {
@@ -151,7 +161,7 @@ class AttackChecks:
                 f"{int(square.sum())} of {n} probe samples correct at eps {self._eps(eps)}, the "
                 f"white-box attacks {int(white.sum())}: it breaks {only_black} that they leave "
                 f"correct ({only_white} the other way; sign test p = "
-                f"{sign_test(only_black, only_white):.2g}), so their gradients mislead them"
+                f"{p:.2g}), so their gradients mislead them"
             )
         }
 

@@ -42,7 +42,7 @@ from lightning_viz._runtime.context import (
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.memory import release_heap
-from lightning_viz._runtime.probe import Probe, loader_batch_size, stage_loader
+from lightning_viz._runtime.probe import Probe, is_tensor_tuple, loader_batch_size, stage_loader
 from lightning_viz.callbacks._probe_setup import ProbeSetup
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
@@ -79,7 +79,7 @@ def _check_probe_source(probe: Any) -> Any:
 
     if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
         return probe
-    if isinstance(probe, tuple | list) and probe and isinstance(probe[0], Tensor):
+    if is_tensor_tuple(probe):
         return probe
     allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
     if isinstance(probe, str):

@@ -195,3 +195,20 @@ def test_no_alert_when_fgsm_falls_too():
     assert cb.catastrophic_overfitting is None
     only_pgd = AdversarialProbe(eps=(EPS,), attacks=("pgd",))
     assert only_pgd._overfitting_messages(_ctx(0), {"pgd": {EPS: torch.ones(4, dtype=bool)}}) == []
+
+
+def test_black_box_check_skips_a_multilabel_model_once(tmp_path):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FixedLit(classes=5)
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = (torch.rand(16, 5, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    cb = AdversarialProbe(
+        eps=(EPS,), probe=(x, y), task="multilabel", black_box_queries=50, on_error="raise"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=model, epochs=2)
+    texts = [str(w.message) for w in caught if "black-box check" in str(w.message)]
+    assert len(texts) == 1 and "multilabel" in texts[0]
+    assert "robustness/pgd_label_acc@8/255" in read_events(str(tmp_path))["scalars"]
