@@ -421,6 +421,16 @@ def check_tensor(
     return value
 
 
+def check_known(known: Any, shape: Sequence[int]) -> Tensor | None:
+    """``None``, or a bool tensor of ``shape``: the attacks' decisions already known."""
+    shape = tuple(shape)
+    if known is not None and (
+        not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != shape
+    ):
+        fail("known", f"None or a bool tensor of shape {shape}", known, TypeError)
+    return known
+
+
 def check_unit_range(value: Tensor, name: str, tol: float = 1e-4) -> Tensor:
     """Values in ``[0, 1]`` (up to ``tol``); an empty tensor passes."""
     if value.numel():

@@ -257,18 +257,24 @@ def _scan(
         return images, labels, masks
     wanted = None if indices is None else set(indices)
     live: set[int] = set()
+    classes: list[int] = []
+    unlabelled = 0  # batches without labels so far
     with torch.inference_mode(False), torch.no_grad():
         for batch in batches:
             x, y, m = split_batch(batch, batch_to_xy)
             first = len(labels)
             take = min(int(x.shape[0]), limit - first)
             labels += [None if y is None else y[i].detach().cpu().clone() for i in range(take)]
+            if y is not None and unlabelled == 0:  # each label's class, computed once
+                classes += [class_of(lab) for lab in labels[first:]]  # type: ignore[arg-type]
+            else:
+                unlabelled += 1
             if wanted is not None:
                 keep = wanted
-            elif any(lab is None for lab in labels):
+            elif unlabelled:
                 keep = set(range(num_samples))
             else:  # the pick so far (a position left out now is never picked later)
-                picked = balanced_pick([class_of(lab) for lab in labels], num_samples)  # type: ignore[arg-type]
+                picked = balanced_pick(classes, num_samples)
                 keep = set(picked) | set(range(num_samples))  # the first: if labels stop
             for pos in live - keep:
                 images[pos] = masks[pos] = None
@@ -282,7 +288,7 @@ def _scan(
                     live.add(pos)
             if len(labels) >= limit:
                 break
-            if wanted is None and any(lab is None for lab in labels) and len(labels) >= num_samples:
+            if wanted is None and unlabelled and len(labels) >= num_samples:
                 break
     return images, labels, masks
 
@@ -392,10 +398,9 @@ def load_probe(
             a ``Dataset`` of samples, or a ``DataLoader`` (scanned in dataset order
             when it shuffles).
         num_samples: How many images to pick (class-balanced when labels exist).
-        batch_to_xy: Maps a batch to ``(images, labels[, masks])``.
-        indices: Positions chosen by an earlier run (from ``state_dict``); when
-            given, exactly these are taken again.
-        scan_limit: How many samples to scan at most when picking.
+        batch_to_xy, indices: As for :func:`scan` (``indices`` from ``state_dict``:
+            exactly these are taken again).
+        scan_limit: ``limit`` of :func:`scan`.
 
     Returns:
         The probe, on the CPU.

@@ -16,7 +16,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_viz._checks import check_choice, check_clamp, check_float, check_int, fail
+from lightning_viz._checks import (
+    check_choice,
+    check_clamp,
+    check_float,
+    check_int,
+    check_known,
+    fail,
+)
 from lightning_viz._guard import preserve_state
 from lightning_viz.functional._grad import grad_of
 from lightning_viz.functional._task import correct, task_loss
@@ -430,10 +437,7 @@ def apgd_mask(
     bounds = check_clamp(clamp)
     gen = _generator(generator, x.device)
     shape = tuple(y.shape) if task == "multilabel" else (x.shape[0],)
-    if known is not None and (
-        not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != shape
-    ):
-        fail("known", f"None or a bool tensor of shape {shape}", known, TypeError)
+    check_known(known, shape)
     with preserve_state(model) as m:
         robust, _ = _apgd_core(
             m,

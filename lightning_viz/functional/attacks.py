@@ -26,6 +26,7 @@ from lightning_viz._checks import (
     check_generator,
     check_images,
     check_int,
+    check_known,
     check_task,
     fail,
 )
@@ -438,10 +439,7 @@ def robust_mask(
     bounds = check_clamp(clamp)
     gen = _generator(generator, x.device)
     shape = tuple(y.shape) if task == "multilabel" else (n,)
-    if known is not None and (
-        not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != shape
-    ):
-        fail("known", f"None or a bool tensor of shape {shape}", known, TypeError)
+    check_known(known, shape)
     with preserve_state(model) as m:
         shape = y.shape if task == "multilabel" else (n,)
         robust = torch.zeros(shape, dtype=torch.bool, device=x.device)

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lightning_viz._checks import check_clamp, check_float, check_int, fail
+from lightning_viz._checks import check_clamp, check_float, check_int, check_known, fail
 from lightning_viz._guard import preserve_state
 from lightning_viz.functional._grad import forward_logits
 from lightning_viz.functional._task import class_scores, correct
@@ -128,10 +128,7 @@ def square_mask(
         fail("p_init", "a share in (0, 1]", p_init)
     bounds = check_clamp(clamp)
     gen = _generator(generator, x.device)
-    if known is not None and (
-        not isinstance(known, Tensor) or known.dtype != torch.bool or known.shape != y.shape
-    ):
-        fail("known", f"None or a bool tensor of shape {tuple(y.shape)}", known, TypeError)
+    check_known(known, y.shape)
     low, high = bounds if bounds is not None else (-math.inf, math.inf)
     x = x.detach()
     _, c, h, w = x.shape

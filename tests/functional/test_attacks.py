@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_viz._hooks import has_hooks
+from lightning_viz.functional.apgd import apgd_mask
 from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_accuracy, robust_mask
+from lightning_viz.functional.square import square_mask
 from tests.functional.conftest import attack_batch as _batch
 from tests.functional.conftest import attack_cnn as _cnn
 from tests.functional.conftest import random_attack_cnn as _random_model
@@ -561,6 +563,8 @@ def test_known_masks_sweep_eps_never_weaker_and_cheaper(digits, attack):
     assert cost_swept < 0.8 * cost_independent, (cost_swept, cost_independent)
 
 
-def test_known_is_checked():
+@pytest.mark.parametrize("attack", [robust_mask, apgd_mask, square_mask])
+@pytest.mark.parametrize("known", [torch.ones(3, dtype=torch.bool), torch.ones(4), [True] * 4])
+def test_known_is_checked(attack, known):
     with pytest.raises(TypeError, match=r"`known` must be None or a bool tensor of shape \(4,\)"):
-        robust_mask(_M, _X, _Y, 0.05, known=torch.ones(3, dtype=torch.bool))
+        attack(_M, _X, _Y, 0.05, known=known)
