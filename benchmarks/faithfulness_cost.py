@@ -57,8 +57,7 @@ def _instrument(callbacks: list[Any]) -> None:
         if not name.startswith("_"):
             setattr(quality.LF, name, staticmethod(getattr(LF, name)))
     for name, part in (
-        ("deletion_curve", "deletion"),
-        ("insertion_curve", "insertion"),
+        ("perturbation_curves", "deletion + insertion"),
         ("randomization_similarity", "randomization (total)"),
     ):
         setattr(quality.LF, name, staticmethod(_timed(getattr(LF, name), part)))
@@ -126,8 +125,7 @@ def main() -> None:
         for part in (
             "maps",
             "scoring (total)",
-            "deletion",
-            "insertion",
+            "deletion + insertion",
             "randomization (total)",
             "randomization maps",
         ):

@@ -158,13 +158,13 @@ class ScoresMaps(WatchesRegressions):
         rows = ctx.share(n)
         x, t = ctx.pixels[rows], target.to(ctx.device)[rows]
         rand = LF.random_maps(ctx.pixels, generator=ctx.generator)[rows]
-        chance = self._curves(ctx, x, rand, t)  # gathered per-sample values and mean curves
+        local_maps = {method: m.to(ctx.device)[rows] for method, m in maps.items()}
+        # the random map's and every method's curves in one pass: gathered values, mean curve
+        chance, *method_curves = self._curves(ctx, x, [rand, *local_maps.values()], t)
         fingerprint = self._fingerprint(ctx)
         records, curves = {}, {}
         randomize = "randomization" in self.quality and bool(LF.randomizable_layers(ctx.view))
-        for method, method_maps in maps.items():
-            local = method_maps.to(ctx.device)[rows]
-            scores = self._curves(ctx, x, local, t)
+        for (method, local), scores in zip(local_maps.items(), method_curves, strict=True):
             if randomize:
                 fn = map_fns[method]
                 sim = LF.randomization_similarity(
@@ -232,27 +232,33 @@ class ScoresMaps(WatchesRegressions):
         return max(0, math.ceil(float(ratio) / self.quality_cost - 1e-9) - 1)
 
     def _curves(
-        self, ctx: Any, x: Tensor, maps: Tensor, t: Tensor
-    ) -> dict[str, tuple[Tensor, list[float] | None]]:
-        """Deletion/insertion: gathered per-sample AUCs and the mean curve."""
+        self, ctx: Any, x: Tensor, maps: list[Tensor], t: Tensor
+    ) -> list[dict[str, tuple[Tensor, list[float] | None]]]:
+        """Deletion/insertion of each of ``maps``: gathered per-sample AUCs and the mean
+        curve (:func:`~lightning_viz.functional.perturbation_curves`: the input and the
+        baseline are classified once for all maps)."""
+        kinds = [q for q in ("deletion", "insertion") if q in self.quality]
+        if not kinds:
+            return [{} for _ in maps]
         n = ctx.pixels.shape[0]
-        out = {}
-        for q, fn in (("deletion", LF.deletion_curve), ("insertion", LF.insertion_curve)):
-            if q not in self.quality:
-                continue
-            res = fn(
-                ctx.view,
-                x,
-                maps,
-                t,
-                steps=self.quality_steps,
-                baseline=self.quality_baseline,
-                task=ctx.task,
-                chunk_size=ctx.max_batch,
-            )
-            curve = ctx.gather(res.curve, n)
-            out[q] = (ctx.gather(res.auc, n), curve.mean(0).tolist())
-        return out
+        results = LF.perturbation_curves(
+            ctx.view,
+            x,
+            maps,
+            t,
+            steps=self.quality_steps,
+            baseline=self.quality_baseline,
+            task=ctx.task,
+            chunk_size=ctx.max_batch,
+            kinds=kinds,
+        )
+        return [
+            {
+                q: (ctx.gather(c.auc, n), ctx.gather(c.curve, n).mean(0).tolist())
+                for q, c in r.items()
+            }
+            for r in results
+        ]
 
     def _threshold_alert(self, ctx: Any, tag: str, value: float, n: int) -> None:
         """Once per episode: the mean randomization correlation above the threshold."""

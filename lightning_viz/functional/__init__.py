@@ -23,7 +23,8 @@ Methods with a class target: ``saliency``, ``smoothgrad``, ``integrated_gradient
 ``guided_backprop``, ``deconvnet``, ``grad_cam``, ``grad_cam_pp``,
 ``guided_grad_cam``, ``fgsm``, ``pgd``, ``apgd``, ``apgd_mask``, ``square_mask``,
 ``robust_mask``, ``robust_accuracy``.
-Faithfulness scores of maps (``deletion_curve``, ``insertion_curve``, ``road``)
+Faithfulness scores of maps (``deletion_curve``, ``insertion_curve``,
+``perturbation_curves`` with a list of maps, ``road``)
 take ``(model, inputs, maps, target, ...)``; ``randomization_similarity(map_fn,
 model, inputs, target, ...)`` takes the map method first.
 Methods without one: ``neuron_gradient`` (``neuron=``), ``activation_maps``,
@@ -66,6 +67,7 @@ from lightning_viz.functional.faithfulness import (
     deletion_curve,
     insertion_curve,
     linear_impute,
+    perturbation_curves,
     random_maps,
     road,
 )
@@ -108,6 +110,7 @@ __all__ = [
     "deletion_curve",
     "insertion_curve",
     "linear_impute",
+    "perturbation_curves",
     "random_maps",
     "randomizable_layers",
     "randomization_similarity",

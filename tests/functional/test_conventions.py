@@ -40,7 +40,7 @@ NO_TARGET = {
     "randomizable_layers": ["model"],
 }
 # faithfulness scores of maps: (model, inputs, maps, target=None, *, options)
-MAP_SCORES = ["deletion_curve", "insertion_curve", "road"]
+MAP_SCORES = ["deletion_curve", "insertion_curve", "perturbation_curves", "road"]
 
 
 def _positional(fn) -> list[inspect.Parameter]:

@@ -323,6 +323,55 @@ def test_chunking_does_not_change_results():
     torch.testing.assert_close(a.curve, b.curve)
 
 
+class _Counting(nn.Module):
+    """Counts the images it classifies."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.images = net, 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.net(x)
+
+
+@pytest.mark.parametrize(("mode", "target"), [("multiclass", 1), ("binary", 0), ("multilabel", 0)])
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_perturbation_curves_equal_the_single_curves_with_shared_ends(mode, target, steps):
+    gen = torch.Generator().manual_seed(1)
+    model = _Counting(_Weighted(torch.rand(4, 4, generator=gen), mode))
+    x = torch.rand(3, 1, 4, 4, generator=gen)
+    maps = [torch.rand(3, 1, 4, 4, generator=gen) for _ in range(3)]
+    task = "multilabel" if mode == "multilabel" else None
+    kw = {"steps": steps, "baseline": "mean", "task": task, "chunk_size": 4}
+    model.images = 0
+    both = LF.perturbation_curves(model, x, maps, target, **kw)
+    # 3 inputs + 3 baselines + 3 maps x 2 kinds x 3 images x (steps - 1) inner points
+    assert model.images == 3 + 3 + 3 * 2 * 3 * (steps - 1)
+    for m, curves in zip(maps, both, strict=True):
+        assert list(curves) == ["deletion", "insertion"]
+        for kind, single in (("deletion", LF.deletion_curve), ("insertion", LF.insertion_curve)):
+            ref = single(model, x, m, target, **kw)
+            torch.testing.assert_close(curves[kind].curve, ref.curve, atol=1e-6, rtol=0)
+            torch.testing.assert_close(curves[kind].auc, ref.auc, atol=1e-6, rtol=0)
+            torch.testing.assert_close(curves[kind].fractions, ref.fractions)
+    model.images = 0
+    (only,) = LF.perturbation_curves(model, x, maps[:1], target, kinds=["insertion"], **kw)
+    assert list(only) == ["insertion"] and model.images == 3 + 3 + 3 * (steps - 1)
+
+
+def test_perturbation_curves_bad_input():
+    model, x = make(SmallCNN), torch.rand(2, 3, 16, 16)
+    with pytest.raises(TypeError, match="non-empty list of map tensors"):
+        LF.perturbation_curves(model, x, torch.rand(2, 1, 16, 16))
+    with pytest.raises(TypeError, match="non-empty list of map tensors"):
+        LF.perturbation_curves(model, x, [])
+    with pytest.raises(ValueError, match="kinds"):
+        LF.perturbation_curves(model, x, [torch.rand(2, 1, 16, 16)], kinds=["road"])
+    with pytest.raises(ValueError, match="maps"):
+        LF.perturbation_curves(model, x, [torch.rand(2, 1, 16, 16), torch.rand(2, 1, 8, 8)])
+
+
 def test_random_maps_are_seeded_and_shaped():
     x = torch.rand(3, 2, 5, 7)
     rng = torch.get_rng_state()
