@@ -109,7 +109,10 @@ def default_batch_to_xy(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | Non
     """Splits a batch into ``(images, labels, masks)``.
 
     Handles ``(images, labels[, masks])`` tuples/lists, dicts with ``image``,
-    ``label`` and ``mask`` keys (plural forms too) and a bare image tensor.
+    ``label`` and ``mask`` keys (plural forms too) and a bare image tensor. A third
+    tuple element is taken as masks only when it is a tensor ``(N, 1, H, W)`` or
+    ``(N, H, W)`` of the images' ``N``, ``H`` and ``W``; anything else there (file
+    names, indices, weights) is left out.
 
     Raises:
         TypeError: The batch has none of these forms.
@@ -126,11 +129,21 @@ def default_batch_to_xy(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | Non
         return images, _first(batch, _LABEL_KEYS), _first(batch, _MASK_KEYS)
     if isinstance(batch, tuple | list) and 1 <= len(batch) <= 3:
         parts = list(batch) + [None] * (3 - len(batch))
-        return parts[0], parts[1], parts[2]
+        # a third element that is not a mask of the images (file names, indices, sample
+        # weights, metadata) is the user's extra data: left out
+        return parts[0], parts[1], parts[2] if _is_mask_of(parts[2], parts[0]) else None
     raise TypeError(
         f"cannot split a batch of type {type(batch).__name__} into (images, labels); "
         "pass `batch_to_xy` to the callback"
     )
+
+
+def _is_mask_of(masks: Any, images: Any) -> bool:
+    """Whether ``masks`` is ``(N, 1, H, W)`` or ``(N, H, W)`` for images ``(N, C, H, W)``."""
+    if not isinstance(masks, Tensor) or not isinstance(images, Tensor) or images.dim() != 4:
+        return False
+    n, _, h, w = images.shape
+    return tuple(masks.shape) in ((n, 1, h, w), (n, h, w))
 
 
 def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[Any, Any, Any]:
@@ -150,7 +163,18 @@ def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[A
                 f"labels of shape {tuple(labels.shape)} do not match {images.shape[0]} images; "
                 "labels must be class indices (N,) or label rows (N, K)"
             )
-    return images, labels, out[2] if len(out) == 3 else None
+    masks = out[2] if len(out) == 3 else None
+    if masks is not None:
+        if not _is_mask_of(masks, images):
+            shape = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            n, _, h, w = images.shape
+            raise ValueError(
+                f"the batch's masks ({shape}) do not match its images: masks must be a tensor "
+                f"(N, 1, H, W) or (N, H, W) = ({n}, 1, {h}, {w}); pass `batch_to_xy` returning "
+                "(images, labels) to leave them out"
+            )
+        masks = masks if masks.dim() == 4 else masks.unsqueeze(1)
+    return images, labels, masks
 
 
 def _label_tensor(labels: Any) -> Tensor:

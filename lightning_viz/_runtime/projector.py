@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from lightning_viz._checks import check_images, check_int, fail
+from lightning_viz._checks import check_int, fail
 from lightning_viz._io import atomic_write, fingerprint
 from lightning_viz.render.grids import to_uint8
-from lightning_viz.render.maps import _PICTURE, to_rgb
+from lightning_viz.render.maps import picture, to_rgb
 
 __all__ = ["sprite_images", "sprite_png", "sprite_thumb_size", "write_embedding"]
 
@@ -73,7 +73,7 @@ def sprite_images(images: Tensor, *, max_sprite_px: int = 8192, max_thumb: int =
         ValueError: Wrong shape, values outside ``[0, 1]``, too many images for the
             sprite.
     """
-    images = check_images(images, "images", **_PICTURE)
+    images = picture(images)
     h, w = sprite_thumb_size(
         images.shape[0], tuple(images.shape[-2:]), max_sprite_px=max_sprite_px, max_thumb=max_thumb
     )
@@ -95,7 +95,7 @@ def sprite_png(thumbs: Tensor) -> bytes:
     Returns:
         The PNG bytes.
     """
-    thumbs = to_rgb(to_uint8(check_images(thumbs, "thumbs", **_PICTURE, allow_uint8=True)))
+    thumbs = to_rgb(to_uint8(picture(thumbs, "thumbs", allow_uint8=True)))
     n, _, s, _ = thumbs.shape
     per_side = math.ceil(math.sqrt(n))
     canvas = torch.zeros((per_side * per_side, 3, s, s), dtype=torch.uint8)

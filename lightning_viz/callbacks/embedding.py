@@ -19,10 +19,16 @@ from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import split_batch
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
 from lightning_viz._runtime.writers import Embedding
-from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.callbacks._base import (
+    NotApplicableError,
+    RunContext,
+    VizCallback,
+    _stopped_mid_epoch,
+)
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
+from lightning_viz.render.maps import shown_channels
 
 __all__ = ["EmbeddingProjector"]
 
@@ -343,21 +349,21 @@ class EmbeddingProjector(VizCallback):
         return None
 
     def _labels(self, labels: Tensor) -> Tensor:
-        """Class indices ``(n,)``, or multi-hot rows ``(n, K)`` for multilabel data."""
+        """Class indices ``(n,)`` (binary ``(n, 1)`` rows too), or multi-hot rows ``(n, K)``
+        for multilabel data."""
         if labels.dim() == 2:
             k = int(labels.shape[1])
             task = self.task or detect_task(k, labels)
+            # binary (N, 1) rows become 0/1 indices, as the other callbacks read them
             return normalize_labels(
-                labels, "multilabel" if task == "multilabel" else "multiclass", k
+                labels, task if task in ("multilabel", "binary") else "multiclass", k
             )
         return labels.round().long() if labels.is_floating_point() else labels.long()
 
     def _thumbnails(self, images: Tensor) -> Tensor:
         """``(n, C, H, W)`` model-space images -> ``(n, 1|3, s, s)`` uint8 square thumbnails."""
         pixels = ModelView(nn.Identity(), self.mean, self.std).to_pixels(images.float())
-        pixels = pixels.clamp(0, 1)
-        if pixels.shape[1] not in (1, 3):
-            pixels = pixels.mean(dim=1, keepdim=True)
+        pixels = shown_channels(pixels.clamp(0, 1))  # as every other picture
         if not self._thumb_side:
             h, w = sprite_thumb_size(self.num_samples, tuple(pixels.shape[-2:]))
             self._thumb_side = max(h, w)
@@ -425,6 +431,18 @@ class EmbeddingProjector(VizCallback):
         self._shared(trainer).harvest()
         self._epoch_end_once(trainer)
         if self._last_epoch != trainer.current_epoch and self._due(trainer):  # no validation ran
+            if _stopped_mid_epoch(trainer):  # max_steps: Lightning skips the epoch's validation
+                max_steps = getattr(trainer, "max_steps", -1)
+                reached = max_steps != -1 and trainer.global_step >= max_steps
+                why = f"max_steps={max_steps} reached" if reached else "stopped early"
+                self.warn_once(
+                    "cut_epoch",
+                    f"training stopped inside epoch {trainer.current_epoch} (at step "
+                    f"{trainer.global_step}: {why}), so Lightning ran no validation at its end; "
+                    "it embeds the features seen during the validation loop, so it has no "
+                    f"embeddings to write for epoch {trainer.current_epoch}",
+                )
+                return
             self.warn_once(
                 "no_val_epoch",
                 f"no validation ran at epoch {trainer.current_epoch}; it embeds the features "

@@ -17,14 +17,13 @@ from torch import Tensor
 
 from lightning_viz._checks import (
     check_float,
-    check_images,
     check_int,
     check_str_list,
     check_tensor,
     check_unit_range,
     fail,
 )
-from lightning_viz.render.maps import _PICTURE, to_rgb
+from lightning_viz.render.maps import picture, to_rgb
 
 __all__ = ["MAX_TILE", "display_scale", "feature_map_grid", "image_grid", "rows_grid", "to_uint8"]
 
@@ -37,7 +36,7 @@ MAX_TILE = 128  # px: wider tiles are shrunk (a TensorBoard card is about 500 px
 
 def to_uint8(images: Tensor) -> Tensor:
     """Float images in ``[0, 1]`` (or ``uint8``) -> ``uint8`` ``(N, C, H, W)`` (rounded)."""
-    images = check_images(images, "images", allow_uint8=True, **_PICTURE)
+    images = picture(images, allow_uint8=True)
     if images.dtype == torch.uint8:
         return images
     return (images.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
@@ -281,7 +280,8 @@ def image_grid(
     not fit (a long word, a seventh line) is clipped with ``..``.
 
     Args:
-        images: ``(N, C, H, W)``, ``C`` 1 or 3, float in ``[0, 1]`` or ``uint8``.
+        images: ``(N, C, H, W)``, float in ``[0, 1]`` or ``uint8`` (``C`` other than 1 or 3
+            as :func:`~lightning_viz.render.maps.shown_channels`).
         nrow: Most tiles per row. Default: ``8``.
         captions: One caption per image, or ``None`` for no caption band.
             Default: ``None``.
@@ -306,7 +306,7 @@ def image_grid(
         ValueError: Wrong shapes, float values outside ``[0, 1]``, a caption count
             that does not match, non-positive ``nrow``/``scale``/``max_width``.
     """
-    images = check_images(images, "images", allow_uint8=True, **_PICTURE)
+    images = picture(images, allow_uint8=True)
     nrow = check_int(nrow, "nrow", minimum=1)
     scale, padding, pad_value, max_width, max_tile = _grid_options(
         scale, padding, pad_value, max_width, max_tile
@@ -377,9 +377,7 @@ def rows_grid(
     scale, padding, pad_value, max_width, max_tile = _grid_options(
         scale, padding, pad_value, max_width, max_tile
     )
-    checked = [
-        check_images(r, f"rows[{i}]", allow_uint8=True, **_PICTURE) for i, r in enumerate(rows)
-    ]
+    checked = [picture(r, f"rows[{i}]", allow_uint8=True) for i, r in enumerate(rows)]
     n = checked[0].shape[0]
     sizes = [r.shape[0] for r in checked]
     if any(s != n for s in sizes):
@@ -438,7 +436,8 @@ def feature_map_grid(
     quarter tile height. ``ncol`` shrinks to what fits in ``max_width``.
 
     Args:
-        images: ``(N, C, h, w)``, ``C`` 1 or 3, float in ``[0, 1]`` or ``uint8``.
+        images: ``(N, C, h, w)``, float in ``[0, 1]`` or ``uint8`` (any ``C``, as
+            :func:`~lightning_viz.render.maps.shown_channels`).
         maps: Float maps ``(N, M, H, W)`` in ``[0, 1]`` (e.g. each ``images[n]``'s
             :func:`feature_maps`), shown gray.
         ncol: Most maps per row. Default: ``8``.
@@ -464,7 +463,7 @@ def feature_map_grid(
             ``images`` of different lengths, a caption count that does not match,
             non-positive ``ncol``/``scale``/``max_width``.
     """
-    images = check_images(images, "images", allow_uint8=True, **_PICTURE)
+    images = picture(images, allow_uint8=True)
     maps = check_tensor(maps, "maps", "(N, M, H, W)", dim=4, floating=True, allow_nan=False)
     maps = check_unit_range(maps, "maps")
     if maps.shape[0] != images.shape[0]:

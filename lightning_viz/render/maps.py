@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -21,7 +22,26 @@ from lightning_viz._checks import (
 
 __all__ = ["colorize", "normalize_maps", "overlay", "to_rgb"]
 
-_PICTURE = {"channels": (1, 3), "unit_range": True, "allow_nan": False}  # what can be drawn
+
+def shown_channels(images: Tensor) -> Tensor:
+    """The channels of ``(N, C, H, W)`` images that a picture shows: ``C`` 1 or 3 as they
+    are, the first three for ``C > 3`` (RGBA, RGB + depth, multispectral), the mean for
+    ``C = 2``. Same dtype (``uint8`` stays ``uint8``)."""
+    c = images.shape[1]
+    if c > 3:
+        return images[:, :3]
+    if c == 2:
+        mean = images.float().mean(dim=1, keepdim=True)
+        return mean.round().to(images.dtype) if not images.is_floating_point() else mean
+    return images
+
+
+def picture(images: Any, name: str = "images", *, allow_uint8: bool = False) -> Tensor:
+    """A batch that can be drawn: ``(N, C, H, W)`` without empty axes, in ``[0, 1]``
+    without NaN (or ``uint8`` when ``allow_uint8``), as :func:`shown_channels`."""
+    check_tensor(images, name, "(N, C, H, W)", dim=4)
+    images = check_images(images, name, allow_uint8=allow_uint8, unit_range=True, allow_nan=False)
+    return shown_channels(images)
 
 
 def normalize_maps(maps: Tensor, *, percentile: float = 99.5) -> Tensor:
@@ -102,10 +122,11 @@ def colorize(maps: Tensor, cmap: str = "jet") -> Tensor:
 
 
 def to_rgb(images: Tensor) -> Tensor:
-    """Gray images are replicated to three channels; RGB images are returned as is.
+    """Gray images are replicated to three channels; RGB images are returned as is
+    (other channel counts as :func:`shown_channels` first).
 
     Args:
-        images: ``(N, C, H, W)`` with ``C`` 1 or 3, any dtype.
+        images: ``(N, C, H, W)``, any dtype.
 
     Returns:
         ``(N, 3, H, W)``, same dtype and device (a new tensor for gray inputs, the
@@ -113,9 +134,9 @@ def to_rgb(images: Tensor) -> Tensor:
 
     Raises:
         TypeError: ``images`` is not a tensor.
-        ValueError: Not 4-D, or ``C`` not 1 or 3.
+        ValueError: Not 4-D, or an axis of size 0.
     """
-    images = check_tensor(images, "images", "(N, C, H, W)", dim=4, channels=(1, 3))
+    images = shown_channels(check_tensor(images, "images", "(N, C, H, W)", dim=4))
     return images if images.shape[1] == 3 else images.repeat(1, 3, 1, 1)
 
 
@@ -123,7 +144,8 @@ def overlay(images: Tensor, maps: Tensor, *, alpha: float = 0.5, cmap: str = "je
     """Blends colorized maps over images: ``(1 - alpha) * image + alpha * colormap(map)``.
 
     Args:
-        images: Float images ``(N, C, H, W)`` in ``[0, 1]``, ``C`` 1 or 3.
+        images: Float images ``(N, C, H, W)`` in ``[0, 1]`` (any ``C``, as
+            :func:`shown_channels`).
         maps: Float maps ``(N, 1, h, w)`` in ``[0, 1]``; resized (bilinear) to the
             images' ``(H, W)`` if they differ.
         alpha: Weight of the colored map, in ``[0, 1]``. Default: ``0.5``.
@@ -136,7 +158,7 @@ def overlay(images: Tensor, maps: Tensor, *, alpha: float = 0.5, cmap: str = "je
         TypeError: Non-tensor or non-float inputs, ``alpha`` not a number.
         ValueError: Wrong shapes, batch sizes differ, values outside ``[0, 1]``.
     """
-    images = check_images(images, "images", **_PICTURE)
+    images = picture(images)
     maps = check_unit_range(check_maps(maps, allow_nan=False), "maps")
     alpha = check_float(alpha, "alpha", minimum=0, maximum=1)
     if maps.shape[0] != images.shape[0]:

@@ -468,3 +468,19 @@ def test_projector_config_keeps_every_step_and_one_latest_alias_per_tag(tmp_path
         ]
     )
     assert min(names) == "emb/a (latest, step 8)"  # what the projector opens
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.long])
+def test_binary_labels_as_a_column_are_class_indices(tmp_path, dtype):
+    """BCEWithLogits targets are often (N, 1): the projector reads them as 0/1 classes."""
+    from tests.callbacks.test_trust import RelabelledData, TaskModule
+
+    dm = RelabelledData(relabel=lambda y: torch.tensor([int(y == 0)], dtype=dtype))
+    cb = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    fit(tmp_path, [cb], model=TaskModule(1, "bce"), datamodule=dm, epochs=1)
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert 0.0 <= scalars["embedding/knn_acc"][-1][1] <= 1.0
+    metadata = glob.glob(str(tmp_path / "**" / "metadata.tsv"), recursive=True)
+    assert metadata, "no projector metadata written"
+    rows = open(metadata[-1]).read().split("\n")[1:]
+    assert {r.split("\t")[0] for r in rows if r} <= {"0", "1"}

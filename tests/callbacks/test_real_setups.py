@@ -232,3 +232,104 @@ def test_yaml_tells_mean_not_given_from_mean_none():
         assert cb._auto_normalization is auto and cb.mean is None and cb.std is None
     cb = parser.instantiate_classes(parser.parse_string("cb: {max_batch_size: 4}"))["cb"]
     assert cb.max_batch_size == 4 and cb.overhead_allowance == 3.0
+
+
+class _WithExtra(Dataset):
+    """``(image, label, extra)`` samples: the user's file names, indices or weights."""
+
+    def __init__(self, base: Dataset, kind: str) -> None:
+        self.base, self.kind = base, kind
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Any:
+        image, label, *_ = self.base[i]
+        extra = {"path": f"img_{i}.png", "index": i, "weight": 1.0, "meta": {"id": i}}
+        return image, label, extra[self.kind]
+
+
+class _ExtraShapes(ShapesTexturesDataModule):
+    def __init__(self, kind: str) -> None:
+        super().__init__(train_size=64, val_size=32, batch_size=16, seed=0)
+        self.kind = kind
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            self.setup()
+            dataset = self.train_dataset if shuffle else self.val_dataset
+        return super()._loader(_WithExtra(dataset, self.kind), shuffle)
+
+
+@pytest.mark.parametrize("kind", ["path", "index", "weight", "meta"])
+def test_a_third_batch_element_that_is_not_a_mask_is_left_out(tmp_path, events, kind):
+    callbacks = [
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=(), on_error="raise"),
+        lv.GradCAMLogger(num_samples=4, quality=(), on_error="raise"),
+    ]
+    fit(tmp_path, callbacks, epochs=1, datamodule=_ExtraShapes(kind), limit_train_batches=1)
+    images = events(str(tmp_path / "run" / "version_0"))["images"]
+    assert {"saliency/vanilla", "gradcam/gradcam"} <= set(images), sorted(images)
+    assert len(images["saliency/vanilla"]) == 1 and images["gradcam/gradcam"][0][1] > 0
+    assert callbacks[0]._probe.masks is None  # type: ignore[attr-defined]
+
+
+def test_masks_are_checked_against_the_images_and_may_drop_the_channel():
+    from lightning_viz._runtime.probe import default_batch_to_xy, split_batch
+
+    x, y = torch.rand(4, 3, 8, 8), torch.arange(4)
+    mask = torch.rand(4, 8, 8) > 0.5
+    _, _, m = split_batch({"image": x, "label": y, "mask": mask}, None)
+    assert m.shape == (4, 1, 8, 8) and torch.equal(m[:, 0], mask)
+    assert default_batch_to_xy((x, y, torch.arange(4)))[2] is None  # indices, not a mask
+    assert default_batch_to_xy((x, y, mask))[2] is mask
+    with pytest.raises(
+        ValueError, match=r"masks \(\(4, 1, 6, 6\)\) do not match .* \(4, 1, 8, 8\)"
+    ):
+        split_batch({"image": x, "label": y, "mask": torch.ones(4, 1, 6, 6)}, None)
+    with pytest.raises(ValueError, match=r"masks \(list\) do not match"):
+        split_batch(x, lambda b: (b, y, [1, 2]))
+
+
+def test_four_channel_inputs_are_drawn_as_their_first_three(tmp_path, events):
+    """RGB + depth data: every view draws the RGB channels; nothing fails."""
+    import pytorch_lightning as pl
+    import torch.nn.functional as F
+
+    from tests.callbacks.test_trust import RelabelledData
+    from tests.functional.conftest import SmallCNN
+
+    def add_depth(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x.mean(dim=-3, keepdim=True)], dim=-3)
+
+    class FourChannels(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = SmallCNN(classes=5, in_ch=4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            return F.cross_entropy(self(add_depth(batch[0])), batch[1])
+
+        def validation_step(self, batch, _):
+            self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    callbacks = [
+        lv.ActivationLogger(num_samples=4, on_error="raise"),
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=(), on_error="raise"),
+        lv.GradCAMLogger(num_samples=4, quality=(), on_error="raise"),
+        lv.EmbeddingProjector(num_samples=16, projection="pca", on_error="raise"),
+        lv.AdversarialProbe(num_samples=8, eps=(0.01,), on_error="raise"),
+    ]
+    dm = RelabelledData(transform=lambda i, x: add_depth(x))
+    fit(tmp_path, callbacks, model=FourChannels(), datamodule=dm, epochs=1)
+    images = events(str(tmp_path / "run" / "version_0"))["images"]
+    for tag in ("saliency/vanilla", "gradcam/gradcam", "robustness/examples"):
+        assert tag in images, sorted(images)
+    assert any(t.startswith("activations/") for t in images), sorted(images)
+    assert callbacks[1]._probe.images.shape[1] == 4  # type: ignore[union-attr]

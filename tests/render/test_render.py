@@ -157,10 +157,12 @@ def test_to_rgb():
         assert torch.equal(rgb[:, c], gray[:, 0])
     color = torch.rand(2, 3, 4, 4)
     assert torch.equal(R.to_rgb(color), color)
-    with pytest.raises(
-        ValueError, match=r"`images` .* dim 1 of size 1 or 3, got <shape \(2, 2, 4, 4\)>"
-    ):
-        R.to_rgb(torch.rand(2, 2, 4, 4))
+    two = torch.rand(2, 2, 4, 4)  # two channels: their mean, as gray
+    assert torch.equal(R.to_rgb(two), two.mean(1, keepdim=True).repeat(1, 3, 1, 1))
+    four = torch.rand(2, 4, 4, 4)  # RGBA, RGB + depth: the first three
+    assert torch.equal(R.to_rgb(four), four[:, :3])
+    with pytest.raises(ValueError, match=r"`images` must be a non-empty .*<shape \(2, 3, 0, 4\)>"):
+        R.to_rgb(torch.rand(2, 3, 0, 4))
     with pytest.raises(TypeError, match="`images` must be a torch.Tensor .* got <ndarray>"):
         R.to_rgb(np.zeros((1, 1, 2, 2)))
 
@@ -292,12 +294,6 @@ def test_image_grid_multiline_caption_is_taller():
             {},
             ValueError,
             r"`images` .*\(N, C, H, W\), got <shape \(3, 4, 4\)>",
-        ),
-        (
-            torch.rand(2, 2, 4, 4),
-            {},
-            ValueError,
-            r"`images` .* size 1 or 3, got <shape \(2, 2, 4, 4\)>",
         ),
         (
             torch.rand(2, 3, 0, 4),
@@ -910,3 +906,18 @@ def test_every_grid_checks_its_options_alike():
         with pytest.raises(ValueError, match="padding"):
             grid(padding=-1)
         assert grid().dtype == torch.uint8, name
+
+
+def test_pictures_of_other_channel_counts_show_rgb_or_the_mean():
+    from lightning_viz.render.maps import shown_channels
+
+    four = torch.rand(3, 4, 8, 8)
+    assert torch.equal(R.image_grid(four), R.image_grid(four[:, :3]))
+    two = torch.rand(3, 2, 8, 8)
+    assert torch.equal(R.image_grid(two), R.image_grid(two.mean(1, keepdim=True)))
+    maps = torch.rand(3, 1, 8, 8)
+    assert torch.equal(R.overlay(four, maps), R.overlay(four[:, :3], maps))
+    u8 = torch.tensor([[[[10]], [[13]]]], dtype=torch.uint8)  # (1, 2, 1, 1)
+    assert shown_channels(u8).dtype == torch.uint8 and int(shown_channels(u8)) == 12
+    gray, rgb = torch.rand(1, 1, 2, 2), torch.rand(1, 3, 2, 2)
+    assert shown_channels(gray) is gray and shown_channels(rgb) is rgb
