@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from lightning_viz._guard import ModelView
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.normalization import find_normalize, value_range
@@ -32,6 +33,7 @@ from lightning_viz.functional._task import detect_task, normalize_labels
 __all__ = ["ProbeSetup"]
 
 _RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
+_GIVEN_SLACK = 0.1  # with mean/std: a resize's overshoot, not a wrong normalization
 
 
 def _short(values: Sequence[float]) -> str:
@@ -168,7 +170,8 @@ class ProbeSetup:
             )
 
     def _check_normalization(self, probe: Probe) -> None:
-        """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)."""
+        """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)
+        and turn the probe into pixels: within ``[0, 1]`` up to ``_GIVEN_SLACK``."""
         channels = int(probe.images.shape[1])
         for stats in (self.mean, self.std):
             if stats is not None and len(stats) not in (1, channels):
@@ -177,6 +180,20 @@ class ProbeSetup:
                     f"images have {channels} channels (shape {tuple(probe.images.shape[1:])}); "
                     "give one value per input channel"
                 )
+        if self.mean is None and self.std is None:
+            return
+        view = ModelView(nn.Identity(), self.mean, self.std)
+        low, high = value_range(view.to_pixels(probe.images.float()))
+        if low < -_GIVEN_SLACK or high > 1 + _GIVEN_SLACK:
+            mean, std = (None if v is None else _short(v) for v in (self.mean, self.std))
+            raise ValueError(
+                f"{type(self).__name__}: with mean={mean}, std={std} "
+                f"the probe images become pixels in [{low:.3g}, {high:.3g}], not [0, 1], so "
+                "they would be drawn clipped and attacked at the wrong eps. Pass the "
+                "normalization your data uses, on the [0, 1] scale (ImageNet's is "
+                "mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]), or mean=None, "
+                "std=None when the model's inputs are the pixels"
+            )
 
     def _inspect(self, ctx: RunContext) -> None:
         """Checks the probe against the model; detects the task; normalizes the labels."""

@@ -122,6 +122,28 @@ def test_values_outside_0_1_without_a_normalize_are_a_configuration_error(tmp_pa
     assert accepted._enabled and accepted.mean is None
 
 
+@pytest.mark.parametrize(
+    ("mean", "std", "shown"),
+    [
+        ((0.0,), (255.0,), r"\[-1\.\d+e\+03, 1\.\d+e\+03\]"),  # a 0-255 habit
+        ((0.5,), (1.0,), r"\[-3\.5, 5\.5\]"),  # std of the wrong data
+    ],
+)
+def test_given_mean_and_std_that_do_not_give_pixels_are_a_configuration_error(
+    tmp_path, mean, std, shown
+):
+    module = NormalizedShapes(lambda x: (x - 0.5) / 0.1)  # no Normalize: mean/std are given
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, mean=mean, std=std)
+    with pytest.raises(ValueError, match=r"SaliencyLogger: with mean=\(") as caught:
+        fit(tmp_path / "a", [cb], epochs=1, datamodule=module)
+    text = str(caught.value)
+    assert re.search(r"become pixels in " + shown, text), text
+    assert "not [0, 1]" in text and "mean=None" in text
+    right = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, mean=(0.5,), std=(0.1,))
+    fit(tmp_path / "b", [right], epochs=1, datamodule=module)
+    assert right._enabled
+
+
 # ----------------------------------------------------------------------- labels
 def test_whole_float_labels_are_class_indices_said_once(tmp_path):
     probe = Transformed(_dataset(), label=lambda y: float(y))
