@@ -55,9 +55,45 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def eager_forward(module: nn.Module) -> Callable[..., Any] | None:
+    """The eager forward of a module whose forward is compiled, else ``None``.
+
+    Two kinds of compiled modules have their compiled forward on the instance: a
+    ``torch.compile`` wrapper (``OptimizedModule``, whose eager forward is its
+    ``_orig_mod``) and a LightningModule that Lightning unwrapped from
+    ``torch.compile(lit_module)`` (``trainer.fit`` sets the compiled forward on the
+    instance and keeps the original one in ``_compiler_ctx["original_forward"]``).
+    """
+    own = vars(module).get("forward")
+    if own is None:
+        return None
+    inner = vars(module).get("_modules", {}).get("_orig_mod")
+    if isinstance(inner, nn.Module):
+        return inner.__call__
+    ctx = vars(module).get("_compiler_ctx")
+    original = ctx.get("original_forward") if isinstance(ctx, dict) else None
+    if callable(original) and original is not own:
+        return original
+    return None
+
+
 def _is_compiled(module: nn.Module) -> bool:
-    """A ``torch.compile`` wrapper (``OptimizedModule``) with its compiled forward."""
-    return isinstance(getattr(module, "_orig_mod", None), nn.Module) and "forward" in vars(module)
+    """A module whose forward is compiled (see :func:`eager_forward`)."""
+    return eager_forward(module) is not None
+
+
+def make_eager(module: nn.Module) -> nn.Module:
+    """Makes every compiled submodule of ``module`` run its eager forward, for good.
+
+    For a deep copy of a compiled model: the copied compiled forward still calls the
+    original model (a function is copied by reference), the eager one the copy's own.
+    Returns ``module``.
+    """
+    for m in module.modules():
+        forward = eager_forward(m)
+        if forward is not None:
+            m.__dict__["forward"] = forward
+    return module
 
 
 # module flags that switch activation checkpointing on (timm, Hugging Face)
@@ -74,8 +110,9 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     caller is under ``torch.no_grad`` or ``torch.inference_mode``. On exit, also
     when the block raises, each submodule's ``training`` flag, each parameter's
     ``requires_grad`` and ``.grad`` and the CPU and CUDA RNG states are put back.
-    ``torch.compile``d submodules run their original (eager) forward inside the
-    block, so hooks and gradient rules apply; the compiled forward is restored.
+    ``torch.compile``d submodules, and a LightningModule trained as
+    ``trainer.fit(torch.compile(module))``, run their original (eager) forward inside
+    the block, so hooks and gradient rules apply; the compiled forward is restored.
     Activation checkpointing switched on by a module flag (timm's
     ``grad_checkpointing``, Hugging Face's ``gradient_checkpointing``) is off inside
     the block and back on after: its recomputation during a backward runs without
@@ -97,14 +134,15 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     # torch.compile'd submodules: run their original forward (hooks, ReLU overrides and
     # gradients w.r.t. inputs need eager execution); the compiled one is put back after.
-    compiled = [m for m in modules if _is_compiled(m)]
-    compiled_forwards = [m.__dict__["forward"] for m in compiled]
+    # A LightningModule given to fit as torch.compile(module) is one of them.
+    eager = [(m, eager_forward(m)) for m in modules]
+    compiled = [(m, m.__dict__["forward"], forward) for m, forward in eager if forward is not None]
     checkpointing = [
         (m, flag) for m in modules for flag in _CHECKPOINT_FLAGS if vars(m).get(flag) is True
     ]
     try:
-        for m in compiled:
-            m.__dict__["forward"] = m._orig_mod.__call__
+        for m, _, forward in compiled:
+            m.__dict__["forward"] = forward
         for m, flag in checkpointing:
             setattr(m, flag, False)
         for m in modules:
@@ -114,7 +152,7 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
         with torch.inference_mode(False), torch.enable_grad():
             yield module
     finally:
-        for m, forward in zip(compiled, compiled_forwards, strict=True):
+        for m, forward, _ in compiled:
             m.__dict__["forward"] = forward
         for m, flag in checkpointing:
             setattr(m, flag, True)
@@ -141,6 +179,15 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return gen
 
 
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the first floating parameter (or buffer) of ``model``, else ``None``."""
+    for tensors in (model.parameters(), model.buffers()):
+        for t in tensors:
+            if t.is_floating_point():
+                return t.dtype
+    return None
+
+
 def _as_stat(values: list[float] | None) -> Tensor | None:
     return None if values is None else torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -151,7 +198,9 @@ class ModelView(nn.Module):
     ``ModelView(model)(x)`` computes
     ``output_to_logits(model(images_to_input((x - mean) / std)))`` with the forward
     under ``forward_context`` (for example the trainer's autocast) and returns
-    float32 logits, so gradients are taken outside autocast. It is the one adapter
+    float32 logits, so gradients are taken outside autocast. The normalized images
+    are cast to the dtype of the model's first floating parameter (``float64`` or
+    ``bfloat16`` under ``precision="64-true"``/``"bf16-true"``). It is the one adapter
     between pixel-space images and any classifier: normalized inputs, dict or
     multi-input ``forward`` signatures and tuple/dict outputs.
 
@@ -219,6 +268,9 @@ class ModelView(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) pixels -> (N, K) float logits
         x = self.normalize(x)
+        dtype = model_dtype(self.model)  # "64-true"/"bf16-true": float64/bfloat16 parameters
+        if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+            x = x.to(dtype)  # differentiable: input gradients come back in x's dtype
         ctx = (
             self.forward_context() if self.forward_context is not None else contextlib.nullcontext()
         )

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_callable, check_choice, check_images, check_int, fail
-from lightning_viz._guard import ModelView, preserve_state, unwrap_model
+from lightning_viz._guard import ModelView, make_eager, preserve_state, unwrap_model
 from lightning_viz.functional._grad import chunked_logits, fresh, target_indices
 
 __all__ = [
@@ -162,14 +162,18 @@ def randomizable_layers(model: nn.Module) -> list[str]:
 
 def _copy(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """A deep copy of the user's module, and ``model`` rebuilt around it (a ModelView
-    keeps its adapters by reference: the precision context is not copied)."""
+    keeps its adapters by reference: the precision context is not copied).
+
+    The copy runs eagerly: a compiled forward (``torch.compile`` wrapper, or a
+    LightningModule fit as ``torch.compile(module)``) is copied by reference and would
+    still compute the original model's outputs."""
     if isinstance(model, ModelView):
-        inner = copy.deepcopy(model.model)
+        inner = make_eager(copy.deepcopy(model.model))
         view = copy.copy(model)
         view._modules = dict(model._modules)  # noqa: SLF001 - the copy's own submodule table
         view._modules["model"] = inner  # noqa: SLF001
         return inner, view
-    inner = copy.deepcopy(unwrap_model(model))
+    inner = make_eager(copy.deepcopy(unwrap_model(model)))
     return inner, inner
 
 

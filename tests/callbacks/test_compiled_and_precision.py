@@ -1,0 +1,195 @@
+"""``trainer.fit(torch.compile(module))`` and ``precision="64-true"``/``"bf16-true"``.
+
+Lightning unwraps a compiled LightningModule by setting the compiled forward on the
+module itself (``_compiler_ctx`` keeps the original): the callbacks must run the
+eager forward (hooks fire, the randomized copy is a model of its own) and leave the
+compiled one in place. Under a "true" precision the parameters are float64/bfloat16
+while the probe images are float32: the images are cast where they enter the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from pytorch_lightning import Callback
+from pytorch_lightning.utilities.compile import from_compiled
+
+import lightning_viz as lv
+import lightning_viz.functional as LF
+from lightning_viz._guard import ModelView, preserve_state
+from lightning_viz.data import LitClassifier
+from tests.conftest import fit, read_events
+
+torch.set_num_threads(1)
+
+
+class _ForwardSpy(Callback):
+    """Records the forward the module has once Lightning set it up for training."""
+
+    def __init__(self) -> None:
+        self.forward = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.forward = vars(pl_module).get("forward")
+
+
+def _gradient_callbacks() -> list:
+    return [
+        lv.ActivationLogger(num_samples=2, max_channels=8, on_error="raise"),
+        lv.GradCAMLogger(methods=("gradcam",), num_samples=4, quality_cost=None, on_error="raise"),
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality_cost=None, on_error="raise"),
+    ]
+
+
+def _fit_classifier(tmp_path, callbacks, *, compiled: bool):
+    torch.manual_seed(0)
+    # a negligible learning rate: the eager and the compiled training steps leave the
+    # same weights, so the callbacks (eager in both runs) must write the same values
+    module = LitClassifier(num_classes=5, lr=1e-12, optimizer="sgd")
+    model = torch.compile(module, backend="eager") if compiled else module
+    fit(tmp_path, callbacks, epochs=1, model=model, limit_train_batches=2, num_sanity_val_steps=0)
+    return module, read_events(str(tmp_path))
+
+
+def test_compiled_lightning_module_runs_eager_inside_the_callbacks(tmp_path):
+    spy = _ForwardSpy()
+    module, ev = _fit_classifier(
+        tmp_path / "compiled", [*_gradient_callbacks(), spy], compiled=True
+    )
+    _, eager_ev = _fit_classifier(tmp_path / "eager", _gradient_callbacks(), compiled=False)
+
+    # the training forward is the compiled one Lightning set, before and after the callbacks
+    assert module._compiler_ctx is not None
+    assert spy.forward is not None
+    assert spy.forward is not module._compiler_ctx["original_forward"]
+    assert vars(module)["forward"] is spy.forward
+
+    # forward hooks fired: the activation maps and the CAMs were written
+    activations = [t for t in ev["images"] if t.startswith("activations/")]
+    assert activations and sorted(activations) == sorted(
+        t for t in eager_ev["images"] if t.startswith("activations/")
+    )
+    assert [e[0] for e in ev["images"]["gradcam/gradcam"]] == [2]
+    assert [e[0] for e in ev["images"]["saliency/vanilla"]] == [2]
+
+    # the randomized copy is a model of its own: the same scores as the eager run
+    for method in ("vanilla", "gradcam"):
+        tag = f"explain/{method}/randomization_corr"
+        (value,) = [v for _, v in ev["scalars"][tag]]
+        (eager,) = [v for _, v in eager_ev["scalars"][tag]]
+        assert value == pytest.approx(eager, abs=1e-4), tag
+        assert value < 0.99, tag  # not the original model compared with itself
+
+
+def test_guard_and_randomization_copy_use_the_eager_forward_of_a_compiled_module():
+    torch.manual_seed(0)
+    eager = LitClassifier(num_classes=5).eval()
+    module = from_compiled(torch.compile(copy.deepcopy(eager), backend="eager"))
+    compiled_forward = vars(module)["forward"]
+    x = torch.rand(3, 3, 32, 32)
+
+    seen = []
+    handle = module.model.block1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        with preserve_state(module) as net:
+            assert vars(net)["forward"] == module._compiler_ctx["original_forward"]
+            net(x)
+    finally:
+        handle.remove()
+    assert seen  # the hook fired: the eager forward ran
+    assert vars(module)["forward"] is compiled_forward  # and the compiled one is back
+
+    def fn(m, xs, idx):
+        return LF.saliency(m, xs, idx)
+
+    expected = LF.randomization_similarity(fn, ModelView(eager), x, 1)
+    result = LF.randomization_similarity(fn, ModelView(module), x, 1)
+    assert torch.allclose(result.spearman, expected.spearman, atol=1e-5)
+    assert (result.spearman < 0.99).all()  # the copy is randomized, not the original
+    assert vars(module)["forward"] is compiled_forward
+
+
+# -------------------------------------------------------------------- true precision
+def _all_callbacks() -> list:
+    common = {"on_error": "raise", "max_overhead": None}
+    return [
+        lv.FilterLogger(**common),
+        lv.ActivationLogger(num_samples=2, max_channels=8, **common),
+        lv.SaliencyLogger(
+            methods=("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop"),
+            num_samples=4,
+            smoothgrad_samples=4,
+            ig_steps=4,
+            quality_cost=None,
+            **common,
+        ),
+        lv.GradCAMLogger(
+            methods=("gradcam", "gradcam++"), num_samples=4, quality_cost=None, **common
+        ),
+        lv.EmbeddingProjector(num_samples=64, **common),
+        lv.AdversarialProbe(num_samples=16, steps=3, **common),
+        lv.TextureShapeBias(num_images=10, style_steps=5, refine_steps=1, **common),
+        lv.CorruptionProbe(num_samples=16, **common),
+        lv.ClassModelLogger(steps=10, every_n_epochs=1, **common),
+    ]
+
+
+# the tag family each callback writes (its images or scalars)
+FAMILIES = (
+    "filters",
+    "activations",
+    "saliency",
+    "gradcam",
+    "embedding",
+    "robustness",
+    "bias",
+    "corruption",
+    "class_model",
+)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("64-true", torch.float64), ("bf16-true", torch.bfloat16)]
+)
+def test_every_callback_writes_finite_values_under_true_precision(tmp_path, precision, dtype):
+    torch.manual_seed(0)
+    module = LitClassifier(num_classes=5)
+    fit(
+        tmp_path,
+        _all_callbacks(),
+        epochs=1,
+        model=module,
+        precision=precision,
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+    )
+    assert next(module.parameters()).dtype == dtype  # the run really was in that precision
+    ev = read_events(str(tmp_path))
+    tags = list(ev["scalars"]) + list(ev["images"])
+    for family in FAMILIES:
+        assert any(t.split("/")[0] == family for t in tags), family
+    for tag, values in ev["scalars"].items():
+        assert all(math.isfinite(v) for _, v in values), tag
+    for method in ("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop"):
+        assert f"saliency/{method}" in ev["images"], method
+    for method in ("gradcam", "gradcam++"):
+        assert f"gradcam/{method}" in ev["images"], method
+        assert -1.0 <= ev["scalars"][f"explain/{method}/randomization_corr"][0][1] <= 1.0
+
+
+def test_model_view_casts_pixels_to_the_model_dtype_and_returns_fp32():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    reference = LF.saliency(ModelView(LitClassifier(num_classes=5).eval()), x, 1)
+    for dtype in (torch.float64, torch.bfloat16):
+        torch.manual_seed(0)
+        net = LitClassifier(num_classes=5).eval().to(dtype)
+        view = ModelView(net, mean=(0.5,) * 3, std=(0.25,) * 3)
+        logits = view(x)
+        assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+        maps = LF.saliency(view, x, 1)
+        assert maps.dtype == torch.float32 and maps.shape == reference.shape
+        assert torch.isfinite(maps).all() and maps.sum() > 0
