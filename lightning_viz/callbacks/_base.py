@@ -73,6 +73,28 @@ def _validates_every_epoch(trainer: Any) -> bool:
     )
 
 
+def _max_steps_reached(trainer: Any) -> bool:
+    """Whether ``Trainer(max_steps=...)`` ended training (the same on every rank)."""
+    max_steps = getattr(trainer, "max_steps", -1)
+    return max_steps is not None and max_steps != -1 and trainer.global_step >= max_steps
+
+
+def _ended_before_last_batch(trainer: Any) -> bool:
+    """Whether the training epoch that just ended stopped before its last batch
+    (``max_steps`` reached inside it, or ``on_train_batch_start`` returned -1): Lightning
+    then runs no validation at its end but still calls ``on_train_epoch_end``. Read from
+    Lightning's batch counters, the same on every rank; a fit resumed after the epoch's
+    last batch (its validation ran before the checkpoint) does not count."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    progress = getattr(loop, "batch_progress", None)
+    if progress is None:
+        return False
+    total = getattr(trainer, "num_training_batches", float("inf"))
+    if total == float("inf"):  # an iterable without length: only its end is known
+        return not progress.is_last_batch
+    return progress.current.ready < total
+
+
 def _check_probe_source(probe: Any) -> Any:
     """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
     from torch.utils.data import DataLoader, Dataset
@@ -225,6 +247,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._enabled = True
         self._last_epoch: int | None = None  # the last epoch it ran at
         self._after_validation = False  # the epoch-end hook it runs in (set at setup)
+        self._validated_epoch: int | None = None  # the last epoch whose validation ended
         self._coordinator: Coordinator | None = None  # the trainer's, handed over at setup
         self._said: set[str] = set()
         self._set_up = False  # set up for a fit before (on this or another trainer)
@@ -336,6 +359,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._set_up = True
         self._coordinator = coordinator
         self._after_validation = _validates_every_epoch(trainer)
+        self._validated_epoch = None
         coordinator.register(self)
         self._said = set()
         if coordinator.open_writers(trainer, self.save_dir) is None:
@@ -399,13 +423,32 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._note_validation(trainer)
         if self._after_validation:
             self._maybe_run(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._after_validation:
+        if not self._after_validation or self._validation_cut_off(trainer):
             self._maybe_run(trainer, pl_module)
         self._epoch_end_once(trainer)
+
+    def _note_validation(self, trainer: Any) -> None:
+        """Remembers that a validation loop of this fit ended in the current epoch."""
+        if not trainer.sanity_checking and getattr(trainer.state, "fn", None) == "fit":
+            self._validated_epoch = trainer.current_epoch
+
+    def _validation_cut_off(self, trainer: Any) -> bool:
+        """At the train-epoch end: it runs after validation, but this epoch stopped
+        before its last batch (``max_steps``, or ``on_train_batch_start`` returned -1), so
+        no validation ended it and none will: it runs here instead, unless a validation
+        of this epoch ran (``trainer.should_stop`` validates at once) or it ran in this
+        epoch already. Every rank decides the same."""
+        return (
+            self._after_validation
+            and self._validated_epoch != trainer.current_epoch
+            and self._last_epoch != trainer.current_epoch
+            and _ended_before_last_batch(trainer)
+        )
 
     def _epoch_end_once(self, trainer: Any) -> None:
         """``viz/overhead`` and the summary text, once per epoch end (after every

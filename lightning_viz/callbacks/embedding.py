@@ -23,7 +23,7 @@ from lightning_viz.callbacks._base import (
     NotApplicableError,
     RunContext,
     VizCallback,
-    _stopped_mid_epoch,
+    _max_steps_reached,
 )
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import resolve_layer
@@ -431,23 +431,24 @@ class EmbeddingProjector(VizCallback):
         self._shared(trainer).harvest()
         self._epoch_end_once(trainer)
         if self._last_epoch != trainer.current_epoch and self._due(trainer):  # no validation ran
-            if _stopped_mid_epoch(trainer):  # max_steps: Lightning skips the epoch's validation
-                max_steps = getattr(trainer, "max_steps", -1)
-                reached = max_steps != -1 and trainer.global_step >= max_steps
-                why = f"max_steps={max_steps} reached" if reached else "stopped early"
-                self.warn_once(
-                    "cut_epoch",
-                    f"training stopped inside epoch {trainer.current_epoch} (at step "
-                    f"{trainer.global_step}: {why}), so Lightning ran no validation at its end; "
-                    "it embeds the features seen during the validation loop, so it has no "
-                    f"embeddings to write for epoch {trainer.current_epoch}",
+            epoch, key = trainer.current_epoch, "no_val_epoch"
+            if self._after_validation and _max_steps_reached(trainer):
+                key = "cut_epoch"  # Lightning skips the validation of an epoch cut short
+                why = (
+                    f"training stopped inside epoch {epoch} (max_steps={trainer.max_steps} "
+                    "reached), before that epoch's validation"
                 )
-                return
+            elif self._after_validation:  # a hook ended the epoch, or no validation batches
+                why = f"training epoch {epoch} ended without a validation loop"
+            else:
+                why = (
+                    f"no validation ran at epoch {epoch} (see check_val_every_n_epoch / "
+                    "limit_val_batches)"
+                )
             self.warn_once(
-                "no_val_epoch",
-                f"no validation ran at epoch {trainer.current_epoch}; it embeds the features "
-                "seen during the validation loop, so it writes nothing for epochs without one "
-                "(see check_val_every_n_epoch / limit_val_batches)",
+                key,
+                f"{why}; it embeds the features seen during the validation loop, so it has "
+                "no embeddings to write for epochs without one",
             )
 
     # -------------------------------------------------------------------- gather
