@@ -59,6 +59,19 @@ def quality_tags(method: str, quality: Sequence[str]) -> list[str]:
     return names
 
 
+def randomization_corr(spearman: Tensor, maps: Tensor) -> Tensor:
+    """Per-sample randomization correlation ``(N,)`` from Spearman's ``(N,)`` of the maps
+    ``(N, 1, H, W)`` and the randomized model's maps.
+
+    Spearman's is undefined (NaN) when a map is constant. A map that ranks pixels and
+    became constant on the randomized model (a Grad-CAM map that the ReLU made all zero)
+    changed completely: 0. A constant map of the model itself has nothing to compare:
+    NaN, left out of the mean.
+    """
+    informative = maps.flatten(1).amax(1) > maps.flatten(1).amin(1)
+    return torch.where(spearman.isnan() & informative, torch.zeros_like(spearman), spearman)
+
+
 def _check_quality(quality: Any) -> tuple[str, ...]:
     if isinstance(quality, str):
         quality = (quality,)
@@ -179,7 +192,8 @@ class ScoresMaps(WatchesRegressions):
                     seed=self.seed,
                     chunk_size=ctx.max_batch,
                 )
-                scores["randomization"] = (ctx.gather(sim.spearman[:, 0], n), None)
+                corr = randomization_corr(sim.spearman[:, 0], local)
+                scores["randomization"] = (ctx.gather(corr, n), None)
                 rnd = LF.rank_correlation(local, rand)
                 chance_r = ctx.gather(rnd, n)
             for q in self.quality:

@@ -170,3 +170,16 @@ def test_binary_and_multilabel_scores_use_the_explained_labels_sigmoid(tmp_path,
     if task == "multilabel":  # a softmax over the labels would give other values
         softmax = LF.deletion_curve(view, x, maps, None, steps=8, task="multiclass")
         assert abs(softmax.auc.mean().item() - logged) > 1e-3
+
+
+def test_a_map_made_constant_by_randomization_counts_as_changed():
+    import torch
+
+    from lightning_viz.callbacks._quality import randomization_corr
+
+    maps = torch.zeros(3, 1, 2, 2)
+    maps[0, 0, 0, 0] = maps[1, 0, 1, 1] = 1.0  # samples 0 and 1 rank pixels; 2 is constant
+    spearman = torch.tensor([math.nan, 0.4, math.nan])
+    out = randomization_corr(spearman, maps)
+    assert out[0].item() == 0.0 and out[1].item() == pytest.approx(0.4)
+    assert math.isnan(out[2].item())  # the model's own map says nothing: left out
