@@ -23,8 +23,6 @@ from lightning_viz._guard import ModelView, preserve_state
 from lightning_viz.data import LitClassifier
 from tests.conftest import fit, read_events
 
-torch.set_num_threads(1)
-
 
 class _ForwardSpy(Callback):
     """Records the forward the module has once Lightning set it up for training."""

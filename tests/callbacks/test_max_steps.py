@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import warnings
 
-import torch
-
 import lightning_viz as lv
 from lightning_viz.data import LitClassifier
 from tests.conftest import fit, read_events
-
-torch.set_num_threads(1)
 
 # fit() trains limit_train_batches=4 batches an epoch and validates every epoch
 IMAGES = ("filters/model.block1.conv", "saliency/vanilla", "gradcam/gradcam")
