@@ -340,9 +340,9 @@ def perturbation_curves(
     inputs) instead of ``M * len(kinds) * (steps + 2)``. A map and the random map of
     :func:`random_maps` scored together is the usual use.
 
+    The arguments other than ``maps`` and ``kinds`` are those of :func:`deletion_curve`.
+
     Args:
-        model, inputs, target, steps, baseline, task, chunk_size: As for
-            :func:`deletion_curve`.
         maps: A non-empty list of importance maps, each ``(N, 1, H, W)`` or
             ``(N, H, W)``.
         kinds: Which curves: ``"deletion"`` and/or ``"insertion"``.
