@@ -19,11 +19,11 @@ from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._attack_checks import AttackChecks, _masking_flips
 from lightning_viz.callbacks._base import RunContext, VizCallback
+from lightning_viz.callbacks._overfitting import WatchesOverfitting
 from lightning_viz.functional import attacks as A
 from lightning_viz.functional._task import correct, predict
 from lightning_viz.functional.apgd import apgd_mask
 from lightning_viz.monitoring.record import EpochRecord
-from lightning_viz.monitoring.stats import sign_test
 
 __all__ = ["AdversarialProbe", "eps_label"]
 
@@ -97,7 +97,7 @@ def eps_label(eps: float, norm: str = "linf") -> str:
     return f"{eps:g}"
 
 
-class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
+class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, VizCallback):
     """Measures robust accuracy of the probe under FGSM, PGD and APGD, with a noise control.
 
     At every run, in pixel space (``mean``/``std`` applied inside the attacked model):
@@ -151,7 +151,9 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
     accuracy falls while FGSM accuracy at the same eps holds or rises (not lower by
     more than ``tolerance``) and the samples FGSM leaves correct but PGD breaks grew
     significantly since the run where they were fewest (exact paired sign test,
-    ``alpha``); it names the epoch the growth started. The details stay in
+    ``alpha``), and clean accuracy is above chance (the best constant prediction's,
+    exact binomial test at ``alpha``; a model at chance has no robustness to lose); it
+    names the epoch the growth started. The details stay in
     :attr:`catastrophic_overfitting` (``None`` until it fires).
 
     Every metric's random draws (PGD and APGD starts, noise) come from a copy of the
@@ -340,7 +342,7 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
         }
         self.alert(ctx, watched)
         values = {a: {e: float(r.value) for e, r in by.items()} for a, by in results.items()}
-        independent, notes = None, self._overfitting_messages(ctx, masks)
+        independent, notes = None, self._overfitting_messages(ctx, masks, clean_mask, y)
         if not self._subset_checked:  # once per fit (a collective under DDP: every rank)
             self._subset_checked = True
             began = time.perf_counter()
@@ -445,73 +447,6 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, VizCallback):
             watched=watched,
             tolerance=self.tolerance if watched else None,
         )
-
-    # -------------------------------------------------- catastrophic overfitting
-    def _reset_overfitting(self) -> None:
-        # per eps: the reference run (smallest FGSM-PGD gap so far) and where growth began
-        self._co_ref: dict[float, tuple[Tensor, Tensor, int]] = {}
-        self._co_start: dict[float, int | None] = {}
-        self.catastrophic_overfitting: dict[str, Any] | None = None
-
-    def _overfitting_messages(
-        self, ctx: RunContext, masks: dict[str, dict[float, Tensor]]
-    ) -> list[str]:
-        """Catastrophic overfitting (Wong, Rice and Kolter 2020): PGD accuracy falls
-        while FGSM accuracy at the same eps holds or rises.
-
-        Per eps, the reference is the run with the smallest number of probe samples
-        FGSM leaves correct and PGD breaks (the gap). A later run is flagged when PGD
-        accuracy is below the reference's, FGSM accuracy is not lower by more than
-        ``tolerance``, and the gap grew significantly: the exact paired sign test of
-        the samples that entered the gap against those that left it, below ``alpha``.
-        The alert names the epoch the gap began to grow; once per fit.
-        """
-        if "fgsm" not in self.attacks or "pgd" not in self.attacks:
-            return []
-        epoch = int(ctx.trainer.current_epoch)
-        for eps in sorted(self.eps):
-            if eps <= 0:
-                continue
-            fgsm, pgd = masks["fgsm"][eps].flatten(), masks["pgd"][eps].flatten()
-            gap = fgsm & ~pgd
-            ref = self._co_ref.get(eps)
-            if ref is None or int(gap.sum()) <= int((ref[0] & ~ref[1]).sum()):
-                self._co_ref[eps], self._co_start[eps] = (fgsm, pgd, epoch), None
-                continue
-            if self._co_start.get(eps) is None:
-                self._co_start[eps] = epoch
-            ref_f, ref_p, ref_epoch = ref
-            ref_gap = ref_f & ~ref_p
-            f_now, f_ref = fgsm.float().mean().item(), ref_f.float().mean().item()
-            p_now, p_ref = pgd.float().mean().item(), ref_p.float().mean().item()
-            entered, left = int((gap & ~ref_gap).sum()), int((~gap & ref_gap).sum())
-            p_value = sign_test(entered, left)
-            if (
-                p_now < p_ref
-                and f_now >= f_ref - self.tolerance
-                and p_value < self.alpha
-                and self.catastrophic_overfitting is None
-            ):
-                started = self._co_start[eps]
-                self.catastrophic_overfitting = {
-                    "epoch": epoch,
-                    "started": started,
-                    "eps": eps,
-                    "reference_epoch": ref_epoch,
-                    "p_value": p_value,
-                }
-                return [
-                    f"AdversarialProbe: catastrophic overfitting at eps {self._eps(eps)}, "
-                    f"started at epoch {started}: PGD accuracy fell from {p_ref:.4f} (epoch "
-                    f"{ref_epoch}) to {p_now:.4f} (epoch {epoch}) while FGSM accuracy went "
-                    f"from {f_ref:.4f} to {f_now:.4f}; the samples FGSM leaves correct and "
-                    f"PGD breaks grew from {int(ref_gap.sum())} to {int(gap.sum())} (paired "
-                    f"sign test p = {p_value:.2g}). The model has learned to defeat the "
-                    "single-step attack only (Wong et al. 2020): single-step adversarial "
-                    "training needs a random start and a step near 1.25 eps, or a multi-step "
-                    "attack."
-                ]
-        return []
 
     # ------------------------------------------------------------------ render
     def _curve(self, results: dict[str, dict[float, EpochRecord]], clean: EpochRecord) -> Any:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_viz.callbacks._overfitting import chance_accuracy
 from lightning_viz.callbacks.robustness import AdversarialProbe
 from lightning_viz.functional.apgd import apgd_mask
 from tests.conftest import fit, read_events
@@ -163,38 +164,72 @@ def test_apgd_t_falls_back_to_ce_for_a_binary_model(tmp_path):
 
 # ----------------------------------------------------- catastrophic overfitting
 def _ctx(epoch):
-    return SimpleNamespace(trainer=SimpleNamespace(current_epoch=epoch))
+    return SimpleNamespace(trainer=SimpleNamespace(current_epoch=epoch), task="multiclass")
 
 
-def _masks(fgsm_ok: int, pgd_ok: int, n: int = 100):
-    """Masks where the first ``fgsm_ok`` samples survive FGSM, the first ``pgd_ok`` PGD."""
-    f = torch.arange(n) < fgsm_ok
-    p = torch.arange(n) < pgd_ok
-    return {"fgsm": {EPS: f}, "pgd": {EPS: p}}
+LABELS = torch.arange(100) % 4  # four balanced classes: chance accuracy 0.25
+
+
+def _co(cb, epoch: int, fgsm_ok: int, pgd_ok: int, clean_ok: int = 60, labels=LABELS):
+    """The rule's messages at ``epoch`` when the first ``fgsm_ok`` samples survive FGSM,
+    the first ``pgd_ok`` PGD and the first ``clean_ok`` are classified correctly."""
+    n = len(labels)
+    f, p, c = (torch.arange(n) < k for k in (fgsm_ok, pgd_ok, clean_ok))
+    return cb._overfitting_messages(_ctx(epoch), {"fgsm": {EPS: f}, "pgd": {EPS: p}}, c, labels)
 
 
 def test_catastrophic_overfitting_rule():
     cb = AdversarialProbe(eps=(EPS,), tolerance=0.02, alpha=0.01)
-    assert cb._overfitting_messages(_ctx(0), _masks(40, 30)) == []  # reference: gap 10
-    assert cb._overfitting_messages(_ctx(1), _masks(45, 33)) == []  # gap 12, PGD rose
+    assert _co(cb, 0, 40, 30) == []  # reference: gap 10
+    assert _co(cb, 1, 45, 33) == []  # gap 12, PGD rose
     # gap grows to 14 only: not significant (4 entered, 0 left: p = 1/16)
-    assert cb._overfitting_messages(_ctx(2), _masks(44, 30)) == []
-    (msg,) = cb._overfitting_messages(_ctx(3), _masks(50, 10))  # gap 40, PGD fell
+    assert _co(cb, 2, 44, 30) == []
+    (msg,) = _co(cb, 3, 50, 10)  # gap 40, PGD fell
     assert "catastrophic overfitting at eps 8/255, started at epoch 1" in msg
     assert "PGD accuracy fell from 0.3000 (epoch 0) to 0.1000 (epoch 3)" in msg
     assert "FGSM accuracy went from 0.4000 to 0.5000" in msg
     assert cb.catastrophic_overfitting["started"] == 1
-    assert cb._overfitting_messages(_ctx(4), _masks(55, 5)) == []  # once per fit
+    assert _co(cb, 4, 55, 5) == []  # once per fit
 
 
 def test_no_alert_when_fgsm_falls_too():
     cb = AdversarialProbe(eps=(EPS,))
-    assert cb._overfitting_messages(_ctx(0), _masks(60, 50)) == []
+    assert _co(cb, 0, 60, 50) == []
     # both fall (the model just gets less robust): FGSM lower by more than tolerance
-    assert cb._overfitting_messages(_ctx(1), _masks(40, 5)) == []
+    assert _co(cb, 1, 40, 5) == []
     assert cb.catastrophic_overfitting is None
     only_pgd = AdversarialProbe(eps=(EPS,), attacks=("pgd",))
-    assert only_pgd._overfitting_messages(_ctx(0), {"pgd": {EPS: torch.ones(4, dtype=bool)}}) == []
+    mask = torch.ones(4, dtype=torch.bool)
+    assert only_pgd._overfitting_messages(_ctx(0), {"pgd": {EPS: mask}}, mask, LABELS[:4]) == []
+
+
+def test_no_alert_for_a_model_at_chance():
+    """An untrained model at chance (a plain run once warned here): its predictions move
+    at random, so PGD can 'fall' and the gap 'grow' significantly. Not above chance: no
+    alert; the same accuracies above chance: the alert."""
+    # clean 30 of 100 with chance 0.25: P(X >= 30) = 0.15 for Binomial(100, 0.25)
+    at_chance = AdversarialProbe(eps=(EPS,), alpha=0.01)
+    assert _co(at_chance, 0, 13, 13, clean_ok=30) == []
+    assert _co(at_chance, 1, 25, 2, clean_ok=30) == []
+    assert at_chance.catastrophic_overfitting is None
+    above = AdversarialProbe(eps=(EPS,), alpha=0.01)  # clean 40 of 100: p = 0.0007
+    assert _co(above, 0, 13, 13, clean_ok=40) == []
+    assert len(_co(above, 1, 25, 2, clean_ok=40)) == 1
+    # chance is the most frequent class's share: 40 correct of 100 where one class
+    # holds 40 % is no better than always predicting that class
+    skewed = torch.cat([torch.zeros(40, dtype=torch.long), torch.arange(60) % 3 + 1])
+    constant = AdversarialProbe(eps=(EPS,), alpha=0.01)
+    assert _co(constant, 0, 13, 13, clean_ok=40, labels=skewed) == []
+    assert _co(constant, 1, 25, 2, clean_ok=40, labels=skewed) == []
+
+
+def test_chance_accuracy():
+    assert chance_accuracy(torch.tensor([3, 3, 1, 0]), "multiclass") == 0.5
+    assert chance_accuracy(torch.tensor([1, 1, 1, 0]), "binary") == 0.75
+    # multilabel: per label the more frequent value, then the mean (0.75 and 1.0)
+    ml = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    assert chance_accuracy(ml, "multilabel") == 0.875
+    assert chance_accuracy(torch.zeros(0, dtype=torch.long), "multiclass") == 0.0
 
 
 def test_black_box_check_skips_a_multilabel_model_once(tmp_path):
