@@ -430,6 +430,8 @@ class EmbeddingProjector(VizCallback):
         # The samples come from the validation loop: nothing to run without it.
         self._shared(trainer).harvest()
         self._epoch_end_once(trainer)
+        if "no_val" in self._said:  # said at setup: this trainer runs no validation at all
+            return
         if self._last_epoch != trainer.current_epoch and self._due(trainer):  # no validation ran
             epoch, key = trainer.current_epoch, "no_val_epoch"
             if self._after_validation and _max_steps_reached(trainer):

@@ -443,8 +443,12 @@ def test_fast_dev_run_says_once_that_the_callbacks_sit_it_out(tmp_path):
 
 def test_embedding_projector_says_when_there_is_no_validation(tmp_path):
     cb = lv.EmbeddingProjector(num_samples=8)
-    with pytest.warns(UserWarning, match="trainer runs none .*limit_val_batches=0"):
-        fit(tmp_path, [cb], epochs=1, limit_val_batches=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], epochs=2, limit_val_batches=0)
+    said = [str(w.message) for w in record if "EmbeddingProjector" in str(w.message)]
+    assert len(said) == 1, said  # said once at setup, not again at every epoch end
+    assert "trainer runs none (limit_val_batches=0)" in said[0]
     cb = lv.EmbeddingProjector(num_samples=8, projection="pca")
     with pytest.warns(UserWarning, match="no validation ran at epoch 0"):
         fit(tmp_path / "b", [cb], epochs=2, check_val_every_n_epoch=2)
