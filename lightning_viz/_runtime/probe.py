@@ -282,17 +282,17 @@ def _scan(
     wanted = None if indices is None else set(indices)
     live: set[int] = set()
     classes: list[int] = []
-    unlabelled = 0  # batches without labels so far
+    unlabelled = False  # a batch without labels was seen: no class balancing from then on
     with torch.inference_mode(False), torch.no_grad():
         for batch in batches:
             x, y, m = split_batch(batch, batch_to_xy)
             first = len(labels)
             take = min(int(x.shape[0]), limit - first)
             labels += [None if y is None else y[i].detach().cpu().clone() for i in range(take)]
-            if y is not None and unlabelled == 0:  # each label's class, computed once
+            if y is not None and not unlabelled:  # each label's class, computed once
                 classes += [class_of(lab) for lab in labels[first:]]  # type: ignore[arg-type]
             else:
-                unlabelled += 1
+                unlabelled = True
             if wanted is not None:
                 keep = wanted
             elif unlabelled:
