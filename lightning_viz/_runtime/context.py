@@ -182,9 +182,17 @@ class RunContext:
         return rank_world(self.trainer)
 
     def share(self, n: int) -> Tensor:
-        """The positions among ``n`` samples this rank computes: every ``world``-th."""
+        """The positions among ``n`` samples this rank computes: every ``world``-th.
+
+        A rank past the last sample (fewer samples than ranks) computes sample 0 again,
+        so that no rank runs on an empty batch; :meth:`gather` drops that row (its
+        global position, the rank, is ``>= n``).
+        """
         rank, world = self.rank_world
-        return torch.arange(rank, n, world, device=self.device)
+        rows = torch.arange(rank, n, world, device=self.device)
+        if rows.numel() == 0 and n > 0:
+            rows = torch.zeros(1, dtype=torch.long, device=self.device)
+        return rows
 
     def gather(self, local: Tensor, n: int) -> Tensor:
         """Every rank's :meth:`share` results, in sample order, on every rank."""

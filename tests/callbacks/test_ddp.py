@@ -180,3 +180,38 @@ def test_probe_work_is_split_across_ranks_and_every_rank_holds_the_same_metrics(
     assert "robustness/pgd_acc@8/255" in first and "bias/shape_bias" in first
     assert "corruption/mean_acc" in first and "corruption/fog_acc" in first
     assert first == second  # EarlyStopping sees the same values on every rank
+
+
+def test_a_probe_smaller_than_the_world_runs_on_every_rank(tmp_path):
+    """One probe sample, two ranks: rank 1 has no sample of its own. It computes sample 0
+    again (dropped by the gather) instead of failing on an empty batch (Saliency,
+    Grad-CAM and their scores, the attacks, the corruptions all did; with
+    ``on_error="warn"`` the other rank then waited in the gather for ever)."""
+    import lightning_viz as lv
+
+    kw = {"num_samples": 1, "on_error": "raise", "max_overhead": None}
+    callbacks = [
+        lv.SaliencyLogger(methods=("vanilla",), quality_cost=None, **kw),
+        lv.GradCAMLogger(methods=("gradcam",), quality_cost=None, **kw),
+        lv.AdversarialProbe(eps=(8 / 255,), steps=2, **kw),
+        lv.CorruptionProbe(corruptions=("fog",), **kw),
+    ]
+    fit(
+        tmp_path,
+        callbacks,
+        epochs=1,
+        datamodule=small_datamodule(val_size=8, train_size=16),
+        limit_train_batches=1,
+        limit_val_batches=1,
+    )
+    scalars = read_events(str(tmp_path))["scalars"]
+    for tag in (
+        "explain/vanilla/deletion_auc",
+        "explain/gradcam/insertion_auc",
+        "robustness/pgd_acc@8/255",
+        "corruption/fog_acc",
+    ):
+        ((step, value),) = scalars[tag]  # one run, one value, from one sample
+        assert 0.0 <= value <= 1.0, (tag, value)
+    for tag in ("robustness/clean_acc", "robustness/pgd_acc@8/255", "corruption/fog_acc"):
+        assert scalars[tag][0][1] in (0.0, 1.0)  # an accuracy of one sample, not two
