@@ -192,8 +192,17 @@ class ScoresMaps(WatchesRegressions):
                     seed=self.seed,
                     chunk_size=ctx.max_batch,
                 )
-                corr = randomization_corr(sim.spearman[:, 0], local)
-                scores["randomization"] = (ctx.gather(corr, n), None)
+                corr = ctx.gather(randomization_corr(sim.spearman[:, 0], local), n)
+                scores["randomization"] = (corr, None)
+                if bool(corr.isnan().all()):
+                    self.warn_once(
+                        f"constant_maps_{method}",
+                        f"every {method} map of the probe is constant at epoch "
+                        f"{ctx.log.epoch} (a Grad-CAM map is all zero when no channel of its "
+                        "layer has positive evidence, common early in training), so its "
+                        "randomization correlation ranks nothing and is not written while "
+                        "that lasts",
+                    )
                 rnd = LF.rank_correlation(local, rand)
                 chance_r = ctx.gather(rnd, n)
             for q in self.quality:

@@ -183,3 +183,36 @@ def test_a_map_made_constant_by_randomization_counts_as_changed():
     out = randomization_corr(spearman, maps)
     assert out[0].item() == 0.0 and out[1].item() == pytest.approx(0.4)
     assert math.isnan(out[2].item())  # the model's own map says nothing: left out
+
+
+def test_all_constant_maps_say_why_randomization_corr_is_missing(tmp_path):
+    """Positive activations into a head whose weights are all negative: every Grad-CAM
+    weight is negative, so every map is ReLU(negative) = 0. The correlation has nothing
+    to rank (not written); the callback says so once instead of leaving it out silently."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from lightning_viz.data import LitClassifier
+
+    class AllZeroCam(LitClassifier):
+        def __init__(self) -> None:
+            super().__init__(num_classes=5, lr=1e-9)  # the weights stay as built
+            conv = nn.Conv2d(3, 4, 3, padding=1)
+            head = nn.Linear(4, 5)
+            with torch.no_grad():
+                conv.weight.fill_(0.01)
+                conv.bias.fill_(1.0)  # activations > 0 on [0, 1] images
+                head.weight.copy_(-torch.rand(5, 4, generator=torch.Generator().manual_seed(0)))
+            self.model = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+
+    cb = lv.GradCAMLogger(methods=("gradcam",), num_samples=4, quality_cost=None, on_error="raise")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=AllZeroCam(), epochs=2)
+    said = [str(w.message) for w in record if "every gradcam map" in str(w.message)]
+    assert len(said) == 1 and "at epoch 0" in said[0], said  # once per fit
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert "explain/gradcam/randomization_corr" not in scalars
+    assert len(scalars["explain/gradcam/deletion_auc"]) == 2  # the other scores are written
