@@ -16,10 +16,12 @@ context (autocast) while gradients are taken outside it.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.utils.checkpoint as _checkpoint
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_callable, check_normalization
@@ -27,9 +29,14 @@ from lightning_viz._checks import check_callable, check_normalization
 __all__ = [
     "ModelView",
     "make_generator",
+    "mark_background_thread",
+    "plain_checkpoint_calls",
     "preserve_state",
     "unwrap_model",
 ]
+
+# which thread is lightning-viz's background worker (see mark_background_thread)
+_THREAD = threading.local()
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -98,6 +105,81 @@ def make_eager(module: nn.Module) -> nn.Module:
 
 # module flags that switch activation checkpointing on (timm, Hugging Face)
 _CHECKPOINT_FLAGS = ("grad_checkpointing", "gradient_checkpointing")
+# what torch.utils.checkpoint.checkpoint looks up at each call: the reentrant variant's
+# autograd Function and the non-reentrant variant's generator (named "..._impl" from
+# torch 2.10 on, the shim keeps the old name); whichever this torch has is replaced
+_NON_REENTRANT = (
+    "_checkpoint_without_reentrant_generator",
+    "_checkpoint_without_reentrant_generator_impl",
+)
+_MISSING = object()
+_PLAIN_LOCK = threading.Lock()
+_plain_depth = 0
+_saved: list[tuple[Any, str, Any]] = []
+
+
+def mark_background_thread() -> None:
+    """Marks the calling thread as lightning-viz's background worker.
+
+    The worker runs alongside training, so :func:`preserve_state` there must not
+    save and restore what training shares with it: the global RNG streams (restoring
+    them would rewind the draws training made meanwhile, dropout's for example) and
+    ``torch.utils.checkpoint`` (training's own checkpointed forward would run plain).
+    """
+    _THREAD.background = True
+
+
+def _on_background_thread() -> bool:
+    return getattr(_THREAD, "background", False)
+
+
+def _run_plainly(function: Callable[..., Any], _preserve_rng: bool, *args: Any) -> Any:
+    return function(*args)
+
+
+def _no_recomputation(*_args: Any, **_kwargs: Any) -> Iterator[None]:
+    # checkpoint() runs the function between this generator's two steps; doing nothing
+    # around it is a plain call
+    yield
+
+
+@contextlib.contextmanager
+def plain_checkpoint_calls() -> Iterator[None]:
+    """Inside the block ``torch.utils.checkpoint.checkpoint`` runs its function plainly.
+
+    For a model that calls ``checkpoint`` inside ``forward`` (with or without
+    reentrant autograd, directly, through ``checkpoint_sequential`` or a checkpoint
+    wrapper): a recomputation during a backward would run without the hooks and
+    gradient rules of the forward it repeats (a ``CheckpointError``, or a different
+    graph), and reentrant checkpointing refuses ``torch.autograd.grad``. Nested blocks
+    share one replacement; the last to exit puts back what was there. Process-wide
+    while it lasts, so only the thread running the training loop may enter it.
+    """
+    global _plain_depth
+    with _PLAIN_LOCK:
+        if _plain_depth == 0:
+            targets = [(_checkpoint.CheckpointFunction, "apply", staticmethod(_run_plainly))]
+            targets += [
+                (_checkpoint, name, _no_recomputation)
+                for name in _NON_REENTRANT
+                if hasattr(_checkpoint, name)
+            ]
+            for owner, name, replacement in targets:
+                _saved.append((owner, name, vars(owner).get(name, _MISSING)))
+                setattr(owner, name, replacement)
+        _plain_depth += 1
+    try:
+        yield
+    finally:
+        with _PLAIN_LOCK:
+            _plain_depth -= 1
+            if _plain_depth == 0:
+                while _saved:
+                    owner, name, original = _saved.pop()
+                    if original is _MISSING:
+                        delattr(owner, name)
+                    else:
+                        setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -113,10 +195,15 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     ``torch.compile``d submodules, and a LightningModule trained as
     ``trainer.fit(torch.compile(module))``, run their original (eager) forward inside
     the block, so hooks and gradient rules apply; the compiled forward is restored.
-    Activation checkpointing switched on by a module flag (timm's
-    ``grad_checkpointing``, Hugging Face's ``gradient_checkpointing``) is off inside
-    the block and back on after: its recomputation during a backward runs without
-    the hooks and gradient rules of the forward it repeats.
+    Activation checkpointing is off inside the block and back on after: switched on by
+    a module flag (timm's ``grad_checkpointing``, Hugging Face's
+    ``gradient_checkpointing``) or called in ``forward``
+    (:func:`plain_checkpoint_calls`); its recomputation during a backward would run
+    without the hooks and gradient rules of the forward it repeats.
+
+    On lightning-viz's background worker (:func:`mark_background_thread`), which only
+    runs lightning-viz's own networks beside training, the RNG states and
+    ``torch.utils.checkpoint`` are left alone: they are shared with training.
 
     Args:
         model: The model to guard. Wrappers are stripped (see :func:`unwrap_model`).
@@ -130,8 +217,9 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     params = list(module.parameters())
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    shared = not _on_background_thread()  # the RNG streams, torch.utils.checkpoint
+    cpu_rng = torch.get_rng_state() if shared else None
+    cuda_rng = torch.cuda.get_rng_state_all() if shared and torch.cuda.is_initialized() else None
     # torch.compile'd submodules: run their original forward (hooks, ReLU overrides and
     # gradients w.r.t. inputs need eager execution); the compiled one is put back after.
     # A LightningModule given to fit as torch.compile(module) is one of them.
@@ -149,7 +237,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
             m.training = False
         for p in params:
             p.requires_grad_(False)
-        with torch.inference_mode(False), torch.enable_grad():
+        plain = plain_checkpoint_calls() if shared else contextlib.nullcontext()
+        with plain, torch.inference_mode(False), torch.enable_grad():
             yield module
     finally:
         for m, forward, _ in compiled:
@@ -162,7 +251,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(req)
             if p.grad is not grad:
                 p.grad = grad
-        torch.set_rng_state(cpu_rng)
+        if cpu_rng is not None:
+            torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
 

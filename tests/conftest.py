@@ -200,12 +200,12 @@ def gradient_callbacks(
     ]
 
 
-def all_callbacks(**kwargs: Any) -> list[Any]:
-    """Every callback, cheap settings."""
+def all_callbacks(neuron: tuple[str, int] = ("model.block2.conv", 1), **kwargs: Any) -> list[Any]:
+    """Every callback, cheap settings (``neuron``: SaliencyLogger's, for other models)."""
     import lightning_viz as lv
 
     return [
-        *gradient_callbacks(**kwargs),
+        *gradient_callbacks(neuron=neuron, **kwargs),
         lv.EmbeddingProjector(num_samples=16, projection="pca", **kwargs),
         lv.AdversarialProbe(eps=(2 / 255, 8 / 255), steps=3, num_samples=16, **kwargs),
         lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, **kwargs),
@@ -266,6 +266,7 @@ def assert_observing_changes_nothing(
     """
     from torch.overrides import _get_current_function_mode_stack
 
+    from lightning_viz import _guard
     from lightning_viz._hooks import has_hooks
 
     def make() -> Any:  # the same initial weights for both runs
@@ -278,6 +279,7 @@ def assert_observing_changes_nothing(
     assert_same_final_state(plain, final_state(trainer_b, model_b))
     assert not has_hooks(model_b)
     assert len(_get_current_function_mode_stack()) == 0
+    assert _guard._plain_depth == 0  # torch.utils.checkpoint is torch's again
     return trainer_b, model_b
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from lightning_viz._guard import mark_background_thread
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
 from lightning_viz._runtime.config import config_markdown
@@ -41,8 +42,11 @@ from lightning_viz.monitoring.regression import alert_sentence
 __all__ = ["Coordinator", "DeferredJob"]
 
 
-def _lower_priority() -> None:
-    """Worker initializer: the background work yields the CPU to training (Linux)."""
+def _init_worker() -> None:
+    """Worker initializer: marks the thread as the background worker (its state guard
+    leaves training's RNG streams alone) and lowers its priority, so the background
+    work yields the CPU to training (Linux)."""
+    mark_background_thread()
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     except (AttributeError, OSError):  # not Linux, or not permitted: normal priority
@@ -388,7 +392,7 @@ class Coordinator:
         """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="lightning-viz", initializer=_lower_priority
+                max_workers=1, thread_name_prefix="lightning-viz", initializer=_init_worker
             )
         seconds: list[float] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 import pytest
@@ -132,3 +133,47 @@ def test_thirty_epochs_do_not_grow_memory(tmp_path):
     (count_4, bytes_4), (count_29, bytes_29) = samples[4], samples[29]
     assert count_29 <= count_4 + 5, (count_4, count_29)
     assert bytes_29 <= bytes_4 * 1.05 + 4096, (bytes_4, bytes_29)
+
+
+def test_background_generation_does_not_rewind_the_training_rng(tmp_path, monkeypatch):
+    """The cue-conflict set made on the background worker, while training draws dropout
+    masks from the global RNG: the worker's state guard must not put the RNG back (it
+    saved it before those draws), so the run ends bitwise as without the callback."""
+    import threading
+
+    import pytorch_lightning as pl
+
+    import lightning_viz.functional.style as style
+
+    entered, release = threading.Event(), threading.Event()
+    guard = style.preserve_state
+
+    @contextlib.contextmanager
+    def held_open(model):  # the worker stays inside the guard for two training steps
+        with guard(model) as net:
+            if threading.current_thread() is not threading.main_thread():
+                entered.set()
+                release.wait(60)
+            yield net
+
+    class Interleave(pl.Callback):
+        def on_train_batch_end(self, trainer, *_):
+            if trainer.global_step == 1:
+                assert entered.wait(60), "the background generation never started"
+            if trainer.global_step == 3:
+                release.set()
+
+        def on_train_end(self, *_):
+            release.set()
+
+    monkeypatch.setattr(style, "preserve_state", held_open)
+    bias = lv.TextureShapeBias(
+        num_images=10, num_samples=10, style_steps=2, background=True, on_error="raise"
+    )
+    assert_observing_changes_nothing(
+        tmp_path,
+        [Interleave(), bias],
+        model_factory=lambda: LitClassifier(model=DropoutCNN(), lr=1e-2),
+        epochs=2,
+    )
+    assert entered.is_set()

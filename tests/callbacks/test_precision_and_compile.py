@@ -138,3 +138,115 @@ def test_callbacks_run_on_a_model_trained_with_activation_checkpointing(tmp_path
     for tag in ("saliency/guided_backprop", "gradcam/gradcam", "gradcam/guided_gradcam"):
         assert [s for s, *_ in images[tag]] == [4], tag
     assert module.model.grad_checkpointing is True  # training keeps checkpointing
+
+
+class _Counted(torch.nn.Sequential):
+    """A Sequential that counts its forwards (no hook: the leak checks look for hooks)."""
+
+    calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+class _CallsCheckpoint(torch.nn.Module):
+    """Calls ``torch.utils.checkpoint`` in ``forward`` itself, with no flag to turn it
+    off (research code's way), reentrant or not."""
+
+    def __init__(self, reentrant: bool) -> None:
+        super().__init__()
+        self.reentrant = reentrant
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.block = _Counted(
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1)
+        )
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.utils.checkpoint.checkpoint(self.block, x, use_reentrant=self.reentrant)
+        return self.head(torch.relu(x).mean((2, 3)))
+
+
+def _checkpoint_internals():
+    from torch.utils import checkpoint
+
+    names = (
+        "_checkpoint_without_reentrant_generator",
+        "_checkpoint_without_reentrant_generator_impl",
+    )
+    return [vars(checkpoint.CheckpointFunction).get("apply")] + [
+        getattr(checkpoint, n, None) for n in names
+    ]
+
+
+def _block_calls_in_a_training_step(model) -> int:
+    before = model.block.calls
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    model(x).sum().backward()
+    return model.block.calls - before
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_checkpoint_called_in_forward_runs_plainly_inside_the_guard(reentrant):
+    torch.manual_seed(0)
+    model = _CallsCheckpoint(reentrant)
+    x = torch.rand(3, 3, 16, 16)
+    assert _block_calls_in_a_training_step(model) == 2  # checkpointing: forward + recompute
+    internals = _checkpoint_internals()
+    # without the guard each of these fails (reentrant: no autograd.grad; non-reentrant:
+    # the recomputation runs without the hooks/rules, a CheckpointError) or is wrong
+    for name, method in {
+        "saliency": lambda m: LF.saliency(m, x, 1),
+        "guided_backprop": lambda m: LF.guided_backprop(m, x, 1),
+        "deconvnet": lambda m: LF.deconvnet(m, x, 1),
+        "grad_cam": lambda m: LF.grad_cam(m, x, 1, layer="block.0"),
+        "pgd": lambda m: LF.pgd(m, x, torch.tensor([0, 1, 2]), eps=4 / 255, steps=2),
+        "class_model": lambda m: LF.class_model(m, 1, (3, 16, 16), steps=3),
+    }.items():
+        got = method(model)
+        with preserve_state(model):  # the same model, checkpointing already off
+            expected = method(model)
+        assert torch.equal(got, expected), name
+        assert got.abs().sum() > 0, name
+    # and inside the guard the block runs once for a forward and backward
+    with preserve_state(model):
+        assert _block_calls_in_a_training_step(model) == 1
+    assert _checkpoint_internals() == internals
+    assert _block_calls_in_a_training_step(model) == 2  # checkpointing is back
+
+
+def test_the_checkpoint_guard_nests_and_restores_after_an_exception():
+    from lightning_viz._guard import plain_checkpoint_calls
+
+    model = _CallsCheckpoint(reentrant=False)
+    internals = _checkpoint_internals()
+    with pytest.raises(RuntimeError, match="boom"):
+        with plain_checkpoint_calls():
+            with plain_checkpoint_calls():
+                pass
+            assert _block_calls_in_a_training_step(model) == 1  # still plain: outer block
+            raise RuntimeError("boom")
+    assert _checkpoint_internals() == internals
+    assert _block_calls_in_a_training_step(model) == 2
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_every_callback_runs_on_a_model_that_calls_checkpoint_in_forward(tmp_path, reentrant):
+    from tests.conftest import all_callbacks, assert_observing_changes_nothing
+
+    internals = _checkpoint_internals()
+    trainer, module = assert_observing_changes_nothing(
+        tmp_path,
+        all_callbacks(neuron=("model.block.0", 1), on_error="raise"),
+        model_factory=lambda: LitClassifier(_CallsCheckpoint(reentrant), lr=1e-2),
+        epochs=1,
+    )
+    assert _checkpoint_internals() == internals
+    events = read_events(str(tmp_path / "observed"))
+    for tag in ("saliency/deconvnet", "gradcam/gradcam", "class_model/grid"):
+        assert [s for s, *_ in events["images"][tag]] == [4], tag
+    for tag in ("robustness/pgd_acc@8/255", "explain/deconvnet/deletion_auc"):
+        assert [s for s, _ in events["scalars"][tag]] == [4], tag
+    assert _block_calls_in_a_training_step(module.model) == 2  # training still checkpoints
