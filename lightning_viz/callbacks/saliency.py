@@ -217,7 +217,10 @@ class SaliencyLogger(ScoresMaps, VizCallback):
                 why = "the forward runs no ReLU-family unit; " + relu_family_summary(ctx.module)
                 reasons.update({m: why for m in self.methods if m in RELU_RULES})
         if any(m in self.methods for m in ROLLOUTS) and not supports_rollout(ctx.module):
-            why = "needs a Vision Transformer with a class token (torchvision or timm)"
+            why = (
+                "needs a torchvision or timm Vision Transformer with a class token, "
+                "whose attention modules it reads"
+            )
             reasons.update({m: why for m in self.methods if m in ROLLOUTS})
         return reasons
 

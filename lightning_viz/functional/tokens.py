@@ -23,6 +23,10 @@ as ``LightningModule.model``):
 - timm ``VisionTransformer`` and its subclasses (DeiT, distilled DeiT, register
   tokens): ``patch_embed.patch_size``, ``num_prefix_tokens``; the patch embedding's
   own output has no prefix tokens.
+- Hugging Face ``transformers`` ViT-style encoders (``ViTModel``, ``DeiTModel``,
+  ``Dinov2Model``, ... inside ``*ForImageClassification``): ``config.patch_size``,
+  prefix tokens from the embeddings' class, distillation and register tokens; the
+  blocks are ``encoder.layer`` (transformers 4) or ``layers`` (transformers 5).
 
 Anything else: pass ``reshape=`` a callable ``(Tensor) -> (N, D, h, w)`` (as
 pytorch-grad-cam's ``reshape_transform``), or a :class:`TokenLayout`.
@@ -206,7 +210,7 @@ class TokenLayout:
 # ----------------------------------------------------------------------------- detection
 @dataclass(frozen=True)
 class FoundTransformer:
-    family: str  # "vit" (torchvision), "swin", "maxvit", "timm_vit"
+    family: str  # "vit" (torchvision), "swin", "maxvit", "timm_vit", "hf_vit" (transformers)
     prefix: str  # dotted name of the transformer inside the model; "" at the root
     module: nn.Module
 
@@ -229,7 +233,49 @@ def _family(module: nn.Module) -> str | None:
         and isinstance(getattr(module, "num_prefix_tokens", None), int)
     ):
         return "timm_vit"
+    if type(module).__module__.startswith("transformers.") and _hf_vit_parts(module) is not None:
+        return "hf_vit"
     return None
+
+
+_HF_BLOCK_LISTS = ("encoder.layer", "layers", "encoder.layers")  # transformers 4, 5
+
+
+def _hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
+    """A transformers ViT-style encoder's block list, prefix token count and patch size
+    (``None`` for any other transformers module), by duck typing: transformers is never
+    imported here."""
+    embeddings = getattr(module, "embeddings", None)
+    patch = getattr(getattr(module, "config", None), "patch_size", None)
+    if not isinstance(getattr(embeddings, "patch_embeddings", None), nn.Module) or not patch:
+        return None
+    blocks = next(
+        (
+            name
+            for name in _HF_BLOCK_LISTS
+            if isinstance(_get(module, name), nn.ModuleList) and len(_get(module, name)) > 0
+        ),
+        None,
+    )
+    if blocks is None:
+        return None
+    prefix = sum(
+        1
+        for attr in ("cls_token", "distillation_token")
+        if isinstance(getattr(embeddings, attr, None), Tensor)
+    )
+    registers = getattr(embeddings, "register_tokens", None)
+    if isinstance(registers, Tensor) and registers.dim() == 3:
+        prefix += registers.shape[1]
+    size = tuple(patch) if isinstance(patch, tuple | list) else (patch, patch)
+    return blocks, prefix, (int(size[0]), int(size[1]))
+
+
+def _get(module: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def find_transformer(model: nn.Module) -> FoundTransformer | None:
@@ -247,9 +293,10 @@ def find_transformer(model: nn.Module) -> FoundTransformer | None:
 def is_transformer(model: nn.Module) -> bool:
     """True when ``model`` is, or contains, a transformer this module knows.
 
-    Known: torchvision ``VisionTransformer``, ``SwinTransformer`` and ``MaxVit``, and
-    timm's ``VisionTransformer`` family (ViT, DeiT, distilled DeiT). The search
-    covers submodules, so a ``LightningModule`` holding a ViT counts.
+    Known: torchvision ``VisionTransformer``, ``SwinTransformer`` and ``MaxVit``,
+    timm's ``VisionTransformer`` family (ViT, DeiT, distilled DeiT) and Hugging Face
+    transformers' ViT-style encoders (``ViTModel``, ``DeiTModel``, ``Dinov2Model``, ...).
+    The search covers submodules, so a ``LightningModule`` holding a ViT counts.
 
     Args:
         model: Any ``nn.Module``.
@@ -338,6 +385,15 @@ def token_layout(
                 "or pass `reshape=`"
             )
         return None
+    if found.family == "hf_vit":
+        blocks, prefix, patch = _hf_vit_parts(net)  # type: ignore[misc]
+        if rel == "embeddings.patch_embeddings":  # flattened patches, no prefix tokens yet
+            return TokenLayout(size, patch, num_prefix_tokens=0)
+        if _under(rel, "embeddings.patch_embeddings"):
+            return None  # the conv: (N, D, h, w)
+        if rel in ("embeddings", "layernorm") or _under(rel, blocks.split(".")[0]):
+            return TokenLayout(size, patch, num_prefix_tokens=prefix)
+        return None
     # timm VisionTransformer family
     patch = _pair(tuple(net.patch_embed.patch_size), "patch_size")
     if _under(rel, "patch_embed"):
@@ -410,6 +466,9 @@ def _blocks(found: FoundTransformer) -> list[str]:
         return [f"encoder.layers.{n}" for n, _ in net.encoder.layers.named_children()]
     if found.family == "timm_vit":
         return [f"blocks.{n}" for n, _ in net.blocks.named_children()]
+    if found.family == "hf_vit":
+        root = _hf_vit_parts(net)[0]  # type: ignore[index]
+        return [f"{root}.{n}" for n, _ in net.get_submodule(root).named_children()]
     if found.family == "swin":  # stages: Sequentials of Swin blocks (odd features entries)
         return [
             f"features.{n}"
@@ -430,8 +489,8 @@ def _require(model: nn.Module) -> FoundTransformer:
     if found is None:
         fail(
             "model",
-            "a torchvision VisionTransformer/SwinTransformer/MaxVit or a timm ViT/DeiT "
-            "(or a module containing one)",
+            "a torchvision VisionTransformer/SwinTransformer/MaxVit, a timm ViT/DeiT or a "
+            "transformers ViT-style encoder (or a module containing one)",
             f"<{type(model).__name__}>",
         )
     return found
@@ -445,6 +504,15 @@ def transformer_cam_layer(net: nn.Module, x: Tensor) -> str:
         rel = f"{blocks[-1]}.ln_1"
     elif found.family == "timm_vit":
         rel = f"{blocks[-1]}.norm1"
+    elif found.family == "hf_vit":  # its first norm (layernorm_before, norm1)
+        last = found.module.get_submodule(blocks[-1])
+        norms = [n for n, m in last.named_children() if isinstance(m, nn.LayerNorm)]
+        if not norms:
+            raise ValueError(
+                f"the last block {blocks[-1]!r} of this {type(found.module).__name__} has no "
+                "LayerNorm to explain; pass `layer=`"
+            )
+        rel = f"{blocks[-1]}.{norms[0]}"
     else:  # Swin stages / MaxViT layers: the last one with a grid larger than 1x1
         names = [_join(found.prefix, b) for b in blocks]
         cells = _grids(net, names, x, channels_last=found.family == "swin")
@@ -461,8 +529,9 @@ def transformer_cam_layer(net: nn.Module, x: Tensor) -> str:
 def default_transformer_cam_layer(model: nn.Module, inputs: Tensor) -> str:
     """The layer a CAM explains by default in a transformer.
 
-    - ViT (torchvision / timm, DeiT): the first norm of the last encoder block,
-      ``encoder.layers.encoder_layer_{L-1}.ln_1`` / ``blocks.{L-1}.norm1``. Its patch
+    - ViT (torchvision / timm / transformers, DeiT): the first norm of the last encoder
+      block, ``encoder.layers.encoder_layer_{L-1}.ln_1`` / ``blocks.{L-1}.norm1`` /
+      ``layers.{L-1}.layernorm_before`` (its first ``LayerNorm``). Its patch
       tokens feed the last attention, so they carry the gradient of the class token.
       Never the patch embedding (``conv_proj``/``patch_embed``: what a patch looks
       like, not what the transformer attends to), and never the last block's output

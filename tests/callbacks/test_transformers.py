@@ -218,3 +218,52 @@ def test_gradient_views_on_torchvision_cnns_at_32px(tmp_path, name):
     assert len([t for t in images if t.startswith("activations/")]) == 3
     for cb in callbacks:
         assert cb._enabled
+
+
+# -------------------------------------------------- a Hugging Face transformers ViT
+class HFViTModule(LitClassifier):
+    """A transformers ``ViTForImageClassification`` trained as a user would: the module
+    returns the ``ModelOutput`` and the loss reads ``.logits``."""
+
+    def __init__(self) -> None:
+        transformers = pytest.importorskip("transformers")
+        config = transformers.ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=5,
+        )
+        torch.manual_seed(0)
+        super().__init__(transformers.ViTForImageClassification(config), lr=1e-3)
+
+    def forward(self, x):
+        return self.model(pixel_values=x)
+
+    def _shared_step(self, batch, prefix):
+        x, y = batch[0], batch[1]
+        loss = torch.nn.functional.cross_entropy(self(x).logits, y)
+        self.log(f"{prefix}_loss", loss, batch_size=len(y))
+        return loss
+
+
+def test_a_transformers_vit_gets_the_encoder_layers_and_skips_the_rollouts(tmp_path):
+    blocks = [n for n, m in HFViTModule().named_modules() if type(m).__name__ == "ViTLayer"]
+    common = {"output_to_logits": lambda out: out.logits, "on_error": "raise"}
+    gradcam = lv.GradCAMLogger(num_samples=4, quality=(), **common)
+    activations = lv.ActivationLogger(num_samples=2, max_channels=4, **common)
+    saliency = lv.SaliencyLogger(num_samples=4, smoothgrad_samples=2, quality=(), **common)
+    with lightning_info() as messages:
+        fit(tmp_path, [gradcam, activations, saliency], epochs=1, model=HFViTModule())
+    # the last block's first norm, never the patch-embedding conv (the model's last conv)
+    assert gradcam._layer_name == f"{blocks[-1]}.layernorm_before"
+    assert activations._chosen == blocks  # early, middle, late block
+    # the rollouts need the attention weights, read from torchvision and timm modules only
+    assert "rollout" not in saliency._active and "guided_backprop" in saliency._active
+    assert any("skips its default methods" in m and "'rollout'" in m for m in messages)
+    images = read_events(str(tmp_path))["images"]
+    assert [s for s, *_ in images["gradcam/gradcam"]] == [4]
+    for block in blocks:
+        assert [s for s, *_ in images[f"activations/{block}"]] == [4], block

@@ -324,6 +324,85 @@ def test_timm_vit_and_deit_layouts_and_oracle(fx, x):
         assert maps["blocks.0"].shape == maps["patch_embed"].shape == (4, 16, 4, 4)
 
 
+class _HFLogits(torch.nn.Module):
+    """A transformers image classifier as the callbacks see it (``output_to_logits``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.hf = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=x).logits
+
+
+def _tiny_hf(kind: str) -> torch.nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    if kind == "vit":
+        return transformers.ViTForImageClassification(transformers.ViTConfig(**config))
+    if kind == "deit_distilled":
+        cls = transformers.DeiTForImageClassificationWithTeacher
+        return cls(transformers.DeiTConfig(**config))
+    return transformers.Dinov2ForImageClassification(transformers.Dinov2Config(**config))
+
+
+@pytest.mark.parametrize(
+    ("kind", "prefix", "norm"),
+    [
+        ("vit", 1, "layernorm_before"),
+        ("deit_distilled", 2, "layernorm_before"),
+        ("dinov2", 1, "norm1"),
+    ],
+)
+def test_transformers_vits_layouts_default_layers_and_oracle(fx, x, kind, prefix, norm):
+    """Hugging Face ViT-style encoders are known transformers: their blocks are read as
+    grids after their class/distillation tokens, Grad-CAM explains the last block's
+    first norm (not the patch-embedding conv, the last conv of the model), and the map
+    is pytorch-grad-cam's with the same layer and reshape."""
+    for seed in range(
+        10
+    ):  # the first seed whose maps are nowhere flat (a flat map compares nothing)
+        model = fx.make(lambda: _HFLogits(_tiny_hf(kind)), seed=seed)
+        got = LF.grad_cam(model, x, TARGET)
+        if not bool(_is_flat(got).any()):
+            break
+    encoder = next(n for n, m in model.named_modules() if type(m).__name__.endswith("Model"))
+    blocks = next(
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.ModuleList) and n.startswith(encoder)
+    )
+    assert LF.is_transformer(model)
+    layer = f"{blocks}.1.{norm}"
+    assert LF.default_cam_layer(model, x) == layer
+    assert LF.default_transformer_activation_layers(model, x) == [f"{blocks}.0", f"{blocks}.1"]
+    assert LF.token_layout(model, f"{blocks}.0", 32) == LF.TokenLayout(
+        (32, 32), (8, 8), num_prefix_tokens=prefix
+    )
+    patches = f"{encoder}.embeddings.patch_embeddings"
+    assert LF.token_layout(model, patches, 32).num_prefix_tokens == 0  # no class token yet
+    assert LF.token_layout(model, f"{patches}.projection", 32) is None  # the conv's grid
+    ref = copy.deepcopy(model)
+    targets = [ClassifierOutputTarget(int(t)) for t in TARGET]
+    with GradCAM(
+        model=ref, target_layers=[ref.get_submodule(layer)], reshape_transform=_pgc_reshape(prefix)
+    ) as cam:
+        full = cam(x.clone(), targets)
+    _not_flat(got)
+    corr = _corr(got[:, 0], torch.from_numpy(full))
+    assert bool((corr > 0.98).all()), (kind, corr)
+    maps = LF.activation_maps(model, x, [f"{blocks}.0", patches])
+    assert maps[f"{blocks}.0"].shape == maps[patches].shape == (4, 32, 4, 4)
+
+
 # ----------------------------------------------------------------------------- state, validation
 def _token_calls():
     return {
