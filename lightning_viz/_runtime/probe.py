@@ -459,6 +459,17 @@ def _defines(obj: Any, name: str) -> bool:
     return fn is not None and not qualname.startswith(("DataHooks.", "LightningDataModule."))
 
 
+def has_loader(trainer: Any, stage: str) -> bool:
+    """Whether the fit has a ``"val"`` or ``"train"`` dataloader, without building it
+    (``True`` when this Lightning does not say)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
+        return True
+    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
+    source = getattr(loop, "_data_source", None)
+    return source is None or bool(source.is_defined())
+
+
 def stage_loader(trainer: Any, stage: str) -> Any:
     """The first ``"val"`` or ``"train"`` dataloader of the fit (``None`` when none)."""
     datamodule = getattr(trainer, "datamodule", None)

@@ -16,7 +16,7 @@ from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.distributed import gather_objects, interleave
-from lightning_viz._runtime.probe import split_batch
+from lightning_viz._runtime.probe import has_loader, split_batch
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
 from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks._base import (
@@ -279,6 +279,12 @@ class EmbeddingProjector(VizCallback):
                 "no_val",
                 "it embeds the features seen during the validation loop, and this trainer runs "
                 "none (limit_val_batches=0): nothing will be written",
+            )
+        elif not has_loader(ctx.trainer, "val"):
+            self.warn_once(
+                "no_val",
+                "it embeds the features seen during the validation loop, and this fit has no "
+                "validation data (no val_dataloader): nothing will be written",
             )
         with contextlib.suppress(ImportError):  # imported now, not at the first epoch end
             import sklearn.metrics  # noqa: F401

@@ -18,7 +18,7 @@ from lightning_viz.callbacks._base import (
     VizCallback,
 )
 from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
-from lightning_viz.functional._grad import conv_layers, resolve_layer
+from lightning_viz.functional._grad import NoGradientError, conv_layers, resolve_layer
 from lightning_viz.functional.tokens import Reshape
 
 __all__ = ["GradCAMLogger"]
@@ -73,7 +73,12 @@ class GradCAMLogger(ScoresMaps, VizCallback):
     """
 
     family = "gradcam"
-    needs_gradient = True
+
+    @property
+    def needs_gradient(self) -> bool:  # type: ignore[override]
+        """Only guided Grad-CAM needs the input gradient (guided backprop's); Grad-CAM and
+        Grad-CAM++ need a gradient path to their layer (checked at ``setup``)."""
+        return "guided_gradcam" in self.methods
 
     def __init__(
         self,
@@ -144,6 +149,14 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         else:
             self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
         ctx.check_layer_maps("GradCAMLogger", [self._layer_name], "Grad-CAM", self.reshape)
+        _, layer = resolve_layer(ctx.module, self._layer_name)
+        try:  # a frozen backbone run under no_grad: its layers get no gradient
+            LF.grad_cam(ctx.view, ctx.pixels[:1], 0, layer=layer, reshape=self.reshape)
+        except NoGradientError as err:
+            raise NotApplicableError(
+                f"{err}; pass `layer=` with a layer computed with autograd "
+                "(after the part of the model run under torch.no_grad)"
+            ) from err
 
     def run(self, ctx: RunContext) -> None:
         _, layer = resolve_layer(ctx.module, self._layer_name)

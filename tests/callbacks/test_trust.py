@@ -266,6 +266,44 @@ def test_a_no_grad_backbone_is_reported_not_shown_as_empty_maps(tmp_path):
         fit(tmp_path / "raise", [lv.GradCAMLogger(on_error="raise")], model=NoGradBackbone())
 
 
+class NoGradStem(LitClassifier):
+    """Only the first block is frozen and run under ``no_grad``: the last conv, and so
+    Grad-CAM, still has a gradient path; the input (saliency, guided Grad-CAM) has none."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.model
+        with torch.no_grad():
+            x = net.block1(x)
+        return net.fc(net.flatten(net.pool(net.block3(net.block2(x)))))
+
+
+def test_grad_cam_runs_when_only_the_input_has_no_gradient_path(tmp_path):
+    gradcam = lv.GradCAMLogger(methods=("gradcam", "gradcam++"), num_samples=4, on_error="raise")
+    trainer, model = fit(tmp_path / "stem", [gradcam], model=NoGradStem(), epochs=1)
+    images = read_events(str(tmp_path / "stem"))["images"]
+    assert gradcam._layer_name == "model.block3.conv"
+    assert [s for s, *_ in images["gradcam/gradcam"]] == [4]
+    assert [s for s, *_ in images["gradcam/gradcam++"]] == [4]
+    # the map at that layer does not depend on the no_grad below it: the same weights
+    # run without it give the same maps, not all of them empty
+    plain = LitClassifier(model.model).eval()
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for target in range(5):
+        cam = LF.grad_cam(model.eval(), x, target, layer="model.block3.conv")
+        assert torch.equal(cam, LF.grad_cam(plain, x, target, layer="model.block3.conv"))
+    assert LF.grad_cam(model, x, layer="model.block3.conv").abs().sum() > 0
+    # guided Grad-CAM multiplies by guided backprop's input gradient: said at setup
+    guided = lv.GradCAMLogger(methods=("gradcam", "guided_gradcam"), on_error="raise")
+    with pytest.raises(ValueError, match="no gradient path to the input images"):
+        fit(tmp_path / "guided", [guided], model=NoGradStem(), epochs=1)
+    # a layer inside the no_grad part is named at setup, not found empty at an epoch end
+    inside = lv.GradCAMLogger(layer="model.block1.conv", on_error="raise")
+    with pytest.raises(
+        ValueError, match=r"no gradient path to layer 'model.block1.conv'.*`layer=`"
+    ):
+        fit(tmp_path / "inside", [inside], model=NoGradStem(), epochs=1)
+
+
 def test_functional_methods_raise_instead_of_returning_zero_maps():
     model = NoGradBackbone(num_classes=5).eval()
     x = torch.rand(2, 3, 32, 32)
@@ -453,6 +491,34 @@ def test_embedding_projector_says_when_there_is_no_validation(tmp_path):
     with pytest.warns(UserWarning, match="no validation ran at epoch 0"):
         fit(tmp_path / "b", [cb], epochs=2, check_val_every_n_epoch=2)
     assert cb._last_epoch == 1  # epoch 1 had validation and ran
+
+
+def test_embedding_projector_says_when_the_fit_has_no_validation_data(tmp_path):
+    data = small_datamodule()
+    data.setup("fit")
+    cb = lv.EmbeddingProjector(num_samples=8)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        # train_dataloaders only: no val_dataloader anywhere (the probe comes from training)
+        pl.Trainer(
+            max_epochs=2,
+            callbacks=[cb],
+            logger=pl.loggers.TensorBoardLogger(str(tmp_path)),
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            limit_train_batches=2,
+        ).fit(LitClassifier(num_classes=5), train_dataloaders=data.train_dataloader())
+    said = [str(w.message) for w in record if "EmbeddingProjector" in str(w.message)]
+    assert len(said) == 1, said  # at setup; it names the cause, not a trainer flag
+    assert "this fit has no validation data (no val_dataloader)" in said[0]
+    assert "check_val_every_n_epoch" not in said[0]
+    # a datamodule that has one is not told so, although it is loaded only later
+    cb = lv.EmbeddingProjector(num_samples=8, projection="pca")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path / "b", [cb], epochs=1, num_sanity_val_steps=0)
+    assert not [w for w in record if "no validation data" in str(w.message)]
+    assert cb._last_epoch == 0
 
 
 def test_images_to_input_import_path_is_checked_at_construction():
