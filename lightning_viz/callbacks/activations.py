@@ -12,7 +12,7 @@ from torch import nn
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names, check_reshape
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.functional._grad import conv_layers, resolve_layer
+from lightning_viz.functional._grad import feature_conv_layers, resolve_layer
 from lightning_viz.functional.saliency import activation_maps
 from lightning_viz.functional.tokens import (
     Reshape,
@@ -38,7 +38,7 @@ def default_layers(
             (not a squeeze-and-excitation conv, nor the last stage of a deep network
             on 32 px images), unless no conv has one.
     """
-    names = [n for n, _ in conv_layers(module)]
+    names = [n for n, _ in feature_conv_layers(module)]
     if shapes is not None:
         spatial = [n for n in names if len(shapes.get(n, ())) == 4 and _area(shapes[n]) > 1]
         names = spatial or names
@@ -97,7 +97,7 @@ class ActivationLogger(VizCallback):
             self._chosen = default_transformer_activation_layers(ctx.view, ctx.pixels[:1])
         elif self.layers is None:
             self._chosen = default_layers(
-                ctx.module, ctx.layer_outputs(dict(conv_layers(ctx.module)))
+                ctx.module, ctx.layer_outputs(dict(feature_conv_layers(ctx.module)))
             )
             if not self._chosen:
                 raise NotApplicableError(

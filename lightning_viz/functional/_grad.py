@@ -22,6 +22,7 @@ __all__ = [
     "chunked_logits",
     "chunked_rows",
     "conv_layers",
+    "feature_conv_layers",
     "forward_logits",
     "fresh",
     "grad_of",
@@ -179,3 +180,36 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     if isinstance(model, ModelView):
         model = model.model
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def _adapter_of(modules: dict[str, nn.Module], name: str) -> str | None:
+    """The innermost module around ``name`` that wraps a ``base_layer`` (a PEFT adapter
+    layer: LoRA, LoHa, LoKr, IA3, ...), else ``None``."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        owner = ".".join(parts[:i])
+        if isinstance(getattr(modules.get(owner), "base_layer", None), nn.Module):
+            return owner
+    return None
+
+
+def feature_conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The conv layers whose outputs are the model's feature maps, in definition order.
+
+    :func:`conv_layers`, with a PEFT adapter layer (LoRA and the other tuners: a module
+    holding the frozen ``base_layer`` and the adapter's own small convs) read as one
+    layer: the wrapper, whose output is the adapted conv's. Its inner convs are left
+    out: the base conv's output misses the adapter, and a LoRA ``lora_B`` conv is
+    zero-initialised (its Grad-CAM map would be empty).
+    """
+    if isinstance(model, ModelView):
+        model = model.model
+    modules = dict(model.named_modules())
+    found: dict[str, nn.Module] = {}
+    for name, conv in conv_layers(model):
+        owner = _adapter_of(modules, name)
+        if owner is None:
+            found.setdefault(name, conv)
+        else:
+            found.setdefault(owner, modules[owner])
+    return list(found.items())

@@ -32,7 +32,7 @@ from lightning_viz._checks import check_images, check_reduce, check_reshape, che
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import gradient_leaf, record_calls
 from lightning_viz.functional._grad import (
-    conv_layers,
+    feature_conv_layers,
     forward_logits,
     fresh,
     grad_of,
@@ -58,7 +58,7 @@ WeightFn = Callable[[Tensor, Tensor], Tensor]  # (A, dS/dA) (N, K, h, w) -> weig
 def _default_layer(net: nn.Module, x: Tensor) -> str:
     if is_transformer(net):  # its last conv is the patch embedding: explain the encoder instead
         return transformer_cam_layer(net, x)
-    convs = dict(conv_layers(net))
+    convs = dict(feature_conv_layers(net))
     if not convs:
         names = ", ".join(n for n, _ in net.named_modules() if n) or "(no submodules)"
         raise ValueError(

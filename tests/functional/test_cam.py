@@ -176,6 +176,33 @@ def test_default_layer_execution_order_not_definition_order(images):
     assert C.default_cam_layer(Reordered(), images) == "late"
 
 
+def test_default_layers_of_a_peft_lora_model_are_the_adapted_convs(fx, images):
+    """PEFT's LoRA wraps each target conv in a layer holding the frozen ``base_layer``
+    and the adapter's ``lora_A``/``lora_B`` convs (``lora_B`` zero-initialised): the
+    last conv to run is ``lora_B``, whose Grad-CAM map is empty. The default layer is
+    the wrapper, whose output is the adapted conv's."""
+    peft = pytest.importorskip("peft")
+    from lightning_viz.callbacks.activations import default_layers
+    from lightning_viz.functional._grad import conv_layers, feature_conv_layers
+
+    resnet = fx.make(lambda: torchvision.models.resnet18(weights=None, num_classes=5))
+    plain = copy.deepcopy(resnet)
+    config = peft.LoraConfig(r=4, target_modules=["conv1", "conv2"], modules_to_save=["fc"])
+    model = peft.get_peft_model(resnet, config).eval()
+    layer = C.default_cam_layer(model, images[:1])
+    assert layer == "base_model.model.layer3.1.conv2"  # as without the adapters
+    assert C.default_cam_layer(plain, images[:1]) == "layer3.1.conv2"
+    # at initialisation the adapters add nothing: the same map as the plain model's
+    torch.testing.assert_close(
+        C.grad_cam(model, images, TARGET), C.grad_cam(plain, images, TARGET, layer=layer[17:])
+    )
+    assert C.grad_cam(model, images, TARGET).abs().sum() > 0
+    names = [n for n, _ in feature_conv_layers(model)]
+    assert not [n for n in names if "lora_" in n or n.endswith("base_layer")]
+    assert len(names) == len(conv_layers(plain))  # one per conv of the model
+    assert default_layers(model)[0] == "base_model.model.conv1"
+
+
 def test_cam_outputs_non_negative_and_target_none(small_cnn, images):
     with torch.no_grad():
         pred = small_cnn(images).argmax(1)
