@@ -459,14 +459,19 @@ def _defines(obj: Any, name: str) -> bool:
     return fn is not None and not qualname.startswith(("DataHooks.", "LightningDataModule."))
 
 
+def _loop_source(trainer: Any, stage: str) -> Any:
+    """Lightning's source of the fit's ``stage`` dataloaders (``None`` when it has none)."""
+    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
+    return getattr(loop, "_data_source", None)
+
+
 def has_loader(trainer: Any, stage: str) -> bool:
     """Whether the fit has a ``"val"`` or ``"train"`` dataloader, without building it
     (``True`` when this Lightning does not say)."""
     datamodule = getattr(trainer, "datamodule", None)
     if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
         return True
-    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
-    source = getattr(loop, "_data_source", None)
+    source = _loop_source(trainer, stage)
     return source is None or bool(source.is_defined())
 
 
@@ -477,8 +482,7 @@ def stage_loader(trainer: Any, stage: str) -> Any:
         loader = getattr(datamodule, f"{stage}_dataloader")()
         if loader is not None:
             return loader[0] if isinstance(loader, list | tuple) else loader
-    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
-    source = getattr(loop, "_data_source", None)
+    source = _loop_source(trainer, stage)
     if source is not None and source.is_defined():
         try:
             loader = source.dataloader()
