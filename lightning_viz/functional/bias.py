@@ -203,7 +203,9 @@ def per_class_shape_bias(
         )
 
     def count(mask: Tensor) -> Tensor:
-        return torch.zeros(num_classes, device=dec.device).index_add_(0, shape, mask.float())
+        return torch.zeros(num_classes, device=dec.device, dtype=torch.float32).index_add_(
+            0, shape, mask.float()
+        )
 
     s, t, n = count(dec == SHAPE), count(dec == TEXTURE), count(dec != UNCOUNTED)
     total = s + t

@@ -81,10 +81,14 @@ class _ReflectConv2d(nn.Conv2d):
 
 def _conv(cin: int, cout: int, k: int, gen: torch.Generator) -> nn.Conv2d:
     # skip_init: no draw from the global RNG; weights come from the private generator.
-    conv = nn.utils.skip_init(_ReflectConv2d, cin, cout, k, padding=0, bias=True)
+    # float32 whatever torch's default dtype: the same filters under set_default_dtype
+    conv = nn.utils.skip_init(
+        _ReflectConv2d, cin, cout, k, padding=0, bias=True, dtype=torch.float32
+    )
     std = math.sqrt(2.0 / (cin * k * k))  # He init: activations keep their scale
     with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std)
+        draw = torch.randn(conv.weight.shape, generator=gen, dtype=torch.float32)
+        conv.weight.copy_(draw * std)
         conv.bias.zero_()
     return conv
 

@@ -333,3 +333,14 @@ def test_cue_conflict_errors():
         cue_conflict(images, labels, 1, init="noise")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         cue_conflict(images * 5, labels, 1)
+
+
+def test_per_class_counts_are_float32_under_a_float64_default_dtype():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        counts = per_class_shape_bias(PRED, SHAPE, TEXTURE, num_classes=5)
+    finally:
+        torch.set_default_dtype(before)
+    assert counts["shape_bias"].dtype == torch.float32
+    assert counts["shape"].tolist() == [1, 1, 0, 2, 0]

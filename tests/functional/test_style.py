@@ -262,3 +262,23 @@ def test_style_transfer_validation():
         style_transfer(c, c, generator=0)
     with pytest.raises(ValueError, match="at least one layer"):
         style_transfer(c, c, style_layers=[])
+
+
+def test_a_float64_default_dtype_changes_neither_the_filters_nor_the_images_dtype():
+    """``torch.set_default_dtype(torch.float64)`` (a user's script may set it): the
+    extractor draws the same float32 filters and stylizes float32 images."""
+    reference = RandomFeatureExtractor(seed=0)
+    content, style = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    expected = style_transfer(content, style, steps=2)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        again = RandomFeatureExtractor(seed=0)
+        out = style_transfer(content, style, steps=2)
+        doubles = style_transfer(content.double(), style.double(), steps=2)
+    finally:
+        torch.set_default_dtype(before)
+    for a, b in zip(reference.parameters(), again.parameters(), strict=True):
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+    assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(doubles.float(), expected, atol=1e-5)
