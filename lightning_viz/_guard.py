@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.utils.checkpoint as _checkpoint
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from lightning_viz._checks import check_callable, check_normalization
 
 __all__ = [
     "ModelView",
+    "has_lazy_parameters",
     "make_generator",
     "mark_background_thread",
     "plain_checkpoint_calls",
@@ -182,6 +185,97 @@ def plain_checkpoint_calls() -> Iterator[None]:
                         setattr(owner, name, original)
 
 
+_BUFFER_COPY_BYTES = 256 * 2**20  # buffers copied at most, to undo what a forward writes
+_METRIC_FIELDS = ("_update_count", "_computed", "_forward_cache")
+
+
+def _version(tensor: Tensor) -> int | None:
+    """The tensor's in-place version counter (``None`` for inference tensors)."""
+    try:
+        return int(tensor._version)
+    except RuntimeError:
+        return None
+
+
+class _ForwardWrites:
+    """What a forward may write besides parameters, saved to be put back.
+
+    Buffers that ``forward`` updates even in eval mode (a counter, a running input
+    statistic, the min/max, scale and zero point of quantization-aware training's
+    observers) and the states of ``torchmetrics`` metrics updated in ``forward``:
+    the callbacks' forwards on probe, adversarial or corrupted images must not move
+    them. Buffers are copied up to :data:`_BUFFER_COPY_BYTES` in all; a larger one
+    that changes is reported (a warning) instead of put back. Quantization observers
+    are also switched off while the block runs, so the model is measured with the
+    quantization it has.
+    """
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.buffers: list[tuple[nn.Module, str, Tensor, Tensor | None, int | None]] = []
+        left = _BUFFER_COPY_BYTES
+        for m in modules:
+            for name, buf in m._buffers.items():
+                if buf is None:
+                    continue
+                size = buf.numel() * buf.element_size()
+                copy = None
+                if size <= left:
+                    copy, left = buf.detach().clone(), left - size
+                self.buffers.append((m, name, buf, copy, _version(buf)))
+        self.metrics = [(m, self._metric_state(m)) for m in modules if _is_metric(m)]
+        with torch.no_grad():
+            for m in modules:  # torch.ao.quantization's FakeQuantize: observe no more
+                enabled = getattr(m, "observer_enabled", None)
+                if isinstance(enabled, Tensor) and enabled.numel() == 1:
+                    enabled.fill_(0)
+
+    @staticmethod
+    def _metric_state(metric: nn.Module) -> dict[str, Any]:
+        state = {}
+        fields = [name for name in _METRIC_FIELDS if name in vars(metric)]  # not properties
+        for name in [*metric._defaults, *fields]:  # type: ignore[union-attr]
+            if hasattr(metric, name):
+                value = getattr(metric, name)
+                if isinstance(value, Tensor):
+                    value = value.detach().clone()
+                elif isinstance(value, list):
+                    value = list(value)
+                state[name] = value
+        return state
+
+    def restore(self) -> None:
+        unrestored = []
+        with torch.no_grad():
+            for m, name, buf, copy, version in self.buffers:
+                if m._buffers.get(name) is not buf:  # rebound by the forward
+                    m._buffers[name] = buf
+                if version is not None and _version(buf) == version:
+                    continue
+                if copy is None:
+                    unrestored.append(name)
+                    continue
+                try:
+                    buf.copy_(copy)
+                except RuntimeError:  # an inference tensor
+                    unrestored.append(name)
+        for metric, state in self.metrics:
+            for name, value in state.items():
+                setattr(metric, name, value)
+        if unrestored:
+            warnings.warn(
+                f"lightning-viz: the model's forward changed the buffers {unrestored[:5]}, "
+                f"too large to be copied before and put back (over {_BUFFER_COPY_BYTES >> 20} "
+                "MiB of buffers); the callbacks' forwards may have changed them",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def _is_metric(module: nn.Module) -> bool:
+    """A ``torchmetrics.Metric`` (recognised by its state registry)."""
+    return isinstance(getattr(module, "_defaults", None), dict) and hasattr(module, "_update_count")
+
+
 @contextlib.contextmanager
 def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     """Runs a block with ``model`` in eval mode, frozen and with gradients enabled.
@@ -214,7 +308,9 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     module = unwrap_model(model)
     modules = list(module.modules())
     flags = [m.training for m in modules]
-    params = list(module.parameters())
+    # a lazy module's parameters not materialized yet are left alone (they cannot
+    # change requires_grad, and no forward of ours materializes them)
+    params = [p for p in module.parameters() if not is_lazy(p)]
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     shared = not _on_background_thread()  # the RNG streams, torch.utils.checkpoint
@@ -228,6 +324,7 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     checkpointing = [
         (m, flag) for m in modules for flag in _CHECKPOINT_FLAGS if vars(m).get(flag) is True
     ]
+    writes = _ForwardWrites(modules)
     try:
         for m, _, forward in compiled:
             m.__dict__["forward"] = forward
@@ -251,10 +348,16 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(req)
             if p.grad is not grad:
                 p.grad = grad
+        writes.restore()
         if cpu_rng is not None:
             torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def has_lazy_parameters(model: nn.Module) -> bool:
+    """Whether ``model`` has parameters of lazy modules not materialized yet."""
+    return any(is_lazy(p) for p in model.parameters())
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

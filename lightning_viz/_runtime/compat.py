@@ -15,6 +15,11 @@ CALLBACK_BASES: tuple[type, ...] = (_pl.Callback,)
 TENSORBOARD_LOGGERS: tuple[type, ...] = (_PLTensorBoardLogger,)
 MONITORS: tuple[type, ...] = (_pl.callbacks.EarlyStopping, _pl.callbacks.ModelCheckpoint)
 """Callbacks that watch a logged metric (``monitor=``), subclasses included."""
+WEIGHT_AVERAGING: tuple[type, ...] = tuple(
+    c for c in [getattr(_pl.callbacks, "WeightAveraging", None)] if c is not None
+)
+"""Lightning's ``WeightAveraging`` (``EMAWeightAveraging``; Lightning 2.5 and later):
+the averaged weights are swapped in for the validation loop only."""
 
 try:  # the unified package is optional
     import lightning.pytorch as _lpt
@@ -25,5 +30,15 @@ else:
     CALLBACK_BASES = (*CALLBACK_BASES, _lpt.Callback)
     TENSORBOARD_LOGGERS = (*TENSORBOARD_LOGGERS, _LTensorBoardLogger)
     MONITORS = (*MONITORS, _lpt.callbacks.EarlyStopping, _lpt.callbacks.ModelCheckpoint)
+    _averaging = getattr(_lpt.callbacks, "WeightAveraging", None)
+    if _averaging is not None:
+        WEIGHT_AVERAGING = (*WEIGHT_AVERAGING, _averaging)
 
-__all__ = ["CALLBACK_BASES", "MONITORS", "TENSORBOARD_LOGGERS", "rank_zero_info", "rank_zero_warn"]
+__all__ = [
+    "CALLBACK_BASES",
+    "MONITORS",
+    "TENSORBOARD_LOGGERS",
+    "WEIGHT_AVERAGING",
+    "rank_zero_info",
+    "rank_zero_warn",
+]

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Normalization", "find_normalize", "value_range"]
+from torch import Tensor
+
+__all__ = [
+    "Normalization",
+    "affine_normalization",
+    "compose",
+    "find_normalize",
+    "value_range",
+]
 
 _WRAPPED = ("dataset", "datasets", "base", "_dataset")  # where wrappers keep the data
 _TRANSFORMS = ("transform", "transforms")  # where datasets keep their transform
@@ -87,3 +95,53 @@ def find_normalize(source: Any, depth: int = 0) -> Normalization | None:
 def value_range(images: Any) -> tuple[float, float]:
     """``(min, max)`` of a float tensor."""
     return float(images.min()), float(images.max())
+
+
+_AFFINE_TOLERANCE = 1e-4  # pixels: what float rounding of a normalization leaves
+
+
+def affine_normalization(pixels: Tensor, inputs: Tensor) -> Normalization | None:
+    """The per-channel ``(mean, std)`` with ``inputs == (pixels - mean) / std``, if any.
+
+    Args:
+        pixels: ``(N, C, H, W)`` images as the data gives them.
+        inputs: ``(N, C, H, W)``: the same images as the model receives them (after a
+            LightningModule's ``on_after_batch_transfer``, say).
+
+    Returns:
+        Per-channel ``(mean, std)`` lists (``std > 0``) when every channel of
+        ``inputs`` is an affine function of that of ``pixels`` up to float rounding;
+        ``None`` otherwise (different shapes, a nonlinear or random transform, a flat
+        channel that leaves the map undetermined).
+    """
+    if not isinstance(pixels, Tensor) or not isinstance(inputs, Tensor):
+        return None
+    if pixels.shape != inputs.shape or pixels.dim() != 4:
+        return None
+    p = pixels.detach().double().transpose(0, 1).flatten(1)  # (C, N*H*W)
+    x = inputs.detach().double().transpose(0, 1).flatten(1)
+    means, stds = [], []
+    for pc, xc in zip(p, x, strict=True):
+        spread = xc - xc.mean()
+        denom = float((spread * spread).sum())
+        if denom <= 0.0:
+            return None
+        std = float((spread * (pc - pc.mean())).sum()) / denom  # pixels = std * x + mean
+        mean = float(pc.mean() - std * xc.mean())
+        if std <= 0.0 or float((pc - (std * xc + mean)).abs().max()) > _AFFINE_TOLERANCE:
+            return None
+        means.append(mean)
+        stds.append(std)
+    return means, stds
+
+
+def compose(inner: Normalization | None, outer: Normalization) -> Normalization:
+    """The normalization of ``inputs = (data - outer_mean) / outer_std`` on data that is
+    itself ``(pixels - inner_mean) / inner_std``: one ``(mean, std)`` from pixels."""
+    if inner is None:
+        return outer
+    channels = max(len(inner[0]), len(outer[0]))
+    pick = lambda v, c: v[c] if len(v) > 1 else v[0]  # noqa: E731
+    means = [pick(outer[0], c) * pick(inner[1], c) + pick(inner[0], c) for c in range(channels)]
+    stds = [pick(outer[1], c) * pick(inner[1], c) for c in range(channels)]
+    return means, stds

@@ -26,6 +26,7 @@ __all__ = [
     "Scan",
     "balanced_pick",
     "default_batch_to_xy",
+    "in_order",
     "is_tensor_tuple",
     "load_probe",
     "loader_batch_size",
@@ -240,7 +241,7 @@ def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
     return sorted(chosen)
 
 
-def _in_order(loader: DataLoader) -> Iterable[Any]:
+def in_order(loader: DataLoader) -> Iterable[Any]:
     """The loader, or for a shuffled map-style loader the same data in dataset order."""
     batches = loader.batch_sampler
     ordered = isinstance(batches, BatchSampler) and isinstance(batches.sampler, SequentialSampler)
@@ -261,6 +262,7 @@ def _scan(
     limit: int,
     num_samples: int,
     indices: list[int] | None = None,
+    transfer: Callable[[Any], Any] | None = None,
 ) -> tuple[list[Tensor | None], list[Tensor | None], list[Tensor | None]]:
     """Collects per-sample images, labels and masks from the first ``limit`` samples.
 
@@ -285,7 +287,7 @@ def _scan(
     unlabelled = False  # a batch without labels was seen: no class balancing from then on
     with torch.inference_mode(False), torch.no_grad():
         for batch in batches:
-            x, y, m = split_batch(batch, batch_to_xy)
+            x, y, m = split_batch(batch if transfer is None else transfer(batch), batch_to_xy)
             first = len(labels)
             take = min(int(x.shape[0]), limit - first)
             labels += [None if y is None else y[i].detach().cpu().clone() for i in range(take)]
@@ -381,6 +383,7 @@ def scan(
     batch_to_xy: Callable[[Any], Any] | None = None,
     indices: list[int] | None = None,
     limit: int | None = None,
+    transfer: Callable[[Any], Any] | None = None,
 ) -> Scan:
     """Reads a Dataset or DataLoader once for picks of up to ``num_samples``.
 
@@ -392,6 +395,8 @@ def scan(
         indices: Positions chosen by an earlier run: only these are kept, and the scan
             stops after the last.
         limit: How many samples to read at most (default :func:`scan_limit`).
+        transfer: Applied to each batch before ``batch_to_xy`` (the fit's batch
+            transfer hooks, see :func:`~lightning_viz._runtime.transfer.batch_transfer`).
 
     Returns:
         The scan, on the CPU.
@@ -399,11 +404,11 @@ def scan(
     if isinstance(source, Dataset) and not isinstance(source, DataLoader):
         source = DataLoader(source, batch_size=256, shuffle=False)
     if isinstance(source, DataLoader):
-        source = _in_order(source)
+        source = in_order(source)
     limit = limit or scan_limit(num_samples)
     if indices is not None:
         limit = max(indices) + 1 if indices else 0
-    images, labels, masks = _scan(source, batch_to_xy, limit, num_samples, indices)
+    images, labels, masks = _scan(source, batch_to_xy, limit, num_samples, indices, transfer)
     release_heap()  # the decoded batches the scan let go
     return Scan(images, labels, masks, num_samples)
 
@@ -414,6 +419,7 @@ def load_probe(
     batch_to_xy: Callable[[Any], Any] | None = None,
     indices: list[int] | None = None,
     scan_limit: int | None = None,
+    transfer: Callable[[Any], Any] | None = None,
 ) -> Probe:
     """Builds the probe from a tensor, ``(images, labels)``, a Dataset or a DataLoader.
 
@@ -425,6 +431,7 @@ def load_probe(
         batch_to_xy, indices: As for :func:`scan` (``indices`` from ``state_dict``:
             exactly these are taken again).
         scan_limit: ``limit`` of :func:`scan`.
+        transfer: As for :func:`scan` (data sources only).
 
     Returns:
         The probe, on the CPU.
@@ -444,7 +451,8 @@ def load_probe(
         mask_t = msks[sel].bool() if msks is not None else None
         seen = None if labs is None else classes_seen(list(labs))
         return Probe(imgs[sel].detach().clone(), lab_t, mask_t, sel, seen)
-    return scan(source, num_samples, batch_to_xy, indices, scan_limit).probe(num_samples, indices)
+    found = scan(source, num_samples, batch_to_xy, indices, scan_limit, transfer)
+    return found.probe(num_samples, indices)
 
 
 def is_tensor_tuple(source: Any) -> bool:
@@ -475,21 +483,44 @@ def has_loader(trainer: Any, stage: str) -> bool:
     return source is None or bool(source.is_defined())
 
 
+def _first_loader(loaders: Any) -> Any:
+    """The first dataloader of what a ``*_dataloader`` hook returned.
+
+    Lightning takes one loader, a list or tuple of them, a dict of them (in its
+    order: dataloader index 0 is the first value) or a ``CombinedLoader`` of any of
+    these; nested collections are followed to their first leaf.
+    """
+    while loaders is not None:
+        flattened = getattr(loaders, "flattened", None)  # Lightning's CombinedLoader
+        if isinstance(flattened, list) and not isinstance(loaders, list | tuple | Mapping):
+            loaders = flattened
+        elif isinstance(loaders, Mapping):
+            loaders = next(iter(loaders.values()), None)
+        elif isinstance(loaders, list | tuple):
+            loaders = loaders[0] if loaders else None
+        else:
+            return loaders
+    return None
+
+
 def stage_loader(trainer: Any, stage: str) -> Any:
-    """The first ``"val"`` or ``"train"`` dataloader of the fit (``None`` when none)."""
+    """The first ``"val"`` or ``"train"`` dataloader of the fit (``None`` when none).
+
+    "First" is dataloader index 0: the first of a list, the first value of a dict,
+    the first loader of a ``CombinedLoader``.
+    """
     datamodule = getattr(trainer, "datamodule", None)
     if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
-        loader = getattr(datamodule, f"{stage}_dataloader")()
+        loader = _first_loader(getattr(datamodule, f"{stage}_dataloader")())
         if loader is not None:
-            return loader[0] if isinstance(loader, list | tuple) else loader
+            return loader
     source = _loop_source(trainer, stage)
     if source is not None and source.is_defined():
         try:
-            loader = source.dataloader()
+            loaders = source.dataloader()
         except (NotImplementedError, AttributeError, TypeError):
             return None
-        if loader is not None:
-            return loader[0] if isinstance(loader, list | tuple) else loader
+        return _first_loader(loaders)
     return None
 
 

@@ -30,8 +30,14 @@ from lightning_viz._checks import (
     check_task,
     fail,
 )
-from lightning_viz._guard import ModelView, make_generator, preserve_state, unwrap_model
-from lightning_viz._runtime.compat import CALLBACK_BASES, rank_zero_warn
+from lightning_viz._guard import (
+    ModelView,
+    has_lazy_parameters,
+    make_generator,
+    preserve_state,
+    unwrap_model,
+)
+from lightning_viz._runtime.compat import CALLBACK_BASES, WEIGHT_AVERAGING, rank_zero_warn
 from lightning_viz._runtime.config import describe_options
 from lightning_viz._runtime.context import (
     _FALLBACK_BATCH,
@@ -43,6 +49,7 @@ from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.probe import Probe, is_tensor_tuple, loader_batch_size, stage_loader
+from lightning_viz._runtime.transfer import batch_transfer
 from lightning_viz.callbacks._probe_setup import ProbeSetup
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
@@ -251,7 +258,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._coordinator: Coordinator | None = None  # the trainer's, handed over at setup
         self._said: set[str] = set()
         self._set_up = False  # set up for a fit before (on this or another trainer)
+        self._pending_setup = False  # set at ``setup``; the probe and checks still to do
         self._source: Any = None  # the probe data, when the probe was picked from it
+        self._transfer: Any = None  # the fit's batch transfer hooks (see _runtime.transfer)
         self._probe_from = "probe"  # "validation", "training" or "probe"
 
     # ----------------------------------------------------------------- to override
@@ -342,7 +351,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         # ddp_spawn pickles the callbacks; the coordinator (a worker thread) and the probe
         # data (a loader, whose torch.Generator torch < 2.3 cannot pickle) stay behind:
         # setup finds both again
-        return {**self.__dict__, "_coordinator": None, "_source": None}
+        return {**self.__dict__, "_coordinator": None, "_source": None, "_transfer": None}
 
     def _shared(self, trainer: Any) -> Coordinator:
         """The coordinator handed over at ``setup`` (a new one if not set up on ``trainer``)."""
@@ -357,6 +366,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         if self._set_up and all(cb is not self for cb in coordinator.callbacks):
             self._start_fresh()  # set up before, but not on this trainer
         self._set_up = True
+        self._pending_setup = False
         self._coordinator = coordinator
         self._after_validation = _validates_every_epoch(trainer)
         self._validated_epoch = None
@@ -380,8 +390,65 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                 )
             return
         self._enabled = True
+        self._pending_setup = True  # the probe and the checks wait for the built model
         coordinator.budget.begin()
+        self._go_before_weight_averaging(trainer)
+
+    def _go_before_weight_averaging(self, trainer: Any) -> None:
+        """Lightning's ``WeightAveraging`` (``EMAWeightAveraging``) swaps the averaged
+        weights in for the validation loop and out again in its own
+        ``on_validation_epoch_end``; listed before the lightning-viz callbacks it would
+        swap them out before they run, so they would measure other weights than
+        validation did. The last lightning-viz callback to be set up moves them all,
+        in their order, to just before the first such callback (and says so once).
+        Only callbacks already set up move, so Lightning's loop over the list calls
+        every callback's ``setup`` once."""
+        callbacks = getattr(trainer, "callbacks", None)
+        if not isinstance(callbacks, list) or not WEIGHT_AVERAGING:
+            return
+        ours = [cb for cb in callbacks if isinstance(cb, VizCallback)]
+        if not ours or ours[-1] is not self:
+            return
+        averaging = [i for i, cb in enumerate(callbacks) if isinstance(cb, WEIGHT_AVERAGING)]
+        if not averaging or averaging[0] > callbacks.index(ours[0]):
+            return
+        first = averaging[0]
+        late = [cb for cb in callbacks[first:] if isinstance(cb, VizCallback)]
+        rest = [cb for cb in callbacks[first:] if not isinstance(cb, VizCallback)]
+        callbacks[first:] = [*late, *rest]
+        self._shared(trainer).info_once(
+            "weight averaging",
+            f"lightning-viz: the callbacks {[type(cb).__name__ for cb in late]} now run before "
+            f"{type(callbacks[first + len(late)]).__name__}, so they measure the averaged "
+            "weights that validation measures (it swaps them out at the validation epoch end)",
+        )
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # The model is complete only now: Lightning calls the LightningModule's own
+        # ``setup`` and ``configure_model`` (where many models are built) after the
+        # callbacks' ``setup``, and a resumed fit has given the callbacks their state.
+        self._finish_setup(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
+        if self._pending_setup:  # lazy modules: materialized by the first step's forward
+            self._finish_setup(trainer, pl_module, lazy_ok=True)
+
+    def _finish_setup(self, trainer: Any, pl_module: Any, *, lazy_ok: bool = False) -> None:
+        """Probe, task and configuration checks, once per fit, before training starts.
+
+        A model with lazy modules (``nn.LazyConv2d``, ``nn.LazyLinear``) that are not
+        materialized yet waits for the end of the first training batch: running it
+        here would initialize the user's parameters at another point of the RNG stream
+        than the run without callbacks. ``lazy_ok``: go on even if some stay lazy (a
+        lazy module that the forward never uses).
+        """
+        if not self._pending_setup or not self._enabled:
+            return
         module = unwrap_model(pl_module)
+        if not lazy_ok and has_lazy_parameters(module):
+            return
+        self._pending_setup = False
+        coordinator = self._shared(trainer)
         start = _now(module)
         try:
             with preserve_state(module):
@@ -390,6 +457,11 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             self.turn_off("cannot run on this model or data", err)
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, _now(module) - start, once=True)
+        if self._enabled:
+            self._set_up_done(trainer)
+
+    def _set_up_done(self, trainer: Any) -> None:
+        """Called once the probe and checks are ready (to override; default: nothing)."""
 
     def _start_fresh(self) -> None:
         """Forgets the previous trainer's fit: a callback reused on a new ``Trainer``
@@ -411,6 +483,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
         self._max_batch = self._max_batch or _FALLBACK_BATCH
         if self.uses_probe:
+            self._transfer = batch_transfer(trainer, module)
             self._probe = self._load_probe(trainer)
             self._probe_indices = self._probe.indices
             self._find_normalization(trainer, self._probe)
@@ -557,6 +630,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def _maybe_run(self, trainer: Any, pl_module: Any) -> None:
         self._shared(trainer).harvest()  # background work finished since the last epoch
+        if self._pending_setup:  # no training batch ended yet (limit_train_batches=0)
+            self._finish_setup(trainer, pl_module, lazy_ok=True)
         if not self._due(trainer):
             return
         self._last_epoch = trainer.current_epoch

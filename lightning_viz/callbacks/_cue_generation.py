@@ -63,7 +63,7 @@ class CueConflictGeneration:
         return one_process
 
     def _resume_or_start(self, trainer: Any) -> None:
-        """At ``setup``: reloads the set or its finished chunks and, with
+        """Once set up (``on_fit_start``): reloads the set or its finished chunks and, with
         ``background=True`` in one process, queues the missing chunks on the
         background worker."""
         one_process = self._locate(trainer)

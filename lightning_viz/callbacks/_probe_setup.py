@@ -15,17 +15,25 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from lightning_viz._guard import ModelView
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
-from lightning_viz._runtime.normalization import find_normalize, value_range
+from lightning_viz._runtime.normalization import (
+    affine_normalization,
+    compose,
+    find_normalize,
+    value_range,
+)
 from lightning_viz._runtime.probe import (
     Probe,
+    in_order,
     is_tensor_tuple,
     load_probe,
     scan,
     scan_limit,
+    split_batch,
     stage_loader,
 )
 from lightning_viz.functional._task import detect_task, normalize_labels
@@ -34,6 +42,12 @@ __all__ = ["ProbeSetup"]
 
 _RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
 _GIVEN_SLACK = 0.1  # with mean/std: a resize's overshoot, not a wrong normalization
+
+
+def _is_identity(normalization: tuple[list[float], list[float]]) -> bool:
+    """Whether ``(mean, std)`` leaves the values as they are (up to float rounding)."""
+    mean, std = normalization
+    return all(abs(m) < 1e-4 for m in mean) and all(abs(s - 1) < 1e-4 for s in std)
 
 
 def _short(values: Sequence[float]) -> str:
@@ -116,19 +130,46 @@ class ProbeSetup:
                 if isinstance(cb, ProbeSetup) and cb.uses_probe and not own and cb.probe is None
             ]
         )
+        transfer = self._data_transfer()
         key = (
             getattr(source, "dataset", source),
             getattr(source, "collate_fn", None),
             self.batch_to_xy,
             scan_limit(need),
+            transfer is not None,  # the same trainer: the same hooks
         )
         shared = Coordinator.of(trainer).shared_scan(
-            key, need, lambda: scan(source, need, self.batch_to_xy)
+            key, need, lambda: scan(source, need, self.batch_to_xy, transfer=transfer)
         )
         try:
             return shared.probe(self.num_samples, indices)
         except LookupError:  # positions saved by a run that picked differently
-            return load_probe(source, self.num_samples, self.batch_to_xy, indices)
+            return load_probe(
+                source, self.num_samples, self.batch_to_xy, indices, transfer=transfer
+            )
+
+    def _data_transfer(self) -> Any:
+        """The fit's batch transfer hooks when the probe comes from the fit's data (a
+        ``probe=`` argument is taken as given), else ``None``."""
+        return None if self._probe_from == "probe" else self._transfer
+
+    def _hook_normalization(self, source: Any) -> Any:
+        """``(mean, std)`` of a normalization done in the batch transfer hooks: each
+        channel of the first batch as the hooks leave it, an exact affine function of
+        the batch as the dataloader gives it; else ``None``."""
+        transfer = self._data_transfer()
+        if transfer is None or not isinstance(source, DataLoader):
+            return None
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the loader's seed draw
+            batch = next(iter(in_order(source)), None)
+            if batch is None:
+                return None
+            raw = split_batch(batch, self.batch_to_xy)[0]
+            seen = split_batch(transfer(batch), self.batch_to_xy)[0]
+        low, high = value_range(raw)
+        if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
+            return None  # the data is not pixels itself (uint8, say): nothing to read
+        return affine_normalization(raw.float(), seen.detach().float().cpu())
 
     def _find_normalization(self, trainer: Any, probe: Probe) -> None:
         """``mean``/``std`` when not given: from a ``Normalize`` in the probe data's
@@ -149,12 +190,20 @@ class ProbeSetup:
         where = {"probe": "the `probe` dataset's transform"}.get(
             self._probe_from, f"the {self._probe_from} transform"
         )
+        how = f"{where} (a Normalize)"
+        in_hooks = self._hook_normalization(source)
+        if in_hooks is not None and not _is_identity(in_hooks):
+            found = compose(found, in_hooks)
+            how = (
+                f"the {self._probe_from} batches before and after the batch transfer hooks "
+                "(an exact per-channel normalization)"
+            )
         if found is not None:
             self.mean, self.std = found
             Coordinator.of(trainer).info_once(
                 f"normalization {found}",
                 f"lightning-viz: using mean={_short(found[0])}, std={_short(found[1])} from "
-                f"{where} (a Normalize); the callbacks show and attack images in pixel space. "
+                f"{how}; the callbacks show and attack images in pixel space. "
                 "Pass mean=/std= to override",
             )
             return
@@ -166,8 +215,18 @@ class ProbeSetup:
                 f"{where}, so the callbacks cannot tell how to show them or what size an "
                 "attack's eps is. Pass the normalization your data uses as mean=[...], "
                 "std=[...] (per channel), or mean=None, std=None to take the model's inputs "
-                "as the pixels"
+                f"as the pixels{self._hooks_said()}"
             )
+
+    def _hooks_said(self) -> str:
+        """A note on the batch transfer hooks for a message, when the fit has some."""
+        if self._data_transfer() is None:
+            return ""
+        return (
+            ". The probe images are the batches as validation_step gets them, after "
+            "the transfer hooks (on_before_batch_transfer, transfer_batch_to_device, "
+            "on_after_batch_transfer)"
+        )
 
     def _check_normalization(self, probe: Probe) -> None:
         """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)

@@ -276,7 +276,9 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
             self._stop = False
             self._said_waiting = False
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and self._enabled and self._cc_source is not None:
+
+    def _set_up_done(self, trainer: Any) -> None:
+        if self._cc_source is not None:
             self._resume_or_start(trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:

@@ -1,0 +1,414 @@
+"""LightningModules and data built unlike the demo's: a network made in
+``configure_model`` or ``setup``, lazy modules, a dict of validation loaders, and
+preprocessing in the batch transfer hooks."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+import lightning_viz as lv
+from lightning_viz._runtime.normalization import affine_normalization, compose
+from lightning_viz._runtime.probe import _first_loader
+from lightning_viz.data import LitClassifier, SmallCNN
+from tests.conftest import (
+    all_callbacks,
+    assert_observing_changes_nothing,
+    fit,
+    read_events,
+    small_datamodule,
+)
+
+
+# ------------------------------------------------------------- the model comes later
+class BuiltInConfigureModel(LitClassifier):
+    """The network is made in ``configure_model`` (the FSDP pattern), after the
+    callbacks' ``setup``."""
+
+    def __init__(self) -> None:
+        super().__init__(model=nn.Identity(), num_classes=5)
+        self.model = None
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = SmallCNN(num_classes=5)
+
+
+class BuiltInSetup(BuiltInConfigureModel):
+    """The network is made in the LightningModule's own ``setup``."""
+
+    def configure_model(self) -> None:
+        pass
+
+    def setup(self, stage: str) -> None:
+        if self.model is None:
+            self.model = SmallCNN(num_classes=5)
+
+
+def lazy_cnn() -> LitClassifier:
+    """SmallCNN with its first conv and classifier lazy (in_channels/features unknown)."""
+    net = SmallCNN(num_classes=5)
+    net.block1.conv = nn.LazyConv2d(16, 3, padding=1, bias=False)
+    net.fc = nn.LazyLinear(5)
+    return LitClassifier(model=net, num_classes=5)
+
+
+@pytest.mark.parametrize(
+    "factory", [BuiltInConfigureModel, BuiltInSetup], ids=["configure_model", "setup"]
+)
+def test_a_network_built_after_the_callbacks_setup_is_observed_and_unchanged(
+    tmp_path, factory, events
+):
+    trainer, model = assert_observing_changes_nothing(
+        tmp_path, all_callbacks(on_error="raise"), model_factory=factory, epochs=1
+    )
+    logged = read_events(str(tmp_path / "observed"))
+    for tag in ("robustness/clean_acc", "bias/shape_bias", "corruption/mean_acc"):
+        assert len(logged["scalars"][tag]) == 1, tag
+    assert any(t.startswith("gradcam/") for t in logged["images"])
+    # Grad-CAM found its layer on the network made later
+    gradcam = next(cb for cb in trainer.callbacks if isinstance(cb, lv.GradCAMLogger))
+    assert gradcam._enabled and gradcam._layer_name == "model.block3.conv"
+
+
+@pytest.mark.parametrize("sanity_steps", [0, 1])
+def test_lazy_modules_are_observed_once_materialized_and_the_run_is_unchanged(
+    tmp_path, sanity_steps
+):
+    """Their parameters are drawn by the first forward: ours must not be it (the draws
+    would come at another point of the RNG stream), and the guard leaves them alone."""
+    trainer, model = assert_observing_changes_nothing(
+        tmp_path,
+        all_callbacks(on_error="raise"),
+        model_factory=lazy_cnn,
+        epochs=1,
+        num_sanity_val_steps=sanity_steps,
+    )
+    assert isinstance(model.model.block1.conv, nn.Conv2d)
+    assert model.model.block1.conv.weight.shape == (16, 3, 3, 3)
+    logged = read_events(str(tmp_path / "observed"))
+    assert len(logged["scalars"]["robustness/clean_acc"]) == 1
+    filters = next(cb for cb in trainer.callbacks if isinstance(cb, lv.FilterLogger))
+    assert filters._enabled and "model.block1.conv" in filters._chosen
+
+
+class _NeverUsed(LitClassifier):
+    """A lazy head the forward never calls stays uninitialized for the whole fit."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=5)
+        self.spare = nn.LazyLinear(3)
+
+
+def test_a_lazy_module_the_forward_never_uses_does_not_hold_the_callbacks_back(tmp_path):
+    cb = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="raise")
+    trainer, model = fit(tmp_path, [cb], model=_NeverUsed(), epochs=1)
+    assert cb._enabled and cb._probe is not None
+    assert torch.nn.parameter.is_lazy(model.spare.weight)
+    assert len(read_events(str(tmp_path))["scalars"]["robustness/clean_acc"]) == 1
+
+
+# ------------------------------------------------------- a dict of validation loaders
+class TwoValidationSets(pl.LightningDataModule):
+    """``val_dataloader`` returns ``{"shapes": ..., "noise": ...}`` (Lightning's
+    CombinedLoader in sequential mode: index 0 is the first value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = small_datamodule()
+
+    def setup(self, stage: str) -> None:
+        self.base.setup(stage)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.base.train_dataloader()
+
+    def val_dataloader(self) -> dict[str, DataLoader]:
+        noise = [(torch.rand(3, 32, 32), 0) for _ in range(8)]
+        return {"shapes": self.base.val_dataloader(), "noise": DataLoader(noise, batch_size=4)}
+
+
+class _MultiVal(LitClassifier):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        return super().validation_step(batch, batch_idx)
+
+
+def test_a_dict_of_validation_loaders_gives_the_probe_from_the_first(tmp_path):
+    data = TwoValidationSets()
+    robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=10, on_error="raise")
+    projector = lv.EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    trainer, _ = fit(tmp_path, [robust, projector], model=_MultiVal(), datamodule=data, epochs=1)
+    assert robust._probe_from == "validation"
+    shapes = data.base.val_dataloader().dataset
+    expected = torch.stack([shapes[i][0] for i in robust._probe.indices])
+    assert torch.equal(robust._probe.images, expected)
+    assert len(read_events(str(tmp_path))["scalars"]["robustness/clean_acc"]) == 1
+
+
+def test_the_first_loader_of_every_form_lightning_takes():
+    from pytorch_lightning.utilities import CombinedLoader
+
+    a, b = DataLoader([1, 2]), DataLoader([3])
+    assert _first_loader(a) is a
+    assert _first_loader([a, b]) is a and _first_loader((a, b)) is a
+    assert _first_loader({"x": a, "y": b}) is a and _first_loader({"y": b, "x": a}) is b
+    assert _first_loader(CombinedLoader({"x": a, "y": b}, mode="sequential")) is a
+    assert _first_loader([{"x": a}]) is a
+    assert _first_loader([]) is None and _first_loader({}) is None
+
+
+# --------------------------------------------------- preprocessing in the transfer hooks
+MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+
+
+def _normalize(x: Tensor) -> Tensor:
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+class NormalizesAfterTransfer(LitClassifier):
+    """Normalizes in ``on_after_batch_transfer`` and augments there in training only
+    (the pattern of Lightning's GPU-augmentation docs)."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=5)
+        self.inputs: list[Tensor] = []  # what validation_step got
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        x, y = batch[0], batch[1]
+        if self.trainer.training:
+            x = x.flip(-1)
+        return _normalize(x), y
+
+    def validation_step(self, batch, batch_idx):
+        if not self.trainer.sanity_checking:
+            self.inputs.append(batch[0].clone())
+        return super().validation_step(batch, batch_idx)
+
+
+def test_a_normalization_in_on_after_batch_transfer_is_read_and_the_probe_is_what_validation_sees(
+    tmp_path,
+):
+    robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=16, on_error="raise")
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=(), on_error="raise")
+    model = NormalizesAfterTransfer()
+    trainer, _ = fit(tmp_path, [robust, saliency], model=model, epochs=1, limit_val_batches=2)
+    for cb in (robust, saliency):
+        assert cb.mean == pytest.approx(MEAN, abs=1e-5) and cb.std == pytest.approx(STD, abs=1e-5)
+    # the probe is the validation batches as validation_step got them: normalized, unflipped
+    seen = torch.cat(model.inputs)
+    assert torch.allclose(robust._probe.images, seen[robust._probe.indices], atol=1e-6)
+    # and clean accuracy is that of the model on those inputs
+    with torch.no_grad():
+        logits = model.eval()(robust._probe.images)
+    expected = (logits.argmax(1) == robust._probe.labels).float().mean().item()
+    ((_, clean),) = read_events(str(tmp_path))["scalars"]["robustness/clean_acc"]
+    assert clean == pytest.approx(expected, abs=1e-6)
+
+
+class ScalesUint8(LitClassifier):
+    """The data gives uint8 images; ``on_before_batch_transfer`` makes them [0, 1]."""
+
+    def on_before_batch_transfer(self, batch, dataloader_idx):
+        x, y = batch[0], batch[1]
+        return x.float() / 255, y
+
+
+class _Uint8Data(pl.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = small_datamodule()
+
+    def setup(self, stage: str) -> None:
+        self.base.setup(stage)
+
+    def _bytes(self, loader: DataLoader) -> DataLoader:
+        items = [((x * 255).round().to(torch.uint8), y) for x, y, *_ in loader.dataset]
+        return DataLoader(items, batch_size=32)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._bytes(self.base.train_dataloader())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._bytes(self.base.val_dataloader())
+
+
+def test_uint8_data_made_pixels_in_a_hook_needs_no_normalization(tmp_path):
+    robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="raise")
+    fit(tmp_path, [robust], model=ScalesUint8(), datamodule=_Uint8Data(), epochs=1)
+    assert robust.mean is None and robust.std is None
+    assert robust._probe.images.dtype == torch.float32
+    assert 0.0 <= float(robust._probe.images.min()) and float(robust._probe.images.max()) <= 1.0
+
+
+class SquaresAfterTransfer(LitClassifier):
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return 4 * batch[0] ** 2 - 1, batch[1]
+
+
+def test_a_hook_that_is_not_a_normalization_is_named_in_the_error(tmp_path):
+    robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="warn")
+    with pytest.raises(ValueError, match=r"outside the pixel range.*on_after_batch_transfer"):
+        fit(tmp_path, [robust], model=SquaresAfterTransfer(), epochs=1)
+
+
+def test_affine_normalization_is_read_exactly_and_only_when_it_is_one():
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(4, 3, 8, 8, generator=g)
+    mean, std = affine_normalization(pixels, _normalize(pixels))
+    assert mean == pytest.approx(MEAN, abs=1e-6) and std == pytest.approx(STD, abs=1e-6)
+    assert affine_normalization(pixels, pixels) == (
+        [pytest.approx(0.0, abs=1e-9)] * 3,
+        [pytest.approx(1.0)] * 3,
+    )
+    assert affine_normalization(pixels, pixels**2) is None  # not affine
+    assert affine_normalization(pixels, -pixels) is None  # a negative std
+    assert affine_normalization(pixels, pixels + 1e-3 * torch.rand(4, 3, 8, 8, generator=g)) is None
+    assert affine_normalization(pixels, pixels[:, :1]) is None  # another shape
+    flat = pixels.clone()
+    flat[:, 1] = 0.5
+    assert affine_normalization(flat, flat) is None  # a flat channel: undetermined
+    # a hook normalization on data a Normalize already normalized: one map from pixels
+    inner = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    both = compose(inner, (MEAN, STD))
+    data = (pixels - 0.5) / 0.5
+    inputs = _normalize(data)
+    recovered = inputs * torch.tensor(both[1]).view(1, 3, 1, 1) + torch.tensor(both[0]).view(
+        1, 3, 1, 1
+    )
+    assert torch.allclose(recovered, pixels, atol=1e-6)
+
+
+# ---------------------------------------------------------- what a forward writes
+def qat_cnn() -> LitClassifier:
+    """SmallCNN prepared for quantization-aware training: its FakeQuantize observers
+    update min/max, scale and zero point on every forward, in eval mode too."""
+    import torch.ao.quantization as tq
+
+    net = nn.Sequential(tq.QuantStub(), SmallCNN(num_classes=5), tq.DeQuantStub())
+    net.qconfig = tq.get_default_qat_qconfig("x86")
+    tq.prepare_qat(net, inplace=True)
+    return LitClassifier(model=net, num_classes=5)
+
+
+def test_quantization_aware_training_observers_are_not_moved_by_the_callbacks(tmp_path):
+    """The bitwise state includes every observer's buffers (scale, zero point, min/max)."""
+    trainer, model = assert_observing_changes_nothing(
+        tmp_path,
+        all_callbacks(neuron=("model.1.block2.conv", 1), on_error="raise"),
+        model_factory=qat_cnn,
+        epochs=1,
+    )
+    observers = [m for m in model.modules() if hasattr(m, "observer_enabled")]
+    assert observers and all(int(m.observer_enabled) == 1 for m in observers)
+    logged = read_events(str(tmp_path / "observed"))
+    assert len(logged["scalars"]["robustness/clean_acc"]) == 1
+
+
+class CountsInForward(LitClassifier):
+    """Updates a counter and a running input mean (buffers) and a torchmetrics metric
+    in ``forward``; the metric is read and reset at the validation epoch end, after
+    the callbacks' own hook."""
+
+    def __init__(self) -> None:
+        import torchmetrics
+
+        super().__init__(num_classes=5)
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("input_mean", torch.zeros(3))
+        self.top_logit = torchmetrics.MeanMetric()
+        self.updates: list[int] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen += x.shape[0]
+        with torch.no_grad():
+            self.input_mean.mul_(0.9).add_(0.1 * x.mean((0, 2, 3)))
+            self.seen = self.seen.clone()  # rebinding the buffer is put back too
+        out = super().forward(x)
+        self.top_logit.update(out.detach().max(1).values)
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        self.updates.append(int(self.top_logit._update_count))
+        self.top_logit.reset()
+
+
+def test_buffers_and_metrics_a_forward_updates_are_put_back(tmp_path):
+    callbacks = [
+        lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="raise"),
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=(), on_error="raise"),
+    ]
+    plain_trainer, plain = fit(tmp_path / "plain", [], model=CountsInForward(), epochs=2)
+    seen_trainer, seen = fit(tmp_path / "seen", callbacks, model=CountsInForward(), epochs=2)
+    assert int(seen.seen) == int(plain.seen) > 0
+    assert torch.equal(seen.input_mean, plain.input_mean)
+    assert seen.updates == plain.updates and len(seen.updates) == 3  # sanity check, 2 epochs
+    assert "seen" in dict(seen.named_buffers())
+
+
+class _BigWrite(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("hits", torch.zeros(4))
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.hits += 1
+        return self.fc(x)
+
+
+def test_a_buffer_too_large_to_copy_that_changes_is_reported(monkeypatch):
+    from lightning_viz import _guard
+
+    model = _BigWrite()
+    with _guard.preserve_state(model) as net:
+        net(torch.ones(1, 4))
+    assert torch.equal(model.hits, torch.zeros(4))  # copied and put back
+    monkeypatch.setattr(_guard, "_BUFFER_COPY_BYTES", 0)
+    with pytest.warns(RuntimeWarning, match=r"changed the buffers \['hits'\]"):
+        with _guard.preserve_state(model) as net:
+            net(torch.ones(1, 4))
+    assert torch.equal(model.hits, torch.ones(4))
+
+
+# ------------------------------------------------------------------ weight averaging
+class _RecordsWeights(LitClassifier):
+    """Records the classifier weights each forward ran with, by who called it."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=5, lr=0.05)
+        self.caller = "callbacks"
+        self.seen: dict[str, set[float]] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.trainer.validating and not self.trainer.sanity_checking:
+            self.seen.setdefault(self.caller, set()).add(float(self.model.fc.weight.sum()))
+        return super().forward(x)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.trained = float(self.model.fc.weight.sum())  # the raw weights, last step
+
+    def validation_step(self, batch, batch_idx):
+        self.caller = "validation_step"
+        try:
+            return super().validation_step(batch, batch_idx)
+        finally:
+            self.caller = "callbacks"
+
+
+def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weights(tmp_path):
+    averaging = pytest.importorskip("pytorch_lightning.callbacks").__dict__.get(
+        "EMAWeightAveraging"
+    )
+    if averaging is None:
+        pytest.skip("this Lightning has no EMAWeightAveraging (2.5 and later)")
+    ema = averaging(decay=0.5)
+    robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="raise")
+    filters = lv.FilterLogger(on_error="raise")
+    trainer, model = fit(tmp_path, [ema, robust, filters], model=_RecordsWeights(), epochs=1)
+    order = [type(cb) for cb in trainer.callbacks]
+    assert order.index(lv.AdversarialProbe) < order.index(lv.FilterLogger) < order.index(averaging)
+    assert model.seen["callbacks"] == model.seen["validation_step"]  # the averaged weights
+    assert model.trained not in model.seen["callbacks"]  # not the raw training weights
