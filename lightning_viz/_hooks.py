@@ -387,6 +387,48 @@ def _is_timm_attention(module: nn.Module) -> bool:
     )
 
 
+def _is_hf_attention(module: nn.Module) -> bool:
+    """A Hugging Face transformers attention block (``ViTAttention``,
+    ``DeiTAttention``, ``Dinov2Attention``, their ``Sdpa`` variants): it returns
+    ``(output, weights, ...)`` when asked through ``output_attentions`` (transformers
+    4) or when its config selects the eager implementation (transformers 5)."""
+    if not type(module).__module__.startswith("transformers."):
+        return False
+    takes_flag = "output_attentions" in inspect.signature(module.forward).parameters
+    config = getattr(module, "config", None)
+    return takes_flag or isinstance(getattr(config, "_attn_implementation", None), str)
+
+
+def _hook_hf_attention(
+    module: nn.Module, name: str, store: dict[str, AttentionRecord]
+) -> list[Any]:
+    """Hooks that ask a transformers attention block for its weights and record them;
+    the caller gets what it asked for."""
+    signature = inspect.signature(module.forward)
+    takes_flag = "output_attentions" in signature.parameters
+    asked: list[bool] = []
+
+    def pre_hook(_m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        bound = signature.bind(*args, **kwargs)
+        asked.append(bool(bound.arguments.get("output_attentions", False)))
+        bound.arguments["output_attentions"] = True
+        return bound.args, bound.kwargs
+
+    def hook(_m: nn.Module, _args: tuple, _kwargs: dict, out: Any) -> Any:
+        weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        if isinstance(weights, Tensor) and weights.dim() == 4:  # (N, heads, T, T)
+            source = weights if weights.requires_grad else None
+            store[name] = AttentionRecord(weights.detach(), source)
+        if takes_flag and asked and not asked.pop():
+            return (out[0], *out[2:])  # the weights only we asked for
+        return None
+
+    handles = [module.register_forward_hook(hook, with_kwargs=True)]
+    if takes_flag:
+        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    return handles
+
+
 @contextlib.contextmanager
 def capture_attention(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, AttentionRecord]]:
     """Records the per-head attention weights of attention modules while the block runs.
@@ -403,6 +445,11 @@ def capture_attention(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, At
     - timm's ``Attention`` (fused scaled-dot-product attention): ``fused_attn`` is
       set to ``False`` for the block so the explicit softmax runs, and a forward hook
       on its ``attn_drop`` records the weights (identity in eval mode).
+    - Hugging Face transformers' attention blocks (ViT, DeiT, DINOv2): transformers 4
+      is asked for the weights with ``output_attentions=True`` (the extra output is
+      taken out again for a caller that did not ask), transformers 5 by switching its
+      config to the eager implementation for the block; a forward hook records the
+      weights the block returns (those it multiplied with the values).
 
     Args:
         modules: Name -> attention module (one of the two kinds above).
@@ -417,10 +464,19 @@ def capture_attention(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, At
     store: dict[str, AttentionRecord] = {}
     handles = []
     fused: list[tuple[nn.Module, bool, bool]] = []  # (module, was an instance attr, value)
+    configs: list[tuple[Any, str]] = []  # transformers configs switched to eager
     try:
         for name, module in modules.items():
             if isinstance(module, nn.MultiheadAttention):
                 handles.extend(_hook_multihead(module, name, store))
+            elif _is_hf_attention(module):
+                config = getattr(module, "config", None)
+                implementation = getattr(config, "_attn_implementation", None)
+                if isinstance(implementation, str) and implementation != "eager":
+                    if all(c is not config for c, _ in configs):
+                        configs.append((config, implementation))
+                        config._attn_implementation = "eager"
+                handles.extend(_hook_hf_attention(module, name, store))
             elif _is_timm_attention(module):
                 fused.append((module, "fused_attn" in vars(module), module.fused_attn))
                 module.fused_attn = False
@@ -433,13 +489,16 @@ def capture_attention(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, At
             else:
                 raise TypeError(
                     f"cannot read attention weights of {name!r} ({type(module).__name__}); "
-                    "supported: nn.MultiheadAttention and timm's Attention"
+                    "supported: nn.MultiheadAttention, timm's Attention and the attention "
+                    "blocks of transformers' ViT, DeiT and DINOv2"
                 )
         yield store
     finally:
         for h in handles:
             h.remove()
         handles.clear()
+        for config, implementation in configs:
+            config._attn_implementation = implementation
         for module, own, value in fused:
             if own:
                 module.fused_attn = value

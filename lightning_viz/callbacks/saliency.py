@@ -218,8 +218,8 @@ class SaliencyLogger(ScoresMaps, VizCallback):
                 reasons.update({m: why for m in self.methods if m in RELU_RULES})
         if any(m in self.methods for m in ROLLOUTS) and not supports_rollout(ctx.module):
             why = (
-                "needs a torchvision or timm Vision Transformer with a class token, "
-                "whose attention modules it reads"
+                "needs a Vision Transformer with a class token (torchvision, timm, or "
+                "transformers' ViT, DeiT, DINOv2), whose attention modules it reads"
             )
             reasons.update({m: why for m in self.methods if m in ROLLOUTS})
         return reasons

@@ -8,9 +8,9 @@ the patch grid and upsampled to the input size.
 
 The attention weights are read by :func:`lightning_viz._hooks.capture_attention`
 (no change to the model's outputs, nothing left behind). Supported: torchvision's
-``VisionTransformer`` and timm's ViT/DeiT (class token first; distillation and
-register tokens are skipped). Swin and MaxViT attend within windows: no class
-token to roll out, so they are refused.
+``VisionTransformer``, timm's ViT/DeiT and Hugging Face transformers' ViT, DeiT
+and DINOv2 (class token first; distillation and register tokens are skipped). Swin
+and MaxViT attend within windows: no class token to roll out, so they are refused.
 
 Examples:
     >>> import torch, torchvision, lightning_viz.functional as LF
@@ -30,23 +30,24 @@ from lightning_viz._checks import check_choice, check_float, check_images, fail
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import AttentionRecord, capture_attention
 from lightning_viz.functional._grad import forward_logits, score_sum, target_indices
-from lightning_viz.functional.tokens import FoundTransformer, find_transformer
+from lightning_viz.functional.tokens import FoundTransformer, find_transformer, hf_vit_parts
 
 __all__ = ["attention_rollout", "grad_rollout", "supports_rollout"]
 
 HEAD_FUSIONS = ("mean", "max", "min")
+_ROLLOUT_FAMILIES = ("vit", "timm_vit", "hf_vit")
 
 
 # ----------------------------------------------------------------------------- model access
 def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.Module]]:
     """The ViT inside ``net`` and its blocks' attention modules, in execution order."""
     found = find_transformer(net)
-    if found is None or found.family not in ("vit", "timm_vit"):
+    if found is None or found.family not in _ROLLOUT_FAMILIES:
         what = type(found.module).__name__ if found is not None else type(net).__name__
         fail(
             "model",
-            "a Vision Transformer with a class token (torchvision VisionTransformer or a "
-            "timm ViT/DeiT, or a module containing one)",
+            "a Vision Transformer with a class token (torchvision VisionTransformer, a "
+            "timm ViT/DeiT or a transformers ViT/DeiT/DINOv2, or a module containing one)",
             f"<{what}>",
         )
     vit = found.module
@@ -55,6 +56,12 @@ def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.M
         blocks = vit.encoder.layers.named_children()
         modules = {
             f"{prefix}encoder.layers.{n}.self_attention": b.self_attention for n, b in blocks
+        }
+    elif found.family == "hf_vit":
+        blocks_name = hf_vit_parts(vit)[0]  # type: ignore[index]
+        modules = {
+            f"{prefix}{blocks_name}.{n}.attention": b.attention
+            for n, b in vit.get_submodule(blocks_name).named_children()
         }
     else:
         if getattr(vit, "cls_token", None) is None:
@@ -68,8 +75,11 @@ def supports_rollout(model: nn.Module) -> bool:
     it is, or holds, a ViT with a class token (torchvision ``VisionTransformer`` or
     a timm ViT/DeiT)."""
     found = find_transformer(model)
-    if found is None or found.family not in ("vit", "timm_vit"):
+    if found is None or found.family not in _ROLLOUT_FAMILIES:
         return False
+    if found.family == "hf_vit":  # the class token is the first prefix token
+        embeddings = getattr(found.module, "embeddings", None)
+        return isinstance(getattr(embeddings, "cls_token", None), Tensor)
     return found.family == "vit" or getattr(found.module, "cls_token", None) is not None
 
 
@@ -79,6 +89,9 @@ def _patch_grid(found: FoundTransformer, size: tuple[int, int]) -> tuple[int, in
     if found.family == "vit":
         p = vit.patch_size
         return 1, size[0] // p, size[1] // p
+    if found.family == "hf_vit":
+        _, prefix, (ph, pw) = hf_vit_parts(vit)  # type: ignore[misc]
+        return prefix, size[0] // ph, size[1] // pw
     ph, pw = vit.patch_embed.patch_size
     return int(vit.num_prefix_tokens), size[0] // ph, size[1] // pw
 
@@ -236,7 +249,8 @@ def grad_rollout(
         if any(r.source is None for r in records):
             raise RuntimeError(
                 "the attention weights of this model are not on the autograd graph; "
-                "grad_rollout supports nn.MultiheadAttention and timm's Attention"
+                "grad_rollout supports nn.MultiheadAttention, timm's Attention and "
+                "transformers' eager attention"
             )
         grads = torch.autograd.grad(score, [r.source for r in records], allow_unused=True)
         fused = []

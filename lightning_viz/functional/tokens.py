@@ -233,7 +233,7 @@ def _family(module: nn.Module) -> str | None:
         and isinstance(getattr(module, "num_prefix_tokens", None), int)
     ):
         return "timm_vit"
-    if type(module).__module__.startswith("transformers.") and _hf_vit_parts(module) is not None:
+    if type(module).__module__.startswith("transformers.") and hf_vit_parts(module) is not None:
         return "hf_vit"
     return None
 
@@ -241,7 +241,7 @@ def _family(module: nn.Module) -> str | None:
 _HF_BLOCK_LISTS = ("encoder.layer", "layers", "encoder.layers")  # transformers 4, 5
 
 
-def _hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
+def hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
     """A transformers ViT-style encoder's block list, prefix token count and patch size
     (``None`` for any other transformers module), by duck typing: transformers is never
     imported here."""
@@ -386,7 +386,7 @@ def token_layout(
             )
         return None
     if found.family == "hf_vit":
-        blocks, prefix, patch = _hf_vit_parts(net)  # type: ignore[misc]
+        blocks, prefix, patch = hf_vit_parts(net)  # type: ignore[misc]
         if rel == "embeddings.patch_embeddings":  # flattened patches, no prefix tokens yet
             return TokenLayout(size, patch, num_prefix_tokens=0)
         if _under(rel, "embeddings.patch_embeddings"):
@@ -467,7 +467,7 @@ def _blocks(found: FoundTransformer) -> list[str]:
     if found.family == "timm_vit":
         return [f"blocks.{n}" for n, _ in net.blocks.named_children()]
     if found.family == "hf_vit":
-        root = _hf_vit_parts(net)[0]  # type: ignore[index]
+        root = hf_vit_parts(net)[0]  # type: ignore[index]
         return [f"{root}.{n}" for n, _ in net.get_submodule(root).named_children()]
     if found.family == "swin":  # stages: Sequentials of Swin blocks (odd features entries)
         return [

@@ -23,6 +23,7 @@ from tests.conftest import (
     read_events,
     small_datamodule,
 )
+from tests.functional.vit_models import tiny_hf
 
 NAMES = ["circle", "square", "triangle", "star", "cross"]
 LAST_BLOCK_NORM = "model.encoder.layers.encoder_layer_1.ln_1"
@@ -226,18 +227,8 @@ class HFViTModule(LitClassifier):
     returns the ``ModelOutput`` and the loss reads ``.logits``."""
 
     def __init__(self) -> None:
-        transformers = pytest.importorskip("transformers")
-        config = transformers.ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            intermediate_size=64,
-            num_labels=5,
-        )
         torch.manual_seed(0)
-        super().__init__(transformers.ViTForImageClassification(config), lr=1e-3)
+        super().__init__(tiny_hf("vit", num_hidden_layers=3, num_labels=5), lr=1e-3)
 
     def forward(self, x):
         return self.model(pixel_values=x)
@@ -249,21 +240,26 @@ class HFViTModule(LitClassifier):
         return loss
 
 
-def test_a_transformers_vit_gets_the_encoder_layers_and_skips_the_rollouts(tmp_path):
+def test_a_transformers_vit_gets_the_encoder_layers_and_the_rollouts(tmp_path):
     blocks = [n for n, m in HFViTModule().named_modules() if type(m).__name__ == "ViTLayer"]
     common = {"output_to_logits": lambda out: out.logits, "on_error": "raise"}
     gradcam = lv.GradCAMLogger(num_samples=4, quality=(), **common)
     activations = lv.ActivationLogger(num_samples=2, max_channels=4, **common)
     saliency = lv.SaliencyLogger(num_samples=4, smoothgrad_samples=2, quality=(), **common)
     with lightning_info() as messages:
-        fit(tmp_path, [gradcam, activations, saliency], epochs=1, model=HFViTModule())
+        _, module = fit(tmp_path, [gradcam, activations, saliency], epochs=1, model=HFViTModule())
     # the last block's first norm, never the patch-embedding conv (the model's last conv)
     assert gradcam._layer_name == f"{blocks[-1]}.layernorm_before"
     assert activations._chosen == blocks  # early, middle, late block
-    # the rollouts need the attention weights, read from torchvision and timm modules only
-    assert "rollout" not in saliency._active and "guided_backprop" in saliency._active
-    assert any("skips its default methods" in m and "'rollout'" in m for m in messages)
+    # every default method applies: the rollouts read the attention weights of
+    # transformers' blocks (they were skipped), guided backprop its GELUs
+    assert saliency._active == saliency.methods
+    assert {"rollout", "grad_rollout", "guided_backprop"} <= set(saliency._active)
+    assert not any("skips its default methods" in m for m in messages)
+    assert module.model.config._attn_implementation == "sdpa"  # put back after each run
     images = read_events(str(tmp_path))["images"]
+    assert [s for s, *_ in images["saliency/rollout"]] == [4]
+    assert [s for s, *_ in images["saliency/grad_rollout"]] == [4]
     assert [s for s, *_ in images["gradcam/gradcam"]] == [4]
     for block in blocks:
         assert [s for s, *_ in images[f"activations/{block}"]] == [4], block

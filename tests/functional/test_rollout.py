@@ -11,10 +11,13 @@ from torch import Tensor, nn
 
 import lightning_viz.functional as LF
 from lightning_viz._hooks import capture_attention, has_hooks
+from lightning_viz.functional.rollout import supports_rollout
 from tests.functional.vit_models import (
+    HFLogits,
     Holder,
     mha_weights,
     nontrivial,
+    tiny_hf,
     tiny_swin,
     tiny_timm_vit,
     tiny_vit,
@@ -316,3 +319,53 @@ def test_rollout_validation(fx, vit, x):
     with pytest.raises(TypeError, match="`target` must be an int, a tensor"):
         LF.grad_rollout(vit, x, "cat")
     assert not has_hooks(vit)
+
+
+# ------------------------------------------------------------------ Hugging Face transformers
+def _roll_by_hand(attentions: list[Tensor], prefix: int) -> Tensor:
+    joint = None
+    for a in attentions:
+        a = a + torch.eye(a.shape[-1])
+        a = a / a.sum(-1, keepdim=True)
+        joint = a if joint is None else a @ joint
+    row = joint[:, 0, prefix:].reshape(-1, 1, 4, 4)
+    return F.interpolate(row, size=(32, 32), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize(("kind", "prefix"), [("vit", 1), ("deit_distilled", 2), ("dinov2", 1)])
+def test_transformers_rollouts_equal_the_attentions_transformers_returns(fx, x, kind, prefix):
+    """The oracle is transformers' own ``output_attentions=True`` on an eager copy: the
+    rollout of its attentions, and the gradient-weighted rollout with the gradients of
+    the target score w.r.t. them. The model's attention implementation is put back."""
+    model = fx.make(lambda: HFLogits(tiny_hf(kind, initializer_range=0.5)), seed=1)
+    implementation = model.hf.config._attn_implementation
+    target = torch.tensor([0, 1, 2])
+    reference = copy.deepcopy(model).eval()
+    reference.hf.config._attn_implementation = "eager"
+    xg = x.clone().requires_grad_(True)
+    out = reference.hf(pixel_values=xg, output_attentions=True)
+    attentions = list(out.attentions)
+    score = out.logits.gather(1, target[:, None]).sum()
+    grads = torch.autograd.grad(score, attentions)
+    expected = _roll_by_hand([a.detach().mean(1) for a in attentions], prefix)
+    expected_grad = _roll_by_hand(
+        [F.relu(g * a.detach()).mean(1) for a, g in zip(attentions, grads, strict=True)], prefix
+    )
+    assert float(expected.std()) > 1e-4 and float(expected_grad.std()) > 1e-6  # not flat
+    assert supports_rollout(model)
+    _close(LF.attention_rollout(model, x), expected)
+    _close(LF.grad_rollout(model, x, target), expected_grad)
+    assert model.hf.config._attn_implementation == implementation
+    assert not has_hooks(model)
+    # a caller that did not ask for the weights does not get them (transformers 4 asks
+    # each block through output_attentions)
+    with (
+        torch.no_grad(),
+        capture_attention(
+            {n: m for n, m in model.named_modules() if n.endswith("0.attention")}
+        ) as store,
+    ):
+        plain = model(x)
+    assert len(store) == 1
+    with torch.no_grad():
+        _close(plain, model(x), tol=1e-5)

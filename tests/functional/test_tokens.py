@@ -16,8 +16,10 @@ import lightning_viz.functional as LF
 import lightning_viz.functional.cam as C
 from lightning_viz._hooks import has_hooks
 from tests.functional.vit_models import (
+    HFLogits,
     Holder,
     nontrivial,
+    tiny_hf,
     tiny_maxvit,
     tiny_swin,
     tiny_timm_vit,
@@ -324,36 +326,6 @@ def test_timm_vit_and_deit_layouts_and_oracle(fx, x):
         assert maps["blocks.0"].shape == maps["patch_embed"].shape == (4, 16, 4, 4)
 
 
-class _HFLogits(torch.nn.Module):
-    """A transformers image classifier as the callbacks see it (``output_to_logits``)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.hf = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hf(pixel_values=x).logits
-
-
-def _tiny_hf(kind: str) -> torch.nn.Module:
-    transformers = pytest.importorskip("transformers")
-    config = dict(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        num_labels=3,
-    )
-    if kind == "vit":
-        return transformers.ViTForImageClassification(transformers.ViTConfig(**config))
-    if kind == "deit_distilled":
-        cls = transformers.DeiTForImageClassificationWithTeacher
-        return cls(transformers.DeiTConfig(**config))
-    return transformers.Dinov2ForImageClassification(transformers.Dinov2Config(**config))
-
-
 @pytest.mark.parametrize(
     ("kind", "prefix", "norm"),
     [
@@ -370,7 +342,7 @@ def test_transformers_vits_layouts_default_layers_and_oracle(fx, x, kind, prefix
     for seed in range(
         10
     ):  # the first seed whose maps are nowhere flat (a flat map compares nothing)
-        model = fx.make(lambda: _HFLogits(_tiny_hf(kind)), seed=seed)
+        model = fx.make(lambda: HFLogits(tiny_hf(kind)), seed=seed)
         got = LF.grad_cam(model, x, TARGET)
         if not bool(_is_flat(got).any()):
             break

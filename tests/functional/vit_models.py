@@ -112,3 +112,38 @@ def mha_weights(attn: nn.MultiheadAttention, tokens: Tensor) -> Tensor:
     q = q.view(n, t, h, d // h).transpose(1, 2)  # (N, heads, T, d_h)
     k = k.view(n, t, h, d // h).transpose(1, 2)
     return torch.softmax(q @ k.transpose(-1, -2) / (d // h) ** 0.5, dim=-1)
+
+
+class HFLogits(nn.Module):
+    """A transformers image classifier as the callbacks see it (``output_to_logits``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.hf = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.hf(pixel_values=x).logits
+
+
+def tiny_hf(kind: str, **overrides: object) -> nn.Module:
+    """A 2-block transformers ViT (``"vit"``), distilled DeiT (``"deit_distilled"``) or
+    DINOv2 (``"dinov2"``): 32 px, 8 px patches (a 4x4 grid), 3 classes."""
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    config = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    config.update(overrides)
+    if kind == "vit":
+        return transformers.ViTForImageClassification(transformers.ViTConfig(**config))
+    if kind == "deit_distilled":
+        cls = transformers.DeiTForImageClassificationWithTeacher
+        return cls(transformers.DeiTConfig(**config))
+    return transformers.Dinov2ForImageClassification(transformers.Dinov2Config(**config))
