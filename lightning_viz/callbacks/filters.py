@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.functional._grad import conv_layers, resolve_layer
+from lightning_viz.functional._grad import adapted_layer, feature_conv_layers, resolve_layer
 
 __all__ = ["FilterLogger"]
 
@@ -30,7 +30,9 @@ class FilterLogger(VizCallback):
 
     Writes image ``filters/<layer>``, scalars ``filters/<layer>/norm`` (Frobenius
     norm of the weight) and ``filters/<layer>/change`` (``||W - W_prev|| / ||W_prev||``
-    since the previous run; not written at the first run).
+    since the previous run; not written at the first run). A PEFT adapter layer (LoRA
+    on a conv) is shown with the weight it computes with: the frozen base plus each
+    active adapter's delta.
 
     Args:
         layers: Dotted names of ``Conv2d``/``Linear`` layers. Default: the first
@@ -75,6 +77,7 @@ class FilterLogger(VizCallback):
             chosen = []
             for name in self.layers:
                 name, layer = resolve_layer(module, name)
+                layer = adapted_layer(layer)[0]  # a PEFT adapter layer: its base's kind
                 if not isinstance(layer, nn.Conv2d | nn.Linear):
                     raise ValueError(
                         f"FilterLogger shows Conv2d or Linear weights; layer {name!r} is a "
@@ -88,7 +91,7 @@ class FilterLogger(VizCallback):
                     )
                 chosen.append(name)
             return chosen
-        convs = conv_layers(module)
+        convs = feature_conv_layers(module)  # a PEFT adapter layer counts as its conv
         chosen = [convs[0][0]] if convs else []
         chosen += [
             n
@@ -105,8 +108,8 @@ class FilterLogger(VizCallback):
     def check(self, ctx: RunContext) -> None:
         self._chosen = self._choose(ctx.module, tuple(ctx.probe.images.shape[1:]))
 
-    def _image(self, layer: nn.Module, image_shape: tuple[int, ...]) -> Tensor:
-        weight = layer.weight.detach().float().cpu()
+    def _image(self, layer: nn.Module, weight: Tensor, image_shape: tuple[int, ...]) -> Tensor:
+        weight = weight.detach().float().cpu()
         if isinstance(layer, nn.Linear):
             tiles = render.linear_templates(weight, image_shape)[: self.max_filters]
             captions = [self.class_name(i) for i in range(tiles.shape[0])]
@@ -131,9 +134,9 @@ class FilterLogger(VizCallback):
     def run(self, ctx: RunContext) -> None:
         image_shape = tuple(ctx.probe.images.shape[1:])
         for name in self._chosen:
-            _, layer = resolve_layer(ctx.module, name)
-            ctx.log.image(self.tag(name), self._image(layer, image_shape))
-            weight = layer.weight.detach().float().cpu()
+            layer, weight = adapted_layer(resolve_layer(ctx.module, name)[1])
+            ctx.log.image(self.tag(name), self._image(layer, weight, image_shape))
+            weight = weight.detach().float().cpu()
             norm = torch.linalg.vector_norm(weight)
             ctx.log.scalar(self.tag(f"{name}/norm"), norm.item())
             previous = self._previous.get(name)

@@ -193,6 +193,32 @@ def _adapter_of(modules: dict[str, nn.Module], name: str) -> str | None:
     return None
 
 
+def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
+    """The plain layer and the weight it computes with, for a PEFT adapter layer.
+
+    A PEFT adapter layer (LoRA, LoHa, LoKr, ...) holds the frozen ``base_layer`` and
+    adds each active adapter's ``get_delta_weight``; its effective weight is the sum
+    (unless the adapters are merged into the base already, or disabled). Any other
+    layer is returned with its own ``weight``.
+
+    Returns:
+        ``(layer whose type and shape the weight has, weight)``.
+    """
+    base = getattr(layer, "base_layer", None)
+    if not isinstance(base, nn.Module):
+        return layer, layer.weight
+    weight = base.weight
+    delta = getattr(layer, "get_delta_weight", None)
+    if callable(delta) and not getattr(layer, "merged", False):
+        if not getattr(layer, "disable_adapters", False):
+            for adapter in getattr(layer, "active_adapters", None) or ():
+                try:
+                    weight = weight + delta(adapter).to(weight.dtype)
+                except (KeyError, AttributeError, TypeError):  # not this layer's adapter
+                    continue
+    return base, weight
+
+
 def feature_conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The conv layers whose outputs are the model's feature maps, in definition order.
 

@@ -412,3 +412,30 @@ def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weight
     assert order.index(lv.AdversarialProbe) < order.index(lv.FilterLogger) < order.index(averaging)
     assert model.seen["callbacks"] == model.seen["validation_step"]  # the averaged weights
     assert model.trained not in model.seen["callbacks"]  # not the raw training weights
+
+
+# ------------------------------------------------------------------------ PEFT adapters
+def test_filter_logger_shows_a_lora_conv_with_its_adapter(tmp_path, events):
+    """The base conv of a LoRA layer is frozen: showing it would say the filters never
+    change. FilterLogger shows the wrapper with base + delta, which PEFT's own
+    ``merge_and_unload`` gives."""
+    import copy
+
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["block1.conv", "block2.conv"], modules_to_save=["fc"]
+    )
+    net = peft.get_peft_model(SmallCNN(num_classes=5), config)
+    filters = lv.FilterLogger(on_error="raise")
+    _, model = fit(tmp_path, [filters], model=LitClassifier(model=net, lr=0.05), epochs=2)
+    name = "model.base_model.model.block1.conv"
+    assert filters._chosen == [name]
+    logged = events(tmp_path)["scalars"]
+    merged = copy.deepcopy(model.model).merge_and_unload().block1.conv.weight.detach()
+    base = model.model.base_model.model.block1.conv.base_layer.weight.detach()
+    assert not torch.equal(merged, base)  # the adapter learned something
+    (_, norm) = logged[f"filters/{name}/norm"][-1]
+    assert norm == pytest.approx(float(torch.linalg.vector_norm(merged)), rel=1e-5)
+    (_, change) = logged[f"filters/{name}/change"][-1]
+    assert change > 0  # the frozen base alone would not change
