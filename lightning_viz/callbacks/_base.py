@@ -37,7 +37,7 @@ from lightning_viz._guard import (
     preserve_state,
     unwrap_model,
 )
-from lightning_viz._runtime.compat import CALLBACK_BASES, WEIGHT_AVERAGING, rank_zero_warn
+from lightning_viz._runtime.compat import CALLBACK_BASES, rank_zero_warn
 from lightning_viz._runtime.config import describe_options
 from lightning_viz._runtime.context import (
     _FALLBACK_BATCH,
@@ -48,15 +48,19 @@ from lightning_viz._runtime.context import (
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.memory import release_heap
-from lightning_viz._runtime.probe import Probe, is_tensor_tuple, loader_batch_size, stage_loader
+from lightning_viz._runtime.probe import Probe, loader_batch_size, stage_loader
+from lightning_viz._runtime.schedule import (
+    before_weight_averaging,
+    ended_before_last_batch,
+    validates_every_epoch,
+)
 from lightning_viz._runtime.transfer import batch_transfer
-from lightning_viz.callbacks._probe_setup import ProbeSetup
+from lightning_viz.callbacks._probe_setup import ProbeSetup, check_probe_source
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 
 _ON_ERROR = ("warn", "raise")
 DEFAULT_ALLOWANCE = 3.0  # seconds per epoch the callbacks may always spend
-_STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkpoint
 
 
 def _now(module: nn.Module) -> float:
@@ -65,59 +69,6 @@ def _now(module: nn.Module) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def _validates_every_epoch(trainer: Any) -> bool:
-    """Whether a validation loop ends every training epoch, decided once at ``setup``
-    (as Lightning's ``EarlyStopping`` decides where it checks): then a callback runs at
-    the validation epoch end, so ``EarlyStopping``/``ModelCheckpoint`` see its values at
-    once; otherwise (no validation, or validation every n-th epoch or several times an
-    epoch) at the training epoch end, after any validation of that epoch."""
-    return bool(
-        getattr(trainer, "enable_validation", False)
-        and trainer.check_val_every_n_epoch == 1
-        and trainer.val_check_interval == 1.0
-    )
-
-
-def _max_steps_reached(trainer: Any) -> bool:
-    """Whether ``Trainer(max_steps=...)`` ended training (the same on every rank)."""
-    max_steps = getattr(trainer, "max_steps", -1)
-    return max_steps is not None and max_steps != -1 and trainer.global_step >= max_steps
-
-
-def _ended_before_last_batch(trainer: Any) -> bool:
-    """Whether the training epoch that just ended stopped before its last batch
-    (``max_steps`` reached inside it, or ``on_train_batch_start`` returned -1): Lightning
-    then runs no validation at its end but still calls ``on_train_epoch_end``. Read from
-    Lightning's batch counters, the same on every rank; a fit resumed after the epoch's
-    last batch (its validation ran before the checkpoint) does not count."""
-    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    progress = getattr(loop, "batch_progress", None)
-    if progress is None:
-        return False
-    total = getattr(trainer, "num_training_batches", float("inf"))
-    if total == float("inf"):  # an iterable without length: only its end is known
-        return not progress.is_last_batch
-    return progress.current.ready < total
-
-
-def _check_probe_source(probe: Any) -> Any:
-    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
-    from torch.utils.data import DataLoader, Dataset
-
-    if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
-        return probe
-    if is_tensor_tuple(probe):
-        return probe
-    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
-    if isinstance(probe, str):
-        allowed += (
-            "; for images in a folder pass a Dataset such as "
-            "torchvision.datasets.ImageFolder(path, transform=...)"
-        )
-    fail("probe", allowed, probe, TypeError)
-    return None  # unreachable
 
 
 class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
@@ -228,7 +179,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
         self._given_normalization = (self.mean, self.std)
         self.task = check_task(task)
-        self.probe = _check_probe_source(probe)
+        self.probe = check_probe_source(probe)
         self.tag_prefix = (tag_prefix or self.family).strip("/")
         self.seed = check_int(seed, "seed")
         self.max_overhead = (
@@ -368,7 +319,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._set_up = True
         self._pending_setup = False
         self._coordinator = coordinator
-        self._after_validation = _validates_every_epoch(trainer)
+        self._after_validation = validates_every_epoch(trainer)
         self._validated_epoch = None
         coordinator.register(self)
         self._said = set()
@@ -392,36 +343,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._enabled = True
         self._pending_setup = True  # the probe and the checks wait for the built model
         coordinator.budget.begin()
-        self._go_before_weight_averaging(trainer)
-
-    def _go_before_weight_averaging(self, trainer: Any) -> None:
-        """Lightning's ``WeightAveraging`` (``EMAWeightAveraging``) swaps the averaged
-        weights in for the validation loop and out again in its own
-        ``on_validation_epoch_end``; listed before the lightning-viz callbacks it would
-        swap them out before they run, so they would measure other weights than
-        validation did. The last lightning-viz callback to be set up moves them all,
-        in their order, to just before the first such callback (and says so once).
-        Only callbacks already set up move, so Lightning's loop over the list calls
-        every callback's ``setup`` once."""
-        callbacks = getattr(trainer, "callbacks", None)
-        if not isinstance(callbacks, list) or not WEIGHT_AVERAGING:
-            return
-        ours = [cb for cb in callbacks if isinstance(cb, VizCallback)]
-        if not ours or ours[-1] is not self:
-            return
-        averaging = [i for i, cb in enumerate(callbacks) if isinstance(cb, WEIGHT_AVERAGING)]
-        if not averaging or averaging[0] > callbacks.index(ours[0]):
-            return
-        first = averaging[0]
-        late = [cb for cb in callbacks[first:] if isinstance(cb, VizCallback)]
-        rest = [cb for cb in callbacks[first:] if not isinstance(cb, VizCallback)]
-        callbacks[first:] = [*late, *rest]
-        self._shared(trainer).info_once(
-            "weight averaging",
-            f"lightning-viz: the callbacks {[type(cb).__name__ for cb in late]} now run before "
-            f"{type(callbacks[first + len(late)]).__name__}, so they measure the averaged "
-            "weights that validation measures (it swaps them out at the validation epoch end)",
-        )
+        moved = before_weight_averaging(trainer, self, VizCallback)
+        if moved is not None:
+            coordinator.info_once("weight averaging", f"lightning-viz: {moved}")
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # The model is complete only now: Lightning calls the LightningModule's own
@@ -520,7 +444,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             self._after_validation
             and self._validated_epoch != trainer.current_epoch
             and self._last_epoch != trainer.current_epoch
-            and _ended_before_last_batch(trainer)
+            and ended_before_last_batch(trainer)
         )
 
     def _epoch_end_once(self, trainer: Any) -> None:
@@ -589,26 +513,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self.turn_off("could not finish its background work (a figure or projector files)", err)
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"probe_indices": self._probe_indices}
-        probe = self._probe
-        if probe is not None:
-            state["probe_fingerprint"] = probe.fingerprint()
-            if probe.images.numel() * probe.images.element_size() <= _STORE_PROBE_BYTES:
-                state["probe"] = {
-                    "images": probe.images.detach().cpu().clone(),
-                    "labels": None if probe.labels is None else probe.labels.cpu().clone(),
-                    "masks": None if probe.masks is None else probe.masks.cpu().clone(),
-                    "seen": probe.seen,
-                }
-        return {**state, **self.extra_state()}
+        return {**self._probe_state(), **self.extra_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        indices = state_dict.get("probe_indices")
-        self._probe_indices = None if indices is None else [int(i) for i in indices]
-        saved = dict(state_dict.get("probe") or {})
-        saved["fingerprint"] = state_dict.get("probe_fingerprint")
-        self._saved_probe = saved
-        self._probe = None  # rebuilt at the next setup, from what was saved
+        self._load_probe_state(state_dict)
         self.load_extra_state(state_dict)
 
     # --------------------------------------------------------------- scheduling

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_viz._checks import fail
 from lightning_viz._guard import ModelView
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
@@ -38,10 +39,30 @@ from lightning_viz._runtime.probe import (
 )
 from lightning_viz.functional._task import detect_task, normalize_labels
 
-__all__ = ["ProbeSetup"]
+__all__ = ["ProbeSetup", "check_probe_source"]
+
+_STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkpoint
 
 _RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
 _GIVEN_SLACK = 0.1  # with mean/std: a resize's overshoot, not a wrong normalization
+
+
+def check_probe_source(probe: Any) -> Any:
+    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
+        return probe
+    if is_tensor_tuple(probe):
+        return probe
+    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
+    if isinstance(probe, str):
+        allowed += (
+            "; for images in a folder pass a Dataset such as "
+            "torchvision.datasets.ImageFolder(path, transform=...)"
+        )
+    fail("probe", allowed, probe, TypeError)
+    return None  # unreachable
 
 
 def _is_identity(normalization: tuple[list[float], list[float]]) -> bool:
@@ -57,6 +78,32 @@ def _short(values: Sequence[float]) -> str:
 
 class ProbeSetup:
     """The probe steps of ``VizCallback.setup`` (a base class, no state of its own)."""
+
+    def _probe_state(self) -> dict[str, Any]:
+        """The probe's part of ``state_dict``: its positions, fingerprint and (up to
+        :data:`_STORE_PROBE_BYTES`) the probe itself."""
+        state: dict[str, Any] = {"probe_indices": self._probe_indices}
+        probe = self._probe
+        if probe is not None:
+            state["probe_fingerprint"] = probe.fingerprint()
+            if probe.images.numel() * probe.images.element_size() <= _STORE_PROBE_BYTES:
+                state["probe"] = {
+                    "images": probe.images.detach().cpu().clone(),
+                    "labels": None if probe.labels is None else probe.labels.cpu().clone(),
+                    "masks": None if probe.masks is None else probe.masks.cpu().clone(),
+                    "seen": probe.seen,
+                }
+        return state
+
+    def _load_probe_state(self, state: dict[str, Any]) -> None:
+        """Takes back what :meth:`_probe_state` saved; the probe is rebuilt from it when
+        the callback is next set up."""
+        indices = state.get("probe_indices")
+        self._probe_indices = None if indices is None else [int(i) for i in indices]
+        saved = dict(state.get("probe") or {})
+        saved["fingerprint"] = state.get("probe_fingerprint")
+        self._saved_probe = saved
+        self._probe = None
 
     def _probe_source(self, trainer: Any) -> Any:
         """The probe data (``self._probe_from`` says where it came from)."""

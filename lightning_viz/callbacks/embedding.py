@@ -18,13 +18,9 @@ from lightning_viz._hooks import record_io
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import has_loader, split_batch
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
+from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.writers import Embedding
-from lightning_viz.callbacks._base import (
-    NotApplicableError,
-    RunContext,
-    VizCallback,
-    _max_steps_reached,
-)
+from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
@@ -440,7 +436,7 @@ class EmbeddingProjector(VizCallback):
             return
         if self._last_epoch != trainer.current_epoch and self._due(trainer):  # no validation ran
             epoch, key = trainer.current_epoch, "no_val_epoch"
-            if self._after_validation and _max_steps_reached(trainer):
+            if self._after_validation and max_steps_reached(trainer):
                 key = "cut_epoch"  # Lightning skips the validation of an epoch cut short
                 why = (
                     f"training stopped inside epoch {epoch} (max_steps={trainer.max_steps} "

@@ -452,9 +452,9 @@ def test_a_resumed_run_with_a_shuffled_probe_source_shows_the_same_images(tmp_pa
 
 def test_a_probe_that_cannot_be_rebuilt_is_reported(tmp_path, monkeypatch):
     """Positions only (large probes are not saved): a changed dataset is said, not hidden."""
-    from lightning_viz.callbacks import _base
+    from lightning_viz.callbacks import _probe_setup
 
-    monkeypatch.setattr(_base, "_STORE_PROBE_BYTES", 0)
+    monkeypatch.setattr(_probe_setup, "_STORE_PROBE_BYTES", 0)
     cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise")
     fit(tmp_path / "a", [cb], epochs=1)
     state = cb.state_dict()
