@@ -200,10 +200,13 @@ class ProbeSetup:
         ``probe=`` argument is taken as given), else ``None``."""
         return None if self._probe_from == "probe" else self._transfer
 
-    def _hook_normalization(self, source: Any) -> Any:
+    def _hook_normalization(self, source: Any, data_normalized: bool) -> Any:
         """``(mean, std)`` of a normalization done in the batch transfer hooks: each
         channel of the first batch as the hooks leave it, an exact affine function of
-        the batch as the dataloader gives it; else ``None``."""
+        the batch as the dataloader gives it; else ``None``. The dataloader's batch must
+        be pixels in ``[0, 1]`` or (``data_normalized``) normalized by the ``Normalize``
+        found in its transform: a hook that makes ``uint8`` data floats is no
+        normalization."""
         transfer = self._data_transfer()
         if transfer is None or not isinstance(source, DataLoader):
             return None
@@ -214,7 +217,7 @@ class ProbeSetup:
             raw = split_batch(batch, self.batch_to_xy)[0]
             seen = split_batch(transfer(batch), self.batch_to_xy)[0]
         low, high = value_range(raw)
-        if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
+        if not data_normalized and (low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK):
             return None  # the data is not pixels itself (uint8, say): nothing to read
         return affine_normalization(raw.float(), seen.detach().float().cpu())
 
@@ -238,7 +241,7 @@ class ProbeSetup:
             self._probe_from, f"the {self._probe_from} transform"
         )
         how = f"{where} (a Normalize)"
-        in_hooks = self._hook_normalization(source)
+        in_hooks = self._hook_normalization(source, data_normalized=found is not None)
         if in_hooks is not None and not _is_identity(in_hooks):
             found = compose(found, in_hooks)
             how = (

@@ -208,6 +208,29 @@ def test_a_normalization_in_on_after_batch_transfer_is_read_and_the_probe_is_wha
     assert clean == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_hook_normalization_on_top_of_a_normalize_transform_is_composed(tmp_path):
+    """The dataset's transform normalizes with ImageNet's statistics, the hook again
+    with MEAN/STD: one (mean, std) takes the probe back to the original pixels."""
+    from torchvision import transforms as T
+
+    from lightning_viz._guard import ModelView
+    from tests.callbacks.test_real_setups import MEAN as IMAGENET_MEAN
+    from tests.callbacks.test_real_setups import STD as IMAGENET_STD
+    from tests.callbacks.test_real_setups import NormalizedShapes
+
+    data = NormalizedShapes(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="raise")
+    fit(tmp_path, [robust], model=NormalizesAfterTransfer(), datamodule=data, epochs=1)
+    mean, std = compose((IMAGENET_MEAN, IMAGENET_STD), (MEAN, STD))
+    assert robust.mean == pytest.approx(mean, abs=1e-5)
+    assert robust.std == pytest.approx(std, abs=1e-5)
+    pixels = ModelView(nn.Identity(), robust.mean, robust.std).to_pixels(robust._probe.images)
+    shapes = small_datamodule(train_size=64, val_size=32, batch_size=16)
+    shapes.setup("fit")
+    expected = torch.stack([shapes.val_dataset[i][0] for i in robust._probe.indices])
+    assert torch.allclose(pixels, expected, atol=1e-5)
+
+
 class ScalesUint8(LitClassifier):
     """The data gives uint8 images; ``on_before_batch_transfer`` makes them [0, 1]."""
 
