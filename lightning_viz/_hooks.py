@@ -92,6 +92,21 @@ def record_calls(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, t
 
 
 @contextlib.contextmanager
+def record_outputs(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, Tensor]]]:
+    """Appends ``(name, output)`` for every forward call that returns a tensor, in the
+    order the calls complete (an enclosing module after what it called). The outputs
+    are kept (detached): run one small batch."""
+    calls: list[tuple[str, Tensor]] = []
+
+    def hook(name: str, _args: Any, out: Any) -> None:
+        if isinstance(out, Tensor):
+            calls.append((name, out.detach()))
+
+    with _forward_hooks(modules, hook):
+        yield calls
+
+
+@contextlib.contextmanager
 def gradient_leaf(module: nn.Module) -> Iterator[dict[str, Tensor]]:
     """Makes ``module``'s output the start of the autograd graph.
 

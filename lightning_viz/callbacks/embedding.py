@@ -14,11 +14,12 @@ from torch import Tensor, nn
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
-from lightning_viz._hooks import record_io
+from lightning_viz._hooks import record_calls, record_io
 from lightning_viz._runtime.distributed import gather_objects, interleave
-from lightning_viz._runtime.probe import has_loader, split_batch
+from lightning_viz._runtime.probe import has_loader, in_order, split_batch, stage_loader
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
 from lightning_viz._runtime.schedule import max_steps_reached
+from lightning_viz._runtime.transfer import batch_transfer
 from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional import embedding as E
@@ -138,6 +139,21 @@ def _interleave(
     return out
 
 
+def _executed_head(linears: dict[str, nn.Module], view: nn.Module, images: Tensor) -> str | None:
+    """Of the ``linears`` run by one forward of ``view`` on ``images``, the first of
+    the last run of those whose output has the logits' width."""
+    with torch.no_grad(), record_calls(linears) as calls:
+        logits = view(images.float())
+    width = int(logits.shape[-1])
+    head, previous_matched = None, False
+    for name, shape in calls:
+        matched = len(shape) >= 1 and int(shape[-1]) == width
+        if matched and not previous_matched:
+            head = name  # the first of a new run
+        previous_matched = matched
+    return head
+
+
 class EmbeddingProjector(VizCallback):
     """Writes the penultimate features of validation samples to TensorBoard's projector.
 
@@ -178,7 +194,9 @@ class EmbeddingProjector(VizCallback):
 
     Args:
         layer: Dotted name of the layer whose output is embedded. Default: ``None``
-            (the input of the last ``nn.Linear``).
+            (the input of the classifier head: the ``nn.Linear`` that outputs the
+            logits, found in execution order on one validation image when the model
+            has several; the last ``nn.Linear`` when none outputs their width).
         num_samples: How many validation samples to embed, ``>= 2``. Default: 1000.
         projection: ``"tsne"`` or ``"pca"``, the static 2-D figure. Default: ``"tsne"``.
         k: Neighbours of the k-NN accuracy, ``>= 1`` (clipped to ``N - 1``).
@@ -255,7 +273,18 @@ class EmbeddingProjector(VizCallback):
         return {"layer": self.layer, "projection": self.projection}
 
     # -------------------------------------------------------------------- setup
-    def _feature_layer(self, module: nn.Module) -> tuple[str, nn.Module]:
+    def _feature_layer(
+        self, module: nn.Module, view: nn.Module | None = None, images: Tensor | None = None
+    ) -> tuple[str, nn.Module]:
+        """The layer whose input is embedded: ``layer=``, else the classifier head.
+
+        With ``view`` and ``images`` (one forward on the probe) the head is found in
+        execution order: of the ``nn.Linear`` layers that output the logits' width, the
+        first of the last run of them (a distilled DeiT's ``head``, not ``head_dist``;
+        a head defined before its backbone; not a projection head defined after it).
+        Without, or when no ``Linear`` outputs that width: the last ``nn.Linear``
+        defined.
+        """
         if self.layer is not None:
             return resolve_layer(module, self.layer)
         linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
@@ -266,10 +295,40 @@ class EmbeddingProjector(VizCallback):
                 "no nn.Linear layer; pass `layer=` with the dotted name of the layer whose "
                 f"output to embed (available: {names})"
             )
+        if view is not None and images is not None:
+            try:
+                head = _executed_head(dict(linears), view, images)
+            except Exception:  # noqa: BLE001 - the definition order is the fallback
+                head = None
+            if head is not None:
+                return head, dict(linears)[head]
         return linears[-1]
 
+    def _one_validation_image(self, ctx: RunContext) -> tuple[nn.Module | None, Tensor | None]:
+        """A view taking model-space images (no normalization applied) and the first
+        validation image as ``validation_step`` gets it, to find the head in execution
+        order; ``None, None`` when there is nothing to choose (``layer=``, one
+        ``Linear``) or no validation image to run."""
+        linears = [m for m in ctx.module.modules() if isinstance(m, nn.Linear)]
+        loader = stage_loader(ctx.trainer, "val")
+        if loader is None or self.layer is not None or len(linears) < 2:
+            return None, None
+        transfer = batch_transfer(ctx.trainer, ctx.module)
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():  # the loader's seed
+                batch = next(iter(in_order(loader)), None)
+                if batch is None:
+                    return None, None
+                batch = batch if transfer is None else transfer(batch)
+                images = split_batch(batch, self.batch_to_xy)[0]
+        except Exception:  # noqa: BLE001 - the definition order is the fallback
+            return None, None
+        view = ModelView(ctx.module, None, None, self.output_to_logits, None, self.images_to_input)
+        return view, images[:1].to(ctx.device)
+
     def check(self, ctx: RunContext) -> None:
-        self._layer_name = self._feature_layer(ctx.module)[0]
+        view, images = self._one_validation_image(ctx)
+        self._layer_name = self._feature_layer(ctx.module, view, images)[0]
         if getattr(ctx.trainer, "limit_val_batches", 1) == 0:
             self.warn_once(
                 "no_val",

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names
+from lightning_viz._hooks import record_io
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional._grad import adapted_layer, feature_conv_layers, resolve_layer
 
@@ -71,7 +72,35 @@ class FilterLogger(VizCallback):
             }
         }
 
-    def _choose(self, module: nn.Module, image_shape: tuple[int, ...]) -> list[str]:
+    @staticmethod
+    def _pixel_linears(
+        module: nn.Module, pixels: int, view: nn.Module, images: Tensor
+    ) -> list[str]:
+        """The ``Linear`` layers whose input is the flattened image (checked on one
+        probe image): not a deeper ``Linear`` that only happens to have ``C*H*W``
+        inputs (a transformer's MLP projection, a head over conv features)."""
+        sized = {
+            n: m
+            for n, m in module.named_modules()
+            if isinstance(m, nn.Linear) and m.in_features == pixels
+        }
+        if not sized:
+            return []
+        image = images[:1].float()
+        with torch.no_grad(), record_io(sized, lambda: True, tuple(sized)) as calls:
+            view(view.to_pixels(image))
+            inputs = {n: c[0][0] for n, c in calls.items() if c}
+        return [
+            n
+            for n in sized
+            if isinstance(inputs.get(n), Tensor)
+            and inputs[n].numel() == image.numel()
+            and torch.allclose(inputs[n].reshape(-1).float(), image.reshape(-1), atol=1e-5)
+        ]
+
+    def _choose(
+        self, module: nn.Module, image_shape: tuple[int, ...], view: nn.Module, images: Tensor
+    ) -> list[str]:
         pixels = math.prod(image_shape)
         if self.layers is not None:
             chosen = []
@@ -93,11 +122,7 @@ class FilterLogger(VizCallback):
             return chosen
         convs = feature_conv_layers(module)  # a PEFT adapter layer counts as its conv
         chosen = [convs[0][0]] if convs else []
-        chosen += [
-            n
-            for n, m in module.named_modules()
-            if isinstance(m, nn.Linear) and m.in_features == pixels
-        ]
+        chosen += self._pixel_linears(module, pixels, view, images)
         if not chosen:
             raise NotApplicableError(
                 "FilterLogger found no Conv2d layer and no Linear layer over the input pixels "
@@ -106,7 +131,8 @@ class FilterLogger(VizCallback):
         return chosen
 
     def check(self, ctx: RunContext) -> None:
-        self._chosen = self._choose(ctx.module, tuple(ctx.probe.images.shape[1:]))
+        images = ctx.probe.images
+        self._chosen = self._choose(ctx.module, tuple(images.shape[1:]), ctx.view, images)
 
     def _image(self, layer: nn.Module, weight: Tensor, image_shape: tuple[int, ...]) -> Tensor:
         weight = weight.detach().float().cpu()

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_images, check_reduce, check_reshape, check_target_type
-from lightning_viz._guard import preserve_state
-from lightning_viz._hooks import gradient_leaf, record_calls
+from lightning_viz._guard import ModelView, preserve_state
+from lightning_viz._hooks import gradient_leaf, record_outputs
 from lightning_viz.functional._grad import (
     feature_conv_layers,
     forward_logits,
@@ -64,23 +64,87 @@ def _default_layer(net: nn.Module, x: Tensor) -> str:
         raise ValueError(
             f"GradCAM needs a convolutional layer; the model has none. Layers: {names}"
         )
-    with torch.no_grad(), record_calls(convs) as calls:
+    root = net.model if isinstance(net, ModelView) else net  # names as feature_conv_layers'
+    modules = {name: m for name, m in root.named_modules() if name}
+    with torch.no_grad(), record_outputs(modules) as calls:
         net(x)
-    spatial = [name for name, shape in calls if len(shape) == 4 and shape[-2] * shape[-1] > 1]
+    spatial = [name for name, out in calls if name in convs and _is_grid(out)]
     if not spatial:
         raise ValueError(
             "GradCAM needs a convolutional layer with spatial output larger than 1x1; "
             f"none of the model's conv layers ({', '.join(convs)}) produced one for "
             f"inputs of shape {tuple(x.shape)}"
         )
-    return spatial[-1]
+    return _feature_map_layer(modules, calls, convs) or spatial[-1]
+
+
+def _is_grid(out: Tensor) -> bool:
+    return out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1
+
+
+def _feature_map_layer(
+    modules: dict[str, nn.Module], calls: list[tuple[str, Tensor]], convs: dict[str, nn.Module]
+) -> str | None:
+    """The layer whose output is the last feature map the head reads, at the level of
+    a block: the last conv, or module holding a conv, to complete with a
+    ``(N, C, h, w)`` output larger than ``1x1`` (pooling, ``Identity`` or an attention
+    map do not count), then down through what produced that same output: the last block of a
+    ``Sequential`` stage, a wrapper's backbone. A block with a forward of its own (a
+    residual block, an Inception module, a dense block's concatenation) is the
+    answer; a plain chain of layers (conv, norm, activation) gives its last conv.
+    ``None`` when no module qualifies.
+    """
+    last: dict[str, Tensor] = {}
+    order: dict[str, int] = {}
+    for i, (name, out) in enumerate(calls):
+        last[name], order[name] = out, i
+    held = [  # a conv, or a module holding one (not an attention map, say)
+        n
+        for n, out in calls
+        if _is_grid(out) and any(c == n or c.startswith(f"{n}.") for c in convs)
+    ]
+    if not held:
+        return None
+    name = held[-1]
+    while True:
+        module, out = modules[name], last[name]
+        children = sorted(
+            (f"{name}.{c}" for c, _ in module.named_children() if f"{name}.{c}" in last),
+            key=order.__getitem__,
+        )
+        if not children or name in convs:
+            return name
+        if all(not any(True for _ in modules[c].children()) for c in children):  # a chain
+            chained = [c for c in children if c in convs and _is_grid(last[c])]
+            return chained[-1] if chained and _plain(module) else name
+        same = [
+            c for c in children if last[c] is out or (_plain(module) and last[c].shape == out.shape)
+        ]
+        same = [c for c in same if any(True for _ in modules[c].children()) or c in convs]
+        if not same:
+            return name
+        name = same[-1]
+
+
+def _plain(module: nn.Module) -> bool:
+    """A ``Sequential`` (or subclass) running its children one after the other."""
+    return type(module).forward is nn.Sequential.forward
 
 
 def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
-    """The layer Grad-CAM uses by default: the last conv with spatial output.
+    """The layer Grad-CAM uses by default: the block whose output is the last
+    feature map the head reads.
 
-    One forward pass (no gradients) records the ``nn.Conv2d`` layers in execution
-    order; the last one whose output is larger than ``1x1`` is chosen. For a known
+    One forward pass (no gradients) records every module's output in the order the
+    calls complete. The last module with parameters whose output is ``(N, C, h, w)``
+    larger than ``1x1`` holds the last feature map; from there the choice goes down
+    through what produced that same output (the last block of a ``Sequential`` stage,
+    a wrapper's backbone) and stops at a block with a forward of its own (a residual
+    block, an Inception module, a dense block) or, for a plain chain of layers, at the
+    chain's last conv. So a ResNet gets its last block (``"layer4.1"``), never the
+    shortcut conv that runs after the block's branch convs, and a concatenating model
+    the concatenation, not its last branch. Without such a block it is the last conv
+    run whose output is larger than ``1x1``. For a known
     transformer (:func:`~lightning_viz.functional.is_transformer`) it is
     :func:`~lightning_viz.functional.defaulttransformer_cam_layer` instead (for a
     ViT the first norm of the last encoder block, never the patch embedding).
@@ -90,7 +154,7 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
         inputs: Example images ``(N, C, H, W)``, float (one image is enough).
 
     Returns:
-        The dotted name of the layer, e.g. ``"layer4.1.conv2"``.
+        The dotted name of the layer, e.g. ``"layer4.1"`` or ``"block3.conv"``.
 
     Raises:
         TypeError: ``inputs`` is not a float tensor.

@@ -72,15 +72,20 @@ def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.M
 
 def supports_rollout(model: nn.Module) -> bool:
     """Whether :func:`attention_rollout` and :func:`grad_rollout` apply to ``model``:
-    it is, or holds, a ViT with a class token (torchvision ``VisionTransformer`` or
-    a timm ViT/DeiT)."""
+    it is, or holds, a ViT whose head reads a class token (torchvision
+    ``VisionTransformer``, a timm ViT/DeiT with ``global_pool="token"``, a transformers
+    ViT/DeiT/DINOv2). A timm ViT pooling its patch tokens (``"avg"``, ``"map"``) keeps
+    a class token the head never reads: its rollout would explain nothing."""
     found = find_transformer(model)
     if found is None or found.family not in _ROLLOUT_FAMILIES:
         return False
     if found.family == "hf_vit":  # the class token is the first prefix token
         embeddings = getattr(found.module, "embeddings", None)
         return isinstance(getattr(embeddings, "cls_token", None), Tensor)
-    return found.family == "vit" or getattr(found.module, "cls_token", None) is not None
+    if found.family == "timm_vit":  # a class token the head reads (not avg/map pooling)
+        pool = getattr(found.module, "global_pool", "token")
+        return getattr(found.module, "cls_token", None) is not None and pool == "token"
+    return True
 
 
 def _patch_grid(found: FoundTransformer, size: tuple[int, int]) -> tuple[int, int, int]:

@@ -226,16 +226,29 @@ def _family(module: nn.Module) -> str | None:
         return "swin"
     if isinstance(module, MaxVit):
         return "maxvit"
-    if (
-        type(module).__module__.startswith("timm.")
-        and hasattr(module, "patch_embed")
-        and hasattr(module, "blocks")
-        and isinstance(getattr(module, "num_prefix_tokens", None), int)
-    ):
+    if _is_timm_vit(module):
         return "timm_vit"
     if type(module).__module__.startswith("transformers.") and hf_vit_parts(module) is not None:
         return "hf_vit"
     return None
+
+
+def _is_timm_vit(module: nn.Module) -> bool:
+    """timm's ``VisionTransformer`` family (ViT, DeiT, BEiT-style), by duck typing: a
+    patch embedding with a 2-D patch size, ``blocks`` that carry the prefix tokens
+    (``num_prefix_tokens``). CaiT (class token added after ``blocks``, in
+    ``blocks_token_only``) and XCiT (a convolutional patch embedding with one int
+    patch size, cross-covariance attention) look alike and are not."""
+    if not type(module).__module__.startswith("timm."):
+        return False
+    patch = getattr(getattr(module, "patch_embed", None), "patch_size", None)
+    return (
+        isinstance(getattr(module, "blocks", None), nn.Module)
+        and isinstance(getattr(module, "num_prefix_tokens", None), int)
+        and isinstance(patch, tuple | list)
+        and len(patch) == 2
+        and not hasattr(module, "blocks_token_only")
+    )
 
 
 _HF_BLOCK_LISTS = ("encoder.layer", "layers", "encoder.layers")  # transformers 4, 5

@@ -462,3 +462,60 @@ def test_filter_logger_shows_a_lora_conv_with_its_adapter(tmp_path, events):
     assert norm == pytest.approx(float(torch.linalg.vector_norm(merged)), rel=1e-5)
     (_, change) = logged[f"filters/{name}/change"][-1]
     assert change > 0  # the frozen base alone would not change
+
+
+# ------------------------------------------------------ FilterLogger's image templates
+class _TemplateAndHead(nn.Module):
+    """A pixel-level linear branch (a true template) beside a CNN whose head reads
+    48x8x8 = 3072 = 3x32x32 conv features (the same in_features, no template)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pixels = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 5))
+        self.conv = nn.Conv2d(3, 48, 3, padding=1)
+        self.pool = nn.MaxPool2d(4)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(48 * 8 * 8, 5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pixels(x) + self.head(self.pool(torch.relu(self.conv(x))))
+
+
+def test_filter_logger_draws_templates_only_of_linears_that_read_the_image(tmp_path, events):
+    filters = lv.FilterLogger(on_error="raise")
+    fit(tmp_path, [filters], model=LitClassifier(model=_TemplateAndHead()), epochs=1)
+    assert filters._chosen == ["model.conv", "model.pixels.1"]
+    images = events(tmp_path)["images"]
+    assert "filters/model.pixels.1" in images and "filters/model.head.1" not in images
+
+
+# ------------------------------------------------------- EmbeddingProjector's head
+class _HeadFirst(nn.Module):
+    """The head is defined before the backbone (whose MLP ends in a Linear), a
+    projection head after it (run in forward, as SimCLR-style training does), and a
+    second, distillation head after the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 5)
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.mlp = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
+        self.head_dist = nn.Linear(16, 5)
+        self.proj = nn.Linear(16, 8)
+        self.projected: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.mlp(self.backbone(x))
+        self.projected = self.proj(f)
+        return (self.head(f) + self.head_dist(f)) / 2
+
+
+def test_embedding_projector_embeds_the_input_of_the_head_that_ran(tmp_path):
+    """Not the last Linear defined (``proj``), not ``head_dist``: ``head``, the first
+    Linear of the last run of Linears with the logits' width."""
+    projector = lv.EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    fit(tmp_path, [projector], model=LitClassifier(model=_HeadFirst()), epochs=1)
+    assert projector._layer_name == "model.head"
+    # without a forward to look at, the last Linear defined (as before)
+    assert projector._feature_layer(_HeadFirst())[0] == "proj"

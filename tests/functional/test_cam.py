@@ -53,10 +53,59 @@ def test_grad_cam_matches_captum_resnet18(fx):
     model = fx.make(lambda: torchvision.models.resnet18(weights=None, num_classes=5))
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     target = torch.tensor([3, 0])
-    assert C.default_cam_layer(model, x) == "layer4.1.conv2"  # 2x2 at 64 px
+    # the last block (2x2 at 64 px), pytorch-grad-cam's recommended layer4[-1]
+    assert C.default_cam_layer(model, x) == "layer4.1"
     ref = copy.deepcopy(model)
-    _, up = _captum_gradcam(ref, ref.layer4[1].conv2, x, target)
+    _, up = _captum_gradcam(ref, ref.layer4[1], x, target)
     _close(C.grad_cam(model, x, target), up, tol=1e-4)
+
+
+def _one_block_resnet() -> nn.Module:
+    """A ResNet whose stages have one block each (as timm's resnet10t): the last conv
+    to run is the first block's shortcut (downsample) conv."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected", "shortcut"),
+    [
+        (_one_block_resnet, "layer4.0", "layer4.0.downsample.0"),
+        (lambda: torchvision.models.densenet121(num_classes=5), "features.denseblock4", None),
+        (
+            lambda: torchvision.models.googlenet(
+                num_classes=5, aux_logits=False, init_weights=False
+            ),
+            "inception5b",
+            None,
+        ),
+        (lambda: torchvision.models.convnext_tiny(num_classes=5), "features.7.2", None),
+    ],
+    ids=["one-block resnet", "densenet121", "googlenet", "convnext_tiny"],
+)
+def test_the_default_layer_is_the_block_the_head_reads_not_a_branch_conv(
+    fx, make, expected, shortcut
+):
+    """The last conv to run sits in a branch on these: a shortcut conv, one dense
+    layer's 32 new channels, an Inception branch, ConvNeXt's depthwise conv before its
+    MLP. The default is the block whose output the head reads; the map is
+    pytorch-grad-cam's at that layer."""
+    model = fx.make(make).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    layer = C.default_cam_layer(model, x)
+    assert layer == expected
+    if shortcut is not None:  # the layer the old rule (last conv run) picked
+        assert C.grad_cam(model, x, TARGET[:2], layer=shortcut).shape == (2, 1, 64, 64)
+    ref = copy.deepcopy(model)
+    module = dict(ref.named_modules())[layer]
+    with GradCAM(model=ref, target_layers=[module]) as cam:
+        cam(x.clone(), [ClassifierOutputTarget(int(t)) for t in TARGET[:2]])
+        act = cam.activations_and_grads.activations[0].numpy()
+        grad = cam.activations_and_grads.gradients[0].numpy()
+        low = np.maximum(cam.get_cam_image(x, module, None, act, grad), 0)
+    got, _ = C._cam(model, x, TARGET[:2], layer, C._gradcam_weights, upsample=False)
+    _close(got[:, 0], torch.from_numpy(low).float(), tol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -157,8 +206,8 @@ def test_default_layer_is_last_spatial_conv(fx, small_cnn, images):
     default = C.grad_cam(small_cnn, images, TARGET)
     _close(default, C.grad_cam(small_cnn, images, TARGET, layer="conv3"))
     resnet = fx.make(lambda: torchvision.models.resnet18(weights=None, num_classes=5))
-    # at 32 px every layer4 conv is 1x1, so layer3's last conv is chosen
-    assert C.default_cam_layer(resnet, images[:1]) == "layer3.1.conv2"
+    # at 32 px layer4 is 1x1, so layer3's last block is chosen
+    assert C.default_cam_layer(resnet, images[:1]) == "layer3.1"
     assert not has_hooks(resnet)
 
 
@@ -190,8 +239,8 @@ def test_default_layers_of_a_peft_lora_model_are_the_adapted_convs(fx, images):
     config = peft.LoraConfig(r=4, target_modules=["conv1", "conv2"], modules_to_save=["fc"])
     model = peft.get_peft_model(resnet, config).eval()
     layer = C.default_cam_layer(model, images[:1])
-    assert layer == "base_model.model.layer3.1.conv2"  # as without the adapters
-    assert C.default_cam_layer(plain, images[:1]) == "layer3.1.conv2"
+    assert layer == "base_model.model.layer3.1"  # as without the adapters
+    assert C.default_cam_layer(plain, images[:1]) == "layer3.1"
     # at initialisation the adapters add nothing: the same map as the plain model's
     torch.testing.assert_close(
         C.grad_cam(model, images, TARGET), C.grad_cam(plain, images, TARGET, layer=layer[17:])

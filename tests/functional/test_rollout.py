@@ -369,3 +369,14 @@ def test_transformers_rollouts_equal_the_attentions_transformers_returns(fx, x, 
     assert len(store) == 1
     with torch.no_grad():
         _close(plain, model(x), tol=1e-5)
+
+
+def test_a_timm_vit_pooling_its_patches_has_no_rollout():
+    """``global_pool="avg"`` keeps a class token the head never reads (its gradient is
+    exactly 0): the rollout of that token explains nothing, so it does not apply."""
+    vt = pytest.importorskip("timm.models.vision_transformer")
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=3)
+    token = vt.VisionTransformer(**kwargs)
+    pooled = vt.VisionTransformer(global_pool="avg", **kwargs)
+    assert pooled.cls_token is not None
+    assert supports_rollout(token) and not supports_rollout(pooled)

@@ -447,3 +447,25 @@ def test_token_methods_through_a_model_view_of_a_wrapped_vit(vit, x):
         LF.neuron_gradient(view, x, neuron=(name, 3)),
         LF.neuron_gradient(vit, x, neuron=(LAST_LN1, 3)),
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("cait_xxs24_224", {"img_size": 32, "patch_size": 4, "depth": 2}),
+        ("xcit_nano_12_p16_224", {"img_size": 32, "patch_size": 8, "depth": 2}),
+    ],
+)
+def test_timm_cait_and_xcit_are_not_taken_for_a_vit(name, kwargs):
+    """They have ``patch_embed``, ``blocks`` and ``num_prefix_tokens`` as timm's ViT, but
+    CaiT adds its class token after ``blocks`` and XCiT's patch size is one int: read as
+    a ViT, the default layers failed at setup ("64 tokens do not fit ...")."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model(name, pretrained=False, num_classes=3, **kwargs).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert not LF.is_transformer(model)
+    layer = LF.default_cam_layer(model, x[:1])
+    assert LF.grad_cam(model, x, torch.tensor([0, 1]), layer=layer).shape == (2, 1, 32, 32)
+    from lightning_viz.functional.rollout import supports_rollout
+
+    assert not supports_rollout(model)
