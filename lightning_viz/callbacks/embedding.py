@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
-from lightning_viz._hooks import record_calls, record_io
+from lightning_viz._hooks import record_io
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import has_loader, in_order, split_batch, stage_loader
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
@@ -23,7 +23,7 @@ from lightning_viz._runtime.transfer import batch_transfer
 from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional import embedding as E
-from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional._grad import logit_head, resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
 from lightning_viz.render.maps import shown_channels
 
@@ -137,21 +137,6 @@ def _interleave(
         rows = interleave([empty if p is None else p for p in parts], total)
         out[key] = rows[:num_samples]
     return out
-
-
-def _executed_head(linears: dict[str, nn.Module], view: nn.Module, images: Tensor) -> str | None:
-    """Of the ``linears`` run by one forward of ``view`` on ``images``, the first of
-    the last run of those whose output has the logits' width."""
-    with torch.no_grad(), record_calls(linears) as calls:
-        logits = view(images.float())
-    width = int(logits.shape[-1])
-    head, previous_matched = None, False
-    for name, shape in calls:
-        matched = len(shape) >= 1 and int(shape[-1]) == width
-        if matched and not previous_matched:
-            head = name  # the first of a new run
-        previous_matched = matched
-    return head
 
 
 class EmbeddingProjector(VizCallback):
@@ -297,7 +282,7 @@ class EmbeddingProjector(VizCallback):
             )
         if view is not None and images is not None:
             try:
-                head = _executed_head(dict(linears), view, images)
+                head = logit_head(dict(linears), view, images)
             except Exception:  # noqa: BLE001 - the definition order is the fallback
                 head = None
             if head is not None:

@@ -15,10 +15,12 @@ from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
 from lightning_viz._guard import ModelView
+from lightning_viz._hooks import record_calls
 from lightning_viz.functional._task import class_scores, num_classes, predict
 
 __all__ = [
     "NoGradientError",
+    "adapted_layer",
     "chunked_logits",
     "chunked_rows",
     "conv_layers",
@@ -27,6 +29,7 @@ __all__ = [
     "fresh",
     "grad_of",
     "input_grad",
+    "logit_head",
     "reduce_channels",
     "resolve_layer",
     "score_sum",
@@ -239,3 +242,18 @@ def feature_conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         else:
             found.setdefault(owner, modules[owner])
     return list(found.items())
+
+
+def logit_head(linears: dict[str, nn.Module], view: nn.Module, images: Tensor) -> str | None:
+    """Of the ``linears`` run by one forward of ``view`` on ``images``, the first of
+    the last run of those whose output has the logits' width."""
+    with torch.no_grad(), record_calls(linears) as calls:
+        logits = view(images.float())
+    width = int(logits.shape[-1])
+    head, previous_matched = None, False
+    for name, shape in calls:
+        matched = len(shape) >= 1 and int(shape[-1]) == width
+        if matched and not previous_matched:
+            head = name  # the first of a new run
+        previous_matched = matched
+    return head

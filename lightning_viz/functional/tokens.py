@@ -234,11 +234,8 @@ def _family(module: nn.Module) -> str | None:
 
 
 def _is_timm_vit(module: nn.Module) -> bool:
-    """timm's ``VisionTransformer`` family (ViT, DeiT, BEiT-style), by duck typing: a
-    patch embedding with a 2-D patch size, ``blocks`` that carry the prefix tokens
-    (``num_prefix_tokens``). CaiT (class token added after ``blocks``, in
-    ``blocks_token_only``) and XCiT (a convolutional patch embedding with one int
-    patch size, cross-covariance attention) look alike and are not."""
+    """timm's ``VisionTransformer`` family, by duck typing (a 2-D patch size, ``blocks``
+    carrying ``num_prefix_tokens``); not CaiT (``blocks_token_only``) nor XCiT."""
     if not type(module).__module__.startswith("timm."):
         return False
     patch = getattr(getattr(module, "patch_embed", None), "patch_size", None)
@@ -256,8 +253,7 @@ _HF_BLOCK_LISTS = ("encoder.layer", "layers", "encoder.layers")  # transformers 
 
 def hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
     """A transformers ViT-style encoder's block list, prefix token count and patch size
-    (``None`` for any other transformers module), by duck typing: transformers is never
-    imported here."""
+    (``None`` for anything else), by duck typing: transformers is never imported."""
     embeddings = getattr(module, "embeddings", None)
     patch = getattr(getattr(module, "config", None), "patch_size", None)
     if not isinstance(getattr(embeddings, "patch_embeddings", None), nn.Module) or not patch:
@@ -292,11 +288,8 @@ def _get(module: nn.Module, name: str) -> nn.Module | None:
 
 
 def find_transformer(model: nn.Module) -> FoundTransformer | None:
-    """The first known transformer inside ``model``; names are the user's model's
-    (a :class:`ModelView` is looked through, as :func:`resolve_layer` does)."""
-    if isinstance(model, ModelView):
-        model = model.model
-    for name, module in model.named_modules():
+    """The first known transformer inside ``model`` (a :class:`ModelView` looked through)."""
+    for name, module in (model.model if isinstance(model, ModelView) else model).named_modules():
         family = _family(module)
         if family is not None:
             return FoundTransformer(family, name, module)
