@@ -1,4 +1,5 @@
-"""The monitoring package stands alone: no Lightning, no TensorBoard, no callbacks."""
+"""The monitoring package stands alone: no Lightning, no TensorBoard, no callbacks; and
+the package keeps its files small."""
 
 from __future__ import annotations
 
@@ -44,3 +45,13 @@ def test_no_module_of_monitoring_imports_callbacks_runtime_or_lightning():
                 f.name,
                 name,
             )
+
+
+def test_no_module_of_the_package_is_over_600_lines():
+    """Issue 18's rule: a file that grows past it is split by topic."""
+    root = Path(lightning_viz.__file__).parent
+    sizes = {
+        str(path.relative_to(root)): len(path.read_text().splitlines())
+        for path in root.rglob("*.py")
+    }
+    assert sizes and not {name: n for name, n in sizes.items() if n > 600}
