@@ -26,6 +26,7 @@ __all__ = [
     "Scan",
     "balanced_pick",
     "default_batch_to_xy",
+    "first_batch",
     "in_order",
     "is_tensor_tuple",
     "load_probe",
@@ -254,6 +255,13 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
         collate_fn=loader.collate_fn,
         num_workers=0,
     )
+
+
+def first_batch(loader: DataLoader) -> Any:
+    """The loader's first batch in dataset order (``None`` when it is empty); the
+    iterator's seed draw is taken from a fork, so the global RNG is left alone."""
+    with torch.random.fork_rng(devices=[]):
+        return next(iter(in_order(loader)), None)
 
 
 def _scan(

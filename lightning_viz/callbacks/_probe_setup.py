@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_viz._checks import fail
 from lightning_viz._guard import ModelView
@@ -29,7 +29,7 @@ from lightning_viz._runtime.normalization import (
 )
 from lightning_viz._runtime.probe import (
     Probe,
-    in_order,
+    first_batch,
     is_tensor_tuple,
     load_probe,
     scan,
@@ -49,8 +49,6 @@ _GIVEN_SLACK = 0.1  # with mean/std: a resize's overshoot, not a wrong normaliza
 
 def check_probe_source(probe: Any) -> Any:
     """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
-    from torch.utils.data import DataLoader, Dataset
-
     if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
         return probe
     if is_tensor_tuple(probe):
@@ -210,10 +208,10 @@ class ProbeSetup:
         transfer = self._data_transfer()
         if transfer is None or not isinstance(source, DataLoader):
             return None
-        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the loader's seed draw
-            batch = next(iter(in_order(source)), None)
-            if batch is None:
-                return None
+        batch = first_batch(source)
+        if batch is None:
+            return None
+        with torch.no_grad():
             raw = split_batch(batch, self.batch_to_xy)[0]
             seen = split_batch(transfer(batch), self.batch_to_xy)[0]
         low, high = value_range(raw)

@@ -16,7 +16,7 @@ from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, unwrap_model
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.distributed import gather_objects, interleave
-from lightning_viz._runtime.probe import has_loader, in_order, split_batch, stage_loader
+from lightning_viz._runtime.probe import first_batch, has_loader, split_batch, stage_loader
 from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
 from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.transfer import batch_transfer
@@ -263,7 +263,7 @@ class EmbeddingProjector(VizCallback):
     ) -> tuple[str, nn.Module]:
         """The layer whose input is embedded: ``layer=``, else the classifier head.
 
-        With ``view`` and ``images`` (one forward on the probe) the head is found in
+        With ``view`` and ``images`` (one forward on a validation image) the head is found in
         execution order: of the ``nn.Linear`` layers that output the logits' width, the
         first of the last run of them (a distilled DeiT's ``head``, not ``head_dist``;
         a head defined before its backbone; not a projection head defined after it).
@@ -300,10 +300,10 @@ class EmbeddingProjector(VizCallback):
             return None, None
         transfer = batch_transfer(ctx.trainer, ctx.module)
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad():  # the loader's seed
-                batch = next(iter(in_order(loader)), None)
-                if batch is None:
-                    return None, None
+            batch = first_batch(loader)
+            if batch is None:
+                return None, None
+            with torch.no_grad():
                 batch = batch if transfer is None else transfer(batch)
                 images = split_batch(batch, self.batch_to_xy)[0]
         except Exception:  # noqa: BLE001 - the definition order is the fallback
