@@ -110,6 +110,7 @@ class Coordinator:
         self._not_again: set[str] = set()  # told: will not run again in this fit
         self._jobs: list[DeferredJob] = []
         self._started = False  # layout and configuration written
+        self._overhead_step: int | None = None  # step of the last viz/overhead written
         self._train_batch: int | None = None
         self._train_batch_found = False
         self._scans: list[tuple[tuple[Any, ...], Any]] = []  # (key, Scan) read this fit
@@ -269,12 +270,17 @@ class Coordinator:
         )
 
     def log_overhead(self, trainer: Any) -> None:
-        """Logs ``viz/overhead`` (the fit so far) at the current step (global rank 0)."""
+        """``viz/overhead`` (the fit so far) into ``trainer.callback_metrics``, and to
+        the loggers at the current step (global rank 0) once per step: at the fit's end,
+        at the step of the last epoch end, only ``callback_metrics`` takes the whole
+        fit's value (two points at one step draw a vertical line in TensorBoard)."""
         value = self.budget.overhead()
         trainer.callback_metrics["viz/overhead"] = torch.tensor(value)
         writers = self._writers(trainer)
-        if writers is not None and math.isfinite(value):
-            writers.scalar("viz/overhead", value, int(trainer.global_step))
+        step = int(trainer.global_step)
+        if writers is not None and math.isfinite(value) and step != self._overhead_step:
+            self._overhead_step = step
+            writers.scalar("viz/overhead", value, step)
             writers.flush()
 
     # ------------------------------------------------------------ the dashboard

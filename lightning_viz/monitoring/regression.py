@@ -140,13 +140,21 @@ def alert_sentence(alert: Mapping[str, Any]) -> str:
     """
     get = alert.get
     reference = get("reference") or get("kind") or "reference"
+    if reference == "threshold":  # no test and no earlier run: a level crossed
+        n = get("n")
+        detail = ", ".join(t for t in (get("test"), n and f"mean of {n} samples") if t)
+        return (
+            f"{get('metric')} = {float(get('value', math.nan)):.4f} at epoch "
+            f"{get('epoch', '?')}, above the threshold "
+            f"{float(get('reference_value', math.nan)):g}" + (f" ({detail})" if detail else "")
+        )
     against = {"baseline": "baseline run", "baseline best": "baseline run's best"}.get(
         reference, reference
     )
     drop = f"drop {float(get('drop', math.nan)):.4f}"
     if get("tolerance") is not None:
         drop += f" > tolerance {float(get('tolerance')):g}"
-    p = f"Holm-adjusted p = {float(get('pvalue', math.nan)):.2g}"
+    p = f"Holm-adjusted p = {format_p(get('pvalue'))}"
     if get("alpha") is not None:
         p += f" <= {float(get('alpha')):g}"
     flips = ""
@@ -186,12 +194,11 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
     if not alerts:
         return ""
     epochs = sorted({a.epoch for a in alerts})
-    alphas = sorted({a.alpha for a in alerts})
     count = f"{len(alerts)} regression{'s' if len(alerts) > 1 else ''}"
-    head = (
-        f"{title}: {count} at epoch {', '.join(map(str, epochs))} (one-sided exact tests, "
-        f"Holm-adjusted, alpha {', '.join(f'{a:g}' for a in alphas)})"
-    )
+    tested = [a for a in alerts if a.reference != "threshold"]
+    how = "above a threshold" if not tested else "one-sided exact tests, Holm-adjusted, alpha "
+    how += ", ".join(f"{a:g}" for a in sorted({a.alpha for a in tested}))
+    head = f"{title}: {count} at epoch {', '.join(map(str, epochs))} ({how})"
     rows = []
     for a in alerts:
         test = a.test

@@ -148,9 +148,13 @@ def test_a_trainer_spaces_out_a_costly_callback_but_not_a_monitored_one(tmp_path
     watched_steps = [s for s, *_ in ev["images"]["watched/model.block1.conv"]]
     assert len(watched_steps) == 8  # monitored: every epoch
     assert slow_steps[0] == 4 and 1 <= len(slow_steps) < 8  # first run, then spaced out
+    overhead_steps = [s for s, _ in ev["scalars"]["viz/overhead"]]
     overhead = [v for _, v in ev["scalars"]["viz/overhead"]]
-    assert len(overhead) == 9  # every epoch end, and the whole fit at its end
-    assert trainer.callback_metrics["viz/overhead"].item() == pytest.approx(overhead[-1])
+    # every epoch end, once: the fit's end is at the last epoch's step (it wrote the
+    # value a second time there before)
+    assert overhead_steps == sorted(set(overhead_steps)) and len(overhead) == 8
+    # callback_metrics holds the whole fit's (background work waited for at its end)
+    assert trainer.callback_metrics["viz/overhead"].item() == pytest.approx(overhead[-1], abs=0.05)
 
 
 def test_a_callback_spaced_out_past_the_last_epoch_is_said_once_not_to_run_again():

@@ -216,3 +216,42 @@ def test_all_constant_maps_say_why_randomization_corr_is_missing(tmp_path):
     scalars = read_events(str(tmp_path))["scalars"]
     assert "explain/gradcam/randomization_corr" not in scalars
     assert len(scalars["explain/gradcam/deletion_auc"]) == 2  # the other scores are written
+
+
+def test_randomization_threshold_alert_reads_as_a_threshold(tmp_path):
+    """A mean randomization correlation above ``randomization_threshold`` alerts once per
+    episode; its sentence names the threshold and no test (it said "Holm-adjusted p =
+    nan <= 0.01" before, and a stored alert without a p-value raised TypeError)."""
+    from lightning_viz.monitoring.regression import Alert, alert_sentence, format_alerts
+
+    cb = lv.GradCAMLogger(
+        num_samples=4,
+        quality=("randomization",),
+        randomization_threshold=-1.0,  # any correlation is above it
+        quality_cost=None,
+        on_error="raise",
+    )
+    with pytest.warns(UserWarning, match=r"regression at epoch 1 \(above a threshold\)") as said:
+        fit(tmp_path, [cb], epochs=3)
+    path = os.path.join(str(tmp_path), "run", "version_0", "lightning_viz", "summary.json")
+    with open(path) as f:
+        alerts = json.load(f)["alerts"]
+    assert [a["epoch"] for a in alerts] == [1]  # after warmup 1; epoch 2 is the same episode
+    alert = alerts[0]
+    assert alert["metric"] == "explain/gradcam/randomization_corr"
+    assert alert["message"].startswith(
+        f"explain/gradcam/randomization_corr = {alert['value']:.4f} at epoch 1, "
+        "above the threshold -1 (threshold (map barely changes"
+    )
+    assert alert["message"].endswith("mean of 4 samples)")
+    text = "\n".join(str(w.message) for w in said)
+    assert "nan" not in text and "Holm" not in text
+    assert "threshold (epoch 1)" in text
+    # a stored alert without a p-value (JSON null) still reads
+    assert "p = -" in alert_sentence({**alert, "reference": "best", "pvalue": None})
+    # tested and threshold alerts together: the head names the tests' alpha
+    tested = Alert(**{**{k: alert[k] for k in alert if k != "message"}, "reference": "best"})
+    both = format_alerts([tested, Alert(**{k: alert[k] for k in alert if k != "message"})], "X")
+    assert both.splitlines()[0] == (
+        "X: 2 regressions at epoch 1 (one-sided exact tests, Holm-adjusted, alpha 0.01)"
+    )
