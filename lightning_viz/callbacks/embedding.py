@@ -229,18 +229,13 @@ class EmbeddingProjector(VizCallback):
         self._count = 0
         self._local_limit = 0
         self._thumb_side = 0
+        self._captured_epoch: int | None = None  # epoch of the validation in _chunks
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn pickles the callbacks: hooks, buffers and the executor stay behind.
         state = super().__getstate__()
-        for key in (
-            "_capture",
-            "_records",
-            "_chunks",
-            "_count",
-            "_local_limit",
-            "_thumb_side",
-        ):
+        runtime = ("_capture", "_records", "_chunks", "_count", "_local_limit", "_thumb_side")
+        for key in (*runtime, "_captured_epoch"):
             state.pop(key, None)
         return state
 
@@ -331,8 +326,10 @@ class EmbeddingProjector(VizCallback):
 
     # -------------------------------------------------------------------- capture
     def scheduled(self, trainer: Any) -> bool:
-        """As every callback; it runs in the validation loop whatever the schedule, and
-        once an epoch when validation runs several times in it (the first one)."""
+        """As every callback; it embeds what a validation loop of a due epoch saw: the
+        one at the epoch's end, or, when validation runs several times an epoch (or not
+        every epoch), the epoch's latest, written at its training epoch end with the
+        other callbacks."""
         return super().scheduled(trainer) and self._last_epoch != trainer.current_epoch
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -346,9 +343,10 @@ class EmbeddingProjector(VizCallback):
             name, layer = resolve_layer(module, self._layer_name)
             world = max(1, int(getattr(trainer, "world_size", 1) or 1))
             self._local_limit = math.ceil(self.num_samples / world)
-            self._chunks = []
+            self._chunks = []  # a later validation of the epoch replaces an earlier one
             self._count = 0
             self._thumb_side = 0
+            self._captured_epoch = trainer.current_epoch
             stack = contextlib.ExitStack()
             watched = {"features": layer, "output": module}
             inputs_of = ("features",) if self.layer is None else ()
@@ -468,13 +466,22 @@ class EmbeddingProjector(VizCallback):
         try:
             self._stop_capture()
         finally:
+            if self._after_validation:  # one validation ends every epoch: it runs now
+                self._run_captured(trainer, pl_module)
+
+    def _run_captured(self, trainer: Any, pl_module: Any) -> None:
+        try:
             self._maybe_run(trainer, pl_module)
+        finally:
             self._chunks = []
             self._count = 0
+            self._captured_epoch = None
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
         self._shared(trainer).harvest()
+        if not self._after_validation and self._captured_epoch == trainer.current_epoch:
+            self._run_captured(trainer, pl_module)  # the epoch's latest validation
         self._epoch_end_once(trainer)
         if "no_val" in self._said:  # said at setup: this trainer runs no validation at all
             return

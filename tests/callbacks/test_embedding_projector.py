@@ -484,3 +484,35 @@ def test_binary_labels_as_a_column_are_class_indices(tmp_path, dtype):
     assert metadata, "no projector metadata written"
     rows = open(metadata[-1]).read().split("\n")[1:]
     assert {r.split("\t")[0] for r in rows if r} <= {"0", "1"}
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"val_check_interval": 0.5},  # validations after batches 2 and 4 of each epoch
+        {"val_check_interval": 3, "check_val_every_n_epoch": None},  # steps 3 and 6
+    ],
+    ids=["interval_0.5", "every_3_steps"],
+)
+def test_several_validations_an_epoch_embed_the_latest_at_the_epoch_end(tmp_path, schedule):
+    """With several validation loops in an epoch (or validation by steps), it writes at
+    the training epoch end with the other callbacks, embedding the epoch's latest
+    validation; it wrote at the first validation, two steps before the others."""
+    import lightning_viz as lv
+
+    dm = small_datamodule()
+    cb = EmbeddingProjector(num_samples=40, projection="pca", on_error="raise")
+    other = lv.FilterLogger()
+    trainer, model = fit(tmp_path, [cb, other], epochs=2, datamodule=dm, **schedule)
+    scalars = read_events(str(tmp_path))["scalars"]
+    steps = [s for s, _ in scalars["embedding/knn_acc"]]
+    assert steps == [s for s, _ in scalars["viz/FilterLogger/seconds"]] == STEPS
+    # the last validation (step 8 for 0.5; step 6 for every 3 steps: no training after it
+    # for 0.5, two steps after it for every 3 steps) is what the last epoch embedded
+    rows = read_tsv(os.path.join(projector_dir(tmp_path, 8, "embedding/model.fc"), "tensors.tsv"))
+    written = torch.tensor([[float(v) for v in r] for r in rows])
+    if "check_val_every_n_epoch" not in schedule:
+        feats, _ = penultimate(model, val_data(dm, 40)[0])
+        torch.testing.assert_close(written, feats, atol=1e-3, rtol=5e-3)
+    assert not os.path.isdir(os.path.join(str(tmp_path), "run", "version_0", "00006"))
+    assert not os.path.isdir(os.path.join(str(tmp_path), "run", "version_0", "00002"))
