@@ -26,6 +26,7 @@ __all__ = [
     "gradient_leaf",
     "has_hooks",
     "record_calls",
+    "record_inputs",
     "record_io",
     "relu_backward",
 ]
@@ -101,6 +102,20 @@ def record_outputs(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str,
     def hook(name: str, _args: Any, out: Any) -> None:
         if isinstance(out, Tensor):
             calls.append((name, out.detach()))
+
+    with _forward_hooks(modules, hook):
+        yield calls
+
+
+@contextlib.contextmanager
+def record_inputs(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, Any]]]:
+    """Appends ``(name, first input)`` for every forward call, in the order the calls
+    complete. The inputs are held, not copied, so that one tensor read by two modules
+    is recognisable (no allocation can reuse its memory meanwhile): run one small batch."""
+    calls: list[tuple[str, Any]] = []
+
+    def hook(name: str, args: tuple[Any, ...], _out: Any) -> None:
+        calls.append((name, args[0] if args else None))
 
     with _forward_hooks(modules, hook):
         yield calls

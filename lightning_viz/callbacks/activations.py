@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names, check_reshape
+from lightning_viz._hooks import record_inputs
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.functional._grad import feature_conv_layers, resolve_layer
 from lightning_viz.functional.saliency import activation_maps
@@ -27,7 +28,9 @@ TILE = 48  # px: maps narrower than this are upscaled (nearest) to at least this
 
 
 def default_layers(
-    module: nn.Module, shapes: Mapping[str, tuple[int, ...]] | None = None
+    module: nn.Module,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    order: Sequence[str] | None = None,
 ) -> list[str]:
     """An early, a middle and a late conv layer (fewer when the model has fewer).
 
@@ -37,8 +40,13 @@ def default_layers(
             When given, only convs with feature maps larger than ``1x1`` are picked
             (not a squeeze-and-excitation conv, nor the last stage of a deep network
             on 32 px images), unless no conv has one.
+        order: The convs to pick from in execution order (:func:`main_path_convs`);
+            default: every conv, in definition order.
     """
     names = [n for n, _ in feature_conv_layers(module)]
+    if order is not None:
+        known = set(names)
+        names = [n for n in order if n in known] or names
     if shapes is not None:
         spatial = [n for n in names if len(shapes.get(n, ())) == 4 and _area(shapes[n]) > 1]
         names = spatial or names
@@ -46,6 +54,46 @@ def default_layers(
         return []
     picks = [names[0], names[len(names) // 2], names[-1]]
     return list(dict.fromkeys(picks))
+
+
+def main_path_convs(view: nn.Module, image: Tensor, convs: Mapping[str, nn.Module]) -> list[str]:
+    """The convs of ``convs`` that run on ``image``, in execution order, without side
+    branches: of the convs that read one same tensor (a residual block's first conv
+    and its shortcut conv) only one is kept, the one with the largest kernel, then the
+    smallest stride, then the first to run. So a ResNet's ``downsample`` conv is not a
+    pick, whether it runs after its block's branch (torchvision) or before it (a
+    pre-activation ResNet, RegNet).
+
+    Args:
+        view: The model (a ``ModelView``), run once without gradients.
+        image: ``(1, C, H, W)`` model-space input.
+        convs: Name -> conv layer (or a wrapper holding one) to consider.
+    """
+    with torch.no_grad(), record_inputs(convs) as calls:
+        view(image)
+    readers: dict[tuple[Any, ...], list[str]] = {}
+    order: list[str] = []
+    for name, x in calls:
+        if name in order:  # a conv run twice counts at its first call
+            continue
+        order.append(name)
+        if isinstance(x, Tensor):
+            key = (x.data_ptr(), tuple(x.shape), x.stride())
+            readers.setdefault(key, []).append(name)
+    side: set[str] = set()
+    for names in readers.values():
+        keep = min(names, key=lambda n: _side_rank(convs[n]))  # min: the first of equals
+        side.update(n for n in names if n != keep)
+    return [n for n in order if n not in side]
+
+
+def _side_rank(module: nn.Module) -> tuple[int, int]:
+    """Sorts the convs reading one tensor, the main path's first: the largest kernel,
+    then the smallest stride (a downsampling shortcut is a strided ``1x1`` conv)."""
+    conv = module if isinstance(module, nn.Conv2d) else getattr(module, "base_layer", None)
+    kernel = getattr(conv, "kernel_size", (1, 1))
+    stride = getattr(conv, "stride", (1, 1))
+    return -int(kernel[0]) * int(kernel[-1]), int(stride[0]) * int(stride[-1])
 
 
 def _area(shape: tuple[int, ...]) -> int:
@@ -96,9 +144,9 @@ class ActivationLogger(VizCallback):
         if self.layers is None and is_transformer(ctx.module):
             self._chosen = default_transformer_activation_layers(ctx.view, ctx.pixels[:1])
         elif self.layers is None:
-            self._chosen = default_layers(
-                ctx.module, ctx.layer_outputs(dict(feature_conv_layers(ctx.module)))
-            )
+            convs = dict(feature_conv_layers(ctx.module))
+            order = main_path_convs(ctx.view, ctx.pixels[:1], convs)
+            self._chosen = default_layers(ctx.module, ctx.layer_outputs(convs), order)
             if not self._chosen:
                 raise NotApplicableError(
                     "ActivationLogger found no Conv2d layer in the model; pass `layers=` "

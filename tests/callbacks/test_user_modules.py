@@ -519,3 +519,55 @@ def test_embedding_projector_embeds_the_input_of_the_head_that_ran(tmp_path):
     assert projector._layer_name == "model.head"
     # without a forward to look at, the last Linear defined (as before)
     assert projector._feature_layer(_HeadFirst())[0] == "proj"
+
+
+# --------------------------------------------------- ActivationLogger's default picks
+class _PreActResNet(nn.Module):
+    """A pre-activation residual network: each block runs its shortcut conv before its
+    branch (as kuangliu's CIFAR PreActResNet does); the shortcuts are defined last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.ModuleList()
+        for c_in, c_out in ((8, 16), (16, 32)):
+            block = nn.Module()
+            block.conv1 = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+            block.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+            block.shortcut = nn.Conv2d(c_in, c_out, 1, stride=2)
+            self.blocks.append(block)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for b in self.blocks:
+            out = torch.relu(x)
+            short = b.shortcut(out)
+            x = b.conv2(torch.relu(b.conv1(out))) + short
+        return self.head(x.mean((2, 3)))
+
+
+def test_activation_defaults_never_pick_a_shortcut_conv(tmp_path, events):
+    """Execution order without side branches: the shortcut conv reads the same tensor as
+    its block's first conv. In definition order the middle and the late pick were
+    shortcuts; on torchvision's ResNet-18 at 32 px the middle one was
+    ``layer2.0.downsample.0``."""
+    from lightning_viz._guard import ModelView
+    from lightning_viz.callbacks.activations import default_layers, main_path_convs
+    from lightning_viz.functional._grad import feature_conv_layers
+
+    acts = lv.ActivationLogger(num_samples=2, on_error="raise")
+    fit(tmp_path, [acts], model=LitClassifier(model=_PreActResNet()), epochs=1)
+    assert acts._chosen == ["model.stem", "model.blocks.0.conv2", "model.blocks.1.conv2"]
+    assert {t for t in events(tmp_path)["images"] if t.startswith("activations/")} == {
+        f"activations/{n}" for n in acts._chosen
+    }
+    net = _PreActResNet()
+    assert default_layers(net) == ["stem", "blocks.0.shortcut", "blocks.1.shortcut"]  # before
+    torchvision = pytest.importorskip("torchvision")
+    resnet = torchvision.models.resnet18(weights=None, num_classes=5).eval()
+    convs = dict(feature_conv_layers(resnet))
+    order = main_path_convs(ModelView(resnet), torch.rand(1, 3, 32, 32), convs)
+    assert not [n for n in order if "downsample" in n]
+    assert [n for n in convs if n not in order] == [f"layer{i}.0.downsample.0" for i in (2, 3, 4)]
+    assert order == [n for n in convs if "downsample" not in n]  # torchvision runs them in order
