@@ -16,6 +16,8 @@ as ``LightningModule.model``):
   tokens; ``conv_proj`` already outputs ``(N, D, h, w)``.
 - torchvision ``SwinTransformer`` (v1 and v2): everything under ``features`` (except
   the patch-embedding conv ``features.0.0``) and ``norm`` output ``(N, h, w, D)``.
+- timm's Swin Transformers (``swin_*``, ``swinv2_*``): the patch embedding's output,
+  everything under ``layers`` (the stages) and ``norm`` output ``(N, h, w, D)``.
 - torchvision ``MaxVit``: its blocks, layers and ``PartitionAttentionLayer`` outputs
   are already ``(N, C, H, W)`` (no reshape); the modules *inside* a
   ``PartitionAttentionLayer`` see window-partitioned tokens ``(N, G, P*P, C)``, which
@@ -50,9 +52,15 @@ import torch
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_images, check_int, fail
-from lightning_viz._guard import ModelView, preserve_state
+from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import record_calls
 from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional._transformers import (
+    FoundTransformer,
+    find_transformer,
+    hf_vit_parts,
+    is_transformer,
+)
 
 __all__ = [
     "TokenLayout",
@@ -65,6 +73,7 @@ __all__ = [
 
 Reshape = Callable[[Tensor], Tensor]  # layer output -> (N, D, h, w)
 
+_CHANNELS_LAST = ("swin", "timm_swin")  # stage outputs (N, h, w, D)
 _MAX_INFERRED_PREFIX = 16  # prefix tokens tried when neither patch size nor prefix count is given
 
 
@@ -207,114 +216,7 @@ class TokenLayout:
         )
 
 
-# ----------------------------------------------------------------------------- detection
-@dataclass(frozen=True)
-class FoundTransformer:
-    family: str  # "vit" (torchvision), "swin", "maxvit", "timm_vit", "hf_vit" (transformers)
-    prefix: str  # dotted name of the transformer inside the model; "" at the root
-    module: nn.Module
-
-
-def _family(module: nn.Module) -> str | None:
-    # torchvision by class (import is cheap: torchvision is a dependency); timm by duck
-    # typing on its module path, so timm is never imported here.
-    from torchvision.models import MaxVit, SwinTransformer, VisionTransformer
-
-    if isinstance(module, VisionTransformer):
-        return "vit"
-    if isinstance(module, SwinTransformer):
-        return "swin"
-    if isinstance(module, MaxVit):
-        return "maxvit"
-    if _is_timm_vit(module):
-        return "timm_vit"
-    if type(module).__module__.startswith("transformers.") and hf_vit_parts(module) is not None:
-        return "hf_vit"
-    return None
-
-
-def _is_timm_vit(module: nn.Module) -> bool:
-    """timm's ``VisionTransformer`` family, by duck typing (a 2-D patch size, ``blocks``
-    carrying ``num_prefix_tokens``); not CaiT (``blocks_token_only``) nor XCiT."""
-    if not type(module).__module__.startswith("timm."):
-        return False
-    patch = getattr(getattr(module, "patch_embed", None), "patch_size", None)
-    return (
-        isinstance(getattr(module, "blocks", None), nn.Module)
-        and isinstance(getattr(module, "num_prefix_tokens", None), int)
-        and isinstance(patch, tuple | list)
-        and len(patch) == 2
-        and not hasattr(module, "blocks_token_only")
-    )
-
-
-_HF_BLOCK_LISTS = ("encoder.layer", "layers", "encoder.layers")  # transformers 4, 5
-
-
-def hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
-    """A transformers ViT-style encoder's block list, prefix token count and patch size
-    (``None`` for anything else), by duck typing: transformers is never imported."""
-    embeddings = getattr(module, "embeddings", None)
-    patch = getattr(getattr(module, "config", None), "patch_size", None)
-    if not isinstance(getattr(embeddings, "patch_embeddings", None), nn.Module) or not patch:
-        return None
-    blocks = next(
-        (
-            name
-            for name in _HF_BLOCK_LISTS
-            if isinstance(_get(module, name), nn.ModuleList) and len(_get(module, name)) > 0
-        ),
-        None,
-    )
-    if blocks is None:
-        return None
-    prefix = sum(
-        1
-        for attr in ("cls_token", "distillation_token")
-        if isinstance(getattr(embeddings, attr, None), Tensor)
-    )
-    registers = getattr(embeddings, "register_tokens", None)
-    if isinstance(registers, Tensor) and registers.dim() == 3:
-        prefix += registers.shape[1]
-    size = tuple(patch) if isinstance(patch, tuple | list) else (patch, patch)
-    return blocks, prefix, (int(size[0]), int(size[1]))
-
-
-def _get(module: nn.Module, name: str) -> nn.Module | None:
-    try:
-        return module.get_submodule(name)
-    except AttributeError:
-        return None
-
-
-def find_transformer(model: nn.Module) -> FoundTransformer | None:
-    """The first known transformer inside ``model`` (a :class:`ModelView` looked through)."""
-    for name, module in (model.model if isinstance(model, ModelView) else model).named_modules():
-        family = _family(module)
-        if family is not None:
-            return FoundTransformer(family, name, module)
-    return None
-
-
-def is_transformer(model: nn.Module) -> bool:
-    """True when ``model`` is, or contains, a transformer this module knows.
-
-    Known: torchvision ``VisionTransformer``, ``SwinTransformer`` and ``MaxVit``,
-    timm's ``VisionTransformer`` family (ViT, DeiT, distilled DeiT) and Hugging Face
-    transformers' ViT-style encoders (``ViTModel``, ``DeiTModel``, ``Dinov2Model``, ...).
-    The search covers submodules, so a ``LightningModule`` holding a ViT counts.
-
-    Args:
-        model: Any ``nn.Module``.
-
-    Returns:
-        Whether a known transformer was found.
-    """
-    if not isinstance(model, nn.Module):
-        fail("model", "an nn.Module", f"<{type(model).__name__}>", TypeError)
-    return find_transformer(model) is not None
-
-
+# ----------------------------------------------------------------------------- layouts
 def _relative(found: FoundTransformer, name: str) -> str | None:
     if not found.prefix:
         return name
@@ -380,6 +282,12 @@ def token_layout(
         if _under(rel, "features.0.0"):  # the patch-embedding conv: (N, C, h, w)
             return None
         if _under(rel, "features") or rel == "norm":
+            return TokenLayout(size, channels_last=True)
+        return None
+    if found.family == "timm_swin":  # NHWC from the patch embedding on, but its conv
+        if _under(rel, "patch_embed.proj"):
+            return None
+        if _under(rel, "patch_embed") or _under(rel, "layers") or rel == "norm":
             return TokenLayout(size, channels_last=True)
         return None
     if found.family == "maxvit":
@@ -475,6 +383,8 @@ def _blocks(found: FoundTransformer) -> list[str]:
     if found.family == "hf_vit":
         root = hf_vit_parts(net)[0]  # type: ignore[index]
         return [f"{root}.{n}" for n, _ in net.get_submodule(root).named_children()]
+    if found.family == "timm_swin":
+        return [f"layers.{n}" for n, _ in net.layers.named_children()]
     if found.family == "swin":  # stages: Sequentials of Swin blocks (odd features entries)
         return [
             f"features.{n}"
@@ -521,7 +431,7 @@ def transformer_cam_layer(net: nn.Module, x: Tensor) -> str:
         rel = f"{blocks[-1]}.{norms[0]}"
     else:  # Swin stages / MaxViT layers: the last one with a grid larger than 1x1
         names = [_join(found.prefix, b) for b in blocks]
-        cells = _grids(net, names, x, channels_last=found.family == "swin")
+        cells = _grids(net, names, x, channels_last=found.family in _CHANNELS_LAST)
         spatial = [n for n in names if cells.get(n, 0) > 1]
         if not spatial:
             raise ValueError(
@@ -543,7 +453,8 @@ def default_transformer_cam_layer(model: nn.Module, inputs: Tensor) -> str:
       like, not what the transformer attends to), and never the last block's output
       or the final norm: after them only the class token is read, so their patch
       tokens get exactly zero gradient.
-    - Swin: the output of the last stage whose grid is larger than ``1x1``.
+    - Swin (torchvision, timm): the output of the last stage whose grid is larger
+      than ``1x1``.
     - MaxViT: the output of the last ``MaxVitLayer`` whose grid is larger than ``1x1``.
 
     Args:
@@ -587,8 +498,9 @@ def default_transformer_activation_layers(model: nn.Module, inputs: Tensor) -> l
     with preserve_state(model) as net:
         found = _require(net)
         names = [_join(found.prefix, b) for b in _blocks(found)]
-        if found.family in ("swin", "maxvit"):
-            cells = _grids(net, names, inputs.detach().clone(), found.family == "swin")
+        if found.family in ("swin", "timm_swin", "maxvit"):
+            channels_last = found.family in _CHANNELS_LAST
+            cells = _grids(net, names, inputs.detach().clone(), channels_last)
             names = [n for n in names if cells.get(n, 0) > 1]
             if not names:
                 raise ValueError(

@@ -263,3 +263,33 @@ def test_a_transformers_vit_gets_the_encoder_layers_and_the_rollouts(tmp_path):
     assert [s for s, *_ in images["gradcam/gradcam"]] == [4]
     for block in blocks:
         assert [s for s, *_ in images[f"activations/{block}"]] == [4], block
+
+
+def test_a_timm_swin_gets_its_stages_for_gradcam_and_activations(tmp_path):
+    """A timm Swin (a known transformer): Grad-CAM explains the last stage, not the
+    patch-embedding conv (the model's only conv, and what the CNN rule took);
+    ActivationLogger shows the stages, read as grids; the maps are not blank."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        num_classes=5,
+        img_size=32,
+        window_size=4,
+        embed_dim=16,
+        depths=(1, 1),
+        num_heads=(1, 2),
+    )
+    gradcam = lv.GradCAMLogger(num_samples=2, quality=(), on_error="raise")
+    activations = lv.ActivationLogger(num_samples=2, max_channels=4, on_error="raise")
+    fit(tmp_path, [gradcam, activations], epochs=1, model=LitClassifier(swin, lr=1e-3))
+    assert gradcam._layer_name == "model.layers.1"
+    assert activations._chosen == ["model.layers.0", "model.layers.1"]
+    images = read_events(str(tmp_path))["images"]
+    (_, _, height, png) = images["gradcam/gradcam"][-1]
+    assert decode_png(png).float()[height // 2 :].std() > 1  # a map, not a blank
+    assert {t for t in images if t.startswith("activations/")} == {
+        "activations/model.layers.0",
+        "activations/model.layers.1",
+    }

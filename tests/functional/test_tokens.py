@@ -469,3 +469,36 @@ def test_timm_cait_and_xcit_are_not_taken_for_a_vit(name, kwargs):
     from lightning_viz.functional.rollout import supports_rollout
 
     assert not supports_rollout(model)
+
+
+@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256"])
+def test_timm_swin_stages_are_channels_last_and_cam_matches_pytorch_grad_cam(fx, x, name):
+    """timm's Swin Transformers (v1, v2) are known transformers: stage outputs are read as
+    channels-last grids, Grad-CAM explains the last stage larger than 1x1 (it explained
+    the patch-embedding conv, the model's only conv), as pytorch-grad-cam does with the
+    documented Swin reshape (a permute) at that stage."""
+    timm = pytest.importorskip("timm")
+    kwargs = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": (1, 1)}
+    model = fx.make(
+        lambda: timm.create_model(name, pretrained=False, num_classes=3, num_heads=(1, 2), **kwargs)
+    )
+    assert LF.is_transformer(model)
+    assert LF.token_layout(model, "layers.0", 32).channels_last
+    assert LF.token_layout(model, "patch_embed", 32).channels_last
+    assert LF.token_layout(model, "norm", 32).channels_last
+    assert LF.token_layout(model, "patch_embed.proj", 32) is None  # the conv: (N, D, h, w)
+    assert LF.token_layout(model, "head.fc", 32) is None
+    assert LF.default_cam_layer(model, x) == "layers.1"  # 4x4 at 32 px
+    assert LF.default_transformer_activation_layers(model, x) == ["layers.0", "layers.1"]
+    maps = LF.activation_maps(model, x, ["layers.0", "layers.1"])
+    assert maps["layers.0"].shape == (4, 16, 8, 8) and maps["layers.1"].shape == (4, 32, 4, 4)
+    ref = copy.deepcopy(model)
+    targets = [ClassifierOutputTarget(int(t)) for t in TARGET]
+    with GradCAM(
+        model=ref, target_layers=[ref.layers[-1]], reshape_transform=lambda t: t.permute(0, 3, 1, 2)
+    ) as cam:
+        full = torch.from_numpy(cam(x.clone(), targets))
+    got = LF.grad_cam(model, x, TARGET)
+    _not_flat(got)
+    corr = _corr(got[:, 0], full)
+    assert bool((corr > 0.98).all()), corr

@@ -1,0 +1,139 @@
+"""Which transformer a model is: the families :mod:`~lightning_viz.functional.tokens`
+knows, found by class (torchvision) or by duck typing (timm, Hugging Face transformers:
+never imported here), anywhere inside the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from lightning_viz._checks import fail
+from lightning_viz._guard import ModelView
+
+__all__ = ["FoundTransformer", "find_transformer", "hf_vit_parts", "is_transformer"]
+
+
+@dataclass(frozen=True)
+class FoundTransformer:
+    # "vit", "swin", "maxvit" (torchvision), "timm_vit", "timm_swin", "hf_vit" (transformers)
+    family: str
+    prefix: str  # dotted name of the transformer inside the model; "" at the root
+    module: nn.Module
+
+
+def _family(module: nn.Module) -> str | None:
+    # torchvision by class (import is cheap: torchvision is a dependency); timm by duck
+    # typing on its module path, so timm is never imported here.
+    from torchvision.models import MaxVit, SwinTransformer, VisionTransformer
+
+    if isinstance(module, VisionTransformer):
+        return "vit"
+    if isinstance(module, SwinTransformer):
+        return "swin"
+    if isinstance(module, MaxVit):
+        return "maxvit"
+    if _is_timm_vit(module):
+        return "timm_vit"
+    if _is_timm_swin(module):
+        return "timm_swin"
+    if type(module).__module__.startswith("transformers.") and hf_vit_parts(module) is not None:
+        return "hf_vit"
+    return None
+
+
+def _is_timm_vit(module: nn.Module) -> bool:
+    """timm's ``VisionTransformer`` family, by duck typing (a 2-D patch size, ``blocks``
+    carrying ``num_prefix_tokens``); not CaiT (``blocks_token_only``) nor XCiT."""
+    if not type(module).__module__.startswith("timm."):
+        return False
+    patch = getattr(getattr(module, "patch_embed", None), "patch_size", None)
+    return (
+        isinstance(getattr(module, "blocks", None), nn.Module)
+        and isinstance(getattr(module, "num_prefix_tokens", None), int)
+        and isinstance(patch, tuple | list)
+        and len(patch) == 2
+        and not hasattr(module, "blocks_token_only")
+    )
+
+
+def _is_timm_swin(module: nn.Module) -> bool:
+    """timm's Swin Transformers (v1, v2), by duck typing: ``output_fmt`` ``"NHWC"``, a
+    ``patch_embed`` and stages in ``layers``, each holding ``blocks``."""
+    layers = getattr(module, "layers", None)
+    return (
+        type(module).__module__.startswith("timm.")
+        and getattr(module, "output_fmt", None) == "NHWC"
+        and isinstance(getattr(module, "patch_embed", None), nn.Module)
+        and isinstance(layers, nn.Sequential)
+        and len(layers) > 0
+        and all(isinstance(getattr(stage, "blocks", None), nn.Module) for stage in layers)
+    )
+
+
+_HF_BLOCK_LISTS = ("encoder.layer", "layers", "encoder.layers")  # transformers 4, 5
+
+
+def hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
+    """A transformers ViT-style encoder's block list, prefix token count and patch size
+    (``None`` for anything else), by duck typing: transformers is never imported."""
+    embeddings = getattr(module, "embeddings", None)
+    patch = getattr(getattr(module, "config", None), "patch_size", None)
+    if not isinstance(getattr(embeddings, "patch_embeddings", None), nn.Module) or not patch:
+        return None
+    blocks = next(
+        (
+            name
+            for name in _HF_BLOCK_LISTS
+            if isinstance(_get(module, name), nn.ModuleList) and len(_get(module, name)) > 0
+        ),
+        None,
+    )
+    if blocks is None:
+        return None
+    prefix = sum(
+        1
+        for attr in ("cls_token", "distillation_token")
+        if isinstance(getattr(embeddings, attr, None), Tensor)
+    )
+    registers = getattr(embeddings, "register_tokens", None)
+    if isinstance(registers, Tensor) and registers.dim() == 3:
+        prefix += registers.shape[1]
+    size = tuple(patch) if isinstance(patch, tuple | list) else (patch, patch)
+    return blocks, prefix, (int(size[0]), int(size[1]))
+
+
+def _get(module: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def find_transformer(model: nn.Module) -> FoundTransformer | None:
+    """The first known transformer inside ``model`` (a :class:`ModelView` looked through)."""
+    for name, module in (model.model if isinstance(model, ModelView) else model).named_modules():
+        family = _family(module)
+        if family is not None:
+            return FoundTransformer(family, name, module)
+    return None
+
+
+def is_transformer(model: nn.Module) -> bool:
+    """True when ``model`` is, or contains, a transformer this module knows.
+
+    Known: torchvision ``VisionTransformer``, ``SwinTransformer`` and ``MaxVit``,
+    timm's ``VisionTransformer`` family (ViT, DeiT, distilled DeiT) and Swin
+    Transformers (v1, v2), and Hugging Face
+    transformers' ViT-style encoders (``ViTModel``, ``DeiTModel``, ``Dinov2Model``, ...).
+    The search covers submodules, so a ``LightningModule`` holding a ViT counts.
+
+    Args:
+        model: Any ``nn.Module``.
+
+    Returns:
+        Whether a known transformer was found.
+    """
+    if not isinstance(model, nn.Module):
+        fail("model", "an nn.Module", f"<{type(model).__name__}>", TypeError)
+    return find_transformer(model) is not None
