@@ -28,6 +28,7 @@ from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
 from lightning_viz._runtime.config import config_markdown
 from lightning_viz._runtime.memory import release_heap
+from lightning_viz._runtime.probe import stage_loader
 from lightning_viz._runtime.writers import SUPPORTED, Writers, local_dir, open_writers
 from lightning_viz.monitoring.dashboard import (
     console_table,
@@ -114,6 +115,7 @@ class Coordinator:
         self._train_batch: int | None = None
         self._train_batch_found = False
         self._scans: list[tuple[tuple[Any, ...], Any]] = []  # (key, Scan) read this fit
+        self._loaders: dict[str, Any] = {}  # stage -> its first dataloader, during setup
 
     def serves(self, trainer: Any) -> bool:
         """Whether this is the coordinator of ``trainer``."""
@@ -299,8 +301,9 @@ class Coordinator:
 
     def start_run(self, trainer: Any) -> None:
         """Writes the custom-scalars layout and the configuration text, once per run;
-        the probe scans of ``setup`` are let go (every callback has its copy)."""
+        the probe scans and loaders of ``setup`` are let go (every callback has its copy)."""
         self._scans.clear()
+        self._loaders.clear()
         if self._started:
             return
         self._started = True
@@ -354,6 +357,14 @@ class Coordinator:
             except Exception:  # noqa: BLE001 - a loader that cannot be built says nothing
                 self._train_batch = None
         return self._train_batch
+
+    def stage_loader(self, trainer: Any, stage: str) -> Any:
+        """The fit's first ``"val"`` or ``"train"`` dataloader (``None`` when none), built
+        once for every callback's setup: the user's ``*_dataloader`` hook may be costly
+        (a folder scan), and a new dataset each call would defeat :meth:`shared_scan`."""
+        if stage not in self._loaders:
+            self._loaders[stage] = stage_loader(trainer, stage)
+        return self._loaders[stage]
 
     def shared_scan(self, key: tuple[Any, ...], need: int, read: Callable[[], Any]) -> Any:
         """The scan of the data ``key`` names, read once per trainer.

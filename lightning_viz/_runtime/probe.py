@@ -15,7 +15,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+    Subset,
+)
 
 from lightning_viz._checks import fail
 from lightning_viz._io import fingerprint
@@ -243,18 +250,34 @@ def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
 
 
 def in_order(loader: DataLoader) -> Iterable[Any]:
-    """The loader, or for a shuffled map-style loader the same data in dataset order."""
+    """The loader, or for a shuffled map-style loader the same data in dataset order:
+    the samples its sampler draws from (a ``SubsetRandomSampler``'s indices, sorted:
+    a validation split of a dataset shared with training), else the whole dataset."""
     batches = loader.batch_sampler
     ordered = isinstance(batches, BatchSampler) and isinstance(batches.sampler, SequentialSampler)
     if isinstance(loader.dataset, IterableDataset) or ordered or batches is None:
         return loader
+    subset = _sampler_indices(getattr(batches, "sampler", None))
     return DataLoader(
-        loader.dataset,
+        loader.dataset if subset is None else Subset(loader.dataset, subset),
         batch_size=loader.batch_size or 1,
         shuffle=False,
         collate_fn=loader.collate_fn,
         num_workers=0,
     )
+
+
+def _sampler_indices(sampler: Any) -> list[int] | None:
+    """The sorted dataset indices a sampler draws from when it names them (``indices``:
+    ``SubsetRandomSampler``), also inside Lightning's distributed wrapper; else ``None``."""
+    for _ in range(3):  # the sampler, or the one a DistributedSamplerWrapper holds
+        indices = getattr(sampler, "indices", None)
+        if isinstance(indices, Sequence | Tensor) and not isinstance(indices, str):
+            return sorted({int(i) for i in indices})
+        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+        if sampler is None:
+            return None
+    return None
 
 
 def first_batch(loader: DataLoader) -> Any:

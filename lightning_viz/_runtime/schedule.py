@@ -11,6 +11,7 @@ __all__ = [
     "before_weight_averaging",
     "ended_before_last_batch",
     "max_steps_reached",
+    "no_validation_batches",
     "validates_every_epoch",
 ]
 
@@ -48,6 +49,17 @@ def ended_before_last_batch(trainer: Any) -> bool:
     if total == float("inf"):  # an iterable without length: only its end is known
         return not progress.is_last_batch
     return progress.current.ready < total
+
+
+def no_validation_batches(trainer: Any) -> bool:
+    """Whether the fit's validation dataloaders, once set up, hold no batches (a dataset
+    of length 0, or ``drop_last=True`` with a batch larger than the dataset): Lightning
+    then skips every validation loop, though validation is enabled."""
+    try:
+        batches = trainer.num_val_batches
+    except Exception:  # noqa: BLE001 - not set up yet, or not this Lightning's
+        return False
+    return isinstance(batches, list) and len(batches) > 0 and sum(batches) == 0
 
 
 def before_weight_averaging(trainer: Any, caller: Any, kind: type) -> str | None:

@@ -48,10 +48,11 @@ from lightning_viz._runtime.context import (
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.memory import release_heap
-from lightning_viz._runtime.probe import Probe, loader_batch_size, stage_loader
+from lightning_viz._runtime.probe import Probe, loader_batch_size
 from lightning_viz._runtime.schedule import (
     before_weight_averaging,
     ended_before_last_batch,
+    no_validation_batches,
     validates_every_epoch,
 )
 from lightning_viz._runtime.transfer import batch_transfer
@@ -403,7 +404,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
     def _setup(self, trainer: Any, module: nn.Module) -> None:
         """Probe, task and configuration checks (inside the guard)."""
         self._max_batch = self.max_batch_size or Coordinator.of(trainer).train_batch_size(
-            trainer, lambda: loader_batch_size(stage_loader(trainer, "train"))
+            trainer,
+            lambda: loader_batch_size(Coordinator.of(trainer).stage_loader(trainer, "train")),
         )
         self._max_batch = self._max_batch or _FALLBACK_BATCH
         if self.uses_probe:
@@ -436,15 +438,16 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def _validation_cut_off(self, trainer: Any) -> bool:
         """At the train-epoch end: it runs after validation, but this epoch stopped
-        before its last batch (``max_steps``, or ``on_train_batch_start`` returned -1), so
-        no validation ended it and none will: it runs here instead, unless a validation
+        before its last batch (``max_steps``, or ``on_train_batch_start`` returned -1) or
+        the validation loader has no batches, so no validation ended it and none will:
+        it runs here instead, unless a validation
         of this epoch ran (``trainer.should_stop`` validates at once) or it ran in this
         epoch already. Every rank decides the same."""
         return (
             self._after_validation
             and self._validated_epoch != trainer.current_epoch
             and self._last_epoch != trainer.current_epoch
-            and ended_before_last_batch(trainer)
+            and (ended_before_last_batch(trainer) or no_validation_batches(trainer))
         )
 
     def _epoch_end_once(self, trainer: Any) -> None:

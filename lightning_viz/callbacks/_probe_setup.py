@@ -35,7 +35,6 @@ from lightning_viz._runtime.probe import (
     scan,
     scan_limit,
     split_batch,
-    stage_loader,
 )
 from lightning_viz.functional._task import detect_task, normalize_labels
 
@@ -45,6 +44,28 @@ _STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkp
 
 _RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
 _GIVEN_SLACK = 0.1  # with mean/std: a resize's overshoot, not a wrong normalization
+
+
+def pixel_scale_hint(low: float, high: float) -> str:
+    """The ``mean``/``std`` that make inputs in ``[low, high]`` pixels in ``[0, 1]``
+    (``pixels = inputs * std + mean``), as a phrase for a message: 0-255 data,
+    ``[-1, 1]`` data, or the probe's own range.
+
+    Examples:
+        >>> pixel_scale_hint(0.0, 228.0)
+        'mean=[0.0], std=[1 / 255] (0-255 data)'
+        >>> pixel_scale_hint(-0.98, 1.0)
+        'mean=[0.5], std=[0.5] (data in [-1, 1])'
+    """
+    if low >= -_GIVEN_SLACK and 1 + _GIVEN_SLACK < high <= 255 * (1 + _GIVEN_SLACK):
+        return "mean=[0.0], std=[1 / 255] (0-255 data)"
+    if -1 - _GIVEN_SLACK <= low < 0 and high <= 1 + _GIVEN_SLACK:
+        return "mean=[0.5], std=[0.5] (data in [-1, 1])"
+    span = max(high - low, 1e-12)
+    return (
+        f"mean=[{-low / span:.4g}], std=[{1 / span:.4g}] (maps the probe's range onto [0, 1]; "
+        "use your data's full range if it is wider)"
+    )
 
 
 def check_probe_source(probe: Any) -> Any:
@@ -72,6 +93,14 @@ def _is_identity(normalization: tuple[list[float], list[float]]) -> bool:
 def _short(values: Sequence[float]) -> str:
     """``(0.485, 0.456, 0.406)``: per-channel values, 4 significant digits."""
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def _no_batches(loader: Any) -> bool:
+    """Whether a dataloader has a length, and it is 0."""
+    try:
+        return len(loader) == 0
+    except TypeError:  # an iterable dataset: its length is unknown
+        return False
 
 
 class ProbeSetup:
@@ -108,11 +137,23 @@ class ProbeSetup:
         if self.probe is not None:
             self._probe_from = "probe"
             return self.probe
+        coordinator = Coordinator.of(trainer)
         for stage in ("val", "train"):
-            loader = stage_loader(trainer, stage)
-            if loader is not None:
+            loader = coordinator.stage_loader(trainer, stage)
+            if stage == "val" and loader is not None and _no_batches(loader):
+                why = "the validation dataloader yields no batches (a dataset of length 0, or "
+                why += "drop_last=True with a batch larger than the dataset)"
+            elif stage == "val" and loader is None:
+                why = "the fit has no validation data"
+            elif loader is not None:
                 self._probe_from = "validation" if stage == "val" else "training"
                 return loader
+            if stage == "val":
+                coordinator.info_once(
+                    "probe from training",
+                    f"lightning-viz: {why}: the callbacks pick their probe images from the "
+                    "training data. Pass `probe=` for held-out images",
+                )
         raise NotApplicableError(
             f"{type(self).__name__} found no validation or training data to pick probe "
             "images from; pass `probe=` a tensor, (images, labels) or a Dataset"
@@ -262,8 +303,8 @@ class ProbeSetup:
                 f"outside the pixel range [0, 1], and no torchvision Normalize was found in "
                 f"{where}, so the callbacks cannot tell how to show them or what size an "
                 "attack's eps is. Pass the normalization your data uses as mean=[...], "
-                "std=[...] (per channel), or mean=None, std=None to take the model's inputs "
-                f"as the pixels{self._hooks_said()}"
+                f"std=[...] (per channel; for these values {pixel_scale_hint(low, high)})"
+                f"{self._hooks_said()}"
             )
 
     def _hooks_said(self) -> str:
@@ -287,10 +328,19 @@ class ProbeSetup:
                     f"images have {channels} channels (shape {tuple(probe.images.shape[1:])}); "
                     "give one value per input channel"
                 )
-        if self.mean is None and self.std is None:
-            return
         view = ModelView(nn.Identity(), self.mean, self.std)
         low, high = value_range(view.to_pixels(probe.images.float()))
+        if self.mean is None and self.std is None:
+            if low < -_GIVEN_SLACK or high > 1 + _GIVEN_SLACK:
+                raise ValueError(
+                    f"{type(self).__name__}: with mean=None, std=None the model's inputs are "
+                    f"taken as the pixels, but the probe images have values in [{low:.3g}, "
+                    f"{high:.3g}], not [0, 1]: they would be clipped to [0, 1] before the "
+                    "model sees them, so every probe would measure other images than "
+                    "validation does, and attacked at the wrong eps. Pass the normalization "
+                    f"that maps them to [0, 1]: {pixel_scale_hint(low, high)}"
+                )
+            return
         if low < -_GIVEN_SLACK or high > 1 + _GIVEN_SLACK:
             mean, std = (None if v is None else _short(v) for v in (self.mean, self.std))
             raise ValueError(
@@ -299,7 +349,7 @@ class ProbeSetup:
                 "they would be drawn clipped and attacked at the wrong eps. Pass the "
                 "normalization your data uses, on the [0, 1] scale (ImageNet's is "
                 "mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]), or mean=None, "
-                "std=None when the model's inputs are the pixels"
+                "std=None when the model's inputs are pixels in [0, 1]"
             )
 
     def _inspect(self, ctx: RunContext) -> None:

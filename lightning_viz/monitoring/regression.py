@@ -154,7 +154,9 @@ def alert_sentence(alert: Mapping[str, Any]) -> str:
     drop = f"drop {float(get('drop', math.nan)):.4f}"
     if get("tolerance") is not None:
         drop += f" > tolerance {float(get('tolerance')):g}"
-    p = f"Holm-adjusted p = {format_p(get('pvalue'))}"
+    pvalue = get("pvalue")
+    shown = "-" if pvalue is None or math.isnan(float(pvalue)) else f"{float(pvalue):.2g}"
+    p = f"Holm-adjusted p = {shown}"
     if get("alpha") is not None:
         p += f" <= {float(get('alpha')):g}"
     flips = ""

@@ -115,11 +115,19 @@ def test_values_outside_0_1_without_a_normalize_are_a_configuration_error(tmp_pa
         fit(tmp_path / "a", [cb], epochs=1, datamodule=module)
     text = str(caught.value)
     assert re.search(r"values in \[-[45](\.\d+)?, [45](\.\d+)?\], outside the pixel range", text)
-    assert "mean=[...], std=[...]" in text and "mean=None, std=None" in text
-    # explicitly None: the model's input space is taken as the pixels
-    accepted = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, mean=None, std=None)
-    fit(tmp_path / "b", [accepted], epochs=1, datamodule=module)
-    assert accepted._enabled and accepted.mean is None
+    assert "mean=[...], std=[...]" in text and "maps the probe's range onto [0, 1]" in text
+    hint = re.findall(r"mean=\[(-?[\d.]+(?:e-?\d+)?)\], std=\[([\d.]+(?:e-?\d+)?)\]", text)
+    mean, std = (float(v) for v in hint[-1])
+    low, high = (float(v) for v in re.search(r"values in \[([-\d.]+), ([-\d.]+)\]", text).groups())
+    # pixels = inputs * std + mean: the probe's range onto [0, 1] (the data's is (x - 0.5) / 0.1)
+    assert low * std + mean == pytest.approx(0.0, abs=1e-3)
+    assert high * std + mean == pytest.approx(1.0, abs=1e-3)
+    assert 0.3 < mean < 0.7 and 0.08 < std < 0.13
+    # explicitly None takes the model's inputs as the pixels: these are not pixels, and
+    # they were clipped to [0, 1] before the model saw them (no error)
+    none = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, mean=None, std=None)
+    with pytest.raises(ValueError, match=r"with mean=None, std=None .* not \[0, 1\]: they would"):
+        fit(tmp_path / "b", [none], epochs=1, datamodule=module)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,177 @@
+"""Data set up unlike the demo's: a validation split drawn by a sampler from a dataset
+shared with training, data outside [0, 1] without a normalization, an empty
+validation loader."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+
+import lightning_viz as lv
+from lightning_viz._runtime.probe import in_order
+from lightning_viz.data import LitClassifier
+from tests.conftest import fit, lightning_info, read_events, small_datamodule
+
+
+# ------------------------------------------------- a split made by samplers
+class SamplerSplit(pl.LightningDataModule):
+    """One dataset of 96 images; training draws 0..47, validation 48..95, each through a
+    ``SubsetRandomSampler``. A validation image has 1 in its first pixel, a training
+    image 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        images = torch.rand(96, 3, 32, 32, generator=g) * 0.9
+        images[48:, :, 0, 0] = 1.0
+        images[:48, :, 0, 0] = 0.0
+        self.data = TensorDataset(images, torch.arange(96) % 5)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=16, sampler=SubsetRandomSampler(range(48)))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=16, sampler=SubsetRandomSampler(range(48, 96)))
+
+
+def test_a_validation_split_drawn_by_a_sampler_gives_a_probe_of_validation_images(tmp_path):
+    """The probe is scanned in dataset order among the sampler's indices: it was the
+    whole shared dataset, so half the robustness probe was training images."""
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=8, quality=(), on_error="raise")
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), on_error="raise")
+    fit(tmp_path, [saliency, probe], epochs=1, datamodule=SamplerSplit())
+    for cb in (saliency, probe):
+        first_pixels = cb._probe.images[:, 0, 0, 0]
+        assert bool((first_pixels == 1.0).all()), type(cb).__name__
+    assert probe._probe.images.shape[0] == 48  # every validation image, once
+    assert saliency._probe.images.shape[0] == 8
+
+
+def test_in_order_reads_a_subset_sampler_also_inside_lightnings_distributed_wrapper():
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    data = TensorDataset(torch.arange(20).float())
+    picked = [13, 2, 7, 19, 2]
+    for sampler in (
+        SubsetRandomSampler(picked),
+        DistributedSamplerWrapper(SubsetRandomSampler(picked), num_replicas=1, rank=0),
+    ):
+        seen = torch.cat([b[0] for b in in_order(DataLoader(data, batch_size=2, sampler=sampler))])
+        assert seen.tolist() == [2.0, 7.0, 13.0, 19.0]
+    # a sampler naming no indices (RandomSampler): the whole dataset, in order
+    loader = DataLoader(data, batch_size=4, shuffle=True)
+    assert torch.cat([b[0] for b in in_order(loader)]).tolist() == list(map(float, range(20)))
+
+
+# ------------------------------------------------- 0-255 data, no normalization
+class Scaled255(pl.LightningDataModule):
+    """The built-in shapes as floats in 0..255, with no Normalize anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        shapes = small_datamodule(texture_correlation=1.0)  # learns in a few steps
+        shapes.setup("fit")
+
+        def tensors(dataset):
+            items = [dataset[i] for i in range(len(dataset))]
+            return TensorDataset(
+                torch.stack([it[0] for it in items]) * 255, torch.stack([it[1] for it in items])
+            )
+
+        self.train, self.val = tensors(shapes.train_dataset), tensors(shapes.val_dataset)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=32, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=32)
+
+
+class Divides255(LitClassifier):
+    """Scales its 0..255 inputs itself, as many user modules do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x / 255)
+
+
+def test_0_255_data_gets_the_normalization_that_makes_it_pixels(tmp_path):
+    """Without a normalization, and with mean=None (which the message offered), the
+    inputs were clipped to [0, 1] before the model saw them: clean accuracy 0.2 against a
+    validation accuracy of 1.0, with no message. Both are now errors that name
+    mean=[0.0], std=[1 / 255]; with it the probe measures what validation measures."""
+    for kwargs in ({}, {"mean": None, "std": None}):
+        cb = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), **kwargs)
+        with pytest.raises(ValueError, match=r"mean=\[0\.0\], std=\[1 / 255\] \(0-255 data\)"):
+            fit(tmp_path / str(len(kwargs)), [cb], epochs=1, datamodule=Scaled255())
+    probe = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(2 / 255,), mean=[0.0], std=[1 / 255], on_error="raise"
+    )
+    model = Divides255(num_classes=5, lr=1e-2)
+    trainer, _ = fit(tmp_path / "ok", [probe], epochs=2, datamodule=Scaled255(), model=model)
+    model.eval()
+    with torch.no_grad():
+        hits = model(probe._probe.images).argmax(1) == probe._probe.labels
+    assert trainer.callback_metrics["robustness/clean_acc"].item() == pytest.approx(
+        hits.float().mean().item()
+    )
+    assert hits.float().mean().item() > 0.5  # the model did learn: not chance (0.2)
+    assert float(probe._probe.images.max()) > 100  # the probe stays in the model's space
+
+
+# ------------------------------------------------- an empty validation loader
+class CountedLoaders(pl.LightningDataModule):
+    """The built-in shapes; counts the calls of ``val_dataloader``; ``val_batch`` larger
+    than the validation set with ``drop_last=True`` gives a loader of no batches."""
+
+    def __init__(self, val_batch: int = 32) -> None:
+        super().__init__()
+        self.shapes = small_datamodule()
+        self.val_batch = val_batch
+        self.val_calls = 0
+
+    def setup(self, stage: str) -> None:
+        self.shapes.setup(stage)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.shapes.train_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        self.val_calls += 1
+        return DataLoader(self.shapes.val_dataset, batch_size=self.val_batch, drop_last=True)
+
+
+def _probe_callbacks() -> list:
+    return [
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=(), on_error="raise"),
+        lv.GradCAMLogger(num_samples=4, quality=(), on_error="raise"),
+        lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), on_error="raise"),
+    ]
+
+
+def test_an_empty_validation_loader_gives_a_probe_from_the_training_data(tmp_path):
+    """It stopped fit at on_fit_start ("the probe data is empty"), whatever on_error said;
+    it is now the case of no validation data, said in one line."""
+    data = CountedLoaders(val_batch=100)  # 64 validation images, drop_last=True
+    callbacks = _probe_callbacks()
+    with lightning_info() as messages:
+        fit(tmp_path, callbacks, epochs=1, datamodule=data)
+    said = [m for m in messages if "pick their probe images from the training data" in m]
+    assert said == [
+        "lightning-viz: the validation dataloader yields no batches (a dataset of length 0, "
+        "or drop_last=True with a batch larger than the dataset): the callbacks pick their "
+        "probe images from the training data. Pass `probe=` for held-out images"
+    ]
+    assert all(cb._enabled and cb._probe_from == "training" for cb in callbacks)
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert [s for s, _ in scalars["robustness/clean_acc"]] == [4]
+
+
+def test_the_validation_loader_is_built_once_for_every_callbacks_setup(tmp_path):
+    """The user's val_dataloader() ran once per callback (10 calls with all nine)."""
+    alone = CountedLoaders()
+    fit(tmp_path / "alone", [], epochs=1, datamodule=alone)
+    observed = CountedLoaders()
+    fit(tmp_path / "observed", _probe_callbacks(), epochs=1, datamodule=observed)
+    assert observed.val_calls == alone.val_calls + 1
