@@ -120,8 +120,9 @@ def default_batch_to_xy(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | Non
     Handles ``(images, labels[, masks])`` tuples/lists, dicts with ``image``,
     ``label`` and ``mask`` keys (plural forms too) and a bare image tensor. A third
     tuple element is taken as masks only when it is a tensor ``(N, 1, H, W)`` or
-    ``(N, H, W)`` of the images' ``N``, ``H`` and ``W``; anything else there (file
-    names, indices, weights) is left out.
+    ``(N, H, W)`` of the images' ``N``, ``H`` and ``W`` holding a mask's values (bool,
+    0/1, or 0/255 integers); anything else there (file names, indices, weights, a
+    depth map) is left out.
 
     Raises:
         TypeError: The batch has none of these forms.
@@ -140,7 +141,8 @@ def default_batch_to_xy(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | Non
         parts = list(batch) + [None] * (3 - len(batch))
         # a third element that is not a mask of the images (file names, indices, sample
         # weights, metadata) is the user's extra data: left out
-        return parts[0], parts[1], parts[2] if _is_mask_of(parts[2], parts[0]) else None
+        masks = parts[2] if _is_mask_of(parts[2], parts[0]) and _mask_values(parts[2]) else None
+        return parts[0], parts[1], masks
     raise TypeError(
         f"cannot split a batch of type {type(batch).__name__} into (images, labels); "
         "pass `batch_to_xy` to the callback"
@@ -153,6 +155,16 @@ def _is_mask_of(masks: Any, images: Any) -> bool:
         return False
     n, _, h, w = images.shape
     return tuple(masks.shape) in ((n, 1, h, w), (n, h, w))
+
+
+def _mask_values(masks: Tensor) -> bool:
+    """Whether a tensor holds a mask's values: bool, 0/1, or 0/255 integers."""
+    if masks.dtype == torch.bool:
+        return True
+    binary = (masks == 0) | (masks == 1)
+    if not masks.is_floating_point():
+        binary |= masks == 255
+    return bool(binary.all())
 
 
 def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[Any, Any, Any]:

@@ -313,6 +313,12 @@ def test_masks_are_checked_against_the_images_and_may_drop_the_channel():
     assert m.shape == (4, 1, 8, 8) and torch.equal(m[:, 0], mask)
     assert default_batch_to_xy((x, y, torch.arange(4)))[2] is None  # indices, not a mask
     assert default_batch_to_xy((x, y, mask))[2] is mask
+    for values in (mask.float(), mask.to(torch.uint8) * 255):  # 0/1 floats, 0/255 integers
+        assert default_batch_to_xy((x, y, values))[2] is values
+    # a map of the image's size that holds other values (depth, per-pixel weights) is
+    # no mask: read as one, every nonzero pixel was "the object"
+    for other in (torch.rand(4, 8, 8) * 5, torch.full((4, 1, 8, 8), 0.5)):
+        assert default_batch_to_xy((x, y, other))[2] is None
     with pytest.raises(
         ValueError, match=r"masks \(\(4, 1, 6, 6\)\) do not match .* \(4, 1, 8, 8\)"
     ):
