@@ -95,6 +95,19 @@ def _short(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
+def _label_error(name: str, err: Exception, labels: Tensor, source: str) -> str:
+    """The message for probe labels the model cannot take: the callback, where the
+    labels came from, and what to do about negative ones (an ``ignore_index``)."""
+    where = f"the labels of the {labels.shape[0]} probe images picked from the {source} data"
+    text = f"{name}: {err} ({where}; the rest of the data may hold others)"
+    if labels.numel() and float(labels.min()) < 0:
+        text += (
+            ". A negative label (an ignore_index such as -100) names no class: pass "
+            "`probe=` images with class labels, or a `batch_to_xy` that gives them"
+        )
+    return text
+
+
 def _no_batches(loader: Any) -> bool:
     """Whether a dataloader has a length, and it is 0."""
     try:
@@ -379,7 +392,12 @@ class ProbeSetup:
         self._task = self.task or detect_task(int(out.shape[1]), labels)
         self._check_class_names(int(out.shape[1]))
         if labels is not None:
-            labels = normalize_labels(labels.cpu(), self._task, int(out.shape[1]), "probe labels")
+            try:
+                labels = normalize_labels(
+                    labels.cpu(), self._task, int(out.shape[1]), "probe labels"
+                )
+            except ValueError as err:
+                raise ValueError(_label_error(name, err, labels, self._probe_from)) from err
             self._probe.labels = labels  # type: ignore[union-attr]
         elif self.needs_labels:
             raise NotApplicableError(

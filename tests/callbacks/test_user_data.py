@@ -175,3 +175,39 @@ def test_the_validation_loader_is_built_once_for_every_callbacks_setup(tmp_path)
     observed = CountedLoaders()
     fit(tmp_path / "observed", _probe_callbacks(), epochs=1, datamodule=observed)
     assert observed.val_calls == alone.val_calls + 1
+
+
+# ------------------------------------------------- labels the model cannot take
+class Labelled(pl.LightningDataModule):
+    def __init__(self, labels: torch.Tensor) -> None:
+        super().__init__()
+        images = torch.rand(len(labels), 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        self.data = TensorDataset(images, labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.data.tensors[0], torch.arange(40) % 5), batch_size=8)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=8)
+
+
+@pytest.mark.parametrize(
+    ("labels", "extra"),
+    [
+        (torch.arange(40) % 10, ""),  # ten classes in the data, five logits
+        (torch.full((40,), -100), "A negative label (an ignore_index such as -100)"),
+    ],
+    ids=["too_many_classes", "ignore_index"],
+)
+def test_labels_the_model_cannot_take_are_named_with_the_callback_and_their_source(
+    tmp_path, labels, extra
+):
+    """It said "probe labels must be ..., got <values in [0, 7]>": no callback, and a
+    range that is the probe's, not the data's (a pick of 8 of ten classes)."""
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=8, quality=())
+    with pytest.raises(ValueError) as caught:
+        fit(tmp_path, [cb], epochs=1, datamodule=Labelled(labels))
+    text = str(caught.value)
+    assert text.startswith("SaliencyLogger: `probe labels` must be class indices in [0, 5)")
+    assert "(the labels of the 8 probe images picked from the validation data;" in text
+    assert extra in text
