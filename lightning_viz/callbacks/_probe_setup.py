@@ -193,10 +193,11 @@ class ProbeSetup:
         if not bool(finite.all()):
             bad = (~finite).nonzero().flatten().tolist()
             where = bad if probe.indices is None else [probe.indices[i] for i in bad]
-            self.warn_once(
-                "nonfinite",
-                f"probe images at positions {where} of the data have non-finite values "
-                "(NaN or inf); they are left out of this callback's probe",
+            Coordinator.of(trainer).warn_once(  # once for every callback of the trainer
+                f"nonfinite {self._probe_from}",
+                f"lightning-viz: probe images at positions {where} of the {self._probe_from} "
+                "data have non-finite values (NaN or inf); they are left out of the probes "
+                "(the positions are this callback's pick: another may find others)",
             )
             probe = probe.select(finite)
             if not len(probe):
