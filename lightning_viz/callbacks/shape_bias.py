@@ -516,6 +516,14 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
             )
             for name, values in outcomes.items()
         }
+        if all(d not in (SHAPE, TEXTURE) for d in dec):
+            self.warn_once(
+                "undecided",
+                f"none of the {len(dec)} cue-conflict images was classified as its shape "
+                f"or its texture class at epoch {ctx.trainer.current_epoch}, so "
+                f"{self.tag('shape_bias')} is undefined there and not written (said once; "
+                "the model predicts other classes, as an untrained or much wider head does)",
+            )
         self.alert(ctx, {tag: records[tag] for tag in map(self.tag, _WATCHED)})
         num_classes = self._num_dataset_classes(ctx.num_classes)
         ctx.log.figure(self.tag("per_class"), self._per_class(pred, s, t, num_classes))

@@ -211,3 +211,27 @@ def test_labels_the_model_cannot_take_are_named_with_the_callback_and_their_sour
     assert text.startswith("SaliencyLogger: `probe labels` must be class indices in [0, 5)")
     assert "(the labels of the 8 probe images picked from the validation data;" in text
     assert extra in text
+
+
+# ------------------------------------------------- shape bias that is undefined
+class AlwaysSix(LitClassifier):
+    """Six logits for five classes of data; the sixth always wins."""
+
+    def __init__(self) -> None:
+        from lightning_viz.data import SmallCNN
+
+        super().__init__(model=SmallCNN(num_classes=6), lr=1e-2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return logits + torch.tensor([0.0] * 5 + [1e3])
+
+
+def test_a_shape_bias_no_image_decides_is_said_not_left_out_silently(tmp_path):
+    cb = lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=1, on_error="raise")
+    with pytest.warns(UserWarning, match=r"none of the \d+ cue-conflict images was") as said:
+        trainer, _ = fit(tmp_path, [cb], epochs=2, model=AlwaysSix())
+    assert len([w for w in said if "cue-conflict images was" in str(w.message)]) == 1
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert "bias/shape_bias" not in scalars
+    assert [v for _, v in scalars["bias/shape_acc"]] == [0.0, 0.0]
