@@ -91,8 +91,17 @@ def _is_identity(normalization: tuple[list[float], list[float]]) -> bool:
 
 
 def _short(values: Sequence[float]) -> str:
-    """``(0.485, 0.456, 0.406)``: per-channel values, 4 significant digits."""
+    """``(0.485, 0.456, 0.406)``: per-channel values, 4 significant digits (one value
+    bare: ``0.5``)."""
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def _example(labels: Tensor) -> str:
+    """``1.0 -> class 1``: the largest whole-number float label, as a class index."""
+    top = int(labels.max()) if labels.numel() else 0
+    return f"{top}.0 -> class {top}"
 
 
 def _label_error(name: str, err: Exception, labels: Tensor, source: str) -> str:
@@ -432,7 +441,7 @@ class ProbeSetup:
         Coordinator.of(trainer).info_once(
             "float labels",
             f"lightning-viz: the probe labels are floats ({labels.dtype}) with whole values; "
-            "they are read as class indices (3.0 -> class 3)",
+            f"they are read as class indices ({_example(labels)})",
         )
         return labels.long()
 

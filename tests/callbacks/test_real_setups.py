@@ -162,6 +162,7 @@ def test_whole_float_labels_are_class_indices_said_once(tmp_path):
     assert sorted(cb._probe.labels.tolist()) == [0, 1, 2, 3, 4]
     said = [m for m in messages if "read as class indices" in m]
     assert len(said) == 1 and "torch.float" in said[0]
+    assert said[0].endswith("(4.0 -> class 4)")  # an example from the labels themselves
 
 
 @pytest.mark.parametrize(
