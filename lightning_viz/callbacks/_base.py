@@ -556,6 +556,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                     self._setup(trainer, module)
                 ctx = self._context(trainer, module, log)
                 self.run(ctx)
+            self._check_outputs(ctx)
             release_heap()  # what the run freed, before the next training step's peak
             seconds = _now(module) - start
             log.scalar(self._seconds_tag(), seconds)

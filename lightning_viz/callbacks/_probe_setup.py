@@ -44,6 +44,7 @@ _STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkp
 
 _RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
 _GIVEN_SLACK = 0.1  # with mean/std: a resize's overshoot, not a wrong normalization
+_PROBABILITY_EVIDENCE = 8  # output values in [0, 1] needed to call them probabilities
 
 
 def pixel_scale_hint(low: float, high: float) -> str:
@@ -160,22 +161,25 @@ class ProbeSetup:
             self._probe_from = "probe"
             return self.probe
         coordinator = Coordinator.of(trainer)
-        for stage in ("val", "train"):
-            loader = coordinator.stage_loader(trainer, stage)
-            if stage == "val" and loader is not None and _no_batches(loader):
-                why = "the validation dataloader yields no batches (a dataset of length 0, or "
-                why += "drop_last=True with a batch larger than the dataset)"
-            elif stage == "val" and loader is None:
-                why = "the fit has no validation data"
-            elif loader is not None:
-                self._probe_from = "validation" if stage == "val" else "training"
-                return loader
-            if stage == "val":
-                coordinator.info_once(
-                    "probe from training",
-                    f"lightning-viz: {why}: the callbacks pick their probe images from the "
-                    "training data. Pass `probe=` for held-out images",
-                )
+        loader = coordinator.stage_loader(trainer, "val")
+        if loader is not None and not _no_batches(loader):
+            self._probe_from = "validation"
+            return loader
+        why = (
+            "the fit has no validation data"
+            if loader is None
+            else "the validation dataloader yields no batches (a dataset of length 0, or "
+            "drop_last=True with a batch larger than the dataset)"
+        )
+        coordinator.info_once(
+            "probe from training",
+            f"lightning-viz: {why}: the callbacks pick their probe images from the "
+            "training data. Pass `probe=` for held-out images",
+        )
+        loader = coordinator.stage_loader(trainer, "train")
+        if loader is not None:
+            self._probe_from = "training"
+            return loader
         raise NotApplicableError(
             f"{type(self).__name__} found no validation or training data to pick probe "
             "images from; pass `probe=` a tensor, (images, labels) or a Dataset"
@@ -423,6 +427,28 @@ class ProbeSetup:
                     "forward, .detach(), or a non-differentiable op), so its gradient maps "
                     "and attacks would be empty"
                 )
+
+    def _check_outputs(self, ctx: RunContext) -> None:
+        """Warns once per trainer when a binary or multilabel model's outputs on the probe
+        (if this run computed them) all lie in [0, 1]: probabilities from a sigmoid inside
+        the model, which the callbacks would read as logits (positive when > 0)."""
+        logits = ctx.__dict__.get("logits")  # the cached probe logits, never a new forward
+        if logits is None or ctx.task not in ("binary", "multilabel"):
+            return
+        if logits.numel() < _PROBABILITY_EVIDENCE or not bool(
+            ((logits >= 0) & (logits <= 1)).all()
+        ):
+            return
+        Coordinator.of(ctx.trainer).warn_once(
+            "sigmoid outputs",
+            f"lightning-viz: the {ctx.task} model's outputs lie in [0, 1] on all "
+            f"{logits.shape[0]} probe samples: they look like probabilities (a sigmoid "
+            "inside the model), while the callbacks read them as logits (a label is "
+            "positive when its logit is > 0), so every probe label counts as predicted "
+            "positive and the accuracies, attacks and maps are wrong. Return the logits "
+            "from forward (and train with BCEWithLogitsLoss), or pass "
+            "`output_to_logits=lambda p: torch.logit(p, eps=1e-6)` to each callback",
+        )
 
     def _float_labels(self, trainer: Any, labels: Tensor) -> Tensor:
         """Float class labels ``(N,)``: whole numbers are class indices (said once);

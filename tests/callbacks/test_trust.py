@@ -131,6 +131,82 @@ def test_a_binary_model_is_measured_with_its_one_logit(tmp_path):
     assert "robustness/clean_acc" in ours
 
 
+class SigmoidModule(TaskModule):
+    """:class:`TaskModule` whose forward ends in a sigmoid, trained with ``BCELoss``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(x))
+
+    def _loss(self, batch) -> Tensor:
+        probabilities = self(batch[0])
+        return F.binary_cross_entropy(probabilities, batch[1].float().view_as(probabilities))
+
+
+def _sigmoid_warnings(caught) -> list[str]:
+    return [
+        str(w.message) for w in caught if "look like probabilities (a sigmoid" in str(w.message)
+    ]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_sigmoid_outputs_are_called_probabilities_and_torch_logit_measures_them(tmp_path, k):
+    """A binary (k=1) or multilabel (k=3) model ending in a sigmoid: read as logits,
+    every label was predicted positive (clean accuracy = the share of positives, with
+    no word). Now one warning per trainer, and its fix gives the model's accuracy."""
+    if k == 1:
+        dm = RelabelledData(relabel=lambda y: torch.tensor(float(y == 0)))
+        decide = lambda p, y: ((p[:, 0] > 0.5).long() == y).float().mean()  # noqa: E731
+        tag = "robustness/clean_acc"
+    else:
+        dm = RelabelledData(relabel=lambda y: torch.tensor([y == 0, y == 1, y <= 1]).float())
+        decide = lambda p, y: ((p > 0.5).float() == y).float().mean()  # noqa: E731
+        tag = "robustness/clean_label_acc"
+
+    def probes(**kwargs):
+        return [
+            lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=32, **kwargs),
+            lv.CorruptionProbe(corruptions=("gaussian_noise",), num_samples=16, **kwargs),
+        ]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(
+            tmp_path / "plain",
+            probes(on_error="raise"),
+            model=SigmoidModule(k, "bce"),
+            datamodule=dm,
+        )
+    said = _sigmoid_warnings(caught)
+    assert len(said) == 1, said  # once per trainer, for both callbacks and both epochs
+    assert ("binary" if k == 1 else "multilabel") in said[0]
+    assert "output_to_logits=lambda p: torch.logit(p, eps=1e-6)" in said[0]
+
+    module = SigmoidModule(k, "bce")
+    fix = lambda p: torch.logit(p, eps=1e-6)  # noqa: E731 - the warning's own fix
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = fit(
+            tmp_path / "fixed",
+            probes(on_error="raise", output_to_logits=fix),
+            model=module,
+            datamodule=dm,
+        )
+    assert _sigmoid_warnings(caught) == []
+    probe = trainer.callbacks[0]
+    with torch.no_grad():
+        expected = decide(module.eval()(probe._probe.images), probe._probe.labels).item()
+    assert float(trainer.callback_metrics[tag]) == pytest.approx(expected)
+
+
+def test_a_binary_logit_model_is_not_called_probabilities(tmp_path):
+    dm = RelabelledData(relabel=lambda y: torch.tensor(float(y == 0)))
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=32, on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [probe], model=TaskModule(1, "bce"), datamodule=dm)
+    assert probe._task == "binary" and _sigmoid_warnings(caught) == []
+
+
 def test_functional_methods_explain_class_0_of_a_binary_model_by_minus_the_logit():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
