@@ -117,11 +117,16 @@ class ScoresMaps(WatchesRegressions):
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "above_threshold": dict(self._above)}
+        return {
+            **super().extra_state(),
+            "above_threshold": dict(self._above),
+            "quality_runs_to_skip": self._skip,
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self._above = {str(k): bool(v) for k, v in (state.get("above_threshold") or {}).items()}
+        self._skip = int(state.get("quality_runs_to_skip", 0))  # a new run scores at once
 
     # ----------------------------------------------------------------- layout
     def quality_layout(self, methods: Sequence[str]) -> dict[str, dict[str, list[str]]]:

@@ -255,3 +255,24 @@ def test_randomization_threshold_alert_reads_as_a_threshold(tmp_path):
     assert both.splitlines()[0] == (
         "X: 2 regressions at epoch 1 (one-sided exact tests, Holm-adjusted, alpha 0.01)"
     )
+
+
+def test_a_callback_reused_on_a_new_trainer_scores_its_first_due_run(tmp_path, monkeypatch):
+    """The count of due runs left unscored (to stay within ``quality_cost``) belongs to
+    a run: a second trainer wrote no scores until the first run's count ran out. A
+    resume continues the count from the checkpoint."""
+    from lightning_viz.callbacks._quality import ScoresMaps
+
+    monkeypatch.setattr(ScoresMaps, "_runs_to_skip", lambda self, ctx, s, m: 3)
+    saliency = lv.SaliencyLogger(
+        methods=("vanilla",), num_samples=4, quality=("deletion",), on_error="raise"
+    )
+    fit(tmp_path / "a", [saliency], epochs=2)  # epoch 0 scored, epoch 1 skipped
+    first = read_events(str(tmp_path / "a"))["scalars"]["explain/vanilla/deletion_auc"]
+    assert [s for s, _ in first] == [4]
+    assert saliency.state_dict()["quality_runs_to_skip"] == 2
+    fit(tmp_path / "b", [saliency], epochs=1)
+    second = read_events(str(tmp_path / "b"))["scalars"]["explain/vanilla/deletion_auc"]
+    assert [s for s, _ in second] == [4]
+    saliency.load_state_dict(saliency.state_dict() | {"quality_runs_to_skip": 1})
+    assert saliency._skip == 1
