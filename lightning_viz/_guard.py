@@ -202,7 +202,8 @@ class _ForwardWrites:
 
     Buffers that ``forward`` updates even in eval mode (a counter, a running input
     statistic, the min/max, scale and zero point of quantization-aware training's
-    observers) and the states of ``torchmetrics`` metrics updated in ``forward``:
+    observers, running statistics of ``F.batch_norm(..., training=True)``) and the
+    states of ``torchmetrics`` metrics updated in ``forward``:
     the callbacks' forwards on probe, adversarial or corrupted images must not move
     them. Buffers are copied up to :data:`_BUFFER_COPY_BYTES` in all; a larger one
     that changes is reported (a warning) instead of put back. Quantization observers
@@ -249,10 +250,13 @@ class _ForwardWrites:
             for m, name, buf, copy, version in self.buffers:
                 if m._buffers.get(name) is not buf:  # rebound by the forward
                     m._buffers[name] = buf
-                if version is not None and _version(buf) == version:
+                if copy is None:  # too large to copy: its version tells a change
+                    if version is None or _version(buf) != version:
+                        unrestored.append(name)
                     continue
-                if copy is None:
-                    unrestored.append(name)
+                # compared by value: a native kernel (F.batch_norm with training=True
+                # updates the running stats) writes without bumping the version
+                if _version(buf) == version and torch.equal(buf, copy):
                     continue
                 try:
                     buf.copy_(copy)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -369,6 +370,55 @@ def test_buffers_and_metrics_a_forward_updates_are_put_back(tmp_path):
     assert torch.equal(seen.input_mean, plain.input_mean)
     assert seen.updates == plain.updates and len(seen.updates) == 3  # sanity check, 2 epochs
     assert "seen" in dict(seen.named_buffers())
+
+
+class _BatchStatsNorm(nn.Module):
+    """Normalizes with the batch's statistics and updates its running stats in every
+    mode (test-time adaptation): ``F.batch_norm`` with ``training=True`` writes them in
+    its native kernel, which leaves the buffers' version counters unchanged."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bn = self.bn
+        return F.batch_norm(
+            x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, 0.1, bn.eps
+        )
+
+
+def batch_stats_cnn() -> LitClassifier:
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        _BatchStatsNorm(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        _BatchStatsNorm(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    )
+    return LitClassifier(model=net, num_classes=5)
+
+
+def test_running_stats_a_native_kernel_writes_without_a_version_bump_are_put_back(tmp_path):
+    x = torch.rand(4, 8, 5, 5)
+    norm = _BatchStatsNorm(8)
+    before = norm.bn.running_mean._version
+    norm(x)
+    assert norm.bn.running_mean._version == before  # why the guard compares values
+    callbacks = [
+        lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8, on_error="raise"),
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=(), on_error="raise"),
+        lv.FilterLogger(on_error="raise"),
+    ]
+    trainer, _ = assert_observing_changes_nothing(
+        tmp_path, callbacks, model_factory=batch_stats_cnn, epochs=1
+    )
+    assert "robustness/clean_acc" in trainer.callback_metrics
 
 
 class _BigWrite(nn.Module):
