@@ -66,7 +66,7 @@ def main_path_convs(view: nn.Module, image: Tensor, convs: Mapping[str, nn.Modul
 
     Args:
         view: The model (a ``ModelView``), run once without gradients.
-        image: ``(1, C, H, W)`` model-space input.
+        image: ``(1, C, H, W)`` pixel-space input (what the view takes).
         convs: Name -> conv layer (or a wrapper holding one) to consider.
     """
     with torch.no_grad(), record_inputs(convs) as calls:

@@ -13,6 +13,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names
 from lightning_viz._hooks import record_io
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.callbacks.activations import main_path_convs
 from lightning_viz.functional._grad import adapted_layer, feature_conv_layers, resolve_layer
 
 __all__ = ["FilterLogger"]
@@ -37,7 +38,9 @@ class FilterLogger(VizCallback):
 
     Args:
         layers: Dotted names of ``Conv2d``/``Linear`` layers. Default: the first
-            conv layer and any pixel-level ``Linear``.
+            conv layer to run on a probe image (not the first defined: a lateral
+            conv or a GAN's generator may be defined before the stem) and any
+            pixel-level ``Linear``.
         max_filters: Most tiles per layer. Default: 64.
         num_samples: Probe images (only their shape is used). Default: 1.
         **kwargs: The options every callback shares (see ``VizCallback``).
@@ -120,8 +123,9 @@ class FilterLogger(VizCallback):
                     )
                 chosen.append(name)
             return chosen
-        convs = feature_conv_layers(module)  # a PEFT adapter layer counts as its conv
-        chosen = [convs[0][0]] if convs else []
+        convs = dict(feature_conv_layers(module))  # a PEFT adapter counts as its conv
+        ran = main_path_convs(view, view.to_pixels(images[:1].float()), convs) if convs else []
+        chosen = ran[:1] or list(convs)[:1]  # the first to run (else: the first defined)
         chosen += self._pixel_linears(module, pixels, view, images)
         if not chosen:
             raise NotApplicableError(

@@ -538,6 +538,28 @@ def test_filter_logger_draws_templates_only_of_linears_that_read_the_image(tmp_p
     assert "filters/model.pixels.1" in images and "filters/model.head.1" not in images
 
 
+class _LateralFirst(nn.Module):
+    """A feature-pyramid-like module whose lateral 1x1 conv is defined before the stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lateral = nn.Conv2d(16, 16, 1)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.relu(self.lateral(torch.relu(self.stem(x)))))
+
+
+def test_filter_logger_default_is_the_first_conv_to_run(tmp_path, events):
+    """The stem's RGB filters, not the lateral conv defined first (gray 16-channel tiles)."""
+    filters = lv.FilterLogger(on_error="raise")
+    fit(tmp_path, [filters], model=LitClassifier(model=_LateralFirst()), epochs=1)
+    assert filters._chosen == ["model.stem"]
+    images = events(tmp_path)["images"]
+    assert "filters/model.stem" in images and "filters/model.lateral" not in images
+
+
 # ------------------------------------------------------- EmbeddingProjector's head
 class _HeadFirst(nn.Module):
     """The head is defined before the backbone (whose MLP ends in a Linear), a
