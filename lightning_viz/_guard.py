@@ -31,6 +31,7 @@ from lightning_viz._checks import check_callable, check_normalization
 __all__ = [
     "ModelView",
     "has_lazy_parameters",
+    "is_compiled",
     "make_generator",
     "mark_background_thread",
     "plain_checkpoint_calls",
@@ -87,7 +88,7 @@ def eager_forward(module: nn.Module) -> Callable[..., Any] | None:
     return None
 
 
-def _is_compiled(module: nn.Module) -> bool:
+def is_compiled(module: nn.Module) -> bool:
     """A module whose forward is compiled (see :func:`eager_forward`)."""
     return eager_forward(module) is not None
 

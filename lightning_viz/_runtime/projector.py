@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from lightning_viz._io import atomic_write, fingerprint
 from lightning_viz.render.grids import to_uint8
 from lightning_viz.render.maps import picture, to_rgb
 
-__all__ = ["sprite_images", "sprite_png", "sprite_thumb_size", "write_embedding"]
+__all__ = ["metadata_rows", "sprite_images", "sprite_png", "sprite_thumb_size", "write_embedding"]
 
 _CONFIG = "projector_config.pbtxt"
 
@@ -53,6 +54,39 @@ def sprite_thumb_size(
         fail("max_sprite_px", f">= {per_side} to fit {n} thumbnails", max_sprite_px)
     ratio = side / max(h, w)
     return max(1, math.floor(h * ratio + 1e-9)), max(1, math.floor(w * ratio + 1e-9))
+
+
+# ------------------------------------------------------------------------- metadata
+def metadata_rows(
+    labels: Tensor | None, predicted: Tensor | None, n: int, class_names: list[str] | None
+) -> list[list[str]]:
+    """Rows ``[label, predicted, correct]`` (class names when given, ``?`` when unknown).
+
+    A multi-hot label row is shown as its positive labels joined by ``+``; its
+    prediction (the top label) is correct when it is one of them.
+    """
+
+    def name(index: Any) -> str:
+        if index is None:
+            return "?"
+        if isinstance(index, list):  # a multi-hot row
+            return "+".join(name(i) for i, v in enumerate(index) if v > 0.5) or "-"
+        if class_names is not None and 0 <= index < len(class_names):
+            return class_names[index]
+        return str(index)
+
+    labs = [None] * n if labels is None else labels.tolist()
+    preds = [None] * n if predicted is None else predicted.tolist()
+    rows = []
+    for lab, pred in zip(labs, preds, strict=True):
+        if lab is None or pred is None:
+            correct = "?"
+        elif isinstance(lab, list):
+            correct = str(lab[pred] > 0.5).lower()
+        else:
+            correct = str(lab == pred).lower()
+        rows.append([name(lab), name(pred), correct])
+    return rows
 
 
 def sprite_images(images: Tensor, *, max_sprite_px: int = 8192, max_thumb: int = 64) -> Tensor:

@@ -13,11 +13,11 @@ from torch import Tensor, nn
 
 from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
-from lightning_viz._guard import ModelView, unwrap_model
+from lightning_viz._guard import ModelView, is_compiled, preserve_state, unwrap_model
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import first_batch, has_loader, split_batch, stage_loader
-from lightning_viz._runtime.projector import sprite_images, sprite_thumb_size
+from lightning_viz._runtime.projector import metadata_rows, sprite_images, sprite_thumb_size
 from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.transfer import batch_transfer
 from lightning_viz._runtime.writers import Embedding
@@ -51,38 +51,6 @@ def _projection_figure(
     return render.scatter_figure(points, labels, class_names=class_names, title=title)
 
 
-def _metadata(
-    labels: Tensor | None, predicted: Tensor | None, n: int, class_names: list[str] | None
-) -> list[list[str]]:
-    """Rows ``[label, predicted, correct]`` (class names when given, ``?`` when unknown).
-
-    A multi-hot label row is shown as its positive labels joined by ``+``; its
-    prediction (the top label) is correct when it is one of them.
-    """
-
-    def name(index: Any) -> str:
-        if index is None:
-            return "?"
-        if isinstance(index, list):  # a multi-hot row
-            return "+".join(name(i) for i, v in enumerate(index) if v > 0.5) or "-"
-        if class_names is not None and 0 <= index < len(class_names):
-            return class_names[index]
-        return str(index)
-
-    labs = [None] * n if labels is None else labels.tolist()
-    preds = [None] * n if predicted is None else predicted.tolist()
-    rows = []
-    for lab, pred in zip(labs, preds, strict=True):
-        if lab is None or pred is None:
-            correct = "?"
-        elif isinstance(lab, list):
-            correct = str(lab[pred] > 0.5).lower()
-        else:
-            correct = str(lab == pred).lower()
-        rows.append([name(lab), name(pred), correct])
-    return rows
-
-
 def _embedding(
     features: Tensor,
     labels: Tensor | None,
@@ -91,7 +59,7 @@ def _embedding(
     thumbs: Tensor,
 ) -> Embedding:
     """The embedding with its metadata columns (worker thread)."""
-    rows = _metadata(labels, predicted, features.shape[0], class_names)
+    rows = metadata_rows(labels, predicted, features.shape[0], class_names)
     return Embedding(features, list(METADATA_HEADER), rows, thumbs)
 
 
@@ -372,7 +340,7 @@ class EmbeddingProjector(VizCallback):
         if dataloader_idx != 0 or self._count >= self._local_limit:
             return
         try:
-            self._collect(batch, calls)
+            self._collect(batch, calls, pl_module)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             self._fail(trainer, err)
 
@@ -419,9 +387,28 @@ class EmbeddingProjector(VizCallback):
             thumbs = F.pad(thumbs, (left, side - w - left, top, side - h - top))
         return (thumbs * 255).round().to(torch.uint8)
 
-    def _collect(self, batch: Any, calls: dict[str, list[tuple[Any, Any]]]) -> None:
+    def _eager_calls(self, pl_module: Any, images: Tensor) -> dict[str, list[tuple[Any, Any]]]:
+        """What the capture hooks record in an eager forward of ``images``: a compiled
+        submodule ran the validation step, and Dynamo does not call hooks registered
+        after it compiled (``{}`` when no submodule is compiled)."""
+        module = unwrap_model(pl_module)
+        if not any(is_compiled(m) for m in module.modules()):
+            return {}
+        view = ModelView(module, None, None, None, None, self.images_to_input)
+        with torch.inference_mode(False):
+            x = images.clone()  # not an inference tensor
+            with preserve_state(module), torch.no_grad():  # compiled modules run eager
+                view(x)
+        calls = {name: list(c) for name, c in self._records.items()}  # type: ignore[union-attr]
+        for c in self._records.values():  # type: ignore[union-attr]
+            c.clear()
+        return calls
+
+    def _collect(self, batch: Any, calls: dict[str, list[tuple[Any, Any]]], pl_module: Any) -> None:
         images, labels, _ = split_batch(batch, self.batch_to_xy)
         n = images.shape[0]
+        if not calls["features"]:
+            calls = self._eager_calls(pl_module, images) or calls
         if not calls["features"]:
             raise RuntimeError(
                 f"layer {self._layer_name!r} did not run during validation_step, so there are "

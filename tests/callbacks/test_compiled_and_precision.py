@@ -202,3 +202,25 @@ def test_model_view_casts_pixels_to_the_model_dtype_and_returns_fp32():
         maps = LF.saliency(view, x, 1)
         assert maps.dtype == torch.float32 and maps.shape == reference.shape
         assert torch.isfinite(maps).all() and maps.sum() > 0
+
+
+def test_embedding_projector_embeds_through_a_compiled_submodule(tmp_path):
+    """Dynamo does not call hooks registered after it compiled, so the head's hook never
+    fired in a validation step through ``torch.compile(backbone)``: the projector turned
+    itself off with "pass `layer=`". The features now come from an eager forward of the
+    same images, equal to the uncompiled model's."""
+    torch.manual_seed(0)
+    eager = LitClassifier(num_classes=5)
+    compiled = copy.deepcopy(eager)
+    compiled.model = torch.compile(compiled.model, backend="eager")
+    runs = {}
+    for name, module in (("eager", eager), ("compiled", compiled)):
+        projector = lv.EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+        fit(tmp_path / name, [projector], epochs=1, model=module)
+        runs[name] = read_events(str(tmp_path / name))
+        runs[name + " layer"] = projector._layer_name
+    assert runs["compiled layer"] == "model._orig_mod.fc"
+    assert runs["eager"]["scalars"].keys() == runs["compiled"]["scalars"].keys()
+    for tag in ("embedding/knn_acc", "embedding/silhouette"):
+        (e,), (c,) = runs["eager"]["scalars"][tag], runs["compiled"]["scalars"][tag]
+        assert e == pytest.approx(c, abs=1e-6), tag
