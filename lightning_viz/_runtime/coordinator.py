@@ -132,9 +132,23 @@ class Coordinator:
         return cls(trainer)
 
     def register(self, callback: Any) -> None:
-        """Adds ``callback`` (once)."""
-        if all(cb is not callback for cb in self.callbacks):
-            self.callbacks.append(callback)
+        """Adds ``callback`` (once).
+
+        Raises:
+            ValueError: Another callback of its type writes under its tag prefix (two
+                ``AdversarialProbe``s with different eps would share their tags).
+        """
+        if any(cb is callback for cb in self.callbacks):
+            return
+        prefix = callback.tag_prefix
+        if any(type(cb) is type(callback) and cb.tag_prefix == prefix for cb in self.callbacks):
+            name = type(callback).__name__
+            raise ValueError(
+                f"two {name} callbacks write under the same tag prefix {prefix!r}, so their "
+                f"values would land on the same tags; give each its own `tag_prefix` (e.g. "
+                f"{name}(..., tag_prefix='{callback.family}_2'))"
+            )
+        self.callbacks.append(callback)
 
     def open_writers(self, trainer: Any, save_dir: str | None = None) -> Writers | None:
         """The trainer's writers, built once (see

@@ -578,3 +578,18 @@ def test_callbacks_reused_on_a_new_trainer_start_a_new_run_and_a_resume_continue
         expected = (1, now) if now > before.value + 1e-9 else (0, before.value)
         ref = probe.references[tag]
         assert (ref.epoch, ref.value) == (expected[0], pytest.approx(expected[1])), tag
+
+
+def test_two_callbacks_of_a_type_under_one_tag_prefix_are_a_configuration_error(tmp_path):
+    """Two AdversarialProbes with different eps wrote two values a step to the same tags,
+    with no word; now an error at setup names `tag_prefix`, also with on_error="warn"."""
+    strong = lv.AdversarialProbe(attacks=("fgsm",), eps=(8 / 255,), num_samples=8)
+    weak = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8)
+    with pytest.raises(ValueError, match="same tag prefix 'robustness'.*tag_prefix='robustness_2'"):
+        fit(tmp_path / "same", [strong, weak], epochs=1)
+    weak = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(2 / 255,), num_samples=8, tag_prefix="weak", on_error="raise"
+    )
+    fit(tmp_path / "apart", [strong, weak], epochs=1)
+    scalars = read_events(str(tmp_path / "apart"))["scalars"]
+    assert len(scalars["robustness/clean_acc"]) == 1 and len(scalars["weak/clean_acc"]) == 1
