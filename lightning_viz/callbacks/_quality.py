@@ -182,6 +182,13 @@ class ScoresMaps(WatchesRegressions):
         fingerprint = self._fingerprint(ctx)
         records, curves = {}, {}
         randomize = "randomization" in self.quality and bool(LF.randomizable_layers(ctx.view))
+        if "randomization" in self.quality and not randomize:
+            self.warn_once(
+                "no_randomizable_layer",
+                "the model has no layer with parameters of its own and a reset_parameters() "
+                "(its weights are bare nn.Parameters used through torch.nn.functional), so "
+                "there is no top layer to re-initialize: randomization_corr is not written",
+            )
         for (method, local), scores in zip(local_maps.items(), method_curves, strict=True):
             if randomize:
                 fn = map_fns[method]

@@ -8,6 +8,7 @@ import math
 import os
 
 import pytest
+import torch
 
 import lightning_viz as lv
 import lightning_viz.functional as LF
@@ -276,3 +277,27 @@ def test_a_callback_reused_on_a_new_trainer_scores_its_first_due_run(tmp_path, m
     assert [s for s, _ in second] == [4]
     saliency.load_state_dict(saliency.state_dict() | {"quality_runs_to_skip": 1})
     assert saliency._skip == 1
+
+
+class _FunctionalNet(torch.nn.Module):
+    """Weights as bare parameters used through torch.nn.functional: no layer to reset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_w = torch.nn.Parameter(torch.randn(8, 3, 3, 3) * 0.2)
+        self.fc_w = torch.nn.Parameter(torch.randn(5, 8) * 0.2)
+
+    def forward(self, x):
+        h = torch.nn.functional.relu(torch.nn.functional.conv2d(x, self.conv_w, padding=1))
+        return torch.nn.functional.linear(h.mean((2, 3)), self.fc_w)
+
+
+def test_a_model_with_no_layer_to_reinitialize_says_why_randomization_is_missing(tmp_path):
+    from lightning_viz.data import LitClassifier
+
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, on_error="raise")
+    with pytest.warns(UserWarning, match="no top layer to re-initialize"):
+        fit(tmp_path, [saliency], epochs=1, model=LitClassifier(model=_FunctionalNet()))
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert "explain/vanilla/deletion_auc" in scalars
+    assert "explain/vanilla/randomization_corr" not in scalars
