@@ -181,6 +181,7 @@ class ScoresMaps(WatchesRegressions):
         chance, *method_curves = self._curves(ctx, x, [rand, *local_maps.values()], t)
         fingerprint = self._fingerprint(ctx)
         records, curves = {}, {}
+        thresholds: list[Alert] = []  # every method's, said in one table
         randomize = "randomization" in self.quality and bool(LF.randomizable_layers(ctx.view))
         if "randomization" in self.quality and not randomize:
             self.warn_once(
@@ -240,11 +241,13 @@ class ScoresMaps(WatchesRegressions):
                 if q == "deletion":
                     records[self.tag(name, family=FAMILY)] = rec
                 if q == "randomization":
-                    self._threshold_alert(ctx, self.tag(name, family=FAMILY), rec.value, n)
+                    above = self._threshold_alert(ctx, self.tag(name, family=FAMILY), rec.value, n)
+                    thresholds += [above] if above is not None else []
                 if curve is not None:
                     curves[f"{method} {q}"] = curve
         if records:
             self.alert(ctx, records)
+        self._report_thresholds(ctx, thresholds)
         if curves:
             for q in ("deletion", "insertion"):
                 if q in chance and chance[q][1] is not None:
@@ -295,16 +298,16 @@ class ScoresMaps(WatchesRegressions):
             for r in results
         ]
 
-    def _threshold_alert(self, ctx: Any, tag: str, value: float, n: int) -> None:
+    def _threshold_alert(self, ctx: Any, tag: str, value: float, n: int) -> Alert | None:
         """Once per episode: the mean randomization correlation above the threshold."""
         if ctx.log.epoch < self.warmup or math.isnan(value):
-            return
+            return None
         above = value > self.randomization_threshold
         was = self._above.get(tag, False)
         self._above[tag] = above
         if not above or was:
-            return
-        alert = Alert(
+            return None
+        return Alert(
             metric=tag,
             kind="best",
             epoch=ctx.log.epoch,
@@ -323,10 +326,16 @@ class ScoresMaps(WatchesRegressions):
             alpha=self.alpha,
             flagged_since=ctx.log.epoch,
         )
+
+    def _report_thresholds(self, ctx: Any, alerts: list[Alert]) -> None:
+        """The run's threshold alerts (every method's), in the summary and one table."""
+        if not alerts:
+            return
         coordinator = ctx.coordinator
         if coordinator.summary is not None:
-            coordinator.summary.add_alert(alert)
-        coordinator.say(ctx.trainer, format_alerts([alert], type(self).__name__))
+            for alert in alerts:
+                coordinator.summary.add_alert(alert)
+        coordinator.say(ctx.trainer, format_alerts(alerts, type(self).__name__))
 
     def _figure(self, ctx: Any, curves: dict[str, list[float]]) -> None:
         """Mean deletion and insertion curves per method (drawn on the background worker)."""

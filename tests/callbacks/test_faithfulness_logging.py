@@ -301,3 +301,23 @@ def test_a_model_with_no_layer_to_reinitialize_says_why_randomization_is_missing
     scalars = read_events(str(tmp_path))["scalars"]
     assert "explain/vanilla/deletion_auc" in scalars
     assert "explain/vanilla/randomization_corr" not in scalars
+
+
+def test_every_methods_threshold_alert_of_an_epoch_is_one_table(tmp_path):
+    """Three methods above the threshold at one epoch: one warning with three rows (it
+    was three warnings of one row each)."""
+    cb = lv.SaliencyLogger(
+        methods=("vanilla", "guided_backprop", "deconvnet"),
+        num_samples=4,
+        quality=("randomization",),
+        randomization_threshold=-1.0,  # any correlation is above it
+        quality_cost=None,
+        on_error="raise",
+    )
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path, [cb], epochs=2)
+    tables = [str(w.message) for w in said if "at epoch 1 (above a threshold)" in str(w.message)]
+    assert len(tables) == 1, tables
+    assert tables[0].startswith("SaliencyLogger: 3 regressions at epoch 1")
+    for method in ("vanilla", "guided_backprop", "deconvnet"):
+        assert f"explain/{method}/randomization_corr" in tables[0]
