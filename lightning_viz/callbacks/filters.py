@@ -19,6 +19,19 @@ from lightning_viz.functional._grad import adapted_layer, feature_conv_layers, r
 __all__ = ["FilterLogger"]
 
 
+def _group_captions(layer: nn.Module, shown: int, image_channels: int) -> list[str] | None:
+    """For a grouped conv with one input channel a group (``groups`` > 1): the input
+    channel each of the first ``shown`` filters reads (``R``/``G``/``B`` of an RGB
+    image); ``None`` for other layers."""
+    groups = int(getattr(layer, "groups", 1))
+    out_channels = int(getattr(layer, "out_channels", 0))
+    if groups <= 1 or int(getattr(layer, "in_channels", 0)) != groups:
+        return None
+    names = list("RGB") if image_channels == 3 == groups else [f"in {g}" for g in range(groups)]
+    per_group = out_channels // groups
+    return [names[o // per_group] for o in range(shown)]
+
+
 class FilterLogger(VizCallback):
     """Logs conv filters (and pixel-level ``Linear`` class templates) as images.
 
@@ -149,7 +162,8 @@ class FilterLogger(VizCallback):
         scale = render.display_scale(kw, target=48)
         if in_channels in (1, 3):  # a first layer: one RGB (or gray) tile per filter
             tiles = render.filter_tiles(weight, max_filters=self.max_filters)
-            return render.image_grid(tiles, nrow=8, scale=scale)
+            captions = _group_captions(layer, tiles.shape[0], image_shape[0])
+            return render.image_grid(tiles, nrow=8, captions=captions, scale=scale)
         # a deeper conv: one row per output filter, one gray tile per input channel
         per_row = min(in_channels, self.max_filters)
         n_rows = min(out_channels, max(1, self.max_filters // in_channels))

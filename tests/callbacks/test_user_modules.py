@@ -643,3 +643,25 @@ def test_activation_defaults_never_pick_a_shortcut_conv(tmp_path, events):
     assert not [n for n in order if "downsample" in n]
     assert [n for n in convs if n not in order] == [f"layer{i}.0.downsample.0" for i in (2, 3, 4)]
     assert order == [n for n in convs if "downsample" not in n]  # torchvision runs them in order
+
+
+def test_filter_logger_captions_a_grouped_first_conv_with_the_channel_each_filter_reads():
+    """A grouped stem (``groups=3``) has one-channel filters: drawn gray without a word,
+    nothing said which colour each read. Each tile is now captioned R, G or B."""
+    from lightning_viz.callbacks.filters import _group_captions
+
+    grouped = nn.Conv2d(3, 12, 3, groups=3)
+    assert _group_captions(grouped, 12, 3) == list("RRRRGGGGBBBB")
+    assert _group_captions(nn.Conv2d(6, 12, 3, groups=6), 5, 6) == [
+        "in 0",
+        "in 0",
+        "in 1",
+        "in 1",
+        "in 2",
+    ]
+    assert _group_captions(nn.Conv2d(3, 12, 3), 12, 3) is None
+    assert _group_captions(nn.Conv2d(1, 4, 3), 4, 1) is None
+    logger = lv.FilterLogger()
+    captioned = logger._image(grouped, grouped.weight, (3, 32, 32))
+    plain = logger._image(nn.Conv2d(1, 12, 3), grouped.weight, (3, 32, 32))
+    assert captioned.shape[-1] == plain.shape[-1] and captioned.shape[-2] > plain.shape[-2]
