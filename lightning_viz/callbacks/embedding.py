@@ -536,6 +536,13 @@ class EmbeddingProjector(VizCallback):
                 "k-NN accuracy and silhouette need one class per sample; with multi-label data "
                 "only the projector and the figure (colored by prediction) are written",
             )
+        elif labels is not None and labels.unique().numel() < 2:
+            self.warn_once(
+                "one_class",
+                f"the {n} embedded validation samples all have label {int(labels[0])}: k-NN "
+                "accuracy and silhouette compare classes, so they are not written while that "
+                "lasts (the projector and the figure are)",
+            )
         elif labels is not None:
             ctx.log.scalar(self.tag("knn_acc"), E.knn_accuracy(feats, labels, k=min(self.k, n - 1)))
             ctx.log.scalar(self.tag("silhouette"), E.silhouette(feats, labels))

@@ -516,3 +516,35 @@ def test_several_validations_an_epoch_embed_the_latest_at_the_epoch_end(tmp_path
         torch.testing.assert_close(written, feats, atol=1e-3, rtol=5e-3)
     assert not os.path.isdir(os.path.join(str(tmp_path), "run", "version_0", "00006"))
     assert not os.path.isdir(os.path.join(str(tmp_path), "run", "version_0", "00002"))
+
+
+class _OneClassValidation(pl.LightningDataModule):
+    """The small built-in training data; a validation set of class 2 only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = small_datamodule()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.base.setup(stage)
+
+    def train_dataloader(self):
+        return self.base.train_dataloader()
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader, TensorDataset
+
+        images = torch.stack([self.base.val_dataset[i][0] for i in range(32)])
+        return DataLoader(TensorDataset(images, torch.full((32,), 2)), batch_size=16)
+
+
+def test_a_one_class_validation_set_writes_no_knn_accuracy_and_says_why(tmp_path):
+    """k-NN accuracy was 1.0 by construction (every neighbour has the one label) and the
+    silhouette was left out without a word."""
+    projector = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    with pytest.warns(UserWarning, match="all have label 2: k-NN accuracy and silhouette"):
+        fit(tmp_path, [projector], epochs=1, datamodule=_OneClassValidation())
+    events = read_events(str(tmp_path))
+    assert "embedding/knn_acc" not in events["scalars"]
+    assert "embedding/silhouette" not in events["scalars"]
+    assert glob.glob(os.path.join(str(tmp_path), "**", "projector_config.pbtxt"), recursive=True)
