@@ -44,6 +44,11 @@ _STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkp
 
 _RANGE_SLACK = 1e-3  # probe values this far outside [0, 1] still count as pixels
 _GIVEN_SLACK = 0.1  # with mean/std: a resize's overshoot, not a wrong normalization
+_FORWARD_IS_THE_CLASSIFIER = (
+    "The callbacks observe the LightningModule's forward: it must take images and return "
+    "class scores (a GAN whose forward is its generator, or an autoencoder, needs a forward "
+    "that runs the classifier or discriminator; call the generator by name in training_step)"
+)
 _PROBABILITY_EVIDENCE = 8  # output values in [0, 1] needed to call them probabilities
 
 
@@ -393,12 +398,12 @@ class ProbeSetup:
                 "that the probe has the model's input channels and size; pass `images_to_input` "
                 "when forward takes something other than an image tensor (a dict, several "
                 "inputs), `output_to_logits` when it returns more than logits, `batch_to_xy` to "
-                "pick the images out of a batch"
+                f"pick the images out of a batch. {_FORWARD_IS_THE_CLASSIFIER}"
             ) from err
         if out.dim() != 2:
             raise ValueError(
                 f"{name} needs logits (N, K) from the model, got shape {tuple(out.shape)}; "
-                "pass `output_to_logits`"
+                f"pass `output_to_logits`. {_FORWARD_IS_THE_CLASSIFIER}"
             )
         labels = probe.labels
         if labels is not None and labels.dim() == 1 and labels.is_floating_point():

@@ -316,6 +316,31 @@ def test_a_dict_input_model_without_images_to_input_fails_before_training(tmp_pa
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+class GeneratorForward(pl.LightningModule):
+    """Lightning's GAN example: forward(z) is the generator; the discriminator and a
+    classifier are submodules called by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator = nn.Sequential(nn.Linear(16, 3 * 32 * 32), nn.Sigmoid())
+        self.classifier = SmallCNN(num_classes=5)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.generator(z).view(-1, 3, 32, 32)
+
+    def training_step(self, batch, _):
+        return F.cross_entropy(self.classifier(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_a_module_whose_forward_is_a_generator_is_told_what_forward_must_be(tmp_path):
+    cb = lv.GradCAMLogger(num_samples=2)
+    with pytest.raises(ValueError, match="forward: it must take images and return class scores"):
+        fit(tmp_path, [cb], model=GeneratorForward(), epochs=1)
+
+
 # ------------------------------------------------------------- no gradient path
 class NoGradBackbone(LitClassifier):
     """A frozen feature extractor run under ``no_grad``: only the head is trained."""
