@@ -324,14 +324,17 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._validated_epoch = None
         coordinator.register(self)
         self._said = set()
+        self._dry_run = False
         if coordinator.open_writers(trainer, self.save_dir) is None:
             self._enabled = False
             if getattr(trainer, "fast_dev_run", False):
                 coordinator.warn_once(
                     "fast_dev_run",
                     "lightning-viz: Lightning replaced the logger for fast_dev_run, so the "
-                    "lightning-viz callbacks sit out this dry run",
+                    "lightning-viz callbacks write nothing in this dry run; their setup "
+                    "checks run, so a configuration error shows here",
                 )
+                self._enabled = self._pending_setup = self._dry_run = True  # checks only
             else:
                 names = [type(lg).__name__ for lg in getattr(trainer, "loggers", []) or []]
                 rank_zero_warn(
@@ -382,7 +385,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             self.turn_off("cannot run on this model or data", err)
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, _now(module) - start, once=True)
-        if self._enabled:
+        if self._dry_run:  # fast_dev_run: the checks ran; nothing more
+            self._enabled = False
+        elif self._enabled:
             self._set_up_done(trainer)
 
     def _set_up_done(self, trainer: Any) -> None:

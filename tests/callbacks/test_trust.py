@@ -571,16 +571,32 @@ def test_a_probe_that_cannot_be_rebuilt_is_reported(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------ messages
-def test_fast_dev_run_says_once_that_the_callbacks_sit_it_out(tmp_path):
+def test_fast_dev_run_says_once_that_the_callbacks_only_check_their_setup(tmp_path):
     callbacks = [lv.FilterLogger(), lv.SaliencyLogger(), lv.AdversarialProbe()]
     with pytest.warns(UserWarning) as record:
         fit(tmp_path, callbacks, fast_dev_run=True)
     said = [str(w.message) for w in record if "lightning-viz" in str(w.message)]
     assert said == [
         "lightning-viz: Lightning replaced the logger for fast_dev_run, so the lightning-viz "
-        "callbacks sit out this dry run"
+        "callbacks write nothing in this dry run; their setup checks run, so a configuration "
+        "error shows here"
     ]
     assert not any("needs a TensorBoardLogger" in str(w.message) for w in record)
+    assert all(cb._probe is not None and not cb._enabled for cb in callbacks)
+    assert not os.path.exists(tmp_path / "run")  # nothing written
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        lambda: lv.GradCAMLogger(layer="model.block9.conv"),  # misspelt
+        lambda: lv.SaliencyLogger(class_names=["a", "b"]),  # 5 classes
+    ],
+)
+def test_fast_dev_run_shows_a_configuration_error(tmp_path, callback):
+    """The smoke run is where a misspelt layer should show, not the real run's setup."""
+    with pytest.raises(ValueError):
+        fit(tmp_path, [callback()], fast_dev_run=True)
 
 
 def test_embedding_projector_says_when_there_is_no_validation(tmp_path):
