@@ -408,9 +408,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def _setup(self, trainer: Any, module: nn.Module) -> None:
         """Probe, task and configuration checks (inside the guard)."""
-        self._max_batch = self.max_batch_size or Coordinator.of(trainer).train_batch_size(
-            trainer,
-            lambda: loader_batch_size(Coordinator.of(trainer).stage_loader(trainer, "train")),
+        coordinator = Coordinator.of(trainer)
+        self._max_batch = self.max_batch_size or coordinator.train_batch_size(
+            trainer, lambda: loader_batch_size(coordinator.stage_loader(trainer, "train"))
         )
         self._max_batch = self._max_batch or _FALLBACK_BATCH
         if self.uses_probe:
