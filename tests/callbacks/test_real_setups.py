@@ -258,10 +258,12 @@ def test_yaml_tells_mean_not_given_from_mean_none():
 
     parser = ArgumentParser()
     parser.add_class_arguments(lv.SaliencyLogger, "cb")
+    # `instantiate` since jsonargparse 4.49 (`instantiate_classes` is deprecated there)
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     for text, auto in (("cb: {}", True), ("cb: {mean: null, std: null}", False)):
-        cb = parser.instantiate_classes(parser.parse_string(text))["cb"]
+        cb = instantiate(parser.parse_string(text))["cb"]
         assert cb._auto_normalization is auto and cb.mean is None and cb.std is None
-    cb = parser.instantiate_classes(parser.parse_string("cb: {max_batch_size: 4}"))["cb"]
+    cb = instantiate(parser.parse_string("cb: {max_batch_size: 4}"))["cb"]
     assert cb.max_batch_size == 4 and cb.overhead_allowance == 3.0
 
 
