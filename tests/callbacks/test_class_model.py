@@ -31,8 +31,12 @@ def run(tmp_path_factory):
         lv.ClassModelLogger(
             steps=STEPS, every_n_epochs=2, class_names=NAMES, on_error="raise", seed=3
         ),
-        lv.ClassModelLogger(
-            steps=10, every_n_epochs=4, neuron=("model.block2.conv", 1), on_error="raise"
+        lv.ClassModelLogger(  # a second one needs its own prefix (else: the same tags)
+            steps=10,
+            every_n_epochs=4,
+            neuron=("model.block2.conv", 1),
+            on_error="raise",
+            tag_prefix="class_model_neuron",
         ),
     ]
     dm = small_datamodule(train_size=320, batch_size=32, texture_correlation=1.0)
@@ -52,8 +56,10 @@ def test_every_n_epochs_and_tags(run):
     trainer, model, _, ev = run
     per_epoch = trainer.global_step // 4
     assert [e[0] for e in ev["images"]["class_model/grid"]] == [2 * per_epoch, 4 * per_epoch]
-    assert [e[0] for e in ev["images"]["class_model/neuron/model.block2.conv/1"]] == [4 * per_epoch]
-    assert len(ev["scalars"]["viz/ClassModelLogger/seconds"]) == 3  # 2 grid runs + 1 neuron run
+    neuron = ev["images"]["class_model_neuron/neuron/model.block2.conv/1"]
+    assert [e[0] for e in neuron] == [4 * per_epoch]
+    assert len(ev["scalars"]["viz/ClassModelLogger/seconds"]) == 2  # the grid's 2 runs
+    assert len(ev["scalars"]["viz/ClassModelLogger/class_model_neuron/seconds"]) == 1
     assert not has_hooks(model)
     assert all(m.training for m in model.modules())
 
