@@ -200,7 +200,8 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         }
         everything = torch.cat(list(per_name.values()))
         mean = self._scalar(ctx, "mean", everything, fingerprint, watched=True)
-        ctx.log.scalar(self.tag("relative_drop"), float(clean.value) - float(mean.value))
+        drop = float(clean.value) - float(mean.value)
+        ctx.log.scalar(self.tag("relative_drop"), drop, higher_is_better=False)
         self.alert(ctx, {self.tag(self.metric(k)): r for k, r in {**records, "mean": mean}.items()})
         if not ctx.log.writes:  # what follows is written, so only global rank 0 does it
             return

@@ -41,6 +41,9 @@ def test_tags_values_and_relative_drop(run):
 def test_summary_holds_the_per_sample_outcomes(run):
     trainer, _, _, ev, tmp = run
     summary = load_summary(str(tmp / "run" / "version_0"))
+    # the drop is better lower: its "best" epoch and compare's direction follow that
+    assert summary.metrics["corruption/relative_drop"].higher_is_better is False
+    assert summary.metrics["corruption/mean_acc"].higher_is_better is True
     for name in ("fog", "mean"):
         history = summary.metrics[f"corruption/{name}_acc"]
         rec = history.epochs[max(history.epochs)]
