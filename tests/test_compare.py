@@ -277,9 +277,9 @@ def test_rows_latest_common_epoch_best_and_holm(tmp_path):
     result = compare_summaries(base, cand)
     latest = [r for r in result.rows if r.at.startswith("latest")]
     assert {(r.baseline.epoch, r.candidate.epoch) for r in latest} == {(3, 3)}
-    for r in result.rows:  # each run's best, where it differs from the latest
+    for r in result.rows:  # each run's best up to epoch 3, where it differs from the latest
         if r.at == "best":
-            assert r.baseline.epoch == base[r.metric].best().epoch
+            assert r.baseline.epoch == base[r.metric].best(max_epoch=3).epoch
             assert r.candidate.epoch == cand[r.metric].best().epoch
         else:
             assert r.at in ("latest", "latest = best")
@@ -297,6 +297,27 @@ def test_rows_latest_common_epoch_best_and_holm(tmp_path):
         assert r.pvalue == pytest.approx(expected)
         assert r.delta == pytest.approx(r.candidate.value - r.baseline.value)
         assert r.regressed == (r.drop > r.tolerance and r.pvalue_holm <= 0.01)
+
+
+def test_a_candidate_stopped_early_is_held_to_the_baselines_best_up_to_its_end():
+    """The baseline's first 4 epochs, then better ones: the candidate is those same 4
+    epochs. Its best row compared with the baseline's best at epoch 6 and regressed
+    (a CI smoke run shorter than its baseline always failed); now both bests are up
+    to epoch 3, and equal."""
+    base, cand = RunSummary(), RunSummary()
+    for epoch, successes in enumerate([40, 55, 50, 52, 70, 80, 95, 90]):
+        outcomes = [1] * successes + [0] * (100 - successes)
+        base.record("acc", epoch, epoch, outcomes=outcomes, watched=True, tolerance=0.01)
+        if epoch <= 3:
+            cand.record("acc", epoch, epoch, outcomes=outcomes, watched=True, tolerance=0.01)
+    result = compare_summaries(base, cand)
+    best = next(r for r in result.rows if r.at == "best")
+    assert (best.baseline.epoch, best.candidate.epoch) == (1, 1)
+    assert best.delta == 0 and not best.regressed and result.exit_code == 0
+    # the reverse keeps each run's best up to epoch 3 too: the longer run's later best
+    # is not held against the baseline
+    best = next(r for r in compare_summaries(cand, base).rows if r.at == "best")
+    assert (best.baseline.epoch, best.candidate.epoch) == (1, 1)
 
 
 def test_only_in_one_run_and_no_common_epoch():

@@ -199,6 +199,17 @@ def _latest_common(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, E
     return None if rb is None or rc is None else (rb, rc)
 
 
+def _best_within_both(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord]:
+    """Each run's best up to the last epoch both reached (as the live ``baseline=``
+    rule), so a candidate stopped early is not held to a best the baseline reached only
+    later; each run's overall best when their epochs do not overlap."""
+    end = min(hb.latest().epoch, hc.latest().epoch)  # type: ignore[union-attr]
+    rb, rc = hb.best(max_epoch=end), hc.best(max_epoch=end)
+    if rb is None or rc is None:
+        return hb.best(), hc.best()  # type: ignore[return-value]
+    return rb, rc
+
+
 def _row(
     tag: str,
     at: str,
@@ -270,7 +281,7 @@ def compare_summaries(
         latest = _latest_common(hb, hc)
         if latest is None:
             continue  # a metric that never had a value in one of the runs
-        best = (hb.best(), hc.best())
+        best = _best_within_both(hb, hc)
         same = (best[0].epoch, best[1].epoch) == (latest[0].epoch, latest[1].epoch)  # type: ignore[union-attr]
         result.rows.append(
             _row(tag, "latest = best" if same else "latest", *latest, (hb, hc), watched, tol)
