@@ -11,6 +11,7 @@ callback's internals, only into the coordinator. It holds the one background wor
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -172,6 +173,28 @@ class Coordinator:
         self.log_dir = log_dir
         self.summary = RunSummary() if log_dir is None else RunSummary.load_or_new(log_dir)
         return self.writers
+
+    def summary_state(self, callback: Any) -> dict[str, Any]:
+        """The run summary as JSON text for the checkpoint, in the state of the first
+        registered callback only (``{}`` for the others)."""
+        if self.summary is None or not self.callbacks or self.callbacks[0] is not callback:
+            return {}
+        text = json.dumps(self.summary.to_dict(), allow_nan=False, separators=(",", ":"))
+        return {"run_summary": text}
+
+    def continue_summary(self, saved: str | None, epoch: int) -> None:
+        """At the training start: a run resumed at ``epoch`` into a log dir without its
+        summary (Lightning's default resume opens a new version) continues the summary
+        saved in the checkpoint; the epochs from ``epoch`` on are forgotten (they run
+        again)."""
+        if self.summary is None:
+            return
+        if saved is not None and epoch > 0 and not self.summary.metrics:
+            try:
+                self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")
+            except ValueError as err:  # a SummaryError, or not JSON
+                self.warn_once("checkpoint summary", f"lightning-viz: {err}; a new one starts")
+        self.summary.drop_after(epoch - 1)
 
     def write_summary(self, trainer: Any) -> None:
         """Writes ``<log_dir>/lightning_viz/summary.json`` and gives it to every backend

@@ -202,6 +202,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._probe: Probe | None = None
         self._probe_indices: list[int] | None = None
         self._saved_probe: dict[str, Any] | None = None
+        self._saved_summary: str | None = None  # the run summary from a checkpoint
         self._task: str = self.task or "multiclass"
         self._enabled = True
         self._last_epoch: int | None = None  # the last epoch it ran at
@@ -402,6 +403,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._probe = None
         self._probe_indices = None
         self._saved_probe = None
+        self._saved_summary = None
         self._last_epoch = None
         self._written = set()
         self.load_extra_state({})  # an empty state is that of a new run
@@ -470,8 +472,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         coordinator = self._shared(trainer)
-        if coordinator.summary is not None:  # a resumed run forgets what came after it
-            coordinator.summary.drop_after(trainer.current_epoch - 1)
+        coordinator.continue_summary(self._saved_summary, trainer.current_epoch)
         coordinator.start_run(trainer)  # layout and configuration, once per run
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
@@ -521,11 +522,14 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self.turn_off("could not finish its background work (a figure or projector files)", err)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._probe_state(), **self.extra_state()}
+        held = self._coordinator  # the run summary travels in the first callback's state
+        summary = held.summary_state(self) if held is not None else {}
+        return {**self._probe_state(), **self.extra_state(), **summary}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._load_probe_state(state_dict)
         self.load_extra_state(state_dict)
+        self._saved_summary = state_dict.get("run_summary")
 
     # --------------------------------------------------------------- scheduling
     def scheduled(self, trainer: Any) -> bool:

@@ -593,3 +593,37 @@ def test_two_callbacks_of_a_type_under_one_tag_prefix_are_a_configuration_error(
     fit(tmp_path / "apart", [strong, weak], epochs=1)
     scalars = read_events(str(tmp_path / "apart"))["scalars"]
     assert len(scalars["robustness/clean_acc"]) == 1 and len(scalars["weak/clean_acc"]) == 1
+
+
+def test_a_resume_into_a_new_log_version_continues_the_run_summary(tmp_path):
+    """Lightning's default resume opens a new log version. Its summary.json held only
+    the epochs after the resume, so the fit-end table and `compare` forgot the history
+    (and the best) that the alert monitor, restored from the checkpoint, still used."""
+    import glob
+    import json
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    def probe():
+        return lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=16)
+
+    fit(tmp_path, [probe()], epochs=2, enable_checkpointing=True)
+    (ckpt,) = glob.glob(str(tmp_path / "run" / "version_0" / "**" / "*.ckpt"), recursive=True)
+    state = torch.load(ckpt, weights_only=False)["callbacks"]
+    (held,) = [s["run_summary"] for s in state.values() if "run_summary" in s]
+    first = json.loads(held)["metrics"]["robustness/fgsm_acc@2/255"]["epochs"]
+    assert [r["epoch"] for r in first] == [0, 1]
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=1)
+    fit(tmp_path, [probe()], epochs=4, ckpt_path=ckpt, logger=logger)
+
+    def epochs(version):
+        with open(tmp_path / "run" / version / "lightning_viz" / "summary.json") as f:
+            data = json.load(f)["metrics"]["robustness/fgsm_acc@2/255"]["epochs"]
+        return {r["epoch"]: r["value"] for r in data}
+
+    resumed = epochs("version_1")
+    assert sorted(resumed) == [0, 1, 2, 3]
+    assert {e: resumed[e] for e in (0, 1)} == epochs("version_0")
+    # a resume into the same version keeps its own file (already complete)
+    fit(tmp_path, [probe()], epochs=3, ckpt_path=ckpt, logger=logger)
+    assert sorted(epochs("version_1")) == [0, 1, 2]  # after the checkpoint: epoch 2 again
