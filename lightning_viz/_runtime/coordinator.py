@@ -73,6 +73,29 @@ def _config_name(callback: Any) -> str:
     return name if callback.tag_prefix == callback.family else f"{name}({callback.tag_prefix})"
 
 
+def _common_save_dir(trainer: Any, own: str | None) -> str | None:
+    """The ``save_dir`` of the trainer's lightning-viz callbacks (any of them may give
+    it; they write to one place).
+
+    Raises:
+        ValueError: Two of them give different folders.
+    """
+    given = {
+        os.path.abspath(d)
+        for cb in getattr(trainer, "callbacks", None) or []
+        if hasattr(cb, "_coordinator") and (d := getattr(cb, "save_dir", None)) is not None
+    }
+    if own is not None:
+        given.add(os.path.abspath(own))
+    if len(given) > 1:
+        raise ValueError(
+            f"the lightning-viz callbacks of one trainer write to one folder, but their "
+            f"save_dir differ: {sorted(given)}; give save_dir to one of them (or the same "
+            "to all)"
+        )
+    return next(iter(given), None)
+
+
 @dataclass
 class DeferredJob:
     """Work submitted by a callback's run: ``then(result)`` runs on the main thread."""
@@ -159,6 +182,7 @@ class Coordinator:
         if self._opened:
             return self.writers
         self._opened = True
+        save_dir = _common_save_dir(trainer, save_dir)
         self.writers, unsupported = open_writers(trainer, save_dir)
         if self.writers is None:
             return None
@@ -167,7 +191,7 @@ class Coordinator:
             rank_zero_warn(
                 f"lightning-viz: {', '.join(unsupported)} has no lightning-viz backend and gets "
                 f"nothing; lightning-viz writes to {used} (supported: {', '.join(SUPPORTED)}, "
-                "or save_dir= without any logger)"
+                "or save_dir= when no logger has one)"
             )
         log_dir = local_dir(trainer, save_dir) or self.writers.log_dir
         self.log_dir = log_dir

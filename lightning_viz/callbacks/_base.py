@@ -338,11 +338,12 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                 self._enabled = self._pending_setup = self._dry_run = True  # checks only
             else:
                 names = [type(lg).__name__ for lg in getattr(trainer, "loggers", []) or []]
-                rank_zero_warn(
-                    f"{type(self).__name__} needs a logger it can write to (TensorBoardLogger, "
-                    "WandbLogger, MLFlowLogger or CSVLogger) among the trainer's loggers, or "
-                    f"save_dir= without any logger; found {names or 'no logger'}. It turns "
-                    "itself off for this run"
+                coordinator.warn_once(
+                    "no logger",
+                    "lightning-viz: the callbacks need a logger they can write to "
+                    "(TensorBoardLogger, WandbLogger, MLFlowLogger or CSVLogger) among the "
+                    f"trainer's loggers, or save_dir=; found {names or 'no logger'}. They turn "
+                    "themselves off for this run",
                 )
             return
         self._enabled = True

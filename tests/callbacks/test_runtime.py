@@ -55,13 +55,30 @@ def _elsewhere_logger():
 
 
 def test_without_a_supported_logger_warns_once_and_stays_off(tmp_path):
-    cb = lv.FilterLogger(on_error="raise")
-    with pytest.warns(UserWarning, match="needs a logger it can write to") as record:
-        trainer, _ = fit(tmp_path, [cb], epochs=2, logger=_elsewhere_logger())
-    said = [str(w.message) for w in record if "needs a logger" in str(w.message)]
-    assert len(said) == 1 and "['Elsewhere']" in said[0]
-    assert cb._last_epoch is None
+    callbacks = [lv.FilterLogger(on_error="raise"), lv.ActivationLogger(on_error="raise")]
+    with pytest.warns(UserWarning, match="need a logger they can write to") as record:
+        trainer, _ = fit(tmp_path, callbacks, epochs=2, logger=_elsewhere_logger())
+    said = [str(w.message) for w in record if "need a logger" in str(w.message)]
+    assert len(said) == 1 and "['Elsewhere']" in said[0]  # once for both callbacks
+    assert all(cb._last_epoch is None for cb in callbacks)
     assert "viz/FilterLogger/seconds" not in trainer.callback_metrics
+
+
+def test_save_dir_of_any_callback_is_used_and_two_different_ones_are_an_error(tmp_path):
+    """It was the first callback's save_dir or nothing: a save_dir on the second was
+    ignored (both turned off, or both wrote to the first one's folder). An unsupported
+    logger beside save_dir now writes there too."""
+    import os
+
+    callbacks = [lv.FilterLogger(on_error="raise"), lv.ActivationLogger(save_dir=tmp_path / "v")]
+    fit(tmp_path, callbacks, epochs=1, logger=False)
+    assert os.path.isfile(tmp_path / "v" / "lightning_viz" / "summary.json")
+    assert os.listdir(tmp_path / "v" / "lightning_viz" / "images")
+    fit(tmp_path / "b", [lv.FilterLogger(save_dir=tmp_path / "w")], logger=_elsewhere_logger())
+    assert os.path.isdir(tmp_path / "w" / "lightning_viz" / "images")
+    both = [lv.FilterLogger(save_dir=tmp_path / "x"), lv.ActivationLogger(save_dir=tmp_path / "y")]
+    with pytest.raises(ValueError, match="save_dir differ"):
+        fit(tmp_path / "c", both, epochs=1, logger=False)
 
 
 def test_a_logger_without_backend_gets_one_line_and_the_others_everything(tmp_path):
@@ -75,7 +92,7 @@ def test_a_logger_without_backend_gets_one_line_and_the_others_everything(tmp_pa
     assert said == [
         "lightning-viz: Elsewhere has no lightning-viz backend and gets nothing; lightning-viz "
         "writes to TensorBoard (supported: TensorBoardLogger, WandbLogger, MLFlowLogger, "
-        "CSVLogger, or save_dir= without any logger)"
+        "CSVLogger, or save_dir= when no logger has one)"
     ]
     assert _image_steps(tmp_path, "filters/model.block1.conv") == [4]
 

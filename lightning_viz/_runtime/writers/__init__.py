@@ -74,28 +74,32 @@ def _backend(kind: str, logger: Any, root: str) -> Backend:
 
 def local_dir(trainer: Any, save_dir: str | None) -> str | None:
     """The folder of the run's own files (``summary.json``, caches), on every rank:
-    the first TensorBoard or CSV logger's ``log_dir``, else ``save_dir`` without loggers;
+    the first TensorBoard or CSV logger's ``log_dir``, else ``save_dir`` when no logger
+    has a backend;
     ``None`` when only W&B or MLflow are known (rank 0 then uses its backend's)."""
     loggers = list(getattr(trainer, "loggers", []) or [])
     for logger in loggers:
         if logger_kind(logger) in ("tensorboard", "csv"):
             return str(logger.log_dir)
-    return None if loggers or save_dir is None else str(save_dir)
+    if save_dir is None or any(logger_kind(lg) is not None for lg in loggers):
+        return None
+    return str(save_dir)
 
 
 def open_writers(trainer: Any, save_dir: str | None = None) -> tuple[Writers | None, list[str]]:
     """The writers of ``trainer`` and the names of its loggers without a backend.
 
     Returns ``(None, unsupported)`` when nothing can be written (no logger with a
-    backend, and no ``save_dir`` without loggers). On ranks other than global rank
+    backend, and no ``save_dir``; or ``fast_dev_run``). ``save_dir`` is used when no
+    logger has a backend. On ranks other than global rank
     0 the writers have no backend (only rank 0 writes) but exist, so every rank runs.
     """
     loggers = list(getattr(trainer, "loggers", []) or [])
     kinds = [(logger_kind(lg), lg) for lg in loggers]
     unsupported = [type(lg).__name__ for kind, lg in kinds if kind is None]
     known = [(kind, lg) for kind, lg in kinds if kind is not None]
-    if not known and (loggers or save_dir is None):
-        return None, unsupported
+    if not known and (save_dir is None or getattr(trainer, "fast_dev_run", False)):
+        return None, unsupported  # fast_dev_run: Lightning's dry run writes nothing
     backends: list[Backend] = []
     if trainer.is_global_zero:
         root = str(getattr(trainer, "default_root_dir", None) or os.getcwd())
