@@ -30,7 +30,12 @@ from lightning_viz._checks import check_choice, check_float, check_images, fail
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import AttentionRecord, capture_attention
 from lightning_viz.functional._grad import forward_logits, score_sum, target_indices
-from lightning_viz.functional.tokens import FoundTransformer, find_transformer, hf_vit_parts
+from lightning_viz.functional.tokens import (
+    FoundTransformer,
+    find_transformer,
+    hf_vit_parts,
+    padded_size,
+)
 
 __all__ = ["attention_rollout", "grad_rollout", "supports_rollout"]
 
@@ -98,6 +103,7 @@ def _patch_grid(found: FoundTransformer, size: tuple[int, int]) -> tuple[int, in
         _, prefix, (ph, pw) = hf_vit_parts(vit)  # type: ignore[misc]
         return prefix, size[0] // ph, size[1] // pw
     ph, pw = vit.patch_embed.patch_size
+    size = padded_size(vit, size)
     return int(vit.num_prefix_tokens), size[0] // ph, size[1] // pw
 
 

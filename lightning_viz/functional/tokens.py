@@ -217,6 +217,17 @@ class TokenLayout:
 
 
 # ----------------------------------------------------------------------------- layouts
+def padded_size(vit: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    """The input size a timm ViT's patch embedding sees: with ``dynamic_img_pad`` it pads
+    the input up to whole patches (a 70x100 input is 80x112 with 16 px patches, a 5x7
+    grid), else ``size``."""
+    embed = getattr(vit, "patch_embed", None)
+    if not getattr(embed, "dynamic_img_pad", False):
+        return size
+    ph, pw = _pair(tuple(embed.patch_size), "patch_size")  # type: ignore[union-attr]
+    return -(-size[0] // ph) * ph, -(-size[1] // pw) * pw
+
+
 def _relative(found: FoundTransformer, name: str) -> str | None:
     if not found.prefix:
         return name
@@ -310,6 +321,7 @@ def token_layout(
         return None
     # timm VisionTransformer family
     patch = _pair(tuple(net.patch_embed.patch_size), "patch_size")
+    size = padded_size(net, size)
     if _under(rel, "patch_embed"):
         if rel == "patch_embed.proj":
             return None  # the conv: (N, D, h, w)

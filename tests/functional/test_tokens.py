@@ -502,3 +502,37 @@ def test_timm_swin_stages_are_channels_last_and_cam_matches_pytorch_grad_cam(fx,
     _not_flat(got)
     corr = _corr(got[:, 0], full)
     assert bool((corr > 0.98).all()), corr
+
+
+def test_a_timm_vit_that_pads_its_input_to_whole_patches_gets_the_padded_grid():
+    """timm's ``dynamic_img_pad`` pads a 70x100 input to 80x112 (a 5x7 grid of 16 px
+    patches): the grid was computed rounding down (4x6), so every token layer failed
+    and setup stopped the fit, whatever ``on_error`` said."""
+    timm = pytest.importorskip("timm")
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=224,
+        patch_size=16,
+        num_classes=5,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        dynamic_img_size=True,
+        dynamic_img_pad=True,
+    ).eval()
+    assert timm.__version__
+    x = torch.rand(2, 3, 70, 100)
+    layout = LF.token_layout(vit, "blocks.1", (70, 100))
+    assert layout.input_size == (80, 112) and layout.num_prefix_tokens == 1
+    tokens = torch.arange(2 * 36 * 4, dtype=torch.float).view(2, 36, 4)
+    grid = layout(tokens)
+    assert grid.shape == (2, 4, 5, 7)
+    assert torch.equal(
+        grid[:, :, 1, 2], tokens[:, 1 + 1 * 7 + 2]
+    )  # row-major after the class token
+    cam = LF.grad_cam(vit, x, 1, layer="blocks.1")
+    assert cam.shape == (2, 1, 70, 100) and bool(torch.isfinite(cam).all())
+    rollout = LF.attention_rollout(vit, x)
+    assert rollout.shape == (2, 1, 70, 100)
