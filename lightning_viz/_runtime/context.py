@@ -234,18 +234,34 @@ class RunContext:
             fail("neuron", allowed, neuron)
 
     def check_layer_maps(
-        self, owner: str, names: Sequence[str], what: str, reshape: Reshape | None = None
+        self,
+        owner: str,
+        names: Sequence[str],
+        what: str,
+        reshape: Reshape | None = None,
+        default: bool = False,
     ) -> None:
         """Raises unless each named layer outputs feature maps ``(N, C, h, w)`` (token
-        layers of known transformers, or any layer through ``reshape``, count)."""
-        layers = {n: resolve_layer(self.module, n)[1] for n in names}
-        shapes = self.layer_outputs(layers, reshape)
-        for name in names:
-            shape = shapes.get(name)
-            if shape is None or len(shape) != 4:
-                raise ValueError(
-                    f"{owner}: layer {name!r} outputs "
-                    f"{'nothing' if shape is None else f'shape {shape}'}, not feature maps "
-                    f"(N, C, h, w); {what} needs a convolutional layer, a transformer's token "
-                    "layer, or `reshape=` mapping the output to (N, C, h, w)"
-                )
+        layers of known transformers, or any layer through ``reshape``, count).
+
+        A ``ValueError`` for layers the user named; :class:`NotApplicableError` for the
+        callback's own ``default`` picks (the user configured nothing wrong)."""
+        try:
+            layers = {n: resolve_layer(self.module, n)[1] for n in names}
+            shapes = self.layer_outputs(layers, reshape)
+            for name in names:
+                shape = shapes.get(name)
+                if shape is None or len(shape) != 4:
+                    raise ValueError(
+                        f"{owner}: layer {name!r} outputs "
+                        f"{'nothing' if shape is None else f'shape {shape}'}, not feature maps "
+                        f"(N, C, h, w); {what} needs a convolutional layer, a transformer's "
+                        "token layer, or `reshape=` mapping the output to (N, C, h, w)"
+                    )
+        except ValueError as err:
+            if not default:
+                raise
+            raise NotApplicableError(
+                f"its default layers {list(names)} cannot be read as feature maps ({err}); "
+                "pass the layers to show (and `reshape=`)"
+            ) from err

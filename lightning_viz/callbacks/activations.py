@@ -154,7 +154,13 @@ class ActivationLogger(VizCallback):
                 )
         else:
             self._chosen = [resolve_layer(ctx.module, n)[0] for n in self.layers]
-        ctx.check_layer_maps("ActivationLogger", self._chosen, "a feature-map view", self.reshape)
+        ctx.check_layer_maps(
+            "ActivationLogger",
+            self._chosen,
+            "a feature-map view",
+            self.reshape,
+            self.layers is None,
+        )
 
     def run(self, ctx: RunContext) -> None:
         layers = {n: resolve_layer(ctx.module, n)[1] for n in self._chosen}

@@ -148,7 +148,9 @@ class GradCAMLogger(ScoresMaps, VizCallback):
             )
         else:
             self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
-        ctx.check_layer_maps("GradCAMLogger", [self._layer_name], "Grad-CAM", self.reshape)
+        ctx.check_layer_maps(
+            "GradCAMLogger", [self._layer_name], "Grad-CAM", self.reshape, self.layer is None
+        )
         _, layer = resolve_layer(ctx.module, self._layer_name)
         try:  # a frozen backbone run under no_grad: its layers get no gradient
             LF.grad_cam(ctx.view, ctx.pixels[:1], 0, layer=layer, reshape=self.reshape)

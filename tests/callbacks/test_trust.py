@@ -663,3 +663,20 @@ class _GrayData(pl.LightningDataModule):
         g = torch.Generator().manual_seed(0)
         x, y = torch.rand(64, 1, 32, 32, generator=g), torch.arange(64) % 5
         return DataLoader(TensorDataset(x, y), batch_size=16)
+
+
+def test_a_default_layer_that_cannot_be_read_turns_the_callback_off_not_the_fit(
+    tmp_path, monkeypatch
+):
+    """The user named no layer, so a default pick that is no feature map is not their
+    configuration error: one warning, that callback off, training on (it raised and
+    stopped fit whatever on_error said). A layer the user names still raises."""
+    import lightning_viz.functional as LF_
+
+    monkeypatch.setattr(LF_, "default_cam_layer", lambda view, x: "model.fc")
+    cam = lv.GradCAMLogger(num_samples=2)
+    with pytest.warns(UserWarning, match=r"default layers \['model.fc'\] cannot be read"):
+        trainer, _ = fit(tmp_path / "default", [cam], epochs=1)
+    assert not cam._enabled and trainer.current_epoch == 1  # the fit went on
+    with pytest.raises(ValueError, match="layer 'model.fc' outputs shape"):
+        fit(tmp_path / "named", [lv.GradCAMLogger(layer="model.fc", num_samples=2)], epochs=1)
