@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
 from lightning_viz._guard import ModelView
-from lightning_viz._hooks import record_calls
+from lightning_viz._hooks import record_outputs
 from lightning_viz.functional._task import class_scores, num_classes, predict
 
 __all__ = [
@@ -245,14 +245,24 @@ def feature_conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def logit_head(linears: dict[str, nn.Module], view: nn.Module, images: Tensor) -> str | None:
-    """Of the ``linears`` run by one forward of ``view`` on ``images``, the first of
-    the last run of those whose output has the logits' width."""
-    with torch.no_grad(), record_calls(linears) as calls:
-        logits = view(images.float())
-    width = int(logits.shape[-1])
+    """Of the ``linears`` run by one forward of ``view`` on ``images``: the last whose
+    output is the logits; else (two heads averaged, as a distilled DeiT's) the first of
+    the last run of those whose output is ``(N, K)`` rows of the logits' shape. An
+    inner ``Linear`` that only happens to have ``K`` outputs (a ViT block's MLP over
+    tokens, ``(N, T, K)``; a hidden layer of a ``K``-wide MLP head) is not the head."""
+    with torch.no_grad(), record_outputs(linears) as calls:
+        logits = view(images.float()).float()
+    shape = tuple(logits.shape)
+    equal = [
+        name
+        for name, out in calls
+        if tuple(out.shape) == shape and torch.allclose(out.float(), logits, atol=1e-5)
+    ]
+    if equal:
+        return equal[-1]
     head, previous_matched = None, False
-    for name, shape in calls:
-        matched = len(shape) >= 1 and int(shape[-1]) == width
+    for name, out in calls:
+        matched = tuple(out.shape) == shape
         if matched and not previous_matched:
             head = name  # the first of a new run
         previous_matched = matched

@@ -548,3 +548,29 @@ def test_a_one_class_validation_set_writes_no_knn_accuracy_and_says_why(tmp_path
     assert "embedding/knn_acc" not in events["scalars"]
     assert "embedding/silhouette" not in events["scalars"]
     assert glob.glob(os.path.join(str(tmp_path), "**", "projector_config.pbtxt"), recursive=True)
+
+
+@pytest.mark.parametrize(
+    "case", ["vit_embed_dim_equals_classes", "mobilenet_hidden_equals_classes"]
+)
+def test_the_head_is_the_linear_whose_output_is_the_logits(case):
+    """An inner Linear with as many outputs as classes came first in the last run of such
+    Linears: a ViT block's MLP over tokens (embed_dim == num_classes) was embedded as
+    2176 flattened numbers, MobileNetV3's hidden classifier layer instead of its head."""
+    from lightning_viz._guard import ModelView
+
+    torch.manual_seed(0)
+    if case == "vit_embed_dim_equals_classes":
+        timm_vit = pytest.importorskip("timm.models.vision_transformer")
+        net = timm_vit.VisionTransformer(
+            img_size=32, patch_size=8, num_classes=32, embed_dim=32, depth=2, num_heads=2
+        )
+        expected = "head"
+    else:
+        import torchvision
+
+        net = torchvision.models.mobilenet_v3_small(weights=None, num_classes=1024)
+        expected = "classifier.3"
+    net.eval()
+    name, _ = EmbeddingProjector()._feature_layer(net, ModelView(net), torch.rand(1, 3, 32, 32))
+    assert name == expected
