@@ -536,12 +536,13 @@ class EmbeddingProjector(VizCallback):
                 "k-NN accuracy and silhouette need one class per sample; with multi-label data "
                 "only the projector and the figure (colored by prediction) are written",
             )
-        elif labels is not None and labels.unique().numel() < 2:
+        elif labels is not None and labels.unique().numel() in (1, n):  # nothing to compare
+            one = bool((labels == labels[0]).all())
+            why = f"all have label {int(labels[0])}" if one else "each have a class of their own"
             self.warn_once(
-                "one_class",
-                f"the {n} embedded validation samples all have label {int(labels[0])}: k-NN "
-                "accuracy and silhouette compare classes, so they are not written while that "
-                "lasts (the projector and the figure are)",
+                "one class" if one else "singletons",
+                f"the {n} embedded validation samples {why}: k-NN accuracy and silhouette "
+                "compare classes of several samples, so they are not written while that lasts",
             )
         elif labels is not None:
             ctx.log.scalar(self.tag("knn_acc"), E.knn_accuracy(feats, labels, k=min(self.k, n - 1)))

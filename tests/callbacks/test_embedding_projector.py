@@ -574,3 +574,22 @@ def test_the_head_is_the_linear_whose_output_is_the_logits(case):
     net.eval()
     name, _ = EmbeddingProjector()._feature_layer(net, ModelView(net), torch.rand(1, 3, 32, 32))
     assert name == expected
+
+
+def test_samples_each_of_their_own_class_write_no_knn_accuracy(tmp_path):
+    """k-NN accuracy was 0.0 by construction (no neighbour shares a label) and the
+    silhouette NaN in callback_metrics."""
+    dm = _OneClassValidation()
+    dm.val_dataloader = lambda: _distinct_labels(dm)  # labels 0..3, one sample each
+    projector = EmbeddingProjector(num_samples=4, projection="pca", on_error="raise")
+    with pytest.warns(UserWarning, match="each have a class of their own"):
+        trainer, _ = fit(tmp_path, [projector], epochs=1, datamodule=dm)
+    assert "embedding/knn_acc" not in trainer.callback_metrics
+    assert "embedding/silhouette" not in trainer.callback_metrics
+
+
+def _distinct_labels(dm):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    images = torch.stack([dm.base.val_dataset[i][0] for i in range(4)])
+    return DataLoader(TensorDataset(images, torch.arange(4)), batch_size=4)
