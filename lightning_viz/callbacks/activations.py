@@ -13,7 +13,11 @@ from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names, check_reshape
 from lightning_viz._hooks import record_inputs
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.functional._grad import feature_conv_layers, resolve_layer
+from lightning_viz.functional._grad import (
+    feature_conv_layers,
+    layers_after,
+    resolve_layer,
+)
 from lightning_viz.functional.saliency import activation_maps
 from lightning_viz.functional.tokens import (
     Reshape,
@@ -87,6 +91,30 @@ def main_path_convs(view: nn.Module, image: Tensor, convs: Mapping[str, nn.Modul
     return [n for n in order if n not in side]
 
 
+EARLY_SHARE = 0.9  # parameters run after a default layer that make it "early"
+
+
+def warn_if_early(callback: Any, ctx: RunContext, name: str, what: str) -> None:
+    """Warns (once per run) when no conv runs after the default layer ``name`` and the
+    layers after it hold nearly all the parameters: a stem, in a model whose later
+    blocks are not feature maps (LeViT, MLP-Mixer: transformers lightning-viz does not
+    know). A CNN whose last stage is too small to pick still runs convs after it."""
+    after = layers_after(ctx.view, ctx.pixels[:1], name)
+    if any(isinstance(m, nn.Conv2d) for m in after.values()):
+        return
+    total = sum(p.numel() for p in ctx.module.parameters())
+    held = sum(p.numel() for m in after.values() for p in m.parameters(recurse=False))
+    if total and held / total > EARLY_SHARE:
+        callback.warn_once(
+            "early layer",
+            f"its default layer {name!r} is early in the model: {held / total:.0%} of the "
+            "parameters run after it, in blocks whose outputs are not feature maps (a "
+            f"transformer or MLP model lightning-viz does not know), so {what} shows "
+            "little of what the model learned; pass a later layer (and `reshape=` for its "
+            "tokens)",
+        )
+
+
 def _side_rank(module: nn.Module) -> tuple[int, int]:
     """Sorts the convs reading one tensor, the main path's first: the largest kernel,
     then the smallest stride (a downsampling shortcut is a strided ``1x1`` conv)."""
@@ -152,6 +180,7 @@ class ActivationLogger(VizCallback):
                     "ActivationLogger found no Conv2d layer in the model; pass `layers=` "
                     "with the names of the layers whose outputs to show"
                 )
+            warn_if_early(self, ctx, self._chosen[-1], "its late layer")
         else:
             self._chosen = [resolve_layer(ctx.module, n)[0] for n in self.layers]
         ctx.check_layer_maps(

@@ -18,6 +18,7 @@ from lightning_viz.callbacks._base import (
     VizCallback,
 )
 from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
+from lightning_viz.callbacks.activations import warn_if_early
 from lightning_viz.functional._grad import NoGradientError, conv_layers, resolve_layer
 from lightning_viz.functional.tokens import Reshape
 
@@ -148,6 +149,8 @@ class GradCAMLogger(ScoresMaps, VizCallback):
             )
         else:
             self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
+            if not LF.is_transformer(ctx.module):
+                warn_if_early(self, ctx, self._layer_name, "Grad-CAM")
         ctx.check_layer_maps(
             "GradCAMLogger", [self._layer_name], "Grad-CAM", self.reshape, self.layer is None
         )

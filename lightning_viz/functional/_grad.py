@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
 from lightning_viz._guard import ModelView
-from lightning_viz._hooks import record_outputs
+from lightning_viz._hooks import record_inputs, record_outputs
 from lightning_viz.functional._task import class_scores, num_classes, predict
 
 __all__ = [
@@ -267,3 +267,33 @@ def logit_head(linears: dict[str, nn.Module], view: nn.Module, images: Tensor) -
             head = name  # the first of a new run
         previous_matched = matched
     return head
+
+
+def layers_after(view: nn.Module, image: Tensor, name: str) -> dict[str, nn.Module]:
+    """The layers with parameters of their own that run after layer ``name`` (its last
+    call) in one forward of ``view`` on ``image``, outside ``name`` itself.
+
+    Args:
+        view: The model (or a :class:`ModelView`), run once without gradients.
+        image: ``(1, C, H, W)`` input of ``view``.
+        name: Dotted layer name in the user's model.
+
+    Returns:
+        Name -> module, in the order they finish (empty when ``name`` does not run).
+    """
+    model = view.model if isinstance(view, ModelView) else view
+
+    def inside(n: str) -> bool:
+        return n == name or n.startswith(name + ".")
+
+    owners = {
+        n: m
+        for n, m in model.named_modules()
+        if next(m.parameters(recurse=False), None) is not None
+    }
+    with torch.no_grad(), record_inputs(owners) as calls:
+        view(image)
+    ends = [i for i, (n, _) in enumerate(calls) if inside(n)]
+    if not ends:
+        return {}
+    return {n: owners[n] for n, _ in calls[ends[-1] + 1 :] if not inside(n)}

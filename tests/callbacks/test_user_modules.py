@@ -4,6 +4,8 @@ preprocessing in the batch transfer hooks."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -665,3 +667,42 @@ def test_filter_logger_captions_a_grouped_first_conv_with_the_channel_each_filte
     captioned = logger._image(grouped, grouped.weight, (3, 32, 32))
     plain = logger._image(nn.Conv2d(1, 12, 3), grouped.weight, (3, 32, 32))
     assert captioned.shape[-1] == plain.shape[-1] and captioned.shape[-2] > plain.shape[-2]
+
+
+class _TinyMixer(nn.Module):
+    """An MLP-Mixer-like model lightning-viz does not know: a patchify conv, then token-
+    and channel-mixing MLPs over (N, T, D) that hold nearly all the parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 8, stride=8)  # 16 tokens of 32 px images
+        self.blocks = nn.Sequential(
+            *[
+                nn.Sequential(nn.LayerNorm(32), nn.Linear(32, 512), nn.GELU(), nn.Linear(512, 32))
+                for _ in range(3)
+            ]
+        )
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.stem(x).flatten(2).transpose(1, 2)
+        return self.head(self.blocks(tokens).mean(1))
+
+
+def test_a_stem_default_in_a_model_of_unknown_blocks_is_said(tmp_path):
+    """Grad-CAM and the activations of an unknown token model showed its patch stem (the
+    only conv) with no word; a CNN, whose later layers are convs, is not warned about."""
+    callbacks = [
+        lv.GradCAMLogger(num_samples=2, quality=(), on_error="raise"),
+        lv.ActivationLogger(on_error="raise"),
+    ]
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path / "mixer", callbacks, model=LitClassifier(model=_TinyMixer()), epochs=1)
+    early = [str(w.message) for w in said if "is early in the model" in str(w.message)]
+    assert len(early) == 2, early
+    assert all("default layer 'model.stem'" in text for text in early)
+    assert "Grad-CAM shows little" in early[0] or "Grad-CAM shows little" in early[1]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fit(tmp_path / "cnn", [lv.GradCAMLogger(num_samples=2, quality=())], epochs=1)
+    assert not [w for w in said if "is early in the model" in str(w.message)]
