@@ -131,6 +131,7 @@ class Coordinator:
         self.budget = OverheadBudget()
         self._plans: dict[int, list[str]] = {}  # epoch -> keys of the callbacks that run
         self._said: set[str] = set()
+        self._claimed: set[str] = set()  # scalar tags lightning-viz has written
         self._executor: ThreadPoolExecutor | None = None
         self._not_again: set[str] = set()  # told: will not run again in this fit
         self._jobs: list[DeferredJob] = []
@@ -338,6 +339,7 @@ class Coordinator:
         at the step of the last epoch end, only ``callback_metrics`` takes the whole
         fit's value (two points at one step draw a vertical line in TensorBoard)."""
         value = self.budget.overhead()
+        self.claim(trainer, "viz/overhead")
         trainer.callback_metrics["viz/overhead"] = torch.tensor(value)
         writers = self._writers(trainer)
         step = int(trainer.global_step)
@@ -448,6 +450,21 @@ class Coordinator:
         fresh = read()
         self._scans.append((key, fresh))
         return fresh
+
+    def claim(self, trainer: Any, tag: str) -> None:
+        """Before lightning-viz first writes scalar ``tag``: warns once when something
+        else (the LightningModule's ``self.log``) already logged it, so two series
+        would share one chart."""
+        if tag in self._claimed:
+            return
+        self._claimed.add(tag)
+        if tag in trainer.callback_metrics or tag in getattr(trainer, "logged_metrics", {}):
+            self.warn_once(
+                f"claimed {tag}",
+                f"lightning-viz: the scalar {tag!r} that it writes is also logged by something "
+                "else (your LightningModule's self.log?): the two series mix in one chart and "
+                "in callback_metrics. Rename yours, or give the callback a `tag_prefix=`",
+            )
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""

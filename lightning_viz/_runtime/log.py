@@ -95,6 +95,7 @@ class RunLog:
         )
         value = float(rec.value) if rec.value is not None else math.nan
         self.scalars[tag] = value
+        self.coordinator.claim(self.trainer, tag)
         self.trainer.callback_metrics[tag] = torch.tensor(value)
         if self._writers is not None and not math.isnan(value):
             self._writers.scalar(tag, value, self.step)

@@ -644,3 +644,27 @@ def test_a_resume_into_a_new_log_version_continues_the_run_summary(tmp_path):
     # a resume into the same version keeps its own file (already complete)
     fit(tmp_path, [probe()], epochs=3, ckpt_path=ckpt, logger=logger)
     assert sorted(epochs("version_1")) == [0, 1, 2]  # after the checkpoint: epoch 2 again
+
+
+class _LogsOurTag(LitClassifier):
+    def validation_step(self, batch, batch_idx):
+        out = super().validation_step(batch, batch_idx)
+        self.log("robustness/clean_acc", 0.999)
+        return out
+
+
+def test_a_tag_the_module_also_logs_is_said_once(tmp_path):
+    """The user's self.log("robustness/clean_acc") and the probe's mixed in one series
+    (0.25, 0.999, 0.22, 0.999 in TensorBoard) with no word."""
+
+    def probe():
+        return lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8)
+
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path / "mixed", [probe()], model=_LogsOurTag(num_classes=5), epochs=2)
+    texts = [str(w.message) for w in said if "also logged by something else" in str(w.message)]
+    assert len(texts) == 1 and "'robustness/clean_acc'" in texts[0]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fit(tmp_path / "plain", [probe()], epochs=2)
+    assert not [w for w in said if "also logged by something else" in str(w.message)]
