@@ -52,6 +52,14 @@ class WatchesRegressions:
 
     def alert(self, ctx: Any, records: Mapping[str, EpochRecord]) -> list[Alert]:
         """Updates the monitor; logs ``<family>/regression``; reports new alerts."""
+        base = self._monitor.baseline
+        if base is not None and records and not any(t in base for t in records):
+            self.warn_once(  # type: ignore[attr-defined]
+                "baseline shares nothing",
+                f"the `baseline` run holds none of the metrics it watches ({', '.join(records)}"
+                f"); its metrics are {', '.join(sorted(base)[:6]) or 'none'}: nothing is "
+                "compared with it (the same eps, corruptions and tag_prefix are needed)",
+            )
         alerts = self._monitor.update(ctx.log.epoch, ctx.log.step, records)
         drop = self._monitor.regression_value()
         ctx.log.scalar(self.tag("regression"), drop, summary=False)  # type: ignore[attr-defined]

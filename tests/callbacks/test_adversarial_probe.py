@@ -451,3 +451,17 @@ def test_a_baseline_run_is_compared_at_the_same_epoch(tmp_path):
     assert "baseline (epoch 0)" in message and "unpaired (probes differ)" in message
     alerts = load_summary(trainer.logger.log_dir).alerts
     assert [(a["kind"], a["reference_epoch"]) for a in alerts] == [("baseline", 0)]
+
+
+def test_a_baseline_that_shares_no_watched_metric_is_said(tmp_path):
+    """A baseline measured at other eps was silently inert."""
+    from lightning_viz.monitoring.record import RunSummary
+
+    baseline = RunSummary()
+    baseline.record("robustness/pgd_acc@1/255", 0, 4, outcomes=[1] * 16, watched=True)
+    path = baseline.write(tmp_path / "baseline")
+    cb = probe_cb(eps=(8 / 255,), attacks=("pgd",), num_samples=16, baseline=path)
+    with pytest.warns(UserWarning, match="the `baseline` run holds none of the metrics") as said:
+        fit(tmp_path / "candidate", [cb], epochs=2)
+    texts = [str(w.message) for w in said if "holds none of the metrics" in str(w.message)]
+    assert len(texts) == 1 and KEY in texts[0] and "robustness/pgd_acc@1/255" in texts[0]
