@@ -248,6 +248,17 @@ def test_load_summary_errors_say_what_is_wrong(tmp_path):
         load_summary(3)
 
 
+def test_a_run_reached_twice_through_a_link_is_one_run(tmp_path):
+    """W&B's offline folder holds the run and ``latest-run``, a link to it: "holds 2 runs"."""
+    import os
+
+    wandb = tmp_path / "wandb"
+    sample_summary().write(wandb / "offline-run-1" / "files")
+    os.symlink(wandb / "offline-run-1", wandb / "latest-run")
+    loaded = load_summary(wandb)
+    assert "offline-run-1" in loaded.path
+
+
 @pytest.mark.parametrize(
     ("content", "match"),
     [

@@ -568,8 +568,9 @@ class EmbeddingProjector(VizCallback):
             self.warn_once(  # back-pressure: never build an unbounded backlog
                 "backlog",
                 f"its {self.projection} projection is slower than an epoch; it skips the figure "
-                f"of a run while {MAX_PENDING_FIGURES} are still pending (use projection='pca' "
-                "or fewer num_samples)",
+                f"of a run while {MAX_PENDING_FIGURES} are still pending ("
+                + ("use projection='pca' or " if self.projection != "pca" else "use ")
+                + "fewer num_samples)",
             )
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

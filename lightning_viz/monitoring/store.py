@@ -46,6 +46,12 @@ def load_summary(path: str | os.PathLike[str]) -> RunSummary:
         return read_summary(summary_path(p))
     pattern = os.path.join(glob.escape(p), "**", SUMMARY_DIR, SUMMARY_FILE)
     found = sorted(glob.glob(pattern, recursive=True))
+    real: dict[str, str] = {}  # a run seen twice (W&B's latest-run link) counts once,
+    for f in found:  # named by its path without links
+        key = os.path.realpath(f)
+        if key not in real or os.path.abspath(f) == key:
+            real[key] = f
+    found = sorted(real.values())
     if len(found) == 1:
         return read_summary(found[0])
     if found:
@@ -55,7 +61,7 @@ def load_summary(path: str | os.PathLike[str]) -> RunSummary:
     if events:
         run = os.path.dirname(sorted(events)[0])
         raise SummaryError(
-            f"{p}: the run in {run} has no {SUMMARY_DIR}/{SUMMARY_FILE} (it is written by "
-            "lightning-viz's AdversarialProbe and TextureShapeBias)"
+            f"{p}: the run in {run} has no {SUMMARY_DIR}/{SUMMARY_FILE} (every lightning-viz "
+            "callback writes it; was the run made without them?)"
         )
     raise SummaryError(f"{p}: no lightning-viz run found (no {SUMMARY_DIR}/{SUMMARY_FILE} in it)")
