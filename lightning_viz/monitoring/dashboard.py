@@ -184,7 +184,7 @@ def summary_markdown(
         lines += [f"**{len(alerts)} alert{'s' if len(alerts) > 1 else ''}:**", ""]
         lines += [f"- {alert_sentence(a)}" for a in alerts]
     else:
-        lines.append("No alert at this epoch.")
+        lines.append("No new alert at this epoch (a regression alerts once, when it starts).")
     return "\n".join(lines)
 
 
@@ -201,13 +201,15 @@ def console_table(rows: Sequence[SummaryRow], epoch: int | None = None) -> str:
         header.insert(2, "epoch")
     body = []
     for r in rows:
-        cells = [c.replace("**", "") for c in _cells(r)]
+        cells = _cells(r)
+        cells[0] = f"{r.tag} *" if r.watched else r.tag  # bold does not print
         if per_row:
             cells.insert(2, "—" if r.epoch is None else str(r.epoch))
         body.append(cells)
     if per_row:
-        title = "lightning-viz, each probe metric at its latest run:"
+        title = "lightning-viz, each probe metric at its latest run"
     else:
         shown = epoch if epoch is not None else next(iter(epochs), None)
-        title = f"lightning-viz, epoch {shown}:"
+        title = f"lightning-viz, epoch {shown}"
+    title += " (* watched):" if any(r.watched for r in rows) else ":"
     return "\n".join([title, *text_table(header, body, rule=True)])

@@ -108,11 +108,14 @@ def test_summary_markdown_and_console_table():
         "Holm-adjusted p = 0.03 (exact test: 3 worse of 10 samples)"
     )
     assert line in text.splitlines()
-    assert "No alert" in summary_markdown(summary_rows(s, 1), 1, 10, [])
+    assert "No new alert at this epoch (a regression alerts once, when it starts)." in (
+        summary_markdown(summary_rows(s, 1), 1, 10, [])
+    )
     table = console_table(summary_rows(s, 2), 2).splitlines()
-    assert table[0] == "lightning-viz, epoch 2:"
+    assert table[0] == "lightning-viz, epoch 2 (* watched):"  # the console has no bold
     assert table[1].split()[:2] == ["metric", "value"] and set(table[2]) <= {"-", " "}
-    assert table[3].startswith("robustness/pgd_acc@8/255  0.600")
+    assert table[3].startswith("robustness/pgd_acc@8/255 *  0.600")
+    assert table[4].startswith("embedding/knn_acc  ")  # not watched
 
 
 def test_console_table_at_the_end_shows_every_metric_at_its_latest_run():
@@ -124,13 +127,13 @@ def test_console_table_at_the_end_shows_every_metric_at_its_latest_run():
     assert rows["robustness/pgd_acc@8/255"].epoch == 2
     assert rows["robustness/pgd_acc@8/255"].value == pytest.approx(0.6)
     table = console_table(list(rows.values())).splitlines()
-    assert table[0] == "lightning-viz, each probe metric at its latest run:"
+    assert table[0] == "lightning-viz, each probe metric at its latest run (* watched):"
     assert table[1].split()[:3] == ["metric", "value", "epoch"]
-    assert table[3].split()[:3] == ["robustness/pgd_acc@8/255", "0.600", "2"]
+    assert table[3].split()[:4] == ["robustness/pgd_acc@8/255", "*", "0.600", "2"]
     assert [line.split()[:3] for line in table[3:]][-1] == ["bias/shape_bias", "0.700", "0"]
     # rows of one epoch: no epoch column, the title names it
     one = console_table(summary_rows(s, 2)).splitlines()
-    assert one[0] == "lightning-viz, epoch 2:" and "epoch" not in one[1].split()[:3]
+    assert one[0] == "lightning-viz, epoch 2 (* watched):" and "epoch" not in one[1].split()[:3]
 
 
 # ------------------------------------------------------------------ a real run
@@ -232,7 +235,7 @@ def test_configuration_text_once_and_console_table_at_the_end(run):
         assert f"**{type(cb).__name__}**" in text
     assert "| eps | `(0.00784314, 0.0313725)` |" in text  # AdversarialProbe's own option
     assert "| every_n_epochs | `1` |" in text
-    tables = [r for r in records if r.startswith("lightning-viz, epoch 1:")]
+    tables = [r for r in records if r.startswith("lightning-viz, epoch 1")]
     assert len(tables) == 1 and "robustness/pgd_acc@8/255" in tables[0]
 
 
