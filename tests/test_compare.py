@@ -144,13 +144,34 @@ def test_default_output_fits_100_columns_and_counts_one_thing(tmp_path, capsys):
     assert "of 3 watched metrics;" in out and "(2 of 3 watched metrics)" in out
 
 
+def test_regressed_rows_of_26_character_tags_and_long_lists_fit_100_columns(tmp_path, capsys):
+    """REGRESSED rows whose epoch says "(ends 9/3)" were 105 columns, the verdict listing
+    the regressed metrics 140, "only in baseline: ..." 112."""
+    tags = [f"robustness/noise_acc@{k}/255" for k in range(2, 8)]  # 26 characters
+    base, cand = RunSummary(), RunSummary()
+    for tag in tags:
+        for epoch in range(10):
+            base.record(tag, epoch, epoch, outcomes=[1] * 90 + [0] * 10, watched=True)
+        for epoch in range(4):
+            cand.record(tag, epoch, epoch, outcomes=[1] * 40 + [0] * 60, watched=True)
+        base.record(tag.replace("noise", "other"), 0, 0, 0.5)
+    out = compare([write_run(tmp_path, "b", base), write_run(tmp_path, "c", cand)], capsys)[1]
+    lines = out.splitlines()
+    assert max(len(line) for line in lines[2:]) <= 100, max(lines[2:], key=len)
+    assert sum(line.endswith("REGRESSED") for line in lines) == 12  # latest and best rows
+    flat = " ".join(out.split())  # the wrapped lines joined
+    verdict = flat[flat.index("REGRESSED: ") : flat.index("(6 of 6 watched metrics)")]
+    assert all(tag in verdict for tag in tags)
+    assert "robustness/other_acc@7/255" in flat[flat.index("only in baseline: ") :]
+
+
 def test_each_row_says_which_epoch_and_why(tmp_path, capsys):
     base = write_run(tmp_path, "long", simulated_run(1, epochs=6))  # epochs 0..5
     cand = write_run(tmp_path, "short", simulated_run(1, epochs=4))  # stopped at 3
     out = compare([base, cand], capsys)[1]
     latest = [line for line in out.splitlines() if line.startswith(SB + " ")][0]
-    assert latest.split()[1:5] == ["latest", "3", "(ends", "5/3)"]
-    assert "the last epoch both runs measured; each run's own last: B, C" in out
+    assert latest.split()[1:4] == ["latest", "3", "(5/3)"]
+    assert "epoch N (B/C): the last epoch both runs measured; each run's own last: B, C" in out
     data = json.loads(compare([base, cand, "--format", "json"], capsys)[1])
     row = next(r for r in data["rows"] if r["metric"] == SB and r["at"].startswith("latest"))
     assert (row["baseline"]["epoch"], row["baseline"]["last_epoch"]) == (3, 5)

@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -310,13 +311,14 @@ def _side(s: Side, interval: bool) -> str:
 
 
 def _epochs(r: CompareRow) -> str:
-    """The epoch compared, and why: ``5``; ``5 (ends 11/5)`` when a run measured the metric
-    later than the common epoch; ``0 / 3`` when each run is at its own epoch."""
+    """The epoch compared, and why: ``5``; ``5 (11/5)`` when a run measured the metric
+    later than the common epoch (each run's last); ``0 / 3`` when each run is at its own
+    epoch."""
     b, c = r.baseline, r.candidate
     if b.epoch != c.epoch:
         return f"{b.epoch} / {c.epoch}"
     if r.at != "best" and (b.last_epoch, c.last_epoch) != (b.epoch, b.epoch):
-        return f"{b.epoch} (ends {b.last_epoch}/{c.last_epoch})"
+        return f"{b.epoch} ({b.last_epoch}/{c.last_epoch})"
     return str(b.epoch)
 
 
@@ -328,9 +330,10 @@ def _test(r: CompareRow, wide: bool) -> str:
     return r.test
 
 
+WIDTH = 100  # columns of the default text
 _WIDE = ["metric", "at", "epoch", "baseline", "candidate", "delta", "p", "Holm p", "test",
          "tolerance", ""]  # fmt: skip
-_NARROW = ["metric", "at", "epoch", "baseline", "candidate", "delta", "Holm p", "test", ""]
+_NARROW = ["metric", "at", "epoch", "base", "cand", "delta", "Holm p", "test", ""]  # <= 100
 
 
 def _cells(r: CompareRow, wide: bool) -> list[str]:
@@ -376,10 +379,8 @@ _TESTS = {
 
 def _notes(result: CompareResult, wide: bool) -> list[str]:
     out = []
-    if any("(ends " in _epochs(r) for r in result.rows):
-        out.append(
-            "epoch N (ends B/C): the last epoch both runs measured; each run's own last: B, C"
-        )
+    if any("(" in _epochs(r) for r in result.rows):
+        out.append("epoch N (B/C): the last epoch both runs measured; each run's own last: B, C")
     if any(r.baseline.epoch != r.candidate.epoch for r in result.rows):
         out.append(
             "epoch B / C: each run's own epoch (best: each one's best; latest: none in common)"
@@ -392,10 +393,15 @@ def _notes(result: CompareResult, wide: bool) -> list[str]:
             out.append(f"{label}: {_TESTS.get(kind, kind)}" if kind != "paired" else _TESTS[kind])
         out.append("--wide: intervals (Wilson 95 %), raw p, flips, tolerances")
     if result.only_in_baseline:
-        out.append(f"only in baseline: {', '.join(result.only_in_baseline)}")
+        out += _wrapped(f"only in baseline: {', '.join(result.only_in_baseline)}")
     if result.only_in_candidate:
-        out.append(f"only in candidate: {', '.join(result.only_in_candidate)}")
+        out += _wrapped(f"only in candidate: {', '.join(result.only_in_candidate)}")
     return out
+
+
+def _wrapped(line: str) -> list[str]:
+    """``line`` wrapped at :data:`WIDTH` columns, the rest indented (a long list of tags)."""
+    return textwrap.wrap(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False) or [line]
 
 
 def render_text(result: CompareResult, wide: bool = False) -> str:
@@ -408,7 +414,8 @@ def render_text(result: CompareResult, wide: bool = False) -> str:
     """
     table = text_table(_WIDE if wide else _NARROW, [_cells(r, wide) for r in result.rows])
     notes = _notes(result, wide)
-    return "\n".join([*_preamble(result), "", *table, "", _verdict(result), *notes])
+    verdict = _wrapped(_verdict(result))
+    return "\n".join([*_preamble(result), "", *table, "", *verdict, *notes])
 
 
 def render_markdown(result: CompareResult) -> str:
