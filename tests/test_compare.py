@@ -358,6 +358,24 @@ def test_only_in_one_run_and_no_common_epoch():
     assert "0 / 3" in text  # the epochs compared
 
 
+def test_watched_metrics_the_candidate_no_longer_measures_are_in_the_verdict():
+    """A candidate without TextureShapeBias exited 0 with "no watched metric regressed",
+    its two missing watched metrics named only in the last line, after the notes."""
+    a, b = RunSummary(), RunSummary()
+    for s in (a, b):
+        s.record("robustness/pgd_acc@8/255", 0, 0, n=100, successes=50, watched=True)
+    a.record("bias/shape_bias", 0, 0, n=100, successes=70, watched=True)
+    a.record("embedding/knn_acc", 0, 0, 0.9)  # not watched: not in the verdict
+    result = compare_summaries(a, b)
+    assert result.unmeasured == ["bias/shape_bias"] and result.exit_code == 0
+    flat = " ".join(render(result).split())  # the verdict wraps at 100 columns
+    assert (
+        "no watched metric regressed (1 watched); NOT MEASURED by the candidate: 1 watched "
+        "metric of the baseline (bias/shape_bias)"
+    ) in flat
+    assert result.to_dict()["unmeasured"] == ["bias/shape_bias"]
+
+
 def test_nan_only_metric_is_left_out():
     a, b = RunSummary(), RunSummary()
     a.record("m", 0, 0, math.nan)

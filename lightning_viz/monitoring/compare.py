@@ -144,6 +144,8 @@ class CompareResult:
         rows: The comparisons, by metric, latest before best.
         only_in_baseline: Metrics the candidate lacks.
         only_in_candidate: Metrics the baseline lacks.
+        unmeasured: Watched metrics of the baseline that the candidate lacks (a probe
+            removed or changed: named in the verdict, not a regression).
     """
 
     baseline: str | None
@@ -153,6 +155,7 @@ class CompareResult:
     rows: list[CompareRow] = field(default_factory=list)
     only_in_baseline: list[str] = field(default_factory=list)
     only_in_candidate: list[str] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)
 
     @property
     def watched(self) -> list[str]:
@@ -186,6 +189,7 @@ class CompareResult:
                 "rows": [asdict(r) for r in self.rows],
                 "only_in_baseline": self.only_in_baseline,
                 "only_in_candidate": self.only_in_candidate,
+                "unmeasured": self.unmeasured,
             }
         )
 
@@ -273,6 +277,7 @@ def compare_summaries(
     result = CompareResult(baseline.path, candidate.path, alpha, tolerance)
     result.only_in_baseline = sorted(t for t in baseline if t not in candidate)
     result.only_in_candidate = sorted(t for t in candidate if t not in baseline)
+    result.unmeasured = [t for t in result.only_in_baseline if baseline[t].watched]
     for tag in sorted(t for t in candidate if t in baseline):
         hb, hc = baseline[tag], candidate[tag]
         watched = hb.watched or hc.watched
@@ -351,11 +356,19 @@ def _cells(r: CompareRow, wide: bool) -> list[str]:
 def _verdict(result: CompareResult) -> str:
     watched = result.watched
     if result.regressions:
-        return (
+        verdict = (
             f"REGRESSED: {', '.join(result.regressions)} ({len(result.regressions)} of "
             f"{len(watched)} watched metrics)"
         )
-    return f"no watched metric regressed ({len(watched)} watched)"
+    else:
+        verdict = f"no watched metric regressed ({len(watched)} watched)"
+    if result.unmeasured:
+        n = len(result.unmeasured)
+        verdict += (
+            f"; NOT MEASURED by the candidate: {n} watched metric{'s' if n > 1 else ''} of "
+            f"the baseline ({', '.join(result.unmeasured)})"
+        )
+    return verdict
 
 
 def _preamble(result: CompareResult) -> list[str]:
