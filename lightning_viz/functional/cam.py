@@ -98,14 +98,16 @@ def _feature_map_layer(
     order: dict[str, int] = {}
     for i, (name, out) in enumerate(calls):
         last[name], order[name] = out, i
-    held = [  # a conv, or a module holding one (not an attention map, say)
-        n
-        for n, out in calls
-        if _is_grid(out) and any(c == n or c.startswith(f"{n}.") for c in convs)
-    ]
-    if not held:
-        return None
-    name = held[-1]
+
+    def holds(n: str) -> bool:  # a conv, or a module holding one (not an attention map)
+        return any(c == n or c.startswith(f"{n}.") for c in convs)
+
+    name = _last_grid_child(modules, last, order, holds)
+    if name is None:
+        held = [n for n, out in calls if _is_grid(out) and holds(n)]
+        if not held:
+            return None
+        name = held[-1]
     while True:
         module, out = modules[name], last[name]
         children = sorted(
@@ -124,6 +126,33 @@ def _feature_map_layer(
         if not same:
             return name
         name = same[-1]
+
+
+def _last_grid_child(
+    modules: dict[str, nn.Module],
+    last: dict[str, Tensor],
+    order: dict[str, int],
+    holds: Callable[[str], bool],
+    prefix: str = "",
+) -> str | None:
+    """From the root down: the last child of ``prefix`` (holding a conv) whose output is
+    a grid larger than ``1x1``, looking inside a later child first when it is a wrapper
+    (its output is not ``(N, C, h, w)``: a backbone returning features or logits) or a
+    ``Sequential`` stage. A block whose output collapsed to ``1x1`` is passed over, not
+    entered: when the last stage of an ImageNet network is ``1x1`` on 32 px images the
+    answer is the stage before it, not the expansion conv inside the last stage's first
+    block (which runs before its strided conv)."""
+    kids = sorted(
+        (n for n in last if n.rpartition(".")[0] == prefix and holds(n)), key=order.__getitem__
+    )
+    for name in reversed(kids):
+        if _is_grid(last[name]):
+            return name
+        if last[name].dim() != 4 or _plain(modules[name]):
+            found = _last_grid_child(modules, last, order, holds, name)
+            if found is not None:
+                return found
+    return None
 
 
 def _plain(module: nn.Module) -> bool:

@@ -211,6 +211,26 @@ def test_default_layer_is_last_spatial_conv(fx, small_cnn, images):
     assert not has_hooks(resnet)
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("efficientnet_b0", "features.5.2"),  # was features.6.0.block.0.0, an expansion conv
+        ("regnet_y_400mf", "trunk_output.block3.block3-5"),  # was block4-0.f.a.0
+        ("shufflenet_v2_x0_5", "stage3.7"),  # was stage4.0.branch2.0, one branch
+        ("mobilenet_v3_small", "features.8"),  # was features.9.block.0.0
+    ],
+)
+def test_a_last_stage_of_1x1_gives_the_stage_before_not_a_conv_inside_it(fx, name, expected):
+    """At 32 px the last stage's output is 1x1: the default was the last conv with a
+    larger output, the expansion conv inside the last stage's first block (before its
+    strided conv). It is now the last block of the stage before."""
+    model = fx.make(lambda: getattr(torchvision.models, name)(weights=None, num_classes=5))
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert C.default_cam_layer(model.eval(), x) == expected
+    cam = C.grad_cam(model, x, 1)
+    assert cam.shape == (1, 1, 32, 32) and bool(torch.isfinite(cam).all())
+
+
 def test_default_layer_execution_order_not_definition_order(images):
     class Reordered(nn.Module):
         def __init__(self) -> None:
