@@ -218,8 +218,9 @@ class SaliencyLogger(ScoresMaps, VizCallback):
                 reasons.update({m: why for m in self.methods if m in RELU_RULES})
         if any(m in self.methods for m in ROLLOUTS) and not supports_rollout(ctx.module):
             why = (
-                "needs a Vision Transformer with a class token (torchvision, timm, or "
-                "transformers' ViT, DeiT, DINOv2), whose attention modules it reads"
+                "needs a Vision Transformer whose head reads a class token (torchvision, timm "
+                "with global_pool='token', or transformers' ViT, DeiT, DINOv2), whose "
+                "attention modules it reads"
             )
             reasons.update({m: why for m in self.methods if m in ROLLOUTS})
         return reasons

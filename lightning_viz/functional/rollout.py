@@ -71,6 +71,14 @@ def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.M
     else:
         if getattr(vit, "cls_token", None) is None:
             fail("model", "a ViT with a class token (timm class_token=True)", "<no class token>")
+        pool = getattr(vit, "global_pool", "token")
+        if pool != "token":  # the head reads pooled patch tokens, not the class token
+            fail(
+                "model",
+                "a ViT whose head reads its class token (timm global_pool='token'); rollout "
+                "to a class token the head never reads explains nothing",
+                f"<global_pool={pool!r}>",
+            )
         modules = {f"{prefix}blocks.{n}.attn": b.attn for n, b in vit.blocks.named_children()}
     return found, modules
 

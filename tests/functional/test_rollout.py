@@ -380,3 +380,9 @@ def test_a_timm_vit_pooling_its_patches_has_no_rollout():
     pooled = vt.VisionTransformer(global_pool="avg", **kwargs)
     assert pooled.cls_token is not None
     assert supports_rollout(token) and not supports_rollout(pooled)
+    # the functions refuse it too (they returned maps of the unread token)
+    x = torch.rand(1, 3, 32, 32)
+    for fn in (LF.attention_rollout, lambda m, x: LF.grad_rollout(m, x, 0)):
+        with pytest.raises(ValueError, match="global_pool='avg'"):
+            fn(pooled, x)
+    assert LF.attention_rollout(token, x).shape == (1, 1, 32, 32)
