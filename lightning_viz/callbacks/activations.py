@@ -18,6 +18,7 @@ from lightning_viz.functional._grad import (
     layers_after,
     resolve_layer,
 )
+from lightning_viz.functional.cam import default_cam_layer
 from lightning_viz.functional.saliency import activation_maps
 from lightning_viz.functional.tokens import (
     Reshape,
@@ -115,6 +116,22 @@ def warn_if_early(callback: Any, ctx: RunContext, name: str, what: str) -> None:
         )
 
 
+def _whole_block(ctx: RunContext, late: str) -> str:
+    """The late pick, or the block around it when the pick is one branch of a
+    concatenation (Inception, DenseNet): the block Grad-CAM explains by default holds
+    the pick, with as large a map but more channels. A residual block's last conv has
+    all of its block's channels and is kept."""
+    block = default_cam_layer(ctx.view, ctx.pixels[:1])
+    if not late.startswith(f"{block}."):
+        return late
+    layers = {n: resolve_layer(ctx.module, n)[1] for n in (late, block)}
+    shapes = ctx.layer_outputs(layers)
+    a, b = shapes.get(late, ()), shapes.get(block, ())
+    if len(a) == 4 and len(b) == 4 and a[-2:] == b[-2:] and a[1] < b[1]:
+        return block
+    return late
+
+
 def _side_rank(module: nn.Module) -> tuple[int, int]:
     """Sorts the convs reading one tensor, the main path's first: the largest kernel,
     then the smallest stride (a downsampling shortcut is a strided ``1x1`` conv)."""
@@ -180,6 +197,7 @@ class ActivationLogger(VizCallback):
                     "ActivationLogger found no Conv2d layer in the model; pass `layers=` "
                     "with the names of the layers whose outputs to show"
                 )
+            self._chosen[-1] = _whole_block(ctx, self._chosen[-1])
             warn_if_early(self, ctx, self._chosen[-1], "its late layer")
         else:
             self._chosen = [resolve_layer(ctx.module, n)[0] for n in self.layers]

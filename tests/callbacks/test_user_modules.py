@@ -706,3 +706,37 @@ def test_a_stem_default_in_a_model_of_unknown_blocks_is_said(tmp_path):
         warnings.simplefilter("always")
         fit(tmp_path / "cnn", [lv.GradCAMLogger(num_samples=2, quality=())], epochs=1)
     assert not [w for w in said if "is early in the model" in str(w.message)]
+
+
+class _Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(8, 8, 1)
+        self.b = nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+class _InceptionLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.block = _Concat()
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block(torch.relu(self.mid(torch.relu(self.stem(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_activation_late_pick_of_a_concatenation_is_the_whole_block(tmp_path):
+    """The late pick was the last branch's conv, 8 of the block's 16 channels (GoogLeNet
+    ``inception5b.branch4.1.conv``, 128 of 1024; DenseNet a dense layer's 32 of 1024)."""
+    acts = lv.ActivationLogger(num_samples=2, on_error="raise")
+    fit(tmp_path, [acts], model=LitClassifier(model=_InceptionLike()), epochs=1)
+    assert acts._chosen[-1] == "model.block"
+    assert acts._chosen[0] == "model.stem"
+    images = read_events(str(tmp_path))["images"]
+    assert "activations/model.block" in images
