@@ -12,6 +12,7 @@ the chunks are made on the coordinator's background worker, otherwise at the fir
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -150,7 +151,7 @@ class CueConflictGeneration:
         with tqdm(
             total=sum(sizes[i] for i in missing),
             desc="cue-conflict images",
-            leave=False,
+            leave=not sys.stderr.isatty(),  # a log file keeps its line break after the bar
             disable=not show,
         ) as bar:
             for i in missing:

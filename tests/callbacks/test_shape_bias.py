@@ -352,3 +352,17 @@ def test_one_class_in_the_validation_data_turns_it_off_and_training_goes_on(tmp_
             epochs=1,
             datamodule=dm,
         )
+
+
+def test_the_generation_progress_bar_ends_its_line_in_a_log_file(tmp_path, capfd):
+    """Outside a terminal (CI logs, nohup) the bar was cleared with a carriage return
+    and no line break, so Lightning's next line landed on the bar's line."""
+    cb = lv.TextureShapeBias(
+        num_images=4, num_samples=4, style_steps=1, background=False, on_error="raise"
+    )
+    capfd.readouterr()
+    fit(tmp_path, [cb], epochs=1, enable_progress_bar=True)
+    err = capfd.readouterr().err
+    assert "cue-conflict images" in err
+    tail = err[err.rindex("cue-conflict images") :]
+    assert "100%" in tail.split("\n")[0] and "\n" in tail
