@@ -390,3 +390,30 @@ def test_compare_summaries_rejects_bad_arguments():
         compare_summaries(RunSummary(), RunSummary(), tolerance=-0.1)
     with pytest.raises(ValueError, match=r"`alpha` must be a number in \(0, 1\)"):
         compare_summaries(RunSummary(), RunSummary(), alpha=2.0)
+
+
+def test_per_sample_values_of_different_probes_get_the_rank_test(capsys, tmp_path):
+    """A deletion AUC (lower is better) of two runs whose probes differ had no test
+    ("none"): a faithfulness regression between runs on other data went unreported."""
+    from lightning_viz.monitoring.record import make_record
+    from lightning_viz.monitoring.rule import compare_records
+
+    rng = np.random.default_rng(0)
+    good = (0.2 + 0.05 * rng.random(24)).tolist()
+    bad = (0.3 + 0.05 * rng.random(24)).tolist()
+    ref = make_record(0, 0, values=good, fingerprint="aaaa")
+    cand = make_record(0, 0, values=bad, fingerprint="bbbb")
+    r = compare_records(ref, cand, higher_is_better=False)
+    assert (r.test, r.reason, r.n) == ("ranks", "probes differ", 24)
+    expected = ss.mannwhitneyu(bad, good, alternative="greater").pvalue  # higher is worse
+    assert r.pvalue == pytest.approx(expected) and r.pvalue < 1e-6
+    assert compare_records(cand, ref, higher_is_better=False).pvalue > 0.99  # it improved
+    # in compare: a watched deletion AUC regresses, named as the rank test
+    a, b = RunSummary(), RunSummary()
+    for s, v, f in ((a, good, "aaaa"), (b, bad, "bbbb")):
+        s.record("explain/vanilla/deletion_auc", 0, 0, values=v, fingerprint=f, watched=True,
+                 tolerance=0.01, higher_is_better=False)  # fmt: skip
+    result = compare_summaries(a, b)
+    (row,) = result.rows
+    assert row.regressed and row.test == "ranks (probes differ)"
+    assert "Mann-Whitney U test on the per-sample values" in render(result)

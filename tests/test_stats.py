@@ -224,3 +224,12 @@ def test_holm_rejects_bad_arguments():
         S.holm([0.1], 1.0)
     with pytest.raises(TypeError, match="`pvalues` must be a sequence"):
         S.holm_adjusted(0.1)
+
+
+def test_rank_test_is_scipys_mann_whitney_without_nans():
+    from lightning_viz.monitoring.stats import rank_test
+
+    ref, cand = [0.5, 0.7, float("nan"), 0.9, 0.8], [0.1, 0.4, 0.6, float("nan")]
+    expected = ss.mannwhitneyu([0.1, 0.4, 0.6], [0.5, 0.7, 0.9, 0.8], alternative="less").pvalue
+    assert rank_test(ref, cand) == pytest.approx(expected)
+    assert rank_test([], cand) == 1.0 and rank_test(ref, [float("nan")]) == 1.0

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightning_viz.monitoring.stats import paired_test, sign_test, unpaired_test
+from lightning_viz.monitoring.stats import paired_test, rank_test, sign_test, unpaired_test
 
 if TYPE_CHECKING:
     from lightning_viz.monitoring.record import EpochRecord
@@ -52,7 +52,8 @@ class RecordComparison:
 
     Attributes:
         test: ``"paired"`` (sign test on the samples that flipped), ``"unpaired"``
-            (Fisher's exact test on the two proportions) or ``"none"`` (no counts).
+            (Fisher's exact test on the two proportions), ``"ranks"`` (Mann-Whitney U
+            test on per-sample values of different probes) or ``"none"`` (no counts).
         reason: Why the test is not paired (``"probes differ"``, ``"probes unknown"``,
             ``"no per-sample outcomes"``, ``"no counts"``), else ``None``.
         pvalue: One-sided p-value (not corrected for multiple tests); NaN when
@@ -108,6 +109,7 @@ def compare_records(
     values: the samples whose value got worse against those that got better) of the
     same length and the same probe fingerprint; two missing fingerprints count as the same
     probe only with ``same_probe_if_unknown`` (two runs of one probe within one fit).
+    Per-sample values of different probes: the Mann-Whitney U test (``"ranks"``).
     Otherwise unpaired (Fisher's exact test) when both have counts, else no test.
 
     Args:
@@ -128,7 +130,9 @@ def compare_records(
     if reference.values is not None and candidate.values is not None:
         if same and len(reference.values) == len(candidate.values):
             return _paired_values(reference.values, candidate.values, drop, higher_is_better)
-        same, reason = False, "probes differ"
+        sign = 1.0 if higher_is_better else -1.0  # the test is that the candidate is lower
+        p = rank_test([sign * v for v in reference.values], [sign * v for v in candidate.values])
+        return RecordComparison("ranks", "probes differ", p, drop, len(candidate.values))
     ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
     if ref_out is None or cand_out is None:
         reason = "no per-sample outcomes"

@@ -40,6 +40,7 @@ __all__ = [
     "outcome_list",
     "paired_test",
     "sign_test",
+    "rank_test",
     "unpaired_test",
     "wilson_interval",
 ]
@@ -254,6 +255,27 @@ def unpaired_test(k_ref: int, n_ref: int, k_cand: int, n_cand: int) -> float:
         return 1.0
     table = [[k_cand, n_cand - k_cand], [k_ref, n_ref - k_ref]]
     return float(stats.fisher_exact(table, alternative="less")[1])
+
+
+def rank_test(reference: Sequence[float], candidate: Sequence[float]) -> float:
+    """The one-sided Mann-Whitney U test that the candidate's values are lower.
+
+    For per-sample values (a faithfulness score per probe image) of two runs on
+    different samples, where no pair can be formed. NaN values are left out.
+
+    Args:
+        reference: Values of the reference run.
+        candidate: Values of the candidate run.
+
+    Returns:
+        ``scipy.stats.mannwhitneyu(candidate, reference, alternative="less").pvalue``;
+        ``1.0`` when a run has no value.
+    """
+    ref = [float(v) for v in reference if not math.isnan(float(v))]
+    cand = [float(v) for v in candidate if not math.isnan(float(v))]
+    if not ref or not cand:
+        return 1.0
+    return float(stats.mannwhitneyu(cand, ref, alternative="less").pvalue)
 
 
 # --------------------------------------------------------------------------- Holm
