@@ -377,8 +377,7 @@ def _preamble(result: CompareResult) -> list[str]:
     return [
         f"baseline:  {result.baseline or '<in memory>'}",
         f"candidate: {result.candidate or '<in memory>'}",
-        "one-sided tests that the candidate is worse, Holm-adjusted across the "
-        f"{family} tests",
+        f"one-sided tests that the candidate is worse, Holm-adjusted across the {family} tests",
         f"of {len(result.watched)} watched metrics; alpha {result.alpha:g}; tolerance {tol}",
     ]
 
