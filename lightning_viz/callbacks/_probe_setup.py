@@ -444,7 +444,7 @@ class ProbeSetup:
             ((logits >= 0) & (logits <= 1)).all()
         ):
             return
-        Coordinator.of(ctx.trainer).warn_once(
+        ctx.coordinator.warn_once(  # type: ignore[union-attr] - set for every run
             "sigmoid outputs",
             f"lightning-viz: the {ctx.task} model's outputs lie in [0, 1] on all "
             f"{logits.shape[0]} probe samples: they look like probabilities (a sigmoid "

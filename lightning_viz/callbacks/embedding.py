@@ -536,8 +536,8 @@ class EmbeddingProjector(VizCallback):
                 "k-NN accuracy and silhouette need one class per sample; with multi-label data "
                 "only the projector and the figure (colored by prediction) are written",
             )
-        elif labels is not None and labels.unique().numel() in (1, n):  # nothing to compare
-            one = bool((labels == labels[0]).all())
+        elif labels is not None and (classes := labels.unique().numel()) in (1, n):
+            one = classes == 1  # one class, or one sample a class: nothing to compare
             why = f"all have label {int(labels[0])}" if one else "each have a class of their own"
             self.warn_once(
                 "one class" if one else "singletons",

@@ -13,7 +13,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names
 from lightning_viz._hooks import record_io
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
-from lightning_viz.callbacks.activations import main_path_convs
+from lightning_viz.callbacks._layer_picks import main_path_convs
 from lightning_viz.functional._grad import adapted_layer, feature_conv_layers, resolve_layer
 
 __all__ = ["FilterLogger"]

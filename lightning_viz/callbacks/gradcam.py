@@ -17,8 +17,8 @@ from lightning_viz.callbacks._base import (
     RunContext,
     VizCallback,
 )
+from lightning_viz.callbacks._layer_picks import warn_if_early
 from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
-from lightning_viz.callbacks.activations import warn_if_early
 from lightning_viz.functional._grad import NoGradientError, conv_layers, resolve_layer
 from lightning_viz.functional.tokens import Reshape
 

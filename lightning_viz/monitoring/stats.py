@@ -39,8 +39,8 @@ __all__ = [
     "holm_adjusted",
     "outcome_list",
     "paired_test",
-    "sign_test",
     "rank_test",
+    "sign_test",
     "unpaired_test",
     "wilson_interval",
 ]

@@ -627,7 +627,8 @@ def test_activation_defaults_never_pick_a_shortcut_conv(tmp_path, events):
     shortcuts; on torchvision's ResNet-18 at 32 px the middle one was
     ``layer2.0.downsample.0``."""
     from lightning_viz._guard import ModelView
-    from lightning_viz.callbacks.activations import default_layers, main_path_convs
+    from lightning_viz.callbacks._layer_picks import main_path_convs
+    from lightning_viz.callbacks.activations import default_layers
     from lightning_viz.functional._grad import feature_conv_layers
 
     acts = lv.ActivationLogger(num_samples=2, on_error="raise")
