@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -519,11 +520,15 @@ def run_compare(args: argparse.Namespace) -> int:
         return error(f"--alpha must lie in (0, 1), got {args.alpha}")
     runs = []
     for name in ("baseline", "candidate"):
-        try:
-            source = resolve_source(getattr(args, name), getattr(args, "tracking_uri", None))
-            runs.append(load_summary(source))
-        except SummaryError as err:
-            return error(f"cannot read the {name}: {err}")
+        # an MLflow run's summary is downloaded here and read before the folder goes
+        with tempfile.TemporaryDirectory(prefix="lightning-viz-mlflow-") as folder:
+            try:
+                source = resolve_source(
+                    getattr(args, name), getattr(args, "tracking_uri", None), folder
+                )
+                runs.append(load_summary(source))
+            except SummaryError as err:
+                return error(f"cannot read the {name}: {err}")
     result = compare_summaries(*runs, tolerance=args.tolerance, alpha=args.alpha)
     if not result.rows:
         return error("the two runs have no lightning-viz metric in common")

@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -511,8 +512,12 @@ def test_wandb_alerts_only_when_online(mode):
 
 
 # ------------------------------------------------------------------ compare
-def test_compare_reads_an_mlflow_run_a_wandb_folder_and_a_log_dir(runs, capsys):
+def test_compare_reads_an_mlflow_run_a_wandb_folder_and_a_log_dir(
+    runs, capsys, tmp_path, monkeypatch
+):
     from lightning_viz.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the downloads land here
 
     sources = {
         "mlflow": f"mlflow:{runs['run_id']}",
@@ -531,16 +536,23 @@ def test_compare_reads_an_mlflow_run_a_wandb_folder_and_a_log_dir(runs, capsys):
         row = next(r for (m, _), r in rows.items() if m == "robustness/pgd_acc@8/255")
         assert row["baseline"]["value"] == row["candidate"]["value"]  # the same seeded run
         assert row["test"] == "paired" and row["delta"] == 0
+    assert os.listdir(tmp_path) == []  # every downloaded summary is removed once read
 
 
-def test_compare_says_why_an_mlflow_run_cannot_be_read(runs, capsys):
+def test_compare_says_why_an_mlflow_run_cannot_be_read(runs, capsys, tmp_path, monkeypatch):
     from lightning_viz.cli import main
+    from lightning_viz.monitoring.record import SummaryError
+    from lightning_viz.monitoring.sources import resolve_source
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     code = main(["compare", "mlflow:no-such-run", runs["tb_dir"], "--tracking-uri", runs["uri"]])
     err = capsys.readouterr().err
     assert code == 2
     assert "cannot read the baseline: mlflow:no-such-run: cannot read the artifact" in err
     assert runs["uri"] in err
+    with pytest.raises(SummaryError, match="no-such-run"):  # its own temporary folder
+        resolve_source("mlflow:no-such-run", runs["uri"])
+    assert os.listdir(tmp_path) == []  # no folder left behind by a failed download
 
 
 def test_resolve_source_keeps_paths_and_needs_a_run_id():
