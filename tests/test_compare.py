@@ -417,3 +417,34 @@ def test_per_sample_values_of_different_probes_get_the_rank_test(capsys, tmp_pat
     (row,) = result.rows
     assert row.regressed and row.test == "ranks (probes differ)"
     assert "Mann-Whitney U test on the per-sample values" in render(result)
+
+
+def test_long_explain_tags_fit_100_columns_and_chance_rows_are_in_wide(tmp_path, capsys):
+    """The faithfulness tags (up to 49 characters with ``_random``) made the demo's
+    compare 118 columns wide; their random-map baselines were rows like any result."""
+    rng = np.random.default_rng(0)
+    long_tag = "explain/guided_backprop/randomization_corr"  # 42 characters
+    base, cand = RunSummary(), RunSummary()
+    for s, shift in ((base, 0.0), (cand, 0.3)):
+        for tag in (long_tag, "explain/guided_backprop/deletion_auc"):
+            v = (rng.random(40) * 0.2 + 0.3 + shift).tolist()
+            s.record(tag, 0, 0, values=v, fingerprint="aaaa", watched=True, tolerance=0.01,
+                     higher_is_better=False)  # fmt: skip
+            s.record(f"{tag}_random", 0, 0, values=rng.random(40).tolist(), fingerprint="aaaa")
+        s.record(SB, 0, 0, outcomes=[1] * 30 + [0] * 10, fingerprint="aaaa", watched=True)
+    runs = [write_run(tmp_path, "b", base), write_run(tmp_path, "c", cand)]
+    code, out, _ = compare(runs, capsys)
+    lines = out.splitlines()
+    assert code == 1 and max(len(line) for line in lines[2:]) <= 100, max(lines[2:], key=len)
+    # the long names on a line of their own, the row below with a blank metric cell
+    i = lines.index(long_tag)
+    assert lines[i + 1].split()[0] == "latest" and lines[i + 1].endswith("REGRESSED")
+    assert lines[i + 1].index("latest") == lines[5].index("at")  # the "at" column
+    assert lines[lines.index("explain/guided_backprop/deletion_auc") + 1].endswith("REGRESSED")
+    assert f"{SB}  " in out  # a short name stays in its column
+    assert "_random" not in "\n".join(lines[:-2])  # no chance rows in the table
+    assert "the 2 rows of the random-map baselines (*_random)" in " ".join(out.split())
+    wide = compare([*runs, "--wide"], capsys)[1]
+    assert sum(line.startswith(f"{long_tag}_random ") for line in wide.splitlines()) == 1
+    md = compare([*runs, "--format", "markdown"], capsys)[1]
+    assert f"{long_tag}_random" in md

@@ -337,6 +337,7 @@ def _test(r: CompareRow, wide: bool) -> str:
 
 
 WIDTH = 100  # columns of the default text
+CHANCE_SUFFIX = "_random"  # a faithfulness score's random-map baseline
 _WIDE = ["metric", "at", "epoch", "baseline", "candidate", "delta", "p", "Holm p", "test",
          "tolerance", ""]  # fmt: skip
 _NARROW = ["metric", "at", "epoch", "base", "cand", "delta", "Holm p", "test", ""]  # <= 100
@@ -405,7 +406,14 @@ def _notes(result: CompareResult, wide: bool) -> list[str]:
         for label in sorted({r.test for r in result.rows}):
             kind = label.split(" ")[0]
             out.append(f"{label}: {_TESTS.get(kind, kind)}" if kind != "paired" else _TESTS[kind])
-        out.append("--wide: intervals (Wilson 95 %), raw p, flips, tolerances")
+        chance = sum(1 for r in result.rows if _is_chance(r))
+        if chance:
+            out += _wrapped(
+                f"--wide: intervals (Wilson 95 %), raw p, flips, tolerances; the {chance} rows "
+                f"of the random-map baselines (*{CHANCE_SUFFIX})"
+            )
+        else:
+            out.append("--wide: intervals (Wilson 95 %), raw p, flips, tolerances")
     if result.only_in_baseline:
         out += _wrapped(f"only in baseline: {', '.join(result.only_in_baseline)}")
     if result.only_in_candidate:
@@ -418,15 +426,42 @@ def _wrapped(line: str) -> list[str]:
     return textwrap.wrap(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False) or [line]
 
 
+def _is_chance(r: CompareRow) -> bool:
+    """A faithfulness score's random-map baseline (``explain/.../deletion_auc_random``):
+    the chance level a run reads its score against, not a result to compare."""
+    return not r.watched and r.metric.endswith(CHANCE_SUFFIX)
+
+
+def _fitted(cells: list[list[str]]) -> list[str]:
+    """The narrow table in :data:`WIDTH` columns: a metric name longer than the metric
+    column can be is on a line of its own, its rows below it with that cell blank."""
+    rest = [max(len(r[i]) for r in [_NARROW, *cells]) for i in range(1, len(_NARROW))]
+    room = max(len(_NARROW[0]), WIDTH - sum(rest) - 2 * len(rest))
+    names = [r[0] for r in cells]
+    lines = text_table(
+        _NARROW, [[n if len(n) <= room else "", *r[1:]] for n, r in zip(names, cells, strict=True)]
+    )
+    out = lines[:1]
+    for i, (name, line) in enumerate(zip(names, lines[1:], strict=True)):
+        if len(name) > room and (i == 0 or names[i - 1] != name):
+            out.append(name)
+        out.append(line)
+    return out
+
+
 def render_text(result: CompareResult, wide: bool = False) -> str:
     """Aligned plain text; regressions marked ``REGRESSED``.
 
     Args:
         result: What :func:`compare_summaries` returned.
-        wide: Every column (intervals, raw p, flips, tolerance). Default: the columns
-            that fit 100 characters for tags up to 26 characters.
+        wide: Every column (intervals, raw p, flips, tolerance) and every row. Default:
+            the columns that fit :data:`WIDTH` (100) characters (a longer metric name on
+            a line of its own), without the faithfulness scores' random-map baselines.
     """
-    table = text_table(_WIDE if wide else _NARROW, [_cells(r, wide) for r in result.rows])
+    if wide:
+        table = text_table(_WIDE, [_cells(r, True) for r in result.rows])
+    else:
+        table = _fitted([_cells(r, False) for r in result.rows if not _is_chance(r)])
     notes = _notes(result, wide)
     verdict = _wrapped(_verdict(result))
     return "\n".join([*_preamble(result), "", *table, "", *verdict, *notes])
