@@ -141,6 +141,7 @@ class Coordinator:
         self._train_batch_found = False
         self._scans: list[tuple[tuple[Any, ...], Any]] = []  # (key, Scan) read this fit
         self._loaders: dict[str, Any] = {}  # stage -> its first dataloader, during setup
+        self._finite_at: tuple[int, bool] | None = None  # (step, parameters all finite)
 
     def serves(self, trainer: Any) -> bool:
         """Whether this is the coordinator of ``trainer``."""
@@ -465,6 +466,25 @@ class Coordinator:
                 "else (your LightningModule's self.log?): the two series mix in one chart and "
                 "in callback_metrics. Rename yours, or give the callback a `tag_prefix=`",
             )
+
+    def model_finite(self, trainer: Any) -> bool:
+        """Whether the model's parameters are all finite (checked once per step, for all
+        callbacks). A diverged model (NaN or inf weights) is said once; no run observes it,
+        so no probe reports an accuracy of NaN outputs (the argmax of NaN is class 0)."""
+        step = trainer.global_step
+        if self._finite_at is None or self._finite_at[0] != step:
+            params = [p.detach() for p in trainer.lightning_module.parameters()]
+            finite = all(bool(torch.isfinite(p).all()) for p in params if p.is_floating_point())
+            self._finite_at = (step, finite)
+            if not finite:
+                self.warn_once(
+                    "non-finite parameters",
+                    f"lightning-viz: the model's parameters hold NaN or inf at epoch "
+                    f"{trainer.current_epoch} (step {step}): the training diverged. The "
+                    "callbacks skip their runs while it does and write nothing (no map, "
+                    "accuracy or score of a NaN model)",
+                )
+        return self._finite_at[1]
 
     def warn_once(self, key: str, message: str) -> None:
         """Warns ``message`` once per trainer for ``key`` (a message all callbacks share)."""

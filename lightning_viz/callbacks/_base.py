@@ -542,8 +542,13 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _due(self, trainer: Any) -> bool:
-        """Scheduled, and within the shared overhead budget."""
-        return self.scheduled(trainer) and self._shared(trainer).allows(self, trainer)
+        """Scheduled, the model's parameters finite, and within the overhead budget."""
+        shared = self._shared(trainer)
+        return (
+            self.scheduled(trainer)
+            and shared.model_finite(trainer)
+            and shared.allows(self, trainer)
+        )
 
     def writes_any(self, tags: set[str]) -> bool:
         """True when one of ``tags`` is a scalar this callback writes."""

@@ -438,7 +438,17 @@ class ProbeSetup:
         (if this run computed them) all lie in [0, 1]: probabilities from a sigmoid inside
         the model, which the callbacks would read as logits (positive when > 0)."""
         logits = ctx.__dict__.get("logits")  # the cached probe logits, never a new forward
-        if logits is None or ctx.task not in ("binary", "multilabel"):
+        if logits is None:
+            return
+        nan = int(torch.isnan(logits).flatten(1).any(dim=1).sum())
+        if nan:
+            ctx.coordinator.warn_once(  # type: ignore[union-attr] - set for every run
+                "nan outputs",
+                f"lightning-viz: the model's outputs hold NaN for {nan} of {logits.shape[0]} "
+                f"probe samples ({type(self).__name__}, epoch {ctx.trainer.current_epoch}); "
+                "they count as wrong in every accuracy (an overflow in a low-precision forward?)",
+            )
+        if ctx.task not in ("binary", "multilabel"):
             return
         if logits.numel() < _PROBABILITY_EVIDENCE or not bool(
             ((logits >= 0) & (logits <= 1)).all()

@@ -436,6 +436,8 @@ class EmbeddingProjector(VizCallback):
                     "validation samples with non-finite images or features (NaN or inf) are "
                     "left out of the embedding",
                 )
+                if not bool(finite.any()):  # nothing of this batch to keep (a NaN model)
+                    return
             chunk = {"features": feats[finite].clone(), "thumbs": self._thumbnails(x[finite])}
             if labels is not None:
                 chunk["labels"] = self._labels(labels[:take].detach().cpu())[finite].clone()

@@ -151,7 +151,8 @@ def task_loss(logits: Tensor, labels: Tensor, task: str) -> Tensor:
 
 
 def correct(logits: Tensor, labels: Tensor, task: str) -> Tensor:
-    """Correct decisions: ``(N,)`` bool, or ``(N, K)`` per label for multilabel."""
+    """Correct decisions: ``(N,)`` bool, or ``(N, K)`` per label for multilabel. A
+    NaN output is never correct (the argmax of a row holding NaN is that NaN's class)."""
     if task == "multilabel":
-        return (logits > 0) == (labels > 0.5)
-    return predict(logits) == labels
+        return ((logits > 0) == (labels > 0.5)) & ~torch.isnan(logits)
+    return (predict(logits) == labels) & ~torch.isnan(logits).any(dim=-1)

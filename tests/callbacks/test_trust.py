@@ -680,3 +680,79 @@ def test_a_default_layer_that_cannot_be_read_turns_the_callback_off_not_the_fit(
     assert not cam._enabled and trainer.current_epoch == 1  # the fit went on
     with pytest.raises(ValueError, match="layer 'model.fc' outputs shape"):
         fit(tmp_path / "named", [lv.GradCAMLogger(layer="model.fc", num_samples=2)], epochs=1)
+
+
+# ----------------------------------------------------------- a diverged model
+class DivergingModule(LitClassifier):
+    """Its loss turns NaN in epoch ``at`` (a diverging run): SGD makes every weight NaN."""
+
+    def __init__(self, at: int = 1) -> None:
+        super().__init__(num_classes=5, lr=1e-2)
+        self.at = at
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.current_epoch >= self.at else loss
+
+
+def test_a_diverged_model_is_said_once_and_no_callback_reports_on_it(tmp_path):
+    """Weights turned NaN: the probes wrote clean, PGD and corruption accuracies of 0.25
+    (the argmax of a NaN row is class 0, the share of class 0 in the probe), the
+    gradient views failed and turned off, EmbeddingProjector failed on an empty batch."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, module = fit(tmp_path, all_callbacks(on_error="raise"), model=DivergingModule())
+    assert not all(torch.isfinite(p).all() for p in module.parameters())  # it diverged
+    said = [str(w.message) for w in caught if "the training diverged" in str(w.message)]
+    assert len(said) == 1 and "at epoch 1 (step 8)" in said[0], said
+    events = read_events(os.path.join(tmp_path, "run", "version_0"))
+    ours = {t: [s for s, _ in v] for t, v in events["scalars"].items() if not t.startswith("val")}
+    assert ours["robustness/clean_acc"] == [4]  # epoch 0 only: nothing of the NaN model
+    assert all(8 not in steps for tag, steps in ours.items() if tag != "viz/overhead"), ours
+    assert all(step == 4 for v in events["images"].values() for step, *_ in v)
+
+
+def test_nan_outputs_count_as_wrong_and_are_said():
+    logits = torch.tensor([[0.0, 2.0], [float("nan"), 1.0], [3.0, 0.0], [float("nan")] * 2])
+    labels = torch.tensor([1, 0, 0, 0])  # argmax of rows 1 and 3 is 0: "correct" before
+    assert LF._task.correct(logits, labels, "multiclass").tolist() == [True, False, True, False]
+    binary = torch.tensor([[1.0], [float("nan")], [-2.0]])
+    assert LF._task.correct(binary, torch.tensor([1, 0, 0]), "binary").tolist() == [
+        True,
+        False,
+        True,
+    ]
+    multi = torch.tensor([[1.0, float("nan")], [-1.0, 2.0]])
+    assert LF._task.correct(
+        multi, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "multilabel"
+    ).tolist() == [
+        [True, False],
+        [True, True],
+    ]
+
+
+class HalfNaN(LitClassifier):
+    """Finite weights, but NaN logits for images whose first pixel is bright (an
+    overflow seen on some inputs only)."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        bright = (x[:, 0, 0, 0] > 0.5).view(-1, 1)
+        return torch.where(bright, torch.full_like(logits, float("nan")), logits)
+
+
+def test_nan_outputs_of_a_finite_model_count_as_wrong_in_the_accuracy(tmp_path):
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=32, on_error="raise")
+    module = HalfNaN(num_classes=5, lr=1e-2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path, [probe], model=module, epochs=1)
+    x, y = probe._probe.images, probe._probe.labels
+    with torch.no_grad():
+        out = module.eval()(x)
+    nan = torch.isnan(out).any(dim=1)
+    assert 0 < int(nan.sum()) < len(y)  # some NaN rows, some finite ones
+    expected = ((out.argmax(dim=1) == y) & ~nan).float().mean().item()
+    assert float(trainer.callback_metrics["robustness/clean_acc"]) == pytest.approx(expected)
+    said = [str(w.message) for w in caught if "outputs hold NaN" in str(w.message)]
+    assert len(said) == 1 and f"for {int(nan.sum())} of {len(y)} probe samples" in said[0]
