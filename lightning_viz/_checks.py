@@ -251,9 +251,13 @@ def check_reduce(reduce: Any) -> None:
 
 
 def check_target_type(target: Any) -> None:
-    """``None``, an int or a tensor of class indices."""
+    """``None``, an int or a tensor of integer class indices."""
     if target is not None and (isinstance(target, bool) or not isinstance(target, int | Tensor)):
         fail("target", "an int, a tensor of class indices (N,) or None", target, TypeError)
+    if isinstance(target, Tensor) and (target.is_floating_point() or target.is_complex()
+                                       or target.dtype == torch.bool):  # fmt: skip
+        fail("target", "integer class indices (an int or an integer tensor)",
+             f"<tensor of dtype {target.dtype}>", TypeError)  # fmt: skip
 
 
 def check_pixels(x: Tensor, name: str, tol: float = 1e-3) -> Tensor:
@@ -264,8 +268,14 @@ def check_pixels(x: Tensor, name: str, tol: float = 1e-3) -> Tensor:
     return x
 
 
-def check_clamp(clamp: Any) -> tuple[float, float] | None:
-    """``None`` or a ``(min, max)`` pair of finite numbers with ``min < max``."""
+CLAMP_SLACK = 0.1  # share of the clamp range inputs may lie outside it (resampling overshoot)
+
+
+def check_clamp(clamp: Any, inputs: Tensor | None = None) -> tuple[float, float] | None:
+    """``None`` or a ``(min, max)`` pair of finite numbers with ``min < max``; with
+    ``inputs``, also that they lie in it (within :data:`CLAMP_SLACK` of its width):
+    an attack clamps its images there, so inputs in other units (0-255, normalized)
+    would be moved far more than ``eps``."""
     if clamp is None:
         return None
     if not isinstance(clamp, tuple | list) or len(clamp) != 2:
@@ -273,6 +283,16 @@ def check_clamp(clamp: Any) -> tuple[float, float] | None:
     lo, hi = check_float(clamp[0], "clamp min"), check_float(clamp[1], "clamp max")
     if not lo < hi:
         fail("clamp", "a pair with min < max", clamp)
+    if inputs is not None and inputs.numel():
+        a, b, slack = float(inputs.min()), float(inputs.max()), CLAMP_SLACK * (hi - lo)
+        if a < lo - slack or b > hi + slack:
+            fail(
+                "inputs",
+                f"images in the clamp range [{lo:g}, {hi:g}] (inputs in other units: pass "
+                "clamp=None, or wrap the model in ModelView(model, mean, std) and pass "
+                "pixel images in [0, 1])",
+                f"<values in [{a:.3g}, {b:.3g}]>",
+            )
     return lo, hi
 
 

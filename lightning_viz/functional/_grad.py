@@ -43,7 +43,9 @@ class NoGradientError(RuntimeError):
     Raised instead of returning an all-zero map: the model computes its output (or
     the part that leads to the layer) without autograd — ``torch.no_grad()`` or
     ``torch.inference_mode()`` inside ``forward``, ``.detach()``, or an operation
-    without a gradient (``argmax``, ``round``, integer casts).
+    without a gradient (``argmax``, integer casts). An operation whose gradient is zero
+    (``round``, ``floor``, ``sign``, a quantizer without a straight-through estimator)
+    has a gradient path: it is not raised, and the maps are zero.
     """
 
 
@@ -52,8 +54,8 @@ def no_gradient(what: str, wrt: str) -> NoGradientError:
     return NoGradientError(
         f"the {what} has no gradient path to {wrt}: the model computes it without autograd "
         "(torch.no_grad()/inference_mode() in forward, .detach(), or a non-differentiable op "
-        "such as argmax or round), so a gradient map would be all zeros. Make that part of "
-        "the forward differentiable, or leave gradient methods out for this model"
+        "such as argmax or an integer cast), so a gradient map would be all zeros. Make that "
+        "part of the forward differentiable, or leave gradient methods out for this model"
     )
 
 

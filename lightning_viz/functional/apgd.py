@@ -389,7 +389,7 @@ def apgd(
     """
     x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
     opts = _check_options(loss, targeted, n_target_classes, steps, restarts, rho)
-    bounds = check_clamp(clamp)
+    bounds = check_clamp(clamp, x)
     gen = _generator(generator, x.device)
     with preserve_state(model) as m:
         _, adv = _apgd_core(
@@ -434,7 +434,7 @@ def apgd_mask(
     """
     x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
     opts = _check_options(loss, targeted, n_target_classes, steps, restarts, rho)
-    bounds = check_clamp(clamp)
+    bounds = check_clamp(clamp, x)
     gen = _generator(generator, x.device)
     shape = tuple(y.shape) if task == "multilabel" else (x.shape[0],)
     check_known(known, shape)

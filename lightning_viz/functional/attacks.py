@@ -62,12 +62,13 @@ def _prepare(
     """Checked ``(inputs, labels, eps, task)``; one forward (no grad) tells the task."""
     if not isinstance(model, nn.Module):
         fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
-    x = check_images(inputs)
-    if not isinstance(target, Tensor):
+    # a copy: a forward that changes its input in place (x /= 255) changes it, not theirs
+    x = check_images(inputs).detach().clone()
+    if not isinstance(target, Tensor) or target.dim() == 0:
         fail(
             "target",
             "a tensor of true labels (N,) or (N, K)",
-            f"<{type(target).__name__}>",
+            f"<{type(target).__name__}{' of 0 dimensions' if isinstance(target, Tensor) else ''}>",
             TypeError,
         )
     if target.is_complex() or (target.dtype == torch.bool and target.dim() == 1):  # type: ignore[union-attr]
@@ -207,7 +208,7 @@ def noise(
     x = check_images(inputs)
     eps_f = check_float(eps, "eps", minimum=0.0)
     check_choice(norm, "norm", _NORMS)
-    bounds = check_clamp(clamp)
+    bounds = check_clamp(clamp, x)
     gen = _generator(generator, x.device)
     with torch.no_grad():
         return _clamp(x.detach() + _noise_delta(x, eps_f, norm, gen), bounds).detach()
@@ -243,7 +244,9 @@ def fgsm(
             logit), or multi-hot rows ``(N, K)`` for a multilabel model.
         eps: Perturbation size (Linf: per pixel; L2: per image), non-negative.
         norm: ``"linf"`` or ``"l2"``. Default: ``"linf"``.
-        clamp: ``(min, max)`` pixel range, or ``None`` for no clamping.
+        clamp: ``(min, max)`` pixel range, or ``None`` for no clamping. The inputs
+            must lie in it (within 10 % of its width; ``ValueError`` otherwise: images
+            in 0-255 or normalized units would be moved far more than ``eps``).
             Default: ``(0.0, 1.0)``.
         task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``None`` (detected
             from the logits and ``target``). Default: ``None``.
@@ -266,7 +269,7 @@ def fgsm(
         torch.Size([4, 3, 8, 8])
     """
     x, y, eps_f, task = _prepare(model, inputs, target, eps, norm, task)
-    bounds = check_clamp(clamp)
+    bounds = check_clamp(clamp, x)
     with preserve_state(model) as m:
         x0 = x.detach().clone()
         _, grad = _loss_grad(m, x0, y, task)
@@ -319,7 +322,9 @@ def pgd(
         random_start: Start from a random point in the ball. Default: ``True``.
         generator: Private random generator for the start; ``None`` uses a fresh one
             seeded with 0. Default: ``None``.
-        clamp: ``(min, max)`` pixel range, or ``None`` for no clamping.
+        clamp: ``(min, max)`` pixel range, or ``None`` for no clamping. The inputs
+            must lie in it (within 10 % of its width; ``ValueError`` otherwise: images
+            in 0-255 or normalized units would be moved far more than ``eps``).
             Default: ``(0.0, 1.0)``.
         task: As for :func:`fgsm`. Default: ``None`` (detected).
 
@@ -344,7 +349,7 @@ def pgd(
     steps = check_int(steps, "steps", minimum=1)
     alpha = _step_size(eps_f, steps, step_size)
     check_bool(random_start, "random_start")
-    bounds = check_clamp(clamp)
+    bounds = check_clamp(clamp, x)
     gen = _generator(generator, x.device) if random_start else None
     with preserve_state(model) as m:
         x0 = x.detach().clone()
@@ -409,7 +414,8 @@ def robust_mask(
         early_stop: Drop broken samples from the batch. Default: ``True``.
         batch_size: Attack at most this many samples at once; ``None`` attacks all
             together. Default: ``None``.
-        clamp: ``(min, max)`` pixel range, or ``None``. Default: ``(0.0, 1.0)``.
+        clamp: ``(min, max)`` pixel range, or ``None``; the inputs must lie in it (as
+            for :func:`fgsm`). Default: ``(0.0, 1.0)``.
         task: As for :func:`fgsm`. Default: ``None`` (detected).
         known: Bool ``(N,)`` (``(N, K)`` for multilabel): decisions already known to be
             correct — at the clean inputs, or robust at a smaller ``eps`` of the same
@@ -436,7 +442,7 @@ def robust_mask(
     check_bool(early_stop, "early_stop")
     n = x.shape[0]
     chunk = n if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-    bounds = check_clamp(clamp)
+    bounds = check_clamp(clamp, x)
     gen = _generator(generator, x.device)
     shape = tuple(y.shape) if task == "multilabel" else (n,)
     check_known(known, shape)

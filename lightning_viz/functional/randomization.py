@@ -232,12 +232,15 @@ def randomization_similarity(
             "a model with a layer that has reset_parameters() and parameters",
             type(model).__name__,
         )
-    with torch.no_grad(), preserve_state(model) as net:
-        logits = chunked_logits(net, fresh(x), chunk_size)
-    idx = target_indices(target, logits)
-    original = fn(model, x, idx) if maps is None else maps  # type: ignore[misc]
+    # under the caller's inference_mode the indices and the copy's parameters would be
+    # inference tensors, which the maps' backward cannot save
+    with torch.inference_mode(False):
+        with torch.no_grad(), preserve_state(model) as net:
+            logits = chunked_logits(net, fresh(x), chunk_size)
+        idx = target_indices(target, logits)
+        original = fn(model, x, idx) if maps is None else maps  # type: ignore[misc]
+        inner, copy_model = _copy(model)
     original = original.detach().to(x.device).reshape(x.shape[0], 1, *original.shape[-2:]).float()
-    inner, copy_model = _copy(model)
     modules = dict(inner.named_modules())
     chosen = names[::-1] if layers == "cascade" else names[-1:]
     device = next((p.device for p in inner.parameters()), x.device)
@@ -248,7 +251,7 @@ def randomization_similarity(
     for name in chosen:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            with torch.no_grad():
+            with torch.inference_mode(False), torch.no_grad():
                 modules[name].reset_parameters()  # type: ignore[operator]
         other = fn(copy_model, x, idx).detach().float().reshape_as(original)  # type: ignore[misc]
         corr.append(rank_correlation(original, other))

@@ -250,7 +250,11 @@ def integrated_gradients(
             zeros (black). Default: ``None``.
         steps: Points on the path, ``>= 1`` (``>= 2`` for the trapezoid rule).
             Default: ``50``.
-        method: ``"gausslegendre"`` or ``"riemann_trapezoid"``.
+        method: ``"gausslegendre"`` (Captum's default, equal to it) or
+            ``"riemann_trapezoid"``: the trapezoid rule on ``steps`` equally spaced
+            points, whose weights sum to 1 (completeness holds). Captum's method of the
+            same name weighs the same points by ``1/steps`` (halved at the ends, summing
+            to ``(steps - 1)/steps``), so its map is ``(steps - 1)/steps`` of this one.
             Default: ``"gausslegendre"``.
         reduce: ``"max"``, ``"sum"`` or ``None``. Default: ``"max"``.
         chunk_size: Rows per forward/backward pass, ``>= 1``. Default: ``64``.

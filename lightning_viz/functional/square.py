@@ -126,7 +126,7 @@ def square_mask(
     p0 = check_float(p_init, "p_init", minimum=0.0)
     if not 0 < p0 <= 1:
         fail("p_init", "a share in (0, 1]", p_init)
-    bounds = check_clamp(clamp)
+    bounds = check_clamp(clamp, x)
     gen = _generator(generator, x.device)
     check_known(known, y.shape)
     low, high = bounds if bounds is not None else (-math.inf, math.inf)

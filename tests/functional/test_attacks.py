@@ -568,3 +568,68 @@ def test_known_masks_sweep_eps_never_weaker_and_cheaper(digits, attack):
 def test_known_is_checked(attack, known):
     with pytest.raises(TypeError, match=r"`known` must be None or a bool tensor of shape \(4,\)"):
         attack(_M, _X, _Y, 0.05, known=known)
+
+
+# ------------------------------------------------- inputs in other units, in place
+@pytest.mark.parametrize("units", ["0-255", "normalized"])
+def test_inputs_outside_the_clamp_range_are_an_error_naming_the_remedies(units):
+    """fgsm and pgd returned images clamped into [0, 1] (254 away from 0-255 inputs),
+    apgd the inputs unchanged, and the robust masks measured the clamped images."""
+    model = _random_model().eval()
+    x, y = _batch()
+    x = x * 255 if units == "0-255" else (x - 0.45) / 0.22
+    calls = {
+        "fgsm": lambda: fgsm(model, x, y, 0.03),
+        "pgd": lambda: pgd(model, x, y, 0.03, steps=2),
+        "robust_mask": lambda: robust_mask(model, x, y, 0.03, steps=2),
+        "apgd_mask": lambda: apgd_mask(model, x, y, 0.03, steps=2),
+        "square_mask": lambda: square_mask(model, x, y, 0.03, queries=2),
+        "noise": lambda: noise(x, 0.03),
+    }
+    lo, hi = float(x.min()), float(x.max())
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"clamp range \[0, 1\]") as err:
+            call()
+        assert f"[{lo:.3g}, {hi:.3g}]" in str(err.value), name
+        assert "clamp=None" in str(err.value) and "ModelView" in str(err.value)
+    adv = pgd(model, x, y, 0.03, steps=2, clamp=None)  # the remedy: within eps of the inputs
+    assert float((adv - x).abs().max()) <= 0.03 + 1e-5
+    # a small resampling overshoot is allowed (and clamped)
+    ok = _batch()[0] * 1.05
+    assert float(fgsm(model, ok, y, 0.03).max()) <= 1.0
+
+
+class InPlace(nn.Module):
+    """A forward that rescales its input in place (``x /= 2``) when autograd allows it
+    (a tensor that needs no gradient), as some user code does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _random_model().eval()
+
+    def forward(self, x):
+        if not x.requires_grad:
+            x /= 2
+        else:
+            x = x / 2
+        return self.net(x)
+
+
+def test_the_attacks_never_change_the_tensors_passed_in():
+    model = InPlace()
+    x, y = _batch()
+    before = x.clone()
+    fgsm(model, x, y, 0.03)
+    pgd(model, x, y, 0.03, steps=2)
+    robust_mask(model, x, y, 0.03, steps=2)
+    robust_accuracy(model, x, y, 0.03, steps=2)
+    apgd_mask(model, x, y, 0.03, steps=2)
+    square_mask(model, x, y, 0.03, queries=2)
+    assert torch.equal(x, before)
+
+
+def test_a_0d_label_tensor_is_a_type_error():
+    model = _random_model().eval()
+    x, _ = _batch(n=1)
+    with pytest.raises(TypeError, match="0 dimensions"):
+        pgd(model, x, torch.tensor(3), 0.03)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import torch
 
 import lightning_viz.functional as LF
 
@@ -107,3 +108,19 @@ def test_every_model_based_method_is_classified():
         and next(iter(inspect.signature(getattr(LF, name)).parameters), None) == "model"
     }
     assert model_based == classified
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([1.7, 0.2]), torch.tensor([True, False])])
+def test_a_float_or_bool_target_tensor_is_a_type_error(bad):
+    """They were cast to class indices (1.7 -> class 1, True -> class 1), while the
+    attacks refused them."""
+    from tests.functional.conftest import SmallCNN, make
+
+    model, x = make(SmallCNN), torch.rand(2, 3, 8, 8)
+    for fn in (LF.saliency, LF.grad_cam, LF.integrated_gradients):
+        with pytest.raises(TypeError, match=f"integer class indices.*dtype {bad.dtype}"):
+            fn(model, x, bad)
+    maps = torch.rand(2, 1, 8, 8)
+    with pytest.raises(TypeError, match="integer class indices"):
+        LF.deletion_curve(model, x, maps, bad, steps=2)
+    assert LF.saliency(model, x, torch.tensor([1, 0])).shape == (2, 1, 8, 8)  # integers do

@@ -447,6 +447,17 @@ def test_randomization_bad_input():
         LF.randomization_similarity(LF.saliency, _NoLayers(), x)
 
 
+def test_randomization_works_under_inference_mode():
+    """The model copy was made in the caller's inference mode: its parameters were
+    inference tensors, and the copy's map raised a raw RuntimeError."""
+    model = make(SmallCNN)
+    x = torch.rand(2, 3, 8, 8)
+    expected = LF.randomization_similarity(LF.saliency, model, x, 1)
+    with torch.inference_mode():
+        found = LF.randomization_similarity(LF.saliency, model, x, 1)
+    assert torch.equal(found.spearman, expected.spearman)
+
+
 class _NoLayers(nn.Module):
     def __init__(self) -> None:
         super().__init__()
