@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.parameter import is_lazy
 
 from lightning_viz._guard import mark_background_thread
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
@@ -473,8 +474,8 @@ class Coordinator:
         so no probe reports an accuracy of NaN outputs (the argmax of NaN is class 0)."""
         step = trainer.global_step
         if self._finite_at is None or self._finite_at[0] != step:
-            params = [p.detach() for p in trainer.lightning_module.parameters()]
-            finite = all(bool(torch.isfinite(p).all()) for p in params if p.is_floating_point())
+            params = [p for p in trainer.lightning_module.parameters() if not is_lazy(p)]
+            finite = all(bool(torch.isfinite(p.detach()).all()) for p in params)
             self._finite_at = (step, finite)
             if not finite:
                 self.warn_once(

@@ -204,14 +204,17 @@ def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
     A PEFT adapter layer (LoRA, LoHa, LoKr, ...) holds the frozen ``base_layer`` and
     adds each active adapter's ``get_delta_weight``; its effective weight is the sum
     (unless the adapters are merged into the base already, or disabled). Any other
-    layer is returned with its own ``weight``.
+    layer is returned with its own ``weight``, computed now when a forward pre-hook
+    recomputes it each forward (``torch.nn.utils.prune``'s ``weight_orig * weight_mask``,
+    the legacy ``weight_norm``): the attribute holds the last forward's, from before
+    the optimizer's latest step.
 
     Returns:
         ``(layer whose type and shape the weight has, weight)``.
     """
     base = getattr(layer, "base_layer", None)
     if not isinstance(base, nn.Module):
-        return layer, layer.weight
+        return layer, _current_weight(layer)
     weight = base.weight
     delta = getattr(layer, "get_delta_weight", None)
     if callable(delta) and not getattr(layer, "merged", False):
@@ -222,6 +225,20 @@ def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
                 except (KeyError, AttributeError, TypeError):  # not this layer's adapter
                     continue
     return base, weight
+
+
+def _current_weight(layer: nn.Module) -> Tensor:
+    """``layer.weight`` as its next forward will compute it (see :func:`adapted_layer`)."""
+    for hook in layer._forward_pre_hooks.values():  # noqa: SLF001 - read only
+        if getattr(hook, "_tensor_name", None) == "weight" and callable(
+            getattr(hook, "apply_mask", None)
+        ):  # a torch.nn.utils.prune method (or a container of them)
+            return hook.apply_mask(layer)
+        if getattr(hook, "name", None) == "weight" and callable(
+            getattr(hook, "compute_weight", None)
+        ):  # torch.nn.utils.weight_norm (the legacy hook)
+            return hook.compute_weight(layer)
+    return layer.weight
 
 
 def feature_conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -516,6 +516,46 @@ def test_filter_logger_shows_a_lora_conv_with_its_adapter(tmp_path, events):
     assert change > 0  # the frozen base alone would not change
 
 
+def test_a_pruned_or_weight_normed_layer_is_read_with_the_weight_its_next_forward_uses():
+    """``torch.nn.utils.prune`` and the legacy ``weight_norm`` recompute ``weight`` in a
+    forward pre-hook: the attribute is the last forward's, before the latest step."""
+    from torch.nn.utils import prune
+
+    from lightning_viz.functional._grad import adapted_layer
+
+    torch.manual_seed(0)
+    pruned = prune.l1_unstructured(nn.Conv2d(3, 4, 3), "weight", amount=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the legacy hook is deprecated
+        normed = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3))
+    for layer, part in ((pruned, "weight_orig"), (normed, "weight_v")):
+        layer(torch.rand(1, 3, 8, 8))
+        with torch.no_grad():
+            getattr(layer, part).add_(0.5)  # an optimizer step after that forward
+        stale = layer.weight.detach().clone()
+        found = adapted_layer(layer)[1].detach()
+        layer(torch.rand(1, 3, 8, 8))  # what the next forward computes with
+        assert torch.equal(found, layer.weight.detach()) and not torch.equal(found, stale)
+
+
+def test_filter_logger_shows_a_pruned_conv_as_pruned_now_without_validation(tmp_path, events):
+    """``ModelPruning`` without ``make_pruning_permanent``, callbacks at the training
+    epoch end (no validation forward refreshed the attribute): the norm was a step old."""
+    from pytorch_lightning.callbacks import ModelPruning
+
+    class Now(pl.Callback):  # runs just before FilterLogger (callbacks run in list order)
+        def on_train_epoch_end(self, trainer, module):
+            conv = module.model.block1.conv
+            norms.append(torch.linalg.vector_norm(conv.weight_orig * conv.weight_mask).item())
+
+    norms = []
+    filters = lv.FilterLogger(on_error="raise")
+    pruning = ModelPruning("l1_unstructured", amount=0.3, make_pruning_permanent=False)
+    fit(tmp_path, [pruning, Now(), filters], epochs=3, limit_val_batches=0)
+    logged = [v for _, v in events(tmp_path)["scalars"]["filters/model.block1.conv/norm"]]
+    assert logged == pytest.approx(norms, rel=1e-6)  # epoch 0 showed the unpruned weight
+
+
 # ------------------------------------------------------ FilterLogger's image templates
 class _TemplateAndHead(nn.Module):
     """A pixel-level linear branch (a true template) beside a CNN whose head reads
