@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from lightning_viz._checks import check_callable, check_choice, check_images, check_int, fail
 from lightning_viz._guard import ModelView, make_eager, preserve_state, unwrap_model
@@ -160,6 +161,36 @@ def randomizable_layers(model: nn.Module) -> list[str]:
     ]
 
 
+def _reset(module: nn.Module) -> None:
+    """``module.reset_parameters()``, reaching the stored tensors of a parametrized
+    weight (``torch.nn.utils.parametrizations.weight_norm``, ``spectral_norm``, ...) or
+    of the legacy ``weight_norm``/``spectral_norm`` hooks: ``reset_parameters`` writes
+    into the computed ``weight``, which would change nothing. The new weight is the one
+    a plain layer of the same kind draws."""
+    if parametrize.is_parametrized(module):
+        plain = copy.deepcopy(module)
+        names = list(plain.parametrizations)  # type: ignore[arg-type]
+        for name in names:
+            parametrize.remove_parametrizations(plain, name, leave_parametrized=True)
+        plain.reset_parameters()  # type: ignore[operator]
+        for name in names:  # the parametrization's right inverse stores it
+            setattr(module, name, getattr(plain, name).detach())
+        for name, p in module.named_parameters(recurse=False):  # a bias, unparametrized
+            p.copy_(getattr(plain, name))
+        return
+    module.reset_parameters()  # type: ignore[operator]
+    for hook in module._forward_pre_hooks.values():  # noqa: SLF001 - read only
+        name = getattr(hook, "name", None)
+        weight = getattr(module, name, None) if isinstance(name, str) else None
+        if weight is None:
+            continue
+        if hasattr(module, f"{name}_g") and hasattr(module, f"{name}_v"):  # weight_norm
+            getattr(module, f"{name}_v").copy_(weight)
+            getattr(module, f"{name}_g").copy_(torch.norm_except_dim(weight, 2, hook.dim))
+        elif hasattr(module, f"{name}_orig"):  # spectral_norm
+            getattr(module, f"{name}_orig").copy_(weight)
+
+
 def _copy(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """A deep copy of the user's module, and ``model`` rebuilt around it (a ModelView
     keeps its adapters by reference: the precision context is not copied).
@@ -252,7 +283,7 @@ def randomization_similarity(
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             with torch.inference_mode(False), torch.no_grad():
-                modules[name].reset_parameters()  # type: ignore[operator]
+                _reset(modules[name])
         other = fn(copy_model, x, idx).detach().float().reshape_as(original)  # type: ignore[misc]
         corr.append(rank_correlation(original, other))
         sims.append(ssim(_unit(original), _unit(other), window=window))

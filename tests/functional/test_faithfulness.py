@@ -4,6 +4,7 @@ pytorch-grad-cam, SciPy, scikit-image), conventions and bad input."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -508,3 +509,36 @@ def test_adebayo_reproduced_gradient_changes_edges_do_not(trained_digits):
     edges = LF.randomization_similarity(lambda m, i, t: _sobel(i), trained, x)
     assert grad.spearman.nanmean().item() < 0.5 and grad.ssim.mean().item() < 0.5
     assert edges.spearman.min().item() > 0.99 and edges.ssim.min().item() > 0.99
+
+
+def _weight_normed(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = make(SmallCNN)
+    if kind == "parametrize":
+        torch.nn.utils.parametrizations.weight_norm(model.fc)
+    elif kind == "legacy":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.nn.utils.weight_norm(model.fc)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["parametrize", "legacy"])
+def test_randomization_reaches_a_weight_normed_top_layer(kind):
+    """``reset_parameters`` wrote into the computed weight: nothing changed, and every
+    map "failed" the sanity check with a similarity of 1."""
+    x = torch.rand(3, 3, 8, 8)
+    normed, plain = _weight_normed(kind), _weight_normed("none")
+    assert LF.randomizable_layers(normed)[-1] == "fc"
+    found = LF.randomization_similarity(LF.saliency, normed, x, 1)
+    expected = LF.randomization_similarity(LF.saliency, plain, x, 1)  # the same new weights
+    assert float(found.spearman.max()) < 0.99
+    torch.testing.assert_close(found.spearman, expected.spearman, atol=1e-4, rtol=0)
+
+
+def test_randomization_reaches_a_spectral_normed_top_layer():
+    x = torch.rand(3, 3, 8, 8)
+    model = _weight_normed("none")
+    torch.nn.utils.parametrizations.spectral_norm(model.fc)
+    model.eval()
+    assert float(LF.randomization_similarity(LF.saliency, model, x, 1).spearman.max()) < 0.99
