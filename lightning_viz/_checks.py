@@ -252,7 +252,8 @@ def check_reduce(reduce: Any) -> None:
 
 def check_target_type(target: Any) -> None:
     """``None``, an int or a tensor of integer class indices."""
-    if target is not None and (isinstance(target, bool) or not isinstance(target, int | Tensor)):
+    integer = isinstance(target, numbers.Integral) and not isinstance(target, bool)
+    if target is not None and not (integer or isinstance(target, Tensor)):
         fail("target", "an int, a tensor of class indices (N,) or None", target, TypeError)
     if isinstance(target, Tensor) and (target.is_floating_point() or target.is_complex()
                                        or target.dtype == torch.bool):  # fmt: skip

@@ -26,7 +26,7 @@ import torch.utils.checkpoint as _checkpoint
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from lightning_viz._checks import check_callable, check_normalization
+from lightning_viz._checks import check_callable, check_normalization, fail
 
 __all__ = [
     "ModelView",
@@ -449,7 +449,19 @@ class ModelView(nn.Module):
         return sizes[0] if sizes else None
 
     def normalize(self, x: Tensor) -> Tensor:
-        """Maps pixel-space images ``(N, C, H, W)`` to the model's input space."""
+        """Maps pixel-space images ``(N, C, H, W)`` to the model's input space.
+
+        Raises:
+            ValueError: ``mean``/``std`` have one value per channel for another number of
+                channels (they would broadcast the images to that many).
+        """
+        stats = self.num_stats
+        if stats is not None and x.dim() == 4 and x.shape[1] != stats:
+            fail(
+                "mean/std",
+                f"one value, or one per channel of the {x.shape[1]}-channel images",
+                f"<{stats} values>",
+            )
         if self._mean is not None:
             x = x - self._mean.to(x.device, x.dtype)
         if self._std is not None:

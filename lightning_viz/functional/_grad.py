@@ -8,6 +8,7 @@ path raises :class:`NoGradientError` instead of producing an all-zero map.
 from __future__ import annotations
 
 import difflib
+import operator
 from collections.abc import Iterator
 
 import torch
@@ -92,8 +93,8 @@ def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:
     if target is None:
         return predict(logits)
     check_target_type(target)
-    if isinstance(target, int):
-        idx = torch.full((n,), target, dtype=torch.long, device=logits.device)
+    if not isinstance(target, Tensor):  # an int (numpy's integers too)
+        idx = torch.full((n,), operator.index(target), dtype=torch.long, device=logits.device)
     else:
         idx = target.to(device=logits.device, dtype=torch.long).flatten()
         if idx.numel() == 1 and n > 1:

@@ -235,14 +235,16 @@ def _cam(
             )
         idx = target_indices(target, logits)
         grad = grad_of(score_sum(logits, idx), act, name=f"layer {name!r}")
-        act = act.detach()
+        # at least float32 (a bf16 layer), returned in the inputs' dtype like every map
+        work = torch.promote_types(act.dtype, torch.float32)
+        act, grad = act.detach().to(work), grad.to(work)
         if to_grid is not None:  # (N, T, D) tokens / (N, h, w, D) -> (N, D, h, w)
             act, grad = to_grid(act), to_grid(grad)
         w = weights(act, grad)  # (N, K)
         cam = F.relu((w[:, :, None, None] * act).sum(dim=1, keepdim=True))  # (N, 1, h, w)
         if upsample:
             cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-    return cam, idx
+    return cam.to(inputs.dtype), idx
 
 
 def _gradcam_weights(act: Tensor, grad: Tensor) -> Tensor:

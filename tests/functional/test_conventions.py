@@ -124,3 +124,36 @@ def test_a_float_or_bool_target_tensor_is_a_type_error(bad):
     with pytest.raises(TypeError, match="integer class indices"):
         LF.deletion_curve(model, x, maps, bad, steps=2)
     assert LF.saliency(model, x, torch.tensor([1, 0])).shape == (2, 1, 8, 8)  # integers do
+
+
+def test_a_numpy_integer_target_is_an_int():
+    import numpy as np
+
+    from tests.functional.conftest import SmallCNN, make
+
+    model, x = make(SmallCNN), torch.rand(2, 3, 8, 8)
+    assert torch.equal(LF.saliency(model, x, np.int64(1)), LF.saliency(model, x, 1))
+
+
+def test_cams_come_back_in_the_inputs_dtype_from_a_bfloat16_model():
+    """A bf16 model behind ModelView gave a bf16 CAM (computed in bf16) for float32
+    images, while every other map is in the inputs' dtype."""
+    from tests.functional.conftest import SmallCNN, make
+
+    model, x = make(SmallCNN), torch.rand(2, 3, 8, 8)
+    view = LF.ModelView(make(SmallCNN).to(torch.bfloat16))
+    view.model.load_state_dict({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()})
+    for fn in (LF.grad_cam, LF.grad_cam_pp):
+        cam = fn(view, x, 1, layer="conv3")
+        assert cam.dtype == torch.float32
+        torch.testing.assert_close(cam, fn(model, x, 1, layer="conv3"), atol=0.05, rtol=0.05)
+
+
+def test_model_view_stats_for_another_channel_count_are_an_error():
+    """Three stats on one-channel images broadcast them to three channels."""
+    view = LF.ModelView(torch.nn.Conv2d(1, 2, 1), mean=(0.5,) * 3, std=(0.2,) * 3)
+    with pytest.raises(ValueError, match=r"mean/std.*1-channel images.*3 values"):
+        view(torch.rand(2, 1, 4, 4))
+    assert LF.ModelView(torch.nn.Conv2d(1, 2, 1), mean=(0.5,), std=(0.2,))(
+        torch.rand(2, 1, 4, 4)
+    ).shape == (2, 2, 4, 4)
