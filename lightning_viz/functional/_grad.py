@@ -96,6 +96,13 @@ def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:
     if not isinstance(target, Tensor):  # an int (numpy's integers too)
         idx = torch.full((n,), operator.index(target), dtype=torch.long, device=logits.device)
     else:
+        if target.dim() == 2 and target.shape[0] == n and n > 1:
+            fail(
+                "target",
+                f"{n} class indices (N,), not label rows (N, K): pass the class to explain "
+                "(e.g. rows.argmax(dim=1))",
+                f"<shape {tuple(target.shape)}>",
+            )
         idx = target.to(device=logits.device, dtype=torch.long).flatten()
         if idx.numel() == 1 and n > 1:
             idx = idx.expand(n)

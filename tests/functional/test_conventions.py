@@ -157,3 +157,12 @@ def test_model_view_stats_for_another_channel_count_are_an_error():
     assert LF.ModelView(torch.nn.Conv2d(1, 2, 1), mean=(0.5,), std=(0.2,))(
         torch.rand(2, 1, 4, 4)
     ).shape == (2, 2, 4, 4)
+
+
+def test_label_rows_as_a_map_target_are_named_as_rows():
+    from tests.functional.conftest import SmallCNN, make
+
+    model, x = make(SmallCNN), torch.rand(2, 3, 8, 8)
+    rows = torch.nn.functional.one_hot(torch.tensor([1, 0]), 10)
+    with pytest.raises(ValueError, match=r"not label rows \(N, K\).*shape \(2, 10\)"):
+        LF.saliency(model, x, rows)
