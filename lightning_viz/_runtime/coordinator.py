@@ -255,13 +255,21 @@ class Coordinator:
             self._plans[epoch] = self._plan(trainer, epoch)
         return callback.state_key in self._plans[epoch]
 
+    @staticmethod
+    def monitors_of(trainer: Any, callback: Any = None) -> list[Any]:
+        """The trainer's ``EarlyStopping``/``ModelCheckpoint`` callbacks (subclasses too)
+        with a ``monitor``; with ``callback``, those that monitor a metric it writes."""
+        return [
+            cb
+            for cb in getattr(trainer, "callbacks", None) or []
+            if isinstance(cb, MONITORS)
+            and getattr(cb, "monitor", None)
+            and (callback is None or callback.writes_any({str(cb.monitor)}))
+        ]
+
     def _plan(self, trainer: Any, epoch: int) -> list[str]:
         budgeted = [cb for cb in self.callbacks if cb.max_overhead is not None]
-        monitored = {
-            str(cb.monitor)
-            for cb in getattr(trainer, "callbacks", [])
-            if isinstance(cb, MONITORS) and getattr(cb, "monitor", None)
-        }
+        monitored = {str(cb.monitor) for cb in self.monitors_of(trainer)}
         candidates = [
             Candidate(cb.state_key, cb.every_n_epochs, cb.writes_any(monitored))
             for cb in budgeted

@@ -56,6 +56,7 @@ from lightning_viz._runtime.schedule import (
     validates_every_epoch,
 )
 from lightning_viz._runtime.transfer import batch_transfer
+from lightning_viz.callbacks import _monitors as monitors
 from lightning_viz.callbacks._probe_setup import ProbeSetup, check_probe_source
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
@@ -378,12 +379,15 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         if not lazy_ok and has_lazy_parameters(module):
             return
         self._pending_setup = False
+        monitors.check_monitored_schedule(self, trainer)
         coordinator = self._shared(trainer)
         start = _now(module)
         try:
             with preserve_state(module):
                 self._setup(trainer, module)
         except NotApplicableError as err:
+            if (stop := monitors.monitored_setup_error(self, trainer, err)) is not None:
+                raise stop from err
             self.turn_off("cannot run on this model or data", err)
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, _now(module) - start, once=True)
@@ -586,7 +590,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             if log is not None:  # what the run wrote before it failed
                 with contextlib.suppress(Exception):
                     log.flush()
-            self.turn_off(f"failed at epoch {trainer.current_epoch}", err, details)
+            note = monitors.frozen_note(self, trainer)  # a monitored metric keeps its last value
+            self.turn_off(f"failed at epoch {trainer.current_epoch}{note}", err, details)
 
     def _seconds_tag(self) -> str:
         name = type(self).__name__

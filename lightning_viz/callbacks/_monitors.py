@@ -1,0 +1,74 @@
+"""A lightning-viz metric that ``EarlyStopping`` or ``ModelCheckpoint`` monitors.
+
+Lightning stops the fit when a monitored metric is missing at a check (``EarlyStopping``
+with ``strict=True``; ``ModelCheckpoint`` once validation has run), and a stale value
+would decide early stopping or the best checkpoint. So a callback whose metric is
+monitored must write it at every check: its schedule is checked before training, and
+what would turn it off at setup stops the fit there instead of one epoch later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_viz._runtime.coordinator import Coordinator
+
+__all__ = ["check_monitored_schedule", "frozen_note", "monitor_words", "monitored_setup_error"]
+
+
+def monitor_words(monitor: Any) -> str:
+    """``EarlyStopping(monitor='robustness/pgd_acc@8/255')``."""
+    return f"{type(monitor).__name__}(monitor={str(monitor.monitor)!r})"
+
+
+def _checks_every(monitor: Any) -> int | None:
+    """Every how many epochs ``monitor`` needs the metric (``None``: whenever it is
+    there, i.e. ``EarlyStopping(strict=False)``)."""
+    if hasattr(monitor, "_every_n_epochs"):  # ModelCheckpoint
+        return int(monitor._every_n_epochs or 0) or None  # noqa: SLF001 - read only
+    return 1 if getattr(monitor, "strict", True) else None
+
+
+def check_monitored_schedule(callback: Any, trainer: Any) -> None:
+    """Raises ``ValueError`` when a monitor checks a metric of ``callback`` at epochs
+    ``callback`` does not run (``every_n_epochs`` > 1): Lightning would stop the fit at
+    the first epoch, and later read a stale value."""
+    n = callback.every_n_epochs
+    if n == 1:
+        return
+    for monitor in Coordinator.monitors_of(trainer, callback):
+        every = _checks_every(monitor)
+        if every is not None and every % n:
+            raise ValueError(
+                f"{monitor_words(monitor)} checks its metric every "
+                f"{'epoch' if every == 1 else f'{every} epochs'}, but "
+                f"{type(callback).__name__} writes it every {n} epochs "
+                f"(every_n_epochs={n}): Lightning would stop the fit at the first epoch "
+                "without it. Pass every_n_epochs=1, or check on the same epochs "
+                f"(ModelCheckpoint(every_n_epochs={n}), EarlyStopping(strict=False))"
+            )
+
+
+def monitored_setup_error(callback: Any, trainer: Any, err: Exception) -> Exception | None:
+    """The error to stop the fit with when ``callback`` cannot run (``err``) but writes a
+    monitored metric (the monitor would stop the fit after the first epoch), else ``None``."""
+    monitors = Coordinator.monitors_of(trainer, callback)
+    if not monitors:
+        return None
+    return type(err)(
+        f"{err}; {monitor_words(monitors[0])} monitors a metric of "
+        f"{type(callback).__name__}, so the fit cannot go on without it"
+    )
+
+
+def frozen_note(callback: Any, trainer: Any) -> str:
+    """What a failure of ``callback`` during the fit means for the monitors of its
+    metrics (their last value stays in ``trainer.callback_metrics``), or ``""``."""
+    monitors = Coordinator.monitors_of(trainer, callback)
+    if not monitors:
+        return ""
+    names = ", ".join(monitor_words(m) for m in monitors)
+    return (
+        f"; {names} now reads the value of the last run that did not fail, frozen "
+        "(pass on_error='raise' so that a failure stops the fit instead)"
+    )

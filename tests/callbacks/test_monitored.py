@@ -1,0 +1,73 @@
+"""A lightning-viz metric that EarlyStopping or ModelCheckpoint monitors: the fit stops
+before training when the callback cannot write it at every check, and a failure during
+the fit says that the monitor now reads a frozen value."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+import lightning_viz as lv
+from tests.callbacks.test_trust import NoGradBackbone
+from tests.conftest import fit
+
+TAG = "robustness/clean_acc"
+
+
+def _probe(**kwargs):
+    return lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8, **kwargs)
+
+
+def test_a_monitored_metric_written_every_second_epoch_is_an_error_before_training(tmp_path):
+    """EarlyStopping stopped the fit at the end of epoch 0 ("conditioned on metric ...
+    which is not available"), and read a stale value at later odd epochs."""
+    stop = EarlyStopping(monitor=TAG, mode="max", patience=5)
+    with pytest.raises(ValueError, match=r"EarlyStopping\(monitor='robustness/clean_acc'\)") as err:
+        trainer, _ = fit(tmp_path / "es", [_probe(every_n_epochs=2), stop], epochs=2)
+    assert "every_n_epochs=2" in str(err.value) and "every_n_epochs=1" in str(err.value)
+    # on the same epochs, or not strict: accepted, and the fit runs
+    for other in (
+        ModelCheckpoint(monitor=TAG, mode="max", every_n_epochs=2, dirpath=tmp_path / "ck"),
+        EarlyStopping(monitor=TAG, mode="max", strict=False),
+    ):
+        checkpoints = isinstance(other, ModelCheckpoint)
+        trainer, _ = fit(
+            tmp_path / type(other).__name__,
+            [_probe(every_n_epochs=2), other],
+            enable_checkpointing=checkpoints,
+        )
+        assert trainer.current_epoch == 2 and TAG in trainer.callback_metrics
+
+
+def test_a_monitored_callback_that_cannot_run_stops_the_fit_before_training(tmp_path):
+    """It turned itself off, and after a whole epoch EarlyStopping stopped the fit."""
+    stop = EarlyStopping(monitor=TAG, mode="max")
+    trainer_steps = []
+    with pytest.raises(ValueError, match=r"no gradient path.*EarlyStopping\(monitor="):
+        trainer, _ = fit(tmp_path, [_probe(), stop], model=NoGradBackbone(), epochs=1)
+        trainer_steps.append(trainer.global_step)
+    assert trainer_steps == []  # raised in fit, before any result
+    with warnings.catch_warnings(record=True) as caught:  # unmonitored: turns off, goes on
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path / "alone", [_probe()], model=NoGradBackbone(), epochs=1)
+    assert trainer.global_step > 0 and any("turns itself off" in str(w.message) for w in caught)
+
+
+class _FailsAtEpoch1(lv.AdversarialProbe):
+    def run(self, ctx):
+        if ctx.trainer.current_epoch == 1:
+            raise RuntimeError("injected failure")
+        super().run(ctx)
+
+
+def test_a_monitored_callback_failing_during_the_fit_says_the_value_is_frozen(tmp_path):
+    probe = _FailsAtEpoch1(attacks=("fgsm",), eps=(2 / 255,), num_samples=8)
+    stop = EarlyStopping(monitor=TAG, mode="max", patience=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path, [probe, stop], epochs=3)
+    said = [str(w.message) for w in caught if "injected failure" in str(w.message)]
+    assert len(said) == 1 and "EarlyStopping(monitor='robustness/clean_acc') now reads" in said[0]
+    assert "frozen" in said[0] and trainer.current_epoch == 3  # training went on
