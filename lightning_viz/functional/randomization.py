@@ -148,7 +148,8 @@ def randomizable_layers(model: nn.Module) -> list[str]:
     """Dotted names of the layers a randomization test re-initializes, bottom up.
 
     Every submodule with a ``reset_parameters`` method and parameters of its own (the
-    modules Quantus' ``MPRT`` randomizes), in definition order; for a
+    modules Quantus' ``MPRT`` randomizes; a parametrized weight counts as its own, also
+    without a bias), in definition order; for a
     :class:`ModelView` the names are those of the user's model.
     """
     inner = model.model if isinstance(model, ModelView) else unwrap_model(model)
@@ -157,16 +158,17 @@ def randomizable_layers(model: nn.Module) -> list[str]:
         for name, m in inner.named_modules()
         if name
         and callable(getattr(m, "reset_parameters", None))
-        and next(m.parameters(recurse=False), None) is not None
+        and (next(m.parameters(recurse=False), None) is not None or parametrize.is_parametrized(m))
     ]
 
 
 def _reset(module: nn.Module) -> None:
     """``module.reset_parameters()``, reaching the stored tensors of a parametrized
     weight (``torch.nn.utils.parametrizations.weight_norm``, ``spectral_norm``, ...) or
-    of the legacy ``weight_norm``/``spectral_norm`` hooks: ``reset_parameters`` writes
-    into the computed ``weight``, which would change nothing. The new weight is the one
-    a plain layer of the same kind draws."""
+    of the legacy ``weight_norm``/``spectral_norm`` hooks and ``torch.nn.utils.prune``
+    (whose mask stays): ``reset_parameters`` writes into the computed ``weight``, which
+    would change nothing. The new weight is the one a plain layer of the same kind
+    draws."""
     if parametrize.is_parametrized(module):
         plain = copy.deepcopy(module)
         names = list(plain.parametrizations)  # type: ignore[arg-type]
@@ -180,14 +182,14 @@ def _reset(module: nn.Module) -> None:
         return
     module.reset_parameters()  # type: ignore[operator]
     for hook in module._forward_pre_hooks.values():  # noqa: SLF001 - read only
-        name = getattr(hook, "name", None)
+        name = getattr(hook, "name", getattr(hook, "_tensor_name", None))
         weight = getattr(module, name, None) if isinstance(name, str) else None
         if weight is None:
             continue
         if hasattr(module, f"{name}_g") and hasattr(module, f"{name}_v"):  # weight_norm
             getattr(module, f"{name}_v").copy_(weight)
             getattr(module, f"{name}_g").copy_(torch.norm_except_dim(weight, 2, hook.dim))
-        elif hasattr(module, f"{name}_orig"):  # spectral_norm
+        elif hasattr(module, f"{name}_orig"):  # spectral_norm; pruning keeps its mask
             getattr(module, f"{name}_orig").copy_(weight)
 
 

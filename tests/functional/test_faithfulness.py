@@ -542,3 +542,26 @@ def test_randomization_reaches_a_spectral_normed_top_layer():
     torch.nn.utils.parametrizations.spectral_norm(model.fc)
     model.eval()
     assert float(LF.randomization_similarity(LF.saliency, model, x, 1).spearman.max()) < 0.99
+
+
+def test_randomization_reaches_a_pruned_top_layer_and_keeps_its_mask():
+    """``ModelPruning`` (``torch.nn.utils.prune``): ``reset_parameters`` wrote into the
+    cached ``weight`` that the next forward recomputes; the similarity was 1."""
+    from torch.nn.utils import prune
+
+    x = torch.rand(3, 3, 8, 8)
+    pruned, plain = _weight_normed("none"), _weight_normed("none")
+    prune.l1_unstructured(pruned.fc, "weight", amount=0.0)  # the same function, a pre-hook
+    found = LF.randomization_similarity(LF.saliency, pruned, x, 1)
+    expected = LF.randomization_similarity(LF.saliency, plain, x, 1)
+    assert float(found.spearman.max()) < 0.99
+    torch.testing.assert_close(found.spearman, expected.spearman, atol=1e-5, rtol=0)
+
+
+def test_a_bias_free_parametrized_head_is_randomizable():
+    """Its weight moved into the parametrization: no parameter of its own was left, so
+    the head was skipped and a layer below it randomized instead."""
+    model = _weight_normed("none")
+    model.fc = nn.Linear(8, model.fc.out_features, bias=False)
+    torch.nn.utils.parametrizations.weight_norm(model.fc)
+    assert LF.randomizable_layers(model)[-1] == "fc"
