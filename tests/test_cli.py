@@ -156,3 +156,25 @@ def test_demo_help_lists_every_option():
     for option in ("--data", "--train-size", "--val-size", "--seed", "--fast", "--epochs"):
         assert option in result.stdout
     assert result.stdout.count("default") >= 11
+
+
+def test_python_m_lightning_viz_is_the_console_script(tmp_path):
+    """``python -m lightning_viz`` had no ``__main__``: "is a package and cannot be
+    directly executed"."""
+    ok = subprocess.run(
+        [sys.executable, "-m", "lightning_viz", "--help"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("usage: lightning-viz")
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_viz",
+            "compare",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "cannot read the baseline" in bad.stderr
