@@ -29,14 +29,50 @@ def _checks_every(monitor: Any) -> int | None:
     return 1 if getattr(monitor, "strict", True) else None
 
 
+def _at_validation_end(monitor: Any, trainer: Any) -> bool:
+    """Whether ``monitor`` checks at each validation end: ``EarlyStopping`` decides it
+    in its ``setup``, ``ModelCheckpoint`` at each check (its own rule, asked here)."""
+    should = getattr(monitor, "_should_save_on_train_epoch_end", None)  # ModelCheckpoint
+    if callable(should):
+        try:
+            return not should(trainer)
+        except Exception:  # noqa: BLE001 - another Lightning's rule: not known here
+            return False
+    return getattr(monitor, "_check_on_train_epoch_end", None) is False  # EarlyStopping
+
+
+def _validation_words(trainer: Any) -> str:
+    """``validation every 50 steps``, ``validation every 2 epochs``, ..."""
+    every, interval = trainer.check_val_every_n_epoch, trainer.val_check_interval
+    if every is None:
+        return f"validation every {interval} steps"
+    if interval != 1.0:
+        return f"validation at {interval} of each epoch"
+    return f"validation every {every} epochs"
+
+
 def check_monitored_schedule(callback: Any, trainer: Any) -> None:
-    """Raises ``ValueError`` when a monitor checks a metric of ``callback`` at epochs
-    ``callback`` does not run (``every_n_epochs`` > 1): Lightning would stop the fit at
-    the first epoch, and later read a stale value."""
+    """Raises ``ValueError`` when a monitor checks a metric of ``callback`` where
+    ``callback`` has not written it: at epochs it does not run (``every_n_epochs`` > 1),
+    or at each validation end while it runs at the training epoch end (validation by
+    steps or every n-th epoch). Lightning would stop the fit at the first check without
+    it, and later read a stale value."""
+    monitors = Coordinator.monitors_of(trainer, callback)
+    if not callback._after_validation and getattr(trainer, "enable_validation", False):  # noqa: SLF001
+        for monitor in monitors:
+            if _at_validation_end(monitor, trainer):
+                flag = "check" if hasattr(monitor, "_check_on_train_epoch_end") else "save"
+                raise ValueError(
+                    f"{monitor_words(monitor)} checks at the end of each validation, but "
+                    f"with {_validation_words(trainer)} {type(callback).__name__} writes "
+                    "its metric at the training epoch end: the monitor would not find "
+                    f"it, or read last epoch's. Pass {type(monitor).__name__}("
+                    f"{flag}_on_train_epoch_end=True), listed after the lightning-viz callbacks"
+                )
     n = callback.every_n_epochs
     if n == 1:
         return
-    for monitor in Coordinator.monitors_of(trainer, callback):
+    for monitor in monitors:
         every = _checks_every(monitor)
         if every is not None and every % n:
             raise ValueError(

@@ -71,3 +71,31 @@ def test_a_monitored_callback_failing_during_the_fit_says_the_value_is_frozen(tm
     said = [str(w.message) for w in caught if "injected failure" in str(w.message)]
     assert len(said) == 1 and "EarlyStopping(monitor='robustness/clean_acc') now reads" in said[0]
     assert "frozen" in said[0] and trainer.current_epoch == 3  # training went on
+
+
+@pytest.mark.parametrize(
+    ("schedule", "words"),
+    [
+        ({"check_val_every_n_epoch": None, "val_check_interval": 2}, "validation every 2 steps"),
+        ({"check_val_every_n_epoch": 2}, "validation every 2 epochs"),
+    ],
+)
+def test_a_monitor_at_each_validation_end_of_a_metric_written_at_the_epoch_end(
+    tmp_path, schedule, words
+):
+    """Validation by steps: ModelCheckpoint found no key at the first validation and
+    stopped the fit at step 2; validation every second epoch: EarlyStopping read the
+    value of the epoch before."""
+    checkpoint = ModelCheckpoint(monitor=TAG, mode="max", dirpath=tmp_path / "ck")
+    with pytest.raises(ValueError, match=words) as err:
+        fit(tmp_path / "mc", [_probe(), checkpoint], enable_checkpointing=True, **schedule)
+    assert "ModelCheckpoint(save_on_train_epoch_end=True)" in str(err.value)
+    stop = EarlyStopping(monitor=TAG, mode="max")
+    with pytest.raises(ValueError, match="EarlyStopping\\(check_on_train_epoch_end=True\\)"):
+        fit(tmp_path / "es", [_probe(), stop], **schedule)
+    # the advice works: checked at the training epoch end, after the callbacks
+    checkpoint = ModelCheckpoint(
+        monitor=TAG, mode="max", dirpath=tmp_path / "ok", save_on_train_epoch_end=True
+    )
+    trainer, _ = fit(tmp_path / "ok", [_probe(), checkpoint], enable_checkpointing=True, **schedule)
+    assert checkpoint.best_model_score is not None and trainer.current_epoch == 2
