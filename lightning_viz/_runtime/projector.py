@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from typing import Any
 
 import torch
@@ -57,13 +58,17 @@ def sprite_thumb_size(
 
 
 # ------------------------------------------------------------------------- metadata
+_CONTROL = re.compile(r"[\t\r\n\v\f]+")
+
+
 def metadata_rows(
     labels: Tensor | None, predicted: Tensor | None, n: int, class_names: list[str] | None
 ) -> list[list[str]]:
     """Rows ``[label, predicted, correct]`` (class names when given, ``?`` when unknown).
 
     A multi-hot label row is shown as its positive labels joined by ``+``; its
-    prediction (the top label) is correct when it is one of them.
+    prediction (the top label) is correct when it is one of them. Tabs and line breaks
+    in a class name become one space (the metadata is one TSV row per point).
     """
 
     def name(index: Any) -> str:
@@ -72,7 +77,8 @@ def metadata_rows(
         if isinstance(index, list):  # a multi-hot row
             return "+".join(name(i) for i, v in enumerate(index) if v > 0.5) or "-"
         if class_names is not None and 0 <= index < len(class_names):
-            return class_names[index]
+            # a tab or line break would split the TSV row: the labels would shift
+            return _CONTROL.sub(" ", class_names[index])
         return str(index)
 
     labs = [None] * n if labels is None else labels.tolist()

@@ -593,3 +593,20 @@ def _distinct_labels(dm):
 
     images = torch.stack([dm.base.val_dataset[i][0] for i in range(4)])
     return DataLoader(TensorDataset(images, torch.arange(4)), batch_size=4)
+
+
+def test_a_tab_or_line_break_in_a_class_name_keeps_one_metadata_row_per_point(tmp_path):
+    """``"tab\\there"`` wrote two cells and ``"new\\nline"`` two rows: every later point
+    got the label of the one before, and the projector did not say so."""
+    names = ["tab\there", "new\nline", "crlf\r\nname", "plain", "five"]
+    cb = EmbeddingProjector(num_samples=40, projection="pca", class_names=names, on_error="raise")
+    fit(tmp_path, [cb], epochs=1)
+    (meta,) = glob.glob(os.path.join(tmp_path, "run", "version_0", "*", "*", "metadata.tsv"))
+    (vectors,) = glob.glob(os.path.join(os.path.dirname(meta), "tensors.tsv"))
+    with open(meta) as f:
+        rows = f.read().splitlines()
+    with open(vectors) as f:
+        points = len(f.read().splitlines())
+    assert len(rows) == points + 1 and all(len(r.split("\t")) == 3 for r in rows), rows[:3]
+    shown = {r.split("\t")[0] for r in rows[1:]}
+    assert shown <= {"tab here", "new line", "crlf name", "plain", "five"} and len(shown) == 5
