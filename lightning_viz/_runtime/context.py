@@ -23,9 +23,18 @@ from lightning_viz.functional.tokens import Reshape, grid_reader
 if TYPE_CHECKING:
     from lightning_viz.callbacks._base import VizCallback
 
-__all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext"]
+__all__ = ["CAPTION_LABEL", "CAPTION_NAME", "NotApplicableError", "RunContext", "caption_name"]
 
 CAPTION_LABEL = "true / pred"  # the label of the image row whose captions are ctx.captions()
+CAPTION_NAME = 18  # characters of a class name in a caption
+
+
+def caption_name(name: str) -> str:
+    """``name`` cut to :data:`CAPTION_NAME` characters (``"n01440764 tench.."``), so
+    that ``"true / pred"`` captions show both classes in a tile: a long true class
+    wrapped over the caption's lines and clipped the prediction away."""
+    return name if len(name) <= CAPTION_NAME else name[: CAPTION_NAME - 2].rstrip(" ,;:-") + ".."
+
 
 _FALLBACK_BATCH = 32  # max_batch_size when no train dataloader tells the batch size
 

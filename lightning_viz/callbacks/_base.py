@@ -44,6 +44,7 @@ from lightning_viz._runtime.context import (
     CAPTION_LABEL,
     NotApplicableError,
     RunContext,
+    caption_name,
 )
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.log import RunLog
@@ -250,9 +251,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return f"{self.tag_prefix}/{family}/{name}"
 
     def class_name(self, index: int) -> str:
-        """The caption for a class index."""
+        """The caption for a class index (a long name cut, see ``caption_name``)."""
         if self.class_names is not None and 0 <= index < len(self.class_names):
-            return self.class_names[index]
+            return caption_name(self.class_names[index])  # "true / pred" both fit a tile
         return str(index)
 
     def label_name(self, label: Tensor) -> str:
@@ -401,10 +402,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def _start_fresh(self) -> None:
         """Forgets the previous trainer's fit: a callback reused on a new ``Trainer``
-        starts a new run (probe, schedule, references, previous weights), as a new
-        instance would. A resumed fit gets its state back from the checkpoint, which
-        Lightning loads after ``setup``; ``trainer.fit`` again on the same trainer
-        continues the run."""
+        starts a new run (probe, schedule, references, previous weights), as a new one
+        would. A resumed fit gets its state back from the checkpoint (Lightning loads it
+        after ``setup``); ``trainer.fit`` again on the same trainer continues the run."""
         self._probe = None
         self._probe_indices = None
         self._saved_probe = None
@@ -452,9 +452,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         """At the train-epoch end: it runs after validation, but this epoch stopped
         before its last batch (``max_steps``, or ``on_train_batch_start`` returned -1) or
         the validation loader has no batches, so no validation ended it and none will:
-        it runs here instead, unless a validation
-        of this epoch ran (``trainer.should_stop`` validates at once) or it ran in this
-        epoch already. Every rank decides the same."""
+        it runs here instead, unless a validation of this epoch ran (``should_stop``
+        validates at once) or it ran in this epoch already. Every rank decides the same."""
         return (
             self._after_validation
             and self._validated_epoch != trainer.current_epoch

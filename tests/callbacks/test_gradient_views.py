@@ -196,3 +196,19 @@ def test_default_feature_map_layers_skip_convs_with_1x1_output(tmp_path):
         "activations/model.down",
         "activations/model.stem",
     ]
+
+
+def test_long_class_names_are_cut_in_captions_so_both_classes_show():
+    """ImageNet-style names ("n01440764 tench, Tinca tinca") wrapped the true class over
+    a 64-px tile's caption lines and clipped the predicted class away."""
+    import torch
+
+    import lightning_viz as lv
+    from lightning_viz._runtime.context import CAPTION_NAME
+
+    names = ["n01440764 tench, Tinca tinca", "n01443537 goldfish, Carassius auratus", "cat"]
+    cb = lv.SaliencyLogger(class_names=names)
+    assert cb.class_name(0) == "n01440764 tench.." and cb.class_name(1) == "n01443537 goldfi.."
+    assert len(cb.class_name(1)) == CAPTION_NAME
+    assert cb.class_name(2) == "cat" and cb.class_name(7) == "7"
+    assert cb.label_name(torch.tensor([1.0, 0.0, 1.0])) == "n01440764 tench..+cat"
