@@ -6,6 +6,9 @@ lightning-viz and its dependencies; ``source .venv/bin/activate`` lets you drop 
 
     .venv/bin/python examples/lightning_cli.py fit --config examples/lightning_cli.yaml
     .venv/bin/tensorboard --logdir lightning_logs
+
+LightningCLI needs ``jsonargparse[signatures]`` (in ``.venv``; with lightning-viz
+installed from its wheel, ``pip install 'jsonargparse[signatures]'``).
 """
 
 from pytorch_lightning.cli import LightningCLI

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_viz import __version__
 from lightning_viz.monitoring.compare import add_compare_parser, run_compare
 
 __all__ = ["build_callbacks", "main"]
@@ -134,6 +135,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     # allow_abbrev=False everywhere: `--epoch 2` is an error, not `--epochs 2`
     parser = argparse.ArgumentParser(prog="lightning-viz", description=__doc__, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",

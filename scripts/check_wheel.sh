@@ -37,6 +37,9 @@ assert "site-packages" in where.parts, f"lightning_viz imported from {where}, no
 assert lightning_viz.__version__ == importlib.metadata.version("lightning-viz"), (
     lightning_viz.__version__, importlib.metadata.version("lightning-viz"))
 assert (where.parent / "py.typed").is_file(), "py.typed is missing from the wheel"
+dist = importlib.metadata.distribution("lightning-viz")
+licenses = [f for f in dist.files if f.name == "LICENSE"]
+assert licenses and "Apache License" in licenses[0].read_text(), "LICENSE is missing"
 names = 0
 for module_name in ("lightning_viz", "lightning_viz.functional", "lightning_viz.callbacks",
                     "lightning_viz.data"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -178,3 +179,60 @@ def test_python_m_lightning_viz_is_the_console_script(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "cannot read the baseline" in bad.stderr
+
+
+def test_version_help_and_optimized_python(tmp_path):
+    """``--help`` of compare ended in the module's doctest; under ``-OO`` (no
+    docstrings) every command crashed on ``None.split``; there was no ``--version``."""
+    import lightning_viz
+
+    run = lambda *argv, **env: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "lightning_viz", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    version = run("--version")
+    assert (
+        version.returncode == 0
+        and version.stdout.strip() == f"lightning-viz {lightning_viz.__version__}"
+    )
+    help_text = run("compare", "--help").stdout
+    assert ">>>" not in help_text and ":mod:" not in help_text and "Exit status: 1" in help_text
+    for command in ("compare", "demo"):
+        optimized = run(command, "--help", PYTHONOPTIMIZE="2")
+        assert optimized.returncode == 0 and "usage: lightning-viz" in optimized.stdout, (
+            optimized.stderr
+        )
+
+
+def test_compare_piped_into_a_closed_reader_exits_with_its_verdict(tmp_path):
+    """``compare ... | head -c 10`` printed a BrokenPipeError traceback."""
+    from tests.test_compare import simulated_run, write_run
+
+    run = write_run(tmp_path, "a", simulated_run(1))
+    script = f"{sys.executable} -m lightning_viz compare {run} {run} --format json | head -c 10"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.stdout == '{\n  "forma' and done.returncode == 0
+
+
+def test_the_top_level_callbacks_are_typed_for_type_checkers():
+    """They were served by a module ``__getattr__ -> Any``: mypy saw ``Any``, so a
+    misspelt argument type-checked."""
+    import ast
+    import inspect
+
+    import lightning_viz
+
+    tree = ast.parse(inspect.getsource(lightning_viz))
+    typed = {
+        alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == lightning_viz._CALLBACKS
+    assert sorted(lightning_viz.__all__) == sorted([*lightning_viz._CALLBACKS, "__version__"])

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import textwrap
@@ -38,7 +39,7 @@ from lightning_viz._checks import check_float, check_level, fail
 from lightning_viz._io import json_safe
 from lightning_viz.monitoring.record import EpochRecord, MetricHistory, RunSummary, SummaryError
 from lightning_viz.monitoring.rule import compare_records, regressed
-from lightning_viz.monitoring.sources import resolve_source
+from lightning_viz.monitoring.sources import MLFLOW_PREFIX, resolve_source
 from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.store import load_summary
 from lightning_viz.monitoring.tables import format_p, markdown_table, text_table
@@ -499,12 +500,24 @@ def render(result: CompareResult, fmt: str = "text", wide: bool = False) -> str:
 
 
 # ------------------------------------------------------------------------- CLI
+_HELP = """Reads both runs' lightning_viz/summary.json (from a log dir, a W&B run folder or an
+MLflow run mlflow:<run_id>) and tabulates every lightning-viz metric present in both:
+at the latest epoch both measured and at each run's best, with the difference and a
+one-sided p-value that the candidate is worse (the paired sign test when both measured
+the same probe, otherwise Fisher's exact test or the Mann-Whitney U test). A watched
+metric regressed when its drop is larger than its tolerance (or --tolerance) and its
+Holm-adjusted p-value is <= alpha.
+
+Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
+be read (the reason on stderr). --format json is for a CI job gating a merge."""
+
+
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``compare`` subcommand to the console script's subparsers."""
     parser = subparsers.add_parser(
         "compare",
         help="compare a run with a baseline run; exit 1 when a watched metric regressed",
-        description=__doc__.split("\n\nExample:")[0].replace("``", ""),
+        description=_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -565,7 +578,13 @@ def run_compare(args: argparse.Namespace) -> int:
             except SummaryError as err:
                 return error(f"cannot read the {name}: {err}")
     result = compare_summaries(*runs, tolerance=args.tolerance, alpha=args.alpha)
+    for name in ("baseline", "candidate"):  # an MLflow run by its id, not the removed copy
+        if str(getattr(args, name)).startswith(MLFLOW_PREFIX):
+            setattr(result, name, str(getattr(args, name)))
     if not result.rows:
         return error("the two runs have no lightning-viz metric in common")
-    print(render(result, args.format, wide=getattr(args, "wide", False)))
+    try:
+        print(render(result, args.format, wide=getattr(args, "wide", False)), flush=True)
+    except BrokenPipeError:  # `| head`: the reader left; the verdict still is the status
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return result.exit_code

@@ -532,6 +532,8 @@ def test_compare_reads_an_mlflow_run_a_wandb_folder_and_a_log_dir(
         )
         result = json.loads(capsys.readouterr().out)
         assert code == 0 and not result["regressed"], (baseline, candidate)
+        if baseline == "mlflow":  # named by the run, not by the removed download
+            assert result["baseline"] == sources["mlflow"]
         rows = {(r["metric"], r["at"]): r for r in result["rows"]}
         row = next(r for (m, _), r in rows.items() if m == "robustness/pgd_acc@8/255")
         assert row["baseline"]["value"] == row["candidate"]["value"]  # the same seeded run
