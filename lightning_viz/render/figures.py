@@ -164,9 +164,9 @@ def bar_figure(
             err = np.nan_to_num(np.stack([v - lo, hi - v]).clip(min=0))
         ax.bar(pos - 0.4 + width * (j + 0.5), vals, width=width, label=name, yerr=err, capsize=2)
     ax.set_xticks(pos)
-    ax.set_xticklabels(
-        cats, rotation=45 if len(cats) > 6 else 0, ha="right" if len(cats) > 6 else "center"
-    )
+    # tilted when there are many, or when a name is wider than its slot (about 6 pt a character)
+    tilt = len(cats) > 6 or max(len(c) for c in cats) * 6 > fig_width * 72 / len(cats)
+    ax.set_xticklabels(cats, rotation=45 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)

@@ -921,3 +921,13 @@ def test_pictures_of_other_channel_counts_show_rgb_or_the_mean():
     assert shown_channels(u8).dtype == torch.uint8 and int(shown_channels(u8)) == 12
     gray, rgb = torch.rand(1, 1, 2, 2), torch.rand(1, 3, 2, 2)
     assert shown_channels(gray) is gray and shown_channels(rgb) is rgb
+
+
+def test_bar_figure_tilts_names_wider_than_their_slot():
+    """Five 18-character class names were drawn level and ran into each other."""
+    values = {"shape bias": [0.5] * 5}
+    long_names = [f"n0144{i}764 tench,.." for i in range(5)]
+    tilted = R.bar_figure(long_names, values).axes[0].get_xticklabels()
+    assert {t.get_rotation() for t in tilted} == {45.0}
+    level = R.bar_figure(["cat", "dog", "ship", "car", "star"], values).axes[0].get_xticklabels()
+    assert {t.get_rotation() for t in level} == {0.0}
