@@ -15,6 +15,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, is_compiled, preserve_state, unwrap_model
 from lightning_viz._hooks import record_io
+from lightning_viz._runtime.context import caption_name
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import first_batch, has_loader, split_batch, stage_loader
 from lightning_viz._runtime.projector import metadata_rows, sprite_images, sprite_thumb_size
@@ -48,7 +49,8 @@ def _projection_figure(
         points = E.tsne(features, seed=seed)
     else:
         points = E.pca(features, dim=2)
-    return render.scatter_figure(points, labels, class_names=class_names, title=title)
+    names = None if class_names is None else [caption_name(n) for n in class_names]  # legend
+    return render.scatter_figure(points, labels, class_names=names, title=title)
 
 
 def _embedding(

@@ -175,6 +175,9 @@ def bar_figure(
     return fig
 
 
+_LEGEND_CLASSES = 20  # more classes: no legend (it would cover the figure)
+
+
 def scatter_figure(
     points: Tensor,
     labels: Tensor,
@@ -182,7 +185,8 @@ def scatter_figure(
     class_names: list[str] | None = None,
     title: str = "",
 ) -> Figure:
-    """A 2-D scatter plot of an embedding, one color and legend entry per class.
+    """A 2-D scatter plot of an embedding, one color and legend entry per class (over
+    20 classes: colors along ``turbo`` and no legend, which would cover the points).
 
     Args:
         points: ``(N, 2)`` coordinates (e.g. from ``tsne``/``pca``).
@@ -210,16 +214,19 @@ def scatter_figure(
         class_names = check_str_list(class_names, "class_names")
         if classes[0] < 0 or classes[-1] >= len(class_names):
             fail("class_names", f"a name for each label in {classes}", class_names)
-    cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    many = len(classes) > _LEGEND_CLASSES  # distinct colors along a colormap, no legend
+    cmap = matplotlib.colormaps["turbo" if many else "tab10" if len(classes) <= 10 else "tab20"]
     fig = Figure(figsize=(6.0, 5.0), dpi=_DPI)
     ax = fig.add_subplot(1, 1, 1)
     for j, c in enumerate(classes):
         sel = lab == c
         name = class_names[c] if class_names is not None else str(c)
-        ax.scatter(pts[sel, 0], pts[sel, 1], s=8, color=cmap(j % cmap.N), label=name)
-    ax.set_title(title)
+        color = cmap(j / (len(classes) - 1)) if many else cmap(j % cmap.N)
+        ax.scatter(pts[sel, 0], pts[sel, 1], s=8, color=color, label=name)
+    ax.set_title(f"{title} ({len(classes)} classes, colors only)" if many else title)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(markerscale=2, fontsize="small", loc="best")
+    if not many:  # beside the points, not over them
+        ax.legend(markerscale=2, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig

@@ -931,3 +931,15 @@ def test_bar_figure_tilts_names_wider_than_their_slot():
     assert {t.get_rotation() for t in tilted} == {45.0}
     level = R.bar_figure(["cat", "dog", "ship", "car", "star"], values).axes[0].get_xticklabels()
     assert {t.get_rotation() for t in level} == {0.0}
+
+
+def test_scatter_figure_of_100_classes_has_distinct_colors_and_no_legend():
+    """Its legend ran off the figure over the points, and tab20 repeated every 20."""
+    torch.manual_seed(0)
+    fig = R.scatter_figure(torch.rand(200, 2), torch.arange(200) % 100, title="pca")
+    ax = fig.axes[0]
+    colors = {tuple(c.get_facecolor()[0]) for c in ax.collections}
+    assert len(ax.collections) == 100 and len(colors) == 100
+    assert ax.get_legend() is None and ax.get_title() == "pca (100 classes, colors only)"
+    few = R.scatter_figure(torch.rand(6, 2), torch.arange(6) % 3).axes[0]
+    assert [t.get_text() for t in few.get_legend().get_texts()] == ["0", "1", "2"]
