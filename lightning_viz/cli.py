@@ -166,25 +166,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--texture-correlation",
         type=float,
-        default=0.0,
+        default=_SHAPES_ONLY["texture_correlation"],
         help="shapes data: how often the texture gives the class away, 0..1 (default 0)",
     )
     demo.add_argument(
         "--background-correlation",
         type=float,
-        default=0.0,
+        default=_SHAPES_ONLY["background_correlation"],
         help="shapes data: how often the background gives the class away, 0..1 (default 0)",
     )
     demo.add_argument(
         "--train-size",
         type=int,
-        default=2000,
+        default=_SHAPES_ONLY["train_size"],
         help="shapes data: training images (default 2000; digits: its fixed split)",
     )
     demo.add_argument(
         "--val-size",
         type=int,
-        default=500,
+        default=_SHAPES_ONLY["val_size"],
         help=f"shapes data: validation images, at least {_MIN_VAL} (default 500; digits: "
         "its fixed split)",
     )
@@ -206,11 +206,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SHAPES_ONLY = {  # the shapes data's options, with their defaults
+    "texture_correlation": 0.0,
+    "background_correlation": 0.0,
+    "train_size": 2000,
+    "val_size": 500,
+}
+
+
 def _demo_error(args: argparse.Namespace) -> str | None:
     """The first demo option that cannot work, as a message, or ``None``.
 
     Fills in the model's default ``--epochs`` and ``--lr`` first.
     """
+    if args.data == "digits":  # options of the shapes data would be ignored without a word
+        for name, default in _SHAPES_ONLY.items():
+            if getattr(args, name) != default:
+                flag = f"--{name.replace('_', '-')}"
+                return f"{flag} applies to --data shapes; digits has its own fixed images and split"
     epochs, lr = DEMO_DEFAULTS[args.model]
     args.epochs = epochs if args.epochs is None else args.epochs
     args.lr = lr if args.lr is None else args.lr

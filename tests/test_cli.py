@@ -51,6 +51,14 @@ def test_public_names():
         (["demo", "--val-size", "3"], "--val-size must be >= 10"),
         (["demo", "--train-size", "0"], "--train-size must be >= 1, got 0"),
         (["demo", "--output-dir", "/proc/no/such/dir"], "is not a writable directory"),
+        (
+            ["demo", "--data", "digits", "--train-size", "0"],
+            "--train-size applies to --data shapes",
+        ),
+        (
+            ["demo", "--data", "digits", "--texture-correlation", "1"],
+            "--texture-correlation applies",
+        ),
     ],
 )
 def test_demo_rejects_bad_options(argv, message, capsys):
