@@ -50,7 +50,9 @@ def normalize_maps(maps: Tensor, *, percentile: float = 99.5) -> Tensor:
     Each map is divided by the ``percentile``-th percentile of its values and
     clipped to ``[0, 1]``. If that percentile is 0 while the map is not all zero
     (a very sparse map), the map's maximum is used instead. An all-zero map stays
-    all zero.
+    all zero, and so does a constant one: no pixel stands out (scaled by its maximum
+    it was all 1, drawn as "everything matters"; pytorch-grad-cam's min-max scaling
+    also draws it as zeros).
 
     Args:
         maps: Non-negative float maps ``(N, 1, H, W)``, e.g. saliency or CAM maps.
@@ -82,6 +84,8 @@ def normalize_maps(maps: Tensor, *, percentile: float = 99.5) -> Tensor:
     robust = torch.where(robust > 0, robust, flat.amax(dim=1))
     robust = torch.where(robust > 0, robust, torch.ones_like(robust))
     out = (flat / robust[:, None]).clamp(0.0, 1.0)
+    flat_map = flat.amax(dim=1) - flat.amin(dim=1) <= 1e-6 * flat.amax(dim=1)  # no pixel stands out
+    out = torch.where(flat_map[:, None], torch.zeros_like(out), out)
     return out.view_as(maps).to(maps.dtype)
 
 

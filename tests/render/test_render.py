@@ -943,3 +943,12 @@ def test_scatter_figure_of_100_classes_has_distinct_colors_and_no_legend():
     assert ax.get_legend() is None and ax.get_title() == "pca (100 classes, colors only)"
     few = R.scatter_figure(torch.rand(6, 2), torch.arange(6) % 3).axes[0]
     assert [t.get_text() for t in few.get_legend().get_texts()] == ["0", "1", "2"]
+
+
+def test_a_constant_map_is_drawn_as_no_pixel_standing_out():
+    """A constant Grad-CAM map (0.3 everywhere) was scaled to 1 everywhere: an overlay
+    of solid red, read as "everything matters"."""
+    maps = torch.stack([torch.full((1, 4, 4), 0.3), torch.zeros(1, 4, 4), torch.rand(1, 4, 4)])
+    out = R.normalize_maps(maps, percentile=100)
+    assert torch.equal(out[0], torch.zeros(1, 4, 4)) and torch.equal(out[1], torch.zeros(1, 4, 4))
+    assert float(out[2].max()) == 1.0  # a map with structure is scaled as before
