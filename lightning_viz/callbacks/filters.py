@@ -164,14 +164,20 @@ class FilterLogger(VizCallback):
             tiles = render.filter_tiles(weight, max_filters=self.max_filters)
             captions = _group_captions(layer, tiles.shape[0], image_shape[0])
             return render.image_grid(tiles, nrow=8, captions=captions, scale=scale)
-        # a deeper conv: one row per output filter, one gray tile per input channel
-        per_row = min(in_channels, self.max_filters)
+        # a deeper conv: one row per output filter, one gray tile per input channel; with
+        # more inputs than half the budget, 8 filters and the first inputs of each
         n_rows = min(out_channels, max(1, self.max_filters // in_channels))
-        tiles = render.filter_tiles(weight, max_filters=n_rows * per_row)
+        if n_rows == 1 and out_channels > 1:
+            n_rows = min(out_channels, 8)
+        per_row = min(in_channels, max(1, self.max_filters // n_rows))
+        shown = "" if per_row == in_channels else f" (in 0-{per_row - 1} of {in_channels})"
+        tiles = render.filter_tiles(
+            weight[:, :per_row], max_filters=n_rows * per_row, per_input_channel=True
+        )
         return render.rows_grid(
             list(tiles.view(n_rows, per_row, 1, kh, kw)),
             captions=[f"in {i}" for i in range(per_row)],
-            row_labels=[f"filter {o}" for o in range(n_rows)],
+            row_labels=[f"filter {o}{shown}" for o in range(n_rows)],
             scale=scale,
         )
 

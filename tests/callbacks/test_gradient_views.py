@@ -212,3 +212,19 @@ def test_long_class_names_are_cut_in_captions_so_both_classes_show():
     assert len(cb.class_name(1)) == CAPTION_NAME
     assert cb.class_name(2) == "cat" and cb.class_name(7) == "7"
     assert cb.label_name(torch.tensor([1.0, 0.0, 1.0])) == "n01440764 tench..+cat"
+
+
+def test_filter_image_of_a_conv_with_many_inputs_shows_eight_filters_and_says_so():
+    """A conv with 512 inputs showed one filter's first 64 inputs, wrapped into four
+    blocks all labelled "filter 0": it read as four filters, and nothing said what was left out."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(512, 32, 3)
+    image = lv.FilterLogger(layers=["conv"])._image(conv, conv.weight, (3, 32, 32))
+    tiles = render.filter_tiles(conv.weight[:8, :8].detach(), per_input_channel=True)
+    expected = render.rows_grid(
+        list(tiles.view(8, 8, 1, 3, 3)),
+        captions=[f"in {i}" for i in range(8)],
+        row_labels=[f"filter {o} (in 0-7 of 512)" for o in range(8)],
+        scale=16,
+    )
+    assert torch.equal(image, expected)
