@@ -123,12 +123,13 @@ def _wrap(text: str, font: _Font, width: int, max_lines: int) -> list[str]:
 
 
 def _label_width(row_labels: list[str] | None, font: _Font, tile_width: int) -> int:
-    """Width of the row-label column: the widest label, at most ``max(2.5 * tile
-    width, 8 * font size)`` (longer labels wrap); 0 without labels."""
+    """Width of the row-label column: the widest label, at most ``max(min(2.5 * tile
+    width, 200), 8 * font size)`` px (longer labels wrap; 200: a 224-px image's labels
+    took 320 px and pushed half its samples into a second block); 0 without labels."""
     if row_labels is None:
         return 0
     widest = max(_text_width(font, line) for label in row_labels for line in label.split("\n"))
-    cap = max(5 * tile_width // 2, 8 * _font_size(tile_width))
+    cap = max(min(5 * tile_width // 2, 200), 8 * _font_size(tile_width))
     return min(int(math.ceil(widest)) + 2 * _CAPTION_MARGIN, cap)
 
 

@@ -952,3 +952,12 @@ def test_a_constant_map_is_drawn_as_no_pixel_standing_out():
     out = R.normalize_maps(maps, percentile=100)
     assert torch.equal(out[0], torch.zeros(1, 4, 4)) and torch.equal(out[1], torch.zeros(1, 4, 4))
     assert float(out[2].max()) == 1.0  # a map with structure is scaled as before
+
+
+def test_rows_of_224_px_images_keep_their_samples_in_one_block():
+    """The label column was 2.5 tile widths (320 px at 128-px tiles): six samples of
+    224-px images went into two blocks of three."""
+    rows = [torch.rand(6, 3, 128, 128) for _ in range(3)]
+    labels = ["image", "perturbation (amplified)", "adversarial"]
+    grid = R.rows_grid(rows, captions=[f"cat / dog {i}" for i in range(6)], row_labels=labels)
+    assert grid.shape[2] <= 1000 and grid.shape[1] < 2 * 3 * 128  # one block of 3 rows
