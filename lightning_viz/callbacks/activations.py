@@ -161,8 +161,10 @@ class ActivationLogger(VizCallback):
                 ]
             )  # (N, M, H, W)
             labels = ctx.probe.labels
+            shown = channels.shape[1]  # the first max_channels: say so when there are more
+            more = f"\nch 0-{shown - 1} of {act.shape[1]}" if shown < act.shape[1] else ""
             captions = [
-                "input" if labels is None else self.label_name(labels[i])
+                ("input" if labels is None else self.label_name(labels[i])) + more
                 for i in range(act.shape[0])
             ]
             ctx.log.image(

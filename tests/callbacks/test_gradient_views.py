@@ -228,3 +228,21 @@ def test_filter_image_of_a_conv_with_many_inputs_shows_eight_filters_and_says_so
         scale=16,
     )
     assert torch.equal(image, expected)
+
+
+def test_activation_captions_say_how_many_channels_are_left_out(tmp_path, monkeypatch):
+    """A 512-channel layer showed channels 0-31 with no word that 480 were left out."""
+    seen = []
+    real = render.feature_map_grid
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["captions"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(render, "feature_map_grid", spy)
+    cb = lv.ActivationLogger(
+        layers=["model.block1.conv", "model.block2.conv"], max_channels=8, on_error="raise"
+    )
+    fit(tmp_path, [cb], epochs=1)
+    notes = [{c.split("\n")[1] for c in caps} for caps in seen]  # per image: one note
+    assert notes == [{"ch 0-7 of 16"}, {"ch 0-7 of 32"}]  # block1, block2 (16 and 32 channels)
