@@ -86,12 +86,12 @@ def _fit(text: str, font: _Font, width: int, *, more: bool = False) -> str:
 
 def _words(paragraph: str) -> list[tuple[str, str]]:
     """The pieces a line may break between, each with what joins it to the one before:
-    a space between words, nothing around ``->`` or after a ``.`` or ``_`` that a
-    letter follows (so ``"square->star"``, ``"model.block3.conv"`` and
-    ``"guided_gradcam"`` can wrap, and ``"0.93"`` stays whole)."""
+    a space between words, nothing around ``->``, after a ``.`` that a letter follows
+    or after a ``_`` (so ``"square->star"``, ``"model.block3.conv"``,
+    ``"guided_gradcam"`` and ``"class_000_aaa"`` can wrap, and ``"0.93"`` stays whole)."""
     pieces = []
     for word in paragraph.split():
-        parts = [p for p in re.split(r"(?=->)|(?<=->)|(?<=[._])(?=[^\W\d])", word) if p]
+        parts = [p for p in re.split(r"(?=->)|(?<=->)|(?<=\.)(?=[^\W\d])|(?<=_)(?=\w)", word) if p]
         pieces += [(p, " " if i == 0 else "") for i, p in enumerate(parts)]
     return pieces
 

@@ -500,6 +500,8 @@ def test_captions_wrap_at_spaces_and_arrows():
     # a layer or method name breaks after its dots and underscores
     assert G._wrap("model.block3.conv", font, width + 20, 6) == ["model.", "block3.", "conv"]
     assert G._wrap("guided_gradcam", font, width + 20, 6) == ["guided_", "gradcam"]
+    # also before digits: "class_000_aaa" read "class_0.." for every class
+    assert G._wrap("class_000_aaa", font, width + 20, 6) == ["class_", "000_aaa"]
     # a number stays whole
     assert G._wrap("star 0.93", font, width, 6) == ["star", "0.93"]
     # more lines than allowed: the last one ends with ".."
