@@ -39,12 +39,19 @@ def describe_options(obj: Any, owners: Sequence[Callable[..., Any]]) -> dict[str
     return out
 
 
+def _code(value: str) -> str:
+    r"""``value`` as inline code, or as plain text when it holds a backtick or a ``|``:
+    TensorBoard shows the table's ``\|`` escape literally inside code, and a backtick
+    would end the code span early."""
+    return value if "`" in value or "|" in value else f"`{value}`"
+
+
 def config_markdown(callbacks: Sequence[Any]) -> str:
     """One Markdown table per callback: its options as built (the run's configuration)."""
     parts = []
     for cb in callbacks:
         options = cb.config()
         parts += [f"**{type(cb).__name__}** (tags `{cb.tag_prefix}/...`)", ""]
-        parts += markdown_table(["option", "value"], [[k, f"`{v}`"] for k, v in options.items()])
+        parts += markdown_table(["option", "value"], [[k, _code(v)] for k, v in options.items()])
         parts.append("")
     return "\n".join(parts).rstrip()

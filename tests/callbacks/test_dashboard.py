@@ -245,3 +245,14 @@ def test_config_markdown_lists_options_as_built():
     text = config_markdown([lv.GradCAMLogger(methods=("gradcam++",), num_samples=3)])
     assert "**GradCAMLogger** (tags `gradcam/...`)" in text
     assert "| methods | `['gradcam++']` |" in text and "| num_samples | `3` |" in text
+
+
+def test_config_markdown_writes_a_value_with_a_pipe_or_backtick_as_plain_text():
+    """Inside a code span TensorBoard showed the table's ``\\|`` escape literally, and a
+    backtick in a class name ended the span early."""
+    import lightning_viz as lv
+
+    text = config_markdown([lv.SaliencyLogger(class_names=["a/b|c", "`code`"])])
+    row = next(line for line in text.splitlines() if line.startswith("| class_names |"))
+    assert row == "| class_names | ['a/b\\|c', '`code`'] |"  # the pipe escaped, no code span
+    assert "| num_samples | `" in text  # plain values stay code
