@@ -539,6 +539,8 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         counts = {k: v.cpu() for k, v in LF.per_class_shape_bias(pred, s, t, num_classes).items()}
         present = [k for k in range(num_classes) if counts["images"][k] > 0]
         title = "cue-conflict decisions per shape class"
+        if not bool((counts["shape"] + counts["texture"]).any()):  # an empty chart, said so
+            title += " (none by shape or texture yet: no shape bias)"
         if len(present) > MAX_BARS:  # the classes with the most decisions, in class order
             decided = counts["shape"] + counts["texture"]
             ranked = sorted(present, key=lambda k: (-float(decided[k]), k))

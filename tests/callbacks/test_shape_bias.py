@@ -366,3 +366,13 @@ def test_the_generation_progress_bar_ends_its_line_in_a_log_file(tmp_path, capfd
     assert "cue-conflict images" in err
     tail = err[err.rindex("cue-conflict images") :]
     assert "100%" in tail.split("\n")[0] and "\n" in tail
+
+
+def test_the_per_class_chart_says_when_no_decision_was_by_shape_or_texture():
+    """Before any such decision the chart was empty axes, read as "all zero"."""
+    cb = lv.TextureShapeBias(class_names=["a", "b", "c"])
+    s, t = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 0, 2])
+    other = torch.tensor([2, 0, 1, 1])  # every prediction is neither shape nor texture
+    title = cb._per_class(other, s, t, 3).axes[0].get_title()
+    assert title.endswith("(none by shape or texture yet: no shape bias)")
+    assert "yet" not in cb._per_class(s, s, t, 3).axes[0].get_title()  # all by shape
