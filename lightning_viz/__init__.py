@@ -12,16 +12,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the real classes for type checkers; imported lazily at run time
-    from lightning_viz.callbacks.activations import ActivationLogger
-    from lightning_viz.callbacks.class_model import ClassModelLogger
-    from lightning_viz.callbacks.corruption import CorruptionProbe
-    from lightning_viz.callbacks.embedding import EmbeddingProjector
-    from lightning_viz.callbacks.filters import FilterLogger
-    from lightning_viz.callbacks.gradcam import GradCAMLogger
-    from lightning_viz.callbacks.robustness import AdversarialProbe
-    from lightning_viz.callbacks.saliency import SaliencyLogger
-    from lightning_viz.callbacks.shape_bias import TextureShapeBias
+if TYPE_CHECKING:  # the real classes for type checkers (re-exported); lazy at run time
+    from lightning_viz.callbacks.activations import ActivationLogger as ActivationLogger
+    from lightning_viz.callbacks.class_model import ClassModelLogger as ClassModelLogger
+    from lightning_viz.callbacks.corruption import CorruptionProbe as CorruptionProbe
+    from lightning_viz.callbacks.embedding import EmbeddingProjector as EmbeddingProjector
+    from lightning_viz.callbacks.filters import FilterLogger as FilterLogger
+    from lightning_viz.callbacks.gradcam import GradCAMLogger as GradCAMLogger
+    from lightning_viz.callbacks.robustness import AdversarialProbe as AdversarialProbe
+    from lightning_viz.callbacks.saliency import SaliencyLogger as SaliencyLogger
+    from lightning_viz.callbacks.shape_bias import TextureShapeBias as TextureShapeBias
 
 __version__ = "0.1.0"
 
@@ -37,18 +37,7 @@ _CALLBACKS = {
     "ClassModelLogger": "lightning_viz.callbacks.class_model",
 }
 
-__all__ = [  # the names of _CALLBACKS, written out for type checkers and linters
-    "ActivationLogger",
-    "AdversarialProbe",
-    "ClassModelLogger",
-    "CorruptionProbe",
-    "EmbeddingProjector",
-    "FilterLogger",
-    "GradCAMLogger",
-    "SaliencyLogger",
-    "TextureShapeBias",
-    "__version__",
-]
+__all__ = [*_CALLBACKS, "__version__"]
 
 
 _SUBPACKAGES = ("callbacks", "data", "functional", "monitoring", "render")
