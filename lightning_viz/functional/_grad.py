@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import operator
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ __all__ = [
     "grad_of",
     "input_grad",
     "logit_head",
+    "recomputed_tensors",
     "reduce_channels",
     "resolve_layer",
     "score_sum",
@@ -235,17 +237,36 @@ def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
     return base, weight
 
 
+def recomputed_tensors(module: nn.Module) -> list[tuple[str, str, Any]]:
+    """The tensors of ``module`` that a forward pre-hook recomputes each forward from
+    stored ones: ``(name, kind, hook)``, ``kind`` one of ``"prune"``
+    (``torch.nn.utils.prune``: ``<name>_orig * <name>_mask``), ``"weight_norm"``
+    (``<name>_g``, ``<name>_v``) and ``"spectral_norm"`` (``<name>_orig``; the legacy
+    hooks). The attribute ``<name>`` holds the last forward's value."""
+    found = []
+    for hook in module._forward_pre_hooks.values():  # noqa: SLF001 - read only
+        name = getattr(hook, "_tensor_name", getattr(hook, "name", None))
+        if not isinstance(name, str):
+            continue
+        if hasattr(module, f"{name}_mask") and callable(getattr(hook, "apply_mask", None)):
+            found.append((name, "prune", hook))
+        elif hasattr(module, f"{name}_g") and hasattr(module, f"{name}_v"):
+            found.append((name, "weight_norm", hook))
+        elif hasattr(module, f"{name}_orig") and hasattr(module, f"{name}_u"):
+            found.append((name, "spectral_norm", hook))
+    return found
+
+
 def _current_weight(layer: nn.Module) -> Tensor:
     """``layer.weight`` as its next forward will compute it (see :func:`adapted_layer`)."""
-    for hook in layer._forward_pre_hooks.values():  # noqa: SLF001 - read only
-        if getattr(hook, "_tensor_name", None) == "weight" and callable(
-            getattr(hook, "apply_mask", None)
-        ):  # a torch.nn.utils.prune method (or a container of them)
+    for name, kind, hook in recomputed_tensors(layer):
+        if name != "weight":
+            continue
+        if kind == "prune":
             return hook.apply_mask(layer)
-        if getattr(hook, "name", None) == "weight" and callable(
-            getattr(hook, "compute_weight", None)
-        ):  # torch.nn.utils.weight_norm (the legacy hook)
+        if kind == "weight_norm":
             return hook.compute_weight(layer)
+        return hook.compute_weight(layer, do_power_iteration=False)  # its eval-mode weight
     return layer.weight
 
 

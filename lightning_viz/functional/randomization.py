@@ -33,7 +33,12 @@ from torch.nn.utils import parametrize
 
 from lightning_viz._checks import check_callable, check_choice, check_images, check_int, fail
 from lightning_viz._guard import ModelView, make_eager, preserve_state, unwrap_model
-from lightning_viz.functional._grad import chunked_logits, fresh, target_indices
+from lightning_viz.functional._grad import (
+    chunked_logits,
+    fresh,
+    recomputed_tensors,
+    target_indices,
+)
 
 __all__ = [
     "RandomizationResult",
@@ -181,15 +186,12 @@ def _reset(module: nn.Module) -> None:
             p.copy_(getattr(plain, name))
         return
     module.reset_parameters()  # type: ignore[operator]
-    for hook in module._forward_pre_hooks.values():  # noqa: SLF001 - read only
-        name = getattr(hook, "name", getattr(hook, "_tensor_name", None))
-        weight = getattr(module, name, None) if isinstance(name, str) else None
-        if weight is None:
-            continue
-        if hasattr(module, f"{name}_g") and hasattr(module, f"{name}_v"):  # weight_norm
+    for name, kind, hook in recomputed_tensors(module):  # it wrote into the computed one
+        weight = getattr(module, name)
+        if kind == "weight_norm":
             getattr(module, f"{name}_v").copy_(weight)
             getattr(module, f"{name}_g").copy_(torch.norm_except_dim(weight, 2, hook.dim))
-        elif hasattr(module, f"{name}_orig"):  # spectral_norm; pruning keeps its mask
+        else:  # pruning keeps its mask
             getattr(module, f"{name}_orig").copy_(weight)
 
 

@@ -517,8 +517,9 @@ def test_filter_logger_shows_a_lora_conv_with_its_adapter(tmp_path, events):
 
 
 def test_a_pruned_or_weight_normed_layer_is_read_with_the_weight_its_next_forward_uses():
-    """``torch.nn.utils.prune`` and the legacy ``weight_norm`` recompute ``weight`` in a
-    forward pre-hook: the attribute is the last forward's, before the latest step."""
+    """``torch.nn.utils.prune`` and the legacy ``weight_norm`` and ``spectral_norm``
+    recompute ``weight`` in a forward pre-hook: the attribute is the last forward's,
+    before the latest step (the spectral norm one raised a TypeError)."""
     from torch.nn.utils import prune
 
     from lightning_viz.functional._grad import adapted_layer
@@ -526,9 +527,10 @@ def test_a_pruned_or_weight_normed_layer_is_read_with_the_weight_its_next_forwar
     torch.manual_seed(0)
     pruned = prune.l1_unstructured(nn.Conv2d(3, 4, 3), "weight", amount=0.3)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # the legacy hook is deprecated
+        warnings.simplefilter("ignore", FutureWarning)  # the legacy hooks are deprecated
         normed = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3))
-    for layer, part in ((pruned, "weight_orig"), (normed, "weight_v")):
+        spectral = torch.nn.utils.spectral_norm(nn.Conv2d(3, 4, 3)).eval()  # as observed
+    for layer, part in ((pruned, "weight_orig"), (normed, "weight_v"), (spectral, "weight_orig")):
         layer(torch.rand(1, 3, 8, 8))
         with torch.no_grad():
             getattr(layer, part).add_(0.5)  # an optimizer step after that forward
