@@ -407,14 +407,11 @@ def _notes(result: CompareResult, wide: bool) -> list[str]:
         for label in sorted({r.test for r in result.rows}):
             kind = label.split(" ")[0]
             out.append(f"{label}: {_TESTS.get(kind, kind)}" if kind != "paired" else _TESTS[kind])
+        wide_note = "--wide: intervals (Wilson 95 %), raw p, flips, tolerances"
         chance = sum(1 for r in result.rows if _is_chance(r))
         if chance:
-            out += _wrapped(
-                f"--wide: intervals (Wilson 95 %), raw p, flips, tolerances; the {chance} rows "
-                f"of the random-map baselines (*{CHANCE_SUFFIX})"
-            )
-        else:
-            out.append("--wide: intervals (Wilson 95 %), raw p, flips, tolerances")
+            wide_note += f"; the {chance} rows of the random-map baselines (*{CHANCE_SUFFIX})"
+        out += _wrapped(wide_note)
     if result.only_in_baseline:
         out += _wrapped(f"only in baseline: {', '.join(result.only_in_baseline)}")
     if result.only_in_candidate:

@@ -81,11 +81,12 @@ def normalize_maps(maps: Tensor, *, percentile: float = 99.5) -> Tensor:
         pos = (percentile / 100.0) * (srt.shape[1] - 1)
         lo, hi = math.floor(pos), math.ceil(pos)
         robust = srt[:, lo] + (srt[:, hi] - srt[:, lo]) * (pos - lo)  # (N,)
-    robust = torch.where(robust > 0, robust, flat.amax(dim=1))
+    top = flat.amax(dim=1)
+    robust = torch.where(robust > 0, robust, top)
     robust = torch.where(robust > 0, robust, torch.ones_like(robust))
     out = (flat / robust[:, None]).clamp(0.0, 1.0)
-    flat_map = flat.amax(dim=1) - flat.amin(dim=1) <= 1e-6 * flat.amax(dim=1)  # no pixel stands out
-    out = torch.where(flat_map[:, None], torch.zeros_like(out), out)
+    constant = top - flat.amin(dim=1) <= 1e-6 * top  # no pixel stands out
+    out = torch.where(constant[:, None], torch.zeros_like(out), out)
     return out.view_as(maps).to(maps.dtype)
 
 
