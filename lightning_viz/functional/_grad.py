@@ -216,8 +216,8 @@ def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
     (unless the adapters are merged into the base already, or disabled). Any other
     layer is returned with its own ``weight``, computed now when a forward pre-hook
     recomputes it each forward (``torch.nn.utils.prune``'s ``weight_orig * weight_mask``,
-    the legacy ``weight_norm``): the attribute holds the last forward's, from before
-    the optimizer's latest step.
+    the legacy ``weight_norm`` and ``spectral_norm``: :func:`recomputed_tensors`): the
+    attribute holds the last forward's, from before the optimizer's latest step.
 
     Returns:
         ``(layer whose type and shape the weight has, weight)``.
