@@ -66,16 +66,39 @@ def _default_layer(net: nn.Module, x: Tensor) -> str:
         )
     root = net.model if isinstance(net, ModelView) else net  # names as feature_conv_layers'
     modules = {name: m for name, m in root.named_modules() if name}
-    with torch.no_grad(), record_outputs(modules) as calls:
-        net(x)
+    calls = _image_outputs(net, modules, x)
     spatial = [name for name, out in calls if name in convs and _is_grid(out)]
     if not spatial:
         raise ValueError(
-            "GradCAM needs a convolutional layer with spatial output larger than 1x1; "
-            f"none of the model's conv layers ({', '.join(convs)}) produced one for "
-            f"inputs of shape {tuple(x.shape)}"
+            "GradCAM needs a convolutional layer with spatial output larger than 1x1, one "
+            "output (N, C, h, w) per image that depends on the image; none of the model's "
+            f"conv layers ({', '.join(convs)}) produced one for inputs of shape "
+            f"{tuple(x.shape)}: pass `layer=` (and `reshape=` for a token layer)"
         )
     return _feature_map_layer(modules, calls, convs) or spatial[-1]
+
+
+def _image_outputs(
+    net: nn.Module, modules: dict[str, nn.Module], x: Tensor
+) -> list[tuple[str, Tensor]]:
+    """``(name, output)`` of every module call of one forward on ``x`` whose output has
+    one row per image (a batch dimension of ``N``) and depends on the image: a second
+    forward on a noisy copy of ``x`` leaves it unchanged otherwise (a positional
+    encoding, computed from the grid size alone, is no feature map)."""
+    with torch.no_grad(), record_outputs(modules) as calls:
+        net(x)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), record_outputs(modules) as moved:
+        net(x + 0.1 * noise.to(x.device, x.dtype))
+    if [name for name, _ in moved] != [name for name, _ in calls]:
+        moved = [(name, None) for name, _ in calls]  # not comparable call by call: keep all
+    return [
+        (name, out)
+        for (name, out), (_, other) in zip(calls, moved, strict=True)
+        if out.dim() > 0
+        and out.shape[0] == x.shape[0]
+        and not (other is not None and torch.equal(out, other))
+    ]
 
 
 def _is_grid(out: Tensor) -> bool:
@@ -143,7 +166,7 @@ def _last_grid_child(
     answer is the stage before it, not the expansion conv inside the last stage's first
     block (which runs before its strided conv)."""
     kids = sorted(
-        (n for n in last if n.rpartition(".")[0] == prefix and holds(n)), key=order.__getitem__
+        (n for n in _run_children(modules, last, prefix) if holds(n)), key=order.__getitem__
     )
     for name in reversed(kids):
         if _is_grid(last[name]):
@@ -153,6 +176,20 @@ def _last_grid_child(
             if found is not None:
                 return found
     return None
+
+
+def _run_children(modules: dict[str, nn.Module], last: dict[str, Tensor], prefix: str) -> list[str]:
+    """The children of ``prefix`` that ran; a container that never runs itself (an
+    ``nn.ModuleList`` of blocks looped over in ``forward``) stands for its children."""
+    found: list[str] = []
+    for name in modules:
+        if name.rpartition(".")[0] != prefix:
+            continue
+        if name in last:
+            found.append(name)
+        elif any(n.startswith(f"{name}.") for n in last):
+            found.extend(_run_children(modules, last, name))
+    return found
 
 
 def _plain(module: nn.Module) -> bool:
@@ -165,8 +202,10 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
     feature map the head reads.
 
     One forward pass (no gradients) records every module's output in the order the
-    calls complete. The last module with parameters whose output is ``(N, C, h, w)``
-    larger than ``1x1`` holds the last feature map; from there the choice goes down
+    calls complete, a second on a noisy copy of ``inputs`` which outputs depend on the
+    image (one row per image, changed by the noise: not a positional encoding). The
+    last such module with parameters whose output is ``(N, C, h, w)`` larger than
+    ``1x1`` holds the last feature map; from there the choice goes down
     through what produced that same output (the last block of a ``Sequential`` stage,
     a wrapper's backbone) and stops at a block with a forward of its own (a residual
     block, an Inception module, a dense block) or, for a plain chain of layers, at the
@@ -229,9 +268,14 @@ def _cam(
         act = store.pop("leaf")  # (N, K, h, w) or tokens, a leaf: backward stops here
         to_grid = grid_reader(net, name, tuple(x.shape[-2:]), reshape)  # None: used as it is
         if to_grid is None and (act.dim() != 4 or act.shape[0] != x.shape[0]):
+            why = (
+                f"its first dimension is {act.shape[0]}, not the batch size {x.shape[0]}"
+                if act.dim() == 4
+                else "pass `reshape=` to read its tokens as a grid"
+            )
             raise ValueError(
                 f"CAMs need a layer with (N, C, h, w) output; {name!r} returns shape "
-                f"{tuple(act.shape)}"
+                f"{tuple(act.shape)} for {x.shape[0]} image(s): {why}"
             )
         idx = target_indices(target, logits)
         grad = grad_of(score_sum(logits, idx), act, name=f"layer {name!r}")

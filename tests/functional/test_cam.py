@@ -245,6 +245,96 @@ def test_default_layer_execution_order_not_definition_order(images):
     assert C.default_cam_layer(Reordered(), images) == "late"
 
 
+class _ListNet(nn.Module):
+    """Blocks in an ``nn.ModuleList`` looped over in ``forward``: the list never runs."""
+
+    def __init__(self, as_list: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        convs = [nn.Sequential(nn.Conv2d(4, 4, 3, stride=s, padding=1), nn.ReLU()) for s in (2, 1)]
+        self.blocks = nn.ModuleList(convs) if as_list else nn.Sequential(*convs)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_blocks_in_a_module_list_are_searched_like_a_sequential_stage(images):
+    """The search looked only at children that ran; a ModuleList never runs itself, so
+    the stem before it was the default layer (timm's XCiT and PiT keep their blocks so)."""
+    assert C.default_cam_layer(_ListNet(as_list=False).eval(), images[:1]) == "blocks.1.0"
+    assert C.default_cam_layer(_ListNet().eval(), images[:1]) == "blocks.1.0"
+
+
+class _GridEncoding(nn.Module):
+    """A conv over a fixed coordinate grid: its output depends on the grid size alone
+    (as XCiT's Fourier positional encoding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(2, 4, 1)
+
+    def forward(self, n: int, h: int, w: int) -> torch.Tensor:
+        rows, cols = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        return self.proj(torch.stack([rows, cols]).expand(n, 2, h, w))
+
+
+class _PositionEncoded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.pos = _GridEncoding()  # runs after the stem: the last grid before the head
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.stem(x)
+        f = f + self.pos(x.shape[0], *f.shape[-2:])
+        return self.fc(f.relu().mean(dim=(2, 3)))
+
+
+def test_a_layer_whose_output_does_not_depend_on_the_image_is_not_the_default(images):
+    """A positional encoding computed from the grid size ran last with a grid output, so
+    it was the default layer and every image got the same CAM (timm's XCiT). The default
+    is now the last layer whose output changes with the image."""
+    torch.manual_seed(0)
+    model = _PositionEncoded().eval()
+    assert C.default_cam_layer(model, images[:1]) == "stem"
+    other = torch.rand(images.shape, generator=torch.Generator().manual_seed(2))
+    target = torch.zeros(len(images), dtype=torch.long)
+    ours, theirs = C.grad_cam(model, images, target), C.grad_cam(model, other, target)
+    assert (ours - theirs).abs().amax() > 0.1 * ours.abs().amax() > 0
+    fixed = [C.grad_cam(model, x, target, layer="pos") for x in (images, other)]
+    assert torch.equal(*fixed)  # what the old default showed: one map for every image
+
+
+class _FoldedPatches(nn.Module):
+    """A conv over 2x2 patches folded into the batch (TNT's pixel embedding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        patches = x.unfold(2, h // 2, h // 2).unfold(3, w // 2, w // 2)  # (N, C, 2, 2, h/2, w/2)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(n * 4, c, h // 2, w // 2)
+        return self.fc(self.conv(patches).mean(dim=(2, 3)).view(n, 4, -1).mean(dim=1))
+
+
+def test_a_conv_over_patches_folded_into_the_batch_is_named_for_what_it_is(images):
+    """The default layer was a conv whose first dimension is N x patches, which Grad-CAM
+    then refused as "not (N, C, h, w)" although its output was 4-D."""
+    model = _FoldedPatches().eval()
+    with pytest.raises(ValueError, match="one output \\(N, C, h, w\\) per image .* pass `layer=`"):
+        C.default_cam_layer(model, images[:1])
+    with pytest.raises(ValueError, match="its first dimension is 4, not the batch size 1"):
+        C.grad_cam(model, images[:1], 0, layer="conv")
+
+
 def test_default_layers_of_a_peft_lora_model_are_the_adapted_convs(fx, images):
     """PEFT's LoRA wraps each target conv in a layer holding the frozen ``base_layer``
     and the adapter's ``lora_A``/``lora_B`` convs (``lora_B`` zero-initialised): the
