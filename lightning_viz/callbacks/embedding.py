@@ -362,11 +362,12 @@ class EmbeddingProjector(VizCallback):
                 return out
         return None
 
-    def _labels(self, labels: Tensor) -> Tensor:
-        """Class indices ``(n,)`` (binary ``(n, 1)`` rows too), or multi-hot rows ``(n, K)``
-        for multilabel data."""
+    def _labels(self, labels: Tensor, width: int | None = None) -> Tensor:
+        """Class indices ``(n,)`` (binary ``(n, 1)`` rows and ``(n, 1)`` class indices
+        too), or multi-hot rows ``(n, K)`` for multilabel data; ``width``: the logits'
+        ``K`` when known."""
         if labels.dim() == 2:
-            k = int(labels.shape[1])
+            k = int(labels.shape[1]) if width is None else width
             task = self.task or detect_task(k, labels)
             # binary (N, 1) rows become 0/1 indices, as the other callbacks read them
             return normalize_labels(
@@ -442,7 +443,8 @@ class EmbeddingProjector(VizCallback):
                     return
             chunk = {"features": feats[finite].clone(), "thumbs": self._thumbnails(x[finite])}
             if labels is not None:
-                chunk["labels"] = self._labels(labels[:take].detach().cpu())[finite].clone()
+                width = None if logits is None else int(logits.shape[1])
+                chunk["labels"] = self._labels(labels[:take].detach().cpu(), width)[finite].clone()
             if logits is not None:
                 chunk["predicted"] = predict(logits[:take].detach()).cpu()[finite].clone()
         self._chunks.append(chunk)

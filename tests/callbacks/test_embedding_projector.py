@@ -486,6 +486,27 @@ def test_binary_labels_as_a_column_are_class_indices(tmp_path, dtype):
     assert {r.split("\t")[0] for r in rows if r} <= {"0", "1"}
 
 
+def test_class_indices_as_a_column_are_class_indices_of_a_multiclass_model(tmp_path):
+    """(N, 1) class indices (MedMNIST, a DataFrame's ``df[["label"]]``) on a 5-logit model
+    were read as binary labels (the column's width taken for the logits'): the
+    projector turned itself off with "must be 0/1 labels for a binary model"."""
+    from tests.callbacks.test_trust import RelabelledData, TaskModule
+
+    class ColumnLabels(TaskModule):
+        def _loss(self, batch):
+            return torch.nn.functional.cross_entropy(self(batch[0]), batch[1].view(-1))
+
+    dm = RelabelledData(relabel=lambda y: torch.tensor([int(y)]))
+    cb = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    fit(tmp_path, [cb], model=ColumnLabels(5, "ce"), datamodule=dm, epochs=1)
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert 0.0 <= scalars["embedding/knn_acc"][-1][1] <= 1.0
+    (metadata,) = glob.glob(str(tmp_path / "**" / "metadata.tsv"), recursive=True)
+    rows = [r for r in open(metadata).read().split("\n")[1:] if r]
+    labels = {r.split("\t")[0] for r in rows}
+    assert len(rows) == 16 and len(labels) > 2 and labels <= {str(c) for c in range(5)}
+
+
 @pytest.mark.parametrize(
     "schedule",
     [
