@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 
 from lightning_viz._checks import check_callable, check_choice, check_images, check_int, fail
 from lightning_viz._guard import ModelView, make_eager, preserve_state, unwrap_model
+from lightning_viz._hooks import record_calls
 from lightning_viz.functional._grad import (
     chunked_logits,
     fresh,
@@ -176,6 +177,11 @@ def _reset(module: nn.Module) -> None:
     draws."""
     if parametrize.is_parametrized(module):
         plain = copy.deepcopy(module)
+        # a copy keeps the parametrized class of the user's layer, and removing a
+        # parametrization deletes its property from that class: the copy gets its own
+        cls = type(plain)
+        own = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        plain.__class__ = type(cls.__name__, cls.__bases__, own)
         names = list(plain.parametrizations)  # type: ignore[arg-type]
         for name in names:
             parametrize.remove_parametrizations(plain, name, leave_parametrized=True)
@@ -229,7 +235,9 @@ def randomization_similarity(
     The maps of the model are compared with those of a deep copy whose top layer
     (``"top"``), or whose layers from the top down cumulatively (``"cascade"``, one
     copy per layer, as Quantus' ``MPRT(layer_order="top_down")``), are re-initialized
-    by their own ``reset_parameters``. A map that explains the model changes (low
+    by their own ``reset_parameters``: the layers of :func:`randomizable_layers` that
+    run in the model's forward (a teacher or an EMA copy the module holds is never the
+    top layer). A map that explains the model changes (low
     similarity); one that shows the input's edges does not. The user's model is never
     touched; each layer's initialization draws from the RNG seeded with ``seed``
     inside ``torch.random.fork_rng``, so the caller's random streams are unchanged.
@@ -269,9 +277,14 @@ def randomization_similarity(
         )
     # under the caller's inference_mode the indices and the copy's parameters would be
     # inference tensors, which the maps' backward cannot save
+    user = model.model if isinstance(model, ModelView) else unwrap_model(model)
+    table = dict(user.named_modules())
     with torch.inference_mode(False):
         with torch.no_grad(), preserve_state(model) as net:
-            logits = chunked_logits(net, fresh(x), chunk_size)
+            with record_calls({n: table[n] for n in names}) as calls:
+                logits = chunked_logits(net, fresh(x), chunk_size)
+        ran = {n for n, _ in calls}  # not a layer outside the forward (a teacher, an EMA copy)
+        names = [n for n in names if n in ran] or names
         idx = target_indices(target, logits)
         original = fn(model, x, idx) if maps is None else maps  # type: ignore[misc]
         inner, copy_model = _copy(model)

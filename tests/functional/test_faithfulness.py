@@ -571,3 +571,42 @@ def test_a_bias_free_parametrized_head_is_randomizable():
     model.fc = nn.Linear(8, model.fc.out_features, bias=False)
     torch.nn.utils.parametrizations.weight_norm(model.fc)
     assert LF.randomizable_layers(model)[-1] == "fc"
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "weight_norm", "spectral_norm"])
+def test_randomizing_a_parametrized_layer_leaves_the_users_model_working(kind):
+    """The copy's layer shares torch's parametrized class with the user's layer, and
+    removing the parametrization from the copy deleted the ``weight`` property from that
+    class: the user's model raised AttributeError at its next forward (a fit crashed at
+    the first training step after the scores)."""
+    model = _weight_normed("none").eval()
+    getattr(torch.nn.utils.parametrizations, kind)(model.fc)
+    x = torch.rand(3, 3, 8, 8)
+    before = model(x)
+    found = LF.randomization_similarity(LF.saliency, model, x, 1)
+    assert float(found.spearman.max()) < 0.99
+    torch.testing.assert_close(model(x), before, atol=0, rtol=0)
+    assert torch.nn.utils.parametrize.is_parametrized(model.fc, "weight")
+
+
+def test_the_top_layer_is_one_the_forward_runs_not_a_teacher_defined_after_it():
+    """A module holding a distillation teacher (or an EMA copy) defined after the
+    classifier: the teacher's last layer was "the top layer", so the copy's maps never
+    changed and every method's similarity was 1."""
+
+    class WithTeacher(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _weight_normed("none")
+            self.teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5))  # never run
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    torch.manual_seed(0)
+    model, x = WithTeacher().eval(), torch.rand(3, 3, 8, 8)
+    assert LF.randomizable_layers(model)[-1] == "teacher.1"
+    found = LF.randomization_similarity(LF.saliency, model, x, 1)
+    expected = LF.randomization_similarity(LF.saliency, model.net, x, 1)
+    assert found.layers == ("net.fc",) and float(found.spearman.max()) < 0.99
+    torch.testing.assert_close(found.spearman, expected.spearman, atol=1e-5, rtol=0)
