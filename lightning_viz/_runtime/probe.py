@@ -9,6 +9,7 @@ cannot. :func:`stage_loader` finds the fit's validation or training dataloader t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -268,7 +269,7 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
     batches = loader.batch_sampler
     ordered = isinstance(batches, BatchSampler) and isinstance(batches.sampler, SequentialSampler)
     if isinstance(loader.dataset, IterableDataset) or ordered or batches is None:
-        return loader
+        return _unshared(loader)
     subset = _sampler_indices(getattr(batches, "sampler", None))
     return DataLoader(
         loader.dataset if subset is None else Subset(loader.dataset, subset),
@@ -277,6 +278,19 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
         collate_fn=loader.collate_fn,
         num_workers=0,
     )
+
+
+def _unshared(loader: DataLoader) -> DataLoader:
+    """``loader``, or a copy of it whose workers do not persist when its workers do:
+    iterating the user's loader would leave it holding its worker iterator, which the
+    fit then reuses instead of starting one, and so skips a seed draw of the global RNG
+    (every later random number of the run shifted)."""
+    if not getattr(loader, "persistent_workers", False):
+        return loader
+    twin = copy.copy(loader)
+    object.__setattr__(twin, "persistent_workers", False)  # past DataLoader's set-once guard
+    object.__setattr__(twin, "_iterator", None)
+    return twin
 
 
 def _sampler_indices(sampler: Any) -> list[int] | None:

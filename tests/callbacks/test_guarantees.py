@@ -61,6 +61,41 @@ def test_observing_does_not_change_the_experiment(tmp_path, schedule):
         assert cb._last_epoch == 1, type(cb)
 
 
+def test_observing_a_fit_whose_loaders_keep_their_workers_changes_nothing(tmp_path):
+    """With ``persistent_workers=True`` the probe scan at setup left the user's loader
+    holding its worker iterator; the fit reused it instead of starting one, so the seed
+    draw of a new iterator was skipped and every later random number (dropout here,
+    augmentations in the workers) shifted: the weights differed by up to 0.03."""
+    from torch.utils.data import DataLoader
+
+    from lightning_viz.data import ShapesTexturesDataModule
+    from tests.conftest import assert_same_final_state, final_state
+
+    class Persistent(ShapesTexturesDataModule):
+        """One loader object per stage (as loaders passed to ``fit``) and no private
+        generator: a new iterator draws its seed from the global RNG."""
+
+        def _loader(self, dataset, shuffle):
+            made = self.__dict__.setdefault("made", {})
+            if shuffle not in made:
+                data = self.train_dataset if shuffle else self.val_dataset
+                made[shuffle] = DataLoader(
+                    data, 32, shuffle, num_workers=1, persistent_workers=True
+                )
+            return made[shuffle]
+
+    states = []  # no sanity check: Lightning isolates the RNG around it, hiding the shift
+    for name, callbacks in (("plain", []), ("observed", [lv.FilterLogger(on_error="raise")])):
+        torch.manual_seed(0)
+        model = LitClassifier(model=DropoutCNN(), lr=1e-2)
+        dm = Persistent(train_size=192, val_size=64, seed=0)
+        trainer, _ = fit(
+            tmp_path / name, callbacks, model=model, datamodule=dm, num_sanity_val_steps=0
+        )
+        states.append(final_state(trainer, model))
+    assert_same_final_state(*states)
+
+
 def test_no_hooks_or_modes_left_and_flags_restored_after_a_run(tmp_path):
     trainer, model = fit(tmp_path, all_callbacks(on_error="raise"), epochs=1)
     assert not has_hooks(model)
