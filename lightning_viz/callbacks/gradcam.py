@@ -148,7 +148,10 @@ class GradCAMLogger(ScoresMaps, VizCallback):
                 f"{', '.join(names[:30])}"
             )
         else:
-            self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
+            try:  # the model has no layer the default picks (a transformer read wrongly)
+                self._layer_name = LF.default_cam_layer(ctx.view, ctx.pixels[:1])
+            except ValueError as err:
+                raise NotApplicableError(f"it has no default layer on this model: {err}") from err
             if not LF.is_transformer(ctx.module):
                 warn_if_early(self, ctx, self._layer_name, "Grad-CAM")
         ctx.check_layer_maps(

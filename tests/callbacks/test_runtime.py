@@ -335,6 +335,38 @@ def test_gradcam_without_conv_layer_fails_at_setup(tmp_path):
     )
 
 
+class _FoldedPatches(nn.Module):
+    """Its only conv runs over 2x2 patches folded into the batch (TNT's pixel embedding)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        patches = x.unfold(2, h // 2, h // 2).unfold(3, w // 2, w // 2)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(n * 4, c, h // 2, w // 2)
+        return self.fc(self.conv(patches).mean(dim=(2, 3)).view(n, 4, -1).mean(dim=1))
+
+
+def test_gradcam_without_a_default_layer_turns_off_and_training_goes_on(tmp_path):
+    """No layer the default can pick (TNT, a transformers Swin read as a ViT): the
+    ValueError of the layer choice stopped the fit at setup with on_error="warn"."""
+    _Flagged.stepped = False
+    cb = lv.GradCAMLogger()
+    with pytest.warns(UserWarning, match="GradCAMLogger cannot run .* no default layer"):
+        fit(tmp_path, [cb], epochs=1, model=_Flagged(model=_FoldedPatches()))
+    assert _Flagged.stepped and not cb._enabled
+    with pytest.raises(ValueError, match="no default layer on this model"):
+        fit(
+            tmp_path,
+            [lv.GradCAMLogger(on_error="raise")],
+            epochs=1,
+            model=_Flagged(model=_FoldedPatches()),
+        )
+
+
 def test_misspelt_layer_names_the_closest_match(tmp_path):
     _fails_before_training(
         tmp_path,
