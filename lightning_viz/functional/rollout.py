@@ -63,6 +63,13 @@ def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.M
             f"{prefix}encoder.layers.{n}.self_attention": b.self_attention for n, b in blocks
         }
     elif found.family == "hf_vit":
+        if _hf_mean_pooled(vit):
+            fail(
+                "model",
+                "a ViT whose head reads its class token; rollout to a class token the head "
+                "never reads explains nothing",
+                "<config.use_mean_pooling=True>",
+            )
         blocks_name = hf_vit_parts(vit)[0]  # type: ignore[index]
         modules = {
             f"{prefix}{blocks_name}.{n}.attention": b.attention
@@ -87,18 +94,27 @@ def supports_rollout(model: nn.Module) -> bool:
     """Whether :func:`attention_rollout` and :func:`grad_rollout` apply to ``model``:
     it is, or holds, a ViT whose head reads a class token (torchvision
     ``VisionTransformer``, a timm ViT/DeiT with ``global_pool="token"``, a transformers
-    ViT/DeiT/DINOv2). A timm ViT pooling its patch tokens (``"avg"``, ``"map"``) keeps
-    a class token the head never reads: its rollout would explain nothing."""
+    ViT/DeiT/DINOv2, a transformers BEiT with ``use_mean_pooling=False``). A timm ViT
+    pooling its patch tokens (``"avg"``, ``"map"``) or a mean-pooled BEiT keeps a class
+    token the head never reads: its rollout would explain nothing."""
     found = find_transformer(model)
     if found is None or found.family not in _ROLLOUT_FAMILIES:
         return False
     if found.family == "hf_vit":  # the class token is the first prefix token
         embeddings = getattr(found.module, "embeddings", None)
-        return isinstance(getattr(embeddings, "cls_token", None), Tensor)
+        has_token = isinstance(getattr(embeddings, "cls_token", None), Tensor)
+        return has_token and not _hf_mean_pooled(found.module)
     if found.family == "timm_vit":  # a class token the head reads (not avg/map pooling)
         pool = getattr(found.module, "global_pool", "token")
         return getattr(found.module, "cls_token", None) is not None and pool == "token"
     return True
+
+
+def _hf_mean_pooled(vit: nn.Module) -> bool:
+    """A transformers encoder whose pooler averages the patch tokens (BEiT's and
+    Data2Vec-Vision's default, ``config.use_mean_pooling``): the head never reads the
+    class token."""
+    return bool(getattr(getattr(vit, "config", None), "use_mean_pooling", False))
 
 
 def _patch_grid(found: FoundTransformer, size: tuple[int, int]) -> tuple[int, int, int]:

@@ -386,3 +386,23 @@ def test_a_timm_vit_pooling_its_patches_has_no_rollout():
         with pytest.raises(ValueError, match="global_pool='avg'"):
             fn(pooled, x)
     assert LF.attention_rollout(token, x).shape == (1, 1, 32, 32)
+
+
+@pytest.mark.parametrize("mean_pooling", [True, False])
+def test_a_transformers_beit_pooling_its_patches_has_no_rollout(mean_pooling):
+    """BEiT's default ``use_mean_pooling=True`` averages the patch tokens: the class token's
+    gradient is exactly 0, and its rollout was written as the map. With the class token
+    pooled (``use_mean_pooling=False``) rollout applies."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BeitConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, num_labels=3, use_mean_pooling=mean_pooling,
+    )  # fmt: skip
+    model = HFLogits(transformers.BeitForImageClassification(config)).eval()
+    x = torch.rand(1, 3, 32, 32)
+    assert supports_rollout(model) is not mean_pooling
+    if mean_pooling:
+        with pytest.raises(ValueError, match="use_mean_pooling=True"):
+            LF.attention_rollout(model, x)
+    else:
+        assert LF.attention_rollout(model, x).shape == (1, 1, 32, 32)
