@@ -129,6 +129,13 @@ class OverheadBudget:
         if recurring:
             self.recurring += seconds
 
+    def charge_shared(self, seconds: float) -> None:
+        """Counts ``seconds`` of work no one callback owns (the run summary written at
+        each epoch end): part of the overhead and of the recurring total, no callback's
+        cost."""
+        self.spent += seconds
+        self.recurring += seconds
+
     def overhead(self) -> float:
         """Callback seconds over the rest of the fit's seconds so far.
 

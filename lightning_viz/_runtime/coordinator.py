@@ -126,6 +126,7 @@ class Coordinator:
         self.callbacks: list[Any] = []
         self.summary: RunSummary | None = None  # the run's summary.json, once a logger is known
         self.log_dir: str | None = None
+        self.summary_changed = False  # a run added to the summary since it was last written
         self.writers: Writers | None = None  # every backend of the trainer, once known
         self._opened = False
         self.background_seconds: dict[int, float] = {}
@@ -225,11 +226,15 @@ class Coordinator:
 
     def write_summary(self, trainer: Any) -> None:
         """Writes ``<log_dir>/lightning_viz/summary.json`` and gives it to every backend
-        (global rank 0)."""
-        if self.summary is not None and self.log_dir is not None and trainer.is_global_zero:
+        (global rank 0) when a run added to it: once per epoch end, after every callback
+        ran; its seconds count in the overhead budget."""
+        changed, self.summary_changed = self.summary_changed, False
+        if changed and self.summary is not None and self.log_dir and trainer.is_global_zero:
+            start = self.budget.clock()
             path = self.summary.write(self.log_dir)
             if self.writers:
                 self.writers.summary_file(path)
+            self.budget.charge_shared(self.budget.clock() - start)
 
     def say(self, trainer: Any, text: str) -> None:
         """Prints through the progress bar (which is not torn), or warns (rank 0)."""

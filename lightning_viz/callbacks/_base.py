@@ -462,17 +462,17 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
 
     def _epoch_end_once(self, trainer: Any) -> None:
-        """``viz/overhead`` and the summary text, once per epoch end (after every
-        callback ran: the last registered one writes them)."""
+        """``summary.json``, ``viz/overhead`` and the summary text, once per epoch end
+        (after every callback ran: the last registered one writes them)."""
         if self._is_last(trainer):
             coordinator = self._shared(trainer)
+            coordinator.write_summary(trainer)
             coordinator.log_overhead(trainer)
             coordinator.write_epoch_summary(trainer)
 
     def _is_last(self, trainer: Any) -> bool:
         """Whether this is the trainer's last registered lightning-viz callback."""
-        callbacks = self._shared(trainer).callbacks
-        return bool(callbacks) and callbacks[-1] is self
+        return any(cb is self for cb in self._shared(trainer).callbacks[-1:])
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         coordinator = self._shared(trainer)
@@ -483,6 +483,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         coordinator = self._shared(trainer)
         coordinator.shutdown(wait=True)  # pending background work is written
         if self._is_last(trainer):
+            coordinator.write_summary(trainer)  # a run after the last epoch end (fit cut short)
             coordinator.log_overhead(trainer)  # the whole fit
             coordinator.print_summary(trainer)
 
@@ -583,7 +584,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             coordinator = self._shared(trainer)
             coordinator.budget.charge(self.state_key, ctx.one_time, once=True)
             coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
-            coordinator.write_summary(trainer)
+            coordinator.summary_changed = True  # written once, at the epoch's end
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             details = f"\n{traceback.format_exc()}"
             if log is not None:  # what the run wrote before it failed

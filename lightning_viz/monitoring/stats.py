@@ -22,6 +22,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -137,6 +138,13 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     confidence = check_level(confidence, "confidence")
     if n == 0:
         return (math.nan, math.nan)
+    return _wilson(successes, n, confidence)
+
+
+@functools.lru_cache(maxsize=8192)
+def _wilson(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """SciPy's Wilson interval, computed once per count: a run summary holds the same
+    few counts (a probe's size) epoch after epoch and asks for them at every write."""
     ci = stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
     return (float(ci.low), float(ci.high))
 

@@ -269,3 +269,39 @@ def test_a_budget_line_names_one_time_work_it_does_not_count_and_uses_the_median
     coordinator._not_again.clear()
     line = _line(coordinator, bias)
     assert "it costs 2.2 s a run (median of its last 3 runs)" in line  # what plans use
+
+
+def test_the_summary_is_written_once_an_epoch_end_and_its_seconds_are_charged(
+    tmp_path, monkeypatch
+):
+    """summary.json was rewritten after every callback's run (nine times an epoch end with
+    every callback), each write recomputing a Wilson interval for every record of every
+    past epoch, and none of it was counted: on a 30-epoch fit writing the summary took
+    longer than the callbacks themselves. It is written once an epoch end (after every
+    callback ran), and its seconds count in the overhead."""
+    from lightning_viz.monitoring import stats
+    from lightning_viz.monitoring.record import RunSummary
+
+    writes: list[int] = []
+    write = RunSummary.write
+
+    def slow_write(self, log_dir):
+        writes.append(len(self.metrics))
+        time.sleep(0.2)
+        return write(self, log_dir)
+
+    monkeypatch.setattr(RunSummary, "write", slow_write)
+    callbacks = [
+        lv.AdversarialProbe(eps=(2 / 255,), attacks=("fgsm",), num_samples=16, on_error="raise"),
+        lv.CorruptionProbe(num_samples=16, corruptions=("gaussian_noise",), on_error="raise"),
+        lv.FilterLogger(on_error="raise"),
+    ]
+    stats._wilson.cache_clear()
+    trainer, _ = fit(tmp_path, callbacks, epochs=3)
+    assert len(writes) == 3 and writes[0] > 0  # one an epoch end, not one a callback run
+    budget = callbacks[0]._coordinator.budget
+    assert budget.spent - sum(budget.totals.values()) >= 3 * 0.2  # the writes are counted
+    # the intervals of earlier epochs are not recomputed at every write
+    assert stats._wilson.cache_info().hits > 0
+    saved = RunSummary.load_or_new(trainer.logger.log_dir)
+    assert {r.epoch for r in saved["robustness/fgsm_acc@2/255"].records()} == {0, 1, 2}
