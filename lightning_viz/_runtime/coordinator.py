@@ -11,6 +11,7 @@ callback's internals, only into the coordinator. It holds the one background wor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from lightning_viz.monitoring.dashboard import (
     summary_markdown,
     summary_rows,
 )
-from lightning_viz.monitoring.record import RunSummary
+from lightning_viz.monitoring.record import RunSummary, SummaryError, summary_path
 from lightning_viz.monitoring.regression import alert_sentence
 
 __all__ = ["Coordinator", "DeferredJob"]
@@ -199,8 +200,24 @@ class Coordinator:
             )
         log_dir = local_dir(trainer, save_dir) or self.writers.log_dir
         self.log_dir = log_dir
-        self.summary = RunSummary() if log_dir is None else RunSummary.load_or_new(log_dir)
+        self.summary = RunSummary() if log_dir is None else self._load_summary(log_dir)
         return self.writers
+
+    def _load_summary(self, log_dir: str) -> RunSummary:
+        """The log dir's summary (a resumed run continues it), or a new one; one that
+        cannot be read (empty, another format, a newer lightning-viz) is set aside as
+        ``summary.json.unreadable`` with one warning: it stops no fit."""
+        try:
+            return RunSummary.load_or_new(log_dir)
+        except SummaryError as err:
+            kept = f"{summary_path(log_dir)}.unreadable"
+            with contextlib.suppress(OSError):
+                os.replace(summary_path(log_dir), kept)
+            self.warn_once(
+                "unreadable summary",
+                f"lightning-viz: {err}; it is kept as {kept} and this run starts a new summary",
+            )
+            return RunSummary()
 
     def summary_state(self, callback: Any) -> dict[str, Any]:
         """The run summary as JSON text for the checkpoint, in the state of the first

@@ -471,7 +471,7 @@ class RunSummary:
         return data
 
     def drop_after(self, epoch: int) -> None:
-        """Forgets records and alerts of epochs after ``epoch``.
+        """Forgets records and alerts of epochs after ``epoch`` (and metrics left with none).
 
         For a run resumed from a checkpoint older than the summary: the epochs after
         the checkpoint will run again, and alerts raised in them before may not recur.
@@ -482,6 +482,7 @@ class RunSummary:
         epoch = check_int(epoch, "epoch", minimum=-1)
         for hist in self.metrics.values():
             hist.epochs = {e: r for e, r in hist.epochs.items() if e <= epoch}
+        self.metrics = {tag: hist for tag, hist in self.metrics.items() if hist.epochs}
         self.alerts = [a for a in self.alerts if a["epoch"] <= epoch]
 
     # ----------------------------------------------------------------- files

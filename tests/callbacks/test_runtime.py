@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 
@@ -700,3 +701,30 @@ def test_a_tag_the_module_also_logs_is_said_once(tmp_path):
         warnings.simplefilter("always")
         fit(tmp_path / "plain", [probe()], epochs=2)
     assert not [w for w in said if "also logged by something else" in str(w.message)]
+
+
+@pytest.mark.parametrize("content", ["", '{"format": "lightning-viz-summary", "version": 99}'])
+def test_an_unreadable_summary_in_the_log_dir_is_set_aside_not_a_failed_fit(tmp_path, content):
+    """A summary.json left in the log dir (a fixed version or save_dir reused by each fit)
+    that cannot be read, empty or from a newer lightning-viz, stopped the new fit at
+    setup with on_error="warn"."""
+    from lightning_viz.monitoring.record import read_summary, summary_path
+
+    log_dir = tmp_path / "run" / "version_0"
+    os.makedirs(os.path.dirname(summary_path(log_dir)))
+    with open(summary_path(log_dir), "w") as f:
+        f.write(content)
+    with pytest.warns(UserWarning, match="summary.json.unreadable.* new summary"):
+        fit(tmp_path, [lv.AdversarialProbe(num_samples=8, steps=2)], epochs=1)
+    assert open(f"{summary_path(log_dir)}.unreadable").read() == content
+    assert "robustness/clean_acc" in read_summary(summary_path(log_dir)).metrics
+
+
+def test_a_new_fit_in_a_used_log_dir_keeps_none_of_the_earlier_fits_metrics(tmp_path):
+    """An earlier fit's metrics stayed in summary.json as entries without epochs."""
+    from lightning_viz.monitoring.record import RunSummary
+
+    fit(tmp_path, [lv.CorruptionProbe(num_samples=8, corruptions=("fog",))], epochs=1)
+    trainer, _ = fit(tmp_path, [lv.AdversarialProbe(num_samples=8, steps=2)], epochs=1)
+    metrics = RunSummary.load_or_new(trainer.logger.log_dir).metrics
+    assert metrics and all(tag.startswith("robustness/") for tag in metrics)
