@@ -34,6 +34,7 @@ __all__ = [
     "check_bool_or_auto",
     "check_clamp",
     "check_normalization",
+    "check_normalization_kinds",
     "check_pixels",
     "check_reduce",
     "check_target_type",
@@ -326,6 +327,25 @@ def check_normalization(mean: Any, std: Any) -> tuple[list[float] | None, list[f
             "channel (the same number for both), or a single value for all channels"
         )
     return m, s
+
+
+def check_normalization_kinds(mean: Any, std: Any) -> bool:
+    """``mean`` and ``std`` of a callback given alike: both values, both ``None`` (the
+    data are pixels) or both ``"auto"`` (read from the data); a mix would normalize
+    with a made-up half (mean 0, std 1) or ignore the ``Normalize`` found. Returns
+    whether both are ``"auto"``."""
+
+    def kind(v: Any) -> str:
+        return "auto" if isinstance(v, str) and v == "auto" else "None" if v is None else "values"
+
+    check_normalization(*(None if kind(v) == "auto" else v for v in (mean, std)))  # values
+    if kind(mean) != kind(std):
+        raise ValueError(
+            f"`mean` and `std` must be given together: both per-channel values, both None "
+            f"(the data are pixels) or both 'auto' (read from the data's Normalize); got "
+            f"mean={mean!r}, std={std!r}"
+        )
+    return kind(mean) == "auto"
 
 
 def check_images(

@@ -26,6 +26,7 @@ from lightning_viz._checks import (
     check_float,
     check_int,
     check_normalization,
+    check_normalization_kinds,
     check_str_list,
     check_task,
     fail,
@@ -175,11 +176,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         ):
             fail("tag_prefix", "a non-empty string", tag_prefix)
         self.class_names = check_str_list(class_names, "class_names")
-        auto = [isinstance(v, str) and v == "auto" for v in (mean, std)]
-        self._auto_normalization = all(auto)
-        self.mean, self.std = check_normalization(
-            None if auto[0] else mean, None if auto[1] else std
-        )
+        auto = self._auto_normalization = check_normalization_kinds(mean, std)
+        self.mean, self.std = check_normalization(*((None, None) if auto else (mean, std)))
         self._given_normalization = (self.mean, self.std)
         self.task = check_task(task)
         self.probe = check_probe_source(probe)

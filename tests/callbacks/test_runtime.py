@@ -438,6 +438,14 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
             "2 values and `std` has 3",
         ),
         (lambda: lv.FilterLogger(mean="0.5"), TypeError, "`mean` must be None or a non-empty list"),
+        # one of the two alone: a made-up mean 0 / std 1, or the data's Normalize ignored
+        (
+            lambda: lv.FilterLogger(mean=None, std=[0.5]),
+            ValueError,
+            "given together.*std=\\[0.5\\]",
+        ),
+        (lambda: lv.FilterLogger(std=[0.5]), ValueError, "given together.*mean='auto'"),
+        (lambda: lv.FilterLogger(mean=[0.5], std=None), ValueError, "must be given together"),
         (lambda: lv.FilterLogger(probe="dir/"), TypeError, "ImageFolder"),
         (lambda: lv.FilterLogger(task="regression"), ValueError, "`task` must be one of"),
         (
