@@ -64,6 +64,7 @@ class OverheadBudget:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
         self.start: float | None = None
+        self._paused_at: float | None = None  # the clock stopped there (between fits)
         self.spent = 0.0  # callback seconds: runs, setups, background work
         self.background = 0.0  # of which on the worker thread, alongside training
         self.recurring = 0.0  # runs after each callback's first, one-time work excluded
@@ -81,13 +82,24 @@ class OverheadBudget:
 
     # ------------------------------------------------------------------ seconds
     def begin(self) -> None:
-        """Starts the fit's clock (once)."""
+        """Starts the fit's clock (once), or restarts it after :meth:`pause`."""
         if self.start is None:
             self.start = self.clock()
+        elif self._paused_at is not None:  # the time between two fits is no training time
+            self.start += self.clock() - self._paused_at
+            self._paused_at = None
+
+    def pause(self) -> None:
+        """Stops the clock at the end of a fit (``trainer.fit`` again continues it)."""
+        if self.start is not None and self._paused_at is None:
+            self._paused_at = self.clock()
 
     def elapsed(self) -> float:
-        """Seconds since :meth:`begin`."""
-        return 0.0 if self.start is None else self.clock() - self.start
+        """Seconds of fitting since :meth:`begin` (without the pauses between fits)."""
+        if self.start is None:
+            return 0.0
+        now = self.clock() if self._paused_at is None else self._paused_at
+        return now - self.start
 
     def charge(
         self,

@@ -501,10 +501,11 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return describe_options(self, [type(self).__init__, VizCallback.__init__])
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._shared(trainer).shutdown(wait=False)
+        self.teardown(trainer, pl_module, "fit")
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._shared(trainer).shutdown(wait=False)
+        self._shared(trainer).budget.pause()  # until the next fit on this trainer
 
     # ----------------------------------------------------------------- failures
     def turn_off(self, reason: str, err: BaseException, details: str = "") -> None:

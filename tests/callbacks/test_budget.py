@@ -305,3 +305,35 @@ def test_the_summary_is_written_once_an_epoch_end_and_its_seconds_are_charged(
     assert stats._wilson.cache_info().hits > 0
     saved = RunSummary.load_or_new(trainer.logger.log_dir)
     assert {r.epoch for r in saved["robustness/fgsm_acc@2/255"].records()} == {0, 1, 2}
+
+
+def test_the_time_between_two_fits_on_one_trainer_is_no_training_time():
+    """The clock started at the first fit and never stopped: a notebook pause before
+    ``trainer.fit`` again (or after a tuner's trial fits) counted as training time,
+    and the logged overhead fell from 0.57 to 0.05 after a 30 s pause."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    clock.now = 10.0
+    budget.charge("a", 2.0)
+    budget.pause()
+    clock.now = 1000.0  # the user looks at the results
+    assert budget.elapsed() == 10.0
+    budget.begin()
+    clock.now = 1010.0
+    budget.charge("a", 2.0)
+    assert budget.elapsed() == 20.0 and budget.overhead() == 4.0 / 16.0
+    budget.pause()
+    budget.pause()  # a second teardown (validate after fit) moves nothing
+    clock.now = 5000.0
+    budget.begin()
+    assert budget.elapsed() == 20.0
+
+
+def test_a_fit_pauses_the_clock_at_its_end(tmp_path):
+    cb = lv.FilterLogger(on_error="raise")
+    trainer, _ = fit(tmp_path, [cb], epochs=1)
+    budget = cb._coordinator.budget
+    stopped = budget.elapsed()
+    time.sleep(0.2)
+    assert budget.elapsed() == stopped
