@@ -226,8 +226,10 @@ _NUMBER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64
 
 
 def classes_seen(labels: Sequence[Tensor]) -> list[int]:
-    """The sorted classes that ``labels`` name (see :func:`class_of`)."""
-    return sorted({class_of(lab) for lab in labels})
+    """The sorted classes that ``labels`` name (see :func:`class_of`); a negative index
+    (an ``ignore_index`` such as -100) names none, unless no label names one."""
+    seen = {class_of(lab) for lab in labels}
+    return sorted({c for c in seen if c >= 0} or seen)
 
 
 def class_of(label: Tensor) -> int:
@@ -239,7 +241,9 @@ def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
     """Positions of a class-balanced pick, deterministic.
 
     Takes the first occurrence of each class (classes in ascending order), then
-    the second of each, and so on, until ``num_samples`` positions are chosen.
+    the second of each, and so on, until ``num_samples`` positions are chosen. A
+    negative index (an ``ignore_index`` such as -100: no class) is not picked, unless
+    no label names a class.
 
     Args:
         labels: Class index of each scanned sample, in scan order.
@@ -251,6 +255,8 @@ def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
     per_class: dict[int, list[int]] = {}
     for pos, lab in enumerate(labels):
         per_class.setdefault(int(lab), []).append(pos)
+    if any(c >= 0 for c in per_class):
+        per_class = {c: pos for c, pos in per_class.items() if c >= 0}
     chosen: list[int] = []
     rank = 0
     classes = sorted(per_class)

@@ -212,6 +212,19 @@ def test_balanced_pick_round_robin():
     assert _probe.balanced_pick(labels, 100) == list(range(8))
 
 
+def test_an_ignore_index_label_is_never_picked_while_labelled_samples_are_there():
+    """Validation samples labelled -100 (``ignore_index``) were picked as one more class,
+    and the probe was then refused as "not class indices" at setup."""
+    labels = [-100, 0, -100, 1, 0, -100, 1]
+    assert _probe.balanced_pick(labels, 4) == [1, 3, 4, 6]
+    assert _probe.balanced_pick(labels, 100) == [1, 3, 4, 6]
+    assert _probe.balanced_pick([-100, -100], 1) == [0]  # nothing labelled: the check says so
+    assert _probe.classes_seen([torch.tensor(v) for v in labels]) == [0, 1]
+    images = torch.rand(7, 3, 8, 8)
+    probe = _probe.load_probe(DataLoader(TensorDataset(images, torch.tensor(labels)), 4), 4)
+    assert probe.labels.tolist() == [0, 1, 0, 1]
+
+
 def test_scan_keeps_only_the_images_a_pick_can_take():
     # 600 samples of 5 classes in a shuffled order: a pick of 8 must not hold 600 images
     gen = torch.Generator().manual_seed(0)
