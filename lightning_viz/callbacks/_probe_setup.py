@@ -275,9 +275,10 @@ class ProbeSetup:
         """``(mean, std)`` of a normalization done in the batch transfer hooks: each
         channel of the first batch as the hooks leave it, an exact affine function of
         the batch as the dataloader gives it; else ``None``. The dataloader's batch must
-        be pixels in ``[0, 1]`` or (``data_normalized``) normalized by the ``Normalize``
-        found in its transform: a hook that makes ``uint8`` data floats is no
-        normalization."""
+        be pixels in ``[0, 1]``, whole numbers in ``[0, 255]`` (``uint8`` data made
+        floats and normalized on the device: ``(x / 255 - mean) / std``) or
+        (``data_normalized``) normalized by the ``Normalize`` found in its transform; a
+        hook that only makes ``uint8`` data ``[0, 1]`` floats is no normalization."""
         transfer = self._data_transfer()
         if transfer is None or not isinstance(source, DataLoader):
             return None
@@ -288,9 +289,12 @@ class ProbeSetup:
             raw = split_batch(batch, self.batch_to_xy)[0]
             seen = split_batch(transfer(batch), self.batch_to_xy)[0]
         low, high = value_range(raw)
+        pixels = raw.float()
         if not data_normalized and (low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK):
-            return None  # the data is not pixels itself (uint8, say): nothing to read
-        return affine_normalization(raw.float(), seen.detach().float().cpu())
+            if not (0 <= low <= high <= 255 and bool((pixels == pixels.round()).all())):
+                return None  # the data is not pixels itself: nothing to read
+            pixels = pixels / 255  # uint8 values (GPU preprocessing): the pixels are raw / 255
+        return affine_normalization(pixels, seen.detach().float().cpu())
 
     def _find_normalization(self, trainer: Any, probe: Probe) -> None:
         """``mean``/``std`` when not given: from a ``Normalize`` in the probe data's

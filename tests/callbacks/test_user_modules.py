@@ -269,6 +269,30 @@ def test_uint8_data_made_pixels_in_a_hook_needs_no_normalization(tmp_path):
     assert 0.0 <= float(robust._probe.images.min()) and float(robust._probe.images.max()) <= 1.0
 
 
+class NormalizesUint8OnDevice(LitClassifier):
+    """uint8 batches made floats and normalized on the device (FFCV, DALI, GPU decoding)."""
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return _normalize(batch[0].float() / 255), batch[1]
+
+
+def test_uint8_data_normalized_in_a_hook_is_read_as_that_normalization(tmp_path):
+    """The hook's normalization was read only from batches already in [0, 1]: uint8
+    data normalized on the device was refused at setup as "outside the pixel range",
+    with a single mean/std hint that would have shifted the colours."""
+    from lightning_viz._guard import ModelView
+
+    robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="raise")
+    fit(tmp_path, [robust], model=NormalizesUint8OnDevice(), datamodule=_Uint8Data(), epochs=1)
+    assert robust.mean == pytest.approx(MEAN, abs=1e-5)
+    assert robust.std == pytest.approx(STD, abs=1e-5)
+    pixels = ModelView(nn.Identity(), robust.mean, robust.std).to_pixels(robust._probe.images)
+    data = _Uint8Data()
+    data.setup("fit")
+    raw = torch.cat([x for x, _ in data.val_dataloader()])[robust._probe.indices]
+    assert torch.allclose(pixels, raw.float() / 255, atol=1e-5)
+
+
 class SquaresAfterTransfer(LitClassifier):
     def on_after_batch_transfer(self, batch, dataloader_idx):
         return 4 * batch[0] ** 2 - 1, batch[1]
