@@ -242,8 +242,9 @@ class EmbeddingProjector(VizCallback):
             names = [n for n, _ in module.named_modules() if n]
             raise NotApplicableError(
                 "EmbeddingProjector embeds the input of the last nn.Linear, but the model has "
-                "no nn.Linear layer; pass `layer=` with the dotted name of the layer whose "
-                f"output to embed (available: {names})"
+                "no nn.Linear layer (a 1x1-conv classifier?); pass `layer=` with the dotted "
+                "name of the layer whose output to embed, e.g. the pooling before the "
+                f"classifier (the last layers: {', '.join(names[-12:])})"
             )
         if view is not None and images is not None:
             try:
