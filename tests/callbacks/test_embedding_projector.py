@@ -348,8 +348,11 @@ def test_model_without_linear_fails_at_setup_before_training(tmp_path):
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=r"no nn\.Linear.*layer=") as err:
         fit(tmp_path, [EmbeddingProjector(num_samples=8, on_error="raise")], epochs=1, model=model)
+    assert str(err.value).endswith("(the last layers: model, model.0, model.1, model.2)")
     # the last layers, not every module (a BiT's 1x1-conv head listed 260 names, 9 kB)
-    assert str(err.value).endswith("(the last layers: model, model.0, model.1, model.2, model.3)")
+    deep = nn.Sequential(*[nn.Conv2d(3, 3, 1) for _ in range(30)])
+    with pytest.raises(ValueError, match=r"the last layers: 18, 19, .*, 29\)$"):
+        EmbeddingProjector()._feature_layer(deep)
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     # by default the model makes it impossible: it warns, turns off, training goes on
     with pytest.warns(UserWarning, match=r"EmbeddingProjector cannot run .*no nn\.Linear"):
