@@ -7,9 +7,31 @@ TensorBoard logger of either flavour.
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import pytorch_lightning as _pl
 from pytorch_lightning.loggers import TensorBoardLogger as _PLTensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+
+
+@rank_zero_only
+def rank_zero_warn(message: str) -> None:
+    """Warns ``message`` on global rank 0, every time it is called: the callers say
+    each message once per trainer or run themselves, and Python's once-per-place
+    filter would silence it for every later trainer of the process (a sweep's
+    trials). The user's filters (``ignore``, ``error``) still apply."""
+    caller = sys._getframe(2)  # noqa: SLF001 - past rank_zero_only's wrapper
+    warnings.warn_explicit(
+        message,
+        UserWarning,
+        caller.f_code.co_filename,
+        caller.f_lineno,
+        module=caller.f_globals.get("__name__"),
+        registry={},  # no memory of earlier warnings from the same place
+        module_globals=caller.f_globals,
+    )
+
 
 CALLBACK_BASES: tuple[type, ...] = (_pl.Callback,)
 TENSORBOARD_LOGGERS: tuple[type, ...] = (_PLTensorBoardLogger,)

@@ -749,3 +749,15 @@ def test_a_new_fit_in_a_used_log_dir_keeps_none_of_the_earlier_fits_metrics(tmp_
     trainer, _ = fit(tmp_path, [lv.AdversarialProbe(num_samples=8, steps=2)], epochs=1)
     metrics = RunSummary.load_or_new(trainer.logger.log_dir).metrics
     assert metrics and all(tag.startswith("robustness/") for tag in metrics)
+
+
+def test_a_warning_said_once_per_trainer_is_said_to_every_trainer_of_a_sweep(tmp_path):
+    """Python's default filter shows a warning once per place: the second trial of a
+    sweep in one process turned its callbacks off without a word."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("default")
+        for trial in range(2):
+            model = _Flagged(model=_NoConv())
+            fit(tmp_path / str(trial), [lv.GradCAMLogger()], epochs=1, model=model)
+    said = [w for w in record if "needs a convolutional layer" in str(w.message)]
+    assert len(said) == 2
