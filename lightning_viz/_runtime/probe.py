@@ -98,7 +98,12 @@ class Probe:
 def _check_batch_images(images: Any) -> Tensor:
     """The images of a data batch, ``(N, C, H, W)``; returned as float."""
     if not isinstance(images, Tensor):
-        fail("images of the data", "a tensor (N, C, H, W)", f"<{type(images).__name__}>", TypeError)
+        why = (
+            " (a collate_fn that does not stack them?)" if isinstance(images, list | tuple) else ""
+        )
+        got = f"<{type(images).__name__}>{why}; pass `batch_to_xy` giving one tensor, e.g. "
+        got += "`batch_to_xy=lambda b: (torch.stack(b[0]), b[1])`"
+        fail("images of the data", "a tensor (N, C, H, W)", got, TypeError)
     if images.dim() != 4:
         raise ValueError(
             "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
@@ -287,10 +292,9 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
 
 
 def _unshared(loader: DataLoader) -> DataLoader:
-    """``loader``, or a copy of it whose workers do not persist when its workers do:
-    iterating the user's loader would leave it holding its worker iterator, which the
-    fit then reuses instead of starting one, and so skips a seed draw of the global RNG
-    (every later random number of the run shifted)."""
+    """``loader``, or a copy whose workers do not persist when its workers do: the user's
+    loader would keep the scan's worker iterator, the fit reuse it and skip the seed draw
+    of a new one (every later random number of the run shifted)."""
     if not getattr(loader, "persistent_workers", False):
         return loader
     twin = copy.copy(loader)

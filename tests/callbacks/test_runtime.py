@@ -761,3 +761,15 @@ def test_a_warning_said_once_per_trainer_is_said_to_every_trainer_of_a_sweep(tmp
             fit(tmp_path / str(trial), [lv.GradCAMLogger()], epochs=1, model=model)
     said = [w for w in record if "needs a convolutional layer" in str(w.message)]
     assert len(said) == 2
+
+
+def test_a_batch_of_image_lists_names_the_collate_and_the_fix():
+    """A detection-style collate returning a list of image tensors got a message naming
+    neither the cause nor ``batch_to_xy``."""
+    images = [torch.rand(3, 8, 8) for _ in range(2)]
+    with pytest.raises(TypeError, match=r"<list> \(a collate_fn .*torch\.stack\(b\[0\]\)"):
+        _probe.load_probe([(images, torch.tensor([0, 1]))], 2)
+    stacked = _probe.load_probe(
+        [(images, torch.tensor([0, 1]))], 2, batch_to_xy=lambda b: (torch.stack(b[0]), b[1])
+    )
+    assert torch.equal(stacked.images, torch.stack(images))
