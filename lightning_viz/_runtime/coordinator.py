@@ -128,6 +128,8 @@ class Coordinator:
         self.summary: RunSummary | None = None  # the run's summary.json, once a logger is known
         self.log_dir: str | None = None
         self.summary_changed = False  # a run added to the summary since it was last written
+        self.resumed_at = 0  # the epoch this fit started at (a resumed run: > 0)
+        self.summary_found = False  # in the log dir or a checkpoint state: not a new summary
         self.writers: Writers | None = None  # every backend of the trainer, once known
         self._opened = False
         self.background_seconds: dict[int, float] = {}
@@ -208,6 +210,7 @@ class Coordinator:
         cannot be read (empty, another format, a newer lightning-viz) is set aside as
         ``summary.json.unreadable`` with one warning: it stops no fit."""
         try:
+            self.summary_found = os.path.isfile(summary_path(log_dir))
             return RunSummary.load_or_new(log_dir)
         except SummaryError as err:
             kept = f"{summary_path(log_dir)}.unreadable"
@@ -234,6 +237,8 @@ class Coordinator:
         again)."""
         if self.summary is None:
             return
+        self.resumed_at = epoch
+        self.summary_found = self.summary_found or saved is not None
         if saved is not None and epoch > 0 and not self.summary.metrics:
             try:
                 self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")
@@ -247,6 +252,13 @@ class Coordinator:
         ran; its seconds count in the overhead budget."""
         changed, self.summary_changed = self.summary_changed, False
         if changed and self.summary is not None and self.log_dir and trainer.is_global_zero:
+            if self.resumed_at and not self.summary_found:
+                self.warn_once(  # the checkpoint's first callback held it, and is gone
+                    "summary lost",
+                    f"lightning-viz: this run resumed at epoch {self.resumed_at} without the "
+                    "summary of the epochs before (neither in the log dir nor in the checkpoint "
+                    "state of a callback here): summary.json and `compare` start at this epoch",
+                )
             start = self.budget.clock()
             path = self.summary.write(self.log_dir)
             if self.writers:

@@ -700,6 +700,27 @@ def test_a_resume_into_a_new_log_version_continues_the_run_summary(tmp_path):
     assert sorted(epochs("version_1")) == [0, 1, 2]  # after the checkpoint: epoch 2 again
 
 
+def test_a_resume_without_the_callback_holding_the_summary_says_the_history_is_gone(tmp_path):
+    """The summary travels in the state of the first callback; resumed into a new log
+    version without that callback, the others' history was dropped without a word."""
+    import glob
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    def probe():
+        return lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=16)
+
+    fit(tmp_path, [lv.FilterLogger(), probe()], epochs=2, enable_checkpointing=True)
+    (ckpt,) = glob.glob(str(tmp_path / "run" / "version_0" / "**" / "*.ckpt"), recursive=True)
+    for version, callbacks, told in ((1, [lv.FilterLogger(), probe()], 0), (2, [probe()], 1)):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            logger = TensorBoardLogger(str(tmp_path), name="run", version=version)
+            fit(tmp_path, callbacks, epochs=3, ckpt_path=ckpt, logger=logger)
+        said = [w for w in record if "resumed at epoch 2 without the summary" in str(w.message)]
+        assert len(said) == told, version
+
+
 class _LogsOurTag(LitClassifier):
     def validation_step(self, batch, batch_idx):
         out = super().validation_step(batch, batch_idx)
