@@ -83,22 +83,28 @@ def _image_outputs(
 ) -> list[tuple[str, Tensor]]:
     """``(name, output)`` of every module call of one forward on ``x`` whose output has
     one row per image (a batch dimension of ``N``) and depends on the image: a second
-    forward on a noisy copy of ``x`` leaves it unchanged otherwise (a positional
-    encoding, computed from the grid size alone, is no feature map)."""
+    forward on random images in the range of ``x`` leaves it unchanged otherwise (a
+    positional encoding, computed from the grid size alone, is no feature map)."""
     with torch.no_grad(), record_outputs(modules) as calls:
         net(x)
-    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    lo, hi = float(x.min()), float(x.max())
+    lo, hi = (lo, hi) if hi - lo > 1e-3 else (lo - 0.5, hi + 0.5)
+    other = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * (hi - lo) + lo
     with torch.no_grad(), record_outputs(modules) as moved:
-        net(x + 0.1 * noise.to(x.device, x.dtype))
+        net(other.to(x.device, x.dtype))  # another image in the same range (quantized inputs)
     if [name for name, _ in moved] != [name for name, _ in calls]:
         moved = [(name, None) for name, _ in calls]  # not comparable call by call: keep all
     return [
         (name, out)
         for (name, out), (_, other) in zip(calls, moved, strict=True)
-        if out.dim() > 0
-        and out.shape[0] == x.shape[0]
-        and not (other is not None and torch.equal(out, other))
+        if out.dim() > 0 and out.shape[0] == x.shape[0] and not _fixed(out, other)
     ]
+
+
+def _fixed(out: Tensor, other: Tensor | None) -> bool:
+    """The same varying output for another image: a pattern the image does not enter.
+    A constant output tells nothing (an uncalibrated quantized layer rounds all to 0)."""
+    return other is not None and torch.equal(out, other) and bool(out.amax() > out.amin())
 
 
 def _is_grid(out: Tensor) -> bool:
@@ -202,8 +208,8 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
     feature map the head reads.
 
     One forward pass (no gradients) records every module's output in the order the
-    calls complete, a second on a noisy copy of ``inputs`` which outputs depend on the
-    image (one row per image, changed by the noise: not a positional encoding). The
+    calls complete, a second on random images in their range which outputs depend on
+    the image (one row per image, changed by the noise: not a positional encoding). The
     last such module with parameters whose output is ``(N, C, h, w)`` larger than
     ``1x1`` holds the last feature map; from there the choice goes down
     through what produced that same output (the last block of a ``Sequential`` stage,
