@@ -501,6 +501,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return describe_options(self, [type(self).__init__, VizCallback.__init__])
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        with contextlib.suppress(Exception):  # the runs before the failure (Ctrl-C too)
+            self._shared(trainer).write_summary(trainer)
         self.teardown(trainer, pl_module, "fit")
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -593,7 +595,5 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             self.turn_off(f"failed at epoch {trainer.current_epoch}{note}", err, details)
 
     def _seconds_tag(self) -> str:
-        name = type(self).__name__
-        if self.tag_prefix == self.family:
-            return f"viz/{name}/seconds"
-        return f"viz/{name}/{self.tag_prefix}/seconds"
+        prefix = "" if self.tag_prefix == self.family else f"/{self.tag_prefix}"
+        return f"viz/{type(self).__name__}{prefix}/seconds"

@@ -794,3 +794,23 @@ def test_a_batch_of_image_lists_names_the_collate_and_the_fix():
         [(images, torch.tensor([0, 1]))], 2, batch_to_xy=lambda b: (torch.stack(b[0]), b[1])
     )
     assert torch.equal(stacked.images, torch.stack(images))
+
+
+def test_the_runs_before_an_interrupt_are_in_the_summary(tmp_path):
+    """The summary is written once an epoch end; a fit stopped between the callbacks'
+    runs (at the validation end) and that epoch end (Ctrl-C) still writes them."""
+    import pytorch_lightning as pl
+
+    from lightning_viz.monitoring.record import RunSummary
+
+    class Interrupt(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                raise KeyboardInterrupt
+
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8)
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown exits with 1
+        fit(tmp_path, [probe, Interrupt()], epochs=2)
+    assert probe._last_epoch == 0
+    metrics = RunSummary.load_or_new(tmp_path / "run" / "version_0").metrics
+    assert sorted(metrics["robustness/fgsm_acc@2/255"].epochs) == [0]
