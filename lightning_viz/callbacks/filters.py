@@ -47,7 +47,8 @@ class FilterLogger(VizCallback):
     norm of the weight) and ``filters/<layer>/change`` (``||W - W_prev|| / ||W_prev||``
     since the previous run; not written at the first run). A PEFT adapter layer (LoRA
     on a conv) is shown with the weight it computes with: the frozen base plus each
-    active adapter's delta.
+    active adapter's delta; a conv standardizing its weight in ``forward`` (timm's
+    ``StdConv2d``) with the standardized weight.
 
     Args:
         layers: Dotted names of ``Conv2d``/``Linear`` layers. Default: the first

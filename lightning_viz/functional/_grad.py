@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.overrides
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
@@ -267,7 +268,45 @@ def _current_weight(layer: nn.Module) -> Tensor:
         if kind == "weight_norm":
             return hook.compute_weight(layer)
         return hook.compute_weight(layer, do_power_iteration=False)  # its eval-mode weight
-    return layer.weight
+    return _conv_weight(layer) if _own_conv_forward(layer) else layer.weight
+
+
+def _own_conv_forward(layer: nn.Module) -> bool:
+    """A conv subclass with a forward of its own (a QAT conv's fake-quantized weight is
+    not read: its forward would move the observers)."""
+    own = isinstance(layer, nn.Conv2d) and type(layer).forward is not nn.Conv2d.forward
+    return own and not hasattr(layer, "weight_fake_quant")
+
+
+class _FirstConvWeight(torch.overrides.TorchFunctionMode):
+    """Records the weight of the first ``conv2d`` call under it."""
+
+    weight: Any = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.conv2d and self.weight is None:
+            self.weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
+        return func(*args, **kwargs)
+
+
+def _conv_weight(layer: nn.Conv2d) -> Tensor:
+    """The weight a conv with a forward of its own passes to ``conv2d``: a weight
+    standardization (timm's ``StdConv2d``, ``ScaledStdConv2d`` of NFNet and BiT) is
+    computed there from the stored ``weight``, whose mean and scale do not matter.
+    Its ``forward`` runs once on a small zero input (no hooks); ``layer.weight`` when
+    it calls no ``conv2d`` with a weight of that shape."""
+    side = [d * (k - 1) + 1 for d, k in zip(layer.dilation, layer.kernel_size, strict=True)]
+    x = torch.zeros(1, layer.in_channels, *side, device=layer.weight.device)
+    recorder = _FirstConvWeight()
+    try:
+        with torch.no_grad(), recorder:
+            layer.forward(x.to(layer.weight.dtype))
+    except Exception:  # noqa: BLE001 - a forward that needs more than an image: as stored
+        return layer.weight
+    found = recorder.weight
+    ok = isinstance(found, Tensor) and found.shape == layer.weight.shape
+    return found.detach() if ok else layer.weight
 
 
 def feature_conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -564,6 +564,35 @@ def test_a_pruned_or_weight_normed_layer_is_read_with_the_weight_its_next_forwar
         assert torch.equal(found, layer.weight.detach()) and not torch.equal(found, stale)
 
 
+class _StdConv(nn.Conv2d):
+    """Weight standardization in ``forward``, as timm's ``StdConv2d`` (BiT, NFNet)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = self.weight.reshape(1, self.out_channels, -1)
+        w = F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=1e-6)
+        return self._conv_forward(x, w.reshape_as(self.weight), self.bias)
+
+
+def test_a_weight_standardized_conv_is_read_with_the_weight_it_convolves_with():
+    """FilterLogger showed and normed the stored weight, whose mean and scale the layer
+    standardizes away: its norm grew while the filters did not change."""
+    from lightning_viz.functional._grad import adapted_layer
+
+    torch.manual_seed(0)
+    conv = _StdConv(3, 4, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(5).add_(0.3)  # no effect on the output
+    flat = conv.weight.detach().reshape(1, 4, -1)
+    expected = F.batch_norm(flat, None, None, training=True, eps=1e-6).reshape_as(conv.weight)
+    found = adapted_layer(conv)[1]
+    torch.testing.assert_close(found, expected)
+    assert float(found.flatten(1).mean(1).abs().max()) < 1e-6  # standardized filters
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(F.conv2d(x, found, conv.bias, padding=1), conv(x))
+    plain = nn.Conv2d(3, 4, 3)
+    assert adapted_layer(plain)[1] is plain.weight
+
+
 def test_filter_logger_shows_a_pruned_conv_as_pruned_now_without_validation(tmp_path, events):
     """``ModelPruning`` without ``make_pruning_permanent``, callbacks at the training
     epoch end (no validation forward refreshed the attribute): the norm was a step old."""
