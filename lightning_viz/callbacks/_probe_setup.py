@@ -141,6 +141,7 @@ class ProbeSetup:
         probe = self._probe
         if probe is not None:
             state["probe_fingerprint"] = probe.fingerprint()
+            state["probe_num_samples"] = self.num_samples
             if probe.images.numel() * probe.images.element_size() <= _STORE_PROBE_BYTES:
                 state["probe"] = {
                     "images": probe.images.detach().cpu().clone(),
@@ -157,6 +158,7 @@ class ProbeSetup:
         self._probe_indices = None if indices is None else [int(i) for i in indices]
         saved = dict(state.get("probe") or {})
         saved["fingerprint"] = state.get("probe_fingerprint")
+        saved["num_samples"] = state.get("probe_num_samples")
         self._saved_probe = saved
         self._probe = None
 
@@ -194,6 +196,14 @@ class ProbeSetup:
         """The probe: saved in the checkpoint, rebuilt from saved positions, or picked."""
         saved = self._saved_probe
         self._source = None
+        asked = None if saved is None else saved.get("num_samples")
+        if asked is not None and asked != self.num_samples:
+            self.warn_once(
+                "probe size",
+                f"it keeps the checkpoint's probe (num_samples={asked}), so that its values "
+                f"stay comparable sample by sample; num_samples={self.num_samples} applies "
+                "to a new run (without ckpt_path)",
+            )
         if saved is not None and saved.get("images") is not None:
             return Probe(
                 saved["images"],

@@ -204,6 +204,32 @@ def test_dict_batches_and_custom_batch_to_xy():
         _probe.load_probe([(images, labels)], 2, batch_to_xy=lambda b: b[0])
 
 
+def test_a_resume_with_another_num_samples_says_it_keeps_the_checkpoints_probe(tmp_path):
+    """The checkpoint's probe is kept (its history stays paired); a changed
+    ``num_samples`` was ignored without a word."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def probe(n):
+        return lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=n)
+
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    fit(tmp_path / "a", [probe(8), ckpt], epochs=1, enable_checkpointing=True)
+    for n, told in ((8, 0), (12, 1)):
+        resumed = probe(n)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            fit(
+                tmp_path / f"b{n}",
+                [resumed],
+                epochs=2,
+                ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+            )
+        said = [
+            w for w in record if "keeps the checkpoint's probe (num_samples=8)" in str(w.message)
+        ]
+        assert len(said) == told and len(resumed._probe.images) == 8
+
+
 def test_balanced_pick_round_robin():
     labels = [2, 2, 0, 1, 0, 2, 1, 1]
     # first of each class (0 at 2, 1 at 3, 2 at 0), then the second of each
