@@ -209,10 +209,10 @@ def write_embedding(
     steps = {e.tensor_name: _step_of(e.tensor_name, tag) for e in config.embeddings}
     steps[name] = int(step)
     others = [e for e in config.embeddings if steps[e.tensor_name] is None]
-    mine = [  # this tag's other steps (not its alias, -1), then this one
-        e
+    mine = [  # this tag's earlier steps (not its alias, -1; not a later step of a run
+        e  # resumed here from an earlier checkpoint: that future was abandoned), then this
         for e in config.embeddings
-        if steps[e.tensor_name] not in (None, -1) and e.tensor_name != name
+        if steps[e.tensor_name] not in (None, -1) and steps[e.tensor_name] < int(step)
     ] + [entry]
     # the projector opens the first name in sorted order: an alias of the latest step
     # sorts before "<tag>:00000", so a run opens on its trained features

@@ -459,8 +459,12 @@ def test_projector_config_keeps_every_step_and_one_latest_alias_per_tag(tmp_path
     def write(tag: str, step: int) -> None:
         write_embedding(str(tmp_path), tag, step, torch.rand(2, 3), [["a"], ["b"]], ["x"], thumbs)
 
-    for tag, step in (("emb/a", 0), ("emb/b", 0), ("emb/a", 8), ("emb/a", 4), ("emb/a", 8)):
-        write(tag, step)  # step 4 after 8: a resumed run; step 8 twice: written again
+    for tag, step in (("emb/a", 0), ("emb/b", 0), ("emb/a", 8), ("emb/a", 4)):
+        write(tag, step)  # step 4 after 8: a run resumed from an earlier checkpoint
+    names = [e.tensor_name for e in projector_entries(str(tmp_path))]
+    # the abandoned later step is gone, and "latest" is the resumed run's (it was step 8)
+    assert "emb/a:00008" not in names and min(names) == "emb/a (latest, step 4)"
+    write("emb/a", 8)  # the resumed run reaches step 8 again
     names = [e.tensor_name for e in projector_entries(str(tmp_path))]
     assert sorted(names) == sorted(
         [
