@@ -89,9 +89,9 @@ def _image_outputs(
         net(x)
     lo, hi = float(x.min()), float(x.max())
     lo, hi = (lo, hi) if hi - lo > 1e-3 else (lo - 0.5, hi + 0.5)
-    other = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * (hi - lo) + lo
+    image = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * (hi - lo) + lo
     with torch.no_grad(), record_outputs(modules) as moved:
-        net(other.to(x.device, x.dtype))  # another image in the same range (quantized inputs)
+        net(image.to(x.device, x.dtype))  # another image in the same range (quantized inputs)
     if [name for name, _ in moved] != [name for name, _ in calls]:
         moved = [(name, None) for name, _ in calls]  # not comparable call by call: keep all
     return [
@@ -209,7 +209,7 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
 
     One forward pass (no gradients) records every module's output in the order the
     calls complete, a second on random images in their range which outputs depend on
-    the image (one row per image, changed by the noise: not a positional encoding). The
+    the image (one row per image, changed by another image: not a positional encoding). The
     last such module with parameters whose output is ``(N, C, h, w)`` larger than
     ``1x1`` holds the last feature map; from there the choice goes down
     through what produced that same output (the last block of a ``Sequential`` stage,
