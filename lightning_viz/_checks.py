@@ -329,23 +329,29 @@ def check_normalization(mean: Any, std: Any) -> tuple[list[float] | None, list[f
     return m, s
 
 
-def check_normalization_kinds(mean: Any, std: Any) -> bool:
+def check_normalization_kinds(
+    mean: Any, std: Any
+) -> tuple[list[float] | None, list[float] | None, bool]:
     """``mean`` and ``std`` of a callback given alike: both values, both ``None`` (the
     data are pixels) or both ``"auto"`` (read from the data); a mix would normalize
-    with a made-up half (mean 0, std 1) or ignore the ``Normalize`` found. Returns
-    whether both are ``"auto"``."""
+    with a made-up half (mean 0, std 1) or ignore the ``Normalize`` found.
+
+    Returns:
+        The checked ``mean`` and ``std`` (``None`` for ``"auto"``, see
+        :func:`check_normalization`) and whether both are ``"auto"``.
+    """
 
     def kind(v: Any) -> str:
         return "auto" if isinstance(v, str) and v == "auto" else "None" if v is None else "values"
 
-    check_normalization(*(None if kind(v) == "auto" else v for v in (mean, std)))  # values
+    checked = check_normalization(*(None if kind(v) == "auto" else v for v in (mean, std)))
     if kind(mean) != kind(std):
         raise ValueError(
             f"`mean` and `std` must be given together: both per-channel values, both None "
             f"(the data are pixels) or both 'auto' (read from the data's Normalize); got "
             f"mean={mean!r}, std={std!r}"
         )
-    return kind(mean) == "auto"
+    return (*checked, kind(mean) == "auto")
 
 
 def check_images(

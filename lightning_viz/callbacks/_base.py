@@ -25,7 +25,6 @@ from lightning_viz._checks import (
     check_choice,
     check_float,
     check_int,
-    check_normalization,
     check_normalization_kinds,
     check_str_list,
     check_task,
@@ -176,8 +175,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         ):
             fail("tag_prefix", "a non-empty string", tag_prefix)
         self.class_names = check_str_list(class_names, "class_names")
-        auto = self._auto_normalization = check_normalization_kinds(mean, std)
-        self.mean, self.std = check_normalization(*((None, None) if auto else (mean, std)))
+        self.mean, self.std, self._auto_normalization = check_normalization_kinds(mean, std)
         self._given_normalization = (self.mean, self.std)
         self.task = check_task(task)
         self.probe = check_probe_source(probe)

@@ -297,11 +297,13 @@ def _conv_weight(layer: nn.Conv2d) -> Tensor:
     Its ``forward`` runs once on a small zero input (no hooks); ``layer.weight`` when
     it calls no ``conv2d`` with a weight of that shape."""
     side = [d * (k - 1) + 1 for d, k in zip(layer.dilation, layer.kernel_size, strict=True)]
-    x = torch.zeros(1, layer.in_channels, *side, device=layer.weight.device)
+    x = torch.zeros(
+        1, layer.in_channels, *side, device=layer.weight.device, dtype=layer.weight.dtype
+    )
     recorder = _FirstConvWeight()
     try:
         with torch.no_grad(), recorder:
-            layer.forward(x.to(layer.weight.dtype))
+            layer.forward(x)
     except Exception:  # noqa: BLE001 - a forward that needs more than an image: as stored
         return layer.weight
     found = recorder.weight

@@ -158,7 +158,7 @@ def randomizable_layers(model: nn.Module) -> list[str]:
     without a bias), in definition order; for a
     :class:`ModelView` the names are those of the user's model.
     """
-    inner = model.model if isinstance(model, ModelView) else unwrap_model(model)
+    inner = _user_module(model)
     return [
         name
         for name, m in inner.named_modules()
@@ -201,6 +201,11 @@ def _reset(module: nn.Module) -> None:
             getattr(module, f"{name}_orig").copy_(weight)
 
 
+def _user_module(model: nn.Module) -> nn.Module:
+    """The user's own module: a :class:`ModelView`'s model, or ``model`` unwrapped."""
+    return model.model if isinstance(model, ModelView) else unwrap_model(model)
+
+
 def _copy(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """A deep copy of the user's module, and ``model`` rebuilt around it (a ModelView
     keeps its adapters by reference: the precision context is not copied).
@@ -208,14 +213,13 @@ def _copy(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     The copy runs eagerly: a compiled forward (``torch.compile`` wrapper, or a
     LightningModule fit as ``torch.compile(module)``) is copied by reference and would
     still compute the original model's outputs."""
-    if isinstance(model, ModelView):
-        inner = make_eager(copy.deepcopy(model.model))
-        view = copy.copy(model)
-        view._modules = dict(model._modules)  # noqa: SLF001 - the copy's own submodule table
-        view._modules["model"] = inner  # noqa: SLF001
-        return inner, view
-    inner = make_eager(copy.deepcopy(unwrap_model(model)))
-    return inner, inner
+    inner = make_eager(copy.deepcopy(_user_module(model)))
+    if not isinstance(model, ModelView):
+        return inner, inner
+    view = copy.copy(model)
+    view._modules = dict(model._modules)  # noqa: SLF001 - the copy's own submodule table
+    view._modules["model"] = inner  # noqa: SLF001
+    return inner, view
 
 
 def randomization_similarity(
@@ -277,8 +281,7 @@ def randomization_similarity(
         )
     # under the caller's inference_mode the indices and the copy's parameters would be
     # inference tensors, which the maps' backward cannot save
-    user = model.model if isinstance(model, ModelView) else unwrap_model(model)
-    table = dict(user.named_modules())
+    table = dict(_user_module(model).named_modules())
     with torch.inference_mode(False):
         with torch.no_grad(), preserve_state(model) as net:
             with record_calls({n: table[n] for n in names}) as calls:
