@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -35,12 +36,14 @@ __all__ = [
     "check_clamp",
     "check_normalization",
     "check_normalization_kinds",
+    "check_tag_prefix",
     "check_pixels",
     "check_reduce",
     "check_target_type",
     "check_task",
     "check_callable",
     "check_choice",
+    "check_class_names",
     "check_choices",
     "check_float",
     "check_generator",
@@ -171,6 +174,13 @@ def check_str_list(
     if length is not None and len(values) != length:
         fail(name, what, f"<{len(values)} strings: {values!r:.120}>")
     return values
+
+
+def check_class_names(values: Any) -> list[str] | None:
+    """``None`` or class names (strings), each control character (a tab, a newline) made
+    a space: a name is one line in captions, legends, tables and the projector's TSV."""
+    names = check_str_list(values, "class_names")
+    return None if names is None else [re.sub(r"[\x00-\x1f\x7f]", " ", n) for n in names]
 
 
 def check_layer_names(values: Any, name: str) -> list[str] | None:
@@ -352,6 +362,16 @@ def check_normalization_kinds(
             f"mean={mean!r}, std={std!r}"
         )
     return (*checked, kind(mean) == "auto")
+
+
+def check_tag_prefix(prefix: Any) -> str | None:
+    """``None`` or a non-empty tag prefix whose ``/``-separated parts are not ``.`` or
+    ``..`` (a file backend makes folders of them: they would leave the log dir)."""
+    if prefix is not None and (not isinstance(prefix, str) or not prefix.strip("/")):
+        fail("tag_prefix", "a non-empty string", prefix)
+    if prefix is not None and {".", ".."} & set(prefix.split("/")):
+        fail("tag_prefix", "a prefix without '.' or '..' parts (they name folders)", prefix)
+    return prefix
 
 
 def check_images(

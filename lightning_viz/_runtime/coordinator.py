@@ -11,8 +11,6 @@ callback's internals, only into the coordinator. It holds the one background wor
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import threading
@@ -29,19 +27,17 @@ from torch.nn.parameter import is_lazy
 from lightning_viz._guard import mark_background_thread
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
-from lightning_viz._runtime.config import config_markdown
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.probe import stage_loader
-from lightning_viz._runtime.writers import SUPPORTED, Writers, local_dir, open_writers
-from lightning_viz.monitoring.dashboard import (
-    console_table,
-    custom_scalars_layout,
-    latest_rows,
-    summary_markdown,
-    summary_rows,
+from lightning_viz._runtime.run_output import RunOutput
+from lightning_viz._runtime.writers import (
+    SUPPORTED,
+    Writers,
+    local_dir,
+    open_writers,
+    remote_log_dirs,
 )
-from lightning_viz.monitoring.record import RunSummary, SummaryError, summary_path
-from lightning_viz.monitoring.regression import alert_sentence
+from lightning_viz.monitoring.record import RunSummary
 
 __all__ = ["Coordinator", "DeferredJob"]
 
@@ -55,24 +51,6 @@ def _init_worker() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     except (AttributeError, OSError):  # not Linux, or not permitted: normal priority
         pass
-
-
-def _own_titles(callback: Any) -> dict[str, dict[str, list[str]]]:
-    """``callback.layout()``; under a custom ``tag_prefix`` each chart title starts with
-    it, so two instances of one callback get charts of their own."""
-    charts = callback.layout()
-    if callback.tag_prefix == callback.family:
-        return charts
-    return {
-        category: {f"{callback.tag_prefix}: {title}": tags for title, tags in by_title.items()}
-        for category, by_title in charts.items()
-    }
-
-
-def _config_name(callback: Any) -> str:
-    """The name of a callback in the run's configuration (its tag prefix when custom)."""
-    name = type(callback).__name__
-    return name if callback.tag_prefix == callback.family else f"{name}({callback.tag_prefix})"
 
 
 def _common_save_dir(trainer: Any, own: str | None) -> str | None:
@@ -114,7 +92,7 @@ def _secs(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2g} s"
 
 
-class Coordinator:
+class Coordinator(RunOutput):
     """Per-trainer shared state of the lightning-viz callbacks.
 
     Attributes:
@@ -127,6 +105,7 @@ class Coordinator:
         self.callbacks: list[Any] = []
         self.summary: RunSummary | None = None  # the run's summary.json, once a logger is known
         self.log_dir: str | None = None
+        self.cache_dir: str | None = None  # caches kept between runs (the log dir, or W&B's)
         self.summary_changed = False  # a run added to the summary since it was last written
         self.resumed_at = 0  # the epoch this fit started at (a resumed run: > 0)
         self.summary_found = False  # in the log dir or a checkpoint state: not a new summary
@@ -200,70 +179,19 @@ class Coordinator:
                 f"nothing; lightning-viz writes to {used} (supported: {', '.join(SUPPORTED)}, "
                 "or save_dir= when no logger has one)"
             )
-        log_dir = local_dir(trainer, save_dir) or self.writers.log_dir
+        for url, stand_in in remote_log_dirs(trainer):
+            self.warn_once(
+                f"remote {url}",
+                f"lightning-viz: the logger writes to {url}, where lightning-viz cannot write "
+                f"its own files (summary.json, projector and image files); they are kept in "
+                f"{stand_in} (what goes through the logger still goes to {url})",
+            )
+        local = local_dir(trainer, save_dir)
+        log_dir = local or self.writers.log_dir
         self.log_dir = log_dir
+        self.cache_dir = local or self.writers.cache_dir
         self.summary = RunSummary() if log_dir is None else self._load_summary(log_dir)
         return self.writers
-
-    def _load_summary(self, log_dir: str) -> RunSummary:
-        """The log dir's summary (a resumed run continues it), or a new one; one that
-        cannot be read (empty, another format, a newer lightning-viz) is set aside as
-        ``summary.json.unreadable`` with one warning: it stops no fit."""
-        try:
-            self.summary_found = os.path.isfile(summary_path(log_dir))
-            return RunSummary.load_or_new(log_dir)
-        except SummaryError as err:
-            kept = f"{summary_path(log_dir)}.unreadable"
-            with contextlib.suppress(OSError):
-                os.replace(summary_path(log_dir), kept)
-            self.warn_once(
-                "unreadable summary",
-                f"lightning-viz: {err}; it is kept as {kept} and this run starts a new summary",
-            )
-            return RunSummary()
-
-    def summary_state(self, callback: Any) -> dict[str, Any]:
-        """The run summary as JSON text for the checkpoint, in the state of the first
-        registered callback only (``{}`` for the others)."""
-        if self.summary is None or not self.callbacks or self.callbacks[0] is not callback:
-            return {}
-        text = json.dumps(self.summary.to_dict(), allow_nan=False, separators=(",", ":"))
-        return {"run_summary": text}
-
-    def continue_summary(self, saved: str | None, epoch: int) -> None:
-        """At the training start: a run resumed at ``epoch`` into a log dir without its
-        summary (Lightning's default resume opens a new version) continues the summary
-        saved in the checkpoint; the epochs from ``epoch`` on are forgotten (they run
-        again)."""
-        if self.summary is None:
-            return
-        self.resumed_at = epoch
-        self.summary_found = self.summary_found or saved is not None
-        if saved is not None and epoch > 0 and not self.summary.metrics:
-            try:
-                self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")
-            except ValueError as err:  # a SummaryError, or not JSON
-                self.warn_once("checkpoint summary", f"lightning-viz: {err}; a new one starts")
-        self.summary.drop_after(epoch - 1)
-
-    def write_summary(self, trainer: Any) -> None:
-        """Writes ``<log_dir>/lightning_viz/summary.json`` and gives it to every backend
-        (global rank 0) when a run added to it: once per epoch end, after every callback
-        ran; its seconds count in the overhead budget."""
-        changed, self.summary_changed = self.summary_changed, False
-        if changed and self.summary is not None and self.log_dir and trainer.is_global_zero:
-            if self.resumed_at and not self.summary_found:
-                self.warn_once(  # the checkpoint's first callback held it, and is gone
-                    "summary lost",
-                    f"lightning-viz: this run resumed at epoch {self.resumed_at} without the "
-                    "summary of the epochs before (neither in the log dir nor in the checkpoint "
-                    "state of a callback here): summary.json and `compare` start at this epoch",
-                )
-            start = self.budget.clock()
-            path = self.summary.write(self.log_dir)
-            if self.writers:
-                self.writers.summary_file(path)
-            self.budget.charge_shared(self.budget.clock() - start)
 
     def say(self, trainer: Any, text: str) -> None:
         """Prints through the progress bar (which is not torn), or warns (rank 0)."""
@@ -389,65 +317,18 @@ class Coordinator:
         step = int(trainer.global_step)
         if writers is not None and math.isfinite(value) and step != self._overhead_step:
             self._overhead_step = step
-            writers.scalar("viz/overhead", value, step)
-            writers.flush()
+            with self.shared_write("viz/overhead"):
+                writers.scalar("viz/overhead", value, step)
+                writers.flush()
 
     # ------------------------------------------------------------ the dashboard
-    def _writers(self, trainer: Any) -> Writers | None:
-        """The writers on global rank 0 (when there is a backend), else ``None``."""
-        if not trainer.is_global_zero or not self.writers:
-            return None
-        return self.writers
-
-    def layout(self) -> dict[str, dict[str, list[Any]]]:
-        """The custom-scalars layout of every enabled callback, ``viz/`` costs last."""
-        active = [cb for cb in self.callbacks if cb._enabled]
-        cost = {"cost": {"seconds per run": [cb._seconds_tag() for cb in active]}}
-        cost["cost"]["overhead (callback / training seconds)"] = ["viz/overhead"]
-        return custom_scalars_layout([*(_own_titles(cb) for cb in active), cost])
-
     def start_run(self, trainer: Any) -> None:
-        """Writes the custom-scalars layout and the configuration text, once per run;
-        the probe scans and loaders of ``setup`` are let go (every callback has its copy)."""
+        """At the training start: the probe scans and loaders of ``setup`` are let go
+        (every callback has its copy); the layout and configuration are written, once
+        per run."""
         self._scans.clear()
         self._loaders.clear()
-        if self._started:
-            return
-        self._started = True
-        writers = self._writers(trainer)
-        if writers is None:
-            return
-        writers.layout(self.layout())
-        active = [cb for cb in self.callbacks if cb._enabled]
-        options = {_config_name(cb): cb.config() for cb in active}
-        writers.config(options, config_markdown(active), int(trainer.global_step))
-        writers.flush()
-
-    def write_epoch_summary(self, trainer: Any) -> None:
-        """Text ``lightning_viz/summary`` at an epoch a probe ran: every probe metric of
-        the epoch with its interval and changes, and the epoch's alerts."""
-        if self.summary is None:
-            return
-        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
-        rows = summary_rows(self.summary, epoch)
-        if not rows:
-            return
-        writers = self._writers(trainer)
-        if writers is not None:
-            alerts = [a for a in self.summary.alerts if a["epoch"] == epoch]
-            writers.epoch_summary(summary_markdown(rows, epoch, step, alerts), rows, step)
-            for alert in alerts:
-                writers.alert(f"lightning-viz: {alert['metric']} regressed", alert_sentence(alert))
-            writers.flush()
-
-    def print_summary(self, trainer: Any) -> None:
-        """Every probe metric at its latest run, in the console (Lightning's rank-zero
-        logging): the last epoch's table when every probe ran then."""
-        if self.summary is None or not trainer.is_global_zero:
-            return
-        rows = latest_rows(self.summary)
-        if rows:
-            rank_zero_info(console_table(rows))
+        self.write_configuration(trainer)
 
     def info_once(self, key: str, message: str) -> None:
         """Says ``message`` once per trainer for ``key`` (Lightning's rank-zero info)."""

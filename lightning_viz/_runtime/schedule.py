@@ -21,11 +21,15 @@ def validates_every_epoch(trainer: Any) -> bool:
     (as Lightning's ``EarlyStopping`` decides where it checks): then a callback runs at
     the validation epoch end, so ``EarlyStopping``/``ModelCheckpoint`` see its values at
     once; otherwise (no validation, or validation every n-th epoch or several times an
-    epoch) at the training epoch end, after any validation of that epoch."""
+    epoch) at the training epoch end, after any validation of that epoch. An int
+    ``val_check_interval`` counts training batches (``1``: after every batch), so only
+    the float ``1.0`` is "once an epoch"."""
+    interval = trainer.val_check_interval
     return bool(
         getattr(trainer, "enable_validation", False)
         and trainer.check_val_every_n_epoch == 1
-        and trainer.val_check_interval == 1.0
+        and isinstance(interval, float)
+        and interval == 1.0
     )
 
 

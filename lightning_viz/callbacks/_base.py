@@ -23,10 +23,11 @@ from torch import Tensor, nn
 from lightning_viz._checks import (
     check_callable,
     check_choice,
+    check_class_names,
     check_float,
     check_int,
     check_normalization_kinds,
-    check_str_list,
+    check_tag_prefix,
     check_task,
     fail,
 )
@@ -170,11 +171,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self.batch_to_xy = check_callable(batch_to_xy, "batch_to_xy")
         self.output_to_logits = check_callable(output_to_logits, "output_to_logits")
         self.images_to_input = check_callable(images_to_input, "images_to_input")
-        if tag_prefix is not None and (
-            not isinstance(tag_prefix, str) or not tag_prefix.strip("/")
-        ):
-            fail("tag_prefix", "a non-empty string", tag_prefix)
-        self.class_names = check_str_list(class_names, "class_names")
+        check_tag_prefix(tag_prefix)
+        self.class_names = check_class_names(class_names)
         self.mean, self.std, self._auto_normalization = check_normalization_kinds(mean, std)
         self._given_normalization = (self.mean, self.std)
         self.task = check_task(task)
@@ -335,14 +333,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                 )
                 self._enabled = self._pending_setup = self._dry_run = True  # checks only
             else:
-                names = [type(lg).__name__ for lg in getattr(trainer, "loggers", []) or []]
-                coordinator.warn_once(
-                    "no logger",
-                    "lightning-viz: the callbacks need a logger they can write to "
-                    "(TensorBoardLogger, WandbLogger, MLFlowLogger or CSVLogger) among the "
-                    f"trainer's loggers, or save_dir=; found {names or 'no logger'}. They turn "
-                    "themselves off for this run",
-                )
+                monitors.without_writers(self, trainer, coordinator)
             return
         self._enabled = True
         self._pending_setup = True  # the probe and the checks wait for the built model
@@ -538,7 +529,11 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
     # --------------------------------------------------------------- scheduling
     def scheduled(self, trainer: Any) -> bool:
         """Due by its own schedule (``every_n_epochs``, once per epoch, only in ``fit``)."""
-        if not self._enabled or trainer.sanity_checking:
+        if (
+            not self._enabled
+            or trainer.sanity_checking
+            or self._last_epoch == trainer.current_epoch
+        ):
             return False
         if getattr(trainer.state, "fn", None) != "fit":
             return False
@@ -554,8 +549,16 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
 
     def writes_any(self, tags: set[str]) -> bool:
-        """True when one of ``tags`` is a scalar this callback writes."""
-        return any(t in self._written or t.startswith(f"{self.tag_prefix}/") for t in tags)
+        """True when one of ``tags`` is a scalar this callback writes: under its prefix,
+        in its latest run, or in its charts (``explain/...`` of a map callback)."""
+        try:
+            charts = {
+                t for by_title in self.layout().values() for ts in by_title.values() for t in ts
+            }
+        except Exception:  # noqa: BLE001 - charts that need the set-up callback: none known
+            charts = set()
+        known = self._written | charts
+        return any(t in known or t.startswith(f"{self.tag_prefix}/") for t in tags)
 
     def _maybe_run(self, trainer: Any, pl_module: Any) -> None:
         self._shared(trainer).harvest()  # background work finished since the last epoch

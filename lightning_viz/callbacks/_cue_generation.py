@@ -50,7 +50,7 @@ class CueConflictGeneration:
         finished chunks. Returns whether this is one process."""
         pixels, labels, masks = self._cc_source  # type: ignore[misc]
         key = cue_cache.cache_key(pixels, labels, masks, self._settings())
-        self.cache_path = cue_cache.cache_file(self._shared(trainer).log_dir, key)
+        self.cache_path = cue_cache.cache_file(self._shared(trainer).cache_dir, key)
         path, image_shape = self.cache_path, tuple(pixels.shape[1:])
         torch_dist = torch.distributed
         distributed = torch_dist.is_available() and torch_dist.is_initialized()

@@ -13,7 +13,13 @@ from typing import Any
 
 from lightning_viz._runtime.coordinator import Coordinator
 
-__all__ = ["check_monitored_schedule", "frozen_note", "monitor_words", "monitored_setup_error"]
+__all__ = [
+    "check_monitored_schedule",
+    "frozen_note",
+    "monitor_words",
+    "monitored_setup_error",
+    "without_writers",
+]
 
 
 def monitor_words(monitor: Any) -> str:
@@ -31,14 +37,19 @@ def _checks_every(monitor: Any) -> int | None:
 
 def _at_validation_end(monitor: Any, trainer: Any) -> bool:
     """Whether ``monitor`` checks at each validation end: ``EarlyStopping`` decides it
-    in its ``setup``, ``ModelCheckpoint`` at each check (its own rule, asked here)."""
-    should = getattr(monitor, "_should_save_on_train_epoch_end", None)  # ModelCheckpoint
-    if callable(should):
-        try:
-            return not should(trainer)
-        except Exception:  # noqa: BLE001 - another Lightning's rule: not known here
-            return False
-    return getattr(monitor, "_check_on_train_epoch_end", None) is False  # EarlyStopping
+    in its ``setup``; ``ModelCheckpoint`` at each check, by its rule
+    (``_should_save_on_train_epoch_end``) followed here: that rule asked before the
+    validation batches are counted would read "no validation" (train epoch end)."""
+    if hasattr(monitor, "_check_on_train_epoch_end"):  # EarlyStopping
+        return monitor._check_on_train_epoch_end is False  # noqa: SLF001 - read only
+    given = getattr(monitor, "_save_on_train_epoch_end", None)
+    if given is not None:
+        return not given
+    if trainer.check_val_every_n_epoch != 1:
+        return True
+    if not getattr(trainer, "enable_validation", False) or trainer.limit_val_batches == 0:
+        return False
+    return trainer.val_check_interval != 1.0
 
 
 def _validation_words(trainer: Any) -> str:
@@ -46,6 +57,8 @@ def _validation_words(trainer: Any) -> str:
     every, interval = trainer.check_val_every_n_epoch, trainer.val_check_interval
     if every is None:
         return f"validation every {interval} steps"
+    if isinstance(interval, int):
+        return f"validation every {interval} training batches"
     if interval != 1.0:
         return f"validation at {interval} of each epoch"
     return f"validation every {every} epochs"
@@ -95,6 +108,24 @@ def monitored_setup_error(callback: Any, trainer: Any, err: Exception) -> Except
         f"{err}; {monitor_words(monitors[0])} monitors a metric of "
         f"{type(callback).__name__}, so the fit cannot go on without it"
     )
+
+
+def without_writers(callback: Any, trainer: Any, coordinator: Any) -> None:
+    """Says once that the callbacks have nowhere to write and turn themselves off.
+
+    Raises:
+        ValueError: A monitor watches a metric of ``callback``, which it would never
+            get (the fit would stop after its first epoch).
+    """
+    names = [type(lg).__name__ for lg in getattr(trainer, "loggers", []) or []]
+    needs = (
+        "lightning-viz: the callbacks need a logger they can write to (TensorBoardLogger, "
+        "WandbLogger, MLFlowLogger or CSVLogger) among the trainer's loggers, or save_dir=; "
+        f"found {names or 'no logger'}"
+    )
+    if (stop := monitored_setup_error(callback, trainer, ValueError(needs))) is not None:
+        raise stop
+    coordinator.warn_once("no logger", f"{needs}. They turn themselves off for this run")
 
 
 def frozen_note(callback: Any, trainer: Any) -> str:

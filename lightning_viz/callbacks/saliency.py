@@ -109,7 +109,8 @@ class SaliencyLogger(ScoresMaps, VizCallback):
             consecutive runs, once per episode). Default: 0.05.
         alpha: Significance level of the alert rule, as for ``AdversarialProbe``.
             Default: 0.01.
-        warmup: Runs before the alert rule starts, as for ``AdversarialProbe``.
+        warmup: Epochs at the start of fit that are never a reference, as for
+            ``AdversarialProbe``.
             Default: 1.
         patience: Consecutive significant runs before an alert, as for
             ``AdversarialProbe``. Default: 2.
@@ -185,7 +186,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
 
     def layout(self) -> dict[str, dict[str, list[str]]]:
         charts = self.quality_layout(self._active)
-        if self._probe is not None and self._probe.masks is not None:
+        if self._probe is None or self._probe.masks is not None:  # None: not set up yet
             charts["bias"] = {
                 "saliency on the object": [self.tag("saliency_in_mask", family="bias")]
             }

@@ -24,8 +24,9 @@ def load_summary(path: str | os.PathLike[str]) -> RunSummary:
     Args:
         path: One of: (a) a run's log directory (the one holding its TensorBoard event
             file, with ``lightning_viz/summary.json`` in it); (b) that
-            ``summary.json`` itself; (c) a folder with exactly one such run somewhere
-            below it (e.g. ``lightning_logs/`` with a single ``version_0``).
+            ``summary.json`` itself, or the folder holding it (its ``lightning_viz/``
+            folder, or a copy's); (c) a folder with exactly one such run somewhere below
+            it (e.g. ``lightning_logs/`` with a single ``version_0``).
 
     Returns:
         The :class:`RunSummary`, with ``path`` set to the file read.
@@ -42,8 +43,9 @@ def load_summary(path: str | os.PathLike[str]) -> RunSummary:
         raise SummaryError(f"{p}: no such file or directory")
     if os.path.isfile(p):
         return read_summary(p)
-    if os.path.isfile(summary_path(p)):
-        return read_summary(summary_path(p))
+    for file in (summary_path(p), os.path.join(p, SUMMARY_FILE)):
+        if os.path.isfile(file):
+            return read_summary(file)
     pattern = os.path.join(glob.escape(p), "**", SUMMARY_DIR, SUMMARY_FILE)
     found = sorted(glob.glob(pattern, recursive=True))
     real: dict[str, str] = {}  # a run seen twice (W&B's latest-run link) counts once,

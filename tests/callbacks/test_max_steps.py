@@ -134,3 +134,14 @@ def test_a_stop_asked_inside_an_epoch_validates_and_runs_once(tmp_path):
     assert runs == {"FilterLogger": [0]}
     assert cb._validated_epoch == 0  # it ran after that validation
     assert _steps(tmp_path)["filters/model.block1.conv"] == [3]
+
+
+def test_validation_after_every_batch_runs_once_an_epoch_at_its_end(tmp_path):
+    """``val_check_interval=1`` (an int: after every training batch) compared equal to
+    ``1.0`` ("once an epoch"): every callback ran at each of the 4 validations."""
+    callbacks = _callbacks()
+    runs = _count_runs(callbacks)
+    _fit(tmp_path, callbacks, epochs=2, val_check_interval=1)
+    assert not any(cb._after_validation for cb in callbacks)  # the training epoch end
+    assert runs == {type(cb).__name__: [0, 1] for cb in callbacks}
+    assert _steps(tmp_path) == {t: [4, 8] for t in (*IMAGES, *SCALARS)}

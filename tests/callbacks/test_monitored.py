@@ -78,6 +78,10 @@ def test_a_monitored_callback_failing_during_the_fit_says_the_value_is_frozen(tm
     [
         ({"check_val_every_n_epoch": None, "val_check_interval": 2}, "validation every 2 steps"),
         ({"check_val_every_n_epoch": 2}, "validation every 2 epochs"),
+        # ModelCheckpoint's own rule, asked before the validation batches are counted,
+        # answered "no validation: the training epoch end"; the fit stopped at step 2
+        ({"val_check_interval": 0.5}, "validation at 0.5 of each epoch"),
+        ({"val_check_interval": 2}, "validation every 2 training batches"),
     ],
 )
 def test_a_monitor_at_each_validation_end_of_a_metric_written_at_the_epoch_end(
@@ -99,3 +103,19 @@ def test_a_monitor_at_each_validation_end_of_a_metric_written_at_the_epoch_end(
     )
     trainer, _ = fit(tmp_path / "ok", [_probe(), checkpoint], enable_checkpointing=True, **schedule)
     assert checkpoint.best_model_score is not None and trainer.current_epoch == 2
+
+
+def test_a_map_callbacks_explain_metric_is_known_as_its_own_before_training(tmp_path):
+    """``explain/...`` does not start with ``saliency/``: the every-second-epoch check
+    missed it, and Lightning stopped the fit after the first epoch."""
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, every_n_epochs=2)
+    stop = EarlyStopping(monitor="explain/vanilla/deletion_auc", mode="min")
+    with pytest.raises(ValueError, match=r"SaliencyLogger writes it every 2 epochs"):
+        fit(tmp_path / "s", [saliency, stop], epochs=2)
+    cam = lv.GradCAMLogger(methods=("gradcam",), num_samples=4, every_n_epochs=2)
+    stop = EarlyStopping(monitor="explain/gradcam/insertion_auc", mode="max")
+    with pytest.raises(ValueError, match=r"GradCAMLogger writes it every 2 epochs"):
+        fit(tmp_path / "g", [cam, stop], epochs=2)
+    masked = lv.SaliencyLogger(methods=("vanilla",), every_n_epochs=2)
+    assert masked.writes_any({"bias/saliency_in_mask"})  # known once the probe has masks
+    assert not masked.writes_any({"explain/gradcam/deletion_auc", "robustness/clean_acc"})

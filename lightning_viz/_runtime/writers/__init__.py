@@ -10,8 +10,11 @@ an image or figure is made into pixels once and written to each.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
 from torch import Tensor
@@ -28,9 +31,11 @@ __all__ = [
     "figure_pixels",
     "image_pixels",
     "local_dir",
+    "local_folder",
     "logger_kind",
     "mlflow_name",
     "open_writers",
+    "remote_log_dirs",
     "tag_of",
 ]
 
@@ -53,11 +58,50 @@ def logger_kind(logger: Any) -> str | None:
     return None
 
 
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _root(trainer: Any) -> str:
+    """The local folder of the trainer's own files (``default_root_dir`` or the cwd)."""
+    root = str(getattr(trainer, "default_root_dir", None) or os.getcwd())
+    return os.getcwd() if _URL.match(root) else root
+
+
+def local_folder(path: Any, root: str) -> str:
+    """``path`` as a local folder: itself, a ``file://`` URL's path, or for another URL
+    (``s3://``, ``gs://``, ``memory://``: the os cannot write there) a local stand-in,
+    ``<root>/lightning_viz_runs/<scheme>-<the URL's path>``."""
+    text = str(path)
+    found = _URL.match(text)
+    if found is None:
+        return text
+    scheme, rest = found.group(1).lower(), text[found.end() :]
+    if scheme == "file":
+        return url2pathname(urlsplit(text).path)
+    parts = [p for p in rest.split("/") if p not in ("", ".", "..")]
+    return os.path.join(
+        root, "lightning_viz_runs", f"{scheme}-{parts[0] if parts else ''}", *parts[1:]
+    )
+
+
+def remote_log_dirs(trainer: Any) -> list[tuple[str, str]]:
+    """``(URL, local stand-in)`` of each TensorBoard or CSV logger whose ``log_dir`` is a
+    URL the os cannot write (see :func:`local_folder`)."""
+    out = []
+    for logger in getattr(trainer, "loggers", []) or []:
+        if logger_kind(logger) in ("tensorboard", "csv"):
+            url = str(logger.log_dir)
+            local = local_folder(url, _root(trainer))
+            if _URL.match(url) and not url.lower().startswith("file://"):
+                out.append((url, local))
+    return out
+
+
 def _backend(kind: str, logger: Any, root: str) -> Backend:
     if kind == "tensorboard":
         from lightning_viz._runtime.writers._tensorboard import TensorBoardBackend
 
-        return TensorBoardBackend(logger)
+        return TensorBoardBackend(logger, local_folder(logger.log_dir, root))
     if kind == "wandb":
         from lightning_viz._runtime.writers._wandb import WandbBackend
 
@@ -69,7 +113,7 @@ def _backend(kind: str, logger: Any, root: str) -> Backend:
         return MLflowBackend(logger, local)
     from lightning_viz._runtime.writers._files import FilesBackend
 
-    return FilesBackend(logger)
+    return FilesBackend(logger, local_folder(logger.log_dir, root))
 
 
 def local_dir(trainer: Any, save_dir: str | None) -> str | None:
@@ -80,7 +124,7 @@ def local_dir(trainer: Any, save_dir: str | None) -> str | None:
     loggers = list(getattr(trainer, "loggers", []) or [])
     for logger in loggers:
         if logger_kind(logger) in ("tensorboard", "csv"):
-            return str(logger.log_dir)
+            return local_folder(logger.log_dir, _root(trainer))
     if save_dir is None or any(logger_kind(lg) is not None for lg in loggers):
         return None
     return str(save_dir)
@@ -102,7 +146,7 @@ def open_writers(trainer: Any, save_dir: str | None = None) -> tuple[Writers | N
         return None, unsupported  # fast_dev_run: Lightning's dry run writes nothing
     backends: list[Backend] = []
     if trainer.is_global_zero:
-        root = str(getattr(trainer, "default_root_dir", None) or os.getcwd())
+        root = _root(trainer)
         backends = [_backend(kind, lg, root) for kind, lg in known]
         if not known:
             from lightning_viz._runtime.writers._files import FilesBackend
@@ -128,6 +172,11 @@ class Writers:
     def log_dir(self) -> str | None:
         """The first backend's local folder."""
         return next((b.log_dir for b in self.backends if b.log_dir is not None), None)
+
+    @property
+    def cache_dir(self) -> str | None:
+        """The first backend's folder for caches kept between runs."""
+        return next((b.cache_dir for b in self.backends if b.log_dir is not None), None)
 
     def each(self, fn: Callable[[Backend], Any], *, threadsafe: bool | None = None) -> None:
         """``fn(backend)`` for every backend (or those with this ``threadsafe``)."""

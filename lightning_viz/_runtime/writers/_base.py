@@ -55,6 +55,8 @@ class Backend:
         logger: The Lightning logger written to (``None`` for plain files).
         log_dir: A local folder of the run (where ``lightning_viz/summary.json`` lives
             when this is the first backend), or ``None``.
+        cache_dir: A local folder for caches kept between runs (``log_dir`` unless
+            that folder is uploaded).
         threadsafe: Whether embeddings may be written from the background worker.
     """
 
@@ -64,6 +66,7 @@ class Backend:
     def __init__(self, logger: Any = None, log_dir: str | None = None) -> None:
         self.logger = logger
         self.log_dir = log_dir
+        self.cache_dir = log_dir
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         """Finite scalar values by tag, at ``step``."""

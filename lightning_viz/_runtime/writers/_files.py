@@ -28,7 +28,8 @@ class FilesBackend(Backend):
     Args:
         logger: A ``CSVLogger`` (either Lightning flavour); ``None`` makes one in
             ``save_dir`` (its ``metrics.csv`` at ``<save_dir>/metrics.csv``).
-        save_dir: The folder when there is no logger.
+        save_dir: The folder when there is no logger; with one, the local folder of
+            its files (default: its ``log_dir``).
     """
 
     name = "CSV and files"
@@ -42,7 +43,7 @@ class FilesBackend(Backend):
             log_dir = str(save_dir)
         else:
             self._csv = logger
-            log_dir = str(logger.log_dir)
+            log_dir = str(logger.log_dir) if save_dir is None else str(save_dir)
         super().__init__(logger, log_dir)
 
     def path(self, kind: str, tag: str, step: int, ext: str) -> str:

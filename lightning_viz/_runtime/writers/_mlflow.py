@@ -6,8 +6,8 @@ and a step (MLflow's image slider); figures are PNG artifacts
 ``lightning_viz/figures/<tag>/<step>.png``; embeddings TSV artifacts
 ``lightning_viz/embeddings/<tag>/<step>.tsv``; the epoch summary and the configuration
 Markdown artifacts (``log_text``); the options also params
-``lightning_viz/<callback>/<option>``; ``summary.json`` the artifact
-``lightning_viz/summary.json``.
+``lightning_viz/<callback>/<option>`` (a resumed run keeps each one's first value);
+``summary.json`` the artifact ``lightning_viz/summary.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz._runtime.writers._base import Backend, Embedding
 from lightning_viz._runtime.writers._names import mlflow_name
 
@@ -58,8 +59,18 @@ class MLflowBackend(Backend):
             for cb, opts in options.items()
             for name, value in opts.items()
         }
-        self.logger.log_hyperparams(params)
+        # a resumed run (the same run_id) has them: MLflow refuses to change a logged
+        # param, so one logged before keeps its first value; config.md has this fit's
+        logged = self.client.get_run(self.run_id).data.params
+        changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
+        self.logger.log_hyperparams({k: v for k, v in params.items() if k not in logged})
         self.client.log_text(self.run_id, markdown, "lightning_viz/config.md")
+        if changed:
+            rank_zero_warn(
+                f"lightning-viz: this MLflow run was logged with other values of "
+                f"{', '.join(changed)}; MLflow keeps a param's first value, and "
+                "lightning_viz/config.md has this fit's options"
+            )
 
     def epoch_summary(self, markdown: str, rows: Sequence[Any], step: int) -> None:
         self.client.log_text(self.run_id, markdown, f"lightning_viz/summary/{step}.md")

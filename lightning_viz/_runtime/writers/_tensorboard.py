@@ -18,8 +18,8 @@ class TensorBoardBackend(Backend):
 
     name = "TensorBoard"
 
-    def __init__(self, logger: Any) -> None:
-        super().__init__(logger, str(logger.log_dir))
+    def __init__(self, logger: Any, log_dir: str | None = None) -> None:
+        super().__init__(logger, str(logger.log_dir) if log_dir is None else log_dir)
         self.writer = logger.experiment
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
@@ -31,7 +31,7 @@ class TensorBoardBackend(Backend):
 
     def embedding(self, tag: str, step: int, embedding: Embedding) -> None:
         write_embedding(
-            self.writer.get_logdir(),
+            self.log_dir,
             tag,
             step,
             embedding.features,

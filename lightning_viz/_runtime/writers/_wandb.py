@@ -11,6 +11,7 @@ is online.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ class WandbBackend(Backend):
     def __init__(self, logger: Any) -> None:
         self.run = logger.experiment
         super().__init__(logger, str(self.run.dir))
+        # run.dir (<dir>/wandb/run-<id>/files) is uploaded and new for every run: the
+        # caches go to the wandb folder that holds the runs
+        self.cache_dir = os.path.dirname(os.path.dirname(os.path.abspath(self.run.dir)))
 
     def _log(self, values: Mapping[str, Any], step: int) -> None:
         self.logger.log_metrics(dict(values), step)

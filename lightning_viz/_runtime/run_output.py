@@ -1,0 +1,195 @@
+"""What the lightning-viz callbacks of one trainer write together: the run summary
+(``summary.json``, its checkpoint copy, the epoch's summary text and the console
+table) and the run's layout and configuration.
+
+:class:`RunOutput` is the part of the :class:`~lightning_viz._runtime.coordinator.Coordinator`
+that writes them. A write that fails (a full or read-only disk, a logger that refuses
+it) is said once and training goes on, as for a callback's own run; it raises only
+when a callback of the trainer asked for ``on_error="raise"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from lightning_viz._runtime.compat import rank_zero_info
+from lightning_viz._runtime.config import config_markdown
+from lightning_viz._runtime.writers import Writers
+from lightning_viz.monitoring.dashboard import (
+    console_table,
+    custom_scalars_layout,
+    latest_rows,
+    summary_markdown,
+    summary_rows,
+)
+from lightning_viz.monitoring.record import RunSummary, SummaryError, summary_path
+from lightning_viz.monitoring.regression import alert_sentence
+
+__all__ = ["RunOutput"]
+
+
+def _own_titles(callback: Any) -> dict[str, dict[str, list[str]]]:
+    """``callback.layout()``; under a custom ``tag_prefix`` each chart title starts with
+    it, so two instances of one callback get charts of their own."""
+    charts = callback.layout()
+    if callback.tag_prefix == callback.family:
+        return charts
+    return {
+        category: {f"{callback.tag_prefix}: {title}": tags for title, tags in by_title.items()}
+        for category, by_title in charts.items()
+    }
+
+
+def _config_name(callback: Any) -> str:
+    """The name of a callback in the run's configuration (its tag prefix when custom)."""
+    name = type(callback).__name__
+    return name if callback.tag_prefix == callback.family else f"{name}({callback.tag_prefix})"
+
+
+class RunOutput:
+    """The run summary, layout and configuration of a trainer's callbacks (a part of
+    the coordinator, which holds the state these methods use)."""
+
+    callbacks: list[Any]
+    summary: RunSummary | None
+    log_dir: str | None
+    writers: Writers | None
+
+    @contextlib.contextmanager
+    def shared_write(self, what: str) -> Iterator[None]:
+        """Runs a write of ``what`` that every callback shares: a failure is said once
+        (per ``what``) and the fit goes on; it is raised when a callback asked for
+        ``on_error="raise"``."""
+        try:
+            yield
+        except Exception as err:
+            if any(getattr(cb, "on_error", None) == "raise" for cb in self.callbacks):
+                raise
+            self.warn_once(  # type: ignore[attr-defined]
+                f"write {what}",
+                f"lightning-viz could not write {what} ({type(err).__name__}: {err}); "
+                "training goes on, and later epochs try again",
+            )
+
+    def _load_summary(self, log_dir: str) -> RunSummary:
+        """The log dir's summary (a resumed run continues it), or a new one; one that
+        cannot be read (empty, another format, a newer lightning-viz) is set aside as
+        ``summary.json.unreadable`` with one warning: it stops no fit."""
+        try:
+            self.summary_found = os.path.isfile(summary_path(log_dir))
+            return RunSummary.load_or_new(log_dir)
+        except SummaryError as err:
+            kept = f"{summary_path(log_dir)}.unreadable"
+            with contextlib.suppress(OSError):
+                os.replace(summary_path(log_dir), kept)
+            self.warn_once(
+                "unreadable summary",
+                f"lightning-viz: {err}; it is kept as {kept} and this run starts a new summary",
+            )
+            return RunSummary()
+
+    def summary_state(self, callback: Any) -> dict[str, Any]:
+        """The run summary as JSON text for the checkpoint, in the state of the first
+        registered callback only (``{}`` for the others)."""
+        if self.summary is None or not self.callbacks or self.callbacks[0] is not callback:
+            return {}
+        text = json.dumps(self.summary.to_dict(), allow_nan=False, separators=(",", ":"))
+        return {"run_summary": text}
+
+    def continue_summary(self, saved: str | None, epoch: int) -> None:
+        """At the training start: a run resumed at ``epoch`` into a log dir without its
+        summary (Lightning's default resume opens a new version) continues the summary
+        saved in the checkpoint; the epochs from ``epoch`` on are forgotten (they run
+        again)."""
+        if self.summary is None:
+            return
+        self.resumed_at = epoch
+        self.summary_found = self.summary_found or saved is not None
+        if saved is not None and epoch > 0 and not self.summary.metrics:
+            try:
+                self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")
+            except ValueError as err:  # a SummaryError, or not JSON
+                self.warn_once("checkpoint summary", f"lightning-viz: {err}; a new one starts")
+        self.summary.drop_after(epoch - 1)
+
+    def write_summary(self, trainer: Any) -> None:
+        """Writes ``<log_dir>/lightning_viz/summary.json`` and gives it to every backend
+        (global rank 0) when a run added to it: once per epoch end, after every callback
+        ran; its seconds count in the overhead budget."""
+        changed, self.summary_changed = self.summary_changed, False
+        if changed and self.summary is not None and self.log_dir and trainer.is_global_zero:
+            if self.resumed_at and not self.summary_found:
+                self.warn_once(  # the checkpoint's first callback held it, and is gone
+                    "summary lost",
+                    f"lightning-viz: this run resumed at epoch {self.resumed_at} without the "
+                    "summary of the epochs before (neither in the log dir nor in the checkpoint "
+                    "state of a callback here): summary.json and `compare` start at this epoch",
+                )
+            start = self.budget.clock()
+            with self.shared_write("the run summary"):
+                path = self.summary.write(self.log_dir)
+                if self.writers:
+                    self.writers.summary_file(path)
+                changed = False
+            self.summary_changed = self.summary_changed or changed  # not written: next time
+            self.budget.charge_shared(self.budget.clock() - start)
+
+    def _writers(self, trainer: Any) -> Writers | None:
+        """The writers on global rank 0 (when there is a backend), else ``None``."""
+        if not trainer.is_global_zero or not self.writers:
+            return None
+        return self.writers
+
+    def layout(self) -> dict[str, dict[str, list[Any]]]:
+        """The custom-scalars layout of every enabled callback, ``viz/`` costs last."""
+        active = [cb for cb in self.callbacks if cb._enabled]
+        cost = {"cost": {"seconds per run": [cb._seconds_tag() for cb in active]}}
+        cost["cost"]["overhead (callback / training seconds)"] = ["viz/overhead"]
+        return custom_scalars_layout([*(_own_titles(cb) for cb in active), cost])
+
+    def write_configuration(self, trainer: Any) -> None:
+        """Writes the custom-scalars layout and the configuration text, once per run."""
+        if self._started:
+            return
+        self._started = True
+        writers = self._writers(trainer)
+        if writers is None:
+            return
+        with self.shared_write("the run's layout and configuration"):
+            writers.layout(self.layout())
+            active = [cb for cb in self.callbacks if cb._enabled]
+            options = {_config_name(cb): cb.config() for cb in active}
+            writers.config(options, config_markdown(active), int(trainer.global_step))
+            writers.flush()
+
+    def write_epoch_summary(self, trainer: Any) -> None:
+        """Text ``lightning_viz/summary`` at an epoch a probe ran: every probe metric of
+        the epoch with its interval and changes, and the epoch's alerts."""
+        if self.summary is None:
+            return
+        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        rows = summary_rows(self.summary, epoch)
+        if not rows:
+            return
+        writers = self._writers(trainer)
+        if writers is None:
+            return
+        with self.shared_write("the epoch's summary text"):
+            alerts = [a for a in self.summary.alerts if a["epoch"] == epoch]
+            writers.epoch_summary(summary_markdown(rows, epoch, step, alerts), rows, step)
+            for alert in alerts:
+                writers.alert(f"lightning-viz: {alert['metric']} regressed", alert_sentence(alert))
+            writers.flush()
+
+    def print_summary(self, trainer: Any) -> None:
+        """Every probe metric at its latest run, in the console (Lightning's rank-zero
+        logging): the last epoch's table when every probe ran then."""
+        if self.summary is None or not trainer.is_global_zero:
+            return
+        rows = latest_rows(self.summary)
+        if rows:
+            rank_zero_info(console_table(rows))
