@@ -4,9 +4,9 @@
 :class:`WatchesOverfitting` is a base of ``AdversarialProbe``: with ``"fgsm"`` and
 ``"pgd"`` both run, it warns once per fit when PGD accuracy falls while FGSM accuracy
 at the same eps holds, the samples FGSM leaves correct and PGD breaks grew
-significantly, and the model classifies the probe better than chance (a model at
-chance has no robustness to lose: its predictions, and with them both attacks'
-accuracies, move at random).
+significantly to at least a fifth of the probe (:data:`GAP`), and the model classifies the probe better
+than chance (a model at chance has no robustness to lose: its predictions, and with
+them both attacks' accuracies, move at random).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from torch import Tensor
 from lightning_viz._runtime.context import RunContext
 from lightning_viz.monitoring.stats import sign_test
 
-__all__ = ["WatchesOverfitting", "chance_accuracy"]
+__all__ = ["GAP", "WatchesOverfitting", "chance_accuracy"]
+
+GAP = 0.2  # share of the probe FGSM leaves correct and PGD breaks, at least, to warn
 
 
 def chance_accuracy(labels: Tensor, task: str) -> float:
@@ -81,13 +83,14 @@ class WatchesOverfitting:
         clean: Tensor,
         labels: Tensor,
     ) -> list[str]:
-        """Catastrophic overfitting (Wong, Rice and Kolter 2020): PGD accuracy falls
+        """Catastrophic overfitting (Wong, Rice and Kolter 2020): PGD accuracy collapses
         while FGSM accuracy at the same eps holds or rises.
 
         Per eps, the reference is the run with the smallest number of probe samples
         FGSM leaves correct and PGD breaks (the gap). A later run is flagged when PGD
-        accuracy is below the reference's, FGSM accuracy is not lower by more than
-        ``tolerance``, the gap grew significantly (the exact paired sign test of the
+        accuracy is below the reference's, the gap is at least :data:`GAP` of the probe
+        (standard training also lets PGD accuracy decline while FGSM's holds, with a
+        gap of a few samples), FGSM accuracy is not lower by more than ``tolerance``, the gap grew significantly (the exact paired sign test of the
         samples that entered the gap against those that left it, below ``alpha``), and
         the clean accuracy ``clean`` (correct decisions on the whole probe, whose labels
         are ``labels``) is significantly above chance. The alert names the epoch the gap
@@ -115,6 +118,7 @@ class WatchesOverfitting:
             p_value = sign_test(entered, left)
             if (
                 p_now < p_ref
+                and float(gap.float().mean()) >= GAP
                 and f_now >= f_ref - self.tolerance
                 and p_value < self.alpha
                 and self.catastrophic_overfitting is None
@@ -134,9 +138,9 @@ class WatchesOverfitting:
                     f"{ref_epoch}) to {p_now:.4f} (epoch {epoch}) while FGSM accuracy went "
                     f"from {f_ref:.4f} to {f_now:.4f}; the samples FGSM leaves correct and "
                     f"PGD breaks grew from {int(ref_gap.sum())} to {int(gap.sum())} (paired "
-                    f"sign test p = {p_value:.2g}). The model has learned to defeat the "
-                    "single-step attack only (Wong et al. 2020): single-step adversarial "
-                    "training needs a random start and a step near 1.25 eps, or a multi-step "
-                    "attack."
+                    f"sign test p = {p_value:.2g}). The model defeats the single-step attack "
+                    "only; in single-step (FGSM) adversarial training this is catastrophic "
+                    "overfitting (Wong et al. 2020), cured by a random start and a step near "
+                    "1.25 eps, or a multi-step attack. Read PGD's accuracy, not FGSM's."
                 ]
         return []

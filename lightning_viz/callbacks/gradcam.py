@@ -63,7 +63,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         tolerance: Rise of the deletion AUC that alerts, as for ``SaliencyLogger``.
             Default: 0.05.
         alpha: Significance level of the alert rule. Default: 0.01.
-        warmup: Runs before the alert rule starts. Default: 1.
+        warmup: Epochs at the start of fit that are never a reference. Default: 1.
         patience: Consecutive significant runs before an alert. Default: 2.
         baseline: A run whose scores are the reference. Default: ``None``.
         randomization_threshold: A mean randomization correlation above it alerts.

@@ -144,7 +144,8 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
     samples, each warned at most once per run with its reason: outputs that already sum
     to one (a softmax inside the model), outputs that differ between two forwards of
     the same images (a randomized model), and at least 10 % of the samples with an input
-    gradient that is exactly zero. (AutoAttack's black-box Square check is not run.)
+    gradient that is exactly zero. AutoAttack's black-box Square check runs with
+    ``black_box_queries`` > 0 (below).
 
     Catastrophic overfitting (Wong, Rice and Kolter, "Fast is better than free", ICLR
     2020), with ``"fgsm"`` and ``"pgd"`` both run: a warning, once per fit, when PGD

@@ -64,10 +64,10 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
     style transfer with a random-filter network, coarse to fine from at most
     ``style_size`` px, class pairs balanced, the pairing drawn from a generator
     seeded with ``seed``), in chunks (3 pairs at 224 px, at most 160 of small
-    images). With ``background=True`` (the default ``"auto"``: when there is more
-    than one chunk) and one
-    process) the chunks are made on the trainer's low-priority background worker
-    from ``setup`` on, while training runs, their seconds charged to the overhead
+    images). With ``background=True`` (or the default ``"auto"`` when there is more
+    than one chunk) in one process, the chunks are made on the trainer's
+    low-priority background worker from ``setup`` on, while training runs, their
+    seconds charged to the overhead
     budget as background work; the bias scalars start at the first due run after
     the set is complete. Otherwise (``background=False``, or under DDP, where each
     rank makes its share of every chunk) the first run makes them, with a progress
@@ -185,7 +185,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
 
     def __init__(
         self,
-        cue_conflict: Dataset | None = None,
+        cue_conflict: Dataset | str | os.PathLike[str] | None = None,
         num_images: int = 160,
         tolerance: float = 0.05,
         output_mapping: Sequence[int] | str | None = None,

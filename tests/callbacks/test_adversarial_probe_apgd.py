@@ -192,6 +192,20 @@ def test_catastrophic_overfitting_rule():
     assert _co(cb, 4, 55, 5) == []  # once per fit
 
 
+def test_no_alert_for_the_slow_decline_of_standard_training():
+    """Plain training (the demo) lets PGD accuracy decline while FGSM's holds and the
+    gap grows significantly, by a few samples; below a fifth of the probe it is no
+    catastrophic overfitting."""
+    cb = AdversarialProbe(eps=(EPS,), tolerance=0.02, alpha=0.01)
+    assert _co(cb, 0, 29, 29) == []  # reference: gap 0
+    assert _co(cb, 1, 30, 22) == []  # gap 8 of 100 (p = 1/256): the demo's numbers
+    assert _co(cb, 2, 33, 14) == []  # gap 19 of 100
+    assert cb.catastrophic_overfitting is None
+    (msg,) = _co(cb, 3, 34, 14)  # gap 20 of 100: FGSM far above PGD
+    assert "PGD accuracy fell from 0.2900 (epoch 0) to 0.1400 (epoch 3)" in msg
+    assert "Read PGD's accuracy" in msg
+
+
 def test_no_alert_when_fgsm_falls_too():
     cb = AdversarialProbe(eps=(EPS,))
     assert _co(cb, 0, 60, 50) == []

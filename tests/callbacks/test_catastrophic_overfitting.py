@@ -25,7 +25,7 @@ EPS = 32 / 255  # training and probe eps: large, where FGSM training overfits
 SIGNAL = 36 / 255  # per-pixel amplitude of the class pattern, just above EPS
 NOISE = 0.1  # per-pixel Gaussian noise
 SIZE, CLASSES, TRAIN, PROBE = 16, 4, 640, 64
-SEED = 2  # initial weights: inits 2 and 3 overfit by epoch 2, 0 and 1 not yet
+SEED = 3  # initial weights: init 3 overfits by epoch 2 (torch 2.14: 0-2 not within 3 epochs)
 TAGS = ("robustness/fgsm_acc@32/255", "robustness/pgd_acc@32/255")
 
 

@@ -380,3 +380,20 @@ def test_a_folder_of_another_layout_is_a_clear_error(tmp_path, files, match):
         Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / name)
     with pytest.raises(ValueError, match=match):
         lv.TextureShapeBias(cue_conflict=tmp_path)
+
+
+def test_a_folder_is_given_from_a_lightning_cli_config(tmp_path):
+    """jsonargparse (LightningCLI) reads the annotation: a folder path must be allowed."""
+    from jsonargparse import ArgumentParser
+    from PIL import Image
+
+    os.makedirs(tmp_path / "airplane")
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(
+        tmp_path / "airplane" / "airplane1-bear1.png"
+    )
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(lv.TextureShapeBias, "cb")
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    config = parser.parse_string(f"cb: {{cue_conflict: '{tmp_path}', output_mapping: imagenet16}}")
+    cb = instantiate(config)["cb"]
+    assert len(cb.cue_conflict) == 1 and cb.mean_probability  # the imagenet16 mapping
