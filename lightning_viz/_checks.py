@@ -177,10 +177,11 @@ def check_str_list(
 
 
 def check_class_names(values: Any) -> list[str] | None:
-    """``None`` or class names (strings), each control character (a tab, a newline) made
-    a space: a name is one line in captions, legends, tables and the projector's TSV."""
+    """``None`` or class names (strings), each run of control characters (a tab, a line
+    break) made one space: a name is one line in captions, legends, tables and the
+    projector's TSV."""
     names = check_str_list(values, "class_names")
-    return None if names is None else [re.sub(r"[\x00-\x1f\x7f]", " ", n) for n in names]
+    return None if names is None else [re.sub(r"[\x00-\x1f\x7f]+", " ", n) for n in names]
 
 
 def check_layer_names(values: Any, name: str) -> list[str] | None:

@@ -28,6 +28,7 @@ __all__ = [
     "record_calls",
     "record_inputs",
     "record_io",
+    "record_order",
     "relu_backward",
 ]
 
@@ -87,6 +88,20 @@ def record_calls(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, t
     def hook(name: str, _args: Any, out: Any) -> None:
         if isinstance(out, Tensor):
             calls.append((name, out.shape))
+
+    with _forward_hooks(modules, hook):
+        yield calls
+
+
+@contextlib.contextmanager
+def record_order(modules: Mapping[str, nn.Module]) -> Iterator[list[str]]:
+    """Appends the name of every forward call, whatever it returns (an attention layer's
+    tuple too), in the order the calls complete (an enclosing module after what it
+    called)."""
+    calls: list[str] = []
+
+    def hook(name: str, _args: Any, _out: Any) -> None:
+        calls.append(name)
 
     with _forward_hooks(modules, hook):
         yield calls

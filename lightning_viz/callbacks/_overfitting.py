@@ -4,9 +4,9 @@
 :class:`WatchesOverfitting` is a base of ``AdversarialProbe``: with ``"fgsm"`` and
 ``"pgd"`` both run, it warns once per fit when PGD accuracy falls while FGSM accuracy
 at the same eps holds, the samples FGSM leaves correct and PGD breaks grew
-significantly to at least a fifth of the probe (:data:`GAP`), and the model classifies the probe better
-than chance (a model at chance has no robustness to lose: its predictions, and with
-them both attacks' accuracies, move at random).
+significantly to at least a fifth of the probe (:data:`GAP`), and the model classifies
+the probe better than chance (a model at chance has no robustness to lose: its
+predictions, and with them both attacks' accuracies, move at random).
 """
 
 from __future__ import annotations
@@ -83,15 +83,16 @@ class WatchesOverfitting:
         clean: Tensor,
         labels: Tensor,
     ) -> list[str]:
-        """Catastrophic overfitting (Wong, Rice and Kolter 2020): PGD accuracy collapses
-        while FGSM accuracy at the same eps holds or rises.
+        """Catastrophic overfitting (Wong, Rice and Kolter 2020): PGD accuracy falls far
+        below FGSM accuracy at the same eps, which holds or rises.
 
         Per eps, the reference is the run with the smallest number of probe samples
         FGSM leaves correct and PGD breaks (the gap). A later run is flagged when PGD
         accuracy is below the reference's, the gap is at least :data:`GAP` of the probe
         (standard training also lets PGD accuracy decline while FGSM's holds, with a
-        gap of a few samples), FGSM accuracy is not lower by more than ``tolerance``, the gap grew significantly (the exact paired sign test of the
-        samples that entered the gap against those that left it, below ``alpha``), and
+        gap of a few samples), FGSM accuracy is not lower by more than ``tolerance``,
+        the gap grew significantly (the exact paired sign test of the samples that
+        entered the gap against those that left it, below ``alpha``), and
         the clean accuracy ``clean`` (correct decisions on the whole probe, whose labels
         are ``labels``) is significantly above chance. The alert names the epoch the gap
         began to grow; once per fit.

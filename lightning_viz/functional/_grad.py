@@ -69,8 +69,10 @@ def fresh(inputs: Tensor) -> Tensor:
 
 
 def forward_logits(net: nn.Module, x: Tensor) -> Tensor:
-    """``net(x)`` checked to be logits ``(N, K)``."""
-    out = net(x)
+    """``net(x)`` checked to be logits ``(N, K)``. A leaf that requires grad goes in as a
+    copy in the graph, so a forward that changes its input in place (``x.sub_(0.5)``)
+    can, and the gradient still reaches ``x``."""
+    out = net(x.clone() if x.is_leaf and x.requires_grad else x)
     if not isinstance(out, Tensor):
         raise TypeError(
             f"the model must return a tensor of logits (N, K), got {type(out).__name__}; "
@@ -85,7 +87,8 @@ def forward_logits(net: nn.Module, x: Tensor) -> Tensor:
 
 
 def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:
-    """Class indices ``(N,)`` from an int, a tensor, or ``None`` (the predicted class).
+    """Class indices ``(N,)`` from an int, a tensor (``(N,)``, or a column ``(N, 1)``),
+    or ``None`` (the predicted class).
 
     With one logit (binary) the classes are 0 and 1.
 
@@ -99,7 +102,7 @@ def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:
     if not isinstance(target, Tensor):  # an int (numpy's integers too)
         idx = torch.full((n,), operator.index(target), dtype=torch.long, device=logits.device)
     else:
-        if target.dim() == 2 and target.shape[0] == n and n > 1:
+        if target.dim() == 2 and target.shape[0] == n and n > 1 and target.shape[1] != 1:
             fail(
                 "target",
                 f"{n} class indices (N,), not label rows (N, K): pass the class to explain "

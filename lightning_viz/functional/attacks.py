@@ -83,7 +83,7 @@ def _prepare(
     check_choice(norm, "norm", _NORMS)
     task = check_task(task)
     with preserve_state(model) as m, torch.no_grad():
-        k = int(forward_logits(m, x[:1]).shape[1])
+        k = int(forward_logits(m, x[:1].clone()).shape[1])  # an in-place forward: not x
     task = task or detect_task(k, target)  # type: ignore[arg-type]
     labels = normalize_labels(target.to(x.device), task, k, "target")  # type: ignore[union-attr]
     return x, labels, eps_f, task
@@ -130,7 +130,31 @@ def _project(
         n = _flat_norm(delta)
         factor = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
         delta = delta * factor
-    return _clamp(x + delta, clamp)
+    return _into_ball(_clamp(x + delta, clamp), x, eps, norm)
+
+
+def _into_ball(adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    """``adv`` in a half-precision dtype (bfloat16, float16), where ``x + delta`` rounds
+    up to half a step past ``eps``: the step is projected again in float64 and rounded,
+    then what still lies outside the ball moves one representable value towards ``x``."""
+    if adv.dtype not in (torch.bfloat16, torch.float16):
+        return adv
+
+    def outside(a: Tensor) -> Tensor:
+        d = a.double() - x.double()
+        if norm == "linf":
+            return d.abs() > eps
+        return (_flat_norm(d) > eps) & (d != 0)
+
+    d = adv.double() - x.double()
+    d = d.clamp(-eps, eps) if norm == "linf" else d * (eps / _flat_norm(d).clamp_min(eps))
+    adv = (x.double() + d).to(adv.dtype)
+    for _ in range(8):
+        over = outside(adv)
+        if not bool(over.any()):
+            break
+        adv = torch.where(over, torch.nextafter(adv, x), adv)
+    return adv
 
 
 def _rand(shape: torch.Size, like: Tensor, generator: torch.Generator, kind: str) -> Tensor:
@@ -273,7 +297,7 @@ def fgsm(
     with preserve_state(model) as m:
         x0 = x.detach().clone()
         _, grad = _loss_grad(m, x0, y, task)
-        adv = _clamp(x0 + eps_f * _direction(grad, norm), bounds)
+        adv = _into_ball(_clamp(x0 + eps_f * _direction(grad, norm), bounds), x0, eps_f, norm)
     return adv.detach()
 
 

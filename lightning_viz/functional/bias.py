@@ -74,7 +74,11 @@ def _predicted(predictions: object) -> tuple[Tensor, int | None]:
             fail(
                 "predictions", "float logits of shape (N, K)", f"<shape {tuple(predictions.shape)}>"
             )
-        return predictions.argmax(dim=1), int(predictions.shape[1])
+        if predictions.shape[1] == 1:  # one logit: a binary classifier, class 1 above 0
+            pred, k = (predictions[:, 0] > 0).long(), 2
+        else:
+            pred, k = predictions.argmax(dim=1), int(predictions.shape[1])
+        return pred.masked_fill(predictions.isnan().any(dim=1), OTHER), k
     if predictions.dim() != 1:
         fail(
             "predictions",
@@ -89,7 +93,9 @@ def decisions(predictions: Tensor, shape_labels: Tensor, texture_labels: Tensor)
 
     Args:
         predictions: Predicted class indices ``(N,)`` (integer) or logits ``(N, K)``
-            (floating point; the argmax is taken).
+            (floating point; the argmax is taken; ``(N, 1)``: the logit of a binary
+            classifier, class 1 where it is above 0). A row with a NaN logit is no
+            decision for either cue (:data:`OTHER`).
         shape_labels: Class of the shape (content) of each image, ``(N,)`` integer.
         texture_labels: Class of the texture (style) of each image, ``(N,)`` integer.
 
@@ -195,7 +201,9 @@ def per_class_shape_bias(
     num_classes = check_int(num_classes, "num_classes", minimum=1)
     dec = decisions(predictions, shape_labels, texture_labels)
     shape = shape_labels.to(dec.device).long()
-    if int(shape.max()) >= num_classes or int(texture_labels.max()) >= num_classes:
+    if shape.numel() and (
+        int(shape.max()) >= num_classes or int(texture_labels.max()) >= num_classes
+    ):
         fail(
             "shape_labels/texture_labels",
             f"class indices in [0, {num_classes})",

@@ -333,7 +333,10 @@ def grad_cam(
         target: Class indices ``(N,)``, an int, or ``None`` (predicted class).
             Default: ``None``.
         layer: The layer (module or dotted name) whose output is used; ``None``
-            picks :func:`default_cam_layer` (one extra forward pass). Default: ``None``.
+            picks :func:`default_cam_layer` (one extra forward pass). A module the
+            forward calls more than once (torchvision's ``BasicBlock`` calls its one
+            ``relu`` twice) is read at its last call; pytorch-grad-cam reads the first.
+            Default: ``None``.
         reshape: Maps the layer's output (and its gradient) to ``(N, D, h, w)``, as
             pytorch-grad-cam's ``reshape_transform`` (a callable or a
             :class:`~lightning_viz.functional.TokenLayout`); ``None`` detects the

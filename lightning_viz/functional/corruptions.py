@@ -397,16 +397,26 @@ def _contrast(x: Tensor, c: float) -> Tensor:
 
 def _box_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """PIL's ``BOX`` resampling ``(n_out, n_in)``: output ``i`` averages the input pixels
-    whose centres lie in ``[i s, (i + 1) s)``, ``s = n_in / n_out`` (when enlarging,
-    the one pixel under the output centre: PIL's ``NEAREST``)."""
+    whose centres lie in ``(i s, (i + 1) s]``, ``s = n_in / n_out``, decided in PIL's
+    own floating-point steps (a centre exactly on a boundary belongs to the box below
+    it); when enlarging, the one pixel under the output centre as PIL's ``NEAREST``
+    finds it: the centre stepped by ``s`` in floating point from ``s / 2``, so a centre
+    on a pixel edge falls on the side the rounding puts it."""
     scale = n_in / n_out
-    centres = torch.arange(n_in, dtype=torch.float64) + 0.5
     if scale <= 1:
-        src = torch.floor((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale).long()
-        m = F.one_hot(src.clamp(0, n_in - 1), n_in).double()
-    else:
-        lo = torch.arange(n_out, dtype=torch.float64).view(-1, 1) * scale
-        m = ((centres >= lo) & (centres < lo + scale)).double()
+        centre, src = 0.5 * scale, []
+        for _ in range(n_out):
+            src.append(int(centre))
+            centre += scale
+        m = F.one_hot(torch.tensor(src).clamp(0, n_in - 1), n_in).double()
+    else:  # Pillow's precompute_coeffs with the box filter (support 0.5 * scale)
+        centre = (torch.arange(n_out, dtype=torch.float64).view(-1, 1) + 0.5) * scale
+        support = 0.5 * scale
+        first = torch.floor(centre - support + 0.5).clamp_min(0)
+        stop = torch.floor(centre + support + 0.5).clamp_max(n_in)
+        k = torch.arange(n_in, dtype=torch.float64)
+        arg = (k - centre + 0.5) * (1.0 / scale)
+        m = ((arg > -0.5) & (arg <= 0.5) & (k >= first) & (k < stop)).double()
         m = m / m.sum(dim=1, keepdim=True).clamp_min(1)
     return m.to(device=device, dtype=dtype)
 

@@ -162,13 +162,14 @@ def _flat_maps(maps: object, x: Tensor) -> Tensor:
     if not maps.is_floating_point():
         fail("maps", "a floating-point tensor", f"<dtype {maps.dtype}>", TypeError)
     n, _, h, w = x.shape
+    given = tuple(maps.shape)
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if tuple(maps.shape) != (n, h, w):
         fail(
             "maps",
             f"one map per input of the inputs' size, (N, 1, H, W) = ({n}, 1, {h}, {w})",
-            f"<shape {tuple(maps.shape)}>",
+            f"<shape {given}>",
         )
     if bool(torch.isnan(maps).any()):
         fail("maps", "maps without NaN", "<maps with NaN>")
@@ -563,11 +564,10 @@ def road(
     check_choice(order, "order", ORDERS)
     noise = check_float(noise, "noise", minimum=0.0)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-    if (
-        isinstance(percentiles, (str, bytes))
-        or not isinstance(percentiles, Sequence)
-        or not percentiles
-    ):
+    if getattr(percentiles, "ndim", None) == 1:  # a numpy array or a tensor of them
+        percentiles = [float(q) for q in percentiles]  # type: ignore[union-attr]
+    bad = isinstance(percentiles, str | bytes) or not isinstance(percentiles, Sequence)
+    if bad or not percentiles:
         fail(
             "percentiles", "a non-empty sequence of percentages in (0, 100)", percentiles, TypeError
         )

@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 
 from lightning_viz._checks import check_callable, check_choice, check_images, check_int, fail
 from lightning_viz._guard import ModelView, make_eager, preserve_state, unwrap_model
-from lightning_viz._hooks import record_calls
+from lightning_viz._hooks import record_order
 from lightning_viz.functional._grad import (
     chunked_logits,
     fresh,
@@ -201,6 +201,25 @@ def _reset(module: nn.Module) -> None:
             getattr(module, f"{name}_orig").copy_(weight)
 
 
+def _forward_order(names: list[str], calls: list[str]) -> list[str]:
+    """``names`` in the order the forward completes them (the top layer last, wherever
+    it is defined). A layer whose own forward does not run but whose weights its parent
+    uses (an attention's ``out_proj``) takes its nearest called ancestor's place; one
+    outside the forward (a teacher, an EMA copy) is left out."""
+    done: dict[str, int] = {}
+    for name in calls:
+        done.setdefault(name, len(done))
+
+    def place(name: str) -> int | None:
+        parts = name.split(".")
+        return next(
+            (done[a] for k in range(len(parts), 0, -1) if (a := ".".join(parts[:k])) in done), None
+        )
+
+    ranked = [(p, i, n) for i, n in enumerate(names) if (p := place(n)) is not None]
+    return [n for _, _, n in sorted(ranked)]
+
+
 def _user_module(model: nn.Module) -> nn.Module:
     """The user's own module: a :class:`ModelView`'s model, or ``model`` unwrapped."""
     return model.model if isinstance(model, ModelView) else unwrap_model(model)
@@ -240,8 +259,9 @@ def randomization_similarity(
     (``"top"``), or whose layers from the top down cumulatively (``"cascade"``, one
     copy per layer, as Quantus' ``MPRT(layer_order="top_down")``), are re-initialized
     by their own ``reset_parameters``: the layers of :func:`randomizable_layers` that
-    run in the model's forward (a teacher or an EMA copy the module holds is never the
-    top layer). A map that explains the model changes (low
+    run in the model's forward, ordered as the forward completes them (the top layer is
+    the last to finish, wherever it is defined; a teacher or an EMA copy the module
+    holds is never the top layer). A map that explains the model changes (low
     similarity); one that shows the input's edges does not. The user's model is never
     touched; each layer's initialization draws from the RNG seeded with ``seed``
     inside ``torch.random.fork_rng``, so the caller's random streams are unchanged.
@@ -284,10 +304,9 @@ def randomization_similarity(
     table = dict(_user_module(model).named_modules())
     with torch.inference_mode(False):
         with torch.no_grad(), preserve_state(model) as net:
-            with record_calls({n: table[n] for n in names}) as calls:
+            with record_order({n: m for n, m in table.items() if n}) as calls:
                 logits = chunked_logits(net, fresh(x), chunk_size)
-        ran = {n for n, _ in calls}  # not a layer outside the forward (a teacher, an EMA copy)
-        names = [n for n in names if n in ran] or names
+        names = _forward_order(names, calls) or names
         idx = target_indices(target, logits)
         original = fn(model, x, idx) if maps is None else maps  # type: ignore[misc]
         inner, copy_model = _copy(model)

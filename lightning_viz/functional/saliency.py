@@ -437,7 +437,7 @@ def neuron_gradient(
         name, module = resolve_layer(net, layer)
         x = fresh(inputs).requires_grad_(True)
         with capture_outputs({name: module}, detach=False) as store:
-            net(x)
+            net(x.clone())  # in the graph: a forward may change its input in place
         if name not in store:
             raise ValueError(f"layer {name!r} did not run (or returned no tensor) in the forward")
         act = store.pop(name)

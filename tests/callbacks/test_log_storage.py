@@ -162,5 +162,5 @@ def test_a_tag_prefix_with_dot_parts_is_refused():
 
 
 def test_control_characters_in_class_names_are_spaces():
-    cb = lv.SaliencyLogger(class_names=["cat\tdog", "new\nline", "plain"])
-    assert cb.class_names == ["cat dog", "new line", "plain"]
+    cb = lv.SaliencyLogger(class_names=["cat\tdog", "new\nline", "crlf\r\nname", "plain"])
+    assert cb.class_names == ["cat dog", "new line", "crlf name", "plain"]

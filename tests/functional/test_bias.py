@@ -344,3 +344,33 @@ def test_per_class_counts_are_float32_under_a_float64_default_dtype():
         torch.set_default_dtype(before)
     assert counts["shape_bias"].dtype == torch.float32
     assert counts["shape"].tolist() == [1, 1, 0, 2, 0]
+
+
+def test_nan_logits_are_no_decision():
+    """argmax of a NaN row is the NaN's index: a diverged model's rows were shape calls."""
+    from lightning_viz.functional.bias import decisions, shape_bias
+
+    nan = float("nan")
+    logits = torch.tensor([[nan, nan, nan], [0.0, nan, 1.0], [0.0, 1.0, 3.0]])
+    shape, texture = torch.tensor([0, 1, 1]), torch.tensor([2, 2, 2])
+    assert decisions(logits, shape, texture).tolist() == [-1, -1, 0]
+    assert shape_bias(logits, shape, texture)["shape_bias"] == 0.0
+
+
+def test_one_logit_is_a_binary_decision():
+    from lightning_viz.functional.bias import decisions, per_class_shape_bias
+
+    logits = torch.tensor([[2.0], [-1.0], [0.5], [-3.0]])
+    shape, texture = torch.tensor([1, 1, 0, 0]), torch.tensor([0, 0, 1, 1])
+    assert decisions(logits, shape, texture).tolist() == [1, 0, 0, 1]
+    by_class = per_class_shape_bias(logits, shape, texture, 2)
+    assert by_class["shape_bias"].tolist() == [0.5, 0.5]
+
+
+def test_per_class_shape_bias_of_no_images():
+    from lightning_viz.functional.bias import per_class_shape_bias
+
+    empty = torch.zeros(0, dtype=torch.long)
+    out = per_class_shape_bias(torch.zeros(0, 3), empty, empty, 3)
+    assert out["images"].tolist() == [0.0, 0.0, 0.0]
+    assert torch.isnan(out["shape_bias"]).all()

@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 import torch
+from torch import nn
 
 import lightning_viz.functional as LF
 
@@ -166,3 +167,35 @@ def test_label_rows_as_a_map_target_are_named_as_rows():
     rows = torch.nn.functional.one_hot(torch.tensor([1, 0]), 10)
     with pytest.raises(ValueError, match=r"not label rows \(N, K\).*shape \(2, 10\)"):
         LF.saliency(model, x, rows)
+
+
+class _ShiftsItsInput(nn.Module):
+    """A forward that changes its input in place (``x.sub_(0.5)``), as some users' do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        x.sub_(0.5)
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_a_forward_that_changes_its_input_in_place():
+    """The gradient methods raised torch's "a leaf Variable that requires grad is being
+    used in an in-place operation"; the attacks refused [0, 1] images (their first
+    forward shifted their own copy) and advised clamp=None."""
+    import lightning_viz.functional as LF
+
+    torch.manual_seed(0)
+    model, x, y = _ShiftsItsInput().eval(), torch.rand(2, 3, 8, 8), torch.tensor([0, 2])
+    shifted = nn.Sequential()  # the same model with the shift written out of place
+    shifted.forward = lambda z: model.fc(torch.relu(model.conv(z - 0.5)).mean((2, 3)))
+    kept = x.clone()
+    assert torch.allclose(LF.saliency(model, x, y), LF.saliency(shifted, x, y))
+    ig = LF.integrated_gradients(model, x, y, steps=3)
+    assert torch.allclose(ig, LF.integrated_gradients(shifted, x, y, steps=3), atol=1e-6)
+    assert torch.equal(LF.fgsm(model, x, y, 0.03), LF.fgsm(shifted, x, y, 0.03))
+    adv = LF.pgd(model, x, y, 0.03, steps=2, generator=torch.Generator().manual_seed(0))
+    assert float((adv - x).abs().max()) <= 0.03 + 1e-6
+    assert torch.equal(x, kept)  # the caller's images untouched

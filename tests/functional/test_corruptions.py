@@ -183,6 +183,19 @@ def test_deterministic_equal_to_imagecorruptions(package, images128, name, tol):
         assert (ours - theirs).abs().max().item() <= tol, (name, sev)
 
 
+@pytest.mark.parametrize("shape", [(160, 224), (130, 300), (300, 130)])
+def test_pixelate_equal_where_a_pixel_centre_falls_on_a_box_edge(package, shape):
+    """At 160 px and severity 3 (160 -> 64, ratio 2.5) a pixel centre falls exactly on a
+    box edge, which PIL counts in the box below; enlarging, PIL's nearest pixel is found
+    by stepping in floating point. The 128-px images never hit either: up to 0.52 off."""
+    x = torch.rand(1, 3, *shape, generator=gen(3))
+    x = (x * 255).round() / 255
+    for sev in (1, 3, 5):
+        ours = corrupt(x, "pixelate", sev)
+        theirs = reference(package, "pixelate", x, sev)
+        assert (ours - theirs).abs().max().item() <= 1 / 255 + 1e-6, (shape, sev)
+
+
 def test_fog_equal_with_the_same_field(package, images128, monkeypatch):
     for sev in (1, 5):
         decay = PARAMETERS["imagenet"]["fog"][sev - 1][1]

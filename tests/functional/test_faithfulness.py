@@ -610,3 +610,52 @@ def test_the_top_layer_is_one_the_forward_runs_not_a_teacher_defined_after_it():
     expected = LF.randomization_similarity(LF.saliency, model.net, x, 1)
     assert found.layers == ("net.fc",) and float(found.spearman.max()) < 0.99
     torch.testing.assert_close(found.spearman, expected.spearman, atol=1e-5, rtol=0)
+
+
+class _HeadFirst(nn.Module):
+    """Defines its head before its convs, and has an attention layer (a tuple output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x))
+        tokens = h.flatten(2).transpose(1, 2)
+        h = h + self.attn(tokens, tokens, tokens)[0].transpose(1, 2).reshape_as(h)
+        return self.head(F.relu(self.conv2(h)).mean((2, 3)))
+
+
+def test_randomization_follows_the_forward_not_the_definition_order():
+    """The head defined first was read as the bottom layer: "top" re-initialized conv2;
+    the attention's projection, whose own forward never runs, was left out."""
+    torch.manual_seed(0)
+    model, x = _HeadFirst().eval(), torch.rand(2, 3, 8, 8)
+    fn = LF.saliency
+    top = LF.randomization_similarity(fn, model, x, layers="top")
+    assert top.layers == ("head",)
+    cascade = LF.randomization_similarity(fn, model, x, layers="cascade")
+    # the attention's out_proj: its weight is used by the attention's forward, not its own
+    assert cascade.layers == ("head", "conv2", "attn.out_proj", "conv1")
+
+
+def test_road_takes_an_array_of_percentiles_and_a_maps_error_names_the_shape_given():
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 5, 4)).eval()
+    x, y = torch.rand(3, 3, 6, 5), torch.tensor([0, 1, 2])
+    maps = LF.random_maps(x)
+    listed = LF.road(
+        model, x, maps, y, percentiles=[20, 50], generator=torch.Generator().manual_seed(0)
+    )
+    for given in (np.array([20, 50]), torch.tensor([20.0, 50.0])):
+        got = LF.road(
+            model, x, maps, y, percentiles=given, generator=torch.Generator().manual_seed(0)
+        )
+        assert torch.equal(got.curve, listed.curve)
+    with pytest.raises(ValueError, match=r"<shape \(4, 1, 6, 5\)>"):
+        LF.deletion_curve(model, x, torch.rand(4, 1, 6, 5), y, steps=4)

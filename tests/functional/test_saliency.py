@@ -432,3 +432,18 @@ def test_validation_masks():
         S.saliency_mask(maps, smooth=-1)
     with pytest.raises(TypeError, match="floating-point"):
         S.saliency_mask(maps.long())
+
+
+def test_a_column_of_class_indices_is_the_same_target():
+    """``(N, 1)`` indices were refused as label rows, with advice (``argmax(dim=1)``) that
+    would have explained class 0 for every image."""
+    import lightning_viz.functional as LF
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5)).eval()
+    x, y = torch.rand(2, 3, 4, 4), torch.tensor([1, 3])
+    assert torch.equal(LF.saliency(model, x, y[:, None]), LF.saliency(model, x, y))
+    row = LF.integrated_gradients(model, x, y[:, None], steps=4)
+    assert torch.equal(row, LF.integrated_gradients(model, x, y, steps=4))
+    with pytest.raises(ValueError, match="label rows"):
+        LF.saliency(model, x, torch.tensor([[0, 1, 0, 0, 1], [1, 0, 0, 0, 0]]))
