@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 import pytorch_lightning as _pl
 from pytorch_lightning.loggers import TensorBoardLogger as _PLTensorBoardLogger
@@ -21,7 +22,17 @@ def rank_zero_warn(message: str) -> None:
     each message once per trainer or run themselves, and Python's once-per-place
     filter would silence it for every later trainer of the process (a sweep's
     trials). The user's filters (``ignore``, ``error``) still apply."""
-    caller = sys._getframe(2)  # noqa: SLF001 - past rank_zero_only's wrapper
+    _warn_at(message, sys._getframe(2))  # noqa: SLF001 - past rank_zero_only's wrapper
+
+
+def any_rank_warn(message: str) -> None:
+    """Warns ``message`` on every rank, naming the rank on the others (``[rank 1] ...``):
+    a failure on one rank alone would go unsaid by :func:`rank_zero_warn`."""
+    rank = int(getattr(rank_zero_only, "rank", 0) or 0)
+    _warn_at(message if rank == 0 else f"[rank {rank}] {message}", sys._getframe(1))  # noqa: SLF001
+
+
+def _warn_at(message: str, caller: Any) -> None:
     warnings.warn_explicit(
         message,
         UserWarning,
@@ -61,6 +72,7 @@ __all__ = [
     "MONITORS",
     "TENSORBOARD_LOGGERS",
     "WEIGHT_AVERAGING",
+    "any_rank_warn",
     "rank_zero_info",
     "rank_zero_warn",
 ]

@@ -38,7 +38,7 @@ from lightning_viz._guard import (
     preserve_state,
     unwrap_model,
 )
-from lightning_viz._runtime.compat import CALLBACK_BASES, rank_zero_warn
+from lightning_viz._runtime.compat import CALLBACK_BASES, any_rank_warn, rank_zero_warn
 from lightning_viz._runtime.config import describe_options
 from lightning_viz._runtime.context import (
     _FALLBACK_BATCH,
@@ -506,7 +506,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         if not self._enabled:
             return
         self._enabled = False
-        rank_zero_warn(
+        any_rank_warn(  # a failure on one rank alone is said there
             f"{type(self).__name__} {reason} and turns itself off for the rest of this run "
             "(training goes on; pass on_error='raise' to stop instead): "
             f"{type(err).__name__}: {err}{details}"

@@ -164,3 +164,14 @@ def test_a_tag_prefix_with_dot_parts_is_refused():
 def test_control_characters_in_class_names_are_spaces():
     cb = lv.SaliencyLogger(class_names=["cat\tdog", "new\nline", "crlf\r\nname", "plain"])
     assert cb.class_names == ["cat dog", "new line", "crlf name", "plain"]
+
+
+def test_a_failure_on_another_rank_is_said_there(monkeypatch):
+    """turn_off warned through rank 0 only: a failure on rank 1 alone was silent."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    cb = lv.FilterLogger()
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with pytest.warns(UserWarning, match=r"^\[rank 1\] FilterLogger broke and turns itself off"):
+        cb.turn_off("broke", RuntimeError("out of memory on this device"))
+    assert not cb._enabled
