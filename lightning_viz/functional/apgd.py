@@ -25,18 +25,10 @@ from lightning_viz._checks import (
     fail,
 )
 from lightning_viz._guard import preserve_state
+from lightning_viz.functional._ball import _DIV_EPS, _clamp, _flat_norm, _project
 from lightning_viz.functional._grad import grad_of
 from lightning_viz.functional._task import correct, task_loss
-from lightning_viz.functional.attacks import (
-    _DIV_EPS,
-    _clamp,
-    _flat_norm,
-    _generator,
-    _logits,
-    _prepare,
-    _project,
-    _rand,
-)
+from lightning_viz.functional.attacks import _generator, _logits, _prepare, _rand
 
 __all__ = ["apgd", "apgd_mask"]
 

@@ -31,6 +31,14 @@ from lightning_viz._checks import (
     fail,
 )
 from lightning_viz._guard import make_generator, preserve_state
+from lightning_viz.functional._ball import (
+    _DIV_EPS,
+    _clamp,
+    _direction,
+    _flat_norm,
+    _into_ball,
+    _project,
+)
 from lightning_viz.functional._grad import forward_logits, grad_of
 from lightning_viz.functional._task import correct, detect_task, normalize_labels, task_loss
 
@@ -39,7 +47,6 @@ __all__ = ["fgsm", "noise", "pgd", "robust_accuracy", "robust_mask"]
 _NORMS = ("linf", "l2")
 _ATTACKS = ("fgsm", "pgd", "noise")
 # Added to gradient norms before division (as torchattacks' ``eps_for_division``).
-_DIV_EPS = 1e-10
 _DEFAULT_SEED = 0
 
 
@@ -101,60 +108,6 @@ def _loss_grad(model: nn.Module, x: Tensor, y: Tensor, task: str) -> tuple[Tenso
     logits = _logits(model, x)
     grad = grad_of(task_loss(logits, y, task).sum(), x, "attack loss")
     return logits.detach(), grad
-
-
-def _flat_norm(t: Tensor) -> Tensor:
-    """Per-sample L2 norm ``(N, 1, 1, 1)`` of ``(N, C, H, W)``."""
-    return t.flatten(1).norm(p=2, dim=1).view(-1, 1, 1, 1)
-
-
-def _direction(grad: Tensor, norm: str) -> Tensor:
-    """Steepest-ascent direction of unit Linf (sign) or unit L2 size."""
-    if norm == "linf":
-        return grad.sign()
-    return grad / (_flat_norm(grad) + _DIV_EPS)
-
-
-def _clamp(x: Tensor, clamp: tuple[float, float] | None) -> Tensor:
-    return x if clamp is None else x.clamp(clamp[0], clamp[1])
-
-
-def _project(
-    x_adv: Tensor, x: Tensor, eps: float, norm: str, clamp: tuple[float, float] | None
-) -> Tensor:
-    """Projects ``x_adv`` onto the ``eps``-ball around ``x``, then into the pixel range."""
-    delta = x_adv - x
-    if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        n = _flat_norm(delta)
-        factor = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
-        delta = delta * factor
-    return _into_ball(_clamp(x + delta, clamp), x, eps, norm)
-
-
-def _into_ball(adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
-    """``adv`` in a half-precision dtype (bfloat16, float16), where ``x + delta`` rounds
-    up to half a step past ``eps``: the step is projected again in float64 and rounded,
-    then what still lies outside the ball moves one representable value towards ``x``."""
-    if adv.dtype not in (torch.bfloat16, torch.float16):
-        return adv
-
-    def outside(a: Tensor) -> Tensor:
-        d = a.double() - x.double()
-        if norm == "linf":
-            return d.abs() > eps
-        return (_flat_norm(d) > eps) & (d != 0)
-
-    d = adv.double() - x.double()
-    d = d.clamp(-eps, eps) if norm == "linf" else d * (eps / _flat_norm(d).clamp_min(eps))
-    adv = (x.double() + d).to(adv.dtype)
-    for _ in range(8):
-        over = outside(adv)
-        if not bool(over.any()):
-            break
-        adv = torch.where(over, torch.nextafter(adv, x), adv)
-    return adv
 
 
 def _rand(shape: torch.Size, like: Tensor, generator: torch.Generator, kind: str) -> Tensor:
