@@ -61,5 +61,8 @@ def _into_ball(adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
         over = outside(adv)
         if not bool(over.any()):
             break
-        adv = torch.where(over, torch.nextafter(adv, x), adv)
+        try:
+            adv = torch.where(over, torch.nextafter(adv, x), adv)
+        except RuntimeError:  # no nextafter for this dtype (float16 before torch 2.2)
+            adv = torch.where(over, x, adv)
     return adv
