@@ -296,13 +296,10 @@ class EmbeddingProjector(VizCallback):
             import sklearn.metrics  # noqa: F401
 
     # -------------------------------------------------------------------- capture
-    def scheduled(self, trainer: Any) -> bool:
-        """As every callback; it embeds what a validation loop of a due epoch saw: the
-        one at the epoch's end, or, when validation runs several times an epoch (or not
-        every epoch), the epoch's latest, written at its training epoch end with the
-        other callbacks."""
-        return super().scheduled(trainer) and self._last_epoch != trainer.current_epoch
-
+    # Scheduled as every callback (once an epoch): it embeds what a validation loop of a
+    # due epoch saw: the one at the epoch's end, or, when validation runs several times
+    # an epoch (or not every epoch), the epoch's latest, written at its training epoch
+    # end with the other callbacks.
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._stop_capture()
         if not self._due(trainer):
@@ -479,7 +476,7 @@ class EmbeddingProjector(VizCallback):
         self._epoch_end_once(trainer)
         if "no_val" in self._said:  # said at setup: this trainer runs no validation at all
             return
-        if self._last_epoch != trainer.current_epoch and self._due(trainer):  # no validation ran
+        if self._due(trainer):  # not run this epoch: no validation ran
             epoch, key = trainer.current_epoch, "no_val_epoch"
             if self._after_validation and max_steps_reached(trainer):
                 key = "cut_epoch"  # Lightning skips the validation of an epoch cut short
