@@ -39,10 +39,21 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Candidate", "OverheadBudget"]
+import torch
+
+__all__ = ["Candidate", "OverheadBudget", "device_clock"]
 
 _WINDOW = 50  # epochs (and runs) the medians look back on
+
+
+def device_clock(module: Any) -> float:
+    """The clock, after the module's CUDA work is done (so GPU time is counted)."""
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@ the way a ``DistributedSampler`` (not shuffled) deals a dataset, and the way
 :meth:`~lightning_viz._runtime.context.RunContext.share` splits a probe. So local row
 ``i`` of rank ``r`` is global sample ``i * world + r``, and :func:`interleave` puts the
 rows of every rank back in global order.
+
+A callback's run on one rank can fail while the others go on (out of memory on one
+device): the others would then wait in the run's next collective for a rank that has
+left it. So every collective of a run is preceded by :func:`agree` and the run ends
+with it; the failed rank says ``ok=False`` there once, and every rank leaves the run at
+the same point (:class:`PeerFailedError` on the others).
 """
 
 from __future__ import annotations
@@ -15,7 +21,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["all_gather", "gather_objects", "interleave", "rank_world"]
+from lightning_viz._runtime.compat import rank_zero_warn
+
+__all__ = [
+    "PeerFailedError",
+    "agree",
+    "all_gather",
+    "gather_objects",
+    "interleave",
+    "largest",
+    "on_every_rank",
+    "rank_world",
+    "ranks_without",
+    "tell_peers",
+]
+
+
+class PeerFailedError(RuntimeError):
+    """This run failed on another rank (said there); this rank leaves it at the same point."""
 
 
 def rank_world(trainer: Any) -> tuple[int, int]:
@@ -23,6 +46,59 @@ def rank_world(trainer: Any) -> tuple[int, int]:
     if trainer is None:
         return 0, 1
     return int(getattr(trainer, "global_rank", 0) or 0), int(getattr(trainer, "world_size", 1) or 1)
+
+
+def ranks_without(trainer: Any, flag: bool) -> list[int]:
+    """The ranks whose ``flag`` is false, on every rank (one all-gather; ``[]`` or
+    ``[0]`` without DDP)."""
+    _, world = rank_world(trainer)
+    if world == 1:
+        return [] if flag else [0]
+    mine = torch.tensor([int(flag)], device=trainer.strategy.root_device)
+    flags = trainer.strategy.all_gather(mine).reshape(-1).tolist()
+    return [r for r, f in enumerate(flags) if not f]
+
+
+def agree(trainer: Any, ok: bool = True) -> None:
+    """Every rank's word on whether its run is still going: before each collective of
+    a run and at its end with ``ok=True``; once, after a failure, with ``ok=False``.
+
+    Raises:
+        PeerFailedError: On a rank still going when another rank's run failed.
+    """
+    failed = ranks_without(trainer, ok)
+    if ok and failed:
+        raise PeerFailedError(
+            f"its run failed on rank {', '.join(map(str, failed))} (said there), "
+            "so every rank stops it"
+        )
+
+
+def tell_peers(trainer: Any, err: BaseException) -> bool:
+    """After ``err`` ended this rank's run: unless another rank's failure ended it
+    (:class:`PeerFailedError`), says ``ok=False`` to the others, once. Returns whether ``err``
+    is this rank's own."""
+    if isinstance(err, PeerFailedError):
+        return False
+    try:
+        ranks_without(trainer, False)
+    except Exception:  # noqa: BLE001 - a broken process group: nothing more to tell
+        pass
+    return True
+
+
+def on_every_rank(trainer: Any, enabled: bool, name: str) -> bool:
+    """Whether a callback is on on every rank (one all-gather under DDP). One turned off
+    on some ranks only (a failure there, or rank 0's background writes) turns off on
+    every rank, said on rank 0, so no rank waits in a run that the others skip."""
+    off = ranks_without(trainer, enabled) if rank_world(trainer)[1] > 1 else []
+    if enabled and off:
+        rank_zero_warn(
+            f"{name} turns itself off on every rank: it is off on rank "
+            f"{', '.join(map(str, off))} (said there), and the ranks run together"
+        )
+        return False
+    return enabled
 
 
 def interleave(parts: Sequence[Tensor], limit: int | None = None) -> Tensor:
@@ -55,6 +131,7 @@ def all_gather(trainer: Any, local: Tensor, n: int) -> Tensor:
     _, world = rank_world(trainer)
     if world == 1:
         return local
+    agree(trainer)
     dtype = local.dtype
     buf = local.to(torch.uint8) if dtype == torch.bool else local
     size = -(-n // world)  # the largest share
@@ -68,4 +145,15 @@ def gather_objects(trainer: Any, obj: Any) -> list[Any]:
     _, world = rank_world(trainer)
     if world == 1:
         return [obj]
+    agree(trainer)
     return [trainer.strategy.broadcast(obj, src=r) for r in range(world)]
+
+
+def largest(trainer: Any, value: float) -> float:
+    """The largest of every rank's ``value``, on every rank."""
+    _, world = rank_world(trainer)
+    if world == 1:
+        return value
+    agree(trainer)
+    mine = torch.tensor([float(value)], device=trainer.strategy.root_device)
+    return float(trainer.strategy.all_gather(mine).max())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -38,6 +37,7 @@ from lightning_viz._guard import (
     preserve_state,
     unwrap_model,
 )
+from lightning_viz._runtime.budget import device_clock
 from lightning_viz._runtime.compat import CALLBACK_BASES, any_rank_warn, rank_zero_warn
 from lightning_viz._runtime.config import describe_options
 from lightning_viz._runtime.context import (
@@ -48,6 +48,7 @@ from lightning_viz._runtime.context import (
     caption_name,
 )
 from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.distributed import PeerFailedError, agree, on_every_rank, tell_peers
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.probe import Probe, loader_batch_size
@@ -65,14 +66,6 @@ __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 
 _ON_ERROR = ("warn", "raise")
 DEFAULT_ALLOWANCE = 3.0  # seconds per epoch the callbacks may always spend
-
-
-def _now(module: nn.Module) -> float:
-    """The clock, after the module's CUDA work is done (so GPU time is counted)."""
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
@@ -369,7 +362,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._pending_setup = False
         monitors.check_monitored_schedule(self, trainer)
         coordinator = self._shared(trainer)
-        start = _now(module)
+        start = device_clock(module)
         try:
             with preserve_state(module):
                 self._setup(trainer, module)
@@ -378,7 +371,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                 raise stop from err
             self.turn_off("cannot run on this model or data", err)
         release_heap()  # the checks' forward and backward passes
-        coordinator.budget.charge(self.state_key, _now(module) - start, once=True)
+        coordinator.budget.charge(self.state_key, device_clock(module) - start, once=True)
         if self._dry_run:  # fast_dev_run: the checks ran; nothing more
             self._enabled = False
         elif self._enabled:
@@ -506,7 +499,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         if not self._enabled:
             return
         self._enabled = False
-        any_rank_warn(  # a failure on one rank alone is said there
+        say = rank_zero_warn if isinstance(err, PeerFailedError) else any_rank_warn
+        say(  # a failure on one rank alone is said there, the others' on rank 0
             f"{type(self).__name__} {reason} and turns itself off for the rest of this run "
             "(training goes on; pass on_error='raise' to stop instead): "
             f"{type(err).__name__}: {err}{details}"
@@ -540,8 +534,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _due(self, trainer: Any) -> bool:
-        """Scheduled, the model's parameters finite, and within the overhead budget."""
+        """On on every rank, scheduled, the model's parameters finite, and within the
+        overhead budget."""
         shared = self._shared(trainer)
+        self._enabled = on_every_rank(trainer, self._enabled, type(self).__name__)
         return (
             self.scheduled(trainer)
             and shared.model_finite(trainer)
@@ -568,7 +564,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             return
         self._last_epoch = trainer.current_epoch
         module = unwrap_model(pl_module)
-        start = _now(module)
+        start = device_clock(module)
         log: RunLog | None = None
         try:
             log = RunLog(trainer, trainer.global_step, self, self._coordinator)
@@ -579,7 +575,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                 self.run(ctx)
             self._check_outputs(ctx)
             release_heap()  # what the run freed, before the next training step's peak
-            seconds = _now(module) - start
+            seconds = device_clock(module) - start
             log.scalar(self._seconds_tag(), seconds)
             log.flush()
             self._written = set(log.scalars)
@@ -587,8 +583,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             coordinator.budget.charge(self.state_key, ctx.one_time, once=True)
             coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
             coordinator.summary_changed = True  # written once, at the epoch's end
+            agree(trainer)  # every rank ends the run here, or leaves it with the failed one
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
-            details = f"\n{traceback.format_exc()}"
+            mine = tell_peers(trainer, err)  # a failure here, not another rank's
+            details = f"\n{traceback.format_exc()}" if mine else ""
             if log is not None:  # what the run wrote before it failed
                 with contextlib.suppress(Exception):
                     log.flush()

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_float, check_int, fail
+from lightning_viz._runtime.distributed import largest
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.functional.faithfulness import BASELINES
 from lightning_viz.monitoring.regression import Alert, format_alerts
@@ -264,10 +265,8 @@ class ScoresMaps(WatchesRegressions):
         the maps over the fit (the same on every rank: the largest ratio)."""
         if self.quality_cost is None:
             return 0
-        ratio = torch.tensor([seconds / max(maps_seconds, 1e-9)], device=ctx.device)
-        if ctx.rank_world[1] > 1:
-            torch.distributed.all_reduce(ratio, op=torch.distributed.ReduceOp.MAX)
-        return max(0, math.ceil(float(ratio) / self.quality_cost - 1e-9) - 1)
+        ratio = largest(ctx.trainer, seconds / max(maps_seconds, 1e-9))
+        return max(0, math.ceil(ratio / self.quality_cost - 1e-9) - 1)
 
     def _curves(
         self, ctx: Any, x: Tensor, maps: list[Tensor], t: Tensor

@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_viz.callbacks.embedding import EmbeddingProjector
+from lightning_viz.callbacks.robustness import AdversarialProbe
+from lightning_viz.callbacks.saliency import SaliencyLogger
 from lightning_viz.data import LitClassifier
 from tests.conftest import fit as _fit
 from tests.conftest import read_events, small_datamodule
@@ -215,3 +217,68 @@ def test_a_probe_smaller_than_the_world_runs_on_every_rank(tmp_path):
         assert 0.0 <= value <= 1.0, (tag, value)
     for tag in ("robustness/clean_acc", "robustness/pgd_acc@8/255", "corruption/fog_acc"):
         assert scalars[tag][0][1] in (0.0, 1.0)  # an accuracy of one sample, not two
+
+
+class _FailsOnOneRank(AdversarialProbe):
+    """An AdversarialProbe whose run fails on one rank only (out of memory on one
+    device): ``where="before"``: before the run's first collective (a gather of the
+    attacks' results); ``"after"``: after its last."""
+
+    def __init__(self, rank: int, where: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.failing_rank, self.where = rank, where
+
+    def run(self, ctx):
+        if self.where == "before" and ctx.trainer.global_rank == self.failing_rank:
+            raise RuntimeError("out of memory on this device")
+        super().run(ctx)
+        if self.where == "after" and ctx.trainer.global_rank == self.failing_rank:
+            raise RuntimeError("out of memory on this device")
+
+
+class _OffOnRankOne(AdversarialProbe):
+    """Turned off on rank 1 alone between runs (as rank 0's failed background write
+    turns a callback off on rank 0 alone)."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.global_rank == 1 and trainer.current_epoch == 1:
+            self.turn_off("could not write", RuntimeError("disk full"))
+
+
+@pytest.mark.parametrize(
+    ("rank", "where"), [(1, "before"), (0, "after"), (1, "after"), (None, "off")]
+)
+def test_a_callback_failing_on_one_rank_turns_off_on_every_rank_and_training_goes_on(
+    tmp_path, rank, where
+):
+    """Each rank leaves the failed run at the same point. Before, the other rank waited
+    in the run's next gather for ever or, when the failure came after the last gather,
+    ran the callback alone at the next epoch and waited there. The process group's
+    timeout (20 s) turns such a wait into a failed fit here."""
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    kw = {"eps": (8 / 255,), "steps": 1, "num_samples": 4, "on_error": "warn"}
+    if where == "off":
+        failing = _OffOnRankOne(**kw)
+    else:
+        failing = _FailsOnOneRank(rank, where, **kw)
+    healthy = SaliencyLogger(methods=("vanilla",), num_samples=4, quality=())
+    strategy = DDPStrategy(start_method="spawn", timeout=timedelta(seconds=20))
+    fit(
+        tmp_path,
+        [failing, healthy, _Report(str(tmp_path))],
+        epochs=3,
+        strategy=strategy,
+        datamodule=small_datamodule(val_size=16, train_size=32),
+        limit_train_batches=1,
+        limit_val_batches=1,
+    )
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert [s for s, _ in scalars["viz/SaliencyLogger/seconds"]] == [1, 2, 3]  # every epoch
+    ran = [s for s, _ in scalars.get(f"viz/{type(failing).__name__}/seconds", [])]
+    # rank 0 finished a run only at epoch 0, where rank 1 failed after it, or nowhere
+    assert ran == ([1] if (rank, where) in ((1, "after"), (None, "off")) else []), ran
+    for r in (0, 1):  # both ranks got to the end of the fit
+        assert os.path.exists(os.path.join(tmp_path, f"rank{r}.json"))
