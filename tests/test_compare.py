@@ -448,3 +448,35 @@ def test_long_explain_tags_fit_100_columns_and_chance_rows_are_in_wide(tmp_path,
     assert sum(line.startswith(f"{long_tag}_random ") for line in wide.splitlines()) == 1
     md = compare([*runs, "--format", "markdown"], capsys)[1]
     assert f"{long_tag}_random" in md
+
+
+def test_latest_compares_near_the_runs_ends_when_the_budget_spaced_them_differently():
+    """The budget ran the probe at even epochs in the baseline and at odd ones (after
+    epochs 0 and 1) in the candidate, which lost its robustness from epoch 80 on. The
+    only common epoch is 0: the "latest" row compared the untrained models there and the
+    collapse passed (exit 0)."""
+    tag = "robustness/pgd_acc@8/255"
+
+    def run(epochs, collapse_at=None):
+        s = RunSummary()
+        for e in epochs:
+            good = 115 if collapse_at is None or e < collapse_at else 26  # of 128
+            if e == 0:
+                good = 26  # the untrained model, in both runs
+            outcomes = [1] * good + [0] * (128 - good)
+            s.record(
+                tag, e, e * 10, outcomes=outcomes, fingerprint="p", watched=True, tolerance=0.02
+            )
+        return s
+
+    base = run([0, *range(2, 100, 2)])
+    cand = run([0, 1, *range(3, 100, 2)], collapse_at=80)
+    result = compare_summaries(base, cand)
+    latest = next(r for r in result.rows if r.at.startswith("latest"))
+    assert (latest.baseline.epoch, latest.candidate.epoch) == (98, 97)  # the earlier of 97, 99
+    assert latest.test.startswith("paired") and latest.regressed and result.exit_code == 1
+    assert "98 / 97" in render(result)
+    # both measured at the shorter run's end: that epoch, as before
+    cand = run([0, *range(2, 60, 2)])
+    latest = next(r for r in compare_summaries(base, cand).rows if r.at.startswith("latest"))
+    assert (latest.baseline.epoch, latest.candidate.epoch) == (58, 58)

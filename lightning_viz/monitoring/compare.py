@@ -197,13 +197,21 @@ class CompareResult:
 
 
 # ------------------------------------------------------------------- comparing
-def _latest_common(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord] | None:
-    common = {r.epoch for r in hb.records()} & {r.epoch for r in hc.records()}
-    if common:
-        e = max(common)
-        return hb.epochs[e], hc.epochs[e]
-    rb, rc = hb.latest(), hc.latest()  # no epoch in common: each run's latest
-    return None if rb is None or rc is None else (rb, rc)
+def _latest_pair(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord] | None:
+    """The records nearest the end of the shorter run: its latest, and the other run's
+    record nearest that epoch (the earlier of two as near). When both runs measured the
+    metric there, that is their latest common epoch; a metric the budget spaced out
+    differently in the two runs is compared near their ends, not at an early epoch that
+    happens to be common (epoch 0 would compare the untrained models)."""
+    rb, rc = hb.latest(), hc.latest()
+    if rb is None or rc is None:
+        return None
+    end = min(rb.epoch, rc.epoch)
+
+    def nearest(h: MetricHistory) -> EpochRecord:
+        return min(h.records(), key=lambda r: (abs(r.epoch - end), r.epoch))
+
+    return nearest(hb), nearest(hc)
 
 
 def _best_within_both(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord]:
@@ -286,7 +294,7 @@ def compare_summaries(
         tol = tolerance
         if tol is None:
             tol = next((t for t in (hc.tolerance, hb.tolerance) if t is not None), 0.0)
-        latest = _latest_common(hb, hc)
+        latest = _latest_pair(hb, hc)
         if latest is None:
             continue  # a metric that never had a value in one of the runs
         best = _best_within_both(hb, hc)
@@ -319,8 +327,8 @@ def _side(s: Side, interval: bool) -> str:
 
 def _epochs(r: CompareRow) -> str:
     """The epoch compared, and why: ``5``; ``5 (11/5)`` when a run measured the metric
-    later than the common epoch (each run's last); ``0 / 3`` when each run is at its own
-    epoch."""
+    later than the common epoch (each run's last); ``98 / 97`` when each run is at its
+    own epoch."""
     b, c = r.baseline, r.candidate
     if b.epoch != c.epoch:
         return f"{b.epoch} / {c.epoch}"
@@ -399,7 +407,8 @@ def _notes(result: CompareResult, wide: bool) -> list[str]:
         out.append("epoch N (B/C): the last epoch both runs measured; each run's own last: B, C")
     if any(r.baseline.epoch != r.candidate.epoch for r in result.rows):
         out.append(
-            "epoch B / C: each run's own epoch (best: each one's best; latest: none in common)"
+            "epoch B / C: each run's own epoch (best: each one's best; latest: nearest the "
+            "shorter run's end)"
         )
     if not wide and any(r.at == "latest = best" for r in result.rows):
         out.append("latest without a best row: the latest epochs are also each run's best")
