@@ -36,8 +36,10 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
 
     * scalar ``corruption/clean_acc``: accuracy on the unperturbed probe;
     * scalar ``corruption/<name>_acc`` per corruption: accuracy averaged over the chosen
-      severities (its outcomes: every (sample, severity) pair);
-    * scalar ``corruption/mean_acc``: accuracy over every corruption and severity;
+      severities (in the run summary: each image's outcome, or with several severities
+      each image's accuracy over them);
+    * scalar ``corruption/mean_acc``: accuracy over every corruption and severity (in
+      the run summary: each image's accuracy over them, one sample per image);
     * scalar ``corruption/relative_drop``: clean accuracy minus ``mean_acc`` — a model
       that only gets more accurate is not called more robust;
     * figure ``corruption/accuracy``: accuracy per corruption (bars) and severity
@@ -46,8 +48,8 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
       corruption at the highest chosen severity, captioned with the prediction;
     * scalar ``corruption/regression``: the largest drop of a watched metric
       (``<name>_acc``, ``mean_acc``) below its reference, with alerts as
-      :class:`AdversarialProbe` (paired exact sign test on the probe, ``alpha``,
-      ``tolerance``, ``patience``); per-sample outcomes go to the run summary, so
+      :class:`AdversarialProbe` (paired exact sign test on the probe's images,
+      ``alpha``, ``tolerance``, ``patience``); per-image outcomes go to the run summary, so
       ``lightning-viz compare`` covers them.
 
     A multilabel model counts each (image, label) decision (tags read ``label_acc``);
@@ -190,16 +192,22 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
             masks[(name, sev)] = ctx.gather(correct(logits, y[part], ctx.task), n)
             if sev == self.severities[-1] and len(logits) and int(part[0]) == 0:
                 preds[name] = int(predict(logits[:1])[0])
-        per_name = {
-            name: torch.cat([masks[(name, s)].flatten() for s in self.severities])
+        one = len(self.severities) == 1
+        records = {
+            name: self._scalar(
+                ctx,
+                name,
+                masks[(name, self.severities[0])]
+                if one
+                else _per_image([masks[(name, s)] for s in self.severities]),
+                fingerprint,
+                watched=True,
+            )
             for name in self.corruptions
         }
-        records = {
-            name: self._scalar(ctx, name, m, fingerprint, watched=True)
-            for name, m in per_name.items()
-        }
-        everything = torch.cat(list(per_name.values()))
-        mean = self._scalar(ctx, "mean", everything, fingerprint, watched=True)
+        mean = self._scalar(
+            ctx, "mean", _per_image(list(masks.values())), fingerprint, watched=True
+        )
         drop = float(clean.value) - float(mean.value)
         ctx.log.scalar(self.tag("relative_drop"), drop, higher_is_better=False)
         self.alert(ctx, {self.tag(self.metric(k)): r for k, r in {**records, "mean": mean}.items()})
@@ -211,9 +219,14 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
     def _scalar(
         self, ctx: RunContext, name: str, mask: Tensor, fingerprint: str, *, watched: bool
     ) -> EpochRecord:
+        """A boolean ``mask`` is recorded as outcomes, one per decision; a float one as
+        per-image values (see :func:`_per_image`)."""
+        per = {"outcomes": mask.flatten().long().tolist()}
+        if mask.is_floating_point():
+            per = {"values": mask.tolist()}
         return ctx.log.scalar(
             self.tag(self.metric(name)),
-            outcomes=mask.flatten().long().tolist(),
+            **per,
             fingerprint=fingerprint,
             watched=watched,
             tolerance=self.tolerance if watched else None,
@@ -257,3 +270,12 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         table = table_for(*x.shape[-2:])
         caps[0] += f"\ntrue {self.label_name(y[0])} ({table} table)"
         return render.image_grid(grid, nrow=5, captions=caps, scale=render.display_scale(grid))
+
+
+def _per_image(masks: list[Tensor]) -> Tensor:
+    """Each image's accuracy over its decisions in ``masks`` (each ``(N,)`` or ``(N, L)``:
+    corruptions, severities, labels), as ``(N,)`` floats: one sample per image. The
+    decisions of one image are not independent (an image the model gets wrong under fog
+    it tends to get wrong under haze), so a sign test must not count them as samples."""
+    n = masks[0].shape[0]
+    return torch.cat([m.reshape(n, -1).float() for m in masks], 1).mean(1)

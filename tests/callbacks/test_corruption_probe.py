@@ -47,11 +47,36 @@ def test_summary_holds_the_per_sample_outcomes(run):
     for name in ("fog", "mean"):
         history = summary.metrics[f"corruption/{name}_acc"]
         rec = history.epochs[max(history.epochs)]
-        per = 2 * 24 * (len(NAMES) if name == "mean" else 1)  # (sample, severity) pairs
-        outcomes = [int(c) for c in rec.outcomes]  # stored as a string of 0/1
-        assert len(outcomes) == per
+        # one sample per image: its accuracy over 2 severities (and 4 corruptions)
+        decisions = 2 * (len(NAMES) if name == "mean" else 1)
+        assert rec.outcomes is None and len(rec.values) == 24
+        assert all(float(v * decisions).is_integer() for v in rec.values)
+        assert rec.interval is None  # a mean of per-image accuracies: no Wilson interval
         logged = trainer.callback_metrics[f"corruption/{name}_acc"].item()
-        assert logged == pytest.approx(sum(outcomes) / per, abs=1e-6)
+        assert logged == pytest.approx(sum(rec.values) / 24, abs=1e-6)
+    rec = summary.metrics["corruption/clean_acc"].epochs[1]  # one decision per image
+    assert len(rec.outcomes) == 24 and rec.interval is not None
+
+
+def test_the_mean_over_corruptions_is_tested_on_images_not_decisions():
+    """3 of 64 images go from right to wrong under all 14 corruptions: 3 samples worse,
+    p = 1/8 (sign test), not 42 of 896 "samples" at p = 2e-13."""
+    from lightning_viz.callbacks.corruption import _per_image
+    from lightning_viz.monitoring.record import make_record
+    from lightning_viz.monitoring.rule import compare_records
+
+    before = [torch.ones(64, dtype=torch.bool) for _ in range(14)]
+    after = [m.clone() for m in before]
+    for m in after:
+        m[:3] = False
+    ref, cand = (
+        make_record(e, e, values=_per_image(ms).tolist(), fingerprint="p")
+        for e, ms in enumerate((before, after))
+    )
+    c = compare_records(ref, cand)
+    assert (c.label, c.n, c.worse, c.better) == ("paired", 64, 3, 0)
+    assert c.pvalue == pytest.approx(0.125)
+    assert cand.value == pytest.approx(61 / 64)
 
 
 def test_figure_and_grid(run):
