@@ -138,7 +138,8 @@ class OverheadBudget:
         if once:
             self.one_time[key] = self.one_time.get(key, 0.0) + seconds
             return
-        recurring = key in self.cost  # not the callback's first run
+        # not the callback's first run (background work: not the first run's)
+        recurring = len(self._runs.get(key, ())) > (0 if run else 1)
         if run:
             self.cost[key] = seconds
             self._runs.setdefault(key, []).append(seconds)
@@ -163,14 +164,10 @@ class OverheadBudget:
         """Callback seconds over the rest of the fit's seconds so far.
 
         Background work is counted as if it had stopped training (on a busy machine
-        it takes about that much from it). When that leaves no training time (work on
-        the worker thread longer than the training it ran beside: a tiny fit), the
-        rest is the wall time the training thread did not spend in callbacks.
+        it takes about that much from it), for at most half of the wall time the
+        training thread spent outside the callbacks (see :func:`_training`).
         """
-        elapsed = self.elapsed()
-        training = elapsed - self.spent
-        if training <= 0:
-            training = elapsed - (self.spent - self.background)
+        training = _training(self.elapsed(), self.spent, self.background)
         return self.spent / training if training > 0 else math.inf if self.spent else 0.0
 
     def run_cost(self, key: str) -> tuple[float, float, int]:
@@ -203,16 +200,17 @@ class OverheadBudget:
             ``(keys that run, changed intervals {key: new interval})``.
         """
         elapsed = self.elapsed()
-        last = self._mark or (0.0, 0.0)
-        self._mark = (elapsed, self.spent)
+        last = self._mark or (0.0, 0.0, 0.0)
+        self._mark = (elapsed, self.spent, self.background)
         if max_overhead is None:
             return [c.key for c in candidates], {}
         self.planned_epochs += 1
-        self._epochs.append(max((elapsed - last[0]) - (self.spent - last[1]), 1e-9))
+        deltas = (elapsed - last[0], self.spent - last[1], self.background - last[2])
+        self._epochs.append(max(_training(*deltas), 1e-9))
         del self._epochs[:-_WINDOW]
         per_epoch = max(max_overhead * statistics.median(self._epochs), allowance)
         changed = self._intervals(candidates, per_epoch)
-        training = max(elapsed - self.spent, 1e-9)
+        training = max(_training(elapsed, self.spent, self.background), 1e-9)
         allowed = max(max_overhead * training, allowance * self.planned_epochs)
         planned = self.recurring
         run: list[str] = []
@@ -254,3 +252,13 @@ class OverheadBudget:
         changed = {key: n for key, n in k.items() if previous[key] != n}
         self.interval.update(k)
         return changed
+
+
+def _training(elapsed: float, spent: float, background: float) -> float:
+    """Training seconds in ``elapsed`` wall seconds with ``spent`` callback seconds, of
+    which ``background`` on the worker thread: the training thread's time outside the
+    callbacks, less the background work as if it had stopped training, but by at most
+    half of it (the worker is one thread beside training; counting more would send the
+    overhead to infinity when the background work nears the training time)."""
+    outside = elapsed - (spent - background)
+    return max(outside - background, outside / 2)

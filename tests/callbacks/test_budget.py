@@ -198,7 +198,38 @@ def test_overhead_stays_finite_when_background_work_outlasts_training():
     budget.charge("view", 3.0, run=False, background=True)  # ... and 3 s alongside
     assert budget.overhead() == pytest.approx(7.0 / 3.0)  # as if it stopped training
     budget.charge("view", 5.0, run=False, background=True)  # more than the rest of it
-    assert budget.overhead() == pytest.approx(12.0 / 6.0)  # training thread: 10 - 4
+    assert budget.overhead() == pytest.approx(12.0 / 3.0)  # at most half of 10 - 4 stopped
+
+
+@pytest.mark.parametrize("background", [5.8, 5.95, 6.05, 6.5])
+def test_overhead_does_not_jump_as_background_work_nears_the_training_time(background):
+    """10 s of wall time, 4 s of runs on the training thread: background work near the
+    6 s left took the overhead to 99 at 5.95 s and back to 1.68 at 6.05 s (a long fit of
+    short epochs logged 2.3, 122.8, 2.4 in three epochs). Now it counts as stopping
+    training for at most half of those 6 s: (4 + background) / 3."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    clock.now = 10.0
+    budget.charge("view", 4.0)
+    budget.charge("view", background, run=False, background=True)
+    assert budget.overhead() == pytest.approx((4.0 + background) / 3.0)
+
+
+def test_a_first_runs_background_work_is_not_recurring():
+    """t-SNE or faithfulness scoring of a callback's first run ends on the worker thread
+    after the run: it was counted as recurring work, which held cheap views back for
+    dozens of epochs with overhead_allowance=0 (the docs: first runs do not hold the
+    others back)."""
+    budget = OverheadBudget(Clock())
+    budget.begin()
+    budget.charge("projector", 0.01)  # its first run at the epoch end ...
+    budget.charge("projector", 0.5, run=False, background=True)  # ... and its t-SNE
+    assert budget.recurring == 0.0
+    budget.charge("projector", 0.01)  # the second run and its background work recur
+    budget.charge("projector", 0.5, run=False, background=True)
+    assert budget.recurring == pytest.approx(0.51)
+    assert budget.run_cost("projector") == (pytest.approx(0.51), pytest.approx(0.5), 2)
 
 
 def test_an_absolute_allowance_lets_cheap_views_run_every_epoch_of_a_short_fit():
