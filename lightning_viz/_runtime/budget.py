@@ -105,6 +105,11 @@ class OverheadBudget:
         if self.start is not None and self._paused_at is None:
             self._paused_at = self.clock()
 
+    def rewind(self, epoch: int) -> None:
+        """A fit that starts at ``epoch`` (again, from an earlier checkpoint on the same
+        trainer): runs planned at that epoch or later are forgotten."""
+        self.last_run = {key: e for key, e in self.last_run.items() if e < epoch}
+
     def elapsed(self) -> float:
         """Seconds of fitting since :meth:`begin` (without the pauses between fits)."""
         if self.start is None:

@@ -108,7 +108,9 @@ class RunOutput:
         if self.summary is None:
             return
         self.resumed_at = epoch
-        self.summary_found = self.summary_found or saved is not None
+        # a summary kept from a fit before on this trainer is found too
+        self.summary_found = self.summary_found or saved is not None or bool(self.summary.metrics)
+        self.budget.rewind(epoch)  # fit again from an earlier epoch: those run again
         if saved is not None and epoch > 0 and not self.summary.metrics:
             try:
                 self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")

@@ -455,6 +455,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return any(cb is self for cb in self._shared(trainer).callbacks[-1:])
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if (self._last_epoch or 0) >= trainer.current_epoch:  # fit again from an earlier epoch
+            self._last_epoch = None
         coordinator = self._shared(trainer)
         coordinator.continue_summary(self._saved_summary, trainer.current_epoch)
         coordinator.start_run(trainer)  # layout and configuration, once per run

@@ -368,3 +368,19 @@ def test_a_fit_pauses_the_clock_at_its_end(tmp_path):
     stopped = budget.elapsed()
     time.sleep(0.2)
     assert budget.elapsed() == stopped
+
+
+def test_a_fit_again_from_an_earlier_epoch_plans_those_epochs_again():
+    """``trainer.fit(ckpt_path=<epoch 0>)`` after two epochs on the same trainer: the
+    budget remembered a run at epoch 1, so epoch 1 (0 epochs after it) was not due."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    view = [Candidate("view")]
+    for epoch in (0, 1):
+        clock.now += 10.0
+        assert budget.plan(epoch, view, 0.1, allowance=3.0)[0] == ["view"]
+        budget.charge("view", 0.1)
+    budget.rewind(1)  # the second fit starts at epoch 1
+    clock.now += 10.0
+    assert budget.plan(1, view, 0.1, allowance=3.0)[0] == ["view"]

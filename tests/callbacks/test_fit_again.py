@@ -1,0 +1,124 @@
+"""``trainer.fit`` again on the same trainer: from an earlier checkpoint, after a failed
+fit, and continuing; every due epoch is measured once, and nothing false is said."""
+
+from __future__ import annotations
+
+import glob
+import json
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+import lightning_viz as lv
+from lightning_viz.data import LitClassifier
+from tests.conftest import read_events, small_datamodule
+
+TAG = "robustness/fgsm_acc@8/255"
+
+
+class _Seen(pl.Callback):
+    """The monitored metric in ``callback_metrics`` at each validation end (after the probe)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float | None]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            value = trainer.callback_metrics.get(TAG)
+            self.seen.append((trainer.current_epoch, None if value is None else float(value)))
+
+
+def _trainer(tmp_path, callbacks, epochs):
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=2,
+        limit_val_batches=1,
+    )
+
+
+def _summary_epochs(tmp_path):
+    (path,) = glob.glob(str(tmp_path / "**" / "summary.json"), recursive=True)
+    with open(path) as f:
+        return [r["epoch"] for r in json.load(f)["metrics"][TAG]["epochs"]]
+
+
+@pytest.mark.parametrize("budget", [None, 0.10])
+def test_fit_again_from_an_earlier_checkpoint_measures_every_epoch_again(tmp_path, budget):
+    """Two epochs, then ``fit(ckpt_path=<epoch 0>)`` on the same trainer: epoch 1 was
+    skipped (the callback remembered it had run at epoch 1, and the budget that it had
+    planned it), and an EarlyStopping on the probe's metric stopped the fit ("metric not
+    available")."""
+    pl.seed_everything(0)
+    seen = _Seen()
+    probe = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(8 / 255,), num_samples=8, on_error="raise", max_overhead=budget
+    )
+    stop = EarlyStopping(monitor=TAG, mode="max", patience=10)
+    saved = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_top_k=-1)
+    trainer = _trainer(tmp_path, [probe, seen, stop, saved], epochs=2)
+    model = LitClassifier(num_classes=5)
+    trainer.fit(model, datamodule=small_datamodule())
+    (first,) = glob.glob(str(tmp_path / "ckpt" / "epoch=0*.ckpt"))
+    trainer.fit_loop.max_epochs = 3
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=small_datamodule(), ckpt_path=first)
+    assert [e for e, _ in seen.seen] == [0, 1, 1, 2]
+    assert all(v is not None for _, v in seen.seen), seen.seen  # measured each time
+    assert _summary_epochs(tmp_path) == [0, 1, 2]
+    assert [s for s, _ in read_events(str(tmp_path))["scalars"][TAG]] == [2, 4, 4, 6]
+    assert not [w for w in record if "without the summary" in str(w.message)]
+
+
+def test_fit_again_after_a_failed_fit_measures_the_failed_epoch(tmp_path):
+    """A fit that failed at epoch 1 after the probe ran (a user callback raised), then
+    ``fit(ckpt_path="last")`` on the same trainer: epoch 1 ran again without the probe."""
+
+    class _FailsOnce(pl.Callback):
+        failed = False
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1 and not self.failed:
+                type(self).failed = True
+                raise RuntimeError("a bug in the user's callback")
+
+    pl.seed_everything(0)
+    seen = _Seen()
+    probe = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(8 / 255,), num_samples=8, on_error="raise", max_overhead=None
+    )
+    saved = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    trainer = _trainer(tmp_path, [probe, seen, _FailsOnce(), saved], epochs=3)
+    model = LitClassifier(num_classes=5)
+    with pytest.raises(RuntimeError, match="a bug in the user's callback"):
+        trainer.fit(model, datamodule=small_datamodule())
+    trainer.fit(model, datamodule=small_datamodule(), ckpt_path="last")
+    assert [e for e, _ in seen.seen] == [0, 1, 1, 2]
+    assert all(v is not None for _, v in seen.seen), seen.seen
+    assert _summary_epochs(tmp_path) == [0, 1, 2]
+
+
+def test_fit_again_to_continue_says_nothing_about_a_lost_summary(tmp_path):
+    """The second ``fit`` on the same trainer warned that the run "resumed at epoch 2
+    without the summary of the epochs before", while summary.json kept them all."""
+    probe = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(8 / 255,), num_samples=8, on_error="raise", max_overhead=None
+    )
+    trainer = _trainer(tmp_path, [probe], epochs=2)
+    model = LitClassifier(num_classes=5)
+    trainer.fit(model, datamodule=small_datamodule())
+    trainer.fit_loop.max_epochs = 3
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=small_datamodule())
+    assert not [w for w in record if "without the summary" in str(w.message)]
+    assert _summary_epochs(tmp_path) == [0, 1, 2]
