@@ -145,18 +145,25 @@ class Coordinator(RunOutput):
         """Adds ``callback`` (once).
 
         Raises:
-            ValueError: Another callback of its type writes under its tag prefix (two
-                ``AdversarialProbe``s with different eps would share their tags).
+            ValueError: Another callback writes under its tag prefix (two
+                ``AdversarialProbe``s with different eps, or an ``AdversarialProbe`` and a
+                ``CorruptionProbe`` both under ``"ema"``, would share tags such as
+                ``<prefix>/clean_acc`` and ``<prefix>/regression``).
         """
         if any(cb is callback for cb in self.callbacks):
             return
         prefix = callback.tag_prefix
-        if any(type(cb) is type(callback) and cb.tag_prefix == prefix for cb in self.callbacks):
-            name = type(callback).__name__
+        other = next((cb for cb in self.callbacks if cb.tag_prefix == prefix), None)
+        if other is not None:
+            name, theirs = type(callback).__name__, type(other).__name__
+            both = f"two {name} callbacks" if theirs == name else f"{theirs} and {name}"
+            example = f"{name}(..., tag_prefix='{callback.family}_2')"
+            if other.family != callback.family:
+                example = f"'{prefix}/{other.family}' and '{prefix}/{callback.family}'"
             raise ValueError(
-                f"two {name} callbacks write under the same tag prefix {prefix!r}, so their "
-                f"values would land on the same tags; give each its own `tag_prefix` (e.g. "
-                f"{name}(..., tag_prefix='{callback.family}_2'))"
+                f"{both} write under the same tag prefix {prefix!r}, so their "
+                "values would land on the same tags (its regression scalar, its images...); "
+                f"give each its own `tag_prefix` (e.g. {example})"
             )
         self.callbacks.append(callback)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import warnings
 
 import pytest
@@ -691,6 +692,30 @@ def test_two_callbacks_of_a_type_under_one_tag_prefix_are_a_configuration_error(
     fit(tmp_path / "apart", [strong, weak], epochs=1)
     scalars = read_events(str(tmp_path / "apart"))["scalars"]
     assert len(scalars["robustness/clean_acc"]) == 1 and len(scalars["weak/clean_acc"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "advice"),
+    [
+        (  # both write ema/clean_acc, ema/regression, ema/examples
+            lambda: lv.AdversarialProbe(attacks=("fgsm",), num_samples=8, tag_prefix="ema"),
+            lambda: lv.CorruptionProbe(corruptions=("fog",), num_samples=8, tag_prefix="ema"),
+            "'ema/robustness' and 'ema/corruption'",
+        ),
+        (  # both write saliency/regression
+            lambda: lv.SaliencyLogger(methods=("vanilla",), num_samples=4),
+            lambda: lv.TextureShapeBias(num_images=8, tag_prefix="saliency"),
+            "'saliency/saliency' and 'saliency/bias'",
+        ),
+    ],
+)
+def test_callbacks_of_two_types_under_one_tag_prefix_are_a_configuration_error(
+    tmp_path, first, second, advice
+):
+    """Callbacks of different types under one prefix wrote two values a step to their
+    shared tags, and summary.json and callback_metrics kept one of them, with no word."""
+    with pytest.raises(ValueError, match=f"same tag prefix .*{re.escape(advice)}"):
+        fit(tmp_path, [first(), second()], epochs=1)
 
 
 def test_a_resume_into_a_new_log_version_continues_the_run_summary(tmp_path):
