@@ -15,6 +15,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, is_compiled, preserve_state, unwrap_model
 from lightning_viz._hooks import record_io
+from lightning_viz._runtime.combined import first_part
 from lightning_viz._runtime.context import caption_name
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import first_batch, has_loader, split_batch, stage_loader
@@ -340,7 +341,7 @@ class EmbeddingProjector(VizCallback):
         if dataloader_idx != 0 or self._count >= self._local_limit:
             return
         try:
-            self._collect(batch, calls, pl_module)
+            self._collect(first_part(trainer, batch), calls, pl_module)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             self._fail(trainer, err)
 

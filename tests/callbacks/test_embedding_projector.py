@@ -640,3 +640,47 @@ def test_a_tab_or_line_break_in_a_class_name_keeps_one_metadata_row_per_point(tm
     assert len(rows) == points + 1 and all(len(r.split("\t")) == 3 for r in rows), rows[:3]
     shown = {r.split("\t")[0] for r in rows[1:]}
     assert shown <= {"tab here", "new line", "crlf name", "plain", "five"} and len(shown) == 5
+
+
+class _FirstOfCombined(LitClassifier):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        return super().validation_step(batch["main"], batch_idx)
+
+
+@pytest.mark.parametrize(("mode", "seen"), [("max_size_cycle", 16), ("min_size", 8)])
+def test_a_combined_validation_loader_embeds_its_first_loaders_samples(tmp_path, mode, seen):
+    """A CombinedLoader yielding one batch of every loader at once ({"main": ..., "extra":
+    ...}) turned EmbeddingProjector off ("cannot find images in a batch dict with keys
+    ['main', 'extra']") while the other callbacks read its first loader."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.utilities import CombinedLoader
+    from torch.utils.data import DataLoader, Subset
+
+    dm = small_datamodule(val_size=24)
+    dm.setup("fit")
+    loaders = {
+        "main": DataLoader(dm.val_dataset, batch_size=8),
+        "extra": DataLoader(Subset(dm.val_dataset, range(4)), batch_size=4),
+    }
+    model = (
+        LitClassifier(num_classes=5) if mode == "sequential" else _FirstOfCombined(num_classes=5)
+    )
+    cb = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
+        callbacks=[cb],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=2,
+        limit_val_batches=2,
+    )
+    trainer.fit(model, dm.train_dataloader(), CombinedLoader(loaders, mode=mode))
+    (meta,) = glob.glob(str(tmp_path / "run" / "version_0" / "*" / "embedding*" / "metadata.tsv"))
+    with open(meta) as f:
+        labels = [int(line.split("\t")[0]) for line in f.readlines()[1:]]
+    # the main loader's samples (min_size: one batch, as long as the 4-sample loader)
+    assert labels == [int(dm.val_dataset[i][1]) for i in range(seen)]

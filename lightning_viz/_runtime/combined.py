@@ -1,0 +1,34 @@
+"""Batches of a Lightning ``CombinedLoader`` that yields one batch of every loader at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["first_part"]
+
+
+def first_part(trainer: Any, batch: Any, stage: str = "val") -> Any:
+    """The first loader's batch when ``batch`` holds one batch of every ``stage``
+    loader (``"val"`` or ``"train"``): a ``CombinedLoader`` in a mode other than
+    ``"sequential"`` yields them in the loaders' structure (a dict with the loaders'
+    keys, or a list of as many batches); ``batch`` itself otherwise.
+
+    The probe is picked from the first loader's own batches (dataloader index 0), so a
+    callback that reads the batches of the loop reads that loader's part too, and a
+    ``batch_to_xy`` sees one kind of batch everywhere.
+    """
+    loaders = getattr(trainer, f"{stage}_dataloaders", None)  # a CombinedLoader's iterables
+    if isinstance(loaders, Mapping) and isinstance(batch, Mapping) and loaders:
+        if list(batch) == list(loaders) and not _holds_tensors(batch.values()):
+            return batch[next(iter(loaders))]
+    elif isinstance(loaders, list | tuple) and isinstance(batch, list | tuple) and loaders:
+        if len(batch) == len(loaders) and not _holds_tensors(batch):
+            return batch[0]
+    return batch
+
+
+def _holds_tensors(values: Any) -> bool:
+    """Whether any of ``values`` is a tensor or array: one loader's batch holds them at its
+    top level, a batch of every loader holds batches."""
+    return any(hasattr(v, "shape") for v in values)
