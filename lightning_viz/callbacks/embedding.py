@@ -488,10 +488,11 @@ class EmbeddingProjector(VizCallback):
             elif self._after_validation:  # a hook ended the epoch, or no validation batches
                 why = f"training epoch {epoch} ended without a validation loop"
             else:
-                why = (
-                    f"no validation ran at epoch {epoch} (see check_val_every_n_epoch / "
-                    "limit_val_batches)"
-                )
+                step = getattr(type(pl_module), "validation_step", None)  # Lightning's: none
+                cause = "see check_val_every_n_epoch / limit_val_batches"
+                if getattr(step, "__qualname__", "").startswith("LightningModule."):
+                    cause = "the LightningModule has no validation_step"
+                why = f"no validation ran at epoch {epoch} ({cause})"
             self.warn_once(
                 key,
                 f"{why}; it embeds the features seen during the validation loop, so it has "

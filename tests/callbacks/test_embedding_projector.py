@@ -684,3 +684,15 @@ def test_a_combined_validation_loader_embeds_its_first_loaders_samples(tmp_path,
         labels = [int(line.split("\t")[0]) for line in f.readlines()[1:]]
     # the main loader's samples (min_size: one batch, as long as the 4-sample loader)
     assert labels == [int(dm.val_dataset[i][1]) for i in range(seen)]
+
+
+class _NoValidationStep(LitClassifier):
+    validation_step = pl.LightningModule.validation_step
+
+
+def test_a_module_without_validation_step_is_named_as_why_nothing_is_embedded(tmp_path):
+    """Given validation data but no validation_step, it pointed at check_val_every_n_epoch
+    and limit_val_batches, which were not the cause."""
+    cb = EmbeddingProjector(num_samples=8, projection="pca")
+    with pytest.warns(UserWarning, match=r"no validation ran at epoch 0 \(the LightningModule"):
+        fit(tmp_path, [cb], epochs=1, model=_NoValidationStep(num_classes=5))
