@@ -8,8 +8,10 @@ are compared sample by sample:
    ``>= warmup`` (a new best replaces it).
 2. **Flagged.** A run is flagged when its drop below the reference is practically
    large (``> tolerance``, per metric) *and* significant: the exact one-sided sign
-   test on the samples that flipped between the two runs, Holm-adjusted across the
-   metrics compared in that update, is ``<= alpha``.
+   test on the samples that flipped between the two runs, multiplied by the number of
+   runs the best was chosen from (:func:`~lightning_viz.monitoring.rule.chosen_from`:
+   the best of many noisy runs is a lucky one) and Holm-adjusted across the metrics
+   compared in that update, is ``<= alpha``.
 3. **Episodes.** A metric enters a regressed state after ``patience`` consecutive
    flagged runs, which raises exactly one :class:`Alert`; it leaves (and can alert
    again) only once it has recovered, ``value >= reference - tolerance``. A p-value
@@ -257,11 +259,10 @@ class RegressionMonitor:
         warmup: Runs at epochs ``< warmup`` are never references and raise no alert.
             Default: ``0``.
         patience: Consecutive flagged runs before a metric enters a regressed state
-            (``1``: the first flagged run). Default: ``2``: the reference is the best of
-            several noisy runs, so one flagged run of a converged model is not rare
-            (about 5 % of 8-epoch runs of 70 decisions with 5 % of them flipping at
-            random each epoch); two in a row are (0.15 %), and a real switch is still
-            caught one run later.
+            (``1``: the first flagged run). Default: ``2``: a converged model's
+            measurements wander, so one flagged run is less rare than ``alpha``
+            suggests; two in a row are rare, and a real switch is still caught one
+            run later (see the alerts guide for the simulated rates).
         baseline: An earlier run to compare with: its :class:`RunSummary`, or a path
             that :func:`~lightning_viz.monitoring.record.load_summary` accepts. Default: ``None``.
         higher_is_better: Direction of the metrics: one bool or a mapping from tag to
@@ -305,6 +306,7 @@ class RegressionMonitor:
         self._refs: dict[str, EpochRecord] = {}  # metric -> its best run after warmup
         self._episodes: dict[str, dict[str, _Episode]] = {kind: {} for kind in ALERT_KINDS}
         self._drops: dict[str, float] = {}  # metric -> drop below its reference, last update
+        self._runs: dict[str, int] = {}  # metric -> runs after warmup its best was chosen from
 
     # ------------------------------------------------------------------ access
     def tolerance_of(self, tag: str) -> float:
@@ -401,13 +403,19 @@ class RegressionMonitor:
         if epoch < self.warmup:
             return []
         best = [
-            _Comparison(t, "best", self._refs[t], self._compare(t, self._refs[t], r, True))
+            _Comparison(
+                t,
+                "best",
+                self._refs[t],
+                rule.chosen_from(self._compare(t, self._refs[t], r, True), self._runs.get(t, 1)),
+            )
             for t, r in recs.items()
             if t in self._refs
         ]
         self._drops = {c.tag: max(0.0, c.result.drop) for c in best}
         alerts = self._judge("best", best, recs, epoch, step)
         for t, r in recs.items():  # a new best becomes the reference
+            self._runs[t] = self._runs.get(t, 0) + 1
             ref = self._refs.get(t)
             if ref is None or self._better(t, r.value, ref.value):
                 self._refs[t] = r
@@ -443,7 +451,9 @@ class RegressionMonitor:
             if same is not None:
                 out.append(_Comparison(t, "baseline", same, self._compare(t, same, r, False)))
             if best is not None and (same is None or best.epoch != same.epoch):
-                out.append(_Comparison(t, "baseline best", best, self._compare(t, best, r, False)))
+                among = len(hist.records(min_epoch=self.warmup, max_epoch=epoch))
+                result = rule.chosen_from(self._compare(t, best, r, False), among)
+                out.append(_Comparison(t, "baseline best", best, result))
         return out
 
     def _judge(
@@ -517,6 +527,7 @@ class RegressionMonitor:
                 kind: {t: asdict(e) for t, e in eps.items()} for kind, eps in self._episodes.items()
             },
             "drops": dict(self._drops),
+            "runs": dict(self._runs),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -530,3 +541,4 @@ class RegressionMonitor:
             for kind in ALERT_KINDS
         }
         self._drops = {str(t): float(v) for t, v in (state.get("drops") or {}).items()}
+        self._runs = {str(t): int(v) for t, v in (state.get("runs") or {}).items()}

@@ -118,25 +118,42 @@ def test_converged_robustness_metrics_raise_no_alert():
     assert old_fired >= 5
 
 
-def test_false_alert_rate_of_a_converged_run():
-    """The rates docs/alerts.md quotes (4000 seeds: 5.1 % and 0.15 %).
+def _converged(seed, epochs, n=70):
+    """``n`` shape-or-texture decisions around a fixed state (73 % shape), each flipping
+    with probability 0.05 per epoch."""
+    rng = np.random.default_rng(seed)
+    base = rng.random(n) < 0.73
+    return [
+        {SB: {"outcomes": (base ^ (rng.random(n) < 0.05)).astype(int).tolist()}}
+        for _ in range(epochs)
+    ]
 
-    70 shape-or-texture decisions around a fixed state (73 % shape), each flipping
-    with probability 0.05 per epoch, 8 epochs.
-    """
+
+def test_false_alert_rate_of_a_converged_run():
+    """The rates docs/alerts.md quotes (8 epochs, 4000 seeds: 0.8 % and 0 %)."""
     fired = {1: 0, 2: 0}
     seeds = 400
     for seed in range(seeds):
-        rng = np.random.default_rng(seed)
-        base = rng.random(70) < 0.73
-        runs = [
-            {SB: {"outcomes": (base ^ (rng.random(70) < 0.05)).astype(int).tolist()}}
-            for _ in range(8)
-        ]
+        runs = _converged(seed, 8)
         for patience in fired:
             fired[patience] += bool(run_monitor(RegressionMonitor(0.05, patience=patience), runs))
-    assert fired[2] / seeds <= 0.01
-    assert 0.02 <= fired[1] / seeds <= 0.12  # the best run is a lucky one: patience 1 is jumpy
+    assert fired[2] / seeds <= 0.005
+    assert fired[1] / seeds <= 0.02
+
+
+def test_false_alerts_do_not_grow_with_the_length_of_the_fit():
+    """The best of 150 noisy runs is a lucky one: tested as if it had been fixed in
+    advance, 40 % of these converged 150-epoch fits raised an alert (10 % at 50 epochs).
+    The p-value of a comparison with the best counts every run it was chosen from."""
+    seeds = 60
+    fired = sum(
+        bool(run_monitor(RegressionMonitor(0.05), _converged(s, 150))) for s in seeds_range(seeds)
+    )
+    assert fired / seeds <= 0.02
+
+
+def seeds_range(n):
+    return range(1000, 1000 + n)
 
 
 # ----------------------------------------------------------- (b) a real switch
@@ -170,7 +187,8 @@ def test_switch_alert_with_patience_one_comes_at_the_switch_and_matches_scipy():
     (alert,) = fired[0][1]
     assert alert.flagged_since == 5
     expected = ss.binomtest(alert.worse, alert.worse + alert.better, alternative="greater").pvalue
-    assert alert.pvalue == pytest.approx(expected)
+    # the best of the 5 runs before the switch: Bonferroni for the choice among them
+    assert alert.pvalue == pytest.approx(5 * expected)
 
 
 def test_format_alerts_is_one_compact_table():
