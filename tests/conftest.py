@@ -107,39 +107,21 @@ def small_datamodule(**kwargs: Any):
     return ShapesTexturesDataModule(**args)
 
 
-def fit(
+def make_trainer(
     tmp_path: Any,
     callbacks: list[Any],
     *,
     epochs: int = 2,
-    model: Any = None,
-    datamodule: Any = None,
-    seed: int = 0,
     flavour: str = "pytorch_lightning",
-    ckpt_path: str | None = None,
-    keep_budget: bool = False,
     **trainer_kwargs: Any,
 ):
-    """A short seeded CPU fit; returns (trainer, module).
-
-    Tests look at what the callbacks write every due epoch, so the shared overhead
-    budget is turned off (``max_overhead=None``) unless ``keep_budget``.
-    """
-    if not keep_budget:
-        for cb in callbacks:
-            if hasattr(cb, "max_overhead"):
-                cb.max_overhead = None
+    """The tests' short CPU trainer, logging to ``<tmp_path>/run/version_0``."""
     if flavour == "lightning":
         import lightning.pytorch as pl
         from lightning.pytorch.loggers import TensorBoardLogger
     else:
         import pytorch_lightning as pl
         from pytorch_lightning.loggers import TensorBoardLogger
-    from lightning_viz.data import LitClassifier
-
-    pl.seed_everything(seed)
-    datamodule = datamodule if datamodule is not None else small_datamodule()
-    model = model if model is not None else LitClassifier(num_classes=5, lr=1e-2)
     args = dict(
         max_epochs=epochs,
         accelerator="cpu",
@@ -154,7 +136,41 @@ def fit(
         limit_val_batches=2,
     )
     args.update(trainer_kwargs)
-    trainer = pl.Trainer(callbacks=callbacks, **args)
+    return pl.Trainer(callbacks=callbacks, **args)
+
+
+def fit(
+    tmp_path: Any,
+    callbacks: list[Any],
+    *,
+    epochs: int = 2,
+    model: Any = None,
+    datamodule: Any = None,
+    seed: int = 0,
+    flavour: str = "pytorch_lightning",
+    ckpt_path: str | None = None,
+    keep_budget: bool = False,
+    **trainer_kwargs: Any,
+):
+    """A short seeded CPU fit (:func:`make_trainer`); returns (trainer, module).
+
+    Tests look at what the callbacks write every due epoch, so the shared overhead
+    budget is turned off (``max_overhead=None``) unless ``keep_budget``.
+    """
+    if not keep_budget:
+        for cb in callbacks:
+            if hasattr(cb, "max_overhead"):
+                cb.max_overhead = None
+    if flavour == "lightning":
+        import lightning.pytorch as pl
+    else:
+        import pytorch_lightning as pl
+    from lightning_viz.data import LitClassifier
+
+    pl.seed_everything(seed)
+    datamodule = datamodule if datamodule is not None else small_datamodule()
+    model = model if model is not None else LitClassifier(num_classes=5, lr=1e-2)
+    trainer = make_trainer(tmp_path, callbacks, epochs=epochs, flavour=flavour, **trainer_kwargs)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer, model
 

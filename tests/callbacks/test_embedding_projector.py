@@ -22,6 +22,7 @@ from tests.conftest import (
     assert_observing_changes_nothing,
     decode_png,
     fit,
+    make_trainer,
     read_events,
     small_datamodule,
 )
@@ -652,7 +653,6 @@ def test_a_combined_validation_loader_embeds_its_first_loaders_samples(tmp_path,
     """A CombinedLoader yielding one batch of every loader at once ({"main": ..., "extra":
     ...}) turned EmbeddingProjector off ("cannot find images in a batch dict with keys
     ['main', 'extra']") while the other callbacks read its first loader."""
-    from pytorch_lightning.loggers import TensorBoardLogger
     from pytorch_lightning.utilities import CombinedLoader
     from torch.utils.data import DataLoader, Subset
 
@@ -666,18 +666,7 @@ def test_a_combined_validation_loader_embeds_its_first_loaders_samples(tmp_path,
         LitClassifier(num_classes=5) if mode == "sequential" else _FirstOfCombined(num_classes=5)
     )
     cb = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
-        callbacks=[cb],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=2,
-        limit_val_batches=2,
-    )
+    trainer = make_trainer(tmp_path, [cb], epochs=1, num_sanity_val_steps=0, limit_train_batches=2)
     trainer.fit(model, dm.train_dataloader(), CombinedLoader(loaders, mode=mode))
     (meta,) = glob.glob(str(tmp_path / "run" / "version_0" / "*" / "embedding*" / "metadata.tsv"))
     with open(meta) as f:

@@ -10,11 +10,10 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 
 import lightning_viz as lv
 from lightning_viz.data import LitClassifier
-from tests.conftest import read_events, small_datamodule
+from tests.conftest import make_trainer, read_events, small_datamodule
 
 TAG = "robustness/fgsm_acc@8/255"
 
@@ -32,14 +31,13 @@ class _Seen(pl.Callback):
 
 
 def _trainer(tmp_path, callbacks, epochs):
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
-        callbacks=callbacks,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    return make_trainer(
+        tmp_path,
+        callbacks,
+        epochs=epochs,
+        enable_checkpointing=True,
         num_sanity_val_steps=0,
+        deterministic=False,
         limit_train_batches=2,
         limit_val_batches=1,
     )
