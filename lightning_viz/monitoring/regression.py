@@ -191,16 +191,19 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
         A multi-line string (no trailing newline); ``""`` when there are no alerts.
 
     Examples:
-        ``TextureShapeBias: 1 regression at epoch 6 (one-sided exact tests, Holm-adjusted,
-        alpha 0.01)`` followed by one row per alert: metric, the run it is compared
-        with, value, reference value, drop, tolerance, p and the test with its flips.
+        ``TextureShapeBias: 1 regression at epoch 6 (one-sided exact tests, p x runs a
+        best is chosen from, Holm-adjusted, alpha 0.01)`` followed by one row per alert:
+        metric, the run it is compared with, value, reference value, drop, tolerance, p
+        and the test with its flips.
     """
     if not alerts:
         return ""
     epochs = sorted({a.epoch for a in alerts})
     count = f"{len(alerts)} regression{'s' if len(alerts) > 1 else ''}"
     tested = [a for a in alerts if a.reference != "threshold"]
-    how = "above a threshold" if not tested else "one-sided exact tests, Holm-adjusted, alpha "
+    how = "above a threshold"
+    if tested:  # a best's p counts the runs it was chosen from (rule.chosen_from)
+        how = "one-sided exact tests, p x runs a best is chosen from, Holm-adjusted, alpha "
     how += ", ".join(f"{a:g}" for a in sorted({a.alpha for a in tested}))
     head = f"{title}: {count} at epoch {', '.join(map(str, epochs))} ({how})"
     rows = []

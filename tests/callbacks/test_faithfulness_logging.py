@@ -254,7 +254,8 @@ def test_randomization_threshold_alert_reads_as_a_threshold(tmp_path):
     tested = Alert(**{**{k: alert[k] for k in alert if k != "message"}, "reference": "best"})
     both = format_alerts([tested, Alert(**{k: alert[k] for k in alert if k != "message"})], "X")
     assert both.splitlines()[0] == (
-        "X: 2 regressions at epoch 1 (one-sided exact tests, Holm-adjusted, alpha 0.01)"
+        "X: 2 regressions at epoch 1 (one-sided exact tests, p x runs a best is chosen from, "
+        "Holm-adjusted, alpha 0.01)"
     )
 
 
