@@ -179,6 +179,7 @@ class Coordinator(RunOutput):
         self.writers, unsupported = open_writers(trainer, save_dir)
         if self.writers is None:
             return None
+        self.writers.strict = self.raises
         if unsupported:
             used = ", ".join(b.name for b in self.writers.backends) or "the other loggers"
             rank_zero_warn(

@@ -59,6 +59,10 @@ class RunOutput:
     log_dir: str | None
     writers: Writers | None
 
+    def raises(self) -> bool:
+        """Whether a callback of the trainer asked for ``on_error="raise"``."""
+        return any(getattr(cb, "on_error", None) == "raise" for cb in self.callbacks)
+
     @contextlib.contextmanager
     def shared_write(self, what: str) -> Iterator[None]:
         """Runs a write of ``what`` that every callback shares: a failure is said once
@@ -67,7 +71,7 @@ class RunOutput:
         try:
             yield
         except Exception as err:
-            if any(getattr(cb, "on_error", None) == "raise" for cb in self.callbacks):
+            if self.raises():
                 raise
             self.warn_once(  # type: ignore[attr-defined]
                 f"write {what}",

@@ -482,6 +482,66 @@ def test_tensorboard_and_csv_both_written_images_made_once(tmp_path, monkeypatch
     assert set(_csv_scalars(csv_dir)) >= set(_reference_scalars(read_events(str(tmp_path))))
 
 
+def _failing_csv_images(monkeypatch):
+    from lightning_viz._runtime.writers._files import FilesBackend
+
+    def full_disk(self, tag, pixels, step, caption):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FilesBackend, "image", full_disk)
+
+
+def _two_loggers(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    return [
+        TensorBoardLogger(str(tmp_path), name="run", version=0),
+        CSVLogger(str(tmp_path), name="csv", version=0),
+    ]
+
+
+def test_a_backend_that_fails_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
+    _failing_csv_images(monkeypatch)
+    callbacks = [lv.FilterLogger(), lv.SaliencyLogger(methods=("vanilla",), num_samples=4)]
+    with pytest.warns(UserWarning) as said:
+        trainer, _ = fit(tmp_path, callbacks, epochs=2, logger=_two_loggers(tmp_path))
+    dropped = [str(w.message) for w in said if "could not write to" in str(w.message)]
+    assert len(dropped) == 1  # said once, for the backend, not once per callback or image
+    assert "CSV and files" in dropped[0] and "No space left on device" in dropped[0]
+    assert "goes on writing to TensorBoard" in dropped[0]
+    assert not any("turns itself off" in str(w.message) for w in said)
+    assert all(cb._enabled for cb in callbacks)
+    images = read_events(str(tmp_path / "run"))["images"]
+    steps = {tag: [e[0] for e in evs] for tag, evs in images.items()}
+    assert steps["filters/model.block1.conv"] == [4, 8]
+    assert any(tag.startswith("saliency/") and s == [4, 8] for tag, s in steps.items())
+    # nothing more goes to the failed backend (the step's buffered scalars neither);
+    # TensorBoard has them all, and the user's own CSV metrics are untouched
+    scalars = _csv_scalars(str(tmp_path / "csv" / "version_0"))
+    assert not any(tag.startswith(("filters/", "saliency/", "viz/")) for tag in scalars)
+    assert set(scalars["val_acc"]) == {3, 7}
+    tb = read_events(str(tmp_path / "run"))["scalars"]
+    assert [s for s, _ in tb["filters/model.block1.conv/norm"]] == [4, 8]
+    assert not glob.glob(str(tmp_path / "csv" / "version_0" / "lightning_viz" / "images" / "*"))
+    assert [b.name for b in callbacks[0]._coordinator.writers.backends] == ["TensorBoard"]
+
+
+def test_a_failing_backend_raises_with_on_error_raise(tmp_path, monkeypatch):
+    _failing_csv_images(monkeypatch)
+    with pytest.raises(OSError, match="No space left on device"):
+        fit(tmp_path, [lv.FilterLogger(on_error="raise")], epochs=1, logger=_two_loggers(tmp_path))
+
+
+def test_the_last_backend_failing_turns_the_callback_off(tmp_path, monkeypatch):
+    from pytorch_lightning.loggers import CSVLogger
+
+    _failing_csv_images(monkeypatch)
+    cb = lv.FilterLogger()
+    with pytest.warns(UserWarning, match="turns itself off.*No space left on device"):
+        fit(tmp_path, [cb], epochs=2, logger=CSVLogger(str(tmp_path), name="csv", version=0))
+    assert not cb._enabled
+
+
 @pytest.mark.parametrize("mode", ["online", "offline"])
 def test_wandb_alerts_only_when_online(mode):
     import types

@@ -19,6 +19,7 @@ from urllib.request import url2pathname
 import numpy as np
 from torch import Tensor
 
+from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz._runtime.writers._base import Backend, Embedding
 from lightning_viz._runtime.writers._images import figure_pixels, image_pixels
 from lightning_viz._runtime.writers._names import mlflow_name, tag_of
@@ -158,11 +159,17 @@ def open_writers(trainer: Any, save_dir: str | None = None) -> tuple[Writers | N
 class Writers:
     """Every backend of one trainer (none on ranks other than global rank 0).
 
-    Scalars are buffered per step and written at :meth:`flush`.
+    Scalars are buffered per step and written at :meth:`flush`. A backend that fails
+    to write (a full disk, W&B or MLflow unreachable) is dropped with a warning and the
+    others go on; the failure is raised, for the writing callback's ``on_error``, when
+    it was the last backend or ``strict()`` (a callback has ``on_error="raise"``).
     """
 
-    def __init__(self, backends: Sequence[Backend]) -> None:
+    def __init__(
+        self, backends: Sequence[Backend], strict: Callable[[], bool] | None = None
+    ) -> None:
         self.backends = list(backends)
+        self.strict = strict if strict is not None else (lambda: False)
         self._scalars: dict[int, dict[str, float]] = {}
 
     def __bool__(self) -> bool:
@@ -180,9 +187,21 @@ class Writers:
 
     def each(self, fn: Callable[[Backend], Any], *, threadsafe: bool | None = None) -> None:
         """``fn(backend)`` for every backend (or those with this ``threadsafe``)."""
-        for backend in self.backends:
+        for backend in list(self.backends):  # a snapshot: a failed one leaves the list
             if threadsafe is None or backend.threadsafe == threadsafe:
-                fn(backend)
+                try:
+                    fn(backend)
+                except Exception as err:
+                    others = [b for b in self.backends if b is not backend]
+                    if not others or self.strict():
+                        raise
+                    self.backends = others
+                    rank_zero_warn(
+                        f"lightning-viz could not write to {backend.name} "
+                        f"({type(err).__name__}: {err}) and writes nothing more there in "
+                        f"this fit; it goes on writing to {', '.join(b.name for b in others)} "
+                        "(pass on_error='raise' to a callback to stop instead)"
+                    )
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Buffers a finite scalar (written at :meth:`flush`)."""
