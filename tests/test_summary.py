@@ -9,6 +9,7 @@ import os
 import pytest
 from scipy import stats as ss
 
+from lightning_viz.monitoring import record as record_module
 from lightning_viz.monitoring.record import (
     FORMAT,
     VERSION,
@@ -161,6 +162,25 @@ def test_json_form_round_trip(tmp_path):
     assert math.isnan(back["bias/shape_bias_nan"].epochs[0].value)
     assert back.path == path
     assert os.listdir(os.path.dirname(path)) == ["summary.json"]  # no temp file left
+
+
+def test_each_record_is_encoded_once_so_writing_every_epoch_stays_linear(tmp_path, monkeypatch):
+    s = sample_summary()
+    s.write(tmp_path)  # every record encoded (and its Wilson interval computed) once
+    encoded, intervals = [], []
+    to_dict, wilson = EpochRecord.to_dict, record_module.wilson_interval
+    monkeypatch.setattr(EpochRecord, "to_dict", lambda r: encoded.append(r.epoch) or to_dict(r))
+    monkeypatch.setattr(
+        record_module, "wilson_interval", lambda *a: intervals.append(a) or wilson(*a)
+    )
+    for epoch in (3, 4):  # two more epoch ends: only the new records are encoded
+        s.record("bias/shape_bias", epoch, 10 * epoch + 9, outcomes="11-1100", fingerprint="ab12")
+        text = open(s.write(tmp_path), encoding="utf-8").read()
+    assert encoded == [3, 4] and intervals == [(4, 6, 0.95)] * 2
+    assert json.loads(text) == s.to_dict()  # the file's text is the documented content
+    lines = text.splitlines()
+    assert sum('"epoch": ' in line for line in lines) == 5 + 1 + 1 + 1  # a line per record
+    assert lines[-3].startswith('  {"epoch": 2, "metric": "bias/shape_bias"')  # and per alert
 
 
 def test_write_is_atomic_and_leaves_the_old_file_when_it_fails(tmp_path, monkeypatch):

@@ -101,8 +101,7 @@ class RunOutput:
         registered callback only (``{}`` for the others)."""
         if self.summary is None or not self.callbacks or self.callbacks[0] is not callback:
             return {}
-        text = json.dumps(self.summary.to_dict(), allow_nan=False, separators=(",", ":"))
-        return {"run_summary": text}
+        return {"run_summary": self.summary.to_json()}  # each record's text made once
 
     def continue_summary(self, saved: str | None, epoch: int) -> None:
         """At the training start: a run resumed at ``epoch`` into a log dir without its

@@ -45,6 +45,7 @@ import numbers
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from lightning_viz._checks import check_bool, check_float, check_int, fail
@@ -128,12 +129,17 @@ class EpochRecord:
     fingerprint: str | None = None
     values: tuple[float, ...] | None = None
 
-    @property
+    @cached_property  # a record never changes: its interval and text are made once
     def interval(self) -> tuple[float, float] | None:
         """The Wilson interval at :data:`CONFIDENCE`, or ``None`` without counts."""
         if self.n is None or self.successes is None:
             return None
         return wilson_interval(self.successes, self.n, CONFIDENCE)
+
+    @cached_property
+    def json_text(self) -> str:
+        """:meth:`to_dict` as one line of JSON (the file's line for this record)."""
+        return json.dumps(self.to_dict(), allow_nan=False)
 
     def outcome_list(self) -> list[int | None] | None:
         """The outcomes as a list of ``1``/``0``/``None``, or ``None`` when not stored."""
@@ -301,14 +307,33 @@ class MetricHistory:
         records = self.records(min_epoch, max_epoch)  # max keeps the first of equal values
         return max(records, key=lambda r: oriented(r.value, self.higher_is_better), default=None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def _settings(self) -> dict[str, Any]:
         return {
             "callback": self.callback,
             "watched": self.watched,
             "tolerance": self.tolerance,
             "higher_is_better": self.higher_is_better,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self._settings(),
             "epochs": [r.to_dict() for _, r in sorted(self.epochs.items())],
         }
+
+    def json_text(self) -> str:
+        """:meth:`to_dict` as JSON text, one line per epoch (each line is made once per
+        record, so writing the summary every epoch stays linear in the epochs)."""
+        settings = json.dumps(self._settings(), allow_nan=False)[:-1]
+        lines = _lines([r.json_text for _, r in sorted(self.epochs.items())], "   ")
+        return f'{settings}, "epochs": [{lines}]}}'
+
+
+def _lines(items: list[str], indent: str) -> str:
+    """JSON items one per line at ``indent`` (nothing between the brackets when empty)."""
+    if not items:
+        return ""
+    return f"\n{indent}" + f",\n{indent}".join(items) + f"\n{indent[:-1]}"
 
 
 # ------------------------------------------------------------------------ summary
@@ -488,6 +513,15 @@ class RunSummary:
     # ----------------------------------------------------------------- files
     def to_dict(self) -> dict[str, Any]:
         """The file's content as plain JSON types (see the module docstring)."""
+        return {
+            **self._head(),
+            "metrics": {tag: hist.to_dict() for tag, hist in self.metrics.items()},
+            "alerts": [json_safe(a) for a in self.alerts],
+        }
+
+    @staticmethod
+    def _head() -> dict[str, Any]:
+        """The file's first keys: its format, version, writer and confidence level."""
         from lightning_viz import __version__
 
         return {
@@ -495,9 +529,18 @@ class RunSummary:
             "version": VERSION,
             "lightning_viz": __version__,
             "confidence": CONFIDENCE,
-            "metrics": {tag: hist.to_dict() for tag, hist in self.metrics.items()},
-            "alerts": [json_safe(a) for a in self.alerts],
         }
+
+    def to_json(self) -> str:
+        """The file's text: the :meth:`to_dict` content with one line per epoch record
+        and per alert."""
+        metrics = [f"{json.dumps(tag)}: {hist.json_text()}" for tag, hist in self.metrics.items()]
+        alerts = [json.dumps(json_safe(a), allow_nan=False) for a in self.alerts]
+        return (
+            f"{{\n {json.dumps(self._head())[1:-1]},\n"
+            f' "metrics": {{{_lines(metrics, "  ")}}},\n'
+            f' "alerts": [{_lines(alerts, "  ")}]\n}}\n'
+        )
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> RunSummary:
@@ -555,7 +598,7 @@ class RunSummary:
         is created when missing.
         """
         path = summary_path(log_dir)
-        atomic_write(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        atomic_write(path, self.to_json())
         self.path = path
         return path
 
