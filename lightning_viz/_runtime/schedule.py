@@ -91,10 +91,10 @@ def before_weight_averaging(trainer: Any, caller: Any, kind: type) -> str | None
     if not ours or ours[-1] is not caller:
         return None
     averaging = [i for i, cb in enumerate(callbacks) if isinstance(cb, WEIGHT_AVERAGING)]
-    if not averaging or averaging[0] > callbacks.index(ours[0]):
-        return None
-    first = averaging[0]
+    first = averaging[0] if averaging else len(callbacks)
     late = [cb for cb in callbacks[first:] if isinstance(cb, kind)]
+    if not late:  # every one is listed before it (or there is none)
+        return None
     rest = [cb for cb in callbacks[first:] if not isinstance(cb, kind)]
     callbacks[first:] = [*late, *rest]
     return (

@@ -497,7 +497,10 @@ class _RecordsWeights(LitClassifier):
             self.caller = "callbacks"
 
 
-def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weights(tmp_path):
+@pytest.mark.parametrize("split", [False, True], ids=["both_after", "one_before_one_after"])
+def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weights(
+    tmp_path, split
+):
     averaging = pytest.importorskip("pytorch_lightning.callbacks").__dict__.get(
         "EMAWeightAveraging"
     )
@@ -506,7 +509,8 @@ def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weight
     ema = averaging(decay=0.5)
     robust = lv.AdversarialProbe(eps=(2 / 255,), steps=2, num_samples=8, on_error="raise")
     filters = lv.FilterLogger(on_error="raise")
-    trainer, model = fit(tmp_path, [ema, robust, filters], model=_RecordsWeights(), epochs=1)
+    listed = [robust, ema, filters] if split else [ema, robust, filters]
+    trainer, model = fit(tmp_path, listed, model=_RecordsWeights(), epochs=1)
     order = [type(cb) for cb in trainer.callbacks]
     assert order.index(lv.AdversarialProbe) < order.index(lv.FilterLogger) < order.index(averaging)
     assert model.seen["callbacks"] == model.seen["validation_step"]  # the averaged weights
