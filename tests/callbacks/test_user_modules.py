@@ -498,9 +498,7 @@ class _RecordsWeights(LitClassifier):
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["both_after", "one_before_one_after"])
-def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weights(
-    tmp_path, split
-):
+def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weights(tmp_path, split):
     averaging = pytest.importorskip("pytorch_lightning.callbacks").__dict__.get(
         "EMAWeightAveraging"
     )
