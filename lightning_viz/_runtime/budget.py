@@ -84,6 +84,7 @@ class OverheadBudget:
         self.last_run: dict[str, int] = {}  # epoch of each callback's latest run
         self.interval: dict[str, int] = {}  # current steady-state interval (epochs)
         self.every: dict[str, int] = {}  # each callback's own every_n_epochs
+        self.protected: set[str] = set()  # monitored callbacks: never spaced out
         self._epochs: list[float] = []  # training seconds of each epoch so far
         self._runs: dict[str, list[float]] = {}  # each callback's recent run costs
         self._background_runs: dict[str, list[float]] = {}  # of which background work
@@ -239,7 +240,9 @@ class OverheadBudget:
         """Intervals so that ``sum(cost / interval) <= per_epoch``, the costliest spaced
         out first; returns the ones that changed."""
         self.every.update({c.key: c.every_n_epochs for c in candidates})
-        fixed = {c.key for c in candidates if c.protected}
+        # monitored ones stay fixed also at the epochs they are not due (every_n_epochs > 1)
+        self.protected.update(c.key for c in candidates if c.protected)
+        fixed = self.protected
         cost = {key: statistics.median(runs) for key, runs in self._runs.items()}
         k = {key: self.every.get(key, 1) for key in cost}
         while sum(cost[key] / k[key] for key in k) > per_epoch:

@@ -108,6 +108,19 @@ def test_timing_noise_does_not_make_the_intervals_flicker():
     assert spent / (EPOCH * len(window)) <= 0.10 * 1.3  # within the budget, up to the noise
 
 
+def test_a_monitored_callback_due_every_other_epoch_does_not_make_the_intervals_flicker():
+    """A monitored callback with ``every_n_epochs=2`` (as ModelCheckpoint(every_n_epochs=2)
+    needs) is fixed also at the epochs it is not due: it was spaced out there and the
+    others at its due epochs, so every interval flipped at every epoch end."""
+    costs, every = {"view": 2.0, "monitored": 20.0}, {"view": 1, "monitored": 2}
+    budget, runs, changes = simulate(
+        costs, every, protected={"monitored"}, epochs=20, max_overhead=0.5, epoch_seconds=10.0
+    )
+    assert runs["monitored"] == list(range(1, 20, 2))  # every due run
+    assert sum(len(c) for c in changes[4:]) == 0  # settled
+    assert budget.interval["monitored"] == 2  # what it really runs at
+
+
 def test_without_a_budget_every_due_callback_runs():
     budget, runs, changes = simulate(COSTS, EVERY, max_overhead=None, epochs=10)
     assert runs["costly"] == list(range(10)) and runs["rare"] == [4, 9]
