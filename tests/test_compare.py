@@ -12,6 +12,7 @@ from scipy import stats as ss
 from lightning_viz import cli
 from lightning_viz.monitoring.compare import compare_summaries, render
 from lightning_viz.monitoring.record import RunSummary
+from lightning_viz.monitoring.regression import RegressionMonitor
 from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.store import load_summary
 
@@ -315,9 +316,45 @@ def test_rows_latest_common_epoch_best_and_holm(tmp_path):
         better = sum(a == 0 and b == 1 for a, b in zip(bo, co, strict=True))
         assert (r.worse, r.better) == (worse, better)
         expected = ss.binomtest(worse, worse + better, alternative="greater").pvalue
-        assert r.pvalue == pytest.approx(expected)
+        # a best row: Bonferroni for the baseline runs its best was chosen from (0-3)
+        chosen = len(base[r.metric].records(max_epoch=3)) if r.at == "best" else 1
+        assert chosen in (1, 4)
+        assert r.pvalue == pytest.approx(min(1.0, expected * chosen))
         assert r.delta == pytest.approx(r.candidate.value - r.baseline.value)
         assert r.regressed == (r.drop > r.tolerance and r.pvalue_holm <= 0.01)
+
+
+def test_a_lucky_baseline_best_fails_compare_no_more_than_the_live_rule():
+    """One rule for the live alerts and ``compare``: the baseline's best, chosen from 10
+    runs (one lucky 30/30 among 22/30), counts those runs in both. ``compare`` tested it
+    as if fixed in advance (p = 0.0039, REGRESSED) while ``baseline=`` did not alert."""
+    tag, typical, lucky = "robustness/pgd_acc@8/255", "1" * 22 + "0" * 8, "1" * 30
+    base, cand = RunSummary(), RunSummary()
+    for e in range(10):
+        outcomes = lucky if e == 3 else typical
+        base.record(tag, e, e, outcomes=outcomes, fingerprint="f", watched=True, tolerance=0.05)
+    monitor = RegressionMonitor(tolerance=0.05, alpha=0.01, patience=1, baseline=base)
+    alerts = []
+    for e in range(5, 10):
+        rec = cand.record(tag, e, e, outcomes=typical, fingerprint="f", watched=True)
+        alerts += monitor.update(e, e, {tag: rec})
+    result = compare_summaries(base, cand, alpha=0.01)
+    best = next(r for r in result.rows if r.at == "best")
+    raw = ss.binomtest(8, 8, alternative="greater").pvalue  # 8 samples worse, none better
+    assert (best.baseline.epoch, best.worse, best.better) == (3, 8, 0)
+    assert best.pvalue == pytest.approx(raw * 10)  # chosen from epochs 0-9
+    assert alerts == [] and not best.regressed and result.exit_code == 0
+    assert "p counts the baseline runs its best was chosen from" in render(result)
+
+
+def test_a_watched_metric_the_candidate_never_measured_with_a_value_is_named():
+    base, cand = RunSummary(), RunSummary()
+    kw = {"fingerprint": "f", "watched": True, "tolerance": 0.05}
+    base.record("bias/shape_bias", 0, 9, outcomes="1" * 30, **kw)
+    cand.record("bias/shape_bias", 0, 9, outcomes="-" * 30, **kw)  # no decision at all
+    result = compare_summaries(base, cand)
+    assert result.rows == [] and result.unmeasured == ["bias/shape_bias"]
+    assert "NOT MEASURED by the candidate" in render(result) and result.exit_code == 0
 
 
 def test_a_candidate_stopped_early_is_held_to_the_baselines_best_up_to_its_end():

@@ -4,11 +4,13 @@ Reads both runs' ``lightning_viz/summary.json`` (from a log dir, a W&B run folde
 MLflow run ``mlflow:<run_id>``, see :mod:`~lightning_viz.monitoring.sources`) and
 tabulates every lightning-viz metric present in both: at the latest epoch both measured,
 and at each run's best, with Wilson intervals, the difference and a one-sided exact
-p-value that the candidate is worse — the paired sign test when both runs measured the
-same probe (same fingerprint), otherwise Fisher's exact test on the two proportions
-("unpaired (probes differ)"). A *watched* metric regressed when its drop is larger than
-its own stored tolerance (or ``--tolerance``) and its Holm-adjusted p-value (Holm across
-the watched comparisons of the table) is ``<= alpha``.
+p-value that the candidate is worse (at the best, times the baseline runs its best was
+chosen from, as in the live alerts: :func:`~lightning_viz.monitoring.rule.chosen_from`)
+— the paired sign test when both runs measured the same probe (same fingerprint),
+otherwise Fisher's exact test on the two proportions ("unpaired (probes differ)"). A
+*watched* metric regressed when its drop is larger than its own stored tolerance (or
+``--tolerance``) and its Holm-adjusted p-value (Holm across the watched comparisons of
+the table) is ``<= alpha``.
 
 Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
 be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
@@ -38,7 +40,7 @@ from typing import Any
 from lightning_viz._checks import check_float, check_level, fail
 from lightning_viz._io import json_safe
 from lightning_viz.monitoring.record import EpochRecord, MetricHistory, RunSummary, SummaryError
-from lightning_viz.monitoring.rule import compare_records, regressed
+from lightning_viz.monitoring.rule import chosen_from, compare_records, regressed
 from lightning_viz.monitoring.sources import MLFLOW_PREFIX, resolve_source
 from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.store import load_summary
@@ -146,8 +148,9 @@ class CompareResult:
         rows: The comparisons, by metric, latest before best.
         only_in_baseline: Metrics the candidate lacks.
         only_in_candidate: Metrics the baseline lacks.
-        unmeasured: Watched metrics of the baseline that the candidate lacks (a probe
-            removed or changed: named in the verdict, not a regression).
+        unmeasured: Watched metrics of the baseline that the candidate lacks or never
+            measured with a value (a probe removed or changed, a shape bias without a
+            decision: named in the verdict, not a regression).
     """
 
     baseline: str | None
@@ -214,15 +217,16 @@ def _latest_pair(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, Epo
     return nearest(hb), nearest(hc)
 
 
-def _best_within_both(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord]:
+def _best_within_both(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord, int]:
     """Each run's best up to the last epoch both reached (as the live ``baseline=``
     rule), so a candidate stopped early is not held to a best the baseline reached only
-    later; each run's overall best when their epochs do not overlap."""
+    later; each run's overall best when their epochs do not overlap. Also the number of
+    baseline runs its best was chosen from (its p-value counts them, as the live rule's)."""
     end = min(hb.latest().epoch, hc.latest().epoch)  # type: ignore[union-attr]
     rb, rc = hb.best(max_epoch=end), hc.best(max_epoch=end)
     if rb is None or rc is None:
-        return hb.best(), hc.best()  # type: ignore[return-value]
-    return rb, rc
+        return hb.best(), hc.best(), len(hb.records())  # type: ignore[return-value]
+    return rb, rc, len(hb.records(max_epoch=end))
 
 
 def _row(
@@ -233,9 +237,10 @@ def _row(
     hists: tuple[MetricHistory, MetricHistory],
     watched: bool,
     tol: float,
+    chosen_among: int = 1,
 ) -> CompareRow:
     hib = hists[1].higher_is_better
-    c = compare_records(rb, rc, higher_is_better=hib)
+    c = chosen_from(compare_records(rb, rc, higher_is_better=hib), chosen_among)
     last = [h.latest() for h in hists]
     return CompareRow(
         metric=tag,
@@ -295,15 +300,18 @@ def compare_summaries(
         if tol is None:
             tol = next((t for t in (hc.tolerance, hb.tolerance) if t is not None), 0.0)
         latest = _latest_pair(hb, hc)
-        if latest is None:
-            continue  # a metric that never had a value in one of the runs
-        best = _best_within_both(hb, hc)
-        same = (best[0].epoch, best[1].epoch) == (latest[0].epoch, latest[1].epoch)  # type: ignore[union-attr]
+        if latest is None:  # a metric that never had a value in one of the runs
+            if hb.watched and hb.latest() is not None:
+                result.unmeasured.append(tag)  # the candidate has it, never with a value
+            continue
+        *best, among = _best_within_both(hb, hc)
+        same = (best[0].epoch, best[1].epoch) == (latest[0].epoch, latest[1].epoch)
         result.rows.append(
             _row(tag, "latest = best" if same else "latest", *latest, (hb, hc), watched, tol)
         )
         if not same:
-            result.rows.append(_row(tag, "best", *best, (hb, hc), watched, tol))  # type: ignore[arg-type]
+            result.rows.append(_row(tag, "best", *best, (hb, hc), watched, tol, among))
+    result.unmeasured.sort()
     family = [r for r in result.rows if r.watched and not math.isnan(r.pvalue)]
     for row, adjusted in zip(family, holm_adjusted([r.pvalue for r in family]), strict=True):
         row.pvalue_holm = adjusted
@@ -390,6 +398,11 @@ def _preamble(result: CompareResult) -> list[str]:
         f"candidate: {result.candidate or '<in memory>'}",
         f"one-sided tests that the candidate is worse, Holm-adjusted across the {family} tests",
         f"of {len(result.watched)} watched metrics; alpha {result.alpha:g}; tolerance {tol}",
+        *(
+            ["a `best` row's p counts the baseline runs its best was chosen from"]
+            if any(r.at == "best" for r in result.rows)
+            else []
+        ),
     ]
 
 
