@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 __all__ = ["atomic_write", "fingerprint", "json_safe"]
@@ -56,7 +57,8 @@ def fingerprint(*parts: Tensor | str | None, shapes: bool = False, digits: int =
         elif part is not None:
             if shapes:
                 h.update(str((tuple(part.shape), part.dtype)).encode())
-            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+            flat = part.detach().cpu().contiguous().reshape(-1)  # its bytes, any dtype (bf16)
+            h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return h.hexdigest()[:digits]
 
 

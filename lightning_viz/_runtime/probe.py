@@ -96,7 +96,8 @@ class Probe:
 
 
 def _check_batch_images(images: Any) -> Tensor:
-    """The images of a data batch, ``(N, C, H, W)``; returned as float."""
+    """The images of a data batch, ``(N, C, H, W)``; returned as float32 (a bf16, half or
+    float64 probe too: the model view casts to the model's dtype at each use)."""
     if not isinstance(images, Tensor):
         why = (
             " (a collate_fn that does not stack them?)" if isinstance(images, list | tuple) else ""
@@ -110,7 +111,7 @@ def _check_batch_images(images: Any) -> Tensor:
             f"tensors of shape {tuple(images.shape)}. Pass `batch_to_xy` to pick the images "
             "out of your batch, or `probe=` an image tensor"
         )
-    return images if images.is_floating_point() else images.float()
+    return images.float()
 
 
 def _first(mapping: Mapping[str, Any], keys: Sequence[str]) -> Any:

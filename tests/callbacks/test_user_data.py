@@ -235,3 +235,23 @@ def test_a_shape_bias_no_image_decides_is_said_not_left_out_silently(tmp_path):
     scalars = read_events(str(tmp_path))["scalars"]
     assert "bias/shape_bias" not in scalars
     assert [v for _, v in scalars["bias/shape_acc"]] == [0.0, 0.0]
+
+
+# ------------------------------------------------- a probe in another dtype
+def test_a_bf16_probe_is_measured_as_its_float32_values(tmp_path):
+    """A ``probe=`` in bfloat16 (natural under ``precision="bf16-true"``): its
+    fingerprint failed ("unsupported ScalarType BFloat16") and the probe turned off. It
+    is the same probe as its values in float32: same scalars, same fingerprint."""
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.rand(8, 3, 32, 32, generator=g).bfloat16(), torch.arange(8) % 5
+    results = []
+    for name, probe in (("bf16", images), ("fp32", images.float())):
+        cb = lv.AdversarialProbe(
+            eps=(4 / 255,), steps=2, num_samples=8, probe=(probe, labels), on_error="raise"
+        )
+        trainer, _ = fit(tmp_path / name, [cb], epochs=1)
+        summary = cb._coordinator.summary["robustness/pgd_acc@4/255"].epochs[0]
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "robustness" in k}
+        results.append((metrics, summary.fingerprint, summary.outcomes))
+    assert results[0] == results[1]
+    assert 0 < len(results[0][0])
