@@ -73,6 +73,16 @@ def randomization_corr(spearman: Tensor, maps: Tensor) -> Tensor:
     return torch.where(spearman.isnan() & informative, torch.zeros_like(spearman), spearman)
 
 
+def _on_rows(ctx: Any, fn: MapFn, target: Tensor, rows: Tensor) -> MapFn:
+    """``fn`` as the randomization score calls it, on this rank's ``rows`` of the probe:
+    in chunks of at most ``max_batch`` images, or, for a map that depends on the batch
+    (``fn.whole_probe``: SmoothGrad's noise), made on the whole probe as the shown maps
+    were, and its ``rows`` taken (else an unchanged model's maps would differ)."""
+    if getattr(fn, "whole_probe", False):
+        return lambda model, xs, ts: fn(model, ctx.pixels, target)[rows]
+    return lambda model, xs, ts: ctx.chunked(lambda a, b: fn(model, a, b), xs, ts)
+
+
 def _check_quality(quality: Any) -> tuple[str, ...]:
     if isinstance(quality, str):
         quality = (quality,)
@@ -193,11 +203,8 @@ class ScoresMaps(WatchesRegressions):
             )
         for (method, local), scores in zip(local_maps.items(), method_curves, strict=True):
             if randomize:
-                fn = map_fns[method]
                 sim = LF.randomization_similarity(
-                    lambda model, xs, ts, fn=fn: ctx.chunked(  # at most max_batch rows
-                        lambda a, b: fn(model, a, b), xs, ts
-                    ),
+                    _on_rows(ctx, map_fns[method], target.to(ctx.device), rows),
                     ctx.view,
                     x,
                     t,

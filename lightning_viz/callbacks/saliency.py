@@ -270,13 +270,16 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         return chunked(lambda xs, ts: fn(view, xs, ts, reduce=self.reduce), x, target)
 
     def _map_fn(self, method: str) -> Any:
-        """``(model, inputs, target) -> maps`` for the randomization score (SmoothGrad's
-        noise drawn afresh from the callback's seed, the same for every model)."""
+        """``(model, inputs, target) -> maps`` for the randomization score. SmoothGrad's
+        noise is drawn afresh from the callback's seed, as for the maps shown, so its
+        maps depend on the batch: they are made on the whole probe in one call
+        (``whole_probe``), and each image gets the noise its shown map got."""
 
         def fn(view: nn.Module, x: Tensor, target: Tensor) -> Tensor:
             generator = make_generator(self.seed, x.device)
             return self._map(method, view, x, target, generator, self._max_batch)
 
+        fn.whole_probe = method == "smoothgrad"  # type: ignore[attr-defined]
         return fn
 
     def run(self, ctx: RunContext) -> None:
@@ -285,10 +288,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         images = ctx.pixels.float().cpu()
         start = time.perf_counter()
         maps = {
-            m: self._map(m, ctx.view, ctx.pixels, target, ctx.generator, ctx.max_batch)
-            .float()
-            .cpu()
-            for m in self._active
+            m: self._map_fn(m)(ctx.view, ctx.pixels, target).float().cpu() for m in self._active
         }
         maps_seconds = time.perf_counter() - start  # .cpu() waited for the device
         for method, method_maps in maps.items():

@@ -322,3 +322,28 @@ def test_every_methods_threshold_alert_of_an_epoch_is_one_table(tmp_path):
     assert tables[0].startswith("SaliencyLogger: 3 regressions at epoch 1")
     for method in ("vanilla", "guided_backprop", "deconvnet"):
         assert f"explain/{method}/randomization_corr" in tables[0]
+
+
+@pytest.mark.parametrize("max_batch", [3, 16])
+def test_smoothgrads_randomized_maps_get_the_noise_its_shown_maps_got(
+    tmp_path, monkeypatch, max_batch
+):
+    """With the re-initialization left out, the "randomized" model is the model: every
+    map is the same and the correlation is 1. SmoothGrad's noise restarted at every
+    chunk of max_batch images (and every rank's share), so an unchanged model's maps
+    differed (0.97) and the sanity check leaned towards "the map changes"."""
+    import lightning_viz.functional.randomization as randomization
+
+    monkeypatch.setattr(randomization, "_reset", lambda module: None)
+    cb = lv.SaliencyLogger(
+        methods=("smoothgrad",),
+        num_samples=8,
+        smoothgrad_samples=4,
+        quality=("randomization",),
+        quality_cost=None,
+        max_batch_size=max_batch,
+        on_error="raise",
+    )
+    fit(tmp_path, [cb], epochs=1)
+    values = cb._coordinator.summary["explain/smoothgrad/randomization_corr"].epochs[0].values
+    assert len(values) == 8 and values == pytest.approx([1.0] * 8, abs=1e-6)
