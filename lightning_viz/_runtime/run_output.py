@@ -58,6 +58,7 @@ class RunOutput:
     summary: RunSummary | None
     log_dir: str | None
     writers: Writers | None
+    _plans: dict[int, list[str]]  # epoch -> keys of the callbacks that run (the budget's plan)
 
     def raises(self) -> bool:
         """Whether a callback of the trainer asked for ``on_error="raise"``."""
@@ -113,7 +114,8 @@ class RunOutput:
         self.resumed_at = epoch
         # a summary kept from a fit before on this trainer is found too
         self.summary_found = self.summary_found or saved is not None or bool(self.summary.metrics)
-        self.budget.rewind(epoch)  # fit again from an earlier epoch: those run again
+        self.budget.rewind(epoch)  # fit again from an earlier epoch: those run again,
+        self._plans = {e: keys for e, keys in self._plans.items() if e < epoch}  # planned anew
         if saved is not None and epoch > 0 and not self.summary.metrics:
             try:
                 self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")

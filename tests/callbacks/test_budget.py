@@ -397,3 +397,55 @@ def test_a_fit_again_from_an_earlier_epoch_plans_those_epochs_again():
     budget.rewind(1)  # the second fit starts at epoch 1
     clock.now += 10.0
     assert budget.plan(1, view, 0.1, allowance=3.0)[0] == ["view"]
+
+
+def test_a_fit_again_from_an_earlier_epoch_plans_the_replayed_epochs_anew():
+    """The coordinator kept each epoch's plan; a fit again from epoch 1 on the same
+    trainer answered the replayed epochs from the first fit's plans, so the budget never
+    saw them (its runs, its epoch seconds) and a callback it had forgotten was skipped."""
+    from lightning_viz._runtime.coordinator import Coordinator
+    from lightning_viz.monitoring.record import RunSummary
+
+    class View:
+        max_overhead, overhead_allowance, every_n_epochs = 0.1, 0.0, 1
+
+        def __init__(self, key):
+            self.state_key = self.tag_prefix = self.family = key
+
+        def scheduled(self, trainer):
+            return True
+
+        def writes_any(self, tags):
+            return False
+
+    class Trainer:
+        callbacks, world_size, current_epoch, max_epochs = [], 1, 0, 100
+        is_global_zero, progress_bar_callback = True, None
+
+    trainer, clock = Trainer(), Clock()
+    coordinator = Coordinator(trainer)
+    coordinator.summary = RunSummary()
+    coordinator.budget.clock = clock
+    coordinator.budget.begin()
+    views = [View("cheap"), View("costly")]
+    for view in views:
+        coordinator.register(view)
+    cost = {"cheap": 0.01, "costly": 5.0}
+
+    def epoch_end(epoch):
+        trainer.current_epoch = epoch
+        clock.now += 1.0
+        ran = [v.state_key for v in views if coordinator.allows(v, trainer)]
+        for key in ran:
+            clock.now += cost[key]
+            coordinator.budget.charge(key, cost[key])
+        return ran
+
+    with pytest.warns(UserWarning):  # the budget says it spaces "costly" out
+        first = [epoch_end(e) for e in range(4)]
+    assert first[1:] == [["cheap"]] * 3  # costly ran at epoch 0 only
+    planned = coordinator.budget.planned_epochs
+    coordinator.continue_summary(None, 1)  # fit again from the checkpoint of epoch 0
+    replayed = epoch_end(1)
+    assert coordinator.budget.planned_epochs == planned + 1  # the budget planned it
+    assert all(coordinator.budget.last_run[key] == 1 for key in replayed)
