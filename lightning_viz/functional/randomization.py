@@ -59,7 +59,8 @@ class RandomizationResult(NamedTuple):
         spearman: ``(N, L)`` Spearman rank correlation of each sample's maps, one column
             per randomized copy (``L = 1`` for ``layers="top"``; cascading copies from the
             top down otherwise).
-        ssim: ``(N, L)`` SSIM of the min-max normalized maps (7x7 uniform window).
+        ssim: ``(N, L)`` SSIM of the min-max normalized maps (7x7 uniform window, the
+            largest odd one that fits smaller maps; NaN under 3 pixels a side).
         layers: The ``L`` names of the last layer re-initialized in each copy.
     """
 
@@ -119,11 +120,18 @@ def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, window: int = 7) -> T
         a: Maps ``(N, 1, H, W)`` or ``(N, H, W)``, ``H, W >= window``.
         b: Maps of the shape of ``a``.
         data_range: The range of the values. Default: 1 (normalized maps).
-        window: Odd window size. Default: 7.
+        window: Odd window size, ``>= 3``. Default: 7.
 
     Returns:
         ``(N,)`` SSIM values in ``[-1, 1]``.
+
+    Raises:
+        ValueError: Maps of other shapes, smaller than the window, or an even or
+            smaller window (its sample covariance needs at least two pixels).
     """
+    window = check_int(window, "window", minimum=3)
+    if window % 2 == 0:
+        fail("window", "an odd size >= 3", window)
     if a.shape != b.shape:
         fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
     x = a.reshape(a.shape[0], 1, *a.shape[-2:]).double()
@@ -325,6 +333,9 @@ def randomization_similarity(
                 _reset(modules[name])
         other = fn(copy_model, x, idx).detach().float().reshape_as(original)  # type: ignore[misc]
         corr.append(rank_correlation(original, other))
-        sims.append(ssim(_unit(original), _unit(other), window=window))
+        if window >= 3:
+            sims.append(ssim(_unit(original), _unit(other), window=window))
+        else:  # maps under 3 px a side have no SSIM window
+            sims.append(torch.full_like(corr[-1], math.nan))
     del inner, copy_model
     return RandomizationResult(torch.stack(corr, 1), torch.stack(sims, 1), tuple(chosen))

@@ -238,6 +238,25 @@ def test_rank_correlation_and_ssim_match_scipy_and_skimage():
     assert math.isnan(LF.rank_correlation(torch.ones(1, 5), torch.rand(1, 5)).item())
 
 
+@pytest.mark.parametrize("window", [1, 2, 4, 0])
+def test_ssim_names_a_window_it_cannot_use(window):
+    with pytest.raises(ValueError, match=rf"`window`.*got {window}"):
+        LF.ssim(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), window=window)
+
+
+@pytest.mark.parametrize("side", [1, 2])
+def test_randomization_of_maps_too_small_for_ssim_still_ranks(side):
+    """Maps of 2x2 px: the window was 1 and SSIM divided by zero (ZeroDivisionError)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(), nn.Linear(4 * side * side, 3))
+    x = torch.rand(3, 3, side, side)
+    res = LF.randomization_similarity(LF.saliency, model, x, torch.tensor([0, 1, 2]))
+    assert res.ssim.shape == (3, 1) and bool(res.ssim.isnan().all())
+    assert res.spearman.shape == (3, 1)
+    if side == 2:  # four pixels rank; one is constant
+        assert bool(res.spearman.isfinite().all())
+
+
 # ------------------------------------------------------------ pytorch-grad-cam ROAD
 def test_linear_impute_matches_pytorch_grad_cam():
     road_mod = pytest.importorskip("pytorch_grad_cam.metrics.road")
