@@ -339,3 +339,16 @@ def test_compare_records_lower_is_better_flips_the_outcomes():
     assert (r.worse, r.better) == (3, 0) and r.drop == pytest.approx(0.3)
     assert compare_records(a, b).drop == pytest.approx(-0.3)
     assert isinstance(EpochRecord.from_dict(a.to_dict()), EpochRecord)
+
+
+def test_numpy_and_tensor_scalars_are_numbers_and_outcomes_like_pythons():
+    import numpy as np
+    import torch
+
+    rec = make_record(0, 0, values=[np.float32(0.5), torch.tensor(0.25), None])
+    assert rec.values[:2] == (0.5, 0.25) and math.isnan(rec.values[2])
+    assert rec.value == pytest.approx(0.375)
+    rec = make_record(0, 0, outcomes=[*np.array([True, False]), torch.tensor(1), None])
+    assert (rec.outcomes, rec.n, rec.successes) == ("101-", 3, 2)
+    with pytest.raises(TypeError, match="values"):
+        make_record(0, 0, values=[np.array([0.5, 0.25])])  # not a scalar

@@ -192,6 +192,8 @@ def _values(values: Any) -> tuple[float, ...]:
         )
     out = []
     for v in values:
+        if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+            v = v.item()  # np.float32, a 0-d tensor
         if v is None:
             out.append(math.nan)
         elif isinstance(v, bool) or not isinstance(v, int | float):

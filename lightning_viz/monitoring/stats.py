@@ -71,7 +71,10 @@ def _check_pvalues(pvalues: Any) -> list[float]:
 
 
 def _outcome(value: Any) -> Outcome:
-    """One sample's outcome: ``1``, ``0`` or ``None`` (also ``True``/``False``, '1'/'0'/'-')."""
+    """One sample's outcome: ``1``, ``0`` or ``None`` (also ``True``/``False``, '1'/'0'/'-',
+    and NumPy or 0-d tensor scalars of those)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()  # np.bool_, np.int64, a 0-d tensor
     if value is None or value == "-":
         return None
     if value in ("1", "0"):
