@@ -18,7 +18,24 @@ from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.writers import Embedding, figure_pixels
 from lightning_viz.monitoring.record import EpochRecord, make_record
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "per_sample"]
+
+
+def per_sample(decisions: Tensor) -> dict[str, list[Any]]:
+    """The run summary's per-sample form of a probe's decisions, one sample per image.
+
+    A bool ``(N,)`` mask is the images' outcomes (1/0: paired sign tests and Wilson
+    intervals count them). A bool ``(N, L)`` mask (a multilabel model's labels, several
+    corruptions) or a float ``(N,)`` one (an image's accuracy over such decisions) is
+    each image's mean, as ``values``: the decisions of one image are not independent
+    samples (counted as such, a few images flipping on every label read as a tiny
+    p-value), and such a mean has no Wilson interval.
+    """
+    if decisions.is_floating_point():
+        return {"values": decisions.reshape(decisions.shape[0], -1).mean(1).tolist()}
+    if decisions.dim() > 1:
+        return {"values": decisions.reshape(decisions.shape[0], -1).float().mean(1).tolist()}
+    return {"outcomes": decisions.long().tolist()}
 
 
 class RunLog:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from lightning_viz import render
 from lightning_viz._checks import check_choices, check_int_list, fail
+from lightning_viz._runtime.log import per_sample
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.functional._task import correct, predict
@@ -219,14 +220,11 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
     def _scalar(
         self, ctx: RunContext, name: str, mask: Tensor, fingerprint: str, *, watched: bool
     ) -> EpochRecord:
-        """A boolean ``mask`` is recorded as outcomes, one per decision; a float one as
-        per-image values (see :func:`_per_image`)."""
-        per = {"outcomes": mask.flatten().long().tolist()}
-        if mask.is_floating_point():
-            per = {"values": mask.tolist()}
+        """Records one image's decision, or its mean over several, as one sample (see
+        :func:`per_sample`)."""
         return ctx.log.scalar(
             self.tag(self.metric(name)),
-            **per,
+            **per_sample(mask),
             fingerprint=fingerprint,
             watched=watched,
             tolerance=self.tolerance if watched else None,
@@ -273,9 +271,10 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
 
 
 def _per_image(masks: list[Tensor]) -> Tensor:
-    """Each image's accuracy over its decisions in ``masks`` (each ``(N,)`` or ``(N, L)``:
-    corruptions, severities, labels), as ``(N,)`` floats: one sample per image. The
-    decisions of one image are not independent (an image the model gets wrong under fog
-    it tends to get wrong under haze), so a sign test must not count them as samples."""
+    """Each image's decisions in ``masks`` (each ``(N,)`` or ``(N, L)``: corruptions,
+    severities, labels) side by side, ``(N, D)``: recorded as one sample per image, their
+    mean (:func:`per_sample`). The decisions of one image are not independent (an image
+    the model gets wrong under fog it tends to get wrong under haze), so a sign test must
+    not count them as samples."""
     n = masks[0].shape[0]
-    return torch.cat([m.reshape(n, -1).float() for m in masks], 1).mean(1)
+    return torch.cat([m.reshape(n, -1) for m in masks], 1)

@@ -16,6 +16,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_float, check_int, fail
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
+from lightning_viz._runtime.log import per_sample
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._attack_checks import AttackChecks, _masking_flips
 from lightning_viz.callbacks._base import RunContext, VizCallback
@@ -439,11 +440,12 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
     def _scalar(
         self, ctx: RunContext, attack: str, eps: float | None, mask: Tensor, fingerprint: str
     ) -> EpochRecord:
-        """Logs one accuracy with its per-sample (per-label) outcomes; attacks are watched."""
+        """Logs one accuracy with its per-image outcomes (a multilabel model's: each
+        image's fraction of labels right, see :func:`per_sample`); attacks are watched."""
         watched = attack in self.attacks
         return ctx.log.scalar(
             self.tag(self.metric(attack, eps)),
-            outcomes=mask.flatten().long().tolist(),
+            **per_sample(mask),
             fingerprint=fingerprint,
             watched=watched,
             tolerance=self.tolerance if watched else None,
@@ -454,14 +456,19 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
         order = sorted(e for e in self.eps if e > 0)
         xs = [0.0, *order]
         series = {name: [clean, *(results[name][e] for e in order)] for name in results}
+        counted = clean.interval is not None  # a multilabel model's means have none
         return render.line_figure(
             xs,
             {name: [float(r.value) for r in recs] for name, recs in series.items()},
             xlabel=f"eps ({self.norm})",
-            ylabel=f"accuracy (95 % Wilson intervals, n = {clean.n})",
+            ylabel=f"accuracy (95 % Wilson intervals, n = {clean.n})"
+            if counted
+            else f"label accuracy (mean of {len(clean.values or ())} images)",
             title="robust accuracy (eps 0: clean)",
             xticklabels=[self._eps(e) for e in xs],
-            intervals={name: [r.interval for r in recs] for name, recs in series.items()},
+            intervals={name: [r.interval for r in recs] for name, recs in series.items()}
+            if counted
+            else None,
         )
 
     def _examples(self, ctx: RunContext, x: Tensor, y: Tensor, start: Tensor) -> Tensor:

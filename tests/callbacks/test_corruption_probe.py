@@ -61,6 +61,7 @@ def test_summary_holds_the_per_sample_outcomes(run):
 def test_the_mean_over_corruptions_is_tested_on_images_not_decisions():
     """3 of 64 images go from right to wrong under all 14 corruptions: 3 samples worse,
     p = 1/8 (sign test), not 42 of 896 "samples" at p = 2e-13."""
+    from lightning_viz._runtime.log import per_sample
     from lightning_viz.callbacks.corruption import _per_image
     from lightning_viz.monitoring.record import make_record
     from lightning_viz.monitoring.rule import compare_records
@@ -70,7 +71,7 @@ def test_the_mean_over_corruptions_is_tested_on_images_not_decisions():
     for m in after:
         m[:3] = False
     ref, cand = (
-        make_record(e, e, values=_per_image(ms).tolist(), fingerprint="p")
+        make_record(e, e, **per_sample(_per_image(ms)), fingerprint="p")
         for e, ms in enumerate((before, after))
     )
     c = compare_records(ref, cand)

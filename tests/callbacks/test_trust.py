@@ -255,6 +255,12 @@ def test_a_multilabel_model_gets_per_label_robustness_and_no_shape_bias(tmp_path
     expected = ((logits > 0) == (probe._probe.labels > 0.5)).float().mean().item()
     assert float(metrics["robustness/clean_label_acc"]) == pytest.approx(expected)
     assert "robustness/pgd_label_acc@2/255" in metrics
+    # one sample per image in the summary, its fraction of labels right: an image's labels
+    # are not independent samples for the paired test (they were 100 "outcomes" of 20)
+    right = ((logits > 0) == (probe._probe.labels > 0.5)).float().mean(1)
+    rec = probe._coordinator.summary["robustness/clean_label_acc"].epochs[0]
+    assert rec.outcomes is None and rec.values == pytest.approx(right.tolist())
+    assert len(rec.values) == 20 and rec.value == pytest.approx(expected)
     assert "viz/SaliencyLogger/seconds" in metrics  # explains the top label
     events = read_events(str(tmp_path))
     listed, ours = layout_and_scalars(events)  # the turned-off callback adds no chart
