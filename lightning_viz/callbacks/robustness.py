@@ -431,8 +431,10 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
         return acc, float(known.float().mean()), n
 
     def _fingerprint(self, ctx: RunContext) -> str:
-        """The probe and every setting a robust outcome depends on, hashed."""
+        """The probe and every setting a robust outcome depends on, hashed: the smaller
+        eps too (the sweep attacks only what survived them) and the attacks (``worst``)."""
         settings = (self.norm, self.steps, self.step_size, self.seed, ctx.task)
+        settings += (tuple(sorted(self.eps)), tuple(self.attacks))
         if any(a.startswith("apgd") for a in self.attacks):
             settings += (self.apgd_steps, self.n_target_classes)
         return fingerprint(f"{ctx.probe.fingerprint()}|{settings}")

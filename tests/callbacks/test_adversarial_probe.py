@@ -465,3 +465,18 @@ def test_a_baseline_that_shares_no_watched_metric_is_said(tmp_path):
         fit(tmp_path / "candidate", [cb], epochs=2)
     texts = [str(w.message) for w in said if "holds none of the metrics" in str(w.message)]
     assert len(texts) == 1 and KEY in texts[0] and "robustness/pgd_acc@1/255" in texts[0]
+
+
+def test_the_fingerprint_names_the_eps_and_attacks_an_outcome_depends_on():
+    """The sweep attacks at 8/255 only what survived 2/255, and ``worst`` is the union
+    of the attacks: runs with other eps or attacks are not paired as the same probe."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(probe=SimpleNamespace(fingerprint=lambda: "probe"), task="multiclass")
+
+    def fp(**kwargs):
+        return lv.AdversarialProbe(**{"eps": (8 / 255,), **kwargs})._fingerprint(ctx)
+
+    assert fp() == fp(eps=(8 / 255,))  # the same settings: paired
+    assert fp(eps=(2 / 255, 8 / 255)) == fp(eps=(8 / 255, 2 / 255))  # order is no setting
+    assert len({fp(), fp(eps=(2 / 255, 8 / 255)), fp(attacks=("pgd",))}) == 3
