@@ -137,8 +137,8 @@ def alert_sentence(alert: Mapping[str, Any]) -> str:
 
     Returns:
         E.g. ``robustness/pgd_acc@8/255 = 0.6000 at epoch 2, best 0.9000 at epoch 1:
-        drop 0.3000 > tolerance 0.02, Holm-adjusted p = 0.008 <= 0.01 (exact test:
-        paired, 8 worse / 0 better of 10 samples)``.
+        drop 0.3000 > tolerance 0.02, Holm-adjusted p = 1.9e-09 <= 0.01 (exact test:
+        paired, 30 worse / 0 better of 100 samples)``.
     """
     get = alert.get
     reference = get("reference") or get("kind") or "reference"
