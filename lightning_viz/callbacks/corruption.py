@@ -235,17 +235,17 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         series, intervals = {}, {}
         for sev in self.severities:
             recs = [
-                make_record(0, 0, None, outcomes=masks[(n, sev)].flatten().long().tolist())
-                for n in self.corruptions
+                make_record(0, 0, None, **per_sample(masks[(n, sev)])) for n in self.corruptions
             ]
             series[f"severity {sev}"] = [float(r.value) for r in recs]
             intervals[f"severity {sev}"] = [r.interval for r in recs]
+        counted = all(i is not None for by in intervals.values() for i in by)  # not multilabel
         return render.bar_figure(
             list(self.corruptions),
             series,
-            ylabel="accuracy (95 % Wilson intervals)",
+            ylabel="accuracy (95 % Wilson intervals)" if counted else "label accuracy",
             title="accuracy under corruption",
-            intervals=intervals,
+            intervals=intervals if counted else None,
         )
 
     def _examples(

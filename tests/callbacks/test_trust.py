@@ -270,6 +270,16 @@ def test_a_multilabel_model_gets_per_label_robustness_and_no_shape_bias(tmp_path
     assert "| robustness/clean_label_acc |" in b"".join(summary).decode()
 
 
+def test_a_multilabel_models_corruption_accuracy_is_tested_on_images(tmp_path):
+    dm = RelabelledData(relabel=_multi_hot)
+    cb = lv.CorruptionProbe(num_samples=12, corruptions=("fog",), on_error="raise")
+    trainer, module = fit(tmp_path, [cb], model=TaskModule(5, "bce"), datamodule=dm, epochs=1)
+    rec = cb._coordinator.summary["corruption/fog_label_acc"].epochs[0]
+    assert rec.outcomes is None and len(rec.values) == 12  # one sample per image
+    assert float(trainer.callback_metrics["corruption/fog_label_acc"]) == pytest.approx(rec.value)
+    assert "corruption/accuracy" in read_events(str(tmp_path))["images"]  # no Wilson bands
+
+
 def test_one_hot_and_soft_labels_stay_multiclass():
     from lightning_viz.functional._task import detect_task
 
