@@ -34,8 +34,10 @@ from torch import Tensor, nn
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_float, check_int, fail
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import largest
 from lightning_viz.callbacks._alerts import WatchesRegressions
+from lightning_viz.callbacks._monitors import monitor_words
 from lightning_viz.functional.faithfulness import BASELINES
 from lightning_viz.monitoring.regression import Alert, format_alerts
 
@@ -273,6 +275,19 @@ class ScoresMaps(WatchesRegressions):
         if self.quality_cost is None:
             return 0
         ratio = largest(ctx.trainer, seconds / max(maps_seconds, 1e-9))
+        monitors = [
+            m
+            for m in Coordinator.monitors_of(ctx.trainer, self)
+            if str(m.monitor).startswith(self.tag("", family=FAMILY))
+        ]
+        if monitors:  # a stale score would decide early stopping or the best checkpoint
+            self._coordinator.info_once(  # type: ignore[attr-defined]
+                f"quality monitored {self.tag_prefix}",
+                f"lightning-viz: {type(self).__name__} scores its maps at every run: "
+                f"{monitor_words(monitors[0])} monitors a score, so quality_cost does not "
+                "space the scoring out",
+            )
+            return 0
         return max(0, math.ceil(ratio / self.quality_cost - 1e-9) - 1)
 
     def _curves(

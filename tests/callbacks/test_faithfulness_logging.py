@@ -15,7 +15,7 @@ import lightning_viz.functional as LF
 from lightning_viz.monitoring.record import make_record
 from lightning_viz.monitoring.regression import RegressionMonitor
 from lightning_viz.monitoring.rule import compare_records
-from tests.conftest import fit, layout_and_scalars, read_events
+from tests.conftest import fit, layout_and_scalars, lightning_info, read_events
 
 STEPS = [4, 8]
 SCORES = ("deletion_auc", "insertion_auc", "randomization_corr")
@@ -92,6 +92,22 @@ def test_cost_limit_leaves_runs_unscored(tmp_path):
     assert [s for s, _ in scalars["viz/GradCAMLogger/quality_seconds"]] == [4]
     assert [s for s, _ in scalars["viz/GradCAMLogger/seconds"]] == STEPS
     assert cb._skip >= 0
+
+
+def test_a_monitored_score_is_scored_at_every_run(tmp_path):
+    """An EarlyStopping on a score read the first run's value for the runs the cost
+    limit left unscored, and stopped the fit on it. A monitored score is never skipped,
+    as a monitored probe is never spaced out by the budget."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    cb = lv.GradCAMLogger(num_samples=4, on_error="raise")  # quality_cost 0.5 by default
+    stop = EarlyStopping(monitor="explain/gradcam/deletion_auc", mode="min", patience=5)
+    with lightning_info() as said:
+        fit(tmp_path, [cb, stop], epochs=3)
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert [s for s, _ in scalars["explain/gradcam/deletion_auc"]] == [4, 8, 12]
+    assert cb._skip == 0
+    assert any("scores its maps at every run" in line for line in said)
 
 
 def test_quality_off_writes_nothing(tmp_path):
