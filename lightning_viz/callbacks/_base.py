@@ -563,6 +563,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         if self._pending_setup:  # no training batch ended yet (limit_train_batches=0)
             self._finish_setup(trainer, pl_module, lazy_ok=True)
         if not self._due(trainer):
+            if self._last_epoch != trainer.current_epoch:
+                monitors.forget_unmeasured(self, trainer)
             return
         self._last_epoch = trainer.current_epoch
         module = unwrap_model(pl_module)

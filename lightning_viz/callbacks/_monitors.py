@@ -15,6 +15,7 @@ from lightning_viz._runtime.coordinator import Coordinator
 
 __all__ = [
     "check_monitored_schedule",
+    "forget_unmeasured",
     "frozen_note",
     "monitor_words",
     "monitored_setup_error",
@@ -96,6 +97,17 @@ def check_monitored_schedule(callback: Any, trainer: Any) -> None:
                 "without it. Pass every_n_epochs=1, or check on the same epochs "
                 f"(ModelCheckpoint(every_n_epochs={n}), EarlyStopping(strict=False))"
             )
+
+
+def forget_unmeasured(callback: Any, trainer: Any) -> None:
+    """At an epoch ``callback`` does not run (``every_n_epochs``, a NaN model), its
+    metrics an ``EarlyStopping(strict=False)`` monitors leave ``trainer.callback_metrics``:
+    that monitor then skips the check, as it does for a metric not logged, instead of
+    counting the last run's value again as no improvement (its patience would run out
+    twice as fast as the measurements came)."""
+    for monitor in Coordinator.monitors_of(trainer, callback):
+        if not getattr(monitor, "strict", True):  # ModelCheckpoint has none: kept
+            trainer.callback_metrics.pop(str(monitor.monitor), None)
 
 
 def monitored_setup_error(callback: Any, trainer: Any, err: Exception) -> Exception | None:

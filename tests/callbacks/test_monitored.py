@@ -41,6 +41,28 @@ def test_a_monitored_metric_written_every_second_epoch_is_an_error_before_traini
         assert trainer.current_epoch == 2 and TAG in trainer.callback_metrics
 
 
+def test_a_lenient_monitor_skips_the_epochs_a_callback_does_not_measure(tmp_path):
+    """``EarlyStopping(strict=False)``, as the error above suggests for every_n_epochs=2:
+    the last run's value stayed in ``callback_metrics`` at the epochs between runs, and
+    each counted as no improvement, so patience ran out twice as fast as measurements."""
+    import pytorch_lightning as pl
+
+    stop = EarlyStopping(monitor=TAG, mode="max", patience=10, strict=False)
+    seen: list[tuple[int, bool, int]] = []
+
+    class Spy(pl.Callback):  # after EarlyStopping's check at the validation end
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                seen.append(
+                    (trainer.current_epoch, TAG in trainer.callback_metrics, stop.wait_count)
+                )
+
+    fit(tmp_path, [_probe(every_n_epochs=2), stop, Spy()], epochs=5, enable_checkpointing=False)
+    assert [(e, there) for e, there, _ in seen] == [(e, e % 2 == 1) for e in range(5)]
+    waits = {e: wait for e, _, wait in seen}
+    assert waits[2] == waits[1] and waits[4] == waits[3]  # an unmeasured epoch is no check
+
+
 def test_a_monitored_callback_that_cannot_run_stops_the_fit_before_training(tmp_path):
     """It turned itself off, and after a whole epoch EarlyStopping stopped the fit."""
     stop = EarlyStopping(monitor=TAG, mode="max")
