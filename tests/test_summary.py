@@ -352,3 +352,15 @@ def test_numpy_and_tensor_scalars_are_numbers_and_outcomes_like_pythons():
     assert (rec.outcomes, rec.n, rec.successes) == ("101-", 3, 2)
     with pytest.raises(TypeError, match="values"):
         make_record(0, 0, values=[np.array([0.5, 0.25])])  # not a scalar
+
+
+def test_values_against_outcomes_are_compared_as_values():
+    """A run with one corruption severity (0/1 outcomes per image) against one with three
+    (each image's mean accuracy): both have per-sample data, but no test was run."""
+    ref = make_record(0, 0, values=[1.0, 1.0, 2 / 3, 1.0, 1 / 3, 1.0], fingerprint="three")
+    cand = make_record(0, 0, outcomes=[0, 0, 1, 0, 0, None], fingerprint="one")
+    c = compare_records(ref, cand)
+    expected = ss.mannwhitneyu([0, 0, 1, 0, 0], [1, 1, 2 / 3, 1, 1 / 3, 1], alternative="less")
+    assert c.label == "ranks (probes differ)" and c.pvalue == pytest.approx(expected.pvalue)
+    back = compare_records(cand, ref)  # the other way round: the candidate is better
+    assert back.label == "ranks (probes differ)" and back.pvalue > 0.5
