@@ -68,7 +68,7 @@ class CueConflictGeneration:
         ``background=True`` in one process, queues the missing chunks on the
         background worker."""
         one_process = self._locate(trainer)
-        if self._cc is not None or not (self._in_the_background() and one_process):
+        if self._cc is not None or not (self._in_the_background(trainer) and one_process):
             return  # loaded, or made by the first run
         missing = [i for i in range(len(self._chunk_sizes())) if i not in self._chunks]
         coordinator = Coordinator.of(trainer)
@@ -80,10 +80,11 @@ class CueConflictGeneration:
         if not missing:
             self._finish()
 
-    def _in_the_background(self) -> bool:
-        """``background="auto"``: only a set of more than one chunk (larger images)."""
+    def _in_the_background(self, trainer: Any) -> bool:
+        """``background="auto"``: only a set of more than one chunk (larger images), and
+        not when a monitor reads the bias (it must be there at the first check)."""
         if self.background == "auto":
-            return len(self._chunk_sizes()) > 1
+            return len(self._chunk_sizes()) > 1 and not Coordinator.monitors_of(trainer, self)
         return bool(self.background)
 
     def _background_chunk(self, i: int) -> tuple[int, tuple[Tensor, ...]] | None:

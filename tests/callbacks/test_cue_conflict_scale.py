@@ -245,6 +245,28 @@ def test_auto_makes_a_one_chunk_set_at_the_first_run(tmp_path, monkeypatch):
     assert steps == [4, 8]
 
 
+def test_a_monitored_bias_makes_its_images_at_the_first_run(tmp_path, monkeypatch):
+    """An EarlyStopping on bias/shape_bias: "auto" made a several-chunk set in the
+    background, the bias was missing at the first check and Lightning stopped the fit
+    after an epoch. Monitored, it is made at the first run; background=True is an
+    error before training."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 4 * 32 * 32)  # 3 chunks: "auto"
+    made, threads = _positions_made(monkeypatch)
+    stop = EarlyStopping(monitor="bias/shape_bias", mode="max", patience=5)
+    fit(tmp_path / "auto", [_bias(num_images=10), stop], epochs=2)
+    assert threads == ["MainThread"] * 3 and sorted(sum(made, [])) == list(range(10))
+    steps = [s for s, _ in read_events(str(tmp_path / "auto"))["scalars"]["bias/shape_bias"]]
+    assert steps == [4, 8]
+    with pytest.raises(
+        ValueError,
+        match=r"EarlyStopping\(monitor='bias/shape_bias'\).*"
+        r"background=False",
+    ):
+        fit(tmp_path / "on", [_bias(num_images=10, background=True), stop], epochs=1)
+
+
 def test_background_takes_a_bool_or_auto():
     with pytest.raises(TypeError, match="background.*'yes'"):
         lv.TextureShapeBias(background="yes")
