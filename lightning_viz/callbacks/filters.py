@@ -44,8 +44,9 @@ class FilterLogger(VizCallback):
     weight is mid-gray.
 
     Writes image ``filters/<layer>``, scalars ``filters/<layer>/norm`` (Frobenius
-    norm of the weight) and ``filters/<layer>/change`` (``||W - W_prev|| / ||W_prev||``
-    since the previous run; not written at the first run). A PEFT adapter layer (LoRA
+    norm of the weight) and ``filters/<layer>/change``
+    (``||W - W_prev|| / ||W_prev||`` since the previous run; at the first run, since the
+    start of the fit). A PEFT adapter layer (LoRA
     on a conv) is shown with the weight it computes with: the frozen base plus each
     active adapter's delta; a conv standardizing its weight in ``forward`` (timm's
     ``StdConv2d``) with the standardized weight.
@@ -151,6 +152,15 @@ class FilterLogger(VizCallback):
     def check(self, ctx: RunContext) -> None:
         images = ctx.probe.images
         self._chosen = self._choose(ctx.module, tuple(images.shape[1:]), ctx.view, images)
+        for name in self._chosen:  # the first run's change is since the start of the fit
+            if name not in self._previous:  # (a resumed fit has the last run's weights)
+                self._previous[name] = self._weight(ctx.module, name)[1]
+
+    @staticmethod
+    def _weight(module: nn.Module, name: str) -> tuple[nn.Module, Tensor]:
+        """The layer ``name`` and a copy of the weight it computes with, float on the CPU."""
+        layer, weight = adapted_layer(resolve_layer(module, name)[1])
+        return layer, weight.detach().to("cpu", torch.float32, copy=True)
 
     def _image(self, layer: nn.Module, weight: Tensor, image_shape: tuple[int, ...]) -> Tensor:
         weight = weight.detach().float().cpu()
@@ -185,9 +195,8 @@ class FilterLogger(VizCallback):
     def run(self, ctx: RunContext) -> None:
         image_shape = tuple(ctx.probe.images.shape[1:])
         for name in self._chosen:
-            layer, weight = adapted_layer(resolve_layer(ctx.module, name)[1])
+            layer, weight = self._weight(ctx.module, name)
             ctx.log.image(self.tag(name), self._image(layer, weight, image_shape))
-            weight = weight.detach().float().cpu()
             norm = torch.linalg.vector_norm(weight)
             ctx.log.scalar(self.tag(f"{name}/norm"), norm.item())
             previous = self._previous.get(name)
@@ -196,7 +205,7 @@ class FilterLogger(VizCallback):
                     previous
                 ).clamp_min(1e-12)
                 ctx.log.scalar(self.tag(f"{name}/change"), change.item())
-            self._previous[name] = weight.clone()
+            self._previous[name] = weight
 
     def extra_state(self) -> dict[str, Any]:
         return {"previous": {k: v.clone() for k, v in self._previous.items()}}

@@ -52,7 +52,7 @@ def test_tags_and_steps_of_every_callback(run):
         assert steps == STEPS
         assert all(v > 0 for _, v in scalars[f"viz/{name}/seconds"])
     assert [s for s, _ in scalars["filters/model.block1.conv/norm"]] == STEPS
-    assert [s for s, _ in scalars["filters/model.block1.conv/change"]] == STEPS[1:]
+    assert [s for s, _ in scalars["filters/model.block1.conv/change"]] == STEPS
     assert [s for s, _ in scalars["bias/saliency_in_mask"]] == STEPS
 
 
@@ -67,6 +67,26 @@ def test_filter_norm_and_change_values(run):
     assert torch.equal(previous, weight.float().cpu())
     (_, change) = ev["scalars"]["filters/model.block1.conv/change"][0]
     assert 0 < change < 1
+
+
+def test_the_first_filter_change_is_since_the_start_of_the_fit(tmp_path):
+    """It was not written at the first run, so an EarlyStopping on it stopped the fit
+    after one epoch ("not available"); now every run has it."""
+    import pytorch_lightning as pl
+
+    from lightning_viz.data import LitClassifier
+
+    pl.seed_everything(0)  # the weights fit() starts from
+    small_datamodule()
+    start = LitClassifier(num_classes=5, lr=1e-2).model.block1.conv.weight.detach().clone()
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    stop = EarlyStopping(monitor="filters/model.block1.conv/change", mode="min", patience=3)
+    _, model = fit(tmp_path, [lv.FilterLogger(on_error="raise"), stop], epochs=1)
+    end = model.model.block1.conv.weight.detach()
+    ((step, change),) = read_events(str(tmp_path))["scalars"]["filters/model.block1.conv/change"]
+    expected = torch.linalg.vector_norm(end - start) / torch.linalg.vector_norm(start)
+    assert step == 4 and change == pytest.approx(expected.item(), rel=1e-5) and change > 0
 
 
 def test_filter_image_shows_the_tiles(run):
