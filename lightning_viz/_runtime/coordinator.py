@@ -30,6 +30,7 @@ from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_wa
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.probe import stage_loader
 from lightning_viz._runtime.run_output import RunOutput
+from lightning_viz._runtime.schedule import log_step
 from lightning_viz._runtime.writers import (
     SUPPORTED,
     Writers,
@@ -322,7 +323,7 @@ class Coordinator(RunOutput):
         self.claim(trainer, "viz/overhead")
         trainer.callback_metrics["viz/overhead"] = torch.tensor(value)
         writers = self._writers(trainer)
-        step = int(trainer.global_step)
+        step = log_step(trainer)
         if writers is not None and math.isfinite(value) and step != self._overhead_step:
             self._overhead_step = step
             with self.shared_write("viz/overhead"):

@@ -18,6 +18,7 @@ from typing import Any
 
 from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz._runtime.config import config_markdown
+from lightning_viz._runtime.schedule import log_step
 from lightning_viz._runtime.writers import Writers
 from lightning_viz.monitoring.dashboard import (
     console_table,
@@ -170,7 +171,7 @@ class RunOutput:
             writers.layout(self.layout())
             active = [cb for cb in self.callbacks if cb._enabled]
             options = {_config_name(cb): cb.config() for cb in active}
-            writers.config(options, config_markdown(active), int(trainer.global_step))
+            writers.config(options, config_markdown(active), log_step(trainer))
             writers.flush()
 
     def write_epoch_summary(self, trainer: Any) -> None:
@@ -178,7 +179,7 @@ class RunOutput:
         the epoch with its interval and changes, and the epoch's alerts."""
         if self.summary is None:
             return
-        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        epoch, step = int(trainer.current_epoch), log_step(trainer)
         rows = summary_rows(self.summary, epoch)
         if not rows:
             return

@@ -10,6 +10,7 @@ from lightning_viz._runtime.compat import WEIGHT_AVERAGING
 __all__ = [
     "before_weight_averaging",
     "ended_before_last_batch",
+    "log_step",
     "max_steps_reached",
     "no_validation_batches",
     "validates_every_epoch",
@@ -31,6 +32,20 @@ def validates_every_epoch(trainer: Any) -> bool:
         and isinstance(interval, float)
         and interval == 1.0
     )
+
+
+def log_step(trainer: Any) -> int:
+    """The step the callbacks write at: ``trainer.global_step``, the optimizer steps so
+    far. Under manual optimization ``global_step`` counts every optimizer's steps (two a
+    batch for a GAN-style module) while Lightning logs the module's own metrics by
+    batches: there, the batches that stepped so far, the current one included (a
+    validation inside it has not counted it yet), so both stay on one axis."""
+    module = getattr(trainer, "lightning_module", None)
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    stepped = getattr(loop, "_batches_that_stepped", None)
+    if getattr(module, "automatic_optimization", True) or not isinstance(stepped, int):
+        return int(trainer.global_step)
+    return stepped + (1 if getattr(trainer, "validating", False) else 0)
 
 
 def max_steps_reached(trainer: Any) -> bool:

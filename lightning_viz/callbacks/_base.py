@@ -55,6 +55,7 @@ from lightning_viz._runtime.probe import Probe, loader_batch_size
 from lightning_viz._runtime.schedule import (
     before_weight_averaging,
     ended_before_last_batch,
+    log_step,
     no_validation_batches,
     validates_every_epoch,
 )
@@ -385,10 +386,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         starts a new run (probe, schedule, references, previous weights), as a new one
         would. A resumed fit gets its state back from the checkpoint (Lightning loads it
         after ``setup``); ``trainer.fit`` again on the same trainer continues the run."""
-        self._probe = None
-        self._probe_indices = None
-        self._saved_probe = None
-        self._saved_summary = None
+        self._probe = self._probe_indices = self._saved_probe = self._saved_summary = None
         self._last_epoch = None
         self._written = set()
         self.load_extra_state({})  # an empty state is that of a new run
@@ -563,15 +561,14 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         if self._pending_setup:  # no training batch ended yet (limit_train_batches=0)
             self._finish_setup(trainer, pl_module, lazy_ok=True)
         if not self._due(trainer):
-            if self._last_epoch != trainer.current_epoch:
-                monitors.forget_unmeasured(self, trainer)
+            monitors.forget_unmeasured(self, trainer)
             return
         self._last_epoch = trainer.current_epoch
         module = unwrap_model(pl_module)
         start = device_clock(module)
         log: RunLog | None = None
         try:
-            log = RunLog(trainer, trainer.global_step, self, self._coordinator)
+            log = RunLog(trainer, log_step(trainer), self, self._coordinator)
             with preserve_state(module):
                 if self._probe is None and self.uses_probe:  # restored from a checkpoint
                     self._setup(trainer, module)

@@ -105,6 +105,8 @@ def forget_unmeasured(callback: Any, trainer: Any) -> None:
     that monitor then skips the check, as it does for a metric not logged, instead of
     counting the last run's value again as no improvement (its patience would run out
     twice as fast as the measurements came)."""
+    if callback._last_epoch == trainer.current_epoch:  # noqa: SLF001 - it ran: kept
+        return
     for monitor in Coordinator.monitors_of(trainer, callback):
         if not getattr(monitor, "strict", True):  # ModelCheckpoint has none: kept
             trainer.callback_metrics.pop(str(monitor.monitor), None)

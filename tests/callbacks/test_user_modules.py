@@ -838,3 +838,43 @@ def test_activation_late_pick_of_a_concatenation_is_the_whole_block(tmp_path):
     assert acts._chosen[0] == "model.stem"
     images = read_events(str(tmp_path))["images"]
     assert "activations/model.block" in images
+
+
+# --------------------------------------------------------- manual optimization
+class _TwoOptimizers(LitClassifier):
+    """Manual optimization with two optimizers stepped every batch (a GAN-style loop):
+    ``trainer.global_step`` counts both, Lightning logs the module's metrics by batches."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=5, lr=1e-2)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        first, second = self.optimizers()
+        loss = F.cross_entropy(self(batch[0]), batch[1])
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(loss)
+        first.step()
+        second.step()
+
+    def configure_optimizers(self):
+        params = list(self.parameters())
+        return torch.optim.SGD(params[:-2], lr=1e-2), torch.optim.SGD(params[-2:], lr=1e-2)
+
+
+def test_two_optimizers_write_on_lightnings_step_axis(tmp_path, events):
+    """lightning-viz wrote at ``global_step`` (8, 16 here), twice the batches at which
+    Lightning logs the module's metrics (3, 7): the charts no longer lined up."""
+    callbacks = [
+        lv.FilterLogger(on_error="raise"),
+        lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8, on_error="raise"),
+    ]
+    trainer, _ = fit(tmp_path, callbacks, model=_TwoOptimizers(), epochs=2)
+    assert trainer.global_step == 16  # 4 batches an epoch, two optimizer steps each
+    scalars = events(tmp_path)["scalars"]
+    own = [s for s, _ in scalars["val_acc"]]
+    assert own == [3, 7]  # Lightning's axis: batches (one less, as with one optimizer)
+    for tag in ("filters/model.block1.conv/norm", "robustness/clean_acc", "viz/overhead"):
+        assert [s for s, _ in scalars[tag]] == [s + 1 for s in own], tag
+    assert [s for s, *_ in events(tmp_path)["images"]["filters/model.block1.conv"]] == [4, 8]
