@@ -449,8 +449,10 @@ class ProbeSetup:
 
     def _check_outputs(self, ctx: RunContext) -> None:
         """Warns once per trainer when a binary or multilabel model's outputs on the probe
-        (if this run computed them) all lie in [0, 1]: probabilities from a sigmoid inside
-        the model, which the callbacks would read as logits (positive when > 0)."""
+        (if this run computed them) all lie in [0, 1], some at 0.5 or above: probabilities
+        from a sigmoid inside the model, which the callbacks would read as logits
+        (positive when > 0). Logits all just above 0 (a new or collapsed model's, 0.01-0.05)
+        are not: a sigmoid's outputs start around 0.5 and spread from there."""
         logits = ctx.__dict__.get("logits")  # the cached probe logits, never a new forward
         if logits is None:
             return
@@ -465,7 +467,7 @@ class ProbeSetup:
         if ctx.task not in ("binary", "multilabel"):
             return
         if logits.numel() < _PROBABILITY_EVIDENCE or not bool(
-            ((logits >= 0) & (logits <= 1)).all()
+            ((logits >= 0) & (logits <= 1)).all() and (logits >= 0.5).any()
         ):
             return
         ctx.coordinator.warn_once(  # type: ignore[union-attr] - set for every run

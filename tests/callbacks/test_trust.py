@@ -207,6 +207,28 @@ def test_a_binary_logit_model_is_not_called_probabilities(tmp_path):
     assert probe._task == "binary" and _sigmoid_warnings(caught) == []
 
 
+class SmallPositiveLogits(TaskModule):
+    """Logits that stay just above 0 (0.02-0.04), as a new or collapsed model's can."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 0.03 + 0.01 * torch.tanh(self.net(x))
+
+
+def test_logits_all_just_above_0_are_not_called_probabilities(tmp_path):
+    """They lie in [0, 1], so they were called probabilities, with the advice to pass
+    torch.logit, which would have made the numbers wrong. A sigmoid's outputs start
+    around 0.5 (the test above warns); these are all far below it."""
+    dm = RelabelledData(relabel=lambda y: torch.tensor(float(y == 0)))
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=32, on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [probe], model=SmallPositiveLogits(1, "bce"), datamodule=dm, epochs=1)
+    with torch.no_grad():
+        outputs = SmallPositiveLogits(1, "bce")(probe._probe.images)  # bounded by tanh
+    assert bool(((outputs > 0) & (outputs < 0.05)).all())  # in [0, 1], all far below 0.5
+    assert _sigmoid_warnings(caught) == []
+
+
 def test_functional_methods_explain_class_0_of_a_binary_model_by_minus_the_logit():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
