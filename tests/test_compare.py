@@ -347,7 +347,7 @@ def test_a_lucky_baseline_best_fails_compare_no_more_than_the_live_rule():
     assert "p counts the baseline runs its best was chosen from" in render(result)
 
 
-def test_a_watched_metric_the_candidate_never_measured_with_a_value_is_named():
+def test_a_watched_metric_the_candidate_never_measured_with_a_value_is_named(tmp_path, capsys):
     base, cand = RunSummary(), RunSummary()
     kw = {"fingerprint": "f", "watched": True, "tolerance": 0.05}
     base.record("bias/shape_bias", 0, 9, outcomes="1" * 30, **kw)
@@ -355,6 +355,9 @@ def test_a_watched_metric_the_candidate_never_measured_with_a_value_is_named():
     result = compare_summaries(base, cand)
     assert result.rows == [] and result.unmeasured == ["bias/shape_bias"]
     assert "NOT MEASURED by the candidate" in render(result) and result.exit_code == 0
+    # the command says so too (not "no lightning-viz metric in common")
+    code, out, err = compare([base.write(tmp_path / "b"), cand.write(tmp_path / "c")], capsys)
+    assert (code, err) == (0, "") and "NOT MEASURED by the candidate" in out
 
 
 def test_a_candidate_stopped_early_is_held_to_the_baselines_best_up_to_its_end():

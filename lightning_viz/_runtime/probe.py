@@ -96,8 +96,7 @@ class Probe:
 
 
 def _check_batch_images(images: Any) -> Tensor:
-    """The images of a data batch, ``(N, C, H, W)``; returned as float32 (a bf16, half or
-    float64 probe too: the model view casts to the model's dtype at each use)."""
+    """The images of a data batch ``(N, C, H, W)`` as float32 (the model view casts them)."""
     if not isinstance(images, Tensor):
         why = (
             " (a collate_fn that does not stack them?)" if isinstance(images, list | tuple) else ""

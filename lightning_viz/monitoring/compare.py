@@ -4,13 +4,12 @@ Reads both runs' ``lightning_viz/summary.json`` (from a log dir, a W&B run folde
 MLflow run ``mlflow:<run_id>``, see :mod:`~lightning_viz.monitoring.sources`) and
 tabulates every lightning-viz metric present in both: at the latest epoch both measured,
 and at each run's best, with Wilson intervals, the difference and a one-sided exact
-p-value that the candidate is worse (at the best, times the baseline runs its best was
-chosen from, as in the live alerts: :func:`~lightning_viz.monitoring.rule.chosen_from`)
-— the paired sign test when both runs measured the same probe (same fingerprint),
-otherwise Fisher's exact test on the two proportions ("unpaired (probes differ)"). A
-*watched* metric regressed when its drop is larger than its own stored tolerance (or
-``--tolerance``) and its Holm-adjusted p-value (Holm across the watched comparisons of
-the table) is ``<= alpha``.
+p-value that the candidate is worse — the paired sign test when both runs measured the
+same probe (same fingerprint), otherwise Fisher's exact test on the two proportions
+("unpaired (probes differ)"); at the best, times the baseline runs its best was chosen
+from (:func:`~lightning_viz.monitoring.rule.chosen_from`). A *watched* metric regressed
+when its drop is larger than its own stored tolerance (or ``--tolerance``) and its
+Holm-adjusted p-value (Holm across the table's watched comparisons) is ``<= alpha``.
 
 Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
 be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
@@ -148,9 +147,8 @@ class CompareResult:
         rows: The comparisons, by metric, latest before best.
         only_in_baseline: Metrics the candidate lacks.
         only_in_candidate: Metrics the baseline lacks.
-        unmeasured: Watched metrics of the baseline that the candidate lacks or never
-            measured with a value (a probe removed or changed, a shape bias without a
-            decision: named in the verdict, not a regression).
+        unmeasured: Watched metrics of the baseline the candidate lacks or has no value
+            of (a probe removed or changed: named in the verdict, not a regression).
     """
 
     baseline: str | None
@@ -201,11 +199,10 @@ class CompareResult:
 
 # ------------------------------------------------------------------- comparing
 def _latest_pair(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord] | None:
-    """The records nearest the end of the shorter run: its latest, and the other run's
-    record nearest that epoch (the earlier of two as near). When both runs measured the
-    metric there, that is their latest common epoch; a metric the budget spaced out
-    differently in the two runs is compared near their ends, not at an early epoch that
-    happens to be common (epoch 0 would compare the untrained models)."""
+    """The shorter run's latest record and the other run's nearest that epoch (the
+    earlier of two as near): their latest common epoch when both measured it there; a
+    metric the budget spaced out differently is compared near the ends, not at an early
+    common epoch (epoch 0 would compare the untrained models)."""
     rb, rc = hb.latest(), hc.latest()
     if rb is None or rc is None:
         return None
@@ -218,10 +215,10 @@ def _latest_pair(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, Epo
 
 
 def _best_within_both(hb: MetricHistory, hc: MetricHistory) -> tuple[EpochRecord, EpochRecord, int]:
-    """Each run's best up to the last epoch both reached (as the live ``baseline=``
-    rule), so a candidate stopped early is not held to a best the baseline reached only
-    later; each run's overall best when their epochs do not overlap. Also the number of
-    baseline runs its best was chosen from (its p-value counts them, as the live rule's)."""
+    """Each run's best up to the last epoch both reached (as the live ``baseline=`` rule:
+    a candidate stopped early is not held to a best the baseline reached later; each
+    run's overall best when their epochs do not overlap), and the baseline runs its best
+    was chosen from (its p-value counts them, as the live rule's)."""
     end = min(hb.latest().epoch, hc.latest().epoch)  # type: ignore[union-attr]
     rb, rc = hb.best(max_epoch=end), hc.best(max_epoch=end)
     if rb is None or rc is None:
@@ -393,16 +390,13 @@ def _verdict(result: CompareResult) -> str:
 def _preamble(result: CompareResult) -> list[str]:
     tol = "each metric's own" if result.tolerance is None else f"{result.tolerance:g} for all"
     family = sum(1 for r in result.rows if r.pvalue_holm is not None)
+    best = "a `best` row's p counts the baseline runs its best was chosen from"
     return [
         f"baseline:  {result.baseline or '<in memory>'}",
         f"candidate: {result.candidate or '<in memory>'}",
         f"one-sided tests that the candidate is worse, Holm-adjusted across the {family} tests",
         f"of {len(result.watched)} watched metrics; alpha {result.alpha:g}; tolerance {tol}",
-        *(
-            ["a `best` row's p counts the baseline runs its best was chosen from"]
-            if any(r.at == "best" for r in result.rows)
-            else []
-        ),
+        *([best] if any(r.at == "best" for r in result.rows) else []),
     ]
 
 
@@ -556,10 +550,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--alpha", type=float, default=0.01, help="significance level after Holm (default 0.01)"
     )
     parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="text",
-        help="output: text, a markdown table or json (default text)",
+        "--format", choices=FORMATS, default="text", help="text (default), markdown or json"
     )
     parser.add_argument(
         "--wide",
@@ -600,7 +591,7 @@ def run_compare(args: argparse.Namespace) -> int:
     for name in ("baseline", "candidate"):  # an MLflow run by its id, not the removed copy
         if str(getattr(args, name)).startswith(MLFLOW_PREFIX):
             setattr(result, name, str(getattr(args, name)))
-    if not result.rows:
+    if not result.rows and not result.unmeasured:
         return error("the two runs have no lightning-viz metric in common")
     try:
         print(render(result, args.format, wide=getattr(args, "wide", False)), flush=True)

@@ -6,35 +6,7 @@ proportions, the counts, the Wilson interval and the per-sample outcomes that pa
 tests need, with the fingerprint of the probe they were measured on; and the alerts
 the run raised. ``baseline=`` of the callbacks and ``lightning-viz compare`` read it.
 
-The file (format ``"lightning-viz-summary"``, version 1)::
-
-    {
-      "format": "lightning-viz-summary",
-      "version": 1,
-      "lightning_viz": "0.1.0",
-      "confidence": 0.95,
-      "metrics": {
-        "bias/shape_bias": {
-          "callback": "TextureShapeBias", "watched": true, "tolerance": 0.05,
-          "higher_is_better": true,
-          "epochs": [
-            {"epoch": 0, "step": 63, "value": 0.7, "n": 70, "successes": 49,
-             "interval": [0.585, 0.795], "outcomes": "1101-0...", "fingerprint": "9f2c..."}
-          ]
-        },
-        "embedding/knn_acc": {"callback": "EmbeddingProjector", "watched": false,
-                              "tolerance": null, "higher_is_better": true,
-                              "epochs": [{"epoch": 0, "step": 63, "value": 0.81}]}
-      },
-      "alerts": [
-        {"epoch": 6, "step": 441, "metric": "bias/shape_bias", "kind": "best", ...}
-      ]
-    }
-
-``epochs`` is sorted by epoch; ``n``, ``successes``, ``interval`` (Wilson, at
-``confidence``), ``outcomes`` (one character per probe sample: ``'1'`` success, ``'0'``
-failure, ``'-'`` not counted) and ``fingerprint`` are present only when known. A value
-that is not a number (NaN) is written as ``null``: the file is strict JSON.
+The file's format and text: :mod:`~lightning_viz.monitoring.summary_file`.
 """
 
 from __future__ import annotations
@@ -309,7 +281,9 @@ class MetricHistory:
         records = self.records(min_epoch, max_epoch)  # max keeps the first of equal values
         return max(records, key=lambda r: oriented(r.value, self.higher_is_better), default=None)
 
-    def _settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """How the metric is judged: ``callback``, ``watched``, ``tolerance``,
+        ``higher_is_better``."""
         return {
             "callback": self.callback,
             "watched": self.watched,
@@ -319,23 +293,9 @@ class MetricHistory:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **self._settings(),
+            **self.settings(),
             "epochs": [r.to_dict() for _, r in sorted(self.epochs.items())],
         }
-
-    def json_text(self) -> str:
-        """:meth:`to_dict` as JSON text, one line per epoch (each line is made once per
-        record, so writing the summary every epoch stays linear in the epochs)."""
-        settings = json.dumps(self._settings(), allow_nan=False)[:-1]
-        lines = _lines([r.json_text for _, r in sorted(self.epochs.items())], "   ")
-        return f'{settings}, "epochs": [{lines}]}}'
-
-
-def _lines(items: list[str], indent: str) -> str:
-    """JSON items one per line at ``indent`` (nothing between the brackets when empty)."""
-    if not items:
-        return ""
-    return f"\n{indent}" + f",\n{indent}".join(items) + f"\n{indent[:-1]}"
 
 
 # ------------------------------------------------------------------------ summary
@@ -516,13 +476,13 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         """The file's content as plain JSON types (see the module docstring)."""
         return {
-            **self._head(),
+            **self.head(),
             "metrics": {tag: hist.to_dict() for tag, hist in self.metrics.items()},
             "alerts": [json_safe(a) for a in self.alerts],
         }
 
     @staticmethod
-    def _head() -> dict[str, Any]:
+    def head() -> dict[str, Any]:
         """The file's first keys: its format, version, writer and confidence level."""
         from lightning_viz import __version__
 
@@ -534,15 +494,10 @@ class RunSummary:
         }
 
     def to_json(self) -> str:
-        """The file's text: the :meth:`to_dict` content with one line per epoch record
-        and per alert."""
-        metrics = [f"{json.dumps(tag)}: {hist.json_text()}" for tag, hist in self.metrics.items()]
-        alerts = [json.dumps(json_safe(a), allow_nan=False) for a in self.alerts]
-        return (
-            f"{{\n {json.dumps(self._head())[1:-1]},\n"
-            f' "metrics": {{{_lines(metrics, "  ")}}},\n'
-            f' "alerts": [{_lines(alerts, "  ")}]\n}}\n'
-        )
+        """The file's text (:func:`~lightning_viz.monitoring.summary_file.summary_text`)."""
+        from lightning_viz.monitoring.summary_file import summary_text
+
+        return summary_text(self)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> RunSummary:
