@@ -230,9 +230,10 @@ def test_bad_options_exit_2(tmp_path, capsys):
     assert "invalid choice: 'xml'" in capsys.readouterr().err
 
 
-def test_no_metric_in_common_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("watched", [False, True])
+def test_no_metric_in_common_exits_2(tmp_path, capsys, watched):
     a, b = RunSummary(), RunSummary()
-    a.record("x", 0, 0, 0.5)
+    a.record("x", 0, 0, 0.5, watched=watched)  # a watched one the candidate lacks too
     b.record("y", 0, 0, 0.5)
     code, _, err = compare([a.write(tmp_path / "a"), b.write(tmp_path / "b")], capsys)
     assert code == 2 and "no lightning-viz metric in common" in err

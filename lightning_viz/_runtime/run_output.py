@@ -110,13 +110,15 @@ class RunOutput:
         summary (Lightning's default resume opens a new version) continues the summary
         saved in the checkpoint; the epochs from ``epoch`` on are forgotten (they run
         again)."""
+        # fit again from an earlier epoch: those run again, planned anew on every rank
+        # (only rank 0 has a summary; a plan is broadcast from it to all)
+        self.budget.rewind(epoch)
+        self._plans = {e: keys for e, keys in self._plans.items() if e < epoch}
         if self.summary is None:
             return
         self.resumed_at = epoch
         # a summary kept from a fit before on this trainer is found too
         self.summary_found = self.summary_found or saved is not None or bool(self.summary.metrics)
-        self.budget.rewind(epoch)  # fit again from an earlier epoch: those run again,
-        self._plans = {e: keys for e, keys in self._plans.items() if e < epoch}  # planned anew
         if saved is not None and epoch > 0 and not self.summary.metrics:
             try:
                 self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")

@@ -81,10 +81,18 @@ class CueConflictGeneration:
             self._finish()
 
     def _in_the_background(self, trainer: Any) -> bool:
-        """``background="auto"``: only a set of more than one chunk (larger images), and
-        not when a monitor reads the bias (it must be there at the first check)."""
+        """``background="auto"``: only a set of more than one chunk (larger images). Never
+        when a monitor reads the bias: it must be there at the first check."""
+        if Coordinator.monitors_of(trainer, self):
+            if self.background is True:
+                Coordinator.of(trainer).info_once(
+                    f"monitored cue conflict {self.tag_prefix}",
+                    "lightning-viz: TextureShapeBias makes its cue-conflict images at its first "
+                    "run, not in the background: a monitor reads its bias from the first check",
+                )
+            return False
         if self.background == "auto":
-            return len(self._chunk_sizes()) > 1 and not Coordinator.monitors_of(trainer, self)
+            return len(self._chunk_sizes()) > 1
         return bool(self.background)
 
     def _background_chunk(self, i: int) -> tuple[int, tuple[Tensor, ...]] | None:

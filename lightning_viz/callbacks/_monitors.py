@@ -107,9 +107,10 @@ def forget_unmeasured(callback: Any, trainer: Any) -> None:
     twice as fast as the measurements came)."""
     if callback._last_epoch == trainer.current_epoch:  # noqa: SLF001 - it ran: kept
         return
-    for monitor in Coordinator.monitors_of(trainer, callback):
-        if not getattr(monitor, "strict", True):  # ModelCheckpoint has none: kept
-            trainer.callback_metrics.pop(str(monitor.monitor), None)
+    monitors = Coordinator.monitors_of(trainer, callback)
+    for key in {str(m.monitor) for m in monitors}:  # kept when any other monitor needs it
+        if all(not getattr(m, "strict", True) for m in monitors if str(m.monitor) == key):
+            trainer.callback_metrics.pop(key, None)  # (ModelCheckpoint has no `strict`)
 
 
 def monitored_setup_error(callback: Any, trainer: Any, err: Exception) -> Exception | None:

@@ -25,11 +25,9 @@ from lightning_viz._checks import (
 from lightning_viz._guard import make_generator
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_info
-from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._cue_generation import CueConflictGeneration
-from lightning_viz.callbacks._monitors import monitor_words
 from lightning_viz.data.geirhos import IMAGENET16_CATEGORIES, CueConflictFolder, imagenet16_mapping
 from lightning_viz.functional._task import predict
 from lightning_viz.functional.bias import SHAPE, TEXTURE, UNCOUNTED
@@ -277,15 +275,6 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
             self._in_background = False
             self._stop = False
             self._said_waiting = False
-            monitors = Coordinator.monitors_of(trainer, self)
-            if self.background is True and monitors:
-                raise ValueError(
-                    f"{monitor_words(monitors[0])} checks a metric of TextureShapeBias at "
-                    "every check, but with background=True its cue-conflict images are made "
-                    "while training runs and the bias arrives epochs later: Lightning would "
-                    "stop the fit at the first check. Pass background=False or 'auto' (a "
-                    "monitored bias makes its images at the first run)"
-                )
         super().setup(trainer, pl_module, stage)
 
     def _set_up_done(self, trainer: Any) -> None:

@@ -591,7 +591,7 @@ def run_compare(args: argparse.Namespace) -> int:
     for name in ("baseline", "candidate"):  # an MLflow run by its id, not the removed copy
         if str(getattr(args, name)).startswith(MLFLOW_PREFIX):
             setattr(result, name, str(getattr(args, name)))
-    if not result.rows and not result.unmeasured:
+    if not result.rows and set(result.unmeasured) <= set(result.only_in_baseline):
         return error("the two runs have no lightning-viz metric in common")
     try:
         print(render(result, args.format, wide=getattr(args, "wide", False)), flush=True)

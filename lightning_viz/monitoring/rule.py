@@ -106,16 +106,6 @@ def chosen_from(result: RecordComparison, runs: int) -> RecordComparison:
     return replace(result, pvalue=min(1.0, result.pvalue * runs))
 
 
-def _sample_values(record: EpochRecord) -> tuple[float, ...] | None:
-    """The record's per-sample values, or its outcomes as 1.0/0.0 (NaN: not counted)."""
-    if record.values is not None:
-        return record.values
-    outcomes = record.outcome_list()
-    if outcomes is None:
-        return None
-    return tuple(math.nan if v is None else float(v) for v in outcomes)
-
-
 def _flip(outcomes: list[int | None]) -> list[int | None]:
     return [None if v is None else 1 - v for v in outcomes]
 
@@ -146,8 +136,7 @@ def compare_records(
     values: the samples whose value got worse against those that got better) of the
     same length and the same probe fingerprint; two missing fingerprints count as the same
     probe only with ``same_probe_if_unknown`` (two runs of one probe within one fit).
-    Per-sample values of different probes: the Mann-Whitney U test (``"ranks"``); values
-    on one side and outcomes on the other are compared as values (outcomes as 1/0).
+    Per-sample values of different probes: the Mann-Whitney U test (``"ranks"``).
     Otherwise unpaired (Fisher's exact test) when both have counts, else no test.
 
     Args:
@@ -165,15 +154,12 @@ def compare_records(
         same, reason = same_probe_if_unknown, "probes unknown"
     else:
         same, reason = reference.fingerprint == candidate.fingerprint, "probes differ"
-    ref_v, cand_v = _sample_values(reference), _sample_values(candidate)
-    if ref_v is not None and cand_v is not None and (reference.values or candidate.values):
-        # per-sample values on either side (0/1 outcomes on the other: a run with one
-        # corruption severity against one with several, whose images have mean accuracies)
-        if same and len(ref_v) == len(cand_v):
-            return _paired_values(ref_v, cand_v, drop, higher_is_better)
+    if reference.values is not None and candidate.values is not None:
+        if same and len(reference.values) == len(candidate.values):
+            return _paired_values(reference.values, candidate.values, drop, higher_is_better)
         sign = 1.0 if higher_is_better else -1.0  # the test is that the candidate is lower
-        p = rank_test([sign * v for v in ref_v], [sign * v for v in cand_v])
-        return RecordComparison("ranks", "probes differ", p, drop, len(cand_v))
+        p = rank_test([sign * v for v in reference.values], [sign * v for v in candidate.values])
+        return RecordComparison("ranks", "probes differ", p, drop, len(candidate.values))
     ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
     if ref_out is None or cand_out is None:
         reason = "no per-sample outcomes"

@@ -449,3 +449,9 @@ def test_a_fit_again_from_an_earlier_epoch_plans_the_replayed_epochs_anew():
     replayed = epoch_end(1)
     assert coordinator.budget.planned_epochs == planned + 1  # the budget planned it
     assert all(coordinator.budget.last_run[key] == 1 for key in replayed)
+    # a rank without a summary (only global rank 0 has one) forgets the same plans: it
+    # would answer from its old ones while rank 0 broadcasts a new plan (a DDP hang)
+    other = Coordinator(trainer)
+    other._plans = {e: ["cheap"] for e in range(4)}
+    other.continue_summary(None, 1)
+    assert other.summary is None and sorted(other._plans) == [0]

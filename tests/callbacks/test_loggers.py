@@ -624,3 +624,41 @@ def test_resolve_source_keeps_paths_and_needs_a_run_id():
     assert resolve_source("runs/version_0") == "runs/version_0"
     with pytest.raises(SummaryError, match="give the run id after 'mlflow:'"):
         resolve_source("mlflow:")
+
+
+def test_two_threads_dropping_backends_at_once_keep_both_dropped():
+    """The training thread and the background worker (embeddings) write at once, and
+    each drops a failing backend: a list written from a stale copy brought one back."""
+    import threading
+    import time
+    import warnings
+
+    from lightning_viz._runtime.writers import Writers
+    from lightning_viz._runtime.writers._base import Backend
+
+    class Named(Backend):
+        def __init__(self, name: str, threadsafe: bool) -> None:
+            super().__init__(None, None)
+            self.name, self.threadsafe = name, threadsafe
+
+    main, worker, healthy = Named("main", False), Named("worker", True), Named("ok", True)
+    slow = lambda: time.sleep(0.05) or False  # noqa: E731 - widens the window between both
+    writers = Writers([main, worker, healthy], strict=slow)
+
+    def failing(bad):
+        def write(backend):
+            if backend is bad:
+                raise OSError(f"{backend.name} is full")
+
+        return write
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        thread = threading.Thread(
+            target=writers.each, args=(failing(worker),), kwargs={"threadsafe": True}
+        )
+        thread.start()
+        writers.each(failing(main), threadsafe=False)
+        thread.join()
+    assert writers.backends == [healthy]
+    assert sum("could not write to" in str(w.message) for w in said) == 2

@@ -141,3 +141,27 @@ def test_a_map_callbacks_explain_metric_is_known_as_its_own_before_training(tmp_
     masked = lv.SaliencyLogger(methods=("vanilla",), every_n_epochs=2)
     assert masked.writes_any({"bias/saliency_in_mask"})  # known once the probe has masks
     assert not masked.writes_any({"explain/gradcam/deletion_auc", "robustness/clean_acc"})
+
+
+def test_a_metric_another_monitor_needs_stays_at_an_unmeasured_epoch():
+    """Taken out for an EarlyStopping(strict=False) alone; a ModelCheckpoint (or a strict
+    EarlyStopping) on the same metric would raise without it, so it stays."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lightning_viz.callbacks._monitors import forget_unmeasured
+
+    callback = SimpleNamespace(_last_epoch=2, writes_any=lambda tags: TAG in tags)
+    for others, kept in (((), False), ((ModelCheckpoint(monitor=TAG),), True)):
+        trainer = SimpleNamespace(
+            callbacks=[EarlyStopping(monitor=TAG, strict=False), *others],
+            current_epoch=3,
+            callback_metrics={TAG: torch.tensor(0.4)},
+        )
+        forget_unmeasured(callback, trainer)
+        assert (TAG in trainer.callback_metrics) == kept
+    callback._last_epoch = 3  # it ran at this epoch: its fresh value stays
+    trainer.callbacks = trainer.callbacks[:1]  # the lenient EarlyStopping alone
+    forget_unmeasured(callback, trainer)
+    assert TAG in trainer.callback_metrics

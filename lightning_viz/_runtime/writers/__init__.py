@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -170,6 +171,7 @@ class Writers:
     ) -> None:
         self.backends = list(backends)
         self.strict = strict if strict is not None else (lambda: False)
+        self._dropping = threading.Lock()
         self._scalars: dict[int, dict[str, float]] = {}
 
     def __bool__(self) -> bool:
@@ -192,16 +194,19 @@ class Writers:
                 try:
                     fn(backend)
                 except Exception as err:
-                    others = [b for b in self.backends if b is not backend]
-                    if not others or self.strict():
-                        raise
-                    self.backends = others
-                    rank_zero_warn(
-                        f"lightning-viz could not write to {backend.name} "
-                        f"({type(err).__name__}: {err}) and writes nothing more there in "
-                        f"this fit; it goes on writing to {', '.join(b.name for b in others)} "
-                        "(pass on_error='raise' to a callback to stop instead)"
-                    )
+                    with self._dropping:  # the worker thread writes too
+                        others = [b for b in self.backends if b is not backend]
+                        if not others or self.strict():
+                            raise
+                        dropped, self.backends = backend in self.backends, others
+                    if dropped:
+                        rank_zero_warn(
+                            f"lightning-viz could not write to {backend.name} "
+                            f"({type(err).__name__}: {err}) and writes nothing more there "
+                            f"in this fit; it goes on writing to "
+                            f"{', '.join(b.name for b in others)} "
+                            "(pass on_error='raise' to a callback to stop instead)"
+                        )
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Buffers a finite scalar (written at :meth:`flush`)."""
