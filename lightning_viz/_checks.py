@@ -59,6 +59,7 @@ __all__ = [
     "check_tensor",
     "check_unit_range",
     "fail",
+    "python_scalar",
 ]
 
 
@@ -77,6 +78,13 @@ def _range_text(
     if maximum is not None:
         parts.append(f"{'<' if strict_max else '<='} {maximum:g}")
     return " and ".join(parts)
+
+
+def python_scalar(value: Any) -> Any:
+    """A NumPy scalar or 0-d tensor as the Python number or bool it holds; else ``value``."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
 
 
 def check_int(

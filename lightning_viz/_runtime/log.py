@@ -31,9 +31,7 @@ def per_sample(decisions: Tensor) -> dict[str, list[Any]]:
     samples (counted as such, a few images flipping on every label read as a tiny
     p-value), and such a mean has no Wilson interval.
     """
-    if decisions.is_floating_point():
-        return {"values": decisions.reshape(decisions.shape[0], -1).mean(1).tolist()}
-    if decisions.dim() > 1:
+    if decisions.is_floating_point() or decisions.dim() > 1:
         return {"values": decisions.reshape(decisions.shape[0], -1).float().mean(1).tolist()}
     return {"outcomes": decisions.long().tolist()}
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from lightning_viz._checks import check_bool, check_float, check_int, fail
+from lightning_viz._checks import check_bool, check_float, check_int, fail, python_scalar
 from lightning_viz._io import atomic_write, json_safe
 from lightning_viz.monitoring.rule import ALERT_KINDS, oriented
 from lightning_viz.monitoring.stats import outcome_list, wilson_interval
@@ -164,8 +164,7 @@ def _values(values: Any) -> tuple[float, ...]:
         )
     out = []
     for v in values:
-        if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
-            v = v.item()  # np.float32, a 0-d tensor
+        v = python_scalar(v)  # np.float32, a 0-d tensor
         if v is None:
             out.append(math.nan)
         elif isinstance(v, bool) or not isinstance(v, int | float):

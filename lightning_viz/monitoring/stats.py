@@ -31,7 +31,7 @@ from typing import Any
 
 from scipy import stats
 
-from lightning_viz._checks import check_float, check_int, check_level, fail
+from lightning_viz._checks import check_float, check_int, check_level, fail, python_scalar
 
 __all__ = [
     "EXACT_LIMIT",
@@ -73,8 +73,7 @@ def _check_pvalues(pvalues: Any) -> list[float]:
 def _outcome(value: Any) -> Outcome:
     """One sample's outcome: ``1``, ``0`` or ``None`` (also ``True``/``False``, '1'/'0'/'-',
     and NumPy or 0-d tensor scalars of those)."""
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        value = value.item()  # np.bool_, np.int64, a 0-d tensor
+    value = python_scalar(value)  # np.bool_, np.int64, a 0-d tensor
     if value is None or value == "-":
         return None
     if value in ("1", "0"):
