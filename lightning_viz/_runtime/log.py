@@ -8,7 +8,7 @@ and files: :mod:`lightning_viz._runtime.writers`), chosen at ``setup`` from
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.writers import Embedding, figure_pixels
 from lightning_viz.monitoring.record import EpochRecord, make_record
 
-__all__ = ["RunLog", "per_sample"]
+__all__ = ["RunLog", "per_sample", "wilson_bands"]
 
 
 def per_sample(decisions: Tensor) -> dict[str, list[Any]]:
@@ -34,6 +34,21 @@ def per_sample(decisions: Tensor) -> dict[str, list[Any]]:
     if decisions.is_floating_point() or decisions.dim() > 1:
         return {"values": decisions.reshape(decisions.shape[0], -1).float().mean(1).tolist()}
     return {"outcomes": decisions.long().tolist()}
+
+
+def wilson_bands(series: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]] | None:
+    """Each series' 95 % Wilson intervals, for a figure's bands, from its records.
+
+    Args:
+        series: ``{name: [EpochRecord, ...]}``.
+
+    Returns:
+        ``{name: [(low, high), ...]}``, or ``None`` when a record has no interval (a
+        multilabel model's per-image means, see :func:`per_sample`): then no series
+        gets bands, so the figure does not mix counted and averaged accuracies.
+    """
+    bands = {name: [r.interval for r in recs] for name, recs in series.items()}
+    return bands if all(i is not None for by in bands.values() for i in by) else None
 
 
 class RunLog:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lightning_viz import render
 from lightning_viz._checks import check_choices, check_int_list, fail
-from lightning_viz._runtime.log import per_sample
+from lightning_viz._runtime.log import per_sample, wilson_bands
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.functional._task import correct, predict
@@ -232,20 +232,19 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
 
     # ------------------------------------------------------------------ render
     def _figure(self, masks: dict[tuple[str, int], Tensor]) -> Any:
-        series, intervals = {}, {}
-        for sev in self.severities:
-            recs = [
+        records = {
+            f"severity {sev}": [
                 make_record(0, 0, None, **per_sample(masks[(n, sev)])) for n in self.corruptions
             ]
-            series[f"severity {sev}"] = [float(r.value) for r in recs]
-            intervals[f"severity {sev}"] = [r.interval for r in recs]
-        counted = all(i is not None for by in intervals.values() for i in by)  # not multilabel
+            for sev in self.severities
+        }
+        bands = wilson_bands(records)
         return render.bar_figure(
             list(self.corruptions),
-            series,
-            ylabel="accuracy (95 % Wilson intervals)" if counted else "label accuracy",
+            {name: [float(r.value) for r in recs] for name, recs in records.items()},
+            ylabel="accuracy (95 % Wilson intervals)" if bands is not None else "label accuracy",
             title="accuracy under corruption",
-            intervals=intervals if counted else None,
+            intervals=bands,
         )
 
     def _examples(

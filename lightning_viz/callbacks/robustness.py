@@ -16,7 +16,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_choice, check_choices, check_float, check_int, fail
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
-from lightning_viz._runtime.log import per_sample
+from lightning_viz._runtime.log import per_sample, wilson_bands
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._attack_checks import AttackChecks, _masking_flips
 from lightning_viz.callbacks._base import RunContext, VizCallback
@@ -458,19 +458,17 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
         order = sorted(e for e in self.eps if e > 0)
         xs = [0.0, *order]
         series = {name: [clean, *(results[name][e] for e in order)] for name in results}
-        counted = clean.interval is not None  # a multilabel model's means have none
+        bands = wilson_bands(series)
         return render.line_figure(
             xs,
             {name: [float(r.value) for r in recs] for name, recs in series.items()},
             xlabel=f"eps ({self.norm})",
             ylabel=f"accuracy (95 % Wilson intervals, n = {clean.n})"
-            if counted
+            if bands is not None
             else f"label accuracy (mean of {len(clean.values or ())} images)",
             title="robust accuracy (eps 0: clean)",
             xticklabels=[self._eps(e) for e in xs],
-            intervals={name: [r.interval for r in recs] for name, recs in series.items()}
-            if counted
-            else None,
+            intervals=bands,
         )
 
     def _examples(self, ctx: RunContext, x: Tensor, y: Tensor, start: Tensor) -> Tensor:

@@ -80,6 +80,23 @@ def test_the_mean_over_corruptions_is_tested_on_images_not_decisions():
     assert cand.value == pytest.approx(61 / 64)
 
 
+def test_figure_bands_are_wilson_intervals_only_when_every_accuracy_is_counted():
+    from lightning_viz._runtime.log import per_sample, wilson_bands
+    from lightning_viz.monitoring.record import make_record
+    from lightning_viz.stats import wilson_interval
+
+    counted = make_record(0, 0, **per_sample(torch.tensor([True, True, False, True])))
+    other = make_record(0, 0, **per_sample(torch.tensor([False, False, False, True])))
+    averaged = make_record(0, 0, **per_sample(torch.tensor([[True, False], [True, True]])))
+    bands = wilson_bands({"a": [counted, other], "b": [other]})
+    assert bands == {
+        "a": [wilson_interval(3, 4), wilson_interval(1, 4)],
+        "b": [wilson_interval(1, 4)],
+    }
+    # one per-image mean (a multilabel model): no series gets bands
+    assert wilson_bands({"a": [counted], "b": [averaged]}) is None
+
+
 def test_figure_and_grid(run):
     _, _, _, ev, _ = run
     assert "corruption/accuracy" in ev["images"]
