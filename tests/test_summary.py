@@ -332,6 +332,23 @@ def test_compare_records_chooses_the_test():
     assert compare_records(a, short).label == "unpaired (probes differ)"  # lengths differ
 
 
+def test_per_sample_values_are_kept_as_the_file_keeps_them(tmp_path):
+    """Values 3e-7 apart: the live record and the one read back from summary.json give
+    the same paired test (before, the live one saw 12 samples worse, p = 2e-4, and the
+    file 12 ties)."""
+    base = [0.1 + 0.01 * i for i in range(12)]
+    s = RunSummary()
+    s.record("explain/vanilla/deletion_auc", 0, 0, values=base, fingerprint="f")
+    s.record("explain/vanilla/deletion_auc", 1, 1, values=[v - 3e-7 for v in base], fingerprint="f")
+    live = s["explain/vanilla/deletion_auc"].epochs
+    back = load_summary(s.write(tmp_path / "run"))["explain/vanilla/deletion_auc"].epochs
+    assert live[1].values == back[1].values == tuple(round(v - 3e-7, 6) for v in base)
+    assert live[1].value == pytest.approx(sum(base) / 12 - 3e-7, abs=1e-12)  # the exact mean
+    a, b = compare_records(live[0], live[1]), compare_records(back[0], back[1])
+    assert (a.test, a.n, a.worse, a.better) == (b.test, b.n, b.worse, b.better)
+    assert a.pvalue == b.pvalue or (math.isnan(a.pvalue) and math.isnan(b.pvalue))
+
+
 def test_compare_records_lower_is_better_flips_the_outcomes():
     a = make_record(0, 0, outcomes="0000011111", fingerprint="f")  # error rate 0.5
     b = make_record(1, 1, outcomes="1110011111", fingerprint="f")  # error rate 0.8: worse

@@ -45,6 +45,8 @@ VERSION = 1
 SUMMARY_DIR = "lightning_viz"
 SUMMARY_FILE = "summary.json"
 CONFIDENCE = 0.95
+VALUE_DECIMALS = 6
+"""Decimals a per-sample value keeps (in memory as in ``summary.json``)."""
 """Confidence level of the Wilson intervals written to the file."""
 
 
@@ -135,7 +137,7 @@ class EpochRecord:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.values is not None:
-            out["values"] = [None if math.isnan(v) else round(v, 6) for v in self.values]
+            out["values"] = [None if math.isnan(v) else v for v in self.values]
         return out
 
     @classmethod
@@ -196,7 +198,10 @@ def make_record(
         outcomes: Per-sample ``1``/``0``/``None`` (a list, tuple or ``"10-"`` string).
         fingerprint: Hex string identifying the probe's samples.
         values: Per-sample values (a list of numbers, ``None``/NaN not counted) of a
-            metric that is their mean; ``value=None`` then means their mean.
+            metric that is their mean; ``value=None`` then means their mean (of the
+            values as given). They are kept to ``VALUE_DECIMALS`` decimals, as
+            ``summary.json`` stores them, so a test on the live record and one on the
+            file see the same samples.
 
     Returns:
         The record.
@@ -231,6 +236,8 @@ def make_record(
     if value is None and vals is not None:
         counted = [v for v in vals if not math.isnan(v)]
         value = sum(counted) / len(counted) if counted else math.nan
+    if vals is not None:  # as summary.json keeps them: the live rule and `compare` agree
+        vals = tuple(round(v, VALUE_DECIMALS) for v in vals)
     if value is None:
         if n is None or successes is None:
             fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
