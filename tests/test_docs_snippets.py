@@ -125,6 +125,8 @@ def _closed(tree: ast.Module) -> bool:
             bound.add(node.id)
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
+        elif isinstance(node, ast.ClassDef | ast.FunctionDef):
+            bound.add(node.name)
     read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     return read <= bound
 
