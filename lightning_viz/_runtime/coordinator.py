@@ -230,19 +230,31 @@ class Coordinator(RunOutput):
     def monitors_of(trainer: Any, callback: Any = None) -> list[Any]:
         """The trainer's ``EarlyStopping``/``ModelCheckpoint`` callbacks (subclasses too)
         with a ``monitor``; with ``callback``, those that monitor a metric it writes."""
+        callbacks = getattr(trainer, "callbacks", None) or []
         return [
             cb
-            for cb in getattr(trainer, "callbacks", None) or []
+            for cb in callbacks
             if isinstance(cb, MONITORS)
             and getattr(cb, "monitor", None)
-            and (callback is None or callback.writes_any({str(cb.monitor)}))
+            and (callback is None or Coordinator.writes(trainer, callback, {str(cb.monitor)}))
         ]
+
+    @staticmethod
+    def writes(trainer: Any, callback: Any, tags: set[str]) -> bool:
+        """Whether ``callback`` writes one of ``tags`` (see ``VizCallback.writes_any``),
+        the trainer's other lightning-viz callbacks claiming the tags they name."""
+        others = [
+            cb
+            for cb in getattr(trainer, "callbacks", None) or []
+            if cb is not callback and hasattr(cb, "known_tags")
+        ]
+        return callback.writes_any(tags, others)
 
     def _plan(self, trainer: Any, epoch: int) -> list[str]:
         budgeted = [cb for cb in self.callbacks if cb.max_overhead is not None]
         monitored = {str(cb.monitor) for cb in self.monitors_of(trainer)}
         candidates = [
-            Candidate(cb.state_key, cb.every_n_epochs, cb.writes_any(monitored))
+            Candidate(cb.state_key, cb.every_n_epochs, self.writes(trainer, cb, monitored))
             for cb in budgeted
             if cb.scheduled(trainer)
         ]

@@ -143,6 +143,40 @@ def test_a_map_callbacks_explain_metric_is_known_as_its_own_before_training(tmp_
     assert not masked.writes_any({"explain/gradcam/deletion_auc", "robustness/clean_acc"})
 
 
+def test_a_tag_under_a_callbacks_prefix_that_another_callback_writes_is_the_others():
+    """``bias/saliency_in_mask`` is the SaliencyLogger's although it starts with
+    TextureShapeBias's ``bias/``: TextureShapeBias(every_n_epochs=2) took its monitor as
+    its own, refused a strict EarlyStopping on it before training, and took the
+    SaliencyLogger's fresh value out of ``callback_metrics`` at the epochs it skipped."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lightning_viz._runtime.coordinator import Coordinator
+    from lightning_viz.callbacks._monitors import check_monitored_schedule, forget_unmeasured
+
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=4)
+    bias = lv.TextureShapeBias(num_images=10, every_n_epochs=2)
+    mask_tag = "bias/saliency_in_mask"
+    stop = EarlyStopping(monitor=mask_tag, strict=False)
+    trainer = SimpleNamespace(
+        callbacks=[saliency, bias, stop],
+        current_epoch=2,
+        callback_metrics={mask_tag: torch.tensor(0.4)},
+    )
+    assert Coordinator.monitors_of(trainer, saliency) == [stop]
+    assert Coordinator.monitors_of(trainer, bias) == []
+    bias._last_epoch = 1  # skips epoch 2
+    forget_unmeasured(bias, trainer)
+    assert mask_tag in trainer.callback_metrics  # the SaliencyLogger's fresh value
+    trainer.callbacks = [saliency, bias, EarlyStopping(monitor=mask_tag)]
+    check_monitored_schedule(bias, trainer)  # no error: not its metric
+    # its own metrics under the prefix, named or not, are still its own
+    for tag in ("bias/shape_bias", "bias/some_future_metric"):
+        trainer.callbacks = [saliency, bias, EarlyStopping(monitor=tag)]
+        assert len(Coordinator.monitors_of(trainer, bias)) == 1
+
+
 def test_a_metric_another_monitor_needs_stays_at_an_unmeasured_epoch():
     """Taken out for an EarlyStopping(strict=False) alone; a ModelCheckpoint (or a strict
     EarlyStopping) on the same metric would raise without it, so it stays."""
@@ -152,7 +186,7 @@ def test_a_metric_another_monitor_needs_stays_at_an_unmeasured_epoch():
 
     from lightning_viz.callbacks._monitors import forget_unmeasured
 
-    callback = SimpleNamespace(_last_epoch=2, writes_any=lambda tags: TAG in tags)
+    callback = SimpleNamespace(_last_epoch=2, writes_any=lambda tags, others=(): TAG in tags)
     for others, kept in (((), False), ((ModelCheckpoint(monitor=TAG),), True)):
         trainer = SimpleNamespace(
             callbacks=[EarlyStopping(monitor=TAG, strict=False), *others],
