@@ -99,18 +99,34 @@ def check_monitored_schedule(callback: Any, trainer: Any) -> None:
             )
 
 
+def _lenient(monitor: Any) -> bool:
+    """An ``EarlyStopping(strict=False)``: it skips a check without its metric."""
+    return not hasattr(monitor, "_every_n_epochs") and not getattr(monitor, "strict", True)
+
+
+def _reads_now(monitor: Any, trainer: Any) -> bool:
+    """Whether ``monitor`` reads its metric at the end of this epoch: a strict
+    ``EarlyStopping`` always, a lenient one never needs it, a ``ModelCheckpoint`` at
+    its ``every_n_epochs`` (by steps or time: whenever it saves, so always)."""
+    if hasattr(monitor, "_every_n_epochs"):  # ModelCheckpoint
+        every = int(monitor._every_n_epochs or 0)  # noqa: SLF001 - read only
+        return every < 1 or (trainer.current_epoch + 1) % every == 0
+    return not _lenient(monitor)
+
+
 def forget_unmeasured(callback: Any, trainer: Any) -> None:
-    """At an epoch ``callback`` does not run (``every_n_epochs``, a NaN model), its
-    metrics an ``EarlyStopping(strict=False)`` monitors leave ``trainer.callback_metrics``:
-    that monitor then skips the check, as it does for a metric not logged, instead of
-    counting the last run's value again as no improvement (its patience would run out
-    twice as fast as the measurements came)."""
+    """At an epoch ``callback`` does not run (``every_n_epochs``, a NaN model, after a
+    failure), its metrics leave ``trainer.callback_metrics`` unless a monitor reads them
+    at this epoch (a strict ``EarlyStopping``, a due ``ModelCheckpoint``): an
+    ``EarlyStopping(strict=False)`` then skips the check, as it does for a metric not
+    logged, instead of counting the last run's value again as no improvement (its
+    patience would run out twice as fast as the measurements came)."""
     if callback._last_epoch == trainer.current_epoch:  # noqa: SLF001 - it ran: kept
         return
     monitors = Coordinator.monitors_of(trainer, callback)
-    for key in {str(m.monitor) for m in monitors}:  # kept when any other monitor needs it
-        if all(not getattr(m, "strict", True) for m in monitors if str(m.monitor) == key):
-            trainer.callback_metrics.pop(key, None)  # (ModelCheckpoint has no `strict`)
+    for key in {str(m.monitor) for m in monitors}:
+        if not any(_reads_now(m, trainer) for m in monitors if str(m.monitor) == key):
+            trainer.callback_metrics.pop(key, None)
 
 
 def monitored_setup_error(callback: Any, trainer: Any, err: Exception) -> Exception | None:
@@ -145,12 +161,26 @@ def without_writers(callback: Any, trainer: Any, coordinator: Any) -> None:
 
 def frozen_note(callback: Any, trainer: Any) -> str:
     """What a failure of ``callback`` during the fit means for the monitors of its
-    metrics (their last value stays in ``trainer.callback_metrics``), or ``""``."""
+    metrics, or ``""``: a lenient ``EarlyStopping`` alone on a metric skips its checks
+    from now on (see :func:`forget_unmeasured`); the others read the last value."""
     monitors = Coordinator.monitors_of(trainer, callback)
     if not monitors:
         return ""
-    names = ", ".join(monitor_words(m) for m in monitors)
-    return (
-        f"; {names} now reads the value of the last run that did not fail, frozen "
-        "(pass on_error='raise' so that a failure stops the fit instead)"
-    )
+    skipping = [
+        m
+        for m in monitors
+        if all(_lenient(o) for o in monitors if str(o.monitor) == str(m.monitor))
+    ]
+    frozen = [m for m in monitors if m not in skipping]
+    said = []
+    if frozen:
+        said.append(
+            f"{', '.join(monitor_words(m) for m in frozen)} now reads the value of the last "
+            "run that did not fail, frozen"
+        )
+    if skipping:
+        said.append(
+            f"{', '.join(monitor_words(m) for m in skipping)} skips its checks from now on "
+            "(the metric is no longer written)"
+        )
+    return f"; {' and '.join(said)} (pass on_error='raise' so that a failure stops the fit instead)"

@@ -48,19 +48,25 @@ def test_a_lenient_monitor_skips_the_epochs_a_callback_does_not_measure(tmp_path
     import pytorch_lightning as pl
 
     stop = EarlyStopping(monitor=TAG, mode="max", patience=10, strict=False)
-    seen: list[tuple[int, bool, int]] = []
+    there: dict[int, bool] = {}
+    waits: dict[int, int] = {}  # epoch -> EarlyStopping's wait count after its check
 
-    class Spy(pl.Callback):  # after EarlyStopping's check at the validation end
-        def on_validation_end(self, trainer, pl_module):
+    class Spy(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):  # after the callbacks ran
             if not trainer.sanity_checking:
-                seen.append(
-                    (trainer.current_epoch, TAG in trainer.callback_metrics, stop.wait_count)
-                )
+                there[trainer.current_epoch] = TAG in trainer.callback_metrics
+
+        def on_train_epoch_start(self, trainer, pl_module):  # EarlyStopping checked the
+            waits[trainer.current_epoch - 1] = stop.wait_count  # last epoch at its end
+
+        def on_train_end(self, trainer, pl_module):
+            waits[trainer.current_epoch - 1] = stop.wait_count  # (the last epoch ended)
 
     fit(tmp_path, [_probe(every_n_epochs=2), stop, Spy()], epochs=5, enable_checkpointing=False)
-    assert [(e, there) for e, there, _ in seen] == [(e, e % 2 == 1) for e in range(5)]
-    waits = {e: wait for e, _, wait in seen}
-    assert waits[2] == waits[1] and waits[4] == waits[3]  # an unmeasured epoch is no check
+    assert there == {e: e % 2 == 1 for e in range(5)}
+    assert stop._check_on_train_epoch_end  # so the wait of epoch e is read at e + 1's start
+    # an unmeasured epoch is no check (the last value again would add 1 to the wait)
+    assert waits[0] == 0 and waits[2] == waits[1] and waits[4] == waits[3]
 
 
 def test_a_monitored_callback_that_cannot_run_stops_the_fit_before_training(tmp_path):
@@ -199,3 +205,33 @@ def test_a_metric_another_monitor_needs_stays_at_an_unmeasured_epoch():
     trainer.callbacks = trainer.callbacks[:1]  # the lenient EarlyStopping alone
     forget_unmeasured(callback, trainer)
     assert TAG in trainer.callback_metrics
+    # a ModelCheckpoint(every_n_epochs=2) reads it only at the epochs it saves (1, 3, ...);
+    # one that saves by steps may read it at any time
+    callback._last_epoch = 1
+    for every, epoch, kept in ((2, 2, False), (2, 3, True), (None, 2, True)):
+        by = {"every_n_epochs": every} if every else {"every_n_train_steps": 5}
+        trainer = SimpleNamespace(
+            callbacks=[
+                EarlyStopping(monitor=TAG, strict=False),
+                ModelCheckpoint(monitor=TAG, **by),
+            ],
+            current_epoch=epoch,
+            callback_metrics={TAG: torch.tensor(0.4)},
+        )
+        forget_unmeasured(callback, trainer)
+        assert (TAG in trainer.callback_metrics) == kept, (every, epoch)
+
+
+def test_after_a_failure_a_lenient_monitor_is_said_to_skip_its_checks():
+    from types import SimpleNamespace
+
+    from lightning_viz.callbacks._monitors import frozen_note
+
+    callback = SimpleNamespace(writes_any=lambda tags, others=(): TAG in tags)
+    lenient = SimpleNamespace(callbacks=[EarlyStopping(monitor=TAG, strict=False)])
+    note = frozen_note(callback, lenient)
+    assert "skips its checks from now on" in note and "frozen" not in note
+    both = SimpleNamespace(callbacks=[*lenient.callbacks, ModelCheckpoint(monitor=TAG)])
+    note = frozen_note(callback, both)  # the checkpoint keeps the last value for both
+    assert note.count("now reads the value of the last run that did not fail, frozen") == 1
+    assert "EarlyStopping(monitor=" in note and "skips" not in note
