@@ -239,6 +239,29 @@ def test_no_metric_in_common_exits_2(tmp_path, capsys, watched):
     assert code == 2 and "no lightning-viz metric in common" in err
 
 
+def test_shared_metrics_never_both_measured_are_named_and_exit_2(tmp_path, capsys):
+    """A run against itself whose only metric never had a value: the runs share it, so
+    the message names it (it said "no lightning-viz metric in common")."""
+    a = RunSummary()
+    a.record("bias/shape_bias", 0, 0, outcomes=[None, None], watched=True)
+    run = a.write(tmp_path / "a")
+    code, _, err = compare([run, run], capsys)
+    assert code == 2 and "share bias/shape_bias, but no epoch where both measured" in err
+
+
+def test_an_error_of_ours_exits_2_not_1(tmp_path, capsys, monkeypatch):
+    """Exit 1 means "regressed": a crash (a bug, an unforeseen file) must not say so."""
+    import lightning_viz.monitoring.compare as compare_module
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(compare_module, "compare_summaries", broken)
+    baseline, candidate = example_pair(tmp_path)
+    code, _, err = compare([baseline, candidate], capsys)
+    assert code == 2 and "ZeroDivisionError: injected" in err and "nothing compared" in err
+
+
 def test_tolerance_and_alpha_options(tmp_path, capsys):
     shape, texture = example_pair(tmp_path)
     assert compare([shape, texture, "--tolerance", "0.6"], capsys)[0] == 0  # drops are < 0.6

@@ -288,13 +288,43 @@ def test_a_run_reached_twice_through_a_link_is_one_run(tmp_path):
         ('{"format": "lightning-viz-summary", "version": 99}', "newer lightning-viz .*version 99"),
         ('{"format": "lightning-viz-summary", "version": "1"}', "bad format version '1'"),
         ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": [{}]}}}',
-         "malformed lightning-viz run summary: missing key 'epoch'"),
+         r"malformed lightning-viz run summary: metrics\['m'\]: epochs\[0\]: missing key 'epoch'"),
         ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": '
          '[{"epoch": 0, "step": 0, "value": 0.5, "n": 2, "successes": 3}]}}}',
          "malformed .*`successes` must be an int <= `n`"),
         ('{"format": "lightning-viz-summary", "version": 1, "metrics": []}', "malformed"),
         ('{"format": "lightning-viz-summary", "version": 1, "alerts": [{"epoch": 1}]}',
          "malformed .*`alert` must be a mapping with the key 'metric'"),
+        # what the writer never makes: a file edited, merged or corrupted by hand
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": '
+         '[{"epoch": 2, "step": 0, "value": 1.0}, {"epoch": 2, "step": 1, "value": 0.0}]}}}',
+         r"metrics\['m'\]: epochs\[1\]: a second record of epoch 2"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": []}, '
+         '"m": {"epochs": []}}}', "not a readable run summary: the key 'm' is there twice"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": '
+         '{"watched": "false"}}}',
+         r"metrics\['m'\]: `watched` must be true or false, got 'false'"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": '
+         '{"higher_is_better": 0}}}', "`higher_is_better` must be true or false, got 0"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"callback": NaN}}}',
+         "`callback` must be a str or null, got nan"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": '
+         '[{"epoch": 0, "step": 0, "value": 1.0, "outcomes": "0000"}]}}}',
+         r"epochs\[0\]: `value` must be 0, what the counts or per-sample values give, got 1.0"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": '
+         '[{"epoch": 0, "step": 0, "values": [0.5, Infinity]}]}}}',
+         "`values` must be finite numbers .*, got inf"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": '
+         '[{"epoch": 0, "step": 0, "n": 1000000000000000000000000000000, "successes": 0}]}}}',
+         "`n` must be an int >= 0 and <= "),
+        ('{"format": "lightning-viz-summary", "version": 1, "alerts": null}',
+         "alerts: `alerts` must be a JSON list, got None"),
+        ('{"format": "lightning-viz-summary", "version": 1, "metrics": {"m": {"epochs": 5}}}',
+         r"metrics\['m'\]: `epochs` must be a JSON list, got 5"),
+        ('{"format": "lightning-viz-summary", "x": ' + "[" * 100000 + "]" * 100000 + "}",
+         "not a readable run summary"),
+        ('{"format": "lightning-viz-summary", "x": ' + "9" * 5000 + "}",
+         "not a readable run summary"),
     ],
 )  # fmt: skip
 def test_load_summary_rejects_malformed_files(tmp_path, content, match):

@@ -241,14 +241,19 @@ class Coordinator(RunOutput):
 
     @staticmethod
     def writes(trainer: Any, callback: Any, tags: set[str]) -> bool:
-        """Whether ``callback`` writes one of ``tags`` (see ``VizCallback.writes_any``),
-        the trainer's other lightning-viz callbacks claiming the tags they name."""
+        """Whether ``callback`` writes one of ``tags``: one it names
+        (``VizCallback.known_tags``), or one under its ``tag_prefix`` that no other
+        lightning-viz callback of the trainer names (``bias/saliency_in_mask`` is the
+        ``SaliencyLogger``'s, not ``TextureShapeBias``'s)."""
+        known = callback.known_tags()
         others = [
             cb
             for cb in getattr(trainer, "callbacks", None) or []
             if cb is not callback and hasattr(cb, "known_tags")
         ]
-        return callback.writes_any(tags, others)
+        theirs = set().union(*(cb.known_tags() for cb in others))
+        prefix = f"{callback.tag_prefix}/"
+        return any(t in known or (t.startswith(prefix) and t not in theirs) for t in tags)
 
     def _plan(self, trainer: Any, epoch: int) -> list[str]:
         budgeted = [cb for cb in self.callbacks if cb.max_overhead is not None]

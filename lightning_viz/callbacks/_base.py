@@ -545,7 +545,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
 
     def known_tags(self) -> set[str]:
-        """The scalars this callback names: written in its latest run, or in its charts."""
+        """The scalars this callback names: written in its latest run, or in its charts
+        (what it writes besides: under its ``tag_prefix``, see ``Coordinator.writes``)."""
         try:
             charts = {
                 t for by_title in self.layout().values() for ts in by_title.values() for t in ts
@@ -553,17 +554,6 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - charts that need the set-up callback: none known
             charts = set()
         return self._written | charts
-
-    def writes_any(self, tags: set[str], others: Any = ()) -> bool:
-        """True when one of ``tags`` is a scalar this callback writes: one it names (see
-        :meth:`known_tags`), or one under its prefix that none of ``others`` (the other
-        callbacks) names: ``bias/saliency_in_mask`` is the ``SaliencyLogger``'s, not
-        ``TextureShapeBias``'s."""
-        known = self.known_tags()
-        theirs = set().union(*(o.known_tags() for o in others)) if others else set()
-        return any(
-            t in known or (t.startswith(f"{self.tag_prefix}/") and t not in theirs) for t in tags
-        )
 
     def _maybe_run(self, trainer: Any, pl_module: Any) -> None:
         self._shared(trainer).harvest()  # background work finished since the last epoch

@@ -12,7 +12,7 @@ when its drop is larger than its own stored tolerance (or ``--tolerance``) and i
 Holm-adjusted p-value (Holm across the table's watched comparisons) is ``<= alpha``.
 
 Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
-be read (the reason on stderr). ``--format json`` is for a CI job gating a merge.
+be read or nothing could be compared (the reason on stderr). ``--format json`` gates CI.
 
 Examples:
     >>> from lightning_viz.monitoring.record import RunSummary
@@ -26,23 +26,17 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import sys
-import tempfile
 import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lightning_viz._checks import check_float, check_level, fail
 from lightning_viz._io import json_safe
-from lightning_viz.monitoring.record import EpochRecord, MetricHistory, RunSummary, SummaryError
+from lightning_viz.monitoring.record import EpochRecord, MetricHistory, RunSummary
 from lightning_viz.monitoring.rule import chosen_from, compare_records, regressed
-from lightning_viz.monitoring.sources import MLFLOW_PREFIX, resolve_source
 from lightning_viz.monitoring.stats import holm_adjusted
-from lightning_viz.monitoring.store import load_summary
 from lightning_viz.monitoring.tables import format_p, markdown_table, text_table
 
 __all__ = [
@@ -512,89 +506,5 @@ def render(result: CompareResult, fmt: str = "text", wide: bool = False) -> str:
     return {"markdown": render_markdown, "json": render_json}[fmt](result)
 
 
-# ------------------------------------------------------------------------- CLI
-_HELP = """Reads both runs' lightning_viz/summary.json (from a log dir, a W&B run folder or an
-MLflow run mlflow:<run_id>) and tabulates every lightning-viz metric present in both:
-at the latest epoch both measured and at each run's best, with the difference and a
-one-sided p-value that the candidate is worse (the paired sign test when both measured
-the same probe, otherwise Fisher's exact test or the Mann-Whitney U test). A watched
-metric regressed when its drop is larger than its tolerance (or --tolerance) and its
-Holm-adjusted p-value is <= alpha.
-
-Exit status: 1 when a watched metric regressed, 0 when none did, 2 when a run cannot
-be read (the reason on stderr). --format json is for a CI job gating a merge."""
-
-
-def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Adds the ``compare`` subcommand to the console script's subparsers."""
-    parser = subparsers.add_parser(
-        "compare",
-        help="compare a run with a baseline run; exit 1 when a watched metric regressed",
-        description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
-    where = (
-        "a run's log dir (TensorBoard or CSV logger), a W&B run folder, a folder with one run, "
-        "its summary.json, or mlflow:<run_id> (with --tracking-uri)"
-    )
-    parser.add_argument("baseline", help=f"the earlier run: {where}")
-    parser.add_argument("candidate", help="the run under test (same forms)")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=None,
-        help="practically large drop for every metric (default: each metric's own)",
-    )
-    parser.add_argument(
-        "--alpha", type=float, default=0.01, help="significance level after Holm (default 0.01)"
-    )
-    parser.add_argument(
-        "--format", choices=FORMATS, default="text", help="text (default), markdown or json"
-    )
-    parser.add_argument(
-        "--wide",
-        action="store_true",
-        help="text: every column (intervals, raw p, flips, tolerance); default: 100 columns",
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking server of mlflow:<run_id> runs (default: MLFLOW_TRACKING_URI)",
-    )
-    return parser
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    """Runs ``compare`` on parsed arguments; returns the exit status (0, 1 or 2)."""
-
-    def error(message: str) -> int:
-        print(f"lightning-viz compare: {message}", file=sys.stderr)
-        return 2
-
-    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
-        return error(f"--tolerance must be a number >= 0, got {args.tolerance}")
-    if not (0 < args.alpha < 1):
-        return error(f"--alpha must lie in (0, 1), got {args.alpha}")
-    runs = []
-    for name in ("baseline", "candidate"):
-        # an MLflow run's summary is downloaded here and read before the folder goes
-        with tempfile.TemporaryDirectory(prefix="lightning-viz-mlflow-") as folder:
-            try:
-                source = resolve_source(
-                    getattr(args, name), getattr(args, "tracking_uri", None), folder
-                )
-                runs.append(load_summary(source))
-            except SummaryError as err:
-                return error(f"cannot read the {name}: {err}")
-    result = compare_summaries(*runs, tolerance=args.tolerance, alpha=args.alpha)
-    for name in ("baseline", "candidate"):  # an MLflow run by its id, not the removed copy
-        if str(getattr(args, name)).startswith(MLFLOW_PREFIX):
-            setattr(result, name, str(getattr(args, name)))
-    if not result.rows and set(result.unmeasured) <= set(result.only_in_baseline):
-        return error("the two runs have no lightning-viz metric in common")
-    try:
-        print(render(result, args.format, wide=getattr(args, "wide", False)), flush=True)
-    except BrokenPipeError:  # `| head`: the reader left; the verdict still is the status
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return result.exit_code
+# the console command, kept importable from here
+from lightning_viz.monitoring.compare_command import add_compare_parser, run_compare  # noqa: E402

@@ -45,9 +45,11 @@ VERSION = 1
 SUMMARY_DIR = "lightning_viz"
 SUMMARY_FILE = "summary.json"
 CONFIDENCE = 0.95
+"""Confidence level of the Wilson intervals written to the file."""
 VALUE_DECIMALS = 6
 """Decimals a per-sample value keeps (in memory as in ``summary.json``)."""
-"""Confidence level of the Wilson intervals written to the file."""
+MAX_COUNT = 2**53
+"""The most samples a record counts (exact in a float; SciPy's tests overflow near 2**63)."""
 
 
 # ------------------------------------------------------------------- checks
@@ -171,6 +173,8 @@ def _values(values: Any) -> tuple[float, ...]:
             out.append(math.nan)
         elif isinstance(v, bool) or not isinstance(v, int | float):
             fail("values", "a list of numbers (None or NaN for a sample not counted)", v, TypeError)
+        elif math.isinf(v):
+            fail("values", "finite numbers (None or NaN for a sample not counted)", v)
         else:
             out.append(float(v))
     return tuple(out)
@@ -225,7 +229,7 @@ def make_record(
             fail("successes", f"the number of 1s in `outcomes` ({ones})", successes)
         n, successes = counted, ones
     if n is not None:
-        n = check_int(n, "n", minimum=0)
+        n = check_int(n, "n", minimum=0, maximum=MAX_COUNT)
     if successes is not None:
         if n is None:
             fail("n", "given with `successes`", None)
@@ -233,19 +237,32 @@ def make_record(
         if successes > n:  # type: ignore[operator]
             fail("successes", f"an int <= `n` ({n})", successes)
     vals = None if values is None else _values(values)
-    if value is None and vals is not None:
-        counted = [v for v in vals if not math.isnan(v)]
-        value = sum(counted) / len(counted) if counted else math.nan
+    derived = _derived_value(vals, n, successes)
     if vals is not None:  # as summary.json keeps them: the live rule and `compare` agree
         vals = tuple(round(v, VALUE_DECIMALS) for v in vals)
     if value is None:
-        if n is None or successes is None:
+        if derived is None:
             fail("value", "a number (or None with `n` and `successes` or `outcomes`)", None)
-        value = successes / n if n else math.nan  # type: ignore[operator]
+        value = derived
     value = _check_value(value, "value")
+    if derived is not None and not math.isnan(derived) and not math.isnan(value):
+        if abs(value - derived) > 1e-6:  # the file's value drives the drop, its counts the test
+            fail("value", f"{derived:.6g}, what the counts or per-sample values give", value)
     if fingerprint is not None and not isinstance(fingerprint, str):
         fail("fingerprint", "a str or None", fingerprint, TypeError)
     return EpochRecord(epoch, step, value, n, successes, encoded, fingerprint, vals)
+
+
+def _derived_value(
+    vals: tuple[float, ...] | None, n: int | None, successes: int | None
+) -> float | None:
+    """The value the per-sample values (their mean) or the counts give, else ``None``."""
+    if vals is not None:
+        counted = [v for v in vals if not math.isnan(v)]
+        return sum(counted) / len(counted) if counted else math.nan
+    if n is None or successes is None:
+        return None
+    return successes / n if n else math.nan
 
 
 # ---------------------------------------------------------------------- histories
@@ -507,7 +524,8 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> RunSummary:
-        """Reads :meth:`to_dict`'s form.
+        """Reads :meth:`to_dict`'s form (checked: see
+        :func:`~lightning_viz.monitoring.summary_file.summary_from_dict`).
 
         Args:
             data: The decoded JSON.
@@ -516,42 +534,9 @@ class RunSummary:
         Raises:
             SummaryError: Another format, a newer version, or a malformed content.
         """
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-            got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise SummaryError(
-                f"{source} is not a lightning-viz run summary (format {got!r}, expected {FORMAT!r})"
-            )
-        version = data.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise SummaryError(f"{source}: bad format version {version!r}")
-        if version > VERSION:
-            raise SummaryError(
-                f"{source} was written by a newer lightning-viz (summary format version "
-                f"{version}; this version reads up to {VERSION}): upgrade lightning-viz"
-            )
-        out = cls()
-        try:
-            metrics = data.get("metrics", {})
-            if not isinstance(metrics, Mapping):
-                fail("metrics", "a JSON object", metrics, TypeError)
-            for tag, m in metrics.items():
-                if not isinstance(m, Mapping):
-                    fail(f"metrics[{tag!r}]", "a JSON object", m, TypeError)
-                hist = out.metrics.setdefault(tag, MetricHistory(tag))
-                hist.callback = m.get("callback")
-                hist.watched = bool(m.get("watched", False))
-                tol = m.get("tolerance")
-                hist.tolerance = None if tol is None else check_float(tol, "tolerance", minimum=0)
-                hist.higher_is_better = bool(m.get("higher_is_better", True))
-                for item in m.get("epochs", []):
-                    rec = EpochRecord.from_dict(item)
-                    hist.epochs[rec.epoch] = rec
-            for alert in data.get("alerts", []):
-                out.add_alert(alert)
-        except (KeyError, TypeError, ValueError) as err:
-            what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
-            raise SummaryError(f"{source}: malformed lightning-viz run summary: {what}") from None
-        return out
+        from lightning_viz.monitoring.summary_file import summary_from_dict
+
+        return summary_from_dict(data, source)
 
     def write(self, log_dir: str | os.PathLike[str]) -> str:
         """Writes ``<log_dir>/lightning_viz/summary.json`` atomically; returns its path.
@@ -584,15 +569,9 @@ def read_summary(path: str) -> RunSummary:
     to find a run's).
 
     Raises:
-        SummaryError: Not readable, not JSON, another format or a newer version.
+        SummaryError: Not readable, not JSON, another format, a newer version or a
+            malformed content (the error names the file and where in it).
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SummaryError(f"{path} is not valid JSON ({err})") from None
-    except OSError as err:
-        raise SummaryError(f"cannot read {path}: {err.strerror or err}") from None
-    summary = RunSummary.from_dict(data, source=path)
-    summary.path = path
-    return summary
+    from lightning_viz.monitoring.summary_file import read_summary_file
+
+    return read_summary_file(path)

@@ -33,19 +33,26 @@ that is not a number (NaN) is written as ``null``: the file is strict JSON.
 In the file each epoch record and each alert is one line. A record's line is made
 once (``EpochRecord.json_text``), so writing the summary at every epoch end stays
 linear in the epochs.
+
+Reading checks what writing guarantees: each key once, each epoch once per metric,
+settings of their JSON type, a ``value`` that agrees with the record's counts or
+per-sample values. A file that breaks one (hand-edited, merged, truncated) is a
+``SummaryError`` naming the file and the place, never a silently other comparison.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from lightning_viz._checks import check_float, fail
 from lightning_viz._io import json_safe
 
 if TYPE_CHECKING:
     from lightning_viz.monitoring.record import MetricHistory, RunSummary
 
-__all__ = ["summary_text"]
+__all__ = ["read_summary_file", "summary_from_dict", "summary_text"]
 
 
 def summary_text(summary: RunSummary) -> str:
@@ -71,3 +78,112 @@ def _lines(items: list[str], indent: str) -> str:
     if not items:
         return ""
     return f"\n{indent}" + f",\n{indent}".join(items) + f"\n{indent[:-1]}"
+
+
+# ------------------------------------------------------------------------ reading
+def read_summary_file(path: str) -> RunSummary:
+    """Reads one ``summary.json``; see ``monitoring.record.read_summary``."""
+    from lightning_viz.monitoring.record import SummaryError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f, object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SummaryError(f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise SummaryError(f"cannot read {path}: {err.strerror or err}") from None
+    except (ValueError, RecursionError) as err:  # a duplicate key, a 5000-digit int, depth
+        raise SummaryError(f"{path} is not a readable run summary: {err}") from None
+    summary = summary_from_dict(data, source=path)
+    summary.path = path
+    return summary
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each there once (``json`` keeps the last)."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"the key {twice!r} is there twice in one object")
+    return out
+
+
+def summary_from_dict(data: Any, source: str = "<dict>") -> RunSummary:
+    """``RunSummary.to_dict()``'s form, checked, as a ``RunSummary``.
+
+    Raises:
+        SummaryError: Another format, a newer version, or a malformed content, named
+            with its place (``metrics['bias/shape_bias'].epochs[3]: ...``).
+    """
+    from lightning_viz.monitoring.record import FORMAT, VERSION, RunSummary, SummaryError
+
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+        raise SummaryError(
+            f"{source} is not a lightning-viz run summary (format {got!r}, expected {FORMAT!r})"
+        )
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SummaryError(f"{source}: bad format version {version!r}")
+    if version > VERSION:
+        raise SummaryError(
+            f"{source} was written by a newer lightning-viz (summary format version "
+            f"{version}; this version reads up to {VERSION}): upgrade lightning-viz"
+        )
+    out = RunSummary()
+    where = "metrics"
+    try:
+        metrics = data.get("metrics", {})
+        if not isinstance(metrics, Mapping):
+            fail("metrics", "a JSON object", metrics, TypeError)
+        for tag, m in metrics.items():
+            where = f"metrics[{tag!r}]"
+            _read_history(out, tag, m, where)
+        where = "alerts"
+        alerts = data.get("alerts", [])
+        if not isinstance(alerts, list):
+            fail("alerts", "a JSON list", alerts, TypeError)
+        for i, alert in enumerate(alerts):
+            where = f"alerts[{i}]"
+            out.add_alert(alert)
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+        raise SummaryError(
+            f"{source}: malformed lightning-viz run summary: {where}: {what}"
+        ) from None
+    return out
+
+
+def _read_history(out: RunSummary, tag: Any, m: Any, where: str) -> None:
+    """Adds the metric ``tag`` of the file to ``out``, checking its settings' types."""
+    from lightning_viz.monitoring.record import EpochRecord, MetricHistory
+
+    if not isinstance(tag, str) or not tag:
+        fail("tag", "a non-empty str", tag, TypeError)
+    if not isinstance(m, Mapping):
+        fail(where, "a JSON object", m, TypeError)
+    hist = out.metrics.setdefault(tag, MetricHistory(tag))
+    for key, default in (("watched", False), ("higher_is_better", True)):
+        flag = m.get(key, default)
+        if not isinstance(flag, bool):
+            fail(key, "true or false", flag, TypeError)
+        setattr(hist, key, flag)
+    callback = m.get("callback")
+    if callback is not None and not isinstance(callback, str):
+        fail("callback", "a str or null", callback, TypeError)
+    hist.callback = callback
+    tol = m.get("tolerance")
+    hist.tolerance = None if tol is None else check_float(tol, "tolerance", minimum=0)
+    epochs = m.get("epochs", [])
+    if not isinstance(epochs, list):
+        fail("epochs", "a JSON list", epochs, TypeError)
+    for i, item in enumerate(epochs):
+        try:
+            rec = EpochRecord.from_dict(item)
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
+            what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(f"epochs[{i}]: {what}") from None
+        if rec.epoch in hist.epochs:
+            raise ValueError(f"epochs[{i}]: a second record of epoch {rec.epoch}")
+        hist.epochs[rec.epoch] = rec

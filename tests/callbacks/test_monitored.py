@@ -144,9 +144,16 @@ def test_a_map_callbacks_explain_metric_is_known_as_its_own_before_training(tmp_
     stop = EarlyStopping(monitor="explain/gradcam/insertion_auc", mode="max")
     with pytest.raises(ValueError, match=r"GradCAMLogger writes it every 2 epochs"):
         fit(tmp_path / "g", [cam, stop], epochs=2)
+    from types import SimpleNamespace
+
+    from lightning_viz._runtime.coordinator import Coordinator
+
     masked = lv.SaliencyLogger(methods=("vanilla",), every_n_epochs=2)
-    assert masked.writes_any({"bias/saliency_in_mask"})  # known once the probe has masks
-    assert not masked.writes_any({"explain/gradcam/deletion_auc", "robustness/clean_acc"})
+    alone = SimpleNamespace(callbacks=[masked])
+    assert Coordinator.writes(alone, masked, {"bias/saliency_in_mask"})  # known with masks
+    assert not Coordinator.writes(
+        alone, masked, {"explain/gradcam/deletion_auc", "robustness/clean_acc"}
+    )
 
 
 def test_a_tag_under_a_callbacks_prefix_that_another_callback_writes_is_the_others():
@@ -192,7 +199,7 @@ def test_a_metric_another_monitor_needs_stays_at_an_unmeasured_epoch():
 
     from lightning_viz.callbacks._monitors import forget_unmeasured
 
-    callback = SimpleNamespace(_last_epoch=2, writes_any=lambda tags, others=(): TAG in tags)
+    callback = SimpleNamespace(_last_epoch=2, known_tags=lambda: {TAG}, tag_prefix="x")
     for others, kept in (((), False), ((ModelCheckpoint(monitor=TAG),), True)):
         trainer = SimpleNamespace(
             callbacks=[EarlyStopping(monitor=TAG, strict=False), *others],
@@ -227,7 +234,7 @@ def test_after_a_failure_a_lenient_monitor_is_said_to_skip_its_checks():
 
     from lightning_viz.callbacks._monitors import frozen_note
 
-    callback = SimpleNamespace(writes_any=lambda tags, others=(): TAG in tags)
+    callback = SimpleNamespace(known_tags=lambda: {TAG}, tag_prefix="x")
     lenient = SimpleNamespace(callbacks=[EarlyStopping(monitor=TAG, strict=False)])
     note = frozen_note(callback, lenient)
     assert "skips its checks from now on" in note and "frozen" not in note
