@@ -134,7 +134,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     # allow_abbrev=False everywhere: `--epoch 2` is an error, not `--epochs 2`
-    parser = argparse.ArgumentParser(prog="lightning-viz", description=__doc__, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="lightning-viz", description=(__doc__ or "").replace("``", ""), allow_abbrev=False
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(

@@ -244,3 +244,10 @@ def test_the_top_level_callbacks_are_typed_for_type_checkers():
     }
     assert typed == lightning_viz._CALLBACKS
     assert sorted(lightning_viz.__all__) == sorted([*lightning_viz._CALLBACKS, "__version__"])
+
+
+def test_help_is_plain_text_without_docstring_markup(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "lightning-viz demo trains a small CNN" in out and "``" not in out
