@@ -129,6 +129,18 @@ class ScoresMaps(WatchesRegressions):
         self._skip = 0  # due runs left unscored, so scoring stays within quality_cost
 
     # ------------------------------------------------------------------ state
+
+    def check_quality(self, ctx: Any) -> None:
+        """At setup: the curves' ``quality_steps`` against the probe's pixels (each step
+        removes or inserts at least one; 2x2 images have 4)."""
+        h, w = ctx.pixels.shape[-2:]
+        if {"deletion", "insertion"} & set(self.quality) and self.quality_steps > h * w:
+            fail(
+                "quality_steps",
+                f"at most the pixels of the probe images ({h}x{w})",
+                self.quality_steps,
+            )
+
     def extra_state(self) -> dict[str, Any]:
         return {
             **super().extra_state(),

@@ -118,6 +118,15 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         self.init_alerts(tolerance, alpha, warmup, patience, baseline)
         self._cache: tuple[str, dict[tuple[str, int], Tensor]] | None = None
 
+    def check(self, ctx: RunContext) -> None:
+        h, w = ctx.pixels.shape[-2:]
+        if "elastic_transform" in self.corruptions and min(h, w) < 3:
+            fail(
+                "corruptions",
+                f"corruptions without 'elastic_transform' for images under 3 px a side ({h}x{w})",
+                list(self.corruptions),
+            )
+
     # ----------------------------------------------------------------- metadata
     def key_args(self) -> dict[str, Any]:
         return {"corruptions": self.corruptions, "severities": self.severities}

@@ -138,6 +138,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
 
     def check(self, ctx: RunContext) -> None:
         ctx.check_target("GradCAMLogger", self.target)
+        self.check_quality(ctx)
         if self.layer is not None:
             self._layer_name = resolve_layer(ctx.module, self.layer)[0]
         elif not conv_layers(ctx.module) and not LF.is_transformer(ctx.module):

@@ -194,6 +194,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
 
     def check(self, ctx: RunContext) -> None:
         ctx.check_target("SaliencyLogger", self.target)
+        self.check_quality(ctx)
         ctx.check_neuron(self.neuron, self.reshape)
         reasons = self._not_applicable(ctx)
         if self.explicit and reasons:

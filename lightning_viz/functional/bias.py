@@ -406,7 +406,7 @@ def pyramid_sizes(size: tuple[int, int], style_size: int | None) -> list[tuple[i
 def _resized(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    smaller = size[0] < x.shape[-2]
+    smaller = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=smaller)
     return out.clamp(0, 1)
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_viz._checks import check_choice, check_generator, check_images, check_int
+from lightning_viz._checks import check_choice, check_generator, check_images, check_int, fail
 from lightning_viz._guard import make_generator
 
 __all__ = ["CORRUPTIONS", "PARAMETERS", "corrupt", "plasma_fractal"]
@@ -162,15 +162,17 @@ def _gauss1d(sigma: float, radius: int, device: torch.device) -> Tensor:
     return k / k.sum()
 
 
-def _gaussian_filter(x: Tensor, sigma: float, mode: str = "edge", truncate: float = 4.0) -> Tensor:
+def _gaussian_filter(
+    x: Tensor, sigma: float | tuple[float, float], mode: str = "edge", truncate: float = 4.0
+) -> Tensor:
     """``scipy.ndimage.gaussian_filter`` per channel (skimage's ``gaussian``; ``mode`` as
-    :func:`_index`; ``"edge"`` is scipy's ``"nearest"``, ``"symmetric"`` its ``"reflect"``)."""
-    if sigma <= 0:
-        return x
-    radius = int(truncate * sigma + 0.5)
-    k = _gauss1d(sigma, radius, x.device)
-    out = _filter2d(x, k.view(1, -1), mode)
-    return _filter2d(out, k.view(-1, 1), mode)
+    :func:`_index`; ``"edge"`` is scipy's ``"nearest"``, ``"symmetric"`` its ``"reflect"``).
+    ``sigma``: one for both axes, or ``(rows, columns)``."""
+    sy, sx = (sigma, sigma) if isinstance(sigma, int | float) else sigma
+    for s, shape in ((sx, (1, -1)), (sy, (-1, 1))):  # along the rows, then the columns
+        if s > 0:
+            x = _filter2d(x, _gauss1d(s, int(truncate * s + 0.5), x.device).view(shape), mode)
+    return x
 
 
 def _rgb_to_gray(x: Tensor) -> Tensor:
@@ -498,8 +500,8 @@ def _elastic(x: Tensor, table: str, c: object, gen: torch.Generator) -> Tensor:
             warped.append(_sample(img[None], src_r[None], src_c[None], "reflect101")[0])
         x = torch.stack(warped)
         gain, max_d, smooth = alpha, 1.0, sigma
-    else:  # imagecorruptions: sigma 0.01 side, uniform displacement of 0.005 side
-        gain, max_d, smooth = float(c), 0.005 * h, 0.01 * h  # type: ignore[arg-type]
+    else:  # imagecorruptions: sigma 0.01 of each axis' side, displacement 0.005 height
+        gain, max_d, smooth = float(c), 0.005 * h, (0.01 * h, 0.01 * w)  # type: ignore[arg-type]
     u = torch.rand((n, 2, h, w), generator=gen, device=gen.device, dtype=torch.float64)
     u = ((2 * u - 1) * max_d).to(x.device)
     disp = _gaussian_filter(u, smooth, "symmetric", truncate=3.0) * gain
@@ -547,7 +549,8 @@ def corrupt(
     Raises:
         TypeError: ``images`` not a floating-point tensor, ``severity`` not an int,
             ``generator`` not a ``torch.Generator``.
-        ValueError: ``images`` not 4-D, unknown ``name``, ``severity`` outside 1..5.
+        ValueError: ``images`` not 4-D, unknown ``name``, ``severity`` outside 1..5,
+            ``elastic_transform`` of images under 3 px on a side.
 
     Example:
         >>> x = torch.rand(2, 3, 32, 32)
@@ -559,6 +562,8 @@ def corrupt(
     sev = check_int(severity, "severity", minimum=1, maximum=5)
     check_generator(generator)
     gen = generator if generator is not None else make_generator(0, x.device)
+    if name == "elastic_transform" and min(x.shape[-2:]) < 3:  # its 3 anchors would coincide
+        fail("images", "images at least 3 px on each side for elastic_transform", tuple(x.shape))
     table = table_for(*x.shape[-2:])
     c = PARAMETERS[table][name][sev - 1]
     dtype = x.dtype

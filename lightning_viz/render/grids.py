@@ -161,11 +161,14 @@ def _compose(
     means no caption band under that row; every band is as tall as the grid's
     tallest (wrapped) caption. ``row_labels[r]`` is drawn left of row ``r``, wrapped
     to the label column. ``gaps[r]`` is extra space above row ``r``. Text is drawn
-    in bold, with a font proportional to the tile width (:func:`_font_size`).
+    in bold, with a font proportional to the tile width (:func:`_font_size`); with row
+    labels, a row is at least one text line tall (tiles of a very wide, short image
+    would otherwise be shorter than their label).
     """
     th, tw = tile_hw
     font = _font(_font_size(tw))
     line_h = _line_height(font)
+    rh = max(th, line_h) if row_labels is not None else th  # a label's line fits its row
     n_rows = len(cells)
     n_cols = max(len(r) for r in cells)
     caps = cell_captions if cell_captions is not None else [[] for _ in cells]
@@ -175,7 +178,7 @@ def _compose(
     gaps = gaps if gaps is not None else [0] * n_rows
     label_w = _label_width(row_labels, font, tw)
     width = padding + label_w + n_cols * (tw + padding)
-    height = padding + sum(g + th + b + padding for g, b in zip(gaps, band, strict=True))
+    height = padding + sum(g + rh + b + padding for g, b in zip(gaps, band, strict=True))
     fill = int(round(min(max(pad_value, 0.0), 1.0) * 255))
     canvas = np.full((height, width, 3), fill, dtype=np.uint8)
     texts: list[tuple[int, int, str]] = []  # (x, y, text), fitted already
@@ -183,9 +186,9 @@ def _compose(
     for r in range(n_rows):
         y += gaps[r]
         if row_labels is not None:
-            canvas[y : y + th, padding : padding + label_w] = 255
-            label = _wrap(row_labels[r], font, label_w - 2 * _CAPTION_MARGIN, max(1, th // line_h))
-            y_text = y + max((th - len(label) * line_h) // 2, 0)
+            canvas[y : y + rh, padding : padding + label_w] = 255
+            label = _wrap(row_labels[r], font, label_w - 2 * _CAPTION_MARGIN, rh // line_h)
+            y_text = y + max((rh - len(label) * line_h) // 2, 0)
             for i, line in enumerate(label):
                 texts.append((padding + _CAPTION_MARGIN, y_text + i * line_h, line))
         for c, tile in enumerate(cells[r]):
@@ -193,11 +196,11 @@ def _compose(
             if tile is not None:
                 canvas[y : y + th, x : x + tw] = tile
             if band[r]:
-                canvas[y + th : y + th + band[r], x : x + tw] = 255
+                canvas[y + rh : y + rh + band[r], x : x + tw] = 255
                 if c < len(wrapped[r]):
                     for i, line in enumerate(wrapped[r][c]):
-                        texts.append((x + 1, y + th + _CAPTION_MARGIN + i * line_h, line))
-        y += th + band[r] + padding
+                        texts.append((x + 1, y + rh + _CAPTION_MARGIN + i * line_h, line))
+        y += rh + band[r] + padding
     if any(t[2] for t in texts):
         pil = Image.fromarray(canvas)
         draw = ImageDraw.Draw(pil)

@@ -97,6 +97,20 @@ def test_figure_bands_are_wilson_intervals_only_when_every_accuracy_is_counted()
     assert wilson_bands({"a": [counted], "b": [averaged]}) is None
 
 
+def test_elastic_transform_on_images_under_3_px_is_refused_at_setup():
+    from types import SimpleNamespace
+
+    probe = lv.CorruptionProbe()
+    with pytest.raises(
+        ValueError, match="without 'elastic_transform' for images under 3 px a side"
+    ):
+        probe.check(SimpleNamespace(pixels=torch.rand(2, 3, 2, 64)))
+    probe.check(SimpleNamespace(pixels=torch.rand(2, 3, 3, 3)))  # large enough
+    lv.CorruptionProbe(corruptions=("contrast",)).check(
+        SimpleNamespace(pixels=torch.rand(2, 3, 2, 2))
+    )
+
+
 def test_figure_and_grid(run):
     _, _, _, ev, _ = run
     assert "corruption/accuracy" in ev["images"]

@@ -82,6 +82,25 @@ def test_summary_keeps_per_sample_values_and_layout_groups_them(run):
     assert explain and explain <= set(listed)
 
 
+def test_more_curve_steps_than_pixels_is_an_error_before_training(tmp_path):
+    """It failed at the first epoch end, after training, naming the functional's `steps`."""
+    for callback in (
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=2, quality_steps=1025),
+        lv.GradCAMLogger(methods=("gradcam",), num_samples=2, quality_steps=1025),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"`quality_steps` must be at most the pixels of the probe images \(32x32\)",
+        ):
+            trainer, _ = fit(tmp_path / type(callback).__name__, [callback], epochs=1)
+    # with the curves turned off the steps do not matter
+    ok = lv.SaliencyLogger(
+        methods=("vanilla",), num_samples=2, quality=("randomization",), quality_steps=1025
+    )
+    trainer, _ = fit(tmp_path / "off", [ok], epochs=1, limit_train_batches=1)
+    assert trainer.global_step == 1
+
+
 def test_cost_limit_leaves_runs_unscored(tmp_path):
     """Grad-CAM maps are cheap (one backward): scoring costs several times as much, so at
     the default quality_cost=0.5 the first run is scored and the next is not."""

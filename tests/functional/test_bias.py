@@ -374,3 +374,16 @@ def test_per_class_shape_bias_of_no_images():
     out = per_class_shape_bias(torch.zeros(0, 3), empty, empty, 3)
     assert out["images"].tolist() == [0.0, 0.0, 0.0]
     assert torch.isnan(out["shape_bias"]).all()
+
+
+def test_resizing_down_along_the_width_only_is_antialiased():
+    """Antialiasing was on only when the height shrank: a wider style image of the
+    content's height, or a 1-px-tall pyramid level, was resized with aliasing."""
+    from torch.nn import functional as F
+
+    from lightning_viz.functional.bias import _resized
+
+    stripes = (torch.arange(256) % 3 == 0).float().expand(1, 3, 64, 256).contiguous()
+    for size in ((64, 50), (63, 50), (32, 256)):
+        expected = F.interpolate(stripes, size=size, mode="bilinear", antialias=True)
+        assert torch.allclose(_resized(stripes, size), expected.clamp(0, 1), atol=1e-6), size

@@ -127,6 +127,14 @@ def test_plasma_fractal_range():
     assert not torch.equal(f[0], f[1])
 
 
+def test_elastic_transform_of_images_under_3_px_is_a_clear_error():
+    """Its three affine anchors coincide there (a singular matrix: torch's LinAlgError)."""
+    for shape in ((1, 3, 2, 2), (1, 3, 1, 64), (1, 1, 64, 2)):
+        with pytest.raises(ValueError, match="at least 3 px on each side for elastic_transform"):
+            corrupt(torch.rand(*shape), "elastic_transform", 3)
+    assert corrupt(torch.rand(1, 3, 3, 3), "elastic_transform", 3).shape == (1, 3, 3, 3)
+
+
 # ------------------------------------------------------------------------ oracle
 IC = pytest.importorskip("imagecorruptions.corruptions")
 
@@ -231,3 +239,24 @@ def test_stochastic_change_matches_imagecorruptions(package, images128, name):
     assert abs(ours.mean().item() - theirs.mean().item()) < tol, name
     ratio = ours.std().item() / theirs.std().item()
     assert 0.93 < ratio < 1.07, (name, ratio)
+
+
+@pytest.mark.parametrize(("h", "w"), [(128, 384), (384, 128)])
+def test_elastic_transform_of_non_square_images_smooths_each_axis_by_its_side(package, h, w):
+    """imagecorruptions' sigma is 0.01 of each axis' side; one sigma of 0.01 H on both axes
+    made the displacement twice as large (or half) and smooth along the wrong axis."""
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    ramp = np.stack([cols / (w - 1), rows / (h - 1), np.zeros((h, w))], -1)  # pixel -> its x, y
+    x = torch.from_numpy(ramp).permute(2, 0, 1)[None].float()
+    ours = corrupt(x, "elastic_transform", 5, generator=gen(0))[0].permute(1, 2, 0).double()
+    np.random.seed(0)
+    theirs = package.elastic_transform((ramp * 255).astype(np.float32), severity=5) / 255
+
+    def field(out):  # the x displacement inside a margin, its spread and x-smoothness
+        d = (np.asarray(out)[..., 0] * (w - 1) - cols)[8:-8, 8:-8]
+        a, b = d[:, :-3] - d.mean(), d[:, 3:] - d.mean()
+        return d.std(), (a * b).mean() / np.sqrt((a * a).mean() * (b * b).mean())
+
+    (s_ours, c_ours), (s_theirs, c_theirs) = field(ours.numpy()), field(theirs)
+    assert 0.8 < s_ours / s_theirs < 1.25, (s_ours, s_theirs)
+    assert abs(c_ours - c_theirs) < 0.1, (c_ours, c_theirs)

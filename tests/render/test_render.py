@@ -379,17 +379,21 @@ def test_rows_grid_layout_and_captions():
 
 
 def test_rows_grid_row_labels_and_resize():
-    images = torch.rand(2, 3, 8, 8)
-    small = torch.full((2, 1, 4, 4), 0.4)
+    images = torch.rand(2, 3, 16, 16)  # rows at least a label's line tall (see below)
+    small = torch.full((2, 1, 8, 8), 0.4)
     plain = R.rows_grid([images, small], padding=1)
     labeled = R.rows_grid([images, small], padding=1, row_labels=["image", "map"])
     extra = labeled.shape[2] - plain.shape[2]
     assert extra > 0 and labeled.shape[1] == plain.shape[1]
     # label column has dark text, tiles are shifted right by the label width
-    assert int(labeled[:, 1:9, 1 : 1 + extra].min()) < 100
+    assert int(labeled[:, 1:17, 1 : 1 + extra].min()) < 100
     assert torch.equal(labeled[:, :, extra:], plain)
-    # the 4x4 constant row was resized to 8x8
-    assert torch.equal(plain[:, 10:18, 1:9], torch.full((3, 8, 8), 102, dtype=torch.uint8))
+    # the 8x8 constant row was resized to 16x16
+    assert torch.equal(plain[:, 18:34, 1:17], torch.full((3, 16, 16), 102, dtype=torch.uint8))
+    # 8-px rows are shorter than a line: labelled, they grow to one line; the tiles do not
+    short = R.rows_grid([images[:, :, :8], images[:, :, :8]], padding=1, row_labels=["a", "b"])
+    unlabeled = R.rows_grid([images[:, :, :8], images[:, :, :8]], padding=1)
+    assert short.shape[1] > unlabeled.shape[1]
 
 
 def test_rows_grid_validation():
@@ -963,3 +967,21 @@ def test_rows_of_224_px_images_keep_their_samples_in_one_block():
     labels = ["image", "perturbation (amplified)", "adversarial"]
     grid = R.rows_grid(rows, captions=[f"cat / dog {i}" for i in range(6)], row_labels=labels)
     assert grid.shape[2] <= 1000 and grid.shape[1] < 2 * 3 * 128  # one block of 3 rows
+
+
+def test_row_labels_of_very_wide_short_images_stay_in_their_rows():
+    """16x128 images make 8-px tiles, shorter than a label's line: the three labels were
+    drawn over one another. A row is now at least one line tall."""
+    from lightning_viz.render.grids import rows_grid
+
+    rows = [torch.full((2, 3, 16, 128), 0.5) for _ in range(3)]
+    grid = rows_grid(rows, row_labels=["true / pred", "map", "overlay"]).permute(1, 2, 0).numpy()
+    tiles = (grid == 128).all(-1)  # the grey tiles
+    left = int(np.nonzero(tiles.any(0))[0][0])  # first tile column
+    tops = [y for y in range(grid.shape[0]) if tiles[y, left] and not tiles[y - 1, left]]
+    assert len(tops) == 3
+    ink = np.nonzero((grid[:, :left] < 60).all(-1).any(1))[0]  # rows with label text
+    runs = np.split(ink, np.nonzero(np.diff(ink) > 1)[0] + 1)  # one block of lines per label
+    assert len(runs) == 3
+    for r, run in enumerate(runs):  # each label between its tile's top and the next one's
+        assert tops[r] <= run[0] and (r == 2 or run[-1] < tops[r + 1]), (r, run, tops)
