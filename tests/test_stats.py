@@ -42,7 +42,7 @@ def test_wilson_interval_narrows_with_n():
     ("args", "kind", "match"),
     [
         ((3, 2), ValueError, r"`successes` must be an int <= `n` \(2\), got 3"),
-        ((-1, 2), ValueError, "`successes` must be an int >= 0, got -1"),
+        ((-1, 2), ValueError, "`successes` must be an int >= 0 and <= 1e\\+08, got -1"),
         ((1.0, 2), TypeError, "`successes` must be an int"),
         ((1, 2, 1.0), ValueError, r"`confidence` must be a number in \(0, 1\), got 1.0"),
         ((1, 2, 0.0), ValueError, "`confidence` must be a finite number > 0"),
@@ -85,7 +85,7 @@ def test_sign_test_hand_values():
 
 
 def test_sign_test_rejects_bad_counts():
-    with pytest.raises(ValueError, match="`worse` must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match="`worse` must be an int >= 0 and <= 1e\\+08, got -1"):
         S.sign_test(-1, 2)
     with pytest.raises(TypeError, match="`better` must be an int"):
         S.sign_test(1, True)
@@ -233,3 +233,18 @@ def test_rank_test_is_scipys_mann_whitney_without_nans():
     expected = ss.mannwhitneyu([0.1, 0.4, 0.6], [0.5, 0.7, 0.9, 0.8], alternative="less").pvalue
     assert rank_test(ref, cand) == pytest.approx(expected)
     assert rank_test([], cand) == 1.0 and rank_test(ref, [float("nan")]) == 1.0
+
+
+def test_counts_beyond_max_count_are_refused_naming_the_argument():
+    """SciPy overflowed (a NumPy TypeError naming no argument, or a silent NaN) and
+    Fisher's test took time linear in n (about 2 s at 1e9)."""
+    from lightning_viz.monitoring.stats import MAX_COUNT, sign_test, unpaired_test, wilson_interval
+
+    for call, name in (
+        (lambda: wilson_interval(1, 2**64), "`n`"),
+        (lambda: sign_test(MAX_COUNT + 1, 0), "`worse`"),
+        (lambda: unpaired_test(1, 2**63, 1, 2**63), "`n_ref`"),
+    ):
+        with pytest.raises(ValueError, match=f"{name} must be an int >= 0 and <= 1e\\+08"):
+            call()
+    assert 0.4 < unpaired_test(MAX_COUNT // 2, MAX_COUNT, MAX_COUNT // 2, MAX_COUNT) <= 1

@@ -23,7 +23,7 @@ from typing import Any
 from lightning_viz._checks import check_bool, check_float, check_int, fail, python_scalar
 from lightning_viz._io import atomic_write, json_safe
 from lightning_viz.monitoring.rule import ALERT_KINDS, oriented
-from lightning_viz.monitoring.stats import outcome_list, wilson_interval
+from lightning_viz.monitoring.stats import MAX_COUNT, outcome_list, wilson_interval
 
 __all__ = [
     "CONFIDENCE",
@@ -48,8 +48,6 @@ CONFIDENCE = 0.95
 """Confidence level of the Wilson intervals written to the file."""
 VALUE_DECIMALS = 6
 """Decimals a per-sample value keeps (in memory as in ``summary.json``)."""
-MAX_COUNT = 2**53
-"""The most samples a record counts (exact in a float; SciPy's tests overflow near 2**63)."""
 
 
 # ------------------------------------------------------------------- checks
@@ -497,7 +495,8 @@ class RunSummary:
 
     # ----------------------------------------------------------------- files
     def to_dict(self) -> dict[str, Any]:
-        """The file's content as plain JSON types (see the module docstring)."""
+        """The file's content as plain JSON types (its format:
+        :mod:`~lightning_viz.monitoring.summary_file`)."""
         return {
             **self.head(),
             "metrics": {tag: hist.to_dict() for tag, hist in self.metrics.items()},

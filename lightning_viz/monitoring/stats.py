@@ -35,6 +35,7 @@ from lightning_viz._checks import check_float, check_int, check_level, fail, pyt
 
 __all__ = [
     "EXACT_LIMIT",
+    "MAX_COUNT",
     "PairedResult",
     "holm",
     "holm_adjusted",
@@ -48,14 +49,17 @@ __all__ = [
 
 EXACT_LIMIT = 2000
 """Kept for compatibility: the tests are SciPy's now, exact at every sample size."""
+MAX_COUNT = 10**8
+"""The largest count the tests take: SciPy's overflow near 2**63, and Fisher's exact
+test takes time linear in the samples (about 0.2 s at this count)."""
 
 Outcome = int | None
 
 
 # ------------------------------------------------------------------- checks
 def _check_count(value: Any, name: str, n: int | None = None, n_name: str = "n") -> int:
-    """A count: an int ``>= 0`` (and ``<= n`` when given)."""
-    value = check_int(value, name, minimum=0)
+    """A count: an int ``>= 0`` and ``<= MAX_COUNT`` (and ``<= n`` when given)."""
+    value = check_int(value, name, minimum=0, maximum=MAX_COUNT)
     if n is not None and value > n:
         fail(name, f"an int <= `{n_name}` ({n})", value)
     return value
