@@ -378,9 +378,16 @@ def test_a_watched_metric_the_candidate_never_measured_with_a_value_is_named(tmp
     cand.record("bias/shape_bias", 0, 9, outcomes="-" * 30, **kw)  # no decision at all
     result = compare_summaries(base, cand)
     assert result.rows == [] and result.unmeasured == ["bias/shape_bias"]
-    assert "NOT MEASURED by the candidate" in render(result) and result.exit_code == 0
+    assert "NOT MEASURED by the candidate" in render(result)
+    assert result.exit_code == 2  # nothing compared: no pass for a CI gate
     # the command says so too (not "no lightning-viz metric in common")
     code, out, err = compare([base.write(tmp_path / "b"), cand.write(tmp_path / "c")], capsys)
+    assert code == 2 and "NOT MEASURED by the candidate" in out
+    assert "nothing compared: no metric has a value in both runs" in err
+    # beside a metric that was compared, it is named and the verdict is that metric's
+    base.record("robustness/clean_acc", 0, 9, outcomes="1" * 30, **kw)
+    cand.record("robustness/clean_acc", 0, 9, outcomes="1" * 30, **kw)
+    code, out, err = compare([base.write(tmp_path / "b2"), cand.write(tmp_path / "c2")], capsys)
     assert (code, err) == (0, "") and "NOT MEASURED by the candidate" in out
 
 

@@ -132,10 +132,11 @@ def _closed(tree: ast.Module) -> bool:
 
 
 def test_a_docs_example_that_asserts_holds() -> None:
-    ran = 0
+    ran = []
     for where, code in BLOCKS:
         tree = ast.parse(code, filename=where)
         if _closed(tree) and any(isinstance(n, ast.Assert) for n in ast.walk(tree)):
             exec(compile(tree, where, "exec"), {"__name__": "docs_example"})  # noqa: S102
-            ran += 1
-    assert ran >= 1
+            ran.append(where.split(":")[0])
+    # among them the loggers page's and the custom view's (a VizCallback subclass, a fit)
+    assert {"docs/loggers.md", "docs/reference/api-callbacks.md"} <= set(ran), ran

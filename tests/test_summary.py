@@ -379,6 +379,21 @@ def test_per_sample_values_are_kept_as_the_file_keeps_them(tmp_path):
     assert a.pvalue == b.pvalue or (math.isnan(a.pvalue) and math.isnan(b.pvalue))
 
 
+def test_a_value_is_checked_against_its_samples_relative_to_its_size(tmp_path):
+    """A float32 mean of large values (a custom view's) is its values' mean up to float32
+    error: refused with an absolute 1e-6 tolerance; a file of values of 1e12 read back."""
+    import torch
+
+    x = torch.rand(64, generator=torch.Generator().manual_seed(0)) * 100
+    assert make_record(0, 0, float(x.mean()), values=x.tolist()).value == float(x.mean())
+    with pytest.raises(ValueError, match="`value` must be "):
+        make_record(0, 0, float(x.mean()) * 1.001, values=x.tolist())  # another number
+    s = RunSummary()
+    s.record("custom/err", 0, 0, values=[1e12 * (i + 0.123456789) for i in range(50)])
+    back = load_summary(s.write(tmp_path / "run"))["custom/err"].epochs[0]
+    assert back.value == s["custom/err"].epochs[0].value
+
+
 def test_compare_records_lower_is_better_flips_the_outcomes():
     a = make_record(0, 0, outcomes="0000011111", fingerprint="f")  # error rate 0.5
     b = make_record(1, 1, outcomes="1110011111", fingerprint="f")  # error rate 0.8: worse

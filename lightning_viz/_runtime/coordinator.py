@@ -243,17 +243,27 @@ class Coordinator(RunOutput):
     def writes(trainer: Any, callback: Any, tags: set[str]) -> bool:
         """Whether ``callback`` writes one of ``tags``: one it names
         (``VizCallback.known_tags``), or one under its ``tag_prefix`` that no other
-        lightning-viz callback of the trainer names (``bias/saliency_in_mask`` is the
-        ``SaliencyLogger``'s, not ``TextureShapeBias``'s)."""
-        known = callback.known_tags()
+        lightning-viz callback of the trainer names or holds under a longer prefix
+        (``bias/saliency_in_mask`` is the ``SaliencyLogger``'s, not
+        ``TextureShapeBias``'s; ``bias/confidence/mean`` the callback's with
+        ``tag_prefix="bias/confidence"``, also before its first run)."""
         others = [
             cb
             for cb in getattr(trainer, "callbacks", None) or []
             if cb is not callback and hasattr(cb, "known_tags")
         ]
-        theirs = set().union(*(cb.known_tags() for cb in others))
+        known, theirs = callback.known_tags(), set().union(*(cb.known_tags() for cb in others))
         prefix = f"{callback.tag_prefix}/"
-        return any(t in known or (t.startswith(prefix) and t not in theirs) for t in tags)
+        longer = [p for cb in others if len(p := f"{cb.tag_prefix}/") > len(prefix)]
+        return any(
+            t in known
+            or (
+                t.startswith(prefix)
+                and t not in theirs
+                and not any(t.startswith(p) for p in longer)
+            )
+            for t in tags
+        )
 
     def _plan(self, trainer: Any, epoch: int) -> list[str]:
         budgeted = [cb for cb in self.callbacks if cb.max_overhead is not None]

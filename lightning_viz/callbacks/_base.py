@@ -590,7 +590,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             if log is not None:  # what the run wrote before it failed
                 with contextlib.suppress(Exception):
                     log.flush()
-            note = monitors.frozen_note(self, trainer)  # a monitored metric keeps its last value
+            note = monitors.frozen_note(self, trainer)  # what its monitors read from now on
+            monitors.forget_unmeasured(self, trainer, set(log.scalars) if log else set())
             self.turn_off(f"failed at epoch {trainer.current_epoch}{note}", err, details)
 
     def _seconds_tag(self) -> str:

@@ -114,17 +114,18 @@ def _reads_now(monitor: Any, trainer: Any) -> bool:
     return not _lenient(monitor)
 
 
-def forget_unmeasured(callback: Any, trainer: Any) -> None:
+def forget_unmeasured(callback: Any, trainer: Any, fresh: set[str] | None = None) -> None:
     """At an epoch ``callback`` does not run (``every_n_epochs``, a NaN model, after a
     failure), its metrics leave ``trainer.callback_metrics`` unless a monitor reads them
     at this epoch (a strict ``EarlyStopping``, a due ``ModelCheckpoint``): an
     ``EarlyStopping(strict=False)`` then skips the check, as it does for a metric not
     logged, instead of counting the last run's value again as no improvement (its
-    patience would run out twice as fast as the measurements came)."""
-    if callback._last_epoch == trainer.current_epoch:  # noqa: SLF001 - it ran: kept
+    patience would run out twice as fast as the measurements came). ``fresh``: at the
+    epoch its run failed, the tags that run wrote before failing (kept)."""
+    if fresh is None and callback._last_epoch == trainer.current_epoch:  # noqa: SLF001 - ran
         return
     monitors = Coordinator.monitors_of(trainer, callback)
-    for key in {str(m.monitor) for m in monitors}:
+    for key in {str(m.monitor) for m in monitors} - (fresh or set()):
         if not any(_reads_now(m, trainer) for m in monitors if str(m.monitor) == key):
             trainer.callback_metrics.pop(key, None)
 

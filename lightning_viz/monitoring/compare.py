@@ -166,8 +166,9 @@ class CompareResult:
 
     @property
     def exit_code(self) -> int:
-        """``1`` when a watched metric regressed, else ``0``."""
-        return 1 if self.regressions else 0
+        """``1`` when a watched metric regressed, ``2`` when nothing was compared (no
+        row: no metric both runs measured), else ``0``."""
+        return 1 if self.regressions else 0 if self.rows else 2
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (NaN as ``None``): the ``--format json`` output."""

@@ -125,4 +125,6 @@ def _run(args: argparse.Namespace) -> int:
         print(render(result, args.format, wide=getattr(args, "wide", False)), flush=True)
     except BrokenPipeError:  # `| head`: the reader left; the verdict still is the status
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if not result.rows:  # the table names what the candidate did not measure
+        return error("nothing compared: no metric has a value in both runs")
     return result.exit_code

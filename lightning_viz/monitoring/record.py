@@ -244,7 +244,9 @@ def make_record(
         value = derived
     value = _check_value(value, "value")
     if derived is not None and not math.isnan(derived) and not math.isnan(value):
-        if abs(value - derived) > 1e-6:  # the file's value drives the drop, its counts the test
+        # the drop comes from the value, the test from the samples: they must agree, up
+        # to the 6-decimal rounding of the values and a float32 mean's error
+        if abs(value - derived) > 1e-6 + 1e-5 * abs(derived):
             fail("value", f"{derived:.6g}, what the counts or per-sample values give", value)
     if fingerprint is not None and not isinstance(fingerprint, str):
         fail("fingerprint", "a str or None", fingerprint, TypeError)

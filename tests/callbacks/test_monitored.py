@@ -188,6 +188,31 @@ def test_a_tag_under_a_callbacks_prefix_that_another_callback_writes_is_the_othe
     for tag in ("bias/shape_bias", "bias/some_future_metric"):
         trainer.callbacks = [saliency, bias, EarlyStopping(monitor=tag)]
         assert len(Coordinator.monitors_of(trainer, bias)) == 1
+    # a tag under a longer prefix is that callback's, before it has named or written it
+    nested = lv.FilterLogger(tag_prefix="bias/late")
+    trainer.callbacks = [bias, nested, EarlyStopping(monitor="bias/late/conv/change")]
+    assert Coordinator.monitors_of(trainer, bias) == []
+    assert len(Coordinator.monitors_of(trainer, nested)) == 1
+
+
+def test_at_the_epoch_a_run_fails_its_stale_metric_leaves_for_a_lenient_monitor():
+    """The warning says a lenient EarlyStopping skips its checks from then on, but at the
+    failing epoch itself the last run's value stayed and counted as no improvement."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lightning_viz.callbacks._monitors import forget_unmeasured
+
+    callback = SimpleNamespace(_last_epoch=2, known_tags=lambda: {TAG}, tag_prefix="x")
+    for fresh, kept in ((set(), False), ({TAG}, True)):  # what the failed run wrote first
+        trainer = SimpleNamespace(
+            callbacks=[EarlyStopping(monitor=TAG, strict=False)],
+            current_epoch=2,
+            callback_metrics={TAG: torch.tensor(0.4)},
+        )
+        forget_unmeasured(callback, trainer, fresh)
+        assert (TAG in trainer.callback_metrics) == kept
 
 
 def test_a_metric_another_monitor_needs_stays_at_an_unmeasured_epoch():
