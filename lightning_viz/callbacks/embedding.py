@@ -24,6 +24,7 @@ from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.transfer import batch_transfer
 from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.callbacks._embedding_scores import log_scores
 from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import logit_head, resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
@@ -116,8 +117,9 @@ class EmbeddingProjector(VizCallback):
     The features (the input of the last ``nn.Linear`` in module order, or the
     output of ``layer``, flattened to ``(N, D)``) are captured by a forward hook
     **during the normal validation loop**: no extra forward pass. The first
-    ``num_samples`` validation samples are kept, the same ones every epoch (the
-    validation loader is not shuffled). Under DDP every rank gathers the samples of
+    ``num_samples`` validation samples are kept: the same ones every epoch when the
+    validation loader does not shuffle (one that does gives other samples, and
+    another sprite, each epoch). Under DDP every rank gathers the samples of
     all ranks in the order the ``DistributedSampler`` dealt them (sample ``i`` of
     rank ``r`` is global sample ``i * world_size + r``) and global rank 0 writes.
 
@@ -141,7 +143,9 @@ class EmbeddingProjector(VizCallback):
 
     - ``embedding/knn_acc`` (leave-one-out ``k``-NN accuracy of the labels in
       feature space) and ``embedding/silhouette`` (mean silhouette of the labels),
-      computed at the epoch end, also in ``trainer.callback_metrics`` on every rank.
+      computed at the epoch end, also in ``trainer.callback_metrics`` on every rank,
+      on the labelled samples (not a negative ``ignore_index`` such as -100), each
+      counted once (a sampler with replacement repeats samples: said once).
 
     ``<layer>`` is the dotted name of the last ``Linear`` (whose *input* is shown)
     or of ``layer``. Predictions come from the ``LightningModule``'s output (mapped
@@ -535,24 +539,7 @@ class EmbeddingProjector(VizCallback):
             )
             return
         labels, predicted = data["labels"], data["predicted"]
-        n = feats.shape[0]
-        if labels is not None and labels.dim() == 2:
-            self.warn_once(
-                "multilabel",
-                "k-NN accuracy and silhouette need one class per sample; with multi-label data "
-                "only the projector and the figure (colored by prediction) are written",
-            )
-        elif labels is not None and (classes := labels.unique().numel()) in (1, n):
-            one = classes == 1  # one class, or one sample a class: nothing to compare
-            why = f"all have label {int(labels[0])}" if one else "each have a class of their own"
-            self.warn_once(
-                "one class" if one else "singletons",
-                f"the {n} embedded validation samples {why}: k-NN accuracy and silhouette "
-                "compare classes of several samples, so they are not written while that lasts",
-            )
-        elif labels is not None:
-            ctx.log.scalar(self.tag("knn_acc"), E.knn_accuracy(feats, labels, k=min(self.k, n - 1)))
-            ctx.log.scalar(self.tag("silhouette"), E.silhouette(feats, labels))
+        log_scores(self, ctx, feats, labels)
         if not ctx.log.writes:
             return
         name = self._layer_name or "features"
