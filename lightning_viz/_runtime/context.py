@@ -23,7 +23,14 @@ from lightning_viz.functional.tokens import Reshape, grid_reader
 if TYPE_CHECKING:
     from lightning_viz.callbacks._base import VizCallback
 
-__all__ = ["CAPTION_LABEL", "CAPTION_NAME", "NotApplicableError", "RunContext", "caption_name"]
+__all__ = [
+    "CAPTION_LABEL",
+    "CAPTION_NAME",
+    "NotApplicableError",
+    "RunContext",
+    "caption_name",
+    "caption_names",
+]
 
 CAPTION_LABEL = "true / pred"  # the label of the image row whose captions are ctx.captions()
 CAPTION_NAME = 18  # characters of a class name in a caption
@@ -34,6 +41,21 @@ def caption_name(name: str) -> str:
     that ``"true / pred"`` captions show both classes in a tile: a long true class
     wrapped over the caption's lines and clipped the prediction away."""
     return name if len(name) <= CAPTION_NAME else name[: CAPTION_NAME - 2].rstrip(" ,;:-") + ".."
+
+
+def caption_names(names: Sequence[str]) -> list[str]:
+    """Each name cut as :func:`caption_name`; names whose cuts would read the same
+    (``"Common long prefix alpha"``, ``"...beta"``) keep their start and their end
+    instead (``"Common l..ix alpha"``), so the classes stay apart."""
+    cut = [caption_name(n) for n in names]
+    seen: dict[str, set[str]] = {}
+    for name, short in zip(names, cut, strict=True):
+        seen.setdefault(short, set()).add(name)
+    half = (CAPTION_NAME - 2) // 2
+    return [
+        f"{name[:half]}..{name[-half:]}" if len(seen[short]) > 1 else short
+        for name, short in zip(names, cut, strict=True)
+    ]
 
 
 _FALLBACK_BATCH = 32  # max_batch_size when no train dataloader tells the batch size

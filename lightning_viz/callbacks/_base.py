@@ -45,7 +45,7 @@ from lightning_viz._runtime.context import (
     CAPTION_LABEL,
     NotApplicableError,
     RunContext,
-    caption_name,
+    caption_names,
 )
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import PeerFailedError, agree, on_every_rank, tell_peers
@@ -239,9 +239,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return f"{self.tag_prefix}/{family}/{name}"
 
     def class_name(self, index: int) -> str:
-        """The caption for a class index (a long name cut, see ``caption_name``)."""
+        """The caption for a class index (a long name cut, see ``caption_names``)."""
         if self.class_names is not None and 0 <= index < len(self.class_names):
-            return caption_name(self.class_names[index])  # "true / pred" both fit a tile
+            return caption_names(self.class_names)[index]  # "true / pred" both fit a tile
         return str(index)
 
     def label_name(self, label: Tensor) -> str:

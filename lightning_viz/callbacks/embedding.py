@@ -16,7 +16,7 @@ from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, is_compiled, preserve_state, unwrap_model
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.combined import first_part
-from lightning_viz._runtime.context import caption_name
+from lightning_viz._runtime.context import caption_names
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.probe import first_batch, has_loader, split_batch, stage_loader
 from lightning_viz._runtime.projector import metadata_rows, sprite_images, sprite_thumb_size
@@ -51,7 +51,7 @@ def _projection_figure(
         points = E.tsne(features, seed=seed)
     else:
         points = E.pca(features, dim=2)
-    names = None if class_names is None else [caption_name(n) for n in class_names]  # legend
+    names = None if class_names is None else caption_names(class_names)  # legend
     return render.scatter_figure(points, labels, class_names=names, title=title)
 
 

@@ -178,6 +178,12 @@ def bar_figure(
 _LEGEND_CLASSES = 20  # more classes: no legend (it would cover the figure)
 
 
+def _legend_label(name: str) -> str:
+    """``name`` as matplotlib's legend shows it: a label that is empty or starts with
+    ``_`` (``"_background"``) is left out of the legend, so it gets a leading space."""
+    return f" {name}" if not name or name.startswith("_") else name
+
+
 def scatter_figure(
     points: Tensor,
     labels: Tensor,
@@ -222,7 +228,7 @@ def scatter_figure(
         sel = lab == c
         name = class_names[c] if class_names is not None else str(c)
         color = cmap(j / (len(classes) - 1)) if many else cmap(j % cmap.N)
-        ax.scatter(pts[sel, 0], pts[sel, 1], s=8, color=color, label=name)
+        ax.scatter(pts[sel, 0], pts[sel, 1], s=8, color=color, label=_legend_label(name))
     ax.set_title(f"{title} ({len(classes)} classes, colors only)" if many else title)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -232,6 +232,9 @@ def test_long_class_names_are_cut_in_captions_so_both_classes_show():
     assert len(cb.class_name(1)) == CAPTION_NAME
     assert cb.class_name(2) == "cat" and cb.class_name(7) == "7"
     assert cb.label_name(torch.tensor([1.0, 0.0, 1.0])) == "n01440764 tench..+cat"
+    # names whose cuts would read the same keep their start and end (were both "Common l..")
+    alike = lv.SaliencyLogger(class_names=["Common long prefix alpha", "Common long prefix beta"])
+    assert [alike.class_name(i) for i in (0, 1)] == ["Common l..ix alpha", "Common l..fix beta"]
 
 
 def test_filter_image_of_a_conv_with_many_inputs_shows_eight_filters_and_says_so():

@@ -799,6 +799,10 @@ def test_scatter_figure():
     assert ax.get_title() == "tsne"
     fig2 = R.scatter_figure(pts, labels)
     assert [t.get_text() for t in fig2.axes[0].get_legend().get_texts()] == ["0", "1", "2"]
+    # matplotlib leaves out labels that are empty or start with "_": every class is named
+    fig3 = R.scatter_figure(pts, labels, class_names=["_background", "", "c"])
+    texts = [t.get_text().strip() for t in fig3.axes[0].get_legend().get_texts()]
+    assert texts == ["_background", "", "c"]
 
 
 def test_figure_to_image():
