@@ -413,6 +413,17 @@ class Scan:
     labels: list[Tensor | None]
     masks: list[Tensor | None]
     keep: int
+    cut: bool = False  # it stopped at its limit: the data has more samples
+
+    def sorted_by_class(self) -> bool:
+        """Whether a cut scan read labels of several classes in ascending order (data
+        ordered by class, such as an ``ImageFolder``): its later classes were not read."""
+        if not self.cut or any(lab is None or lab.dim() for lab in self.labels):
+            return False
+        classes = [class_of(lab) for lab in self.labels]  # type: ignore[arg-type]
+        return classes[0] != classes[-1] and all(
+            a <= b for a, b in zip(classes, classes[1:], strict=False)
+        )
 
     def probe(self, num_samples: int, indices: list[int] | None = None) -> Probe:
         """The class-balanced pick of ``num_samples`` (or exactly ``indices``).
@@ -477,7 +488,16 @@ def scan(
         limit = max(indices) + 1 if indices else 0
     images, labels, masks = _scan(source, batch_to_xy, limit, num_samples, indices, transfer)
     release_heap()  # the decoded batches the scan let go
-    return Scan(images, labels, masks, num_samples)
+    cut = indices is None and len(images) >= limit and _has_more(source, limit)
+    return Scan(images, labels, masks, num_samples, cut)
+
+
+def _has_more(source: Any, read: int) -> bool:
+    """Whether ``source`` holds more than ``read`` samples (unknown length: assumed)."""
+    try:
+        return len(getattr(source, "dataset", source)) > read
+    except TypeError:
+        return True
 
 
 def load_probe(

@@ -29,6 +29,7 @@ from lightning_viz._runtime.normalization import (
 )
 from lightning_viz._runtime.probe import (
     Probe,
+    class_of,
     first_batch,
     is_tensor_tuple,
     load_probe,
@@ -269,6 +270,16 @@ class ProbeSetup:
         shared = Coordinator.of(trainer).shared_scan(
             key, need, lambda: scan(source, need, self.batch_to_xy, transfer=transfer)
         )
+        if shared.sorted_by_class():
+            Coordinator.of(trainer).warn_once(
+                f"sorted {self._probe_from}",
+                f"lightning-viz: the probe images are picked from the first "
+                f"{len(shared.labels)} samples of the {self._probe_from} data, which is "
+                f"ordered by class: they hold classes {class_of(shared.labels[0])} to "
+                f"{class_of(shared.labels[-1])} only, so the probe leaves the later classes "
+                "out. Pass `probe=` a class-balanced set (e.g. a Subset of the data at "
+                "spread positions)",
+            )
         try:
             return shared.probe(self.num_samples, indices)
         except LookupError:  # positions saved by a run that picked differently

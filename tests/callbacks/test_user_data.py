@@ -255,3 +255,46 @@ def test_a_bf16_probe_is_measured_as_its_float32_values(tmp_path):
         results.append((metrics, summary.fingerprint, summary.outcomes))
     assert results[0] == results[1]
     assert 0 < len(results[0][0])
+
+
+class ClassSorted(pl.LightningDataModule):
+    """3,000 validation images ordered by class (an ImageFolder): 30 of each of 100."""
+
+    def __init__(self, shuffled: bool) -> None:
+        super().__init__()
+        labels = torch.arange(3000) // 30
+        if shuffled:
+            labels = labels[torch.randperm(3000, generator=torch.Generator().manual_seed(0))]
+        self.val = TensorDataset(torch.rand(3000, 3, 16, 16), labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(*(t[:32] for t in self.val.tensors)), batch_size=16)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=500)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_class_sorted_validation_set_past_the_scan_limit_is_said(tmp_path, shuffled):
+    """The scan reads the first 2,048 samples: of a class-ordered set, classes 0 to 68
+    only, so the "class-balanced" probe left 31 classes out without a word."""
+    import warnings
+
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(
+            tmp_path,
+            [probe],
+            epochs=1,
+            model=LitClassifier(num_classes=100),
+            datamodule=ClassSorted(shuffled),
+            limit_train_batches=1,
+            limit_val_batches=1,
+        )
+    said = [str(w.message) for w in caught if "ordered by class" in str(w.message)]
+    if shuffled:
+        assert said == []
+    else:
+        assert len(said) == 1 and "first 2048 samples" in said[0]
+        assert "classes 0 to 68 only" in said[0]
