@@ -262,6 +262,25 @@ def test_an_error_of_ours_exits_2_not_1(tmp_path, capsys, monkeypatch):
     assert code == 2 and "ZeroDivisionError: injected" in err and "nothing compared" in err
 
 
+def test_a_watched_drop_no_test_can_pair_fails_closed(tmp_path, capsys):
+    """A corruption accuracy of an older version (one outcome per image and corruption)
+    against this version's per-image values: no test pairs them, and compare said "no
+    watched metric regressed" (exit 0) while every accuracy fell to 0."""
+    kw = {"fingerprint": "f", "watched": True, "tolerance": 0.02}
+    base, cand, same = RunSummary(), RunSummary(), RunSummary()
+    base.record("corruption/mean_acc", 0, 9, outcomes=[1, 1, 0] * 32, **kw)  # 16 x 6
+    cand.record("corruption/mean_acc", 0, 9, values=[0.0] * 16, **kw)
+    same.record("corruption/mean_acc", 0, 9, values=[2 / 3] * 16, **kw)
+    result = compare_summaries(base, cand)
+    assert result.rows[0].test == "none (forms differ)"
+    assert result.untested == ["corruption/mean_acc"]
+    assert result.exit_code == 2 and "UNTESTED drop larger than its tolerance" in render(result)
+    code, out, err = compare([base.write(tmp_path / "b"), cand.write(tmp_path / "c")], capsys)
+    assert code == 2 and "could not be tested: corruption/mean_acc" in err
+    # no drop beyond the tolerance: nothing to say, exit 0
+    assert compare_summaries(base, same).exit_code == 0
+
+
 def test_tolerance_and_alpha_options(tmp_path, capsys):
     shape, texture = example_pair(tmp_path)
     assert compare([shape, texture, "--tolerance", "0.6"], capsys)[0] == 0  # drops are < 0.6

@@ -9,6 +9,7 @@ from typing import Any
 from lightning_viz._checks import check_float
 from lightning_viz.monitoring.record import EpochRecord, SummaryError
 from lightning_viz.monitoring.regression import Alert, RegressionMonitor, format_alerts
+from lightning_viz.monitoring.rule import same_form
 
 __all__ = ["WatchesRegressions"]
 
@@ -59,6 +60,21 @@ class WatchesRegressions:
                 f"the `baseline` run holds none of the metrics it watches ({', '.join(records)}"
                 f"); its metrics are {', '.join(sorted(base)[:6]) or 'none'}: nothing is "
                 "compared with it (the same eps, corruptions and tag_prefix are needed)",
+            )
+        older = sorted(  # records of the baseline in a form no test pairs with this run's
+            t
+            for t, r in records.items()
+            if base is not None
+            and t in base
+            and base[t].epochs
+            and not same_form(next(iter(base[t].epochs.values())), r)
+        )
+        if older:
+            self.warn_once(  # type: ignore[attr-defined]
+                "baseline form",
+                f"the `baseline` run keeps {', '.join(older)} in an older form (one outcome "
+                "per decision; this version keeps one value per image), which no test pairs "
+                "with this run's: they are not compared. Re-run the baseline with this version",
             )
         alerts = self._monitor.update(ctx.log.epoch, ctx.log.step, records)
         drop = self._monitor.regression_value()

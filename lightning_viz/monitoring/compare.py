@@ -35,7 +35,7 @@ from typing import Any
 from lightning_viz._checks import check_float, check_level, fail
 from lightning_viz._io import json_safe
 from lightning_viz.monitoring.record import EpochRecord, MetricHistory, RunSummary
-from lightning_viz.monitoring.rule import chosen_from, compare_records, regressed
+from lightning_viz.monitoring.rule import chosen_from, compare_records, exceeds, regressed
 from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.tables import format_p, markdown_table, text_table
 
@@ -165,10 +165,24 @@ class CompareResult:
         return sorted({r.metric for r in self.rows if r.regressed})
 
     @property
+    def untested(self) -> list[str]:
+        """Watched metrics that dropped by more than their tolerance in a row with no
+        test (records of two forms: an older version's per-decision outcomes against
+        per-image values): whether they regressed cannot be said."""
+        return sorted(
+            {
+                r.metric
+                for r in self.rows
+                if r.watched and math.isnan(r.pvalue) and exceeds(r.drop, r.tolerance)
+            }
+        )
+
+    @property
     def exit_code(self) -> int:
         """``1`` when a watched metric regressed, ``2`` when nothing was compared (no
-        row: no metric both runs measured), else ``0``."""
-        return 1 if self.regressions else 0 if self.rows else 2
+        row: no metric both runs measured) or a watched drop could not be tested
+        (:attr:`untested`), else ``0``."""
+        return 1 if self.regressions else 2 if self.untested or not self.rows else 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (NaN as ``None``): the ``--format json`` output."""
@@ -188,6 +202,7 @@ class CompareResult:
                 "only_in_baseline": self.only_in_baseline,
                 "only_in_candidate": self.only_in_candidate,
                 "unmeasured": self.unmeasured,
+                "untested": self.untested,
             }
         )
 
@@ -373,6 +388,11 @@ def _verdict(result: CompareResult) -> str:
         )
     else:
         verdict = f"no watched metric regressed ({len(watched)} watched)"
+    if result.untested:
+        verdict += (
+            f"; UNTESTED drop larger than its tolerance: {', '.join(result.untested)} (records "
+            "of two forms, e.g. a baseline from an older lightning-viz: re-run it)"
+        )
     if result.unmeasured:
         n = len(result.unmeasured)
         verdict += (

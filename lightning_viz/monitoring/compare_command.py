@@ -127,4 +127,6 @@ def _run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if not result.rows:  # the table names what the candidate did not measure
         return error("nothing compared: no metric has a value in both runs")
+    if result.exit_code == 2:  # the verdict names them
+        return error(f"watched drops that could not be tested: {', '.join(result.untested)}")
     return result.exit_code

@@ -413,14 +413,16 @@ class RegressionMonitor:
                 rule.chosen_from(self._compare(t, self._refs[t], r, True), self._runs.get(t, 1)),
             )
             for t, r in recs.items()
-            if t in self._refs
+            if t in self._refs and rule.same_form(self._refs[t], r)
         ]
         self._drops = {c.tag: max(0.0, c.result.drop) for c in best}
         alerts = self._judge("best", best, recs, epoch, step)
         for t, r in recs.items():  # a new best becomes the reference
             self._runs[t] = self._runs.get(t, 0) + 1
             ref = self._refs.get(t)
-            if ref is None or self._better(t, r.value, ref.value):
+            if ref is not None and not rule.same_form(ref, r):  # an older version's best
+                self._refs[t], self._runs[t] = r, 1  # cannot be tested: it starts again
+            elif ref is None or self._better(t, r.value, ref.value):
                 self._refs[t] = r
         if self.baseline is not None:
             alerts += self._judge(
@@ -545,3 +547,7 @@ class RegressionMonitor:
         }
         self._drops = {str(t): float(v) for t, v in (state.get("drops") or {}).items()}
         self._runs = {str(t): int(v) for t, v in (state.get("runs") or {}).items()}
+        if "runs" not in state:  # an older version's state has no count: each best was
+            self._runs = {  # chosen from about the epochs after warmup up to its own
+                t: max(1, r.epoch + 1 - self.warmup) for t, r in self._refs.items()
+            }

@@ -26,6 +26,7 @@ __all__ = [
     "exceeds",
     "oriented",
     "regressed",
+    "same_form",
 ]
 
 ALERT_KINDS = ("best", "baseline")
@@ -63,7 +64,8 @@ class RecordComparison:
             (Fisher's exact test on the two proportions), ``"ranks"`` (Mann-Whitney U
             test on per-sample values of different probes) or ``"none"`` (no counts).
         reason: Why the test is not paired (``"probes differ"``, ``"probes unknown"``,
-            ``"no per-sample outcomes"``, ``"no counts"``), else ``None``.
+            ``"no per-sample outcomes"``, ``"no counts"``, ``"forms differ"``: per-image
+            values against per-decision outcomes), else ``None``.
         pvalue: One-sided p-value (not corrected for multiple tests); NaN when
             ``test == "none"``.
         drop: How much worse the candidate is (reference − candidate for a metric
@@ -104,6 +106,13 @@ def chosen_from(result: RecordComparison, runs: int) -> RecordComparison:
     if math.isnan(result.pvalue) or runs <= 1:
         return result
     return replace(result, pvalue=min(1.0, result.pvalue * runs))
+
+
+def same_form(a: EpochRecord, b: EpochRecord) -> bool:
+    """Whether two records can be tested against each other: both per-sample values,
+    or neither (a multilabel or corruption accuracy written before the per-image form
+    kept one outcome per decision: no valid test pairs it with per-image values)."""
+    return (a.values is None) == (b.values is None)
 
 
 def _flip(outcomes: list[int | None]) -> list[int | None]:
@@ -160,6 +169,8 @@ def compare_records(
         sign = 1.0 if higher_is_better else -1.0  # the test is that the candidate is lower
         p = rank_test([sign * v for v in reference.values], [sign * v for v in candidate.values])
         return RecordComparison("ranks", "probes differ", p, drop, len(candidate.values))
+    if not same_form(reference, candidate):  # per-decision outcomes, per-image values
+        return RecordComparison("none", "forms differ", math.nan, drop)
     ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
     if ref_out is None or cand_out is None:
         reason = "no per-sample outcomes"

@@ -483,3 +483,50 @@ def test_monitor_rejects_bad_arguments(kwargs, kind, match):
 def test_update_rejects_bad_measurements(metrics, kind, match):
     with pytest.raises(kind, match=match):
         RegressionMonitor(0.05).update(0, 0, metrics)
+
+
+def test_a_best_of_an_older_form_starts_again_and_later_drops_alert():
+    """Resumed from an older version's checkpoint, the best was a per-decision record no
+    test pairs with per-image values: every comparison was untested, so nothing alerted
+    until the model beat the old best."""
+    from lightning_viz.monitoring.record import make_record
+
+    tag = "corruption/mean_acc"
+    old = RegressionMonitor(tolerance=0.02, patience=1)
+    old.load_state_dict(
+        {
+            "references": {
+                tag: make_record(7, 70, outcomes=[1, 1, 0] * 32, fingerprint="f").to_dict()
+            }
+        }
+    )
+    assert old.state_dict()["runs"] == {tag: 8}  # an older state has no count: estimated
+    first = make_record(8, 80, values=[2 / 3] * 16, fingerprint="f")
+    assert old.update(8, 80, {tag: first}) == []  # untestable: it becomes the best
+    assert old.references[tag] == first
+    fallen = make_record(9, 90, values=[0.0] * 16, fingerprint="f")
+    (alert,) = old.update(9, 90, {tag: fallen})
+    assert alert.metric == tag and alert.kind == "best" and alert.worse == 16
+
+
+def test_a_baseline_of_an_older_form_is_said_once(tmp_path):
+    """`baseline=` an older version's run: its per-decision records are never compared
+    with this run's per-image values, so no baseline alert could come; it is said."""
+    import warnings
+    from types import SimpleNamespace
+
+    import lightning_viz as lv
+    from lightning_viz.monitoring.record import make_record
+
+    tag = "corruption/mean_acc"
+    old = RunSummary()
+    old.record(tag, 0, 9, outcomes=[1, 1, 0] * 32, fingerprint="f", watched=True, tolerance=0.02)
+    probe = lv.CorruptionProbe(baseline=old.write(tmp_path / "old"))
+    log = SimpleNamespace(epoch=0, step=9, scalar=lambda *a, **k: None)
+    ctx = SimpleNamespace(log=log, coordinator=SimpleNamespace(summary=None), trainer=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            probe.alert(ctx, {tag: make_record(0, 9, values=[0.0] * 16, fingerprint="f")})
+    said = [str(w.message) for w in caught if "older form" in str(w.message)]
+    assert len(said) == 1 and f"keeps {tag} in an older form" in said[0]
