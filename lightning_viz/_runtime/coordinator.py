@@ -27,8 +27,8 @@ from torch.nn.parameter import is_lazy
 from lightning_viz._guard import mark_background_thread
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
+from lightning_viz._runtime.loaders import stage_loader
 from lightning_viz._runtime.memory import release_heap
-from lightning_viz._runtime.probe import stage_loader
 from lightning_viz._runtime.run_output import RunOutput
 from lightning_viz._runtime.schedule import log_step
 from lightning_viz._runtime.writers import (

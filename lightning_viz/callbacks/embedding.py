@@ -18,7 +18,8 @@ from lightning_viz._hooks import record_io
 from lightning_viz._runtime.combined import first_part
 from lightning_viz._runtime.context import caption_names
 from lightning_viz._runtime.distributed import gather_objects, interleave
-from lightning_viz._runtime.probe import first_batch, has_loader, split_batch, stage_loader
+from lightning_viz._runtime.loaders import has_loader, stage_loader
+from lightning_viz._runtime.probe import first_batch, split_batch
 from lightning_viz._runtime.projector import metadata_rows, sprite_images, sprite_thumb_size
 from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.transfer import batch_transfer

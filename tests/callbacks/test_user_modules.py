@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import lightning_viz as lv
+from lightning_viz._runtime.loaders import _first_loader
 from lightning_viz._runtime.normalization import affine_normalization, compose
-from lightning_viz._runtime.probe import _first_loader
 from lightning_viz.data import LitClassifier, SmallCNN
 from tests.conftest import (
     all_callbacks,

@@ -1,0 +1,82 @@
+"""Where the fit's dataloaders are: found through the datamodule or Lightning's loops,
+without building what the fit would not build."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["has_loader", "loader_batch_size", "stage_loader"]
+
+
+def _defines(obj: Any, name: str) -> bool:
+    """True when ``obj``'s class implements ``name`` itself (not Lightning's default)."""
+    fn = getattr(type(obj), name, None)
+    qualname = getattr(fn, "__qualname__", "")
+    return fn is not None and not qualname.startswith(("DataHooks.", "LightningDataModule."))
+
+
+def _loop_source(trainer: Any, stage: str) -> Any:
+    """Lightning's source of the fit's ``stage`` dataloaders (``None`` when it has none)."""
+    loop = trainer.fit_loop.epoch_loop.val_loop if stage == "val" else trainer.fit_loop
+    return getattr(loop, "_data_source", None)
+
+
+def has_loader(trainer: Any, stage: str) -> bool:
+    """Whether the fit has a ``"val"`` or ``"train"`` dataloader, without building it
+    (``True`` when this Lightning does not say)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
+        return True
+    source = _loop_source(trainer, stage)
+    return source is None or bool(source.is_defined())
+
+
+def _first_loader(loaders: Any) -> Any:
+    """The first dataloader of what a ``*_dataloader`` hook returned.
+
+    Lightning takes one loader, a list or tuple of them, a dict of them (in its
+    order: dataloader index 0 is the first value) or a ``CombinedLoader`` of any of
+    these; nested collections are followed to their first leaf.
+    """
+    while loaders is not None:
+        flattened = getattr(loaders, "flattened", None)  # Lightning's CombinedLoader
+        if isinstance(flattened, list) and not isinstance(loaders, list | tuple | Mapping):
+            loaders = flattened
+        elif isinstance(loaders, Mapping):
+            loaders = next(iter(loaders.values()), None)
+        elif isinstance(loaders, list | tuple):
+            loaders = loaders[0] if loaders else None
+        else:
+            return loaders
+    return None
+
+
+def stage_loader(trainer: Any, stage: str) -> Any:
+    """The first ``"val"`` or ``"train"`` dataloader of the fit (``None`` when none).
+
+    "First" is dataloader index 0: the first of a list, the first value of a dict,
+    the first loader of a ``CombinedLoader``.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
+        loader = _first_loader(getattr(datamodule, f"{stage}_dataloader")())
+        if loader is not None:
+            return loader
+    source = _loop_source(trainer, stage)
+    if source is not None and source.is_defined():
+        try:
+            loaders = source.dataloader()
+        except (NotImplementedError, AttributeError, TypeError):
+            return None
+        return _first_loader(loaders)
+    return None
+
+
+def loader_batch_size(loader: Any) -> int | None:
+    """The batch size of a ``DataLoader`` (or of its batch sampler), else ``None``."""
+    for owner in (loader, getattr(loader, "batch_sampler", None)):
+        size = getattr(owner, "batch_size", None)
+        if isinstance(size, int) and size > 0:
+            return size
+    return None
