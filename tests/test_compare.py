@@ -279,6 +279,14 @@ def test_a_watched_drop_no_test_can_pair_fails_closed(tmp_path, capsys):
     assert code == 2 and "could not be tested: corruption/mean_acc" in err
     # no drop beyond the tolerance: nothing to say, exit 0
     assert compare_summaries(base, same).exit_code == 0
+    # a watched metric with a value only (no counts, no per-sample data) has no test
+    # either, as before: not UNTESTED, and it does not decide the exit status
+    plain_base, plain_cand = RunSummary(), RunSummary()
+    plain_base.record("custom/score", 0, 9, 0.9, watched=True, tolerance=0.01)
+    plain_cand.record("custom/score", 0, 9, 0.1, watched=True, tolerance=0.01)
+    plain = compare_summaries(plain_base, plain_cand)
+    assert plain.rows[0].test == "none (no counts)" and plain.untested == []
+    assert plain.exit_code == 0
 
 
 def test_tolerance_and_alpha_options(tmp_path, capsys):

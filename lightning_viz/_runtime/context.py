@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -46,16 +47,28 @@ def caption_name(name: str) -> str:
 def caption_names(names: Sequence[str]) -> list[str]:
     """Each name cut as :func:`caption_name`; names whose cuts would read the same
     (``"Common long prefix alpha"``, ``"...beta"``) keep their start and their end
-    instead (``"Common l..ix alpha"``), so the classes stay apart."""
-    cut = [caption_name(n) for n in names]
-    seen: dict[str, set[str]] = {}
-    for name, short in zip(names, cut, strict=True):
-        seen.setdefault(short, set()).add(name)
+    instead (``"Common l..ix alpha"``), and names that differ in the middle only end in
+    their class index (``"Common long .. #12"``), so the classes stay apart."""
+    return list(_caption_names(tuple(names)))
+
+
+@functools.lru_cache(maxsize=8)
+def _caption_names(names: tuple[str, ...]) -> tuple[str, ...]:
     half = (CAPTION_NAME - 2) // 2
-    return [
-        f"{name[:half]}..{name[-half:]}" if len(seen[short]) > 1 else short
-        for name, short in zip(names, cut, strict=True)
-    ]
+    cut = [caption_name(n) for n in names]
+    ways = (
+        lambda i, n: f"{n[:half]}..{n[-half:]}",
+        lambda i, n: f"{n[: CAPTION_NAME - 4 - len(str(i))]}.. #{i}",
+    )
+    for way in ways:
+        readers: dict[str, set[str]] = {}  # a cut -> the different names that read so
+        for n, c in zip(names, cut, strict=True):
+            readers.setdefault(c, set()).add(n)
+        cut = [
+            way(i, n) if len(readers[c]) > 1 and len(n) > CAPTION_NAME else c
+            for i, (n, c) in enumerate(zip(names, cut, strict=True))
+        ]
+    return tuple(cut)
 
 
 _FALLBACK_BATCH = 32  # max_batch_size when no train dataloader tells the batch size

@@ -416,15 +416,15 @@ class Scan:
     keep: int
     cut: bool = False  # it stopped at its limit: the data has more samples
 
-    def sorted_by_class(self) -> bool:
-        """Whether a cut scan read labels of several classes in ascending order (data
-        ordered by class, such as an ``ImageFolder``): its later classes were not read."""
-        if not self.cut or any(lab is None or lab.dim() for lab in self.labels):
-            return False
+    def sorted_by_class(self) -> tuple[int, int] | None:
+        """``(first, last)`` class when a cut scan read class labels in ascending order
+        (data ordered by class, such as an ``ImageFolder``: classes after ``last`` may
+        not have been read), else ``None``."""
+        if not self.cut or not self.labels or any(lab is None or lab.dim() for lab in self.labels):
+            return None
         classes = [class_of(lab) for lab in self.labels]  # type: ignore[arg-type]
-        return classes[0] != classes[-1] and all(
-            a <= b for a, b in zip(classes, classes[1:], strict=False)
-        )
+        ordered = all(a <= b for a, b in zip(classes, classes[1:], strict=False))
+        return (classes[0], classes[-1]) if ordered else None
 
     def probe(self, num_samples: int, indices: list[int] | None = None) -> Probe:
         """The class-balanced pick of ``num_samples`` (or exactly ``indices``).

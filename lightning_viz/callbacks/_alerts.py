@@ -61,13 +61,13 @@ class WatchesRegressions:
                 f"); its metrics are {', '.join(sorted(base)[:6]) or 'none'}: nothing is "
                 "compared with it (the same eps, corruptions and tag_prefix are needed)",
             )
-        older = sorted(  # records of the baseline in a form no test pairs with this run's
+        older = sorted(  # metrics whose every baseline record has a form no test pairs
             t
             for t, r in records.items()
             if base is not None
             and t in base
             and base[t].epochs
-            and not same_form(next(iter(base[t].epochs.values())), r)
+            and not any(same_form(b, r) for b in base[t].epochs.values())
         )
         if older:
             self.warn_once(  # type: ignore[attr-defined]

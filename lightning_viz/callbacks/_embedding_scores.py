@@ -1,9 +1,9 @@
 """``EmbeddingProjector``'s scores: k-NN accuracy and silhouette of the labelled classes.
 
 They are computed on the samples with a class (a negative ``ignore_index`` label such as
--100 is no class, as for the probe) that the validation loop showed once: a sampler with
-replacement repeats samples, and a repeated sample is its own nearest neighbour, so
-leave-one-out k-NN accuracy read 0.35 where 0.09 was right.
+-100 is no class, as for the probe), each once when the validation sampler draws with
+replacement: a repeated sample is its own nearest neighbour, so leave-one-out k-NN
+accuracy read 0.35 where 0.09 was right.
 """
 
 from __future__ import annotations
@@ -27,6 +27,16 @@ def _first_of_each(feats: Tensor) -> Tensor:
     return first.sort().values
 
 
+def _draws_with_replacement(trainer: Any) -> bool:
+    """Whether the first validation loader's sampler draws with replacement (a
+    ``WeightedRandomSampler``, a ``RandomSampler(replacement=True)``): only then are equal
+    feature rows repeats of a sample, not distinct samples a collapsed model maps alike."""
+    loaders = getattr(trainer, "val_dataloaders", None)
+    if isinstance(loaders, list | tuple):
+        loaders = loaders[0] if loaders else None
+    return bool(getattr(getattr(loaders, "sampler", None), "replacement", False))
+
+
 def log_scores(callback: Any, ctx: Any, feats: Tensor, labels: Tensor | None) -> None:
     """Logs ``embedding/knn_acc`` and ``embedding/silhouette`` of ``feats`` ``(N, D)``
     with ``labels`` ``(N,)``, or says once why they are not written."""
@@ -41,20 +51,26 @@ def log_scores(callback: Any, ctx: Any, feats: Tensor, labels: Tensor | None) ->
         return
     labelled = labels >= 0
     feats, labels = feats[labelled], labels[labelled]
-    if feats.shape[0] > 1:
-        once = _first_of_each(feats)
+    if feats.shape[0] > 1 and _draws_with_replacement(ctx.trainer):
+        once = _first_of_each(feats)  # a repeated sample: the same features again
         if len(once) < feats.shape[0]:
             callback.warn_once(
                 "repeats",
-                f"the validation loop showed {feats.shape[0] - len(once)} of the "
-                f"{feats.shape[0]} embedded samples again (a sampler with replacement?): "
-                "k-NN accuracy and silhouette count each sample once",
+                f"the validation sampler draws with replacement: {feats.shape[0] - len(once)} "
+                f"of the {feats.shape[0]} embedded samples came again, and k-NN accuracy and "
+                "silhouette count each sample once",
             )
             feats, labels = feats[once], labels[once]
     n = feats.shape[0]
     if n < 2 or (classes := labels.unique().numel()) in (1, n):
         one = n < 2 or classes == 1  # one class, or one sample a class: nothing to compare
-        why = f"all have label {int(labels[0])}" if n and one else "each have a class of their own"
+        why = (
+            "are too few"
+            if n < 2
+            else f"all have label {int(labels[0])}"
+            if one
+            else "each have a class of their own"
+        )
         callback.warn_once(
             "one class" if one else "singletons",
             f"the {n} embedded, labelled validation samples {why}: k-NN accuracy and "

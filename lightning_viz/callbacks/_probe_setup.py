@@ -29,7 +29,6 @@ from lightning_viz._runtime.normalization import (
 )
 from lightning_viz._runtime.probe import (
     Probe,
-    class_of,
     first_batch,
     is_tensor_tuple,
     load_probe,
@@ -270,16 +269,8 @@ class ProbeSetup:
         shared = Coordinator.of(trainer).shared_scan(
             key, need, lambda: scan(source, need, self.batch_to_xy, transfer=transfer)
         )
-        if shared.sorted_by_class():
-            Coordinator.of(trainer).warn_once(
-                f"sorted {self._probe_from}",
-                f"lightning-viz: the probe images are picked from the first "
-                f"{len(shared.labels)} samples of the {self._probe_from} data, which is "
-                f"ordered by class: they hold classes {class_of(shared.labels[0])} to "
-                f"{class_of(shared.labels[-1])} only, so the probe leaves the later classes "
-                "out. Pass `probe=` a class-balanced set (e.g. a Subset of the data at "
-                "spread positions)",
-            )
+        ordered = shared.sorted_by_class()  # said in _inspect, if the model has more
+        self._ordered_scan = None if ordered is None else (len(shared.labels), *ordered)
         try:
             return shared.probe(self.num_samples, indices)
         except LookupError:  # positions saved by a run that picked differently
@@ -435,6 +426,16 @@ class ProbeSetup:
             labels = self._float_labels(ctx.trainer, labels)
         self._task = self.task or detect_task(int(out.shape[1]), labels)
         self._check_class_names(int(out.shape[1]))
+        ordered = getattr(self, "_ordered_scan", None)  # (samples read, first, last class)
+        if ordered is not None and self._task == "multiclass" and ordered[2] < out.shape[1] - 1:
+            Coordinator.of(ctx.trainer).warn_once(
+                f"sorted {self._probe_from}",
+                f"lightning-viz: the probe images are picked from the first {ordered[0]} "
+                f"samples of the {self._probe_from} data, which is ordered by class: they "
+                f"hold classes {ordered[1]} to {ordered[2]} of the model's {out.shape[1]} "
+                "only, so the probe leaves the later classes out. Pass `probe=` a "
+                "class-balanced set (e.g. a Subset of the data at spread positions)",
+            )
         if labels is not None:
             try:
                 labels = normalize_labels(

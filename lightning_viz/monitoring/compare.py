@@ -173,7 +173,7 @@ class CompareResult:
             {
                 r.metric
                 for r in self.rows
-                if r.watched and math.isnan(r.pvalue) and exceeds(r.drop, r.tolerance)
+                if r.watched and r.test == "none (forms differ)" and exceeds(r.drop, r.tolerance)
             }
         )
 

@@ -689,7 +689,8 @@ def test_a_module_without_validation_step_is_named_as_why_nothing_is_embedded(tm
 
 def test_scores_leave_out_unlabelled_and_repeated_samples():
     """A sampler with replacement repeated samples (each its own nearest neighbour:
-    k-NN accuracy 0.35 where 0.09 was right), and -100 (ignore_index) counted as a class."""
+    k-NN accuracy 0.35 where 0.09 was right), and -100 (ignore_index) counted as a class.
+    Equal rows from a sampler without replacement are distinct samples: all kept."""
     from types import SimpleNamespace
 
     from lightning_viz.callbacks._embedding_scores import log_scores
@@ -704,10 +705,25 @@ def test_scores_leave_out_unlabelled_and_repeated_samples():
         tag=lambda name: f"embedding/{name}",
         warn_once=lambda key, message: said.append(message),
     )
-    ctx = SimpleNamespace(log=SimpleNamespace(scalar=lambda tag, v: logged.__setitem__(tag, v)))
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    loader = DataLoader(range(40), sampler=WeightedRandomSampler([1.0] * 40, 60))
+    ctx = SimpleNamespace(
+        log=SimpleNamespace(scalar=lambda tag, v: logged.__setitem__(tag, v)),
+        trainer=SimpleNamespace(val_dataloaders=loader),
+    )
     repeated = torch.cat([torch.arange(40), torch.arange(10, 30)])  # 20 samples twice
     log_scores(callback, ctx, feats[repeated], labels[repeated])
     kept, kept_labels = feats[6:], labels[6:]
     assert logged["embedding/knn_acc"] == E.knn_accuracy(kept, kept_labels, k=5)
     assert logged["embedding/silhouette"] == E.silhouette(kept, kept_labels)
-    assert len(said) == 1 and "showed 20 of the 54 embedded samples again" in said[0]
+    assert len(said) == 1 and "20 of the 54 embedded samples came again" in said[0]
+    # a sampler without replacement: equal rows are distinct samples a model maps alike
+    ctx.trainer.val_dataloaders = DataLoader(range(40))
+    log_scores(callback, ctx, feats[repeated], labels[repeated])
+    rows, row_labels = (
+        feats[repeated][labels[repeated] >= 0],
+        labels[repeated][labels[repeated] >= 0],
+    )
+    assert logged["embedding/knn_acc"] == E.knn_accuracy(rows, row_labels, k=5)
+    assert len(said) == 1

@@ -235,6 +235,10 @@ def test_long_class_names_are_cut_in_captions_so_both_classes_show():
     # names whose cuts would read the same keep their start and end (were both "Common l..")
     alike = lv.SaliencyLogger(class_names=["Common long prefix alpha", "Common long prefix beta"])
     assert [alike.class_name(i) for i in (0, 1)] == ["Common l..ix alpha", "Common l..fix beta"]
+    middle = lv.SaliencyLogger(
+        class_names=["x", "Common long prefix A, and tail", "Common long prefix B, and tail"]
+    )
+    assert [middle.class_name(i) for i in (1, 2)] == ["Common long p.. #1", "Common long p.. #2"]
 
 
 def test_filter_image_of_a_conv_with_many_inputs_shows_eight_filters_and_says_so():

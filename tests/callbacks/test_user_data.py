@@ -258,11 +258,11 @@ def test_a_bf16_probe_is_measured_as_its_float32_values(tmp_path):
 
 
 class ClassSorted(pl.LightningDataModule):
-    """3,000 validation images ordered by class (an ImageFolder): 30 of each of 100."""
+    """3,000 validation images ordered by class (an ImageFolder), equal shares."""
 
-    def __init__(self, shuffled: bool) -> None:
+    def __init__(self, shuffled: bool, classes: int) -> None:
         super().__init__()
-        labels = torch.arange(3000) // 30
+        labels = torch.arange(3000) * classes // 3000
         if shuffled:
             labels = labels[torch.randperm(3000, generator=torch.Generator().manual_seed(0))]
         self.val = TensorDataset(torch.rand(3000, 3, 16, 16), labels)
@@ -274,10 +274,17 @@ class ClassSorted(pl.LightningDataModule):
         return DataLoader(self.val, batch_size=500)
 
 
-@pytest.mark.parametrize("shuffled", [False, True])
-def test_a_class_sorted_validation_set_past_the_scan_limit_is_said(tmp_path, shuffled):
-    """The scan reads the first 2,048 samples: of a class-ordered set, classes 0 to 68
-    only, so the "class-balanced" probe left 31 classes out without a word."""
+@pytest.mark.parametrize(
+    ("shuffled", "classes", "said_classes"),
+    [(False, 100, "classes 0 to 68 of the model's 100 only"), (True, 100, None), (False, 2, None)],
+    ids=["sorted", "shuffled", "sorted_all_classes_read"],
+)
+def test_a_class_sorted_validation_set_past_the_scan_limit_is_said(
+    tmp_path, shuffled, classes, said_classes
+):
+    """The scan reads the first 2,048 samples: of a class-ordered set of 100 classes,
+    classes 0 to 68 only, so the "class-balanced" probe left 31 classes out without a
+    word. Of 2 classes, both are read: nothing to say."""
     import warnings
 
     probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=100)
@@ -287,14 +294,13 @@ def test_a_class_sorted_validation_set_past_the_scan_limit_is_said(tmp_path, shu
             tmp_path,
             [probe],
             epochs=1,
-            model=LitClassifier(num_classes=100),
-            datamodule=ClassSorted(shuffled),
+            model=LitClassifier(num_classes=classes),
+            datamodule=ClassSorted(shuffled, classes),
             limit_train_batches=1,
             limit_val_batches=1,
         )
     said = [str(w.message) for w in caught if "ordered by class" in str(w.message)]
-    if shuffled:
+    if said_classes is None:
         assert said == []
     else:
-        assert len(said) == 1 and "first 2048 samples" in said[0]
-        assert "classes 0 to 68 only" in said[0]
+        assert len(said) == 1 and "first 2048 samples" in said[0] and said_classes in said[0]
