@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["has_loader", "loader_batch_size", "stage_loader"]
+__all__ = ["first_loader", "has_loader", "loader_batch_size", "stage_loader"]
 
 
 def _defines(obj: Any, name: str) -> bool:
@@ -32,7 +32,7 @@ def has_loader(trainer: Any, stage: str) -> bool:
     return source is None or bool(source.is_defined())
 
 
-def _first_loader(loaders: Any) -> Any:
+def first_loader(loaders: Any) -> Any:
     """The first dataloader of what a ``*_dataloader`` hook returned.
 
     Lightning takes one loader, a list or tuple of them, a dict of them (in its
@@ -60,7 +60,7 @@ def stage_loader(trainer: Any, stage: str) -> Any:
     """
     datamodule = getattr(trainer, "datamodule", None)
     if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
-        loader = _first_loader(getattr(datamodule, f"{stage}_dataloader")())
+        loader = first_loader(getattr(datamodule, f"{stage}_dataloader")())
         if loader is not None:
             return loader
     source = _loop_source(trainer, stage)
@@ -69,7 +69,7 @@ def stage_loader(trainer: Any, stage: str) -> Any:
             loaders = source.dataloader()
         except (NotImplementedError, AttributeError, TypeError):
             return None
-        return _first_loader(loaders)
+        return first_loader(loaders)
     return None
 
 

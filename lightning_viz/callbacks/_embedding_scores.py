@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_viz._runtime.loaders import first_loader
 from lightning_viz.functional import embedding as E
 
 __all__ = ["log_scores"]
@@ -31,10 +32,8 @@ def _draws_with_replacement(trainer: Any) -> bool:
     """Whether the first validation loader's sampler draws with replacement (a
     ``WeightedRandomSampler``, a ``RandomSampler(replacement=True)``): only then are equal
     feature rows repeats of a sample, not distinct samples a collapsed model maps alike."""
-    loaders = getattr(trainer, "val_dataloaders", None)
-    if isinstance(loaders, list | tuple):
-        loaders = loaders[0] if loaders else None
-    return bool(getattr(getattr(loaders, "sampler", None), "replacement", False))
+    loader = first_loader(getattr(trainer, "val_dataloaders", None))
+    return bool(getattr(getattr(loader, "sampler", None), "replacement", False))
 
 
 def log_scores(callback: Any, ctx: Any, feats: Tensor, labels: Tensor | None) -> None:

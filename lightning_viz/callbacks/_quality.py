@@ -128,8 +128,6 @@ class ScoresMaps(WatchesRegressions):
         self._above: dict[str, bool] = {}
         self._skip = 0  # due runs left unscored, so scoring stays within quality_cost
 
-    # ------------------------------------------------------------------ state
-
     def check_quality(self, ctx: Any) -> None:
         """At setup: the curves' ``quality_steps`` against the probe's pixels (each step
         removes or inserts at least one; 2x2 images have 4)."""
@@ -141,6 +139,7 @@ class ScoresMaps(WatchesRegressions):
                 self.quality_steps,
             )
 
+    # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:
         return {
             **super().extra_state(),

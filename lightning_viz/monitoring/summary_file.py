@@ -43,6 +43,7 @@ per-sample values. A file that breaks one (hand-edited, merged, truncated) is a
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -103,10 +104,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys are each there once (``json`` keeps the last)."""
     out = dict(pairs)
     if len(out) < len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        twice = next(k for k, times in Counter(k for k, _ in pairs).items() if times > 1)
         raise ValueError(f"the key {twice!r} is there twice in one object")
     return out
+
+
+def _reason(err: Exception) -> str:
+    """What a reading error says (a ``KeyError`` is a missing key)."""
+    return f"missing key {err}" if isinstance(err, KeyError) else str(err)
 
 
 def summary_from_dict(data: Any, source: str = "<dict>") -> RunSummary:
@@ -148,9 +153,8 @@ def summary_from_dict(data: Any, source: str = "<dict>") -> RunSummary:
             where = f"alerts[{i}]"
             out.add_alert(alert)
     except (KeyError, TypeError, ValueError, OverflowError) as err:
-        what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
         raise SummaryError(
-            f"{source}: malformed lightning-viz run summary: {where}: {what}"
+            f"{source}: malformed lightning-viz run summary: {where}: {_reason(err)}"
         ) from None
     return out
 
@@ -182,8 +186,7 @@ def _read_history(out: RunSummary, tag: Any, m: Any, where: str) -> None:
         try:
             rec = EpochRecord.from_dict(item)
         except (KeyError, TypeError, ValueError, OverflowError) as err:
-            what = f"missing key {err}" if isinstance(err, KeyError) else str(err)
-            raise ValueError(f"epochs[{i}]: {what}") from None
+            raise ValueError(f"epochs[{i}]: {_reason(err)}") from None
         if rec.epoch in hist.epochs:
             raise ValueError(f"epochs[{i}]: a second record of epoch {rec.epoch}")
         hist.epochs[rec.epoch] = rec

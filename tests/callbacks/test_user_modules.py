@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import lightning_viz as lv
-from lightning_viz._runtime.loaders import _first_loader
+from lightning_viz._runtime.loaders import first_loader
 from lightning_viz._runtime.normalization import affine_normalization, compose
 from lightning_viz.data import LitClassifier, SmallCNN
 from tests.conftest import (
@@ -151,16 +151,16 @@ def test_a_dict_of_validation_loaders_gives_the_probe_from_the_first(tmp_path):
     assert len(read_events(str(tmp_path))["scalars"]["robustness/clean_acc"]) == 1
 
 
-def test_the_first_loader_of_every_form_lightning_takes():
+def test_thefirst_loader_of_every_form_lightning_takes():
     from pytorch_lightning.utilities import CombinedLoader
 
     a, b = DataLoader([1, 2]), DataLoader([3])
-    assert _first_loader(a) is a
-    assert _first_loader([a, b]) is a and _first_loader((a, b)) is a
-    assert _first_loader({"x": a, "y": b}) is a and _first_loader({"y": b, "x": a}) is b
-    assert _first_loader(CombinedLoader({"x": a, "y": b}, mode="sequential")) is a
-    assert _first_loader([{"x": a}]) is a
-    assert _first_loader([]) is None and _first_loader({}) is None
+    assert first_loader(a) is a
+    assert first_loader([a, b]) is a and first_loader((a, b)) is a
+    assert first_loader({"x": a, "y": b}) is a and first_loader({"y": b, "x": a}) is b
+    assert first_loader(CombinedLoader({"x": a, "y": b}, mode="sequential")) is a
+    assert first_loader([{"x": a}]) is a
+    assert first_loader([]) is None and first_loader({}) is None
 
 
 # --------------------------------------------------- preprocessing in the transfer hooks
