@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -31,6 +32,7 @@ __all__ = [
     "RunContext",
     "caption_name",
     "caption_names",
+    "distinct_names",
 ]
 
 CAPTION_LABEL = "true / pred"  # the label of the image row whose captions are ctx.captions()
@@ -68,7 +70,26 @@ def _caption_names(names: tuple[str, ...]) -> tuple[str, ...]:
             way(i, n) if len(readers[c]) > 1 and len(n) > CAPTION_NAME else c
             for i, (n, c) in enumerate(zip(names, cut, strict=True))
         ]
-    return tuple(cut)
+    return tuple(distinct_names(cut, width=CAPTION_NAME))
+
+
+def distinct_names(names: Sequence[str], *, width: int | None = None) -> list[str]:
+    """``names`` with each name that more than one class has ending in its class index.
+
+    ImageNet names two classes "crane" (the bird, the machine) and two "maillot": in a
+    caption, a legend or the projector's labels they read as one class. They become
+    ``"crane #134"`` and ``"crane #517"``, cut to ``width`` characters when given.
+    """
+    count = collections.Counter(names)
+    out = []
+    for i, name in enumerate(names):
+        if count[name] > 1:
+            tag = f" #{i}"
+            if width is not None and len(name) + len(tag) > width:
+                name = name[: max(0, width - len(tag) - 2)] + ".."
+            name += tag
+        out.append(name)
+    return out
 
 
 _FALLBACK_BATCH = 32  # max_batch_size when no train dataloader tells the batch size

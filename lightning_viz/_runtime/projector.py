@@ -24,6 +24,7 @@ from torch import Tensor
 
 from lightning_viz._checks import check_int, fail
 from lightning_viz._io import atomic_write, fingerprint
+from lightning_viz._runtime.context import distinct_names
 from lightning_viz.render.grids import to_uint8
 from lightning_viz.render.maps import picture, to_rgb
 
@@ -70,6 +71,9 @@ def metadata_rows(
     prediction (the top label) is correct when it is one of them. Tabs and line breaks
     in a class name become one space (the metadata is one TSV row per point).
     """
+
+    if class_names is not None:
+        class_names = distinct_names(class_names)  # "crane #134", "crane #517"
 
     def name(index: Any) -> str:
         if index is None:

@@ -643,6 +643,24 @@ def test_a_tab_or_line_break_in_a_class_name_keeps_one_metadata_row_per_point(tm
     assert shown <= {"tab here", "new line", "crlf name", "plain", "five"} and len(shown) == 5
 
 
+def test_two_classes_of_one_name_stay_apart_in_the_projector_and_the_legend():
+    """ImageNet names two classes "crane": the projector's labels and the t-SNE legend
+    showed one "crane" for both, so coloring by label merged the two classes."""
+    from lightning_viz._runtime.context import caption_names
+    from lightning_viz._runtime.projector import metadata_rows
+
+    names = ["crane", "heron", "crane"]
+    rows = metadata_rows(torch.tensor([0, 2, 1]), torch.tensor([2, 2, 1]), 3, names)
+    assert rows == [
+        ["crane #0", "crane #2", "false"],
+        ["crane #2", "crane #2", "true"],
+        ["heron", "heron", "true"],
+    ]
+    assert caption_names(names) == ["crane #0", "heron", "crane #2"]
+    long = caption_names(["a long name of a class"] * 2)
+    assert long == ["a long name o.. #0", "a long name o.. #1"] and len(long[0]) == 18
+
+
 class _FirstOfCombined(LitClassifier):
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         return super().validation_step(batch["main"], batch_idx)
