@@ -239,7 +239,12 @@ def classes_seen(labels: Sequence[Tensor]) -> list[int]:
 
 
 def class_of(label: Tensor) -> int:
-    """The class a label names: the index, or the top entry of a label row."""
+    """The class a label names: the index, or the top entry of a label row. A label of
+    one element (``(1,)``: a dataset's ``tensor([c])``, a binary ``tensor([1.0])``) is its
+    value, a soft binary target its side of 0.5 (as one entry, its argmax was always 0)."""
+    if label.numel() == 1:
+        value = float(label.reshape(()))
+        return int(value) if value == round(value) else int(value > 0.5)
     return int(label) if label.dim() == 0 else int(label.float().argmax())
 
 

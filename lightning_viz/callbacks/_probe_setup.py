@@ -422,6 +422,8 @@ class ProbeSetup:
                 f"pass `output_to_logits`. {_FORWARD_IS_THE_CLASSIFIER}"
             )
         labels = probe.labels
+        if labels is not None and labels.dim() == 2 and labels.shape[1] == 1 < out.shape[1]:
+            labels = labels[:, 0]  # a dataset's tensor([c]): class indices, not label rows
         if labels is not None and labels.dim() == 1 and labels.is_floating_point():
             labels = self._float_labels(ctx.trainer, labels)
         self._task = self.task or detect_task(int(out.shape[1]), labels)

@@ -213,6 +213,23 @@ def test_labels_the_model_cannot_take_are_named_with_the_callback_and_their_sour
     assert extra in text
 
 
+class SqueezesLabels(LitClassifier):
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        return super().validation_step((images, labels.reshape(-1).long()), batch_idx)
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.float32], ids=["long", "float"])
+def test_labels_of_shape_n_by_1_give_the_class_balanced_probe_of_their_classes(tmp_path, dtype):
+    """A dataset's ``tensor([c])`` labels, batched to (N, 1), were read as one-entry label
+    rows: every sample was class 0 (its argmax), so the "class-balanced" probe was the
+    first samples, [0] * 8 + [1] * 2 of data sorted by class."""
+    labels = (torch.arange(40) // 8).to(dtype).reshape(40, 1)  # classes 0-4, 8 each, in order
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=10, quality=(), on_error="raise")
+    fit(tmp_path, [cb], epochs=1, model=SqueezesLabels(), datamodule=Labelled(labels))
+    assert sorted(cb._probe.labels.reshape(-1).tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
 # ------------------------------------------------- shape bias that is undefined
 class AlwaysSix(LitClassifier):
     """Six logits for five classes of data; the sixth always wins."""
