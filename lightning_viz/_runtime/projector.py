@@ -28,9 +28,17 @@ from lightning_viz._runtime.context import distinct_names
 from lightning_viz.render.grids import to_uint8
 from lightning_viz.render.maps import picture, to_rgb
 
-__all__ = ["metadata_rows", "sprite_images", "sprite_png", "sprite_thumb_size", "write_embedding"]
+__all__ = [
+    "metadata_rows",
+    "sprite_images",
+    "sprite_png",
+    "sprite_thumb_size",
+    "stretched_outside_pixels",
+    "write_embedding",
+]
 
 _CONFIG = "projector_config.pbtxt"
+_PIXEL_SLACK = 1e-3  # values this far outside [0, 1] still count as pixels
 
 
 # --------------------------------------------------------------------------- sprite
@@ -97,6 +105,21 @@ def metadata_rows(
             correct = str(lab == pred).lower()
         rows.append([name(lab), name(pred), correct])
     return rows
+
+
+def stretched_outside_pixels(images: Tensor) -> tuple[Tensor, tuple[float, float] | None]:
+    """``(n, C, H, W)`` images with values outside ``[0, 1]`` (0-255 data, or normalized
+    by an unknown normalization: clamped, they show white or saturated), each stretched
+    from its own minimum and maximum to ``[0, 1]``, and the range found; images within
+    ``[0, 1]`` as they are, and ``None``."""
+    if not images.numel():
+        return images, None
+    low, high = float(images.min()), float(images.max())
+    if -_PIXEL_SLACK <= low and high <= 1 + _PIXEL_SLACK:
+        return images, None
+    flat = images.flatten(1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(images), (low, high)
 
 
 def sprite_images(images: Tensor, *, max_sprite_px: int = 8192, max_thumb: int = 64) -> Tensor:

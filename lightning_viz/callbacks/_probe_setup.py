@@ -318,32 +318,13 @@ class ProbeSetup:
         """
         if not self._auto_normalization:
             return
-        self.mean, self.std = self._given_normalization
         source = self._source
         if source is None and self.probe is None:  # a probe restored from a checkpoint
             with contextlib.suppress(NotApplicableError):
                 source = self._probe_source(trainer)
-        found = find_normalize(source if source is not None else self.probe)
-        where = {"probe": "the `probe` dataset's transform"}.get(
-            self._probe_from, f"the {self._probe_from} transform"
-        )
-        how = f"{where} (a Normalize)"
-        in_hooks = self._hook_normalization(source, data_normalized=found is not None)
-        if in_hooks is not None and not _is_identity(in_hooks):
-            found = compose(found, in_hooks)
-            how = (
-                f"the {self._probe_from} batches before and after the batch transfer hooks "
-                "(an exact per-channel normalization)"
-            )
-        if found is not None:
-            self.mean, self.std = found
-            Coordinator.of(trainer).info_once(
-                f"normalization {found}",
-                f"lightning-viz: using mean={_short(found[0])}, std={_short(found[1])} from "
-                f"{how}; the callbacks show and attack images in pixel space. "
-                "Pass mean=/std= to override",
-            )
+        if self._data_normalization(trainer, source):
             return
+        where = self._transform_named()
         low, high = value_range(probe.images)
         if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
             raise ValueError(
@@ -354,6 +335,38 @@ class ProbeSetup:
                 f"std=[...] (per channel; for these values {pixel_scale_hint(low, high)})"
                 f"{self._hooks_said()}"
             )
+
+    def _transform_named(self) -> str:
+        """Where the probe data's transform is, for a message."""
+        if self._probe_from == "probe":
+            return "the `probe` dataset's transform"
+        return f"the {self._probe_from} transform"
+
+    def _data_normalization(self, trainer: Any, source: Any) -> bool:
+        """Sets ``mean``/``std`` "auto" to the normalization of ``source`` (the probe's
+        data): a ``Normalize`` in its transform, composed with one the batch transfer
+        hooks do (said once per trainer). ``False`` when none is found."""
+        self.mean, self.std = self._given_normalization
+        found = find_normalize(source if source is not None else self.probe)
+        where = self._transform_named()
+        how = f"{where} (a Normalize)"
+        in_hooks = self._hook_normalization(source, data_normalized=found is not None)
+        if in_hooks is not None and not _is_identity(in_hooks):
+            found = compose(found, in_hooks)
+            how = (
+                f"the {self._probe_from} batches before and after the batch transfer hooks "
+                "(an exact per-channel normalization)"
+            )
+        if found is None:
+            return False
+        self.mean, self.std = found
+        Coordinator.of(trainer).info_once(
+            f"normalization {found}",
+            f"lightning-viz: using mean={_short(found[0])}, std={_short(found[1])} from "
+            f"{how}; the callbacks show and attack images in pixel space. "
+            "Pass mean=/std= to override",
+        )
+        return True
 
     def _hooks_said(self) -> str:
         """A note on the batch transfer hooks for a message, when the fit has some."""

@@ -20,7 +20,12 @@ from lightning_viz._runtime.context import caption_names
 from lightning_viz._runtime.distributed import gather_objects, interleave
 from lightning_viz._runtime.loaders import has_loader, stage_loader
 from lightning_viz._runtime.probe import first_batch, split_batch
-from lightning_viz._runtime.projector import metadata_rows, sprite_images, sprite_thumb_size
+from lightning_viz._runtime.projector import (
+    metadata_rows,
+    sprite_images,
+    sprite_thumb_size,
+    stretched_outside_pixels,
+)
 from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.transfer import batch_transfer
 from lightning_viz._runtime.writers import Embedding
@@ -284,6 +289,10 @@ class EmbeddingProjector(VizCallback):
         return view, images[:1].to(ctx.device)
 
     def check(self, ctx: RunContext) -> None:
+        if self._auto_normalization:  # the sprite shows pixels, as every other picture
+            self._transfer = batch_transfer(ctx.trainer, ctx.module)
+            self._probe_from = "validation"
+            self._data_normalization(ctx.trainer, stage_loader(ctx.trainer, "val"))
         view, images = self._one_validation_image(ctx)
         self._layer_name = self._feature_layer(ctx.module, view, images)[0]
         if getattr(ctx.trainer, "limit_val_batches", 1) == 0:
@@ -382,6 +391,16 @@ class EmbeddingProjector(VizCallback):
     def _thumbnails(self, images: Tensor) -> Tensor:
         """``(n, C, H, W)`` model-space images -> ``(n, 1|3, s, s)`` uint8 square thumbnails."""
         pixels = ModelView(nn.Identity(), self.mean, self.std).to_pixels(images.float())
+        if self.mean is None and self.std is None:  # 0-255 data, or normalized, unknown
+            pixels, outside = stretched_outside_pixels(pixels)
+            if outside is not None:
+                self.warn_once(
+                    "sprite range",
+                    f"the validation images have values in [{outside[0]:.3g}, "
+                    f"{outside[1]:.3g}], outside the pixel range [0, 1], and no normalization "
+                    "is known: the projector's thumbnails are each stretched to [0, 1]. Pass "
+                    "mean=/std= (the normalization your data uses) to show their true colors",
+                )
         pixels = shown_channels(pixels.clamp(0, 1))  # as every other picture
         if not self._thumb_side:
             h, w = sprite_thumb_size(self.num_samples, tuple(pixels.shape[-2:]))

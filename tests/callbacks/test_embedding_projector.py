@@ -661,6 +661,62 @@ def test_two_classes_of_one_name_stay_apart_in_the_projector_and_the_legend():
     assert long == ["a long name o.. #0", "a long name o.. #1"] and len(long[0]) == 18
 
 
+class _Transformed(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+class _TransformedData(pl.LightningDataModule):
+    def __init__(self, transform) -> None:
+        super().__init__()
+        dm = small_datamodule(val_size=16)
+        dm.setup("fit")
+        self.pixels = torch.stack([dm.val_dataset[i][0] for i in range(16)])
+        self.data = _Transformed(self.pixels, torch.arange(16) % 5, transform)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.data, batch_size=8)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.data, batch_size=8)
+
+
+@pytest.mark.parametrize("data", ["normalized", "0_255"])
+def test_the_sprite_shows_the_pixels_of_normalized_or_0_255_validation_data(tmp_path, data):
+    """The projector has no probe, so ``mean``/``std`` "auto" stayed unknown: with a
+    Normalize in the validation transform the sprite showed the normalized tensors
+    clamped to [0, 1] (96% of its pixels saturated), and 0-255 data showed white."""
+    import warnings
+
+    from torchvision import transforms as T
+
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    transform = T.Normalize(mean, std) if data == "normalized" else (lambda x: x * 255)
+    dm = _TransformedData(transform)
+    cb = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], epochs=1, datamodule=dm, model=LitClassifier(num_classes=5))
+    stretched = [str(w.message) for w in caught if "stretched to [0, 1]" in str(w.message)]
+    (sprite_file,) = glob.glob(str(tmp_path / "**" / "*.png"), recursive=True)
+    with open(sprite_file, "rb") as f:
+        sprite = decode_png(f.read())
+    first = dm.pixels[0]
+    if data == "normalized":
+        assert (cb.mean, cb.std) == (mean, std) and not stretched
+    else:  # no normalization to know: each thumbnail stretched from its own range, said once
+        assert cb.mean is None and len(stretched) == 1 and "[0, 255]" in stretched[0]
+        first = (first - first.min()) / (first.max() - first.min())
+    expected = (first.permute(1, 2, 0) * 255).round().to(torch.uint8)
+    assert (sprite[:32, :32].int() - expected.int()).abs().max() <= 1
+
+
 class _FirstOfCombined(LitClassifier):
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         return super().validation_step(batch["main"], batch_idx)
