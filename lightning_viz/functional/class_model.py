@@ -21,7 +21,7 @@ from lightning_viz._checks import (
     check_int_list,
     fail,
 )
-from lightning_viz._guard import ModelView, make_generator, preserve_state
+from lightning_viz._guard import ModelView, make_generator, model_dtype, preserve_state
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.functional._grad import forward_logits, grad_of, resolve_layer
 from lightning_viz.functional._task import class_scores, num_classes
@@ -147,6 +147,7 @@ def class_model(
     c, h, w = (int(s) for s in image_shape)
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
+    dtype = model_dtype(model) or torch.get_default_dtype()  # float64, bfloat16 models too
     mean = getattr(model, "mean", None) if isinstance(model, ModelView) else None
     center = (
         mean.to(device).view(1, -1, 1, 1)
@@ -164,7 +165,7 @@ def class_model(
             )
         else:
             with torch.no_grad():
-                k_total = num_classes(forward_logits(net, torch.zeros(1, c, h, w, device=device)))
+                k_total = num_classes(forward_logits(net, torch.zeros(1, c, h, w, device=device, dtype=dtype)))
             if classes is None:
                 idx = torch.arange(k_total, device=device)
             else:
@@ -187,7 +188,7 @@ def class_model(
                     else [0, 0]
                 )
                 xr = torch.roll(x, shifts=shifts, dims=(2, 3)).requires_grad_(True)
-                logits = forward_logits(net, xr)
+                logits = forward_logits(net, xr.to(dtype))  # x itself stays float32
                 if layer_module is not None:
                     act = feats["layer"]
                     if act.dim() < 2 or int(idx.max()) >= act.shape[1]:

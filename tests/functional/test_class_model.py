@@ -214,3 +214,25 @@ def test_class_model_validation():
         class_model(model, None, shape, neuron="conv")
     with pytest.raises(TypeError, match="`generator` must be"):
         class_model(model, 0, shape, generator=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_class_model_of_a_float64_or_bfloat16_model_is_the_float32_models_image(dtype):
+    """The image was made in float32 and given to the model as it was: a float64 or
+    bfloat16 model raised "expected scalar type Float but found Double" inside its conv."""
+    import copy
+
+    from lightning_viz.data import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(5, 3, 8).eval()
+    other = copy.deepcopy(model).to(dtype)
+    want = class_model(model, [0, 1], (3, 16, 16), steps=3, jitter=0)
+    got = class_model(other, [0, 1], (3, 16, 16), steps=3, jitter=0)
+    assert got.dtype == torch.float32 and next(other.parameters()).dtype == dtype
+    assert (want - 0.5).abs().max() > 0.3  # it moved from the start
+    if dtype == torch.float64:
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    else:  # bfloat16's 3 digits, amplified by the normalized gradient steps: the same way
+        pair = torch.stack([(want - 0.5).flatten(), (got - 0.5).flatten()])
+        assert torch.corrcoef(pair)[0, 1] > 0.8
