@@ -33,6 +33,7 @@ __all__ = [
     "sprite_images",
     "sprite_png",
     "sprite_thumb_size",
+    "square_thumbnails",
     "stretched_outside_pixels",
     "write_embedding",
 ]
@@ -120,6 +121,17 @@ def stretched_outside_pixels(images: Tensor) -> tuple[Tensor, tuple[float, float
     flat = images.flatten(1)
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
     return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(images), (low, high)
+
+
+def square_thumbnails(pixels: Tensor, side: int) -> Tensor:
+    """``(n, 1|3, H, W)`` pixels in ``[0, 1]`` -> ``(n, 1|3, side, side)`` uint8
+    thumbnails, centred on black: the projector's sprite assumes square ones."""
+    thumbs = sprite_images(pixels, max_thumb=side)
+    h, w = thumbs.shape[-2:]
+    if (h, w) != (side, side):
+        top, left = (side - h) // 2, (side - w) // 2
+        thumbs = F.pad(thumbs, (left, side - w - left, top, side - h - top))
+    return (thumbs * 255).round().to(torch.uint8)
 
 
 def sprite_images(images: Tensor, *, max_sprite_px: int = 8192, max_thumb: int = 64) -> Tensor:

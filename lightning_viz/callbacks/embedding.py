@@ -8,7 +8,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_viz import render
@@ -22,8 +21,8 @@ from lightning_viz._runtime.loaders import has_loader, stage_loader
 from lightning_viz._runtime.probe import first_batch, split_batch
 from lightning_viz._runtime.projector import (
     metadata_rows,
-    sprite_images,
     sprite_thumb_size,
+    square_thumbnails,
     stretched_outside_pixels,
 )
 from lightning_viz._runtime.schedule import max_steps_reached
@@ -32,7 +31,7 @@ from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._embedding_scores import log_scores
 from lightning_viz.functional import embedding as E
-from lightning_viz.functional._grad import logit_head, resolve_layer
+from lightning_viz.functional._grad import logit_head, named_layers, resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
 from lightning_viz.render.maps import shown_channels
 
@@ -248,9 +247,9 @@ class EmbeddingProjector(VizCallback):
         """
         if self.layer is not None:
             return resolve_layer(module, self.layer)
-        linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+        linears = [(n, m) for n, m in named_layers(module) if isinstance(m, nn.Linear)]
         if not linears:
-            names = [n for n, _ in module.named_modules() if n]
+            names = [n for n, _ in named_layers(module) if n]
             raise NotApplicableError(
                 "EmbeddingProjector embeds the input of the last nn.Linear, but the model has "
                 "no nn.Linear layer (a 1x1-conv classifier?); pass `layer=` with the dotted "
@@ -403,15 +402,8 @@ class EmbeddingProjector(VizCallback):
                 )
         pixels = shown_channels(pixels.clamp(0, 1))  # as every other picture
         if not self._thumb_side:
-            h, w = sprite_thumb_size(self.num_samples, tuple(pixels.shape[-2:]))
-            self._thumb_side = max(h, w)
-        thumbs = sprite_images(pixels, max_thumb=self._thumb_side)
-        h, w = thumbs.shape[-2:]
-        side = self._thumb_side
-        if (h, w) != (side, side):  # the projector's sprite assumes square thumbnails
-            top, left = (side - h) // 2, (side - w) // 2
-            thumbs = F.pad(thumbs, (left, side - w - left, top, side - h - top))
-        return (thumbs * 255).round().to(torch.uint8)
+            self._thumb_side = max(sprite_thumb_size(self.num_samples, tuple(pixels.shape[-2:])))
+        return square_thumbnails(pixels, self._thumb_side)
 
     def _eager_calls(self, pl_module: Any, images: Tensor) -> dict[str, list[tuple[Any, Any]]]:
         """What the capture hooks record in an eager forward of ``images``: a compiled

@@ -14,7 +14,12 @@ from lightning_viz._checks import check_int, check_layer_names
 from lightning_viz._hooks import record_io
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._layer_picks import main_path_convs
-from lightning_viz.functional._grad import adapted_layer, feature_conv_layers, resolve_layer
+from lightning_viz.functional._grad import (
+    adapted_layer,
+    feature_conv_layers,
+    named_layers,
+    resolve_layer,
+)
 
 __all__ = ["FilterLogger"]
 
@@ -99,7 +104,7 @@ class FilterLogger(VizCallback):
         inputs (a transformer's MLP projection, a head over conv features)."""
         sized = {
             n: m
-            for n, m in module.named_modules()
+            for n, m in named_layers(module)
             if isinstance(m, nn.Linear) and m.in_features == pixels
         }
         if not sized:

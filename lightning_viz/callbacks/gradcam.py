@@ -19,7 +19,12 @@ from lightning_viz.callbacks._base import (
 )
 from lightning_viz.callbacks._layer_picks import warn_if_early
 from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
-from lightning_viz.functional._grad import NoGradientError, conv_layers, resolve_layer
+from lightning_viz.functional._grad import (
+    NoGradientError,
+    conv_layers,
+    named_layers,
+    resolve_layer,
+)
 from lightning_viz.functional.tokens import Reshape
 
 __all__ = ["GradCAMLogger"]
@@ -142,7 +147,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         if self.layer is not None:
             self._layer_name = resolve_layer(ctx.module, self.layer)[0]
         elif not conv_layers(ctx.module) and not LF.is_transformer(ctx.module):
-            names = [n for n, _ in ctx.module.named_modules() if n]
+            names = [n for n, _ in named_layers(ctx.module) if n]
             raise NotApplicableError(
                 "GradCAMLogger needs a convolutional layer (nn.Conv2d) and the model has none; "
                 f"pass `layer=` with a layer whose output is (N, C, h, w); layers: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import operator
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,9 @@ __all__ = [
     "fresh",
     "grad_of",
     "input_grad",
+    "eager_name",
     "logit_head",
+    "named_layers",
     "recomputed_tensors",
     "reduce_channels",
     "resolve_layer",
@@ -167,8 +170,35 @@ def reduce_channels(attr: Tensor, reduce: str | None) -> Tensor:
     return attr.abs().sum(dim=1, keepdim=True)
 
 
+_COMPILED = re.compile(r"(?:^|\.)_orig_mod(?=\.|$)")
+
+
+def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``model.named_modules()`` named as the uncompiled model names them.
+
+    A ``torch.compile``'d submodule (``self.net = torch.compile(net)``) is a wrapper
+    whose ``_orig_mod`` holds the layers: ``"net._orig_mod.conv1"`` is named
+    ``"net.conv1"``, the name of the attribute path, so that tags, summaries and
+    ``layer=`` options read the same with compilation on and off. The wrapper's name
+    is its ``_orig_mod``'s (the module whose hooks run: a callback runs compiled
+    modules' eager forward, which calls it).
+    """
+    if isinstance(model, ModelView):  # names are those of the user's model
+        model = model.model
+    out: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        out[eager_name(name)] = module  # an ``_orig_mod`` comes after its wrapper
+    return list(out.items())
+
+
+def eager_name(name: str) -> str:
+    """A module's dotted name without the ``_orig_mod`` of compiled modules."""
+    return _COMPILED.sub("", name).lstrip(".")
+
+
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """Finds a submodule by dotted name or identity; ``(name, module)``.
+    """Finds a submodule by dotted name (see :func:`named_layers`; a compiled
+    submodule's ``_orig_mod`` path is accepted too) or identity; ``(name, module)``.
 
     Raises:
         ValueError: No such module; the message lists the available names and the
@@ -177,16 +207,17 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     """
     if isinstance(model, ModelView):  # names are those of the user's model
         model = model.model
-    named = dict(model.named_modules())
+    named = dict(named_layers(model))
     if isinstance(layer, nn.Module):
-        for name, m in named.items():
+        for name, m in model.named_modules():
             if m is layer:
-                return name, m
+                return eager_name(name), named[eager_name(name)]
         raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
     if not isinstance(layer, str):
         fail("layer", "a module name (str) or an nn.Module", layer, TypeError)
-    if layer in named and layer != "":
-        return layer, named[layer]
+    canonical = eager_name(layer)
+    if canonical in named and canonical != "":
+        return canonical, named[canonical]
     names = [n for n in named if n]
     close = difflib.get_close_matches(layer, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -198,7 +229,7 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """All ``nn.Conv2d`` submodules with their dotted names, in definition order."""
     if isinstance(model, ModelView):
         model = model.model
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    return [(n, m) for n, m in named_layers(model) if isinstance(m, nn.Conv2d)]
 
 
 def _adapter_of(modules: dict[str, nn.Module], name: str) -> str | None:
@@ -325,7 +356,7 @@ def feature_conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     if isinstance(model, ModelView):
         model = model.model
-    modules = dict(model.named_modules())
+    modules = dict(named_layers(model))
     found: dict[str, nn.Module] = {}
     for name, conv in conv_layers(model):
         owner = _adapter_of(modules, name)
@@ -379,9 +410,7 @@ def layers_after(view: nn.Module, image: Tensor, name: str) -> dict[str, nn.Modu
         return n == name or n.startswith(name + ".")
 
     owners = {
-        n: m
-        for n, m in model.named_modules()
-        if next(m.parameters(recurse=False), None) is not None
+        n: m for n, m in named_layers(model) if next(m.parameters(recurse=False), None) is not None
     }
     with torch.no_grad(), record_inputs(owners) as calls:
         view(image)

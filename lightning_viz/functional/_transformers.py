@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from lightning_viz._checks import fail
-from lightning_viz._guard import ModelView
+from lightning_viz._guard import unwrap_model
+from lightning_viz.functional._grad import named_layers
 
 __all__ = ["FoundTransformer", "find_transformer", "hf_vit_parts", "is_transformer"]
 
@@ -104,15 +105,26 @@ def hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
 
 
 def _get(module: nn.Module, name: str) -> nn.Module | None:
-    try:
-        return module.get_submodule(name)
-    except AttributeError:
-        return None
+    return dict(named_layers(module)).get(name)
+
+
+def submodule(module: nn.Module, name: str) -> nn.Module:
+    """``module.get_submodule(name)`` through ``torch.compile``'d parts (see
+    :func:`~lightning_viz.functional._grad.named_layers`)."""
+    found = _get(module, name)
+    if found is None:
+        raise AttributeError(f"{type(module).__name__} has no submodule {name!r}")
+    return found
+
+
+def children(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``module.named_children()``, of the compiled module's own when compiled."""
+    return list(unwrap_model(module).named_children())
 
 
 def find_transformer(model: nn.Module) -> FoundTransformer | None:
     """The first known transformer inside ``model`` (a :class:`ModelView` looked through)."""
-    for name, module in (model.model if isinstance(model, ModelView) else model).named_modules():
+    for name, module in named_layers(model):
         family = _family(module)
         if family is not None:
             return FoundTransformer(family, name, module)

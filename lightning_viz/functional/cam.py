@@ -36,6 +36,7 @@ from lightning_viz.functional._grad import (
     forward_logits,
     fresh,
     grad_of,
+    named_layers,
     reduce_channels,
     resolve_layer,
     score_sum,
@@ -60,12 +61,12 @@ def _default_layer(net: nn.Module, x: Tensor) -> str:
         return transformer_cam_layer(net, x)
     convs = dict(feature_conv_layers(net))
     if not convs:
-        names = ", ".join(n for n, _ in net.named_modules() if n) or "(no submodules)"
+        names = ", ".join(n for n, _ in named_layers(net) if n) or "(no submodules)"
         raise ValueError(
             f"GradCAM needs a convolutional layer; the model has none. Layers: {names}"
         )
     root = net.model if isinstance(net, ModelView) else net  # names as feature_conv_layers'
-    modules = {name: m for name, m in root.named_modules() if name}
+    modules = {name: m for name, m in named_layers(root) if name}
     calls = _image_outputs(net, modules, x)
     spatial = [name for name, out in calls if name in convs and _is_grid(out)]
     if not spatial:

@@ -165,7 +165,9 @@ def class_model(
             )
         else:
             with torch.no_grad():
-                k_total = num_classes(forward_logits(net, torch.zeros(1, c, h, w, device=device, dtype=dtype)))
+                k_total = num_classes(
+                    forward_logits(net, torch.zeros(1, c, h, w, device=device, dtype=dtype))
+                )
             if classes is None:
                 idx = torch.arange(k_total, device=device)
             else:

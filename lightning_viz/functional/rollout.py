@@ -30,6 +30,7 @@ from lightning_viz._checks import check_choice, check_float, check_images, fail
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import AttentionRecord, capture_attention
 from lightning_viz.functional._grad import forward_logits, score_sum, target_indices
+from lightning_viz.functional._transformers import children, submodule
 from lightning_viz.functional.tokens import (
     FoundTransformer,
     find_transformer,
@@ -58,7 +59,7 @@ def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.M
     vit = found.module
     prefix = f"{found.prefix}." if found.prefix else ""
     if found.family == "vit":
-        blocks = vit.encoder.layers.named_children()
+        blocks = children(vit.encoder.layers)
         modules = {
             f"{prefix}encoder.layers.{n}.self_attention": b.self_attention for n, b in blocks
         }
@@ -73,7 +74,7 @@ def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.M
         blocks_name = hf_vit_parts(vit)[0]  # type: ignore[index]
         modules = {
             f"{prefix}{blocks_name}.{n}.attention": b.attention
-            for n, b in vit.get_submodule(blocks_name).named_children()
+            for n, b in children(submodule(vit, blocks_name))
         }
     else:
         if getattr(vit, "cls_token", None) is None:
@@ -86,7 +87,7 @@ def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.M
                 "to a class token the head never reads explains nothing",
                 f"<global_pool={pool!r}>",
             )
-        modules = {f"{prefix}blocks.{n}.attn": b.attn for n, b in vit.blocks.named_children()}
+        modules = {f"{prefix}blocks.{n}.attn": b.attn for n, b in children(vit.blocks)}
     return found, modules
 
 

@@ -57,9 +57,11 @@ from lightning_viz._hooks import record_calls
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._transformers import (
     FoundTransformer,
+    children,
     find_transformer,
     hf_vit_parts,
     is_transformer,
+    submodule,
 )
 
 __all__ = [
@@ -249,7 +251,7 @@ def _maxvit_partitioned(found: FoundTransformer, rel: str) -> str | None:
     parts = rel.split(".")
     for i in range(1, len(parts)):
         owner = ".".join(parts[:i])
-        module = found.module.get_submodule(owner)
+        module = submodule(found.module, owner)
         if isinstance(module, PartitionAttentionLayer) and parts[i] != "departition_op":
             return owner
     return None
@@ -389,26 +391,26 @@ def _blocks(found: FoundTransformer) -> list[str]:
     """The transformer's blocks in execution order, as dotted names relative to it."""
     net = found.module
     if found.family == "vit":
-        return [f"encoder.layers.{n}" for n, _ in net.encoder.layers.named_children()]
+        return [f"encoder.layers.{n}" for n, _ in children(net.encoder.layers)]
     if found.family == "timm_vit":
-        return [f"blocks.{n}" for n, _ in net.blocks.named_children()]
+        return [f"blocks.{n}" for n, _ in children(net.blocks)]
     if found.family == "hf_vit":
         root = hf_vit_parts(net)[0]  # type: ignore[index]
-        return [f"{root}.{n}" for n, _ in net.get_submodule(root).named_children()]
+        return [f"{root}.{n}" for n, _ in children(submodule(net, root))]
     if found.family == "timm_swin":
-        return [f"layers.{n}" for n, _ in net.layers.named_children()]
+        return [f"layers.{n}" for n, _ in children(net.layers)]
     if found.family == "swin":  # stages: Sequentials of Swin blocks (odd features entries)
         return [
             f"features.{n}"
-            for n, stage in net.features.named_children()
+            for n, stage in children(net.features)
             if isinstance(stage, nn.Sequential)
             and any(type(b).__name__.startswith("SwinTransformerBlock") for b in stage)
         ]
     # maxvit: every MaxVitLayer of every block
     return [
         f"blocks.{b}.layers.{n}"
-        for b, block in net.blocks.named_children()
-        for n, _ in block.layers.named_children()
+        for b, block in children(net.blocks)
+        for n, _ in children(block.layers)
     ]
 
 
@@ -433,8 +435,8 @@ def transformer_cam_layer(net: nn.Module, x: Tensor) -> str:
     elif found.family == "timm_vit":
         rel = f"{blocks[-1]}.norm1"
     elif found.family == "hf_vit":  # its first norm (layernorm_before, norm1)
-        last = found.module.get_submodule(blocks[-1])
-        norms = [n for n, m in last.named_children() if isinstance(m, nn.LayerNorm)]
+        last = submodule(found.module, blocks[-1])
+        norms = [n for n, m in children(last) if isinstance(m, nn.LayerNorm)]
         if not norms:
             raise ValueError(
                 f"the last block {blocks[-1]!r} of this {type(found.module).__name__} has no "

@@ -216,11 +216,45 @@ def test_embedding_projector_embeds_through_a_compiled_submodule(tmp_path):
     runs = {}
     for name, module in (("eager", eager), ("compiled", compiled)):
         projector = lv.EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
-        fit(tmp_path / name, [projector], epochs=1, model=module)
+        views = [lv.FilterLogger(on_error="raise"), *_gradient_callbacks()]
+        fit(tmp_path / name, [projector, *views], epochs=1, model=module)
         runs[name] = read_events(str(tmp_path / name))
         runs[name + " layer"] = projector._layer_name
-    assert runs["compiled layer"] == "model._orig_mod.fc"
+    # the layers are named as the uncompiled model names them (was "model._orig_mod.fc",
+    # and every per-layer tag held "_orig_mod": eager and compiled runs did not line up)
+    assert runs["compiled layer"] == "model.fc"
+    assert "filters/model.block1.conv/norm" in runs["compiled"]["scalars"]
     assert runs["eager"]["scalars"].keys() == runs["compiled"]["scalars"].keys()
+    assert runs["eager"]["images"].keys() == runs["compiled"]["images"].keys()
+    assert not any("_orig_mod" in tag for tag in runs["compiled"]["images"])
     for tag in ("embedding/knn_acc", "embedding/silhouette"):
         (e,), (c,) = runs["eager"]["scalars"][tag], runs["compiled"]["scalars"][tag]
         assert e == pytest.approx(c, abs=1e-6), tag
+
+
+def test_a_compiled_submodule_is_named_and_explained_as_the_uncompiled_one():
+    """A compiled block was a wrapper of one child, ``_orig_mod``: Grad-CAM explained the
+    whole block (after its norm and ReLU) instead of its conv, and a ViT with a compiled
+    encoder or block list refused the layer names picked for it ("unknown layer
+    'encoder.layers.encoder_layer_3.ln_1'. Did you mean 'encoder._orig_mod.layers...'")."""
+    from lightning_viz.data import SmallCNN, vit_small
+    from lightning_viz.functional._grad import resolve_layer
+
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    cnn = SmallCNN(5, 3, 8).eval()
+    part = copy.deepcopy(cnn)
+    part.block3 = torch.compile(part.block3, backend="eager")
+    assert LF.default_cam_layer(part, x) == LF.default_cam_layer(cnn, x) == "block3.conv"
+    torch.testing.assert_close(LF.grad_cam(part, x, y), LF.grad_cam(cnn, x, y))
+    assert resolve_layer(part, "block3._orig_mod.conv") == ("block3.conv", part.block3.conv)
+    assert resolve_layer(part, part.block3)[0] == "block3"
+    vit = vit_small(5).eval()
+    encoded = copy.deepcopy(vit)
+    encoded.encoder = torch.compile(encoded.encoder, backend="eager")
+    layer = LF.default_cam_layer(encoded, x[:2])
+    assert layer == LF.default_cam_layer(vit, x[:2]) == "encoder.layers.encoder_layer_3.ln_1"
+    torch.testing.assert_close(LF.grad_cam(encoded, x[:2], y[:2]), LF.grad_cam(vit, x[:2], y[:2]))
+    torch.testing.assert_close(
+        LF.attention_rollout(encoded, x[:2]), LF.attention_rollout(vit, x[:2])
+    )
