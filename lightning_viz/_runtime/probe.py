@@ -20,9 +20,12 @@ from torch.utils.data import (
     BatchSampler,
     DataLoader,
     Dataset,
+    DistributedSampler,
     IterableDataset,
+    RandomSampler,
     SequentialSampler,
     Subset,
+    WeightedRandomSampler,
 )
 
 from lightning_viz._checks import fail
@@ -282,12 +285,16 @@ def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
 def in_order(loader: DataLoader) -> Iterable[Any]:
     """The loader, or for a shuffled map-style loader the same data in dataset order:
     the samples its sampler draws from (a ``SubsetRandomSampler``'s indices, sorted:
-    a validation split of a dataset shared with training), else the whole dataset."""
+    a validation split of a dataset shared with training; those a list of indices, a
+    custom sampler or batch sampler gives), else the whole dataset."""
     batches = loader.batch_sampler
     ordered = isinstance(batches, BatchSampler) and isinstance(batches.sampler, SequentialSampler)
     if isinstance(loader.dataset, IterableDataset) or ordered or batches is None:
         return _unshared(loader)
-    subset = _sampler_indices(getattr(batches, "sampler", None))
+    if isinstance(batches, BatchSampler):
+        subset = _sampler_indices(batches.sampler)
+    else:  # a batch sampler of the user's: the indices of its batches
+        subset = _drawn_indices(batches, batched=True)
     return DataLoader(
         loader.dataset if subset is None else Subset(loader.dataset, subset),
         batch_size=loader.batch_size or 1,
@@ -311,15 +318,39 @@ def _unshared(loader: DataLoader) -> DataLoader:
 
 def _sampler_indices(sampler: Any) -> list[int] | None:
     """The sorted dataset indices a sampler draws from when it names them (``indices``:
-    ``SubsetRandomSampler``), also inside Lightning's distributed wrapper; else ``None``."""
+    ``SubsetRandomSampler``), also inside Lightning's distributed wrapper; those a list
+    of indices or a custom sampler gives (a k-fold split); ``None`` for the whole
+    dataset (a random or distributed sampler over all of it)."""
     for _ in range(3):  # the sampler, or the one a DistributedSamplerWrapper holds
         indices = getattr(sampler, "indices", None)
         if isinstance(indices, Sequence | Tensor) and not isinstance(indices, str):
             return sorted({int(i) for i in indices})
-        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", None)
-        if sampler is None:
+        inner = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+        if inner is None:
+            break
+        sampler = inner
+    if isinstance(sampler, _WHOLE_DATASET):  # each rank's share, or random draws of all
+        return None
+    return _drawn_indices(sampler, batched=False)
+
+
+# samplers over the whole dataset: random draws, or one rank's share of it
+_WHOLE_DATASET = (RandomSampler, WeightedRandomSampler, DistributedSampler)
+_MAX_DRAWN = 1_000_000  # indices read from a sampler of the user's, at most
+
+
+def _drawn_indices(sampler: Any, *, batched: bool) -> list[int] | None:
+    """The sorted indices a sampler of the user's gives (a list, a custom ``Sampler``;
+    ``batched``: lists of them), read once with the global RNG left alone; ``None``
+    when it has no length, is too long to read, or gives something else."""
+    try:
+        if len(sampler) > _MAX_DRAWN:
             return None
-    return None
+        with torch.random.fork_rng(devices=[]):
+            drawn = [i for b in sampler for i in (b if batched else [b])]
+        return sorted({int(i) for i in drawn})
+    except (TypeError, ValueError):
+        return None
 
 
 def first_batch(loader: DataLoader) -> Any:

@@ -21,8 +21,9 @@ class SamplerSplit(pl.LightningDataModule):
     ``SubsetRandomSampler``. A validation image has 1 in its first pixel, a training
     image 0."""
 
-    def __init__(self) -> None:
+    def __init__(self, split: str = "subset") -> None:
         super().__init__()
+        self.split = split
         g = torch.Generator().manual_seed(0)
         images = torch.rand(96, 3, 32, 32, generator=g) * 0.9
         images[48:, :, 0, 0] = 1.0
@@ -33,15 +34,22 @@ class SamplerSplit(pl.LightningDataModule):
         return DataLoader(self.data, batch_size=16, sampler=SubsetRandomSampler(range(48)))
 
     def val_dataloader(self) -> DataLoader:
+        rows = list(range(95, 47, -1))  # in an order of their own
+        if self.split == "list":  # a list of indices is a sampler
+            return DataLoader(self.data, batch_size=16, sampler=rows)
+        if self.split == "batches":  # a batch sampler of the user's: lists of indices
+            return DataLoader(self.data, batch_sampler=[rows[i : i + 16] for i in range(0, 48, 16)])
         return DataLoader(self.data, batch_size=16, sampler=SubsetRandomSampler(range(48, 96)))
 
 
-def test_a_validation_split_drawn_by_a_sampler_gives_a_probe_of_validation_images(tmp_path):
+@pytest.mark.parametrize("split", ["subset", "list", "batches"])
+def test_a_validation_split_drawn_by_a_sampler_gives_a_probe_of_validation_images(tmp_path, split):
     """The probe is scanned in dataset order among the sampler's indices: it was the
-    whole shared dataset, so half the robustness probe was training images."""
+    whole shared dataset, so half the robustness probe was training images (also for
+    a list of indices or a batch sampler of the user's, a k-fold helper's)."""
     saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=8, quality=(), on_error="raise")
     probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), on_error="raise")
-    fit(tmp_path, [saliency, probe], epochs=1, datamodule=SamplerSplit())
+    fit(tmp_path, [saliency, probe], epochs=1, datamodule=SamplerSplit(split))
     for cb in (saliency, probe):
         first_pixels = cb._probe.images[:, 0, 0, 0]
         assert bool((first_pixels == 1.0).all()), type(cb).__name__
