@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["first_part"]
+from lightning_viz._runtime.loaders import stage_loaders
+
+__all__ = ["as_combined", "first_part"]
 
 
 def first_part(trainer: Any, batch: Any, stage: str = "val") -> Any:
@@ -32,3 +34,22 @@ def _holds_tensors(values: Any) -> bool:
     """Whether any of ``values`` is a tensor or array: one loader's batch holds them at its
     top level, a batch of every loader holds batches."""
     return any(hasattr(v, "shape") for v in values)
+
+
+def as_combined(trainer: Any, batch: Any, stage: str = "val") -> Any:
+    """``batch`` (one loader's) as the fit's ``stage`` loaders yield batches when they
+    run together (a ``CombinedLoader`` in a mode other than ``"sequential"``; several
+    training loaders): in the loaders' structure, ``batch`` for every loader, what a
+    transfer hook written for those batches takes. ``None`` when they do not."""
+    loaders = stage_loaders(trainer, stage)
+    if hasattr(loaders, "iterables") and hasattr(loaders, "flattened"):  # a CombinedLoader
+        if getattr(loaders, "_mode", "sequential") == "sequential":
+            return None
+        loaders = loaders.iterables
+    elif stage == "val":  # several validation loaders run one after another
+        return None
+    if isinstance(loaders, Mapping) and loaders:
+        return dict.fromkeys(loaders, batch)
+    if isinstance(loaders, list | tuple) and loaders:
+        return [batch] * len(loaders)
+    return None

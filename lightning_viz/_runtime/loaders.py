@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["first_loader", "has_loader", "loader_batch_size", "stage_loader"]
+__all__ = ["first_loader", "has_loader", "loader_batch_size", "stage_loader", "stage_loaders"]
 
 
 def _defines(obj: Any, name: str) -> bool:
@@ -58,18 +58,23 @@ def stage_loader(trainer: Any, stage: str) -> Any:
     "First" is dataloader index 0: the first of a list, the first value of a dict,
     the first loader of a ``CombinedLoader``.
     """
+    return first_loader(stage_loaders(trainer, stage))
+
+
+def stage_loaders(trainer: Any, stage: str) -> Any:
+    """What the fit's ``"val"`` or ``"train"`` dataloader hook returns (a loader, a
+    collection of them, a ``CombinedLoader``), built anew; ``None`` when none."""
     datamodule = getattr(trainer, "datamodule", None)
     if datamodule is not None and _defines(datamodule, f"{stage}_dataloader"):
-        loader = first_loader(getattr(datamodule, f"{stage}_dataloader")())
-        if loader is not None:
-            return loader
+        loaders = getattr(datamodule, f"{stage}_dataloader")()
+        if first_loader(loaders) is not None:
+            return loaders
     source = _loop_source(trainer, stage)
     if source is not None and source.is_defined():
         try:
-            loaders = source.dataloader()
+            return source.dataloader()
         except (NotImplementedError, AttributeError, TypeError):
             return None
-        return first_loader(loaders)
     return None
 
 

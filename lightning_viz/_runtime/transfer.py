@@ -13,12 +13,14 @@ are left out: the hooks are called as in a validation loop.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["batch_transfer", "overridden_transfer_hooks"]
+from lightning_viz._runtime.combined import as_combined
+
+__all__ = ["TransferHookError", "batch_transfer", "overridden_transfer_hooks"]
 
 _HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
@@ -70,10 +72,38 @@ def batch_transfer(trainer: Any, module: Any) -> Callable[[Any], Any] | None:
     if before is None or handler is None:  # pragma: no cover - another Lightning
         return None
 
-    def transfer(batch: Any) -> Any:
+    def hooks(batch: Any) -> Any:
         device = next((p.device for p in module.parameters()), torch.device("cpu"))
         with _as_validation(trainer), torch.no_grad():
             batch = before(batch, dataloader_idx=0)
             return handler(batch, device=device, dataloader_idx=0)
 
+    def transfer(batch: Any) -> Any:
+        try:
+            return hooks(batch)
+        except Exception as err:
+            for stage in ("val", "train"):  # hooks written for a CombinedLoader's batches
+                combined = as_combined(trainer, batch, stage)
+                if combined is not None:
+                    with contextlib.suppress(Exception):
+                        return _part(hooks(combined))
+            names = ", ".join(overridden_transfer_hooks(trainer, module))
+            raise TransferHookError(
+                f"the batch transfer hooks ({names}) failed on a batch of the probe data "
+                f"({type(err).__name__}: {err}); the probe is picked from one dataloader's "
+                "batches, which go through these hooks as in a validation loop. Make the "
+                "hooks take such a batch, or pass `probe=`"
+            ) from err
+
     return transfer
+
+
+def _part(combined: Any) -> Any:
+    """The first loader's part of a batch made by :func:`as_combined`, after the hooks."""
+    if isinstance(combined, Mapping):
+        return next(iter(combined.values()))
+    return combined[0] if isinstance(combined, list | tuple) else combined
+
+
+class TransferHookError(ValueError):
+    """The fit's batch transfer hooks failed on a probe batch (see :func:`batch_transfer`)."""

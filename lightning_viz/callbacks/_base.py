@@ -59,7 +59,7 @@ from lightning_viz._runtime.schedule import (
     no_validation_batches,
     validates_every_epoch,
 )
-from lightning_viz._runtime.transfer import batch_transfer
+from lightning_viz._runtime.transfer import TransferHookError, batch_transfer
 from lightning_viz.callbacks import _monitors as monitors
 from lightning_viz.callbacks._probe_setup import ProbeSetup, check_probe_source
 
@@ -367,7 +367,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         try:
             with preserve_state(module):
                 self._setup(trainer, module)
-        except NotApplicableError as err:
+        except (NotApplicableError, TransferHookError) as err:  # the user's hooks: not ours
             if (stop := monitors.monitored_setup_error(self, trainer, err)) is not None:
                 raise stop from err
             self.turn_off("cannot run on this model or data", err)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 import lightning_viz as lv
 from lightning_viz._runtime.probe import in_order
 from lightning_viz.data import LitClassifier
-from tests.conftest import fit, lightning_info, read_events, small_datamodule
+from tests.conftest import fit, lightning_info, make_trainer, read_events, small_datamodule
 
 
 # ------------------------------------------------- a split made by samplers
@@ -236,6 +236,71 @@ def test_labels_of_shape_n_by_1_give_the_class_balanced_probe_of_their_classes(t
     cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=10, quality=(), on_error="raise")
     fit(tmp_path, [cb], epochs=1, model=SqueezesLabels(), datamodule=Labelled(labels))
     assert sorted(cb._probe.labels.reshape(-1).tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+_MEAN = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+
+
+class CombinedHooked(LitClassifier):
+    """Validates through a CombinedLoader of two loaders (one batch of each at once) and
+    normalizes in a hook written for those batches: ``{"a": [x, y], "b": [x, y]}``."""
+
+    def __init__(self, broken: bool = False) -> None:
+        super().__init__(num_classes=5)
+        self.broken = broken
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.trainer.training:
+            return batch
+        if self.broken and (not isinstance(batch, dict) or batch["a"][0] is batch["b"][0]):
+            raise RuntimeError("this hook takes no batch")  # but the loop's
+        return {k: [(x - _MEAN) / _STD, y] for k, (x, y) in batch.items()}
+
+    def validation_step(self, batch, batch_idx):
+        return super().validation_step(batch["a"], batch_idx)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["combined_hook", "failing_hook"])
+def test_a_transfer_hook_written_for_a_combined_loaders_batches_normalizes_the_probe(
+    tmp_path, broken
+):
+    """The probe's batch went through the hooks as one loader's ``[x, y]``: the user's
+    hook, written for the dicts a CombinedLoader("max_size_cycle") gives it, raised
+    AttributeError and stopped the fit at setup, also with on_error="warn". A hook that
+    fails on any batch now turns the callback off with a message (training goes on)."""
+    import warnings
+
+    from pytorch_lightning.utilities import CombinedLoader
+
+    dm = small_datamodule(val_size=16)
+    dm.setup("fit")
+    images = torch.stack([dm.val_dataset[i][0] for i in range(16)])
+    data = TensorDataset(images, torch.arange(16) % 5)
+    val = CombinedLoader(
+        {"a": DataLoader(data, batch_size=8), "b": DataLoader(data, batch_size=8)},
+        mode="max_size_cycle",
+    )
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=8, quality=())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = make_trainer(tmp_path, [cb], epochs=1, limit_train_batches=1)
+        trainer.fit(
+            CombinedHooked(broken),
+            train_dataloaders=DataLoader(data, batch_size=8),
+            val_dataloaders=val,
+        )
+    said = [str(w.message) for w in caught if "TransferHookError" in str(w.message)]
+    if broken:
+        assert len(said) == 1, [str(w.message)[:300] for w in caught]
+        assert not cb._enabled
+        assert "on_after_batch_transfer" in said[0] and "this hook takes no batch" in said[0]
+    else:
+        assert cb._enabled and not said
+        assert cb.mean == pytest.approx([0.5, 0.4, 0.3]) and cb.std == pytest.approx(
+            [0.2, 0.25, 0.3]
+        )
+        torch.testing.assert_close(cb._probe.images, (images[:8] - _MEAN) / _STD)
 
 
 # ------------------------------------------------- shape bias that is undefined
