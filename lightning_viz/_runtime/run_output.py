@@ -122,9 +122,12 @@ class RunOutput:
         if saved is not None and epoch > 0 and not self.summary.metrics:
             try:
                 self.summary = RunSummary.from_dict(json.loads(saved), "the checkpoint's summary")
+                self.summary_changed = True  # the new log dir gets it, even if nothing runs
             except ValueError as err:  # a SummaryError, or not JSON
                 self.warn_once("checkpoint summary", f"lightning-viz: {err}; a new one starts")
+        kept = self.summary.to_json()
         self.summary.drop_after(epoch - 1)
+        self.summary_changed = self.summary_changed or self.summary.to_json() != kept
 
     def write_summary(self, trainer: Any) -> None:
         """Writes ``<log_dir>/lightning_viz/summary.json`` and gives it to every backend
