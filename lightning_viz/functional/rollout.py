@@ -36,6 +36,7 @@ from lightning_viz.functional.tokens import (
     find_transformer,
     hf_vit_parts,
     padded_size,
+    timm_patch,
 )
 
 __all__ = ["attention_rollout", "grad_rollout", "supports_rollout"]
@@ -127,7 +128,7 @@ def _patch_grid(found: FoundTransformer, size: tuple[int, int]) -> tuple[int, in
     if found.family == "hf_vit":
         _, prefix, (ph, pw) = hf_vit_parts(vit)  # type: ignore[misc]
         return prefix, size[0] // ph, size[1] // pw
-    ph, pw = vit.patch_embed.patch_size
+    ph, pw = timm_patch(vit.patch_embed)
     size = padded_size(vit, size)
     return int(vit.num_prefix_tokens), size[0] // ph, size[1] // pw
 

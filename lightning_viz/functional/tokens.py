@@ -69,6 +69,7 @@ __all__ = [
     "default_transformer_activation_layers",
     "default_transformer_cam_layer",
     "is_transformer",
+    "timm_patch",
     "token_layout",
     "tokens_to_grid",
 ]
@@ -226,8 +227,21 @@ def padded_size(vit: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
     embed = getattr(vit, "patch_embed", None)
     if not getattr(embed, "dynamic_img_pad", False):
         return size
-    ph, pw = _pair(tuple(embed.patch_size), "patch_size")  # type: ignore[union-attr]
+    ph, pw = timm_patch(embed)  # type: ignore[arg-type]
     return -(-size[0] // ph) * ph, -(-size[1] // pw) * pw
+
+
+def timm_patch(embed: nn.Module) -> tuple[int, int]:
+    """The input pixels per token of a timm ViT's patch embedding: its ``patch_size``,
+    times the backbone's stride for a hybrid ViT (a ResNet stem, whose ``patch_size``
+    is the patch on the backbone's feature map), as its ``feat_ratio`` says."""
+    ratio = getattr(embed, "feat_ratio", None)
+    if callable(ratio):
+        try:
+            return _pair(tuple(ratio(as_scalar=False)), "patch_size")
+        except (TypeError, ValueError):
+            pass
+    return _pair(tuple(embed.patch_size), "patch_size")  # type: ignore[arg-type]
 
 
 def _relative(found: FoundTransformer, name: str) -> str | None:
@@ -322,11 +336,11 @@ def token_layout(
             return TokenLayout(size, patch, num_prefix_tokens=prefix)
         return None
     # timm VisionTransformer family
-    patch = _pair(tuple(net.patch_embed.patch_size), "patch_size")
+    patch = timm_patch(net.patch_embed)
     size = padded_size(net, size)
     if _under(rel, "patch_embed"):
-        if rel == "patch_embed.proj":
-            return None  # the conv: (N, D, h, w)
+        if rel == "patch_embed.proj" or _under(rel, "patch_embed.backbone"):
+            return None  # the conv, a hybrid's backbone: (N, D, h, w)
         fmt = str(getattr(getattr(net.patch_embed, "output_fmt", None), "value", "NCHW"))
         if not getattr(net.patch_embed, "flatten", True) and fmt == "NHWC":
             return TokenLayout(size, channels_last=True)

@@ -536,3 +536,29 @@ def test_a_timm_vit_that_pads_its_input_to_whole_patches_gets_the_padded_grid():
     assert cam.shape == (2, 1, 70, 100) and bool(torch.isfinite(cam).all())
     rollout = LF.attention_rollout(vit, x)
     assert rollout.shape == (2, 1, 70, 100)
+
+
+def test_a_timm_hybrid_vit_reads_its_tokens_at_the_backbones_stride():
+    """A hybrid ViT (a ResNet stem, then patches of its feature map) was read as patches
+    of ``patch_embed.patch_size`` pixels (8 where 32 are one token): every token method
+    failed ("5 tokens do not fit a 8x8 patch grid") and the callbacks turned off."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_r_s16_p8_224", pretrained=False, img_size=64, num_classes=3, depth=2
+    ).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    layer = LF.default_cam_layer(model, x[:1])
+    assert layer == "blocks.1.norm1"
+    layout = LF.token_layout(model, layer, 64)
+    assert layout.patch_size == (32, 32) and layout.num_prefix_tokens == 1  # a 2x2 grid
+    assert LF.token_layout(model, "patch_embed.backbone.conv", 64) is None  # a conv map
+    targets = [ClassifierOutputTarget(int(t)) for t in (0, 1)]
+    ref = copy.deepcopy(model)
+    with GradCAM(
+        model=ref, target_layers=[ref.blocks[-1].norm1], reshape_transform=_pgc_reshape(1, 2, 2)
+    ) as cam:
+        full = torch.from_numpy(cam(x.clone(), targets))
+    got = LF.grad_cam(model, x, torch.tensor([0, 1]))
+    assert bool((_corr(got[:, 0], full) > 0.98).all())
+    assert LF.attention_rollout(model, x).shape == (2, 1, 64, 64)
