@@ -225,6 +225,12 @@ class SaliencyLogger(ScoresMaps, VizCallback):
                 "attention modules it reads"
             )
             reasons.update({m: why for m in self.methods if m in ROLLOUTS})
+        elif any(m in self.methods for m in ROLLOUTS):  # a ViT by its type: tried on an image
+            try:
+                LF.attention_rollout(ctx.view, ctx.pixels[:1])
+            except (ValueError, RuntimeError, TypeError, IndexError) as err:
+                why = f"it failed on a probe image: {type(err).__name__}: {err}"
+                reasons.update({m: why for m in self.methods if m in ROLLOUTS})
         return reasons
 
     def _map(

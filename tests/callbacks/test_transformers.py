@@ -153,6 +153,27 @@ def test_default_methods_that_do_not_apply_are_skipped_with_one_info_line(tmp_pa
     }
 
 
+def test_default_rollouts_that_fail_on_a_probe_image_are_skipped_not_the_callback(
+    tmp_path, monkeypatch
+):
+    """Rollout was offered by the model's type alone: on a ViT whose token grid it could
+    not read (a timm hybrid ViT, before its grid was known), the first epoch-end run
+    failed and the whole callback turned off, the methods that work with it."""
+
+    def cannot(*args, **kwargs):
+        raise ValueError("5 tokens do not fit a 8x8 patch grid")
+
+    monkeypatch.setattr(LF, "attention_rollout", cannot)
+    cb = lv.SaliencyLogger(num_samples=4, smoothgrad_samples=2, quality=(), on_error="raise")
+    with lightning_info() as messages:
+        fit(tmp_path, [cb], epochs=1, model=LitClassifier(vit_small(5), lr=1e-3))
+    assert cb._enabled and "rollout" in cb.methods and "grad_rollout" in cb.methods
+    assert cb._active == tuple(m for m in cb.methods if m not in ("rollout", "grad_rollout"))
+    (line,) = [m for m in messages if "skips its default methods" in m]
+    assert "'rollout', 'grad_rollout' (it failed on a probe image: ValueError: 5 tokens" in line
+    assert "saliency/vanilla" in read_events(str(tmp_path))["images"]
+
+
 @pytest.mark.parametrize(
     ("methods", "model", "match"),
     [
