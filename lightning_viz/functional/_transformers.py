@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from lightning_viz._checks import fail
 from lightning_viz._guard import unwrap_model
+from lightning_viz._hooks import record_order
 from lightning_viz.functional._grad import named_layers
 
 __all__ = ["FoundTransformer", "find_transformer", "hf_vit_parts", "is_transformer"]
@@ -122,13 +124,35 @@ def children(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(unwrap_model(module).named_children())
 
 
-def find_transformer(model: nn.Module) -> FoundTransformer | None:
-    """The first known transformer inside ``model`` (a :class:`ModelView` looked through)."""
+def find_transformer(
+    model: nn.Module, inputs: Tensor | None = None, *, layer: str | None = None
+) -> FoundTransformer | None:
+    """The known transformer inside ``model`` (a :class:`ModelView` looked through).
+
+    With several (a frozen teacher beside the student, as in DeiT's distillation): the
+    one holding ``layer``; else the last whose forward runs on ``inputs`` (one image,
+    no gradients), the one that feeds the logits; else the first defined.
+    """
+    found: list[FoundTransformer] = []
     for name, module in named_layers(model):
-        family = _family(module)
+        inside = any(_within(name, f.prefix) for f in found)
+        family = None if inside else _family(module)
         if family is not None:
-            return FoundTransformer(family, name, module)
-    return None
+            found.append(FoundTransformer(family, name, module))
+    if len(found) < 2:
+        return found[0] if found else None
+    if layer is not None:
+        return next((f for f in found if _within(layer, f.prefix)), found[0])
+    if inputs is not None:
+        with torch.no_grad(), record_order({f.prefix: f.module for f in found}) as ran:
+            model(inputs[:1].detach())
+        if ran:
+            return next(f for f in found if f.prefix == ran[-1])
+    return found[0]
+
+
+def _within(name: str, prefix: str) -> bool:
+    return not prefix or name == prefix or name.startswith(f"{prefix}.")
 
 
 def is_transformer(model: nn.Module) -> bool:

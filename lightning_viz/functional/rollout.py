@@ -46,9 +46,12 @@ _ROLLOUT_FAMILIES = ("vit", "timm_vit", "hf_vit")
 
 
 # ----------------------------------------------------------------------------- model access
-def _attention_modules(net: nn.Module) -> tuple[FoundTransformer, dict[str, nn.Module]]:
-    """The ViT inside ``net`` and its blocks' attention modules, in execution order."""
-    found = find_transformer(net)
+def _attention_modules(
+    net: nn.Module, inputs: Tensor
+) -> tuple[FoundTransformer, dict[str, nn.Module]]:
+    """The ViT inside ``net`` (the one ``inputs`` run through, of several) and its
+    blocks' attention modules, in execution order."""
+    found = find_transformer(net, inputs)
     if found is None or found.family not in _ROLLOUT_FAMILIES:
         what = type(found.module).__name__ if found is not None else type(net).__name__
         fail(
@@ -230,7 +233,7 @@ def attention_rollout(
     if discard_ratio >= 1.0:
         fail("discard_ratio", "a number in [0, 1)", discard_ratio)
     with preserve_state(model) as net:
-        found, modules = _attention_modules(net)
+        found, modules = _attention_modules(net, inputs)
         x = inputs.detach().clone()
         with torch.no_grad(), capture_attention(modules) as store:
             net(x)
@@ -277,7 +280,7 @@ def grad_rollout(
     """
     check_images(inputs)
     with preserve_state(model) as net:
-        found, modules = _attention_modules(net)
+        found, modules = _attention_modules(net, inputs)
         x = inputs.detach().clone().requires_grad_(True)  # parameters are frozen: graph via x
         with capture_attention(modules) as store:
             logits = forward_logits(net, x)

@@ -294,7 +294,7 @@ def token_layout(
     """
     size = _pair(input_size, "input_size")
     name, _ = resolve_layer(model, layer)
-    found = find_transformer(model)
+    found = find_transformer(model, layer=name)
     if found is None:
         return None
     rel = _relative(found, name)
@@ -428,8 +428,8 @@ def _blocks(found: FoundTransformer) -> list[str]:
     ]
 
 
-def _require(model: nn.Module) -> FoundTransformer:
-    found = find_transformer(model)
+def _require(model: nn.Module, inputs: Tensor) -> FoundTransformer:
+    found = find_transformer(model, inputs)
     if found is None:
         fail(
             "model",
@@ -442,7 +442,7 @@ def _require(model: nn.Module) -> FoundTransformer:
 
 def transformer_cam_layer(net: nn.Module, x: Tensor) -> str:
     """:func:`default_transformer_cam_layer` without the guard (``net`` already guarded)."""
-    found = _require(net)
+    found = _require(net, x)
     blocks = _blocks(found)
     if found.family == "vit":
         rel = f"{blocks[-1]}.ln_1"
@@ -524,7 +524,7 @@ def default_transformer_activation_layers(model: nn.Module, inputs: Tensor) -> l
     """
     check_images(inputs)
     with preserve_state(model) as net:
-        found = _require(net)
+        found = _require(net, inputs)
         names = [_join(found.prefix, b) for b in _blocks(found)]
         if found.family in ("swin", "timm_swin", "maxvit"):
             channels_last = found.family in _CHANNELS_LAST

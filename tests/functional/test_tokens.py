@@ -562,3 +562,38 @@ def test_a_timm_hybrid_vit_reads_its_tokens_at_the_backbones_stride():
     got = LF.grad_cam(model, x, torch.tensor([0, 1]))
     assert bool((_corr(got[:, 0], full) > 0.98).all())
     assert LF.attention_rollout(model, x).shape == (2, 1, 64, 64)
+
+
+class _Distilled(nn.Module):
+    """A frozen ViT teacher defined before the ViT student; forward runs the student."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from lightning_viz.data import vit_small
+
+        self.teacher = vit_small(3, num_layers=2).requires_grad_(False)
+        self.student = vit_small(3, num_layers=2)
+
+    def forward(self, x):
+        return self.student(x)
+
+
+def test_of_two_vits_the_defaults_are_the_one_the_forward_runs(x):
+    """Every transformer default came from the first ViT defined, a frozen teacher the
+    forward never runs: Grad-CAM, the activation layers and the rollouts failed ("did not
+    run in the model's forward") and the callbacks turned off."""
+    torch.manual_seed(0)
+    model = _Distilled().eval()
+    last = "encoder.layers.encoder_layer_1.ln_1"
+    assert LF.default_cam_layer(model, x[:1]) == f"student.{last}"
+    assert LF.default_transformer_activation_layers(model, x[:1]) == [
+        "student.encoder.layers.encoder_layer_0",
+        "student.encoder.layers.encoder_layer_1",
+    ]
+    maps = LF.grad_cam(model, x, TARGET)
+    _close(maps, LF.grad_cam(model.student, x, TARGET, layer=last))
+    assert float(maps.amax()) > 0
+    _close(LF.attention_rollout(model, x), LF.attention_rollout(model.student, x))
+    _close(LF.grad_rollout(model, x, TARGET), LF.grad_rollout(model.student, x, TARGET))
+    # a layer of either network is read with its own network's layout
+    assert LF.token_layout(model, f"teacher.{last}", 32).num_prefix_tokens == 1
