@@ -57,12 +57,17 @@ def default_layers(
     return list(dict.fromkeys(picks))
 
 
-def _whole_block(ctx: RunContext, late: str) -> str:
+def _whole_block(ctx: RunContext, late: str, order: Sequence[str]) -> str:
     """The late pick, or the block around it when the pick is one branch of a
     concatenation (Inception, DenseNet): the block Grad-CAM explains by default holds
     the pick, with as large a map but more channels. A residual block's last conv has
-    all of its block's channels and is kept."""
+    all of its block's channels and is kept. A pick that runs after that block (a conv
+    inside a last stage whose output collapsed to ``1x1``: the expansion conv of its
+    first block, one branch of a later Inception module) gives way to the block."""
     block = default_cam_layer(ctx.view, ctx.pixels[:1])
+    inside = [n for n in order if n == block or n.startswith(f"{block}.")]
+    if late in order and inside and order.index(late) > order.index(inside[-1]):
+        return block
     if not late.startswith(f"{block}."):
         return late
     layers = {n: resolve_layer(ctx.module, n)[1] for n in (late, block)}
@@ -129,7 +134,8 @@ class ActivationLogger(VizCallback):
                     "ActivationLogger found no Conv2d layer in the model; pass `layers=` "
                     "with the names of the layers whose outputs to show"
                 )
-            self._chosen[-1] = _whole_block(ctx, self._chosen[-1])
+            self._chosen[-1] = _whole_block(ctx, self._chosen[-1], order)
+            self._chosen = list(dict.fromkeys(self._chosen))  # the block may be the middle
             warn_if_early(self, ctx, self._chosen[-1], "its late layer")
         else:
             self._chosen = [resolve_layer(ctx.module, n)[0] for n in self.layers]

@@ -840,6 +840,46 @@ def test_activation_late_pick_of_a_concatenation_is_the_whole_block(tmp_path):
     assert "activations/model.block" in images
 
 
+class _Expand(nn.Module):
+    """A bottleneck's start: a 1x1 expansion conv (the input's size), then a strided conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(16, 32, 1)
+        self.down = nn.Conv2d(32, 32, 3, stride=4, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(torch.relu(self.expand(x)))
+
+
+class _CollapsingLastStage(nn.Module):
+    """32 px: the stem 16x16, stage1 4x4, the last stage 1x1 (a ResNet-50 or an
+    EfficientNet on 32 px images)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.stage1 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=4, padding=1), nn.ReLU())
+        self.stage2 = nn.Sequential(_Expand(), nn.ReLU())
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stage2(self.stage1(torch.relu(self.stem(x))))
+        return self.head(x.flatten(1))
+
+
+def test_activation_late_pick_is_not_a_conv_inside_a_collapsed_last_stage(tmp_path):
+    """The late pick was the expansion conv inside the last stage's first block (the
+    pick the Grad-CAM rule passes over: it runs before the block's strided conv);
+    ResNet-50, RegNet, EfficientNet, MobileNetV3 on 32 px, Inception v3's Mixed_7a
+    branch conv at 75 px. The late pick is now Grad-CAM's block."""
+    acts = lv.ActivationLogger(num_samples=2, on_error="raise")
+    cam = lv.GradCAMLogger(num_samples=2, quality=(), on_error="raise")
+    fit(tmp_path, [acts, cam], model=LitClassifier(model=_CollapsingLastStage()), epochs=1)
+    assert cam._layer_name == "model.stage1.0"
+    assert acts._chosen == ["model.stem", "model.stage1.0"]
+
+
 # --------------------------------------------------------- manual optimization
 class _TwoOptimizers(LitClassifier):
     """Manual optimization with two optimizers stepped every batch (a GAN-style loop):
