@@ -199,8 +199,17 @@ def _reset(module: nn.Module) -> None:
         for name, p in module.named_parameters(recurse=False):  # a bias, unparametrized
             p.copy_(getattr(plain, name))
         return
+    recomputed = recomputed_tensors(module)
+    kinds = {t.dtype for t in module.parameters(recurse=False) if t.is_floating_point()}
+    if not recomputed and kinds and kinds != {torch.float32}:  # float64, bfloat16 layers
+        plain = copy.deepcopy(module).float()  # float32 draws: the same layer in any dtype
+        plain.reset_parameters()  # type: ignore[operator]
+        for own, drawn in ((module.parameters, plain.parameters), (module.buffers, plain.buffers)):
+            for t, u in zip(own(recurse=False), drawn(recurse=False), strict=True):
+                t.copy_(u)
+        return
     module.reset_parameters()  # type: ignore[operator]
-    for name, kind, hook in recomputed_tensors(module):  # it wrote into the computed one
+    for name, kind, hook in recomputed:  # it wrote into the computed one
         weight = getattr(module, name)
         if kind == "weight_norm":
             getattr(module, f"{name}_v").copy_(weight)
