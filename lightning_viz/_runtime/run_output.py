@@ -129,6 +129,21 @@ class RunOutput:
         self.summary.drop_after(epoch - 1)
         self.summary_changed = self.summary_changed or self.summary.to_json() != kept
 
+    def retune(self, trainer: Any, callback: Any) -> None:
+        """A resumed run's summary holds ``callback``'s watched metrics with the
+        ``tolerance`` of their last measurement (a metric measured every few runs may
+        not be measured again soon): they get the tolerance of this run, which its
+        alerts use and `compare` reads from the file."""
+        tolerance = getattr(callback, "tolerance", None)
+        if self.summary is None or not isinstance(tolerance, float | int):
+            return
+        for tag, hist in self.summary.metrics.items():
+            if hist.callback != type(callback).__name__ or hist.tolerance in (None, tolerance):
+                continue
+            if self.writes(trainer, callback, {tag}):  # type: ignore[attr-defined]
+                hist.tolerance = float(tolerance)
+                self.summary_changed = True
+
     def write_summary(self, trainer: Any) -> None:
         """Writes ``<log_dir>/lightning_viz/summary.json`` and gives it to every backend
         (global rank 0) when a run added to it: once per epoch end, after every callback

@@ -756,10 +756,16 @@ def test_a_resume_into_a_new_log_version_continues_the_run_summary(tmp_path):
     # a resume in which the probe does not run still writes the history it continues
     # (the new version had no summary.json: `compare` on it found nothing), and one
     # back to an earlier checkpoint leaves out the epochs it will run again
-    later = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=16, every_n_epochs=9)
+    later = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(2 / 255,), num_samples=16, every_n_epochs=9, tolerance=0.3
+    )
     quiet = TensorBoardLogger(str(tmp_path), name="run", version=2)
     fit(tmp_path, [later], epochs=3, ckpt_path=ckpt, logger=quiet)
     assert epochs("version_2") == epochs("version_0")
+    # with this run's tolerance, which its alerts use (`compare` read the old one)
+    with open(tmp_path / "run" / "version_2" / "lightning_viz" / "summary.json") as f:
+        stored = json.load(f)["metrics"]["robustness/fgsm_acc@2/255"]
+    assert stored["tolerance"] == 0.3 != probe().tolerance
     later = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=16, every_n_epochs=9)
     fit(tmp_path, [later], epochs=3, ckpt_path=ckpt, logger=logger)
     assert sorted(epochs("version_1")) == [0, 1]  # epoch 2 ran again, without the probe
