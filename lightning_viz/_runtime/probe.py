@@ -43,6 +43,7 @@ __all__ = [
     "is_tensor_tuple",
     "load_probe",
     "loader_batch_size",
+    "opaque_sampler",
     "scan",
     "scan_limit",
     "split_batch",
@@ -284,17 +285,18 @@ def balanced_pick(labels: Sequence[int], num_samples: int) -> list[int]:
 
 def in_order(loader: DataLoader) -> Iterable[Any]:
     """The loader, or for a shuffled map-style loader the same data in dataset order:
-    the samples its sampler draws from (a ``SubsetRandomSampler``'s indices, sorted:
-    a validation split of a dataset shared with training; those a list of indices, a
-    custom sampler or batch sampler gives), else the whole dataset."""
+    the samples its sampler draws from when it names them (a ``SubsetRandomSampler``'s
+    indices, a list of indices as the sampler or batch sampler, sorted: a validation
+    split of a dataset shared with training), else the whole dataset (see
+    :func:`opaque_sampler`)."""
     batches = loader.batch_sampler
     ordered = isinstance(batches, BatchSampler) and isinstance(batches.sampler, SequentialSampler)
     if isinstance(loader.dataset, IterableDataset) or ordered or batches is None:
         return _unshared(loader)
     if isinstance(batches, BatchSampler):
         subset = _sampler_indices(batches.sampler)
-    else:  # a batch sampler of the user's: the indices of its batches
-        subset = _drawn_indices(batches, batched=True)
+    else:  # a batch sampler of the user's: named when it is a list of index lists
+        subset = _listed(batches, batched=True)
     return DataLoader(
         loader.dataset if subset is None else Subset(loader.dataset, subset),
         batch_size=loader.batch_size or 1,
@@ -302,6 +304,24 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
         collate_fn=loader.collate_fn,
         num_workers=0,
     )
+
+
+def opaque_sampler(loader: Any) -> str | None:
+    """The type of the user's sampler (or batch sampler) of ``loader`` when it does not
+    name its indices, so that the whole dataset is scanned (its split unknown: it may
+    hold training samples); ``None`` otherwise. It is never iterated: that would run
+    the user's code (its RNG draws, its own generator or epoch counter) at setup, and
+    under DDP give each rank its own probe."""
+    batches = getattr(loader, "batch_sampler", None)
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return None
+    if batches is None or isinstance(batches, BatchSampler):
+        sampler = getattr(batches, "sampler", None)
+        known = (SequentialSampler, *_WHOLE_DATASET)
+        if sampler is None or isinstance(sampler, known) or _sampler_indices(sampler):
+            return None
+        return type(sampler).__name__
+    return None if _listed(batches, batched=True) else type(batches).__name__
 
 
 def _unshared(loader: DataLoader) -> DataLoader:
@@ -318,37 +338,32 @@ def _unshared(loader: DataLoader) -> DataLoader:
 
 def _sampler_indices(sampler: Any) -> list[int] | None:
     """The sorted dataset indices a sampler draws from when it names them (``indices``:
-    ``SubsetRandomSampler``), also inside Lightning's distributed wrapper; those a list
-    of indices or a custom sampler gives (a k-fold split); ``None`` for the whole
-    dataset (a random or distributed sampler over all of it)."""
+    ``SubsetRandomSampler``; a list of indices given as the sampler), also inside
+    Lightning's distributed wrapper; else ``None`` (the whole dataset)."""
     for _ in range(3):  # the sampler, or the one a DistributedSamplerWrapper holds
         indices = getattr(sampler, "indices", None)
         if isinstance(indices, Sequence | Tensor) and not isinstance(indices, str):
             return sorted({int(i) for i in indices})
-        inner = getattr(getattr(sampler, "dataset", None), "_sampler", None)
-        if inner is None:
-            break
-        sampler = inner
-    if isinstance(sampler, _WHOLE_DATASET):  # each rank's share, or random draws of all
-        return None
-    return _drawn_indices(sampler, batched=False)
+        if (listed := _listed(sampler, batched=False)) is not None:
+            return listed
+        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+        if sampler is None:
+            return None
+    return None
 
 
 # samplers over the whole dataset: random draws, or one rank's share of it
 _WHOLE_DATASET = (RandomSampler, WeightedRandomSampler, DistributedSampler)
-_MAX_DRAWN = 1_000_000  # indices read from a sampler of the user's, at most
 
 
-def _drawn_indices(sampler: Any, *, batched: bool) -> list[int] | None:
-    """The sorted indices a sampler of the user's gives (a list, a custom ``Sampler``;
-    ``batched``: lists of them), read once with the global RNG left alone; ``None``
-    when it has no length, is too long to read, or gives something else."""
+def _listed(sampler: Any, *, batched: bool) -> list[int] | None:
+    """The sorted indices of a sampler that is a list of them (``batched``: a list of
+    index lists), read without iterating any code of the user's; else ``None``."""
+    if not isinstance(sampler, list | tuple | range | Tensor):
+        return None
     try:
-        if len(sampler) > _MAX_DRAWN:
-            return None
-        with torch.random.fork_rng(devices=[]):
-            drawn = [i for b in sampler for i in (b if batched else [b])]
-        return sorted({int(i) for i in drawn})
+        rows = [r for b in sampler for r in b] if batched else sampler
+        return sorted({int(i) for i in rows}) or None
     except (TypeError, ValueError):
         return None
 

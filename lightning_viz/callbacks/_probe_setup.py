@@ -32,6 +32,7 @@ from lightning_viz._runtime.probe import (
     first_batch,
     is_tensor_tuple,
     load_probe,
+    opaque_sampler,
     scan,
     scan_limit,
     split_batch,
@@ -171,6 +172,14 @@ class ProbeSetup:
         loader = coordinator.stage_loader(trainer, "val")
         if loader is not None and not _no_batches(loader):
             self._probe_from = "validation"
+            if (kind := opaque_sampler(loader)) is not None:
+                coordinator.warn_once(
+                    "opaque sampler",
+                    f"lightning-viz: the validation loader's sampler ({kind}) does not name "
+                    "the samples it draws (an `indices` list), so the probe is picked from "
+                    "its whole dataset, which may hold training samples. Pass `probe=` "
+                    "the held-out data, or split with a Subset or SubsetRandomSampler",
+                )
             return loader
         why = (
             "the fit has no validation data"

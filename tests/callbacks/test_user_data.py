@@ -39,17 +39,42 @@ class SamplerSplit(pl.LightningDataModule):
             return DataLoader(self.data, batch_size=16, sampler=rows)
         if self.split == "batches":  # a batch sampler of the user's: lists of indices
             return DataLoader(self.data, batch_sampler=[rows[i : i + 16] for i in range(0, 48, 16)])
+        if self.split == "custom":  # a sampler class of the user's (a k-fold helper's)
+            return DataLoader(self.data, batch_size=16, sampler=_Fold(rows))
         return DataLoader(self.data, batch_size=16, sampler=SubsetRandomSampler(range(48, 96)))
 
 
-@pytest.mark.parametrize("split", ["subset", "list", "batches"])
+class _Fold(torch.utils.data.Sampler):
+    """A k-fold helper's sampler: its rows, shuffled by the global RNG at each epoch."""
+
+    def __init__(self, rows: list[int]) -> None:
+        self.rows = rows
+
+    def __iter__(self):
+        return iter([self.rows[i] for i in torch.randperm(len(self.rows)).tolist()])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@pytest.mark.parametrize("split", ["subset", "list", "batches", "custom"])
 def test_a_validation_split_drawn_by_a_sampler_gives_a_probe_of_validation_images(tmp_path, split):
     """The probe is scanned in dataset order among the sampler's indices: it was the
     whole shared dataset, so half the robustness probe was training images (also for
-    a list of indices or a batch sampler of the user's, a k-fold helper's)."""
+    a list of indices as the sampler or the batch sampler). A sampler class of the
+    user's is not run at setup (its draws would change the run): it is said."""
+    import warnings
+
     saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=8, quality=(), on_error="raise")
     probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), on_error="raise")
-    fit(tmp_path, [saliency, probe], epochs=1, datamodule=SamplerSplit(split))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [saliency, probe], epochs=1, datamodule=SamplerSplit(split))
+    said = [str(w.message) for w in caught if "does not name the samples" in str(w.message)]
+    if split == "custom":
+        assert len(said) == 1 and "(_Fold)" in said[0]
+        return
+    assert not said
     for cb in (saliency, probe):
         first_pixels = cb._probe.images[:, 0, 0, 0]
         assert bool((first_pixels == 1.0).all()), type(cb).__name__
