@@ -16,8 +16,9 @@ from lightning_viz._guard import ModelView, is_compiled, preserve_state, unwrap_
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.combined import first_part
 from lightning_viz._runtime.context import caption_names
+from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import gather_objects, interleave
-from lightning_viz._runtime.loaders import has_loader, stage_loader
+from lightning_viz._runtime.loaders import has_loader
 from lightning_viz._runtime.probe import first_batch, split_batch
 from lightning_viz._runtime.projector import (
     metadata_rows,
@@ -271,7 +272,7 @@ class EmbeddingProjector(VizCallback):
         order; ``None, None`` when there is nothing to choose (``layer=``, one
         ``Linear``) or no validation image to run."""
         linears = [m for m in ctx.module.modules() if isinstance(m, nn.Linear)]
-        loader = stage_loader(ctx.trainer, "val")
+        loader = Coordinator.of(ctx.trainer).stage_loader(ctx.trainer, "val")
         if loader is None or self.layer is not None or len(linears) < 2:
             return None, None
         transfer = batch_transfer(ctx.trainer, ctx.module)
@@ -291,7 +292,8 @@ class EmbeddingProjector(VizCallback):
         if self._auto_normalization:  # the sprite shows pixels, as every other picture
             self._transfer = batch_transfer(ctx.trainer, ctx.module)
             self._probe_from = "validation"
-            self._data_normalization(ctx.trainer, stage_loader(ctx.trainer, "val"))
+            loader = Coordinator.of(ctx.trainer).stage_loader(ctx.trainer, "val")
+            self._data_normalization(ctx.trainer, loader)
         view, images = self._one_validation_image(ctx)
         self._layer_name = self._feature_layer(ctx.module, view, images)[0]
         if getattr(ctx.trainer, "limit_val_batches", 1) == 0:

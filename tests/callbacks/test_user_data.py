@@ -206,8 +206,9 @@ def test_the_validation_loader_is_built_once_for_every_callbacks_setup(tmp_path)
     alone = CountedLoaders()
     fit(tmp_path / "alone", [], epochs=1, datamodule=alone)
     observed = CountedLoaders()
-    fit(tmp_path / "observed", _probe_callbacks(), epochs=1, datamodule=observed)
-    assert observed.val_calls == alone.val_calls + 1
+    projector = lv.EmbeddingProjector(num_samples=8, projection="pca", on_error="raise")
+    fit(tmp_path / "observed", [*_probe_callbacks(), projector], epochs=1, datamodule=observed)
+    assert observed.val_calls == alone.val_calls + 1  # also with the projector (was + 3)
 
 
 # ------------------------------------------------- labels the model cannot take
