@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from lightning_viz._runtime.loaders import stage_loaders
+from lightning_viz._runtime.coordinator import Coordinator
 
-__all__ = ["as_combined", "first_part"]
+__all__ = ["combined_form", "first_part"]
 
 
 def first_part(trainer: Any, batch: Any, stage: str = "val") -> Any:
@@ -36,12 +36,13 @@ def _holds_tensors(values: Any) -> bool:
     return any(hasattr(v, "shape") for v in values)
 
 
-def as_combined(trainer: Any, batch: Any, stage: str = "val") -> Any:
-    """``batch`` (one loader's) as the fit's ``stage`` loaders yield batches when they
-    run together (a ``CombinedLoader`` in a mode other than ``"sequential"``; several
-    training loaders): in the loaders' structure, ``batch`` for every loader, what a
-    transfer hook written for those batches takes. ``None`` when they do not."""
-    loaders = stage_loaders(trainer, stage)
+def combined_form(trainer: Any, stage: str = "val") -> Callable[[Any], Any] | None:
+    """How the fit's ``stage`` loaders yield batches when they run together (a
+    ``CombinedLoader`` in a mode other than ``"sequential"``; several training
+    loaders): a function making one loader's batch a batch in the loaders' structure,
+    that batch for every loader (what a transfer hook written for those batches
+    takes). ``None`` when they do not run together. Builds the loaders once."""
+    loaders = Coordinator.of(trainer).stage_loaders(trainer, stage)
     if hasattr(loaders, "iterables") and hasattr(loaders, "flattened"):  # a CombinedLoader
         if getattr(loaders, "_mode", "sequential") == "sequential":
             return None
@@ -49,7 +50,9 @@ def as_combined(trainer: Any, batch: Any, stage: str = "val") -> Any:
     elif stage == "val":  # several validation loaders run one after another
         return None
     if isinstance(loaders, Mapping) and loaders:
-        return dict.fromkeys(loaders, batch)
+        keys = list(loaders)
+        return lambda batch: dict.fromkeys(keys, batch)
     if isinstance(loaders, list | tuple) and loaders:
-        return [batch] * len(loaders)
+        count = len(loaders)
+        return lambda batch: [batch] * count
     return None

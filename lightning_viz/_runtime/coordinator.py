@@ -27,7 +27,7 @@ from torch.nn.parameter import is_lazy
 from lightning_viz._guard import mark_background_thread
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
 from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
-from lightning_viz._runtime.loaders import stage_loader
+from lightning_viz._runtime.loaders import first_loader, stage_loaders
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.run_output import RunOutput
 from lightning_viz._runtime.schedule import log_step
@@ -386,8 +386,13 @@ class Coordinator(RunOutput):
         """The fit's first ``"val"`` or ``"train"`` dataloader (``None`` when none), built
         once for every callback's setup: the user's ``*_dataloader`` hook may be costly
         (a folder scan), and a new dataset each call would defeat :meth:`shared_scan`."""
+        return first_loader(self.stage_loaders(trainer, stage))
+
+    def stage_loaders(self, trainer: Any, stage: str) -> Any:
+        """What the fit's ``"val"`` or ``"train"`` dataloader hook returns, built once
+        (see :meth:`stage_loader`)."""
         if stage not in self._loaders:
-            self._loaders[stage] = stage_loader(trainer, stage)
+            self._loaders[stage] = stage_loaders(trainer, stage)
         return self._loaders[stage]
 
     def shared_scan(self, key: tuple[Any, ...], need: int, read: Callable[[], Any]) -> Any:

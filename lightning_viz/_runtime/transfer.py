@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lightning_viz._runtime.combined import as_combined
+from lightning_viz._runtime.combined import combined_form
 
 __all__ = ["TransferHookError", "batch_transfer", "overridden_transfer_hooks"]
 
@@ -78,15 +78,24 @@ def batch_transfer(trainer: Any, module: Any) -> Callable[[Any], Any] | None:
             batch = before(batch, dataloader_idx=0)
             return handler(batch, device=device, dataloader_idx=0)
 
+    forms: list[Callable[[Any], Any]] | None = None  # found at the first failure, kept
+    taken: Callable[[Any], Any] | None = None  # the form the hooks took: tried first
+
     def transfer(batch: Any) -> Any:
+        nonlocal forms, taken
+        if taken is not None:
+            return _part(hooks(taken(batch)))
         try:
             return hooks(batch)
         except Exception as err:
-            for stage in ("val", "train"):  # hooks written for a CombinedLoader's batches
-                combined = as_combined(trainer, batch, stage)
-                if combined is not None:
-                    with contextlib.suppress(Exception):
-                        return _part(hooks(combined))
+            if forms is None:  # hooks written for a CombinedLoader's batches of every loader
+                found = (combined_form(trainer, stage) for stage in ("val", "train"))
+                forms = [form for form in found if form is not None]
+            for form in forms:
+                with contextlib.suppress(Exception):
+                    out = _part(hooks(form(batch)))
+                    taken = form
+                    return out
             names = ", ".join(overridden_transfer_hooks(trainer, module))
             raise TransferHookError(
                 f"the batch transfer hooks ({names}) failed on a batch of the probe data "
@@ -99,7 +108,7 @@ def batch_transfer(trainer: Any, module: Any) -> Callable[[Any], Any] | None:
 
 
 def _part(combined: Any) -> Any:
-    """The first loader's part of a batch made by :func:`as_combined`, after the hooks."""
+    """The first loader's part of a batch made by a :func:`combined_form`, after the hooks."""
     if isinstance(combined, Mapping):
         return next(iter(combined.values()))
     return combined[0] if isinstance(combined, list | tuple) else combined
