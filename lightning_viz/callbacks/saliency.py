@@ -218,7 +218,9 @@ class SaliencyLogger(ScoresMaps, VizCallback):
             if not LF.relu_rule_counts(ctx.view, ctx.pixels[:1]):
                 why = "the forward runs no ReLU-family unit; " + relu_family_summary(ctx.module)
                 reasons.update({m: why for m in self.methods if m in RELU_RULES})
-        if any(m in self.methods for m in ROLLOUTS) and not supports_rollout(ctx.module):
+        if any(m in self.methods for m in ROLLOUTS) and not supports_rollout(
+            ctx.view, ctx.pixels[:1]
+        ):
             why = (
                 "needs a Vision Transformer whose head reads a class token (torchvision, timm "
                 "with global_pool='token', or transformers' ViT, DeiT, DINOv2), whose "

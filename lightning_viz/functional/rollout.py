@@ -95,14 +95,15 @@ def _attention_modules(
     return found, modules
 
 
-def supports_rollout(model: nn.Module) -> bool:
+def supports_rollout(model: nn.Module, inputs: Tensor | None = None) -> bool:
     """Whether :func:`attention_rollout` and :func:`grad_rollout` apply to ``model``:
     it is, or holds, a ViT whose head reads a class token (torchvision
     ``VisionTransformer``, a timm ViT/DeiT with ``global_pool="token"``, a transformers
     ViT/DeiT/DINOv2, a transformers BEiT with ``use_mean_pooling=False``). A timm ViT
     pooling its patch tokens (``"avg"``, ``"map"``) or a mean-pooled BEiT keeps a class
-    token the head never reads: its rollout would explain nothing."""
-    found = find_transformer(model)
+    token the head never reads: its rollout would explain nothing. Of several ViTs,
+    the one ``inputs`` (example images) run through, as the rollouts take it."""
+    found = find_transformer(model, inputs)
     if found is None or found.family not in _ROLLOUT_FAMILIES:
         return False
     if found.family == "hf_vit":  # the class token is the first prefix token

@@ -597,3 +597,25 @@ def test_of_two_vits_the_defaults_are_the_one_the_forward_runs(x):
     _close(LF.grad_rollout(model, x, TARGET), LF.grad_rollout(model.student, x, TARGET))
     # a layer of either network is read with its own network's layout
     assert LF.token_layout(model, f"teacher.{last}", 32).num_prefix_tokens == 1
+
+
+def test_of_two_vits_rollout_applies_as_the_forward_runs_them(x):
+    """``supports_rollout`` read the first ViT defined: a mean-pooled teacher beside a
+    class-token student refused the student's rollouts at setup."""
+    timm = pytest.importorskip("timm")
+    from lightning_viz.functional.rollout import supports_rollout
+
+    torch.manual_seed(0)
+    model = _Distilled().eval()
+    model.teacher = timm.models.vision_transformer.VisionTransformer(
+        img_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        num_classes=3,
+        global_pool="avg",
+    ).eval()
+    assert not supports_rollout(model.teacher) and supports_rollout(model.student)
+    assert supports_rollout(model, x[:1])  # the one the forward runs
+    assert not supports_rollout(model)  # without images: the first defined
