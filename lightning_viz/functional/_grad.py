@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import operator
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch.overrides
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
-from lightning_viz._guard import ModelView
+from lightning_viz._guard import ModelView, is_compiled
 from lightning_viz._hooks import record_inputs, record_outputs
 from lightning_viz.functional._task import class_scores, num_classes, predict
 
@@ -170,9 +169,6 @@ def reduce_channels(attr: Tensor, reduce: str | None) -> Tensor:
     return attr.abs().sum(dim=1, keepdim=True)
 
 
-_COMPILED = re.compile(r"(?:^|\.)_orig_mod(?=\.|$)")
-
-
 def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``model.named_modules()`` named as the uncompiled model names them.
 
@@ -185,15 +181,23 @@ def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     if isinstance(model, ModelView):  # names are those of the user's model
         model = model.model
+    raw = dict(model.named_modules())
     out: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        out[eager_name(name)] = module  # an ``_orig_mod`` comes after its wrapper
+    for name, module in raw.items():
+        out[eager_name(name, raw)] = module  # an ``_orig_mod`` comes after its wrapper
     return list(out.items())
 
 
-def eager_name(name: str) -> str:
-    """A module's dotted name without the ``_orig_mod`` of compiled modules."""
-    return _COMPILED.sub("", name).lstrip(".")
+def eager_name(name: str, modules: dict[str, nn.Module]) -> str:
+    """``name`` (of ``modules``, a model's ``named_modules``) without the ``_orig_mod``
+    of its ``torch.compile`` wrappers (a module of the user's named so stays)."""
+    parts = name.split(".") if name else []
+    kept = [
+        part
+        for i, part in enumerate(parts)
+        if part != "_orig_mod" or not is_compiled(modules[".".join(parts[:i])])
+    ]
+    return ".".join(kept)
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -207,17 +211,19 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     """
     if isinstance(model, ModelView):  # names are those of the user's model
         model = model.model
+    raw = dict(model.named_modules())
     named = dict(named_layers(model))
     if isinstance(layer, nn.Module):
-        for name, m in model.named_modules():
+        for name, m in raw.items():
             if m is layer:
-                return eager_name(name), named[eager_name(name)]
+                return eager_name(name, raw), named[eager_name(name, raw)]
         raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
     if not isinstance(layer, str):
         fail("layer", "a module name (str) or an nn.Module", layer, TypeError)
-    canonical = eager_name(layer)
-    if canonical in named and canonical != "":
-        return canonical, named[canonical]
+    if layer in raw and layer != "":  # a compiled module's inner name, said the long way
+        layer = eager_name(layer, raw)
+    if layer in named and layer != "":
+        return layer, named[layer]
     names = [n for n in named if n]
     close = difflib.get_close_matches(layer, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -205,8 +205,9 @@ def _reset(module: nn.Module) -> None:
         plain = copy.deepcopy(module).float()  # float32 draws: the same layer in any dtype
         plain.reset_parameters()  # type: ignore[operator]
         for own, drawn in ((module.parameters, plain.parameters), (module.buffers, plain.buffers)):
-            for t, u in zip(own(recurse=False), drawn(recurse=False), strict=True):
-                t.copy_(u)
+            for t, u in zip(own(), drawn(), strict=True):  # what reset_parameters drew anew
+                if t.is_floating_point() and not torch.equal(u, t.float()):
+                    t.copy_(u)
         return
     module.reset_parameters()  # type: ignore[operator]
     for name, kind, hook in recomputed:  # it wrote into the computed one

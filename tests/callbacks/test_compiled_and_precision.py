@@ -17,6 +17,7 @@ import torch
 from pytorch_lightning import Callback
 from pytorch_lightning import __version__ as pl_version
 from pytorch_lightning.utilities.compile import from_compiled
+from torch import nn
 
 import lightning_viz as lv
 import lightning_viz.functional as LF
@@ -258,3 +259,21 @@ def test_a_compiled_submodule_is_named_and_explained_as_the_uncompiled_one():
     torch.testing.assert_close(
         LF.attention_rollout(encoded, x[:2]), LF.attention_rollout(vit, x[:2])
     )
+
+
+def test_a_module_of_the_users_named_orig_mod_keeps_its_name():
+    """Only a compile wrapper's ``_orig_mod`` leaves the names: a wrapper of the user's
+    holding its net as ``self._orig_mod`` beside a head ``fc`` of its own had both
+    named "wrap.fc", and ``layer="wrap._orig_mod.fc"`` hooked the other layer."""
+    from lightning_viz.functional._grad import conv_layers, named_layers, resolve_layer
+
+    wrap = nn.Module()
+    wrap._orig_mod = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(8))
+    wrap._orig_mod.fc = nn.Linear(8, 8)
+    wrap.fc, wrap.conv = nn.Linear(8, 5), nn.Conv2d(3, 4, 1)
+    model = nn.Module()
+    model.wrap = wrap
+    names = dict(named_layers(model))
+    assert names["wrap._orig_mod.fc"] is wrap._orig_mod.fc and names["wrap.fc"] is wrap.fc
+    assert resolve_layer(model, "wrap._orig_mod.fc") == ("wrap._orig_mod.fc", wrap._orig_mod.fc)
+    assert [n for n, _ in conv_layers(model)] == ["wrap._orig_mod.0", "wrap.conv"]
