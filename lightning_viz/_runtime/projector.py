@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 _CONFIG = "projector_config.pbtxt"
-_PIXEL_SLACK = 1e-3  # values this far outside [0, 1] still count as pixels
+_PIXEL_SLACK = 0.1  # values this far outside [0, 1] still count as pixels (a resize's overshoot)
 
 
 # --------------------------------------------------------------------------- sprite
@@ -109,18 +109,20 @@ def metadata_rows(
 
 
 def stretched_outside_pixels(images: Tensor) -> tuple[Tensor, tuple[float, float] | None]:
-    """``(n, C, H, W)`` images with values outside ``[0, 1]`` (0-255 data, or normalized
-    by an unknown normalization: clamped, they show white or saturated), each stretched
-    from its own minimum and maximum to ``[0, 1]``, and the range found; images within
-    ``[0, 1]`` as they are, and ``None``."""
+    """``(n, C, H, W)`` images, each with values well outside ``[0, 1]`` (0-255 data, or
+    normalized by an unknown normalization: clamped, they show white or saturated)
+    stretched from its own minimum and maximum to ``[0, 1]``, and the range of those
+    found; images within ``[0, 1]`` up to a slack as they are (and ``None``)."""
     if not images.numel():
-        return images, None
-    low, high = float(images.min()), float(images.max())
-    if -_PIXEL_SLACK <= low and high <= 1 + _PIXEL_SLACK:
         return images, None
     flat = images.flatten(1)
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(images), (low, high)
+    outside = ((lo < -_PIXEL_SLACK) | (hi > 1 + _PIXEL_SLACK)).flatten()
+    if not bool(outside.any()):
+        return images, None
+    stretched = (flat - lo) / (hi - lo).clamp_min(1e-12)
+    out = torch.where(outside[:, None], stretched, flat).view_as(images)
+    return out, (float(lo[outside].min()), float(hi[outside].max()))
 
 
 def square_thumbnails(pixels: Tensor, side: int) -> Tensor:

@@ -392,7 +392,7 @@ class EmbeddingProjector(VizCallback):
     def _thumbnails(self, images: Tensor) -> Tensor:
         """``(n, C, H, W)`` model-space images -> ``(n, 1|3, s, s)`` uint8 square thumbnails."""
         pixels = ModelView(nn.Identity(), self.mean, self.std).to_pixels(images.float())
-        if self.mean is None and self.std is None:  # 0-255 data, or normalized, unknown
+        if self._auto_normalization and self.mean is None:  # 0-255, or normalized unknown
             pixels, outside = stretched_outside_pixels(pixels)
             if outside is not None:
                 self.warn_once(

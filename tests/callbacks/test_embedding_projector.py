@@ -717,6 +717,24 @@ def test_the_sprite_shows_the_pixels_of_normalized_or_0_255_validation_data(tmp_
     assert (sprite[:32, :32].int() - expected.int()).abs().max() <= 1
 
 
+def test_only_thumbnails_well_outside_the_pixel_range_are_stretched():
+    """One image a little over 1 (a bicubic resize's overshoot) stretched every thumbnail
+    of the batch: dim images showed at full contrast."""
+    from lightning_viz._runtime.projector import stretched_outside_pixels
+
+    images = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.4 + 0.3
+    images[1, 0, 0, 0] = 1.02
+    same, outside = stretched_outside_pixels(images)
+    assert outside is None and torch.equal(same, images)
+    images[2] *= 255  # 0-255 data
+    out, outside = stretched_outside_pixels(images)
+    assert torch.equal(out[:2], images[:2]) and outside == (
+        float(images[2].min()),
+        float(images[2].max()),
+    )
+    assert float(out[2].min()) == 0 and float(out[2].max()) == pytest.approx(1)
+
+
 class _FirstOfCombined(LitClassifier):
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         return super().validation_step(batch["main"], batch_idx)
