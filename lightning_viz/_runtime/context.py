@@ -80,15 +80,15 @@ def distinct_names(names: Sequence[str], *, width: int | None = None) -> list[st
     caption, a legend or the projector's labels they read as one class. They become
     ``"crane #134"`` and ``"crane #517"``, cut to ``width`` characters when given.
     """
-    count = collections.Counter(names)
-    out = []
-    for i, name in enumerate(names):
-        if count[name] > 1:
-            tag = f" #{i}"
-            if width is not None and len(name) + len(tag) > width:
-                name = name[: max(0, width - len(tag) - 2)] + ".."
-            name += tag
-        out.append(name)
+    out = list(names)
+    while len(set(out)) < len(out):  # "crane", "crane", "crane #1": a second round
+        count = collections.Counter(out)
+        for i, name in enumerate(out):
+            if count[name] > 1:
+                tag = f" #{i}"
+                if width is not None and len(name) + len(tag) > width:
+                    name = name[: max(0, width - len(tag) - 2)] + ".."
+                out[i] = name + tag
     return out
 
 

@@ -10,6 +10,7 @@ cannot. :func:`stage_loader` finds the fit's validation or training dataloader t
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -248,6 +249,8 @@ def class_of(label: Tensor) -> int:
     value, a soft binary target its side of 0.5 (as one entry, its argmax was always 0)."""
     if label.numel() == 1:
         value = float(label.reshape(()))
+        if not math.isfinite(value):
+            return -1  # no class (the label checks name it)
         return int(value) if value == round(value) else int(value > 0.5)
     return int(label) if label.dim() == 0 else int(label.float().argmax())
 

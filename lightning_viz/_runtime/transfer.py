@@ -91,15 +91,19 @@ def batch_transfer(trainer: Any, module: Any) -> Callable[[Any], Any] | None:
             if forms is None:  # hooks written for a CombinedLoader's batches of every loader
                 found = (combined_form(trainer, stage) for stage in ("val", "train"))
                 forms = [form for form in found if form is not None]
+            also = ""
             for form in forms:
-                with contextlib.suppress(Exception):
+                try:
                     out = _part(hooks(form(batch)))
-                    taken = form
-                    return out
+                except Exception as again:  # noqa: BLE001 - said with the first error
+                    also = f"; given the loaders' batches together: {type(again).__name__}: {again}"
+                    continue
+                taken = form
+                return out
             names = ", ".join(overridden_transfer_hooks(trainer, module))
             raise TransferHookError(
                 f"the batch transfer hooks ({names}) failed on a batch of the probe data "
-                f"({type(err).__name__}: {err}); the probe is picked from one dataloader's "
+                f"({type(err).__name__}: {err}{also}); the probe is picked from one dataloader's "
                 "batches, which go through these hooks as in a validation loop. Make the "
                 "hooks take such a batch, or pass `probe=`"
             ) from err

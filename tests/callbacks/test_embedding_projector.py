@@ -659,6 +659,8 @@ def test_two_classes_of_one_name_stay_apart_in_the_projector_and_the_legend():
     assert caption_names(names) == ["crane #0", "heron", "crane #2"]
     long = caption_names(["a long name of a class"] * 2)
     assert long == ["a long name o.. #0", "a long name o.. #1"] and len(long[0]) == 18
+    shown = caption_names(["crane", "crane", "crane #1"])  # a name like a made one
+    assert len(set(shown)) == 3 and shown[0] == "crane #0"
 
 
 class _Transformed(torch.utils.data.Dataset):

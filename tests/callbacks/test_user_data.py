@@ -262,6 +262,10 @@ def test_labels_of_shape_n_by_1_give_the_class_balanced_probe_of_their_classes(t
     cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=10, quality=(), on_error="raise")
     fit(tmp_path, [cb], epochs=1, model=SqueezesLabels(), datamodule=Labelled(labels))
     assert sorted(cb._probe.labels.reshape(-1).tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    from lightning_viz._runtime.probe import class_of
+
+    # a NaN label names no class (it stopped the fit: "cannot convert float NaN to integer")
+    assert class_of(torch.tensor([float("nan")])) == -1 and class_of(torch.tensor([0.7])) == 1
 
 
 _MEAN = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
