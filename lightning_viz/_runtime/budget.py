@@ -79,6 +79,8 @@ class OverheadBudget:
         self.spent = 0.0  # callback seconds: runs, setups, background work
         self.background = 0.0  # of which on the worker thread, alongside training
         self.recurring = 0.0  # runs after each callback's first, one-time work excluded
+        self.protected_recurring = 0.0  # of which the monitored callbacks'
+        self.protected_over = False  # the monitored callbacks alone cost over the budget
         self.cost: dict[str, float] = {}  # seconds of each callback's latest run
         self.totals: dict[str, float] = {}  # all seconds of each callback in this fit
         self.last_run: dict[str, int] = {}  # epoch of each callback's latest run
@@ -158,6 +160,8 @@ class OverheadBudget:
             self._background_runs[key][-1] += seconds
         if recurring:
             self.recurring += seconds
+            if key in self.protected:
+                self.protected_recurring += seconds
 
     def charge_shared(self, seconds: float) -> None:
         """Counts ``seconds`` of work no one callback owns (the run summary written at
@@ -218,13 +222,17 @@ class OverheadBudget:
         changed = self._intervals(candidates, per_epoch)
         training = max(_training(elapsed, self.spent, self.background), 1e-9)
         allowed = max(max_overhead * training, allowance * self.planned_epochs)
-        planned = self.recurring
+        # the monitored callbacks alone over the budget: the others keep a budget of their
+        # own (their runs are not what the monitors force; the cheap views keep running)
+        over = self.protected_over
+        planned = self.recurring - (self.protected_recurring if over else 0.0)
         run: list[str] = []
         waiting: list[Candidate] = []
         for c in candidates:
             if c.key not in self.last_run or c.protected:
                 run.append(c.key)
-                planned += self.cost.get(c.key, 0.0) if c.key in self.last_run else 0.0
+                counted = c.key in self.last_run and not (over and c.protected)
+                planned += self.cost.get(c.key, 0.0) if counted else 0.0
             elif epoch - self.last_run[c.key] >= self.interval.get(c.key, c.every_n_epochs):
                 waiting.append(c)
         for c in sorted(waiting, key=lambda c: self.cost.get(c.key, 0.0)):  # cheapest first
@@ -245,7 +253,11 @@ class OverheadBudget:
         fixed = self.protected
         cost = {key: statistics.median(runs) for key, runs in self._runs.items()}
         k = {key: self.every.get(key, 1) for key in cost}
-        while sum(cost[key] / k[key] for key in k) > per_epoch:
+        room = per_epoch - sum(cost[key] / k[key] for key in k if key in fixed)
+        self.protected_over = room <= 0
+        if self.protected_over:  # the monitored ones alone: the others get a budget of their own
+            room = per_epoch
+        while sum(cost[key] / k[key] for key in k if key not in fixed) > room:
             adjustable = [key for key in k if key not in fixed and cost[key] > 0]
             if not adjustable:
                 break

@@ -134,6 +134,23 @@ def test_a_budget_too_small_for_the_monitored_callbacks_still_runs_them():
     assert budget.overhead() == pytest.approx(1.0)
 
 
+def test_monitored_callbacks_over_the_budget_leave_the_others_a_budget_of_their_own():
+    """A monitored callback alone over the budget (4 s an epoch of 10 s at 10 %) pushed
+    every other callback to "every 10001 epochs": a 0.01 s view stopped for the fit.
+    The others keep a budget of their own: the cheap view runs every epoch, the costly
+    one is spaced out against the budget as without the monitored callback."""
+    costs = {"monitored": 4.0, "cheap": 0.01, "costly": 3.0}
+    every = {"monitored": 1, "cheap": 1, "costly": 1}
+    budget, runs, _ = simulate(costs, every, protected={"monitored"}, epoch_seconds=10.0)
+    assert runs["monitored"] == runs["cheap"] == list(range(60))
+    assert budget.interval["cheap"] == 1 and 3 <= budget.interval["costly"] <= 4
+    assert len(runs["costly"]) >= 14  # about every third epoch, 1 s of 10
+    alone, alone_runs, _ = simulate(
+        {k: costs[k] for k in ("cheap", "costly")}, every, epoch_seconds=10.0
+    )
+    assert alone.interval == {k: budget.interval[k] for k in ("cheap", "costly")}
+
+
 class _Slow(lv.FilterLogger):
     """A view that costs a fixed time per run (sleeps), so the budget has work to do."""
 
