@@ -11,6 +11,7 @@ callback's internals, only into the coordinator. It holds the one background wor
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import threading
@@ -365,6 +366,35 @@ class Coordinator(RunOutput):
         self._scans.clear()
         self._loaders.clear()
         self.write_configuration(trainer)
+        self.check_monitored_tags(trainer)
+
+    def check_monitored_tags(self, trainer: Any) -> None:
+        """Says once when an ``EarlyStopping``/``ModelCheckpoint`` monitors a tag under a
+        lightning-viz callback's ``tag_prefix`` that no callback names (a typo, or an
+        ``eps`` the probe does not measure): Lightning stops the fit at its first check,
+        after a whole epoch, and its message does not say what is written."""
+        ours = [
+            cb
+            for cb in getattr(trainer, "callbacks", None) or []
+            if hasattr(cb, "known_tags") and getattr(cb, "_enabled", False)
+        ]
+        named = set().union(*(cb.known_tags() for cb in ours))
+        for monitor in self.monitors_of(trainer):
+            tag = str(monitor.monitor)
+            owners = [cb for cb in ours if tag.startswith(f"{cb.tag_prefix}/")]
+            if not owners or tag in named:
+                continue
+            theirs = sorted(set().union(*(cb.known_tags() for cb in owners)))
+            close = difflib.get_close_matches(tag, theirs, n=1, cutoff=0.5)
+            self.warn_once(
+                f"unwritten {tag}",
+                f"lightning-viz: {type(monitor).__name__}(monitor={tag!r}) watches a tag that "
+                f"no lightning-viz callback of this trainer names"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; {', '.join(type(cb).__name__ for cb in owners)} writes "
+                + (", ".join(theirs[:8]) + (", ..." if len(theirs) > 8 else "") or "none yet")
+                + ". If none writes it, Lightning stops the fit at its first check",
+            )
 
     def info_once(self, key: str, message: str) -> None:
         """Says ``message`` once per trainer for ``key`` (Lightning's rank-zero info)."""

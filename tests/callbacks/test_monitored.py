@@ -267,3 +267,27 @@ def test_after_a_failure_a_lenient_monitor_is_said_to_skip_its_checks():
     note = frozen_note(callback, both)  # the checkpoint keeps the last value for both
     assert note.count("now reads the value of the last run that did not fail, frozen") == 1
     assert "EarlyStopping(monitor=" in note and "skips" not in note
+
+
+@pytest.mark.parametrize(
+    ("monitor", "said"),
+    [
+        ("robustness/pgd_acc@8/255", "did you mean 'robustness/pgd_acc@2/255'?"),
+        ("robustness/pgd_acc@2/255", None),
+        ("val_loss", None),
+    ],
+)
+def test_a_monitor_of_a_tag_no_callback_writes_is_said_before_training(tmp_path, monitor, said):
+    """The README's probe (other eps) with the docs' EarlyStopping on pgd_acc@8/255 trained
+    a whole epoch before Lightning stopped: "not available", without what is written."""
+    probe = lv.AdversarialProbe(attacks=("pgd",), eps=(2 / 255,), num_samples=8, steps=2)
+    stop = EarlyStopping(monitor=monitor, mode="max", strict=False, check_finite=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [probe, stop], epochs=1)
+    lines = [str(w.message) for w in caught if "no lightning-viz callback" in str(w.message)]
+    if said is None:
+        assert not lines
+    else:
+        (line,) = lines
+        assert said in line and "AdversarialProbe writes" in line
