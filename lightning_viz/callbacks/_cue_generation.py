@@ -12,6 +12,7 @@ the chunks are made on the coordinator's background worker, otherwise at the fir
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -55,12 +56,21 @@ class CueConflictGeneration:
         torch_dist = torch.distributed
         distributed = torch_dist.is_available() and torch_dist.is_initialized()
         one_process = not distributed and getattr(trainer, "world_size", 1) == 1
-        if path is not None:
-            cached = cue_cache.read_cache(path, self._images_to_make, image_shape)
+        # a resumed run in a new log dir: the set its checkpoint's run made (the same key)
+        earlier = getattr(self, "_earlier_cache", None)
+        same = path is not None and earlier is not None
+        places = [p for p in (path, earlier if same else None) if p is not None]
+        if same and os.path.basename(earlier) != os.path.basename(path):  # type: ignore[arg-type]
+            places = places[:1]
+        for place in places:
+            cached = cue_cache.read_cache(place, self._images_to_make, image_shape)
             if cached is not None:
                 self._cc = tuple(t.to(pixels.device) for t in cached)  # type: ignore[assignment]
-            elif one_process:  # under DDP the ranks must agree on what is missing
-                self._chunks = cue_cache.read_chunks(path, self._chunk_sizes(), image_shape)
+                return one_process
+        if one_process:  # under DDP the ranks must agree on what is missing
+            self._chunks = {}
+            for place in places[::-1]:  # this log dir's chunks last: they are the newest
+                self._chunks.update(cue_cache.read_chunks(place, self._chunk_sizes(), image_shape))
         return one_process
 
     def _resume_or_start(self, trainer: Any) -> None:

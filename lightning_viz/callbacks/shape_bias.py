@@ -249,6 +249,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         self._cc: tuple[Tensor, Tensor, Tensor] | None = None  # pixel images, shape, texture
         self._controls: tuple[Tensor, Tensor, Tensor] | None = None  # shape/texture-only, y
         self.cache_path: str | None = None  # the cache file of this run (generated images)
+        self._earlier_cache: str | None = None  # the checkpoint's run's (another log dir)
 
     # ----------------------------------------------------------------- metadata
     def layout(self) -> dict[str, dict[str, list[str]]]:
@@ -259,6 +260,13 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
                 "shape bias regression": [self.tag("regression")],
             }
         }
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "cue_cache": self.cache_path}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self._earlier_cache = state.get("cue_cache")  # a resume in a new log dir reads it
 
     def key_args(self) -> dict[str, Any]:
         source = None if self.cue_conflict is None else type(self.cue_conflict).__name__

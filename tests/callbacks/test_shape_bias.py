@@ -188,6 +188,34 @@ def test_cache_is_reused_on_resume(tmp_path, monkeypatch):
         )
 
 
+def test_a_resume_into_a_new_log_version_reads_the_set_its_checkpoint_made(tmp_path, monkeypatch):
+    """Lightning's default resume opens a new log version, where the cache was not: the
+    set was made again (minutes at 224 px) and the bias values came late again."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    def make():
+        return lv.TextureShapeBias(
+            num_images=10, num_samples=10, style_steps=2, background=False, on_error="raise"
+        )
+
+    fit(tmp_path, [make()], epochs=1, enable_checkpointing=True)
+    (ckpt,) = glob.glob(str(tmp_path / "run" / "version_0" / "**" / "*.ckpt"), recursive=True)
+    (made,) = glob.glob(
+        str(tmp_path / "run" / "version_0" / "**" / "cue_conflict_*.pt"), recursive=True
+    )
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("cue-conflict images generated again")
+
+    monkeypatch.setattr(LF, "cue_conflict", no_generation)
+    cb = make()
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=1)
+    fit(tmp_path, [cb], epochs=2, ckpt_path=ckpt, logger=logger)
+    assert cb._earlier_cache == made and "version_1" in cb.cache_path
+    scalars = read_events(str(tmp_path / "run" / "version_1"))["scalars"]
+    assert len(scalars["bias/shape_bias"]) == 1  # epoch 1, from the set of version_0
+
+
 def test_observing_does_not_change_the_experiment(tmp_path):
     cbs = [  # generated in the background (while training runs) and at the first run
         lv.TextureShapeBias(num_images=10, num_samples=10, style_steps=3, on_error="raise"),
