@@ -1,12 +1,32 @@
-"""Where the fit's dataloaders are: found through the datamodule or Lightning's loops,
-without building what the fit would not build."""
+"""Where the fit's dataloaders are, found through the datamodule or Lightning's loops,
+without building what the fit would not build, and the samples their samplers name."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["first_loader", "has_loader", "loader_batch_size", "stage_loader", "stage_loaders"]
+from torch import Tensor
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+)
+
+__all__ = [
+    "first_loader",
+    "has_loader",
+    "listed_indices",
+    "loader_batch_size",
+    "opaque_sampler",
+    "sampler_indices",
+    "stage_loader",
+    "stage_loaders",
+]
 
 
 def _defines(obj: Any, name: str) -> bool:
@@ -85,3 +105,52 @@ def loader_batch_size(loader: Any) -> int | None:
         if isinstance(size, int) and size > 0:
             return size
     return None
+
+
+# ------------------------------------------------------------------ samplers
+def sampler_indices(sampler: Any) -> list[int] | None:
+    """The sorted dataset indices a sampler draws from when it names them (``indices``:
+    ``SubsetRandomSampler``; a list of indices given as the sampler), also inside
+    Lightning's distributed wrapper; else ``None`` (the whole dataset)."""
+    for _ in range(3):  # the sampler, or the one a DistributedSamplerWrapper holds
+        indices = getattr(sampler, "indices", None)
+        if isinstance(indices, Sequence | Tensor) and not isinstance(indices, str):
+            return sorted({int(i) for i in indices})
+        if (listed := listed_indices(sampler, batched=False)) is not None:
+            return listed
+        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+        if sampler is None:
+            return None
+    return None
+
+
+# samplers over the whole dataset: random draws, or one rank's share of it
+_WHOLE_DATASET = (RandomSampler, WeightedRandomSampler, DistributedSampler)
+
+
+def listed_indices(sampler: Any, *, batched: bool) -> list[int] | None:
+    """The sorted indices of a sampler that is a list of them (``batched``: a list of
+    index lists), read without iterating any code of the user's; else ``None``."""
+    if not isinstance(sampler, list | tuple | range | Tensor):
+        return None
+    try:
+        rows = [r for b in sampler for r in b] if batched else sampler
+        return sorted({int(i) for i in rows}) or None
+    except (TypeError, ValueError):
+        return None
+
+
+def opaque_sampler(loader: Any) -> str | None:
+    """The type of the user's sampler (or batch sampler) of ``loader`` when it does not
+    name its indices, so that the whole dataset is scanned (its split unknown: it may
+    hold training samples); ``None`` otherwise. It is never iterated: that would run
+    the user's code (its RNG draws, its own generator or epoch counter) at setup, and
+    under DDP give each rank its own probe."""
+    batches = getattr(loader, "batch_sampler", None)
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return None
+    if not isinstance(batches, BatchSampler):  # one of the user's (or none)
+        named = batches is None or listed_indices(batches, batched=True)
+        return None if named else type(batches).__name__
+    known = isinstance(batches.sampler, (SequentialSampler, *_WHOLE_DATASET))
+    return None if known or sampler_indices(batches.sampler) else type(batches.sampler).__name__

@@ -21,17 +21,19 @@ from torch.utils.data import (
     BatchSampler,
     DataLoader,
     Dataset,
-    DistributedSampler,
     IterableDataset,
-    RandomSampler,
     SequentialSampler,
     Subset,
-    WeightedRandomSampler,
 )
 
 from lightning_viz._checks import fail
 from lightning_viz._io import fingerprint
-from lightning_viz._runtime.loaders import loader_batch_size, stage_loader
+from lightning_viz._runtime.loaders import (
+    listed_indices,
+    loader_batch_size,
+    sampler_indices,
+    stage_loader,
+)
 from lightning_viz._runtime.memory import release_heap
 
 __all__ = [
@@ -44,7 +46,6 @@ __all__ = [
     "is_tensor_tuple",
     "load_probe",
     "loader_batch_size",
-    "opaque_sampler",
     "scan",
     "scan_limit",
     "split_batch",
@@ -291,15 +292,15 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
     the samples its sampler draws from when it names them (a ``SubsetRandomSampler``'s
     indices, a list of indices as the sampler or batch sampler, sorted: a validation
     split of a dataset shared with training), else the whole dataset (see
-    :func:`opaque_sampler`)."""
+    :func:`~lightning_viz._runtime.loaders.opaque_sampler`)."""
     batches = loader.batch_sampler
     ordered = isinstance(batches, BatchSampler) and isinstance(batches.sampler, SequentialSampler)
     if isinstance(loader.dataset, IterableDataset) or ordered or batches is None:
         return _unshared(loader)
     if isinstance(batches, BatchSampler):
-        subset = _sampler_indices(batches.sampler)
+        subset = sampler_indices(batches.sampler)
     else:  # a batch sampler of the user's: named when it is a list of index lists
-        subset = _listed(batches, batched=True)
+        subset = listed_indices(batches, batched=True)
     return DataLoader(
         loader.dataset if subset is None else Subset(loader.dataset, subset),
         batch_size=loader.batch_size or 1,
@@ -307,24 +308,6 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
         collate_fn=loader.collate_fn,
         num_workers=0,
     )
-
-
-def opaque_sampler(loader: Any) -> str | None:
-    """The type of the user's sampler (or batch sampler) of ``loader`` when it does not
-    name its indices, so that the whole dataset is scanned (its split unknown: it may
-    hold training samples); ``None`` otherwise. It is never iterated: that would run
-    the user's code (its RNG draws, its own generator or epoch counter) at setup, and
-    under DDP give each rank its own probe."""
-    batches = getattr(loader, "batch_sampler", None)
-    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
-        return None
-    if batches is None or isinstance(batches, BatchSampler):
-        sampler = getattr(batches, "sampler", None)
-        known = (SequentialSampler, *_WHOLE_DATASET)
-        if sampler is None or isinstance(sampler, known) or _sampler_indices(sampler):
-            return None
-        return type(sampler).__name__
-    return None if _listed(batches, batched=True) else type(batches).__name__
 
 
 def _unshared(loader: DataLoader) -> DataLoader:
@@ -337,38 +320,6 @@ def _unshared(loader: DataLoader) -> DataLoader:
     object.__setattr__(twin, "persistent_workers", False)  # past DataLoader's set-once guard
     object.__setattr__(twin, "_iterator", None)
     return twin
-
-
-def _sampler_indices(sampler: Any) -> list[int] | None:
-    """The sorted dataset indices a sampler draws from when it names them (``indices``:
-    ``SubsetRandomSampler``; a list of indices given as the sampler), also inside
-    Lightning's distributed wrapper; else ``None`` (the whole dataset)."""
-    for _ in range(3):  # the sampler, or the one a DistributedSamplerWrapper holds
-        indices = getattr(sampler, "indices", None)
-        if isinstance(indices, Sequence | Tensor) and not isinstance(indices, str):
-            return sorted({int(i) for i in indices})
-        if (listed := _listed(sampler, batched=False)) is not None:
-            return listed
-        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", None)
-        if sampler is None:
-            return None
-    return None
-
-
-# samplers over the whole dataset: random draws, or one rank's share of it
-_WHOLE_DATASET = (RandomSampler, WeightedRandomSampler, DistributedSampler)
-
-
-def _listed(sampler: Any, *, batched: bool) -> list[int] | None:
-    """The sorted indices of a sampler that is a list of them (``batched``: a list of
-    index lists), read without iterating any code of the user's; else ``None``."""
-    if not isinstance(sampler, list | tuple | range | Tensor):
-        return None
-    try:
-        rows = [r for b in sampler for r in b] if batched else sampler
-        return sorted({int(i) for i in rows}) or None
-    except (TypeError, ValueError):
-        return None
 
 
 def first_batch(loader: DataLoader) -> Any:

@@ -21,6 +21,7 @@ from lightning_viz._checks import fail
 from lightning_viz._guard import ModelView
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.loaders import opaque_sampler
 from lightning_viz._runtime.normalization import (
     affine_normalization,
     compose,
@@ -32,7 +33,6 @@ from lightning_viz._runtime.probe import (
     first_batch,
     is_tensor_tuple,
     load_probe,
-    opaque_sampler,
     scan,
     scan_limit,
     split_batch,
