@@ -3,7 +3,7 @@ without building what the fit would not build, and the samples their samplers na
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
@@ -114,14 +114,22 @@ def sampler_indices(sampler: Any) -> list[int] | None:
     Lightning's distributed wrapper; else ``None`` (the whole dataset)."""
     for _ in range(3):  # the sampler, or the one a DistributedSamplerWrapper holds
         indices = getattr(sampler, "indices", None)
-        if isinstance(indices, Sequence | Tensor) and not isinstance(indices, str):
-            return sorted({int(i) for i in indices})
+        if indices is not None and not isinstance(indices, str | bytes):
+            try:  # a list, a tensor, a numpy array (sklearn's split): data, not code
+                return sorted({int(i) for i in indices})
+            except (TypeError, ValueError):
+                return None
         if (listed := listed_indices(sampler, batched=False)) is not None:
             return listed
-        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+        sampler = _wrapped(sampler)
         if sampler is None:
             return None
     return None
+
+
+def _wrapped(sampler: Any) -> Any:
+    """The sampler Lightning's ``DistributedSamplerWrapper`` holds (``None`` otherwise)."""
+    return getattr(getattr(sampler, "dataset", None), "_sampler", None)
 
 
 # samplers over the whole dataset: random draws, or one rank's share of it
@@ -152,5 +160,6 @@ def opaque_sampler(loader: Any) -> str | None:
     if not isinstance(batches, BatchSampler):  # one of the user's (or none)
         named = batches is None or listed_indices(batches, batched=True)
         return None if named else type(batches).__name__
-    known = isinstance(batches.sampler, (SequentialSampler, *_WHOLE_DATASET))
-    return None if known or sampler_indices(batches.sampler) else type(batches.sampler).__name__
+    sampler = _wrapped(batches.sampler) or batches.sampler  # the user's, under DDP
+    known = isinstance(sampler, (SequentialSampler, *_WHOLE_DATASET))
+    return None if known or sampler_indices(sampler) else type(sampler).__name__

@@ -253,6 +253,8 @@ def class_of(label: Tensor) -> int:
         if not math.isfinite(value):
             return -1  # no class (the label checks name it)
         return int(value) if value == round(value) else int(value > 0.5)
+    if bool(label.float().isnan().any()):
+        return -1  # no class (argmax ranks a NaN first; the label checks name it)
     return int(label) if label.dim() == 0 else int(label.float().argmax())
 
 

@@ -4,6 +4,7 @@ validation loader."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -39,6 +40,10 @@ class SamplerSplit(pl.LightningDataModule):
             return DataLoader(self.data, batch_size=16, sampler=rows)
         if self.split == "batches":  # a batch sampler of the user's: lists of indices
             return DataLoader(self.data, batch_sampler=[rows[i : i + 16] for i in range(0, 48, 16)])
+        if self.split == "numpy":  # a numpy split (np.random.permutation, sklearn)
+            return DataLoader(
+                self.data, batch_size=16, sampler=SubsetRandomSampler(np.arange(48, 96))
+            )
         if self.split == "custom":  # a sampler class of the user's (a k-fold helper's)
             return DataLoader(self.data, batch_size=16, sampler=_Fold(rows))
         return DataLoader(self.data, batch_size=16, sampler=SubsetRandomSampler(range(48, 96)))
@@ -57,7 +62,7 @@ class _Fold(torch.utils.data.Sampler):
         return len(self.rows)
 
 
-@pytest.mark.parametrize("split", ["subset", "list", "batches", "custom"])
+@pytest.mark.parametrize("split", ["subset", "numpy", "list", "batches", "custom"])
 def test_a_validation_split_drawn_by_a_sampler_gives_a_probe_of_validation_images(tmp_path, split):
     """The probe is scanned in dataset order among the sampler's indices: it was the
     whole shared dataset, so half the robustness probe was training images (also for
@@ -73,6 +78,12 @@ def test_a_validation_split_drawn_by_a_sampler_gives_a_probe_of_validation_image
     said = [str(w.message) for w in caught if "does not name the samples" in str(w.message)]
     if split == "custom":
         assert len(said) == 1 and "(_Fold)" in said[0]
+        from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+        from lightning_viz._runtime.loaders import opaque_sampler
+
+        wrapped = DistributedSamplerWrapper(_Fold([1, 2]), num_replicas=2, rank=0)
+        assert opaque_sampler(DataLoader(range(4), sampler=wrapped)) == "_Fold"  # under DDP
         return
     assert not said
     for cb in (saliency, probe):
@@ -266,6 +277,7 @@ def test_labels_of_shape_n_by_1_give_the_class_balanced_probe_of_their_classes(t
 
     # a NaN label names no class (it stopped the fit: "cannot convert float NaN to integer")
     assert class_of(torch.tensor([float("nan")])) == -1 and class_of(torch.tensor([0.7])) == 1
+    assert class_of(torch.tensor([0.0, float("nan"), 1.0])) == -1  # argmax put it in class 1
 
 
 _MEAN = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
