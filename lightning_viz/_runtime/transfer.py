@@ -83,10 +83,8 @@ def batch_transfer(trainer: Any, module: Any) -> Callable[[Any], Any] | None:
 
     def transfer(batch: Any) -> Any:
         nonlocal forms, taken
-        if taken is not None:
-            return _part(hooks(taken(batch)))
         try:
-            return hooks(batch)
+            return hooks(batch) if taken is None else _part(hooks(taken(batch)))
         except Exception as err:
             if forms is None:  # hooks written for a CombinedLoader's batches of every loader
                 found = (combined_form(trainer, stage) for stage in ("val", "train"))

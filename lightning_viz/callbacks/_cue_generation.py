@@ -12,6 +12,7 @@ the chunks are made on the coordinator's background worker, otherwise at the fir
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -66,11 +67,18 @@ class CueConflictGeneration:
             cached = cue_cache.read_cache(place, self._images_to_make, image_shape)
             if cached is not None:
                 self._cc = tuple(t.to(pixels.device) for t in cached)  # type: ignore[assignment]
+                if place != path and getattr(trainer, "is_global_zero", True):
+                    with contextlib.suppress(OSError):  # this run's checkpoint names its own
+                        cue_cache.write_cache(path, *cached)  # type: ignore[arg-type]
                 return one_process
         if one_process:  # under DDP the ranks must agree on what is missing
             self._chunks = {}
             for place in places[::-1]:  # this log dir's chunks last: they are the newest
-                self._chunks.update(cue_cache.read_chunks(place, self._chunk_sizes(), image_shape))
+                found = cue_cache.read_chunks(place, self._chunk_sizes(), image_shape)
+                for i, chunk in found.items() if place != path else ():
+                    with contextlib.suppress(OSError):  # kept where the checkpoint points
+                        cue_cache.write_chunk(path, i, *chunk)  # type: ignore[arg-type]
+                self._chunks.update(found)
         return one_process
 
     def _resume_or_start(self, trainer: Any) -> None:

@@ -212,6 +212,7 @@ def test_a_resume_into_a_new_log_version_reads_the_set_its_checkpoint_made(tmp_p
     logger = TensorBoardLogger(str(tmp_path), name="run", version=1)
     fit(tmp_path, [cb], epochs=2, ckpt_path=ckpt, logger=logger)
     assert cb._earlier_cache == made and "version_1" in cb.cache_path
+    assert os.path.isfile(cb.cache_path)  # kept where this run's checkpoint points (a 3rd run)
     scalars = read_events(str(tmp_path / "run" / "version_1"))["scalars"]
     assert len(scalars["bias/shape_bias"]) == 1  # epoch 1, from the set of version_0
 
