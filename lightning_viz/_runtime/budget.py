@@ -46,6 +46,9 @@ import torch
 __all__ = ["Candidate", "OverheadBudget", "device_clock"]
 
 _WINDOW = 50  # epochs (and runs) the medians look back on
+# the share of the budget the callbacks no monitor reads keep at least, however much the
+# monitored ones (never spaced out) cost: one costly monitored probe does not stop them all
+OTHERS_SHARE = 0.25
 
 
 def device_clock(module: Any) -> float:
@@ -80,7 +83,6 @@ class OverheadBudget:
         self.background = 0.0  # of which on the worker thread, alongside training
         self.recurring = 0.0  # runs after each callback's first, one-time work excluded
         self.protected_recurring = 0.0  # of which the monitored callbacks'
-        self.protected_over = False  # the monitored callbacks alone cost over the budget
         self.cost: dict[str, float] = {}  # seconds of each callback's latest run
         self.totals: dict[str, float] = {}  # all seconds of each callback in this fit
         self.last_run: dict[str, int] = {}  # epoch of each callback's latest run
@@ -222,19 +224,23 @@ class OverheadBudget:
         changed = self._intervals(candidates, per_epoch)
         training = max(_training(elapsed, self.spent, self.background), 1e-9)
         allowed = max(max_overhead * training, allowance * self.planned_epochs)
-        # the monitored callbacks alone over the budget: the others keep a budget of their
-        # own (their runs are not what the monitors force; the cheap views keep running)
-        over = self.protected_over
-        planned = self.recurring - (self.protected_recurring if over else 0.0)
+        # the others' share: what the monitored callbacks (never spaced out) leave of the
+        # budget, and at least OTHERS_SHARE of it (the cheap views keep running)
+        planned = self.recurring - self.protected_recurring
+        forced = self.protected_recurring
         run: list[str] = []
         waiting: list[Candidate] = []
         for c in candidates:
             if c.key not in self.last_run or c.protected:
                 run.append(c.key)
-                counted = c.key in self.last_run and not (over and c.protected)
-                planned += self.cost.get(c.key, 0.0) if counted else 0.0
+                cost = self.cost.get(c.key, 0.0) if c.key in self.last_run else 0.0
+                if c.protected:
+                    forced += cost
+                else:
+                    planned += cost
             elif epoch - self.last_run[c.key] >= self.interval.get(c.key, c.every_n_epochs):
                 waiting.append(c)
+        allowed = max(allowed - forced, OTHERS_SHARE * allowed)
         for c in sorted(waiting, key=lambda c: self.cost.get(c.key, 0.0)):  # cheapest first
             cost = self.cost.get(c.key, 0.0)
             if planned + cost <= allowed:
@@ -253,10 +259,8 @@ class OverheadBudget:
         fixed = self.protected
         cost = {key: statistics.median(runs) for key, runs in self._runs.items()}
         k = {key: self.every.get(key, 1) for key in cost}
-        room = per_epoch - sum(cost[key] / k[key] for key in k if key in fixed)
-        self.protected_over = room <= 0
-        if self.protected_over:  # the monitored ones alone: the others get a budget of their own
-            room = per_epoch
+        fixed_cost = sum(cost[key] / k[key] for key in k if key in fixed)
+        room = max(per_epoch - fixed_cost, OTHERS_SHARE * per_epoch)  # see plan
         while sum(cost[key] / k[key] for key in k if key not in fixed) > room:
             adjustable = [key for key in k if key not in fixed and cost[key] > 0]
             if not adjustable:
