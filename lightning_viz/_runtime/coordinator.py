@@ -393,7 +393,8 @@ class Coordinator(RunOutput):
                 + (f" (did you mean {close[0]!r}?)" if close else "")
                 + f"; {', '.join(type(cb).__name__ for cb in owners)} writes "
                 + (", ".join(theirs[:8]) + (", ..." if len(theirs) > 8 else "") or "none yet")
-                + ". If none writes it, Lightning stops the fit at its first check",
+                + ". If nothing writes it (nor your LightningModule's self.log), Lightning "
+                "stops the fit at its first check",
             )
 
     def info_once(self, key: str, message: str) -> None:
