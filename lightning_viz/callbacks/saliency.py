@@ -230,7 +230,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         elif any(m in self.methods for m in ROLLOUTS):  # a ViT by its type: tried on an image
             try:
                 LF.attention_rollout(ctx.view, ctx.pixels[:1])
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 raise  # a rank's memory, not the model: the same on no other rank
             except (ValueError, RuntimeError, TypeError, IndexError) as err:
                 why = f"it failed on a probe image: {type(err).__name__}: {err}"
