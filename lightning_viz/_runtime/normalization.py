@@ -1,4 +1,5 @@
-"""The probe data's normalization, read from its torchvision transform.
+"""The probe data's normalization, read from its torchvision transform, and its
+class names, read from the dataset's ``classes``.
 
 A torchvision ``Normalize`` (``transforms`` or ``transforms.v2``) has ``mean`` and
 ``std`` attributes; it sits in a dataset's ``transform`` (``VisionDataset``,
@@ -7,11 +8,14 @@ A torchvision ``Normalize`` (``transforms`` or ``transforms.v2``) has ``mean`` a
 wrapped: a ``Subset`` or any wrapper that keeps the wrapped one as ``dataset``,
 ``datasets`` (``ConcatDataset``: the first), ``base`` or ``_dataset``; a
 ``DataLoader`` holds it as ``dataset``. Nothing here is imported from torchvision:
-a transform is recognised by its class name and attributes.
+a transform is recognised by its class name and attributes. The class names are
+a ``classes`` list of strings (``ImageFolder``, torchvision's datasets), unless a
+``target_transform`` on the way may have changed what the labels index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from torch import Tensor
@@ -20,6 +24,7 @@ __all__ = [
     "Normalization",
     "affine_normalization",
     "compose",
+    "find_classes",
     "find_normalize",
     "value_range",
 ]
@@ -63,7 +68,20 @@ def _in_transform(transform: Any, depth: int) -> Normalization | None:
     return None
 
 
-def find_normalize(source: Any, depth: int = 0) -> Normalization | None:
+def _datasets_within(source: Any, depth: int = 0) -> Iterator[Any]:
+    """``source`` and the datasets it wraps, outermost first (depth first)."""
+    if source is None or depth > _DEPTH or isinstance(source, str | bytes):
+        return
+    yield source
+    for name in _WRAPPED:
+        inner = getattr(source, name, None)
+        if isinstance(inner, list | tuple):
+            inner = inner[0] if inner else None
+        if inner is not None and inner is not source:
+            yield from _datasets_within(inner, depth + 1)
+
+
+def find_normalize(source: Any) -> Normalization | None:
     """``(mean, std)`` of the first ``Normalize`` in the transform of ``source``'s data.
 
     Args:
@@ -73,22 +91,35 @@ def find_normalize(source: Any, depth: int = 0) -> Normalization | None:
     Returns:
         Per-channel ``(mean, std)`` lists, or ``None`` when no ``Normalize`` is found.
     """
-    if source is None or depth > _DEPTH or isinstance(source, str | bytes):
-        return None
-    for name in _TRANSFORMS:
-        transform = getattr(source, name, None)
-        if transform is not None and not isinstance(transform, str | bytes):
-            found = _in_transform(transform, depth)
-            if found is not None:
-                return found
-    for name in _WRAPPED:
-        inner = getattr(source, name, None)
-        if isinstance(inner, list | tuple):
-            inner = inner[0] if inner else None
-        if inner is not None and inner is not source:
-            found = find_normalize(inner, depth + 1)
-            if found is not None:
-                return found
+    for dataset in _datasets_within(source):
+        for name in _TRANSFORMS:
+            transform = getattr(dataset, name, None)
+            if transform is not None and not isinstance(transform, str | bytes):
+                found = _in_transform(transform, 0)
+                if found is not None:
+                    return found
+    return None
+
+
+def find_classes(source: Any) -> list[str] | None:
+    """The class names of ``source``'s data: the first ``classes`` list of strings.
+
+    Args:
+        source: A ``DataLoader``, a ``Dataset`` (wrapped or not) or anything else.
+
+    Returns:
+        One name per class index, or ``None`` when no wrapper on the way has a
+        ``classes`` list of strings, or one has a ``target_transform`` (the labels may
+        then index something else).
+    """
+    for dataset in _datasets_within(source):
+        if getattr(dataset, "target_transform", None) is not None:
+            return None
+        classes = getattr(dataset, "classes", None)
+        if isinstance(classes, list | tuple) and classes:
+            if all(isinstance(name, str) for name in classes):
+                return list(classes)
+            return None
     return None
 
 

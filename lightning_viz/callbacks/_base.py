@@ -239,9 +239,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return f"{self.tag_prefix}/{family}/{name}"
 
     def class_name(self, index: int) -> str:
-        """The caption for a class index (a long name cut, see ``caption_names``)."""
-        if self.class_names is not None and 0 <= index < len(self.class_names):
-            return caption_names(self.class_names)[index]  # "true / pred" both fit a tile
+        """The caption for a class index: ``class_names``, else the data's ``classes``."""
+        names = self.class_names or self._found_names  # a long name cut: `caption_names`
+        if names is not None and 0 <= index < len(names):
+            return caption_names(names)[index]  # "true / pred" both fit a tile
         return str(index)
 
     def label_name(self, label: Tensor) -> str:
@@ -353,8 +354,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         materialized yet waits for the end of the first training batch: running it
         here would initialize the user's parameters at another point of the RNG stream
         than the run without callbacks. ``lazy_ok``: go on even if some stay lazy (a
-        lazy module that the forward never uses).
-        """
+        lazy module that the forward never uses)."""
         if not self._pending_setup or not self._enabled:
             return
         module = unwrap_model(pl_module)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from lightning_viz._runtime.loaders import opaque_sampler
 from lightning_viz._runtime.normalization import (
     affine_normalization,
     compose,
+    find_classes,
     find_normalize,
     value_range,
 )
@@ -134,6 +135,9 @@ def _no_batches(loader: Any) -> bool:
 
 class ProbeSetup:
     """The probe steps of ``VizCallback.setup`` (a base class, no state of its own)."""
+
+    _found_names: list[str] | None = None  # the data's ``classes``, set at each setup
+    _reads_class_names: ClassVar[bool] = True  # False: the data's classes are not captions
 
     def _probe_state(self) -> dict[str, Any]:
         """The probe's part of ``state_dict``: its positions, fingerprint and (up to
@@ -450,6 +454,7 @@ class ProbeSetup:
             labels = self._float_labels(ctx.trainer, labels)
         self._task = self.task or detect_task(int(out.shape[1]), labels)
         self._check_class_names(int(out.shape[1]))
+        self._found_names = self._dataset_class_names(ctx.trainer, self._source, out.shape[1])
         ordered = getattr(self, "_ordered_scan", None)  # (samples read, first, last class)
         if ordered is not None and self._task == "multiclass" and ordered[2] < out.shape[1] - 1:
             Coordinator.of(ctx.trainer).warn_once(
@@ -541,6 +546,30 @@ class ProbeSetup:
     def _named_classes(self, outputs: int) -> int:
         """How many names ``class_names`` must hold for a model with ``outputs`` logits."""
         return outputs
+
+    def _dataset_class_names(
+        self, trainer: Any, source: Any, outputs: int | None
+    ) -> list[str] | None:
+        """The class names of the probe data (its dataset's ``classes``) when
+        ``class_names`` is not given and, for ``outputs`` logits, there is one per class."""
+        if self.class_names is not None or not self._reads_class_names:
+            return None
+        source = self.probe if source is None else source
+        if source is None and self.uses_probe:  # a probe restored from a checkpoint
+            with contextlib.suppress(NotApplicableError):
+                source = self._probe_source(trainer)
+        names = find_classes(source)
+        if outputs == 1 and self._task == "binary":
+            outputs = 2  # one logit, two classes
+        if names is None or outputs is not None and len(names) != outputs:
+            return None
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        Coordinator.of(trainer).info_once(
+            f"class names {names}",
+            f"lightning-viz: the class names are the {self._probe_from} dataset's `classes` "
+            f"({shown}); pass class_names= to override",
+        )
+        return names
 
     def _check_class_names(self, outputs: int) -> None:
         """Raises unless ``class_names`` has one name per class of the model."""

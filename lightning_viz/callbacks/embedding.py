@@ -289,11 +289,12 @@ class EmbeddingProjector(VizCallback):
         return view, images[:1].to(ctx.device)
 
     def check(self, ctx: RunContext) -> None:
+        self._probe_from = "validation"  # the features and labels are the validation data's
+        loader = Coordinator.of(ctx.trainer).stage_loader(ctx.trainer, "val")
         if self._auto_normalization:  # the sprite shows pixels, as every other picture
             self._transfer = batch_transfer(ctx.trainer, ctx.module)
-            self._probe_from = "validation"
-            loader = Coordinator.of(ctx.trainer).stage_loader(ctx.trainer, "val")
             self._data_normalization(ctx.trainer, loader)
+        self._found_names = self._dataset_class_names(ctx.trainer, loader, None)
         view, images = self._one_validation_image(ctx)
         self._layer_name = self._feature_layer(ctx.module, view, images)[0]
         if getattr(ctx.trainer, "limit_val_batches", 1) == 0:
@@ -560,12 +561,12 @@ class EmbeddingProjector(VizCallback):
         step = ctx.log.step
         # The projector files (tensors.tsv, sprite PNG) and the projection are made on the
         # trainer's background worker, in submission order: the epoch end does not wait.
-        args = (feats, labels, predicted, self.class_names, data["thumbs"])
+        names = self.class_names or self._found_names
+        args = (feats, labels, predicted, names, data["thumbs"])
         ctx.log.embedding(self.tag(name), functools.partial(_embedding, *args))
         colors = labels if labels is not None and labels.dim() == 1 else predicted
         if colors is None or feats.shape[1] < (2 if self.projection == "pca" else 1):
             return
-        names = self.class_names
         if names is not None and (int(colors.min()) < 0 or int(colors.max()) >= len(names)):
             names = None
         title = f"{self.projection} of {name} features, step {step}"

@@ -181,6 +181,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
     """
 
     family = "bias"
+    _reads_class_names = False  # its class names name the cue-conflict categories
     needs_labels = True
 
     def __init__(
