@@ -186,3 +186,23 @@ class CueConflictGeneration:
                 chunk = tuple(ctx.gather(v.to(ctx.device), sizes[i]) for v in local)
                 self._add((i, chunk), write=bool(ctx.trainer.is_global_zero))
                 bar.update(sizes[i])
+
+    def _say_unfinished(self) -> None:
+        """At the fit end: a set left unfinished by the background worker is said, with
+        where its finished chunks are and how to go on."""
+        if self._cc is not None or not self._in_background or not self._enabled:
+            return
+        sizes = self._chunk_sizes()
+        made = sum(sizes[i] for i in self._chunks)
+        kept = (
+            f"its finished chunks are kept in {self.cache_path}.partial; a fit resumed from "
+            "this run's checkpoint (ckpt_path=) goes on from them"
+            if self.cache_path is not None and self._chunks
+            else "nothing of it is kept"
+        )
+        self.warn_once(  # type: ignore[attr-defined]
+            "unfinished cue conflict",
+            f"the fit ended before the background worker made the cue-conflict set "
+            f"({made} of {sum(sizes)} images), so no shape bias was measured; {kept}. "
+            "background=False makes the set at the first epoch end instead",
+        )

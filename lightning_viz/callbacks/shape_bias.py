@@ -296,6 +296,10 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         self._stop = True
         super().on_train_end(trainer, pl_module)
 
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_fit_end(trainer, pl_module)  # the background work is finished
+        self._say_unfinished()
+
     def _named_classes(self, outputs: int) -> int:
         return self._num_dataset_classes(outputs)  # names name the dataset classes
 

@@ -7,6 +7,7 @@ import glob
 import math
 import os
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -232,6 +233,37 @@ def test_background_generation_runs_on_the_worker_and_the_scalars_wait_for_it(
         assert Coordinator.of(trainer).background_seconds.get(id(cb), 0.0) > 0
     else:  # completed after training (or not at all): no scalars
         assert steps == []
+
+
+def test_a_fit_that_ends_before_the_background_set_is_made_says_so(tmp_path, monkeypatch):
+    """The fit ends after the worker made one chunk of three: no bias was measured,
+    which the fit end says (it said nothing), with the chunks kept and how to go on."""
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 4 * 32 * 32)  # chunks of 4
+    cb = _bias(num_images=10, background=True, on_error="warn")
+    original = LF.cue_conflict
+
+    def first_then_stop(*args, **kwargs):  # the fit ends while the worker is at chunk 1
+        cb._stop = True
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(LF, "cue_conflict", first_then_stop)
+    with pytest.warns(UserWarning) as caught:
+        fit(tmp_path, [cb], epochs=1)
+    said = [str(w.message) for w in caught if "cue-conflict set" in str(w.message)]
+    assert said == [
+        "TextureShapeBias: the fit ended before the background worker made the "
+        "cue-conflict set (4 of 10 images), so no shape bias was measured; its finished "
+        f"chunks are kept in {cb.cache_path}.partial; a fit resumed from this run's "
+        "checkpoint (ckpt_path=) goes on from them. background=False makes the set at "
+        "the first epoch end instead"
+    ]
+    assert len(glob.glob(f"{cb.cache_path}.partial/*.pt")) == 1
+    assert "bias/shape_bias" not in read_events(str(tmp_path))["scalars"]
+    monkeypatch.undo()  # a finished set: nothing said
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path / "done", [_bias(num_images=10, background=False)], epochs=1)
+    assert not [w for w in caught if "cue-conflict set" in str(w.message)]
 
 
 def test_auto_makes_a_one_chunk_set_at_the_first_run(tmp_path, monkeypatch):
