@@ -306,6 +306,20 @@ class Coordinator(RunOutput):
             text += f"; its setup and one-time work ({_secs(once)}) count in viz/overhead, not here"
         return text
 
+    def _costlier_words(self, callback: Any) -> str:
+        """``"; the costliest, <Class>, costs <s> a run"`` when another callback of the
+        trainer costs more a run than ``callback`` (what the budget went to), else ``""``."""
+        own = self.budget.run_cost(callback.state_key)[0]
+        costs = [
+            (self.budget.run_cost(cb.state_key)[0], type(cb).__name__)
+            for cb in self.callbacks
+            if cb is not callback and self.budget.run_cost(cb.state_key)[2] > 0
+        ]
+        top = max(costs, default=None)
+        if top is None or top[0] <= own:
+            return ""
+        return f"; the costliest, {top[1]}, costs {_secs(top[0])} a run"
+
     def _say_interval(
         self,
         trainer: Any,
@@ -318,7 +332,7 @@ class Coordinator(RunOutput):
         """One line on a new interval; when the next run would fall after the fit's last
         epoch, that it will not run again (said once, until it would again)."""
         key, name = callback.state_key, type(callback).__name__
-        cost = self.cost_words(callback)
+        cost = self.cost_words(callback) + self._costlier_words(callback)
         within = f"max_overhead={limit:g} of the training time"
         if allowance > 0:
             within += f" or overhead_allowance={allowance:g} s an epoch"

@@ -222,6 +222,35 @@ def test_a_callback_spaced_out_past_the_last_epoch_is_said_once_not_to_run_again
     assert said(40, 3)[0].startswith("lightning-viz: AdversarialProbe will not run again")
 
 
+def test_a_spaced_out_callback_is_told_which_callback_costs_the_most():
+    """A cheap view spaced out by an expensive probe: the line names the probe (it named
+    only the view's own 0.02 s, which cannot explain the interval)."""
+    import types
+    import warnings
+
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    coordinator = Coordinator()
+    view, probe, cam = lv.FilterLogger(), lv.AdversarialProbe(), lv.GradCAMLogger()
+    coordinator.callbacks.extend([view, probe, cam])
+    for cb, seconds in ((view, 0.02), (probe, 23.5), (cam, 1.5)):
+        coordinator.budget.charge(cb.state_key, seconds)
+        coordinator.budget.last_run[cb.state_key] = 0
+    trainer = types.SimpleNamespace(is_global_zero=True, max_epochs=50, progress_bar_callback=None)
+
+    def said(callback) -> str:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            coordinator._say_interval(trainer, 1, callback, 4, 0.1)
+        (line,) = [str(w.message) for w in caught]
+        return line
+
+    line = said(view)
+    assert line.startswith("lightning-viz: FilterLogger now runs every 4 epochs (it costs 0.02 s")
+    assert "; the costliest, AdversarialProbe, costs 23.5 s a run;" in line
+    assert "costliest" not in said(probe)  # the costliest itself: nothing to add
+
+
 def test_overhead_stays_finite_when_background_work_outlasts_training():
     clock = Clock()
     budget = OverheadBudget(clock)
