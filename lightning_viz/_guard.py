@@ -310,6 +310,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     Yields:
         The unwrapped module.
     """
+    if not isinstance(model, nn.Module):  # the first use of a functional method's model
+        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
     module = unwrap_model(model)
     modules = list(module.modules())
     flags = [m.training for m in modules]

@@ -78,9 +78,17 @@ def pixel_scale_hint(low: float, high: float) -> str:
 
 def check_probe_source(probe: Any) -> Any:
     """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
-    if probe is None or isinstance(probe, Tensor | Dataset | DataLoader):
+    if probe is None or isinstance(probe, Dataset | DataLoader):
         return probe
-    if is_tensor_tuple(probe):
+    if isinstance(probe, Tensor) or is_tensor_tuple(probe):
+        images = probe if isinstance(probe, Tensor) else probe[0]
+        if images.dim() != 4 or images.shape[0] == 0:
+            what = "images" if isinstance(probe, Tensor) else "the images of (images, labels)"
+            fail(
+                "probe",
+                f"{what} as a non-empty batch (N, C, H, W)",
+                f"<shape {tuple(images.shape)}>",
+            )
         return probe
     allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
     if isinstance(probe, str):

@@ -302,10 +302,12 @@ def randomization_similarity(
         :class:`RandomizationResult` with ``spearman`` and ``ssim`` ``(N, L)``.
 
     Raises:
-        TypeError: ``map_fn`` is not callable, or bad ``inputs``.
+        TypeError: ``map_fn`` is not callable, ``model`` not a module, or bad ``inputs``.
         ValueError: A bad ``layers``, or a model without a layer to re-initialize.
     """
     fn = check_callable(map_fn, "map_fn")
+    if not isinstance(model, nn.Module):
+        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
     check_choice(layers, "layers", LAYER_MODES)
     seed = check_int(seed, "seed", minimum=0)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)

@@ -488,6 +488,17 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
         (lambda: lv.FilterLogger(std=[0.5]), ValueError, "given together.*mean='auto'"),
         (lambda: lv.FilterLogger(mean=[0.5], std=None), ValueError, "must be given together"),
         (lambda: lv.FilterLogger(probe="dir/"), TypeError, "ImageFolder"),
+        # an empty or unbatched tensor probe (a torch min() error at setup)
+        (
+            lambda: lv.FilterLogger(probe=torch.rand(0, 3, 8, 8)),
+            ValueError,
+            r"`probe` must be images as a non-empty batch \(N, C, H, W\), got <shape \(0, 3",
+        ),
+        (
+            lambda: lv.SaliencyLogger(probe=(torch.rand(3, 8, 8), torch.tensor([0]))),
+            ValueError,
+            r"the images of \(images, labels\) as a non-empty .* got <shape \(3, 8, 8\)>",
+        ),
         (lambda: lv.FilterLogger(task="regression"), ValueError, "`task` must be one of"),
         (
             lambda: lv.FilterLogger(images_to_input="no_such_module.fn"),

@@ -199,3 +199,38 @@ def test_a_forward_that_changes_its_input_in_place():
     adv = LF.pgd(model, x, y, 0.03, steps=2, generator=torch.Generator().manual_seed(0))
     assert float((adv - x).abs().max()) <= 0.03 + 1e-6
     assert torch.equal(x, kept)  # the caller's images untouched
+
+
+def _call_with_model(name: str, model: object) -> None:
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    fn = getattr(LF, name)
+    if name == "randomization_similarity":
+        fn(LF.saliency, model, x, y)
+    elif name in MAP_SCORES and name != "perturbation_curves":
+        fn(model, x, torch.rand(2, 16, 16), y)
+    elif name in ATTACKS:
+        fn(model, x, y, 0.1)
+    elif name == "activation_maps":
+        fn(model, x, ["conv"])
+    elif name == "neuron_gradient":
+        fn(model, x, neuron=("conv", 0))
+    else:
+        fn(model, x, y)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *CLASS_TARGET,
+        *ATTACKS,
+        *(m for m in MAP_SCORES if m != "perturbation_curves"),
+        "randomization_similarity",
+        "activation_maps",
+        "neuron_gradient",
+    ],
+)
+def test_a_function_as_the_model_is_a_type_error_naming_model(name):
+    """A plain function in the model slot: the attribution methods raised an
+    AttributeError from deep inside (``'function' object has no attribute 'modules'``)."""
+    with pytest.raises(TypeError, match=r"`model` must be a torch.nn.Module, got <function>"):
+        _call_with_model(name, lambda t: t.mean((2, 3)))
