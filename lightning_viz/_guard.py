@@ -36,6 +36,7 @@ __all__ = [
     "mark_background_thread",
     "plain_checkpoint_calls",
     "preserve_state",
+    "scripted_modules",
     "unwrap_model",
 ]
 
@@ -76,7 +77,7 @@ def eager_forward(module: nn.Module) -> Callable[..., Any] | None:
     instance and keeps the original one in ``_compiler_ctx["original_forward"]``).
     """
     own = vars(module).get("forward")
-    if own is None:
+    if own is None or isinstance(module, torch.jit.ScriptModule):  # TorchScript: no wrapper
         return None
     inner = vars(module).get("_modules", {}).get("_orig_mod")
     if isinstance(inner, nn.Module):
@@ -86,6 +87,19 @@ def eager_forward(module: nn.Module) -> Callable[..., Any] | None:
     if callable(original) and original is not own:
         return original
     return None
+
+
+def scripted_modules(model: nn.Module) -> list[str]:
+    """Names of the outermost TorchScript modules in ``model`` (``torch.jit.script``;
+    ``""``: the model itself). Their forward runs compiled code: no Python hooks,
+    function modes or submodule calls reach inside."""
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule) and not any(
+            name == f or name.startswith(f"{f}.") or f == "" for f in found
+        ):
+            found.append(name)
+    return found
 
 
 def is_compiled(module: nn.Module) -> bool:
@@ -249,7 +263,8 @@ class _ForwardWrites:
         unrestored = []
         with torch.no_grad():
             for m, name, buf, copy, version in self.buffers:
-                if m._buffers.get(name) is not buf:  # rebound by the forward
+                bound = m._buffers[name] if name in m._buffers else None  # TorchScript: no get
+                if bound is not buf:  # rebound by the forward
                     m._buffers[name] = buf
                 if copy is None:  # too large to copy: its version tells a change
                     if version is None or _version(buf) != version:

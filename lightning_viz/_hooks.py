@@ -37,10 +37,13 @@ __all__ = [
 def _forward_hooks(
     modules: Mapping[str, nn.Module], hook: Callable[[str, tuple[Any, ...], Any], None]
 ) -> Iterator[None]:
-    """Calls ``hook(name, args, output)`` after every forward of each module in the block."""
+    """Calls ``hook(name, args, output)`` after every forward of each module in the block
+    (a TorchScript module is left out: its compiled forward runs no Python hooks)."""
     handles = []
     try:
         for name, module in modules.items():
+            if isinstance(module, torch.jit.ScriptModule):  # runs no hooks (resolve_layer
+                continue  # refuses such a layer when it is asked for by name)
             handles.append(
                 module.register_forward_hook(lambda _m, args, out, name=name: hook(name, args, out))
             )

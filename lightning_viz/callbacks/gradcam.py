@@ -25,6 +25,7 @@ from lightning_viz.functional._grad import (
     named_layers,
     resolve_layer,
 )
+from lightning_viz.functional.relu_rules import relu_rules_unusable
 from lightning_viz.functional.tokens import Reshape
 
 __all__ = ["GradCAMLogger"]
@@ -144,6 +145,9 @@ class GradCAMLogger(ScoresMaps, VizCallback):
     def check(self, ctx: RunContext) -> None:
         ctx.check_target("GradCAMLogger", self.target)
         self.check_quality(ctx)
+        if "guided_gradcam" in self.methods:  # never a default: asked for
+            if (why := relu_rules_unusable(ctx.view, ctx.pixels[:1])) is not None:
+                fail("methods", f"methods that apply to this model ({why})", "guided_gradcam")
         if self.layer is not None:
             self._layer_name = resolve_layer(ctx.module, self.layer)[0]
         elif not conv_layers(ctx.module) and not LF.is_transformer(ctx.module):

@@ -30,7 +30,7 @@ from lightning_viz.callbacks._base import (
 )
 from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
 from lightning_viz.functional._grad import resolve_layer
-from lightning_viz.functional.relu_rules import relu_family_summary
+from lightning_viz.functional.relu_rules import relu_rules_unusable
 from lightning_viz.functional.rollout import supports_rollout
 from lightning_viz.functional.tokens import Reshape
 
@@ -215,8 +215,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         """Each requested method that does not apply to the model, with the reason."""
         reasons = {}
         if any(m in self.methods for m in RELU_RULES):
-            if not LF.relu_rule_counts(ctx.view, ctx.pixels[:1]):
-                why = "the forward runs no ReLU-family unit; " + relu_family_summary(ctx.module)
+            if (why := relu_rules_unusable(ctx.view, ctx.pixels[:1])) is not None:
                 reasons.update({m: why for m in self.methods if m in RELU_RULES})
         if any(m in self.methods for m in ROLLOUTS) and not supports_rollout(
             ctx.view, ctx.pixels[:1]

@@ -8,6 +8,7 @@ path raises :class:`NoGradientError` instead of producing an all-zero map.
 from __future__ import annotations
 
 import difflib
+import math
 import operator
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import torch.overrides
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
-from lightning_viz._guard import ModelView, is_compiled
+from lightning_viz._guard import ModelView, is_compiled, scripted_modules
 from lightning_viz._hooks import record_inputs, record_outputs
 from lightning_viz.functional._task import class_scores, num_classes, predict
 
@@ -150,6 +151,18 @@ def chunked_rows(total: int, chunk_size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + chunk_size, total)
 
 
+def row_noise(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
+    """Standard normal noise of ``shape`` (rows first) on ``like``'s device and dtype,
+    each row drawn as its own whole blocks of 16 values: the CPU generator fills normals
+    in blocks of 16 and redraws the last block of an uneven draw, so a chunk's draw
+    would otherwise depend on where the chunks start (``chunk_size``). The same values
+    as one draw of ``shape`` when a row is a multiple of 16 values."""
+    rows, per_row = shape[0], math.prod(shape[1:])
+    padded = -(-max(per_row, 16) // 16) * 16
+    noise = torch.randn((rows, padded), generator=generator, device=like.device, dtype=like.dtype)
+    return noise[:, :per_row].reshape(shape)
+
+
 def chunked_logits(net: nn.Module, x: Tensor, chunk_size: int) -> Tensor:
     """Logits of ``x`` at most ``chunk_size`` rows per forward pass."""
     return torch.cat([forward_logits(net, x[a:b]) for a, b in chunked_rows(len(x), chunk_size)])
@@ -182,10 +195,18 @@ def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if isinstance(model, ModelView):  # names are those of the user's model
         model = model.model
     raw = dict(model.named_modules())
+    scripted = scripted_modules(model)
     out: dict[str, nn.Module] = {}
     for name, module in raw.items():
+        if name and any(_within(name, owner) for owner in scripted):
+            continue  # TorchScript runs no hooks: not a layer to read (see resolve_layer)
         out[eager_name(name, raw)] = module  # an ``_orig_mod`` comes after its wrapper
     return list(out.items())
+
+
+def _within(name: str, owner: str) -> bool:
+    """Whether module ``name`` is ``owner`` or inside it (``""``: the model)."""
+    return not owner or name == owner or name.startswith(f"{owner}.")
 
 
 def eager_name(name: str, modules: dict[str, nn.Module]) -> str:
@@ -214,16 +235,25 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     raw = dict(model.named_modules())
     named = dict(named_layers(model))
     if isinstance(layer, nn.Module):
-        for name, m in raw.items():
-            if m is layer:
-                return eager_name(name, raw), named[eager_name(name, raw)]
-        raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
+        found = next((name for name, m in raw.items() if m is layer), None)
+        if found is None:
+            raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
+        if found == "":
+            return "", named[""]
+        layer = found
     if not isinstance(layer, str):
         fail("layer", "a module name (str) or an nn.Module", layer, TypeError)
     if layer in raw and layer != "":  # a compiled module's inner name, said the long way
         layer = eager_name(layer, raw)
     if layer in named and layer != "":
         return layer, named[layer]
+    owner = next((n for n in scripted_modules(model) if _within(layer, n)), None)
+    if owner is not None and layer in raw:
+        raise ValueError(
+            f"layer {layer!r} is inside the TorchScript module {owner!r} (torch.jit.script): "
+            "its compiled forward runs no Python hooks, so its output and gradient cannot "
+            "be read. Pick a layer outside it, or script the model after training"
+        )
     names = [n for n in named if n]
     close = difflib.get_close_matches(layer, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -254,7 +284,8 @@ def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
 
     A PEFT adapter layer (LoRA, LoHa, LoKr, ...) holds the frozen ``base_layer`` and
     adds each active adapter's ``get_delta_weight``; its effective weight is the sum
-    (unless the adapters are merged into the base already, or disabled). Any other
+    (a DoRA adapter's rescaled to its magnitudes), unless the adapters are merged into
+    the base already, or disabled. Any other
     layer is returned with its own ``weight``, computed now when a forward pre-hook
     recomputes it each forward (``torch.nn.utils.prune``'s ``weight_orig * weight_mask``,
     the legacy ``weight_norm`` and ``spectral_norm``: :func:`recomputed_tensors`): the
@@ -272,10 +303,25 @@ def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
         if not getattr(layer, "disable_adapters", False):
             for adapter in getattr(layer, "active_adapters", None) or ():
                 try:
-                    weight = weight + delta(adapter).to(weight.dtype)
+                    change = delta(adapter).to(weight.dtype)
                 except (KeyError, AttributeError, TypeError):  # not this layer's adapter
                     continue
+                weight = _dora_weight(layer, adapter, base.weight, weight, change)
     return base, weight
+
+
+def _dora_weight(
+    layer: nn.Module, adapter: str, base: Tensor, weight: Tensor, delta: Tensor
+) -> Tensor:
+    """``weight + delta``, rescaled as a DoRA adapter (``use_dora=True``) does: each
+    output unit to its learned magnitude over its norm in ``base + delta`` (PEFT's merge)."""
+    try:
+        magnitude = layer.lora_magnitude_vector[adapter].weight  # type: ignore[index]
+    except (KeyError, AttributeError, TypeError):  # plain LoRA: no magnitude
+        return weight + delta
+    norm = (base + delta).flatten(1).norm(dim=1).detach()
+    factor = (magnitude.flatten() / norm).view(-1, *([1] * (weight.dim() - 1)))
+    return factor.to(weight.dtype) * (weight + delta)
 
 
 def recomputed_tensors(module: nn.Module) -> list[tuple[str, str, Any]]:

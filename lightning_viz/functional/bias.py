@@ -435,7 +435,16 @@ def stylize(
 
     Returns:
         ``(N, C, H, W)`` images in ``[0, 1]``.
+
+    Raises:
+        TypeError: ``content`` or ``style`` is not a float image batch.
+        ValueError: ``style_size`` below 8, or bad steps.
     """
+    check_images(content, "content")
+    check_images(style, "style")
+    if style_size is not None:
+        check_int(style_size, "style_size", minimum=8)  # smaller never ends halving
+    check_int(refine_steps, "refine_steps", minimum=0)
     sizes = pyramid_sizes(tuple(content.shape[-2:]), style_size)  # type: ignore[arg-type]
     x: Tensor | None = None
     for level, size in enumerate(sizes):

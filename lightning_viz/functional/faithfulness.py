@@ -55,6 +55,7 @@ from lightning_viz.functional._grad import (
     chunked_rows,
     forward_logits,
     fresh,
+    row_noise,
     target_indices,
 )
 from lightning_viz.functional.randomization import (
@@ -587,7 +588,7 @@ def road(
         sample, point = rows // points, rows % points
         removed = rank[sample] < counts[point].view(-1, 1, 1, 1)
         filled = linear_impute(x[sample], removed)
-        noisy = torch.randn(filled.shape, generator=gen, device=x.device, dtype=x.dtype)
+        noisy = row_noise(filled.shape, gen, x)  # the same noise whatever the chunk size
         return torch.where(removed, filled + noise * noisy, filled), sample
 
     with torch.no_grad(), preserve_state(model) as net:

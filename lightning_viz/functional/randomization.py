@@ -24,14 +24,21 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from lightning_viz._checks import check_callable, check_choice, check_images, check_int, fail
+from lightning_viz._checks import (
+    check_callable,
+    check_choice,
+    check_float,
+    check_images,
+    check_int,
+    fail,
+)
 from lightning_viz._guard import ModelView, make_eager, preserve_state, unwrap_model
 from lightning_viz._hooks import record_order
 from lightning_viz.functional._grad import (
@@ -70,6 +77,18 @@ class RandomizationResult(NamedTuple):
 
 
 # ----------------------------------------------------------------- similarities
+def _check_pair(a: Any, b: Any, shape: str, maps: bool) -> None:
+    """Two tensors of one shape: ``(N, ...)`` rows, or (``maps``) ``(N, [1,] H, W)``."""
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            got = f"<dtype {t.dtype}>" if isinstance(t, Tensor) else f"<{type(t).__name__}>"
+            fail(name, f"a floating-point tensor {shape}", got, TypeError)
+        if t.dim() < 2 or maps and not (t.dim() == 3 or t.dim() == 4 and t.shape[1] == 1):
+            fail(name, f"a tensor {shape}", f"<shape {tuple(t.shape)}>")
+    if a.shape != b.shape:
+        fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
+
+
 def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of each pair of rows, ties given average ranks.
 
@@ -80,9 +99,12 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         ``(N,)`` correlations in ``[-1, 1]``; NaN where a sample's values are constant
         (as ``scipy.stats.spearmanr``).
+
+    Raises:
+        TypeError: ``a`` or ``b`` is not a float tensor.
+        ValueError: ``a`` and ``b`` differ in shape or have fewer than 2 dimensions.
     """
-    if a.shape != b.shape:
-        fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
+    _check_pair(a, b, "(N, ...)", maps=False)
     ra, rb = _average_ranks(a.flatten(1).double()), _average_ranks(b.flatten(1).double())
     ra = ra - ra.mean(dim=1, keepdim=True)
     rb = rb - rb.mean(dim=1, keepdim=True)
@@ -126,14 +148,16 @@ def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, window: int = 7) -> T
         ``(N,)`` SSIM values in ``[-1, 1]``.
 
     Raises:
-        ValueError: Maps of other shapes, smaller than the window, or an even or
-            smaller window (its sample covariance needs at least two pixels).
+        TypeError: Maps that are not float tensors.
+        ValueError: Maps of other shapes, smaller than the window, an even or
+            smaller window (its sample covariance needs at least two pixels), or a
+            ``data_range`` that is not positive.
     """
     window = check_int(window, "window", minimum=3)
     if window % 2 == 0:
         fail("window", "an odd size >= 3", window)
-    if a.shape != b.shape:
-        fail("b", f"the shape of a, {tuple(a.shape)}", f"<shape {tuple(b.shape)}>")
+    data_range = check_float(data_range, "data_range", positive=True)
+    _check_pair(a, b, "(N, 1, H, W) or (N, H, W)", maps=True)
     x = a.reshape(a.shape[0], 1, *a.shape[-2:]).double()
     y = b.reshape(b.shape[0], 1, *b.shape[-2:]).double()
     if min(x.shape[-2:]) < window:

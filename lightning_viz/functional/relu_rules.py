@@ -22,10 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_images
-from lightning_viz._guard import preserve_state
+from lightning_viz._guard import ModelView, preserve_state, scripted_modules, unwrap_model
 from lightning_viz._hooks import RELU_FAMILY, relu_backward
 
-__all__ = ["relu_family_summary", "relu_rule_counts", "require_relu_family"]
+__all__ = [
+    "relu_family_summary",
+    "relu_rule_counts",
+    "relu_rules_unusable",
+    "require_relu_family",
+]
 
 _NAMES = {
     "relu": "ReLU",
@@ -66,6 +71,22 @@ def relu_rule_counts(model: nn.Module, inputs: Tensor) -> dict[str, int]:
     return {kind: mode.counts[kind] for kind in RELU_FAMILY if mode.counts[kind]}
 
 
+def _user_model(model: nn.Module) -> nn.Module:
+    return unwrap_model(model.model if isinstance(model, ModelView) else model)
+
+
+def relu_rules_unusable(model: nn.Module, inputs: Tensor) -> str | None:
+    """Why guided backprop and deconvnet do not apply to ``model`` (``None``: they do):
+    it holds TorchScript modules, whose units no rule reaches, or its forward on
+    ``inputs`` (one image is enough) runs no ReLU-family unit."""
+    if scripted := scripted_modules(_user_model(model)):
+        names = ", ".join(repr(n) for n in scripted)
+        return f"the TorchScript modules {names} run ReLU-like units that no rule reaches"
+    if not relu_rule_counts(model, inputs):
+        return "the forward runs no ReLU-family unit; " + relu_family_summary(_user_model(model))
+    return None
+
+
 def _activation_modules(model: nn.Module, limit: int = 12) -> list[str]:
     found = [
         f"{name} ({type(m).__name__})"
@@ -90,12 +111,22 @@ def require_relu_family(model: nn.Module, mode: object) -> None:
         mode: The object yielded by :func:`lightning_viz._hooks.relu_backward`.
 
     Raises:
-        ValueError: No ReLU-family unit ran; the message names the activation
-            modules of ``model`` and the other activation functions the forward called.
+        ValueError: No ReLU-family unit ran (the message names the activation
+            modules of ``model`` and the other activation functions the forward called),
+            or ``model`` holds TorchScript modules, whose units no rule reaches.
     """
+    method = _METHODS.get(mode.mode, mode.mode)
+    scripted = scripted_modules(_user_model(model))
+    if scripted:
+        raise ValueError(
+            f"{method} changes the gradient of each ReLU-like unit as the forward runs it, "
+            f"but the TorchScript modules {', '.join(repr(n) for n in scripted)} "
+            "(torch.jit.script) run theirs in compiled code that no rule reaches: the map "
+            "would mix the rule with plain gradients. Use saliency or integrated_gradients "
+            "instead, or script the model after training"
+        )
     if mode.calls:
         return
-    method = _METHODS.get(mode.mode, mode.mode)
     modules = _activation_modules(model)
     calls = [f"{name} x{count}" for name, count in sorted(mode.others.items())]
     raise ValueError(

@@ -46,6 +46,7 @@ from lightning_viz.functional._grad import (
     input_grad,
     reduce_channels,
     resolve_layer,
+    row_noise,
     score_sum,
     target_indices,
 )
@@ -161,7 +162,8 @@ def smoothgrad(
         noise: Noise level relative to each image's value range, ``>= 0``
             (``0`` gives :func:`saliency`). Default: ``0.15``.
         reduce: ``"max"``, ``"sum"`` or ``None``. Default: ``"max"``.
-        chunk_size: Rows per forward/backward pass, ``>= 1``. Default: ``64``.
+        chunk_size: Rows per forward/backward pass, ``>= 1`` (the noise does not depend
+            on it). Default: ``64``.
         generator: Private ``torch.Generator`` on the inputs' device for the noise;
             ``None`` uses a fresh one seeded with 0. The global RNG is never used.
             Default: ``None``.
@@ -192,7 +194,7 @@ def smoothgrad(
             rows = torch.arange(start, end, device=x.device) % n  # sample-major rows
             xs = x[rows]
             if noise > 0:
-                eps = torch.randn(xs.shape, generator=gen, device=x.device, dtype=x.dtype)
+                eps = row_noise(xs.shape, gen, x)  # the same noise whatever the chunk size
                 xs = xs + eps * scale[rows].view(-1, 1, 1, 1)
             xs.requires_grad_(True)
             g = grad_of(score_sum(forward_logits(net, xs), idx[rows]), xs)

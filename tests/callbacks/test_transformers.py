@@ -188,6 +188,14 @@ def test_explicit_method_that_does_not_apply_raises_at_setup(tmp_path, methods, 
         fit(tmp_path, [cb], epochs=1, model=module)
 
 
+def test_guided_gradcam_on_a_model_without_relus_is_a_configuration_error(tmp_path):
+    """It was found only at the first epoch end (the callback turned off)."""
+    cb = lv.GradCAMLogger(methods=("gradcam", "guided_gradcam"), num_samples=4, on_error="warn")
+    match = r"`methods` must be methods that apply .*no ReLU-family unit.*got 'guided_gradcam'"
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [cb], epochs=1, model=LitClassifier(TanhCNN(), lr=1e-2))
+
+
 def test_gelu_network_guided_backprop_is_not_the_plain_gradient():
     torch.manual_seed(0)
     net = vit_small(5, num_layers=2, hidden_dim=32, mlp_dim=64).eval()

@@ -542,6 +542,35 @@ def test_filter_logger_shows_a_lora_conv_with_its_adapter(tmp_path, events):
     assert change > 0  # the frozen base alone would not change
 
 
+@pytest.mark.parametrize("target", ["block1.conv", "fc"])
+def test_a_dora_layer_is_read_with_the_weight_it_computes_with(target):
+    """DoRA (``use_dora=True``) rescales each output unit of base + delta to a learned
+    magnitude: the weight shown was base + delta, 21 % off the layer's."""
+    import copy
+
+    peft = pytest.importorskip("peft")
+    from lightning_viz.functional._grad import adapted_layer
+
+    torch.manual_seed(0)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=[target], use_dora=True)
+    net = peft.get_peft_model(SmallCNN(num_classes=5), config)
+    layer = net.get_submodule(f"base_model.model.{target}")
+    with torch.no_grad():  # as after training: lora_B and the magnitudes have moved
+        for p in [*layer.lora_B.parameters(), *layer.lora_magnitude_vector.parameters()]:
+            p.add_(torch.randn_like(p) * 0.1)
+    shown = adapted_layer(layer)[1].detach()
+    merged = copy.deepcopy(net).merge_and_unload().get_submodule(target).weight.detach()
+    torch.testing.assert_close(shown, merged, atol=1e-6, rtol=1e-5)
+    x = torch.rand(2, 3, 32, 32) if target == "block1.conv" else torch.rand(2, 64)
+    plain = (
+        F.conv2d(x, shown, layer.base_layer.bias, padding=1)
+        if target != "fc"
+        else F.linear(x, shown, layer.base_layer.bias)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(plain, layer(x), atol=1e-5, rtol=1e-4)
+
+
 def test_a_pruned_or_weight_normed_layer_is_read_with_the_weight_its_next_forward_uses():
     """``torch.nn.utils.prune`` and the legacy ``weight_norm`` and ``spectral_norm``
     recompute ``weight`` in a forward pre-hook: the attribute is the last forward's,
@@ -918,3 +947,65 @@ def test_two_optimizers_write_on_lightnings_step_axis(tmp_path, events):
     for tag in ("filters/model.block1.conv/norm", "robustness/clean_acc", "viz/overhead"):
         assert [s for s, _ in scalars[tag]] == [s + 1 for s in own], tag
     assert [s for s, *_ in events(tmp_path)["images"]["filters/model.block1.conv"]] == [4, 8]
+
+
+# ------------------------------------------------------------------ TorchScript blocks
+def _scripted_block2() -> LitClassifier:
+    model = LitClassifier(num_classes=5, lr=1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+        model.model.block2 = torch.jit.script(model.model.block2)
+    return model
+
+
+def test_a_scripted_block_is_read_around_and_refused_where_no_hook_reaches():
+    """``torch.jit.script`` on a block: every method ran into an AttributeError inside
+    the state guard; guided backprop silently mixed its rule with the plain gradient
+    of the scripted ReLUs."""
+    import lightning_viz.functional as LF
+
+    torch.manual_seed(0)
+    model = _scripted_block2().model.eval()
+    eager = SmallCNN(num_classes=5).eval()
+    eager.load_state_dict(model.state_dict())
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 3])
+    torch.testing.assert_close(LF.saliency(model, x, y), LF.saliency(eager, x, y))
+    torch.testing.assert_close(
+        LF.grad_cam(model, x, y, layer="block3.conv"), LF.grad_cam(eager, x, y, layer="block3.conv")
+    )
+    with pytest.raises(
+        ValueError, match=r"'block2.conv' is inside the TorchScript module 'block2'"
+    ):
+        LF.grad_cam(model, x, y, layer="block2.conv")
+    with pytest.raises(ValueError, match=r"guided backprop .* TorchScript modules 'block2'"):
+        LF.guided_backprop(model, x, y)
+    assert LF.default_cam_layer(model, x) == "block3.conv"  # not one inside the script
+    assert "block2.conv" not in dict(LF.activation_maps(model, x, ["block1.conv"]))
+
+
+def test_a_scripted_block_leaves_the_run_unchanged_and_the_views_skip_it(tmp_path):
+    saliency = lv.SaliencyLogger(num_samples=2, on_error="raise")  # guided: skipped
+    cams = lv.GradCAMLogger(methods=("gradcam", "gradcam++"), num_samples=2, on_error="raise")
+    callbacks = [
+        saliency
+        if isinstance(cb, lv.SaliencyLogger)
+        else cams
+        if isinstance(cb, lv.GradCAMLogger)
+        else cb
+        for cb in all_callbacks(neuron=("model.block1.conv", 1), on_error="raise")
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        assert_observing_changes_nothing(
+            tmp_path, callbacks, model_factory=_scripted_block2, epochs=1
+        )
+    tags = read_events(str(tmp_path / "observed"))["images"]
+    assert "saliency/vanilla" in tags and "saliency/guided_backprop" not in tags
+    assert not [t for t in tags if "block2" in t]  # nothing hooked inside the script
+    assert [t for t in tags if t.startswith("activations/")]
+    assert [t for t in tags if t.startswith("gradcam/")]
+    guided = lv.GradCAMLogger(methods=("guided_gradcam",), on_error="warn")  # asked for
+    match = r"apply to this model \(the TorchScript modules 'model.block2' run ReLU-like"
+    with pytest.raises(ValueError, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        fit(tmp_path / "guided", [guided], model=_scripted_block2(), epochs=1)

@@ -245,6 +245,42 @@ def test_ssim_names_a_window_it_cannot_use(window):
         LF.ssim(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), window=window)
 
 
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: LF.ssim(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)),
+            ValueError,
+            r"\(N, 1, H, W\) or \(N, H, W\), got <shape \(2, 3, 8, 8\)>",
+        ),
+        (
+            lambda: LF.ssim(torch.rand(2, 8, 8), torch.rand(2, 8, 8), data_range=0.0),
+            ValueError,
+            "`data_range`",
+        ),
+        (
+            lambda: LF.ssim(torch.rand(2, 8, 8), torch.rand(2, 8, 8), data_range=float("nan")),
+            ValueError,
+            "`data_range`",
+        ),
+        (
+            lambda: LF.rank_correlation(torch.rand(5), torch.rand(5)),
+            ValueError,
+            r"`a` must be a tensor \(N, \.\.\.\), got <shape \(5,\)>",
+        ),
+        (
+            lambda: LF.rank_correlation([[1.0, 2.0]], torch.rand(1, 2)),
+            TypeError,
+            "`a` must be a floating-point tensor .* got <list>",
+        ),
+    ],
+)
+def test_the_similarities_check_their_inputs(call, error, match):
+    """They raised torch's reshape and index errors, or returned NaN for a NaN range."""
+    with pytest.raises(error, match=match):
+        call()
+
+
 @pytest.mark.parametrize("side", [1, 2])
 def test_randomization_of_maps_too_small_for_ssim_still_ranks(side):
     """Maps of 2x2 px: the window was 1 and SSIM divided by zero (ZeroDivisionError)."""
@@ -342,6 +378,26 @@ def test_chunking_does_not_change_results():
     a = LF.deletion_curve(model, x, maps, steps=8, chunk_size=5)
     b = LF.deletion_curve(model, x, maps, steps=8, chunk_size=64)
     torch.testing.assert_close(a.curve, b.curve)
+
+
+@pytest.mark.parametrize("size", [(5, 7), (33, 17)])
+def test_noise_of_smoothgrad_and_road_does_not_depend_on_the_chunk_size(size):
+    """An image of C*H*W values that is no multiple of 16: the CPU generator's draw for a
+    chunk depended on where the chunk started (SmoothGrad maps 18 % apart for another
+    max_batch_size)."""
+    model = make(SmallCNN)
+    x = torch.rand(3, 3, *size, generator=torch.Generator().manual_seed(0))
+    maps = LF.random_maps(x)
+
+    def both(chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(3)
+        smooth = LF.smoothgrad(model, x, samples=6, chunk_size=chunk, generator=gen)
+        road = LF.road(model, x, maps, percentiles=(20, 50, 80), chunk_size=chunk)
+        return smooth, road.curve
+
+    (s1, r1), (s2, r2) = both(64), both(5)
+    torch.testing.assert_close(s1, s2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(r1, r2, atol=1e-6, rtol=0)
 
 
 class _Counting(nn.Module):

@@ -282,3 +282,21 @@ def test_a_float64_default_dtype_changes_neither_the_filters_nor_the_images_dtyp
         assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
     assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-6)
     assert torch.allclose(doubles.float(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"style_size": 0}, ValueError, "`style_size` must be an int >= 8, got 0"),
+        ({"style_size": -1}, ValueError, "`style_size` must be an int >= 8, got -1"),
+        ({"content": "img"}, TypeError, "`content` must be a torch.Tensor"),
+        ({"style": torch.rand(3, 8, 8)}, ValueError, r"`style` must be a non-empty image batch"),
+    ],
+)
+def test_stylize_checks_its_arguments(kwargs, error, match):
+    """style_size < 1 halved the pyramid forever (memory grew until the process died)."""
+    from lightning_viz.functional.bias import stylize
+
+    args = {"content": torch.rand(1, 3, 16, 16), "style": torch.rand(1, 3, 16, 16), **kwargs}
+    with pytest.raises(error, match=match):
+        stylize(args.pop("content"), args.pop("style"), steps=1, **args)
