@@ -67,12 +67,49 @@ else:
     if _averaging is not None:
         WEIGHT_AVERAGING = (*WEIGHT_AVERAGING, _averaging)
 
+
+class PlateauMonitor:
+    """A ``ReduceLROnPlateau`` that ``configure_optimizers`` set to watch a metric
+    (``"monitor"``, epoch interval): Lightning reads the metric at the end of every
+    ``frequency``-th training epoch and, when ``strict``, stops the fit without it."""
+
+    def __init__(self, config: Any) -> None:
+        self.monitor = str(config.monitor)
+        self.strict = bool(getattr(config, "strict", True))
+        self.frequency = max(int(getattr(config, "frequency", 1) or 1), 1)
+        self.name = type(config.scheduler).__name__
+
+
+def monitor_name(monitor: Any) -> str:
+    """``EarlyStopping``, ``ModelCheckpoint``, ``ReduceLROnPlateau``, ... (for messages)."""
+    return monitor.name if isinstance(monitor, PlateauMonitor) else type(monitor).__name__
+
+
+def plateau_monitors(trainer: Any) -> list[PlateauMonitor]:
+    """The trainer's metric-watching LR schedulers (known from ``on_fit_start``: the
+    optimizers are configured after the callbacks' ``setup``)."""
+    try:
+        configs = list(trainer.lr_scheduler_configs or [])
+    except (AttributeError, RuntimeError, TypeError):  # no strategy set up yet
+        return []
+    return [
+        PlateauMonitor(c)
+        for c in configs
+        if getattr(c, "reduce_on_plateau", False)
+        and getattr(c, "monitor", None)
+        and getattr(c, "interval", "epoch") == "epoch"
+    ]
+
+
 __all__ = [
     "CALLBACK_BASES",
     "MONITORS",
+    "PlateauMonitor",
     "TENSORBOARD_LOGGERS",
     "WEIGHT_AVERAGING",
     "any_rank_warn",
+    "monitor_name",
+    "plateau_monitors",
     "rank_zero_info",
     "rank_zero_warn",
 ]

@@ -27,7 +27,13 @@ from torch.nn.parameter import is_lazy
 
 from lightning_viz._guard import mark_background_thread
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
-from lightning_viz._runtime.compat import MONITORS, rank_zero_info, rank_zero_warn
+from lightning_viz._runtime.compat import (
+    MONITORS,
+    monitor_name,
+    plateau_monitors,
+    rank_zero_info,
+    rank_zero_warn,
+)
 from lightning_viz._runtime.loaders import first_loader, stage_loaders
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.run_output import RunOutput
@@ -230,14 +236,16 @@ class Coordinator(RunOutput):
     @staticmethod
     def monitors_of(trainer: Any, callback: Any = None) -> list[Any]:
         """The trainer's ``EarlyStopping``/``ModelCheckpoint`` callbacks (subclasses too)
-        with a ``monitor``; with ``callback``, those that monitor a metric it writes."""
+        with a ``monitor`` and its ``ReduceLROnPlateau`` schedulers with one
+        (:class:`PlateauMonitor`); with ``callback``, those that watch a metric it writes."""
         callbacks = getattr(trainer, "callbacks", None) or []
+        found = [
+            cb for cb in callbacks if isinstance(cb, MONITORS) and getattr(cb, "monitor", None)
+        ]
         return [
             cb
-            for cb in callbacks
-            if isinstance(cb, MONITORS)
-            and getattr(cb, "monitor", None)
-            and (callback is None or Coordinator.writes(trainer, callback, {str(cb.monitor)}))
+            for cb in [*found, *plateau_monitors(trainer)]
+            if callback is None or Coordinator.writes(trainer, callback, {str(cb.monitor)})
         ]
 
     @staticmethod
@@ -383,7 +391,7 @@ class Coordinator(RunOutput):
         self.check_monitored_tags(trainer)
 
     def check_monitored_tags(self, trainer: Any) -> None:
-        """Says once when an ``EarlyStopping``/``ModelCheckpoint`` monitors a tag under a
+        """Says once when a monitor (:meth:`monitors_of`) watches a tag under a
         lightning-viz callback's ``tag_prefix`` that no callback names (a typo, or an
         ``eps`` the probe does not measure): Lightning stops the fit at its first check,
         after a whole epoch, and its message does not say what is written."""
@@ -402,7 +410,7 @@ class Coordinator(RunOutput):
             close = difflib.get_close_matches(tag, theirs, n=1, cutoff=0.5)
             self.warn_once(
                 f"unwritten {tag}",
-                f"lightning-viz: {type(monitor).__name__}(monitor={tag!r}) watches a tag that "
+                f"lightning-viz: {monitor_name(monitor)}(monitor={tag!r}) watches a tag that "
                 f"no lightning-viz callback of this trainer names"
                 + (f" (did you mean {close[0]!r}?)" if close else "")
                 + f"; {', '.join(type(cb).__name__ for cb in owners)} writes "

@@ -1,4 +1,5 @@
-"""A lightning-viz metric that ``EarlyStopping`` or ``ModelCheckpoint`` monitors.
+"""A lightning-viz metric that ``EarlyStopping``, ``ModelCheckpoint`` or a
+``ReduceLROnPlateau`` (``configure_optimizers``'s ``"monitor"``) watches.
 
 Lightning stops the fit when a monitored metric is missing at a check (``EarlyStopping``
 with ``strict=True``; ``ModelCheckpoint`` once validation has run), and a stale value
@@ -9,8 +10,10 @@ what would turn it off at setup stops the fit there instead of one epoch later.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from lightning_viz._runtime.compat import PlateauMonitor, monitor_name
 from lightning_viz._runtime.coordinator import Coordinator
 
 __all__ = [
@@ -25,12 +28,14 @@ __all__ = [
 
 def monitor_words(monitor: Any) -> str:
     """``EarlyStopping(monitor='robustness/pgd_acc@8/255')``."""
-    return f"{type(monitor).__name__}(monitor={str(monitor.monitor)!r})"
+    return f"{monitor_name(monitor)}(monitor={str(monitor.monitor)!r})"
 
 
 def _checks_every(monitor: Any) -> int | None:
     """Every how many epochs ``monitor`` needs the metric (``None``: whenever it is
     there, i.e. ``EarlyStopping(strict=False)``)."""
+    if isinstance(monitor, PlateauMonitor):
+        return monitor.frequency if monitor.strict else None
     if hasattr(monitor, "_every_n_epochs"):  # ModelCheckpoint
         return int(monitor._every_n_epochs or 0) or None  # noqa: SLF001 - read only
     return 1 if getattr(monitor, "strict", True) else None
@@ -40,7 +45,10 @@ def _at_validation_end(monitor: Any, trainer: Any) -> bool:
     """Whether ``monitor`` checks at each validation end: ``EarlyStopping`` decides it
     in its ``setup``; ``ModelCheckpoint`` at each check, by its rule
     (``_should_save_on_train_epoch_end``) followed here: that rule asked before the
-    validation batches are counted would read "no validation" (train epoch end)."""
+    validation batches are counted would read "no validation" (train epoch end). A
+    ``ReduceLROnPlateau`` reads after the training epoch end."""
+    if isinstance(monitor, PlateauMonitor):
+        return False
     if hasattr(monitor, "_check_on_train_epoch_end"):  # EarlyStopping
         return monitor._check_on_train_epoch_end is False  # noqa: SLF001 - read only
     given = getattr(monitor, "_save_on_train_epoch_end", None)
@@ -83,7 +91,14 @@ def check_monitored_schedule(callback: Any, trainer: Any) -> None:
                     f"it, or read last epoch's. Pass {type(monitor).__name__}("
                     f"{flag}_on_train_epoch_end=True), listed after the lightning-viz callbacks"
                 )
-    n = callback.every_n_epochs
+    n, why = callback.every_n_epochs, f"every_n_epochs={callback.every_n_epochs}"
+    fix = "Pass every_n_epochs=1"
+    validated = getattr(trainer, "check_val_every_n_epoch", 1)
+    if getattr(callback, "validated_epochs_only", False) and isinstance(validated, int):
+        if validated > 1:  # it embeds the features of the validation loop
+            n = math.lcm(n, validated)
+            why += f", at the epochs validated with check_val_every_n_epoch={validated}"
+            fix = "Validate every epoch (check_val_every_n_epoch=1)"
     if n == 1:
         return
     for monitor in monitors:
@@ -92,11 +107,23 @@ def check_monitored_schedule(callback: Any, trainer: Any) -> None:
             raise ValueError(
                 f"{monitor_words(monitor)} checks its metric every "
                 f"{'epoch' if every == 1 else f'{every} epochs'}, but "
-                f"{type(callback).__name__} writes it every {n} epochs "
-                f"(every_n_epochs={n}): Lightning would stop the fit at the first epoch "
-                "without it. Pass every_n_epochs=1, or check on the same epochs "
-                f"(ModelCheckpoint(every_n_epochs={n}), EarlyStopping(strict=False))"
+                f"{type(callback).__name__} writes it every {n} epochs ({why}): Lightning "
+                f"would stop the fit at the first epoch without it, or read a stale value. "
+                f"{fix}, or {_same_epochs(monitor, n)}"
             )
+
+
+def _same_epochs(monitor: Any, n: int) -> str:
+    """How ``monitor`` checks only the epochs a callback writes, every ``n``-th."""
+    if isinstance(monitor, PlateauMonitor):
+        return (
+            f'"frequency": {n} (or "strict": False) in the "lr_scheduler" dict that '
+            "configure_optimizers returns"
+        )
+    return (
+        f"check on the same epochs (ModelCheckpoint(every_n_epochs={n}), "
+        "EarlyStopping(strict=False))"
+    )
 
 
 def _lenient(monitor: Any) -> bool:
@@ -108,6 +135,8 @@ def _reads_now(monitor: Any, trainer: Any) -> bool:
     """Whether ``monitor`` reads its metric at the end of this epoch: a strict
     ``EarlyStopping`` always, a lenient one never needs it, a ``ModelCheckpoint`` at
     its ``every_n_epochs`` (by steps or time: whenever it saves, so always)."""
+    if isinstance(monitor, PlateauMonitor):
+        return monitor.strict and (trainer.current_epoch + 1) % monitor.frequency == 0
     if hasattr(monitor, "_every_n_epochs"):  # ModelCheckpoint
         every = int(monitor._every_n_epochs or 0)  # noqa: SLF001 - read only
         return every < 1 or (trainer.current_epoch + 1) % every == 0

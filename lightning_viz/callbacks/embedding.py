@@ -29,6 +29,7 @@ from lightning_viz._runtime.projector import (
 from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.transfer import batch_transfer
 from lightning_viz._runtime.writers import Embedding
+from lightning_viz.callbacks import _monitors as monitors
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._embedding_scores import log_scores
 from lightning_viz.functional import embedding as E
@@ -183,6 +184,7 @@ class EmbeddingProjector(VizCallback):
 
     family = "embedding"
     uses_probe = False
+    validated_epochs_only = True  # no features at an epoch without validation (monitors)
 
     def __init__(
         self,
@@ -243,8 +245,7 @@ class EmbeddingProjector(VizCallback):
         execution order: of the ``nn.Linear`` layers that output the logits' width, the
         first of the last run of them (a distilled DeiT's ``head``, not ``head_dist``;
         a head defined before its backbone; not a projection head defined after it).
-        Without, or when no ``Linear`` outputs that width: the last ``nn.Linear``
-        defined.
+        Without, or when no ``Linear`` outputs that width: the last ``nn.Linear`` defined.
         """
         if self.layer is not None:
             return resolve_layer(module, self.layer)
@@ -297,26 +298,28 @@ class EmbeddingProjector(VizCallback):
         self._found_names = self._dataset_class_names(ctx.trainer, loader, None)
         view, images = self._one_validation_image(ctx)
         self._layer_name = self._feature_layer(ctx.module, view, images)[0]
-        if getattr(ctx.trainer, "limit_val_batches", 1) == 0:
-            self.warn_once(
-                "no_val",
-                "it embeds the features seen during the validation loop, and this trainer runs "
-                "none (limit_val_batches=0): nothing will be written",
-            )
-        elif not has_loader(ctx.trainer, "val"):
-            self.warn_once(
-                "no_val",
-                "it embeds the features seen during the validation loop, and this fit has no "
-                "validation data (no val_dataloader): nothing will be written",
-            )
+        step = getattr(type(ctx.module), "validation_step", None)  # Lightning's: none
+        why = (
+            "this trainer runs none (limit_val_batches=0)"
+            if getattr(ctx.trainer, "limit_val_batches", 1) == 0
+            else "this fit has no validation data (no val_dataloader)"
+            if not has_loader(ctx.trainer, "val")
+            else "the LightningModule has no validation_step"
+            if getattr(step, "__qualname__", "").startswith("LightningModule.")
+            else None
+        )
+        if why is not None:
+            said = f"it embeds the features seen during the validation loop, and {why}"
+            if Coordinator.monitors_of(ctx.trainer, self):  # its metric would never come
+                raise NotApplicableError(said)
+            self.warn_once("no_val", f"{said}: nothing will be written")
         with contextlib.suppress(ImportError):  # imported now, not at the first epoch end
             import sklearn.metrics  # noqa: F401
 
     # -------------------------------------------------------------------- capture
     # Scheduled as every callback (once an epoch): it embeds what a validation loop of a
-    # due epoch saw: the one at the epoch's end, or, when validation runs several times
-    # an epoch (or not every epoch), the epoch's latest, written at its training epoch
-    # end with the other callbacks.
+    # due epoch saw: the one at the epoch's end, or, when validation runs several times an
+    # epoch (or not every epoch), the epoch's latest, written at its training epoch end.
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._stop_capture()
         if not self._due(trainer):
@@ -497,6 +500,7 @@ class EmbeddingProjector(VizCallback):
         if "no_val" in self._said:  # said at setup: this trainer runs no validation at all
             return
         if self._due(trainer):  # not run this epoch: no validation ran
+            monitors.forget_unmeasured(self, trainer)  # a monitor reads no stale value
             epoch, key = trainer.current_epoch, "no_val_epoch"
             if self._after_validation and max_steps_reached(trainer):
                 key = "cut_epoch"  # Lightning skips the validation of an epoch cut short
@@ -506,12 +510,8 @@ class EmbeddingProjector(VizCallback):
                 )
             elif self._after_validation:  # a hook ended the epoch, or no validation batches
                 why = f"training epoch {epoch} ended without a validation loop"
-            else:
-                step = getattr(type(pl_module), "validation_step", None)  # Lightning's: none
-                cause = "see check_val_every_n_epoch / limit_val_batches"
-                if getattr(step, "__qualname__", "").startswith("LightningModule."):
-                    cause = "the LightningModule has no validation_step"
-                why = f"no validation ran at epoch {epoch} ({cause})"
+            else:  # no validation_step, no validation at all: said at setup
+                why = f"no validation ran at epoch {epoch} (see check_val_every_n_epoch)"
             self.warn_once(
                 key,
                 f"{why}; it embeds the features seen during the validation loop, so it has "

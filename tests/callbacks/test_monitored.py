@@ -291,3 +291,102 @@ def test_a_monitor_of_a_tag_no_callback_writes_is_said_before_training(tmp_path,
     else:
         (line,) = lines
         assert said in line and "AdversarialProbe writes" in line
+
+
+# ------------------------------------------------------- ReduceLROnPlateau as a monitor
+def _plateau_module(steps: list[int], **scheduler):
+    import torch
+
+    from lightning_viz.data import LitClassifier
+
+    class Plateau(LitClassifier):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.05)
+            sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0)
+            step = sch.step
+
+            def counted(metrics, *args, **kwargs):
+                steps.append(self.trainer.current_epoch)
+                return step(metrics, *args, **kwargs)
+
+            sch.step = counted
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": sch, "monitor": TAG, **scheduler},
+            }
+
+    return Plateau(num_classes=5, lr=1e-2)
+
+
+def test_a_plateau_scheduler_on_a_metric_is_a_monitor(tmp_path):
+    """``configure_optimizers`` with ``ReduceLROnPlateau`` on a lightning-viz metric: the
+    budget spaced the probe out and the scheduler cut the learning rate on the stale
+    value; with every_n_epochs=2 Lightning stopped the fit after the first epoch."""
+    import pytorch_lightning as pl
+
+    steps: list[int] = []
+    measured: list[int] = []
+    probe = _probe(max_overhead=1e-4, overhead_allowance=0.0)  # every other run: spaced out
+
+    class Spy(pl.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if probe._last_epoch == trainer.current_epoch:
+                measured.append(trainer.current_epoch)
+
+    fit(
+        tmp_path / "budget",
+        [probe, Spy()],
+        model=_plateau_module(steps),
+        epochs=3,
+        keep_budget=True,
+    )
+    assert steps == measured == [0, 1, 2]  # never spaced out: every read is fresh
+    with pytest.raises(
+        ValueError,
+        match=r"ReduceLROnPlateau\(monitor='robustness/clean_acc'\) checks its metric every "
+        r"epoch.*\"frequency\": 2",
+    ) as err:
+        fit(tmp_path / "every2", [_probe(every_n_epochs=2)], model=_plateau_module([]), epochs=2)
+    assert "every_n_epochs=2" in str(err.value)
+    steps.clear()  # on the same epochs: accepted, read only where measured
+    fit(
+        tmp_path / "freq2",
+        [_probe(every_n_epochs=2)],
+        model=_plateau_module(steps, frequency=2),
+        epochs=4,
+    )
+    assert steps == [1, 3]
+
+
+def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path):
+    """EmbeddingProjector embeds the validation loop's features: with no validation, or
+    validation every 2nd epoch checked at every training epoch end (the advice of the
+    error above), Lightning stopped the fit after epoch 0, and a ModelCheckpoint saving
+    at the training epoch end ranked unvalidated epochs by a stale value."""
+    import pytorch_lightning as pl
+
+    tag = "embedding/knn_acc"
+
+    def projector():
+        return lv.EmbeddingProjector(num_samples=16, projection="pca")
+
+    stop = EarlyStopping(monitor=tag, mode="max")
+    with pytest.raises(ValueError, match=r"runs none \(limit_val_batches=0\); EarlyStopping"):
+        fit(tmp_path / "none", [projector(), stop], epochs=1, limit_val_batches=0)
+    on_epoch_end = EarlyStopping(monitor=tag, mode="max", check_on_train_epoch_end=True)
+    match = (
+        r"writes it every 2 epochs \(every_n_epochs=1, at the epochs validated with "
+        r"check_val_every_n_epoch=2\).*Validate every epoch \(check_val_every_n_epoch=1\), "
+        r"or check on the same epochs"
+    )
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path / "every2", [projector(), on_epoch_end], check_val_every_n_epoch=2)
+    there: dict[int, bool] = {}
+
+    class Spy(pl.Callback):  # after the projector, where the monitor reads
+        def on_train_epoch_end(self, trainer, pl_module):
+            there[trainer.current_epoch] = tag in trainer.callback_metrics
+
+    lenient = EarlyStopping(monitor=tag, mode="max", strict=False, check_on_train_epoch_end=True)
+    fit(tmp_path / "lenient", [projector(), Spy(), lenient], epochs=4, check_val_every_n_epoch=2)
+    assert there == {0: False, 1: True, 2: False, 3: True}  # no stale value in between
