@@ -455,6 +455,12 @@ class ProbeSetup:
                 f"{name} needs logits (N, K) from the model, got shape {tuple(out.shape)}; "
                 f"pass `output_to_logits`. {_FORWARD_IS_THE_CLASSIFIER}"
             )
+        if self.task == "binary" and out.shape[1] != 1:
+            raise ValueError(
+                f"{name}: task='binary' is a model with one logit (N, 1), but this one "
+                f"gives {out.shape[1]} per image; pass task='multiclass' (one class each, "
+                "softmax) or 'multilabel' (a sigmoid per label), or task=None to detect it"
+            )
         labels = probe.labels
         if labels is not None and labels.dim() == 2 and labels.shape[1] == 1 < out.shape[1]:
             labels = labels[:, 0]  # a dataset's tensor([c]): class indices, not label rows

@@ -129,7 +129,7 @@ class FilterLogger(VizCallback):
             chosen = []
             for name in self.layers:
                 name, layer = resolve_layer(module, name)
-                layer = adapted_layer(layer)[0]  # a PEFT adapter layer: its base's kind
+                layer = getattr(layer, "base_layer", layer)  # a PEFT adapter: its base's kind
                 if not isinstance(layer, nn.Conv2d | nn.Linear):
                     raise ValueError(
                         f"FilterLogger shows Conv2d or Linear weights; layer {name!r} is a "

@@ -255,7 +255,8 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
             "be read. Pick a layer outside it, or script the model after training"
         )
     names = [n for n in named if n]
-    close = difflib.get_close_matches(layer, names, n=1)
+    tails = [n for n in names if n.endswith(f".{layer}")]  # "fc" for "model.fc"
+    close = tails[:1] or difflib.get_close_matches(layer, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
     raise ValueError(f"unknown layer {layer!r}.{hint} Available layers: {shown}")

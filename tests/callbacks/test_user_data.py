@@ -258,6 +258,17 @@ def test_labels_the_model_cannot_take_are_named_with_the_callback_and_their_sour
     assert extra in text
 
 
+def test_task_binary_on_a_model_with_several_logits_is_a_configuration_error(tmp_path):
+    """0/1 labels let it through setup; the first epoch end failed on the logits' shape."""
+    labels = torch.arange(40) % 2
+    cb = lv.AdversarialProbe(eps=(2 / 255,), num_samples=8, task="binary", on_error="warn")
+    match = (
+        r"AdversarialProbe: task='binary' is a model with one logit \(N, 1\), but this one gives 5"
+    )
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [cb], epochs=1, datamodule=Labelled(labels))
+
+
 class SqueezesLabels(LitClassifier):
     def validation_step(self, batch, batch_idx):
         images, labels = batch

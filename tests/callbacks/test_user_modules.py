@@ -1009,3 +1009,14 @@ def test_a_scripted_block_leaves_the_run_unchanged_and_the_views_skip_it(tmp_pat
     with pytest.raises(ValueError, match=match), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         fit(tmp_path / "guided", [guided], model=_scripted_block2(), epochs=1)
+
+
+@pytest.mark.parametrize(("layer", "kind"), [("model.block1", "Sequential"), ("model.pool", "")])
+def test_filter_logger_on_a_layer_without_weights_is_a_configuration_error(tmp_path, layer, kind):
+    """A block or a pooling layer: setup raised ``AttributeError: ... no attribute 'weight'``."""
+    cb = lv.FilterLogger(layers=[layer], on_error="warn")
+    with pytest.raises(
+        ValueError,
+        match=rf"FilterLogger shows Conv2d or Linear weights; layer {layer!r} is a {kind}",
+    ):
+        fit(tmp_path, [cb], epochs=1)

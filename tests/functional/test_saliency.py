@@ -447,3 +447,16 @@ def test_a_column_of_class_indices_is_the_same_target():
     assert torch.equal(row, LF.integrated_gradients(model, x, y, steps=4))
     with pytest.raises(ValueError, match="label rows"):
         LF.saliency(model, x, torch.tensor([[0, 1, 0, 0, 1], [1, 0, 0, 0, 0]]))
+
+
+def test_a_layer_named_without_its_wrappers_prefix_is_suggested_with_it():
+    """``layer="fc"`` on a LightningModule holding the net as ``model``: no suggestion
+    (difflib's cutoff misses a short name inside a longer one)."""
+    from lightning_viz.data import LitClassifier
+    from lightning_viz.functional._grad import resolve_layer
+
+    module = LitClassifier(num_classes=5)
+    with pytest.raises(ValueError, match=r"unknown layer 'fc'\. Did you mean 'model\.fc'\?"):
+        resolve_layer(module, "fc")
+    with pytest.raises(ValueError, match=r"Did you mean 'model\.block2\.conv'\?"):
+        resolve_layer(module, "block2.conv")
