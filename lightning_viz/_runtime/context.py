@@ -33,6 +33,7 @@ __all__ = [
     "caption_name",
     "caption_names",
     "distinct_names",
+    "named_after",
 ]
 
 CAPTION_LABEL = "true / pred"  # the label of the image row whose captions are ctx.captions()
@@ -93,6 +94,16 @@ def distinct_names(names: Sequence[str], *, width: int | None = None) -> list[st
 
 
 _FALLBACK_BATCH = 32  # max_batch_size when no train dataloader tells the batch size
+
+
+def named_after(callback: Any, err: Exception) -> Exception:
+    """A setup error of ``callback`` with its class name in front (``"GradCAMLogger:
+    unknown layer ..."``: several callbacks share a trainer); ``err`` itself when it
+    names the callback already or is not a plain ``ValueError``/``TypeError``."""
+    name, text = type(callback).__name__, str(err)
+    if type(err) not in (ValueError, TypeError) or name in text.split(":", 1)[0]:
+        return err
+    return type(err)(f"{name}: {text}")
 
 
 class NotApplicableError(ValueError):

@@ -46,6 +46,7 @@ from lightning_viz._runtime.context import (
     NotApplicableError,
     RunContext,
     caption_names,
+    named_after,
 )
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import PeerFailedError, agree, on_every_rank, tell_peers
@@ -80,23 +81,20 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             validation data, the same every epoch. Default: callback-specific.
         probe: A tensor ``(N, C, H, W)``, ``(images, labels[, masks])`` or a
             ``Dataset`` to use instead of the validation data. Default: ``None``.
-        batch_to_xy: Maps a batch to ``(images, labels)`` or
-            ``(images, labels, masks)``. Default: tuples/lists and dicts with
-            ``image``/``label``/``mask`` keys.
+        batch_to_xy: Maps a batch to ``(images, labels[, masks])``. Default: tuples,
+            lists and dicts with ``image``/``label``/``mask`` keys.
         output_to_logits: Maps the model output to logits ``(N, K)``.
         images_to_input: Maps the image tensor ``(N, C, H, W)`` (in the model's input
             space) to what ``forward`` takes, e.g. ``lambda x: {"image": x}``; a tuple
             is passed as positional arguments. Default: ``None`` (the tensor).
-        mean: Per-channel input normalization mean, so images are shown (and
-            attacked) in pixel space. Default: ``"auto"``: read from a torchvision
-            ``Normalize`` (v1 or v2, in a ``Compose`` too) in the probe data's
-            transform, said once at ``setup``; when there is none, the inputs are taken
-            as pixels, and probe values outside ``[0, 1]`` are then a configuration
-            error at ``setup``. ``None`` (with ``std=None``): the model's inputs are
-            the pixels, whatever their range.
+        mean: Per-channel input normalization mean, so images are shown (and attacked)
+            in pixel space. Default: ``"auto"``: a torchvision ``Normalize`` in the probe
+            data's transform (or the transfer hooks), said once at ``setup``; none found,
+            the inputs are pixels (values outside ``[0, 1]`` are an error at ``setup``).
+            ``None`` (with ``std=None``): the model's inputs are the pixels, any range.
         std: Per-channel input normalization std. Default: ``"auto"`` (see ``mean``).
         class_names: Captions for class indices, one per class of the model (checked
-            at ``setup``). Default: ``None`` (indices).
+            at ``setup``). Default: ``None``: the probe data's ``classes``, or indices.
         task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``; ``None`` detects it
             from the logits and labels at ``setup``. Default: ``None``.
         on_error: ``"warn"``: a failure inside a run, or at ``setup`` something the
@@ -106,13 +104,11 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         tag_prefix: Prefix of every tag it writes. Default: its family name.
         seed: Seed of the callback's private generator. Default: 0.
         max_overhead: The lightning-viz callbacks on a trainer together spend at most
-            this fraction of the training time (runs, setup and background work
-            counted; the smallest value among them is the budget): when a run would
-            go over it, the costliest callbacks are spaced out (``every_n_epochs``
-            stays the minimum interval; the first due run of each callback always
-            happens; a callback whose metric an ``EarlyStopping``/``ModelCheckpoint``
-            monitors is never spaced out). ``None``: this callback runs whenever due.
-            Default: ``0.10``.
+            this fraction of the training time (runs, setup and background work; the
+            smallest value among them counts): past it, the costliest are spaced out
+            (``every_n_epochs`` stays the minimum; each one's first due run happens;
+            one a monitor reads is never spaced out). ``None``: this callback runs
+            whenever due. Default: ``0.10``.
         overhead_allowance: Seconds per epoch the callbacks together may always spend,
             besides ``max_overhead`` (the smallest value among them counts), so views
             that cost a fraction of a second run every due epoch on a short fit; the
@@ -371,6 +367,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             if (stop := monitors.monitored_setup_error(self, trainer, err)) is not None:
                 raise stop from err
             self.turn_off("cannot run on this model or data", err)
+        except (ValueError, TypeError) as err:  # a configuration error names its callback
+            if (named := named_after(self, err)) is err:
+                raise
+            raise named from err
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, device_clock(module) - start, once=True)
         if self._dry_run:  # fast_dev_run: the checks ran; nothing more

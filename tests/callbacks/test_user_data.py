@@ -447,3 +447,25 @@ def test_a_class_sorted_validation_set_past_the_scan_limit_is_said(
         assert said == []
     else:
         assert len(said) == 1 and "first 2048 samples" in said[0] and said_classes in said[0]
+
+
+@pytest.mark.parametrize(
+    ("callback", "said"),
+    [
+        (
+            lambda: lv.GradCAMLogger(layer="block3.conv"),
+            "GradCAMLogger: unknown layer 'block3.conv'. Did you mean 'model.block3.conv'?",
+        ),
+        (
+            lambda: lv.SaliencyLogger(methods=("vanilla",), target=7, quality=()),
+            "SaliencyLogger: `target` must be",
+        ),
+    ],
+    ids=["layer", "target"],
+)
+def test_a_setup_error_names_its_callback(tmp_path, callback, said):
+    """With several callbacks on a trainer, "unknown layer 'block3.conv'" did not say
+    whose option it was (GradCAMLogger's layer=, ActivationLogger's layers=, ...)."""
+    with pytest.raises(ValueError) as caught:
+        fit(tmp_path, [lv.FilterLogger(), callback()], epochs=1)
+    assert str(caught.value).startswith(said)
