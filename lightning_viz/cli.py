@@ -232,7 +232,7 @@ def _demo_error(args: argparse.Namespace) -> str | None:
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
         (args.lr > 0 and math.isfinite(args.lr), f"--lr must be a positive number, got {args.lr}"),
-        (args.seed >= 0, f"--seed must be >= 0, got {args.seed}"),
+        (0 <= args.seed < 2**32, f"--seed must be in [0, {2**32 - 1}], got {args.seed}"),
         (args.train_size >= 1, f"--train-size must be >= 1, got {args.train_size}"),
         (
             args.val_size >= _MIN_VAL,

@@ -93,9 +93,13 @@ class ClassModelLogger(VizCallback):
         if image_shape is not None:
             if isinstance(image_shape, str) or not isinstance(image_shape, Sequence):
                 fail("image_shape", "(C, H, W) or None", image_shape, TypeError)
-            if len(image_shape) != 3:
+            try:
+                sizes = [check_int(v, "image_shape", minimum=1) for v in image_shape]
+            except (TypeError, ValueError):  # its message would name one size, not the shape
+                sizes = []
+            if len(sizes) != 3:
                 fail("image_shape", "3 positive ints (C, H, W)", image_shape)
-            image_shape = [check_int(v, "image_shape", minimum=1) for v in image_shape]
+            image_shape = sizes
         self.image_shape = image_shape
         self._shape: list[int] = []
         self._classes: list[int] | None = self.classes  # what is drawn (set at setup)

@@ -111,7 +111,14 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         self.corruptions = check_choices(corruptions, "corruptions", CORRUPTIONS)
         if not self.corruptions:
             fail("corruptions", "at least one corruption name", corruptions)
-        sev = check_int_list(severities, "severities", minimum=1)
+        if severities is None:  # None is no list of severities here
+            fail("severities", "distinct ints in 1..5", severities, TypeError)
+        try:
+            sev = check_int_list(severities, "severities", minimum=1)
+        except (TypeError, ValueError) as err:  # its message offers None
+            raise type(err)(
+                f"`severities` must be distinct ints in 1..5, got {severities!r}"
+            ) from None
         if not sev or len(set(sev)) != len(sev) or max(sev) > 5:
             fail("severities", "distinct ints in 1..5", severities)
         self.severities = sorted(sev)  # type: ignore[arg-type]

@@ -56,7 +56,9 @@ def _check_eps(eps: Any, norm: str) -> list[float]:
     allowed = 'a list of perturbation sizes, e.g. [2/255, 8/255] (in YAML ["2/255", "8/255"])'
     if isinstance(eps, str | bytes) or not isinstance(eps, Sequence | Tensor):
         value = _parse_eps(eps)
-        hint = f"; for one size pass eps=[{value:.6g}]" if value is not None else ""
+        valid = value is not None and math.isfinite(value) and value >= 0
+        valid = valid and (norm != "linf" or value <= 1)  # type: ignore[operator]
+        hint = f"; for one size pass eps=[{value:.6g}]" if valid else ""
         raise TypeError(f"`eps` must be {allowed}, got {eps!r}{hint}")
     given = eps.tolist() if isinstance(eps, Tensor) else list(eps)
     values = [_parse_eps(e) for e in given]

@@ -206,6 +206,8 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         num_images = check_int(num_images, "num_images", minimum=1)
         super().__init__(num_samples=num_images if num_samples is None else num_samples, **kwargs)
         if isinstance(cue_conflict, str | os.PathLike):
+            if not os.path.isdir(cue_conflict):
+                fail("cue_conflict", "a Dataset, an existing folder or None", str(cue_conflict))
             cue_conflict = CueConflictFolder(cue_conflict)
         if cue_conflict is not None and not isinstance(cue_conflict, Dataset):
             fail(

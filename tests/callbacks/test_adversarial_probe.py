@@ -362,6 +362,9 @@ def test_eps_label():
     [
         ({"eps": 8 / 255}, TypeError, r"got 0\.0313725.*; for one size pass eps=\[0\.0313725\]"),
         ({"eps": "8/255"}, TypeError, r"a list of perturbation sizes.*got '8/255'; .*eps=\[0\.031"),
+        # no advice that the next check refuses (eps=[-1], eps=[8] for linf)
+        ({"eps": -1}, TypeError, r"\[2/255, 8/255\] \(in YAML \[\"2/255\", \"8/255\"\]\), got -1$"),
+        ({"eps": 8}, TypeError, r"got 8$"),
         ({"eps": {1: 2}}, TypeError, "must be a list of perturbation sizes"),
         ({"eps": [0.1, "a"]}, TypeError, r"numbers or 'k/255' strings\), got \[0\.1, 'a'\]"),
         ({"eps": [0.1, -0.1]}, ValueError, r"finite sizes >= 0, got \[0\.1, -0\.1\]"),

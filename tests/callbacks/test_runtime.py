@@ -488,6 +488,22 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
         (lambda: lv.FilterLogger(std=[0.5]), ValueError, "given together.*mean='auto'"),
         (lambda: lv.FilterLogger(mean=[0.5], std=None), ValueError, "must be given together"),
         (lambda: lv.FilterLogger(probe="dir/"), TypeError, "ImageFolder"),
+        # the option the user gave is named, with what is valid (not None, not `root`)
+        (
+            lambda: lv.CorruptionProbe(severities=[0]),
+            ValueError,
+            r"^`severities` must be distinct ints in 1\.\.5, got \[0\]$",
+        ),
+        (
+            lambda: lv.TextureShapeBias(cue_conflict="/no/such/folder"),
+            ValueError,
+            r"^`cue_conflict` must be a Dataset, an existing folder or None, got '/no/such/folder'",
+        ),
+        (
+            lambda: lv.ClassModelLogger(image_shape=(3, 0, 32)),
+            ValueError,
+            r"^`image_shape` must be 3 positive ints \(C, H, W\), got \(3, 0, 32\)$",
+        ),
         # an empty or unbatched tensor probe (a torch min() error at setup)
         (
             lambda: lv.FilterLogger(probe=torch.rand(0, 3, 8, 8)),
