@@ -50,6 +50,7 @@ __all__ = [
     "check_images",
     "check_int",
     "check_int_list",
+    "is_vector",
     "check_labels",
     "check_maps",
     "check_layer_names",
@@ -138,7 +139,7 @@ def check_bool(value: Any, name: str) -> bool:
 
 def check_bool_or_auto(value: Any, name: str) -> bool | str:
     """A ``bool`` or ``"auto"``."""
-    if value == "auto" and isinstance(value, str):
+    if isinstance(value, str) and value == "auto":
         return "auto"
     if not isinstance(value, bool):
         fail(name, 'a bool or "auto"', value, TypeError)
@@ -148,8 +149,8 @@ def check_bool_or_auto(value: Any, name: str) -> bool | str:
 def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     """One of ``choices``."""
     choices = tuple(choices)
-    if value not in choices:
-        fail(name, f"one of {list(choices)}", value)
+    if not any(value is c or isinstance(value, type(c)) and value == c for c in choices):
+        fail(name, f"one of {list(choices)}", value)  # (a numpy array is none of them)
     return value
 
 
@@ -200,6 +201,13 @@ def check_layer_names(values: Any, name: str) -> list[str] | None:
     return out
 
 
+def is_vector(value: Any) -> bool:
+    """A 1-d torch tensor or numpy array (read as the list of its values)."""
+    return (isinstance(value, Tensor) or type(value).__module__ == "numpy") and getattr(
+        value, "ndim", None
+    ) == 1
+
+
 def check_int_list(values: Any, name: str, *, minimum: int | None = None) -> list[int] | None:
     """``None``, an int (a one-element list) or a non-empty list of ints ``>= minimum``."""
     if values is None:
@@ -207,9 +215,9 @@ def check_int_list(values: Any, name: str, *, minimum: int | None = None) -> lis
     if isinstance(values, numbers.Integral) and not isinstance(values, bool):
         values = [values]
     what = "None or a non-empty list of ints" + (f" >= {minimum}" if minimum is not None else "")
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence | Tensor):
+    if isinstance(values, str | bytes) or not (isinstance(values, Sequence) or is_vector(values)):
         fail(name, what, values, TypeError)
-    items = values.tolist() if isinstance(values, Tensor) else list(values)
+    items = values.tolist() if is_vector(values) else list(values)
     if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
         fail(name, what, values, TypeError)
     if not items or (minimum is not None and any(v < minimum for v in items)):

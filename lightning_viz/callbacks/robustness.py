@@ -13,7 +13,14 @@ import torch
 from torch import Tensor
 
 from lightning_viz import render
-from lightning_viz._checks import check_choice, check_choices, check_float, check_int, fail
+from lightning_viz._checks import (
+    check_choice,
+    check_choices,
+    check_float,
+    check_int,
+    fail,
+    is_vector,
+)
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.compat import rank_zero_warn
 from lightning_viz._runtime.log import per_sample, wilson_bands
@@ -54,13 +61,13 @@ def _check_eps(eps: Any, norm: str) -> list[float]:
     hint: ``8`` is almost certainly ``8/255``.
     """
     allowed = 'a list of perturbation sizes, e.g. [2/255, 8/255] (in YAML ["2/255", "8/255"])'
-    if isinstance(eps, str | bytes) or not isinstance(eps, Sequence | Tensor):
+    if isinstance(eps, str | bytes) or not (isinstance(eps, Sequence) or is_vector(eps)):
         value = _parse_eps(eps)
         valid = value is not None and math.isfinite(value) and value >= 0
         valid = valid and (norm != "linf" or value <= 1)  # type: ignore[operator]
         hint = f"; for one size pass eps=[{value:.6g}]" if valid else ""
         raise TypeError(f"`eps` must be {allowed}, got {eps!r}{hint}")
-    given = eps.tolist() if isinstance(eps, Tensor) else list(eps)
+    given = eps.tolist() if is_vector(eps) else list(eps)
     values = [_parse_eps(e) for e in given]
     if any(v is None for v in values):
         fail("eps", allowed + " (numbers or 'k/255' strings)", given, TypeError)

@@ -219,7 +219,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         self.cue_conflict = cue_conflict
         self.num_images = num_images
         self.init_alerts(tolerance, alpha, warmup, patience, baseline)
-        self.mean_probability = output_mapping == "imagenet16"  # category score: mean prob.
+        self.mean_probability = isinstance(output_mapping, str) and output_mapping == "imagenet16"
         if self.mean_probability:
             output_mapping = imagenet16_mapping()
             if self.class_names is None:

@@ -8,6 +8,7 @@ import pickle
 import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -471,6 +472,10 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
         ),
         (lambda: lv.FilterLogger(every_n_epochs=1.5), TypeError, "must be an int >= 1, got 1.5"),
         (lambda: lv.FilterLogger(on_error="ignore"), ValueError, "one of .*'ignore'"),
+        # a numpy array is no choice (it was stored as on_error, or numpy's truth-value
+        # error leaked)
+        (lambda: lv.FilterLogger(on_error=np.array(["warn"])), ValueError, r"one of \['warn'"),
+        (lambda: lv.TextureShapeBias(background=np.array([1, 0])), TypeError, "`background`"),
         (lambda: lv.FilterLogger(max_filters=0), ValueError, "`max_filters`"),
         (lambda: lv.FilterLogger(std=[0.5, 0.0, 0.5]), ValueError, "`std` must be positive"),
         (
@@ -912,3 +917,14 @@ def test_the_runs_before_an_interrupt_are_in_the_summary(tmp_path):
     assert probe._last_epoch == 0
     metrics = RunSummary.load_or_new(tmp_path / "run" / "version_0").metrics
     assert sorted(metrics["robustness/fgsm_acc@2/255"].epochs) == [0]
+
+
+def test_numpy_vectors_are_read_as_lists_where_a_tensor_is():
+    """They were refused ("must be a list"), or output_mapping leaked numpy's error."""
+    eps = np.array([2 / 255, 8 / 255])
+    assert lv.AdversarialProbe(eps=eps).eps == pytest.approx(eps.tolist())
+    assert lv.ClassModelLogger(classes=np.arange(3)).classes == [0, 1, 2]
+    assert lv.CorruptionProbe(severities=np.array([3, 1])).severities == [1, 3]
+    assert lv.TextureShapeBias(output_mapping=np.array([0, 1, -1])).output_mapping == [0, 1, -1]
+    with pytest.raises(TypeError, match="`classes` must be"):
+        lv.ClassModelLogger(classes=np.zeros((2, 2), dtype=int))  # not a list of ints
