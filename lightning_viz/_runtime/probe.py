@@ -40,8 +40,10 @@ __all__ = [
     "Probe",
     "Scan",
     "balanced_pick",
+    "check_probe_source",
     "default_batch_to_xy",
     "first_batch",
+    "fits_as_masks",
     "in_order",
     "is_tensor_tuple",
     "load_probe",
@@ -154,12 +156,18 @@ def default_batch_to_xy(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | Non
         parts = list(batch) + [None] * (3 - len(batch))
         # a third element that is not a mask of the images (file names, indices, sample
         # weights, metadata) is the user's extra data: left out
-        masks = parts[2] if _is_mask_of(parts[2], parts[0]) and _mask_values(parts[2]) else None
+        masks = parts[2] if fits_as_masks(parts[2], parts[0]) else None
         return parts[0], parts[1], masks
     raise TypeError(
         f"cannot split a batch of type {type(batch).__name__} into (images, labels); "
         "pass `batch_to_xy` to the callback"
     )
+
+
+def fits_as_masks(masks: Any, images: Any) -> bool:
+    """Whether ``masks`` are masks of ``images``: ``(N, 1, H, W)`` or ``(N, H, W)`` of
+    bool, 0/1 or 0/255 integer values."""
+    return _is_mask_of(masks, images) and _mask_values(masks)
 
 
 def _is_mask_of(masks: Any, images: Any) -> bool:
@@ -553,3 +561,35 @@ def load_probe(
 def is_tensor_tuple(source: Any) -> bool:
     """Whether ``source`` is ``(images, labels[, masks])`` tensors (not data to scan)."""
     return isinstance(source, tuple | list) and bool(source) and isinstance(source[0], Tensor)
+
+
+def check_probe_source(probe: Any) -> Any:
+    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
+    if probe is None or isinstance(probe, Dataset | DataLoader):
+        return probe
+    if isinstance(probe, Tensor) or is_tensor_tuple(probe):
+        images = probe if isinstance(probe, Tensor) else probe[0]
+        if images.dim() != 4 or images.shape[0] == 0:
+            what = "images" if isinstance(probe, Tensor) else "the images of (images, labels)"
+            fail(
+                "probe",
+                f"{what} as a non-empty batch (N, C, H, W)",
+                f"<shape {tuple(images.shape)}>",
+            )
+        masks = None if isinstance(probe, Tensor) or len(probe) < 3 else probe[2]
+        if masks is not None and not fits_as_masks(masks, images):  # else left out unsaid
+            got = masks
+            if isinstance(masks, Tensor):
+                values = f" of {masks.dtype} values in [{masks.min():.3g}, {masks.max():.3g}]"
+                got = f"<masks {tuple(masks.shape)}{values if masks.numel() else ''}>"
+            n, _, h, w = images.shape
+            fail("probe", f"(images, labels, masks) with 0/1 masks ({n}, 1, {h}, {w})", got)
+        return probe
+    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
+    if isinstance(probe, str):
+        allowed += (
+            "; for images in a folder pass a Dataset such as "
+            "torchvision.datasets.ImageFolder(path, transform=...)"
+        )
+    fail("probe", allowed, probe, TypeError)
+    return None  # unreachable

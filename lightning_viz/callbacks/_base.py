@@ -52,7 +52,7 @@ from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import PeerFailedError, agree, on_every_rank, tell_peers
 from lightning_viz._runtime.log import RunLog
 from lightning_viz._runtime.memory import release_heap
-from lightning_viz._runtime.probe import Probe, loader_batch_size
+from lightning_viz._runtime.probe import Probe, check_probe_source, loader_batch_size
 from lightning_viz._runtime.schedule import (
     before_weight_averaging,
     ended_before_last_batch,
@@ -62,7 +62,7 @@ from lightning_viz._runtime.schedule import (
 )
 from lightning_viz._runtime.transfer import TransferHookError, batch_transfer
 from lightning_viz.callbacks import _monitors as monitors
-from lightning_viz.callbacks._probe_setup import ProbeSetup, check_probe_source
+from lightning_viz.callbacks._probe_setup import ProbeSetup
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 

@@ -15,9 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from lightning_viz._checks import fail
 from lightning_viz._guard import ModelView
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
@@ -40,7 +39,7 @@ from lightning_viz._runtime.probe import (
 )
 from lightning_viz.functional._task import detect_task, normalize_labels
 
-__all__ = ["ProbeSetup", "check_probe_source"]
+__all__ = ["ProbeSetup"]
 
 _STORE_PROBE_BYTES = 4 * 2**20  # probes up to this size are saved in the checkpoint
 
@@ -74,30 +73,6 @@ def pixel_scale_hint(low: float, high: float) -> str:
         f"mean=[{-low / span:.4g}], std=[{1 / span:.4g}] (maps the probe's range onto [0, 1]; "
         "use your data's full range if it is wider)"
     )
-
-
-def check_probe_source(probe: Any) -> Any:
-    """``None``, a tensor, ``(images, labels[, masks])``, a ``Dataset`` or a ``DataLoader``."""
-    if probe is None or isinstance(probe, Dataset | DataLoader):
-        return probe
-    if isinstance(probe, Tensor) or is_tensor_tuple(probe):
-        images = probe if isinstance(probe, Tensor) else probe[0]
-        if images.dim() != 4 or images.shape[0] == 0:
-            what = "images" if isinstance(probe, Tensor) else "the images of (images, labels)"
-            fail(
-                "probe",
-                f"{what} as a non-empty batch (N, C, H, W)",
-                f"<shape {tuple(images.shape)}>",
-            )
-        return probe
-    allowed = "a tensor (N, C, H, W), a tuple (images, labels[, masks]), a Dataset or None"
-    if isinstance(probe, str):
-        allowed += (
-            "; for images in a folder pass a Dataset such as "
-            "torchvision.datasets.ImageFolder(path, transform=...)"
-        )
-    fail("probe", allowed, probe, TypeError)
-    return None  # unreachable
 
 
 def _is_identity(normalization: tuple[list[float], list[float]]) -> bool:

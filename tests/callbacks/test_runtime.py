@@ -493,6 +493,21 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
         (lambda: lv.FilterLogger(std=[0.5]), ValueError, "given together.*mean='auto'"),
         (lambda: lv.FilterLogger(mean=[0.5], std=None), ValueError, "must be given together"),
         (lambda: lv.FilterLogger(probe="dir/"), TypeError, "ImageFolder"),
+        # masks spelled out in probe= that are no masks of the images (left out unsaid)
+        (
+            lambda: lv.SaliencyLogger(
+                probe=(torch.rand(4, 3, 16, 16), torch.zeros(4).long(), torch.ones(4, 1, 8, 8))
+            ),
+            ValueError,
+            r"0/1 masks \(4, 1, 16, 16\), got <masks \(4, 1, 8, 8\) of torch.float32",
+        ),
+        (
+            lambda: lv.SaliencyLogger(
+                probe=(torch.rand(2, 3, 4, 4), torch.zeros(2).long(), torch.full((2, 4, 4), 0.5))
+            ),
+            ValueError,
+            r"got <masks \(2, 4, 4\) of torch.float32 values in \[0.5, 0.5\]>",
+        ),
         # the option the user gave is named, with what is valid (not None, not `root`)
         (
             lambda: lv.CorruptionProbe(severities=[0]),
