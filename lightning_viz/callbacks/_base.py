@@ -334,9 +334,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             coordinator.info_once("weight averaging", f"lightning-viz: {moved}")
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        # The model is complete only now: Lightning calls the LightningModule's own
-        # ``setup`` and ``configure_model`` (where many models are built) after the
-        # callbacks' ``setup``, and a resumed fit has given the callbacks their state.
+        # The model is complete only now (the LightningModule's setup, configure_model and
+        # configure_optimizers come after the callbacks' setup; a resume gave their state).
+        monitors.recheck_without_writers(self, trainer)  # a ReduceLROnPlateau is known now
         self._finish_setup(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "frozen_note",
     "monitor_words",
     "monitored_setup_error",
+    "recheck_without_writers",
     "without_writers",
 ]
 
@@ -187,6 +188,17 @@ def without_writers(callback: Any, trainer: Any, coordinator: Any) -> None:
     if (stop := monitored_setup_error(callback, trainer, ValueError(needs))) is not None:
         raise stop
     coordinator.warn_once("no logger", f"{needs}. They turn themselves off for this run")
+    callback._writerless = True  # noqa: SLF001 - asked again at on_fit_start
+
+
+def recheck_without_writers(callback: Any, trainer: Any) -> None:
+    """At ``on_fit_start``, for a callback that found nowhere to write at ``setup``: a
+    ``ReduceLROnPlateau`` monitor is known only now (the optimizers are configured after
+    the callbacks' ``setup``), and stops the fit here as :func:`without_writers` does."""
+    if getattr(callback, "_writerless", False):
+        callback._writerless = False  # noqa: SLF001
+        without_writers(callback, trainer, Coordinator.of(trainer))
+        callback._writerless = False  # noqa: SLF001 - said once a fit
 
 
 def frozen_note(callback: Any, trainer: Any) -> str:

@@ -171,7 +171,9 @@ class FilterLogger(VizCallback):
         weight = weight.detach().float().cpu()
         if isinstance(layer, nn.Linear):
             tiles = render.linear_templates(weight, image_shape)[: self.max_filters]
-            captions = [self.class_name(i) for i in range(tiles.shape[0])]
+            # a unit is a class only in a layer of one unit per class (not a hidden layer)
+            per_class = len(self.class_names or self._found_names or ()) == weight.shape[0]
+            captions = [self.class_name(i) if per_class else str(i) for i in range(len(tiles))]
             scale = render.display_scale(tiles, target=48)
             return render.image_grid(tiles, nrow=8, captions=captions, scale=scale)
         out_channels, in_channels, kh, kw = weight.shape

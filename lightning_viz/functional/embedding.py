@@ -172,8 +172,8 @@ def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
     n = features.shape[0]
     labels = check_labels(labels, "labels", n, allow_negative=True)
     k = check_int(k, "k", minimum=1, maximum=n - 1)
-    # centred (a common offset far above the spread cancels digits) and exact: cdist's
-    # matrix-product form mis-orders near neighbours of such features
+    # centred: cdist's matrix-product form cancels the digits of a common offset far
+    # above the spread, and mis-ordered near neighbours
     x = features.detach()
     x = x.double() if x.dtype == torch.float64 else x.float()
     x = x - x.mean(dim=0)
@@ -183,7 +183,7 @@ def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
     correct = 0
     for start in range(0, n, _CDIST_CHUNK):
         stop = min(start + _CDIST_CHUNK, n)
-        dist = torch.cdist(x[start:stop], x, compute_mode="donot_use_mm_for_euclid_dist")
+        dist = torch.cdist(x[start:stop], x)  # (B, N)
         rows = torch.arange(stop - start, device=x.device)
         dist[rows, rows + start] = float("inf")  # leave one out
         nn_idx = dist.topk(k, dim=1, largest=False, sorted=True).indices  # (B, k)

@@ -75,11 +75,25 @@ def _user_model(model: nn.Module) -> nn.Module:
     return unwrap_model(model.model if isinstance(model, ModelView) else model)
 
 
+def _scripted_units(model: nn.Module) -> list[str]:
+    """The outermost TorchScript modules of ``model`` whose code runs a ReLU-family
+    unit (a scripted preprocessing step with none is a plain function of the input)."""
+    found = []
+    for name in scripted_modules(model):
+        try:
+            graph = str((model.get_submodule(name) if name else model).inlined_graph)
+        except (AttributeError, RuntimeError):  # cannot tell: it may
+            graph = "aten::relu"
+        if any(f"aten::{op}" in graph for op in (*RELU_FAMILY, "hardtanh")):
+            found.append(name)
+    return found
+
+
 def relu_rules_unusable(model: nn.Module, inputs: Tensor) -> str | None:
     """Why guided backprop and deconvnet do not apply to ``model`` (``None``: they do):
     it holds TorchScript modules, whose units no rule reaches, or its forward on
     ``inputs`` (one image is enough) runs no ReLU-family unit."""
-    if scripted := scripted_modules(_user_model(model)):
+    if scripted := _scripted_units(_user_model(model)):
         names = ", ".join(repr(n) for n in scripted)
         return f"the TorchScript modules {names} run ReLU-like units that no rule reaches"
     if not relu_rule_counts(model, inputs):
@@ -116,7 +130,7 @@ def require_relu_family(model: nn.Module, mode: object) -> None:
             or ``model`` holds TorchScript modules, whose units no rule reaches.
     """
     method = _METHODS.get(mode.mode, mode.mode)
-    scripted = scripted_modules(_user_model(model))
+    scripted = _scripted_units(_user_model(model))
     if scripted:
         raise ValueError(
             f"{method} changes the gradient of each ReLU-like unit as the forward runs it, "

@@ -87,3 +87,27 @@ def test_classes_that_may_not_name_the_models_classes_are_not_used(
         fit(tmp_path, [saliency], epochs=1, datamodule=data)
     assert not [m for m in messages if "class names" in m]
     assert [saliency.class_name(i) for i in range(5)] == ["0", "1", "2", "3", "4"]
+
+
+def test_filter_templates_are_named_as_classes_only_in_a_layer_of_one_unit_per_class(
+    monkeypatch,
+):
+    """The 12 hidden units of an MLP's first Linear were captioned with the class names
+    (then numbers): as if they were class templates."""
+    from torch import nn
+
+    from lightning_viz.callbacks import filters
+
+    seen: list[list[str]] = []
+    grid = filters.render.image_grid
+
+    def keep(tiles, **kwargs):
+        seen.append(kwargs["captions"])
+        return grid(tiles, **kwargs)
+
+    monkeypatch.setattr(filters.render, "image_grid", keep)
+    cb = lv.FilterLogger(class_names=NAMES)
+    for units in (12, 5):
+        layer = nn.Linear(3 * 8 * 8, units)
+        cb._image(layer, layer.weight, (3, 8, 8))
+    assert seen == [[str(i) for i in range(12)], NAMES]

@@ -390,3 +390,13 @@ def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path
     lenient = EarlyStopping(monitor=tag, mode="max", strict=False, check_on_train_epoch_end=True)
     fit(tmp_path / "lenient", [projector(), Spy(), lenient], epochs=4, check_val_every_n_epoch=2)
     assert there == {0: False, 1: True, 2: False, 3: True}  # no stale value in between
+
+
+def test_a_plateau_scheduler_on_a_metric_with_nowhere_to_write_stops_before_training(tmp_path):
+    """No logger the callbacks can write to: an EarlyStopping on their metric stopped
+    the fit at setup, a ReduceLROnPlateau (known only after the callbacks' setup) let
+    them turn off, and Lightning stopped the fit after the first epoch."""
+    steps: list[int] = []
+    with pytest.raises(ValueError, match=r"need a logger.*ReduceLROnPlateau\(monitor="):
+        fit(tmp_path, [_probe()], model=_plateau_module(steps), epochs=2, logger=False)
+    assert steps == []

@@ -983,6 +983,26 @@ def test_a_scripted_block_is_read_around_and_refused_where_no_hook_reaches():
     assert "block2.conv" not in dict(LF.activation_maps(model, x, ["block1.conv"]))
 
 
+class _Standardize(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - 0.5) / 0.25
+
+
+def test_a_scripted_step_without_relus_leaves_guided_backprop_to_the_eager_ones():
+    """A scripted preprocessing step runs no ReLU-family unit: the rule reaches every
+    one the forward runs (it was refused as if the script hid some)."""
+    import lightning_viz.functional as LF
+
+    torch.manual_seed(0)
+    eager = SmallCNN(num_classes=5).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        front = torch.jit.script(_Standardize())
+    scripted, plain = nn.Sequential(front, eager), nn.Sequential(_Standardize(), eager)
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 4])
+    torch.testing.assert_close(LF.guided_backprop(scripted, x, y), LF.guided_backprop(plain, x, y))
+
+
 def test_a_scripted_block_leaves_the_run_unchanged_and_the_views_skip_it(tmp_path):
     saliency = lv.SaliencyLogger(num_samples=2, on_error="raise")  # guided: skipped
     cams = lv.GradCAMLogger(methods=("gradcam", "gradcam++"), num_samples=2, on_error="raise")
