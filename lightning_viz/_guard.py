@@ -511,7 +511,9 @@ class ModelView(nn.Module):
             out = self.output_to_logits(out)
         if not isinstance(out, Tensor):
             raise TypeError(
-                "the model output is not a tensor of logits but "
+                f"`output_to_logits` returned {type(out).__name__}, not a tensor of logits"
+                if self.output_to_logits is not None
+                else "the model output is not a tensor of logits but "
                 f"{type(out).__name__}; pass `output_to_logits` to map it to logits"
             )
         return out.float()

@@ -426,9 +426,11 @@ class ProbeSetup:
                 f"pick the images out of a batch. {_FORWARD_IS_THE_CLASSIFIER}"
             ) from err
         if out.dim() != 2:
+            given = self.output_to_logits is not None  # the user's map returned it
             raise ValueError(
-                f"{name} needs logits (N, K) from the model, got shape {tuple(out.shape)}; "
-                f"pass `output_to_logits`. {_FORWARD_IS_THE_CLASSIFIER}"
+                f"{name} needs logits (N, K) from the model, got shape {tuple(out.shape)}"
+                + (" from `output_to_logits`" if given else "; pass `output_to_logits`")
+                + f". {_FORWARD_IS_THE_CLASSIFIER}"
             )
         if self.task == "binary" and out.shape[1] != 1:
             raise ValueError(

@@ -469,3 +469,21 @@ def test_a_setup_error_names_its_callback(tmp_path, callback, said):
     with pytest.raises(ValueError) as caught:
         fit(tmp_path, [lv.FilterLogger(), callback()], epochs=1)
     assert str(caught.value).startswith(said)
+
+
+@pytest.mark.parametrize(
+    ("output_to_logits", "said"),
+    [
+        (lambda out: (out, out), "`output_to_logits` returned tuple, not a tensor of logits"),
+        (lambda out: out[:, 0], r"got shape \(2,\) from `output_to_logits`\. "),
+    ],
+    ids=["tuple", "1-d"],
+)
+def test_an_output_to_logits_that_gives_no_logits_is_named_as_the_cause(
+    tmp_path, output_to_logits, said
+):
+    """The error advised "pass `output_to_logits`" to a user who had passed one."""
+    cb = lv.SaliencyLogger(methods=("vanilla",), output_to_logits=output_to_logits, quality=())
+    with pytest.raises(ValueError, match=said) as caught:
+        fit(tmp_path, [cb], epochs=1)
+    assert "pass `output_to_logits`" not in str(caught.value)
