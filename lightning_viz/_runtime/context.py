@@ -304,7 +304,10 @@ class RunContext:
             return
         name, module = resolve_layer(self.module, neuron[0])
         shape = self.layer_outputs({name: module}, reshape).get(name)
-        channels = shape[1] if shape is not None and len(shape) >= 2 else 0
+        if shape is None:
+            allowed = "(layer, channel) with a layer the model's forward runs"
+            fail("neuron", allowed + f" ({name!r} does not run on the probe images)", neuron)
+        channels = shape[1] if len(shape) >= 2 else 0
         if neuron[1] >= channels:
             allowed = f"(layer, channel) with a channel in [0, {channels}) for layer {name!r}"
             fail("neuron", allowed, neuron)

@@ -487,3 +487,18 @@ def test_an_output_to_logits_that_gives_no_logits_is_named_as_the_cause(
     with pytest.raises(ValueError, match=said) as caught:
         fit(tmp_path, [cb], epochs=1)
     assert "pass `output_to_logits`" not in str(caught.value)
+
+
+class _WithUnusedLayer(LitClassifier):
+    def __init__(self) -> None:
+        super().__init__(num_classes=5, lr=1e-2)
+        self.unused = torch.nn.Conv2d(3, 4, 3)  # a leftover head: forward never calls it
+
+
+def test_a_neuron_in_a_layer_the_forward_never_runs_is_named_so(tmp_path):
+    """It said "a channel in [0, 0)": an empty range, not the cause."""
+    cb = lv.SaliencyLogger(methods=("vanilla",), neuron=("unused", 0), quality=())
+    with pytest.raises(
+        ValueError, match=r"a layer the model's forward runs \('unused' does not run"
+    ):
+        fit(tmp_path, [cb], epochs=1, model=_WithUnusedLayer())
