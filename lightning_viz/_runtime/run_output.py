@@ -51,6 +51,15 @@ def _config_name(callback: Any) -> str:
     return name if callback.tag_prefix == callback.family else f"{name}({callback.tag_prefix})"
 
 
+def _measured_last(saved: str | None) -> int | None:
+    """The last epoch with a value in a checkpoint's summary (JSON), if any."""
+    try:
+        metrics = json.loads(saved or "{}").get("metrics", {})
+        return max((int(r["epoch"]) for m in metrics.values() for r in m["epochs"]), default=None)
+    except (ValueError, TypeError, KeyError, AttributeError):  # not a summary: nothing kept
+        return None
+
+
 class RunOutput:
     """The run summary, layout and configuration of a trainer's callbacks (a part of
     the coordinator, which holds the state these methods use)."""
@@ -126,7 +135,9 @@ class RunOutput:
             except ValueError as err:  # a SummaryError, or not JSON
                 self.warn_once("checkpoint summary", f"lightning-viz: {err}; a new one starts")
         kept = self.summary.to_json()
-        self.summary.drop_after(epoch - 1)
+        # a checkpoint saved at the validation end of ``epoch`` holds its values, and
+        # Lightning goes on after that epoch's batches and validation: they stand
+        self.summary.drop_after(epoch if _measured_last(saved) == epoch else epoch - 1)
         self.summary_changed = self.summary_changed or self.summary.to_json() != kept
 
     def retune(self, trainer: Any, callback: Any) -> None:

@@ -288,9 +288,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles the callbacks; the coordinator (a worker thread) and the probe
-        # data (a loader, whose torch.Generator torch < 2.3 cannot pickle) stay behind:
-        # setup finds both again
+        # ddp_spawn pickles the callbacks; the coordinator (a worker thread) and the probe data
+        # (a loader: torch < 2.3 cannot pickle its Generator) stay behind; setup finds both
         return {**self.__dict__, "_coordinator": None, "_source": None, "_transfer": None}
 
     def _shared(self, trainer: Any) -> Coordinator:

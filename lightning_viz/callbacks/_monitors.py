@@ -81,6 +81,17 @@ def check_monitored_schedule(callback: Any, trainer: Any) -> None:
     steps or every n-th epoch). Lightning would stop the fit at the first check without
     it, and later read a stale value."""
     monitors = Coordinator.monitors_of(trainer, callback)
+    for monitor in monitors:
+        steps = getattr(monitor, "_every_n_train_steps", 0) or 0
+        if steps > 0 or getattr(monitor, "_train_time_interval", None) is not None:
+            every = f"every_n_train_steps={steps}" if steps else "train_time_interval"
+            Coordinator.of(trainer).warn_once(
+                f"step checkpoint {monitor.monitor}",
+                f"lightning-viz: {monitor_words(monitor)[:-1]}, {every}) saves between epoch "
+                "ends, and the lightning-viz metrics are measured at epoch ends: a checkpoint "
+                "gets the value the weights of the last epoch end had. Save on epochs "
+                "(every_n_epochs) to rank checkpoints by their own values",
+            )
     if not callback._after_validation and getattr(trainer, "enable_validation", False):  # noqa: SLF001
         for monitor in monitors:
             if _at_validation_end(monitor, trainer):

@@ -400,3 +400,11 @@ def test_a_plateau_scheduler_on_a_metric_with_nowhere_to_write_stops_before_trai
     with pytest.raises(ValueError, match=r"need a logger.*ReduceLROnPlateau\(monitor="):
         fit(tmp_path, [_probe()], model=_plateau_module(steps), epochs=2, logger=False)
     assert steps == []
+
+
+def test_a_checkpoint_saved_by_steps_on_a_metric_is_told_whose_value_it_gets(tmp_path):
+    """Each step-based save took the value measured at the last epoch end, for other
+    weights; nothing said so."""
+    save = ModelCheckpoint(monitor=TAG, mode="max", every_n_train_steps=2, dirpath=tmp_path / "c")
+    with pytest.warns(UserWarning, match=r"every_n_train_steps=2\) saves between epoch ends"):
+        fit(tmp_path, [_probe(), save], epochs=1, enable_checkpointing=True)

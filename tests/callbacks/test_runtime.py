@@ -818,6 +818,32 @@ def test_a_resume_into_a_new_log_version_continues_the_run_summary(tmp_path):
     assert sorted(epochs("version_1")) == [0, 1]  # epoch 2 ran again, without the probe
 
 
+def test_a_resume_from_a_checkpoint_saved_at_the_validation_end_keeps_that_epoch(tmp_path):
+    """A checkpoint saved after the last batch and the validation of epoch 1: Lightning
+    goes on with that epoch's end and does not run it again; its values were dropped
+    from summary.json as if they would come again."""
+    import glob
+    import json
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    save = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, save_on_train_epoch_end=False)
+    fit(tmp_path, [lv.FilterLogger(), save], epochs=2, enable_checkpointing=True)
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=1)
+    ckpt = str(tmp_path / "ck" / "last.ckpt")
+    fit(tmp_path, [lv.FilterLogger()], epochs=3, ckpt_path=ckpt, logger=logger)
+
+    def epochs(version: str) -> list[int]:
+        (path,) = glob.glob(str(tmp_path / "run" / version / "**" / "summary.json"), recursive=True)
+        with open(path) as f:
+            metrics = json.load(f)["metrics"]
+        return sorted({r["epoch"] for hist in metrics.values() for r in hist["epochs"]})
+
+    assert epochs("version_0") == [0, 1]
+    assert epochs("version_1") == [0, 1, 2]
+
+
 def test_a_resume_without_the_callback_holding_the_summary_says_the_history_is_gone(tmp_path):
     """The summary travels in the state of the first callback; resumed into a new log
     version without that callback, the others' history was dropped without a word."""
