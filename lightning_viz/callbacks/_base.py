@@ -454,6 +454,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if (self._last_epoch or 0) >= trainer.current_epoch:  # fit again from an earlier epoch
             self._last_epoch = None
+        monitors.check_step_validation(self, trainer)  # the epoch's batches are known now
         coordinator = self._shared(trainer)
         coordinator.continue_summary(self._saved_summary, trainer.current_epoch)
         coordinator.retune(trainer, self)  # a resumed run's tolerance for its old metrics

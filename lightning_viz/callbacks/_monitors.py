@@ -18,6 +18,7 @@ from lightning_viz._runtime.coordinator import Coordinator
 
 __all__ = [
     "check_monitored_schedule",
+    "check_step_validation",
     "forget_unmeasured",
     "frozen_note",
     "monitor_words",
@@ -122,6 +123,31 @@ def check_monitored_schedule(callback: Any, trainer: Any) -> None:
                 f"{type(callback).__name__} writes it every {n} epochs ({why}): Lightning "
                 f"would stop the fit at the first epoch without it, or read a stale value. "
                 f"{fix}, or {_same_epochs(monitor, n)}"
+            )
+
+
+def check_step_validation(callback: Any, trainer: Any) -> None:
+    """At the training start (the epoch's batches are known): raises ``ValueError`` when
+    validation every N training batches leaves epochs without one and a monitor needs
+    the metric of a callback that only validation feeds (``validated_epochs_only``)."""
+    interval = getattr(trainer, "val_check_interval", 1.0)
+    batches = getattr(trainer, "num_training_batches", None)
+    if (
+        not getattr(callback, "validated_epochs_only", False)
+        or getattr(trainer, "check_val_every_n_epoch", 1) is not None
+        or not isinstance(interval, int)
+        or not isinstance(batches, int)
+        or interval <= batches  # every epoch holds a validation
+    ):
+        return
+    for monitor in Coordinator.monitors_of(trainer, callback):
+        if _checks_every(monitor) is not None:
+            raise ValueError(
+                f"{monitor_words(monitor)} needs its metric at each check, but with "
+                f"validation every {interval} training batches and {batches} an epoch, some "
+                f"epochs hold no validation, whose features {type(callback).__name__} "
+                f"embeds. Validate at most every {batches} batches, or check only where "
+                "it is written (EarlyStopping(strict=False))"
             )
 
 

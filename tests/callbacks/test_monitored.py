@@ -390,6 +390,16 @@ def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path
     lenient = EarlyStopping(monitor=tag, mode="max", strict=False, check_on_train_epoch_end=True)
     fit(tmp_path / "lenient", [projector(), Spy(), lenient], epochs=4, check_val_every_n_epoch=2)
     assert there == {0: False, 1: True, 2: False, 3: True}  # no stale value in between
+    # validation every 6 training batches of 4 an epoch: epoch 0 has none
+    by_steps = {"check_val_every_n_epoch": None, "val_check_interval": 6}
+    with pytest.raises(ValueError, match=r"validation every 6 training batches and 4 an epoch"):
+        fit(tmp_path / "steps", [projector(), on_epoch_end], **by_steps)
+    fit(
+        tmp_path / "steps4",
+        [projector(), on_epoch_end],
+        check_val_every_n_epoch=None,
+        val_check_interval=4,
+    )  # every epoch holds one: accepted
 
 
 def test_a_plateau_scheduler_on_a_metric_with_nowhere_to_write_stops_before_training(tmp_path):
