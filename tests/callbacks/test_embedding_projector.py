@@ -775,9 +775,9 @@ class _NoValidationStep(LitClassifier):
 
 def test_a_module_without_validation_step_is_named_as_why_nothing_is_embedded(tmp_path):
     """Given validation data but no validation_step, it pointed at check_val_every_n_epoch
-    and limit_val_batches, which were not the cause."""
+    and limit_val_batches, which were not the cause (now said at setup)."""
     cb = EmbeddingProjector(num_samples=8, projection="pca")
-    with pytest.warns(UserWarning, match=r"no validation ran at epoch 0 \(the LightningModule"):
+    with pytest.warns(UserWarning, match=r"the LightningModule has no validation_step: nothing"):
         fit(tmp_path, [cb], epochs=1, model=_NoValidationStep(num_classes=5))
 
 

@@ -272,7 +272,11 @@ def test_output_mapping_takes_the_max_logit_per_dataset_class():
         ({"style_size": 4}, ValueError, "style_size.*4"),
         ({"refine_steps": -1}, ValueError, "refine_steps.*-1"),
         ({"background": 1}, TypeError, "background.*1"),
-        ({"cue_conflict": "/no/such/folder"}, ValueError, "root.*/no/such/folder"),
+        (
+            {"cue_conflict": "/no/such/folder"},
+            ValueError,
+            "`cue_conflict` must be .*/no/such/folder",
+        ),
         ({"output_mapping": [0, 1.5]}, TypeError, "output_mapping.*1.5"),
         ({"output_mapping": [-1, -1]}, ValueError, "at least one"),
         ({"output_mapping": [0, -2]}, ValueError, r"ints >= -1, got \[0, -2\]"),
