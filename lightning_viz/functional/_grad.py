@@ -317,7 +317,8 @@ def _dora_weight(
     """``weight + delta``, rescaled as a DoRA adapter (``use_dora=True``) does: each
     output unit to its learned magnitude over its norm in ``base + delta`` (PEFT's merge)."""
     try:
-        magnitude = layer.lora_magnitude_vector[adapter].weight  # type: ignore[index]
+        entry = layer.lora_magnitude_vector[adapter]  # type: ignore[index]
+        magnitude = getattr(entry, "weight", entry)  # a layer (PEFT >= 0.12) or the vector
     except (KeyError, AttributeError, TypeError):  # plain LoRA: no magnitude
         return weight + delta
     norm = (base + delta).flatten(1).norm(dim=1).detach()
