@@ -264,6 +264,8 @@ def _forward_order(names: list[str], calls: list[str]) -> list[str]:
 
 def _user_module(model: nn.Module) -> nn.Module:
     """The user's own module: a :class:`ModelView`'s model, or ``model`` unwrapped."""
+    if not isinstance(model, nn.Module):
+        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
     return model.model if isinstance(model, ModelView) else unwrap_model(model)
 
 

@@ -198,6 +198,8 @@ def format_alerts(alerts: list[Alert], title: str) -> str:
     """
     if not alerts:
         return ""
+    if isinstance(alerts, str) or not all(isinstance(a, Alert) for a in alerts):
+        fail("alerts", "a list of Alert", alerts, TypeError)
     epochs = sorted({a.epoch for a in alerts})
     count = f"{len(alerts)} regression{'s' if len(alerts) > 1 else ''}"
     tested = [a for a in alerts if a.reference != "threshold"]

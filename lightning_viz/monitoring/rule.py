@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from lightning_viz._checks import check_level
 from lightning_viz.monitoring.stats import paired_test, rank_test, sign_test, unpaired_test
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def regressed(drop: float, tolerance: float, pvalue: float, alpha: float) -> boo
         >>> regressed(0.10, 0.05, 0.001, 0.01), regressed(0.05, 0.05, 0.001, 0.01)
         (True, False)
     """
+    check_level(alpha)  # a NaN p-value (no test) never regresses
     return exceeds(drop, tolerance) and pvalue <= alpha
 
 

@@ -206,6 +206,16 @@ def test_format_alerts_is_one_compact_table():
         assert f"{a.value:.4f}" in line and f"{a.reference_value:.4f}" in line
         assert f"paired, {a.worse} worse / {a.better} better of {a.n}" in line
     assert format_alerts([], "X") == ""
+    with pytest.raises(TypeError, match="`alerts` must be a list of Alert, got 'typo'"):
+        format_alerts("typo", "X")  # an AttributeError on 'str' objects
+
+
+def test_the_rule_refuses_an_alpha_outside_0_1_and_never_regresses_without_a_test():
+    from lightning_viz.monitoring import regressed
+
+    assert regressed(0.10, 0.05, 0.001, 0.01) and not regressed(0.10, 0.05, float("nan"), 0.01)
+    with pytest.raises(ValueError, match=r"`alpha` must be a number in \(0, 1\), got 2.5"):
+        regressed(0.10, 0.02, 0.001, alpha=2.5)  # it answered True
 
 
 # ------------------------------------------------------- (c) episodes, hysteresis

@@ -206,6 +206,8 @@ def _call_with_model(name: str, model: object) -> None:
     fn = getattr(LF, name)
     if name == "randomization_similarity":
         fn(LF.saliency, model, x, y)
+    elif name == "randomizable_layers":
+        fn(model)
     elif name in MAP_SCORES and name != "perturbation_curves":
         fn(model, x, torch.rand(2, 16, 16), y)
     elif name in ATTACKS:
@@ -225,6 +227,7 @@ def _call_with_model(name: str, model: object) -> None:
         *ATTACKS,
         *(m for m in MAP_SCORES if m != "perturbation_curves"),
         "randomization_similarity",
+        "randomizable_layers",
         "activation_maps",
         "neuron_gradient",
     ],
