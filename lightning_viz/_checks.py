@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_model",
     "check_reshape",
     "check_level",
     "REDUCES",
@@ -62,6 +63,13 @@ __all__ = [
     "fail",
     "python_scalar",
 ]
+
+
+def check_model(model: Any) -> Any:
+    """A ``torch.nn.Module`` given as ``model`` (a function or a tensor is a TypeError)."""
+    if not isinstance(model, torch.nn.Module):
+        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
+    return model
 
 
 def fail(name: str, allowed: str, value: Any, kind: type[Exception] = ValueError) -> None:

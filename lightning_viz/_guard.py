@@ -26,7 +26,7 @@ import torch.utils.checkpoint as _checkpoint
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from lightning_viz._checks import check_callable, check_normalization, fail
+from lightning_viz._checks import check_callable, check_model, check_normalization, fail
 
 __all__ = [
     "ModelView",
@@ -325,9 +325,7 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     Yields:
         The unwrapped module.
     """
-    if not isinstance(model, nn.Module):  # the first use of a functional method's model
-        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
-    module = unwrap_model(model)
+    module = unwrap_model(check_model(model))  # the first use of a functional method's model
     modules = list(module.modules())
     flags = [m.training for m in modules]
     # a lazy module's parameters not materialized yet are left alone (they cannot

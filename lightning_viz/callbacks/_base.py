@@ -236,7 +236,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def class_name(self, index: int) -> str:
         """The caption for a class index: ``class_names``, else the data's ``classes``."""
-        names = self.class_names or self._found_names  # a long name cut: `caption_names`
+        names = self._names_in_use()  # a long name cut: `caption_names`
         if names is not None and 0 <= index < len(names):
             return caption_names(names)[index]  # "true / pred" both fit a tile
         return str(index)

@@ -233,7 +233,6 @@ def recheck_without_writers(callback: Any, trainer: Any) -> None:
     ``ReduceLROnPlateau`` monitor is known only now (the optimizers are configured after
     the callbacks' ``setup``), and stops the fit here as :func:`without_writers` does."""
     if getattr(callback, "_writerless", False):
-        callback._writerless = False  # noqa: SLF001
         without_writers(callback, trainer, Coordinator.of(trainer))
         callback._writerless = False  # noqa: SLF001 - said once a fit
 

@@ -538,6 +538,10 @@ class ProbeSetup:
         """How many names ``class_names`` must hold for a model with ``outputs`` logits."""
         return outputs
 
+    def _names_in_use(self) -> list[str] | None:
+        """``class_names``, else the probe data's ``classes`` found at ``setup``."""
+        return self.class_names or self._found_names
+
     def _dataset_class_names(
         self, trainer: Any, source: Any, outputs: int | None
     ) -> list[str] | None:

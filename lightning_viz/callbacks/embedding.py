@@ -561,7 +561,7 @@ class EmbeddingProjector(VizCallback):
         step = ctx.log.step
         # The projector files (tensors.tsv, sprite PNG) and the projection are made on the
         # trainer's background worker, in submission order: the epoch end does not wait.
-        names = self.class_names or self._found_names
+        names = self._names_in_use()
         args = (feats, labels, predicted, names, data["thumbs"])
         ctx.log.embedding(self.tag(name), functools.partial(_embedding, *args))
         colors = labels if labels is not None and labels.dim() == 1 else predicted

@@ -172,7 +172,7 @@ class FilterLogger(VizCallback):
         if isinstance(layer, nn.Linear):
             tiles = render.linear_templates(weight, image_shape)[: self.max_filters]
             # a unit is a class only in a layer of one unit per class (not a hidden layer)
-            per_class = len(self.class_names or self._found_names or ()) == weight.shape[0]
+            per_class = len(self._names_in_use() or ()) == weight.shape[0]
             captions = [self.class_name(i) if per_class else str(i) for i in range(len(tiles))]
             scale = render.display_scale(tiles, target=48)
             return render.image_grid(tiles, nrow=8, captions=captions, scale=scale)

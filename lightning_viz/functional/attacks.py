@@ -27,6 +27,7 @@ from lightning_viz._checks import (
     check_images,
     check_int,
     check_known,
+    check_model,
     check_task,
     fail,
 )
@@ -67,8 +68,7 @@ def _prepare(
     model: object, inputs: object, target: object, eps: object, norm: object, task: object
 ) -> tuple[Tensor, Tensor, float, str]:
     """Checked ``(inputs, labels, eps, task)``; one forward (no grad) tells the task."""
-    if not isinstance(model, nn.Module):
-        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
+    check_model(model)
     # a copy: a forward that changes its input in place (x /= 255) changes it, not theirs
     x = check_images(inputs).detach().clone()
     if not isinstance(target, Tensor) or target.dim() == 0:

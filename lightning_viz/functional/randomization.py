@@ -37,6 +37,7 @@ from lightning_viz._checks import (
     check_float,
     check_images,
     check_int,
+    check_model,
     fail,
 )
 from lightning_viz._guard import ModelView, make_eager, preserve_state, unwrap_model
@@ -264,8 +265,7 @@ def _forward_order(names: list[str], calls: list[str]) -> list[str]:
 
 def _user_module(model: nn.Module) -> nn.Module:
     """The user's own module: a :class:`ModelView`'s model, or ``model`` unwrapped."""
-    if not isinstance(model, nn.Module):
-        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
+    check_model(model)
     return model.model if isinstance(model, ModelView) else unwrap_model(model)
 
 
@@ -332,8 +332,7 @@ def randomization_similarity(
         ValueError: A bad ``layers``, or a model without a layer to re-initialize.
     """
     fn = check_callable(map_fn, "map_fn")
-    if not isinstance(model, nn.Module):
-        fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
+    check_model(model)
     check_choice(layers, "layers", LAYER_MODES)
     seed = check_int(seed, "seed", minimum=0)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
