@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -136,6 +137,18 @@ def check_float(
     ):
         fail(name, allowed, value)
     return v
+
+
+def check_folder(value: Any, name: str) -> str | None:
+    """A folder path (``str`` or ``os.PathLike``) as a non-empty ``str``; ``None`` stays."""
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        fail(name, "a folder path (str or os.PathLike) or None", value, TypeError)
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path.strip():
+        fail(name, "a non-empty folder path (str or os.PathLike) or None", value)
+    return path
 
 
 def check_bool(value: Any, name: str) -> bool:

@@ -490,6 +490,20 @@ def test_compare_summaries_rejects_bad_arguments():
         compare_summaries(RunSummary(), RunSummary(), alpha=2.0)
 
 
+def test_compare_records_names_a_record_that_is_none():
+    """A public function: a dict or None given as a record raised AttributeError."""
+    from lightning_viz.monitoring.record import make_record
+    from lightning_viz.monitoring.rule import compare_records
+
+    rec = make_record(0, 0, 0.5)
+    with pytest.raises(TypeError, match="`reference` must be an EpochRecord, got None"):
+        compare_records(None, rec)
+    with pytest.raises(
+        TypeError, match=r"`candidate` must be an EpochRecord, got \{'value': 0.5\}"
+    ):
+        compare_records(rec, {"value": 0.5})
+
+
 def test_per_sample_values_of_different_probes_get_the_rank_test(capsys, tmp_path):
     """A deletion AUC (lower is better) of two runs whose probes differ had no test
     ("none"): a faithfulness regression between runs on other data went unreported."""

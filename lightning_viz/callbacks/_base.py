@@ -11,7 +11,6 @@ logging.
 from __future__ import annotations
 
 import contextlib
-import os
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -24,11 +23,11 @@ from lightning_viz._checks import (
     check_choice,
     check_class_names,
     check_float,
+    check_folder,
     check_int,
     check_normalization_kinds,
     check_tag_prefix,
     check_task,
-    fail,
 )
 from lightning_viz._guard import (
     ModelView,
@@ -181,9 +180,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             else check_int(max_batch_size, "max_batch_size", minimum=1)
         )
         self._max_batch = max_batch_size or _FALLBACK_BATCH  # found at setup
-        if save_dir is not None and not isinstance(save_dir, str | os.PathLike):
-            fail("save_dir", "a folder path (str or os.PathLike) or None", save_dir, TypeError)
-        self.save_dir = None if save_dir is None else os.fspath(save_dir)
+        self.save_dir = check_folder(save_dir, "save_dir")
         self._written: set[str] = set()  # tags of the latest run
         self._probe: Probe | None = None
         self._probe_indices: list[int] | None = None

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from lightning_viz._checks import check_level
+from lightning_viz._checks import check_level, fail
 from lightning_viz.monitoring.stats import paired_test, rank_test, sign_test, unpaired_test
 
 if TYPE_CHECKING:
@@ -160,6 +160,11 @@ def compare_records(
     Returns:
         A :class:`RecordComparison`.
     """
+    from lightning_viz.monitoring.record import EpochRecord  # the record imports this module
+
+    for name, record in (("reference", reference), ("candidate", candidate)):
+        if not isinstance(record, EpochRecord):
+            fail(name, "an EpochRecord", record, TypeError)
     drop = oriented(reference.value, higher_is_better) - oriented(candidate.value, higher_is_better)
     if reference.fingerprint is None and candidate.fingerprint is None:
         same, reason = same_probe_if_unknown, "probes unknown"

@@ -542,6 +542,8 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
             "does not import",
         ),
         (lambda: lv.FilterLogger(tag_prefix="/"), ValueError, "`tag_prefix`"),
+        (lambda: lv.FilterLogger(save_dir=""), ValueError, "`save_dir` must be a non-empty"),
+        (lambda: lv.FilterLogger(save_dir=3), TypeError, "`save_dir` must be a folder path"),
         (lambda: lv.FilterLogger(class_names="abc"), TypeError, "`class_names`"),
         (
             lambda: lv.FilterLogger(batch_to_xy=3),
