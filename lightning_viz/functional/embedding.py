@@ -172,10 +172,9 @@ def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
     n = features.shape[0]
     labels = check_labels(labels, "labels", n, allow_negative=True)
     k = check_int(k, "k", minimum=1, maximum=n - 1)
-    # centred: cdist's matrix-product form cancels the digits of a common offset far
-    # above the spread, and mis-ordered near neighbours
-    x = features.detach()
-    x = x.double() if x.dtype == torch.float64 else x.float()
+    # centred, in float64: cdist's matrix-product form cancels the digits of an offset
+    # far above the spread (common, or between clusters), and mis-ordered near neighbours
+    x = features.detach().double()
     x = x - x.mean(dim=0)
     _, lab = torch.unique(labels.to(x.device), return_inverse=True)  # contiguous 0..L-1
     n_labels = int(lab.max()) + 1
