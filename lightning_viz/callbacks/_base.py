@@ -308,7 +308,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._validated_epoch = None
         coordinator.register(self)
         self._said = set()
-        self._dry_run = False
+        self._dry_run = self._writerless = False  # a new trainer: asked anew
         if coordinator.open_writers(trainer, self.save_dir) is None:
             self._enabled = False
             if getattr(trainer, "fast_dev_run", False):

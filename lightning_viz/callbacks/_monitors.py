@@ -142,13 +142,22 @@ def check_step_validation(callback: Any, trainer: Any) -> None:
         return
     for monitor in Coordinator.monitors_of(trainer, callback):
         if _checks_every(monitor) is not None:
+            skip = _skip_option(monitor)
             raise ValueError(
                 f"{monitor_words(monitor)} needs its metric at each check, but with "
                 f"validation every {interval} training batches and {batches} an epoch, some "
                 f"epochs hold no validation, whose features {type(callback).__name__} "
-                f"embeds. Validate at most every {batches} batches, or check only where "
-                "it is written (EarlyStopping(strict=False))"
+                f"embeds. Validate at most every {batches} batches"
+                + (f", or check only where it is written ({skip})" if skip else "")
             )
+
+
+def _skip_option(monitor: Any) -> str:
+    """The option by which ``monitor`` skips a check without its metric, or ``""`` (a
+    ``ModelCheckpoint`` has none)."""
+    if isinstance(monitor, PlateauMonitor):
+        return '"strict": False in its "lr_scheduler" dict'
+    return "" if hasattr(monitor, "_every_n_epochs") else "EarlyStopping(strict=False)"
 
 
 def _same_epochs(monitor: Any, n: int) -> str:
@@ -165,7 +174,8 @@ def _same_epochs(monitor: Any, n: int) -> str:
 
 
 def _lenient(monitor: Any) -> bool:
-    """An ``EarlyStopping(strict=False)``: it skips a check without its metric."""
+    """An ``EarlyStopping(strict=False)`` (or a ``ReduceLROnPlateau`` with ``"strict":
+    False``): it skips a check without its metric."""
     return not hasattr(monitor, "_every_n_epochs") and not getattr(monitor, "strict", True)
 
 
@@ -200,8 +210,8 @@ def forget_unmeasured(callback: Any, trainer: Any, fresh: set[str] | None = None
 def monitored_setup_error(callback: Any, trainer: Any, err: Exception) -> Exception | None:
     """The error to stop the fit with when ``callback`` cannot run (``err``) but writes a
     monitored metric (the monitor would stop the fit after the first epoch), else ``None``."""
-    monitors = Coordinator.monitors_of(trainer, callback)
-    if not monitors:
+    monitors = [m for m in Coordinator.monitors_of(trainer, callback) if not _lenient(m)]
+    if not monitors:  # a lenient one skips its checks without the metric
         return None
     return type(err)(
         f"{err}; {monitor_words(monitors[0])} monitors a metric of "

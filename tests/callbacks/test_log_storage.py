@@ -9,6 +9,7 @@ import types
 import warnings
 
 import pytest
+import pytorch_lightning as pl
 
 import lightning_viz as lv
 from lightning_viz._runtime.cue_cache import cache_file
@@ -129,6 +130,39 @@ def test_no_logger_without_a_monitor_turns_the_callbacks_off(tmp_path):
     with pytest.warns(UserWarning, match="turn themselves off"):
         trainer, _ = fit(tmp_path, [_probe()], epochs=1, logger=False)
     assert trainer.current_epoch == 1
+
+
+def test_a_lenient_monitor_without_a_logger_lets_the_fit_run(tmp_path):
+    """EarlyStopping(strict=False) skips its checks without the metric: the fit can go
+    on, and was stopped at setup as if it could not."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    stop = EarlyStopping(monitor="robustness/clean_acc", mode="max", strict=False)
+    with pytest.warns(UserWarning, match="turn themselves off"):
+        trainer, _ = fit(tmp_path, [_probe(), stop], epochs=2, logger=False)
+    assert trainer.current_epoch == 2
+
+
+def test_a_callback_reused_after_a_fit_without_a_logger_writes_with_one(tmp_path):
+    """The "nowhere to write" mark of a fit that failed after setup stayed: the next
+    trainer, with a logger, was refused (with a monitor) or told it had none."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    probe = _probe()
+
+    class Broken(pl.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            raise RuntimeError("a typo, fixed at once")
+
+    with pytest.warns(UserWarning, match="turn themselves off"):
+        with pytest.raises(RuntimeError, match="a typo"):
+            fit(tmp_path / "a", [Broken(), probe], epochs=1, logger=False)
+    stop = EarlyStopping(monitor="robustness/clean_acc", mode="max")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path / "b", [probe, stop], epochs=1)
+    assert not [w for w in caught if "need a logger" in str(w.message)]
+    assert "robustness/clean_acc" in trainer.callback_metrics
 
 
 def test_wandb_caches_go_beside_the_runs_not_into_the_upload_folder(tmp_path):

@@ -394,6 +394,9 @@ def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path
     by_steps = {"check_val_every_n_epoch": None, "val_check_interval": 6}
     with pytest.raises(ValueError, match=r"validation every 6 training batches and 4 an epoch"):
         fit(tmp_path / "steps", [projector(), on_epoch_end], **by_steps)
+    save = ModelCheckpoint(monitor=tag, mode="max", save_on_train_epoch_end=True)
+    with pytest.raises(ValueError, match=r"Validate at most every 4 batches$"):  # no `strict`
+        fit(tmp_path / "ckpt", [projector(), save], enable_checkpointing=True, **by_steps)
     fit(
         tmp_path / "steps4",
         [projector(), on_epoch_end],
@@ -410,6 +413,16 @@ def test_a_plateau_scheduler_on_a_metric_with_nowhere_to_write_stops_before_trai
     with pytest.raises(ValueError, match=r"need a logger.*ReduceLROnPlateau\(monitor="):
         fit(tmp_path, [_probe()], model=_plateau_module(steps), epochs=2, logger=False)
     assert steps == []
+    lenient: list[int] = []  # "strict": False skips its update without the metric
+    with pytest.warns(UserWarning, match="turn themselves off"):
+        trainer, _ = fit(
+            tmp_path / "lenient",
+            [_probe()],
+            model=_plateau_module(lenient, strict=False),
+            epochs=2,
+            logger=False,
+        )
+    assert trainer.current_epoch == 2 and lenient == []
 
 
 def test_a_checkpoint_saved_by_steps_on_a_metric_is_told_whose_value_it_gets(tmp_path):
