@@ -118,7 +118,11 @@ class RunOutput:
         """At the training start: a run resumed at ``epoch`` into a log dir without its
         summary (Lightning's default resume opens a new version) continues the summary
         saved in the checkpoint; the epochs from ``epoch`` on are forgotten (they run
-        again)."""
+        again). ``saved``: one callback's; the summary travels in one callback's state
+        (the first registered at the save), so each call takes the first one there is."""
+        saved = next(
+            (t for c in self.callbacks if (t := getattr(c, "_saved_summary", None))), saved
+        )
         # fit again from an earlier epoch: those run again, planned anew on every rank
         # (only rank 0 has a summary; a plan is broadcast from it to all)
         self.budget.rewind(epoch)
