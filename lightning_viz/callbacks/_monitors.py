@@ -140,16 +140,26 @@ def check_step_validation(callback: Any, trainer: Any) -> None:
         or interval <= batches  # every epoch holds a validation
     ):
         return
+
+    def validated(epoch: int) -> bool:  # Lightning counts the batches across epochs
+        return (epoch + 1) * batches // interval > epoch * batches // interval
+
+    cycle = interval // math.gcd(interval, batches)  # epochs until the pattern repeats
     for monitor in Coordinator.monitors_of(trainer, callback):
-        if _checks_every(monitor) is not None:
-            skip = _skip_option(monitor)
-            raise ValueError(
-                f"{monitor_words(monitor)} needs its metric at each check, but with "
-                f"validation every {interval} training batches and {batches} an epoch, some "
-                f"epochs hold no validation, whose features {type(callback).__name__} "
-                f"embeds. Validate at most every {batches} batches"
-                + (f", or check only where it is written ({skip})" if skip else "")
-            )
+        every = _checks_every(monitor)
+        if every is None or all(map(validated, range(every - 1, math.lcm(cycle, every), every))):
+            continue  # a lenient monitor, or one that checks only validated epochs
+        skip = _skip_option(monitor)
+        if interval % batches == 0:  # every m-th epoch holds one
+            skip = _same_epochs(monitor, interval // batches)
+        elif skip:
+            skip = f"check only where it is written ({skip})"
+        raise ValueError(
+            f"{monitor_words(monitor)} needs its metric at each check, but with "
+            f"validation every {interval} training batches and {batches} an epoch, some "
+            f"epochs hold no validation, whose features {type(callback).__name__} "
+            f"embeds. Validate at most every {batches} batches" + (f", or {skip}" if skip else "")
+        )
 
 
 def _skip_option(monitor: Any) -> str:

@@ -397,6 +397,16 @@ def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path
     save = ModelCheckpoint(monitor=tag, mode="max", save_on_train_epoch_end=True)
     with pytest.raises(ValueError, match=r"Validate at most every 4 batches$"):  # no `strict`
         fit(tmp_path / "ckpt", [projector(), save], enable_checkpointing=True, **by_steps)
+    # every 8 batches of 4: epochs 1, 3, ... hold one, where a checkpoint every 2 saves
+    every2 = ModelCheckpoint(monitor=tag, mode="max", every_n_epochs=2, save_top_k=-1,
+                             save_on_train_epoch_end=True, dirpath=tmp_path / "ck2")  # fmt: skip
+    by_8 = {"check_val_every_n_epoch": None, "val_check_interval": 8}
+    fit(tmp_path / "ckpt2", [projector(), every2], epochs=4, enable_checkpointing=True, **by_8)
+    assert sorted(p.name[:7] for p in (tmp_path / "ck2").iterdir()) == ["epoch=1", "epoch=3"]
+    with pytest.raises(
+        ValueError, match=r"or check on the same epochs \(ModelCheckpoint\(every_n_epochs=2"
+    ):
+        fit(tmp_path / "es8", [projector(), on_epoch_end], **by_8)
     fit(
         tmp_path / "steps4",
         [projector(), on_epoch_end],
