@@ -580,8 +580,10 @@ def check_probe_source(probe: Any) -> Any:
         if masks is not None and not fits_as_masks(masks, images):  # else left out unsaid
             got = masks
             if isinstance(masks, Tensor):
-                values = f" of {masks.dtype} values in [{masks.min():.3g}, {masks.max():.3g}]"
-                got = f"<masks {tuple(masks.shape)}{values if masks.numel() else ''}>"
+                values = ""
+                if masks.numel():  # an empty placeholder has no range
+                    values = f" of {masks.dtype} values in [{masks.min():.3g}, {masks.max():.3g}]"
+                got = f"<masks {tuple(masks.shape)}{values}>"
             n, _, h, w = images.shape
             fail("probe", f"(images, labels, masks) with 0/1 masks ({n}, 1, {h}, {w})", got)
         return probe

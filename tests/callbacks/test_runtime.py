@@ -501,6 +501,13 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
             ValueError,
             r"0/1 masks \(4, 1, 16, 16\), got <masks \(4, 1, 8, 8\) of torch.float32",
         ),
+        (  # an empty placeholder: torch's min() error leaked
+            lambda: lv.SaliencyLogger(
+                probe=(torch.rand(4, 3, 8, 8), torch.zeros(4).long(), torch.empty(0))
+            ),
+            ValueError,
+            r"0/1 masks \(4, 1, 8, 8\), got <masks \(0,\)>$",
+        ),
         (
             lambda: lv.SaliencyLogger(
                 probe=(torch.rand(2, 3, 4, 4), torch.zeros(2).long(), torch.full((2, 4, 4), 0.5))
