@@ -306,7 +306,8 @@ class RunContext:
         shape = self.layer_outputs({name: module}, reshape).get(name)
         if shape is None:
             allowed = "(layer, channel) with a layer the model's forward runs"
-            fail("neuron", allowed + f" ({name!r} does not run on the probe images)", neuron)
+            said = f" ({name!r} does not run on the probe images, or returns no tensor)"
+            fail("neuron", allowed + said, neuron)
         channels = shape[1] if len(shape) >= 2 else 0
         if neuron[1] >= channels:
             allowed = f"(layer, channel) with a channel in [0, {channels}) for layer {name!r}"

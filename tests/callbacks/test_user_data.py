@@ -496,9 +496,9 @@ class _WithUnusedLayer(LitClassifier):
 
 
 def test_a_neuron_in_a_layer_the_forward_never_runs_is_named_so(tmp_path):
-    """It said "a channel in [0, 0)": an empty range, not the cause."""
+    """It said "a channel in [0, 0)": an empty range, not the cause (a layer that runs
+    and returns a dict is the other cause)."""
     cb = lv.SaliencyLogger(methods=("vanilla",), neuron=("unused", 0), quality=())
-    with pytest.raises(
-        ValueError, match=r"a layer the model's forward runs \('unused' does not run"
-    ):
+    said = r"forward runs \('unused' does not run on the probe images, or returns no tensor\)"
+    with pytest.raises(ValueError, match=said):
         fit(tmp_path, [cb], epochs=1, model=_WithUnusedLayer())
