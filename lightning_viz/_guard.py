@@ -402,7 +402,10 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
 
 
 def _as_stat(values: list[float] | None) -> Tensor | None:
-    return None if values is None else torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+    if values is None:
+        return None
+    with torch.inference_mode(False):  # a view made there must still take gradients
+        return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 class ModelView(nn.Module):

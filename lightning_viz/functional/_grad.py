@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lightning_viz._checks import check_reduce, check_target_type, fail
 from lightning_viz._guard import ModelView, is_compiled, scripted_modules
 from lightning_viz._hooks import record_inputs, record_outputs
-from lightning_viz.functional._task import class_scores, num_classes, predict
+from lightning_viz.functional._task import class_scores, num_classes, predict, saveable
 
 __all__ = [
     "NoGradientError",
@@ -119,7 +119,7 @@ def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:
             fail("target", f"{n} class indices (one per input)", f"<{idx.numel()} entries>")
     if bool(((idx < 0) | (idx >= k)).any()):
         fail("target", f"class indices in [0, {k})", idx.tolist())
-    return idx
+    return saveable(idx)
 
 
 def score_sum(logits: Tensor, idx: Tensor) -> Tensor:

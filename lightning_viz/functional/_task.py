@@ -77,8 +77,17 @@ def detect_task(num_outputs: int, labels: Tensor | None = None) -> str:
     return "multiclass"
 
 
+def saveable(t: Tensor) -> Tensor:
+    """``t``, or a copy of it that autograd can save when ``t`` is an inference tensor
+    (made under ``torch.inference_mode``, as Lightning's validation batches are)."""
+    if not t.is_inference():
+        return t
+    with torch.inference_mode(False):
+        return t.clone()
+
+
 def normalize_labels(labels: Tensor, task: str, num_outputs: int, name: str = "labels") -> Tensor:
-    """Labels in the form a task uses.
+    """Labels in the form a task uses (a copy autograd can save: :func:`saveable`).
 
     Multiclass: class indices ``(N,)`` long (rows ``(N, K)`` by argmax). Binary: 0/1
     ``(N,)`` long (``(N, 1)`` and float labels thresholded at 0.5). Multilabel:
@@ -87,6 +96,10 @@ def normalize_labels(labels: Tensor, task: str, num_outputs: int, name: str = "l
     Raises:
         ValueError: The labels do not fit the task and the number of logits.
     """
+    return saveable(_labels_for(labels, task, num_outputs, name))
+
+
+def _labels_for(labels: Tensor, task: str, num_outputs: int, name: str) -> Tensor:
     if task == "multilabel":
         if labels.dim() != 2 or labels.shape[1] != num_outputs:
             fail(

@@ -33,7 +33,7 @@ from lightning_viz._checks import (
     fail,
 )
 from lightning_viz._guard import make_generator
-from lightning_viz.functional.style import RandomFeatureExtractor, style_transfer
+from lightning_viz.functional.style import default_extractor, style_transfer
 
 __all__ = [
     "OTHER",
@@ -576,7 +576,7 @@ def cue_conflict(
             empty = torch.empty(0, dtype=torch.long, device=device)
             return images.new_empty(shape), empty, empty.clone()
     if extractor is None:
-        extractor = RandomFeatureExtractor(in_channels=images.shape[1], seed=0).to(device)
+        extractor = default_extractor(images.shape[1], device)
     out = []
     for start in range(0, num_images, batch_size):
         sl = slice(start, start + batch_size)

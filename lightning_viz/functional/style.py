@@ -154,6 +154,13 @@ class RandomFeatureExtractor(nn.Module):
         return self.block4(x)  # (N, 4w, H/8, W/8)
 
 
+def default_extractor(channels: int, device: torch.device) -> RandomFeatureExtractor:
+    """The default :class:`RandomFeatureExtractor` on ``device``, made outside
+    ``torch.inference_mode`` (the optimisation differentiates through its filters)."""
+    with torch.inference_mode(False):
+        return RandomFeatureExtractor(in_channels=channels, seed=0).to(device)
+
+
 class _MultiKernel(nn.Module):
     """Two parallel convolutions of different kernel size, concatenated, then ReLU."""
 
@@ -286,7 +293,7 @@ def style_transfer(
 
     device = content.device
     if extractor is None:
-        extractor = RandomFeatureExtractor(in_channels=c, seed=0).to(device)
+        extractor = default_extractor(c, device)
     content_layer = _layer_names(extractor, content_layer, "content_layer", "content_layer")
     style_layers = _layer_names(extractor, style_layers, "style_layers", "style_layers")
     if isinstance(style_layers, str):
