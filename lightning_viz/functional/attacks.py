@@ -426,6 +426,13 @@ def robust_mask(
     with preserve_state(model) as m:
         shape = y.shape if task == "multilabel" else (n,)
         robust = torch.zeros(shape, dtype=torch.bool, device=x.device)
+        # the randomness of the whole batch first: the result does not depend on the
+        # chunks, on early exit or on which samples are attacked
+        delta = None
+        if eps_f > 0 and attack == "noise":
+            delta = _noise_delta(x, eps_f, norm, gen)
+        elif eps_f > 0 and attack == "pgd" and random_start:
+            delta = _random_start(x, eps_f, norm, gen)
         for start in range(0, n, chunk):
             rows = slice(start, start + chunk)
             attacked = None if known is None else known[rows].to(x.device)
@@ -438,8 +445,7 @@ def robust_mask(
                 norm,
                 steps,
                 alpha,
-                random_start,
-                gen,
+                None if delta is None else delta[rows],
                 early_stop,
                 bounds,
                 task,
@@ -488,14 +494,14 @@ def _robust_chunk(
     norm: str,
     steps: int,
     alpha: float,
-    random_start: bool,
-    generator: torch.Generator,
+    delta: Tensor | None,
     early_stop: bool,
     clamp: tuple[float, float] | None,
     task: str,
     known: Tensor | None,
 ) -> Tensor:
-    """Robust mask of one chunk (see :func:`robust_mask`)."""
+    """Robust mask of one chunk (see :func:`robust_mask`); ``delta``: its rows of the
+    noise or random start drawn for the whole batch."""
     multilabel = task == "multilabel"
     robust = torch.ones(y.shape if multilabel else (x.shape[0],), dtype=torch.bool, device=x.device)
     idx = torch.arange(x.shape[0], device=x.device)  # chunk rows still attacked
@@ -511,13 +517,6 @@ def _robust_chunk(
         idx = idx[alive]
         return tuple(t[alive] for t in tensors)
 
-    # draw the randomness for the whole chunk first, so that the result does not
-    # depend on early exit or on which samples are attacked
-    delta = None
-    if eps > 0 and attack == "noise":
-        delta = _noise_delta(x, eps, norm, generator)
-    elif eps > 0 and attack == "pgd" and random_start:
-        delta = _random_start(x, eps, norm, generator)
     if known is not None:  # already decided: the clean check is skipped
         robust &= known
         alive = known.any(dim=1) if multilabel else known

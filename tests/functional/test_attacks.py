@@ -274,6 +274,27 @@ def test_early_stop_and_batch_size_do_not_change_the_result():
         assert robust_accuracy(model, x, y, 0.05, attack=attack, early_stop=True) == a
 
 
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("attack", ["pgd", "noise"])
+def test_batch_size_does_not_change_the_random_draws(norm, attack):
+    """L2's random start (directions, then radii) and noise of 3x5x5 images (not whole
+    blocks of 16 normals) were drawn per chunk: batch_size, a memory option, changed the
+    mask (0.8125 and 0.8750 on one model)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(75, 4)).eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(64, 3, 5, 5, generator=g), torch.randint(0, 4, (64,), generator=g)
+    eps = 1.0 if norm == "l2" else 0.05
+    # one short step: where it ends depends on the random start
+    kw = {"attack": attack, "norm": norm, "steps": 1, "step_size": eps / 100, "early_stop": False}
+    full = robust_mask(model, x, y, eps, generator=torch.Generator().manual_seed(2), **kw)
+    chunked = robust_mask(
+        model, x, y, eps, generator=torch.Generator().manual_seed(2), batch_size=3, **kw
+    )
+    assert torch.equal(chunked, full)
+    assert 0 < int(full.sum()) < 64  # some fooled, some not: the draws matter
+
+
 # --------------------------------------------------------------------- randomness
 def test_generator_reproducible_and_global_rng_untouched():
     model = _random_model()
