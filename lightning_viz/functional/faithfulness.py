@@ -484,8 +484,12 @@ def linear_impute(
         max_iter: At most this many iterations. Default: ``4 * (H + W) + 50``.
 
     Returns:
-        ``(B, C, H, W)`` images, the kept pixels unchanged.
+        ``(B, C, H, W)`` images in ``x``'s dtype (half precision is solved in float32),
+        the kept pixels unchanged.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):  # the solver's guards underflow there
+        solved = linear_impute(x.float(), removed, tol=tol, max_iter=max_iter).to(x.dtype)
+        return torch.where(removed.expand_as(x).bool(), solved, x)
     m = removed.to(x.dtype).expand_as(x)  # (B, C, H, W): 1 where unknown
     diag = _neighbour_sum(torch.ones_like(x[:1]))  # sum of in-image neighbour weights
 

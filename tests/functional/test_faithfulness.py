@@ -306,6 +306,19 @@ def test_linear_impute_matches_pytorch_grad_cam():
     assert torch.equal(ours[:, ~removed], img[:, ~removed])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_impute_of_half_precision_images(dtype):
+    """float16 gave NaN for every imputed pixel: the solver's guards underflowed."""
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 12, 10, generator=g)
+    removed = torch.rand(2, 1, 12, 10, generator=g) < 0.6
+    ours = LF.linear_impute(img.to(dtype), removed)
+    assert ours.dtype == dtype
+    torch.testing.assert_close(ours.float(), LF.linear_impute(img, removed), atol=0.01, rtol=0)
+    kept = (~removed).expand_as(img)
+    assert torch.equal(ours[kept], img.to(dtype)[kept])
+
+
 @pytest.mark.parametrize("order", ["morf", "lerf"])
 def test_road_matches_pytorch_grad_cam(order):
     road_mod = pytest.importorskip("pytorch_grad_cam.metrics.road")
