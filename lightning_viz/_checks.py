@@ -282,8 +282,11 @@ def check_task(task: Any, name: str = "task") -> str | None:
     return None if task is None else check_choice(task, name, TASKS)
 
 
-def check_reshape(reshape: Any) -> Any:
-    """``None``, a ``TokenLayout`` or a callable ``(Tensor) -> (N, D, h, w)``."""
+def check_reshape(reshape: Any, *, paths: bool = False) -> Any:
+    """``None``, a ``TokenLayout`` or a callable ``(Tensor) -> (N, D, h, w)``; with
+    ``paths``, also its import path ``"package.module.function"`` (for YAML configs)."""
+    if paths and isinstance(reshape, str):
+        return check_callable(reshape, "reshape")
     if reshape is not None and not callable(reshape):
         fail(
             "reshape",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +17,6 @@ from lightning_viz.functional._grad import feature_conv_layers, resolve_layer
 from lightning_viz.functional.cam import default_cam_layer
 from lightning_viz.functional.saliency import activation_maps
 from lightning_viz.functional.tokens import (
-    Reshape,
     default_transformer_activation_layers,
     is_transformer,
 )
@@ -110,13 +109,13 @@ class ActivationLogger(VizCallback):
         layers: Sequence[str] | None = None,
         num_samples: int = 2,
         max_channels: int = 32,
-        reshape: Reshape | None = None,
+        reshape: Callable[..., Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples=num_samples, **kwargs)
         self.layers = check_layer_names(layers, "layers")
         self.max_channels = check_int(max_channels, "max_channels", minimum=1)
-        self.reshape = check_reshape(reshape)
+        self.reshape = check_reshape(reshape, paths=True)
         self._chosen: list[str] = []
 
     def key_args(self) -> dict[str, Any]:

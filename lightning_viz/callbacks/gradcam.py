@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -26,7 +26,6 @@ from lightning_viz.functional._grad import (
     resolve_layer,
 )
 from lightning_viz.functional.relu_rules import relu_rules_unusable
-from lightning_viz.functional.tokens import Reshape
 
 __all__ = ["GradCAMLogger"]
 
@@ -91,9 +90,9 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         self,
         layer: str | None = None,
         methods: Sequence[str] = ("gradcam",),
-        target: str | int = "predicted",
+        target: int | str = "predicted",
         num_samples: int = 8,
-        reshape: Reshape | None = None,
+        reshape: Callable[..., Any] | str | None = None,
         quality: Sequence[str] = QUALITY,
         quality_steps: int = 8,
         quality_baseline: str = "blur",
@@ -124,7 +123,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         self.layer = layer
         self.methods = check_choices(methods, "methods", METHODS)
         self.target = check_target(target)
-        self.reshape = check_reshape(reshape)
+        self.reshape = check_reshape(reshape, paths=True)
         self._layer_name: str | None = None
 
     def key_args(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -32,7 +32,6 @@ from lightning_viz.callbacks._quality import QUALITY, ScoresMaps
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional.relu_rules import relu_rules_unusable
 from lightning_viz.functional.rollout import supports_rollout
-from lightning_viz.functional.tokens import Reshape
 
 __all__ = ["SaliencyLogger"]
 
@@ -131,7 +130,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
     def __init__(
         self,
         methods: Sequence[str] | None = None,
-        target: str | int = "predicted",
+        target: int | str = "predicted",
         neuron: tuple[str, int] | None = None,
         num_samples: int = 8,
         reduce: str = "max",
@@ -139,7 +138,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         smoothgrad_noise: float = 0.15,
         ig_steps: int = 32,
         mask_quantile: float = 0.8,
-        reshape: Reshape | None = None,
+        reshape: Callable[..., Any] | str | None = None,
         quality: Sequence[str] = QUALITY,
         quality_steps: int = 8,
         quality_baseline: str = "blur",
@@ -169,7 +168,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         self.methods = (
             DEFAULT_METHODS if methods is None else check_choices(methods, "methods", METHODS)
         )
-        self.reshape = check_reshape(reshape)
+        self.reshape = check_reshape(reshape, paths=True)
         self._active: tuple[str, ...] = self.methods  # those that apply, set at setup
         self.target = check_target(target)
         self.neuron = check_neuron(neuron)
