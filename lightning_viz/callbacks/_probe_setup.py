@@ -192,15 +192,18 @@ class ProbeSetup:
         """The probe: saved in the checkpoint, rebuilt from saved positions, or picked."""
         saved = self._saved_probe
         self._source = None
+        given = self.probe is not None and saved is not None  # picked as in a new run
+        if given:
+            self._probe_indices = None
         asked = None if saved is None else saved.get("num_samples")
-        if asked is not None and asked != self.num_samples:
+        if asked is not None and asked != self.num_samples and not given:
             self.warn_once(
                 "probe size",
                 f"it keeps the checkpoint's probe (num_samples={asked}), so that its values "
                 f"stay comparable sample by sample; num_samples={self.num_samples} applies "
                 "to a new run (without ckpt_path)",
             )
-        if saved is not None and saved.get("images") is not None:
+        if saved is not None and saved.get("images") is not None and not given:
             return Probe(
                 saved["images"],
                 saved.get("labels"),
@@ -228,12 +231,17 @@ class ProbeSetup:
                 raise NotApplicableError("every probe image has non-finite values (NaN or inf)")
         expected = None if saved is None else saved.get("fingerprint")
         if expected is not None and expected != probe.fingerprint():
+            what, why = (
+                "the probe rebuilt from the checkpoint's positions",
+                "the data's order or content ",
+            )
+            if given:
+                what, why = "the probe= given", "the probe= data, or num_samples, "
             self.warn_once(
                 "probe_changed",
-                f"the probe rebuilt from the checkpoint's positions is not the one saved "
-                f"(fingerprint {probe.fingerprint()} != {expected}): the data's order or "
-                "content changed since the checkpoint. This run uses the new probe; its "
-                "values are not comparable sample by sample with those before the resume",
+                f"{what} is not the one saved (fingerprint {probe.fingerprint()} != "
+                f"{expected}): {why}changed since the checkpoint. This run uses the new probe; "
+                "its values are not comparable sample by sample with those before the resume",
             )
             self.on_probe_changed()
         return probe

@@ -608,6 +608,34 @@ def test_a_probe_that_cannot_be_rebuilt_is_reported(tmp_path, monkeypatch):
     assert resumed._probe.fingerprint() != state["probe_fingerprint"]
 
 
+def test_a_resume_with_a_new_probe_argument_uses_it_and_says_so(tmp_path):
+    """The checkpoint's saved images were used, the probe= given was never looked at,
+    and nothing was said; the same probe= again resumes without a word."""
+    g = torch.Generator().manual_seed(0)
+    old = (torch.rand(8, 3, 32, 32, generator=g), torch.arange(8) % 5)
+    new = (torch.rand(8, 3, 32, 32, generator=g), torch.arange(8) % 5)
+
+    def make(probe):
+        return lv.SaliencyLogger(methods=("vanilla",), num_samples=8, probe=probe, quality=())
+
+    first = make(old)
+    fit(tmp_path / "a", [first], epochs=1)
+    state = first.state_dict()
+    assert "probe" in state  # the images travel in the checkpoint
+    same = make(old)
+    same.load_state_dict(state)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path / "b", [same], epochs=1)
+    assert not [w for w in caught if "probe" in str(w.message)]
+    assert same._probe.fingerprint() == state["probe_fingerprint"]
+    changed = make(new)
+    changed.load_state_dict(state)
+    with pytest.warns(UserWarning, match=r"the probe= given is not the one saved"):
+        fit(tmp_path / "c", [changed], epochs=1)
+    assert torch.equal(changed._probe.images, new[0])
+
+
 # ------------------------------------------------------------------------ messages
 def test_fast_dev_run_says_once_that_the_callbacks_only_check_their_setup(tmp_path):
     callbacks = [lv.FilterLogger(), lv.SaliencyLogger(), lv.AdversarialProbe()]
