@@ -560,10 +560,10 @@ class Coordinator(RunOutput):
                 self.budget.charge(job.owner.state_key, seconds, run=False, background=True)
 
     def shutdown(self, wait: bool) -> None:
-        """Finishes (``wait``) or cancels the pending jobs and stops the worker."""
+        """Finishes (``wait``) or cancels the pending jobs and stops the worker; the jobs
+        already done are finished either way (a failed fit keeps their work)."""
         try:
-            if wait:
-                self.harvest(wait=True)
+            self.harvest(wait=wait)
         finally:
             if not wait:
                 for job in self._jobs:

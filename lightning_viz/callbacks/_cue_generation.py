@@ -18,15 +18,20 @@ import sys
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import lightning_viz.functional as LF
 from lightning_viz._guard import make_generator
 from lightning_viz._runtime import cue_cache
 from lightning_viz._runtime.context import RunContext
 from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz.functional.style import default_extractor
 
 __all__ = ["CueConflictGeneration"]
+
+
+class _AbortedError(Exception):
+    """The fit failed (Ctrl-C, an exception) while a chunk was being made."""
 
 
 class CueConflictGeneration:
@@ -117,8 +122,23 @@ class CueConflictGeneration:
         """Runs on the background worker: chunk ``i`` (``None`` once the fit ends)."""
         if self._stop or not self._enabled:
             return None
-        with torch.inference_mode(False), torch.enable_grad():
-            return i, self._make_chunk(i, None)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                return i, self._make_chunk(i, None)
+        except _AbortedError:  # the process need not wait for it to exit
+            return None
+
+    def _extractor(self, channels: int) -> nn.Module:
+        """The default style extractor, which stops its chunk once the fit failed
+        (``_aborted``, set at ``on_exception``): a chunk takes up to a minute."""
+        extractor = default_extractor(channels, torch.device("cpu"))
+
+        def check(*_: Any) -> None:
+            if self._aborted:
+                raise _AbortedError
+
+        extractor.register_forward_pre_hook(check)
+        return extractor
 
     def _make_chunk(self, i: int, share: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Chunk ``i`` of the set: its images in pixel space, shape and texture labels
@@ -134,6 +154,7 @@ class CueConflictGeneration:
             content_weight=self.content_weight,
             generator=make_generator(self.seed, "cpu"),
             masks=masks,
+            extractor=self._extractor(pixels.shape[1]),
             part=positions if share is None else positions[share],
             batch_size=self._chunk(),
             style_size=self.style_size,
@@ -148,9 +169,21 @@ class CueConflictGeneration:
         i, (images, s, t) = result
         self._chunks[i] = (images, s, t)
         if write and self.cache_path is not None:
-            cue_cache.write_chunk(self.cache_path, i, images, s, t)
+            self._keep(cue_cache.write_chunk, self.cache_path, i, images, s, t)
         if len(self._chunks) == len(self._chunk_sizes()):
             self._finish(write)
+
+    def _keep(self, write: Any, *args: Any) -> None:
+        """A write to the cache, which only serves a resume: a failure (a full disk) is
+        said once, and the bias is measured from the images in memory."""
+        try:
+            write(*args)
+        except OSError as err:
+            self.warn_once(  # type: ignore[attr-defined]
+                "cue cache write",
+                f"could not write its cue-conflict cache ({err}); the bias is measured from "
+                "the images in memory, and a resumed fit makes them again",
+            )
 
     def _finish(self, write: bool = True) -> None:
         parts = [self._chunks[i] for i in range(len(self._chunk_sizes()))]
@@ -158,8 +191,8 @@ class CueConflictGeneration:
         self._cc = (images, s, t)
         self._chunks = {}
         if write and self.cache_path is not None:
-            cue_cache.write_cache(self.cache_path, images, s, t)
-            cue_cache.remove_chunks(self.cache_path)
+            self._keep(cue_cache.write_cache, self.cache_path, images, s, t)
+            self._keep(cue_cache.remove_chunks, self.cache_path)
 
     def _generate(self, ctx: RunContext) -> None:
         """Makes the missing chunks now (``background=False`` or DDP): each rank

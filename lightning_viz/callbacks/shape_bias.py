@@ -247,7 +247,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         self._cc_source: tuple[Tensor, Tensor, Tensor | None] | None = None  # pixels, labels, masks
         self._chunks: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # finished chunks
         self._in_background = False  # chunks submitted to the background worker
-        self._stop = False  # the fit is ending: queued chunks are left for the next run
+        self._stop = self._aborted = False  # the fit ends (or failed: the running chunk too)
         self._said_waiting = False
         self._cc: tuple[Tensor, Tensor, Tensor] | None = None  # pixel images, shape, texture
         self._controls: tuple[Tensor, Tensor, Tensor] | None = None  # shape/texture-only, y
@@ -284,7 +284,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
             self._cc_source = None
             self._chunks = {}
             self._in_background = False
-            self._stop = False
+            self._stop = self._aborted = False
             self._said_waiting = False
         super().setup(trainer, pl_module, stage)
 
@@ -297,6 +297,10 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         # not started yet stay for the next run (the finished ones are on disk)
         self._stop = True
         super().on_train_end(trainer, pl_module)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._stop = self._aborted = True  # the chunk being made stops too
+        super().on_exception(trainer, pl_module, exception)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_fit_end(trainer, pl_module)  # the background work is finished

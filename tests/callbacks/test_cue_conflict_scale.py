@@ -266,6 +266,67 @@ def test_a_fit_that_ends_before_the_background_set_is_made_says_so(tmp_path, mon
     assert not [w for w in caught if "cue-conflict set" in str(w.message)]
 
 
+def test_a_failed_fit_keeps_the_finished_chunks_and_stops_the_one_being_made(tmp_path, monkeypatch):
+    """A crash (Ctrl-C, an exception) in the middle of an epoch: the chunks the worker
+    had finished were dropped, and the chunk it was making ran to its end (the
+    process waited for it at exit, ~30 s on 64-px images)."""
+    import time
+
+    import pytorch_lightning as pl
+
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 4 * 32 * 32)  # chunks of 4
+    cb = _bias(num_images=10, background=True, on_error="warn")
+    original, calls, making = LF.cue_conflict, [], threading.Event()
+
+    def slow_second(*args, extractor=None, **kwargs):
+        calls.append(kwargs["part"].tolist())
+        if len(calls) == 2:  # runs for a minute unless the failure stops it
+            making.set()
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                extractor(torch.zeros(1, 3, 8, 8))
+                time.sleep(0.02)
+        return original(*args, extractor=extractor, **kwargs)
+
+    monkeypatch.setattr(LF, "cue_conflict", slow_second)
+
+    class Crash(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if not making.wait(60):  # chunk 0 done, chunk 1 being made
+                raise AssertionError("the worker did not reach chunk 1")
+            raise RuntimeError("crash mid-epoch")
+
+    with pytest.raises(RuntimeError, match="crash mid-epoch"):
+        fit(tmp_path, [cb, Crash()], epochs=1)
+    failed = time.monotonic()
+    for thread in threading.enumerate():
+        if thread.name.startswith("lightning-viz"):
+            thread.join(timeout=60)
+    assert time.monotonic() - failed < 10  # stopped, not run to its end
+    assert len(calls) == 2  # chunk 2 never started
+    assert len(glob.glob(f"{cb.cache_path}.partial/*.pt")) == 1  # chunk 0 is kept
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_bias_measured(tmp_path, monkeypatch):
+    """A full disk: the cache only serves a resume, and its failed write turned the
+    callback off for the run."""
+    from lightning_viz._runtime import cue_cache
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cue_cache, "write_chunk", full)
+    monkeypatch.setattr(cue_cache, "write_cache", full)
+    cb = _bias(num_images=10, background=False, on_error="warn")
+    with pytest.warns(UserWarning) as caught:
+        fit(tmp_path, [cb], epochs=2)
+    said = [str(w.message) for w in caught if "cue-conflict cache" in str(w.message)]
+    assert len(said) == 1 and "No space left on device" in said[0], said
+    assert cb._enabled
+    steps = [s for s, _ in read_events(str(tmp_path))["scalars"].get("bias/shape_bias", [])]
+    assert len(steps) == 2
+
+
 def test_auto_makes_a_one_chunk_set_at_the_first_run(tmp_path, monkeypatch):
     """Small images (one chunk): the first run makes the set, so the scalars start at
     the first epoch of even a short fit."""
