@@ -13,6 +13,7 @@ installed from its wheel, ``pip install 'jsonargparse[signatures]'``).
 
 from pytorch_lightning.cli import LightningCLI
 
+import lightning_viz.callbacks  # noqa: F401 - the short names (--trainer.callbacks+=SaliencyLogger)
 from lightning_viz.data import LitClassifier, ShapesTexturesDataModule
 
 

@@ -80,6 +80,26 @@ def test_lightning_cli_yaml_builds_the_configured_callbacks():
     assert isinstance(by_type["GradCAMLogger"], lv.GradCAMLogger)
 
 
+def test_lightning_cli_example_takes_the_short_class_names(tmp_path):
+    """``--trainer.callbacks+=SaliencyLogger`` (the short form that works for
+    EarlyStopping) was "Expected a dot import path string": the package imports its
+    callbacks lazily. In a fresh process, where nothing imported them before."""
+    code = (
+        "import sys, runpy\n"
+        f"main = runpy.run_path({str(EXAMPLES / 'lightning_cli.py')!r})['main']\n"
+        "cli = main(['--trainer.logger=false', '--trainer.callbacks+=EarlyStopping',\n"
+        "            '--trainer.callbacks.monitor=val_loss',\n"
+        "            '--trainer.callbacks+=SaliencyLogger',\n"
+        "            '--trainer.callbacks.methods=[vanilla]'], run=False)\n"
+        "print(sorted(type(c).__name__ for c in cli.trainer.callbacks))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'SaliencyLogger'" in result.stdout and "'EarlyStopping'" in result.stdout
+
+
 def test_lightning_cli_example_runs_as_documented(tmp_path):
     run_as_documented(
         "lightning_cli",
