@@ -128,10 +128,10 @@ class CueConflictGeneration:
         except _AbortedError:  # the process need not wait for it to exit
             return None
 
-    def _extractor(self, channels: int) -> nn.Module:
+    def _extractor(self, channels: int, device: torch.device) -> nn.Module:
         """The default style extractor, which stops its chunk once the fit failed
         (``_aborted``, set at ``on_exception``): a chunk takes up to a minute."""
-        extractor = default_extractor(channels, torch.device("cpu"))
+        extractor = default_extractor(channels, device)
 
         def check(*_: Any) -> None:
             if self._aborted:
@@ -154,7 +154,7 @@ class CueConflictGeneration:
             content_weight=self.content_weight,
             generator=make_generator(self.seed, "cpu"),
             masks=masks,
-            extractor=self._extractor(pixels.shape[1]),
+            extractor=self._extractor(pixels.shape[1], pixels.device),
             part=positions if share is None else positions[share],
             batch_size=self._chunk(),
             style_size=self.style_size,

@@ -307,6 +307,23 @@ def test_a_failed_fit_keeps_the_finished_chunks_and_stops_the_one_being_made(tmp
     assert len(glob.glob(f"{cb.cache_path}.partial/*.pt")) == 1  # chunk 0 is kept
 
 
+def test_the_style_extractor_is_made_on_the_images_device(monkeypatch):
+    """The stoppable extractor was made on the CPU: on a GPU every chunk failed with
+    conv2d's device mismatch ('meta' stands in for the GPU here)."""
+    cb = lv.TextureShapeBias(num_images=4)
+    labels = torch.tensor([0, 1, 2, 3] * 2, device="meta")
+    cb._cc_source, cb._images_to_make = (torch.rand(8, 3, 32, 32).to("meta"), labels, None), 4
+    seen = []
+
+    def spy(images, *args, extractor=None, **kwargs):
+        seen.append((images.device, next(extractor.parameters()).device))
+        return images[:1], labels[:1], labels[:1]
+
+    monkeypatch.setattr(LF, "cue_conflict", spy)
+    cb._make_chunk(0, None)
+    assert seen == [(torch.device("meta"), torch.device("meta"))]
+
+
 def test_a_cache_that_cannot_be_written_leaves_the_bias_measured(tmp_path, monkeypatch):
     """A full disk: the cache only serves a resume, and its failed write turned the
     callback off for the run."""
