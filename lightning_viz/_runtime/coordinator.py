@@ -11,6 +11,7 @@ callback's internals, only into the coordinator. It holds the one background wor
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -563,7 +564,11 @@ class Coordinator(RunOutput):
         """Finishes (``wait``) or cancels the pending jobs and stops the worker; the jobs
         already done are finished either way (a failed fit keeps their work)."""
         try:
-            self.harvest(wait=wait)
+            if wait:
+                self.harvest(wait=True)
+            else:  # a failed fit: its own error stands, not a job's (on_error="raise")
+                with contextlib.suppress(Exception):
+                    self.harvest()
         finally:
             if not wait:
                 for job in self._jobs:

@@ -150,8 +150,8 @@ def check_step_validation(callback: Any, trainer: Any) -> None:
         if every is None or all(map(validated, range(every - 1, math.lcm(cycle, every), every))):
             continue  # a lenient monitor, or one that checks only validated epochs
         skip = _skip_option(monitor)
-        if interval % batches == 0:  # every m-th epoch holds one
-            skip = _same_epochs(monitor, interval // batches)
+        if interval % batches == 0:  # every m-th epoch holds one (and the callback runs)
+            skip = _same_epochs(monitor, math.lcm(interval // batches, callback.every_n_epochs))
         elif skip:
             skip = f"check only where it is written ({skip})"
         raise ValueError(

@@ -68,9 +68,15 @@ class SwitchData(pl.LightningDataModule):
     """Training data with texture independent of shape; validation data where texture
     gives the class away (so a cue-conflict image's texture names a class)."""
 
+    def __init__(self, val_size: int = 160) -> None:
+        super().__init__()
+        self.val_size = val_size
+
     def setup(self, stage: str | None = None) -> None:
         train = ShapesTexturesDataModule(train_size=2000, val_size=10, seed=0)
-        val = ShapesTexturesDataModule(train_size=10, val_size=160, texture_correlation=1.0)
+        val = ShapesTexturesDataModule(
+            train_size=10, val_size=self.val_size, texture_correlation=1.0
+        )
         train.setup(stage)
         val.setup(stage)
         self.train, self.val = _ShapeThenTexture(train.train_dataset), val.val_dataset
@@ -96,18 +102,21 @@ class SwitchToTexture(LitClassifier):
 def test_a_switch_to_texture_labels_is_one_alert_within_three_epochs(tmp_path):
     """Shape bias alerts once, 1 to 3 epochs after the switch, and nothing alerts
     before it; shape accuracy may alert too, once (with seed 1 it did, an epoch after
-    shape bias). Seeds 0-4 pass on 1 and 2 threads (with seed 5 the model learns too
-    little shape before the switch for it to show)."""
+    shape bias). 320 cue-conflict images, made at the first run: with 160, the drop of
+    seed 0 (0.64 to 0.47) had p = 0.004 before the correction for a best chosen among
+    six runs, and no alert on this machine's package versions."""
     torch.manual_seed(0)  # the model's initial weights
     model = SwitchToTexture(num_classes=5, lr=3e-3)
-    bias = lv.TextureShapeBias(num_images=160, num_samples=80, style_steps=50, on_error="raise")
+    bias = lv.TextureShapeBias(
+        num_images=320, num_samples=80, style_steps=50, on_error="raise", background=False
+    )
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         trainer, _ = fit(
             tmp_path,
             [bias],
             model=model,
-            datamodule=SwitchData(),
+            datamodule=SwitchData(val_size=320),
             epochs=10,
             limit_train_batches=None,
         )

@@ -307,6 +307,39 @@ def test_a_failed_fit_keeps_the_finished_chunks_and_stops_the_one_being_made(tmp
     assert len(glob.glob(f"{cb.cache_path}.partial/*.pt")) == 1  # chunk 0 is kept
 
 
+def test_a_failed_fit_raises_its_own_error_not_a_finished_jobs(tmp_path):
+    """A background job of an on_error="raise" callback that had failed was harvested
+    at the failed fit's on_exception and raised there: the user's error was replaced,
+    and the later callbacks' on_exception and Lightning's teardown were skipped."""
+    import time
+
+    import pytorch_lightning as pl
+
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    viz = lv.FilterLogger(on_error="raise")
+    later: list[str] = []
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+
+    class Crash(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            coordinator = Coordinator.of(trainer)
+            coordinator.defer(viz, "filters/figure", full_disk)
+            while not coordinator._jobs[-1].future.done():
+                time.sleep(0.01)
+            raise RuntimeError("the user's error")
+
+    class Later(pl.Callback):
+        def on_exception(self, trainer, pl_module, exception):
+            later.append(type(exception).__name__)
+
+    with pytest.raises(RuntimeError, match="the user's error"):
+        fit(tmp_path, [viz, Crash(), Later()], epochs=1)
+    assert later == ["RuntimeError"]
+
+
 def test_the_style_extractor_is_made_on_the_images_device(monkeypatch):
     """The stoppable extractor was made on the CPU: on a GPU every chunk failed with
     conv2d's device mismatch ('meta' stands in for the GPU here)."""

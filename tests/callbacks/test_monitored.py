@@ -407,6 +407,12 @@ def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path
         ValueError, match=r"or check on the same epochs \(ModelCheckpoint\(every_n_epochs=2"
     ):
         fit(tmp_path / "es8", [projector(), on_epoch_end], **by_8)
+    # a projector every 3rd epoch: the advice is every 6th (it said 2, then 3, then 2)
+    every3 = lv.EmbeddingProjector(num_samples=16, projection="pca", every_n_epochs=3)
+    save3 = ModelCheckpoint(monitor=tag, mode="max", every_n_epochs=3,
+                            save_on_train_epoch_end=True, dirpath=tmp_path / "ck3")  # fmt: skip
+    with pytest.raises(ValueError, match=r"ModelCheckpoint\(every_n_epochs=6\)"):
+        fit(tmp_path / "c8_3", [every3, save3], enable_checkpointing=True, **by_8)
     fit(
         tmp_path / "steps4",
         [projector(), on_epoch_end],
