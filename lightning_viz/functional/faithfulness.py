@@ -411,10 +411,8 @@ def deletion_curve(
         ValueError: Shapes that do not match, NaN in the maps, a bad ``steps``,
             ``baseline`` or ``task``, or a class index out of range.
     """
-    (curves,) = _curves(
-        model, inputs, [maps], target, steps, baseline, task, chunk_size, ["deletion"]
-    )
-    return curves["deletion"]
+    args = (model, inputs, [maps], target, steps, baseline, task, chunk_size)
+    return _curves(*args, ["deletion"])[0]["deletion"]
 
 
 def insertion_curve(
@@ -435,10 +433,8 @@ def insertion_curve(
     the baseline and its last the unmodified input. A faithful map gives a high AUC.
     Arguments and returns as :func:`deletion_curve`.
     """
-    (curves,) = _curves(
-        model, inputs, [maps], target, steps, baseline, task, chunk_size, ["insertion"]
-    )
-    return curves["insertion"]
+    args = (model, inputs, [maps], target, steps, baseline, task, chunk_size)
+    return _curves(*args, ["insertion"])[0]["insertion"]
 
 
 def random_maps(inputs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
