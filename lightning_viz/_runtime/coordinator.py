@@ -566,9 +566,11 @@ class Coordinator(RunOutput):
         try:
             if wait:
                 self.harvest(wait=True)
-            else:  # a failed fit: its own error stands, not a job's (on_error="raise")
-                with contextlib.suppress(Exception):
-                    self.harvest()
+            else:  # a failed fit: its own error stands, not a job's (on_error="raise"),
+                # and a job's error does not drop the finished jobs after it
+                while self._jobs and self._jobs[0].future.done():
+                    with contextlib.suppress(Exception):
+                        self.harvest()
         finally:
             if not wait:
                 for job in self._jobs:

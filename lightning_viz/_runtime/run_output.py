@@ -114,15 +114,13 @@ class RunOutput:
             return {}
         return {"run_summary": self.summary.to_json()}  # each record's text made once
 
-    def continue_summary(self, saved: str | None, epoch: int) -> None:
+    def continue_summary(self, epoch: int) -> None:
         """At the training start: a run resumed at ``epoch`` into a log dir without its
         summary (Lightning's default resume opens a new version) continues the summary
         saved in the checkpoint; the epochs from ``epoch`` on are forgotten (they run
-        again). ``saved``: one callback's; the summary travels in one callback's state
-        (the first registered at the save), so each call takes the first one there is."""
-        saved = next(
-            (t for c in self.callbacks if (t := getattr(c, "_saved_summary", None))), saved
-        )
+        again). The summary travels in one callback's state (the first registered at
+        the save), so the first one there is among the callbacks is taken."""
+        saved = next((t for c in self.callbacks if (t := getattr(c, "_saved_summary", None))), None)
         # fit again from an earlier epoch: those run again, planned anew on every rank
         # (only rank 0 has a summary; a plan is broadcast from it to all)
         self.budget.rewind(epoch)

@@ -453,7 +453,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             self._last_epoch = None
         monitors.check_step_validation(self, trainer)  # the epoch's batches are known now
         coordinator = self._shared(trainer)
-        coordinator.continue_summary(self._saved_summary, trainer.current_epoch)
+        coordinator.continue_summary(trainer.current_epoch)
         coordinator.retune(trainer, self)  # a resumed run's tolerance for its old metrics
         coordinator.start_run(trainer)  # layout and configuration, once per run
 

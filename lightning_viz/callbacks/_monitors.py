@@ -33,14 +33,21 @@ def monitor_words(monitor: Any) -> str:
     return f"{monitor_name(monitor)}(monitor={str(monitor.monitor)!r})"
 
 
+def _kind(monitor: Any) -> str:
+    """``"plateau"`` (a ``ReduceLROnPlateau``), ``"checkpoint"`` (a ``ModelCheckpoint``,
+    of either Lightning flavour) or ``"stopping"`` (an ``EarlyStopping``)."""
+    if isinstance(monitor, PlateauMonitor):
+        return "plateau"
+    return "checkpoint" if hasattr(monitor, "_every_n_epochs") else "stopping"
+
+
 def _checks_every(monitor: Any) -> int | None:
     """Every how many epochs ``monitor`` needs the metric (``None``: whenever it is
     there, i.e. ``EarlyStopping(strict=False)``)."""
-    if isinstance(monitor, PlateauMonitor):
-        return monitor.frequency if monitor.strict else None
-    if hasattr(monitor, "_every_n_epochs"):  # ModelCheckpoint
+    if _kind(monitor) == "checkpoint":
         return int(monitor._every_n_epochs or 0) or None  # noqa: SLF001 - read only
-    return 1 if getattr(monitor, "strict", True) else None
+    every = monitor.frequency if _kind(monitor) == "plateau" else 1
+    return None if _lenient(monitor) else every
 
 
 def _at_validation_end(monitor: Any, trainer: Any) -> bool:
@@ -49,9 +56,9 @@ def _at_validation_end(monitor: Any, trainer: Any) -> bool:
     (``_should_save_on_train_epoch_end``) followed here: that rule asked before the
     validation batches are counted would read "no validation" (train epoch end). A
     ``ReduceLROnPlateau`` reads after the training epoch end."""
-    if isinstance(monitor, PlateauMonitor):
+    if _kind(monitor) == "plateau":
         return False
-    if hasattr(monitor, "_check_on_train_epoch_end"):  # EarlyStopping
+    if _kind(monitor) == "stopping":
         return monitor._check_on_train_epoch_end is False  # noqa: SLF001 - read only
     given = getattr(monitor, "_save_on_train_epoch_end", None)
     if given is not None:
@@ -96,7 +103,7 @@ def check_monitored_schedule(callback: Any, trainer: Any) -> None:
     if not callback._after_validation and getattr(trainer, "enable_validation", False):  # noqa: SLF001
         for monitor in monitors:
             if _at_validation_end(monitor, trainer):
-                flag = "check" if hasattr(monitor, "_check_on_train_epoch_end") else "save"
+                flag = "check" if _kind(monitor) == "stopping" else "save"
                 raise ValueError(
                     f"{monitor_words(monitor)} checks at the end of each validation, but "
                     f"with {_validation_words(trainer)} {type(callback).__name__} writes "
@@ -165,14 +172,16 @@ def check_step_validation(callback: Any, trainer: Any) -> None:
 def _skip_option(monitor: Any) -> str:
     """The option by which ``monitor`` skips a check without its metric, or ``""`` (a
     ``ModelCheckpoint`` has none)."""
-    if isinstance(monitor, PlateauMonitor):
-        return '"strict": False in its "lr_scheduler" dict'
-    return "" if hasattr(monitor, "_every_n_epochs") else "EarlyStopping(strict=False)"
+    return {
+        "plateau": '"strict": False in its "lr_scheduler" dict',
+        "checkpoint": "",
+        "stopping": "EarlyStopping(strict=False)",
+    }[_kind(monitor)]
 
 
 def _same_epochs(monitor: Any, n: int) -> str:
     """How ``monitor`` checks only the epochs a callback writes, every ``n``-th."""
-    if isinstance(monitor, PlateauMonitor):
+    if _kind(monitor) == "plateau":
         return (
             f'"frequency": {n} (or "strict": False) in the "lr_scheduler" dict that '
             "configure_optimizers returns"
@@ -186,19 +195,18 @@ def _same_epochs(monitor: Any, n: int) -> str:
 def _lenient(monitor: Any) -> bool:
     """An ``EarlyStopping(strict=False)`` (or a ``ReduceLROnPlateau`` with ``"strict":
     False``): it skips a check without its metric."""
-    return not hasattr(monitor, "_every_n_epochs") and not getattr(monitor, "strict", True)
+    return _kind(monitor) != "checkpoint" and not getattr(monitor, "strict", True)
 
 
 def _reads_now(monitor: Any, trainer: Any) -> bool:
     """Whether ``monitor`` reads its metric at the end of this epoch: a strict
     ``EarlyStopping`` always, a lenient one never needs it, a ``ModelCheckpoint`` at
     its ``every_n_epochs`` (by steps or time: whenever it saves, so always)."""
-    if isinstance(monitor, PlateauMonitor):
-        return monitor.strict and (trainer.current_epoch + 1) % monitor.frequency == 0
-    if hasattr(monitor, "_every_n_epochs"):  # ModelCheckpoint
+    if _kind(monitor) == "checkpoint":  # by steps or time (every_n_epochs=0): always
         every = int(monitor._every_n_epochs or 0)  # noqa: SLF001 - read only
         return every < 1 or (trainer.current_epoch + 1) % every == 0
-    return not _lenient(monitor)
+    every = _checks_every(monitor)
+    return every is not None and (trainer.current_epoch + 1) % every == 0
 
 
 def forget_unmeasured(callback: Any, trainer: Any, fresh: set[str] | None = None) -> None:

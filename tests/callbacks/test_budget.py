@@ -495,7 +495,7 @@ def test_a_fit_again_from_an_earlier_epoch_plans_the_replayed_epochs_anew():
         first = [epoch_end(e) for e in range(4)]
     assert first[1:] == [["cheap"]] * 3  # costly ran at epoch 0 only
     planned = coordinator.budget.planned_epochs
-    coordinator.continue_summary(None, 1)  # fit again from the checkpoint of epoch 0
+    coordinator.continue_summary(1)  # fit again from the checkpoint of epoch 0
     replayed = epoch_end(1)
     assert coordinator.budget.planned_epochs == planned + 1  # the budget planned it
     assert all(coordinator.budget.last_run[key] == 1 for key in replayed)
@@ -503,5 +503,5 @@ def test_a_fit_again_from_an_earlier_epoch_plans_the_replayed_epochs_anew():
     # would answer from its old ones while rank 0 broadcasts a new plan (a DDP hang)
     other = Coordinator(trainer)
     other._plans = {e: ["cheap"] for e in range(4)}
-    other.continue_summary(None, 1)
+    other.continue_summary(1)
     assert other.summary is None and sorted(other._plans) == [0]

@@ -310,7 +310,8 @@ def test_a_failed_fit_keeps_the_finished_chunks_and_stops_the_one_being_made(tmp
 def test_a_failed_fit_raises_its_own_error_not_a_finished_jobs(tmp_path):
     """A background job of an on_error="raise" callback that had failed was harvested
     at the failed fit's on_exception and raised there: the user's error was replaced,
-    and the later callbacks' on_exception and Lightning's teardown were skipped."""
+    and the later callbacks' on_exception and Lightning's teardown were skipped. Then
+    the job's error dropped the finished jobs after it."""
     import time
 
     import pytorch_lightning as pl
@@ -319,6 +320,7 @@ def test_a_failed_fit_raises_its_own_error_not_a_finished_jobs(tmp_path):
 
     viz = lv.FilterLogger(on_error="raise")
     later: list[str] = []
+    kept: list[int] = []
 
     def full_disk():
         raise OSError(28, "No space left on device")
@@ -327,6 +329,7 @@ def test_a_failed_fit_raises_its_own_error_not_a_finished_jobs(tmp_path):
         def on_train_batch_end(self, trainer, *args):
             coordinator = Coordinator.of(trainer)
             coordinator.defer(viz, "filters/figure", full_disk)
+            coordinator.defer(viz, "filters/figure", int, then=kept.append)  # after it
             while not coordinator._jobs[-1].future.done():
                 time.sleep(0.01)
             raise RuntimeError("the user's error")
@@ -338,6 +341,7 @@ def test_a_failed_fit_raises_its_own_error_not_a_finished_jobs(tmp_path):
     with pytest.raises(RuntimeError, match="the user's error"):
         fit(tmp_path, [viz, Crash(), Later()], epochs=1)
     assert later == ["RuntimeError"]
+    assert kept == [0]  # the finished job after the failed one is still written
 
 
 def test_the_style_extractor_is_made_on_the_images_device(monkeypatch):
