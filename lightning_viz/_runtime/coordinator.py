@@ -565,7 +565,11 @@ class Coordinator(RunOutput):
         already done are finished either way (a failed fit keeps their work)."""
         try:
             if wait:
-                self.harvest(wait=True)
+                try:
+                    self.harvest(wait=True)
+                except BaseException:  # Ctrl-C in the wait (or a job's error): no join
+                    wait = False  # the running job stops at the fit's on_exception
+                    raise
             else:  # a failed fit: its own error stands, not a job's (on_error="raise"),
                 # and a job's error does not drop the finished jobs after it
                 while self._jobs and self._jobs[0].future.done():

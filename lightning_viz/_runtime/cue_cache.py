@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -105,6 +106,11 @@ def read_chunks(
 def write_chunk(path: str, chunk: int, images: Tensor, s: Tensor, t: Tensor) -> None:
     """Writes one finished chunk of a set being made (atomically)."""
     write_cache(_chunk_path(path, chunk), images, s, t)
+
+
+def chunks_written(path: str, chunks: Iterable[int]) -> int:
+    """How many of ``chunks`` have a file next to ``path``."""
+    return sum(os.path.isfile(_chunk_path(path, i)) for i in chunks)
 
 
 def remove_chunks(path: str) -> None:

@@ -205,11 +205,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         raise NotImplementedError
 
     def check(self, ctx: RunContext) -> None:
-        """Validates the configuration against the model and probe (at ``setup``).
-
-        Raises ``ValueError``/``TypeError`` for a bad configuration and
-        :class:`NotApplicableError` for what the data or model makes impossible.
-        """
+        """Validates the configuration against the model and probe (at ``setup``): raises
+        ``ValueError``/``TypeError``, or :class:`NotApplicableError` for what the data
+        or model makes impossible."""
 
     def extra_state(self) -> dict[str, Any]:
         """Extra entries for ``state_dict``."""
@@ -369,9 +367,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             raise named from err
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, device_clock(module) - start, once=True)
-        if self._dry_run:  # fast_dev_run: the checks ran; nothing more
-            self._enabled = False
-        elif self._enabled:
+        if self._dry_run:  # fast_dev_run: checks only, unless a ReduceLROnPlateau steps on it
+            self._enabled = self._dry_run = monitors.stepped_in_dry_run(self, trainer)
+        if self._enabled:
             self._set_up_done(trainer)
 
     def _set_up_done(self, trainer: Any) -> None:
@@ -459,11 +457,16 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         coordinator = self._shared(trainer)
+        for callback in coordinator.callbacks:  # before the first of them waits
+            callback._fit_ends()  # noqa: SLF001 - the same class
         coordinator.shutdown(wait=True)  # pending background work is written
         if self._is_last(trainer):
             coordinator.write_summary(trainer)  # a run after the last epoch end (fit cut short)
             coordinator.log_overhead(trainer)  # the whole fit
             coordinator.print_summary(trainer)
+
+    def _fit_ends(self) -> None:
+        """The fit ends, trained or not: unstarted background work stays for the next run."""
 
     # ------------------------------------------------------------ TensorBoard view
     def layout(self) -> dict[str, dict[str, list[str]]]:

@@ -173,17 +173,20 @@ class CueConflictGeneration:
         if len(self._chunks) == len(self._chunk_sizes()):
             self._finish(write)
 
-    def _keep(self, write: Any, *args: Any) -> None:
+    def _keep(self, write: Any, *args: Any) -> bool:
         """A write to the cache, which only serves a resume: a failure (a full disk) is
-        said once, and the bias is measured from the images in memory."""
+        said once, and the bias is measured from the images in memory. Whether it was
+        written."""
         try:
             write(*args)
+            return True
         except OSError as err:
             self.warn_once(  # type: ignore[attr-defined]
                 "cue cache write",
                 f"could not write its cue-conflict cache ({err}); the bias is measured from "
                 "the images in memory, and a resumed fit makes them again",
             )
+            return False
 
     def _finish(self, write: bool = True) -> None:
         parts = [self._chunks[i] for i in range(len(self._chunk_sizes()))]
@@ -191,8 +194,8 @@ class CueConflictGeneration:
         self._cc = (images, s, t)
         self._chunks = {}
         if write and self.cache_path is not None:
-            self._keep(cue_cache.write_cache, self.cache_path, images, s, t)
-            self._keep(cue_cache.remove_chunks, self.cache_path)
+            if self._keep(cue_cache.write_cache, self.cache_path, images, s, t):
+                cue_cache.remove_chunks(self.cache_path)  # a resume goes on from them else
 
     def _generate(self, ctx: RunContext) -> None:
         """Makes the missing chunks now (``background=False`` or DDP): each rank
@@ -227,10 +230,16 @@ class CueConflictGeneration:
             return
         sizes = self._chunk_sizes()
         made = sum(sizes[i] for i in self._chunks)
+        written = (
+            0
+            if self.cache_path is None
+            else cue_cache.chunks_written(self.cache_path, self._chunks)
+        )
         kept = (
-            f"its finished chunks are kept in {self.cache_path}.partial; a fit resumed from "
-            "this run's checkpoint (ckpt_path=) goes on from them"
-            if self.cache_path is not None and self._chunks
+            f"{'its' if written == len(self._chunks) else f'{written} of its'} finished "
+            f"chunks are kept in {self.cache_path}.partial; a fit resumed from this run's "
+            "checkpoint (ckpt_path=) goes on from them"
+            if written
             else "nothing of it is kept"
         )
         self.warn_once(  # type: ignore[attr-defined]

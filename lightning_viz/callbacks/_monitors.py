@@ -24,6 +24,7 @@ __all__ = [
     "monitor_words",
     "monitored_setup_error",
     "recheck_without_writers",
+    "stepped_in_dry_run",
     "without_writers",
 ]
 
@@ -186,16 +187,23 @@ def _same_epochs(monitor: Any, n: int) -> str:
             f'"frequency": {n} (or "strict": False) in the "lr_scheduler" dict that '
             "configure_optimizers returns"
         )
-    return (
-        f"check on the same epochs (ModelCheckpoint(every_n_epochs={n}), "
-        "EarlyStopping(strict=False))"
-    )
+    if _kind(monitor) == "checkpoint":
+        return f"save on the same epochs (ModelCheckpoint(every_n_epochs={n}))"
+    return "skip the checks without it (EarlyStopping(strict=False))"
 
 
 def _lenient(monitor: Any) -> bool:
     """An ``EarlyStopping(strict=False)`` (or a ``ReduceLROnPlateau`` with ``"strict":
     False``): it skips a check without its metric."""
     return _kind(monitor) != "checkpoint" and not getattr(monitor, "strict", True)
+
+
+def stepped_in_dry_run(callback: Any, trainer: Any) -> bool:
+    """Whether a strict ``ReduceLROnPlateau`` watches a metric of ``callback``: Lightning
+    turns the other monitors off for ``fast_dev_run`` but steps the schedulers, so
+    the dry run must measure the metric too (it writes it nowhere else)."""
+    monitors = Coordinator.monitors_of(trainer, callback)
+    return any(_kind(m) == "plateau" and not _lenient(m) for m in monitors)
 
 
 def _reads_now(monitor: Any, trainer: Any) -> bool:

@@ -292,11 +292,9 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         if self._cc_source is not None:
             self._resume_or_start(trainer)
 
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        # before any callback's on_fit_end waits for the background work: the chunks
-        # not started yet stay for the next run (the finished ones are on disk)
-        self._stop = True
-        super().on_train_end(trainer, pl_module)
+    def _fit_ends(self) -> None:
+        self._stop = True  # the chunks not started stay for the next run (a fit that
+        # trained no epoch, e.g. resumed at max_epochs, would wait for the whole set)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._stop = self._aborted = True  # the chunk being made stops too

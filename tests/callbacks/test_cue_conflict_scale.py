@@ -381,6 +381,103 @@ def test_a_cache_that_cannot_be_written_leaves_the_bias_measured(tmp_path, monke
     assert len(steps) == 2
 
 
+def test_a_full_disk_at_the_whole_set_keeps_the_chunk_files(tmp_path, monkeypatch):
+    """The chunk files fit, the whole-set file does not: the chunk files were deleted
+    all the same, so a resume remade every chunk."""
+    from lightning_viz._runtime import cue_cache
+
+    original = cue_cache.write_cache
+
+    def full_for_the_whole_set(path, *args):
+        if ".partial" not in path:
+            raise OSError(28, "No space left on device")
+        return original(path, *args)
+
+    monkeypatch.setattr(cue_cache, "write_cache", full_for_the_whole_set)
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 4 * 32 * 32)  # 3 chunks
+    cb = _bias(num_images=10, background=False, on_error="warn")
+    with pytest.warns(UserWarning, match="No space left on device"):
+        fit(tmp_path, [cb], epochs=1)
+    assert not os.path.exists(cb.cache_path)
+    assert len(glob.glob(f"{cb.cache_path}.partial/*.pt")) == 3  # a resume goes on from them
+
+
+def test_the_fit_end_counts_the_chunks_on_disk(tmp_path, monkeypatch):
+    """Chunk writes that failed (said once) were announced at the fit end as "its
+    finished chunks are kept in ...partial" for a resume."""
+    from lightning_viz._runtime import cue_cache
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cue_cache, "write_chunk", full)
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 4 * 32 * 32)  # 3 chunks
+    cb = _bias(num_images=10, background=True, on_error="warn")
+    original = LF.cue_conflict
+
+    def first_then_the_fit_ends(*args, **kwargs):
+        cb._stop = True  # as at the fit end: the chunks not started stay
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(LF, "cue_conflict", first_then_the_fit_ends)
+    with pytest.warns(UserWarning) as caught:
+        fit(tmp_path, [cb], epochs=1)
+    said = [str(w.message) for w in caught if "before the background worker" in str(w.message)]
+    assert len(said) == 1 and "nothing of it is kept" in said[0], said
+    assert glob.glob(f"{cb.cache_path}.partial/*.pt") == []
+
+
+def test_a_fit_that_trains_no_epoch_does_not_wait_for_the_whole_set(tmp_path, monkeypatch):
+    """Resumed at max_epochs, or limit_train_batches=0: the fit end waited until the
+    worker had made every chunk (at 224 px, minutes each), because the chunks were
+    stopped at on_train_end, which such a fit never reaches."""
+    import time
+
+    monkeypatch.setattr(shape_bias, "GENERATION_PIXELS", 4 * 32 * 32)  # 5 chunks
+    made, threads = _positions_made(monkeypatch)
+    original = LF.cue_conflict
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(LF, "cue_conflict", slow)
+    cb = _bias(num_images=20, background=True, on_error="warn")
+    with pytest.warns(UserWarning, match="before the background worker"):
+        fit(tmp_path, [cb], epochs=1, limit_train_batches=0)
+    assert len(made) == 1 and threads == ["lightning-viz_0"]  # the one running at the end
+
+
+def test_ctrl_c_while_waiting_for_background_work_does_not_join_the_worker():
+    """Ctrl-C while a fit's end waited for a background job: the worker was joined all
+    the same, so the process waited for the job to run to its end (a cue-conflict
+    chunk: up to a minute) and only the fit's on_exception could stop it, later."""
+    import signal
+    import time
+
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    coordinator, release = Coordinator(), threading.Event()
+    coordinator.defer(lv.FilterLogger(), "filters/figure", release.wait, 30)
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGALRM, ctrl_c)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            coordinator.shutdown(wait=True)
+        waited = time.monotonic() - start
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        release.set()
+    assert waited < 10
+    assert coordinator._executor is None and coordinator._jobs == []
+
+
 def test_auto_makes_a_one_chunk_set_at_the_first_run(tmp_path, monkeypatch):
     """Small images (one chunk): the first run makes the set, so the scalars start at
     the first epoch of even a short fit."""

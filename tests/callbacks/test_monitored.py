@@ -4,6 +4,7 @@ the fit says that the monitor now reads a frozen value."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -318,6 +319,19 @@ def _plateau_module(steps: list[int], **scheduler):
     return Plateau(num_classes=5, lr=1e-2)
 
 
+def test_fast_dev_run_measures_a_metric_a_plateau_scheduler_steps_on(tmp_path):
+    """Lightning's smoke run (fast_dev_run=True) turns EarlyStopping and ModelCheckpoint
+    off but steps the schedulers: a strict ReduceLROnPlateau on a lightning-viz metric
+    stopped the smoke run of a valid configuration ("metric not available"). The
+    callback measures it there, writing nothing; one not monitored only checks."""
+    steps: list[int] = []
+    probe, other = _probe(), lv.FilterLogger()
+    trainer, _ = fit(tmp_path, [probe, other], model=_plateau_module(steps), fast_dev_run=True)
+    assert steps == [0] and 0.0 <= float(trainer.callback_metrics[TAG]) <= 1.0
+    assert probe._enabled and not other._enabled
+    assert [f for _, _, files in os.walk(tmp_path) for f in files] == []  # nothing written
+
+
 def test_a_plateau_scheduler_on_a_metric_is_a_monitor(tmp_path):
     """``configure_optimizers`` with ``ReduceLROnPlateau`` on a lightning-viz metric: the
     budget spaced the probe out and the scheduler cut the learning rate on the stale
@@ -377,7 +391,7 @@ def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path
     match = (
         r"writes it every 2 epochs \(every_n_epochs=1, at the epochs validated with "
         r"check_val_every_n_epoch=2\).*Validate every epoch \(check_val_every_n_epoch=1\), "
-        r"or check on the same epochs"
+        r"or skip the checks without it \(EarlyStopping\(strict=False\)\)$"
     )
     with pytest.raises(ValueError, match=match):
         fit(tmp_path / "every2", [projector(), on_epoch_end], check_val_every_n_epoch=2)
@@ -403,10 +417,10 @@ def test_a_monitored_embedding_metric_needs_a_validation_at_every_check(tmp_path
     by_8 = {"check_val_every_n_epoch": None, "val_check_interval": 8}
     fit(tmp_path / "ckpt2", [projector(), every2], epochs=4, enable_checkpointing=True, **by_8)
     assert sorted(p.name[:7] for p in (tmp_path / "ck2").iterdir()) == ["epoch=1", "epoch=3"]
-    with pytest.raises(
-        ValueError, match=r"or check on the same epochs \(ModelCheckpoint\(every_n_epochs=2"
-    ):
+    # an EarlyStopping is told its own way out (it has no every_n_epochs)
+    with pytest.raises(ValueError, match=r"or skip the checks without it") as refused:
         fit(tmp_path / "es8", [projector(), on_epoch_end], **by_8)
+    assert "ModelCheckpoint(" not in str(refused.value)
     # a projector every 3rd epoch: the advice is every 6th (it said 2, then 3, then 2)
     every3 = lv.EmbeddingProjector(num_samples=16, projection="pca", every_n_epochs=3)
     save3 = ModelCheckpoint(monitor=tag, mode="max", every_n_epochs=3,
