@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from lightning_viz._warning import LightningVizWarning
+
 if TYPE_CHECKING:  # the real classes for type checkers (re-exported); lazy at run time
     from lightning_viz.callbacks.activations import ActivationLogger as ActivationLogger
     from lightning_viz.callbacks.class_model import ClassModelLogger as ClassModelLogger
@@ -37,7 +39,7 @@ _CALLBACKS = {
     "ClassModelLogger": "lightning_viz.callbacks.class_model",
 }
 
-__all__ = [*_CALLBACKS, "__version__"]
+__all__ = [*_CALLBACKS, "LightningVizWarning", "__version__"]
 
 
 _SUBPACKAGES = ("callbacks", "data", "functional", "monitoring", "render")

@@ -244,7 +244,8 @@ def test_the_top_level_callbacks_are_typed_for_type_checkers():
         for alias in node.names
     }
     assert typed == lightning_viz._CALLBACKS
-    assert sorted(lightning_viz.__all__) == sorted([*lightning_viz._CALLBACKS, "__version__"])
+    expected = [*lightning_viz._CALLBACKS, "LightningVizWarning", "__version__"]
+    assert sorted(lightning_viz.__all__) == sorted(expected)
 
 
 def test_help_is_plain_text_without_docstring_markup(capsys):

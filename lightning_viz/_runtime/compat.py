@@ -8,12 +8,13 @@ TensorBoard logger of either flavour.
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 import pytorch_lightning as _pl
 from pytorch_lightning.loggers import TensorBoardLogger as _PLTensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+
+from lightning_viz._warning import warn_at
 
 
 @rank_zero_only
@@ -22,26 +23,14 @@ def rank_zero_warn(message: str) -> None:
     each message once per trainer or run themselves, and Python's once-per-place
     filter would silence it for every later trainer of the process (a sweep's
     trials). The user's filters (``ignore``, ``error``) still apply."""
-    _warn_at(message, sys._getframe(2))  # noqa: SLF001 - past rank_zero_only's wrapper
+    warn_at(message, sys._getframe(2))  # noqa: SLF001 - past rank_zero_only's wrapper
 
 
 def any_rank_warn(message: str) -> None:
     """Warns ``message`` on every rank, naming the rank on the others (``[rank 1] ...``):
     a failure on one rank alone would go unsaid by :func:`rank_zero_warn`."""
     rank = int(getattr(rank_zero_only, "rank", 0) or 0)
-    _warn_at(message if rank == 0 else f"[rank {rank}] {message}", sys._getframe(1))  # noqa: SLF001
-
-
-def _warn_at(message: str, caller: Any) -> None:
-    warnings.warn_explicit(
-        message,
-        UserWarning,
-        caller.f_code.co_filename,
-        caller.f_lineno,
-        module=caller.f_globals.get("__name__"),
-        registry={},  # no memory of earlier warnings from the same place
-        module_globals=caller.f_globals,
-    )
+    warn_at(message if rank == 0 else f"[rank {rank}] {message}", sys._getframe(1))  # noqa: SLF001
 
 
 CALLBACK_BASES: tuple[type, ...] = (_pl.Callback,)

@@ -111,15 +111,16 @@ def _loss_grad(model: nn.Module, x: Tensor, y: Tensor, task: str) -> tuple[Tenso
 
 
 def _rand(shape: torch.Size, like: Tensor, generator: torch.Generator, kind: str) -> Tensor:
-    """Draws from ``generator`` on its own device, returned on ``like``'s device/dtype."""
-    kwargs = {"generator": generator, "device": generator.device, "dtype": like.dtype}
+    """Draws from ``generator`` on its own device in float32 (the same draws for every
+    input dtype), returned on ``like``'s device and dtype."""
+    kwargs = {"generator": generator, "device": generator.device, "dtype": torch.float32}
     if kind == "uniform":
         t = torch.rand(shape, **kwargs)
     elif kind == "normal":
         t = torch.randn(shape, **kwargs)
     else:  # "sign": +-1 with probability 1/2 each
         t = torch.randint(0, 2, shape, **kwargs) * 2 - 1
-    return t.to(like.device)
+    return t.to(like)
 
 
 def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:

@@ -304,7 +304,7 @@ def texture_only(
     core = images[:, :, : gh * patch, : gw * patch]
     tiles = core.reshape(n, c, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5)
     tiles = tiles.reshape(n, t, c, patch, patch)
-    perm = torch.rand((n, t), generator=gen, device=gen.device).argsort(dim=1)
+    perm = torch.rand((n, t), generator=gen, device=gen.device, dtype=torch.float32).argsort(dim=1)
     perm = perm.to(images.device)
     tiles = tiles[torch.arange(n, device=images.device).unsqueeze(1), perm]
     tiles = tiles.reshape(n, gh, gw, c, patch, patch).permute(0, 3, 1, 4, 2, 5)

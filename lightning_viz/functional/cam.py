@@ -90,7 +90,8 @@ def _image_outputs(
         net(x)
     lo, hi = float(x.min()), float(x.max())
     lo, hi = (lo, hi) if hi - lo > 1e-3 else (lo - 0.5, hi + 0.5)
-    image = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * (hi - lo) + lo
+    image = torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    image = image * (hi - lo) + lo
     with torch.no_grad(), record_outputs(modules) as moved:
         net(image.to(x.device, x.dtype))  # another image in the same range (quantized inputs)
     if [name for name, _ in moved] != [name for name, _ in calls]:

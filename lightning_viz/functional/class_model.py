@@ -152,7 +152,7 @@ def class_model(
     center = (
         mean.to(device).view(1, -1, 1, 1)
         if isinstance(mean, Tensor)
-        else torch.full((1, 1, 1, 1), 0.5, device=device)
+        else torch.full((1, 1, 1, 1), 0.5, device=device, dtype=torch.float32)
     )
     gen = generator if generator is not None else make_generator(0, device)
 
@@ -176,7 +176,8 @@ def class_model(
                     fail("classes", f"class indices in [0, {k_total})", idx.tolist())
         k = idx.numel()
         rows = torch.arange(k, device=device)
-        noise = torch.randn((k, c, h, w), generator=gen, device=gen.device).to(device)
+        noise = torch.randn((k, c, h, w), generator=gen, device=gen.device, dtype=torch.float32)
+        noise = noise.to(device)  # float32 draws, whatever the default dtype
         x = (center + 0.01 * noise).clamp(0, 1)
 
         watched = {"layer": layer_module} if layer_module is not None else {}

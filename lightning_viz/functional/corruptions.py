@@ -190,8 +190,8 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torc
 
 # ------------------------------------------------------------------------ noise
 def _gaussian_noise(x: Tensor, c: float, gen: torch.Generator) -> Tensor:
-    noise = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype)
-    return (x + c * noise.to(x.device)).clamp(0, 1)
+    noise = torch.randn(x.shape, generator=gen, device=gen.device, dtype=torch.float32)
+    return (x + c * noise.to(x)).clamp(0, 1)  # the same draws for every image dtype
 
 
 def _shot_noise(x: Tensor, c: float, gen: torch.Generator) -> Tensor:
@@ -202,8 +202,8 @@ def _shot_noise(x: Tensor, c: float, gen: torch.Generator) -> Tensor:
 def _impulse_noise(x: Tensor, c: float, gen: torch.Generator) -> Tensor:
     """Salt and pepper (skimage ``random_noise(mode="s&p")``): a share ``c`` of the
     values (per channel) set to 0 or 1 with probability 1/2 each."""
-    hit = torch.rand(x.shape, generator=gen, device=gen.device) < c
-    salt = torch.rand(x.shape, generator=gen, device=gen.device) < 0.5
+    hit = torch.rand(x.shape, generator=gen, device=gen.device, dtype=torch.float32) < c
+    salt = torch.rand(x.shape, generator=gen, device=gen.device, dtype=torch.float32) < 0.5
     hit, salt = hit.to(x.device), salt.to(x.device)
     return torch.where(hit, salt.to(x.dtype), x)
 

@@ -17,6 +17,9 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
+import random
+import sys
 from typing import Any
 
 import numpy as np
@@ -124,9 +127,23 @@ def tsne(
     return torch.as_tensor(np.asarray(emb, dtype=np.float32), device=features.device)
 
 
+def _first_import(name: str) -> Any:
+    """``import name``; a first import leaves Python's and NumPy's global random
+    streams as they were (``scipy.stats``, which scikit-learn imports, draws from
+    ``random`` when first imported)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    state, np_state = random.getstate(), np.random.get_state()
+    try:
+        return importlib.import_module(name)
+    finally:
+        random.setstate(state)
+        np.random.set_state(np_state)
+
+
 def _tsne_opentsne(data: np.ndarray, dim: int, perplexity: float, seed: int) -> np.ndarray | None:
     try:
-        import openTSNE  # optional, faster for large N
+        openTSNE = _first_import("openTSNE")  # optional, faster for large N  # noqa: N806
     except ImportError:
         return None
     model = openTSNE.TSNE(
@@ -136,9 +153,7 @@ def _tsne_opentsne(data: np.ndarray, dim: int, perplexity: float, seed: int) -> 
 
 
 def _tsne_sklearn(data: np.ndarray, dim: int, perplexity: float, seed: int) -> np.ndarray:
-    from sklearn.manifold import TSNE
-
-    model = TSNE(
+    model = _first_import("sklearn.manifold").TSNE(
         n_components=dim,
         perplexity=perplexity,
         init="pca",

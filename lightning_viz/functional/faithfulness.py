@@ -450,7 +450,7 @@ def random_maps(inputs: Tensor, *, generator: torch.Generator | None = None) -> 
     x = check_images(inputs)
     gen = _generator(generator, x.device)
     n, _, h, w = x.shape
-    return torch.rand((n, 1, h, w), generator=gen, device=x.device)
+    return torch.rand((n, 1, h, w), generator=gen, device=x.device, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------- ROAD

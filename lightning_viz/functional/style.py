@@ -331,7 +331,7 @@ def style_transfer(
                 x0 = F.interpolate(style, size=(h, w), mode="bilinear", align_corners=False)
             else:
                 gen = generator if generator is not None else make_generator(0, device)
-                x0 = torch.rand(content.shape, generator=gen, device=device)
+                x0 = torch.rand(content.shape, generator=gen, device=device, dtype=torch.float32)
             x = x0.clamp(0, 1).requires_grad_(True)
             # Adam on gradients in units of each image's first-step gradient RMS, with
             # eps=1e-3 in those units: pixels whose gradient is numerically zero stay put

@@ -6,20 +6,36 @@ canvas, so no pyplot state is created and the global backend is never changed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import matplotlib
+import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_viz._checks import check_labels, check_str_list, check_tensor, fail
 
-__all__ = ["bar_figure", "line_figure", "scatter_figure"]
+__all__ = ["bar_figure", "line_figure", "own_style", "scatter_figure"]
 
 _DPI = 80  # figures: 480 px wide at 6 in, enough for a TensorBoard card
 _MAX_FIGURE_WIDTH = 12.5  # in: 1000 px at _DPI (a bar figure grows with its categories)
+
+
+_STYLE_LOCK = threading.RLock()  # one figure at a time: the rcParams are global
+
+
+@contextlib.contextmanager
+def own_style() -> Iterator[None]:
+    """Builds or draws a figure under matplotlib's default style, whatever the user's
+    rcParams say (a style sheet, ``text.usetex=True``: LaTeX, which may be missing
+    and takes our tags' underscores for markup); the user's rcParams are put back.
+    Also a decorator."""
+    with _STYLE_LOCK, matplotlib.style.context("default"):
+        yield
 
 
 # ------------------------------------------------------------------- checks
@@ -64,6 +80,7 @@ def check_intervals(
     return out
 
 
+@own_style()
 def line_figure(
     x: Sequence[float],
     series: dict[str, list[float]],
@@ -117,6 +134,7 @@ def line_figure(
     return fig
 
 
+@own_style()
 def bar_figure(
     categories: list[str],
     series: dict[str, list[float]],
@@ -184,6 +202,7 @@ def _legend_label(name: str) -> str:
     return f" {name}" if not name or name.startswith("_") else name
 
 
+@own_style()
 def scatter_figure(
     points: Tensor,
     labels: Tensor,

@@ -611,6 +611,39 @@ def test_callbacks_are_callbacks_of_both_flavours():
         assert lv.FilterLogger().state_dict() == {"probe_indices": None, "previous": {}}
 
 
+def test_warnings_made_errors_by_the_users_filters_do_not_stop_the_fit(tmp_path, caplog):
+    """``python -W error`` / pytest's ``filterwarnings = error``: the warning by which a
+    failing callback (``on_error="warn"``) turns itself off was raised as an error and
+    stopped the fit. It is logged instead; the category filters them."""
+
+    def breaks_later():  # the user's adapter fails once the callback runs
+        calls = []
+
+        def adapter(out):
+            calls.append(1)
+            if len(calls) > 2:
+                raise RuntimeError("the adapter broke")
+            return out
+
+        return lv.SaliencyLogger(methods=("vanilla",), quality=(), output_to_logits=adapter)
+
+    cb = breaks_later()
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="lightning_viz"):
+        warnings.simplefilter("error")
+        warnings.filterwarnings(
+            "ignore", module=r"(pytorch_lightning|lightning_fabric|lightning\.|torch)"
+        )
+        trainer, _ = fit(tmp_path, [cb], epochs=2)
+    assert trainer.current_epoch == 2 and not cb._enabled
+    said = [r.getMessage() for r in caplog.records if r.name == "lightning_viz"]
+    assert any("the adapter broke" in m for m in said), said
+    assert issubclass(lv.LightningVizWarning, UserWarning)
+    with warnings.catch_warnings(record=True) as caught:  # the category a user filters
+        warnings.simplefilter("always")
+        fit(tmp_path / "again", [breaks_later()])
+    assert any(w.category is lv.LightningVizWarning for w in caught)
+
+
 def _module_of(flavour):
     """The same small classifier as a ``LightningModule`` of the given package."""
     from lightning_viz.data import SmallCNN

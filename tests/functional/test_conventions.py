@@ -237,3 +237,42 @@ def test_a_function_as_the_model_is_a_type_error_naming_model(name):
     AttributeError from deep inside (``'function' object has no attribute 'modules'``)."""
     with pytest.raises(TypeError, match=r"`model` must be a torch.nn.Module, got <function>"):
         _call_with_model(name, lambda t: t.mean((2, 3)))
+
+
+def test_seeded_draws_do_not_depend_on_the_default_dtype():
+    """torch.set_default_dtype(torch.float64) in the user's program changed class_model's
+    images (up to 0.5) and impulse noise (a tenth of the values); float64 images got
+    other Gaussian noise and other attack starts than float32 ones."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    x = torch.rand(2, 3, 8, 8)
+
+    def draws():
+        gen = torch.Generator().manual_seed(1)
+        return [
+            LF.class_model(net, [0, 2], (3, 8, 8), steps=3),
+            LF.corrupt(x, "impulse_noise", 3, generator=gen),
+            LF.corrupt(x.double(), "gaussian_noise", 3, generator=gen).float(),
+        ]
+
+    before = draws()
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        after = draws()
+    finally:
+        torch.set_default_dtype(default)
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=1e-6)
+    from lightning_viz.functional.attacks import _rand
+
+    def seeded():
+        return torch.Generator().manual_seed(2)
+
+    as_float = LF.corrupt(x, "gaussian_noise", 3, generator=seeded())
+    as_double = LF.corrupt(x.double(), "gaussian_noise", 3, generator=seeded())
+    torch.testing.assert_close(as_double.float(), as_float, rtol=0, atol=1e-6)
+    for kind in ("uniform", "normal", "sign"):  # the attacks' random starts
+        start = _rand(x.shape, x.double(), seeded(), kind)
+        assert start.dtype == torch.float64
+        torch.testing.assert_close(start.float(), _rand(x.shape, x, seeded(), kind))

@@ -149,6 +149,28 @@ def test_tsne_uses_opentsne_when_importable(monkeypatch):
     assert calls["data_shape"] == (10, 4)  # PCA pre-reduction to pca_dim
 
 
+def test_tsne_leaves_the_global_random_streams_as_they_were(tmp_path, monkeypatch):
+    """The first LF.tsne of a process moved Python's `random` stream: its lazy import of
+    scikit-learn imports scipy.stats, which draws from `random` (here a stand-in module
+    draws from both global streams when imported)."""
+    import random
+
+    (tmp_path / "openTSNE.py").write_text(
+        "import random\nimport numpy as np\nrandom.random()\nnp.random.rand()\n"
+        "class TSNE:\n    def __init__(self, **kwargs):\n"
+        "        self.dim = kwargs['n_components']\n"
+        "    def fit(self, data):\n        return np.zeros((len(data), self.dim))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "openTSNE", raising=False)
+    random.seed(0)
+    np.random.seed(0)
+    E.tsne(torch.randn(10, 4))
+    assert "openTSNE" in sys.modules  # imported now, by tsne
+    assert random.random() == random.Random(0).random()
+    assert np.random.rand() == np.random.RandomState(0).rand()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "err", "match"),
     [

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import matplotlib
+import matplotlib.style
 import numpy as np
 import pytest
 import torch
@@ -813,6 +814,24 @@ def test_figure_to_image():
     assert int(img.min()) < 100 and int(img.max()) == 255  # drawn, white background
     with pytest.raises(TypeError, match="`fig` must be a matplotlib.figure.Figure, got <Tensor>"):
         figure_to_image(img)
+
+
+def test_figures_ignore_the_users_rcparams_and_leave_them_as_they_were():
+    """A matplotlibrc with ``text.usetex: True`` (no LaTeX here, and our tags'
+    underscores are LaTeX markup) failed every figure, which turned AdversarialProbe
+    and CorruptionProbe off; a style sheet changed every logged figure."""
+    from lightning_viz._runtime.writers._images import figure_pixels
+
+    def drawn():
+        x = {"robustness/pgd_acc": [0.9, 0.5, 0.1]}
+        return figure_pixels(R.line_figure([1.0, 2.0, 4.0], x, title="clean_acc % 50"))
+
+    plain = drawn()
+    with matplotlib.rc_context({"text.usetex": True, "font.size": 23.0}):
+        with matplotlib.style.context("dark_background"):
+            theirs = dict(matplotlib.rcParams)
+            np.testing.assert_array_equal(drawn(), plain)
+            assert dict(matplotlib.rcParams) == theirs
 
 
 def test_figure_validation():

@@ -1,0 +1,35 @@
+"""The category of lightning-viz's warnings, and how they are given."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from types import FrameType
+
+
+class LightningVizWarning(UserWarning):
+    """A warning of the lightning-viz callbacks (a ``UserWarning``).
+
+    Filter them by category, e.g.
+    ``warnings.filterwarnings("ignore", category=LightningVizWarning)``. One that the
+    user's filters turn into an error (``python -W error``, pytest's
+    ``filterwarnings = error``) is logged to the ``lightning_viz`` logger instead: a
+    message never stops the fit (``on_error="raise"`` does that).
+    """
+
+
+def warn_at(message: str, caller: FrameType) -> None:
+    """Warns ``message`` as if from ``caller``, with no memory of earlier warnings from
+    the same place (the callers say each message once per trainer or run themselves)."""
+    try:
+        warnings.warn_explicit(
+            message,
+            LightningVizWarning,
+            caller.f_code.co_filename,
+            caller.f_lineno,
+            module=caller.f_globals.get("__name__"),
+            registry={},
+            module_globals=caller.f_globals,
+        )
+    except Warning:  # an "error" filter: said, and the fit goes on
+        logging.getLogger("lightning_viz").warning(message)
