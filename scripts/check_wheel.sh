@@ -17,6 +17,12 @@ trap cleanup EXIT
 "$BUILD_PY" -m build --outdir "$tmp/dist" . > "$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exit 1; }
 ls "$tmp/dist"
 wheel=$(ls "$tmp"/dist/*.whl)
+# the sdist holds what the README links to and what runs the tests (MANIFEST.in)
+listing=$(tar -tzf "$tmp"/dist/*.tar.gz)
+for f in CHANGELOG.md docs/index.md examples/own_module.py tests/conftest.py \
+  tests/callbacks/__init__.py scripts/test.sh constraints; do
+  grep -q "^[^/]*/$f" <<< "$listing" || { echo "the sdist lacks $f"; exit 1; }
+done
 "$PY" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel" 2>&1 \
   | grep -v "^WARNING: Location" || true

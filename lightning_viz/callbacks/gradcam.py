@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -90,7 +90,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         self,
         layer: str | None = None,
         methods: Sequence[str] = ("gradcam",),
-        target: int | str = "predicted",
+        target: int | Literal["predicted", "true"] = "predicted",
         num_samples: int = 8,
         reshape: Callable[..., Any] | str | None = None,
         quality: Sequence[str] = QUALITY,

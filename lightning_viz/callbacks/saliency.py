@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -130,7 +130,7 @@ class SaliencyLogger(ScoresMaps, VizCallback):
     def __init__(
         self,
         methods: Sequence[str] | None = None,
-        target: int | str = "predicted",
+        target: int | Literal["predicted", "true"] = "predicted",
         neuron: tuple[str, int] | None = None,
         num_samples: int = 8,
         reduce: str = "max",

@@ -68,6 +68,11 @@ def test_a_class_index_target_from_the_command_line_is_an_int(cls):
     parser = _parser(cls)
     assert _build(parser, parser.parse_args(["--cb.target=3"])).target == 3
     assert _build(parser, parser.parse_args(["--cb.target=true"])).target == "true"
+    assert _build(parser, parser.parse_string('cb: {target: "true"}')).target == "true"
+    # unquoted, YAML reads a boolean: refused with the choices named (was: "int | str")
+    with pytest.raises(Exception, match="predicted") as refused:
+        parser.parse_string("cb: {target: true}")
+    assert "'true'" in str(refused.value)
 
 
 def test_one_normalization_value_for_every_channel_from_yaml():
