@@ -16,8 +16,8 @@ context (autocast) while gradients are taken outside it.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from lightning_viz._checks import check_callable, check_model, check_normalization, fail
+from lightning_viz._warning import warn_at
 
 __all__ = [
     "ModelView",
@@ -282,12 +283,11 @@ class _ForwardWrites:
             for name, value in state.items():
                 setattr(metric, name, value)
         if unrestored:
-            warnings.warn(
+            warn_at(
                 f"lightning-viz: the model's forward changed the buffers {unrestored[:5]}, "
                 f"too large to be copied before and put back (over {_BUFFER_COPY_BYTES >> 20} "
                 "MiB of buffers); the callbacks' forwards may have changed them",
-                RuntimeWarning,
-                stacklevel=4,
+                sys._getframe(3),  # noqa: SLF001 - where the guard was entered
             )
 
 

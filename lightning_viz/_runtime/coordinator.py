@@ -565,18 +565,16 @@ class Coordinator(RunOutput):
         already done are finished either way (a failed fit keeps their work)."""
         try:
             if wait:
-                try:
-                    self.harvest(wait=True)
-                except BaseException:  # Ctrl-C in the wait (or a job's error): no join
-                    wait = False  # the running job stops at the fit's on_exception
-                    raise
-            else:  # a failed fit: its own error stands, not a job's (on_error="raise"),
-                # and a job's error does not drop the finished jobs after it
+                self.harvest(wait=True)
+        except KeyboardInterrupt:  # Ctrl-C in the wait: the worker is not joined (its
+            wait = False  # running job stops at the fit's on_exception)
+            raise
+        finally:
+            if not wait:  # a failed fit: its own error stands, not a job's (on_error=
+                # "raise"), and a job's error does not drop the finished jobs after it
                 while self._jobs and self._jobs[0].future.done():
                     with contextlib.suppress(Exception):
                         self.harvest()
-        finally:
-            if not wait:
                 for job in self._jobs:
                     job.future.cancel()
                 self._jobs = []

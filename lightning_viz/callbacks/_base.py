@@ -314,8 +314,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                     "fast_dev_run",
                     "lightning-viz: Lightning replaced the logger for fast_dev_run, so the "
                     "lightning-viz callbacks write nothing in this dry run; their setup "
-                    "checks run, so a configuration error shows here",
+                    "checks run, so a configuration error shows here (and a metric a "
+                    "strict ReduceLROnPlateau steps on is measured for it)",
                 )
+                coordinator.budget.begin()  # viz/overhead: the checks' share of the run
                 self._enabled = self._pending_setup = self._dry_run = True  # checks only
             else:
                 monitors.without_writers(self, trainer, coordinator)
@@ -339,12 +341,10 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def _finish_setup(self, trainer: Any, pl_module: Any, *, lazy_ok: bool = False) -> None:
         """Probe, task and configuration checks, once per fit, before training starts.
-
-        A model with lazy modules (``nn.LazyConv2d``, ``nn.LazyLinear``) that are not
-        materialized yet waits for the end of the first training batch: running it
-        here would initialize the user's parameters at another point of the RNG stream
-        than the run without callbacks. ``lazy_ok``: go on even if some stay lazy (a
-        lazy module that the forward never uses)."""
+        A model with lazy modules (``nn.LazyConv2d``) not materialized yet waits for the
+        end of the first training batch: running it here would initialize the user's
+        parameters at another point of the RNG stream than the run without callbacks.
+        ``lazy_ok``: go on even if some stay lazy (one that the forward never uses)."""
         if not self._pending_setup or not self._enabled:
             return
         module = unwrap_model(pl_module)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import random
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -128,11 +129,13 @@ def tsne(
 
 
 def _first_import(name: str) -> Any:
-    """``import name``; a first import leaves Python's and NumPy's global random
-    streams as they were (``scipy.stats``, which scikit-learn imports, draws from
-    ``random`` when first imported)."""
-    if name in sys.modules:
-        return sys.modules[name]
+    """``import name``; a first import on the main thread leaves Python's and NumPy's
+    global random streams as they were (``scipy.stats``, which scikit-learn imports,
+    draws from ``random`` when first imported). On another thread (the callbacks'
+    worker, which finds it imported already) a restore would rewind the draws the
+    main thread made meanwhile."""
+    if name in sys.modules or threading.current_thread() is not threading.main_thread():
+        return importlib.import_module(name)
     state, np_state = random.getstate(), np.random.get_state()
     try:
         return importlib.import_module(name)

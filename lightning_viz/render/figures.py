@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import matplotlib
-import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -30,12 +29,20 @@ _STYLE_LOCK = threading.RLock()  # one figure at a time: the rcParams are global
 
 @contextlib.contextmanager
 def own_style() -> Iterator[None]:
-    """Builds or draws a figure under matplotlib's default style, whatever the user's
-    rcParams say (a style sheet, ``text.usetex=True``: LaTeX, which may be missing
-    and takes our tags' underscores for markup); the user's rcParams are put back.
-    Also a decorator."""
-    with _STYLE_LOCK, matplotlib.style.context("default"):
-        yield
+    """Builds or draws a figure with ``text.usetex`` off, whatever the user's rcParams
+    say (LaTeX may be missing, and it reads our tags' underscores as markup). Only
+    that one key is touched, and only while it is on; it is put back unless changed
+    meanwhile (the background worker draws while the user's thread may plot). Also a
+    decorator."""
+    with _STYLE_LOCK:
+        usetex = matplotlib.rcParams["text.usetex"]
+        if usetex:
+            matplotlib.rcParams["text.usetex"] = False
+        try:
+            yield
+        finally:
+            if usetex and not matplotlib.rcParams["text.usetex"]:
+                matplotlib.rcParams["text.usetex"] = usetex
 
 
 # ------------------------------------------------------------------- checks

@@ -448,6 +448,34 @@ def test_a_fit_that_trains_no_epoch_does_not_wait_for_the_whole_set(tmp_path, mo
     assert len(made) == 1 and threads == ["lightning-viz_0"]  # the one running at the end
 
 
+def test_a_job_failing_in_the_fit_end_wait_leaves_the_finished_jobs_after_it():
+    """on_error="raise": a job that failed while the fit's end waited cancelled the
+    jobs after it, finished ones too, so the fit's on_exception had none to write."""
+    import time
+
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    class Strict:  # a callback with on_error="raise"
+        state_key = "Strict"
+
+        def deferred_failed(self, err):
+            raise err
+
+    def fails():
+        raise RuntimeError("job A failed")
+
+    written: list[str] = []
+    coordinator = Coordinator()
+    coordinator.defer(Strict(), "a/figure", fails)
+    coordinator.defer(Strict(), "b/figure", str, "B", then=written.append)
+    while not coordinator._jobs[-1].future.done():
+        time.sleep(0.01)
+    with pytest.raises(RuntimeError, match="job A failed"):
+        coordinator.shutdown(wait=True)  # on_fit_end
+    coordinator.shutdown(wait=False)  # on_exception of the failed fit
+    assert written == ["B"]
+
+
 def test_ctrl_c_while_waiting_for_background_work_does_not_join_the_worker():
     """Ctrl-C while a fit's end waited for a background job: the worker was joined all
     the same, so the process waited for the job to run to its end (a cue-conflict

@@ -4,6 +4,7 @@ the fit says that the monitor now reads a frozen value."""
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -329,6 +330,7 @@ def test_fast_dev_run_measures_a_metric_a_plateau_scheduler_steps_on(tmp_path):
     trainer, _ = fit(tmp_path, [probe, other], model=_plateau_module(steps), fast_dev_run=True)
     assert steps == [0] and 0.0 <= float(trainer.callback_metrics[TAG]) <= 1.0
     assert probe._enabled and not other._enabled
+    assert math.isfinite(float(trainer.callback_metrics["viz/overhead"]))  # was inf
     assert [f for _, _, files in os.walk(tmp_path) for f in files] == []  # nothing written
 
 

@@ -459,17 +459,18 @@ class _BigWrite(nn.Module):
 
 
 def test_a_buffer_too_large_to_copy_that_changes_is_reported(monkeypatch):
-    from lightning_viz import _guard
+    from lightning_viz import LightningVizWarning, _guard
 
     model = _BigWrite()
     with _guard.preserve_state(model) as net:
         net(torch.ones(1, 4))
     assert torch.equal(model.hits, torch.zeros(4))  # copied and put back
     monkeypatch.setattr(_guard, "_BUFFER_COPY_BYTES", 0)
-    with pytest.warns(RuntimeWarning, match=r"changed the buffers \['hits'\]"):
+    with pytest.warns(LightningVizWarning, match=r"changed the buffers \['hits'\]") as said:
         with _guard.preserve_state(model) as net:
             net(torch.ones(1, 4))
     assert torch.equal(model.hits, torch.ones(4))
+    assert said[0].filename == __file__  # where the guard was entered
 
 
 # ------------------------------------------------------------------ weight averaging

@@ -149,7 +149,7 @@ def test_tsne_uses_opentsne_when_importable(monkeypatch):
     assert calls["data_shape"] == (10, 4)  # PCA pre-reduction to pca_dim
 
 
-def test_tsne_leaves_the_global_random_streams_as_they_were(tmp_path, monkeypatch):
+def test_tsne_leaves_the_global_random_streams_as_they_were(tmp_path, monkeypatch, request):
     """The first LF.tsne of a process moved Python's `random` stream: its lazy import of
     scikit-learn imports scipy.stats, which draws from `random` (here a stand-in module
     draws from both global streams when imported)."""
@@ -163,12 +163,32 @@ def test_tsne_leaves_the_global_random_streams_as_they_were(tmp_path, monkeypatc
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "openTSNE", raising=False)
+    request.addfinalizer(lambda: sys.modules.pop("openTSNE", None))  # the stand-in goes
     random.seed(0)
     np.random.seed(0)
     E.tsne(torch.randn(10, 4))
     assert "openTSNE" in sys.modules  # imported now, by tsne
     assert random.random() == random.Random(0).random()
     assert np.random.rand() == np.random.RandomState(0).rand()
+
+
+def test_a_first_import_on_another_thread_rewinds_nothing(tmp_path, monkeypatch, request):
+    """On the callbacks' worker, a restore of the global random state after the import
+    rewound the draws the main thread made meanwhile (repeated augmentations)."""
+    import random
+    import threading
+
+    (tmp_path / "lv_draws_on_import.py").write_text("import random\nrandom.random()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    request.addfinalizer(lambda: sys.modules.pop("lv_draws_on_import", None))
+    random.seed(0)
+    worker = threading.Thread(target=E._first_import, args=("lv_draws_on_import",))
+    worker.start()
+    worker.join()
+    assert "lv_draws_on_import" in sys.modules
+    expected = random.Random(0)
+    expected.random()  # the import's draw stands: nothing is put back from the worker
+    assert random.random() == expected.random()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import matplotlib
-import matplotlib.style
 import numpy as np
 import pytest
 import torch
@@ -816,10 +815,10 @@ def test_figure_to_image():
         figure_to_image(img)
 
 
-def test_figures_ignore_the_users_rcparams_and_leave_them_as_they_were():
+def test_figures_are_drawn_without_latex_and_leave_the_users_rcparams():
     """A matplotlibrc with ``text.usetex: True`` (no LaTeX here, and our tags'
     underscores are LaTeX markup) failed every figure, which turned AdversarialProbe
-    and CorruptionProbe off; a style sheet changed every logged figure."""
+    and CorruptionProbe off. Only that key is changed, and put back."""
     from lightning_viz._runtime.writers._images import figure_pixels
 
     def drawn():
@@ -827,11 +826,17 @@ def test_figures_ignore_the_users_rcparams_and_leave_them_as_they_were():
         return figure_pixels(R.line_figure([1.0, 2.0, 4.0], x, title="clean_acc % 50"))
 
     plain = drawn()
-    with matplotlib.rc_context({"text.usetex": True, "font.size": 23.0}):
-        with matplotlib.style.context("dark_background"):
-            theirs = dict(matplotlib.rcParams)
-            np.testing.assert_array_equal(drawn(), plain)
-            assert dict(matplotlib.rcParams) == theirs
+    with matplotlib.rc_context({"text.usetex": True}):
+        theirs = dict(matplotlib.rcParams)
+        np.testing.assert_array_equal(drawn(), plain)
+        assert dict(matplotlib.rcParams) == theirs
+    with matplotlib.rc_context({"font.size": 23.0}):  # the user's other rcParams apply
+        assert not np.array_equal(drawn(), plain)
+    with matplotlib.rc_context({"text.usetex": True}):  # the worker draws; the user's
+        with R.figures.own_style():  # thread changes rcParams meanwhile: kept
+            assert not matplotlib.rcParams["text.usetex"]
+            matplotlib.rcParams["font.size"] = 7.0
+        assert matplotlib.rcParams["text.usetex"] and matplotlib.rcParams["font.size"] == 7.0
 
 
 def test_figure_validation():
