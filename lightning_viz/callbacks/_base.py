@@ -357,14 +357,15 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         try:
             with preserve_state(module):
                 self._setup(trainer, module)
-        except (NotApplicableError, TransferHookError) as err:  # the user's hooks: not ours
+        except Exception as err:  # noqa: BLE001 - on_error decides, but on a bad configuration
+            cannot = isinstance(err, NotApplicableError | TransferHookError)  # the user's hooks
+            if isinstance(err, ValueError | TypeError) and not cannot:  # names its callback
+                if (named := named_after(self, err)) is err:
+                    raise
+                raise named from err
             if (stop := monitors.monitored_setup_error(self, trainer, err)) is not None:
-                raise stop from err
-            self.turn_off("cannot run on this model or data", err)
-        except (ValueError, TypeError) as err:  # a configuration error names its callback
-            if (named := named_after(self, err)) is err:
-                raise
-            raise named from err
+                raise stop from err  # out of memory, a failing hook or layer: as at epoch ends
+            self.turn_off("cannot run on this model or data" if cannot else "failed at setup", err)
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, device_clock(module) - start, once=True)
         if self._dry_run:  # fast_dev_run: checks only, unless a ReduceLROnPlateau steps on it
@@ -381,8 +382,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         would. A resumed fit gets its state back from the checkpoint (Lightning loads it
         after ``setup``); ``trainer.fit`` again on the same trainer continues the run."""
         self._probe = self._probe_indices = self._saved_probe = self._saved_summary = None
-        self._last_epoch = None
-        self._written = set()
+        self._last_epoch, self._written = None, set()
         self.load_extra_state({})  # an empty state is that of a new run
 
     def _setup(self, trainer: Any, module: nn.Module) -> None:

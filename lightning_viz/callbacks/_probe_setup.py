@@ -424,6 +424,8 @@ class ProbeSetup:
         try:
             with torch.no_grad():
                 out = ctx.view(ctx.pixels[:2])
+        except torch.cuda.OutOfMemoryError:
+            raise  # not the configuration: on_error decides
         except (RuntimeError, TypeError, ValueError, IndexError, KeyError) as err:
             raise ValueError(
                 f"{name}: running the model on the probe images of shape "

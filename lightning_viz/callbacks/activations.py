@@ -63,7 +63,10 @@ def _whole_block(ctx: RunContext, late: str, order: Sequence[str]) -> str:
     all of its block's channels and is kept. A pick that runs after that block (a conv
     inside a last stage whose output collapsed to ``1x1``: the expansion conv of its
     first block, one branch of a later Inception module) gives way to the block."""
-    block = default_cam_layer(ctx.view, ctx.pixels[:1])
+    try:
+        block = default_cam_layer(ctx.view, ctx.pixels[:1])
+    except ValueError:  # no conv map Grad-CAM would explain by default: the pick stands
+        return late
     inside = [n for n in order if n == block or n.startswith(f"{block}.")]
     if late in order and inside and order.index(late) > order.index(inside[-1]):
         return block

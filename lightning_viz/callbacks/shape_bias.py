@@ -469,9 +469,10 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
                 pixels, labels = ctx.pixels.clone()[keep], labels[keep]
                 masks = None if ctx.probe.masks is None else ctx.probe.masks[keep]
                 patch = max(1, min(pixels.shape[-2:]) // 4)
-                self._controls = (
-                    LF.shape_only(pixels, masks),
-                    LF.texture_only(pixels, patch, generator=make_generator(self.seed, "cpu")),
+                gen, empty = make_generator(self.seed, "cpu"), not bool(keep.any())
+                self._controls = (  # none in the mapped classes: no control scalars
+                    pixels if empty else LF.shape_only(pixels, masks),
+                    pixels if empty else LF.texture_only(pixels, patch, generator=gen),
                     labels,
                 )
 

@@ -653,6 +653,16 @@ def test_geirhos_folder_with_imagenet16_decides_by_the_mean_probability(tmp_path
     assert cb.class_name(airplane) == "airplane"
     # the probe's ImageNet labels map too: 404 -> airplane, 294 -> bear, 281 -> cat, 5 none
     assert cb._controls[2].tolist() == [airplane, bear, cat, airplane, bear, cat, airplane]
+    # no probe image in the 16 categories: the controls are left out, not the bias (the
+    # empty control set failed the first run, which turned the callback off)
+    outside = torch.full((8,), 5)
+    cb = lv.TextureShapeBias(
+        cue_conflict=str(root), output_mapping="imagenet16", probe=(x, outside), on_error="raise"
+    )
+    fit(tmp_path / "outside", [cb], epochs=1, model=Module(), datamodule=data)
+    scalars = read_events(str(tmp_path / "outside"))["scalars"]
+    assert scalars["bias/shape_bias"][-1][1] == pytest.approx(1 / 3)
+    assert not {"bias/shape_only_acc", "bias/texture_only_acc"} & set(scalars)
 
 
 @pytest.mark.parametrize(

@@ -644,6 +644,26 @@ def test_warnings_made_errors_by_the_users_filters_do_not_stop_the_fit(tmp_path,
     assert any(w.category is lv.LightningVizWarning for w in caught)
 
 
+def test_a_setup_failure_that_is_no_configuration_error_follows_on_error(tmp_path):
+    """Out of memory (or a failing hook) in a callback's setup forward stopped the fit
+    under on_error="warn" (setup handled only configuration errors), and the first
+    forward's message blamed the probe's shape and channels for it."""
+
+    def out_of_memory(out):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def saliency(**kwargs):
+        adapter = {"output_to_logits": out_of_memory}
+        return lv.SaliencyLogger(methods=("vanilla",), quality=(), **adapter, **kwargs)
+
+    cb = saliency()
+    with pytest.warns(UserWarning, match=r"failed at setup.*OutOfMemoryError: CUDA out of"):
+        trainer, _ = fit(tmp_path / "warn", [cb], epochs=1)
+    assert trainer.current_epoch == 1 and not cb._enabled  # the training went on
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        fit(tmp_path / "raise", [saliency(on_error="raise")], epochs=1)
+
+
 def _module_of(flavour):
     """The same small classifier as a ``LightningModule`` of the given package."""
     from lightning_viz.data import SmallCNN

@@ -645,7 +645,7 @@ def test_fast_dev_run_says_once_that_the_callbacks_only_check_their_setup(tmp_pa
     assert said == [
         "lightning-viz: Lightning replaced the logger for fast_dev_run, so the lightning-viz "
         "callbacks write nothing in this dry run; their setup checks run, so a configuration "
-        "error shows here"
+        "error shows here (and a metric a strict ReduceLROnPlateau steps on is measured for it)"
     ]
     assert not any("needs a TensorBoardLogger" in str(w.message) for w in record)
     assert all(cb._probe is not None and not cb._enabled for cb in callbacks)
@@ -746,6 +746,28 @@ def test_a_default_layer_that_cannot_be_read_turns_the_callback_off_not_the_fit(
     assert not cam._enabled and trainer.current_epoch == 1  # the fit went on
     with pytest.raises(ValueError, match="layer 'model.fc' outputs shape"):
         fit(tmp_path / "named", [lv.GradCAMLogger(layer="model.fc", num_samples=2)], epochs=1)
+
+
+def test_activation_logger_without_a_feature_map_says_so_in_its_own_words(tmp_path):
+    """A model whose one conv is off the forward path: ActivationLogger stopped the
+    fit with Grad-CAM's error ("GradCAM needs a convolutional layer ... pass
+    `layer=`"), an option it does not have."""
+
+    class OffPath(LitClassifier):
+        def __init__(self):
+            super().__init__(num_classes=5)
+            self.aux = nn.Conv2d(3, 4, 3)  # an unused branch
+            self.head = nn.Linear(3 * 32 * 32, 5)
+
+        def forward(self, x):
+            return self.head(x.flatten(1))
+
+    with pytest.warns(UserWarning) as caught:
+        trainer, _ = fit(tmp_path, [lv.ActivationLogger()], epochs=1, model=OffPath())
+    said = [str(w.message) for w in caught if "ActivationLogger" in str(w.message)]
+    assert said and "cannot be read as feature maps" in said[0], said
+    assert "GradCAM" not in said[0] and "`layer=`" not in said[0]
+    assert trainer.current_epoch == 1  # the fit went on
 
 
 # ----------------------------------------------------------- a diverged model
