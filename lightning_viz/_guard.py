@@ -288,6 +288,7 @@ class _ForwardWrites:
                 f"too large to be copied before and put back (over {_BUFFER_COPY_BYTES >> 20} "
                 "MiB of buffers); the callbacks' forwards may have changed them",
                 sys._getframe(3),  # noqa: SLF001 - where the guard was entered
+                once=True,  # a guard is entered at every run
             )
 
 

@@ -18,9 +18,11 @@ class LightningVizWarning(UserWarning):
     """
 
 
-def warn_at(message: str, caller: FrameType) -> None:
-    """Warns ``message`` as if from ``caller``, with no memory of earlier warnings from
-    the same place (the callers say each message once per trainer or run themselves)."""
+def warn_at(message: str, caller: FrameType, *, once: bool = False) -> None:
+    """Warns ``message`` as if from ``caller``: ``once`` per place, as ``warnings.warn``
+    does, or with no memory of earlier warnings from the same place (the callbacks say
+    each message once per trainer or run themselves)."""
+    registry = caller.f_globals.setdefault("__warningregistry__", {}) if once else {}
     try:
         warnings.warn_explicit(
             message,
@@ -28,7 +30,7 @@ def warn_at(message: str, caller: FrameType) -> None:
             caller.f_code.co_filename,
             caller.f_lineno,
             module=caller.f_globals.get("__name__"),
-            registry={},
+            registry=registry,
             module_globals=caller.f_globals,
         )
     except Warning:  # an "error" filter: said, and the fit goes on

@@ -369,7 +369,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, device_clock(module) - start, once=True)
         if self._dry_run:  # fast_dev_run: checks only, unless a ReduceLROnPlateau steps on it
-            self._enabled = self._dry_run = monitors.stepped_in_dry_run(self, trainer)
+            self._enabled = monitors.stepped_in_dry_run(self, trainer)
         if self._enabled:
             self._set_up_done(trainer)
 

@@ -471,6 +471,12 @@ def test_a_buffer_too_large_to_copy_that_changes_is_reported(monkeypatch):
             net(torch.ones(1, 4))
     assert torch.equal(model.hits, torch.ones(4))
     assert said[0].filename == __file__  # where the guard was entered
+    with warnings.catch_warnings(record=True) as again:  # Python's default: once a place
+        warnings.simplefilter("default")
+        for _ in range(3):
+            with _guard.preserve_state(model) as net:
+                net(torch.ones(1, 4))
+    assert len([w for w in again if "changed the buffers" in str(w.message)]) == 1
 
 
 # ------------------------------------------------------------------ weight averaging
