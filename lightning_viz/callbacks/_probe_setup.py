@@ -382,17 +382,22 @@ class ProbeSetup:
             "on_after_batch_transfer)"
         )
 
-    def _check_normalization(self, probe: Probe) -> None:
-        """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)
-        and turn the probe into pixels: within ``[0, 1]`` up to ``_GIVEN_SLACK``."""
-        channels = int(probe.images.shape[1])
+    def _check_channels(self, images: Tensor, what: str = "probe") -> None:
+        """Raises unless ``mean``/``std`` have one value per channel of the ``what``
+        ``images`` (or one)."""
+        channels = int(images.shape[1])
         for stats in (self.mean, self.std):
             if stats is not None and len(stats) not in (1, channels):
                 raise ValueError(
-                    f"{type(self).__name__}: `mean`/`std` have {len(stats)} values but the probe "
-                    f"images have {channels} channels (shape {tuple(probe.images.shape[1:])}); "
-                    "give one value per input channel"
+                    f"{type(self).__name__}: `mean`/`std` have {len(stats)} values but the "
+                    f"{what} images have {channels} channels (shape "
+                    f"{tuple(images.shape[1:])}); give one value per input channel"
                 )
+
+    def _check_normalization(self, probe: Probe) -> None:
+        """Raises unless ``mean``/``std`` have one value per channel of the probe (or one)
+        and turn the probe into pixels: within ``[0, 1]`` up to ``_GIVEN_SLACK``."""
+        self._check_channels(probe.images)
         view = ModelView(nn.Identity(), self.mean, self.std)
         low, high = value_range(view.to_pixels(probe.images.float()))
         if self.mean is None and self.std is None:

@@ -10,29 +10,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_viz import render
 from lightning_viz._checks import check_choice, check_int, fail
 from lightning_viz._guard import ModelView, is_compiled, preserve_state, unwrap_model
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.combined import first_part
-from lightning_viz._runtime.context import caption_names
 from lightning_viz._runtime.coordinator import Coordinator
-from lightning_viz._runtime.distributed import gather_objects, interleave
+from lightning_viz._runtime.distributed import gather_objects
 from lightning_viz._runtime.loaders import has_loader
 from lightning_viz._runtime.probe import first_batch, split_batch
 from lightning_viz._runtime.projector import (
-    metadata_rows,
     sprite_thumb_size,
     square_thumbnails,
     stretched_outside_pixels,
 )
 from lightning_viz._runtime.schedule import max_steps_reached
 from lightning_viz._runtime.transfer import batch_transfer
-from lightning_viz._runtime.writers import Embedding
 from lightning_viz.callbacks import _monitors as monitors
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
+from lightning_viz.callbacks._embedding_parts import (
+    embedding_with_metadata,
+    first_tensor,
+    merge_ranks,
+    projection_figure,
+)
 from lightning_viz.callbacks._embedding_scores import log_scores
-from lightning_viz.functional import embedding as E
 from lightning_viz.functional._grad import logit_head, named_layers, resolve_layer
 from lightning_viz.functional._task import detect_task, normalize_labels, predict
 from lightning_viz.render.maps import shown_channels
@@ -40,82 +41,7 @@ from lightning_viz.render.maps import shown_channels
 __all__ = ["EmbeddingProjector"]
 
 PROJECTIONS = ("tsne", "pca")
-METADATA_HEADER = ["label", "predicted", "correct"]
 MAX_PENDING_FIGURES = 2  # figure jobs waiting on the worker before a run's figure is skipped
-
-
-# ----------------------------------------------------------------------- off-thread
-def _projection_figure(
-    features: Tensor,
-    labels: Tensor,
-    projection: str,
-    class_names: list[str] | None,
-    title: str,
-    seed: int,
-) -> Any:
-    """Projects ``(N, D)`` features to 2-D and draws the scatter figure (worker thread)."""
-    if projection == "tsne":
-        points = E.tsne(features, seed=seed)
-    else:
-        points = E.pca(features, dim=2)
-    names = None if class_names is None else caption_names(class_names)  # legend
-    return render.scatter_figure(points, labels, class_names=names, title=title)
-
-
-def _embedding(
-    features: Tensor,
-    labels: Tensor | None,
-    predicted: Tensor | None,
-    class_names: list[str] | None,
-    thumbs: Tensor,
-) -> Embedding:
-    """The embedding with its metadata columns (worker thread)."""
-    rows = metadata_rows(labels, predicted, features.shape[0], class_names)
-    return Embedding(features, list(METADATA_HEADER), rows, thumbs)
-
-
-def _first_tensor(value: Any) -> Tensor | None:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, tuple | list) and value and isinstance(value[0], Tensor):
-        return value[0]
-    return None
-
-
-def _interleave(
-    gathered: list[dict[str, Tensor | None]], total: int | None, num_samples: int
-) -> dict[str, Tensor | None]:
-    """Merges the samples of every rank into dataset order.
-
-    A ``DistributedSampler`` (not shuffled) deals sample ``g`` of the dataset to rank
-    ``g % world`` as its local sample ``g // world``, padding the last round with
-    repeats of the first samples; so local row ``i`` of rank ``r`` is global sample
-    ``i * world + r``, and rows at ``g >= total`` are padding.
-
-    Args:
-        gathered: One dict per rank, in rank order, with ``features``, ``thumbs``,
-            ``labels``, ``predicted``: tensors with one row per local sample, or ``None``.
-        total: Length of the dataset, or ``None`` when unknown (nothing is dropped).
-        num_samples: How many samples to keep, the first in dataset order.
-
-    Returns:
-        The same keys, rows in dataset order (``None`` where a rank lacks the key).
-    """
-    counts = [0 if g["features"] is None else int(g["features"].shape[0]) for g in gathered]
-    out: dict[str, Tensor | None] = {}
-    for key in ("features", "thumbs", "labels", "predicted"):
-        parts = [g[key] for g in gathered]
-        if (
-            num_samples == 0
-            or not sum(counts)
-            or any(p is None and c for p, c in zip(parts, counts, strict=True))
-        ):
-            out[key] = None
-            continue
-        empty = next(p for p in parts if p is not None)[:0]
-        rows = interleave([empty if p is None else p for p in parts], total)
-        out[key] = rows[:num_samples]
-    return out
 
 
 class EmbeddingProjector(VizCallback):
@@ -123,7 +49,9 @@ class EmbeddingProjector(VizCallback):
 
     The features (the input of the last ``nn.Linear`` in module order, or the
     output of ``layer``, flattened to ``(N, D)``) are captured by a forward hook
-    **during the normal validation loop**: no extra forward pass. The first
+    **during the normal validation loop**: no extra forward pass (at ``setup``, one
+    forward of one validation image when ``class_names`` is given, to check it, or when
+    the model has several ``nn.Linear``, to find the head). The first
     ``num_samples`` validation samples are kept: the same ones every epoch when the
     validation loader does not shuffle (one that does gives other samples, and
     another sprite, each epoch). Under DDP every rank gathers the samples of
@@ -175,7 +103,9 @@ class EmbeddingProjector(VizCallback):
         TypeError: ``layer`` is not a string, ``num_samples``/``k`` not ints.
         ValueError: ``num_samples < 2``, unknown ``projection``, ``k < 1``; at
             ``setup``: an unknown ``layer`` (with the available names and the closest
-            match), or no ``nn.Linear`` in the model and no ``layer``.
+            match), no ``nn.Linear`` in the model and no ``layer``, validation data
+            without images ``(N, C, H, W)``, ``mean``/``std`` not one value per channel
+            of the validation images, ``class_names`` not one name per class.
 
     Examples:
         >>> from lightning_viz import EmbeddingProjector
@@ -267,27 +197,52 @@ class EmbeddingProjector(VizCallback):
                 return head, dict(linears)[head]
         return linears[-1]
 
-    def _one_validation_image(self, ctx: RunContext) -> tuple[nn.Module | None, Tensor | None]:
-        """A view taking model-space images (no normalization applied) and the first
-        validation image as ``validation_step`` gets it, to find the head in execution
-        order; ``None, None`` when there is nothing to choose (``layer=``, one
-        ``Linear``) or no validation image to run."""
-        linears = [m for m in ctx.module.modules() if isinstance(m, nn.Linear)]
+    def _validation_images(self, ctx: RunContext) -> Tensor | None:
+        """The first two images ``(n, C, H, W)`` of the first validation batch as
+        ``validation_step`` gets them (after the transfer hooks), on the model's device;
+        ``None`` without validation data, or when its first batch cannot be read here (the
+        validation loop reports its own data's failures).
+
+        Raises:
+            ValueError, TypeError: the batch holds no images ``(N, C, H, W)`` (the
+                message names ``batch_to_xy``), as the probe callbacks' data.
+        """
         loader = Coordinator.of(ctx.trainer).stage_loader(ctx.trainer, "val")
-        if loader is None or self.layer is not None or len(linears) < 2:
-            return None, None
+        if loader is None:
+            return None
         transfer = batch_transfer(ctx.trainer, ctx.module)
         try:
             batch = first_batch(loader)
             if batch is None:
-                return None, None
+                return None
             with torch.no_grad():
                 batch = batch if transfer is None else transfer(batch)
-                images = split_batch(batch, self.batch_to_xy)[0]
-        except Exception:  # noqa: BLE001 - the definition order is the fallback
-            return None, None
-        view = ModelView(ctx.module, None, None, self.output_to_logits, None, self.images_to_input)
-        return view, images[:1].to(ctx.device)
+        except Exception:  # noqa: BLE001 - not this callback's configuration
+            return None
+        return split_batch(batch, self.batch_to_xy)[0][:2].to(ctx.device)
+
+    def _step_view(self, module: nn.Module) -> ModelView:
+        """The model on images as ``validation_step`` gets them (no normalization applied)."""
+        return ModelView(module, None, None, self.output_to_logits, None, self.images_to_input)
+
+    def _check_validation_images(self, ctx: RunContext, images: Tensor) -> int | None:
+        """Checks ``mean``/``std`` against the validation images and, when given,
+        ``class_names`` against the model's logits (one forward of one image, without
+        gradients; none otherwise: the embedding adds no forward pass), setting the task
+        from them. Returns the number of logits, ``None`` when not known."""
+        self._check_channels(images, "validation")
+        if self.class_names is None:
+            return None
+        try:
+            with torch.no_grad():
+                out = self._step_view(ctx.module)(images[:1])
+        except Exception:  # noqa: BLE001 - validation_step may call the model otherwise
+            return None
+        if not isinstance(out, Tensor) or out.dim() != 2:
+            return None
+        self._task = self.task or detect_task(int(out.shape[1]))
+        self._check_class_names(int(out.shape[1]))
+        return int(out.shape[1])
 
     def check(self, ctx: RunContext) -> None:
         self._probe_from = "validation"  # the features and labels are the validation data's
@@ -295,9 +250,13 @@ class EmbeddingProjector(VizCallback):
         if self._auto_normalization:  # the sprite shows pixels, as every other picture
             self._transfer = batch_transfer(ctx.trainer, ctx.module)
             self._data_normalization(ctx.trainer, loader)
-        self._found_names = self._dataset_class_names(ctx.trainer, loader, None)
-        view, images = self._one_validation_image(ctx)
-        self._layer_name = self._feature_layer(ctx.module, view, images)[0]
+        images = self._validation_images(ctx)
+        outputs = None if images is None else self._check_validation_images(ctx, images)
+        self._found_names = self._dataset_class_names(ctx.trainer, loader, outputs)
+        linears = [m for m in ctx.module.modules() if isinstance(m, nn.Linear)]
+        several = self.layer is None and images is not None and len(linears) > 1
+        view, first = (self._step_view(ctx.module), images[:1]) if several else (None, None)
+        self._layer_name = self._feature_layer(ctx.module, view, first)[0]  # which one ran
         step = getattr(type(ctx.module), "validation_step", None)  # Lightning's: none
         why = (
             "this trainer runs none (limit_val_batches=0)"
@@ -439,7 +398,7 @@ class EmbeddingProjector(VizCallback):
                 "no features to embed; pass `layer=` with a layer on the validation path"
             )
         arg, out = calls["features"][-1]
-        feats = _first_tensor(arg) if self.layer is None else _first_tensor(out)
+        feats = first_tensor(arg) if self.layer is None else first_tensor(out)
         if feats is None or feats.dim() < 1 or feats.shape[0] != n:
             shape = None if feats is None else tuple(feats.shape)
             raise ValueError(
@@ -530,7 +489,7 @@ class EmbeddingProjector(VizCallback):
     def _gather(self, trainer: Any) -> dict[str, Tensor | None]:
         """The samples of every rank in global order, cut to ``num_samples`` (on every rank)."""
         gathered = gather_objects(trainer, self._local_samples())
-        return _interleave(gathered, self._dataset_length(trainer), self.num_samples)
+        return merge_ranks(gathered, self._dataset_length(trainer), self.num_samples)
 
     @staticmethod
     def _dataset_length(trainer: Any) -> int | None:
@@ -563,7 +522,7 @@ class EmbeddingProjector(VizCallback):
         # trainer's background worker, in submission order: the epoch end does not wait.
         names = self._names_in_use()
         args = (feats, labels, predicted, names, data["thumbs"])
-        ctx.log.embedding(self.tag(name), functools.partial(_embedding, *args))
+        ctx.log.embedding(self.tag(name), functools.partial(embedding_with_metadata, *args))
         colors = labels if labels is not None and labels.dim() == 1 else predicted
         if colors is None or feats.shape[1] < (2 if self.projection == "pca" else 1):
             return
@@ -572,7 +531,7 @@ class EmbeddingProjector(VizCallback):
         title = f"{self.projection} of {name} features, step {step}"
         figure = (feats, colors, self.projection, names, title, self.seed)
         tag = self.tag(f"{name}/{self.projection}")
-        if not ctx.log.defer(tag, _projection_figure, *figure, max_pending=MAX_PENDING_FIGURES):
+        if not ctx.log.defer(tag, projection_figure, *figure, max_pending=MAX_PENDING_FIGURES):
             self.warn_once(  # back-pressure: never build an unbounded backlog
                 "backlog",
                 f"its {self.projection} projection is slower than an epoch; it skips the figure "

@@ -16,7 +16,8 @@ from torch import nn
 import lightning_viz.functional.embedding as E
 from lightning_viz._hooks import has_hooks
 from lightning_viz._runtime.coordinator import Coordinator
-from lightning_viz.callbacks.embedding import EmbeddingProjector, _interleave
+from lightning_viz.callbacks._embedding_parts import merge_ranks
+from lightning_viz.callbacks.embedding import EmbeddingProjector
 from lightning_viz.data import LitClassifier
 from tests.conftest import (
     assert_observing_changes_nothing,
@@ -367,6 +368,66 @@ def test_model_without_linear_fails_at_setup_before_training(tmp_path):
     assert os.path.isdir(projector_dir(tmp_path / "ok", 4, "embedding/model.2"))
 
 
+class _FlatData(pl.LightningDataModule):
+    """Tabular data (16 features, 3 classes): no images for the projector's sprite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(32, 16, generator=g), torch.randint(0, 3, (32,), generator=g)
+        self.data = torch.utils.data.TensorDataset(x, y)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.data, batch_size=8)
+
+    val_dataloader = train_dataloader
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("mean", r"`mean`/`std` have 2 values but the validation images have 3 channels"),
+        ("class_names", r"`class_names` has 4 names but the model has 5 classes \(5 logits\)"),
+        ("binary_names", r"`class_names` has 1 names but the model has 2 classes \(1 logits\)"),
+        ("flat", r"need image inputs of shape \(N, C, H, W\); the data gives .*\(8, 16\)"),
+    ],
+)
+def test_a_bad_configuration_fails_at_setup_before_training(tmp_path, case, match):
+    """What the probe callbacks check at setup, checked on the first validation batch
+    (the embedding's samples): not at the first epoch's end, and whatever ``on_error``."""
+    from tests.callbacks.test_trust import RelabelledData, TaskModule
+
+    model, dm, kwargs = None, None, {}
+    if case == "mean":
+        kwargs = {"mean": [0.5, 0.5], "std": [0.2, 0.2]}
+    elif case == "class_names":
+        kwargs = {"class_names": CLASSES[:4]}
+    elif case == "binary_names":
+        model, kwargs = TaskModule(1, "bce"), {"class_names": ["no"]}
+        dm = RelabelledData(relabel=lambda y: torch.tensor([float(y == 0)]))
+    else:
+        model = LitClassifier(
+            model=nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)), num_classes=3
+        )
+        dm = _FlatData()
+    cb = EmbeddingProjector(num_samples=8, projection="pca", **kwargs)  # on_error="warn"
+    trainer = make_trainer(tmp_path, [cb], epochs=1)
+    with pytest.raises(ValueError, match=rf"^EmbeddingProjector: .*{match}"):
+        trainer.fit(model or LitClassifier(), datamodule=dm or small_datamodule())
+    assert trainer.global_step == 0  # before the first training step
+
+
+def test_class_names_of_a_binary_model_are_two(tmp_path):
+    from tests.callbacks.test_trust import RelabelledData, TaskModule
+
+    dm = RelabelledData(relabel=lambda y: torch.tensor([float(y == 0)]))
+    cb = EmbeddingProjector(num_samples=8, projection="pca", class_names=["no", "yes"])
+    fit(tmp_path, [cb], model=TaskModule(1, "bce"), datamodule=dm, epochs=1)
+    assert cb._task == "binary" and cb._enabled
+    rows = open(glob.glob(str(tmp_path / "**" / "metadata.tsv"), recursive=True)[-1]).read()
+    assert {r.split("\t")[0] for r in rows.split("\n")[1:] if r} <= {"no", "yes"}
+
+
 def test_unknown_layer_lists_the_closest_match():
     cb = EmbeddingProjector(layer="model.fcc")
     with pytest.raises(ValueError, match=r"model\.fc"):
@@ -404,14 +465,14 @@ def _rank_part(indices: list[int], with_labels: bool = True) -> dict:
 def test_interleave_restores_dataset_order_and_drops_sampler_padding():
     # DistributedSampler over 5 samples, 2 ranks: rank 0 gets 0, 2, 4; rank 1 gets 1, 3, 0 (pad)
     parts = [_rank_part([0, 2, 4]), _rank_part([1, 3, 0])]
-    out = _interleave(parts, total=5, num_samples=1000)
+    out = merge_ranks(parts, total=5, num_samples=1000)
     assert out["features"][:, 0].tolist() == [0, 1, 2, 3, 4]
     assert out["labels"].tolist() == [0, 10, 20, 30, 40]
     assert out["predicted"].tolist() == [0, 100, 200, 300, 400]
     assert out["thumbs"][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
-    assert _interleave(parts, total=5, num_samples=3)["labels"].tolist() == [0, 10, 20]
+    assert merge_ranks(parts, total=5, num_samples=3)["labels"].tolist() == [0, 10, 20]
     # unknown length: nothing dropped, the padding row comes last
-    assert _interleave(parts, total=None, num_samples=10)["labels"].tolist() == [
+    assert merge_ranks(parts, total=None, num_samples=10)["labels"].tolist() == [
         0,
         10,
         20,
@@ -421,9 +482,9 @@ def test_interleave_restores_dataset_order_and_drops_sampler_padding():
     ]
     # a key missing on one rank is missing in the result; a rank without samples is fine
     mixed = [_rank_part([0, 2]), _rank_part([1, 3], with_labels=False)]
-    assert _interleave(mixed, total=4, num_samples=4)["labels"] is None
+    assert merge_ranks(mixed, total=4, num_samples=4)["labels"] is None
     empty = {"features": None, "thumbs": None, "labels": None, "predicted": None}
-    out = _interleave([_rank_part([0, 1]), empty], total=None, num_samples=4)
+    out = merge_ranks([_rank_part([0, 1]), empty], total=None, num_samples=4)
     assert out["labels"].tolist() == [0, 10]
 
 
