@@ -46,6 +46,8 @@ assert (where.parent / "py.typed").is_file(), "py.typed is missing from the whee
 dist = importlib.metadata.distribution("lightning-viz")
 licenses = [f for f in dist.files if f.name == "LICENSE"]
 assert licenses and "Apache License" in licenses[0].read_text(), "LICENSE is missing"
+python = "Programming Language :: Python :: %d.%d" % sys.version_info[:2]
+assert python in dist.metadata.get_all("Classifier"), f"no classifier {python!r}"
 names = 0
 for module_name in ("lightning_viz", "lightning_viz.functional", "lightning_viz.callbacks",
                     "lightning_viz.data"):
