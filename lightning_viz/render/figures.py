@@ -6,43 +6,39 @@ canvas, so no pyplot state is created and the global backend is never changed.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
+import matplotlib.text
 import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_viz._checks import check_labels, check_str_list, check_tensor, fail
 
-__all__ = ["bar_figure", "line_figure", "own_style", "scatter_figure"]
+__all__ = ["bar_figure", "line_figure", "scatter_figure"]
 
 _DPI = 80  # figures: 480 px wide at 6 in, enough for a TensorBoard card
 _MAX_FIGURE_WIDTH = 12.5  # in: 1000 px at _DPI (a bar figure grows with its categories)
 
 
-_STYLE_LOCK = threading.RLock()  # one figure at a time: the rcParams are global
-
-
-@contextlib.contextmanager
-def own_style() -> Iterator[None]:
-    """Builds or draws a figure with ``text.usetex`` off, whatever the user's rcParams
-    say (LaTeX may be missing, and it reads our tags' underscores as markup). Only
-    that one key is touched, and only while it is on; it is put back unless changed
-    meanwhile (the background worker draws while the user's thread may plot). Also a
-    decorator."""
-    with _STYLE_LOCK:
-        usetex = matplotlib.rcParams["text.usetex"]
-        if usetex:
-            matplotlib.rcParams["text.usetex"] = False
-        try:
-            yield
-        finally:
-            if usetex and not matplotlib.rcParams["text.usetex"]:
-                matplotlib.rcParams["text.usetex"] = usetex
+def _plain_text(fig: Figure) -> Figure:
+    """``fig`` with TeX off for every text it draws (title, labels, legend, tick labels
+    and their formatters), whatever the user's ``text.usetex``: LaTeX may be missing,
+    and it reads our tags' underscores as markup. The global rcParams are never touched
+    (the background worker draws while the user's thread may plot); the tick labels made
+    at the draw copy the first tick's text properties."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for formatter in (axis.get_major_formatter(), axis.get_minor_formatter()):
+                if hasattr(formatter, "set_usetex"):
+                    formatter.set_usetex(False)
+            for tick in [*axis.majorTicks[:1], *axis.minorTicks[:1]]:
+                tick.label1.set_usetex(False)
+                tick.label2.set_usetex(False)
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_usetex(False)
+    return fig
 
 
 # ------------------------------------------------------------------- checks
@@ -87,7 +83,6 @@ def check_intervals(
     return out
 
 
-@own_style()
 def line_figure(
     x: Sequence[float],
     series: dict[str, list[float]],
@@ -122,7 +117,7 @@ def line_figure(
     data = check_series(series, "series", len(xs))
     xticklabels = check_str_list(xticklabels, "xticklabels", length=len(xs))
     bands = check_intervals(intervals, {k: len(v) for k, v in data.items()})
-    fig = Figure(figsize=(6.0, 4.0), dpi=_DPI)
+    fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="none")  # not the rc's layout engine
     ax = fig.add_subplot(1, 1, 1)
     for name, ys in data.items():
         (line,) = ax.plot(xs, ys, marker="o", label=name)
@@ -137,11 +132,10 @@ def line_figure(
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    _plain_text(fig).tight_layout()  # tight_layout measures the texts
     return fig
 
 
-@own_style()
 def bar_figure(
     categories: list[str],
     series: dict[str, list[float]],
@@ -177,7 +171,7 @@ def bar_figure(
     data = check_series(series, "series", len(cats))
     bands = check_intervals(intervals, {k: len(v) for k, v in data.items()})
     fig_width = min(max(6.0, 0.3 * len(cats) * len(data)), _MAX_FIGURE_WIDTH)
-    fig = Figure(figsize=(fig_width, 4.0), dpi=_DPI)
+    fig = Figure(figsize=(fig_width, 4.0), dpi=_DPI, layout="none")  # not the rc's layout engine
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(data)
     pos = np.arange(len(cats))
@@ -196,7 +190,7 @@ def bar_figure(
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    _plain_text(fig).tight_layout()  # tight_layout measures the texts
     return fig
 
 
@@ -209,7 +203,6 @@ def _legend_label(name: str) -> str:
     return f" {name}" if not name or name.startswith("_") else name
 
 
-@own_style()
 def scatter_figure(
     points: Tensor,
     labels: Tensor,
@@ -248,7 +241,7 @@ def scatter_figure(
             fail("class_names", f"a name for each label in {classes}", class_names)
     many = len(classes) > _LEGEND_CLASSES  # distinct colors along a colormap, no legend
     cmap = matplotlib.colormaps["turbo" if many else "tab10" if len(classes) <= 10 else "tab20"]
-    fig = Figure(figsize=(6.0, 5.0), dpi=_DPI)
+    fig = Figure(figsize=(6.0, 5.0), dpi=_DPI, layout="none")  # not the rc's layout engine
     ax = fig.add_subplot(1, 1, 1)
     for j, c in enumerate(classes):
         sel = lab == c
@@ -260,5 +253,5 @@ def scatter_figure(
     ax.set_yticks([])
     if not many:  # beside the points, not over them
         ax.legend(markerscale=2, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
+    _plain_text(fig).tight_layout()  # tight_layout measures the texts
     return fig

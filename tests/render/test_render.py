@@ -818,25 +818,37 @@ def test_figure_to_image():
 def test_figures_are_drawn_without_latex_and_leave_the_users_rcparams():
     """A matplotlibrc with ``text.usetex: True`` (no LaTeX here, and our tags'
     underscores are LaTeX markup) failed every figure, which turned AdversarialProbe
-    and CorruptionProbe off. Only that key is changed, and put back."""
+    and CorruptionProbe off; ``figure.constrained_layout.use`` made each figure warn
+    (an error under ``-W error``). Our figures turn TeX off on their own texts and pick
+    their layout engine: the global rcParams are never written (the worker draws while
+    the user's thread may plot)."""
+    import warnings
+
     from lightning_viz._runtime.writers._images import figure_pixels
 
     def drawn():
         x = {"robustness/pgd_acc": [0.9, 0.5, 0.1]}
-        return figure_pixels(R.line_figure([1.0, 2.0, 4.0], x, title="clean_acc % 50"))
+        figures = [
+            R.line_figure([1.0, 2.0, 4.0], x, title="clean_acc % 50"),
+            R.bar_figure(["gaussian_noise", "fog"], {"acc_1": [0.5, 0.25]}, title="a_b"),
+            R.scatter_figure(torch.tensor([[0.0, 1e5], [1.0, 2e5]]), torch.tensor([0, 1])),
+        ]
+        return [figure_pixels(f) for f in figures]
 
     plain = drawn()
-    with matplotlib.rc_context({"text.usetex": True}):
-        theirs = dict(matplotlib.rcParams)
-        np.testing.assert_array_equal(drawn(), plain)
-        assert dict(matplotlib.rcParams) == theirs
+    for rc in (
+        {"text.usetex": True},
+        {"figure.constrained_layout.use": True},
+        {"figure.autolayout": True},
+    ):
+        with matplotlib.rc_context(rc), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            theirs = dict(matplotlib.rcParams)
+            for ours, reference in zip(drawn(), plain, strict=True):
+                np.testing.assert_array_equal(ours, reference)
+            assert dict(matplotlib.rcParams) == theirs
     with matplotlib.rc_context({"font.size": 23.0}):  # the user's other rcParams apply
-        assert not np.array_equal(drawn(), plain)
-    with matplotlib.rc_context({"text.usetex": True}):  # the worker draws; the user's
-        with R.figures.own_style():  # thread changes rcParams meanwhile: kept
-            assert not matplotlib.rcParams["text.usetex"]
-            matplotlib.rcParams["font.size"] = 7.0
-        assert matplotlib.rcParams["text.usetex"] and matplotlib.rcParams["font.size"] == 7.0
+        assert not np.array_equal(drawn()[0], plain[0])
 
 
 def test_figure_validation():

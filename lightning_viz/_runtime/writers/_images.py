@@ -40,11 +40,8 @@ def figure_pixels(fig: Any) -> np.ndarray:
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from lightning_viz.render.figures import own_style
-
     canvas = FigureCanvasAgg(fig)
-    with own_style():  # tick labels are made at the draw
-        canvas.draw()
+    canvas.draw()
     width, height = fig.canvas.get_width_height()
     data = np.frombuffer(canvas.buffer_rgba(), dtype=np.uint8).reshape(height, width, 4)
     plt.close(fig)
