@@ -79,6 +79,27 @@ def fail(name: str, allowed: str, value: Any, kind: type[Exception] = ValueError
     raise kind(f"`{name}` must be {allowed}, got {shown}")
 
 
+_ADAPTERS = {
+    "batch_to_xy": "a batch of the data to (images, labels) or (images, labels, masks)",
+    "images_to_input": "the images (N, C, H, W) to what the model's forward takes",
+    "output_to_logits": "what the model returns to its logits (N, K)",
+}
+
+
+def call_adapter(name: str, fn: Callable[[Any], Any], value: Any) -> Any:
+    """``fn(value)`` for the user's adapter ``name`` (a key of ``_ADAPTERS``). An error
+    it raises is a configuration error: a ``ValueError`` naming the adapter (a
+    ``ValueError`` or ``TypeError`` of its own, and out of memory, pass as raised)."""
+    try:
+        return fn(value)
+    except (ValueError, TypeError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a typo in the user's lambda: b[3], o.logits
+        raise ValueError(
+            f"`{name}` raised {type(err).__name__}: {err}; it must map {_ADAPTERS[name]}"
+        ) from err
+
+
 def _range_text(
     minimum: float | None, maximum: float | None, strict_min: bool = False, strict_max: bool = False
 ) -> str:

@@ -26,7 +26,13 @@ import torch.utils.checkpoint as _checkpoint
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from lightning_viz._checks import check_callable, check_model, check_normalization, fail
+from lightning_viz._checks import (
+    call_adapter,
+    check_callable,
+    check_model,
+    check_normalization,
+    fail,
+)
 from lightning_viz._warning import warn_at
 
 __all__ = [
@@ -504,13 +510,14 @@ class ModelView(nn.Module):
             self.forward_context() if self.forward_context is not None else contextlib.nullcontext()
         )
         with ctx:
-            inputs = x if self.images_to_input is None else self.images_to_input(x)
+            adapt = self.images_to_input
+            inputs = x if adapt is None else call_adapter("images_to_input", adapt, x)
             if isinstance(inputs, tuple):
                 out = self.model(*inputs)
             else:
                 out = self.model(inputs)
         if self.output_to_logits is not None:
-            out = self.output_to_logits(out)
+            out = call_adapter("output_to_logits", self.output_to_logits, out)
         if not isinstance(out, Tensor):
             raise TypeError(
                 f"`output_to_logits` returned {type(out).__name__}, not a tensor of logits"

@@ -26,7 +26,7 @@ from torch.utils.data import (
     Subset,
 )
 
-from lightning_viz._checks import fail
+from lightning_viz._checks import call_adapter, fail
 from lightning_viz._io import fingerprint
 from lightning_viz._runtime.loaders import (
     listed_indices,
@@ -190,7 +190,8 @@ def _mask_values(masks: Tensor) -> bool:
 
 def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[Any, Any, Any]:
     """``(images, labels, masks)`` of a batch (``labels``/``masks`` may be ``None``)."""
-    out = (batch_to_xy or default_batch_to_xy)(batch)
+    split = batch_to_xy or default_batch_to_xy  # the user's: its errors name it
+    out = call_adapter("batch_to_xy", split, batch) if batch_to_xy else split(batch)
     if not isinstance(out, tuple | list) or len(out) not in (2, 3):
         raise TypeError(
             "`batch_to_xy` must return (images, labels) or (images, labels, masks), "

@@ -299,8 +299,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         coordinator = Coordinator.of(trainer)
         if self._set_up and all(cb is not self for cb in coordinator.callbacks):
             self._start_fresh()  # set up before, but not on this trainer
-        self._set_up = True
-        self._pending_setup = False
+        self._set_up, self._pending_setup = True, False
         self._coordinator = coordinator
         self._after_validation = validates_every_epoch(trainer)
         self._validated_epoch = None
@@ -365,7 +364,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
                 raise named from err
             if (stop := monitors.monitored_setup_error(self, trainer, err)) is not None:
                 raise stop from err  # out of memory, a failing hook or layer: as at epoch ends
-            self.turn_off("cannot run on this model or data" if cannot else "failed at setup", err)
+            why = "cannot run on this model or data" if cannot else "failed at setup"
+            self.turn_off(why, err, "" if cannot else f"\n{traceback.format_exc()}")
         release_heap()  # the checks' forward and backward passes
         coordinator.budget.charge(self.state_key, device_clock(module) - start, once=True)
         if self._dry_run:  # fast_dev_run: checks only, unless a ReduceLROnPlateau steps on it

@@ -239,10 +239,14 @@ def monitored_setup_error(callback: Any, trainer: Any, err: Exception) -> Except
     monitors = [m for m in Coordinator.monitors_of(trainer, callback) if not _lenient(m)]
     if not monitors:  # a lenient one skips its checks without the metric
         return None
-    return type(err)(
+    said = (
         f"{err}; {monitor_words(monitors[0])} monitors a metric of "
         f"{type(callback).__name__}, so the fit cannot go on without it"
     )
+    try:
+        return type(err)(said)
+    except Exception:  # noqa: BLE001 - an error type built from other arguments
+        return RuntimeError(f"{type(err).__name__}: {said}")
 
 
 def without_writers(callback: Any, trainer: Any, coordinator: Any) -> None:

@@ -431,7 +431,7 @@ class ProbeSetup:
                 out = ctx.view(ctx.pixels[:2])
         except torch.cuda.OutOfMemoryError:
             raise  # not the configuration: on_error decides
-        except (RuntimeError, TypeError, ValueError, IndexError, KeyError) as err:
+        except (RuntimeError, TypeError, ValueError, LookupError, AttributeError) as err:
             raise ValueError(
                 f"{name}: running the model on the probe images of shape "
                 f"{tuple(probe.images.shape[1:])} failed ({type(err).__name__}: {err}). Check "

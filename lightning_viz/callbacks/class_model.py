@@ -113,6 +113,8 @@ class ClassModelLogger(VizCallback):
             try:
                 with torch.no_grad():
                     ctx.view(torch.zeros(1, *shape, device=ctx.device))
+            except torch.cuda.OutOfMemoryError:
+                raise  # not the configuration: on_error decides
             except (RuntimeError, ValueError) as err:
                 raise ValueError(
                     f"`image_shape` must be a shape the model takes, got {self.image_shape!r} "

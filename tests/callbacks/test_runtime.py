@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning_viz as lv
 from lightning_viz._runtime import probe as _probe
 from lightning_viz.data import LitClassifier
-from tests.conftest import fit, read_events, small_datamodule
+from tests.conftest import fit, make_trainer, read_events, small_datamodule
 
 
 def _image_steps(tmp_path, tag):
@@ -657,11 +657,87 @@ def test_a_setup_failure_that_is_no_configuration_error_follows_on_error(tmp_pat
         return lv.SaliencyLogger(methods=("vanilla",), quality=(), **adapter, **kwargs)
 
     cb = saliency()
-    with pytest.warns(UserWarning, match=r"failed at setup.*OutOfMemoryError: CUDA out of"):
+    with pytest.warns(UserWarning, match=r"failed at setup.*OutOfMemoryError: CUDA out of") as said:
         trainer, _ = fit(tmp_path / "warn", [cb], epochs=1)
+    message = next(str(w.message) for w in said if "failed at setup" in str(w.message))
+    assert "Traceback (most recent call last)" in message and "out_of_memory" in message
     assert trainer.current_epoch == 1 and not cb._enabled  # the training went on
     with pytest.raises(torch.cuda.OutOfMemoryError):
         fit(tmp_path / "raise", [saliency(on_error="raise")], epochs=1)
+
+
+def test_out_of_memory_at_a_larger_class_model_image_shape_is_no_configuration_error(tmp_path):
+    """ClassModelLogger(image_shape=) checks that the model takes that shape; running out
+    of device memory there blamed the shape and stopped the fit under on_error="warn"."""
+
+    class BigImagesOutOfMemory(LitClassifier):
+        def forward(self, x):
+            if x.shape[-1] > 32:  # larger than the data: out of device memory
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().forward(x)
+
+    cb = lv.ClassModelLogger(classes=[0], steps=2, image_shape=(3, 64, 64))
+    with pytest.warns(UserWarning, match=r"ClassModelLogger failed at setup.*OutOfMemoryError"):
+        trainer, _ = fit(tmp_path, [cb], epochs=1, model=BigImagesOutOfMemory(num_classes=5))
+    assert trainer.current_epoch == 1 and not cb._enabled
+    with pytest.raises(ValueError, match=r"`image_shape` must be a shape the model takes"):
+        fit(tmp_path / "bad", [lv.ClassModelLogger(classes=[0], image_shape=(2, 32, 32))])
+
+
+@pytest.mark.parametrize(
+    "adapter, match",
+    [
+        ({"batch_to_xy": lambda b: (b[0], b[3])}, r"`batch_to_xy` raised IndexError"),
+        ({"output_to_logits": lambda o: o.logits}, r"`output_to_logits` raised AttributeError"),
+        ({"images_to_input": lambda x: x.pixel_values}, r"`images_to_input` raised AttributeError"),
+    ],
+)
+def test_a_failing_adapter_is_a_configuration_error_at_setup(tmp_path, adapter, match):
+    """A typo in the user's lambda (an IndexError, KeyError or AttributeError) turned the
+    callback off with a warning under on_error="warn": it names the adapter and stops
+    the fit before training, as every configuration error does."""
+    cb = lv.SaliencyLogger(methods=("vanilla",), quality=(), **adapter)
+    trainer = make_trainer(tmp_path, [cb], epochs=1)
+    with pytest.raises(ValueError, match=rf"^SaliencyLogger: .*{match}"):
+        trainer.fit(LitClassifier(), datamodule=small_datamodule())
+    assert trainer.global_step == 0
+
+
+def test_a_forward_failing_on_the_probe_is_a_configuration_error(tmp_path):
+    """A forward that reads an attribute of its input (a Hugging Face model's
+    ``pixel_values``) fails on an image tensor: the message says to pass images_to_input."""
+
+    class Attribute(LitClassifier):
+        def forward(self, x):
+            return super().forward(x.pixel_values)
+
+    trainer = make_trainer(tmp_path, [lv.SaliencyLogger(methods=("vanilla",), quality=())])
+    with pytest.raises(ValueError, match=r"on the probe .*AttributeError.*`images_to_input`"):
+        trainer.fit(Attribute(), datamodule=small_datamodule())
+    assert trainer.global_step == 0
+
+
+def test_a_monitored_callback_stops_with_an_error_type_that_takes_other_arguments(tmp_path):
+    """A setup failure of a monitored callback is raised again with the monitor named;
+    an exception type that is not built from one message ended the fit with a
+    TypeError from rebuilding it, the real error only in its context."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    class DeviceError(Exception):
+        def __init__(self, expected, got):
+            super().__init__(f"expected {expected}, got {got}")
+
+    class Failing(LitClassifier):
+        def forward(self, x):
+            if not self.training:  # the callback's setup forward runs in eval mode
+                raise DeviceError("cuda", "cpu")
+            return super().forward(x)
+
+    cb = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=4)
+    stop = EarlyStopping(monitor="robustness/clean_acc", mode="max")
+    trainer = make_trainer(tmp_path, [cb, stop], epochs=1, num_sanity_val_steps=0)
+    with pytest.raises(RuntimeError, match=r"^DeviceError: expected cuda, got cpu; .*EarlyStop"):
+        trainer.fit(Failing(), datamodule=small_datamodule())
 
 
 def _module_of(flavour):
