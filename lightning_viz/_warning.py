@@ -18,6 +18,9 @@ class LightningVizWarning(UserWarning):
     """
 
 
+_LOGGED: set[tuple[str, str, int]] = set()  # once-warnings logged under an "error" filter
+
+
 def warn_at(message: str, caller: FrameType, *, once: bool = False) -> None:
     """Warns ``message`` as if from ``caller``: ``once`` per place, as ``warnings.warn``
     does, or with no memory of earlier warnings from the same place (the callbacks say
@@ -34,4 +37,9 @@ def warn_at(message: str, caller: FrameType, *, once: bool = False) -> None:
             module_globals=caller.f_globals,
         )
     except Warning:  # an "error" filter: said, and the fit goes on
+        place = (message, caller.f_code.co_filename, caller.f_lineno)
+        if once and place in _LOGGED:
+            return  # the registry records only a warning that was shown
+        if once:
+            _LOGGED.add(place)
         logging.getLogger("lightning_viz").warning(message)

@@ -20,9 +20,12 @@ wheel=$(ls "$tmp"/dist/*.whl)
 # the sdist holds what the README links to and what runs the tests (MANIFEST.in)
 listing=$(tar -tzf "$tmp"/dist/*.tar.gz)
 for f in CHANGELOG.md docs/index.md examples/own_module.py tests/conftest.py \
-  tests/callbacks/__init__.py scripts/test.sh constraints; do
+  tests/callbacks/__init__.py scripts/test.sh constraints .ci/run; do
   grep -q "^[^/]*/$f" <<< "$listing" || { echo "the sdist lacks $f"; exit 1; }
 done
+if grep -E "/(lightning_logs|\.pytest_cache|\.ruff_cache|__pycache__)/" <<< "$listing"; then
+  echo "the sdist holds run outputs of the working tree (above)"; exit 1
+fi
 "$PY" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "$wheel" 2>&1 \
   | grep -v "^WARNING: Location" || true

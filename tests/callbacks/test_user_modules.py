@@ -4,6 +4,7 @@ preprocessing in the batch transfer hooks."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
@@ -477,6 +478,23 @@ def test_a_buffer_too_large_to_copy_that_changes_is_reported(monkeypatch):
             with _guard.preserve_state(model) as net:
                 net(torch.ones(1, 4))
     assert len([w for w in again if "changed the buffers" in str(w.message)]) == 1
+    logged = []  # under an "error" filter it is logged instead: once too
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            logged.append(record.getMessage())
+
+    handler = Handler()
+    logging.getLogger("lightning_viz").addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in range(3):
+                with _guard.preserve_state(model) as net:
+                    net(torch.ones(1, 4))
+    finally:
+        logging.getLogger("lightning_viz").removeHandler(handler)
+    assert len([m for m in logged if "changed the buffers" in m]) == 1, logged
 
 
 # ------------------------------------------------------------------ weight averaging
