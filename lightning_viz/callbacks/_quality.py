@@ -192,8 +192,8 @@ class ScoresMaps(WatchesRegressions):
         ``maps_seconds``), unless this run is one the cost limit leaves out."""
         if not self.quality or not maps:
             return
-        if self._skip > 0:
-            self._skip -= 1
+        if self._skip > 0 and self.quality_cost is not None and not self._monitors(ctx):
+            self._skip -= 1  # a count restored from a checkpoint: only when still spaced
             return
         start = time.perf_counter()
         n = ctx.pixels.shape[0]
@@ -280,18 +280,21 @@ class ScoresMaps(WatchesRegressions):
         ctx.log.scalar(self._quality_seconds_tag(), seconds, summary=False)
         self._skip = self._runs_to_skip(ctx, seconds, maps_seconds)
 
+    def _monitors(self, ctx: Any) -> list[Any]:
+        """The trainer's monitors (EarlyStopping, ModelCheckpoint) of a score."""
+        prefix = self.tag("", family=FAMILY)
+        monitors = Coordinator.monitors_of(ctx.trainer, self)
+        return [m for m in monitors if str(m.monitor).startswith(prefix)]
+
     def _runs_to_skip(self, ctx: Any, seconds: float, maps_seconds: float) -> int:
         """Due runs to leave unscored so that scoring costs at most ``quality_cost`` times
         the maps over the fit (the same on every rank: the largest ratio)."""
         if self.quality_cost is None:
             return 0
         ratio = largest(ctx.trainer, seconds / max(maps_seconds, 1e-9))
-        monitors = [
-            m
-            for m in Coordinator.monitors_of(ctx.trainer, self)
-            if str(m.monitor).startswith(self.tag("", family=FAMILY))
-        ]
-        if monitors:  # a stale score would decide early stopping or the best checkpoint
+        if monitors := self._monitors(
+            ctx
+        ):  # a stale score would decide early stopping or the best checkpoint
             self._coordinator.info_once(  # type: ignore[attr-defined]
                 f"quality monitored {self.tag_prefix}",
                 f"lightning-viz: {type(self).__name__} scores its maps at every run: "

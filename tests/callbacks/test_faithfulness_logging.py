@@ -129,6 +129,27 @@ def test_a_monitored_score_is_scored_at_every_run(tmp_path):
     assert any("scores its maps at every run" in line for line in said)
 
 
+@pytest.mark.parametrize("resumed_with", ["monitor", "quality_cost=None"])
+def test_a_resume_scores_at_every_run_when_spacing_no_longer_applies(tmp_path, resumed_with):
+    """A checkpoint of a fit whose scoring was spaced out holds the due runs left to
+    skip; resumed with a monitor of a score (or quality_cost=None) those runs were still
+    skipped, and a strict EarlyStopping stopped the fit: "metric ... not available"."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    saved = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_top_k=-1)
+    first = lv.GradCAMLogger(num_samples=4, on_error="raise")  # quality_cost 0.5
+    fit(tmp_path / "first", [first, saved], epochs=1, enable_checkpointing=True)
+    assert first._skip > 0  # Grad-CAM's maps are cheap: scoring is spaced out
+    ckpt = str(next((tmp_path / "ckpt").glob("*.ckpt")))
+    kwargs = {"quality_cost": None} if resumed_with != "monitor" else {}
+    cb = lv.GradCAMLogger(num_samples=4, on_error="raise", **kwargs)
+    stop = EarlyStopping(monitor="explain/gradcam/deletion_auc", mode="min", patience=5)
+    monitors = [stop] if resumed_with == "monitor" else []
+    fit(tmp_path / "second", [cb, *monitors], epochs=3, ckpt_path=ckpt)
+    scalars = read_events(str(tmp_path / "second"))["scalars"]
+    assert [s for s, _ in scalars["explain/gradcam/deletion_auc"]] == [8, 12]
+
+
 def test_quality_off_writes_nothing(tmp_path):
     cb = lv.GradCAMLogger(num_samples=4, quality=(), on_error="raise")
     fit(tmp_path, [cb], epochs=1)
