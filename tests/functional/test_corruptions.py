@@ -136,7 +136,7 @@ def test_elastic_transform_of_images_under_3_px_is_a_clear_error():
 
 
 # ------------------------------------------------------------------------ oracle
-IC = pytest.importorskip("imagecorruptions.corruptions")
+# imagecorruptions is a test-only oracle: only these tests skip without it (the oldest run)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +151,7 @@ def images128():
 def package(monkeypatch):
     """The package with two fixes for current numpy/skimage (np.float_; skimage's
     gaussian no longer takes ``multichannel``); nothing else changed."""
+    IC = pytest.importorskip("imagecorruptions.corruptions")
     from skimage.filters import gaussian
 
     monkeypatch.setattr(np, "float_", np.float64, raising=False)
