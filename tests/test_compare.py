@@ -592,3 +592,42 @@ def test_latest_compares_near_the_runs_ends_when_the_budget_spaced_them_differen
     cand = run([0, *range(2, 60, 2)])
     latest = next(r for r in compare_summaries(base, cand).rows if r.at.startswith("latest"))
     assert (latest.baseline.epoch, latest.candidate.epoch) == (58, 58)
+
+
+def _one_epoch(tolerance: float | None, good: int, watched: bool = True, tag: str = "m"):
+    summary = RunSummary()
+    outcomes = [1] * good + [0] * (100 - good)
+    summary.record(
+        tag, 0, 0, outcomes=outcomes, fingerprint="f", watched=watched, tolerance=tolerance
+    )
+    return summary
+
+
+def test_the_candidates_tolerance_wins_over_the_baselines():
+    report = compare_summaries(_one_epoch(0.5, 90), _one_epoch(0.01, 80))
+    assert report.rows[0].tolerance == 0.01
+
+
+def test_holm_runs_across_the_watched_rows_only():
+    baseline, candidate = RunSummary(), RunSummary()
+    for summary, watched_good, other_good in ((baseline, 90, 90), (candidate, 80, 60)):
+        summary.record(
+            "w",
+            0,
+            0,
+            outcomes=[1] * watched_good + [0] * (100 - watched_good),
+            fingerprint="f",
+            watched=True,
+            tolerance=0.05,
+        )
+        summary.record(
+            "u",
+            0,
+            0,
+            outcomes=[1] * other_good + [0] * (100 - other_good),
+            fingerprint="f",
+            watched=False,
+        )
+    rows = {row.metric: row for row in compare_summaries(baseline, candidate).rows}
+    assert rows["u"].pvalue_holm is None  # not in the family
+    assert rows["w"].pvalue_holm == rows["w"].pvalue  # a family of one: p unchanged

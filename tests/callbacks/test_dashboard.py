@@ -256,3 +256,11 @@ def test_config_markdown_writes_a_value_with_a_pipe_or_backtick_as_plain_text():
     row = next(line for line in text.splitlines() if line.startswith("| class_names |"))
     assert row == "| class_names | ['a/b\\|c', '`code`'] |"  # the pipe escaped, no code span
     assert "| num_samples | `" in text  # plain values stay code
+
+
+def test_a_new_best_epoch_is_its_own_best_with_nothing_since():
+    summary = RunSummary()
+    summary.record("robustness/pgd_acc@8/255", 0, 0, outcomes=[1] * 5 + [0] * 5, watched=True)
+    summary.record("robustness/pgd_acc@8/255", 1, 10, outcomes=[1] * 9 + [0], watched=True)
+    (row,) = summary_rows(summary, 1)
+    assert row.best[0] == 1 and row.since_best == 0.0

@@ -547,3 +547,55 @@ def test_a_baseline_of_an_older_form_is_said_once(tmp_path):
         warnings.simplefilter("always")
         mixed.alert(ctx, {tag: make_record(0, 9, values=[0.0] * 16, fingerprint="f")})
     assert not [w for w in caught if "older form" in str(w.message)]
+
+
+# ------------------------------------------------- rules a one-line slip would break
+def _outcomes(good: int, total: int = 100) -> list[int]:
+    return [1] * good + [0] * (total - good)
+
+
+def _baseline_run(by_epoch: dict[int, list[int]]) -> RunSummary:
+    summary = RunSummary()
+    for epoch, outcomes in by_epoch.items():
+        summary.record("m", epoch, 10 * epoch, outcomes=outcomes, fingerprint="f")
+    return summary
+
+
+def test_a_lower_is_better_count_that_rises_alerts_with_fishers_lower_tail():
+    """An error rate 0.1 -> 0.4 (counts only, no per-sample outcomes): the unpaired
+    test must look at the rise, not at the fall of a higher-is-better metric."""
+    monitor = RegressionMonitor(0.05, patience=1, higher_is_better=False)
+    monitor.update(0, 0, {"err": {"n": 100, "successes": 10}})
+    (alert,) = monitor.update(1, 1, {"err": {"n": 100, "successes": 40}})
+    expected = ss.fisher_exact([[60, 40], [90, 10]], alternative="less")[1]
+    assert alert.pvalue == pytest.approx(expected, rel=1e-9)
+
+
+def test_an_alert_against_a_baseline_names_the_reference_with_the_smallest_p():
+    """Both the baseline at the same epoch (0.60, 20 worse) and its best (0.90, 50
+    worse) are regressions of 0.40: the alert names the baseline's best."""
+    monitor = RegressionMonitor(
+        0.05, patience=1, baseline=_baseline_run({0: _outcomes(90), 1: _outcomes(60)})
+    )
+    (alert,) = monitor.update(1, 10, {"m": {"outcomes": _outcomes(40), "fingerprint": "f"}})
+    assert (alert.reference, alert.reference_epoch) == ("baseline best", 0)
+
+
+def test_a_baseline_episode_ends_only_when_every_baseline_reference_recovered():
+    monitor = RegressionMonitor(
+        0.05, patience=1, baseline=_baseline_run({0: _outcomes(90), 1: _outcomes(60)})
+    )
+    assert monitor.update(1, 10, {"m": {"outcomes": _outcomes(40), "fingerprint": "f"}})
+    # 0.60 equals the baseline's latest epoch, but is still 0.30 under its best
+    monitor.update(2, 20, {"m": {"outcomes": _outcomes(60), "fingerprint": "f"}})
+    again = monitor.update(3, 30, {"m": {"outcomes": _outcomes(40), "fingerprint": "f"}})
+    assert [a for a in again if a.kind == "baseline"] == []
+
+
+def test_a_baseline_whose_best_is_the_compared_epoch_is_compared_once():
+    monitor = RegressionMonitor(
+        0.05, patience=1, baseline=_baseline_run({0: _outcomes(50), 1: _outcomes(90)})
+    )
+    record = monitor._as_record("m", 1, 10, {"outcomes": _outcomes(80), "fingerprint": "f"})
+    pairs = [(c.reference, c.ref.epoch) for c in monitor._baseline_comparisons({"m": record}, 1)]
+    assert pairs == [("baseline", 1)]

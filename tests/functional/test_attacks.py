@@ -684,3 +684,51 @@ def test_half_precision_adversarial_images_stay_within_eps(dtype):
         if name != "apgd":  # apgd keeps an image that is already misclassified
             assert float(size) > 0.5 * eps, name  # still an attack of about that size
         assert ((adv >= 0) & (adv <= 1)).all(), name
+
+
+# ------------------------------------------- PGD's defaults, measured on its inputs
+class _Recorder(nn.Module):
+    """Logits ``[w . x, 0]``; keeps every input it is run on."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        s = x.flatten(1) @ self.w
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+def test_pgd_default_step_is_2_5_eps_over_steps():
+    x = torch.full((1, 1, 1, 2), 0.5)
+    model = _Recorder(torch.tensor([3.0, 4.0]))
+    pgd(model, x, torch.tensor([0]), 0.2, steps=10, random_start=False)
+    moved = [seen for seen in model.seen if not torch.equal(seen, x)]
+    assert (moved[0] - x).abs().max().item() == pytest.approx(2.5 * 0.2 / 10, abs=1e-6)
+
+
+def _random_start(norm: str, eps: float) -> torch.Tensor:
+    x = torch.full((256, 1, 4, 4), 0.5)
+    model = _Recorder(torch.ones(16))
+    generator = torch.Generator().manual_seed(0)
+    pgd(
+        model,
+        x,
+        torch.zeros(256, dtype=torch.long),
+        eps,
+        steps=1,
+        step_size=1e-9,
+        norm=norm,
+        generator=generator,
+    )
+    return model.seen[1] - x  # the first forward after the task check: the start
+
+
+def test_pgd_random_starts_are_uniform_in_the_ball():
+    linf = _random_start("linf", 0.1)  # each pixel uniform in [-eps, eps]
+    assert linf.min() < -0.09 and linf.max() > 0.09 and abs(linf.mean().item()) < 0.01
+    radius = _random_start("l2", 0.5).flatten(1).norm(dim=1)  # radius uniform in [0, eps]
+    assert radius.min() < 0.1 and radius.max() > 0.45
+    assert radius.mean().item() == pytest.approx(0.25, abs=0.03)

@@ -276,6 +276,8 @@ def test_knn_accuracy_does_not_move_with_a_common_offset(dtype):
     exact = float((y.numpy()[idx[:, 0]] == y.numpy()).mean())  # k=1: the nearest other point
     assert E.knn_accuracy(base.to(dtype), y, k=1) == pytest.approx(exact)
     assert E.knn_accuracy((base + 50.0).to(dtype), y, k=1) == pytest.approx(exact)
+    if dtype == torch.float64:  # float32 cannot hold 1e6 + 0.05-spread features
+        assert E.knn_accuracy(base + 1e6, y, k=1) == pytest.approx(exact)  # needs the centring
 
 
 def test_knn_accuracy_of_clusters_far_apart_in_float32():

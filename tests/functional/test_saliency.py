@@ -135,6 +135,9 @@ def test_saliency_in_mask_by_hand():
     masks[2] = True
     _close(S.saliency_in_mask(maps, masks), torch.tensor([0.3, 0.6, 0.0]))
     _close(S.saliency_in_mask(maps, masks[:, 0]), torch.tensor([0.3, 0.6, 0.0]))
+    half = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
+    half[..., 0, :] = True  # an all-zero map scores 0, not the mask's share of the image
+    _close(S.saliency_in_mask(torch.zeros(1, 1, 2, 2), half), torch.tensor([0.0]))
 
 
 # ----------------------------------------------------------------------------- oracles
@@ -460,3 +463,21 @@ def test_a_layer_named_without_its_wrappers_prefix_is_suggested_with_it():
         resolve_layer(module, "fc")
     with pytest.raises(ValueError, match=r"Did you mean 'model\.block2\.conv'\?"):
         resolve_layer(module, "block2.conv")
+
+
+class _Bowl(nn.Module):
+    """Class 0's score ``sum((x - 0.6)^2)``: its gradient ``2 (x - 0.6)`` is 0 at 0.6."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = ((x - 0.6) ** 2).flatten(1).sum(1)
+        return torch.stack([f, -f], dim=1)
+
+
+def test_smoothgrad_noise_is_a_fraction_of_the_images_value_range():
+    """At the two pixels equal to 0.6 the gradient is ``2 sigma z`` (z standard normal):
+    its mean absolute value is ``2 sigma sqrt(2 / pi)``, with ``sigma = noise * (max -
+    min)`` = 0.5 * 0.8 for this image (not ``noise * max``, nor twice the noise)."""
+    x = torch.tensor([0.2, 1.0, 0.6, 0.6]).view(1, 1, 2, 2)
+    maps = S.smoothgrad(_Bowl(), x, 0, samples=4000, noise=0.5, reduce="sum")
+    sigma = 0.5 * (1.0 - 0.2)
+    assert maps[0, 0, 1].mean().item() == pytest.approx(2 * sigma * (2 / torch.pi) ** 0.5, abs=0.04)
