@@ -257,6 +257,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
     # ----------------------------------------------------------------- metadata
     def layout(self) -> dict[str, dict[str, list[str]]]:
         names = ("shape_bias", "shape_acc", "texture_acc", "shape_only_acc", "texture_only_acc")
+        names = names if getattr(self, "_controlled", True) else names[:3]  # none to control
         return {
             "bias": {
                 "shape bias and cue accuracies": [self.tag(n) for n in names],
@@ -353,6 +354,8 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
                 self.output_mapping,
             )
         num_classes = self._num_dataset_classes(k)
+        mapped = self._map_labels(ctx.probe.labels)  # type: ignore[arg-type]
+        self._controlled = bool((mapped >= 0).any())  # control images: the scored classes'
         if self.cue_conflict is not None:
             self._user_set = self._load_user_set(ctx, num_classes)
             return
@@ -365,7 +368,6 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
             else:
                 masks = None
             self._cc_source = (ctx.pixels.clone()[keep.to(ctx.pixels.device)], labels[keep], masks)
-        mapped = self._map_labels(ctx.probe.labels)  # type: ignore[arg-type]
         mapped = mapped[mapped >= 0]
         counts = torch.bincount(mapped, minlength=num_classes).tolist()
         classes = [c for c, n in enumerate(counts) if n > 0]
