@@ -30,6 +30,41 @@ def test_checkpoints_are_the_papers():
     assert sorted(_checkpoints(1)) == [1]
 
 
+class _Recorder(nn.Module):
+    """Logits ``[0.1 * sum(x) + 5, 0]``: class 0 at every point of the ball (a margin
+    of 5 +- 1.6), its cross-entropy gradient the same sign at every pixel; keeps every
+    input it is run on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        s = 0.1 * x.flatten(1).sum(1) + 5.0
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+def test_the_first_iterate_takes_the_full_step_without_momentum():
+    """Croce & Hein 2020, Alg. 1: x1 = P(x0 + eta sign(g)) with eta = 2 eps; momentum
+    (0.75) only from the second iterate. From any start inside the ball, 2 eps along the
+    sign lands on its face: every pixel of x1 is x0 -+ eps (with momentum on the first
+    step it would be a mix with the random start)."""
+    x0 = torch.full((1, 1, 4, 4), 0.5)
+    model = _Recorder()
+    assert bool(
+        apgd_mask(
+            model, x0, torch.tensor([0]), 0.1, steps=3, generator=torch.Generator().manual_seed(0)
+        )
+    )
+    moved = [x for x in model.seen if not torch.equal(x, x0)]
+    start, first = moved[0], moved[1]
+    assert not torch.allclose((start - x0).abs(), torch.full_like(x0, 0.1))  # random start
+    torch.testing.assert_close(
+        first - x0, torch.full_like(x0, -0.1)
+    )  # the loss rises as sum(x) falls
+
+
 def test_dlr_losses_hand_computed():
     z = torch.tensor([[4.0, 1.0, 3.0, 0.0], [1.0, 5.0, 2.0, -1.0]])
     y = torch.tensor([0, 0])
