@@ -236,3 +236,49 @@ def test_class_model_of_a_float64_or_bfloat16_model_is_the_float32_models_image(
     else:  # bfloat16's 3 digits, amplified by the normalized gradient steps: the same way
         pair = torch.stack([(want - 0.5).flatten(), (got - 0.5).flatten()])
         assert torch.corrcoef(pair)[0, 1] > 0.8
+
+
+class _OnePixel(nn.Module):
+    """Class 0's logit is pixel (2, 3) of what it is given; keeps every input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return torch.stack([x[:, 0, 2, 3], -x[:, 0, 2, 3]], dim=1)
+
+
+def _one_step(**options):
+    """The start, the image after the steps, and the inputs the model saw."""
+    start = class_model(
+        _OnePixel(), [0], (1, 8, 8), steps=0, generator=torch.Generator().manual_seed(1)
+    )
+    model = _OnePixel()
+    options = {"l2_decay": 0.0, "pixel_clip": 0.0, "jitter": 0, "blur_every": 0, **options}
+    out = class_model(model, [0], (1, 8, 8), generator=torch.Generator().manual_seed(1), **options)
+    return start, out, model.seen
+
+
+def test_a_jittered_step_moves_the_pixel_the_model_read():
+    """The model reads a rolled image: the gradient is rolled back before the ascent,
+    so the pixel that moves is the one that was at (2, 3) in what the model saw."""
+    start, out, seen = _one_step(steps=1, jitter=2)
+    shifts = [
+        (a, b)
+        for a in range(-2, 3)
+        for b in range(-2, 3)
+        if torch.equal(torch.roll(start, shifts=(a, b), dims=(2, 3)), seen[-1])
+    ]
+    assert len(shifts) == 1 and shifts[0] != (0, 0)  # seed 1 draws a non-zero roll
+    (a, b) = shifts[0]
+    moved = ((out - start).abs() > 1e-6).nonzero()[:, 2:].tolist()
+    assert moved == [[(2 - a) % 8, (3 - b) % 8]]
+
+
+def test_the_blur_comes_after_every_blur_every_th_step():
+    start, out, _ = _one_step(steps=1, blur_every=2)  # step 1 of 2: not blurred
+    assert ((out - start).abs() > 1e-6).nonzero()[:, 2:].tolist() == [[2, 3]]
+    start, out, _ = _one_step(steps=2, blur_every=2)  # blurred after step 2
+    assert int(((out - start).abs() > 1e-6).sum()) > 1
