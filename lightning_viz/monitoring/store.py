@@ -64,6 +64,7 @@ def load_summary(path: str | os.PathLike[str]) -> RunSummary:
         run = os.path.dirname(sorted(events)[0])
         raise SummaryError(
             f"{p}: the run in {run} has no {SUMMARY_DIR}/{SUMMARY_FILE} (every lightning-viz "
-            "callback writes it; was the run made without them?)"
+            "callback writes it: a run made without them, or by a development version "
+            "before the run records, has none)"
         )
     raise SummaryError(f"{p}: no lightning-viz run found (no {SUMMARY_DIR}/{SUMMARY_FILE} in it)")
