@@ -842,7 +842,7 @@ def test_figures_are_drawn_without_latex_and_leave_the_users_rcparams():
         {"figure.autolayout": True},
     ):
         with matplotlib.rc_context(rc), warnings.catch_warnings():
-            warnings.simplefilter("error")
+            warnings.simplefilter("error", UserWarning)  # the layout-engine warning
             theirs = dict(matplotlib.rcParams)
             for ours, reference in zip(drawn(), plain, strict=True):
                 np.testing.assert_array_equal(ours, reference)
