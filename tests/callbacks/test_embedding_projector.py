@@ -299,20 +299,38 @@ def _bad_batch_to_xy(batch):
     raise KeyError("no images here")
 
 
+def _fails_after_setup():
+    """A batch_to_xy that reads the first validation batch (setup checks it) and fails
+    on the batches of the validation loop: a capture failure, not a configuration error."""
+    calls = []
+
+    def split(batch):
+        calls.append(batch)
+        if len(calls) > 1:
+            raise KeyError("no images here")
+        return batch[0], batch[1]
+
+    return split
+
+
 def test_a_capture_failure_warns_once_and_training_goes_on(tmp_path):
-    cb = EmbeddingProjector(num_samples=8, projection="pca", batch_to_xy=_bad_batch_to_xy)
+    cb = EmbeddingProjector(num_samples=8, projection="pca", batch_to_xy=_fails_after_setup())
     with pytest.warns(UserWarning, match="no images here") as record:
         trainer, model = fit(tmp_path, [cb], epochs=2)
     assert trainer.current_epoch == 2
     assert len([w for w in record if "turns itself off" in str(w.message)]) == 1
     assert not has_hooks(model)
     assert "embedding/knn_acc" not in trainer.callback_metrics
+    # one that fails on every batch fails at setup, naming it, whatever on_error
+    cb = EmbeddingProjector(num_samples=8, projection="pca", batch_to_xy=_bad_batch_to_xy)
+    with pytest.raises(ValueError, match=r"`batch_to_xy` raised KeyError: 'no images here'"):
+        fit(tmp_path / "setup", [cb], epochs=1)
 
 
 def test_a_capture_failure_is_raised_on_request(tmp_path):
-    cb = EmbeddingProjector(num_samples=8, batch_to_xy=_bad_batch_to_xy, on_error="raise")
+    cb = EmbeddingProjector(num_samples=8, batch_to_xy=_fails_after_setup(), on_error="raise")
     model = LitClassifier(num_classes=5)
-    with pytest.raises(KeyError, match="no images here"):
+    with pytest.raises(ValueError, match=r"`batch_to_xy` raised KeyError: 'no images here'"):
         fit(tmp_path, [cb], epochs=1, model=model)
     assert not has_hooks(model)
 
