@@ -329,7 +329,9 @@ def test_callbacks_that_read_the_same_data_share_one_scan(tmp_path):
     _Counting.reads = 0
     with pytest.raises(_StoppedAtFirstStepError):
         fit(tmp_path, [*callbacks, Stop()], epochs=1, datamodule=dm, num_sanity_val_steps=0)
-    assert _Counting.reads == 48  # one scan for four callbacks, not four
+    # one scan for four callbacks, not four; and the first validation batch (16), whose
+    # images and channels EmbeddingProjector checks at setup
+    assert _Counting.reads == 48 + 16
     labels = dm.val_dataset.tensors[1].tolist()
     assert probes.pop("EmbeddingProjector") is None  # no probe: it reads the data itself
     for cb in callbacks[:-1]:  # each pick is the one a scan of its own would make
