@@ -34,6 +34,7 @@ The rule, at each epoch end, for the callbacks due by their ``every_n_epochs``:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -52,10 +53,12 @@ OTHERS_SHARE = 0.25
 
 
 def device_clock(module: Any) -> float:
-    """The clock, after the module's CUDA work is done (so GPU time is counted)."""
+    """The clock, after the module's CUDA work is done (so GPU time is counted). A
+    device in an error state is not waited for (the failed run's time is still read)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.synchronize(device)
     return time.perf_counter()
 
 
@@ -92,6 +95,7 @@ class OverheadBudget:
         self._epochs: list[float] = []  # training seconds of each epoch so far
         self._runs: dict[str, list[float]] = {}  # each callback's recent run costs
         self._background_runs: dict[str, list[float]] = {}  # of which background work
+        self.runs_done: dict[str, int] = {}  # runs of each callback so far (its next run's index)
         self.one_time: dict[str, float] = {}  # one-time seconds of each callback (never a cost)
         self.planned_epochs = 0  # epoch ends planned with a budget
         self._mark: tuple[float, float] | None = None  # (elapsed, spent) at the last plan
@@ -130,6 +134,7 @@ class OverheadBudget:
         run: bool = True,
         once: bool = False,
         background: bool = False,
+        of_run: int | None = None,
     ) -> None:
         """Counts ``seconds`` of callback work.
 
@@ -137,9 +142,11 @@ class OverheadBudget:
             key: The callback.
             seconds: How long.
             run: A run's seconds (they are its cost); ``False`` for setup and background
-                work (background work adds to the latest run's cost).
+                work (background work adds to the cost of the run that submitted it).
             once: One-time work (setup, a cache built once): counted, never a cost.
             background: Work done on the worker thread (with ``run=False``).
+            of_run: The index of the run that submitted the background work
+                (``runs_done`` then); ``None``: the latest run.
         """
         self.spent += seconds
         if background:
@@ -148,22 +155,33 @@ class OverheadBudget:
         if once:
             self.one_time[key] = self.one_time.get(key, 0.0) + seconds
             return
-        # not the callback's first run (background work: not the first run's)
-        recurring = len(self._runs.get(key, ())) > (0 if run else 1)
+        done = self.runs_done.get(key, 0)
+        index = done if run else done - 1 if of_run is None else of_run
+        recurring = index > 0  # not the callback's first run (nor that run's background)
         if run:
+            self.runs_done[key] = done + 1
             self.cost[key] = seconds
             self._runs.setdefault(key, []).append(seconds)
             self._background_runs.setdefault(key, []).append(0.0)
             del self._runs[key][:-_WINDOW]
             del self._background_runs[key][:-_WINDOW]
-        elif key in self.cost:  # background work belongs to the latest run
-            self.cost[key] += seconds
-            self._runs[key][-1] += seconds
-            self._background_runs[key][-1] += seconds
+        elif key in self._runs:  # background work: the cost of the run that submitted it
+            at = index - (done - len(self._runs[key]))  # its place in the recent runs
+            if 0 <= at < len(self._runs[key]):  # (a run out of the window: counted only)
+                self._runs[key][at] += seconds
+                self._background_runs[key][at] += seconds
+                if at == len(self._runs[key]) - 1:
+                    self.cost[key] += seconds
         if recurring:
             self.recurring += seconds
             if key in self.protected:
                 self.protected_recurring += seconds
+
+    def forget(self, keys: set[str]) -> None:
+        """Callbacks turned off: their costs leave the plan (their seconds stay spent)."""
+        for key in keys:
+            for table in (self._runs, self._background_runs, self.cost, self.interval):
+                table.pop(key, None)
 
     def charge_shared(self, seconds: float) -> None:
         """Counts ``seconds`` of work no one callback owns (the run summary written at

@@ -94,6 +94,7 @@ class DeferredJob:
     future: Future
     then: Callable[[Any], None] | None
     seconds: list[float] = field(default_factory=list)
+    of_run: int = 0  # the index of the owner's run that submitted it
 
 
 def _secs(seconds: float) -> str:
@@ -277,6 +278,10 @@ class Coordinator(RunOutput):
 
     def _plan(self, trainer: Any, epoch: int) -> list[str]:
         budgeted = [cb for cb in self.callbacks if cb.max_overhead is not None]
+        live = {cb.state_key for cb in self.callbacks if getattr(cb, "_enabled", True)}
+        self.budget.forget(set(self.budget.cost) - live)  # turned off: their share is free
+        # max_overhead=None runs whenever due: a fixed cost, as a monitored callback's
+        self.budget.protected.update(cb.state_key for cb in self.callbacks if cb not in budgeted)
         monitored = {str(cb.monitor) for cb in self.monitors_of(trainer)}
         candidates = [
             Candidate(cb.state_key, cb.every_n_epochs, self.writes(trainer, cb, monitored))
@@ -346,6 +351,8 @@ class Coordinator(RunOutput):
         if allowance > 0:
             within += f" or overhead_allowance={allowance:g} s an epoch"
         max_epochs = getattr(trainer, "max_epochs", None)
+        if isinstance(max_epochs, int) and 0 < max_epochs <= epoch + 1:
+            return  # the fit's last epoch: no run is left to space out
         last = self.budget.last_run.get(key, epoch)
         if isinstance(max_epochs, int) and max_epochs > 0 and last + interval > max_epochs - 1:
             if key not in self._not_again:
@@ -539,7 +546,8 @@ class Coordinator(RunOutput):
                 seconds.append(time.perf_counter() - start)
 
         future = self._executor.submit(timed)
-        self._jobs.append(DeferredJob(owner, tag, future, then, seconds))
+        run = self.budget.runs_done.get(owner.state_key, 0)  # the run in progress
+        self._jobs.append(DeferredJob(owner, tag, future, then, seconds, run))
 
     def harvest(self, wait: bool = False) -> None:
         """Finishes the jobs that are done (all of them when ``wait``), in submission order.
@@ -558,7 +566,9 @@ class Coordinator(RunOutput):
                 key = id(job.owner)
                 seconds = sum(job.seconds)
                 self.background_seconds[key] = self.background_seconds.get(key, 0.0) + seconds
-                self.budget.charge(job.owner.state_key, seconds, run=False, background=True)
+                self.budget.charge(
+                    job.owner.state_key, seconds, run=False, background=True, of_run=job.of_run
+                )
 
     def shutdown(self, wait: bool) -> None:
         """Finishes (``wait``) or cancels the pending jobs and stops the worker; the jobs

@@ -205,9 +205,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         raise NotImplementedError
 
     def check(self, ctx: RunContext) -> None:
-        """Validates the configuration against the model and probe (at ``setup``): raises
-        ``ValueError``/``TypeError``, or :class:`NotApplicableError` for what the data
-        or model makes impossible."""
+        """Checks the options against the model and probe at ``setup``: ``ValueError``/
+        ``TypeError``, or :class:`NotApplicableError` (what the data or model rules out)."""
 
     def extra_state(self) -> dict[str, Any]:
         """Extra entries for ``state_dict``."""
@@ -535,8 +534,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _due(self, trainer: Any) -> bool:
-        """On on every rank, scheduled, the model's parameters finite, and within the
-        overhead budget."""
+        """On every rank, scheduled, the model's parameters finite, and within the budget."""
         shared = self._shared(trainer)
         self._enabled = on_every_rank(trainer, self._enabled, type(self).__name__)
         return (
@@ -581,16 +579,18 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             log.flush()
             self._written = set(log.scalars)
             coordinator = self._shared(trainer)
-            coordinator.budget.charge(self.state_key, ctx.one_time, once=True)
-            coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
             coordinator.summary_changed = True  # written once, at the epoch's end
             agree(trainer)  # every rank ends the run here, or leaves it with the failed one
+            coordinator.budget.charge(self.state_key, ctx.one_time, once=True)
+            coordinator.budget.charge(self.state_key, seconds - ctx.one_time)
         except Exception as err:  # noqa: BLE001 - reported, or re-raised on request
             mine = tell_peers(trainer, err)  # a failure here, not another rank's
             details = f"\n{traceback.format_exc()}" if mine else ""
-            if log is not None:  # what the run wrote before it failed
-                with contextlib.suppress(Exception):
-                    log.flush()
+            with contextlib.suppress(Exception):  # what the run wrote before it failed
+                log.flush()  # type: ignore[union-attr] - None: RunLog failed, nothing to flush
+            self._shared(trainer).budget.charge(  # what it spent: counted, never a run's cost
+                self.state_key, device_clock(module) - start, once=True
+            )
             note = monitors.frozen_note(self, trainer)  # what its monitors read from now on
             monitors.forget_unmeasured(self, trainer, set(log.scalars) if log else set())
             self.turn_off(f"failed at epoch {trainer.current_epoch}{note}", err, details)

@@ -295,6 +295,79 @@ def test_a_first_runs_background_work_is_not_recurring():
     assert budget.run_cost("projector") == (pytest.approx(0.51), pytest.approx(0.5), 2)
 
 
+def test_background_work_collected_late_is_the_cost_of_the_run_that_submitted_it():
+    """A t-SNE slower than an epoch is collected runs later: it was added to the latest
+    run's cost (and counted as recurring even when it was the first run's), so the
+    median the plan uses stayed at the epoch-end seconds and the budget went over
+    without a line."""
+    budget = OverheadBudget(Clock())
+    budget.begin()
+    budget.charge("projector", 0.01)  # run 0 submits its t-SNE ...
+    budget.charge("projector", 0.01)  # run 1 ...
+    budget.charge("projector", 0.01)  # run 2, then run 0's t-SNE is collected
+    budget.charge("projector", 3.0, run=False, background=True, of_run=0)
+    assert budget.recurring == pytest.approx(0.02)  # run 0's: one-time, not recurring
+    budget.charge("projector", 3.0, run=False, background=True, of_run=1)
+    assert budget.recurring == pytest.approx(3.02)
+    assert budget._runs["projector"] == pytest.approx([3.01, 3.01, 0.01])
+    assert budget.run_cost("projector")[0] == pytest.approx(3.01)  # the median of the three
+    assert budget.cost["projector"] == pytest.approx(0.01)  # the latest run's own
+
+
+def _coordinator_with(*callbacks):
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    coordinator = Coordinator()
+    coordinator.budget = OverheadBudget(Clock())
+    coordinator.budget.begin()
+    coordinator.callbacks = list(callbacks)
+    return coordinator
+
+
+def test_a_callback_turned_off_leaves_the_plan_and_an_unbudgeted_one_is_a_fixed_cost():
+    import types
+
+    trainer = types.SimpleNamespace(
+        callbacks=[],
+        current_epoch=0,
+        max_epochs=100,
+        is_global_zero=True,
+        progress_bar_callback=None,
+        sanity_checking=False,
+        state=types.SimpleNamespace(fn="fit"),
+    )
+    view, dead = lv.FilterLogger(tag_prefix="view"), lv.FilterLogger(tag_prefix="dead")
+    unbudgeted = lv.FilterLogger(tag_prefix="free", max_overhead=None)
+    for cb in (view, dead, unbudgeted):
+        cb._enabled = True
+    coordinator = _coordinator_with(view, dead, unbudgeted)
+    for key in (view.state_key, dead.state_key, unbudgeted.state_key):
+        coordinator.budget.charge(key, 1.0)
+    dead._enabled = False  # failed and turned itself off
+    clock = coordinator.budget.clock
+    clock.now += EPOCH
+    coordinator._plan(trainer, 0)
+    assert dead.state_key not in coordinator.budget._runs  # its cost left the plan
+    assert unbudgeted.state_key in coordinator.budget.protected  # runs whenever due
+    coordinator.budget.charge(unbudgeted.state_key, 1.0)  # its next runs: fixed, not planned
+    assert coordinator.budget.protected_recurring == pytest.approx(1.0)
+
+
+def test_nothing_is_said_about_intervals_at_the_fits_last_epoch():
+    import types
+    import warnings
+
+    coordinator = _coordinator_with()
+    view = lv.FilterLogger()
+    coordinator.budget.charge(view.state_key, 0.01)
+    coordinator.budget.last_run[view.state_key] = 5
+    trainer = types.SimpleNamespace(is_global_zero=True, max_epochs=6, progress_bar_callback=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coordinator._say_interval(trainer, 5, view, 1, 0.1)  # it ran at the last epoch
+    assert [str(w.message) for w in caught] == []
+
+
 def test_an_absolute_allowance_lets_cheap_views_run_every_epoch_of_a_short_fit():
     cheap = {"activations": 0.1, "saliency": 0.12, "gradcam": 0.08}
     every = dict.fromkeys(cheap, 1)
