@@ -99,6 +99,7 @@ class OverheadBudget:
         self.one_time: dict[str, float] = {}  # one-time seconds of each callback (never a cost)
         self.planned_epochs = 0  # epoch ends planned with a budget
         self._mark: tuple[float, float] | None = None  # (elapsed, spent) at the last plan
+        self._planned_at: int | None = None  # the epoch of the last plan
 
     # ------------------------------------------------------------------ seconds
     def begin(self) -> None:
@@ -234,9 +235,14 @@ class OverheadBudget:
         self._mark = (elapsed, self.spent, self.background)
         if max_overhead is None:
             return [c.key for c in candidates], {}
-        self.planned_epochs += 1
+        # epochs since the last plan: one, or more when no callback was due in between
+        # (every_n_epochs > 1 on all of them); the time is shared out over them
+        since = self._planned_at
+        gap = epoch - since if since is not None and epoch > since else 1
+        self._planned_at = epoch
+        self.planned_epochs += gap
         deltas = (elapsed - last[0], self.spent - last[1], self.background - last[2])
-        self._epochs.append(max(_training(*deltas), 1e-9))
+        self._epochs.extend([max(_training(*deltas) / gap, 1e-9)] * min(gap, _WINDOW))
         del self._epochs[:-_WINDOW]
         per_epoch = max(max_overhead * statistics.median(self._epochs), allowance)
         changed = self._intervals(candidates, per_epoch)

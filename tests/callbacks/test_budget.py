@@ -314,6 +314,21 @@ def test_background_work_collected_late_is_the_cost_of_the_run_that_submitted_it
     assert budget.cost["projector"] == pytest.approx(0.01)  # the latest run's own
 
 
+def test_epochs_without_a_due_callback_count_as_epochs():
+    """With every_n_epochs=2 on every callback the plan is made every other epoch: the
+    time since the last plan was taken as one epoch's, doubling the per-epoch budget
+    (and halving the allowance's epochs), so rule 3 skipped runs with no line."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    for epoch in range(14):
+        clock.now += EPOCH
+        if epoch % 2 == 1:
+            budget.plan(epoch, [Candidate("view", every_n_epochs=2)], 0.1)
+    assert budget.planned_epochs == 13  # the first plan covers its own epoch only
+    assert sorted(budget._epochs)[len(budget._epochs) // 2] == pytest.approx(EPOCH)
+
+
 def _coordinator_with(*callbacks):
     from lightning_viz._runtime.coordinator import Coordinator
 
