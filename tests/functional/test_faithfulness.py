@@ -801,3 +801,25 @@ def test_randomization_of_a_float64_head_draws_its_children_as_in_float32():
     single = LF.randomization_similarity(LF.saliency, model.eval(), x, y, seed=0)
     double = LF.randomization_similarity(LF.saliency, wide.eval(), x.double(), y, seed=0)
     torch.testing.assert_close(double.spearman.float(), single.spearman, atol=1e-4, rtol=0)
+
+
+def test_road_removes_round_q_percent_of_the_pixels():
+    """``round(q / 100 * H * W)`` pixels are imputed at each percentage: 26 and 205 of
+    256 at 10 % and 80 % (``int`` would give 25 and 204, a difference the probability
+    curves of a near-uniform model cannot show)."""
+
+    class Keeps(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[torch.Tensor] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(x.detach().clone())
+            return torch.zeros(x.shape[0], 2)
+
+    g = torch.Generator().manual_seed(0)
+    x, maps = torch.rand(1, 3, 16, 16, generator=g), torch.rand(1, 1, 16, 16, generator=g)
+    model = Keeps()
+    LF.road(model, x, maps, 0, percentiles=(10, 80))
+    changed = sorted(int((image != x[0]).any(dim=0).sum()) for image in torch.cat(model.seen))
+    assert [c for c in changed if c] == [26, 205]

@@ -406,3 +406,11 @@ def test_a_transformers_beit_pooling_its_patches_has_no_rollout(mean_pooling):
             LF.attention_rollout(model, x)
     else:
         assert LF.attention_rollout(model, x).shape == (1, 1, 32, 32)
+
+
+def test_discard_keeps_the_class_tokens_self_attention_even_when_it_is_among_the_smallest():
+    from lightning_viz.functional.rollout import _discard
+
+    a = torch.tensor([[[0.1, 0.4], [0.2, 0.3]]])  # [0, 0] is the smallest entry
+    expected = torch.tensor([[[0.1, 0.4], [0.0, 0.3]]])  # 0.2 zeroed, 0.1 kept
+    assert torch.equal(_discard(a, 0.5), expected)
