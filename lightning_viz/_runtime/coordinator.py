@@ -281,7 +281,9 @@ class Coordinator(RunOutput):
         live = {cb.state_key for cb in self.callbacks if getattr(cb, "_enabled", True)}
         self.budget.forget(set(self.budget.cost) - live)  # turned off: their share is free
         # max_overhead=None runs whenever due: a fixed cost, as a monitored callback's
-        self.budget.protected.update(cb.state_key for cb in self.callbacks if cb not in budgeted)
+        free = {cb.state_key: cb.every_n_epochs for cb in self.callbacks if cb not in budgeted}
+        self.budget.protected.update(free)
+        self.budget.every.update(free)  # its cost an epoch: a run's over every_n_epochs
         monitored = {str(cb.monitor) for cb in self.monitors_of(trainer)}
         candidates = [
             Candidate(cb.state_key, cb.every_n_epochs, self.writes(trainer, cb, monitored))
