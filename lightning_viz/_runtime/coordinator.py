@@ -496,18 +496,21 @@ class Coordinator(RunOutput):
             )
 
     def model_finite(self, trainer: Any) -> bool:
-        """Whether the model's parameters are all finite (checked once per step, for all
-        callbacks). A diverged model (NaN or inf weights) is said once; no run observes it,
-        so no probe reports an accuracy of NaN outputs (the argmax of NaN is class 0)."""
+        """Whether the model's parameters and floating-point buffers (BatchNorm's running
+        statistics) are all finite (checked once per step, for all callbacks). A diverged
+        model (NaN or inf weights) is said once; no run observes it, so no probe reports
+        an accuracy of NaN outputs (the argmax of NaN is class 0)."""
         step = trainer.global_step
         if self._finite_at is None or self._finite_at[0] != step:
-            params = [p for p in trainer.lightning_module.parameters() if not is_lazy(p)]
+            module = trainer.lightning_module
+            params = [p for p in module.parameters() if not is_lazy(p)]
+            params += [b for b in module.buffers() if b.is_floating_point() and not is_lazy(b)]
             finite = all(bool(torch.isfinite(p.detach()).all()) for p in params)
             self._finite_at = (step, finite)
             if not finite:
                 self.warn_once(
                     "non-finite parameters",
-                    f"lightning-viz: the model's parameters hold NaN or inf at epoch "
+                    f"lightning-viz: the model's parameters or buffers hold NaN or inf at epoch "
                     f"{trainer.current_epoch} (step {step}): the training diverged. The "
                     "callbacks skip their runs while it does and write nothing (no map, "
                     "accuracy or score of a NaN model)",

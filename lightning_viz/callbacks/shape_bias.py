@@ -30,7 +30,7 @@ from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCal
 from lightning_viz.callbacks._cue_generation import CueConflictGeneration
 from lightning_viz.data.geirhos import IMAGENET16_CATEGORIES, CueConflictFolder, imagenet16_mapping
 from lightning_viz.functional._task import predict
-from lightning_viz.functional.bias import SHAPE, TEXTURE, UNCOUNTED
+from lightning_viz.functional.bias import OTHER, SHAPE, TEXTURE, UNCOUNTED
 from lightning_viz.monitoring.stats import wilson_interval
 
 __all__ = ["TextureShapeBias"]
@@ -488,7 +488,8 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
                 ctx.forward(_as_pixels(part[i : i + step], ctx.device), self._map_logits)
                 for i in range(0, len(part), step)
             ]
-            local = predict(torch.cat(logits))
+            joined = torch.cat(logits)  # NaN logits decide no class (not the argmax, 0)
+            local = predict(joined).masked_fill(joined.isnan().any(dim=1), OTHER)
         else:
             local = torch.empty(0, dtype=torch.long, device=ctx.device)
         return ctx.gather(local, images.shape[0])

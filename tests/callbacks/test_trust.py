@@ -800,6 +800,55 @@ def test_a_diverged_model_is_said_once_and_no_callback_reports_on_it(tmp_path):
     assert all(step == 4 for v in events["images"].values() for step, *_ in v)
 
 
+class _NaNStatistics(LitClassifier):
+    """Finite weights, BatchNorm running statistics NaN from epoch 1 (what a skipped
+    16-mixed step can leave): every eval-mode output is NaN."""
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch == 0:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_var.fill_(float("nan"))
+
+
+def test_nan_batchnorm_statistics_are_a_diverged_model(tmp_path):
+    """Only the parameters were checked: with NaN running statistics the probes wrote
+    accuracies of 0 and the regression scalars jumped."""
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [probe], model=_NaNStatistics(num_classes=5), num_sanity_val_steps=0)
+    said = [str(w.message) for w in caught if "the training diverged" in str(w.message)]
+    assert len(said) == 1 and "parameters or buffers hold NaN" in said[0], said
+    events = read_events(os.path.join(tmp_path, "run", "version_0"))
+    assert [s for s, _ in events["scalars"]["robustness/clean_acc"]] == [4]  # epoch 0 only
+
+
+class _NaNOutputs(LitClassifier):
+    """Finite parameters and buffers, NaN outputs in eval mode (an overflow)."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out if self.training else out * float("nan")
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+
+def test_nan_outputs_make_no_shape_or_texture_decision(tmp_path):
+    """TextureShapeBias took the argmax of a NaN row (class 0) as the decision: a NaN
+    model got shape_bias 0.5 and cue accuracies of the class-0 share."""
+    cb = lv.TextureShapeBias(num_images=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=_NaNOutputs(num_classes=5), epochs=1)
+    events = read_events(os.path.join(tmp_path, "run", "version_0"))["scalars"]
+    for name in ("shape_acc", "texture_acc", "shape_only_acc", "texture_only_acc"):
+        assert events[f"bias/{name}"][-1][1] == 0.0, name  # wrong, not class 0
+    assert "bias/shape_bias" not in events  # no decision for either cue
+    assert any("none of the 8 cue-conflict images" in str(w.message) for w in caught)
+
+
 def test_nan_outputs_count_as_wrong_and_are_said():
     logits = torch.tensor([[0.0, 2.0], [float("nan"), 1.0], [3.0, 0.0], [float("nan")] * 2])
     labels = torch.tensor([1, 0, 0, 0])  # argmax of rows 1 and 3 is 0: "correct" before
