@@ -215,6 +215,21 @@ class ScoresMaps(WatchesRegressions):
                 "there is no top layer to re-initialize: randomization_corr is not written",
             )
         for (method, local), scores in zip(local_maps.items(), method_curves, strict=True):
+            flat = local.flatten(1)  # a constant map ranks no pixel: no removal order
+            constant = ctx.gather((flat.amax(1) == flat.amin(1)).float(), n) > 0
+            for q in ("deletion", "insertion"):
+                if q in scores:  # its sample is not counted (NaN), as an unranked one
+                    values, curve = scores[q]
+                    scores[q] = (values.masked_fill(constant.to(values.device), math.nan), curve)
+            if bool(constant.all()):
+                self.warn_once(
+                    f"constant_maps_{method}",
+                    f"every {method} map of the probe is constant at epoch {ctx.log.epoch} "
+                    "(a Grad-CAM map is all zero when no channel of its layer has positive "
+                    "evidence, common early in training; a gradient map when the class score "
+                    "does not depend on the input), so it ranks no pixel: its scores are not "
+                    "written while that lasts",
+                )
             if randomize:
                 sim = LF.randomization_similarity(
                     _on_rows(ctx, map_fns[method], target.to(ctx.device), rows),
@@ -228,15 +243,6 @@ class ScoresMaps(WatchesRegressions):
                 )
                 corr = ctx.gather(randomization_corr(sim.spearman[:, 0], local), n)
                 scores["randomization"] = (corr, None)
-                if bool(corr.isnan().all()):
-                    self.warn_once(
-                        f"constant_maps_{method}",
-                        f"every {method} map of the probe is constant at epoch "
-                        f"{ctx.log.epoch} (a Grad-CAM map is all zero when no channel of its "
-                        "layer has positive evidence, common early in training), so its "
-                        "randomization correlation ranks nothing and is not written while "
-                        "that lasts",
-                    )
                 rnd = LF.rank_correlation(local, rand)
                 chance_r = ctx.gather(rnd, n)
             for q in self.quality:
@@ -280,6 +286,21 @@ class ScoresMaps(WatchesRegressions):
         ctx.log.scalar(self._quality_seconds_tag(), seconds, summary=False)
         self._skip = self._runs_to_skip(ctx, seconds, maps_seconds)
 
+    def finite_maps(self, ctx: Any, method: str, maps: Tensor) -> Tensor:
+        """``maps`` ``(N, ...)`` with the rows holding NaN or inf (NaN outputs on those
+        probe images, an overflow) zeroed, said once: drawn blank, not scored (a constant
+        map), instead of failing the render and turning the callback off."""
+        bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
+        if not bool(bad.any()):
+            return maps
+        self.warn_once(
+            f"nonfinite_maps_{method}",
+            f"{int(bad.sum())} of {len(bad)} {method} maps hold NaN or inf at epoch "
+            f"{ctx.log.epoch} (the model's outputs on those probe images are not finite): "
+            "they are drawn blank and left out of the scores",
+        )
+        return maps.masked_fill(bad.view(-1, *[1] * (maps.dim() - 1)), 0.0)
+
     def _monitors(self, ctx: Any) -> list[Any]:
         """The trainer's monitors (EarlyStopping, ModelCheckpoint) of a score."""
         prefix = self.tag("", family=FAMILY)
@@ -292,9 +313,8 @@ class ScoresMaps(WatchesRegressions):
         if self.quality_cost is None:
             return 0
         ratio = largest(ctx.trainer, seconds / max(maps_seconds, 1e-9))
-        if monitors := self._monitors(
-            ctx
-        ):  # a stale score would decide early stopping or the best checkpoint
+        # a stale score would decide early stopping or the best checkpoint
+        if monitors := self._monitors(ctx):
             self._coordinator.info_once(  # type: ignore[attr-defined]
                 f"quality monitored {self.tag_prefix}",
                 f"lightning-viz: {type(self).__name__} scores its maps at every run: "

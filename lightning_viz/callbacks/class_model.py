@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 import lightning_viz.functional as LF
 from lightning_viz import render
@@ -156,6 +157,19 @@ class ClassModelLogger(VizCallback):
             )
         return picked
 
+    def _finite(self, ctx: RunContext, images: Tensor) -> Tensor:
+        """``images`` with those holding NaN or inf (a non-finite gradient: NaN outputs
+        on the way) set to mid-grey, said once, instead of failing the grid."""
+        bad = ~torch.isfinite(images).flatten(1).all(dim=1)
+        if bool(bad.any()):
+            self.warn_once(
+                "nonfinite_images",
+                f"{int(bad.sum())} of {len(bad)} class-model images hold NaN or inf at epoch "
+                f"{ctx.log.epoch} (the model's outputs or gradients on them are not finite): "
+                "they are drawn mid-grey",
+            )
+        return images.masked_fill(bad.view(-1, 1, 1, 1).to(images.device), 0.5)
+
     def run(self, ctx: RunContext) -> None:
         shape = self._shape
         scale = render.display_scale(shape[-1])
@@ -172,7 +186,7 @@ class ClassModelLogger(VizCallback):
             )
             ctx.log.image(
                 self.tag(f"neuron/{layer}/{channel}"),
-                render.image_grid(images.float().cpu(), scale=scale),
+                render.image_grid(self._finite(ctx, images.float().cpu()), scale=scale),
             )
             return
         classes = self._classes if self._classes is not None else list(range(ctx.num_classes))
@@ -182,6 +196,7 @@ class ClassModelLogger(VizCallback):
             ),
             torch.tensor(classes, device=ctx.device),
         )
+        images = self._finite(ctx, images)
         with torch.no_grad():
             logits = ctx.chunked(ctx.view, images)
         if ctx.task == "multiclass":

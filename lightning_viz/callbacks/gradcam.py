@@ -190,7 +190,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
                 ctx.pixels,
                 target,
             )
-            maps = scored[method] = maps.float().cpu()  # .cpu() waits for the device
+            maps = scored[method] = self.finite_maps(ctx, method, maps.float().cpu())  # waits
             maps_seconds += time.perf_counter() - start
             norm = render.normalize_maps(maps)
             second = (

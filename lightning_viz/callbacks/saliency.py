@@ -297,7 +297,8 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         images = ctx.pixels.float().cpu()
         start = time.perf_counter()
         maps = {
-            m: self._map_fn(m)(ctx.view, ctx.pixels, target).float().cpu() for m in self._active
+            m: self.finite_maps(ctx, m, self._map_fn(m)(ctx.view, ctx.pixels, target).float().cpu())
+            for m in self._active
         }
         maps_seconds = time.perf_counter() - start  # .cpu() waited for the device
         for method, method_maps in maps.items():
@@ -311,7 +312,17 @@ class SaliencyLogger(ScoresMaps, VizCallback):
             rows.append(render.to_rgb(ctx.probe.masks.float().cpu()))
             row_labels.append("object mask")
             inside = LF.saliency_in_mask(first, ctx.probe.masks.cpu())
-            ctx.log.scalar(self.tag("saliency_in_mask", family="bias"), inside.mean().item())
+            looks = first.flatten(1).abs().amax(dim=1) > 0  # an all-zero map looks nowhere
+            if bool(looks.any()):
+                tag = self.tag("saliency_in_mask", family="bias")
+                ctx.log.scalar(tag, inside[looks].mean().item())
+            else:
+                self.warn_once(
+                    "zero_maps_in_mask",
+                    f"every {self._active[0]} map is all zero at epoch {ctx.log.epoch} (the "
+                    "class score has no gradient at the probe images): saliency_in_mask is "
+                    "not written while that lasts",
+                )
         ctx.log.image(
             self.tag("segmentation"),
             render.rows_grid(
@@ -328,7 +339,10 @@ class SaliencyLogger(ScoresMaps, VizCallback):
                 ctx.pixels,
             )
             tag = self.tag(f"neuron/{layer}/{channel}")
-            self._log_maps(ctx, tag, images, neuron_maps.float().cpu(), caps)
+            neuron_maps = self.finite_maps(
+                ctx, f"neuron {layer}/{channel}", neuron_maps.float().cpu()
+            )
+            self._log_maps(ctx, tag, images, neuron_maps, caps)
 
     def _log_maps(
         self, ctx: RunContext, tag: str, images: Tensor, maps: Tensor, caps: list[str]

@@ -403,3 +403,67 @@ def test_smoothgrads_randomized_maps_get_the_noise_its_shown_maps_got(
     fit(tmp_path, [cb], epochs=1)
     values = cb._coordinator.summary["explain/smoothgrad/randomization_corr"].epochs[0].values
     assert len(values) == 8 and values == pytest.approx([1.0] * 8, abs=1e-6)
+
+
+# ------------------------------------------------------ NaN outputs, constant maps
+class _NaNOnSome:
+    """A LitClassifier whose eval-mode outputs are NaN for the first image of a batch
+    (``every=False``) or for all of them (an overflow on some inputs, or on all)."""
+
+    @staticmethod
+    def make(every: bool):
+        from lightning_viz.data import LitClassifier
+
+        class Module(LitClassifier):
+            def forward(self, x):
+                out = super().forward(x)
+                if self.training:
+                    return out
+                scale = torch.ones_like(out)  # NaN outputs with NaN gradients
+                scale[: None if every else 1] = float("nan")
+                return out * scale
+
+        return Module(num_classes=5)
+
+
+def test_nan_outputs_on_some_probe_images_blank_their_maps_and_keep_the_callbacks_on(tmp_path):
+    """The maps of those images held NaN: rendering them failed and turned
+    SaliencyLogger, GradCAMLogger and ClassModelLogger off for the rest of the fit."""
+    import warnings
+
+    cbs = [
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=("deletion",)),
+        lv.GradCAMLogger(num_samples=4, quality=("deletion",), quality_cost=None),
+        lv.ClassModelLogger(classes=[0, 1], steps=2, every_n_epochs=1),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, cbs, model=_NaNOnSome.make(every=False), epochs=1)
+    said = [str(w.message) for w in caught]
+    assert all(cb._enabled for cb in cbs), [m for m in said if "turns itself off" in m]
+    assert any("vanilla maps hold NaN or inf" in m for m in said)
+    assert any("gradcam maps hold NaN or inf" in m for m in said)
+    assert any("class-model images hold NaN or inf" in m for m in said)
+    ev = read_events(str(tmp_path))
+    assert {"saliency/vanilla", "gradcam/gradcam", "class_model/grid"} <= set(ev["images"])
+    auc = ev["scalars"]["explain/vanilla/deletion_auc"][-1][1]
+    assert math.isfinite(auc)  # the other three images are scored
+
+
+def test_constant_maps_are_not_scored_and_all_zero_maps_look_nowhere(tmp_path):
+    """Every map blank (all outputs NaN): deletion and insertion scored pixels in raster
+    order, and saliency_in_mask read 0 ("looks at the background")."""
+    import warnings
+
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=4, quality=("deletion", "insertion"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=_NaNOnSome.make(every=True), epochs=1)
+    said = [str(w.message) for w in caught]
+    scalars = read_events(str(tmp_path))["scalars"]
+    assert "explain/vanilla/deletion_auc" not in scalars
+    assert "explain/vanilla/insertion_auc" not in scalars
+    assert "bias/saliency_in_mask" not in scalars
+    assert any("every vanilla map of the probe is constant" in m for m in said)
+    assert any("saliency_in_mask is not written" in m for m in said)
+    assert cb._enabled
