@@ -52,12 +52,12 @@ _WINDOW = 50  # epochs (and runs) the medians look back on
 OTHERS_SHARE = 0.25
 
 
-def device_clock(module: Any) -> float:
-    """The clock, after the module's CUDA work is done (so GPU time is counted). A
-    device in an error state is not waited for (the failed run's time is still read)."""
+def device_clock(module: Any, *, strict: bool = True) -> float:
+    """The clock, after the module's CUDA work is done (so GPU time is counted). With
+    ``strict=False`` (after a failed run) a device in an error state is not waited for."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     if device.type == "cuda":
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(*(() if strict else (RuntimeError,))):
             torch.cuda.synchronize(device)
     return time.perf_counter()
 
@@ -92,6 +92,7 @@ class OverheadBudget:
         self.interval: dict[str, int] = {}  # current steady-state interval (epochs)
         self.every: dict[str, int] = {}  # each callback's own every_n_epochs
         self.protected: set[str] = set()  # monitored callbacks: never spaced out
+        self.unbudgeted: set[str] = set()  # max_overhead=None: run whenever due, a fixed cost
         self._epochs: list[float] = []  # training seconds of each epoch so far
         self._runs: dict[str, list[float]] = {}  # each callback's recent run costs
         self._background_runs: dict[str, list[float]] = {}  # of which background work
@@ -119,6 +120,7 @@ class OverheadBudget:
         """A fit that starts at ``epoch`` (again, from an earlier checkpoint on the same
         trainer): runs planned at that epoch or later are forgotten."""
         self.last_run = {key: e for key, e in self.last_run.items() if e < epoch}
+        self._planned_at = epoch - 1  # the fit's first plan covers the epochs from there
 
     def elapsed(self) -> float:
         """Seconds of fitting since :meth:`begin` (without the pauses between fits)."""
@@ -175,7 +177,7 @@ class OverheadBudget:
                     self.cost[key] += seconds
         if recurring:
             self.recurring += seconds
-            if key in self.protected:
+            if key in self.protected or key in self.unbudgeted:
                 self.protected_recurring += seconds
 
     def forget(self, keys: set[str]) -> None:
@@ -280,7 +282,7 @@ class OverheadBudget:
         self.every.update({c.key: c.every_n_epochs for c in candidates})
         # monitored ones stay fixed also at the epochs they are not due (every_n_epochs > 1)
         self.protected.update(c.key for c in candidates if c.protected)
-        fixed = self.protected
+        fixed = self.protected | self.unbudgeted
         cost = {key: statistics.median(runs) for key, runs in self._runs.items()}
         k = {key: self.every.get(key, 1) for key in cost}
         fixed_cost = sum(cost[key] / k[key] for key in k if key in fixed)

@@ -28,6 +28,7 @@ from torch.nn.parameter import is_lazy
 
 from lightning_viz._guard import mark_background_thread
 from lightning_viz._runtime.budget import Candidate, OverheadBudget
+from lightning_viz._runtime.budget_lines import BudgetLines
 from lightning_viz._runtime.compat import (
     MONITORS,
     monitor_name,
@@ -95,14 +96,10 @@ class DeferredJob:
     then: Callable[[Any], None] | None
     seconds: list[float] = field(default_factory=list)
     of_run: int = 0  # the index of the owner's run that submitted it
+    once: bool = False  # one-time work (the cue-conflict set): counted, never a run's cost
 
 
-def _secs(seconds: float) -> str:
-    """Seconds in words, two significant digits for small values (``0.044 s``)."""
-    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2g} s"
-
-
-class Coordinator(RunOutput):
+class Coordinator(BudgetLines, RunOutput):
     """Per-trainer shared state of the lightning-viz callbacks.
 
     Attributes:
@@ -282,7 +279,7 @@ class Coordinator(RunOutput):
         self.budget.forget(set(self.budget.cost) - live)  # turned off: their share is free
         # max_overhead=None runs whenever due: a fixed cost, as a monitored callback's
         free = {cb.state_key: cb.every_n_epochs for cb in self.callbacks if cb not in budgeted}
-        self.budget.protected.update(free)
+        self.budget.unbudgeted = set(free)  # as now set: max_overhead may change between fits
         self.budget.every.update(free)  # its cost an epoch: a run's over every_n_epochs
         monitored = {str(cb.monitor) for cb in self.monitors_of(trainer)}
         candidates = [
@@ -301,78 +298,6 @@ class Coordinator(RunOutput):
             if cb is not None:
                 self._say_interval(trainer, epoch, cb, interval, limit, allowance)
         return run
-
-    def cost_words(self, callback: Any) -> str:
-        """The cost the budget uses for ``callback``, in words: the median of its runs,
-        split into the epoch-end seconds (``viz/<Class>/seconds``, without one-time
-        work) and the background work; one-time work is named as not counted."""
-        key, name = callback.state_key, type(callback).__name__
-        total, background, runs = self.budget.run_cost(key)
-        if runs == 0:
-            return "it has not run yet"
-        median = "" if runs == 1 else f" (median of its last {runs} runs)"
-        text = (
-            f"it costs {_secs(total)} a run{median}: {_secs(total - background)} at the epoch end"
-        )
-        text += f" (viz/{name}/seconds)"
-        if background > 0:
-            text += f" + {_secs(background)} of background work on the worker thread"
-        once = self.budget.one_time.get(key, 0.0)
-        if once > 0:
-            text += f"; its setup and one-time work ({_secs(once)}) count in viz/overhead, not here"
-        return text
-
-    def _costlier_words(self, callback: Any) -> str:
-        """``"; the costliest, <Class>, costs <s> a run"`` when another callback of the
-        trainer costs more a run than ``callback`` (what the budget went to), else ``""``."""
-        own = self.budget.run_cost(callback.state_key)[0]
-        costs = [
-            (self.budget.run_cost(cb.state_key)[0], type(cb).__name__)
-            for cb in self.callbacks
-            if cb is not callback and self.budget.run_cost(cb.state_key)[2] > 0
-        ]
-        top = max(costs, default=None)
-        if top is None or top[0] <= own:
-            return ""
-        return f"; the costliest, {top[1]}, costs {_secs(top[0])} a run"
-
-    def _say_interval(
-        self,
-        trainer: Any,
-        epoch: int,
-        callback: Any,
-        interval: int,
-        limit: float | None,
-        allowance: float = 0.0,
-    ) -> None:
-        """One line on a new interval; when the next run would fall after the fit's last
-        epoch, that it will not run again (said once, until it would again)."""
-        key, name = callback.state_key, type(callback).__name__
-        cost = self.cost_words(callback) + self._costlier_words(callback)
-        within = f"max_overhead={limit:g} of the training time"
-        if allowance > 0:
-            within += f" or overhead_allowance={allowance:g} s an epoch"
-        max_epochs = getattr(trainer, "max_epochs", None)
-        if isinstance(max_epochs, int) and 0 < max_epochs <= epoch + 1:
-            return  # the fit's last epoch: no run is left to space out
-        last = self.budget.last_run.get(key, epoch)
-        if isinstance(max_epochs, int) and max_epochs > 0 and last + interval > max_epochs - 1:
-            if key not in self._not_again:
-                self._not_again.add(key)
-                self.say(
-                    trainer,
-                    f"lightning-viz: {name} will not run again in this fit "
-                    f"(max_epochs={max_epochs}): {cost}, and within {within} it can run every "
-                    f"{interval} epochs. Pass a larger max_overhead or overhead_allowance, or "
-                    "max_overhead=None, to run it more often",
-                )
-            return
-        self._not_again.discard(key)
-        self.say(
-            trainer,
-            f"lightning-viz: {name} now runs every {interval} epochs ({cost}; all "
-            f"lightning-viz callbacks together stay within {within})",
-        )
 
     def log_overhead(self, trainer: Any) -> None:
         """``viz/overhead`` (the fit so far) into ``trainer.callback_metrics``, and to
@@ -529,12 +454,20 @@ class Coordinator(RunOutput):
         return sum(1 for job in self._jobs if job.tag == tag and not job.future.done())
 
     def defer(
-        self, owner: Any, tag: str, fn: Callable[..., Any], *args: Any, then: Any = None
+        self,
+        owner: Any,
+        tag: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        then: Any = None,
+        once: bool = False,
     ) -> None:
         """Runs ``fn(*args)`` on the one low-priority worker thread, in submission order.
 
         ``then(result)`` runs on the main thread when the job is harvested. A failure is
         given to ``owner.deferred_failed(err)`` (its ``on_error`` policy) at the harvest.
+        Its seconds are the cost of the owner's run that submitted it, or with ``once``
+        one-time work (counted in the overhead, never a run's cost).
         """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
@@ -552,7 +485,7 @@ class Coordinator(RunOutput):
 
         future = self._executor.submit(timed)
         run = self.budget.runs_done.get(owner.state_key, 0)  # the run in progress
-        self._jobs.append(DeferredJob(owner, tag, future, then, seconds, run))
+        self._jobs.append(DeferredJob(owner, tag, future, then, seconds, run, once))
 
     def harvest(self, wait: bool = False) -> None:
         """Finishes the jobs that are done (all of them when ``wait``), in submission order.
@@ -572,7 +505,12 @@ class Coordinator(RunOutput):
                 seconds = sum(job.seconds)
                 self.background_seconds[key] = self.background_seconds.get(key, 0.0) + seconds
                 self.budget.charge(
-                    job.owner.state_key, seconds, run=False, background=True, of_run=job.of_run
+                    job.owner.state_key,
+                    seconds,
+                    run=False,
+                    once=job.once,
+                    background=True,
+                    of_run=job.of_run,
                 )
 
     def shutdown(self, wait: bool) -> None:

@@ -589,7 +589,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
             with contextlib.suppress(Exception):  # what the run wrote before it failed
                 log.flush()  # type: ignore[union-attr] - None: RunLog failed, nothing to flush
             self._shared(trainer).budget.charge(  # what it spent: counted, never a run's cost
-                self.state_key, device_clock(module) - start, once=True
+                self.state_key, device_clock(module, strict=False) - start, once=True
             )
             note = monitors.frozen_note(self, trainer)  # what its monitors read from now on
             monitors.forget_unmeasured(self, trainer, set(log.scalars) if log else set())

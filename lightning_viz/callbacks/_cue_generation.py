@@ -96,8 +96,13 @@ class CueConflictGeneration:
         missing = [i for i in range(len(self._chunk_sizes())) if i not in self._chunks]
         coordinator = Coordinator.of(trainer)
         for i in missing:
-            coordinator.defer(
-                self, self.tag("cue_conflict_images"), self._background_chunk, i, then=self._add
+            coordinator.defer(  # made once per fit: never a run's cost
+                self,
+                self.tag("cue_conflict_images"),
+                self._background_chunk,
+                i,
+                then=self._add,
+                once=True,
             )
         self._in_background = bool(missing)
         if not missing:

@@ -432,6 +432,8 @@ class ProbeSetup:
         except torch.cuda.OutOfMemoryError:
             raise  # not the configuration: on_error decides
         except (RuntimeError, TypeError, ValueError, LookupError, AttributeError) as err:
+            if isinstance(err, AttributeError) and "'Tensor' object" not in str(err):
+                raise  # the model's own (an attribute set later): on_error decides
             raise ValueError(
                 f"{name}: running the model on the probe images of shape "
                 f"{tuple(probe.images.shape[1:])} failed ({type(err).__name__}: {err}). Check "

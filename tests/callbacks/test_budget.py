@@ -321,11 +321,12 @@ def test_epochs_without_a_due_callback_count_as_epochs():
     clock = Clock()
     budget = OverheadBudget(clock)
     budget.begin()
+    budget.rewind(0)  # a fit starts at epoch 0
     for epoch in range(14):
         clock.now += EPOCH
         if epoch % 2 == 1:
             budget.plan(epoch, [Candidate("view", every_n_epochs=2)], 0.1)
-    assert budget.planned_epochs == 13  # the first plan covers its own epoch only
+    assert budget.planned_epochs == 14  # the first plan covers epochs 0 and 1
     assert sorted(budget._epochs)[len(budget._epochs) // 2] == pytest.approx(EPOCH)
 
 
@@ -363,9 +364,47 @@ def test_a_callback_turned_off_leaves_the_plan_and_an_unbudgeted_one_is_a_fixed_
     clock.now += EPOCH
     coordinator._plan(trainer, 0)
     assert dead.state_key not in coordinator.budget._runs  # its cost left the plan
-    assert unbudgeted.state_key in coordinator.budget.protected  # runs whenever due
+    assert coordinator.budget.unbudgeted == {unbudgeted.state_key}  # runs whenever due
     coordinator.budget.charge(unbudgeted.state_key, 1.0)  # its next runs: fixed, not planned
     assert coordinator.budget.protected_recurring == pytest.approx(1.0)
+    unbudgeted.max_overhead = 0.1  # a new fit with a budget: planned as the others
+    coordinator._plan(trainer, 1)
+    assert coordinator.budget.unbudgeted == set()
+
+
+def test_deferred_work_is_charged_to_its_run_or_as_one_time_work():
+    import time as _time
+
+    view = lv.FilterLogger()
+    coordinator = _coordinator_with(view)
+    budget, key = coordinator.budget, view.state_key
+    budget.charge(key, 0.01)  # run 0
+    coordinator.defer(view, "t", _time.sleep, 0.05)  # submitted by run 1 ...
+    coordinator.defer(view, "c", _time.sleep, 0.05, once=True)  # ... and a cache made once
+    budget.charge(key, 0.01)  # run 1 ends
+    budget.charge(key, 0.01)  # run 2 ends, then the jobs are collected
+    coordinator.harvest(wait=True)
+    coordinator.shutdown(wait=True)
+    runs = budget._runs[key]
+    assert runs[0] == pytest.approx(0.01) and runs[2] == pytest.approx(0.01)
+    assert runs[1] >= 0.06  # run 1's own seconds and its background work
+    assert budget.one_time[key] >= 0.05 and budget.spent >= 0.13
+
+
+def test_a_failed_runs_seconds_count_in_the_overhead(tmp_path):
+    class Failing(lv.FilterLogger):
+        def run(self, ctx):
+            if ctx.trainer.current_epoch == 1:
+                time.sleep(0.3)  # the run's work, then a failure (out of memory, say)
+                raise RuntimeError("boom")
+            super().run(ctx)
+
+    cb = Failing()
+    with pytest.warns(UserWarning, match="Failing failed at epoch 1"):
+        fit(tmp_path, [cb], epochs=2)
+    budget = cb._coordinator.budget
+    assert budget.one_time[cb.state_key] >= 0.3  # counted, never a run's cost
+    assert max(budget._runs[cb.state_key]) < 0.3
 
 
 def test_nothing_is_said_about_intervals_at_the_fits_last_epoch():

@@ -719,6 +719,23 @@ def test_a_forward_failing_on_the_probe_is_a_configuration_error(tmp_path):
     assert trainer.global_step == 0
 
 
+def test_the_models_own_attribute_error_at_setup_follows_on_error(tmp_path):
+    """An attribute the module sets later (in on_train_start) is the model's failure,
+    not the probe's: with on_error="warn" the callback turns off and training goes on."""
+
+    class Late(LitClassifier):
+        def on_train_start(self):
+            self.scale = 1.0
+
+        def forward(self, x):
+            return super().forward(x) * self.scale
+
+    cb = lv.SaliencyLogger(methods=("vanilla",), quality=())
+    with pytest.warns(UserWarning, match=r"SaliencyLogger failed at setup.*AttributeError"):
+        trainer, _ = fit(tmp_path, [cb], epochs=1, model=Late(), num_sanity_val_steps=0)
+    assert trainer.current_epoch == 1 and not cb._enabled
+
+
 def test_a_monitored_callback_stops_with_an_error_type_that_takes_other_arguments(tmp_path):
     """A setup failure of a monitored callback is raised again with the monitor named;
     an exception type that is not built from one message ended the fit with a
