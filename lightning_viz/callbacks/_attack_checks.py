@@ -106,14 +106,16 @@ class AttackChecks:
         try:
             with preserve_state(ctx.view) as m:
                 grad = ctx.chunked(lambda xc, yc: A._loss_grad(m, xc, yc, ctx.task)[1], xs, ys)
-            zero = int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
+            flat = grad.flatten(1)  # NaN or inf (logits that overflow) moves nothing either
+            zero = int(((flat.abs().amax(dim=1) == 0) | ~torch.isfinite(flat).all(dim=1)).sum())
         except NoGradientError:
             zero = n
         if zero / n >= ZERO_GRADIENT_SHARE:
             found["zero_gradients"] = (
-                f"{zero} of {n} probe samples have an input gradient that is exactly zero: "
-                "gradient attacks cannot move them (gradient masking by saturation, "
-                "quantization or a non-differentiable step)"
+                f"{zero} of {n} probe samples have an input gradient that is exactly zero "
+                "or not finite: gradient attacks cannot move them (gradient masking by "
+                "saturation, quantization, a non-differentiable step, or logits that "
+                "overflow to inf)"
             )
         if self.black_box_queries:
             found.update(self._black_box(ctx, xs, ys, worst[:n], start))

@@ -77,5 +77,13 @@ def log_scores(callback: Any, ctx: Any, feats: Tensor, labels: Tensor | None) ->
             "that lasts",
         )
         return
+    if bool((feats == feats[:1]).all()):  # a collapsed model: every distance is 0
+        callback.warn_once(
+            "collapsed",
+            f"the {n} embedded validation samples all have the same features at epoch "
+            f"{ctx.log.epoch} (a collapsed model): k-NN accuracy would be decided by tie "
+            "order and the silhouette is 0/0, so they are not written while that lasts",
+        )
+        return
     ctx.log.scalar(callback.tag("knn_acc"), E.knn_accuracy(feats, labels, k=min(callback.k, n - 1)))
     ctx.log.scalar(callback.tag("silhouette"), E.silhouette(feats, labels))

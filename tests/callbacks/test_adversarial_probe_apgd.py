@@ -85,7 +85,10 @@ def test_apgd_attacks_tags_and_worst_case(tmp_path):
 
 @pytest.mark.parametrize(
     ("tail", "kind"),
-    [(nn.Softmax(dim=1), "probabilities"), (Jitter(), "randomized")],
+    [
+        (nn.Softmax(dim=1), "probabilities"),
+        (Jitter(), "randomized"),
+    ],
 )
 def test_sanity_checks_warn_once_with_the_reason(tmp_path, tail, kind):
     with torch.random.fork_rng():
@@ -99,6 +102,34 @@ def test_sanity_checks_warn_once_with_the_reason(tmp_path, tail, kind):
     texts = [str(w.message) for w in caught if f"sanity check failed ({kind})" in str(w.message)]
     assert len(texts) == 1, [str(w.message) for w in caught]
     assert kind in cb._masking_warned
+
+
+class OverflowLit(FixedLit):
+    """The fixed model with a half-precision head whose logits overflow to inf (trained
+    on the finite logits before it): every input gradient of the probe is NaN."""
+
+    def forward(self, x):
+        return (self.net(x) * 1e6).to(torch.float16)
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self.net(batch[0]), batch[1])
+
+
+def test_logits_overflowing_to_inf_are_flagged_as_gradient_masking(tmp_path):
+    """NaN input gradients move no sample: the robust accuracy equalled the clean one,
+    and the zero-gradient check (exactly 0) said nothing."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = OverflowLit()
+    x, y = probe_data(model)
+    cb = AdversarialProbe(eps=(EPS,), probe=(x, y), on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=model, epochs=1)
+    said = [
+        str(w.message) for w in caught if "sanity check failed (zero_gradients)" in str(w.message)
+    ]
+    assert len(said) == 1 and "exactly zero or not finite" in said[0]
 
 
 def test_a_healthy_model_raises_no_sanity_flag(tmp_path):

@@ -900,3 +900,25 @@ def test_scores_leave_out_unlabelled_and_repeated_samples():
     )
     assert logged["embedding/knn_acc"] == E.knn_accuracy(rows, row_labels, k=5)
     assert len(said) == 1
+
+
+def test_a_collapsed_embedding_writes_no_scores_and_says_why():
+    """Every sample with the same features: k-NN accuracy was decided by tie order (0.175
+    or 0.200 for the same data shuffled) and the silhouette 0/0 was written as 0."""
+    import types
+
+    from lightning_viz.callbacks._embedding_scores import log_scores
+
+    written, said = [], []
+    callback = types.SimpleNamespace(
+        k=3, tag=lambda name: f"embedding/{name}", warn_once=lambda key, text: said.append(text)
+    )
+    log = types.SimpleNamespace(epoch=2, scalar=lambda tag, value: written.append(tag))
+    ctx = types.SimpleNamespace(trainer=types.SimpleNamespace(val_dataloaders=None), log=log)
+    labels = torch.tensor([0, 1] * 5)
+    log_scores(callback, ctx, torch.zeros(10, 4), labels)
+    assert written == [] and "all have the same features at epoch 2" in said[0]
+    log_scores(
+        callback, ctx, torch.randn(10, 4, generator=torch.Generator().manual_seed(0)), labels
+    )
+    assert written == ["embedding/knn_acc", "embedding/silhouette"]
