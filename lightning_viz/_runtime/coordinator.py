@@ -421,16 +421,19 @@ class Coordinator(BudgetLines, RunOutput):
             )
 
     def model_finite(self, trainer: Any) -> bool:
-        """Whether the model's parameters and floating-point buffers (BatchNorm's running
-        statistics) are all finite (checked once per step, for all callbacks). A diverged
-        model (NaN or inf weights) is said once; no run observes it, so no probe reports
-        an accuracy of NaN outputs (the argmax of NaN is class 0)."""
+        """Whether the model's parameters are all finite and its floating-point buffers
+        (BatchNorm's running statistics) free of NaN (a buffer may hold -inf on purpose:
+        an attention mask), checked once per step for all callbacks. A diverged model is
+        said once; no run observes it, so no probe reports an accuracy of NaN outputs
+        (the argmax of NaN is class 0)."""
         step = trainer.global_step
         if self._finite_at is None or self._finite_at[0] != step:
             module = trainer.lightning_module
             params = [p for p in module.parameters() if not is_lazy(p)]
-            params += [b for b in module.buffers() if b.is_floating_point() and not is_lazy(b)]
-            finite = all(bool(torch.isfinite(p.detach()).all()) for p in params)
+            buffers = [b for b in module.buffers() if b.is_floating_point() and not is_lazy(b)]
+            finite = all(bool(torch.isfinite(p.detach()).all()) for p in params) and not any(
+                bool(torch.isnan(b).any()) for b in buffers
+            )
             self._finite_at = (step, finite)
             if not finite:
                 self.warn_once(

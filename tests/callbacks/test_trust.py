@@ -822,6 +822,13 @@ def test_nan_batchnorm_statistics_are_a_diverged_model(tmp_path):
     assert len(said) == 1 and "parameters or buffers hold NaN" in said[0], said
     events = read_events(os.path.join(tmp_path, "run", "version_0"))
     assert [s for s, _ in events["scalars"]["robustness/clean_acc"]] == [4]  # epoch 0 only
+    # a buffer that holds -inf on purpose (an attention mask) is no divergence
+    masked = LitClassifier(num_classes=5)
+    masked.register_buffer("mask", torch.tensor([0.0, float("-inf")]))
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8)
+    fit(tmp_path / "mask", [probe], model=masked, num_sanity_val_steps=0)
+    events = read_events(os.path.join(tmp_path, "mask", "run", "version_0"))
+    assert [s for s, _ in events["scalars"]["robustness/clean_acc"]] == [4, 8]
 
 
 class _NaNOutputs(LitClassifier):
