@@ -21,6 +21,7 @@ class BudgetLines:
     budget: Any
     callbacks: list[Any]
     _not_again: set[str]
+    _unsaid: dict[str, int]
     say: Callable[[Any, str], None]
 
     def cost_words(self, callback: Any) -> str:
@@ -75,7 +76,9 @@ class BudgetLines:
             within += f" or overhead_allowance={allowance:g} s an epoch"
         max_epochs = getattr(trainer, "max_epochs", None)
         if isinstance(max_epochs, int) and 0 < max_epochs <= epoch + 1:
-            return  # the fit's last epoch: no run is left to space out
+            self._unsaid[key] = interval  # the last epoch: said if a later fit goes on
+            return
+        self._unsaid.pop(key, None)
         last = self.budget.last_run.get(key, epoch)
         if isinstance(max_epochs, int) and max_epochs > 0 and last + interval > max_epochs - 1:
             if key not in self._not_again:

@@ -125,6 +125,7 @@ class Coordinator(BudgetLines, RunOutput):
         self._claimed: set[str] = set()  # scalar tags lightning-viz has written
         self._executor: ThreadPoolExecutor | None = None
         self._not_again: set[str] = set()  # told: will not run again in this fit
+        self._unsaid: dict[str, int] = {}  # intervals set at a fit's last epoch, said later
         self._jobs: list[DeferredJob] = []
         self._started = False  # layout and configuration written
         self._overhead_step: int | None = None  # step of the last viz/overhead written
@@ -293,7 +294,8 @@ class Coordinator(BudgetLines, RunOutput):
         if getattr(trainer, "world_size", 1) > 1:
             run = trainer.strategy.broadcast(run, src=0)
         names = {cb.state_key: cb for cb in budgeted}
-        for key, interval in changed.items():
+        unsaid = {k: n for k, n in self._unsaid.items() if self.budget.interval.get(k) == n}
+        for key, interval in {**unsaid, **changed}.items():  # one set at a last epoch, too
             cb = names.get(key)
             if cb is not None:
                 self._say_interval(trainer, epoch, cb, interval, limit, allowance)

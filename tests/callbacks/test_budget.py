@@ -420,6 +420,24 @@ def test_nothing_is_said_about_intervals_at_the_fits_last_epoch():
         warnings.simplefilter("always")
         coordinator._say_interval(trainer, 5, view, 1, 0.1)  # it ran at the last epoch
     assert [str(w.message) for w in caught] == []
+    # trainer.fit again with more epochs: the interval set there is said at its first plan
+    coordinator.budget.interval[view.state_key] = 1
+    view._enabled, view._last_epoch = True, None
+    coordinator.callbacks = [view]
+    again = types.SimpleNamespace(
+        callbacks=[],
+        current_epoch=6,
+        max_epochs=12,
+        is_global_zero=True,
+        progress_bar_callback=None,
+        sanity_checking=False,
+        state=types.SimpleNamespace(fn="fit"),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coordinator._plan(again, 6)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "FilterLogger now runs every 1 epochs" in said[0], said
 
 
 def test_an_absolute_allowance_lets_cheap_views_run_every_epoch_of_a_short_fit():
