@@ -841,12 +841,13 @@ def test_figures_are_drawn_without_latex_and_leave_the_users_rcparams():
         {"figure.constrained_layout.use": True},
         {"figure.autolayout": True},
     ):
-        with matplotlib.rc_context(rc), warnings.catch_warnings():
-            warnings.simplefilter("error", UserWarning)  # the layout-engine warning
-            theirs = dict(matplotlib.rcParams)
+        with matplotlib.rc_context(rc), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # an old matplotlib's own deprecations aside,
+            theirs = dict(matplotlib.rcParams)  # no word about the layout engine
             for ours, reference in zip(drawn(), plain, strict=True):
                 np.testing.assert_array_equal(ours, reference)
             assert dict(matplotlib.rcParams) == theirs
+        assert not [str(w.message) for w in caught if "layout" in str(w.message)]
     with matplotlib.rc_context({"font.size": 23.0}):  # the user's other rcParams apply
         assert not np.array_equal(drawn()[0], plain[0])
 
