@@ -33,6 +33,8 @@ def _plain_text(fig: Figure) -> Figure:
             for formatter in (axis.get_major_formatter(), axis.get_minor_formatter()):
                 if hasattr(formatter, "set_usetex"):
                     formatter.set_usetex(False)
+                elif hasattr(formatter, "_usetex"):  # matplotlib < 3.8: no setter
+                    formatter._usetex = False
             for tick in [*axis.majorTicks[:1], *axis.minorTicks[:1]]:
                 tick.label1.set_usetex(False)
                 tick.label2.set_usetex(False)
@@ -117,7 +119,7 @@ def line_figure(
     data = check_series(series, "series", len(xs))
     xticklabels = check_str_list(xticklabels, "xticklabels", length=len(xs))
     bands = check_intervals(intervals, {k: len(v) for k, v in data.items()})
-    fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="none")  # not the rc's layout engine
+    fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine
     ax = fig.add_subplot(1, 1, 1)
     for name, ys in data.items():
         (line,) = ax.plot(xs, ys, marker="o", label=name)
@@ -132,7 +134,7 @@ def line_figure(
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    _plain_text(fig).tight_layout()  # tight_layout measures the texts
+    _plain_text(fig)  # before the draw's tight layout measures the texts
     return fig
 
 
@@ -171,7 +173,7 @@ def bar_figure(
     data = check_series(series, "series", len(cats))
     bands = check_intervals(intervals, {k: len(v) for k, v in data.items()})
     fig_width = min(max(6.0, 0.3 * len(cats) * len(data)), _MAX_FIGURE_WIDTH)
-    fig = Figure(figsize=(fig_width, 4.0), dpi=_DPI, layout="none")  # not the rc's layout engine
+    fig = Figure(figsize=(fig_width, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(data)
     pos = np.arange(len(cats))
@@ -190,7 +192,7 @@ def bar_figure(
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend()
-    _plain_text(fig).tight_layout()  # tight_layout measures the texts
+    _plain_text(fig)  # before the draw's tight layout measures the texts
     return fig
 
 
@@ -241,7 +243,7 @@ def scatter_figure(
             fail("class_names", f"a name for each label in {classes}", class_names)
     many = len(classes) > _LEGEND_CLASSES  # distinct colors along a colormap, no legend
     cmap = matplotlib.colormaps["turbo" if many else "tab10" if len(classes) <= 10 else "tab20"]
-    fig = Figure(figsize=(6.0, 5.0), dpi=_DPI, layout="none")  # not the rc's layout engine
+    fig = Figure(figsize=(6.0, 5.0), dpi=_DPI, layout="tight")  # not the rc's engine
     ax = fig.add_subplot(1, 1, 1)
     for j, c in enumerate(classes):
         sel = lab == c
@@ -253,5 +255,5 @@ def scatter_figure(
     ax.set_yticks([])
     if not many:  # beside the points, not over them
         ax.legend(markerscale=2, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    _plain_text(fig).tight_layout()  # tight_layout measures the texts
+    _plain_text(fig)  # before the draw's tight layout measures the texts
     return fig
