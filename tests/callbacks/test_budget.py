@@ -330,6 +330,21 @@ def test_epochs_without_a_due_callback_count_as_epochs():
     assert sorted(budget._epochs)[len(budget._epochs) // 2] == pytest.approx(EPOCH)
 
 
+def _fitting_trainer(epoch: int, max_epochs: int):
+    """A stand-in trainer in ``fit`` at ``epoch``, for the coordinator's plan."""
+    import types
+
+    return types.SimpleNamespace(
+        callbacks=[],
+        current_epoch=epoch,
+        max_epochs=max_epochs,
+        is_global_zero=True,
+        progress_bar_callback=None,
+        sanity_checking=False,
+        state=types.SimpleNamespace(fn="fit"),
+    )
+
+
 def _coordinator_with(*callbacks):
     from lightning_viz._runtime.coordinator import Coordinator
 
@@ -341,17 +356,8 @@ def _coordinator_with(*callbacks):
 
 
 def test_a_callback_turned_off_leaves_the_plan_and_an_unbudgeted_one_is_a_fixed_cost():
-    import types
 
-    trainer = types.SimpleNamespace(
-        callbacks=[],
-        current_epoch=0,
-        max_epochs=100,
-        is_global_zero=True,
-        progress_bar_callback=None,
-        sanity_checking=False,
-        state=types.SimpleNamespace(fn="fit"),
-    )
+    trainer = _fitting_trainer(epoch=0, max_epochs=100)
     view, dead = lv.FilterLogger(tag_prefix="view"), lv.FilterLogger(tag_prefix="dead")
     unbudgeted = lv.FilterLogger(tag_prefix="free", max_overhead=None)
     for cb in (view, dead, unbudgeted):
@@ -424,15 +430,7 @@ def test_nothing_is_said_about_intervals_at_the_fits_last_epoch():
     coordinator.budget.interval[view.state_key] = 1
     view._enabled, view._last_epoch = True, None
     coordinator.callbacks = [view]
-    again = types.SimpleNamespace(
-        callbacks=[],
-        current_epoch=6,
-        max_epochs=12,
-        is_global_zero=True,
-        progress_bar_callback=None,
-        sanity_checking=False,
-        state=types.SimpleNamespace(fn="fit"),
-    )
+    again = _fitting_trainer(epoch=6, max_epochs=12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         coordinator._plan(again, 6)
