@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_int_list, check_neuron, fail
 from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import class_scores
+from lightning_viz.functional.class_model import class_model_run
 
 __all__ = ["ClassModelLogger"]
 
@@ -37,6 +37,11 @@ class ClassModelLogger(VizCallback):
 
     With ``neuron=(layer, channel)`` the mean activation of that channel is maximized
     instead, written to image ``class_model/neuron/<layer>/<channel>``.
+
+    An image whose score's gradient w.r.t. the image was zero at every step (dead or
+    saturated units on the way) stays the grey start: a warning names its classes once
+    per fit, so grey is not read as "the model looks for nothing". Images holding NaN
+    (NaN outputs) are drawn mid-grey, also said once.
 
     The probe is used only at ``setup``, to learn the image shape and the number of
     classes (one forward pass), hence ``num_samples=1``.
@@ -170,13 +175,29 @@ class ClassModelLogger(VizCallback):
             )
         return images.masked_fill(bad.view(-1, 1, 1, 1).to(images.device), 0.5)
 
+    def _flat(self, ctx: RunContext, made: dict[str, Tensor], what: list[str]) -> Tensor:
+        """``made``'s images; those no step moved (a zero gradient throughout: a dead or
+        saturated model) are said once, since they are grey for want of a signal."""
+        flat = made["flat"].cpu()
+        if bool(flat.any()):
+            names = [w for w, f in zip(what, flat.tolist(), strict=True) if f]
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            self.warn_once(
+                "flat_images",
+                f"the gradient of {len(names)} of {len(flat)} scores ({shown}) w.r.t. the "
+                f"image was zero at every step at epoch {ctx.log.epoch} (dead or saturated "
+                "units on the way): their class-model images are the grey start, not "
+                "what the model looks for",
+            )
+        return made["images"]
+
     def run(self, ctx: RunContext) -> None:
         shape = self._shape
         scale = render.display_scale(shape[-1])
         if self.neuron is not None:
             layer, channel = self.neuron
             _, module = resolve_layer(ctx.module, layer)
-            images = LF.class_model(
+            made = class_model_run(
                 ctx.view,
                 None,
                 shape,
@@ -184,18 +205,20 @@ class ClassModelLogger(VizCallback):
                 neuron=(module, channel),
                 generator=ctx.generator,
             )
+            images = self._flat(ctx, made, [f"{layer} channel {channel}"])
             ctx.log.image(
                 self.tag(f"neuron/{layer}/{channel}"),
                 render.image_grid(self._finite(ctx, images.float().cpu()), scale=scale),
             )
             return
         classes = self._classes if self._classes is not None else list(range(ctx.num_classes))
-        images = ctx.chunked(  # at most ctx.max_batch images optimized at once
-            lambda ks: LF.class_model(
+        made = ctx.chunked(  # at most ctx.max_batch images optimized at once
+            lambda ks: class_model_run(
                 ctx.view, ks.tolist(), shape, steps=self.steps, generator=ctx.generator
             ),
             torch.tensor(classes, device=ctx.device),
         )
+        images = self._flat(ctx, made, [self.class_name(k) for k in classes])
         images = self._finite(ctx, images)
         with torch.no_grad():
             logits = ctx.chunked(ctx.view, images)

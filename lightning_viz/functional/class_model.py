@@ -117,6 +117,42 @@ def class_model(
             a channel outside the layer's channels, ``classes`` given with ``neuron``.
         NoGradientError: The score does not depend on the image.
     """
+    return class_model_run(
+        model,
+        classes,
+        image_shape,
+        steps=steps,
+        lr=lr,
+        l2_decay=l2_decay,
+        jitter=jitter,
+        generator=generator,
+        blur_every=blur_every,
+        blur_sigma=blur_sigma,
+        grad_clip=grad_clip,
+        pixel_clip=pixel_clip,
+        neuron=neuron,
+    )["images"]
+
+
+def class_model_run(
+    model: nn.Module,
+    classes: int | Sequence[int] | Tensor | None,
+    image_shape: Sequence[int],
+    *,
+    steps: int = 200,
+    lr: float = 0.05,
+    l2_decay: float = 0.01,
+    jitter: int = 2,
+    generator: torch.Generator | None = None,
+    blur_every: int = 4,
+    blur_sigma: float = 0.5,
+    grad_clip: float = 3.0,
+    pixel_clip: float = 0.05,
+    neuron: tuple[str | nn.Module, int | Sequence[int]] | None = None,
+) -> dict[str, Tensor]:
+    """:func:`class_model`'s images (``"images"``) and, ``"flat"`` ``(K,)`` bool, which
+    of them no step moved: their score's gradient was zero at every step (a dead or
+    saturated model), so they are the start noise, decayed and blurred to grey."""
     if not isinstance(model, nn.Module):
         fail("model", "an nn.Module", f"<{type(model).__name__}>", TypeError)
     if not isinstance(image_shape, Sequence | torch.Size) or isinstance(image_shape, str):
@@ -176,6 +212,7 @@ def class_model(
                     fail("classes", f"class indices in [0, {k_total})", idx.tolist())
         k = idx.numel()
         rows = torch.arange(k, device=device)
+        moved = torch.zeros(k, dtype=torch.bool, device=device)
         noise = torch.randn((k, c, h, w), generator=gen, device=gen.device, dtype=torch.float32)
         noise = noise.to(device)  # float32 draws, whatever the default dtype
         x = (center + 0.01 * noise).clamp(0, 1)
@@ -206,6 +243,7 @@ def class_model(
                     score = class_scores(logits.float(), idx)  # (K,)
                 g = grad_of(score.sum(), xr, "class score" if layer_module is None else "channel")
                 g = torch.roll(g, shifts=[-s for s in shifts], dims=(2, 3))
+                moved |= g.flatten(1).ne(0).any(1)
                 g = g / g.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
                 g = g.clamp(-grad_clip, grad_clip)
                 with torch.no_grad():
@@ -220,4 +258,4 @@ def class_model(
                         x = torch.where(small, center.expand_as(x), x)
                     x = x.clamp(0, 1)
             feats.clear()
-    return x.detach()
+    return {"images": x.detach(), "flat": ~moved if steps else moved}

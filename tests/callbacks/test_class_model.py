@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ import lightning_viz.functional as LF
 from lightning_viz._guard import make_generator
 from lightning_viz._hooks import has_hooks
 from lightning_viz.data import LitClassifier, SmallCNN
+from lightning_viz.functional.class_model import class_model_run
 from tests.conftest import (
     assert_observing_changes_nothing,
     decode_png,
@@ -175,3 +178,40 @@ def test_per_class_figure_keeps_the_20_classes_with_the_most_decisions():
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == [str(c) for c in range(10, 30)]
     assert ax.get_title() == "cue-conflict decisions per shape class (20 of 30: the most decisions)"
+
+
+def test_scores_with_a_zero_gradient_throughout_are_flagged_flat():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    with torch.no_grad():
+        model[1].weight[1] = 0  # class 1's logit is its bias alone: no gradient to the image
+    made = class_model_run(model, None, (3, 8, 8), steps=20)
+    assert made["flat"].tolist() == [False, True, False]
+    moved = (made["images"] - 0.5).flatten(1).abs().amax(1)
+    assert float(moved[1]) < 0.02 < float(moved[0]) and float(moved[2]) > 0.02  # grey start
+    images = LF.class_model(model, None, (3, 8, 8), steps=20)
+    assert torch.equal(images, made["images"])  # the public function returns the same images
+    start = class_model_run(model, None, (3, 8, 8), steps=0)
+    assert not bool(start["flat"].any())  # no step taken: nothing to say
+
+
+class _DeadClass(LitClassifier):
+    """Class 2's logit is multiplied by 0: its score never depends on the image."""
+
+    def forward(self, x):
+        mask = torch.ones(K, device=x.device)
+        mask[2] = 0
+        return super().forward(x) * mask
+
+
+def test_a_class_whose_score_has_no_gradient_is_said_once_by_name(tmp_path):
+    """Its class-model image stayed the grey start with no word (a dead unit, a
+    saturated head): the user read grey as "the model looks for nothing"."""
+    cb = lv.ClassModelLogger(steps=5, every_n_epochs=1, class_names=NAMES, on_error="raise")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=_DeadClass(num_classes=K, lr=1e-2), epochs=2)
+    said = [str(w.message) for w in caught if "was zero at every step" in str(w.message)]
+    assert len(said) == 1, said  # once in the fit, not at every epoch
+    assert "1 of 5 scores (triangle)" in said[0] and "epoch 0" in said[0], said
+    assert read_events(str(tmp_path))["images"]["class_model/grid"]  # the grid still written
