@@ -508,8 +508,9 @@ class EmbeddingProjector(VizCallback):
         if feats is None or feats.shape[0] < 2:
             self.warn_once(
                 "no_data",
-                "it captured fewer than 2 validation samples this epoch (it embeds features "
-                "seen during the validation loop); nothing is written",
+                "it captured fewer than 2 validation samples with finite images and "
+                "features this epoch (it embeds features seen during the validation loop; "
+                "NaN or inf ones are left out); nothing is written",
             )
             return
         labels, predicted = data["labels"], data["predicted"]

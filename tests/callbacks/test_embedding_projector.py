@@ -922,3 +922,27 @@ def test_a_collapsed_embedding_writes_no_scores_and_says_why():
         callback, ctx, torch.randn(10, 4, generator=torch.Generator().manual_seed(0)), labels
     )
     assert written == ["embedding/knn_acc", "embedding/silhouette"]
+
+
+class _NaNInEval(LitClassifier):
+    """Finite weights; every validation feature NaN (the input scaled by NaN in eval)."""
+
+    def forward(self, x):
+        return super().forward(x if self.training else x * float("nan"))
+
+
+def test_all_features_nan_is_said_as_such_and_nothing_is_written(tmp_path):
+    """The message said the projector "captured fewer than 2 validation samples", as if
+    the validation loop had been too short."""
+    projector = EmbeddingProjector(num_samples=16, projection="pca", on_error="raise")
+    with pytest.warns(UserWarning) as caught:
+        fit(tmp_path, [projector], epochs=1, model=_NaNInEval(num_classes=5))
+    said = [str(w.message) for w in caught]
+    assert sum("non-finite images or features" in m for m in said) == 1, said
+    empty = [m for m in said if "fewer than 2 validation samples with finite" in m]
+    assert len(empty) == 1, said
+    events = read_events(str(tmp_path))
+    assert not any(tag.startswith("embedding/") for tag in events["scalars"])
+    assert not glob.glob(
+        os.path.join(str(tmp_path), "**", "projector_config.pbtxt"), recursive=True
+    )
