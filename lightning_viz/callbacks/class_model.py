@@ -224,7 +224,11 @@ class ClassModelLogger(VizCallback):
             logits = ctx.chunked(ctx.view, images)
         if ctx.task == "multiclass":
             conf, pred = logits.softmax(dim=1).max(dim=1)
-        else:  # binary and multilabel: the sigmoid of the optimized class's own logit
+        elif ctx.task == "binary":  # the model's decision and its probability
+            positive = logits[:, 0].float().sigmoid()
+            pred = (positive > 0.5).long()
+            conf = torch.where(pred == 1, positive, 1 - positive)
+        else:  # multilabel: the sigmoid of the optimized label's own logit
             pred = torch.tensor(classes, device=logits.device)
             conf = class_scores(logits, pred).sigmoid()
         caps = [

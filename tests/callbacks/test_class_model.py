@@ -215,3 +215,40 @@ def test_a_class_whose_score_has_no_gradient_is_said_once_by_name(tmp_path):
     assert len(said) == 1, said  # once in the fit, not at every epoch
     assert "1 of 5 scores (triangle)" in said[0] and "epoch 0" in said[0], said
     assert read_events(str(tmp_path))["images"]["class_model/grid"]  # the grid still written
+
+
+class _AlwaysPositive(LitClassifier):
+    """A binary model (one logit) that calls every image positive: logit 20."""
+
+    def __init__(self):
+        super().__init__(SmallCNN(num_classes=1), lr=1e-6)
+        with torch.no_grad():
+            self.model.fc.weight.zero_()
+            self.model.fc.bias.fill_(20.0)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]  # the shapes data also carries object masks
+        return torch.nn.functional.binary_cross_entropy_with_logits(self(x)[:, 0], (y > 0).float())
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+
+def test_a_binary_models_captions_show_its_decision_and_probability(tmp_path, monkeypatch):
+    """The second line repeated the optimized class ("negative 0.00" under the class-0
+    image of a model that calls it positive)."""
+    from lightning_viz.callbacks import class_model
+
+    seen: list[list[str]] = []
+    grid = class_model.render.image_grid
+
+    def keep(tiles, **kwargs):
+        seen.append(kwargs.get("captions"))
+        return grid(tiles, **kwargs)
+
+    monkeypatch.setattr(class_model.render, "image_grid", keep)
+    cb = lv.ClassModelLogger(
+        steps=2, every_n_epochs=1, class_names=["negative", "positive"], on_error="raise"
+    )
+    fit(tmp_path, [cb], model=_AlwaysPositive(), epochs=1)
+    assert seen[-1] == ["negative\npositive 1.00", "positive\npositive 1.00"]
