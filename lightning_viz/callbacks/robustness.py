@@ -478,6 +478,9 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
             title="robust accuracy (eps 0: clean)",
             xticklabels=[self._eps(e) for e in xs],
             intervals=bands,
+            # the union of the attacks is the strongest attack's line where one attack
+            # breaks everything the others do: dashed, thin, so that line still shows
+            styles={"worst": {"color": "black", "linestyle": "--", "marker": "", "zorder": 3}},
         )
 
     def _examples(self, ctx: RunContext, x: Tensor, y: Tensor, start: Tensor) -> Tensor:
@@ -516,7 +519,7 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
             scale = 2 * delta.abs().flatten(1).amax(dim=1).view(-1, 1, 1, 1)
         shown = (0.5 + delta / scale.clamp_min(1e-12)).clamp(0, 1)
         caps = [
-            f"{self.label_name(t)} / {self.class_name(int(c))}->{self.class_name(int(a))}"
+            f"{self.label_name(t)} / {self.class_name(int(c))}\n->{self.class_name(int(a))}"
             for t, c, a in zip(ys, ctx.predicted[:k].tolist(), adv_pred.tolist(), strict=True)
         ]
         images = xs.float().cpu()

@@ -94,8 +94,10 @@ def line_figure(
     title: str = "",
     xticklabels: list[str] | None = None,
     intervals: dict[str, list[tuple[float, float]]] | None = None,
+    styles: dict[str, dict[str, Any]] | None = None,
 ) -> Figure:
-    """One line (with markers) per series over shared ``x`` values, with a legend.
+    """One line (with markers) per series over shared ``x`` values, with a legend
+    beside the axes (inside, it covered the right end of the curves).
 
     Args:
         x: The x values.
@@ -106,7 +108,13 @@ def line_figure(
         ylabel: Label of the y axis. Default: ``""``.
         title: Figure title. Default: ``""``.
         xticklabels: Tick labels at the ``x`` values (e.g. ``"2/255"``), or
-            ``None`` for numeric ticks. Default: ``None``.
+            ``None`` for numeric ticks. Where two neighbouring values are closer than
+            a twelfth of their range (``1/255`` and ``2/255`` of a sweep to
+            ``16/255``), whose labels would overlap, the values are placed evenly
+            instead, each at its label. Default: ``None``.
+        styles: ``{name: matplotlib line options}`` for some series (e.g. a dashed
+            envelope drawn over the lines it summarizes, which must not hide them).
+            Default: ``None``.
 
     Returns:
         A :class:`matplotlib.figure.Figure` with one axes.
@@ -119,10 +127,18 @@ def line_figure(
     data = check_series(series, "series", len(xs))
     xticklabels = check_str_list(xticklabels, "xticklabels", length=len(xs))
     bands = check_intervals(intervals, {k: len(v) for k, v in data.items()})
+    if styles is not None and (
+        not isinstance(styles, dict) or not all(isinstance(v, dict) for v in styles.values())
+    ):
+        fail("styles", "None or a dict {series name: dict of line options}", styles, TypeError)
+    if xticklabels is not None and len(xs) > 2:
+        gaps = np.diff(np.sort(np.asarray(xs, dtype=float)))
+        if float(gaps.min()) < (max(xs) - min(xs)) / 12:  # the labels would overlap
+            xs = [float(i) for i in np.argsort(np.argsort(np.asarray(xs, dtype=float)))]
     fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine
     ax = fig.add_subplot(1, 1, 1)
     for name, ys in data.items():
-        (line,) = ax.plot(xs, ys, marker="o", label=name)
+        (line,) = ax.plot(xs, ys, **{"marker": "o", "label": name, **(styles or {}).get(name, {})})
         if name in bands:
             lo, hi = bands[name]
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
@@ -133,7 +149,7 @@ def line_figure(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     _plain_text(fig)  # before the draw's tight layout measures the texts
     return fig
 
@@ -191,7 +207,7 @@ def bar_figure(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # not over bars
     _plain_text(fig)  # before the draw's tight layout measures the texts
     return fig
 

@@ -29,7 +29,7 @@ __all__ = ["MAX_TILE", "display_scale", "feature_map_grid", "image_grid", "rows_
 
 _CAPTION_MARGIN = 2  # px of white space around caption lines
 _MIN_FONT, _MAX_FONT = 10, 48  # caption font sizes in px (a fifth of the tile width)
-_MAX_CAPTION_LINES = 6  # a longer caption is clipped with ".."
+_MAX_CAPTION_LINES = 9  # a longer caption keeps each paragraph's start, clipped with ".."
 _Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 MAX_TILE = 128  # px: wider tiles are shrunk (a TensorBoard card is about 500 px wide)
 
@@ -86,39 +86,74 @@ def _fit(text: str, font: _Font, width: int, *, more: bool = False) -> str:
 
 def _words(paragraph: str) -> list[tuple[str, str]]:
     """The pieces a line may break between, each with what joins it to the one before:
-    a space between words, nothing around ``->``, after a ``.`` that a letter follows
-    or after a ``_`` (so ``"square->star"``, ``"model.block3.conv"``,
-    ``"guided_gradcam"`` and ``"class_000_aaa"`` can wrap, and ``"0.93"`` stays whole)."""
+    a space between words, nothing around ``->``, after a ``.`` that a letter follows,
+    after a ``_`` or a ``+`` (so ``"square->star"``, ``"model.block3.conv"``,
+    ``"guided_gradcam"``, ``"class_000_aaa"`` and the labels ``"cat+dog"`` of a
+    multilabel image can wrap, and ``"0.93"`` stays whole)."""
     pieces = []
     for word in paragraph.split():
-        parts = [p for p in re.split(r"(?=->)|(?<=->)|(?<=\.)(?=[^\W\d])|(?<=_)(?=\w)", word) if p]
+        parts = [
+            p for p in re.split(r"(?=->)|(?<=->)|(?<=\.)(?=[^\W\d])|(?<=[_+])(?=\w)", word) if p
+        ]
         pieces += [(p, " " if i == 0 else "") for i, p in enumerate(parts)]
     return pieces
 
 
-def _wrap(text: str, font: _Font, width: int, max_lines: int) -> list[str]:
-    """``text`` as lines no wider than ``width`` px.
+def _broken(paragraph: str, font: _Font, width: int) -> list[tuple[str, str]]:
+    """:func:`_words`, except that a word with a piece wider than ``width`` px is broken
+    between characters instead, each line as full as fits (at least one character): a
+    long class name continues on the next line instead of losing its end."""
+    pieces: list[tuple[str, str]] = []
+    for word in paragraph.split():
+        for i, part in enumerate(p for p in re.split(r"(?=->)", word) if p):  # "a->b"
+            parts = _words(part)
+            joiner = " " if i == 0 else ""
+            if all(_text_width(font, piece) <= width for piece, _ in parts):
+                pieces += [(parts[0][0], joiner), *parts[1:]]
+                continue
+            while len(part) > 1 and _text_width(font, part) > width:
+                n = 1
+                while n + 1 < len(part) and _text_width(font, part[: n + 1]) <= width:
+                    n += 1
+                pieces.append((part[:n], joiner))
+                part, joiner = part[n:], ""
+            pieces.append((part, joiner))
+    return pieces
 
-    ``"\\n"`` starts a new line; a word that does not fit on the line moves to the
-    next one; a word wider than ``width`` is clipped with ``..``, and so is the last
-    of ``max_lines`` lines when more text follows.
+
+def _wrap(text: str, font: _Font, width: int, max_lines: int) -> list[str]:
+    """``text`` as at most ``max_lines`` lines no wider than ``width`` px.
+
+    ``"\n"`` starts a new paragraph; a word that does not fit on the line moves to the
+    next one, and a word wider than ``width`` is broken across lines. When the lines
+    are more than ``max_lines``, the longest paragraphs give up their last lines first
+    (every paragraph keeps its start, so the last field of a caption, such as the
+    adversarial prediction, still shows) and the last line a paragraph keeps ends with
+    ``..``.
     """
-    lines: list[str] = []
+    paragraphs: list[list[str]] = []
     for paragraph in text.split("\n"):
-        line = ""
-        for piece, joiner in _words(paragraph):
+        lines, line = [], ""
+        for piece, joiner in _broken(paragraph, font, width):
             candidate = line + joiner + piece if line else piece
             if line and _text_width(font, candidate) > width:
                 lines.append(line)
                 line = piece
             else:
                 line = candidate
-        lines.append(line)
-    cut = len(lines) > max_lines
-    lines = lines[:max_lines]
-    shown = [_fit(line, font, width) for line in lines]
-    if cut:
-        shown[-1] = _fit(lines[-1], font, width, more=True)
+        paragraphs.append(lines + [line])
+    cut = [False] * len(paragraphs)
+    if len(paragraphs) > max_lines:  # not even a line each: the first ones
+        paragraphs, cut = paragraphs[:max_lines], cut[:max_lines]
+        cut[-1] = True
+    while sum(len(p) for p in paragraphs) > max_lines:
+        longest = max(range(len(paragraphs)), key=lambda i: len(paragraphs[i]))
+        paragraphs[longest] = paragraphs[longest][:-1]
+        cut[longest] = True
+    shown = []
+    for lines, more in zip(paragraphs, cut, strict=True):
+        shown += [_fit(line, font, width) for line in lines[:-1]]
+        shown.append(_fit(lines[-1], font, width, more=more))
     return shown
 
 

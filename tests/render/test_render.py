@@ -511,9 +511,30 @@ def test_captions_wrap_at_spaces_and_arrows():
     # more lines than allowed: the last one ends with ".."
     lines = G._wrap("one two three", font, int(G._text_width(font, "three")) + 2, 2)
     assert lines == ["one", "two.."]
-    # a word wider than the line is clipped
-    (clipped,) = G._wrap("supercalifragilistic", font, width, 6)
-    assert clipped.endswith("..") and G._text_width(font, clipped) <= width
+    # a word wider than the line continues on the next lines (it was clipped: "autom..")
+    broken = G._wrap("supercalifragilistic", font, width, 6)
+    assert len(broken) > 1 and "".join(broken) == "supercalifragilistic"
+    assert all(G._text_width(font, line) <= width for line in broken)
+    assert G._text_width(font, broken[0] + broken[1][0]) > width  # each line as full as fits
+    # ... and an arrow before it still starts a line of its own
+    assert G._wrap("a->supercalifragilistic", font, width, 6)[:2] == ["a", "->supe"]
+    # the labels of a multilabel image break after their "+"
+    plus = int(G._text_width(font, "square+")) + 2
+    assert G._wrap("square+star", font, plus, 6) == ["square+", "star"]
+
+
+def test_a_caption_cut_to_its_lines_keeps_the_start_of_every_paragraph():
+    """A long true class used the 6 lines, and the adversarial prediction (the last
+    field) was never shown."""
+    font = G._font(16)
+    width = int(G._text_width(font, "square")) + 4
+    lines = G._wrap("one two three four five\n->star", font, width, 4)
+    assert lines == ["one", "two", "three..", "->star"]  # the longest paragraph gave up lines
+    wide = int(G._text_width(font, "texture")) + 4
+    text = "shape a b c d\ntexture e f g\npred h"
+    assert G._wrap(text, font, wide, 5) == ["shape", "a b c d", "texture", "e f g", "pred h"]
+    assert G._wrap(text, font, wide, 4) == ["shape..", "texture", "e f g", "pred h"]
+    assert G._wrap("a\nb\nc", font, width, 2) == ["a", "b.."]  # more paragraphs than lines
 
 
 def test_wrapping_validation():
@@ -1026,3 +1047,54 @@ def test_row_labels_of_very_wide_short_images_stay_in_their_rows():
     assert len(runs) == 3
     for r, run in enumerate(runs):  # each label between its tile's top and the next one's
         assert tops[r] <= run[0] and (r == 2 or run[-1] < tops[r + 1]), (r, run, tops)
+
+
+def test_line_figure_styles_legend_beside_and_crowded_ticks_spread():
+    """H47: the union of the attacks ("worst") was drawn over the strongest attack's
+    line in the same style (the pgd line in the legend was nowhere to be seen), the
+    legend sat over the curves, and eps labels 0/255 1/255 2/255 overlapped on a sweep
+    to 16/255."""
+    xs = [0.0, 1 / 255, 2 / 255, 4 / 255, 16 / 255]
+    labels = ["0", "1/255", "2/255", "4/255", "16/255"]
+    pgd = [0.9, 0.7, 0.5, 0.3, 0.1]
+    fig = R.line_figure(
+        xs,
+        {"pgd": pgd, "worst": pgd},
+        xticklabels=labels,
+        styles={"worst": {"color": "black", "linestyle": "--", "marker": ""}},
+    )
+    ax = fig.axes[0]
+    pgd_line, worst = ax.lines
+    assert worst.get_linestyle() == "--" and worst.get_color() == "black"
+    assert worst.get_marker() in ("", "None", None) and pgd_line.get_marker() == "o"
+    np.testing.assert_allclose(pgd_line.get_xdata(), [0, 1, 2, 3, 4])  # evenly, each at its label
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # beside the axes, not over the curves
+    spread = R.line_figure(
+        [0.0, 2 / 255, 8 / 255], {"a": [1.0, 0.5, 0.2]}, xticklabels=["0", "2", "8"]
+    )
+    np.testing.assert_allclose(spread.axes[0].lines[0].get_xdata(), [0.0, 2 / 255, 8 / 255])
+    with pytest.raises(TypeError, match="styles"):
+        R.line_figure([0.0, 1.0], {"a": [1.0, 0.5]}, styles={"a": "dashed"})
+
+
+def test_adversarial_probes_curve_draws_the_union_dashed_over_the_attacks():
+    from lightning_viz.callbacks.robustness import AdversarialProbe
+    from lightning_viz.monitoring.record import make_record
+
+    probe = AdversarialProbe(attacks=("fgsm", "pgd"), eps=(2 / 255, 8 / 255))
+
+    def rec(k):
+        return make_record(0, 0, n=100, successes=k)
+
+    results = {
+        "fgsm": {2 / 255: rec(60), 8 / 255: rec(40)},
+        "pgd": {2 / 255: rec(50), 8 / 255: rec(10)},
+        "worst": {2 / 255: rec(50), 8 / 255: rec(10)},
+    }
+    ax = probe._curve(results, rec(90)).axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert lines["worst"].get_linestyle() == "--" and lines["pgd"].get_linestyle() == "-"
+    assert lines["worst"].get_zorder() > lines["pgd"].get_zorder()
