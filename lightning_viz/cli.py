@@ -102,7 +102,10 @@ def _demo(args: argparse.Namespace) -> int:
     model = LitClassifier(
         num_classes=num_classes, in_channels=in_channels, model_name=args.model, lr=args.lr
     )
-    logger = TensorBoardLogger(args.output_dir, name=f"demo_{args.data}_{args.model}")
+    # no hp_metric: Lightning's placeholder scalar (-1) would be a chart of nothing
+    logger = TensorBoardLogger(
+        args.output_dir, name=f"demo_{args.data}_{args.model}", default_hp_metric=False
+    )
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator="auto",

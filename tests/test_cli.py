@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from lightning_viz import cli
+from tests.conftest import read_events
 
 
 def test_functional_does_not_import_lightning():
@@ -95,6 +96,8 @@ def test_demo_runs_and_prints_the_tensorboard_line(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {out}" in printed
     assert list(out.glob("demo_shapes_small/version_0/events.out.tfevents.*"))
+    scalars = read_events(str(out / "demo_shapes_small" / "version_0"))["scalars"]
+    assert "val_acc" in scalars and "hp_metric" not in scalars  # Lightning's -1 placeholder
 
 
 def test_demo_model_choices_are_the_demo_models(tmp_path):

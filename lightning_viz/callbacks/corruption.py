@@ -16,7 +16,7 @@ from lightning_viz._runtime.log import per_sample, wilson_bands
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.functional._task import correct, predict
-from lightning_viz.functional.corruptions import CORRUPTIONS, corrupt, table_for
+from lightning_viz.functional.corruptions import CORRUPTIONS, corrupt
 from lightning_viz.monitoring.record import EpochRecord, make_record
 
 __all__ = ["CorruptionProbe"]
@@ -280,8 +280,7 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
             shown = self.class_name(guess) if guess is not None else "?"
             caps.append(f"{name} {sev}: {shown}")
         grid = torch.cat(images).clamp(0, 1)
-        table = table_for(*x.shape[-2:])
-        caps[0] += f"\ntrue {self.label_name(y[0])} ({table} table)"
+        caps[0] += f"\ntrue {self.label_name(y[0])}"  # the parameter table: in the docs
         return render.image_grid(grid, nrow=5, captions=caps, scale=render.display_scale(grid))
 
 

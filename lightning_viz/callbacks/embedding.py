@@ -529,7 +529,9 @@ class EmbeddingProjector(VizCallback):
             return
         if names is not None and (int(colors.min()) < 0 or int(colors.max()) >= len(names)):
             names = None
-        title = f"{self.projection} of {name} features, step {step}"
+        # the default embeds the head's input (named after the head), layer= its output
+        what = f"the input of {name}" if self.layer is None else f"{name}'s output"
+        title = f"{self.projection} of {what}, step {step}"
         figure = (feats, colors, self.projection, names, title, self.seed)
         tag = self.tag(f"{name}/{self.projection}")
         if not ctx.log.defer(tag, projection_figure, *figure, max_pending=MAX_PENDING_FIGURES):

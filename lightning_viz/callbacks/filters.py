@@ -85,15 +85,11 @@ class FilterLogger(VizCallback):
         return {"layers": self.layers}
 
     def layout(self) -> dict[str, dict[str, list[str]]]:
-        return {
-            "filters": {
-                f"{name}: weight norm and change": [
-                    self.tag(f"{name}/norm"),
-                    self.tag(f"{name}/change"),
-                ]
-                for name in self._chosen
-            }
-        }
+        charts: dict[str, list[str]] = {}
+        for name in self._chosen:  # two charts: a norm of 2.3 flattened a change of 0.05
+            charts[f"{name}: weight norm"] = [self.tag(f"{name}/norm")]
+            charts[f"{name}: relative change"] = [self.tag(f"{name}/change")]
+        return {"filters": charts}
 
     @staticmethod
     def _pixel_linears(
@@ -189,13 +185,14 @@ class FilterLogger(VizCallback):
             n_rows = min(out_channels, 8)
         per_row = min(in_channels, max(1, self.max_filters // n_rows))
         shown = "" if per_row == in_channels else f" (in 0-{per_row - 1} of {in_channels})"
+        of = "" if n_rows == out_channels else f" of {out_channels}"  # the rest left out
         tiles = render.filter_tiles(
             weight[:, :per_row], max_filters=n_rows * per_row, per_input_channel=True
         )
         return render.rows_grid(
             list(tiles.view(n_rows, per_row, 1, kh, kw)),
             captions=[f"in {i}" for i in range(per_row)],
-            row_labels=[f"filter {o}{shown}" for o in range(n_rows)],
+            row_labels=[f"filter {o}{of}{shown}" for o in range(n_rows)],
             scale=scale,
         )
 

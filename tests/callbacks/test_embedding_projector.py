@@ -946,3 +946,28 @@ def test_all_features_nan_is_said_as_such_and_nothing_is_written(tmp_path):
     assert not glob.glob(
         os.path.join(str(tmp_path), "**", "projector_config.pbtxt"), recursive=True
     )
+
+
+@pytest.mark.parametrize(
+    ("layer", "title"),
+    [
+        (None, "pca of the input of model.fc, step 4"),
+        ("model.fc", "pca of model.fc's output, step 4"),
+    ],
+)
+def test_the_figure_title_says_which_features_are_embedded(tmp_path, monkeypatch, layer, title):
+    """H47: both read "pca of model.fc features": the head's input by default and the
+    head's output (the logits) with layer="model.fc", under one name."""
+    from lightning_viz.callbacks import embedding
+
+    titles = []
+    draw = embedding.projection_figure
+
+    def keep(*args):
+        titles.append(args[4])
+        return draw(*args)
+
+    monkeypatch.setattr(embedding, "projection_figure", keep)
+    cb = EmbeddingProjector(num_samples=16, projection="pca", layer=layer, on_error="raise")
+    fit(tmp_path, [cb], epochs=1)
+    assert titles == [title]

@@ -111,7 +111,7 @@ def test_filter_image_of_a_deeper_conv_is_one_row_per_filter(tmp_path):
     expected = render.rows_grid(
         list(tiles),
         captions=[f"in {i}" for i in range(16)],
-        row_labels=[f"filter {o}" for o in range(4)],
+        row_labels=[f"filter {o} of 32" for o in range(4)],  # 28 left out: said
         scale=16,
     )
     assert torch.equal(decode_png(png).permute(2, 0, 1), expected)
@@ -251,7 +251,7 @@ def test_filter_image_of_a_conv_with_many_inputs_shows_eight_filters_and_says_so
     expected = render.rows_grid(
         list(tiles.view(8, 8, 1, 3, 3)),
         captions=[f"in {i}" for i in range(8)],
-        row_labels=[f"filter {o} (in 0-7 of 512)" for o in range(8)],
+        row_labels=[f"filter {o} of 32 (in 0-7 of 512)" for o in range(8)],
         scale=16,
     )
     assert torch.equal(image, expected)
@@ -273,3 +273,15 @@ def test_activation_captions_say_how_many_channels_are_left_out(tmp_path, monkey
     fit(tmp_path, [cb], epochs=1)
     notes = [{c.split("\n")[1] for c in caps} for caps in seen]  # per image: one note
     assert notes == [{"ch 0-7 of 16"}, {"ch 0-7 of 32"}]  # block1, block2 (16 and 32 channels)
+
+
+def test_filter_norm_and_change_are_charts_of_their_own():
+    """On one axis a norm of 2.3 made a change of 0.05 a flat line at the bottom."""
+    cb = lv.FilterLogger()
+    cb._chosen = ["model.block1.conv"]
+    assert cb.layout() == {
+        "filters": {
+            "model.block1.conv: weight norm": ["filters/model.block1.conv/norm"],
+            "model.block1.conv: relative change": ["filters/model.block1.conv/change"],
+        }
+    }
