@@ -226,7 +226,9 @@ class Coordinator(BudgetLines, RunOutput):
         The plan of the epoch is made once, at the first question, on global rank 0,
         and broadcast, so every rank runs the same probes the same epochs.
         """
-        if callback.max_overhead is None:
+        if callback.max_overhead is None:  # a fixed cost from its first run on, not only
+            self.budget.unbudgeted.add(callback.state_key)  # from the first plan's
+            self.budget.every[callback.state_key] = callback.every_n_epochs
             return True
         epoch = int(trainer.current_epoch)
         if epoch not in self._plans:

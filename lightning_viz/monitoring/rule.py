@@ -125,10 +125,15 @@ def _paired_values(
     ref: tuple[float, ...], cand: tuple[float, ...], drop: float, higher_is_better: bool
 ) -> RecordComparison:
     """The exact sign test on per-sample values: samples that got worse vs better
-    (ties and samples not counted in either run carry no information)."""
+    (ties and samples not counted in either run carry no information). Where some
+    samples are left out of a run (NaN: a map not scored), the drop is the mean change
+    over the samples both runs scored, not the difference of means over different
+    samples (every image could rise and the means still fall)."""
     pairs = [(r, c) for r, c in zip(ref, cand, strict=True) if not (math.isnan(r) or math.isnan(c))]
     diffs = [(c - r) if higher_is_better else (r - c) for r, c in pairs]
     worse, better = sum(d < 0 for d in diffs), sum(d > 0 for d in diffs)
+    if pairs and len(pairs) < len(ref):
+        drop = -sum(diffs) / len(diffs)
     return RecordComparison(
         "paired", None, sign_test(worse, better), drop, len(pairs), worse, better
     )

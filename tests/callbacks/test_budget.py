@@ -378,6 +378,31 @@ def test_a_callback_turned_off_leaves_the_plan_and_an_unbudgeted_one_is_a_fixed_
     assert coordinator.budget.unbudgeted == set()
 
 
+def test_an_unbudgeted_callbacks_runs_before_the_first_plan_are_a_fixed_cost():
+    """H45: the coordinator learnt which callbacks had max_overhead=None at its first
+    plan, made when a budgeted callback was first due: the unbudgeted runs before it
+    counted as planned work for good, and a probe due every 10 epochs ran once in 60."""
+    free = lv.FilterLogger(tag_prefix="free", max_overhead=None)
+    probe = lv.FilterLogger(
+        tag_prefix="probe", every_n_epochs=10, max_overhead=0.1, overhead_allowance=0.0
+    )
+    for cb in (free, probe):
+        cb._enabled, cb._last_epoch = True, None
+    coordinator = _coordinator_with(free, probe)
+    clock, runs = coordinator.budget.clock, []
+    for epoch in range(60):
+        clock.now += EPOCH
+        trainer = _fitting_trainer(epoch, max_epochs=60)
+        trainer.global_step = epoch
+        for cb, cost in ((free, 2.0), (probe, 0.5)):
+            if cb.scheduled(trainer) and coordinator.allows(cb, trainer):
+                cb._last_epoch = epoch
+                clock.now += cost
+                coordinator.budget.charge(cb.state_key, cost)
+                runs += [epoch] if cb is probe else []
+    assert runs == [9, 19, 29, 39, 49, 59]
+
+
 def test_deferred_work_is_charged_to_its_run_or_as_one_time_work():
     import time as _time
 

@@ -599,3 +599,25 @@ def test_a_baseline_whose_best_is_the_compared_epoch_is_compared_once():
     record = monitor._as_record("m", 1, 10, {"outcomes": _outcomes(80), "fingerprint": "f"})
     pairs = [(c.reference, c.ref.epoch) for c in monitor._baseline_comparisons({"m": record}, 1)]
     assert pairs == [("baseline", 1)]
+
+
+def test_the_drop_of_per_sample_values_is_over_the_samples_both_runs_scored():
+    """H45: with some maps left out (NaN) the drop was the difference of means over
+    different images: 16 images at 0.10 left out made a deletion AUC "rise" by 0.21 while
+    each image scored twice rose by 0.01, and the alert fired."""
+    import math
+
+    from lightning_viz.monitoring import RegressionMonitor
+    from lightning_viz.monitoring.record import make_record
+    from lightning_viz.monitoring.rule import compare_records
+
+    ref = make_record(1, 10, values=[0.10] * 16 + [0.50] * 16, fingerprint="p")
+    cand = make_record(2, 20, values=[math.nan] * 16 + [0.51] * 16, fingerprint="p")
+    result = compare_records(ref, cand, higher_is_better=False)
+    assert result.n == 16 and result.worse == 16
+    assert result.drop == pytest.approx(0.01)  # not 0.51 - 0.30
+    monitor = RegressionMonitor(tolerance=0.05, alpha=0.05, patience=1, higher_is_better=False)
+    monitor.update(1, 10, {"explain/gradcam/deletion_auc": ref})
+    assert monitor.update(2, 20, {"explain/gradcam/deletion_auc": cand}) == []
+    full = make_record(2, 20, values=[0.11] * 16 + [0.51] * 16, fingerprint="p")
+    assert compare_records(ref, full, higher_is_better=False).drop == pytest.approx(0.01)
