@@ -75,6 +75,12 @@ def randomization_corr(spearman: Tensor, maps: Tensor) -> Tensor:
     return torch.where(spearman.isnan() & informative, torch.zeros_like(spearman), spearman)
 
 
+def _left_out(values: Tensor, rows: Tensor) -> Tensor:
+    """``values`` ``(N, ...)`` with the samples of bool ``rows`` ``(N,)`` set to NaN (not
+    counted: a constant map's scores, and the random map's level beside them)."""
+    return values.masked_fill(rows.to(values.device).view(-1, *[1] * (values.dim() - 1)), math.nan)
+
+
 def _on_rows(ctx: Any, fn: MapFn, target: Tensor, rows: Tensor) -> MapFn:
     """``fn`` as the randomization score calls it, on this rank's ``rows`` of the probe:
     in chunks of at most ``max_batch`` images, or, for a map that depends on the batch
@@ -219,8 +225,9 @@ class ScoresMaps(WatchesRegressions):
             constant = ctx.gather((flat.amax(1) == flat.amin(1)).float(), n) > 0
             for q in ("deletion", "insertion"):
                 if q in scores:  # its sample is not counted (NaN), as an unranked one
-                    values, curve = scores[q]
-                    scores[q] = (values.masked_fill(constant.to(values.device), math.nan), curve)
+                    values, curve = scores[q]  # and its curve out of the mean curve (as
+                    values = _left_out(values, constant)  # one whose output was not finite)
+                    scores[q] = (values, _left_out(curve, values.isnan()))
             if bool(constant.all()):
                 self.warn_once(
                     f"constant_maps_{method}",
@@ -249,7 +256,8 @@ class ScoresMaps(WatchesRegressions):
                 if q not in scores:
                     continue
                 values, curve = scores[q]
-                base = chance_r if q == "randomization" else chance[q][0]
+                # the random map's level over the images the score counts
+                base = chance_r if q == "randomization" else _left_out(chance[q][0], values.isnan())
                 name = f"{method}/{_SCALARS[q]}"
                 rec = ctx.log.scalar(
                     self.tag(name, family=FAMILY),
@@ -270,15 +278,15 @@ class ScoresMaps(WatchesRegressions):
                 if q == "randomization":
                     above = self._threshold_alert(ctx, self.tag(name, family=FAMILY), rec.value, n)
                     thresholds += [above] if above is not None else []
-                if curve is not None:
-                    curves[f"{method} {q}"] = curve
+                if curve is not None and not bool(curve.isnan().all()):
+                    curves[f"{method} {q}"] = torch.nanmean(curve, 0).tolist()
         if records:
             self.alert(ctx, records)
         self._report_thresholds(ctx, thresholds)
         if curves:
             for q in ("deletion", "insertion"):
-                if q in chance and chance[q][1] is not None:
-                    curves[f"random map {q}"] = chance[q][1]
+                if q in chance and chance[q][1] is not None:  # NaN: a non-finite output
+                    curves[f"random map {q}"] = torch.nanmean(chance[q][1], 0).tolist()
             self._figure(ctx, curves)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
@@ -326,10 +334,10 @@ class ScoresMaps(WatchesRegressions):
 
     def _curves(
         self, ctx: Any, x: Tensor, maps: list[Tensor], t: Tensor
-    ) -> list[dict[str, tuple[Tensor, list[float] | None]]]:
-        """Deletion/insertion of each of ``maps``: gathered per-sample AUCs and the mean
-        curve (:func:`~lightning_viz.functional.perturbation_curves`: the input and the
-        baseline are classified once for all maps)."""
+    ) -> list[dict[str, tuple[Tensor, Tensor | None]]]:
+        """Deletion/insertion of each of ``maps``: gathered per-sample AUCs ``(N,)`` and
+        curves ``(N, steps + 1)`` (:func:`~lightning_viz.functional.perturbation_curves`:
+        the input and the baseline are classified once for all maps)."""
         kinds = [q for q in ("deletion", "insertion") if q in self.quality]
         if not kinds:
             return [{} for _ in maps]
@@ -346,10 +354,7 @@ class ScoresMaps(WatchesRegressions):
             kinds=kinds,
         )
         return [
-            {
-                q: (ctx.gather(c.auc, n), ctx.gather(c.curve, n).mean(0).tolist())
-                for q, c in r.items()
-            }
+            {q: (ctx.gather(c.auc, n), ctx.gather(c.curve, n)) for q, c in r.items()}
             for r in results
         ]
 

@@ -162,6 +162,14 @@ class ActivationLogger(VizCallback):
                     f"layer {name!r} outputs shape {tuple(act.shape)}, "
                     "not (N, C, H, W) feature maps"
                 )
+            bad = ~torch.isfinite(act).flatten(1).all(dim=1)  # NaN outputs on some images
+            if bool(bad.any()):
+                self.warn_once(
+                    f"nonfinite_{name}",
+                    f"{int(bad.sum())} of {len(bad)} probe images give NaN or inf in {name!r} "
+                    f"at epoch {ctx.log.epoch}: their feature maps are drawn blank",
+                )
+                act = act.masked_fill(bad.view(-1, 1, 1, 1), 0.0)
             channels = torch.stack(
                 [
                     render.feature_maps(act[i].float().cpu(), max_channels=self.max_channels)[:, 0]

@@ -470,3 +470,38 @@ def test_constant_maps_are_not_scored_and_all_zero_maps_look_nowhere(tmp_path):
     assert any("every vanilla map of the probe is constant" in m for m in said)
     assert any("saliency_in_mask is not written" in m for m in said)
     assert cb._enabled
+
+
+def test_a_left_out_map_is_left_out_of_its_random_level_and_of_the_mean_curves(
+    tmp_path, monkeypatch
+):
+    """H45: the random map's level averaged the images the score left out (the chart
+    compared means over different images), and the drawn mean curves averaged in the
+    NaN curves of those images (gaps in the lines)."""
+    import warnings
+
+    from lightning_viz.callbacks import _quality
+
+    drawn = {}
+    line_figure = _quality.render.line_figure
+
+    def keep(xs, curves, **kwargs):
+        drawn.update(curves)
+        return line_figure(xs, curves, **kwargs)
+
+    monkeypatch.setattr(_quality.render, "line_figure", keep)
+    cb = lv.SaliencyLogger(
+        methods=("vanilla",), num_samples=4, quality=("deletion", "insertion"), quality_cost=None
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(tmp_path, [cb], model=_NaNOnSome.make(every=False), epochs=1)
+    summary = cb._coordinator.summary
+    for q in ("deletion", "insertion"):
+        score = summary[f"explain/vanilla/{q}_auc"].epochs[0].values
+        level = summary[f"explain/vanilla/{q}_auc_random"].epochs[0].values
+        left_out = [math.isnan(v) for v in score]
+        assert any(left_out) and not all(left_out)
+        assert [math.isnan(v) for v in level] == left_out  # the same images
+    assert {"vanilla deletion", "vanilla insertion", "random map deletion"} <= set(drawn)
+    assert all(math.isfinite(v) for curve in drawn.values() for v in curve), drawn

@@ -285,3 +285,33 @@ def test_filter_norm_and_change_are_charts_of_their_own():
             "model.block1.conv: relative change": ["filters/model.block1.conv/change"],
         }
     }
+
+
+def test_nan_activations_of_one_probe_image_are_drawn_blank(tmp_path):
+    """H45: the other map views draw such images blank since eec0f34, but the feature-map
+    view failed its render and turned itself off for the rest of the fit."""
+    import warnings
+
+    from lightning_viz.data import LitClassifier
+
+    torch.manual_seed(0)
+    model = LitClassifier(num_classes=5)
+
+    def overflow_first(module, inputs, out):  # an overflow on the first probe image
+        if module.training:
+            return out
+        out = out.clone()
+        out[:1] = float("nan")
+        return out
+
+    model.model.block3.conv.register_forward_hook(overflow_first)
+    cb = lv.ActivationLogger(layers=["model.block1.conv", "model.block3.conv"], num_samples=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [cb], model=model, epochs=2)
+    said = [str(w.message) for w in caught]
+    assert cb._enabled, [m for m in said if "turns itself off" in m]
+    blank = [m for m in said if "give NaN or inf in 'model.block3.conv'" in m]
+    assert len(blank) == 1 and "1 of 2 probe images" in blank[0], said
+    images = read_events(str(tmp_path))["images"]
+    assert len(images["activations/model.block3.conv"]) == 2  # both epochs
