@@ -101,6 +101,7 @@ class OverheadBudget:
         self.planned_epochs = 0  # epoch ends planned with a budget
         self._mark: tuple[float, float] | None = None  # (elapsed, spent) at the last plan
         self._planned_at: int | None = None  # the epoch of the last plan
+        self._carried = 0  # epochs the fit before trained after its last plan
 
     # ------------------------------------------------------------------ seconds
     def begin(self) -> None:
@@ -111,16 +112,22 @@ class OverheadBudget:
             self.start += self.clock() - self._paused_at
             self._paused_at = None
 
-    def pause(self) -> None:
-        """Stops the clock at the end of a fit (``trainer.fit`` again continues it)."""
+    def pause(self, epoch: int | None = None) -> None:
+        """Stops the clock at the end of a fit (``trainer.fit`` again continues it);
+        ``epoch``: the trainer's ``current_epoch`` then (the epochs it trained after the
+        last plan are in the time the next fit's first plan shares out)."""
         if self.start is not None and self._paused_at is None:
             self._paused_at = self.clock()
+            if epoch is not None and self._planned_at is not None:
+                self._carried = max(epoch - 1 - self._planned_at, 0)
 
     def rewind(self, epoch: int) -> None:
         """A fit that starts at ``epoch`` (again, from an earlier checkpoint on the same
-        trainer): runs planned at that epoch or later are forgotten."""
+        trainer): runs planned at that epoch or later are forgotten. Its first plan
+        covers the epochs from there, and those the fit before trained after its last
+        plan (their time is in the same span)."""
         self.last_run = {key: e for key, e in self.last_run.items() if e < epoch}
-        self._planned_at = epoch - 1  # the fit's first plan covers the epochs from there
+        self._planned_at = epoch - 1 - self._carried
 
     def elapsed(self) -> float:
         """Seconds of fitting since :meth:`begin` (without the pauses between fits)."""

@@ -425,24 +425,29 @@ class Coordinator(BudgetLines, RunOutput):
             )
 
     def model_finite(self, trainer: Any) -> bool:
-        """Whether the model's parameters are all finite and its floating-point buffers
-        (BatchNorm's running statistics) free of NaN (a buffer may hold -inf on purpose:
-        an attention mask), checked once per step for all callbacks. A diverged model is
-        said once; no run observes it, so no probe reports an accuracy of NaN outputs
-        (the argmax of NaN is class 0)."""
+        """Whether the model's parameters and its normalization layers' running
+        statistics (BatchNorm's) are all finite, checked once per step for all
+        callbacks. Other buffers are not read: one may hold -inf on purpose (an
+        attention mask) or NaN until it is set (a temperature calibrated after
+        training). A diverged model is said once; no run observes it, so no probe
+        reports an accuracy of NaN outputs (the argmax of NaN is class 0)."""
         step = trainer.global_step
         if self._finite_at is None or self._finite_at[0] != step:
             module = trainer.lightning_module
-            params = [p for p in module.parameters() if not is_lazy(p)]
-            buffers = [b for b in module.buffers() if b.is_floating_point() and not is_lazy(b)]
-            finite = all(bool(torch.isfinite(p.detach()).all()) for p in params) and not any(
-                bool(torch.isnan(b).any()) for b in buffers
-            )
+            tensors = [p.detach() for p in module.parameters()] + [
+                stat
+                for m in module.modules()
+                if getattr(m, "track_running_stats", False)
+                for stat in (getattr(m, "running_mean", None), getattr(m, "running_var", None))
+                if isinstance(stat, torch.Tensor)
+            ]
+            finite = all(bool(torch.isfinite(t).all()) for t in tensors if not is_lazy(t))
             self._finite_at = (step, finite)
             if not finite:
                 self.warn_once(
                     "non-finite parameters",
-                    f"lightning-viz: the model's parameters or buffers hold NaN or inf at epoch "
+                    "lightning-viz: the model's parameters or normalization statistics hold "
+                    f"NaN or inf at epoch "
                     f"{trainer.current_epoch} (step {step}): the training diverged. The "
                     "callbacks skip their runs while it does and write nothing (no map, "
                     "accuracy or score of a NaN model)",

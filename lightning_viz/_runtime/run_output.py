@@ -125,6 +125,7 @@ class RunOutput:
         # (only rank 0 has a summary; a plan is broadcast from it to all)
         self.budget.rewind(epoch)
         self._plans = {e: keys for e, keys in self._plans.items() if e < epoch}
+        self._not_again.clear()  # "will not run again in this fit": said anew in a new fit
         if self.summary is None:
             return
         self.resumed_at = epoch

@@ -489,7 +489,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._shared(trainer).shutdown(wait=False)
-        self._shared(trainer).budget.pause()  # until the next fit on this trainer
+        self._shared(trainer).budget.pause(trainer.current_epoch)  # until the next fit
 
     # ----------------------------------------------------------------- failures
     def turn_off(self, reason: str, err: BaseException, details: str = "") -> None:

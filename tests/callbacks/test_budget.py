@@ -673,3 +673,59 @@ def test_a_fit_again_from_an_earlier_epoch_plans_the_replayed_epochs_anew():
     other._plans = {e: ["cheap"] for e in range(4)}
     other.continue_summary(1)
     assert other.summary is None and sorted(other._plans) == [0]
+
+
+@pytest.mark.parametrize(("second_start", "seconds"), [(8, 10.0), (2, 10.0), (20, 10.0)])
+def test_a_fit_again_shares_out_the_epochs_the_fit_before_trained_after_its_last_plan(
+    second_start, seconds
+):
+    """H45: fit 1 (8 epochs, a plan every 5) trained epochs 5-7 after its last plan;
+    fit 2's first plan divided their time and its own by its own epochs only: an epoch
+    "lasted" 25 s instead of 10 s, and the allowance missed 3 epochs. Fit 2 continues at
+    epoch 8, replays from epoch 2, or resumes a checkpoint of epoch 20."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    budget.rewind(0)
+    for epoch in range(8):
+        clock.now += 10.0
+        if (epoch + 1) % 5 == 0:
+            budget.plan(epoch, [Candidate("view", 5)], 0.1)
+    budget.pause(8)  # the trainer's current_epoch at the fit's end
+    clock.now += 100.0  # between the fits: no training time
+    budget.begin()
+    budget.rewind(second_start)
+    first_plan = second_start + 4
+    clock.now += 10.0 * 5  # its five epochs up to the first plan
+    budget.plan(first_plan, [Candidate("view", 5)], 0.1)
+    assert budget._epochs == pytest.approx([seconds] * len(budget._epochs))
+    assert budget.planned_epochs == 8 + 5  # every epoch trained, each once
+
+
+def test_will_not_run_again_is_said_in_each_fit_on_one_trainer():
+    """H45: "will not run again in this fit" was said once per trainer: in a second fit
+    the probe was spaced past its last epoch again and stopped without a word."""
+    import types
+    import warnings
+
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    coordinator = Coordinator()
+    probe = lv.AdversarialProbe()
+    coordinator.budget.charge(probe.state_key, 23.5)
+
+    def said(epoch, interval, max_epochs):
+        trainer = types.SimpleNamespace(
+            is_global_zero=True, max_epochs=max_epochs, progress_bar_callback=None
+        )
+        coordinator.budget.last_run[probe.state_key] = epoch
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            coordinator._say_interval(trainer, epoch, probe, interval, 0.1)
+        return [str(w.message) for w in caught if "will not run again" in str(w.message)]
+
+    assert len(said(5, 8, 10)) == 1  # fit 1: next run at 13, after its last epoch 9
+    assert said(6, 8, 10) == []  # once in a fit
+    coordinator.continue_summary(10)  # fit 2 on the same trainer starts at epoch 10
+    (line,) = said(12, 30, 40)  # its next run at 42, after the last epoch 39
+    assert "max_epochs=40" in line

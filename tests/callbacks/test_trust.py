@@ -8,6 +8,7 @@ out-of-range targets, NaN pixels, shuffled probe sources on resume, and the mess
 from __future__ import annotations
 
 import os
+import types
 import warnings
 
 import pytest
@@ -819,7 +820,7 @@ def test_nan_batchnorm_statistics_are_a_diverged_model(tmp_path):
         warnings.simplefilter("always")
         fit(tmp_path, [probe], model=_NaNStatistics(num_classes=5), num_sanity_val_steps=0)
     said = [str(w.message) for w in caught if "the training diverged" in str(w.message)]
-    assert len(said) == 1 and "parameters or buffers hold NaN" in said[0], said
+    assert len(said) == 1 and "parameters or normalization statistics hold NaN" in said[0], said
     events = read_events(os.path.join(tmp_path, "run", "version_0"))
     assert [s for s, _ in events["scalars"]["robustness/clean_acc"]] == [4]  # epoch 0 only
     # a buffer that holds -inf on purpose (an attention mask) is no divergence
@@ -829,6 +830,26 @@ def test_nan_batchnorm_statistics_are_a_diverged_model(tmp_path):
     fit(tmp_path / "mask", [probe], model=masked, num_sanity_val_steps=0)
     events = read_events(os.path.join(tmp_path, "mask", "run", "version_0"))
     assert [s for s, _ in events["scalars"]["robustness/clean_acc"]] == [4, 8]
+    # nor one that holds NaN until it is set (H45: every callback skipped the whole fit)
+    unset = LitClassifier(num_classes=5)
+    unset.register_buffer("temperature", torch.tensor(float("nan")))
+    probe = lv.AdversarialProbe(attacks=("fgsm",), eps=(2 / 255,), num_samples=8)
+    fit(tmp_path / "unset", [probe], model=unset, num_sanity_val_steps=0)
+    events = read_events(os.path.join(tmp_path, "unset", "run", "version_0"))
+    assert [s for s, _ in events["scalars"]["robustness/clean_acc"]] == [4, 8]
+
+
+def test_inf_batchnorm_statistics_are_a_diverged_model():
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    module = LitClassifier(num_classes=5)
+    trainer = types.SimpleNamespace(lightning_module=module, global_step=0, current_epoch=0)
+    coordinator = Coordinator()
+    assert coordinator.model_finite(trainer)
+    module.model.block1.bn.running_var[0] = float("inf")
+    trainer.global_step = 1
+    with pytest.warns(UserWarning, match="normalization statistics hold NaN or inf"):
+        assert not coordinator.model_finite(trainer)
 
 
 class _NaNOutputs(LitClassifier):
