@@ -192,7 +192,7 @@ def test_probes_that_differ_use_the_unpaired_test(tmp_path, capsys):
     assert "unpaired (probes differ)" in text
 
 
-@pytest.mark.parametrize("form", ["missing", "empty", "bad_json", "other_format"])
+@pytest.mark.parametrize("form", ["missing", "empty", "bad_json", "other_format", "events_only"])
 def test_an_unreadable_run_exits_2_with_a_message(tmp_path, capsys, form):
     good = write_run(tmp_path, "good", simulated_run(1))
     bad = tmp_path / "bad"
@@ -201,6 +201,9 @@ def test_an_unreadable_run_exits_2_with_a_message(tmp_path, capsys, form):
     if form == "bad_json":
         (bad / "lightning_viz").mkdir()
         (bad / "lightning_viz" / "summary.json").write_text("{oops", encoding="utf-8")
+    if form == "events_only":  # a TensorBoard run in which no callback has run yet
+        (bad / "version_0").mkdir()
+        (bad / "version_0" / "events.out.tfevents.1.host").write_bytes(b"")
     if form == "other_format":
         bad = bad / "file.json"
         bad.write_text('{"format": "something-else"}', encoding="utf-8")
@@ -214,6 +217,7 @@ def test_an_unreadable_run_exits_2_with_a_message(tmp_path, capsys, form):
         "empty": "no lightning-viz run found",
         "bad_json": "is not valid JSON",
         "other_format": "is not a lightning-viz run summary",
+        "events_only": "a run in which none has run yet",
     }[form]
     assert expected in err
 

@@ -50,6 +50,14 @@ def log_scores(callback: Any, ctx: Any, feats: Tensor, labels: Tensor | None) ->
         return
     labelled = labels >= 0
     feats, labels = feats[labelled], labels[labelled]
+    if feats.shape[0] > 1 and bool((feats == feats[:1]).all()):  # collapsed: distances 0
+        callback.warn_once(  # (before the repeats: every sample would look drawn again)
+            "collapsed",
+            f"the {feats.shape[0]} embedded validation samples all have the same features at "
+            f"epoch {ctx.log.epoch} (a collapsed model): k-NN accuracy would be decided by "
+            "tie order and the silhouette is 0/0, so they are not written while that lasts",
+        )
+        return
     if feats.shape[0] > 1 and _draws_with_replacement(ctx.trainer):
         once = _first_of_each(feats)  # a repeated sample: the same features again
         if len(once) < feats.shape[0]:
@@ -75,14 +83,6 @@ def log_scores(callback: Any, ctx: Any, feats: Tensor, labels: Tensor | None) ->
             f"the {n} embedded, labelled validation samples {why}: k-NN accuracy and "
             "silhouette compare classes of several samples, so they are not written while "
             "that lasts",
-        )
-        return
-    if bool((feats == feats[:1]).all()):  # a collapsed model: every distance is 0
-        callback.warn_once(
-            "collapsed",
-            f"the {n} embedded validation samples all have the same features at epoch "
-            f"{ctx.log.epoch} (a collapsed model): k-NN accuracy would be decided by tie "
-            "order and the silhouette is 0/0, so they are not written while that lasts",
         )
         return
     ctx.log.scalar(callback.tag("knn_acc"), E.knn_accuracy(feats, labels, k=min(callback.k, n - 1)))

@@ -64,7 +64,8 @@ def load_summary(path: str | os.PathLike[str]) -> RunSummary:
         run = os.path.dirname(sorted(events)[0])
         raise SummaryError(
             f"{p}: the run in {run} has no {SUMMARY_DIR}/{SUMMARY_FILE} (every lightning-viz "
-            "callback writes it: a run made without them, or by a development version "
-            "before the run records, has none)"
+            "callback writes it at its first run: a run in which none has run yet (a fit "
+            "stopped, or still running, before the first due epoch), made without them, or "
+            "by a development version before the run records has none)"
         )
     raise SummaryError(f"{p}: no lightning-viz run found (no {SUMMARY_DIR}/{SUMMARY_FILE} in it)")

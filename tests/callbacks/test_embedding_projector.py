@@ -918,6 +918,16 @@ def test_a_collapsed_embedding_writes_no_scores_and_says_why():
     labels = torch.tensor([0, 1] * 5)
     log_scores(callback, ctx, torch.zeros(10, 4), labels)
     assert written == [] and "all have the same features at epoch 2" in said[0]
+    # under a sampler that draws with replacement it was said as "came again" (H45)
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    said.clear()
+    ctx.trainer.val_dataloaders = DataLoader(
+        range(10), sampler=WeightedRandomSampler([1.0] * 10, 10, replacement=True)
+    )
+    log_scores(callback, ctx, torch.zeros(10, 4), labels)
+    assert written == [] and len(said) == 1 and "the 10 embedded" in said[0], said
+    assert "a collapsed model" in said[0]
     log_scores(
         callback, ctx, torch.randn(10, 4, generator=torch.Generator().manual_seed(0)), labels
     )
