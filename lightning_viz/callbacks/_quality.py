@@ -276,7 +276,9 @@ class ScoresMaps(WatchesRegressions):
                 if q == "deletion":
                     records[self.tag(name, family=FAMILY)] = rec
                 if q == "randomization":
-                    above = self._threshold_alert(ctx, self.tag(name, family=FAMILY), rec.value, n)
+                    scored = int((~values.isnan()).sum())  # the mean's images, not the probe's
+                    tag = self.tag(name, family=FAMILY)
+                    above = self._threshold_alert(ctx, tag, rec.value, scored)
                     thresholds += [above] if above is not None else []
                 if curve is not None and not bool(curve.isnan().all()):
                     curves[f"{method} {q}"] = torch.nanmean(curve, 0).tolist()

@@ -505,3 +505,23 @@ def test_a_left_out_map_is_left_out_of_its_random_level_and_of_the_mean_curves(
         assert [math.isnan(v) for v in level] == left_out  # the same images
     assert {"vanilla deletion", "vanilla insertion", "random map deletion"} <= set(drawn)
     assert all(math.isfinite(v) for curve in drawn.values() for v in curve), drawn
+
+
+def test_a_threshold_alert_counts_the_samples_its_mean_is_over(tmp_path):
+    """H45: it said "mean of 4 samples" when a left-out map made it a mean of 3."""
+    import warnings
+
+    cb = lv.GradCAMLogger(
+        num_samples=4,
+        quality=("randomization",),
+        randomization_threshold=-1.0,  # any correlation is above it
+        quality_cost=None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(tmp_path, [cb], model=_NaNOnSome.make(every=False), epochs=2)
+    (alert,) = cb._coordinator.summary.alerts
+    epochs = cb._coordinator.summary["explain/gradcam/randomization_corr"].epochs
+    values = epochs[alert["epoch"]].values
+    scored = sum(not math.isnan(v) for v in values)
+    assert scored < 4 and alert["message"].endswith(f"mean of {scored} samples)"), alert
