@@ -219,6 +219,7 @@ class ClassModelLogger(VizCallback):
             torch.tensor(classes, device=ctx.device),
         )
         images = self._flat(ctx, made, [self.class_name(k) for k in classes])
+        blank = ~torch.isfinite(images).flatten(1).all(dim=1).cpu()  # drawn mid-grey
         images = self._finite(ctx, images)
         with torch.no_grad():
             logits = ctx.chunked(ctx.view, images)
@@ -231,9 +232,12 @@ class ClassModelLogger(VizCallback):
         else:  # multilabel: the sigmoid of the optimized label's own logit
             pred = torch.tensor(classes, device=logits.device)
             conf = class_scores(logits, pred).sigmoid()
-        caps = [
-            f"{self.class_name(k)}\n{self.class_name(int(p))} {float(c):.2f}"
-            for k, p, c in zip(classes, pred.tolist(), conf.tolist(), strict=True)
+        caps = [  # a blank tile's prediction would be of the grey, not of an image
+            f"{self.class_name(k)}\n"
+            + ("NaN" if b else f"{self.class_name(int(p))} {float(c):.2f}")
+            for k, p, c, b in zip(
+                classes, pred.tolist(), conf.tolist(), blank.tolist(), strict=True
+            )
         ]
         ctx.log.image(
             self.tag("grid"),

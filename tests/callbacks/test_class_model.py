@@ -252,3 +252,37 @@ def test_a_binary_models_captions_show_its_decision_and_probability(tmp_path, mo
     )
     fit(tmp_path, [cb], model=_AlwaysPositive(), epochs=1)
     assert seen[-1] == ["negative\npositive 1.00", "positive\npositive 1.00"]
+
+
+class _NaNOnFirst(LitClassifier):
+    """NaN outputs (and gradients) for the first image of an eval-mode batch."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            return out
+        scale = torch.ones_like(out)
+        scale[:1] = float("nan")
+        return out * scale
+
+
+def test_a_blank_tile_is_captioned_nan_not_with_the_prediction_for_grey(tmp_path, monkeypatch):
+    """H45: the mid-grey tile of a NaN image was captioned with the model's prediction
+    for the grey, as if it were the class's image."""
+    from lightning_viz.callbacks import class_model
+
+    seen: list[list[str]] = []
+    grid = class_model.render.image_grid
+
+    def keep(tiles, **kwargs):
+        seen.append(kwargs.get("captions"))
+        return grid(tiles, **kwargs)
+
+    monkeypatch.setattr(class_model.render, "image_grid", keep)
+    cb = lv.ClassModelLogger(classes=[0, 1, 2], steps=2, every_n_epochs=1, class_names=NAMES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(tmp_path, [cb], model=_NaNOnFirst(num_classes=K), epochs=1)
+    first, *others = seen[-1]
+    assert first == "circle\nNaN"
+    assert all(c.split("\n")[1] != "NaN" for c in others), others
