@@ -483,3 +483,83 @@ def test_the_fingerprint_names_the_eps_and_attacks_an_outcome_depends_on():
     assert fp() == fp(eps=(8 / 255,))  # the same settings: paired
     assert fp(eps=(2 / 255, 8 / 255)) == fp(eps=(8 / 255, 2 / 255))  # order is no setting
     assert len({fp(), fp(eps=(2 / 255, 8 / 255)), fp(attacks=("pgd",))}) == 3
+
+
+EPS = (2 / 255, 8 / 255)
+
+
+def _last(tmp):
+    return {k: v[-1][1] for k, v in read_events(str(tmp))["scalars"].items()}
+
+
+def test_worst_is_robust_to_every_attack_image_by_image(tmp_path):
+    """worst_acc@eps counts the images that survive every attack (the intersection),
+    so it is at most each attack's accuracy; per image it is the AND of the outcomes."""
+    cb = AdversarialProbe(eps=(4 / 255, 16 / 255), num_samples=32, steps=5, on_error="raise")
+    fit(
+        tmp_path,
+        [cb],
+        epochs=2,
+        datamodule=small_datamodule(train_size=640),
+        limit_train_batches=20,
+    )
+    last = _last(tmp_path)
+    summary = load_summary(str(tmp_path / "run" / "version_0"))
+    for e in ("4/255", "16/255"):
+        per = {a: last[f"robustness/{a}_acc@{e}"] for a in ("fgsm", "pgd")}
+        assert last[f"robustness/worst_acc@{e}"] <= min(per.values()) + 1e-9
+        out = {
+            a: summary.metrics[f"robustness/{a}_acc@{e}"].epochs[1].outcomes
+            for a in ("fgsm", "pgd", "worst")
+        }
+        bits = {a: [int(c) for c in str(o)] for a, o in out.items()}  # "1001...": 1 robust
+        if e == "16/255":  # the attacks break different images there: all != any
+            assert bits["fgsm"] != bits["pgd"]
+        assert bits["worst"] == [f & p for f, p in zip(bits["fgsm"], bits["pgd"], strict=True)]
+
+
+def test_eps_given_in_any_order_give_the_same_sweep(tmp_path):
+    """The sweep goes eps upward whatever the order given: (8/255, 2/255) writes the
+    same accuracies as (2/255, 8/255)."""
+    up = AdversarialProbe(eps=EPS, attacks=("pgd",), num_samples=32, steps=3, tag_prefix="up")
+    down = AdversarialProbe(
+        eps=EPS[::-1], attacks=("pgd",), num_samples=32, steps=3, tag_prefix="down"
+    )
+    fit(
+        tmp_path,
+        [up, down],
+        epochs=1,
+        datamodule=small_datamodule(train_size=640),
+        limit_train_batches=20,
+    )
+    last = _last(tmp_path)
+    for e in ("2/255", "8/255"):
+        assert last[f"down/pgd_acc@{e}"] == pytest.approx(last[f"up/pgd_acc@{e}"], abs=1e-9), e
+    assert last["up/pgd_acc@2/255"] > last["up/pgd_acc@8/255"]  # the order matters here
+
+
+def test_catastrophic_overfitting_is_flagged_when_fgsm_accuracy_holds():
+    """The documented rule: PGD falls, FGSM "holds or rises" (not lower by more than
+    ``tolerance``). Hand-built masks: FGSM stays at 32/64 while PGD falls from 32 to 4."""
+    from types import SimpleNamespace
+
+    cb = AdversarialProbe(eps=(8 / 255,), attacks=("fgsm", "pgd"))
+    cb._reset_overfitting()
+    labels = torch.arange(64) % 4
+    clean = torch.ones(64, dtype=torch.bool)  # far above chance (1/4)
+    eps = 8 / 255
+    fgsm = torch.zeros(64, dtype=torch.bool)
+    fgsm[:32] = True
+
+    def at(epoch, pgd):
+        ctx = SimpleNamespace(trainer=SimpleNamespace(current_epoch=epoch), task="multiclass")
+        return cb._overfitting_messages(
+            ctx, {"fgsm": {eps: fgsm}, "pgd": {eps: pgd}}, clean, labels
+        )
+
+    assert at(0, fgsm.clone()) == []  # the reference: no gap
+    pgd = torch.zeros(64, dtype=torch.bool)
+    pgd[:4] = True  # 28 of 64 (> GAP) now broken by PGD only
+    (message,) = at(1, pgd)
+    assert "catastrophic overfitting" in message
+    assert cb.catastrophic_overfitting["epoch"] == 1

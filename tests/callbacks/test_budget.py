@@ -729,3 +729,57 @@ def test_will_not_run_again_is_said_in_each_fit_on_one_trainer():
     coordinator.continue_summary(10)  # fit 2 on the same trainer starts at epoch 10
     (line,) = said(12, 30, 40)  # its next run at 42, after the last epoch 39
     assert "max_epochs=40" in line
+
+
+def test_the_recurring_total_runs_the_cheapest_due_callbacks_first():
+    """Rule 3: when the recurring total leaves room for only some of the due callbacks,
+    the cheapest run and the costliest waits (not the other way round)."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    clock.now += 10.0
+    assert budget.plan(0, [Candidate("cheap"), Candidate("costly")], 0.1, 6.0)[0] == [
+        "cheap",
+        "costly",
+    ]  # fmt: skip - first runs always happen
+    budget.charge("cheap", 0.5)
+    budget.charge("costly", 5.0)
+    clock.now += 5.5 + 10.0
+    budget.charge_shared(6.8)  # recurring so far: 6.8 of the 2 * 6.0 s allowance
+    run, _ = budget.plan(1, [Candidate("cheap"), Candidate("costly")], 0.1, 6.0)
+    assert run == ["cheap"]  # 6.8 + 0.5 fits in 12, then + 5.0 does not
+
+
+def test_a_waiting_callback_runs_when_its_cost_exactly_fills_the_budget():
+    """``planned + cost <= allowed``: a run that reaches the allowance exactly runs."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()
+    clock.now += 10.0
+    budget.plan(0, [Candidate("a")], 0.1, 4.0)
+    budget.charge("a", 2.0)
+    clock.now += 12.0
+    budget.charge_shared(6.0)  # 6.0 + 2.0 == 2 epochs * 4.0 s
+    assert budget.plan(1, [Candidate("a")], 0.1, 4.0)[0] == ["a"]
+
+
+def test_the_smallest_max_overhead_and_allowance_among_the_callbacks_count(tmp_path, monkeypatch):
+    """Two callbacks with different budgets: the plan uses the smaller fraction and the
+    smaller allowance (as documented for ``max_overhead`` and ``overhead_allowance``)."""
+    import lightning_viz as lv
+    from tests.conftest import fit
+
+    seen = []
+    real = OverheadBudget.plan
+
+    def spy(self, epoch, candidates, max_overhead, allowance=0.0):
+        seen.append((max_overhead, allowance))
+        return real(self, epoch, candidates, max_overhead, allowance)
+
+    monkeypatch.setattr(OverheadBudget, "plan", spy)
+    cbs = [
+        lv.FilterLogger(max_overhead=0.5, overhead_allowance=0.25),
+        lv.FilterLogger(tag_prefix="filters_2", max_overhead=0.05, overhead_allowance=2.0),
+    ]
+    fit(tmp_path, cbs, epochs=1, keep_budget=True)
+    assert seen and set(seen) == {(0.05, 0.25)}

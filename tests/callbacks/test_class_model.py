@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -286,3 +287,48 @@ def test_a_blank_tile_is_captioned_nan_not_with_the_prediction_for_grey(tmp_path
     first, *others = seen[-1]
     assert first == "circle\nNaN"
     assert all(c.split("\n")[1] != "NaN" for c in others), others
+
+
+def test_a_non_finite_class_model_image_is_drawn_mid_grey_and_said_once():
+    cb = lv.ClassModelLogger()
+    ctx = SimpleNamespace(log=SimpleNamespace(epoch=3))
+    images = torch.rand(3, 3, 8, 8)
+    images[1, 0, 0, 0] = float("nan")
+    with pytest.warns(UserWarning, match="1 of 3 class-model images hold NaN or inf at epoch 3"):
+        out = cb._finite(ctx, images)
+    assert torch.equal(out[1], torch.full((3, 8, 8), 0.5))
+    assert torch.equal(out[[0, 2]], images[[0, 2]])
+
+
+def test_multilabel_captions_show_the_sigmoid_of_the_optimized_class(tmp_path, monkeypatch):
+    """For a multilabel (or binary) model the caption's number is the probability
+    sigmoid(logit) of the class optimized, in [0, 1], not the raw logit."""
+    from lightning_viz import render
+    from lightning_viz._guard import ModelView
+    from tests.conftest import fit, small_datamodule
+
+    seen = []
+    real = render.image_grid
+
+    def spy(images, *args, **kwargs):
+        seen.append((images.clone(), kwargs.get("captions")))
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(render, "image_grid", spy)
+    dm = small_datamodule()
+    dm.setup("fit")
+    x = torch.stack([dm.val_dataset[i][0] for i in range(10)])
+    y = torch.nn.functional.one_hot(
+        torch.tensor([dm.val_dataset[i][1] for i in range(10)]), 5
+    ).float()
+    cb = lv.ClassModelLogger(
+        steps=3, every_n_epochs=1, task="multilabel", probe=(x, y), on_error="raise"
+    )
+    _, model = fit(tmp_path, [cb], epochs=1)
+    images, caps = seen[-1]
+    with torch.no_grad():
+        logits = ModelView(model.eval())(images)
+    for row, (k, cap) in enumerate(zip(cb._classes, caps, strict=True)):
+        shown = float(cap.split("\n")[1].split()[-1])
+        assert 0.0 <= shown <= 1.0
+        assert shown == pytest.approx(torch.sigmoid(logits[row, k]).item(), abs=0.006)

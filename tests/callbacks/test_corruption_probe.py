@@ -187,3 +187,34 @@ def test_binary_model_with_mean_std(tmp_path):
 def test_configuration_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         lv.CorruptionProbe(**kwargs)
+
+
+def test_relative_drop_is_clean_minus_corrupted_on_a_model_that_does_drop(tmp_path):
+    """The module fixture's model scores the same clean and corrupted (the drop is 0, so
+    its sign is never seen): here a trained model loses accuracy under heavy noise."""
+    cb = lv.CorruptionProbe(
+        corruptions=("gaussian_noise", "pixelate"),
+        severities=(5,),
+        num_samples=24,
+        on_error="raise",
+    )
+    fit(tmp_path, [cb], epochs=4, limit_train_batches=6)
+    last = {k: v[-1][1] for k, v in read_events(str(tmp_path))["scalars"].items()}
+    clean, mean = last["corruption/clean_acc"], last["corruption/mean_acc"]
+    assert clean > mean  # a real drop, so the sign below is tested
+    assert last["corruption/relative_drop"] == pytest.approx(clean - mean, abs=1e-6)
+    assert last["corruption/relative_drop"] > 0
+
+
+def test_the_fingerprint_names_the_severities_an_outcome_depends_on():
+    """A per-image accuracy over severities (1, 5) is not the one over (3,): a baseline
+    run with other severities is not paired with this one as the same probe."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(probe=SimpleNamespace(fingerprint=lambda: "probe"), task="multiclass")
+
+    def fp(**kwargs):
+        return lv.CorruptionProbe(**{"corruptions": ("fog",), **kwargs})._fingerprint(ctx)
+
+    assert fp() == fp(severities=(3,))  # the default severity: the same settings
+    assert len({fp(), fp(severities=(1, 5)), fp(corruptions=("pixelate",)), fp(seed=1)}) == 4

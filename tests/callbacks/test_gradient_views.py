@@ -9,6 +9,7 @@ import lightning_viz as lv
 import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._guard import ModelView
+from lightning_viz.data import LitClassifier
 from tests.conftest import decode_png, fit, gradient_callbacks, read_events, small_datamodule
 
 STEPS = [4, 8]  # global_step after epoch 0 and 1 (4 train batches per epoch)
@@ -315,3 +316,161 @@ def test_nan_activations_of_one_probe_image_are_drawn_blank(tmp_path):
     assert len(blank) == 1 and "1 of 2 probe images" in blank[0], said
     images = read_events(str(tmp_path))["images"]
     assert len(images["activations/model.block3.conv"]) == 2  # both epochs
+
+
+class HalfBlind(LitClassifier):
+    """The class score reaches the input only for the images brighter than the batch's
+    median: the others get an all-zero saliency map."""
+
+    def forward(self, x):
+        brightness = x.flatten(1).mean(1)
+        keep = (brightness > brightness.median()).to(x.dtype)
+        return self.model(x) * keep[:, None]
+
+
+def test_saliency_in_mask_leaves_out_the_all_zero_maps(tmp_path):
+    """An image whose map is all zero looks nowhere: it is not counted as "0 % on the
+    object" in bias/saliency_in_mask (the mean is over the images whose map looks)."""
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=5, quality=(), on_error="raise")
+    trainer, model = fit(tmp_path, [cb], epochs=1, model=HalfBlind(num_classes=5, lr=1e-2))
+    probe = cb._probe
+    view = ModelView(model.eval())
+    with torch.no_grad():
+        predicted = view(probe.images).argmax(1)
+    maps = LF.saliency(view, probe.images, predicted)
+    looks = maps.flatten(1).amax(1) > 0
+    assert 0 < int(looks.sum()) < len(looks)  # some maps are all zero, some are not
+    expected = LF.saliency_in_mask(maps, probe.masks)[looks].mean().item()
+    (_, logged) = read_events(str(tmp_path))["scalars"]["bias/saliency_in_mask"][-1]
+    assert logged == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_segmentation_row_shows_the_pixels_above_mask_quantile(tmp_path):
+    """mask_quantile=0.9 shows the top 10 % of each map white, 0.2 the top 80 %: the
+    second picture is the brighter one (the rows are the same but for that)."""
+    cbs = [
+        lv.SaliencyLogger(
+            methods=("vanilla",), num_samples=5, quality=(), mask_quantile=q, tag_prefix=p
+        )
+        for q, p in ((0.9, "top10"), (0.2, "top80"))
+    ]
+    fit(tmp_path, cbs, epochs=1)
+    images = read_events(str(tmp_path))["images"]
+    top10 = decode_png(images["top10/segmentation"][-1][3]).float()
+    top80 = decode_png(images["top80/segmentation"][-1][3]).float()
+    assert top10.shape == top80.shape
+    white10 = (top10.min(dim=-1).values > 250).float().mean()
+    white80 = (top80.min(dim=-1).values > 250).float().mean()
+    assert white80 > white10 + 0.1
+
+
+def test_reduce_and_smoothgrad_samples_reach_every_method(tmp_path):
+    """``reduce="sum"`` changes the maps of every gradient method (not only some), and
+    ``smoothgrad_samples`` the SmoothGrad maps: two callbacks differing only there
+    write different pictures."""
+    methods = ("vanilla", "smoothgrad", "integrated_gradients", "guided_backprop")
+    common = dict(methods=methods, num_samples=3, quality=(), ig_steps=4)
+    cbs = [
+        lv.SaliencyLogger(reduce="max", smoothgrad_samples=4, tag_prefix="a", **common),
+        lv.SaliencyLogger(reduce="sum", smoothgrad_samples=4, tag_prefix="b", **common),
+        lv.SaliencyLogger(reduce="max", smoothgrad_samples=1, tag_prefix="c", **common),
+    ]
+    fit(tmp_path, cbs, epochs=1)
+    images = read_events(str(tmp_path))["images"]
+    for method in methods:
+        assert images[f"a/{method}"][-1][3] != images[f"b/{method}"][-1][3], method
+    assert images["a/smoothgrad"][-1][3] != images["c/smoothgrad"][-1][3]
+    assert images["a/vanilla"][-1][3] == images["c/vanilla"][-1][3]  # same settings there
+
+
+def _gradcam_grid(model, cb, method):
+    """The picture GradCAMLogger should write for ``method``, built from the functional
+    API: the probe row and the map row (overlaid for Grad-CAM, colorized for guided)."""
+    from lightning_viz import render
+    from lightning_viz._runtime.context import CAPTION_LABEL
+    from lightning_viz.callbacks.gradcam import METHODS
+    from lightning_viz.functional._grad import resolve_layer
+
+    probe = cb._probe
+    view = ModelView(model.eval())
+    with torch.no_grad():
+        predicted = view(probe.images).argmax(1)
+    _, layer = resolve_layer(model, cb._layer_name)
+    maps = METHODS[method](view, probe.images, predicted, layer=layer)
+    norm = render.normalize_maps(maps.float())
+    images = probe.images.float()
+    second = render.colorize(norm) if method == "guided_gradcam" else render.overlay(images, norm)
+    caps = [f"{int(t)} / {int(p)}" for t, p in zip(probe.labels, predicted, strict=True)]
+    return render.rows_grid(
+        [images, second],
+        captions=caps,
+        row_labels=[CAPTION_LABEL, f"{method} @ {cb._layer_name}"],
+        scale=render.display_scale(images),
+    )
+
+
+def test_gradcam_pictures_are_the_overlay_and_guided_gradcam_the_colorized_map(tmp_path):
+    cb = lv.GradCAMLogger(methods=("gradcam", "guided_gradcam"), num_samples=3, quality=())
+    _, model = fit(tmp_path, [cb], epochs=1)
+    images = read_events(str(tmp_path))["images"]
+    for method in ("gradcam", "guided_gradcam"):
+        logged = decode_png(images[f"gradcam/{method}"][-1][3]).float()
+        expected = _gradcam_grid(model, cb, method).permute(1, 2, 0).float()
+        assert logged.shape == expected.shape, method
+        assert (logged - expected).abs().mean() < 1.0, method
+
+
+def test_gradcam_target_names_the_class_explained(tmp_path):
+    """``target=<index>`` explains that class for every image: two callbacks with
+    different class indices draw different maps (neither is the predicted class's)."""
+    cbs = [
+        lv.GradCAMLogger(
+            methods=("gradcam",), num_samples=3, quality=(), target=k, tag_prefix=f"k{k}"
+        )
+        for k in (0, 1)
+    ]
+    fit(tmp_path, cbs, epochs=1)
+    images = read_events(str(tmp_path))["images"]
+    assert images["k0/gradcam"][-1][3] != images["k1/gradcam"][-1][3]
+
+
+def test_activation_captions_say_nothing_when_every_channel_is_shown(tmp_path, monkeypatch):
+    """max_channels equal to the layer's channels: nothing is left out, no "ch 0-15 of 16"."""
+    from lightning_viz import render
+
+    seen = []
+    real = render.feature_map_grid
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["captions"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(render, "feature_map_grid", spy)
+    cb = lv.ActivationLogger(layers=["model.block1.conv"], max_channels=16, on_error="raise")
+    fit(tmp_path, [cb], epochs=1)
+    assert seen and all("\n" not in c for caps in seen for c in caps), seen
+
+
+def test_captions_are_true_then_predicted_class(tmp_path, monkeypatch):
+    """The probe row's captions read "<true> / <predicted>" (CAPTION_LABEL), in that order."""
+    from lightning_viz import render
+
+    names = ["circle", "square", "triangle", "star", "cross"]
+    seen = []
+    real = render.rows_grid
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["captions"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(render, "rows_grid", spy)
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=5, quality=(), class_names=names)
+    _, model = fit(tmp_path, [cb], epochs=1)
+    with torch.no_grad():
+        predicted = ModelView(model.eval())(cb._probe.images).argmax(1)
+    expected = [
+        f"{names[int(t)]} / {names[int(p)]}"
+        for t, p in zip(cb._probe.labels, predicted, strict=True)
+    ]
+    assert seen and seen[-1] == expected
+    assert any(t != p for t, p in zip(cb._probe.labels, predicted, strict=True))  # order shows

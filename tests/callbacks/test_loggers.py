@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 import lightning_viz as lv
 from lightning_viz._runtime.writers import mlflow_name, tag_of
+from lightning_viz._runtime.writers._images import image_pixels
 from tests.conftest import USER_SCALARS, all_callbacks, decode_png, fit, read_events
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -662,3 +664,17 @@ def test_two_threads_dropping_backends_at_once_keep_both_dropped():
         thread.join()
     assert writers.backends == [healthy]
     assert sum("could not write to" in str(w.message) for w in said) == 2
+
+
+def test_a_float_image_gets_the_bytes_tensorboard_writes(tmp_path):
+    """Floats are scaled as add_image scales them (x * 255, clipped, truncated): 0.5 is
+    127, not 128, so W&B, MLflow and the PNG files show what TensorBoard shows."""
+    image = torch.tensor([0.0, 0.2, 0.5, 0.999, 1.0]).view(1, 1, 5).expand(3, 1, 5)
+    ours = image_pixels(image)
+    writer = SummaryWriter(str(tmp_path))
+    writer.add_image("x", image, 0)
+    writer.close()
+    ((_, _, _, png),) = read_events(str(tmp_path))["images"]["x"]
+    theirs = decode_png(png).numpy().astype(np.uint8)
+    assert ours.tolist() == theirs.tolist()
+    assert ours[0, :, 0].tolist() == [0, 51, 127, 254, 255]

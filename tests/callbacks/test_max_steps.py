@@ -145,3 +145,15 @@ def test_validation_after_every_batch_runs_once_an_epoch_at_its_end(tmp_path):
     assert not any(cb._after_validation for cb in callbacks)  # the training epoch end
     assert runs == {type(cb).__name__: [0, 1] for cb in callbacks}
     assert _steps(tmp_path) == {t: [4, 8] for t in (*IMAGES, *SCALARS)}
+
+
+def test_validation_twice_an_epoch_runs_at_the_training_epoch_end(tmp_path):
+    """``val_check_interval=0.5`` validates in the middle and at the end of each epoch:
+    the callbacks run once an epoch at its end (step 4, 8), not at the first,
+    half-way validation (step 2, 6) on a half-trained epoch."""
+    callbacks = _callbacks()
+    runs = _count_runs(callbacks)
+    _fit(tmp_path, callbacks, epochs=2, val_check_interval=0.5)
+    assert not any(cb._after_validation for cb in callbacks)
+    assert runs == {type(cb).__name__: [0, 1] for cb in callbacks}
+    assert _steps(tmp_path) == {t: [4, 8] for t in (*IMAGES, *SCALARS)}

@@ -1138,3 +1138,18 @@ def test_numpy_vectors_are_read_as_lists_where_a_tensor_is():
     assert lv.TextureShapeBias(output_mapping=np.array([0, 1, -1])).output_mapping == [0, 1, -1]
     with pytest.raises(TypeError, match="`classes` must be"):
         lv.ClassModelLogger(classes=np.zeros((2, 2), dtype=int))  # not a list of ints
+
+
+def test_the_epoch_summary_text_holds_every_callbacks_metrics_without_validation(tmp_path):
+    """Without validation every callback runs in its own on_train_epoch_end: the text
+    ``lightning_viz/summary`` of an epoch is written after the last one ran, so it holds
+    the metrics of the second callback too (not only the first's)."""
+    cbs = [
+        lv.CorruptionProbe(corruptions=("fog",), num_samples=8, on_error="raise"),
+        lv.AdversarialProbe(eps=(8 / 255,), attacks=("fgsm",), num_samples=8, on_error="raise"),
+    ]
+    fit(tmp_path, cbs, epochs=1, limit_val_batches=0)
+    texts = read_events(str(tmp_path))["tensors"]["lightning_viz/summary/text_summary"]
+    ((step, strings),) = [t for t in texts if t[0] == 4]
+    text = b"".join(strings).decode()
+    assert "corruption/fog_acc" in text and "robustness/fgsm_acc@8/255" in text

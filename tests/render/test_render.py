@@ -1098,3 +1098,36 @@ def test_adversarial_probes_curve_draws_the_union_dashed_over_the_attacks():
     lines = {line.get_label(): line for line in ax.lines}
     assert lines["worst"].get_linestyle() == "--" and lines["pgd"].get_linestyle() == "-"
     assert lines["worst"].get_zorder() > lines["pgd"].get_zorder()
+
+
+@pytest.mark.parametrize(
+    ("width", "target", "scale"),
+    [(32, 64, 2), (28, 64, 2), (64, 64, 1), (100, 64, 1), (8, 64, 8), (5, 48, 9)],
+)
+def test_display_scale_is_the_largest_integer_that_keeps_the_tile_within_target(
+    width, target, scale
+):
+    """A 32-px probe image is drawn at 64 px (scale 2), not 96: the widths every view's
+    grid has (and test_image_widths' limits) follow from it."""
+    assert R.display_scale(width, target=target) == scale
+    assert R.display_scale(torch.rand(1, 3, 7, width), target=target) == scale
+
+
+def test_scatter_legend_names_the_classes_present_by_their_index():
+    """Labels {0, 2, 4} with five names: the legend reads the names of classes 0, 2 and 4
+    (an embedding probe often holds a subset of the classes)."""
+    points = torch.rand(6, 2)
+    labels = torch.tensor([0, 0, 2, 2, 4, 4])
+    fig = R.scatter_figure(points, labels, class_names=["a", "b", "c", "d", "e"])
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "c", "e"]
+
+
+def test_line_figure_bands_span_each_interval():
+    """The Wilson band of a series covers [low, high] at each x (not a zero-height band)."""
+    fig = R.line_figure(
+        [0, 1, 2], {"acc": [0.5, 0.6, 0.7]}, intervals={"acc": [(0.4, 0.6), (0.5, 0.7), (0.6, 0.8)]}
+    )
+    (band,) = fig.axes[0].collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(0.4) and ys.max() == pytest.approx(0.8)
