@@ -349,3 +349,17 @@ def run_python(code: str) -> str:
     )
     assert res.returncode == 0, res.stderr
     return res.stdout
+
+
+def record_captions(monkeypatch: Any, owner: Any, name: str) -> list[Any]:
+    """Replaces the render function ``owner.name`` by one that records the ``captions``
+    of every call (then draws as before); returns the list it fills."""
+    seen: list[Any] = []
+    real = getattr(owner, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("captions"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen

@@ -19,6 +19,7 @@ from tests.conftest import (
     decode_png,
     fit,
     read_events,
+    record_captions,
     small_datamodule,
 )
 
@@ -240,14 +241,7 @@ def test_a_binary_models_captions_show_its_decision_and_probability(tmp_path, mo
     image of a model that calls it positive)."""
     from lightning_viz.callbacks import class_model
 
-    seen: list[list[str]] = []
-    grid = class_model.render.image_grid
-
-    def keep(tiles, **kwargs):
-        seen.append(kwargs.get("captions"))
-        return grid(tiles, **kwargs)
-
-    monkeypatch.setattr(class_model.render, "image_grid", keep)
+    seen = record_captions(monkeypatch, class_model.render, "image_grid")
     cb = lv.ClassModelLogger(
         steps=2, every_n_epochs=1, class_names=["negative", "positive"], on_error="raise"
     )
@@ -272,14 +266,7 @@ def test_a_blank_tile_is_captioned_nan_not_with_the_prediction_for_grey(tmp_path
     for the grey, as if it were the class's image."""
     from lightning_viz.callbacks import class_model
 
-    seen: list[list[str]] = []
-    grid = class_model.render.image_grid
-
-    def keep(tiles, **kwargs):
-        seen.append(kwargs.get("captions"))
-        return grid(tiles, **kwargs)
-
-    monkeypatch.setattr(class_model.render, "image_grid", keep)
+    seen = record_captions(monkeypatch, class_model.render, "image_grid")
     cb = lv.ClassModelLogger(classes=[0, 1, 2], steps=2, every_n_epochs=1, class_names=NAMES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,7 +10,14 @@ import lightning_viz.functional as LF
 from lightning_viz import render
 from lightning_viz._guard import ModelView
 from lightning_viz.data import LitClassifier
-from tests.conftest import decode_png, fit, gradient_callbacks, read_events, small_datamodule
+from tests.conftest import (
+    decode_png,
+    fit,
+    gradient_callbacks,
+    read_events,
+    record_captions,
+    small_datamodule,
+)
 
 STEPS = [4, 8]  # global_step after epoch 0 and 1 (4 train batches per epoch)
 
@@ -260,14 +267,7 @@ def test_filter_image_of_a_conv_with_many_inputs_shows_eight_filters_and_says_so
 
 def test_activation_captions_say_how_many_channels_are_left_out(tmp_path, monkeypatch):
     """A 512-channel layer showed channels 0-31 with no word that 480 were left out."""
-    seen = []
-    real = render.feature_map_grid
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["captions"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(render, "feature_map_grid", spy)
+    seen = record_captions(monkeypatch, render, "feature_map_grid")
     cb = lv.ActivationLogger(
         layers=["model.block1.conv", "model.block2.conv"], max_channels=8, on_error="raise"
     )
@@ -436,16 +436,7 @@ def test_gradcam_target_names_the_class_explained(tmp_path):
 
 def test_activation_captions_say_nothing_when_every_channel_is_shown(tmp_path, monkeypatch):
     """max_channels equal to the layer's channels: nothing is left out, no "ch 0-15 of 16"."""
-    from lightning_viz import render
-
-    seen = []
-    real = render.feature_map_grid
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["captions"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(render, "feature_map_grid", spy)
+    seen = record_captions(monkeypatch, render, "feature_map_grid")
     cb = lv.ActivationLogger(layers=["model.block1.conv"], max_channels=16, on_error="raise")
     fit(tmp_path, [cb], epochs=1)
     assert seen and all("\n" not in c for caps in seen for c in caps), seen
@@ -453,17 +444,8 @@ def test_activation_captions_say_nothing_when_every_channel_is_shown(tmp_path, m
 
 def test_captions_are_true_then_predicted_class(tmp_path, monkeypatch):
     """The probe row's captions read "<true> / <predicted>" (CAPTION_LABEL), in that order."""
-    from lightning_viz import render
-
     names = ["circle", "square", "triangle", "star", "cross"]
-    seen = []
-    real = render.rows_grid
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["captions"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(render, "rows_grid", spy)
+    seen = record_captions(monkeypatch, render, "rows_grid")
     cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=5, quality=(), class_names=names)
     _, model = fit(tmp_path, [cb], epochs=1)
     with torch.no_grad():
