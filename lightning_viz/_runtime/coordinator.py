@@ -434,7 +434,7 @@ class Coordinator(BudgetLines, RunOutput):
         step = trainer.global_step
         if self._finite_at is None or self._finite_at[0] != step:
             module = trainer.lightning_module
-            tensors = [p.detach() for p in module.parameters()] + [
+            tensors = [p.detach() for p in module.parameters() if not is_lazy(p)] + [
                 stat
                 for m in module.modules()
                 if getattr(m, "track_running_stats", False)

@@ -211,6 +211,7 @@ class ScoresMaps(WatchesRegressions):
         chance, *method_curves = self._curves(ctx, x, [rand, *local_maps.values()], t)
         fingerprint = self._fingerprint(ctx)
         records, curves = {}, {}
+        unscored: dict[str, Tensor] = {}  # rows a method left out: out of the random curve
         thresholds: list[Alert] = []  # every method's, said in one table
         randomize = "randomization" in self.quality and bool(LF.randomizable_layers(ctx.view))
         if "randomization" in self.quality and not randomize:
@@ -228,6 +229,7 @@ class ScoresMaps(WatchesRegressions):
                     values, curve = scores[q]  # and its curve out of the mean curve (as
                     values = _left_out(values, constant)  # one whose output was not finite)
                     scores[q] = (values, _left_out(curve, values.isnan()))
+                    unscored[q] = unscored.get(q, values.isnan()) | values.isnan()
             if bool(constant.all()):
                 self.warn_once(
                     f"constant_maps_{method}",
@@ -287,8 +289,10 @@ class ScoresMaps(WatchesRegressions):
         self._report_thresholds(ctx, thresholds)
         if curves:
             for q in ("deletion", "insertion"):
-                if q in chance and chance[q][1] is not None:  # NaN: a non-finite output
-                    curves[f"random map {q}"] = torch.nanmean(chance[q][1], 0).tolist()
+                drawn = any(name.endswith(f" {q}") for name in curves)  # some method's
+                if drawn and q in chance and chance[q][1] is not None:  # NaN: not finite
+                    random = _left_out(chance[q][1], unscored.get(q, torch.tensor(False)))
+                    curves[f"random map {q}"] = torch.nanmean(random, 0).tolist()
             self._figure(ctx, curves)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)

@@ -227,7 +227,7 @@ class ClassModelLogger(VizCallback):
             conf, pred = logits.softmax(dim=1).max(dim=1)
         elif ctx.task == "binary":  # the model's decision and its probability
             positive = logits[:, 0].float().sigmoid()
-            pred = (positive > 0.5).long()
+            pred = (logits[:, 0] > 0).long()  # as the library decides (a tiny logit: 0.50)
             conf = torch.where(pred == 1, positive, 1 - positive)
         else:  # multilabel: the sigmoid of the optimized label's own logit
             pred = torch.tensor(classes, device=logits.device)

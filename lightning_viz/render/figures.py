@@ -109,9 +109,9 @@ def line_figure(
         title: Figure title. Default: ``""``.
         xticklabels: Tick labels at the ``x`` values (e.g. ``"2/255"``), or
             ``None`` for numeric ticks. Where two neighbouring values are closer than
-            a twelfth of their range (``1/255`` and ``2/255`` of a sweep to
-            ``16/255``), whose labels would overlap, the values are placed evenly
-            instead, each at its label. Default: ``None``.
+            their labels are wide (2.2 % of the range a character of the longest
+            label: ``1/255`` and ``2/255`` of a sweep to ``12/255``), the values are
+            placed evenly instead, each at its label. Default: ``None``.
         styles: ``{name: matplotlib line options}`` for some series (e.g. a dashed
             envelope drawn over the lines it summarizes, which must not hide them).
             Default: ``None``.
@@ -133,7 +133,10 @@ def line_figure(
         fail("styles", "None or a dict {series name: dict of line options}", styles, TypeError)
     if xticklabels is not None and len(xs) > 2:
         gaps = np.diff(np.sort(np.asarray(xs, dtype=float)))
-        if float(gaps.min()) < (max(xs) - min(xs)) / 12:  # the labels would overlap
+        # a label takes about 2.2 % of the axes' width a character (10-pt text, legend
+        # beside): neighbours closer than the longest label would overlap
+        room = 0.022 * max(len(label) for label in xticklabels) * (max(xs) - min(xs))
+        if float(gaps.min()) < room:
             xs = [float(i) for i in np.argsort(np.argsort(np.asarray(xs, dtype=float)))]
     fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine
     ax = fig.add_subplot(1, 1, 1)

@@ -108,7 +108,9 @@ def _broken(paragraph: str, font: _Font, width: int) -> list[tuple[str, str]]:
         for i, part in enumerate(p for p in re.split(r"(?=->)", word) if p):  # "a->b"
             parts = _words(part)
             joiner = " " if i == 0 else ""
-            if all(_text_width(font, piece) <= width for piece, _ in parts):
+            if all(_text_width(font, piece) <= width for piece, _ in parts) or any(
+                _text_width(font, ch) > width for ch in part
+            ):  # it fits, or a tile narrower than a letter: kept whole, clipped with ".."
                 pieces += [(parts[0][0], joiner), *parts[1:]]
                 continue
             while len(part) > 1 and _text_width(font, part) > width:

@@ -525,3 +525,51 @@ def test_a_threshold_alert_counts_the_samples_its_mean_is_over(tmp_path):
     values = epochs[alert["epoch"]].values
     scored = sum(not math.isnan(v) for v in values)
     assert scored < 4 and alert["message"].endswith(f"mean of {scored} samples)"), alert
+
+
+def test_the_figures_random_curve_is_over_the_images_the_methods_scored():
+    """H48: the random map's mean curve in the figure still averaged every probe image
+    while the method's curve left out the images of its constant maps."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
+    x, t = torch.rand(8, 3, 16, 16), torch.randint(0, 3, (8,))
+    maps = torch.rand(8, 1, 16, 16)
+    maps[:4] = 0.0  # constant: not ranked, left out
+    cb = lv.SaliencyLogger(quality=("deletion",), quality_steps=4)
+    figures = {}
+    cb._figure = lambda ctx, curves: figures.update(curves)
+    cb.alert = lambda ctx, records: []
+    cb._report_thresholds = lambda ctx, alerts: None
+    cb._runs_to_skip = lambda *args: 0
+    cb._fingerprint = lambda ctx: "fp"
+    cb.warn_once = lambda *args, **kwargs: None
+    log = SimpleNamespace(epoch=0, scalar=lambda tag, *args, **kwargs: None)
+    ctx = SimpleNamespace(
+        pixels=x,
+        share=lambda m: torch.arange(m),
+        gather=lambda v, m: v,
+        generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+        view=model,
+        task="multiclass",
+        max_batch=64,
+        log=log,
+    )
+    cb.score_maps(ctx, {"vanilla": maps}, {}, t, 1.0)
+    rand = LF.random_maps(x, generator=torch.Generator().manual_seed(0))
+    (curves,) = LF.perturbation_curves(
+        model, x, [rand], t, steps=4, baseline="blur", task="multiclass", kinds=["deletion"]
+    )
+    expected = curves["deletion"].curve[4:].mean(0)
+    assert torch.allclose(torch.tensor(figures["random map deletion"]), expected, atol=1e-5)
+    assert not torch.allclose(expected, curves["deletion"].curve.mean(0), atol=1e-5)

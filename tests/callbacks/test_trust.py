@@ -921,3 +921,14 @@ def test_nan_outputs_of_a_finite_model_count_as_wrong_in_the_accuracy(tmp_path):
     assert float(trainer.callback_metrics["robustness/clean_acc"]) == pytest.approx(expected)
     said = [str(w.message) for w in caught if "outputs hold NaN" in str(w.message)]
     assert len(said) == 1 and f"for {int(nan.sum())} of {len(y)} probe samples" in said[0]
+
+
+def test_an_unused_lazy_layer_is_not_read_by_the_divergence_check():
+    """H48: the check detached every parameter before leaving the lazy ones out, and an
+    uninitialized LazyLinear (an auxiliary head training never calls) stopped the fit."""
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    module = LitClassifier(num_classes=5)
+    module.aux = torch.nn.LazyLinear(3)
+    trainer = types.SimpleNamespace(lightning_module=module, global_step=0, current_epoch=0)
+    assert Coordinator().model_finite(trainer)

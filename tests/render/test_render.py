@@ -1131,3 +1131,20 @@ def test_line_figure_bands_span_each_interval():
     (band,) = fig.axes[0].collections
     ys = band.get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(0.4) and ys.max() == pytest.approx(0.8)
+
+
+def test_a_tile_narrower_than_a_letter_clips_the_word_instead_of_dropping_letters():
+    """H48: on 8-px tiles "mouse" was drawn "ouse" (each letter its own line, the wide
+    ones clipped to nothing)."""
+    font = G._font(10)
+    narrow = int(G._text_width(font, "m")) - 1
+    assert all(line.endswith("..") or line == "" for line in G._wrap("mouse", font, narrow, 9))
+    assert len(G._wrap("mouse", font, narrow, 9)) == 1
+
+
+def test_eps_labels_closer_than_their_width_are_placed_evenly():
+    """H48: a sweep 1/255 ... 12/255 kept its linear axis and "1/255" overlapped "2/255"."""
+    xs = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 12 / 255]
+    labels = ["0/255", "1/255", "2/255", "4/255", "8/255", "12/255"]
+    fig = R.line_figure(xs, {"a": [0.9, 0.8, 0.7, 0.5, 0.3, 0.2]}, xticklabels=labels)
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), range(6))
