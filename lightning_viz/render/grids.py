@@ -126,7 +126,7 @@ def _broken(paragraph: str, font: _Font, width: int) -> list[tuple[str, str]]:
 def _wrap(text: str, font: _Font, width: int, max_lines: int) -> list[str]:
     """``text`` as at most ``max_lines`` lines no wider than ``width`` px.
 
-    ``"\n"`` starts a new paragraph; a word that does not fit on the line moves to the
+    ``"\\n"`` starts a new paragraph; a word that does not fit on the line moves to the
     next one, and a word wider than ``width`` is broken across lines. When the lines
     are more than ``max_lines``, the longest paragraphs give up their last lines first
     (every paragraph keeps its start, so the last field of a caption, such as the

@@ -783,3 +783,22 @@ def test_the_smallest_max_overhead_and_allowance_among_the_callbacks_count(tmp_p
     ]
     fit(tmp_path, cbs, epochs=1, keep_budget=True)
     assert seen and set(seen) == {(0.05, 0.25)}
+
+
+def test_an_unbudgeted_callbacks_fixed_cost_an_epoch_is_a_run_over_its_every_n_epochs():
+    """ab0eb9e, untested until H45 mutated it back: a max_overhead=None callback that
+    costs 4 s a run every 4th epoch takes 1 s of an epoch's budget, not 4 s."""
+    free = lv.FilterLogger(tag_prefix="free", max_overhead=None, every_n_epochs=4)
+    free._enabled = True
+    coordinator = _coordinator_with(free)
+    assert coordinator.allows(free, _fitting_trainer(epoch=3, max_epochs=100))
+    budget = coordinator.budget
+    assert budget.unbudgeted == {free.state_key} and budget.every[free.state_key] == 4
+    budget.charge(free.state_key, 4.0)
+    budget.charge(free.state_key, 4.0)  # a recurring run: its median cost is 4 s
+    budget.charge("view", 1.0)
+    budget.charge("view", 1.0)
+    # 2 s an epoch: 1 s for the unbudgeted run's share, 1 s left for the view every epoch
+    assert budget._intervals([Candidate("view")], per_epoch=2.0) == {}
+    budget.every[free.state_key] = 1  # counted as a cost every epoch: the view spaced out
+    assert budget._intervals([Candidate("view")], per_epoch=2.0)["view"] == 2
