@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -41,22 +42,29 @@ CAPTION_NAME = 18  # characters of a class name in a caption
 
 
 def caption_name(name: str) -> str:
-    """``name`` cut to :data:`CAPTION_NAME` characters (``"n01440764 tench.."``), so
+    """``name`` cut to :data:`CAPTION_NAME` characters (``"goldfish, Carass.."``), so
     that ``"true / pred"`` captions show both classes in a tile: a long true class
     wrapped over the caption's lines and clipped the prediction away."""
     return name if len(name) <= CAPTION_NAME else name[: CAPTION_NAME - 2].rstrip(" ,;:-") + ".."
 
 
 def caption_names(names: Sequence[str]) -> list[str]:
-    """Each name cut as :func:`caption_name`; names whose cuts would read the same
+    """Each name without a leading WordNet id (``"n01440764 tench, Tinca tinca"`` reads
+    ``"tench, Tinca tinca"``; two classes of one name then end in their index) and cut
+    as :func:`caption_name`; names whose cuts would read the same
     (``"Common long prefix alpha"``, ``"...beta"``) keep their start and their end
     instead (``"Common l..ix alpha"``), and names that differ in the middle only end in
     their class index (``"Common long .. #12"``), so the classes stay apart."""
     return list(_caption_names(tuple(names)))
 
 
+_WORDNET_ID = re.compile(r"^n\d{8}[\s_,:;-]+(?=\S)")  # "n01440764 tench, ..." (ImageNet)
+
+
 @functools.lru_cache(maxsize=8)
 def _caption_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    # a WordNet id before the name is not read in a caption and took a line of it
+    names = tuple(_WORDNET_ID.sub("", n) for n in names)
     half = (CAPTION_NAME - 2) // 2
     cut = [caption_name(n) for n in names]
     ways = (

@@ -6,6 +6,7 @@ canvas, so no pyplot state is created and the global backend is never changed.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from lightning_viz._checks import check_labels, check_str_list, check_tensor, fa
 __all__ = ["bar_figure", "line_figure", "scatter_figure"]
 
 _DPI = 80  # figures: 480 px wide at 6 in, enough for a TensorBoard card
+_LEGEND_WIDTH = 22  # characters a line of a legend entry beside the axes
 _MAX_FIGURE_WIDTH = 12.5  # in: 1000 px at _DPI (a bar figure grows with its categories)
 
 
@@ -141,13 +143,18 @@ def line_figure(
     fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine
     ax = fig.add_subplot(1, 1, 1)
     for name, ys in data.items():
-        (line,) = ax.plot(xs, ys, **{"marker": "o", "label": name, **(styles or {}).get(name, {})})
+        label = textwrap.fill(name, _LEGEND_WIDTH)  # a long name would squeeze the axes
+        (line,) = ax.plot(xs, ys, **{"marker": "o", "label": label, **(styles or {}).get(name, {})})
         if name in bands:
             lo, hi = bands[name]
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     if xticklabels is not None:
         ax.set_xticks(xs)
-        ax.set_xticklabels(xticklabels)
+        # still wider than their slots when placed evenly (many values): tilted
+        crowded = len(xs) * max(len(t) for t in xticklabels) * 6.5 > 300
+        ax.set_xticklabels(
+            xticklabels, rotation=45 if crowded else 0, ha="right" if crowded else "center"
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -204,8 +211,11 @@ def bar_figure(
             err = np.nan_to_num(np.stack([v - lo, hi - v]).clip(min=0))
         ax.bar(pos - 0.4 + width * (j + 0.5), vals, width=width, label=name, yerr=err, capsize=2)
     ax.set_xticks(pos)
-    # tilted when there are many, or when a name is wider than its slot (about 6 pt a character)
-    tilt = len(cats) > 6 or max(len(c) for c in cats) * 6 > fig_width * 72 / len(cats)
+    # tilted when there are many, or when a name is wider than its slot (about 6.5 pt a
+    # character of 10-pt text; the axes are about 1.6 in narrower than the figure, the
+    # legend beside them)
+    slot = (fig_width - 1.6) * 72 / len(cats)
+    tilt = len(cats) > 6 or max(len(c) for c in cats) * 6.5 > slot
     ax.set_xticklabels(cats, rotation=45 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -99,27 +99,31 @@ def _words(paragraph: str) -> list[tuple[str, str]]:
     return pieces
 
 
+def _chunks(piece: str, font: _Font, width: int) -> list[str]:
+    """``piece`` (wider than ``width`` px) in as few chunks of about equal length as fit
+    (``"golden_retriever"`` -> ``"golden_"``, ``"retriever"``; a long word in halves or
+    thirds, never a lone last letter)."""
+    k = math.ceil(_text_width(font, piece) / width)
+    while True:
+        step = math.ceil(len(piece) / k)
+        chunks = [piece[i : i + step] for i in range(0, len(piece), step)]
+        if step == 1 or all(_text_width(font, c) <= width for c in chunks):
+            return chunks
+        k += 1
+
+
 def _broken(paragraph: str, font: _Font, width: int) -> list[tuple[str, str]]:
-    """:func:`_words`, except that a word with a piece wider than ``width`` px is broken
-    between characters instead, each line as full as fits (at least one character): a
-    long class name continues on the next line instead of losing its end."""
+    """:func:`_words`, with each piece wider than ``width`` px broken into chunks of
+    about equal length that fit (:func:`_chunks`): a long class name continues on the
+    next line instead of losing its end. A tile narrower than a letter keeps its
+    pieces whole (clipped with ``..``)."""
     pieces: list[tuple[str, str]] = []
-    for word in paragraph.split():
-        for i, part in enumerate(p for p in re.split(r"(?=->)", word) if p):  # "a->b"
-            parts = _words(part)
-            joiner = " " if i == 0 else ""
-            if all(_text_width(font, piece) <= width for piece, _ in parts) or any(
-                _text_width(font, ch) > width for ch in part
-            ):  # it fits, or a tile narrower than a letter: kept whole, clipped with ".."
-                pieces += [(parts[0][0], joiner), *parts[1:]]
-                continue
-            while len(part) > 1 and _text_width(font, part) > width:
-                n = 1
-                while n + 1 < len(part) and _text_width(font, part[: n + 1]) <= width:
-                    n += 1
-                pieces.append((part[:n], joiner))
-                part, joiner = part[n:], ""
-            pieces.append((part, joiner))
+    for piece, joiner in _words(paragraph):
+        if _text_width(font, piece) <= width or any(_text_width(font, ch) > width for ch in piece):
+            pieces.append((piece, joiner))
+            continue
+        first, *rest = _chunks(piece, font, width)
+        pieces += [(first, joiner), *((c, "") for c in rest)]
     return pieces
 
 
@@ -191,16 +195,19 @@ def _compose(
     padding: int,
     pad_value: float,
     gaps: list[int] | None = None,
+    uniform_bands: bool = True,
 ) -> Tensor:
     """Lays out HWC uint8 tiles row by row, with caption bands and a label column.
 
     ``cell_captions[r]`` is the list of captions under row ``r``: an empty list
     means no caption band under that row; every band is as tall as the grid's
-    tallest (wrapped) caption. ``row_labels[r]`` is drawn left of row ``r``, wrapped
-    to the label column. ``gaps[r]`` is extra space above row ``r``. Text is drawn
-    in bold, with a font proportional to the tile width (:func:`_font_size`); with row
-    labels, a row is at least one text line tall (tiles of a very wide, short image
-    would otherwise be shorter than their label).
+    tallest (wrapped) caption, or with ``uniform_bands=False`` as its row's.
+    ``row_labels[r]`` is drawn left of row ``r``, wrapped to the label column.
+    ``gaps[r]`` is extra space above row ``r``. Text is drawn in bold, with a font
+    proportional to the tile width (:func:`_font_size`); with row labels, a row is at
+    least one text line tall (tiles of a very wide, short image would otherwise be
+    shorter than their label). Captions wrap a space's width short of their tile, so
+    that two neighbours do not read as one word.
     """
     th, tw = tile_hw
     font = _font(_font_size(tw))
@@ -209,9 +216,17 @@ def _compose(
     n_rows = len(cells)
     n_cols = max(len(r) for r in cells)
     caps = cell_captions if cell_captions is not None else [[] for _ in cells]
-    wrapped = [[_wrap(c, font, tw - 2, _MAX_CAPTION_LINES) for c in row] for row in caps]
-    lines = max((len(w) for row in wrapped for w in row), default=0)
-    band = [lines * line_h + 2 * _CAPTION_MARGIN if row else 0 for row in caps]
+    # a space's width between two neighbouring captions, so that they do not read as one
+    room = tw - 2 - max(0, math.ceil(_text_width(font, " ")) - padding - 2)
+    wrapped = [[_wrap(c, font, room, _MAX_CAPTION_LINES) for c in row] for row in caps]
+    most = max((len(w) for row in wrapped for w in row), default=0)
+    band = [
+        (most if uniform_bands else max((len(w) for w in wr), default=0)) * line_h
+        + 2 * _CAPTION_MARGIN
+        if row
+        else 0
+        for row, wr in zip(caps, wrapped, strict=True)
+    ]
     gaps = gaps if gaps is not None else [0] * n_rows
     label_w = _label_width(row_labels, font, tw)
     width = padding + label_w + n_cols * (tw + padding)
@@ -535,8 +550,15 @@ def feature_map_grid(
             names = [f"ch{j}" for j in range(start, min(start + cols, m))]
             caps.append([captions[i] if first else "", *names] if captions is not None else [])
             gaps.append(_block_gap(th) if first and i > 0 else 0)
-    return _compose(
-        cells, caps if captions is not None else None, None, (th, tw), padding, pad_value, gaps
+    return _compose(  # a row of maps' band as tall as its own names, not the image caption's
+        cells,
+        caps if captions is not None else None,
+        None,
+        (th, tw),
+        padding,
+        pad_value,
+        gaps,
+        uniform_bands=False,
     )
 
 

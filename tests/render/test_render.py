@@ -513,11 +513,13 @@ def test_captions_wrap_at_spaces_and_arrows():
     assert lines == ["one", "two.."]
     # a word wider than the line continues on the next lines (it was clipped: "autom..")
     broken = G._wrap("supercalifragilistic", font, width, 6)
-    assert len(broken) > 1 and "".join(broken) == "supercalifragilistic"
+    assert broken == ["super", "calif", "ragil", "istic"]  # chunks of about equal length
     assert all(G._text_width(font, line) <= width for line in broken)
-    assert G._text_width(font, broken[0] + broken[1][0]) > width  # each line as full as fits
-    # ... and an arrow before it still starts a line of its own
-    assert G._wrap("a->supercalifragilistic", font, width, 6)[:2] == ["a", "->supe"]
+    # ... an arrow before it stays at the end of a line when it fits there
+    assert G._wrap("a->supercalifragilistic", font, width, 6)[:2] == ["a->", "super"]
+    # ... and no lone last letter: "golden_retriever" read "golden_ / retrieve / r"
+    retriever = int(G._text_width(font, "retriever")) - 1
+    assert G._wrap("golden_retriever", font, retriever, 6) == ["golden_", "retri", "ever"]
     # the labels of a multilabel image break after their "+"
     plus = int(G._text_width(font, "square+")) + 2
     assert G._wrap("square+star", font, plus, 6) == ["square+", "star"]
@@ -1148,3 +1150,44 @@ def test_eps_labels_closer_than_their_width_are_placed_evenly():
     labels = ["0/255", "1/255", "2/255", "4/255", "8/255", "12/255"]
     fig = R.line_figure(xs, {"a": [0.9, 0.8, 0.7, 0.5, 0.3, 0.2]}, xticklabels=labels)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), range(6))
+
+
+def test_neighbouring_captions_are_a_space_apart():
+    """H49: on 128-px tiles two captions filled to the last pixel were 6 px apart, less
+    than a space (9 px): "golden_r" beside "cat /" read "golden_rcat /"."""
+    images = torch.full((2, 3, 128, 128), 0.5)
+    grid = R.image_grid(images, captions=["WWWWWWWWWWWW"] * 2, max_tile=128)
+    band = grid[:, 2 + 128 :, :].float().mean(0)  # below the tiles
+    ink = (band < 128).any(dim=0).nonzero().flatten().tolist()
+    first_end = max(c for c in ink if c < 2 + 128 + 1)
+    second_start = min(c for c in ink if c > 2 + 128)
+    font = G._font(G._font_size(128))
+    assert second_start - first_end - 1 >= math.ceil(G._text_width(font, " "))
+
+
+def test_a_feature_map_rows_caption_band_is_as_tall_as_its_own_names():
+    """H49: every row of maps had a band as tall as the image's caption (five lines for
+    "ch8"), 60 % of the picture white."""
+    images, maps = torch.rand(1, 3, 8, 8), torch.rand(1, 16, 8, 8)
+    short = R.feature_map_grid(images, maps, ncol=8, captions=["a"], scale=8)
+    tall = R.feature_map_grid(images, maps, ncol=8, captions=["a\nb\nc\nd"], scale=8)
+    line = G._line_height(G._font(G._font_size(64)))
+    assert tall.shape[1] - short.shape[1] == 3 * line  # the image's row only, not both
+
+
+def test_crowded_labels_tilt_and_long_legend_names_wrap():
+    """H49: five corruption names ran into each other under the bars, eleven eps labels
+    placed evenly still overlapped, and a 40-character series name squeezed the axes to
+    a third of the figure."""
+    names = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur"]
+    bars = R.bar_figure(names, {"acc": [0.5] * 5})
+    assert all(t.get_rotation() == 45 for t in bars.axes[0].get_xticklabels())
+    eps = [i / 255 for i in range(11)]
+    line = R.line_figure(eps, {"a": [0.5] * 11}, xticklabels=[f"{i}/255" for i in range(11)])
+    assert all(t.get_rotation() == 45 for t in line.axes[0].get_xticklabels())
+    few = R.line_figure([0, 2 / 255, 8 / 255], {"a": [1, 0.5, 0.2]}, xticklabels=["0", "2", "8"])
+    assert all(t.get_rotation() == 0 for t in few.axes[0].get_xticklabels())
+    long = "pgd_linf_steps_40_random_start_restarts_5"
+    fig = R.line_figure([0.0, 1.0], {long: [1.0, 0.5]})
+    (text,) = fig.axes[0].get_legend().get_texts()
+    assert "\n" in text.get_text() and text.get_text().replace("\n", "") == long
