@@ -113,7 +113,8 @@ def line_figure(
             ``None`` for numeric ticks. Where two neighbouring values are closer than
             their labels are wide (2.2 % of the range a character of the longest
             label: ``1/255`` and ``2/255`` of a sweep to ``12/255``), the values are
-            placed evenly instead, each at its label. Default: ``None``.
+            placed evenly instead, each at its label, and the x label says "(evenly
+            spaced)". Default: ``None``.
         styles: ``{name: matplotlib line options}`` for some series (e.g. a dashed
             envelope drawn over the lines it summarizes, which must not hide them).
             Default: ``None``.
@@ -140,6 +141,7 @@ def line_figure(
         room = 0.022 * max(len(label) for label in xticklabels) * (max(xs) - min(xs))
         if float(gaps.min()) < room:
             xs = [float(i) for i in np.argsort(np.argsort(np.asarray(xs, dtype=float)))]
+            xlabel = f"{xlabel} (evenly spaced)".strip()  # the slopes are not to scale
     fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine
     ax = fig.add_subplot(1, 1, 1)
     for name, ys in data.items():

@@ -1185,8 +1185,10 @@ def test_crowded_labels_tilt_and_long_legend_names_wrap():
     eps = [i / 255 for i in range(11)]
     line = R.line_figure(eps, {"a": [0.5] * 11}, xticklabels=[f"{i}/255" for i in range(11)])
     assert all(t.get_rotation() == 45 for t in line.axes[0].get_xticklabels())
+    assert line.axes[0].get_xlabel() == "(evenly spaced)"  # the slopes are not to scale
     few = R.line_figure([0, 2 / 255, 8 / 255], {"a": [1, 0.5, 0.2]}, xticklabels=["0", "2", "8"])
     assert all(t.get_rotation() == 0 for t in few.axes[0].get_xticklabels())
+    assert few.axes[0].get_xlabel() == ""
     long = "pgd_linf_steps_40_random_start_restarts_5"
     fig = R.line_figure([0.0, 1.0], {long: [1.0, 0.5]})
     (text,) = fig.axes[0].get_legend().get_texts()
