@@ -439,9 +439,9 @@ class Coordinator(BudgetLines, RunOutput):
                 for m in module.modules()
                 if getattr(m, "track_running_stats", False)
                 for stat in (getattr(m, "running_mean", None), getattr(m, "running_var", None))
-                if isinstance(stat, torch.Tensor)
+                if isinstance(stat, torch.Tensor) and not is_lazy(stat)
             ]
-            finite = all(bool(torch.isfinite(t).all()) for t in tensors if not is_lazy(t))
+            finite = all(bool(torch.isfinite(t).all()) for t in tensors)
             self._finite_at = (step, finite)
             if not finite:
                 self.warn_once(

@@ -36,6 +36,7 @@ from lightning_viz import render
 from lightning_viz._checks import check_float, check_int, fail
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import largest
+from lightning_viz._runtime.rows import blank_nonfinite, fill_rows
 from lightning_viz.callbacks._alerts import WatchesRegressions
 from lightning_viz.callbacks._monitors import monitor_words
 from lightning_viz.functional.faithfulness import BASELINES
@@ -73,12 +74,6 @@ def randomization_corr(spearman: Tensor, maps: Tensor) -> Tensor:
     """
     informative = maps.flatten(1).amax(1) > maps.flatten(1).amin(1)
     return torch.where(spearman.isnan() & informative, torch.zeros_like(spearman), spearman)
-
-
-def _left_out(values: Tensor, rows: Tensor) -> Tensor:
-    """``values`` ``(N, ...)`` with the samples of bool ``rows`` ``(N,)`` set to NaN (not
-    counted: a constant map's scores, and the random map's level beside them)."""
-    return values.masked_fill(rows.to(values.device).view(-1, *[1] * (values.dim() - 1)), math.nan)
 
 
 def _on_rows(ctx: Any, fn: MapFn, target: Tensor, rows: Tensor) -> MapFn:
@@ -212,6 +207,7 @@ class ScoresMaps(WatchesRegressions):
         fingerprint = self._fingerprint(ctx)
         records, curves = {}, {}
         unscored: dict[str, Tensor] = {}  # rows a method left out: out of the random curve
+        drawn: set[str] = set()  # the kinds (deletion, insertion) some method's curve shows
         thresholds: list[Alert] = []  # every method's, said in one table
         randomize = "randomization" in self.quality and bool(LF.randomizable_layers(ctx.view))
         if "randomization" in self.quality and not randomize:
@@ -227,9 +223,9 @@ class ScoresMaps(WatchesRegressions):
             for q in ("deletion", "insertion"):
                 if q in scores:  # its sample is not counted (NaN), as an unranked one
                     values, curve = scores[q]  # and its curve out of the mean curve (as
-                    values = _left_out(values, constant)  # one whose output was not finite)
-                    scores[q] = (values, _left_out(curve, values.isnan()))
-                    unscored[q] = unscored.get(q, values.isnan()) | values.isnan()
+                    out = constant.to(values.device) | values.isnan()  # a non-finite one)
+                    scores[q] = (fill_rows(values, out, math.nan), fill_rows(curve, out, math.nan))
+                    unscored[q] = unscored.get(q, out) | out
             if bool(constant.all()):
                 self.warn_once(
                     f"constant_maps_{method}",
@@ -259,7 +255,11 @@ class ScoresMaps(WatchesRegressions):
                     continue
                 values, curve = scores[q]
                 # the random map's level over the images the score counts
-                base = chance_r if q == "randomization" else _left_out(chance[q][0], values.isnan())
+                base = (
+                    chance_r
+                    if q == "randomization"
+                    else fill_rows(chance[q][0], values.isnan(), math.nan)
+                )
                 name = f"{method}/{_SCALARS[q]}"
                 rec = ctx.log.scalar(
                     self.tag(name, family=FAMILY),
@@ -284,14 +284,14 @@ class ScoresMaps(WatchesRegressions):
                     thresholds += [above] if above is not None else []
                 if curve is not None and not bool(curve.isnan().all()):
                     curves[f"{method} {q}"] = torch.nanmean(curve, 0).tolist()
+                    drawn.add(q)
         if records:
             self.alert(ctx, records)
         self._report_thresholds(ctx, thresholds)
         if curves:
             for q in ("deletion", "insertion"):
-                drawn = any(name.endswith(f" {q}") for name in curves)  # some method's
-                if drawn and q in chance and chance[q][1] is not None:  # NaN: not finite
-                    random = _left_out(chance[q][1], unscored.get(q, torch.tensor(False)))
+                if q in drawn and chance[q][1] is not None:  # beside some method's curve
+                    random = fill_rows(chance[q][1], unscored[q], math.nan)  # NaN: not finite
                     curves[f"random map {q}"] = torch.nanmean(random, 0).tolist()
             self._figure(ctx, curves)
         if ctx.device.type == "cuda":
@@ -304,16 +304,15 @@ class ScoresMaps(WatchesRegressions):
         """``maps`` ``(N, ...)`` with the rows holding NaN or inf (NaN outputs on those
         probe images, an overflow) zeroed, said once: drawn blank, not scored (a constant
         map), instead of failing the render and turning the callback off."""
-        bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
-        if not bool(bad.any()):
-            return maps
-        self.warn_once(
+        return blank_nonfinite(
+            self,
             f"nonfinite_maps_{method}",
-            f"{int(bad.sum())} of {len(bad)} {method} maps hold NaN or inf at epoch "
-            f"{ctx.log.epoch} (the model's outputs on those probe images are not finite): "
-            "they are drawn blank and left out of the scores",
-        )
-        return maps.masked_fill(bad.view(-1, *[1] * (maps.dim() - 1)), 0.0)
+            maps,
+            0.0,
+            f"{method} maps hold NaN or inf at epoch {ctx.log.epoch} (the model's outputs on "
+            "those probe images are not finite): they are drawn blank and left out of the "
+            "scores",
+        )[0]
 
     def _monitors(self, ctx: Any) -> list[Any]:
         """The trainer's monitors (EarlyStopping, ModelCheckpoint) of a score."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_layer_names, check_reshape
+from lightning_viz._runtime.rows import blank_nonfinite
 from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCallback
 from lightning_viz.callbacks._layer_picks import main_path_convs, warn_if_early
 from lightning_viz.functional._grad import feature_conv_layers, resolve_layer
@@ -162,14 +163,14 @@ class ActivationLogger(VizCallback):
                     f"layer {name!r} outputs shape {tuple(act.shape)}, "
                     "not (N, C, H, W) feature maps"
                 )
-            bad = ~torch.isfinite(act).flatten(1).all(dim=1)  # NaN outputs on some images
-            if bool(bad.any()):
-                self.warn_once(
-                    f"nonfinite_{name}",
-                    f"{int(bad.sum())} of {len(bad)} probe images give NaN or inf in {name!r} "
-                    f"at epoch {ctx.log.epoch}: their feature maps are drawn blank",
-                )
-                act = act.masked_fill(bad.view(-1, 1, 1, 1), 0.0)
+            act, _ = blank_nonfinite(  # NaN outputs on some images
+                self,
+                f"nonfinite_{name}",
+                act,
+                0.0,
+                f"probe images give NaN or inf in {name!r} at epoch {ctx.log.epoch}: their "
+                "feature maps are drawn blank",
+            )
             channels = torch.stack(
                 [
                     render.feature_maps(act[i].float().cpu(), max_channels=self.max_channels)[:, 0]

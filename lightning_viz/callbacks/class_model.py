@@ -11,6 +11,7 @@ from torch import Tensor
 from lightning_viz import render
 from lightning_viz._checks import check_int, check_int_list, check_neuron, fail
 from lightning_viz._runtime.compat import rank_zero_info
+from lightning_viz._runtime.rows import blank_nonfinite
 from lightning_viz.callbacks._base import RunContext, VizCallback
 from lightning_viz.functional._grad import resolve_layer
 from lightning_viz.functional._task import class_scores
@@ -162,18 +163,17 @@ class ClassModelLogger(VizCallback):
             )
         return picked
 
-    def _finite(self, ctx: RunContext, images: Tensor) -> Tensor:
+    def _finite(self, ctx: RunContext, images: Tensor) -> tuple[Tensor, Tensor]:
         """``images`` with those holding NaN or inf (a non-finite gradient: NaN outputs
-        on the way) set to mid-grey, said once, instead of failing the grid."""
-        bad = ~torch.isfinite(images).flatten(1).all(dim=1)
-        if bool(bad.any()):
-            self.warn_once(
-                "nonfinite_images",
-                f"{int(bad.sum())} of {len(bad)} class-model images hold NaN or inf at epoch "
-                f"{ctx.log.epoch} (the model's outputs or gradients on them are not finite): "
-                "they are drawn mid-grey",
-            )
-        return images.masked_fill(bad.view(-1, 1, 1, 1).to(images.device), 0.5)
+        on the way) set to mid-grey, said once, instead of failing the grid; and which."""
+        return blank_nonfinite(
+            self,
+            "nonfinite_images",
+            images,
+            0.5,
+            f"class-model images hold NaN or inf at epoch {ctx.log.epoch} (the model's "
+            "outputs or gradients on them are not finite): they are drawn mid-grey",
+        )
 
     def _flat(self, ctx: RunContext, made: dict[str, Tensor], what: list[str]) -> Tensor:
         """``made``'s images; those no step moved (a zero gradient throughout: a dead or
@@ -208,7 +208,7 @@ class ClassModelLogger(VizCallback):
             images = self._flat(ctx, made, [f"{layer} channel {channel}"])
             ctx.log.image(
                 self.tag(f"neuron/{layer}/{channel}"),
-                render.image_grid(self._finite(ctx, images.float().cpu()), scale=scale),
+                render.image_grid(self._finite(ctx, images.float().cpu())[0], scale=scale),
             )
             return
         classes = self._classes if self._classes is not None else list(range(ctx.num_classes))
@@ -219,8 +219,7 @@ class ClassModelLogger(VizCallback):
             torch.tensor(classes, device=ctx.device),
         )
         images = self._flat(ctx, made, [self.class_name(k) for k in classes])
-        blank = ~torch.isfinite(images).flatten(1).all(dim=1).cpu()  # drawn mid-grey
-        images = self._finite(ctx, images)
+        images, blank = self._finite(ctx, images)  # blank: drawn mid-grey
         with torch.no_grad():
             logits = ctx.chunked(ctx.view, images)
         if ctx.task == "multiclass":
@@ -236,7 +235,7 @@ class ClassModelLogger(VizCallback):
             f"{self.class_name(k)}\n"
             + ("NaN" if b else f"{self.class_name(int(p))} {float(c):.2f}")
             for k, p, c, b in zip(
-                classes, pred.tolist(), conf.tolist(), blank.tolist(), strict=True
+                classes, pred.tolist(), conf.tolist(), blank.cpu().tolist(), strict=True
             )
         ]
         ctx.log.image(

@@ -282,9 +282,10 @@ def test_a_non_finite_class_model_image_is_drawn_mid_grey_and_said_once():
     images = torch.rand(3, 3, 8, 8)
     images[1, 0, 0, 0] = float("nan")
     with pytest.warns(UserWarning, match="1 of 3 class-model images hold NaN or inf at epoch 3"):
-        out = cb._finite(ctx, images)
+        out, blank = cb._finite(ctx, images)
     assert torch.equal(out[1], torch.full((3, 8, 8), 0.5))
     assert torch.equal(out[[0, 2]], images[[0, 2]])
+    assert blank.tolist() == [False, True, False]
 
 
 def test_multilabel_captions_show_the_sigmoid_of_the_optimized_class(tmp_path, monkeypatch):

@@ -1,0 +1,32 @@
+"""Per-sample rows of a tensor: those to leave out, and those that are not finite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["blank_nonfinite", "fill_rows"]
+
+
+def fill_rows(values: Tensor, rows: Tensor, fill: float) -> Tensor:
+    """``values`` ``(N, ...)`` with the rows where bool ``rows`` ``(N,)`` is true set to
+    ``fill`` (NaN: not counted; a grey or zero: drawn blank)."""
+    return values.masked_fill(rows.to(values.device).view(-1, *[1] * (values.dim() - 1)), fill)
+
+
+def blank_nonfinite(
+    callback: Any, key: str, values: Tensor, fill: float, says: str
+) -> tuple[Tensor, Tensor]:
+    """``values`` ``(N, ...)`` with the rows holding NaN or inf (NaN outputs on those
+    probe images, an overflow) set to ``fill``, instead of failing a render and turning
+    the callback off; said once per fit under ``key`` as ``"<k> of <N> " + says``.
+
+    Returns:
+        The filled values and the bool ``(N,)`` rows that were filled.
+    """
+    bad = ~torch.isfinite(values).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        callback.warn_once(key, f"{int(bad.sum())} of {len(bad)} {says}")
+    return fill_rows(values, bad, fill), bad
