@@ -802,3 +802,27 @@ def test_an_unbudgeted_callbacks_fixed_cost_an_epoch_is_a_run_over_its_every_n_e
     assert budget._intervals([Candidate("view")], per_epoch=2.0) == {}
     budget.every[free.state_key] = 1  # counted as a cost every epoch: the view spaced out
     assert budget._intervals([Candidate("view")], per_epoch=2.0)["view"] == 2
+
+
+@pytest.mark.parametrize(
+    ("previous", "cost", "expected"),
+    [(10, 11.0, 10), (10, 12.0, 12), (10, 8.0, 10), (10, 7.0, 7), (4, 3.0, 4), (4, 2.0, 2)],
+    ids=[
+        "a tenth up",
+        "more up",
+        "less than a quarter down",
+        "more down",
+        "a quarter down",
+        "a half",
+    ],
+)
+def test_an_interval_moves_only_by_more_than_a_tenth_up_or_a_quarter_down(previous, cost, expected):
+    """The hysteresis of rule 2 at its boundaries (H46: ``previous * 1.1`` mutated to
+    ``* 1.2`` survived): with 1 s an epoch, a run of ``cost`` seconds needs an interval
+    of ``cost`` epochs; the interval set before was ``previous``."""
+    budget = OverheadBudget(Clock())
+    budget.charge("view", cost)
+    budget.interval["view"] = previous
+    changed = budget._intervals([Candidate("view")], per_epoch=1.0)
+    assert budget.interval["view"] == expected
+    assert changed == ({} if expected == previous else {"view": expected})
