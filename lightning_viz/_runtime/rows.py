@@ -24,9 +24,13 @@ def blank_nonfinite(
     the callback off; said once per fit under ``key`` as ``"<k> of <N> " + says``.
 
     Returns:
-        The filled values and the bool ``(N,)`` rows that were filled.
+        The filled values (``values`` itself when every row is finite) and the bool
+        ``(N,)`` rows that were filled.
     """
-    bad = ~torch.isfinite(values).flatten(1).all(dim=1)
-    if bool(bad.any()):
-        callback.warn_once(key, f"{int(bad.sum())} of {len(bad)} {says}")
+    if values.numel() == 0:  # no rows, or rows of nothing: none is bad
+        return values, torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    bad = ~torch.isfinite(values).reshape(len(values), -1).all(dim=1)
+    if not bool(bad.any()):
+        return values, bad  # no copy (a layer's activations can be large)
+    callback.warn_once(key, f"{int(bad.sum())} of {len(bad)} {says}")
     return fill_rows(values, bad, fill), bad

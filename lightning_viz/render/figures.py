@@ -139,7 +139,7 @@ def line_figure(
         # a label takes about 2.2 % of the axes' width a character (10-pt text, legend
         # beside): neighbours closer than the longest label would overlap
         room = 0.022 * max(len(label) for label in xticklabels) * (max(xs) - min(xs))
-        if float(gaps.min()) < room:
+        if float(gaps.min()) < room and not np.allclose(gaps, gaps.mean()):  # else: as it is
             xs = [float(i) for i in np.argsort(np.argsort(np.asarray(xs, dtype=float)))]
             xlabel = f"{xlabel} (evenly spaced)".strip()  # the slopes are not to scale
     fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine
@@ -211,7 +211,8 @@ def bar_figure(
             lo, hi = (np.asarray(b, dtype=float) for b in bands[name])
             v = np.asarray(vals, dtype=float)
             err = np.nan_to_num(np.stack([v - lo, hi - v]).clip(min=0))
-        ax.bar(pos - 0.4 + width * (j + 0.5), vals, width=width, label=name, yerr=err, capsize=2)
+        label = textwrap.fill(name, _LEGEND_WIDTH)  # as line_figure's: narrow beside the axes
+        ax.bar(pos - 0.4 + width * (j + 0.5), vals, width=width, label=label, yerr=err, capsize=2)
     ax.set_xticks(pos)
     # tilted when there are many, or when a name is wider than its slot (about 6.5 pt a
     # character of 10-pt text; the axes are about 1.6 in narrower than the figure, the

@@ -103,11 +103,12 @@ def _chunks(piece: str, font: _Font, width: int) -> list[str]:
     """``piece`` (wider than ``width`` px) in as few chunks of about equal length as fit
     (``"golden_retriever"`` -> ``"golden_"``, ``"retriever"``; a long word in halves or
     thirds, never a lone last letter)."""
-    k = math.ceil(_text_width(font, piece) / width)
+    k = max(math.ceil(_text_width(font, piece) / width), 1)
     while True:
-        step = math.ceil(len(piece) / k)
-        chunks = [piece[i : i + step] for i in range(0, len(piece), step)]
-        if step == 1 or all(_text_width(font, c) <= width for c in chunks):
+        q, r = divmod(len(piece), k)  # k chunks: the first r one character longer
+        ends = [i * q + min(i, r) for i in range(k + 1)]
+        chunks = [piece[a:b] for a, b in zip(ends, ends[1:], strict=False)]
+        if k >= len(piece) or all(_text_width(font, c) <= width for c in chunks):
             return chunks
         k += 1
 
@@ -115,11 +116,13 @@ def _chunks(piece: str, font: _Font, width: int) -> list[str]:
 def _broken(paragraph: str, font: _Font, width: int) -> list[tuple[str, str]]:
     """:func:`_words`, with each piece wider than ``width`` px broken into chunks of
     about equal length that fit (:func:`_chunks`): a long class name continues on the
-    next line instead of losing its end. A tile narrower than a letter keeps its
-    pieces whole (clipped with ``..``)."""
+    next line instead of losing its end. A tile narrower than a letter of the
+    paragraph keeps all its pieces whole (clipped with ``..``): broken, they would be a
+    letter a line with the wide letters' lines empty."""
     pieces: list[tuple[str, str]] = []
+    tiny = any(_text_width(font, ch) > width for ch in set(paragraph) if not ch.isspace())
     for piece, joiner in _words(paragraph):
-        if _text_width(font, piece) <= width or any(_text_width(font, ch) > width for ch in piece):
+        if tiny or _text_width(font, piece) <= width:
             pieces.append((piece, joiner))
             continue
         first, *rest = _chunks(piece, font, width)

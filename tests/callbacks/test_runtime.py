@@ -1153,3 +1153,30 @@ def test_the_epoch_summary_text_holds_every_callbacks_metrics_without_validation
     ((step, strings),) = [t for t in texts if t[0] == 4]
     text = b"".join(strings).decode()
     assert "corruption/fog_acc" in text and "robustness/fgsm_acc@8/255" in text
+
+
+def test_blank_nonfinite_fills_only_bad_rows_of_any_shape_and_copies_nothing_when_none_is():
+    """H50: it copied every layer's activations on each run though no row was bad (the
+    code it replaced returned them untouched), and failed on per-sample ``(N,)`` values."""
+    from lightning_viz._runtime.rows import blank_nonfinite
+
+    said = []
+
+    class Callback:
+        def warn_once(self, key, message):
+            said.append((key, message))
+
+    acts = torch.randn(3, 2, 4, 4)
+    out, bad = blank_nonfinite(Callback(), "k", acts, 0.0, "rows are bad")
+    assert out is acts and bad.tolist() == [False] * 3 and said == []
+    scores = torch.tensor([1.0, float("nan"), 2.0, float("-inf")])
+    out, bad = blank_nonfinite(Callback(), "k", scores, -1.0, "rows are bad")
+    assert out.tolist() == [1.0, -1.0, 2.0, -1.0] and bad.tolist() == [False, True, False, True]
+    assert said == [("k", "2 of 4 rows are bad")] and torch.isnan(scores[1])  # not in place
+    acts[1, 0, 2, 3] = float("inf")
+    out, bad = blank_nonfinite(Callback(), "k", acts, 0.5, "rows are bad")
+    assert bad.tolist() == [False, True, False] and bool((out[1] == 0.5).all())
+    torch.testing.assert_close(out[[0, 2]], acts[[0, 2]])
+    for empty in (torch.zeros(0), torch.zeros(0, 3), torch.zeros(2, 0)):
+        out, bad = blank_nonfinite(Callback(), "k", empty, 0.0, "rows are bad")
+        assert out is empty and bad.tolist() == [False] * len(empty)

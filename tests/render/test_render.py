@@ -525,6 +525,41 @@ def test_captions_wrap_at_spaces_and_arrows():
     assert G._wrap("square+star", font, plus, 6) == ["square+", "star"]
 
 
+@pytest.mark.parametrize("size", [8, 11, 13, 19])
+def test_a_long_word_breaks_into_the_fewest_chunks_of_equal_length_that_fit(size):
+    """H50: the chunks were cut with one step, ``ceil(len / k)``: "Madagascar" read
+    "Mad / aga / sca / r" (a lone last letter where 3 + 3 + 2 + 2 fit), and a count of
+    chunks that fits was skipped ("hippopotamus" in 6 where 5 fit)."""
+    font = G._font(size)
+    for word in ["Madagascar", "hippopotamus", "anemone", "confectionery", "retriever"]:
+        for width in range(int(G._text_width(font, "mm")) + 1, int(G._text_width(font, word))):
+            chunks = G._chunks(word, font, width)
+            assert "".join(chunks) == word
+            lengths = [len(c) for c in chunks]
+            assert max(lengths) - min(lengths) <= 1 and lengths == sorted(lengths, reverse=True)
+            assert all(G._text_width(font, c) <= width for c in chunks)
+            fewer = len(chunks) - 1  # the same split into one chunk less does not fit
+            q, r = divmod(len(word), fewer)
+            ends = [i * q + min(i, r) for i in range(fewer + 1)]
+            pairs = zip(ends, ends[1:], strict=False)
+            assert any(G._text_width(font, word[a:b]) > width for a, b in pairs)
+
+
+def test_a_tile_narrower_than_a_letter_keeps_every_piece_of_a_caption_whole():
+    """H50: the test was made per piece, so the pieces without a wide letter were broken
+    a letter a line and those with one clipped to nothing: "model.block3.conv" on a
+    10-px tile read "", "b", "l", "o", "c", "k", "3", ".", "" (its start and end gone)."""
+    font = G._font(G._font_size(10))
+    room = 8
+    assert G._text_width(font, "m") > room >= G._text_width(font, "l")
+    for caption in ["model.block3.conv", "cat+dog+bird", "American_Staffordshire_terrier"]:
+        assert G._broken(caption, font, room) == G._words(caption)
+    lines = G._wrap("model.block3.conv", font, room, 9)
+    assert len(lines) == 3 and all(line.endswith("..") or line == "" for line in lines)
+    grid = R.image_grid(torch.full((4, 3, 10, 10), 0.5), captions=["model.block3.conv"] * 4)
+    assert grid.shape[1] < 60  # three caption lines, not nine
+
+
 def test_a_caption_cut_to_its_lines_keeps_the_start_of_every_paragraph():
     """A long true class used the 6 lines, and the adversarial prediction (the last
     field) was never shown."""
@@ -1078,8 +1113,26 @@ def test_line_figure_styles_legend_beside_and_crowded_ticks_spread():
         [0.0, 2 / 255, 8 / 255], {"a": [1.0, 0.5, 0.2]}, xticklabels=["0", "2", "8"]
     )
     np.testing.assert_allclose(spread.axes[0].lines[0].get_xdata(), [0.0, 2 / 255, 8 / 255])
+    # crowded labels on values already evenly spaced: the slopes are to scale, no note
+    even = R.line_figure(
+        list(range(11)), {"a": [1.0] * 11}, xticklabels=[f"{i}/255 long" for i in range(11)]
+    )
+    assert even.axes[0].get_xlabel() == ""
+    assert ax.get_xlabel() == "(evenly spaced)"  # the uneven sweep above was placed evenly
     with pytest.raises(TypeError, match="styles"):
         R.line_figure([0.0, 1.0], {"a": [1.0, 0.5]}, styles={"a": "dashed"})
+
+
+def test_bar_figure_wraps_a_long_series_name_in_its_legend_as_line_figure_does():
+    """H50: a 41-character series name squeezed the bars to a third of the figure and
+    the category labels ran together ("contrastsnowfallpixelate")."""
+    name = "robust accuracy under the strongest attack"
+    fig = R.bar_figure(["contrast", "snow", "fog", "pixelate", "jpeg"], {name: [0.5] * 5})
+    (text,) = fig.axes[0].get_legend().get_texts()
+    assert text.get_text().replace("\n", " ") == name
+    assert max(len(line) for line in text.get_text().split("\n")) <= 22
+    fig.canvas.draw()
+    assert fig.axes[0].get_position().width > 0.55  # the axes keep most of the figure
 
 
 def test_adversarial_probes_curve_draws_the_union_dashed_over_the_attacks():
@@ -1185,7 +1238,7 @@ def test_crowded_labels_tilt_and_long_legend_names_wrap():
     eps = [i / 255 for i in range(11)]
     line = R.line_figure(eps, {"a": [0.5] * 11}, xticklabels=[f"{i}/255" for i in range(11)])
     assert all(t.get_rotation() == 45 for t in line.axes[0].get_xticklabels())
-    assert line.axes[0].get_xlabel() == "(evenly spaced)"  # the slopes are not to scale
+    assert line.axes[0].get_xlabel() == ""  # evenly spaced already: to scale, no note (H50)
     few = R.line_figure([0, 2 / 255, 8 / 255], {"a": [1, 0.5, 0.2]}, xticklabels=["0", "2", "8"])
     assert all(t.get_rotation() == 0 for t in few.axes[0].get_xticklabels())
     assert few.axes[0].get_xlabel() == ""
