@@ -126,14 +126,15 @@ def record_outputs(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str,
 
 
 @contextlib.contextmanager
-def record_inputs(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, Any]]]:
-    """Appends ``(name, first input)`` for every forward call, in the order the calls
-    complete. The inputs are held, not copied, so that one tensor read by two modules
-    is recognisable (no allocation can reuse its memory meanwhile): run one small batch."""
-    calls: list[tuple[str, Any]] = []
+def record_inputs(modules: Mapping[str, nn.Module]) -> Iterator[list[tuple[str, Any, Any]]]:
+    """Appends ``(name, first input, output)`` for every forward call, in the order the
+    calls complete. The tensors are held, not copied, so that one tensor read by two
+    modules is recognisable (no allocation can reuse its memory meanwhile): run one
+    small batch."""
+    calls: list[tuple[str, Any, Any]] = []
 
-    def hook(name: str, args: tuple[Any, ...], _out: Any) -> None:
-        calls.append((name, args[0] if args else None))
+    def hook(name: str, args: tuple[Any, ...], out: Any) -> None:
+        calls.append((name, args[0] if args else None, out))
 
     with _forward_hooks(modules, hook):
         yield calls

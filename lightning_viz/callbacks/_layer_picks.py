@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from lightning_viz._hooks import record_inputs
 from lightning_viz._runtime.context import RunContext
-from lightning_viz.functional._grad import layers_after
+from lightning_viz.functional._grad import adapter_base, layers_after
 
 __all__ = ["EARLY_SHARE", "main_path_convs", "warn_if_early"]
 
@@ -24,23 +24,33 @@ def main_path_convs(view: nn.Module, image: Tensor, convs: Mapping[str, nn.Modul
     and its shortcut conv) only one is kept, the one with the largest kernel, then the
     smallest stride, then the first to run. So a ResNet's ``downsample`` conv is not a
     pick, whether it runs after its block's branch (torchvision) or before it (a
-    pre-activation ResNet, RegNet).
+    pre-activation ResNet, RegNet), or reads the tensor through a pooling module (the
+    average pool of a ResNet-D shortcut: timm's ``resnet50d``, ``resnet10t``).
 
     Args:
         view: The model (a ``ModelView``), run once without gradients.
         image: ``(1, C, H, W)`` pixel-space input (what the view takes).
         convs: Name -> conv layer (or a wrapper holding one) to consider.
     """
-    with torch.no_grad(), record_inputs(convs) as calls:
+    pools = [m for m in view.modules() if isinstance(m, _POOLS)]
+    with (
+        torch.no_grad(),
+        record_inputs({**convs, **{f"\0{i}": m for i, m in enumerate(pools)}}) as calls,
+    ):
         view(image)
     readers: dict[tuple[Any, ...], list[str]] = {}
+    pooled: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # a pool's output -> what it read
     order: list[str] = []
-    for name, x in calls:
+    for name, x, out in calls:
+        key = pooled.get(_key(x), _key(x)) if isinstance(x, Tensor) else None
+        if name not in convs:  # a pool: its output counts as the tensor it read
+            if key is not None and isinstance(out, Tensor):
+                pooled[_key(out)] = key
+            continue
         if name in order:  # a conv run twice counts at its first call
             continue
         order.append(name)
-        if isinstance(x, Tensor):
-            key = (x.data_ptr(), tuple(x.shape), x.stride())
+        if key is not None:
             readers.setdefault(key, []).append(name)
     side: set[str] = set()
     for names in readers.values():
@@ -49,10 +59,18 @@ def main_path_convs(view: nn.Module, image: Tensor, convs: Mapping[str, nn.Modul
     return [n for n in order if n not in side]
 
 
+_POOLS = (nn.AvgPool2d, nn.MaxPool2d)
+
+
+def _key(x: Tensor) -> tuple[Any, ...]:
+    """One tensor's identity while it is held (memory, shape and strides)."""
+    return (x.data_ptr(), tuple(x.shape), x.stride())
+
+
 def _side_rank(module: nn.Module) -> tuple[int, int]:
     """Sorts the convs reading one tensor, the main path's first: the largest kernel,
     then the smallest stride (a downsampling shortcut is a strided ``1x1`` conv)."""
-    conv = module if isinstance(module, nn.Conv2d) else getattr(module, "base_layer", None)
+    conv = module if isinstance(module, nn.Conv2d) else adapter_base(module)
     kernel = getattr(conv, "kernel_size", (1, 1))
     stride = getattr(conv, "stride", (1, 1))
     return -int(kernel[0]) * int(kernel[-1]), int(stride[0]) * int(stride[-1])

@@ -16,6 +16,7 @@ from lightning_viz.callbacks._base import NotApplicableError, RunContext, VizCal
 from lightning_viz.callbacks._layer_picks import main_path_convs
 from lightning_viz.functional._grad import (
     adapted_layer,
+    adapter_base,
     feature_conv_layers,
     named_layers,
     resolve_layer,
@@ -125,7 +126,7 @@ class FilterLogger(VizCallback):
             chosen = []
             for name in self.layers:
                 name, layer = resolve_layer(module, name)
-                layer = getattr(layer, "base_layer", layer)  # a PEFT adapter: its base's kind
+                layer = adapter_base(layer) or layer  # a PEFT adapter: its base's kind
                 if not isinstance(layer, nn.Conv2d | nn.Linear):
                     raise ValueError(
                         f"FilterLogger shows Conv2d or Linear weights; layer {name!r} is a "

@@ -25,6 +25,7 @@ from lightning_viz.functional._task import class_scores, num_classes, predict, s
 __all__ = [
     "NoGradientError",
     "adapted_layer",
+    "adapter_base",
     "chunked_logits",
     "chunked_rows",
     "conv_layers",
@@ -269,13 +270,27 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(n, m) for n, m in named_layers(model) if isinstance(m, nn.Conv2d)]
 
 
+def adapter_base(module: nn.Module | None) -> nn.Module | None:
+    """The frozen layer a PEFT adapter layer (LoRA, LoHa, LoKr, IA3, ...) wraps, else
+    ``None``: its ``base_layer``, a layer with a ``weight``, in a module that has PEFT's
+    adapter attributes (``adapter_layer_names`` or ``get_delta_weight``). A container
+    that only happens to be called ``base_layer`` (the stem of timm's DLA) is none."""
+    base = getattr(module, "base_layer", None)
+    if not isinstance(base, nn.Module) or not hasattr(base, "weight"):
+        return None
+    peft = hasattr(module, "adapter_layer_names") or callable(
+        getattr(module, "get_delta_weight", None)
+    )
+    return base if peft else None
+
+
 def _adapter_of(modules: dict[str, nn.Module], name: str) -> str | None:
-    """The innermost module around ``name`` that wraps a ``base_layer`` (a PEFT adapter
-    layer: LoRA, LoHa, LoKr, IA3, ...), else ``None``."""
+    """The innermost module around ``name`` that is a PEFT adapter layer
+    (:func:`adapter_base`), else ``None``."""
     parts = name.split(".")
     for i in range(len(parts) - 1, 0, -1):
         owner = ".".join(parts[:i])
-        if isinstance(getattr(modules.get(owner), "base_layer", None), nn.Module):
+        if adapter_base(modules.get(owner)) is not None:
             return owner
     return None
 
@@ -295,8 +310,8 @@ def adapted_layer(layer: nn.Module) -> tuple[nn.Module, Tensor]:
     Returns:
         ``(layer whose type and shape the weight has, weight)``.
     """
-    base = getattr(layer, "base_layer", None)
-    if not isinstance(base, nn.Module):
+    base = adapter_base(layer)
+    if base is None:
         return layer, _current_weight(layer)
     weight = base.weight
     delta = getattr(layer, "get_delta_weight", None)
@@ -468,7 +483,7 @@ def layers_after(view: nn.Module, image: Tensor, name: str) -> dict[str, nn.Modu
     }
     with torch.no_grad(), record_inputs(owners) as calls:
         view(image)
-    ends = [i for i, (n, _) in enumerate(calls) if inside(n)]
+    ends = [i for i, (n, *_) in enumerate(calls) if inside(n)]
     if not ends:
         return {}
-    return {n: owners[n] for n, _ in calls[ends[-1] + 1 :] if not inside(n)}
+    return {n: owners[n] for n, *_ in calls[ends[-1] + 1 :] if not inside(n)}

@@ -79,10 +79,15 @@ _HF_BLOCK_LISTS = ("encoder.layer", "layers", "encoder.layers")  # transformers 
 
 def hf_vit_parts(module: nn.Module) -> tuple[str, int, tuple[int, int]] | None:
     """A transformers ViT-style encoder's block list, prefix token count and patch size
-    (``None`` for anything else), by duck typing: transformers is never imported."""
+    (``None`` for anything else), by duck typing: transformers is never imported. A
+    hierarchical encoder (Swin, Swin V2, FocalNet: ``config.depths``) is none: its
+    stages merge patches, and their outputs are tuples."""
     embeddings = getattr(module, "embeddings", None)
-    patch = getattr(getattr(module, "config", None), "patch_size", None)
+    config = getattr(module, "config", None)
+    patch = getattr(config, "patch_size", None)
     if not isinstance(getattr(embeddings, "patch_embeddings", None), nn.Module) or not patch:
+        return None
+    if getattr(config, "depths", None) is not None:
         return None
     blocks = next(
         (

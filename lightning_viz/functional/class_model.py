@@ -25,6 +25,7 @@ from lightning_viz._guard import ModelView, make_generator, model_dtype, preserv
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.functional._grad import forward_logits, grad_of, resolve_layer
 from lightning_viz.functional._task import class_scores, num_classes
+from lightning_viz.functional.tokens import grid_reader
 
 __all__ = ["class_model"]
 
@@ -105,7 +106,10 @@ def class_model(
             ``center`` each step. Default: ``0.05``.
         neuron: ``(layer, channel)`` — maximize the mean activation of ``channel``
             (an int, or several channels: one image each) of ``layer`` (a module or
-            its dotted name) instead of a class score. Default: ``None``.
+            its dotted name) instead of a class score; a known transformer's token
+            layer ``(N, T, D)`` is read as a grid first, so ``channel`` is a token
+            feature over the patch tokens (as in :func:`neuron_gradient`). Default:
+            ``None``.
 
     Returns:
         ``(K, C, H, W)`` images in ``[0, 1]`` (one per class, or per channel with
@@ -193,9 +197,11 @@ def class_model_run(
     gen = generator if generator is not None else make_generator(0, device)
 
     with preserve_state(model) as net:
-        layer_module = None
+        layer_module = to_grid = None
         if neuron is not None:
-            _, layer_module = resolve_layer(net, neuron[0])
+            name, layer_module = resolve_layer(net, neuron[0])
+            # a transformer's tokens (N, T, D) read as a grid: channel = token feature
+            to_grid = grid_reader(net, name, (h, w), None)
             idx = torch.tensor(
                 check_int_list(neuron[1], "neuron channel", minimum=0), device=device
             )
@@ -230,7 +236,7 @@ def class_model_run(
                 xr = torch.roll(x, shifts=shifts, dims=(2, 3)).requires_grad_(True)
                 logits = forward_logits(net, xr.to(dtype))  # x itself stays float32
                 if layer_module is not None:
-                    act = feats["layer"]
+                    act = feats["layer"] if to_grid is None else to_grid(feats["layer"])
                     if act.dim() < 2 or int(idx.max()) >= act.shape[1]:
                         fail(
                             "neuron channel",

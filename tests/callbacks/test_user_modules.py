@@ -713,6 +713,38 @@ def test_filter_logger_default_is_the_first_conv_to_run(tmp_path, events):
     assert "filters/model.stem" in images and "filters/model.lateral" not in images
 
 
+class _BaseLayerStem(nn.Module):
+    """timm's DLA (dla34, dla60, ...): its stem is a ``Sequential`` called ``base_layer``,
+    the name PEFT gives the layer an adapter wraps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base_layer = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.level1 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.level2 = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.level2(self.level1(self.base_layer(x))).mean((2, 3)))
+
+
+def test_a_stem_called_base_layer_is_no_adapter(tmp_path, events):
+    """H51: any module with a ``base_layer`` was read as a PEFT adapter, so on timm's DLA
+    FilterLogger failed at setup ('Sequential' object has no attribute 'weight') and
+    ActivationLogger and GradCAMLogger took the whole model for its one conv."""
+    callbacks = [
+        lv.FilterLogger(on_error="raise"),
+        lv.ActivationLogger(on_error="raise", num_samples=2),
+        lv.GradCAMLogger(on_error="raise", num_samples=2, quality=()),
+    ]
+    fit(tmp_path, callbacks, model=LitClassifier(model=_BaseLayerStem()), epochs=1)
+    assert callbacks[0]._chosen == ["model.base_layer.0"]
+    assert all(name.startswith("model.") and name != "model" for name in callbacks[1]._chosen)
+    assert callbacks[2]._layer_name == "model.level2.0"
+    images = events(tmp_path)["images"]
+    assert "filters/model.base_layer.0" in images and "gradcam/gradcam" in images
+
+
 # ------------------------------------------------------- EmbeddingProjector's head
 class _HeadFirst(nn.Module):
     """The head is defined before the backbone (whose MLP ends in a Linear), a
@@ -797,6 +829,46 @@ def test_activation_defaults_never_pick_a_shortcut_conv(tmp_path, events):
     assert not [n for n in order if "downsample" in n]
     assert [n for n in convs if n not in order] == [f"layer{i}.0.downsample.0" for i in (2, 3, 4)]
     assert order == [n for n in convs if "downsample" not in n]  # torchvision runs them in order
+
+
+class _ResNetD(nn.Module):
+    """timm's ResNet-D blocks (``resnet50d``, ``resnet10t``): the shortcut average-pools
+    the block's input before its 1x1 conv, so it reads another tensor than ``conv1``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.blocks = nn.ModuleList()
+        for cin, cout in ((8, 16), (16, 16)):
+            block = nn.Module()
+            block.conv1 = nn.Conv2d(cin, cout, 3, 2, 1)
+            block.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+            block.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(cin, cout, 1))
+            self.blocks.append(block)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(torch.relu(self.stem(x)))
+        for b in self.blocks:
+            x = torch.relu(b.conv2(torch.relu(b.conv1(x))) + b.downsample(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_shortcut_conv_behind_an_average_pool_is_no_pick():
+    """H51: the late activation pick of timm's ResNet-D was the shortcut's 1x1 conv
+    (``layer3.0.downsample.1``): it reads the pooled input, not the tensor ``conv1``
+    reads, and runs last in its block."""
+    from lightning_viz._guard import ModelView
+    from lightning_viz.callbacks._layer_picks import main_path_convs
+    from lightning_viz.functional._grad import feature_conv_layers
+
+    net = _ResNetD().eval()
+    convs = dict(feature_conv_layers(net))
+    order = main_path_convs(ModelView(net), torch.rand(1, 3, 32, 32), convs)
+    assert order == ["stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2"]
+    # the stem's max pool is on the main path: the first block still reads its output
+    assert "blocks.0.conv1" in order
 
 
 def test_filter_logger_captions_a_grouped_first_conv_with_the_channel_each_filter_reads():

@@ -282,3 +282,39 @@ def test_the_blur_comes_after_every_blur_every_th_step():
     assert ((out - start).abs() > 1e-6).nonzero()[:, 2:].tolist() == [[2, 3]]
     start, out, _ = _one_step(steps=2, blur_every=2)  # blurred after step 2
     assert int(((out - start).abs() > 1e-6).sum()) > 1
+
+
+def test_class_model_neuron_of_a_transformer_block_is_a_token_feature():
+    """H51: on a token layer ``(N, T, D)`` the channel indexed dim 1, the tokens: channel
+    5 maximized token 5 over all its features (written as channel 5), and a channel
+    below T but not below D was accepted. It is feature 5 over the patch tokens, as
+    ``neuron_gradient`` and the callback's setup check read it."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        mlp_dim=16,
+        num_classes=3,
+    ).eval()  # 1 class token + 16 patch tokens of 8 features
+    block = vit.encoder.layers[0]
+    grads = []
+
+    def keep(module, args, output):
+        output.register_hook(lambda g: grads.append(g.detach().clone()))
+
+    handle = block.register_forward_hook(keep)
+    try:
+        class_model(vit, None, (3, 32, 32), neuron=("encoder.layers.encoder_layer_0", 5), steps=1)
+    finally:
+        handle.remove()
+    (g,) = grads  # (1, 17, 8): the objective's gradient at the block's output
+    assert (g[0, :, 5] != 0).sum() == 16 and bool((g[0, 0] == 0).all())  # patch tokens
+    assert bool((g[0, :, [0, 1, 2, 3, 4, 6, 7]] == 0).all())  # feature 5 alone
+    with pytest.raises(ValueError, match=r"`neuron channel` must be in \[0, 8\)"):
+        class_model(vit, None, (3, 32, 32), neuron=("encoder.layers.encoder_layer_0", 12))
+    assert not has_hooks(vit)

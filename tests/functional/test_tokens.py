@@ -326,6 +326,34 @@ def test_timm_vit_and_deit_layouts_and_oracle(fx, x):
         assert maps["blocks.0"].shape == maps["patch_embed"].shape == (4, 16, 4, 4)
 
 
+def test_a_transformers_swin_is_not_read_as_a_vit():
+    """H51: transformers' Swin has ``embeddings.patch_embeddings``, ``config.patch_size``
+    and ``encoder.layers`` like a ViT, so its merged stages were read as ViT patch
+    tokens: Grad-CAM refused ("no LayerNorm to explain") and ActivationLogger too ("16
+    tokens do not fit a 8x8 patch grid"). It is a transformer lightning-viz does not
+    know (``config.depths``): its patch stem is the conv Grad-CAM explains, with the
+    early-layer warning, and ``layer=`` with ``reshape=`` reads its blocks."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.SwinConfig(
+        image_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1],
+        num_heads=[1, 2, 4],
+        window_size=2,
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    model = HFLogits(transformers.SwinForImageClassification(config)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert not LF.is_transformer(model)
+    layer = LF.default_cam_layer(model, x)
+    assert layer == "hf.swin.embeddings.patch_embeddings.projection"
+    cam = LF.grad_cam(model, x, torch.tensor([0, 1]), layer=layer)
+    assert cam.shape == (2, 1, 32, 32) and bool(torch.isfinite(cam).all())
+    assert LF.token_layout(model, "hf.swin.encoder.layers.0", 32) is None
+
+
 @pytest.mark.parametrize(
     ("kind", "prefix", "norm"),
     [
