@@ -15,9 +15,11 @@ The rule, at each epoch end, for the callbacks due by their ``every_n_epochs``:
    ``every_n_epochs``) so that ``sum(cost / k) <= max_overhead * epoch seconds``; the
    costliest (largest ``cost / k``) is spaced out first. A callback runs only when at
    least ``k`` epochs passed since its last run. Epoch seconds are the median of the
-   epochs so far and a cost the median of the callback's runs, and an interval moves
-   only by more than a tenth up or a quarter down, so timing noise does not make the
-   intervals (and the lines announcing them) flicker.
+   epochs so far and a cost the median of the callback's runs. The intervals are
+   worked out anew only when a cost or the epoch's budget moved by more than a tenth
+   since they last were, and then an interval moves only by more than a tenth up or a
+   quarter down, so timing noise does not make the intervals (and the lines
+   announcing them) flicker.
 3. Recurring total: the cheapest due callbacks run first, as long as the recurring
    work (every run after a callback's first, without one-time work such as building
    cue-conflict images) stays within ``max_overhead`` of the training time so far;
@@ -102,6 +104,7 @@ class OverheadBudget:
         self._mark: tuple[float, float] | None = None  # (elapsed, spent) at the last plan
         self._planned_at: int | None = None  # the epoch of the last plan
         self._carried = 0  # epochs the fit before trained after its last plan
+        self._basis: tuple[Any, ...] | None = None  # what the intervals were worked out from
 
     # ------------------------------------------------------------------ seconds
     def begin(self) -> None:
@@ -294,6 +297,13 @@ class OverheadBudget:
         k = {key: self.every.get(key, 1) for key in cost}
         fixed_cost = sum(cost[key] / k[key] for key in k if key in fixed)
         room = max(per_epoch - fixed_cost, OTHERS_SHARE * per_epoch)  # see plan
+        # the intervals are worked out anew only when a cost or the room moved by more
+        # than a tenth since they last were (timing noise: a cost near the room would
+        # flip an interval between 1 and 2, a tie between two callbacks which one waits)
+        basis = (room, cost, frozenset(fixed), dict(k))
+        if self._basis is not None and _near(self._basis, basis):
+            return {}
+        self._basis = basis
         while sum(cost[key] / k[key] for key in k if key not in fixed) > room:
             adjustable = [key for key in k if key not in fixed and cost[key] > 0]
             if not adjustable:
@@ -309,6 +319,23 @@ class OverheadBudget:
         changed = {key: n for key, n in k.items() if previous[key] != n}
         self.interval.update(k)
         return changed
+
+
+def _near(before: tuple[Any, ...], now: tuple[Any, ...], tenth: float = 0.1) -> bool:
+    """Whether ``(room, costs, fixed keys, every_n_epochs)`` are those of ``before`` up
+    to a tenth of each number."""
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= tenth * max(abs(a), abs(b))
+
+    (room0, cost0, fixed0, every0), (room1, cost1, fixed1, every1) = before, now
+    return (
+        close(room0, room1)
+        and fixed0 == fixed1
+        and every0 == every1
+        and cost0.keys() == cost1.keys()
+        and all(close(cost0[key], cost1[key]) for key in cost1)
+    )
 
 
 def _training(elapsed: float, spent: float, background: float) -> float:

@@ -94,6 +94,8 @@ class BudgetLines:
         self._not_again.discard(key)
         self.say(
             trainer,
-            f"lightning-viz: {name} now runs every {interval} epochs ({cost}; all "
+            f"lightning-viz: {name} now runs "
+            + ("every epoch" if interval == 1 else f"every {interval} epochs")
+            + f" ({cost}; all "
             f"lightning-viz callbacks together stay within {within})",
         )

@@ -178,9 +178,13 @@ class RunLog:
 
         return self._submit(tag, work, write, max_pending)
 
-    def embedding(self, tag: str, make: Callable[[], Embedding]) -> None:
+    def embedding(
+        self, tag: str, make: Callable[[], Embedding], max_pending: int | None = None
+    ) -> bool:
         """Writes the embedding ``make()`` builds on the background worker to every
-        backend (those that are not thread-safe, W&B, on the main thread afterwards)."""
+        backend (those that are not thread-safe, W&B, on the main thread afterwards).
+        Returns ``False`` (nothing submitted) when ``max_pending`` jobs for ``tag`` are
+        still running (back-pressure: each holds its run's features and thumbnails)."""
         writers, step = self._writers, self.step
 
         def work() -> Embedding:
@@ -193,7 +197,7 @@ class RunLog:
             if writers is not None:
                 writers.each(lambda b: b.embedding(tag, step, built), threadsafe=False)
 
-        self._submit(tag, work, write, None)
+        return self._submit(tag, work, write, max_pending)
 
     def _submit(
         self,

@@ -364,13 +364,17 @@ class ScoresMaps(WatchesRegressions):
         ]
 
     def _threshold_alert(self, ctx: Any, tag: str, value: float, n: int) -> Alert | None:
-        """Once per episode: the mean randomization correlation above the threshold."""
+        """Once per episode: the mean randomization correlation above the threshold. An
+        episode ends once the value is ``tolerance`` below it, as the regression rule's
+        ends (a mean of a few images wobbling around the threshold is one episode)."""
         if ctx.log.epoch < self.warmup or math.isnan(value):
             return None
-        above = value > self.randomization_threshold
         was = self._above.get(tag, False)
-        self._above[tag] = above
-        if not above or was:
+        if was:
+            self._above[tag] = value > self.randomization_threshold - self.tolerance
+            return None
+        self._above[tag] = value > self.randomization_threshold
+        if not self._above[tag]:
             return None
         return Alert(
             metric=tag,

@@ -41,7 +41,7 @@ from lightning_viz.render.maps import shown_channels
 __all__ = ["EmbeddingProjector"]
 
 PROJECTIONS = ("tsne", "pca")
-MAX_PENDING_FIGURES = 2  # figure jobs waiting on the worker before a run's figure is skipped
+MAX_PENDING_FIGURES = 2  # jobs of a tag waiting on the worker before a run's is skipped
 
 
 class EmbeddingProjector(VizCallback):
@@ -523,7 +523,14 @@ class EmbeddingProjector(VizCallback):
         # trainer's background worker, in submission order: the epoch end does not wait.
         names = self._names_in_use()
         args = (feats, labels, predicted, names, data["thumbs"])
-        ctx.log.embedding(self.tag(name), functools.partial(embedding_with_metadata, *args))
+        make = functools.partial(embedding_with_metadata, *args)
+        if not ctx.log.embedding(self.tag(name), make, max_pending=MAX_PENDING_FIGURES):
+            self.warn_once(  # back-pressure: each pending job holds its run's features
+                "projector_backlog",
+                "the background worker writes its projector files slower than an epoch "
+                f"ends; it skips a run's projector files while {MAX_PENDING_FIGURES} are still "
+                "pending (use fewer num_samples)",
+            )
         colors = labels if labels is not None and labels.dim() == 1 else predicted
         if colors is None or feats.shape[1] < (2 if self.projection == "pca" else 1):
             return

@@ -460,7 +460,7 @@ def test_nothing_is_said_about_intervals_at_the_fits_last_epoch():
         warnings.simplefilter("always")
         coordinator._plan(again, 6)
     said = [str(w.message) for w in caught]
-    assert len(said) == 1 and "FilterLogger now runs every 1 epochs" in said[0], said
+    assert len(said) == 1 and "FilterLogger now runs every epoch (" in said[0], said
 
 
 def test_an_absolute_allowance_lets_cheap_views_run_every_epoch_of_a_short_fit():
@@ -826,3 +826,25 @@ def test_an_interval_moves_only_by_more_than_a_tenth_up_or_a_quarter_down(previo
     changed = budget._intervals([Candidate("view")], per_epoch=1.0)
     assert budget.interval["view"] == expected
     assert changed == ({} if expected == previous else {"view": expected})
+
+
+def test_costs_near_the_room_do_not_flip_the_intervals_with_timing_noise():
+    """H52: three views whose costs sum to about the 3 s allowance, +-5 % noise: the
+    band on the interval lets every move between 1 and 2 through (+100 %, -50 %), and
+    which of two equal costs waited changed with the noise, so the intervals changed 8
+    times in 100 epochs, each with a "now runs every N epochs" line. They are worked out
+    anew only when a cost or the room moves by more than a tenth."""
+    costs = {"a": 1.0, "b": 0.98, "c": 1.0}
+    every = dict.fromkeys(costs, 1)
+    budget, runs, changes = simulate(
+        costs, every, epochs=100, jitter=0.05, allowance=3.0, epoch_seconds=0.3
+    )
+    assert sum(len(c) for c in changes) <= 2, [c for c in changes if c]
+    # still within the allowance: 3 s an epoch, up to the noise
+    spent = sum(costs[k] for k, epochs in runs.items() for e in epochs if e >= 10)
+    assert spent / 90 <= 3.0 * 1.05
+    # a real change of cost is still followed: one view becomes three times as costly
+    for _ in range(50):  # the median of the recent runs
+        budget.charge("a", 3.0)
+    changed = budget._intervals([Candidate(k) for k in costs], per_epoch=3.0)
+    assert changed and budget.interval["a"] >= 2

@@ -216,7 +216,8 @@ class _Release(pl.Callback):
         self.event.set()
 
 
-def test_a_projection_slower_than_epochs_does_not_pile_up(tmp_path, monkeypatch):
+def _block_tsne(monkeypatch) -> threading.Event:
+    """t-SNE waits on the worker until the returned event is set (a starved worker)."""
     release = threading.Event()
 
     def blocked_tsne(features, **kwargs):
@@ -224,6 +225,11 @@ def test_a_projection_slower_than_epochs_does_not_pile_up(tmp_path, monkeypatch)
         return E.pca(features)
 
     monkeypatch.setattr(E, "tsne", blocked_tsne)
+    return release
+
+
+def test_a_projection_slower_than_epochs_does_not_pile_up(tmp_path, monkeypatch):
+    release = _block_tsne(monkeypatch)
     cb = EmbeddingProjector(num_samples=16, on_error="raise")
     with pytest.warns(UserWarning, match="slower than an epoch") as record:
         fit(tmp_path, [_Release(release), cb], epochs=3)
@@ -235,6 +241,25 @@ def test_a_projection_slower_than_epochs_does_not_pile_up(tmp_path, monkeypatch)
     assert os.path.isfile(
         os.path.join(projector_dir(tmp_path, 12, "embedding/model.fc"), "tensors.tsv")
     )
+
+
+def test_projector_files_slower_than_epochs_do_not_pile_up(tmp_path, monkeypatch):
+    """H52: only the figure had back-pressure; the projector job (each holds its run's
+    features and thumbnails, about 20 MB at 224 px) was queued every epoch behind a
+    starved worker for the rest of the fit. At most 2 wait; the others are skipped."""
+    release = _block_tsne(monkeypatch)
+    cb = EmbeddingProjector(num_samples=16, on_error="raise")
+    with pytest.warns(UserWarning) as record:
+        fit(tmp_path, [_Release(release), cb], epochs=5)
+    said = [str(w.message) for w in record if "projector files" in str(w.message)]
+    assert len(said) == 1 and "while 2 are still pending" in said[0], said
+    # the worker hangs on step 4's figure: step 4's files are written, those of steps 8
+    # and 12 wait (written at the end of fit), steps 16 and 20 are skipped
+    for step, written in ((4, True), (8, True), (12, True), (16, False), (20, False)):
+        path = os.path.join(projector_dir(tmp_path, step, "embedding/model.fc"), "tensors.tsv")
+        assert os.path.isfile(path) == written, step
+    ev = read_events(os.path.join(tmp_path, "run"))
+    assert sorted(s for s, _ in ev["scalars"]["embedding/knn_acc"]) == [4, 8, 12, 16, 20]
 
 
 def test_layer_argument_every_n_epochs_and_tag_prefix(tmp_path):

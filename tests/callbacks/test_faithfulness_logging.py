@@ -574,3 +574,23 @@ def test_the_figures_random_curve_is_over_the_images_the_methods_scored():
     expected = curves["deletion"].curve[4:].mean(0)
     assert torch.allclose(torch.tensor(figures["random map deletion"]), expected, atol=1e-5)
     assert not torch.allclose(expected, curves["deletion"].curve.mean(0), atol=1e-5)
+
+
+def test_a_randomization_correlation_wobbling_around_the_threshold_is_one_episode():
+    """H52: a mean of 8 images at 0.51, 0.49, 0.52, 0.48, 0.53 alerted three times (the
+    episode ended at each value below 0.5); it ends once the value is ``tolerance``
+    below the threshold, as the regression rule's episodes end."""
+    from types import SimpleNamespace
+
+    cb = lv.SaliencyLogger(num_samples=8, tolerance=0.05)
+    tag = "explain/vanilla/randomization_corr"
+    values = [0.30, 0.51, 0.49, 0.52, 0.48, 0.53, 0.44, 0.46, 0.51, 0.2, 0.6]
+    fired = []
+    for epoch, value in enumerate(values, start=cb.warmup):
+        ctx = SimpleNamespace(log=SimpleNamespace(epoch=epoch, step=2 * (epoch + 1)))
+        if cb._threshold_alert(ctx, tag, value, 8) is not None:
+            fired.append(value)
+    # 0.51 starts an episode, 0.44 (below 0.45) ends it, 0.46 starts none, 0.51 does;
+    # 0.2 ends that one and 0.6 starts a third
+    assert fired == [0.51, 0.51, 0.6], fired
+    assert cb._above[tag] is True
