@@ -533,6 +533,11 @@ def test_per_sample_values_of_different_probes_get_the_rank_test(capsys, tmp_pat
     (row,) = result.rows
     assert row.regressed and row.test == "ranks (probes differ)"
     assert "Mann-Whitney U test on the per-sample values" in render(result)
+    # H53: without fingerprints nobody knows the probes differ (the outcomes said so)
+    unknown = compare_records(make_record(0, 0, values=good), make_record(1, 1, values=bad))
+    assert (unknown.test, unknown.reason) == ("ranks", "probes unknown")
+    same_probe = make_record(1, 1, values=bad[:10], fingerprint="aaaa")  # other lengths
+    assert compare_records(ref, same_probe).reason == "probes differ"
 
 
 def test_long_explain_tags_fit_100_columns_and_chance_rows_are_in_wide(tmp_path, capsys):

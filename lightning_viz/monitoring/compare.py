@@ -418,7 +418,7 @@ def _preamble(result: CompareResult) -> list[str]:
 _TESTS = {
     "paired": "paired: sign test on the probe samples that flipped (the same probe in both runs)",
     "unpaired": "Fisher's exact test on the two proportions",
-    "ranks": "Mann-Whitney U test on the per-sample values (the probes differ: no pairs)",
+    "ranks": "Mann-Whitney U test on the per-sample values (no pairs: other or unknown probes)",
     "none": "no test (the metric has no counts)",
 }
 

@@ -180,7 +180,8 @@ def compare_records(
             return _paired_values(reference.values, candidate.values, drop, higher_is_better)
         sign = 1.0 if higher_is_better else -1.0  # the test is that the candidate is lower
         p = rank_test([sign * v for v in reference.values], [sign * v for v in candidate.values])
-        return RecordComparison("ranks", "probes differ", p, drop, len(candidate.values))
+        why = "probes differ" if same else reason  # (same probe, other lengths: differ)
+        return RecordComparison("ranks", why, p, drop, len(candidate.values))
     if not same_form(reference, candidate):  # per-decision outcomes, per-image values
         return RecordComparison("none", "forms differ", math.nan, drop)
     ref_out, cand_out = reference.outcome_list(), candidate.outcome_list()
