@@ -105,20 +105,37 @@ class OverheadBudget:
         self._planned_at: int | None = None  # the epoch of the last plan
         self._carried = 0  # epochs the fit before trained after its last plan
         self._basis: tuple[Any, ...] | None = None  # what the intervals were worked out from
+        self._begun: tuple[float, float] | None = None  # (clock, spent) at begin, until training
 
     # ------------------------------------------------------------------ seconds
     def begin(self) -> None:
         """Starts the fit's clock (once), or restarts it after :meth:`pause`."""
         if self.start is None:
             self.start = self.clock()
+            self._begun = (self.start, self.spent)
         elif self._paused_at is not None:  # the time between two fits is no training time
             self.start += self.clock() - self._paused_at
             self._paused_at = None
+            self._begun = (self.clock(), self.spent)
+
+    def train_starts(self) -> None:
+        """Training starts (``on_train_start``): the wall time since :meth:`begin` that
+        no callback spent — Lightning's setup, the sanity check, a tuner's learning-rate
+        or batch-size search (its mini-fit) — is no training time. Once per fit."""
+        if self._begun is None or self.start is None or self._paused_at is not None:
+            return
+        since, spent = self._begun
+        self._begun = None
+        idle = (self.clock() - since) - (self.spent - spent)
+        if idle > 0:
+            self.start += idle
 
     def pause(self, epoch: int | None = None) -> None:
         """Stops the clock at the end of a fit (``trainer.fit`` again continues it);
         ``epoch``: the trainer's ``current_epoch`` then (the epochs it trained after the
-        last plan are in the time the next fit's first plan shares out)."""
+        last plan are in the time the next fit's first plan shares out). A fit that
+        never started training (``Tuner.lr_find``'s) adds no training time."""
+        self.train_starts()
         if self.start is not None and self._paused_at is None:
             self._paused_at = self.clock()
             if epoch is not None and self._planned_at is not None:

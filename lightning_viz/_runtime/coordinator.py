@@ -210,11 +210,12 @@ class Coordinator(BudgetLines, RunOutput):
         return self.writers
 
     def say(self, trainer: Any, text: str) -> None:
-        """Prints through the progress bar (which is not torn), or warns (rank 0)."""
+        """Prints through the progress bar (which is not torn) while it shows one, or
+        warns (rank 0)."""
         if not trainer.is_global_zero:
             return
         bar = getattr(trainer, "progress_bar_callback", None)
-        if bar is not None and callable(getattr(bar, "print", None)):
+        if _shows(bar):
             bar.print(text)
         else:
             rank_zero_warn(text)
@@ -546,3 +547,21 @@ class Coordinator(BudgetLines, RunOutput):
             executor, self._executor = self._executor, None
             if executor is not None:
                 executor.shutdown(wait=wait, cancel_futures=not wait)
+
+
+_TQDM_BARS = ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar")
+
+
+def _shows(bar: Any) -> bool:
+    """Whether ``bar.print`` would show a line: Lightning's progress bar turned off with
+    ``refresh_rate=0`` (or a tqdm bar closed) prints nothing, and the line was lost."""
+    if bar is None or not callable(getattr(bar, "print", None)):
+        return False
+    if getattr(bar, "is_disabled", False) is True:
+        return False
+    if not any(hasattr(bar, name) for name in _TQDM_BARS):
+        return True  # another progress bar: its own print decides
+    return any(  # TQDMProgressBar prints through an open bar only
+        getattr(bar, name, None) is not None and not getattr(getattr(bar, name), "disable", True)
+        for name in _TQDM_BARS
+    )

@@ -123,6 +123,7 @@ class RunOutput:
         saved = next((t for c in self.callbacks if (t := getattr(c, "_saved_summary", None))), None)
         # fit again from an earlier epoch: those run again, planned anew on every rank
         # (only rank 0 has a summary; a plan is broadcast from it to all)
+        self.budget.train_starts()  # the time before (a tuner's search) is no training
         self.budget.rewind(epoch)
         self._plans = {e: keys for e, keys in self._plans.items() if e < epoch}
         self._not_again.clear()  # "will not run again in this fit": said anew in a new fit

@@ -81,7 +81,9 @@ def no_validation_batches(trainer: Any) -> bool:
     return isinstance(batches, list) and len(batches) > 0 and sum(batches) == 0
 
 
-def before_weight_averaging(trainer: Any, caller: Any, kind: type) -> str | None:
+def before_weight_averaging(
+    trainer: Any, caller: Any, kind: type, after_validation: bool = True
+) -> str | None:
     """Moves the callbacks of ``kind`` listed after the trainer's first
     ``WeightAveraging`` (``EMAWeightAveraging``) to just before it, in their order.
 
@@ -95,6 +97,9 @@ def before_weight_averaging(trainer: Any, caller: Any, kind: type) -> str | None
         trainer: The ``Trainer`` (its ``callbacks`` list is changed in place).
         caller: The callback calling, of ``kind``.
         kind: The class of the callbacks to move.
+        after_validation: The callbacks run after each epoch's validation; ``False``
+            (a trainer that does not validate every epoch): they run at the training
+            epoch end, on the training weights, and the sentence says so.
 
     Returns:
         ``None``, or a sentence saying which callbacks moved before which.
@@ -112,8 +117,14 @@ def before_weight_averaging(trainer: Any, caller: Any, kind: type) -> str | None
         return None
     rest = [cb for cb in callbacks[first:] if not isinstance(cb, kind)]
     callbacks[first:] = [*late, *rest]
+    moved = f"the callbacks {[type(cb).__name__ for cb in late]} now run before "
+    if not after_validation:  # they run at the training epoch end, outside the swap
+        return (
+            f"{moved}{type(rest[0]).__name__}; this trainer does not validate every epoch, "
+            "so they run at the training epoch end and measure the training weights (the "
+            "averaged ones are swapped in for validation only)"
+        )
     return (
-        f"the callbacks {[type(cb).__name__ for cb in late]} now run before "
-        f"{type(rest[0]).__name__}, so they measure the averaged weights that validation "
-        "measures (it swaps them out at the validation epoch end)"
+        f"{moved}{type(rest[0]).__name__}, so they measure the averaged weights that "
+        "validation measures (it swaps them out at the validation epoch end)"
     )

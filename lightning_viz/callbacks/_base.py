@@ -323,7 +323,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._enabled = True
         self._pending_setup = True  # the probe and the checks wait for the built model
         coordinator.budget.begin()
-        moved = before_weight_averaging(trainer, self, VizCallback)
+        moved = before_weight_averaging(trainer, self, VizCallback, self._after_validation)
         if moved is not None:
             coordinator.info_once("weight averaging", f"lightning-viz: {moved}")
 

@@ -211,9 +211,9 @@ class CueConflictGeneration:
                 return
         sizes = self._chunk_sizes()
         missing = [i for i in range(len(sizes)) if i not in self._chunks]
-        show = bool(ctx.trainer.is_global_zero) and (
-            getattr(ctx.trainer, "progress_bar_callback", None) is not None
-        )
+        bar = getattr(ctx.trainer, "progress_bar_callback", None)  # off: refresh_rate=0 too
+        show = bool(ctx.trainer.is_global_zero) and bar is not None
+        show = show and not getattr(bar, "is_disabled", False)
         from tqdm.auto import tqdm
 
         with tqdm(

@@ -576,12 +576,14 @@ def test_the_time_between_two_fits_on_one_trainer_is_no_training_time():
     clock = Clock()
     budget = OverheadBudget(clock)
     budget.begin()
+    budget.train_starts()  # on_train_start: the fit trains
     clock.now = 10.0
     budget.charge("a", 2.0)
     budget.pause()
     clock.now = 1000.0  # the user looks at the results
     assert budget.elapsed() == 10.0
     budget.begin()
+    budget.train_starts()  # on_train_start: the fit trains
     clock.now = 1010.0
     budget.charge("a", 2.0)
     assert budget.elapsed() == 20.0 and budget.overhead() == 4.0 / 16.0
@@ -686,6 +688,7 @@ def test_a_fit_again_shares_out_the_epochs_the_fit_before_trained_after_its_last
     clock = Clock()
     budget = OverheadBudget(clock)
     budget.begin()
+    budget.train_starts()  # on_train_start: the fit trains
     budget.rewind(0)
     for epoch in range(8):
         clock.now += 10.0
@@ -694,6 +697,7 @@ def test_a_fit_again_shares_out_the_epochs_the_fit_before_trained_after_its_last
     budget.pause(8)  # the trainer's current_epoch at the fit's end
     clock.now += 100.0  # between the fits: no training time
     budget.begin()
+    budget.train_starts()  # on_train_start: the fit trains
     budget.rewind(second_start)
     first_plan = second_start + 4
     clock.now += 10.0 * 5  # its five epochs up to the first plan
@@ -848,3 +852,31 @@ def test_costs_near_the_room_do_not_flip_the_intervals_with_timing_noise():
         budget.charge("a", 3.0)
     changed = budget._intervals([Candidate(k) for k in costs], per_epoch=3.0)
     assert changed and budget.interval["a"] >= 2
+
+
+def test_the_time_before_training_starts_is_no_training_time():
+    """H55: the clock started at the callbacks' ``setup``, so a tuner's learning-rate or
+    batch-size search (a mini-fit before training, or a whole ``Tuner.lr_find`` fit)
+    counted as training: ``viz/overhead`` read 0.1 % for 2.8 % and the budget let the
+    callbacks spend more than ``max_overhead``."""
+    clock = Clock()
+    budget = OverheadBudget(clock)
+    budget.begin()  # setup
+    budget.charge("view", 1.0, run=False, once=True)  # the callbacks' own setup: counted
+    clock.now = 30.0  # the tuner's search, the sanity check: neither ours nor training
+    budget.train_starts()
+    assert budget.elapsed() == pytest.approx(1.0)
+    budget.train_starts()  # once per fit
+    clock.now = 40.0  # 10 s of training
+    assert budget.elapsed() == pytest.approx(11.0)
+    assert budget.overhead() == pytest.approx(1.0 / 10.0)
+    budget.pause(epoch=1)
+    # Tuner.lr_find's own fit: set up, searched, torn down without training
+    clock.now = 100.0
+    budget.begin()
+    clock.now = 160.0
+    budget.pause()
+    clock.now = 200.0
+    budget.begin()  # the real fit
+    budget.train_starts()
+    assert budget.elapsed() == pytest.approx(11.0)

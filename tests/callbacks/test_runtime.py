@@ -1180,3 +1180,36 @@ def test_blank_nonfinite_fills_only_bad_rows_of_any_shape_and_copies_nothing_whe
     for empty in (torch.zeros(0), torch.zeros(0, 3), torch.zeros(2, 0)):
         out, bad = blank_nonfinite(Callback(), "k", empty, 0.0, "rows are bad")
         assert out is empty and bad.tolist() == [False] * len(empty)
+
+
+def test_lines_are_said_as_warnings_when_the_progress_bar_shows_nothing():
+    """H55: with ``TQDMProgressBar(refresh_rate=0)`` (Lightning's way to silence the bar)
+    the bar's ``print`` writes nothing, so alert tables and budget lines were lost."""
+    import io
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import TQDMProgressBar
+    from tqdm import tqdm
+
+    from lightning_viz._runtime.coordinator import Coordinator
+
+    def said(bar):
+        printed = []
+        if bar is not None:
+            bar.print = lambda text: printed.append(text)
+        trainer = SimpleNamespace(is_global_zero=True, progress_bar_callback=bar)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Coordinator.say(Coordinator.__new__(Coordinator), trainer, "a line")
+        return printed, [str(w.message) for w in caught]
+
+    assert said(TQDMProgressBar(refresh_rate=0)) == ([], ["a line"])
+    assert said(TQDMProgressBar()) == ([], ["a line"])  # no bar open yet
+    shown = TQDMProgressBar()
+    shown._train_progress_bar = tqdm(total=2, file=io.StringIO())
+    assert said(shown) == (["a line"], [])
+    shown._train_progress_bar.close()  # closed at the end of training
+    assert said(shown) == ([], ["a line"])
+    assert said(None) == ([], ["a line"])
+    other = SimpleNamespace(is_disabled=False)  # another kind of bar: its print decides
+    assert said(other) == (["a line"], [])

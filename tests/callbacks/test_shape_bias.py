@@ -409,3 +409,16 @@ def test_the_per_class_chart_says_when_no_decision_was_by_shape_or_texture():
     title = cb._per_class(other, s, t, 3).axes[0].get_title()
     assert title.endswith("(none by shape or texture yet: no shape bias)")
     assert "yet" not in cb._per_class(s, s, t, 3).axes[0].get_title()  # all by shape
+
+
+def test_no_generation_progress_bar_when_the_trainers_bar_is_off(tmp_path, capfd):
+    """H55: with ``TQDMProgressBar(refresh_rate=0)`` (Lightning's way to silence its bar)
+    the cue-conflict bar still printed; only ``enable_progress_bar=False`` hid it."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    cb = lv.TextureShapeBias(
+        num_images=4, num_samples=4, style_steps=1, background=False, on_error="raise"
+    )
+    capfd.readouterr()
+    fit(tmp_path, [cb, TQDMProgressBar(refresh_rate=0)], epochs=1, enable_progress_bar=True)
+    assert "cue-conflict images" not in capfd.readouterr().err

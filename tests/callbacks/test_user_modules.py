@@ -540,6 +540,31 @@ def test_callbacks_listed_after_ema_weight_averaging_measure_the_averaged_weight
     assert model.trained not in model.seen["callbacks"]  # not the raw training weights
 
 
+def test_the_line_on_weight_averaging_says_which_weights_the_callbacks_measure():
+    """H55: with ``check_val_every_n_epoch=2`` the callbacks run at the training epoch
+    end on the training weights, yet the line said they "measure the averaged weights
+    that validation measures"."""
+    from types import SimpleNamespace
+
+    from lightning_viz._runtime.schedule import before_weight_averaging
+    from lightning_viz.callbacks._base import VizCallback
+
+    averaging = pytest.importorskip("pytorch_lightning.callbacks").__dict__.get(
+        "EMAWeightAveraging"
+    )
+    if averaging is None:
+        pytest.skip("this Lightning has no EMAWeightAveraging (2.5 and later)")
+
+    def line(after_validation):
+        probe = lv.AdversarialProbe()
+        trainer = SimpleNamespace(callbacks=[averaging(decay=0.5), probe])
+        return before_weight_averaging(trainer, probe, VizCallback, after_validation)
+
+    assert "measure the averaged weights that validation measures" in line(True)
+    off = line(False)
+    assert "measure the training weights" in off and "averaged weights that" not in off
+
+
 # ------------------------------------------------------------------------ PEFT adapters
 def test_filter_logger_shows_a_lora_conv_with_its_adapter(tmp_path, events):
     """The base conv of a LoRA layer is frozen: showing it would say the filters never
