@@ -78,10 +78,17 @@ class OverheadBudget:
 
     Args:
         clock: The clock (seconds). Default: ``time.perf_counter``.
+        busy: Whether background work is queued or running (see :meth:`train_starts`).
+            Default: ``None`` (never).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.perf_counter,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self.clock = clock
+        self.busy = busy
         self.start: float | None = None
         self._paused_at: float | None = None  # the clock stopped there (between fits)
         self.spent = 0.0  # callback seconds: runs, setups, background work
@@ -121,11 +128,16 @@ class OverheadBudget:
     def train_starts(self) -> None:
         """Training starts (``on_train_start``): the wall time since :meth:`begin` that
         no callback spent — Lightning's setup, the sanity check, a tuner's learning-rate
-        or batch-size search (its mini-fit) — is no training time. Once per fit."""
+        or batch-size search (its mini-fit) — is no training time. Once per fit. Not
+        while background work is queued or running: its seconds, charged when it is
+        collected, count as work beside training, and that time would be left out twice.
+        """
         if self._begun is None or self.start is None or self._paused_at is not None:
             return
         since, spent = self._begun
         self._begun = None
+        if self.busy is not None and self.busy():
+            return
         idle = (self.clock() - since) - (self.spent - spent)
         if idle > 0:
             self.start += idle

@@ -119,7 +119,7 @@ class Coordinator(BudgetLines, RunOutput):
         self.writers: Writers | None = None  # every backend of the trainer, once known
         self._opened = False
         self.background_seconds: dict[int, float] = {}
-        self.budget = OverheadBudget()
+        self.budget = OverheadBudget(busy=lambda: bool(self._jobs))
         self._plans: dict[int, list[str]] = {}  # epoch -> keys of the callbacks that run
         self._said: set[str] = set()
         self._claimed: set[str] = set()  # scalar tags lightning-viz has written

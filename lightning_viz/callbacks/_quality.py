@@ -17,7 +17,7 @@ Per-sample values go to the run summary, so a regression is tested paired on the
 fixed probe: a deletion AUC that rises significantly (exact sign test, ``tolerance``,
 ``alpha``, ``patience``, as the other probes) alerts once per episode; a mean
 randomization correlation above ``randomization_threshold`` alerts once until it falls
-back below it.
+``tolerance`` below it.
 """
 
 from __future__ import annotations

@@ -71,8 +71,8 @@ class GradCAMLogger(ScoresMaps, VizCallback):
         warmup: Epochs at the start of fit that are never a reference. Default: 1.
         patience: Consecutive significant runs before an alert. Default: 2.
         baseline: A run whose scores are the reference. Default: ``None``.
-        randomization_threshold: A mean randomization correlation above it alerts.
-            Default: 0.5.
+        randomization_threshold: A mean randomization correlation above it alerts,
+            once until it falls ``tolerance`` below it. Default: 0.5.
         quality_cost: Scoring costs at most this fraction of computing the maps, as
             for ``SaliencyLogger``. Default: 0.5.
         **kwargs: The options every callback shares (see ``VizCallback``).

@@ -116,7 +116,8 @@ class SaliencyLogger(ScoresMaps, VizCallback):
         baseline: A run whose scores are the reference, as for ``AdversarialProbe``.
             Default: ``None``.
         randomization_threshold: A mean randomization correlation above it alerts
-            (the map barely depends on the model's top layer). Default: 0.5.
+            (the map barely depends on the model's top layer), once until it falls
+            ``tolerance`` below it. Default: 0.5.
         quality_cost: Scoring costs at most this fraction of computing the maps,
             averaged over the fit: after a scored run that cost ``r`` times its maps,
             the next ``ceil(r / quality_cost) - 1`` due runs are not scored (the first

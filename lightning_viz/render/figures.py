@@ -139,7 +139,8 @@ def line_figure(
         # a label takes about 2.2 % of the axes' width a character (10-pt text, legend
         # beside): neighbours closer than the longest label would overlap
         room = 0.022 * max(len(label) for label in xticklabels) * (max(xs) - min(xs))
-        if float(gaps.min()) < room and not np.allclose(gaps, gaps.mean()):  # else: as it is
+        even = np.allclose(gaps, gaps.mean(), rtol=1e-6, atol=0.0)  # then: as they are
+        if float(gaps.min()) < room and not even:
             xs = [float(i) for i in np.argsort(np.argsort(np.asarray(xs, dtype=float)))]
             xlabel = f"{xlabel} (evenly spaced)".strip()  # the slopes are not to scale
     fig = Figure(figsize=(6.0, 4.0), dpi=_DPI, layout="tight")  # not the rc's engine

@@ -880,3 +880,20 @@ def test_the_time_before_training_starts_is_no_training_time():
     budget.begin()  # the real fit
     budget.train_starts()
     assert budget.elapsed() == pytest.approx(11.0)
+
+
+def test_the_time_before_training_stays_when_background_work_ran_in_it():
+    """H56: work queued on the worker before training (cue-conflict images) is charged
+    when collected, as work beside training; leaving its time out of the window too
+    counted it twice (10/90 instead of 10/100)."""
+    clock = Clock()
+    jobs = ["cue-conflict chunk"]
+    budget = OverheadBudget(clock, busy=lambda: bool(jobs))
+    budget.begin()
+    clock.now = 10.0  # the worker makes a chunk; the training thread waits for nothing
+    budget.train_starts()
+    assert budget.elapsed() == pytest.approx(10.0)  # kept: the chunk's time is in it
+    jobs.clear()
+    clock.now = 110.0
+    budget.charge("bias", 10.0, run=False, once=True, background=True)  # collected
+    assert budget.overhead() == pytest.approx(10.0 / 100.0)

@@ -1119,6 +1119,11 @@ def test_line_figure_styles_legend_beside_and_crowded_ticks_spread():
     )
     assert even.axes[0].get_xlabel() == ""
     assert ax.get_xlabel() == "(evenly spaced)"  # the uneven sweep above was placed evenly
+    # H56: "already even" is judged relative to the gaps (not np.allclose's 1e-8)
+    tiny = R.line_figure(
+        [0.0, 1e-9, 2e-9, 1e-8], {"a": [1.0] * 4}, xticklabels=["0", "1e-09", "2e-09", "1e-08"]
+    )
+    assert tiny.axes[0].get_xlabel() == "(evenly spaced)"
     with pytest.raises(TypeError, match="styles"):
         R.line_figure([0.0, 1.0], {"a": [1.0, 0.5]}, styles={"a": "dashed"})
 
