@@ -244,7 +244,7 @@ def class_model_run(
                             f"output of shape {tuple(act.shape)}",
                             idx.tolist(),
                         )
-                    score = act[rows, idx].float().flatten(1).mean(1)  # (K,)
+                    score = act[rows, idx].float().reshape(k, -1).mean(1)  # (K,); (K,) of a Linear
                 else:
                     score = class_scores(logits.float(), idx)  # (K,)
                 g = grad_of(score.sum(), xr, "class score" if layer_module is None else "channel")

@@ -318,3 +318,13 @@ def test_class_model_neuron_of_a_transformer_block_is_a_token_feature():
     with pytest.raises(ValueError, match=r"`neuron channel` must be in \[0, 8\)"):
         class_model(vit, None, (3, 32, 32), neuron=("encoder.layers.encoder_layer_0", 12))
     assert not has_hooks(vit)
+
+
+def test_class_model_neuron_of_a_linear_layer_is_its_output_feature():
+    """H56: a layer with a 2-D output (a Linear, a ViT's ``heads.head``) failed with a raw
+    IndexError (the (K,) activations were flattened from dimension 1). The neuron of
+    the head that outputs the logits is the class score: the same images."""
+    model = _linear_model(4)
+    neurons = class_model(model, None, (3, 8, 8), neuron=("1", [0, 2]), steps=10)
+    classes = class_model(model, [0, 2], (3, 8, 8), steps=10)
+    torch.testing.assert_close(neurons, classes, rtol=0, atol=1e-6)
