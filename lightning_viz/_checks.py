@@ -21,11 +21,13 @@ import math
 import numbers
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where a check needs it: compare runs without it
+    import torch
+    from torch import Tensor
 
 __all__ = [
     "check_model",
@@ -68,6 +70,8 @@ __all__ = [
 
 def check_model(model: Any) -> Any:
     """A ``torch.nn.Module`` given as ``model`` (a function or a tensor is a TypeError)."""
+    import torch
+
     if not isinstance(model, torch.nn.Module):
         fail("model", "a torch.nn.Module", f"<{type(model).__name__}>", TypeError)
     return model
@@ -90,6 +94,8 @@ def call_adapter(name: str, fn: Callable[[Any], Any], value: Any) -> Any:
     """``fn(value)`` for the user's adapter ``name`` (a key of ``_ADAPTERS``). An error
     it raises is a configuration error: a ``ValueError`` naming the adapter (a
     ``ValueError`` or ``TypeError`` of its own, and out of memory, pass as raised)."""
+    import torch
+
     try:
         return fn(value)
     except (ValueError, TypeError, torch.cuda.OutOfMemoryError):
@@ -245,9 +251,9 @@ def check_layer_names(values: Any, name: str) -> list[str] | None:
 
 def is_vector(value: Any) -> bool:
     """A 1-d torch tensor or numpy array (read as the list of its values)."""
-    return (isinstance(value, Tensor) or type(value).__module__ == "numpy") and getattr(
-        value, "ndim", None
-    ) == 1
+    torch = sys.modules.get("torch")  # no tensor exists before torch is imported
+    tensor = torch is not None and isinstance(value, torch.Tensor)
+    return (tensor or type(value).__module__ == "numpy") and getattr(value, "ndim", None) == 1
 
 
 def check_int_list(values: Any, name: str, *, minimum: int | None = None) -> list[int] | None:
@@ -288,6 +294,8 @@ def check_callable(value: Any, name: str) -> Callable[..., Any] | None:
 
 def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
     """``None`` or a ``torch.Generator``."""
+    import torch
+
     if generator is not None and not isinstance(generator, torch.Generator):
         fail(name, "a torch.Generator or None", generator, TypeError)
     return generator
@@ -325,11 +333,13 @@ def check_reduce(reduce: Any) -> None:
 
 def check_target_type(target: Any) -> None:
     """``None``, an int or a tensor of integer class indices."""
+    import torch
+
     integer = isinstance(target, numbers.Integral) and not isinstance(target, bool)
-    if target is not None and not (integer or isinstance(target, Tensor)):
+    if target is not None and not (integer or isinstance(target, torch.Tensor)):
         fail("target", "an int, a tensor of class indices (N,) or None", target, TypeError)
-    if isinstance(target, Tensor) and (target.is_floating_point() or target.is_complex()
-                                       or target.dtype == torch.bool):  # fmt: skip
+    if isinstance(target, torch.Tensor) and (target.is_floating_point() or target.is_complex()
+                                             or target.dtype == torch.bool):  # fmt: skip
         fail("target", "integer class indices (an int or an integer tensor)",
              f"<tensor of dtype {target.dtype}>", TypeError)  # fmt: skip
 
@@ -375,6 +385,8 @@ def check_normalization(mean: Any, std: Any) -> tuple[list[float] | None, list[f
 
     A single value fits any number of channels; otherwise both have the same length.
     """
+    import torch
+
     out = []
     for name, value in (("mean", mean), ("std", std)):
         allowed = "None or a non-empty list of finite per-channel numbers"
@@ -451,7 +463,9 @@ def check_images(
     axis of size 0); ``allow_uint8``, a ``uint8`` batch is accepted as it is;
     ``unit_range``, values in ``[0, 1]``; ``allow_nan=False``, no NaN.
     """
-    if not isinstance(inputs, Tensor):
+    import torch
+
+    if not isinstance(inputs, torch.Tensor):
         fail(name, "a torch.Tensor (N, C, H, W)", f"<{type(inputs).__name__}>", TypeError)
     if inputs.dim() != 4 or inputs.shape[0] == 0:
         fail(name, "a non-empty image batch (N, C, H, W)", f"<shape {tuple(inputs.shape)}>")
@@ -470,7 +484,9 @@ def check_images(
 def check_maps(maps: Any, name: str = "maps", *, allow_nan: bool = True) -> Tensor:
     """Floating-point maps ``(N, 1, H, W)``, ``N >= 1`` (no axis of size 0 and no NaN when
     ``allow_nan=False``)."""
-    if not isinstance(maps, Tensor):
+    import torch
+
+    if not isinstance(maps, torch.Tensor):
         fail(name, "a torch.Tensor (N, 1, H, W)", f"<{type(maps).__name__}>", TypeError)
     if not maps.is_floating_point():
         fail(name, "a floating-point tensor", f"<dtype {maps.dtype}>", TypeError)
@@ -485,7 +501,9 @@ def check_labels(
     labels: Any, name: str, n: int | None = None, *, allow_negative: bool = False
 ) -> Tensor:
     """Integer class indices ``(N,)`` (``>= 0`` unless ``allow_negative``), returned as ``long``."""
-    if not isinstance(labels, Tensor):
+    import torch
+
+    if not isinstance(labels, torch.Tensor):
         fail(name, "a tensor of class indices (N,)", f"<{type(labels).__name__}>", TypeError)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         fail(name, "an integer tensor of class indices", f"<dtype {labels.dtype}>", TypeError)
@@ -497,11 +515,13 @@ def check_labels(
 
 
 def check_neuron(neuron: Any, name: str = "neuron") -> tuple[str, int] | None:
-    """``None`` or ``(layer_name, channel >= 0)`` (a 2-list from YAML too)."""
+    """``None`` or ``(layer_name, channel >= 0)`` (a 2-list from YAML, Hydra's
+    ``ListConfig``: any sequence but a string)."""
     if neuron is None:
         return None
     if (
-        not isinstance(neuron, tuple | list)
+        isinstance(neuron, str | bytes)
+        or not isinstance(neuron, Sequence)
         or len(neuron) != 2
         or not isinstance(neuron[0], str)
         or isinstance(neuron[1], bool)
@@ -538,7 +558,9 @@ def check_tensor(
     """A ``dim``-D tensor without an axis of size 0 (``shape`` names its axes in messages),
     with ``shape[1]`` in ``channels`` when given, floating-point when ``floating``, and
     without NaN unless ``allow_nan``."""
-    if not isinstance(value, Tensor):
+    import torch
+
+    if not isinstance(value, torch.Tensor):
         fail(name, f"a torch.Tensor {shape}", f"<{type(value).__name__}>", TypeError)
     sizes = " with dim 1 of size " + " or ".join(map(str, channels)) if channels else ""
     if value.dim() != dim or value.numel() == 0 or (channels and value.shape[1] not in channels):
@@ -552,10 +574,11 @@ def check_tensor(
 
 def check_known(known: Any, shape: Sequence[int]) -> Tensor | None:
     """``None``, or a bool tensor of ``shape``: the attacks' decisions already known."""
+    import torch
+
     shape = tuple(shape)
-    if known is not None and (
-        not isinstance(known, Tensor) or known.dtype != torch.bool or tuple(known.shape) != shape
-    ):
+    flags = isinstance(known, torch.Tensor) and known.dtype == torch.bool
+    if known is not None and not (flags and tuple(known.shape) == shape):
         fail("known", f"None or a bool tensor of shape {shape}", known, TypeError)
     return known
 

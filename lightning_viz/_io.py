@@ -9,10 +9,10 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # imported by fingerprint: the run records are read without torch
+    from torch import Tensor
 
 __all__ = ["atomic_write", "fingerprint", "json_safe"]
 
@@ -50,6 +50,8 @@ def fingerprint(*parts: Tensor | str | None, shapes: bool = False, digits: int =
         shapes: Also hash each tensor's shape and dtype (before its bytes).
         digits: How many hex digits to return.
     """
+    import torch
+
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, str):

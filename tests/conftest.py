@@ -363,3 +363,23 @@ def record_captions(monkeypatch: Any, owner: Any, name: str) -> list[Any]:
 
     monkeypatch.setattr(owner, name, spy)
     return seen
+
+
+class UnknownTokenNet(torch.nn.Module):
+    """A token model lightning-viz does not know: 8-px patches of 32-px images -> 16
+    tokens of 8 features ``(N, 16, 8)``, ``block`` (per token), mean -> 3 logits."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, 8, 8, stride=8)
+        self.block = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        return self.head(self.block(tokens).relu().mean(1))
+
+
+def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """``UnknownTokenNet``'s tokens ``(N, 16, 8)`` as the grid ``(N, 8, 4, 4)``."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], 4, 4)

@@ -3,6 +3,8 @@ and one message form, "`name` must be <allowed>, got <value>"."""
 
 from __future__ import annotations
 
+from collections import UserList
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from lightning_viz._checks import (
     check_images,
     check_labels,
     check_maps,
+    check_neuron,
     check_tensor,
     check_unit_range,
 )
@@ -186,3 +189,15 @@ def test_check_series():
         check_series({"a": [1, 2], "b": [1]}, "s", 2)
     with pytest.raises(TypeError, match=r"`s\['a'\]` must be a non-empty list of numbers"):
         check_series({"a": None}, "s", 2)
+
+
+def test_check_neuron_takes_any_sequence_but_a_string():
+    """Hydra hands a YAML list as a ``ListConfig`` (a Sequence, not a list): refused as
+    "must be (layer_name, channel), got ['model.block2.conv', 1]" (H58)."""
+    assert check_neuron(UserList(["model.block2.conv", 1])) == ("model.block2.conv", 1)
+    assert check_neuron(["a", 0]) == ("a", 0) and check_neuron(None) is None
+    for bad in ("ab", b"ab", {"a": 1}, ("a", 1.0), ("a", True), (1, 1), ("a", 1, 2)):
+        with pytest.raises(TypeError, match=r"`neuron` must be \(layer_name, channel\)"):
+            check_neuron(bad)
+    with pytest.raises(ValueError, match=r"channel >= 0\), got \('a', -1\)"):
+        check_neuron(("a", -1))

@@ -15,6 +15,7 @@ from lightning_viz.monitoring.record import RunSummary
 from lightning_viz.monitoring.regression import RegressionMonitor
 from lightning_viz.monitoring.stats import holm_adjusted
 from lightning_viz.monitoring.store import load_summary
+from tests.conftest import run_python
 
 SB, SA, PGD, KNN = (
     "bias/shape_bias",
@@ -129,6 +130,17 @@ def test_a_clearly_worse_candidate_exits_1_and_is_marked(tmp_path, capsys):
     assert pgd_rows and not any("REGRESSED" in line for line in pgd_rows)
     # the other way round, nothing got worse
     assert compare([texture, shape], capsys)[0] == 0
+
+
+def test_compare_runs_without_importing_torch(tmp_path):
+    """The CLI reads JSON and runs SciPy's tests: torch (seconds, ~700 MB) stays out."""
+    shape, texture = example_pair(tmp_path)
+    code = (
+        "import sys; from lightning_viz import cli; "
+        f"rc = cli.main(['compare', {shape!r}, {texture!r}]); "
+        "print('RESULT', rc, sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
+    assert run_python(code).splitlines()[-1] == "RESULT 1 []"
 
 
 def test_default_output_fits_100_columns_and_counts_one_thing(tmp_path, capsys):

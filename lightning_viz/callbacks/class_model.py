@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_viz import render
-from lightning_viz._checks import check_int, check_int_list, check_neuron, fail
+from lightning_viz._checks import check_int, check_int_list, check_neuron, check_reshape, fail
 from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz._runtime.rows import blank_nonfinite
 from lightning_viz.callbacks._base import RunContext, VizCallback
@@ -62,13 +62,16 @@ class ClassModelLogger(VizCallback):
         image_shape: ``(C, H, W)`` of the optimized images. Default: the shape of the
             validation (probe) images.
         num_samples: Probe images. Default: 1.
+        reshape: Maps the ``neuron`` layer's output to ``(N, D, h, w)`` for a model
+            whose token layout is not detected (only with ``neuron``). Default: ``None``.
         **kwargs: The options every callback shares (see ``VizCallback``); the
             regularizers keep the defaults of
             :func:`~lightning_viz.functional.class_model`.
 
     Raises:
         TypeError: An argument of the wrong type.
-        ValueError: A bad value; ``classes`` together with ``neuron``. At ``setup``:
+        ValueError: A bad value; ``classes`` together with ``neuron``, ``reshape``
+            without it. At ``setup``:
             class indices outside the model's classes, an unknown layer (the message
             lists the available ones), a channel outside the layer's channels.
 
@@ -89,6 +92,7 @@ class ClassModelLogger(VizCallback):
         neuron: tuple[str, int] | None = None,
         image_shape: Sequence[int] | None = None,
         num_samples: int = 1,
+        reshape: Callable[..., Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, num_samples=num_samples, **kwargs)
@@ -97,6 +101,9 @@ class ClassModelLogger(VizCallback):
         self.neuron = check_neuron(neuron)
         if self.neuron is not None and self.classes is not None:
             fail("classes", "None when `neuron` is given", self.classes)
+        self.reshape = check_reshape(reshape, paths=True)
+        if self.reshape is not None and self.neuron is None:
+            fail("reshape", "None when no `neuron` is given", reshape)
         if image_shape is not None:
             if isinstance(image_shape, str) or not isinstance(image_shape, Sequence):
                 fail("image_shape", "(C, H, W) or None", image_shape, TypeError)
@@ -127,7 +134,7 @@ class ClassModelLogger(VizCallback):
                     f"`image_shape` must be a shape the model takes, got {self.image_shape!r} "
                     f"({type(err).__name__}: {err})"
                 ) from err
-        ctx.check_neuron(self.neuron)
+        ctx.check_neuron(self.neuron, self.reshape)
         if self.classes is not None:
             bad = [c for c in self.classes if c >= ctx.num_classes]
             if bad:
@@ -203,6 +210,7 @@ class ClassModelLogger(VizCallback):
                 shape,
                 steps=self.steps,
                 neuron=(module, channel),
+                reshape=self.reshape,
                 generator=ctx.generator,
             )
             images = self._flat(ctx, made, [f"{layer} channel {channel}"])

@@ -19,13 +19,14 @@ from lightning_viz._checks import (
     check_generator,
     check_int,
     check_int_list,
+    check_reshape,
     fail,
 )
 from lightning_viz._guard import ModelView, make_generator, model_dtype, preserve_state
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.functional._grad import forward_logits, grad_of, resolve_layer
 from lightning_viz.functional._task import class_scores, num_classes
-from lightning_viz.functional.tokens import grid_reader
+from lightning_viz.functional.tokens import Reshape, grid_reader
 
 __all__ = ["class_model"]
 
@@ -62,6 +63,7 @@ def class_model(
     grad_clip: float = 3.0,
     pixel_clip: float = 0.05,
     neuron: tuple[str | nn.Module, int | Sequence[int]] | None = None,
+    reshape: Reshape | None = None,
 ) -> Tensor:
     """Class-model visualization: images that maximize a class score (Simonyan,
     Vedaldi and Zisserman, "Deep Inside Convolutional Networks", ICLR 2014 workshop),
@@ -110,6 +112,9 @@ def class_model(
             layer ``(N, T, D)`` is read as a grid first, so ``channel`` is a token
             feature over the patch tokens (as in :func:`neuron_gradient`). Default:
             ``None``.
+        reshape: Maps the ``neuron`` layer's output to ``(N, D, h, w)`` for a model
+            whose token layout is not detected (as in :func:`neuron_gradient`); only
+            with ``neuron``. Default: ``None``.
 
     Returns:
         ``(K, C, H, W)`` images in ``[0, 1]`` (one per class, or per channel with
@@ -118,7 +123,8 @@ def class_model(
     Raises:
         TypeError: Bad argument types.
         ValueError: Bad values, class indices outside ``[0, K)``, an unknown layer,
-            a channel outside the layer's channels, ``classes`` given with ``neuron``.
+            a channel outside the layer's channels, ``classes`` given with ``neuron``,
+            ``reshape`` without it.
         NoGradientError: The score does not depend on the image.
     """
     return class_model_run(
@@ -135,6 +141,7 @@ def class_model(
         grad_clip=grad_clip,
         pixel_clip=pixel_clip,
         neuron=neuron,
+        reshape=reshape,
     )["images"]
 
 
@@ -153,6 +160,7 @@ def class_model_run(
     grad_clip: float = 3.0,
     pixel_clip: float = 0.05,
     neuron: tuple[str | nn.Module, int | Sequence[int]] | None = None,
+    reshape: Reshape | None = None,
 ) -> dict[str, Tensor]:
     """:func:`class_model`'s images (``"images"``) and, ``"flat"`` ``(K,)`` bool, which
     of them no step moved: their score's gradient was zero at every step (a dead or
@@ -178,11 +186,14 @@ def class_model_run(
     if pixel_clip >= 1:
         fail("pixel_clip", "in [0, 1)", pixel_clip)
     check_generator(generator)
+    check_reshape(reshape)
     if neuron is not None:
         if classes is not None:
             fail("classes", "None when `neuron` is given", classes)
         if not isinstance(neuron, tuple | list) or len(neuron) != 2:
             fail("neuron", "a (layer, channel) pair", neuron, TypeError)
+    elif reshape is not None:
+        fail("reshape", "None when no `neuron` is given", reshape)
 
     c, h, w = (int(s) for s in image_shape)
     param = next(iter(model.parameters()), None)
@@ -201,7 +212,7 @@ def class_model_run(
         if neuron is not None:
             name, layer_module = resolve_layer(net, neuron[0])
             # a transformer's tokens (N, T, D) read as a grid: channel = token feature
-            to_grid = grid_reader(net, name, (h, w), None)
+            to_grid = grid_reader(net, name, (h, w), reshape)
             idx = torch.tensor(
                 check_int_list(neuron[1], "neuron channel", minimum=0), device=device
             )

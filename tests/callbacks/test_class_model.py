@@ -15,6 +15,7 @@ from lightning_viz._hooks import has_hooks
 from lightning_viz.data import LitClassifier, SmallCNN
 from lightning_viz.functional.class_model import class_model_run
 from tests.conftest import (
+    UnknownTokenNet,
     assert_observing_changes_nothing,
     decode_png,
     fit,
@@ -108,6 +109,8 @@ def test_observing_does_not_change_the_experiment(tmp_path):
         ({"neuron": ("a", -1)}, ValueError, "neuron.*-1"),
         ({"neuron": "a"}, TypeError, "neuron.*'a'"),
         ({"neuron": ("a", 1), "classes": [0]}, ValueError, "classes` must be None"),
+        ({"reshape": len}, ValueError, "`reshape` must be None when no `neuron` is given"),
+        ({"neuron": ("a", 1), "reshape": 3}, TypeError, "reshape.*got 3"),
         ({"image_shape": "abc"}, TypeError, "image_shape.*'abc'"),
         ({"image_shape": [3, 32]}, ValueError, r"image_shape.*\[3, 32\]"),
     ],
@@ -320,3 +323,26 @@ def test_multilabel_captions_show_the_sigmoid_of_the_optimized_class(tmp_path, m
         shown = float(cap.split("\n")[1].split()[-1])
         assert 0.0 <= shown <= 1.0
         assert shown == pytest.approx(torch.sigmoid(logits[row, k]).item(), abs=0.006)
+
+
+def test_reshape_reads_the_neuron_layer_of_an_unknown_token_model(tmp_path):
+    """``reshape=`` (an import path, as in a YAML config) reaches the setup check and the
+    run: channel 12 of 8 token features is refused at setup; feature 5 is drawn."""
+    path = "tests.conftest.tokens_to_grid"
+    with pytest.raises(ValueError, match=r"channel in \[0, 8\) .*got \('model.block', 12\)"):
+        fit(
+            tmp_path / "bad",
+            [lv.ClassModelLogger(neuron=("model.block", 12), reshape=path, on_error="raise")],
+            model=LitClassifier(model=UnknownTokenNet(K)),
+            epochs=1,
+        )
+    cb = lv.ClassModelLogger(
+        neuron=("model.block", 5), reshape=path, steps=5, every_n_epochs=1, on_error="raise"
+    )
+    trainer, model = fit(
+        tmp_path / "ok", [cb], model=LitClassifier(model=UnknownTokenNet(K)), epochs=1
+    )
+    (image,) = read_events(str(tmp_path / "ok"))["images"]["class_model/neuron/model.block/5"]
+    assert image[0] == trainer.global_step
+    assert decode_png(image[3]).float().std() > 20  # the grey start's is about 2.5 of 255
+    assert not has_hooks(model)

@@ -9,6 +9,7 @@ from torch import nn
 from lightning_viz._guard import ModelView
 from lightning_viz._hooks import has_hooks
 from lightning_viz.functional.class_model import class_model
+from tests.conftest import UnknownTokenNet, tokens_to_grid
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -328,3 +329,40 @@ def test_class_model_neuron_of_a_linear_layer_is_its_output_feature():
     neurons = class_model(model, None, (3, 8, 8), neuron=("1", [0, 2]), steps=10)
     classes = class_model(model, [0, 2], (3, 8, 8), steps=10)
     torch.testing.assert_close(neurons, classes, rtol=0, atol=1e-6)
+
+
+def _block_gradient(model: nn.Module, **kwargs) -> torch.Tensor:
+    """The objective's gradient at ``model.block``'s output after one step."""
+    grads = []
+
+    def keep(module, args, output):
+        output.register_hook(lambda g: grads.append(g.detach().clone()))
+
+    handle = model.block.register_forward_hook(keep)
+    try:
+        class_model(model, None, (3, 32, 32), steps=1, jitter=0, **kwargs)
+    finally:
+        handle.remove()
+    (g,) = grads
+    return g[0]  # (16 tokens, 8 features)
+
+
+def test_reshape_reads_an_unknown_token_layer_as_a_grid_for_neuron():
+    """``reshape=`` (as SaliencyLogger's and neuron_gradient's) makes the channel a token
+    feature of a layout lightning-viz does not know; without it dim 1 is indexed: the
+    tokens (documented), and a channel below 16 tokens but not below 8 features passes."""
+    torch.manual_seed(0)
+    model = UnknownTokenNet().eval()
+    g = _block_gradient(model, neuron=("block", 5), reshape=tokens_to_grid)
+    assert int((g[:, 5] != 0).sum()) == 16  # feature 5 of every token
+    assert bool((g[:, [0, 1, 2, 3, 4, 6, 7]] == 0).all())
+    g = _block_gradient(model, neuron=("block", 5))  # no reshape: token 5, every feature
+    assert int((g[5] != 0).sum()) > 0 and bool((g[torch.arange(16) != 5] == 0).all())
+    class_model(model, None, (3, 32, 32), neuron=("block", 12), steps=1)  # token 12
+    with pytest.raises(ValueError, match=r"`neuron channel` must be in \[0, 8\)"):
+        class_model(model, None, (3, 32, 32), neuron=("block", 12), reshape=tokens_to_grid)
+    with pytest.raises(ValueError, match="`reshape` must be None when no `neuron` is given"):
+        class_model(model, [0], (3, 32, 32), reshape=tokens_to_grid)
+    with pytest.raises(TypeError, match="`reshape` must be None, a TokenLayout or a callable"):
+        class_model(model, None, (3, 32, 32), neuron=("block", 1), reshape=3)
+    assert not has_hooks(model)
