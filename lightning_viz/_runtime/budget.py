@@ -78,17 +78,17 @@ class OverheadBudget:
 
     Args:
         clock: The clock (seconds). Default: ``time.perf_counter``.
-        busy: Whether background work is queued or running (see :meth:`train_starts`).
-            Default: ``None`` (never).
+        worked: The seconds the background worker has spent so far on work not charged
+            yet (see :meth:`train_starts`). Default: ``None`` (none).
     """
 
     def __init__(
         self,
         clock: Callable[[], float] = time.perf_counter,
-        busy: Callable[[], bool] | None = None,
+        worked: Callable[[], float] | None = None,
     ) -> None:
         self.clock = clock
-        self.busy = busy
+        self.worked = worked  # background seconds done so far, not charged yet
         self.start: float | None = None
         self._paused_at: float | None = None  # the clock stopped there (between fits)
         self.spent = 0.0  # callback seconds: runs, setups, background work
@@ -117,28 +117,28 @@ class OverheadBudget:
     # ------------------------------------------------------------------ seconds
     def begin(self) -> None:
         """Starts the fit's clock (once), or restarts it after :meth:`pause`."""
+        now = self.clock()
         if self.start is None:
-            self.start = self.clock()
-            self._begun = (self.start, self.spent)
+            self.start = now
+            self._begun = (now, self.spent)
         elif self._paused_at is not None:  # the time between two fits is no training time
-            self.start += self.clock() - self._paused_at
+            self.start += now - self._paused_at
             self._paused_at = None
-            self._begun = (self.clock(), self.spent)
+            self._begun = (now, self.spent)
 
     def train_starts(self) -> None:
         """Training starts (``on_train_start``): the wall time since :meth:`begin` that
         no callback spent — Lightning's setup, the sanity check, a tuner's learning-rate
-        or batch-size search (its mini-fit) — is no training time. Once per fit. Not
-        while background work is queued or running: its seconds, charged when it is
-        collected, count as work beside training, and that time would be left out twice.
+        or batch-size search (its mini-fit) — is no training time. Once per fit. The
+        background worker's seconds in it that are not charged yet stay (``worked``):
+        charged when collected, as work beside training, they would be left out twice.
         """
         if self._begun is None or self.start is None or self._paused_at is not None:
             return
         since, spent = self._begun
         self._begun = None
-        if self.busy is not None and self.busy():
-            return
-        idle = (self.clock() - since) - (self.spent - spent)
+        pending = self.worked() if self.worked is not None else 0.0
+        idle = (self.clock() - since) - (self.spent - spent) - pending
         if idle > 0:
             self.start += idle
 

@@ -97,6 +97,7 @@ class DeferredJob:
     seconds: list[float] = field(default_factory=list)
     of_run: int = 0  # the index of the owner's run that submitted it
     once: bool = False  # one-time work (the cue-conflict set): counted, never a run's cost
+    started: list[float] = field(default_factory=list)  # when the worker took it up
 
 
 class Coordinator(BudgetLines, RunOutput):
@@ -119,7 +120,7 @@ class Coordinator(BudgetLines, RunOutput):
         self.writers: Writers | None = None  # every backend of the trainer, once known
         self._opened = False
         self.background_seconds: dict[int, float] = {}
-        self.budget = OverheadBudget(busy=lambda: bool(self._jobs))
+        self.budget = OverheadBudget(worked=self.unharvested_seconds)
         self._plans: dict[int, list[str]] = {}  # epoch -> keys of the callbacks that run
         self._said: set[str] = set()
         self._claimed: set[str] = set()  # scalar tags lightning-viz has written
@@ -487,9 +488,11 @@ class Coordinator(BudgetLines, RunOutput):
                 max_workers=1, thread_name_prefix="lightning-viz", initializer=_init_worker
             )
         seconds: list[float] = []
+        started: list[float] = []
 
         def timed() -> Any:
             start = time.perf_counter()
+            started.append(start)
             try:
                 return fn(*args)
             finally:
@@ -498,7 +501,16 @@ class Coordinator(BudgetLines, RunOutput):
 
         future = self._executor.submit(timed)
         run = self.budget.runs_done.get(owner.state_key, 0)  # the run in progress
-        self._jobs.append(DeferredJob(owner, tag, future, then, seconds, run, once))
+        self._jobs.append(DeferredJob(owner, tag, future, then, seconds, run, once, started))
+
+    def unharvested_seconds(self) -> float:
+        """Seconds the worker spent so far on the jobs not harvested yet (charged only
+        when harvested): the finished ones' and the running one's so far."""
+        now = time.perf_counter()
+        return sum(
+            sum(job.seconds) if job.seconds else (now - job.started[0]) if job.started else 0.0
+            for job in list(self._jobs)
+        )
 
     def harvest(self, wait: bool = False) -> None:
         """Finishes the jobs that are done (all of them when ``wait``), in submission order.

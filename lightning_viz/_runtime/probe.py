@@ -446,7 +446,8 @@ class Scan:
         """The class-balanced pick of ``num_samples`` (or exactly ``indices``).
 
         Raises:
-            ValueError: The scan is empty, or ``indices`` exceed the scanned data.
+            ValueError: The scan is empty.
+            IndexError: ``indices`` exceed the scanned data (a ``LookupError``).
             LookupError: An image of ``indices`` was not kept by this scan.
         """
         if not self.images:
@@ -458,7 +459,7 @@ class Scan:
             else:
                 indices = list(range(min(num_samples, len(self.images))))
         if indices and max(indices) >= len(self.images):
-            raise ValueError(
+            raise IndexError(
                 f"saved probe positions {indices} exceed the {len(self.images)} samples of the data"
             )
         if any(self.images[i] is None for i in indices):

@@ -266,25 +266,16 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
     def _context(self, trainer: Any, module: nn.Module, log: RunLog | None) -> RunContext:
         device = next((p.device for p in module.parameters()), torch.device("cpu"))
         probe = self._probe.to(device) if self._probe is not None else None
-        view = self._view(trainer, module)
         generator = make_generator(self.seed, device)
-        return RunContext(
-            trainer,
-            module,
-            view,
-            probe,
-            self._task,
-            log,
-            generator,
-            device,
-            self._coordinator,
-            max_batch=self._max_batch,
-        )
+        head = (trainer, module, self._view(trainer, module), probe, self._task, log, generator)
+        return RunContext(*head, device, self._coordinator, max_batch=self._max_batch)
 
     def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles the callbacks; the coordinator (a worker thread) and the probe data
-        # (a loader: torch < 2.3 cannot pickle its Generator) stay behind; setup finds both
-        return {**self.__dict__, "_coordinator": None, "_source": None, "_transfer": None}
+        # ddp_spawn pickles the callbacks; the coordinator (a worker thread), the probe data (a
+        # loader: torch < 2.3 cannot pickle its Generator) and the `log`/`log_dict` Lightning
+        # binds to the module (the model would travel) stay behind; the next fit sets them
+        state = {**self.__dict__, "_coordinator": None, "_source": None, "_transfer": None}
+        return {k: v for k, v in state.items() if k not in ("log", "log_dict")}
 
     def _shared(self, trainer: Any) -> Coordinator:
         """The coordinator handed over at ``setup`` (a new one if not set up on ``trainer``)."""

@@ -214,8 +214,15 @@ class ProbeSetup:
         source = self._source = self._probe_source(trainer)
         # A DataLoader iterator draws its base seed from the global RNG: fork it, so
         # picking the probe leaves the run's random streams untouched.
+        lost = None
         with torch.random.fork_rng(devices=[]):
-            probe = self._shared_pick(trainer, source)
+            try:
+                probe = self._shared_pick(trainer, source)
+            except IndexError as err:  # the checkpoint's positions: the data shrank since
+                if self._probe_indices is None:
+                    raise
+                self._probe_indices, lost = None, err
+                probe = self._shared_pick(trainer, source)
         finite = torch.isfinite(probe.images).flatten(1).all(dim=1)
         if not bool(finite.all()):
             bad = (~finite).nonzero().flatten().tolist()
@@ -230,17 +237,19 @@ class ProbeSetup:
             if not len(probe):
                 raise NotApplicableError("every probe image has non-finite values (NaN or inf)")
         expected = None if saved is None else saved.get("fingerprint")
-        if expected is not None and expected != probe.fingerprint():
+        if lost is not None or (expected is not None and expected != probe.fingerprint()):
             what, why = (
                 "the probe rebuilt from the checkpoint's positions",
                 "the data's order or content ",
             )
             if given:
                 what, why = "the probe= given", "the probe= data, or num_samples, "
+            said = f"is not the one saved (fingerprint {probe.fingerprint()} != {expected})"
+            if lost is not None:
+                what, said = "the checkpoint's probe", f"does not fit the data ({lost})"
             self.warn_once(
                 "probe_changed",
-                f"{what} is not the one saved (fingerprint {probe.fingerprint()} != "
-                f"{expected}): {why}changed since the checkpoint. This run uses the new probe; "
+                f"{what} {said}: {why}changed since the checkpoint. This run uses a new probe; "
                 "its values are not comparable sample by sample with those before the resume",
             )
             self.on_probe_changed()
@@ -253,15 +262,9 @@ class ProbeSetup:
         indices = self._probe_indices
         if isinstance(source, Tensor) or is_tensor_tuple(source):
             return load_probe(source, self.num_samples, self.batch_to_xy, indices)
-        own = self.probe is not None
-        need = max(
-            [self.num_samples]
-            + [
-                cb.num_samples
-                for cb in getattr(trainer, "callbacks", None) or []
-                if isinstance(cb, ProbeSetup) and cb.uses_probe and not own and cb.probe is None
-            ]
-        )
+        cbs = [] if self.probe is not None else getattr(trainer, "callbacks", None) or []
+        sharing = [c for c in cbs if isinstance(c, ProbeSetup) and c.uses_probe and c.probe is None]
+        need = max([self.num_samples] + [c.num_samples for c in sharing])
         transfer = self._data_transfer()
         key = (
             getattr(source, "dataset", source),

@@ -25,9 +25,11 @@ _MAX_FIGURE_WIDTH = 12.5  # in: 1000 px at _DPI (a bar figure grows with its cat
 
 
 def _plain_text(fig: Figure) -> Figure:
-    """``fig`` with TeX off for every text it draws (title, labels, legend, tick labels
-    and their formatters), whatever the user's ``text.usetex``: LaTeX may be missing,
-    and it reads our tags' underscores as markup. The global rcParams are never touched
+    """``fig`` with TeX and mathtext off for every text it draws (title, labels, legend,
+    tick labels and their formatters), whatever the user's ``text.usetex`` and
+    ``axes.formatter.use_mathtext``: LaTeX may be missing, it reads our tags'
+    underscores as markup, and a class name with two ``$`` ("cost $5-$10") is no
+    formula (an invalid one failed the draw). The global rcParams are never touched
     (the background worker draws while the user's thread may plot); the tick labels made
     at the draw copy the first tick's text properties."""
     for ax in fig.axes:
@@ -37,11 +39,15 @@ def _plain_text(fig: Figure) -> Figure:
                     formatter.set_usetex(False)
                 elif hasattr(formatter, "_usetex"):  # matplotlib < 3.8: no setter
                     formatter._usetex = False
+                if hasattr(formatter, "set_useMathText"):
+                    formatter.set_useMathText(False)
             for tick in [*axis.majorTicks[:1], *axis.minorTicks[:1]]:
-                tick.label1.set_usetex(False)
-                tick.label2.set_usetex(False)
+                for label in (tick.label1, tick.label2):
+                    label.set_usetex(False)
+                    label.set_parse_math(False)
     for text in fig.findobj(matplotlib.text.Text):
         text.set_usetex(False)
+        text.set_parse_math(False)
     return fig
 
 

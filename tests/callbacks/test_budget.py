@@ -422,6 +422,29 @@ def test_deferred_work_is_charged_to_its_run_or_as_one_time_work():
     assert budget.one_time[key] >= 0.05 and budget.spent >= 0.13
 
 
+def test_the_workers_seconds_not_charged_yet_are_known_while_it_works():
+    """What ``train_starts`` keeps of the time before training: the seconds of the jobs
+    done or running, until they are harvested (charged then)."""
+    import threading
+
+    view = lv.FilterLogger()
+    coordinator = _coordinator_with(view)
+    assert coordinator.unharvested_seconds() == 0.0
+    go = threading.Event()
+    coordinator.defer(view, "t", time.sleep, 0.2)
+    coordinator.defer(view, "u", go.wait)  # running until released
+    time.sleep(0.5)
+    running = coordinator.unharvested_seconds()
+    assert 0.25 <= running < 5.0  # 0.2 done + about 0.3 running so far
+    time.sleep(0.1)
+    assert coordinator.unharvested_seconds() >= running + 0.09  # still growing
+    go.set()
+    coordinator.harvest(wait=True)
+    assert coordinator.unharvested_seconds() == 0.0  # charged now
+    assert coordinator.budget.spent >= running
+    coordinator.shutdown(wait=True)
+
+
 def test_a_failed_runs_seconds_count_in_the_overhead(tmp_path):
     class Failing(lv.FilterLogger):
         def run(self, ctx):
@@ -888,7 +911,7 @@ def test_the_time_before_training_stays_when_background_work_ran_in_it():
     counted it twice (10/90 instead of 10/100)."""
     clock = Clock()
     jobs = ["cue-conflict chunk"]
-    budget = OverheadBudget(clock, busy=lambda: bool(jobs))
+    budget = OverheadBudget(clock, worked=lambda: 10.0 if jobs else 0.0)
     budget.begin()
     clock.now = 10.0  # the worker makes a chunk; the training thread waits for nothing
     budget.train_starts()
@@ -897,3 +920,15 @@ def test_the_time_before_training_stays_when_background_work_ran_in_it():
     clock.now = 110.0
     budget.charge("bias", 10.0, run=False, once=True, background=True)  # collected
     assert budget.overhead() == pytest.approx(10.0 / 100.0)
+
+
+def test_only_the_background_seconds_of_the_time_before_training_stay():
+    """H57: with any job queued, the whole time before training stayed, a learning-rate
+    search's included (the budget allowed beyond ``max_overhead`` again). Of a 30 s
+    window in which the worker made a 2 s chunk, 28 s are left out."""
+    clock = Clock()
+    budget = OverheadBudget(clock, worked=lambda: 2.0)
+    budget.begin()
+    clock.now = 30.0  # Tuner/LearningRateFinder's search, the sanity check; one chunk
+    budget.train_starts()
+    assert budget.elapsed() == pytest.approx(2.0)

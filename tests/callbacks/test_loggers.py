@@ -534,12 +534,39 @@ def test_a_failing_backend_raises_with_on_error_raise(tmp_path, monkeypatch):
         fit(tmp_path, [lv.FilterLogger(on_error="raise")], epochs=1, logger=_two_loggers(tmp_path))
 
 
-def test_the_last_backend_failing_turns_the_callback_off(tmp_path, monkeypatch):
+def test_the_last_backend_failing_to_write_is_said_once_and_measuring_goes_on(
+    tmp_path, monkeypatch
+):
+    """H59: with one backend (CSVLogger), one image that could not be written (a full
+    disk, a read-only folder) turned the callback off for the run: its scalars, alerts
+    and the monitors' values stopped. An OSError there is said once; the rest goes on."""
     from pytorch_lightning.loggers import CSVLogger
 
     _failing_csv_images(monkeypatch)
     cb = lv.FilterLogger()
-    with pytest.warns(UserWarning, match="turns itself off.*No space left on device"):
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path, [cb], epochs=2, logger=CSVLogger(str(tmp_path), name="csv", version=0))
+    failed = [str(w.message) for w in said if "could not write to" in str(w.message)]
+    assert len(failed) == 1 and "No space left on device" in failed[0]
+    assert "go on measuring" in failed[0]
+    assert not any("turns itself off" in str(w.message) for w in said)
+    assert cb._enabled
+    scalars = _csv_scalars(str(tmp_path / "csv" / "version_0"))
+    assert sorted(scalars["filters/model.block1.conv/norm"]) == [4, 8]  # both epochs
+
+
+def test_the_last_backend_failing_otherwise_turns_the_callback_off(tmp_path, monkeypatch):
+    """Not a disk's error (a backend's own bug): the failure goes to ``on_error``."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lightning_viz._runtime.writers._files import FilesBackend
+
+    def broken(self, tag, pixels, step, caption):
+        raise TypeError("a bug of the backend")
+
+    monkeypatch.setattr(FilesBackend, "image", broken)
+    cb = lv.FilterLogger()
+    with pytest.warns(UserWarning, match="turns itself off.*a bug of the backend"):
         fit(tmp_path, [cb], epochs=2, logger=CSVLogger(str(tmp_path), name="csv", version=0))
     assert not cb._enabled
 

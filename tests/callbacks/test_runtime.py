@@ -863,6 +863,12 @@ def test_callbacks_reused_on_a_new_trainer_start_a_new_run_and_a_resume_continue
     assert first_reference and filters._previous
     pickle.loads(pickle.dumps(callbacks))  # ddp_spawn pickles them for its processes
     _assert_no_generator_pickled(callbacks)  # torch < 2.3 cannot pickle one
+    # Lightning binds the module's `log` to each callback: a copy carried the model (H58)
+    assert callable(filters.log)  # (set by this Lightning; the test means it)
+    copied = pickle.loads(pickle.dumps(filters))
+    assert "log" not in vars(copied) and "log_dict" not in vars(copied)
+    model_bytes = len(pickle.dumps(filters.log.__self__.state_dict()))
+    assert len(pickle.dumps(filters)) < model_bytes / 4
     # a new trainer, a new model that barely learns
     fit(tmp_path / "b", list(callbacks), epochs=1, model=LitClassifier(num_classes=5, lr=1e-6))
     ev = read_events(str(tmp_path / "b"))

@@ -609,6 +609,27 @@ def test_a_probe_that_cannot_be_rebuilt_is_reported(tmp_path, monkeypatch):
     assert resumed._probe.fingerprint() != state["probe_fingerprint"]
 
 
+def test_saved_positions_beyond_a_smaller_dataset_pick_a_new_probe_and_say_so(
+    tmp_path, monkeypatch
+):
+    """H58: positions only (a large probe) and a validation set that shrank since: the
+    resumed fit stopped with "saved probe positions [...] exceed the 12 samples", with
+    on_error="warn". A new probe is picked, said, and its paired history forgotten."""
+    from lightning_viz.callbacks import _probe_setup
+
+    monkeypatch.setattr(_probe_setup, "_STORE_PROBE_BYTES", 0)
+    cb = lv.AdversarialProbe(attacks=("fgsm",), eps=(8 / 255,), num_samples=24)
+    fit(tmp_path / "a", [cb], epochs=1, datamodule=small_datamodule(val_size=24))
+    state = cb.state_dict()
+    assert "probe" not in state and max(state["probe_indices"]) >= 12 and cb.references
+    resumed = lv.AdversarialProbe(attacks=("fgsm",), eps=(8 / 255,), num_samples=24)
+    resumed.load_state_dict(state)
+    with pytest.warns(UserWarning, match=r"probe does not fit the data \(saved probe positions"):
+        fit(tmp_path / "b", [resumed], epochs=1, datamodule=small_datamodule(val_size=12))
+    assert resumed._enabled and len(resumed._probe) == 12
+    assert [r.n for r in resumed.references.values()] == [12]  # the new probe's (was 24)
+
+
 def test_a_resume_with_a_new_probe_argument_uses_it_and_says_so(tmp_path):
     """The checkpoint's saved images were used, the probe= given was never looked at,
     and nothing was said; the same probe= again resumes without a word."""

@@ -896,6 +896,7 @@ def test_figures_are_drawn_without_latex_and_leave_the_users_rcparams():
     plain = drawn()
     for rc in (
         {"text.usetex": True},
+        {"axes.formatter.use_mathtext": True},
         {"figure.constrained_layout.use": True},
         {"figure.autolayout": True},
     ):
@@ -908,6 +909,24 @@ def test_figures_are_drawn_without_latex_and_leave_the_users_rcparams():
         assert not [str(w.message) for w in caught if "layout" in str(w.message)]
     with matplotlib.rc_context({"font.size": 23.0}):  # the user's other rcParams apply
         assert not np.array_equal(drawn()[0], plain[0])
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_written():
+    """matplotlib reads text between two ``$`` as a formula: a class name "$x^$" failed
+    the draw (the background job, so EmbeddingProjector turned itself off) and
+    "$\\alpha$" became a Greek letter (H59). Names are drawn as written."""
+    from lightning_viz._runtime.writers._images import figure_pixels
+
+    names = ["$x^$", "cost $5-$10", "$\\alpha$"]
+    points, labels = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]]), torch.arange(3)
+    for fig in (
+        R.scatter_figure(points, labels, class_names=names, title="$x^$"),
+        R.bar_figure(names, {"$x^$": [0.5, 0.25, 0.1]}, title="shape_bias"),
+        R.line_figure([1.0, 2.0], {"$x^$": [0.1, 0.2]}, xticklabels=names[:2]),
+    ):
+        texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+        assert any("$x^$" in t for t in texts)  # kept as written (before the draw)
+        assert figure_pixels(fig).shape[0] > 0  # no formula parsed: "$x^$" raised
 
 
 def test_figure_validation():

@@ -163,7 +163,9 @@ class Writers:
     Scalars are buffered per step and written at :meth:`flush`. A backend that fails
     to write (a full disk, W&B or MLflow unreachable) is dropped with a warning and the
     others go on; the failure is raised, for the writing callback's ``on_error``, when
-    it was the last backend or ``strict()`` (a callback has ``on_error="raise"``).
+    ``strict()`` (a callback has ``on_error="raise"``) or when it was the last backend,
+    except an ``OSError`` there (a full disk, a read-only folder): said once, and the
+    writes go on being tried.
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class Writers:
         self.backends = list(backends)
         self.strict = strict if strict is not None else (lambda: False)
         self._dropping = threading.Lock()
+        self._said: set[str] = set()  # backends said to fail to write (the last one)
         self._scalars: dict[int, dict[str, float]] = {}
 
     def __bool__(self) -> bool:
@@ -196,8 +199,11 @@ class Writers:
                 except Exception as err:
                     with self._dropping:  # the worker thread writes too
                         others = [b for b in self.backends if b is not backend]
-                        if not others or self.strict():
+                        if self.strict() or not (others or isinstance(err, OSError)):
                             raise
+                        if not others:  # a full disk, a read-only folder: measuring goes on
+                            self._unwritable(backend, err)
+                            continue
                         dropped, self.backends = backend in self.backends, others
                     if dropped:
                         rank_zero_warn(
@@ -207,6 +213,17 @@ class Writers:
                             f"{', '.join(b.name for b in others)} "
                             "(pass on_error='raise' to a callback to stop instead)"
                         )
+
+    def _unwritable(self, backend: Backend, err: OSError) -> None:
+        """The last backend could not write (said once): the callbacks go on measuring
+        (their scalars reach the monitors) and later writes try again."""
+        if backend.name not in self._said:
+            self._said.add(backend.name)
+            rank_zero_warn(
+                f"lightning-viz could not write to {backend.name} ({type(err).__name__}: "
+                f"{err}); the callbacks go on measuring, and later writes try again (said "
+                "once; pass on_error='raise' to a callback to stop instead)"
+            )
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Buffers a finite scalar (written at :meth:`flush`)."""
