@@ -110,8 +110,15 @@ def scripted_modules(model: nn.Module) -> list[str]:
 
 
 def is_compiled(module: nn.Module) -> bool:
-    """A module whose forward is compiled (see :func:`eager_forward`)."""
-    return eager_forward(module) is not None
+    """A module whose forward is compiled (see :func:`eager_forward`), or compiled in
+    place (``module.compile()``: Dynamo runs its ``_compiled_call_impl``)."""
+    return eager_forward(module) is not None or compiled_in_place(module)
+
+
+def compiled_in_place(module: nn.Module) -> bool:
+    """``module.compile()`` was called: its calls run a compiled ``_call_impl`` (bound
+    to this module: a deep copy would call the original)."""
+    return vars(module).get("_compiled_call_impl") is not None
 
 
 def make_eager(module: nn.Module) -> nn.Module:
@@ -125,6 +132,8 @@ def make_eager(module: nn.Module) -> nn.Module:
         forward = eager_forward(m)
         if forward is not None:
             m.__dict__["forward"] = forward
+        if compiled_in_place(m):
+            m.__dict__["_compiled_call_impl"] = None
     return module
 
 
@@ -345,9 +354,11 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     cuda_rng = torch.cuda.get_rng_state_all() if shared and torch.cuda.is_initialized() else None
     # torch.compile'd submodules: run their original forward (hooks, ReLU overrides and
     # gradients w.r.t. inputs need eager execution); the compiled one is put back after.
-    # A LightningModule given to fit as torch.compile(module) is one of them.
+    # A LightningModule given to fit as torch.compile(module) is one of them, and so is a
+    # module compiled in place (module.compile(): its compiled call is put aside).
     eager = [(m, eager_forward(m)) for m in modules]
     compiled = [(m, m.__dict__["forward"], forward) for m, forward in eager if forward is not None]
+    in_place = [(m, m.__dict__["_compiled_call_impl"]) for m in modules if compiled_in_place(m)]
     checkpointing = [
         (m, flag) for m in modules for flag in _CHECKPOINT_FLAGS if vars(m).get(flag) is True
     ]
@@ -355,6 +366,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     try:
         for m, _, forward in compiled:
             m.__dict__["forward"] = forward
+        for m, _ in in_place:
+            m.__dict__["_compiled_call_impl"] = None
         for m, flag in checkpointing:
             setattr(m, flag, False)
         for m in modules:
@@ -367,6 +380,8 @@ def preserve_state(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, forward, _ in compiled:
             m.__dict__["forward"] = forward
+        for m, impl in in_place:
+            m.__dict__["_compiled_call_impl"] = impl
         for m, flag in checkpointing:
             setattr(m, flag, True)
         for m, flag in zip(modules, flags, strict=True):

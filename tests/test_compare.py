@@ -143,6 +143,17 @@ def test_compare_runs_without_importing_torch(tmp_path):
     assert run_python(code).splitlines()[-1] == "RESULT 1 []"
 
 
+def test_a_run_under_the_home_folder_is_found_by_a_tilde_path(tmp_path, capsys, monkeypatch):
+    """H59: `compare '~/logs/a' ...` (quoted in a CI step) and `baseline="~/..."` were
+    "no such file or directory", though the loggers read "~" as the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run = write_run(tmp_path, "a", simulated_run(1))
+    tilde = "~" + run[len(str(tmp_path)) :]
+    assert load_summary(tilde).path == load_summary(run).path
+    code, out, err = compare([tilde, run], capsys)
+    assert code == 0 and err == ""
+
+
 def test_default_output_fits_100_columns_and_counts_one_thing(tmp_path, capsys):
     shape, texture = example_pair(tmp_path)
     out = compare([shape, texture], capsys)[1]
@@ -352,6 +363,11 @@ def test_markdown_output_is_a_table(tmp_path, capsys):
         assert cells[0] == (f"**{row.metric}**" if row.regressed else row.metric)
         assert cells[-1] == ("**yes**" if row.regressed else "")
     assert "**REGRESSED: bias/shape_acc, bias/shape_bias" in out
+    # the runs' paths are code: a folder `_base_` is no italics in a pull request (H59)
+    paths = [load_summary(run).path for run in (shape, texture)]
+    assert lines[:2] == [f"baseline:  `` {paths[0]} ``  ", f"candidate: `` {paths[1]} ``  "]
+    text = compare([shape, texture], capsys)[1].splitlines()
+    assert text[:2] == [f"baseline:  {paths[0]}", f"candidate: {paths[1]}"]
 
 
 def test_render_rejects_an_unknown_format():

@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -550,6 +551,7 @@ class Coordinator(BudgetLines, RunOutput):
         finally:
             if not wait:  # a failed fit: its own error stands, not a job's (on_error=
                 # "raise"), and a job's error does not drop the finished jobs after it
+                self._settle()
                 while self._jobs and self._jobs[0].future.done():
                     with contextlib.suppress(Exception):
                         self.harvest()
@@ -560,7 +562,20 @@ class Coordinator(BudgetLines, RunOutput):
             if executor is not None:
                 executor.shutdown(wait=wait, cancel_futures=not wait)
 
+    def _settle(self) -> None:
+        """A failed fit (an error, Ctrl-C) gives the work its finished epochs queued
+        (figures, projector files) up to :data:`SETTLE_SECONDS` to finish; not one-time
+        work (cue-conflict images, made again by the next fit). A second Ctrl-C skips it."""
+        deadline = time.perf_counter() + SETTLE_SECONDS
+        with contextlib.suppress(KeyboardInterrupt):
+            for job in list(self._jobs):
+                left = deadline - time.perf_counter()
+                if job.once or left <= 0:
+                    break
+                futures_wait([job.future], timeout=left)
 
+
+SETTLE_SECONDS = 10.0  # a failed fit waits at most this long for its queued work
 _TQDM_BARS = ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar")
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_viz._checks import check_class_names
 from lightning_viz._guard import ModelView
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
@@ -578,6 +579,7 @@ class ProbeSetup:
             outputs = 2  # one logit, two classes
         if names is None or outputs is not None and len(names) != outputs:
             return None
+        names = check_class_names(names)  # one line each, as given ones (a folder's tab)
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         Coordinator.of(trainer).info_once(
             f"class names {names}",

@@ -402,13 +402,19 @@ def _verdict(result: CompareResult) -> str:
     return verdict
 
 
-def _preamble(result: CompareResult) -> list[str]:
+def _preamble(result: CompareResult, code: bool = False) -> list[str]:
+    """The header lines; ``code``: the runs' paths as Markdown code (`_base_` is no italics)."""
     tol = "each metric's own" if result.tolerance is None else f"{result.tolerance:g} for all"
     family = sum(1 for r in result.rows if r.pvalue_holm is not None)
     best = "a `best` row's p counts the baseline runs its best was chosen from"
+    fence = "``" if code else ""
+    baseline, candidate = (
+        f"{fence} {path} {fence}" if path and code else path or "<in memory>"
+        for path in (result.baseline, result.candidate)
+    )
     return [
-        f"baseline:  {result.baseline or '<in memory>'}",
-        f"candidate: {result.candidate or '<in memory>'}",
+        f"baseline:  {baseline}",
+        f"candidate: {candidate}",
         f"one-sided tests that the candidate is worse, Holm-adjusted across the {family} tests",
         f"of {len(result.watched)} watched metrics; alpha {result.alpha:g}; tolerance {tol}",
         *([best] if any(r.at == "best" for r in result.rows) else []),
@@ -506,7 +512,7 @@ def render_markdown(result: CompareResult) -> str:
             cells[0] = f"**{cells[0]}**"
         rows.append([*cells[:-1], "**yes**" if r.regressed else ""])
     lines = markdown_table(head, rows, align="lllrrrrrlrl")
-    pre = [f"{line}  " for line in _preamble(result)]
+    pre = [f"{line}  " for line in _preamble(result, code=True)]
     verdict = _verdict(result)
     verdict = f"**{verdict}**" if result.regressions else verdict
     notes = [f"- {n}" for n in _notes(result, wide=True)]

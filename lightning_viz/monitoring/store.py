@@ -38,7 +38,7 @@ def load_summary(path: str | os.PathLike[str]) -> RunSummary:
     """
     if not isinstance(path, str | os.PathLike):
         fail("path", "a str or os.PathLike", path, TypeError)
-    p = os.fspath(path)
+    p = os.path.expanduser(os.fspath(path))  # "~/logs" as the loggers read it
     if not os.path.exists(p):
         raise SummaryError(f"{p}: no such file or directory")
     if os.path.isfile(p):

@@ -445,6 +445,24 @@ def test_the_workers_seconds_not_charged_yet_are_known_while_it_works():
     coordinator.shutdown(wait=True)
 
 
+def test_a_failed_fit_waits_briefly_for_its_queued_work_but_not_for_one_time_work():
+    """H59: an error or Ctrl-C just after an epoch end cancelled that epoch's queued
+    figures and projector files; they get a few seconds. One-time work (cue-conflict
+    images, made again by the next fit) is not waited for."""
+    import threading
+
+    view = lv.FilterLogger()
+    coordinator = _coordinator_with(view)
+    written, go = [], threading.Event()
+    coordinator.defer(view, "a/figure", time.sleep, 0.3, then=lambda _: written.append("a"))
+    coordinator.defer(view, "b/figure", time.sleep, 0.1, then=lambda _: written.append("b"))
+    coordinator.defer(view, "cue", go.wait, once=True, then=lambda _: written.append("cue"))
+    start = time.perf_counter()
+    coordinator.shutdown(wait=False)  # the fit failed
+    assert written == ["a", "b"] and time.perf_counter() - start < 5.0
+    go.set()
+
+
 def test_a_failed_runs_seconds_count_in_the_overhead(tmp_path):
     class Failing(lv.FilterLogger):
         def run(self, ctx):

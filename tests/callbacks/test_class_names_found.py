@@ -73,6 +73,21 @@ def test_captions_and_projector_labels_use_the_validation_datasets_classes(tmp_p
     assert [row[0] for row in meta[1:]] == [NAMES[i] for i in labels]
 
 
+def test_found_class_names_are_one_line_each_as_given_ones(tmp_path):
+    """H59: a folder name with a tab or a line break (ImageFolder's `classes`) broke the
+    captions' lines; given names were made one line, found ones were not."""
+    found = ["first\nline", "tab\there", "a\r\n\tb", "box", "plus"]
+    saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, on_error="raise")
+    fit(tmp_path, [saliency], epochs=1, datamodule=NamedShapes(found))
+    assert [saliency.class_name(i) for i in range(5)] == [
+        "first line",
+        "tab here",
+        "a b",
+        "box",
+        "plus",
+    ]
+
+
 @pytest.mark.parametrize(
     ("classes", "target_transform"),
     [(NAMES[:4], None), (NAMES, int)],

@@ -122,6 +122,39 @@ def test_guard_and_randomization_copy_use_the_eager_forward_of_a_compiled_module
     assert vars(module)["forward"] is compiled_forward
 
 
+@pytest.mark.skipif(not hasattr(nn.Module, "compile"), reason="Module.compile: torch >= 2.2")
+def test_a_network_compiled_in_place_runs_eager_inside_the_callbacks(tmp_path):
+    """H60: ``self.model.compile()`` (in place, as PyTorch recommends) kept Dynamo's
+    compiled call while the callbacks ran, whose graphs skip hooks registered later:
+    ActivationLogger, GradCAMLogger and EmbeddingProjector failed ("outputs nothing").
+    The randomized copy must be a model of its own too (its compiled call is bound to
+    the original)."""
+    torch.manual_seed(0)
+    module = LitClassifier(num_classes=5, lr=1e-12, optimizer="sgd")
+    module.model.compile(backend="eager")
+    impl = vars(module.model)["_compiled_call_impl"]
+    embed = {"num_samples": 16, "on_error": "raise"}
+    callbacks = [*_gradient_callbacks(), lv.EmbeddingProjector(**embed)]
+    short = {"epochs": 1, "limit_train_batches": 2, "num_sanity_val_steps": 0}
+    fit(tmp_path / "in_place", callbacks, model=module, **short)
+    assert vars(module.model)["_compiled_call_impl"] is impl  # put back after each run
+    ev = read_events(str(tmp_path / "in_place"))
+    eager = [*_gradient_callbacks(), lv.EmbeddingProjector(**embed)]
+    _, eager_ev = _fit_classifier(tmp_path / "eager", eager, compiled=False)
+    for prefix in ("activations/", "gradcam/", "saliency/"):
+        tags = sorted(t for t in ev["images"] if t.startswith(prefix))
+        assert tags and tags == sorted(t for t in eager_ev["images"] if t.startswith(prefix))
+    for tag in ("embedding/knn_acc", "explain/vanilla/randomization_corr"):
+        assert ev["scalars"][tag][0][1] == pytest.approx(eager_ev["scalars"][tag][0][1], abs=1e-4)
+    x = torch.rand(3, 3, 32, 32)
+    plain = copy.deepcopy(module.model).eval()
+    plain.__dict__["_compiled_call_impl"] = None
+    expected = LF.randomization_similarity(LF.saliency, plain, x, 1)
+    result = LF.randomization_similarity(LF.saliency, module.model.eval(), x, 1)
+    assert torch.allclose(result.spearman, expected.spearman, atol=1e-5)
+    assert (result.spearman < 0.99).all()  # the copy is randomized, not the original
+
+
 # -------------------------------------------------------------------- true precision
 def _all_callbacks() -> list:
     common = {"on_error": "raise", "max_overhead": None}
