@@ -468,6 +468,11 @@ class Coordinator(BudgetLines, RunOutput):
         """Jobs for ``tag`` not done yet (for back-pressure)."""
         return sum(1 for job in self._jobs if job.tag == tag and not job.future.done())
 
+    def busy_with(self) -> str:
+        """What the worker is on: ``"<Owner>'s <tag>"`` of the first job not done, or ``""``."""
+        job = next((j for j in self._jobs if not j.future.done()), None)
+        return "" if job is None else f"{type(job.owner).__name__}'s {job.tag}"
+
     def defer(
         self,
         owner: Any,

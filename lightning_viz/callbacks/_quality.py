@@ -17,7 +17,7 @@ Per-sample values go to the run summary, so a regression is tested paired on the
 fixed probe: a deletion AUC that rises significantly (exact sign test, ``tolerance``,
 ``alpha``, ``patience``, as the other probes) alerts once per episode; a mean
 randomization correlation above ``randomization_threshold`` alerts once until it falls
-``tolerance`` below it.
+:data:`RANDOMIZATION_BAND` below it.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ from lightning_viz.monitoring.regression import Alert, format_alerts
 __all__ = ["QUALITY", "ScoresMaps", "quality_tags"]
 
 QUALITY = ("deletion", "insertion", "randomization")
+# a randomization episode ends this far below the threshold (a correlation; `tolerance`
+# is the deletion AUC's rise, another quantity)
+RANDOMIZATION_BAND = 0.05
 _SCALARS = {
     "deletion": "deletion_auc",
     "insertion": "insertion_auc",
@@ -365,13 +368,13 @@ class ScoresMaps(WatchesRegressions):
 
     def _threshold_alert(self, ctx: Any, tag: str, value: float, n: int) -> Alert | None:
         """Once per episode: the mean randomization correlation above the threshold. An
-        episode ends once the value is ``tolerance`` below it, as the regression rule's
-        ends (a mean of a few images wobbling around the threshold is one episode)."""
+        episode ends once the value is :data:`RANDOMIZATION_BAND` below it (a mean of a
+        few images wobbling around the threshold is one episode)."""
         if ctx.log.epoch < self.warmup or math.isnan(value):
             return None
         was = self._above.get(tag, False)
         if was:
-            self._above[tag] = value > self.randomization_threshold - self.tolerance
+            self._above[tag] = value > self.randomization_threshold - RANDOMIZATION_BAND
             return None
         self._above[tag] = value > self.randomization_threshold
         if not self._above[tag]:

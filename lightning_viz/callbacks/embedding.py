@@ -408,6 +408,14 @@ class EmbeddingProjector(VizCallback):
         logits = self._logits(calls["output"], n, apply_map=True)
         if logits is None and self.layer is None:
             logits = self._logits(calls["features"][-1:], n, apply_map=False)
+        if logits is None:  # (N, T, K) per position, a dict without output_to_logits
+            shapes = [tuple(o.shape) for _, o in calls["output"] if isinstance(o, Tensor)]
+            self.warn_once(
+                "no logits",
+                f"the model's output ({f'shape {shapes[-1]}' if shapes else 'not a tensor'}) "
+                f"is not logits (N, K) for the {n} images of a batch, so the projector shows no "
+                "predictions; pass `output_to_logits` to read them",
+            )
         take = min(n, self._local_limit - self._count)
         with torch.inference_mode(False), torch.no_grad():
             feats = feats[:take].detach().reshape(take, -1).float().cpu()
@@ -525,11 +533,13 @@ class EmbeddingProjector(VizCallback):
         args = (feats, labels, predicted, names, data["thumbs"])
         make = functools.partial(embedding_with_metadata, *args)
         if not ctx.log.embedding(self.tag(name), make, max_pending=MAX_PENDING_FIGURES):
+            busy = ctx.coordinator.busy_with()  # maybe another callback's (cue-conflict images)
+            ours = busy.startswith(f"{type(self).__name__}'s")
             self.warn_once(  # back-pressure: each pending job holds its run's features
                 "projector_backlog",
-                "the background worker writes its projector files slower than an epoch "
-                f"ends; it skips a run's projector files while {MAX_PENDING_FIGURES} are still "
-                "pending (use fewer num_samples)",
+                f"the background worker, on {busy or 'earlier work'}, is slower than an epoch; "
+                f"it skips a run's projector files while {MAX_PENDING_FIGURES} are still pending"
+                + (" (use fewer num_samples)" if ours else ""),
             )
         colors = labels if labels is not None and labels.dim() == 1 else predicted
         if colors is None or feats.shape[1] < (2 if self.projection == "pca" else 1):

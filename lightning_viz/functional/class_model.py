@@ -247,6 +247,9 @@ def class_model_run(
                 xr = torch.roll(x, shifts=shifts, dims=(2, 3)).requires_grad_(True)
                 logits = forward_logits(net, xr.to(dtype))  # x itself stays float32
                 if layer_module is not None:
+                    if "layer" not in feats:  # a layer beside the forward's path
+                        said = "(layer, channel) with a layer the model's forward runs"
+                        fail("neuron", said, (name, neuron[1]))
                     act = feats["layer"] if to_grid is None else to_grid(feats["layer"])
                     if act.dim() < 2 or int(idx.max()) >= act.shape[1]:
                         fail(

@@ -457,6 +457,7 @@ def test_a_failed_fit_waits_briefly_for_its_queued_work_but_not_for_one_time_wor
     coordinator.defer(view, "a/figure", time.sleep, 0.3, then=lambda _: written.append("a"))
     coordinator.defer(view, "b/figure", time.sleep, 0.1, then=lambda _: written.append("b"))
     coordinator.defer(view, "cue", go.wait, once=True, then=lambda _: written.append("cue"))
+    assert coordinator.busy_with() == "FilterLogger's a/figure"  # what the worker is on
     start = time.perf_counter()
     coordinator.shutdown(wait=False)  # the fit failed
     assert written == ["a", "b"] and time.perf_counter() - start < 5.0

@@ -253,6 +253,9 @@ def test_projector_files_slower_than_epochs_do_not_pile_up(tmp_path, monkeypatch
         fit(tmp_path, [_Release(release), cb], epochs=5)
     said = [str(w.message) for w in record if "projector files" in str(w.message)]
     assert len(said) == 1 and "while 2 are still pending" in said[0], said
+    # named after what the worker is on (H57: it may be another callback's work)
+    assert "on EmbeddingProjector's embedding/model.fc/" in said[0], said
+    assert said[0].endswith("(use fewer num_samples)")
     # the worker hangs on step 4's figure: step 4's files are written, those of steps 8
     # and 12 wait (written at the end of fit), steps 16 and 20 are skipped
     for step, written in ((4, True), (8, True), (12, True), (16, False), (20, False)):
@@ -745,6 +748,37 @@ def test_a_tab_or_line_break_in_a_class_name_keeps_one_metadata_row_per_point(tm
     assert len(rows) == points + 1 and all(len(r.split("\t")) == 3 for r in rows), rows[:3]
     shown = {r.split("\t")[0] for r in rows[1:]}
     assert shown <= {"tab here", "new line", "crlf name", "plain", "five"} and len(shown) == 5
+
+
+class _PerPosition(LitClassifier):
+    """Logits per column ``(N, W, K)`` (a sequence model), trained on their mean."""
+
+    def forward(self, x):
+        features = self.model.block1(x).mean(2).transpose(1, 2)  # (N, 16 columns, 16)
+        return self.head(features)
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=5)
+        self.head = nn.Linear(16, 5)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        return nn.functional.cross_entropy(self(x).mean(1), y)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", nn.functional.cross_entropy(self(batch[0]).mean(1), batch[1]))
+
+
+def test_an_output_that_is_not_logits_is_said_when_predictions_are_left_out(tmp_path):
+    """H60: the eight other callbacks refuse (N, T, K) outputs at setup; the projector
+    embedded the features and wrote "?" as every prediction without a word."""
+    cb = EmbeddingProjector(num_samples=16, layer="head", projection="pca", on_error="raise")
+    with pytest.warns(UserWarning, match=r"output \(shape \(32, 16, 5\)\) is not logits"):
+        fit(tmp_path, [cb], epochs=1, model=_PerPosition())
+    (meta,) = glob.glob(os.path.join(tmp_path, "run", "version_0", "*", "*", "metadata.tsv"))
+    with open(meta) as f:
+        assert f.readline().rstrip("\n").split("\t") == ["label", "predicted", "correct"]
+        assert {row.split("\t")[1] for row in f.read().splitlines()} == {"?"}
 
 
 def test_two_classes_of_one_name_stay_apart_in_the_projector_and_the_legend():

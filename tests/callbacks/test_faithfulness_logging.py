@@ -578,8 +578,8 @@ def test_the_figures_random_curve_is_over_the_images_the_methods_scored():
 
 def test_a_randomization_correlation_wobbling_around_the_threshold_is_one_episode():
     """H52: a mean of 8 images at 0.51, 0.49, 0.52, 0.48, 0.53 alerted three times (the
-    episode ended at each value below 0.5); it ends once the value is ``tolerance``
-    below the threshold, as the regression rule's episodes end."""
+    episode ended at each value below 0.5); it ends once the value is 0.05 below the
+    threshold."""
     from types import SimpleNamespace
 
     cb = lv.SaliencyLogger(num_samples=8, tolerance=0.05)
@@ -594,3 +594,13 @@ def test_a_randomization_correlation_wobbling_around_the_threshold_is_one_episod
     # 0.2 ends that one and 0.6 starts a third
     assert fired == [0.51, 0.51, 0.6], fired
     assert cb._above[tag] is True
+    # H57: the band is the correlation's own, not the deletion AUC's `tolerance`: at
+    # tolerance=0.5 a recovery to 0.05 ended no episode (and at 1.5 none ever ended)
+    for tolerance in (0.0, 0.5, 1.5):
+        cb = lv.SaliencyLogger(num_samples=8, tolerance=tolerance)
+        fired = []
+        for epoch, value in enumerate([0.9, 0.05, 0.9, 0.48, 0.9], start=cb.warmup):
+            ctx = SimpleNamespace(log=SimpleNamespace(epoch=epoch, step=2 * (epoch + 1)))
+            if cb._threshold_alert(ctx, tag, value, 8) is not None:
+                fired.append(epoch - cb.warmup)
+        assert fired == [0, 2], (tolerance, fired)

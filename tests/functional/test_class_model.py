@@ -366,3 +366,19 @@ def test_reshape_reads_an_unknown_token_layer_as_a_grid_for_neuron():
     with pytest.raises(TypeError, match="`reshape` must be None, a TokenLayout or a callable"):
         class_model(model, None, (3, 32, 32), neuron=("block", 1), reshape=3)
     assert not has_hooks(model)
+
+
+def test_a_neuron_layer_the_forward_never_runs_is_a_value_error():
+    """H57: a layer beside the forward's path (a ViT's ``out_proj``, called through the
+    functional attention) failed with a raw ``KeyError('layer')``."""
+
+    class Spare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.spare = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.used(x).mean((2, 3))
+
+    with pytest.raises(ValueError, match=r"a layer the model's forward runs, got \('spare', 1\)"):
+        class_model(Spare(), None, (3, 8, 8), neuron=("spare", 1), steps=2)
