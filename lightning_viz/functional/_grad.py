@@ -18,7 +18,7 @@ import torch.overrides
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
-from lightning_viz._guard import ModelView, is_compiled, scripted_modules
+from lightning_viz._guard import ModelView, is_compiled, model_dtype, scripted_modules
 from lightning_viz._hooks import record_inputs, record_outputs
 from lightning_viz.functional._task import class_scores, num_classes, predict, saveable
 
@@ -31,6 +31,7 @@ __all__ = [
     "conv_layers",
     "feature_conv_layers",
     "forward_logits",
+    "in_model_dtype",
     "fresh",
     "grad_of",
     "input_grad",
@@ -75,8 +76,13 @@ def fresh(inputs: Tensor) -> Tensor:
 def forward_logits(net: nn.Module, x: Tensor) -> Tensor:
     """``net(x)`` checked to be logits ``(N, K)``. A leaf that requires grad goes in as a
     copy in the graph, so a forward that changes its input in place (``x.sub_(0.5)``)
-    can, and the gradient still reaches ``x``."""
-    out = net(x.clone() if x.is_leaf and x.requires_grad else x)
+    can, and the gradient still reaches ``x``. Images of another floating dtype than
+    the model's (float32 pixels, a float64 or bfloat16 model) are cast on the way in
+    and the logits back, as :class:`ModelView` does."""
+    x_in = in_model_dtype(net, x.clone() if x.is_leaf and x.requires_grad else x)
+    out = net(x_in)
+    if x_in.dtype != x.dtype and isinstance(out, Tensor) and out.is_floating_point():
+        out = out.to(x.dtype)
     if not isinstance(out, Tensor):
         raise TypeError(
             f"the model must return a tensor of logits (N, K), got {type(out).__name__}; "
@@ -88,6 +94,13 @@ def forward_logits(net: nn.Module, x: Tensor) -> Tensor:
             f"got shape {tuple(out.shape)}"
         )
     return out
+
+
+def in_model_dtype(net: nn.Module, x: Tensor) -> Tensor:
+    """Floating images ``x`` in the dtype of ``net``'s parameters (float32 pixels for a
+    float64 or bfloat16 model; differentiable), as :class:`ModelView` casts them."""
+    dtype = model_dtype(net) if x.is_floating_point() else None
+    return x if dtype is None or dtype == x.dtype else x.to(dtype)
 
 
 def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:

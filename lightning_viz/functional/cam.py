@@ -36,6 +36,7 @@ from lightning_viz.functional._grad import (
     forward_logits,
     fresh,
     grad_of,
+    in_model_dtype,
     named_layers,
     reduce_channels,
     resolve_layer,
@@ -87,13 +88,13 @@ def _image_outputs(
     forward on random images in the range of ``x`` leaves it unchanged otherwise (a
     positional encoding, computed from the grid size alone, is no feature map)."""
     with torch.no_grad(), record_outputs(modules) as calls:
-        net(x)
+        net(in_model_dtype(net, x))
     lo, hi = float(x.min()), float(x.max())
     lo, hi = (lo, hi) if hi - lo > 1e-3 else (lo - 0.5, hi + 0.5)
     image = torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
     image = image * (hi - lo) + lo
     with torch.no_grad(), record_outputs(modules) as moved:
-        net(image.to(x.device, x.dtype))  # another image in the same range (quantized inputs)
+        net(in_model_dtype(net, image.to(x.device, x.dtype)))  # the same range, another image
     if [name for name, _ in moved] != [name for name, _ in calls]:
         moved = [(name, None) for name, _ in calls]  # not comparable call by call: keep all
     return [

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from lightning_viz._checks import check_images
 from lightning_viz._guard import ModelView, preserve_state, scripted_modules, unwrap_model
 from lightning_viz._hooks import RELU_FAMILY, relu_backward
+from lightning_viz.functional._grad import in_model_dtype
 
 __all__ = [
     "relu_family_summary",
@@ -67,7 +68,7 @@ def relu_rule_counts(model: nn.Module, inputs: Tensor) -> dict[str, int]:
     """
     check_images(inputs)
     with preserve_state(model) as net, torch.no_grad(), relu_backward("guided") as mode:
-        net(inputs.detach().clone())
+        net(in_model_dtype(net, inputs.detach().clone()))
     return {kind: mode.counts[kind] for kind in RELU_FAMILY if mode.counts[kind]}
 
 

@@ -29,7 +29,12 @@ from torch import Tensor, nn
 from lightning_viz._checks import check_choice, check_float, check_images, fail
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import AttentionRecord, capture_attention
-from lightning_viz.functional._grad import forward_logits, score_sum, target_indices
+from lightning_viz.functional._grad import (
+    forward_logits,
+    in_model_dtype,
+    score_sum,
+    target_indices,
+)
 from lightning_viz.functional._transformers import children, submodule
 from lightning_viz.functional.tokens import (
     FoundTransformer,
@@ -237,7 +242,7 @@ def attention_rollout(
         found, modules = _attention_modules(net, inputs)
         x = inputs.detach().clone()
         with torch.no_grad(), capture_attention(modules) as store:
-            net(x)
+            net(in_model_dtype(net, x))
         records = _records(store, list(modules))
         fused = [_discard(_fuse(r.weights.float(), head_fusion), discard_ratio) for r in records]
         joint = _roll(fused)

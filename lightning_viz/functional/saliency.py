@@ -43,6 +43,7 @@ from lightning_viz.functional._grad import (
     forward_logits,
     fresh,
     grad_of,
+    in_model_dtype,
     input_grad,
     reduce_channels,
     resolve_layer,
@@ -439,7 +440,7 @@ def neuron_gradient(
         name, module = resolve_layer(net, layer)
         x = fresh(inputs).requires_grad_(True)
         with capture_outputs({name: module}, detach=False) as store:
-            net(x.clone())  # in the graph: a forward may change its input in place
+            net(in_model_dtype(net, x.clone()))  # a forward may change its input in place
         if name not in store:
             raise ValueError(f"layer {name!r} did not run (or returned no tensor) in the forward")
         act = store.pop(name)
@@ -494,7 +495,7 @@ def activation_maps(
     with preserve_state(model) as net:
         named = dict(resolve_layer(net, layer) for layer in layers)
         with torch.no_grad(), capture_outputs(named) as store:
-            net(fresh(inputs))
+            net(in_model_dtype(net, fresh(inputs)))
         missing = [name for name in named if name not in store]
         if missing:
             raise ValueError(f"layers {missing} did not run (or returned no tensor) in the forward")

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from lightning_viz._checks import check_images, check_int, fail
 from lightning_viz._guard import preserve_state
 from lightning_viz._hooks import record_calls
-from lightning_viz.functional._grad import resolve_layer
+from lightning_viz.functional._grad import in_model_dtype, resolve_layer
 from lightning_viz.functional._transformers import (
     FoundTransformer,
     children,
@@ -392,7 +392,7 @@ def _grids(net: nn.Module, names: list[str], x: Tensor, channels_last: bool) -> 
     """Spatial size ``h * w`` of each named layer's output (one forward, no gradients)."""
     modules = dict(resolve_layer(net, name) for name in names)
     with torch.no_grad(), record_calls(modules) as calls:
-        net(x)
+        net(in_model_dtype(net, x))
     # Swin stages: (N, h, w, C); MaxViT layers: (N, C, h, w)
     return {
         name: shape[1] * shape[2] if channels_last else shape[2] * shape[3]

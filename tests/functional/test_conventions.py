@@ -276,3 +276,29 @@ def test_seeded_draws_do_not_depend_on_the_default_dtype():
         start = _rand(x.shape, x.double(), seeded(), kind)
         assert start.dtype == torch.float64
         torch.testing.assert_close(start.float(), _rand(x.shape, x, seeded(), kind))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_of_another_dtype_takes_float32_pixels_as_model_view_does(dtype):
+    """H60: on a float64 or bfloat16 module, float32 images failed deep in torch ("Input
+    type (torch.FloatTensor) and weight type (torch.DoubleTensor) should be the same");
+    every function casts them as ``ModelView`` does, and returns the same values."""
+    from lightning_viz.data import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=3).to(dtype).eval()
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    maps = torch.rand(2, 1, 16, 16)
+    calls = {
+        "saliency": lambda m: LF.saliency(m, x, y),
+        "grad_cam": lambda m: LF.grad_cam(m, x, y),
+        "guided_grad_cam": lambda m: LF.guided_grad_cam(m, x, y),
+        "activation_maps": lambda m: LF.activation_maps(m, x, ["block1.conv"])["block1.conv"],
+        "neuron_gradient": lambda m: LF.neuron_gradient(m, x, neuron=("block1.conv", 1)),
+        "fgsm": lambda m: LF.fgsm(m, x, y, 8 / 255),
+        "deletion_curve": lambda m: LF.deletion_curve(m, x, maps, y, steps=4).auc,
+    }
+    for name, call in calls.items():
+        out, expected = call(model), call(LF.ModelView(model))
+        assert out.dtype == expected.dtype, name
+        torch.testing.assert_close(out, expected, rtol=0, atol=0, msg=name)
