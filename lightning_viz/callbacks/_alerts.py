@@ -92,8 +92,27 @@ class WatchesRegressions:
         """Each watched metric's reference: its best run after ``warmup``."""
         return self._monitor.references
 
+    def measured_with(self) -> dict[str, str]:
+        """The settings, beyond :meth:`key_args`, that change the measured values (an
+        attack's steps): references measured with others are not compared with."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
-        return {"monitor": self._monitor.state_dict()}
+        return {"monitor": self._monitor.state_dict(), "measured_with": self.measured_with()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._monitor.load_state_dict(state.get("monitor") or {})
+        monitor, saved = state.get("monitor") or {}, state.get("measured_with")
+        if monitor and saved is not None and saved != self.measured_with():
+            changed = ", ".join(
+                f"{k}={saved.get(k)} (now {v})"
+                for k, v in self.measured_with().items()
+                if saved.get(k) != v
+            )
+            self.warn_once(  # type: ignore[attr-defined]
+                "measured_with",
+                f"the checkpoint's regression references were measured with {changed}: "
+                "this run's values are not compared with them (its own references start "
+                "anew; a baseline= run stays)",
+            )
+            monitor = {}
+        self._monitor.load_state_dict(monitor)

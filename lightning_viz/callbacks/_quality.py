@@ -144,6 +144,12 @@ class ScoresMaps(WatchesRegressions):
             )
 
     # ------------------------------------------------------------------ state
+    def measured_with(self) -> dict[str, str]:
+        return {
+            "quality_steps": repr(self.quality_steps),
+            "quality_baseline": repr(self.quality_baseline),
+        }
+
     def extra_state(self) -> dict[str, Any]:
         return {
             **super().extra_state(),

@@ -272,6 +272,10 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
     def key_args(self) -> dict[str, Any]:
         return {"attacks": self.attacks, "eps": [self._eps(e) for e in self.eps], "norm": self.norm}
 
+    def measured_with(self) -> dict[str, str]:
+        names = ("steps", "step_size", "apgd_steps", "n_target_classes", "black_box_queries")
+        return {name: repr(getattr(self, name)) for name in names}
+
     @property
     def _acc(self) -> str:
         """``acc``, or ``label_acc`` for a multilabel model (accuracy per label)."""

@@ -213,6 +213,28 @@ def test_state_dict_round_trip():
     assert probe_cb(eps=(1 / 255,)).state_key != other.state_key
 
 
+def test_references_measured_with_other_attack_settings_are_not_compared_with():
+    """H58: resumed with steps=50 after steps=1 (the same state key: eps, attacks and
+    norm), the 50-step accuracy was compared sample by sample with the 1-step best: a
+    false regression (a weaker attack hid a real one). The references start anew, said."""
+    cb = probe_cb(steps=1)
+    cb._monitor.update(0, 10, {KEY: {"outcomes": [1, 1, 0, 1]}})
+    state = cb.state_dict()
+    assert state["measured_with"]["steps"] == "1"
+    same = probe_cb(steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say
+        same.load_state_dict(state)
+    assert same.references[KEY].outcomes == "1101"
+    stronger = probe_cb(steps=50, step_size=0.003)
+    assert stronger.state_key == cb.state_key  # Lightning hands it the old state
+    with pytest.warns(UserWarning, match=r"measured with steps=1 \(now 50\), step_size=None"):
+        stronger.load_state_dict(state)
+    assert stronger.references == {}
+    old = {k: v for k, v in state.items() if k != "measured_with"}  # an older checkpoint
+    probe_cb(steps=50).load_state_dict(old)  # kept: nothing to compare with
+
+
 # ------------------------------------------------------------------ regression
 def _resumed_with_a_perfect_reference(**kwargs) -> AdversarialProbe:
     """A probe whose monitor holds a reference where all 16 samples were robust."""

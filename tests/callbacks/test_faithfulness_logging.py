@@ -604,3 +604,21 @@ def test_a_randomization_correlation_wobbling_around_the_threshold_is_one_episod
             if cb._threshold_alert(ctx, tag, value, 8) is not None:
                 fired.append(epoch - cb.warmup)
         assert fired == [0, 2], (tolerance, fired)
+
+
+def test_deletion_references_measured_with_other_quality_settings_start_anew():
+    """H58: the curves' steps and baseline change the AUCs; resumed with others, the
+    references of the checkpoint are not compared with (said)."""
+    cb = lv.SaliencyLogger(methods=("vanilla",), quality_steps=8, quality_baseline="blur")
+    tag = "explain/vanilla/deletion_auc"
+    cb._monitor.update(1, 20, {tag: {"values": [0.1, 0.2, 0.3, 0.4]}})  # after warmup
+    assert set(cb.references) == {tag}
+    state = cb.state_dict()
+    assert state["measured_with"] == {"quality_steps": "8", "quality_baseline": "'blur'"}
+    other = lv.SaliencyLogger(methods=("vanilla",), quality_steps=8, quality_baseline="mean")
+    with pytest.warns(UserWarning, match=r"quality_baseline='blur' \(now 'mean'\)"):
+        other.load_state_dict(state)
+    assert other.references == {}
+    same = lv.SaliencyLogger(methods=("vanilla",), quality_steps=8, quality_baseline="blur")
+    same.load_state_dict(state)
+    assert set(same.references) == {tag}
