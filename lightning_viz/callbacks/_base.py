@@ -271,9 +271,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return RunContext(*head, device, self._coordinator, max_batch=self._max_batch)
 
     def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles the callbacks; the coordinator (a worker thread), the probe data (a
-        # loader: torch < 2.3 cannot pickle its Generator) and the `log`/`log_dict` Lightning
-        # binds to the module (the model would travel) stay behind; the next fit sets them
+        # ddp_spawn pickles the callbacks: the worker thread, the probe loader (torch < 2.3 cannot
+        # pickle its Generator) and Lightning's `log`/`log_dict` (bound to the model) stay behind
         state = {**self.__dict__, "_coordinator": None, "_source": None, "_transfer": None}
         return {k: v for k, v in state.items() if k not in ("log", "log_dict")}
 
@@ -472,6 +471,16 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
     def config(self) -> dict[str, str]:
         """The options this callback was built with, as text (the run's configuration)."""
         return describe_options(self, [type(self).__init__, VizCallback.__init__])
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
+        saved = checkpoint.get("callbacks") or {}
+        ours = [k for k in saved if k.startswith(type(self).__name__ + "{")]
+        if ours and self.state_key not in ours:  # Lightning only asks to "add" the callback
+            self.warn_once(
+                "state key",
+                f"the checkpoint holds {', '.join(ours)}, not {self.state_key}: its state is "
+                "not restored (probe, references, previous weights); this run starts anew",
+            )
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         with contextlib.suppress(Exception):  # the runs before the failure (Ctrl-C too)

@@ -1219,3 +1219,29 @@ def test_lines_are_said_as_warnings_when_the_progress_bar_shows_nothing():
     assert said(None) == ([], ["a line"])
     other = SimpleNamespace(is_disabled=False)  # another kind of bar: its print decides
     assert said(other) == (["a line"], [])
+
+
+def test_a_resume_with_other_key_arguments_says_the_callback_starts_anew(tmp_path):
+    """H58: resumed with eps=4/255 instead of 2/255, only Lightning's "Please add the
+    following callbacks" was said (the user did), then "Restored all states"."""
+    import glob
+
+    def probe(eps):
+        return lv.AdversarialProbe(attacks=("fgsm",), eps=(eps,), num_samples=8)
+
+    first = probe(2 / 255)
+    fit(tmp_path / "a", [first], epochs=1, enable_checkpointing=True)
+    (ckpt,) = glob.glob(str(tmp_path / "a" / "**" / "*.ckpt"), recursive=True)
+    changed = probe(4 / 255)
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path / "b", [changed], epochs=2, ckpt_path=ckpt)
+    ours = [str(w.message) for w in said if "the checkpoint holds" in str(w.message)]
+    assert ours == [
+        f"AdversarialProbe: the checkpoint holds {first.state_key}, not {changed.state_key}: "
+        "its state is not restored (probe, references, previous weights); this run starts anew"
+    ]
+    same = probe(2 / 255)
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        fit(tmp_path / "c", [same], epochs=2, ckpt_path=ckpt)
+    assert not [w for w in quiet if "the checkpoint holds" in str(w.message)]
