@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -144,8 +144,8 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         mean: Sequence[float] | float | str | None = "auto",
         std: Sequence[float] | float | str | None = "auto",
         class_names: Sequence[str] | None = None,
-        task: str | None = None,
-        on_error: str = "warn",
+        task: Literal["binary", "multiclass", "multilabel"] | None = None,
+        on_error: Literal["warn", "raise"] = "warn",
         tag_prefix: str | None = None,
         seed: int = 0,
         max_overhead: float | None = 0.10,

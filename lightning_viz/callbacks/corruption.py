@@ -97,7 +97,7 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
 
     def __init__(
         self,
-        corruptions: Sequence[str] = CORRUPTIONS,
+        corruptions: str | Sequence[str] = CORRUPTIONS,
         severities: Sequence[int] = (3,),
         num_samples: int = 64,
         tolerance: float = 0.02,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -120,7 +120,7 @@ class EmbeddingProjector(VizCallback):
         self,
         layer: str | None = None,
         num_samples: int = 1000,
-        projection: str = "tsne",
+        projection: Literal["tsne", "pca"] = "tsne",
         k: int = 5,
         **kwargs: Any,
     ) -> None:

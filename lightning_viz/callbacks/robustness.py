@@ -7,7 +7,7 @@ import numbers
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -227,9 +227,9 @@ class AdversarialProbe(WatchesRegressions, AttackChecks, WatchesOverfitting, Viz
 
     def __init__(
         self,
-        attacks: Sequence[str] = ("fgsm", "pgd"),
+        attacks: str | Sequence[str] = ("fgsm", "pgd"),
         eps: Sequence[float | str] = (2 / 255, 8 / 255),
-        norm: str = "linf",
+        norm: Literal["linf", "l2"] = "linf",
         steps: int = 10,
         num_samples: int = 128,
         tolerance: float = 0.02,

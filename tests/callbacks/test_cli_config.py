@@ -79,3 +79,23 @@ def test_one_normalization_value_for_every_channel_from_yaml():
     parser = _parser(lv.GradCAMLogger)
     cb = _build(parser, parser.parse_string("cb: {mean: 0.5, std: 0.25}"))
     assert (cb.mean, cb.std) == ([0.5], [0.25])
+
+
+def test_one_name_for_a_list_and_the_choices_are_read_from_yaml_as_in_python():
+    """H58: ``attacks: pgd`` was refused by jsonargparse ("Expected a Sequence") though
+    Python takes one name; a wrong choice (``norm: l1``, ``on_error: ignore``) passed the
+    parsing and failed at instantiation, under a dump of every callback's options."""
+    parser = _parser(lv.AdversarialProbe)
+    cb = _build(parser, parser.parse_string("cb: {attacks: pgd, norm: l2, eps: [0.5]}"))
+    assert (cb.attacks, cb.norm) == (["pgd"], "l2")
+    for bad, choice in (("norm: l1", "linf"), ("on_error: ignore", "warn")):
+        with pytest.raises(Exception, match=choice):
+            parser.parse_string(f"cb: {{{bad}}}")
+    for cls, key, value in (
+        (lv.SaliencyLogger, "methods", "vanilla"),
+        (lv.GradCAMLogger, "quality", "deletion"),
+        (lv.CorruptionProbe, "corruptions", "fog"),
+    ):
+        parser = _parser(cls)
+        cb = _build(parser, parser.parse_string(f"cb: {{{key}: {value}}}"))
+        assert list(getattr(cb, key)) == [value]
