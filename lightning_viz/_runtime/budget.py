@@ -48,6 +48,8 @@ import torch
 
 __all__ = ["Candidate", "OverheadBudget", "device_clock"]
 
+MAX_INTERVAL = 10_000  # epochs: an interval beyond it means the callback cannot run
+
 _WINDOW = 50  # epochs (and runs) the medians look back on
 # the share of the budget the callbacks no monitor reads keep at least, however much the
 # monitored ones (never spaced out) cost: one costly monitored probe does not stop them all
@@ -339,7 +341,7 @@ class OverheadBudget:
                 break
             worst = max(adjustable, key=lambda key: cost[key] / k[key])
             k[worst] += self.every.get(worst, 1)
-            if k[worst] > 10_000:  # a budget too small for anything: stop here
+            if k[worst] > MAX_INTERVAL:  # a budget too small for anything: stop here
                 break
         previous = {key: self.interval.get(key, self.every.get(key, 1)) for key in k}
         for key, n in k.items():  # move by more than a tenth up, a quarter down (noise)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lightning_viz._runtime.budget import MAX_INTERVAL
+
 __all__ = ["BudgetLines"]
 
 
@@ -86,16 +88,20 @@ class BudgetLines:
                 self.say(
                     trainer,
                     f"lightning-viz: {name} will not run again in this fit "
-                    f"(max_epochs={max_epochs}): {cost}, and within {within} it can run every "
-                    f"{interval} epochs. Pass a larger max_overhead or overhead_allowance, or "
+                    f"(max_epochs={max_epochs}): {cost}, and within {within} it "
+                    + (
+                        f"can run every {interval} epochs"
+                        if interval <= MAX_INTERVAL
+                        else "cannot run"
+                    )
+                    + ". Pass a larger max_overhead or overhead_allowance, or "
                     "max_overhead=None, to run it more often",
                 )
             return
         self._not_again.discard(key)
+        runs = "now runs every epoch" if interval == 1 else f"now runs every {interval} epochs"
         self.say(
             trainer,
-            f"lightning-viz: {name} now runs "
-            + ("every epoch" if interval == 1 else f"every {interval} epochs")
-            + f" ({cost}; all "
-            f"lightning-viz callbacks together stay within {within})",
+            f"lightning-viz: {name} {runs if interval <= MAX_INTERVAL else 'stops running'} "
+            f"({cost}; all lightning-viz callbacks together stay within {within})",
         )

@@ -98,8 +98,8 @@ def before_weight_averaging(
         caller: The callback calling, of ``kind``.
         kind: The class of the callbacks to move.
         after_validation: The callbacks run after each epoch's validation; ``False``
-            (a trainer that does not validate every epoch): they run at the training
-            epoch end, on the training weights, and the sentence says so.
+            (a trainer that does not validate once at each epoch's end): they run at the
+            training epoch end, on the training weights, and the sentence says so.
 
     Returns:
         ``None``, or a sentence saying which callbacks moved before which.
@@ -120,8 +120,9 @@ def before_weight_averaging(
     moved = f"the callbacks {[type(cb).__name__ for cb in late]} now run before "
     if not after_validation:  # they run at the training epoch end, outside the swap
         return (
-            f"{moved}{type(rest[0]).__name__}; this trainer does not validate every epoch, "
-            "so they run at the training epoch end and measure the training weights (the "
+            f"{moved}{type(rest[0]).__name__}; this trainer does not validate once at each "
+            "epoch's end (no validation, every n-th epoch, or several times an epoch), so "
+            "they run at the training epoch end and measure the training weights (the "
             "averaged ones are swapped in for validation only)"
         )
     return (

@@ -220,6 +220,14 @@ def test_a_callback_spaced_out_past_the_last_epoch_is_said_once_not_to_run_again
     assert line.startswith("lightning-viz: AdversarialProbe now runs every 2 epochs")
     assert said(12, -1)[0].startswith("lightning-viz: AdversarialProbe now runs every 12")
     assert said(40, 3)[0].startswith("lightning-viz: AdversarialProbe will not run again")
+    # H57: an interval at the cap is a callback that cannot run ("every 10001 epochs")
+    coordinator = Coordinator()
+    coordinator.budget.charge(probe.state_key, 23.5)
+    coordinator.budget.last_run[probe.state_key] = 0
+    (line,) = said(10_001, -1)
+    assert line.startswith("lightning-viz: AdversarialProbe stops running (it costs"), line
+    (line,) = said(10_001, 4)
+    assert "within max_overhead=0.1 of the training time it cannot run." in line, line
 
 
 def test_a_spaced_out_callback_is_told_which_callback_costs_the_most():

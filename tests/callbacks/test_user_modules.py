@@ -563,6 +563,7 @@ def test_the_line_on_weight_averaging_says_which_weights_the_callbacks_measure()
     assert "measure the averaged weights that validation measures" in line(True)
     off = line(False)
     assert "measure the training weights" in off and "averaged weights that" not in off
+    assert "does not validate once at each epoch's end (no validation, every n-th" in off  # H57
 
 
 # ------------------------------------------------------------------------ PEFT adapters
