@@ -39,6 +39,7 @@ from lightning_viz._runtime.compat import (
 )
 from lightning_viz._runtime.loaders import first_loader, stage_loaders
 from lightning_viz._runtime.memory import release_heap
+from lightning_viz._runtime.progress import prints_now, shown_bar
 from lightning_viz._runtime.run_output import RunOutput
 from lightning_viz._runtime.schedule import log_step
 from lightning_viz._runtime.writers import (
@@ -216,8 +217,8 @@ class Coordinator(BudgetLines, RunOutput):
         warns (rank 0)."""
         if not trainer.is_global_zero:
             return
-        bar = getattr(trainer, "progress_bar_callback", None)
-        if _shows(bar):
+        bar = shown_bar(trainer)
+        if bar is not None and prints_now(bar):
             bar.print(text)
         else:
             rank_zero_warn(text)
@@ -581,19 +582,3 @@ class Coordinator(BudgetLines, RunOutput):
 
 
 SETTLE_SECONDS = 10.0  # a failed fit waits at most this long for its queued work
-_TQDM_BARS = ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar")
-
-
-def _shows(bar: Any) -> bool:
-    """Whether ``bar.print`` would show a line: Lightning's progress bar turned off with
-    ``refresh_rate=0`` (or a tqdm bar closed) prints nothing, and the line was lost."""
-    if bar is None or not callable(getattr(bar, "print", None)):
-        return False
-    if getattr(bar, "is_disabled", False) is True:
-        return False
-    if not any(hasattr(bar, name) for name in _TQDM_BARS):
-        return True  # another progress bar: its own print decides
-    return any(  # TQDMProgressBar prints through an open bar only
-        getattr(bar, name, None) is not None and not getattr(getattr(bar, name), "disable", True)
-        for name in _TQDM_BARS
-    )

@@ -25,6 +25,7 @@ from lightning_viz._guard import make_generator
 from lightning_viz._runtime import cue_cache
 from lightning_viz._runtime.context import RunContext
 from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.progress import shown_bar
 from lightning_viz.functional.style import default_extractor
 
 __all__ = ["CueConflictGeneration"]
@@ -211,9 +212,7 @@ class CueConflictGeneration:
                 return
         sizes = self._chunk_sizes()
         missing = [i for i in range(len(sizes)) if i not in self._chunks]
-        bar = getattr(ctx.trainer, "progress_bar_callback", None)  # off: refresh_rate=0 too
-        show = bool(ctx.trainer.is_global_zero) and bar is not None
-        show = show and not getattr(bar, "is_disabled", False)
+        show = shown_bar(ctx.trainer) is not None  # the trainer's bar is on here
         from tqdm.auto import tqdm
 
         with tqdm(

@@ -1219,6 +1219,14 @@ def test_lines_are_said_as_warnings_when_the_progress_bar_shows_nothing():
     assert said(None) == ([], ["a line"])
     other = SimpleNamespace(is_disabled=False)  # another kind of bar: its print decides
     assert said(other) == (["a line"], [])
+    # the cue-conflict bar follows the one rule "on in this process" (no open bar needed)
+    from lightning_viz._runtime.progress import shown_bar
+
+    bar = TQDMProgressBar()
+    assert shown_bar(SimpleNamespace(is_global_zero=True, progress_bar_callback=bar)) is bar
+    assert shown_bar(SimpleNamespace(is_global_zero=False, progress_bar_callback=bar)) is None
+    off = TQDMProgressBar(refresh_rate=0)
+    assert shown_bar(SimpleNamespace(is_global_zero=True, progress_bar_callback=off)) is None
 
 
 def test_a_resume_with_other_key_arguments_says_the_callback_starts_anew(tmp_path):
