@@ -154,6 +154,23 @@ def test_a_run_under_the_home_folder_is_found_by_a_tilde_path(tmp_path, capsys, 
     assert code == 0 and err == ""
 
 
+def test_a_path_the_console_cannot_print_is_replaced_not_a_crash(tmp_path):
+    """H59: a run under a folder named 実験 on a latin-1 console: the comparison worked,
+    then the print raised (a traceback, exit 2)."""
+    import os
+    import subprocess
+    import sys
+
+    run = write_run(tmp_path, "実験", simulated_run(1))
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = (
+        f"from lightning_viz import cli; raise SystemExit(cli.main(['compare', {run!r}, {run!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr.decode("latin-1")
+    assert "??" in done.stdout.decode("latin-1") and b"Traceback" not in done.stderr
+
+
 def test_default_output_fits_100_columns_and_counts_one_thing(tmp_path, capsys):
     shape, texture = example_pair(tmp_path)
     out = compare([shape, texture], capsys)[1]

@@ -121,8 +121,11 @@ def _run(args: argparse.Namespace) -> int:
     if not result.rows and set(result.unmeasured) <= set(result.only_in_baseline):
         shared = sorted(set(runs[0].metrics) & set(runs[1].metrics))  # none with a value
         return error(f"the two runs {_nothing_compared(shared)}")
+    text = render(result, args.format, wide=getattr(args, "wide", False))
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"  # a latin-1 console and a
+    text = text.encode(encoding, "replace").decode(encoding)  # 実験 folder: "??", not a crash
     try:
-        print(render(result, args.format, wide=getattr(args, "wide", False)), flush=True)
+        print(text, flush=True)
     except BrokenPipeError:  # `| head`: the reader left; the verdict still is the status
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if not result.rows:  # the table names what the candidate did not measure
