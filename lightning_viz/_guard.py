@@ -38,6 +38,7 @@ from lightning_viz._warning import warn_at
 __all__ = [
     "ModelView",
     "has_lazy_parameters",
+    "in_model_dtype",
     "is_compiled",
     "make_generator",
     "mark_background_thread",
@@ -421,6 +422,13 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
             if t.is_floating_point():
                 return t.dtype
     return None
+
+
+def in_model_dtype(net: nn.Module, x: Tensor) -> Tensor:
+    """Floating images ``x`` in the dtype of ``net``'s parameters (float32 pixels for a
+    float64 or bfloat16 model; differentiable), as :class:`ModelView` casts them."""
+    dtype = model_dtype(net) if x.is_floating_point() else None
+    return x if dtype is None or dtype == x.dtype else x.to(dtype)
 
 
 def _as_stat(values: list[float] | None) -> Tensor | None:

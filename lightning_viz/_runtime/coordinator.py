@@ -548,16 +548,18 @@ class Coordinator(BudgetLines, RunOutput):
     def shutdown(self, wait: bool) -> None:
         """Finishes (``wait``) or cancels the pending jobs and stops the worker; the jobs
         already done are finished either way (a failed fit keeps their work)."""
+        settle = not wait  # a failed fit waits a little for its queued work
         try:
             if wait:
                 self.harvest(wait=True)
         except KeyboardInterrupt:  # Ctrl-C in the wait: the worker is not joined (its
-            wait = False  # running job stops at the fit's on_exception)
+            wait = False  # running job stops at the fit's on_exception), nor waited for
             raise
         finally:
             if not wait:  # a failed fit: its own error stands, not a job's (on_error=
                 # "raise"), and a job's error does not drop the finished jobs after it
-                self._settle()
+                if settle:
+                    self._settle()
                 while self._jobs and self._jobs[0].future.done():
                     with contextlib.suppress(Exception):
                         self.harvest()
@@ -576,7 +578,7 @@ class Coordinator(BudgetLines, RunOutput):
         with contextlib.suppress(KeyboardInterrupt):
             for job in list(self._jobs):
                 left = deadline - time.perf_counter()
-                if job.once or left <= 0:
+                if (job.once and not job.future.done()) or left <= 0:
                     break
                 futures_wait([job.future], timeout=left)
 

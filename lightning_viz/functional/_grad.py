@@ -18,7 +18,7 @@ import torch.overrides
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_reduce, check_target_type, fail
-from lightning_viz._guard import ModelView, is_compiled, model_dtype, scripted_modules
+from lightning_viz._guard import ModelView, in_model_dtype, is_compiled, scripted_modules
 from lightning_viz._hooks import record_inputs, record_outputs
 from lightning_viz.functional._task import class_scores, num_classes, predict, saveable
 
@@ -94,13 +94,6 @@ def forward_logits(net: nn.Module, x: Tensor) -> Tensor:
             f"got shape {tuple(out.shape)}"
         )
     return out
-
-
-def in_model_dtype(net: nn.Module, x: Tensor) -> Tensor:
-    """Floating images ``x`` in the dtype of ``net``'s parameters (float32 pixels for a
-    float64 or bfloat16 model; differentiable), as :class:`ModelView` casts them."""
-    dtype = model_dtype(net) if x.is_floating_point() else None
-    return x if dtype is None or dtype == x.dtype else x.to(dtype)
 
 
 def target_indices(target: int | Tensor | None, logits: Tensor) -> Tensor:

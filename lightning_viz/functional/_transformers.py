@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_viz._checks import fail
-from lightning_viz._guard import unwrap_model
+from lightning_viz._guard import in_model_dtype, unwrap_model
 from lightning_viz._hooks import record_order
 from lightning_viz.functional._grad import named_layers
 
@@ -150,7 +150,7 @@ def find_transformer(
         return next((f for f in found if _within(layer, f.prefix)), found[0])
     if inputs is not None:
         with torch.no_grad(), record_order({f.prefix: f.module for f in found}) as ran:
-            model(inputs[:1].detach())
+            model(in_model_dtype(model, inputs[:1].detach()))
         if ran:
             return next(f for f in found if f.prefix == ran[-1])
     return found[0]

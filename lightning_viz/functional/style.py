@@ -27,7 +27,7 @@ from lightning_viz._checks import (
     check_pixels,
     fail,
 )
-from lightning_viz._guard import make_generator, preserve_state
+from lightning_viz._guard import in_model_dtype, make_generator, preserve_state
 from lightning_viz._hooks import capture_outputs
 from lightning_viz.functional._grad import resolve_layer
 
@@ -316,9 +316,9 @@ def style_transfer(
         watched = {name: resolve_layer(net, name)[1] for name in [content_layer, *style_layers]}
         with capture_outputs(watched, detach=False) as feats:
             with torch.no_grad():
-                net(content)
+                net(in_model_dtype(net, content))
                 target_content = feats[content_layer].detach().float()
-                net(style)
+                net(in_model_dtype(net, style))
                 target_grams = [gram_matrix(feats[s].detach().float()) for s in style_layers]
             c_norm = target_content.pow(2).flatten(1).sum(1).clamp_min(1e-12)  # (N,)
             g_norms = [g.pow(2).flatten(1).sum(1).clamp_min(1e-12) for g in target_grams]
@@ -341,7 +341,7 @@ def style_transfer(
             scale: Tensor | None = None
             history: dict[str, list[Tensor]] = {"content": [], "style": [], "tv": [], "total": []}
             for _ in range(steps):
-                net(x)
+                net(in_model_dtype(net, x))
                 lc = (feats[content_layer].float() - target_content).pow(2).flatten(1).sum(1)
                 lc = lc / c_norm
                 ls = torch.zeros(n, device=device)

@@ -470,6 +470,37 @@ def test_a_failed_fit_waits_briefly_for_its_queued_work_but_not_for_one_time_wor
     coordinator.shutdown(wait=False)  # the fit failed
     assert written == ["a", "b"] and time.perf_counter() - start < 5.0
     go.set()
+    # H62: a one-time job already done does not end the wait for the jobs after it
+    coordinator = _coordinator_with(view)
+    written = []
+    coordinator.defer(view, "cue", int, once=True, then=lambda _: written.append("cue"))
+    coordinator.defer(view, "a/figure", time.sleep, 0.3, then=lambda _: written.append("a"))
+    deadline = time.perf_counter() + 10
+    while coordinator.pending("cue") and time.perf_counter() < deadline:
+        time.sleep(0.01)  # the one-time job is done, the figure is being drawn
+    coordinator.shutdown(wait=False)
+    assert written == ["cue", "a"]
+
+
+def test_ctrl_c_in_the_final_wait_for_queued_work_stops_waiting(monkeypatch):
+    """H62: Ctrl-C while a finished fit waits for its figures then waited up to 10 s
+    more (the failed fit's grace); the user's Ctrl-C means: stop waiting."""
+    import threading
+
+    view = lv.FilterLogger()
+    coordinator = _coordinator_with(view)
+    go = threading.Event()
+    coordinator.defer(view, "a/figure", go.wait)
+
+    def interrupted(wait=False):
+        raise KeyboardInterrupt  # what Ctrl-C raises in the wait
+
+    monkeypatch.setattr(coordinator, "harvest", interrupted)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        coordinator.shutdown(wait=True)
+    assert time.perf_counter() - start < 2.0  # not the 10 s grace
+    go.set()
 
 
 def test_a_failed_runs_seconds_count_in_the_overhead(tmp_path):

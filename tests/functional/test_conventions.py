@@ -302,3 +302,32 @@ def test_a_model_of_another_dtype_takes_float32_pixels_as_model_view_does(dtype)
         out, expected = call(model), call(LF.ModelView(model))
         assert out.dtype == expected.dtype, name
         torch.testing.assert_close(out, expected, rtol=0, atol=0, msg=name)
+
+
+def test_rollout_of_two_vits_and_style_transfer_cast_to_the_models_dtype():
+    """H62: the forward that finds which of two ViTs runs, and the style extractor's
+    forwards, were not cast (the same failure deep in torch)."""
+    from torchvision.models import VisionTransformer
+
+    def vit():
+        sizes = {"num_layers": 1, "num_heads": 1, "hidden_dim": 8, "mlp_dim": 8}
+        return VisionTransformer(image_size=16, patch_size=8, num_classes=3, **sizes)
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = vit(), vit()
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    model = Two().double().eval()
+    expected = LF.attention_rollout(LF.ModelView(model), x)
+    torch.testing.assert_close(LF.attention_rollout(model, x), expected)
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).double()
+    out = LF.style_transfer(
+        x, x, extractor=extractor, content_layer="0", style_layers=["0"], steps=2
+    )
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
