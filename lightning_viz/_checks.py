@@ -172,7 +172,7 @@ def check_folder(value: Any, name: str) -> str | None:
         return None
     if not isinstance(value, str | os.PathLike):
         fail(name, "a folder path (str or os.PathLike) or None", value, TypeError)
-    path = os.fspath(value)
+    path = os.path.expanduser(os.fspath(value))  # "~/viz": in the home folder, as loggers do
     if not isinstance(path, str) or not path.strip():
         fail(name, "a non-empty folder path (str or os.PathLike) or None", value)
     return path

@@ -201,3 +201,13 @@ def test_check_neuron_takes_any_sequence_but_a_string():
             check_neuron(bad)
     with pytest.raises(ValueError, match=r"channel >= 0\), got \('a', -1\)"):
         check_neuron(("a", -1))
+
+
+def test_check_folder_reads_a_tilde_as_the_home_folder(monkeypatch, tmp_path):
+    """H62: ``save_dir="~/viz"`` wrote to a folder named "~" in the working directory,
+    while ``compare`` and ``baseline=`` read "~" as the home folder."""
+    from lightning_viz._checks import check_folder
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert check_folder("~/viz", "save_dir") == str(tmp_path / "viz")
+    assert check_folder("runs/~x", "save_dir") == "runs/~x"

@@ -190,7 +190,7 @@ def class_model_run(
     if neuron is not None:
         if classes is not None:
             fail("classes", "None when `neuron` is given", classes)
-        if not isinstance(neuron, tuple | list) or len(neuron) != 2:
+        if isinstance(neuron, str) or not isinstance(neuron, Sequence) or len(neuron) != 2:
             fail("neuron", "a (layer, channel) pair", neuron, TypeError)
     elif reshape is not None:
         fail("reshape", "None when no `neuron` is given", reshape)

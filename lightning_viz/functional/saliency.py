@@ -431,7 +431,7 @@ def neuron_gradient(
     """
     check_images(inputs)
     check_reduce(reduce)
-    if not isinstance(neuron, tuple | list) or len(neuron) != 2:
+    if isinstance(neuron, str) or not isinstance(neuron, Sequence) or len(neuron) != 2:
         fail("neuron", "a (layer, channel) pair", neuron, TypeError)
     layer, channel = neuron
     channel = check_int(channel, "neuron channel", minimum=0)

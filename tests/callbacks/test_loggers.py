@@ -655,6 +655,42 @@ def test_resolve_source_keeps_paths_and_needs_a_run_id():
         resolve_source("mlflow:")
 
 
+def test_only_a_disks_error_on_the_only_backend_is_said_and_tried_again():
+    """H62: ConnectionError and TimeoutError are OSErrors too: an unreachable server (the
+    only backend) took the full-disk path and was tried again at every write."""
+    import errno
+    import warnings
+
+    from lightning_viz._runtime.writers import Writers
+    from lightning_viz._runtime.writers._base import Backend
+
+    class Only(Backend):
+        def __init__(self) -> None:
+            super().__init__(None, None)
+            self.name, self.threadsafe = "only", False
+
+    def failing(err):
+        def write(backend):
+            raise err
+
+        return write
+
+    writers = Writers([Only()])
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        for _ in range(3):  # said once, tried every time
+            writers.each(failing(OSError(errno.ENOSPC, "No space left on device")))
+        writers.each(failing(NotADirectoryError(errno.ENOTDIR, "a file in the way")))
+    assert [str(w.message) for w in said if "could not write to only" in str(w.message)] == [
+        "lightning-viz could not write to only (OSError: [Errno 28] No space left on device); "
+        "the callbacks go on measuring, and later writes try again (said once; pass "
+        "on_error='raise' to a callback to stop instead)"
+    ]
+    for err in (ConnectionError("refused"), TimeoutError("slow"), OSError("no errno")):
+        with pytest.raises(type(err)):
+            writers.each(failing(err))  # for the writing callback's on_error
+
+
 def test_two_threads_dropping_backends_at_once_keep_both_dropped():
     """The training thread and the background worker (embeddings) write at once, and
     each drops a failing backend: a list written from a stale copy brought one back."""

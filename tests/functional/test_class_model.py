@@ -382,3 +382,24 @@ def test_a_neuron_layer_the_forward_never_runs_is_a_value_error():
 
     with pytest.raises(ValueError, match=r"a layer the model's forward runs, got \('spare', 1\)"):
         class_model(Spare(), None, (3, 8, 8), neuron=("spare", 1), steps=2)
+
+
+def test_a_neuron_given_as_any_sequence_is_read():
+    """H62: a Hydra ``ListConfig`` (a Sequence, not a list) was refused by the functions
+    while the callbacks took it."""
+    from collections import UserList
+
+    import lightning_viz.functional as LF
+
+    model = _linear_model(4)
+    as_list = class_model(model, None, (3, 8, 8), neuron=UserList(["1", 2]), steps=3)
+    torch.testing.assert_close(
+        as_list, class_model(model, None, (3, 8, 8), neuron=("1", 2), steps=3)
+    )
+    x = torch.rand(2, 3, 8, 8)
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    cnn(x)
+    torch.testing.assert_close(
+        LF.neuron_gradient(cnn, x, neuron=UserList(["0", 1])),
+        LF.neuron_gradient(cnn, x, neuron=("0", 1)),
+    )

@@ -9,6 +9,7 @@ an image or figure is made into pixels once and written to each.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -157,6 +158,22 @@ def open_writers(trainer: Any, save_dir: str | None = None) -> tuple[Writers | N
     return Writers(backends), unsupported
 
 
+# a local folder that cannot take the file now (full, read-only, a file in the way), not
+# a server that cannot be reached (ConnectionError, a DNS failure: OSErrors too)
+_DISK_ERRORS = {
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "ENOTDIR", "EISDIR")
+    + ("EEXIST", "ENOENT", "EFBIG")
+    if hasattr(errno, name)
+}
+
+
+def _disk_error(err: BaseException) -> bool:
+    """An ``OSError`` of the local file system (:data:`_DISK_ERRORS`)."""
+    network = isinstance(err, ConnectionError | TimeoutError)
+    return isinstance(err, OSError) and not network and err.errno in _DISK_ERRORS
+
+
 class Writers:
     """Every backend of one trainer (none on ranks other than global rank 0).
 
@@ -164,8 +181,8 @@ class Writers:
     to write (a full disk, W&B or MLflow unreachable) is dropped with a warning and the
     others go on; the failure is raised, for the writing callback's ``on_error``, when
     ``strict()`` (a callback has ``on_error="raise"``) or when it was the last backend,
-    except an ``OSError`` there (a full disk, a read-only folder): said once, and the
-    writes go on being tried.
+    except a disk's error there (an ``OSError`` of a full disk, a read-only folder): said
+    once, and the writes go on being tried.
     """
 
     def __init__(
@@ -199,7 +216,7 @@ class Writers:
                 except Exception as err:
                     with self._dropping:  # the worker thread writes too
                         others = [b for b in self.backends if b is not backend]
-                        if self.strict() or not (others or isinstance(err, OSError)):
+                        if self.strict() or not (others or _disk_error(err)):
                             raise
                         if not others:  # a full disk, a read-only folder: measuring goes on
                             self._unwritable(backend, err)
