@@ -474,7 +474,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
         saved = checkpoint.get("callbacks") or {}
-        ours = [k for k in saved if k.startswith(type(self).__name__ + "{")]
+        ours = [k for k in saved if k.startswith(type(self).__qualname__ + "{")]
         if ours and self.state_key not in ours:  # Lightning only asks to "add" the callback
             self.warn_once(
                 "state key",

@@ -1253,3 +1253,13 @@ def test_a_resume_with_other_key_arguments_says_the_callback_starts_anew(tmp_pat
         warnings.simplefilter("always")
         fit(tmp_path / "c", [same], epochs=2, ckpt_path=ckpt)
     assert not [w for w in quiet if "the checkpoint holds" in str(w.message)]
+
+    # Lightning names the state by the class's qualified name (a class defined in a
+    # function: "test_x.<locals>.Mine"), and so does the comparison
+    class Mine(lv.FilterLogger):
+        pass
+
+    saved = {"callbacks": {Mine(tag_prefix="a").state_key: {}}}
+    assert Mine(tag_prefix="a").state_key.startswith(Mine.__qualname__ + "{")
+    with pytest.warns(UserWarning, match=r"holds test_a_resume_.*<locals>\.Mine\{"):
+        Mine(tag_prefix="b").on_load_checkpoint(None, None, saved)
