@@ -686,9 +686,58 @@ def test_only_a_disks_error_on_the_only_backend_is_said_and_tried_again():
         "the callbacks go on measuring, and later writes try again (said once; pass "
         "on_error='raise' to a callback to stop instead)"
     ]
-    for err in (ConnectionError("refused"), TimeoutError("slow"), OSError("no errno")):
+    assert writers.backends  # tried again
+    with pytest.raises(ValueError):
+        writers.each(failing(ValueError("a bug of the backend")))  # for the callback's on_error
+    assert writers.backends
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        writers.each(failing(ConnectionError("refused")))  # a server: dropped, said once
+        writers.each(failing(TimeoutError("slow")))  # nothing left to try
+    assert writers.backends == []
+    assert [str(w.message) for w in said] == [
+        "lightning-viz could not write to only (ConnectionError: refused) and writes "
+        "nothing more there in this fit; the callbacks go on measuring (their scalars reach "
+        "EarlyStopping and the alerts) (pass on_error='raise' to a callback to stop instead)"
+    ]
+    strict = Writers([Only()], strict=lambda: True)
+    for err in (ConnectionError("refused"), OSError(errno.ENOSPC, "full"), ValueError("x")):
         with pytest.raises(type(err)):
-            writers.each(failing(err))  # for the writing callback's on_error
+            strict.each(failing(err))  # for the writing callback's on_error
+    assert len(strict.backends) == 1
+
+
+def test_an_only_logger_that_refuses_the_writes_is_said_once_and_the_callbacks_measure(
+    tmp_path,
+):
+    """H65: a tracking server refusing lightning-viz's writes (ConnectionError), on the
+    trainer's only logger, was said once per callback and once per shared write, naming
+    no logger, and turned every callback off (their scalars left the monitors)."""
+    import warnings
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    class Refusing(CSVLogger):  # the user's metrics go through, lightning-viz's do not
+        def log_metrics(self, metrics, step=None):
+            if any("/" in key for key in metrics):
+                raise ConnectionError("refused")
+            return super().log_metrics(metrics, step)
+
+    callbacks = [
+        lv.FilterLogger(),
+        lv.ActivationLogger(num_samples=2, max_channels=4),
+        lv.AdversarialProbe(eps=(8 / 255,), steps=2, num_samples=8),
+    ]
+    logger = Refusing(str(tmp_path), name="run", version=0)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path, callbacks, epochs=2, logger=logger)
+    refused = [str(w.message) for w in said if "refused" in str(w.message)]
+    assert len(refused) == 1 and "could not write to CSV" in refused[0], refused
+    assert all(cb._enabled for cb in callbacks)
+    assert "robustness/pgd_acc@8/255" in trainer.callback_metrics
+    rows = open(tmp_path / "run" / "version_0" / "metrics.csv").read()
+    assert "val_acc" in rows and "robustness/" not in rows
 
 
 def test_two_threads_dropping_backends_at_once_keep_both_dropped():

@@ -174,15 +174,25 @@ def _disk_error(err: BaseException) -> bool:
     return isinstance(err, OSError) and not network and err.errno in _DISK_ERRORS
 
 
+def _outage(err: BaseException) -> bool:
+    """A failure of the place a backend writes to, not of what is written: an ``OSError``
+    (a full disk, a server that refuses or times out; ``requests``' errors are ones) or
+    an error of the tracking library (``MlflowException``, W&B's ``CommError``)."""
+    package = type(err).__module__.partition(".")[0]
+    return isinstance(err, OSError) or package in ("mlflow", "wandb", "requests", "urllib3")
+
+
 class Writers:
     """Every backend of one trainer (none on ranks other than global rank 0).
 
     Scalars are buffered per step and written at :meth:`flush`. A backend that fails
-    to write (a full disk, W&B or MLflow unreachable) is dropped with a warning and the
-    others go on; the failure is raised, for the writing callback's ``on_error``, when
-    ``strict()`` (a callback has ``on_error="raise"``) or when it was the last backend,
-    except a disk's error there (an ``OSError`` of a full disk, a read-only folder): said
-    once, and the writes go on being tried.
+    to write (a full disk, W&B or MLflow unreachable) is dropped with one warning naming
+    it and the others go on. The last one is dropped so only for an outage
+    (:func:`_outage`; the callbacks go on measuring: their scalars reach
+    ``trainer.callback_metrics``), and a disk's error there (an ``OSError`` of a full
+    disk, a read-only folder) is said once with the writes tried again. The failure is
+    raised, for the writing callback's ``on_error``, when ``strict()`` (a callback has
+    ``on_error="raise"``) or when the last backend fails otherwise (a backend's bug).
     """
 
     def __init__(
@@ -216,19 +226,24 @@ class Writers:
                 except Exception as err:
                     with self._dropping:  # the worker thread writes too
                         others = [b for b in self.backends if b is not backend]
-                        if self.strict() or not (others or _disk_error(err)):
-                            raise
-                        if not others:  # a full disk, a read-only folder: measuring goes on
+                        if self.strict() or not (others or _outage(err)):
+                            raise  # for the writing callback's on_error (a bug: that one's)
+                        if not others and _disk_error(err):  # full, read-only: tried again
                             self._unwritable(backend, err)
                             continue
                         dropped, self.backends = backend in self.backends, others
-                    if dropped:
+                    if dropped:  # said once, whichever callback's write found it
                         rank_zero_warn(
                             f"lightning-viz could not write to {backend.name} "
                             f"({type(err).__name__}: {err}) and writes nothing more there "
-                            f"in this fit; it goes on writing to "
-                            f"{', '.join(b.name for b in others)} "
-                            "(pass on_error='raise' to a callback to stop instead)"
+                            "in this fit; "
+                            + (
+                                f"it goes on writing to {', '.join(b.name for b in others)}"
+                                if others
+                                else "the callbacks go on measuring (their scalars reach "
+                                "EarlyStopping and the alerts)"
+                            )
+                            + " (pass on_error='raise' to a callback to stop instead)"
                         )
 
     def _unwritable(self, backend: Backend, err: OSError) -> None:
