@@ -22,7 +22,7 @@ import numbers
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported where a check needs it: compare runs without it
@@ -187,9 +187,7 @@ def check_bool(value: Any, name: str) -> bool:
 
 def check_bool_or_auto(value: Any, name: str) -> bool | str:
     """A ``bool`` or ``"auto"``."""
-    if isinstance(value, str) and value == "auto":
-        return "auto"
-    if not isinstance(value, bool):
+    if not (isinstance(value, bool) or isinstance(value, str) and value == "auto"):
         fail(name, 'a bool or "auto"', value, TypeError)
     return value
 
@@ -219,11 +217,11 @@ def check_choices(values: Any, name: str, choices: Iterable[str]) -> list[str]:
 def check_str_list(
     values: Any, name: str, *, length: int | None = None, optional: bool = True
 ) -> list[str] | None:
-    """``None`` (when ``optional``) or a list of strings (of ``length`` items when given)."""
+    """``None`` if ``optional``, or a list (not a dict or set) of strings, ``length`` if given."""
     if values is None and optional:
         return None
     what = "a list of strings" + (f" ({length} of them)" if length is not None else "")
-    if isinstance(values, str) or not isinstance(values, Iterable):
+    if isinstance(values, str | Mapping | Set) or not isinstance(values, Iterable):
         fail(name, what, values, TypeError)
     values = list(values)
     if not all(isinstance(v, str) for v in values):
@@ -380,16 +378,17 @@ def check_clamp(clamp: Any, inputs: Tensor | None = None) -> tuple[float, float]
     return lo, hi
 
 
-def check_normalization(mean: Any, std: Any) -> tuple[list[float] | None, list[float] | None]:
-    """``mean`` and ``std`` as lists of finite floats (``std > 0``) of compatible lengths.
-
-    A single value fits any number of channels; otherwise both have the same length.
-    """
+def check_normalization(
+    mean: Any, std: Any, *, auto: bool = False
+) -> tuple[list[float] | None, list[float] | None]:
+    """``mean`` and ``std`` as lists of finite floats (``std > 0``) of compatible lengths
+    (one value fits any number of channels); ``auto``: the caller also takes ``"auto"``."""
     import torch
 
-    out = []
+    out: list[list[float] | None] = []
+    none = "None, 'auto'" if auto else "None"
     for name, value in (("mean", mean), ("std", std)):
-        allowed = "None or a non-empty list of finite per-channel numbers"
+        allowed = f"{none} or a non-empty list of finite per-channel numbers"
         if value is None:
             out.append(None)
             continue
@@ -428,7 +427,8 @@ def check_normalization_kinds(
     def kind(v: Any) -> str:
         return "auto" if isinstance(v, str) and v == "auto" else "None" if v is None else "values"
 
-    checked = check_normalization(*(None if kind(v) == "auto" else v for v in (mean, std)))
+    given = (None if kind(v) == "auto" else v for v in (mean, std))
+    checked = check_normalization(*given, auto=True)
     if kind(mean) != kind(std):
         raise ValueError(
             f"`mean` and `std` must be given together: both per-channel values, both None "

@@ -37,6 +37,7 @@ from lightning_viz._warning import warn_at
 
 __all__ = [
     "ModelView",
+    "NotLogitsError",
     "has_lazy_parameters",
     "in_model_dtype",
     "is_compiled",
@@ -438,6 +439,11 @@ def _as_stat(values: list[float] | None) -> Tensor | None:
         return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
+class NotLogitsError(TypeError):
+    """The model's output is not a tensor of logits (a tuple or dict of heads) and no
+    ``output_to_logits`` maps it to one."""
+
+
 class ModelView(nn.Module):
     """The user's model as the methods see it: pixel images in, float logits out.
 
@@ -525,10 +531,7 @@ class ModelView(nn.Module):
         return x
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) pixels -> (N, K) float logits
-        x = self.normalize(x)
-        dtype = model_dtype(self.model)  # "64-true"/"bf16-true": float64/bfloat16 parameters
-        if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-            x = x.to(dtype)  # differentiable: input gradients come back in x's dtype
+        x = in_model_dtype(self.model, self.normalize(x))  # "64-true"/"bf16-true" models
         ctx = (
             self.forward_context() if self.forward_context is not None else contextlib.nullcontext()
         )
@@ -542,7 +545,7 @@ class ModelView(nn.Module):
         if self.output_to_logits is not None:
             out = call_adapter("output_to_logits", self.output_to_logits, out)
         if not isinstance(out, Tensor):
-            raise TypeError(
+            raise (TypeError if self.output_to_logits is not None else NotLogitsError)(
                 f"`output_to_logits` returned {type(out).__name__}, not a tensor of logits"
                 if self.output_to_logits is not None
                 else "the model output is not a tensor of logits but "

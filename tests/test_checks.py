@@ -211,3 +211,17 @@ def test_check_folder_reads_a_tilde_as_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert check_folder("~/viz", "save_dir") == str(tmp_path / "viz")
     assert check_folder("runs/~x", "save_dir") == "runs/~x"
+
+
+# ------------------------------------------------------------------- check_normalization
+def test_a_callbacks_bad_mean_names_auto_and_a_model_views_does_not():
+    """A callback takes ``mean="auto"``, so its refusal lists it; ``ModelView`` (and the
+    functions) take only values or None, so theirs does not offer it."""
+    from lightning_viz import FilterLogger
+    from lightning_viz._guard import ModelView
+
+    with pytest.raises(TypeError, match=r"`mean` must be None, 'auto' or a non-empty list"):
+        FilterLogger(mean="imagenet", std="imagenet")
+    with pytest.raises(TypeError, match=r"`std` must be None or a non-empty list") as info:
+        ModelView(torch.nn.Linear(2, 2), mean=None, std="auto")
+    assert "None, 'auto' or" not in str(info.value)  # it says got 'auto'

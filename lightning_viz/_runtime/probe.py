@@ -28,6 +28,7 @@ from torch.utils.data import (
 
 from lightning_viz._checks import call_adapter, fail
 from lightning_viz._io import fingerprint
+from lightning_viz._runtime.layout import check_batch_images
 from lightning_viz._runtime.loaders import (
     listed_indices,
     loader_batch_size,
@@ -102,24 +103,6 @@ class Probe:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
-
-
-def _check_batch_images(images: Any) -> Tensor:
-    """The images of a data batch ``(N, C, H, W)`` as float32 (the model view casts them)."""
-    if not isinstance(images, Tensor):
-        why = (
-            " (a collate_fn that does not stack them?)" if isinstance(images, list | tuple) else ""
-        )
-        got = f"<{type(images).__name__}>{why}; pass `batch_to_xy` giving one tensor, e.g. "
-        got += "`batch_to_xy=lambda b: (torch.stack(b[0]), b[1])`"
-        fail("images of the data", "a tensor (N, C, H, W)", got, TypeError)
-    if images.dim() != 4:
-        raise ValueError(
-            "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
-            f"tensors of shape {tuple(images.shape)}. Pass `batch_to_xy` to pick the images "
-            "out of your batch, or `probe=` an image tensor"
-        )
-    return images.float()
 
 
 def _first(mapping: Mapping[str, Any], keys: Sequence[str]) -> Any:
@@ -197,7 +180,7 @@ def split_batch(batch: Any, batch_to_xy: Callable[[Any], Any] | None) -> tuple[A
             "`batch_to_xy` must return (images, labels) or (images, labels, masks), "
             f"got {out!r:.80}"
         )
-    images = _check_batch_images(out[0])
+    images = check_batch_images(out[0])
     labels = out[1]
     if labels is not None:
         labels = _label_tensor(labels)
@@ -322,14 +305,22 @@ def in_order(loader: DataLoader) -> Iterable[Any]:
 
 
 def _unshared(loader: DataLoader) -> DataLoader:
-    """``loader``, or a copy whose workers do not persist when its workers do: the user's
-    loader would keep the scan's worker iterator, the fit reuse it and skip the seed draw
-    of a new one (every later random number of the run shifted)."""
-    if not getattr(loader, "persistent_workers", False):
+    """``loader``, or a copy of it that leaves the user's alone: one whose workers do not
+    persist (the user's loader would keep the scan's worker iterator, the fit reuse it
+    and skip the seed draw of a new one: every later random number of the run shifted),
+    and that draws its iterator's seed from a copy of the loader's ``generator=`` (the
+    draw would advance the user's generator: one shared with the training loader, as
+    PyTorch's reproducibility recipe has it, reshuffled the training data)."""
+    generator = getattr(loader, "generator", None)
+    if not getattr(loader, "persistent_workers", False) and generator is None:
         return loader
     twin = copy.copy(loader)
     object.__setattr__(twin, "persistent_workers", False)  # past DataLoader's set-once guard
     object.__setattr__(twin, "_iterator", None)
+    if isinstance(generator, torch.Generator):
+        clone = torch.Generator(device=generator.device)
+        clone.set_state(generator.get_state())
+        object.__setattr__(twin, "generator", clone)
     return twin
 
 
@@ -542,7 +533,7 @@ def load_probe(
         The probe, on the CPU.
     """
     if isinstance(source, Tensor):
-        images = _check_batch_images(source)
+        images = check_batch_images(source)
         return Probe(images[:num_samples].detach().clone(), None, None, None)
     if is_tensor_tuple(source):
         imgs, labs, msks = split_batch(tuple(source), None)

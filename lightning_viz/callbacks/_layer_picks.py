@@ -81,10 +81,12 @@ EARLY_SHARE = 0.9  # parameters run after a default layer that make it "early"
 
 def warn_if_early(callback: Any, ctx: RunContext, name: str, what: str) -> None:
     """Warns (once per run) when no conv runs after the default layer ``name`` and the
-    layers after it hold nearly all the parameters: a stem, in a model whose later
-    blocks are not feature maps (LeViT, MLP-Mixer: transformers lightning-viz does not
-    know). A CNN whose last stage is too small to pick still runs convs after it."""
-    after = layers_after(ctx.view, ctx.pixels[:1], name)
+    layers after it that read tokens hold nearly all the parameters: a stem, in a model
+    whose later blocks are not feature maps (LeViT, MLP-Mixer: transformers
+    lightning-viz does not know). A CNN whose last stage is too small to pick still runs
+    convs after it; a CNN's head (AlexNet's, VGG's, a 1000-class ``Linear``) reads the
+    flat ``(N, D)`` pooled features and does not count."""
+    after = layers_after(ctx.view, ctx.pixels[:1], name, skip_flat=True)
     if any(isinstance(m, nn.Conv2d) for m in after.values()):
         return
     total = sum(p.numel() for p in ctx.module.parameters())

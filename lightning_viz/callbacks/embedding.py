@@ -11,12 +11,19 @@ import torch
 from torch import Tensor, nn
 
 from lightning_viz._checks import check_choice, check_int, fail
-from lightning_viz._guard import ModelView, is_compiled, preserve_state, unwrap_model
+from lightning_viz._guard import (
+    ModelView,
+    NotLogitsError,
+    is_compiled,
+    preserve_state,
+    unwrap_model,
+)
 from lightning_viz._hooks import record_io
 from lightning_viz._runtime.combined import first_part
 from lightning_viz._runtime.coordinator import Coordinator
 from lightning_viz._runtime.distributed import gather_objects
 from lightning_viz._runtime.loaders import has_loader
+from lightning_viz._runtime.normalization import find_classes
 from lightning_viz._runtime.probe import first_batch, split_batch
 from lightning_viz._runtime.projector import (
     sprite_thumb_size,
@@ -191,6 +198,12 @@ class EmbeddingProjector(VizCallback):
         if view is not None and images is not None:
             try:
                 head = logit_head(dict(linears), view, images)
+            except NotLogitsError as err:  # two heads, as a tuple or dict: which is which?
+                raise NotLogitsError(
+                    f"{err}; EmbeddingProjector embeds the input of the classifier head and "
+                    f"cannot tell which of the nn.Linear layers ({', '.join(dict(linears))}) "
+                    "it is (or pass `layer=`)"
+                ) from err
             except Exception:  # noqa: BLE001 - the definition order is the fallback
                 head = None
             if head is not None:
@@ -225,13 +238,14 @@ class EmbeddingProjector(VizCallback):
         """The model on images as ``validation_step`` gets them (no normalization applied)."""
         return ModelView(module, None, None, self.output_to_logits, None, self.images_to_input)
 
-    def _check_validation_images(self, ctx: RunContext, images: Tensor) -> int | None:
-        """Checks ``mean``/``std`` against the validation images and, when given,
-        ``class_names`` against the model's logits (one forward of one image, without
-        gradients; none otherwise: the embedding adds no forward pass), setting the task
-        from them. Returns the number of logits, ``None`` when not known."""
+    def _check_validation_images(self, ctx: RunContext, images: Tensor, loader: Any) -> int | None:
+        """Checks ``mean``/``std`` against the validation images and ``class_names`` (given,
+        or the ``loader``'s dataset's ``classes``) against the model's logits (one forward
+        of one image, without gradients; none without names: the embedding adds no
+        forward pass), setting the task from them. Returns the number of logits, ``None``
+        when not known."""
         self._check_channels(images, "validation")
-        if self.class_names is None:
+        if self.class_names is None and find_classes(loader) is None:
             return None
         try:
             with torch.no_grad():
@@ -251,7 +265,7 @@ class EmbeddingProjector(VizCallback):
             self._transfer = batch_transfer(ctx.trainer, ctx.module)
             self._data_normalization(ctx.trainer, loader)
         images = self._validation_images(ctx)
-        outputs = None if images is None else self._check_validation_images(ctx, images)
+        outputs = None if images is None else self._check_validation_images(ctx, images, loader)
         self._found_names = self._dataset_class_names(ctx.trainer, loader, outputs)
         linears = [m for m in ctx.module.modules() if isinstance(m, nn.Linear)]
         several = self.layer is None and images is not None and len(linears) > 1

@@ -467,7 +467,9 @@ def logit_head(linears: dict[str, nn.Module], view: nn.Module, images: Tensor) -
     return head
 
 
-def layers_after(view: nn.Module, image: Tensor, name: str) -> dict[str, nn.Module]:
+def layers_after(
+    view: nn.Module, image: Tensor, name: str, *, skip_flat: bool = False
+) -> dict[str, nn.Module]:
     """The layers with parameters of their own that run after layer ``name`` (its last
     call) in one forward of ``view`` on ``image``, outside ``name`` itself.
 
@@ -475,6 +477,8 @@ def layers_after(view: nn.Module, image: Tensor, name: str) -> dict[str, nn.Modu
         view: The model (or a :class:`ModelView`), run once without gradients.
         image: ``(1, C, H, W)`` input of ``view``.
         name: Dotted layer name in the user's model.
+        skip_flat: Leave out the layers whose input is flat ``(N, D)`` (a CNN's pooled or
+            flattened head); those that read maps or tokens stay.
 
     Returns:
         Name -> module, in the order they finish (empty when ``name`` does not run).
@@ -492,4 +496,8 @@ def layers_after(view: nn.Module, image: Tensor, name: str) -> dict[str, nn.Modu
     ends = [i for i, (n, *_) in enumerate(calls) if inside(n)]
     if not ends:
         return {}
-    return {n: owners[n] for n, *_ in calls[ends[-1] + 1 :] if not inside(n)}
+    return {
+        n: owners[n]
+        for n, first, _ in calls[ends[-1] + 1 :]
+        if not inside(n) and not (skip_flat and isinstance(first, Tensor) and first.dim() <= 2)
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any
 
@@ -96,12 +97,19 @@ def test_found_class_names_are_one_line_each_as_given_ones(tmp_path):
 def test_classes_that_may_not_name_the_models_classes_are_not_used(
     tmp_path, classes, target_transform
 ):
+    """Also the projector's (H64: it took four names for five classes, its metadata
+    mixing names and bare indices, while the other callbacks' captions did not)."""
     saliency = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, on_error="raise")
+    projector = lv.EmbeddingProjector(num_samples=20, projection="pca", on_error="raise")
     data = NamedShapes(classes, target_transform)
     with lightning_info() as messages:
-        fit(tmp_path, [saliency], epochs=1, datamodule=data)
+        fit(tmp_path, [saliency, projector], epochs=1, datamodule=data)
     assert not [m for m in messages if "class names" in m]
-    assert [saliency.class_name(i) for i in range(5)] == ["0", "1", "2", "3", "4"]
+    for callback in (saliency, projector):
+        assert [callback.class_name(i) for i in range(5)] == ["0", "1", "2", "3", "4"]
+    (metadata,) = glob.glob(str(tmp_path / "**" / "metadata.tsv"), recursive=True)
+    labels = {row.split("\t")[0] for row in open(metadata).read().split("\n")[1:] if row}
+    assert labels <= {"0", "1", "2", "3", "4"} and labels
 
 
 def test_filter_templates_are_named_as_classes_only_in_a_layer_of_one_unit_per_class(

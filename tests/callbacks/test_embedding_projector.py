@@ -463,6 +463,48 @@ def test_a_bad_configuration_fails_at_setup_before_training(tmp_path, case, matc
     assert trainer.global_step == 0  # before the first training step
 
 
+class _TwoHeads(nn.Module):
+    """The classifier ``fc`` and an auxiliary head ``aux`` defined after it: ``(fc, aux)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.fc = nn.Linear(8, 5)
+        self.aux = nn.Linear(3 * 32 * 32, 3)
+
+    def forward(self, x):
+        return self.fc(self.features(x)), self.aux(x.flatten(1))
+
+
+class _TwoHeadModule(LitClassifier):
+    def _shared_step(self, batch, prefix):
+        loss = nn.functional.cross_entropy(self(batch[0])[0], batch[1])
+        self.log(f"{prefix}_loss", loss, batch_size=len(batch[1]))
+        return loss
+
+
+def test_a_model_of_two_heads_needs_output_to_logits(tmp_path):
+    """H64: without ``output_to_logits`` (the other callbacks refuse such a model), it
+    embedded the input of the last ``Linear`` defined, the auxiliary head, and filled the
+    predictions from that head's classes, without a word."""
+    cb = EmbeddingProjector(num_samples=8, projection="pca")
+    trainer = make_trainer(tmp_path / "refused", [cb], epochs=1)
+    with pytest.raises(
+        TypeError,
+        match=r"not a tensor of logits but tuple; pass `output_to_logits`.*cannot tell which "
+        r"of the nn.Linear layers \(model.fc, model.aux\)",
+    ):
+        trainer.fit(_TwoHeadModule(model=_TwoHeads()), datamodule=small_datamodule())
+    assert trainer.global_step == 0
+    cb = EmbeddingProjector(num_samples=8, projection="pca", output_to_logits=lambda o: o[0])
+    fit(tmp_path / "mapped", [cb], epochs=1, model=_TwoHeadModule(model=_TwoHeads()))
+    assert cb._layer_name == "model.fc"
+    (metadata,) = glob.glob(str(tmp_path / "mapped" / "**" / "metadata.tsv"), recursive=True)
+    assert "?" not in open(metadata).read()
+
+
 def test_class_names_of_a_binary_model_are_two(tmp_path):
     from tests.callbacks.test_trust import RelabelledData, TaskModule
 

@@ -69,7 +69,6 @@ def test_observing_a_fit_whose_loaders_keep_their_workers_changes_nothing(tmp_pa
     from torch.utils.data import DataLoader
 
     from lightning_viz.data import ShapesTexturesDataModule
-    from tests.conftest import assert_same_final_state, final_state
 
     class Persistent(ShapesTexturesDataModule):
         """One loader object per stage (as loaders passed to ``fit``) and no private
@@ -84,16 +83,47 @@ def test_observing_a_fit_whose_loaders_keep_their_workers_changes_nothing(tmp_pa
                 )
             return made[shuffle]
 
-    states = []  # no sanity check: Lightning isolates the RNG around it, hiding the shift
+    _fit_plain_and_observed(tmp_path, Persistent)
+
+
+def _fit_plain_and_observed(tmp_path, datamodule_type) -> list:
+    """Fits without and with a FilterLogger, on data of ``datamodule_type``, and checks
+    that both end in the same state; returns both datamodules."""
+    from tests.conftest import assert_same_final_state, final_state
+
+    states, datamodules = [], []  # no sanity check: Lightning isolates the RNG around it
     for name, callbacks in (("plain", []), ("observed", [lv.FilterLogger(on_error="raise")])):
         torch.manual_seed(0)
         model = LitClassifier(model=DropoutCNN(), lr=1e-2)
-        dm = Persistent(train_size=192, val_size=64, seed=0)
+        datamodules.append(datamodule_type(train_size=192, val_size=64, seed=0))
         trainer, _ = fit(
-            tmp_path / name, callbacks, model=model, datamodule=dm, num_sanity_val_steps=0
+            tmp_path / name,
+            callbacks,
+            model=model,
+            datamodule=datamodules[-1],
+            num_sanity_val_steps=0,
         )
         states.append(final_state(trainer, model))
     assert_same_final_state(*states)
+    return datamodules
+
+
+def test_observing_a_fit_whose_loaders_share_a_generator_changes_nothing(tmp_path):
+    """PyTorch's reproducibility recipe gives the loaders a ``generator=``; the probe scan
+    of the validation loader drew its iterator's seed from it. Shared with the training
+    loader, that reshuffled the training data (every weight differed)."""
+    from torch.utils.data import DataLoader
+
+    from lightning_viz.data import ShapesTexturesDataModule
+
+    class SharedGenerator(ShapesTexturesDataModule):
+        def _loader(self, dataset, shuffle):
+            generator = self.__dict__.setdefault("generator", torch.Generator().manual_seed(42))
+            data = self.train_dataset if shuffle else self.val_dataset
+            return DataLoader(data, 32, shuffle, generator=generator)
+
+    plain, observed = _fit_plain_and_observed(tmp_path, SharedGenerator)
+    assert torch.equal(plain.generator.get_state(), observed.generator.get_state())
 
 
 def test_no_hooks_or_modes_left_and_flags_restored_after_a_run(tmp_path):

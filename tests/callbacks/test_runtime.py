@@ -459,6 +459,78 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
     )
 
 
+def _images_datamodule(x):
+    import pytorch_lightning as pl
+
+    y = torch.arange(len(x)) % 5
+
+    class DM(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(x, y), batch_size=16)
+
+        def val_dataloader(self):
+            return DataLoader(TensorDataset(x, y), batch_size=16)
+
+    return DM()
+
+
+class _ChannelsLast(_Flagged):
+    def forward(self, x):  # (N, H, W, 3), as a NumPy pipeline without a permute gives
+        return super().forward(x.permute(0, 3, 1, 2))
+
+
+class _NoChannelAxis(_Flagged):
+    def forward(self, x):  # (N, H, W) grayscale
+        return super().forward(x.unsqueeze(1))
+
+
+@pytest.mark.parametrize(
+    ("layout", "match"),
+    [
+        (
+            "channels_last",
+            r"images of shape \(16, 32, 32, 3\) look channels-last \(N, H, W, C\) with 3 "
+            r"channels.*would see 32 channels of 3-px-wide images\. Pass "
+            r"`batch_to_xy=lambda b: \(b\[0\]\.permute\(0, 3, 1, 2\), b\[1\]\)` and "
+            r"`images_to_input=lambda x: x\.permute\(0, 2, 3, 1\)`",
+        ),
+        (
+            "no_channel_axis",
+            r"tensors of shape \(16, 32, 32\)\. If they are grayscale images \(N, H, W\), pass "
+            r"`batch_to_xy=lambda b: \(b\[0\]\.unsqueeze\(1\), b\[1\]\)` and "
+            r"`images_to_input=lambda x: x\[:, 0\]`",
+        ),
+    ],
+)
+def test_channels_last_and_channel_less_images_are_refused_naming_the_adapters(
+    tmp_path, layout, match
+):
+    """They were read as (N, C, H, W) without a word (channels-last: 32 channels of 3-px
+    images, maps and corruptions of those); the adapters the refusal names read them."""
+    if layout == "channels_last":
+        x, make = torch.rand(64, 32, 32, 3), lambda: _ChannelsLast(num_classes=5)
+        adapters = {
+            "batch_to_xy": lambda b: (b[0].permute(0, 3, 1, 2), b[1]),
+            "images_to_input": lambda x: x.permute(0, 2, 3, 1),
+        }
+    else:
+        x, make = torch.rand(64, 32, 32), lambda: _NoChannelAxis(num_classes=5, in_channels=1)
+        adapters = {
+            "batch_to_xy": lambda b: (b[0].unsqueeze(1), b[1]),
+            "images_to_input": lambda x: x[:, 0],
+        }
+    _fails_before_training(
+        tmp_path, lv.SaliencyLogger(), match, model=make(), datamodule=_images_datamodule(x)
+    )
+    read = lv.SaliencyLogger(num_samples=2, on_error="raise", **adapters)
+    trainer, _ = fit(
+        tmp_path / "read", [read], epochs=1, model=make(), datamodule=_images_datamodule(x)
+    )
+    assert read._probe.images.shape[1:] == (3 if layout == "channels_last" else 1, 32, 32)
+    images = read_events(str(tmp_path / "read"))["images"]
+    assert [step for step, *_ in images["saliency/vanilla"]] == [trainer.global_step]
+
+
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [
@@ -485,7 +557,11 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
             ValueError,
             "2 values and `std` has 3",
         ),
-        (lambda: lv.FilterLogger(mean="0.5"), TypeError, "`mean` must be None or a non-empty list"),
+        (
+            lambda: lv.FilterLogger(mean="0.5"),
+            TypeError,
+            "`mean` must be None, 'auto' or a non-empty list",
+        ),
         # one of the two alone: a made-up mean 0 / std 1, or the data's Normalize ignored
         (
             lambda: lv.FilterLogger(mean=None, std=[0.5]),
@@ -554,6 +630,16 @@ def test_non_image_inputs_fail_at_setup(tmp_path):
         (lambda: lv.FilterLogger(save_dir=""), ValueError, "`save_dir` must be a non-empty"),
         (lambda: lv.FilterLogger(save_dir=3), TypeError, "`save_dir` must be a folder path"),
         (lambda: lv.FilterLogger(class_names="abc"), TypeError, "`class_names`"),
+        (  # H64: a JSON file's {index: name} became the names "0", "1", "2"
+            lambda: lv.FilterLogger(class_names={"0": "cat", "1": "dog"}),
+            TypeError,
+            r"`class_names` must be a list of strings, got \{'0': 'cat', '1': 'dog'\}",
+        ),
+        (
+            lambda: lv.EmbeddingProjector(class_names={"cat", "dog"}),
+            TypeError,
+            "`class_names` must be a list of strings, got",
+        ),
         (
             lambda: lv.FilterLogger(batch_to_xy=3),
             TypeError,

@@ -958,6 +958,34 @@ def test_a_stem_default_in_a_model_of_unknown_blocks_is_said(tmp_path):
     assert not [w for w in said if "is early in the model" in str(w.message)]
 
 
+def test_a_cnn_whose_flat_head_holds_most_parameters_is_not_said_early(tmp_path):
+    """AlexNet's and VGG's flatten heads (or a 1000-class ``Linear``) hold over 90% of the
+    parameters after the last conv: the default layer is right, and was said "early in
+    the model ... a transformer or MLP model lightning-viz does not know"."""
+    alexnet_like = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 256),
+        nn.ReLU(),
+        nn.Linear(256, 5),
+    )
+    convs = sum(p.numel() for m in alexnet_like if isinstance(m, nn.Conv2d) for p in m.parameters())
+    assert convs / sum(p.numel() for p in alexnet_like.parameters()) < 0.05
+    callbacks = [
+        lv.GradCAMLogger(num_samples=2, quality=(), on_error="raise"),
+        lv.ActivationLogger(on_error="raise"),
+    ]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fit(tmp_path, callbacks, model=LitClassifier(model=alexnet_like), epochs=1)
+    assert not [w for w in said if "is early in the model" in str(w.message)]
+    assert callbacks[0]._layer_name == "model.2"  # the last conv, as before
+
+
 class _Concat(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -78,6 +78,33 @@ def test_dlr_losses_hand_computed():
     assert torch.allclose(dlr_loss(3 * z + 7, y), dlr_loss(z, y), atol=1e-6)
 
 
+def test_dlr_losses_read_the_top_logits_without_sorting_all_classes(monkeypatch):
+    """H64: each step sorted all K logits (10000 classes: most of an attack's time); the
+    values and gradients are those of the full sort's formula."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 1000, generator=gen).requires_grad_(True)
+    y, t = torch.arange(6) * 7, torch.arange(6) * 11 + 1
+
+    def reference(z):
+        srt = z.sort(dim=1, descending=True).values
+        z_y, z_t = z.gather(1, y.view(-1, 1))[:, 0], z.gather(1, t.view(-1, 1))[:, 0]
+        other = torch.where(z.argmax(dim=1) == y, srt[:, 1], srt[:, 0])
+        untargeted = -(z_y - other) / (srt[:, 0] - srt[:, 2] + 1e-12)
+        return untargeted, -(z_y - z_t) / (srt[:, 0] - 0.5 * srt[:, 2] - 0.5 * srt[:, 3] + 1e-12)
+
+    expected = reference(z)
+    grads = torch.autograd.grad(sum(e.sum() for e in expected), z)[0]
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("sorted every class")
+
+    monkeypatch.setattr(torch.Tensor, "sort", no_sort)
+    ours = dlr_loss(z, y), dlr_loss_targeted(z, y, t)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, expected, strict=True))
+    got = torch.autograd.grad(sum(o.sum() for o in ours), z)[0]
+    assert torch.allclose(got, grads, atol=1e-6)
+
+
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
 def test_adv_in_ball_fools_where_mask_false_and_model_untouched(digits_model, norm, eps):
     model, x, y = digits_model

@@ -1,0 +1,60 @@
+"""The layout of the images a batch or a probe gives: ``(N, C, H, W)``, or a clear refusal
+that names the adapters reading the layout the data has."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from lightning_viz._checks import fail
+
+__all__ = ["check_batch_images"]
+
+_CHANNELS_LAST = (
+    "`batch_to_xy=lambda b: (b[0].permute(0, 3, 1, 2), b[1])` and "
+    "`images_to_input=lambda x: x.permute(0, 2, 3, 1)`"
+)
+_NO_CHANNEL_AXIS = (
+    "`batch_to_xy=lambda b: (b[0].unsqueeze(1), b[1])` and `images_to_input=lambda x: x[:, 0]`"
+)
+
+
+def check_batch_images(images: Any) -> Tensor:
+    """The images of a data batch or probe ``(N, C, H, W)`` as float32 (the model view
+    casts them).
+
+    Raises:
+        TypeError: Not a tensor (a ``collate_fn`` that does not stack the images).
+        ValueError: Not 4-D, or channels-last ``(N, H, W, C)``: at most 4 values on the
+            last axis and more than 4 in the channel place (``(N, 32, 32, 3)``, which
+            would be read as 32 channels of 3-px-wide images). Each message names the
+            adapters that read the data's layout.
+    """
+    if not isinstance(images, Tensor):
+        why = (
+            " (a collate_fn that does not stack them?)" if isinstance(images, list | tuple) else ""
+        )
+        got = f"<{type(images).__name__}>{why}; pass `batch_to_xy` giving one tensor, e.g. "
+        got += "`batch_to_xy=lambda b: (torch.stack(b[0]), b[1])`"
+        fail("images of the data", "a tensor (N, C, H, W)", got, TypeError)
+    shape = tuple(images.shape)
+    if images.dim() != 4:
+        hint = (
+            f"If they are grayscale images (N, H, W), pass {_NO_CHANNEL_AXIS}. Otherwise pass "
+            if images.dim() == 3
+            else "Pass "
+        )
+        raise ValueError(
+            "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
+            f"tensors of shape {shape}. {hint}`batch_to_xy` to pick the images out of your "
+            "batch, or `probe=` an image tensor"
+        )
+    if shape[1] > 4 and shape[3] <= 4 < shape[2]:
+        raise ValueError(
+            f"the data's images of shape {shape} look channels-last (N, H, W, C) with "
+            f"{shape[3]} channels; lightning-viz callbacks read (N, C, H, W) and would see "
+            f"{shape[1]} channels of {shape[3]}-px-wide images. Pass {_CHANNELS_LAST} (the "
+            "model still gets channels-last inputs)"
+        )
+    return images.float()
