@@ -173,8 +173,8 @@ def check_folder(value: Any, name: str) -> str | None:
     if not isinstance(value, str | os.PathLike):
         fail(name, "a folder path (str or os.PathLike) or None", value, TypeError)
     path = os.path.expanduser(os.fspath(value))  # "~/viz": in the home folder, as loggers do
-    if not isinstance(path, str) or not path.strip():
-        fail(name, "a non-empty folder path (str or os.PathLike) or None", value)
+    if not isinstance(path, str) or not path.strip() or "://" in path or os.path.isfile(path):
+        fail(name, "a non-empty local folder path (not a URL, not a file) or None", value)
     return path
 
 

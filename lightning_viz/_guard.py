@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -245,6 +246,7 @@ class _ForwardWrites:
     """
 
     def __init__(self, modules: list[nn.Module]) -> None:
+        self.model = modules[0] if modules else None  # the guarded module
         self.buffers: list[tuple[nn.Module, str, Tensor, Tensor | None, int | None]] = []
         left = _BUFFER_COPY_BYTES
         for m in modules:
@@ -299,14 +301,21 @@ class _ForwardWrites:
         for metric, state in self.metrics:
             for name, value in state.items():
                 setattr(metric, name, value)
-        if unrestored:
+        model = self.model
+        said = set() if model is None else _UNRESTORED_SAID.setdefault(model, set())
+        if unrestored and not said.issuperset(unrestored):  # once a model, not a place
+            said.update(unrestored)
             warn_at(
                 f"lightning-viz: the model's forward changed the buffers {unrestored[:5]}, "
                 f"too large to be copied before and put back (over {_BUFFER_COPY_BYTES >> 20} "
                 "MiB of buffers); the callbacks' forwards may have changed them",
                 sys._getframe(3),  # noqa: SLF001 - where the guard was entered
-                once=True,  # a guard is entered at every run
             )
+
+
+# model -> the buffers said to be changed: each place that guards a model said it again,
+# and again once Lightning changed the warning filters (15 times in a 3-epoch run)
+_UNRESTORED_SAID: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _is_metric(module: nn.Module) -> bool:

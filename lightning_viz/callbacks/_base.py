@@ -366,10 +366,9 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         """Called once the probe and checks are ready (to override; default: nothing)."""
 
     def _start_fresh(self) -> None:
-        """Forgets the previous trainer's fit: a callback reused on a new ``Trainer``
-        starts a new run (probe, schedule, references, previous weights), as a new one
-        would. A resumed fit gets its state back from the checkpoint (Lightning loads it
-        after ``setup``); ``trainer.fit`` again on the same trainer continues the run."""
+        """Forgets the previous trainer's fit: reused on a new ``Trainer``, a callback starts
+        a new run (probe, schedule, references, previous weights). A resumed fit gets its
+        state from the checkpoint (loaded after ``setup``); a fit again continues it."""
         self._probe = self._probe_indices = self._saved_probe = self._saved_summary = None
         self._last_epoch, self._written = None, set()
         self.load_extra_state({})  # an empty state is that of a new run
@@ -488,6 +487,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self.teardown(trainer, pl_module, "fit")
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._transfer = None  # the hooks' closure holds the trainer and its model (H66)
         self._shared(trainer).shutdown(wait=False)
         self._shared(trainer).budget.pause(trainer.current_epoch)  # until the next fit
 

@@ -38,7 +38,7 @@ from lightning_viz._runtime.probe import (
     scan_limit,
     split_batch,
 )
-from lightning_viz.functional._task import detect_task, normalize_labels
+from lightning_viz.functional._task import check_task_fits, detect_task, normalize_labels
 
 __all__ = ["ProbeSetup"]
 
@@ -453,12 +453,7 @@ class ProbeSetup:
                 + (" from `output_to_logits`" if given else "; pass `output_to_logits`")
                 + f". {_FORWARD_IS_THE_CLASSIFIER}"
             )
-        if self.task == "binary" and out.shape[1] != 1:
-            raise ValueError(
-                f"{name}: task='binary' is a model with one logit (N, 1), but this one "
-                f"gives {out.shape[1]} per image; pass task='multiclass' (one class each, "
-                "softmax) or 'multilabel' (a sigmoid per label), or task=None to detect it"
-            )
+        check_task_fits(self.task, int(out.shape[1]), name)
         labels = probe.labels
         if labels is not None and labels.dim() == 2 and labels.shape[1] == 1 < out.shape[1]:
             labels = labels[:, 0]  # a dataset's tensor([c]): class indices, not label rows

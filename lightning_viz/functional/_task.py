@@ -24,6 +24,7 @@ from lightning_viz._checks import TASKS, fail
 
 __all__ = [
     "TASKS",
+    "check_task_fits",
     "class_scores",
     "correct",
     "detect_task",
@@ -75,6 +76,25 @@ def detect_task(num_outputs: int, labels: Tensor | None = None) -> str:
     ):
         return "multilabel"
     return "multiclass"
+
+
+def check_task_fits(task: str | None, num_outputs: int, name: str) -> None:
+    """Raises a ``ValueError`` (naming ``name``, the caller) when a given ``task`` cannot
+    be the task of a model of ``num_outputs`` logits: ``"binary"`` is one logit,
+    ``"multiclass"`` one per class (two or more)."""
+    if task == "binary" and num_outputs != 1 or task == "multiclass" and num_outputs == 1:
+        binary = task == "binary"
+        raise ValueError(
+            f"{name}: task={task!r} is a model with "
+            + ("one logit (N, 1)" if binary else "one logit per class (N, K >= 2)")
+            + f", but this one gives {num_outputs} per image; pass task="
+            + (
+                "'multiclass' (one class each, softmax) or 'multilabel' (a sigmoid per label)"
+                if binary
+                else "'binary' (0/1 labels, a sigmoid)"
+            )
+            + ", or task=None to detect it"
+        )
 
 
 def saveable(t: Tensor) -> Tensor:

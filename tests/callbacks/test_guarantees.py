@@ -126,6 +126,30 @@ def test_observing_a_fit_whose_loaders_share_a_generator_changes_nothing(tmp_pat
     assert torch.equal(plain.generator.get_state(), observed.generator.get_state())
 
 
+def test_a_callback_kept_after_the_fit_holds_neither_model_nor_trainer(tmp_path):
+    """H66: with a batch transfer hook of the user's (normalization on the device), each
+    callback kept the hooks' closure, and so the trainer and the model (optimizer state,
+    parameters; GPU memory on a GPU), for as long as the user kept the callback."""
+    import weakref
+
+    class DeviceNormalized(LitClassifier):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            return batch
+
+    callbacks = [
+        lv.SaliencyLogger(methods=("vanilla",), num_samples=2, quality=()),
+        lv.AdversarialProbe(eps=(2 / 255,), steps=1, num_samples=4),
+    ]
+    trainer, model = fit(tmp_path, callbacks, epochs=1, model=DeviceNormalized(num_classes=5))
+    refs = weakref.ref(trainer), weakref.ref(model)
+    for cb in callbacks:  # Lightning's own: the module's log methods, bound at each fit
+        cb.__dict__.pop("log", None)
+        cb.__dict__.pop("log_dict", None)
+    del trainer, model
+    gc.collect()
+    assert [ref() is None for ref in refs] == [True, True]
+
+
 def test_no_hooks_or_modes_left_and_flags_restored_after_a_run(tmp_path):
     trainer, model = fit(tmp_path, all_callbacks(on_error="raise"), epochs=1)
     assert not has_hooks(model)

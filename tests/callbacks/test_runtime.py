@@ -628,6 +628,17 @@ def test_channels_last_and_channel_less_images_are_refused_naming_the_adapters(
         ),
         (lambda: lv.FilterLogger(tag_prefix="/"), ValueError, "`tag_prefix`"),
         (lambda: lv.FilterLogger(save_dir=""), ValueError, "`save_dir` must be a non-empty"),
+        (  # H65: written to a folder "s3:" of the current one, without a word
+            lambda: lv.FilterLogger(save_dir="s3://bucket/viz"),
+            ValueError,
+            r"`save_dir` must be a non-empty local folder path \(not a URL, not a file\) or "
+            r"None, got 's3://bucket/viz'",
+        ),
+        (  # H65: a FileExistsError from inside Lightning's CSV logger, at setup
+            lambda: lv.FilterLogger(save_dir=__file__),
+            ValueError,
+            "`save_dir` must be a non-empty local folder path",
+        ),
         (lambda: lv.FilterLogger(save_dir=3), TypeError, "`save_dir` must be a folder path"),
         (lambda: lv.FilterLogger(class_names="abc"), TypeError, "`class_names`"),
         (  # H64: a JSON file's {index: name} became the names "0", "1", "2"

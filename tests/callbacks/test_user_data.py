@@ -269,6 +269,21 @@ def test_task_binary_on_a_model_with_several_logits_is_a_configuration_error(tmp
         fit(tmp_path, [cb], epochs=1, datamodule=Labelled(labels))
 
 
+def test_task_multiclass_on_a_one_logit_model_is_a_configuration_error(tmp_path):
+    """H64: let through, it scored with the binary rule and a softmax loss whose gradient
+    is zero on one logit (a failed sanity check, an accuracy of 0 or 1)."""
+    from tests.callbacks.test_trust import RelabelledData, TaskModule
+
+    dm = RelabelledData(relabel=lambda y: torch.tensor([float(y == 0)]))
+    cb = lv.AdversarialProbe(eps=(2 / 255,), num_samples=8, task="multiclass")
+    match = (
+        r"AdversarialProbe: task='multiclass' is a model with one logit per class "
+        r"\(N, K >= 2\), but this one gives 1 per image; pass task='binary'"
+    )
+    with pytest.raises(ValueError, match=match):
+        fit(tmp_path, [cb], epochs=1, model=TaskModule(1, "bce"), datamodule=dm)
+
+
 class SqueezesLabels(LitClassifier):
     def validation_step(self, batch, batch_idx):
         images, labels = batch

@@ -472,13 +472,18 @@ def test_a_buffer_too_large_to_copy_that_changes_is_reported(monkeypatch):
             net(torch.ones(1, 4))
     assert torch.equal(model.hits, torch.ones(4))
     assert said[0].filename == __file__  # where the guard was entered
-    with warnings.catch_warnings(record=True) as again:  # Python's default: once a place
-        warnings.simplefilter("default")
+    with warnings.catch_warnings(record=True) as again:  # once a model (H66: once a place,
+        warnings.simplefilter("always")  # and again when Lightning set the filters)
         for _ in range(3):
             with _guard.preserve_state(model) as net:
                 net(torch.ones(1, 4))
+        assert not [w for w in again if "changed the buffers" in str(w.message)]
+        new = _BigWrite()  # a new model (a new trial) is told, once
+        for _ in range(3):
+            with _guard.preserve_state(new) as net:
+                net(torch.ones(1, 4))
     assert len([w for w in again if "changed the buffers" in str(w.message)]) == 1
-    logged = []  # under an "error" filter it is logged instead: once too
+    model, logged = _BigWrite(), []  # under an "error" filter it is logged instead: once too
 
     class Handler(logging.Handler):
         def emit(self, record):
