@@ -24,6 +24,13 @@ _LEGEND_WIDTH = 22  # characters a line of a legend entry beside the axes
 _MAX_FIGURE_WIDTH = 12.5  # in: 1000 px at _DPI (a bar figure grows with its categories)
 
 
+def _fitted(text: str, inches: float, points: float = 7.0) -> str:
+    """``text`` in lines that fit ``inches`` (about ``points`` a character: a 12-pt
+    title; a long one, "... (none by shape or texture yet: no shape bias)", ran past both
+    sides of the figure and was cut)."""
+    return textwrap.fill(text, max(int(inches * 72 / points), 16)) if text else text
+
+
 def _plain_text(fig: Figure) -> Figure:
     """``fig`` with TeX and mathtext off for every text it draws (title, labels, legend,
     tick labels and their formatters), whatever the user's ``text.usetex`` and
@@ -165,8 +172,8 @@ def line_figure(
             xticklabels, rotation=45 if crowded else 0, ha="right" if crowded else "center"
         )
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_ylabel(_fitted(ylabel, 3.0, 6.0))
+    ax.set_title(_fitted(title, 6.0 - 1.6))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     _plain_text(fig)  # before the draw's tight layout measures the texts
@@ -227,8 +234,8 @@ def bar_figure(
     slot = (fig_width - 1.6) * 72 / len(cats)
     tilt = len(cats) > 6 or max(len(c) for c in cats) * 6.5 > slot
     ax.set_xticklabels(cats, rotation=45 if tilt else 0, ha="right" if tilt else "center")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_ylabel(_fitted(ylabel, 2.8, 6.0))  # tilted names below take some of the 4 in
+    ax.set_title(_fitted(title, fig_width - 1.6))
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # not over bars
     _plain_text(fig)  # before the draw's tight layout measures the texts
@@ -289,7 +296,7 @@ def scatter_figure(
         name = class_names[c] if class_names is not None else str(c)
         color = cmap(j / (len(classes) - 1)) if many else cmap(j % cmap.N)
         ax.scatter(pts[sel, 0], pts[sel, 1], s=8, color=color, label=_legend_label(name))
-    ax.set_title(f"{title} ({len(classes)} classes, colors only)" if many else title)
+    ax.set_title(_fitted(f"{title} ({len(classes)} classes, colors only)" if many else title, 4.4))
     ax.set_xticks([])
     ax.set_yticks([])
     if not many:  # beside the points, not over them

@@ -1159,6 +1159,34 @@ def test_bar_figure_wraps_a_long_series_name_in_its_legend_as_line_figure_does()
     assert fig.axes[0].get_position().width > 0.55  # the axes keep most of the figure
 
 
+def test_a_long_title_and_axis_label_stay_inside_every_figure():
+    """H64: TextureShapeBias's per-class title with "(none by shape or texture yet: no
+    shape bias)" ran past both sides of its 6-in figure (TensorBoard showed "ct decisions
+    per shape class (none by ..."), and a long y label past the top and bottom."""
+    title = "cue-conflict decisions per shape class (none by shape or texture yet: no shape bias)"
+    ylabel = "fraction (shape bias: 95 % Wilson interval of the shape decisions)"
+    figures = [
+        R.bar_figure(["0", "3", "4", "7"], {"shape bias": [0.5] * 4}, ylabel=ylabel, title=title),
+        R.line_figure([1, 2, 3], {"accuracy": [0.5, 0.4, 0.3]}, ylabel=ylabel, title=title),
+        R.scatter_figure(
+            torch.randn(30, 2, generator=torch.Generator().manual_seed(0)),
+            torch.arange(30) % 3,
+            title=title,
+        ),
+    ]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in figures:
+        canvas = FigureCanvasAgg(fig)  # as the figures are drawn to pixels
+        canvas.draw()
+        ax = fig.axes[0]
+        for text in (ax.title, ax.yaxis.label):
+            box = text.get_window_extent(canvas.get_renderer())
+            assert box.x0 >= -1 and box.x1 <= fig.bbox.x1 + 1, (text.get_text(), box)
+            assert box.y0 >= -1 and box.y1 <= fig.bbox.y1 + 1, (text.get_text(), box)
+        assert ax.title.get_text().replace("\n", " ") == title
+
+
 def test_adversarial_probes_curve_draws_the_union_dashed_over_the_attacks():
     from lightning_viz.callbacks.robustness import AdversarialProbe
     from lightning_viz.monitoring.record import make_record
