@@ -348,11 +348,9 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
             )
         k = ctx.num_classes
         if self.output_mapping is not None and len(self.output_mapping) != k:
-            fail(
-                "output_mapping",
-                f"the dataset class of each of the model's {k} classes (-1: none)",
-                self.output_mapping,
-            )
+            given = "'imagenet16', for" if self.mean_probability else "a list of"  # not 1000 ints
+            allowed = f"one dataset class for each of the model's {k} classes (-1: none)"
+            fail("output_mapping", allowed, f"<{given} {len(self.output_mapping)} classes>")
         num_classes = self._num_dataset_classes(k)
         mapped = self._map_labels(ctx.probe.labels)  # type: ignore[arg-type]
         self._controlled = bool((mapped >= 0).any())  # control images: the scored classes'

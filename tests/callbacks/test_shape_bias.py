@@ -249,6 +249,21 @@ def test_failure_inside_a_run_warns_and_leaves_the_model_clean(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------ pure logic
+@pytest.mark.parametrize(
+    ("mapping", "said"), [("imagenet16", "'imagenet16', for 1000"), ([0, 1, 2], "a list of 3")]
+)
+def test_an_output_mapping_for_another_number_of_classes_is_said_in_a_line(tmp_path, mapping, said):
+    """H64: "imagenet16" on a model that is not 1000-way printed the 1000 mapped values
+    (4,000 characters) and never the name given."""
+    cb = lv.TextureShapeBias(num_images=4, output_mapping=mapping)
+    with pytest.raises(ValueError) as caught:
+        fit(tmp_path, [cb], epochs=1)
+    assert str(caught.value) == (
+        "TextureShapeBias: `output_mapping` must be one dataset class for each of the model's "
+        f"5 classes (-1: none), got <{said} classes>"
+    )
+
+
 def test_output_mapping_takes_the_max_logit_per_dataset_class():
     cb = lv.TextureShapeBias(output_mapping=[1, 0, 1, -1])
     logits = torch.tensor([[1.0, 5.0, 2.0, 9.0], [3.0, -1.0, 0.5, 0.0]])
