@@ -169,8 +169,11 @@ class FilterLogger(VizCallback):
         if isinstance(layer, nn.Linear):
             tiles = render.linear_templates(weight, image_shape)[: self.max_filters]
             # a unit is a class only in a layer of one unit per class (not a hidden layer)
-            per_class = len(self._names_in_use() or ()) == weight.shape[0]
+            named = len(self._names_in_use() or ())
+            per_class = named == weight.shape[0]
             captions = [self.class_name(i) if per_class else str(i) for i in range(len(tiles))]
+            if named == 2 and weight.shape[0] == 1:  # one logit: class 1 above 0, not "0"
+                captions = [f"{self.class_name(1)} vs {self.class_name(0)}"]
             scale = render.display_scale(tiles, target=48)
             return render.image_grid(tiles, nrow=8, captions=captions, scale=scale)
         out_channels, in_channels, kh, kw = weight.shape

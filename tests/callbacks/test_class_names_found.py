@@ -134,3 +134,7 @@ def test_filter_templates_are_named_as_classes_only_in_a_layer_of_one_unit_per_c
         layer = nn.Linear(3 * 8 * 8, units)
         cb._image(layer, layer.weight, (3, 8, 8))
     assert seen == [[str(i) for i in range(12)], NAMES]
+    binary = lv.FilterLogger(class_names=["cat", "dog"])  # H64: its one template was "0"
+    layer = nn.Linear(3 * 8 * 8, 1)
+    binary._image(layer, layer.weight, (3, 8, 8))
+    assert seen[-1] == ["dog vs cat"]  # a positive weight pushes towards class 1
