@@ -4,8 +4,9 @@ MLflow's metric names and image keys allow only letters, digits, ``_ - . /`` and
 spaces (Lightning's ``MLFlowLogger`` drops any other character). A lightning-viz tag
 such as ``robustness/pgd_acc@8/255`` is spelled ``robustness/pgd_acc_at_8/255``: ``@``
 becomes ``_at_``, any other character outside that set becomes ``_x<hex>_`` (its code
-point). :func:`tag_of` reverses it for every tag lightning-viz writes (none holds
-``_at_`` or ``_x<hex>_`` itself).
+point). :func:`tag_of` reverses it for every name lightning-viz makes (none holds
+``_at_`` or ``_x<hex>_`` itself); a user's layer name or ``tag_prefix`` that holds one
+reads back with ``@`` (or the escaped character) there.
 """
 
 from __future__ import annotations
