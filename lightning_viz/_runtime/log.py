@@ -7,6 +7,7 @@ and files: :mod:`lightning_viz._runtime.writers`), chosen at ``setup`` from
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from lightning_viz._runtime.coordinator import Coordinator
-from lightning_viz._runtime.writers import Embedding, figure_pixels
+from lightning_viz._runtime.writers import Embedding, figure_pixels, written_by
 from lightning_viz.monitoring.record import EpochRecord, make_record
 
 __all__ = ["RunLog", "per_sample", "wilson_bands"]
@@ -135,6 +136,13 @@ class RunLog:
             run_summary.record(tag, self.epoch, self.step, value, callback=callback, **record)
         return rec
 
+    def _written(self) -> contextlib.AbstractContextManager[None]:
+        """Marks writes as the owner's: its ``on_error`` alone decides whether a failing
+        backend raises (:func:`~lightning_viz._runtime.writers.written_by`)."""
+        if self.owner is None:
+            return contextlib.nullcontext()
+        return written_by(getattr(self.owner, "on_error", None) == "raise")
+
     def _caption(self, tag: str, caption: str | None) -> str:
         return caption or f"{tag} (epoch {self.epoch}, step {self.step})"
 
@@ -142,14 +150,15 @@ class RunLog:
         """Logs a ``(3, H, W)`` uint8 or ``[0, 1]`` float image (``caption`` where the
         backend shows one; default: the tag, epoch and step)."""
         if self._writers is not None:
-            self._writers.image(tag, image, self.step, self._caption(tag, caption))
+            with self._written():
+                self._writers.image(tag, image, self.step, self._caption(tag, caption))
 
     def figure(self, tag: str, fig: Any, caption: str | None = None) -> None:
         """Logs a matplotlib figure (drawn once, closed afterwards)."""
         if self._writers is not None:
-            self._writers.figure_pixels(
-                tag, figure_pixels(fig), self.step, self._caption(tag, caption)
-            )
+            pixels = figure_pixels(fig)
+            with self._written():
+                self._writers.figure_pixels(tag, pixels, self.step, self._caption(tag, caption))
         else:
             import matplotlib.pyplot as plt
 
@@ -173,8 +182,9 @@ class RunLog:
 
         def write(pixels: Any) -> None:
             if pixels is not None and writers is not None:
-                writers.figure_pixels(tag, pixels, step, caption)
-                writers.flush()
+                with self._written():
+                    writers.figure_pixels(tag, pixels, step, caption)
+                    writers.flush()
 
         return self._submit(tag, work, write, max_pending)
 
@@ -190,12 +200,14 @@ class RunLog:
         def work() -> Embedding:
             built = make()
             if writers is not None:
-                writers.each(lambda b: b.embedding(tag, step, built), threadsafe=True)
+                with self._written():  # on the worker: its own context
+                    writers.each(lambda b: b.embedding(tag, step, built), threadsafe=True)
             return built
 
         def write(built: Embedding) -> None:
             if writers is not None:
-                writers.each(lambda b: b.embedding(tag, step, built), threadsafe=False)
+                with self._written():
+                    writers.each(lambda b: b.embedding(tag, step, built), threadsafe=False)
 
         return self._submit(tag, work, write, max_pending)
 
@@ -217,4 +229,5 @@ class RunLog:
     def flush(self) -> None:
         """Writes the buffered scalars and flushes every backend."""
         if self._writers is not None:
-            self._writers.flush()
+            with self._written():
+                self._writers.flush()

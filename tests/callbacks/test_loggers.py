@@ -528,6 +528,37 @@ def test_a_backend_that_fails_is_dropped_and_the_others_go_on(tmp_path, monkeypa
     assert [b.name for b in callbacks[0]._coordinator.writers.backends] == ["TensorBoard"]
 
 
+@pytest.mark.parametrize("writer_raises", [False, True])
+def test_a_failing_backend_is_the_writing_callbacks_on_error_alone(
+    tmp_path, monkeypatch, writer_raises
+):
+    """H65: with on_error="raise" on another callback, the CSV backend refusing the
+    projector's files turned EmbeddingProjector (on_error="warn") off for every logger
+    (TensorBoard lost its later embeddings) and kept the failing backend; nothing raised."""
+    from lightning_viz._runtime.writers._files import FilesBackend
+
+    def refused(self, *args, **kwargs):
+        raise ConnectionError("embedding refused")
+
+    monkeypatch.setattr(FilesBackend, "embedding", refused)
+    projector = lv.EmbeddingProjector(
+        num_samples=16, projection="pca", on_error="raise" if writer_raises else "warn"
+    )
+    callbacks = [lv.FilterLogger(on_error="raise"), projector]
+    if writer_raises:
+        with pytest.raises(ConnectionError, match="embedding refused"):
+            fit(tmp_path, callbacks, epochs=2, logger=_two_loggers(tmp_path))
+        return
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path, callbacks, epochs=2, logger=_two_loggers(tmp_path))
+    dropped = [str(w.message) for w in said if "could not write to" in str(w.message)]
+    assert len(dropped) == 1 and "CSV and files (ConnectionError" in dropped[0]
+    assert projector._enabled
+    assert [b.name for b in projector._coordinator.writers.backends] == ["TensorBoard"]
+    folders = sorted(d for d in os.listdir(tmp_path / "run" / "version_0") if d.isdigit())
+    assert folders == ["00004", "00008"]  # the projector's files of both epochs
+
+
 def test_a_failing_backend_raises_with_on_error_raise(tmp_path, monkeypatch):
     _failing_csv_images(monkeypatch)
     with pytest.raises(OSError, match="No space left on device"):

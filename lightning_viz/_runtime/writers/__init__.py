@@ -9,11 +9,13 @@ an image or figure is made into pixels once and written to each.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -40,6 +42,7 @@ __all__ = [
     "open_writers",
     "remote_log_dirs",
     "tag_of",
+    "written_by",
 ]
 
 # the Lightning logger classes with a backend (matched by name along the class's MRO,
@@ -174,6 +177,23 @@ def _disk_error(err: BaseException) -> bool:
     return isinstance(err, OSError) and not network and err.errno in _DISK_ERRORS
 
 
+# whether the writes under way are a callback's with on_error="raise" (None: shared ones)
+_STRICT_WRITER: ContextVar[bool | None] = ContextVar("lightning_viz_strict_writer", default=None)
+
+
+@contextlib.contextmanager
+def written_by(strict: bool) -> Iterator[None]:
+    """Marks the writes of the block as one callback's: a backend that fails them raises,
+    for that callback's ``on_error``, only when ``strict`` (its ``on_error="raise"``),
+    whatever the trainer's other callbacks ask (writes shared by every callback, outside
+    such a block, raise when one of them asks)."""
+    token = _STRICT_WRITER.set(strict)
+    try:
+        yield
+    finally:
+        _STRICT_WRITER.reset(token)
+
+
 def _outage(err: BaseException) -> bool:
     """A failure of the place a backend writes to, not of what is written: an ``OSError``
     (a full disk, a server that refuses or times out; ``requests``' errors are ones) or
@@ -191,8 +211,9 @@ class Writers:
     (:func:`_outage`; the callbacks go on measuring: their scalars reach
     ``trainer.callback_metrics``), and a disk's error there (an ``OSError`` of a full
     disk, a read-only folder) is said once with the writes tried again. The failure is
-    raised, for the writing callback's ``on_error``, when ``strict()`` (a callback has
-    ``on_error="raise"``) or when the last backend fails otherwise (a backend's bug).
+    raised, for the writing callback's ``on_error``, when that callback has
+    ``on_error="raise"`` (:func:`written_by`; for a write shared by every callback,
+    ``strict()``: one of them has) or when the last backend fails otherwise (a bug).
     """
 
     def __init__(
@@ -226,7 +247,9 @@ class Writers:
                 except Exception as err:
                     with self._dropping:  # the worker thread writes too
                         others = [b for b in self.backends if b is not backend]
-                        if self.strict() or not (others or _outage(err)):
+                        strict = _STRICT_WRITER.get()
+                        strict = self.strict() if strict is None else strict
+                        if strict or not (others or _outage(err)):
                             raise  # for the writing callback's on_error (a bug: that one's)
                         if not others and _disk_error(err):  # full, read-only: tried again
                             self._unwritable(backend, err)
