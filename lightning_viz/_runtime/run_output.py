@@ -173,6 +173,9 @@ class RunOutput:
                     "state of a callback here): summary.json and `compare` start at this epoch",
                 )
             start = self.budget.clock()
+            writers = self.writers  # the run's folder is its first backend's, when dropped
+            if writers and writers.log_dir is not None and self.log_dir in writers.dropped_dirs:
+                self.log_dir = writers.log_dir  # (a folder that takes no file): the next one's
             with self.shared_write("the run summary"):
                 path = self.summary.write(self.log_dir)
                 if self.writers:

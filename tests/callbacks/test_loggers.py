@@ -559,6 +559,29 @@ def test_a_failing_backend_is_the_writing_callbacks_on_error_alone(
     assert folders == ["00004", "00008"]  # the projector's files of both epochs
 
 
+def test_the_summary_follows_the_first_logger_still_written_to(tmp_path):
+    """H65: the run's folder is the first TensorBoard/CSV logger's; when lightning-viz
+    cannot write there (its backend dropped), summary.json failed every epoch and the
+    logger still written to never got it (`compare` on it failed)."""
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    os.makedirs(tmp_path / "csv" / "version_0")
+    (tmp_path / "csv" / "version_0" / "lightning_viz").write_text("a file in the way")
+    loggers = [
+        CSVLogger(str(tmp_path), name="csv", version=0),
+        TensorBoardLogger(str(tmp_path), name="run", version=0),
+    ]
+    cb = lv.AdversarialProbe(eps=(8 / 255,), steps=2, num_samples=8)
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path, [cb], epochs=2, logger=loggers)
+    assert not [w for w in said if "could not write the run summary" in str(w.message)]
+    summary = json.loads(
+        (tmp_path / "run" / "version_0" / "lightning_viz" / "summary.json").read_text()
+    )
+    epochs = summary["metrics"]["robustness/clean_acc"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+
+
 def test_a_failing_backend_raises_with_on_error_raise(tmp_path, monkeypatch):
     _failing_csv_images(monkeypatch)
     with pytest.raises(OSError, match="No space left on device"):

@@ -223,6 +223,7 @@ class Writers:
         self.strict = strict if strict is not None else (lambda: False)
         self._dropping = threading.Lock()
         self._said: set[str] = set()  # backends said to fail to write (the last one)
+        self.dropped_dirs: list[str | None] = []  # the local folders of dropped backends
         self._scalars: dict[int, dict[str, float]] = {}
 
     def __bool__(self) -> bool:
@@ -255,6 +256,8 @@ class Writers:
                             self._unwritable(backend, err)
                             continue
                         dropped, self.backends = backend in self.backends, others
+                        if dropped:
+                            self.dropped_dirs.append(backend.log_dir)
                     if dropped:  # said once, whichever callback's write found it
                         rank_zero_warn(
                             f"lightning-viz could not write to {backend.name} "
