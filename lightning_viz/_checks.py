@@ -22,7 +22,7 @@ import numbers
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported where a check needs it: compare runs without it
@@ -221,7 +221,7 @@ def check_str_list(
     if values is None and optional:
         return None
     what = "a list of strings" + (f" ({length} of them)" if length is not None else "")
-    if isinstance(values, str | Mapping | Set) or not isinstance(values, Iterable):
+    if isinstance(values, str | Mapping | set | frozenset) or not isinstance(values, Iterable):
         fail(name, what, values, TypeError)
     values = list(values)
     if not all(isinstance(v, str) for v in values):

@@ -225,3 +225,16 @@ def test_a_callbacks_bad_mean_names_auto_and_a_model_views_does_not():
     with pytest.raises(TypeError, match=r"`std` must be None or a non-empty list") as info:
         ModelView(torch.nn.Linear(2, 2), mean=None, std="auto")
     assert "None, 'auto' or" not in str(info.value)  # it says got 'auto'
+
+
+def test_class_names_may_be_an_ordered_view_but_not_a_mapping_or_a_set():
+    """H64: a dict gave its keys as names, a set its names in no order; H67: a dict's
+    ``keys()`` (ImageFolder's ``class_to_idx.keys()``) is ordered, and taken."""
+    from lightning_viz._checks import check_class_names
+
+    index = {"cat": 0, "dog": 1}
+    assert check_class_names(index.keys()) == ["cat", "dog"]
+    assert check_class_names(("cat", "dog")) == ["cat", "dog"]
+    for bad in (index, {"cat", "dog"}, frozenset({"cat"})):
+        with pytest.raises(TypeError, match="`class_names` must be a list of strings"):
+            check_class_names(bad)

@@ -327,9 +327,11 @@ class Coordinator(BudgetLines, RunOutput):
     def start_run(self, trainer: Any) -> None:
         """At the training start: the probe scans and loaders of ``setup`` are let go
         (every callback has its copy); the layout and configuration are written, once
-        per run."""
+        per run. The backends an earlier fit dropped are tried again."""
         self._scans.clear()
         self._loaders.clear()
+        if self.writers is not None:  # (each callback calls this at the training start)
+            self.writers.reopen()
         self.write_configuration(trainer)
         self.check_monitored_tags(trainer)
 

@@ -20,9 +20,9 @@ _NO_CHANNEL_AXIS = (
 )
 
 
-def check_batch_images(images: Any) -> Tensor:
-    """The images of a data batch or probe ``(N, C, H, W)`` as float32 (the model view
-    casts them).
+def check_batch_images(images: Any, *, probe: bool = False) -> Tensor:
+    """The images of a data batch or (``probe``) of a ``probe=`` argument ``(N, C, H, W)``
+    as float32 (the model view casts them).
 
     Raises:
         TypeError: Not a tensor (a ``collate_fn`` that does not stack the images).
@@ -38,23 +38,34 @@ def check_batch_images(images: Any) -> Tensor:
         got = f"<{type(images).__name__}>{why}; pass `batch_to_xy` giving one tensor, e.g. "
         got += "`batch_to_xy=lambda b: (torch.stack(b[0]), b[1])`"
         fail("images of the data", "a tensor (N, C, H, W)", got, TypeError)
-    shape = tuple(images.shape)
+    shape, what = tuple(images.shape), "probe" if probe else "data"
+    if probe:  # batch_to_xy is not applied to a probe tensor: it is given so
+        adapters = (
+            "the probe as `x.permute(0, 3, 1, 2)` and `images_to_input=lambda x: "
+            "x.permute(0, 2, 3, 1)`",
+            "the probe as `x.unsqueeze(1)` and `images_to_input=lambda x: x[:, 0]`",
+        )
+        otherwise = "a probe of (N, C, H, W) images"
+    else:
+        adapters = (_CHANNELS_LAST, _NO_CHANNEL_AXIS)
+        otherwise = (
+            "`batch_to_xy` to pick the images out of your batch, or `probe=` an image tensor"
+        )
     if images.dim() != 4:
-        hint = (
-            f"If they are grayscale images (N, H, W), pass {_NO_CHANNEL_AXIS}. Otherwise pass "
+        lead = (
+            f"If they are grayscale images (N, H, W), pass {adapters[1]}. Otherwise pass"
             if images.dim() == 3
-            else "Pass "
+            else "Pass"
         )
         raise ValueError(
-            "lightning-viz callbacks need image inputs of shape (N, C, H, W); the data gives "
-            f"tensors of shape {shape}. {hint}`batch_to_xy` to pick the images out of your "
-            "batch, or `probe=` an image tensor"
+            f"lightning-viz callbacks need image inputs of shape (N, C, H, W); the {what} "
+            f"gives tensors of shape {shape}. {lead} {otherwise}"
         )
     if shape[1] > 4 and shape[3] <= 4 < shape[2]:
         raise ValueError(
-            f"the data's images of shape {shape} look channels-last (N, H, W, C) with "
+            f"the {what}'s images of shape {shape} look channels-last (N, H, W, C) with "
             f"{shape[3]} channels; lightning-viz callbacks read (N, C, H, W) and would see "
-            f"{shape[1]} channels of {shape[3]}-px-wide images. Pass {_CHANNELS_LAST} (the "
+            f"{shape[1]} channels of {shape[3]}-px-wide images. Pass {adapters[0]} (the "
             "model still gets channels-last inputs)"
         )
     return images.float()

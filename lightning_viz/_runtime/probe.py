@@ -533,9 +533,10 @@ def load_probe(
         The probe, on the CPU.
     """
     if isinstance(source, Tensor):
-        images = check_batch_images(source)
+        images = check_batch_images(source, probe=True)
         return Probe(images[:num_samples].detach().clone(), None, None, None)
     if is_tensor_tuple(source):
+        check_batch_images(source[0], probe=True)  # its own hint: no batch_to_xy applies
         imgs, labs, msks = split_batch(tuple(source), None)
         if indices is not None:  # saved by an earlier run
             sel = list(indices)

@@ -306,8 +306,11 @@ class ProbeSetup:
         if batch is None:
             return None
         with torch.no_grad():
-            raw = split_batch(batch, self.batch_to_xy)[0]
             seen = split_batch(transfer(batch), self.batch_to_xy)[0]
+            try:  # the hooks may make it images (channels-last uint8 permuted on the device)
+                raw = split_batch(batch, self.batch_to_xy)[0]
+            except (TypeError, ValueError):
+                return None
         low, high = value_range(raw)
         pixels = raw.float()
         if not data_normalized and (low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK):

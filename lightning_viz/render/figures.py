@@ -28,7 +28,8 @@ def _fitted(text: str, inches: float, points: float = 7.0) -> str:
     """``text`` in lines that fit ``inches`` (about ``points`` a character: a 12-pt
     title; a long one, "... (none by shape or texture yet: no shape bias)", ran past both
     sides of the figure and was cut)."""
-    return textwrap.fill(text, max(int(inches * 72 / points), 16)) if text else text
+    width = max(int(inches * 72 / points), 16)
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n")) if text else text
 
 
 def _plain_text(fig: Figure) -> Figure:

@@ -582,6 +582,33 @@ def test_the_summary_follows_the_first_logger_still_written_to(tmp_path):
     assert [e["epoch"] for e in epochs] == [0, 1]
 
 
+def test_a_backend_dropped_in_one_fit_is_tried_again_in_the_next(tmp_path, monkeypatch):
+    """H67: the only logger dropped for an outage in one fit stayed dropped, silently, in
+    every later ``fit`` of the trainer (the warning says "in this fit")."""
+    from lightning_viz._runtime.writers._tensorboard import TensorBoardBackend
+    from lightning_viz.data import LitClassifier
+    from tests.conftest import make_trainer, small_datamodule
+
+    image, outage = TensorBoardBackend.image, {"on": True}
+
+    def unreachable(self, *args, **kwargs):
+        if outage["on"]:
+            raise ConnectionError("artifact store unreachable")
+        return image(self, *args, **kwargs)
+
+    monkeypatch.setattr(TensorBoardBackend, "image", unreachable)
+    cb = lv.FilterLogger()
+    trainer = make_trainer(tmp_path, [cb], epochs=1)
+    model, dm = LitClassifier(num_classes=5), small_datamodule()
+    with pytest.warns(UserWarning, match="could not write to TensorBoard"):
+        trainer.fit(model, datamodule=dm)
+    outage["on"] = False
+    trainer.fit_loop.max_epochs = 2
+    trainer.fit(model, datamodule=dm)
+    images = read_events(str(tmp_path / "run"))["images"]
+    assert [e[0] for e in images["filters/model.block1.conv"]] == [trainer.global_step]
+
+
 def test_a_failing_backend_raises_with_on_error_raise(tmp_path, monkeypatch):
     _failing_csv_images(monkeypatch)
     with pytest.raises(OSError, match="No space left on device"):

@@ -531,6 +531,41 @@ def test_channels_last_and_channel_less_images_are_refused_naming_the_adapters(
     assert [step for step, *_ in images["saliency/vanilla"]] == [trainer.global_step]
 
 
+def test_a_channels_last_probe_tensor_is_refused_naming_what_reads_it(tmp_path):
+    """H67: the hint named `batch_to_xy`, which a probe tensor never goes through."""
+    _fails_before_training(
+        tmp_path,
+        lv.SaliencyLogger(probe=torch.rand(4, 32, 32, 3)),
+        r"the probe's images of shape \(4, 32, 32, 3\) look channels-last .* Pass the probe "
+        r"as `x\.permute\(0, 3, 1, 2\)` and `images_to_input=lambda x: x\.permute\(0, 2, 3, 1\)`",
+        model=_ChannelsLast(num_classes=5),
+        datamodule=_images_datamodule(torch.rand(64, 32, 32, 3)),
+    )
+
+
+class _PermutesOnTheDevice(_Flagged):
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        x, y = batch  # uint8 (N, H, W, 3) -> [0, 1] floats (N, 3, H, W), as GPU preprocessing
+        return x.permute(0, 3, 1, 2).float() / 255, y
+
+
+def test_channels_last_data_a_transfer_hook_permutes_is_read(tmp_path):
+    """H67: only the batches as the hooks leave them are the probe; the refusal of
+    channels-last images reached the dataloader's own batch (read to find a normalization
+    in the hooks) and stopped this fit."""
+    x = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
+    cb = lv.SaliencyLogger(methods=("vanilla",), num_samples=2, on_error="raise")
+    fit(
+        tmp_path,
+        [cb],
+        epochs=1,
+        model=_PermutesOnTheDevice(num_classes=5),
+        datamodule=_images_datamodule(x),
+    )
+    assert cb._probe.images.shape[1:] == (3, 32, 32)
+    assert float(cb._probe.images.max()) <= 1
+
+
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [

@@ -1185,6 +1185,8 @@ def test_a_long_title_and_axis_label_stay_inside_every_figure():
             assert box.x0 >= -1 and box.x1 <= fig.bbox.x1 + 1, (text.get_text(), box)
             assert box.y0 >= -1 and box.y1 <= fig.bbox.y1 + 1, (text.get_text(), box)
         assert ax.title.get_text().replace("\n", " ") == title
+    own = R.line_figure([1, 2], {"a": [0.5, 0.4]}, title="robust accuracy\n(ResNet-18)")
+    assert own.axes[0].get_title() == "robust accuracy\n(ResNet-18)"  # H67: its breaks kept
 
 
 def test_adversarial_probes_curve_draws_the_union_dashed_over_the_attacks():

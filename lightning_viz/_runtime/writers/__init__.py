@@ -220,6 +220,7 @@ class Writers:
         self, backends: Sequence[Backend], strict: Callable[[], bool] | None = None
     ) -> None:
         self.backends = list(backends)
+        self._all = list(backends)  # those a new fit starts with (see reopen)
         self.strict = strict if strict is not None else (lambda: False)
         self._dropping = threading.Lock()
         self._said: set[str] = set()  # backends said to fail to write (the last one)
@@ -228,6 +229,14 @@ class Writers:
 
     def __bool__(self) -> bool:
         return bool(self.backends)
+
+    def reopen(self) -> None:
+        """A new ``fit`` of the trainer: the backends dropped in an earlier one are tried
+        again (a failure is said again)."""
+        with self._dropping:
+            self.backends = list(self._all)
+            self._said.clear()
+            self.dropped_dirs.clear()
 
     @property
     def log_dir(self) -> str | None:
