@@ -346,7 +346,10 @@ class _Pairs(Dataset):
             "images whose shape and texture labels differ, got <no such image>",
         ),
         ({"cue_conflict": _Pairs()}, r"a Dataset of \(image, shape_label, texture_label\)"),
-        ({"output_mapping": [0, 1, 2]}, r"each of the model's 5 classes.*got \[0, 1, 2\]"),
+        (
+            {"output_mapping": [0, 1, 2]},
+            r"each of the model's 5 classes.*got <a list of 3 classes>",
+        ),
         (
             {
                 "cue_conflict": TensorDataset(
@@ -421,7 +424,7 @@ def test_the_per_class_chart_says_when_no_decision_was_by_shape_or_texture():
     cb = lv.TextureShapeBias(class_names=["a", "b", "c"])
     s, t = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 0, 2])
     other = torch.tensor([2, 0, 1, 1])  # every prediction is neither shape nor texture
-    title = cb._per_class(other, s, t, 3).axes[0].get_title()
+    title = cb._per_class(other, s, t, 3).axes[0].get_title().replace("\n", " ")  # wrapped
     assert title.endswith("(none by shape or texture yet: no shape bias)")
     assert "yet" not in cb._per_class(s, s, t, 3).axes[0].get_title()  # all by shape
 
