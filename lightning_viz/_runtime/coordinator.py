@@ -324,13 +324,13 @@ class Coordinator(BudgetLines, RunOutput):
                 writers.flush()
 
     # ------------------------------------------------------------ the dashboard
-    def start_run(self, trainer: Any) -> None:
-        """At the training start: the probe scans and loaders of ``setup`` are let go
-        (every callback has its copy); the layout and configuration are written, once
-        per run. The backends an earlier fit dropped are tried again."""
+    def start_run(self, trainer: Any, callback: Any) -> None:
+        """At the training start (each callback calls it): the probe scans and loaders of
+        ``setup`` are let go (every callback has its copy); the layout and configuration
+        are written, once per run. The backends an earlier fit dropped are tried again."""
         self._scans.clear()
         self._loaders.clear()
-        if self.writers is not None:  # (each callback calls this at the training start)
+        if self.writers is not None and self.callbacks[:1] == [callback]:  # once a fit
             self.writers.reopen()
         self.write_configuration(trainer)
         self.check_monitored_tags(trainer)

@@ -441,7 +441,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         coordinator = self._shared(trainer)
         coordinator.continue_summary(trainer.current_epoch)
         coordinator.retune(trainer, self)  # a resumed run's tolerance for its old metrics
-        coordinator.start_run(trainer)  # layout and configuration, once per run
+        coordinator.start_run(trainer, self)  # layout and configuration, once per run
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         coordinator = self._shared(trainer)

@@ -609,6 +609,25 @@ def test_a_backend_dropped_in_one_fit_is_tried_again_in_the_next(tmp_path, monke
     assert [e[0] for e in images["filters/model.block1.conv"]] == [trainer.global_step]
 
 
+def test_a_backend_dropped_at_the_configuration_is_said_once(tmp_path, monkeypatch):
+    """Review: each callback's training start tried the dropped backends again, so a
+    backend refusing the configuration (written at the first callback's start) was
+    taken back by the second callback and said a second time at its next write."""
+    from lightning_viz._runtime.writers._files import FilesBackend
+
+    def refused(self, *args, **kwargs):
+        raise ConnectionError("store refused")
+
+    for name in ("config", "image", "scalars", "flush"):
+        monkeypatch.setattr(FilesBackend, name, refused)
+    callbacks = [lv.FilterLogger(), lv.ActivationLogger(num_samples=2)]
+    with pytest.warns(UserWarning) as said:
+        fit(tmp_path, callbacks, epochs=1, logger=_two_loggers(tmp_path))
+    dropped = [str(w.message) for w in said if "could not write to" in str(w.message)]
+    assert len(dropped) == 1 and "CSV and files (ConnectionError: store refused" in dropped[0]
+    assert [b.name for b in callbacks[0]._coordinator.writers.backends] == ["TensorBoard"]
+
+
 def test_a_failing_backend_raises_with_on_error_raise(tmp_path, monkeypatch):
     _failing_csv_images(monkeypatch)
     with pytest.raises(OSError, match="No space left on device"):
