@@ -10,12 +10,15 @@ For each method, on the probe (split across DDP ranks and gathered):
   the map of a copy of the model whose top layer is re-initialized (Adebayo et al.);
   a map that does not depend on the model stays near 1;
 * each one's chance level, the same score of a random map: ``..._random``;
+* ``explain/<method>/deletion_margin``: per image, the map's deletion AUC minus the
+  random map's (below 0: the map finds what the class depends on better than chance);
 * ``viz/<ClassName>/quality_seconds``: what the scoring cost in this run (part of
   ``viz/<ClassName>/seconds``).
 
 Per-sample values go to the run summary, so a regression is tested paired on the
-fixed probe: a deletion AUC that rises significantly (exact sign test, ``tolerance``,
-``alpha``, ``patience``, as the other probes) alerts once per episode; a mean
+fixed probe: a deletion margin that rises significantly (exact sign test,
+``tolerance``, ``alpha``, ``patience``, as the other probes) alerts once per episode
+(the AUC itself rises with the model's confidence, whatever the map); a mean
 randomization correlation above ``randomization_threshold`` alerts once until it falls
 :data:`RANDOMIZATION_BAND` below it.
 """
@@ -46,7 +49,7 @@ __all__ = ["QUALITY", "ScoresMaps", "quality_tags"]
 
 QUALITY = ("deletion", "insertion", "randomization")
 # a randomization episode ends this far below the threshold (a correlation; `tolerance`
-# is the deletion AUC's rise, another quantity)
+# is the deletion margin's rise, another quantity)
 RANDOMIZATION_BAND = 0.05
 _SCALARS = {
     "deletion": "deletion_auc",
@@ -54,15 +57,18 @@ _SCALARS = {
     "randomization": "randomization_corr",
 }
 FAMILY = "explain"
+MARGIN = "deletion_margin"  # the deletion AUC minus the random map's: the watched score
 MapFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
 def quality_tags(method: str, quality: Sequence[str]) -> list[str]:
     """The scalar names (without prefix) written for ``method``: each score and its
-    random-map baseline, e.g. ``gradcam/deletion_auc``, ``gradcam/deletion_auc_random``."""
+    random-map baseline, e.g. ``gradcam/deletion_auc``, ``gradcam/deletion_auc_random``,
+    and the deletion margin (:data:`MARGIN`)."""
     names = []
     for q in quality:
         names += [f"{method}/{_SCALARS[q]}", f"{method}/{_SCALARS[q]}_random"]
+    names += [f"{method}/{MARGIN}"] if "deletion" in quality else []
     return names
 
 
@@ -116,7 +122,7 @@ class ScoresMaps(WatchesRegressions):
         randomization_threshold: float,
         cost: float | None,
     ) -> None:
-        """Checks the options and creates the alert monitor (deletion AUC: lower is better)."""
+        """Checks the options and creates the alert monitor (deletion margin: lower is better)."""
         self.quality = _check_quality(quality)
         self.quality_steps = check_int(steps, "quality_steps", minimum=1)
         if baseline not in BASELINES:
@@ -175,6 +181,9 @@ class ScoresMaps(WatchesRegressions):
                     self.tag(name, family=FAMILY),
                     self.tag(f"{name}_random", family=FAMILY),
                 ]
+            if "deletion" in self.quality:
+                margin = self.tag(f"{method}/{MARGIN}", family=FAMILY)
+                charts[f"{method} {MARGIN} (below 0: better than a random map)"] = [margin]
         if "deletion" in self.quality:
             charts[f"{self.family} faithfulness regression"] = [self.tag("regression")]
         name = type(self).__name__
@@ -274,8 +283,6 @@ class ScoresMaps(WatchesRegressions):
                     self.tag(name, family=FAMILY),
                     values=values.tolist(),
                     fingerprint=fingerprint,
-                    watched=q == "deletion",
-                    tolerance=self.tolerance if q == "deletion" else None,
                     higher_is_better=q == "insertion",
                 )
                 ctx.log.scalar(
@@ -284,8 +291,16 @@ class ScoresMaps(WatchesRegressions):
                     fingerprint=fingerprint,
                     higher_is_better=q == "insertion",
                 )
-                if q == "deletion":
-                    records[self.tag(name, family=FAMILY)] = rec
+                if q == "deletion":  # watched against chance: the AUC follows confidence
+                    margin = self.tag(f"{method}/{MARGIN}", family=FAMILY)
+                    records[margin] = ctx.log.scalar(
+                        margin,
+                        values=(values - base).tolist(),
+                        fingerprint=fingerprint,
+                        watched=True,
+                        tolerance=self.tolerance,
+                        higher_is_better=False,
+                    )
                 if q == "randomization":
                     scored = int((~values.isnan()).sum())  # the mean's images, not the probe's
                     tag = self.tag(name, family=FAMILY)

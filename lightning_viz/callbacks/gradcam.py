@@ -65,7 +65,7 @@ class GradCAMLogger(ScoresMaps, VizCallback):
             ``explain/gradcam/curves``). Default: all three.
         quality_steps: Steps of the deletion and insertion curves. Default: 8.
         quality_baseline: What deleted pixels become. Default: ``"blur"``.
-        tolerance: Rise of the deletion AUC that alerts, as for ``SaliencyLogger``.
+        tolerance: Rise of the deletion margin that alerts, as for ``SaliencyLogger``.
             Default: 0.05.
         alpha: Significance level of the alert rule. Default: 0.01.
         warmup: Epochs at the start of fit that are never a reference. Default: 1.

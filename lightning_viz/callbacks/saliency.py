@@ -98,14 +98,16 @@ class SaliencyLogger(ScoresMaps, VizCallback):
             ``"deletion"``, ``"insertion"`` (Petsiuk et al. 2018), ``"randomization"``
             (Adebayo et al. 2018); scalars ``explain/<method>/deletion_auc``,
             ``explain/<method>/insertion_auc``, ``explain/<method>/randomization_corr``
-            and each one's random-map baseline ``..._random``, figure
+            and each one's random-map baseline ``..._random``, the watched
+            ``explain/<method>/deletion_margin`` (deletion AUC minus the random map's), figure
             ``explain/saliency/curves``. ``()`` turns scoring off. Default: all three.
         quality_steps: Steps of the deletion and insertion curves. Default: 8.
         quality_baseline: What deleted pixels become, ``"blur"`` or ``"mean"``.
             Default: ``"blur"``.
-        tolerance: Rise of a method's deletion AUC above its best that is large
-            enough to alert (paired exact sign test at ``alpha``, ``patience``
-            consecutive runs, once per episode). Default: 0.05.
+        tolerance: Rise of a method's deletion margin (its deletion AUC minus the
+            random map's, image by image) above its best that is large enough to
+            alert (paired exact sign test at ``alpha``, ``patience`` consecutive runs,
+            once per episode). Default: 0.05.
         alpha: Significance level of the alert rule, as for ``AdversarialProbe``.
             Default: 0.01.
         warmup: Epochs at the start of fit that are never a reference, as for

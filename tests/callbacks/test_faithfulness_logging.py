@@ -72,11 +72,18 @@ def test_summary_keeps_per_sample_values_and_layout_groups_them(run):
     with open(path) as f:
         summary = json.load(f)
     dele = summary["metrics"]["explain/gradcam/deletion_auc"]
-    assert dele["watched"] is True and dele["higher_is_better"] is False
+    assert dele["watched"] is False and dele["higher_is_better"] is False
     values = dele["epochs"][-1]["values"]
     assert len(values) == 6
     assert sum(values) / 6 == pytest.approx(dele["epochs"][-1]["value"], abs=1e-5)
     assert summary["metrics"]["explain/gradcam/insertion_auc"]["watched"] is False
+    # the watched score: per image, the map's deletion AUC minus the random map's
+    margin = summary["metrics"]["explain/gradcam/deletion_margin"]
+    assert margin["watched"] is True and margin["higher_is_better"] is False
+    assert margin["tolerance"] == pytest.approx(0.05)
+    chance = summary["metrics"]["explain/gradcam/deletion_auc_random"]["epochs"][-1]["values"]
+    expected = [v - c for v, c in zip(values, chance, strict=True)]
+    assert margin["epochs"][-1]["values"] == pytest.approx(expected, abs=2e-6)  # each rounded
     listed, written = layout_and_scalars(ev)
     explain = {t for t in written if t.startswith("explain/")}
     assert explain and explain <= set(listed)
@@ -622,3 +629,50 @@ def test_deletion_references_measured_with_other_quality_settings_start_anew():
     same = lv.SaliencyLogger(methods=("vanilla",), quality_steps=8, quality_baseline="blur")
     same.load_state_dict(state)
     assert set(same.references) == {tag}
+
+
+def test_a_model_growing_confident_with_the_same_maps_does_not_alert(tmp_path):
+    """H70: the raw deletion AUC was watched; it follows the model's confidence whatever
+    the map (an untrained 5-class model's is about 1/5), so every ordinary fit scored
+    often alerted "regressed" while its maps beat the random map by more and more. The
+    watched score is the margin over the random map, image by image."""
+    import pytorch_lightning as pl
+
+    from lightning_viz.data import LitClassifier
+
+    class Sharpening(LitClassifier):
+        """Frozen weights (no optimizer step); the logits' scale rises at epoch 2: the
+        model grows confident, its maps stay the same."""
+
+        def __init__(self):
+            super().__init__(num_classes=5)
+            self.register_buffer("scale", torch.tensor(1.0))
+
+        def forward(self, x):
+            return super().forward(x) * self.scale
+
+        def on_train_epoch_start(self):
+            self.scale.fill_((1.0, 1.0, 20.0)[self.current_epoch])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    pl.seed_everything(0)
+    cb = lv.SaliencyLogger(
+        methods=("vanilla",),
+        num_samples=12,
+        quality=("deletion",),
+        quality_cost=None,
+        patience=1,
+        on_error="raise",
+    )
+    fit(tmp_path, [cb], epochs=3, model=Sharpening(), limit_train_batches=1)
+    path = os.path.join(str(tmp_path), "run", "version_0", "lightning_viz", "summary.json")
+    with open(path) as f:
+        summary = json.load(f)
+    metrics = summary["metrics"]
+    auc = [e["value"] for e in metrics["explain/vanilla/deletion_auc"]["epochs"]]
+    margin = [e["value"] for e in metrics["explain/vanilla/deletion_margin"]["epochs"]]
+    assert auc[2] > auc[1] + 0.1  # the AUC rose well past the tolerance (0.05) ...
+    assert abs(margin[2] - margin[1]) < 0.05  # ... the margin over chance did not
+    assert summary["alerts"] == []
