@@ -37,6 +37,7 @@ from lightning_viz._runtime.compat import (
     rank_zero_info,
     rank_zero_warn,
 )
+from lightning_viz._runtime.distributed import ranks_without
 from lightning_viz._runtime.loaders import first_loader, stage_loaders
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.progress import prints_now, shown_bar
@@ -332,7 +333,8 @@ class Coordinator(BudgetLines, RunOutput):
         self._loaders.clear()
         if self.writers is not None and self.callbacks[:1] == [callback]:  # once a fit
             self.writers.reopen()
-        self.write_configuration(trainer)
+        with self.together(trainer):  # rank 0 writes: every rank hears of a failure
+            self.write_configuration(trainer)
         self.check_monitored_tags(trainer)
 
     def check_monitored_tags(self, trainer: Any) -> None:
@@ -436,7 +438,8 @@ class Coordinator(BudgetLines, RunOutput):
         callbacks. Other buffers are not read: one may hold -inf on purpose (an
         attention mask) or NaN until it is set (a temperature calibrated after
         training). A diverged model is said once; no run observes it, so no probe
-        reports an accuracy of NaN outputs (the argmax of NaN is class 0)."""
+        reports an accuracy of NaN outputs (the argmax of NaN is class 0). Under DDP the
+        ranks agree (BatchNorm's statistics are each rank's own): one skips, all skip."""
         step = trainer.global_step
         if self._finite_at is None or self._finite_at[0] != step:
             module = trainer.lightning_module
@@ -448,13 +451,16 @@ class Coordinator(BudgetLines, RunOutput):
                 if isinstance(stat, torch.Tensor) and not is_lazy(stat)
             ]
             finite = all(bool(torch.isfinite(t).all()) for t in tensors)
+            off = ranks_without(trainer, finite)  # (every rank's word under DDP)
+            finite, ranks = not off, ", on rank " + ", ".join(map(str, off))
             self._finite_at = (step, finite)
             if not finite:
                 self.warn_once(
                     "non-finite parameters",
                     "lightning-viz: the model's parameters or normalization statistics hold "
-                    f"NaN or inf at epoch "
-                    f"{trainer.current_epoch} (step {step}): the training diverged. The "
+                    f"NaN or inf at epoch {trainer.current_epoch} (step {step}"
+                    f"{ranks if getattr(trainer, 'world_size', 1) > 1 else ''}"
+                    "): the training diverged. The "
                     "callbacks skip their runs while it does and write nothing (no map, "
                     "accuracy or score of a NaN model)",
                 )
@@ -520,6 +526,11 @@ class Coordinator(BudgetLines, RunOutput):
             sum(job.seconds) if job.seconds else (now - job.started[0]) if job.started else 0.0
             for job in list(self._jobs)
         )
+
+    def harvest_before_run(self, trainer: Any) -> None:
+        """:meth:`harvest` at a callback's epoch end, every rank hearing of its failure."""
+        with self.together(trainer):
+            self.harvest()
 
     def harvest(self, wait: bool = False) -> None:
         """Finishes the jobs that are done (all of them when ``wait``), in submission order.

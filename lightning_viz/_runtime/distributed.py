@@ -10,12 +10,15 @@ A callback's run on one rank can fail while the others go on (out of memory on o
 device): the others would then wait in the run's next collective for a rank that has
 left it. So every collective of a run is preceded by :func:`agree` and the run ends
 with it; the failed rank says ``ok=False`` there once, and every rank leaves the run at
-the same point (:class:`PeerFailedError` on the others).
+the same point (:class:`PeerFailedError` on the others). Work that rank 0 does alone
+(its writes, and the background work it harvests) ends the same way under
+:func:`together` when it may raise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -31,9 +34,11 @@ __all__ = [
     "interleave",
     "largest",
     "on_every_rank",
+    "one_probe",
     "rank_world",
     "ranks_without",
     "tell_peers",
+    "together",
 ]
 
 
@@ -85,6 +90,46 @@ def tell_peers(trainer: Any, err: BaseException) -> bool:
     except Exception:  # noqa: BLE001 - a broken process group: nothing more to tell
         pass
     return True
+
+
+@contextlib.contextmanager
+def together(trainer: Any, raises: bool) -> Iterator[None]:
+    """A block that rank 0 may run alone (its writes, its harvest of background work),
+    entered by every rank at the same point. When its failure is raised (``raises``: a
+    callback asked for ``on_error="raise"``), every rank learns after the block whether
+    it failed on some rank: that rank raises its error, the others
+    :class:`PeerFailedError`, so none waits in a later collective for a rank that left."""
+    if not raises or rank_world(trainer)[1] == 1:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:
+        tell_peers(trainer, err)  # every rank's word, then this rank's own error
+        raise
+    agree(trainer)
+
+
+def one_probe(trainer: Any, probe: Any, source: str, warn: Callable[[str, str], None]) -> Any:
+    """Rank 0's ``probe`` (any object with ``fingerprint()``) on every rank.
+
+    Each rank picks the probe from its own data; when that data differs across ranks
+    (a validation set sharded or streamed per rank), the probes differ, and the values
+    gathered would mix several probes (or the gathers of different sizes fail). Then
+    every rank takes rank 0's, said once through ``warn(key, message)``."""
+    if rank_world(trainer)[1] == 1:
+        return probe
+    mine = probe.fingerprint()
+    differ = ranks_without(trainer, mine == trainer.strategy.broadcast(mine, src=0))
+    if not differ:
+        return probe
+    warn(
+        "probe across ranks",
+        f"lightning-viz: the {source} data differs across ranks (the probe picked on rank "
+        f"{', '.join(map(str, differ))} is not rank 0's): every rank uses rank 0's probe, "
+        "so the values gathered are of one probe",
+    )
+    return trainer.strategy.broadcast(probe, src=0)
 
 
 def on_every_rank(trainer: Any, enabled: bool, name: str) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from lightning_viz._runtime.compat import rank_zero_info
 from lightning_viz._runtime.config import config_markdown
+from lightning_viz._runtime.distributed import together
 from lightning_viz._runtime.schedule import log_step
 from lightning_viz._runtime.writers import Writers
 from lightning_viz.monitoring.dashboard import (
@@ -73,6 +74,18 @@ class RunOutput:
     def raises(self) -> bool:
         """Whether a callback of the trainer asked for ``on_error="raise"``."""
         return any(getattr(cb, "on_error", None) == "raise" for cb in self.callbacks)
+
+    def together(self, trainer: Any) -> contextlib.AbstractContextManager[None]:
+        """A block of rank 0's writes: with ``on_error="raise"`` every rank hears of a
+        failure there (:func:`~lightning_viz._runtime.distributed.together`)."""
+        return together(trainer, self.raises())
+
+    def write_epoch_end(self, trainer: Any) -> None:
+        """``summary.json``, ``viz/overhead`` and the summary text of the epoch."""
+        with self.together(trainer):
+            self.write_summary(trainer)
+            self.log_overhead(trainer)  # type: ignore[attr-defined] - the coordinator's
+            self.write_epoch_summary(trainer)
 
     @contextlib.contextmanager
     def shared_write(self, what: str) -> Iterator[None]:

@@ -425,10 +425,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         """``summary.json``, ``viz/overhead`` and the summary text, once per epoch end
         (after every callback ran: the last registered one writes them)."""
         if self._is_last(trainer):
-            coordinator = self._shared(trainer)
-            coordinator.write_summary(trainer)
-            coordinator.log_overhead(trainer)
-            coordinator.write_epoch_summary(trainer)
+            self._shared(trainer).write_epoch_end(trainer)
 
     def _is_last(self, trainer: Any) -> bool:
         """Whether this is the trainer's last registered lightning-viz callback."""
@@ -447,11 +444,12 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         coordinator = self._shared(trainer)
         for callback in coordinator.callbacks:  # before the first of them waits
             callback._fit_ends()  # noqa: SLF001 - the same class
-        coordinator.shutdown(wait=True)  # pending background work is written
-        if self._is_last(trainer):
-            coordinator.write_summary(trainer)  # a run after the last epoch end (fit cut short)
-            coordinator.log_overhead(trainer)  # the whole fit
-            coordinator.print_summary(trainer)
+        with coordinator.together(trainer):  # rank 0's writes: every rank hears a failure
+            coordinator.shutdown(wait=True)  # pending background work is written
+            if self._is_last(trainer):
+                coordinator.write_summary(trainer)  # a run after the last epoch end (cut short)
+                coordinator.log_overhead(trainer)  # the whole fit
+                coordinator.print_summary(trainer)
 
     def _fit_ends(self) -> None:
         """The fit ends, trained or not: unstarted background work stays for the next run."""
@@ -555,7 +553,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return self._written | charts
 
     def _maybe_run(self, trainer: Any, pl_module: Any) -> None:
-        self._shared(trainer).harvest()  # background work finished since the last epoch
+        self._shared(trainer).harvest_before_run(trainer)  # work done since the last epoch
         if self._pending_setup:  # no training batch ended yet (limit_train_batches=0)
             self._finish_setup(trainer, pl_module, lazy_ok=True)
         if not self._due(trainer):

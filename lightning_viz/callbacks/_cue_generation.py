@@ -25,6 +25,7 @@ from lightning_viz._guard import make_generator
 from lightning_viz._runtime import cue_cache
 from lightning_viz._runtime.context import RunContext
 from lightning_viz._runtime.coordinator import Coordinator
+from lightning_viz._runtime.distributed import ranks_without
 from lightning_viz._runtime.progress import shown_bar
 from lightning_viz.functional.style import default_extractor
 
@@ -69,14 +70,20 @@ class CueConflictGeneration:
         places = [p for p in (path, earlier if same else None) if p is not None]
         if same and os.path.basename(earlier) != os.path.basename(path):  # type: ignore[arg-type]
             places = places[:1]
+        whole = False
         for place in places:
             cached = cue_cache.read_cache(place, self._images_to_make, image_shape)
             if cached is not None:
                 self._cc = tuple(t.to(pixels.device) for t in cached)  # type: ignore[assignment]
+                whole = True
                 if place != path and getattr(trainer, "is_global_zero", True):
                     with contextlib.suppress(OSError):  # this run's checkpoint names its own
                         cue_cache.write_cache(path, *cached)  # type: ignore[arg-type]
-                return one_process
+                break
+        if not one_process and ranks_without(trainer, whole):  # a rank that has no file
+            self._cc = None  # (another node's log dir): every rank makes the set together
+        if whole:
+            return one_process
         if one_process:  # under DDP the ranks must agree on what is missing
             self._chunks = {}
             for place in places[::-1]:  # this log dir's chunks last: they are the newest

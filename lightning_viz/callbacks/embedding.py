@@ -474,7 +474,7 @@ class EmbeddingProjector(VizCallback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # The samples come from the validation loop: nothing to run without it.
-        self._shared(trainer).harvest()
+        self._shared(trainer).harvest_before_run(trainer)
         if not self._after_validation and self._captured_epoch == trainer.current_epoch:
             self._run_captured(trainer, pl_module)  # the epoch's latest validation
         self._epoch_end_once(trainer)
