@@ -80,6 +80,7 @@ class CueConflictGeneration:
                     with contextlib.suppress(OSError):  # this run's checkpoint names its own
                         cue_cache.write_cache(path, *cached)  # type: ignore[arg-type]
                 break
+        self._looked = True  # (every rank: its cache path may be None on some ranks only)
         if not one_process and ranks_without(trainer, whole):  # a rank that has no file
             self._cc = None  # (another node's log dir): every rank makes the set together
         if whole:
@@ -213,7 +214,7 @@ class CueConflictGeneration:
     def _generate(self, ctx: RunContext) -> None:
         """Makes the missing chunks now (``background=False`` or DDP): each rank
         stylizes its share of every chunk."""
-        if self.cache_path is None and not self._chunks:  # setup did not look (a restore)
+        if not self._looked and not self._chunks:  # setup did not look (a restore)
             self._locate(ctx.trainer)
             if self._cc is not None:
                 return

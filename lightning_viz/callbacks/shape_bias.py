@@ -246,7 +246,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
         self._user_pixels = False  # the user set holds uint8 pixel images (a folder)
         self._cc_source: tuple[Tensor, Tensor, Tensor | None] | None = None  # pixels, labels, masks
         self._chunks: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # finished chunks
-        self._in_background = False  # chunks submitted to the background worker
+        self._in_background = self._looked = False  # chunks submitted to the worker; cache read
         self._stop = self._aborted = False  # the fit ends (or failed: the running chunk too)
         self._said_waiting = False
         self._cc: tuple[Tensor, Tensor, Tensor] | None = None  # pixel images, shape, texture
@@ -284,7 +284,7 @@ class TextureShapeBias(WatchesRegressions, CueConflictGeneration, VizCallback):
             self._user_set = None
             self._cc_source = None
             self._chunks = {}
-            self._in_background = False
+            self._in_background = self._looked = False
             self._stop = self._aborted = False
             self._said_waiting = False
         super().setup(trainer, pl_module, stage)

@@ -188,8 +188,9 @@ def noise(
     check_choice(norm, "norm", _NORMS)
     bounds = check_clamp(clamp, x)
     gen = _generator(generator, x.device)
-    with torch.no_grad():
-        return _clamp(x.detach() + _noise_delta(x, eps_f, norm, gen), bounds).detach()
+    with torch.no_grad():  # (rounded in half precision: pulled back into the ball)
+        x0 = x.detach()
+        return _into_ball(_clamp(x0 + _noise_delta(x, eps_f, norm, gen), bounds), x0, eps_f, norm)
 
 
 def fgsm(
@@ -535,7 +536,7 @@ def _robust_chunk(
         logits, grad = _loss_grad(model, x, y[idx], task)  # clean check and gradient at once
         xs, grad = check(logits, x, grad)
         if idx.numel():
-            adv = _clamp(xs + eps * _direction(grad, norm), clamp)
+            adv = _into_ball(_clamp(xs + eps * _direction(grad, norm), clamp), xs, eps, norm)
             with torch.no_grad():
                 check(_logits(model, adv))
         return robust
@@ -544,7 +545,7 @@ def _robust_chunk(
         with torch.no_grad():
             x, delta = check(_logits(model, x), x, delta)
     if delta is not None:
-        adv = _clamp(x + delta, clamp)
+        adv = _into_ball(_clamp(x + delta, clamp), x, eps, norm)
     else:
         adv = x
     if attack == "noise":

@@ -677,6 +677,8 @@ def test_half_precision_adversarial_images_stay_within_eps(dtype):
         ("pgd", 0.01, LF.pgd(view, x, y, 0.01, steps=3), "linf"),
         ("pgd l2", 0.1, LF.pgd(view, x, y, 0.1, steps=3, norm="l2"), "l2"),
         ("apgd", 0.01, LF.apgd(view, x, y, 0.01, steps=3), "linf"),
+        ("noise", 0.01, LF.noise(x, 0.01), "linf"),  # H68: noise was not pulled back
+        ("noise l2", 0.1, LF.noise(x, 0.1, norm="l2"), "l2"),
     ]:
         d = adv.double() - x.double()
         size = d.abs().amax() if norm == "linf" else d.flatten(1).norm(dim=1).max()
@@ -684,6 +686,31 @@ def test_half_precision_adversarial_images_stay_within_eps(dtype):
         if name != "apgd":  # apgd keeps an image that is already misclassified
             assert float(size) > 0.5 * eps, name  # still an attack of about that size
         assert ((adv >= 0) & (adv <= 1)).all(), name
+
+
+@pytest.mark.parametrize("attack", ["noise", "fgsm", "pgd"])
+def test_half_precision_points_robust_mask_judges_stay_within_eps(attack):
+    """H68: robust_mask's own noise, FGSM step and PGD random start were rounded to
+    bfloat16 without the pull back into the ball: the model was judged up to half a
+    bfloat16 step past eps."""
+    import lightning_viz.functional as LF
+
+    seen: list[torch.Tensor] = []
+
+    class Judge(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.detach().clone())
+            return torch.stack([x.float().flatten(1).mean(1), torch.full((len(x),), 2.0)], 1)
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 4, 4).to(torch.bfloat16)
+    eps = 8 / 255
+    y = torch.ones(64, dtype=torch.long)  # class 1 wins on every sample: each is attacked
+    LF.robust_mask(Judge(), x, y, eps, attack=attack, steps=2, early_stop=False)
+    points = [p for p in seen if p.shape == x.shape and not torch.equal(p, x)]
+    assert points, attack
+    for p in points:
+        assert float((p.double() - x.double()).abs().max()) <= eps, attack
 
 
 # ------------------------------------------- PGD's defaults, measured on its inputs
