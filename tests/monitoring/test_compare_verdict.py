@@ -36,7 +36,7 @@ def test_a_watched_metric_named_random_is_in_the_default_table():
     ), text
 
 
-def test_the_deletion_auc_is_recorded_with_its_tolerance(tmp_path):
+def test_the_deletion_margin_is_recorded_with_its_tolerance(tmp_path):
     from tests.conftest import fit
 
     cb = lv.SaliencyLogger(
@@ -50,5 +50,6 @@ def test_the_deletion_auc_is_recorded_with_its_tolerance(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit(tmp_path, [cb], epochs=1)
-    hist = cb._coordinator.summary["explain/vanilla/deletion_auc"]
+    hist = cb._coordinator.summary["explain/vanilla/deletion_margin"]
     assert hist.watched is True and hist.tolerance == 0.07
+    assert cb._coordinator.summary["explain/vanilla/deletion_auc"].watched is False
