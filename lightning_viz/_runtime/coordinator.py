@@ -37,7 +37,7 @@ from lightning_viz._runtime.compat import (
     rank_zero_info,
     rank_zero_warn,
 )
-from lightning_viz._runtime.distributed import ranks_without
+from lightning_viz._runtime.distributed import one_probe, rank_world, ranks_without, together
 from lightning_viz._runtime.loaders import first_loader, stage_loaders
 from lightning_viz._runtime.memory import release_heap
 from lightning_viz._runtime.progress import prints_now, shown_bar
@@ -326,9 +326,9 @@ class Coordinator(BudgetLines, RunOutput):
 
     # ------------------------------------------------------------ the dashboard
     def start_run(self, trainer: Any, callback: Any) -> None:
-        """At the training start (each callback calls it): the probe scans and loaders of
-        ``setup`` are let go (every callback has its copy); the layout and configuration
-        are written, once per run. The backends an earlier fit dropped are tried again."""
+        """At the training start (each callback calls it): ``setup``'s probe scans and
+        loaders are let go (every callback has its copy); the layout and configuration are
+        written, once per run; the backends an earlier fit dropped are tried again."""
         self._scans.clear()
         self._loaders.clear()
         if self.writers is not None and self.callbacks[:1] == [callback]:  # once a fit
@@ -433,13 +433,12 @@ class Coordinator(BudgetLines, RunOutput):
             )
 
     def model_finite(self, trainer: Any) -> bool:
-        """Whether the model's parameters and its normalization layers' running
-        statistics (BatchNorm's) are all finite, checked once per step for all
-        callbacks. Other buffers are not read: one may hold -inf on purpose (an
-        attention mask) or NaN until it is set (a temperature calibrated after
-        training). A diverged model is said once; no run observes it, so no probe
-        reports an accuracy of NaN outputs (the argmax of NaN is class 0). Under DDP the
-        ranks agree (BatchNorm's statistics are each rank's own): one skips, all skip."""
+        """Whether the model's parameters and its normalization layers' running statistics
+        (BatchNorm's) are all finite, checked once per step for all callbacks. Other
+        buffers are not read: one may hold -inf on purpose (an attention mask) or NaN until
+        it is set (a temperature calibrated after training). A diverged model is said once;
+        no run observes it (the argmax of NaN outputs is class 0). Under DDP the ranks
+        agree (BatchNorm's statistics are each rank's own): one skips, all skip."""
         step = trainer.global_step
         if self._finite_at is None or self._finite_at[0] != step:
             module = trainer.lightning_module
@@ -452,17 +451,15 @@ class Coordinator(BudgetLines, RunOutput):
             ]
             finite = all(bool(torch.isfinite(t).all()) for t in tensors)
             off = ranks_without(trainer, finite)  # (every rank's word under DDP)
-            finite, ranks = not off, ", on rank " + ", ".join(map(str, off))
-            self._finite_at = (step, finite)
-            if not finite:
+            where = f", on rank {', '.join(map(str, off))}" if rank_world(trainer)[1] > 1 else ""
+            self._finite_at = (step, not off)
+            if off:
                 self.warn_once(
                     "non-finite parameters",
                     "lightning-viz: the model's parameters or normalization statistics hold "
-                    f"NaN or inf at epoch {trainer.current_epoch} (step {step}"
-                    f"{ranks if getattr(trainer, 'world_size', 1) > 1 else ''}"
-                    "): the training diverged. The "
-                    "callbacks skip their runs while it does and write nothing (no map, "
-                    "accuracy or score of a NaN model)",
+                    f"NaN or inf at epoch {trainer.current_epoch} (step {step}{where}): the "
+                    "training diverged. The callbacks skip their runs while it does and write "
+                    "nothing (no map, accuracy or score of a NaN model)",
                 )
         return self._finite_at[1]
 
@@ -527,8 +524,13 @@ class Coordinator(BudgetLines, RunOutput):
             for job in list(self._jobs)
         )
 
-    def harvest_before_run(self, trainer: Any) -> None:
-        """:meth:`harvest` at a callback's epoch end, every rank hearing of its failure."""
+    def picked_probe(self, trainer: Any, callback: Any) -> Any:
+        """``callback._load_probe``; under DDP rank 0's, once every rank has one (or left)."""
+        with together(trainer, True):
+            probe = callback._load_probe(trainer)  # noqa: SLF001 - the callbacks' own step
+        return one_probe(trainer, probe, callback._probe_from, self.warn_once)  # noqa: SLF001
+
+    def harvest_before_run(self, trainer: Any) -> None:  # every rank hears of a failure
         with self.together(trainer):
             self.harvest()
 
@@ -584,9 +586,8 @@ class Coordinator(BudgetLines, RunOutput):
                 executor.shutdown(wait=wait, cancel_futures=not wait)
 
     def _settle(self) -> None:
-        """A failed fit (an error, Ctrl-C) gives the work its finished epochs queued
-        (figures, projector files) up to :data:`SETTLE_SECONDS` to finish; not one-time
-        work (cue-conflict images, made again by the next fit). A second Ctrl-C skips it."""
+        """A failed fit (an error, Ctrl-C) gives its finished epochs' queued work (figures,
+        projector files; not cue-conflict images) :data:`SETTLE_SECONDS`; Ctrl-C skips it."""
         deadline = time.perf_counter() + SETTLE_SECONDS
         with contextlib.suppress(KeyboardInterrupt):
             for job in list(self._jobs):

@@ -382,7 +382,7 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         self._max_batch = self._max_batch or _FALLBACK_BATCH
         if self.uses_probe:
             self._transfer = batch_transfer(trainer, module)
-            self._probe = self._load_probe(trainer)
+            self._probe = coordinator.picked_probe(trainer, self)
             self._probe_indices = self._probe.indices
             self._find_normalization(trainer, self._probe)
             self._check_normalization(self._probe)

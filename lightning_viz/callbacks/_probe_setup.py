@@ -21,7 +21,6 @@ from lightning_viz._checks import check_class_names
 from lightning_viz._guard import ModelView
 from lightning_viz._runtime.context import NotApplicableError, RunContext
 from lightning_viz._runtime.coordinator import Coordinator
-from lightning_viz._runtime.distributed import one_probe
 from lightning_viz._runtime.loaders import opaque_sampler
 from lightning_viz._runtime.normalization import (
     affine_normalization,
@@ -255,7 +254,7 @@ class ProbeSetup:
                 "its values are not comparable sample by sample with those before the resume",
             )
             self.on_probe_changed()
-        return one_probe(trainer, probe, self._probe_from, Coordinator.of(trainer).warn_once)
+        return probe
 
     def _shared_pick(self, trainer: Any, source: Any) -> Probe:
         """This callback's pick from one scan of ``source`` shared by every callback of

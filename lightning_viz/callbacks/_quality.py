@@ -283,6 +283,7 @@ class ScoresMaps(WatchesRegressions):
                     self.tag(name, family=FAMILY),
                     values=values.tolist(),
                     fingerprint=fingerprint,
+                    watched=False,  # (one resumed from a summary where the AUC was watched)
                     higher_is_better=q == "insertion",
                 )
                 ctx.log.scalar(

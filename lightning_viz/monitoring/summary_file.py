@@ -156,7 +156,13 @@ def summary_from_dict(data: Any, source: str = "<dict>") -> RunSummary:
         raise SummaryError(
             f"{source}: malformed lightning-viz run summary: {where}: {_reason(err)}"
         ) from None
+    for hist in out.metrics.values():  # a summary written before the deletion margin was
+        if hist.callback in _MAPS and hist.tag.endswith("/deletion_auc"):  # the watched
+            hist.watched = False  # score: the raw AUC, which follows the model's confidence
     return out
+
+
+_MAPS = ("SaliencyLogger", "GradCAMLogger")
 
 
 def _read_history(out: RunSummary, tag: Any, m: Any, where: str) -> None:

@@ -148,3 +148,29 @@ def test_a_cue_conflict_cache_one_rank_cannot_read_is_made_again_on_every_rank(t
     cb._coordinator.cache_dir = str(tmp_path)
     cb._locate(alone)
     assert cb._cc is not None and torch.equal(cb._cc[0], pixels)
+
+
+def test_a_rank_whose_probe_pick_failed_tells_the_others_before_the_probe_is_shared():
+    """H72: a pick failing on one rank only (every probe image of its validation data
+    NaN) left that rank before the collective that shares rank 0's probe; rank 0
+    waited there for ever."""
+
+    class Picking:
+        _probe_from = "validation"
+
+        def __init__(self, fails: bool) -> None:
+            self.fails = fails
+
+        def _load_probe(self, trainer):
+            if self.fails:
+                raise RuntimeError("every probe image has non-finite values (NaN or inf)")
+            return _probe(0)
+
+    failing = _Strategy(rank=1)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        Coordinator(None).picked_probe(_Trainer(failing), Picking(fails=True))
+    assert failing.gathered == [0]  # said, then left; no broadcast
+    healthy = _Strategy(rank=0, other_flag=0)
+    with pytest.raises(PeerFailedError):
+        Coordinator(None).picked_probe(_Trainer(healthy), Picking(fails=False))
+    assert healthy.gathered == [1]  # the same one collective, then left with the other

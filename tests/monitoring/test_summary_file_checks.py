@@ -49,3 +49,22 @@ def test_a_randomization_correlation_at_the_threshold_is_not_above_it():
     assert cb._threshold_alert(ctx, "explain/gradcam/randomization_corr", 0.5, 4) is None
     alert = cb._threshold_alert(ctx, "explain/gradcam/randomization_corr", 0.5001, 4)
     assert alert is not None and alert.reference == "threshold"
+
+
+def test_a_summary_written_when_the_deletion_auc_was_watched_reads_it_as_not_watched():
+    """H72: a run resumed from, or compared with, a summary of the versions that watched
+    the raw deletion AUC kept it watched: `compare` tested it again (REGRESSED for a
+    model that only grew confident) and the resumed run's table starred it."""
+    from lightning_viz.monitoring.record import RunSummary
+
+    old = RunSummary()
+    for tag, callback in (
+        ("explain/vanilla/deletion_auc", "SaliencyLogger"),
+        ("explain/gradcam/deletion_auc", "GradCAMLogger"),
+        ("robustness/deletion_auc", "MyProbe"),  # another callback's: its own flag
+    ):
+        old.record(tag, 0, 4, 0.3, watched=True, tolerance=0.05, callback=callback)
+    read = RunSummary.from_dict(old.to_dict())
+    assert read["explain/vanilla/deletion_auc"].watched is False
+    assert read["explain/gradcam/deletion_auc"].watched is False
+    assert read["robustness/deletion_auc"].watched is True
