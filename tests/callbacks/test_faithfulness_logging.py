@@ -540,16 +540,9 @@ def test_the_figures_random_curve_is_over_the_images_the_methods_scored():
     while the method's curve left out the images of its constant maps."""
     from types import SimpleNamespace
 
-    from torch import nn
+    from tests.callbacks.test_quality_pins import _model, fake_context
 
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, 3),
-    ).eval()
+    model = _model()  # seeded
     x, t = torch.rand(8, 3, 16, 16), torch.randint(0, 3, (8,))
     maps = torch.rand(8, 1, 16, 16)
     maps[:4] = 0.0  # constant: not ranked, left out
@@ -562,17 +555,7 @@ def test_the_figures_random_curve_is_over_the_images_the_methods_scored():
     cb._fingerprint = lambda ctx: "fp"
     cb.warn_once = lambda *args, **kwargs: None
     log = SimpleNamespace(epoch=0, scalar=lambda tag, *args, **kwargs: None)
-    ctx = SimpleNamespace(
-        pixels=x,
-        share=lambda m: torch.arange(m),
-        gather=lambda v, m: v,
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-        view=model,
-        task="multiclass",
-        max_batch=64,
-        log=log,
-    )
+    ctx = fake_context(x, model, log)
     cb.score_maps(ctx, {"vanilla": maps}, {}, t, 1.0)
     rand = LF.random_maps(x, generator=torch.Generator().manual_seed(0))
     (curves,) = LF.perturbation_curves(

@@ -36,6 +36,25 @@ def _grad_map(model, x, t):
     return g.abs().amax(1, keepdim=True)
 
 
+def fake_context(x, model, log, **more):
+    """The run context ``ScoresMaps.score_maps`` reads, of one process, for ``x`` ``(N, C, H,
+    W)`` and ``model`` (multiclass)."""
+    return SimpleNamespace(
+        pixels=x,
+        share=lambda m: torch.arange(m),
+        gather=lambda v, m: v,
+        generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+        view=model,
+        task="multiclass",
+        max_batch=64,
+        log=log,
+        trainer=None,
+        chunked=lambda f, a, b: f(a, b),
+        **more,
+    )
+
+
 def _run(cb, maps, *, quality_cost_skip=None, epoch=0):
     model = _model()
     x, t = torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,))
@@ -58,20 +77,7 @@ def _run(cb, maps, *, quality_cost_skip=None, epoch=0):
     )
     cb._coordinator = coordinator
     cb._monitors = lambda ctx: []
-    ctx = SimpleNamespace(
-        pixels=x,
-        share=lambda m: torch.arange(m),
-        gather=lambda v, m: v,
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-        view=model,
-        task="multiclass",
-        max_batch=64,
-        log=log,
-        coordinator=coordinator,
-        trainer=None,
-        chunked=lambda f, a, b: f(a, b),
-    )
+    ctx = fake_context(x, model, log, coordinator=coordinator)
     m = maps(model, x, t) if callable(maps) else maps
     cb.score_maps(ctx, {"vanilla": m}, {"vanilla": _grad_map}, t, 1.0)
     return SimpleNamespace(
@@ -213,10 +219,9 @@ def test_randomization_scored_and_threshold_alert_counts_scored_images():
         abs=1e-5,
         nan_ok=True,
     )
-    assert (
-        len(r.summary.alerts) == 1
-        and r.summary.alerts[0]["metric"] == "explain/vanilla/randomization_corr"
-    )
+    (alert,) = r.summary.alerts
+    assert alert["metric"] == "explain/vanilla/randomization_corr"
+    assert alert["n"] == 6 and alert["message"].endswith("mean of 6 samples)"), alert
     assert len(r.said) == 1 and "threshold" in r.said[0]
     assert "explain/vanilla/deletion_margin" not in got
 
@@ -351,38 +356,7 @@ def test_a_nan_mean_keeps_the_randomization_episode_open():
     assert cb._threshold_alert(ctx(2), tag, 0.9, 4) is None  # same episode
 
 
-def test_threshold_alert_n_is_the_scored_images():
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from test_quality_pins import _grad_map, _run
-
-    cb = lv.SaliencyLogger(
-        methods=("vanilla",),
-        quality=("randomization",),
-        quality_cost=None,
-        randomization_threshold=-1.0,
-        warmup=0,
-    )
-
-    def maps(model, x, t):
-        m = _grad_map(model, x, t)
-        m[:2] = 0.0
-        return m
-
-    r = _run(cb, maps)
-    (alert,) = r.summary.alerts
-    assert alert["n"] == 6 and alert["message"].endswith("mean of 6 samples)"), alert
-
-
 def test_all_constant_maps_draw_no_curves_figure():
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from test_quality_pins import _run
-
     cb = lv.SaliencyLogger(
         methods=("vanilla",), quality=("deletion", "insertion"), quality_steps=4, quality_cost=None
     )
