@@ -15,8 +15,6 @@ import lightning_viz.functional as LF
 from lightning_viz.callbacks._quality import RANDOMIZATION_BAND, quality_tags
 from lightning_viz.monitoring.record import RunSummary, make_record
 
-torch.set_num_threads(1)
-
 
 def _model():
     torch.manual_seed(0)

@@ -5,8 +5,6 @@ from torch import nn
 
 from lightning_viz.functional.apgd import apgd, apgd_mask
 
-torch.set_num_threads(1)
-
 C, DELTA = 0.637, 0.01
 
 

@@ -6,8 +6,6 @@ from torch import nn
 import lightning_viz.functional as LF
 from lightning_viz.functional.attacks import fgsm, noise, pgd, robust_mask
 
-torch.set_num_threads(1)
-
 
 def _edge_model() -> nn.Module:
     """logit0 = 4.5, logit1 = sum of the 4 pixels: correct (class 0) at x = 1 inside

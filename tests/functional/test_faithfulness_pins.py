@@ -5,8 +5,6 @@ from torch import nn
 
 import lightning_viz.functional as LF
 
-torch.set_num_threads(1)
-
 
 class _ChannelMean(nn.Module):
     """One logit: 4 * (mean square of channel 0) - 1 - (mean square of channel 1)."""

@@ -5,8 +5,6 @@ from torch import nn
 
 from lightning_viz.functional.square import square_mask
 
-torch.set_num_threads(1)
-
 
 def _threshold_model(offset: float, thr: float) -> nn.Module:
     """logit0 = thr, logit1 = sum over the 16 pixels of (x - offset)."""
