@@ -45,7 +45,7 @@ from lightning_viz.callbacks._monitors import monitor_words
 from lightning_viz.functional.faithfulness import BASELINES
 from lightning_viz.monitoring.regression import Alert, format_alerts
 
-__all__ = ["QUALITY", "ScoresMaps", "quality_tags"]
+__all__ = ["QUALITY", "ScoresMaps"]
 
 QUALITY = ("deletion", "insertion", "randomization")
 # a randomization episode ends this far below the threshold (a correlation; `tolerance`
@@ -59,17 +59,6 @@ _SCALARS = {
 FAMILY = "explain"
 MARGIN = "deletion_margin"  # the deletion AUC minus the random map's: the watched score
 MapFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
-
-
-def quality_tags(method: str, quality: Sequence[str]) -> list[str]:
-    """The scalar names (without prefix) written for ``method``: each score and its
-    random-map baseline, e.g. ``gradcam/deletion_auc``, ``gradcam/deletion_auc_random``,
-    and the deletion margin (:data:`MARGIN`)."""
-    names = []
-    for q in quality:
-        names += [f"{method}/{_SCALARS[q]}", f"{method}/{_SCALARS[q]}_random"]
-    names += [f"{method}/{MARGIN}"] if "deletion" in quality else []
-    return names
 
 
 def randomization_corr(spearman: Tensor, maps: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["_DIV_EPS", "_clamp", "_direction", "_flat_norm", "_into_ball", "_project"]
+__all__ = ["_DIV_EPS", "_clamp", "_direction", "_flat_norm", "_into_ball", "_project", "_step"]
 
 _DIV_EPS = 1e-10
 
@@ -38,6 +38,14 @@ def _project(
         n = _flat_norm(delta)
         factor = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
         delta = delta * factor
+    return _step(x, delta, eps, norm, clamp)
+
+
+def _step(
+    x: Tensor, delta: Tensor, eps: float, norm: str, clamp: tuple[float, float] | None
+) -> Tensor:
+    """``x + delta`` (``delta`` within the ball) in the pixel range, and, in half
+    precision, rounded into the ball (:func:`_into_ball`)."""
     return _into_ball(_clamp(x + delta, clamp), x, eps, norm)
 
 

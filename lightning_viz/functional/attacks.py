@@ -37,8 +37,8 @@ from lightning_viz.functional._ball import (
     _clamp,
     _direction,
     _flat_norm,
-    _into_ball,
     _project,
+    _step,
 )
 from lightning_viz.functional._grad import forward_logits, grad_of
 from lightning_viz.functional._task import correct, detect_task, normalize_labels, task_loss
@@ -190,7 +190,7 @@ def noise(
     gen = _generator(generator, x.device)
     with torch.no_grad():  # (rounded in half precision: pulled back into the ball)
         x0 = x.detach()
-        return _into_ball(_clamp(x0 + _noise_delta(x, eps_f, norm, gen), bounds), x0, eps_f, norm)
+        return _step(x0, _noise_delta(x, eps_f, norm, gen), eps_f, norm, bounds)
 
 
 def fgsm(
@@ -252,7 +252,7 @@ def fgsm(
     with preserve_state(model) as m:
         x0 = x.detach().clone()
         _, grad = _loss_grad(m, x0, y, task)
-        adv = _into_ball(_clamp(x0 + eps_f * _direction(grad, norm), bounds), x0, eps_f, norm)
+        adv = _step(x0, eps_f * _direction(grad, norm), eps_f, norm, bounds)
     return adv.detach()
 
 
@@ -536,7 +536,7 @@ def _robust_chunk(
         logits, grad = _loss_grad(model, x, y[idx], task)  # clean check and gradient at once
         xs, grad = check(logits, x, grad)
         if idx.numel():
-            adv = _into_ball(_clamp(xs + eps * _direction(grad, norm), clamp), xs, eps, norm)
+            adv = _step(xs, eps * _direction(grad, norm), eps, norm, clamp)
             with torch.no_grad():
                 check(_logits(model, adv))
         return robust
@@ -545,7 +545,7 @@ def _robust_chunk(
         with torch.no_grad():
             x, delta = check(_logits(model, x), x, delta)
     if delta is not None:
-        adv = _into_ball(_clamp(x + delta, clamp), x, eps, norm)
+        adv = _step(x, delta, eps, norm, clamp)
     else:
         adv = x
     if attack == "noise":
