@@ -63,7 +63,11 @@ def _into_ball(adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
         return (_flat_norm(d) > eps) & (d != 0)
 
     d = adv.double() - x.double()
-    d = d.clamp(-eps, eps) if norm == "linf" else d * (eps / _flat_norm(d).clamp_min(eps))
+    if norm == "linf":
+        d = d.clamp(-eps, eps)
+    else:  # (eps = 0: every step is scaled to 0, not 0 / 0)
+        n = _flat_norm(d)
+        d = d * torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
     adv = (x.double() + d).to(adv.dtype)
     for _ in range(8):
         over = outside(adv)

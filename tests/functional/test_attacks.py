@@ -688,6 +688,24 @@ def test_half_precision_adversarial_images_stay_within_eps(dtype):
         assert ((adv >= 0) & (adv <= 1)).all(), name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_l2_attacks_at_eps_zero_return_the_inputs(dtype):
+    """H75: at eps 0 with norm="l2" in half precision, the pull back into the ball
+    divided 0 by 0: fgsm, pgd, apgd and noise returned NaN images."""
+    import lightning_viz.functional as LF
+
+    torch.manual_seed(0)
+    view = LF.ModelView(nn.Sequential(nn.Flatten(), nn.Linear(48, 3)).eval())
+    x, y = torch.rand(4, 3, 4, 4).to(dtype), torch.tensor([0, 1, 2, 0])
+    for name, adv in [
+        ("fgsm", LF.fgsm(view, x, y, 0.0, norm="l2")),
+        ("pgd", LF.pgd(view, x, y, 0.0, steps=2, norm="l2")),
+        ("apgd", LF.apgd(view, x, y, 0.0, steps=2, norm="l2")),
+        ("noise", LF.noise(x, 0.0, norm="l2")),
+    ]:
+        assert torch.equal(adv, x), (name, int(adv.isnan().sum()))
+
+
 @pytest.mark.parametrize("attack", ["noise", "fgsm", "pgd"])
 def test_half_precision_points_robust_mask_judges_stay_within_eps(attack):
     """H68: robust_mask's own noise, FGSM step and PGD random start were rounded to
