@@ -127,6 +127,9 @@ def table_for(height: int, width: int) -> str:
 
 
 # --------------------------------------------------------------------- helpers
+_UNFOLD_BYTES = 2**27  # at most this much unfolded input per convolution
+
+
 def _index(n: int, pad: int, mode: str, device: torch.device) -> Tensor:
     """Source indices of a padded axis: ``"reflect101"`` (d c b | a b c d), ``"symmetric"``
     (b a | a b c d) or ``"edge"`` (a a | a b c d), for any pad (also wider than ``n``)."""
@@ -148,12 +151,16 @@ def _pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
 
 
 def _filter2d(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
-    """Correlation of every channel of ``(N, C, H, W)`` with ``kernel`` ``(kh, kw)`` (odd)."""
+    """Correlation of every channel of ``(N, C, H, W)`` with ``kernel`` ``(kh, kw)`` (odd),
+    a few planes at a time: a float64 convolution on the CPU unfolds its input to
+    ``kh * kw`` values per pixel (the 21x21 defocus disk of 64 images of 224 px: 68 GB)."""
     kh, kw = kernel.shape
     n, c, h, w = x.shape
-    xp = _pad(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
-    out = F.conv2d(xp, kernel.to(x)[None, None])
-    return out.reshape(n, c, h, w)
+    planes = x.reshape(n * c, 1, h, w)
+    step = max(1, _UNFOLD_BYTES // (kh * kw * h * w * x.element_size()))
+    k = kernel.to(x)[None, None]
+    out = [F.conv2d(_pad(p, kh // 2, kw // 2, mode), k) for p in planes.split(step)]
+    return torch.cat(out).reshape(n, c, h, w)
 
 
 def _gauss1d(sigma: float, radius: int, device: torch.device) -> Tensor:

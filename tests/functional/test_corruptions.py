@@ -261,3 +261,35 @@ def test_elastic_transform_of_non_square_images_smooths_each_axis_by_its_side(pa
     (s_ours, c_ours), (s_theirs, c_theirs) = field(ours.numpy()), field(theirs)
     assert 0.8 < s_ours / s_theirs < 1.25, (s_ours, s_theirs)
     assert abs(c_ours - c_theirs) < 0.1, (c_ours, c_theirs)
+
+
+def test_defocus_blur_unfolds_a_bounded_amount_per_convolution(monkeypatch):
+    """H74: a float64 convolution on the CPU unfolds its input to kh * kw values per
+    pixel, and defocus blur convolved every plane at once: the 21x21 disk of ImageNet-C's
+    severity 5 on 64 images of 224 px asked for 68 GB. The planes now go a few at a
+    time, and the result is the kernel's correlation still (a shift-and-add oracle)."""
+    import torch.nn.functional as F
+
+    from lightning_viz.functional import corruptions as C
+
+    unfolded: list[int] = []
+    conv = F.conv2d
+
+    def recording(inp, weight, *args, **kwargs):
+        unfolded.append(inp.shape[0] * weight.shape[-2] * weight.shape[-1] * inp[0].numel() * 8)
+        return conv(inp, weight, *args, **kwargs)
+
+    monkeypatch.setattr(C.F, "conv2d", recording)
+    x = torch.rand(2, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+    out = corrupt(x, "defocus_blur", 5)
+    assert max(unfolded) <= 2**27 and len(unfolded) >= 6, unfolded
+    k = C.disk_kernel(*C.PARAMETERS["imagenet"]["defocus_blur"][4])
+    assert k.shape == (21, 21)
+    r = k.shape[0] // 2
+    xp = C._pad(x.double(), r, r, "reflect101")
+    ref = sum(
+        k[i, j] * xp[..., i : i + 160, j : j + 160]
+        for i in range(2 * r + 1)
+        for j in range(2 * r + 1)
+    )
+    assert torch.allclose(out, ref.float().clamp(0, 1), atol=1e-6)
