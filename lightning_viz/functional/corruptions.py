@@ -153,7 +153,7 @@ def _pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
 def _filter2d(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
     """Correlation of every channel of ``(N, C, H, W)`` with ``kernel`` ``(kh, kw)`` (odd),
     a few planes at a time: a float64 convolution on the CPU unfolds its input to
-    ``kh * kw`` values per pixel (the 21x21 defocus disk of 64 images of 224 px: 68 GB)."""
+    ``kh * kw`` values per pixel (the 21x21 defocus disk of 64 images of 224 px: 34 GB)."""
     kh, kw = kernel.shape
     n, c, h, w = x.shape
     planes = x.reshape(n * c, 1, h, w)

@@ -266,7 +266,7 @@ def test_elastic_transform_of_non_square_images_smooths_each_axis_by_its_side(pa
 def test_defocus_blur_unfolds_a_bounded_amount_per_convolution(monkeypatch):
     """H74: a float64 convolution on the CPU unfolds its input to kh * kw values per
     pixel, and defocus blur convolved every plane at once: the 21x21 disk of ImageNet-C's
-    severity 5 on 64 images of 224 px asked for 68 GB. The planes now go a few at a
+    severity 5 on 64 images of 224 px asked for 34 GB. The planes now go a few at a
     time, and the result is the kernel's correlation still (a shift-and-add oracle)."""
     import torch.nn.functional as F
 
