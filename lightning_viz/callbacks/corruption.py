@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from lightning_viz.monitoring.record import EpochRecord, make_record
 __all__ = ["CorruptionProbe"]
 
 _CACHE_BYTES = 512 * 2**20  # corrupted probes up to this size are kept between runs
+Pair = tuple[str, int]  # (corruption, severity)
 
 
 class CorruptionProbe(WatchesRegressions, VizCallback):
@@ -32,8 +33,8 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
     chosen corruption and severity — with the CIFAR-10-C parameters below 128 px and
     the ImageNet-C ones from 128 px — from the callback's private generator, and the
     corrupted images are kept (up to 512 MB; beyond, they are drawn again each run,
-    the same way), so every run sees the same images and runs compare sample by
-    sample. At every run:
+    the same way, one corruption and severity at a time), so every run sees the same
+    images and runs compare sample by sample. At every run:
 
     * scalar ``corruption/clean_acc``: accuracy on the unperturbed probe;
     * scalar ``corruption/<name>_acc`` per corruption: accuracy averaged over the chosen
@@ -123,7 +124,7 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
             fail("severities", "distinct ints in 1..5", severities)
         self.severities = sorted(sev)  # type: ignore[arg-type]
         self.init_alerts(tolerance, alpha, warmup, patience, baseline)
-        self._cache: tuple[str, dict[tuple[str, int], Tensor]] | None = None
+        self._cache: tuple[str, dict[Pair, Tensor]] | None = None
 
     def check(self, ctx: RunContext) -> None:
         h, w = ctx.pixels.shape[-2:]
@@ -174,24 +175,26 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         text = f"{ctx.probe.fingerprint()}|{settings}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _corrupted(self, ctx: RunContext, x: Tensor, key: str) -> dict[tuple[str, int], Tensor]:
+    def _corrupted(self, ctx: RunContext, x: Tensor, key: str) -> Iterable[tuple[Pair, Tensor]]:
         """Every (corruption, severity) of the whole probe, drawn from the generator's
-        state at the start of the run (the same every epoch); kept when small."""
+        state at the start of the run (the same every epoch): kept when they fit in
+        ``_CACHE_BYTES`` together, else made one at a time as the run reads them."""
         if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        began = time.perf_counter()
+            return self._cache[1].items()
         start = ctx.generator.get_state()
-        out = {}
-        for name in self.corruptions:
-            for sev in self.severities:
-                gen = torch.Generator(device=ctx.generator.device)
-                gen.set_state(start)
-                out[(name, sev)] = corrupt(x, name, sev, generator=gen)
-        size = sum(t.numel() * t.element_size() for t in out.values())
-        if size <= _CACHE_BYTES:
-            self._cache = (key, out)
-            ctx.one_time += time.perf_counter() - began
-        return out
+
+        def one(name: str, sev: int) -> Tensor:
+            gen = torch.Generator(device=ctx.generator.device)
+            gen.set_state(start)
+            return corrupt(x, name, sev, generator=gen)
+
+        pairs = [(name, sev) for name in self.corruptions for sev in self.severities]
+        if x.numel() * x.element_size() * len(pairs) > _CACHE_BYTES:
+            return ((pair, one(*pair)) for pair in pairs)  # never all of them at once
+        began = time.perf_counter()
+        self._cache = (key, {pair: one(*pair) for pair in pairs})
+        ctx.one_time += time.perf_counter() - began
+        return self._cache[1].items()
 
     def run(self, ctx: RunContext) -> None:
         x, y = ctx.pixels, ctx.probe.labels.to(ctx.device)  # type: ignore[union-attr]
@@ -202,7 +205,10 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         n, part = len(y), ctx.share(len(y))
         masks: dict[tuple[str, int], Tensor] = {}
         preds: dict[str, int] = {}
-        for (name, sev), images in corrupted.items():
+        firsts: dict[str, Tensor] = {}  # the examples' image: the first, highest severity
+        for (name, sev), images in corrupted:
+            if sev == self.severities[-1]:  # a copy: not a view that keeps the whole set
+                firsts[name] = images[:1].float().cpu().clone()
             local = images[part].to(x.dtype)
             with torch.no_grad():  # at most max_batch images per forward pass
                 logits = ctx.chunked(ctx.view, local).float()
@@ -231,7 +237,7 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         if not ctx.log.writes:  # what follows is written, so only global rank 0 does it
             return
         ctx.log.figure(self.tag("accuracy"), self._figure(masks))
-        ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, corrupted, preds))
+        ctx.log.image(self.tag("examples"), self._examples(ctx, x, y, firsts, preds))
 
     def _scalar(
         self, ctx: RunContext, name: str, mask: Tensor, fingerprint: str, *, watched: bool
@@ -268,14 +274,14 @@ class CorruptionProbe(WatchesRegressions, VizCallback):
         ctx: RunContext,
         x: Tensor,
         y: Tensor,
-        corrupted: dict[tuple[str, int], Tensor],
+        firsts: dict[str, Tensor],
         preds: dict[str, int],
     ) -> Tensor:
         sev = self.severities[-1]
         images = [x[:1].float().cpu()]
         caps = [f"clean: {self.class_name(int(ctx.predicted[0]))}"]
         for name in self.corruptions:
-            images.append(corrupted[(name, sev)][:1].float().cpu())
+            images.append(firsts[name])
             guess = preds.get(name)
             shown = self.class_name(guess) if guess is not None else "?"
             caps.append(f"{name} {sev}: {shown}")

@@ -128,7 +128,7 @@ def test_every_corruption_is_drawn_from_the_generators_state_at_the_run_start():
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     ctx = _ctx()
     out = cb._corrupted(ctx, x, "key")
-    for (name, sev), images in out.items():
+    for (name, sev), images in out:
         expect = corrupt(x, name, sev, generator=torch.Generator().manual_seed(7))
         assert torch.equal(images, expect), (name, sev)
 
@@ -139,7 +139,7 @@ def test_a_new_probe_is_corrupted_again():
     a = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     b = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     cb._corrupted(_ctx(), a, "probe-a")
-    out = cb._corrupted(_ctx(), b, "probe-b")
+    out = dict(cb._corrupted(_ctx(), b, "probe-b"))
     assert torch.equal(out[("contrast", 3)], corrupt(b, "contrast", 3))
 
 

@@ -218,3 +218,42 @@ def test_the_fingerprint_names_the_severities_an_outcome_depends_on():
 
     assert fp() == fp(severities=(3,))  # the default severity: the same settings
     assert len({fp(), fp(severities=(1, 5)), fp(corruptions=("pixelate",)), fp(seed=1)}) == 4
+
+
+def test_a_set_too_large_to_keep_is_made_one_corruption_at_a_time(tmp_path, monkeypatch):
+    """H74: the corrupted probes were all made before the size check, so a set over the
+    512 MB that may be kept (the defaults at 224 px) was held whole in every run. Made
+    lazily, at most one set is alive when the next is made, and the values are those of
+    the kept set."""
+    import gc
+    import weakref
+
+    import lightning_viz.callbacks.corruption as C
+
+    def fit_once(path, cache_bytes):
+        monkeypatch.setattr(C, "_CACHE_BYTES", cache_bytes)
+        alive: list[weakref.ref] = []
+        most = [0]
+        real = C.corrupt
+
+        def counting(x, name, sev, generator=None):
+            gc.collect()
+            most[0] = max(most[0], sum(r() is not None for r in alive))
+            out = real(x, name, sev, generator=generator)
+            alive.append(weakref.ref(out))
+            return out
+
+        monkeypatch.setattr(C, "corrupt", counting)
+        cb = lv.CorruptionProbe(
+            corruptions=("contrast", "pixelate"), severities=(1, 3), num_samples=8
+        )
+        fit(path, [cb], epochs=2, datamodule=small_datamodule())
+        monkeypatch.setattr(C, "corrupt", real)
+        return read_events(str(path))["scalars"], most[0], len(alive)
+
+    kept, most_kept, made_kept = fit_once(tmp_path / "kept", 512 * 2**20)
+    lazy, most_lazy, made_lazy = fit_once(tmp_path / "lazy", 0)
+    assert (made_kept, made_lazy) == (4, 8)  # once per fit, or once per run
+    assert most_kept == 3 and most_lazy <= 1
+    for tag in ("corruption/contrast_acc", "corruption/pixelate_acc", "corruption/mean_acc"):
+        assert [v for _, v in lazy[tag]] == [v for _, v in kept[tag]], tag
