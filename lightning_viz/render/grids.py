@@ -335,8 +335,8 @@ def image_grid(
     antialiased) at a fifth of the tile width (at least 10 px), so they keep their
     size relative to the tiles when TensorBoard scales the picture down;
     ``"\\n"`` starts a new line, a caption wider than the tile wraps at spaces (also
-    around ``->``, and after a ``.`` or ``_`` before a letter), and what still does
-    not fit (a long word, a seventh line) is clipped with ``..``.
+    around ``->``, and after a ``.``, ``_`` or ``+`` before a letter), and what still
+    does not fit (a long word, a tenth line) is clipped with ``..``.
 
     Args:
         images: ``(N, C, H, W)``, float in ``[0, 1]`` or ``uint8`` (``C`` other than 1 or 3
@@ -402,7 +402,8 @@ def rows_grid(
     Rows may mix gray and RGB, float ``[0, 1]`` and ``uint8`` tensors; rows whose
     ``(H, W)`` differs from the first row's are resized to it (bilinear). Column
     captions are drawn once, under the last row; row labels in a column on the left
-    (as wide as the widest label, at most 2.5 tile widths; longer labels wrap).
+    (as wide as the widest label, at most 2.5 tile widths and 200 px, but never
+    narrower than 8 characters of the caption font; longer labels wrap).
 
     When the table is wider than ``max_width`` its columns are split into ``B``
     blocks of ``ceil(N / B)`` samples (``B`` as small as fits), stacked top to
