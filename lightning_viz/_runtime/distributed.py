@@ -9,10 +9,10 @@ rows of every rank back in global order.
 A callback's run on one rank can fail while the others go on (out of memory on one
 device): the others would then wait in the run's next collective for a rank that has
 left it. So every collective of a run is preceded by :func:`agree` and the run ends
-with it; the failed rank says ``ok=False`` there once, and every rank leaves the run at
-the same point (:class:`PeerFailedError` on the others). Work that rank 0 does alone
-(its writes, and the background work it harvests) ends the same way under
-:func:`together` when it may raise.
+with it; the failed rank says so there once (:func:`tell_peers`), and every rank
+leaves the run at the same point (:class:`PeerFailedError` on the others). Work that
+rank 0 does alone (its writes, and the background work it harvests) ends the same way
+under :func:`together` when it may raise.
 """
 
 from __future__ import annotations
@@ -64,15 +64,15 @@ def ranks_without(trainer: Any, flag: bool) -> list[int]:
     return [r for r, f in enumerate(flags) if not f]
 
 
-def agree(trainer: Any, ok: bool = True) -> None:
-    """Every rank's word on whether its run is still going: before each collective of
-    a run and at its end with ``ok=True``; once, after a failure, with ``ok=False``.
+def agree(trainer: Any) -> None:
+    """Every rank's word that its run is still going, before each collective of a run
+    and at its end (a rank whose run failed says so once: :func:`tell_peers`).
 
     Raises:
         PeerFailedError: On a rank still going when another rank's run failed.
     """
-    failed = ranks_without(trainer, ok)
-    if ok and failed:
+    failed = ranks_without(trainer, True)
+    if failed:
         raise PeerFailedError(
             f"its run failed on rank {', '.join(map(str, failed))} (said there), "
             "so every rank stops it"
@@ -81,8 +81,8 @@ def agree(trainer: Any, ok: bool = True) -> None:
 
 def tell_peers(trainer: Any, err: BaseException) -> bool:
     """After ``err`` ended this rank's run: unless another rank's failure ended it
-    (:class:`PeerFailedError`), says ``ok=False`` to the others, once. Returns whether ``err``
-    is this rank's own."""
+    (:class:`PeerFailedError`), says to the others that it failed, once. Returns
+    whether ``err`` is this rank's own."""
     if isinstance(err, PeerFailedError):
         return False
     try:

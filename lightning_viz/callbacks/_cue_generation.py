@@ -87,12 +87,15 @@ class CueConflictGeneration:
             return one_process
         if one_process:  # under DDP the ranks must agree on what is missing
             self._chunks = {}
-            for place in places[::-1]:  # this log dir's chunks last: they are the newest
+            for place in places:  # this log dir's chunks first: they are the newest
                 found = cue_cache.read_chunks(place, self._chunk_sizes(), image_shape)
-                for i, chunk in found.items() if place != path else ():
-                    with contextlib.suppress(OSError):  # kept where the checkpoint points
-                        cue_cache.write_chunk(path, i, *chunk)  # type: ignore[arg-type]
-                self._chunks.update(found)
+                for i, chunk in found.items():
+                    if i in self._chunks:
+                        continue
+                    self._chunks[i] = chunk
+                    if place != path:  # kept where the checkpoint points
+                        with contextlib.suppress(OSError):
+                            cue_cache.write_chunk(path, i, *chunk)  # type: ignore[arg-type]
         return one_process
 
     def _resume_or_start(self, trainer: Any) -> None:
