@@ -28,6 +28,19 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _captions_seen(monkeypatch, module) -> list:
+    """The captions of every ``render.image_grid`` that ``module`` draws, in order."""
+    seen: list = []
+    real = module.render.image_grid
+
+    def spy(images, *args, **kwargs):
+        seen.append(kwargs.get("captions"))
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(module.render, "image_grid", spy)
+    return seen
+
+
 @pytest.fixture
 def package(monkeypatch):
     """imagecorruptions with np.float_ restored for current numpy; nothing else changed."""
@@ -251,14 +264,7 @@ def test_class_model_binary_caption_decides_as_the_library_a_zero_logit_negative
     # correct) the library decides `logit > 0`
     from lightning_viz.callbacks import class_model as cm
 
-    seen = []
-    real = cm.render.image_grid
-
-    def spy(images, *args, **kwargs):
-        seen.append(kwargs.get("captions"))
-        return real(images, *args, **kwargs)
-
-    monkeypatch.setattr(cm.render, "image_grid", spy)
+    seen = _captions_seen(monkeypatch, cm)
     logged = []
     cb = lv.ClassModelLogger(steps=1, class_names=["negative", "positive"])
     ctx = _class_model_ctx(2, logged=logged, model=_ZeroLogit())
@@ -327,6 +333,21 @@ def test_class_model_step_is_a_clipped_normalized_ascent_then_a_gaussian_blur():
 
 
 # ------------------------------------------------------------- CIFAR elastic
+def _elastic_of_a_ramp(severity: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``elastic_transform`` of ``n`` 32x32 ramp images (channel 0 = column, 1 = row, so
+    each output pixel says where it was read from), in float64, and the inner pixels'
+    ``(column, row, 1)`` rows for a least-squares affine fit."""
+    h = w = 32
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    ramp = torch.stack([cols / (w - 1), rows / (h - 1), torch.zeros(h, w)])[None].float()
+    out = corrupt(ramp.expand(n, 3, h, w), "elastic_transform", severity, generator=gen(0))
+    inner = slice(6, -6)  # away from the reflected border
+    a = torch.stack([cols[inner, inner].flatten(), rows[inner, inner].flatten()], 1)
+    return out.double(), torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
+
+
 def test_cifar_elastic_severity_1_is_an_affine_map_jittering_the_anchors_by_up_to_8_percent():
     # make_cifar_c.py severity 1: alpha 0 (no elastic part), the three anchors
     # (centre +- side // 3) moved by U(-0.08 side, 0.08 side) each: the image is warped by
@@ -334,15 +355,9 @@ def test_cifar_elastic_severity_1_is_an_affine_map_jittering_the_anchors_by_up_t
     # pixel is read back, the map fitted and the anchors' moves recovered.
     # C49 (anchors at side // 4), C50 (moves in [0, 0.08 side) only)
     h = w = 32
-    rows, cols = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
-    ramp = torch.stack([cols / (w - 1), rows / (h - 1), torch.zeros(h, w)])[None].float()
-    out = corrupt(ramp.expand(100, 3, h, w), "elastic_transform", 1, generator=gen(0)).double()
-    src_c, src_r = out[:, 0] * (w - 1), out[:, 1] * (h - 1)
     inner = slice(6, -6)  # away from the reflected border
-    a = torch.stack([cols[inner, inner].flatten(), rows[inner, inner].flatten()], 1)
-    a = torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
+    out, a = _elastic_of_a_ramp(1, 100)
+    src_c, src_r = out[:, 0] * (w - 1), out[:, 1] * (h - 1)
     anchors = torch.tensor([[26.0, 26.0], [26.0, 6.0], [6.0, 6.0]], dtype=torch.float64)
     moves = []
     for sc, sr in zip(src_c, src_r, strict=True):
@@ -363,15 +378,9 @@ def test_cifar_elastic_displacement_is_alpha_times_smoothed_unit_uniform_noise()
     # 0.1 * 32 = 3.2 px, sigma 0.03 * 32 = 0.96 px (truncate 3): its std is
     # alpha / sqrt(3) * sum(k^2) for the 1-D kernel k. On a ramp image the part of the
     # source column no affine map explains is that displacement. C51 (U(-0.5, 0.5))
-    h = w = 32
-    rows, cols = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
-    ramp = torch.stack([cols / (w - 1), rows / (h - 1), torch.zeros(h, w)])[None].float()
-    out = corrupt(ramp.expand(50, 3, h, w), "elastic_transform", 5, generator=gen(0)).double()
-    inner = slice(6, -6)
-    a = torch.stack([cols[inner, inner].flatten(), rows[inner, inner].flatten()], 1)
-    a = torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
+    w = 32
+    inner = slice(6, -6)  # away from the reflected border
+    out, a = _elastic_of_a_ramp(5, 50)
     residuals = []
     for img in out:
         b = (img[0] * (w - 1))[inner, inner].flatten()[:, None]
@@ -432,14 +441,7 @@ def test_corruption_examples_caption_the_first_images_clean_prediction(monkeypat
 
     from lightning_viz.callbacks import corruption as cm
 
-    seen = []
-    real = cm.render.image_grid
-
-    def spy(images, *args, **kwargs):
-        seen.append(kwargs.get("captions"))
-        return real(images, *args, **kwargs)
-
-    monkeypatch.setattr(cm.render, "image_grid", spy)
+    seen = _captions_seen(monkeypatch, cm)
     cb = lv.CorruptionProbe(corruptions=("contrast",))
     x = torch.rand(2, 3, 8, 8, generator=gen(0))
     ctx = SimpleNamespace(predicted=torch.tensor([1, 0]))
