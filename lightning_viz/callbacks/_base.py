@@ -62,6 +62,7 @@ from lightning_viz._runtime.schedule import (
 from lightning_viz._runtime.transfer import TransferHookError, batch_transfer
 from lightning_viz.callbacks import _monitors as monitors
 from lightning_viz.callbacks._probe_setup import ProbeSetup
+from lightning_viz.callbacks._resume import measure_skipped_epoch, restart_at
 
 __all__ = ["CAPTION_LABEL", "NotApplicableError", "RunContext", "VizCallback"]
 
@@ -432,13 +433,12 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return any(cb is self for cb in self._shared(trainer).callbacks[-1:])
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        if (self._last_epoch or 0) >= trainer.current_epoch:  # fit again from an earlier epoch
-            self._last_epoch = None
         monitors.check_step_validation(self, trainer)  # the epoch's batches are known now
+        restart_at(self, trainer)  # the summary and schedule from the first epoch end to run
         coordinator = self._shared(trainer)
-        coordinator.continue_summary(trainer.current_epoch)
         coordinator.retune(trainer, self)  # a resumed run's tolerance for its old metrics
         coordinator.start_run(trainer, self)  # layout and configuration, once per run
+        measure_skipped_epoch(self, trainer, pl_module)  # a resume skipped its end (_resume)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         coordinator = self._shared(trainer)

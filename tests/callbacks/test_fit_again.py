@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 import lightning_viz as lv
@@ -122,3 +123,69 @@ def test_fit_again_to_continue_says_nothing_about_a_lost_summary(tmp_path):
         trainer.fit(model, datamodule=small_datamodule())
     assert not [w for w in record if "without the summary" in str(w.message)]
     assert _summary_epochs(tmp_path) == [0, 1, 2]
+
+
+def _resume(tmp_path, callbacks, ckpt):
+    pl.seed_everything(0)
+    model = LitClassifier(num_classes=5)
+    _trainer(tmp_path, callbacks, epochs=3).fit(
+        model, datamodule=small_datamodule(), ckpt_path=ckpt
+    )
+    return model
+
+
+_RESTART_STAGES = pytest.mark.skipif(
+    not hasattr(getattr(pl.loops.fit_loop, "_FitLoop", None), "restarted_mid_epoch"),
+    reason="this Lightning's loops do not tell a restart at an epoch's last batch apart",
+)
+
+
+@_RESTART_STAGES
+def test_resume_from_the_last_batch_of_an_epoch_measures_that_epoch(tmp_path):
+    """A checkpoint saved at the last training batch of epoch 1 (``every_n_train_steps``):
+    the resumed fit skips that epoch's validation and epoch end, so epoch 1 was never
+    measured (no value at step 4, none in summary.json, its alerts lost) and nothing said.
+    It is measured at the training start, as its end would have: the same value at the
+    same step, and the training goes on bitwise as without the callback."""
+    pl.seed_everything(0)
+    probe = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(8 / 255,), num_samples=8, on_error="raise", max_overhead=None
+    )
+    saved = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=2, save_top_k=-1)
+    _trainer(tmp_path / "a", [probe, saved], epochs=2).fit(
+        LitClassifier(num_classes=5), datamodule=small_datamodule()
+    )
+    (ckpt,) = glob.glob(str(tmp_path / "ckpt" / "epoch=1-step=4.ckpt"))
+    resumed = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(8 / 255,), num_samples=8, on_error="raise", max_overhead=None
+    )
+    model = _resume(tmp_path / "b", [resumed], ckpt)
+    before = dict(read_events(str(tmp_path / "a"))["scalars"][TAG])
+    after = dict(read_events(str(tmp_path / "b"))["scalars"][TAG])
+    assert sorted(after) == [4, 6]
+    assert after[4] == before[4]
+    assert _summary_epochs(tmp_path / "b") == [0, 1, 2]
+    bare = _resume(tmp_path / "c", [], ckpt)  # the same resume without the callback
+    mine, theirs = model.state_dict(), bare.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)  # BatchNorm buffers too
+
+
+@_RESTART_STAGES
+@pytest.mark.parametrize("save", ["mid-epoch", "validation end"])
+def test_resume_inside_or_after_validation_measures_no_epoch_twice(tmp_path, save):
+    """Mid-epoch (step 3 of 2-batch epochs: inside epoch 1) and validation-end
+    checkpoints: Lightning runs the rest of the epoch, or it was measured before the
+    save; the resumed fit measures only the epochs it trains to the end."""
+    every = {"every_n_train_steps": 3} if save == "mid-epoch" else {}
+    saved = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_top_k=-1, **every)
+    pl.seed_everything(0)
+    _trainer(tmp_path / "a", [saved], epochs=2).fit(
+        LitClassifier(num_classes=5), datamodule=small_datamodule()
+    )
+    (ckpt,) = glob.glob(str(tmp_path / "ckpt" / f"epoch=1-step={3 if every else 4}.ckpt"))
+    probe = lv.AdversarialProbe(
+        attacks=("fgsm",), eps=(8 / 255,), num_samples=8, on_error="raise", max_overhead=None
+    )
+    _resume(tmp_path / "b", [probe], ckpt)
+    steps = [s for s, _ in read_events(str(tmp_path / "b"))["scalars"][TAG]]
+    assert steps == ([4, 6] if every else [6])
