@@ -58,20 +58,39 @@ def restart_at(callback: Any, trainer: Any) -> None:
 def measure_skipped_epoch(callback: Any, trainer: Any, pl_module: Any) -> None:
     """At the training start, in the last registered callback (after every callback's
     ``on_train_start`` continued the summary): each callback due at the skipped epoch
-    measures it, in their order, then the epoch's summary is written, as at its end."""
+    measures it, in their order, then the epoch's summary is written, as at its end
+    (outside the overhead budget: :func:`_outside_budget`)."""
     epoch = skipped_epoch(trainer)
     if epoch is None or not callback._is_last(trainer):
         return
     coordinator = callback._shared(trainer)
     averaged = any(isinstance(cb, WEIGHT_AVERAGING) for cb in trainer.callbacks)
-    with _at_epoch(trainer, epoch):
+    with _at_epoch(trainer, epoch), _outside_budget(coordinator):
         for cb in list(coordinator.callbacks):
             if averaged and cb._after_validation or getattr(cb, "validated_epochs_only", False):
                 if cb.scheduled(trainer):
                     _say_unmeasured(cb, epoch)
                 continue
             cb._maybe_run(trainer, pl_module)
-        coordinator.write_epoch_end(trainer)
+        with coordinator.together(trainer):  # no viz/overhead: no training time of epoch
+            coordinator.write_summary(trainer)
+            coordinator.write_epoch_summary(trainer)
+
+
+@contextlib.contextmanager
+def _outside_budget(coordinator: Any) -> Iterator[None]:
+    """The skipped epoch's runs, outside the overhead budget: this fit holds none of
+    that epoch's training time, so they are neither planned (every callback due by its
+    own schedule runs) nor charged (``viz/<Callback>/seconds`` still says their time).
+    Planned and charged against this fit's first epoch, they read as a thousandfold
+    overhead and spaced the callbacks out for the rest of the fit."""
+    budget = coordinator.budget
+    coordinator.allows = lambda callback, trainer: True  # (instance attributes: the
+    budget.charge = lambda *args, **kwargs: None  # methods come back when deleted)
+    try:
+        yield
+    finally:
+        del coordinator.allows, budget.charge
 
 
 def _say_unmeasured(callback: Any, epoch: int) -> None:

@@ -164,6 +164,11 @@ def test_resume_from_the_last_batch_of_an_epoch_measures_that_epoch(tmp_path):
     after = dict(read_events(str(tmp_path / "b"))["scalars"][TAG])
     assert sorted(after) == [4, 6]
     assert after[4] == before[4]
+    # H79: outside the budget (this fit holds no training time of epoch 1): not
+    # charged, and no viz/overhead at its step (it read 1221 against 2.6 uninterrupted)
+    overhead = dict(read_events(str(tmp_path / "b"))["scalars"]["viz/overhead"])
+    assert sorted(overhead) == [6]
+    assert resumed._coordinator.budget.runs_done == {resumed.state_key: 1}  # epoch 2's
     assert _summary_epochs(tmp_path / "b") == [0, 1, 2]
     bare = _resume(tmp_path / "c", [], ckpt)  # the same resume without the callback
     mine, theirs = model.state_dict(), bare.state_dict()
