@@ -31,14 +31,16 @@ def _project(
     x_adv: Tensor, x: Tensor, eps: float, norm: str, clamp: tuple[float, float] | None
 ) -> Tensor:
     """Projects ``x_adv`` onto the ``eps``-ball around ``x``, then into the pixel range."""
-    delta = x_adv - x
+    return _step(x, _within(x_adv - x, eps, norm), eps, norm, clamp)
+
+
+def _within(delta: Tensor, eps: float, norm: str) -> Tensor:
+    """``delta`` clamped (Linf), or scaled down to norm ``eps`` when longer (L2; at
+    ``eps = 0`` every step becomes 0, not 0 / 0)."""
     if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        n = _flat_norm(delta)
-        factor = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
-        delta = delta * factor
-    return _step(x, delta, eps, norm, clamp)
+        return delta.clamp(-eps, eps)
+    n = _flat_norm(delta)
+    return delta * torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
 
 
 def _step(
@@ -62,13 +64,7 @@ def _into_ball(adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
             return d.abs() > eps
         return (_flat_norm(d) > eps) & (d != 0)
 
-    d = adv.double() - x.double()
-    if norm == "linf":
-        d = d.clamp(-eps, eps)
-    else:  # (eps = 0: every step is scaled to 0, not 0 / 0)
-        n = _flat_norm(d)
-        d = d * torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
-    adv = (x.double() + d).to(adv.dtype)
+    adv = (x.double() + _within(adv.double() - x.double(), eps, norm)).to(adv.dtype)
     for _ in range(8):
         over = outside(adv)
         if not bool(over.any()):
