@@ -115,6 +115,7 @@ class OverheadBudget:
         self._carried = 0  # epochs the fit before trained after its last plan
         self._basis: tuple[Any, ...] | None = None  # what the intervals were worked out from
         self._begun: tuple[float, float] | None = None  # (clock, spent) at begin, until training
+        self.suspended = False  # runs outside the budget: every due one runs, none charged
 
     # ------------------------------------------------------------------ seconds
     def begin(self) -> None:
@@ -192,6 +193,8 @@ class OverheadBudget:
             of_run: The index of the run that submitted the background work
                 (``runs_done`` then); ``None``: the latest run.
         """
+        if self.suspended:  # (a skipped epoch measured at the training start: _resume)
+            return
         self.spent += seconds
         if background:
             self.background += seconds

@@ -532,13 +532,14 @@ class VizCallback(ProbeSetup, *CALLBACK_BASES):  # type: ignore[misc]
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _due(self, trainer: Any) -> bool:
-        """On every rank, scheduled, the model's parameters finite, and within the budget."""
+        """On every rank, scheduled, the model's parameters finite, and within the budget
+        (or outside it: :attr:`Budget.suspended`)."""
         shared = self._shared(trainer)
         self._enabled = on_every_rank(trainer, self._enabled, type(self).__name__)
         return (
             self.scheduled(trainer)
             and shared.model_finite(trainer)
-            and shared.allows(self, trainer)
+            and (shared.budget.suspended or shared.allows(self, trainer))
         )
 
     def known_tags(self) -> set[str]:
